@@ -1,0 +1,196 @@
+"""Build benchmarks: cold build, no-change and code-only rebuilds, scanning, handler overhead.
+
+    .venv/bin/python bench/build.py [--reference-venv PATH]
+
+Prints one table: our figure, the reference measured in the same run where one can be
+(a direct function call; RunPod's own `flash build` on the same two-function project when
+--reference-venv points at a venv with `runpod-flash` installed, for example
+`python3 -m venv /tmp/ref && /tmp/ref/bin/pip install runpod-flash==1.21.0`), and the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from flash.build.collect import collect_files
+from flash.build.scanner import scan_project
+from flash.cli.init import write_starter
+from flash.runtime.generic_handler import create_handler
+from flash.runtime.serialization import serialize_args
+
+FLASH = [sys.executable, "-m", "flash.cli"]
+
+
+def _flash(*args: str, cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([*FLASH, *args], cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def bench_builds(work: Path) -> dict[str, float]:
+    project = work / "starter"
+    write_starter(project)
+    cold = _flash("build", ".", cwd=project)
+    no_change = min(_flash("build", ".", cwd=project) for _ in range(3))
+    code_only = []
+    target = project / "workers" / "gpu_worker.py"
+    for i in range(3):
+        target.write_text(target.read_text() + f"\n# edit {i}\n")
+        code_only.append(_flash("build", ".", cwd=project))
+    size = (project / ".flash" / "archive.tar.gz").stat().st_size
+    return {"cold": cold, "no_change": no_change, "code_only": min(code_only), "size": size}
+
+
+def make_big_project(root: Path, modules: int) -> None:
+    (root / "shared").mkdir(parents=True)
+    (root / "shared" / "__init__.py").write_text("")
+    (root / "shared" / "config.py").write_text(
+        'from flash import LiveServerless\ngpu = LiveServerless(name="gpu", workersMax=3)\n'
+    )
+    for i in range(modules):
+        pkg = root / f"pkg{i // 100}"
+        pkg.mkdir(exist_ok=True)
+        (pkg / "__init__.py").touch()
+        body = "import math\n\n\ndef helper(x):\n    return math.sqrt(x) + 1\n" * 3
+        if i % 10 == 0:
+            body += (
+                "\nfrom flash import remote\nfrom shared.config import gpu\n\n\n"
+                f"@remote(resource_config=gpu)\nasync def fn_{i}(x):\n    return x\n"
+            )
+        (pkg / f"mod{i}.py").write_text(body)
+
+
+def bench_scan(work: Path, modules: int = 2000) -> float:
+    root = work / "big"
+    make_big_project(root, modules)
+    files = collect_files(root)
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = scan_project(root, files)
+        runs.append(time.perf_counter() - start)
+    assert len(result.functions) == modules // 10
+    return min(runs)
+
+
+def bench_handler(calls: int = 50_000) -> tuple[float, float]:
+    """Per-call cost: awaiting the generic handler inside a running loop vs calling the function."""
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    handler = create_handler({"add": add})
+    args, kwargs = serialize_args((1, 2), {})
+    job = {"id": "j", "input": {"function_name": "add", "args": args, "kwargs": kwargs}}
+
+    async def through_handler() -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            await handler(job)
+        return (time.perf_counter() - start) / calls
+
+    def direct() -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            add(1, 2)
+        return (time.perf_counter() - start) / calls
+
+    ours = statistics.median(asyncio.run(through_handler()) for _ in range(5))
+    ref = statistics.median(direct() for _ in range(5))
+    return ours, ref
+
+
+TWO_FUNCTIONS = {
+    "pyproject.toml": '[project]\nname = "two"\nversion = "0.1.0"\ndependencies = []\n',
+    "workers/__init__.py": "",
+    "workers/gpu.py": (
+        "from {sdk} import LiveServerless, remote\n\n"
+        'gpu = LiveServerless(name="gpu-worker")\n\n\n'
+        "@remote(resource_config=gpu)\nasync def double(x: int) -> int:\n    return 2 * x\n"
+    ),
+    "workers/cpu.py": (
+        "from {sdk} import CpuLiveServerless, remote\n\n"
+        'cpu = CpuLiveServerless(name="cpu-worker")\n\n\n'
+        "@remote(resource_config=cpu)\ndef shout(text: str) -> str:\n    return text.upper()\n"
+    ),
+}
+
+
+def two_functions_project(root: Path, sdk: str) -> Path:
+    """Two tiny functions, the case the seed took ~40 s and 45 MB for."""
+    for rel, text in TWO_FUNCTIONS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text.format(sdk=sdk))
+    return root
+
+
+def bench_two_functions(work: Path, reference_venv: Path | None) -> dict[str, tuple[float, int]]:
+    """Cold build of the same two-function project by us and, if given, by runpod-flash."""
+    results = {}
+    ours = two_functions_project(work / "two-ours", "flash")
+    elapsed = _flash("build", ".", cwd=ours)
+    results["ours"] = (elapsed, (ours / ".flash" / "archive.tar.gz").stat().st_size)
+    flash_bin = reference_venv / "bin" / "flash" if reference_venv else None
+    if flash_bin is not None and flash_bin.exists():
+        theirs = two_functions_project(work / "two-ref", "runpod_flash")
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [str(flash_bin), "build"], cwd=theirs, capture_output=True, text=True, timeout=600
+        )
+        elapsed = time.perf_counter() - start
+        archives = sorted((theirs / ".flash").glob("*.tar.gz"))
+        if proc.returncode == 0 and archives:
+            results["reference"] = (elapsed, archives[0].stat().st_size)
+        else:
+            print(f"reference build failed: {proc.stdout[-800:]}", file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--reference-venv", type=Path, default=os.environ.get("FLASH_REFERENCE_VENV")
+    )
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        builds = bench_builds(work)
+        scan = bench_scan(work)
+        handler, direct = bench_handler()
+        two = bench_two_functions(work, opts.reference_venv)
+
+    ours_two = two["ours"]
+    ref = two.get("reference")
+    ref_cold = f"{ref[0]:.2f} s (runpod-flash)" if ref else "~40 s (seed, documented)"
+    ref_size = f"{ref[1] / 1e6:.3f} MB (runpod-flash)" if ref else "45 MB (seed, documented)"
+    rows = [
+        ("cold build, two functions", f"{ours_two[0]:.2f} s", ref_cold, "-"),
+        ("archive size, two functions", f"{ours_two[1] / 1e6:.3f} MB", ref_size, "-"),
+        ("cold build, init project", f"{builds['cold']:.2f} s", "-", "-"),
+        ("no-change rebuild", f"{builds['no_change']:.2f} s", "-", "< 1 s"),
+        ("code-only rebuild", f"{builds['code_only']:.2f} s", "-", "< 3 s"),
+        ("archive size, init project", f"{builds['size'] / 1e6:.3f} MB", "-", "< 2 MB"),
+        ("scan 2,000 modules", f"{scan:.2f} s", "-", "< 2 s"),
+        (
+            "handler overhead per call",
+            f"{(handler - direct) * 1e6:.2f} µs",
+            f"direct call {direct * 1e6:.2f} µs",
+            "< 10 µs",
+        ),
+    ]
+    header = ("metric", "ours", "reference", "target")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

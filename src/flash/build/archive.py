@@ -1,0 +1,119 @@
+"""Stage 7: a deterministic, atomically written ``.tar.gz``.
+
+Same entries in, same bytes out: sorted names, one fixed mtime, owner 0, normalised modes,
+and a gzip header without a timestamp or file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+# 1980-01-01: the earliest time zip can hold too, a common choice for reproducible builds.
+DEFAULT_MTIME = 315532800
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the archive: its content comes from ``source`` or ``data``."""
+
+    name: str
+    source: Path | None = None
+    data: bytes | None = None
+    executable: bool = False
+
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        assert self.source is not None
+        return self.source.stat().st_size
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    path: Path
+    sha256: str
+    size: int
+    files: int
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(value) if value.isdigit() else DEFAULT_MTIME
+
+
+def write_archive(entries: Iterable[Entry], dest: Path, *, mtime: int | None = None) -> ArchiveInfo:
+    """Pack ``entries`` into ``dest``.
+
+    Written to a temporary file and renamed: an error or interruption leaves any previous
+    ``dest`` intact and no partial file behind.
+    """
+    mtime = source_date_epoch() if mtime is None else mtime
+    ordered = sorted(entries, key=lambda e: e.name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as raw:
+            with (
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                for entry in ordered:
+                    _add(tar, entry, mtime)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return ArchiveInfo(
+        path=dest, sha256=file_sha256(dest), size=dest.stat().st_size, files=len(ordered)
+    )
+
+
+def _add(tar: tarfile.TarFile, entry: Entry, mtime: int) -> None:
+    info = tarfile.TarInfo(entry.name)
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if entry.data is not None:
+        info.size = len(entry.data)
+        info.mode = 0o755 if entry.executable else 0o644
+        tar.addfile(info, io.BytesIO(entry.data))
+        return
+    assert entry.source is not None
+    stat = entry.source.stat()
+    info.size = stat.st_size
+    info.mode = 0o755 if (entry.executable or stat.st_mode & 0o111) else 0o644
+    with open(entry.source, "rb") as fh:
+        tar.addfile(info, fh)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into ``dest``, refusing links and paths that leave ``dest``."""
+    dest = dest.resolve()
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            target = (dest / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(dest):
+                raise ValueError(f"{archive}: unsafe entry {member.name!r}")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # pragma: no cover - Python < 3.10.12 has no filters; members were checked above
+            tar.extractall(dest)

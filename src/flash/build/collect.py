@@ -1,0 +1,109 @@
+"""Stage 1: the project files that go into a build."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pathspec
+
+from flash.build.errors import BuildError
+
+IGNORE_FILES = (".gitignore", ".flashignore")
+
+# Always left out, whatever the ignore files say: VCS data, build outputs, virtualenvs,
+# bytecode and .env files (secrets never enter an archive).
+ALWAYS_EXCLUDED = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".flash/",
+    ".venv/",
+    "venv/",
+    "__pycache__/",
+    "*.pyc",
+    "*.pyo",
+    ".env",
+    ".env.*",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    ".tox/",
+    "/dist/",
+    "/build/",
+    "*.egg-info/",
+    ".DS_Store",
+    "/flash_manifest.json",
+)
+
+
+def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
+    """Patterns from the root's .gitignore and .flashignore, plus the built-in exclusions."""
+    lines: list[str] = list(ALWAYS_EXCLUDED)
+    for name in IGNORE_FILES:
+        path = root / name
+        if path.is_file():
+            try:
+                lines.extend(path.read_text(encoding="utf-8").splitlines())
+            except UnicodeDecodeError as exc:
+                raise BuildError(f"not UTF-8 text: {exc}", path=name) from None
+    lines.extend(extra_patterns)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
+    """Sorted posix paths, relative to ``root``, of every file that belongs in the build.
+
+    Ignore files in subfolders are honoured the git way: their patterns apply below them.
+    """
+    root = root.resolve()
+    if not root.is_dir():
+        raise BuildError(f"project directory not found: {root}")
+    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root, extra_patterns))]
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        if prefix:
+            nested = _nested_spec(Path(dirpath))
+            if nested is not None:
+                specs.append((prefix, nested))
+        kept_dirs = []
+        for name in sorted(dirnames):
+            if not _ignored(specs, prefix + name + "/") and not os.path.islink(
+                os.path.join(dirpath, name)
+            ):
+                kept_dirs.append(name)
+        dirnames[:] = kept_dirs
+        for name in filenames:
+            rel = prefix + name
+            if not _ignored(specs, rel) and os.path.isfile(os.path.join(dirpath, name)):
+                found.append(rel)
+    return sorted(found)
+
+
+def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
+    lines: list[str] = []
+    for name in IGNORE_FILES:
+        path = directory / name
+        if path.is_file():
+            lines.extend(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+
+def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
+    for prefix, spec in specs:
+        if rel.startswith(prefix) and spec.match_file(rel[len(prefix) :]):
+            return True
+    return False
+
+
+def fingerprint(root: Path, files: Iterable[str]) -> str:
+    """sha256 over the files' paths and contents: equal exactly when the inputs are equal."""
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(rel.encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256((root / rel).read_bytes()).digest())
+    return digest.hexdigest()

@@ -1,0 +1,580 @@
+"""Dependency gathering, resolution and vendoring with uv (build stages 5 and 8).
+
+``vendor_dependencies`` is the one call the pipeline makes: it gathers requirement strings from
+``requirements.txt``, ``pyproject.toml`` and every ``@remote(dependencies=[...])``, resolves them
+to exact pins for the *target* interpreter and platform (binary wheels only), and installs the pins
+into a directory that is shipped inside the archive.
+
+Both steps are cached under ``cache_dir``: a resolution is keyed by its inputs (like a lock file,
+it is not refreshed when an index publishes new versions) and an installed site directory by its
+pins, so a rebuild with unchanged dependencies never runs uv.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from flash.build.errors import BuildError
+
+try:  # `packaging` is not a declared dependency; use it when present for exact validation.
+    from packaging.requirements import InvalidRequirement, Requirement
+except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
+    Requirement = None  # type: ignore[assignment,misc]
+    InvalidRequirement = ValueError  # type: ignore[assignment,misc]
+
+# Bump when the cached data layout or the post-install clean-up changes.
+_CACHE_FORMAT = 1
+
+# uv settings that only change how uv talks to the network, never what it resolves, so a user's
+# shell may keep them; every other UV_* variable is dropped so results depend on options only.
+_UV_TRANSPORT_ENV = frozenset(
+    {"UV_HTTP_TIMEOUT", "UV_HTTP_RETRIES", "UV_NATIVE_TLS", "UV_CONCURRENT_DOWNLOADS"}
+)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_REGEX_REQUIREMENT = re.compile(
+    r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*"
+    r"(?P<extras>\[[A-Za-z0-9._,\s-]*\])?\s*(?P<rest>(?:[<>=!~@;(].*)?)$"
+)
+_PYTHON_VERSION = re.compile(r"^3\.\d+(?:\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class DependencyOptions:
+    """What to resolve for and where packages come from.
+
+    ``platform`` is a uv ``--python-platform`` value; the default, ``x86_64-manylinux_2_28``,
+    matches the glibc 2.28+ x86-64 Linux images serverless workers run on.
+    """
+
+    python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    platform: str = "x86_64-manylinux_2_28"
+    no_deps: bool = False
+    exclude: tuple[str, ...] = ()
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    no_index: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedDependencies:
+    requirements: tuple[str, ...]
+    pins: tuple[str, ...]
+    excluded: tuple[str, ...]
+    site_dir: Path | None
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+def normalise_name(name: str) -> str:
+    """PEP 503 normal form: lowercase, runs of ``-_.`` become one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _canonical_requirement(text: str) -> str:
+    """Return a canonical spelling of ``text``; raise ``ValueError`` if it is not a requirement."""
+    if Requirement is not None:
+        req = Requirement(text)
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        if req.url:
+            spec = f" @ {req.url}"
+            if req.marker is not None:
+                spec += " "  # PEP 508: a URL must be followed by whitespace before ';'
+        else:
+            spec = str(req.specifier)
+        marker = f"; {req.marker}" if req.marker is not None else ""
+        return f"{normalise_name(req.name)}{extras}{spec}{marker}"
+    match = _REGEX_REQUIREMENT.match(text.strip())
+    if match is None:
+        raise ValueError(f"expected a package name, got {text.strip()!r}")
+    extras_text = match["extras"]
+    extras = ""
+    if extras_text:
+        names = sorted(e.strip() for e in extras_text[1:-1].split(",") if e.strip())
+        extras = f"[{','.join(names)}]" if names else ""
+    rest = match["rest"].strip()
+    if not rest.startswith(("@", ";")):
+        rest = re.sub(r"\s+", "", rest)
+    return f"{normalise_name(match['name'])}{extras}{' ' if rest.startswith('@') else ''}{rest}"
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
+    """Yield (first line number, line) with backslash continuations joined and comments cut."""
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        # pip treats '#' as a comment only at line start or after whitespace (URLs keep fragments).
+        line = re.sub(r"(^|\s)#.*$", "", raw)
+        if line.endswith("\\"):
+            pending.append(line[:-1])
+            continue
+        pending.append(line)
+        yield start, " ".join(part.strip() for part in pending).strip()
+        pending = []
+    if pending:
+        yield start, " ".join(part.strip() for part in pending).strip()
+
+
+def _include_target(line: str) -> str | None:
+    """The file named by a ``-r``/``--requirement`` line, else None."""
+    match = re.match(r"^(?:-r|--requirement)(?:\s*=\s*|\s+|(?=\S))(\S.*)$", line)
+    return match.group(1).strip() if match else None
+
+
+def _read_requirements_txt(
+    path: Path, root: Path, seen: set[Path], out: list[tuple[str, str, int | None]]
+) -> None:
+    resolved = path.resolve()
+    if resolved in seen:  # an include cycle adds nothing new
+        return
+    seen.add(resolved)
+    shown = _display_path(path, root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read requirements file: {exc}", path=shown) from exc
+    for number, line in _logical_lines(text):
+        if not line:
+            continue
+        if line.startswith("-"):
+            target = _include_target(line)
+            if target is None:
+                continue  # pip options (-e, -c, --index-url, ...) are not requirements
+            included = path.parent / target
+            if not included.is_file():
+                raise BuildError(
+                    f"included requirements file {target!r} does not exist", path=shown, line=number
+                )
+            _read_requirements_txt(included, root, seen, out)
+            continue
+        out.append((line, shown, number))
+
+
+def load_toml(path: Path, shown: str) -> dict[str, Any]:
+    """Parse a TOML file; errors name ``shown`` (the path as the user knows it) and the line."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml_module
+    else:  # pragma: no cover - only on Python 3.10
+        try:
+            import tomli as toml_module
+        except ImportError as exc:
+            raise BuildError(
+                "reading pyproject.toml on Python 3.10 needs the 'tomli' package "
+                "(pip install tomli), or use Python 3.11+",
+                path=shown,
+            ) from exc
+    try:
+        data: dict[str, Any] = toml_module.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read pyproject.toml: {exc}", path=shown) from exc
+    except toml_module.TOMLDecodeError as exc:
+        where = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        raise BuildError(
+            f"invalid TOML: {exc}",
+            path=shown,
+            line=int(where.group(1)) if where else None,
+            col=int(where.group(2)) if where else None,
+        ) from exc
+    return data
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    return None
+
+
+def _read_pyproject(path: Path, root: Path, out: list[tuple[str, str, int | None]]) -> None:
+    shown = _display_path(path, root)
+    data = load_toml(path, shown)
+    project = data.get("project", {})
+    deps = project.get("dependencies", []) if isinstance(project, dict) else []
+    text = path.read_text(encoding="utf-8")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise BuildError(
+            "[project].dependencies must be a list of requirement strings",
+            path=shown,
+            line=_line_of(text, "dependencies"),
+        )
+    for dep in deps:
+        out.append((dep, shown, _line_of(text, dep)))
+
+
+def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
+    """Union of ``requirements.txt``, ``[project].dependencies`` and ``declared``.
+
+    Each requirement is validated and canonicalised (normalised name, sorted extras); exact
+    duplicates are dropped and the result is sorted by name. Distinct specifiers for one name are
+    all kept: the resolver intersects them.
+    """
+    sources: list[tuple[str, str, int | None]] = []
+    requirements_txt = root / "requirements.txt"
+    if requirements_txt.is_file():
+        _read_requirements_txt(requirements_txt, root, set(), sources)
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        _read_pyproject(pyproject, root, sources)
+    for dep in declared:
+        sources.append((dep, "@remote(dependencies=...)", None))
+
+    canonical: set[str] = set()
+    for text, source, line in sources:
+        try:
+            canonical.add(_canonical_requirement(text))
+        except InvalidRequirement as exc:
+            where = None if source.startswith("@") else source
+            origin = f" in {source}" if where is None else ""
+            raise BuildError(
+                f"invalid requirement {text.strip()!r}{origin}: {exc}", path=where, line=line
+            ) from exc
+    return sorted(canonical, key=lambda r: (_requirement_name(r), r))
+
+
+def _requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    return normalise_name(match.group(0)) if match else requirement
+
+
+# --------------------------------------------------------------------------- running uv
+
+
+def _uv_binary() -> str:
+    try:
+        import uv
+    except ImportError as exc:  # pragma: no cover - uv is a declared dependency
+        raise BuildError("the 'uv' package is not installed; install it with pip") from exc
+    return str(uv.find_uv_bin())
+
+
+def _uv_version() -> str:
+    # Read from package metadata, not `uv --version`, so a cache hit never starts uv.
+    try:
+        return importlib.metadata.version("uv")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _uv_env() -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("UV_") or key in _UV_TRANSPORT_ENV
+    }
+    env["UV_NO_PROGRESS"] = "1"
+    return env
+
+
+def _check_options(options: DependencyOptions) -> DependencyOptions:
+    if not _PYTHON_VERSION.match(options.python_version):
+        raise BuildError(
+            f"python_version {options.python_version!r} is not a Python version like '3.11'"
+        )
+    for name in options.exclude:
+        if not _NAME.match(name):
+            raise BuildError(f"exclude entry {name!r} is not a package name")
+    # Local find-links directories are made absolute so the cache key means one place.
+    links = tuple(
+        link if "://" in link else str(Path(link).expanduser().resolve())
+        for link in options.find_links
+    )
+    return replace(options, find_links=links)
+
+
+def _common_args(options: DependencyOptions, cache_dir: Path) -> list[str]:
+    args = [
+        "--no-config",
+        "--color",
+        "never",
+        "--no-python-downloads",
+        "--python",
+        sys.executable,
+        "--cache-dir",
+        str(cache_dir / "uv"),
+        "--python-version",
+        options.python_version,
+        "--python-platform",
+        options.platform,
+        "--only-binary",
+        ":all:",
+    ]
+    if options.index_url:
+        args += ["--index-url", options.index_url]
+    for url in options.extra_index_urls:
+        args += ["--extra-index-url", url]
+    for link in options.find_links:
+        args += ["--find-links", link]
+    if options.no_index:
+        args.append("--no-index")
+    return args
+
+
+def _uv_failure(stderr: str) -> str:
+    """uv's explanation, without colours, progress noise or warnings about Python downloads."""
+    lines = _ANSI.sub("", stderr).splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    kept = lines[start:] if start is not None else lines
+    return "\n".join(f"  {line}" for line in kept if line.strip())
+
+
+def _implicated(requirements: Sequence[str], detail: str) -> list[str]:
+    """The requested requirements whose names occur in uv's explanation."""
+    text = detail.lower()
+    found = []
+    for requirement in requirements:
+        name = _requirement_name(requirement)
+        if re.search(rf"(?<![a-z0-9._-]){re.escape(name)}(?![a-z0-9_-])", text):
+            found.append(requirement)
+    return found
+
+
+def _run_uv(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_uv_binary(), *args],
+        capture_output=True,
+        text=True,
+        env=_uv_env(),
+        check=False,
+    )
+
+
+def _cache_key(payload: dict[str, Any]) -> str:
+    payload = {**payload, "uv": _uv_version(), "format": _CACHE_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _parse_pins(output: str) -> list[str]:
+    """Pins from `uv pip compile` output, names normalised (``Foo_Bar==1`` -> ``foo-bar==1``)."""
+    pins = set()
+    for raw in output.splitlines():
+        line = re.sub(r"\s+#.*$", "", raw).strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        match = re.match(r"^([A-Za-z0-9._-]+)(.*)$", line)
+        if match:
+            pins.add(normalise_name(match.group(1)) + match.group(2).strip())
+    return sorted(pins)
+
+
+def resolve(requirements: Sequence[str], options: DependencyOptions, cache_dir: Path) -> list[str]:
+    """Exact pins (``name==version``, sorted) for the target interpreter and platform.
+
+    Packages named in ``options.exclude`` are left out together with the dependencies only they
+    need (they come with the base image). Raises ``BuildError`` naming the requirements that
+    cannot be satisfied.
+    """
+    if not requirements:
+        return []
+    options = _check_options(options)
+    key = _cache_key({"requirements": sorted(set(requirements)), "options": asdict(options)})
+    cache_file = cache_dir / "resolve" / f"{key}.json"
+    try:
+        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+        return [str(pin) for pin in cached["pins"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: resolve again
+
+    with tempfile.TemporaryDirectory(prefix="flash-resolve-") as tmp:
+        req_file = Path(tmp) / "requirements.in"
+        req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        args = ["pip", "compile", str(req_file), "--no-header", "--no-annotate"]
+        args += _common_args(options, cache_dir)
+        if options.no_deps:
+            args.append("--no-deps")
+        if options.exclude:
+            excludes = Path(tmp) / "excludes.txt"
+            excludes.write_text("\n".join(options.exclude) + "\n", encoding="utf-8")
+            args += ["--excludes", str(excludes)]
+        result = _run_uv(args)
+    if result.returncode != 0:
+        detail = _uv_failure(result.stderr)
+        culprits = _implicated(requirements, detail)
+        target = f"Python {options.python_version} on {options.platform}"
+        which = f" for {', '.join(culprits)}" if culprits else ""
+        raise BuildError(f"cannot resolve dependencies{which} ({target}):\n{detail}")
+
+    pins = _parse_pins(result.stdout)
+    record = {"requirements": list(requirements), "options": asdict(options), "pins": pins}
+    _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return pins
+
+
+# --------------------------------------------------------------------------- installing
+
+
+def _record_rows(dist_info: Path) -> list[list[str]]:
+    record = dist_info / "RECORD"
+    if not record.is_file():
+        return []
+    return [row for row in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))) if row]
+
+
+def _prune_record(dist_info: Path, site_dir: Path) -> None:
+    """Drop RECORD rows for files we deleted, so RECORD lists exactly what ships."""
+    record = dist_info / "RECORD"
+    if not record.is_file():
+        return
+    kept = [row for row in _record_rows(dist_info) if (site_dir / row[0]).exists()]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(kept)
+    # Write a new file rather than editing in place: installed files may be hard links into
+    # uv's cache, which must not change.
+    record.unlink()
+    record.write_text(out.getvalue(), encoding="utf-8")
+
+
+def _strip_site(site_dir: Path) -> None:
+    """Remove what a worker never needs and what would make archives differ between builds."""
+    shutil.rmtree(site_dir / "bin", ignore_errors=True)  # scripts with host-specific shebangs
+    (site_dir / ".lock").unlink(missing_ok=True)
+    for cache in sorted(site_dir.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache, ignore_errors=True)
+    for compiled in site_dir.rglob("*.pyc"):
+        compiled.unlink()
+    for dist_info in site_dir.glob("*.dist-info"):
+        # uv_cache.json holds an install timestamp.
+        (dist_info / "uv_cache.json").unlink(missing_ok=True)
+        _prune_record(dist_info, site_dir)
+
+
+def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
+    """Install ``pins`` (already complete) for the target; return the cached site directory."""
+    options = _check_options(options)
+    key = _cache_key(
+        {
+            "pins": sorted(set(pins)),
+            "python_version": options.python_version,
+            "platform": options.platform,
+            # The same pin can be a different file on another index (e.g. CUDA builds).
+            "index_url": options.index_url,
+            "extra_index_urls": list(options.extra_index_urls),
+            "find_links": list(options.find_links),
+            "no_index": options.no_index,
+        }
+    )
+    site_root = cache_dir / "site"
+    final = site_root / key
+    if final.is_dir():
+        return final
+    site_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=site_root, prefix=f".tmp-{key[:16]}-"))
+    try:
+        if pins:
+            req_file = staging.with_name(staging.name + ".txt")
+            req_file.write_text("\n".join(pins) + "\n", encoding="utf-8")
+            try:
+                args = ["pip", "install", "--target", str(staging), "-r", str(req_file)]
+                result = _run_uv([*args, "--no-deps", *_common_args(options, cache_dir)])
+            finally:
+                req_file.unlink(missing_ok=True)
+            if result.returncode != 0:
+                detail = _uv_failure(result.stderr)
+                culprits = _implicated(pins, detail)
+                which = ", ".join(culprits) or "dependencies"
+                target = f"Python {options.python_version} on {options.platform}"
+                raise BuildError(f"cannot install {which} ({target}):\n{detail}")
+            _strip_site(staging)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.is_dir():  # not a concurrent build finishing first
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _dist_name(dist_info: Path) -> str:
+    metadata = dist_info / "METADATA"
+    if metadata.is_file():
+        for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("name:"):
+                return normalise_name(line.split(":", 1)[1].strip())
+            if not line.strip():
+                break
+    return normalise_name(dist_info.name.rsplit("-", 1)[0])
+
+
+def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
+    """(distribution name, total bytes of its installed files), largest first."""
+    site = site_dir.resolve()
+    sizes: dict[str, int] = {}
+    counted: set[Path] = set()
+    for dist_info in sorted(site.glob("*.dist-info")):
+        name = _dist_name(dist_info)
+        total = 0
+        for row in _record_rows(dist_info):
+            path = (site / row[0]).resolve()
+            if path in counted or not path.is_relative_to(site) or not path.is_file():
+                continue
+            counted.add(path)
+            total += path.stat().st_size
+        sizes[name] = sizes.get(name, 0) + total
+    return sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
+
+
+# --------------------------------------------------------------------------- pipeline entry
+
+
+def vendor_dependencies(
+    root: Path, declared: Iterable[str], options: DependencyOptions, cache_dir: Path
+) -> ResolvedDependencies:
+    """Gather, resolve and install the project's dependencies for the target."""
+    # Flash itself never goes in: the archive carries its own runtime, and the SDK with its
+    # dependency tree is not needed on a worker.
+    requirements = [
+        req
+        for req in gather_requirements(root, declared)
+        if normalise_name(_requirement_name(req)) != "flash"
+    ]
+    pins = resolve(requirements, options, cache_dir)
+    site_dir = install(pins, options, cache_dir) if pins else None
+    excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
+    return ResolvedDependencies(
+        requirements=tuple(requirements), pins=tuple(pins), excluded=excluded, site_dir=site_dir
+    )

@@ -1,0 +1,120 @@
+"""Stage 3: ``flash_manifest.json``, the map of which function lives on which endpoint.
+
+The schema is versioned and holds no wall-clock fields, so equal inputs give an equal file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flash.build.scanner import ScanResult, sanitize_resource_name
+
+MANIFEST_NAME = "flash_manifest.json"
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Target(_Model):
+    python_version: str
+    platform: str
+
+
+class FunctionEntry(_Model):
+    name: str
+    qualified_name: str
+    module: str
+    is_async: bool
+    is_class: bool
+    is_generator: bool = False
+    methods: list[str] = Field(default_factory=list)
+    async_methods: list[str] = Field(default_factory=list)
+
+
+class ResourceEntry(_Model):
+    type: str
+    handler_file: str
+    config: dict[str, Any]
+    dependencies: list[str] = Field(default_factory=list)
+    system_dependencies: list[str] = Field(default_factory=list)
+    functions: list[FunctionEntry]
+
+
+class Dependencies(_Model):
+    requirements: list[str] = Field(default_factory=list)
+    pins: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+
+
+class Manifest(_Model):
+    schema_version: Literal[1] = 1
+    project: str
+    flash_version: str
+    target: Target
+    resources: dict[str, ResourceEntry]
+    function_registry: dict[str, str] = Field(
+        description="qualified function name -> resource name"
+    )
+    dependencies: Dependencies
+    source_fingerprint: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def handler_file_name(resource_name: str) -> str:
+    return f"handler_{sanitize_resource_name(resource_name)}.py"
+
+
+def build_manifest(
+    *,
+    project: str,
+    flash_version: str,
+    target: Target,
+    scan: ScanResult,
+    dependencies: Dependencies,
+    source_fingerprint: str,
+) -> Manifest:
+    resources: dict[str, ResourceEntry] = {}
+    for name, spec in sorted(scan.resources.items()):
+        members = [f for f in scan.functions if f.resource == name]
+        resources[name] = ResourceEntry(
+            type=spec.type,
+            handler_file=handler_file_name(name),
+            config=spec.config,
+            dependencies=sorted({d for f in members for d in f.dependencies}),
+            system_dependencies=sorted({d for f in members for d in f.system_dependencies}),
+            functions=[
+                FunctionEntry(
+                    name=f.name,
+                    qualified_name=f.qualified_name,
+                    module=f.module,
+                    is_async=f.is_async,
+                    is_class=f.is_class,
+                    is_generator=f.is_generator,
+                    methods=list(f.methods),
+                    async_methods=list(f.async_methods),
+                )
+                for f in members
+            ],
+        )
+    registry = {f.qualified_name: f.resource for f in scan.functions}
+    return Manifest(
+        project=project,
+        flash_version=flash_version,
+        target=target,
+        resources=resources,
+        function_registry=dict(sorted(registry.items())),
+        dependencies=dependencies,
+        source_fingerprint=source_fingerprint,
+    )
+
+
+def load_manifest(path: Path) -> Manifest:
+    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))

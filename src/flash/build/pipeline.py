@@ -1,0 +1,418 @@
+"""``flash build``: project files → scan → manifest → handlers → dependencies → archive.
+
+Each stage is a module of this package; this one runs them in order, skips the whole
+build when nothing changed, and never leaves a partial archive behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cloudpickle
+
+import flash
+from flash.build import archive as _archive
+from flash.build.collect import collect_files, fingerprint
+from flash.build.dependencies import (
+    DependencyOptions,
+    load_toml,
+    package_sizes,
+    vendor_dependencies,
+)
+from flash.build.errors import BuildError
+from flash.build.handlers import render_handler
+from flash.build.manifest import (
+    MANIFEST_NAME,
+    Dependencies,
+    Manifest,
+    Target,
+    build_manifest,
+    load_manifest,
+)
+from flash.build.scanner import ScanResult, scan_project
+
+FLASH_DIR = ".flash"
+STAMP_NAME = "build_stamp.json"
+RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
+
+# The archive's `flash` package: the vendored runtime plus the names user modules import,
+# as light stand-ins (the configs were validated at build time).
+_FLASH_STUB = '''\
+"""Flash inside an endpoint (vendored by flash build): @remote and resource configs."""
+
+from flash.runtime.remote import RemoteClass, RemoteFunction, RemoteInstance, remote, run
+from flash.runtime.resources import (
+    CpuInstanceType,
+    CpuLiveServerless,
+    CpuServerlessEndpoint,
+    GpuGroup,
+    LiveServerless,
+    ScalerType,
+    ServerlessEndpoint,
+)
+
+__version__ = {version!r}
+'''
+_SDK_STUB = '"""Alias of the vendored flash package."""\n\nfrom flash import *  # noqa: F403\n'
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    project_dir: Path
+    output: str = "archive.tar.gz"
+    keep_build: bool = False
+    max_size_mb: float = 500.0
+    force: bool = False
+    dependencies: DependencyOptions = field(default_factory=DependencyOptions)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    archive: Path
+    manifest: Manifest
+    sha256: str
+    size: int
+    files: int
+    skipped: bool
+    timings: dict[str, float]
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "archive": str(self.archive),
+            "sha256": self.sha256,
+            "size_bytes": self.size,
+            "files": self.files,
+            "skipped": self.skipped,
+            "endpoints": {
+                name: sorted(f.qualified_name for f in res.functions)
+                for name, res in self.manifest.resources.items()
+            },
+            "functions": len(self.manifest.function_registry),
+            "dependencies": self.manifest.dependencies.pins,
+            "excluded": self.manifest.dependencies.excluded,
+        }
+
+
+def build_project(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    report: Progress = progress or (lambda stage, detail: None)
+    root = options.project_dir.resolve()
+    if not root.is_dir():
+        raise BuildError(f"project directory not found: {options.project_dir}")
+    flash_dir = root / FLASH_DIR
+    archive_path = _archive_path(flash_dir, options.output)
+    timings: dict[str, float] = {}
+
+    with _timed(timings, "collect"):
+        files = collect_files(root)
+        source_fp = fingerprint(root, files)
+        key = _build_key(source_fp, options)
+    report("collect", f"{len(files)} files")
+
+    cached = None if options.force else _up_to_date(flash_dir, archive_path, key)
+    if cached is not None:
+        report("done", "nothing changed")
+        return BuildResult(
+            archive=archive_path,
+            manifest=cached[0],
+            sha256=cached[1],
+            size=archive_path.stat().st_size,
+            files=cached[2],
+            skipped=True,
+            timings=timings,
+        )
+
+    with _timed(timings, "scan"):
+        scan = scan_project(root, files)
+        _check_reserved_paths(files, scan)
+    report("scan", f"{len(scan.functions)} functions on {len(scan.resources)} endpoints")
+
+    with _timed(timings, "dependencies"):
+        declared = [d for f in scan.functions for d in f.dependencies]
+        deps = vendor_dependencies(root, declared, options.dependencies, flash_dir / "cache")
+    report("dependencies", f"{len(deps.pins)} packages")
+
+    manifest = build_manifest(
+        project=_project_name(root),
+        flash_version=flash.__version__,
+        target=Target(
+            python_version=options.dependencies.python_version,
+            platform=options.dependencies.platform,
+        ),
+        scan=scan,
+        dependencies=Dependencies(
+            requirements=list(deps.requirements),
+            pins=list(deps.pins),
+            excluded=list(deps.excluded),
+        ),
+        source_fingerprint=source_fp,
+    )
+    manifest_json = manifest.to_json().encode()
+
+    with _timed(timings, "handlers"):
+        entries = _project_entries(root, files)
+        entries += _generated_entries(manifest, manifest_json)
+        entries += _runtime_entries(
+            vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle")
+        )
+        dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
+        _check_collisions(entries, dep_entries)
+        build_dir = flash_dir / ".build"
+        _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
+        try:
+            _check_handlers(build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded)
+        finally:
+            if not options.keep_build:
+                shutil.rmtree(build_dir, ignore_errors=True)
+    report("handlers", f"{len(manifest.resources)} handlers checked")
+
+    all_entries = entries + dep_entries
+    _check_size(all_entries, deps.site_dir, options.max_size_mb)
+    with _timed(timings, "archive"):
+        info = _archive.write_archive(all_entries, archive_path)
+    (flash_dir / MANIFEST_NAME).write_bytes(manifest_json)
+    _write_stamp(flash_dir, key, info)
+    report("archive", f"{info.size} bytes")
+    return BuildResult(
+        archive=archive_path,
+        manifest=manifest,
+        sha256=info.sha256,
+        size=info.size,
+        files=info.files,
+        skipped=False,
+        timings=timings,
+    )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - start
+
+
+def _archive_path(flash_dir: Path, output: str) -> Path:
+    if not output or Path(output).name != output or output in (".", ".."):
+        raise BuildError(f"--output must be a file name inside .flash/, got {output!r}")
+    return flash_dir / output
+
+
+def _build_key(source_fp: str, options: BuildOptions) -> str:
+    runtime_fp = fingerprint(RUNTIME_DIR, sorted(p.name for p in RUNTIME_DIR.glob("*.py")))
+    payload = {
+        "source": source_fp,
+        "runtime": runtime_fp,
+        "flash": flash.__version__,
+        "cloudpickle": cloudpickle.__version__,
+        "python": sys.version,
+        "dependencies": asdict(options.dependencies),
+        "max_size_mb": options.max_size_mb,
+        "keep_build": options.keep_build,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _up_to_date(flash_dir: Path, archive_path: Path, key: str) -> tuple[Manifest, str, int] | None:
+    try:
+        stamp = json.loads((flash_dir / STAMP_NAME).read_text())
+        if stamp.get("key") != key or stamp.get("archive") != archive_path.name:
+            return None
+        sha = _archive.file_sha256(archive_path)
+        if sha != stamp.get("sha256"):
+            return None
+        return load_manifest(flash_dir / MANIFEST_NAME), sha, int(stamp["files"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_stamp(flash_dir: Path, key: str, info: _archive.ArchiveInfo) -> None:
+    stamp = {"key": key, "archive": info.path.name, "sha256": info.sha256, "files": info.files}
+    tmp = flash_dir / f".{STAMP_NAME}.tmp"
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
+    os.replace(tmp, flash_dir / STAMP_NAME)
+
+
+def _project_name(root: Path) -> str:
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        project = load_toml(pyproject, "pyproject.toml").get("project", {})
+        if isinstance(project, dict) and isinstance(project.get("name"), str):
+            return str(project["name"])
+    return root.name
+
+
+def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
+    handler_names = {f"handler_{name}.py" for name in _sanitized(scan)}
+    for rel in files:
+        top = rel.split("/", 1)[0]
+        if rel in handler_names or rel == MANIFEST_NAME:
+            raise BuildError("this file name is reserved for a generated file; rename it", path=rel)
+        if top in ("flash", "cloudpickle") and "/" in rel:
+            raise BuildError(
+                f"a top-level package named {top!r} would shadow the runtime vendored into "
+                "the archive; rename it",
+                path=rel,
+            )
+
+
+def _sanitized(scan: ScanResult) -> list[str]:
+    from flash.build.scanner import sanitize_resource_name
+
+    return [sanitize_resource_name(name) for name in scan.resources]
+
+
+def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
+    return [_archive.Entry(name=rel, source=root / rel) for rel in files]
+
+
+def _generated_entries(manifest: Manifest, manifest_json: bytes) -> list[_archive.Entry]:
+    entries = [_archive.Entry(name=MANIFEST_NAME, data=manifest_json)]
+    for name, resource in manifest.resources.items():
+        source = render_handler(name, resource)
+        try:
+            compile(source, resource.handler_file, "exec")
+        except SyntaxError as exc:  # pragma: no cover - a bug in the generator, not the project
+            raise BuildError(f"generated handler does not compile: {exc}") from exc
+        entries.append(_archive.Entry(name=resource.handler_file, data=source.encode()))
+    return entries
+
+
+def _runtime_entries(*, vendor_cloudpickle: bool) -> list[_archive.Entry]:
+    stub = _FLASH_STUB.format(version=flash.__version__).encode()
+    entries = [
+        _archive.Entry(name="flash/__init__.py", data=stub),
+        _archive.Entry(name="flash/sdk/__init__.py", data=_SDK_STUB.encode()),
+    ]
+    entries += _tree_entries(RUNTIME_DIR, "flash/runtime/")
+    if vendor_cloudpickle:
+        entries += _tree_entries(Path(cloudpickle.__file__).parent, "cloudpickle/")
+    return entries
+
+
+def _tree_entries(base: Path, prefix: str) -> list[_archive.Entry]:
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(base).as_posix()
+            entries.append(_archive.Entry(name=prefix + rel, source=path))
+    return entries
+
+
+def _has_package(site_dir: Path | None, name: str) -> bool:
+    return site_dir is not None and (site_dir / name / "__init__.py").is_file()
+
+
+def _check_collisions(entries: list[_archive.Entry], dep_entries: list[_archive.Entry]) -> None:
+    own = {e.name for e in entries}
+    for dep in dep_entries:
+        if dep.name in own:
+            raise BuildError(
+                f"project file {dep.name!r} collides with a file of a vendored dependency; "
+                "rename the project file or --exclude the dependency",
+                path=dep.name,
+            )
+
+
+def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:
+    shutil.rmtree(build_dir, ignore_errors=True)
+    for entry in entries:
+        path = build_dir / entry.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if entry.data is not None:
+            path.write_bytes(entry.data)
+        else:
+            assert entry.source is not None
+            shutil.copyfile(entry.source, path)
+
+
+def _host_matches(options: DependencyOptions) -> bool:
+    host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    target = options.platform.lower()
+    return (
+        options.python_version == host_python
+        and sys.platform.startswith("linux")
+        and target.startswith(machine)
+        and "linux" in target
+    )
+
+
+_IMPORT_CHECK = """
+import importlib, json, sys, traceback
+sys.path[:0] = {paths!r}
+failures = {{}}
+for name in {modules!r}:
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        failures[name] = traceback.format_exc(limit=-8)
+print(json.dumps(failures))
+"""
+
+
+def _check_handlers(
+    build_dir: Path,
+    site_dir: Path | None,
+    manifest: Manifest,
+    options: DependencyOptions,
+    excluded: tuple[str, ...],
+) -> None:
+    """Import every generated handler once, in a fresh interpreter, as a worker would."""
+    if not _host_matches(options):
+        return  # cross-target build: the vendored packages cannot load here
+    modules = [r.handler_file[: -len(".py")] for r in manifest.resources.values()]
+    paths = [str(build_dir)] + ([str(site_dir)] if site_dir else [])
+    # -S proves the build is self-contained; excluded packages come from the base image,
+    # which here means this interpreter's site-packages.
+    flags = ["-I", "-B"] if excluded else ["-I", "-B", "-S"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FLASH_"))}
+    proc = subprocess.run(
+        [sys.executable, *flags, "-c", _IMPORT_CHECK.format(paths=paths, modules=modules)],
+        cwd=build_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        failures = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise BuildError(
+            f"importing the generated handlers crashed (exit {proc.returncode}):\n"
+            + proc.stderr[-2000:]
+        ) from None
+    if failures:
+        name, tb = sorted(failures.items())[0]
+        raise BuildError(f"{name}.py failed to import:\n{tb.rstrip()}")
+
+
+def _check_size(entries: list[_archive.Entry], site_dir: Path | None, max_size_mb: float) -> None:
+    total = sum(e.size() for e in entries)
+    limit = int(max_size_mb * 1024 * 1024)
+    if total <= limit:
+        return
+    largest = package_sizes(site_dir)[:5] if site_dir else []
+    detail = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in largest)
+    raise BuildError(
+        f"the archive would hold {total / 1e6:.1f} MB, over --max-size {max_size_mb:g} MB"
+        + (f"; largest packages: {detail}" if detail else "")
+        + ". Exclude packages the base image provides with --exclude PKG."
+    )

@@ -1,0 +1,871 @@
+"""Build stage 2: find every ``@remote`` function and class and its resource config.
+
+The project is read, never imported: configs and options come from literal values in the
+source, following module-level names and imports across the project's own modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from flash.build.errors import BuildError
+from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
+from flash.sdk.resources import CONFIG_TYPES, validate_config
+
+__all__ = [
+    "RemoteSpec",
+    "ResourceSpec",
+    "ScanResult",
+    "sanitize_resource_name",
+    "scan_project",
+]
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """One endpoint's resource config, as read from the source."""
+
+    name: str
+    type: str
+    config: dict[str, Any]
+    dynamic_fields: tuple[str, ...]
+    path: str
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """One ``@remote`` function or class."""
+
+    name: str
+    module: str
+    qualified_name: str
+    resource: str
+    is_async: bool
+    is_class: bool
+    is_generator: bool
+    methods: tuple[str, ...]
+    async_methods: tuple[str, ...]
+    dependencies: tuple[str, ...]
+    system_dependencies: tuple[str, ...]
+    path: str
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    resources: dict[str, ResourceSpec]
+    functions: tuple[RemoteSpec, ...]
+
+
+def sanitize_resource_name(name: str) -> str:
+    """The file-name-safe form of a resource name (``handler_<this>.py``)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    cleaned = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
+    if cleaned:
+        return cleaned
+    return "resource_" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+
+
+def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
+    """Find the ``@remote`` functions and classes of the project at ``root``.
+
+    ``files`` are the project's files as posix paths relative to ``root``; only ``.py`` files
+    are read. Raises BuildError for anything that cannot be known without running the code.
+    """
+    modules = [_load_module(root, rel) for rel in sorted(f for f in files if f.endswith(".py"))]
+    project = _Project(modules)
+    functions: list[RemoteSpec] = []
+    for module in modules:
+        # Cheap filter: a module that never spells "remote" cannot apply the decorator.
+        # The others are only looked into when a config is imported from them.
+        if "remote" in module.source:
+            functions.extend(project.remote_specs(module))
+    if not functions:
+        raise BuildError(f"no @remote functions found in {root}; {_REMOTE_EXAMPLE}")
+    _check_unique_functions(functions)
+    resources = project.used_resources(functions)
+    return ScanResult(
+        resources=dict(sorted(resources.items())),
+        functions=tuple(sorted(functions, key=lambda f: (f.resource, f.qualified_name))),
+    )
+
+
+_REMOTE_EXAMPLE = (
+    "decorate a module-level function or class, e.g.\n"
+    "    from flash import remote, LiveServerless\n"
+    '    gpu = LiveServerless(name="gpu-worker")\n'
+    "\n"
+    "    @remote(resource_config=gpu)\n"
+    "    async def embed(texts: list[str]) -> list[list[float]]: ..."
+)
+_CONFIG_HINT = (
+    "define the config at module level with literal values, e.g. "
+    'gpu = LiveServerless(name="gpu-worker", workersMax=3), and pass it as '
+    "@remote(resource_config=gpu) (it may be imported from another module of the project)"
+)
+
+_REMOTE_TARGETS = frozenset({"flash.remote", "flash.sdk.remote", "flash.runtime.remote.remote"})
+_CONFIG_MODULES = ("flash", "flash.sdk", "flash.sdk.resources")
+_CONFIG_CONSTRUCTORS = {f"{m}.{t}": t for m in _CONFIG_MODULES for t in CONFIG_TYPES}
+_ENUMS: dict[str, type[Enum]] = {
+    f"{m}.{e.__name__}": e
+    for m in (*_CONFIG_MODULES, "flash.runtime.resources")
+    for e in (GpuGroup, CpuInstanceType, ScalerType)
+}
+_FLASH_SYMBOLS = _REMOTE_TARGETS | _CONFIG_CONSTRUCTORS.keys() | _ENUMS.keys()
+_PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "getter", "deleter"})
+# Bounds alias chains (a = b; c = a; ...) and import chains without tracking visited sets.
+_MAX_DEPTH = 64
+
+_Pos = tuple[int, int]
+_Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+_DEF_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_TRY_TYPES: tuple[type[ast.stmt], ...] = tuple(
+    t for t in (ast.Try, getattr(ast, "TryStar", None)) if t is not None
+)
+
+
+def _error(message: str, path: str, node: ast.expr | ast.stmt) -> BuildError:
+    return BuildError(message, path=path, line=node.lineno, col=node.col_offset + 1)
+
+
+def _pos(node: ast.expr | ast.stmt) -> _Pos:
+    return (node.lineno, node.col_offset)
+
+
+def _text(node: ast.AST) -> str:
+    return ast.unparse(node)
+
+
+# --- reading modules ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Binding:
+    """What a module-level statement binds a name to."""
+
+    pos: _Pos
+    kind: str  # "import" (module target), "from" (target.attr), "value" (node), "opaque"
+    target: str = ""
+    attr: str = ""
+    node: ast.expr | None = None
+
+
+class _Module:
+    def __init__(
+        self, path: str, name: str, is_package: bool, source: str, tree: ast.Module | None
+    ):
+        self.path = path
+        self.name = name
+        self.is_package = is_package
+        self.source = source
+        self._tree = tree
+        self._names: dict[str, tuple[list[_Pos], list[_Binding]]] | None = None
+        self._stars: list[_Binding] = []
+
+    @property
+    def tree(self) -> ast.Module:
+        if self._tree is None:
+            # Already parsed once without error; re-read only when another module imports it.
+            self._tree = ast.parse(self.source, filename=self.path)
+        return self._tree
+
+    def lookup(self, name: str, before: _Pos | None) -> _Binding | None:
+        """The binding of ``name`` in effect just before ``before`` (the last one if None)."""
+        entry = self._bindings().get(name)
+        if entry is None:
+            return None
+        positions, bindings = entry
+        index = len(positions) if before is None else bisect.bisect_left(positions, before)
+        return bindings[index - 1] if index else None
+
+    def stars(self, before: _Pos | None) -> list[_Binding]:
+        """``from x import *`` statements before ``before``."""
+        self._bindings()
+        return [s for s in self._stars if before is None or s.pos < before]
+
+    def _bindings(self) -> dict[str, tuple[list[_Pos], list[_Binding]]]:
+        # Built on first use: most modules are never looked into.
+        if self._names is None:
+            self._names = {}
+            for stmt in _module_statements(self.tree.body):
+                for name, binding in _statement_bindings(self, stmt):
+                    if name == "*":
+                        self._stars.append(binding)
+                        continue
+                    positions, bindings = self._names.setdefault(name, ([], []))
+                    positions.append(binding.pos)
+                    bindings.append(binding)
+        return self._names
+
+
+def _load_module(root: Path, rel: str) -> _Module:
+    try:
+        data = (root / rel).read_bytes()
+    except OSError as exc:
+        raise BuildError(f"cannot read file: {exc.strerror or exc}", path=rel) from None
+    try:
+        source = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise BuildError(
+            f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8",
+            path=rel,
+            line=line,
+            col=col,
+        ) from None
+    try:
+        tree = ast.parse(source, filename=rel)
+    except SyntaxError as exc:
+        raise BuildError(
+            f"syntax error: {exc.msg}", path=rel, line=exc.lineno, col=exc.offset
+        ) from None
+    except ValueError as exc:  # null bytes, before Python 3.12
+        raise BuildError(f"cannot parse file: {exc}", path=rel) from None
+    parts = rel[: -len(".py")].split("/")
+    is_package = parts[-1] == "__init__" and len(parts) > 1
+    if is_package:
+        parts.pop()
+    # Keeping every tree alive costs more (allocation, garbage collection) than parsing the
+    # few modules that configs are imported from a second time.
+    kept = tree if "remote" in source else None
+    return _Module(rel, ".".join(parts), is_package, source, kept)
+
+
+def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements that run at module level, including those inside if/try/with blocks."""
+    for stmt in body:
+        if isinstance(stmt, ast.If):
+            yield from _module_statements(stmt.body)
+            yield from _module_statements(stmt.orelse)
+        elif isinstance(stmt, _TRY_TYPES):
+            yield from _module_statements(stmt.body)  # type: ignore[attr-defined]
+            for handler in stmt.handlers:  # type: ignore[attr-defined]
+                yield from _module_statements(handler.body)
+            yield from _module_statements(stmt.orelse)  # type: ignore[attr-defined]
+            yield from _module_statements(stmt.finalbody)  # type: ignore[attr-defined]
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            yield from _module_statements(stmt.body)
+        else:
+            yield stmt
+
+
+def _statement_bindings(module: _Module, stmt: ast.stmt) -> Iterator[tuple[str, _Binding]]:
+    pos = _pos(stmt)
+    if isinstance(stmt, ast.Import):
+        for alias in stmt.names:
+            if alias.asname:
+                yield alias.asname, _Binding(pos, "import", alias.name)
+            else:
+                # ``import a.b`` binds ``a``.
+                first = alias.name.split(".")[0]
+                yield first, _Binding(pos, "import", first)
+    elif isinstance(stmt, ast.ImportFrom):
+        source = _import_source(module, stmt)
+        for alias in stmt.names:
+            if source is None:
+                yield alias.asname or alias.name, _Binding(pos, "opaque")
+            elif alias.name == "*":
+                yield "*", _Binding(pos, "from", source)
+            else:
+                yield alias.asname or alias.name, _Binding(pos, "from", source, alias.name)
+    elif isinstance(stmt, ast.Assign):
+        for target in stmt.targets:
+            yield from _assignment_bindings(target, stmt.value, pos)
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        yield from _assignment_bindings(stmt.target, stmt.value, pos)
+    elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+        yield stmt.target.id, _Binding(pos, "opaque")
+    elif isinstance(stmt, _DEF_TYPES):
+        yield stmt.name, _Binding(pos, "opaque")
+
+
+def _assignment_bindings(
+    target: ast.expr, value: ast.expr, pos: _Pos
+) -> Iterator[tuple[str, _Binding]]:
+    if isinstance(target, ast.Name):
+        yield target.id, _Binding(pos, "value", node=value)
+    elif isinstance(target, (ast.Tuple, ast.List)):
+        if (
+            isinstance(value, (ast.Tuple, ast.List))
+            and len(value.elts) == len(target.elts)
+            and not any(isinstance(e, ast.Starred) for e in (*target.elts, *value.elts))
+        ):
+            for element, element_value in zip(target.elts, value.elts, strict=True):
+                yield from _assignment_bindings(element, element_value, pos)
+            return
+        for node in ast.walk(target):
+            if isinstance(node, ast.Name):
+                yield node.id, _Binding(pos, "opaque")
+
+
+def _import_source(module: _Module, stmt: ast.ImportFrom) -> str | None:
+    """The absolute module a ``from ... import`` reads (None: beyond the top level)."""
+    if not stmt.level:
+        return stmt.module
+    package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
+    if stmt.level - 1 >= len(package):
+        return None
+    base = package[: len(package) - (stmt.level - 1)]
+    if stmt.module:
+        base.append(stmt.module)
+    return ".".join(base)
+
+
+# --- resolving names and values -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ModuleRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class _External:
+    dotted: str
+
+
+@dataclass(frozen=True)
+class _Value:
+    """An expression, with the module and position its names are looked up from."""
+
+    module: _Module
+    node: ast.expr
+    pos: _Pos | None
+
+
+_Resolved = _ModuleRef | _External | _Value | None
+
+
+class _NotStatic(Exception):
+    """A value that cannot be known without running the user's code."""
+
+
+class _Project:
+    def __init__(self, modules: list[_Module]):
+        self.modules = {m.name: m for m in modules}
+        self.packages = {
+            ".".join(parts[:i])
+            for parts in (name.split(".") for name in self.modules)
+            for i in range(1, len(parts))
+        }
+        self._members: dict[tuple[str, str, bool], _Resolved] = {}
+        self._resources: dict[tuple[str, int, int], ResourceSpec] = {}
+
+    def is_project_module(self, dotted: str) -> bool:
+        # The installed flash package wins over a project file that shadows it.
+        if dotted == "flash" or dotted.startswith("flash."):
+            return False
+        return dotted in self.modules or dotted in self.packages
+
+    def resolve(
+        self, module: _Module, node: ast.expr, pos: _Pos | None, depth: int = 0
+    ) -> _Resolved:
+        """What ``node`` refers to when evaluated in ``module`` just before ``pos``."""
+        if depth > _MAX_DEPTH:
+            return None
+        if isinstance(node, ast.Name):
+            return self._resolve_name(module, node.id, pos, depth + 1)
+        if isinstance(node, ast.Attribute):
+            base = self.resolve(module, node.value, pos, depth + 1)
+            if isinstance(base, _External):
+                return _External(f"{base.dotted}.{node.attr}")
+            if isinstance(base, _ModuleRef):
+                return self._resolve_member(base.name, node.attr, depth + 1)
+            return None
+        return _Value(module, node, pos)
+
+    def _resolve_name(self, module: _Module, name: str, pos: _Pos | None, depth: int) -> _Resolved:
+        binding = module.lookup(name, pos)
+        if binding is None:
+            return self._resolve_star(module, name, pos, depth)
+        if binding.kind == "import":
+            if self.is_project_module(binding.target):
+                return _ModuleRef(binding.target)
+            return _External(binding.target)
+        if binding.kind == "from":
+            if binding.target == module.name:
+                # ``from . import sub`` inside a package's __init__.py.
+                return self._submodule(module.name, binding.attr)
+            if self.is_project_module(binding.target):
+                return self._resolve_member(binding.target, binding.attr, depth + 1)
+            return _External(f"{binding.target}.{binding.attr}")
+        if binding.kind == "value" and binding.node is not None:
+            return self.resolve(module, binding.node, binding.pos, depth + 1)
+        return None
+
+    def _resolve_star(self, module: _Module, name: str, pos: _Pos | None, depth: int) -> _Resolved:
+        for star in reversed(module.stars(pos)):
+            if self.is_project_module(star.target):
+                found = self._resolve_member(star.target, name, depth + 1, submodules=False)
+                if found is not None:
+                    return found
+            elif f"{star.target}.{name}" in _FLASH_SYMBOLS:
+                return _External(f"{star.target}.{name}")
+        return None
+
+    def _resolve_member(
+        self, module_name: str, attr: str, depth: int, *, submodules: bool = True
+    ) -> _Resolved:
+        """``module_name.attr`` once the module has run, as an import sees it."""
+        key = (module_name, attr, submodules)
+        if key in self._members:
+            return self._members[key]
+        if depth > _MAX_DEPTH:
+            return None
+        # Memoised, with None while in progress: import cycles and star-import loops end
+        # instead of recursing, and each member is resolved once per scan.
+        self._members[key] = None
+        found: _Resolved = None
+        module = self.modules.get(module_name)
+        if module is not None:
+            found = self._resolve_name(module, attr, None, depth + 1)
+        if found is None and submodules:
+            found = self._submodule(module_name, attr)
+        self._members[key] = found
+        return found
+
+    def _submodule(self, package: str, attr: str) -> _Resolved:
+        sub = f"{package}.{attr}"
+        return _ModuleRef(sub) if self.is_project_module(sub) else None
+
+    def evaluate(self, module: _Module, node: ast.expr, pos: _Pos | None, depth: int = 0) -> Any:
+        """The value of a literal expression, following names of module-level literals and
+        Flash enum members. Raises _NotStatic for anything else."""
+        if depth > _MAX_DEPTH:
+            raise _NotStatic
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            items = [self.evaluate(module, e, pos, depth + 1) for e in node.elts]
+            if isinstance(node, ast.List):
+                return items
+            return tuple(items) if isinstance(node, ast.Tuple) else _build(set, items)
+        if isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                raise _NotStatic
+            keys = [self.evaluate(module, k, pos, depth + 1) for k in node.keys if k is not None]
+            values = [self.evaluate(module, v, pos, depth + 1) for v in node.values]
+            return _build(dict, zip(keys, values, strict=True))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            operand = self.evaluate(module, node.operand, pos, depth + 1)
+            if not _is_number(operand):
+                raise _NotStatic
+            return -operand if isinstance(node.op, ast.USub) else +operand
+        if isinstance(node, ast.BinOp):
+            left = self.evaluate(module, node.left, pos, depth + 1)
+            right = self.evaluate(module, node.right, pos, depth + 1)
+            return _arithmetic(node.op, left, right)
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            resolved = self.resolve(module, node, pos)
+            if isinstance(resolved, _External):
+                return _enum_value(module, node, resolved.dotted)
+            if isinstance(resolved, _Value):
+                return self.evaluate(resolved.module, resolved.node, resolved.pos, depth + 1)
+        raise _NotStatic
+
+    def string_list(
+        self, module: _Module, node: ast.expr, pos: _Pos, option: str
+    ) -> tuple[str, ...]:
+        if isinstance(node, ast.Constant) and node.value is None:
+            return ()
+        owner: _Module = module
+        target: ast.expr = node
+        target_pos: _Pos | None = pos
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            resolved = self.resolve(module, node, pos)
+            if isinstance(resolved, _Value):
+                owner, target, target_pos = resolved.module, resolved.node, resolved.pos
+        if not isinstance(target, (ast.List, ast.Tuple)):
+            raise _error(
+                f'{option} must be a list of string literals, e.g. {option}=["numpy"]; '
+                f"got `{_text(node)}`",
+                module.path,
+                node,
+            )
+        values = []
+        for i, element in enumerate(target.elts):
+            try:
+                value = self.evaluate(owner, element, target_pos)
+            except _NotStatic:
+                value = None
+            if not isinstance(value, str):
+                raise _error(
+                    f"{option}[{i}] must be a string literal; got `{_text(element)}`",
+                    owner.path,
+                    element,
+                )
+            values.append(value)
+        return tuple(values)
+
+    # Configs ----------------------------------------------------------------------------
+
+    def resource(self, module: _Module, expr: ast.expr, pos: _Pos) -> ResourceSpec:
+        resolved = self.resolve(module, expr, pos)
+        if isinstance(resolved, _Value) and isinstance(resolved.node, ast.Call):
+            ctor = self.resolve(resolved.module, resolved.node.func, resolved.pos)
+            if isinstance(ctor, _External) and ctor.dotted in _CONFIG_CONSTRUCTORS:
+                type_name = _CONFIG_CONSTRUCTORS[ctor.dotted]
+                return self._config(resolved.module, resolved.node, resolved.pos, type_name)
+        raise _error(
+            f"cannot resolve the resource config `{_text(expr)}` without running your code "
+            f"({_why_unresolved(resolved)}); {_CONFIG_HINT}",
+            module.path,
+            expr,
+        )
+
+    def _config(
+        self, module: _Module, call: ast.Call, pos: _Pos | None, type_name: str
+    ) -> ResourceSpec:
+        key = (module.path, call.lineno, call.col_offset)
+        cached = self._resources.get(key)
+        if cached is not None:
+            return cached
+        if call.args:
+            raise _error(
+                f'{type_name} takes keyword arguments only, e.g. {type_name}(name="worker")',
+                module.path,
+                call.args[0],
+            )
+        values: dict[str, Any] = {}
+        dynamic: list[str] = []
+        name_node: ast.expr | None = None
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                try:
+                    extra = self.evaluate(module, keyword.value, pos)
+                except _NotStatic:
+                    extra = None
+                if isinstance(extra, dict) and all(isinstance(k, str) for k in extra):
+                    values.update(extra)
+                else:
+                    dynamic.append(f"**{_text(keyword.value)}")
+                continue
+            if keyword.arg == "name":
+                name_node = keyword.value
+            try:
+                values[keyword.arg] = self.evaluate(module, keyword.value, pos)
+            except _NotStatic:
+                dynamic.append(keyword.arg)
+        name = values.get("name")
+        if not isinstance(name, str):
+            got = f"; got `{_text(name_node)}`" if name_node is not None else ""
+            raise _error(
+                f'{type_name} needs name= set to a string literal, e.g. name="gpu-worker"{got}',
+                module.path,
+                name_node or call,
+            )
+        try:
+            config = validate_config(type_name, values).to_manifest()
+        except ValueError as exc:
+            raise _error(str(exc), module.path, call) from None
+        spec = ResourceSpec(
+            name=name,
+            type=type_name,
+            config=config,
+            dynamic_fields=tuple(dynamic),
+            path=module.path,
+            line=call.lineno,
+            col=call.col_offset + 1,
+        )
+        self._resources[key] = spec
+        return spec
+
+    def used_resources(self, functions: list[RemoteSpec]) -> dict[str, ResourceSpec]:
+        used = {f.resource for f in functions}
+        by_name: dict[str, ResourceSpec] = {}
+        by_file_name: dict[str, ResourceSpec] = {}
+        # Configs in the order they were first met: sorted files, then source order.
+        for spec in self._resources.values():
+            if spec.name not in used:
+                continue
+            first = by_name.get(spec.name)
+            if first is not None:
+                if (first.type, first.config, first.dynamic_fields) != (
+                    spec.type,
+                    spec.config,
+                    spec.dynamic_fields,
+                ):
+                    raise BuildError(
+                        f"two different resource configs are named {spec.name!r}: "
+                        f"{_where(first)} and {_where(spec)} ({_differences(first, spec)}); "
+                        "give each endpoint its own name, or define the config once and "
+                        "import it",
+                        path=spec.path,
+                        line=spec.line,
+                        col=spec.col,
+                    )
+                continue
+            file_name = sanitize_resource_name(spec.name)
+            clash = by_file_name.get(file_name)
+            if clash is not None:
+                raise BuildError(
+                    f"resource names {clash.name!r} ({_where(clash)}) and {spec.name!r} "
+                    f"({_where(spec)}) both become handler_{file_name}.py; rename one of them",
+                    path=spec.path,
+                    line=spec.line,
+                    col=spec.col,
+                )
+            by_name[spec.name] = spec
+            by_file_name[file_name] = spec
+        return by_name
+
+    # Decorated definitions --------------------------------------------------------------
+
+    def remote_specs(self, module: _Module) -> list[RemoteSpec]:
+        specs = []
+        top_level: set[int] = set()
+        for stmt in _module_statements(module.tree.body):
+            if isinstance(stmt, _DEF_TYPES):
+                top_level.add(id(stmt))
+                decorator = self._remote_decorator(module, stmt)
+                if decorator is not None:
+                    specs.append(self._remote_spec(module, stmt, decorator))
+        for node in ast.walk(module.tree):
+            if isinstance(node, _DEF_TYPES) and node.decorator_list and id(node) not in top_level:
+                decorator = self._remote_decorator(module, node)
+                if decorator is not None:
+                    raise _error(
+                        f"@remote on {node.name!r}, which is not defined at module level; "
+                        "@remote functions and classes must be defined at the top level of a "
+                        "module (not inside a function, class or loop)",
+                        module.path,
+                        decorator,
+                    )
+        return specs
+
+    def _remote_decorator(self, module: _Module, node: _Def) -> ast.Call | None:
+        found: ast.Call | None = None
+        for decorator in node.decorator_list:
+            func = decorator.func if isinstance(decorator, ast.Call) else decorator
+            resolved = self.resolve(module, func, _pos(node))
+            if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
+                continue
+            if not isinstance(decorator, ast.Call):
+                raise _error(
+                    f"@{_text(decorator)} on {node.name!r} needs a resource config, e.g. "
+                    f"@{_text(decorator)}(resource_config=gpu) with "
+                    'gpu = LiveServerless(name="gpu-worker")',
+                    module.path,
+                    decorator,
+                )
+            if found is not None:
+                raise _error(
+                    f"{node.name!r} has more than one @remote decorator", module.path, decorator
+                )
+            found = decorator
+        return found
+
+    def _remote_spec(self, module: _Module, node: _Def, decorator: ast.Call) -> RemoteSpec:
+        pos = _pos(node)
+        if len(decorator.args) > 1 or any(isinstance(a, ast.Starred) for a in decorator.args):
+            raise _error(
+                f"@remote on {node.name!r}: pass the resource config as the only positional "
+                "argument and the other options by keyword",
+                module.path,
+                decorator,
+            )
+        options: dict[str, ast.expr] = {}
+        for keyword in decorator.keywords:
+            if keyword.arg is None:
+                raise _error(
+                    f"@remote(**{_text(keyword.value)}) on {node.name!r} cannot be read without "
+                    "running your code; pass resource_config=, dependencies= and "
+                    "system_dependencies= by name",
+                    module.path,
+                    decorator,
+                )
+            options[keyword.arg] = keyword.value
+        if decorator.args and "resource_config" in options:
+            raise _error(
+                f"@remote on {node.name!r} is given a resource config twice "
+                "(positionally and as resource_config=)",
+                module.path,
+                decorator,
+            )
+        config_expr = decorator.args[0] if decorator.args else options.get("resource_config")
+        if config_expr is None:
+            raise _error(
+                f"@remote on {node.name!r} needs a resource config, e.g. "
+                '@remote(resource_config=gpu) with gpu = LiveServerless(name="gpu-worker")',
+                module.path,
+                decorator,
+            )
+        resource = self.resource(module, config_expr, pos)
+        dependencies: tuple[str, ...] = ()
+        if "dependencies" in options:
+            dependencies = self.string_list(module, options["dependencies"], pos, "dependencies")
+        system_dependencies: tuple[str, ...] = ()
+        if "system_dependencies" in options:
+            system_dependencies = self.string_list(
+                module, options["system_dependencies"], pos, "system_dependencies"
+            )
+        methods: tuple[str, ...] = ()
+        async_methods: tuple[str, ...] = ()
+        if isinstance(node, ast.ClassDef):
+            methods, async_methods = _class_methods(node)
+        return RemoteSpec(
+            name=node.name,
+            module=module.name,
+            qualified_name=f"{module.name}.{node.name}",
+            resource=resource.name,
+            is_async=isinstance(node, ast.AsyncFunctionDef),
+            is_class=isinstance(node, ast.ClassDef),
+            is_generator=not isinstance(node, ast.ClassDef) and _is_generator(node),
+            methods=methods,
+            async_methods=async_methods,
+            dependencies=dependencies,
+            system_dependencies=system_dependencies,
+            path=module.path,
+            line=node.lineno,
+            col=node.col_offset + 1,
+        )
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _build(factory: Any, items: Any) -> Any:
+    try:
+        return factory(items)
+    except TypeError:  # an unhashable key, e.g. {[1]: 2}
+        raise _NotStatic from None
+
+
+_OPERATORS: dict[type[ast.operator], Any] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Mod: lambda a, b: a % b,
+}
+
+
+def _arithmetic(op: ast.operator, left: Any, right: Any) -> Any:
+    """Plain arithmetic such as ``10 * 60 * 1000`` and string concatenation. No powers or
+    string repetition, so a config cannot make the build compute something huge."""
+    apply = _OPERATORS.get(type(op))
+    if apply is None:
+        raise _NotStatic
+    if _is_number(left) and _is_number(right):
+        try:
+            return apply(left, right)
+        except ZeroDivisionError:
+            raise _NotStatic from None
+    if isinstance(op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+        return left + right
+    raise _NotStatic
+
+
+def _enum_value(module: _Module, node: ast.expr, dotted: str) -> Any:
+    owner, _, member = dotted.rpartition(".")
+    enum = _ENUMS.get(owner)
+    if enum is None:
+        raise _NotStatic
+    try:
+        return enum[member].value
+    except KeyError:
+        choices = ", ".join(enum.__members__)
+        raise _error(
+            f"{enum.__name__} has no member {member!r}; choose one of: {choices}",
+            module.path,
+            node,
+        ) from None
+
+
+def _why_unresolved(resolved: _Resolved) -> str:
+    if resolved is None:
+        return "it is not a name defined or imported at module level in the project"
+    if isinstance(resolved, _ModuleRef):
+        return f"it is the module {resolved.name}"
+    if isinstance(resolved, _External):
+        return f"it refers to {resolved.dotted}, which is not a Flash resource config"
+    if isinstance(resolved.node, ast.Call):
+        kinds = ", ".join(CONFIG_TYPES)
+        return f"`{_text(resolved.node.func)}(...)` is not one of Flash's configs ({kinds})"
+    return f"its value `{_text(resolved.node)}` is not a call of a Flash config class"
+
+
+def _where(spec: ResourceSpec | RemoteSpec) -> str:
+    return f"{spec.path}:{spec.line}:{spec.col}"
+
+
+def _differences(first: ResourceSpec, second: ResourceSpec) -> str:
+    if first.type != second.type:
+        return f"{first.type} vs {second.type}"
+    keys = sorted(set(first.config) | set(second.config))
+    fields = [k for k in keys if first.config.get(k) != second.config.get(k)]
+    if first.dynamic_fields != second.dynamic_fields:
+        fields.append("non-literal fields")
+    return "different " + ", ".join(fields)
+
+
+def _check_unique_functions(functions: list[RemoteSpec]) -> None:
+    seen: dict[str, RemoteSpec] = {}
+    for spec in functions:
+        first = seen.setdefault(spec.qualified_name, spec)
+        if first is not spec:
+            raise BuildError(
+                f"@remote {spec.name!r} is defined twice in {spec.module} "
+                f"({_where(first)} and {_where(spec)}); rename one of them",
+                path=spec.path,
+                line=spec.line,
+                col=spec.col,
+            )
+
+
+def _is_generator(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    pending: list[ast.AST] = list(node.body)
+    while pending:
+        current = pending.pop()
+        if isinstance(current, (ast.Yield, ast.YieldFrom)):
+            return True
+        # A yield inside a nested function, class or lambda belongs to that scope.
+        if isinstance(current, (*_DEF_TYPES, ast.Lambda)):
+            continue
+        pending.extend(ast.iter_child_nodes(current))
+    return False
+
+
+def _class_methods(node: ast.ClassDef) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    methods: list[str] = []
+    async_methods: list[str] = []
+    for item in node.body:
+        if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if item.name.startswith("_") and item.name != "__call__":
+            continue
+        if item.name in methods or _is_property(item):
+            continue
+        methods.append(item.name)
+        if isinstance(item, ast.AsyncFunctionDef):
+            async_methods.append(item.name)
+    return tuple(methods), tuple(async_methods)
+
+
+def _is_property(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Properties are attributes, not methods a caller can invoke remotely."""
+    for decorator in node.decorator_list:
+        if isinstance(decorator, ast.Name) and decorator.id in _PROPERTY_DECORATORS:
+            return True
+        if isinstance(decorator, ast.Attribute) and decorator.attr in _PROPERTY_DECORATORS:
+            return True
+    return False

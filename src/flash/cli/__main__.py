@@ -1,0 +1,3 @@
+from flash.cli.main import main
+
+main()

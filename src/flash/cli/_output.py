@@ -1,0 +1,37 @@
+"""Console helpers shared by the commands: one place decides how errors look."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def user_errors(verbose: bool, *kinds: type[BaseException]) -> Iterator[None]:
+    """Turn the listed errors into a one-paragraph message and exit code 1."""
+    try:
+        yield
+    except kinds as exc:
+        if verbose:
+            err_console.print_exception()
+        err_console.print(f"[bold red]Error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def stage_printer(enabled: bool) -> Callable[[str, str], None]:
+    def report(stage: str, detail: str) -> None:
+        if enabled:
+            console.print(f"[green]✓[/] [bold]{stage:<13}[/] {detail}")
+
+    return report
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,59 @@
+"""``flash init``: write a starter project that builds with no edits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from string import Template
+from typing import Annotated
+
+import typer
+
+from flash.cli._output import console, user_errors
+
+TEMPLATE_DIR = Path(__file__).parent / "template"
+# Template files that would be special in this package's own tree get a neutral name here.
+_RENAMES = {"flashignore.tmpl": ".flashignore", "gitignore.tmpl": ".gitignore"}
+
+
+class InitError(Exception):
+    pass
+
+
+def write_starter(target: Path, project_name: str | None = None, force: bool = False) -> list[Path]:
+    """Copy the starter project into ``target``; refuses to overwrite unless ``force``."""
+    name = project_name or _project_name(target)
+    planned: list[tuple[Path, str]] = []
+    for source in sorted(TEMPLATE_DIR.rglob("*")):
+        if not source.is_file() or "__pycache__" in source.parts:
+            continue
+        rel = source.relative_to(TEMPLATE_DIR).as_posix()
+        text = source.read_text(encoding="utf-8")
+        if rel.endswith(".tmpl"):
+            rel = _RENAMES.get(rel, rel[: -len(".tmpl")])
+            text = Template(text).substitute(project=name)
+        planned.append((target / rel, text))
+    clashes = [path for path, _ in planned if path.exists()]
+    if clashes and not force:
+        shown = ", ".join(str(p) for p in clashes[:3])
+        raise InitError(f"{shown} already exist; use --force to overwrite")
+    for path, text in planned:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return [path for path, _ in planned]
+
+
+def _project_name(target: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", target.resolve().name).strip("-.")
+    return name or "flash-project"
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Create a starter project: GPU, CPU and class endpoints, and a cross-endpoint call."""
+    with user_errors(False, InitError):
+        written = write_starter(directory, force=force)
+    console.print(f"Created {len(written)} files in {directory}")
+    console.print(f"Next: [bold]cd {directory} && flash build[/]")

@@ -1,0 +1,535 @@
+"""The job handler every endpoint runs: ``handler = create_handler(FUNCTION_REGISTRY)``.
+
+A job is ``{"id": ..., "input": {...}}`` in the wire format of RunPod Flash's ``tetra_rp``:
+``function_name``, ``execution_type`` ("function" | "class"), ``args``/``kwargs`` (base64
+cloudpickle; for a class, the constructor's), ``method_name``/``method_args``/``method_kwargs``
+(for a class), and ``protocol_version`` (absent means 1). The handler never raises, except
+``asyncio.CancelledError`` so job cancellation still works: every failure becomes
+``{"success": False, "error", "error_type", "traceback", "protocol_version"}``.
+
+Standard library and cloudpickle only: this module runs inside every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import json
+import os
+import sys
+import traceback
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flash.runtime import serialization as _serialization
+from flash.runtime.serialization import (
+    SerializationError,
+    _type_name,
+    deserialize_args,
+    serialize,
+)
+
+__all__ = [
+    "ARGUMENT_DECODE_ERROR",
+    "ERROR_CATEGORIES",
+    "EXECUTION_TYPE_MISMATCH",
+    "INVALID_ARGUMENTS",
+    "INVALID_JOB",
+    "MANIFEST_ENV_VAR",
+    "MANIFEST_FILENAME",
+    "PROTOCOL_VERSION",
+    "RESULT_NOT_PICKLABLE",
+    "SUPPORTED_PROTOCOL_VERSIONS",
+    "UNKNOWN_FUNCTION",
+    "UNKNOWN_METHOD",
+    "UNSUPPORTED_PROTOCOL",
+    "WORKER_ERROR",
+    "Handler",
+    "ManifestError",
+    "create_handler",
+    "load_manifest",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+
+# error_type values for failures that are not an exception raised by user code
+# (those report the exception's class name instead).
+INVALID_JOB = "InvalidJob"
+UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
+UNKNOWN_FUNCTION = "UnknownFunction"
+EXECUTION_TYPE_MISMATCH = "ExecutionTypeMismatch"
+UNKNOWN_METHOD = "UnknownMethod"
+INVALID_ARGUMENTS = "InvalidArguments"
+ARGUMENT_DECODE_ERROR = "ArgumentDecodeError"
+RESULT_NOT_PICKLABLE = "ResultNotPicklable"
+WORKER_ERROR = "WorkerError"
+ERROR_CATEGORIES = frozenset(
+    {
+        INVALID_JOB,
+        UNSUPPORTED_PROTOCOL,
+        UNKNOWN_FUNCTION,
+        EXECUTION_TYPE_MISMATCH,
+        UNKNOWN_METHOD,
+        INVALID_ARGUMENTS,
+        ARGUMENT_DECODE_ERROR,
+        RESULT_NOT_PICKLABLE,
+        WORKER_ERROR,
+    }
+)
+
+MANIFEST_FILENAME = "flash_manifest.json"
+MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
+
+Handler = Callable[[Any], Awaitable[dict[str, Any]]]
+
+_EXECUTION_TYPES = ("function", "class")
+_MISSING = object()
+
+# Frames of this machinery, stripped from the front of a user traceback.
+_PLUMBING_FILES = frozenset(os.path.abspath(f) for f in (__file__, _serialization.__file__))
+_PLUMBING_DIRS: tuple[str, ...] = tuple(
+    os.path.dirname(os.path.abspath(mod.__file__ or "")) + os.sep
+    for mod in (asyncio, concurrent.futures)
+)
+
+
+class ManifestError(ValueError):
+    """``flash_manifest.json`` exists but cannot be read as a JSON object."""
+
+
+class _JobError(Exception):
+    """A job the worker cannot run, reported under a category rather than a class name."""
+
+    def __init__(self, error_type: str, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.cause = cause
+
+
+class _UserCodeError(Exception):
+    """Carries an exception raised by user code out to the handler."""
+
+    def __init__(self, label: str, exc: BaseException) -> None:
+        super().__init__(label)
+        self.label = label
+        self.exc = exc
+
+
+def create_handler(registry: Mapping[str, Any], *, run_sync_in_thread: bool = False) -> Handler:
+    """Build ``async def handler(job) -> dict`` serving the functions and classes of ``registry``.
+
+    Registry values are plain functions/classes or ``@remote`` wrappers (unwrapped here).
+    Sync callables run on the event loop thread unless ``run_sync_in_thread`` (for workers
+    running several jobs at once). Each class is constructed once per distinct constructor
+    arguments and reused by later jobs; the cache lives as long as the handler.
+    """
+    targets: dict[str, Any] = {}
+    for key, value in registry.items():
+        if not isinstance(key, str):
+            raise TypeError(f"registry keys must be str, got {_type_name(key)} ({key!r})")
+        targets[key] = _unwrap(value)
+    available = ", ".join(sorted(targets)) or "(none)"
+    class_methods = {
+        key: _public_methods(target) for key, target in targets.items() if inspect.isclass(target)
+    }
+    instances: dict[tuple[Any, ...], Any] = {}
+    constructing: dict[tuple[Any, ...], asyncio.Lock] = {}
+
+    async def instance_for(
+        name: str, cls: type, raw_args: list[str], raw_kwargs: dict[str, str]
+    ) -> Any:
+        # Keyed on the raw payloads: equal arguments pickle to equal strings, and a cache
+        # hit then costs no unpickling.
+        key = (name, tuple(raw_args), tuple(sorted(raw_kwargs.items())))
+        instance = instances.get(key, _MISSING)
+        if instance is not _MISSING:
+            return instance
+        lock = constructing.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent first calls construct once
+            instance = instances.get(key, _MISSING)
+            if instance is _MISSING:
+                label = f"the constructor of {name!r}"
+                args, kwargs = _decode(raw_args, raw_kwargs, "args", "kwargs", label)
+                instance = await _invoke(
+                    cls, args, kwargs, label, in_thread=run_sync_in_thread, finish=False
+                )
+                instances[key] = instance
+                # A failed constructor keeps its lock, so retries stay one at a time.
+                constructing.pop(key, None)
+        return instance
+
+    async def run_job(job: Any) -> dict[str, Any]:
+        if not isinstance(job, dict):
+            raise _JobError(INVALID_JOB, f"a job must be a JSON object, got {_type_name(job)}")
+        payload = job.get("input")
+        if not isinstance(payload, dict):
+            raise _JobError(
+                INVALID_JOB, f"job 'input' must be a JSON object, got {_type_name(payload)}"
+            )
+        # JSON null counts as absent throughout: older clients send explicit nulls.
+        _check_protocol(_get(payload, "protocol_version", 1))
+        name = payload.get("function_name")
+        if not isinstance(name, str) or not name:
+            raise _JobError(
+                INVALID_JOB,
+                f"'function_name' must be a non-empty string, got {_short_repr(name)} "
+                f"(available: {available})",
+            )
+        execution_type = _get(payload, "execution_type", "function")
+        if not isinstance(execution_type, str) or execution_type not in _EXECUTION_TYPES:
+            raise _JobError(
+                INVALID_JOB,
+                "'execution_type' must be 'function' or 'class', "
+                f"got {_short_repr(execution_type)}",
+            )
+        target = targets.get(name, _MISSING)
+        if target is _MISSING:
+            raise _JobError(
+                UNKNOWN_FUNCTION,
+                f"no function or class named {name!r} on this endpoint (available: {available})",
+            )
+        if execution_type == "function":
+            result, label = await _run_function(name, target, payload)
+        else:
+            result, label = await _run_method(name, target, payload)
+        try:
+            encoded = serialize(result)
+        except SerializationError as exc:
+            cause = exc.__cause__ or exc
+            raise _JobError(
+                RESULT_NOT_PICKLABLE,
+                f"the result of {label} cannot be pickled (type {_type_name(result)}): "
+                f"{type(cause).__name__}: {_safe_str(cause)}",
+                cause,
+            ) from None
+        return {"success": True, "result": encoded, "protocol_version": PROTOCOL_VERSION}
+
+    async def _run_function(name: str, target: Any, payload: dict[str, Any]) -> tuple[Any, str]:
+        if inspect.isclass(target):
+            raise _JobError(
+                EXECUTION_TYPE_MISMATCH,
+                f"{name!r} is a class: call it with execution_type 'class' and a method_name",
+            )
+        label = repr(name)
+        args, kwargs = _decode(
+            _list_field(payload, "args"), _dict_field(payload, "kwargs"), "args", "kwargs", label
+        )
+        return await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread), label
+
+    async def _run_method(name: str, target: Any, payload: dict[str, Any]) -> tuple[Any, str]:
+        if not inspect.isclass(target):
+            raise _JobError(
+                EXECUTION_TYPE_MISMATCH,
+                f"{name!r} is a function, not a class: call it with execution_type 'function'",
+            )
+        method_name = _get(payload, "method_name", "__call__")
+        _check_method(name, class_methods[name], method_name)
+        raw_args, raw_kwargs = _list_field(payload, "args"), _dict_field(payload, "kwargs")
+        raw_method_args = _list_field(payload, "method_args")
+        raw_method_kwargs = _dict_field(payload, "method_kwargs")
+        label = repr(f"{name}.{method_name}")
+        # Decode the method's arguments first: a bad payload should not cost a model load.
+        args, kwargs = _decode(
+            raw_method_args, raw_method_kwargs, "method_args", "method_kwargs", label
+        )
+        instance = await instance_for(name, target, raw_args, raw_kwargs)
+        try:
+            method = getattr(instance, method_name)
+        except Exception as exc:  # a property or __getattr__ in user code
+            raise _UserCodeError(label, exc) from None
+        return await _invoke(method, args, kwargs, label, in_thread=run_sync_in_thread), label
+
+    async def handler(job: Any) -> dict[str, Any]:
+        try:
+            return await run_job(job)
+        except asyncio.CancelledError:
+            raise
+        except _JobError as exc:
+            tb = _format_traceback(exc.cause) if exc.cause is not None else ""
+            return _error(exc.error_type, exc.message, tb)
+        except _UserCodeError as err:
+            exc_name = type(err.exc).__name__
+            text = f"{err.label} raised {exc_name}"
+            message = _safe_str(err.exc)
+            if message:
+                text = f"{text}: {message}"
+            return _error(exc_name, text, _format_traceback(err.exc))
+        except BaseException as exc:  # a bug in the worker itself: still answer the job
+            return _error(
+                WORKER_ERROR,
+                f"internal worker error: {type(exc).__name__}: {_safe_str(exc)}",
+                _format_traceback(exc, strip=False),
+            )
+
+    return handler
+
+
+def load_manifest(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """Read ``flash_manifest.json``; None when there is none.
+
+    Looks at ``path`` (a file, or a directory holding the manifest), else the file or
+    directory named by ``$FLASH_MANIFEST_PATH``, else the current directory, then the
+    directory of the running handler (``sys.path[0]``).
+    """
+    location = _manifest_location(path)
+    if location is None:
+        return None
+    try:
+        text = location.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{location}: cannot read the Flash manifest: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            f"{location}:{exc.lineno}:{exc.colno}: the Flash manifest is not valid JSON: {exc.msg}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ManifestError(
+            f"{location}: the Flash manifest must be a JSON object, got {_type_name(data)}"
+        )
+    return data
+
+
+def _manifest_location(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is None:
+        path = os.environ.get(MANIFEST_ENV_VAR) or None
+    if path is not None:
+        given = Path(path)
+        return given / MANIFEST_FILENAME if given.is_dir() else given
+    directories = []
+    with contextlib.suppress(OSError):  # the working directory may have been deleted
+        directories.append(Path.cwd())
+    if sys.path and sys.path[0]:
+        directories.append(Path(sys.path[0]))
+    for directory in directories:
+        candidate = directory / MANIFEST_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _get(payload: dict[str, Any], field: str, default: Any) -> Any:
+    value = payload.get(field)
+    return default if value is None else value
+
+
+def _unwrap(obj: Any) -> Any:
+    return obj.__wrapped__ if getattr(obj, "__flash_remote__", False) else obj
+
+
+def _check_protocol(version: Any) -> None:
+    if type(version) is not int:  # bool is an int subclass, and not a version
+        raise _JobError(
+            INVALID_JOB, f"'protocol_version' must be an integer, got {_short_repr(version)}"
+        )
+    if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        speaks = ", ".join(str(v) for v in SUPPORTED_PROTOCOL_VERSIONS)
+        hint = (
+            "; the caller is newer than this worker: rebuild and redeploy the endpoint"
+            if version > max(SUPPORTED_PROTOCOL_VERSIONS)
+            else ""
+        )
+        raise _JobError(
+            UNSUPPORTED_PROTOCOL,
+            f"protocol_version {version} is not supported: this worker speaks "
+            f"protocol version {speaks}{hint}",
+        )
+
+
+def _check_method(class_name: str, methods: set[str], method_name: Any) -> None:
+    if not isinstance(method_name, str) or not method_name:
+        raise _JobError(
+            INVALID_JOB, f"'method_name' must be a non-empty string, got {_short_repr(method_name)}"
+        )
+    if method_name.startswith("_") and method_name != "__call__":
+        raise _JobError(
+            UNKNOWN_METHOD,
+            f"method {method_name!r} of {class_name!r} is private and cannot be called remotely",
+        )
+    if method_name not in methods:
+        raise _JobError(
+            UNKNOWN_METHOD,
+            f"{class_name!r} has no method {method_name!r} "
+            f"(available: {', '.join(sorted(methods)) or '(none)'})",
+        )
+
+
+def _public_methods(cls: type) -> set[str]:
+    # The class's own namespace chain only: getattr(cls, name) would also find the
+    # metaclass's attributes (every class has type.__call__ and type.mro).
+    seen: set[str] = set()
+    methods: set[str] = set()
+    for klass in cls.__mro__[:-1]:  # object contributes no public methods
+        for attr, value in vars(klass).items():
+            if attr in seen:  # overridden in a subclass
+                continue
+            seen.add(attr)
+            if (not attr.startswith("_") or attr == "__call__") and (
+                callable(value) or isinstance(value, (staticmethod, classmethod))
+            ):
+                methods.add(attr)
+    return methods
+
+
+def _list_field(payload: dict[str, Any], field: str) -> list[str]:
+    value = payload.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise _JobError(
+            INVALID_JOB, f"{field!r} must be a list of base64 strings, got {_type_name(value)}"
+        )
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _JobError(
+                INVALID_JOB, f"{field}[{i}] must be a base64 string, got {_type_name(item)}"
+            )
+    return list(value)
+
+
+def _dict_field(payload: dict[str, Any], field: str) -> dict[str, str]:
+    value = payload.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _JobError(
+            INVALID_JOB,
+            f"{field!r} must be an object of name -> base64 string, got {_type_name(value)}",
+        )
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise _JobError(
+                INVALID_JOB, f"{field!r} keys must be argument names, got {_short_repr(key)}"
+            )
+        if not isinstance(item, str):
+            raise _JobError(
+                INVALID_JOB, f"{field}[{key!r}] must be a base64 string, got {_type_name(item)}"
+            )
+    return value
+
+
+def _decode(
+    raw_args: list[str], raw_kwargs: dict[str, str], args_field: str, kwargs_field: str, label: str
+) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        return deserialize_args(
+            raw_args, raw_kwargs, args_field=args_field, kwargs_field=kwargs_field
+        )
+    except SerializationError as exc:
+        raise _JobError(
+            ARGUMENT_DECODE_ERROR,
+            f"cannot decode the arguments for {label}: {exc}",
+            exc.__cause__,
+        ) from None
+
+
+async def _invoke(
+    fn: Any,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    label: str,
+    *,
+    in_thread: bool,
+    finish: bool = True,
+) -> Any:
+    """Call user code; awaits coroutines and collects generators unless ``finish`` is False."""
+    try:
+        if in_thread and not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+            result = await asyncio.to_thread(_call, fn, args, kwargs, label)
+        else:
+            result = _call(fn, args, kwargs, label)
+        if not finish:
+            return result
+        if inspect.isawaitable(result):
+            result = await result
+        return await _collect_stream(result, in_thread)
+    except (_JobError, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # SystemExit & co. from user code must not end the worker
+        raise _UserCodeError(label, exc) from None
+
+
+def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except TypeError as exc:
+        if _is_binding_error(fn, args, kwargs, exc):
+            raise _JobError(INVALID_ARGUMENTS, f"wrong arguments for {label}: {exc}") from None
+        raise
+
+
+def _is_binding_error(fn: Any, args: list[Any], kwargs: dict[str, Any], exc: TypeError) -> bool:
+    """Whether ``exc`` came from matching arguments to parameters, not from the body."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        # No signature (some builtins): the call raised before any Python frame ran.
+        return exc.__traceback__ is not None and exc.__traceback__.tb_next is None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return True
+    return False
+
+
+async def _collect_stream(result: Any, in_thread: bool) -> Any:
+    """Generators answer with the list of everything they yield (until streaming exists)."""
+    if isinstance(result, types.AsyncGeneratorType):
+        return [item async for item in result]
+    if isinstance(result, types.GeneratorType):
+        return await asyncio.to_thread(list, result) if in_thread else list(result)
+    return result
+
+
+def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
+    return {
+        "success": False,
+        "error": message,
+        "error_type": error_type,
+        "traceback": tb,
+        "protocol_version": PROTOCOL_VERSION,
+    }
+
+
+def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
+    """The traceback from the first user frame on: the worker's own frames are noise."""
+    try:
+        summary = traceback.TracebackException.from_exception(exc)
+        if strip:
+            frames = list(summary.stack)
+            start = 0
+            while start < len(frames) and _is_plumbing(frames[start].filename):
+                start += 1
+            summary.stack = traceback.StackSummary.from_list(frames[start:])
+        return "".join(summary.format())
+    except Exception:  # a broken __str__ must not lose the job's answer
+        return f"{type(exc).__name__} (traceback unavailable)\n"
+
+
+def _is_plumbing(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path in _PLUMBING_FILES or path.startswith(_PLUMBING_DIRS)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{_type_name(value)}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

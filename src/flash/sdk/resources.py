@@ -1,0 +1,137 @@
+"""Resource configs: where and how an endpoint runs.
+
+Field names follow RunPod's API (camelCase); snake_case spellings are accepted too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
+
+__all__ = [
+    "CONFIG_TYPES",
+    "CpuInstanceType",
+    "CpuLiveServerless",
+    "CpuServerlessEndpoint",
+    "GpuGroup",
+    "LiveServerless",
+    "ResourceConfig",
+    "ScalerType",
+    "ServerlessEndpoint",
+    "validate_config",
+]
+
+
+def _field(default: Any, camel: str, snake: str, **kw: Any) -> Any:
+    return Field(
+        default, validation_alias=AliasChoices(camel, snake), serialization_alias=camel, **kw
+    )
+
+
+class ResourceConfig(BaseModel):
+    """Settings shared by every endpoint type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
+
+    is_gpu: ClassVar[bool] = True
+
+    name: str
+    workersMin: int = _field(0, "workersMin", "workers_min", ge=0)
+    workersMax: int = _field(3, "workersMax", "workers_max", ge=0)
+    idleTimeout: int = _field(5, "idleTimeout", "idle_timeout", ge=0)
+    executionTimeoutMs: int | None = _field(
+        None, "executionTimeoutMs", "execution_timeout_ms", ge=0
+    )
+    scalerType: ScalerType = _field(ScalerType.QUEUE_DELAY, "scalerType", "scaler_type")
+    scalerValue: int = _field(4, "scalerValue", "scaler_value", ge=1)
+    concurrency: int = Field(1, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    locations: str | None = None
+    networkVolumeId: str | None = _field(None, "networkVolumeId", "network_volume_id")
+    imageName: str | None = _field(None, "imageName", "image_name")
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _workers_in_order(self) -> ResourceConfig:
+        if self.workersMin > self.workersMax:
+            raise ValueError(
+                f"workersMin ({self.workersMin}) must not exceed workersMax ({self.workersMax})"
+            )
+        return self
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The config as RunPod spells it, for the manifest."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class _GpuConfig(ResourceConfig):
+    gpus: list[GpuGroup] = Field(default_factory=lambda: [GpuGroup.ANY])
+    gpuCount: int = _field(1, "gpuCount", "gpu_count", ge=1)
+
+
+class _CpuConfig(ResourceConfig):
+    is_gpu: ClassVar[bool] = False
+
+    instanceIds: list[CpuInstanceType] = _field(
+        [CpuInstanceType.CPU3G_2_8], "instanceIds", "instance_ids"
+    )
+
+
+class LiveServerless(_GpuConfig):
+    """A GPU endpoint running Flash's worker image with your code."""
+
+
+class CpuLiveServerless(_CpuConfig):
+    """A CPU endpoint running Flash's worker image with your code."""
+
+
+class ServerlessEndpoint(_GpuConfig):
+    """A GPU endpoint on your own image (``imageName``)."""
+
+
+class CpuServerlessEndpoint(_CpuConfig):
+    """A CPU endpoint on your own image (``imageName``)."""
+
+
+CONFIG_TYPES: dict[str, type[ResourceConfig]] = {
+    cls.__name__: cls
+    for cls in (LiveServerless, CpuLiveServerless, ServerlessEndpoint, CpuServerlessEndpoint)
+}
+
+
+def validate_config(type_name: str, values: dict[str, Any]) -> ResourceConfig:
+    """Build a config of ``type_name`` from plain values.
+
+    Raises ValueError whose message names each offending field (used by the scanner to
+    report ``path:line:col`` errors for configs it reads from source).
+    """
+    cls = CONFIG_TYPES[type_name]
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, type_name)) from None
+
+
+def format_validation_error(exc: ValidationError, type_name: str) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        problems.append(f"{field}: {err['msg']}")
+    return f"invalid {type_name}: " + "; ".join(problems)

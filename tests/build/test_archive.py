@@ -1,0 +1,72 @@
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from flash.build.archive import Entry, safe_extract, write_archive
+
+
+def entries(tmp_path: Path) -> list[Entry]:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o775)
+    plain = tmp_path / "a.txt"
+    plain.write_text("a")
+    plain.chmod(0o600)
+    return [
+        Entry("z/b.txt", data=b"b"),
+        Entry("a.txt", source=plain),
+        Entry("run.sh", source=script),
+    ]
+
+
+def test_archive_is_normalised(tmp_path: Path) -> None:
+    info = write_archive(entries(tmp_path), tmp_path / "out.tar.gz", mtime=1234)
+    with tarfile.open(info.path) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["a.txt", "run.sh", "z/b.txt"]
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(1234, 0, 0, "", "")}
+    assert [oct(m.mode) for m in members] == ["0o644", "0o755", "0o644"]
+    header = info.path.read_bytes()[:10]
+    assert header[4:8] == b"\0\0\0\0"  # gzip mtime field
+    assert info.files == 3 and info.size == info.path.stat().st_size
+
+
+def test_same_entries_give_identical_bytes(tmp_path: Path) -> None:
+    first = write_archive(entries(tmp_path), tmp_path / "1.tar.gz")
+    os.utime(tmp_path / "a.txt", (1, 1))  # file times must not matter
+    second = write_archive(reversed(entries(tmp_path)), tmp_path / "2.tar.gz")
+    assert first.sha256 == second.sha256
+
+
+def test_source_date_epoch_sets_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    info = write_archive([Entry("x", data=b"x")], tmp_path / "o.tar.gz")
+    with tarfile.open(info.path) as tar:
+        assert tar.getmember("x").mtime == 1700000000
+
+
+def test_failure_keeps_previous_archive_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    dest = tmp_path / "out.tar.gz"
+    good = write_archive([Entry("x", data=b"x")], dest)
+    with pytest.raises(FileNotFoundError):
+        write_archive([Entry("x", data=b"x"), Entry("y", source=tmp_path / "missing")], dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar.gz"]
+    from flash.build.archive import file_sha256
+
+    assert file_sha256(dest) == good.sha256
+    with tarfile.open(dest) as tar:
+        assert tar.getnames() == ["x"]
+
+
+def test_safe_extract_refuses_escaping_paths(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        info = tarfile.TarInfo("../evil.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="unsafe entry"):
+        safe_extract(bad, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()

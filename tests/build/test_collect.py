@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from flash.build.collect import collect_files, fingerprint
+from flash.build.errors import BuildError
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_built_in_exclusions_and_ignore_files(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "app.py": "",
+            "pkg/mod.py": "",
+            "pkg/__pycache__/mod.cpython-311.pyc": "",
+            "pkg/data.pyc": "",
+            ".git/config": "",
+            ".flash/archive.tar.gz": "",
+            ".venv/lib/x.py": "",
+            "venv/lib/x.py": "",
+            ".env": "SECRET=1",
+            ".env.production": "SECRET=2",
+            "notes/draft.md": "",
+            "big.bin": "",
+            "keep/build/x.py": "",
+            "build/out.txt": "",
+            ".gitignore": "big.bin\n",
+            ".flashignore": "notes/\n",
+        },
+    )
+    assert collect_files(tmp_path) == [
+        ".flashignore",
+        ".gitignore",
+        "app.py",
+        "keep/build/x.py",
+        "pkg/mod.py",
+    ]
+
+
+def test_nested_gitignore_applies_below_its_folder(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {"a/.gitignore": "*.log\n!keep.log\n", "a/x.log": "", "a/keep.log": "", "b/x.log": ""},
+    )
+    assert collect_files(tmp_path) == ["a/.gitignore", "a/keep.log", "b/x.log"]
+
+
+def test_negation_in_flashignore(tmp_path: Path) -> None:
+    write(tmp_path, {"data/a.csv": "", "data/b.csv": "", ".flashignore": "data/*\n!data/b.csv\n"})
+    assert collect_files(tmp_path) == [".flashignore", "data/b.csv"]
+
+
+def test_missing_project_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="not found"):
+        collect_files(tmp_path / "nope")
+
+
+def test_fingerprint_changes_with_content_and_names(tmp_path: Path) -> None:
+    write(tmp_path, {"a.py": "x = 1\n"})
+    first = fingerprint(tmp_path, ["a.py"])
+    assert fingerprint(tmp_path, ["a.py"]) == first
+    (tmp_path / "a.py").write_text("x = 2\n")
+    second = fingerprint(tmp_path, ["a.py"])
+    assert second != first
+    (tmp_path / "a.py").rename(tmp_path / "b.py")
+    assert fingerprint(tmp_path, ["b.py"]) != second

@@ -1,0 +1,392 @@
+"""Dependency gathering, resolution and vendoring against wheels built on the fly (no network)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.wheelhouse import LINUX_X86_64_CP311_TAG, MACOS_ARM64_CP311_TAG, build_wheel
+
+from flash.build.dependencies import (
+    DependencyOptions,
+    gather_requirements,
+    install,
+    package_sizes,
+    resolve,
+    vendor_dependencies,
+)
+from flash.build.errors import BuildError
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("wheelhouse")
+    build_wheel(d, "alpha", "1.0", requires=["beta>=1"])
+    build_wheel(d, "beta", "1.0")
+    build_wheel(d, "beta", "2.0", requires=['gamma; python_version >= "3.12"'])
+    build_wheel(d, "gamma", "0.1")
+    build_wheel(d, "fast-lib", "1.0", tag=LINUX_X86_64_CP311_TAG)
+    build_wheel(d, "fast-lib", "1.0", tag=MACOS_ARM64_CP311_TAG)
+    build_wheel(d, "mac-only", "1.0", tag=MACOS_ARM64_CP311_TAG)
+    build_wheel(d, "needs-missing", "1.0", requires=["zeta>=1"])
+    build_wheel(d, "big", "1.0", files={"big/__init__.py": "", "big/blob.bin": b"x" * 50_000})
+    build_wheel(d, "small", "1.0", files={"small/__init__.py": "", "small/blob.bin": b"x" * 5_000})
+    build_wheel(
+        d,
+        "tool",
+        "1.0",
+        files={
+            "tool/__init__.py": "def main() -> None:\n    print('tool')\n",
+            "tool/__pycache__/__init__.cpython-311.pyc": b"stale bytecode",
+            "tool/legacy.pyc": b"stale bytecode",
+            "tool-1.0.dist-info/entry_points.txt": "[console_scripts]\ntool = tool:main\n",
+            "tool-1.0.data/scripts/tool-sh": "#!/bin/sh\necho tool\n",
+        },
+    )
+    return d
+
+
+@pytest.fixture
+def own_wheelhouse(wheelhouse: Path, tmp_path: Path) -> Path:
+    """A private copy that a test may delete."""
+    return Path(shutil.copytree(wheelhouse, tmp_path / "own-wheels"))
+
+
+def _options(wheels: Path, **changes: Any) -> DependencyOptions:
+    base = DependencyOptions(
+        python_version="3.11",
+        platform="x86_64-manylinux_2_28",
+        find_links=(str(wheels),),
+        no_index=True,
+    )
+    return replace(base, **changes)
+
+
+def _python_in(site_dir: Path, code: str) -> str:
+    """Run ``code`` in a fresh interpreter that sees only ``site_dir`` as extra packages.
+
+    ``-B`` keeps the interpreter from writing bytecode into the cached site directory.
+    """
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(site_dir)!r})\n{code}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+def test_gather_unions_all_sources_follows_includes_and_dedupes(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text(
+        textwrap.dedent(
+            """\
+            # production deps
+            --index-url https://example.invalid/simple
+            -e .
+
+            requests>=2.0  # http
+            -r extra/more.txt
+            Pillow[tiff,jpeg] \\
+                >=10
+            """
+        )
+    )
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "more.txt").write_text(
+        "numpy>=1.20\n--requirement=../requirements.txt\nscipy\n"
+    )
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\ndependencies = ["NumPy >= 1.20", "rich"]\n'
+    )
+    got = gather_requirements(tmp_path, ["torch==2.3.0", "requests >=2.0", "numpy<2"])
+    assert got == [
+        "numpy<2",
+        "numpy>=1.20",
+        "pillow[jpeg,tiff]>=10",
+        "requests>=2.0",
+        "rich",
+        "scipy",
+        "torch==2.3.0",
+    ]
+
+
+def test_gather_with_no_sources_is_empty(tmp_path: Path) -> None:
+    assert gather_requirements(tmp_path, []) == []
+
+
+def test_bad_requirement_line_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("-r sub/more.txt\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "more.txt").write_text("# ok\nnumpy\nnot a requirement!\n")
+    with pytest.raises(BuildError) as info:
+        gather_requirements(tmp_path, [])
+    assert (info.value.path, info.value.line) == ("sub/more.txt", 3)
+    assert str(info.value).startswith("sub/more.txt:3: invalid requirement 'not a requirement!'")
+
+
+def test_missing_include_names_the_including_line(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("numpy\n-r nowhere.txt\n")
+    with pytest.raises(BuildError, match=r"nowhere\.txt") as info:
+        gather_requirements(tmp_path, [])
+    assert (info.value.path, info.value.line) == ("requirements.txt", 2)
+
+
+def test_bad_pyproject_dependency_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\ndependencies = [\n  "rich",\n  "bad spec here",\n]\n'
+    )
+    with pytest.raises(BuildError, match="bad spec here") as info:
+        gather_requirements(tmp_path, [])
+    assert (info.value.path, info.value.line) == ("pyproject.toml", 5)
+
+
+def test_invalid_pyproject_toml_is_a_build_error(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["a"\n')
+    with pytest.raises(BuildError, match="invalid TOML") as info:
+        gather_requirements(tmp_path, [])
+    assert info.value.path == "pyproject.toml"
+
+
+def test_bad_declared_dependency_says_where_it_came_from(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"'numpy>>1' in @remote\(dependencies=\.\.\.\)"):
+        gather_requirements(tmp_path, ["numpy>>1"])
+
+
+def test_gather_without_packaging_installed(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("Requests >= 2.0\nPillow[tiff, jpeg]\n")
+    code = textwrap.dedent(
+        f"""\
+        import sys
+        sys.modules["packaging"] = None  # as if the package were not installed
+        sys.path.insert(0, {str(SRC)!r})
+        from pathlib import Path
+        from flash.build.dependencies import gather_requirements
+        from flash.build.errors import BuildError
+        print(gather_requirements(Path({str(tmp_path)!r}), ["requests>=2.0", "x; os_name=='nt'"]))
+        try:
+            gather_requirements(Path({str(tmp_path)!r}), ["not a requirement!"])
+        except BuildError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    listed, error = result.stdout.splitlines()
+    assert listed == "['pillow[jpeg,tiff]', 'requests>=2.0', \"x; os_name=='nt'\"]"
+    assert "invalid requirement 'not a requirement!'" in error
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def test_resolve_pins_transitive_dependencies_for_the_target_python(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    assert resolve(["alpha"], _options(wheelhouse), tmp_path) == ["alpha==1.0", "beta==2.0"]
+    # beta 2.0 needs gamma only on Python 3.12+: markers are evaluated for the target.
+    pins = resolve(["alpha"], _options(wheelhouse, python_version="3.12"), tmp_path)
+    assert pins == ["alpha==1.0", "beta==2.0", "gamma==0.1"]
+
+
+def test_resolve_respects_specifiers(wheelhouse: Path, tmp_path: Path) -> None:
+    pins = resolve(["alpha", "beta<2"], _options(wheelhouse), tmp_path)
+    assert pins == ["alpha==1.0", "beta==1.0"]
+
+
+def test_no_deps_keeps_only_direct_requirements(wheelhouse: Path, tmp_path: Path) -> None:
+    options = _options(wheelhouse, no_deps=True, python_version="3.12")
+    assert resolve(["alpha", "small"], options, tmp_path) == ["alpha==1.0", "small==1.0"]
+
+
+def test_exclude_drops_package_and_what_only_it_needs(wheelhouse: Path, tmp_path: Path) -> None:
+    options = _options(wheelhouse, python_version="3.12", exclude=("beta",))
+    assert resolve(["alpha", "small"], options, tmp_path) == ["alpha==1.0", "small==1.0"]
+
+
+def test_empty_requirements_resolve_to_nothing_without_uv(tmp_path: Path) -> None:
+    # No find-links at all: running uv would have nothing to resolve against.
+    assert resolve([], DependencyOptions(no_index=True), tmp_path) == []
+    assert not (tmp_path / "uv").exists()
+
+
+def test_missing_requirement_is_named(wheelhouse: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError) as info:
+        resolve(["alpha", "nonexistent-pkg>=2"], _options(wheelhouse), tmp_path)
+    message = str(info.value)
+    assert message.startswith(
+        "cannot resolve dependencies for nonexistent-pkg>=2 (Python 3.11 on x86_64-manylinux_2_28)"
+    )
+    assert "nonexistent-pkg was not found" in message
+    assert "\x1b[" not in message
+    assert not (tmp_path / "resolve").exists()  # failures are not cached
+
+
+def test_missing_transitive_requirement_names_both(wheelhouse: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="for needs-missing ") as info:
+        resolve(["needs-missing", "small"], _options(wheelhouse), tmp_path)
+    assert "zeta" in str(info.value)
+
+
+def test_platform_specific_wheel_is_chosen_for_the_target(wheelhouse: Path, tmp_path: Path) -> None:
+    for platform, expected_tag in [
+        ("x86_64-manylinux_2_28", LINUX_X86_64_CP311_TAG),
+        ("aarch64-apple-darwin", MACOS_ARM64_CP311_TAG),
+    ]:
+        options = _options(wheelhouse, platform=platform)
+        pins = resolve(["fast-lib"], options, tmp_path)
+        assert pins == ["fast-lib==1.0"]
+        site = install(pins, options, tmp_path)
+        assert _python_in(site, "import fast_lib; print(fast_lib.TAG)") == expected_tag
+
+
+def test_wheel_only_for_another_platform_fails_naming_the_package(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(BuildError) as info:
+        resolve(["alpha", "mac-only"], _options(wheelhouse), tmp_path)
+    message = str(info.value)
+    assert message.startswith("cannot resolve dependencies for mac-only (")
+    assert "macosx_11_0_arm64" in message
+
+
+def test_wheel_for_another_python_fails(wheelhouse: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"(?s)for fast-lib \(Python 3\.12 .*cp311"):
+        resolve(["fast-lib"], _options(wheelhouse, python_version="3.12"), tmp_path)
+
+
+def test_uv_settings_from_the_shell_are_ignored(
+    wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_FIND_LINKS", str(wheelhouse))
+    # With UV_FIND_LINKS honoured this would resolve; options name no package source.
+    with pytest.raises(BuildError, match="alpha"):
+        resolve(["alpha"], DependencyOptions(python_version="3.11", no_index=True), tmp_path)
+
+
+def test_invalid_python_version_is_rejected(wheelhouse: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="python_version 'py3'"):
+        resolve(["alpha"], _options(wheelhouse, python_version="py3"), tmp_path)
+
+
+def test_resolution_cache_hit_does_not_run_uv(
+    own_wheelhouse: Path, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cache = tmp_path / "cache"
+    options = _options(own_wheelhouse)
+    first = resolve(["alpha"], options, cache)
+    # Remove every package source uv could use; only the resolution cache can answer now.
+    shutil.rmtree(own_wheelhouse)
+    shutil.rmtree(cache / "uv")
+    assert resolve(["alpha"], options, cache) == first
+    # The same call without that cache fails, so the answer above came from the cache.
+    with pytest.raises(BuildError):
+        resolve(["alpha"], options, tmp_path / "fresh")
+    # Different inputs are a different key.
+    with pytest.raises(BuildError):
+        resolve(["alpha"], replace(options, python_version="3.12"), cache)
+
+
+# --------------------------------------------------------------------------- installing
+
+
+def test_install_is_importable_and_stripped(wheelhouse: Path, tmp_path: Path) -> None:
+    options = _options(wheelhouse)
+    site = install(["alpha==1.0", "beta==2.0", "tool==1.0"], options, tmp_path)
+    assert _python_in(site, "import alpha, beta, tool; print(alpha.VERSION, beta.VERSION)") == (
+        "1.0 2.0"
+    )
+    names = {p.relative_to(site).as_posix() for p in site.rglob("*")}
+    assert not (site / "bin").exists()
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.endswith("uv_cache.json") or n == ".lock"]
+    assert {"tool-1.0.dist-info/METADATA", "tool-1.0.dist-info/entry_points.txt"} <= names
+    # RECORD lists exactly the files that ship.
+    record = (site / "tool-1.0.dist-info" / "RECORD").read_text()
+    listed = {line.split(",")[0] for line in record.splitlines()}
+    assert listed == {n for n in names if n.startswith("tool") and (site / n).is_file()}
+
+
+def test_install_is_byte_identical_across_fresh_caches(wheelhouse: Path, tmp_path: Path) -> None:
+    options = _options(wheelhouse)
+    pins = ["alpha==1.0", "beta==2.0", "tool==1.0"]
+    first = install(pins, options, tmp_path / "one")
+    second = install(pins, options, tmp_path / "two")
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+        }
+
+    assert tree(first) == tree(second)
+
+
+def test_install_cache_hit_does_not_run_uv(own_wheelhouse: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    options = _options(own_wheelhouse)
+    site = install(["alpha==1.0", "beta==2.0"], options, cache)
+    shutil.rmtree(own_wheelhouse)
+    shutil.rmtree(cache / "uv")
+    assert install(["beta==2.0", "alpha==1.0"], options, cache) == site
+    assert _python_in(site, "import alpha; print(alpha.VERSION)") == "1.0"
+    with pytest.raises(BuildError, match=r"^cannot install "):
+        install(["alpha==1.0", "beta==2.0"], options, tmp_path / "fresh")
+
+
+def test_failed_install_leaves_no_cache_entry(wheelhouse: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"^cannot install alpha==9\.9 \(Python 3\.11"):
+        install(["alpha==9.9"], _options(wheelhouse), tmp_path)
+    assert list((tmp_path / "site").iterdir()) == []
+
+
+def test_package_sizes_largest_first(wheelhouse: Path, tmp_path: Path) -> None:
+    site = install(["alpha==1.0", "big==1.0", "small==1.0"], _options(wheelhouse), tmp_path)
+    sizes = package_sizes(site)
+    assert [name for name, _ in sizes] == ["big", "small", "alpha"]
+    for name, size in sizes:
+        files = [
+            p
+            for p in site.rglob("*")
+            if p.is_file() and p.relative_to(site).parts[0].startswith(name)
+        ]
+        assert size == sum(p.stat().st_size for p in files)
+    assert 50_000 < dict(sizes)["big"] < 52_000
+
+
+# --------------------------------------------------------------------------- pipeline entry
+
+
+def test_vendor_dependencies_end_to_end(wheelhouse: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text("alpha\n")
+    options = _options(wheelhouse, python_version="3.12", exclude=("Beta",))
+    result = vendor_dependencies(project, ["small", "alpha"], options, tmp_path / "cache")
+    assert result.requirements == ("alpha", "small")
+    assert result.pins == ("alpha==1.0", "small==1.0")
+    assert result.excluded == ("beta",)
+    assert result.site_dir is not None
+    assert _python_in(result.site_dir, "import alpha, small; print('ok')") == "ok"
+    assert not (result.site_dir / "beta").exists()
+
+
+def test_vendor_dependencies_with_nothing_to_vendor(tmp_path: Path) -> None:
+    result = vendor_dependencies(tmp_path, [], DependencyOptions(), tmp_path / "cache")
+    assert result.pins == ()
+    assert result.site_dir is None

@@ -1,0 +1,163 @@
+import gzip
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from tests.integration.projects import multi_package_project, write_files
+from tests.wheelhouse import build_wheel
+
+from flash.build.dependencies import DependencyOptions
+from flash.build.errors import BuildError
+from flash.build.pipeline import BuildOptions, build_project
+from flash.cli.init import write_starter
+
+
+def starter(tmp_path: Path, parent: str = "") -> Path:
+    root = tmp_path / parent / "proj"
+    write_starter(root)
+    return root
+
+
+def offline(wheels: Path, **kw: object) -> DependencyOptions:
+    return DependencyOptions(find_links=(str(wheels),), no_index=True, **kw)  # type: ignore[arg-type]
+
+
+def names(archive: Path) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return tar.getnames()
+
+
+def test_starter_project_builds_with_one_handler_per_endpoint(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    result = build_project(BuildOptions(project_dir=root))
+    assert set(result.manifest.resources) == {"classifier", "cpu-worker", "gpu-worker"}
+    files = names(result.archive)
+    for handler in ("handler_classifier.py", "handler_cpu_worker.py", "handler_gpu_worker.py"):
+        assert handler in files
+    assert "flash_manifest.json" in files and "flash/runtime/generic_handler.py" in files
+    assert "cloudpickle/__init__.py" in files
+    assert not [n for n in files if "__pycache__" in n or n.endswith(".pyc")]
+    with tarfile.open(result.archive) as tar:
+        inside = tar.extractfile("flash_manifest.json").read()  # type: ignore[union-attr]
+    assert inside == (root / ".flash" / "flash_manifest.json").read_bytes()
+    manifest = json.loads(inside)
+    assert manifest["function_registry"]["workers.gpu_worker.embed"] == "gpu-worker"
+    assert manifest["resources"]["classifier"]["functions"][0]["methods"] == ["predict"]
+    assert result.size < 2_000_000
+
+
+def test_generated_handler_is_small_and_readable(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    build_project(BuildOptions(project_dir=root, keep_build=True))
+    text = (root / ".flash" / ".build" / "handler_cpu_worker.py").read_text()
+    assert "create_handler(FUNCTION_REGISTRY)" in text
+    assert '("preprocess", "workers.cpu_worker", "preprocess")' in text
+    assert len(text.splitlines()) <= 30
+
+
+def test_two_builds_of_the_same_inputs_are_byte_identical(tmp_path: Path) -> None:
+    first = build_project(BuildOptions(project_dir=starter(tmp_path, "a")))
+    second_root = starter(tmp_path, "b")
+    second = build_project(BuildOptions(project_dir=second_root))
+    forced = build_project(BuildOptions(project_dir=second_root, force=True))
+    assert first.sha256 == second.sha256 == forced.sha256
+    assert first.archive.read_bytes() == second.archive.read_bytes()
+
+
+def test_no_change_rebuild_is_skipped_and_code_change_rebuilds(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    first = build_project(BuildOptions(project_dir=root))
+    again = build_project(BuildOptions(project_dir=root))
+    assert again.skipped and again.sha256 == first.sha256
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(gpu.read_text() + "\n# tweak\n")
+    changed = build_project(BuildOptions(project_dir=root))
+    assert not changed.skipped and changed.sha256 != first.sha256
+
+
+def test_code_only_rebuild_does_not_reinstall_dependencies(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinydep", "1.0", requires=["tinybase>=1"])
+    build_wheel(wheels, "tinybase", "1.2")
+    root = multi_package_project(tmp_path / "multi")
+    first = build_project(BuildOptions(project_dir=root, dependencies=offline(wheels)))
+    assert first.manifest.dependencies.pins == ["tinybase==1.2", "tinydep==1.0"]
+    assert "tinydep/__init__.py" in names(first.archive)
+    shutil.rmtree(wheels)  # any attempt to resolve or install again would now fail
+    jobs = root / "app" / "jobs.py"
+    jobs.write_text(jobs.read_text().replace("upper()", "lower()"))
+    second = build_project(BuildOptions(project_dir=root, dependencies=offline(wheels)))
+    assert not second.skipped and "tinydep/__init__.py" in names(second.archive)
+
+
+def test_async_function_dependencies_reach_the_manifest(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinydep", "1.0")
+    root = multi_package_project(tmp_path / "multi")
+    result = build_project(BuildOptions(project_dir=root, dependencies=offline(wheels)))
+    vision = result.manifest.resources["Vision Model.v2"]
+    assert vision.handler_file == "handler_vision_model_v2.py"
+    assert vision.dependencies == ["tinydep"] and vision.functions[0].is_async
+    assert vision.config["env"] == {"MODE": "fast"}
+    cpu = result.manifest.resources["cpu-jobs"]
+    assert {f.qualified_name for f in cpu.functions} == {"01_prep.prep", "app.jobs.process"}
+    assert result.manifest.function_registry["app.vision.infer.process"] == "Vision Model.v2"
+
+
+def test_failed_build_keeps_previous_archive(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    good = build_project(BuildOptions(project_dir=root))
+    before = sorted(p.name for p in (root / ".flash").iterdir())
+    (root / "workers" / "gpu_worker.py").write_text("def broken(:\n")
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.path == "workers/gpu_worker.py" and info.value.line == 1
+    assert good.archive.read_bytes() == (root / ".flash" / "archive.tar.gz").read_bytes()
+    assert sorted(p.name for p in (root / ".flash").iterdir()) == before
+
+
+def test_handler_import_failure_stops_the_build(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(gpu.read_text() + "\nraise RuntimeError('model file missing')\n")
+    with pytest.raises(BuildError, match="model file missing") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert "handler_" in str(info.value)
+    assert not (root / ".flash" / "archive.tar.gz").exists()
+
+
+def test_max_size_names_the_largest_packages(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(
+        wheels, "tinydep", "1.0", files={"tinydep/__init__.py": "VALUE = 1\n" + "#" * 300_000}
+    )
+    root = multi_package_project(tmp_path / "multi")
+    with pytest.raises(BuildError, match=r"over --max-size.*tinydep"):
+        build_project(BuildOptions(project_dir=root, max_size_mb=0.2, dependencies=offline(wheels)))
+
+
+def test_secrets_and_outputs_stay_out_of_the_archive(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    write_files(root, {".env": "HF_TOKEN=hf_supersecret\n", "config/.env.local": "K=hf_other\n"})
+    result = build_project(BuildOptions(project_dir=root))
+    listing = names(result.archive)
+    assert not [n for n in listing if ".env" in n or n.startswith(".flash/")]
+    assert b"hf_supersecret" not in gzip.decompress(result.archive.read_bytes())
+
+
+def test_reserved_file_names_are_refused(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    write_files(root, {"handler_gpu_worker.py": "x = 1\n"})
+    with pytest.raises(BuildError, match="reserved") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.path == "handler_gpu_worker.py"
+
+
+def test_output_name_is_a_plain_file_name(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    result = build_project(BuildOptions(project_dir=root, output="release.tar.gz"))
+    assert result.archive == root.resolve() / ".flash" / "release.tar.gz"
+    with pytest.raises(BuildError, match="--output"):
+        build_project(BuildOptions(project_dir=root, output="../x.tar.gz"))

@@ -1,0 +1,878 @@
+"""The AST scanner: small projects written to disk, scanned without importing them."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from flash.build.errors import BuildError
+from flash.build.scanner import RemoteSpec, ScanResult, sanitize_resource_name, scan_project
+
+HEADER = "from flash import remote, LiveServerless, CpuLiveServerless\n"
+
+
+def write(root: Path, files: Mapping[str, str | bytes]) -> list[str]:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content), encoding="utf-8")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def scan(root: Path, files: Mapping[str, str | bytes]) -> ScanResult:
+    return scan_project(root, write(root, files))
+
+
+def scan_error(root: Path, files: Mapping[str, str | bytes]) -> BuildError:
+    with pytest.raises(BuildError) as info:
+        scan(root, files)
+    return info.value
+
+
+def only(result: ScanResult) -> RemoteSpec:
+    assert len(result.functions) == 1, result.functions
+    return result.functions[0]
+
+
+# --- what is found ---------------------------------------------------------------------
+
+
+def test_finds_async_function_with_module_level_config(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": """\
+                from flash import remote, LiveServerless
+
+                gpu = LiveServerless(name="gpu-worker", workersMax=5)
+
+                @remote(resource_config=gpu, dependencies=["numpy"])
+                async def embed(texts: list[str]) -> list[list[float]]:
+                    return [[0.0] for _ in texts]
+            """,
+        },
+    )
+    assert list(result.resources) == ["gpu-worker"]
+    resource = result.resources["gpu-worker"]
+    assert resource.type == "LiveServerless"
+    assert resource.config["name"] == "gpu-worker"
+    assert resource.config["workersMax"] == 5
+    assert resource.config["gpus"] == ["any"]  # defaults filled in by validation
+    assert resource.dynamic_fields == ()
+    assert (resource.path, resource.line, resource.col) == ("main.py", 3, 7)
+    fn = only(result)
+    assert fn.name == "embed"
+    assert fn.module == "main"
+    assert fn.qualified_name == "main.embed"
+    assert fn.resource == "gpu-worker"
+    assert fn.is_async and not fn.is_class and not fn.is_generator
+    assert fn.dependencies == ("numpy",)
+    assert fn.system_dependencies == ()
+    assert (fn.path, fn.line, fn.col) == ("main.py", 6, 1)
+
+
+@pytest.mark.parametrize(
+    ("imports", "decorator"),
+    [
+        ("from flash import remote", "@remote(cfg)"),
+        ("from flash import remote", "@remote(resource_config=cfg)"),
+        ("import flash", "@flash.remote(cfg)"),
+        ("from flash import remote as r", "@r(resource_config=cfg)"),
+        ("import flash as f", "@f.remote(cfg)"),
+        ("from flash.sdk import remote", "@remote(cfg)"),
+        ("from flash.runtime.remote import remote", "@remote(cfg)"),
+        ("import flash.sdk", "@flash.sdk.remote(cfg)"),
+        ("from flash import *", "@remote(cfg)"),
+        ("try:\n    from flash import remote\nexcept ImportError:\n    pass", "@remote(cfg)"),
+    ],
+)
+def test_decorator_spellings(tmp_path: Path, imports: str, decorator: str) -> None:
+    source = (
+        f"{imports}\nfrom flash import CpuLiveServerless\n"
+        f'cfg = CpuLiveServerless(name="cpu")\n\n{decorator}\ndef work(x):\n    return x\n'
+    )
+    fn = only(scan(tmp_path, {"main.py": source}))
+    assert (fn.qualified_name, fn.resource, fn.is_async) == ("main.work", "cpu", False)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'import flash\ncfg = flash.LiveServerless(name="g")\n@flash.remote(cfg)\ndef f(): ...\n',
+        'from flash import remote, LiveServerless as LS\ncfg = LS(name="g")\n'
+        "@remote(cfg)\ndef f(): ...\n",
+        'from flash import remote, LiveServerless\ncfg: LiveServerless = LiveServerless(name="g")\n'
+        "@remote(cfg)\ndef f(): ...\n",
+        "from flash import remote, LiveServerless\n"
+        '@remote(LiveServerless(name="g"))\ndef f(): ...\n',
+        "import flash as fl\n"
+        '@fl.remote(resource_config=fl.LiveServerless(name="g"))\ndef f(): ...\n',
+        "from flash.sdk.resources import LiveServerless\nfrom flash import remote\n"
+        'base = LiveServerless(name="g")\n'
+        "cfg = base\n@remote(cfg)\ndef f(): ...\n",
+    ],
+    ids=["flash-attr", "alias", "annotated", "inline", "inline-module-alias", "name-alias"],
+)
+def test_config_spellings(tmp_path: Path, source: str) -> None:
+    result = scan(tmp_path, {"main.py": source})
+    assert list(result.resources) == ["g"]
+    assert result.resources["g"].type == "LiveServerless"
+    assert only(result).resource == "g"
+
+
+CONFIG_MODULE = """\
+    from flash import LiveServerless, GpuGroup
+
+    gpu = LiveServerless(name="shared-gpu", gpus=[GpuGroup.AMPERE_80])
+"""
+
+
+@pytest.mark.parametrize(
+    ("files", "user_module", "qualified_name"),
+    [
+        ({"config.py": CONFIG_MODULE}, ("main.py", "from config import gpu"), "main.f"),
+        (
+            {"pkg/__init__.py": "", "pkg/config.py": CONFIG_MODULE},
+            ("pkg/jobs.py", "from .config import gpu"),
+            "pkg.jobs.f",
+        ),
+        (
+            {"pkg/__init__.py": "", "pkg/config.py": CONFIG_MODULE, "pkg/sub/__init__.py": ""},
+            ("pkg/sub/jobs.py", "from ..config import gpu"),
+            "pkg.sub.jobs.f",
+        ),
+        (
+            {"pkg/config.py": CONFIG_MODULE},
+            ("main.py", "from pkg.config import gpu as g\ngpu = g"),
+            "main.f",
+        ),
+        (
+            {"pkg/config.py": CONFIG_MODULE},
+            ("main.py", "import pkg.config\ngpu = pkg.config.gpu"),
+            "main.f",
+        ),
+        (
+            {"pkg/config.py": CONFIG_MODULE},
+            ("main.py", "from pkg import config\ngpu = config.gpu"),
+            "main.f",
+        ),
+        (
+            {"pkg/__init__.py": "from .config import gpu\n", "pkg/config.py": CONFIG_MODULE},
+            ("main.py", "from pkg import gpu"),
+            "main.f",
+        ),
+        (
+            {"pkg/__init__.py": "from . import config\n", "pkg/config.py": CONFIG_MODULE},
+            ("main.py", "import pkg\ngpu = pkg.config.gpu"),
+            "main.f",
+        ),
+        ({"config.py": CONFIG_MODULE}, ("main.py", "from config import *"), "main.f"),
+    ],
+    ids=[
+        "absolute",
+        "relative",
+        "relative-parent",
+        "aliased",
+        "import-module",
+        "from-package-import-module",
+        "package-reexport",
+        "package-imports-submodule",
+        "star",
+    ],
+)
+def test_config_imported_from_another_module(
+    tmp_path: Path, files: dict[str, str], user_module: tuple[str, str], qualified_name: str
+) -> None:
+    # The config module never mentions the decorator: it is only read because it is imported.
+    path, imports = user_module
+    source = f"{imports}\nfrom flash import remote\n\n@remote(gpu)\ndef f():\n    return 1\n"
+    result = scan(tmp_path, {**files, path: source})
+    assert only(result).qualified_name == qualified_name
+    resource = result.resources["shared-gpu"]
+    assert resource.config["gpus"] == ["AMPERE_80"]
+    assert resource.path.endswith("config.py") and resource.line == 3
+
+
+def test_enum_members_snake_case_and_arithmetic(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": """\
+                import flash
+                from flash import remote, CpuLiveServerless, ScalerType
+                from flash.sdk import CpuInstanceType as CIT
+
+                TIMEOUT_MS = 10 * 60 * 1000
+                cpu = CpuLiveServerless(
+                    name="cpu-worker",
+                    instance_ids=[CIT.CPU3G_2_8, flash.CpuInstanceType.CPU5C_4_8],
+                    scaler_type=ScalerType.REQUEST_COUNT,
+                    workers_min=1,
+                    workers_max=-(-4),
+                    execution_timeout_ms=TIMEOUT_MS,
+                    env={"MODE": "prod", "LEVEL": "debug"},
+                )
+
+                @remote(cpu)
+                def f():
+                    return 1
+            """,
+        },
+    )
+    config = result.resources["cpu-worker"].config
+    assert config["instanceIds"] == ["cpu3g-2-8", "cpu5c-4-8"]
+    assert config["scalerType"] == "REQUEST_COUNT"
+    assert (config["workersMin"], config["workersMax"]) == (1, 4)
+    assert config["executionTimeoutMs"] == 600_000
+    assert config["env"] == {"MODE": "prod", "LEVEL": "debug"}
+    assert "instance_ids" not in config
+
+
+def test_non_literal_values_are_skipped_and_named(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": """\
+                import os
+                from flash import remote, LiveServerless
+
+                extra = {"scalerValue": 2}
+                gpu = LiveServerless(
+                    name="gpu",
+                    workersMax=int(os.environ.get("WORKERS", "3")),
+                    env={"TOKEN": os.environ["TOKEN"]},
+                    idleTimeout=7,
+                    **extra,
+                    **dict(os.environ),
+                )
+
+                @remote(gpu)
+                def f():
+                    return 1
+            """,
+        },
+    )
+    resource = result.resources["gpu"]
+    assert resource.dynamic_fields == ("workersMax", "env", "**dict(os.environ)")
+    assert resource.config["idleTimeout"] == 7
+    assert resource.config["scalerValue"] == 2  # a literal dict unpacked into the call
+    assert resource.config["workersMax"] == 3  # the default: the real value is unknown
+    assert resource.config["env"] == {}
+
+
+def test_module_names_for_numbered_files_nested_packages_and_init(tmp_path: Path) -> None:
+    deco = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
+    result = scan(
+        tmp_path,
+        {
+            "01_prep.py": deco,
+            "a/b/c/deep.py": deco,
+            "pkg/__init__.py": deco,
+        },
+    )
+    modules = sorted((f.module, f.qualified_name, f.path) for f in result.functions)
+    assert modules == [
+        ("01_prep", "01_prep.step", "01_prep.py"),
+        ("a.b.c.deep", "a.b.c.deep.step", "a/b/c/deep.py"),
+        ("pkg", "pkg.step", "pkg/__init__.py"),
+    ]
+    assert list(result.resources) == ["cpu"]  # three equal configs named "cpu" are one endpoint
+
+
+def test_same_function_name_on_two_endpoints(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "config.py": """\
+                from flash import LiveServerless, CpuLiveServerless
+                gpu = LiveServerless(name="gpu")
+                cpu = CpuLiveServerless(name="cpu")
+            """,
+            "gpu_jobs.py": "from flash import remote\nfrom config import gpu\n"
+            "@remote(gpu)\nasync def process(x):\n    return x\n",
+            "cpu_jobs.py": "from flash import remote\nfrom config import cpu\n"
+            "@remote(cpu)\ndef process(x):\n    return x\n",
+        },
+    )
+    assert [(f.resource, f.qualified_name) for f in result.functions] == [
+        ("cpu", "cpu_jobs.process"),
+        ("gpu", "gpu_jobs.process"),
+    ]
+    assert list(result.resources) == ["cpu", "gpu"]
+    assert result.resources["cpu"].type == "CpuLiveServerless"
+
+
+def test_one_config_shared_by_many_functions(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                gpu = LiveServerless(name="gpu")
+
+                @remote(gpu)
+                def a(): ...
+
+                @remote(resource_config=gpu)
+                async def b(): ...
+
+                @remote(gpu)
+                class C:
+                    def run(self): ...
+            """,
+        },
+    )
+    assert [f.name for f in result.functions] == ["C", "a", "b"]
+    assert {f.resource for f in result.functions} == {"gpu"}
+    assert len(result.resources) == 1
+
+
+def test_dependencies_on_functions_async_functions_and_classes(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                cpu = CpuLiveServerless(name="cpu")
+                SHARED = ["requests==2.32.0", "pyyaml"]
+
+                @remote(cpu, dependencies=["numpy>=1.26"], system_dependencies=["ffmpeg"])
+                def sync_fn(): ...
+
+                @remote(cpu, dependencies=("pandas",))
+                async def async_fn(): ...
+
+                @remote(cpu, dependencies=["torch"], system_dependencies=["libgl1"])
+                class Model:
+                    def predict(self): ...
+
+                @remote(cpu, dependencies=SHARED, system_dependencies=None)
+                def shared_fn(): ...
+            """,
+        },
+    )
+    by_name = {f.name: f for f in result.functions}
+    assert by_name["sync_fn"].dependencies == ("numpy>=1.26",)
+    assert by_name["sync_fn"].system_dependencies == ("ffmpeg",)
+    assert by_name["async_fn"].dependencies == ("pandas",)
+    assert by_name["Model"].dependencies == ("torch",)
+    assert by_name["Model"].system_dependencies == ("libgl1",)
+    assert by_name["shared_fn"].dependencies == ("requests==2.32.0", "pyyaml")
+    assert by_name["shared_fn"].system_dependencies == ()
+
+
+def test_class_methods_in_source_order(tmp_path: Path) -> None:
+    fn = only(
+        scan(
+            tmp_path,
+            {
+                "main.py": f"""\
+                    {HEADER}
+                    gpu = LiveServerless(name="gpu")
+
+                    @remote(gpu)
+                    class Model:
+                        def __init__(self, size):
+                            self.size = size
+
+                        async def generate(self, prompt): ...
+
+                        def _helper(self): ...
+
+                        @property
+                        def ready(self):
+                            return True
+
+                        def __call__(self, x): ...
+
+                        @staticmethod
+                        def version():
+                            return 1
+
+                        async def embed(self, text): ...
+                """,
+            },
+        )
+    )
+    assert fn.is_class and not fn.is_async and not fn.is_generator
+    assert fn.methods == ("generate", "__call__", "version", "embed")
+    assert fn.async_methods == ("generate", "embed")
+
+
+def test_generators(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                cpu = CpuLiveServerless(name="cpu")
+
+                @remote(cpu)
+                def count(n):
+                    for i in range(n):
+                        yield i
+
+                @remote(cpu)
+                async def stream(n):
+                    for i in range(n):
+                        yield i
+
+                @remote(cpu)
+                def delegate(n):
+                    yield from range(n)
+
+                @remote(cpu)
+                def plain(n):
+                    def inner():
+                        yield n
+                    return list(inner())
+            """,
+        },
+    )
+    flags = {f.name: (f.is_async, f.is_generator) for f in result.functions}
+    assert flags == {
+        "count": (False, True),
+        "stream": (True, True),
+        "delegate": (False, True),
+        "plain": (False, False),
+    }
+
+
+def test_a_rebound_config_name_means_what_it_meant_at_the_decorator(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                cfg = LiveServerless(name="first")
+
+                @remote(cfg)
+                def a(): ...
+
+                cfg = CpuLiveServerless(name="second")
+
+                @remote(cfg)
+                def b(): ...
+            """,
+        },
+    )
+    assert {f.name: f.resource for f in result.functions} == {"a": "first", "b": "second"}
+
+
+def test_other_remote_decorators_and_files_are_ignored(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f'{HEADER}cfg = LiveServerless(name="g")\n@remote(cfg)\ndef f(): ...\n',
+            "ray_jobs.py": "import ray\n\n@ray.remote\ndef g(): ...\n",
+            "remote_control.py": "def remote(x):\n    return x\n\n@remote\ndef h(): ...\n",
+            "notes.txt": "@remote(cfg) in a text file is not code",
+            "data/broken.json": "{not python",
+        },
+    )
+    assert [f.qualified_name for f in result.functions] == ["main.f"]
+
+
+def test_user_code_is_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    scan(
+        tmp_path / "proj",
+        {
+            "config.py": f"open({str(marker)!r}, 'w').close()\n"
+            "from flash import LiveServerless\ngpu = LiveServerless(name='g')\n",
+            "main.py": f"open({str(marker)!r}, 'w').close()\n"
+            "from flash import remote\nfrom config import gpu\n@remote(gpu)\ndef f(): ...\n",
+        },
+    )
+    assert not marker.exists()
+
+
+def test_remote_inside_module_level_if_block_counts(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                import sys
+                if sys.version_info >= (3, 10):
+                    gpu = LiveServerless(name="g")
+
+                    @remote(gpu)
+                    def f(): ...
+            """,
+        },
+    )
+    assert only(result).qualified_name == "main.f"
+
+
+def test_utf8_with_bom_and_non_ascii_source(tmp_path: Path) -> None:
+    source = f'{HEADER}cfg = LiveServerless(name="modèle")\n@remote(cfg)\ndef café(): ...\n'
+    result = scan(tmp_path, {"main.py": b"\xef\xbb\xbf" + source.encode("utf-8")})
+    assert only(result).name == "café"
+    assert list(result.resources) == ["modèle"]
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def test_syntax_error_in_any_python_file(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "main.py": f'{HEADER}cfg = LiveServerless(name="g")\n@remote(cfg)\ndef f(): ...\n',
+            "util/helpers.py": "x = 1\ndef broken(:\n    pass\n",
+        },
+    )
+    assert "syntax error" in err.message
+    assert (err.path, err.line) == ("util/helpers.py", 2)
+    assert err.col is not None
+    assert str(err).startswith("util/helpers.py:2:")
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "main.py": f'{HEADER}cfg = LiveServerless(name="g")\n@remote(cfg)\ndef f(): ...\n',
+            "legacy.py": b"x = 1\ns = '\xe9t\xe9'\n",
+        },
+    )
+    assert "not valid UTF-8" in err.message
+    assert (err.path, err.line, err.col) == ("legacy.py", 2, 6)
+
+
+@pytest.mark.parametrize(
+    ("decorator", "col"),
+    # The column is the decorator expression's, just after the "@".
+    [("@remote", 2), ("@remote()", 2), ("@remote(dependencies=['x'])", 2)],
+)
+def test_remote_without_config(tmp_path: Path, decorator: str, col: int) -> None:
+    err = scan_error(tmp_path, {"app.py": f"{HEADER}\n{decorator}\ndef f(): ...\n"})
+    assert "needs a resource config" in err.message
+    assert "'f'" in err.message
+    assert (err.path, err.line, err.col) == ("app.py", 3, col)
+
+
+@pytest.mark.parametrize(
+    ("setup", "expr", "reason"),
+    [
+        ("def make():\n    return LiveServerless(name='g')\n", "make()", "make(...)"),
+        ("", "undefined_cfg", "not a name defined or imported"),
+        ("configs = {'g': LiveServerless(name='g')}\n", "configs['g']", "configs['g']"),
+        ("import os\n", "os.environ", "os.environ"),
+        ("cfg = 3\n", "cfg", "`3`"),
+    ],
+    ids=["factory", "undefined", "subscript", "external", "not-a-call"],
+)
+def test_config_that_cannot_be_resolved(tmp_path: Path, setup: str, expr: str, reason: str) -> None:
+    err = scan_error(tmp_path, {"app.py": f"{HEADER}{setup}\n@remote({expr})\ndef f(): ...\n"})
+    assert f"`{expr}`" in err.message
+    assert reason in err.message
+    assert "module level with literal values" in err.message
+    line = 1 + setup.count("\n") + 2
+    assert (err.path, err.line, err.col) == ("app.py", line, 9)
+
+
+def test_config_imported_from_a_module_that_does_not_define_it(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "config.py": "from flash import LiveServerless\n",
+            "app.py": f"{HEADER}from config import gpu\n\n@remote(gpu)\ndef f(): ...\n",
+        },
+    )
+    assert "`gpu`" in err.message
+    assert (err.path, err.line) == ("app.py", 4)
+
+
+@pytest.mark.parametrize(
+    ("name_arg", "shown"),
+    [
+        ('name=f"w-{ENV}"', "got `f'w-{ENV}'`"),
+        ("name=os.environ['NAME']", "got `os.environ['NAME']`"),
+        ("name=3", "got `3`"),
+        ("workersMax=2", ""),
+    ],
+)
+def test_config_name_must_be_a_string_literal(tmp_path: Path, name_arg: str, shown: str) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "config.py": f"import os\nfrom flash import LiveServerless\nENV = 'x'\n"
+            f"gpu = LiveServerless({name_arg})\n",
+            "app.py": f"{HEADER}from config import gpu\n\n@remote(gpu)\ndef f(): ...\n",
+        },
+    )
+    assert "needs name= set to a string literal" in err.message
+    assert shown in err.message
+    # Reported where the config is constructed, not where it is used.
+    assert (err.path, err.line) == ("config.py", 4)
+
+
+def test_name_from_a_module_level_constant_is_fine(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "app.py": f'{HEADER}NAME = "gpu-" + "a"\ncfg = LiveServerless(name=NAME)\n'
+            "@remote(cfg)\ndef f(): ...\n"
+        },
+    )
+    assert list(result.resources) == ["gpu-a"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ("workersMax=-1", "workersMax"),
+        ("workers_min=5, workers_max=2", "workersMin (5) must not exceed workersMax (2)"),
+        ("gpus=['H100']", "gpus"),
+        ("colour='red'", "colour"),
+        ("name=''", "name must not be empty"),
+    ],
+)
+def test_config_that_fails_validation(tmp_path: Path, kwargs: str, field: str) -> None:
+    name = "" if "name=" in kwargs else "name='g', "
+    err = scan_error(
+        tmp_path,
+        {
+            "config.py": "from flash import LiveServerless\n\n"
+            f"gpu = LiveServerless({name}{kwargs})\n",
+            "app.py": f"{HEADER}from config import gpu\n\n@remote(gpu)\ndef f(): ...\n",
+        },
+    )
+    assert "invalid LiveServerless" in err.message
+    assert field in err.message
+    assert (err.path, err.line, err.col) == ("config.py", 3, 7)
+
+
+def test_unknown_enum_member(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "app.py": f"{HEADER}from flash import GpuGroup\n"
+            "cfg = LiveServerless(name='g', gpus=[GpuGroup.H100])\n@remote(cfg)\ndef f(): ...\n"
+        },
+    )
+    assert "GpuGroup has no member 'H100'" in err.message
+    assert "AMPERE_80" in err.message
+    assert (err.path, err.line, err.col) == ("app.py", 3, 38)
+
+
+def test_positional_config_arguments(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless('g')\n@remote(cfg)\ndef f(): ...\n"}
+    )
+    assert "keyword arguments only" in err.message
+    assert (err.path, err.line, err.col) == ("app.py", 2, 22)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message", "col"),
+    [
+        ("dependencies", '"numpy"', "dependencies must be a list of string literals", 27),
+        (
+            "dependencies",
+            '["numpy", VERSION]',
+            "dependencies[1] must be a string literal; got `VERSION`",
+            37,
+        ),
+        (
+            "system_dependencies",
+            '["git", 3]',
+            "system_dependencies[1] must be a string literal; got `3`",
+            42,
+        ),
+        ("dependencies", "make_deps()", "got `make_deps()`", 27),
+    ],
+)
+def test_dependencies_must_be_string_literals(
+    tmp_path: Path, option: str, value: str, message: str, col: int
+) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "app.py": f"{HEADER}import os\nVERSION = os.environ['V']\n"
+            "cfg = LiveServerless(name='g')\n"
+            f"@remote(cfg, {option}={value})\nasync def f(): ...\n"
+        },
+    )
+    assert message in err.message
+    assert (err.path, err.line, err.col) == ("app.py", 5, col)
+
+
+def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "app.py": f"{HEADER}cfg = LiveServerless(name='g')\n"
+            "@remote(cfg, dependencies=[f'torch=={1}'])\nclass Model: ...\n"
+        },
+    )
+    assert "dependencies[0] must be a string literal" in err.message
+    assert (err.path, err.line) == ("app.py", 3)
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("def outer():\n    @remote(cfg)\n    def inner(): ...\n    return inner\n", 4),
+        ("class Holder:\n    @remote(cfg)\n    def method(self): ...\n", 4),
+        ("for i in range(2):\n    @remote(cfg)\n    def looped(): ...\n", 4),
+    ],
+    ids=["function", "method", "loop"],
+)
+def test_remote_must_be_at_module_level(tmp_path: Path, body: str, line: int) -> None:
+    err = scan_error(tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless(name='g')\n{body}"})
+    assert "not defined at module level" in err.message
+    assert (err.path, err.line, err.col) == ("app.py", line, 6)
+
+
+def test_two_different_configs_with_the_same_name(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "a.py": f"{HEADER}cfg = LiveServerless(name='worker', workersMax=2)\n"
+            "@remote(cfg)\ndef f(): ...\n",
+            "b.py": f"{HEADER}cfg = LiveServerless(name='worker', workersMax=4)\n"
+            "@remote(cfg)\ndef g(): ...\n",
+        },
+    )
+    assert "two different resource configs are named 'worker'" in err.message
+    assert "a.py:2:7" in err.message and "b.py:2:7" in err.message
+    assert "workersMax" in err.message
+    assert (err.path, err.line) == ("b.py", 2)
+
+
+def test_same_name_different_type(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "a.py": f"{HEADER}@remote(LiveServerless(name='worker'))\ndef f(): ...\n"
+            "@remote(CpuLiveServerless(name='worker'))\ndef g(): ...\n",
+        },
+    )
+    assert "LiveServerless vs CpuLiveServerless" in err.message
+    assert "a.py:2:9" in err.message and "a.py:4:9" in err.message
+
+
+def test_resource_names_that_collide_as_file_names(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "a.py": f"{HEADER}@remote(LiveServerless(name='My GPU'))\ndef f(): ...\n",
+            "b.py": f"{HEADER}@remote(LiveServerless(name='my-gpu'))\ndef g(): ...\n",
+        },
+    )
+    assert "'My GPU'" in err.message and "'my-gpu'" in err.message
+    assert "handler_my_gpu.py" in err.message
+    assert "a.py:2:9" in err.message and "b.py:2:9" in err.message
+    assert (err.path, err.line) == ("b.py", 2)
+
+
+def test_same_function_defined_twice_in_one_module(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "a.py": f"{HEADER}cfg = LiveServerless(name='g')\n@remote(cfg)\ndef f(): ...\n"
+            "@remote(cfg)\ndef f(): ...\n",
+        },
+    )
+    assert "defined twice" in err.message
+    assert "a.py:4:1" in err.message and "a.py:6:1" in err.message
+
+
+def test_no_remote_functions(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {"main.py": "def remote_helper():\n    return 1\n", "config.py": CONFIG_MODULE},
+    )
+    assert f"no @remote functions found in {tmp_path}" in err.message
+    assert "@remote(resource_config=gpu)" in err.message
+    assert err.path is None
+
+
+# --- resource names as file names ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("gpu-worker", "gpu_worker"),
+        ("GPU Worker", "gpu_worker"),
+        ("my.model.v2", "my_model_v2"),
+        ("  --lots   of---space--  ", "lots_of_space"),
+        ("Modèle \U0001d7d9", "modele_1"),  # a double-struck digit one
+        ("ÆON", "on"),  # Æ has no ASCII decomposition
+        ("a_b", "a_b"),
+        ("__x__", "x"),
+    ],
+)
+def test_sanitize_resource_name(name: str, expected: str) -> None:
+    assert sanitize_resource_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["日本語", "---", ""])
+def test_sanitize_resource_name_without_ascii_letters(name: str) -> None:
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    assert sanitize_resource_name(name) == f"resource_{digest}"
+
+
+def test_sanitize_resource_name_distinguishes_non_ascii_names() -> None:
+    assert sanitize_resource_name("日本語") != sanitize_resource_name("中文")
+    assert sanitize_resource_name("a b") == sanitize_resource_name("a-b") == "a_b"
+
+
+# --- size ------------------------------------------------------------------------------
+
+
+def test_scans_a_project_of_two_thousand_modules(tmp_path: Path) -> None:
+    files = {
+        "shared/__init__.py": "",
+        "shared/config.py": "from flash import LiveServerless, CpuLiveServerless\n"
+        "gpu = LiveServerless(name='gpu', workersMax=2)\n"
+        "cpu = CpuLiveServerless(name='cpu')\n",
+    }
+    for i in range(2000):
+        rel = f"pkg{i % 20}/mod_{i}.py"
+        files[f"pkg{i % 20}/__init__.py"] = ""
+        if i % 10 == 0:
+            cfg = "gpu" if i % 20 == 0 else "cpu"
+            files[rel] = (
+                f"from flash import remote\nfrom shared.config import {cfg}\n\n"
+                f"@remote({cfg}, dependencies=['pkg-{i}'])\n"
+                f"async def task_{i}(x: int) -> int:\n    return x + {i}\n"
+            )
+        else:
+            files[rel] = (
+                f'"""Module {i}."""\nimport json\n\nVALUE = {i}\n\n\n'
+                f"def helper_{i}(data: dict) -> str:\n    return json.dumps(data) + str(VALUE)\n"
+                f"\n\nclass Thing{i}:\n    def method(self) -> int:\n        return VALUE\n"
+            )
+    result = scan(tmp_path, files)
+    assert len(result.functions) == 200
+    assert {f.qualified_name for f in result.functions} == {
+        f"pkg{i % 20}.mod_{i}.task_{i}" for i in range(0, 2000, 10)
+    }
+    assert sorted(result.resources) == ["cpu", "gpu"]
+    assert sum(f.resource == "gpu" for f in result.functions) == 100
+
+
+def test_import_cycles_end_in_a_clear_error(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "a.py": "from b import gpu\nfrom c import *\n",
+            "b.py": "from a import gpu\nfrom c import *\n",
+            "c.py": "from a import *\nfrom b import *\n",
+            "main.py": f"{HEADER}from a import gpu\n\n@remote(gpu)\ndef f(): ...\n",
+        },
+    )
+    assert "cannot resolve the resource config `gpu`" in err.message
+    assert (err.path, err.line) == ("main.py", 4)

@@ -1,0 +1,67 @@
+"""The `flash` command as users run it: a real process, its exit code and its output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def flash(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flash.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+
+
+def test_init_then_build_prints_summary(tmp_path: Path) -> None:
+    init = flash("init", "demo", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert (tmp_path / "demo" / "workers" / "classifier.py").is_file()
+
+    built = flash("build", "demo", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    for word in ("gpu-worker", "cpu-worker", "classifier", "sha256", "archive.tar.gz"):
+        assert word in built.stdout
+
+    again = flash("build", "demo", "--json", cwd=tmp_path)
+    summary = json.loads(again.stdout)
+    assert summary["skipped"] is True
+    assert summary["functions"] == 4
+    assert summary["endpoints"]["cpu-worker"] == [
+        "workers.cpu_worker.embed_documents",
+        "workers.cpu_worker.preprocess",
+    ]
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    assert flash("init", "p", cwd=tmp_path).returncode == 0
+    again = flash("init", "p", cwd=tmp_path)
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert flash("init", "p", "--force", cwd=tmp_path).returncode == 0
+
+
+def test_user_error_is_one_message_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        "from flash import remote, LiveServerless\n\n"
+        "@remote(LiveServerless(name='g', workersMin=5, workersMax=1))\n"
+        "def f():\n    pass\n"
+    )
+    failed = flash("build", ".", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "app.py:3" in failed.stderr and "workersMin" in failed.stderr
+    assert "Traceback" not in failed.stderr + failed.stdout
+    verbose = flash("build", ".", "--verbose", cwd=tmp_path)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_project_without_remote_functions_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    failed = flash("build", ".", cwd=tmp_path)
+    assert failed.returncode == 1 and "no @remote" in failed.stderr
+    assert not (tmp_path / ".flash" / "archive.tar.gz").exists()

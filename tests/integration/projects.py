@@ -1,0 +1,67 @@
+"""Small projects the integration tests build, written the way users write them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+def multi_package_project(root: Path) -> Path:
+    """Nested packages, a config imported from another module, a non-identifier module name,
+    the same short name on two endpoints, an async function with a dependency."""
+    return write_files(
+        root,
+        {
+            "pyproject.toml": """
+                [project]
+                name = "multi"
+                version = "0.1.0"
+                dependencies = []
+            """,
+            "app/__init__.py": "",
+            "app/config.py": """
+                from flash import CpuLiveServerless, LiveServerless
+
+                gpu = LiveServerless(name="Vision Model.v2", workersMax=2, env={"MODE": "fast"})
+                cpu = CpuLiveServerless(name="cpu-jobs", idle_timeout=10)
+            """,
+            "app/vision/__init__.py": "",
+            "app/vision/infer.py": """
+                from flash import remote
+                from app.config import gpu
+
+
+                @remote(resource_config=gpu, dependencies=["tinydep"])
+                async def process(xs: list[int]) -> list[int]:
+                    import tinydep
+
+                    return [tinydep.VALUE + x for x in xs]
+            """,
+            "app/jobs.py": """
+                import flash
+                from .config import cpu
+
+
+                @flash.remote(cpu)
+                def process(text: str) -> str:
+                    return text.upper()
+            """,
+            "01_prep.py": """
+                from flash import remote as r
+                from app.config import cpu
+
+
+                @r(resource_config=cpu)
+                def prep(n):
+                    return list(range(n))
+            """,
+        },
+    )

@@ -1,0 +1,129 @@
+"""Built archives run on their own: extracted into an empty folder, imported by an
+interpreter that sees nothing but that folder and the standard library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cloudpickle  # noqa: F401  - the caller side of the wire format
+from tests.integration.projects import multi_package_project
+from tests.wheelhouse import build_wheel
+
+from flash.build.archive import safe_extract
+from flash.build.dependencies import DependencyOptions
+from flash.build.pipeline import BuildOptions, build_project
+from flash.cli.init import write_starter
+from flash.runtime.serialization import deserialize, serialize_args
+
+# Runs in the isolated interpreter: import each handler named on stdin, run its jobs in one
+# event loop (as a worker does), print each response as a JSON line.
+_DRIVER = """
+import asyncio, importlib, json, sys
+sys.path[:] = [sys.argv[1]] + [p for p in sys.path if "site-packages" not in p]
+requests = json.load(sys.stdin)
+
+async def main():
+    for handler_module, job in requests:
+        handler = importlib.import_module(handler_module).handler
+        print(json.dumps(await handler(job)), flush=True)
+
+asyncio.run(main())
+files = {m: getattr(mod, "__file__", None) or "" for m, mod in sys.modules.items()}
+outside = [m for m, f in files.items() if "site-packages" in f]
+print(json.dumps({"modules": sorted(outside)}))
+"""
+
+
+def function_job(name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    a, k = serialize_args(args, kwargs)
+    return {"id": "job", "input": {"function_name": name, "args": a, "kwargs": k}}
+
+
+def class_job(name: str, ctor: tuple[Any, ...], method: str, *args: Any) -> dict[str, Any]:
+    a, k = serialize_args(ctor, {})
+    ma, mk = serialize_args(args, {})
+    return {
+        "id": "job",
+        "input": {
+            "function_name": name,
+            "execution_type": "class",
+            "args": a,
+            "kwargs": k,
+            "method_name": method,
+            "method_args": ma,
+            "method_kwargs": mk,
+        },
+    }
+
+
+def run_isolated(app: Path, requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", _DRIVER, str(app)],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        cwd=app,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[-1] == {"modules": []}, "the handler reached outside the archive"
+    return lines[:-1]
+
+
+def result(response: dict[str, Any]) -> Any:
+    assert response["success"], response
+    return deserialize(response["result"])
+
+
+def test_starter_archive_runs_alone(tmp_path: Path) -> None:
+    root = tmp_path / "starter"
+    write_starter(root)
+    build = build_project(BuildOptions(project_dir=root))
+    app = tmp_path / "app"
+    safe_extract(build.archive, app)
+
+    responses = run_isolated(
+        app,
+        [
+            ("handler_gpu_worker", function_job("embed", ["ab"])),
+            ("handler_cpu_worker", function_job("preprocess", ["  a   b ", " "])),
+            ("handler_cpu_worker", function_job("workers.cpu_worker.embed_documents", ["x y"])),
+            (
+                "handler_classifier",
+                class_job("Classifier", (["fast"],), "predict", "flash is fast"),
+            ),
+            ("handler_classifier", class_job("Classifier", (["fast"],), "predict", "slow")),
+            ("handler_gpu_worker", function_job("missing")),
+        ],
+    )
+    assert result(responses[0])[0][:2] == [0.5, 0.5]
+    assert result(responses[1]) == ["a b"]
+    assert list(result(responses[2])) == ["x y"]
+    assert result(responses[3]) == {"label": "positive", "calls": 1}
+    assert result(responses[4]) == {"label": "neutral", "calls": 2}  # same instance reused
+    assert not responses[5]["success"] and "embed" in responses[5]["error"]
+
+
+def test_multi_package_archive_with_dependency_runs_alone(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinydep", "2.0", files={"tinydep/__init__.py": "VALUE = 100\n"})
+    root = multi_package_project(tmp_path / "multi")
+    options = DependencyOptions(find_links=(str(wheels),), no_index=True)
+    build = build_project(BuildOptions(project_dir=root, dependencies=options))
+    app = tmp_path / "app"
+    safe_extract(build.archive, app)
+
+    responses = run_isolated(
+        app,
+        [
+            ("handler_vision_model_v2", function_job("process", [1, 2])),
+            ("handler_cpu_jobs", function_job("app.jobs.process", "hi")),
+            ("handler_cpu_jobs", function_job("prep", 3)),
+        ],
+    )
+    assert [result(r) for r in responses] == [[101, 102], "HI", [0, 1, 2]]

@@ -1,0 +1,110 @@
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+
+from flash import LiveServerless, RemoteFunction, remote, run
+from flash.runtime.remote import RemoteInstance, set_invoker
+
+CFG = LiveServerless(name="gpu")
+
+
+@remote(CFG, dependencies=["numpy"])
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@remote(resource_config=CFG)
+def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+@remote(CFG)
+class Counter:
+    created = 0
+
+    def __init__(self, step: int) -> None:
+        Counter.created += 1
+        self.step = step
+        self.total = 0
+
+    def add(self) -> int:
+        self.total += self.step
+        return self.total
+
+    async def aadd(self) -> int:
+        self.total += self.step
+        return self.total
+
+
+def test_calls_are_awaitable_and_run_in_process_without_a_platform() -> None:
+    pending = add(1)
+    assert inspect.isawaitable(pending)  # the call itself is awaitable, sync function or not
+    pending.close()  # type: ignore[attr-defined]
+
+    async def main() -> tuple[int, int, int]:
+        return await double(4), await add(1), await add(1, b=5)
+
+    assert asyncio.run(main()) == (8, 2, 6)
+    assert run(add(2)) == 3
+
+
+def test_local_calls_the_original() -> None:
+    assert add.local(2) == 3
+    assert asyncio.run(double.local(3)) == 6
+    assert isinstance(Counter.local(2), Counter.__wrapped__)
+
+
+def test_decorated_function_keeps_metadata() -> None:
+    assert isinstance(double, RemoteFunction)
+    assert double.__name__ == "double" and double.is_async
+    assert double.dependencies == ["numpy"]
+    assert double.resource_name == "gpu"
+
+
+def test_class_handle_keeps_one_instance_across_calls() -> None:
+    before = Counter.created
+    handle = Counter(3)
+    assert isinstance(handle, RemoteInstance)
+
+    async def main() -> list[int]:
+        return [await handle.add(), await handle.add(), await handle.aadd()]
+
+    assert asyncio.run(main()) == [3, 6, 9]
+    assert Counter.created == before + 1
+
+
+def test_unknown_method_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="nope"):
+        Counter(1).nope()
+
+
+def test_bad_decorator_use_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="resource config"):
+        remote()
+    with pytest.raises(TypeError, match="LiveServerless"):
+        remote("gpu")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="dependencies"):
+        remote(CFG, dependencies="numpy")  # type: ignore[arg-type]
+
+
+def test_invoker_seam_receives_calls() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Recorder:
+        async def call_function(self, fn: RemoteFunction, args: Any, kwargs: Any) -> str:
+            seen.append((fn.__name__, (args, kwargs)))
+            return "remote"
+
+        async def call_method(self, handle: RemoteInstance, method: str, args: Any, kwargs: Any):
+            seen.append((method, (handle.args, args)))
+            return "remote-method"
+
+    previous = set_invoker(Recorder())
+    try:
+        assert run(add(1, b=2)) == "remote"
+        assert run(Counter(5).add()) == "remote-method"
+    finally:
+        set_invoker(previous)
+    assert seen == [("add", ((1,), {"b": 2})), ("add", ((5,), ()))]
