@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _table import print_table  # type: ignore[import-not-found]
 from flash.build.collect import collect_files
 from flash.build.scanner import scan_project
 from flash.cli.init import write_starter
 from flash.runtime.generic_handler import create_handler
 from flash.runtime.serialization import serialize_args
+from flash.runtime.signing import generate_key, sign_request
 
 FLASH = [sys.executable, "-m", "flash.cli"]
 
@@ -81,21 +83,38 @@ def bench_scan(work: Path, modules: int = 2000) -> float:
     return min(runs)
 
 
-def bench_handler(calls: int = 50_000) -> tuple[float, float]:
-    """Per-call cost: awaiting the generic handler inside a running loop vs calling the function."""
+def bench_handler(calls: int = 20_000) -> tuple[float, float, float]:
+    """Per-call cost of the generic handler awaited inside a running loop, against calling the
+    function: the wire format alone (unsigned), and with signature checks (request verified,
+    answer signed; each job signed beforehand, since a nonce is good once)."""
 
     def add(a: int, b: int) -> int:
         return a + b
 
-    handler = create_handler({"add": add})
     args, kwargs = serialize_args((1, 2), {})
+    plain = create_handler({"add": add}, signing_key=None, allow_unsigned=True, manifest=None)
     job = {"id": "j", "input": {"function_name": "add", "args": args, "kwargs": kwargs}}
+    key = generate_key()
 
-    async def through_handler() -> float:
-        start = time.perf_counter()
+    def signed() -> object:  # a fresh replay cache per round
+        return create_handler({"add": add}, endpoint="e", signing_key=key, manifest=None)
+
+    def signed_jobs() -> list[dict[str, object]]:
+        jobs = []
         for _ in range(calls):
-            await handler(job)
-        return (time.perf_counter() - start) / calls
+            payload = {"function_name": "add", "args": args, "kwargs": kwargs}
+            payload["signature"] = sign_request(
+                key, endpoint="e", function="add", fields=payload, deadline=time.time() + 600
+            )
+            jobs.append({"id": "j", "input": payload})
+        return jobs
+
+    async def through(handler: object, jobs: list[dict[str, object]]) -> float:
+        start = time.perf_counter()
+        for one in jobs:
+            answer = await handler(one)  # type: ignore[operator]
+        assert answer["success"], answer
+        return (time.perf_counter() - start) / len(jobs)
 
     def direct() -> float:
         start = time.perf_counter()
@@ -103,9 +122,12 @@ def bench_handler(calls: int = 50_000) -> tuple[float, float]:
             add(1, 2)
         return (time.perf_counter() - start) / calls
 
-    ours = statistics.median(asyncio.run(through_handler()) for _ in range(5))
+    ours = statistics.median(asyncio.run(through(plain, [job] * calls)) for _ in range(5))
+    with_signing = statistics.median(
+        asyncio.run(through(signed(), signed_jobs())) for _ in range(3)
+    )
     ref = statistics.median(direct() for _ in range(5))
-    return ours, ref
+    return ours, with_signing, ref
 
 
 TWO_FUNCTIONS = {
@@ -164,7 +186,7 @@ def main() -> None:
         work = Path(tmp)
         builds = bench_builds(work)
         scan = bench_scan(work)
-        handler, direct = bench_handler()
+        handler, signed, direct = bench_handler()
         two = bench_two_functions(work, opts.reference_venv)
 
     ours_two = two["ours"]
@@ -185,11 +207,14 @@ def main() -> None:
             f"direct call {direct * 1e6:.2f} µs",
             "< 10 µs",
         ),
+        (
+            "  with signature checks",
+            f"{(signed - direct) * 1e6:.2f} µs",
+            f"direct call {direct * 1e6:.2f} µs",
+            "-",
+        ),
     ]
-    header = ("metric", "ours", "reference", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def test_generated_handler_is_small_and_readable(tmp_path: Path) -> None:
     root = starter(tmp_path)
     build_project(BuildOptions(project_dir=root, keep_build=True))
     text = (root / ".flash" / ".build" / "handler_cpu_worker.py").read_text()
-    assert "create_handler(FUNCTION_REGISTRY)" in text
+    assert 'create_handler(FUNCTION_REGISTRY, endpoint="cpu-worker")' in text
     assert '("preprocess", "workers.cpu_worker", "preprocess")' in text
     assert len(text.splitlines()) <= 30
 

@@ -32,7 +32,7 @@ def test_init_then_build_prints_summary(tmp_path: Path) -> None:
     again = flash("build", "demo", "--json", cwd=tmp_path)
     summary = json.loads(again.stdout)
     assert summary["skipped"] is True
-    assert summary["functions"] == 4
+    assert summary["functions"] == 5
     assert summary["endpoints"]["cpu-worker"] == [
         "workers.cpu_worker.embed_documents",
         "workers.cpu_worker.preprocess",

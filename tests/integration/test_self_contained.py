@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +14,28 @@ import cloudpickle  # noqa: F401  - the caller side of the wire format
 from tests.integration.projects import multi_package_project
 from tests.wheelhouse import build_wheel
 
-from flash.build.archive import safe_extract
 from flash.build.dependencies import DependencyOptions
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli.init import write_starter
+from flash.platform.archive import extract_archive
 from flash.runtime.serialization import deserialize, serialize_args
+from flash.runtime.signing import KEY_ENV_VAR, generate_key, key_to_text, sign_request
 
 # Runs in the isolated interpreter: import each handler named on stdin, run its jobs in one
 # event loop (as a worker does), print each response as a JSON line.
 _DRIVER = """
-import asyncio, importlib, json, sys
+import asyncio, importlib, inspect, json, sys
 sys.path[:] = [sys.argv[1]] + [p for p in sys.path if "site-packages" not in p]
 requests = json.load(sys.stdin)
 
 async def main():
     for handler_module, job in requests:
         handler = importlib.import_module(handler_module).handler
-        print(json.dumps(await handler(job)), flush=True)
+        if inspect.isasyncgenfunction(handler):  # an endpoint with a generator streams
+            answers = [answer async for answer in handler(job)]
+            print(json.dumps(answers[0] if len(answers) == 1 else answers), flush=True)
+        else:
+            print(json.dumps(await handler(job)), flush=True)
 
 asyncio.run(main())
 files = {m: getattr(mod, "__file__", None) or "" for m, mod in sys.modules.items()}
@@ -38,17 +44,33 @@ print(json.dumps({"modules": sorted(outside)}))
 """
 
 
-def function_job(name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+KEY = generate_key()
+
+
+def signed(endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+    payload["signature"] = sign_request(
+        KEY,
+        endpoint=endpoint,
+        function=payload["function_name"],
+        fields=payload,
+        deadline=time.time() + 120,
+    )
+    return {"id": "job", "input": payload}
+
+
+def function_job(endpoint: str, name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     a, k = serialize_args(args, kwargs)
-    return {"id": "job", "input": {"function_name": name, "args": a, "kwargs": k}}
+    return signed(endpoint, {"function_name": name, "args": a, "kwargs": k})
 
 
-def class_job(name: str, ctor: tuple[Any, ...], method: str, *args: Any) -> dict[str, Any]:
+def class_job(
+    endpoint: str, name: str, ctor: tuple[Any, ...], method: str, *args: Any
+) -> dict[str, Any]:
     a, k = serialize_args(ctor, {})
     ma, mk = serialize_args(args, {})
-    return {
-        "id": "job",
-        "input": {
+    return signed(
+        endpoint,
+        {
             "function_name": name,
             "execution_type": "class",
             "args": a,
@@ -57,7 +79,7 @@ def class_job(name: str, ctor: tuple[Any, ...], method: str, *args: Any) -> dict
             "method_args": ma,
             "method_kwargs": mk,
         },
-    }
+    )
 
 
 def run_isolated(app: Path, requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -68,6 +90,7 @@ def run_isolated(app: Path, requests: list[tuple[str, dict[str, Any]]]) -> list[
         text=True,
         cwd=app,
         timeout=120,
+        env={"PATH": "/usr/bin:/bin", KEY_ENV_VAR: key_to_text(KEY)},
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -84,21 +107,27 @@ def test_starter_archive_runs_alone(tmp_path: Path) -> None:
     root = tmp_path / "starter"
     write_starter(root)
     build = build_project(BuildOptions(project_dir=root))
-    app = tmp_path / "app"
-    safe_extract(build.archive, app)
+    app = extract_archive(build.archive, tmp_path / "app")
 
     responses = run_isolated(
         app,
         [
-            ("handler_gpu_worker", function_job("embed", ["ab"])),
-            ("handler_cpu_worker", function_job("preprocess", ["  a   b ", " "])),
-            ("handler_cpu_worker", function_job("workers.cpu_worker.embed_documents", ["x y"])),
+            ("handler_gpu_worker", function_job("gpu-worker", "embed", ["ab"])),
+            ("handler_cpu_worker", function_job("cpu-worker", "preprocess", ["  a   b ", " "])),
+            (
+                "handler_cpu_worker",
+                function_job("cpu-worker", "workers.cpu_worker.embed_documents", ["x y"]),
+            ),
             (
                 "handler_classifier",
-                class_job("Classifier", (["fast"],), "predict", "flash is fast"),
+                class_job("classifier", "Classifier", (["fast"],), "predict", "flash is fast"),
             ),
-            ("handler_classifier", class_job("Classifier", (["fast"],), "predict", "slow")),
-            ("handler_gpu_worker", function_job("missing")),
+            (
+                "handler_classifier",
+                class_job("classifier", "Classifier", (["fast"],), "predict", "slow"),
+            ),
+            ("handler_gpu_worker", function_job("gpu-worker", "missing")),
+            ("handler_gpu_worker", function_job("gpu-worker", "generate", "a b c")),
         ],
     )
     assert result(responses[0])[0][:2] == [0.5, 0.5]
@@ -106,7 +135,10 @@ def test_starter_archive_runs_alone(tmp_path: Path) -> None:
     assert list(result(responses[2])) == ["x y"]
     assert result(responses[3]) == {"label": "positive", "calls": 1}
     assert result(responses[4]) == {"label": "neutral", "calls": 2}  # same instance reused
-    assert not responses[5]["success"] and "embed" in responses[5]["error"]
+    # A streaming endpoint sends a failure as JSON text, all a worker loop keeps of it.
+    missing = json.loads(responses[5]["error"])
+    assert not missing["success"] and "embed" in missing["error"]
+    assert [result(item) for item in responses[6]] == ["A", "B", "C"]
 
 
 def test_multi_package_archive_with_dependency_runs_alone(tmp_path: Path) -> None:
@@ -115,15 +147,14 @@ def test_multi_package_archive_with_dependency_runs_alone(tmp_path: Path) -> Non
     root = multi_package_project(tmp_path / "multi")
     options = DependencyOptions(find_links=(str(wheels),), no_index=True)
     build = build_project(BuildOptions(project_dir=root, dependencies=options))
-    app = tmp_path / "app"
-    safe_extract(build.archive, app)
+    app = extract_archive(build.archive, tmp_path / "app")
 
     responses = run_isolated(
         app,
         [
-            ("handler_vision_model_v2", function_job("process", [1, 2])),
-            ("handler_cpu_jobs", function_job("app.jobs.process", "hi")),
-            ("handler_cpu_jobs", function_job("prep", 3)),
+            ("handler_vision_model_v2", function_job("Vision Model.v2", "process", [1, 2])),
+            ("handler_cpu_jobs", function_job("cpu-jobs", "app.jobs.process", "hi")),
+            ("handler_cpu_jobs", function_job("cpu-jobs", "prep", 3)),
         ],
     )
     assert [result(r) for r in responses] == [[101, 102], "HI", [0, 1, 2]]

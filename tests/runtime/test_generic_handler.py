@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import shutil
 import subprocess
@@ -208,10 +209,33 @@ def class_job(
     return {"id": "job-2", "input": payload}
 
 
+def answers(handler: Any, job: Any) -> list[dict[str, Any]]:
+    """Every answer a handler gives to ``job``: one, or one per streamed item."""
+
+    async def collect() -> list[dict[str, Any]]:
+        if inspect.isasyncgenfunction(handler):
+            return [answer async for answer in handler(job)]
+        return [await handler(job)]
+
+    responses = [unpack_streamed_failure(r) for r in asyncio.run(collect())]
+    for response in responses:
+        json.dumps(response)  # RunPod sends it back as JSON
+        assert response["protocol_version"] == PROTOCOL_VERSION
+    return responses
+
+
+def unpack_streamed_failure(answer: dict[str, Any]) -> dict[str, Any]:
+    """A streaming handler sends a failure as JSON text under "error" (all the worker loop
+    keeps of a failed item) and numbers it: read it back as the plain answer."""
+    if set(answer) != {"error"}:
+        return answer
+    inner = json.loads(answer["error"])
+    assert isinstance(inner.pop("item"), int)
+    return dict(inner)
+
+
 def run(handler: Any, job: Any) -> dict[str, Any]:
-    response = asyncio.run(handler(job))
-    json.dumps(response)  # RunPod sends it back as JSON
-    assert response["protocol_version"] == PROTOCOL_VERSION
+    (response,) = answers(handler, job)
     return response
 
 
@@ -223,11 +247,22 @@ def result_of(response: dict[str, Any]) -> Any:
 
 def assert_error(response: dict[str, Any], error_type: str, *fragments: str) -> None:
     assert response["success"] is False, response
-    assert set(response) == {"success", "error", "error_type", "traceback", "protocol_version"}
+    required = {"success", "error", "error_type", "traceback", "protocol_version"}
+    # A user exception also travels pickled, when it can, so the caller can re-raise it.
+    assert required <= set(response) <= required | {"exception"}
+    if "exception" in response:
+        assert type(deserialize(response["exception"])).__name__ == error_type
     assert response["error_type"] == error_type, response
     assert isinstance(response["traceback"], str)
     for fragment in fragments:
         assert fragment in response["error"], (fragment, response["error"])
+
+
+@pytest.fixture(autouse=True)
+def _unsigned_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These tests are about the wire format; signing has its own tests.
+    monkeypatch.delenv("FLASH_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("FLASH_ALLOW_UNSIGNED", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -298,9 +333,27 @@ def test_a_function_pickled_by_value_can_be_an_argument(handler: Any) -> None:
     assert result_of(run(echo, fn_job("apply", scale, 5))) == 15
 
 
-def test_generators_answer_with_the_list_of_yielded_items(handler: Any) -> None:
-    assert result_of(run(handler, fn_job("count_up", 4))) == [0, 1, 2, 3]
-    assert result_of(run(handler, fn_job("count_up_async", 3))) == [0, 1, 2]
+def test_generators_stream_one_answer_per_item(handler: Any) -> None:
+    assert inspect.isasyncgenfunction(handler)  # the worker loop streams its items
+    assert [result_of(a) for a in answers(handler, fn_job("count_up", 4))] == [0, 1, 2, 3]
+    assert [result_of(a) for a in answers(handler, fn_job("count_up_async", 3))] == [0, 1, 2]
+
+
+def test_endpoint_without_generators_gets_a_plain_coroutine_handler() -> None:
+    plain = create_handler({"add": add})
+    assert inspect.iscoroutinefunction(plain)
+    assert result_of(run(plain, fn_job("add", 1, 2))) == 3
+
+
+def test_generator_failing_midway_streams_items_then_the_error() -> None:
+    def broken(n: int) -> Iterator[int]:
+        yield 1
+        raise ValueError(f"stopped at {n}")
+
+    responses = answers(create_handler({"broken": broken}), fn_job("broken", 7))
+    assert result_of(responses[0]) == 1
+    assert responses[1]["error_type"] == "ValueError"
+    assert "stopped at 7" in responses[1]["error"]
 
 
 def test_sync_functions_run_on_the_event_loop_thread_by_default(handler: Any) -> None:
@@ -314,7 +367,7 @@ def test_run_sync_in_thread_moves_sync_calls_off_the_loop() -> None:
     assert result_of(run(threaded, fn_job("current_thread_id"))) != here
     assert result_of(run(threaded, fn_job("async_thread_id"))) == here
     assert result_of(run(threaded, fn_job("add", 1, 2))) == 3
-    assert result_of(run(threaded, fn_job("count_up", 3))) == [0, 1, 2]
+    assert [result_of(a) for a in answers(threaded, fn_job("count_up", 3))] == [0, 1, 2]
     assert result_of(run(threaded, class_job("Counter", "increment", (1,)))) == 2
 
 
@@ -458,7 +511,7 @@ ERROR_CASES: list[tuple[str, Any, str, tuple[str, ...]]] = [
     ("job is None", None, "InvalidJob", ("NoneType",)),
     ("input missing", {"id": "1"}, "InvalidJob", ("'input' must be a JSON object",)),
     ("input not a dict", {"input": "add"}, "InvalidJob", ("'input'", "str")),
-    ("no function_name", raw_job(), "InvalidJob", ("'function_name'", "available: Counter")),
+    ("no function_name", raw_job(), "InvalidJob", ("'function_name'", "a JSON job is")),
     ("empty function_name", raw_job(function_name=""), "InvalidJob", ("non-empty string",)),
     ("non-str function_name", raw_job(function_name=3), "InvalidJob", ("got 3",)),
     (
@@ -801,14 +854,14 @@ jobs = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(job=jobs)
 def test_arbitrary_jobs_never_make_the_handler_raise(job: Any) -> None:
-    response = run(create_handler(make_registry()), job)
-    assert isinstance(response["success"], bool)
-    if response["success"]:
-        deserialize(response["result"])
-    else:
-        assert isinstance(response["error"], str) and response["error"]
-        assert isinstance(response["error_type"], str) and response["error_type"]
-        assert isinstance(response["traceback"], str)
+    for response in answers(create_handler(make_registry()), job):
+        assert isinstance(response["success"], bool)
+        if response["success"]:
+            deserialize(response["result"])
+        else:
+            assert isinstance(response["error"], str) and response["error"]
+            assert isinstance(response["error_type"], str) and response["error_type"]
+            assert isinstance(response["traceback"], str)
 
 
 # ---------------------------------------------------------------- manifest

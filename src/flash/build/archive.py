@@ -103,17 +103,3 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract ``archive`` into ``dest``, refusing links and paths that leave ``dest``."""
-    dest = dest.resolve()
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            target = (dest / member.name).resolve()
-            if not (member.isfile() or member.isdir()) or not target.is_relative_to(dest):
-                raise ValueError(f"{archive}: unsafe entry {member.name!r}")
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # pragma: no cover - Python < 3.10.12 has no filters; members were checked above
-            tar.extractall(dest)

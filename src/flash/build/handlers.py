@@ -23,7 +23,7 @@ FUNCTION_REGISTRY = {{
     key: getattr(importlib.import_module(module), attr) for key, module, attr in FUNCTIONS
 }}
 
-handler = create_handler(FUNCTION_REGISTRY)
+handler = create_handler(FUNCTION_REGISTRY, endpoint={endpoint})
 
 if __name__ == "__main__":
     from flash.runtime.worker import start
@@ -47,7 +47,7 @@ def render_handler(resource_name: str, resource: ResourceEntry) -> str:
     rows = "\n".join(
         "    (" + ", ".join(map(_literal, row)) + ")," for row in registry_rows(resource)
     )
-    return _TEMPLATE.format(name=_quote(resource_name), rows=rows)
+    return _TEMPLATE.format(name=_quote(resource_name), rows=rows, endpoint=_literal(resource_name))
 
 
 def _literal(text: str) -> str:

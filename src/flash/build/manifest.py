@@ -6,24 +6,35 @@ The schema is versioned and holds no wall-clock fields, so equal inputs give an 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flash.build.scanner import ScanResult, sanitize_resource_name
+from flash.build.schemas import SchemaResult
 
 MANIFEST_NAME = "flash_manifest.json"
 SCHEMA_VERSION = 1
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class Target(_Model):
     python_version: str
     platform: str
+
+
+class FunctionSchema(_Model):
+    """JSON Schemas of a function's parameters (an object) and return value."""
+
+    input: dict[str, Any]
+    output: dict[str, Any]
+    sha256: str
+    stream: bool = False  # a generator: ``output`` describes each item it yields
 
 
 class FunctionEntry(_Model):
@@ -35,6 +46,10 @@ class FunctionEntry(_Model):
     is_generator: bool = False
     methods: list[str] = Field(default_factory=list)
     async_methods: list[str] = Field(default_factory=list)
+    schema_: FunctionSchema | None = Field(default=None, alias="schema")
+    pickle_only: str | None = Field(
+        default=None, description="why the function takes pickled calls only (no JSON schema)"
+    )
 
 
 class ResourceEntry(_Model):
@@ -65,7 +80,27 @@ class Manifest(_Model):
     source_fingerprint: str
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        data = self.model_dump(mode="json", by_alias=True)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def with_schemas(self, schemas: Mapping[str, SchemaResult]) -> Manifest:
+        """A copy with each function's JSON schemas, or the reason it has none."""
+        copy = self.model_copy(deep=True)
+        for resource in copy.resources.values():
+            for entry in resource.functions:
+                found = schemas.get(entry.qualified_name)
+                if found is None:
+                    continue
+                if found.reason is None and found.input is not None and found.output is not None:
+                    entry.schema_ = FunctionSchema(
+                        input=found.input,
+                        output=found.output,
+                        sha256=found.sha256 or "",
+                        stream=found.stream,
+                    )
+                else:
+                    entry.pickle_only = found.reason
+        return copy
 
 
 def handler_file_name(resource_name: str) -> str:

@@ -41,6 +41,8 @@ from flash.build.manifest import (
     load_manifest,
 )
 from flash.build.scanner import ScanResult, scan_project
+from flash.build.schemas import SchemaResult, derive_schemas
+from flash.sdk.keys import ensure_signing_key
 
 FLASH_DIR = ".flash"
 STAMP_NAME = "build_stamp.json"
@@ -51,7 +53,15 @@ RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
 _FLASH_STUB = '''\
 """Flash inside an endpoint (vendored by flash build): @remote and resource configs."""
 
-from flash.runtime.remote import RemoteClass, RemoteFunction, RemoteInstance, remote, run
+from flash.runtime.errors import (
+    CallDepthError,
+    EndpointUnavailableError,
+    RemoteCancelledError,
+    RemoteError,
+    RemoteExecutionError,
+    RemoteTimeoutError,
+)
+from flash.runtime.remote import MapError, RemoteClass, RemoteFunction, RemoteInstance, remote, run
 from flash.runtime.resources import (
     CpuInstanceType,
     CpuLiveServerless,
@@ -113,6 +123,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         raise BuildError(f"project directory not found: {options.project_dir}")
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
+    ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     timings: dict[str, float] = {}
 
     with _timed(timings, "collect"):
@@ -159,11 +170,9 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         ),
         source_fingerprint=source_fp,
     )
-    manifest_json = manifest.to_json().encode()
-
     with _timed(timings, "handlers"):
         entries = _project_entries(root, files)
-        entries += _generated_entries(manifest, manifest_json)
+        entries += _handler_entries(manifest)
         entries += _runtime_entries(
             vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle")
         )
@@ -173,10 +182,22 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
             _check_handlers(build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded)
+            with _timed(timings, "schemas"):
+                manifest = manifest.with_schemas(
+                    _schemas(build_dir, deps.site_dir, manifest, options.dependencies)
+                )
+            manifest_json = manifest.to_json().encode()
+            if options.keep_build:
+                (build_dir / MANIFEST_NAME).write_bytes(manifest_json)
         finally:
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
-    report("handlers", f"{len(manifest.resources)} handlers checked")
+    entries.append(_archive.Entry(name=MANIFEST_NAME, data=manifest_json))
+    typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
+    report(
+        "handlers",
+        f"{len(manifest.resources)} handlers checked, {typed} functions callable with JSON",
+    )
 
     all_entries = entries + dep_entries
     _check_size(all_entries, deps.site_dir, options.max_size_mb)
@@ -279,8 +300,8 @@ def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
     return [_archive.Entry(name=rel, source=root / rel) for rel in files]
 
 
-def _generated_entries(manifest: Manifest, manifest_json: bytes) -> list[_archive.Entry]:
-    entries = [_archive.Entry(name=MANIFEST_NAME, data=manifest_json)]
+def _handler_entries(manifest: Manifest) -> list[_archive.Entry]:
+    entries = []
     for name, resource in manifest.resources.items():
         source = render_handler(name, resource)
         try:
@@ -402,6 +423,30 @@ def _check_handlers(
     if failures:
         name, tb = sorted(failures.items())[0]
         raise BuildError(f"{name}.py failed to import:\n{tb.rstrip()}")
+
+
+def _schemas(
+    build_dir: Path, site_dir: Path | None, manifest: Manifest, options: DependencyOptions
+) -> dict[str, SchemaResult]:
+    """JSON schemas from the functions' type hints; none for a cross-target build."""
+    functions = [
+        (f.qualified_name, f.module, f.name)
+        for r in manifest.resources.values()
+        for f in r.functions
+        if not f.is_class
+    ]
+    if _host_matches(options):
+        derived = derive_schemas(build_dir, site_dir, functions)
+    else:
+        reason = "cross-target build: the project's modules cannot be imported here"
+        derived = {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
+    for r in manifest.resources.values():
+        for f in r.functions:
+            if f.is_class:
+                derived[f.qualified_name] = SchemaResult(
+                    None, None, None, "classes take pickled calls only"
+                )
+    return derived
 
 
 def _check_size(entries: list[_archive.Entry], site_dir: Path | None, max_size_mb: float) -> None:

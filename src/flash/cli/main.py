@@ -6,6 +6,8 @@ import typer
 
 from flash.cli.build import build
 from flash.cli.init import init
+from flash.cli.run import run
+from flash.cli.serve import serve
 
 app = typer.Typer(
     name="flash",
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.command()(init)
 app.command()(build)
+app.command()(serve)
+app.command()(run)
 
 
 def main() -> None:

@@ -21,11 +21,16 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from flash.runtime import context as _context
+from flash.runtime import jsoncall as _jsoncall
+from flash.runtime import jsonschema as _jsonschema
 from flash.runtime import serialization as _serialization
+from flash.runtime import signing as _signing
 from flash.runtime.serialization import (
     SerializationError,
     _type_name,
@@ -35,18 +40,24 @@ from flash.runtime.serialization import (
 
 __all__ = [
     "ARGUMENT_DECODE_ERROR",
+    "DEADLINE_EXCEEDED",
     "ERROR_CATEGORIES",
     "EXECUTION_TYPE_MISMATCH",
     "INVALID_ARGUMENTS",
+    "INVALID_INPUT",
     "INVALID_JOB",
     "MANIFEST_ENV_VAR",
     "MANIFEST_FILENAME",
+    "NOT_JSON_CALLABLE",
     "PROTOCOL_VERSION",
+    "RESULT_NOT_JSON",
     "RESULT_NOT_PICKLABLE",
+    "SIGNATURE_REJECTED",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "UNKNOWN_FUNCTION",
     "UNKNOWN_METHOD",
     "UNSUPPORTED_PROTOCOL",
+    "VERSION_MISMATCH",
     "WORKER_ERROR",
     "Handler",
     "ManifestError",
@@ -68,8 +79,20 @@ INVALID_ARGUMENTS = "InvalidArguments"
 ARGUMENT_DECODE_ERROR = "ArgumentDecodeError"
 RESULT_NOT_PICKLABLE = "ResultNotPicklable"
 WORKER_ERROR = "WorkerError"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+SIGNATURE_REJECTED = "SignatureRejected"
+VERSION_MISMATCH = "VersionMismatch"
+INVALID_INPUT = "InvalidInput"
+NOT_JSON_CALLABLE = "NotJsonCallable"
+RESULT_NOT_JSON = "ResultNotJson"
 ERROR_CATEGORIES = frozenset(
     {
+        INVALID_INPUT,
+        NOT_JSON_CALLABLE,
+        RESULT_NOT_JSON,
+        SIGNATURE_REJECTED,
+        VERSION_MISMATCH,
+        DEADLINE_EXCEEDED,
         INVALID_JOB,
         UNSUPPORTED_PROTOCOL,
         UNKNOWN_FUNCTION,
@@ -85,10 +108,19 @@ ERROR_CATEGORIES = frozenset(
 MANIFEST_FILENAME = "flash_manifest.json"
 MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
 
-Handler = Callable[[Any], Awaitable[dict[str, Any]]]
+Handler = (
+    Callable[[Any], Awaitable[dict[str, Any]]] | Callable[[Any], AsyncIterator[dict[str, Any]]]
+)
 
-_EXECUTION_TYPES = ("function", "class")
+_EXECUTION_TYPES = ("function", "class", "map")
+# One "map" job carries at most this many calls.
+MAX_MAP_ITEMS = 1024
+# A pickled exception travels with the error only while it is small.
+_MAX_PICKLED_EXCEPTION = 64 * 1024
 _MISSING = object()
+_FROM_ENV = object()
+# JSON arguments nested deeper than this are refused before validation.
+MAX_JSON_DEPTH = 64
 
 # Frames of this machinery, stripped from the front of a user traceback.
 _PLUMBING_FILES = frozenset(os.path.abspath(f) for f in (__file__, _serialization.__file__))
@@ -105,11 +137,30 @@ class ManifestError(ValueError):
 class _JobError(Exception):
     """A job the worker cannot run, reported under a category rather than a class name."""
 
-    def __init__(self, error_type: str, message: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        cause: BaseException | None = None,
+        issues: list[dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
         self.cause = cause
+        self.issues = issues
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A job that passed every check and may now be decoded and run."""
+
+    name: str
+    execution_type: str
+    target: Any
+    payload: dict[str, Any]
+    context: _context.CallContext
+    nonce: str | None
 
 
 class _UserCodeError(Exception):
@@ -121,14 +172,46 @@ class _UserCodeError(Exception):
         self.exc = exc
 
 
-def create_handler(registry: Mapping[str, Any], *, run_sync_in_thread: bool = False) -> Handler:
+def create_handler(
+    registry: Mapping[str, Any],
+    *,
+    endpoint: str | None = None,
+    signing_key: bytes | object | None = _FROM_ENV,
+    allow_unsigned: bool | None = None,
+    manifest: Mapping[str, Any] | object | None = _FROM_ENV,
+    run_sync_in_thread: bool = False,
+) -> Handler:
     """Build ``async def handler(job) -> dict`` serving the functions and classes of ``registry``.
 
     Registry values are plain functions/classes or ``@remote`` wrappers (unwrapped here).
     Sync callables run on the event loop thread unless ``run_sync_in_thread`` (for workers
     running several jobs at once). Each class is constructed once per distinct constructor
     arguments and reused by later jobs; the cache lives as long as the handler.
+
+    Pickled arguments are code: a job is unpickled only after its signature checks out
+    against ``signing_key`` (default: ``$FLASH_SIGNING_KEY``) for this ``endpoint``, and the
+    answer is signed back. Without a key, pickled jobs are refused unless ``allow_unsigned``
+    (default: ``$FLASH_ALLOW_UNSIGNED=1``), meant for tests and trusted local experiments.
+
+    A job without ``function_name`` is a typed JSON call, ``{"function": name, "kwargs":
+    {...}}`` or, on an endpoint with one such function, just ``{...kwargs}``: it is checked
+    against the JSON Schema the build recorded in ``manifest`` (default: the archive's
+    ``flash_manifest.json``) and answered with JSON. It runs no pickle, so needs no signature.
     """
+    endpoint = endpoint or os.environ.get("FLASH_RESOURCE_NAME") or None
+    secret = _signing.load_signing_key() if signing_key is _FROM_ENV else signing_key
+    if secret is not None and not isinstance(secret, bytes):
+        raise TypeError("signing_key must be bytes or None")
+    if secret is not None and endpoint is None:
+        raise ValueError(
+            "a signing handler needs its endpoint name: create_handler(..., endpoint=)"
+        )
+    if allow_unsigned is None:
+        allow_unsigned = os.environ.get("FLASH_ALLOW_UNSIGNED") == "1"
+    replay = _signing.ReplayCache()
+    if manifest is _FROM_ENV:
+        manifest = load_manifest()
+    schemas = _json_schemas(manifest if isinstance(manifest, Mapping) else None, endpoint)
     targets: dict[str, Any] = {}
     for key, value in registry.items():
         if not isinstance(key, str):
@@ -164,7 +247,7 @@ def create_handler(registry: Mapping[str, Any], *, run_sync_in_thread: bool = Fa
                 constructing.pop(key, None)
         return instance
 
-    async def run_job(job: Any) -> dict[str, Any]:
+    def resolve(job: Any) -> _Call:
         if not isinstance(job, dict):
             raise _JobError(INVALID_JOB, f"a job must be a JSON object, got {_type_name(job)}")
         payload = job.get("input")
@@ -174,6 +257,8 @@ def create_handler(registry: Mapping[str, Any], *, run_sync_in_thread: bool = Fa
             )
         # JSON null counts as absent throughout: older clients send explicit nulls.
         _check_protocol(_get(payload, "protocol_version", 1))
+        if "function_name" not in payload:
+            return resolve_json(payload)
         name = payload.get("function_name")
         if not isinstance(name, str) or not name:
             raise _JobError(
@@ -194,21 +279,165 @@ def create_handler(registry: Mapping[str, Any], *, run_sync_in_thread: bool = Fa
                 UNKNOWN_FUNCTION,
                 f"no function or class named {name!r} on this endpoint (available: {available})",
             )
-        if execution_type == "function":
-            result, label = await _run_function(name, target, payload)
-        else:
-            result, label = await _run_method(name, target, payload)
-        try:
-            encoded = serialize(result)
-        except SerializationError as exc:
-            cause = exc.__cause__ or exc
+        nonce = check_signature(name, payload)
+        call_context = _context.from_wire(payload.get("context"))
+        remaining = call_context.remaining()
+        if remaining is not None and remaining <= 0:
             raise _JobError(
-                RESULT_NOT_PICKLABLE,
-                f"the result of {label} cannot be pickled (type {_type_name(result)}): "
-                f"{type(cause).__name__}: {_safe_str(cause)}",
-                cause,
-            ) from None
-        return {"success": True, "result": encoded, "protocol_version": PROTOCOL_VERSION}
+                DEADLINE_EXCEEDED,
+                f"the caller's deadline passed {-remaining:.3f} s before {name!r} could start",
+            )
+        return _Call(name, execution_type, target, payload, call_context, nonce)
+
+    def resolve_json(payload: dict[str, Any]) -> _Call:
+        fields = set(payload) - {"context", "protocol_version"}
+        if fields == {"function", "kwargs"}:
+            name, kwargs = payload["function"], payload["kwargs"]
+        elif len(set(map(id, schemas.values()))) == 1:
+            name, kwargs = next(iter(schemas)), payload
+        else:
+            callable_names = ", ".join(sorted(schemas)) or "(none)"
+            raise _JobError(
+                INVALID_JOB,
+                'a JSON job is {"function": name, "kwargs": {...}} (JSON-callable functions '
+                f"here: {callable_names}); a pickled job needs 'function_name'",
+            )
+        if not isinstance(name, str) or name not in targets:
+            raise _JobError(
+                UNKNOWN_FUNCTION, f"no function named {_short_repr(name)} (available: {available})"
+            )
+        schema = schemas.get(name)
+        if schema is None:
+            raise _JobError(
+                NOT_JSON_CALLABLE,
+                f"{name!r} takes pickled calls only: its parameters or return value have no "
+                "JSON-able type hints",
+            )
+        try:
+            _jsonschema.check_depth(kwargs, MAX_JSON_DEPTH, path="kwargs")
+        except _jsonschema.JsonInputError as exc:
+            raise _JobError(INVALID_INPUT, exc.message) from None
+        call_context = _context.from_wire(payload.get("context"))
+        return _Call(
+            name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, None
+        )
+
+    def check_signature(name: str, payload: dict[str, Any]) -> str | None:
+        """The verified request nonce; raises before anything of the payload is decoded."""
+        if secret is None:
+            if allow_unsigned:
+                return None
+            raise _JobError(
+                SIGNATURE_REJECTED,
+                "this endpoint has no signing key (FLASH_SIGNING_KEY), so it refuses pickled "
+                "calls: pickles can run code. Serve it with `flash serve`/`flash run`, which "
+                "provide the app's key",
+            )
+        signature = payload.get("signature")
+        if signature is None and allow_unsigned:
+            return None
+        try:
+            _signing.verify_request(
+                secret,
+                signature,
+                endpoint=endpoint or "",
+                function=name,
+                fields=payload,
+                replay=replay,
+            )
+        except _signing.SignatureError as exc:
+            raise _JobError(SIGNATURE_REJECTED, f"request refused: {exc.message}") from None
+        verified = cast(dict[str, Any], signature)  # verify_request checked its shape
+        mismatch = _signing.check_versions(verified["caller"])
+        if mismatch is not None:
+            raise _JobError(VERSION_MISMATCH, mismatch)
+        return str(verified["nonce"])
+
+    def sign(answer: dict[str, Any], nonce: str | None) -> dict[str, Any]:
+        if secret is not None and nonce is not None:
+            answer["mac"] = _signing.sign_result(secret, nonce=nonce, result_fields=answer)
+        return answer
+
+    async def run_call(call: _Call) -> dict[str, Any]:
+        token = _context.use(call.context)
+        try:
+            if call.execution_type == "json":
+                return await _run_json(call.name, call.target, call.payload)
+            if call.execution_type == "map":
+                return await _run_map(call.name, call.target, call.payload)
+            if call.execution_type == "function":
+                result, label = await _run_function(call.name, call.target, call.payload)
+            else:
+                result, label = await _run_method(call.name, call.target, call.payload)
+        finally:
+            _context.reset(token)
+        return _success(result, label)
+
+    async def stream_call(call: _Call) -> AsyncIterator[dict[str, Any]]:
+        """One answer per item a generator function yields; other functions answer once."""
+        if call.execution_type not in ("function", "json") or not _is_generator_function(
+            call.target
+        ):
+            yield await run_call(call)
+            return
+        token = _context.use(call.context)
+        try:
+            label = repr(call.name)
+            if call.execution_type == "json":
+                kwargs = _bind_json(label, call.target, call.payload)
+                items = await _invoke(call.target, [], kwargs, label, in_thread=False, finish=False)
+                async for item in _iterate(items, label):
+                    yield _json_success(item, label)
+                return
+            args, kwargs = _decode(
+                _list_field(call.payload, "args"),
+                _dict_field(call.payload, "kwargs"),
+                "args",
+                "kwargs",
+                label,
+            )
+            items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
+            async for item in _iterate(items, label):
+                yield _success(item, label)
+        finally:
+            _context.reset(token)
+
+    async def _run_map(name: str, target: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """Many calls of one function in one job: one answer per item, each failing alone."""
+        if inspect.isclass(target) or _is_generator_function(target):
+            raise _JobError(
+                EXECUTION_TYPE_MISMATCH, f"{name!r} cannot be mapped: only plain functions can"
+            )
+        items = payload.get("items")
+        if not isinstance(items, list) or len(items) > MAX_MAP_ITEMS:
+            raise _JobError(INVALID_JOB, f"'items' must be a list of at most {MAX_MAP_ITEMS} calls")
+        label = repr(name)
+
+        async def one(index: int, item: Any) -> dict[str, Any]:
+            try:
+                if not isinstance(item, dict):
+                    raise _JobError(INVALID_JOB, f"items[{index}] must be an object")
+                args, kwargs = _decode(
+                    _list_field(item, "args"), _dict_field(item, "kwargs"), "args", "kwargs", label
+                )
+                result = await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread)
+                return _success(result, label)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                return _failure(exc)
+
+        if inspect.iscoroutinefunction(target):
+            answers = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+        else:
+            answers = [await one(i, item) for i, item in enumerate(items)]
+        return {"success": True, "results": list(answers), "protocol_version": PROTOCOL_VERSION}
+
+    async def _run_json(name: str, target: Any, call: dict[str, Any]) -> dict[str, Any]:
+        label = repr(name)
+        kwargs = _bind_json(label, target, call)
+        result = await _invoke(target, [], kwargs, label, in_thread=run_sync_in_thread)
+        return _json_success(result, label)
 
     async def _run_function(name: str, target: Any, payload: dict[str, Any]) -> tuple[Any, str]:
         if inspect.isclass(target):
@@ -246,27 +475,39 @@ def create_handler(registry: Mapping[str, Any], *, run_sync_in_thread: bool = Fa
         return await _invoke(method, args, kwargs, label, in_thread=run_sync_in_thread), label
 
     async def handler(job: Any) -> dict[str, Any]:
+        call = None
         try:
-            return await run_job(job)
+            call = resolve(job)
+            answer = await run_call(call)
         except asyncio.CancelledError:
             raise
-        except _JobError as exc:
-            tb = _format_traceback(exc.cause) if exc.cause is not None else ""
-            return _error(exc.error_type, exc.message, tb)
-        except _UserCodeError as err:
-            exc_name = type(err.exc).__name__
-            text = f"{err.label} raised {exc_name}"
-            message = _safe_str(err.exc)
-            if message:
-                text = f"{text}: {message}"
-            return _error(exc_name, text, _format_traceback(err.exc))
-        except BaseException as exc:  # a bug in the worker itself: still answer the job
-            return _error(
-                WORKER_ERROR,
-                f"internal worker error: {type(exc).__name__}: {_safe_str(exc)}",
-                _format_traceback(exc, strip=False),
-            )
+        except BaseException as exc:
+            answer = _failure(exc)
+        return sign(answer, call.nonce if call else None)
 
+    async def streaming_handler(job: Any) -> AsyncIterator[dict[str, Any]]:
+        # Each item is signed under its own position, so none can be dropped or reordered.
+        call = None
+        index = 0
+        try:
+            call = resolve(job)
+            async for answer in stream_call(call):
+                yield sign(answer, _item_nonce(call.nonce, index))
+                index += 1
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # The worker loop keeps only the text of a failed item's "error": send the whole
+            # answer as that text, so the caller still gets the type, traceback and issues.
+            answer = _failure(exc)
+            answer["item"] = index
+            signed = sign(answer, _item_nonce(call.nonce, index) if call else None)
+            yield {"error": json.dumps(signed)}
+
+    # The worker loop streams only from an async generator handler, so an endpoint with a
+    # generator function gets one; its other functions then answer with a single item.
+    if any(_is_generator_function(t) for t in targets.values()):
+        return streaming_handler
     return handler
 
 
@@ -315,6 +556,24 @@ def _manifest_location(path: str | os.PathLike[str] | None) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _json_schemas(manifest: Mapping[str, Any] | None, endpoint: str | None) -> dict[str, Any]:
+    """Registry name -> recorded schemas, for this endpoint's JSON-callable functions."""
+    if manifest is None or endpoint is None:
+        return {}
+    resource = (manifest.get("resources") or {}).get(endpoint) or {}
+    functions = [f for f in resource.get("functions") or [] if isinstance(f, dict)]
+    short_names = [f.get("name") for f in functions]
+    schemas: dict[str, Any] = {}
+    for entry in functions:
+        schema = entry.get("schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("input"), dict):
+            continue
+        schemas[str(entry.get("qualified_name"))] = schema
+        if short_names.count(entry.get("name")) == 1:
+            schemas[str(entry.get("name"))] = schema
+    return schemas
 
 
 def _get(payload: dict[str, Any], field: str, default: Any) -> Any:
@@ -488,6 +747,110 @@ async def _collect_stream(result: Any, in_thread: bool) -> Any:
     if isinstance(result, types.GeneratorType):
         return await asyncio.to_thread(list, result) if in_thread else list(result)
     return result
+
+
+def _bind_json(label: str, target: Any, call: dict[str, Any]) -> dict[str, Any]:
+    """The JSON kwargs checked against the recorded schema and turned into the annotated types."""
+    try:
+        issues, kwargs = _jsoncall.bind_json_call(target, call["kwargs"], call["schema"]["input"])
+    except _jsoncall.JsonCallError as exc:
+        raise _JobError(WORKER_ERROR, f"cannot take JSON calls for {label}: {exc}") from None
+    if issues:
+        raise _JobError(
+            INVALID_INPUT,
+            f"invalid arguments for {label}: "
+            + "; ".join(f"{i.path}: {i.message}" for i in issues[:5])
+            + (f" (and {len(issues) - 5} more)" if len(issues) > 5 else ""),
+            issues=[{"path": i.path, "message": i.message} for i in issues],
+        )
+    return kwargs
+
+
+def _json_success(result: Any, label: str) -> dict[str, Any]:
+    try:
+        value = _jsoncall.to_json_result(result)
+    except _jsoncall.JsonResultError as exc:
+        raise _JobError(RESULT_NOT_JSON, f"the result of {label}: {exc}") from None
+    return {
+        "success": True,
+        "result": value,
+        "encoding": "json",
+        "protocol_version": PROTOCOL_VERSION,
+    }
+
+
+def _success(result: Any, label: str) -> dict[str, Any]:
+    try:
+        encoded = serialize(result)
+    except SerializationError as exc:
+        cause = exc.__cause__ or exc
+        raise _JobError(
+            RESULT_NOT_PICKLABLE,
+            f"the result of {label} cannot be pickled (type {_type_name(result)}): "
+            f"{type(cause).__name__}: {_safe_str(cause)}",
+            cause,
+        ) from None
+    return {"success": True, "result": encoded, "protocol_version": PROTOCOL_VERSION}
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, _JobError):
+        tb = _format_traceback(exc.cause) if exc.cause is not None else ""
+        answer = _error(exc.error_type, exc.message, tb)
+        if exc.issues is not None:
+            answer["issues"] = exc.issues
+        return answer
+    if isinstance(exc, _UserCodeError):
+        exc_name = type(exc.exc).__name__
+        text = f"{exc.label} raised {exc_name}"
+        message = _safe_str(exc.exc)
+        if message:
+            text = f"{text}: {message}"
+        answer = _error(exc_name, text, _format_traceback(exc.exc))
+        pickled = _pickled_exception(exc.exc)
+        if pickled is not None:
+            answer["exception"] = pickled
+        return answer
+    # a bug in the worker itself: still answer the job
+    return _error(
+        WORKER_ERROR,
+        f"internal worker error: {type(exc).__name__}: {_safe_str(exc)}",
+        _format_traceback(exc, strip=False),
+    )
+
+
+def _pickled_exception(exc: BaseException) -> str | None:
+    """The exception itself, so the caller can raise the original type; None if it won't go."""
+    if not isinstance(exc, Exception):
+        return None
+    try:
+        encoded = serialize(exc)
+    except Exception:
+        return None
+    return encoded if len(encoded) <= _MAX_PICKLED_EXCEPTION else None
+
+
+def _item_nonce(nonce: str | None, index: int) -> str | None:
+    return None if nonce is None else f"{nonce}:{index}"
+
+
+def _is_generator_function(target: Any) -> bool:
+    return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+
+
+async def _iterate(items: Any, label: str) -> AsyncIterator[Any]:
+    """Items of a (async) generator; an exception raised while producing one is user code's."""
+    try:
+        if inspect.isasyncgen(items):
+            async for item in items:
+                yield item
+        else:
+            for item in items:
+                yield item
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise _UserCodeError(label, exc) from None
 
 
 def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:

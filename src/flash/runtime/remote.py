@@ -1,23 +1,40 @@
 """``@remote``: marks functions and classes that run on an endpoint.
 
 Standard library only: user modules import this on the worker too. Calling a decorated
-function returns an awaitable. Where it runs is decided by the installed invoker
-(:func:`set_invoker`); with none, it runs in this process, so users can test their code.
+function returns an awaitable. Where it runs is decided by the invoker: one set with
+:func:`set_invoker` (``flash.connect``), else one made from ``FLASH_API_BASE`` when the
+environment names a platform, else none and the call runs in this process, so users can
+test their code without anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Invoker", "RemoteClass", "RemoteFunction", "get_invoker", "remote", "set_invoker"]
+from flash.runtime.client import CallOptions
+
+__all__ = [
+    "CallOptions",
+    "Invoker",
+    "MapError",
+    "RemoteClass",
+    "RemoteFunction",
+    "get_invoker",
+    "remote",
+    "run",
+    "set_invoker",
+]
 
 
 class Invoker(Protocol):
-    """Sends calls to endpoints. The seam that client routing plugs into."""
+    """Sends calls to endpoints."""
 
     async def call_function(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -31,8 +48,14 @@ class Invoker(Protocol):
         kwargs: dict[str, Any],
     ) -> Any: ...
 
+    def stream(
+        self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]: ...
+
 
 _invoker: Invoker | None = None
+_from_env: Invoker | None = None
+_env_checked = False
 
 
 def set_invoker(invoker: Invoker | None) -> Invoker | None:
@@ -43,7 +66,23 @@ def set_invoker(invoker: Invoker | None) -> Invoker | None:
 
 
 def get_invoker() -> Invoker | None:
-    return _invoker
+    """The invoker in force: the one set, else one from the environment, else None."""
+    global _from_env, _env_checked
+    if _invoker is not None:
+        return _invoker
+    if not _env_checked:
+        from flash.runtime.client import PlatformInvoker, from_environment
+        from flash.runtime.signing import load_signing_key
+
+        endpoints = from_environment()
+        if endpoints is not None:
+            _from_env = PlatformInvoker(
+                endpoints,
+                own_resource=os.environ.get("FLASH_RESOURCE_NAME") or None,
+                signing_key=load_signing_key(),
+            )
+        _env_checked = True
+    return _from_env
 
 
 def _resource_name(resource_config: Any) -> str:
@@ -56,10 +95,70 @@ def _resource_name(resource_config: Any) -> str:
     return name
 
 
-class RemoteFunction:
-    """A function that runs on its endpoint's workers: ``await fn(...)``."""
+class MapError(Exception):
+    """Some items of a ``map`` failed; ``errors`` maps each failed index to its exception."""
+
+    def __init__(self, results: list[Any], errors: dict[int, BaseException]) -> None:
+        first = min(errors)
+        super().__init__(
+            f"{len(errors)} of {len(results)} items failed; first, item {first}: {errors[first]!r}"
+        )
+        self.results = results
+        self.errors = errors
+
+
+class _Remote:
+    """What remote functions and classes share: config, dependencies, call options."""
 
     __flash_remote__ = True
+    __wrapped__: Any
+
+    def __init__(
+        self,
+        target: Any,
+        resource_config: Any,
+        dependencies: Sequence[str],
+        system_dependencies: Sequence[str],
+        options: CallOptions,
+    ) -> None:
+        self.__wrapped__ = target
+        self.resource_config = resource_config
+        self.resource_name = _resource_name(resource_config)
+        self.dependencies = list(dependencies)
+        self.system_dependencies = list(system_dependencies)
+        self.call_options = options
+
+    def options(
+        self,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        serialization: str | None = None,
+    ) -> Any:
+        """The same function or class with other call options: ``fn.options(timeout=30)(x)``.
+
+        ``serialization``: "json" (typed JSON, needs type hints), "pickle" (signed
+        cloudpickle) or "auto" (JSON when the types allow it).
+        """
+        changes: dict[str, Any] = {}
+        if serialization is not None:
+            if serialization not in ("auto", "json", "pickle"):
+                raise ValueError(
+                    f"serialization must be 'auto', 'json' or 'pickle', not {serialization!r}"
+                )
+            changes["serialization"] = serialization
+        if timeout is not None:
+            changes["timeout"] = float(timeout)
+        if retries is not None:
+            changes["retries"] = int(retries)
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.call_options = dataclasses.replace(self.call_options, **changes)
+        return clone
+
+
+class RemoteFunction(_Remote):
+    """A function that runs on its endpoint's workers: ``await fn(...)``."""
 
     def __init__(
         self,
@@ -67,33 +166,92 @@ class RemoteFunction:
         resource_config: Any,
         dependencies: Sequence[str],
         system_dependencies: Sequence[str],
+        options: CallOptions | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
-        self.__wrapped__ = fn
-        self.resource_config = resource_config
-        self.resource_name = _resource_name(resource_config)
-        self.dependencies = list(dependencies)
-        self.system_dependencies = list(system_dependencies)
+        super().__init__(
+            fn, resource_config, dependencies, system_dependencies, options or CallOptions()
+        )
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        invoker = _invoker
+        invoker = get_invoker()
         if invoker is not None:
             return invoker.call_function(self, args, kwargs)
-        return _run_local(self.__wrapped__, args, kwargs)
+        return _run_local(self.__wrapped__, args, kwargs, collect=self.is_generator)
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the original function here, exactly as if it were not decorated."""
         return self.__wrapped__(*args, **kwargs)
 
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Blocking call, for code that is not async: ``result = fn.call(x)``."""
+        return run(self(*args, **kwargs))
+
+    async def map(
+        self,
+        items: Iterable[Any],
+        *,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+        chunk_size: int | None = None,
+    ) -> list[Any]:
+        """``[await fn(item) for item in items]``, ``concurrency`` jobs at a time, in order.
+
+        On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
+        every slot busy a few times over), which saves most of the per-job cost. A failed
+        item does not stop the others; then MapError lists every failure, unless
+        ``return_exceptions`` puts each exception in its item's place instead.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        work = list(items)
+        invoker = get_invoker()
+        batch = getattr(invoker, "call_map", None)
+        if batch is None or self.is_generator:
+            size = 1
+        else:
+            size = chunk_size or max(1, min(64, -(-len(work) // (concurrency * 4))))
+        chunks = [work[i : i + size] for i in range(0, len(work), size)]
+        outcomes: list[list[tuple[bool, Any]]] = [[] for _ in chunks]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def run_chunk(index: int, chunk: list[Any]) -> None:
+            async with gate:
+                if size > 1 and batch is not None:
+                    outcomes[index] = await batch(self, [((item,), {}) for item in chunk])
+                    return
+                try:
+                    outcomes[index] = [(True, await self(chunk[0]))]
+                except Exception as exc:
+                    outcomes[index] = [(False, exc)]
+
+        await asyncio.gather(*(run_chunk(i, chunk) for i, chunk in enumerate(chunks)))
+        flat = [outcome for chunk in outcomes for outcome in chunk]
+        results = [value for _, value in flat]
+        errors: dict[int, BaseException] = {
+            i: value for i, (ok, value) in enumerate(flat) if not ok
+        }
+        if errors and not return_exceptions:
+            raise MapError(results, errors)
+        return results
+
+    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Items of a generator function as they are produced: ``async for x in fn.stream()``."""
+        if not self.is_generator:
+            raise TypeError(f"{self.__wrapped__.__qualname__} is not a generator function")
+        invoker = get_invoker()
+        if invoker is not None:
+            return invoker.stream(self, args, kwargs)
+        return _stream_local(self.__wrapped__, args, kwargs)
+
     def __repr__(self) -> str:
         return f"<remote function {self.__wrapped__.__qualname__} on {self.resource_name!r}>"
 
 
-class RemoteClass:
+class RemoteClass(_Remote):
     """A class whose instances live on its endpoint: ``m = Model(...); await m.method(...)``."""
-
-    __flash_remote__ = True
 
     def __init__(
         self,
@@ -101,13 +259,12 @@ class RemoteClass:
         resource_config: Any,
         dependencies: Sequence[str],
         system_dependencies: Sequence[str],
+        options: CallOptions | None = None,
     ) -> None:
         functools.update_wrapper(self, cls, updated=())
-        self.__wrapped__ = cls
-        self.resource_config = resource_config
-        self.resource_name = _resource_name(resource_config)
-        self.dependencies = list(dependencies)
-        self.system_dependencies = list(system_dependencies)
+        super().__init__(
+            cls, resource_config, dependencies, system_dependencies, options or CallOptions()
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
         return RemoteInstance(self, args, kwargs)
@@ -129,8 +286,8 @@ class RemoteClass:
 class RemoteInstance:
     """A handle on an instance of a remote class; each method call is awaitable.
 
-    In-process, the instance is created on first use and kept, as a worker keeps one
-    instance per constructor arguments.
+    The endpoint keeps one instance per constructor arguments; in-process, this handle
+    creates its instance on first use and keeps it.
     """
 
     def __init__(self, remote_class: RemoteClass, args: tuple[Any, ...], kwargs: dict[str, Any]):
@@ -138,6 +295,11 @@ class RemoteInstance:
         self.args = args
         self.kwargs = kwargs
         self._local: Any = None
+
+    def local_instance(self) -> Any:
+        if self._local is None:
+            self._local = self.remote_class.__wrapped__(*self.args, **self.kwargs)
+        return self._local
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         if method.startswith("_"):
@@ -147,12 +309,10 @@ class RemoteInstance:
             raise AttributeError(f"{cls.__qualname__} has no method {method!r}")
 
         def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-            invoker = _invoker
+            invoker = get_invoker()
             if invoker is not None:
                 return invoker.call_method(self, method, args, kwargs)
-            if self._local is None:
-                self._local = cls(*self.args, **self.kwargs)
-            return _run_local(getattr(self._local, method), args, kwargs)
+            return _run_local(getattr(self.local_instance(), method), args, kwargs)
 
         call.__name__ = method
         return call
@@ -162,18 +322,36 @@ class RemoteInstance:
 
 
 def _run_local(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], collect: bool = False
 ) -> Awaitable[Any]:
     if inspect.iscoroutinefunction(fn):
         return fn(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
-    return _call_sync(fn, args, kwargs)
+    return _call_sync(fn, args, kwargs, collect)
 
 
-async def _call_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _call_sync(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], collect: bool
+) -> Any:
     result = fn(*args, **kwargs)
+    if collect and inspect.isasyncgen(result):
+        return [item async for item in result]
+    if collect and inspect.isgenerator(result):
+        return list(result)
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+async def _stream_local(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> AsyncIterator[Any]:
+    result = fn(*args, **kwargs)
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+    else:
+        for item in result:
+            yield item
 
 
 def remote(
@@ -181,12 +359,14 @@ def remote(
     *,
     dependencies: Sequence[str] | None = None,
     system_dependencies: Sequence[str] | None = None,
+    timeout: float | None = None,
     **_reserved: Any,
 ) -> Callable[[Any], Any]:
     """Mark a function, async function or class to run on the endpoint ``resource_config``.
 
     ``dependencies`` are pip requirements vendored into the endpoint's archive;
-    ``system_dependencies`` are OS packages its image must provide.
+    ``system_dependencies`` are OS packages its image must provide; ``timeout`` (seconds)
+    is the default limit of each call.
     """
     if resource_config is None:
         raise TypeError("@remote needs a resource config: @remote(resource_config=...)")
@@ -194,20 +374,30 @@ def remote(
         raise TypeError("use @remote(resource_config=...), not bare @remote")
     deps = list(dependencies or ())
     sys_deps = list(system_dependencies or ())
+    options = CallOptions(timeout=None if timeout is None else float(timeout))
 
     def decorate(target: Any) -> Any:
         if inspect.isclass(target):
-            return RemoteClass(target, resource_config, deps, sys_deps)
+            return RemoteClass(target, resource_config, deps, sys_deps, options)
         if callable(target):
-            return RemoteFunction(target, resource_config, deps, sys_deps)
+            return RemoteFunction(target, resource_config, deps, sys_deps, options)
         raise TypeError(f"@remote applies to functions and classes, not {type(target).__name__}")
 
     return decorate
 
 
 def run(awaitable: Awaitable[Any]) -> Any:
-    """Run an awaitable from synchronous code (a script's top level)."""
-    return asyncio.run(_await(awaitable))
+    """Wait for ``awaitable`` from synchronous code.
+
+    Inside a running event loop (a notebook, an async app) the call runs on its own loop
+    in a helper thread, so it never deadlocks the caller's loop.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(awaitable))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _await(awaitable)).result()
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

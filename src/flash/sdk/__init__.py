@@ -1,6 +1,16 @@
 """What users touch: resource configs and ``@remote``."""
 
-from flash.runtime.remote import RemoteClass, RemoteFunction, RemoteInstance, run
+from flash.runtime.errors import (
+    CallDepthError,
+    EndpointUnavailableError,
+    RemoteCancelledError,
+    RemoteError,
+    RemoteExecutionError,
+    RemoteTimeoutError,
+)
+from flash.runtime.remote import MapError, RemoteClass, RemoteFunction, RemoteInstance, run
+from flash.sdk import jsoncodec as _jsoncodec
+from flash.sdk.connect import connect, disconnect
 from flash.sdk.remote import remote
 from flash.sdk.resources import (
     CpuInstanceType,
@@ -14,17 +24,28 @@ from flash.sdk.resources import (
 )
 
 __all__ = [
+    "CallDepthError",
     "CpuInstanceType",
     "CpuLiveServerless",
     "CpuServerlessEndpoint",
+    "EndpointUnavailableError",
     "GpuGroup",
     "LiveServerless",
+    "MapError",
+    "RemoteCancelledError",
     "RemoteClass",
+    "RemoteError",
+    "RemoteExecutionError",
     "RemoteFunction",
     "RemoteInstance",
+    "RemoteTimeoutError",
     "ResourceConfig",
     "ScalerType",
     "ServerlessEndpoint",
+    "connect",
+    "disconnect",
     "remote",
     "run",
 ]
+
+_jsoncodec.install()

@@ -14,12 +14,14 @@ def remote(
     *,
     dependencies: Sequence[str] | None = None,
     system_dependencies: Sequence[str] | None = None,
+    timeout: float | None = None,
 ) -> Callable[[Any], Any]:
     """Mark a function, async function or class to run on the endpoint ``resource_config``.
 
     ``await fn(...)`` then runs it there (in this process when no platform is connected);
     ``fn.local(...)`` always calls the original. ``dependencies`` are pip requirements
-    vendored into the endpoint's archive; ``system_dependencies`` are OS packages.
+    vendored into the endpoint's archive; ``system_dependencies`` are OS packages;
+    ``timeout`` is each call's default limit in seconds.
     """
     if resource_config is not None and not isinstance(resource_config, ResourceConfig):
         raise TypeError(
@@ -34,6 +36,11 @@ def remote(
             isinstance(values, str) or not all(isinstance(v, str) for v in values)
         ):
             raise TypeError(f"{label} must be a list of strings, got {values!r}")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
     return _runtime_remote.remote(
-        resource_config, dependencies=dependencies, system_dependencies=system_dependencies
+        resource_config,
+        dependencies=dependencies,
+        system_dependencies=system_dependencies,
+        timeout=timeout,
     )

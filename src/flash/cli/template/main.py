@@ -4,7 +4,7 @@ import asyncio
 
 from workers.classifier import Classifier
 from workers.cpu_worker import embed_documents, preprocess
-from workers.gpu_worker import embed
+from workers.gpu_worker import embed, generate
 
 
 async def main() -> None:
@@ -14,6 +14,7 @@ async def main() -> None:
     model = Classifier(["great", "fast"])
     print("predict:", await model.predict("flash is fast"))
     print("predict:", await model.predict("so great"))
+    print("generate:", [token async for token in generate.stream("flash streams every token")])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""An async function on a GPU endpoint."""
+"""An async function and a streaming generator on a GPU endpoint."""
+
+from collections.abc import AsyncIterator
 
 from flash import LiveServerless, remote
 
@@ -17,3 +19,10 @@ async def embed(texts: list[str]) -> list[list[float]]:
         total = sum(counts) or 1.0
         vectors.append([round(c / total, 4) for c in counts])
     return vectors
+
+
+@remote(resource_config=gpu)
+async def generate(prompt: str, max_tokens: int = 8) -> AsyncIterator[str]:
+    """Stream a reply token by token, as a language model would."""
+    for word in prompt.split()[:max_tokens]:
+        yield word.upper()

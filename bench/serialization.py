@@ -1,0 +1,256 @@
+"""Per-call cost of the three call paths, without transport: what one call adds in CPU time.
+
+    .venv/bin/python bench/serialization.py [--quick]
+
+For each payload, one call is timed end to end in one process:
+
+- unsigned pickle: serialize the arguments, deserialize them (worker), serialize the result,
+  deserialize it (caller);
+- signed pickle: the same plus sign_request, verify_request (with a replay cache),
+  sign_result and verify_result;
+- typed JSON: json.dumps of the job, parse_json (size and depth limits), validation against
+  the schema flash build derives and conversion to the annotated types (bind_json_call),
+  to_json_result and json.dumps of the result, json.loads by the caller.
+
+The functions echo their payload, so results are as big as the arguments. Targets (issue 5):
+signing and verifying add under 10 % for 1 MB payloads and under 20 µs for small ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flash.build.schemas import derive_schemas
+from flash.runtime.jsoncall import bind_json_call, to_json_result
+from flash.runtime.jsonschema import parse_json
+from flash.runtime.serialization import deserialize, deserialize_args, serialize, serialize_args
+from flash.runtime.signing import (
+    ReplayCache,
+    generate_key,
+    sign_request,
+    sign_result,
+    verify_request,
+    verify_result,
+)
+
+MAX_BODY = 64 * 1024 * 1024
+MAX_DEPTH = 64
+ENDPOINT = "bench"
+
+APP = """
+def add(a: int, b: int, c: int) -> int:
+    return a + b + c
+
+
+def echo_bytes(data: bytes) -> bytes:
+    return data
+
+
+def echo_floats(values: list[float]) -> list[float]:
+    return values
+"""
+
+
+def _load_app(work: Path) -> tuple[Any, dict[str, Any]]:
+    (work / "bench_app.py").write_text(textwrap.dedent(APP))
+    names = ["add", "echo_bytes", "echo_floats"]
+    derived = derive_schemas(work, None, [(f"bench_app.{n}", "bench_app", n) for n in names])
+    sys.path.insert(0, str(work))
+    module = importlib.import_module("bench_app")
+    return module, {n: derived[f"bench_app.{n}"].input for n in names}
+
+
+def unsigned_call(fn: Callable[..., Any], name: str, args: tuple[Any, ...]) -> Any:
+    raw_args, raw_kwargs = serialize_args(args, {})
+    job = {"function_name": name, "args": raw_args, "kwargs": raw_kwargs}
+    call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"])
+    encoded = serialize(fn(*call_args, **call_kwargs))
+    return deserialize(encoded)
+
+
+def make_signed_call(key: bytes) -> Callable[..., Any]:
+    # A worker's cache holds the nonces of the last few minutes, not of every call ever
+    # timed here: start a fresh one before it grows past that.
+    caches = [ReplayCache()]
+
+    def signed_call(fn: Callable[..., Any], name: str, args: tuple[Any, ...]) -> Any:
+        if len(caches[-1]) >= 20_000:
+            caches[-1] = ReplayCache()
+        replay = caches[-1]
+        raw_args, raw_kwargs = serialize_args(args, {})
+        job: dict[str, Any] = {"function_name": name, "args": raw_args, "kwargs": raw_kwargs}
+        job["signature"] = sign_request(
+            key, endpoint=ENDPOINT, function=name, fields=job, deadline=time.time() + 600
+        )
+        # worker
+        signature = job["signature"]
+        verify_request(key, signature, endpoint=ENDPOINT, function=name, fields=job, replay=replay)
+        call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"])
+        answer = {"success": True, "result": serialize(fn(*call_args, **call_kwargs))}
+        mac = sign_result(key, nonce=signature["nonce"], result_fields=answer)
+        # caller
+        verify_result(key, mac, nonce=signature["nonce"], result_fields=answer)
+        return deserialize(answer["result"])
+
+    return signed_call
+
+
+def json_call(fn: Callable[..., Any], name: str, kwargs: dict[str, Any], schema: Any) -> Any:
+    body = json.dumps({"input": {"function": name, "kwargs": kwargs}})
+    job = parse_json(body, MAX_BODY, MAX_DEPTH)
+    issues, bound = bind_json_call(fn, job["input"]["kwargs"], schema)
+    if issues:
+        raise AssertionError(issues)
+    out = json.dumps({"output": to_json_result(fn(**bound))})
+    return json.loads(out)["output"]
+
+
+def per_call_us(call: Callable[[], Any], budget_s: float) -> float:
+    """Best mean over five rounds, each about budget_s / 5 long (one call each, at least)."""
+    start = time.perf_counter()
+    call()
+    once = max(time.perf_counter() - start, 1e-7)
+    number = max(1, int(budget_s / 5 / once))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(number):
+            call()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best * 1e6
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    budget = 0.05 if quick else 2.0
+    with tempfile.TemporaryDirectory(prefix="flash-bench-") as tmp:
+        app, schemas = _load_app(Path(tmp))
+        key = generate_key()
+        signed_call = make_signed_call(key)
+        blob = os.urandom(1 << 20)
+        floats = [i * 0.1 + 0.123456 for i in range(116_000)]  # about 1 MB pickled
+        cases: list[tuple[str, str, tuple[Any, ...], dict[str, Any] | None]] = [
+            ("small (3 ints)", "add", (3, 4, 5), {"a": 3, "b": 4, "c": 5}),
+            ("1 MB bytes", "echo_bytes", (blob,), None),
+            ("1 MB list[float]", "echo_floats", (floats,), {"values": floats}),
+        ]
+        rows = []
+        for label, name, args, kwargs in cases:
+            fn = getattr(app, name)
+            wire = len(serialize(args[0])) if len(args) == 1 else len(serialize_args(args, {})[0])
+            unsigned = per_call_us(lambda: unsigned_call(fn, name, args), budget)  # noqa: B023
+            signed = per_call_us(lambda: signed_call(fn, name, args), budget)  # noqa: B023
+            json_us = None
+            if kwargs is not None:
+                assert json_call(fn, name, kwargs, schemas[name]) is not None
+                json_us = per_call_us(
+                    lambda: json_call(fn, name, kwargs, schemas[name]),  # noqa: B023
+                    budget,
+                )
+            rows.append(
+                {
+                    "case": label,
+                    "pickle_bytes": wire,
+                    "unsigned_us": unsigned,
+                    "signed_us": signed,
+                    "overhead_us": signed - unsigned,
+                    "overhead_pct": 100 * (signed - unsigned) / unsigned,
+                    "json_us": json_us,
+                }
+            )
+        return rows
+
+
+def steps_small(quick: bool) -> dict[str, float]:
+    """The four signing steps alone, on the small call's job."""
+    budget = 0.05 if quick else 1.0
+    key = generate_key()
+    raw_args, raw_kwargs = serialize_args((3, 4, 5), {})
+    job: dict[str, Any] = {"function_name": "add", "args": raw_args, "kwargs": raw_kwargs}
+    caches = [ReplayCache()]
+    deadline = time.time() + 600
+    answer = {"success": True, "result": serialize(12)}
+
+    def sign() -> dict[str, Any]:
+        return sign_request(key, endpoint=ENDPOINT, function="add", fields=job, deadline=deadline)
+
+    def sign_and_verify() -> None:
+        # A replayed nonce would be refused: sign anew, and subtract the signing time below.
+        if len(caches[-1]) >= 20_000:
+            caches[-1] = ReplayCache()
+        verify_request(
+            key, sign(), endpoint=ENDPOINT, function="add", fields=job, replay=caches[-1]
+        )
+
+    signature = sign()
+    mac = sign_result(key, nonce=signature["nonce"], result_fields=answer)
+    sign_us = per_call_us(sign, budget)
+    return {
+        "sign_request": sign_us,
+        "verify_request": per_call_us(sign_and_verify, budget) - sign_us,
+        "sign_result": per_call_us(
+            lambda: sign_result(key, nonce=signature["nonce"], result_fields=answer), budget
+        ),
+        "verify_result": per_call_us(
+            lambda: verify_result(key, mac, nonce=signature["nonce"], result_fields=answer),
+            budget,
+        ),
+    }
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.1f} µs" if value < 1000 else f"{value / 1000:,.2f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    options = parser.parse_args(argv)
+    rows = run(options.quick)
+    steps = steps_small(options.quick)
+    if options.json:
+        print(json.dumps({"rows": rows, "small_steps_us": steps}, indent=2))
+        return 0
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    header = (
+        f"{'case':<18} {'pickle size':>12} {'unsigned pickle':>16} {'signed pickle':>14} "
+        f"{'signing adds':>22} {'typed JSON':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        adds = f"{_us(row['overhead_us'])} ({row['overhead_pct']:+.0f} %)"
+        print(
+            f"{row['case']:<18} {row['pickle_bytes'] / 1e6:>9.2f} MB {_us(row['unsigned_us']):>16} "
+            f"{_us(row['signed_us']):>14} {adds:>22} {_us(row['json_us']):>12}"
+        )
+    print()
+    print("small call, signing steps: " + ", ".join(f"{k} {_us(v)}" for k, v in steps.items()))
+    small = rows[0]
+    big = [r for r in rows if r["case"].startswith("1 MB")]
+    print(
+        f"target: signing adds < 20 µs on small calls: {_us(small['overhead_us'])} "
+        f"({'met' if small['overhead_us'] < 20 else 'missed'})"
+    )
+    for row in big:
+        print(
+            f"target: signing adds < 10 % on {row['case']}: {row['overhead_pct']:.1f} % "
+            f"({'met' if row['overhead_pct'] < 10 else 'missed'})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The demo: build the starter project, serve it on this machine, call every endpoint.
+
+    make demo        (or: .venv/bin/python examples/demo.py)
+
+Calls go through the official `runpod` client (plain JSON, streaming) and through Flash's
+own client (`await fn(...)`: a class endpoint and a call from one endpoint to another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import runpod
+
+import flash
+from flash.build.pipeline import BuildOptions, build_project
+from flash.cli.init import write_starter
+from flash.platform.archive import extract_archive
+from flash.platform.local import LocalPlatform
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+
+PROJECT = Path(__file__).resolve().parent.parent / "demo-project"
+
+
+def show(label: str, value: object) -> None:
+    print(f"  {label:<44} {value}")
+
+
+def call_with_runpod_client(url: str) -> None:
+    print("\nThe official runpod client (JSON in, JSON out):")
+    runpod.api_key = "local"
+    runpod.endpoint_url_base = f"{url}/v2"
+    cpu = runpod.Endpoint("cpu-worker")
+    answer = cpu.run_sync(
+        {"function": "preprocess", "kwargs": {"texts": ["  hello   world ", ""]}}, timeout=60
+    )
+    show("cpu-worker preprocess(['  hello   world ', ''])", answer["result"])
+    gpu = runpod.Endpoint("gpu-worker")
+    job = gpu.run({"function": "generate", "kwargs": {"prompt": "flash streams every token"}})
+    tokens = [chunk["result"] for chunk in job.stream()]
+    show("gpu-worker generate(...) streamed", tokens)
+    print(f"  health of gpu-worker: {gpu.health()['jobs']}")
+
+
+async def call_with_flash_client() -> None:
+    print("\nFlash's client (await fn(...), signed pickles or typed JSON as the types allow):")
+    from workers.classifier import Classifier
+    from workers.cpu_worker import embed_documents
+    from workers.gpu_worker import embed
+
+    show("gpu-worker embed(['flash'])[0][:6]", (await embed(["flash"]))[0][:6])
+    documents = await embed_documents(["a b", " c  d "])  # cpu-worker calls gpu-worker
+    show("cpu-worker embed_documents (-> gpu-worker)", list(documents))
+    model = Classifier(["great", "fast"])
+    show("classifier predict('flash is fast')", await model.predict("flash is fast"))
+    show("classifier predict('so great') (same instance)", await model.predict("so great"))
+
+
+def main() -> None:
+    if not PROJECT.exists():
+        write_starter(PROJECT)
+    print(f"Building {PROJECT} ...")
+    build = build_project(BuildOptions(project_dir=PROJECT))
+    print(
+        f"  {'up to date' if build.skipped else 'built'}: {build.archive.name}, "
+        f"{build.size / 1024:.1f} KiB, sha256 {build.sha256[:16]}"
+    )
+    state = PROJECT / ".flash"
+    key = ensure_signing_key(state)
+    platform = LocalPlatform(state, echo=None, worker_env={KEY_ENV_VAR: key_to_text(key)})
+    platform.start()
+    try:
+        platform.load_app(extract_archive(build.archive, state / "serve"))
+        print(f"Serving {len(platform.endpoints())} endpoints on {platform.url}")
+        for endpoint in platform.endpoints():
+            print(f"  {endpoint['url']}  {', '.join(endpoint['functions'])}")
+        call_with_runpod_client(platform.url)
+        sys.path.insert(0, str(PROJECT))
+        flash.connect(platform.url, signing_key=key)
+        asyncio.run(call_with_flash_client())
+    finally:
+        flash.disconnect()
+        platform.stop()
+    print("\nDone: every call above ran in a worker process of the local platform.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""JSON Schemas of the typed functions, for the JSON call path.
+
+The build never imports user code itself: one child interpreter (this one's executable,
+which has pydantic) imports the materialised build, unwraps each ``@remote`` function, and
+asks pydantic's ``TypeAdapter`` for the schema of its parameters and of its return value.
+A function whose types have no JSON form stays pickle-only, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flash.build.errors import BuildError
+
+__all__ = ["SchemaResult", "derive_schemas", "schema_sha256"]
+
+
+@dataclass(frozen=True)
+class SchemaResult:
+    """The schemas of one function, or why it has none (``reason``: it is pickle-only)."""
+
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+    sha256: str | None
+    reason: str | None
+    stream: bool = False  # a generator: ``output`` is the schema of each item
+
+    @property
+    def json_callable(self) -> bool:
+        return self.reason is None
+
+
+def schema_sha256(input_schema: dict[str, Any], output_schema: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, compact, ASCII) of {input, output}."""
+    canonical = json.dumps(
+        {"input": input_schema, "output": output_schema},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def derive_schemas(
+    build_dir: Path,
+    site_dir: Path | None,
+    functions: Sequence[tuple[str, str, str]],
+    *,
+    timeout: float = 300.0,
+) -> dict[str, SchemaResult]:
+    """Schemas for ``functions`` as ``(qualified_name, module, attribute)``, by qualified name.
+
+    ``build_dir`` is the materialised archive tree and ``site_dir`` the vendored packages;
+    both go before this interpreter's own site-packages. The vendored packages must load
+    on this machine (skip this stage for cross-target builds). Raises BuildError when a
+    module fails to import or the child interpreter dies.
+    """
+    if not functions:
+        return {}
+    paths = [str(build_dir)] + ([str(site_dir)] if site_dir is not None else [])
+    with tempfile.TemporaryDirectory(prefix="flash-schemas-") as tmp:
+        output = Path(tmp) / "schemas.json"
+        request = {
+            "paths": paths,
+            "functions": [list(f) for f in functions],
+            "output": str(output),
+        }
+        # The same clean environment the handler import check uses: a worker sets neither.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FLASH_"))}
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-B", "-c", _CHILD],
+                input=json.dumps(request),
+                cwd=build_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(
+                f"deriving JSON schemas took over {timeout:g} s: importing the project's "
+                "modules does not finish (work at import time?)"
+            ) from None
+        try:
+            data = json.loads(output.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise BuildError(
+                f"deriving JSON schemas crashed (exit {proc.returncode}) while importing "
+                "the project's modules:\n" + proc.stderr[-2000:]
+            ) from None
+    failures = data.get("import_errors") or {}
+    if failures:
+        module, trace = sorted(failures.items())[0]
+        raise BuildError(
+            f"module {module!r} failed to import while deriving JSON schemas:\n{trace.rstrip()}"
+        )
+    derived = data.get("functions") or {}
+    results: dict[str, SchemaResult] = {}
+    for qualified_name in sorted({f[0] for f in functions}):
+        results[qualified_name] = _result(derived.get(qualified_name))
+    return results
+
+
+def _result(entry: Any) -> SchemaResult:
+    if not isinstance(entry, dict):
+        return SchemaResult(None, None, None, "no schema was derived")
+    reason = entry.get("reason")
+    if reason is not None:
+        return SchemaResult(None, None, None, str(reason))
+    input_schema, output_schema = entry["input"], entry["output"]
+    return SchemaResult(
+        input=input_schema,
+        output=output_schema,
+        sha256=schema_sha256(input_schema, output_schema),
+        reason=None,
+        stream=bool(entry.get("stream")),
+    )
+
+
+# Runs in the child interpreter: reads the request on stdin, writes the answer to a file
+# (user modules may print on import, so stdout is theirs).
+_CHILD = r'''
+import importlib
+import inspect
+import json
+import sys
+import traceback
+import typing
+import warnings
+
+request = json.loads(sys.stdin.read())
+sys.path[:0] = request["paths"]
+warnings.simplefilter("ignore")  # pydantic's notes on defaults and titles are not errors
+
+
+class Skip(Exception):
+    """The function stays pickle-only; the message says why."""
+
+
+def summary(exc):
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def type_text(hint):
+    if isinstance(hint, type) and hint.__module__ != "builtins":
+        return f"{hint.__module__}.{hint.__qualname__}"
+    if isinstance(hint, type):
+        return hint.__qualname__
+    return repr(hint).replace("typing.", "")
+
+
+def inline_top_ref(schema):
+    # A recursive type can make pydantic answer {"$ref": ..., "$defs": ...} at the top.
+    ref = schema.get("$ref")
+    defs = schema.get("$defs", {})
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and len(schema) <= 2:
+        top = dict(defs.get(ref[len("#/$defs/"):], {}))
+        top["$defs"] = defs
+        return top
+    return schema
+
+
+def derive(obj, TypeAdapter, TypedDict, NotRequired):
+    if getattr(obj, "__flash_remote__", False):
+        obj = obj.__wrapped__
+    if inspect.isclass(obj):
+        raise Skip("a class: classes stay pickle-only for now")
+    if not callable(obj):
+        raise Skip(f"not a function (a {type(obj).__name__})")
+    stream = inspect.isgeneratorfunction(obj) or inspect.isasyncgenfunction(obj)
+    params = list(inspect.signature(obj).parameters.values())
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            raise Skip(f"*{p.name}: JSON arguments are passed by name")
+        if p.kind is p.VAR_KEYWORD:
+            raise Skip(f"**{p.name}: a schema needs fixed argument names")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise Skip(f"parameter {p.name!r} is positional-only: JSON passes arguments by name")
+    try:
+        hints = typing.get_type_hints(obj, include_extras=True)
+    except Exception as exc:
+        raise Skip(f"its type hints do not resolve ({summary(exc)})")
+    for p in params:
+        if p.name not in hints:
+            raise Skip(f"parameter {p.name!r} has no type annotation")
+    if "return" not in hints:
+        raise Skip("the return value has no type annotation")
+    returned = hints["return"]
+    if stream:
+        # Iterator[T], AsyncIterator[T], Generator[T, ...] and friends: each item is a T.
+        item_args = typing.get_args(returned)
+        if not item_args:
+            raise Skip("a generator: annotate what it yields, e.g. -> Iterator[str]")
+        returned = item_args[0]
+
+    fields = {
+        p.name: hints[p.name] if p.default is p.empty else NotRequired[hints[p.name]]
+        for p in params
+    }
+    try:
+        arguments = TypedDict(f"{obj.__name__}_arguments", fields)
+        input_schema = TypeAdapter(arguments).json_schema(mode="validation")
+    except Exception as exc:
+        for p in params:  # name the parameter whose type is the problem
+            try:
+                TypeAdapter(hints[p.name]).json_schema(mode="validation")
+            except Exception as inner:
+                raise Skip(
+                    f"parameter {p.name!r}: {type_text(hints[p.name])} has no JSON Schema "
+                    f"({summary(inner)})"
+                )
+        raise Skip(f"its parameters have no JSON Schema ({summary(exc)})")
+    try:
+        output_schema = TypeAdapter(returned).json_schema(mode="serialization")
+    except Exception as exc:
+        raise Skip(f"the return type {type_text(returned)} has no JSON Schema ({summary(exc)})")
+
+    input_schema = inline_top_ref(input_schema)
+    input_schema["title"] = f"{obj.__name__} arguments"
+    input_schema["additionalProperties"] = False
+    properties = input_schema.setdefault("properties", {})
+    for p in params:
+        if p.default is p.empty or p.name not in properties:
+            continue
+        try:  # the default in its JSON form, for the docs; skipped when it has none
+            default = TypeAdapter(hints[p.name]).dump_python(p.default, mode="json")
+            json.dumps(default, allow_nan=False)
+        except Exception:
+            continue
+        properties[p.name]["default"] = default
+    output_schema = inline_top_ref(output_schema)
+    try:
+        json.dumps([input_schema, output_schema], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise Skip(f"its schema is not plain JSON ({summary(exc)})")
+    return {"input": input_schema, "output": output_schema, "stream": stream}
+
+
+def main():
+    answer = {"functions": {}, "import_errors": {}}
+    try:
+        from pydantic import TypeAdapter
+        try:
+            from typing_extensions import NotRequired, TypedDict
+        except ImportError:
+            from typing import NotRequired, TypedDict
+    except Exception as exc:
+        reason = f"pydantic 2 cannot be imported to derive its schema ({summary(exc)})"
+        for qualified_name, _, _ in request["functions"]:
+            answer["functions"][qualified_name] = {"reason": reason}
+        return answer
+    modules = {}
+    for qualified_name, module_name, attr in request["functions"]:
+        if module_name not in modules:
+            try:
+                modules[module_name] = importlib.import_module(module_name)
+            except BaseException:
+                modules[module_name] = None
+                answer["import_errors"][module_name] = traceback.format_exc(limit=-8)
+        module = modules[module_name]
+        if module is None:
+            continue
+        if not hasattr(module, attr):
+            entry = {"reason": f"module {module_name!r} has no attribute {attr!r}"}
+        else:
+            try:
+                entry = derive(getattr(module, attr), TypeAdapter, TypedDict, NotRequired)
+            except Skip as skip:
+                entry = {"reason": str(skip)}
+            except Exception as exc:
+                entry = {"reason": f"deriving its schema failed ({summary(exc)})"}
+        answer["functions"][qualified_name] = entry
+    return answer
+
+
+answer = main()
+with open(request["output"], "w", encoding="utf-8") as f:
+    json.dump(answer, f, sort_keys=True)
+'''

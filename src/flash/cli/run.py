@@ -1,0 +1,185 @@
+"""``flash run``: build, serve on this machine, and rebuild on every source change.
+
+A change rebuilds incrementally and swaps the app: running jobs finish on the old
+workers, new jobs go to new ones. A broken change is reported and the last good build
+keeps serving. The project's ``main.py`` web app, when it defines ``app``, is served too,
+its ``@remote`` calls going to the local endpoints.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import watchfiles
+
+from flash.build.collect import load_ignore_spec
+from flash.build.errors import BuildError
+from flash.build.pipeline import BuildOptions, build_project
+from flash.cli._output import console, err_console, stage_printer
+from flash.cli.serve import print_endpoints
+from flash.platform.archive import extract_archive
+from flash.platform.local import LocalPlatform
+from flash.platform.manifest import PlatformError
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+
+
+def run(
+    project_dir: Annotated[Path, typer.Argument(help="Project to build and serve.")] = Path("."),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the platform (0: any free port).")] = 8000,
+    app_port: Annotated[int, typer.Option(help="Port of main.py's web app, if any.")] = 8001,
+    max_workers: Annotated[
+        int | None, typer.Option(help="Most worker processes at once [default: cores].")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="FLASH_API_KEY", help="Require 'Authorization: Bearer <key>'."),
+    ] = None,
+    watch: Annotated[bool, typer.Option(help="Rebuild and reload on source changes.")] = True,
+) -> None:
+    """Build PROJECT_DIR, serve its endpoints locally, and reload them when the code changes."""
+    root = project_dir.resolve()
+    options = BuildOptions(project_dir=root)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    platform: LocalPlatform | None = None
+    web: WebApp | None = None
+    try:
+        result = build_project(options, progress=stage_printer(True))
+        state = root / ".flash"
+        key = ensure_signing_key(state)
+        platform = LocalPlatform(
+            state,
+            host=host,
+            port=port,
+            max_workers=max_workers,
+            api_key=api_key,
+            worker_env={KEY_ENV_VAR: key_to_text(key)},
+        )
+        platform.start()
+        platform.load_app(extract_archive(result.archive, state / "serve"))
+        print_endpoints(platform, console)
+        env = {"FLASH_API_BASE": platform.url, KEY_ENV_VAR: key_to_text(key)}
+        if api_key:
+            env["FLASH_API_KEY"] = api_key
+        if defines_web_app(root / "main.py"):
+            web = WebApp(root, host, app_port, env)
+            web.start()
+            console.print(f"Web app (main.py) on http://{host}:{app_port}")
+        console.print(
+            "Scripts reach these endpoints with FLASH_API_BASE="
+            f"{platform.url} (flash.connect does the same)."
+        )
+        if watch:
+            for _ in watchfiles.watch(
+                root, watch_filter=source_filter(root), stop_event=stop, raise_interrupt=False
+            ):
+                reload(options, platform, web)
+        else:
+            stop.wait()
+    except (BuildError, PlatformError) as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        if web is not None:
+            web.stop()
+        if platform is not None:
+            platform.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -> None:
+    try:
+        result = build_project(options, progress=stage_printer(False))
+    except BuildError as exc:
+        err_console.print(f"[bold red]Build failed, still serving the last build:[/] {exc}")
+        return
+    if result.skipped:
+        return
+    state = options.project_dir / ".flash"
+    platform.replace_app(extract_archive(result.archive, state / "serve"))
+    if web is not None:
+        web.restart()
+    console.print(f"[green]Reloaded[/] {result.sha256[:12]}")
+
+
+def source_filter(root: Path) -> Callable[[watchfiles.Change, str], bool]:
+    """Changes to files a build would collect; never .flash/ (our own writes) or ignored ones."""
+    spec = load_ignore_spec(root)
+
+    def wanted(_change: watchfiles.Change, path: str) -> bool:
+        try:
+            rel = Path(path).resolve().relative_to(root).as_posix()
+        except ValueError:
+            return False
+        return not spec.match_file(rel)
+
+    return wanted
+
+
+def defines_web_app(main: Path) -> bool:
+    """Whether ``main.py`` binds a module-level ``app`` (found without importing it)."""
+    try:
+        tree = ast.parse(main.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if any(isinstance(t, ast.Name) and t.id == "app" for t in targets):
+            return True
+    return False
+
+
+class WebApp:
+    """``uvicorn main:app`` in a child process, with the platform's address in its env."""
+
+    def __init__(self, root: Path, host: str, port: int, env: dict[str, str]) -> None:
+        self.root = root
+        self.host = host
+        self.port = port
+        self.env = {**os.environ, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "main:app",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
+            cwd=self.root,
+            env=self.env,
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,540 @@
+"""Job queues and the job state machine: submit, take, finish, cancel, time out, requeue.
+
+Runs on the gateway's event loop (single-threaded, no locks). Every transition is written
+through to the ``JobStore`` before anyone can observe it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flash.platform import jobs as js
+from flash.platform.jobs import Job
+from flash.platform.store import JobStore
+
+# How long a job-take or job-stop long-poll is held before answering "nothing".
+POLL_HOLD_S = 20.0
+# After a stop signal, how long a worker has to drop the job before it is killed.
+STOP_GRACE_S = 3.0
+# How stale a heartbeat's job list may be.
+_PING_LAG_S = 0.5
+
+
+@dataclass
+class _Taker:
+    worker_id: str
+    size: int
+    future: asyncio.Future[list[Job]]
+
+
+@dataclass
+class _WorkerState:
+    endpoint: str
+    assigned: set[str] = field(default_factory=set)
+    takers: list[_Taker] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
+    stop_waiter: asyncio.Future[None] | None = None
+    # Jobs told to stop that the worker has not yet shown it dropped, with when.
+    stopping: dict[str, float] = field(default_factory=dict)
+    draining: bool = False
+    polled: bool = False
+    # Stopped jobs a heartbeat showed still running.
+    stuck: set[str] = field(default_factory=set)
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+_MISSING: Any = object()
+
+
+class Dispatcher:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.jobs: dict[str, Job] = {}
+        self.queues: dict[str, deque[str]] = {}
+        self.takers: dict[str, deque[_Taker]] = {}
+        self.workers: dict[str, _WorkerState] = {}
+        self.exec_timeout_ms: dict[str, int | None] = {}
+        self.queued: Counter[str] = Counter()
+        self.running: Counter[str] = Counter()
+        self.completed: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.retried: Counter[str] = Counter()
+        # (endpoint, caller's idempotency key) -> job id, for as long as the job is kept.
+        self._idempotent: dict[tuple[str, str], str] = {}
+        self._final_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._stream_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        # Hooks the supervisor and the platform fill in.
+        self.on_submit: Callable[[str], None] = _noop
+        self.on_final: Callable[[Job], None] = _noop
+        self.on_first_poll: Callable[[str], None] = _noop
+        self.on_stop_pod: Callable[[str], None] = _noop
+        self.kill_worker: Callable[[str, str], None] = _noop
+
+    # ------------------------------------------------------------------ setup
+
+    def add_endpoint(self, name: str, execution_timeout_ms: int | None) -> None:
+        self.queues.setdefault(name, deque())
+        self.takers.setdefault(name, deque())
+        self.exec_timeout_ms[name] = execution_timeout_ms
+
+    def restore(self) -> int:
+        """Load stored jobs; jobs that were running when the platform stopped are requeued."""
+        now = time.time()
+        expired, requeued = [], []
+        for job in self.store.load():
+            if job.idempotency_key is not None:
+                self._idempotent[(job.endpoint, job.idempotency_key)] = job.id
+            if job.final:
+                if job.expires_at is not None and job.expires_at <= now:
+                    expired.append(job.id)
+                    continue
+                job.input = None  # reloaded from the store if the job is retried
+                self.jobs[job.id] = job
+                continue
+            if job.status == js.IN_PROGRESS:
+                self._reset_attempt(job)
+                self.store.clear_chunks(job.id)
+                requeued.append(job)
+            job.status = js.IN_QUEUE
+            self.jobs[job.id] = job
+            self.queues.setdefault(job.endpoint, deque()).append(job.id)
+            self.takers.setdefault(job.endpoint, deque())
+            self.queued[job.endpoint] += 1
+            self._arm_ttl(job)
+        self.store.delete(expired)
+        self.store.save_many(requeued)
+        return len(requeued)
+
+    # ------------------------------------------------------------------ client side
+
+    def submit(
+        self,
+        endpoint: str,
+        job_input: Any,
+        *,
+        webhook: str | None = None,
+        execution_timeout_ms: int | None = None,
+        ttl_ms: int | None = None,
+        sync: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Queue a job; a key seen before on this endpoint returns that earlier job instead."""
+        if idempotency_key is not None:
+            earlier = self.jobs.get(self._idempotent.get((endpoint, idempotency_key), ""))
+            if earlier is not None:
+                return earlier
+        job = Job(
+            id=f"{uuid.uuid4()}-u1",
+            endpoint=endpoint,
+            input=job_input,
+            webhook=webhook,
+            execution_timeout_ms=execution_timeout_ms,
+            ttl_ms=ttl_ms,
+            sync=sync,
+            idempotency_key=idempotency_key,
+            created_at=time.time(),
+        )
+        job.seq = self.store.insert(job)
+        self.jobs[job.id] = job
+        if idempotency_key is not None:
+            self._idempotent[(endpoint, idempotency_key)] = job.id
+        self.queued[endpoint] += 1
+        self._arm_ttl(job)
+        if not self._hand_to_taker(job):
+            self.queues[endpoint].append(job.id)
+        self.on_submit(endpoint)
+        return job
+
+    def get(self, endpoint: str, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.endpoint == endpoint else None
+
+    async def wait_final(self, job: Job, timeout: float) -> bool:
+        if not job.final and timeout > 0:
+            fut = asyncio.get_running_loop().create_future()
+            self._final_waiters.setdefault(job.id, []).append(fut)
+            await asyncio.wait([fut], timeout=timeout)
+            waiters = self._final_waiters.get(job.id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+        return job.final
+
+    async def read_stream(self, job: Job, timeout: float) -> list[Any]:
+        """Chunks not yet returned; waits up to ``timeout`` for one if there are none."""
+        if job.stream_sent >= len(job.stream) and not job.final and timeout > 0:
+            fut = asyncio.get_running_loop().create_future()
+            self._stream_waiters.setdefault(job.id, []).append(fut)
+            await asyncio.wait([fut], timeout=timeout)
+            waiters = self._stream_waiters.get(job.id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+        new = job.stream[job.stream_sent :]
+        job.stream_sent = len(job.stream)
+        return new
+
+    def cancel(self, job: Job) -> Job:
+        if not job.final:
+            self._finish(job, js.CANCELLED, error=None)
+        return job
+
+    def retry(self, job: Job) -> Job:
+        if job.status not in (js.FAILED, js.TIMED_OUT):
+            raise ValueError(
+                f"job {job.id} is {job.status}; only FAILED or TIMED_OUT jobs can be retried"
+            )
+        if job.input is None:
+            job.input = self.store.load_input(job.id)
+        self._reset_attempt(job)
+        self.store.clear_chunks(job.id)
+        job.finished_at = job.expires_at = None
+        job.has_output, job.output, job.error = False, None, None
+        job.crashes = 0
+        job.status = js.IN_QUEUE
+        self.store.save(job)
+        self.queued[job.endpoint] += 1
+        self.retried[job.endpoint] += 1
+        if not self._hand_to_taker(job):
+            self.queues[job.endpoint].append(job.id)
+        self.on_submit(job.endpoint)
+        return job
+
+    def purge(self, endpoint: str) -> int:
+        queue = self.queues.get(endpoint, deque())
+        removed = [self.jobs[i] for i in queue if self.jobs[i].status == js.IN_QUEUE]
+        queue.clear()
+        for job in removed:
+            self._finish(job, js.CANCELLED, error="removed from the queue by purge-queue")
+        return len(removed)
+
+    def fail_queued(self, endpoint: str, error: str) -> int:
+        queue = self.queues.get(endpoint, deque())
+        failed = [self.jobs[i] for i in queue if self.jobs[i].status == js.IN_QUEUE]
+        queue.clear()
+        for job in failed:
+            self._finish(job, js.FAILED, error=error)
+        return len(failed)
+
+    def oldest_wait(self, endpoint: str, now: float) -> float:
+        for job_id in self.queues.get(endpoint, ()):
+            job = self.jobs[job_id]
+            if job.status == js.IN_QUEUE:
+                return now - job.created_at
+        return 0.0
+
+    def prune(self, now: float) -> int:
+        expired = [
+            j.id for j in self.jobs.values() if j.expires_at is not None and j.expires_at <= now
+        ]
+        for job_id in expired:
+            job = self.jobs.pop(job_id)
+            if job.idempotency_key is not None:
+                self._idempotent.pop((job.endpoint, job.idempotency_key), None)
+        self.store.delete(expired)
+        return len(expired)
+
+    # ------------------------------------------------------------------ worker side
+
+    def register_worker(self, worker_id: str, endpoint: str) -> None:
+        self.workers[worker_id] = _WorkerState(endpoint=endpoint)
+
+    async def take(self, worker_id: str, size: int, in_progress: bool) -> list[Job]:
+        state = self.workers[worker_id]
+        if not state.polled:
+            state.polled = True
+            self.on_first_poll(worker_id)
+        if not in_progress:
+            # Nothing runs on it any more: every job it was told to stop is gone.
+            state.stopping.clear()
+            state.stuck.clear()
+        if state.draining:
+            return []
+        taken = self._pop_queued(state.endpoint, size)
+        if taken:
+            for job in taken:
+                self._assign(job, worker_id)
+            return taken
+        fut: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
+        taker = _Taker(worker_id, size, fut)
+        self.takers[state.endpoint].append(taker)
+        state.takers.append(taker)
+        await asyncio.wait([fut], timeout=POLL_HOLD_S)
+        if fut.done():
+            return fut.result()
+        # Still waiting: withdraw synchronously, so no job can be handed to it any more.
+        self._drop_taker(taker)
+        return []
+
+    async def stop_signals(self, worker_id: str) -> list[str]:
+        state = self.workers[worker_id]
+        if not state.stops and not state.draining:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.stop_waiter = fut
+            await asyncio.wait([fut], timeout=POLL_HOLD_S)
+            if state.stop_waiter is fut:
+                state.stop_waiter = None
+        stops, state.stops = state.stops, []
+        return stops
+
+    def ping(self, worker_id: str, job_ids: list[str] | None) -> None:
+        """A heartbeat lists the jobs the worker still runs: evidence for stopped jobs."""
+        state = self.workers[worker_id]
+        now = time.monotonic()
+        running = set(job_ids or ())
+        for job_id, since in list(state.stopping.items()):
+            if job_id in running:
+                state.stuck.add(job_id)
+            elif now - since > _PING_LAG_S:
+                # Sent after the stop reached it (allowing for the snapshot to lag).
+                del state.stopping[job_id]
+
+    def done(self, worker_id: str, job_id: str, body: dict[str, Any], is_stream: bool) -> bool:
+        """Record a worker's result; False if the job is no longer this worker's to report."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+            return False
+        if body.get("stopPod"):
+            self.on_stop_pod(worker_id)
+        if body.get("status") == js.IN_PROGRESS:
+            job.has_output, job.output = "output" in body, body.get("output")
+            self.store.save(job)
+            return True
+        error = body.get("error")
+        if error:
+            self._finish(job, js.FAILED, error=error, output=body.get("output", _MISSING))
+            return True
+        output = body.get("output", _MISSING)
+        if is_stream and not output and job.stream:
+            output = list(job.stream)
+        self._finish(job, js.COMPLETED, error=None, output=output)
+        return True
+
+    def chunk(self, worker_id: str, job_id: str, output: Any) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+            return False
+        self.store.add_chunk(job.id, len(job.stream), output)
+        job.stream.append(output)
+        self._wake(self._stream_waiters, job.id)
+        return True
+
+    def drain(self, worker_id: str) -> None:
+        """Take no new jobs to this worker and answer its pending polls at once."""
+        state = self.workers.get(worker_id)
+        if state is None:
+            return
+        state.draining = True
+        for taker in list(state.takers):
+            self._drop_taker(taker)
+            if not taker.future.done():
+                taker.future.set_result([])
+        self._wake_stop(state)
+
+    def log_line(self, worker_id: str, line: str) -> None:
+        """Keep a worker's output line with the job(s) it was running."""
+        state = self.workers.get(worker_id)
+        if state is not None:
+            for job_id in state.assigned:
+                self.jobs[job_id].logs.append(line)
+
+    def worker_exited(
+        self, worker_id: str, reason: str, blame: bool, stderr_tail: list[str] | None = None
+    ) -> None:
+        """Requeue what the worker held; a job that already lost a worker this way fails.
+
+        The failure names the exit and shows what the job printed, or else the worker's
+        last stderr lines.
+        """
+        state = self.workers.pop(worker_id, None)
+        if state is None:
+            return
+        for taker in list(state.takers):
+            self._drop_taker(taker)
+            if not taker.future.done():
+                taker.future.set_result([])
+        self._wake_stop(state)
+        for job_id in sorted(state.assigned, key=lambda i: self.jobs[i].seq, reverse=True):
+            job = self.jobs[job_id]
+            if blame:
+                job.crashes += 1
+            if blame and job.crashes >= 2:
+                if job.logs:
+                    detail = "; its output while running this job:\n" + "\n".join(job.logs)
+                elif stderr_tail:
+                    detail = "; last stderr lines:\n" + "\n".join(stderr_tail)
+                else:
+                    detail = ""
+                self._finish(job, js.FAILED, error=f"worker {worker_id} {reason}{detail}")
+                continue
+            job.logs.clear()
+            self._cancel_timer(job.id)
+            self.running[job.endpoint] -= 1
+            self._reset_attempt(job)
+            job.status = js.IN_QUEUE
+            self.store.clear_chunks(job.id)
+            self.store.save(job)
+            self.queued[job.endpoint] += 1
+            if not self._hand_to_taker(job):
+                self.queues[job.endpoint].appendleft(job.id)
+            self.on_submit(job.endpoint)
+
+    def active_jobs(self, worker_id: str) -> int:
+        state = self.workers.get(worker_id)
+        return len(state.assigned) if state else 0
+
+    # ------------------------------------------------------------------ internals
+
+    def _pop_queued(self, endpoint: str, size: int) -> list[Job]:
+        queue = self.queues.get(endpoint)
+        taken: list[Job] = []
+        while queue and len(taken) < size:
+            job = self.jobs.get(queue.popleft())
+            if job is not None and job.status == js.IN_QUEUE:
+                taken.append(job)
+        return taken
+
+    def _hand_to_taker(self, job: Job) -> bool:
+        takers = self.takers.get(job.endpoint)
+        while takers:
+            taker = takers.popleft()
+            self.workers[taker.worker_id].takers.remove(taker)
+            if taker.future.done():
+                continue
+            self._assign(job, taker.worker_id)
+            taker.future.set_result([job])
+            return True
+        return False
+
+    def _drop_taker(self, taker: _Taker) -> None:
+        state = self.workers.get(taker.worker_id)
+        if state is not None and taker in state.takers:
+            state.takers.remove(taker)
+            self.takers[state.endpoint].remove(taker)
+
+    def _assign(self, job: Job, worker_id: str) -> None:
+        state = self.workers[worker_id]
+        job.status = js.IN_PROGRESS
+        job.worker_id = worker_id
+        job.started_at = time.time()
+        job.attempts += 1
+        # Not written through: a job found IN_QUEUE or IN_PROGRESS at start-up is queued
+        # again either way, so the store only needs to hear about the final state.
+        self.queued[job.endpoint] -= 1
+        self.running[job.endpoint] += 1
+        state.assigned.add(job.id)
+        limit = job.execution_timeout_ms or self.exec_timeout_ms.get(job.endpoint)
+        if limit:
+            self._timers[job.id] = asyncio.get_running_loop().call_later(
+                limit / 1000, self._on_timeout, job.id, job.attempts, limit
+            )
+
+    def _on_timeout(self, job_id: str, attempt: int, limit: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.status != js.IN_PROGRESS or job.attempts != attempt:
+            return
+        self._timers.pop(job_id, None)
+        self._finish(job, js.TIMED_OUT, error=f"job exceeded its execution timeout of {limit} ms")
+
+    def _arm_ttl(self, job: Job) -> None:
+        if not job.ttl_ms:
+            return
+        delay = max(0.0, job.created_at + job.ttl_ms / 1000 - time.time())
+        self._ttl_timers[job.id] = asyncio.get_running_loop().call_later(
+            delay, self._on_ttl, job.id
+        )
+
+    def _on_ttl(self, job_id: str) -> None:
+        self._ttl_timers.pop(job_id, None)
+        job = self.jobs.get(job_id)
+        if job is not None and not job.final:
+            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {job.ttl_ms} ms")
+
+    def _cancel_timer(self, job_id: str) -> None:
+        timer = self._timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _reset_attempt(self, job: Job) -> None:
+        job.worker_id = None
+        job.started_at = None
+        job.stream = []
+        job.stream_sent = 0
+
+    def _finish(self, job: Job, status: str, *, error: Any, output: Any = _MISSING) -> None:
+        previous = job.status
+        worker_id = job.worker_id
+        job.status = status
+        job.finished_at = time.time()
+        job.error = error
+        if output is not _MISSING:
+            job.has_output, job.output = True, output
+        job.expires_at = job.finished_at + (
+            js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
+        )
+        self.store.save(job)
+        self._cancel_timer(job.id)
+        ttl = self._ttl_timers.pop(job.id, None)
+        if ttl is not None:
+            ttl.cancel()
+        if previous == js.IN_QUEUE:
+            self.queued[job.endpoint] -= 1
+        elif previous == js.IN_PROGRESS:
+            self.running[job.endpoint] -= 1
+            state = self.workers.get(worker_id or "")
+            if state is not None:
+                state.assigned.discard(job.id)
+                if not state.assigned:
+                    state.idle_since = time.monotonic()
+                if status in (js.CANCELLED, js.TIMED_OUT) and worker_id:
+                    self._signal_stop(worker_id, state, job.id)
+        if status == js.COMPLETED:
+            self.completed[job.endpoint] += 1
+        elif status == js.FAILED:
+            self.failed[job.endpoint] += 1
+        job.input = None  # kept in the store; only a retry needs it again
+        self._wake(self._final_waiters, job.id)
+        self._wake(self._stream_waiters, job.id)
+        self.on_final(job)
+
+    def _signal_stop(self, worker_id: str, state: _WorkerState, job_id: str) -> None:
+        state.stops.append(job_id)
+        state.stopping[job_id] = time.monotonic()
+        self._wake_stop(state)
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, self._check_stopped, worker_id, job_id)
+
+    def _check_stopped(self, worker_id: str, job_id: str) -> None:
+        state = self.workers.get(worker_id)
+        if state is None or job_id not in state.stopping:
+            return
+        if state.assigned and job_id not in state.stuck:
+            # Busy with other jobs and no heartbeat said it still runs this one: look again.
+            asyncio.get_running_loop().call_later(
+                STOP_GRACE_S, self._check_stopped, worker_id, job_id
+            )
+            return
+        # Its other jobs are requeued without counting against them.
+        self.kill_worker(
+            worker_id, f"did not stop job {job_id} within {STOP_GRACE_S:g} s of being told to"
+        )
+
+    def _wake_stop(self, state: _WorkerState) -> None:
+        if state.stop_waiter is not None and not state.stop_waiter.done():
+            state.stop_waiter.set_result(None)
+        state.stop_waiter = None
+
+    @staticmethod
+    def _wake(waiters: dict[str, list[asyncio.Future[None]]], job_id: str) -> None:
+        for fut in waiters.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,444 @@
+"""The HTTP gateway: RunPod's client API and its worker-facing protocol, on Starlette."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from flash.platform import jobs as js
+from flash.platform.dispatch import Dispatcher
+from flash.platform.supervisor import Supervisor
+
+RUN_LIMIT = 10 * 1024 * 1024
+RUNSYNC_LIMIT = 20 * 1024 * 1024
+RUNSYNC_DEFAULT_WAIT_MS = 90_000
+RUNSYNC_MAX_WAIT_MS = 300_000
+STREAM_HOLD_S = 1.0
+# Queued jobs per endpoint beyond which submissions get 429, as production does when
+# the queue is far beyond what the workers can take.
+DEFAULT_MAX_QUEUE = 100_000
+
+Handler = Callable[[Request], Awaitable[Response]]
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class _Router:
+    """Dispatches ``/v2/...`` by a dictionary lookup (the hot path of every job); anything
+    else goes to a Starlette app. A regex router and middleware stack per request cost
+    more than the job bookkeeping itself."""
+
+    def __init__(
+        self,
+        table: dict[str, tuple[tuple[str, ...], tuple[str, ...], Handler]],
+        rest: Starlette,
+    ) -> None:
+        self.table = table
+        self.rest = rest
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            parts = scope["path"].split("/")
+            if len(parts) >= 4 and parts[1] == "v2" and parts[3] in self.table:
+                names, methods, handler = self.table[parts[3]]
+                values = parts[4:]
+                if len(values) != len(names) or not all(values):
+                    response = _error(404, f"no such route: {scope['path']}")
+                elif scope["method"] not in methods:
+                    response = _error(405, f"use {' or '.join(methods)} for {parts[3]}")
+                else:
+                    scope["path_params"] = {
+                        "endpoint": parts[2],
+                        **dict(zip(names, values, strict=True)),
+                    }
+                    response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.rest(scope, receive, send)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+_NO_CONTENT = 204
+
+
+class Gateway:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        supervisor: Supervisor,
+        *,
+        api_key: str | None,
+        worker_token: str,
+        recorder: Callable[[dict[str, Any]], None] | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        self.max_queue = max_queue
+        self.dispatcher = dispatcher
+        self.supervisor = supervisor
+        self.api_key = api_key
+        self.worker_token = worker_token
+        # Sees every worker request (route, query, headers, body): for protocol tests.
+        self.recorder = recorder
+
+    def app(self) -> ASGIApp:
+        c, w = self._client, self._worker
+        # /v2/{endpoint}/{route}/{params...}: route name -> (path params, methods, handler)
+        table: dict[str, tuple[tuple[str, ...], tuple[str, ...], Handler]] = {
+            "job-take": (("worker",), ("GET",), w(self.take)),
+            "job-done": (("worker", "job_id"), ("POST",), w(self.done)),
+            "runsync": ((), ("POST",), c(self.runsync)),
+            "run": ((), ("POST",), c(self.run)),
+            "status": (("job_id",), ("GET", "POST"), c(self.status)),
+            "stream": (("job_id",), ("GET", "POST"), c(self.stream)),
+            "cancel": (("job_id",), ("POST",), c(self.cancel)),
+            "retry": (("job_id",), ("POST",), c(self.retry)),
+            "purge-queue": ((), ("POST",), c(self.purge)),
+            "health": ((), ("GET",), c(self.health)),
+            "job-take-batch": (("worker",), ("GET",), w(self.take_batch)),
+            "job-stop": (("worker",), ("GET",), w(self.stop_signals)),
+            "job-stream": (("worker", "job_id"), ("POST",), w(self.chunk)),
+            "ping": (("worker",), ("GET",), w(self.ping)),
+        }
+        rest = Starlette(
+            routes=[
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/docs", self.docs, methods=["GET"]),
+            ]
+        )
+        return _Router(table, rest)
+
+    # ------------------------------------------------------------------ guards
+
+    def _client(self, fn: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            if self.api_key is not None and not _authorized(request, self.api_key):
+                return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+            endpoint = request.path_params["endpoint"]
+            if endpoint not in self.supervisor.deployments:
+                known = ", ".join(sorted(self.supervisor.deployments)) or "none"
+                return _error(404, f"endpoint '{endpoint}' not found (endpoints: {known})")
+            return await fn(request)
+
+        return guarded
+
+    def _worker(self, fn: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            if not _authorized(request, self.worker_token):
+                return _error(401, "missing or wrong worker key")
+            worker = request.path_params["worker"]
+            state = self.dispatcher.workers.get(worker)
+            if state is None or state.endpoint != request.path_params["endpoint"]:
+                return _error(404, f"worker '{worker}' is not a worker of this endpoint")
+            if self.recorder is not None:
+                self.recorder(
+                    {
+                        "method": request.method,
+                        "route": request.url.path.split("/")[3],
+                        "path_params": dict(request.path_params),
+                        "query": dict(request.query_params),
+                        "headers": dict(request.headers),
+                        "body": await request.body(),
+                    }
+                )
+            return await fn(request)
+
+        return guarded
+
+    def _job(self, request: Request) -> js.Job | Response:
+        endpoint, job_id = request.path_params["endpoint"], request.path_params["job_id"]
+        job = self.dispatcher.get(endpoint, job_id)
+        if job is None:
+            return _error(404, f"job '{job_id}' not found on endpoint '{endpoint}'")
+        return job
+
+    # ------------------------------------------------------------------ client API
+
+    async def run(self, request: Request) -> Response:
+        return await self._submit(request, RUN_LIMIT, sync=False)
+
+    async def runsync(self, request: Request) -> Response:
+        return await self._submit(request, RUNSYNC_LIMIT, sync=True)
+
+    async def _submit(self, request: Request, limit: int, sync: bool) -> Response:
+        route = "runsync" if sync else "run"
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _too_large(route, int(declared), limit)
+        raw = await request.body()
+        if len(raw) > limit:
+            return _too_large(route, len(raw), limit)
+        parsed = _parse_request(raw)
+        if isinstance(parsed, Response):
+            return parsed
+        job_input, webhook, exec_ms, ttl_ms = parsed
+        endpoint = request.path_params["endpoint"]
+        queued = self.dispatcher.queued[endpoint]
+        if queued >= self.max_queue:
+            return _error(
+                429,
+                f"endpoint '{endpoint}' already has {queued} queued jobs (limit {self.max_queue});"
+                " retry later",
+            )
+        job = self.dispatcher.submit(
+            request.path_params["endpoint"],
+            job_input,
+            webhook=webhook,
+            execution_timeout_ms=exec_ms,
+            ttl_ms=ttl_ms,
+            sync=sync,
+            idempotency_key=request.headers.get("idempotency-key") or None,
+        )
+        if not sync:
+            # Accepted into the queue, even if a waiting worker took it this very moment.
+            return _json({"id": job.id, "status": js.IN_QUEUE})
+        wait = request.query_params.get("wait")
+        try:
+            wait_ms = RUNSYNC_DEFAULT_WAIT_MS if wait is None else int(wait)
+        except ValueError:
+            wait_ms = RUNSYNC_DEFAULT_WAIT_MS
+        wait_ms = max(0, min(wait_ms, RUNSYNC_MAX_WAIT_MS))
+        if await self._wait_or_disconnect(request, job, wait_ms / 1000):
+            return _json(job.body())
+        return _json({"id": job.id, "status": job.status})
+
+    async def _wait_or_disconnect(self, request: Request, job: js.Job, timeout: float) -> bool:
+        """Wait for the job to end; if the caller hangs up first, cancel it.
+
+        A /runsync caller that leaves before the answer never learnt the job id, so nobody
+        could ever read the result or cancel the job: it is cancelled (unless a webhook is
+        waiting for it). This is how a cancelled ``await fn()`` reaches the running job.
+        """
+        if job.final or timeout <= 0:
+            return job.final
+        hangup = asyncio.ensure_future(_disconnected(request))
+        done = asyncio.ensure_future(self.dispatcher.wait_final(job, timeout))
+        await asyncio.wait([hangup, done], return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            done.cancel()
+            if hangup.result() and job.webhook is None:
+                self.dispatcher.cancel(job)
+            return job.final
+        hangup.cancel()
+        return done.result()
+
+    async def status(self, request: Request) -> Response:
+        job = self._job(request)
+        return job if isinstance(job, Response) else _json(job.body())
+
+    async def stream(self, request: Request) -> Response:
+        job = self._job(request)
+        if isinstance(job, Response):
+            return job
+        chunks = await self.dispatcher.read_stream(job, STREAM_HOLD_S)
+        return _json(
+            {"id": job.id, "status": job.status, "stream": [{"output": c} for c in chunks]}
+        )
+
+    async def cancel(self, request: Request) -> Response:
+        job = self._job(request)
+        if isinstance(job, Response):
+            return job
+        self.dispatcher.cancel(job)
+        return _json({"id": job.id, "status": job.status})
+
+    async def retry(self, request: Request) -> Response:
+        job = self._job(request)
+        if isinstance(job, Response):
+            return job
+        try:
+            self.dispatcher.retry(job)
+        except ValueError as err:
+            return _error(400, str(err))
+        return _json({"id": job.id, "status": js.IN_QUEUE})
+
+    async def purge(self, request: Request) -> Response:
+        removed = self.dispatcher.purge(request.path_params["endpoint"])
+        return _json({"removed": removed, "status": "completed"})
+
+    async def health(self, request: Request) -> Response:
+        endpoint = request.path_params["endpoint"]
+        d = self.dispatcher
+        return _json(
+            {
+                "jobs": {
+                    "completed": d.completed[endpoint],
+                    "failed": d.failed[endpoint],
+                    "inProgress": d.running[endpoint],
+                    "inQueue": d.queued[endpoint],
+                    "retried": d.retried[endpoint],
+                },
+                "workers": self.supervisor.counts(endpoint),
+            }
+        )
+
+    # ------------------------------------------------------------------ worker protocol
+
+    async def take(self, request: Request) -> Response:
+        jobs = await self._take(request, 1)
+        if not jobs:
+            return Response(status_code=_NO_CONTENT)
+        return _json({"id": jobs[0].id, "input": jobs[0].input})
+
+    async def take_batch(self, request: Request) -> Response:
+        try:
+            size = max(1, int(request.query_params.get("batch_size", "1")))
+        except ValueError:
+            return _error(400, "batch_size must be an integer")
+        jobs = await self._take(request, size)
+        if not jobs:
+            return Response(status_code=_NO_CONTENT)
+        return _json([{"id": j.id, "input": j.input} for j in jobs])
+
+    async def _take(self, request: Request, size: int) -> list[js.Job]:
+        in_progress = request.query_params.get("job_in_progress", "0") not in ("0", "", "false")
+        return await self.dispatcher.take(request.path_params["worker"], size, in_progress)
+
+    async def stop_signals(self, request: Request) -> Response:
+        stops = await self.dispatcher.stop_signals(request.path_params["worker"])
+        if not stops:
+            return Response(status_code=_NO_CONTENT)
+        return _json({"jobsToStop": stops})
+
+    async def done(self, request: Request) -> Response:
+        body = await _worker_body(request)
+        if isinstance(body, Response):
+            return body
+        is_stream = request.query_params.get("isStream", "false").lower() == "true"
+        accepted = self.dispatcher.done(
+            request.path_params["worker"], request.path_params["job_id"], body, is_stream
+        )
+        return _json({"accepted": accepted})
+
+    async def chunk(self, request: Request) -> Response:
+        body = await _worker_body(request)
+        if isinstance(body, Response):
+            return body
+        accepted = self.dispatcher.chunk(
+            request.path_params["worker"], request.path_params["job_id"], body.get("output")
+        )
+        return _json({"accepted": accepted})
+
+    async def ping(self, request: Request) -> Response:
+        raw = request.query_params.get("job_id")
+        ids = [i for i in raw.split(",") if i] if raw else []
+        self.dispatcher.ping(request.path_params["worker"], ids)
+        return _json({"ok": True})
+
+    # ------------------------------------------------------------------ docs
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(openapi_schema())
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(_DOCS_HTML)
+
+
+async def _disconnected(request: Request) -> bool:
+    """Return True once the client has closed the connection (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return True
+
+
+def _authorized(request: Request, key: str) -> bool:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        header = header[7:]
+    return hmac.compare_digest(header.strip().encode(), key.encode())
+
+
+def _too_large(route: str, size: int, limit: int) -> Response:
+    return _error(
+        413,
+        f"request body of {size} bytes exceeds the /{route} limit of {limit // (1024 * 1024)} MB",
+    )
+
+
+def _parse_request(raw: bytes) -> tuple[Any, str | None, int | None, int | None] | Response:
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return _error(400, f"request body is not valid JSON: {err}")
+    if not isinstance(data, dict) or "input" not in data:
+        return _error(400, "request body must be a JSON object with an 'input' field")
+    webhook = data.get("webhook")
+    if webhook is not None and (
+        not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
+    ):
+        return _error(400, "'webhook' must be an http(s) URL")
+    policy = data.get("policy") or {}
+    if not isinstance(policy, dict):
+        return _error(400, "'policy' must be an object")
+    limits: list[int | None] = []
+    for key in ("executionTimeout", "ttl"):
+        value = policy.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
+            return _error(400, f"'policy.{key}' must be a positive integer (milliseconds)")
+        limits.append(value)
+    return data["input"], webhook, limits[0], limits[1]
+
+
+async def _worker_body(request: Request) -> dict[str, Any] | Response:
+    # The SDK sends JSON labelled application/x-www-form-urlencoded: read it raw.
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return _error(400, f"body is not valid JSON: {err}")
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    return body
+
+
+def openapi_schema() -> dict[str, Any]:
+    job_body = {"type": "object", "description": "{'input': ..., 'webhook'?, 'policy'?}"}
+
+    def op(summary: str, body: bool = False) -> dict[str, Any]:
+        spec: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
+        if body:
+            spec["requestBody"] = {"content": {"application/json": {"schema": job_body}}}
+        return spec
+
+    ep = "/v2/{endpoint_id}"
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Flash local serverless platform", "version": "1"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            f"{ep}/run": {"post": op("Queue a job (max 10 MB)", body=True)},
+            f"{ep}/runsync": {"post": op("Run a job and wait (?wait=ms, max 20 MB)", body=True)},
+            f"{ep}/status/{{job_id}}": {"get": op("Job status and output")},
+            f"{ep}/stream/{{job_id}}": {"get": op("Stream chunks not yet returned")},
+            f"{ep}/cancel/{{job_id}}": {"post": op("Cancel a queued or running job")},
+            f"{ep}/retry/{{job_id}}": {"post": op("Requeue a FAILED or TIMED_OUT job")},
+            f"{ep}/purge-queue": {"post": op("Remove every queued job")},
+            f"{ep}/health": {"get": op("Job and worker counts")},
+        },
+    }
+
+
+_DOCS_HTML = """<!doctype html>
+<html><head><title>Flash platform API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"><p>API description: <a href="/openapi.json">/openapi.json</a></p></div>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>if (window.SwaggerUIBundle) SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""

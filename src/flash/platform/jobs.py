@@ -1,0 +1,67 @@
+"""A job as the platform sees it, and the bodies the API answers with."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+IN_QUEUE = "IN_QUEUE"
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+TIMED_OUT = "TIMED_OUT"
+FINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
+
+# Production retention of finished results, by how the job was submitted.
+RUN_RETENTION_S = 30 * 60
+RUNSYNC_RETENTION_S = 60
+JOB_LOG_LINES = 30
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    input: Any
+    status: str = IN_QUEUE
+    seq: int = 0
+    webhook: str | None = None
+    execution_timeout_ms: int | None = None
+    ttl_ms: int | None = None
+    sync: bool = False
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    crashes: int = 0
+    has_output: bool = False
+    output: Any = None
+    error: Any = None
+    expires_at: float | None = None
+    stream: list[Any] = field(default_factory=list)
+    stream_sent: int = 0
+    # What its worker printed while running it (kept in memory for failure messages).
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=JOB_LOG_LINES))
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def body(self) -> dict[str, Any]:
+        """What ``GET /status`` answers (and what a webhook receives)."""
+        out: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.started_at is not None:
+            out["delayTime"] = int((self.started_at - self.created_at) * 1000)
+            if self.finished_at is not None:
+                out["executionTime"] = int((self.finished_at - self.started_at) * 1000)
+        if self.has_output:
+            out["output"] = self.output
+        if self.error is not None:
+            out["error"] = self.error
+        if self.worker_id is not None:
+            out["workerId"] = self.worker_id
+        return out

@@ -1,0 +1,304 @@
+"""``LocalPlatform``: the gateway, job store and worker supervisor in one object.
+
+The platform runs its own event loop in a background thread, so ``flash serve``, ``flash
+run`` and tests drive it with plain blocking calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+
+from flash.platform.dispatch import Dispatcher
+from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
+from flash.platform.jobs import Job
+from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
+from flash.platform.store import JobStore
+from flash.platform.supervisor import Supervisor
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+
+T = TypeVar("T")
+_PRUNE_EVERY_S = 10.0
+_WEBHOOK_ATTEMPTS = 3
+
+
+def print_line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class LocalPlatform:
+    """Serve app directories (extracted build archives) behind RunPod's serverless API.
+
+    Usage: ``platform = LocalPlatform(Path(".flash"), port=0)``, ``platform.start()``,
+    ``platform.load_app(app_dir)``; endpoints are then under ``{platform.url}/v2/<resource>/``;
+    ``platform.replace_app(new_dir)`` after a rebuild; ``platform.stop()`` at the end.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_workers: int | None = None,
+        api_key: str | None = None,
+        echo: Callable[[str], None] | None = print_line,
+        worker_loop: str | None = None,
+        recorder: Callable[[dict[str, Any]], None] | None = None,
+        worker_env: Mapping[str, str] | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        self.max_queue = max_queue
+        self.recorder = recorder
+        # Extra variables for every worker; the app's signing key unless given: workers
+        # refuse pickled calls without one (it stays out of every log).
+        self.worker_env = dict(worker_env or {})
+        if KEY_ENV_VAR not in self.worker_env:
+            self.worker_env[KEY_ENV_VAR] = key_to_text(ensure_signing_key(Path(state_dir)))
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = port
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.api_key = api_key
+        self.echo = echo
+        self.worker_loop = worker_loop
+        self.worker_token = api_key or secrets.token_urlsafe(24)
+        self.requeued_at_start = 0
+        self.app_dir: Path | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._sock: socket.socket | None = None
+        self.store: JobStore | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.supervisor: Supervisor | None = None
+        self._webhook_tasks: set[asyncio.Future[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((self.host, self.port))
+        except OSError as err:
+            self._sock.close()
+            raise PlatformError(f"cannot listen on {self.host}:{self.port}: {err}") from None
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._thread_main, name="flash-platform", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise PlatformError(f"the platform did not start within {timeout:g} s")
+        if self._failure is not None:
+            raise PlatformError(f"the platform failed to start: {self._failure}")
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop every worker; running jobs get ``grace_s`` to finish, else rerun at next start."""
+        if self._loop is None or self._thread is None:
+            return
+        if self._thread.is_alive():
+            self._call(self._shutdown(grace_s), timeout=grace_s + 30)
+            self._thread.join(30)
+        self._loop = None
+
+    def __enter__(self) -> LocalPlatform:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ apps
+
+    def load_app(self, app_dir: Path) -> dict[str, EndpointSpec]:
+        """Serve every endpoint of ``app_dir``'s manifest."""
+        return self.replace_app(app_dir)
+
+    def replace_app(self, app_dir: Path) -> dict[str, EndpointSpec]:
+        """Switch to a new build: running jobs finish on old workers, new jobs go to new ones."""
+        app_dir = Path(app_dir).resolve()
+        specs = read_manifest(app_dir)
+
+        async def deploy() -> None:
+            assert self.supervisor is not None
+            for name in list(self.supervisor.deployments):
+                if name not in specs:
+                    self.supervisor.undeploy(name)
+            for spec in specs.values():
+                self.supervisor.deploy(spec, app_dir)
+
+        self._call(deploy())
+        self.app_dir = app_dir
+        return specs
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        assert self.supervisor is not None
+        return [
+            {
+                "name": name,
+                "url": f"{self.url}/v2/{name}",
+                "functions": list(dep.spec.functions),
+            }
+            for name, dep in sorted(self.supervisor.deployments.items())
+        ]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker started so far, with its cold start (spawn to first job-take) in ms."""
+
+        async def snapshot() -> list[dict[str, Any]]:
+            assert self.supervisor is not None
+            return [
+                {
+                    "id": w.id,
+                    "endpoint": w.endpoint,
+                    "generation": w.generation,  # which load_app/replace_app started it
+                    "pid": w.proc.pid,
+                    "alive": w.id in self.supervisor.workers,
+                    "draining": w.draining,
+                    "cold_start_ms": w.cold_start_ms,
+                    "returncode": w.proc.returncode,
+                }
+                for w in self.supervisor.history
+            ]
+
+        return self._call(snapshot())
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the platform's event loop (to inspect state safely); return its value."""
+
+        async def run() -> T:
+            return fn()
+
+        return self._call(run())
+
+    # ------------------------------------------------------------------ internals
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        if self._loop is None:
+            coro.close()
+            raise PlatformError("the platform is not running; call start() first")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _thread_main(self) -> None:
+        loop: asyncio.AbstractEventLoop
+        try:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as err:  # reported to start() through _failure
+            self._failure = err
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self.store = JobStore(self.state_dir / "jobs.db")
+        self.dispatcher = Dispatcher(self.store)
+        self.requeued_at_start = self.dispatcher.restore()
+        self.supervisor = Supervisor(
+            self.dispatcher,
+            base_url=self.url,
+            worker_token=self.worker_token,
+            max_workers=self.max_workers,
+            echo=self.echo,
+            worker_loop=self.worker_loop,
+            api_key=self.api_key,
+            extra_env=self.worker_env,
+        )
+        self.supervisor.start()
+        self._webhooks = httpx.AsyncClient(timeout=10)
+        self.dispatcher.on_final = self._on_final
+        gateway = Gateway(
+            self.dispatcher,
+            self.supervisor,
+            api_key=self.api_key,
+            worker_token=self.worker_token,
+            recorder=self.recorder,
+            max_queue=self.max_queue,
+        )
+        config = uvicorn.Config(
+            gateway.app(),
+            http="httptools",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=75,
+            # Clients still waiting in /runsync must not hold up a stop.
+            timeout_graceful_shutdown=2,
+            backlog=4096,
+        )
+        self._server = uvicorn.Server(config)
+        prune = asyncio.ensure_future(self._prune_forever())
+        started = asyncio.ensure_future(self._announce_started())
+        assert self._sock is not None
+        try:
+            await self._server.serve(sockets=[self._sock])
+        finally:
+            prune.cancel()
+            started.cancel()
+            await self._webhooks.aclose()
+            self.store.close()
+
+    async def _announce_started(self) -> None:
+        assert self._server is not None
+        while not self._server.started:
+            await asyncio.sleep(0.005)
+        self._ready.set()
+
+    async def _shutdown(self, grace_s: float) -> None:
+        assert self.supervisor is not None and self._server is not None
+        await self.supervisor.stop(grace_s)
+        self._server.should_exit = True
+
+    async def _prune_forever(self) -> None:
+        assert self.dispatcher is not None
+        while True:
+            await asyncio.sleep(_PRUNE_EVERY_S)
+            self.dispatcher.prune(time.time())
+
+    def _on_final(self, job: Job) -> None:
+        if job.webhook:
+            task = asyncio.ensure_future(self._post_webhook(job.webhook, job.body()))
+            self._webhook_tasks.add(task)
+            task.add_done_callback(self._webhook_tasks.discard)
+
+    async def _post_webhook(self, url: str, body: dict[str, Any]) -> None:
+        for attempt in range(_WEBHOOK_ATTEMPTS):
+            try:
+                response = await self._webhooks.post(url, json=body)
+                if response.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5 * 2**attempt)
+        if self.echo is not None:
+            self.echo(
+                f"[platform] webhook {url} for job {body['id']} failed {_WEBHOOK_ATTEMPTS} times"
+            )

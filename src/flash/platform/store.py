@@ -1,0 +1,147 @@
+"""Durable job store: one SQLite database in WAL mode.
+
+Every accepted job is committed before its id is returned, and every state change is
+written through, so a restarted platform finds queued jobs and retained results again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flash.platform.jobs import Job
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    chunk TEXT NOT NULL,
+    PRIMARY KEY (job_id, n)
+);
+"""
+
+_STATE_FIELDS = (
+    "started_at",
+    "finished_at",
+    "worker_id",
+    "attempts",
+    "crashes",
+    "has_output",
+    "output",
+    "error",
+    "expires_at",
+    "stream_sent",
+)
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # Autocommit: each statement is its own durable transaction.
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert(self, job: Job) -> int:
+        request = {
+            "input": job.input,
+            "webhook": job.webhook,
+            "execution_timeout_ms": job.execution_timeout_ms,
+            "ttl_ms": job.ttl_ms,
+            "sync": job.sync,
+            "idempotency_key": job.idempotency_key,
+        }
+        cur = self._db.execute(
+            "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job.id, job.endpoint, job.status, json.dumps(request), job.created_at, _state(job)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def save(self, job: Job) -> None:
+        self._db.execute(
+            "UPDATE jobs SET status = ?, state = ? WHERE id = ?",
+            (job.status, _state(job), job.id),
+        )
+
+    def save_many(self, jobs: Iterable[Job]) -> None:
+        rows = [(job.status, _state(job), job.id) for job in jobs]
+        if not rows:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("UPDATE jobs SET status = ?, state = ? WHERE id = ?", rows)
+        self._db.execute("COMMIT")
+
+    def load_input(self, job_id: str) -> Any:
+        row = self._db.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else json.loads(row[0])["input"]
+
+    def add_chunk(self, job_id: str, n: int, chunk: Any) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO chunks (job_id, n, chunk) VALUES (?, ?, ?)",
+            (job_id, n, json.dumps(chunk)),
+        )
+
+    def clear_chunks(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+
+    def delete(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
+        self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(i,) for i in job_ids])
+        self._db.execute("COMMIT")
+
+    def load(self) -> list[Job]:
+        """Every stored job in submission order, with its stream chunks."""
+        chunks: dict[str, list[Any]] = {}
+        for job_id, chunk in self._db.execute(
+            "SELECT job_id, chunk FROM chunks ORDER BY job_id, n"
+        ):
+            chunks.setdefault(job_id, []).append(json.loads(chunk))
+        jobs = []
+        rows = self._db.execute(
+            "SELECT seq, id, endpoint, status, request, created_at, state FROM jobs ORDER BY seq"
+        )
+        for seq, job_id, endpoint, status, request, created_at, state in rows:
+            req = json.loads(request)
+            job = Job(
+                id=job_id,
+                endpoint=endpoint,
+                input=req["input"],
+                status=status,
+                seq=seq,
+                webhook=req["webhook"],
+                execution_timeout_ms=req["execution_timeout_ms"],
+                ttl_ms=req["ttl_ms"],
+                sync=req["sync"],
+                idempotency_key=req.get("idempotency_key"),
+                created_at=created_at,
+                stream=chunks.get(job_id, []),
+            )
+            for name, value in json.loads(state).items():
+                setattr(job, name, value)
+            jobs.append(job)
+        return jobs
+
+
+def _state(job: Job) -> str:
+    return json.dumps({name: getattr(job, name) for name in _STATE_FIELDS})

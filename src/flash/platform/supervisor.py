@@ -1,0 +1,428 @@
+"""Worker processes: start, watch, scale, drain, kill and replace them.
+
+Each worker is ``python <handler_file>`` in the app directory, in its own session so the
+whole process tree (the SDK forks a heartbeat process) can be signalled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flash.platform.dispatch import Dispatcher
+from flash.platform.manifest import EndpointSpec
+
+_TICK_S = 0.1
+_TAIL_LINES = 20
+# Workers that die before taking a job: after this many in a row the endpoint's queued
+# jobs fail with the reason, and starting is paused a while (no crash loop).
+_START_ATTEMPTS = 3
+_START_BACKOFF_S = 5.0
+
+
+@dataclass
+class Worker:
+    id: str
+    endpoint: str
+    generation: int
+    proc: asyncio.subprocess.Process
+    spawned_at: float
+    ready_at: float | None = None
+    draining: bool = False
+    expected_exit: bool = False
+    kill_reason: str | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def cold_start_ms(self) -> float | None:
+        return None if self.ready_at is None else (self.ready_at - self.spawned_at) * 1000
+
+
+@dataclass
+class _Deployment:
+    spec: EndpointSpec
+    app_dir: Path
+    generation: int
+
+
+class Supervisor:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        base_url: str,
+        worker_token: str,
+        max_workers: int,
+        echo: Callable[[str], None] | None = None,
+        worker_loop: str | None = None,
+        api_key: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.extra_env = extra_env or {}
+        self.dispatcher = dispatcher
+        self.base_url = base_url
+        self.worker_token = worker_token
+        self.max_workers = max(1, max_workers)
+        self.echo = echo
+        self.worker_loop = worker_loop
+        self.deployments: dict[str, _Deployment] = {}
+        self.workers: dict[str, Worker] = {}
+        self.history: list[Worker] = []
+        self._generation = 0
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._starting: Counter[str] = Counter()
+        self._start_failures: Counter[str] = Counter()
+        self._paused_until: dict[str, float] = {}
+        dispatcher.on_submit = self.poke
+        dispatcher.on_first_poll = self._ready
+        dispatcher.on_stop_pod = self._stop_pod
+        dispatcher.kill_worker = self.kill
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    def deploy(self, spec: EndpointSpec, app_dir: Path) -> None:
+        """Serve ``spec`` from ``app_dir``; workers of an earlier deployment drain."""
+        self._generation += 1
+        self.deployments[spec.name] = _Deployment(spec, app_dir, self._generation)
+        self._start_failures[spec.name] = 0
+        self._paused_until.pop(spec.name, None)
+        self.dispatcher.add_endpoint(spec.name, spec.execution_timeout_ms)
+        for worker in list(self.workers.values()):
+            if worker.endpoint == spec.name and not worker.draining:
+                self.drain(worker, self._drain_limit(spec))
+        self._scale(spec.name)
+
+    def undeploy(self, name: str) -> None:
+        dep = self.deployments.pop(name, None)
+        for worker in list(self.workers.values()):
+            if worker.endpoint == name and not worker.draining:
+                self.drain(worker, self._drain_limit(dep.spec) if dep else 30.0)
+
+    def poke(self, endpoint: str) -> None:
+        if endpoint in self.deployments and not self._stopping:
+            self._scale(endpoint)
+
+    def drain(self, worker: Worker, limit_s: float) -> None:
+        """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``."""
+        if worker.draining:
+            return
+        worker.draining = True
+        worker.expected_exit = True
+        self.dispatcher.drain(worker.id)
+        _signal(worker, signal.SIGTERM, group=False)
+        asyncio.get_running_loop().call_later(limit_s, self._kill_if_alive, worker.id)
+
+    def kill(self, worker_id: str, reason: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        worker.kill_reason = reason
+        self._log(worker, f"killing worker: {reason}")
+        self.dispatcher.drain(worker.id)
+        _signal(worker, signal.SIGKILL, group=True)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Drain every worker, wait ``grace_s`` for them to exit, then kill what is left."""
+        self._stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for worker in list(self.workers.values()):
+            self.drain(worker, grace_s)
+        pending = [w.exited.wait() for w in self.workers.values()]
+        if pending:
+            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace_s + 2)
+        for worker in list(self.workers.values()):
+            _signal(worker, signal.SIGKILL, group=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+    def counts(self, endpoint: str) -> dict[str, int]:
+        idle = running = initializing = draining = 0
+        for w in self.workers.values():
+            if w.endpoint != endpoint:
+                continue
+            if w.draining:
+                draining += 1
+            elif w.ready_at is None:
+                initializing += 1
+            elif self.dispatcher.active_jobs(w.id):
+                running += 1
+            else:
+                idle += 1
+        return {
+            "idle": idle,
+            "running": running,
+            "initializing": initializing,
+            "draining": draining,
+            "ready": idle + running,
+            "throttled": 0,
+            "unhealthy": 0,
+        }
+
+    # ------------------------------------------------------------------ scaling
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK_S)
+            for name in list(self.deployments):
+                self._scale(name)
+
+    def _scale(self, name: str) -> None:
+        dep = self.deployments[name]
+        spec = dep.spec
+        mine = [w for w in self.workers.values() if w.endpoint == name and not w.draining]
+        count = len(mine) + self._starting[name]
+        queued = self.dispatcher.queued[name]
+        running = self.dispatcher.running[name]
+        if spec.scaler_type == "REQUEST_COUNT":
+            want = math.ceil((queued + running) / spec.scaler_value)
+        else:
+            want = count
+            starting = self._starting[name] or any(w.ready_at is None for w in mine)
+            if queued and (
+                count == 0
+                or (
+                    not starting
+                    and self.dispatcher.oldest_wait(name, time.time()) > spec.scaler_value
+                )
+            ):
+                want = count + 1
+        want = min(max(want, spec.workers_min), spec.workers_max)
+        if time.monotonic() < self._paused_until.get(name, 0.0):
+            want = count  # its workers keep failing to start: wait before trying again
+        while count < want:
+            if self._total() >= self.max_workers:
+                self._free_a_slot(name)
+                break  # a slot is being freed; a later tick uses it
+            self._spawn(dep)
+            count += 1
+        keep = max(want, spec.workers_min)
+        now = time.monotonic()
+        idle = sorted(
+            (w for w in mine if w.ready_at is not None and not self.dispatcher.active_jobs(w.id)),
+            key=lambda w: self.dispatcher.workers[w.id].idle_since,
+        )
+        for worker in idle:
+            if count <= keep:
+                break
+            if now - self.dispatcher.workers[worker.id].idle_since >= spec.idle_timeout_s:
+                self._log(worker, "idle, stopping")
+                self.drain(worker, 10.0)
+                count -= 1
+
+    def _total(self) -> int:
+        return len(self.workers) + sum(self._starting.values())
+
+    def _free_a_slot(self, hungry: str) -> bool:
+        """At the machine-wide cap, an endpoint with work but no worker takes an idle one's slot."""
+        if self._starting[hungry] or any(
+            w.endpoint == hungry and not w.draining for w in self.workers.values()
+        ):
+            return False
+        if any(w.draining for w in self.workers.values()):
+            return True  # one is already on its way out
+        for worker in self.workers.values():
+            dep = self.deployments.get(worker.endpoint)
+            others = [w for w in self.workers.values() if w.endpoint == worker.endpoint]
+            if (
+                worker.ready_at is not None
+                and not self.dispatcher.active_jobs(worker.id)
+                and dep is not None
+                and len(others) > dep.spec.workers_min
+            ):
+                self._log(worker, f"stopping to make room for endpoint {hungry}")
+                self.drain(worker, 10.0)
+                return True
+        return False
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, dep: _Deployment) -> None:
+        worker_id = f"{dep.spec.name[:16]}-{uuid.uuid4().hex[:8]}"
+        self.dispatcher.register_worker(worker_id, dep.spec.name)
+        self._starting[dep.spec.name] += 1
+        task = asyncio.get_running_loop().create_task(self._run_worker(worker_id, dep))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _env(self, worker_id: str, spec: EndpointSpec) -> dict[str, str]:
+        v2 = f"{self.base_url}/v2/{spec.name}"
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env.update(spec.env)
+        env.update(
+            {
+                "RUNPOD_WEBHOOK_GET_JOB": f"{v2}/job-take/{worker_id}?gpu=none",
+                "RUNPOD_WEBHOOK_POST_OUTPUT": f"{v2}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
+                "RUNPOD_WEBHOOK_POST_STREAM": f"{v2}/job-stream/$RUNPOD_POD_ID/$ID?gpu=none",
+                "RUNPOD_WEBHOOK_PING": f"{v2}/ping/$RUNPOD_POD_ID?gpu=none",
+                "RUNPOD_POD_ID": worker_id,
+                "RUNPOD_ENDPOINT_ID": spec.name,
+                "RUNPOD_AI_API_KEY": self.worker_token,
+                # Heartbeats list running jobs: how a stopped job is seen to be gone.
+                "RUNPOD_PING_INTERVAL": "1000",
+                "FLASH_RESOURCE_NAME": spec.name,
+                # Where a worker sends calls to other endpoints (flash.runtime.client).
+                "FLASH_API_BASE": self.base_url,
+                "FLASH_WORKER_CONCURRENCY": str(spec.concurrency),
+                "PYTHONUNBUFFERED": "1",
+                # The SDK's start-up checks probe 8.8.8.8 and GPUs: meaningless on one machine.
+                "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+                "RUNPOD_SKIP_GPU_CHECK": "true",
+            }
+        )
+        if self.worker_loop is not None:
+            env["FLASH_WORKER_LOOP"] = self.worker_loop
+        if self.api_key is not None:
+            env["FLASH_API_KEY"] = self.api_key
+        return env
+
+    async def _run_worker(self, worker_id: str, dep: _Deployment) -> None:
+        spawned = time.monotonic()
+        name = dep.spec.name
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                dep.spec.handler_file,
+                cwd=str(dep.app_dir),
+                env=self._env(worker_id, dep.spec),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as err:
+            self._starting[name] -= 1
+            self.dispatcher.worker_exited(worker_id, f"could not start: {err}", blame=False)
+            return
+        self._starting[name] -= 1
+        worker = Worker(worker_id, name, dep.generation, proc, spawned)
+        self.workers[worker_id] = worker
+        self.history.append(worker)
+        if self._stopping:
+            self.drain(worker, 1.0)
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            asyncio.ensure_future(self._pump(worker, proc.stdout, keep=False)),
+            asyncio.ensure_future(self._pump(worker, proc.stderr, keep=True)),
+        ]
+        code = await proc.wait()
+        # Grandchildren (the SDK's heartbeat process) must not outlive the worker.
+        _signal(worker, signal.SIGKILL, group=True)
+        await asyncio.wait(readers, timeout=2)
+        reason = _exit_reason(code)
+        if worker.kill_reason:
+            reason = f"was killed: {worker.kill_reason}"
+        blame = not worker.expected_exit and worker.kill_reason is None
+        if blame or code:
+            self._log(worker, f"worker {_exit_reason(code)}")
+        self.workers.pop(worker_id, None)
+        worker.exited.set()
+        tail = list(worker.tail)
+        self.dispatcher.worker_exited(worker_id, reason, blame=blame, stderr_tail=tail)
+        if blame and worker.ready_at is None:
+            if tail:
+                reason += "; last stderr lines:\n" + "\n".join(tail)
+            self._start_failed(name, reason)
+        self.poke(worker.endpoint)
+
+    async def _pump(self, worker: Worker, stream: asyncio.StreamReader, keep: bool) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the stream limit
+                line = await stream.read(65536)
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            if keep:
+                worker.tail.append(text)
+            self.dispatcher.log_line(worker.id, text)
+            self._log(worker, text)
+
+    def _ready(self, worker_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.ready_at is None:
+            worker.ready_at = time.monotonic()
+            self._start_failures[worker.endpoint] = 0
+
+    def _start_failed(self, name: str, reason: str) -> None:
+        self._start_failures[name] += 1
+        if self._start_failures[name] >= _START_ATTEMPTS:
+            self._paused_until[name] = time.monotonic() + _START_BACKOFF_S
+            self.dispatcher.fail_queued(
+                name,
+                f"workers of endpoint {name} fail to start "
+                f"({self._start_failures[name]} in a row): the last one {reason}",
+            )
+
+    def _stop_pod(self, worker_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            # The handler asked for a fresh worker (refresh_worker): retire this one.
+            self._log(worker, "refresh requested by the job, stopping")
+            self.drain(worker, 30.0)
+
+    def _kill_if_alive(self, worker_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.proc.returncode is None:
+            self.kill(worker_id, "still running after being asked to stop")
+
+    def _drain_limit(self, spec: EndpointSpec) -> float:
+        if spec.execution_timeout_ms:
+            return spec.execution_timeout_ms / 1000 + 5
+        return 600.0
+
+    def _log(self, worker: Worker, text: str) -> None:
+        if self.echo is not None:
+            self.echo(f"[{worker.endpoint} {worker.id}] {text}")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the platform dies without stopping its workers (Linux)."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
+def _signal(worker: Worker, sig: int, *, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(worker.proc.pid, sig)
+        elif worker.proc.returncode is None:
+            worker.proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,61 @@
+"""What a running call knows about its caller: deadline, nesting depth, call chain.
+
+The generic handler sets it from the job; nested remote calls read it, so a deadline and
+the depth travel from endpoint to endpoint.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CallContext", "current", "from_wire", "reset", "use"]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    deadline: float | None = None  # epoch seconds
+    depth: int = 0
+    chain: tuple[str, ...] = field(default_factory=tuple)
+
+    def remaining(self, now: float | None = None) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - (time.time() if now is None else now)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"deadline": self.deadline, "depth": self.depth, "chain": list(self.chain)}
+
+
+_ROOT = CallContext()
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "flash_call_context", default=None
+)
+
+
+def current() -> CallContext:
+    return _current.get() or _ROOT
+
+
+def use(context: CallContext) -> contextvars.Token[CallContext | None]:
+    return _current.set(context)
+
+
+def reset(token: contextvars.Token[CallContext | None]) -> None:
+    _current.reset(token)
+
+
+def from_wire(data: Any) -> CallContext:
+    """Read the ``context`` field of a job input; anything malformed counts as absent."""
+    if not isinstance(data, dict):
+        return CallContext()
+    deadline = data.get("deadline")
+    depth = data.get("depth")
+    chain = data.get("chain")
+    return CallContext(
+        deadline=float(deadline) if isinstance(deadline, (int, float)) else None,
+        depth=depth if isinstance(depth, int) and depth >= 0 else 0,
+        chain=tuple(str(c) for c in chain[:64]) if isinstance(chain, list) else (),
+    )

@@ -1,0 +1,91 @@
+"""Exceptions a remote call raises in the caller (standard library only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CallDepthError",
+    "EndpointUnavailableError",
+    "RemoteCancelledError",
+    "RemoteError",
+    "RemoteExecutionError",
+    "RemoteTimeoutError",
+    "attach_remote_traceback",
+]
+
+
+class RemoteError(Exception):
+    """A remote call failed. ``remote_type`` names the failure on the worker's side."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str | None = None,
+        remote_traceback: str = "",
+        endpoint: str | None = None,
+        function: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+        self.endpoint = endpoint
+        self.function = function
+        self.job_id = job_id
+        if remote_traceback:
+            attach_remote_traceback(self, remote_traceback, endpoint, job_id)
+
+    def __str__(self) -> str:
+        where = f" [{self.function} on {self.endpoint}, job {self.job_id}]" if self.job_id else ""
+        kind = f"{self.remote_type}: " if self.remote_type else ""
+        return f"{kind}{self.message}{where}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the keyword-only fields when the error itself crosses a process boundary.
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[RemoteError], message: str, state: dict[str, Any]) -> RemoteError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class RemoteExecutionError(RemoteError):
+    """The function raised; its exception type could not be recreated here."""
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """The call ran out of time (its own timeout, or what its caller had left)."""
+
+
+class RemoteCancelledError(RemoteError):
+    """The job was cancelled."""
+
+
+class EndpointUnavailableError(RemoteError):
+    """The platform or endpoint could not be reached, or refused the job."""
+
+
+class CallDepthError(RemoteError):
+    """Remote calls nested deeper than the limit: endpoints calling each other in a loop."""
+
+
+def attach_remote_traceback(
+    error: BaseException, remote_traceback: str, endpoint: str | None, job_id: str | None
+) -> None:
+    """Show the worker's traceback under the local one (PEP 678 notes)."""
+    header = f"Remote traceback (endpoint {endpoint}, job {job_id}):"
+    note = f"{header}\n{remote_traceback.rstrip()}"
+    notes = getattr(error, "__notes__", None)
+    if notes is None:
+        try:
+            error.__notes__ = [note]
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            return
+    elif note not in notes:
+        notes.append(note)

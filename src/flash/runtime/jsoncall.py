@@ -1,0 +1,619 @@
+"""Typed JSON calls: JSON kwargs in, checked and turned into the annotated types; JSON out.
+
+:func:`bind_json_call` validates a job's kwargs against the function's recorded input schema,
+then converts each value to its parameter's annotation. When pydantic is already loaded in
+the worker (the user's code imported it) its ``TypeAdapter`` converts, exactly as it would in
+the user's own code; otherwise a small converter handles builtins, dataclasses, enums,
+TypedDicts, NamedTuples, pydantic-free standard types, and pydantic models through
+``model_validate``. :func:`to_json_result` is the way back.
+
+Standard library only (pydantic only when already imported): this module runs inside every
+worker.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import datetime
+import decimal
+import enum
+import functools
+import inspect
+import math
+import pathlib
+import re
+import sys
+import types
+import typing
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
+
+from flash.runtime.jsonschema import MAX_ISSUES, MAX_NESTING, Issue, format_path, validate
+
+__all__ = ["JsonCallError", "JsonResultError", "bind_json_call", "to_json_result"]
+
+_Path = Any
+_Converter = Callable[[Any, _Path], Any]
+
+
+class JsonCallError(TypeError):
+    """The function itself cannot take JSON calls here (its type hints do not resolve)."""
+
+
+class JsonResultError(TypeError):
+    """A return value with no JSON form; ``path`` says where in the result it is."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def bind_json_call(
+    fn: Any, kwargs: Any, schema: Mapping[str, Any]
+) -> tuple[list[Issue], dict[str, Any]]:
+    """``(issues, converted kwargs)``: issues empty and kwargs ready to call ``fn(**kwargs)``,
+    or the problems (paths like ``kwargs.items[2].name``) and an empty dict.
+
+    ``schema`` is the function's recorded input schema. Raises JsonCallError when ``fn``'s
+    annotations cannot be resolved in this process.
+    """
+    issues = validate(kwargs, schema, path="kwargs")
+    if issues:
+        return issues, {}
+    if not isinstance(kwargs, dict):  # the schema let a non-object through: it is not ours
+        return [Issue("kwargs", "expected object of named arguments")], {}
+    plan = _plan(_unwrap(fn))
+    converted: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        convert = plan.get(name)
+        if convert is None:
+            issues.append(Issue(format_path(("kwargs", name)), "unexpected argument"))
+            continue
+        try:
+            converted[name] = convert(value, ("kwargs", name))
+        except _ConversionError as exc:
+            issues.extend(exc.issues)
+        if len(issues) >= MAX_ISSUES:
+            break
+    if issues:
+        return issues[:MAX_ISSUES], {}
+    return [], converted
+
+
+def to_json_result(value: Any) -> Any:
+    """``value`` as plain JSON data: dataclasses and models to objects, enums to their values,
+    tuples and sets to arrays, dates to ISO text. Raises JsonResultError for anything else.
+    """
+    return _to_json(value, "result", 0)
+
+
+class _ConversionError(Exception):
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__(issues[0].message if issues else "")
+        self.issues = issues
+
+
+def _fail(path: _Path, message: str) -> _ConversionError:
+    return _ConversionError([Issue(format_path(path), message)])
+
+
+def _unwrap(fn: Any) -> Any:
+    return fn.__wrapped__ if getattr(fn, "__flash_remote__", False) else fn
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(fn: Any) -> dict[str, _Converter]:
+    """Per parameter, the function turning its JSON value into the annotated type."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise JsonCallError(
+            f"cannot resolve the type hints of {getattr(fn, '__qualname__', fn)!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    pydantic = sys.modules.get("pydantic")
+    memo: dict[Any, _Converter] = {}
+    plan: dict[str, _Converter] = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            continue  # no JSON name can reach these
+        hint = hints.get(name, Any)
+        converter = _pydantic_converter(pydantic, hint) if pydantic is not None else None
+        plan[name] = converter or _converter(hint, memo)
+    return plan
+
+
+def _pydantic_converter(pydantic: Any, hint: Any) -> _Converter | None:
+    try:
+        adapter = pydantic.TypeAdapter(hint)
+    except Exception:  # a type pydantic cannot handle: the plain converter may
+        return None
+    validation_error = pydantic.ValidationError
+
+    def convert(value: Any, path: _Path) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except validation_error as exc:
+            raise _ConversionError(_pydantic_issues(exc, path)) from None
+
+    return convert
+
+
+def _pydantic_issues(exc: Any, path: _Path) -> list[Issue]:
+    issues = []
+    for error in exc.errors(include_url=False)[:MAX_ISSUES]:
+        where = path
+        for part in error.get("loc", ()):
+            where = (where, part)
+        issues.append(Issue(format_path(where), str(error.get("msg", "invalid value"))))
+    return issues or [Issue(format_path(path), "invalid value")]
+
+
+def _identity(value: Any, path: _Path) -> Any:
+    return value
+
+
+def _converter(hint: Any, memo: dict[Any, _Converter]) -> _Converter:
+    """Build the converter for ``hint`` once; classes go through ``memo`` (they may recurse)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any or hint is object or isinstance(hint, (typing.TypeVar, str)):
+        return _identity
+    if origin is typing.Annotated:
+        return _converter(args[0], memo)
+    supertype = getattr(hint, "__supertype__", None)  # typing.NewType
+    if supertype is not None:
+        return _converter(supertype, memo)
+    if origin is typing.Literal or hint is None or hint is type(None):
+        return _identity  # the schema already pinned the value
+    if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+        return _union(args, memo)
+    if origin is not None:
+        return _generic(origin, args, memo)
+    if not isinstance(hint, type):
+        return _identity
+    simple = _SIMPLE.get(hint)
+    if simple is not None:
+        return simple
+    if issubclass(hint, enum.Enum):
+        return _enum(hint)
+    if hint in memo:
+        return memo[hint]
+    return _class(hint, memo)
+
+
+def _union(args: tuple[Any, ...], memo: dict[Any, _Converter]) -> _Converter:
+    arms = [_converter(a, memo) for a in args if a is not type(None)]
+    nullable = type(None) in args
+
+    def convert(value: Any, path: _Path) -> Any:
+        if value is None and nullable:
+            return None
+        error: _ConversionError | None = None
+        for arm in arms:  # in declaration order, like pydantic's left-to-right fallback
+            try:
+                return arm(value, path)
+            except _ConversionError as exc:
+                error = error or exc
+        raise error or _fail(path, "matches none of the allowed types")
+
+    return convert
+
+
+def _generic(origin: Any, args: tuple[Any, ...], memo: dict[Any, _Converter]) -> _Converter:
+    if origin in (list, collections.abc.Sequence, collections.abc.MutableSequence):
+        return _sequence(list, _converter(args[0], memo) if args else _identity)
+    if origin in (set, frozenset, collections.abc.Set, collections.abc.MutableSet):
+        return _sequence(frozenset if origin is frozenset else set, _item(args, memo))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _sequence(tuple, _converter(args[0], memo))
+        if args == ((),):  # tuple[()]
+            return _sequence(tuple, _identity)
+        return _fixed_tuple(tuple, [_converter(a, memo) for a in args])
+    if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
+        keys = _key_converter(args[0]) if args else _identity
+        values = _converter(args[1], memo) if len(args) > 1 else _identity
+        return _mapping(keys, values)
+    if isinstance(origin, type):  # a user generic class: its plain form
+        return _converter(origin, memo)
+    return _identity
+
+
+def _item(args: tuple[Any, ...], memo: dict[Any, _Converter]) -> _Converter:
+    return _converter(args[0], memo) if args else _identity
+
+
+def _sequence(kind: Callable[[Any], Any], item: _Converter) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, f"expected array, got {_json_name(value)}")
+        try:
+            if item is _identity:
+                return kind(value)
+            return kind([item(v, (path, i)) for i, v in enumerate(value)])
+        except TypeError as exc:  # unhashable items for a set
+            raise _fail(path, f"cannot hold these items: {exc}") from None
+
+    return convert
+
+
+def _fixed_tuple(kind: Callable[..., Any], items: list[_Converter]) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise _fail(path, f"expected array of {len(items)} items")
+        return kind([c(v, (path, i)) for i, (c, v) in enumerate(zip(items, value, strict=False))])
+
+    return convert
+
+
+def _mapping(keys: _Converter, values: _Converter) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        if not isinstance(value, dict):
+            raise _fail(path, f"expected object, got {_json_name(value)}")
+        return {keys(k, (path, k)): values(v, (path, k)) for k, v in value.items()}
+
+    return convert
+
+
+def _key_converter(hint: Any) -> _Converter:
+    """JSON object keys are text; int, float, enum and other simple keys are parsed from it."""
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    if hint is int or hint is float or hint is decimal.Decimal or hint is uuid.UUID:
+        parse: Callable[[Any], Any] = hint
+
+        def convert(key: Any, path: _Path) -> Any:
+            try:
+                return parse(key)
+            except (ValueError, TypeError, ArithmeticError):
+                raise _fail(path, f"key is not a valid {parse.__name__}") from None
+
+        return convert
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum(hint)
+    return _identity
+
+
+def _enum(cls: type[enum.Enum]) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        try:
+            return cls(value)
+        except ValueError:
+            # An int-valued enum may arrive as an object key, that is as text.
+            for member in cls:
+                if str(member.value) == value:
+                    return member
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise _fail(path, f"must be one of {allowed}") from None
+
+    return convert
+
+
+def _class(cls: type, memo: dict[Any, _Converter]) -> _Converter:
+    # Registered before the fields are built, so a class that contains itself terminates.
+    cell: list[_Converter] = []
+    memo[cls] = lambda value, path: cell[0](value, path)
+    if dataclasses.is_dataclass(cls):
+        converter = _dataclass(cls, memo)
+    elif _is_typeddict(cls):
+        converter = _typeddict(cls, memo)
+    elif issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        converter = _namedtuple(cls, memo)
+    elif callable(getattr(cls, "model_validate", None)):
+        converter = _model(cls)
+    else:
+        converter = _opaque(cls)
+    cell.append(converter)
+    memo[cls] = converter
+    return converter
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # unresolvable names: convert those fields as plain JSON
+        return dict(getattr(cls, "__annotations__", {}))
+
+
+def _dataclass(cls: type, memo: dict[Any, _Converter]) -> _Converter:
+    hints = _field_hints(cls)
+    fields = {
+        f.name: _converter(hints.get(f.name, Any), memo) for f in dataclasses.fields(cls) if f.init
+    }
+
+    def convert(value: Any, path: _Path) -> Any:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise _fail(path, f"expected object, got {_json_name(value)}")
+        args = {name: fields[name](v, (path, name)) for name, v in value.items() if name in fields}
+        try:
+            return cls(**args)
+        except (TypeError, ValueError) as exc:  # __post_init__ checks, missing fields
+            raise _fail(path, f"{type(exc).__name__}: {exc}") from None
+
+    return convert
+
+
+def _typeddict(cls: type, memo: dict[Any, _Converter]) -> _Converter:
+    fields = {name: _converter(hint, memo) for name, hint in _field_hints(cls).items()}
+
+    def convert(value: Any, path: _Path) -> Any:
+        if not isinstance(value, dict):
+            raise _fail(path, f"expected object, got {_json_name(value)}")
+        return {k: fields[k](v, (path, k)) if k in fields else v for k, v in value.items()}
+
+    return convert
+
+
+def _namedtuple(cls: type, memo: dict[Any, _Converter]) -> _Converter:
+    hints = _field_hints(cls)
+    items = [_converter(hints.get(name, Any), memo) for name in cls._fields]  # type: ignore[attr-defined]
+    build = _fixed_tuple(lambda values: cls(*values), items)
+
+    def convert(value: Any, path: _Path) -> Any:
+        if isinstance(value, list) and len(value) < len(items):  # trailing defaults
+            return cls(
+                *[c(v, (path, i)) for i, (c, v) in enumerate(zip(items, value, strict=False))]
+            )
+        return build(value, path)
+
+    return convert
+
+
+def _model(cls: Any) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        try:
+            return cls.model_validate(value)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            if hasattr(exc, "errors"):
+                raise _ConversionError(_pydantic_issues(exc, path)) from None
+            raise _fail(path, str(exc)) from None
+
+    return convert
+
+
+def _opaque(cls: type) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        if isinstance(value, cls):
+            return value
+        raise _fail(
+            path,
+            f"cannot build a {cls.__qualname__} from JSON in this worker "
+            "(add pydantic to the endpoint's dependencies, or call with pickle)",
+        )
+
+    return convert
+
+
+def _is_typeddict(cls: type) -> bool:
+    return issubclass(cls, dict) and hasattr(cls, "__required_keys__")
+
+
+def _strict(kind: str, accept: Callable[[Any], bool], make: Callable[[Any], Any]) -> _Converter:
+    def convert(value: Any, path: _Path) -> Any:
+        if not accept(value):
+            raise _fail(path, f"expected {kind}, got {_json_name(value)}")
+        try:
+            return make(value)
+        except (ValueError, TypeError, ArithmeticError, OverflowError) as exc:
+            raise _fail(path, f"not a valid {kind}: {exc}") from None
+
+    return convert
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_datetime(value: Any) -> datetime.datetime:
+    if _is_number(value) or (isinstance(value, str) and _NUMERIC.fullmatch(value)):
+        return datetime.datetime.fromtimestamp(float(value), tz=datetime.timezone.utc)
+    text = value[:-1] + "+00:00" if value[-1:] in "Zz" and value else value
+    if len(text) == 10:
+        return datetime.datetime.combine(datetime.date.fromisoformat(text), datetime.time())
+    return datetime.datetime.fromisoformat(text)
+
+
+def _parse_time(value: str) -> datetime.time:
+    text = value[:-1] + "+00:00" if value[-1:] in "Zz" and value else value
+    return datetime.time.fromisoformat(text)
+
+
+_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_DURATION = re.compile(
+    r"([+-])?P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def _parse_duration(value: Any) -> datetime.timedelta:
+    if _is_number(value):
+        return datetime.timedelta(seconds=value)
+    match = _DURATION.fullmatch(value)
+    if match is None or value.endswith(("P", "T")):
+        raise ValueError("expected an ISO 8601 duration such as P1DT2H or a number of seconds")
+    weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups()[1:])
+    delta = datetime.timedelta(
+        weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds
+    )
+    return -delta if match[1] == "-" else delta
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_SIMPLE: dict[Any, _Converter] = {
+    bool: _strict("boolean", lambda v: isinstance(v, bool), lambda v: v),
+    int: _strict(
+        "integer",
+        lambda v: _is_number(v) and (isinstance(v, int) or float(v).is_integer()),
+        int,
+    ),
+    float: _strict("number", _is_number, float),
+    str: _strict("string", _is_str, lambda v: v),
+    bytes: _strict("string", _is_str, lambda v: v.encode("utf-8")),
+    bytearray: _strict("string", _is_str, lambda v: bytearray(v.encode("utf-8"))),
+    datetime.datetime: _strict("date-time", lambda v: _is_str(v) or _is_number(v), _parse_datetime),
+    datetime.date: _strict("date", _is_str, lambda v: datetime.date.fromisoformat(v)),
+    datetime.time: _strict("time", _is_str, _parse_time),
+    datetime.timedelta: _strict("duration", lambda v: _is_str(v) or _is_number(v), _parse_duration),
+    uuid.UUID: _strict("uuid", _is_str, uuid.UUID),
+    decimal.Decimal: _strict(
+        "decimal", lambda v: _is_str(v) or _is_number(v), lambda v: decimal.Decimal(str(v))
+    ),
+    pathlib.Path: _strict("path", _is_str, pathlib.Path),
+    pathlib.PurePath: _strict("path", _is_str, pathlib.PurePath),
+    list: _sequence(list, _identity),
+    tuple: _sequence(tuple, _identity),
+    set: _sequence(set, _identity),
+    frozenset: _sequence(frozenset, _identity),
+    dict: _mapping(_identity, _identity),
+}
+
+
+def _json_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# -- results -------------------------------------------------------------------------------
+
+_PASS_THROUGH = frozenset({type(None), bool, int, str})
+
+
+def _to_json(value: Any, path: _Path, depth: int) -> Any:
+    if depth > MAX_NESTING:
+        raise JsonResultError(format_path(path), f"nested deeper than {MAX_NESTING} levels")
+    kind = type(value)
+    if kind in _PASS_THROUGH:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise JsonResultError(format_path(path), f"{value} has no JSON form")
+        return value
+    if kind is list or kind is tuple:
+        flat = _flat_list(value)
+        if flat is not None:
+            return flat
+        return [_to_json(item, (path, i), depth + 1) for i, item in enumerate(value)]
+    if kind is dict:
+        return _to_json_dict(value, path, depth)
+    if isinstance(value, enum.Enum):
+        return _to_json(value.value, path, depth + 1)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_json(getattr(value, f.name), (path, f.name), depth + 1)
+            for f in dataclasses.fields(value)
+        }
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (bool, int, str)):  # subclasses
+        return value
+    if isinstance(value, float):
+        return _to_json(float(value), path, depth)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return _duration_text(value)
+    if isinstance(value, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise JsonResultError(
+                format_path(path),
+                "bytes that are not UTF-8 text have no JSON form; return base64 text, "
+                "or call with serialization='pickle'",
+            ) from None
+    if isinstance(value, Mapping):
+        return _to_json_dict(dict(value), path, depth)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_to_json(item, (path, i), depth + 1) for i, item in enumerate(value)]
+    if pydantic is not None:
+        try:
+            import pydantic_core
+
+            return pydantic_core.to_jsonable_python(value)
+        except Exception:
+            pass
+    raise JsonResultError(
+        format_path(path),
+        f"a {type(value).__module__}.{type(value).__qualname__} has no JSON form; return "
+        "dicts, lists, numbers, text, dataclasses, enums or pydantic models, "
+        "or call with serialization='pickle'",
+    )
+
+
+def _flat_list(value: list[Any] | tuple[Any, ...]) -> list[Any] | None:
+    """The list itself when it holds only plain scalars (checked at C speed), else None."""
+    kinds = set(map(type, value))
+    if kinds <= _PASS_THROUGH:
+        return value if type(value) is list else list(value)
+    if not kinds <= _PASS_THROUGH | {float}:
+        return None
+    # A finite sum proves every float finite (NaN and inf survive addition); anything else,
+    # an overflow included, goes the slow way, which names the offending item.
+    floats = value if kinds <= {int, float, bool} else [x for x in value if type(x) is float]
+    try:
+        if not math.isfinite(sum(floats)):
+            return None
+    except OverflowError:
+        return None
+    return value if type(value) is list else list(value)
+
+
+def _to_json_dict(value: dict[Any, Any], path: _Path, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, enum.Enum):
+            key = key.value
+        if isinstance(key, bool):
+            text = "true" if key else "false"
+        elif isinstance(key, (str, int, float, uuid.UUID, decimal.Decimal)):
+            text = str(key)
+        elif key is None:
+            text = "null"
+        else:
+            raise JsonResultError(
+                format_path(path),
+                f"a key of type {type(key).__qualname__} has no JSON form (keys must be text)",
+            )
+        out[text] = _to_json(item, (path, text), depth + 1)
+    return out
+
+
+def _duration_text(delta: datetime.timedelta) -> str:
+    """ISO 8601, as pydantic writes it: P1DT2H3M4.5S."""
+    sign = "-" if delta < datetime.timedelta(0) else ""
+    delta = abs(delta)
+    seconds = delta.seconds + delta.microseconds / 1e6
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{sign}P{delta.days}DT" if delta.days else f"{sign}PT"
+    if hours:
+        text += f"{int(hours)}H"
+    if minutes:
+        text += f"{int(minutes)}M"
+    text += f"{secs:g}S"
+    return text

@@ -1,0 +1,776 @@
+"""Check JSON values against the JSON Schemas ``flash build`` records for typed functions.
+
+Covers the dialect pydantic's ``TypeAdapter(...).json_schema()`` writes: ``type``, ``const``,
+``enum``, ``$ref`` into ``$defs``, ``anyOf``/``oneOf`` (with pydantic's ``discriminator``)
+/``allOf``, object, array, string and number keywords, and a few ``format`` values (unknown
+formats pass). Every problem is reported as an :class:`Issue` naming where it is, up to
+:data:`MAX_ISSUES`. Never raises for any JSON value.
+
+Standard library only: this module runs inside every worker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeGuard
+
+__all__ = [
+    "INVALID_JSON",
+    "MAX_ISSUES",
+    "MAX_NESTING",
+    "TOO_DEEP",
+    "TOO_LARGE",
+    "Issue",
+    "JsonInputError",
+    "check_depth",
+    "format_path",
+    "parse_json",
+    "validate",
+]
+
+MAX_ISSUES = 50
+# Nested checks (value levels plus $ref/anyOf hops) before validation gives up on a branch:
+# keeps the call stack far below the interpreter's recursion limit.
+MAX_NESTING = 200
+
+# JsonInputError.reason values.
+TOO_LARGE = "too_large"
+TOO_DEEP = "too_deep"
+INVALID_JSON = "invalid_json"
+
+
+class Issue(NamedTuple):
+    """One problem with one value: ``path`` like ``kwargs.items[2].name``."""
+
+    path: str
+    message: str
+
+
+class JsonInputError(ValueError):
+    """A JSON document that is too large, too deep or not JSON; ``reason`` says which."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# A path is built as a chain of (parent, key) tuples ending in the root string, and only
+# turned into text when an issue needs it: most values have no issue.
+_Path = Any
+
+
+def validate(
+    value: Any, schema: Any, *, path: str = "", max_issues: int = MAX_ISSUES
+) -> list[Issue]:
+    """Every way ``value`` breaks ``schema`` (at most ``max_issues``); empty when it is valid.
+
+    ``path`` names the value in issue paths (``"kwargs"`` gives ``kwargs.name``).
+    """
+    validator = _Validator(schema, max(1, max_issues))
+    validator.check(value, schema, path, 0)
+    return validator.issues
+
+
+def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
+    """Raise JsonInputError (TOO_DEEP) when arrays/objects nest deeper than ``max_depth``.
+
+    Iterative, so any depth is measured without touching the recursion limit.
+    """
+    stack: list[tuple[Any, int, _Path]] = [(value, 0, path)]
+    while stack:
+        current, depth, where = stack.pop()
+        if isinstance(current, dict):
+            items: Any = current.items()
+        elif isinstance(current, (list, tuple)):
+            items = enumerate(current)
+        else:
+            continue
+        if depth >= max_depth:
+            raise JsonInputError(
+                TOO_DEEP,
+                f"{format_path(where) or 'the value'}: JSON nested deeper than {max_depth} levels",
+            )
+        for key, child in items:
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1, (where, key)))
+
+
+def parse_json(text: str | bytes, max_bytes: int, max_depth: int) -> Any:
+    """``json.loads`` with a size limit, a depth limit, and no NaN/Infinity.
+
+    Raises JsonInputError with reason TOO_LARGE, TOO_DEEP or INVALID_JSON; the message
+    never quotes the document.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        size = len(text)
+    elif len(text) > max_bytes or text.isascii():
+        size = len(text)  # a character is at least a byte: already over, or exact
+    else:
+        size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise JsonInputError(
+            TOO_LARGE, f"the JSON body is {size} bytes, over the limit of {max_bytes} bytes"
+        )
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise JsonInputError(TOO_DEEP, f"JSON nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JsonInputError(INVALID_JSON, f"not valid JSON: {exc}") from None
+    # Nesting can be no deeper than the number of brackets: a count at C speed spares the
+    # walk for flat documents, however big.
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    if brackets > max_depth:
+        check_depth(value, max_depth)
+    return value
+
+
+def format_path(path: _Path) -> str:
+    """Text of a path chain: ``kwargs.items[2]["odd key"]``."""
+    keys: list[Any] = []
+    while isinstance(path, tuple):
+        path, key = path
+        keys.append(key)
+    text = path if isinstance(path, str) else ""
+    for key in reversed(keys):
+        if isinstance(key, int) and not isinstance(key, bool):
+            text += f"[{key}]"
+        elif isinstance(key, str) and _IDENTIFIER.fullmatch(key):
+            text = f"{text}.{key}" if text else key
+        elif isinstance(key, str):
+            text += f"[{json.dumps(key)}]"
+        else:
+            text += f"[{key!r}]"
+    return text
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+}
+# Keywords that never affect validity: a schema of only these and "type" is a plain type check.
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+)
+_UNRESOLVED = object()
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _Validator:
+    def __init__(self, root: Any, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+        self.issues: list[Issue] = []
+
+    def fork(self) -> _Validator:
+        return _Validator(self.root, self.limit)
+
+    def add(self, path: _Path, message: str) -> None:
+        if len(self.issues) < self.limit:
+            self.issues.append(Issue(format_path(path), message))
+
+    def full(self) -> bool:
+        return len(self.issues) >= self.limit
+
+    def check(self, value: Any, schema: Any, path: _Path, depth: int) -> None:
+        if schema is True or self.full():
+            return
+        if schema is False:
+            self.add(path, "no value is allowed here")
+            return
+        if not isinstance(schema, dict):
+            return  # not a schema: nothing to check against
+        if depth > MAX_NESTING:
+            self.add(path, f"nested too deeply to validate (over {MAX_NESTING} levels)")
+            return
+        kind = _kind(value)
+        if kind is None:
+            self.add(path, f"not a JSON value (a Python {type(value).__name__})")
+            return
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            target = self.resolve(ref)
+            if target is _UNRESOLVED:
+                self.add(path, f"schema error: cannot resolve $ref {ref!r}")
+            else:
+                self.check(value, target, path, depth + 1)
+            if len(schema) == 1:
+                return
+        expected = schema.get("type")
+        if expected is not None and not _type_ok(value, kind, expected):
+            self.add(path, f"expected {_describe_type(expected)}, got {_describe(value, kind)}")
+            return  # further keywords would only repeat the mismatch
+        if "const" in schema and not _equal(value, schema["const"], MAX_NESTING - depth):
+            self.add(path, f"must be {_preview(schema['const'])}")
+            return
+        choices = schema.get("enum")
+        if isinstance(choices, list) and choices:
+            frozen = _freeze_or_none(value, MAX_NESTING - depth)
+            if frozen is None or not any(
+                _freeze_or_none(c, MAX_NESTING - depth) == frozen for c in choices
+            ):
+                self.add(path, f"must be one of {_list_preview(choices)}")
+                return
+        if kind == "string":
+            self.check_string(value, schema, path)
+        elif kind == "integer" or kind == "number":
+            self.check_number(value, schema, path)
+        elif kind == "array":
+            self.check_array(value, schema, path, depth)
+        elif kind == "object":
+            self.check_object(value, schema, path, depth)
+        all_of = schema.get("allOf")
+        if isinstance(all_of, list):
+            for sub in all_of:
+                self.check(value, sub, path, depth + 1)
+        any_of = schema.get("anyOf")
+        if isinstance(any_of, list) and any_of:
+            self.check_any_of(value, kind, any_of, path, depth)
+        one_of = schema.get("oneOf")
+        if isinstance(one_of, list) and one_of:
+            self.check_one_of(value, kind, one_of, schema.get("discriminator"), path, depth)
+
+    def resolve(self, ref: str) -> Any:
+        if ref == "#":
+            return self.root
+        if not ref.startswith("#/"):
+            return _UNRESOLVED
+        node = self.root
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return _UNRESOLVED
+        return node
+
+    def check_string(self, value: str, schema: dict[str, Any], path: _Path) -> None:
+        low = schema.get("minLength")
+        if _is_int(low) and len(value) < low:
+            self.add(path, f"must be at least {low} characters long, got {len(value)}")
+        high = schema.get("maxLength")
+        if _is_int(high) and len(value) > high:
+            self.add(path, f"must be at most {high} characters long, got {len(value)}")
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str):
+            compiled = _compile(pattern)
+            if compiled is not None and compiled.search(value) is None:
+                self.add(path, f"must match the pattern {pattern!r}")
+        fmt = schema.get("format")
+        if isinstance(fmt, str):
+            checker = _FORMATS.get(fmt)
+            if checker is not None and not checker(value):
+                self.add(path, f"must be a valid {fmt} ({_FORMAT_EXAMPLES[fmt]})")
+
+    def check_number(self, value: float, schema: dict[str, Any], path: _Path) -> None:
+        low = schema.get("minimum")
+        high = schema.get("maximum")
+        ex_low = schema.get("exclusiveMinimum")
+        ex_high = schema.get("exclusiveMaximum")
+        if ex_low is True and _is_number(low):  # draft 4: a flag on minimum
+            ex_low, low = low, None
+        if ex_high is True and _is_number(high):
+            ex_high, high = high, None
+        if _is_number(low) and value < low:
+            self.add(path, f"must be >= {low}, got {value}")
+        if _is_number(high) and value > high:
+            self.add(path, f"must be <= {high}, got {value}")
+        if _is_number(ex_low) and value <= ex_low:
+            self.add(path, f"must be > {ex_low}, got {value}")
+        if _is_number(ex_high) and value >= ex_high:
+            self.add(path, f"must be < {ex_high}, got {value}")
+        step = schema.get("multipleOf")
+        if _is_number(step) and step > 0 and not _is_multiple(value, step):
+            self.add(path, f"must be a multiple of {step}, got {value}")
+
+    def check_array(self, value: Any, schema: dict[str, Any], path: _Path, depth: int) -> None:
+        count = len(value)
+        low = schema.get("minItems")
+        if _is_int(low) and count < low:
+            self.add(path, f"must have at least {low} items, got {count}")
+        high = schema.get("maxItems")
+        if _is_int(high) and count > high:
+            self.add(path, f"must have at most {high} items, got {count}")
+        if schema.get("uniqueItems") is True and count > 1:
+            self.check_unique(value, path, depth)
+        prefix = schema.get("prefixItems")
+        items = schema.get("items")
+        if prefix is None and isinstance(items, list):  # the older tuple form
+            prefix, items = items, schema.get("additionalItems")
+        start = 0
+        if isinstance(prefix, list):
+            for i, (item, sub) in enumerate(zip(value, prefix, strict=False)):
+                self.check(item, sub, (path, i), depth + 1)
+                if self.full():
+                    return
+            start = len(prefix)
+        if items is None or items is True or count <= start:
+            return
+        if items is False:
+            self.add(path, f"must have at most {start} items, got {count}")
+            return
+        quick = _plain_type_test(items)
+        if quick is not None and start == 0 and _plain_kinds(items, value):
+            return
+        for i in range(start, count):
+            item = value[i]
+            if quick is not None and quick(item):
+                continue
+            self.check(item, items, (path, i), depth + 1)
+            if self.full():
+                return
+
+    def check_unique(self, value: Any, path: _Path, depth: int) -> None:
+        seen: dict[Any, int] = {}
+        for i, item in enumerate(value):
+            frozen = _freeze_or_none(item, MAX_NESTING - depth)
+            if frozen is None:
+                self.add(path, f"nested too deeply to validate (over {MAX_NESTING} levels)")
+                return
+            first = seen.setdefault(frozen, i)
+            if first != i:
+                self.add((path, i), f"duplicates item {first}; items must be unique")
+                return
+
+    def check_object(
+        self, value: dict[Any, Any], schema: dict[str, Any], path: _Path, depth: int
+    ) -> None:
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            properties = {}
+        required = schema.get("required")
+        if isinstance(required, list):
+            for name in required:
+                if isinstance(name, str) and name not in value:
+                    self.add((path, name), "field required")
+        patterns = schema.get("patternProperties")
+        if not isinstance(patterns, dict):
+            patterns = {}
+        extra = schema.get("additionalProperties")
+        names = schema.get("propertyNames")
+        for key, item in value.items():
+            if self.full():
+                return
+            where = (path, key)
+            if names is not None and isinstance(key, str):
+                self.check(key, names, where, depth + 1)
+            sub = properties.get(key, _UNRESOLVED) if isinstance(key, str) else _UNRESOLVED
+            if sub is not _UNRESOLVED:
+                self.check(item, sub, where, depth + 1)
+                continue
+            matched = False
+            for pattern, pattern_schema in patterns.items():
+                compiled = _compile(pattern) if isinstance(pattern, str) else None
+                if compiled is not None and isinstance(key, str) and compiled.search(key):
+                    matched = True
+                    self.check(item, pattern_schema, where, depth + 1)
+            if matched or extra is None or extra is True:
+                continue
+            if extra is False:
+                allowed = ", ".join(sorted(k for k in properties if isinstance(k, str))[:20])
+                self.add(where, f"unexpected field (allowed: {allowed or 'none'})")
+            else:
+                self.check(item, extra, where, depth + 1)
+        low = schema.get("minProperties")
+        if _is_int(low) and len(value) < low:
+            self.add(path, f"must have at least {low} fields, got {len(value)}")
+        high = schema.get("maxProperties")
+        if _is_int(high) and len(value) > high:
+            self.add(path, f"must have at most {high} fields, got {len(value)}")
+
+    def check_any_of(
+        self, value: Any, kind: str, branches: list[Any], path: _Path, depth: int
+    ) -> None:
+        failures = []
+        for branch in branches:
+            trial = self.fork()
+            trial.check(value, branch, path, depth + 1)
+            if not trial.issues:
+                return
+            failures.append((branch, trial.issues))
+        self.report_union(value, kind, failures, path, depth)
+
+    def check_one_of(
+        self,
+        value: Any,
+        kind: str,
+        branches: list[Any],
+        discriminator: Any,
+        path: _Path,
+        depth: int,
+    ) -> None:
+        if kind == "object" and isinstance(discriminator, dict):
+            prop = discriminator.get("propertyName")
+            mapping = discriminator.get("mapping")
+            if isinstance(prop, str) and isinstance(mapping, dict) and mapping:
+                tags = _list_preview(sorted(k for k in mapping if isinstance(k, str)))
+                if prop not in value:
+                    self.add((path, prop), f"field required (one of {tags}, picks the variant)")
+                    return
+                tag = value[prop]
+                target = mapping.get(tag) if isinstance(tag, str) else None
+                if not isinstance(target, str):
+                    self.add((path, prop), f"must be one of {tags}, got {_preview(tag)}")
+                    return
+                self.check(value, {"$ref": target}, path, depth + 1)
+                return
+        failures = []
+        matches = 0
+        for branch in branches:
+            trial = self.fork()
+            trial.check(value, branch, path, depth + 1)
+            if trial.issues:
+                failures.append((branch, trial.issues))
+            else:
+                matches += 1
+        if matches == 1:
+            return
+        if matches > 1:
+            self.add(path, "matches more than one of the allowed variants; it must match one")
+            return
+        self.report_union(value, kind, failures, path, depth)
+
+    def report_union(
+        self,
+        value: Any,
+        kind: str,
+        failures: list[tuple[Any, list[Issue]]],
+        path: _Path,
+        depth: int,
+    ) -> None:
+        # The variants of the value's own type say what is wrong inside it; the fewest
+        # problems is the closest match. When no variant has its type, list what would do.
+        fitting = [f for f in failures if self.admits(f[0], kind, depth) is not False]
+        if fitting:
+            best = min(fitting, key=lambda f: len(f[1]))[1]
+            for issue in best:
+                if self.full():
+                    return
+                self.issues.append(issue)
+            return
+        wanted = []
+        for branch, _ in failures:
+            text = self.describe_schema(branch)
+            if text not in wanted:
+                wanted.append(text)
+        self.add(path, f"expected {' or '.join(wanted)}, got {_describe(value, kind)}")
+
+    def admits(self, schema: Any, kind: str, depth: int) -> bool | None:
+        """Whether ``schema`` takes values of ``kind`` at all; None when it cannot tell."""
+        if depth > MAX_NESTING or not isinstance(schema, dict):
+            return schema is not False
+        expected = schema.get("type")
+        if expected is not None:
+            names = [expected] if isinstance(expected, str) else expected
+            if isinstance(names, list):
+                numeric = kind in ("integer", "number")
+                return any(n == kind or (numeric and n in ("integer", "number")) for n in names)
+        if "const" in schema:
+            return _kind(schema["const"]) == kind or (
+                kind in ("integer", "number") and _kind(schema["const"]) in ("integer", "number")
+            )
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            target = self.resolve(ref)
+            return None if target is _UNRESOLVED else self.admits(target, kind, depth + 1)
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches:
+                answers = [self.admits(b, kind, depth + 1) for b in branches]
+                return True if True in answers else (None if None in answers else False)
+        return None
+
+    def describe_schema(self, schema: Any, depth: int = 0) -> str:
+        if not isinstance(schema, dict) or depth > 8:
+            return "a value of another shape"
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            target = self.resolve(ref)
+            inner = self.describe_schema(target, depth + 1) if target is not _UNRESOLVED else ""
+            return f"{name} ({inner})" if inner and inner != name else name
+        if "const" in schema:
+            return _preview(schema["const"])
+        choices = schema.get("enum")
+        if isinstance(choices, list) and choices:
+            return f"one of {_list_preview(choices)}"
+        expected = schema.get("type")
+        if expected is not None:
+            return _describe_type(expected)
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches:
+                return " or ".join(self.describe_schema(b, depth + 1) for b in branches)
+        return "a value of another shape"
+
+
+def _kind(value: Any) -> str | None:
+    kind = _KINDS.get(type(value))
+    if kind is not None:
+        return kind
+    for base, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (list, "array"),
+        (tuple, "array"),
+        (dict, "object"),
+    ):
+        if isinstance(value, base):
+            return name
+    return None
+
+
+def _type_ok(value: Any, kind: str, expected: Any) -> bool:
+    if isinstance(expected, str):
+        return _one_type_ok(value, kind, expected)
+    if isinstance(expected, list):
+        names = [n for n in expected if isinstance(n, str)]
+        return not names or any(_one_type_ok(value, kind, n) for n in names)
+    return True
+
+
+def _one_type_ok(value: Any, kind: str, name: str) -> bool:
+    if name == kind:
+        return True
+    if name == "number":
+        return kind == "integer"
+    if name == "integer":  # JSON Schema: 1.0 is an integer
+        return kind == "number" and float(value).is_integer()
+    return False
+
+
+def _plain_type_test(schema: Any) -> Callable[[Any], bool] | None:
+    """A fast yes-test for item schemas that only state a type (most lists are such)."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
+        return None
+    if any(key != "type" and key not in _ANNOTATIONS for key in schema):
+        return None
+    return _PLAIN_TESTS.get(schema["type"])
+
+
+def _plain_kinds(schema: dict[str, Any], value: Any) -> bool:
+    """Whether every item's exact type fits the plain type schema (one pass at C speed)."""
+    allowed = _PLAIN_KINDS.get(schema["type"])
+    return allowed is not None and set(map(type, value)) <= allowed
+
+
+_PLAIN_KINDS: dict[str, frozenset[type]] = {
+    "number": frozenset({int, float}),
+    "integer": frozenset({int}),
+    "string": frozenset({str}),
+    "boolean": frozenset({bool}),
+    "null": frozenset({type(None)}),
+}
+_PLAIN_TESTS: dict[str, Callable[[Any], bool]] = {
+    "number": lambda x: type(x) is float or type(x) is int,
+    "integer": lambda x: type(x) is int,
+    "string": lambda x: type(x) is str,
+    "boolean": lambda x: type(x) is bool,
+    "null": lambda x: x is None,
+}
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_multiple(value: float, step: float) -> bool:
+    if isinstance(value, int) and isinstance(step, int):
+        return value % step == 0
+    try:
+        quotient = value / step
+    except (OverflowError, ZeroDivisionError):
+        return True  # beyond float range: no honest answer, so no complaint
+    if not math.isfinite(quotient):
+        return True
+    return abs(quotient - round(quotient)) <= 1e-9 * max(1.0, abs(quotient))
+
+
+def _freeze(value: Any, budget: int) -> Any:
+    """A hashable form where JSON-equal values are equal (1 == 1.0, True != 1)."""
+    if budget < 0:
+        raise _TooDeep
+    kind = type(value)
+    if kind is bool:
+        return ("b", value)
+    if kind is int or kind is float:
+        return ("n", value)
+    if kind is str:
+        return ("s", value)
+    if value is None:
+        return ("z",)
+    if isinstance(value, (list, tuple)):
+        return ("a", tuple([_freeze(item, budget - 1) for item in value]))
+    if isinstance(value, dict):
+        return (
+            "o",
+            frozenset([(str(k), _freeze(v, budget - 1)) for k, v in value.items()]),
+        )
+    if isinstance(value, bool):
+        return ("b", bool(value))
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", str(value))
+    return ("?", id(value))
+
+
+def _freeze_or_none(value: Any, budget: int) -> Any:
+    try:
+        return _freeze(value, budget)
+    except _TooDeep:
+        return None
+
+
+def _equal(value: Any, expected: Any, budget: int) -> bool:
+    frozen = _freeze_or_none(value, budget)
+    return frozen is not None and frozen == _freeze_or_none(expected, budget)
+
+
+_PATTERNS: dict[str, re.Pattern[str] | None] = {}
+
+
+def _compile(pattern: str) -> re.Pattern[str] | None:
+    if pattern not in _PATTERNS:
+        try:
+            _PATTERNS[pattern] = re.compile(pattern)
+        except (re.error, RecursionError, OverflowError):
+            _PATTERNS[pattern] = None  # an ECMA-only construct: not ours to reject values for
+        if len(_PATTERNS) > 1024:
+            _PATTERNS.clear()
+    return _PATTERNS.get(pattern)
+
+
+def _describe_type(expected: Any) -> str:
+    if isinstance(expected, list):
+        names = [n for n in expected if isinstance(n, str)]
+        return " or ".join(names) if names else "a value"
+    return str(expected)
+
+
+def _describe(value: Any, kind: str) -> str:
+    if kind in ("array", "object"):
+        return kind
+    return f"{kind} {_preview(value)}"
+
+
+def _preview(value: Any, limit: int = 40) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _list_preview(values: list[Any], limit: int = 10) -> str:
+    shown = ", ".join(_preview(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# Formats are checked loosely: never stricter than pydantic, which converts the value after.
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _is_date(text: str) -> bool:
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return False
+    try:
+        datetime.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_time(text: str) -> bool:
+    match = _TIME.fullmatch(text)
+    return (
+        match is not None
+        and int(match[1]) < 24
+        and int(match[2]) < 60
+        and (match[3] is None or int(match[3]) <= 60)  # 60: a leap second
+    )
+
+
+def _is_datetime(text: str) -> bool:
+    if _NUMERIC.fullmatch(text):  # pydantic reads these as Unix time
+        return True
+    if len(text) == 10:
+        return _is_date(text)
+    return len(text) > 11 and text[10] in "Tt " and _is_date(text[:10]) and _is_time(text[11:])
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ip(version: int) -> Callable[[str], bool]:
+    def check(text: str) -> bool:
+        try:
+            return ipaddress.ip_address(text).version == version
+        except ValueError:
+            return False
+
+    return check
+
+
+_FORMATS: dict[str, Callable[[str], bool]] = {
+    "date-time": _is_datetime,
+    "date": lambda text: _is_date(text) or bool(_NUMERIC.fullmatch(text)),
+    "time": _is_time,
+    "uuid": _is_uuid,
+    "email": lambda text: bool(_EMAIL.fullmatch(text)),
+    "ipv4": _is_ip(4),
+    "ipv6": _is_ip(6),
+    "uri": lambda text: bool(_URI.fullmatch(text)),
+}
+_FORMAT_EXAMPLES = {
+    "date-time": "for example 2024-05-01T12:00:00Z",
+    "date": "for example 2024-05-01",
+    "time": "for example 12:00:00",
+    "uuid": "for example 123e4567-e89b-12d3-a456-426614174000",
+    "email": "for example ada@example.com",
+    "ipv4": "for example 192.0.2.1",
+    "ipv6": "for example 2001:db8::1",
+    "uri": "for example https://example.com/path",
+}

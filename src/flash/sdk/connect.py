@@ -1,0 +1,33 @@
+"""``flash.connect``: send every ``@remote`` call to a platform instead of running it here."""
+
+from __future__ import annotations
+
+from flash.runtime.client import Endpoints, PlatformInvoker
+from flash.runtime.remote import set_invoker
+from flash.sdk.keys import find_signing_key
+
+
+def connect(
+    base_url: str,
+    api_key: str | None = None,
+    *,
+    endpoint_ids: dict[str, str] | None = None,
+    signing_key: bytes | None = None,
+) -> PlatformInvoker:
+    """Route calls to ``{base_url}/v2/{endpoint}``.
+
+    ``endpoint_ids`` maps resource names to endpoint ids where they differ (a deployed
+    app). Pickled calls are signed with ``signing_key``, by default ``$FLASH_SIGNING_KEY``
+    or the key of the project this process runs in. Returns the invoker now in force.
+    """
+    invoker = PlatformInvoker(
+        Endpoints(base_url, api_key, dict(endpoint_ids or {})),
+        signing_key=signing_key if signing_key is not None else find_signing_key(),
+    )
+    set_invoker(invoker)
+    return invoker
+
+
+def disconnect() -> None:
+    """Run calls in this process again."""
+    set_invoker(None)

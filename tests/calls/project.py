@@ -1,0 +1,166 @@
+"""A project whose endpoints call each other, written as users write them.
+
+Package ``callsapp`` (unique name: the test process imports it as a client).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.projects import write_files
+
+FILES = {
+    "pyproject.toml": """
+        [project]
+        name = "callsapp"
+        version = "0.1.0"
+        dependencies = []
+    """,
+    "callsapp/__init__.py": "",
+    "callsapp/config.py": """
+        from flash import CpuLiveServerless
+
+        # FLASH_MAX_CALL_DEPTH is low so the recursion test needs few workers.
+        LIMITS = {"FLASH_MAX_CALL_DEPTH": "3"}
+        a = CpuLiveServerless(name="svc-a", workersMax=2, concurrency=4, env=LIMITS)
+        b = CpuLiveServerless(name="svc-b", workersMax=2, concurrency=4, env=LIMITS)
+        c = CpuLiveServerless(name="svc-c", workersMax=2, concurrency=4, env=LIMITS)
+    """,
+    "callsapp/errors.py": """
+        class QuotaError(Exception):
+            pass
+    """,
+    "callsapp/chain.py": """
+        import asyncio
+        import os
+        import threading
+        from pathlib import Path
+
+        from flash import remote
+
+        from callsapp.config import a, b, c
+        from callsapp.errors import QuotaError
+
+
+        @remote(c)
+        async def leaf(x: int) -> dict:
+            return {"value": x * 10, "endpoint": os.environ.get("FLASH_RESOURCE_NAME")}
+
+
+        @remote(b)
+        async def middle(x: int) -> dict:
+            below = await leaf(x + 1)
+            return {"value": below["value"] + 1, "path": ["svc-b", below["endpoint"]]}
+
+
+        @remote(a)
+        async def top(x: int) -> dict:
+            below = await middle(x)
+            return {"value": below["value"], "path": ["svc-a", *below["path"]]}
+
+
+        @remote(a)
+        def helper(x: int) -> int:
+            return x + 1
+
+
+        @remote(a)
+        async def uses_helper(x: int) -> list:
+            # Same endpoint: runs in this worker, no job.
+            return [await helper(x), os.getpid()]
+
+
+        @remote(a)
+        def noop(x):
+            return x
+
+
+        @remote(a)
+        def maybe_fail(x):
+            if x % 3 == 0:
+                raise ValueError(f"bad item {x}")
+            return x
+
+
+        @remote(b)
+        def fails(kind: str) -> None:
+            if kind == "quota":
+                raise QuotaError("monthly quota used up")
+
+            class Unpicklable(Exception):
+                def __init__(self, message):
+                    super().__init__(message)
+                    self.lock = threading.Lock()  # cannot travel back as itself
+
+            raise Unpicklable("holds a lock")
+
+
+        @remote(b)
+        async def sleepy(seconds: float, marker: str = "") -> str:
+            if marker:
+                Path(marker + ".started").write_text("1")
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                if marker:
+                    Path(marker + ".cancelled").write_text("1")
+                raise
+            return "woke"
+
+
+        @remote(a)
+        async def calls_sleepy(seconds: float) -> str:
+            return await sleepy(seconds)
+
+
+        @remote(c)
+        def crash_once(marker: str) -> str:
+            path = Path(marker)
+            if not path.exists():
+                path.write_text("crashed")
+                os._exit(3)
+            return f"recovered after {path.read_text()}"
+
+
+        @remote(a)
+        async def ping_pong(n: int) -> int:
+            return await pong(n + 1)
+
+
+        @remote(b)
+        async def pong(n: int) -> int:
+            return await ping_pong(n + 1)
+
+
+        @remote(c)
+        async def ticks(n: int, gate: str):
+            for i in range(n):
+                yield i
+                # The next item waits for the caller to have seen this one: the test
+                # deadlocks unless items really arrive as they are produced.
+                while i == 0 and not Path(gate).exists():
+                    await asyncio.sleep(0.01)
+    """,
+    "callsapp/model.py": """
+        from flash import remote
+
+        from callsapp.config import b
+
+
+        @remote(b)
+        class Tally:
+            def __init__(self, start: int) -> None:
+                self.total = start
+
+            def add(self, x: int) -> int:
+                self.total += x
+                return self.total
+
+            async def get(self) -> int:
+                return self.total
+    """,
+}
+
+
+def write_project(root: Path) -> Path:
+    return write_files(root, FILES)

@@ -1,0 +1,270 @@
+"""`await fn(...)` reaches the right endpoint: from a client, and between endpoints,
+through the local platform with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.calls.project import write_project
+
+import flash
+from flash.build.pipeline import BuildOptions, build_project
+from flash.platform.archive import extract_archive
+from flash.platform.local import LocalPlatform
+from flash.runtime.remote import get_invoker, set_invoker
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+
+
+class _Quiet:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    tmp = tmp_path_factory.mktemp("calls")
+    root = write_project(tmp / "proj")
+    build = build_project(BuildOptions(project_dir=root))
+    app = extract_archive(build.archive, tmp / "app")
+    key = ensure_signing_key(root / ".flash")  # made by the build
+    served = LocalPlatform(
+        tmp / "state",
+        echo=_Quiet(),
+        max_workers=8,
+        worker_env={KEY_ENV_VAR: key_to_text(key)},
+    )
+    served.start()
+    served.load_app(app)
+    sys.path.insert(0, str(root))
+    flash.connect(served.url, signing_key=key)
+    try:
+        yield served
+    finally:
+        flash.disconnect()
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m.startswith("callsapp")]:
+            del sys.modules[name]
+        served.stop()
+
+
+def app_module(name: str) -> Any:
+    return importlib.import_module(f"callsapp.{name}")
+
+
+def completed(platform: LocalPlatform, endpoint: str) -> int:
+    health = httpx.get(f"{platform.url}/v2/{endpoint}/health").json()
+    return int(health["jobs"]["completed"])
+
+
+def wait_for_file(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_client_call_chain_a_to_b_to_c(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    result = asyncio.run(chain.top(4))
+    assert result == {"value": 51, "path": ["svc-a", "svc-b", "svc-c"]}
+
+
+def test_same_endpoint_call_runs_in_process_without_a_job(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    before = completed(platform, "svc-a")
+    value, _pid = asyncio.run(chain.uses_helper(1))
+    assert value == 2
+    assert completed(platform, "svc-a") == before + 1  # uses_helper only; helper ran inline
+
+
+def test_class_state_is_kept_across_calls(platform: LocalPlatform) -> None:
+    model = app_module("model")
+
+    async def main() -> list[int]:
+        tally = model.Tally(100)
+        return [await tally.add(1), await tally.add(2), await tally.get()]
+
+    assert asyncio.run(main()) == [101, 103, 103]
+
+
+def test_remote_exception_is_raised_with_its_type_and_traceback(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    errors = app_module("errors")
+    with pytest.raises(errors.QuotaError, match="monthly quota") as info:
+        asyncio.run(chain.fails("quota"))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "Remote traceback" in notes and "chain.py" in notes and "fails" in notes
+
+    with pytest.raises(flash.RemoteExecutionError) as other:
+        asyncio.run(chain.fails("local"))
+    assert other.value.remote_type == "Unpicklable"
+    assert "holds a lock" in str(other.value)
+    assert 'raise Unpicklable("holds a lock")' in other.value.remote_traceback
+
+
+def test_nested_call_gets_only_the_time_its_caller_has_left(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    started = time.monotonic()
+    with pytest.raises(flash.RemoteTimeoutError):
+        asyncio.run(chain.calls_sleepy.options(timeout=1.0)(30))
+    assert time.monotonic() - started < 10
+
+
+def test_cancelling_the_caller_cancels_the_running_job(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    chain = app_module("chain")
+    marker = tmp_path / "sleepy"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(chain.sleepy(60, str(marker)))
+        while not Path(f"{marker}.started").exists():
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    wait_for_file(Path(f"{marker}.cancelled"))
+
+
+def test_map_over_200_items_keeps_order(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    assert asyncio.run(chain.noop.map(range(200), concurrency=32)) == list(range(200))
+
+
+def test_map_reports_errors_per_item(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    with pytest.raises(flash.MapError) as info:
+        asyncio.run(chain.fails.map(["quota", "local"], concurrency=2))
+    assert sorted(info.value.errors) == [0, 1]
+    results = asyncio.run(chain.fails.map(["quota"], return_exceptions=True))
+    assert type(results[0]).__name__ == "QuotaError"
+
+
+def test_map_sends_items_in_chunks_and_keeps_per_item_errors(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    before = completed(platform, "svc-a")
+    results = asyncio.run(chain.maybe_fail.map(range(40), concurrency=2, return_exceptions=True))
+    jobs = completed(platform, "svc-a") - before
+    assert 1 <= jobs < 40  # batched, not one job per item
+    for i, value in enumerate(results):
+        if i % 3 == 0:
+            assert isinstance(value, ValueError) and str(value) == f"bad item {i}"
+        else:
+            assert value == i
+
+
+def test_streaming_items_arrive_as_they_are_produced(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    chain = app_module("chain")
+    gate = tmp_path / "gate"
+
+    async def main() -> list[int]:
+        seen = []
+        async for item in chain.ticks.stream(3, str(gate)):
+            seen.append(item)
+            gate.write_text("go")  # only now may the generator go on
+        return seen
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    gate.unlink()
+    gate.write_text("go")
+    assert asyncio.run(chain.ticks(3, str(gate))) == [0, 1, 2]  # awaited: the whole list
+
+
+def test_worker_killed_mid_call_is_recovered_by_requeue(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    chain = app_module("chain")
+    marker = tmp_path / "crash-marker"
+    assert asyncio.run(chain.crash_once(str(marker))) == "recovered after crashed"
+
+
+def test_call_depth_limit_stops_endpoints_calling_each_other(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    with pytest.raises(flash.RemoteError, match="nested more than 3 deep"):
+        asyncio.run(chain.ping_pong(0))
+
+
+def test_blocking_call_for_sync_code(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    assert chain.helper.call(41) == 42
+
+
+def test_unreachable_platform_is_endpoint_unavailable(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    previous = get_invoker()
+    flash.connect("http://127.0.0.1:9")  # discard port: nothing listens
+    try:
+        with pytest.raises(flash.EndpointUnavailableError, match="attempts"):
+            asyncio.run(chain.noop.options(retries=1)(1))
+    finally:
+        set_invoker(previous)
+
+
+def runsync(platform: LocalPlatform, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{platform.url}/v2/{endpoint}/runsync", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_any_client_can_call_a_typed_function_with_plain_json(platform: LocalPlatform) -> None:
+    job = runsync(
+        platform, "svc-a", {"input": {"function": "callsapp.chain.helper", "kwargs": {"x": 2}}}
+    )
+    assert job["status"] == "COMPLETED"
+    assert job["output"]["result"] == 3 and job["output"]["encoding"] == "json"
+
+    bad = runsync(platform, "svc-a", {"input": {"function": "helper", "kwargs": {"x": "two"}}})
+    assert bad["status"] == "FAILED"
+    assert (
+        bad["error"]
+        == "invalid arguments for 'helper': kwargs.x: expected integer, got string \"two\""
+    )
+    assert bad["output"]["error_type"] == "InvalidInput"
+    assert [issue["path"] for issue in bad["output"]["issues"]] == ["kwargs.x"]
+
+
+def test_python_client_picks_json_or_signed_pickle(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    as_json = asyncio.run(chain.leaf(3))
+    as_pickle = asyncio.run(chain.leaf.options(serialization="pickle")(3))
+    assert as_json == as_pickle == {"value": 30, "endpoint": "svc-c"}
+    with pytest.raises(TypeError, match="cannot be called with JSON"):
+        asyncio.run(chain.noop.options(serialization="json")(1))
+
+
+class _CreatesFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path(self.path).write_text, ("pwned",))
+
+
+def test_unsigned_pickle_never_runs_on_an_endpoint(platform: LocalPlatform, tmp_path: Path) -> None:
+    from flash.runtime.serialization import serialize_args
+
+    marker = tmp_path / "pwned"
+    args, kwargs = serialize_args((_CreatesFile(str(marker)),), {})
+    job = runsync(
+        platform,
+        "svc-a",
+        {"input": {"function_name": "callsapp.chain.noop", "args": args, "kwargs": kwargs}},
+    )
+    assert job["status"] == "FAILED" and "refused" in job["error"]
+    assert not marker.exists()
+    assert asyncio.run(app_module("chain").noop(7)) == 7  # the endpoint keeps serving

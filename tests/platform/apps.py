@@ -1,0 +1,195 @@
+"""Hand-written app directories for the platform's tests, and small helpers to drive them.
+
+An app directory is laid out like an extracted build archive: ``flash_manifest.json``, one
+``handler_<name>.py`` per endpoint and a vendored ``flash/runtime`` (with an empty
+``flash/__init__.py``) that shadows the installed package inside the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import runpod
+
+import flash.runtime
+from flash.platform.local import LocalPlatform
+
+RUNTIME_DIR = Path(flash.runtime.__file__).parent
+LOOPS = ["flash", "runpod"]
+
+BASIC = """
+import os, sys, time
+from pathlib import Path
+from flash.runtime.worker import start
+
+def handler(job):
+    inp = job["input"]
+    action = inp.get("action", "echo")
+    if action == "echo":
+        return {"echo": inp.get("value")}
+    if action == "scalar":
+        return inp.get("value")
+    if action == "sleep":
+        time.sleep(inp["seconds"])
+        return {"slept": inp["seconds"]}
+    if action == "raise":
+        raise ValueError(inp.get("message", "boom"))
+    if action == "error_dict":
+        return {"error": "bad thing happened", "partial": 1}
+    if action == "pid":
+        return {
+            "pid": os.getpid(),
+            "env": os.environ.get("DEMO_ENV"),
+            "api": os.environ.get("FLASH_API_BASE"),
+            "resource": os.environ.get("FLASH_RESOURCE_NAME"),
+        }
+    if action == "crash":
+        print("crashing soon", flush=True)
+        print("about to crash: last words", file=sys.stderr, flush=True)
+        os._exit(inp.get("code", 3))
+    if action == "crash_once":
+        marker = Path(inp["marker"])
+        if not marker.exists():
+            marker.write_text("crashed")
+            os._exit(5)
+        return {"recovered": True}
+    if action == "hang":
+        while True:
+            time.sleep(0.05)
+    if action == "refresh":
+        return {"pid": os.getpid(), "refresh_worker": True}
+    raise RuntimeError(f"unknown action {action}")
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+AIO = """
+import asyncio, os
+from flash.runtime.worker import start
+
+async def handler(job):
+    inp = job["input"]
+    started = asyncio.get_running_loop().time()
+    await asyncio.sleep(inp.get("seconds", 0))
+    return {"pid": os.getpid(), "started": started}
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+GEN = """
+import time
+from flash.runtime.worker import start
+
+def handler(job):
+    for i in range(job["input"]["n"]):
+        time.sleep(job["input"].get("pause", 0))
+        yield {"chunk": i}
+    if job["input"].get("fail"):
+        raise ValueError("stream broke")
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+AGEN = """
+import asyncio
+from flash.runtime.worker import start
+
+async def handler(job):
+    for i in range(job["input"]["n"]):
+        await asyncio.sleep(0)
+        yield f"part-{i}"
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def write_app(root: Path, endpoints: dict[str, tuple[str, dict[str, Any]]]) -> Path:
+    """Write an app directory with one endpoint per entry: name -> (handler source, config)."""
+    root.mkdir(parents=True, exist_ok=True)
+    resources = {}
+    for name, (source, config) in endpoints.items():
+        handler_file = f"handler_{name.replace('-', '_')}.py"
+        (root / handler_file).write_text(textwrap.dedent(source))
+        resources[name] = {
+            "type": "LiveServerless",
+            "handler_file": handler_file,
+            "config": {"name": name, "workersMin": 0, "workersMax": 2, **config},
+            "functions": [{"name": "handler", "qualified_name": f"{name}.handler"}],
+        }
+    manifest = {"schema_version": 1, "project": "demo", "resources": resources}
+    (root / "flash_manifest.json").write_text(json.dumps(manifest))
+    vendored = root / "flash"
+    if not vendored.exists():
+        vendored.mkdir()
+        (vendored / "__init__.py").write_text("")
+        shutil.copytree(
+            RUNTIME_DIR, vendored / "runtime", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return root
+
+
+STANDARD_ENDPOINTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "basic": (BASIC, {"workersMax": 2, "idleTimeout": 60, "env": {"DEMO_ENV": "demo-value"}}),
+    "fragile": (BASIC, {"workersMax": 1, "idleTimeout": 60, "executionTimeoutMs": 1500}),
+    "aio": (AIO, {"workersMax": 1, "idleTimeout": 60, "concurrency": 4}),
+    # Cancelling can cost a worker its life: kept apart so other tests keep theirs.
+    "aiocancel": (AIO, {"workersMax": 1, "idleTimeout": 60, "concurrency": 4}),
+    "gen": (GEN, {"workersMax": 1, "idleTimeout": 60}),
+    "agen": (AGEN, {"workersMax": 1, "idleTimeout": 60}),
+}
+
+
+class Logs:
+    """Collects the platform's console lines so tests can look at them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it is truthy (returning its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def use_client(platform: LocalPlatform, api_key: str = "test-key") -> None:
+    runpod.api_key = api_key
+    runpod.endpoint_url_base = f"{platform.url}/v2"
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in process group ``pgid``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False

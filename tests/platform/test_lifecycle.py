@@ -1,0 +1,480 @@
+"""Durability, limits, auth, scaling, webhooks, app replacement and clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+import runpod
+from tests.platform.apps import (
+    AIO,
+    BASIC,
+    LOOPS,
+    Logs,
+    group_alive,
+    use_client,
+    wait_for,
+    write_app,
+)
+
+from flash.platform.local import LocalPlatform
+
+
+def _post(
+    platform: LocalPlatform,
+    path: str,
+    key: str = "test-key",
+    headers: dict[str, str] | None = None,
+    **kw: object,
+):
+    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+    return requests.post(f"{platform.url}/v2/{path}", headers=headers, timeout=60, **kw)
+
+
+def _get(platform: LocalPlatform, path: str, key: str = "test-key"):
+    return requests.get(
+        f"{platform.url}/v2/{path}", headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
+
+
+def _final(platform: LocalPlatform, endpoint: str, job_id: str, timeout: float = 30) -> dict:
+    return wait_for(
+        lambda: (
+            (s := _get(platform, f"{endpoint}/status/{job_id}").json())["status"]
+            in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+            and s
+        ),
+        timeout,
+        f"job {job_id} to finish",
+    )
+
+
+@pytest.fixture
+def platform_factory(tmp_path: Path):
+    started: list[LocalPlatform] = []
+
+    def make(app: Path, state: Path | None = None, **kw: object) -> LocalPlatform:
+        kw.setdefault("echo", Logs())
+        platform = LocalPlatform(state or tmp_path / "state", **kw)  # type: ignore[arg-type]
+        platform.start()
+        platform.load_app(app)
+        started.append(platform)
+        use_client(platform)
+        return platform
+
+    yield make
+    for platform in started:
+        platform.stop(grace_s=1)
+
+
+def test_payload_limits_answer_413_with_a_message(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    big = {"input": {"action": "echo", "pad": "x" * (10 * 1024 * 1024 + 10)}}
+    refused = _post(platform, "basic/run", json=big)
+    assert refused.status_code == 413
+    assert "exceeds the /run limit of 10 MB" in refused.json()["error"]
+    # /runsync allows twice as much: the same request runs there.
+    accepted = _post(platform, "basic/runsync", json=big)
+    assert accepted.status_code == 200 and accepted.json()["output"] == {"echo": None}
+    huge = {"input": {"pad": "x" * (20 * 1024 * 1024 + 10)}}
+    assert _post(platform, "basic/runsync", json=huge).status_code == 413
+
+
+def test_malformed_requests_are_400_with_a_message(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    no_input = _post(platform, "basic/run", json={"inputs": {}})
+    assert no_input.status_code == 400 and "'input' field" in no_input.json()["error"]
+    bad_json = _post(platform, "basic/run", data=b"{nope")
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
+    bad_policy = _post(platform, "basic/run", json={"input": {}, "policy": {"ttl": "soon"}})
+    assert "policy.ttl" in bad_policy.json()["error"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_api_key_guards_every_route_and_workers_use_it(
+    tmp_path: Path, platform_factory, loop: str
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    platform = platform_factory(app, api_key="s3cret", worker_loop=loop)
+    for path in ("basic/health", "basic/status/x"):
+        assert _get(platform, path, key="wrong").status_code == 401
+    denied = requests.post(f"{platform.url}/v2/basic/run", json={"input": {}}, timeout=10)
+    assert denied.status_code == 401
+    assert "API key" in denied.json()["error"]
+    stolen = _get(platform, "basic/job-take/anyone?gpu=none", key="wrong")
+    assert stolen.status_code == 401
+    use_client(platform, api_key="s3cret")
+    assert runpod.Endpoint("basic").run_sync({"action": "echo", "value": 1}, timeout=60) == {
+        "echo": 1
+    }
+
+
+def test_restart_keeps_queued_jobs_results_and_requeues_running_ones(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
+    state = tmp_path / "state"
+    first = platform_factory(app, state)
+    done = _post(first, "basic/run", json={"input": {"action": "echo", "value": "kept"}})
+    _final(first, "basic", done.json()["id"])
+    running = _post(first, "basic/run", json={"input": {"action": "sleep", "seconds": 2}})
+    queued = [
+        _post(first, "basic/run", json={"input": {"action": "echo", "value": i}}).json()["id"]
+        for i in range(3)
+    ]
+    wait_for(
+        lambda: (
+            _get(first, f"basic/status/{running.json()['id']}").json()["status"] == "IN_PROGRESS"
+        ),
+        30,
+        "the sleeper to start",
+    )
+    first.stop(grace_s=0.2)  # the sleeper cannot finish in time
+
+    second = platform_factory(app, state)
+    assert _get(second, f"basic/status/{done.json()['id']}").json()["output"] == {"echo": "kept"}
+    assert _final(second, "basic", running.json()["id"])["output"] == {"slept": 2}
+    outputs = [_final(second, "basic", job_id)["output"] for job_id in queued]
+    assert outputs == [{"echo": i} for i in range(3)]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_stop_leaves_no_worker_processes(tmp_path: Path, platform_factory, loop: str) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMin": 2, "workersMax": 2})})
+    platform = platform_factory(app, worker_loop=loop)
+    workers = wait_for(
+        lambda: (w := platform.workers()) and all(x["cold_start_ms"] for x in w) and w,
+        60,
+        "two workers to be ready",
+    )
+    assert len(workers) == 2
+    _post(platform, "basic/run", json={"input": {"action": "hang"}})
+    platform.stop(grace_s=0.5)
+    for worker in workers:
+        assert not group_alive(worker["pid"]), f"worker {worker['id']} left processes behind"
+
+
+def test_request_count_scales_up_and_idle_workers_stop(tmp_path: Path, platform_factory) -> None:
+    config = {"scalerType": "REQUEST_COUNT", "scalerValue": 1, "workersMax": 3, "idleTimeout": 1}
+    platform = platform_factory(write_app(tmp_path / "app", {"rc": (AIO, config)}), max_workers=4)
+    ep = runpod.Endpoint("rc")
+    jobs = [ep.run({"seconds": 1.5}) for _ in range(3)]
+    pids = {job.output(timeout=60)["pid"] for job in jobs}
+    assert len(pids) == 3
+    wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "idle workers to stop")
+
+
+def test_queue_delay_adds_a_worker_when_jobs_wait_too_long(
+    tmp_path: Path, platform_factory
+) -> None:
+    config = {"scalerType": "QUEUE_DELAY", "scalerValue": 0.5, "workersMax": 2, "workersMin": 1}
+    platform = platform_factory(write_app(tmp_path / "app", {"qd": (BASIC, config)}))
+    wait_for(lambda: platform.workers(), 10, "the minimum worker")
+    ep = runpod.Endpoint("qd")
+    jobs = [ep.run({"action": "sleep", "seconds": 1}) for _ in range(4)]
+    for job in jobs:
+        job.output(timeout=60)
+    assert len(platform.workers()) == 2
+    finished = [_get(platform, f"qd/status/{j.job_id}").json() for j in jobs]
+    assert len({f["workerId"] for f in finished}) == 2
+
+
+def test_machine_wide_cap_moves_an_idle_worker_to_a_hungry_endpoint(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(
+        tmp_path / "app", {"a": (BASIC, {"idleTimeout": 600}), "b": (BASIC, {"idleTimeout": 600})}
+    )
+    platform = platform_factory(app, max_workers=1)
+    assert runpod.Endpoint("a").run_sync({"action": "echo", "value": "a"}, timeout=30)
+    assert runpod.Endpoint("b").run_sync({"action": "echo", "value": "b"}, timeout=30) == {
+        "echo": "b"
+    }
+    workers = platform.workers()
+    assert [w["endpoint"] for w in workers] == ["a", "b"]
+    assert not workers[0]["alive"]
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    arrived = threading.Event()
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        type(self).received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+        type(self).arrived.set()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_receives_the_final_status(tmp_path: Path, platform_factory) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+        hook = f"http://127.0.0.1:{server.server_address[1]}/done"
+        job = _post(
+            platform, "basic/run", json={"input": {"action": "echo", "value": 9}, "webhook": hook}
+        ).json()
+        assert _Hooks.arrived.wait(30)
+        body = _Hooks.received[0]
+        assert body["id"] == job["id"]
+        assert body["status"] == "COMPLETED"
+        assert body["output"] == {"echo": 9}
+    finally:
+        server.shutdown()
+
+
+VERSIONED = """
+import time
+from flash.runtime.worker import start
+
+def handler(job):
+    time.sleep(job["input"].get("seconds", 0))
+    return {"version": VERSION}
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_replace_app_finishes_running_jobs_on_old_workers(tmp_path: Path, platform_factory) -> None:
+    v1 = write_app(tmp_path / "v1", {"svc": (VERSIONED.replace("VERSION", "1"), {})})
+    v2 = write_app(tmp_path / "v2", {"svc": (VERSIONED.replace("VERSION", "2"), {})})
+    platform = platform_factory(v1)
+    ep = runpod.Endpoint("svc")
+    long_job = ep.run({"seconds": 1.5})
+    wait_for(lambda: long_job.status() == "IN_PROGRESS", 30, "the long job to start")
+    platform.replace_app(v2)
+    assert ep.run_sync({"seconds": 0}, timeout=60) == {"version": 2}
+    assert long_job.output(timeout=60) == {"version": 1}
+    wait_for(lambda: platform.workers()[0]["alive"] is False, 20, "the old worker to exit")
+
+
+def test_ttl_ends_a_job_that_waited_too_long(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})}))
+    busy = _post(platform, "one/run", json={"input": {"action": "sleep", "seconds": 2}}).json()
+    late = _post(
+        platform, "one/run", json={"input": {"action": "echo"}, "policy": {"ttl": 300}}
+    ).json()
+    final = _final(platform, "one", late["id"])
+    assert final["status"] == "TIMED_OUT"
+    assert "ttl of 300 ms" in final["error"]
+    assert _final(platform, "one", busy["id"])["status"] == "COMPLETED"
+
+
+def test_runsync_wait_answers_early_and_the_job_finishes(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    early = _post(
+        platform, "basic/runsync?wait=100", json={"input": {"action": "sleep", "seconds": 1}}
+    ).json()
+    assert early["status"] in ("IN_QUEUE", "IN_PROGRESS")
+    assert "output" not in early
+    assert _final(platform, "basic", early["id"])["output"] == {"slept": 1}
+
+
+def test_finished_results_expire_as_in_production(tmp_path: Path, platform_factory) -> None:
+    import time
+
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    synced = _post(platform, "basic/runsync", json={"input": {"action": "echo"}}).json()
+    queued = _post(platform, "basic/run", json={"input": {"action": "echo"}}).json()
+    _final(platform, "basic", queued["id"])
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    platform.call(lambda: dispatcher.prune(time.time() + 61))  # a minute later
+    assert _get(platform, f"basic/status/{synced['id']}").status_code == 404
+    assert _get(platform, f"basic/status/{queued['id']}").status_code == 200
+    platform.call(lambda: dispatcher.prune(time.time() + 31 * 60))  # half an hour later
+    assert _get(platform, f"basic/status/{queued['id']}").status_code == 404
+
+
+def test_openapi_docs_are_served(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    schema = requests.get(f"{platform.url}/openapi.json", timeout=10).json()
+    assert "/v2/{endpoint_id}/runsync" in schema["paths"]
+    docs = requests.get(f"{platform.url}/docs", timeout=10)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+PROGRESS = """
+import time
+from pathlib import Path
+import runpod
+
+def handler(job):
+    runpod.serverless.progress_update(job, {"step": 1})
+    release = Path(job["input"]["release"])
+    deadline = time.monotonic() + 30
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"done": True}
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler})
+"""
+
+
+def test_progress_updates_show_in_status(tmp_path: Path, platform_factory) -> None:
+    app = write_app(tmp_path / "app", {"prog": (PROGRESS, {})})
+    platform = platform_factory(app)
+    release = tmp_path / "release"
+    job = _post(platform, "prog/run", json={"input": {"release": str(release)}}).json()
+    progress = wait_for(
+        lambda: (s := _get(platform, f"prog/status/{job['id']}").json()).get("output") and s,
+        30,
+        "a progress update",
+    )
+    assert progress["status"] == "IN_PROGRESS"
+    assert progress["output"] == {"step": 1}
+    release.write_text("go")
+    assert _final(platform, "prog", job["id"])["output"] == {"done": True}
+
+
+def test_our_loop_runs_sync_handlers_concurrently_in_threads(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"threads": (BASIC, {"workersMax": 1, "concurrency": 3})})
+    platform = platform_factory(app, worker_loop="flash")
+    assert runpod.Endpoint("threads").run_sync({"action": "pid"}, timeout=30)["pid"]
+    ids = [
+        _post(platform, "threads/run", json={"input": {"action": "sleep", "seconds": 1}}).json()[
+            "id"
+        ]
+        for _ in range(3)
+    ]
+    finals = [_final(platform, "threads", i) for i in ids]
+    assert len({f["workerId"] for f in finals}) == 1
+    # Three one-second jobs on one worker: together they took about one second, not three.
+    assert max(f["delayTime"] for f in finals) < 500
+
+
+BROKEN = """
+raise RuntimeError("this handler cannot even be imported")
+"""
+
+
+def test_workers_that_cannot_start_fail_the_jobs_with_the_reason(
+    tmp_path: Path, platform_factory
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"broken": (BROKEN, {})}))
+    job = _post(platform, "broken/run", json={"input": {}}).json()
+    final = _final(platform, "broken", job["id"])
+    assert final["status"] == "FAILED"
+    assert "fail to start" in final["error"]
+    assert "exited with code 1" in final["error"]
+    assert "this handler cannot even be imported" in final["error"]
+
+
+def test_idempotency_key_returns_the_first_job(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    body = {"input": {"action": "echo", "value": 1}}
+    key = {"Idempotency-Key": "abc-123"}
+    first = _post(platform, "basic/run", json=body, headers=key).json()
+    again = _post(platform, "basic/run", json=body, headers=key).json()
+    assert again["id"] == first["id"]
+    synced = _post(platform, "basic/runsync", json=body, headers=key).json()
+    assert synced["id"] == first["id"] and synced["output"] == {"echo": 1}
+    other = _post(platform, "basic/run", json=body, headers={"Idempotency-Key": "other"}).json()
+    assert other["id"] != first["id"]
+    _final(platform, "basic", other["id"])
+    assert _get(platform, "basic/health").json()["jobs"]["completed"] == 2
+
+
+def test_a_runsync_caller_hanging_up_cancels_its_job(tmp_path: Path, platform_factory) -> None:
+    import socket
+
+    app = write_app(tmp_path / "app", {"one": (AIO, {"workersMax": 1})})
+    platform = platform_factory(app)
+    body = json.dumps({"input": {"seconds": 60}}).encode()
+    with socket.create_connection(("127.0.0.1", platform.port)) as conn:
+        conn.sendall(
+            b"POST /v2/one/runsync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        wait_for(
+            lambda: _get(platform, "one/health").json()["jobs"]["inProgress"] == 1,
+            30,
+            "the job to start",
+        )
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    statuses = wait_for(
+        lambda: (
+            (s := platform.call(lambda: [j.status for j in dispatcher.jobs.values()]))
+            == ["CANCELLED"]
+            and s
+        ),
+        10,
+        "the job to be cancelled",
+    )
+    assert statuses == ["CANCELLED"]
+    # The worker was told to stop it: the next job runs at once, not after a minute.
+    assert runpod.Endpoint("one").run_sync({"seconds": 0}, timeout=10)["pid"]
+
+
+def test_a_full_queue_answers_429(tmp_path: Path, platform_factory) -> None:
+    app = write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})})
+    platform = platform_factory(app, max_queue=2)
+    busy = _post(platform, "one/run", json={"input": {"action": "sleep", "seconds": 1}}).json()
+    wait_for(
+        lambda: _get(platform, f"one/status/{busy['id']}").json()["status"] == "IN_PROGRESS",
+        30,
+        "the first job to start",
+    )
+    for _ in range(2):
+        assert _post(platform, "one/run", json={"input": {"action": "echo"}}).status_code == 200
+    refused = _post(platform, "one/run", json={"input": {"action": "echo"}})
+    assert refused.status_code == 429
+    assert "2 queued jobs (limit 2)" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"scalerType": "FASTEST"}, "resources.bad.config.scalerType: expected QUEUE_DELAY"),
+        ({"workersMax": -1}, "resources.bad.config.workersMax: expected a non-negative number"),
+    ],
+)
+def test_bad_manifest_settings_are_reported_by_field(
+    tmp_path: Path, config: dict, message: str
+) -> None:
+    from flash.platform.manifest import PlatformError, read_manifest
+
+    app = write_app(tmp_path / "app", {"bad": (BASIC, config)})
+    with pytest.raises(PlatformError, match=message.replace(".", r"\.")):
+        read_manifest(app)
+
+
+MODIFIED = """
+import asyncio, os
+from flash.runtime.worker import start
+
+async def handler(job):
+    started = asyncio.get_running_loop().time()
+    await asyncio.sleep(job["input"]["seconds"])
+    return {"pid": os.getpid(), "started": started}
+
+if __name__ == "__main__":
+    start(handler, concurrency_modifier=lambda current: 3)
+"""
+
+
+def test_concurrency_modifier_sets_jobs_per_worker(tmp_path: Path, platform_factory) -> None:
+    app = write_app(tmp_path / "app", {"mod": (MODIFIED, {"workersMax": 1, "concurrency": 1})})
+    platform_factory(app, worker_loop="flash")
+    ep = runpod.Endpoint("mod")
+    assert ep.run_sync({"seconds": 0}, timeout=30)["pid"]  # the worker is up
+    jobs = [ep.run({"seconds": 1}) for _ in range(3)]
+    outputs = [job.output(timeout=30) for job in jobs]
+    assert len({o["pid"] for o in outputs}) == 1
+    starts = sorted(o["started"] for o in outputs)
+    assert starts[-1] - starts[0] < 0.9  # three at once on one worker

@@ -1,0 +1,124 @@
+"""``flash serve``: safe archive extraction, serving, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import requests
+import runpod
+from tests.platform.apps import BASIC, group_alive, wait_for, write_app
+
+from flash.platform.archive import extract_archive
+from flash.platform.manifest import PlatformError
+
+
+def _tar(path: Path, app: Path | None = None, extra: list[tarfile.TarInfo] | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        if app is not None:
+            for item in sorted(app.rglob("*")):
+                tar.add(item, arcname=item.relative_to(app).as_posix(), recursive=False)
+        for info in extra or []:
+            data = b"x" if info.isfile() else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "link", "message"),
+    [
+        ("../evil.py", tarfile.REGTYPE, "", "'..' component"),
+        ("/etc/evil.py", tarfile.REGTYPE, "", "absolute path"),
+        ("escape", tarfile.SYMTYPE, "../../outside", "links outside the archive"),
+        ("abslink", tarfile.SYMTYPE, "/etc/passwd", "links outside the archive"),
+        ("fifo", tarfile.FIFOTYPE, "", "not a regular file"),
+    ],
+)
+def test_unsafe_archive_members_are_refused(
+    tmp_path: Path, name: str, kind: bytes, link: str, message: str
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    archive = _tar(tmp_path / "bad.tar.gz", extra=[info])
+    with pytest.raises(PlatformError, match=message) as caught:
+        extract_archive(archive, tmp_path / "serve")
+    assert name in str(caught.value)
+    assert not (tmp_path / "evil.py").exists()
+
+
+def test_extraction_is_content_addressed_and_reused(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    archive = _tar(tmp_path / "a.tar.gz", app)
+    first = extract_archive(archive, tmp_path / "serve")
+    assert (first / "flash_manifest.json").is_file()
+    (first / "marker").write_text("still here")
+    assert extract_archive(archive, tmp_path / "serve") == first
+    assert (first / "marker").read_text() == "still here"
+
+
+def test_archive_without_manifest_is_refused(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("readme.txt")
+    archive = _tar(tmp_path / "x.tar.gz", extra=[info])
+    with pytest.raises(PlatformError, match=r"no flash_manifest\.json"):
+        extract_archive(archive, tmp_path / "serve")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
+    archive = _tar(tmp_path / "app.tar.gz", app)
+    port = _free_port()
+    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
+    args = [str(archive), "--port", str(port), "--state-dir", str(tmp_path / "state")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{url}/v2/basic/health"), 30, "the gateway")
+        runpod.api_key = "any"
+        runpod.endpoint_url_base = f"{url}/v2"
+        worker_pid = runpod.Endpoint("basic").run_sync({"action": "pid"}, timeout=60)["pid"]
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "basic" in output and f"{url}/v2/basic" in output  # the endpoints table
+    assert not group_alive(worker_pid)
+
+
+def test_serve_reports_a_missing_archive(tmp_path: Path) -> None:
+    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "nope.tar.gz"), "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "nope.tar.gz: archive not found" in result.stderr
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False

@@ -1,0 +1,148 @@
+"""The generic handler unpickles nothing it cannot trust: signed requests only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flash.runtime.generic_handler import create_handler
+from flash.runtime.serialization import deserialize, serialize, serialize_args
+from flash.runtime.signing import generate_key, sign_request, verify_result
+
+KEY = generate_key()
+ENDPOINT = "gpu-worker"
+
+
+class _CreatesFile:
+    """Unpickling this creates a file: the proof that a payload was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path(self.path).write_text, ("pwned",))
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def job(
+    args: tuple[Any, ...],
+    *,
+    key: bytes | None = KEY,
+    endpoint: str = ENDPOINT,
+    function: str = "add",
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    wire_args, wire_kwargs = serialize_args(args, {})
+    payload: dict[str, Any] = {"function_name": "add", "args": wire_args, "kwargs": wire_kwargs}
+    if key is not None:
+        payload["signature"] = sign_request(
+            key,
+            endpoint=endpoint,
+            function=function,
+            fields=payload,
+            deadline=deadline or time.time() + 60,
+        )
+    return {"id": "job-1", "input": payload}
+
+
+def run(handler: Any, job: dict[str, Any]) -> dict[str, Any]:
+    return asyncio.run(handler(job))
+
+
+@pytest.fixture
+def handler() -> Any:
+    return create_handler({"add": add}, endpoint=ENDPOINT, signing_key=KEY)
+
+
+def test_signed_request_runs_and_the_answer_is_signed(handler: Any) -> None:
+    request = job((2, 3))
+    answer = run(handler, request)
+    assert answer["success"] and deserialize(answer["result"]) == 5
+    mac = answer.pop("mac")
+    verify_result(KEY, mac, nonce=request["input"]["signature"]["nonce"], result_fields=answer)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda p: job((_CreatesFile(p),), key=None), id="unsigned"),
+        pytest.param(lambda p: job((_CreatesFile(p),), key=generate_key()), id="wrong-key"),
+        pytest.param(lambda p: job((_CreatesFile(p),), endpoint="other"), id="other-endpoint"),
+        pytest.param(lambda p: job((_CreatesFile(p),), function="sub"), id="other-function"),
+    ],
+)
+def test_bad_signatures_are_refused_before_unpickling(
+    handler: Any, tmp_path: Path, make: Any
+) -> None:
+    marker = tmp_path / "pwned"
+    answer = run(handler, make(str(marker)))
+    assert not answer["success"] and answer["error_type"] == "SignatureRejected"
+    assert not marker.exists()
+    assert deserialize(run(handler, job((1, 1)))["result"]) == 2  # still serving
+
+
+def test_tampered_payload_is_refused(handler: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    request = job((1, 2))
+    request["input"]["args"] = [serialize(_CreatesFile(str(marker)))]
+    answer = run(handler, request)
+    assert answer["error_type"] == "SignatureRejected"
+    assert not marker.exists()
+
+
+def test_expired_request_is_refused(handler: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    request = job((_CreatesFile(str(marker)),), deadline=time.time() + 0.05)
+    request["input"]["signature"]["deadline"] = time.time() - 3600  # stale, and now forged
+    answer = run(handler, request)
+    assert answer["error_type"] == "SignatureRejected"
+    assert not marker.exists()
+
+
+def test_replayed_request_is_refused(handler: Any) -> None:
+    request = job((2, 2))
+    assert run(handler, request)["success"]
+    again = run(handler, request)
+    assert again["error_type"] == "SignatureRejected" and "replay" in again["error"].lower()
+
+
+def test_without_a_key_pickles_are_refused_unless_allowed(tmp_path: Path) -> None:
+    os.environ.pop("FLASH_SIGNING_KEY", None)
+    strict = create_handler({"add": add}, signing_key=None, allow_unsigned=False)
+    marker = tmp_path / "pwned"
+    answer = run(strict, job((_CreatesFile(str(marker)),), key=None))
+    assert answer["error_type"] == "SignatureRejected" and "FLASH_SIGNING_KEY" in answer["error"]
+    assert not marker.exists()
+    relaxed = create_handler({"add": add}, signing_key=None, allow_unsigned=True)
+    assert deserialize(run(relaxed, job((1, 2), key=None))["result"]) == 3
+
+
+def test_python_version_mismatch_is_reported_as_such(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sign as a caller on another Python: the MAC is valid and only the versions differ.
+    from flash.runtime import signing
+
+    real = signing.local_versions()
+    monkeypatch.setattr(
+        signing, "local_versions", lambda: {"python": "3.99", "cloudpickle": real["cloudpickle"]}
+    )
+    request = job((1, 2))
+    monkeypatch.undo()
+    answer = run(handler, request)
+    assert answer["error_type"] == "VersionMismatch"
+    assert "3.99" in answer["error"]
+
+
+def test_signing_handler_needs_its_endpoint_name() -> None:
+    os.environ.pop("FLASH_RESOURCE_NAME", None)
+    with pytest.raises(ValueError, match="endpoint"):
+        create_handler({"add": add}, signing_key=KEY)

@@ -1,0 +1,34 @@
+"""bench/serialization.py runs and reports every path (figures are not asserted: timing varies)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "serialization.py"
+
+
+def test_serialization_bench_quick_run() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    rows = {row["case"]: row for row in figures["rows"]}
+    assert set(rows) == {"small (3 ints)", "1 MB bytes", "1 MB list[float]"}
+    for row in rows.values():
+        assert row["unsigned_us"] > 0 and row["signed_us"] > 0
+    assert rows["1 MB bytes"]["pickle_bytes"] > 1_000_000
+    assert rows["1 MB bytes"]["json_us"] is None
+    assert rows["small (3 ints)"]["json_us"] > 0
+    assert set(figures["small_steps_us"]) == {
+        "sign_request",
+        "verify_request",
+        "sign_result",
+        "verify_result",
+    }

@@ -1,0 +1,538 @@
+"""The signed-pickle protocol: what gets through, what is refused, and why."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import pickle
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flash.runtime import signing
+from flash.runtime.serialization import deserialize, serialize, serialize_args
+from flash.runtime.signing import (
+    BAD_MAC,
+    CLOCK_SKEW_S,
+    EXPIRED,
+    MALFORMED,
+    MAX_TTL_S,
+    MISSING,
+    REPLAY_CACHE_FULL,
+    REPLAYED,
+    TAMPERED,
+    UNSUPPORTED,
+    WRONG_TARGET,
+    ReplayCache,
+    SignatureError,
+    SigningKeyError,
+    check_versions,
+    generate_key,
+    key_from_text,
+    key_to_text,
+    load_signing_key,
+    local_versions,
+    payload_digest,
+    sign_request,
+    sign_result,
+    verify_request,
+    verify_result,
+)
+
+NOW = 1_750_000_000.0
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+
+
+def job_fields(**overrides: Any) -> dict[str, Any]:
+    args, kwargs = serialize_args([1, "two"], {"three": [3.0]})
+    fields: dict[str, Any] = {
+        "function_name": "embed",
+        "execution_type": "function",
+        "args": args,
+        "kwargs": kwargs,
+        "protocol_version": 1,
+    }
+    fields.update(overrides)
+    return fields
+
+
+def signed(fields: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "endpoint": "gpu-worker",
+        "function": "embed",
+        "deadline": NOW + 60,
+        "now": NOW,
+    }
+    options.update(kw)
+    return sign_request(KEY, fields=fields, **options)
+
+
+def verify(
+    signature: Any, fields: dict[str, Any], *, replay: ReplayCache | None = None, **kw: Any
+) -> None:
+    options: dict[str, Any] = {"endpoint": "gpu-worker", "function": "embed", "now": NOW}
+    options.update(kw)
+    verify_request(
+        kw.pop("key", KEY),
+        signature,
+        fields=fields,
+        replay=replay if replay is not None else ReplayCache(),
+        **{k: v for k, v in options.items() if k != "key"},
+    )
+
+
+def reason_of(call: Any) -> str:
+    with pytest.raises(SignatureError) as info:
+        call()
+    assert info.value.reason in signing.REASONS
+    return info.value.reason
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_key_text_round_trip_and_generation() -> None:
+    key = generate_key()
+    assert len(key) == 32 and key != generate_key()
+    text = key_to_text(key)
+    assert text == text.lower() and len(text) == 64
+    assert key_from_text(text) == key
+    assert load_signing_key({"FLASH_SIGNING_KEY": f"  {text}\n"}) == key
+    assert load_signing_key({}) is None
+    assert load_signing_key({"FLASH_SIGNING_KEY": ""}) is None
+
+
+@pytest.mark.parametrize("bad", ["abc123", "zz" * 32, "ab" * 33, "é" * 64])
+def test_malformed_key_is_a_clear_error_that_never_echoes_it(bad: str) -> None:
+    with pytest.raises(SigningKeyError) as info:
+        load_signing_key({"FLASH_SIGNING_KEY": bad})
+    message = str(info.value)
+    assert "FLASH_SIGNING_KEY" in message and "64 hexadecimal characters" in message
+    assert bad not in message
+
+
+def test_wrong_key_type_is_refused() -> None:
+    with pytest.raises(SigningKeyError):
+        sign_request(b"short", endpoint="e", function="f", fields={}, deadline=NOW + 1, now=NOW)
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_a_signed_request_verifies_after_a_json_round_trip() -> None:
+    fields = job_fields()
+    block = signed(fields)
+    assert block["v"] == 1 and block["alg"] == "HMAC-SHA256"
+    assert block["caller"] == local_versions()
+    assert len(block["nonce"]) == 32 and len(block["mac"]) == 64
+    # The job travels as JSON: what the worker sees is what json.loads gives back.
+    job = json.loads(json.dumps({**fields, "signature": block}))
+    verify(job.pop("signature"), job)
+
+
+def test_class_calls_sign_their_method_fields() -> None:
+    args, kwargs = serialize_args([2], {"scale": 0.5})
+    fields = job_fields(
+        function_name="Model",
+        execution_type="class",
+        method_name="predict",
+        method_args=args,
+        method_kwargs=kwargs,
+    )
+    block = signed(fields, function="Model")
+    verify(block, fields, function="Model")
+    tampered = {**fields, "method_name": "train"}
+    assert reason_of(lambda: verify(block, tampered, function="Model")) == TAMPERED
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda f: f["args"].__setitem__(0, serialize(666)),
+        lambda f: f["args"].append(serialize(4)),
+        lambda f: f["kwargs"].__setitem__("three", serialize("x")),
+        lambda f: f["kwargs"].__setitem__("extra", serialize(1)),
+        lambda f: f.__setitem__("function_name", "other"),
+        lambda f: f.__setitem__("execution_type", "class"),
+        lambda f: f.__setitem__("method_name", "__call__"),
+        lambda f: f.__setitem__("method_args", [serialize(1)]),
+        lambda f: f.__setitem__("method_kwargs", {"a": serialize(1)}),
+        lambda f: f.__setitem__("args", []),
+        lambda f: f.pop("kwargs"),
+    ],
+    ids=[
+        "args-item",
+        "args-added",
+        "kwargs-value",
+        "kwargs-added",
+        "function_name",
+        "execution_type",
+        "method_name-added",
+        "method_args-added",
+        "method_kwargs-added",
+        "args-emptied",
+        "kwargs-removed",
+    ],
+)
+def test_tampering_with_any_pickle_carrying_field_is_detected(tamper: Any) -> None:
+    fields = job_fields()
+    block = signed(fields)
+    tampered = copy.deepcopy(fields)
+    tamper(tampered)
+    assert reason_of(lambda: verify(block, tampered)) == TAMPERED
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("endpoint", "cpu-worker"),
+        ("function", "other"),
+        ("digest", "0" * 64),
+        ("deadline", NOW + 61),
+        ("nonce", "f" * 32),
+        ("mac", "0" * 64),
+        ("caller", {"python": "3.99", "cloudpickle": "3.1.3"}),
+        ("caller", {"python": "3.11", "cloudpickle": "9.0.0"}),
+        ("caller", {**local_versions(), "extra": "1"}),
+    ],
+)
+def test_tampering_with_any_signed_field_is_detected(field: str, value: Any) -> None:
+    fields = job_fields()
+    block = {**signed(fields), field: value}
+    # Verify at the target the forged block names, so only the MAC can catch it.
+    target = {"endpoint": block["endpoint"], "function": block["function"]}
+    assert reason_of(lambda: verify(block, fields, **target)) == BAD_MAC
+
+
+def test_a_signature_for_another_endpoint_or_function_is_refused() -> None:
+    fields = job_fields()
+    block = signed(fields)
+    with pytest.raises(SignatureError) as info:
+        verify(block, fields, endpoint="cpu-worker")
+    assert info.value.reason == WRONG_TARGET
+    assert "'gpu-worker'" in info.value.message and "'cpu-worker'" in info.value.message
+    assert reason_of(lambda: verify(block, fields, function="train")) == WRONG_TARGET
+
+
+def test_wrong_key_is_refused_and_says_to_check_the_key() -> None:
+    fields = job_fields()
+    block = signed(fields)
+    with pytest.raises(SignatureError) as info:
+        verify(block, fields, key=OTHER_KEY)
+    assert info.value.reason == BAD_MAC and "FLASH_SIGNING_KEY" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        (None, MISSING),
+        ("signed", MALFORMED),
+        ([], MALFORMED),
+        ({}, UNSUPPORTED),
+        ({"v": 2}, UNSUPPORTED),
+        ({"v": True}, UNSUPPORTED),
+        ({"v": 1, "alg": "HMAC-MD5"}, UNSUPPORTED),
+    ],
+)
+def test_missing_and_unsupported_signatures(signature: Any, reason: str) -> None:
+    assert reason_of(lambda: verify(signature, job_fields())) == reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("endpoint", ""),
+        ("endpoint", 5),
+        ("function", None),
+        ("digest", "ABC"),
+        ("digest", "g" * 64),
+        ("mac", "é" * 64),
+        ("nonce", "0" * 31),
+        ("nonce", None),
+        ("deadline", "tomorrow"),
+        ("deadline", True),
+        ("deadline", float("inf")),
+        ("caller", "3.11"),
+        ("caller", {"python": 3.11}),
+        ("caller", {f"k{i}": "v" for i in range(20)}),
+    ],
+)
+def test_malformed_blocks_are_refused(field: str, value: Any) -> None:
+    fields = job_fields()
+    block = {**signed(fields), field: value}
+    assert reason_of(lambda: verify(block, fields)) == MALFORMED
+
+
+def test_expiry_allows_clock_skew_and_no_more() -> None:
+    fields = job_fields()
+    block = signed(fields, deadline=NOW + 10)
+    verify(block, fields, now=NOW + 10 + CLOCK_SKEW_S - 1)
+    with pytest.raises(SignatureError) as info:
+        verify(block, fields, now=NOW + 10 + CLOCK_SKEW_S + 5)
+    assert info.value.reason == EXPIRED and "expired" in info.value.message
+
+
+def test_deadlines_too_far_ahead_are_refused_both_ways() -> None:
+    with pytest.raises(ValueError, match="ahead"):
+        signed(job_fields(), deadline=NOW + MAX_TTL_S + 1)
+    with pytest.raises(ValueError, match="passed"):
+        signed(job_fields(), deadline=NOW - 1)
+    fields = job_fields()
+    block = signed(fields, deadline=NOW + 60)
+    # A worker whose clock is far behind sees a deadline too far ahead.
+    assert reason_of(lambda: verify(block, fields, now=NOW - MAX_TTL_S)) == MALFORMED
+
+
+def test_a_replayed_request_is_refused() -> None:
+    fields = job_fields()
+    block = signed(fields)
+    replay = ReplayCache()
+    verify(block, fields, replay=replay)
+    with pytest.raises(SignatureError) as info:
+        verify(block, fields, replay=replay)
+    assert info.value.reason == REPLAYED
+    # Long after the deadline the nonce is forgotten, and the request is refused as expired.
+    assert reason_of(lambda: verify(block, fields, replay=replay, now=NOW + 3600)) == EXPIRED
+
+
+def test_a_refused_request_does_not_burn_its_nonce() -> None:
+    fields = job_fields()
+    block = signed(fields)
+    replay = ReplayCache()
+    tampered = {**fields, "function_name": "x"}
+    assert reason_of(lambda: verify(block, tampered, replay=replay)) == TAMPERED
+    assert reason_of(lambda: verify(block, fields, replay=replay, key=OTHER_KEY)) == BAD_MAC
+    assert len(replay) == 0
+    verify(block, fields, replay=replay)
+
+
+def test_replay_cache_is_bounded_and_refuses_rather_than_forgets() -> None:
+    cache = ReplayCache(max_entries=2)
+    cache.remember("a" * 32, NOW + 10, now=NOW)
+    cache.remember("b" * 32, NOW + 100, now=NOW)
+    with pytest.raises(SignatureError) as info:
+        cache.remember("c" * 32, NOW + 10, now=NOW + 1)
+    assert info.value.reason == REPLAY_CACHE_FULL
+    # Once the first nonce expires (deadline + skew), there is room again ...
+    cache.remember("c" * 32, NOW + 10, now=NOW + 10 + CLOCK_SKEW_S + 1)
+    assert len(cache) == 2
+    # ... and the unexpired one was never forgotten.
+    with pytest.raises(SignatureError) as again:
+        cache.remember("b" * 32, NOW + 100, now=NOW + 50)
+    assert again.value.reason == REPLAYED
+
+
+def test_concurrent_replays_let_exactly_one_through() -> None:
+    fields = job_fields()
+    block = signed(fields)
+    replay = ReplayCache()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            verify(block, fields, replay=replay)
+            outcomes.append("ok")
+        except SignatureError as exc:
+            outcomes.append(exc.reason)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["ok"] + [REPLAYED] * 7
+
+
+def test_deeply_nested_fields_are_malformed_not_a_crash() -> None:
+    deep: Any = "x"
+    for _ in range(10_000):
+        deep = [deep]
+    fields = job_fields()
+    block = signed(fields)
+    assert reason_of(lambda: verify(block, {**fields, "args": deep})) == MALFORMED
+    with pytest.raises(ValueError, match="nested deeper"):
+        payload_digest({"args": deep})
+    assert reason_of(lambda: verify(block, {**fields, "kwargs": {1: "x"}})) == MALFORMED
+
+
+# ---------------------------------------------------------------- the pickle gate
+
+
+class _CreatesFile:
+    """Unpickling this creates a file: the stand-in for arbitrary code in a pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (Path(self.path),))
+
+
+def _gate(signature: Any, fields: dict[str, Any], replay: ReplayCache, **kw: Any) -> Any:
+    """What a worker does: verify first, unpickle only what got through."""
+    verify(signature, fields, replay=replay, **kw)
+    return [deserialize(a) for a in fields["args"]]
+
+
+def test_a_malicious_pickle_never_runs_without_a_valid_signature(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    fields = job_fields(args=[serialize(_CreatesFile(str(marker)))])
+    block = signed(fields, deadline=NOW + 10)
+    replay = ReplayCache()
+    attempts = {
+        "missing": lambda: _gate(None, fields, replay),
+        "wrong key": lambda: _gate(
+            sign_request(
+                OTHER_KEY,
+                endpoint="gpu-worker",
+                function="embed",
+                fields=fields,
+                deadline=NOW + 10,
+                now=NOW,
+            ),
+            fields,
+            replay,
+        ),
+        "stale": lambda: _gate(block, fields, replay, now=NOW + 10 + CLOCK_SKEW_S + 1),
+        "other payload": lambda: _gate(signed(job_fields()), fields, replay),
+    }
+    for label, attempt in attempts.items():
+        with pytest.raises(SignatureError):
+            attempt()
+        assert not marker.exists(), label
+    # The same pickle with a valid signature does run: the gate is what stopped it.
+    _gate(block, fields, replay)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(SignatureError):
+        _gate(block, fields, replay)  # replayed
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- versions
+
+
+def test_matching_versions_pass() -> None:
+    assert check_versions(local_versions()) is None
+    mine = local_versions()
+    patch = {**mine, "cloudpickle": mine["cloudpickle"].split(".")[0] + ".99.0"}
+    assert check_versions(patch) is None
+    assert check_versions({"python": "unknown", "cloudpickle": "unknown"}) is None
+    assert check_versions({}) is None
+
+
+def test_python_minor_mismatch_is_explained() -> None:
+    ours = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    theirs = "3.12" if ours != "3.12" else "3.11"
+    cp_minor = ".".join(cloudpickle.__version__.split(".")[:2])
+    message = check_versions({"python": f"{theirs}", "cloudpickle": cloudpickle.__version__})
+    assert message == (
+        f"caller runs Python {theirs} with cloudpickle {cp_minor}, this worker Python "
+        f"{ours} with cloudpickle {cp_minor}: pickled calls need the same Python minor "
+        f"version; use the JSON path or build for {theirs}"
+    )
+
+
+def test_cloudpickle_major_mismatch_is_explained() -> None:
+    message = check_versions(
+        {"python": "3.11", "cloudpickle": "2.2.1"},
+        local={"python": "3.11", "cloudpickle": "3.1.3"},
+    )
+    assert message is not None
+    assert "cloudpickle 2.2" in message and "cloudpickle 3.1" in message
+    assert "same cloudpickle major version" in message and "cloudpickle==2.2.1" in message
+
+
+# ---------------------------------------------------------------- results
+
+
+def test_results_are_bound_to_the_request_nonce() -> None:
+    result = {"success": True, "result": serialize({"x": 1})}
+    mac = sign_result(KEY, nonce="a" * 32, result_fields=result)
+    verify_result(KEY, mac, nonce="a" * 32, result_fields=json.loads(json.dumps(result)))
+    checks = {
+        "altered": lambda: verify_result(
+            KEY, mac, nonce="a" * 32, result_fields={**result, "result": serialize(2)}
+        ),
+        "flag": lambda: verify_result(
+            KEY, mac, nonce="a" * 32, result_fields={**result, "success": False}
+        ),
+        "other request": lambda: verify_result(KEY, mac, nonce="b" * 32, result_fields=result),
+        "other key": lambda: verify_result(OTHER_KEY, mac, nonce="a" * 32, result_fields=result),
+    }
+    for label, check in checks.items():
+        assert reason_of(check) == BAD_MAC, label
+    assert reason_of(lambda: verify_result(KEY, None, nonce="a", result_fields=result)) == MISSING
+    assert reason_of(lambda: verify_result(KEY, "xyz", nonce="a", result_fields=result)) == (
+        MALFORMED
+    )
+
+
+# ---------------------------------------------------------------- the digest
+
+
+def test_digest_is_sorted_key_compact_json_for_plain_strings() -> None:
+    fields = job_fields(method_name=None)
+    subset = {k: v for k, v in fields.items() if k in signing.SIGNED_FIELDS and v is not None}
+    canonical = json.dumps(subset, sort_keys=True, separators=(",", ":"))
+    assert payload_digest(fields) == hashlib.sha256(canonical.encode()).hexdigest()
+    # None counts as absent; fields outside the signed set are ignored.
+    assert payload_digest(fields) == payload_digest({**subset, "method_name": None})
+    assert payload_digest(fields) != payload_digest({**subset, "method_name": "x"})
+
+
+def test_digest_of_a_megabyte_payload_hashes_the_string_in_place() -> None:
+    big = serialize(os.urandom(1 << 20))
+    fields = {"function_name": "f", "args": [big], "kwargs": {}}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    assert payload_digest(fields) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=6)
+_field_values = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_field_dicts = st.dictionaries(st.sampled_from(signing.SIGNED_FIELDS), _field_values, max_size=4)
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    subset = {k: v for k, v in fields.items() if v is not None}
+    return json.dumps(subset, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_field_dicts, _field_dicts)
+def test_digests_are_equal_exactly_when_the_fields_are(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    assert (payload_digest(a) == payload_digest(b)) == (_canonical(a) == _canonical(b))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_strings_with_quotes_and_escapes_never_collide(a: str, b: str) -> None:
+    assert payload_digest({"args": [a, b]}) != payload_digest({"args": [a + '","' + b]})
+    assert (payload_digest({"method_name": a}) == payload_digest({"method_name": b})) == (a == b)
+
+
+def test_pickles_in_fields_are_never_loaded_by_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: loads.append(a))
+    fields = job_fields()
+    verify(signed(fields), fields)
+    assert loads == []
