@@ -268,3 +268,29 @@ def test_unsigned_pickle_never_runs_on_an_endpoint(platform: LocalPlatform, tmp_
     assert job["status"] == "FAILED" and "refused" in job["error"]
     assert not marker.exists()
     assert asyncio.run(app_module("chain").noop(7)) == 7  # the endpoint keeps serving
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+def test_each_endpoint_publishes_an_openapi_document_of_its_functions(
+    platform: LocalPlatform,
+) -> None:
+    document = httpx.get(f"{platform.url}/v2/svc-a/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    call = schemas["callsapp.chain.helper.call"]
+    assert call["properties"]["function"]["enum"] == ["callsapp.chain.helper", "helper"]
+    assert call["properties"]["kwargs"]["properties"]["x"]["type"] == "integer"
+    assert schemas["callsapp.chain.helper.result"]["type"] == "integer"
+    for ref in _refs(document):  # every reference resolves inside the document
+        assert ref.startswith("#/components/schemas/") and ref.split("/")[-1] in schemas
+    assert "callsapp.chain.noop" in document["info"]["description"]  # untyped: pickle only
+    page = httpx.get(f"{platform.url}/docs").text
+    assert "callsapp.chain.helper" in page and "/v2/svc-b/openapi.json" in page
+    assert httpx.get(f"{platform.url}/v2/nope/openapi.json").status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,11 +40,43 @@ def preprocess(url: str) -> Any:
     return job["output"]["result"]
 
 
+WEB_APP = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from workers.cpu_worker import preprocess
+
+
+async def clean(request):
+    return JSONResponse(await preprocess([request.query_params["text"]]))
+
+
+app = Starlette(routes=[Route("/clean", clean)])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def completed(url: str) -> int:
+    return int(httpx.get(f"{url}/v2/cpu-worker/health").json()["jobs"]["completed"])
+
+
 def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     write_starter(project)
+    (project / "main.py").write_text(WEB_APP)
+    app_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flash.cli", "run", str(project), "--port", "0"],
+        [
+            sys.executable,
+            *("-m", "flash.cli", "run", str(project)),
+            *("--port", "0", "--app-port", str(app_port)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -65,6 +98,19 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
         assert url_found.wait(60), "".join(lines)
         url = re.search(r"http://127\.0\.0\.1:\d+", "".join(lines)).group(0)  # type: ignore[union-attr]
         assert preprocess(url) == ["a b"]
+
+        # main.py's web app runs too, and its @remote calls go to the local endpoints.
+        before = completed(url)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{app_port}/clean", params={"text": " x  y "})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.1)
+        assert page.json() == ["x y"]
+        assert completed(url) == before + 1
 
         worker = project / "workers" / "cpu_worker.py"
         worker.write_text(worker.read_text().replace('" ".join', '"-".join'))

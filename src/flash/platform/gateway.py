@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from flash.platform import jobs as js
+from flash.platform import openapi
 from flash.platform.dispatch import Dispatcher
 from flash.platform.supervisor import Supervisor
 
@@ -112,6 +113,8 @@ class Gateway:
             "job-stop": (("worker",), ("GET",), w(self.stop_signals)),
             "job-stream": (("worker", "job_id"), ("POST",), w(self.chunk)),
             "ping": (("worker",), ("GET",), w(self.ping)),
+            # Documentation, open like /docs: the schemas of the endpoint's functions.
+            "openapi.json": ((), ("GET",), self.endpoint_openapi),
         }
         rest = Starlette(
             routes=[
@@ -344,7 +347,20 @@ class Gateway:
         return _json(openapi_schema())
 
     async def docs(self, request: Request) -> Response:
-        return HTMLResponse(_DOCS_HTML)
+        endpoints = [
+            (name, openapi.resource_entry(dep.app_dir, name))
+            for name, dep in sorted(self.supervisor.deployments.items())
+        ]
+        return HTMLResponse(openapi.docs_page(endpoints))
+
+    async def endpoint_openapi(self, request: Request) -> Response:
+        name = request.path_params["endpoint"]
+        deployment = self.supervisor.deployments.get(name)
+        if deployment is None:
+            return _error(404, f"no endpoint named {name!r}")
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        resource = openapi.resource_entry(deployment.app_dir, name)
+        return _json(openapi.endpoint_document(name, resource, base))
 
 
 async def _disconnected(request: Request) -> bool:
@@ -432,13 +448,3 @@ def openapi_schema() -> dict[str, Any]:
             f"{ep}/health": {"get": op("Job and worker counts")},
         },
     }
-
-
-_DOCS_HTML = """<!doctype html>
-<html><head><title>Flash platform API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"><p>API description: <a href="/openapi.json">/openapi.json</a></p></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>if (window.SwaggerUIBundle) SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-</body></html>
-"""

@@ -1,0 +1,173 @@
+"""OpenAPI documents and the /docs page, from the JSON Schemas the build recorded.
+
+Every endpoint shares RunPod's routes, so one ``/runsync`` request body describes all of an
+endpoint's JSON-callable functions: ``{"input": {"function": <name>, "kwargs": {...}}}``.
+Functions without a schema take signed pickles only and are listed as such.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "flash_manifest.json"
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest(app_dir: Path) -> dict[str, Any]:
+    # An app directory never changes once extracted: read its manifest once.
+    data = json.loads((app_dir / MANIFEST).read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def resource_entry(app_dir: Path, name: str) -> dict[str, Any]:
+    resources = _manifest(app_dir).get("resources") or {}
+    entry = resources.get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` moved to components, refs rewritten to match."""
+    schema = json.loads(json.dumps(schema))  # a private copy
+    defs = schema.pop("$defs", {}) or {}
+    renamed = {key: f"{prefix}.{key}" for key in defs}
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                node = {**node, "$ref": f"#/components/schemas/{renamed[ref[8:]]}"}
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    for key, value in defs.items():
+        components[renamed[key]] = rewrite(value)
+    return dict(rewrite(schema))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def endpoint_document(name: str, resource: dict[str, Any], server_url: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document for one endpoint's ``run``/``runsync`` with typed JSON inputs."""
+    components: dict[str, Any] = {}
+    variants: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    pickle_only: list[str] = []
+    for fn in resource.get("functions") or []:
+        schema = fn.get("schema") if isinstance(fn, dict) else None
+        qualified = str(fn.get("qualified_name", fn.get("name", "?")))
+        if not isinstance(schema, dict):
+            reason = fn.get("pickle_only") or "no JSON schema"
+            pickle_only.append(f"{qualified} ({reason})")
+            continue
+        prefix = _safe(qualified)
+        kwargs = _component(prefix, schema["input"], components)
+        result = _component(prefix, schema["output"], components)
+        components[f"{prefix}.call"] = {
+            "type": "object",
+            "title": qualified,
+            "required": ["function", "kwargs"],
+            "additionalProperties": False,
+            "properties": {
+                "function": {"enum": sorted({qualified, str(fn.get("name"))})},
+                "kwargs": kwargs,
+            },
+        }
+        components[f"{prefix}.result"] = {
+            "title": f"{qualified} result"
+            + (" (each streamed item)" if schema.get("stream") else ""),
+            **result,
+        }
+        variants.append({"$ref": f"#/components/schemas/{prefix}.call"})
+        outputs.append({"$ref": f"#/components/schemas/{prefix}.result"})
+    job = {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "input": {"oneOf": variants} if variants else {"type": "object"},
+            "webhook": {"type": "string", "format": "uri"},
+            "policy": {
+                "type": "object",
+                "properties": {
+                    "executionTimeout": {"type": "integer", "minimum": 1},
+                    "ttl": {"type": "integer", "minimum": 1},
+                },
+            },
+        },
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "status": {
+                "enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
+            },
+            "output": {
+                "type": "object",
+                "properties": {
+                    "success": {"type": "boolean"},
+                    "result": {"oneOf": outputs} if outputs else {},
+                    "encoding": {"const": "json"},
+                    "issues": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "error": {"type": "string"},
+            "delayTime": {"type": "integer"},
+            "executionTime": {"type": "integer"},
+        },
+    }
+    description = "Typed JSON calls to this endpoint's functions."
+    if pickle_only:
+        description += " Signed pickles only (Flash's Python client): " + ", ".join(pickle_only)
+    body = {"required": True, "content": {"application/json": {"schema": job}}}
+    ok = {"description": "the job", "content": {"application/json": {"schema": answer}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"Flash endpoint {name}", "version": "1", "description": description},
+        "servers": [{"url": f"{server_url}/v2/{name}"}],
+        "paths": {
+            "/runsync": {
+                "post": {"summary": "Run and wait", "requestBody": body, "responses": {"200": ok}}
+            },
+            "/run": {"post": {"summary": "Queue", "requestBody": body, "responses": {"200": ok}}},
+        },
+        "components": {"schemas": components},
+    }
+
+
+def docs_page(endpoints: list[tuple[str, dict[str, Any]]]) -> str:
+    """A page that works offline: every endpoint, its functions, how to call them."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Flash platform API</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
+        "pre{background:#f4f4f4;padding:.6em;overflow:auto}</style></head><body>",
+        "<h1>Flash platform API</h1><p>RunPod's serverless API: "
+        "<a href='/openapi.json'>/openapi.json</a>. Per endpoint, typed JSON calls:</p>",
+    ]
+    for name, resource in endpoints:
+        quoted = html.escape(name)
+        link = f"/v2/{quoted}/openapi.json"
+        parts.append(f"<h2>{quoted}</h2><p><a href='{link}'>{link}</a></p>")
+        for fn in resource.get("functions") or []:
+            qualified = html.escape(str(fn.get("qualified_name", "?")))
+            schema = fn.get("schema")
+            if not isinstance(schema, dict):
+                why = html.escape(str(fn.get("pickle_only") or "no JSON schema"))
+                parts.append(f"<h3>{qualified}</h3><p>Signed pickles only: {why}.</p>")
+                continue
+            example = json.dumps({"input": {"function": fn.get("name"), "kwargs": {}}})
+            parts.append(
+                f"<h3>{qualified}</h3><p>POST /v2/{quoted}/runsync "
+                f"<code>{html.escape(example)}</code></p>"
+                f"<pre>{html.escape(json.dumps(schema['input'], indent=2))}</pre>"
+            )
+    parts.append("</body></html>")
+    return "".join(parts)
