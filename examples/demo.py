@@ -25,7 +25,7 @@ PROJECT = Path(__file__).resolve().parent.parent / "demo-project"
 
 
 def show(label: str, value: object) -> None:
-    print(f"  {label:<44} {value}")
+    print(f"  {label:<52} {value}")
 
 
 def call_with_runpod_client(url: str) -> None:
@@ -41,6 +41,18 @@ def call_with_runpod_client(url: str) -> None:
     job = gpu.run({"function": "generate", "kwargs": {"prompt": "flash streams every token"}})
     tokens = [chunk["result"] for chunk in job.stream()]
     show("gpu-worker generate(...) streamed", tokens)
+    classifier = runpod.Endpoint("classifier")
+    for text in ("flash is fast", "so great"):
+        answer = classifier.run_sync(
+            {
+                "function": "Classifier",
+                "init": {"positive": ["great", "fast"]},
+                "method": "predict",
+                "kwargs": {"text": text},
+            },
+            timeout=60,
+        )
+        show(f"classifier Classifier(...).predict({text!r})", answer["result"])
     print(f"  health of gpu-worker: {gpu.health()['jobs']}")
 
 
@@ -54,8 +66,7 @@ async def call_with_flash_client() -> None:
     documents = await embed_documents(["a b", " c  d "])  # cpu-worker calls gpu-worker
     show("cpu-worker embed_documents (-> gpu-worker)", list(documents))
     model = Classifier(["great", "fast"])
-    show("classifier predict('flash is fast')", await model.predict("flash is fast"))
-    show("classifier predict('so great') (same instance)", await model.predict("so great"))
+    show("classifier predict('so fast') (pickled call)", await model.predict("so fast"))
 
 
 def main() -> None:

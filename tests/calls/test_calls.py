@@ -294,3 +294,27 @@ def test_each_endpoint_publishes_an_openapi_document_of_its_functions(
     page = httpx.get(f"{platform.url}/docs").text
     assert "callsapp.chain.helper" in page and "/v2/svc-b/openapi.json" in page
     assert httpx.get(f"{platform.url}/v2/nope/openapi.json").status_code == 404
+
+
+def test_deeply_nested_request_is_a_clear_400(platform: LocalPlatform) -> None:
+    depth = 100_000
+    body = '{"input": {"function": "helper", "kwargs": {"x": ' + "[" * depth + "]" * depth + "}}}"
+    response = httpx.post(
+        f"{platform.url}/v2/svc-a/runsync",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "nested deeper than 256" in response.json()["error"]
+    assert asyncio.run(app_module("chain").helper(1)) == 2  # still serving
+
+
+def test_any_client_can_call_a_class_method_with_plain_json(platform: LocalPlatform) -> None:
+    call = {"function": "callsapp.model.Tally", "init": {"start": 10}, "method": "add"}
+    first = runsync(platform, "svc-b", {"input": {**call, "kwargs": {"x": 5}}})
+    second = runsync(platform, "svc-b", {"input": {**call, "kwargs": {"x": 1}}})
+    assert (first["output"]["result"], second["output"]["result"]) == (15, 16)  # one instance
+    document = httpx.get(f"{platform.url}/v2/svc-b/openapi.json").json()
+    add = document["components"]["schemas"]["callsapp.model.Tally.add.call"]
+    assert add["properties"]["method"] == {"const": "add"}
+    assert add["properties"]["init"]["properties"]["start"]["type"] == "integer"

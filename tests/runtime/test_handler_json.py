@@ -44,7 +44,7 @@ def schema_of(fn: Any) -> dict[str, Any]:
 
     hints = typing.get_type_hints(fn)
     params = inspect.signature(fn).parameters
-    fields = {name: (hints[name], p.default) for name, p in params.items()}
+    fields = {name: (hints[name], p.default) for name, p in params.items() if name != "self"}
     properties = {}
     defs: dict[str, Any] = {}
     for name, (hint, _default) in fields.items():
@@ -144,3 +144,74 @@ def test_unknown_json_function(payload: dict[str, Any]) -> None:
 def test_ambiguous_bare_kwargs_on_a_multi_function_endpoint() -> None:
     answer = run(handler_for(area, tag), {"words": ["a"]})
     assert answer["error_type"] == "InvalidJob" and '"function"' in answer["error"]
+
+
+class Scorer:
+    built = 0
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        Scorer.built += 1
+        self.weights = weights
+
+    def score(self, words: list[str]) -> float:
+        return sum(self.weights.get(w, 0.0) for w in words)
+
+    def raw(self, thing):  # type: ignore[no-untyped-def]
+        return thing
+
+
+def class_handler() -> Any:
+    init = schema_of(Scorer.__init__)["input"]
+    score = schema_of(Scorer.score)
+    manifest = {
+        "resources": {
+            "api": {
+                "functions": [
+                    {
+                        "name": "Scorer",
+                        "qualified_name": "app.Scorer",
+                        "schema": {
+                            "init": init,
+                            "methods": {"score": score},
+                            "pickle_only_methods": {"raw": "parameter 'thing' has no annotation"},
+                        },
+                    }
+                ]
+            }
+        }
+    }
+    return create_handler(
+        {"Scorer": Scorer},
+        endpoint="api",
+        signing_key=None,
+        allow_unsigned=False,
+        manifest=manifest,
+    )
+
+
+def test_class_methods_take_json_and_keep_one_instance_per_init() -> None:
+    handler = class_handler()
+    Scorer.built = 0
+    call = {"function": "Scorer", "init": {"weights": {"a": 1.5}}, "method": "score"}
+    first = run(handler, {**call, "kwargs": {"words": ["a", "b", "a"]}})
+    second = run(handler, {**call, "kwargs": {"words": ["a"]}})
+    assert (first["result"], second["result"]) == (3.0, 1.5)
+    assert Scorer.built == 1
+    other = run(handler, {**call, "init": {"weights": {"b": 2}}, "kwargs": {"words": ["b"]}})
+    assert other["result"] == 2.0 and Scorer.built == 2
+
+
+def test_class_json_errors_name_the_problem() -> None:
+    handler = class_handler()
+    Scorer.built = 0
+    bad_init = run(
+        handler,
+        {"function": "Scorer", "init": {"weights": 1}, "method": "score", "kwargs": {"words": []}},
+    )
+    assert bad_init["error_type"] == "InvalidInput"
+    assert [i["path"] for i in bad_init["issues"]] == ["kwargs.weights"]
+    assert Scorer.built == 0
+    raw = run(handler, {"function": "Scorer", "init": {"weights": {}}, "method": "raw"})
+    assert raw["error_type"] == "NotJsonCallable" and "no annotation" in raw["error"]
+    nope = run(handler, {"function": "Scorer", "method": "nope"})
+    assert nope["error_type"] == "UnknownMethod" and "score" in nope["error"]

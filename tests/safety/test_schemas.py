@@ -74,7 +74,6 @@ def test_recursive_and_container_types(derived: dict[str, SchemaResult]) -> None
         ("positional", "parameter 'x' is positional-only"),
         ("callback", "parameter 'fn'"),
         ("unresolved", "type hints do not resolve (NameError"),
-        ("Counter", "classes stay pickle-only"),
         ("opaque", "parameter 'thing': typed_app.Opaque has no JSON Schema"),
     ],
 )
@@ -85,6 +84,14 @@ def test_untypable_functions_stay_pickle_only_with_a_reason(
     assert result.input is None and result.output is None and result.sha256 is None
     assert result.reason is not None and reason in result.reason
     assert not result.json_callable
+
+
+def test_classes_get_constructor_and_method_schemas(derived: dict[str, SchemaResult]) -> None:
+    result = derived["typed_app.Counter"]
+    assert result.json_callable and result.class_schema is not None
+    assert result.class_schema["init"]["properties"] == {}  # no constructor arguments
+    add = result.class_schema["methods"]["add"]
+    assert add["input"]["required"] == ["n"] and add["output"] == {"type": "integer"}
 
 
 def test_generators_stream_json_items_of_their_yielded_type(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flash.build.scanner import ScanResult, sanitize_resource_name
-from flash.build.schemas import SchemaResult
+from flash.build.schemas import SchemaResult, schema_sha256
 
 MANIFEST_NAME = "flash_manifest.json"
 SCHEMA_VERSION = 1
@@ -37,6 +37,15 @@ class FunctionSchema(_Model):
     stream: bool = False  # a generator: ``output`` describes each item it yields
 
 
+class ClassSchema(_Model):
+    """A class's constructor schema and its JSON-callable methods."""
+
+    init: dict[str, Any]
+    methods: dict[str, FunctionSchema]
+    pickle_only_methods: dict[str, str] = Field(default_factory=dict)
+    sha256: str
+
+
 class FunctionEntry(_Model):
     name: str
     qualified_name: str
@@ -46,7 +55,7 @@ class FunctionEntry(_Model):
     is_generator: bool = False
     methods: list[str] = Field(default_factory=list)
     async_methods: list[str] = Field(default_factory=list)
-    schema_: FunctionSchema | None = Field(default=None, alias="schema")
+    schema_: FunctionSchema | ClassSchema | None = Field(default=None, alias="schema")
     pickle_only: str | None = Field(
         default=None, description="why the function takes pickled calls only (no JSON schema)"
     )
@@ -91,7 +100,23 @@ class Manifest(_Model):
                 found = schemas.get(entry.qualified_name)
                 if found is None:
                     continue
-                if found.reason is None and found.input is not None and found.output is not None:
+                if found.class_schema is not None:
+                    methods = {
+                        name: FunctionSchema(
+                            input=m["input"],
+                            output=m["output"],
+                            sha256=schema_sha256(m["input"], m["output"]),
+                            stream=bool(m.get("stream")),
+                        )
+                        for name, m in found.class_schema["methods"].items()
+                    }
+                    entry.schema_ = ClassSchema(
+                        init=found.class_schema["init"],
+                        methods=methods,
+                        pickle_only_methods=found.class_schema.get("pickle_only_methods", {}),
+                        sha256=found.sha256 or "",
+                    )
+                elif found.reason is None and found.input is not None and found.output is not None:
                     entry.schema_ = FunctionSchema(
                         input=found.input,
                         output=found.output,

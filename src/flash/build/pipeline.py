@@ -433,20 +433,11 @@ def _schemas(
         (f.qualified_name, f.module, f.name)
         for r in manifest.resources.values()
         for f in r.functions
-        if not f.is_class
     ]
     if _host_matches(options):
-        derived = derive_schemas(build_dir, site_dir, functions)
-    else:
-        reason = "cross-target build: the project's modules cannot be imported here"
-        derived = {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
-    for r in manifest.resources.values():
-        for f in r.functions:
-            if f.is_class:
-                derived[f.qualified_name] = SchemaResult(
-                    None, None, None, "classes take pickled calls only"
-                )
-    return derived
+        return derive_schemas(build_dir, site_dir, functions)
+    reason = "cross-target build: the project's modules cannot be imported here"
+    return {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
 
 
 def _check_size(entries: list[_archive.Entry], site_dir: Path | None, max_size_mb: float) -> None:

@@ -33,10 +33,13 @@ class SchemaResult:
     sha256: str | None
     reason: str | None
     stream: bool = False  # a generator: ``output`` is the schema of each item
+    # A class: {"init": schema, "methods": {name: {input, output, stream}},
+    # "pickle_only_methods": {name: reason}}; ``input``/``output`` are then None.
+    class_schema: dict[str, Any] | None = None
 
     @property
     def json_callable(self) -> bool:
-        return self.reason is None
+        return self.reason is None and (self.class_schema is not None or self.input is not None)
 
 
 def schema_sha256(input_schema: dict[str, Any], output_schema: dict[str, Any]) -> str:
@@ -117,6 +120,10 @@ def _result(entry: Any) -> SchemaResult:
     reason = entry.get("reason")
     if reason is not None:
         return SchemaResult(None, None, None, str(reason))
+    if "methods" in entry:
+        canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
+        return SchemaResult(None, None, digest, None, class_schema=entry)
     input_schema, output_schema = entry["input"], entry["output"]
     return SchemaResult(
         input=input_schema,
@@ -172,15 +179,42 @@ def inline_top_ref(schema):
     return schema
 
 
-def derive(obj, TypeAdapter, TypedDict, NotRequired):
+def derive_class(cls, TypeAdapter, TypedDict, NotRequired):
+    """The constructor's schema and each public method's; methods without one stay pickle-only."""
+    init = cls.__init__
+    if init is object.__init__:
+        init_schema = {"type": "object", "properties": {}, "additionalProperties": False}
+    else:
+        try:
+            init_schema = derive(init, TypeAdapter, TypedDict, NotRequired, method=True)["input"]
+        except Skip as skip:
+            raise Skip(f"its constructor: {skip}")
+        init_schema["title"] = f"{cls.__name__} constructor arguments"
+    methods, pickle_only = {}, {}
+    for name, value in inspect.getmembers(cls):
+        if (name.startswith("_") and name != "__call__") or not inspect.isfunction(value):
+            continue
+        try:
+            methods[name] = derive(value, TypeAdapter, TypedDict, NotRequired, method=True)
+        except Skip as skip:
+            pickle_only[name] = str(skip)
+    if not methods:
+        raise Skip("no public method has JSON-able type hints")
+    return {"init": init_schema, "methods": methods, "pickle_only_methods": pickle_only}
+
+
+def derive(obj, TypeAdapter, TypedDict, NotRequired, method=False):
     if getattr(obj, "__flash_remote__", False):
         obj = obj.__wrapped__
     if inspect.isclass(obj):
-        raise Skip("a class: classes stay pickle-only for now")
+        return derive_class(obj, TypeAdapter, TypedDict, NotRequired)
     if not callable(obj):
         raise Skip(f"not a function (a {type(obj).__name__})")
     stream = inspect.isgeneratorfunction(obj) or inspect.isasyncgenfunction(obj)
     params = list(inspect.signature(obj).parameters.values())
+    if method:
+        params = params[1:]  # self
+    constructor = method and obj.__name__ == "__init__"
     for p in params:
         if p.kind is p.VAR_POSITIONAL:
             raise Skip(f"*{p.name}: JSON arguments are passed by name")
@@ -195,9 +229,9 @@ def derive(obj, TypeAdapter, TypedDict, NotRequired):
     for p in params:
         if p.name not in hints:
             raise Skip(f"parameter {p.name!r} has no type annotation")
-    if "return" not in hints:
+    if "return" not in hints and not constructor:
         raise Skip("the return value has no type annotation")
-    returned = hints["return"]
+    returned = hints.get("return", type(None))
     if stream:
         # Iterator[T], AsyncIterator[T], Generator[T, ...] and friends: each item is a T.
         item_args = typing.get_args(returned)

@@ -17,7 +17,10 @@ from flash.platform import jobs as js
 from flash.platform import openapi
 from flash.platform.dispatch import Dispatcher
 from flash.platform.supervisor import Supervisor
+from flash.runtime.jsonschema import JsonInputError, parse_json
 
+# Deeper JSON is refused with 400 before anything else looks at it.
+MAX_JSON_DEPTH = 256
 RUN_LIMIT = 10 * 1024 * 1024
 RUNSYNC_LIMIT = 20 * 1024 * 1024
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
@@ -385,11 +388,19 @@ def _too_large(route: str, size: int, limit: int) -> Response:
     )
 
 
+def _load_json(raw: bytes) -> Any:
+    """The body as JSON; a ValueError names what is wrong (never quoting the body)."""
+    try:
+        return parse_json(raw or b"null", max_bytes=len(raw) + 4, max_depth=MAX_JSON_DEPTH)
+    except JsonInputError as err:
+        raise ValueError(err.message) from None
+
+
 def _parse_request(raw: bytes) -> tuple[Any, str | None, int | None, int | None] | Response:
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return _error(400, f"request body is not valid JSON: {err}")
+        data = _load_json(raw)
+    except ValueError as err:
+        return _error(400, f"request body: {err}")
     if not isinstance(data, dict) or "input" not in data:
         return _error(400, "request body must be a JSON object with an 'input' field")
     webhook = data.get("webhook")
@@ -414,9 +425,9 @@ def _parse_request(raw: bytes) -> tuple[Any, str | None, int | None, int | None]
 async def _worker_body(request: Request) -> dict[str, Any] | Response:
     # The SDK sends JSON labelled application/x-www-form-urlencoded: read it raw.
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return _error(400, f"body is not valid JSON: {err}")
+        body = _load_json(await request.body())
+    except ValueError as err:
+        return _error(400, f"body: {err}")
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
     return body

@@ -69,6 +69,29 @@ def endpoint_document(name: str, resource: dict[str, Any], server_url: str) -> d
             pickle_only.append(f"{qualified} ({reason})")
             continue
         prefix = _safe(qualified)
+        if "methods" in schema:
+            names = sorted({qualified, str(fn.get("name"))})
+            init = _component(f"{prefix}.init", schema["init"], components)
+            for method, spec in sorted(schema["methods"].items()):
+                where = f"{prefix}.{_safe(method)}"
+                components[f"{where}.call"] = {
+                    "type": "object",
+                    "title": f"{qualified}.{method}",
+                    "required": ["function", "method"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "function": {"enum": names},
+                        "method": {"const": method},
+                        "init": init,
+                        "kwargs": _component(where, spec["input"], components),
+                    },
+                }
+                components[f"{where}.result"] = _component(where, spec["output"], components)
+                variants.append({"$ref": f"#/components/schemas/{where}.call"})
+                outputs.append({"$ref": f"#/components/schemas/{where}.result"})
+            for method, reason in sorted((schema.get("pickle_only_methods") or {}).items()):
+                pickle_only.append(f"{qualified}.{method} ({reason})")
+            continue
         kwargs = _component(prefix, schema["input"], components)
         result = _component(prefix, schema["output"], components)
         components[f"{prefix}.call"] = {
@@ -163,11 +186,25 @@ def docs_page(endpoints: list[tuple[str, dict[str, Any]]]) -> str:
                 why = html.escape(str(fn.get("pickle_only") or "no JSON schema"))
                 parts.append(f"<h3>{qualified}</h3><p>Signed pickles only: {why}.</p>")
                 continue
-            example = json.dumps({"input": {"function": fn.get("name"), "kwargs": {}}})
+            if "methods" in schema:
+                example = json.dumps(
+                    {
+                        "input": {
+                            "function": fn.get("name"),
+                            "init": {},
+                            "method": "...",
+                            "kwargs": {},
+                        }
+                    }
+                )
+                shown = {"init": schema["init"], "methods": sorted(schema["methods"])}
+            else:
+                example = json.dumps({"input": {"function": fn.get("name"), "kwargs": {}}})
+                shown = schema["input"]
             parts.append(
                 f"<h3>{qualified}</h3><p>POST /v2/{quoted}/runsync "
                 f"<code>{html.escape(example)}</code></p>"
-                f"<pre>{html.escape(json.dumps(schema['input'], indent=2))}</pre>"
+                f"<pre>{html.escape(json.dumps(shown, indent=2))}</pre>"
             )
     parts.append("</body></html>")
     return "".join(parts)

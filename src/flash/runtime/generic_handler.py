@@ -230,6 +230,17 @@ def create_handler(
         # Keyed on the raw payloads: equal arguments pickle to equal strings, and a cache
         # hit then costs no unpickling.
         key = (name, tuple(raw_args), tuple(sorted(raw_kwargs.items())))
+        label = f"the constructor of {name!r}"
+        return await cached_instance(
+            key, cls, label, lambda: _decode(raw_args, raw_kwargs, "args", "kwargs", label)
+        )
+
+    async def cached_instance(
+        key: tuple[Any, ...],
+        cls: type,
+        label: str,
+        arguments: Callable[[], tuple[list[Any], dict[str, Any]]],
+    ) -> Any:
         instance = instances.get(key, _MISSING)
         if instance is not _MISSING:
             return instance
@@ -237,8 +248,7 @@ def create_handler(
         async with lock:  # concurrent first calls construct once
             instance = instances.get(key, _MISSING)
             if instance is _MISSING:
-                label = f"the constructor of {name!r}"
-                args, kwargs = _decode(raw_args, raw_kwargs, "args", "kwargs", label)
+                args, kwargs = arguments()
                 instance = await _invoke(
                     cls, args, kwargs, label, in_thread=run_sync_in_thread, finish=False
                 )
@@ -291,16 +301,19 @@ def create_handler(
 
     def resolve_json(payload: dict[str, Any]) -> _Call:
         fields = set(payload) - {"context", "protocol_version"}
+        if "method" in fields and fields <= {"function", "method", "init", "kwargs"}:
+            return resolve_json_method(payload)
         if fields == {"function", "kwargs"}:
             name, kwargs = payload["function"], payload["kwargs"]
-        elif len(set(map(id, schemas.values()))) == 1:
+        elif len(set(map(id, schemas.values()))) == 1 and "input" in next(iter(schemas.values())):
             name, kwargs = next(iter(schemas)), payload
         else:
             callable_names = ", ".join(sorted(schemas)) or "(none)"
             raise _JobError(
                 INVALID_JOB,
-                'a JSON job is {"function": name, "kwargs": {...}} (JSON-callable functions '
-                f"here: {callable_names}); a pickled job needs 'function_name'",
+                'a JSON job is {"function": name, "kwargs": {...}}, or for a class '
+                '{"function": name, "init": {...}, "method": name, "kwargs": {...}} '
+                f"(JSON-callable here: {callable_names}); a pickled job needs 'function_name'",
             )
         if not isinstance(name, str) or name not in targets:
             raise _JobError(
@@ -321,6 +334,35 @@ def create_handler(
         return _Call(
             name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, None
         )
+
+    def resolve_json_method(payload: dict[str, Any]) -> _Call:
+        name, method = payload.get("function"), payload.get("method")
+        if not isinstance(name, str) or not inspect.isclass(targets.get(name)):
+            raise _JobError(UNKNOWN_FUNCTION, f"no class named {_short_repr(name)} here")
+        schema = schemas.get(name) or {}
+        methods = schema.get("methods") or {}
+        if method not in methods:
+            why = (schema.get("pickle_only_methods") or {}).get(method)
+            raise _JobError(
+                NOT_JSON_CALLABLE if why else UNKNOWN_METHOD,
+                f"{name}.{method} takes pickled calls only: {why}"
+                if why
+                else f"{name!r} has no JSON-callable method {_short_repr(method)} "
+                f"(available: {', '.join(sorted(methods)) or '(none)'})",
+            )
+        call = {
+            "init": payload.get("init") or {},
+            "method": method,
+            "kwargs": payload.get("kwargs") or {},
+            "schema": schema,
+        }
+        for field in ("init", "kwargs"):
+            try:
+                _jsonschema.check_depth(call[field], MAX_JSON_DEPTH, path=field)
+            except _jsonschema.JsonInputError as exc:
+                raise _JobError(INVALID_INPUT, exc.message) from None
+        call_context = _context.from_wire(payload.get("context"))
+        return _Call(name, "json_method", targets[name], call, call_context, None)
 
     def check_signature(name: str, payload: dict[str, Any]) -> str | None:
         """The verified request nonce; raises before anything of the payload is decoded."""
@@ -363,6 +405,8 @@ def create_handler(
         try:
             if call.execution_type == "json":
                 return await _run_json(call.name, call.target, call.payload)
+            if call.execution_type == "json_method":
+                return await _run_json_method(call.name, call.target, call.payload)
             if call.execution_type == "map":
                 return await _run_map(call.name, call.target, call.payload)
             if call.execution_type == "function":
@@ -432,6 +476,24 @@ def create_handler(
         else:
             answers = [await one(i, item) for i, item in enumerate(items)]
         return {"success": True, "results": list(answers), "protocol_version": PROTOCOL_VERSION}
+
+    async def _run_json_method(name: str, cls: type, call: dict[str, Any]) -> dict[str, Any]:
+        method, schema = call["method"], call["schema"]
+        label = repr(f"{name}.{method}")
+        init_label = f"the constructor of {name!r}"
+        init = {"kwargs": call["init"], "schema": {"input": schema["init"]}}
+        # Validate both argument sets first: a bad call should not cost a model load.
+        method_call = {"kwargs": call["kwargs"], "schema": schema["methods"][method]}
+        kwargs = _bind_json(label, getattr(cls, method), method_call)
+        init_kwargs = _bind_json(init_label, cls.__init__, init)  # type: ignore[misc]
+        key = (name, "json", json.dumps(call["init"], sort_keys=True, separators=(",", ":")))
+        instance = await cached_instance(key, cls, init_label, lambda: ([], init_kwargs))
+        try:
+            bound = getattr(instance, method)
+        except Exception as exc:
+            raise _UserCodeError(label, exc) from None
+        result = await _invoke(bound, [], kwargs, label, in_thread=run_sync_in_thread)
+        return _json_success(result, label)
 
     async def _run_json(name: str, target: Any, call: dict[str, Any]) -> dict[str, Any]:
         label = repr(name)
@@ -568,7 +630,9 @@ def _json_schemas(manifest: Mapping[str, Any] | None, endpoint: str | None) -> d
     schemas: dict[str, Any] = {}
     for entry in functions:
         schema = entry.get("schema")
-        if not isinstance(schema, dict) or not isinstance(schema.get("input"), dict):
+        if not isinstance(schema, dict) or not (
+            isinstance(schema.get("input"), dict) or isinstance(schema.get("methods"), dict)
+        ):
             continue
         schemas[str(entry.get("qualified_name"))] = schema
         if short_names.count(entry.get("name")) == 1:
