@@ -144,7 +144,10 @@ def test_secrets_and_outputs_stay_out_of_the_archive(tmp_path: Path) -> None:
     result = build_project(BuildOptions(project_dir=root))
     listing = names(result.archive)
     assert not [n for n in listing if ".env" in n or n.startswith(".flash/")]
-    assert b"hf_supersecret" not in gzip.decompress(result.archive.read_bytes())
+    content = gzip.decompress(result.archive.read_bytes())
+    assert b"hf_supersecret" not in content
+    key = (root / ".flash" / "secrets" / "signing_key").read_bytes().strip()
+    assert key not in content and key not in (root / ".flash" / "flash_manifest.json").read_bytes()
 
 
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:

@@ -129,6 +129,10 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, "".join(lines)
         reader.join(10)
+    key = (project / ".flash" / "secrets" / "signing_key").read_text().strip()
+    assert len(key) == 64 and key not in "".join(lines)  # the signing key is never printed
+    mode = (project / ".flash" / "secrets" / "signing_key").stat().st_mode & 0o777
+    assert mode == 0o600
     deadline = time.monotonic() + 10
     while processes_under(project):
         assert time.monotonic() < deadline, f"orphans: {processes_under(project)}"
