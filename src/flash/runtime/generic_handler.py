@@ -22,9 +22,8 @@ import sys
 import traceback
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from flash.runtime import context as _context
 from flash.runtime import jsoncall as _jsoncall
@@ -151,8 +150,7 @@ class _JobError(Exception):
         self.issues = issues
 
 
-@dataclass(frozen=True)
-class _Call:
+class _Call(NamedTuple):
     """A job that passed every check and may now be decoded and run."""
 
     name: str
