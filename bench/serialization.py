@@ -1,8 +1,8 @@
-"""Per-call cost of the three call paths, without transport: what one call adds in CPU time.
+"""Per-call cost of the three call paths: CPU time in one process, and end to end.
 
-    .venv/bin/python bench/serialization.py [--quick]
+    .venv/bin/python bench/serialization.py [--quick] [--json] [--no-e2e]
 
-For each payload, one call is timed end to end in one process:
+Codec only: for each payload, one call is timed in one process, without transport:
 
 - unsigned pickle: serialize the arguments, deserialize them (worker), serialize the result,
   deserialize it (caller);
@@ -12,6 +12,12 @@ For each payload, one call is timed end to end in one process:
   the schema flash build derives and conversion to the annotated types (bind_json_call),
   to_json_result and json.dumps of the result, json.loads by the caller.
 
+End to end (unless --no-e2e): a real call through a LocalPlatform (HTTP to the gateway, the
+job store, a worker process running the generic handler, and back), the same payloads sent
+as pickles to two platforms serving the same build in the same run: one whose workers hold
+the app's key (the client signs, the worker verifies and signs the answer, the client
+verifies it), one whose workers accept unsigned pickles (FLASH_ALLOW_UNSIGNED=1).
+
 The functions echo their payload, so results are as big as the arguments. Targets (issue 5):
 signing and verifying add under 10 % for 1 MB payloads and under 20 µs for small ones.
 """
@@ -19,6 +25,7 @@ signing and verifying add under 10 % for 1 MB payloads and under 20 µs for smal
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import os
@@ -72,7 +79,7 @@ def _load_app(work: Path) -> tuple[Any, dict[str, Any]]:
 
 def unsigned_call(fn: Callable[..., Any], name: str, args: tuple[Any, ...]) -> Any:
     raw_args, raw_kwargs = serialize_args(args, {})
-    job = {"function_name": name, "args": raw_args, "kwargs": raw_kwargs}
+    job: dict[str, Any] = {"function_name": name, "args": raw_args, "kwargs": raw_kwargs}
     call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"])
     encoded = serialize(fn(*call_args, **call_kwargs))
     return deserialize(encoded)
@@ -96,7 +103,10 @@ def make_signed_call(key: bytes) -> Callable[..., Any]:
         signature = job["signature"]
         verify_request(key, signature, endpoint=ENDPOINT, function=name, fields=job, replay=replay)
         call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"])
-        answer = {"success": True, "result": serialize(fn(*call_args, **call_kwargs))}
+        answer: dict[str, Any] = {
+            "success": True,
+            "result": serialize(fn(*call_args, **call_kwargs)),
+        }
         mac = sign_result(key, nonce=signature["nonce"], result_fields=answer)
         # caller
         verify_result(key, mac, nonce=signature["nonce"], result_fields=answer)
@@ -130,14 +140,18 @@ def per_call_us(call: Callable[[], Any], budget_s: float) -> float:
     return best * 1e6
 
 
+def _payloads() -> tuple[bytes, list[float]]:
+    floats = [i * 0.1 + 0.123456 for i in range(116_000)]  # about 1 MB pickled
+    return os.urandom(1 << 20), floats
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     budget = 0.05 if quick else 2.0
     with tempfile.TemporaryDirectory(prefix="flash-bench-") as tmp:
         app, schemas = _load_app(Path(tmp))
         key = generate_key()
         signed_call = make_signed_call(key)
-        blob = os.urandom(1 << 20)
-        floats = [i * 0.1 + 0.123456 for i in range(116_000)]  # about 1 MB pickled
+        blob, floats = _payloads()
         cases: list[tuple[str, str, tuple[Any, ...], dict[str, Any] | None]] = [
             ("small (3 ints)", "add", (3, 4, 5), {"a": 3, "b": 4, "c": 5}),
             ("1 MB bytes", "echo_bytes", (blob,), None),
@@ -207,6 +221,121 @@ def steps_small(quick: bool) -> dict[str, float]:
     }
 
 
+E2E_FILES = {
+    "pyproject.toml": '[project]\nname = "flashbench"\nversion = "0.1.0"\ndependencies = []\n',
+    "flashbench/__init__.py": "",
+    "flashbench/calls.py": """
+from flash import CpuLiveServerless, remote
+
+bench = CpuLiveServerless(name="bench-calls", workersMax=1)
+
+
+@remote(resource_config=bench)
+async def add(a, b, c):
+    return a + b + c
+
+
+@remote(resource_config=bench)
+async def echo(data):
+    return data
+""",
+}
+
+
+def _timed_calls(
+    invokers: dict[str, Any], fn: Any, args: tuple[Any, ...], calls: int, rounds: int
+) -> dict[str, float]:
+    """Best mean ms per call for each invoker; rounds alternate so drift hits both alike."""
+    from flash.runtime.remote import set_invoker
+
+    async def run_calls(count: int) -> None:
+        for _ in range(count):
+            await fn(*args)
+
+    best = dict.fromkeys(invokers, float("inf"))
+    for invoker in invokers.values():  # warm up: workers started, connections open
+        set_invoker(invoker)
+        asyncio.run(run_calls(1))
+    for _ in range(rounds):
+        for name, invoker in invokers.items():
+            set_invoker(invoker)
+            start = time.perf_counter()
+            asyncio.run(run_calls(calls))
+            best[name] = min(best[name], (time.perf_counter() - start) / calls * 1000)
+    return best
+
+
+def run_e2e(quick: bool, cases: list[tuple[str, str, tuple[Any, ...]]]) -> list[dict[str, Any]]:
+    """Per-call ms of real pickled calls through a LocalPlatform, unsigned and signed."""
+    from flash.build.pipeline import BuildOptions, build_project
+    from flash.platform.archive import extract_archive
+    from flash.platform.local import LocalPlatform
+    from flash.runtime.client import Endpoints, PlatformInvoker
+    from flash.runtime.remote import get_invoker, set_invoker
+    from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+
+    with tempfile.TemporaryDirectory(prefix="flash-bench-e2e-") as tmp:
+        work = Path(tmp)
+        root = work / "project"
+        for name, text in E2E_FILES.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        build = build_project(BuildOptions(project_dir=root))
+        app = extract_archive(build.archive, work / "app")
+        key = ensure_signing_key(root / ".flash")
+        quiet: Any = lambda line: None  # noqa: E731
+        platforms = {
+            "signed": LocalPlatform(
+                work / "signed",
+                echo=quiet,
+                max_workers=1,
+                worker_env={KEY_ENV_VAR: key_to_text(key)},
+            ),
+            "unsigned": LocalPlatform(
+                work / "unsigned",
+                echo=quiet,
+                max_workers=1,
+                worker_env={KEY_ENV_VAR: "", "FLASH_ALLOW_UNSIGNED": "1"},
+            ),
+        }
+        previous = get_invoker()
+        sys.path.insert(0, str(root))
+        try:
+            for platform in platforms.values():
+                platform.start()
+                platform.load_app(app)
+            invokers = {
+                "unsigned": PlatformInvoker(Endpoints(platforms["unsigned"].url)),
+                "signed": PlatformInvoker(Endpoints(platforms["signed"].url), signing_key=key),
+            }
+            module = importlib.import_module("flashbench.calls")
+            rows = []
+            for label, name, args in cases:
+                fn = getattr(module, name).options(serialization="pickle")
+                big = label.startswith("1 MB")
+                calls = (2 if big else 5) if quick else (10 if big else 200)
+                best = _timed_calls(invokers, fn, args, calls, 1 if quick else 5)
+                rows.append(
+                    {
+                        "case": label,
+                        "unsigned_ms": best["unsigned"],
+                        "signed_ms": best["signed"],
+                        "overhead_ms": best["signed"] - best["unsigned"],
+                        "overhead_pct": 100
+                        * (best["signed"] - best["unsigned"])
+                        / best["unsigned"],
+                    }
+                )
+            return rows
+        finally:
+            set_invoker(previous)
+            sys.path.remove(str(root))
+            for module_name in [m for m in sys.modules if m.startswith("flashbench")]:
+                del sys.modules[module_name]
+            for platform in platforms.values():
+                platform.stop()
+
+
 def _us(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -217,11 +346,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--no-e2e", action="store_true", help="skip the end-to-end calls through LocalPlatform"
+    )
     options = parser.parse_args(argv)
     rows = run(options.quick)
     steps = steps_small(options.quick)
+    e2e = None
+    if not options.no_e2e:
+        blob, floats = _payloads()
+        e2e = run_e2e(
+            options.quick,
+            [
+                ("small (3 ints)", "add", (3, 4, 5)),
+                ("1 MB bytes", "echo", (blob,)),
+                ("1 MB list[float]", "echo", (floats,)),
+            ],
+        )
     if options.json:
-        print(json.dumps({"rows": rows, "small_steps_us": steps}, indent=2))
+        print(json.dumps({"rows": rows, "small_steps_us": steps, "e2e": e2e}, indent=2))
         return 0
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     header = (
@@ -249,6 +392,18 @@ def main(argv: list[str] | None = None) -> int:
             f"target: signing adds < 10 % on {row['case']}: {row['overhead_pct']:.1f} % "
             f"({'met' if row['overhead_pct'] < 10 else 'missed'})"
         )
+    if e2e is not None:
+        print()
+        print("end to end, one pickled call through LocalPlatform (HTTP, gateway, worker):")
+        head = f"{'case':<18} {'unsigned':>12} {'signed':>12} {'signing adds':>22}"
+        print(head)
+        print("-" * len(head))
+        for row in e2e:
+            adds = f"{_us(row['overhead_ms'] * 1000)} ({row['overhead_pct']:+.1f} %)"
+            print(
+                f"{row['case']:<18} {_us(row['unsigned_ms'] * 1000):>12} "
+                f"{_us(row['signed_ms'] * 1000):>12} {adds:>22}"
+            )
     return 0
 
 

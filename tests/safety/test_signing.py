@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ def test_wrong_key_type_is_refused() -> None:
 def test_a_signed_request_verifies_after_a_json_round_trip() -> None:
     fields = job_fields()
     block = signed(fields)
-    assert block["v"] == 1 and block["alg"] == "HMAC-SHA256"
+    assert block["v"] == signing.SIGNATURE_VERSION == 2 and block["alg"] == "HMAC-SHA256"
     assert block["caller"] == local_versions()
     assert len(block["nonce"]) == 32 and len(block["mac"]) == 64
     # The job travels as JSON: what the worker sees is what json.loads gives back.
@@ -240,7 +242,8 @@ def test_wrong_key_is_refused_and_says_to_check_the_key() -> None:
         ({}, UNSUPPORTED),
         ({"v": 2}, UNSUPPORTED),
         ({"v": True}, UNSUPPORTED),
-        ({"v": 1, "alg": "HMAC-MD5"}, UNSUPPORTED),
+        ({"v": 1, "alg": "HMAC-SHA256"}, UNSUPPORTED),
+        ({"v": 2, "alg": "HMAC-MD5"}, UNSUPPORTED),
     ],
 )
 def test_missing_and_unsupported_signatures(signature: Any, reason: str) -> None:
@@ -492,11 +495,105 @@ def test_digest_is_sorted_key_compact_json_for_plain_strings() -> None:
     assert payload_digest(fields) != payload_digest({**subset, "method_name": "x"})
 
 
-def test_digest_of_a_megabyte_payload_hashes_the_string_in_place() -> None:
+def _tree_root(text: str) -> str:
+    """The documented tree over 64 Ki-character chunks, written out independently."""
+    chunk = 1 << 16
+    leaves = b"".join(
+        hashlib.sha256(text[i : i + chunk].encode("utf-8", "surrogatepass")).digest()
+        for i in range(0, len(text), chunk)
+    )
+    return hashlib.sha256(f"flash-tree\n{len(text)}\n".encode() + leaves).hexdigest()
+
+
+def test_a_megabyte_string_is_hashed_as_a_tree_of_chunks() -> None:
     big = serialize(os.urandom(1 << 20))
-    fields = {"function_name": "f", "args": [big], "kwargs": {}}
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    fields = {"function_name": "f", "args": [big], "kwargs": {}, "protocol_version": 1}
+    canonical = '{"args":[#' + _tree_root(big) + '],"function_name":"f","kwargs":{}}'
     assert payload_digest(fields) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_the_digest_does_not_depend_on_how_many_threads_hash_it(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Caller and worker run on machines with different core counts.
+    big = serialize(os.urandom(700_000))
+    fields = job_fields(args=[big, serialize(1), big[:-1]])
+    block = signed(fields)
+    monkeypatch.setattr(signing, "_THREADS", threads)
+    monkeypatch.setattr(signing, "_POOL", None)  # a pool sized for this thread count
+    assert payload_digest(fields) == block["digest"]
+    verify(block, json.loads(json.dumps(fields)))
+
+
+@pytest.mark.parametrize("where", [0, (1 << 16) - 1, 1 << 16, 400_000, -1])
+def test_one_changed_character_anywhere_in_a_big_payload_is_tampering(where: int) -> None:
+    big = serialize(os.urandom(600_000))
+    fields = job_fields(args=[big])
+    block = signed(fields)
+    changed = "B" if big[where] == "A" else "A"
+    altered = big[:where] + changed + (big[where + 1 :] if where != -1 else "")
+    assert len(altered) == len(big) and altered != big
+    assert reason_of(lambda: verify(block, {**fields, "args": [altered]})) == TAMPERED
+    assert reason_of(lambda: verify(block, {**fields, "args": [big + "A"]})) == TAMPERED
+    assert reason_of(lambda: verify(block, {**fields, "args": [big[:-4]]})) == TAMPERED
+    verify(block, fields)
+
+
+def test_strings_around_the_tree_threshold_stay_distinct() -> None:
+    edge = signing._TREE_MIN
+    texts = ["a" * (edge - 1), "a" * edge, "a" * (edge + 1), "a" * (edge - 1) + "b"]
+    digests = {payload_digest({"args": [t]}) for t in texts}
+    assert len(digests) == len(texts)
+    # A short string can never pose as a tree root: roots are written without quotes.
+    root = _tree_root("a" * edge)
+    assert payload_digest({"args": ["#" + root]}) != payload_digest({"args": ["a" * edge]})
+
+
+def test_big_strings_with_escapes_or_lone_surrogates_are_hashed() -> None:
+    plain = "x" * 100_000
+    variants = [plain, plain + '"', plain + "\\", plain + "é", plain + "\ud800", plain + "\udc00"]
+    digests = [payload_digest({"method_name": v}) for v in variants]
+    assert len(set(digests)) == len(variants)
+    fields = job_fields(method_name=variants[4])
+    verify(signed(fields), json.loads(json.dumps(fields)))
+
+
+def test_an_altered_big_result_fails_its_mac() -> None:
+    big = serialize(os.urandom(1 << 20))
+    result = {"success": True, "result": big}
+    mac = sign_result(KEY, nonce="a" * 32, result_fields=result)
+    verify_result(KEY, mac, nonce="a" * 32, result_fields=json.loads(json.dumps(result)))
+    altered = {
+        **result,
+        "result": big[:500_000] + ("A" if big[500_000] != "A" else "B") + big[500_001:],
+    }
+    assert (
+        reason_of(lambda: verify_result(KEY, mac, nonce="a" * 32, result_fields=altered)) == BAD_MAC
+    )
+
+
+def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
+    # Pool threads do not survive fork(): a child must make its own pool, not wait forever.
+    big = serialize(os.urandom(1 << 20))
+    expected = payload_digest({"args": [big]})  # the parent's pool now exists
+    out = tmp_path / "digest"
+    with warnings.catch_warnings():  # 3.12+ warns about fork() in a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            out.write_text(payload_digest({"args": [big]}))
+        finally:
+            os._exit(0)
+    waiter = threading.Thread(target=os.waitpid, args=(pid, 0))
+    waiter.start()
+    waiter.join(30)
+    if waiter.is_alive():
+        os.kill(pid, signal.SIGKILL)
+        waiter.join()
+        pytest.fail("the forked child hung while hashing")
+    assert out.read_text() == expected
 
 
 _json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=6)

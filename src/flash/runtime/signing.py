@@ -2,13 +2,14 @@
 
 A pickled call carries a signature block under ``input["signature"]``::
 
-    {"v": 1, "alg": "HMAC-SHA256", "endpoint": ..., "function": ..., "digest": ...,
+    {"v": 2, "alg": "HMAC-SHA256", "endpoint": ..., "function": ..., "digest": ...,
      "deadline": <epoch seconds>, "nonce": <128-bit hex>,
      "caller": {"python": "3.11", "cloudpickle": "3.1.3"}, "mac": ...}
 
-``digest`` is SHA-256 over the fields that carry pickles (:data:`SIGNED_FIELDS`); ``mac`` is
-HMAC-SHA256 over everything else in the block. The worker checks the block, then the digest,
-and only then decodes anything; results come back with a MAC bound to the request's nonce.
+``digest`` is SHA-256 over the fields that carry pickles (:data:`SIGNED_FIELDS`, see
+:func:`payload_digest`); ``mac`` is HMAC-SHA256 over everything else in the block. The worker
+checks the block, then the digest, and only then decodes anything; results come back with a
+MAC bound to the request's nonce.
 
 Standard library only: this module runs inside every worker.
 """
@@ -63,7 +64,8 @@ __all__ = [
     "verify_result",
 ]
 
-SIGNATURE_VERSION = 1
+# 2: big strings are hashed as a tree of chunks (see payload_digest).
+SIGNATURE_VERSION = 2
 ALGORITHM = "HMAC-SHA256"
 KEY_ENV_VAR = "FLASH_SIGNING_KEY"
 KEY_BYTES = 32
@@ -86,8 +88,6 @@ SIGNED_FIELDS = (
 )
 
 _SIGNED_SORTED = tuple(sorted(SIGNED_FIELDS))
-_FIELD_PREFIX = {name: f'"{name}":' for name in SIGNED_FIELDS}
-_FIELD_PREFIX_COMMA = {name: f',"{name}":' for name in SIGNED_FIELDS}
 
 # SignatureError.reason values.
 MISSING = "missing"
@@ -114,15 +114,20 @@ REASONS = frozenset(
 )
 
 _LOCAL_VERSIONS: dict[str, str] | None = None
-_REQUEST_DOMAIN = "flash-request"
 _VERSION_TEXT = str(SIGNATURE_VERSION)
-_RESULT_DOMAIN = "flash-result"
+# Constant heads of the MAC messages: domain, version and algorithm.
+_REQUEST_HEAD = f"flash-request\n{_VERSION_TEXT}\n{ALGORITHM}\n"
+_RESULT_HEAD = f"flash-result\n{_VERSION_TEXT}\n{ALGORITHM}\n"
 _MAX_NAME = 1024  # endpoint and function names; anything longer is not ours
 _MAX_CALLER_ITEMS = 8
 _MAX_CALLER_TEXT = 64
 _MAX_FIELD_DEPTH = 32
-# Strings at least this long are hashed in place instead of being joined into the buffer.
-_BIG_STRING = 1 << 14
+# String values at least this long are hashed as a tree of _TREE_LEAF-character chunks; the
+# canonical text holds only the tree's root. Chunks hash in parallel above _PARALLEL_MIN.
+_TREE_MIN = 1 << 16
+_TREE_LEAF = 1 << 16
+_PARALLEL_MIN = 1 << 18
+_MAX_HASH_THREADS = 8
 
 
 class SignatureError(Exception):
@@ -145,7 +150,8 @@ def generate_key() -> bytes:
 
 def key_to_text(key: bytes) -> str:
     """The text form of a key: lowercase hex."""
-    _check_key(key)
+    if type(key) is not bytes or len(key) != KEY_BYTES:
+        _check_key(key)
     return key.hex()
 
 
@@ -186,27 +192,32 @@ def local_versions() -> dict[str, str]:
 def payload_digest(fields: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the :data:`SIGNED_FIELDS` present in ``fields`` (None counts as absent).
 
-    The canonical form is compact sorted-key JSON, except that a string holding no ``"``,
-    ``\\`` or non-ASCII character is written verbatim between quotes: base64 text is then
-    hashed as it is, never re-encoded. Other strings get JSON escapes, which always contain
-    a backslash, so the encoding stays unambiguous. Raises ValueError for values no JSON job
-    can hold (or nested absurdly deep).
+    The canonical form is compact sorted-key JSON, except for strings: one holding no ``"``,
+    ``\\`` or non-ASCII character is written verbatim between quotes (base64 text is hashed
+    as it is, never re-encoded); others get JSON's ASCII escapes, which always contain a
+    backslash; and one of 64 Ki characters or more is written as ``#`` and the root of a hash
+    tree over its 64 Ki-character chunks, hashed in parallel (no JSON value starts with
+    ``#``). So the form stays unambiguous. Raises ValueError for values no JSON job can hold
+    (or nested absurdly deep).
     """
-    # The object {field: value} written out directly: the field names are fixed and plain.
-    hasher = hashlib.sha256()
-    buffer = ["{"]
+    parts = []
     for name in _SIGNED_SORTED:
         value = fields.get(name)
         if value is None:
             continue
-        buffer.append(_FIELD_PREFIX[name] if len(buffer) == 1 else _FIELD_PREFIX_COMMA[name])
-        if type(value) is str:
-            _encode_string(value, buffer, hasher)
+        if (  # a short plain string, written in place: saves a call on the hot path
+            type(value) is str
+            and len(value) < _TREE_MIN
+            and value.isascii()
+            and '"' not in value
+            and "\\" not in value
+        ):
+            parts.append(f'"{name}":"{value}"')
+        elif type(value) is dict and not value:  # no keyword arguments
+            parts.append(f'"{name}":{{}}')
         else:
-            _encode(value, buffer, hasher, 1)
-    buffer.append("}")
-    hasher.update("".join(buffer).encode("utf-8"))
-    return hasher.hexdigest()
+            parts.append(f'"{name}":{_canonical(value, 1)}')
+    return hashlib.sha256(("{" + ",".join(parts) + "}").encode("ascii")).hexdigest()
 
 
 def sign_request(
@@ -224,24 +235,32 @@ def sign_request(
     ``deadline`` (epoch seconds) is when the worker must have started the job; keep it within
     :data:`MAX_TTL_S` of ``now``. ``nonce`` defaults to 128 random bits.
     """
-    _check_key(key)
+    if type(key) is not bytes or len(key) != KEY_BYTES:
+        _check_key(key)
     current = time.time() if now is None else now
-    if not _is_number(deadline) or not math.isfinite(deadline):
-        raise ValueError(f"deadline must be a finite number of epoch seconds, got {deadline!r}")
-    deadline = float(deadline)
+    if type(deadline) is not float or deadline - deadline != 0.0:  # not a finite float
+        if not _is_number(deadline) or not math.isfinite(deadline):
+            raise ValueError(f"deadline must be a finite number of epoch seconds, got {deadline!r}")
+        deadline = float(deadline)
     if deadline <= current:
         raise ValueError("deadline has already passed")
     if deadline - current > MAX_TTL_S:
         raise ValueError(f"deadline is more than {MAX_TTL_S:.0f} s ahead; workers would refuse it")
     if nonce is None:
-        nonce = secrets.token_hex(16)
+        nonce = os.urandom(16).hex()
     elif not isinstance(nonce, str) or len(nonce) != 32 or not _is_hex(nonce):
         raise ValueError("nonce must be 32 lowercase hexadecimal characters")
-    for label, name in (("endpoint", endpoint), ("function", function)):
-        if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
-            raise ValueError(
-                f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
-            )
+    if not (
+        type(endpoint) is str
+        and type(function) is str
+        and 0 < len(endpoint) <= _MAX_NAME
+        and 0 < len(function) <= _MAX_NAME
+    ):
+        for label, name in (("endpoint", endpoint), ("function", function)):
+            if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
+                raise ValueError(
+                    f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
+                )
     caller = local_versions()
     digest = payload_digest(fields)
     return {
@@ -253,7 +272,7 @@ def sign_request(
         "deadline": deadline,
         "nonce": nonce,
         "caller": caller,
-        "mac": _request_mac(key, endpoint, function, digest, deadline, nonce, caller),
+        "mac": _request_mac(key, endpoint, function, digest, deadline, nonce, _caller_text(caller)),
     }
 
 
@@ -274,37 +293,31 @@ def verify_request(
     and last the nonce, which is remembered only once everything else passed. The payload
     strings are hashed, never decoded.
     """
-    _check_key(key)
+    if type(key) is not bytes or len(key) != KEY_BYTES:
+        _check_key(key)
     current = time.time() if now is None else now
-    block = _parse_block(signature)
-    if block["endpoint"] != endpoint:
+    signed_endpoint, signed_function, digest, deadline, nonce, caller_text, mac = _parse_block(
+        signature
+    )
+    if signed_endpoint != endpoint:
         raise SignatureError(
             WRONG_TARGET,
-            f"the request was signed for endpoint {_clip(block['endpoint'])!r}, "
+            f"the request was signed for endpoint {_clip(signed_endpoint)!r}, "
             f"not {_clip(endpoint)!r}",
         )
-    if block["function"] != function:
+    if signed_function != function:
         raise SignatureError(
             WRONG_TARGET,
-            f"the request was signed for function {_clip(block['function'])!r}, "
+            f"the request was signed for function {_clip(signed_function)!r}, "
             f"not {_clip(function)!r}",
         )
-    expected = _request_mac(
-        key,
-        block["endpoint"],
-        block["function"],
-        block["digest"],
-        block["deadline"],
-        block["nonce"],
-        block["caller"],
-    )
-    if not hmac.compare_digest(expected, block["mac"]):
+    expected = _request_mac(key, endpoint, function, digest, deadline, nonce, caller_text)
+    if not hmac.compare_digest(expected, mac):
         raise SignatureError(
             BAD_MAC,
             "the request signature does not match: it was signed with another key "
             f"(check {KEY_ENV_VAR} on caller and worker) or the signature block was altered",
         )
-    deadline = block["deadline"]
     if current > deadline + CLOCK_SKEW_S:
         raise SignatureError(
             EXPIRED,
@@ -319,11 +332,11 @@ def verify_request(
         actual = payload_digest(fields)
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the request payload cannot be hashed: {exc}") from None
-    if not hmac.compare_digest(actual, block["digest"]):
+    if not hmac.compare_digest(actual, digest):
         raise SignatureError(
             TAMPERED, "the request payload does not match its signature: it was altered in transit"
         )
-    replay.remember(block["nonce"], deadline, now=current)
+    replay.remember(nonce, deadline, now=current)
 
 
 def check_versions(caller: Mapping[str, Any], local: Mapping[str, str] | None = None) -> str | None:
@@ -358,13 +371,15 @@ def check_versions(caller: Mapping[str, Any], local: Mapping[str, str] | None = 
 
 def sign_result(key: bytes, *, nonce: str, result_fields: Mapping[str, Any]) -> str:
     """MAC (hex) binding ``result_fields`` (all of them) to the request's nonce."""
-    _check_key(key)
-    return _result_mac(key, nonce, _digest(result_fields))
+    if type(key) is not bytes or len(key) != KEY_BYTES:
+        _check_key(key)
+    return _result_mac(key, nonce, _canonical(result_fields, 0))
 
 
 def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[str, Any]) -> None:
     """Raise :class:`SignatureError` unless ``mac`` is :func:`sign_result`'s for these fields."""
-    _check_key(key)
+    if type(key) is not bytes or len(key) != KEY_BYTES:
+        _check_key(key)
     if mac is None:
         raise SignatureError(
             MISSING, "the result is not signed: the worker has no signing key or is not Flash's"
@@ -372,10 +387,10 @@ def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[st
     if not isinstance(mac, str) or len(mac) != 64 or not _is_hex(mac):
         raise SignatureError(MALFORMED, "the result signature is not 64 lowercase hex characters")
     try:
-        digest = _digest(result_fields)
+        expected = _result_mac(key, nonce, _canonical(result_fields, 0))
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the result cannot be hashed: {exc}") from None
-    if not hmac.compare_digest(_result_mac(key, nonce, digest), mac):
+    if not hmac.compare_digest(expected, mac):
         raise SignatureError(
             BAD_MAC,
             "the result signature does not match: the result was altered, answers another "
@@ -410,7 +425,8 @@ class ReplayCache:
         current = time.time() if now is None else now
         expires = deadline + CLOCK_SKEW_S
         with self._lock:
-            self._evict(current)
+            if self._heap and self._heap[0][0] < current:
+                self._evict(current)
             if nonce in self._expiry:
                 raise SignatureError(
                     REPLAYED, "this request was already received (replayed nonce); refused"
@@ -449,7 +465,8 @@ def _cloudpickle_version() -> str:
     return str(getattr(cloudpickle, "__version__", "unknown"))
 
 
-def _parse_block(signature: Any) -> dict[str, Any]:
+def _parse_block(signature: Any) -> tuple[str, str, str, float, str, str, str]:
+    """The block's endpoint, function, digest, deadline, nonce, caller text and MAC."""
     if signature is None:
         raise SignatureError(
             MISSING,
@@ -458,39 +475,79 @@ def _parse_block(signature: Any) -> dict[str, Any]:
         )
     if not isinstance(signature, dict):
         raise SignatureError(MALFORMED, "'signature' must be a JSON object")
-    version = signature.get("v")
+    get: Any = signature.get
+    version = get("v")
     if version != SIGNATURE_VERSION or type(version) is not int:
         raise SignatureError(
             UNSUPPORTED,
             f"signature version {_clip(version)!r} is not supported (this worker speaks "
             f"{SIGNATURE_VERSION}); rebuild so caller and worker run the same Flash",
         )
-    if signature.get("alg") != ALGORITHM:
+    if get("alg") != ALGORITHM:
         raise SignatureError(
             UNSUPPORTED,
-            f"signature algorithm {_clip(signature.get('alg'))!r} is not supported "
-            f"(expected {ALGORITHM})",
+            f"signature algorithm {_clip(get('alg'))!r} is not supported (expected {ALGORITHM})",
         )
-    for name in ("endpoint", "function"):
-        value = signature.get(name)
-        if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
-            raise SignatureError(MALFORMED, f"signature {name!r} must be a non-empty string")
-    for name, length in (("digest", 64), ("mac", 64), ("nonce", 32)):
-        value = signature.get(name)
-        if type(value) is not str or len(value) != length or not _is_hex(value):
-            raise SignatureError(
-                MALFORMED, f"signature {name!r} must be {length} lowercase hex characters"
-            )
-    deadline = signature.get("deadline")
-    if not _is_number(deadline) or not math.isfinite(deadline):
+    endpoint = get("endpoint")
+    function = get("function")
+    if not (
+        type(endpoint) is str
+        and type(function) is str
+        and 0 < len(endpoint) <= _MAX_NAME
+        and 0 < len(function) <= _MAX_NAME
+    ):
+        for name, value in (("endpoint", endpoint), ("function", function)):
+            if type(value) is not str or not value or len(value) > _MAX_NAME:
+                raise SignatureError(MALFORMED, f"signature {name!r} must be a non-empty string")
+    digest = get("digest")
+    mac = get("mac")
+    nonce = get("nonce")
+    # One hex check over the three (the usual case); the loop only names the bad one.
+    if not (
+        type(digest) is str
+        and type(mac) is str
+        and type(nonce) is str
+        and len(digest) == 64
+        and len(mac) == 64
+        and len(nonce) == 32
+        and _is_hex(digest + mac + nonce)
+    ):
+        for name, value, length in (("digest", digest, 64), ("mac", mac, 64), ("nonce", nonce, 32)):
+            if type(value) is not str or len(value) != length or not _is_hex(value):
+                raise SignatureError(
+                    MALFORMED, f"signature {name!r} must be {length} lowercase hex characters"
+                )
+    deadline = get("deadline")
+    if (type(deadline) is not float or deadline - deadline != 0.0) and (  # not a finite float
+        not _is_number(deadline) or not math.isfinite(deadline)
+    ):
         raise SignatureError(MALFORMED, "signature 'deadline' must be epoch seconds")
-    caller = signature.get("caller")
+    return (
+        endpoint,
+        function,
+        digest,
+        float(deadline),
+        nonce,
+        _caller_text(get("caller")),
+        mac,
+    )
+
+
+# Caller blocks seen and checked, with their MAC text: a worker meets one or two.
+_KNOWN_CALLERS: list[tuple[dict[str, str], str]] = []
+
+
+def _caller_text(caller: Any) -> str:
+    """The caller versions as MAC text; SignatureError (MALFORMED) unless short strings."""
+    for known, text in _KNOWN_CALLERS:
+        if caller == known:  # dict equality: same names, same version texts
+            return text
     if (
         not isinstance(caller, dict)
         or len(caller) > _MAX_CALLER_ITEMS
         or not all(
-            isinstance(k, str)
-            and isinstance(v, str)
+            type(k) is str
+            and type(v) is str
             and len(k) <= _MAX_CALLER_TEXT
             and len(v) <= _MAX_CALLER_TEXT
             for k, v in caller.items()
@@ -499,7 +556,17 @@ def _parse_block(signature: Any) -> dict[str, Any]:
         raise SignatureError(
             MALFORMED, "signature 'caller' must be an object of short strings (versions)"
         )
-    return {**signature, "deadline": float(deadline)}
+    # Each text after its length, so no choice of texts can shift where one ends.
+    names = sorted(caller)
+    text = f"{len(names)}:" + "".join([f"{len(k)}:{k}{len(caller[k])}:{caller[k]}" for k in names])
+    if len(_KNOWN_CALLERS) >= 16:
+        _KNOWN_CALLERS.clear()
+    _KNOWN_CALLERS.append((dict(caller), text))
+    return text
+
+
+# The head of the request MAC message for each (endpoint, function) signed or checked.
+_TARGET_TEXTS: dict[tuple[str, str], str] = {}
 
 
 def _request_mac(
@@ -509,40 +576,25 @@ def _request_mac(
     digest: str,
     deadline: float,
     nonce: str,
-    caller: Mapping[str, str],
+    caller_text: str,
 ) -> str:
-    # Free-form texts go after their length, so no choice of texts can shift where one
-    # ends; digest and nonce have fixed lengths. repr() of a float round-trips, so the
-    # deadline read back from the job's JSON gives the same text.
-    versions = _versions_text(caller)
-    message = (
-        f"{_REQUEST_DOMAIN}\n{_VERSION_TEXT}\n{ALGORITHM}\n{len(endpoint)}:{endpoint}\n"
-        f"{len(function)}:{function}\n{digest}\n{float(deadline)!r}\n{nonce}\n"
-        f"{len(caller)}:{versions}"
-    )
-    return _hmac_sha256(key, message.encode("utf-8"))
+    # Free-form names go after their length, so no choice of names can shift where one
+    # ends; digest and nonce have fixed lengths, and the caller text frames itself.
+    # float.hex() is exact, so the deadline read back from JSON gives the same text.
+    target = _TARGET_TEXTS.get((endpoint, function))
+    if target is None:
+        target = f"{_REQUEST_HEAD}{len(endpoint)}:{endpoint}\n{len(function)}:{function}\n"
+        if len(_TARGET_TEXTS) >= 1024:  # a worker serves a few functions: keep it small
+            _TARGET_TEXTS.clear()
+        _TARGET_TEXTS[endpoint, function] = target
+    message = f"{target}{digest}\n{deadline.hex()}\n{nonce}\n{caller_text}"
+    return _hmac_sha256(key, message.encode("utf-8", "surrogatepass"))
 
 
-_VERSION_TEXTS: dict[tuple[str, ...], str] = {}
-
-
-def _versions_text(caller: Mapping[str, str]) -> str:
-    names = sorted(caller)
-    if len(names) > _MAX_CALLER_ITEMS:  # signed blocks are checked for this already
-        raise ValueError("too many caller entries")
-    cache_key = (*names, *[caller[k] for k in names])
-    text = _VERSION_TEXTS.get(cache_key)
-    if text is None:
-        text = "".join([f"{len(k)}:{k}{len(caller[k])}:{caller[k]}" for k in names])
-        if len(_VERSION_TEXTS) >= 64:  # callers of a few versions at most: keep it small
-            _VERSION_TEXTS.clear()
-        _VERSION_TEXTS[cache_key] = text
-    return text
-
-
-def _result_mac(key: bytes, nonce: str, digest: str) -> str:
-    message = f"{_RESULT_DOMAIN}\n{_VERSION_TEXT}\n{ALGORITHM}\n{len(nonce)}:{nonce}\n{digest}"
-    return _hmac_sha256(key, message.encode("utf-8"))
+def _result_mac(key: bytes, nonce: str, canonical: str) -> str:
+    # One HMAC pass over the result's canonical text (big strings in it are tree roots).
+    message = f"{_RESULT_HEAD}{len(nonce)}:{nonce}\n{canonical}"
+    return _hmac_sha256(key, message.encode("utf-8", "surrogatepass"))
 
 
 _PADS: dict[bytes, tuple[Any, Any]] = {}
@@ -568,115 +620,162 @@ def _hmac_sha256(key: bytes, message: bytes) -> str:
     return outer.hexdigest()
 
 
-def _framed(parts: list[str]) -> bytes:
-    # Each part after its length: no choice of texts can shift where one part ends.
-    return "".join([f"{len(part)}:{part}" for part in parts]).encode("utf-8")
-
-
-def _digest(value: Any) -> str:
-    hasher = hashlib.sha256()
-    buffer: list[str] = []
-    _encode(value, buffer, hasher, 0)
-    hasher.update("".join(buffer).encode("utf-8"))
-    return hasher.hexdigest()
-
-
-def _encode_string(value: str, buffer: list[str], hasher: Any) -> None:
-    if value.isascii() and '"' not in value and "\\" not in value:
-        if len(value) < _BIG_STRING:
-            buffer.append(f'"{value}"')
-            return
-        buffer.append('"')
-        hasher.update("".join(buffer).encode("utf-8"))
-        buffer.clear()
-        hasher.update(value.encode("ascii"))
-        buffer.append('"')
-    else:
-        buffer.append(json.dumps(value))
-
-
-def _encode(value: Any, buffer: list[str], hasher: Any, depth: int) -> None:
-    """Append the canonical form of ``value``; big plain strings go straight to ``hasher``."""
+def _canonical(value: Any, depth: int) -> str:
+    """The canonical text of ``value`` (see :func:`payload_digest`)."""
     kind = type(value)
     if kind is str:
-        _encode_string(value, buffer, hasher)
-    elif kind is list or kind is tuple:
+        if len(value) >= _TREE_MIN:
+            return "#" + _tree_root(value)
+        if value.isascii() and '"' not in value and "\\" not in value:
+            return f'"{value}"'
+        return _json_string(value)
+    if kind is list or kind is tuple:
         if depth >= _MAX_FIELD_DEPTH:
             raise ValueError(f"nested deeper than {_MAX_FIELD_DEPTH} levels")
-        joined = _joined_plain(value)
-        if joined is not None:
-            buffer.append(joined)
-            return
-        buffer.append("[")
-        for i, item in enumerate(value):
-            if i:
-                buffer.append(",")
-            if type(item) is str:
-                _encode_string(item, buffer, hasher)
-            else:
-                _encode(item, buffer, hasher, depth + 1)
-        buffer.append("]")
-    elif kind is dict:
         if not value:
-            buffer.append("{}")
-            return
+            return "[]"
+        try:
+            # All short plain strings (args lists) are written at once. Lengths first, so
+            # that a big string is never copied; join raises TypeError unless all are strings.
+            # Joined with '","', plain items leave exactly two quotes per separator; any
+            # other quote or a backslash means an item needs escapes.
+            if sum(map(len, value)) < _TREE_MIN:
+                joined = '","'.join(value)
+                if (
+                    joined.isascii()
+                    and "\\" not in joined
+                    and joined.count('"') == 2 * (len(value) - 1)
+                ):
+                    return f'["{joined}"]'
+        except TypeError:
+            pass
+        return "[" + ",".join([_canonical(item, depth + 1) for item in value]) + "]"
+    if kind is dict:
+        if not value:
+            return "{}"
         if depth >= _MAX_FIELD_DEPTH:
             raise ValueError(f"nested deeper than {_MAX_FIELD_DEPTH} levels")
-        keys = list(value)
-        if not all(type(k) is str for k in keys):
-            raise ValueError("object keys must be strings")
-        buffer.append("{")
-        for i, name in enumerate(sorted(keys)):
-            if i:
-                buffer.append(",")
-            _encode_string(name, buffer, hasher)
-            buffer.append(":")
-            item = value[name]
-            if type(item) is str:
-                _encode_string(item, buffer, hasher)
-            else:
-                _encode(item, buffer, hasher, depth + 1)
-        buffer.append("}")
-    elif value is None:
-        buffer.append("null")
-    elif kind is bool:
-        buffer.append("true" if value else "false")
-    elif kind is int:
+        items = []
         try:
-            buffer.append(int.__repr__(value))
+            names = sorted(value)
+        except TypeError:  # keys of mixed types
+            names = []
+        for name in names:
+            name_text = _KEY_TEXTS.get(name)
+            if name_text is None:
+                if not isinstance(name, str):
+                    break
+                name_text = _canonical(name, depth)
+                if type(name) is str and len(name) < 64 and len(_KEY_TEXTS) < 1024:
+                    _KEY_TEXTS[name] = name_text
+            item = value[name]
+            if (
+                type(item) is str
+                and len(item) < _TREE_MIN
+                and item.isascii()
+                and '"' not in item
+                and "\\" not in item
+            ):
+                items.append(f'{name_text}:"{item}"')
+            elif item is True or item is False:  # "success" in every result
+                items.append(f"{name_text}:{'true' if item else 'false'}")
+            else:
+                items.append(f"{name_text}:{_canonical(item, depth + 1)}")
+        if len(items) != len(value):
+            raise ValueError("object keys must be strings")
+        return "{" + ",".join(items) + "}"
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        try:
+            return int.__repr__(value)
         except ValueError as exc:  # more digits than int-to-text allows
             raise ValueError(str(exc)) from None
-    elif kind is float:
-        buffer.append(json.dumps(value))  # JSON's spelling of inf and NaN too
-    elif isinstance(value, (str, bool, int, float, list, tuple, dict, Mapping)):
-        _encode(_plain(value), buffer, hasher, depth)
+    if kind is float:
+        return float.__repr__(value) if math.isfinite(value) else json.dumps(value)
+    if isinstance(value, (str, bool, int, float, list, tuple, Mapping)):
+        return _canonical(_plain(value), depth)
+    raise ValueError(f"a value of type {type(value).__name__} cannot appear in a job")
+
+
+_json_string = json.encoder.encode_basestring_ascii
+# Canonical texts of the dict keys met so far (a few field names, mostly).
+_KEY_TEXTS: dict[str, str] = {}
+
+
+def _tree_root(text: str) -> str:
+    """SHA-256 (hex) over the length and the SHA-256 of each _TREE_LEAF-character chunk
+    (UTF-8, lone surrogates kept). Chunk boundaries do not depend on the thread count."""
+    starts = range(0, len(text), _TREE_LEAF)
+    threads = _hash_threads() if len(text) >= _PARALLEL_MIN else 1
+    if threads <= 1 or len(starts) < 2:
+        leaves = _leaf_digests(text, starts)
     else:
-        raise ValueError(f"a value of type {type(value).__name__} cannot appear in a job")
+        # One contiguous run of chunks per thread; this thread hashes the first run while
+        # the pool hashes the rest (hashlib lets go of the GIL on big buffers).
+        per = -(-len(starts) // min(threads, len(starts)))
+        runs = [starts[i : i + per] for i in range(0, len(starts), per)]
+        pool = _pool(threads - 1)
+        futures = [pool.submit(_leaf_digests, text, run) for run in runs[1:]]
+        first = _leaf_digests(text, runs[0])
+        leaves = first + b"".join([future.result() for future in futures])
+    root = hashlib.sha256(f"flash-tree\n{len(text)}\n".encode("ascii"))
+    root.update(leaves)
+    return root.hexdigest()
 
 
-def _joined_plain(items: list[Any] | tuple[Any, ...]) -> str | None:
-    """``items`` encoded at once when they are all short plain strings (args lists), else None.
+def _leaf_digests(text: str, starts: range) -> bytes:
+    sha256 = hashlib.sha256
+    return b"".join(
+        [sha256(text[i : i + _TREE_LEAF].encode("utf-8", "surrogatepass")).digest() for i in starts]
+    )
 
-    Joined with '","', plain items leave exactly two quotes per separator; any other quote
-    or a backslash means an item needs escapes.
-    """
-    if not items or set(map(type, items)) != {str}:
-        return None
-    joined = '","'.join(items)
-    if (
-        len(joined) >= _BIG_STRING
-        or not joined.isascii()
-        or "\\" in joined
-        or joined.count('"') != 2 * (len(items) - 1)
-    ):
-        return None
-    return f'["{joined}"]'
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+_THREADS: int | None = None
+
+
+def _hash_threads() -> int:
+    global _THREADS
+    if _THREADS is None:
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on every platform
+            usable = os.cpu_count() or 1
+        _THREADS = max(1, min(usable, _MAX_HASH_THREADS))
+    return _THREADS
+
+
+def _pool(workers: int) -> Any:
+    """The thread pool that hashes chunks, made on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor  # needed for big payloads only
+
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flash-hash")
+        return _POOL
+
+
+def _forget_pool() -> None:
+    # A forked child has none of the parent's threads (and maybe a lock held by one of
+    # them): it makes its own pool, or it would wait forever for chunks nobody hashes.
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _plain(value: Any) -> Any:
     """A subclass instance (an str enum, an OrderedDict) as its plain JSON type."""
     if isinstance(value, str):
-        return str(value)
+        return str.__str__(value)  # its text, as json writes it, whatever __str__ says
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
@@ -688,9 +787,12 @@ def _plain(value: Any) -> Any:
     return dict(value)
 
 
+_HEX_DIGITS = b"0123456789abcdef"
+
+
 def _is_hex(text: str) -> bool:
-    # strip() eats hex digits from both ends: anything left is not lowercase hex.
-    return text.isascii() and not text.strip("0123456789abcdef")
+    # translate() deletes the hex digits: anything left is not lowercase hex.
+    return text.isascii() and not text.encode("ascii").translate(None, _HEX_DIGITS)
 
 
 def _is_number(value: Any) -> TypeGuard[float]:
