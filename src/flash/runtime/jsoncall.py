@@ -497,7 +497,10 @@ def _json_name(value: Any) -> str:
 
 # -- results -------------------------------------------------------------------------------
 
-_PASS_THROUGH = frozenset({type(None), bool, int, str})
+_PASS_THROUGH = frozenset({type(None), bool, str})
+# json.dumps refuses ints longer than Python prints (4,300 digits by default): such a result
+# must be refused here, not later when the worker can no longer answer the job.
+_MAX_INT_BITS = 14_000
 
 
 def _to_json(value: Any, path: _Path, depth: int) -> Any:
@@ -505,6 +508,10 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
         raise JsonResultError(format_path(path), f"nested deeper than {MAX_NESTING} levels")
     kind = type(value)
     if kind in _PASS_THROUGH:
+        return value
+    if kind is int:
+        if value.bit_length() > _MAX_INT_BITS:
+            raise JsonResultError(format_path(path), "an integer too long to write as JSON")
         return value
     if kind is float:
         if not math.isfinite(value):
@@ -527,8 +534,10 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json")
-    if isinstance(value, (bool, int, str)):  # subclasses
+    if isinstance(value, (bool, str)):  # subclasses
         return value
+    if isinstance(value, int):
+        return _to_json(int(value), path, depth)
     if isinstance(value, float):
         return _to_json(float(value), path, depth)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
@@ -568,9 +577,11 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
 def _flat_list(value: list[Any] | tuple[Any, ...]) -> list[Any] | None:
     """The list itself when it holds only plain scalars (checked at C speed), else None."""
     kinds = set(map(type, value))
-    if kinds <= _PASS_THROUGH:
+    if int in kinds and max(x.bit_length() for x in value if type(x) is int) > _MAX_INT_BITS:
+        return None  # the slow way names the item
+    if kinds <= _PASS_THROUGH | {int}:
         return value if type(value) is list else list(value)
-    if not kinds <= _PASS_THROUGH | {float}:
+    if not kinds <= _PASS_THROUGH | {int, float}:
         return None
     # A finite sum proves every float finite (NaN and inf survive addition); anything else,
     # an overflow included, goes the slow way, which names the offending item.

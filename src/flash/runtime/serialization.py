@@ -59,7 +59,9 @@ def deserialize(data: str) -> Any:
     try:
         # cloudpickle.loads is pickle.loads; the pickled bytes carry everything needed
         return pickle.loads(raw)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a payload calling sys.exit() while loading is still bad input
         raise SerializationError(
             f"payload failed to unpickle: {type(exc).__name__}: {exc}"
         ) from exc

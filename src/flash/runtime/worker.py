@@ -424,7 +424,12 @@ class _WorkerLoop:
 
     async def _post(self, template: str, job_id: str, data: dict[str, Any], stream: bool) -> None:
         url = template.replace("$ID", job_id) + f"&isStream={'true' if stream else 'false'}"
-        body = json.dumps(data, ensure_ascii=False).encode()
+        try:
+            body = json.dumps(data, ensure_ascii=False).encode()
+        except (TypeError, ValueError) as err:
+            # The job must still end: report why its answer could not be sent.
+            data = {"error": f"the handler's answer cannot be sent as JSON: {err}"}
+            body = json.dumps(data).encode()
         headers = {
             "charset": "utf-8",
             "Content-Type": "application/x-www-form-urlencoded",

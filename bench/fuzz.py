@@ -1,0 +1,353 @@
+"""The long fuzz run: at least 100,000 generated inputs against the generic handler and the gateway.
+
+    .venv/bin/python bench/fuzz.py                      # 90,000 handler jobs + 10,000 HTTP requests
+    .venv/bin/python bench/fuzz.py --handler 9000 --gateway 1000 --atheris 0   # a quick look
+    .venv/bin/python bench/fuzz.py --atheris 50000      # plus coverage-guided runs (if installed)
+
+Targets, with the strategies of ``tests/fuzz/strategies.py`` (both wire formats; random JSON,
+truncated base64, corrupt and hostile pickles, forged and stale signatures, wrong types, huge
+strings, deep nesting):
+
+- ``handler ...``: in-process ``create_handler`` with signing on and off, plain and streaming,
+  and with no key at all (every pickle refused). Each job must get a well-formed answer within
+  10 s, no hostile pickle may run without a valid signature, and a valid job must still work
+  after it. A failing input is counted and the run goes on.
+- ``gateway http``: random requests to one ``LocalPlatform`` with a real worker; no 5xx, every
+  accepted job final within a deadline, the platform still serving at the end.
+- ``atheris``: optional, coverage-guided (libFuzzer) bytes turned into jobs: raw bytes as a
+  signed pickle argument, or parsed as a JSON job input. Skipped when atheris is not
+  importable (``pip install atheris``; not a project dependency).
+
+Bounded in time: ``--time-limit`` seconds in all (default 900), shared out by input count; a
+target that runs out of time stops early and the table says so. Prints one row per target:
+inputs, failures, wall time, inputs per second; then the first failing inputs, if any.
+Exit status 1 when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.fuzz, tests.platform
+
+from bench._table import print_table  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from tests.fuzz import strategies as fz  # noqa: E402
+
+from flash.runtime.generic_handler import create_handler  # noqa: E402
+from flash.runtime.signing import generate_key  # noqa: E402
+
+HEADER = ("target", "inputs", "failures", "wall s", "inputs/s", "note")
+CHUNK = 1000  # examples per hypothesis run: each run has its own seed
+SHOWN_FAILURES = 5
+
+
+class Result:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inputs = 0
+        self.failures: list[str] = []
+        self.wall = 0.0
+        self.note = ""
+
+    def row(self) -> tuple[str, ...]:
+        rate = f"{self.inputs / self.wall:,.0f}" if self.wall else "-"
+        return (
+            self.name,
+            f"{self.inputs:,}",
+            str(len(self.failures)),
+            f"{self.wall:.1f}",
+            rate,
+            self.note,
+        )
+
+
+def _fuzz(
+    result: Result,
+    strategy: st.SearchStrategy[Any],
+    check: Callable[[Any], object],
+    count: int,
+    budget_s: float,
+) -> None:
+    """Run ``check`` on ``count`` drawn values (or until ``budget_s``), recording failures."""
+    start = time.monotonic()
+    end = start + budget_s
+    run = 0
+    while result.inputs < count and time.monotonic() < end:
+        size = min(CHUNK, count - result.inputs)
+
+        # Failures are recorded, never raised: hypothesis would stop to shrink them.
+        @seed(run)
+        @settings(
+            max_examples=size,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(value=strategy)
+        def chunk(value: Any) -> None:
+            if time.monotonic() >= end:
+                return
+            result.inputs += 1
+            try:
+                check(value)
+            except Exception as exc:
+                result.failures.append(f"{type(exc).__name__}: {str(exc)[:400]}")
+
+        try:
+            chunk()
+        except Exception as exc:  # the strategy itself failed: a bug here, worth a row
+            result.failures.append(f"generating inputs: {type(exc).__name__}: {str(exc)[:300]}")
+        run += 1
+    result.wall = time.monotonic() - start
+    if result.inputs < count:
+        result.note = f"time limit: {result.inputs:,} of {count:,}"
+
+
+# --------------------------------------------------------------------------- handler
+
+
+def fuzz_handler(count: int, budget_s: float, work: Path) -> list[Result]:
+    from tests.fuzz.test_fuzz_handler import Target
+
+    module = fz.import_app(work / "app")
+    manifests = {
+        False: fz.manifest(work / "plain", fz.PLAIN_FUNCTIONS),
+        True: fz.manifest(work / "stream", fz.STREAM_FUNCTIONS),
+    }
+    loop = asyncio.new_event_loop()
+    variants = [(True, False), (True, True), (False, False), (False, True), (None, False)]
+    results = []
+    for index, (signing, streaming) in enumerate(variants):
+        names = fz.STREAM_FUNCTIONS if streaming else fz.PLAIN_FUNCTIONS
+        key = generate_key() if signing else None
+        marker = work / f"pwned-{index}"
+        handler = create_handler(
+            fz.registry(module, names),
+            endpoint=fz.ENDPOINT,
+            signing_key=key,
+            allow_unsigned=signing is False,
+            manifest=manifests[streaming],
+        )
+        target = Target(
+            handler, key, None if signing is False else marker, loop, pickles=signing is not None
+        )
+        if signing is None:
+            name = "handler no key (pickles refused)"
+            strategy: st.SearchStrategy[Any] = fz.jobs(
+                key=generate_key(), names=names, marker=marker
+            )
+        else:
+            shape = "streaming" if streaming else "plain"
+            name = f"handler {'signed' if signing else 'unsigned'} {shape}"
+            strategy = fz.jobs(key=key, names=names, marker=target.marker)
+        result = Result(name)
+        _fuzz(result, strategy, target.check, count // len(variants), budget_s / len(variants))
+        results.append(result)
+    loop.close()
+    return results
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+def fuzz_gateway(count: int, budget_s: float, work: Path) -> Result:
+    from tests.fuzz.test_fuzz_gateway import GatewayFuzzer, start_platform
+
+    result = Result("gateway http")
+    platform, key = start_platform(work / "gateway")
+    fuzzer = GatewayFuzzer(platform, key, work / "gateway" / "pwned")
+    try:
+        fuzzer.check_still_serving()
+        _fuzz(result, fz.http_requests(key=key, marker=fuzzer.marker), fuzzer.send, count, budget_s)
+        started = time.monotonic()
+        finals: dict[str, int] | None
+        try:
+            finals = fuzzer.wait_all_final(deadline_s=max(60.0, budget_s / 10))
+            fuzzer.check_still_serving()
+        except Exception as exc:
+            result.failures.append(f"after the run: {type(exc).__name__}: {str(exc)[:400]}")
+            finals = None
+        result.wall += time.monotonic() - started
+        accepted = f"{len(set(fuzzer.accepted)):,} distinct jobs accepted"
+        if finals is None:
+            summary = f"{accepted}, NOT all final"
+        else:
+            jobs = ", ".join(f"{k.lower()} {v}" for k, v in sorted(finals.items()))
+            summary = f"{accepted}, all final ({jobs})"
+        result.note = (result.note + "; " if result.note else "") + summary
+    finally:
+        fuzzer.close()
+        platform.stop()
+    return result
+
+
+# --------------------------------------------------------------------------- atheris
+
+
+def fuzz_atheris(count: int, budget_s: float, work: Path) -> Result:
+    result = Result("atheris handler (coverage-guided)")
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        result.note = "skipped: atheris is not installed"
+        return result
+    failures = work / "atheris-failures.txt"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--atheris-child",
+            str(count),
+            "--work",
+            str(work),
+            "--time-limit",
+            str(int(budget_s)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=budget_s + 60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    result.wall = time.monotonic() - start
+    done = [line for line in proc.stderr.splitlines() if line.startswith("Done ")]
+    result.inputs = int(done[-1].split()[1]) if done else 0
+    if failures.exists():
+        result.failures = failures.read_text(encoding="utf-8").splitlines()
+    if proc.returncode != 0 or not done:
+        result.failures.append(f"libFuzzer exit {proc.returncode}: {proc.stderr[-600:]}")
+    return result
+
+
+def _atheris_child(count: int, work: Path, budget_s: int) -> None:
+    """Runs under libFuzzer: each input is a job; failures go to a file, the run goes on."""
+    import atheris
+    from tests.fuzz.test_fuzz_handler import Target
+
+    module = fz.import_app(work / "atheris-app")
+    manifest = fz.manifest(work / "atheris-plain", fz.PLAIN_FUNCTIONS)
+    key = generate_key()
+    handler = create_handler(
+        fz.registry(module, fz.PLAIN_FUNCTIONS),
+        endpoint=fz.ENDPOINT,
+        signing_key=key,
+        manifest=manifest,
+    )
+    target = Target(handler, key, None, asyncio.new_event_loop())
+    failures = (work / "atheris-failures.txt").open("a", encoding="utf-8")
+
+    def one(data: bytes) -> None:
+        job_input = _atheris_job(data, key)
+        try:
+            target.check({"id": "a", "input": job_input})
+        except Exception as exc:
+            failures.write(f"{type(exc).__name__}: {str(exc)[:300]!r} input={data[:80]!r}\n")
+            failures.flush()
+
+    sys.addaudithook(_refuse_unlisted_globals)
+    atheris.instrument_all()
+    atheris.Setup(
+        [sys.argv[0], f"-runs={count}", f"-max_total_time={budget_s}", "-max_len=4096"], one
+    )
+    atheris.Fuzz()
+
+
+# Coverage-guided mutation of signed pickles could assemble any global call (os.system...):
+# the child lets pickles reach only these harmless ones. A signed pickle is trusted code by
+# design, so this guards the machine running the fuzzer, not the product.
+_PICKLE_GLOBALS = {
+    ("builtins", name)
+    for name in ("set", "frozenset", "bytearray", "complex", "slice", "range", "ValueError")
+} | {("copyreg", "_reconstructor"), ("collections", "OrderedDict")}
+
+
+def _refuse_unlisted_globals(event: str, args: tuple[Any, ...]) -> None:
+    if event == "pickle.find_class" and tuple(args) not in _PICKLE_GLOBALS:
+        raise RuntimeError(f"fuzz guard: pickle global {args!r} refused")
+
+
+def _atheris_job(data: bytes, key: bytes) -> Any:
+    import base64
+    import json
+
+    if data[:1] == b"{":  # parsed as a JSON job input, typed or not
+        try:
+            return json.loads(data.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            return {"function": "add", "kwargs": {"a": data.decode("latin-1")}}
+    # raw bytes as the pickle of a signed call's argument: pickle.loads on anything
+    payload: dict[str, Any] = {
+        "function_name": "echo",
+        "args": [base64.b64encode(data).decode("ascii")],
+    }
+    from flash.runtime.signing import sign_request
+
+    payload["signature"] = sign_request(
+        key, endpoint=fz.ENDPOINT, function="echo", fields=payload, deadline=time.time() + 60
+    )
+    return payload
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--handler", type=int, default=90_000, help="in-process handler jobs")
+    parser.add_argument("--gateway", type=int, default=10_000, help="HTTP requests")
+    parser.add_argument("--atheris", type=int, default=0, help="coverage-guided inputs")
+    parser.add_argument("--time-limit", type=float, default=900.0, help="seconds in all")
+    parser.add_argument("--atheris-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if args.atheris_child is not None:
+        _atheris_child(args.atheris_child, args.work, int(args.time_limit))
+        return 0
+    total = args.handler + args.gateway + args.atheris
+    share = {
+        name: args.time_limit * n / max(1, total)
+        for name, n in (
+            ("handler", args.handler),
+            ("gateway", args.gateway),
+            ("atheris", args.atheris),
+        )
+    }
+    results: list[Result] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="flash-fuzz-") as tmp:
+        work = Path(tmp)
+        if args.handler:
+            results += fuzz_handler(args.handler, share["handler"], work)
+        if args.gateway:
+            results.append(fuzz_gateway(args.gateway, share["gateway"], work))
+        if args.atheris:
+            results.append(fuzz_atheris(args.atheris, share["atheris"], work))
+    total_inputs = sum(r.inputs for r in results)
+    total_failures = sum(len(r.failures) for r in results)
+    rows = [r.row() for r in results]
+    elapsed = time.monotonic() - started
+    rows.append(("total", f"{total_inputs:,}", str(total_failures), f"{elapsed:.1f}", "-", ""))
+    print_table(rows, HEADER)
+    for r in results:
+        for failure in r.failures[:SHOWN_FAILURES]:
+            print(f"[{r.name}] {failure}")
+    return 1 if total_failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
