@@ -360,7 +360,7 @@ class Dispatcher:
         if state is None:
             return
         for taker in list(state.takers):
-            self._drop_taker(taker)
+            self._drop_taker(taker, state)
             if not taker.future.done():
                 taker.future.set_result([])
         self._wake_stop(state)
@@ -408,16 +408,20 @@ class Dispatcher:
         takers = self.takers.get(job.endpoint)
         while takers:
             taker = takers.popleft()
-            self.workers[taker.worker_id].takers.remove(taker)
-            if taker.future.done():
+            state = self.workers.get(taker.worker_id)
+            if state is None:  # its worker is gone
+                continue
+            state.takers.remove(taker)
+            if taker.future.done():  # it gave up waiting
                 continue
             self._assign(job, taker.worker_id)
             taker.future.set_result([job])
             return True
         return False
 
-    def _drop_taker(self, taker: _Taker) -> None:
-        state = self.workers.get(taker.worker_id)
+    def _drop_taker(self, taker: _Taker, state: _WorkerState | None = None) -> None:
+        # ``state`` is passed when the worker has already left ``self.workers``.
+        state = state or self.workers.get(taker.worker_id)
         if state is not None and taker in state.takers:
             state.takers.remove(taker)
             self.takers[state.endpoint].remove(taker)
