@@ -38,6 +38,7 @@ from flash.build.manifest import (
     Manifest,
     Target,
     build_manifest,
+    handler_file_name,
     load_manifest,
 )
 from flash.build.scanner import ScanResult, scan_project
@@ -277,7 +278,7 @@ def _project_name(root: Path) -> str:
 
 
 def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
-    handler_names = {f"handler_{name}.py" for name in _sanitized(scan)}
+    handler_names = {handler_file_name(name) for name in scan.resources}
     for rel in files:
         top = rel.split("/", 1)[0]
         if rel in handler_names or rel == MANIFEST_NAME:
@@ -288,12 +289,6 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
                 "the archive; rename it",
                 path=rel,
             )
-
-
-def _sanitized(scan: ScanResult) -> list[str]:
-    from flash.build.scanner import sanitize_resource_name
-
-    return [sanitize_resource_name(name) for name in scan.resources]
 
 
 def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:

@@ -14,13 +14,13 @@ import inspect
 import json
 import os
 import signal
-import socket
 import sys
 import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+
+from flash.runtime.http import HttpClient
 
 LOOP_VERSION = "flash-1"
 _TAKE_TIMEOUT_S = 120.0
@@ -67,116 +67,6 @@ def _configured_concurrency() -> int:
         return max(1, int(os.environ.get("FLASH_WORKER_CONCURRENCY", "1")))
     except ValueError:
         return 1
-
-
-# --------------------------------------------------------------------------- HTTP client
-
-
-class _HttpError(Exception):
-    pass
-
-
-class _Http:
-    """Minimal keep-alive HTTP/1.1 client over asyncio streams (no third-party deps)."""
-
-    def __init__(self, auth: str) -> None:
-        self._auth = auth
-        self._idle: dict[tuple[str, str, int], list[tuple[Any, Any]]] = {}
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, bytes]:
-        parts = urlsplit(url)
-        scheme = parts.scheme or "http"
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
-        if self._auth:
-            lines.append(f"Authorization: {self._auth}")
-        for name, value in (headers or {}).items():
-            lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(body or b'')}")
-        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-        key = (scheme, host, port)
-        # A pooled connection may have been closed by the server: retry once on a fresh one.
-        for reused in (True, False):
-            conn = self._checkout(key) if reused else None
-            if conn is None:
-                reused = False
-                conn = await self._connect(scheme, host, port)
-            reader, writer = conn
-            try:
-                writer.write(raw)
-                status, payload, keep = await self._read_response(reader, method)
-            except (ConnectionError, asyncio.IncompleteReadError, OSError):
-                writer.close()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                writer.close()
-                raise
-            if keep:
-                self._idle.setdefault(key, []).append(conn)
-            else:
-                writer.close()
-            return status, payload
-        raise _HttpError(f"{method} {url}: connection failed")
-
-    def _checkout(self, key: tuple[str, str, int]) -> tuple[Any, Any] | None:
-        pool = self._idle.get(key)
-        while pool:
-            reader, writer = pool.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
-        return None
-
-    async def _connect(self, scheme: str, host: str, port: int) -> tuple[Any, Any]:
-        ctx = None
-        if scheme == "https":
-            import ssl  # only for https platforms; costs ~10 ms of start-up otherwise
-
-            ctx = ssl.create_default_context()
-        reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return reader, writer
-
-    async def _read_response(self, reader: Any, method: str) -> tuple[int, bytes, bool]:
-        status_line = await reader.readline()
-        if not status_line:
-            raise ConnectionError("connection closed before a response")
-        status = int(status_line.split()[1])
-        headers: dict[str, str] = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        keep = headers.get("connection", "").lower() != "close"
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            return status, b"", keep
-        if "content-length" in headers:
-            return status, await reader.readexactly(int(headers["content-length"])), keep
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int((await reader.readline()).split(b";")[0], 16)
-                if size == 0:
-                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return status, b"".join(chunks), keep
-                chunks.append(await reader.readexactly(size))
-                await reader.readline()
-        return status, await reader.read(), False
 
 
 # --------------------------------------------------------------------------- results
@@ -250,7 +140,8 @@ class _WorkerLoop:
         self.handler = handler
         self.modifier = concurrency_modifier or (lambda current: current)
         self.aggregate = return_aggregate_stream
-        self.http = _Http(env.get("RUNPOD_AI_API_KEY", ""))
+        key = env.get("RUNPOD_AI_API_KEY", "")
+        self.http = HttpClient({"Authorization": key} if key else {})
         self.concurrency = _configured_concurrency()
         # Jobs occupying a slot; a stopped sync job keeps its slot until its thread returns.
         self.busy: dict[str, asyncio.Future[Any]] = {}
@@ -307,10 +198,9 @@ class _WorkerLoop:
                 url = url.replace("/job-take/", "/job-take-batch/") + f"&batch_size={needed}"
             url += f"&job_in_progress={1 if self.busy else 0}"
             try:
-                status, body = await asyncio.wait_for(
-                    self.http.request("GET", url), _TAKE_TIMEOUT_S
-                )
-            except (OSError, asyncio.TimeoutError, _HttpError, ValueError) as err:
+                response = await self.http.request("GET", url, timeout=_TAKE_TIMEOUT_S)
+                status, body = response.status, response.body
+            except (OSError, asyncio.TimeoutError, ValueError) as err:
                 print(f"flash worker: job-take failed: {err!r}", file=sys.stderr)
                 await asyncio.sleep(1)
                 continue
@@ -438,12 +328,14 @@ class _WorkerLoop:
         delay = 1.0
         for attempt in range(_POST_ATTEMPTS):
             try:
-                status, _ = await self.http.request("POST", url, body, headers)
+                status = (
+                    await self.http.request("POST", url, content=body, headers=headers)
+                ).status
                 if status < 500 and status != 429:
                     if status >= 400:
                         print(f"flash worker: {url} answered {status}", file=sys.stderr)
                     return
-            except (OSError, _HttpError, ValueError) as err:
+            except (OSError, ValueError) as err:
                 print(f"flash worker: posting result failed: {err!r}", file=sys.stderr)
             if attempt + 1 < _POST_ATTEMPTS:
                 await asyncio.sleep(delay)
@@ -455,10 +347,9 @@ class _WorkerLoop:
         url = self.take_url.replace("/job-take/", "/job-stop/")
         while not self.closing:
             try:
-                status, body = await asyncio.wait_for(
-                    self.http.request("GET", url), _TAKE_TIMEOUT_S
-                )
-            except (OSError, asyncio.TimeoutError, _HttpError, ValueError):
+                response = await self.http.request("GET", url, timeout=_TAKE_TIMEOUT_S)
+                status, body = response.status, response.body
+            except (OSError, asyncio.TimeoutError, ValueError):
                 await asyncio.sleep(1)
                 continue
             ids = json.loads(body).get("jobsToStop", []) if status == 200 and body else []
@@ -475,6 +366,6 @@ class _WorkerLoop:
             ids = ",".join(self.busy)
             url = self.ping_url + ("&" if "?" in self.ping_url else "?")
             url += (f"job_id={ids}&" if ids else "") + f"runpod_version={LOOP_VERSION}"
-            with contextlib.suppress(OSError, _HttpError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
                 await self.http.request("GET", url)
             await asyncio.sleep(self.ping_interval)
