@@ -280,6 +280,18 @@ def test_runsync_wait_answers_early_and_the_job_finishes(tmp_path: Path, platfor
     assert _final(platform, "basic", early["id"])["output"] == {"slept": 1}
 
 
+def test_a_bad_runsync_wait_is_refused_before_any_job_exists(
+    tmp_path: Path, platform_factory
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    for wait in ("abc", "-5", "1.5"):
+        answer = _post(platform, f"basic/runsync?wait={wait}", json={"input": {"action": "echo"}})
+        assert answer.status_code == 400
+        assert "'wait' must be a whole number of milliseconds" in answer.json()["error"]
+    health = _get(platform, "basic/health").json()
+    assert health["jobs"]["completed"] == 0 and health["jobs"]["inQueue"] == 0
+
+
 def test_finished_results_expire_as_in_production(tmp_path: Path, platform_factory) -> None:
     import time
 

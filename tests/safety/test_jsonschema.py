@@ -417,6 +417,22 @@ _root = st.tuples(_schema, st.dictionaries(st.sampled_from(["A", "B"]), _schema,
 )
 
 
+def test_a_schema_that_would_check_forever_refuses_the_value_quickly() -> None:
+    # Each level of this union checks the same value twice more, through 200 levels.
+    schema = {
+        "$ref": "#/$defs/A",
+        "$defs": {"A": {"oneOf": [{"$ref": "#/$defs/A"}, {"$ref": "#/$defs/A"}]}},
+    }
+    issues = validate(1, schema, path="kwargs")
+    assert [(i.path, "too complex" in i.message) for i in issues] == [("kwargs", True)]
+
+
+def test_big_values_get_a_budget_to_match() -> None:
+    schema = {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "number"}]}}
+    assert validate([0.5] * 200_000, schema) == []
+    assert [i.path for i in validate([0.5] * 199_999 + [None], schema)] == ["[199999]"]
+
+
 @settings(max_examples=1500, deadline=None)
 @given(_json_values, _root)
 def test_validate_never_raises(value: Any, schema: Any) -> None:

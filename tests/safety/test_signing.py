@@ -24,6 +24,7 @@ from flash.runtime.serialization import deserialize, serialize, serialize_args
 from flash.runtime.signing import (
     BAD_MAC,
     CLOCK_SKEW_S,
+    DEFAULT_TTL_S,
     EXPIRED,
     MALFORMED,
     MAX_TTL_S,
@@ -318,20 +319,43 @@ def test_a_refused_request_does_not_burn_its_nonce() -> None:
     verify(block, fields, replay=replay)
 
 
-def test_replay_cache_is_bounded_and_refuses_rather_than_forgets() -> None:
+def test_a_full_replay_cache_forgets_the_soonest_and_refuses_what_it_forgot() -> None:
     cache = ReplayCache(max_entries=2)
     cache.remember("a" * 32, NOW + 10, now=NOW)
     cache.remember("b" * 32, NOW + 100, now=NOW)
-    with pytest.raises(SignatureError) as info:
-        cache.remember("c" * 32, NOW + 10, now=NOW + 1)
-    assert info.value.reason == REPLAY_CACHE_FULL
-    # Once the first nonce expires (deadline + skew), there is room again ...
-    cache.remember("c" * 32, NOW + 10, now=NOW + 10 + CLOCK_SKEW_S + 1)
+    # Full: a fresh request is still accepted; the nonce expiring soonest is forgotten ...
+    cache.remember("c" * 32, NOW + 200, now=NOW + 1)
     assert len(cache) == 2
-    # ... and the unexpired one was never forgotten.
-    with pytest.raises(SignatureError) as again:
-        cache.remember("b" * 32, NOW + 100, now=NOW + 50)
-    assert again.value.reason == REPLAYED
+    # ... and neither it nor anything expiring as soon can get through any more.
+    for nonce, deadline in (("a" * 32, NOW + 10), ("d" * 32, NOW + 5)):
+        with pytest.raises(SignatureError) as info:
+            cache.remember(nonce, deadline, now=NOW + 2)
+        assert info.value.reason == REPLAY_CACHE_FULL
+        assert "send it again" in info.value.message
+    # The nonces it kept are still refused as replays.
+    for nonce, deadline in (("b" * 32, NOW + 100), ("c" * 32, NOW + 200)):
+        with pytest.raises(SignatureError) as again:
+            cache.remember(nonce, deadline, now=NOW + 3)
+        assert again.value.reason == REPLAYED
+
+
+def test_expired_nonces_leave_the_replay_cache() -> None:
+    cache = ReplayCache(max_entries=10)
+    for i in range(5):
+        cache.remember(f"{i:032x}", NOW + 10, now=NOW)
+    cache.remember("f" * 32, NOW + 1000, now=NOW)
+    assert len(cache) == 6
+    cache.remember("e" * 32, NOW + 1000, now=NOW + 10 + CLOCK_SKEW_S + 10)
+    assert len(cache) == 2
+
+
+def test_a_busy_worker_keeps_accepting_fresh_requests() -> None:
+    # More signed calls within one deadline window than the cache holds: none is refused.
+    cache = ReplayCache(max_entries=1000)
+    for i in range(20_000):
+        now = NOW + i * 0.01
+        cache.remember(f"{i:032x}", now + DEFAULT_TTL_S, now=now)
+    assert len(cache) <= 1000
 
 
 def test_concurrent_replays_let_exactly_one_through() -> None:
@@ -594,6 +618,40 @@ def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
         waiter.join()
         pytest.fail("the forked child hung while hashing")
     assert out.read_text() == expected
+
+
+def test_a_forked_child_never_sends_its_parents_nonces(tmp_path: Path) -> None:
+    fields = job_fields()
+    signed(fields)  # the parent has random nonces in stock now
+    out = tmp_path / "nonce"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            out.write_text(signed(fields)["nonce"])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    parents = {signed(fields)["nonce"] for _ in range(200)}
+    assert len(out.read_text()) == 32 and out.read_text() not in parents
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.text(max_size=12), st.just("gAVLDC4="), st.integers()),
+    st.sampled_from([True, False, 1]),
+)
+def test_the_usual_answer_is_signed_as_any_other(result: Any, success: Any) -> None:
+    # sign_result writes {"success": true, "result": "<plain>"} at once: same MAC as the
+    # general canonical form, and a verifier can tell any change.
+    answer = {"success": success, "result": result}
+    nonce = "ab" * 16
+    general = signing._result_mac(KEY, nonce, signing._canonical(answer, 0))
+    assert sign_result(KEY, nonce=nonce, result_fields=answer) == general
+    verify_result(KEY, general, nonce=nonce, result_fields=dict(answer))
+    with pytest.raises(SignatureError):
+        verify_result(KEY, general, nonce=nonce, result_fields={**answer, "result": [result]})
 
 
 _json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=6)

@@ -191,6 +191,15 @@ class Gateway:
         if isinstance(parsed, Response):
             return parsed
         job_input, webhook, exec_ms, ttl_ms = parsed
+        wait_ms = RUNSYNC_DEFAULT_WAIT_MS
+        wait = request.query_params.get("wait")
+        if sync and wait is not None:
+            if not (wait.isascii() and wait.isdigit() and len(wait) <= 12):
+                return _error(
+                    400,
+                    f"'wait' must be a whole number of milliseconds, got {wait[:40]!r}",
+                )
+            wait_ms = min(int(wait), RUNSYNC_MAX_WAIT_MS)
         endpoint = request.path_params["endpoint"]
         queued = self.dispatcher.queued[endpoint]
         if queued >= self.max_queue:
@@ -211,12 +220,6 @@ class Gateway:
         if not sync:
             # Accepted into the queue, even if a waiting worker took it this very moment.
             return _json({"id": job.id, "status": js.IN_QUEUE})
-        wait = request.query_params.get("wait")
-        try:
-            wait_ms = RUNSYNC_DEFAULT_WAIT_MS if wait is None else int(wait)
-        except ValueError:
-            wait_ms = RUNSYNC_DEFAULT_WAIT_MS
-        wait_ms = max(0, min(wait_ms, RUNSYNC_MAX_WAIT_MS))
         if await self._wait_or_disconnect(request, job, wait_ms / 1000):
             return _json(job.body())
         return _json({"id": job.id, "status": job.status})

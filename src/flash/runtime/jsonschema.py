@@ -73,8 +73,17 @@ def validate(
 
     ``path`` names the value in issue paths (``"kwargs"`` gives ``kwargs.name``).
     """
-    validator = _Validator(schema, max(1, max_issues))
-    validator.check(value, schema, path, 0)
+    validator = _Validator(schema, max(1, max_issues), _Budget(value))
+    try:
+        validator.check(value, schema, path, 0)
+    except _TooComplex:
+        return [
+            Issue(
+                format_path(path),
+                "too complex to validate against this schema (the check gave up before "
+                "it finished); refused",
+            )
+        ]
     return validator.issues
 
 
@@ -176,14 +185,59 @@ class _TooDeep(Exception):
     pass
 
 
+# Validation work is bounded: unions of recursive schemas can check one value exponentially
+# many times. A validation gets _BASE_STEPS checks; past that, _STEPS_PER_VALUE for each
+# value in the input (counted only then), and past that the input is refused.
+_BASE_STEPS = 100_000
+_STEPS_PER_VALUE = 64
+
+
+class _TooComplex(Exception):
+    pass
+
+
+class _Budget:
+    """Checks left for one validation, shared by the trial validators of unions."""
+
+    __slots__ = ("extended", "left", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.left = _BASE_STEPS
+        self.value = value
+        self.extended = False
+
+    def spend(self) -> None:
+        """Called when ``left`` drops below zero: allow more for a big input, or refuse."""
+        if self.extended:
+            raise _TooComplex
+        self.extended = True
+        self.left = _STEPS_PER_VALUE * _count_values(self.value) - _BASE_STEPS
+        if self.left < 0:
+            raise _TooComplex
+
+
+def _count_values(value: Any) -> int:
+    count = 0
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        count += 1
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, (list, tuple)):
+            stack.extend(current)
+    return count
+
+
 class _Validator:
-    def __init__(self, root: Any, limit: int) -> None:
+    def __init__(self, root: Any, limit: int, budget: _Budget) -> None:
         self.root = root
         self.limit = limit
+        self.budget = budget
         self.issues: list[Issue] = []
 
     def fork(self) -> _Validator:
-        return _Validator(self.root, self.limit)
+        return _Validator(self.root, self.limit, self.budget)
 
     def add(self, path: _Path, message: str) -> None:
         if len(self.issues) < self.limit:
@@ -195,6 +249,10 @@ class _Validator:
     def check(self, value: Any, schema: Any, path: _Path, depth: int) -> None:
         if schema is True or self.full():
             return
+        budget = self.budget
+        budget.left -= 1
+        if budget.left < 0:
+            budget.spend()
         if schema is False:
             self.add(path, "no value is allowed here")
             return

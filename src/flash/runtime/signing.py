@@ -87,7 +87,7 @@ SIGNED_FIELDS = (
     "items",
 )
 
-_SIGNED_SORTED = tuple(sorted(SIGNED_FIELDS))
+_SIGNED_SET = frozenset(SIGNED_FIELDS)
 
 # SignatureError.reason values.
 MISSING = "missing"
@@ -128,6 +128,8 @@ _TREE_MIN = 1 << 16
 _TREE_LEAF = 1 << 16
 _PARALLEL_MIN = 1 << 18
 _MAX_HASH_THREADS = 8
+# The replay cache groups nonces by expiry in buckets this many seconds wide.
+_BUCKET_S = 5
 
 
 class SignatureError(Exception):
@@ -201,22 +203,26 @@ def payload_digest(fields: Mapping[str, Any]) -> str:
     (or nested absurdly deep).
     """
     parts = []
-    for name in _SIGNED_SORTED:
-        value = fields.get(name)
+    for name in sorted(_SIGNED_SET.intersection(fields)):
+        value = fields[name]
         if value is None:
             continue
-        if (  # a short plain string, written in place: saves a call on the hot path
-            type(value) is str
+        kind = type(value)
+        # The usual shapes are written in place, saving a call on the hot path: a short
+        # plain string (function_name), a list of them (args), no keyword arguments.
+        if (
+            kind is str
             and len(value) < _TREE_MIN
             and value.isascii()
             and '"' not in value
             and "\\" not in value
         ):
             parts.append(f'"{name}":"{value}"')
-        elif type(value) is dict and not value:  # no keyword arguments
+        elif kind is dict and not value:
             parts.append(f'"{name}":{{}}')
         else:
-            parts.append(f'"{name}":{_canonical(value, 1)}')
+            text = _strings_text(value) if kind is list else None
+            parts.append(f'"{name}":{_canonical(value, 1) if text is None else text}')
     return hashlib.sha256(("{" + ",".join(parts) + "}").encode("ascii")).hexdigest()
 
 
@@ -247,7 +253,7 @@ def sign_request(
     if deadline - current > MAX_TTL_S:
         raise ValueError(f"deadline is more than {MAX_TTL_S:.0f} s ahead; workers would refuse it")
     if nonce is None:
-        nonce = os.urandom(16).hex()
+        nonce = _new_nonce()
     elif not isinstance(nonce, str) or len(nonce) != 32 or not _is_hex(nonce):
         raise ValueError("nonce must be 32 lowercase hexadecimal characters")
     if not (
@@ -373,7 +379,7 @@ def sign_result(key: bytes, *, nonce: str, result_fields: Mapping[str, Any]) -> 
     """MAC (hex) binding ``result_fields`` (all of them) to the request's nonce."""
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
-    return _result_mac(key, nonce, _canonical(result_fields, 0))
+    return _result_mac(key, nonce, _result_text(result_fields))
 
 
 def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[str, Any]) -> None:
@@ -384,13 +390,17 @@ def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[st
         raise SignatureError(
             MISSING, "the result is not signed: the worker has no signing key or is not Flash's"
         )
-    if not isinstance(mac, str) or len(mac) != 64 or not _is_hex(mac):
+    if type(mac) is not str or len(mac) != 64 or not mac.isascii():
         raise SignatureError(MALFORMED, "the result signature is not 64 lowercase hex characters")
     try:
-        expected = _result_mac(key, nonce, _canonical(result_fields, 0))
+        expected = _result_mac(key, nonce, _result_text(result_fields))
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the result cannot be hashed: {exc}") from None
     if not hmac.compare_digest(expected, mac):
+        if not _is_hex(mac):
+            raise SignatureError(
+                MALFORMED, "the result signature is not 64 lowercase hex characters"
+            )
         raise SignatureError(
             BAD_MAC,
             "the result signature does not match: the result was altered, answers another "
@@ -401,50 +411,93 @@ def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[st
 class ReplayCache:
     """Nonces of accepted requests, each kept until its deadline plus the clock skew.
 
-    Memory is bounded by ``max_entries``. Expired nonces are dropped first; when the cache
-    is still full, new requests are refused (REPLAY_CACHE_FULL) rather than forgetting a
-    nonce that could still be replayed: a full cache costs availability, never safety.
-    One cache per worker process; a replay sent to another worker process is caught there
-    only if that process saw the nonce. Thread-safe.
+    Nonces are grouped by when they expire, in buckets of :data:`_BUCKET_S` seconds. A replay
+    carries the same signed deadline as the original, so it is looked up in one bucket, and
+    expired buckets are dropped whole. Memory is bounded by ``max_entries``: when the cache is
+    full it forgets the buckets that expire soonest and from then on refuses every request
+    that expires no later than they do (REPLAY_CACHE_FULL), because it could be a replay of a
+    forgotten nonce. So a busy worker keeps accepting fresh requests and refuses only those
+    closest to their deadline; it never lets through a nonce it has forgotten. One cache per
+    worker process; a replay sent to another worker process is caught there only if that
+    process saw the nonce. Thread-safe.
     """
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(self, max_entries: int = 200_000) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._buckets: dict[int, set[str]] = {}
+        self._order: list[int] = []  # heap of the bucket numbers in _buckets
+        self._size = 0
+        # Buckets up to this one were forgotten to make room: their requests are refused.
+        self._forgotten_upto = -(1 << 62)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._expiry)
+        return self._size
 
     def remember(self, nonce: str, deadline: float, *, now: float | None = None) -> None:
-        """Record ``nonce``; raise SignatureError if it was seen or there is no room."""
+        """Record ``nonce``; raise SignatureError if it was seen or cannot be checked."""
         current = time.time() if now is None else now
-        expires = deadline + CLOCK_SKEW_S
+        bucket = int((deadline + CLOCK_SKEW_S) // _BUCKET_S)
         with self._lock:
-            if self._heap and self._heap[0][0] < current:
-                self._evict(current)
-            if nonce in self._expiry:
+            order = self._order
+            # The soonest bucket is dropped once all of its nonces have expired.
+            if order and (order[0] + 1) * _BUCKET_S <= current:
+                self._drop_expired(current)
+            if bucket <= self._forgotten_upto:
+                raise self._cannot_check()
+            entries = self._buckets.get(bucket)
+            if entries is not None and nonce in entries:
                 raise SignatureError(
                     REPLAYED, "this request was already received (replayed nonce); refused"
                 )
-            if len(self._expiry) >= self.max_entries:
-                raise SignatureError(
-                    REPLAY_CACHE_FULL,
-                    f"the worker is tracking {self.max_entries} unexpired signed requests "
-                    "and refuses more until some expire; retry later or use shorter deadlines",
-                )
-            self._expiry[nonce] = expires
-            heapq.heappush(self._heap, (expires, nonce))
+            if self._size >= self.max_entries:
+                self._forget_soonest()
+                if bucket <= self._forgotten_upto:
+                    raise self._cannot_check()
+                entries = self._buckets.get(bucket)
+            if entries is None:
+                entries = self._buckets[bucket] = set()
+                heapq.heappush(order, bucket)
+            entries.add(nonce)
+            self._size += 1
 
-    def _evict(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] < now:
-            _, nonce = heapq.heappop(heap)
-            self._expiry.pop(nonce, None)
+    def _cannot_check(self) -> SignatureError:
+        return SignatureError(
+            REPLAY_CACHE_FULL,
+            f"the worker tracks at most {self.max_entries} unexpired signed requests and had "
+            "to forget those expiring soonest, so it cannot tell whether this one (expiring "
+            "as soon) is a replay; send it again",
+        )
+
+    def _drop_expired(self, now: float) -> None:
+        order = self._order
+        while order and (order[0] + 1) * _BUCKET_S <= now:
+            self._size -= len(self._buckets.pop(heapq.heappop(order)))
+
+    def _forget_soonest(self) -> None:
+        # Make room for about a tenth of the cache, so a full cache does not do this per call.
+        order = self._order
+        target = self.max_entries - max(1, self.max_entries // 10)
+        while order and self._size > target:
+            bucket = heapq.heappop(order)
+            self._size -= len(self._buckets.pop(bucket))
+            self._forgotten_upto = max(self._forgotten_upto, bucket)
+
+
+# Random nonces, made 64 at a time: one os.urandom call costs as much as hashing a request.
+_NONCES: list[str] = []
+
+
+def _new_nonce() -> str:
+    """128 random bits as hex; list.pop is atomic, so threads never share one."""
+    try:
+        return _NONCES.pop()
+    except IndexError:
+        blob = os.urandom(16 * 64).hex()
+        _NONCES.extend([blob[i : i + 32] for i in range(32, len(blob), 32)])
+        return blob[:32]
 
 
 def _check_key(key: Any) -> None:
@@ -591,6 +644,21 @@ def _request_mac(
     return _hmac_sha256(key, message.encode("utf-8", "surrogatepass"))
 
 
+def _result_text(fields: Mapping[str, Any]) -> str:
+    """The canonical text of a worker's answer; the usual one is written at once."""
+    if type(fields) is dict and len(fields) == 2 and fields.get("success") is True:
+        result = fields.get("result")
+        if (
+            type(result) is str
+            and len(result) < _TREE_MIN
+            and result.isascii()
+            and '"' not in result
+            and "\\" not in result
+        ):
+            return f'{{"result":"{result}","success":true}}'
+    return _canonical(fields, 0)
+
+
 def _result_mac(key: bytes, nonce: str, canonical: str) -> str:
     # One HMAC pass over the result's canonical text (big strings in it are tree roots).
     message = f"{_RESULT_HEAD}{len(nonce)}:{nonce}\n{canonical}"
@@ -632,23 +700,9 @@ def _canonical(value: Any, depth: int) -> str:
     if kind is list or kind is tuple:
         if depth >= _MAX_FIELD_DEPTH:
             raise ValueError(f"nested deeper than {_MAX_FIELD_DEPTH} levels")
-        if not value:
-            return "[]"
-        try:
-            # All short plain strings (args lists) are written at once. Lengths first, so
-            # that a big string is never copied; join raises TypeError unless all are strings.
-            # Joined with '","', plain items leave exactly two quotes per separator; any
-            # other quote or a backslash means an item needs escapes.
-            if sum(map(len, value)) < _TREE_MIN:
-                joined = '","'.join(value)
-                if (
-                    joined.isascii()
-                    and "\\" not in joined
-                    and joined.count('"') == 2 * (len(value) - 1)
-                ):
-                    return f'["{joined}"]'
-        except TypeError:
-            pass
+        text = _strings_text(value)
+        if text is not None:
+            return text
         return "[" + ",".join([_canonical(item, depth + 1) for item in value]) + "]"
     if kind is dict:
         if not value:
@@ -698,6 +752,27 @@ def _canonical(value: Any, depth: int) -> str:
     if isinstance(value, (str, bool, int, float, list, tuple, Mapping)):
         return _canonical(_plain(value), depth)
     raise ValueError(f"a value of type {type(value).__name__} cannot appear in a job")
+
+
+def _strings_text(value: list[Any] | tuple[Any, ...]) -> str | None:
+    """The canonical text of a short list of plain strings (args lists), else None."""
+    if not value:
+        return "[]"
+    try:
+        # Lengths first, so that a big string is never copied; join raises TypeError unless
+        # all items are strings. Joined with '","', plain items leave exactly two quotes per
+        # separator; any other quote or a backslash means an item needs escapes.
+        if sum(map(len, value)) < _TREE_MIN:
+            joined = '","'.join(value)
+            if (
+                joined.isascii()
+                and "\\" not in joined
+                and joined.count('"') == 2 * (len(value) - 1)
+            ):
+                return f'["{joined}"]'
+    except TypeError:
+        pass
+    return None
 
 
 _json_string = json.encoder.encode_basestring_ascii
@@ -760,16 +835,18 @@ def _pool(workers: int) -> Any:
         return _POOL
 
 
-def _forget_pool() -> None:
+def _after_fork() -> None:
     # A forked child has none of the parent's threads (and maybe a lock held by one of
     # them): it makes its own pool, or it would wait forever for chunks nobody hashes.
+    # It must not reuse the parent's unused nonces either: both would send them.
     global _POOL, _POOL_LOCK
     _POOL = None
     _POOL_LOCK = threading.Lock()
+    _NONCES.clear()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_forget_pool)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _plain(value: Any) -> Any:
