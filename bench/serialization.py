@@ -424,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     share = 100 * floor / big[0]["unsigned_us"]
     print(
         f"SHA-256 alone over the 1 MB bytes payload, four passes on one thread: {_us(floor)} "
-        f"= {share:.0f} % of its unsigned round trip; split perfectly over this machine's "
-        f"{cpus} CPUs: {share / (cpus or 1):.0f} %"
+        f"= {share:.0f} % of its unsigned round trip ({share / (cpus or 1):.0f} % if all "
+        f"{cpus} CPUs hashed at once)"
     )
     if e2e is not None:
         print()
