@@ -4,7 +4,10 @@ through the local platform with real worker processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -96,6 +99,29 @@ def test_class_state_is_kept_across_calls(platform: LocalPlatform) -> None:
         return [await tally.add(1), await tally.add(2), await tally.get()]
 
     assert asyncio.run(main()) == [101, 103, 103]
+
+
+def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) -> None:
+    model = app_module("model")
+
+    async def main() -> list[int]:
+        as_json = model.Tally(1000)
+        as_pickle = model.Tally.options(serialization="pickle")(2000)
+        return [await as_json.add(1), await as_pickle.add(1)]
+
+    assert asyncio.run(main()) == [1001, 2001]
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    with contextlib.closing(sqlite3.connect(dispatcher.store.path)) as db:
+        rows = db.execute("SELECT request FROM jobs WHERE endpoint = 'svc-b'").fetchall()
+    inputs = [json.loads(row[0])["input"] for row in rows]
+    sent_as_json = [i for i in inputs if i.get("init") == {"start": 1000}]
+    assert [(i["function"], i["method"], i["kwargs"]) for i in sent_as_json] == [
+        ("callsapp.model.Tally", "add", {"x": 1})
+    ]
+    assert "signature" not in sent_as_json[0] and "args" not in sent_as_json[0]
+    pickled = [i for i in inputs if i.get("execution_type") == "class"]
+    assert pickled and all("signature" in i for i in pickled)
 
 
 def test_remote_exception_is_raised_with_its_type_and_traceback(platform: LocalPlatform) -> None:

@@ -58,11 +58,18 @@ class JsonCodec(Protocol):
 
 # Set by the SDK (it needs pydantic); inside a worker there is none and calls use pickle.
 _json_codec_factory: Callable[[Any], JsonCodec | None] | None = None
+_json_method_codec_factory: Callable[[type, str], tuple[JsonCodec, JsonCodec] | None] | None = None
 
 
-def set_json_codec_factory(factory: Callable[[Any], JsonCodec | None] | None) -> None:
-    global _json_codec_factory
+def set_json_codec_factory(
+    factory: Callable[[Any], JsonCodec | None] | None,
+    method_factory: Callable[[type, str], tuple[JsonCodec, JsonCodec] | None] | None = None,
+) -> None:
+    """``factory(fn)``: a function's codec; ``method_factory(cls, name)``: codecs for a
+    class's constructor and one of its methods. None (from either) means pickle."""
+    global _json_codec_factory, _json_method_codec_factory
     _json_codec_factory = factory
+    _json_method_codec_factory = method_factory
 
 
 @dataclass(frozen=True)
@@ -127,11 +134,7 @@ class PlatformInvoker:
         if codec is not None:
             json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
             output, _ = await self._call(target, json_payload, fn.call_options)
-            if isinstance(output, list) and len(output) == 1:  # a streaming endpoint's answer
-                output = output[0]
-            if not isinstance(output, dict) or output.get("encoding") != "json":
-                raise RemoteError(f"expected a JSON answer, got {output!r:.200}")
-            return codec.decode(output.get("result"))
+            return codec.decode(_json_result(output))
         wire_args, wire_kwargs = serialize_args(args, kwargs)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
         output, nonce = await self._call(target, payload, fn.call_options)
@@ -179,6 +182,17 @@ class PlatformInvoker:
         if remote_class.resource_name == self.own_resource:
             return await _local(getattr(handle.local_instance(), method), args, kwargs)
         target = _target(remote_class)
+        codecs = _method_codecs(remote_class, method)
+        if codecs is not None:
+            init_codec, method_codec = codecs
+            json_payload = {
+                "function": target.function,
+                "init": init_codec.encode(handle.args, handle.kwargs),
+                "method": method,
+                "kwargs": method_codec.encode(args, kwargs),
+            }
+            output, _ = await self._call(target, json_payload, remote_class.call_options)
+            return method_codec.decode(_json_result(output))
         ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs)
         method_args, method_kwargs = serialize_args(args, kwargs)
         payload = {
@@ -428,6 +442,30 @@ def _codec(fn: Any) -> JsonCodec | None:
             "parameter and the return value with JSON-able types (or use serialization='pickle')"
         )
     return codec
+
+
+def _method_codecs(remote_class: Any, method: str) -> tuple[JsonCodec, JsonCodec] | None:
+    mode = remote_class.call_options.serialization
+    if mode == "pickle":
+        return None
+    factory = _json_method_codec_factory
+    codecs = factory(remote_class.__wrapped__, method) if factory is not None else None
+    if codecs is None and mode == "json":
+        raise TypeError(
+            f"{remote_class.__wrapped__.__qualname__}.{method} cannot be called with JSON: "
+            "annotate the constructor's parameters, and the method's parameters and return "
+            "value, with JSON-able types (or use serialization='pickle')"
+        )
+    return codecs
+
+
+def _json_result(output: Any) -> Any:
+    """The result of a typed JSON call's answer."""
+    if isinstance(output, list) and len(output) == 1:  # a streaming endpoint's answer
+        output = output[0]
+    if not isinstance(output, dict) or output.get("encoding") != "json":
+        raise RemoteError(f"expected a JSON answer, got {output!r:.200}")
+    return output.get("result")
 
 
 def _target(remote: Any) -> _Target:

@@ -39,30 +39,65 @@ class JsonCodec:
 @functools.lru_cache(maxsize=1024)
 def codec_for(fn: Any) -> JsonCodec | None:
     """A codec for ``fn``, or None when it takes pickled calls only."""
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) or inspect.isclass(fn):
+    if inspect.isclass(fn):
+        return None
+    return _codec(fn, method=False, constructor=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def method_codecs_for(cls: type, name: str) -> tuple[JsonCodec, JsonCodec] | None:
+    """Codecs for the constructor of ``cls`` and its method ``name``, or None when the call
+    must be pickled. Public methods only, as the build publishes schemas for those alone."""
+    if name.startswith("_") and name != "__call__":
+        return None
+    method = getattr(cls, name, None)
+    if not inspect.isfunction(method):
+        return None
+    init = inspect.getattr_static(cls, "__init__")
+    init_codec = (
+        _NO_ARGUMENTS if init is object.__init__ else _codec(init, method=True, constructor=True)
+    )
+    method_codec = _codec(method, method=True, constructor=False)
+    if init_codec is None or method_codec is None:
+        return None
+    return init_codec, method_codec
+
+
+def _codec(fn: Any, *, method: bool, constructor: bool) -> JsonCodec | None:
+    # Generators stream, which typed JSON calls from Python do not (yet): they pickle.
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         return None
     try:
         signature = inspect.signature(fn)
         hints = typing.get_type_hints(fn)
     except (TypeError, ValueError, NameError):
         return None
-    params: dict[str, TypeAdapter[Any]] = {}
+    parameters = list(signature.parameters.values())
+    if method:
+        if not parameters:
+            return None
+        parameters = parameters[1:]  # self
+        signature = signature.replace(parameters=parameters)
+    adapters: dict[str, TypeAdapter[Any]] = {}
     try:
-        for name, param in signature.parameters.items():
+        for param in parameters:
             if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
                 return None
-            if name not in hints:
+            if param.name not in hints:
                 return None
-            params[name] = TypeAdapter(hints[name])
-            params[name].json_schema()
-        if "return" not in hints:
+            adapters[param.name] = TypeAdapter(hints[param.name])
+            adapters[param.name].json_schema()
+        if "return" not in hints and not constructor:
             return None
-        result = TypeAdapter(hints["return"])
+        result = TypeAdapter(hints.get("return", type(None)))
         result.json_schema()
     except Exception:  # pydantic cannot express the type: pickle it
         return None
-    return JsonCodec(signature, params, result)
+    return JsonCodec(signature, adapters, result)
+
+
+_NO_ARGUMENTS = JsonCodec(inspect.Signature(), {}, TypeAdapter(type(None)))
 
 
 def install() -> None:
-    _client.set_json_codec_factory(codec_for)
+    _client.set_json_codec_factory(codec_for, method_codecs_for)

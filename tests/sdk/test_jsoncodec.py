@@ -1,0 +1,90 @@
+"""Which calls the Python client sends as typed JSON: the build's rule, seen from the client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from flash.sdk.jsoncodec import codec_for, method_codecs_for
+
+
+@dataclass
+class Point:
+    x: float
+    y: float
+
+
+class Model:
+    def __init__(self, name: str, scale: float = 1.0) -> None:
+        self.name = name
+        self.scale = scale
+
+    def predict(self, point: Point) -> list[float]:
+        return [point.x * self.scale, point.y * self.scale]
+
+    def untyped(self, x):  # type: ignore[no-untyped-def]
+        return x
+
+    def tokens(self, text: str) -> Iterator[str]:
+        yield from text.split()
+
+    def _private(self, x: int) -> int:
+        return x
+
+
+class NoConstructor:
+    def ping(self) -> str:
+        return "pong"
+
+
+class UntypedConstructor:
+    def __init__(self, path):  # type: ignore[no-untyped-def]
+        self.path = path
+
+    def size(self) -> int:
+        return 0
+
+
+def test_a_typed_method_gets_json_codecs_for_constructor_and_call() -> None:
+    codecs = method_codecs_for(Model, "predict")
+    assert codecs is not None
+    init, call = codecs
+    assert init.encode(("m",), {"scale": 2}) == {"name": "m", "scale": 2}
+    assert call.encode((Point(1, 2),), {}) == {"point": {"x": 1.0, "y": 2.0}}
+    assert call.decode([2, 4.5]) == [2.0, 4.5]
+
+
+def test_a_class_without_a_constructor_takes_no_init_arguments() -> None:
+    codecs = method_codecs_for(NoConstructor, "ping")
+    assert codecs is not None
+    assert codecs[0].encode((), {}) == {}
+    with pytest.raises(TypeError):
+        codecs[0].encode((1,), {})
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"),
+    [
+        (Model, "untyped"),  # no hints
+        (Model, "tokens"),  # a generator streams: pickled
+        (Model, "_private"),  # the build publishes public methods only
+        (Model, "missing"),
+        (UntypedConstructor, "size"),  # the constructor cannot be sent as JSON
+    ],
+)
+def test_methods_json_cannot_express_stay_pickled(cls: type, name: str) -> None:
+    assert method_codecs_for(cls, name) is None
+
+
+def test_functions_and_classes_as_before() -> None:
+    def typed(a: int, *, b: str = "x") -> dict[str, int]:
+        return {b: a}
+
+    def no_return(a: int):  # type: ignore[no-untyped-def]
+        return a
+
+    assert codec_for(typed) is not None
+    assert codec_for(no_return) is None
+    assert codec_for(Model) is None
