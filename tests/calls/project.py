@@ -76,6 +76,11 @@ FILES = {
 
 
         @remote(a)
+        def power(base, exponent=2):
+            return base**exponent
+
+
+        @remote(a)
         def maybe_fail(x):
             if x % 3 == 0:
                 raise ValueError(f"bad item {x}")

@@ -170,6 +170,16 @@ def test_map_over_200_items_keeps_order(platform: LocalPlatform) -> None:
     assert asyncio.run(chain.noop.map(range(200), concurrency=32)) == list(range(200))
 
 
+def test_starmap_spreads_each_tuple_over_the_arguments(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    pairs = [(base, base % 3) for base in range(100)]
+    assert asyncio.run(chain.power.starmap(pairs, concurrency=8)) == [b**e for b, e in pairs]
+    assert asyncio.run(chain.power.starmap([(3,)], chunk_size=1)) == [9]  # one job per item
+    with pytest.raises(flash.MapError) as info:
+        asyncio.run(chain.power.starmap([(2, 3), ("x", 2)]))
+    assert list(info.value.errors) == [1] and info.value.results[0] == 8
+
+
 def test_map_reports_errors_per_item(platform: LocalPlatform) -> None:
     chain = app_module("chain")
     with pytest.raises(flash.MapError) as info:

@@ -50,6 +50,11 @@ def test_calls_are_awaitable_and_run_in_process_without_a_platform() -> None:
     assert run(add(2)) == 3
 
 
+def test_map_and_starmap_run_in_process_without_a_platform() -> None:
+    assert run(double.map([1, 2, 3])) == [2, 4, 6]
+    assert run(add.starmap([(1,), (1, 5), [2, 2]], concurrency=2)) == [2, 6, 4]
+
+
 def test_local_calls_the_original() -> None:
     assert add.local(2) == 3
     assert asyncio.run(double.local(3)) == 6

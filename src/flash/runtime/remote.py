@@ -204,9 +204,32 @@ class RemoteFunction(_Remote):
         item does not stop the others; then MapError lists every failure, unless
         ``return_exceptions`` puts each exception in its item's place instead.
         """
+        return await self._map_calls(
+            [((item,), {}) for item in items], concurrency, return_exceptions, chunk_size
+        )
+
+    async def starmap(
+        self,
+        items: Iterable[Iterable[Any]],
+        *,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+        chunk_size: int | None = None,
+    ) -> list[Any]:
+        """``[await fn(*args) for args in items]``: :meth:`map` for several arguments."""
+        return await self._map_calls(
+            [(tuple(args), {}) for args in items], concurrency, return_exceptions, chunk_size
+        )
+
+    async def _map_calls(
+        self,
+        work: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        concurrency: int,
+        return_exceptions: bool,
+        chunk_size: int | None,
+    ) -> list[Any]:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        work = list(items)
         invoker = get_invoker()
         batch = getattr(invoker, "call_map", None)
         if batch is None or self.is_generator:
@@ -217,13 +240,16 @@ class RemoteFunction(_Remote):
         outcomes: list[list[tuple[bool, Any]]] = [[] for _ in chunks]
         gate = asyncio.Semaphore(concurrency)
 
-        async def run_chunk(index: int, chunk: list[Any]) -> None:
+        async def run_chunk(
+            index: int, chunk: list[tuple[tuple[Any, ...], dict[str, Any]]]
+        ) -> None:
             async with gate:
                 if size > 1 and batch is not None:
-                    outcomes[index] = await batch(self, [((item,), {}) for item in chunk])
+                    outcomes[index] = await batch(self, chunk)
                     return
+                args, kwargs = chunk[0]
                 try:
-                    outcomes[index] = [(True, await self(chunk[0]))]
+                    outcomes[index] = [(True, await self(*args, **kwargs))]
                 except Exception as exc:
                     outcomes[index] = [(False, exc)]
 
