@@ -16,7 +16,8 @@ End to end (unless --no-e2e): a real call through a LocalPlatform (HTTP to the g
 job store, a worker process running the generic handler, and back), the same payloads sent
 as pickles to two platforms serving the same build in the same run: one whose workers hold
 the app's key (the client signs, the worker verifies and signs the answer, the client
-verifies it), one whose workers accept unsigned pickles (FLASH_ALLOW_UNSIGNED=1).
+verifies it), one whose workers accept unsigned pickles (FLASH_ALLOW_UNSIGNED=1). Calls to the
+two take turns one by one; the figure is the median per-call time of each.
 
 The functions echo their payload, so results are as big as the arguments. Targets (issue 5):
 signing and verifying add under 10 % for 1 MB payloads and under 20 µs for small ones. The
@@ -36,6 +37,7 @@ import hashlib
 import importlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import textwrap
@@ -258,26 +260,26 @@ async def echo(data):
 
 
 def _timed_calls(
-    invokers: dict[str, Any], fn: Any, args: tuple[Any, ...], calls: int, rounds: int
+    invokers: dict[str, Any], fn: Any, args: tuple[Any, ...], calls: int
 ) -> dict[str, float]:
-    """Best mean ms per call for each invoker; rounds alternate so drift hits both alike."""
+    """Median ms per call for each invoker. Calls take turns one by one, so the drift of
+    this shared machine hits all invokers alike, and the median ignores its spikes."""
     from flash.runtime.remote import set_invoker
 
-    async def run_calls(count: int) -> None:
-        for _ in range(count):
-            await fn(*args)
-
-    best = dict.fromkeys(invokers, float("inf"))
-    for invoker in invokers.values():  # warm up: workers started, connections open
-        set_invoker(invoker)
-        asyncio.run(run_calls(1))
-    for _ in range(rounds):
-        for name, invoker in invokers.items():
+    async def measure() -> dict[str, float]:
+        for invoker in invokers.values():  # warm up: workers started, connections open
             set_invoker(invoker)
-            start = time.perf_counter()
-            asyncio.run(run_calls(calls))
-            best[name] = min(best[name], (time.perf_counter() - start) / calls * 1000)
-    return best
+            await fn(*args)
+        samples: dict[str, list[float]] = {name: [] for name in invokers}
+        for _ in range(calls):
+            for name, invoker in invokers.items():
+                set_invoker(invoker)
+                start = time.perf_counter()
+                await fn(*args)
+                samples[name].append((time.perf_counter() - start) * 1000)
+        return {name: statistics.median(values) for name, values in samples.items()}
+
+    return asyncio.run(measure())
 
 
 def run_e2e(quick: bool, cases: list[tuple[str, str, tuple[Any, ...]]]) -> list[dict[str, Any]]:
@@ -328,8 +330,8 @@ def run_e2e(quick: bool, cases: list[tuple[str, str, tuple[Any, ...]]]) -> list[
             for label, name, args in cases:
                 fn = getattr(module, name).options(serialization="pickle")
                 big = label.startswith("1 MB")
-                calls = (2 if big else 5) if quick else (20 if big else 200)
-                best = _timed_calls(invokers, fn, args, calls, 1 if quick else 7)
+                calls = (2 if big else 5) if quick else (150 if big else 1500)
+                best = _timed_calls(invokers, fn, args, calls)
                 rows.append(
                     {
                         "case": label,

@@ -283,6 +283,28 @@ def test_python_client_picks_json_or_signed_pickle(platform: LocalPlatform) -> N
         asyncio.run(chain.noop.options(serialization="json")(1))
 
 
+def test_a_signed_answer_is_checked_once(
+    platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checking a MAC hashes the whole answer: a big result must not be hashed twice.
+    from flash.runtime import client
+
+    checked: list[str] = []
+
+    def counting(key: bytes, mac: Any, *, nonce: str, result_fields: Any) -> None:
+        checked.append(nonce)
+        verify_result(key, mac, nonce=nonce, result_fields=result_fields)
+
+    verify_result = client.verify_result
+    monkeypatch.setattr(client, "verify_result", counting)
+    chain = app_module("chain")
+    assert asyncio.run(chain.noop.options(serialization="pickle")(b"x" * 100_000)) == b"x" * 100_000
+    assert len(checked) == 1
+    with pytest.raises(flash.RemoteExecutionError):
+        asyncio.run(chain.fails.options(serialization="pickle")("local"))
+    assert len(checked) == 2  # a failure's details are checked too, once
+
+
 class _CreatesFile:
     def __init__(self, path: str) -> None:
         self.path = path

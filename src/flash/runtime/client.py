@@ -307,7 +307,8 @@ class PlatformInvoker:
         except asyncio.CancelledError:
             await self._cancel(url, job_id)
             raise
-        _raise_for(job, target, self._failure_details(job, nonce))
+        if job.get("status") != "COMPLETED":  # a success's answer is checked when unpacked
+            _raise_for(job, target, self._failure_details(job, nonce))
         return job.get("output"), nonce
 
     def _failure_details(self, job: Mapping[str, Any], nonce: str | None) -> dict[str, Any]:
