@@ -66,7 +66,7 @@ async def call_with_flash_client() -> None:
     documents = await embed_documents(["a b", " c  d "])  # cpu-worker calls gpu-worker
     show("cpu-worker embed_documents (-> gpu-worker)", list(documents))
     model = Classifier(["great", "fast"])
-    show("classifier predict('so fast') (pickled call)", await model.predict("so fast"))
+    show("classifier predict('so fast') (typed JSON)", await model.predict("so fast"))
 
 
 def main() -> None:
