@@ -180,6 +180,13 @@ def test_starmap_spreads_each_tuple_over_the_arguments(platform: LocalPlatform) 
     assert list(info.value.errors) == [1] and info.value.results[0] == 8
 
 
+def test_map_on_an_endpoint_that_streams(platform: LocalPlatform) -> None:
+    # svc-c also serves a generator, so its handler streams and signs each answer as an item.
+    chain = app_module("chain")
+    results = asyncio.run(chain.leaf.map([1, 2, 3, 4], chunk_size=2))
+    assert [r["value"] for r in results] == [10, 20, 30, 40]
+
+
 def test_map_reports_errors_per_item(platform: LocalPlatform) -> None:
     chain = app_module("chain")
     with pytest.raises(flash.MapError) as info:

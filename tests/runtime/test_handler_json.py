@@ -215,3 +215,23 @@ def test_class_json_errors_name_the_problem() -> None:
     assert raw["error_type"] == "NotJsonCallable" and "no annotation" in raw["error"]
     nope = run(handler, {"function": "Scorer", "method": "nope"})
     assert nope["error_type"] == "UnknownMethod" and "score" in nope["error"]
+
+
+def test_a_json_call_whose_caller_gave_up_does_not_start() -> None:
+    import time
+
+    from flash.runtime.context import CallContext
+
+    calls: list[Any] = []
+
+    def spy(x: int) -> int:
+        calls.append(x)
+        return x
+
+    handler = handler_for(spy)
+    late = CallContext(deadline=time.time() - 100, depth=1, chain=("spy",)).to_wire()
+    answer = run(handler, {"function": "spy", "kwargs": {"x": 1}, "context": late})
+    assert answer["error_type"] == "DeadlineExceeded" and "deadline passed" in answer["error"]
+    assert calls == []
+    on_time = CallContext(deadline=time.time() + 100, depth=1, chain=("spy",)).to_wire()
+    assert run(handler, {"function": "spy", "kwargs": {"x": 2}, "context": on_time})["result"] == 2

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import pytest
+from pydantic import AfterValidator
 
 from flash.sdk.jsoncodec import codec_for, method_codecs_for
 
@@ -76,6 +79,18 @@ def test_a_class_without_a_constructor_takes_no_init_arguments() -> None:
 )
 def test_methods_json_cannot_express_stay_pickled(cls: type, name: str) -> None:
     assert method_codecs_for(cls, name) is None
+
+
+def test_hints_are_read_as_the_build_reads_them() -> None:
+    def shout(text: str) -> Annotated[str, AfterValidator(str.upper)]:
+        return text
+
+    def broken(x: os.nope) -> int:  # type: ignore[name-defined]
+        return 0
+
+    codec = codec_for(shout)
+    assert codec is not None and codec.decode("hi") == "HI"  # the validator applies
+    assert codec_for(broken) is None  # an unresolvable hint means pickle, not a crash
 
 
 def test_functions_and_classes_as_before() -> None:

@@ -1,5 +1,6 @@
 import asyncio
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,6 +54,25 @@ def test_calls_are_awaitable_and_run_in_process_without_a_platform() -> None:
 def test_map_and_starmap_run_in_process_without_a_platform() -> None:
     assert run(double.map([1, 2, 3])) == [2, 4, 6]
     assert run(add.starmap([(1,), (1, 5), [2, 2]], concurrency=2)) == [2, 6, 4]
+
+
+@remote(CFG)
+def countdown(n: int) -> Iterator[int]:
+    yield from range(n, 0, -1)
+
+
+def test_a_same_endpoint_generator_call_collects_its_items() -> None:
+    from flash.runtime.client import Endpoints, PlatformInvoker
+
+    # Inside the worker of "gpu": no job is made, and the items come back as a list, as
+    # they would from another endpoint.
+    invoker = PlatformInvoker(Endpoints("http://127.0.0.1:9"), own_resource="gpu")
+    previous = set_invoker(invoker)
+    try:
+        assert run(countdown(3)) == [3, 2, 1]
+        assert run(countdown.map([1, 2])) == [[1], [2, 1]]
+    finally:
+        set_invoker(previous)
 
 
 def test_local_calls_the_original() -> None:

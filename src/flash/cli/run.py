@@ -68,7 +68,7 @@ def run(
             worker_env={KEY_ENV_VAR: key_to_text(key)},
         )
         platform.start()
-        platform.load_app(extract_archive(result.archive, state / "serve"))
+        platform.load_app(extract_archive(result.archive, state / "serve", sha256=result.sha256))
         print_endpoints(platform, console)
         env = {"FLASH_API_BASE": platform.url, KEY_ENV_VAR: key_to_text(key)}
         if api_key:
@@ -109,7 +109,11 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
     if result.skipped:
         return
     state = options.project_dir / ".flash"
-    platform.replace_app(extract_archive(result.archive, state / "serve"))
+    try:
+        platform.replace_app(extract_archive(result.archive, state / "serve", sha256=result.sha256))
+    except PlatformError as exc:
+        err_console.print(f"[bold red]Cannot serve the new build, still serving the last:[/] {exc}")
+        return
     if web is not None:
         web.restart()
     console.print(f"[green]Reloaded[/] {result.sha256[:12]}")

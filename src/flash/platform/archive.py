@@ -14,15 +14,17 @@ from flash.platform.manifest import MANIFEST, PlatformError
 _COMPLETE = ".flash-extracted"
 
 
-def extract_archive(archive: Path, root: Path) -> Path:
+def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> Path:
     """Extract ``archive`` (a .tar.gz) under ``root/<sha256>/`` once and return that directory.
+
+    ``sha256`` is the archive's, when the caller has it already (the build's result).
 
     Refuses members with absolute paths, ``..`` components, links that point outside the
     directory, and anything that is not a regular file, directory or in-tree link.
     """
     if not archive.is_file():
         raise PlatformError(f"{archive}: archive not found")
-    dest = root / file_sha256(archive)
+    dest = root / (sha256 or file_sha256(archive))
     if (dest / _COMPLETE).is_file():
         return dest
     root.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,9 @@ class Dispatcher:
                 job.input = None  # reloaded from the store if the job is retried
                 self.jobs[job.id] = job
                 continue
-            if job.status == js.IN_PROGRESS:
+            # IN_PROGRESS is not written through (see _assign): a job with chunks had started
+            # too. Either way its attempt died with the platform and runs again from scratch.
+            if job.status == js.IN_PROGRESS or job.stream:
                 self._reset_attempt(job)
                 self.store.clear_chunks(job.id)
                 requeued.append(job)
@@ -211,20 +213,19 @@ class Dispatcher:
         return job
 
     def purge(self, endpoint: str) -> int:
-        queue = self.queues.get(endpoint, deque())
-        removed = [self.jobs[i] for i in queue if self.jobs[i].status == js.IN_QUEUE]
-        queue.clear()
-        for job in removed:
-            self._finish(job, js.CANCELLED, error="removed from the queue by purge-queue")
-        return len(removed)
+        return self._end_queued(endpoint, js.CANCELLED, "removed from the queue by purge-queue")
 
     def fail_queued(self, endpoint: str, error: str) -> int:
+        return self._end_queued(endpoint, js.FAILED, error)
+
+    def _end_queued(self, endpoint: str, status: str, error: str) -> int:
+        """End every job waiting in the endpoint's queue with ``status``; how many."""
         queue = self.queues.get(endpoint, deque())
-        failed = [self.jobs[i] for i in queue if self.jobs[i].status == js.IN_QUEUE]
+        ended = [self.jobs[i] for i in queue if self.jobs[i].status == js.IN_QUEUE]
         queue.clear()
-        for job in failed:
-            self._finish(job, js.FAILED, error=error)
-        return len(failed)
+        for job in ended:
+            self._finish(job, status, error=error)
+        return len(ended)
 
     def oldest_wait(self, endpoint: str, now: float) -> float:
         for job_id in self.queues.get(endpoint, ()):

@@ -128,7 +128,7 @@ class PlatformInvoker:
 
     async def call_function(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if fn.resource_name == self.own_resource:
-            return await _local(fn.__wrapped__, args, kwargs)
+            return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         target = _target(fn)
         codec = _codec(fn)
         if codec is not None:
@@ -149,7 +149,8 @@ class PlatformInvoker:
             results: list[tuple[bool, Any]] = []
             for args, kwargs in calls:
                 try:
-                    results.append((True, await _local(fn.__wrapped__, args, kwargs)))
+                    item = await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
+                    results.append((True, item))
                 except Exception as exc:
                     results.append((False, exc))
             return results
@@ -160,10 +161,11 @@ class PlatformInvoker:
             items.append({"args": wire_args, "kwargs": wire_kwargs})
         payload = {"function_name": target.function, "execution_type": "map", "items": items}
         output, nonce = await self._call(target, payload, fn.call_options)
-        if isinstance(output, list) and len(output) == 1:  # a streaming endpoint's answer
+        streamed = isinstance(output, list) and len(output) == 1
+        if streamed:  # a streaming endpoint's answer: one item, signed as item 0
             output = output[0]
         if isinstance(output, dict) and nonce is not None:
-            self._check_mac(output, nonce if "mac" in output else f"{nonce}:0")
+            self._check_mac(output, f"{nonce}:0" if streamed else nonce)
         answers = output.get("results") if isinstance(output, dict) else None
         if not isinstance(answers, list) or len(answers) != len(calls):
             raise RemoteError(f"unexpected answer to a map job: {output!r:.200}")
@@ -585,8 +587,10 @@ def _unpack_one(response: Any, target: _Target, job_id: str | None) -> Any:
         raise RemoteError(f"cannot decode the result: {exc}", **common) from None
 
 
-async def _local(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = fn(*args, **kwargs)
-    if asyncio.iscoroutine(result):
-        return await result
-    return result
+async def _local(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, collect: bool = False
+) -> Any:
+    """A same-endpoint call, run here as an in-process call would run it."""
+    from flash.runtime.remote import _run_local  # remote imports this module
+
+    return await _run_local(fn, args, kwargs, collect)

@@ -288,13 +288,7 @@ def create_handler(
                 f"no function or class named {name!r} on this endpoint (available: {available})",
             )
         nonce = check_signature(name, payload)
-        call_context = _context.from_wire(payload.get("context"))
-        remaining = call_context.remaining()
-        if remaining is not None and remaining <= 0:
-            raise _JobError(
-                DEADLINE_EXCEEDED,
-                f"the caller's deadline passed {-remaining:.3f} s before {name!r} could start",
-            )
+        call_context = _call_context(payload, name)
         return _Call(name, execution_type, target, payload, call_context, nonce)
 
     def resolve_json(payload: dict[str, Any]) -> _Call:
@@ -328,7 +322,7 @@ def create_handler(
             _jsonschema.check_depth(kwargs, MAX_JSON_DEPTH, path="kwargs")
         except _jsonschema.JsonInputError as exc:
             raise _JobError(INVALID_INPUT, exc.message) from None
-        call_context = _context.from_wire(payload.get("context"))
+        call_context = _call_context(payload, name)
         return _Call(
             name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, None
         )
@@ -359,7 +353,7 @@ def create_handler(
                 _jsonschema.check_depth(call[field], MAX_JSON_DEPTH, path=field)
             except _jsonschema.JsonInputError as exc:
                 raise _JobError(INVALID_INPUT, exc.message) from None
-        call_context = _context.from_wire(payload.get("context"))
+        call_context = _call_context(payload, name)
         return _Call(name, "json_method", targets[name], call, call_context, None)
 
     def check_signature(name: str, payload: dict[str, Any]) -> str | None:
@@ -839,6 +833,18 @@ def _json_success(result: Any, label: str) -> dict[str, Any]:
         "encoding": "json",
         "protocol_version": PROTOCOL_VERSION,
     }
+
+
+def _call_context(payload: dict[str, Any], name: str) -> _context.CallContext:
+    """The caller's context, on every path; a job whose caller gave up does not start."""
+    call_context = _context.from_wire(payload.get("context"))
+    remaining = call_context.remaining()
+    if remaining is not None and remaining <= 0:
+        raise _JobError(
+            DEADLINE_EXCEEDED,
+            f"the caller's deadline passed {-remaining:.3f} s before {name!r} could start",
+        )
+    return call_context
 
 
 def _success(result: Any, label: str) -> dict[str, Any]:

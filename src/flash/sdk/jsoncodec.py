@@ -69,8 +69,9 @@ def _codec(fn: Any, *, method: bool, constructor: bool) -> JsonCodec | None:
         return None
     try:
         signature = inspect.signature(fn)
-        hints = typing.get_type_hints(fn)
-    except (TypeError, ValueError, NameError):
+        # As the build reads them: Annotated metadata (validators, constraints) included.
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # hints that do not resolve (NameError, AttributeError, ...): pickle
         return None
     parameters = list(signature.parameters.values())
     if method:
