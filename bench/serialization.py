@@ -46,7 +46,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _table import print_table  # type: ignore[import-not-found]
 from flash.build.schemas import derive_schemas
+from flash.runtime.generic_handler import _success
 from flash.runtime.jsoncall import bind_json_call, to_json_result
 from flash.runtime.jsonschema import parse_json
 from flash.runtime.serialization import deserialize, deserialize_args, serialize, serialize_args
@@ -90,8 +92,8 @@ def unsigned_call(fn: Callable[..., Any], name: str, args: tuple[Any, ...]) -> A
     raw_args, raw_kwargs = serialize_args(args, {})
     job: dict[str, Any] = {"function_name": name, "args": raw_args, "kwargs": raw_kwargs}
     call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"])
-    encoded = serialize(fn(*call_args, **call_kwargs))
-    return deserialize(encoded)
+    answer = _success(fn(*call_args, **call_kwargs), name)  # the worker's answer
+    return deserialize(answer["result"])
 
 
 def make_signed_call(key: bytes) -> Callable[..., Any]:
@@ -107,10 +109,7 @@ def make_signed_call(key: bytes) -> Callable[..., Any]:
         signature = job["signature"]
         verify_request(key, signature, endpoint=ENDPOINT, function=name, fields=job, replay=replay)
         call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"])
-        answer: dict[str, Any] = {
-            "success": True,
-            "result": serialize(fn(*call_args, **call_kwargs)),
-        }
+        answer = _success(fn(*call_args, **call_kwargs), name)  # the worker's answer
         mac = sign_result(key, nonce=signature["nonce"], result_fields=answer)
         # caller
         verify_result(key, mac, nonce=signature["nonce"], result_fields=answer)
@@ -213,7 +212,7 @@ def steps_small(quick: bool) -> dict[str, float]:
     job: dict[str, Any] = {"function_name": "add", "args": raw_args, "kwargs": raw_kwargs}
     replay = ReplayCache()
     deadline = time.time() + 600
-    answer = {"success": True, "result": serialize(12)}
+    answer = _success(12, "add")
 
     def sign() -> dict[str, Any]:
         return sign_request(key, endpoint=ENDPOINT, function="add", fields=job, deadline=deadline)
@@ -397,18 +396,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    header = (
-        f"{'case':<18} {'pickle size':>12} {'unsigned pickle':>16} {'signed pickle':>14} "
-        f"{'signing adds':>22} {'typed JSON':>12}"
+    print_table(
+        [
+            [
+                row["case"],
+                f"{row['pickle_bytes'] / 1e6:.2f} MB",
+                _us(row["unsigned_us"]),
+                _us(row["signed_us"]),
+                f"{_us(row['overhead_us'])} ({row['overhead_pct']:+.0f} %)",
+                _us(row["json_us"]),
+            ]
+            for row in rows
+        ],
+        ("case", "pickle size", "unsigned pickle", "signed pickle", "signing adds", "typed JSON"),
     )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        adds = f"{_us(row['overhead_us'])} ({row['overhead_pct']:+.0f} %)"
-        print(
-            f"{row['case']:<18} {row['pickle_bytes'] / 1e6:>9.2f} MB {_us(row['unsigned_us']):>16} "
-            f"{_us(row['signed_us']):>14} {adds:>22} {_us(row['json_us']):>12}"
-        )
     print()
     print("small call, signing steps: " + ", ".join(f"{k} {_us(v)}" for k, v in steps.items()))
     small = rows[0]
@@ -432,15 +433,18 @@ def main(argv: list[str] | None = None) -> int:
     if e2e is not None:
         print()
         print("end to end, one pickled call through LocalPlatform (HTTP, gateway, worker):")
-        head = f"{'case':<18} {'unsigned':>12} {'signed':>12} {'signing adds':>22}"
-        print(head)
-        print("-" * len(head))
-        for row in e2e:
-            adds = f"{_us(row['overhead_ms'] * 1000)} ({row['overhead_pct']:+.1f} %)"
-            print(
-                f"{row['case']:<18} {_us(row['unsigned_ms'] * 1000):>12} "
-                f"{_us(row['signed_ms'] * 1000):>12} {adds:>22}"
-            )
+        print_table(
+            [
+                [
+                    row["case"],
+                    _us(row["unsigned_ms"] * 1000),
+                    _us(row["signed_ms"] * 1000),
+                    f"{_us(row['overhead_ms'] * 1000)} ({row['overhead_pct']:+.1f} %)",
+                ]
+                for row in e2e
+            ],
+            ("case", "unsigned", "signed", "signing adds"),
+        )
         for row in e2e[1:]:
             print(
                 f"target: signing adds < 10 % on {row['case']}, end to end: "

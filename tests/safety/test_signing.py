@@ -641,17 +641,21 @@ def test_a_forked_child_never_sends_its_parents_nonces(tmp_path: Path) -> None:
 @given(
     st.one_of(st.text(max_size=12), st.just("gAVLDC4="), st.integers()),
     st.sampled_from([True, False, 1]),
+    st.sampled_from([1, 2, True, "1", None]),
 )
-def test_the_usual_answer_is_signed_as_any_other(result: Any, success: Any) -> None:
-    # sign_result writes {"success": true, "result": "<plain>"} at once: same MAC as the
-    # general canonical form, and a verifier can tell any change.
-    answer = {"success": success, "result": result}
+def test_the_usual_answer_is_signed_as_any_other(result: Any, success: Any, version: Any) -> None:
+    # sign_result writes the generic handler's usual answer at once: same MAC as the general
+    # canonical form, and a verifier can tell any change.
+    from flash.runtime.generic_handler import _success
+
+    answer = {"success": success, "result": result, "protocol_version": version}
     nonce = "ab" * 16
-    general = signing._result_mac(KEY, nonce, signing._canonical(answer, 0))
-    assert sign_result(KEY, nonce=nonce, result_fields=answer) == general
-    verify_result(KEY, general, nonce=nonce, result_fields=dict(answer))
-    with pytest.raises(SignatureError):
-        verify_result(KEY, general, nonce=nonce, result_fields={**answer, "result": [result]})
+    for fields in (answer, _success(result, "f")):
+        general = signing._result_mac(KEY, nonce, signing._canonical(fields, 0))
+        assert sign_result(KEY, nonce=nonce, result_fields=fields) == general
+        verify_result(KEY, general, nonce=nonce, result_fields=dict(fields))
+        with pytest.raises(SignatureError):
+            verify_result(KEY, general, nonce=nonce, result_fields={**fields, "result": [result]})
 
 
 _json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=6)

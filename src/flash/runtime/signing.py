@@ -645,17 +645,20 @@ def _request_mac(
 
 
 def _result_text(fields: Mapping[str, Any]) -> str:
-    """The canonical text of a worker's answer; the usual one is written at once."""
-    if type(fields) is dict and len(fields) == 2 and fields.get("success") is True:
+    """The canonical text of a worker's answer; the usual one (``_success`` in the generic
+    handler: success, a short pickled result, the protocol version) is written at once."""
+    if type(fields) is dict and len(fields) == 3 and fields.get("success") is True:
         result = fields.get("result")
+        version = fields.get("protocol_version")
         if (
-            type(result) is str
+            type(version) is int
+            and type(result) is str
             and len(result) < _TREE_MIN
             and result.isascii()
             and '"' not in result
             and "\\" not in result
         ):
-            return f'{{"result":"{result}","success":true}}'
+            return f'{{"protocol_version":{version},"result":"{result}","success":true}}'
     return _canonical(fields, 0)
 
 
