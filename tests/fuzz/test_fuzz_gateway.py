@@ -104,6 +104,8 @@ class GatewayFuzzer:
                 )
             if pending:
                 time.sleep(0.05)  # polling interval, not synchronisation: the loop re-checks
+        # Jobs run after their request returned: only now has every hostile pickle had its go.
+        assert not self.marker.exists(), "a hostile pickle ran in a job"
         return finals
 
     def check_still_serving(self) -> None:

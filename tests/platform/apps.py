@@ -50,6 +50,9 @@ def handler(job):
             "api": os.environ.get("FLASH_API_BASE"),
             "resource": os.environ.get("FLASH_RESOURCE_NAME"),
         }
+    if action == "say":
+        print(inp["text"], flush=True)
+        return {"said": True}
     if action == "crash":
         print("crashing soon", flush=True)
         print("about to crash: last words", file=sys.stderr, flush=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 
 import aiohttp
 import requests
@@ -278,8 +277,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_worker_output_is_echoed_with_endpoint_and_worker_prefix(served: LocalPlatform) -> None:
+    use_client(served)
+    runpod.Endpoint("fragile").run_sync({"action": "say", "text": "hello from a job"}, timeout=60)
     lines = served.logs.lines  # type: ignore[attr-defined]
-    assert any(line.startswith("[fragile fragile-") for line in lines)
-
-
-_ = signal
+    wait_for(
+        lambda: any(
+            line.startswith("[fragile fragile-") and line.endswith("hello from a job")
+            for line in lines
+        ),
+        30,
+        "the job's output with its prefix",
+    )

@@ -39,6 +39,7 @@ def job(
     endpoint: str = ENDPOINT,
     function: str = "add",
     deadline: float | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     wire_args, wire_kwargs = serialize_args(args, {})
     payload: dict[str, Any] = {"function_name": "add", "args": wire_args, "kwargs": wire_kwargs}
@@ -49,6 +50,7 @@ def job(
             function=function,
             fields=payload,
             deadline=deadline or time.time() + 60,
+            now=now,
         )
     return {"id": "job-1", "input": payload}
 
@@ -100,10 +102,12 @@ def test_tampered_payload_is_refused(handler: Any, tmp_path: Path) -> None:
 
 def test_expired_request_is_refused(handler: Any, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    request = job((_CreatesFile(str(marker)),), deadline=time.time() + 0.05)
-    request["input"]["signature"]["deadline"] = time.time() - 3600  # stale, and now forged
+    # Validly signed an hour ago, for a deadline that passed ten minutes later.
+    an_hour_ago = time.time() - 3600
+    request = job((_CreatesFile(str(marker)),), deadline=an_hour_ago + 600, now=an_hour_ago)
     answer = run(handler, request)
     assert answer["error_type"] == "SignatureRejected"
+    assert "expired" in answer["error"]
     assert not marker.exists()
 
 

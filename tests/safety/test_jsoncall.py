@@ -288,13 +288,16 @@ def test_runtime_modules_import_with_the_standard_library_alone(tmp_path: Path) 
     source = Path(__file__).resolve().parents[2] / "src" / "flash" / "runtime"
     for name in ("signing.py", "jsonschema.py", "jsoncall.py"):
         (runtime / name).write_text((source / name).read_text())
+    # With site-packages on the path: pydantic and cloudpickle are importable, so any import
+    # of them, guarded or not, would show among the loaded modules.
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); before = set(sys.modules)\n"
-        "import flash.runtime.signing as s, flash.runtime.jsonschema, flash.runtime.jsoncall\n"
-        "print(s.local_versions()['python'], sorted(set(sys.modules) - before))"
+        "import sys; sys.path.insert(0, sys.argv[1]); import pydantic, cloudpickle\n"
+        "del sys.modules['pydantic'], sys.modules['cloudpickle']; before = set(sys.modules)\n"
+        "import flash.runtime.signing, flash.runtime.jsonschema, flash.runtime.jsoncall\n"
+        "print(sys.version_info[0], sorted(set(sys.modules) - before))"
     )
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script, str(tmp_path)],
+        [sys.executable, "-I", "-c", script, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
