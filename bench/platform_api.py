@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 import flash.runtime
+from _table import print_table  # type: ignore[import-not-found]
 from flash.platform.local import LocalPlatform
 
 HANDLER = """
@@ -249,10 +250,13 @@ def main(argv: list[str] | None = None) -> None:
         ("cold start, our loop (ms)", statistics.median(cold_flash), "-", "< 200"),
         ("cold start, SDK loop (ms)", statistics.median(cold_sdk), "-", ""),
     ]
-    print(f"{'measure':<34} {'flash platform':>15} {'SDK rp_serve_api':>17} {'target':>8}")
-    for name, mine, theirs, target in rows:
-        theirs_text = f"{theirs:.1f}" if isinstance(theirs, float) else theirs
-        print(f"{name:<34} {mine:>15.1f} {theirs_text:>17} {target:>8}")
+    print_table(
+        [
+            [name, f"{mine:.1f}", f"{theirs:.1f}" if isinstance(theirs, float) else theirs, target]
+            for name, mine, theirs, target in rows
+        ],
+        ("metric", "flash platform", "SDK rp_serve_api", "target"),
+    )
     print(
         "ours: gateway + 2 worker processes (our loop); SDK dev server: one process, handler "
         "in-process, no queue. Cold start: median of "

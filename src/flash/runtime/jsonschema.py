@@ -324,13 +324,19 @@ class _Validator:
                 return _UNRESOLVED
         return node
 
+    def check_size(
+        self, size: int, schema: dict[str, Any], keyword: str, verb: str, unit: str, path: _Path
+    ) -> None:
+        """``min<keyword>``/``max<keyword>``: "must be at least 3 characters long, got 1"."""
+        low = schema.get(f"min{keyword}")
+        if _is_int(low) and size < low:
+            self.add(path, f"must {verb} at least {low} {unit}, got {size}")
+        high = schema.get(f"max{keyword}")
+        if _is_int(high) and size > high:
+            self.add(path, f"must {verb} at most {high} {unit}, got {size}")
+
     def check_string(self, value: str, schema: dict[str, Any], path: _Path) -> None:
-        low = schema.get("minLength")
-        if _is_int(low) and len(value) < low:
-            self.add(path, f"must be at least {low} characters long, got {len(value)}")
-        high = schema.get("maxLength")
-        if _is_int(high) and len(value) > high:
-            self.add(path, f"must be at most {high} characters long, got {len(value)}")
+        self.check_size(len(value), schema, "Length", "be", "characters long", path)
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
             compiled = _compile(pattern)
@@ -365,12 +371,7 @@ class _Validator:
 
     def check_array(self, value: Any, schema: dict[str, Any], path: _Path, depth: int) -> None:
         count = len(value)
-        low = schema.get("minItems")
-        if _is_int(low) and count < low:
-            self.add(path, f"must have at least {low} items, got {count}")
-        high = schema.get("maxItems")
-        if _is_int(high) and count > high:
-            self.add(path, f"must have at most {high} items, got {count}")
+        self.check_size(count, schema, "Items", "have", "items", path)
         if schema.get("uniqueItems") is True and count > 1:
             self.check_unique(value, path, depth)
         prefix = schema.get("prefixItems")
@@ -451,12 +452,7 @@ class _Validator:
                 self.add(where, f"unexpected field (allowed: {allowed or 'none'})")
             else:
                 self.check(item, extra, where, depth + 1)
-        low = schema.get("minProperties")
-        if _is_int(low) and len(value) < low:
-            self.add(path, f"must have at least {low} fields, got {len(value)}")
-        high = schema.get("maxProperties")
-        if _is_int(high) and len(value) > high:
-            self.add(path, f"must have at most {high} fields, got {len(value)}")
+        self.check_size(len(value), schema, "Properties", "have", "fields", path)
 
     def check_any_of(
         self, value: Any, kind: str, branches: list[Any], path: _Path, depth: int
