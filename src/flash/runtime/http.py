@@ -42,6 +42,7 @@ class HttpClient:
         self.headers = dict(headers or {})
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ssl: Any = None  # made on the first https connection: loading CAs takes ~25 ms
 
     async def request(
         self,
@@ -100,9 +101,11 @@ class HttpClient:
         scheme, host, port = key
         context = None
         if scheme == "https":
-            import ssl  # only for https: it costs ~10 ms of a worker's start-up otherwise
+            if self._ssl is None:
+                import ssl  # only for https: it costs ~10 ms of a worker's start-up otherwise
 
-            context = ssl.create_default_context()
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         try:
             conn = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=context, limit=1 << 24), timeout

@@ -213,9 +213,20 @@ class _WorkerLoop:
                 print(f"flash worker: job-take answered {status}", file=sys.stderr)
                 await asyncio.sleep(1)
                 continue
-            jobs = json.loads(body)
+            try:
+                jobs = json.loads(body)
+            except ValueError:
+                print("flash worker: job-take answered a body that is not JSON", file=sys.stderr)
+                await asyncio.sleep(1)
+                continue
             for job in jobs if isinstance(jobs, list) else [jobs]:
-                self._launch(job)
+                if isinstance(job, dict) and isinstance(job.get("id"), str):
+                    self._launch(job)
+                else:
+                    print(
+                        f"flash worker: job-take answered a job without an id: {job!r:.200}",
+                        file=sys.stderr,
+                    )
 
     def _launch(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
@@ -352,7 +363,12 @@ class _WorkerLoop:
             except (OSError, asyncio.TimeoutError, ValueError):
                 await asyncio.sleep(1)
                 continue
-            ids = json.loads(body).get("jobsToStop", []) if status == 200 and body else []
+            try:
+                answer = json.loads(body) if status == 200 and body else {}
+                ids = answer.get("jobsToStop") or [] if isinstance(answer, dict) else []
+            except ValueError:
+                print("flash worker: job-stop answered a body that is not JSON", file=sys.stderr)
+                ids = []
             for job_id in ids:
                 task = self.busy.get(job_id)
                 if task is not None:

@@ -1,0 +1,81 @@
+"""Our worker loop against a platform that answers nonsense: it says so and keeps working."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+WORKER = """
+from flash.runtime.worker import start
+
+start(lambda job: {"doubled": job["input"]["x"] * 2})
+"""
+
+
+class _Platform(BaseHTTPRequestHandler):
+    # Job-take answers, in order: not JSON, a job without an id, a real job; then nothing.
+    takes = [b"not json", b'[{"input": {"x": 0}}]', b'[{"id": "j1", "input": {"x": 21}}]']
+    done: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def do_GET(self) -> None:
+        if "/job-take/" in self.path and self.takes:
+            self._answer(200, self.takes.pop(0))
+        elif "/job-stop/" in self.path:
+            self._answer(200, b"{broken")  # the stop poll must survive this too
+        else:
+            self._answer(204, b"")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if "/job-done/" in self.path:
+            _Platform.done = json.loads(body)
+            _Platform.finished.set()
+        self._answer(200, b"{}")
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Platform)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    (tmp_path / "worker.py").write_text(WORKER)
+    env = {
+        **os.environ,
+        "RUNPOD_POD_ID": "w1",
+        "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=none",
+        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
+        "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
+    }
+    env.pop("FLASH_WORKER_LOOP", None)
+    worker = subprocess.Popen(
+        [sys.executable, str(tmp_path / "worker.py")],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _Platform.finished.wait(30), "the real job was never answered"
+        assert _Platform.done == {"output": {"doubled": 42}}
+    finally:
+        worker.kill()
+        _, stderr = worker.communicate(timeout=30)
+        server.shutdown()
+    assert "job-take answered a body that is not JSON" in stderr
+    assert "job-take answered a job without an id" in stderr
+    assert "job-stop answered a body that is not JSON" in stderr
+    assert "Traceback" not in stderr
