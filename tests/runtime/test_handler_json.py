@@ -211,6 +211,12 @@ def test_class_json_errors_name_the_problem() -> None:
     assert bad_init["error_type"] == "InvalidInput"
     assert [i["path"] for i in bad_init["issues"]] == ["kwargs.weights"]
     assert Scorer.built == 0
+    bad_method = run(
+        handler,
+        {"function": "Scorer", "init": {"weights": {}}, "method": "score", "kwargs": {"words": 3}},
+    )
+    assert [i["path"] for i in bad_method["issues"]] == ["kwargs.words"]
+    assert Scorer.built == 0  # a bad call never costs a model load
     raw = run(handler, {"function": "Scorer", "init": {"weights": {}}, "method": "raw"})
     assert raw["error_type"] == "NotJsonCallable" and "no annotation" in raw["error"]
     nope = run(handler, {"function": "Scorer", "method": "nope"})

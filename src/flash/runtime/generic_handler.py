@@ -474,12 +474,18 @@ def create_handler(
         label = repr(f"{name}.{method}")
         init_label = f"the constructor of {name!r}"
         init = {"kwargs": call["init"], "schema": {"input": schema["init"]}}
-        # Validate both argument sets first: a bad call should not cost a model load.
+        # The method's arguments are checked first and the constructor's just before it
+        # runs (the same init JSON is as valid as when its instance was made): a bad call
+        # never costs a model load, and a cached instance costs no second check.
         method_call = {"kwargs": call["kwargs"], "schema": schema["methods"][method]}
         kwargs = _bind_json(label, getattr(cls, method), method_call)
-        init_kwargs = _bind_json(init_label, cls.__init__, init)  # type: ignore[misc]
         key = (name, "json", json.dumps(call["init"], sort_keys=True, separators=(",", ":")))
-        instance = await cached_instance(key, cls, init_label, lambda: ([], init_kwargs))
+        instance = await cached_instance(
+            key,
+            cls,
+            init_label,
+            lambda: ([], _bind_json(init_label, cls.__init__, init)),  # type: ignore[misc]
+        )
         try:
             bound = getattr(instance, method)
         except Exception as exc:
