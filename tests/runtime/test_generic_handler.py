@@ -23,13 +23,8 @@ from hypothesis import strategies as st
 
 import flash.runtime
 from flash.runtime import generic_handler
-from flash.runtime.generic_handler import (
-    ERROR_CATEGORIES,
-    PROTOCOL_VERSION,
-    ManifestError,
-    create_handler,
-    load_manifest,
-)
+from flash.runtime.generic_handler import ManifestError, create_handler, load_manifest
+from flash.runtime.protocol import ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import deserialize, serialize
 
 # ---------------------------------------------------------------- user code

@@ -286,7 +286,7 @@ def test_runtime_modules_import_with_the_standard_library_alone(tmp_path: Path) 
     (tmp_path / "flash" / "__init__.py").write_text("")
     (runtime / "__init__.py").write_text("")
     source = Path(__file__).resolve().parents[2] / "src" / "flash" / "runtime"
-    for name in ("signing.py", "jsonschema.py", "jsoncall.py"):
+    for name in ("signing.py", "jsonschema.py", "jsoncall.py", "protocol.py"):
         (runtime / name).write_text((source / name).read_text())
     # With site-packages on the path: pydantic and cloudpickle are importable, so any import
     # of them, guarded or not, would show among the loaded modules.
@@ -294,6 +294,7 @@ def test_runtime_modules_import_with_the_standard_library_alone(tmp_path: Path) 
         "import sys; sys.path.insert(0, sys.argv[1]); import pydantic, cloudpickle\n"
         "del sys.modules['pydantic'], sys.modules['cloudpickle']; before = set(sys.modules)\n"
         "import flash.runtime.signing, flash.runtime.jsonschema, flash.runtime.jsoncall\n"
+        "import flash.runtime.protocol\n"
         "print(sys.version_info[0], sorted(set(sys.modules) - before))"
     )
     proc = subprocess.run(

@@ -29,14 +29,13 @@ from flash.runtime.errors import (
     RemoteTimeoutError,
     attach_remote_traceback,
 )
-from flash.runtime.generic_handler import ERROR_CATEGORIES
 from flash.runtime.http import HttpClient, HttpError, Response
+from flash.runtime.protocol import ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
 from flash.runtime.signing import DEFAULT_TTL_S, SignatureError, sign_request, verify_result
 
 __all__ = ["CallOptions", "Endpoints", "PlatformInvoker", "from_environment"]
 
-PROTOCOL_VERSION = 1
 MAX_CALL_DEPTH = int(os.environ.get("FLASH_MAX_CALL_DEPTH", "16"))
 RUNSYNC_WAIT_MS = 30_000
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})

@@ -30,6 +30,26 @@ from flash.runtime import jsoncall as _jsoncall
 from flash.runtime import jsonschema as _jsonschema
 from flash.runtime import serialization as _serialization
 from flash.runtime import signing as _signing
+from flash.runtime.protocol import (
+    ARGUMENT_DECODE_ERROR,
+    DEADLINE_EXCEEDED,
+    EXECUTION_TYPE_MISMATCH,
+    INVALID_ARGUMENTS,
+    INVALID_INPUT,
+    INVALID_JOB,
+    NOT_JSON_CALLABLE,
+    PROTOCOL_VERSION,
+    RESULT_NOT_JSON,
+    RESULT_NOT_PICKLABLE,
+    SIGNATURE_REJECTED,
+    SUPPORTED_PROTOCOL_VERSIONS,
+    UNKNOWN_FUNCTION,
+    UNKNOWN_METHOD,
+    UNSUPPORTED_PROTOCOL,
+    VERSION_MISMATCH,
+    WORKER_ERROR,
+    unwrap_remote,
+)
 from flash.runtime.serialization import (
     SerializationError,
     _type_name,
@@ -38,71 +58,13 @@ from flash.runtime.serialization import (
 )
 
 __all__ = [
-    "ARGUMENT_DECODE_ERROR",
-    "DEADLINE_EXCEEDED",
-    "ERROR_CATEGORIES",
-    "EXECUTION_TYPE_MISMATCH",
-    "INVALID_ARGUMENTS",
-    "INVALID_INPUT",
-    "INVALID_JOB",
     "MANIFEST_ENV_VAR",
     "MANIFEST_FILENAME",
-    "NOT_JSON_CALLABLE",
-    "PROTOCOL_VERSION",
-    "RESULT_NOT_JSON",
-    "RESULT_NOT_PICKLABLE",
-    "SIGNATURE_REJECTED",
-    "SUPPORTED_PROTOCOL_VERSIONS",
-    "UNKNOWN_FUNCTION",
-    "UNKNOWN_METHOD",
-    "UNSUPPORTED_PROTOCOL",
-    "VERSION_MISMATCH",
-    "WORKER_ERROR",
     "Handler",
     "ManifestError",
     "create_handler",
     "load_manifest",
 ]
-
-PROTOCOL_VERSION = 1
-SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
-
-# error_type values for failures that are not an exception raised by user code
-# (those report the exception's class name instead).
-INVALID_JOB = "InvalidJob"
-UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
-UNKNOWN_FUNCTION = "UnknownFunction"
-EXECUTION_TYPE_MISMATCH = "ExecutionTypeMismatch"
-UNKNOWN_METHOD = "UnknownMethod"
-INVALID_ARGUMENTS = "InvalidArguments"
-ARGUMENT_DECODE_ERROR = "ArgumentDecodeError"
-RESULT_NOT_PICKLABLE = "ResultNotPicklable"
-WORKER_ERROR = "WorkerError"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
-SIGNATURE_REJECTED = "SignatureRejected"
-VERSION_MISMATCH = "VersionMismatch"
-INVALID_INPUT = "InvalidInput"
-NOT_JSON_CALLABLE = "NotJsonCallable"
-RESULT_NOT_JSON = "ResultNotJson"
-ERROR_CATEGORIES = frozenset(
-    {
-        INVALID_INPUT,
-        NOT_JSON_CALLABLE,
-        RESULT_NOT_JSON,
-        SIGNATURE_REJECTED,
-        VERSION_MISMATCH,
-        DEADLINE_EXCEEDED,
-        INVALID_JOB,
-        UNSUPPORTED_PROTOCOL,
-        UNKNOWN_FUNCTION,
-        EXECUTION_TYPE_MISMATCH,
-        UNKNOWN_METHOD,
-        INVALID_ARGUMENTS,
-        ARGUMENT_DECODE_ERROR,
-        RESULT_NOT_PICKLABLE,
-        WORKER_ERROR,
-    }
-)
 
 MANIFEST_FILENAME = "flash_manifest.json"
 MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
@@ -214,7 +176,7 @@ def create_handler(
     for key, value in registry.items():
         if not isinstance(key, str):
             raise TypeError(f"registry keys must be str, got {_type_name(key)} ({key!r})")
-        targets[key] = _unwrap(value)
+        targets[key] = unwrap_remote(value)
     available = ", ".join(sorted(targets)) or "(none)"
     class_methods = {
         key: _public_methods(target) for key, target in targets.items() if inspect.isclass(target)
@@ -641,10 +603,6 @@ def _json_schemas(manifest: Mapping[str, Any] | None, endpoint: str | None) -> d
 def _get(payload: dict[str, Any], field: str, default: Any) -> Any:
     value = payload.get(field)
     return default if value is None else value
-
-
-def _unwrap(obj: Any) -> Any:
-    return obj.__wrapped__ if getattr(obj, "__flash_remote__", False) else obj
 
 
 def _check_protocol(version: Any) -> None:

@@ -28,9 +28,18 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
-from flash.runtime.jsonschema import MAX_ISSUES, MAX_NESTING, Issue, format_path, validate
+from flash.runtime.jsonschema import (
+    MAX_ISSUES,
+    MAX_NESTING,
+    UNIX_TIME_TEXT,
+    Issue,
+    format_path,
+    is_number,
+    validate,
+)
+from flash.runtime.protocol import unwrap_remote
 
 __all__ = ["JsonCallError", "JsonResultError", "bind_json_call", "to_json_result"]
 
@@ -65,7 +74,7 @@ def bind_json_call(
         return issues, {}
     if not isinstance(kwargs, dict):  # the schema let a non-object through: it is not ours
         return [Issue("kwargs", "expected object of named arguments")], {}
-    plan = _plan(_unwrap(fn))
+    plan = _plan(unwrap_remote(fn))
     converted: dict[str, Any] = {}
     for name, value in kwargs.items():
         convert = plan.get(name)
@@ -98,10 +107,6 @@ class _ConversionError(Exception):
 
 def _fail(path: _Path, message: str) -> _ConversionError:
     return _ConversionError([Issue(format_path(path), message)])
-
-
-def _unwrap(fn: Any) -> Any:
-    return fn.__wrapped__ if getattr(fn, "__flash_remote__", False) else fn
 
 
 @functools.lru_cache(maxsize=512)
@@ -406,12 +411,8 @@ def _strict(kind: str, accept: Callable[[Any], bool], make: Callable[[Any], Any]
     return convert
 
 
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _parse_datetime(value: Any) -> datetime.datetime:
-    if _is_number(value) or (isinstance(value, str) and _NUMERIC.fullmatch(value)):
+    if is_number(value) or (isinstance(value, str) and UNIX_TIME_TEXT.fullmatch(value)):
         return datetime.datetime.fromtimestamp(float(value), tz=datetime.timezone.utc)
     text = value[:-1] + "+00:00" if value[-1:] in "Zz" and value else value
     if len(text) == 10:
@@ -424,7 +425,6 @@ def _parse_time(value: str) -> datetime.time:
     return datetime.time.fromisoformat(text)
 
 
-_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _DURATION = re.compile(
     r"([+-])?P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
     r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?"
@@ -432,7 +432,7 @@ _DURATION = re.compile(
 
 
 def _parse_duration(value: Any) -> datetime.timedelta:
-    if _is_number(value):
+    if is_number(value):
         return datetime.timedelta(seconds=value)
     match = _DURATION.fullmatch(value)
     if match is None or value.endswith(("P", "T")):
@@ -452,20 +452,20 @@ _SIMPLE: dict[Any, _Converter] = {
     bool: _strict("boolean", lambda v: isinstance(v, bool), lambda v: v),
     int: _strict(
         "integer",
-        lambda v: _is_number(v) and (isinstance(v, int) or float(v).is_integer()),
+        lambda v: is_number(v) and (isinstance(v, int) or float(v).is_integer()),
         int,
     ),
-    float: _strict("number", _is_number, float),
+    float: _strict("number", is_number, float),
     str: _strict("string", _is_str, lambda v: v),
     bytes: _strict("string", _is_str, lambda v: v.encode("utf-8")),
     bytearray: _strict("string", _is_str, lambda v: bytearray(v.encode("utf-8"))),
-    datetime.datetime: _strict("date-time", lambda v: _is_str(v) or _is_number(v), _parse_datetime),
+    datetime.datetime: _strict("date-time", lambda v: _is_str(v) or is_number(v), _parse_datetime),
     datetime.date: _strict("date", _is_str, lambda v: datetime.date.fromisoformat(v)),
     datetime.time: _strict("time", _is_str, _parse_time),
-    datetime.timedelta: _strict("duration", lambda v: _is_str(v) or _is_number(v), _parse_duration),
+    datetime.timedelta: _strict("duration", lambda v: _is_str(v) or is_number(v), _parse_duration),
     uuid.UUID: _strict("uuid", _is_str, uuid.UUID),
     decimal.Decimal: _strict(
-        "decimal", lambda v: _is_str(v) or _is_number(v), lambda v: decimal.Decimal(str(v))
+        "decimal", lambda v: _is_str(v) or is_number(v), lambda v: decimal.Decimal(str(v))
     ),
     pathlib.Path: _strict("path", _is_str, pathlib.Path),
     pathlib.PurePath: _strict("path", _is_str, pathlib.PurePath),

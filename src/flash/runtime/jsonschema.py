@@ -26,10 +26,12 @@ __all__ = [
     "MAX_NESTING",
     "TOO_DEEP",
     "TOO_LARGE",
+    "UNIX_TIME_TEXT",
     "Issue",
     "JsonInputError",
     "check_depth",
     "format_path",
+    "is_number",
     "parse_json",
     "validate",
 ]
@@ -353,20 +355,20 @@ class _Validator:
         high = schema.get("maximum")
         ex_low = schema.get("exclusiveMinimum")
         ex_high = schema.get("exclusiveMaximum")
-        if ex_low is True and _is_number(low):  # draft 4: a flag on minimum
+        if ex_low is True and is_number(low):  # draft 4: a flag on minimum
             ex_low, low = low, None
-        if ex_high is True and _is_number(high):
+        if ex_high is True and is_number(high):
             ex_high, high = high, None
-        if _is_number(low) and value < low:
+        if is_number(low) and value < low:
             self.add(path, f"must be >= {low}, got {value}")
-        if _is_number(high) and value > high:
+        if is_number(high) and value > high:
             self.add(path, f"must be <= {high}, got {value}")
-        if _is_number(ex_low) and value <= ex_low:
+        if is_number(ex_low) and value <= ex_low:
             self.add(path, f"must be > {ex_low}, got {value}")
-        if _is_number(ex_high) and value >= ex_high:
+        if is_number(ex_high) and value >= ex_high:
             self.add(path, f"must be < {ex_high}, got {value}")
         step = schema.get("multipleOf")
-        if _is_number(step) and step > 0 and not _is_multiple(value, step):
+        if is_number(step) and step > 0 and not _is_multiple(value, step):
             self.add(path, f"must be a multiple of {step}, got {value}")
 
     def check_array(self, value: Any, schema: dict[str, Any], path: _Path, depth: int) -> None:
@@ -652,7 +654,8 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> TypeGuard[float]:
+def is_number(value: Any) -> TypeGuard[float]:
+    """A JSON number: an int or a float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -756,7 +759,8 @@ def _reject_constant(name: str) -> Any:
 # Formats are checked loosely: never stricter than pydantic, which converts the value after.
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
-_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d+)?")
+# Numeric text, which pydantic reads as Unix time where a date or date-time is expected.
+UNIX_TIME_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -783,7 +787,7 @@ def _is_time(text: str) -> bool:
 
 
 def _is_datetime(text: str) -> bool:
-    if _NUMERIC.fullmatch(text):  # pydantic reads these as Unix time
+    if UNIX_TIME_TEXT.fullmatch(text):  # pydantic reads these as Unix time
         return True
     if len(text) == 10:
         return _is_date(text)
@@ -810,7 +814,7 @@ def _is_ip(version: int) -> Callable[[str], bool]:
 
 _FORMATS: dict[str, Callable[[str], bool]] = {
     "date-time": _is_datetime,
-    "date": lambda text: _is_date(text) or bool(_NUMERIC.fullmatch(text)),
+    "date": lambda text: _is_date(text) or bool(UNIX_TIME_TEXT.fullmatch(text)),
     "time": _is_time,
     "uuid": _is_uuid,
     "email": lambda text: bool(_EMAIL.fullmatch(text)),

@@ -1,0 +1,77 @@
+"""What caller and handler agree on: the protocol version, the ``error_type`` values, and
+how an ``@remote`` wrapper leads to the user's code.
+
+Its own module so that the client reads them without importing the handler.
+Standard library only: this module runs inside every worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ARGUMENT_DECODE_ERROR",
+    "DEADLINE_EXCEEDED",
+    "ERROR_CATEGORIES",
+    "EXECUTION_TYPE_MISMATCH",
+    "INVALID_ARGUMENTS",
+    "INVALID_INPUT",
+    "INVALID_JOB",
+    "NOT_JSON_CALLABLE",
+    "PROTOCOL_VERSION",
+    "RESULT_NOT_JSON",
+    "RESULT_NOT_PICKLABLE",
+    "SIGNATURE_REJECTED",
+    "SUPPORTED_PROTOCOL_VERSIONS",
+    "UNKNOWN_FUNCTION",
+    "UNKNOWN_METHOD",
+    "UNSUPPORTED_PROTOCOL",
+    "VERSION_MISMATCH",
+    "WORKER_ERROR",
+    "unwrap_remote",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+
+# error_type values for failures that are not an exception raised by user code
+# (those report the exception's class name instead).
+INVALID_JOB = "InvalidJob"
+UNSUPPORTED_PROTOCOL = "UnsupportedProtocol"
+UNKNOWN_FUNCTION = "UnknownFunction"
+EXECUTION_TYPE_MISMATCH = "ExecutionTypeMismatch"
+UNKNOWN_METHOD = "UnknownMethod"
+INVALID_ARGUMENTS = "InvalidArguments"
+ARGUMENT_DECODE_ERROR = "ArgumentDecodeError"
+RESULT_NOT_PICKLABLE = "ResultNotPicklable"
+WORKER_ERROR = "WorkerError"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+SIGNATURE_REJECTED = "SignatureRejected"
+VERSION_MISMATCH = "VersionMismatch"
+INVALID_INPUT = "InvalidInput"
+NOT_JSON_CALLABLE = "NotJsonCallable"
+RESULT_NOT_JSON = "ResultNotJson"
+ERROR_CATEGORIES = frozenset(
+    {
+        INVALID_INPUT,
+        NOT_JSON_CALLABLE,
+        RESULT_NOT_JSON,
+        SIGNATURE_REJECTED,
+        VERSION_MISMATCH,
+        DEADLINE_EXCEEDED,
+        INVALID_JOB,
+        UNSUPPORTED_PROTOCOL,
+        UNKNOWN_FUNCTION,
+        EXECUTION_TYPE_MISMATCH,
+        UNKNOWN_METHOD,
+        INVALID_ARGUMENTS,
+        ARGUMENT_DECODE_ERROR,
+        RESULT_NOT_PICKLABLE,
+        WORKER_ERROR,
+    }
+)
+
+
+def unwrap_remote(obj: Any) -> Any:
+    """The user's function or class behind an ``@remote`` wrapper; anything else as it is."""
+    return obj.__wrapped__ if getattr(obj, "__flash_remote__", False) else obj
