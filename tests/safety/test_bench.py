@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "serialization.py"
 
 
+@pytest.mark.slow
 def test_serialization_bench_quick_run() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--json"],
