@@ -128,6 +128,62 @@ def test_handler_import_failure_stops_the_build(tmp_path: Path) -> None:
     assert not (root / ".flash" / "archive.tar.gz").exists()
 
 
+def test_a_module_that_fails_to_import_is_named_with_its_line(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    cpu = root / "workers" / "cpu_worker.py"
+    cpu.write_text(cpu.read_text() + "\nimport not_installed_anywhere\n")
+    line = len(cpu.read_text().splitlines())
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    message = str(info.value)
+    assert "handler_cpu_worker.py failed to import" in message
+    assert f'workers/cpu_worker.py", line {line}' in message
+    assert "No module named 'not_installed_anywhere'" in message
+
+
+def test_a_package_only_this_machine_has_is_not_in_the_build(tmp_path: Path) -> None:
+    # pydantic is installed here (the build uses it), but the project never declared it:
+    # a worker would not have it, so the build must fail rather than derive schemas with it.
+    root = starter(tmp_path)
+    cpu = root / "workers" / "cpu_worker.py"
+    cpu.write_text("import pydantic  # noqa: F401\n" + cpu.read_text())
+    with pytest.raises(BuildError, match="No module named 'pydantic'") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert "handler_cpu_worker.py failed to import" in str(info.value)
+
+
+def test_a_build_imports_the_project_in_one_interpreter(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    imports = tmp_path / "imports.log"
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(
+        f"import importlib.util, os\nwith open({str(imports)!r}, 'a') as log:\n"
+        "    print(os.getpid(), importlib.util.find_spec('pydantic') is None, file=log)\n"
+        + gpu.read_text()
+    )
+    result = build_project(BuildOptions(project_dir=root))
+    lines = imports.read_text().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(" True")  # imported without this machine's site-packages
+    embed = next(f for f in result.manifest.resources["gpu-worker"].functions if f.name == "embed")
+    assert embed.schema_ is not None  # the same interpreter derived the schemas
+
+
+def test_a_cross_target_build_imports_nothing_and_stays_pickle_only(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    imports = tmp_path / "imports.log"
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(f"open({str(imports)!r}, 'a').close()\n" + gpu.read_text())
+    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(python_version="3.99"))
+    result = build_project(options)
+    assert not imports.exists()
+    functions = [f for r in result.manifest.resources.values() for f in r.functions]
+    assert functions and all(f.schema_ is None for f in functions)
+    assert {f.pickle_only for f in functions} == {
+        "cross-target build: the project's modules cannot be imported here"
+    }
+
+
 def test_max_size_names_the_largest_packages(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     build_wheel(

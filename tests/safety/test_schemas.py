@@ -173,3 +173,9 @@ def test_missing_attribute_and_no_functions(tmp_path: Path) -> None:
     assert result["m.g"].reason == "module 'm' has no attribute 'g'"
     assert result["m.f"].input is not None
     assert derive_schemas(app, None, []) == {}
+
+
+def test_imports_that_never_finish_are_a_build_error(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"stuck": "import threading\nthreading.Event().wait()\n"})
+    with pytest.raises(BuildError, match=r"took over 1 s"):
+        derive_schemas(app, None, [("stuck.f", "stuck", "f")], timeout=1)

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ from flash.build.manifest import (
     load_manifest,
 )
 from flash.build.scanner import ScanResult, scan_project
-from flash.build.schemas import SchemaResult, derive_schemas
+from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.sdk.keys import ensure_signing_key
 
 FLASH_DIR = ".flash"
@@ -182,11 +181,11 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
-            _check_handlers(build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded)
-            with _timed(timings, "schemas"):
-                manifest = manifest.with_schemas(
-                    _schemas(build_dir, deps.site_dir, manifest, options.dependencies)
+            with _timed(timings, "imports"):
+                schemas = _check_handlers_and_derive_schemas(
+                    build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded
                 )
+            manifest = manifest.with_schemas(schemas)
             manifest_json = manifest.to_json().encode()
             if options.keep_build:
                 (build_dir / MANIFEST_NAME).write_bytes(manifest_json)
@@ -371,68 +370,31 @@ def _host_matches(options: DependencyOptions) -> bool:
     )
 
 
-_IMPORT_CHECK = """
-import importlib, json, sys, traceback
-sys.path[:0] = {paths!r}
-failures = {{}}
-for name in {modules!r}:
-    try:
-        importlib.import_module(name)
-    except BaseException:
-        failures[name] = traceback.format_exc(limit=-8)
-print(json.dumps(failures))
-"""
-
-
-def _check_handlers(
+def _check_handlers_and_derive_schemas(
     build_dir: Path,
     site_dir: Path | None,
     manifest: Manifest,
     options: DependencyOptions,
     excluded: tuple[str, ...],
-) -> None:
-    """Import every generated handler once, in a fresh interpreter, as a worker would."""
-    if not _host_matches(options):
-        return  # cross-target build: the vendored packages cannot load here
-    modules = [r.handler_file[: -len(".py")] for r in manifest.resources.values()]
-    paths = [str(build_dir)] + ([str(site_dir)] if site_dir else [])
-    # -S proves the build is self-contained; excluded packages come from the base image,
-    # which here means this interpreter's site-packages.
-    flags = ["-I", "-B"] if excluded else ["-I", "-B", "-S"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FLASH_"))}
-    proc = subprocess.run(
-        [sys.executable, *flags, "-c", _IMPORT_CHECK.format(paths=paths, modules=modules)],
-        cwd=build_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    try:
-        failures = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise BuildError(
-            f"importing the generated handlers crashed (exit {proc.returncode}):\n"
-            + proc.stderr[-2000:]
-        ) from None
-    if failures:
-        name, tb = sorted(failures.items())[0]
-        raise BuildError(f"{name}.py failed to import:\n{tb.rstrip()}")
-
-
-def _schemas(
-    build_dir: Path, site_dir: Path | None, manifest: Manifest, options: DependencyOptions
 ) -> dict[str, SchemaResult]:
-    """JSON schemas from the functions' type hints; none for a cross-target build."""
+    """Import every generated handler as a worker would, then derive the functions' JSON
+    schemas from their type hints: one fresh interpreter for both. A cross-target build
+    does neither (the vendored packages cannot load here) and its functions stay pickle-only.
+    """
     functions = [
         (f.qualified_name, f.module, f.name)
         for r in manifest.resources.values()
         for f in r.functions
     ]
-    if _host_matches(options):
-        return derive_schemas(build_dir, site_dir, functions)
-    reason = "cross-target build: the project's modules cannot be imported here"
-    return {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
+    if not _host_matches(options):
+        reason = "cross-target build: the project's modules cannot be imported here"
+        return {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
+    handlers = [r.handler_file[: -len(".py")] for r in manifest.resources.values()]
+    # Without site-packages the import proves the build is self-contained; excluded packages
+    # come from the base image, which here means this interpreter's site-packages.
+    return check_handlers_and_derive_schemas(
+        build_dir, site_dir, handlers, functions, self_contained=not excluded
+    )
 
 
 def _check_size(entries: list[_archive.Entry], site_dir: Path | None, max_size_mb: float) -> None:

@@ -1,9 +1,10 @@
-"""JSON Schemas of the typed functions, for the JSON call path.
+"""The build's one look inside the project: import check and JSON Schemas of typed functions.
 
 The build never imports user code itself: one child interpreter (this one's executable,
-which has pydantic) imports the materialised build, unwraps each ``@remote`` function, and
-asks pydantic's ``TypeAdapter`` for the schema of its parameters and of its return value.
-A function whose types have no JSON form stays pickle-only, with the reason recorded.
+which has pydantic) imports each generated handler of the materialised build as a worker
+would, then unwraps each ``@remote`` function and asks pydantic's ``TypeAdapter`` for the
+schema of its parameters and of its return value. A function whose types have no JSON form
+stays pickle-only, with the reason recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from flash.build.errors import BuildError
 
-__all__ = ["SchemaResult", "derive_schemas", "schema_sha256"]
+__all__ = ["SchemaResult", "check_handlers_and_derive_schemas", "derive_schemas", "schema_sha256"]
 
 
 @dataclass(frozen=True)
@@ -62,26 +63,51 @@ def derive_schemas(
 ) -> dict[str, SchemaResult]:
     """Schemas for ``functions`` as ``(qualified_name, module, attribute)``, by qualified name.
 
-    ``build_dir`` is the materialised archive tree and ``site_dir`` the vendored packages;
-    both go before this interpreter's own site-packages. The vendored packages must load
-    on this machine (skip this stage for cross-target builds). Raises BuildError when a
-    module fails to import or the child interpreter dies.
+    The schema half of :func:`check_handlers_and_derive_schemas`, with no handler to check.
     """
-    if not functions:
+    return check_handlers_and_derive_schemas(
+        build_dir, site_dir, (), functions, self_contained=False, timeout=timeout
+    )
+
+
+def check_handlers_and_derive_schemas(
+    build_dir: Path,
+    site_dir: Path | None,
+    handlers: Sequence[str],
+    functions: Sequence[tuple[str, str, str]],
+    *,
+    self_contained: bool,
+    timeout: float = 300.0,
+) -> dict[str, SchemaResult]:
+    """Import each module of ``handlers``, then derive the schemas of ``functions``.
+
+    One child interpreter does both, so the project is imported once per build.
+    ``functions`` are ``(qualified_name, module, attribute)``; the answer is by qualified
+    name. ``build_dir`` is the materialised archive tree and ``site_dir`` the vendored
+    packages; both go before this interpreter's own site-packages. ``self_contained``
+    imports the handlers without that site-packages (-S), as a worker on a bare image would;
+    it is added afterwards, for pydantic. The vendored packages must load on this machine
+    (skip this stage for cross-target builds). Raises BuildError when a module fails to
+    import, the imports take over ``timeout`` seconds, or the child interpreter dies.
+    """
+    if not handlers and not functions:
         return {}
     paths = [str(build_dir)] + ([str(site_dir)] if site_dir is not None else [])
-    with tempfile.TemporaryDirectory(prefix="flash-schemas-") as tmp:
-        output = Path(tmp) / "schemas.json"
+    flags = ["-I", "-B", "-S"] if self_contained else ["-I", "-B"]
+    with tempfile.TemporaryDirectory(prefix="flash-imports-") as tmp:
+        output = Path(tmp) / "answer.json"
         request = {
             "paths": paths,
+            "handlers": list(handlers),
             "functions": [list(f) for f in functions],
+            "add_site_packages": self_contained,
             "output": str(output),
         }
-        # The same clean environment the handler import check uses: a worker sets neither.
+        # A worker sets neither PYTHON* nor FLASH_* variables when it imports the handler.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FLASH_"))}
         try:
             proc = subprocess.run(
-                [sys.executable, "-I", "-B", "-c", _CHILD],
+                [sys.executable, *flags, "-c", _CHILD],
                 input=json.dumps(request),
                 cwd=build_dir,
                 env=env,
@@ -91,16 +117,20 @@ def derive_schemas(
             )
         except subprocess.TimeoutExpired:
             raise BuildError(
-                f"deriving JSON schemas took over {timeout:g} s: importing the project's "
-                "modules does not finish (work at import time?)"
+                f"importing the project's modules took over {timeout:g} s: it does not "
+                "finish (work at import time?)"
             ) from None
         try:
             data = json.loads(output.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise BuildError(
-                f"deriving JSON schemas crashed (exit {proc.returncode}) while importing "
-                "the project's modules:\n" + proc.stderr[-2000:]
+                f"importing the project's modules crashed (exit {proc.returncode}):\n"
+                + proc.stderr[-2000:]
             ) from None
+    handler_failures = data.get("handler_errors") or {}
+    if handler_failures:
+        name, trace = sorted(handler_failures.items())[0]
+        raise BuildError(f"{name}.py failed to import:\n{trace.rstrip()}")
     failures = data.get("import_errors") or {}
     if failures:
         module, trace = sorted(failures.items())[0]
@@ -147,7 +177,6 @@ import warnings
 
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
-warnings.simplefilter("ignore")  # pydantic's notes on defaults and titles are not errors
 
 
 class Skip(Exception):
@@ -282,8 +311,29 @@ def derive(obj, TypeAdapter, TypedDict, NotRequired, method=False):
     return {"input": input_schema, "output": output_schema, "stream": stream}
 
 
+def import_handlers(names):
+    """Each generated handler, imported as a worker would: the traceback of each failure."""
+    failures = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            failures[name] = traceback.format_exc(limit=-8)
+    return failures
+
+
 def main():
     answer = {"functions": {}, "import_errors": {}}
+    answer["handler_errors"] = import_handlers(request["handlers"])
+    if answer["handler_errors"] or not request["functions"]:
+        return answer
+    if request["add_site_packages"]:
+        # The handlers imported without this interpreter's site-packages (-S); pydantic
+        # lives there. Added now, it goes after the build's own paths.
+        import site
+
+        site.main()
+    warnings.simplefilter("ignore")  # pydantic's notes on defaults and titles are not errors
     try:
         from pydantic import TypeAdapter
         try:
