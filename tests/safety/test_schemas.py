@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from flash.build.errors import BuildError
 from flash.build.schemas import SchemaResult, derive_schemas, schema_sha256
 from flash.runtime.jsonschema import validate
+from flash.sdk.jsoncodec import codec_for, method_codecs_for
 
 from .conftest import TYPED_APP, write_app
 
@@ -179,3 +182,28 @@ def test_imports_that_never_finish_are_a_build_error(tmp_path: Path) -> None:
     app = write_app(tmp_path / "app", {"stuck": "import threading\nthreading.Event().wait()\n"})
     with pytest.raises(BuildError, match=r"took over 1 s"):
         derive_schemas(app, None, [("stuck.f", "stuck", "f")], timeout=1)
+
+
+def test_the_client_sends_json_exactly_when_the_build_publishes_a_schema(
+    derived: dict[str, SchemaResult], apps: dict[str, ModuleType]
+) -> None:
+    # One rule for both: a call the client sends as JSON has a schema the worker checks it
+    # against, and a call with a published schema is not pickled. Streams pickle from Python.
+    checked = 0
+    for qualified_name, result in derived.items():
+        module_name, name = qualified_name.split(".")
+        fn = getattr(apps[module_name], name)
+        fn = getattr(fn, "__wrapped__", fn)
+        if not inspect.isclass(fn):
+            sends_json = codec_for(fn) is not None
+            assert sends_json == (result.json_callable and not result.stream), qualified_name
+            checked += 1
+            continue
+        assert result.class_schema is not None
+        for method, schema in result.class_schema["methods"].items():
+            assert (method_codecs_for(fn, method) is not None) != schema["stream"], method
+            checked += 1
+        for method in result.class_schema["pickle_only_methods"]:
+            assert method_codecs_for(fn, method) is None, method
+            checked += 1
+    assert checked >= len(derived)

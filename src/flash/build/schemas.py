@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flash.build.errors import BuildError
+from flash.sdk import json_rule
 
 __all__ = ["SchemaResult", "check_handlers_and_derive_schemas", "derive_schemas", "schema_sha256"]
 
@@ -101,6 +102,7 @@ def check_handlers_and_derive_schemas(
             "handlers": list(handlers),
             "functions": [list(f) for f in functions],
             "add_site_packages": self_contained,
+            "rule_file": json_rule.__file__,
             "output": str(output),
         }
         # A worker sets neither PYTHON* nor FLASH_* variables when it imports the handler.
@@ -166,35 +168,26 @@ def _result(entry: Any) -> SchemaResult:
 
 # Runs in the child interpreter: reads the request on stdin, writes the answer to a file
 # (user modules may print on import, so stdout is theirs).
-_CHILD = r'''
+_CHILD = r"""
 import importlib
+import importlib.util
 import inspect
 import json
 import sys
 import traceback
-import typing
 import warnings
 
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
 
 
-class Skip(Exception):
-    """The function stays pickle-only; the message says why."""
-
-
-def summary(exc):
-    text = (str(exc).strip().splitlines() or [""])[0]
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def type_text(hint):
-    if isinstance(hint, type) and hint.__module__ != "builtins":
-        return f"{hint.__module__}.{hint.__qualname__}"
-    if isinstance(hint, type):
-        return hint.__qualname__
-    return repr(hint).replace("typing.", "")
+def load_rule(path):
+    # By path: here ``flash`` is the archive's stand-in, which has no flash.sdk.json_rule.
+    spec = importlib.util.spec_from_file_location("flash_json_rule", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up by module name
+    spec.loader.exec_module(module)
+    return module
 
 
 def inline_top_ref(schema):
@@ -208,87 +201,49 @@ def inline_top_ref(schema):
     return schema
 
 
-def derive_class(cls, TypeAdapter, TypedDict, NotRequired):
-    """The constructor's schema and each public method's; methods without one stay pickle-only."""
+def derive_class(cls, rule, TypedDict, NotRequired):
+    # The constructor's schema and each public method's; methods without one stay pickle-only.
     init = cls.__init__
     if init is object.__init__:
         init_schema = {"type": "object", "properties": {}, "additionalProperties": False}
     else:
         try:
-            init_schema = derive(init, TypeAdapter, TypedDict, NotRequired, method=True)["input"]
-        except Skip as skip:
-            raise Skip(f"its constructor: {skip}")
+            init_schema = derive(init, rule, TypedDict, NotRequired, method=True)["input"]
+        except rule.NotJsonCallable as skip:
+            raise rule.NotJsonCallable(f"its constructor: {skip}")
         init_schema["title"] = f"{cls.__name__} constructor arguments"
     methods, pickle_only = {}, {}
     for name, value in inspect.getmembers(cls):
         if (name.startswith("_") and name != "__call__") or not inspect.isfunction(value):
             continue
         try:
-            methods[name] = derive(value, TypeAdapter, TypedDict, NotRequired, method=True)
-        except Skip as skip:
+            methods[name] = derive(value, rule, TypedDict, NotRequired, method=True)
+        except rule.NotJsonCallable as skip:
             pickle_only[name] = str(skip)
     if not methods:
-        raise Skip("no public method has JSON-able type hints")
+        raise rule.NotJsonCallable("no public method has JSON-able type hints")
     return {"init": init_schema, "methods": methods, "pickle_only_methods": pickle_only}
 
 
-def derive(obj, TypeAdapter, TypedDict, NotRequired, method=False):
+def derive(obj, rule, TypedDict, NotRequired, method=False):
     if getattr(obj, "__flash_remote__", False):
         obj = obj.__wrapped__
     if inspect.isclass(obj):
-        return derive_class(obj, TypeAdapter, TypedDict, NotRequired)
+        return derive_class(obj, rule, TypedDict, NotRequired)
     if not callable(obj):
-        raise Skip(f"not a function (a {type(obj).__name__})")
-    stream = inspect.isgeneratorfunction(obj) or inspect.isasyncgenfunction(obj)
-    params = list(inspect.signature(obj).parameters.values())
-    if method:
-        params = params[1:]  # self
-    constructor = method and obj.__name__ == "__init__"
-    for p in params:
-        if p.kind is p.VAR_POSITIONAL:
-            raise Skip(f"*{p.name}: JSON arguments are passed by name")
-        if p.kind is p.VAR_KEYWORD:
-            raise Skip(f"**{p.name}: a schema needs fixed argument names")
-        if p.kind is p.POSITIONAL_ONLY:
-            raise Skip(f"parameter {p.name!r} is positional-only: JSON passes arguments by name")
-    try:
-        hints = typing.get_type_hints(obj, include_extras=True)
-    except Exception as exc:
-        raise Skip(f"its type hints do not resolve ({summary(exc)})")
-    for p in params:
-        if p.name not in hints:
-            raise Skip(f"parameter {p.name!r} has no type annotation")
-    if "return" not in hints and not constructor:
-        raise Skip("the return value has no type annotation")
-    returned = hints.get("return", type(None))
-    if stream:
-        # Iterator[T], AsyncIterator[T], Generator[T, ...] and friends: each item is a T.
-        item_args = typing.get_args(returned)
-        if not item_args:
-            raise Skip("a generator: annotate what it yields, e.g. -> Iterator[str]")
-        returned = item_args[0]
-
+        raise rule.NotJsonCallable(f"not a function (a {type(obj).__name__})")
+    types = rule.json_call_types(obj, method=method)
+    params = list(types.signature.parameters.values())
+    # One object of all the arguments; those with a default may be left out.
     fields = {
-        p.name: hints[p.name] if p.default is p.empty else NotRequired[hints[p.name]]
+        p.name: types.hints[p.name] if p.default is p.empty else NotRequired[types.hints[p.name]]
         for p in params
     }
     try:
         arguments = TypedDict(f"{obj.__name__}_arguments", fields)
-        input_schema = TypeAdapter(arguments).json_schema(mode="validation")
+        input_schema = rule.TypeAdapter(arguments).json_schema(mode="validation")
     except Exception as exc:
-        for p in params:  # name the parameter whose type is the problem
-            try:
-                TypeAdapter(hints[p.name]).json_schema(mode="validation")
-            except Exception as inner:
-                raise Skip(
-                    f"parameter {p.name!r}: {type_text(hints[p.name])} has no JSON Schema "
-                    f"({summary(inner)})"
-                )
-        raise Skip(f"its parameters have no JSON Schema ({summary(exc)})")
-    try:
-        output_schema = TypeAdapter(returned).json_schema(mode="serialization")
-    except Exception as exc:
-        raise Skip(f"the return type {type_text(returned)} has no JSON Schema ({summary(exc)})")
+        raise rule.NotJsonCallable(f"its parameters have no JSON Schema ({rule.summary(exc)})")
 
     input_schema = inline_top_ref(input_schema)
     input_schema["title"] = f"{obj.__name__} arguments"
@@ -298,21 +253,21 @@ def derive(obj, TypeAdapter, TypedDict, NotRequired, method=False):
         if p.default is p.empty or p.name not in properties:
             continue
         try:  # the default in its JSON form, for the docs; skipped when it has none
-            default = TypeAdapter(hints[p.name]).dump_python(p.default, mode="json")
+            default = types.params[p.name].dump_python(p.default, mode="json")
             json.dumps(default, allow_nan=False)
         except Exception:
             continue
         properties[p.name]["default"] = default
-    output_schema = inline_top_ref(output_schema)
+    output_schema = inline_top_ref(types.result_schema)
     try:
         json.dumps([input_schema, output_schema], allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise Skip(f"its schema is not plain JSON ({summary(exc)})")
-    return {"input": input_schema, "output": output_schema, "stream": stream}
+        raise rule.NotJsonCallable(f"its schema is not plain JSON ({rule.summary(exc)})")
+    return {"input": input_schema, "output": output_schema, "stream": types.stream}
 
 
 def import_handlers(names):
-    """Each generated handler, imported as a worker would: the traceback of each failure."""
+    # Each generated handler, imported as a worker would: the traceback of each failure.
     failures = {}
     for name in names:
         try:
@@ -335,13 +290,14 @@ def main():
         site.main()
     warnings.simplefilter("ignore")  # pydantic's notes on defaults and titles are not errors
     try:
-        from pydantic import TypeAdapter
+        rule = load_rule(request["rule_file"])
         try:
             from typing_extensions import NotRequired, TypedDict
         except ImportError:
             from typing import NotRequired, TypedDict
     except Exception as exc:
-        reason = f"pydantic 2 cannot be imported to derive its schema ({summary(exc)})"
+        problem = f"{type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0][:200]
+        reason = f"pydantic 2 cannot be imported to derive its schema ({problem})"
         for qualified_name, _, _ in request["functions"]:
             answer["functions"][qualified_name] = {"reason": reason}
         return answer
@@ -360,11 +316,11 @@ def main():
             entry = {"reason": f"module {module_name!r} has no attribute {attr!r}"}
         else:
             try:
-                entry = derive(getattr(module, attr), TypeAdapter, TypedDict, NotRequired)
-            except Skip as skip:
+                entry = derive(getattr(module, attr), rule, TypedDict, NotRequired)
+            except rule.NotJsonCallable as skip:
                 entry = {"reason": str(skip)}
             except Exception as exc:
-                entry = {"reason": f"deriving its schema failed ({summary(exc)})"}
+                entry = {"reason": f"deriving its schema failed ({rule.summary(exc)})"}
         answer["functions"][qualified_name] = entry
     return answer
 
@@ -372,4 +328,4 @@ def main():
 answer = main()
 with open(request["output"], "w", encoding="utf-8") as f:
     json.dump(answer, f, sort_keys=True)
-'''
+"""

@@ -1,22 +1,22 @@
 """How the Python client turns a call into a typed JSON job, when the types allow it.
 
-The same rule as the build's schema derivation: every parameter and the return value
-annotated with types pydantic can express as JSON Schema, no ``*args``/``**kwargs``, not a
-generator. Registered with the runtime client when the SDK is imported; a worker without
-pydantic simply keeps using signed pickles.
+The build's rule (flash.sdk.json_rule): every parameter and the return value annotated with
+types pydantic can express as JSON Schema, no ``*args``/``**kwargs``; and, since calls from
+Python do not stream, not a generator. Registered with the runtime client when the SDK is
+imported; a worker without pydantic simply keeps using signed pickles.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from flash.runtime import client as _client
+from flash.sdk.json_rule import NotJsonCallable, json_call_types
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def codec_for(fn: Any) -> JsonCodec | None:
     """A codec for ``fn``, or None when it takes pickled calls only."""
     if inspect.isclass(fn):
         return None
-    return _codec(fn, method=False, constructor=False)
+    return _codec(fn, method=False)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -54,47 +54,21 @@ def method_codecs_for(cls: type, name: str) -> tuple[JsonCodec, JsonCodec] | Non
     if not inspect.isfunction(method):
         return None
     init = inspect.getattr_static(cls, "__init__")
-    init_codec = (
-        _NO_ARGUMENTS if init is object.__init__ else _codec(init, method=True, constructor=True)
-    )
-    method_codec = _codec(method, method=True, constructor=False)
+    init_codec = _NO_ARGUMENTS if init is object.__init__ else _codec(init, method=True)
+    method_codec = _codec(method, method=True)
     if init_codec is None or method_codec is None:
         return None
     return init_codec, method_codec
 
 
-def _codec(fn: Any, *, method: bool, constructor: bool) -> JsonCodec | None:
-    # Generators stream, which typed JSON calls from Python do not (yet): they pickle.
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        return None
+def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
     try:
-        signature = inspect.signature(fn)
-        # As the build reads them: Annotated metadata (validators, constraints) included.
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # hints that do not resolve (NameError, AttributeError, ...): pickle
+        types = json_call_types(fn, method=method)
+    except NotJsonCallable:
         return None
-    parameters = list(signature.parameters.values())
-    if method:
-        if not parameters:
-            return None
-        parameters = parameters[1:]  # self
-        signature = signature.replace(parameters=parameters)
-    adapters: dict[str, TypeAdapter[Any]] = {}
-    try:
-        for param in parameters:
-            if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
-                return None
-            if param.name not in hints:
-                return None
-            adapters[param.name] = TypeAdapter(hints[param.name])
-            adapters[param.name].json_schema()
-        if "return" not in hints and not constructor:
-            return None
-        result = TypeAdapter(hints.get("return", type(None)))
-        result.json_schema()
-    except Exception:  # pydantic cannot express the type: pickle it
+    if types.stream:  # generators stream, which typed JSON calls from Python do not (yet)
         return None
-    return JsonCodec(signature, adapters, result)
+    return JsonCodec(types.signature, types.params, types.result)
 
 
 _NO_ARGUMENTS = JsonCodec(inspect.Signature(), {}, TypeAdapter(type(None)))

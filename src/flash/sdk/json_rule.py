@@ -1,0 +1,125 @@
+"""The one rule for "can this function be called with JSON", for the client and the build.
+
+Every parameter positional-or-keyword or keyword-only, every parameter and the return value
+annotated (a constructor's return may not be), the hints resolvable, and pydantic able to
+give each type a JSON Schema. A generator's return type names what it yields: the build
+publishes a stream of those, the Python client pickles the call.
+
+The build's schema child loads this file by path, since there ``flash`` is the archive's
+stand-in without this module: it imports nothing from flash, only the standard library and
+pydantic.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+
+__all__ = ["JsonCallTypes", "NotJsonCallable", "json_call_types", "summary", "type_text"]
+
+
+class NotJsonCallable(Exception):
+    """The function takes pickled calls only; the message says why."""
+
+
+@dataclass(frozen=True)
+class JsonCallTypes:
+    """What a JSON call of a function binds and returns."""
+
+    signature: inspect.Signature  # without ``self`` for a method
+    params: dict[str, TypeAdapter[Any]]  # by parameter name
+    hints: dict[str, Any]  # each parameter's type, by name
+    result: TypeAdapter[Any]  # of the return value, or of each item a generator yields
+    result_schema: dict[str, Any]  # its JSON Schema, as the worker serialises it
+    stream: bool  # a generator
+
+
+def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
+    """The types of a JSON call of ``fn`` (``method``: its first parameter is ``self``).
+
+    Raises NotJsonCallable, saying why, when a call must be pickled.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise NotJsonCallable(f"it has no signature ({summary(exc)})") from None
+    params = list(signature.parameters.values())
+    if method:
+        if not params:
+            raise NotJsonCallable("a method without a self parameter")
+        params = params[1:]
+        signature = signature.replace(parameters=params)
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            raise NotJsonCallable(f"*{p.name}: JSON arguments are passed by name")
+        if p.kind is p.VAR_KEYWORD:
+            raise NotJsonCallable(f"**{p.name}: a schema needs fixed argument names")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise NotJsonCallable(
+                f"parameter {p.name!r} is positional-only: JSON passes arguments by name"
+            )
+    try:
+        # Annotated metadata (validators, constraints) included: it is part of the schema.
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:  # NameError, AttributeError, ...
+        raise NotJsonCallable(f"its type hints do not resolve ({summary(exc)})") from None
+    for p in params:
+        if p.name not in hints:
+            raise NotJsonCallable(f"parameter {p.name!r} has no type annotation")
+    constructor = method and getattr(fn, "__name__", "") == "__init__"
+    if "return" not in hints and not constructor:
+        raise NotJsonCallable("the return value has no type annotation")
+    returned = hints.get("return", type(None))
+    stream = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    if stream:
+        # Iterator[T], AsyncIterator[T], Generator[T, ...] and friends: each item is a T.
+        item_args = typing.get_args(returned)
+        if not item_args:
+            raise NotJsonCallable("a generator: annotate what it yields, e.g. -> Iterator[str]")
+        returned = item_args[0]
+
+    adapters = {}
+    for p in params:
+        try:
+            adapters[p.name] = TypeAdapter(hints[p.name])
+            adapters[p.name].json_schema(mode="validation")
+        except Exception as exc:
+            raise NotJsonCallable(
+                f"parameter {p.name!r}: {type_text(hints[p.name])} has no JSON Schema "
+                f"({summary(exc)})"
+            ) from None
+    try:
+        result = TypeAdapter(returned)
+        result_schema = result.json_schema(mode="serialization")
+    except Exception as exc:
+        raise NotJsonCallable(
+            f"the return type {type_text(returned)} has no JSON Schema ({summary(exc)})"
+        ) from None
+    return JsonCallTypes(
+        signature=signature,
+        params=adapters,
+        hints={p.name: hints[p.name] for p in params},
+        result=result,
+        result_schema=result_schema,
+        stream=stream,
+    )
+
+
+def summary(exc: BaseException) -> str:
+    """An exception in one short line, for a reason."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def type_text(hint: Any) -> str:
+    """A type as a user wrote it: module-qualified unless built in."""
+    if isinstance(hint, type) and hint.__module__ != "builtins":
+        return f"{hint.__module__}.{hint.__qualname__}"
+    if isinstance(hint, type):
+        return hint.__qualname__
+    return repr(hint).replace("typing.", "")
