@@ -157,6 +157,10 @@ class Counter:
     def add(self, n: int) -> int:
         return n
 
+    @staticmethod
+    def double(n: int) -> int:
+        return 2 * n
+
 
 class Opaque:
     pass

@@ -95,6 +95,9 @@ def test_classes_get_constructor_and_method_schemas(derived: dict[str, SchemaRes
     assert result.class_schema["init"]["properties"] == {}  # no constructor arguments
     add = result.class_schema["methods"]["add"]
     assert add["input"]["required"] == ["n"] and add["output"] == {"type": "integer"}
+    # A staticmethod has no self: its first parameter is an argument like the others.
+    double = result.class_schema["methods"]["double"]
+    assert double["input"]["required"] == ["n"]
 
 
 def test_generators_stream_json_items_of_their_yielded_type(

@@ -217,7 +217,8 @@ def derive_class(cls, rule, TypedDict, NotRequired):
         if (name.startswith("_") and name != "__call__") or not inspect.isfunction(value):
             continue
         try:
-            methods[name] = derive(value, rule, TypedDict, NotRequired, method=True)
+            method = rule.takes_self(cls, name)
+            methods[name] = derive(value, rule, TypedDict, NotRequired, method=method)
         except rule.NotJsonCallable as skip:
             pickle_only[name] = str(skip)
     if not methods:

@@ -19,7 +19,14 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-__all__ = ["JsonCallTypes", "NotJsonCallable", "json_call_types", "summary", "type_text"]
+__all__ = [
+    "JsonCallTypes",
+    "NotJsonCallable",
+    "json_call_types",
+    "summary",
+    "takes_self",
+    "type_text",
+]
 
 
 class NotJsonCallable(Exception):
@@ -107,6 +114,11 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
         result_schema=result_schema,
         stream=stream,
     )
+
+
+def takes_self(cls: type, name: str) -> bool:
+    """Whether method ``name`` of ``cls`` gets the instance first (a staticmethod does not)."""
+    return not isinstance(inspect.getattr_static(cls, name, None), staticmethod)
 
 
 def summary(exc: BaseException) -> str:

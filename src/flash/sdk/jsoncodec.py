@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from flash.runtime import client as _client
-from flash.sdk.json_rule import NotJsonCallable, json_call_types
+from flash.sdk.json_rule import NotJsonCallable, json_call_types, takes_self
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def method_codecs_for(cls: type, name: str) -> tuple[JsonCodec, JsonCodec] | Non
         return None
     init = inspect.getattr_static(cls, "__init__")
     init_codec = _NO_ARGUMENTS if init is object.__init__ else _codec(init, method=True)
-    method_codec = _codec(method, method=True)
+    method_codec = _codec(method, method=takes_self(cls, name))
     if init_codec is None or method_codec is None:
         return None
     return init_codec, method_codec
