@@ -118,6 +118,11 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
         while preprocess(url) != ["a-b"]:
             assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.1)
+        # The first build's copy goes once its workers are gone; the served one stays.
+        serve_dir = project / ".flash" / "serve"
+        while len(copies := [p for p in serve_dir.iterdir() if p.is_dir()]) != 1:
+            assert time.monotonic() < deadline, f"copies left: {copies}"
+            time.sleep(0.1)
 
         worker.write_text("def broken(:\n")  # a bad edit keeps the last good build serving
         deadline = time.monotonic() + 60

@@ -15,7 +15,8 @@ import requests
 import runpod
 from tests.platform.apps import BASIC, group_alive, wait_for, write_app
 
-from flash.platform.archive import extract_archive
+from flash.platform.archive import extract_archive, extract_for_serving
+from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 
 
@@ -122,3 +123,59 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def _copies(serve_root: Path) -> set[str]:
+    return {p.name for p in serve_root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def _serve_in_subprocess(archive: Path, state: Path, port: int) -> subprocess.Popen[str]:
+    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
+    args = [str(archive), "--port", str(port), "--state-dir", str(state)]
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_replaced_copies_are_removed_but_not_one_another_process_serves(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    archives = {
+        # Different settings make different archives, so different copies.
+        name: _tar(tmp_path / f"{name}.tar.gz", write_app(tmp_path / name, {"basic": (BASIC, cfg)}))
+        for name, cfg in {
+            "other": {"workersMax": 1, "idleTimeout": 60},
+            "first": {"workersMax": 1},
+            "second": {"workersMax": 2},
+            "third": {"workersMax": 3},
+        }.items()
+    }
+    port = _free_port()
+    other = _serve_in_subprocess(archives["other"], state, port)
+    other_url = f"http://127.0.0.1:{port}/v2/basic"
+    platform = LocalPlatform(state, echo=None)
+    try:
+        wait_for(lambda: _answers(f"{other_url}/health"), 30, "the other process's gateway")
+        (other_copy,) = _copies(state / "serve")
+        platform.start()
+        url = f"{platform.url}/v2/basic"
+        for name in ("first", "second", "third"):
+            platform.load_copy(extract_for_serving(archives[name], platform.copies_root))
+            job = requests.post(f"{url}/runsync", json={"input": {"value": name}}, timeout=60)
+            assert job.json()["output"] == {"echo": name}  # a worker ran in this copy
+        served = platform.app_dir
+        assert served is not None
+        wait_for(
+            lambda: _copies(state / "serve") == {other_copy, served.name},
+            30,
+            "the replaced copies to be removed",
+        )
+        # The other process's copy is whole: its first worker starts in it and answers.
+        job = requests.post(f"{other_url}/runsync", json={"input": {"value": 1}}, timeout=60)
+        assert job.json()["output"] == {"echo": 1}
+    finally:
+        platform.stop()
+        other.send_signal(signal.SIGTERM)
+        other.communicate(timeout=30)

@@ -26,7 +26,7 @@ from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli._output import console, err_console, stage_printer
 from flash.cli.serve import print_endpoints
-from flash.platform.archive import extract_archive
+from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
@@ -67,8 +67,10 @@ def run(
             api_key=api_key,
             worker_env={KEY_ENV_VAR: key_to_text(key)},
         )
+        # Held before the platform starts tidying copies, so last run's copy is reused.
+        copy = extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
         platform.start()
-        platform.load_app(extract_archive(result.archive, state / "serve", sha256=result.sha256))
+        platform.load_copy(copy)
         print_endpoints(platform, console)
         env = {"FLASH_API_BASE": platform.url, KEY_ENV_VAR: key_to_text(key)}
         if api_key:
@@ -108,9 +110,10 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
         return
     if result.skipped:
         return
-    state = options.project_dir / ".flash"
     try:
-        platform.replace_app(extract_archive(result.archive, state / "serve", sha256=result.sha256))
+        platform.load_copy(
+            extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
+        )
     except PlatformError as exc:
         err_console.print(f"[bold red]Cannot serve the new build, still serving the last:[/] {exc}")
         return

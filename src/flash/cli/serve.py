@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flash.platform.archive import extract_archive
+from flash.platform.archive import copies_dir, extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 
@@ -54,7 +54,7 @@ def serve_command(
     state_dir: Path = DEFAULT_STATE_DIR,
 ) -> None:
     """Extract ``archive``, serve it until SIGINT/SIGTERM, then stop every worker."""
-    app_dir = extract_archive(archive, state_dir / "serve")
+    copy = extract_for_serving(archive, copies_dir(state_dir))
     platform = LocalPlatform(
         state_dir, host=host, port=port, max_workers=max_workers, api_key=api_key
     )
@@ -64,7 +64,7 @@ def serve_command(
     }
     platform.start()
     try:
-        platform.load_app(app_dir)
+        platform.load_copy(copy)
         print_endpoints(platform, Console())
         stop.wait()
     finally:

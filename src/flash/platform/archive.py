@@ -1,17 +1,65 @@
-"""Safe extraction of a build archive into a private, content-addressed directory."""
+"""Safe extraction of a build archive into a private, content-addressed directory.
+
+Copies live under ``root/<sha256>/`` (``.flash/serve``). A process serving a copy holds a
+shared ``flock`` on ``root/<sha256>.lock``; ``prune_copies`` removes every copy whose lock
+nobody holds, so a second ``flash run`` or ``flash serve`` on the same folder keeps its own.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from flash.build.archive import file_sha256
 from flash.platform.manifest import MANIFEST, PlatformError
 
 _COMPLETE = ".flash-extracted"
+_LOCK_SUFFIX = ".lock"
+# Unfinished extractions are named after their sha, so pruning can tell whose they are.
+_TMP_PREFIX = ".extract-"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class ServedCopy:
+    """An extracted copy and the open descriptor of its shared lock: the copy stays until
+    ``release``."""
+
+    path: Path
+    lock_fd: int
+
+    def release(self) -> None:
+        os.close(self.lock_fd)
+
+
+def copies_dir(state_dir: Path) -> Path:
+    """Where the platform whose state folder is ``state_dir`` keeps its extracted copies."""
+    return state_dir / "serve"
+
+
+def extract_for_serving(archive: Path, root: Path, *, sha256: str | None = None) -> ServedCopy:
+    """``extract_archive``, holding the copy's lock from before it is looked at."""
+    _require_file(archive)
+    sha256 = sha256 or file_sha256(archive)
+    lock_fd = _hold(root, sha256)
+    try:
+        return ServedCopy(extract_archive(archive, root, sha256=sha256), lock_fd)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+def prune_copies(root: Path) -> list[Path]:
+    """Remove every copy under ``root`` that no process holds; the copies removed."""
+    if not root.is_dir():
+        return []
+    return [root / sha for sha in sorted(_copy_shas(root)) if _remove_if_unheld(root, sha)]
 
 
 def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> Path:
@@ -22,13 +70,13 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
     Refuses members with absolute paths, ``..`` components, links that point outside the
     directory, and anything that is not a regular file, directory or in-tree link.
     """
-    if not archive.is_file():
-        raise PlatformError(f"{archive}: archive not found")
-    dest = root / (sha256 or file_sha256(archive))
+    _require_file(archive)
+    sha256 = sha256 or file_sha256(archive)
+    dest = root / sha256
     if (dest / _COMPLETE).is_file():
         return dest
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sha256}-", dir=root))
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -44,6 +92,8 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
         if not (tmp / MANIFEST).is_file():
             raise PlatformError(f"{archive}: no {MANIFEST} at the top of the archive")
         (tmp / _COMPLETE).write_text(archive.name)
+        if (dest / _COMPLETE).is_file():
+            return dest  # another process extracted the same archive meanwhile
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -51,6 +101,64 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _require_file(archive: Path) -> None:
+    if not archive.is_file():
+        raise PlatformError(f"{archive}: archive not found")
+
+
+def _hold(root: Path, sha256: str) -> int:
+    """A descriptor holding a shared lock on the copy's lock file."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / f"{sha256}{_LOCK_SUFFIX}"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if _is_file_at(fd, lock):
+            return fd
+        os.close(fd)  # a pruner removed this lock file while we waited: lock the new one
+
+
+def _remove_if_unheld(root: Path, sha256: str) -> bool:
+    lock = root / f"{sha256}{_LOCK_SUFFIX}"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live process serves it (or is extracting it)
+        if not _is_file_at(fd, lock):
+            return False  # another pruner got there first
+        shutil.rmtree(root / sha256, ignore_errors=True)
+        for unfinished in root.glob(f"{_TMP_PREFIX}{sha256}-*"):
+            shutil.rmtree(unfinished, ignore_errors=True)
+        lock.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one unlinked since it was opened)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def _copy_shas(root: Path) -> set[str]:
+    """The archives with a copy, a lock or an unfinished extraction under ``root``."""
+    shas = set()
+    for entry in root.iterdir():
+        name = entry.name.removesuffix(_LOCK_SUFFIX)
+        if name.startswith(_TMP_PREFIX):
+            name = name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if _SHA256.fullmatch(name):
+            shas.add(name)
+    return shas
 
 
 def _check_member(archive: Path, member: tarfile.TarInfo) -> None:

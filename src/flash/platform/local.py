@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
+from flash.platform.archive import ServedCopy, copies_dir, prune_copies
 from flash.platform.dispatch import Dispatcher
 from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
 from flash.platform.jobs import Job
@@ -30,6 +31,8 @@ from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
 
 T = TypeVar("T")
 _PRUNE_EVERY_S = 10.0
+# How often copies no worker uses any more are released and unheld ones removed.
+_TIDY_COPIES_EVERY_S = 1.0
 _WEBHOOK_ATTEMPTS = 3
 
 
@@ -44,6 +47,8 @@ class LocalPlatform:
     Usage: ``platform = LocalPlatform(Path(".flash"), port=0)``, ``platform.start()``,
     ``platform.load_app(app_dir)``; endpoints are then under ``{platform.url}/v2/<resource>/``;
     ``platform.replace_app(new_dir)`` after a rebuild; ``platform.stop()`` at the end.
+    ``load_copy`` serves an extracted archive instead, and removes older copies in
+    ``state_dir/serve`` once no process serves them.
     """
 
     def __init__(
@@ -77,6 +82,9 @@ class LocalPlatform:
         self.worker_token = api_key or secrets.token_urlsafe(24)
         self.requeued_at_start = 0
         self.app_dir: Path | None = None
+        self.copies_root = copies_dir(self.state_dir)
+        # Locks of the copies this platform may still run workers in (event loop only).
+        self._held_copies: dict[Path, ServedCopy] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -137,11 +145,24 @@ class LocalPlatform:
 
     def replace_app(self, app_dir: Path) -> dict[str, EndpointSpec]:
         """Switch to a new build: running jobs finish on old workers, new jobs go to new ones."""
-        app_dir = Path(app_dir).resolve()
+        return self._deploy(Path(app_dir).resolve(), None)
+
+    def load_copy(self, copy: ServedCopy) -> dict[str, EndpointSpec]:
+        """``replace_app`` for a copy from ``extract_for_serving``; its lock is the platform's
+        to release once no worker runs there any more."""
+        try:
+            return self._deploy(copy.path.resolve(), copy)
+        except BaseException:
+            copy.release()
+            raise
+
+    def _deploy(self, app_dir: Path, copy: ServedCopy | None) -> dict[str, EndpointSpec]:
         specs = read_manifest(app_dir)
 
         async def deploy() -> None:
             assert self.supervisor is not None
+            if copy is not None:
+                self._hold_copy(app_dir, copy)
             for name in list(self.supervisor.deployments):
                 if name not in specs:
                     self.supervisor.undeploy(name)
@@ -256,13 +277,18 @@ class LocalPlatform:
         )
         self._server = uvicorn.Server(config)
         prune = asyncio.ensure_future(self._prune_forever())
+        tidy = asyncio.ensure_future(self._tidy_copies_forever())
         started = asyncio.ensure_future(self._announce_started())
         assert self._sock is not None
         try:
             await self._server.serve(sockets=[self._sock])
         finally:
             prune.cancel()
+            tidy.cancel()
             started.cancel()
+            for copy in self._held_copies.values():
+                copy.release()
+            self._held_copies.clear()
             await self._webhooks.aclose()
             self.store.close()
 
@@ -282,6 +308,22 @@ class LocalPlatform:
         while True:
             await asyncio.sleep(_PRUNE_EVERY_S)
             self.dispatcher.prune(time.time())
+
+    def _hold_copy(self, app_dir: Path, copy: ServedCopy) -> None:
+        if app_dir in self._held_copies:
+            copy.release()  # the same build again: one lock is enough
+        else:
+            self._held_copies[app_dir] = copy
+
+    async def _tidy_copies_forever(self) -> None:
+        assert self.supervisor is not None
+        while True:
+            in_use = self.supervisor.app_dirs()
+            for app_dir in [d for d in self._held_copies if d not in in_use]:
+                self._held_copies.pop(app_dir).release()
+            # Off the event loop: removing a copy can take a while.
+            await asyncio.get_running_loop().run_in_executor(None, prune_copies, self.copies_root)
+            await asyncio.sleep(_TIDY_COPIES_EVERY_S)
 
     def _on_final(self, job: Job) -> None:
         if job.webhook:

@@ -36,6 +36,7 @@ class Worker:
     generation: int
     proc: asyncio.subprocess.Process
     spawned_at: float
+    app_dir: Path
     ready_at: float | None = None
     draining: bool = False
     expected_exit: bool = False
@@ -84,6 +85,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._starting: Counter[str] = Counter()
+        # Worker id -> app directory, while its process is being started.
+        self._starting_in: dict[str, Path] = {}
         self._start_failures: Counter[str] = Counter()
         self._paused_until: dict[str, float] = {}
         dispatcher.on_submit = self.poke
@@ -113,6 +116,14 @@ class Supervisor:
         for worker in list(self.workers.values()):
             if worker.endpoint == name and not worker.draining:
                 self.drain(worker, self._drain_limit(dep.spec) if dep else 30.0)
+
+    def app_dirs(self) -> set[Path]:
+        """The app directories a deployment or a live or starting worker still uses."""
+        return (
+            {dep.app_dir for dep in self.deployments.values()}
+            | {worker.app_dir for worker in self.workers.values()}
+            | set(self._starting_in.values())
+        )
 
     def poke(self, endpoint: str) -> None:
         if endpoint in self.deployments and not self._stopping:
@@ -257,6 +268,7 @@ class Supervisor:
         worker_id = f"{dep.spec.name[:16]}-{uuid.uuid4().hex[:8]}"
         self.dispatcher.register_worker(worker_id, dep.spec.name)
         self._starting[dep.spec.name] += 1
+        self._starting_in[worker_id] = dep.app_dir
         task = asyncio.get_running_loop().create_task(self._run_worker(worker_id, dep))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -309,11 +321,11 @@ class Supervisor:
                 preexec_fn=_die_with_parent,
             )
         except OSError as err:
-            self._starting[name] -= 1
+            self._started(worker_id, name)
             self.dispatcher.worker_exited(worker_id, f"could not start: {err}", blame=False)
             return
-        self._starting[name] -= 1
-        worker = Worker(worker_id, name, dep.generation, proc, spawned)
+        worker = Worker(worker_id, name, dep.generation, proc, spawned, dep.app_dir)
+        self._started(worker_id, name)
         self.workers[worker_id] = worker
         self.history.append(worker)
         if self._stopping:
@@ -342,6 +354,10 @@ class Supervisor:
                 reason += "; last stderr lines:\n" + "\n".join(tail)
             self._start_failed(name, reason)
         self.poke(worker.endpoint)
+
+    def _started(self, worker_id: str, name: str) -> None:
+        self._starting[name] -= 1
+        self._starting_in.pop(worker_id, None)
 
     async def _pump(self, worker: Worker, stream: asyncio.StreamReader, keep: bool) -> None:
         while True:
