@@ -113,8 +113,8 @@ def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) ->
     dispatcher = platform.dispatcher
     assert dispatcher is not None
     with contextlib.closing(sqlite3.connect(dispatcher.store.path)) as db:
-        rows = db.execute("SELECT request FROM jobs WHERE endpoint = 'svc-b'").fetchall()
-    inputs = [json.loads(row[0])["input"] for row in rows]
+        rows = db.execute("SELECT input FROM jobs WHERE endpoint = 'svc-b'").fetchall()
+    inputs = [json.loads(row[0]) for row in rows]
     sent_as_json = [i for i in inputs if i.get("init") == {"start": 1000}]
     assert [(i["function"], i["method"], i["kwargs"]) for i in sent_as_json] == [
         ("callsapp.model.Tally", "add", {"x": 1})

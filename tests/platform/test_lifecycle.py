@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -140,6 +141,56 @@ def test_restart_keeps_queued_jobs_results_and_requeues_running_ones(
     assert _final(second, "basic", running.json()["id"])["output"] == {"slept": 2}
     outputs = [_final(second, "basic", job_id)["output"] for job_id in queued]
     assert outputs == [{"echo": i} for i in range(3)]
+
+
+def test_restart_serves_a_finished_job_whose_stored_input_is_damaged(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
+    state = tmp_path / "state"
+    first = platform_factory(app, state)
+    job_input = {"action": "echo", "value": "kept", "pad": "damage-me " * 100}
+    job_id = _post(first, "basic/run", json={"input": job_input}).json()["id"]
+    assert _final(first, "basic", job_id)["status"] == "COMPLETED"
+    first.stop(grace_s=1)
+    # A stray quote inside the stored input, wherever the store keeps it: not JSON any more.
+    db = sqlite3.connect(state / "jobs.db")
+    for column in [row[1] for row in db.execute("PRAGMA table_info(jobs)")]:
+        db.execute(
+            f"UPDATE jobs SET {column} = replace({column}, 'damage-me', 'damage\"me')"
+            f" WHERE typeof({column}) = 'text'"
+        )
+    db.commit()
+    db.close()
+
+    second = platform_factory(app, state)
+    status = _get(second, f"basic/status/{job_id}").json()
+    assert status["status"] == "COMPLETED" and status["output"] == {"echo": "kept"}
+
+
+def test_a_job_queued_in_a_database_of_an_earlier_version_runs(
+    tmp_path: Path, platform_factory
+) -> None:
+    # Before inputs had their own column they were kept inside ``request``.
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "jobs.db")
+    db.execute(
+        "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " endpoint TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,"
+        " created_at REAL NOT NULL, state TEXT NOT NULL)"
+    )
+    request = {"input": {"action": "echo", "value": "old"}, "webhook": None}
+    request |= {"execution_timeout_ms": None, "ttl_ms": None, "sync": False}
+    db.execute(
+        "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
+        " VALUES ('old-job', 'basic', 'IN_QUEUE', ?, 0, '{}')",
+        (json.dumps(request),),
+    )
+    db.commit()
+    db.close()
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), state)
+    assert _final(platform, "basic", "old-job")["output"] == {"echo": "old"}
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flash.platform.jobs import Job
+from flash.platform.jobs import FINAL, Job
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     request TEXT NOT NULL,
     created_at REAL NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    input TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
@@ -30,6 +31,16 @@ CREATE TABLE IF NOT EXISTS chunks (
     chunk TEXT NOT NULL,
     PRIMARY KEY (job_id, n)
 );
+"""
+# The job's input has a column of its own, the last one: finished jobs are loaded without
+# it (SQLite does not even read it), and only unfinished ones need it. Databases written
+# before kept it inside ``request``, where it is still found (``input`` is NULL there).
+_ADD_INPUT_COLUMN = "ALTER TABLE jobs ADD COLUMN input TEXT"
+_FINAL = tuple(sorted(FINAL))
+_LOAD = f"""
+SELECT seq, id, endpoint, status, request, created_at, state,
+    CASE WHEN status IN ({", ".join("?" * len(_FINAL))}) THEN NULL ELSE input END
+FROM jobs ORDER BY seq
 """
 
 _STATE_FIELDS = (
@@ -55,13 +66,15 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "input" not in columns:
+            self._db.execute(_ADD_INPUT_COLUMN)
 
     def close(self) -> None:
         self._db.close()
 
     def insert(self, job: Job) -> int:
         request = {
-            "input": job.input,
             "webhook": job.webhook,
             "execution_timeout_ms": job.execution_timeout_ms,
             "ttl_ms": job.ttl_ms,
@@ -69,9 +82,17 @@ class JobStore:
             "idempotency_key": job.idempotency_key,
         }
         cur = self._db.execute(
-            "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (job.id, job.endpoint, job.status, json.dumps(request), job.created_at, _state(job)),
+            "INSERT INTO jobs (id, endpoint, status, request, created_at, state, input)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.endpoint,
+                job.status,
+                json.dumps(request),
+                job.created_at,
+                _state(job),
+                json.dumps(job.input),
+            ),
         )
         return int(cur.lastrowid or 0)
 
@@ -90,8 +111,8 @@ class JobStore:
         self._db.execute("COMMIT")
 
     def load_input(self, job_id: str) -> Any:
-        row = self._db.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else json.loads(row[0])["input"]
+        row = self._db.execute("SELECT request, input FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _input(*row)
 
     def add_chunk(self, job_id: str, n: int, chunk: Any) -> None:
         self._db.execute(
@@ -111,22 +132,21 @@ class JobStore:
         self._db.execute("COMMIT")
 
     def load(self) -> list[Job]:
-        """Every stored job in submission order, with its stream chunks."""
+        """Every stored job in submission order, with its stream chunks; finished jobs
+        without their input (only a retry needs it: ``load_input``)."""
         chunks: dict[str, list[Any]] = {}
         for job_id, chunk in self._db.execute(
             "SELECT job_id, chunk FROM chunks ORDER BY job_id, n"
         ):
             chunks.setdefault(job_id, []).append(json.loads(chunk))
         jobs = []
-        rows = self._db.execute(
-            "SELECT seq, id, endpoint, status, request, created_at, state FROM jobs ORDER BY seq"
-        )
-        for seq, job_id, endpoint, status, request, created_at, state in rows:
+        rows = self._db.execute(_LOAD, _FINAL)
+        for seq, job_id, endpoint, status, request, created_at, state, stored_input in rows:
             req = json.loads(request)
             job = Job(
                 id=job_id,
                 endpoint=endpoint,
-                input=req["input"],
+                input=None if status in FINAL else _input(request, stored_input),
                 status=status,
                 seq=seq,
                 webhook=req["webhook"],
@@ -141,6 +161,12 @@ class JobStore:
                 setattr(job, name, value)
             jobs.append(job)
         return jobs
+
+
+def _input(request: str, stored_input: str | None) -> Any:
+    if stored_input is None:  # written before inputs had their own column
+        return json.loads(request).get("input")
+    return json.loads(stored_input)
 
 
 def _state(job: Job) -> str:
