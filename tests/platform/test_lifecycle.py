@@ -367,6 +367,20 @@ def test_openapi_docs_are_served(tmp_path: Path, platform_factory) -> None:
     assert docs.status_code == 200 and "/openapi.json" in docs.text
 
 
+def test_api_docs_describe_the_loaded_build_not_the_manifest_file_now(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    platform = platform_factory(app)
+    manifest = app / "flash_manifest.json"
+    # Rewritten in place after loading: what is served is still the build that was loaded.
+    manifest.write_text(manifest.read_text().replace("basic.handler", "basic.rewritten"))
+    document = requests.get(f"{platform.url}/v2/basic/openapi.json", timeout=10).json()
+    assert "basic.handler" in document["info"]["description"]
+    page = requests.get(f"{platform.url}/docs", timeout=10).text
+    assert "basic.handler" in page and "basic.rewritten" not in page
+
+
 PROGRESS = """
 import time
 from pathlib import Path

@@ -10,6 +10,7 @@ from pathlib import Path
 import pathspec
 
 from flash.build.errors import BuildError
+from flash.runtime.generic_handler import MANIFEST_FILENAME
 
 IGNORE_FILES = (".gitignore", ".flashignore")
 
@@ -35,7 +36,7 @@ ALWAYS_EXCLUDED = (
     "/build/",
     "*.egg-info/",
     ".DS_Store",
-    "/flash_manifest.json",
+    f"/{MANIFEST_FILENAME}",
 )
 
 

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from flash.build.scanner import ScanResult, sanitize_resource_name
 from flash.build.schemas import SchemaResult, schema_sha256
 
-MANIFEST_NAME = "flash_manifest.json"
 SCHEMA_VERSION = 1
 
 

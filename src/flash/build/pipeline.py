@@ -32,7 +32,6 @@ from flash.build.dependencies import (
 from flash.build.errors import BuildError
 from flash.build.handlers import render_handler
 from flash.build.manifest import (
-    MANIFEST_NAME,
     Dependencies,
     Manifest,
     Target,
@@ -42,6 +41,7 @@ from flash.build.manifest import (
 )
 from flash.build.scanner import ScanResult, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
+from flash.runtime.generic_handler import MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
 
 FLASH_DIR = ".flash"
@@ -188,11 +188,11 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
             manifest = manifest.with_schemas(schemas)
             manifest_json = manifest.to_json().encode()
             if options.keep_build:
-                (build_dir / MANIFEST_NAME).write_bytes(manifest_json)
+                (build_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
         finally:
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
-    entries.append(_archive.Entry(name=MANIFEST_NAME, data=manifest_json))
+    entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
     typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
     report(
         "handlers",
@@ -203,7 +203,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     _check_size(all_entries, deps.site_dir, options.max_size_mb)
     with _timed(timings, "archive"):
         info = _archive.write_archive(all_entries, archive_path)
-    (flash_dir / MANIFEST_NAME).write_bytes(manifest_json)
+    (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
     _write_stamp(flash_dir, key, info)
     report("archive", f"{info.size} bytes")
     return BuildResult(
@@ -255,7 +255,7 @@ def _up_to_date(flash_dir: Path, archive_path: Path, key: str) -> tuple[Manifest
         sha = _archive.file_sha256(archive_path)
         if sha != stamp.get("sha256"):
             return None
-        return load_manifest(flash_dir / MANIFEST_NAME), sha, int(stamp["files"])
+        return load_manifest(flash_dir / MANIFEST_FILENAME), sha, int(stamp["files"])
     except (OSError, ValueError, KeyError):
         return None
 
@@ -280,7 +280,7 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
     handler_names = {handler_file_name(name) for name in scan.resources}
     for rel in files:
         top = rel.split("/", 1)[0]
-        if rel in handler_names or rel == MANIFEST_NAME:
+        if rel in handler_names or rel == MANIFEST_FILENAME:
             raise BuildError("this file name is reserved for a generated file; rename it", path=rel)
         if top in ("flash", "cloudpickle") and "/" in rel:
             raise BuildError(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from flash.build.archive import file_sha256
-from flash.platform.manifest import MANIFEST, PlatformError
+from flash.platform.manifest import PlatformError
+from flash.runtime.generic_handler import MANIFEST_FILENAME
 
 _COMPLETE = ".flash-extracted"
 _LOCK_SUFFIX = ".lock"
@@ -89,8 +90,8 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
                     tar.extractall(tmp, members=members)
         except (tarfile.TarError, OSError, EOFError) as err:
             raise PlatformError(f"{archive}: cannot extract: {err}") from None
-        if not (tmp / MANIFEST).is_file():
-            raise PlatformError(f"{archive}: no {MANIFEST} at the top of the archive")
+        if not (tmp / MANIFEST_FILENAME).is_file():
+            raise PlatformError(f"{archive}: no {MANIFEST_FILENAME} at the top of the archive")
         (tmp / _COMPLETE).write_text(archive.name)
         if (dest / _COMPLETE).is_file():
             return dest  # another process extracted the same archive meanwhile

@@ -354,8 +354,7 @@ class Gateway:
 
     async def docs(self, request: Request) -> Response:
         endpoints = [
-            (name, openapi.resource_entry(dep.app_dir, name))
-            for name, dep in sorted(self.supervisor.deployments.items())
+            (name, dep.spec.resource) for name, dep in sorted(self.supervisor.deployments.items())
         ]
         return HTMLResponse(openapi.docs_page(endpoints))
 
@@ -365,8 +364,7 @@ class Gateway:
         if deployment is None:
             return _error(404, f"no endpoint named {name!r}")
         base = f"{request.url.scheme}://{request.url.netloc}"
-        resource = openapi.resource_entry(deployment.app_dir, name)
-        return _json(openapi.endpoint_document(name, resource, base))
+        return _json(openapi.endpoint_document(name, deployment.spec.resource, base))
 
 
 async def _disconnected(request: Request) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "flash_manifest.json"
+from flash.runtime.generic_handler import MANIFEST_FILENAME
 
 
 class PlatformError(Exception):
@@ -27,10 +28,12 @@ class EndpointSpec:
     concurrency: int = 1
     env: dict[str, str] = field(default_factory=dict)
     functions: tuple[str, ...] = ()
+    # The manifest's whole entry for this endpoint (schemas for the API docs).
+    resource: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def read_manifest(app_dir: Path) -> dict[str, EndpointSpec]:
-    path = app_dir / MANIFEST
+    path = app_dir / MANIFEST_FILENAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -69,6 +72,7 @@ def read_manifest(app_dir: Path) -> dict[str, EndpointSpec]:
                 for f in res.get("functions") or []
                 if isinstance(f, dict)
             ),
+            resource=res,
         )
     return specs
 

@@ -7,27 +7,11 @@ Functions without a schema take signed pickles only and are listed as such.
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
-
-MANIFEST = "flash_manifest.json"
-
-
-@functools.lru_cache(maxsize=64)
-def _manifest(app_dir: Path) -> dict[str, Any]:
-    # An app directory never changes once extracted: read its manifest once.
-    data = json.loads((app_dir / MANIFEST).read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
-
-
-def resource_entry(app_dir: Path, name: str) -> dict[str, Any]:
-    resources = _manifest(app_dir).get("resources") or {}
-    entry = resources.get(name)
-    return entry if isinstance(entry, dict) else {}
 
 
 def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +39,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def endpoint_document(name: str, resource: dict[str, Any], server_url: str) -> dict[str, Any]:
+def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -> dict[str, Any]:
     """An OpenAPI 3.1 document for one endpoint's ``run``/``runsync`` with typed JSON inputs."""
     components: dict[str, Any] = {}
     variants: list[dict[str, Any]] = []
@@ -166,7 +150,7 @@ def endpoint_document(name: str, resource: dict[str, Any], server_url: str) -> d
     }
 
 
-def docs_page(endpoints: list[tuple[str, dict[str, Any]]]) -> str:
+def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
     """A page that works offline: every endpoint, its functions, how to call them."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Flash platform API</title>",
