@@ -15,7 +15,13 @@ from flash.cli.init import write_starter
 from flash.platform.archive import extract_archive
 from flash.platform.local import LocalPlatform
 from flash.runtime.serialization import deserialize, serialize_args
-from flash.runtime.signing import KEY_ENV_VAR, generate_key, key_to_text, sign_request
+from flash.runtime.signing import (
+    KEY_ENV_VAR,
+    generate_key,
+    key_from_text,
+    key_to_text,
+    sign_request,
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +103,31 @@ def _answer(output: object) -> dict:
         (output,) = output
     assert isinstance(output, dict), output
     return output
+
+
+def test_client_env_signs_calls_the_workers_accept(archive: Path, tmp_path: Path) -> None:
+    # No key given: the platform makes the project's own, once, for workers and clients.
+    logs = Logs()
+    platform = LocalPlatform(tmp_path / ".flash", echo=logs)
+    platform.start()
+    try:
+        platform.load_app(extract_archive(archive, tmp_path / "serve"))
+        env = platform.client_env()
+        assert env["FLASH_API_BASE"] == platform.url
+        key_file = tmp_path / ".flash" / "secrets" / "signing_key"
+        assert env[KEY_ENV_VAR] == key_file.read_text().strip()
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_from_text(env[KEY_ENV_VAR])
+        args, kwargs = serialize_args([["abc"]], {})
+        job = {"function_name": "embed", "execution_type": "function", "args": args}
+        job["kwargs"] = kwargs
+        job["signature"] = sign_request(
+            key, endpoint="gpu-worker", function="embed", fields=job, deadline=time.time() + 60
+        )
+        answer = requests.post(
+            f"{env['FLASH_API_BASE']}/v2/gpu-worker/runsync", json={"input": job}, timeout=60
+        ).json()
+        assert _answer(answer["output"])["success"] is True, answer
+    finally:
+        platform.stop()
+    assert env[KEY_ENV_VAR] not in logs.text()

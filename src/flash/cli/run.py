@@ -29,7 +29,6 @@ from flash.cli.serve import print_endpoints
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
 
 
 def run(
@@ -57,26 +56,17 @@ def run(
     web: WebApp | None = None
     try:
         result = build_project(options, progress=stage_printer(True))
-        state = root / ".flash"
-        key = ensure_signing_key(state)
+        # The platform reads the project's signing key for its workers and client_env.
         platform = LocalPlatform(
-            state,
-            host=host,
-            port=port,
-            max_workers=max_workers,
-            api_key=api_key,
-            worker_env={KEY_ENV_VAR: key_to_text(key)},
+            root / ".flash", host=host, port=port, max_workers=max_workers, api_key=api_key
         )
         # Held before the platform starts tidying copies, so last run's copy is reused.
         copy = extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
         platform.start()
         platform.load_copy(copy)
         print_endpoints(platform, console)
-        env = {"FLASH_API_BASE": platform.url, KEY_ENV_VAR: key_to_text(key)}
-        if api_key:
-            env["FLASH_API_KEY"] = api_key
         if defines_web_app(root / "main.py"):
-            web = WebApp(root, host, app_port, env)
+            web = WebApp(root, host, app_port, platform.client_env())
             web.start()
             console.print(f"Web app (main.py) on http://{host}:{app_port}")
         console.print(

@@ -67,8 +67,8 @@ class LocalPlatform:
     ) -> None:
         self.max_queue = max_queue
         self.recorder = recorder
-        # Extra variables for every worker; the app's signing key unless given: workers
-        # refuse pickled calls without one (it stays out of every log).
+        # Extra variables for every worker; the project's signing key (.flash/secrets/, made
+        # once) unless given: workers refuse pickled calls without one. It is never logged.
         self.worker_env = dict(worker_env or {})
         if KEY_ENV_VAR not in self.worker_env:
             self.worker_env[KEY_ENV_VAR] = key_to_text(ensure_signing_key(Path(state_dir)))
@@ -172,6 +172,14 @@ class LocalPlatform:
         self._call(deploy())
         self.app_dir = app_dir
         return specs
+
+    def client_env(self) -> dict[str, str]:
+        """What a process on this machine needs to call the endpoints (``flash.connect``
+        reads it): their address, the signing key the workers check, the API key if any."""
+        env = {"FLASH_API_BASE": self.url, KEY_ENV_VAR: self.worker_env[KEY_ENV_VAR]}
+        if self.api_key:
+            env["FLASH_API_KEY"] = self.api_key
+        return env
 
     def endpoints(self) -> list[dict[str, Any]]:
         assert self.supervisor is not None
