@@ -165,23 +165,13 @@ class Dispatcher:
 
     async def wait_final(self, job: Job, timeout: float) -> bool:
         if not job.final and timeout > 0:
-            fut = asyncio.get_running_loop().create_future()
-            self._final_waiters.setdefault(job.id, []).append(fut)
-            await asyncio.wait([fut], timeout=timeout)
-            waiters = self._final_waiters.get(job.id)
-            if waiters and fut in waiters:
-                waiters.remove(fut)
+            await self._wait(self._final_waiters, job.id, timeout)
         return job.final
 
     async def read_stream(self, job: Job, timeout: float) -> list[Any]:
         """Chunks not yet returned; waits up to ``timeout`` for one if there are none."""
         if job.stream_sent >= len(job.stream) and not job.final and timeout > 0:
-            fut = asyncio.get_running_loop().create_future()
-            self._stream_waiters.setdefault(job.id, []).append(fut)
-            await asyncio.wait([fut], timeout=timeout)
-            waiters = self._stream_waiters.get(job.id)
-            if waiters and fut in waiters:
-                waiters.remove(fut)
+            await self._wait(self._stream_waiters, job.id, timeout)
         new = job.stream[job.stream_sent :]
         job.stream_sent = len(job.stream)
         return new
@@ -336,11 +326,7 @@ class Dispatcher:
         if state is None:
             return
         state.draining = True
-        for taker in list(state.takers):
-            self._drop_taker(taker)
-            if not taker.future.done():
-                taker.future.set_result([])
-        self._wake_stop(state)
+        self._answer_polls(state)
 
     def log_line(self, worker_id: str, line: str) -> None:
         """Keep a worker's output line with the job(s) it was running."""
@@ -360,11 +346,7 @@ class Dispatcher:
         state = self.workers.pop(worker_id, None)
         if state is None:
             return
-        for taker in list(state.takers):
-            self._drop_taker(taker, state)
-            if not taker.future.done():
-                taker.future.set_result([])
-        self._wake_stop(state)
+        self._answer_polls(state)
         for job_id in sorted(state.assigned, key=lambda i: self.jobs[i].seq, reverse=True):
             job = self.jobs[job_id]
             if blame:
@@ -533,10 +515,30 @@ class Dispatcher:
             worker_id, f"did not stop job {job_id} within {STOP_GRACE_S:g} s of being told to"
         )
 
+    def _answer_polls(self, state: _WorkerState) -> None:
+        """Answer the worker's pending job-take (with no jobs) and job-stop polls now."""
+        for taker in list(state.takers):
+            self._drop_taker(taker, state)
+            if not taker.future.done():
+                taker.future.set_result([])
+        self._wake_stop(state)
+
     def _wake_stop(self, state: _WorkerState) -> None:
         if state.stop_waiter is not None and not state.stop_waiter.done():
             state.stop_waiter.set_result(None)
         state.stop_waiter = None
+
+    @staticmethod
+    async def _wait(
+        waiters: dict[str, list[asyncio.Future[None]]], job_id: str, timeout: float
+    ) -> None:
+        """Wait up to ``timeout`` for ``_wake(waiters, job_id)``."""
+        fut = asyncio.get_running_loop().create_future()
+        waiters.setdefault(job_id, []).append(fut)
+        await asyncio.wait([fut], timeout=timeout)
+        pending = waiters.get(job_id)
+        if pending and fut in pending:
+            pending.remove(fut)
 
     @staticmethod
     def _wake(waiters: dict[str, list[asyncio.Future[None]]], job_id: str) -> None:
