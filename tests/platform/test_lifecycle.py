@@ -23,6 +23,7 @@ from tests.platform.apps import (
 )
 
 from flash.platform.local import LocalPlatform
+from flash.platform.manifest import read_manifest
 
 
 def _post(
@@ -307,6 +308,31 @@ def test_replace_app_finishes_running_jobs_on_old_workers(tmp_path: Path, platfo
     assert ep.run_sync({"seconds": 0}, timeout=60) == {"version": 2}
     assert long_job.output(timeout=60) == {"version": 1}
     wait_for(lambda: platform.workers()[0]["alive"] is False, 20, "the old worker to exit")
+
+
+def test_a_worker_starting_when_the_app_is_replaced_does_not_serve_the_old_build(
+    tmp_path: Path, platform_factory
+) -> None:
+    # v1 starts a worker at once (workersMin 1); v2 replaces it before that worker's process
+    # exists. The worker must not go on serving v1 once it has started.
+    v0 = write_app(tmp_path / "v0", {"other": (BASIC, {})})
+    v1 = write_app(tmp_path / "v1", {"svc": (VERSIONED.replace("VERSION", "1"), {"workersMin": 1})})
+    v2 = write_app(tmp_path / "v2", {"svc": (VERSIONED.replace("VERSION", "2"), {"workersMin": 1})})
+    platform = platform_factory(v0)
+
+    async def deploy_twice() -> None:
+        assert platform.supervisor is not None
+        for app in (v1, v2):
+            for spec in read_manifest(app).values():
+                platform.supervisor.deploy(spec, app)
+
+    platform._call(deploy_twice())
+    assert runpod.Endpoint("svc").run_sync({}, timeout=60) == {"version": 2}
+    wait_for(
+        lambda: next(w["alive"] for w in platform.workers() if w["endpoint"] == "svc") is False,
+        30,
+        "the worker started for v1 to exit",
+    )
 
 
 def test_ttl_ends_a_job_that_waited_too_long(tmp_path: Path, platform_factory) -> None:

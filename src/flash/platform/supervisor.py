@@ -328,8 +328,13 @@ class Supervisor:
         self._started(worker_id, name)
         self.workers[worker_id] = worker
         self.history.append(worker)
+        current = self.deployments.get(name)
         if self._stopping:
             self.drain(worker, 1.0)
+        elif current is None or current.generation != dep.generation:
+            # Redeployed (or removed) while this process was starting: it runs the old build.
+            self.drain(worker, self._drain_limit(dep.spec))
+            self.poke(name)  # the current build gets a worker of its own now
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
             asyncio.ensure_future(self._pump(worker, proc.stdout, keep=False)),
