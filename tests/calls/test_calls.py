@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.calls.project import write_project
+from tests.helpers import Logs, completed_jobs, wait_for
 
 import flash
 from flash.build.pipeline import BuildOptions, build_project
@@ -24,14 +25,6 @@ from flash.platform.archive import extract_archive
 from flash.platform.local import LocalPlatform
 from flash.runtime.remote import get_invoker, set_invoker
 from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
-
-
-class _Quiet:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     key = ensure_signing_key(root / ".flash")  # made by the build
     served = LocalPlatform(
         tmp / "state",
-        echo=_Quiet(),
+        echo=Logs(),
         max_workers=8,
         worker_env={KEY_ENV_VAR: key_to_text(key)},
     )
@@ -65,18 +58,6 @@ def app_module(name: str) -> Any:
     return importlib.import_module(f"callsapp.{name}")
 
 
-def completed(platform: LocalPlatform, endpoint: str) -> int:
-    health = httpx.get(f"{platform.url}/v2/{endpoint}/health").json()
-    return int(health["jobs"]["completed"])
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 def test_client_call_chain_a_to_b_to_c(platform: LocalPlatform) -> None:
     chain = app_module("chain")
     result = asyncio.run(chain.top(4))
@@ -85,10 +66,11 @@ def test_client_call_chain_a_to_b_to_c(platform: LocalPlatform) -> None:
 
 def test_same_endpoint_call_runs_in_process_without_a_job(platform: LocalPlatform) -> None:
     chain = app_module("chain")
-    before = completed(platform, "svc-a")
+    before = completed_jobs(platform.url, "svc-a")
     value, _pid = asyncio.run(chain.uses_helper(1))
     assert value == 2
-    assert completed(platform, "svc-a") == before + 1  # uses_helper only; helper ran inline
+    # One job: uses_helper's; the helper it calls ran inline.
+    assert completed_jobs(platform.url, "svc-a") == before + 1
 
 
 def test_class_state_is_kept_across_calls(platform: LocalPlatform) -> None:
@@ -162,7 +144,7 @@ def test_cancelling_the_caller_cancels_the_running_job(
             await task
 
     asyncio.run(main())
-    wait_for_file(Path(f"{marker}.cancelled"))
+    wait_for(Path(f"{marker}.cancelled").exists, 20, "the cancelled marker")
 
 
 def test_map_over_200_items_keeps_order(platform: LocalPlatform) -> None:
@@ -198,9 +180,9 @@ def test_map_reports_errors_per_item(platform: LocalPlatform) -> None:
 
 def test_map_sends_items_in_chunks_and_keeps_per_item_errors(platform: LocalPlatform) -> None:
     chain = app_module("chain")
-    before = completed(platform, "svc-a")
+    before = completed_jobs(platform.url, "svc-a")
     results = asyncio.run(chain.maybe_fail.map(range(40), concurrency=2, return_exceptions=True))
-    jobs = completed(platform, "svc-a") - before
+    jobs = completed_jobs(platform.url, "svc-a") - before
     assert 1 <= jobs < 40  # batched, not one job per item
     for i, value in enumerate(results):
         if i % 3 == 0:

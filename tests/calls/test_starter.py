@@ -7,7 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
-import httpx
+from tests.helpers import completed_jobs
 
 import flash
 from flash.build.pipeline import BuildOptions, build_project
@@ -32,12 +32,11 @@ def test_starter_cross_endpoint_call(tmp_path: Path) -> None:
         documents = asyncio.run(cpu_worker.embed_documents([" b  a ", "c"]))
         assert list(documents) == ["b a", "c"] and len(documents["c"]) == 26
 
-        def completed(endpoint: str) -> int:
-            health = httpx.get(f"{platform.url}/v2/{endpoint}/health").json()
-            return int(health["jobs"]["completed"])
-
         # One job on cpu-worker (preprocess ran inside it), one on gpu-worker (embed).
-        assert (completed("cpu-worker"), completed("gpu-worker")) == (1, 1)
+        assert (
+            completed_jobs(platform.url, "cpu-worker"),
+            completed_jobs(platform.url, "gpu-worker"),
+        ) == (1, 1)
     finally:
         flash.disconnect()
         sys.path.remove(str(root))

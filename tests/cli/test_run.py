@@ -5,32 +5,16 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.helpers import completed_jobs, free_port, processes_under, wait_for
 
 from flash.cli.init import write_starter
-
-
-def processes_under(folder: Path) -> list[int]:
-    """Pids of processes whose working directory is inside ``folder``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cwd.startswith(str(folder)):
-            found.append(int(entry.name))
-    return found
 
 
 def preprocess(url: str) -> Any:
@@ -54,16 +38,6 @@ async def clean(request):
 
 app = Starlette(routes=[Route("/clean", clean)])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def completed(url: str) -> int:
-    return int(httpx.get(f"{url}/v2/cpu-worker/health").json()["jobs"]["completed"])
 
 
 def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
@@ -100,35 +74,31 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
         assert preprocess(url) == ["a b"]
 
         # main.py's web app runs too, and its @remote calls go to the local endpoints.
-        before = completed(url)
-        deadline = time.monotonic() + 60
-        while True:
+        before = completed_jobs(url, "cpu-worker")
+
+        def clean_page() -> httpx.Response | None:
             try:
-                page = httpx.get(f"http://127.0.0.1:{app_port}/clean", params={"text": " x  y "})
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "".join(lines)
-                time.sleep(0.1)
+                return httpx.get(f"http://127.0.0.1:{app_port}/clean", params={"text": " x  y "})
+            except httpx.TransportError:  # not listening yet
+                return None
+
+        page = wait_for(clean_page, 60, "main.py's web app to answer")
         assert page.json() == ["x y"]
-        assert completed(url) == before + 1
+        assert completed_jobs(url, "cpu-worker") == before + 1
 
         worker = project / "workers" / "cpu_worker.py"
         worker.write_text(worker.read_text().replace('" ".join', '"-".join'))
-        deadline = time.monotonic() + 60
-        while preprocess(url) != ["a-b"]:
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
+        wait_for(lambda: preprocess(url) == ["a-b"], 60, "the rebuilt endpoint to serve the edit")
         # The first build's copy goes once its workers are gone; the served one stays.
         serve_dir = project / ".flash" / "serve"
-        while len(copies := [p for p in serve_dir.iterdir() if p.is_dir()]) != 1:
-            assert time.monotonic() < deadline, f"copies left: {copies}"
-            time.sleep(0.1)
+        wait_for(
+            lambda: len([p for p in serve_dir.iterdir() if p.is_dir()]) == 1,
+            60,
+            "the first build's extracted copy to be removed",
+        )
 
         worker.write_text("def broken(:\n")  # a bad edit keeps the last good build serving
-        deadline = time.monotonic() + 60
-        while not any("Build failed" in line for line in lines):
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
+        wait_for(lambda: any("Build failed" in line for line in lines), 60, "a failed build")
         assert preprocess(url) == ["a-b"]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -138,7 +108,4 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     assert len(key) == 64 and key not in "".join(lines)  # the signing key is never printed
     mode = (project / ".flash" / "secrets" / "signing_key").stat().st_mode & 0o777
     assert mode == 0o600
-    deadline = time.monotonic() + 10
-    while processes_under(project):
-        assert time.monotonic() < deadline, f"orphans: {processes_under(project)}"
-        time.sleep(0.1)
+    wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from tests.fuzz import strategies as fz
-from tests.platform.apps import Logs
+from tests.helpers import Logs
 
 from flash.platform.gateway import MAX_JSON_DEPTH
 from flash.platform.jobs import FINAL

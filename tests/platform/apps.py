@@ -8,11 +8,8 @@ An app directory is laid out like an extracted build archive: ``flash_manifest.j
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,46 +150,6 @@ STANDARD_ENDPOINTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-class Logs:
-    """Collects the platform's console lines so tests can look at them."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy (returning its value) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def use_client(platform: LocalPlatform, api_key: str = "test-key") -> None:
     runpod.api_key = api_key
     runpod.endpoint_url_base = f"{platform.url}/v2"
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is left in process group ``pgid``."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.platform.apps import LOOPS, STANDARD_ENDPOINTS, Logs, use_client, write_app
+from tests.helpers import Logs
+from tests.platform.apps import LOOPS, STANDARD_ENDPOINTS, use_client, write_app
 
 from flash.platform.local import LocalPlatform
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import aiohttp
 import requests
 import runpod
-from tests.platform.apps import use_client, wait_for
+from tests.helpers import alive, final_status, wait_for
+from tests.platform.apps import use_client
 
 from flash.platform.local import LocalPlatform
 
@@ -24,15 +24,7 @@ def _status(platform: LocalPlatform, endpoint: str, job_id: str) -> dict:
 
 
 def _final(platform: LocalPlatform, endpoint: str, job_id: str, timeout: float = 30) -> dict:
-    return wait_for(
-        lambda: (
-            (s := _status(platform, endpoint, job_id))["status"]
-            in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
-            and s
-        ),
-        timeout,
-        f"job {job_id} to finish",
-    )
+    return final_status(platform.url, endpoint, job_id, api_key="test-key", timeout=timeout)
 
 
 def test_run_sync_returns_output_and_timings(served: LocalPlatform) -> None:
@@ -171,7 +163,7 @@ def test_execution_timeout_kills_a_stuck_worker_and_replaces_it(served: LocalPla
     final = _final(served, "fragile", job.job_id)
     assert final["status"] == "TIMED_OUT"
     assert "1500 ms" in final["error"]
-    wait_for(lambda: not _alive(before), 30, "the stuck worker to be killed")
+    wait_for(lambda: not alive(before), 30, "the stuck worker to be killed")
     after = ep.run_sync({"action": "pid"}, timeout=60)["pid"]
     assert after != before
 
@@ -260,20 +252,8 @@ def test_refresh_worker_replaces_the_worker_after_the_job(served: LocalPlatform)
     ep = runpod.Endpoint("fragile")
     first = ep.run_sync({"action": "refresh"}, timeout=60)
     assert "refresh_worker" not in first
-    wait_for(lambda: not _alive(first["pid"]), 30, "the refreshed worker to exit")
+    wait_for(lambda: not alive(first["pid"]), 30, "the refreshed worker to exit")
     assert ep.run_sync({"action": "pid"}, timeout=60)["pid"] != first["pid"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped) counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:  # gone while reading
-        return False
 
 
 def test_worker_output_is_echoed_with_endpoint_and_worker_prefix(served: LocalPlatform) -> None:

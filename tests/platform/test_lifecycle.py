@@ -11,16 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 import runpod
-from tests.platform.apps import (
-    AIO,
-    BASIC,
-    LOOPS,
-    Logs,
-    group_alive,
-    use_client,
-    wait_for,
-    write_app,
-)
+from tests.helpers import Logs, final_status, group_alive, wait_for
+from tests.platform.apps import AIO, BASIC, LOOPS, use_client, write_app
 
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
@@ -44,15 +36,7 @@ def _get(platform: LocalPlatform, path: str, key: str = "test-key"):
 
 
 def _final(platform: LocalPlatform, endpoint: str, job_id: str, timeout: float = 30) -> dict:
-    return wait_for(
-        lambda: (
-            (s := _get(platform, f"{endpoint}/status/{job_id}").json())["status"]
-            in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
-            and s
-        ),
-        timeout,
-        f"job {job_id} to finish",
-    )
+    return final_status(platform.url, endpoint, job_id, api_key="test-key", timeout=timeout)
 
 
 @pytest.fixture

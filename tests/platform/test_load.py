@@ -8,7 +8,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tests.platform.apps import Logs, wait_for, write_app
+from tests.helpers import Logs, wait_for
+from tests.platform.apps import write_app
 
 from flash.platform.local import LocalPlatform
 

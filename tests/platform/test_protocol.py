@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import runpod
-from tests.platform.apps import BASIC, GEN, Logs, use_client, wait_for, write_app
+from tests.helpers import Logs, wait_for
+from tests.platform.apps import BASIC, GEN, use_client, write_app
 
 from flash.platform.local import LocalPlatform
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 import runpod
-from tests.platform.apps import BASIC, group_alive, wait_for, write_app
+from tests.helpers import free_port, group_alive, wait_for
+from tests.platform.apps import BASIC, write_app
 
 from flash.platform.archive import extract_archive, extract_for_serving
 from flash.platform.local import LocalPlatform
@@ -72,16 +72,10 @@ def test_archive_without_manifest_is_refused(tmp_path: Path) -> None:
         extract_archive(archive, tmp_path / "serve")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
     archive = _tar(tmp_path / "app.tar.gz", app)
-    port = _free_port()
+    port = free_port()
     code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
     args = [str(archive), "--port", str(port), "--state-dir", str(tmp_path / "state")]
     proc = subprocess.Popen(
@@ -152,7 +146,7 @@ def test_replaced_copies_are_removed_but_not_one_another_process_serves(tmp_path
             "third": {"workersMax": 3},
         }.items()
     }
-    port = _free_port()
+    port = free_port()
     other = _serve_in_subprocess(archives["other"], state, port)
     other_url = f"http://127.0.0.1:{port}/v2/basic"
     platform = LocalPlatform(state, echo=None)

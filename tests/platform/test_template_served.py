@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from tests.platform.apps import LOOPS, Logs
+from tests.helpers import Logs
+from tests.platform.apps import LOOPS
 
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli.init import write_starter

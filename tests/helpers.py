@@ -1,0 +1,106 @@
+"""Helpers the test folders share: waiting on a condition, ports, job counts, processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+
+
+class Logs:
+    """An ``echo`` for LocalPlatform that keeps the lines instead of printing them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it is truthy (returning its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def completed_jobs(url: str, endpoint: str) -> int:
+    """How many jobs ``endpoint`` of the platform at ``url`` has completed (its /health)."""
+    health = httpx.get(f"{url}/v2/{endpoint}/health", timeout=30).json()
+    return int(health["jobs"]["completed"])
+
+
+def final_status(
+    url: str, endpoint: str, job_id: str, *, api_key: str | None = None, timeout: float = 30
+) -> dict[str, Any]:
+    """The job's /status answer once the job has ended."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def ended() -> dict[str, Any] | None:
+        status = httpx.get(f"{url}/v2/{endpoint}/status/{job_id}", headers=headers, timeout=30)
+        answer: dict[str, Any] = status.json()
+        return answer if answer["status"] in FINAL_STATUSES else None
+
+    result: dict[str, Any] = wait_for(ended, timeout, f"job {job_id} to end")
+    return result
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name; None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live process is left in process group ``pgid``."""
+    for entry in os.listdir("/proc"):
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Pids of processes whose working directory is inside ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(folder)):
+            found.append(int(entry.name))
+    return found
