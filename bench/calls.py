@@ -18,12 +18,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import flash
 from _table import print_table  # type: ignore[import-not-found]
-from flash.build.pipeline import BuildOptions, build_project
-from flash.platform.archive import extract_archive
-from flash.platform.local import LocalPlatform
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+from flash.platform import serve_project
 
 PROJECT = {
     "benchapp/__init__.py": "",
@@ -84,25 +80,13 @@ def main() -> None:
         for rel, text in PROJECT.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(textwrap.dedent(text).lstrip())
-        build = build_project(BuildOptions(project_dir=root))
-        app = extract_archive(build.archive, Path(tmp) / "apps")
-        key = ensure_signing_key(root / ".flash")
-        platform = LocalPlatform(
-            Path(tmp) / "state", echo=None, worker_env={KEY_ENV_VAR: key_to_text(key)}
-        )
-        platform.start()
-        platform.load_app(app)
         sys.path.insert(0, str(root))
-        flash.connect(platform.url, signing_key=key)
-        try:
+        with serve_project(root):
             from benchapp.calls import hop, noop  # type: ignore[import-not-found]
 
             direct = asyncio.run(latencies(noop, opts.calls))
             hopped = asyncio.run(latencies(hop, opts.calls))
             sequential, mapped = asyncio.run(map_times(noop, opts.items))
-        finally:
-            flash.disconnect()
-            platform.stop()
 
     d50, d99 = percentile(direct, 0.5) * 1e3, percentile(direct, 0.99) * 1e3
     h50, h99 = percentile(hopped, 0.5) * 1e3, percentile(hopped, 0.99) * 1e3

@@ -14,12 +14,8 @@ from pathlib import Path
 
 import runpod
 
-import flash
-from flash.build.pipeline import BuildOptions, build_project
 from flash.cli.init import write_starter
-from flash.platform.archive import extract_archive
-from flash.platform.local import LocalPlatform
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+from flash.platform import serve_project
 
 PROJECT = Path(__file__).resolve().parent.parent / "demo-project"
 
@@ -73,27 +69,14 @@ def main() -> None:
     if not PROJECT.exists():
         write_starter(PROJECT)
     print(f"Building {PROJECT} ...")
-    build = build_project(BuildOptions(project_dir=PROJECT))
-    print(
-        f"  {'up to date' if build.skipped else 'built'}: {build.archive.name}, "
-        f"{build.size / 1024:.1f} KiB, sha256 {build.sha256[:16]}"
-    )
-    state = PROJECT / ".flash"
-    key = ensure_signing_key(state)
-    platform = LocalPlatform(state, echo=None, worker_env={KEY_ENV_VAR: key_to_text(key)})
-    platform.start()
-    try:
-        platform.load_app(extract_archive(build.archive, state / "serve"))
+    # Build, serve on this machine, and send this process's @remote calls there.
+    with serve_project(PROJECT, progress=lambda stage, detail: show(stage, detail)) as platform:
         print(f"Serving {len(platform.endpoints())} endpoints on {platform.url}")
         for endpoint in platform.endpoints():
             print(f"  {endpoint['url']}  {', '.join(endpoint['functions'])}")
         call_with_runpod_client(platform.url)
         sys.path.insert(0, str(PROJECT))
-        flash.connect(platform.url, signing_key=key)
         asyncio.run(call_with_flash_client())
-    finally:
-        flash.disconnect()
-        platform.stop()
     print("\nDone: every call above ran in a worker process of the local platform.")
 
 

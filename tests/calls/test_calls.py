@@ -20,38 +20,21 @@ from tests.calls.project import write_project
 from tests.helpers import Logs, completed_jobs, wait_for
 
 import flash
-from flash.build.pipeline import BuildOptions, build_project
-from flash.platform.archive import extract_archive
-from flash.platform.local import LocalPlatform
+from flash.platform import LocalPlatform, serve_project
 from flash.runtime.remote import get_invoker, set_invoker
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    tmp = tmp_path_factory.mktemp("calls")
-    root = write_project(tmp / "proj")
-    build = build_project(BuildOptions(project_dir=root))
-    app = extract_archive(build.archive, tmp / "app")
-    key = ensure_signing_key(root / ".flash")  # made by the build
-    served = LocalPlatform(
-        tmp / "state",
-        echo=Logs(),
-        max_workers=8,
-        worker_env={KEY_ENV_VAR: key_to_text(key)},
-    )
-    served.start()
-    served.load_app(app)
+    root = write_project(tmp_path_factory.mktemp("calls") / "proj")
     sys.path.insert(0, str(root))
-    flash.connect(served.url, signing_key=key)
     try:
-        yield served
+        with serve_project(root, echo=Logs(), max_workers=8) as served:
+            yield served
     finally:
-        flash.disconnect()
         sys.path.remove(str(root))
         for name in [m for m in sys.modules if m.startswith("callsapp")]:
             del sys.modules[name]
-        served.stop()
 
 
 def app_module(name: str) -> Any:

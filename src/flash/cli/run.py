@@ -29,6 +29,7 @@ from flash.cli.serve import print_endpoints
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
+from flash.platform.project import start_project
 
 
 def run(
@@ -55,15 +56,14 @@ def run(
     platform: LocalPlatform | None = None
     web: WebApp | None = None
     try:
-        result = build_project(options, progress=stage_printer(True))
-        # The platform reads the project's signing key for its workers and client_env.
-        platform = LocalPlatform(
-            root / ".flash", host=host, port=port, max_workers=max_workers, api_key=api_key
+        platform = start_project(
+            options,
+            progress=stage_printer(True),
+            host=host,
+            port=port,
+            max_workers=max_workers,
+            api_key=api_key,
         )
-        # Held before the platform starts tidying copies, so last run's copy is reused.
-        copy = extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
-        platform.start()
-        platform.load_copy(copy)
         print_endpoints(platform, console)
         if defines_web_app(root / "main.py"):
             web = WebApp(root, host, app_port, platform.client_env())

@@ -1,0 +1,68 @@
+"""A project served on this machine: build it, serve the build, send calls there.
+
+``flash run`` starts a project this way; a script or a test does it in one line::
+
+    from flash.platform import serve_project
+
+    with serve_project("my-project"):
+        vectors = asyncio.run(embed(["hello"]))  # ran in a worker process of the platform
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from flash.build.pipeline import BuildOptions, Progress, build_project
+from flash.platform.archive import extract_for_serving
+from flash.platform.local import LocalPlatform
+from flash.runtime.remote import get_invoker, set_invoker
+from flash.sdk.connect import connect
+from flash.sdk.keys import KEY_ENV_VAR, key_from_text
+
+__all__ = ["serve_project", "start_project"]
+
+
+def start_project(
+    options: BuildOptions, *, progress: Progress | None = None, **platform_options: Any
+) -> LocalPlatform:
+    """Build the project and serve the build on a started LocalPlatform whose state (jobs,
+    signing key, extracted copies) is the project's ``.flash/``. ``platform_options`` go to
+    LocalPlatform. Raises BuildError or PlatformError; nothing is left running then."""
+    result = build_project(options, progress=progress)
+    platform = LocalPlatform(options.project_dir.resolve() / ".flash", **platform_options)
+    # Held before the platform starts tidying copies, so the last run's copy is reused.
+    copy = extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
+    try:
+        platform.start()
+    except BaseException:
+        copy.release()
+        raise
+    try:
+        platform.load_copy(copy)
+    except BaseException:
+        platform.stop()
+        raise
+    return platform
+
+
+@contextlib.contextmanager
+def serve_project(
+    project_dir: str | Path = ".", *, progress: Progress | None = None, **platform_options: Any
+) -> Iterator[LocalPlatform]:
+    """Build ``project_dir``, serve it on this machine and route this process's ``@remote``
+    calls to it until the block ends; then stop every worker. Quiet unless ``echo`` is given
+    (a callable taking each log line)."""
+    platform_options.setdefault("echo", None)
+    options = BuildOptions(project_dir=Path(project_dir).resolve())
+    platform = start_project(options, progress=progress, **platform_options)
+    previous = get_invoker()
+    try:
+        env = platform.client_env()
+        connect(platform.url, env.get("FLASH_API_KEY"), signing_key=key_from_text(env[KEY_ENV_VAR]))
+        yield platform
+    finally:
+        set_invoker(previous)
+        platform.stop()
