@@ -82,13 +82,19 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any live process is left in process group ``pgid``."""
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid``."""
+    members = []
     for entry in os.listdir("/proc"):
         fields = _stat(entry) if entry.isdigit() else None
         if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+            members.append(int(entry))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live process is left in process group ``pgid``."""
+    return bool(group_members(pgid))
 
 
 def processes_under(folder: Path) -> list[int]:

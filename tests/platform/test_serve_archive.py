@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import runpod
-from tests.helpers import free_port, group_alive, wait_for
-from tests.platform.apps import BASIC, write_app
+from tests.helpers import free_port, group_alive, group_members, wait_for
+from tests.platform.apps import BASIC, LOOPS, write_app
 
 from flash.platform.archive import extract_archive, extract_for_serving
 from flash.platform.local import LocalPlatform
@@ -72,32 +74,61 @@ def test_archive_without_manifest_is_refused(tmp_path: Path) -> None:
         extract_archive(archive, tmp_path / "serve")
 
 
-def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+def _serve_basic_app(tmp_path: Path, **popen: Any) -> tuple[subprocess.Popen[str], int]:
+    """`flash serve` of a one-endpoint archive in a child process, once it answers; and the
+    pid of the worker that ran a first job (its process group holds what it started)."""
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
     archive = _tar(tmp_path / "app.tar.gz", app)
     port = free_port()
     code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
     args = [str(archive), "--port", str(port), "--state-dir", str(tmp_path / "state")]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], text=True, **popen)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(f"{url}/v2/basic/health"), 30, "the gateway")
         runpod.api_key = "any"
         runpod.endpoint_url_base = f"{url}/v2"
         worker_pid = runpod.Endpoint("basic").run_sync({"action": "pid"}, timeout=60)["pid"]
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, int(worker_pid)
+
+
+def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    proc, worker_pid = _serve_basic_app(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output
-    assert "basic" in output and f"{url}/v2/basic" in output  # the endpoints table
+    assert "basic" in output and "/v2/basic" in output  # the endpoints table
     assert not group_alive(worker_pid)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_killed_platform_leaves_no_worker_process_behind(tmp_path: Path, loop: str) -> None:
+    # SIGKILL gives the platform no chance to stop its workers. They must still go, with
+    # what they started (the runpod SDK's loop forks a heartbeat process in each worker).
+    proc, worker_pid = _serve_basic_app(
+        tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "FLASH_WORKER_LOOP": loop},
+    )
+    try:
+        if loop == "runpod":
+            wait_for(lambda: len(group_members(worker_pid)) > 1, 30, "the SDK's heartbeat")
+        proc.kill()
+        proc.wait(30)
+        wait_for(lambda: not group_alive(worker_pid), 30, "every worker process to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in group_members(worker_pid):
+            os.kill(pid, signal.SIGKILL)  # a failed run must not leak them into later tests
 
 
 def test_serve_reports_a_missing_archive(tmp_path: Path) -> None:
