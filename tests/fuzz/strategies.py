@@ -27,7 +27,8 @@ from typing import Any
 import cloudpickle
 from hypothesis import strategies as st
 
-from flash.build.schemas import derive_schemas, schema_sha256
+from flash.build.manifest import schema_record
+from flash.build.schemas import derive_schemas
 from flash.runtime.signing import sign_request
 
 ENDPOINT = "fuzz"
@@ -186,30 +187,8 @@ def write_served_app(root: Path, config: dict[str, Any] | None = None) -> Path:
 
 def _recorded_schema(result: Any) -> dict[str, Any] | None:
     """The manifest's ``schema`` for one function, as ``Manifest.with_schemas`` records it."""
-    class_schema = getattr(result, "class_schema", None)
-    if class_schema is not None:
-        return {
-            "init": class_schema["init"],
-            "methods": {
-                name: {
-                    "input": m["input"],
-                    "output": m["output"],
-                    "sha256": schema_sha256(m["input"], m["output"]),
-                    "stream": bool(m.get("stream")),
-                }
-                for name, m in class_schema["methods"].items()
-            },
-            "pickle_only_methods": class_schema.get("pickle_only_methods", {}),
-            "sha256": result.sha256 or "",
-        }
-    if result.reason is None and result.input is not None and result.output is not None:
-        return {
-            "input": result.input,
-            "output": result.output,
-            "sha256": result.sha256 or "",
-            "stream": result.stream,
-        }
-    return None
+    record = schema_record(result)
+    return None if record is None else record.model_dump(mode="json", by_alias=True)
 
 
 # --------------------------------------------------------------------------- hostile pickles

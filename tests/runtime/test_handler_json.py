@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
+import importlib.util
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
 
+from flash.build.manifest import schema_record
+from flash.build.schemas import derive_schemas
+from flash.runtime.context import CallContext
 from flash.runtime.generic_handler import create_handler
+
+# The endpoint's code. Its schemas come from the build's own derivation (a child interpreter
+# reading this source), and the handler runs the same source imported here.
+APP = """
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
 
 
 class Colour(enum.Enum):
@@ -25,6 +40,9 @@ class Box:
     colour: Colour = Colour.RED
 
 
+CALLS: list[Any] = []  # what the spies were called with
+
+
 def area(box: Box, scale: int = 1) -> dict[str, Any]:
     return {"area": box.width * box.height * scale, "colour": box.colour}
 
@@ -33,117 +51,18 @@ async def tag(words: list[str], prefix: str | None = None) -> list[str]:
     return [f"{prefix or '#'}{w}" for w in words]
 
 
-def untyped(x):  # type: ignore[no-untyped-def]
+def untyped(x):
     return x
 
 
-def schema_of(fn: Any) -> dict[str, Any]:
-    """What the build records, made the same way (pydantic from the type hints)."""
-    import inspect
-    import typing
-
-    hints = typing.get_type_hints(fn)
-    params = inspect.signature(fn).parameters
-    fields = {name: (hints[name], p.default) for name, p in params.items() if name != "self"}
-    properties = {}
-    defs: dict[str, Any] = {}
-    for name, (hint, _default) in fields.items():
-        schema = TypeAdapter(hint).json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        properties[name] = schema
-    required = [n for n, (_, d) in fields.items() if d is inspect.Parameter.empty]
-    input_schema = {
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-        "$defs": defs,
-    }
-    output = TypeAdapter(hints["return"]).json_schema()
-    return {"input": input_schema, "output": output, "sha256": "test"}
+def box_spy(box: Box, scale: int = 1) -> int:
+    CALLS.append(box)
+    return 0
 
 
-def manifest(*fns: Any) -> dict[str, Any]:
-    functions = [
-        {"name": fn.__name__, "qualified_name": f"app.{fn.__name__}", "schema": schema_of(fn)}
-        for fn in fns
-    ]
-    functions.append({"name": "untyped", "qualified_name": "app.untyped", "schema": None})
-    return {"resources": {"api": {"functions": functions}}}
-
-
-def handler_for(*fns: Any) -> Any:
-    registry = {fn.__name__: fn for fn in (*fns, untyped)}
-    registry.update({f"app.{fn.__name__}": fn for fn in (*fns, untyped)})
-    return create_handler(
-        registry, endpoint="api", signing_key=None, allow_unsigned=False, manifest=manifest(*fns)
-    )
-
-
-def run(handler: Any, payload: Any) -> dict[str, Any]:
-    return asyncio.run(handler({"id": "j", "input": payload}))
-
-
-def test_named_json_call_converts_arguments_and_answers_json() -> None:
-    handler = handler_for(area, tag)
-    answer = run(
-        handler,
-        {"function": "area", "kwargs": {"box": {"width": 2, "height": 3, "colour": "blue"}}},
-    )
-    assert answer["success"] and answer["encoding"] == "json"
-    assert answer["result"] == {"area": 6.0, "colour": "blue"}
-    answer = run(handler, {"function": "app.tag", "kwargs": {"words": ["a"], "prefix": "@"}})
-    assert answer["result"] == ["@a"]
-
-
-def test_one_function_endpoint_takes_the_kwargs_directly() -> None:
-    handler = handler_for(area)
-    answer = run(handler, {"box": {"width": 1, "height": 1}, "scale": 5})
-    assert answer["result"] == {"area": 5.0, "colour": "red"}
-
-
-def test_bad_fields_are_listed_and_the_function_is_not_called() -> None:
-    calls: list[Any] = []
-
-    def spy(box: Box, scale: int = 1) -> int:
-        calls.append(box)
-        return 0
-
-    handler = handler_for(spy)
-    answer = run(
-        handler,
-        {"function": "spy", "kwargs": {"box": {"width": "wide", "colour": "green"}, "x": 1}},
-    )
-    assert not answer["success"] and answer["error_type"] == "InvalidInput"
-    paths = {issue["path"] for issue in answer["issues"]}
-    assert {"kwargs.box.width", "kwargs.box.height", "kwargs.box.colour", "kwargs.x"} <= paths
-    assert calls == []
-
-
-def test_untyped_function_is_pickle_only_and_says_so() -> None:
-    answer = run(handler_for(area), {"function": "untyped", "kwargs": {"x": 1}})
-    assert answer["error_type"] == "NotJsonCallable" and "pickled calls only" in answer["error"]
-
-
-def test_deeply_nested_json_is_refused_with_a_clear_error() -> None:
-    deep: Any = "x"
-    for _ in range(500):
-        deep = [deep]
-    answer = run(handler_for(tag), {"function": "tag", "kwargs": {"words": deep}})
-    assert answer["error_type"] == "InvalidInput" and "nested deeper" in answer["error"]
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [{"function": "nope", "kwargs": {}}, {"function": 3, "kwargs": {}}],
-)
-def test_unknown_json_function(payload: dict[str, Any]) -> None:
-    assert run(handler_for(area, tag), payload)["error_type"] == "UnknownFunction"
-
-
-def test_ambiguous_bare_kwargs_on_a_multi_function_endpoint() -> None:
-    answer = run(handler_for(area, tag), {"words": ["a"]})
-    assert answer["error_type"] == "InvalidJob" and '"function"' in answer["error"]
+def int_spy(x: int) -> int:
+    CALLS.append(x)
+    return x
 
 
 class Scorer:
@@ -156,41 +75,118 @@ class Scorer:
     def score(self, words: list[str]) -> float:
         return sum(self.weights.get(w, 0.0) for w in words)
 
-    def raw(self, thing):  # type: ignore[no-untyped-def]
+    def raw(self, thing):
         return thing
+"""
+NAMES = ("area", "tag", "untyped", "box_spy", "int_spy", "Scorer")
+App = tuple[ModuleType, dict[str, Any]]
 
 
-def class_handler() -> Any:
-    init = schema_of(Scorer.__init__)["input"]
-    score = schema_of(Scorer.score)
-    manifest = {
-        "resources": {
-            "api": {
-                "functions": [
-                    {
-                        "name": "Scorer",
-                        "qualified_name": "app.Scorer",
-                        "schema": {
-                            "init": init,
-                            "methods": {"score": score},
-                            "pickle_only_methods": {"raw": "parameter 'thing' has no annotation"},
-                        },
-                    }
-                ]
-            }
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """The app module and, by name, the manifest entry the build records for each function."""
+    root = tmp_path_factory.mktemp("json-app")
+    (root / "app.py").write_text(textwrap.dedent(APP))
+    derived = derive_schemas(root, None, [(f"app.{name}", "app", name) for name in NAMES])
+    entries = {}
+    for name in NAMES:
+        record = schema_record(derived[f"app.{name}"])
+        entries[name] = {
+            "name": name,
+            "qualified_name": f"app.{name}",
+            "schema": None if record is None else record.model_dump(mode="json", by_alias=True),
+            "pickle_only": derived[f"app.{name}"].reason,
         }
-    }
-    return create_handler(
-        {"Scorer": Scorer},
-        endpoint="api",
-        signing_key=None,
-        allow_unsigned=False,
-        manifest=manifest,
+    spec = importlib.util.spec_from_file_location("app", root / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+        yield module, entries
+    finally:
+        del sys.modules["app"]
+
+
+@pytest.fixture
+def handler_for(app: App) -> Any:
+    """A handler serving the named functions, and ``untyped``, as one endpoint."""
+    module, entries = app
+    module.CALLS.clear()
+
+    def make(*names: str) -> Any:
+        served = (*names, "untyped")
+        registry = {key: getattr(module, n) for n in served for key in (n, f"app.{n}")}
+        manifest = {"resources": {"api": {"functions": [entries[n] for n in served]}}}
+        return create_handler(
+            registry, endpoint="api", signing_key=None, allow_unsigned=False, manifest=manifest
+        )
+
+    return make
+
+
+def run(handler: Any, payload: Any) -> dict[str, Any]:
+    return asyncio.run(handler({"id": "j", "input": payload}))
+
+
+def test_named_json_call_converts_arguments_and_answers_json(handler_for: Any) -> None:
+    handler = handler_for("area", "tag")
+    answer = run(
+        handler,
+        {"function": "area", "kwargs": {"box": {"width": 2, "height": 3, "colour": "blue"}}},
     )
+    assert answer["success"] and answer["encoding"] == "json"
+    assert answer["result"] == {"area": 6.0, "colour": "blue"}
+    answer = run(handler, {"function": "app.tag", "kwargs": {"words": ["a"], "prefix": "@"}})
+    assert answer["result"] == ["@a"]
 
 
-def test_class_methods_take_json_and_keep_one_instance_per_init() -> None:
-    handler = class_handler()
+def test_one_function_endpoint_takes_the_kwargs_directly(handler_for: Any) -> None:
+    handler = handler_for("area")
+    answer = run(handler, {"box": {"width": 1, "height": 1}, "scale": 5})
+    assert answer["result"] == {"area": 5.0, "colour": "red"}
+
+
+def test_bad_fields_are_listed_and_the_function_is_not_called(handler_for: Any, app: App) -> None:
+    answer = run(
+        handler_for("box_spy"),
+        {"function": "box_spy", "kwargs": {"box": {"width": "wide", "colour": "green"}, "x": 1}},
+    )
+    assert not answer["success"] and answer["error_type"] == "InvalidInput"
+    paths = {issue["path"] for issue in answer["issues"]}
+    assert {"kwargs.box.width", "kwargs.box.height", "kwargs.box.colour", "kwargs.x"} <= paths
+    assert app[0].CALLS == []
+
+
+def test_untyped_function_is_pickle_only_and_says_so(handler_for: Any) -> None:
+    answer = run(handler_for("area"), {"function": "untyped", "kwargs": {"x": 1}})
+    assert answer["error_type"] == "NotJsonCallable" and "pickled calls only" in answer["error"]
+
+
+def test_deeply_nested_json_is_refused_with_a_clear_error(handler_for: Any) -> None:
+    deep: Any = "x"
+    for _ in range(500):
+        deep = [deep]
+    answer = run(handler_for("tag"), {"function": "tag", "kwargs": {"words": deep}})
+    assert answer["error_type"] == "InvalidInput" and "nested deeper" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"function": "nope", "kwargs": {}}, {"function": 3, "kwargs": {}}],
+)
+def test_unknown_json_function(handler_for: Any, payload: dict[str, Any]) -> None:
+    assert run(handler_for("area", "tag"), payload)["error_type"] == "UnknownFunction"
+
+
+def test_ambiguous_bare_kwargs_on_a_multi_function_endpoint(handler_for: Any) -> None:
+    answer = run(handler_for("area", "tag"), {"words": ["a"]})
+    assert answer["error_type"] == "InvalidJob" and '"function"' in answer["error"]
+
+
+def test_class_methods_take_json_and_keep_one_instance_per_init(handler_for: Any, app: App) -> None:
+    handler = handler_for("Scorer")
+    Scorer = app[0].Scorer
     Scorer.built = 0
     call = {"function": "Scorer", "init": {"weights": {"a": 1.5}}, "method": "score"}
     first = run(handler, {**call, "kwargs": {"words": ["a", "b", "a"]}})
@@ -201,8 +197,9 @@ def test_class_methods_take_json_and_keep_one_instance_per_init() -> None:
     assert other["result"] == 2.0 and Scorer.built == 2
 
 
-def test_class_json_errors_name_the_problem() -> None:
-    handler = class_handler()
+def test_class_json_errors_name_the_problem(handler_for: Any, app: App) -> None:
+    handler = handler_for("Scorer")
+    Scorer = app[0].Scorer
     Scorer.built = 0
     bad_init = run(
         handler,
@@ -218,26 +215,17 @@ def test_class_json_errors_name_the_problem() -> None:
     assert [i["path"] for i in bad_method["issues"]] == ["kwargs.words"]
     assert Scorer.built == 0  # a bad call never costs a model load
     raw = run(handler, {"function": "Scorer", "init": {"weights": {}}, "method": "raw"})
-    assert raw["error_type"] == "NotJsonCallable" and "no annotation" in raw["error"]
+    assert raw["error_type"] == "NotJsonCallable" and "no type annotation" in raw["error"]
     nope = run(handler, {"function": "Scorer", "method": "nope"})
     assert nope["error_type"] == "UnknownMethod" and "score" in nope["error"]
 
 
-def test_a_json_call_whose_caller_gave_up_does_not_start() -> None:
-    import time
-
-    from flash.runtime.context import CallContext
-
-    calls: list[Any] = []
-
-    def spy(x: int) -> int:
-        calls.append(x)
-        return x
-
-    handler = handler_for(spy)
-    late = CallContext(deadline=time.time() - 100, depth=1, chain=("spy",)).to_wire()
-    answer = run(handler, {"function": "spy", "kwargs": {"x": 1}, "context": late})
+def test_a_json_call_whose_caller_gave_up_does_not_start(handler_for: Any, app: App) -> None:
+    handler = handler_for("int_spy")
+    late = CallContext(deadline=time.time() - 100, depth=1, chain=("int_spy",)).to_wire()
+    answer = run(handler, {"function": "int_spy", "kwargs": {"x": 1}, "context": late})
     assert answer["error_type"] == "DeadlineExceeded" and "deadline passed" in answer["error"]
-    assert calls == []
-    on_time = CallContext(deadline=time.time() + 100, depth=1, chain=("spy",)).to_wire()
-    assert run(handler, {"function": "spy", "kwargs": {"x": 2}, "context": on_time})["result"] == 2
+    assert app[0].CALLS == []
+    on_time = CallContext(deadline=time.time() + 100, depth=1, chain=("int_spy",)).to_wire()
+    answer = run(handler, {"function": "int_spy", "kwargs": {"x": 2}, "context": on_time})
+    assert answer["result"] == 2

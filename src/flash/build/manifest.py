@@ -99,32 +99,35 @@ class Manifest(_Model):
                 found = schemas.get(entry.qualified_name)
                 if found is None:
                     continue
-                if found.class_schema is not None:
-                    methods = {
-                        name: FunctionSchema(
-                            input=m["input"],
-                            output=m["output"],
-                            sha256=schema_sha256(m["input"], m["output"]),
-                            stream=bool(m.get("stream")),
-                        )
-                        for name, m in found.class_schema["methods"].items()
-                    }
-                    entry.schema_ = ClassSchema(
-                        init=found.class_schema["init"],
-                        methods=methods,
-                        pickle_only_methods=found.class_schema.get("pickle_only_methods", {}),
-                        sha256=found.sha256 or "",
-                    )
-                elif found.reason is None and found.input is not None and found.output is not None:
-                    entry.schema_ = FunctionSchema(
-                        input=found.input,
-                        output=found.output,
-                        sha256=found.sha256 or "",
-                        stream=found.stream,
-                    )
-                else:
+                entry.schema_ = schema_record(found)
+                if entry.schema_ is None:
                     entry.pickle_only = found.reason
         return copy
+
+
+def schema_record(found: SchemaResult) -> FunctionSchema | ClassSchema | None:
+    """What the manifest records of a function's schemas; None for a pickle-only one."""
+    if found.class_schema is not None:
+        methods = {
+            name: FunctionSchema(
+                input=m["input"],
+                output=m["output"],
+                sha256=schema_sha256(m["input"], m["output"]),
+                stream=bool(m.get("stream")),
+            )
+            for name, m in found.class_schema["methods"].items()
+        }
+        return ClassSchema(
+            init=found.class_schema["init"],
+            methods=methods,
+            pickle_only_methods=found.class_schema.get("pickle_only_methods", {}),
+            sha256=found.sha256 or "",
+        )
+    if found.reason is None and found.input is not None and found.output is not None:
+        return FunctionSchema(
+            input=found.input, output=found.output, sha256=found.sha256 or "", stream=found.stream
+        )
+    return None
 
 
 def handler_file_name(resource_name: str) -> str:
