@@ -107,6 +107,6 @@ def processes_under(folder: Path) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if cwd.startswith(str(folder)):
+        if Path(cwd).is_relative_to(folder):  # /x/app2 is not inside /x/app
             found.append(int(entry.name))
     return found

@@ -17,7 +17,8 @@ import runpod
 from tests.helpers import free_port, group_alive, group_members, wait_for
 from tests.platform.apps import BASIC, LOOPS, write_app
 
-from flash.platform.archive import extract_archive, extract_for_serving
+from flash.platform import archive as archive_module
+from flash.platform.archive import extract_archive, extract_for_serving, prune_copies
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 
@@ -204,3 +205,54 @@ def test_replaced_copies_are_removed_but_not_one_another_process_serves(tmp_path
         platform.stop()
         other.send_signal(signal.SIGTERM)
         other.communicate(timeout=30)
+
+
+def test_a_removal_cut_short_leaves_a_copy_that_is_extracted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    archive = _tar(tmp_path / "app.tar.gz", app)
+    root = tmp_path / "serve"
+    copy = extract_for_serving(archive, root)
+    copy.release()
+    handler = copy.path / "handler_basic.py"
+
+    def dies_half_way(path: Path, ignore_errors: bool = False) -> None:
+        handler.unlink()  # some files gone, then the pruning process is killed
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(archive_module.shutil, "rmtree", dies_half_way)
+        with pytest.raises(KeyboardInterrupt):
+            prune_copies(root)
+    again = extract_for_serving(archive, root)
+    try:
+        assert again.path == copy.path and handler.is_file()  # whole again, not reused as is
+    finally:
+        again.release()
+
+
+def test_a_copy_whose_deploy_fails_is_let_go_once(tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    archive = _tar(tmp_path / "app.tar.gz", app)
+    platform = LocalPlatform(tmp_path / "state", echo=None)
+    platform.start()
+    try:
+        assert platform.supervisor is not None
+
+        def refuse(*_: object) -> None:
+            raise RuntimeError("deploy refused")
+
+        platform.supervisor.deploy = refuse  # type: ignore[method-assign]
+        copy = extract_for_serving(archive, platform.copies_root)
+        with pytest.raises(RuntimeError, match="deploy refused"):
+            platform.load_copy(copy)
+        # The descriptor number the copy's lock had is free again: a file opened now may get
+        # it, and must keep working after the platform has tidied its copies.
+        with open(tmp_path / "unrelated", "w") as unrelated:
+            wait_for(lambda: not copy.path.exists(), 30, "the unused copy to be removed")
+            unrelated.write("still open")
+            unrelated.flush()
+            os.fstat(unrelated.fileno())
+    finally:
+        platform.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pathspec
 
 from flash.build.errors import BuildError
-from flash.runtime.generic_handler import MANIFEST_FILENAME
+from flash.runtime.protocol import MANIFEST_FILENAME
 
 IGNORE_FILES = (".gitignore", ".flashignore")
 

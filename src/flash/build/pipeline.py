@@ -41,7 +41,7 @@ from flash.build.manifest import (
 )
 from flash.build.scanner import ScanResult, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
-from flash.runtime.generic_handler import MANIFEST_FILENAME
+from flash.runtime.protocol import MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
 
 FLASH_DIR = ".flash"

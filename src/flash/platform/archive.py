@@ -7,21 +7,26 @@ nobody holds, so a second ``flash run`` or ``flash serve`` on the same folder ke
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from flash.build.archive import file_sha256
 from flash.platform.manifest import PlatformError
-from flash.runtime.generic_handler import MANIFEST_FILENAME
+from flash.runtime.protocol import MANIFEST_FILENAME
 
 _COMPLETE = ".flash-extracted"
 _LOCK_SUFFIX = ".lock"
+# Held (exclusive) while an archive is extracted; never removed.
+_EXTRACT_LOCK = ".extracting.lock"
 # Unfinished extractions are named after their sha, so pruning can tell whose they are.
 _TMP_PREFIX = ".extract-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -30,13 +35,35 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 @dataclass
 class ServedCopy:
     """An extracted copy and the open descriptor of its shared lock: the copy stays until
-    ``release``."""
+    ``release``. Whoever holds it releases it once; a platform that ``adopt``s it releases
+    it when no worker runs there any more."""
 
     path: Path
     lock_fd: int
+    _adopted: bool = False
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def release(self) -> None:
-        os.close(self.lock_fd)
+        """Let the copy go; later calls do nothing (never close a descriptor twice)."""
+        with self._guard:
+            fd, self.lock_fd = self.lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def adopt(self) -> bool:
+        """Take the lock over (the platform does); False when it was released already."""
+        with self._guard:
+            self._adopted = self.lock_fd >= 0
+            return self._adopted
+
+    def release_unless_adopted(self) -> None:
+        """``release``, for a caller whose hand-over may or may not have happened."""
+        with self._guard:
+            if self._adopted:
+                return
+            fd, self.lock_fd = self.lock_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def copies_dir(state_dir: Path) -> Path:
@@ -66,7 +93,9 @@ def prune_copies(root: Path) -> list[Path]:
 def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> Path:
     """Extract ``archive`` (a .tar.gz) under ``root/<sha256>/`` once and return that directory.
 
-    ``sha256`` is the archive's, when the caller has it already (the build's result).
+    ``sha256`` is the archive's, when the caller has it already (the build's result). This
+    takes no copy lock: under a platform's ``copies_dir`` use ``extract_for_serving``, or the
+    platform removes the copy as unused.
 
     Refuses members with absolute paths, ``..`` components, links that point outside the
     directory, and anything that is not a regular file, directory or in-tree link.
@@ -77,6 +106,17 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
     if (dest / _COMPLETE).is_file():
         return dest
     root.mkdir(parents=True, exist_ok=True)
+    # One extraction at a time in this folder, across processes: a copy without its marker
+    # is then never one that another process is about to finish.
+    with _exclusive(root / _EXTRACT_LOCK):
+        if (dest / _COMPLETE).is_file():
+            return dest  # another process extracted the same archive meanwhile
+        _extract(archive, root, sha256)
+    return dest
+
+
+def _extract(archive: Path, root: Path, sha256: str) -> None:
+    dest = root / sha256
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sha256}-", dir=root))
     try:
         try:
@@ -93,15 +133,22 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
         if not (tmp / MANIFEST_FILENAME).is_file():
             raise PlatformError(f"{archive}: no {MANIFEST_FILENAME} at the top of the archive")
         (tmp / _COMPLETE).write_text(archive.name)
-        if (dest / _COMPLETE).is_file():
-            return dest  # another process extracted the same archive meanwhile
         if dest.exists():
-            shutil.rmtree(dest)
+            shutil.rmtree(dest)  # left without its marker: a removal or extraction cut short
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing lets the lock go
 
 
 def _require_file(archive: Path) -> None:
@@ -115,9 +162,13 @@ def _hold(root: Path, sha256: str) -> int:
     lock = root / f"{sha256}{_LOCK_SUFFIX}"
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        if _is_file_at(fd, lock):
-            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if _is_file_at(fd, lock):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)  # a pruner removed this lock file while we waited: lock the new one
 
 
@@ -131,6 +182,9 @@ def _remove_if_unheld(root: Path, sha256: str) -> bool:
             return False  # a live process serves it (or is extracting it)
         if not _is_file_at(fd, lock):
             return False  # another pruner got there first
+        # The marker goes first: a removal cut short leaves a copy that is re-extracted, never
+        # one that looks complete with files missing.
+        (root / sha256 / _COMPLETE).unlink(missing_ok=True)
         shutil.rmtree(root / sha256, ignore_errors=True)
         for unfinished in root.glob(f"{_TMP_PREFIX}{sha256}-*"):
             shutil.rmtree(unfinished, ignore_errors=True)

@@ -72,7 +72,7 @@ class LocalPlatform:
         self.worker_env = dict(worker_env or {})
         if KEY_ENV_VAR not in self.worker_env:
             self.worker_env[KEY_ENV_VAR] = key_to_text(ensure_signing_key(Path(state_dir)))
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).resolve()  # a later chdir must not move it
         self.host = host
         self.port = port
         self.max_workers = max_workers or os.cpu_count() or 1
@@ -89,6 +89,7 @@ class LocalPlatform:
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self._ready = threading.Event()
+        self._abandoned = False  # start() gave up waiting
         self._failure: BaseException | None = None
         self._sock: socket.socket | None = None
         self.store: JobStore | None = None
@@ -117,6 +118,10 @@ class LocalPlatform:
         )
         self._thread.start()
         if not self._ready.wait(timeout):
+            # Given up on: the thread stops serving as soon as it can (see _main).
+            self._abandoned = True
+            if self._server is not None:
+                self._server.should_exit = True
             raise PlatformError(f"the platform did not start within {timeout:g} s")
         if self._failure is not None:
             raise PlatformError(f"the platform failed to start: {self._failure}")
@@ -153,7 +158,7 @@ class LocalPlatform:
         try:
             return self._deploy(copy.path.resolve(), copy)
         except BaseException:
-            copy.release()
+            copy.release_unless_adopted()  # still ours unless the deploy took it over
             raise
 
     def _deploy(self, app_dir: Path, copy: ServedCopy | None) -> dict[str, EndpointSpec]:
@@ -162,6 +167,8 @@ class LocalPlatform:
         async def deploy() -> None:
             assert self.supervisor is not None
             if copy is not None:
+                if not copy.adopt():
+                    return  # the caller gave up waiting and let the copy go: serve nothing
                 self._hold_copy(app_dir, copy)
             for name in list(self.supervisor.deployments):
                 if name not in specs:
@@ -246,6 +253,8 @@ class LocalPlatform:
             self._ready.set()
         finally:
             loop.close()
+            if self._sock is not None:
+                self._sock.close()  # also when _main failed before serving on it
 
     async def _main(self) -> None:
         self.store = JobStore(self.state_dir / "jobs.db")
@@ -288,6 +297,8 @@ class LocalPlatform:
         tidy = asyncio.ensure_future(self._tidy_copies_forever())
         started = asyncio.ensure_future(self._announce_started())
         assert self._sock is not None
+        if self._abandoned:
+            self._server.should_exit = True
         try:
             await self._server.serve(sockets=[self._sock])
         finally:
@@ -329,8 +340,14 @@ class LocalPlatform:
             in_use = self.supervisor.app_dirs()
             for app_dir in [d for d in self._held_copies if d not in in_use]:
                 self._held_copies.pop(app_dir).release()
-            # Off the event loop: removing a copy can take a while.
-            await asyncio.get_running_loop().run_in_executor(None, prune_copies, self.copies_root)
+            try:
+                # Off the event loop: removing a copy can take a while.
+                await asyncio.get_running_loop().run_in_executor(
+                    None, prune_copies, self.copies_root
+                )
+            except Exception as exc:  # a folder removed by hand, a file system without flock
+                if self.echo is not None:
+                    self.echo(f"could not remove old copies in {self.copies_root}: {exc}")
             await asyncio.sleep(_TIDY_COPIES_EVERY_S)
 
     def _on_final(self, job: Job) -> None:

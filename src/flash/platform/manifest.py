@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flash.runtime.generic_handler import MANIFEST_FILENAME
+from flash.runtime.protocol import MANIFEST_FILENAME
 
 
 class PlatformError(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 from flash.build.pipeline import BuildOptions, Progress, build_project
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
-from flash.runtime.remote import get_invoker, set_invoker
+from flash.runtime.remote import set_invoker
 from flash.sdk.connect import connect
 from flash.sdk.keys import KEY_ENV_VAR, key_from_text
 
@@ -58,7 +58,9 @@ def serve_project(
     platform_options.setdefault("echo", None)
     options = BuildOptions(project_dir=Path(project_dir).resolve())
     platform = start_project(options, progress=progress, **platform_options)
-    previous = get_invoker()
+    # The invoker set before, as set (None: calls run in this process or as the environment
+    # says); restored at the end.
+    previous = set_invoker(None)
     try:
         env = platform.client_env()
         connect(platform.url, env.get("FLASH_API_KEY"), signing_key=key_from_text(env[KEY_ENV_VAR]))

@@ -37,6 +37,8 @@ from flash.runtime.protocol import (
     INVALID_ARGUMENTS,
     INVALID_INPUT,
     INVALID_JOB,
+    MANIFEST_ENV_VAR,
+    MANIFEST_FILENAME,
     NOT_JSON_CALLABLE,
     PROTOCOL_VERSION,
     RESULT_NOT_JSON,
@@ -66,8 +68,6 @@ __all__ = [
     "load_manifest",
 ]
 
-MANIFEST_FILENAME = "flash_manifest.json"
-MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
 
 Handler = (
     Callable[[Any], Awaitable[dict[str, Any]]] | Callable[[Any], AsyncIterator[dict[str, Any]]]

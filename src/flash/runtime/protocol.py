@@ -1,5 +1,5 @@
-"""What caller and handler agree on: the protocol version, the ``error_type`` values, and
-how an ``@remote`` wrapper leads to the user's code.
+"""What caller, handler, build and platform agree on: the manifest's name, the protocol
+version, the ``error_type`` values, and how an ``@remote`` wrapper leads to the user's code.
 
 Its own module so that the client reads them without importing the handler.
 Standard library only: this module runs inside every worker.
@@ -17,6 +17,8 @@ __all__ = [
     "INVALID_ARGUMENTS",
     "INVALID_INPUT",
     "INVALID_JOB",
+    "MANIFEST_ENV_VAR",
+    "MANIFEST_FILENAME",
     "NOT_JSON_CALLABLE",
     "PROTOCOL_VERSION",
     "RESULT_NOT_JSON",
@@ -30,6 +32,10 @@ __all__ = [
     "WORKER_ERROR",
     "unwrap_remote",
 ]
+
+# The manifest every archive carries at its top, and the variable that can point elsewhere.
+MANIFEST_FILENAME = "flash_manifest.json"
+MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
 
 PROTOCOL_VERSION = 1
 SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
