@@ -166,26 +166,20 @@ def _serve_in_subprocess(archive: Path, state: Path, port: int) -> subprocess.Po
     )
 
 
-def test_replaced_copies_are_removed_but_not_one_another_process_serves(tmp_path: Path) -> None:
+def test_replaced_copies_are_removed_and_the_served_one_stays(tmp_path: Path) -> None:
     state = tmp_path / "state"
     archives = {
         # Different settings make different archives, so different copies.
         name: _tar(tmp_path / f"{name}.tar.gz", write_app(tmp_path / name, {"basic": (BASIC, cfg)}))
         for name, cfg in {
-            "other": {"workersMax": 1, "idleTimeout": 60},
             "first": {"workersMax": 1},
             "second": {"workersMax": 2},
             "third": {"workersMax": 3},
         }.items()
     }
-    port = free_port()
-    other = _serve_in_subprocess(archives["other"], state, port)
-    other_url = f"http://127.0.0.1:{port}/v2/basic"
     platform = LocalPlatform(state, echo=None)
+    platform.start()
     try:
-        wait_for(lambda: _answers(f"{other_url}/health"), 30, "the other process's gateway")
-        (other_copy,) = _copies(state / "serve")
-        platform.start()
         url = f"{platform.url}/v2/basic"
         for name in ("first", "second", "third"):
             platform.load_copy(extract_for_serving(archives[name], platform.copies_root))
@@ -193,18 +187,31 @@ def test_replaced_copies_are_removed_but_not_one_another_process_serves(tmp_path
             assert job.json()["output"] == {"echo": name}  # a worker ran in this copy
         served = platform.app_dir
         assert served is not None
-        wait_for(
-            lambda: _copies(state / "serve") == {other_copy, served.name},
-            30,
-            "the replaced copies to be removed",
-        )
-        # The other process's copy is whole: its first worker starts in it and answers.
-        job = requests.post(f"{other_url}/runsync", json={"input": {"value": 1}}, timeout=60)
+        wait_for(lambda: _copies(state / "serve") == {served.name}, 30, "the replaced copies to go")
+        job = requests.post(f"{url}/runsync", json={"input": {"value": 1}}, timeout=60)
         assert job.json()["output"] == {"echo": 1}
     finally:
         platform.stop()
-        other.send_signal(signal.SIGTERM)
-        other.communicate(timeout=30)
+
+
+def test_a_second_platform_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
+    # Both would share the job store, and each would rerun the jobs the other is running.
+    state = tmp_path / "state"
+    archive = _tar(tmp_path / "app.tar.gz", write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    port = free_port()
+    first = _serve_in_subprocess(archive, state, port)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/basic/health"), 30, "the gateway")
+        second = LocalPlatform(state, echo=None)
+        with pytest.raises(PlatformError, match=r"another Flash platform .* is serving from"):
+            second.start()
+        assert _answers(f"http://127.0.0.1:{port}/v2/basic/health")  # the first serves on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    again = LocalPlatform(state, echo=None)  # free once the first has stopped
+    again.start()
+    again.stop()
 
 
 def test_a_removal_cut_short_leaves_a_copy_that_is_extracted_again(

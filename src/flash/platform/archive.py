@@ -2,7 +2,8 @@
 
 Copies live under ``root/<sha256>/`` (``.flash/serve``). A process serving a copy holds a
 shared ``flock`` on ``root/<sha256>.lock``; ``prune_copies`` removes every copy whose lock
-nobody holds, so a second ``flash run`` or ``flash serve`` on the same folder keeps its own.
+nobody holds, so a copy is never removed under a process that extracted it and still uses
+it, whichever process prunes.
 """
 
 from __future__ import annotations

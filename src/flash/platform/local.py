@@ -7,6 +7,7 @@ run`` and tests drive it with plain blocking calls.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 import socket
@@ -90,6 +91,7 @@ class LocalPlatform:
         self._server: uvicorn.Server | None = None
         self._ready = threading.Event()
         self._abandoned = False  # start() gave up waiting
+        self._state_lock = -1  # descriptor of the state folder's lock while running
         self._failure: BaseException | None = None
         self._sock: socket.socket | None = None
         self.store: JobStore | None = None
@@ -105,12 +107,14 @@ class LocalPlatform:
         return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        self._state_lock = _lock_state_dir(self.state_dir)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((self.host, self.port))
         except OSError as err:
             self._sock.close()
+            self._release_state_dir()
             raise PlatformError(f"cannot listen on {self.host}:{self.port}: {err}") from None
         self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(
@@ -255,6 +259,12 @@ class LocalPlatform:
             loop.close()
             if self._sock is not None:
                 self._sock.close()  # also when _main failed before serving on it
+            self._release_state_dir()
+
+    def _release_state_dir(self) -> None:
+        fd, self._state_lock = self._state_lock, -1
+        if fd >= 0:
+            os.close(fd)
 
     async def _main(self) -> None:
         self.store = JobStore(self.state_dir / "jobs.db")
@@ -369,3 +379,19 @@ class LocalPlatform:
             self.echo(
                 f"[platform] webhook {url} for job {body['id']} failed {_WEBHOOK_ATTEMPTS} times"
             )
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """A descriptor holding the state folder for one platform. Two platforms on one folder
+    would share its job store, and each would rerun the jobs the other is running."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "platform.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PlatformError(
+            f"another Flash platform (flash run or flash serve) is serving from {state_dir}: "
+            "stop it first, or give this one its own state folder (--state-dir)"
+        ) from None
+    return fd
