@@ -4,10 +4,7 @@ through the local platform with real worker processes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
-import json
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -77,9 +74,10 @@ def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) ->
     assert asyncio.run(main()) == [1001, 2001]
     dispatcher = platform.dispatcher
     assert dispatcher is not None
-    with contextlib.closing(sqlite3.connect(dispatcher.store.path)) as db:
-        rows = db.execute("SELECT input FROM jobs WHERE endpoint = 'svc-b'").fetchall()
-    inputs = [json.loads(row[0]) for row in rows]
+    store = dispatcher.store
+    inputs = platform.call(
+        lambda: [store.load_input(j.id) for j in dispatcher.jobs.values() if j.endpoint == "svc-b"]
+    )
     sent_as_json = [i for i in inputs if i.get("init") == {"start": 1000}]
     assert [(i["function"], i["method"], i["kwargs"]) for i in sent_as_json] == [
         ("callsapp.model.Tally", "add", {"x": 1})

@@ -139,18 +139,26 @@ def test_restart_serves_a_finished_job_whose_stored_input_is_damaged(
     assert _final(first, "basic", job_id)["status"] == "COMPLETED"
     first.stop(grace_s=1)
     # A stray quote inside the stored input, wherever the store keeps it: not JSON any more.
-    db = sqlite3.connect(state / "jobs.db")
-    for column in [row[1] for row in db.execute("PRAGMA table_info(jobs)")]:
-        db.execute(
-            f"UPDATE jobs SET {column} = replace({column}, 'damage-me', 'damage\"me')"
-            f" WHERE typeof({column}) = 'text'"
-        )
-    db.commit()
-    db.close()
+    _damage(state / "jobs.db", "damage-me", 'damage"me')
 
     second = platform_factory(app, state)
     status = _get(second, f"basic/status/{job_id}").json()
     assert status["status"] == "COMPLETED" and status["output"] == {"echo": "kept"}
+
+
+def _damage(db_path: Path, text: str, damaged: str) -> None:
+    """Replace ``text`` with ``damaged`` in every text column of every table."""
+    db = sqlite3.connect(db_path)
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        for column in [row[1] for row in db.execute(f"PRAGMA table_info({table})")]:
+            db.execute(
+                f"UPDATE {table} SET {column} = replace({column}, ?, ?)"
+                f" WHERE typeof({column}) = 'text'",
+                (text, damaged),
+            )
+    db.commit()
+    db.close()
 
 
 def test_a_job_queued_in_a_database_of_an_earlier_version_runs(
@@ -176,6 +184,32 @@ def test_a_job_queued_in_a_database_of_an_earlier_version_runs(
     db.close()
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), state)
     assert _final(platform, "basic", "old-job")["output"] == {"echo": "old"}
+
+
+def test_a_result_kept_in_a_database_of_an_earlier_version_is_served(
+    tmp_path: Path, platform_factory
+) -> None:
+    # Before outputs had a table of their own they were kept inside ``state``.
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "jobs.db")
+    db.execute(
+        "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " endpoint TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,"
+        " created_at REAL NOT NULL, state TEXT NOT NULL, input TEXT)"
+    )
+    request = {"webhook": None, "execution_timeout_ms": None, "ttl_ms": None, "sync": False}
+    kept = {"has_output": True, "output": {"echo": "old"}, "expires_at": 4e9}
+    db.execute(
+        "INSERT INTO jobs (id, endpoint, status, request, created_at, state, input)"
+        " VALUES ('old-job', 'basic', 'COMPLETED', ?, 0, ?, '{}')",
+        (json.dumps(request), json.dumps(kept)),
+    )
+    db.commit()
+    db.close()
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), state)
+    status = _get(platform, "basic/status/old-job").json()
+    assert status["status"] == "COMPLETED" and status["output"] == {"echo": "old"}
 
 
 @pytest.mark.parametrize("loop", LOOPS)

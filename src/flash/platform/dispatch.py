@@ -194,7 +194,7 @@ class Dispatcher:
         job.has_output, job.output, job.error = False, None, None
         job.crashes = 0
         job.status = js.IN_QUEUE
-        self.store.save(job)
+        self.store.save_with_output(job)  # it has none now
         self.queued[job.endpoint] += 1
         self.retried[job.endpoint] += 1
         if not self._hand_to_taker(job):
@@ -299,7 +299,7 @@ class Dispatcher:
             self.on_stop_pod(worker_id)
         if body.get("status") == js.IN_PROGRESS:
             job.has_output, job.output = "output" in body, body.get("output")
-            self.store.save(job)
+            self.store.save_with_output(job)
             return True
         error = body.get("error")
         if error:
@@ -464,12 +464,14 @@ class Dispatcher:
         job.status = status
         job.finished_at = time.time()
         job.error = error
-        if output is not _MISSING:
-            job.has_output, job.output = True, output
         job.expires_at = job.finished_at + (
             js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
         )
-        self.store.save(job)
+        if output is _MISSING:
+            self.store.save(job)
+        else:
+            job.has_output, job.output = True, output
+            self.store.save_with_output(job)
         self._cancel_timer(job.id)
         ttl = self._ttl_timers.pop(job.id, None)
         if ttl is not None:

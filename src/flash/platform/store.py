@@ -25,6 +25,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     input TEXT
 );
+CREATE TABLE IF NOT EXISTS payloads (
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (job_id, kind)
+);
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
     n INTEGER NOT NULL,
@@ -32,16 +38,28 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (job_id, n)
 );
 """
-# The job's input has a column of its own, the last one: finished jobs are loaded without
-# it (SQLite does not even read it), and only unfinished ones need it. Databases written
-# before kept it inside ``request``, where it is still found (``input`` is NULL there).
+# A job's input and output, which can be megabytes, are rows of ``payloads``, each written
+# once: SQLite rewrites a whole row on UPDATE, so in ``jobs`` they would be written again
+# with every state change. Finished jobs are loaded without their input (SQLite does not
+# even read it); only a retry needs it. Databases written before kept the input in
+# ``jobs.input`` or, earlier, inside ``request``, and the output inside ``state``: it is
+# still found there.
 _ADD_INPUT_COLUMN = "ALTER TABLE jobs ADD COLUMN input TEXT"
+_INPUT, _OUTPUT = "input", "output"
 _FINAL = tuple(sorted(FINAL))
 _LOAD = f"""
-SELECT seq, id, endpoint, status, request, created_at, state,
-    CASE WHEN status IN ({", ".join("?" * len(_FINAL))}) THEN NULL ELSE input END
-FROM jobs ORDER BY seq
+SELECT jobs.seq, jobs.id, jobs.endpoint, jobs.status, jobs.request, jobs.created_at,
+    jobs.state,
+    CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN NULL
+        ELSE coalesce(input.json, jobs.input) END,
+    output.json
+FROM jobs
+LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}'
+LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
+ORDER BY jobs.seq
 """
+_SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
+_PUT_PAYLOAD = "INSERT OR REPLACE INTO payloads (job_id, kind, json) VALUES (?, ?, ?)"
 
 _STATE_FIELDS = (
     "started_at",
@@ -49,8 +67,6 @@ _STATE_FIELDS = (
     "worker_id",
     "attempts",
     "crashes",
-    "has_output",
-    "output",
     "error",
     "expires_at",
     "stream_sent",
@@ -81,37 +97,47 @@ class JobStore:
             "sync": job.sync,
             "idempotency_key": job.idempotency_key,
         }
+        self._db.execute("BEGIN")
         cur = self._db.execute(
-            "INSERT INTO jobs (id, endpoint, status, request, created_at, state, input)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.id,
-                job.endpoint,
-                job.status,
-                json.dumps(request),
-                job.created_at,
-                _state(job),
-                json.dumps(job.input),
-            ),
+            "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job.id, job.endpoint, job.status, json.dumps(request), job.created_at, _state(job)),
         )
+        self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, json.dumps(job.input)))
+        self._db.execute("COMMIT")
         return int(cur.lastrowid or 0)
 
     def save(self, job: Job) -> None:
-        self._db.execute(
-            "UPDATE jobs SET status = ?, state = ? WHERE id = ?",
-            (job.status, _state(job), job.id),
-        )
+        """Write the job's state, not its output (see ``save_with_output``)."""
+        self._db.execute(_SAVE, (job.status, _state(job), job.id))
+
+    def save_with_output(self, job: Job) -> None:
+        """Write the job's state and its output (or that it has none), in one transaction."""
+        self._db.execute("BEGIN")
+        self._db.execute(_SAVE, (job.status, _state(job), job.id))
+        if job.has_output:
+            self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, json.dumps(job.output)))
+        else:
+            self._db.execute(
+                "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
+            )
+        self._db.execute("COMMIT")
 
     def save_many(self, jobs: Iterable[Job]) -> None:
         rows = [(job.status, _state(job), job.id) for job in jobs]
         if not rows:
             return
         self._db.execute("BEGIN")
-        self._db.executemany("UPDATE jobs SET status = ?, state = ? WHERE id = ?", rows)
+        self._db.executemany(_SAVE, rows)
         self._db.execute("COMMIT")
 
     def load_input(self, job_id: str) -> Any:
-        row = self._db.execute("SELECT request, input FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT jobs.request, coalesce(payloads.json, jobs.input) FROM jobs"
+            " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
+            " WHERE jobs.id = ?",
+            (_INPUT, job_id),
+        ).fetchone()
         return None if row is None else _input(*row)
 
     def add_chunk(self, job_id: str, n: int, chunk: Any) -> None:
@@ -127,8 +153,10 @@ class JobStore:
         if not job_ids:
             return
         self._db.execute("BEGIN")
-        self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
-        self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(i,) for i in job_ids])
+        ids = [(i,) for i in job_ids]
+        self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+        self._db.executemany("DELETE FROM payloads WHERE job_id = ?", ids)
+        self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
         self._db.execute("COMMIT")
 
     def load(self) -> list[Job]:
@@ -141,7 +169,7 @@ class JobStore:
             chunks.setdefault(job_id, []).append(json.loads(chunk))
         jobs = []
         rows = self._db.execute(_LOAD, _FINAL)
-        for seq, job_id, endpoint, status, request, created_at, state, stored_input in rows:
+        for seq, job_id, endpoint, status, request, created_at, state, stored_input, output in rows:
             req = json.loads(request)
             job = Job(
                 id=job_id,
@@ -158,7 +186,9 @@ class JobStore:
                 stream=chunks.get(job_id, []),
             )
             for name, value in json.loads(state).items():
-                setattr(job, name, value)
+                setattr(job, name, value)  # with a database of before: has_output and output
+            if output is not None:
+                job.has_output, job.output = True, json.loads(output)
             jobs.append(job)
         return jobs
 
