@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -75,9 +76,10 @@ def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) ->
     dispatcher = platform.dispatcher
     assert dispatcher is not None
     store = dispatcher.store
-    inputs = platform.call(
+    texts = platform.call(
         lambda: [store.load_input(j.id) for j in dispatcher.jobs.values() if j.endpoint == "svc-b"]
     )
+    inputs = [json.loads(text) for text in texts]
     sent_as_json = [i for i in inputs if i.get("init") == {"start": 1000}]
     assert [(i["function"], i["method"], i["kwargs"]) for i in sent_as_json] == [
         ("callsapp.model.Tally", "add", {"x": 1})

@@ -15,7 +15,7 @@ def test_requeued_job_skips_the_dead_workers_pending_poll(tmp_path: Path) -> Non
         dispatcher.add_endpoint("e", None)
         dispatcher.register_worker("w1", "e")
         dispatcher.register_worker("w2", "e")
-        job = dispatcher.submit("e", {"x": 1})
+        job = dispatcher.submit("e", '{"x": 1}')
         assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
         # w1 runs several jobs at once, so it asks for more while running this one...
         more = asyncio.ensure_future(dispatcher.take("w1", 1, True))
@@ -35,7 +35,7 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
         dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
         dispatcher.add_endpoint("e", None)
         dispatcher.register_worker("w1", "e")
-        job = dispatcher.submit("e", {"x": 1})
+        job = dispatcher.submit("e", '{"x": 1}')
         assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
         assert dispatcher.chunk("w1", job.id, "stale-1")
         assert dispatcher.chunk("w1", job.id, "stale-2")

@@ -7,6 +7,7 @@ through to the ``JobStore`` before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import Counter, deque
@@ -53,9 +54,6 @@ def _noop(*_: Any) -> None:
     return None
 
 
-_MISSING: Any = object()
-
-
 class Dispatcher:
     def __init__(self, store: JobStore) -> None:
         self.store = store
@@ -100,7 +98,6 @@ class Dispatcher:
                 if job.expires_at is not None and job.expires_at <= now:
                     expired.append(job.id)
                     continue
-                job.input = None  # reloaded from the store if the job is retried
                 self.jobs[job.id] = job
                 continue
             # IN_PROGRESS is not written through (see _assign): a job with chunks had started
@@ -124,7 +121,7 @@ class Dispatcher:
     def submit(
         self,
         endpoint: str,
-        job_input: Any,
+        input_json: str,
         *,
         webhook: str | None = None,
         execution_timeout_ms: int | None = None,
@@ -132,7 +129,8 @@ class Dispatcher:
         sync: bool = False,
         idempotency_key: str | None = None,
     ) -> Job:
-        """Queue a job; a key seen before on this endpoint returns that earlier job instead."""
+        """Queue a job with the input's JSON text; a key seen before on this endpoint returns
+        that earlier job instead."""
         if idempotency_key is not None:
             earlier = self.jobs.get(self._idempotent.get((endpoint, idempotency_key), ""))
             if earlier is not None:
@@ -140,7 +138,7 @@ class Dispatcher:
         job = Job(
             id=f"{uuid.uuid4()}-u1",
             endpoint=endpoint,
-            input=job_input,
+            input_json=input_json,
             webhook=webhook,
             execution_timeout_ms=execution_timeout_ms,
             ttl_ms=ttl_ms,
@@ -186,12 +184,12 @@ class Dispatcher:
             raise ValueError(
                 f"job {job.id} is {job.status}; only FAILED or TIMED_OUT jobs can be retried"
             )
-        if job.input is None:
-            job.input = self.store.load_input(job.id)
+        if job.input_json is None:
+            job.input_json = self.store.load_input(job.id)
         self._reset_attempt(job)
         self.store.clear_chunks(job.id)
         job.finished_at = job.expires_at = None
-        job.has_output, job.output, job.error = False, None, None
+        job.output_json, job.error = None, None
         job.crashes = 0
         job.status = js.IN_QUEUE
         self.store.save_with_output(job)  # it has none now
@@ -290,25 +288,32 @@ class Dispatcher:
                 # Sent after the stop reached it (allowing for the snapshot to lag).
                 del state.stopping[job_id]
 
-    def done(self, worker_id: str, job_id: str, body: dict[str, Any], is_stream: bool) -> bool:
-        """Record a worker's result; False if the job is no longer this worker's to report."""
+    def done(
+        self,
+        worker_id: str,
+        job_id: str,
+        body: dict[str, Any],
+        is_stream: bool,
+        output_json: str | None,
+    ) -> bool:
+        """Record a worker's result (``output_json``: the text of its output, None if it has
+        none); False if the job is no longer this worker's to report."""
         job = self.jobs.get(job_id)
         if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
             return False
         if body.get("stopPod"):
             self.on_stop_pod(worker_id)
         if body.get("status") == js.IN_PROGRESS:
-            job.has_output, job.output = "output" in body, body.get("output")
+            job.output_json = output_json
             self.store.save_with_output(job)
             return True
         error = body.get("error")
         if error:
-            self._finish(job, js.FAILED, error=error, output=body.get("output", _MISSING))
+            self._finish(job, js.FAILED, error=error, output_json=output_json)
             return True
-        output = body.get("output", _MISSING)
-        if is_stream and not output and job.stream:
-            output = list(job.stream)
-        self._finish(job, js.COMPLETED, error=None, output=output)
+        if is_stream and not body.get("output") and job.stream:
+            output_json = json.dumps(job.stream)
+        self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
 
     def chunk(self, worker_id: str, job_id: str, output: Any) -> bool:
@@ -458,7 +463,8 @@ class Dispatcher:
         job.stream = []
         job.stream_sent = 0
 
-    def _finish(self, job: Job, status: str, *, error: Any, output: Any = _MISSING) -> None:
+    def _finish(self, job: Job, status: str, *, error: Any, output_json: str | None = None) -> None:
+        """End the job; an ``output_json`` replaces any output it reported while running."""
         previous = job.status
         worker_id = job.worker_id
         job.status = status
@@ -467,10 +473,10 @@ class Dispatcher:
         job.expires_at = job.finished_at + (
             js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
         )
-        if output is _MISSING:
+        if output_json is None:
             self.store.save(job)
         else:
-            job.has_output, job.output = True, output
+            job.output_json = output_json
             self.store.save_with_output(job)
         self._cancel_timer(job.id)
         ttl = self._ttl_timers.pop(job.id, None)
@@ -491,7 +497,7 @@ class Dispatcher:
             self.completed[job.endpoint] += 1
         elif status == js.FAILED:
             self.failed[job.endpoint] += 1
-        job.input = None  # kept in the store; only a retry needs it again
+        job.input_json = None  # kept in the store; only a retry needs it again
         self._wake(self._final_waiters, job.id)
         self._wake(self._stream_waiters, job.id)
         self.on_final(job)

@@ -69,7 +69,16 @@ class _Router:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data), status_code=status, media_type="application/json")
+    return _json_text(json.dumps(data), status)
+
+
+def _json_text(text: str, status: int = 200) -> Response:
+    return Response(text, status_code=status, media_type="application/json")
+
+
+def _job_to_take(job: js.Job) -> str:
+    """A job as job-take answers it: its input's text is spliced in, not encoded again."""
+    return f'{{"id": {json.dumps(job.id)}, "input": {job.input_json}}}'
 
 
 def _error(status: int, message: str) -> Response:
@@ -210,7 +219,7 @@ class Gateway:
             )
         job = self.dispatcher.submit(
             request.path_params["endpoint"],
-            job_input,
+            json.dumps(job_input),
             webhook=webhook,
             execution_timeout_ms=exec_ms,
             ttl_ms=ttl_ms,
@@ -221,7 +230,7 @@ class Gateway:
             # Accepted into the queue, even if a waiting worker took it this very moment.
             return _json({"id": job.id, "status": js.IN_QUEUE})
         if await self._wait_or_disconnect(request, job, wait_ms / 1000):
-            return _json(job.body())
+            return _json_text(job.body_json())
         return _json({"id": job.id, "status": job.status})
 
     async def _wait_or_disconnect(self, request: Request, job: js.Job, timeout: float) -> bool:
@@ -246,7 +255,7 @@ class Gateway:
 
     async def status(self, request: Request) -> Response:
         job = self._job(request)
-        return job if isinstance(job, Response) else _json(job.body())
+        return job if isinstance(job, Response) else _json_text(job.body_json())
 
     async def stream(self, request: Request) -> Response:
         job = self._job(request)
@@ -300,7 +309,7 @@ class Gateway:
         jobs = await self._take(request, 1)
         if not jobs:
             return Response(status_code=_NO_CONTENT)
-        return _json({"id": jobs[0].id, "input": jobs[0].input})
+        return _json_text(_job_to_take(jobs[0]))
 
     async def take_batch(self, request: Request) -> Response:
         try:
@@ -310,7 +319,7 @@ class Gateway:
         jobs = await self._take(request, size)
         if not jobs:
             return Response(status_code=_NO_CONTENT)
-        return _json([{"id": j.id, "input": j.input} for j in jobs])
+        return _json_text(f"[{', '.join(_job_to_take(j) for j in jobs)}]")
 
     async def _take(self, request: Request, size: int) -> list[js.Job]:
         in_progress = request.query_params.get("job_in_progress", "0") not in ("0", "", "false")
@@ -327,8 +336,13 @@ class Gateway:
         if isinstance(body, Response):
             return body
         is_stream = request.query_params.get("isStream", "false").lower() == "true"
+        output_json = json.dumps(body["output"]) if "output" in body else None
         accepted = self.dispatcher.done(
-            request.path_params["worker"], request.path_params["job_id"], body, is_stream
+            request.path_params["worker"],
+            request.path_params["job_id"],
+            body,
+            is_stream,
+            output_json,
         )
         return _json({"accepted": accepted})
 

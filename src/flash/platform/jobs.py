@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,9 @@ JOB_LOG_LINES = 30
 class Job:
     id: str
     endpoint: str
-    input: Any
+    # The input and the output as JSON text, encoded once (or cut from the request) and
+    # then stored and sent as they are. The input is dropped once the job is final.
+    input_json: str | None
     status: str = IN_QUEUE
     seq: int = 0
     webhook: str | None = None
@@ -38,8 +41,7 @@ class Job:
     worker_id: str | None = None
     attempts: int = 0
     crashes: int = 0
-    has_output: bool = False
-    output: Any = None
+    output_json: str | None = None  # None: the job has no output
     error: Any = None
     expires_at: float | None = None
     stream: list[Any] = field(default_factory=list)
@@ -51,17 +53,18 @@ class Job:
     def final(self) -> bool:
         return self.status in FINAL
 
-    def body(self) -> dict[str, Any]:
-        """What ``GET /status`` answers (and what a webhook receives)."""
+    def body_json(self) -> str:
+        """What ``GET /status`` answers (and what a webhook receives), as JSON text."""
         out: dict[str, Any] = {"id": self.id, "status": self.status}
         if self.started_at is not None:
             out["delayTime"] = int((self.started_at - self.created_at) * 1000)
             if self.finished_at is not None:
                 out["executionTime"] = int((self.finished_at - self.started_at) * 1000)
-        if self.has_output:
-            out["output"] = self.output
         if self.error is not None:
             out["error"] = self.error
         if self.worker_id is not None:
             out["workerId"] = self.worker_id
-        return out
+        text = json.dumps(out)
+        if self.output_json is None:
+            return text
+        return f'{text[:-1]}, "output": {self.output_json}}}'  # spliced in, not re-encoded

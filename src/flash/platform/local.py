@@ -362,23 +362,23 @@ class LocalPlatform:
 
     def _on_final(self, job: Job) -> None:
         if job.webhook:
-            task = asyncio.ensure_future(self._post_webhook(job.webhook, job.body()))
+            task = asyncio.ensure_future(self._post_webhook(job.webhook, job.id, job.body_json()))
             self._webhook_tasks.add(task)
             task.add_done_callback(self._webhook_tasks.discard)
 
-    async def _post_webhook(self, url: str, body: dict[str, Any]) -> None:
+    async def _post_webhook(self, url: str, job_id: str, body: str) -> None:
         for attempt in range(_WEBHOOK_ATTEMPTS):
             try:
-                response = await self._webhooks.post(url, json=body)
+                response = await self._webhooks.post(
+                    url, content=body, headers={"content-type": "application/json"}
+                )
                 if response.status_code < 500:
                     return
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.5 * 2**attempt)
         if self.echo is not None:
-            self.echo(
-                f"[platform] webhook {url} for job {body['id']} failed {_WEBHOOK_ATTEMPTS} times"
-            )
+            self.echo(f"[platform] webhook {url} for job {job_id} failed {_WEBHOOK_ATTEMPTS} times")
 
 
 def _lock_state_dir(state_dir: Path) -> int:

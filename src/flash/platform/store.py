@@ -103,7 +103,7 @@ class JobStore:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (job.id, job.endpoint, job.status, json.dumps(request), job.created_at, _state(job)),
         )
-        self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, json.dumps(job.input)))
+        self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, job.input_json))
         self._db.execute("COMMIT")
         return int(cur.lastrowid or 0)
 
@@ -115,8 +115,8 @@ class JobStore:
         """Write the job's state and its output (or that it has none), in one transaction."""
         self._db.execute("BEGIN")
         self._db.execute(_SAVE, (job.status, _state(job), job.id))
-        if job.has_output:
-            self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, json.dumps(job.output)))
+        if job.output_json is not None:
+            self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, job.output_json))
         else:
             self._db.execute(
                 "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
@@ -131,14 +131,20 @@ class JobStore:
         self._db.executemany(_SAVE, rows)
         self._db.execute("COMMIT")
 
-    def load_input(self, job_id: str) -> Any:
+    def load_input(self, job_id: str) -> str | None:
+        """The stored input's JSON text; a ValueError says if it cannot be read."""
         row = self._db.execute(
             "SELECT jobs.request, coalesce(payloads.json, jobs.input) FROM jobs"
             " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
             " WHERE jobs.id = ?",
             (_INPUT, job_id),
         ).fetchone()
-        return None if row is None else _input(*row)
+        if row is None:
+            return None
+        try:
+            return _input_json(*row)
+        except ValueError:
+            raise ValueError(f"the stored input of job {job_id} could not be read") from None
 
     def add_chunk(self, job_id: str, n: int, chunk: Any) -> None:
         self._db.execute(
@@ -167,36 +173,48 @@ class JobStore:
             "SELECT job_id, chunk FROM chunks ORDER BY job_id, n"
         ):
             chunks.setdefault(job_id, []).append(json.loads(chunk))
-        jobs = []
-        rows = self._db.execute(_LOAD, _FINAL)
-        for seq, job_id, endpoint, status, request, created_at, state, stored_input, output in rows:
-            req = json.loads(request)
-            job = Job(
-                id=job_id,
-                endpoint=endpoint,
-                input=None if status in FINAL else _input(request, stored_input),
-                status=status,
-                seq=seq,
-                webhook=req["webhook"],
-                execution_timeout_ms=req["execution_timeout_ms"],
-                ttl_ms=req["ttl_ms"],
-                sync=req["sync"],
-                idempotency_key=req.get("idempotency_key"),
-                created_at=created_at,
-                stream=chunks.get(job_id, []),
-            )
-            for name, value in json.loads(state).items():
-                setattr(job, name, value)  # with a database of before: has_output and output
-            if output is not None:
-                job.has_output, job.output = True, json.loads(output)
-            jobs.append(job)
-        return jobs
+        return [_job(row, chunks.get(row[1], [])) for row in self._db.execute(_LOAD, _FINAL)]
 
 
-def _input(request: str, stored_input: str | None) -> Any:
+def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
+    seq, job_id, endpoint, status, request, created_at, state, stored_input, output = row
+    req = json.loads(request)
+    job = Job(
+        id=job_id,
+        endpoint=endpoint,
+        input_json=None if status in FINAL else _input_json(request, stored_input),
+        status=status,
+        seq=seq,
+        webhook=req["webhook"],
+        execution_timeout_ms=req["execution_timeout_ms"],
+        ttl_ms=req["ttl_ms"],
+        sync=req["sync"],
+        idempotency_key=req.get("idempotency_key"),
+        created_at=created_at,
+        stream=stream,
+    )
+    fields = json.loads(state)
+    # Databases of earlier versions kept the output inside the state.
+    if fields.pop("has_output", False):
+        job.output_json = json.dumps(fields.get("output"))
+    fields.pop("output", None)
+    for name, value in fields.items():
+        setattr(job, name, value)
+    if output is not None:
+        job.output_json = _checked(output)
+    return job
+
+
+def _input_json(request: str, stored_input: str | None) -> str:
     if stored_input is None:  # written before inputs had their own column
-        return json.loads(request).get("input")
-    return json.loads(stored_input)
+        return json.dumps(json.loads(request).get("input"))
+    return _checked(stored_input)
+
+
+def _checked(text: str) -> str:
+    """``text`` if it is JSON (a ValueError if not): stored text is sent on as it is."""
+    json.loads(text)
+    return text
 
 
 def _state(job: Job) -> str:
