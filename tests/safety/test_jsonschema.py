@@ -22,6 +22,7 @@ from flash.runtime.jsonschema import (
     JsonInputError,
     check_depth,
     parse_json,
+    parse_json_member,
     validate,
 )
 
@@ -330,6 +331,57 @@ def test_parse_json_limits() -> None:
     with pytest.raises(JsonInputError) as bad:
         parse_json('{"secret": "hunter2", ', 1000, 5)
     assert "hunter2" not in str(bad.value) and "line 1" in str(bad.value)
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=5), _JSON_VALUES, max_size=4),
+    st.sampled_from([{}, {"indent": 2}, {"separators": (",", ":")}, {"ensure_ascii": False}]),
+    st.booleans(),
+)
+def test_a_members_text_is_cut_from_the_document_as_sent(
+    document: dict[str, Any], style: dict[str, Any], as_bytes: bool
+) -> None:
+    text = f" {json.dumps(document, **style)}\n"
+    value, member_text = parse_json_member(
+        text.encode() if as_bytes else text, 10_000_000, 100, "input"
+    )
+    assert value == json.loads(text)
+    if "input" not in document:
+        assert member_text is None
+    elif member_text is None:
+        assert not text.isascii()  # the caller encodes the value instead
+    else:
+        assert json.loads(member_text) == document["input"]
+        assert member_text in text
+
+
+def test_a_document_that_is_not_json_is_refused_when_a_member_is_kept() -> None:
+    documents = ['{"input": 1,}', '{"input" 1}', '{"input": }', '{"input": 1} x', "{", "{'a': 1}"]
+    documents += ['{"input": NaN}', '{"a": 1 "input": 2}', '{"input": [1, 2]]', "[1] [2]"]
+    for document in documents:
+        with pytest.raises(JsonInputError) as info:
+            parse_json_member(document, 1000, 5, "input")
+        assert info.value.reason == INVALID_JSON, document
+    assert parse_json_member('{"input": 1, "input": [2]}', 1000, 5, "input") == (
+        {"input": [2]},
+        "[2]",
+    )
+    assert parse_json_member("[1]", 1000, 5, "input") == ([1], None)
+    with pytest.raises(JsonInputError) as deep:
+        parse_json_member('{"input": ' + "[" * 10 + "]" * 10 + "}", 1000, 5, "input")
+    assert deep.value.reason == TOO_DEEP
 
 
 def test_flat_documents_are_not_walked_but_still_checked() -> None:

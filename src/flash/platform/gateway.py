@@ -17,7 +17,7 @@ from flash.platform import jobs as js
 from flash.platform import openapi
 from flash.platform.dispatch import Dispatcher
 from flash.platform.supervisor import Supervisor
-from flash.runtime.jsonschema import JsonInputError, parse_json
+from flash.runtime.jsonschema import JsonInputError, parse_json_member
 
 # Deeper JSON is refused with 400 before anything else looks at it.
 MAX_JSON_DEPTH = 256
@@ -199,7 +199,7 @@ class Gateway:
         parsed = _parse_request(raw)
         if isinstance(parsed, Response):
             return parsed
-        job_input, webhook, exec_ms, ttl_ms = parsed
+        input_json, webhook, exec_ms, ttl_ms = parsed
         wait_ms = RUNSYNC_DEFAULT_WAIT_MS
         wait = request.query_params.get("wait")
         if sync and wait is not None:
@@ -219,7 +219,7 @@ class Gateway:
             )
         job = self.dispatcher.submit(
             request.path_params["endpoint"],
-            json.dumps(job_input),
+            input_json,
             webhook=webhook,
             execution_timeout_ms=exec_ms,
             ttl_ms=ttl_ms,
@@ -332,11 +332,11 @@ class Gateway:
         return _json({"jobsToStop": stops})
 
     async def done(self, request: Request) -> Response:
-        body = await _worker_body(request)
-        if isinstance(body, Response):
-            return body
+        parsed = await _worker_body(request)
+        if isinstance(parsed, Response):
+            return parsed
+        body, output_json = parsed
         is_stream = request.query_params.get("isStream", "false").lower() == "true"
-        output_json = json.dumps(body["output"]) if "output" in body else None
         accepted = self.dispatcher.done(
             request.path_params["worker"],
             request.path_params["job_id"],
@@ -347,9 +347,10 @@ class Gateway:
         return _json({"accepted": accepted})
 
     async def chunk(self, request: Request) -> Response:
-        body = await _worker_body(request)
-        if isinstance(body, Response):
-            return body
+        parsed = await _worker_body(request)
+        if isinstance(parsed, Response):
+            return parsed
+        body = parsed[0]
         accepted = self.dispatcher.chunk(
             request.path_params["worker"], request.path_params["job_id"], body.get("output")
         )
@@ -403,17 +404,26 @@ def _too_large(route: str, size: int, limit: int) -> Response:
     )
 
 
-def _load_json(raw: bytes) -> Any:
-    """The body as JSON; a ValueError names what is wrong (never quoting the body)."""
+def _load_json(raw: bytes, member: str) -> tuple[Any, str | None]:
+    """The body as JSON, and the JSON text of its ``member`` (see ``parse_json_member``);
+    a ValueError names what is wrong (never quoting the body)."""
     try:
-        return parse_json(raw or b"null", max_bytes=len(raw) + 4, max_depth=MAX_JSON_DEPTH)
+        return parse_json_member(
+            raw or b"null", max_bytes=len(raw) + 4, max_depth=MAX_JSON_DEPTH, member=member
+        )
     except JsonInputError as err:
         raise ValueError(err.message) from None
 
 
-def _parse_request(raw: bytes) -> tuple[Any, str | None, int | None, int | None] | Response:
+def _member_json(data: dict[str, Any], member: str, text: str | None) -> str:
+    """The member's JSON text: as it was sent, or encoded when that text cannot be used."""
+    return text if text is not None else json.dumps(data[member])
+
+
+def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None] | Response:
+    """The input's JSON text, the webhook and the policy's limits, or a 400 answer."""
     try:
-        data = _load_json(raw)
+        data, input_text = _load_json(raw, "input")
     except ValueError as err:
         return _error(400, f"request body: {err}")
     if not isinstance(data, dict) or "input" not in data:
@@ -434,18 +444,20 @@ def _parse_request(raw: bytes) -> tuple[Any, str | None, int | None, int | None]
         ):
             return _error(400, f"'policy.{key}' must be a positive integer (milliseconds)")
         limits.append(value)
-    return data["input"], webhook, limits[0], limits[1]
+    return _member_json(data, "input", input_text), webhook, limits[0], limits[1]
 
 
-async def _worker_body(request: Request) -> dict[str, Any] | Response:
+async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | Response:
+    """The body, and its output's JSON text (None without one), or a 400 answer."""
     # The SDK sends JSON labelled application/x-www-form-urlencoded: read it raw.
     try:
-        body = _load_json(await request.body())
+        body, output_text = _load_json(await request.body(), "output")
     except ValueError as err:
         return _error(400, f"body: {err}")
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
-    return body
+    output_json = _member_json(body, "output", output_text) if "output" in body else None
+    return body, output_json
 
 
 def openapi_schema() -> dict[str, Any]:

@@ -33,6 +33,7 @@ __all__ = [
     "format_path",
     "is_number",
     "parse_json",
+    "parse_json_member",
     "validate",
 ]
 
@@ -119,6 +120,19 @@ def parse_json(text: str | bytes, max_bytes: int, max_depth: int) -> Any:
     Raises JsonInputError with reason TOO_LARGE, TOO_DEEP or INVALID_JSON; the message
     never quotes the document.
     """
+    return parse_json_member(text, max_bytes, max_depth, None)[0]
+
+
+def parse_json_member(
+    text: str | bytes, max_bytes: int, max_depth: int, member: str | None
+) -> tuple[Any, str | None]:
+    """``parse_json``, and the JSON text of ``member`` of the top-level object as it was
+    sent: whoever passes that value on can send the text instead of encoding it again.
+
+    The text is None when the document is not an object with that member, or when the
+    member's text is not ASCII (``json.dumps`` output is; anything else could hold a lone
+    surrogate that UTF-8 cannot carry): then encode the value.
+    """
     if isinstance(text, (bytes, bytearray)):
         size = len(text)
     elif len(text) > max_bytes or text.isascii():
@@ -130,7 +144,10 @@ def parse_json(text: str | bytes, max_bytes: int, max_depth: int) -> Any:
             TOO_LARGE, f"the JSON body is {size} bytes, over the limit of {max_bytes} bytes"
         )
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        if member is None:
+            value, member_text = json.loads(text, parse_constant=_reject_constant), None
+        else:
+            value, member_text = _loads_keeping_member(_json_str(text), member)
     except RecursionError:
         raise JsonInputError(TOO_DEEP, f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -143,7 +160,71 @@ def parse_json(text: str | bytes, max_bytes: int, max_depth: int) -> Any:
         brackets = text.count(b"[") + text.count(b"{")
     if brackets > max_depth:
         check_depth(value, max_depth)
-    return value
+    if member_text is not None and not member_text.isascii():
+        member_text = None
+    return value, member_text
+
+
+def _json_str(text: str | bytes | bytearray) -> str:
+    if isinstance(text, str):
+        return text
+    return text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads does
+
+
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _loads_keeping_member(text: str, member: str) -> tuple[Any, str | None]:
+    """``json.loads(text)`` and the text of the top-level object's ``member``: the object's
+    own punctuation is read here, its keys and values by json's C scanner."""
+    at = _skip_space(text, 0)
+    if not text.startswith("{", at):
+        return _DECODER.decode(text), None
+    obj: dict[str, Any] = {}
+    member_text = None
+    at = _skip_space(text, at + 1)
+    if text.startswith("}", at):
+        _check_end(text, at + 1)
+        return obj, None
+    while True:
+        if not text.startswith('"', at):
+            raise json.JSONDecodeError(
+                "Expecting property name enclosed in double quotes", text, at
+            )
+        key, at = _scan(text, at)
+        at = _skip_space(text, at)
+        if not text.startswith(":", at):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
+        start = _skip_space(text, at + 1)
+        obj[key], at = _scan(text, start)
+        if key == member:  # the last one counts, as in json.loads
+            member_text = text[start:at]
+        at = _skip_space(text, at)
+        if text.startswith("}", at):
+            break
+        if not text.startswith(",", at):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+        at = _skip_space(text, at + 1)
+    _check_end(text, at + 1)
+    return obj, member_text
+
+
+def _scan(text: str, at: int) -> tuple[Any, int]:
+    """The JSON value at ``at`` and where it ends."""
+    try:
+        return _DECODER.scan_once(text, at)  # type: ignore[attr-defined]
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+
+
+def _skip_space(text: str, at: int) -> int:
+    return _JSON_WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+
+
+def _check_end(text: str, at: int) -> None:
+    at = _skip_space(text, at)
+    if at != len(text):
+        raise json.JSONDecodeError("Extra data", text, at)
 
 
 def format_path(path: _Path) -> str:
@@ -754,6 +835,9 @@ def _list_preview(values: list[Any], limit: int = 10) -> str:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 # Formats are checked loosely: never stricter than pydantic, which converts the value after.
