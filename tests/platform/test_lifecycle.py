@@ -146,6 +146,50 @@ def test_restart_serves_a_finished_job_whose_stored_input_is_damaged(
     assert status["status"] == "COMPLETED" and status["output"] == {"echo": "kept"}
 
 
+def test_restart_fails_queued_jobs_whose_stored_record_is_damaged_and_runs_the_rest(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
+    state = tmp_path / "state"
+    first = platform_factory(app, state)
+    sleeper = _post(first, "basic/run", json={"input": {"action": "sleep", "seconds": 1}})
+    wait_for(
+        lambda: (
+            _get(first, f"basic/status/{sleeper.json()['id']}").json()["status"] == "IN_PROGRESS"
+        ),
+        30,
+        "the sleeper to start",
+    )
+    queued = {
+        part: _post(
+            first, "basic/run", json={"input": {"action": "echo", "value": f"damage-{part}"}}
+        ).json()["id"]
+        for part in ("request", "state", "input", "nothing")
+    }
+    first.stop(grace_s=0.2)  # the sleeper cannot finish in time: the others stay queued
+    db = sqlite3.connect(state / "jobs.db")
+    for column in ("request", "state"):
+        db.execute(f"UPDATE jobs SET {column} = '{{not json' WHERE id = ?", (queued[column],))
+    db.commit()
+    db.close()
+    _damage(state / "jobs.db", "damage-input", 'damage"input')
+
+    second = platform_factory(app, state)
+    for part in ("request", "state", "input"):
+        failed = _final(second, "basic", queued[part])
+        assert failed["status"] == "FAILED", part
+        assert queued[part] in failed["error"] and "could not be read" in failed["error"]
+    assert _final(second, "basic", queued["nothing"])["output"] == {"echo": "damage-nothing"}
+    assert _final(second, "basic", sleeper.json()["id"])["output"] == {"slept": 1}
+    retried = _post(second, f"basic/retry/{queued['input']}")
+    assert retried.status_code == 400 and "could not be read" in retried.json()["error"]
+    second.stop(grace_s=1)
+    # Stored as failed: the next start reads it again.
+    third = platform_factory(app, state)
+    again = _get(third, f"basic/status/{queued['request']}").json()
+    assert again["status"] == "FAILED" and "could not be read" in again["error"]
+
+
 def _damage(db_path: Path, text: str, damaged: str) -> None:
     """Replace ``text`` with ``damaged`` in every text column of every table."""
     db = sqlite3.connect(db_path)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flash.platform.jobs import FINAL, Job
+from flash.platform.jobs import FAILED, FINAL, RUN_RETENTION_S, Job
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -90,18 +91,11 @@ class JobStore:
         self._db.close()
 
     def insert(self, job: Job) -> int:
-        request = {
-            "webhook": job.webhook,
-            "execution_timeout_ms": job.execution_timeout_ms,
-            "ttl_ms": job.ttl_ms,
-            "sync": job.sync,
-            "idempotency_key": job.idempotency_key,
-        }
         self._db.execute("BEGIN")
         cur = self._db.execute(
             "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (job.id, job.endpoint, job.status, json.dumps(request), job.created_at, _state(job)),
+            (job.id, job.endpoint, job.status, _request(job), job.created_at, _state(job)),
         )
         self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, job.input_json))
         self._db.execute("COMMIT")
@@ -167,13 +161,36 @@ class JobStore:
 
     def load(self) -> list[Job]:
         """Every stored job in submission order, with its stream chunks; finished jobs
-        without their input (only a retry needs it: ``load_input``)."""
-        chunks: dict[str, list[Any]] = {}
+        without their input (only a retry needs it: ``load_input``).
+
+        A job whose stored record cannot be read is returned FAILED with an error that says
+        so, and stored that way: one damaged row does not keep the others from running.
+        """
+        chunks: dict[str, list[str]] = {}
         for job_id, chunk in self._db.execute(
             "SELECT job_id, chunk FROM chunks ORDER BY job_id, n"
         ):
-            chunks.setdefault(job_id, []).append(json.loads(chunk))
-        return [_job(row, chunks.get(row[1], [])) for row in self._db.execute(_LOAD, _FINAL)]
+            chunks.setdefault(job_id, []).append(chunk)
+        jobs = []
+        for row in self._db.execute(_LOAD, _FINAL).fetchall():
+            try:
+                job = _job(row, [json.loads(chunk) for chunk in chunks.get(row[1], [])])
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                job = _unreadable_job(row, err)
+                self._rewrite(job)
+            jobs.append(job)
+        return jobs
+
+    def _rewrite(self, job: Job) -> None:
+        """Store all of the job's record again but its input (a retry tries that one)."""
+        self._db.execute("BEGIN")
+        self._db.execute(
+            "UPDATE jobs SET status = ?, request = ?, state = ? WHERE id = ?",
+            (job.status, _request(job), _state(job), job.id),
+        )
+        self._db.execute("DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT))
+        self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job.id,))
+        self._db.execute("COMMIT")
 
 
 def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
@@ -205,6 +222,24 @@ def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
     return job
 
 
+def _unreadable_job(row: tuple[Any, ...], err: Exception) -> Job:
+    seq, job_id, endpoint, status, _, created_at = row[:6]
+    outcome = "its result is lost" if status in FINAL else "it was not run"
+    now = time.time()
+    return Job(
+        id=job_id,
+        endpoint=endpoint,
+        input_json=None,
+        status=FAILED,
+        seq=seq,
+        created_at=created_at if isinstance(created_at, (int, float)) else now,
+        finished_at=now,
+        expires_at=now + RUN_RETENTION_S,
+        error=f"the stored record of job {job_id} could not be read"
+        f" ({type(err).__name__}: {err}); {outcome}",
+    )
+
+
 def _input_json(request: str, stored_input: str | None) -> str:
     if stored_input is None:  # written before inputs had their own column
         return json.dumps(json.loads(request).get("input"))
@@ -215,6 +250,18 @@ def _checked(text: str) -> str:
     """``text`` if it is JSON (a ValueError if not): stored text is sent on as it is."""
     json.loads(text)
     return text
+
+
+def _request(job: Job) -> str:
+    return json.dumps(
+        {
+            "webhook": job.webhook,
+            "execution_timeout_ms": job.execution_timeout_ms,
+            "ttl_ms": job.ttl_ms,
+            "sync": job.sync,
+            "idempotency_key": job.idempotency_key,
+        }
+    )
 
 
 def _state(job: Job) -> str:
