@@ -160,12 +160,12 @@ def test_restart_fails_queued_jobs_whose_stored_record_is_damaged_and_runs_the_r
         30,
         "the sleeper to start",
     )
-    queued = {
-        part: _post(
-            first, "basic/run", json={"input": {"action": "echo", "value": f"damage-{part}"}}
-        ).json()["id"]
-        for part in ("request", "state", "input", "nothing")
-    }
+    # Values big enough for the store to keep them apart from the job's row.
+    values = {part: f"damage-{part} " * 1000 for part in ("request", "state", "input", "nothing")}
+    queued = {}
+    for part, value in values.items():
+        job_input = {"action": "echo", "value": value}
+        queued[part] = _post(first, "basic/run", json={"input": job_input}).json()["id"]
     first.stop(grace_s=0.2)  # the sleeper cannot finish in time: the others stay queued
     db = sqlite3.connect(state / "jobs.db")
     for column in ("request", "state"):
@@ -179,7 +179,7 @@ def test_restart_fails_queued_jobs_whose_stored_record_is_damaged_and_runs_the_r
         failed = _final(second, "basic", queued[part])
         assert failed["status"] == "FAILED", part
         assert queued[part] in failed["error"] and "could not be read" in failed["error"]
-    assert _final(second, "basic", queued["nothing"])["output"] == {"echo": "damage-nothing"}
+    assert _final(second, "basic", queued["nothing"])["output"] == {"echo": values["nothing"]}
     assert _final(second, "basic", sleeper.json()["id"])["output"] == {"slept": 1}
     retried = _post(second, f"basic/retry/{queued['input']}")
     assert retried.status_code == 400 and "could not be read" in retried.json()["error"]

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     request TEXT NOT NULL,
     created_at REAL NOT NULL,
     state TEXT NOT NULL,
-    input TEXT
+    input TEXT,
+    output TEXT
 );
 CREATE TABLE IF NOT EXISTS payloads (
     job_id TEXT NOT NULL,
@@ -39,27 +40,31 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (job_id, n)
 );
 """
-# A job's input and output, which can be megabytes, are rows of ``payloads``, each written
-# once: SQLite rewrites a whole row on UPDATE, so in ``jobs`` they would be written again
-# with every state change. Finished jobs are loaded without their input (SQLite does not
-# even read it); only a retry needs it. Databases written before kept the input in
-# ``jobs.input`` or, earlier, inside ``request``, and the output inside ``state``: it is
-# still found there.
-_ADD_INPUT_COLUMN = "ALTER TABLE jobs ADD COLUMN input TEXT"
+# A job's input and output up to _INLINE_BYTES are kept in its row (one statement writes
+# them). Bigger ones, which can be megabytes, are rows of ``payloads``, each written once:
+# SQLite rewrites a whole row on UPDATE, so in ``jobs`` they would be written again with
+# every state change. Finished jobs are loaded without their input (SQLite does not even
+# read it); only a retry needs it. Databases of earlier versions kept every input in
+# ``jobs.input`` or, before that, inside ``request``, and the output inside ``state``: it
+# is still found there.
+_INLINE_BYTES = 4096
+_ADD_COLUMNS = {"input": "ALTER TABLE jobs ADD COLUMN input TEXT"}
+_ADD_COLUMNS["output"] = "ALTER TABLE jobs ADD COLUMN output TEXT"
 _INPUT, _OUTPUT = "input", "output"
 _FINAL = tuple(sorted(FINAL))
 _LOAD = f"""
 SELECT jobs.seq, jobs.id, jobs.endpoint, jobs.status, jobs.request, jobs.created_at,
     jobs.state,
     CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN NULL
-        ELSE coalesce(input.json, jobs.input) END,
-    output.json
+        ELSE coalesce(jobs.input, input.json) END,
+    coalesce(jobs.output, output.json)
 FROM jobs
 LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}'
 LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
 ORDER BY jobs.seq
 """
 _SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
+_SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id = ?"
 _PUT_PAYLOAD = "INSERT OR REPLACE INTO payloads (job_id, kind, json) VALUES (?, ?, ?)"
 
 _STATE_FIELDS = (
@@ -84,21 +89,38 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "input" not in columns:
-            self._db.execute(_ADD_INPUT_COLUMN)
+        for column, add_column in _ADD_COLUMNS.items():
+            if column not in columns:
+                self._db.execute(add_column)
 
     def close(self) -> None:
         self._db.close()
 
     def insert(self, job: Job) -> int:
+        """Store a new job with its input; its ``seq``."""
+        input_json = job.input_json if job.input_json is not None else "null"
+        if len(input_json) <= _INLINE_BYTES:
+            return self._insert_row(job, input_json)
         self._db.execute("BEGIN")
-        cur = self._db.execute(
-            "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (job.id, job.endpoint, job.status, _request(job), job.created_at, _state(job)),
-        )
-        self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, job.input_json))
+        seq = self._insert_row(job, None)
+        self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, input_json))
         self._db.execute("COMMIT")
+        return seq
+
+    def _insert_row(self, job: Job, inline_input: str | None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO jobs (id, endpoint, status, request, created_at, state, input)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.endpoint,
+                job.status,
+                _request(job),
+                job.created_at,
+                _state(job),
+                inline_input,
+            ),
+        )
         return int(cur.lastrowid or 0)
 
     def save(self, job: Job) -> None:
@@ -107,10 +129,15 @@ class JobStore:
 
     def save_with_output(self, job: Job) -> None:
         """Write the job's state and its output (or that it has none), in one transaction."""
+        output = job.output_json
+        if output is not None and len(output) <= _INLINE_BYTES:
+            # An output in the row is read before one in ``payloads``: no need to delete that.
+            self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), output, job.id))
+            return
         self._db.execute("BEGIN")
-        self._db.execute(_SAVE, (job.status, _state(job), job.id))
-        if job.output_json is not None:
-            self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, job.output_json))
+        self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
+        if output is not None:
+            self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, output))
         else:
             self._db.execute(
                 "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
@@ -128,7 +155,7 @@ class JobStore:
     def load_input(self, job_id: str) -> str | None:
         """The stored input's JSON text; a ValueError says if it cannot be read."""
         row = self._db.execute(
-            "SELECT jobs.request, coalesce(payloads.json, jobs.input) FROM jobs"
+            "SELECT jobs.request, coalesce(jobs.input, payloads.json) FROM jobs"
             " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
             " WHERE jobs.id = ?",
             (_INPUT, job_id),
@@ -185,7 +212,7 @@ class JobStore:
         """Store all of the job's record again but its input (a retry tries that one)."""
         self._db.execute("BEGIN")
         self._db.execute(
-            "UPDATE jobs SET status = ?, request = ?, state = ? WHERE id = ?",
+            "UPDATE jobs SET status = ?, request = ?, state = ?, output = NULL WHERE id = ?",
             (job.status, _request(job), _state(job), job.id),
         )
         self._db.execute("DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT))
