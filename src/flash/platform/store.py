@@ -48,8 +48,11 @@ CREATE TABLE IF NOT EXISTS chunks (
 # ``jobs.input`` or, before that, inside ``request``, and the output inside ``state``: it
 # is still found there.
 _INLINE_BYTES = 4096
-_ADD_COLUMNS = {"input": "ALTER TABLE jobs ADD COLUMN input TEXT"}
-_ADD_COLUMNS["output"] = "ALTER TABLE jobs ADD COLUMN output TEXT"
+# Columns later versions added; one platform per state folder, so one migrates at a time.
+_ADD_COLUMNS = {
+    "input": "ALTER TABLE jobs ADD COLUMN input TEXT",
+    "output": "ALTER TABLE jobs ADD COLUMN output TEXT",
+}
 _INPUT, _OUTPUT = "input", "output"
 _FINAL = tuple(sorted(FINAL))
 _LOAD = f"""
