@@ -87,7 +87,7 @@ SIGNED_FIELDS = (
     "items",
 )
 
-_SIGNED_SET = frozenset(SIGNED_FIELDS)
+_SIGNED_SORTED = tuple(sorted(SIGNED_FIELDS))  # canonical order
 
 # SignatureError.reason values.
 MISSING = "missing"
@@ -203,8 +203,9 @@ def payload_digest(fields: Mapping[str, Any]) -> str:
     (or nested absurdly deep).
     """
     parts = []
-    for name in sorted(_SIGNED_SET.intersection(fields)):
-        value = fields[name]
+    get = fields.get
+    for name in _SIGNED_SORTED:
+        value = get(name)
         if value is None:
             continue
         kind = type(value)
