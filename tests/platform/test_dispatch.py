@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import sqlite3
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from flash.platform.dispatch import Dispatcher
+from flash.platform.jobs import Job
 from flash.platform.store import JobStore
 
 
@@ -54,3 +61,74 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
 
     job_id = asyncio.run(first_life())
     asyncio.run(second_life(job_id))
+
+
+def _status(dispatcher: Dispatcher, job_id: str) -> dict[str, Any]:
+    return dict(json.loads(dispatcher.jobs[job_id].body_json()))
+
+
+def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -> None:
+    async def first_life() -> str:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", '{"x": 1}')
+        await dispatcher.take("w1", 1, False)
+        # Progress output, then the worker dies: the job runs again from scratch.
+        assert dispatcher.done("w1", job.id, {"status": "IN_PROGRESS"}, False, '"half"')
+        dispatcher.worker_exited("w1", "exited with code 3", blame=False)
+        assert _status(dispatcher, job.id)["status"] == "IN_QUEUE"
+        assert "output" not in _status(dispatcher, job.id)
+        dispatcher.register_worker("w2", "e")
+        await dispatcher.take("w2", 1, False)
+        assert dispatcher.done("w2", job.id, {"status": "IN_PROGRESS"}, False, '"again"')
+        return job.id  # then the platform is killed
+
+    async def second_life(job_id: str) -> None:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.restore()
+        assert "output" not in _status(dispatcher, job_id)
+        dispatcher.register_worker("w3", "e")
+        await dispatcher.take("w3", 1, False)
+        assert dispatcher.done("w3", job_id, {"error": "boom"}, False, None)
+        assert _status(dispatcher, job_id)["error"] == "boom"
+        assert "output" not in _status(dispatcher, job_id)
+
+    job_id = asyncio.run(first_life())
+    asyncio.run(second_life(job_id))
+    third = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    third.restore()
+    assert "output" not in _status(third, job_id)  # nor after another restart
+
+
+def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) -> None:
+    async def first_life() -> str:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", '{"x": 1}')
+        await dispatcher.take("w1", 1, False)
+        assert dispatcher.chunk("w1", job.id, "a") and dispatcher.chunk("w1", job.id, "b")
+        assert dispatcher.done("w1", job.id, {"output": {"big": "result"}}, True, None)
+        return job.id
+
+    job_id = asyncio.run(first_life())
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db, db:
+        db.execute("UPDATE chunks SET chunk = '{bad' WHERE job_id = ? AND n = 0", (job_id,))
+    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    dispatcher.restore()
+    status = _status(dispatcher, job_id)
+    assert status["status"] == "COMPLETED", status
+    assert dispatcher.jobs[job_id].stream == ["b"]
+
+
+def test_a_write_that_fails_half_way_does_not_hold_back_later_ones(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    big = json.dumps("x" * 10_000)  # stored in two statements, in one transaction
+    store.insert(Job(id="a", endpoint="e", input_json=big))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(Job(id="a", endpoint="e", input_json=big))  # the id is taken
+    store.insert(Job(id="b", endpoint="e", input_json=big))
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as other:
+        assert sorted(row[0] for row in other.execute("SELECT id FROM jobs")) == ["a", "b"]

@@ -360,11 +360,29 @@ def test_a_members_text_is_cut_from_the_document_as_sent(
     assert value == json.loads(text)
     if "input" not in document:
         assert member_text is None
-    elif member_text is None:
-        assert not text.isascii()  # the caller encodes the value instead
-    else:
+        return
+    # Given up on exactly when the member's own text is not ASCII: the caller encodes it then.
+    assert (member_text is None) == (not json.dumps(document["input"], **style).isascii())
+    if member_text is not None:
         assert json.loads(member_text) == document["input"]
         assert member_text in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": {"input": 1}, "input": 2}',  # a nested key of the same name
+        '{"input": 1, "inp\\u0075t": 2}',  # an escaped spelling of the same key, last wins
+        '{"\\u0069nput": [1], "input": {"x": "a\\"b"}}',
+        '{"input": "\\ud800"}',  # a lone surrogate, escaped: stays ASCII
+        '{"input": 1e400, "b": -0}',
+        '{"input": {"input": {"input": 3}}}',
+    ],
+)
+def test_adversarial_documents_cut_the_member_json_loads_would_keep(text: str) -> None:
+    value, member_text = parse_json_member(text, 10_000, 10, "input")
+    assert value == json.loads(text)
+    assert member_text is not None and json.loads(member_text) == value["input"]
 
 
 def test_a_document_that_is_not_json_is_refused_when_a_member_is_kept() -> None:

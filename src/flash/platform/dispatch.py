@@ -113,7 +113,8 @@ class Dispatcher:
             self.queued[job.endpoint] += 1
             self._arm_ttl(job)
         self.store.delete(expired)
-        self.store.save_many(requeued)
+        for job in requeued:
+            self.store.save_with_output(job)
         return len(requeued)
 
     # ------------------------------------------------------------------ client side
@@ -186,6 +187,8 @@ class Dispatcher:
             )
         if job.input_json is None:
             job.input_json = self.store.load_input(job.id)
+        if job.input_json is None:
+            raise ValueError(f"job {job.id} has no stored input any more; it cannot be retried")
         self._reset_attempt(job)
         self.store.clear_chunks(job.id)
         job.finished_at = job.expires_at = None
@@ -371,7 +374,7 @@ class Dispatcher:
             self._reset_attempt(job)
             job.status = js.IN_QUEUE
             self.store.clear_chunks(job.id)
-            self.store.save(job)
+            self.store.save_with_output(job)
             self.queued[job.endpoint] += 1
             if not self._hand_to_taker(job):
                 self.queues[job.endpoint].appendleft(job.id)
@@ -458,8 +461,10 @@ class Dispatcher:
             timer.cancel()
 
     def _reset_attempt(self, job: Job) -> None:
+        """Forget what a dead attempt produced; the caller stores that (save_with_output)."""
         job.worker_id = None
         job.started_at = None
+        job.output_json = None  # reported while running: the next attempt starts afresh
         job.stream = []
         job.stream_sent = 0
 

@@ -6,10 +6,11 @@ written through, so a restarted platform finds queued jobs and retained results 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +100,27 @@ class JobStore:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back if a statement fails: an autocommit connection left
+        inside a transaction would make every later write join it and never be committed."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
     def insert(self, job: Job) -> int:
         """Store a new job with its input; its ``seq``."""
         input_json = job.input_json if job.input_json is not None else "null"
         if len(input_json) <= _INLINE_BYTES:
             return self._insert_row(job, input_json)
-        self._db.execute("BEGIN")
-        seq = self._insert_row(job, None)
-        self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, input_json))
-        self._db.execute("COMMIT")
+        with self._transaction():
+            seq = self._insert_row(job, None)
+            self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, input_json))
         return seq
 
     def _insert_row(self, job: Job, inline_input: str | None) -> int:
@@ -137,23 +150,14 @@ class JobStore:
             # An output in the row is read before one in ``payloads``: no need to delete that.
             self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), output, job.id))
             return
-        self._db.execute("BEGIN")
-        self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
-        if output is not None:
-            self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, output))
-        else:
-            self._db.execute(
-                "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
-            )
-        self._db.execute("COMMIT")
-
-    def save_many(self, jobs: Iterable[Job]) -> None:
-        rows = [(job.status, _state(job), job.id) for job in jobs]
-        if not rows:
-            return
-        self._db.execute("BEGIN")
-        self._db.executemany(_SAVE, rows)
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
+            if output is not None:
+                self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, output))
+            else:
+                self._db.execute(
+                    "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
+                )
 
     def load_input(self, job_id: str) -> str | None:
         """The stored input's JSON text; a ValueError says if it cannot be read."""
@@ -182,12 +186,11 @@ class JobStore:
     def delete(self, job_ids: list[str]) -> None:
         if not job_ids:
             return
-        self._db.execute("BEGIN")
-        ids = [(i,) for i in job_ids]
-        self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
-        self._db.executemany("DELETE FROM payloads WHERE job_id = ?", ids)
-        self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
-        self._db.execute("COMMIT")
+        with self._transaction():
+            ids = [(i,) for i in job_ids]
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            self._db.executemany("DELETE FROM payloads WHERE job_id = ?", ids)
+            self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
 
     def load(self) -> list[Job]:
         """Every stored job in submission order, with its stream chunks; finished jobs
@@ -204,7 +207,7 @@ class JobStore:
         jobs = []
         for row in self._db.execute(_LOAD, _FINAL).fetchall():
             try:
-                job = _job(row, [json.loads(chunk) for chunk in chunks.get(row[1], [])])
+                job = _job(row, _readable_chunks(chunks.get(row[1], [])))
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 job = _unreadable_job(row, err)
                 self._rewrite(job)
@@ -213,14 +216,15 @@ class JobStore:
 
     def _rewrite(self, job: Job) -> None:
         """Store all of the job's record again but its input (a retry tries that one)."""
-        self._db.execute("BEGIN")
-        self._db.execute(
-            "UPDATE jobs SET status = ?, request = ?, state = ?, output = NULL WHERE id = ?",
-            (job.status, _request(job), _state(job), job.id),
-        )
-        self._db.execute("DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT))
-        self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job.id,))
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.execute(
+                "UPDATE jobs SET status = ?, request = ?, state = ?, output = NULL WHERE id = ?",
+                (job.status, _request(job), _state(job), job.id),
+            )
+            self._db.execute(
+                "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
+            )
+            self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job.id,))
 
 
 def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
@@ -250,6 +254,18 @@ def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
     if output is not None:
         job.output_json = _checked(output)
     return job
+
+
+def _readable_chunks(texts: list[str]) -> list[Any]:
+    """The stream chunks that can be read; a damaged one is dropped, not the job with it
+    (an unfinished job's chunks are discarded at start-up anyway)."""
+    chunks = []
+    for text in texts:
+        try:
+            chunks.append(json.loads(text))
+        except ValueError:
+            continue
+    return chunks
 
 
 def _unreadable_job(row: tuple[Any, ...], err: Exception) -> Job:
