@@ -63,17 +63,23 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
     asyncio.run(second_life(job_id))
 
 
+async def _running_on_w1(tmp_path: Path) -> tuple[Dispatcher, Job]:
+    """A dispatcher on the store in ``tmp_path`` whose worker w1 runs one new job."""
+    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    dispatcher.add_endpoint("e", None)
+    dispatcher.register_worker("w1", "e")
+    job = dispatcher.submit("e", '{"x": 1}')
+    assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
+    return dispatcher, job
+
+
 def _status(dispatcher: Dispatcher, job_id: str) -> dict[str, Any]:
     return dict(json.loads(dispatcher.jobs[job_id].body_json()))
 
 
 def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -> None:
     async def first_life() -> str:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
-        dispatcher.register_worker("w1", "e")
-        job = dispatcher.submit("e", '{"x": 1}')
-        await dispatcher.take("w1", 1, False)
+        dispatcher, job = await _running_on_w1(tmp_path)
         # Progress output, then the worker dies: the job runs again from scratch.
         assert dispatcher.done("w1", job.id, {"status": "IN_PROGRESS"}, False, '"half"')
         dispatcher.worker_exited("w1", "exited with code 3", blame=False)
@@ -104,11 +110,7 @@ def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -
 
 def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) -> None:
     async def first_life() -> str:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
-        dispatcher.register_worker("w1", "e")
-        job = dispatcher.submit("e", '{"x": 1}')
-        await dispatcher.take("w1", 1, False)
+        dispatcher, job = await _running_on_w1(tmp_path)
         assert dispatcher.chunk("w1", job.id, "a") and dispatcher.chunk("w1", job.id, "b")
         assert dispatcher.done("w1", job.id, {"output": {"big": "result"}}, True, None)
         return job.id
