@@ -74,7 +74,7 @@ async def _running_on_w1(tmp_path: Path) -> tuple[Dispatcher, Job]:
 
 
 def _status(dispatcher: Dispatcher, job_id: str) -> dict[str, Any]:
-    return dict(json.loads(dispatcher.jobs[job_id].body_json()))
+    return dict(json.loads(dispatcher.status_json(dispatcher.jobs[job_id])))
 
 
 def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -> None:
@@ -134,3 +134,31 @@ def test_a_write_that_fails_half_way_does_not_hold_back_later_ones(tmp_path: Pat
     store.insert(Job(id="b", endpoint="e", input_json=big))
     with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as other:
         assert sorted(row[0] for row in other.execute("SELECT id FROM jobs")) == ["a", "b"]
+
+
+def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path: Path) -> None:
+    outputs = {f"r{i}": json.dumps(f"{i}" * 80_000) for i in range(3)}  # 80 KB each
+
+    async def first_life() -> dict[str, str]:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), output_memory_bytes=200_000)
+        dispatcher.add_endpoint("e", None)
+        dispatcher.register_worker("w1", "e")
+        ids = {}
+        for name, output in outputs.items():
+            job = dispatcher.submit("e", '{"x": 1}')
+            await dispatcher.take("w1", 1, False)
+            assert dispatcher.done("w1", job.id, {"output": "..."}, False, output)
+            ids[name] = job.id
+        # Only the newest two fit in the budget; every result is still answered in full.
+        in_memory = {n for n, i in ids.items() if dispatcher.jobs[i].output_json is not None}
+        assert in_memory == {"r1", "r2"}
+        for name, job_id in ids.items():
+            assert _status(dispatcher, job_id)["output"] == json.loads(outputs[name])
+        return ids
+
+    ids = asyncio.run(first_life())
+    restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    restarted.restore()
+    for name, job_id in ids.items():
+        assert restarted.jobs[job_id].output_json is None  # not loaded until asked for
+        assert _status(restarted, job_id)["output"] == json.loads(outputs[name])

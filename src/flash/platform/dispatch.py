@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,12 @@ POLL_HOLD_S = 20.0
 STOP_GRACE_S = 3.0
 # How stale a heartbeat's job list may be.
 _PING_LAG_S = 0.5
+
+# Finished jobs' outputs of this size or more count against a memory budget: beyond it, the
+# oldest are read from the store when asked for, so results kept for 30 minutes do not fill
+# memory.
+_BIG_OUTPUT = 64 * 1024
+OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -55,8 +61,12 @@ def _noop(*_: Any) -> None:
 
 
 class Dispatcher:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, *, output_memory_bytes: int = OUTPUT_MEMORY_BYTES) -> None:
         self.store = store
+        # Big outputs of finished jobs kept in memory, oldest first: id -> size.
+        self.output_memory_bytes = output_memory_bytes
+        self._outputs_in_memory: OrderedDict[str, int] = OrderedDict()
+        self._output_bytes = 0
         self.jobs: dict[str, Job] = {}
         self.queues: dict[str, deque[str]] = {}
         self.takers: dict[str, deque[_Taker]] = {}
@@ -193,6 +203,8 @@ class Dispatcher:
         self.store.clear_chunks(job.id)
         job.finished_at = job.expires_at = None
         job.output_json, job.error = None, None
+        job.output_in_store = False
+        self._forget_output(job.id)
         job.crashes = 0
         job.status = js.IN_QUEUE
         self.store.save_with_output(job)  # it has none now
@@ -225,11 +237,19 @@ class Dispatcher:
                 return now - job.created_at
         return 0.0
 
+    def status_json(self, job: Job) -> str:
+        """What ``GET /status`` answers for ``job``; a big finished output is read from the
+        store when it is no longer in memory."""
+        if job.output_in_store:
+            return job.body_json(self.store.load_output(job.id))
+        return job.body_json()
+
     def prune(self, now: float) -> int:
         expired = [
             j.id for j in self.jobs.values() if j.expires_at is not None and j.expires_at <= now
         ]
         for job_id in expired:
+            self._forget_output(job_id)
             job = self.jobs.pop(job_id)
             if job.idempotency_key is not None:
                 self._idempotent.pop((job.endpoint, job.idempotency_key), None)
@@ -483,6 +503,7 @@ class Dispatcher:
         else:
             job.output_json = output_json
             self.store.save_with_output(job)
+        self._keep_output(job)
         self._cancel_timer(job.id)
         ttl = self._ttl_timers.pop(job.id, None)
         if ttl is not None:
@@ -506,6 +527,24 @@ class Dispatcher:
         self._wake(self._final_waiters, job.id)
         self._wake(self._stream_waiters, job.id)
         self.on_final(job)
+
+    def _keep_output(self, job: Job) -> None:
+        """Count a finished job's big output against the memory budget; the oldest such
+        outputs beyond it are dropped from memory (they are in the store)."""
+        size = len(job.output_json or "")
+        if size < _BIG_OUTPUT:
+            return
+        self._outputs_in_memory[job.id] = size
+        self._output_bytes += size
+        while self._output_bytes > self.output_memory_bytes and self._outputs_in_memory:
+            job_id, size = self._outputs_in_memory.popitem(last=False)
+            self._output_bytes -= size
+            old = self.jobs.get(job_id)
+            if old is not None and old.final:
+                old.output_json, old.output_in_store = None, True
+
+    def _forget_output(self, job_id: str) -> None:
+        self._output_bytes -= self._outputs_in_memory.pop(job_id, 0)
 
     def _signal_stop(self, worker_id: str, state: _WorkerState, job_id: str) -> None:
         state.stops.append(job_id)

@@ -230,7 +230,7 @@ class Gateway:
             # Accepted into the queue, even if a waiting worker took it this very moment.
             return _json({"id": job.id, "status": js.IN_QUEUE})
         if await self._wait_or_disconnect(request, job, wait_ms / 1000):
-            return _json_text(job.body_json())
+            return _json_text(self.dispatcher.status_json(job))
         return _json({"id": job.id, "status": job.status})
 
     async def _wait_or_disconnect(self, request: Request, job: js.Job, timeout: float) -> bool:
@@ -255,7 +255,7 @@ class Gateway:
 
     async def status(self, request: Request) -> Response:
         job = self._job(request)
-        return job if isinstance(job, Response) else _json_text(job.body_json())
+        return job if isinstance(job, Response) else _json_text(self.dispatcher.status_json(job))
 
     async def stream(self, request: Request) -> Response:
         job = self._job(request)

@@ -41,7 +41,10 @@ class Job:
     worker_id: str | None = None
     attempts: int = 0
     crashes: int = 0
-    output_json: str | None = None  # None: the job has no output
+    output_json: str | None = None  # None: the job has no output, or it is in the store
+    # A finished job's big output is kept in the store only (JobStore.load_output), so
+    # finished results do not fill memory until they expire.
+    output_in_store: bool = False
     error: Any = None
     expires_at: float | None = None
     stream: list[Any] = field(default_factory=list)
@@ -53,8 +56,9 @@ class Job:
     def final(self) -> bool:
         return self.status in FINAL
 
-    def body_json(self) -> str:
-        """What ``GET /status`` answers (and what a webhook receives), as JSON text."""
+    def body_json(self, output_json: str | None = None) -> str:
+        """What ``GET /status`` answers (and what a webhook receives), as JSON text;
+        ``output_json`` is the output read from the store when ``output_in_store``."""
         out: dict[str, Any] = {"id": self.id, "status": self.status}
         if self.started_at is not None:
             out["delayTime"] = int((self.started_at - self.created_at) * 1000)
@@ -65,6 +69,7 @@ class Job:
         if self.worker_id is not None:
             out["workerId"] = self.worker_id
         text = json.dumps(out)
-        if self.output_json is None:
+        output = self.output_json if output_json is None else output_json
+        if output is None:
             return text
-        return f'{text[:-1]}, "output": {self.output_json}}}'  # spliced in, not re-encoded
+        return f'{text[:-1]}, "output": {output}}}'  # spliced in, not re-encoded

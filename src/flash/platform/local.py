@@ -361,8 +361,10 @@ class LocalPlatform:
             await asyncio.sleep(_TIDY_COPIES_EVERY_S)
 
     def _on_final(self, job: Job) -> None:
-        if job.webhook:
-            task = asyncio.ensure_future(self._post_webhook(job.webhook, job.id, job.body_json()))
+        if job.webhook and self.dispatcher is not None:
+            task = asyncio.ensure_future(
+                self._post_webhook(job.webhook, job.id, self.dispatcher.status_json(job))
+            )
             self._webhook_tasks.add(task)
             task.add_done_callback(self._webhook_tasks.discard)
 

@@ -45,9 +45,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 # them). Bigger ones, which can be megabytes, are rows of ``payloads``, each written once:
 # SQLite rewrites a whole row on UPDATE, so in ``jobs`` they would be written again with
 # every state change. Finished jobs are loaded without their input (SQLite does not even
-# read it); only a retry needs it. Databases of earlier versions kept every input in
-# ``jobs.input`` or, before that, inside ``request``, and the output inside ``state``: it
-# is still found there.
+# read it; only a retry needs it) and without a big output (read when asked for).
+# Databases of earlier versions kept every input in ``jobs.input`` or, before that, inside
+# ``request``, and the output inside ``state``: it is still found there.
 _INLINE_BYTES = 4096
 # Columns later versions added; one platform per state folder, so one migrates at a time.
 _ADD_COLUMNS = {
@@ -61,7 +61,9 @@ SELECT jobs.seq, jobs.id, jobs.endpoint, jobs.status, jobs.request, jobs.created
     jobs.state,
     CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN NULL
         ELSE coalesce(jobs.input, input.json) END,
-    coalesce(jobs.output, output.json)
+    CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN jobs.output
+        ELSE coalesce(jobs.output, output.json) END,
+    jobs.output IS NULL AND output.job_id IS NOT NULL
 FROM jobs
 LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}'
 LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
@@ -159,6 +161,21 @@ class JobStore:
                     "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
                 )
 
+    def load_output(self, job_id: str) -> str | None:
+        """The stored output's JSON text (None: it has none); ValueError if unreadable."""
+        row = self._db.execute(
+            "SELECT coalesce(jobs.output, payloads.json) FROM jobs"
+            " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
+            " WHERE jobs.id = ?",
+            (_OUTPUT, job_id),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            return _checked(row[0])
+        except ValueError:
+            raise ValueError(f"the stored output of job {job_id} could not be read") from None
+
     def load_input(self, job_id: str) -> str | None:
         """The stored input's JSON text; a ValueError says if it cannot be read."""
         row = self._db.execute(
@@ -205,7 +222,7 @@ class JobStore:
         ):
             chunks.setdefault(job_id, []).append(chunk)
         jobs = []
-        for row in self._db.execute(_LOAD, _FINAL).fetchall():
+        for row in self._db.execute(_LOAD, _FINAL + _FINAL).fetchall():
             try:
                 job = _job(row, _readable_chunks(chunks.get(row[1], [])))
             except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -228,7 +245,7 @@ class JobStore:
 
 
 def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
-    seq, job_id, endpoint, status, request, created_at, state, stored_input, output = row
+    seq, job_id, endpoint, status, request, created_at, state, stored_input, output = row[:9]
     req = json.loads(request)
     job = Job(
         id=job_id,
@@ -253,6 +270,8 @@ def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
         setattr(job, name, value)
     if output is not None:
         job.output_json = _checked(output)
+    # A finished job's big output stays in the store until asked for (load_output).
+    job.output_in_store = bool(row[9]) and status in FINAL
     return job
 
 
