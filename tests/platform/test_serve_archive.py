@@ -205,6 +205,10 @@ def test_a_second_platform_on_the_same_state_folder_is_refused(tmp_path: Path) -
         second = LocalPlatform(state, echo=None)
         with pytest.raises(PlatformError, match=r"another Flash platform .* is serving from"):
             second.start()
+        # `flash serve` says so too, and exits.
+        refused = _serve_in_subprocess(archive, state, free_port())
+        output, _ = refused.communicate(timeout=60)
+        assert refused.returncode != 0 and "another Flash platform" in output, output
         assert _answers(f"http://127.0.0.1:{port}/v2/basic/health")  # the first serves on
     finally:
         first.send_signal(signal.SIGTERM)

@@ -62,13 +62,14 @@ def serve_command(
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    platform.start()
     try:
+        platform.start()
         platform.load_copy(copy)
         print_endpoints(platform, Console())
         stop.wait()
     finally:
         platform.stop()
+        copy.release_unless_adopted()  # the platform never took it over if it did not start
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
