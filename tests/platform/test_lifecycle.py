@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -205,27 +207,38 @@ def _damage(db_path: Path, text: str, damaged: str) -> None:
     db.close()
 
 
+def _database_of_an_earlier_version(
+    tmp_path: Path, *, status: str, request: dict[str, Any], state: dict[str, Any]
+) -> Path:
+    """A state folder whose jobs.db holds one job, ``old-job``, in the first table layout:
+    input inside ``request``, output inside ``state``, no other column or table."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    settings = {"webhook": None, "execution_timeout_ms": None, "ttl_ms": None, "sync": False}
+    with contextlib.closing(sqlite3.connect(folder / "jobs.db")) as db, db:
+        db.execute(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+            " endpoint TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,"
+            " created_at REAL NOT NULL, state TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
+            " VALUES ('old-job', 'basic', ?, ?, 0, ?)",
+            (status, json.dumps(settings | request), json.dumps(state)),
+        )
+    return folder
+
+
 def test_a_job_queued_in_a_database_of_an_earlier_version_runs(
     tmp_path: Path, platform_factory
 ) -> None:
     # Before inputs had their own column they were kept inside ``request``.
-    state = tmp_path / "state"
-    state.mkdir()
-    db = sqlite3.connect(state / "jobs.db")
-    db.execute(
-        "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
-        " endpoint TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,"
-        " created_at REAL NOT NULL, state TEXT NOT NULL)"
+    state = _database_of_an_earlier_version(
+        tmp_path,
+        status="IN_QUEUE",
+        request={"input": {"action": "echo", "value": "old"}},
+        state={},
     )
-    request = {"input": {"action": "echo", "value": "old"}, "webhook": None}
-    request |= {"execution_timeout_ms": None, "ttl_ms": None, "sync": False}
-    db.execute(
-        "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
-        " VALUES ('old-job', 'basic', 'IN_QUEUE', ?, 0, '{}')",
-        (json.dumps(request),),
-    )
-    db.commit()
-    db.close()
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), state)
     assert _final(platform, "basic", "old-job")["output"] == {"echo": "old"}
 
@@ -234,23 +247,12 @@ def test_a_result_kept_in_a_database_of_an_earlier_version_is_served(
     tmp_path: Path, platform_factory
 ) -> None:
     # Before outputs had a table of their own they were kept inside ``state``.
-    state = tmp_path / "state"
-    state.mkdir()
-    db = sqlite3.connect(state / "jobs.db")
-    db.execute(
-        "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
-        " endpoint TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,"
-        " created_at REAL NOT NULL, state TEXT NOT NULL, input TEXT)"
+    state = _database_of_an_earlier_version(
+        tmp_path,
+        status="COMPLETED",
+        request={},
+        state={"has_output": True, "output": {"echo": "old"}, "expires_at": 4e9},
     )
-    request = {"webhook": None, "execution_timeout_ms": None, "ttl_ms": None, "sync": False}
-    kept = {"has_output": True, "output": {"echo": "old"}, "expires_at": 4e9}
-    db.execute(
-        "INSERT INTO jobs (id, endpoint, status, request, created_at, state, input)"
-        " VALUES ('old-job', 'basic', 'COMPLETED', ?, 0, ?, '{}')",
-        (json.dumps(request), json.dumps(kept)),
-    )
-    db.commit()
-    db.close()
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), state)
     status = _get(platform, "basic/status/old-job").json()
     assert status["status"] == "COMPLETED" and status["output"] == {"echo": "old"}

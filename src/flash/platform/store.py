@@ -163,33 +163,29 @@ class JobStore:
 
     def load_output(self, job_id: str) -> str | None:
         """The stored output's JSON text (None: it has none); ValueError if unreadable."""
-        row = self._db.execute(
-            "SELECT coalesce(jobs.output, payloads.json) FROM jobs"
-            " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
-            " WHERE jobs.id = ?",
-            (_OUTPUT, job_id),
-        ).fetchone()
-        if row is None or row[0] is None:
+        row = self._stored(_OUTPUT, job_id)
+        if row is None or row[1] is None:
             return None
-        try:
-            return _checked(row[0])
-        except ValueError:
-            raise ValueError(f"the stored output of job {job_id} could not be read") from None
+        with _unreadable(job_id, _OUTPUT):
+            return _checked(row[1])
 
     def load_input(self, job_id: str) -> str | None:
         """The stored input's JSON text; a ValueError says if it cannot be read."""
-        row = self._db.execute(
-            "SELECT jobs.request, coalesce(jobs.input, payloads.json) FROM jobs"
-            " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
-            " WHERE jobs.id = ?",
-            (_INPUT, job_id),
-        ).fetchone()
+        row = self._stored(_INPUT, job_id)
         if row is None:
             return None
-        try:
+        with _unreadable(job_id, _INPUT):
             return _input_json(*row)
-        except ValueError:
-            raise ValueError(f"the stored input of job {job_id} could not be read") from None
+
+    def _stored(self, kind: str, job_id: str) -> tuple[str, str | None] | None:
+        """The job's request and its ``kind`` text, from its row or else from ``payloads``."""
+        row: tuple[str, str | None] | None = self._db.execute(
+            f"SELECT jobs.request, coalesce(jobs.{kind}, payloads.json) FROM jobs"
+            " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
+            " WHERE jobs.id = ?",
+            (kind, job_id),
+        ).fetchone()
+        return row
 
     def add_chunk(self, job_id: str, n: int, chunk: Any) -> None:
         self._db.execute(
@@ -309,6 +305,15 @@ def _input_json(request: str, stored_input: str | None) -> str:
     if stored_input is None:  # written before inputs had their own column
         return json.dumps(json.loads(request).get("input"))
     return _checked(stored_input)
+
+
+@contextlib.contextmanager
+def _unreadable(job_id: str, kind: str) -> Iterator[None]:
+    """A ValueError from reading the job's stored ``kind`` says which job and what."""
+    try:
+        yield
+    except ValueError:
+        raise ValueError(f"the stored {kind} of job {job_id} could not be read") from None
 
 
 def _checked(text: str) -> str:
