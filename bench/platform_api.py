@@ -29,6 +29,7 @@ import aiohttp
 import flash.runtime
 from _table import print_table  # type: ignore[import-not-found]
 from flash.platform.local import LocalPlatform
+from flash.runtime.protocol import MANIFEST_FILENAME
 
 HANDLER = """
 from flash.runtime.worker import start
@@ -57,7 +58,7 @@ def write_app(root: Path, workers: int) -> Path:
             }
         },
     }
-    (root / "flash_manifest.json").write_text(json.dumps(manifest))
+    (root / MANIFEST_FILENAME).write_text(json.dumps(manifest))
     vendored = root / "flash"
     shutil.rmtree(vendored, ignore_errors=True)
     vendored.mkdir()

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+from flash.platform.jobs import FINAL
 
 
 class Logs:
@@ -61,7 +61,7 @@ def final_status(
     def ended() -> dict[str, Any] | None:
         status = httpx.get(f"{url}/v2/{endpoint}/status/{job_id}", headers=headers, timeout=30)
         answer: dict[str, Any] = status.json()
-        return answer if answer["status"] in FINAL_STATUSES else None
+        return answer if answer["status"] in FINAL else None
 
     result: dict[str, Any] = wait_for(ended, timeout, f"job {job_id} to end")
     return result

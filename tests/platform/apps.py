@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import runpod
+from tests.helpers import final_status
 
 import flash.runtime
 from flash.platform.local import LocalPlatform
@@ -148,6 +149,13 @@ STANDARD_ENDPOINTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gen": (GEN, {"workersMax": 1, "idleTimeout": 60}),
     "agen": (AGEN, {"workersMax": 1, "idleTimeout": 60}),
 }
+
+
+def ended(
+    platform: LocalPlatform, endpoint: str, job_id: str, timeout: float = 30
+) -> dict[str, Any]:
+    """The job's /status once it has ended, asked with the key the platform tests use."""
+    return final_status(platform.url, endpoint, job_id, api_key="test-key", timeout=timeout)
 
 
 def use_client(platform: LocalPlatform, api_key: str = "test-key") -> None:

@@ -8,8 +8,8 @@ import json
 import aiohttp
 import requests
 import runpod
-from tests.helpers import alive, final_status, wait_for
-from tests.platform.apps import use_client
+from tests.helpers import alive, wait_for
+from tests.platform.apps import ended, use_client
 
 from flash.platform.local import LocalPlatform
 
@@ -21,10 +21,6 @@ def _raw(platform: LocalPlatform, method: str, path: str, **kw: object) -> reque
 
 def _status(platform: LocalPlatform, endpoint: str, job_id: str) -> dict:
     return _raw(platform, "GET", f"{endpoint}/status/{job_id}").json()
-
-
-def _final(platform: LocalPlatform, endpoint: str, job_id: str, timeout: float = 30) -> dict:
-    return final_status(platform.url, endpoint, job_id, api_key="test-key", timeout=timeout)
 
 
 def test_run_sync_returns_output_and_timings(served: LocalPlatform) -> None:
@@ -57,7 +53,7 @@ def test_handler_exception_fails_the_job_with_its_details(served: LocalPlatform)
     assert ep.run_sync({"action": "raise", "message": "kaput"}, timeout=60) is None
     job = ep.run({"action": "raise", "message": "kaput"})
     assert job.status() in ("IN_QUEUE", "IN_PROGRESS", "FAILED")
-    final = _final(served, "basic", job.job_id)
+    final = ended(served, "basic", job.job_id)
     assert final["status"] == "FAILED"
     info = json.loads(final["error"])
     assert info["error_type"] == "<class 'ValueError'>"
@@ -69,7 +65,7 @@ def test_handler_exception_fails_the_job_with_its_details(served: LocalPlatform)
 def test_error_key_of_a_dict_result_is_popped_and_fails_the_job(served: LocalPlatform) -> None:
     use_client(served)
     job = runpod.Endpoint("basic").run({"action": "error_dict"})
-    final = _final(served, "basic", job.job_id)
+    final = ended(served, "basic", job.job_id)
     assert final["status"] == "FAILED"
     assert final["error"] == "bad thing happened"
     assert final["output"] == {"partial": 1}
@@ -79,7 +75,7 @@ def test_generator_streams_chunks_in_order(served: LocalPlatform) -> None:
     use_client(served)
     job = runpod.Endpoint("gen").run({"n": 4, "pause": 0.05})
     assert list(job.stream()) == [{"chunk": i} for i in range(4)]
-    final = _final(served, "gen", job.job_id)
+    final = ended(served, "gen", job.job_id)
     assert final["status"] == "COMPLETED"
     assert final["output"] == [{"chunk": i} for i in range(4)]
 
@@ -87,7 +83,7 @@ def test_generator_streams_chunks_in_order(served: LocalPlatform) -> None:
 def test_generator_error_fails_the_job_after_its_chunks(served: LocalPlatform) -> None:
     use_client(served)
     job = runpod.Endpoint("gen").run({"n": 2, "fail": True})
-    final = _final(served, "gen", job.job_id)
+    final = ended(served, "gen", job.job_id)
     assert final["status"] == "FAILED"
     assert "stream broke" in final["error"]
 
@@ -160,7 +156,7 @@ def test_execution_timeout_kills_a_stuck_worker_and_replaces_it(served: LocalPla
     ep = runpod.Endpoint("fragile")
     before = ep.run_sync({"action": "pid"}, timeout=60)["pid"]
     job = ep.run({"action": "hang"})
-    final = _final(served, "fragile", job.job_id)
+    final = ended(served, "fragile", job.job_id)
     assert final["status"] == "TIMED_OUT"
     assert "1500 ms" in final["error"]
     wait_for(lambda: not alive(before), 30, "the stuck worker to be killed")
@@ -175,7 +171,7 @@ def test_policy_execution_timeout_applies_per_job(served: LocalPlatform) -> None
         "basic/run",
         json={"input": {"action": "sleep", "seconds": 5}, "policy": {"executionTimeout": 300}},
     )
-    final = _final(served, "basic", response.json()["id"])
+    final = ended(served, "basic", response.json()["id"])
     assert final["status"] == "TIMED_OUT"
 
 
@@ -189,7 +185,7 @@ def test_crash_mid_job_requeues_once_then_fails_with_the_reason(
         "recovered": True
     }
     job = ep.run({"action": "crash", "code": 7})
-    final = _final(served, "fragile", job.job_id, timeout=90)
+    final = ended(served, "fragile", job.job_id, timeout=90)
     assert final["status"] == "FAILED"
     assert "exited with code 7" in final["error"]
     assert "about to crash: last words" in final["error"]
@@ -213,14 +209,14 @@ def test_retry_requeues_a_failed_job(served: LocalPlatform, tmp_path) -> None:
     use_client(served)
     ep = runpod.Endpoint("basic")
     job = ep.run({"action": "raise"})
-    assert _final(served, "basic", job.job_id)["status"] == "FAILED"
+    assert ended(served, "basic", job.job_id)["status"] == "FAILED"
     completed = ep.run_sync({"action": "echo", "value": 0}, timeout=30)
     assert completed == {"echo": 0}
     retried = _raw(served, "POST", f"basic/retry/{job.job_id}").json()
     assert retried == {"id": job.job_id, "status": "IN_QUEUE"}
-    assert _final(served, "basic", job.job_id)["status"] == "FAILED"  # fails again, same input
+    assert ended(served, "basic", job.job_id)["status"] == "FAILED"  # fails again, same input
     done = ep.run({"action": "echo", "value": 5})
-    _final(served, "basic", done.job_id)
+    ended(served, "basic", done.job_id)
     refused = _raw(served, "POST", f"basic/retry/{done.job_id}")
     assert refused.status_code == 400
     assert "only FAILED or TIMED_OUT" in refused.json()["error"]

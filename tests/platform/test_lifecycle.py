@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 import runpod
-from tests.helpers import Logs, final_status, group_alive, wait_for
-from tests.platform.apps import AIO, BASIC, LOOPS, use_client, write_app
+from tests.helpers import Logs, group_alive, wait_for
+from tests.platform.apps import AIO, BASIC, LOOPS, ended, use_client, write_app
 
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
@@ -35,10 +35,6 @@ def _get(platform: LocalPlatform, path: str, key: str = "test-key"):
     return requests.get(
         f"{platform.url}/v2/{path}", headers={"Authorization": f"Bearer {key}"}, timeout=60
     )
-
-
-def _final(platform: LocalPlatform, endpoint: str, job_id: str, timeout: float = 30) -> dict:
-    return final_status(platform.url, endpoint, job_id, api_key="test-key", timeout=timeout)
 
 
 @pytest.fixture
@@ -108,7 +104,7 @@ def test_restart_keeps_queued_jobs_results_and_requeues_running_ones(
     state = tmp_path / "state"
     first = platform_factory(app, state)
     done = _post(first, "basic/run", json={"input": {"action": "echo", "value": "kept"}})
-    _final(first, "basic", done.json()["id"])
+    ended(first, "basic", done.json()["id"])
     running = _post(first, "basic/run", json={"input": {"action": "sleep", "seconds": 2}})
     queued = [
         _post(first, "basic/run", json={"input": {"action": "echo", "value": i}}).json()["id"]
@@ -125,8 +121,8 @@ def test_restart_keeps_queued_jobs_results_and_requeues_running_ones(
 
     second = platform_factory(app, state)
     assert _get(second, f"basic/status/{done.json()['id']}").json()["output"] == {"echo": "kept"}
-    assert _final(second, "basic", running.json()["id"])["output"] == {"slept": 2}
-    outputs = [_final(second, "basic", job_id)["output"] for job_id in queued]
+    assert ended(second, "basic", running.json()["id"])["output"] == {"slept": 2}
+    outputs = [ended(second, "basic", job_id)["output"] for job_id in queued]
     assert outputs == [{"echo": i} for i in range(3)]
 
 
@@ -138,7 +134,7 @@ def test_restart_serves_a_finished_job_whose_stored_input_is_damaged(
     first = platform_factory(app, state)
     job_input = {"action": "echo", "value": "kept", "pad": "damage-me " * 100}
     job_id = _post(first, "basic/run", json={"input": job_input}).json()["id"]
-    assert _final(first, "basic", job_id)["status"] == "COMPLETED"
+    assert ended(first, "basic", job_id)["status"] == "COMPLETED"
     first.stop(grace_s=1)
     # A stray quote inside the stored input, wherever the store keeps it: not JSON any more.
     _damage(state / "jobs.db", "damage-me", 'damage"me')
@@ -178,11 +174,11 @@ def test_restart_fails_queued_jobs_whose_stored_record_is_damaged_and_runs_the_r
 
     second = platform_factory(app, state)
     for part in ("request", "state", "input"):
-        failed = _final(second, "basic", queued[part])
+        failed = ended(second, "basic", queued[part])
         assert failed["status"] == "FAILED", part
         assert queued[part] in failed["error"] and "could not be read" in failed["error"]
-    assert _final(second, "basic", queued["nothing"])["output"] == {"echo": values["nothing"]}
-    assert _final(second, "basic", sleeper.json()["id"])["output"] == {"slept": 1}
+    assert ended(second, "basic", queued["nothing"])["output"] == {"echo": values["nothing"]}
+    assert ended(second, "basic", sleeper.json()["id"])["output"] == {"slept": 1}
     retried = _post(second, f"basic/retry/{queued['input']}")
     assert retried.status_code == 400 and "could not be read" in retried.json()["error"]
     second.stop(grace_s=1)
@@ -240,7 +236,7 @@ def test_a_job_queued_in_a_database_of_an_earlier_version_runs(
         state={},
     )
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), state)
-    assert _final(platform, "basic", "old-job")["output"] == {"echo": "old"}
+    assert ended(platform, "basic", "old-job")["output"] == {"echo": "old"}
 
 
 def test_a_result_kept_in_a_database_of_an_earlier_version_is_served(
@@ -405,10 +401,10 @@ def test_ttl_ends_a_job_that_waited_too_long(tmp_path: Path, platform_factory) -
     late = _post(
         platform, "one/run", json={"input": {"action": "echo"}, "policy": {"ttl": 300}}
     ).json()
-    final = _final(platform, "one", late["id"])
+    final = ended(platform, "one", late["id"])
     assert final["status"] == "TIMED_OUT"
     assert "ttl of 300 ms" in final["error"]
-    assert _final(platform, "one", busy["id"])["status"] == "COMPLETED"
+    assert ended(platform, "one", busy["id"])["status"] == "COMPLETED"
 
 
 def test_runsync_wait_answers_early_and_the_job_finishes(tmp_path: Path, platform_factory) -> None:
@@ -418,7 +414,7 @@ def test_runsync_wait_answers_early_and_the_job_finishes(tmp_path: Path, platfor
     ).json()
     assert early["status"] in ("IN_QUEUE", "IN_PROGRESS")
     assert "output" not in early
-    assert _final(platform, "basic", early["id"])["output"] == {"slept": 1}
+    assert ended(platform, "basic", early["id"])["output"] == {"slept": 1}
 
 
 def test_a_bad_runsync_wait_is_refused_before_any_job_exists(
@@ -439,7 +435,7 @@ def test_finished_results_expire_as_in_production(tmp_path: Path, platform_facto
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
     synced = _post(platform, "basic/runsync", json={"input": {"action": "echo"}}).json()
     queued = _post(platform, "basic/run", json={"input": {"action": "echo"}}).json()
-    _final(platform, "basic", queued["id"])
+    ended(platform, "basic", queued["id"])
     dispatcher = platform.dispatcher
     assert dispatcher is not None
     platform.call(lambda: dispatcher.prune(time.time() + 61))  # a minute later
@@ -502,7 +498,7 @@ def test_progress_updates_show_in_status(tmp_path: Path, platform_factory) -> No
     assert progress["status"] == "IN_PROGRESS"
     assert progress["output"] == {"step": 1}
     release.write_text("go")
-    assert _final(platform, "prog", job["id"])["output"] == {"done": True}
+    assert ended(platform, "prog", job["id"])["output"] == {"done": True}
 
 
 def test_our_loop_runs_sync_handlers_concurrently_in_threads(
@@ -517,7 +513,7 @@ def test_our_loop_runs_sync_handlers_concurrently_in_threads(
         ]
         for _ in range(3)
     ]
-    finals = [_final(platform, "threads", i) for i in ids]
+    finals = [ended(platform, "threads", i) for i in ids]
     assert len({f["workerId"] for f in finals}) == 1
     # Three one-second jobs on one worker: together they took about one second, not three.
     assert max(f["delayTime"] for f in finals) < 500
@@ -533,7 +529,7 @@ def test_workers_that_cannot_start_fail_the_jobs_with_the_reason(
 ) -> None:
     platform = platform_factory(write_app(tmp_path / "app", {"broken": (BROKEN, {})}))
     job = _post(platform, "broken/run", json={"input": {}}).json()
-    final = _final(platform, "broken", job["id"])
+    final = ended(platform, "broken", job["id"])
     assert final["status"] == "FAILED"
     assert "fail to start" in final["error"]
     assert "exited with code 1" in final["error"]
@@ -551,7 +547,7 @@ def test_idempotency_key_returns_the_first_job(tmp_path: Path, platform_factory)
     assert synced["id"] == first["id"] and synced["output"] == {"echo": 1}
     other = _post(platform, "basic/run", json=body, headers={"Idempotency-Key": "other"}).json()
     assert other["id"] != first["id"]
-    _final(platform, "basic", other["id"])
+    ended(platform, "basic", other["id"])
     assert _get(platform, "basic/health").json()["jobs"]["completed"] == 2
 
 

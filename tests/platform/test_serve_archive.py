@@ -75,15 +75,23 @@ def test_archive_without_manifest_is_refused(tmp_path: Path) -> None:
         extract_archive(archive, tmp_path / "serve")
 
 
+def _serve_in_subprocess(
+    archive: Path, state: Path, port: int, **popen: Any
+) -> subprocess.Popen[str]:
+    """`flash serve ARCHIVE` in a child process; its output on stdout unless ``popen`` says."""
+    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
+    args = [str(archive), "--port", str(port), "--state-dir", str(state)]
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} | popen
+    return subprocess.Popen([sys.executable, "-c", code, *args], text=True, **popen)
+
+
 def _serve_basic_app(tmp_path: Path, **popen: Any) -> tuple[subprocess.Popen[str], int]:
     """`flash serve` of a one-endpoint archive in a child process, once it answers; and the
     pid of the worker that ran a first job (its process group holds what it started)."""
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
     archive = _tar(tmp_path / "app.tar.gz", app)
     port = free_port()
-    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
-    args = [str(archive), "--port", str(port), "--state-dir", str(tmp_path / "state")]
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], text=True, **popen)
+    proc = _serve_in_subprocess(archive, tmp_path / "state", port, **popen)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(f"{url}/v2/basic/health"), 30, "the gateway")
@@ -133,15 +141,10 @@ def test_a_killed_platform_leaves_no_worker_process_behind(tmp_path: Path, loop:
 
 
 def test_serve_reports_a_missing_archive(tmp_path: Path) -> None:
-    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "nope.tar.gz"), "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "nope.tar.gz: archive not found" in result.stderr
+    proc = _serve_in_subprocess(tmp_path / "nope.tar.gz", tmp_path, free_port())
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "nope.tar.gz: archive not found" in output
 
 
 def _answers(url: str) -> bool:
@@ -153,17 +156,6 @@ def _answers(url: str) -> bool:
 
 def _copies(serve_root: Path) -> set[str]:
     return {p.name for p in serve_root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-
-
-def _serve_in_subprocess(archive: Path, state: Path, port: int) -> subprocess.Popen[str]:
-    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
-    args = [str(archive), "--port", str(port), "--state-dir", str(state)]
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def test_replaced_copies_are_removed_and_the_served_one_stays(tmp_path: Path) -> None:
@@ -265,5 +257,35 @@ def test_a_copy_whose_deploy_fails_is_let_go_once(tmp_path: Path) -> None:
             unrelated.write("still open")
             unrelated.flush()
             os.fstat(unrelated.fileno())
+    finally:
+        platform.stop()
+
+
+def test_a_copy_whose_deploy_fails_half_way_stays_while_its_workers_run(tmp_path: Path) -> None:
+    # "a" is deployed (its worker starts in the copy), then "b" fails: the copy is the
+    # platform's now, and no pruning may remove it under that worker.
+    app = write_app(tmp_path / "app", {"a": (BASIC, {"workersMin": 1}), "b": (BASIC, {})})
+    archive = _tar(tmp_path / "app.tar.gz", app)
+    platform = LocalPlatform(tmp_path / "state", echo=None)
+    platform.start()
+    try:
+        assert platform.supervisor is not None
+        deploy = platform.supervisor.deploy
+
+        def fails_for_b(spec: Any, app_dir: Path) -> None:
+            if spec.name == "b":
+                raise RuntimeError("deploy refused")
+            deploy(spec, app_dir)
+
+        platform.supervisor.deploy = fails_for_b  # type: ignore[method-assign]
+        copy = extract_for_serving(archive, platform.copies_root)
+        with pytest.raises(RuntimeError, match="deploy refused"):
+            platform.load_copy(copy)
+        runpod.api_key = "any"
+        runpod.endpoint_url_base = f"{platform.url}/v2"
+        answer = runpod.Endpoint("a").run_sync({"action": "echo", "value": 1}, timeout=60)
+        assert answer == {"echo": 1}  # a worker runs in the copy
+        prune_copies(platform.copies_root)  # as any pruner would
+        assert copy.path.is_dir()
     finally:
         platform.stop()

@@ -69,7 +69,7 @@ def serve_command(
         stop.wait()
     finally:
         platform.stop()
-        copy.release_unless_adopted()  # the platform never took it over if it did not start
+        copy.release()  # a no-op when the platform took it over: stop() let it go
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

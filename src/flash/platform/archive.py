@@ -46,10 +46,7 @@ class ServedCopy:
 
     def release(self) -> None:
         """Let the copy go; later calls do nothing (never close a descriptor twice)."""
-        with self._guard:
-            fd, self.lock_fd = self.lock_fd, -1
-        if fd >= 0:
-            os.close(fd)
+        self._close(adopted_too=True)
 
     def adopt(self) -> bool:
         """Take the lock over (the platform does); False when it was released already."""
@@ -59,8 +56,11 @@ class ServedCopy:
 
     def release_unless_adopted(self) -> None:
         """``release``, for a caller whose hand-over may or may not have happened."""
-        with self._guard:
-            if self._adopted:
+        self._close(adopted_too=False)
+
+    def _close(self, *, adopted_too: bool) -> None:
+        with self._guard:  # checked and taken at once: adopt() may run on another thread
+            if self._adopted and not adopted_too:
                 return
             fd, self.lock_fd = self.lock_fd, -1
         if fd >= 0:

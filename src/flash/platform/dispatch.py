@@ -123,8 +123,7 @@ class Dispatcher:
             self.queued[job.endpoint] += 1
             self._arm_ttl(job)
         self.store.delete(expired)
-        for job in requeued:
-            self.store.save_with_output(job)
+        self.store.save_requeued(requeued)
         return len(requeued)
 
     # ------------------------------------------------------------------ client side

@@ -28,7 +28,7 @@ from flash.platform.jobs import Job
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
 from flash.platform.store import JobStore
 from flash.platform.supervisor import Supervisor
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_from_text, key_to_text
 
 T = TypeVar("T")
 _PRUNE_EVERY_S = 10.0
@@ -86,6 +86,8 @@ class LocalPlatform:
         self.copies_root = copies_dir(self.state_dir)
         # Locks of the copies this platform may still run workers in (event loop only).
         self._held_copies: dict[Path, ServedCopy] = {}
+        # Whether a copy may have become removable: copies left by an earlier run, at first.
+        self._prune_due = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -163,6 +165,7 @@ class LocalPlatform:
             return self._deploy(copy.path.resolve(), copy)
         except BaseException:
             copy.release_unless_adopted()  # still ours unless the deploy took it over
+            self._prune_due = True
             raise
 
     def _deploy(self, app_dir: Path, copy: ServedCopy | None) -> dict[str, EndpointSpec]:
@@ -183,6 +186,11 @@ class LocalPlatform:
         self._call(deploy())
         self.app_dir = app_dir
         return specs
+
+    @property
+    def signing_key(self) -> bytes:
+        """The key the workers check pickled calls with (the app's, unless given)."""
+        return key_from_text(self.worker_env[KEY_ENV_VAR])
 
     def client_env(self) -> dict[str, str]:
         """What a process on this machine needs to call the endpoints (``flash.connect``
@@ -340,7 +348,7 @@ class LocalPlatform:
 
     def _hold_copy(self, app_dir: Path, copy: ServedCopy) -> None:
         if app_dir in self._held_copies:
-            copy.release()  # the same build again: one lock is enough
+            copy.release()  # the same build again: one lock is enough (the copy stays)
         else:
             self._held_copies[app_dir] = copy
 
@@ -350,6 +358,14 @@ class LocalPlatform:
             in_use = self.supervisor.app_dirs()
             for app_dir in [d for d in self._held_copies if d not in in_use]:
                 self._held_copies.pop(app_dir).release()
+                self._prune_due = True
+            # Only this platform serves from its state folder (see _lock_state_dir): a copy
+            # becomes removable only when it lets one go, so the folder is not listed and
+            # every lock tried each second for nothing.
+            if not self._prune_due:
+                await asyncio.sleep(_TIDY_COPIES_EVERY_S)
+                continue
+            self._prune_due = False
             try:
                 # Off the event loop: removing a copy can take a while.
                 await asyncio.get_running_loop().run_in_executor(

@@ -20,7 +20,6 @@ from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.runtime.remote import set_invoker
 from flash.sdk.connect import connect
-from flash.sdk.keys import KEY_ENV_VAR, key_from_text
 
 __all__ = ["serve_project", "start_project"]
 
@@ -62,8 +61,7 @@ def serve_project(
     # says); restored at the end.
     previous = set_invoker(None)
     try:
-        env = platform.client_env()
-        connect(platform.url, env.get("FLASH_API_KEY"), signing_key=key_from_text(env[KEY_ENV_VAR]))
+        connect(platform.url, platform.api_key, signing_key=platform.signing_key)
         yield platform
     finally:
         set_invoker(previous)

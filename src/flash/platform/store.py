@@ -161,6 +161,20 @@ class JobStore:
                     "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
                 )
 
+    def save_requeued(self, jobs: list[Job]) -> None:
+        """Write the state of jobs sent back to the queue, and that they have no output,
+        in one transaction (start-up re-queues every job that was running)."""
+        if not jobs:
+            return
+        with self._transaction():
+            self._db.executemany(
+                _SAVE_WITH_OUTPUT, [(job.status, _state(job), None, job.id) for job in jobs]
+            )
+            self._db.executemany(
+                "DELETE FROM payloads WHERE job_id = ? AND kind = ?",
+                [(job.id, _OUTPUT) for job in jobs],
+            )
+
     def load_output(self, job_id: str) -> str | None:
         """The stored output's JSON text (None: it has none); ValueError if unreadable."""
         row = self._stored(_OUTPUT, job_id)

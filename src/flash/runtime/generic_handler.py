@@ -60,8 +60,6 @@ from flash.runtime.serialization import (
 )
 
 __all__ = [
-    "MANIFEST_ENV_VAR",
-    "MANIFEST_FILENAME",
     "Handler",
     "ManifestError",
     "create_handler",

@@ -145,7 +145,7 @@ def parse_json_member(
         )
     try:
         if member is None:
-            value, member_text = json.loads(text, parse_constant=_reject_constant), None
+            value, member_text = _DECODER.decode(_json_str(text)), None
         else:
             value, member_text = _loads_keeping_member(_json_str(text), member)
     except RecursionError:
