@@ -204,7 +204,7 @@ def inline_top_ref(schema):
 def derive_class(cls, rule, TypedDict, NotRequired):
     # The constructor's schema and each public method's; methods without one stay pickle-only.
     init = cls.__init__
-    if init is object.__init__:
+    if not rule.has_own_constructor(cls):
         init_schema = {"type": "object", "properties": {}, "additionalProperties": False}
     else:
         try:
@@ -214,7 +214,7 @@ def derive_class(cls, rule, TypedDict, NotRequired):
         init_schema["title"] = f"{cls.__name__} constructor arguments"
     methods, pickle_only = {}, {}
     for name, value in inspect.getmembers(cls):
-        if (name.startswith("_") and name != "__call__") or not inspect.isfunction(value):
+        if not rule.is_json_method(cls, name):
             continue
         try:
             method = rule.takes_self(cls, name)

@@ -523,6 +523,7 @@ def _describe(response: Response) -> str:
 
 
 def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
+    """Raise the error for a job that did not complete (callers check COMPLETED first)."""
     status = job.get("status")
     job_id = job.get("id")
     common: dict[str, Any] = {
@@ -530,8 +531,6 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
         "function": target.function,
         "job_id": job_id,
     }
-    if status == "COMPLETED":
-        return
     if status == "TIMED_OUT":
         raise RemoteTimeoutError("the job ran past its execution timeout", **common)
     if status == "CANCELLED":

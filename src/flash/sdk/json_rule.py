@@ -22,6 +22,8 @@ from pydantic import TypeAdapter
 __all__ = [
     "JsonCallTypes",
     "NotJsonCallable",
+    "has_own_constructor",
+    "is_json_method",
     "json_call_types",
     "summary",
     "takes_self",
@@ -114,6 +116,18 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
         result_schema=result_schema,
         stream=stream,
     )
+
+
+def is_json_method(cls: type, name: str) -> bool:
+    """Whether ``cls.name`` is a method JSON calls may reach: public (or ``__call__``) and a
+    plain function of the class (a classmethod or property is not)."""
+    public = not name.startswith("_") or name == "__call__"
+    return public and inspect.isfunction(getattr(cls, name, None))
+
+
+def has_own_constructor(cls: type) -> bool:
+    """Whether constructing ``cls`` takes arguments of its own (``object.__init__`` takes none)."""
+    return inspect.getattr_static(cls, "__init__") is not object.__init__
 
 
 def takes_self(cls: type, name: str) -> bool:

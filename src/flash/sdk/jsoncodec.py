@@ -16,7 +16,13 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from flash.runtime import client as _client
-from flash.sdk.json_rule import NotJsonCallable, json_call_types, takes_self
+from flash.sdk.json_rule import (
+    NotJsonCallable,
+    has_own_constructor,
+    is_json_method,
+    json_call_types,
+    takes_self,
+)
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,11 @@ def codec_for(fn: Any) -> JsonCodec | None:
 def method_codecs_for(cls: type, name: str) -> tuple[JsonCodec, JsonCodec] | None:
     """Codecs for the constructor of ``cls`` and its method ``name``, or None when the call
     must be pickled. Public methods only, as the build publishes schemas for those alone."""
-    if name.startswith("_") and name != "__call__":
-        return None
-    method = getattr(cls, name, None)
-    if not inspect.isfunction(method):
+    if not is_json_method(cls, name):
         return None
     init = inspect.getattr_static(cls, "__init__")
-    init_codec = _NO_ARGUMENTS if init is object.__init__ else _codec(init, method=True)
-    method_codec = _codec(method, method=takes_self(cls, name))
+    init_codec = _codec(init, method=True) if has_own_constructor(cls) else _NO_ARGUMENTS
+    method_codec = _codec(getattr(cls, name), method=takes_self(cls, name))
     if init_codec is None or method_codec is None:
         return None
     return init_codec, method_codec
