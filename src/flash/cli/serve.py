@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flash.platform.archive import copies_dir, extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
+from flash.platform.project import serve_archive
 
 DEFAULT_STATE_DIR = Path(".flash")
 
@@ -54,7 +54,6 @@ def serve_command(
     state_dir: Path = DEFAULT_STATE_DIR,
 ) -> None:
     """Extract ``archive``, serve it until SIGINT/SIGTERM, then stop every worker."""
-    copy = extract_for_serving(archive, copies_dir(state_dir))
     platform = LocalPlatform(
         state_dir, host=host, port=port, max_workers=max_workers, api_key=api_key
     )
@@ -63,13 +62,11 @@ def serve_command(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        platform.start()
-        platform.load_copy(copy)
+        serve_archive(platform, archive)
         print_endpoints(platform, Console())
         stop.wait()
     finally:
         platform.stop()
-        copy.release()  # a no-op when the platform took it over: stop() let it go
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flash.platform.local import LocalPlatform
-    from flash.platform.project import serve_project, start_project
+    from flash.platform.project import serve_archive, serve_project, start_project
 
-__all__ = ["LocalPlatform", "serve_project", "start_project"]
+__all__ = ["LocalPlatform", "serve_archive", "serve_project", "start_project"]
 
 _HOMES = {
     "LocalPlatform": "flash.platform.local",
+    "serve_archive": "flash.platform.project",
     "serve_project": "flash.platform.project",
     "start_project": "flash.platform.project",
 }

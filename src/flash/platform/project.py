@@ -21,7 +21,7 @@ from flash.platform.local import LocalPlatform
 from flash.runtime.remote import set_invoker
 from flash.sdk.connect import connect
 
-__all__ = ["serve_project", "start_project"]
+__all__ = ["serve_archive", "serve_project", "start_project"]
 
 
 def start_project(
@@ -32,8 +32,15 @@ def start_project(
     LocalPlatform. Raises BuildError or PlatformError; nothing is left running then."""
     result = build_project(options, progress=progress)
     platform = LocalPlatform(options.project_dir.resolve() / ".flash", **platform_options)
+    serve_archive(platform, result.archive, sha256=result.sha256)
+    return platform
+
+
+def serve_archive(platform: LocalPlatform, archive: Path, *, sha256: str | None = None) -> None:
+    """Start ``platform`` and serve ``archive`` (a build) on it. Raises PlatformError;
+    nothing is left running or held then."""
     # Held before the platform starts tidying copies, so the last run's copy is reused.
-    copy = extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
+    copy = extract_for_serving(archive, platform.copies_root, sha256=sha256)
     try:
         platform.start()
     except BaseException:
@@ -44,7 +51,6 @@ def start_project(
     except BaseException:
         platform.stop()
         raise
-    return platform
 
 
 @contextlib.contextmanager
