@@ -263,9 +263,9 @@ def test_a_signed_answer_is_checked_once(
 
     checked: list[str] = []
 
-    def counting(key: bytes, mac: Any, *, nonce: str, result_fields: Any) -> None:
-        checked.append(nonce)
-        verify_result(key, mac, nonce=nonce, result_fields=result_fields)
+    def counting(key: bytes, mac: Any, **options: Any) -> None:
+        checked.append(options["nonce"])
+        verify_result(key, mac, **options)
 
     verify_result = client.verify_result
     monkeypatch.setattr(client, "verify_result", counting)

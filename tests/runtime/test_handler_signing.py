@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -98,6 +99,30 @@ def test_tampered_payload_is_refused(handler: Any, tmp_path: Path) -> None:
     answer = run(handler, request)
     assert answer["error_type"] == "SignatureRejected"
     assert not marker.exists()
+
+
+def test_big_payloads_go_through_and_a_tampered_one_is_never_unpickled(
+    handler: Any, tmp_path: Path
+) -> None:
+    # A big pickle is decoded to be hashed once the signature's MAC passed, and unpickled
+    # only after its digest matched; the answer's big result is signed the same way.
+    data = os.urandom(300_000)
+    request = json.loads(json.dumps(job((data, b"!"))))  # plain strings, as sent
+    answer = run(handler, request)
+    assert answer["success"]
+    mac = answer.pop("mac")
+    nonce = request["input"]["signature"]["nonce"]
+    decoded: dict[int, bytes] = {}
+    verify_result(KEY, mac, nonce=nonce, result_fields=answer, decoded=decoded)
+    assert deserialize(answer["result"], decoded) == data + b"!"
+
+    marker = tmp_path / "pwned"
+    request = json.loads(json.dumps(job((data, b"!"))))
+    request["input"]["args"][0] = serialize((_CreatesFile(str(marker)), data))
+    answer = run(handler, request)
+    assert answer["error_type"] == "SignatureRejected" and "altered" in answer["error"]
+    assert not marker.exists()
+    assert deserialize(run(handler, job((1, 1)))["result"]) == 2  # still serving
 
 
 def test_expired_request_is_refused(handler: Any, tmp_path: Path) -> None:

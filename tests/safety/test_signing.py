@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import hashlib
 import json
@@ -134,7 +136,7 @@ def test_wrong_key_type_is_refused() -> None:
 def test_a_signed_request_verifies_after_a_json_round_trip() -> None:
     fields = job_fields()
     block = signed(fields)
-    assert block["v"] == signing.SIGNATURE_VERSION == 2 and block["alg"] == "HMAC-SHA256"
+    assert block["v"] == signing.SIGNATURE_VERSION == 3 and block["alg"] == "HMAC-SHA256"
     assert block["caller"] == local_versions()
     assert len(block["nonce"]) == 32 and len(block["mac"]) == 64
     # The job travels as JSON: what the worker sees is what json.loads gives back.
@@ -519,38 +521,57 @@ def test_digest_is_sorted_key_compact_json_for_plain_strings() -> None:
     assert payload_digest(fields) != payload_digest({**subset, "method_name": "x"})
 
 
-def _tree_root(text: str) -> str:
-    """The documented tree over 64 Ki-character chunks, written out independently."""
-    chunk = 1 << 16
-    leaves = b"".join(
-        hashlib.sha256(text[i : i + chunk].encode("utf-8", "surrogatepass")).digest()
-        for i in range(0, len(text), chunk)
-    )
-    return hashlib.sha256(f"flash-tree\n{len(text)}\n".encode() + leaves).hexdigest()
+def _bytes_digest(text: str) -> str:
+    """The documented form of a big pickle, written out independently: ``#`` and the
+    SHA-256 of its decoded bytes."""
+    return "#" + hashlib.sha256(base64.b64decode(text, validate=True)).hexdigest()
 
 
-def test_a_megabyte_string_is_hashed_as_a_tree_of_chunks() -> None:
+def test_a_megabyte_pickle_is_hashed_as_its_decoded_bytes() -> None:
     big = serialize(os.urandom(1 << 20))
     fields = {"function_name": "f", "args": [big], "kwargs": {}, "protocol_version": 1}
-    canonical = '{"args":[#' + _tree_root(big) + '],"function_name":"f","kwargs":{}}'
+    canonical = '{"args":[' + _bytes_digest(big) + '],"function_name":"f","kwargs":{}}'
     assert payload_digest(fields) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 8])
-def test_the_digest_does_not_depend_on_how_many_threads_hash_it(
-    threads: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Caller and worker run on machines with different core counts.
-    big = serialize(os.urandom(700_000))
-    fields = job_fields(args=[big, serialize(1), big[:-1]])
+def test_the_signer_hashes_its_own_bytes_and_the_verifier_agrees() -> None:
+    # serialize(digest=True) hashes the bytes it encodes, so signing never decodes its own
+    # output; the worker decodes and hashes, and hands the bytes on to be unpickled.
+    value = os.urandom(700_000)
+    args, kwargs = serialize_args([value, 1], {"k": value}, digest=True)
+    assert isinstance(args[0], signing.HashedPickle) and type(args[1]) is str
+    fields = job_fields(args=args, kwargs=kwargs)
     block = signed(fields)
-    monkeypatch.setattr(signing, "_THREADS", threads)
-    monkeypatch.setattr(signing, "_POOL", None)  # a pool sized for this thread count
-    assert payload_digest(fields) == block["digest"]
-    verify(block, json.loads(json.dumps(fields)))
+    wire = json.loads(json.dumps(fields))  # plain strings, as a worker receives them
+    decoded: dict[int, bytes] = {}
+    verify(block, wire, decoded=decoded)
+    assert sorted(decoded.values()) == sorted(
+        [base64.b64decode(wire["args"][0]), base64.b64decode(wire["kwargs"]["k"])]
+    )
+    assert deserialize(wire["args"][0], decoded) == value
+    assert id(wire["args"][0]) not in decoded  # let go once unpickled
 
 
-@pytest.mark.parametrize("where", [0, (1 << 16) - 1, 1 << 16, 400_000, -1])
+def test_every_big_pickle_and_only_those_carry_their_digest() -> None:
+    # Around the threshold: a pickle whose base64 reaches BIG_TEXT characters comes with its
+    # digest (or signing would decode it again); the digest is the one a verifier computes.
+    for size in range(49_120, 49_160):
+        text = serialize(os.urandom(size), digest=True)
+        assert isinstance(text, signing.HashedPickle) == (len(text) >= signing.BIG_TEXT), size
+        fields = job_fields(args=[text])
+        assert signed(fields)["digest"] == payload_digest(json.loads(json.dumps(fields)))
+
+
+def test_a_verifier_believes_no_digest_a_payload_claims(tmp_path: Path) -> None:
+    # A HashedPickle's sha256 is the signer's shortcut; verifying hashes the bytes itself.
+    honest = serialize(os.urandom(100_000), digest=True)
+    block = signed(job_fields(args=[honest]))
+    evil = serialize((_CreatesFile(str(tmp_path / "pwned")), os.urandom(100_000)))
+    lying = signing.HashedPickle(evil.encode(), honest.sha256)  # type: ignore[attr-defined]
+    assert reason_of(lambda: verify(block, job_fields(args=[lying]))) == TAMPERED
+
+
+@pytest.mark.parametrize("where", [0, (1 << 16) - 1, 1 << 16, 400_000, 667_000, -1])
 def test_one_changed_character_anywhere_in_a_big_payload_is_tampering(where: int) -> None:
     big = serialize(os.urandom(600_000))
     fields = job_fields(args=[big])
@@ -564,14 +585,56 @@ def test_one_changed_character_anywhere_in_a_big_payload_is_tampering(where: int
     verify(block, fields)
 
 
-def test_strings_around_the_tree_threshold_stay_distinct() -> None:
-    edge = signing._TREE_MIN
+def test_strings_around_the_big_threshold_stay_distinct() -> None:
+    edge = signing.BIG_TEXT
     texts = ["a" * (edge - 1), "a" * edge, "a" * (edge + 1), "a" * (edge - 1) + "b"]
     digests = {payload_digest({"args": [t]}) for t in texts}
     assert len(digests) == len(texts)
-    # A short string can never pose as a tree root: roots are written without quotes.
-    root = _tree_root("a" * edge)
-    assert payload_digest({"args": ["#" + root]}) != payload_digest({"args": ["a" * edge]})
+    # A short string can never pose as a big one's digest: digests are written unquoted.
+    digest = _bytes_digest("a" * edge)
+    assert payload_digest({"args": [digest]}) != payload_digest({"args": ["a" * edge]})
+    # Nor can a big text pose as the bytes it would decode to, or the other way round.
+    text = "a" * edge + "!"
+    assert payload_digest({"args": [text]}) != payload_digest({"args": ["a" * edge]})
+
+
+BASE = base64.b64encode(os.urandom(300_000)).decode()  # no padding: 300,000 is 3 * 100,000
+CUT = signing._head_length(len(BASE))  # where a big text is split to be decoded
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(BASE, id="plain"),
+        pytest.param(BASE[:-4] + "QQ==", id="padded"),
+        pytest.param(BASE[:-4] + "QR==", id="unused-bits"),
+        pytest.param(BASE[: CUT - 4] + "QQ==" + BASE[CUT:], id="padding-at-the-split"),
+        pytest.param(BASE[:CUT] + "====" + BASE[CUT + 4 :], id="padding-after-the-split"),
+        pytest.param(BASE[:100] + "*" + BASE[101:], id="bad-character-in-the-head"),
+        pytest.param(BASE[:-100] + "\n" + BASE[-99:], id="newline-in-the-tail"),
+        pytest.param(BASE + "QQ", id="unpadded"),
+        pytest.param(BASE[:-4] + "Q===", id="three-pads"),
+        pytest.param(BASE[:-1] + "é", id="non-ascii"),
+        pytest.param(BASE[:2000], id="small"),
+    ],
+)
+@pytest.mark.parametrize("strict", [True, False], ids=["3.11+", "3.10"])
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="strict_mode, the reference, is 3.11+")
+def test_big_base64_is_read_as_strictly_as_python_does(
+    text: str, strict: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The split decode, and Python 3.10's decoder, accept exactly what one strict decode
+    # accepts, and hash the same bytes: caller and worker must classify texts alike.
+    monkeypatch.setattr(signing, "_STRICT_BASE64", strict)
+    try:
+        expected: bytes | None = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        expected = None
+    found = signing._decode_and_hash(text)
+    if expected is None:
+        assert found is None
+    else:
+        assert found == (expected, hashlib.sha256(expected).hexdigest())
 
 
 def test_big_strings_with_escapes_or_lone_surrogates_are_hashed() -> None:
@@ -598,9 +661,9 @@ def test_an_altered_big_result_fails_its_mac() -> None:
 
 
 def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
-    # Pool threads do not survive fork(): a child must make its own pool, not wait forever.
+    # The hashing thread does not survive fork(): a child must start its own, not wait forever.
     big = serialize(os.urandom(1 << 20))
-    expected = payload_digest({"args": [big]})  # the parent's pool now exists
+    expected = payload_digest({"args": [big]})  # the parent's hashing thread now runs
     out = tmp_path / "digest"
     with warnings.catch_warnings():  # 3.12+ warns about fork() in a threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -651,7 +714,9 @@ def test_the_usual_answer_is_signed_as_any_other(result: Any, success: Any, vers
     answer = {"success": success, "result": result, "protocol_version": version}
     nonce = "ab" * 16
     for fields in (answer, _success(result, "f")):
-        general = signing._result_mac(KEY, nonce, signing._canonical(fields, 0))
+        general = signing._result_mac(
+            KEY, nonce, signing._canonical(fields, 0, signing._signer_big)
+        )
         assert sign_result(KEY, nonce=nonce, result_fields=fields) == general
         verify_result(KEY, general, nonce=nonce, result_fields=dict(fields))
         with pytest.raises(SignatureError):

@@ -123,6 +123,11 @@ class PlatformInvoker:
         headers = {"Authorization": f"Bearer {endpoints.api_key}"} if endpoints.api_key else {}
         self.http = HttpClient(headers)
 
+    @property
+    def signs(self) -> bool:
+        """Whether pickled calls go signed."""
+        return self.signing_key is not None
+
     # -- the Invoker protocol (flash.runtime.remote) ---------------------------------
 
     async def call_function(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -134,7 +139,7 @@ class PlatformInvoker:
             json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
             output, _ = await self._call(target, json_payload, fn.call_options)
             return codec.decode(_json_result(output))
-        wire_args, wire_kwargs = serialize_args(args, kwargs)
+        wire_args, wire_kwargs = serialize_args(args, kwargs, digest=self.signs)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
         output, nonce = await self._call(target, payload, fn.call_options)
         return self._unpack(output, target, nonce, generator=fn.is_generator)
@@ -156,22 +161,23 @@ class PlatformInvoker:
         target = _target(fn)
         items = []
         for args, kwargs in calls:
-            wire_args, wire_kwargs = serialize_args(args, kwargs)
+            wire_args, wire_kwargs = serialize_args(args, kwargs, digest=self.signs)
             items.append({"args": wire_args, "kwargs": wire_kwargs})
         payload = {"function_name": target.function, "execution_type": "map", "items": items}
         output, nonce = await self._call(target, payload, fn.call_options)
         streamed = isinstance(output, list) and len(output) == 1
         if streamed:  # a streaming endpoint's answer: one item, signed as item 0
             output = output[0]
+        decoded: dict[int, bytes] = {}
         if isinstance(output, dict) and nonce is not None:
-            self._check_mac(output, f"{nonce}:0" if streamed else nonce)
+            self._check_mac(output, f"{nonce}:0" if streamed else nonce, decoded)
         answers = output.get("results") if isinstance(output, dict) else None
         if not isinstance(answers, list) or len(answers) != len(calls):
             raise RemoteError(f"unexpected answer to a map job: {output!r:.200}")
         unpacked: list[tuple[bool, Any]] = []
         for answer in answers:
             try:
-                unpacked.append((True, _unpack_one(answer, target, None)))
+                unpacked.append((True, _unpack_one(answer, target, None, decoded)))
             except Exception as exc:
                 unpacked.append((False, exc))
         return unpacked
@@ -194,8 +200,8 @@ class PlatformInvoker:
             }
             output, _ = await self._call(target, json_payload, remote_class.call_options)
             return method_codec.decode(_json_result(output))
-        ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs)
-        method_args, method_kwargs = serialize_args(args, kwargs)
+        ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digest=self.signs)
+        method_args, method_kwargs = serialize_args(args, kwargs, digest=self.signs)
         payload = {
             "function_name": target.function,
             "execution_type": "class",
@@ -213,7 +219,7 @@ class PlatformInvoker:
     ) -> AsyncIterator[Any]:
         """Yield a generator function's items as the endpoint produces them."""
         target = _target(fn)
-        wire_args, wire_kwargs = serialize_args(args, kwargs)
+        wire_args, wire_kwargs = serialize_args(args, kwargs, digest=self.signs)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
         body, deadline, nonce = self._job_body(target, payload, fn.call_options)
         url = self.endpoints.url(target.resource)
@@ -330,17 +336,27 @@ class PlatformInvoker:
         if self.signing_key is not None and nonce is not None:
             item = answer.get("item")
             try:
-                self._check_mac(answer, nonce if item is None else f"{nonce}:{item}")
+                self._check_mac(answer, nonce if item is None else f"{nonce}:{item}", None)
             except RemoteError:
                 return {"error": answer.get("error")}  # the message, but nothing to unpickle
         return answer
 
-    def _check_mac(self, response: dict[str, Any], nonce: str) -> None:
+    def _check_mac(
+        self, response: dict[str, Any], nonce: str, decoded: dict[int, bytes] | None
+    ) -> None:
+        """Raise RemoteError unless the worker signed ``response``; big pickles the check
+        decodes go into ``decoded`` (by id() of their string), for unpacking."""
         if self.signing_key is None:
             return
         fields = {k: v for k, v in response.items() if k != "mac"}
         try:
-            verify_result(self.signing_key, response.get("mac"), nonce=nonce, result_fields=fields)
+            verify_result(
+                self.signing_key,
+                response.get("mac"),
+                nonce=nonce,
+                result_fields=fields,
+                decoded=decoded,
+            )
         except SignatureError as exc:
             raise RemoteError(f"the answer failed its signature check: {exc.message}") from None
 
@@ -362,9 +378,10 @@ class PlatformInvoker:
         nonce: str | None,
         index: int | None,
     ) -> Any:
+        decoded: dict[int, bytes] = {}
         if isinstance(response, dict) and nonce is not None:
-            self._check_mac(response, nonce if index is None else f"{nonce}:{index}")
-        return _unpack_one(response, target, job_id)
+            self._check_mac(response, nonce if index is None else f"{nonce}:{index}", decoded)
+        return _unpack_one(response, target, job_id, decoded)
 
     async def _submit(
         self,
@@ -569,7 +586,9 @@ def _remote_exception(
     return kind(message, remote_type=remote_type, remote_traceback=remote_tb, **common)
 
 
-def _unpack_one(response: Any, target: _Target, job_id: str | None) -> Any:
+def _unpack_one(
+    response: Any, target: _Target, job_id: str | None, decoded: dict[int, bytes] | None
+) -> Any:
     common: dict[str, Any] = {
         "endpoint": target.resource,
         "function": target.function,
@@ -580,7 +599,7 @@ def _unpack_one(response: Any, target: _Target, job_id: str | None) -> Any:
     if not response["success"]:
         raise _remote_exception(str(response.get("error", "")), response, common)
     try:
-        return deserialize(response["result"])
+        return deserialize(response["result"], decoded)
     except SerializationError as exc:
         raise RemoteError(f"cannot decode the result: {exc}", **common) from None
 

@@ -118,7 +118,9 @@ class _Call(NamedTuple):
     target: Any
     payload: dict[str, Any]
     context: _context.CallContext
-    nonce: str | None
+    nonce: str | None  # the verified request's, for signing the answer
+    # Bytes of big pickles the signature check decoded, by id() of their string.
+    decoded: dict[int, bytes] | None = None
 
 
 class _UserCodeError(Exception):
@@ -183,14 +185,21 @@ def create_handler(
     constructing: dict[tuple[Any, ...], asyncio.Lock] = {}
 
     async def instance_for(
-        name: str, cls: type, raw_args: list[str], raw_kwargs: dict[str, str]
+        name: str,
+        cls: type,
+        raw_args: list[str],
+        raw_kwargs: dict[str, str],
+        decoded: dict[int, bytes] | None,
     ) -> Any:
         # Keyed on the raw payloads: equal arguments pickle to equal strings, and a cache
         # hit then costs no unpickling.
         key = (name, tuple(raw_args), tuple(sorted(raw_kwargs.items())))
         label = f"the constructor of {name!r}"
         return await cached_instance(
-            key, cls, label, lambda: _decode(raw_args, raw_kwargs, "args", "kwargs", label)
+            key,
+            cls,
+            label,
+            lambda: _decode(raw_args, raw_kwargs, "args", "kwargs", label, decoded),
         )
 
     async def cached_instance(
@@ -247,9 +256,10 @@ def create_handler(
                 UNKNOWN_FUNCTION,
                 f"no function or class named {name!r} on this endpoint (available: {available})",
             )
-        nonce = check_signature(name, payload)
+        decoded: dict[int, bytes] = {}
+        nonce = check_signature(name, payload, decoded)
         call_context = _call_context(payload, name)
-        return _Call(name, execution_type, target, payload, call_context, nonce)
+        return _Call(name, execution_type, target, payload, call_context, nonce, decoded)
 
     def resolve_json(payload: dict[str, Any]) -> _Call:
         fields = set(payload) - {"context", "protocol_version"}
@@ -316,8 +326,13 @@ def create_handler(
         call_context = _call_context(payload, name)
         return _Call(name, "json_method", targets[name], call, call_context, None)
 
-    def check_signature(name: str, payload: dict[str, Any]) -> str | None:
-        """The verified request nonce; raises before anything of the payload is decoded."""
+    def check_signature(
+        name: str, payload: dict[str, Any], decoded: dict[int, bytes]
+    ) -> str | None:
+        """The verified request nonce; raises before anything of the payload is unpickled.
+
+        Big pickles the check decodes go into ``decoded`` (by id() of their string).
+        """
         if secret is None:
             if allow_unsigned:
                 return None
@@ -338,6 +353,7 @@ def create_handler(
                 function=name,
                 fields=payload,
                 replay=replay,
+                decoded=decoded,
             )
         except _signing.SignatureError as exc:
             raise _JobError(SIGNATURE_REJECTED, f"request refused: {exc.message}") from None
@@ -360,14 +376,14 @@ def create_handler(
             if call.execution_type == "json_method":
                 return await _run_json_method(call.name, call.target, call.payload)
             if call.execution_type == "map":
-                return await _run_map(call.name, call.target, call.payload)
+                return await _run_map(call)
             if call.execution_type == "function":
-                result, label = await _run_function(call.name, call.target, call.payload)
+                result, label = await _run_function(call)
             else:
-                result, label = await _run_method(call.name, call.target, call.payload)
+                result, label = await _run_method(call)
         finally:
             _context.reset(token)
-        return _success(result, label)
+        return _success(result, label, digest=call.nonce is not None)
 
     async def stream_call(call: _Call) -> AsyncIterator[dict[str, Any]]:
         """One answer per item a generator function yields; other functions answer once."""
@@ -391,15 +407,17 @@ def create_handler(
                 "args",
                 "kwargs",
                 label,
+                call.decoded,
             )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
             async for item in _iterate(items, label):
-                yield _success(item, label)
+                yield _success(item, label, digest=call.nonce is not None)
         finally:
             _context.reset(token)
 
-    async def _run_map(name: str, target: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _run_map(call: _Call) -> dict[str, Any]:
         """Many calls of one function in one job: one answer per item, each failing alone."""
+        name, target, payload = call.name, call.target, call.payload
         if inspect.isclass(target) or _is_generator_function(target):
             raise _JobError(
                 EXECUTION_TYPE_MISMATCH, f"{name!r} cannot be mapped: only plain functions can"
@@ -414,10 +432,15 @@ def create_handler(
                 if not isinstance(item, dict):
                     raise _JobError(INVALID_JOB, f"items[{index}] must be an object")
                 args, kwargs = _decode(
-                    _list_field(item, "args"), _dict_field(item, "kwargs"), "args", "kwargs", label
+                    _list_field(item, "args"),
+                    _dict_field(item, "kwargs"),
+                    "args",
+                    "kwargs",
+                    label,
+                    call.decoded,
                 )
                 result = await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread)
-                return _success(result, label)
+                return _success(result, label, digest=call.nonce is not None)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -459,7 +482,8 @@ def create_handler(
         result = await _invoke(target, [], kwargs, label, in_thread=run_sync_in_thread)
         return _json_success(result, label)
 
-    async def _run_function(name: str, target: Any, payload: dict[str, Any]) -> tuple[Any, str]:
+    async def _run_function(call: _Call) -> tuple[Any, str]:
+        name, target, payload = call.name, call.target, call.payload
         if inspect.isclass(target):
             raise _JobError(
                 EXECUTION_TYPE_MISMATCH,
@@ -467,11 +491,17 @@ def create_handler(
             )
         label = repr(name)
         args, kwargs = _decode(
-            _list_field(payload, "args"), _dict_field(payload, "kwargs"), "args", "kwargs", label
+            _list_field(payload, "args"),
+            _dict_field(payload, "kwargs"),
+            "args",
+            "kwargs",
+            label,
+            call.decoded,
         )
         return await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread), label
 
-    async def _run_method(name: str, target: Any, payload: dict[str, Any]) -> tuple[Any, str]:
+    async def _run_method(call: _Call) -> tuple[Any, str]:
+        name, target, payload = call.name, call.target, call.payload
         if not inspect.isclass(target):
             raise _JobError(
                 EXECUTION_TYPE_MISMATCH,
@@ -485,9 +515,9 @@ def create_handler(
         label = repr(f"{name}.{method_name}")
         # Decode the method's arguments first: a bad payload should not cost a model load.
         args, kwargs = _decode(
-            raw_method_args, raw_method_kwargs, "method_args", "method_kwargs", label
+            raw_method_args, raw_method_kwargs, "method_args", "method_kwargs", label, call.decoded
         )
-        instance = await instance_for(name, target, raw_args, raw_kwargs)
+        instance = await instance_for(name, target, raw_args, raw_kwargs, call.decoded)
         try:
             method = getattr(instance, method_name)
         except Exception as exc:  # a property or __getattr__ in user code
@@ -695,11 +725,16 @@ def _dict_field(payload: dict[str, Any], field: str) -> dict[str, str]:
 
 
 def _decode(
-    raw_args: list[str], raw_kwargs: dict[str, str], args_field: str, kwargs_field: str, label: str
+    raw_args: list[str],
+    raw_kwargs: dict[str, str],
+    args_field: str,
+    kwargs_field: str,
+    label: str,
+    decoded: dict[int, bytes] | None,
 ) -> tuple[list[Any], dict[str, Any]]:
     try:
         return deserialize_args(
-            raw_args, raw_kwargs, args_field=args_field, kwargs_field=kwargs_field
+            raw_args, raw_kwargs, args_field=args_field, kwargs_field=kwargs_field, decoded=decoded
         )
     except SerializationError as exc:
         raise _JobError(
@@ -809,9 +844,10 @@ def _call_context(payload: dict[str, Any], name: str) -> _context.CallContext:
     return call_context
 
 
-def _success(result: Any, label: str) -> dict[str, Any]:
+def _success(result: Any, label: str, *, digest: bool = False) -> dict[str, Any]:
+    """The answer carrying ``result``; ``digest`` when it will be signed (see serialize)."""
     try:
-        encoded = serialize(result)
+        encoded = serialize(result, digest=digest)
     except SerializationError as exc:
         cause = exc.__cause__ or exc
         raise _JobError(

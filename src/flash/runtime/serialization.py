@@ -12,6 +12,8 @@ from typing import Any
 
 import cloudpickle
 
+from flash.runtime.signing import BIG_TEXT, HashedPickle, encode_and_hash
+
 __all__ = [
     "SerializationError",
     "deserialize",
@@ -33,8 +35,13 @@ class SerializationError(ValueError):
     """A value could not be encoded, or a payload could not be decoded."""
 
 
-def serialize(obj: Any) -> str:
-    """Encode ``obj`` as base64 of its cloudpickle bytes."""
+def serialize(obj: Any, *, digest: bool = False) -> str:
+    """Encode ``obj`` as base64 of its cloudpickle bytes.
+
+    With ``digest`` (the payload is about to be signed), a big encoding comes back as a
+    :class:`~flash.runtime.signing.HashedPickle` holding the SHA-256 of these bytes, which
+    signing needs and would otherwise get by decoding the text again.
+    """
     try:
         raw = (
             pickle.dumps(obj, protocol=_PROTOCOL)
@@ -45,17 +52,27 @@ def serialize(obj: Any) -> str:
         raise SerializationError(
             f"cannot pickle a value of type {_type_name(obj)}: {type(exc).__name__}: {exc}"
         ) from exc
+    if digest and 4 * -(-len(raw) // 3) >= BIG_TEXT:  # the length of its base64
+        encoded, sha256 = encode_and_hash(raw)
+        return HashedPickle(encoded, sha256)
     return base64.b64encode(raw).decode("ascii")
 
 
-def deserialize(data: str) -> Any:
-    """Decode a string made by :func:`serialize`."""
+def deserialize(data: str, decoded: dict[int, bytes] | None = None) -> Any:
+    """Decode a string made by :func:`serialize`.
+
+    ``decoded`` holds bytes a signature check already decoded, by ``id()`` of their string
+    (see :func:`flash.runtime.signing.payload_digest`); those are used, and let go, instead
+    of decoding ``data`` again.
+    """
     if not isinstance(data, str):
         raise SerializationError(f"expected a base64 string, got {_type_name(data)}")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except ValueError as exc:  # binascii.Error, or non-ASCII characters
-        raise SerializationError(f"not valid base64 ({exc})") from exc
+    raw = decoded.pop(id(data), None) if decoded else None
+    if raw is None:
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except ValueError as exc:  # binascii.Error, or non-ASCII characters
+            raise SerializationError(f"not valid base64 ({exc})") from exc
     try:
         # cloudpickle.loads is pickle.loads; the pickled bytes carry everything needed
         return pickle.loads(raw)
@@ -68,10 +85,14 @@ def deserialize(data: str) -> Any:
 
 
 def serialize_args(
-    args: Sequence[Any], kwargs: Mapping[str, Any]
+    args: Sequence[Any], kwargs: Mapping[str, Any], *, digest: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """Encode positional and keyword arguments for a job's ``args``/``kwargs``."""
-    return [serialize(a) for a in args], {k: serialize(v) for k, v in kwargs.items()}
+    """Encode positional and keyword arguments for a job's ``args``/``kwargs``
+    (``digest``: see :func:`serialize`)."""
+    return (
+        [serialize(a, digest=digest) for a in args],
+        {k: serialize(v, digest=digest) for k, v in kwargs.items()},
+    )
 
 
 def deserialize_args(
@@ -80,22 +101,23 @@ def deserialize_args(
     *,
     args_field: str = "args",
     kwargs_field: str = "kwargs",
+    decoded: dict[int, bytes] | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Decode a job's ``args``/``kwargs``; errors name the failing argument.
 
     ``args_field``/``kwargs_field`` name the job fields in those errors
-    (``method_args[0]: not valid base64 ...``).
+    (``method_args[0]: not valid base64 ...``); ``decoded``: see :func:`deserialize`.
     """
     out_args: list[Any] = []
     for i, item in enumerate(args):
         try:
-            out_args.append(deserialize(item))
+            out_args.append(deserialize(item, decoded))
         except SerializationError as exc:
             raise SerializationError(f"{args_field}[{i}]: {exc}") from exc.__cause__
     out_kwargs: dict[str, Any] = {}
     for key, item in kwargs.items():
         try:
-            out_kwargs[key] = deserialize(item)
+            out_kwargs[key] = deserialize(item, decoded)
         except SerializationError as exc:
             raise SerializationError(f"{kwargs_field}[{key!r}]: {exc}") from exc.__cause__
     return out_args, out_kwargs

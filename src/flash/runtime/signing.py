@@ -2,20 +2,22 @@
 
 A pickled call carries a signature block under ``input["signature"]``::
 
-    {"v": 2, "alg": "HMAC-SHA256", "endpoint": ..., "function": ..., "digest": ...,
+    {"v": 3, "alg": "HMAC-SHA256", "endpoint": ..., "function": ..., "digest": ...,
      "deadline": <epoch seconds>, "nonce": <128-bit hex>,
      "caller": {"python": "3.11", "cloudpickle": "3.1.3"}, "mac": ...}
 
 ``digest`` is SHA-256 over the fields that carry pickles (:data:`SIGNED_FIELDS`, see
 :func:`payload_digest`); ``mac`` is HMAC-SHA256 over everything else in the block. The worker
-checks the block, then the digest, and only then decodes anything; results come back with a
-MAC bound to the request's nonce.
+checks the block and its MAC, decodes the base64 of big pickles (decoding runs no code), checks
+the digest, and only then unpickles anything; results come back with a MAC bound to the
+request's nonce.
 
 Standard library only: this module runs inside every worker.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import heapq
 import hmac
@@ -26,12 +28,13 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
 __all__ = [
     "ALGORITHM",
     "BAD_MAC",
+    "BIG_TEXT",
     "CLOCK_SKEW_S",
     "DEFAULT_TTL_S",
     "EXPIRED",
@@ -48,10 +51,12 @@ __all__ = [
     "TAMPERED",
     "UNSUPPORTED",
     "WRONG_TARGET",
+    "HashedPickle",
     "ReplayCache",
     "SignatureError",
     "SigningKeyError",
     "check_versions",
+    "encode_and_hash",
     "generate_key",
     "key_from_text",
     "key_to_text",
@@ -64,8 +69,8 @@ __all__ = [
     "verify_result",
 ]
 
-# 2: big strings are hashed as a tree of chunks (see payload_digest).
-SIGNATURE_VERSION = 2
+# 3: a big pickle is hashed as its decoded bytes (see payload_digest).
+SIGNATURE_VERSION = 3
 ALGORITHM = "HMAC-SHA256"
 KEY_ENV_VAR = "FLASH_SIGNING_KEY"
 KEY_BYTES = 32
@@ -122,12 +127,9 @@ _MAX_NAME = 1024  # endpoint and function names; anything longer is not ours
 _MAX_CALLER_ITEMS = 8
 _MAX_CALLER_TEXT = 64
 _MAX_FIELD_DEPTH = 32
-# String values at least this long are hashed as a tree of _TREE_LEAF-character chunks; the
-# canonical text holds only the tree's root. Chunks hash in parallel above _PARALLEL_MIN.
-_TREE_MIN = 1 << 16
-_TREE_LEAF = 1 << 16
-_PARALLEL_MIN = 1 << 18
-_MAX_HASH_THREADS = 8
+# String values at least this long are hashed on their own; the canonical text holds only
+# their digest (see payload_digest).
+BIG_TEXT = 1 << 16
 # The replay cache groups nonces by expiry in buckets this many seconds wide.
 _BUCKET_S = 5
 
@@ -191,17 +193,26 @@ def local_versions() -> dict[str, str]:
     return dict(_LOCAL_VERSIONS)
 
 
-def payload_digest(fields: Mapping[str, Any]) -> str:
+def payload_digest(fields: Mapping[str, Any], *, decoded: dict[int, bytes] | None = None) -> str:
     """SHA-256 (hex) of the :data:`SIGNED_FIELDS` present in ``fields`` (None counts as absent).
 
     The canonical form is compact sorted-key JSON, except for strings: one holding no ``"``,
     ``\\`` or non-ASCII character is written verbatim between quotes (base64 text is hashed
     as it is, never re-encoded); others get JSON's ASCII escapes, which always contain a
-    backslash; and one of 64 Ki characters or more is written as ``#`` and the root of a hash
-    tree over its 64 Ki-character chunks, hashed in parallel (no JSON value starts with
-    ``#``). So the form stays unambiguous. Raises ValueError for values no JSON job can hold
-    (or nested absurdly deep).
+    backslash. A string of :data:`BIG_TEXT` characters or more (a big pickle) is written as
+    ``#`` and the SHA-256 of its decoded bytes when it is standard base64, else as ``$`` and
+    the SHA-256 of its UTF-8 text (no JSON value starts with either). So the form stays
+    unambiguous, and a big pickle is hashed once, as bytes, where it is decoded anyway.
+
+    The bytes of big pickles decoded here go into ``decoded``, by ``id()`` of their string,
+    so that the caller unpickles them without decoding again. Raises ValueError for values
+    no JSON job can hold (or nested absurdly deep).
     """
+    return _payload_digest(fields, _decoding_hasher(decoded))
+
+
+def _payload_digest(fields: Mapping[str, Any], big: Callable[[str], str]) -> str:
+    """payload_digest, with ``big`` writing the canonical text of big strings."""
     parts = []
     get = fields.get
     for name in _SIGNED_SORTED:
@@ -213,7 +224,7 @@ def payload_digest(fields: Mapping[str, Any]) -> str:
         # plain string (function_name), a list of them (args), no keyword arguments.
         if (
             kind is str
-            and len(value) < _TREE_MIN
+            and len(value) < BIG_TEXT
             and value.isascii()
             and '"' not in value
             and "\\" not in value
@@ -223,8 +234,172 @@ def payload_digest(fields: Mapping[str, Any]) -> str:
             parts.append(f'"{name}":{{}}')
         else:
             text = _strings_text(value) if kind is list else None
-            parts.append(f'"{name}":{_canonical(value, 1) if text is None else text}')
+            parts.append(f'"{name}":{_canonical(value, 1, big) if text is None else text}')
     return hashlib.sha256(("{" + ",".join(parts) + "}").encode("ascii")).hexdigest()
+
+
+class HashedPickle(str):
+    """A big pickle's base64 text that carries the SHA-256 (hex) of its bytes.
+
+    :func:`flash.runtime.serialization.serialize` makes one for a payload about to be signed,
+    from the bytes it just encoded, so that signing never decodes its own output. Only the
+    signing side believes ``sha256``; verifying always hashes what it decodes.
+    """
+
+    sha256: str
+
+    def __new__(cls, encoded: bytes, sha256: str) -> HashedPickle:
+        text = super().__new__(cls, encoded, "ascii")
+        text.sha256 = sha256
+        return text
+
+
+def _signer_big(text: str) -> str:
+    if type(text) is HashedPickle:
+        return "#" + text.sha256
+    return _big_text(text, None)
+
+
+def _decoding_hasher(decoded: dict[int, bytes] | None) -> Callable[[str], str]:
+    return lambda text: _big_text(text, decoded)
+
+
+def _big_text(text: str, decoded: dict[int, bytes] | None) -> str:
+    """The canonical text of a big string: the digest of its decoded bytes, or of its text."""
+    found = _decode_and_hash(text)
+    if found is None:
+        return "$" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    raw, digest = found
+    if decoded is not None:
+        decoded[id(text)] = raw
+    return "#" + digest
+
+
+def encode_and_hash(raw: bytes) -> tuple[bytes, str]:
+    """Standard base64 of ``raw`` and the SHA-256 (hex) of ``raw``.
+
+    For big inputs both run at once: the helper thread encodes (base64 holds the GIL) while
+    this thread hashes (hashlib lets go of it), so neither waits for the other to start.
+    """
+    if len(raw) < _BESIDE_MIN:
+        return binascii.b2a_base64(raw, newline=False), hashlib.sha256(raw).hexdigest()
+    encoding = _HELPER.run(_base64_text, raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    return encoding.result(), digest
+
+
+def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
+    """The bytes of standard base64 ``text`` (padded, no other characters) and their
+    SHA-256 (hex); None when ``text`` is not such base64.
+
+    A big text is decoded in two parts: this thread hashes the first while the helper thread
+    decodes the second, a sixth of the whole, which takes about as long.
+    """
+    if len(text) % 4 or not text.isascii():
+        return None
+    if len(text) < _BESIDE_MIN:
+        raw = _base64_bytes(text)
+        return None if raw is None else (raw, hashlib.sha256(raw).hexdigest())
+    cut = _head_length(len(text))
+    if text[cut - 1] == "=":  # padding before the end: the whole is not canonical base64
+        return None
+    head = _base64_bytes(text[:cut])
+    if head is None:
+        return None
+    decoding = _HELPER.run(_base64_bytes, text[cut:])
+    hasher = hashlib.sha256(head)
+    tail = decoding.result()
+    if tail is None:
+        return None
+    hasher.update(tail)
+    return head + tail, hasher.hexdigest()
+
+
+def _head_length(length: int) -> int:
+    """Where _decode_and_hash splits a text: whole 4-character groups, a sixth left over."""
+    return (length * 5 // 6) & ~3
+
+
+def _base64_text(raw: bytes) -> bytes:
+    return binascii.b2a_base64(raw, newline=False)
+
+
+def _base64_bytes(text: str) -> bytes | None:
+    try:
+        if _STRICT_BASE64:
+            return binascii.a2b_base64(text, strict_mode=True)
+        # Python 3.10: the alphabet check (validate=True) and padded length amount to the same.
+        import base64  # only here: 3.10 needs it
+
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_STRICT_BASE64 = sys.version_info >= (3, 11)
+# Below this many bytes (or characters), handing work to the helper thread costs more than
+# it saves.
+_BESIDE_MIN = 1 << 18
+
+
+class _Pending:
+    """A call the helper thread runs; :meth:`result` waits for it."""
+
+    __slots__ = ("args", "done", "error", "function", "value")
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.function = function
+        self.args = args
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def result(self) -> Any:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Helper:
+    """One thread for the base64 half of hashing big payloads, made on first use."""
+
+    def __init__(self) -> None:
+        self._calls: Any = None  # queue.SimpleQueue, made with the thread
+        self._lock = threading.Lock()
+
+    def run(self, function: Callable[..., Any], *args: Any) -> _Pending:
+        call = _Pending(function, args)
+        with self._lock:
+            if self._calls is None:
+                import queue  # only big payloads need it
+
+                self._calls = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._serve, args=(self._calls,), name="flash-base64", daemon=True
+                ).start()
+            self._calls.put(call)
+        return call
+
+    @staticmethod
+    def _serve(calls: Any) -> None:
+        while True:
+            call = calls.get()
+            try:
+                call.value = call.function(*call.args)
+            except BaseException as exc:  # handed to the caller, which raises it
+                call.error = exc
+            finally:
+                call.args = ()
+                call.done.release()
+
+    def forget_thread(self) -> None:
+        self._calls = None
+        self._lock = threading.Lock()
+
+
+_HELPER = _Helper()
 
 
 def sign_request(
@@ -269,7 +444,7 @@ def sign_request(
                     f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
                 )
     caller = local_versions()
-    digest = payload_digest(fields)
+    digest = _payload_digest(fields, _signer_big)
     return {
         "v": SIGNATURE_VERSION,
         "alg": ALGORITHM,
@@ -292,13 +467,15 @@ def verify_request(
     fields: Mapping[str, Any],
     replay: ReplayCache,
     now: float | None = None,
+    decoded: dict[int, bytes] | None = None,
 ) -> None:
     """Let a signed request through, or raise :class:`SignatureError`.
 
     Checks, in order: the block's shape, version and algorithm, that it was made for this
     endpoint and function, the MAC (the key), the deadline, the payload digest (tampering),
-    and last the nonce, which is remembered only once everything else passed. The payload
-    strings are hashed, never decoded.
+    and last the nonce, which is remembered only once everything else passed. Big pickles
+    are base64-decoded for the digest, once the MAC has passed, and never unpickled; their
+    bytes go into ``decoded`` (see :func:`payload_digest`).
     """
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
@@ -336,7 +513,7 @@ def verify_request(
             MALFORMED, f"the request deadline is more than {MAX_TTL_S:.0f} s ahead; refused"
         )
     try:
-        actual = payload_digest(fields)
+        actual = payload_digest(fields, decoded=decoded)
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the request payload cannot be hashed: {exc}") from None
     if not hmac.compare_digest(actual, digest):
@@ -380,11 +557,22 @@ def sign_result(key: bytes, *, nonce: str, result_fields: Mapping[str, Any]) -> 
     """MAC (hex) binding ``result_fields`` (all of them) to the request's nonce."""
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
-    return _result_mac(key, nonce, _result_text(result_fields))
+    return _result_mac(key, nonce, _result_text(result_fields, _signer_big))
 
 
-def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[str, Any]) -> None:
-    """Raise :class:`SignatureError` unless ``mac`` is :func:`sign_result`'s for these fields."""
+def verify_result(
+    key: bytes,
+    mac: Any,
+    *,
+    nonce: str,
+    result_fields: Mapping[str, Any],
+    decoded: dict[int, bytes] | None = None,
+) -> None:
+    """Raise :class:`SignatureError` unless ``mac`` is :func:`sign_result`'s for these fields.
+
+    Big pickles in the fields are decoded to be hashed; their bytes go into ``decoded`` (see
+    :func:`payload_digest`), to be unpickled only once this returns.
+    """
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
     if mac is None:
@@ -394,7 +582,7 @@ def verify_result(key: bytes, mac: Any, *, nonce: str, result_fields: Mapping[st
     if type(mac) is not str or len(mac) != 64 or not mac.isascii():
         raise SignatureError(MALFORMED, "the result signature is not 64 lowercase hex characters")
     try:
-        expected = _result_mac(key, nonce, _result_text(result_fields))
+        expected = _result_mac(key, nonce, _result_text(result_fields, _decoding_hasher(decoded)))
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the result cannot be hashed: {exc}") from None
     if not hmac.compare_digest(expected, mac):
@@ -645,7 +833,7 @@ def _request_mac(
     return _hmac_sha256(key, message.encode("utf-8", "surrogatepass"))
 
 
-def _result_text(fields: Mapping[str, Any]) -> str:
+def _result_text(fields: Mapping[str, Any], big: Callable[[str], str]) -> str:
     """The canonical text of a worker's answer; the usual one (``_success`` in the generic
     handler: success, a short pickled result, the protocol version) is written at once."""
     if type(fields) is dict and len(fields) == 3 and fields.get("success") is True:
@@ -654,17 +842,17 @@ def _result_text(fields: Mapping[str, Any]) -> str:
         if (
             type(version) is int
             and type(result) is str
-            and len(result) < _TREE_MIN
+            and len(result) < BIG_TEXT
             and result.isascii()
             and '"' not in result
             and "\\" not in result
         ):
             return f'{{"protocol_version":{version},"result":"{result}","success":true}}'
-    return _canonical(fields, 0)
+    return _canonical(fields, 0, big)
 
 
 def _result_mac(key: bytes, nonce: str, canonical: str) -> str:
-    # One HMAC pass over the result's canonical text (big strings in it are tree roots).
+    # One HMAC pass over the result's canonical text (big strings in it are digests).
     message = f"{_RESULT_HEAD}{len(nonce)}:{nonce}\n{canonical}"
     return _hmac_sha256(key, message.encode("utf-8", "surrogatepass"))
 
@@ -692,12 +880,13 @@ def _hmac_sha256(key: bytes, message: bytes) -> str:
     return outer.hexdigest()
 
 
-def _canonical(value: Any, depth: int) -> str:
-    """The canonical text of ``value`` (see :func:`payload_digest`)."""
+def _canonical(value: Any, depth: int, big: Callable[[str], str]) -> str:
+    """The canonical text of ``value`` (see :func:`payload_digest`); ``big`` writes that of
+    big strings."""
     kind = type(value)
-    if kind is str:
-        if len(value) >= _TREE_MIN:
-            return "#" + _tree_root(value)
+    if kind is str or kind is HashedPickle:
+        if len(value) >= BIG_TEXT:
+            return big(value)
         if value.isascii() and '"' not in value and "\\" not in value:
             return f'"{value}"'
         return _json_string(value)
@@ -707,7 +896,7 @@ def _canonical(value: Any, depth: int) -> str:
         text = _strings_text(value)
         if text is not None:
             return text
-        return "[" + ",".join([_canonical(item, depth + 1) for item in value]) + "]"
+        return "[" + ",".join([_canonical(item, depth + 1, big) for item in value]) + "]"
     if kind is dict:
         if not value:
             return "{}"
@@ -723,13 +912,13 @@ def _canonical(value: Any, depth: int) -> str:
             if name_text is None:
                 if not isinstance(name, str):
                     break
-                name_text = _canonical(name, depth)
+                name_text = _canonical(name, depth, big)
                 if type(name) is str and len(name) < 64 and len(_KEY_TEXTS) < 1024:
                     _KEY_TEXTS[name] = name_text
             item = value[name]
             if (
                 type(item) is str
-                and len(item) < _TREE_MIN
+                and len(item) < BIG_TEXT
                 and item.isascii()
                 and '"' not in item
                 and "\\" not in item
@@ -738,7 +927,7 @@ def _canonical(value: Any, depth: int) -> str:
             elif item is True or item is False:  # "success" in every result
                 items.append(f"{name_text}:{'true' if item else 'false'}")
             else:
-                items.append(f"{name_text}:{_canonical(item, depth + 1)}")
+                items.append(f"{name_text}:{_canonical(item, depth + 1, big)}")
         if len(items) != len(value):
             raise ValueError("object keys must be strings")
         return "{" + ",".join(items) + "}"
@@ -754,7 +943,7 @@ def _canonical(value: Any, depth: int) -> str:
     if kind is float:
         return float.__repr__(value) if math.isfinite(value) else json.dumps(value)
     if isinstance(value, (str, bool, int, float, list, tuple, Mapping)):
-        return _canonical(_plain(value), depth)
+        return _canonical(_plain(value), depth, big)
     raise ValueError(f"a value of type {type(value).__name__} cannot appear in a job")
 
 
@@ -766,7 +955,7 @@ def _strings_text(value: list[Any] | tuple[Any, ...]) -> str | None:
         # Lengths first, so that a big string is never copied; join raises TypeError unless
         # all items are strings. Joined with '","', plain items leave exactly two quotes per
         # separator; any other quote or a backslash means an item needs escapes.
-        if sum(map(len, value)) < _TREE_MIN:
+        if sum(map(len, value)) < BIG_TEXT:
             joined = '","'.join(value)
             if (
                 joined.isascii()
@@ -784,68 +973,11 @@ _json_string = json.encoder.encode_basestring_ascii
 _KEY_TEXTS: dict[str, str] = {}
 
 
-def _tree_root(text: str) -> str:
-    """SHA-256 (hex) over the length and the SHA-256 of each _TREE_LEAF-character chunk
-    (UTF-8, lone surrogates kept). Chunk boundaries do not depend on the thread count."""
-    starts = range(0, len(text), _TREE_LEAF)
-    threads = _hash_threads() if len(text) >= _PARALLEL_MIN else 1
-    if threads <= 1 or len(starts) < 2:
-        leaves = _leaf_digests(text, starts)
-    else:
-        # One contiguous run of chunks per thread; this thread hashes the first run while
-        # the pool hashes the rest (hashlib lets go of the GIL on big buffers).
-        per = -(-len(starts) // min(threads, len(starts)))
-        runs = [starts[i : i + per] for i in range(0, len(starts), per)]
-        pool = _pool(threads - 1)
-        futures = [pool.submit(_leaf_digests, text, run) for run in runs[1:]]
-        first = _leaf_digests(text, runs[0])
-        leaves = first + b"".join([future.result() for future in futures])
-    root = hashlib.sha256(f"flash-tree\n{len(text)}\n".encode("ascii"))
-    root.update(leaves)
-    return root.hexdigest()
-
-
-def _leaf_digests(text: str, starts: range) -> bytes:
-    sha256 = hashlib.sha256
-    return b"".join(
-        [sha256(text[i : i + _TREE_LEAF].encode("utf-8", "surrogatepass")).digest() for i in starts]
-    )
-
-
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-_THREADS: int | None = None
-
-
-def _hash_threads() -> int:
-    global _THREADS
-    if _THREADS is None:
-        try:
-            usable = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # not on every platform
-            usable = os.cpu_count() or 1
-        _THREADS = max(1, min(usable, _MAX_HASH_THREADS))
-    return _THREADS
-
-
-def _pool(workers: int) -> Any:
-    """The thread pool that hashes chunks, made on first use."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor  # needed for big payloads only
-
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flash-hash")
-        return _POOL
-
-
 def _after_fork() -> None:
-    # A forked child has none of the parent's threads (and maybe a lock held by one of
-    # them): it makes its own pool, or it would wait forever for chunks nobody hashes.
-    # It must not reuse the parent's unused nonces either: both would send them.
-    global _POOL, _POOL_LOCK
-    _POOL = None
-    _POOL_LOCK = threading.Lock()
+    # A forked child has none of the parent's threads (and maybe a lock held by one of them):
+    # it starts its own helper. It must not reuse the parent's unused nonces: both would
+    # send them.
+    _HELPER.forget_thread()
     _NONCES.clear()
 
 
