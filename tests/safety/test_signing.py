@@ -660,6 +660,20 @@ def test_an_altered_big_result_fails_its_mac() -> None:
     )
 
 
+def test_a_hash_that_fails_on_the_helper_thread_fails_the_caller() -> None:
+    # Signing must never go on with the digest of part of the bytes.
+    class Failing:
+        def update(self, data: bytes) -> None:
+            raise MemoryError("no room")
+
+    hashing = signing._HELPER.update(Failing(), b"x" * 100)
+    with pytest.raises(MemoryError, match="no room"):
+        hashing.wait()
+    assert (
+        signing.encode_and_hash(b"y" * (1 << 19))[1] == hashlib.sha256(b"y" * (1 << 19)).hexdigest()
+    )
+
+
 def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
     # The hashing thread does not survive fork(): a child must start its own, not wait forever.
     big = serialize(os.urandom(1 << 20))

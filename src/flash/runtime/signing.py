@@ -278,22 +278,24 @@ def _big_text(text: str, decoded: dict[int, bytes] | None) -> str:
 def encode_and_hash(raw: bytes) -> tuple[bytes, str]:
     """Standard base64 of ``raw`` and the SHA-256 (hex) of ``raw``.
 
-    For big inputs both run at once: the helper thread encodes (base64 holds the GIL) while
-    this thread hashes (hashlib lets go of it), so neither waits for the other to start.
+    For big inputs both run at once: the helper thread hashes (hashlib lets go of the GIL)
+    while this thread encodes (base64 holds it).
     """
     if len(raw) < _BESIDE_MIN:
         return binascii.b2a_base64(raw, newline=False), hashlib.sha256(raw).hexdigest()
-    encoding = _HELPER.run(_base64_text, raw)
-    digest = hashlib.sha256(raw).hexdigest()
-    return encoding.result(), digest
+    hasher = hashlib.sha256()
+    hashing = _HELPER.update(hasher, raw)
+    encoded = binascii.b2a_base64(raw, newline=False)
+    hashing.wait()
+    return encoded, hasher.hexdigest()
 
 
 def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
     """The bytes of standard base64 ``text`` (padded, no other characters) and their
     SHA-256 (hex); None when ``text`` is not such base64.
 
-    A big text is decoded in two parts: this thread hashes the first while the helper thread
-    decodes the second, a sixth of the whole, which takes about as long.
+    A big text is decoded in two parts: the helper thread hashes the first while this thread
+    decodes the second, a fifth of the whole, which takes about as long.
     """
     if len(text) % 4 or not text.isascii():
         return None
@@ -306,9 +308,10 @@ def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
     head = _base64_bytes(text[:cut])
     if head is None:
         return None
-    decoding = _HELPER.run(_base64_bytes, text[cut:])
-    hasher = hashlib.sha256(head)
-    tail = decoding.result()
+    hasher = hashlib.sha256()
+    hashing = _HELPER.update(hasher, head)
+    tail = _base64_bytes(text[cut:])
+    hashing.wait()
     if tail is None:
         return None
     hasher.update(tail)
@@ -316,12 +319,8 @@ def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
 
 
 def _head_length(length: int) -> int:
-    """Where _decode_and_hash splits a text: whole 4-character groups, a sixth left over."""
-    return (length * 5 // 6) & ~3
-
-
-def _base64_text(raw: bytes) -> bytes:
-    return binascii.b2a_base64(raw, newline=False)
+    """Where _decode_and_hash splits a text: whole 4-character groups, a fifth left over."""
+    return (length * 4 // 5) & ~3
 
 
 def _base64_bytes(text: str) -> bytes | None:
@@ -337,65 +336,71 @@ def _base64_bytes(text: str) -> bytes | None:
 
 
 _STRICT_BASE64 = sys.version_info >= (3, 11)
-# Below this many bytes (or characters), handing work to the helper thread costs more than
-# it saves.
+# Below this many bytes (or characters), handing hashing to the helper thread costs more
+# than it saves.
 _BESIDE_MIN = 1 << 18
 
 
-class _Pending:
-    """A call the helper thread runs; :meth:`result` waits for it."""
+class _Hashing:
+    """A ``hasher.update(data)`` the helper thread runs; :meth:`wait` waits for it."""
 
-    __slots__ = ("args", "done", "error", "function", "value")
+    __slots__ = ("data", "done", "error", "hasher", "started")
 
-    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.function = function
-        self.args = args
-        self.value: Any = None
+    def __init__(self, hasher: Any, data: bytes) -> None:
+        self.hasher = hasher
+        self.data = data
         self.error: BaseException | None = None
+        self.started = threading.Lock()
+        self.started.acquire()
         self.done = threading.Lock()
         self.done.acquire()
 
-    def result(self) -> Any:
+    def wait(self) -> None:
         self.done.acquire()
-        if self.error is not None:
+        if self.error is not None:  # out of memory, say: the digest would be wrong
             raise self.error
-        return self.value
 
 
 class _Helper:
-    """One thread for the base64 half of hashing big payloads, made on first use."""
+    """One thread that hashes big buffers while the thread that asked does base64."""
 
     def __init__(self) -> None:
-        self._calls: Any = None  # queue.SimpleQueue, made with the thread
+        self._jobs: Any = None  # queue.SimpleQueue, made with the thread
         self._lock = threading.Lock()
 
-    def run(self, function: Callable[..., Any], *args: Any) -> _Pending:
-        call = _Pending(function, args)
+    def update(self, hasher: Any, data: bytes) -> _Hashing:
+        """Start ``hasher.update(data)`` on the helper thread; return once it runs."""
+        job = _Hashing(hasher, data)
         with self._lock:
-            if self._calls is None:
+            if self._jobs is None:
                 import queue  # only big payloads need it
 
-                self._calls = queue.SimpleQueue()
+                self._jobs = queue.SimpleQueue()
                 threading.Thread(
-                    target=self._serve, args=(self._calls,), name="flash-base64", daemon=True
+                    target=self._serve, args=(self._jobs,), name="flash-hash", daemon=True
                 ).start()
-            self._calls.put(call)
-        return call
+            self._jobs.put(job)
+        # Wait until the helper runs. Base64 never lets go of the GIL, and a helper merely
+        # woken may be queued behind this thread on its CPU: either way it would start only
+        # after the work it is meant to run beside.
+        job.started.acquire()
+        return job
 
     @staticmethod
-    def _serve(calls: Any) -> None:
+    def _serve(jobs: Any) -> None:
         while True:
-            call = calls.get()
+            job = jobs.get()
+            job.started.release()
             try:
-                call.value = call.function(*call.args)
-            except BaseException as exc:  # handed to the caller, which raises it
-                call.error = exc
+                job.hasher.update(job.data)
+            except BaseException as exc:  # raised again by the thread that asked
+                job.error = exc
             finally:
-                call.args = ()
-                call.done.release()
+                job.data = b""
+                job.done.release()
 
     def forget_thread(self) -> None:
-        self._calls = None
+        self._jobs = None
         self._lock = threading.Lock()
 
 
