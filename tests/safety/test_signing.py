@@ -618,14 +618,10 @@ CUT = signing._head_length(len(BASE))  # where a big text is split to be decoded
         pytest.param(BASE[:2000], id="small"),
     ],
 )
-@pytest.mark.parametrize("strict", [True, False], ids=["3.11+", "3.10"])
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="strict_mode, the reference, is 3.11+")
-def test_big_base64_is_read_as_strictly_as_python_does(
-    text: str, strict: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The split decode, and Python 3.10's decoder, accept exactly what one strict decode
-    # accepts, and hash the same bytes: caller and worker must classify texts alike.
-    monkeypatch.setattr(signing, "_STRICT_BASE64", strict)
+def test_big_base64_is_read_as_strictly_as_python_does(text: str) -> None:
+    # The split decode accepts exactly what one strict decode accepts, and hashes the same
+    # bytes: caller and worker must classify texts alike.
     try:
         expected: bytes | None = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
@@ -672,6 +668,41 @@ def test_a_hash_that_fails_on_the_helper_thread_fails_the_caller() -> None:
     assert (
         signing.encode_and_hash(b"y" * (1 << 19))[1] == hashlib.sha256(b"y" * (1 << 19)).hexdigest()
     )
+
+
+def test_nothing_is_decoded_for_a_request_whose_mac_or_deadline_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Decoding runs no code, but a caller without the key must not make a worker do it.
+    fields = job_fields(args=[serialize(os.urandom(300_000))])
+    block, expired = signed(fields), signed(fields, deadline=NOW - 3600, now=NOW - 4000)
+    decoded: list[str] = []
+    real = signing._decode_and_hash
+    monkeypatch.setattr(signing, "_decode_and_hash", lambda t: decoded.append(t) or real(t))
+    assert reason_of(lambda: verify(block, fields, key=OTHER_KEY)) == BAD_MAC
+    assert reason_of(lambda: verify(expired, fields)) == EXPIRED
+    assert decoded == []
+    verify(block, fields)
+    assert decoded == fields["args"]
+
+
+def test_big_payloads_are_hashed_even_when_no_thread_can_be_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under a process limit (or while the interpreter exits) starting the helper fails:
+    # hashing then runs in the calling thread instead of waiting for a helper forever.
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    helper = signing._Helper()
+    monkeypatch.setattr(signing, "_HELPER", helper)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    data = os.urandom(1 << 19)
+    for _ in range(2):
+        encoded, digest = signing.encode_and_hash(data)
+        assert encoded == base64.b64encode(data)
+        assert digest == hashlib.sha256(data).hexdigest()
+    monkeypatch.undo()
 
 
 def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:

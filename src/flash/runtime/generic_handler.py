@@ -518,6 +518,8 @@ def create_handler(
             raw_method_args, raw_method_kwargs, "method_args", "method_kwargs", label, call.decoded
         )
         instance = await instance_for(name, target, raw_args, raw_kwargs, call.decoded)
+        if call.decoded:  # the constructor's, when its instance was cached: not needed
+            call.decoded.clear()
         try:
             method = getattr(instance, method_name)
         except Exception as exc:  # a property or __getattr__ in user code

@@ -327,7 +327,8 @@ def _base64_bytes(text: str) -> bytes | None:
     try:
         if _STRICT_BASE64:
             return binascii.a2b_base64(text, strict_mode=True)
-        # Python 3.10: the alphabet check (validate=True) and padded length amount to the same.
+        # Python 3.10: validate=True checks the alphabet; with the length checked first it
+        # refuses what strict mode refuses, but for excess padding, which no encoder writes.
         import base64  # only here: 3.10 needs it
 
         return base64.b64decode(text, validate=True)
@@ -365,20 +366,30 @@ class _Helper:
     """One thread that hashes big buffers while the thread that asked does base64."""
 
     def __init__(self) -> None:
-        self._jobs: Any = None  # queue.SimpleQueue, made with the thread
+        self._jobs: Any = None  # queue.SimpleQueue of the running thread
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def update(self, hasher: Any, data: bytes) -> _Hashing:
-        """Start ``hasher.update(data)`` on the helper thread; return once it runs."""
+        """Start ``hasher.update(data)`` on the helper thread and return once it runs, or
+        run it here when no thread can be had."""
         job = _Hashing(hasher, data)
         with self._lock:
-            if self._jobs is None:
+            if self._thread is None or not self._thread.is_alive():
                 import queue  # only big payloads need it
 
-                self._jobs = queue.SimpleQueue()
-                threading.Thread(
-                    target=self._serve, args=(self._jobs,), name="flash-hash", daemon=True
-                ).start()
+                jobs: Any = queue.SimpleQueue()
+                thread = threading.Thread(
+                    target=self._serve, args=(jobs,), name="flash-hash", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to spare, or the interpreter is exiting
+                    jobs.put(job)
+                    jobs.put(None)
+                    self._serve(jobs)
+                    return job
+                self._jobs, self._thread = jobs, thread
             self._jobs.put(job)
         # Wait until the helper runs. Base64 never lets go of the GIL, and a helper merely
         # woken may be queued behind this thread on its CPU: either way it would start only
@@ -388,8 +399,7 @@ class _Helper:
 
     @staticmethod
     def _serve(jobs: Any) -> None:
-        while True:
-            job = jobs.get()
+        while (job := jobs.get()) is not None:
             job.started.release()
             try:
                 job.hasher.update(job.data)
@@ -400,7 +410,7 @@ class _Helper:
                 job.done.release()
 
     def forget_thread(self) -> None:
-        self._jobs = None
+        self._jobs = self._thread = None
         self._lock = threading.Lock()
 
 
