@@ -56,6 +56,7 @@ from flash.runtime.jsoncall import bind_json_call, to_json_result
 from flash.runtime.jsonschema import parse_json
 from flash.runtime.serialization import deserialize, deserialize_args, serialize, serialize_args
 from flash.runtime.signing import (
+    Digests,
     ReplayCache,
     generate_key,
     sign_request,
@@ -103,10 +104,16 @@ def make_signed_call(key: bytes) -> Callable[..., Any]:
     replay = ReplayCache()  # one for the whole run, as in a worker
 
     def signed_call(fn: Callable[..., Any], name: str, args: tuple[Any, ...]) -> Any:
-        raw_args, raw_kwargs = serialize_args(args, {}, digest=True)
+        digests: Digests = {}  # what serialize hashed while encoding, for signing
+        raw_args, raw_kwargs = serialize_args(args, {}, digests=digests)
         job: dict[str, Any] = {"function_name": name, "args": raw_args, "kwargs": raw_kwargs}
         job["signature"] = sign_request(
-            key, endpoint=ENDPOINT, function=name, fields=job, deadline=time.time() + 600
+            key,
+            endpoint=ENDPOINT,
+            function=name,
+            fields=job,
+            deadline=time.time() + 600,
+            digests=digests,
         )
         # worker: the check decodes big pickles (never trusting the caller's digests) and
         # hands their bytes on to be unpickled
@@ -122,8 +129,9 @@ def make_signed_call(key: bytes) -> Callable[..., Any]:
             decoded=decoded,
         )
         call_args, call_kwargs = deserialize_args(job["args"], job["kwargs"], decoded=decoded)
-        answer = _success(fn(*call_args, **call_kwargs), name, digest=True)  # the worker's answer
-        mac = sign_result(key, nonce=signature["nonce"], result_fields=answer)
+        kept: Digests = {}
+        answer = _success(fn(*call_args, **call_kwargs), name, kept)  # the worker's answer
+        mac = sign_result(key, nonce=signature["nonce"], result_fields=answer, digests=kept)
         # caller
         received: dict[int, bytes] = {}
         verify_result(key, mac, nonce=signature["nonce"], result_fields=answer, decoded=received)

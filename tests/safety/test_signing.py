@@ -535,40 +535,53 @@ def test_a_megabyte_pickle_is_hashed_as_its_decoded_bytes() -> None:
 
 
 def test_the_signer_hashes_its_own_bytes_and_the_verifier_agrees() -> None:
-    # serialize(digest=True) hashes the bytes it encodes, so signing never decodes its own
+    # serialize keeps the digest of the bytes it encodes, so signing never decodes its own
     # output; the worker decodes and hashes, and hands the bytes on to be unpickled.
     value = os.urandom(700_000)
-    args, kwargs = serialize_args([value, 1], {"k": value}, digest=True)
-    assert isinstance(args[0], signing.HashedPickle) and type(args[1]) is str
+    digests: signing.Digests = {}
+    args, kwargs = serialize_args([value, 1], {"k": value}, digests=digests)
+    raw = base64.b64decode(args[0])
+    assert digests == {
+        id(args[0]): (args[0], hashlib.sha256(raw).hexdigest()),
+        id(kwargs["k"]): (kwargs["k"], hashlib.sha256(raw).hexdigest()),
+    }
     fields = job_fields(args=args, kwargs=kwargs)
-    block = signed(fields)
-    wire = json.loads(json.dumps(fields))  # plain strings, as a worker receives them
+    block = signed(fields, digests=digests)
+    assert digests == {}  # each used once, then let go
+    wire = json.loads(json.dumps(fields))  # new strings, as a worker receives them
     decoded: dict[int, bytes] = {}
     verify(block, wire, decoded=decoded)
-    assert sorted(decoded.values()) == sorted(
-        [base64.b64decode(wire["args"][0]), base64.b64decode(wire["kwargs"]["k"])]
-    )
+    assert decoded == {id(wire["args"][0]): raw, id(wire["kwargs"]["k"]): raw}
     assert deserialize(wire["args"][0], decoded) == value
     assert id(wire["args"][0]) not in decoded  # let go once unpickled
 
 
-def test_every_big_pickle_and_only_those_carry_their_digest() -> None:
-    # Around the threshold: a pickle whose base64 reaches BIG_TEXT characters comes with its
-    # digest (or signing would decode it again); the digest is the one a verifier computes.
+def test_every_big_pickle_and_only_those_get_their_digest_kept() -> None:
+    # Around the threshold: a pickle whose base64 reaches BIG_TEXT characters has its digest
+    # kept (or signing would decode it again); the digest is the one a verifier computes.
     for size in range(49_120, 49_160):
-        text = serialize(os.urandom(size), digest=True)
-        assert isinstance(text, signing.HashedPickle) == (len(text) >= signing.BIG_TEXT), size
+        digests: signing.Digests = {}
+        text = serialize(os.urandom(size), digests=digests)
+        assert (id(text) in digests) == (len(text) >= signing.BIG_TEXT), size
         fields = job_fields(args=[text])
-        assert signed(fields)["digest"] == payload_digest(json.loads(json.dumps(fields)))
+        digest = signed(fields, digests=digests)["digest"]
+        assert digest == payload_digest(json.loads(json.dumps(fields)))
 
 
-def test_a_verifier_believes_no_digest_a_payload_claims(tmp_path: Path) -> None:
-    # A HashedPickle's sha256 is the signer's shortcut; verifying hashes the bytes itself.
-    honest = serialize(os.urandom(100_000), digest=True)
-    block = signed(job_fields(args=[honest]))
-    evil = serialize((_CreatesFile(str(tmp_path / "pwned")), os.urandom(100_000)))
-    lying = signing.HashedPickle(evil.encode(), honest.sha256)  # type: ignore[attr-defined]
-    assert reason_of(lambda: verify(block, job_fields(args=[lying]))) == TAMPERED
+def test_a_worker_hashes_the_bytes_it_got_not_the_digest_the_signer_kept(
+    tmp_path: Path,
+) -> None:
+    # A signer misled about a payload's digest signs that digest; the worker computes its
+    # own from what it decodes, so the payload is refused and never unpickled.
+    marker = tmp_path / "pwned"
+    honest = serialize(os.urandom(100_000))
+    evil = serialize((_CreatesFile(str(marker)), os.urandom(100_000)))
+    claimed = hashlib.sha256(base64.b64decode(honest)).hexdigest()
+    fields = job_fields(args=[evil])
+    block = signed(fields, digests={id(evil): (evil, claimed)})
+    replay = ReplayCache()
+    assert reason_of(lambda: _gate(block, json.loads(json.dumps(fields)), replay)) == TAMPERED
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("where", [0, (1 << 16) - 1, 1 << 16, 400_000, 667_000, -1])
@@ -760,7 +773,7 @@ def test_the_usual_answer_is_signed_as_any_other(result: Any, success: Any, vers
     nonce = "ab" * 16
     for fields in (answer, _success(result, "f")):
         general = signing._result_mac(
-            KEY, nonce, signing._canonical(fields, 0, signing._signer_big)
+            KEY, nonce, signing._canonical(fields, 0, signing._signer_big(None))
         )
         assert sign_result(KEY, nonce=nonce, result_fields=fields) == general
         verify_result(KEY, general, nonce=nonce, result_fields=dict(fields))

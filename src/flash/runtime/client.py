@@ -32,7 +32,13 @@ from flash.runtime.errors import (
 from flash.runtime.http import HttpClient, HttpError, Response
 from flash.runtime.protocol import ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
-from flash.runtime.signing import DEFAULT_TTL_S, SignatureError, sign_request, verify_result
+from flash.runtime.signing import (
+    DEFAULT_TTL_S,
+    Digests,
+    SignatureError,
+    sign_request,
+    verify_result,
+)
 
 __all__ = ["CallOptions", "Endpoints", "PlatformInvoker", "from_environment"]
 
@@ -123,10 +129,9 @@ class PlatformInvoker:
         headers = {"Authorization": f"Bearer {endpoints.api_key}"} if endpoints.api_key else {}
         self.http = HttpClient(headers)
 
-    @property
-    def signs(self) -> bool:
-        """Whether pickled calls go signed."""
-        return self.signing_key is not None
+    def _digests(self) -> Digests | None:
+        """Where serialize keeps the digests of a signed call's big pickles (None: unsigned)."""
+        return None if self.signing_key is None else {}
 
     # -- the Invoker protocol (flash.runtime.remote) ---------------------------------
 
@@ -139,9 +144,10 @@ class PlatformInvoker:
             json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
             output, _ = await self._call(target, json_payload, fn.call_options)
             return codec.decode(_json_result(output))
-        wire_args, wire_kwargs = serialize_args(args, kwargs, digest=self.signs)
+        digests = self._digests()
+        wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
-        output, nonce = await self._call(target, payload, fn.call_options)
+        output, nonce = await self._call(target, payload, fn.call_options, digests)
         return self._unpack(output, target, nonce, generator=fn.is_generator)
 
     async def call_map(
@@ -160,11 +166,12 @@ class PlatformInvoker:
             return results
         target = _target(fn)
         items = []
+        digests = self._digests()
         for args, kwargs in calls:
-            wire_args, wire_kwargs = serialize_args(args, kwargs, digest=self.signs)
+            wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
             items.append({"args": wire_args, "kwargs": wire_kwargs})
         payload = {"function_name": target.function, "execution_type": "map", "items": items}
-        output, nonce = await self._call(target, payload, fn.call_options)
+        output, nonce = await self._call(target, payload, fn.call_options, digests)
         streamed = isinstance(output, list) and len(output) == 1
         if streamed:  # a streaming endpoint's answer: one item, signed as item 0
             output = output[0]
@@ -200,8 +207,9 @@ class PlatformInvoker:
             }
             output, _ = await self._call(target, json_payload, remote_class.call_options)
             return method_codec.decode(_json_result(output))
-        ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digest=self.signs)
-        method_args, method_kwargs = serialize_args(args, kwargs, digest=self.signs)
+        digests = self._digests()
+        ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
+        method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {
             "function_name": target.function,
             "execution_type": "class",
@@ -211,7 +219,7 @@ class PlatformInvoker:
             "method_args": method_args,
             "method_kwargs": method_kwargs,
         }
-        output, nonce = await self._call(target, payload, remote_class.call_options)
+        output, nonce = await self._call(target, payload, remote_class.call_options, digests)
         return self._unpack(output, target, nonce, generator=False)
 
     async def stream(
@@ -219,9 +227,10 @@ class PlatformInvoker:
     ) -> AsyncIterator[Any]:
         """Yield a generator function's items as the endpoint produces them."""
         target = _target(fn)
-        wire_args, wire_kwargs = serialize_args(args, kwargs, digest=self.signs)
+        digests = self._digests()
+        wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
-        body, deadline, nonce = self._job_body(target, payload, fn.call_options)
+        body, deadline, nonce = self._job_body(target, payload, fn.call_options, digests)
         url = self.endpoints.url(target.resource)
         job = await self._submit(f"{url}/run", body, deadline, target)
         job_id = job["id"]
@@ -247,7 +256,11 @@ class PlatformInvoker:
     # -- the call itself --------------------------------------------------------------
 
     def _job_body(
-        self, target: _Target, payload: dict[str, Any], options: CallOptions
+        self,
+        target: _Target,
+        payload: dict[str, Any],
+        options: CallOptions,
+        digests: Digests | None = None,
     ) -> tuple[dict[str, Any], float | None, str | None]:
         caller = _context.current()
         if caller.depth + 1 > MAX_CALL_DEPTH:
@@ -279,6 +292,7 @@ class PlatformInvoker:
                 function=target.function,
                 fields=payload,
                 deadline=signed_until,
+                digests=digests,
             )
             payload["signature"] = signature
             nonce = signature["nonce"]
@@ -288,9 +302,13 @@ class PlatformInvoker:
         return body, deadline, nonce
 
     async def _call(
-        self, target: _Target, payload: dict[str, Any], options: CallOptions
+        self,
+        target: _Target,
+        payload: dict[str, Any],
+        options: CallOptions,
+        digests: Digests | None = None,
     ) -> tuple[Any, str | None]:
-        body, deadline, nonce = self._job_body(target, payload, options)
+        body, deadline, nonce = self._job_body(target, payload, options, digests)
         url = self.endpoints.url(target.resource)
         wait_ms = RUNSYNC_WAIT_MS
         if deadline is not None:

@@ -121,6 +121,8 @@ class _Call(NamedTuple):
     nonce: str | None  # the verified request's, for signing the answer
     # Bytes of big pickles the signature check decoded, by id() of their string.
     decoded: dict[int, bytes] | None = None
+    # Digests of the big pickles in the answer, kept for signing it (None: not signed).
+    digests: _signing.Digests | None = None
 
 
 class _UserCodeError(Exception):
@@ -259,7 +261,8 @@ def create_handler(
         decoded: dict[int, bytes] = {}
         nonce = check_signature(name, payload, decoded)
         call_context = _call_context(payload, name)
-        return _Call(name, execution_type, target, payload, call_context, nonce, decoded)
+        digests: _signing.Digests | None = None if nonce is None else {}
+        return _Call(name, execution_type, target, payload, call_context, nonce, decoded, digests)
 
     def resolve_json(payload: dict[str, Any]) -> _Call:
         fields = set(payload) - {"context", "protocol_version"}
@@ -363,9 +366,13 @@ def create_handler(
             raise _JobError(VERSION_MISMATCH, mismatch)
         return str(verified["nonce"])
 
-    def sign(answer: dict[str, Any], nonce: str | None) -> dict[str, Any]:
+    def sign(
+        answer: dict[str, Any], nonce: str | None, digests: _signing.Digests | None
+    ) -> dict[str, Any]:
         if secret is not None and nonce is not None:
-            answer["mac"] = _signing.sign_result(secret, nonce=nonce, result_fields=answer)
+            answer["mac"] = _signing.sign_result(
+                secret, nonce=nonce, result_fields=answer, digests=digests
+            )
         return answer
 
     async def run_call(call: _Call) -> dict[str, Any]:
@@ -383,7 +390,7 @@ def create_handler(
                 result, label = await _run_method(call)
         finally:
             _context.reset(token)
-        return _success(result, label, digest=call.nonce is not None)
+        return _success(result, label, call.digests)
 
     async def stream_call(call: _Call) -> AsyncIterator[dict[str, Any]]:
         """One answer per item a generator function yields; other functions answer once."""
@@ -411,7 +418,7 @@ def create_handler(
             )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
             async for item in _iterate(items, label):
-                yield _success(item, label, digest=call.nonce is not None)
+                yield _success(item, label, call.digests)
         finally:
             _context.reset(token)
 
@@ -440,7 +447,7 @@ def create_handler(
                     call.decoded,
                 )
                 result = await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread)
-                return _success(result, label, digest=call.nonce is not None)
+                return _success(result, label, call.digests)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -535,7 +542,7 @@ def create_handler(
             raise
         except BaseException as exc:
             answer = _failure(exc)
-        return sign(answer, call.nonce if call else None)
+        return sign(answer, call.nonce if call else None, call.digests if call else None)
 
     async def streaming_handler(job: Any) -> AsyncIterator[dict[str, Any]]:
         # Each item is signed under its own position, so none can be dropped or reordered.
@@ -544,7 +551,7 @@ def create_handler(
         try:
             call = resolve(job)
             async for answer in stream_call(call):
-                yield sign(answer, _item_nonce(call.nonce, index))
+                yield sign(answer, _item_nonce(call.nonce, index), call.digests)
                 index += 1
         except asyncio.CancelledError:
             raise
@@ -553,7 +560,7 @@ def create_handler(
             # answer as that text, so the caller still gets the type, traceback and issues.
             answer = _failure(exc)
             answer["item"] = index
-            signed = sign(answer, _item_nonce(call.nonce, index) if call else None)
+            signed = sign(answer, _item_nonce(call.nonce, index) if call else None, None)
             yield {"error": json.dumps(signed)}
 
     # The worker loop streams only from an async generator handler, so an endpoint with a
@@ -846,10 +853,10 @@ def _call_context(payload: dict[str, Any], name: str) -> _context.CallContext:
     return call_context
 
 
-def _success(result: Any, label: str, *, digest: bool = False) -> dict[str, Any]:
-    """The answer carrying ``result``; ``digest`` when it will be signed (see serialize)."""
+def _success(result: Any, label: str, digests: _signing.Digests | None = None) -> dict[str, Any]:
+    """The answer carrying ``result``; ``digests`` when it will be signed (see serialize)."""
     try:
-        encoded = serialize(result, digest=digest)
+        encoded = serialize(result, digests=digests)
     except SerializationError as exc:
         cause = exc.__cause__ or exc
         raise _JobError(

@@ -12,7 +12,7 @@ from typing import Any
 
 import cloudpickle
 
-from flash.runtime.signing import BIG_TEXT, HashedPickle, encode_and_hash
+from flash.runtime.signing import BIG_TEXT, Digests, encode_and_hash
 
 __all__ = [
     "SerializationError",
@@ -35,12 +35,12 @@ class SerializationError(ValueError):
     """A value could not be encoded, or a payload could not be decoded."""
 
 
-def serialize(obj: Any, *, digest: bool = False) -> str:
+def serialize(obj: Any, *, digests: Digests | None = None) -> str:
     """Encode ``obj`` as base64 of its cloudpickle bytes.
 
-    With ``digest`` (the payload is about to be signed), a big encoding comes back as a
-    :class:`~flash.runtime.signing.HashedPickle` holding the SHA-256 of these bytes, which
-    signing needs and would otherwise get by decoding the text again.
+    With ``digests`` (the payload is about to be signed), the SHA-256 of a big encoding's
+    bytes goes there, hashed while they are encoded: signing needs it, and would otherwise
+    get it by decoding the text again (see :data:`flash.runtime.signing.Digests`).
     """
     try:
         raw = (
@@ -52,9 +52,11 @@ def serialize(obj: Any, *, digest: bool = False) -> str:
         raise SerializationError(
             f"cannot pickle a value of type {_type_name(obj)}: {type(exc).__name__}: {exc}"
         ) from exc
-    if digest and 4 * -(-len(raw) // 3) >= BIG_TEXT:  # the length of its base64
+    if digests is not None and 4 * -(-len(raw) // 3) >= BIG_TEXT:  # the length of its base64
         encoded, sha256 = encode_and_hash(raw)
-        return HashedPickle(encoded, sha256)
+        text = encoded.decode("ascii")
+        digests[id(text)] = (text, sha256)
+        return text
     return base64.b64encode(raw).decode("ascii")
 
 
@@ -85,13 +87,13 @@ def deserialize(data: str, decoded: dict[int, bytes] | None = None) -> Any:
 
 
 def serialize_args(
-    args: Sequence[Any], kwargs: Mapping[str, Any], *, digest: bool = False
+    args: Sequence[Any], kwargs: Mapping[str, Any], *, digests: Digests | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """Encode positional and keyword arguments for a job's ``args``/``kwargs``
-    (``digest``: see :func:`serialize`)."""
+    (``digests``: see :func:`serialize`)."""
     return (
-        [serialize(a, digest=digest) for a in args],
-        {k: serialize(v, digest=digest) for k, v in kwargs.items()},
+        [serialize(a, digests=digests) for a in args],
+        {k: serialize(v, digests=digests) for k, v in kwargs.items()},
     )
 
 

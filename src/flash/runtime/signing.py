@@ -51,7 +51,7 @@ __all__ = [
     "TAMPERED",
     "UNSUPPORTED",
     "WRONG_TARGET",
-    "HashedPickle",
+    "Digests",
     "ReplayCache",
     "SignatureError",
     "SigningKeyError",
@@ -238,26 +238,23 @@ def _payload_digest(fields: Mapping[str, Any], big: Callable[[str], str]) -> str
     return hashlib.sha256(("{" + ",".join(parts) + "}").encode("ascii")).hexdigest()
 
 
-class HashedPickle(str):
-    """A big pickle's base64 text that carries the SHA-256 (hex) of its bytes.
-
-    :func:`flash.runtime.serialization.serialize` makes one for a payload about to be signed,
-    from the bytes it just encoded, so that signing never decodes its own output. Only the
-    signing side believes ``sha256``; verifying always hashes what it decodes.
-    """
-
-    sha256: str
-
-    def __new__(cls, encoded: bytes, sha256: str) -> HashedPickle:
-        text = super().__new__(cls, encoded, "ascii")
-        text.sha256 = sha256
-        return text
+# The SHA-256 (hex) of big pickles' bytes, kept by the side that encoded them so that signing
+# never decodes its own output: ``id(text) -> (text, digest)``. The text is kept with its
+# digest, so that its id cannot pass to another string while the entry lives.
+Digests = dict[int, tuple[str, str]]
 
 
-def _signer_big(text: str) -> str:
-    if type(text) is HashedPickle:
-        return "#" + text.sha256
-    return _big_text(text, None)
+def _signer_big(digests: Digests | None) -> Callable[[str], str]:
+    """The canonical text of big strings for a signer: the digest it kept, if any (used
+    once, then let go), else one computed from the text."""
+
+    def big(text: str) -> str:
+        kept = digests.pop(id(text), None) if digests else None
+        if kept is not None and kept[0] is text:
+            return "#" + kept[1]
+        return _big_text(text, None)
+
+    return big
 
 
 def _decoding_hasher(decoded: dict[int, bytes] | None) -> Callable[[str], str]:
@@ -426,11 +423,13 @@ def sign_request(
     deadline: float,
     nonce: str | None = None,
     now: float | None = None,
+    digests: Digests | None = None,
 ) -> dict[str, Any]:
     """The signature block to put in the job input under ``"signature"``.
 
     ``deadline`` (epoch seconds) is when the worker must have started the job; keep it within
-    :data:`MAX_TTL_S` of ``now``. ``nonce`` defaults to 128 random bits.
+    :data:`MAX_TTL_S` of ``now``. ``nonce`` defaults to 128 random bits. ``digests``: what
+    :func:`flash.runtime.serialization.serialize` kept for the big pickles in ``fields``.
     """
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
@@ -459,7 +458,7 @@ def sign_request(
                     f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
                 )
     caller = local_versions()
-    digest = _payload_digest(fields, _signer_big)
+    digest = _payload_digest(fields, _signer_big(digests))
     return {
         "v": SIGNATURE_VERSION,
         "alg": ALGORITHM,
@@ -568,11 +567,18 @@ def check_versions(caller: Mapping[str, Any], local: Mapping[str, str] | None = 
     )
 
 
-def sign_result(key: bytes, *, nonce: str, result_fields: Mapping[str, Any]) -> str:
-    """MAC (hex) binding ``result_fields`` (all of them) to the request's nonce."""
+def sign_result(
+    key: bytes,
+    *,
+    nonce: str,
+    result_fields: Mapping[str, Any],
+    digests: Digests | None = None,
+) -> str:
+    """MAC (hex) binding ``result_fields`` (all of them) to the request's nonce; ``digests``
+    as for :func:`sign_request`."""
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
-    return _result_mac(key, nonce, _result_text(result_fields, _signer_big))
+    return _result_mac(key, nonce, _result_text(result_fields, _signer_big(digests)))
 
 
 def verify_result(
@@ -899,7 +905,7 @@ def _canonical(value: Any, depth: int, big: Callable[[str], str]) -> str:
     """The canonical text of ``value`` (see :func:`payload_digest`); ``big`` writes that of
     big strings."""
     kind = type(value)
-    if kind is str or kind is HashedPickle:
+    if kind is str:
         if len(value) >= BIG_TEXT:
             return big(value)
         if value.isascii() and '"' not in value and "\\" not in value:
