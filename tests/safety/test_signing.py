@@ -773,7 +773,7 @@ def test_the_usual_answer_is_signed_as_any_other(result: Any, success: Any, vers
     nonce = "ab" * 16
     for fields in (answer, _success(result, "f")):
         general = signing._result_mac(
-            KEY, nonce, signing._canonical(fields, 0, signing._signer_big(None))
+            KEY, nonce, signing._canonical(fields, 0, signing._big_writer())
         )
         assert sign_result(KEY, nonce=nonce, result_fields=fields) == general
         verify_result(KEY, general, nonce=nonce, result_fields=dict(fields))

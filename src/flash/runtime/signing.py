@@ -93,6 +93,7 @@ SIGNED_FIELDS = (
 )
 
 _SIGNED_SORTED = tuple(sorted(SIGNED_FIELDS))  # canonical order
+_PREFIXES = {name: f'"{name}":' for name in SIGNED_FIELDS}
 
 # SignatureError.reason values.
 MISSING = "missing"
@@ -208,7 +209,7 @@ def payload_digest(fields: Mapping[str, Any], *, decoded: dict[int, bytes] | Non
     so that the caller unpickles them without decoding again. Raises ValueError for values
     no JSON job can hold (or nested absurdly deep).
     """
-    return _payload_digest(fields, _decoding_hasher(decoded))
+    return _payload_digest(fields, _big_writer(decoded=decoded))
 
 
 def _payload_digest(fields: Mapping[str, Any], big: Callable[[str], str]) -> str:
@@ -220,21 +221,24 @@ def _payload_digest(fields: Mapping[str, Any], big: Callable[[str], str]) -> str
         if value is None:
             continue
         kind = type(value)
-        # The usual shapes are written in place, saving a call on the hot path: a short
-        # plain string (function_name), a list of them (args), no keyword arguments.
-        if (
+        # The usual shapes are written in place, saving a call on the hot path: a list of
+        # short plain strings (args), a short plain string (function_name), no keyword
+        # arguments.
+        if kind is list:
+            text = _strings_text(value)
+            parts.append(_PREFIXES[name] + (_canonical(value, 1, big) if text is None else text))
+        elif (
             kind is str
             and len(value) < BIG_TEXT
             and value.isascii()
             and '"' not in value
             and "\\" not in value
         ):
-            parts.append(f'"{name}":"{value}"')
+            parts.append(f'{_PREFIXES[name]}"{value}"')
         elif kind is dict and not value:
-            parts.append(f'"{name}":{{}}')
+            parts.append(_PREFIXES[name] + "{}")
         else:
-            text = _strings_text(value) if kind is list else None
-            parts.append(f'"{name}":{_canonical(value, 1, big) if text is None else text}')
+            parts.append(_PREFIXES[name] + _canonical(value, 1, big))
     return hashlib.sha256(("{" + ",".join(parts) + "}").encode("ascii")).hexdigest()
 
 
@@ -244,21 +248,26 @@ def _payload_digest(fields: Mapping[str, Any], big: Callable[[str], str]) -> str
 Digests = dict[int, tuple[str, str]]
 
 
-def _signer_big(digests: Digests | None) -> Callable[[str], str]:
-    """The canonical text of big strings for a signer: the digest it kept, if any (used
-    once, then let go), else one computed from the text."""
+def _big_writer(
+    *, digests: Digests | None = None, decoded: dict[int, bytes] | None = None
+) -> Callable[[str], str]:
+    """What writes the canonical text of big strings: the digest a signer kept for one
+    (``digests``, used once, then let go), else the digest of what it decodes to, whose bytes
+    go into ``decoded``. Verifiers pass no ``digests``: they hash what they decode."""
+    if not digests and decoded is None:
+        return _hashed_big
 
     def big(text: str) -> str:
         kept = digests.pop(id(text), None) if digests else None
         if kept is not None and kept[0] is text:
             return "#" + kept[1]
-        return _big_text(text, None)
+        return _big_text(text, decoded)
 
     return big
 
 
-def _decoding_hasher(decoded: dict[int, bytes] | None) -> Callable[[str], str]:
-    return lambda text: _big_text(text, decoded)
+def _hashed_big(text: str) -> str:
+    return _big_text(text, None)
 
 
 def _big_text(text: str, decoded: dict[int, bytes] | None) -> str:
@@ -458,7 +467,7 @@ def sign_request(
                     f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
                 )
     caller = local_versions()
-    digest = _payload_digest(fields, _signer_big(digests))
+    digest = _payload_digest(fields, _big_writer(digests=digests))
     return {
         "v": SIGNATURE_VERSION,
         "alg": ALGORITHM,
@@ -578,7 +587,7 @@ def sign_result(
     as for :func:`sign_request`."""
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
-    return _result_mac(key, nonce, _result_text(result_fields, _signer_big(digests)))
+    return _result_mac(key, nonce, _result_text(result_fields, _big_writer(digests=digests)))
 
 
 def verify_result(
@@ -603,7 +612,8 @@ def verify_result(
     if type(mac) is not str or len(mac) != 64 or not mac.isascii():
         raise SignatureError(MALFORMED, "the result signature is not 64 lowercase hex characters")
     try:
-        expected = _result_mac(key, nonce, _result_text(result_fields, _decoding_hasher(decoded)))
+        canonical = _result_text(result_fields, _big_writer(decoded=decoded))
+        expected = _result_mac(key, nonce, canonical)
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the result cannot be hashed: {exc}") from None
     if not hmac.compare_digest(expected, mac):
