@@ -21,14 +21,21 @@ start(lambda job: {"doubled": job["input"]["x"] * 2})
 class _Platform(BaseHTTPRequestHandler):
     # Job-take answers, in order: not JSON, a job without an id, a real job; then nothing.
     takes = [b"not json", b'[{"input": {"x": 0}}]', b'[{"id": "j1", "input": {"x": 21}}]']
+    # Job-stop answers, in order: job ids that are no list, ids that are no strings, not
+    # JSON. The poll must survive each: it asks again after the last.
+    stops = [b'{"jobsToStop": 5}', b'{"jobsToStop": [[1], {"id": 2}]}', b"{broken"]
+    stops_survived = threading.Event()
     done: dict[str, Any] = {}
     finished = threading.Event()
 
     def do_GET(self) -> None:
         if "/job-take/" in self.path and self.takes:
             self._answer(200, self.takes.pop(0))
+        elif "/job-stop/" in self.path and self.stops:
+            self._answer(200, self.stops.pop(0))
         elif "/job-stop/" in self.path:
-            self._answer(200, b"{broken")  # the stop poll must survive this too
+            _Platform.stops_survived.set()
+            self._answer(204, b"")
         else:
             self._answer(204, b"")
 
@@ -71,6 +78,7 @@ def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> No
     try:
         assert _Platform.finished.wait(30), "the real job was never answered"
         assert _Platform.done == {"output": {"doubled": 42}}
+        assert _Platform.stops_survived.wait(30), "the stop poll died on a bad answer"
     finally:
         worker.kill()
         _, stderr = worker.communicate(timeout=30)
@@ -78,4 +86,5 @@ def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> No
     assert "job-take answered a body that is not JSON" in stderr
     assert "job-take answered a job without an id" in stderr
     assert "job-stop answered a body that is not JSON" in stderr
+    assert "job-stop answered no list of job ids" in stderr
     assert "Traceback" not in stderr

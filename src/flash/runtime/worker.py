@@ -365,12 +365,17 @@ class _WorkerLoop:
                 continue
             try:
                 answer = json.loads(body) if status == 200 and body else {}
-                ids = answer.get("jobsToStop") or [] if isinstance(answer, dict) else []
             except ValueError:
                 print("flash worker: job-stop answered a body that is not JSON", file=sys.stderr)
+                answer = {}
+            ids = answer.get("jobsToStop") if isinstance(answer, dict) else None
+            if not isinstance(ids, list):
+                if ids is not None or not isinstance(answer, dict):
+                    print("flash worker: job-stop answered no list of job ids", file=sys.stderr)
                 ids = []
             for job_id in ids:
-                task = self.busy.get(job_id)
+                # Anything but a job id stops nothing (and must not end this loop).
+                task = self.busy.get(job_id) if isinstance(job_id, str) else None
                 if task is not None:
                     self.reportable.discard(job_id)
                     task.cancel()
