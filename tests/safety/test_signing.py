@@ -556,6 +556,21 @@ def test_the_signer_hashes_its_own_bytes_and_the_verifier_agrees() -> None:
     assert id(wire["args"][0]) not in decoded  # let go once unpickled
 
 
+def test_a_verifier_keeps_decoded_bytes_only_within_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A big map job must not hold every item's bytes at once: past the budget, bytes are
+    # decoded again when unpickled, from the text the signature covered.
+    monkeypatch.setattr(signing, "_DECODED_BUDGET", 600_000)
+    values = [os.urandom(400_000) for _ in range(3)]
+    fields = job_fields(args=[serialize(v) for v in values])
+    block = signed(fields)
+    decoded: dict[int, bytes] = {}
+    verify(block, fields, decoded=decoded)
+    assert list(decoded) == [id(fields["args"][0]), id(fields["args"][1])]
+    assert [deserialize(a, decoded) for a in fields["args"]] == values
+
+
 def test_every_big_pickle_and_only_those_get_their_digest_kept() -> None:
     # Around the threshold: a pickle whose base64 reaches BIG_TEXT characters has its digest
     # kept (or signing would decode it again); the digest is the one a verifier computes.

@@ -131,6 +131,8 @@ _MAX_FIELD_DEPTH = 32
 # String values at least this long are hashed on their own; the canonical text holds only
 # their digest (see payload_digest).
 BIG_TEXT = 1 << 16
+# Decoded bytes a verifier keeps for unpickling, per payload.
+_DECODED_BUDGET = 64 << 20
 # The replay cache groups nonces by expiry in buckets this many seconds wide.
 _BUCKET_S = 5
 
@@ -253,15 +255,23 @@ def _big_writer(
 ) -> Callable[[str], str]:
     """What writes the canonical text of big strings: the digest a signer kept for one
     (``digests``, used once, then let go), else the digest of what it decodes to, whose bytes
-    go into ``decoded``. Verifiers pass no ``digests``: they hash what they decode."""
+    go into ``decoded`` up to :data:`_DECODED_BUDGET` (past it they are decoded again when
+    unpickled: a big map job must not hold all its items' bytes at once). Verifiers pass no
+    ``digests``: they hash what they decode."""
     if not digests and decoded is None:
         return _hashed_big
+    room = _DECODED_BUDGET
 
     def big(text: str) -> str:
+        nonlocal room
         kept = digests.pop(id(text), None) if digests else None
-        if kept is not None and kept[0] is text:
+        if kept is not None:  # the entry holds its text, so the id is that text's
             return "#" + kept[1]
-        return _big_text(text, decoded)
+        if decoded is None or room <= 0:
+            return _big_text(text, None)
+        canonical = _big_text(text, decoded)
+        room -= len(decoded.get(id(text), b""))
+        return canonical
 
     return big
 
