@@ -319,7 +319,6 @@ def run_e2e(quick: bool, cases: list[tuple[str, str, tuple[Any, ...]]]) -> list[
     The platforms run in a process of their own, as under ``flash run``: sharing this
     process's GIL with their gateway threads would bill the client's work twice."""
     from flash.build.pipeline import BuildOptions, build_project
-    from flash.platform.archive import extract_archive
     from flash.runtime.client import Endpoints, PlatformInvoker
     from flash.runtime.remote import get_invoker, set_invoker
     from flash.sdk.keys import ensure_signing_key
@@ -331,10 +330,9 @@ def run_e2e(quick: bool, cases: list[tuple[str, str, tuple[Any, ...]]]) -> list[
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(text)
         build = build_project(BuildOptions(project_dir=root))
-        app = extract_archive(build.archive, work / "app")
         key = ensure_signing_key(root / ".flash")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve-platforms", str(work), str(app)],
+            [sys.executable, __file__, "--serve-platforms", str(work), str(build.archive)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -373,10 +371,11 @@ def run_e2e(quick: bool, cases: list[tuple[str, str, tuple[Any, ...]]]) -> list[
             server.communicate(timeout=60)  # closes its stdin: it stops its platforms
 
 
-def serve_platforms(work: Path, app: Path) -> None:
-    """Serve ``app`` on two platforms, one whose workers hold the key of
+def serve_platforms(work: Path, archive: Path) -> None:
+    """Serve ``archive`` on two platforms, one whose workers hold the key of
     ``work/project`` and one that takes unsigned pickles; print their URLs as one JSON
     line, and stop both once standard input closes."""
+    from flash.platform import serve_archive
     from flash.platform.local import LocalPlatform
     from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
 
@@ -396,14 +395,15 @@ def serve_platforms(work: Path, app: Path) -> None:
             worker_env={KEY_ENV_VAR: "", "FLASH_ALLOW_UNSIGNED": "1"},
         ),
     }
+    serving: list[LocalPlatform] = []
     try:
         for platform in platforms.values():
-            platform.start()
-            platform.load_app(app)
+            serve_archive(platform, archive)  # stops the platform itself if it fails
+            serving.append(platform)
         print(json.dumps({name: platform.url for name, platform in platforms.items()}), flush=True)
         sys.stdin.read()
     finally:
-        for platform in platforms.values():
+        for platform in serving:
             platform.stop()
 
 

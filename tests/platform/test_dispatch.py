@@ -39,11 +39,7 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
     tmp_path: Path,
 ) -> None:
     async def first_life() -> str:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
-        dispatcher.register_worker("w1", "e")
-        job = dispatcher.submit("e", '{"x": 1}')
-        assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
+        dispatcher, job = await _running_on_w1(tmp_path)
         assert dispatcher.chunk("w1", job.id, "stale-1")
         assert dispatcher.chunk("w1", job.id, "stale-2")
         return job.id  # then the platform is killed: no clean stop
@@ -112,7 +108,8 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     async def first_life() -> str:
         dispatcher, job = await _running_on_w1(tmp_path)
         assert dispatcher.chunk("w1", job.id, "a") and dispatcher.chunk("w1", job.id, "b")
-        assert dispatcher.done("w1", job.id, {"output": {"big": "result"}}, True, None)
+        result = '{"big": "result"}'
+        assert dispatcher.done("w1", job.id, {"output": json.loads(result)}, True, result)
         return job.id
 
     job_id = asyncio.run(first_life())
@@ -122,6 +119,7 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     dispatcher.restore()
     status = _status(dispatcher, job_id)
     assert status["status"] == "COMPLETED", status
+    assert status["output"] == {"big": "result"}
     assert dispatcher.jobs[job_id].stream == ["b"]
 
 

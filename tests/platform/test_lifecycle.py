@@ -37,6 +37,14 @@ def _get(platform: LocalPlatform, path: str, key: str = "test-key"):
     )
 
 
+def _wait_started(platform: LocalPlatform, endpoint: str, job_id: str) -> None:
+    wait_for(
+        lambda: _get(platform, f"{endpoint}/status/{job_id}").json()["status"] == "IN_PROGRESS",
+        30,
+        f"job {job_id} to start",
+    )
+
+
 @pytest.fixture
 def platform_factory(tmp_path: Path):
     started: list[LocalPlatform] = []
@@ -110,13 +118,7 @@ def test_restart_keeps_queued_jobs_results_and_requeues_running_ones(
         _post(first, "basic/run", json={"input": {"action": "echo", "value": i}}).json()["id"]
         for i in range(3)
     ]
-    wait_for(
-        lambda: (
-            _get(first, f"basic/status/{running.json()['id']}").json()["status"] == "IN_PROGRESS"
-        ),
-        30,
-        "the sleeper to start",
-    )
+    _wait_started(first, "basic", running.json()["id"])
     first.stop(grace_s=0.2)  # the sleeper cannot finish in time
 
     second = platform_factory(app, state)
@@ -151,13 +153,7 @@ def test_restart_fails_queued_jobs_whose_stored_record_is_damaged_and_runs_the_r
     state = tmp_path / "state"
     first = platform_factory(app, state)
     sleeper = _post(first, "basic/run", json={"input": {"action": "sleep", "seconds": 1}})
-    wait_for(
-        lambda: (
-            _get(first, f"basic/status/{sleeper.json()['id']}").json()["status"] == "IN_PROGRESS"
-        ),
-        30,
-        "the sleeper to start",
-    )
+    _wait_started(first, "basic", sleeper.json()["id"])
     # Values big enough for the store to keep them apart from the job's row.
     values = {part: f"damage-{part} " * 1000 for part in ("request", "state", "input", "nothing")}
     queued = {}
@@ -588,11 +584,7 @@ def test_a_full_queue_answers_429(tmp_path: Path, platform_factory) -> None:
     app = write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})})
     platform = platform_factory(app, max_queue=2)
     busy = _post(platform, "one/run", json={"input": {"action": "sleep", "seconds": 1}}).json()
-    wait_for(
-        lambda: _get(platform, f"one/status/{busy['id']}").json()["status"] == "IN_PROGRESS",
-        30,
-        "the first job to start",
-    )
+    _wait_started(platform, "one", busy["id"])
     for _ in range(2):
         assert _post(platform, "one/run", json={"input": {"action": "echo"}}).status_code == 200
     refused = _post(platform, "one/run", json={"input": {"action": "echo"}})

@@ -15,7 +15,7 @@ import pytest
 import requests
 import runpod
 from tests.helpers import free_port, group_alive, group_members, wait_for
-from tests.platform.apps import BASIC, LOOPS, write_app
+from tests.platform.apps import BASIC, LOOPS, use_client, write_app
 
 from flash.platform import archive as archive_module
 from flash.platform.archive import extract_archive, extract_for_serving, prune_copies
@@ -105,7 +105,7 @@ def _serve_basic_app(tmp_path: Path, **popen: Any) -> tuple[subprocess.Popen[str
 
 
 def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc, worker_pid = _serve_basic_app(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, worker_pid = _serve_basic_app(tmp_path)
     try:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
@@ -281,8 +281,7 @@ def test_a_copy_whose_deploy_fails_half_way_stays_while_its_workers_run(tmp_path
         copy = extract_for_serving(archive, platform.copies_root)
         with pytest.raises(RuntimeError, match="deploy refused"):
             platform.load_copy(copy)
-        runpod.api_key = "any"
-        runpod.endpoint_url_base = f"{platform.url}/v2"
+        use_client(platform, "any")
         answer = runpod.Endpoint("a").run_sync({"action": "echo", "value": 1}, timeout=60)
         assert answer == {"echo": 1}  # a worker runs in the copy
         prune_copies(platform.copies_root)  # as any pruner would

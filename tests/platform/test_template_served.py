@@ -5,6 +5,7 @@ from __future__ import annotations
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -47,23 +48,7 @@ def test_built_template_serves_its_endpoints(archive: Path, tmp_path: Path, loop
     try:
         specs = platform.load_app(app)
         assert {"gpu-worker", "cpu-worker"} <= set(specs)
-        args, kwargs = serialize_args([["abc", "aab"]], {})
-        job = {
-            "function_name": "embed",
-            "execution_type": "function",
-            "args": args,
-            "kwargs": kwargs,
-        }
-        job["signature"] = sign_request(
-            key, endpoint="gpu-worker", function="embed", fields=job, deadline=time.time() + 60
-        )
-        answer = requests.post(
-            f"{platform.url}/v2/gpu-worker/runsync", json={"input": job}, timeout=60
-        ).json()
-        assert answer["status"] == "COMPLETED", answer.get("error")
-        output = _answer(answer["output"])
-        assert output["success"] is True, output
-        vectors = deserialize(output["result"])
+        vectors = _call_embed(platform.url, key, ["abc", "aab"])
         assert vectors[0][:3] == [0.3333, 0.3333, 0.3333]
         assert vectors[1][:2] == [0.6667, 0.3333]
         # A class endpoint keeps its instance between jobs.
@@ -74,6 +59,12 @@ def test_built_template_serves_its_endpoints(archive: Path, tmp_path: Path, loop
         ]
     finally:
         platform.stop()
+
+
+def _call_embed(url: str, key: bytes, texts: list[str]) -> Any:
+    args, kwargs = serialize_args([texts], {})
+    job = {"function_name": "embed", "execution_type": "function", "args": args, "kwargs": kwargs}
+    return _signed_call(url, key, "gpu-worker", job)
 
 
 def _call_class(url: str, key: bytes, text: str) -> object:
@@ -88,10 +79,19 @@ def _call_class(url: str, key: bytes, text: str) -> object:
         "method_args": method_args,
         "method_kwargs": method_kwargs,
     }
+    return _signed_call(url, key, "classifier", job)
+
+
+def _signed_call(url: str, key: bytes, endpoint: str, job: dict[str, Any]) -> Any:
+    """Sign ``job`` as a caller holding ``key`` would, run it, and return its result."""
     job["signature"] = sign_request(
-        key, endpoint="classifier", function="Classifier", fields=job, deadline=time.time() + 60
+        key,
+        endpoint=endpoint,
+        function=job["function_name"],
+        fields=job,
+        deadline=time.time() + 60,
     )
-    answer = requests.post(f"{url}/v2/classifier/runsync", json={"input": job}, timeout=60).json()
+    answer = requests.post(f"{url}/v2/{endpoint}/runsync", json={"input": job}, timeout=60).json()
     assert answer["status"] == "COMPLETED", answer.get("error")
     output = _answer(answer["output"])
     assert output["success"] is True, output
@@ -119,16 +119,7 @@ def test_client_env_signs_calls_the_workers_accept(archive: Path, tmp_path: Path
         assert env[KEY_ENV_VAR] == key_file.read_text().strip()
         assert key_file.stat().st_mode & 0o777 == 0o600
         key = key_from_text(env[KEY_ENV_VAR])
-        args, kwargs = serialize_args([["abc"]], {})
-        job = {"function_name": "embed", "execution_type": "function", "args": args}
-        job["kwargs"] = kwargs
-        job["signature"] = sign_request(
-            key, endpoint="gpu-worker", function="embed", fields=job, deadline=time.time() + 60
-        )
-        answer = requests.post(
-            f"{env['FLASH_API_BASE']}/v2/gpu-worker/runsync", json={"input": job}, timeout=60
-        ).json()
-        assert _answer(answer["output"])["success"] is True, answer
+        assert len(_call_embed(env["FLASH_API_BASE"], key, ["abc"])) == 1
     finally:
         platform.stop()
     assert env[KEY_ENV_VAR] not in logs.text()
