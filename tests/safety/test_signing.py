@@ -714,6 +714,30 @@ def test_nothing_is_decoded_for_a_request_whose_mac_or_deadline_fails(
     assert decoded == fields["args"]
 
 
+def test_a_replayed_big_request_is_refused_before_it_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A captured request sent again must not cost the worker a decode and a hash per copy;
+    # a full cache that cannot tell refuses it as early.
+    fields = job_fields(args=[serialize(os.urandom(300_000))])
+    block, fresh = signed(fields), signed(fields)
+    replay = ReplayCache()
+    verify(block, fields, replay=replay)
+    decoded: list[str] = []
+    real = signing._decode_and_hash
+    monkeypatch.setattr(signing, "_decode_and_hash", lambda t: decoded.append(t) or real(t))
+    assert reason_of(lambda: verify(block, fields, replay=replay)) == REPLAYED
+    assert decoded == []
+    full = ReplayCache(max_entries=1)
+    full.remember("b" * 32, NOW + 900, now=NOW)  # forces out the bucket of the next one
+    full.remember("c" * 32, NOW + 1800, now=NOW)
+    assert reason_of(lambda: verify(block, fields, replay=full)) == REPLAY_CACHE_FULL
+    assert decoded == []
+    # A fresh request still passes: the early look records nothing.
+    verify(fresh, fields, replay=replay)
+    assert decoded == fields["args"]
+
+
 def test_big_payloads_are_hashed_even_when_no_thread_can_be_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -251,22 +251,30 @@ Digests = dict[int, tuple[str, str]]
 
 
 def _big_writer(
-    *, digests: Digests | None = None, decoded: dict[int, bytes] | None = None
+    *,
+    digests: Digests | None = None,
+    decoded: dict[int, bytes] | None = None,
+    before_decoding: Callable[[], None] | None = None,
 ) -> Callable[[str], str]:
     """What writes the canonical text of big strings: the digest a signer kept for one
     (``digests``, used once, then let go), else the digest of what it decodes to, whose bytes
     go into ``decoded`` up to :data:`_DECODED_BUDGET` (past it they are decoded again when
     unpickled: a big map job must not hold all its items' bytes at once). Verifiers pass no
-    ``digests``: they hash what they decode."""
-    if not digests and decoded is None:
+    ``digests``: they hash what they decode. ``before_decoding`` runs once, before the
+    first big string is decoded, and may raise to stop it."""
+    if not digests and decoded is None and before_decoding is None:
         return _hashed_big
     room = _DECODED_BUDGET
+    pending = before_decoding
 
     def big(text: str) -> str:
-        nonlocal room
+        nonlocal room, pending
         kept = digests.pop(id(text), None) if digests else None
         if kept is not None:  # the entry holds its text, so the id is that text's
             return "#" + kept[1]
+        if pending is not None:
+            check, pending = pending, None
+            check()
         if decoded is None or room <= 0:
             return _big_text(text, None)
         canonical = _big_text(text, decoded)
@@ -507,8 +515,8 @@ def verify_request(
     Checks, in order: the block's shape, version and algorithm, that it was made for this
     endpoint and function, the MAC (the key), the deadline, the payload digest (tampering),
     and last the nonce, which is remembered only once everything else passed. Big pickles
-    are base64-decoded for the digest, once the MAC has passed, and never unpickled; their
-    bytes go into ``decoded`` (see :func:`payload_digest`).
+    are base64-decoded for the digest, once the MAC has passed and the nonce is known to be
+    new, and never unpickled; their bytes go into ``decoded`` (see :func:`payload_digest`).
     """
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
@@ -545,8 +553,11 @@ def verify_request(
         raise SignatureError(
             MALFORMED, f"the request deadline is more than {MAX_TTL_S:.0f} s ahead; refused"
         )
+    # A replay is refused before its big pickles are decoded and hashed (5 ms a megabyte
+    # here); the nonce is recorded only once the digest matched, below.
+    big = _big_writer(decoded=decoded, before_decoding=lambda: replay.check(nonce, deadline))
     try:
-        actual = payload_digest(fields, decoded=decoded)
+        actual = _payload_digest(fields, big)
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the request payload cannot be hashed: {exc}") from None
     if not hmac.compare_digest(actual, digest):
@@ -666,6 +677,12 @@ class ReplayCache:
     def __len__(self) -> int:
         return self._size
 
+    def check(self, nonce: str, deadline: float) -> None:
+        """Raise as :meth:`remember` would for a nonce already seen (or that cannot be
+        checked), without recording it."""
+        with self._lock:
+            self._refuse_if_seen(nonce, int((deadline + CLOCK_SKEW_S) // _BUCKET_S))
+
     def remember(self, nonce: str, deadline: float, *, now: float | None = None) -> None:
         """Record ``nonce``; raise SignatureError if it was seen or cannot be checked."""
         current = time.time() if now is None else now
@@ -675,13 +692,7 @@ class ReplayCache:
             # The soonest bucket is dropped once all of its nonces have expired.
             if order and (order[0] + 1) * _BUCKET_S <= current:
                 self._drop_expired(current)
-            if bucket <= self._forgotten_upto:
-                raise self._cannot_check()
-            entries = self._buckets.get(bucket)
-            if entries is not None and nonce in entries:
-                raise SignatureError(
-                    REPLAYED, "this request was already received (replayed nonce); refused"
-                )
+            entries = self._refuse_if_seen(nonce, bucket)
             if self._size >= self.max_entries:
                 self._forget_soonest()
                 if bucket <= self._forgotten_upto:
@@ -692,6 +703,18 @@ class ReplayCache:
                 heapq.heappush(order, bucket)
             entries.add(nonce)
             self._size += 1
+
+    def _refuse_if_seen(self, nonce: str, bucket: int) -> set[str] | None:
+        """Under the lock: raise for a nonce seen, or in a bucket that was forgotten; else
+        the nonces of ``bucket``, if it has any."""
+        if bucket <= self._forgotten_upto:
+            raise self._cannot_check()
+        entries = self._buckets.get(bucket)
+        if entries is not None and nonce in entries:
+            raise SignatureError(
+                REPLAYED, "this request was already received (replayed nonce); refused"
+            )
+        return entries
 
     def _cannot_check(self) -> SignatureError:
         return SignatureError(
