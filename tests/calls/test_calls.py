@@ -84,7 +84,8 @@ def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) ->
     assert [(i["function"], i["method"], i["kwargs"]) for i in sent_as_json] == [
         ("callsapp.model.Tally", "add", {"x": 1})
     ]
-    assert "signature" not in sent_as_json[0] and "args" not in sent_as_json[0]
+    # No pickle goes; the call is signed all the same, so that its answer comes back signed.
+    assert "args" not in sent_as_json[0] and "signature" in sent_as_json[0]
     pickled = [i for i in inputs if i.get("execution_type") == "class"]
     assert pickled and all("signature" in i for i in pickled)
 
@@ -102,6 +103,18 @@ def test_remote_exception_is_raised_with_its_type_and_traceback(platform: LocalP
     assert other.value.remote_type == "Unpicklable"
     assert "holds a lock" in str(other.value)
     assert 'raise Unpicklable("holds a lock")' in other.value.remote_traceback
+
+
+def test_a_signed_pickled_call_raises_the_remote_exception_as_its_type(
+    platform: LocalPlatform,
+) -> None:
+    # The worker loop moves the answer's "error" to the job, as RunPod's SDK does; the
+    # caller puts it back before checking the signature, or it would lose type and traceback.
+    chain = app_module("chain")
+    with pytest.raises(ValueError, match="bad item 3") as info:
+        asyncio.run(chain.maybe_fail(3))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "Remote traceback" in notes and "maybe_fail" in notes
 
 
 def test_nested_call_gets_only_the_time_its_caller_has_left(platform: LocalPlatform) -> None:
@@ -244,6 +257,15 @@ def test_any_client_can_call_a_typed_function_with_plain_json(platform: LocalPla
     )
     assert bad["output"]["error_type"] == "InvalidInput"
     assert [issue["path"] for issue in bad["output"]["issues"]] == ["kwargs.x"]
+
+    # An unsigned call's answer carries no pickled exception: no caller could check it.
+    raised = runsync(
+        platform,
+        "svc-b",
+        {"input": {"function": "callsapp.chain.fails", "kwargs": {"kind": "quota"}}},
+    )
+    assert raised["status"] == "FAILED" and raised["output"]["error_type"] == "QuotaError"
+    assert "exception" not in raised["output"] and "mac" not in raised["output"]
 
 
 def test_python_client_picks_json_or_signed_pickle(platform: LocalPlatform) -> None:

@@ -15,8 +15,10 @@ import pytest
 
 from flash.build.manifest import schema_record
 from flash.build.schemas import derive_schemas
+from flash.runtime import signing
 from flash.runtime.context import CallContext
 from flash.runtime.generic_handler import create_handler
+from flash.runtime.signing import generate_key, sign_request, verify_result
 
 # The endpoint's code. Its schemas come from the build's own derivation (a child interpreter
 # reading this source), and the handler runs the same source imported here.
@@ -114,12 +116,16 @@ def handler_for(app: App) -> Any:
     module, entries = app
     module.CALLS.clear()
 
-    def make(*names: str) -> Any:
+    def make(*names: str, signing_key: bytes | None = None) -> Any:
         served = (*names, "untyped")
         registry = {key: getattr(module, n) for n in served for key in (n, f"app.{n}")}
         manifest = {"resources": {"api": {"functions": [entries[n] for n in served]}}}
         return create_handler(
-            registry, endpoint="api", signing_key=None, allow_unsigned=False, manifest=manifest
+            registry,
+            endpoint="api",
+            signing_key=signing_key,
+            allow_unsigned=False,
+            manifest=manifest,
         )
 
     return make
@@ -229,3 +235,37 @@ def test_a_json_call_whose_caller_gave_up_does_not_start(handler_for: Any, app: 
     on_time = CallContext(deadline=time.time() + 100, depth=1, chain=("int_spy",)).to_wire()
     answer = run(handler, {"function": "int_spy", "kwargs": {"x": 2}, "context": on_time})
     assert answer["result"] == 2
+
+
+def test_a_signed_json_call_is_checked_and_answered_signed(
+    handler_for: Any, app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Python client holding the app's key signs JSON calls, so that their answers (and
+    # the pickled exceptions in them) come back signed; a bad signature is refused.
+    key = generate_key()
+    handler = handler_for("int_spy", signing_key=key)
+
+    def signed(kwargs: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {"function": "int_spy", "kwargs": kwargs}
+        payload["signature"] = sign_request(
+            key, endpoint="api", function="int_spy", fields=payload, deadline=time.time() + 60
+        )
+        return payload
+
+    payload = signed({"x": 4})
+    answer = run(handler, payload)
+    assert answer["success"] and answer["result"] == 4
+    mac = answer.pop("mac")
+    verify_result(key, mac, nonce=payload["signature"]["nonce"], result_fields=answer)
+
+    altered = signed({"x": 4})
+    altered["kwargs"] = {"x": 5}
+    refused = run(handler, altered)
+    assert refused["error_type"] == "SignatureRejected" and "altered" in refused["error"]
+    assert app[0].CALLS == [4]  # the altered call never ran
+
+    # A caller on another Python talks JSON to this worker: no version mismatch here.
+    with monkeypatch.context() as other_python:
+        other_python.setattr(signing, "_LOCAL_VERSIONS", {"python": "3.9", "cloudpickle": "2.2"})
+        from_other_python = signed({"x": 6})
+    assert run(handler, from_other_python)["result"] == 6

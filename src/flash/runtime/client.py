@@ -142,8 +142,8 @@ class PlatformInvoker:
         codec = _codec(fn)
         if codec is not None:
             json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
-            output, _ = await self._call(target, json_payload, fn.call_options)
-            return codec.decode(_json_result(output))
+            output, nonce = await self._call(target, json_payload, fn.call_options)
+            return codec.decode(self._json_result(output, nonce))
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
@@ -205,8 +205,8 @@ class PlatformInvoker:
                 "method": method,
                 "kwargs": method_codec.encode(args, kwargs),
             }
-            output, _ = await self._call(target, json_payload, remote_class.call_options)
-            return method_codec.decode(_json_result(output))
+            output, nonce = await self._call(target, json_payload, remote_class.call_options)
+            return method_codec.decode(self._json_result(output, nonce))
         digests = self._digests()
         ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
         method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -283,7 +283,9 @@ class PlatformInvoker:
             deadline=deadline, depth=caller.depth + 1, chain=(*caller.chain, target.function)
         ).to_wire()
         nonce = None
-        if self.signing_key is not None and "function_name" in payload:
+        if self.signing_key is not None:
+            # A typed JSON call is signed too, though it runs no pickle: so is its answer,
+            # whose pickled exception is only unpickled once its signature checks out.
             # The signature's deadline bounds how long the job may wait to start.
             signed_until = deadline if deadline is not None else time.time() + DEFAULT_TTL_S
             signature = sign_request(
@@ -333,13 +335,19 @@ class PlatformInvoker:
             await self._cancel(url, job_id)
             raise
         if job.get("status") != "COMPLETED":  # a success's answer is checked when unpacked
-            _raise_for(job, target, self._failure_details(job, nonce))
+            details = self._failure_details(job, nonce, pickled="function_name" in payload)
+            _raise_for(job, target, details)
         return job.get("output"), nonce
 
-    def _failure_details(self, job: Mapping[str, Any], nonce: str | None) -> dict[str, Any]:
-        """The worker's answer for a failed job, trusted only if the worker signed it.
+    def _failure_details(
+        self, job: Mapping[str, Any], nonce: str | None, *, pickled: bool = True
+    ) -> dict[str, Any]:
+        """The worker's answer for a failed job; its pickled exception only if the worker
+        signed the answer, or the call was an unsigned pickled one (whose results this
+        caller unpickles anyway).
 
-        A plain handler's failure is the job's ``output``; a streaming handler's is its
+        A plain handler's failure is the job's ``output``, less its ``error``, which the
+        worker loop moves to the job (as RunPod's SDK does); a streaming handler's is its
         ``error`` as JSON (the worker loop keeps only the error text of a streamed item).
         """
         answer: Any = job.get("output")
@@ -351,13 +359,26 @@ class PlatformInvoker:
                 answer = json.loads(error)
         if not isinstance(answer, dict) or "success" not in answer:
             return {}
-        if self.signing_key is not None and nonce is not None:
+        if "error" not in answer and isinstance(error, str):
+            answer = {**answer, "error": error}  # signed with it
+        if nonce is not None:
             item = answer.get("item")
             try:
                 self._check_mac(answer, nonce if item is None else f"{nonce}:{item}", None)
             except RemoteError:
                 return {"error": answer.get("error")}  # the message, but nothing to unpickle
+        elif not pickled:  # an unsigned JSON call: anyone may have written this answer
+            return {k: v for k, v in answer.items() if k != "exception"}
         return answer
+
+    def _json_result(self, output: Any, nonce: str | None) -> Any:
+        """The result of a typed JSON call's answer, checked when the worker signed it (a
+        worker without the app's key cannot; a JSON result carries no code)."""
+        streamed = isinstance(output, list) and len(output) == 1
+        answer = output[0] if streamed else output
+        if nonce is not None and isinstance(answer, dict) and "mac" in answer:
+            self._check_mac(answer, f"{nonce}:0" if streamed else nonce, None)
+        return _json_result(answer)
 
     def _check_mac(
         self, response: dict[str, Any], nonce: str, decoded: dict[int, bytes] | None

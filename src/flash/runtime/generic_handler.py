@@ -265,7 +265,7 @@ def create_handler(
         return _Call(name, execution_type, target, payload, call_context, nonce, decoded, digests)
 
     def resolve_json(payload: dict[str, Any]) -> _Call:
-        fields = set(payload) - {"context", "protocol_version"}
+        fields = set(payload) - {"context", "protocol_version", "signature"}
         if "method" in fields and fields <= {"function", "method", "init", "kwargs"}:
             return resolve_json_method(payload)
         if fields == {"function", "kwargs"}:
@@ -295,9 +295,10 @@ def create_handler(
             _jsonschema.check_depth(kwargs, MAX_JSON_DEPTH, path="kwargs")
         except _jsonschema.JsonInputError as exc:
             raise _JobError(INVALID_INPUT, exc.message) from None
+        nonce = check_json_signature(name, payload)
         call_context = _call_context(payload, name)
         return _Call(
-            name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, None
+            name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, nonce
         )
 
     def resolve_json_method(payload: dict[str, Any]) -> _Call:
@@ -326,11 +327,12 @@ def create_handler(
                 _jsonschema.check_depth(call[field], MAX_JSON_DEPTH, path=field)
             except _jsonschema.JsonInputError as exc:
                 raise _JobError(INVALID_INPUT, exc.message) from None
+        nonce = check_json_signature(name, payload)
         call_context = _call_context(payload, name)
-        return _Call(name, "json_method", targets[name], call, call_context, None)
+        return _Call(name, "json_method", targets[name], call, call_context, nonce)
 
     def check_signature(
-        name: str, payload: dict[str, Any], decoded: dict[int, bytes]
+        name: str, payload: dict[str, Any], decoded: dict[int, bytes], *, pickled: bool = True
     ) -> str | None:
         """The verified request nonce; raises before anything of the payload is unpickled.
 
@@ -361,10 +363,23 @@ def create_handler(
         except _signing.SignatureError as exc:
             raise _JobError(SIGNATURE_REJECTED, f"request refused: {exc.message}") from None
         verified = cast(dict[str, Any], signature)  # verify_request checked its shape
-        mismatch = _signing.check_versions(verified["caller"])
+        mismatch = _signing.check_versions(verified["caller"]) if pickled else None
         if mismatch is not None:
             raise _JobError(VERSION_MISMATCH, mismatch)
         return str(verified["nonce"])
+
+    def check_json_signature(name: str, payload: dict[str, Any]) -> str | None:
+        """The verified nonce of a signed typed JSON call, else None.
+
+        A JSON call runs no pickle, so any client may send it unsigned. The Python client
+        holding the app's key signs it anyway, so that the answer comes back signed: only a
+        signed answer's pickled exception is unpickled by the caller. A signature that does
+        not check out is refused, as on a pickled call; without a key there is none to check.
+        Caller and worker may run different Pythons: JSON is how they talk.
+        """
+        if secret is None or payload.get("signature") is None:
+            return None
+        return check_signature(name, payload, {}, pickled=False)
 
     def sign(
         answer: dict[str, Any], nonce: str | None, digests: _signing.Digests | None
@@ -542,6 +557,9 @@ def create_handler(
             raise
         except BaseException as exc:
             answer = _failure(exc)
+            if call is not None and call.nonce is None and call.execution_type.startswith("json"):
+                # Nobody can check this answer came from here: no caller may unpickle it.
+                answer.pop("exception", None)
         return sign(answer, call.nonce if call else None, call.digests if call else None)
 
     async def streaming_handler(job: Any) -> AsyncIterator[dict[str, Any]]:
@@ -559,6 +577,8 @@ def create_handler(
             # The worker loop keeps only the text of a failed item's "error": send the whole
             # answer as that text, so the caller still gets the type, traceback and issues.
             answer = _failure(exc)
+            if call is not None and call.nonce is None and call.execution_type.startswith("json"):
+                answer.pop("exception", None)  # as in handler
             answer["item"] = index
             signed = sign(answer, _item_nonce(call.nonce, index) if call else None, None)
             yield {"error": json.dumps(signed)}

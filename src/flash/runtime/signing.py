@@ -80,7 +80,8 @@ DEFAULT_TTL_S = 15 * 60.0
 # A deadline further ahead than this is refused: every accepted nonce is remembered until its
 # deadline, so a far deadline would pin memory for that long.
 MAX_TTL_S = 24 * 3600.0
-# The request fields whose content decides what gets unpickled and run.
+# The request fields whose content decides what gets unpickled and run (a typed JSON call's
+# are "kwargs", "init" and "method"; it is signed so that its answer can be signed back).
 SIGNED_FIELDS = (
     "args",
     "kwargs",
@@ -90,6 +91,8 @@ SIGNED_FIELDS = (
     "execution_type",
     "function_name",
     "items",
+    "init",
+    "method",
 )
 
 _SIGNED_SORTED = tuple(sorted(SIGNED_FIELDS))  # canonical order

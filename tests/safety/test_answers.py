@@ -1,0 +1,97 @@
+"""A caller unpickles nothing from an answer it cannot check came from its app's worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flash
+from flash import CpuLiveServerless, remote
+from flash.runtime.client import Endpoints, PlatformInvoker
+from flash.runtime.remote import set_invoker
+from flash.runtime.serialization import serialize
+from flash.runtime.signing import generate_key
+
+
+@remote(CpuLiveServerless(name="api"))
+def typed(x: int) -> int:  # called with JSON: every type is JSON-able
+    return x
+
+
+class _CreatesAFile:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))  # unpickling this creates the file
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    """Answers every call with a failed job whose answer carries a pickled exception."""
+
+    answer: dict[str, Any] = {}
+    bodies: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        _Endpoint.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        job = {"id": "j1", "status": "FAILED", "error": "boom", "output": _Endpoint.answer}
+        body = json.dumps(job).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    marker = tmp_path / "pwned"
+    _Endpoint.answer = {
+        "success": False,
+        "error_type": "QuotaError",
+        "traceback": "",
+        "exception": serialize(_CreatesAFile(marker)),
+        "protocol_version": 1,
+    }
+    _Endpoint.bodies = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", marker
+    finally:
+        server.shutdown()
+        set_invoker(None)
+
+
+def test_an_unsigned_json_call_never_unpickles_the_answer(hostile: tuple[str, Path]) -> None:
+    url, marker = hostile
+    set_invoker(PlatformInvoker(Endpoints(url)))  # no key: JSON calls go unsigned
+    with pytest.raises(flash.RemoteExecutionError) as info:
+        asyncio.run(typed(1))
+    assert info.value.remote_type == "QuotaError" and "boom" in str(info.value)
+    assert "signature" not in _Endpoint.bodies[0]["input"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mac", [None, "0" * 64], ids=["unsigned", "forged"])
+def test_a_signed_json_call_unpickles_only_a_signed_answer(
+    hostile: tuple[str, Path], mac: str | None
+) -> None:
+    url, marker = hostile
+    if mac is not None:
+        _Endpoint.answer["mac"] = mac
+    set_invoker(PlatformInvoker(Endpoints(url), signing_key=generate_key()))
+    with pytest.raises(flash.RemoteError) as info:
+        asyncio.run(typed(1))
+    assert "boom" in str(info.value)
+    assert "signature" in _Endpoint.bodies[0]["input"]  # the key holder signs JSON calls too
+    assert not marker.exists()
