@@ -206,6 +206,30 @@ def test_secrets_and_outputs_stay_out_of_the_archive(tmp_path: Path) -> None:
     assert key not in content and key not in (root / ".flash" / "flash_manifest.json").read_bytes()
 
 
+@pytest.mark.parametrize(
+    "gitignore",
+    ["*\n!*/\n!workers/**\n", "/*\n!/workers/\n!/pyproject.toml\n", "!.env\n!.flash/\n"],
+)
+def test_ignore_file_negations_cannot_re_include_secrets(tmp_path: Path, gitignore: str) -> None:
+    root = starter(tmp_path)
+    write_files(
+        root,
+        {
+            ".gitignore": gitignore,
+            "workers/.env": "K=hf_envsecret\n",
+            "workers/.env.local": "K=hf_localsecret\n",
+            "workers/.flash/secrets/signing_key": "hf_nestedkey\n",
+        },
+    )
+    result = build_project(BuildOptions(project_dir=root))
+    listing = names(result.archive)
+    assert "workers/gpu_worker.py" in listing
+    assert not [n for n in listing if ".env" in n or ".flash/" in n]
+    content = gzip.decompress(result.archive.read_bytes())
+    for secret in (b"hf_envsecret", b"hf_localsecret", b"hf_nestedkey"):
+        assert secret not in content
+
+
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:
     root = starter(tmp_path)
     write_files(root, {"handler_gpu_worker.py": "x = 1\n"})

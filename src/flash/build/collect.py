@@ -15,7 +15,8 @@ from flash.runtime.protocol import MANIFEST_FILENAME
 IGNORE_FILES = (".gitignore", ".flashignore")
 
 # Always left out, whatever the ignore files say: VCS data, build outputs, virtualenvs,
-# bytecode and .env files (secrets never enter an archive).
+# bytecode and .env* files (secrets never enter an archive). Checked on its own (see
+# always_excluded), never merged with the user's patterns, so no `!` line can re-include these.
 ALWAYS_EXCLUDED = (
     ".git/",
     ".hg/",
@@ -38,11 +39,17 @@ ALWAYS_EXCLUDED = (
     ".DS_Store",
     f"/{MANIFEST_FILENAME}",
 )
+_ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
+
+
+def always_excluded(rel: str) -> bool:
+    """Whether the project-relative posix path (dirs end in "/") is one of ALWAYS_EXCLUDED."""
+    return _ALWAYS_SPEC.match_file(rel)
 
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
-    """Patterns from the root's .gitignore and .flashignore, plus the built-in exclusions."""
-    lines: list[str] = list(ALWAYS_EXCLUDED)
+    """Patterns from the root's .gitignore and .flashignore (not ALWAYS_EXCLUDED: see there)."""
+    lines: list[str] = []
     for name in IGNORE_FILES:
         path = root / name
         if path.is_file():
@@ -95,6 +102,8 @@ def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
 
 
 def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
+    if always_excluded(rel):
+        return True
     for prefix, spec in specs:
         if rel.startswith(prefix) and spec.match_file(rel[len(prefix) :]):
             return True
