@@ -230,6 +230,15 @@ def test_ignore_file_negations_cannot_re_include_secrets(tmp_path: Path, gitigno
         assert secret not in content
 
 
+def test_every_dot_env_variant_stays_out_of_the_archive(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    variants = [".envrc", ".env_production", ".env-staging", "config/.env.prod", ".envs/dev"]
+    write_files(root, {name: f"K=hf_secret_{i}\n" for i, name in enumerate(variants)})
+    result = build_project(BuildOptions(project_dir=root))
+    assert not [n for n in names(result.archive) if ".env" in n]
+    assert b"hf_secret_" not in gzip.decompress(result.archive.read_bytes())
+
+
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:
     root = starter(tmp_path)
     write_files(root, {"handler_gpu_worker.py": "x = 1\n"})

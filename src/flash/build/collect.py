@@ -27,8 +27,7 @@ ALWAYS_EXCLUDED = (
     "__pycache__/",
     "*.pyc",
     "*.pyo",
-    ".env",
-    ".env.*",
+    ".env*",  # also .envrc, .env_production, .env-staging: as the README promises
     ".mypy_cache/",
     ".pytest_cache/",
     ".ruff_cache/",
