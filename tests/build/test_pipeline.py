@@ -1,7 +1,12 @@
+import base64
 import gzip
 import json
 import shutil
 import tarfile
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -237,6 +242,61 @@ def test_every_dot_env_variant_stays_out_of_the_archive(tmp_path: Path) -> None:
     result = build_project(BuildOptions(project_dir=root))
     assert not [n for n in names(result.archive) if ".env" in n]
     assert b"hf_secret_" not in gzip.decompress(result.archive.read_bytes())
+
+
+@pytest.fixture
+def wheel_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server for tmp_path/served: (base URL, Authorization headers it received)."""
+    served = tmp_path / "served"
+    build_wheel(served, "tinydep", "1.0")
+    seen: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://user:s3cr3t@127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_url_credentials_stay_out_of_manifest_and_errors(
+    tmp_path: Path, wheel_server: tuple[str, list[str]]
+) -> None:
+    base, seen = wheel_server
+    root = starter(tmp_path)
+    write_files(root, {"requirements.txt": f"tinydep @ {base}/tinydep-1.0-py3-none-any.whl\n"})
+    result = build_project(
+        BuildOptions(project_dir=root, dependencies=DependencyOptions(no_index=True))
+    )
+    # The install used the real URL, credentials included...
+    assert "tinydep/__init__.py" in names(result.archive)
+    assert "Basic " + base64.b64encode(b"user:s3cr3t").decode() in seen
+    # ...but what is recorded and shown has them masked.
+    manifest = (root / ".flash" / "flash_manifest.json").read_text()
+    assert "s3cr3t" not in manifest and "http://****@127.0.0.1" in manifest
+    with tarfile.open(result.archive) as tar:
+        holding = [m.name for m in tar if m.isfile() and b"s3cr3t" in tar.extractfile(m).read()]  # type: ignore[union-attr]
+    assert holding == ["requirements.txt"]  # the user's own file, shipped as written
+    assert "s3cr3t" not in json.dumps(result.summary())
+
+    write_files(root, {"requirements.txt": f"tinydep @ {base}/missing-1.0-py3-none-any.whl\n"})
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=DependencyOptions(no_index=True)))
+    assert "s3cr3t" not in str(info.value) and "****@127.0.0.1" in str(info.value)
+    write_files(root, {"requirements.txt": f"tinydep @ {base}/x.whl ; bad marker\n"})
+    with pytest.raises(BuildError, match="invalid requirement") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert "s3cr3t" not in str(info.value)
 
 
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:
