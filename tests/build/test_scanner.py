@@ -65,7 +65,6 @@ def test_finds_async_function_with_module_level_config(tmp_path: Path) -> None:
     assert resource.config["name"] == "gpu-worker"
     assert resource.config["workersMax"] == 5
     assert resource.config["gpus"] == ["any"]  # defaults filled in by validation
-    assert resource.dynamic_fields == ()
     assert (resource.path, resource.line, resource.col) == ("main.py", 3, 7)
     fn = only(result)
     assert fn.name == "embed"
@@ -235,22 +234,30 @@ def test_enum_members_snake_case_and_arithmetic(tmp_path: Path) -> None:
     assert "instance_ids" not in config
 
 
-def test_non_literal_values_are_skipped_and_named(tmp_path: Path) -> None:
-    result = scan(
+@pytest.mark.parametrize(
+    ("argument", "field", "shown"),
+    [
+        ('workersMax=int(os.environ.get("WORKERS", "10"))', "workersMax", "int(os.environ"),
+        ("workersMax=MAX", "workersMax", "got `MAX`"),  # a constant that is not literal
+        ('env={"TOKEN": os.environ["TOKEN"]}', "env", "os.environ['TOKEN']"),
+        ("idleTimeout=max(60, 30)", "idleTimeout", "max(60, 30)"),
+        ("**dict(os.environ)", "**dict(os.environ)", "dict(os.environ)"),
+    ],
+)
+def test_a_non_literal_config_field_is_an_error_naming_it(
+    tmp_path: Path, argument: str, field: str, shown: str
+) -> None:
+    err = scan_error(
         tmp_path,
         {
-            "main.py": """\
+            "main.py": f"""\
                 import os
                 from flash import remote, LiveServerless
 
-                extra = {"scalerValue": 2}
+                MAX = int(os.environ.get("MAX_WORKERS", "10"))
                 gpu = LiveServerless(
                     name="gpu",
-                    workersMax=int(os.environ.get("WORKERS", "3")),
-                    env={"TOKEN": os.environ["TOKEN"]},
-                    idleTimeout=7,
-                    **extra,
-                    **dict(os.environ),
+                    {argument},
                 )
 
                 @remote(gpu)
@@ -259,12 +266,21 @@ def test_non_literal_values_are_skipped_and_named(tmp_path: Path) -> None:
             """,
         },
     )
-    resource = result.resources["gpu"]
-    assert resource.dynamic_fields == ("workersMax", "env", "**dict(os.environ)")
-    assert resource.config["idleTimeout"] == 7
-    assert resource.config["scalerValue"] == 2  # a literal dict unpacked into the call
-    assert resource.config["workersMax"] == 3  # the default: the real value is unknown
-    assert resource.config["env"] == {}
+    assert f"{field} must be a literal value" in err.message and shown in err.message
+    assert (err.path, err.line) == ("main.py", 7)
+
+
+def test_literal_dict_unpacked_into_a_config_is_read(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f'{HEADER}extra = {{"scalerValue": 2}}\n'
+            'gpu = LiveServerless(name="gpu", idleTimeout=7, **extra)\n'
+            "@remote(gpu)\ndef f(): ...\n"
+        },
+    )
+    assert result.resources["gpu"].config["idleTimeout"] == 7
+    assert result.resources["gpu"].config["scalerValue"] == 2
 
 
 def test_module_names_for_numbered_files_nested_packages_and_init(tmp_path: Path) -> None:

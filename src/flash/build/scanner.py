@@ -37,7 +37,6 @@ class ResourceSpec:
     name: str
     type: str
     config: dict[str, Any]
-    dynamic_fields: tuple[str, ...]
     path: str
     line: int
     col: int
@@ -541,7 +540,7 @@ class _Project:
                 call.args[0],
             )
         values: dict[str, Any] = {}
-        dynamic: list[str] = []
+        dynamic: list[tuple[str, ast.expr]] = []
         name_node: ast.expr | None = None
         for keyword in call.keywords:
             if keyword.arg is None:
@@ -552,14 +551,14 @@ class _Project:
                 if isinstance(extra, dict) and all(isinstance(k, str) for k in extra):
                     values.update(extra)
                 else:
-                    dynamic.append(f"**{_text(keyword.value)}")
+                    dynamic.append((f"**{_text(keyword.value)}", keyword.value))
                 continue
             if keyword.arg == "name":
                 name_node = keyword.value
             try:
                 values[keyword.arg] = self.evaluate(module, keyword.value, pos)
             except _NotStatic:
-                dynamic.append(keyword.arg)
+                dynamic.append((keyword.arg, keyword.value))
         name = values.get("name")
         if not isinstance(name, str):
             got = f"; got `{_text(name_node)}`" if name_node is not None else ""
@@ -567,6 +566,16 @@ class _Project:
                 f'{type_name} needs name= set to a string literal, e.g. name="gpu-worker"{got}',
                 module.path,
                 name_node or call,
+            )
+        if dynamic:
+            # The deployed endpoint gets what the manifest says: a value only known when the
+            # code runs would silently become the field's default there.
+            field, node = dynamic[0]
+            raise _error(
+                f"{type_name} {name!r}: {field} must be a literal value (or a module-level "
+                f"constant of one) so the build can record it; got `{_text(node)}`",
+                module.path,
+                node,
             )
         try:
             config = validate_config(type_name, values).to_manifest()
@@ -576,7 +585,6 @@ class _Project:
             name=name,
             type=type_name,
             config=config,
-            dynamic_fields=tuple(dynamic),
             path=module.path,
             line=call.lineno,
             col=call.col_offset + 1,
@@ -594,11 +602,7 @@ class _Project:
                 continue
             first = by_name.get(spec.name)
             if first is not None:
-                if (first.type, first.config, first.dynamic_fields) != (
-                    spec.type,
-                    spec.config,
-                    spec.dynamic_fields,
-                ):
+                if (first.type, first.config) != (spec.type, spec.config):
                     raise BuildError(
                         f"two different resource configs are named {spec.name!r}: "
                         f"{_where(first)} and {_where(spec)} ({_differences(first, spec)}); "
@@ -813,8 +817,6 @@ def _differences(first: ResourceSpec, second: ResourceSpec) -> str:
         return f"{first.type} vs {second.type}"
     keys = sorted(set(first.config) | set(second.config))
     fields = [k for k in keys if first.config.get(k) != second.config.get(k)]
-    if first.dynamic_fields != second.dynamic_fields:
-        fields.append("non-literal fields")
     return "different " + ", ".join(fields)
 
 
