@@ -101,6 +101,59 @@ def test_decorator_spellings(tmp_path: Path, imports: str, decorator: str) -> No
     assert (fn.qualified_name, fn.resource, fn.is_async) == ("main.work", "cpu", False)
 
 
+def test_decorator_stored_in_a_variable_is_found(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": """\
+                from flash import CpuLiveServerless, remote
+
+                on_cpu = remote(resource_config=CpuLiveServerless(name="cpu"), dependencies=["a"])
+
+                @on_cpu
+                def first(x):
+                    return x
+
+                @on_cpu
+                async def second(x):
+                    return x
+            """,
+        },
+    )
+    found = [(f.qualified_name, f.resource, f.dependencies, f.line) for f in result.functions]
+    assert found == [("main.first", "cpu", ("a",), 6), ("main.second", "cpu", ("a",), 10)]
+
+
+def test_decorator_imported_under_another_name_is_found(tmp_path: Path) -> None:
+    files = {
+        "common.py": "from flash import CpuLiveServerless, remote as endpoint\n"
+        'cpu = CpuLiveServerless(name="cpu")\n'
+        "on_cpu = endpoint(cpu)\n",
+        # Never spells the decorator's real name.
+        "jobs.py": "from common import cpu, endpoint, on_cpu\n\n"
+        "@endpoint(cpu)\ndef first(x):\n    return x\n\n"
+        "@on_cpu\ndef second(x):\n    return x\n",
+    }
+    assert "remote" not in files["jobs.py"]
+    result = scan(tmp_path, files)
+    assert [(f.qualified_name, f.resource) for f in result.functions] == [
+        ("jobs.first", "cpu"),
+        ("jobs.second", "cpu"),
+    ]
+
+
+def test_stored_decorator_with_a_bad_config_names_where_it_is_written(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "common.py": "from flash import remote\nimport os\non_cpu = remote(os.environ)\n",
+            "jobs.py": "from common import on_cpu\n\n@on_cpu\ndef f(x):\n    return x\n",
+        },
+    )
+    assert "cannot resolve the resource config `os.environ`" in err.message
+    assert (err.path, err.line) == ("common.py", 3)
+
+
 @pytest.mark.parametrize(
     "source",
     [
@@ -741,8 +794,9 @@ def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:
         ("def outer():\n    @remote(cfg)\n    def inner(): ...\n    return inner\n", 4),
         ("class Holder:\n    @remote(cfg)\n    def method(self): ...\n", 4),
         ("for i in range(2):\n    @remote(cfg)\n    def looped(): ...\n", 4),
+        ("on_g = remote(cfg)\ndef outer():\n    @on_g\n    def inner(): ...\n", 5),
     ],
-    ids=["function", "method", "loop"],
+    ids=["function", "method", "loop", "stored"],
 )
 def test_remote_must_be_at_module_level(tmp_path: Path, body: str, line: int) -> None:
     err = scan_error(tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless(name='g')\n{body}"})

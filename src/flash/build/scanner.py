@@ -87,9 +87,9 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     project = _Project(modules)
     functions: list[RemoteSpec] = []
     for module in modules:
-        # Cheap filter: a module that never spells "remote" cannot apply the decorator.
-        # The others are only looked into when a config is imported from them.
-        if "remote" in module.source:
+        # Cheap filter: a module without "@" has no decorators. (Not "remote": the decorator
+        # may be imported under another name, e.g. `from common import endpoint`.)
+        if _may_decorate(module.source):
             functions.extend(project.remote_specs(module))
     if not functions:
         raise BuildError(f"no @remote functions found in {root}; {_REMOTE_EXAMPLE}")
@@ -240,8 +240,12 @@ def _load_module(root: Path, rel: str) -> _Module:
         parts.pop()
     # Keeping every tree alive costs more (allocation, garbage collection) than parsing the
     # few modules that configs are imported from a second time.
-    kept = tree if "remote" in source else None
+    kept = tree if _may_decorate(source) else None
     return _Module(rel, ".".join(parts), is_package, source, kept)
+
+
+def _may_decorate(source: str) -> bool:
+    return "@" in source
 
 
 def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -347,6 +351,16 @@ class _Value:
 
 
 _Resolved = _ModuleRef | _External | _Value | None
+
+
+@dataclass(frozen=True)
+class _Decorator:
+    """A ``remote(...)`` call that decorates a definition, and where it is written."""
+
+    call: ast.Call
+    module: _Module
+    pos: _Pos | None
+    site: ast.expr  # the decorator as written on the definition
 
 
 class _NotStatic(Exception):
@@ -477,7 +491,7 @@ class _Project:
         raise _NotStatic
 
     def string_list(
-        self, module: _Module, node: ast.expr, pos: _Pos, option: str
+        self, module: _Module, node: ast.expr, pos: _Pos | None, option: str
     ) -> tuple[str, ...]:
         if isinstance(node, ast.Constant) and node.value is None:
             return ()
@@ -512,7 +526,7 @@ class _Project:
 
     # Configs ----------------------------------------------------------------------------
 
-    def resource(self, module: _Module, expr: ast.expr, pos: _Pos) -> ResourceSpec:
+    def resource(self, module: _Module, expr: ast.expr, pos: _Pos | None) -> ResourceSpec:
         resolved = self.resolve(module, expr, pos)
         if isinstance(resolved, _Value) and isinstance(resolved.node, ast.Call):
             ctor = self.resolve(resolved.module, resolved.node.func, resolved.pos)
@@ -647,15 +661,25 @@ class _Project:
                         "@remote functions and classes must be defined at the top level of a "
                         "module (not inside a function, class or loop)",
                         module.path,
-                        decorator,
+                        decorator.site,
                     )
         return specs
 
-    def _remote_decorator(self, module: _Module, node: _Def) -> ast.Call | None:
-        found: ast.Call | None = None
+    def _remote_decorator(self, module: _Module, node: _Def) -> _Decorator | None:
+        found: _Decorator | None = None
         for decorator in node.decorator_list:
             func = decorator.func if isinstance(decorator, ast.Call) else decorator
             resolved = self.resolve(module, func, _pos(node))
+            stored = self._stored_remote_call(decorator, resolved)
+            if stored is not None:
+                if found is not None:
+                    raise _error(
+                        f"{node.name!r} has more than one @remote decorator",
+                        module.path,
+                        decorator,
+                    )
+                found = stored
+                continue
             if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
                 continue
             if not isinstance(decorator, ast.Call):
@@ -670,11 +694,26 @@ class _Project:
                 raise _error(
                     f"{node.name!r} has more than one @remote decorator", module.path, decorator
                 )
-            found = decorator
+            found = _Decorator(decorator, module, _pos(node), decorator)
         return found
 
-    def _remote_spec(self, module: _Module, node: _Def, decorator: ast.Call) -> RemoteSpec:
-        pos = _pos(node)
+    def _stored_remote_call(self, decorator: ast.expr, resolved: _Resolved) -> _Decorator | None:
+        """``@on_cpu`` where ``on_cpu = remote(resource_config=cpu)``, here or imported."""
+        if isinstance(decorator, ast.Call) or not isinstance(resolved, _Value):
+            return None
+        call = resolved.node
+        if not isinstance(call, ast.Call):
+            return None
+        func = self.resolve(resolved.module, call.func, resolved.pos)
+        if not (isinstance(func, _External) and func.dotted in _REMOTE_TARGETS):
+            return None
+        return _Decorator(call, resolved.module, resolved.pos, decorator)
+
+    def _remote_spec(self, defining: _Module, node: _Def, found: _Decorator) -> RemoteSpec:
+        # The decorator's options are read where the remote(...) call is written, which is
+        # another place than the definition when the decorator was stored in a variable.
+        module, decorator = found.module, found.call
+        pos = found.pos
         if len(decorator.args) > 1 or any(isinstance(a, ast.Starred) for a in decorator.args):
             raise _error(
                 f"@remote on {node.name!r}: pass the resource config as the only positional "
@@ -723,8 +762,8 @@ class _Project:
             methods, async_methods = _class_methods(node)
         return RemoteSpec(
             name=node.name,
-            module=module.name,
-            qualified_name=f"{module.name}.{node.name}",
+            module=defining.name,
+            qualified_name=f"{defining.name}.{node.name}",
             resource=resource.name,
             is_async=isinstance(node, ast.AsyncFunctionDef),
             is_class=isinstance(node, ast.ClassDef),
@@ -733,7 +772,7 @@ class _Project:
             async_methods=async_methods,
             dependencies=dependencies,
             system_dependencies=system_dependencies,
-            path=module.path,
+            path=defining.path,
             line=node.lineno,
             col=node.col_offset + 1,
         )
