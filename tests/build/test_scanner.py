@@ -87,6 +87,7 @@ def test_finds_async_function_with_module_level_config(tmp_path: Path) -> None:
         ("import flash as f", "@f.remote(cfg)"),
         ("from flash.sdk import remote", "@remote(cfg)"),
         ("from flash.runtime.remote import remote", "@remote(cfg)"),
+        ("from flash.sdk.remote import remote", "@remote(cfg)"),
         ("import flash.sdk", "@flash.sdk.remote(cfg)"),
         ("from flash import *", "@remote(cfg)"),
         ("try:\n    from flash import remote\nexcept ImportError:\n    pass", "@remote(cfg)"),

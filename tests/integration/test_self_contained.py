@@ -188,3 +188,19 @@ def test_stored_and_renamed_decorators_run_from_the_archive(tmp_path: Path) -> N
         ],
     )
     assert [result(r) for r in responses] == [42, "HI"]
+
+
+def test_submodule_import_paths_work_in_the_archive(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / "workers").mkdir(parents=True)
+    (root / "workers" / "__init__.py").write_text("")
+    (root / "workers" / "gpu.py").write_text(
+        "from flash.sdk.remote import remote\n"
+        "from flash.sdk.resources import GpuGroup, LiveServerless\n\n"
+        'gpu = LiveServerless(name="gpu-worker", gpus=[GpuGroup.AMPERE_80])\n\n'
+        "@remote(resource_config=gpu)\ndef embed(x: int) -> int:\n    return x + 1\n"
+    )
+    build = build_project(BuildOptions(project_dir=root))
+    app = extract_archive(build.archive, tmp_path / "app")
+    responses = run_isolated(app, [("handler_gpu_worker", function_job("gpu-worker", "embed", 1))])
+    assert result(responses[0]) == 2

@@ -75,6 +75,13 @@ from flash.runtime.resources import (
 __version__ = {version!r}
 '''
 _SDK_STUB = '"""Alias of the vendored flash package."""\n\nfrom flash import *  # noqa: F403\n'
+# The documented submodule import paths (from flash.sdk.resources import LiveServerless).
+_SDK_SUBMODULE_STUBS = {
+    "flash/sdk/resources.py": "from flash.runtime.resources import (  # noqa: F401\n"
+    "    CpuInstanceType,\n    CpuLiveServerless,\n    CpuServerlessEndpoint,\n    GpuGroup,\n"
+    "    LiveServerless,\n    ScalerType,\n    ServerlessEndpoint,\n)\n",
+    "flash/sdk/remote.py": "from flash.runtime.remote import remote  # noqa: F401\n",
+}
 
 Progress = Callable[[str, str], None]
 
@@ -312,6 +319,7 @@ def _runtime_entries(*, vendor_cloudpickle: bool) -> list[_archive.Entry]:
         _archive.Entry(name="flash/__init__.py", data=stub),
         _archive.Entry(name="flash/sdk/__init__.py", data=_SDK_STUB.encode()),
     ]
+    entries += [_archive.Entry(name=n, data=t.encode()) for n, t in _SDK_SUBMODULE_STUBS.items()]
     entries += _tree_entries(RUNTIME_DIR, "flash/runtime/")
     if vendor_cloudpickle:
         entries += _tree_entries(Path(cloudpickle.__file__).parent, "cloudpickle/")

@@ -115,7 +115,9 @@ _CONFIG_HINT = (
     "@remote(resource_config=gpu) (it may be imported from another module of the project)"
 )
 
-_REMOTE_TARGETS = frozenset({"flash.remote", "flash.sdk.remote", "flash.runtime.remote.remote"})
+_REMOTE_TARGETS = frozenset(
+    {"flash.remote", "flash.sdk.remote", "flash.sdk.remote.remote", "flash.runtime.remote.remote"}
+)
 _CONFIG_MODULES = ("flash", "flash.sdk", "flash.sdk.resources")
 _CONFIG_CONSTRUCTORS = {f"{m}.{t}": t for m in _CONFIG_MODULES for t in CONFIG_TYPES}
 _ENUMS: dict[str, type[Enum]] = {
