@@ -686,6 +686,16 @@ def test_config_name_must_be_a_string_literal(tmp_path: Path, name_arg: str, sho
     assert (err.path, err.line) == ("config.py", 4)
 
 
+@pytest.mark.parametrize("name", ["team/gpu", "gpu?x", "gpu#1", "50%", "a\\\\b", "tab\\there"])
+def test_config_name_that_cannot_be_in_a_url_is_an_error(tmp_path: Path, name: str) -> None:
+    err = scan_error(
+        tmp_path,
+        {"app.py": f'{HEADER}\ncfg = LiveServerless(name="{name}")\n@remote(cfg)\ndef f(): ...\n'},
+    )
+    assert "cannot be part of the endpoint's URL" in err.message
+    assert (err.path, err.line) == ("app.py", 3)
+
+
 def test_name_from_a_module_level_constant_is_fine(tmp_path: Path) -> None:
     result = scan(
         tmp_path,

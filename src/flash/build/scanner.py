@@ -126,6 +126,7 @@ _ENUMS: dict[str, type[Enum]] = {
     for e in (GpuGroup, CpuInstanceType, ScalerType)
 }
 _FLASH_SYMBOLS = _REMOTE_TARGETS | _CONFIG_CONSTRUCTORS.keys() | _ENUMS.keys()
+_URL_UNSAFE = frozenset("/\\?#%")
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "getter", "deleter"})
 # Bounds alias chains (a = b; c = a; ...) and import chains without tracking visited sets.
 _MAX_DEPTH = 64
@@ -580,6 +581,17 @@ class _Project:
             got = f"; got `{_text(name_node)}`" if name_node is not None else ""
             raise _error(
                 f'{type_name} needs name= set to a string literal, e.g. name="gpu-worker"{got}',
+                module.path,
+                name_node or call,
+            )
+        unsafe = sorted({c for c in name if c in _URL_UNSAFE or not c.isprintable()})
+        if unsafe:
+            # The name is a path segment of the endpoint's URL (/v2/<name>/run): with these
+            # the build succeeded and then every call went to a route that does not exist.
+            shown = " ".join(repr(c) for c in unsafe)
+            raise _error(
+                f"{type_name} name {name!r} contains {shown}, which cannot be part of the "
+                "endpoint's URL; use letters, digits, spaces, '-', '_' or '.'",
                 module.path,
                 name_node or call,
             )
