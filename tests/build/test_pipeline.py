@@ -2,6 +2,7 @@ import base64
 import gzip
 import json
 import shutil
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -131,6 +132,16 @@ def test_handler_import_failure_stops_the_build(tmp_path: Path) -> None:
         build_project(BuildOptions(project_dir=root))
     assert "handler_" in str(info.value)
     assert not (root / ".flash" / "archive.tar.gz").exists()
+
+
+def test_a_patch_version_of_this_python_still_checks_imports(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(gpu.read_text() + "\nraise RuntimeError('model file missing')\n")
+    patch = "{}.{}.{}".format(*sys.version_info[:3])  # e.g. 3.11.7 on a 3.11 host
+    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(python_version=patch))
+    with pytest.raises(BuildError, match="model file missing"):
+        build_project(options)
 
 
 def test_a_module_that_fails_to_import_is_named_with_its_line(tmp_path: Path) -> None:

@@ -370,8 +370,10 @@ def _host_matches(options: DependencyOptions) -> bool:
     host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
     machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
     target = options.platform.lower()
+    # --python-version may name a patch release (3.11.7): wheels and imports depend on 3.11 only.
+    target_python = ".".join(options.python_version.split(".")[:2])
     return (
-        options.python_version == host_python
+        target_python == host_python
         and sys.platform.startswith("linux")
         and target.startswith(machine)
         and "linux" in target
