@@ -82,13 +82,26 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
             if not _ignored(specs, prefix + name + "/") and not os.path.islink(
                 os.path.join(dirpath, name)
             ):
+                _check_utf8_name(prefix + name + "/")
                 kept_dirs.append(name)
         dirnames[:] = kept_dirs
         for name in filenames:
             rel = prefix + name
             if not _ignored(specs, rel) and os.path.isfile(os.path.join(dirpath, name)):
+                _check_utf8_name(rel)
                 found.append(rel)
     return sorted(found)
+
+
+def _check_utf8_name(rel: str) -> None:
+    """Archive entry names are UTF-8: a name that is not (os.walk gives surrogates) is refused."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise BuildError(
+            "file name is not valid UTF-8; rename it, or list it in .flashignore", path=shown
+        ) from None
 
 
 def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
