@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -130,6 +131,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         raise BuildError(f"project directory not found: {options.project_dir}")
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
+    _check_max_size(options.max_size_mb)
     ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     timings: dict[str, float] = {}
 
@@ -236,7 +238,18 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 def _archive_path(flash_dir: Path, output: str) -> Path:
     if not output or Path(output).name != output or output in (".", ".."):
         raise BuildError(f"--output must be a file name inside .flash/, got {output!r}")
+    # Writing the archive over one of the build's own files or folders would lose it (the
+    # signing key, the cache) or crash the build halfway.
+    if output in (MANIFEST_FILENAME, STAMP_NAME, "secrets", "cache", ".build"):
+        raise BuildError(f"--output {output!r} is a name the build uses itself in .flash/")
+    if (flash_dir / output).is_dir():
+        raise BuildError(f"--output {output!r} is an existing folder in .flash/")
     return flash_dir / output
+
+
+def _check_max_size(max_size_mb: float) -> None:
+    if not (math.isfinite(max_size_mb) and max_size_mb > 0):
+        raise BuildError(f"--max-size must be a positive number of MB, got {max_size_mb!r}")
 
 
 def _build_key(source_fp: str, options: BuildOptions) -> str:
