@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,14 @@ def test_fingerprint_changes_with_content_and_names(tmp_path: Path) -> None:
     assert second != first
     (tmp_path / "a.py").rename(tmp_path / "b.py")
     assert fingerprint(tmp_path, ["b.py"]) != second
+
+
+def test_a_file_name_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    write(tmp_path, {"app.py": ""})
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("x")
+    with pytest.raises(BuildError, match="not valid UTF-8") as info:
+        collect_files(tmp_path)
+    assert info.value.path == "caf\\xe9.txt"
+    # Ignored, it is no problem.
+    write(tmp_path, {".flashignore": "caf*\n"})
+    assert collect_files(tmp_path) == [".flashignore", "app.py"]

@@ -1,7 +1,13 @@
+import base64
 import gzip
 import json
 import shutil
+import sys
 import tarfile
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -128,6 +134,16 @@ def test_handler_import_failure_stops_the_build(tmp_path: Path) -> None:
     assert not (root / ".flash" / "archive.tar.gz").exists()
 
 
+def test_a_patch_version_of_this_python_still_checks_imports(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(gpu.read_text() + "\nraise RuntimeError('model file missing')\n")
+    patch = "{}.{}.{}".format(*sys.version_info[:3])  # e.g. 3.11.7 on a 3.11 host
+    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(python_version=patch))
+    with pytest.raises(BuildError, match="model file missing"):
+        build_project(options)
+
+
 def test_a_module_that_fails_to_import_is_named_with_its_line(tmp_path: Path) -> None:
     root = starter(tmp_path)
     cpu = root / "workers" / "cpu_worker.py"
@@ -204,6 +220,94 @@ def test_secrets_and_outputs_stay_out_of_the_archive(tmp_path: Path) -> None:
     assert b"hf_supersecret" not in content
     key = (root / ".flash" / "secrets" / "signing_key").read_bytes().strip()
     assert key not in content and key not in (root / ".flash" / "flash_manifest.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "gitignore",
+    ["*\n!*/\n!workers/**\n", "/*\n!/workers/\n!/pyproject.toml\n", "!.env\n!.flash/\n"],
+)
+def test_ignore_file_negations_cannot_re_include_secrets(tmp_path: Path, gitignore: str) -> None:
+    root = starter(tmp_path)
+    write_files(
+        root,
+        {
+            ".gitignore": gitignore,
+            "workers/.env": "K=hf_envsecret\n",
+            "workers/.env.local": "K=hf_localsecret\n",
+            "workers/.flash/secrets/signing_key": "hf_nestedkey\n",
+        },
+    )
+    result = build_project(BuildOptions(project_dir=root))
+    listing = names(result.archive)
+    assert "workers/gpu_worker.py" in listing
+    assert not [n for n in listing if ".env" in n or ".flash/" in n]
+    content = gzip.decompress(result.archive.read_bytes())
+    for secret in (b"hf_envsecret", b"hf_localsecret", b"hf_nestedkey"):
+        assert secret not in content
+
+
+def test_every_dot_env_variant_stays_out_of_the_archive(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    variants = [".envrc", ".env_production", ".env-staging", "config/.env.prod", ".envs/dev"]
+    write_files(root, {name: f"K=hf_secret_{i}\n" for i, name in enumerate(variants)})
+    result = build_project(BuildOptions(project_dir=root))
+    assert not [n for n in names(result.archive) if ".env" in n]
+    assert b"hf_secret_" not in gzip.decompress(result.archive.read_bytes())
+
+
+@pytest.fixture
+def wheel_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server for tmp_path/served: (base URL, Authorization headers it received)."""
+    served = tmp_path / "served"
+    build_wheel(served, "tinydep", "1.0")
+    seen: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://user:s3cr3t@127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_url_credentials_stay_out_of_manifest_and_errors(
+    tmp_path: Path, wheel_server: tuple[str, list[str]]
+) -> None:
+    base, seen = wheel_server
+    root = starter(tmp_path)
+    write_files(root, {"requirements.txt": f"tinydep @ {base}/tinydep-1.0-py3-none-any.whl\n"})
+    result = build_project(
+        BuildOptions(project_dir=root, dependencies=DependencyOptions(no_index=True))
+    )
+    # The install used the real URL, credentials included...
+    assert "tinydep/__init__.py" in names(result.archive)
+    assert "Basic " + base64.b64encode(b"user:s3cr3t").decode() in seen
+    # ...but what is recorded and shown has them masked.
+    manifest = (root / ".flash" / "flash_manifest.json").read_text()
+    assert "s3cr3t" not in manifest and "http://****@127.0.0.1" in manifest
+    with tarfile.open(result.archive) as tar:
+        holding = [m.name for m in tar if m.isfile() and b"s3cr3t" in tar.extractfile(m).read()]  # type: ignore[union-attr]
+    assert holding == ["requirements.txt"]  # the user's own file, shipped as written
+    assert "s3cr3t" not in json.dumps(result.summary())
+
+    write_files(root, {"requirements.txt": f"tinydep @ {base}/missing-1.0-py3-none-any.whl\n"})
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=DependencyOptions(no_index=True)))
+    assert "s3cr3t" not in str(info.value) and "****@127.0.0.1" in str(info.value)
+    write_files(root, {"requirements.txt": f"tinydep @ {base}/x.whl ; bad marker\n"})
+    with pytest.raises(BuildError, match="invalid requirement") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert "s3cr3t" not in str(info.value)
 
 
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:

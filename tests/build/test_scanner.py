@@ -65,7 +65,6 @@ def test_finds_async_function_with_module_level_config(tmp_path: Path) -> None:
     assert resource.config["name"] == "gpu-worker"
     assert resource.config["workersMax"] == 5
     assert resource.config["gpus"] == ["any"]  # defaults filled in by validation
-    assert resource.dynamic_fields == ()
     assert (resource.path, resource.line, resource.col) == ("main.py", 3, 7)
     fn = only(result)
     assert fn.name == "embed"
@@ -88,6 +87,7 @@ def test_finds_async_function_with_module_level_config(tmp_path: Path) -> None:
         ("import flash as f", "@f.remote(cfg)"),
         ("from flash.sdk import remote", "@remote(cfg)"),
         ("from flash.runtime.remote import remote", "@remote(cfg)"),
+        ("from flash.sdk.remote import remote", "@remote(cfg)"),
         ("import flash.sdk", "@flash.sdk.remote(cfg)"),
         ("from flash import *", "@remote(cfg)"),
         ("try:\n    from flash import remote\nexcept ImportError:\n    pass", "@remote(cfg)"),
@@ -100,6 +100,59 @@ def test_decorator_spellings(tmp_path: Path, imports: str, decorator: str) -> No
     )
     fn = only(scan(tmp_path, {"main.py": source}))
     assert (fn.qualified_name, fn.resource, fn.is_async) == ("main.work", "cpu", False)
+
+
+def test_decorator_stored_in_a_variable_is_found(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": """\
+                from flash import CpuLiveServerless, remote
+
+                on_cpu = remote(resource_config=CpuLiveServerless(name="cpu"), dependencies=["a"])
+
+                @on_cpu
+                def first(x):
+                    return x
+
+                @on_cpu
+                async def second(x):
+                    return x
+            """,
+        },
+    )
+    found = [(f.qualified_name, f.resource, f.dependencies, f.line) for f in result.functions]
+    assert found == [("main.first", "cpu", ("a",), 6), ("main.second", "cpu", ("a",), 10)]
+
+
+def test_decorator_imported_under_another_name_is_found(tmp_path: Path) -> None:
+    files = {
+        "common.py": "from flash import CpuLiveServerless, remote as endpoint\n"
+        'cpu = CpuLiveServerless(name="cpu")\n'
+        "on_cpu = endpoint(cpu)\n",
+        # Never spells the decorator's real name.
+        "jobs.py": "from common import cpu, endpoint, on_cpu\n\n"
+        "@endpoint(cpu)\ndef first(x):\n    return x\n\n"
+        "@on_cpu\ndef second(x):\n    return x\n",
+    }
+    assert "remote" not in files["jobs.py"]
+    result = scan(tmp_path, files)
+    assert [(f.qualified_name, f.resource) for f in result.functions] == [
+        ("jobs.first", "cpu"),
+        ("jobs.second", "cpu"),
+    ]
+
+
+def test_stored_decorator_with_a_bad_config_names_where_it_is_written(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "common.py": "from flash import remote\nimport os\non_cpu = remote(os.environ)\n",
+            "jobs.py": "from common import on_cpu\n\n@on_cpu\ndef f(x):\n    return x\n",
+        },
+    )
+    assert "cannot resolve the resource config `os.environ`" in err.message
+    assert (err.path, err.line) == ("common.py", 3)
 
 
 @pytest.mark.parametrize(
@@ -235,22 +288,30 @@ def test_enum_members_snake_case_and_arithmetic(tmp_path: Path) -> None:
     assert "instance_ids" not in config
 
 
-def test_non_literal_values_are_skipped_and_named(tmp_path: Path) -> None:
-    result = scan(
+@pytest.mark.parametrize(
+    ("argument", "field", "shown"),
+    [
+        ('workersMax=int(os.environ.get("WORKERS", "10"))', "workersMax", "int(os.environ"),
+        ("workersMax=MAX", "workersMax", "got `MAX`"),  # a constant that is not literal
+        ('env={"TOKEN": os.environ["TOKEN"]}', "env", "os.environ['TOKEN']"),
+        ("idleTimeout=max(60, 30)", "idleTimeout", "max(60, 30)"),
+        ("**dict(os.environ)", "**dict(os.environ)", "dict(os.environ)"),
+    ],
+)
+def test_a_non_literal_config_field_is_an_error_naming_it(
+    tmp_path: Path, argument: str, field: str, shown: str
+) -> None:
+    err = scan_error(
         tmp_path,
         {
-            "main.py": """\
+            "main.py": f"""\
                 import os
                 from flash import remote, LiveServerless
 
-                extra = {"scalerValue": 2}
+                MAX = int(os.environ.get("MAX_WORKERS", "10"))
                 gpu = LiveServerless(
                     name="gpu",
-                    workersMax=int(os.environ.get("WORKERS", "3")),
-                    env={"TOKEN": os.environ["TOKEN"]},
-                    idleTimeout=7,
-                    **extra,
-                    **dict(os.environ),
+                    {argument},
                 )
 
                 @remote(gpu)
@@ -259,12 +320,21 @@ def test_non_literal_values_are_skipped_and_named(tmp_path: Path) -> None:
             """,
         },
     )
-    resource = result.resources["gpu"]
-    assert resource.dynamic_fields == ("workersMax", "env", "**dict(os.environ)")
-    assert resource.config["idleTimeout"] == 7
-    assert resource.config["scalerValue"] == 2  # a literal dict unpacked into the call
-    assert resource.config["workersMax"] == 3  # the default: the real value is unknown
-    assert resource.config["env"] == {}
+    assert f"{field} must be a literal value" in err.message and shown in err.message
+    assert (err.path, err.line) == ("main.py", 7)
+
+
+def test_literal_dict_unpacked_into_a_config_is_read(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f'{HEADER}extra = {{"scalerValue": 2}}\n'
+            'gpu = LiveServerless(name="gpu", idleTimeout=7, **extra)\n'
+            "@remote(gpu)\ndef f(): ...\n"
+        },
+    )
+    assert result.resources["gpu"].config["idleTimeout"] == 7
+    assert result.resources["gpu"].config["scalerValue"] == 2
 
 
 def test_module_names_for_numbered_files_nested_packages_and_init(tmp_path: Path) -> None:
@@ -616,6 +686,16 @@ def test_config_name_must_be_a_string_literal(tmp_path: Path, name_arg: str, sho
     assert (err.path, err.line) == ("config.py", 4)
 
 
+@pytest.mark.parametrize("name", ["team/gpu", "gpu?x", "gpu#1", "50%", "a\\\\b", "tab\\there"])
+def test_config_name_that_cannot_be_in_a_url_is_an_error(tmp_path: Path, name: str) -> None:
+    err = scan_error(
+        tmp_path,
+        {"app.py": f'{HEADER}\ncfg = LiveServerless(name="{name}")\n@remote(cfg)\ndef f(): ...\n'},
+    )
+    assert "cannot be part of the endpoint's URL" in err.message
+    assert (err.path, err.line) == ("app.py", 3)
+
+
 def test_name_from_a_module_level_constant_is_fine(tmp_path: Path) -> None:
     result = scan(
         tmp_path,
@@ -725,8 +805,9 @@ def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:
         ("def outer():\n    @remote(cfg)\n    def inner(): ...\n    return inner\n", 4),
         ("class Holder:\n    @remote(cfg)\n    def method(self): ...\n", 4),
         ("for i in range(2):\n    @remote(cfg)\n    def looped(): ...\n", 4),
+        ("on_g = remote(cfg)\ndef outer():\n    @on_g\n    def inner(): ...\n", 5),
     ],
-    ids=["function", "method", "loop"],
+    ids=["function", "method", "loop", "stored"],
 )
 def test_remote_must_be_at_module_level(tmp_path: Path, body: str, line: int) -> None:
     err = scan_error(tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless(name='g')\n{body}"})

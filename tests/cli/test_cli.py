@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The sources next to these tests, not whichever checkout the interpreter has installed.
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
 
 def flash(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -15,7 +18,7 @@ def flash(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": SRC},
     )
 
 
@@ -65,3 +68,23 @@ def test_project_without_remote_functions_fails_clearly(tmp_path: Path) -> None:
     failed = flash("build", ".", cwd=tmp_path)
     assert failed.returncode == 1 and "no @remote" in failed.stderr
     assert not (tmp_path / ".flash" / "archive.tar.gz").exists()
+
+
+def test_bad_build_options_are_one_message_without_traceback(tmp_path: Path) -> None:
+    assert flash("init", "p", cwd=tmp_path).returncode == 0
+    assert flash("build", "p", cwd=tmp_path).returncode == 0
+    key = (tmp_path / "p" / ".flash" / "secrets" / "signing_key").read_bytes()
+    (tmp_path / "p" / ".flash" / "old").mkdir()
+    cases = [
+        (("--max-size", "nan"), "--max-size must be a positive number"),
+        (("--max-size", "inf"), "--max-size must be a positive number"),
+        (("--max-size", "0"), "--max-size must be a positive number"),
+        (("-o", "old"), "existing folder"),
+        (("-o", "flash_manifest.json"), "the build uses itself"),
+        (("-o", "secrets"), "the build uses itself"),
+    ]
+    for args, message in cases:
+        failed = flash("build", "p", *args, cwd=tmp_path)
+        assert failed.returncode == 1, args
+        assert message in failed.stderr and "Traceback" not in failed.stderr, args
+    assert (tmp_path / "p" / ".flash" / "secrets" / "signing_key").read_bytes() == key

@@ -158,3 +158,49 @@ def test_multi_package_archive_with_dependency_runs_alone(tmp_path: Path) -> Non
         ],
     )
     assert [result(r) for r in responses] == [[101, 102], "HI", [0, 1, 2]]
+
+
+def test_stored_and_renamed_decorators_run_from_the_archive(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    files = {
+        "workers/__init__.py": "",
+        "workers/common.py": "from flash import CpuLiveServerless, remote as endpoint\n"
+        'cpu = CpuLiveServerless(name="cpu-worker")\n'
+        "on_cpu = endpoint(resource_config=cpu)\n",
+        "workers/jobs.py": "from workers.common import cpu, endpoint, on_cpu\n\n"
+        "@endpoint(cpu)\ndef double(x: int) -> int:\n    return 2 * x\n\n"
+        "@on_cpu\ndef shout(text: str) -> str:\n    return text.upper()\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    build = build_project(BuildOptions(project_dir=root))
+    assert build.manifest.function_registry == {
+        "workers.jobs.double": "cpu-worker",
+        "workers.jobs.shout": "cpu-worker",
+    }
+    app = extract_archive(build.archive, tmp_path / "app")
+    responses = run_isolated(
+        app,
+        [
+            ("handler_cpu_worker", function_job("cpu-worker", "double", 21)),
+            ("handler_cpu_worker", function_job("cpu-worker", "shout", "hi")),
+        ],
+    )
+    assert [result(r) for r in responses] == [42, "HI"]
+
+
+def test_submodule_import_paths_work_in_the_archive(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / "workers").mkdir(parents=True)
+    (root / "workers" / "__init__.py").write_text("")
+    (root / "workers" / "gpu.py").write_text(
+        "from flash.sdk.remote import remote\n"
+        "from flash.sdk.resources import GpuGroup, LiveServerless\n\n"
+        'gpu = LiveServerless(name="gpu-worker", gpus=[GpuGroup.AMPERE_80])\n\n'
+        "@remote(resource_config=gpu)\ndef embed(x: int) -> int:\n    return x + 1\n"
+    )
+    build = build_project(BuildOptions(project_dir=root))
+    app = extract_archive(build.archive, tmp_path / "app")
+    responses = run_isolated(app, [("handler_gpu_worker", function_job("gpu-worker", "embed", 1))])
+    assert result(responses[0]) == 2

@@ -15,7 +15,8 @@ from flash.runtime.protocol import MANIFEST_FILENAME
 IGNORE_FILES = (".gitignore", ".flashignore")
 
 # Always left out, whatever the ignore files say: VCS data, build outputs, virtualenvs,
-# bytecode and .env files (secrets never enter an archive).
+# bytecode and .env* files (secrets never enter an archive). Checked on its own (see
+# always_excluded), never merged with the user's patterns, so no `!` line can re-include these.
 ALWAYS_EXCLUDED = (
     ".git/",
     ".hg/",
@@ -26,8 +27,7 @@ ALWAYS_EXCLUDED = (
     "__pycache__/",
     "*.pyc",
     "*.pyo",
-    ".env",
-    ".env.*",
+    ".env*",  # also .envrc, .env_production, .env-staging: as the README promises
     ".mypy_cache/",
     ".pytest_cache/",
     ".ruff_cache/",
@@ -38,11 +38,17 @@ ALWAYS_EXCLUDED = (
     ".DS_Store",
     f"/{MANIFEST_FILENAME}",
 )
+_ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
+
+
+def always_excluded(rel: str) -> bool:
+    """Whether the project-relative posix path (dirs end in "/") is one of ALWAYS_EXCLUDED."""
+    return _ALWAYS_SPEC.match_file(rel)
 
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
-    """Patterns from the root's .gitignore and .flashignore, plus the built-in exclusions."""
-    lines: list[str] = list(ALWAYS_EXCLUDED)
+    """Patterns from the root's .gitignore and .flashignore (not ALWAYS_EXCLUDED: see there)."""
+    lines: list[str] = []
     for name in IGNORE_FILES:
         path = root / name
         if path.is_file():
@@ -76,13 +82,26 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
             if not _ignored(specs, prefix + name + "/") and not os.path.islink(
                 os.path.join(dirpath, name)
             ):
+                _check_utf8_name(prefix + name + "/")
                 kept_dirs.append(name)
         dirnames[:] = kept_dirs
         for name in filenames:
             rel = prefix + name
             if not _ignored(specs, rel) and os.path.isfile(os.path.join(dirpath, name)):
+                _check_utf8_name(rel)
                 found.append(rel)
     return sorted(found)
+
+
+def _check_utf8_name(rel: str) -> None:
+    """Archive entry names are UTF-8: a name that is not (os.walk gives surrogates) is refused."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise BuildError(
+            "file name is not valid UTF-8; rename it, or list it in .flashignore", path=shown
+        ) from None
 
 
 def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
@@ -95,6 +114,8 @@ def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
 
 
 def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
+    if always_excluded(rel):
+        return True
     for prefix, spec in specs:
         if rel.startswith(prefix) and spec.match_file(rel[len(prefix) :]):
             return True

@@ -52,6 +52,16 @@ _REGEX_REQUIREMENT = re.compile(
     r"(?P<extras>\[[A-Za-z0-9._,\s-]*\])?\s*(?P<rest>(?:[<>=!~@;(].*)?)$"
 )
 _PYTHON_VERSION = re.compile(r"^3\.\d+(?:\.\d+)?$")
+# The userinfo of a URL (`https://user:token@host`): a password or a token on its own.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every URL's userinfo replaced by ``****``, for messages and the manifest.
+
+    Only what is shown or recorded is redacted: uv still gets the real URLs.
+    """
+    return _URL_USERINFO.sub(r"\g<scheme>****@", text)
 
 
 @dataclass(frozen=True)
@@ -251,9 +261,8 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
         except InvalidRequirement as exc:
             where = None if source.startswith("@") else source
             origin = f" in {source}" if where is None else ""
-            raise BuildError(
-                f"invalid requirement {text.strip()!r}{origin}: {exc}", path=where, line=line
-            ) from exc
+            message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
+            raise BuildError(redact_credentials(message), path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 
 
@@ -432,7 +441,8 @@ def resolve(requirements: Sequence[str], options: DependencyOptions, cache_dir: 
         culprits = _implicated(requirements, detail)
         target = f"Python {options.python_version} on {options.platform}"
         which = f" for {', '.join(culprits)}" if culprits else ""
-        raise BuildError(f"cannot resolve dependencies{which} ({target}):\n{detail}")
+        message = f"cannot resolve dependencies{which} ({target}):\n{detail}"
+        raise BuildError(redact_credentials(message))
 
     pins = _parse_pins(result.stdout)
     record = {"requirements": list(requirements), "options": asdict(options), "pins": pins}
@@ -513,7 +523,8 @@ def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) ->
                 culprits = _implicated(pins, detail)
                 which = ", ".join(culprits) or "dependencies"
                 target = f"Python {options.python_version} on {options.platform}"
-                raise BuildError(f"cannot install {which} ({target}):\n{detail}")
+                message = f"cannot install {which} ({target}):\n{detail}"
+                raise BuildError(redact_credentials(message))
             _strip_site(staging)
         try:
             staging.rename(final)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flash.build.dependencies import redact_credentials
 from flash.build.scanner import ScanResult, sanitize_resource_name
 from flash.build.schemas import SchemaResult, schema_sha256
 
@@ -150,7 +151,7 @@ def build_manifest(
             type=spec.type,
             handler_file=handler_file_name(name),
             config=spec.config,
-            dependencies=sorted({d for f in members for d in f.dependencies}),
+            dependencies=sorted({redact_credentials(d) for f in members for d in f.dependencies}),
             system_dependencies=sorted({d for f in members for d in f.system_dependencies}),
             functions=[
                 FunctionEntry(
@@ -173,7 +174,12 @@ def build_manifest(
         target=target,
         resources=resources,
         function_registry=dict(sorted(registry.items())),
-        dependencies=dependencies,
+        # The manifest is shipped and shown: URL credentials never go in (installs are done).
+        dependencies=Dependencies(
+            requirements=[redact_credentials(r) for r in dependencies.requirements],
+            pins=[redact_credentials(p) for p in dependencies.pins],
+            excluded=list(dependencies.excluded),
+        ),
         source_fingerprint=source_fingerprint,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -75,6 +76,13 @@ from flash.runtime.resources import (
 __version__ = {version!r}
 '''
 _SDK_STUB = '"""Alias of the vendored flash package."""\n\nfrom flash import *  # noqa: F403\n'
+# The documented submodule import paths (from flash.sdk.resources import LiveServerless).
+_SDK_SUBMODULE_STUBS = {
+    "flash/sdk/resources.py": "from flash.runtime.resources import (  # noqa: F401\n"
+    "    CpuInstanceType,\n    CpuLiveServerless,\n    CpuServerlessEndpoint,\n    GpuGroup,\n"
+    "    LiveServerless,\n    ScalerType,\n    ServerlessEndpoint,\n)\n",
+    "flash/sdk/remote.py": "from flash.runtime.remote import remote  # noqa: F401\n",
+}
 
 Progress = Callable[[str, str], None]
 
@@ -123,6 +131,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         raise BuildError(f"project directory not found: {options.project_dir}")
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
+    _check_max_size(options.max_size_mb)
     ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     timings: dict[str, float] = {}
 
@@ -229,7 +238,18 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 def _archive_path(flash_dir: Path, output: str) -> Path:
     if not output or Path(output).name != output or output in (".", ".."):
         raise BuildError(f"--output must be a file name inside .flash/, got {output!r}")
+    # Writing the archive over one of the build's own files or folders would lose it (the
+    # signing key, the cache) or crash the build halfway.
+    if output in (MANIFEST_FILENAME, STAMP_NAME, "secrets", "cache", ".build"):
+        raise BuildError(f"--output {output!r} is a name the build uses itself in .flash/")
+    if (flash_dir / output).is_dir():
+        raise BuildError(f"--output {output!r} is an existing folder in .flash/")
     return flash_dir / output
+
+
+def _check_max_size(max_size_mb: float) -> None:
+    if not (math.isfinite(max_size_mb) and max_size_mb > 0):
+        raise BuildError(f"--max-size must be a positive number of MB, got {max_size_mb!r}")
 
 
 def _build_key(source_fp: str, options: BuildOptions) -> str:
@@ -312,6 +332,7 @@ def _runtime_entries(*, vendor_cloudpickle: bool) -> list[_archive.Entry]:
         _archive.Entry(name="flash/__init__.py", data=stub),
         _archive.Entry(name="flash/sdk/__init__.py", data=_SDK_STUB.encode()),
     ]
+    entries += [_archive.Entry(name=n, data=t.encode()) for n, t in _SDK_SUBMODULE_STUBS.items()]
     entries += _tree_entries(RUNTIME_DIR, "flash/runtime/")
     if vendor_cloudpickle:
         entries += _tree_entries(Path(cloudpickle.__file__).parent, "cloudpickle/")
@@ -362,8 +383,10 @@ def _host_matches(options: DependencyOptions) -> bool:
     host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
     machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
     target = options.platform.lower()
+    # --python-version may name a patch release (3.11.7): wheels and imports depend on 3.11 only.
+    target_python = ".".join(options.python_version.split(".")[:2])
     return (
-        options.python_version == host_python
+        target_python == host_python
         and sys.platform.startswith("linux")
         and target.startswith(machine)
         and "linux" in target

@@ -37,7 +37,6 @@ class ResourceSpec:
     name: str
     type: str
     config: dict[str, Any]
-    dynamic_fields: tuple[str, ...]
     path: str
     line: int
     col: int
@@ -88,9 +87,9 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     project = _Project(modules)
     functions: list[RemoteSpec] = []
     for module in modules:
-        # Cheap filter: a module that never spells "remote" cannot apply the decorator.
-        # The others are only looked into when a config is imported from them.
-        if "remote" in module.source:
+        # Cheap filter: a module without "@" has no decorators. (Not "remote": the decorator
+        # may be imported under another name, e.g. `from common import endpoint`.)
+        if _may_decorate(module.source):
             functions.extend(project.remote_specs(module))
     if not functions:
         raise BuildError(f"no @remote functions found in {root}; {_REMOTE_EXAMPLE}")
@@ -116,7 +115,9 @@ _CONFIG_HINT = (
     "@remote(resource_config=gpu) (it may be imported from another module of the project)"
 )
 
-_REMOTE_TARGETS = frozenset({"flash.remote", "flash.sdk.remote", "flash.runtime.remote.remote"})
+_REMOTE_TARGETS = frozenset(
+    {"flash.remote", "flash.sdk.remote", "flash.sdk.remote.remote", "flash.runtime.remote.remote"}
+)
 _CONFIG_MODULES = ("flash", "flash.sdk", "flash.sdk.resources")
 _CONFIG_CONSTRUCTORS = {f"{m}.{t}": t for m in _CONFIG_MODULES for t in CONFIG_TYPES}
 _ENUMS: dict[str, type[Enum]] = {
@@ -125,6 +126,7 @@ _ENUMS: dict[str, type[Enum]] = {
     for e in (GpuGroup, CpuInstanceType, ScalerType)
 }
 _FLASH_SYMBOLS = _REMOTE_TARGETS | _CONFIG_CONSTRUCTORS.keys() | _ENUMS.keys()
+_URL_UNSAFE = frozenset("/\\?#%")
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "getter", "deleter"})
 # Bounds alias chains (a = b; c = a; ...) and import chains without tracking visited sets.
 _MAX_DEPTH = 64
@@ -241,8 +243,12 @@ def _load_module(root: Path, rel: str) -> _Module:
         parts.pop()
     # Keeping every tree alive costs more (allocation, garbage collection) than parsing the
     # few modules that configs are imported from a second time.
-    kept = tree if "remote" in source else None
+    kept = tree if _may_decorate(source) else None
     return _Module(rel, ".".join(parts), is_package, source, kept)
+
+
+def _may_decorate(source: str) -> bool:
+    return "@" in source
 
 
 def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -348,6 +354,16 @@ class _Value:
 
 
 _Resolved = _ModuleRef | _External | _Value | None
+
+
+@dataclass(frozen=True)
+class _Decorator:
+    """A ``remote(...)`` call that decorates a definition, and where it is written."""
+
+    call: ast.Call
+    module: _Module
+    pos: _Pos | None
+    site: ast.expr  # the decorator as written on the definition
 
 
 class _NotStatic(Exception):
@@ -478,7 +494,7 @@ class _Project:
         raise _NotStatic
 
     def string_list(
-        self, module: _Module, node: ast.expr, pos: _Pos, option: str
+        self, module: _Module, node: ast.expr, pos: _Pos | None, option: str
     ) -> tuple[str, ...]:
         if isinstance(node, ast.Constant) and node.value is None:
             return ()
@@ -513,7 +529,7 @@ class _Project:
 
     # Configs ----------------------------------------------------------------------------
 
-    def resource(self, module: _Module, expr: ast.expr, pos: _Pos) -> ResourceSpec:
+    def resource(self, module: _Module, expr: ast.expr, pos: _Pos | None) -> ResourceSpec:
         resolved = self.resolve(module, expr, pos)
         if isinstance(resolved, _Value) and isinstance(resolved.node, ast.Call):
             ctor = self.resolve(resolved.module, resolved.node.func, resolved.pos)
@@ -541,7 +557,7 @@ class _Project:
                 call.args[0],
             )
         values: dict[str, Any] = {}
-        dynamic: list[str] = []
+        dynamic: list[tuple[str, ast.expr]] = []
         name_node: ast.expr | None = None
         for keyword in call.keywords:
             if keyword.arg is None:
@@ -552,14 +568,14 @@ class _Project:
                 if isinstance(extra, dict) and all(isinstance(k, str) for k in extra):
                     values.update(extra)
                 else:
-                    dynamic.append(f"**{_text(keyword.value)}")
+                    dynamic.append((f"**{_text(keyword.value)}", keyword.value))
                 continue
             if keyword.arg == "name":
                 name_node = keyword.value
             try:
                 values[keyword.arg] = self.evaluate(module, keyword.value, pos)
             except _NotStatic:
-                dynamic.append(keyword.arg)
+                dynamic.append((keyword.arg, keyword.value))
         name = values.get("name")
         if not isinstance(name, str):
             got = f"; got `{_text(name_node)}`" if name_node is not None else ""
@@ -567,6 +583,27 @@ class _Project:
                 f'{type_name} needs name= set to a string literal, e.g. name="gpu-worker"{got}',
                 module.path,
                 name_node or call,
+            )
+        unsafe = sorted({c for c in name if c in _URL_UNSAFE or not c.isprintable()})
+        if unsafe:
+            # The name is a path segment of the endpoint's URL (/v2/<name>/run): with these
+            # the build succeeded and then every call went to a route that does not exist.
+            shown = " ".join(repr(c) for c in unsafe)
+            raise _error(
+                f"{type_name} name {name!r} contains {shown}, which cannot be part of the "
+                "endpoint's URL; use letters, digits, spaces, '-', '_' or '.'",
+                module.path,
+                name_node or call,
+            )
+        if dynamic:
+            # The deployed endpoint gets what the manifest says: a value only known when the
+            # code runs would silently become the field's default there.
+            field, node = dynamic[0]
+            raise _error(
+                f"{type_name} {name!r}: {field} must be a literal value (or a module-level "
+                f"constant of one) so the build can record it; got `{_text(node)}`",
+                module.path,
+                node,
             )
         try:
             config = validate_config(type_name, values).to_manifest()
@@ -576,7 +613,6 @@ class _Project:
             name=name,
             type=type_name,
             config=config,
-            dynamic_fields=tuple(dynamic),
             path=module.path,
             line=call.lineno,
             col=call.col_offset + 1,
@@ -594,11 +630,7 @@ class _Project:
                 continue
             first = by_name.get(spec.name)
             if first is not None:
-                if (first.type, first.config, first.dynamic_fields) != (
-                    spec.type,
-                    spec.config,
-                    spec.dynamic_fields,
-                ):
+                if (first.type, first.config) != (spec.type, spec.config):
                     raise BuildError(
                         f"two different resource configs are named {spec.name!r}: "
                         f"{_where(first)} and {_where(spec)} ({_differences(first, spec)}); "
@@ -643,15 +675,25 @@ class _Project:
                         "@remote functions and classes must be defined at the top level of a "
                         "module (not inside a function, class or loop)",
                         module.path,
-                        decorator,
+                        decorator.site,
                     )
         return specs
 
-    def _remote_decorator(self, module: _Module, node: _Def) -> ast.Call | None:
-        found: ast.Call | None = None
+    def _remote_decorator(self, module: _Module, node: _Def) -> _Decorator | None:
+        found: _Decorator | None = None
         for decorator in node.decorator_list:
             func = decorator.func if isinstance(decorator, ast.Call) else decorator
             resolved = self.resolve(module, func, _pos(node))
+            stored = self._stored_remote_call(decorator, resolved)
+            if stored is not None:
+                if found is not None:
+                    raise _error(
+                        f"{node.name!r} has more than one @remote decorator",
+                        module.path,
+                        decorator,
+                    )
+                found = stored
+                continue
             if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
                 continue
             if not isinstance(decorator, ast.Call):
@@ -666,11 +708,26 @@ class _Project:
                 raise _error(
                     f"{node.name!r} has more than one @remote decorator", module.path, decorator
                 )
-            found = decorator
+            found = _Decorator(decorator, module, _pos(node), decorator)
         return found
 
-    def _remote_spec(self, module: _Module, node: _Def, decorator: ast.Call) -> RemoteSpec:
-        pos = _pos(node)
+    def _stored_remote_call(self, decorator: ast.expr, resolved: _Resolved) -> _Decorator | None:
+        """``@on_cpu`` where ``on_cpu = remote(resource_config=cpu)``, here or imported."""
+        if isinstance(decorator, ast.Call) or not isinstance(resolved, _Value):
+            return None
+        call = resolved.node
+        if not isinstance(call, ast.Call):
+            return None
+        func = self.resolve(resolved.module, call.func, resolved.pos)
+        if not (isinstance(func, _External) and func.dotted in _REMOTE_TARGETS):
+            return None
+        return _Decorator(call, resolved.module, resolved.pos, decorator)
+
+    def _remote_spec(self, defining: _Module, node: _Def, found: _Decorator) -> RemoteSpec:
+        # The decorator's options are read where the remote(...) call is written, which is
+        # another place than the definition when the decorator was stored in a variable.
+        module, decorator = found.module, found.call
+        pos = found.pos
         if len(decorator.args) > 1 or any(isinstance(a, ast.Starred) for a in decorator.args):
             raise _error(
                 f"@remote on {node.name!r}: pass the resource config as the only positional "
@@ -719,8 +776,8 @@ class _Project:
             methods, async_methods = _class_methods(node)
         return RemoteSpec(
             name=node.name,
-            module=module.name,
-            qualified_name=f"{module.name}.{node.name}",
+            module=defining.name,
+            qualified_name=f"{defining.name}.{node.name}",
             resource=resource.name,
             is_async=isinstance(node, ast.AsyncFunctionDef),
             is_class=isinstance(node, ast.ClassDef),
@@ -729,7 +786,7 @@ class _Project:
             async_methods=async_methods,
             dependencies=dependencies,
             system_dependencies=system_dependencies,
-            path=module.path,
+            path=defining.path,
             line=node.lineno,
             col=node.col_offset + 1,
         )
@@ -813,8 +870,6 @@ def _differences(first: ResourceSpec, second: ResourceSpec) -> str:
         return f"{first.type} vs {second.type}"
     keys = sorted(set(first.config) | set(second.config))
     fields = [k for k in keys if first.config.get(k) != second.config.get(k)]
-    if first.dynamic_fields != second.dynamic_fields:
-        fields.append("non-literal fields")
     return "different " + ", ".join(fields)
 
 

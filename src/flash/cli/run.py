@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 import watchfiles
 
-from flash.build.collect import load_ignore_spec
+from flash.build.collect import always_excluded, load_ignore_spec
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli._output import console, err_console, stage_printer
@@ -121,7 +121,7 @@ def source_filter(root: Path) -> Callable[[watchfiles.Change, str], bool]:
             rel = Path(path).resolve().relative_to(root).as_posix()
         except ValueError:
             return False
-        return not spec.match_file(rel)
+        return not always_excluded(rel) and not spec.match_file(rel)
 
     return wanted
 
