@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,27 @@ def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path
     for name, job_id in ids.items():
         assert restarted.jobs[job_id].output_json is None  # not loaded until asked for
         assert _status(restarted, job_id)["output"] == json.loads(outputs[name])
+
+
+def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_up(
+    tmp_path: Path,
+) -> None:
+    # Older gateways took any positive integer: a float cannot hold 10**400 ms.
+    store = JobStore(tmp_path / "jobs.db")
+    huge = 10**400
+    now = time.time()
+    store.insert(Job(id="a", endpoint="e", input_json="1", ttl_ms=huge, created_at=now))
+    store.insert(Job(id="b", endpoint="e", input_json="2", execution_timeout_ms=huge))
+    store.close()
+
+    async def restarted() -> None:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.restore()
+        dispatcher.register_worker("w1", "e")
+        assert [j.id for j in await dispatcher.take("w1", 2, False)] == ["a", "b"]
+        for job_id in ("a", "b"):
+            assert dispatcher.done("w1", job_id, {"output": 1}, False, "1")
+            assert _status(dispatcher, job_id)["status"] == "COMPLETED"
+
+    asyncio.run(restarted())

@@ -86,6 +86,24 @@ def test_malformed_requests_are_400_with_a_message(tmp_path: Path, platform_fact
     assert "policy.ttl" in bad_policy.json()["error"]
 
 
+def test_a_policy_longer_than_seven_days_is_refused_by_name(
+    tmp_path: Path, platform_factory
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    week = 7 * 24 * 60 * 60 * 1000
+    huge_ttl = '{"input": {"action": "echo"}, "policy": {"ttl": 1' + "0" * 400 + "}}"
+    refused = _post(platform, "basic/run", data=huge_ttl)
+    assert refused.status_code == 400
+    assert "'policy.ttl' must be at most 604800000 ms (7 days)" in refused.json()["error"]
+    too_slow = {"input": {}, "policy": {"executionTimeout": week + 1}}
+    refused = _post(platform, "basic/runsync", json=too_slow)
+    assert refused.status_code == 400 and "'policy.executionTimeout'" in refused.json()["error"]
+    assert _get(platform, "basic/health").json()["jobs"]["inQueue"] == 0  # nothing half-queued
+    longest = {"ttl": week, "executionTimeout": week}
+    job = _post(platform, "basic/run", json={"input": {"action": "echo"}, "policy": longest})
+    assert ended(platform, "basic", job.json()["id"])["status"] == "COMPLETED"
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_api_key_guards_every_route_and_workers_use_it(
     tmp_path: Path, platform_factory, loop: str

@@ -31,6 +31,10 @@ _PING_LAG_S = 0.5
 # memory.
 _BIG_OUTPUT = 64 * 1024
 OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
+# The longest ttl or execution timeout a job can have (7 days, RunPod's longest). The
+# gateway refuses more; timers are capped here too, because a bigger number (a job stored
+# by an older version) overflows a float and would fail a job half-submitted or start-up.
+MAX_POLICY_MS = 7 * 24 * 60 * 60 * 1000
 
 
 @dataclass
@@ -449,6 +453,7 @@ class Dispatcher:
         state.assigned.add(job.id)
         limit = job.execution_timeout_ms or self.exec_timeout_ms.get(job.endpoint)
         if limit:
+            limit = min(limit, MAX_POLICY_MS)
             self._timers[job.id] = asyncio.get_running_loop().call_later(
                 limit / 1000, self._on_timeout, job.id, job.attempts, limit
             )
@@ -463,7 +468,8 @@ class Dispatcher:
     def _arm_ttl(self, job: Job) -> None:
         if not job.ttl_ms:
             return
-        delay = max(0.0, job.created_at + job.ttl_ms / 1000 - time.time())
+        ttl_s = min(job.ttl_ms, MAX_POLICY_MS) / 1000
+        delay = max(0.0, job.created_at + ttl_s - time.time())
         self._ttl_timers[job.id] = asyncio.get_running_loop().call_later(
             delay, self._on_ttl, job.id
         )
@@ -472,7 +478,8 @@ class Dispatcher:
         self._ttl_timers.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is not None and not job.final:
-            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {job.ttl_ms} ms")
+            ttl = min(job.ttl_ms or 0, MAX_POLICY_MS)
+            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {ttl} ms")
 
     def _cancel_timer(self, job_id: str) -> None:
         timer = self._timers.pop(job_id, None)

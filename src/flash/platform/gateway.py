@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from flash.platform import jobs as js
 from flash.platform import openapi
-from flash.platform.dispatch import Dispatcher
+from flash.platform.dispatch import MAX_POLICY_MS, Dispatcher
 from flash.platform.supervisor import Supervisor
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
 
@@ -443,6 +443,8 @@ def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None]
             isinstance(value, bool) or not isinstance(value, int) or value <= 0
         ):
             return _error(400, f"'policy.{key}' must be a positive integer (milliseconds)")
+        if value is not None and value > MAX_POLICY_MS:
+            return _error(400, f"'policy.{key}' must be at most {MAX_POLICY_MS} ms (7 days)")
         limits.append(value)
     return _member_json(data, "input", input_text), webhook, limits[0], limits[1]
 
@@ -461,7 +463,11 @@ async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | 
 
 
 def openapi_schema() -> dict[str, Any]:
-    job_body = {"type": "object", "description": "{'input': ..., 'webhook'?, 'policy'?}"}
+    job_body = {
+        "type": "object",
+        "description": "{'input': ..., 'webhook'?, 'policy'?: {'executionTimeout'?: ms,"
+        " 'ttl'?: ms}}; each policy limit is at most 7 days",
+    }
 
     def op(summary: str, body: bool = False) -> dict[str, Any]:
         spec: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
