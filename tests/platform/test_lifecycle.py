@@ -481,6 +481,35 @@ def test_api_docs_describe_the_loaded_build_not_the_manifest_file_now(
     assert "basic.handler" in page and "basic.rewritten" not in page
 
 
+DEEP = """
+from flash.runtime.worker import start
+
+def handler(job):
+    out = "leaf"
+    for _ in range(job["input"]["depth"]):
+        out = [out]
+    return out
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_result_the_gateway_refuses_fails_the_job_and_frees_its_worker(
+    tmp_path: Path, platform_factory
+) -> None:
+    config = {"scalerType": "REQUEST_COUNT", "scalerValue": 1, "workersMax": 1, "idleTimeout": 1}
+    platform = platform_factory(write_app(tmp_path / "app", {"deep": (DEEP, config)}))
+    job = _post(platform, "deep/run", json={"input": {"depth": 300}}).json()
+    final = ended(platform, "deep", job["id"])
+    assert final["status"] == "FAILED"
+    assert "result was refused" in final["error"] and "deeper than 256" in final["error"]
+    # Its worker is free again: it runs the next job, then stops once idle.
+    nested = _post(platform, "deep/runsync", json={"input": {"depth": 2}}).json()
+    assert nested["output"] == [["leaf"]]
+    wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "the worker to stop")
+
+
 PROGRESS = """
 import time
 from pathlib import Path

@@ -342,6 +342,14 @@ class Dispatcher:
         self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
 
+    def refuse(self, worker_id: str, job_id: str, reason: str) -> None:
+        """A result report of the worker's could not be read: the job fails with ``reason``
+        (if it is still this worker's), as it will never be reported again."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+            return
+        self._finish(job, js.FAILED, error=f"the worker's result was refused: {reason}")
+
     def chunk(self, worker_id: str, job_id: str, output: Any) -> bool:
         job = self.jobs.get(job_id)
         if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
