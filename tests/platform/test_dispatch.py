@@ -185,3 +185,17 @@ def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_u
             assert _status(dispatcher, job_id)["status"] == "COMPLETED"
 
     asyncio.run(restarted())
+
+
+def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        cancelled = dispatcher.submit("e", '{"x": 1}', sync=True)
+        waiting = dispatcher.submit("e", '{"x": 2}')
+        dispatcher.cancel(cancelled)
+        dispatcher.prune(time.time() + 61)  # the cancelled /runsync result expires
+        assert dispatcher.oldest_wait("e", waiting.created_at + 1) == pytest.approx(1)
+        assert dispatcher.purge("e") == 1 and waiting.status == "CANCELLED"
+
+    asyncio.run(scenario())

@@ -459,6 +459,47 @@ def test_finished_results_expire_as_in_production(tmp_path: Path, platform_facto
     assert _get(platform, f"basic/status/{queued['id']}").status_code == 404
 
 
+def test_a_cancelled_queued_job_that_expires_leaves_the_queue_working(
+    tmp_path: Path, platform_factory
+) -> None:
+    import time
+
+    platform = platform_factory(write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})}))
+    busy = _post(platform, "one/run", json={"input": {"action": "hang"}}).json()
+    _wait_started(platform, "one", busy["id"])
+    synced = _post(platform, "one/runsync?wait=0", json={"input": {"action": "echo"}}).json()
+    assert _post(platform, f"one/cancel/{synced['id']}").json()["status"] == "CANCELLED"
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    platform.call(lambda: dispatcher.prune(time.time() + 61))  # its result expires
+    assert _post(platform, "one/run", json={"input": {"action": "echo"}}).status_code == 200
+    purged = _post(platform, "one/purge-queue")
+    assert purged.status_code == 200 and purged.json()["removed"] == 1
+    assert _get(platform, "one/health").json()["jobs"]["inQueue"] == 0
+
+
+def test_scaling_goes_on_after_an_unexpected_error(tmp_path: Path, platform_factory) -> None:
+    config = {"scalerType": "REQUEST_COUNT", "scalerValue": 1, "workersMax": 1, "idleTimeout": 1}
+    logs = Logs()
+    platform = platform_factory(write_app(tmp_path / "app", {"rc": (BASIC, config)}), echo=logs)
+    supervisor = platform.supervisor
+    assert supervisor is not None
+    scale, failed = supervisor._scale, []
+
+    def fails_once(name: str) -> None:  # a bug that shows up once
+        if not failed:
+            failed.append(name)
+            raise RuntimeError("an unforeseen state")
+        scale(name)
+
+    platform.call(lambda: setattr(supervisor, "_scale", fails_once))
+    wait_for(lambda: failed, 10, "a scaling decision to fail")
+    assert runpod.Endpoint("rc").run_sync({"action": "echo", "value": 1}, timeout=30)
+    # Idle workers are stopped only by the scaler's periodic tick: it still runs.
+    wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "the idle worker to stop")
+    assert "scaling endpoint rc failed: RuntimeError: an unforeseen state" in logs.text()
+
+
 def test_openapi_docs_are_served(tmp_path: Path, platform_factory) -> None:
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
     schema = requests.get(f"{platform.url}/openapi.json", timeout=10).json()

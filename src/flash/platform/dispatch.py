@@ -7,6 +7,7 @@ through to the ``JobStore`` before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -524,6 +525,10 @@ class Dispatcher:
             ttl.cancel()
         if previous == js.IN_QUEUE:
             self.queued[job.endpoint] -= 1
+            # Out of its queue too (unless _end_queued emptied it): an id left there would
+            # outlive the job once it is pruned, and break every reader of the queue.
+            with contextlib.suppress(ValueError):
+                self.queues[job.endpoint].remove(job.id)
         elif previous == js.IN_PROGRESS:
             self.running[job.endpoint] -= 1
             state = self.workers.get(worker_id or "")

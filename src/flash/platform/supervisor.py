@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -89,6 +90,8 @@ class Supervisor:
         self._starting_in: dict[str, Path] = {}
         self._start_failures: Counter[str] = Counter()
         self._paused_until: dict[str, float] = {}
+        # The last error scaling each endpoint raised, while it keeps raising it.
+        self._scale_errors: dict[str, str] = {}
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
@@ -127,7 +130,7 @@ class Supervisor:
 
     def poke(self, endpoint: str) -> None:
         if endpoint in self.deployments and not self._stopping:
-            self._scale(endpoint)
+            self._scale_safely(endpoint)
 
     def drain(self, worker: Worker, limit_s: float) -> None:
         """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``."""
@@ -192,7 +195,21 @@ class Supervisor:
         while True:
             await asyncio.sleep(_TICK_S)
             for name in list(self.deployments):
-                self._scale(name)
+                self._scale_safely(name)
+
+    def _scale_safely(self, name: str) -> None:
+        """``_scale``, logging what it raises: one bad decision must not end scaling and idle
+        reaping for good (the ticker's task) or fail a /run whose job is already stored."""
+        try:
+            self._scale(name)
+        except Exception as exc:
+            message = f"scaling endpoint {name} failed: {type(exc).__name__}: {exc}"
+            if self._scale_errors.get(name) != message and self.echo is not None:
+                # Once, not ten times a second.
+                self.echo(f"[platform] {message}\n{traceback.format_exc().rstrip()}")
+            self._scale_errors[name] = message
+        else:
+            self._scale_errors.pop(name, None)
 
     def _scale(self, name: str) -> None:
         dep = self.deployments[name]
