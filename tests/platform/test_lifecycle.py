@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -382,6 +384,46 @@ def test_replace_app_finishes_running_jobs_on_old_workers(tmp_path: Path, platfo
     assert ep.run_sync({"seconds": 0}, timeout=60) == {"version": 2}
     assert long_job.output(timeout=60) == {"version": 1}
     wait_for(lambda: platform.workers()[0]["alive"] is False, 20, "the old worker to exit")
+
+
+def test_queued_jobs_of_an_endpoint_the_new_build_drops_fail_with_the_reason(
+    tmp_path: Path, platform_factory
+) -> None:
+    v1 = write_app(tmp_path / "v1", {"a": (BASIC, {"workersMax": 1}), "b": (BASIC, {})})
+    v2 = write_app(tmp_path / "v2", {"b": (BASIC, {})})
+    removed = "endpoint a was removed by the new build"
+
+    def busy_and_queued(platform: LocalPlatform) -> tuple[str, str]:
+        busy = _post(platform, "a/run", json={"input": {"action": "hang"}}).json()["id"]
+        _wait_started(platform, "a", busy)
+        queued = _post(platform, "a/run", json={"input": {"action": "echo"}}).json()["id"]
+        return busy, queued
+
+    state = tmp_path / "state"
+    platform = platform_factory(v1, state)
+    busy, queued = busy_and_queued(platform)
+    platform.replace_app(v2)
+    # The old worker dies while draining: its job goes back to a queue nobody serves.
+    old = next(w for w in platform.workers() if w["endpoint"] == "a")
+    os.kill(old["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: not next(w["alive"] for w in platform.workers() if w["id"] == old["id"]),
+        10,
+        "the old worker to die",
+    )
+    platform.replace_app(v1)  # serves endpoint a again, to read its jobs
+    for job_id in (busy, queued):
+        final = ended(platform, "a", job_id)
+        assert final["status"] == "FAILED" and removed in final["error"]
+
+    # Queued when the platform stopped, and the next start serves a build without a.
+    busy, queued = busy_and_queued(platform)
+    platform.stop(grace_s=0.2)  # the busy job is run again at the next start
+    restarted = platform_factory(v2, state)
+    restarted.replace_app(v1)
+    for job_id in (busy, queued):
+        final = ended(restarted, "a", job_id)
+        assert final["status"] == "FAILED" and removed in final["error"]
 
 
 def test_a_worker_starting_when_the_app_is_replaced_does_not_serve_the_old_build(

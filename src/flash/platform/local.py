@@ -177,7 +177,10 @@ class LocalPlatform:
                 if not copy.adopt():
                     return  # the caller gave up waiting and let the copy go: serve nothing
                 self._hold_copy(app_dir, copy)
-            for name in list(self.supervisor.deployments):
+            # Endpoints with stored jobs count too: after a restart, a build without their
+            # endpoint fails them rather than keeping them queued for good.
+            assert self.dispatcher is not None
+            for name in sorted(set(self.supervisor.deployments) | set(self.dispatcher.queues)):
                 if name not in specs:
                     self.supervisor.undeploy(name)
             for spec in specs.values():

@@ -115,10 +115,13 @@ class Supervisor:
         self._scale(spec.name)
 
     def undeploy(self, name: str) -> None:
+        """Stop serving ``name``: running jobs finish on its draining workers, queued ones
+        fail (no worker will ever take them)."""
         dep = self.deployments.pop(name, None)
         for worker in list(self.workers.values()):
             if worker.endpoint == name and not worker.draining:
                 self.drain(worker, self._drain_limit(dep.spec) if dep else 30.0)
+        self.dispatcher.fail_queued(name, _removed(name))
 
     def app_dirs(self) -> set[Path]:
         """The app directories a deployment or a live or starting worker still uses."""
@@ -129,8 +132,13 @@ class Supervisor:
         )
 
     def poke(self, endpoint: str) -> None:
-        if endpoint in self.deployments and not self._stopping:
+        if self._stopping:
+            return
+        if endpoint in self.deployments:
             self._scale_safely(endpoint)
+        else:
+            # A job requeued by a draining worker of a removed endpoint: none will run it.
+            self.dispatcher.fail_queued(endpoint, _removed(endpoint))
 
     def drain(self, worker: Worker, limit_s: float) -> None:
         """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``."""
@@ -431,6 +439,10 @@ class Supervisor:
     def _log(self, worker: Worker, text: str) -> None:
         if self.echo is not None:
             self.echo(f"[{worker.endpoint} {worker.id}] {text}")
+
+
+def _removed(name: str) -> str:
+    return f"endpoint {name} was removed by the new build: no worker will run this job"
 
 
 def _die_with_parent() -> None:
