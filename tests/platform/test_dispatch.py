@@ -199,3 +199,26 @@ def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:
         assert dispatcher.purge("e") == 1 and waiting.status == "CANCELLED"
 
     asyncio.run(scenario())
+
+
+def test_a_final_report_without_output_leaves_no_progress_output_behind(tmp_path: Path) -> None:
+    async def scenario() -> tuple[str, str]:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.register_worker("w1", "e")
+        raised, empty = dispatcher.submit("e", "{}"), dispatcher.submit("e", "{}")
+        await dispatcher.take("w1", 2, False)
+        for job in (raised, empty):
+            assert dispatcher.done("w1", job.id, {"status": "IN_PROGRESS"}, False, '"step 1"')
+            assert _status(dispatcher, job.id)["output"] == "step 1"
+        assert dispatcher.done("w1", raised.id, {"error": "boom"}, False, None)
+        assert dispatcher.done("w1", empty.id, {}, False, None)  # the handler returned {}
+        for job in (raised, empty):
+            assert "output" not in _status(dispatcher, job.id)
+        return raised.id, empty.id
+
+    ids = asyncio.run(scenario())
+    restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    restarted.restore()
+    assert [_status(restarted, i)["status"] for i in ids] == ["FAILED", "COMPLETED"]
+    assert not any("output" in _status(restarted, i) for i in ids)  # nor once stored

@@ -334,13 +334,14 @@ class Dispatcher:
             job.output_json = output_json
             self.store.save_with_output(job)
             return True
+        # The final report's output is the job's, even none: progress output is not a result.
         error = body.get("error")
         if error:
-            self._finish(job, js.FAILED, error=error, output_json=output_json)
+            self._finish(job, js.FAILED, error=error, output_json=output_json, replace=True)
             return True
         if is_stream and not body.get("output") and job.stream:
             output_json = json.dumps(job.stream)
-        self._finish(job, js.COMPLETED, error=None, output_json=output_json)
+        self._finish(job, js.COMPLETED, error=None, output_json=output_json, replace=True)
         return True
 
     def refuse(self, worker_id: str, job_id: str, reason: str) -> None:
@@ -503,8 +504,17 @@ class Dispatcher:
         job.stream = []
         job.stream_sent = 0
 
-    def _finish(self, job: Job, status: str, *, error: Any, output_json: str | None = None) -> None:
-        """End the job; an ``output_json`` replaces any output it reported while running."""
+    def _finish(
+        self,
+        job: Job,
+        status: str,
+        *,
+        error: Any,
+        output_json: str | None = None,
+        replace: bool = False,
+    ) -> None:
+        """End the job; an ``output_json`` (with ``replace``, even None) replaces any output
+        it reported while running."""
         previous = job.status
         worker_id = job.worker_id
         job.status = status
@@ -513,11 +523,11 @@ class Dispatcher:
         job.expires_at = job.finished_at + (
             js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
         )
-        if output_json is None:
-            self.store.save(job)
-        else:
-            job.output_json = output_json
+        if output_json is not None or (replace and job.output_json is not None):
+            job.output_json = output_json  # with ``replace``, None clears a progress output
             self.store.save_with_output(job)
+        else:
+            self.store.save(job)
         self._keep_output(job)
         self._cancel_timer(job.id)
         ttl = self._ttl_timers.pop(job.id, None)
