@@ -360,6 +360,34 @@ def test_webhook_receives_the_final_status(tmp_path: Path, platform_factory) -> 
         server.shutdown()
 
 
+class _FailingHooks(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failing_webhook_is_logged_without_its_token(tmp_path: Path, platform_factory) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingHooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        logs = Logs()
+        app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+        platform = platform_factory(app, echo=logs)
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        hook = f"http://user:pw-s3cret@127.0.0.1:{server.server_address[1]}/hook?token=s3cret"
+        body = {"input": {"action": "echo"}, "webhook": hook}
+        job = _post(platform, "basic/run", json=body).json()
+        wait_for(lambda: "failed 3 times" in logs.text(), 30, "the webhook to be given up")
+        assert f"webhook to {origin} for job {job['id']} failed 3 times" in logs.text()
+        assert "s3cret" not in logs.text()
+    finally:
+        server.shutdown()
+
+
 VERSIONED = """
 import time
 from flash.runtime.worker import start

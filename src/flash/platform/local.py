@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -399,7 +400,21 @@ class LocalPlatform:
                 pass
             await asyncio.sleep(0.5 * 2**attempt)
         if self.echo is not None:
-            self.echo(f"[platform] webhook {url} for job {job_id} failed {_WEBHOOK_ATTEMPTS} times")
+            self.echo(
+                f"[platform] webhook to {_origin(url)} for job {job_id}"
+                f" failed {_WEBHOOK_ATTEMPTS} times"
+            )
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port of ``url``: its path, query and user part often hold a token,
+    which must not reach a log."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
 
 
 def _lock_state_dir(state_dir: Path) -> int:
