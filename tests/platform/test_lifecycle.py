@@ -18,6 +18,7 @@ import runpod
 from tests.helpers import Logs, group_alive, wait_for
 from tests.platform.apps import AIO, BASIC, LOOPS, ended, use_client, write_app
 
+from flash.platform import supervisor as supervisor_module
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
 
@@ -325,6 +326,18 @@ def test_machine_wide_cap_moves_an_idle_worker_to_a_hungry_endpoint(
     workers = platform.workers()
     assert [w["endpoint"] for w in workers] == ["a", "b"]
     assert not workers[0]["alive"]
+
+
+def test_only_the_latest_workers_are_listed(
+    tmp_path: Path, platform_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HISTORY_WORKERS", 2)
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    ep = runpod.Endpoint("basic")
+    # Each job asks for a fresh worker afterwards: three jobs, three workers.
+    pids = [ep.run_sync({"action": "refresh"}, timeout=30)["pid"] for _ in range(3)]
+    assert len(set(pids)) == 3
+    assert [w["pid"] for w in platform.workers()] == pids[1:]
 
 
 class _Hooks(BaseHTTPRequestHandler):

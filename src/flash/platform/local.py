@@ -216,7 +216,8 @@ class LocalPlatform:
         ]
 
     def workers(self) -> list[dict[str, Any]]:
-        """Every worker started so far, with its cold start (spawn to first job-take) in ms."""
+        """The workers started so far (the latest ``HISTORY_WORKERS``), with their cold
+        start (spawn to first job-take) in ms."""
 
         async def snapshot() -> list[dict[str, Any]]:
             assert self.supervisor is not None

@@ -28,6 +28,8 @@ _TAIL_LINES = 20
 # jobs fail with the reason, and starting is paused a while (no crash loop).
 _START_ATTEMPTS = 3
 _START_BACKOFF_S = 5.0
+# How many of the latest workers ``Supervisor.history`` keeps.
+HISTORY_WORKERS = 100
 
 
 @dataclass
@@ -80,7 +82,9 @@ class Supervisor:
         self.worker_loop = worker_loop
         self.deployments: dict[str, _Deployment] = {}
         self.workers: dict[str, Worker] = {}
-        self.history: list[Worker] = []
+        # The latest workers started (LocalPlatform.workers()), not all: a long-lived
+        # platform replaces idle workers all day.
+        self.history: deque[Worker] = deque(maxlen=HISTORY_WORKERS)
         self._generation = 0
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
