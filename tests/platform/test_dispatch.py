@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,64 @@ def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path
     for name, job_id in ids.items():
         assert restarted.jobs[job_id].output_json is None  # not loaded until asked for
         assert _status(restarted, job_id)["output"] == json.loads(outputs[name])
+
+
+def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_up(
+    tmp_path: Path,
+) -> None:
+    # Older gateways took any positive integer: a float cannot hold 10**400 ms.
+    store = JobStore(tmp_path / "jobs.db")
+    huge = 10**400
+    now = time.time()
+    store.insert(Job(id="a", endpoint="e", input_json="1", ttl_ms=huge, created_at=now))
+    store.insert(Job(id="b", endpoint="e", input_json="2", execution_timeout_ms=huge))
+    store.close()
+
+    async def restarted() -> None:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.restore()
+        dispatcher.register_worker("w1", "e")
+        assert [j.id for j in await dispatcher.take("w1", 2, False)] == ["a", "b"]
+        for job_id in ("a", "b"):
+            assert dispatcher.done("w1", job_id, {"output": 1}, False, "1")
+            assert _status(dispatcher, job_id)["status"] == "COMPLETED"
+
+    asyncio.run(restarted())
+
+
+def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        cancelled = dispatcher.submit("e", '{"x": 1}', sync=True)
+        waiting = dispatcher.submit("e", '{"x": 2}')
+        dispatcher.cancel(cancelled)
+        dispatcher.prune(time.time() + 61)  # the cancelled /runsync result expires
+        assert dispatcher.oldest_wait("e", waiting.created_at + 1) == pytest.approx(1)
+        assert dispatcher.purge("e") == 1 and waiting.status == "CANCELLED"
+
+    asyncio.run(scenario())
+
+
+def test_a_final_report_without_output_leaves_no_progress_output_behind(tmp_path: Path) -> None:
+    async def scenario() -> tuple[str, str]:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        dispatcher.add_endpoint("e", None)
+        dispatcher.register_worker("w1", "e")
+        raised, empty = dispatcher.submit("e", "{}"), dispatcher.submit("e", "{}")
+        await dispatcher.take("w1", 2, False)
+        for job in (raised, empty):
+            assert dispatcher.done("w1", job.id, {"status": "IN_PROGRESS"}, False, '"step 1"')
+            assert _status(dispatcher, job.id)["output"] == "step 1"
+        assert dispatcher.done("w1", raised.id, {"error": "boom"}, False, None)
+        assert dispatcher.done("w1", empty.id, {}, False, None)  # the handler returned {}
+        for job in (raised, empty):
+            assert "output" not in _status(dispatcher, job.id)
+        return raised.id, empty.id
+
+    ids = asyncio.run(scenario())
+    restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    restarted.restore()
+    assert [_status(restarted, i)["status"] for i in ids] == ["FAILED", "COMPLETED"]
+    assert not any("output" in _status(restarted, i) for i in ids)  # nor once stored

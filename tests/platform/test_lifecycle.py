@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ import runpod
 from tests.helpers import Logs, group_alive, wait_for
 from tests.platform.apps import AIO, BASIC, LOOPS, ended, use_client, write_app
 
+from flash.platform import supervisor as supervisor_module
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
 
@@ -84,6 +87,24 @@ def test_malformed_requests_are_400_with_a_message(tmp_path: Path, platform_fact
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
     bad_policy = _post(platform, "basic/run", json={"input": {}, "policy": {"ttl": "soon"}})
     assert "policy.ttl" in bad_policy.json()["error"]
+
+
+def test_a_policy_longer_than_seven_days_is_refused_by_name(
+    tmp_path: Path, platform_factory
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    week = 7 * 24 * 60 * 60 * 1000
+    huge_ttl = '{"input": {"action": "echo"}, "policy": {"ttl": 1' + "0" * 400 + "}}"
+    refused = _post(platform, "basic/run", data=huge_ttl)
+    assert refused.status_code == 400
+    assert "'policy.ttl' must be at most 604800000 ms (7 days)" in refused.json()["error"]
+    too_slow = {"input": {}, "policy": {"executionTimeout": week + 1}}
+    refused = _post(platform, "basic/runsync", json=too_slow)
+    assert refused.status_code == 400 and "'policy.executionTimeout'" in refused.json()["error"]
+    assert _get(platform, "basic/health").json()["jobs"]["inQueue"] == 0  # nothing half-queued
+    longest = {"ttl": week, "executionTimeout": week}
+    job = _post(platform, "basic/run", json={"input": {"action": "echo"}, "policy": longest})
+    assert ended(platform, "basic", job.json()["id"])["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -307,6 +328,18 @@ def test_machine_wide_cap_moves_an_idle_worker_to_a_hungry_endpoint(
     assert not workers[0]["alive"]
 
 
+def test_only_the_latest_workers_are_listed(
+    tmp_path: Path, platform_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HISTORY_WORKERS", 2)
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    ep = runpod.Endpoint("basic")
+    # Each job asks for a fresh worker afterwards: three jobs, three workers.
+    pids = [ep.run_sync({"action": "refresh"}, timeout=30)["pid"] for _ in range(3)]
+    assert len(set(pids)) == 3
+    assert [w["pid"] for w in platform.workers()] == pids[1:]
+
+
 class _Hooks(BaseHTTPRequestHandler):
     received: list[dict] = []
     arrived = threading.Event()
@@ -340,6 +373,34 @@ def test_webhook_receives_the_final_status(tmp_path: Path, platform_factory) -> 
         server.shutdown()
 
 
+class _FailingHooks(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failing_webhook_is_logged_without_its_token(tmp_path: Path, platform_factory) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingHooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        logs = Logs()
+        app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+        platform = platform_factory(app, echo=logs)
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        hook = f"http://user:pw-s3cret@127.0.0.1:{server.server_address[1]}/hook?token=s3cret"
+        body = {"input": {"action": "echo"}, "webhook": hook}
+        job = _post(platform, "basic/run", json=body).json()
+        wait_for(lambda: "failed 3 times" in logs.text(), 30, "the webhook to be given up")
+        assert f"webhook to {origin} for job {job['id']} failed 3 times" in logs.text()
+        assert "s3cret" not in logs.text()
+    finally:
+        server.shutdown()
+
+
 VERSIONED = """
 import time
 from flash.runtime.worker import start
@@ -364,6 +425,46 @@ def test_replace_app_finishes_running_jobs_on_old_workers(tmp_path: Path, platfo
     assert ep.run_sync({"seconds": 0}, timeout=60) == {"version": 2}
     assert long_job.output(timeout=60) == {"version": 1}
     wait_for(lambda: platform.workers()[0]["alive"] is False, 20, "the old worker to exit")
+
+
+def test_queued_jobs_of_an_endpoint_the_new_build_drops_fail_with_the_reason(
+    tmp_path: Path, platform_factory
+) -> None:
+    v1 = write_app(tmp_path / "v1", {"a": (BASIC, {"workersMax": 1}), "b": (BASIC, {})})
+    v2 = write_app(tmp_path / "v2", {"b": (BASIC, {})})
+    removed = "endpoint a was removed by the new build"
+
+    def busy_and_queued(platform: LocalPlatform) -> tuple[str, str]:
+        busy = _post(platform, "a/run", json={"input": {"action": "hang"}}).json()["id"]
+        _wait_started(platform, "a", busy)
+        queued = _post(platform, "a/run", json={"input": {"action": "echo"}}).json()["id"]
+        return busy, queued
+
+    state = tmp_path / "state"
+    platform = platform_factory(v1, state)
+    busy, queued = busy_and_queued(platform)
+    platform.replace_app(v2)
+    # The old worker dies while draining: its job goes back to a queue nobody serves.
+    old = next(w for w in platform.workers() if w["endpoint"] == "a")
+    os.kill(old["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: not next(w["alive"] for w in platform.workers() if w["id"] == old["id"]),
+        10,
+        "the old worker to die",
+    )
+    platform.replace_app(v1)  # serves endpoint a again, to read its jobs
+    for job_id in (busy, queued):
+        final = ended(platform, "a", job_id)
+        assert final["status"] == "FAILED" and removed in final["error"]
+
+    # Queued when the platform stopped, and the next start serves a build without a.
+    busy, queued = busy_and_queued(platform)
+    platform.stop(grace_s=0.2)  # the busy job is run again at the next start
+    restarted = platform_factory(v2, state)
+    restarted.replace_app(v1)
+    for job_id in (busy, queued):
+        final = ended(restarted, "a", job_id)
+        assert final["status"] == "FAILED" and removed in final["error"]
 
 
 def test_a_worker_starting_when_the_app_is_replaced_does_not_serve_the_old_build(
@@ -441,6 +542,47 @@ def test_finished_results_expire_as_in_production(tmp_path: Path, platform_facto
     assert _get(platform, f"basic/status/{queued['id']}").status_code == 404
 
 
+def test_a_cancelled_queued_job_that_expires_leaves_the_queue_working(
+    tmp_path: Path, platform_factory
+) -> None:
+    import time
+
+    platform = platform_factory(write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})}))
+    busy = _post(platform, "one/run", json={"input": {"action": "hang"}}).json()
+    _wait_started(platform, "one", busy["id"])
+    synced = _post(platform, "one/runsync?wait=0", json={"input": {"action": "echo"}}).json()
+    assert _post(platform, f"one/cancel/{synced['id']}").json()["status"] == "CANCELLED"
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    platform.call(lambda: dispatcher.prune(time.time() + 61))  # its result expires
+    assert _post(platform, "one/run", json={"input": {"action": "echo"}}).status_code == 200
+    purged = _post(platform, "one/purge-queue")
+    assert purged.status_code == 200 and purged.json()["removed"] == 1
+    assert _get(platform, "one/health").json()["jobs"]["inQueue"] == 0
+
+
+def test_scaling_goes_on_after_an_unexpected_error(tmp_path: Path, platform_factory) -> None:
+    config = {"scalerType": "REQUEST_COUNT", "scalerValue": 1, "workersMax": 1, "idleTimeout": 1}
+    logs = Logs()
+    platform = platform_factory(write_app(tmp_path / "app", {"rc": (BASIC, config)}), echo=logs)
+    supervisor = platform.supervisor
+    assert supervisor is not None
+    scale, failed = supervisor._scale, []
+
+    def fails_once(name: str) -> None:  # a bug that shows up once
+        if not failed:
+            failed.append(name)
+            raise RuntimeError("an unforeseen state")
+        scale(name)
+
+    platform.call(lambda: setattr(supervisor, "_scale", fails_once))
+    wait_for(lambda: failed, 10, "a scaling decision to fail")
+    assert runpod.Endpoint("rc").run_sync({"action": "echo", "value": 1}, timeout=30)
+    # Idle workers are stopped only by the scaler's periodic tick: it still runs.
+    wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "the idle worker to stop")
+    assert "scaling endpoint rc failed: RuntimeError: an unforeseen state" in logs.text()
+
+
 def test_openapi_docs_are_served(tmp_path: Path, platform_factory) -> None:
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
     schema = requests.get(f"{platform.url}/openapi.json", timeout=10).json()
@@ -461,6 +603,35 @@ def test_api_docs_describe_the_loaded_build_not_the_manifest_file_now(
     assert "basic.handler" in document["info"]["description"]
     page = requests.get(f"{platform.url}/docs", timeout=10).text
     assert "basic.handler" in page and "basic.rewritten" not in page
+
+
+DEEP = """
+from flash.runtime.worker import start
+
+def handler(job):
+    out = "leaf"
+    for _ in range(job["input"]["depth"]):
+        out = [out]
+    return out
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_result_the_gateway_refuses_fails_the_job_and_frees_its_worker(
+    tmp_path: Path, platform_factory
+) -> None:
+    config = {"scalerType": "REQUEST_COUNT", "scalerValue": 1, "workersMax": 1, "idleTimeout": 1}
+    platform = platform_factory(write_app(tmp_path / "app", {"deep": (DEEP, config)}))
+    job = _post(platform, "deep/run", json={"input": {"depth": 300}}).json()
+    final = ended(platform, "deep", job["id"])
+    assert final["status"] == "FAILED"
+    assert "result was refused" in final["error"] and "deeper than 256" in final["error"]
+    # Its worker is free again: it runs the next job, then stops once idle.
+    nested = _post(platform, "deep/runsync", json={"input": {"depth": 2}}).json()
+    assert nested["output"] == [["leaf"]]
+    wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "the worker to stop")
 
 
 PROGRESS = """

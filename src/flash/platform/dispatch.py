@@ -7,6 +7,7 @@ through to the ``JobStore`` before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -31,6 +32,10 @@ _PING_LAG_S = 0.5
 # memory.
 _BIG_OUTPUT = 64 * 1024
 OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
+# The longest ttl or execution timeout a job can have (7 days, RunPod's longest). The
+# gateway refuses more; timers are capped here too, because a bigger number (a job stored
+# by an older version) overflows a float and would fail a job half-submitted or start-up.
+MAX_POLICY_MS = 7 * 24 * 60 * 60 * 1000
 
 
 @dataclass
@@ -329,14 +334,23 @@ class Dispatcher:
             job.output_json = output_json
             self.store.save_with_output(job)
             return True
+        # The final report's output is the job's, even none: progress output is not a result.
         error = body.get("error")
         if error:
-            self._finish(job, js.FAILED, error=error, output_json=output_json)
+            self._finish(job, js.FAILED, error=error, output_json=output_json, replace=True)
             return True
         if is_stream and not body.get("output") and job.stream:
             output_json = json.dumps(job.stream)
-        self._finish(job, js.COMPLETED, error=None, output_json=output_json)
+        self._finish(job, js.COMPLETED, error=None, output_json=output_json, replace=True)
         return True
+
+    def refuse(self, worker_id: str, job_id: str, reason: str) -> None:
+        """A result report of the worker's could not be read: the job fails with ``reason``
+        (if it is still this worker's), as it will never be reported again."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+            return
+        self._finish(job, js.FAILED, error=f"the worker's result was refused: {reason}")
 
     def chunk(self, worker_id: str, job_id: str, output: Any) -> bool:
         job = self.jobs.get(job_id)
@@ -449,6 +463,7 @@ class Dispatcher:
         state.assigned.add(job.id)
         limit = job.execution_timeout_ms or self.exec_timeout_ms.get(job.endpoint)
         if limit:
+            limit = min(limit, MAX_POLICY_MS)
             self._timers[job.id] = asyncio.get_running_loop().call_later(
                 limit / 1000, self._on_timeout, job.id, job.attempts, limit
             )
@@ -463,7 +478,8 @@ class Dispatcher:
     def _arm_ttl(self, job: Job) -> None:
         if not job.ttl_ms:
             return
-        delay = max(0.0, job.created_at + job.ttl_ms / 1000 - time.time())
+        ttl_s = min(job.ttl_ms, MAX_POLICY_MS) / 1000
+        delay = max(0.0, job.created_at + ttl_s - time.time())
         self._ttl_timers[job.id] = asyncio.get_running_loop().call_later(
             delay, self._on_ttl, job.id
         )
@@ -472,7 +488,8 @@ class Dispatcher:
         self._ttl_timers.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is not None and not job.final:
-            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {job.ttl_ms} ms")
+            ttl = min(job.ttl_ms or 0, MAX_POLICY_MS)
+            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {ttl} ms")
 
     def _cancel_timer(self, job_id: str) -> None:
         timer = self._timers.pop(job_id, None)
@@ -487,8 +504,17 @@ class Dispatcher:
         job.stream = []
         job.stream_sent = 0
 
-    def _finish(self, job: Job, status: str, *, error: Any, output_json: str | None = None) -> None:
-        """End the job; an ``output_json`` replaces any output it reported while running."""
+    def _finish(
+        self,
+        job: Job,
+        status: str,
+        *,
+        error: Any,
+        output_json: str | None = None,
+        replace: bool = False,
+    ) -> None:
+        """End the job; an ``output_json`` (with ``replace``, even None) replaces any output
+        it reported while running."""
         previous = job.status
         worker_id = job.worker_id
         job.status = status
@@ -497,11 +523,11 @@ class Dispatcher:
         job.expires_at = job.finished_at + (
             js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
         )
-        if output_json is None:
-            self.store.save(job)
-        else:
-            job.output_json = output_json
+        if output_json is not None or (replace and job.output_json is not None):
+            job.output_json = output_json  # with ``replace``, None clears a progress output
             self.store.save_with_output(job)
+        else:
+            self.store.save(job)
         self._keep_output(job)
         self._cancel_timer(job.id)
         ttl = self._ttl_timers.pop(job.id, None)
@@ -509,6 +535,10 @@ class Dispatcher:
             ttl.cancel()
         if previous == js.IN_QUEUE:
             self.queued[job.endpoint] -= 1
+            # Out of its queue too (unless _end_queued emptied it): an id left there would
+            # outlive the job once it is pruned, and break every reader of the queue.
+            with contextlib.suppress(ValueError):
+                self.queues[job.endpoint].remove(job.id)
         elif previous == js.IN_PROGRESS:
             self.running[job.endpoint] -= 1
             state = self.workers.get(worker_id or "")

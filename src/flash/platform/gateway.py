@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from flash.platform import jobs as js
 from flash.platform import openapi
-from flash.platform.dispatch import Dispatcher
+from flash.platform.dispatch import MAX_POLICY_MS, Dispatcher
 from flash.platform.supervisor import Supervisor
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
 
@@ -333,8 +333,13 @@ class Gateway:
 
     async def done(self, request: Request) -> Response:
         parsed = await _worker_body(request)
-        if isinstance(parsed, Response):
-            return parsed
+        if isinstance(parsed, str):
+            # The worker will not report this job again: end it with the reason, or it
+            # would stay IN_PROGRESS and keep its worker busy forever.
+            self.dispatcher.refuse(
+                request.path_params["worker"], request.path_params["job_id"], parsed
+            )
+            return _error(400, parsed)
         body, output_json = parsed
         is_stream = request.query_params.get("isStream", "false").lower() == "true"
         accepted = self.dispatcher.done(
@@ -348,8 +353,8 @@ class Gateway:
 
     async def chunk(self, request: Request) -> Response:
         parsed = await _worker_body(request)
-        if isinstance(parsed, Response):
-            return parsed
+        if isinstance(parsed, str):
+            return _error(400, parsed)
         body = parsed[0]
         accepted = self.dispatcher.chunk(
             request.path_params["worker"], request.path_params["job_id"], body.get("output")
@@ -443,25 +448,31 @@ def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None]
             isinstance(value, bool) or not isinstance(value, int) or value <= 0
         ):
             return _error(400, f"'policy.{key}' must be a positive integer (milliseconds)")
+        if value is not None and value > MAX_POLICY_MS:
+            return _error(400, f"'policy.{key}' must be at most {MAX_POLICY_MS} ms (7 days)")
         limits.append(value)
     return _member_json(data, "input", input_text), webhook, limits[0], limits[1]
 
 
-async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | Response:
-    """The body, and its output's JSON text (None without one), or a 400 answer."""
+async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | str:
+    """The body, and its output's JSON text (None without one), or what is wrong with it."""
     # The SDK sends JSON labelled application/x-www-form-urlencoded: read it raw.
     try:
         body, output_text = _load_json(await request.body(), "output")
     except ValueError as err:
-        return _error(400, f"body: {err}")
+        return f"body: {err}"
     if not isinstance(body, dict):
-        return _error(400, "body must be a JSON object")
+        return "body must be a JSON object"
     output_json = _member_json(body, "output", output_text) if "output" in body else None
     return body, output_json
 
 
 def openapi_schema() -> dict[str, Any]:
-    job_body = {"type": "object", "description": "{'input': ..., 'webhook'?, 'policy'?}"}
+    job_body = {
+        "type": "object",
+        "description": "{'input': ..., 'webhook'?, 'policy'?: {'executionTimeout'?: ms,"
+        " 'ttl'?: ms}}; each policy limit is at most 7 days",
+    }
 
     def op(summary: str, body: bool = False) -> dict[str, Any]:
         spec: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -177,7 +178,10 @@ class LocalPlatform:
                 if not copy.adopt():
                     return  # the caller gave up waiting and let the copy go: serve nothing
                 self._hold_copy(app_dir, copy)
-            for name in list(self.supervisor.deployments):
+            # Endpoints with stored jobs count too: after a restart, a build without their
+            # endpoint fails them rather than keeping them queued for good.
+            assert self.dispatcher is not None
+            for name in sorted(set(self.supervisor.deployments) | set(self.dispatcher.queues)):
                 if name not in specs:
                     self.supervisor.undeploy(name)
             for spec in specs.values():
@@ -212,7 +216,8 @@ class LocalPlatform:
         ]
 
     def workers(self) -> list[dict[str, Any]]:
-        """Every worker started so far, with its cold start (spawn to first job-take) in ms."""
+        """The workers started so far (the latest ``HISTORY_WORKERS``), with their cold
+        start (spawn to first job-take) in ms."""
 
         async def snapshot() -> list[dict[str, Any]]:
             assert self.supervisor is not None
@@ -396,7 +401,21 @@ class LocalPlatform:
                 pass
             await asyncio.sleep(0.5 * 2**attempt)
         if self.echo is not None:
-            self.echo(f"[platform] webhook {url} for job {job_id} failed {_WEBHOOK_ATTEMPTS} times")
+            self.echo(
+                f"[platform] webhook to {_origin(url)} for job {job_id}"
+                f" failed {_WEBHOOK_ATTEMPTS} times"
+            )
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port of ``url``: its path, query and user part often hold a token,
+    which must not reach a log."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
 
 
 def _lock_state_dir(state_dir: Path) -> int:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -27,6 +28,8 @@ _TAIL_LINES = 20
 # jobs fail with the reason, and starting is paused a while (no crash loop).
 _START_ATTEMPTS = 3
 _START_BACKOFF_S = 5.0
+# How many of the latest workers ``Supervisor.history`` keeps.
+HISTORY_WORKERS = 100
 
 
 @dataclass
@@ -79,7 +82,9 @@ class Supervisor:
         self.worker_loop = worker_loop
         self.deployments: dict[str, _Deployment] = {}
         self.workers: dict[str, Worker] = {}
-        self.history: list[Worker] = []
+        # The latest workers started (LocalPlatform.workers()), not all: a long-lived
+        # platform replaces idle workers all day.
+        self.history: deque[Worker] = deque(maxlen=HISTORY_WORKERS)
         self._generation = 0
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +94,8 @@ class Supervisor:
         self._starting_in: dict[str, Path] = {}
         self._start_failures: Counter[str] = Counter()
         self._paused_until: dict[str, float] = {}
+        # The last error scaling each endpoint raised, while it keeps raising it.
+        self._scale_errors: dict[str, str] = {}
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
@@ -112,10 +119,13 @@ class Supervisor:
         self._scale(spec.name)
 
     def undeploy(self, name: str) -> None:
+        """Stop serving ``name``: running jobs finish on its draining workers, queued ones
+        fail (no worker will ever take them)."""
         dep = self.deployments.pop(name, None)
         for worker in list(self.workers.values()):
             if worker.endpoint == name and not worker.draining:
                 self.drain(worker, self._drain_limit(dep.spec) if dep else 30.0)
+        self.dispatcher.fail_queued(name, _removed(name))
 
     def app_dirs(self) -> set[Path]:
         """The app directories a deployment or a live or starting worker still uses."""
@@ -126,8 +136,13 @@ class Supervisor:
         )
 
     def poke(self, endpoint: str) -> None:
-        if endpoint in self.deployments and not self._stopping:
-            self._scale(endpoint)
+        if self._stopping:
+            return
+        if endpoint in self.deployments:
+            self._scale_safely(endpoint)
+        else:
+            # A job requeued by a draining worker of a removed endpoint: none will run it.
+            self.dispatcher.fail_queued(endpoint, _removed(endpoint))
 
     def drain(self, worker: Worker, limit_s: float) -> None:
         """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``."""
@@ -192,7 +207,21 @@ class Supervisor:
         while True:
             await asyncio.sleep(_TICK_S)
             for name in list(self.deployments):
-                self._scale(name)
+                self._scale_safely(name)
+
+    def _scale_safely(self, name: str) -> None:
+        """``_scale``, logging what it raises: one bad decision must not end scaling and idle
+        reaping for good (the ticker's task) or fail a /run whose job is already stored."""
+        try:
+            self._scale(name)
+        except Exception as exc:
+            message = f"scaling endpoint {name} failed: {type(exc).__name__}: {exc}"
+            if self._scale_errors.get(name) != message and self.echo is not None:
+                # Once, not ten times a second.
+                self.echo(f"[platform] {message}\n{traceback.format_exc().rstrip()}")
+            self._scale_errors[name] = message
+        else:
+            self._scale_errors.pop(name, None)
 
     def _scale(self, name: str) -> None:
         dep = self.deployments[name]
@@ -414,6 +443,10 @@ class Supervisor:
     def _log(self, worker: Worker, text: str) -> None:
         if self.echo is not None:
             self.echo(f"[{worker.endpoint} {worker.id}] {text}")
+
+
+def _removed(name: str) -> str:
+    return f"endpoint {name} was removed by the new build: no worker will run this job"
 
 
 def _die_with_parent() -> None:
