@@ -300,7 +300,13 @@ def test_request_count_scales_up_and_idle_workers_stop(tmp_path: Path, platform_
 def test_queue_delay_adds_a_worker_when_jobs_wait_too_long(
     tmp_path: Path, platform_factory
 ) -> None:
-    config = {"scalerType": "QUEUE_DELAY", "scalerValue": 0.5, "workersMax": 2, "workersMin": 1}
+    config = {
+        "scalerType": "QUEUE_DELAY",
+        "scalerValue": 0.5,
+        "workersMax": 2,
+        "workersMin": 1,
+        "idleTimeout": 1,
+    }
     platform = platform_factory(write_app(tmp_path / "app", {"qd": (BASIC, config)}))
     wait_for(lambda: platform.workers(), 10, "the minimum worker")
     ep = runpod.Endpoint("qd")
@@ -310,6 +316,10 @@ def test_queue_delay_adds_a_worker_when_jobs_wait_too_long(
     assert len(platform.workers()) == 2
     finished = [_get(platform, f"qd/status/{j.job_id}").json() for j in jobs]
     assert len({f["workerId"] for f in finished}) == 2
+    # Once nothing waits, the extra worker stops after idleTimeout; workersMin stays.
+    wait_for(
+        lambda: sum(w["alive"] for w in platform.workers()) == 1, 20, "the idle worker to stop"
+    )
 
 
 def test_machine_wide_cap_moves_an_idle_worker_to_a_hungry_endpoint(

@@ -233,7 +233,10 @@ class Supervisor:
         if spec.scaler_type == "REQUEST_COUNT":
             want = math.ceil((queued + running) / spec.scaler_value)
         else:
-            want = count
+            # QUEUE_DELAY: every worker stays while jobs wait; otherwise the busy ones (and
+            # those starting) do, and idle ones past idleTimeout stop, as on RunPod.
+            busy = sum(1 for w in mine if w.ready_at is None or self.dispatcher.active_jobs(w.id))
+            want = count if queued else busy + self._starting[name]
             starting = self._starting[name] or any(w.ready_at is None for w in mine)
             if queued and (
                 count == 0
