@@ -188,6 +188,15 @@ class User(BaseModel):
 @remote(resource_config=cpu)
 def rename(user: User, name: str, times: int = 1) -> User:
     return user.model_copy(update={"name": name * times})
+
+
+class Person(BaseModel):
+    full_name: str = Field(alias="fullName")
+
+
+@remote(resource_config=cpu)
+def greet(person: Person) -> Person:
+    return Person(fullName="Dr " + person.full_name)
 """
 
 TYPED_FUNCTIONS = [
@@ -231,7 +240,8 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def typed_functions() -> list[tuple[str, str, str]]:
     rows = [(f"typed_app.{n}", "typed_app", n) for n in TYPED_FUNCTIONS]
-    return [*rows, ("models_app.rename", "models_app", "rename")]
+    models = [(f"models_app.{n}", "models_app", n) for n in ("rename", "greet")]
+    return [*rows, *models]
 
 
 @pytest.fixture(scope="session")

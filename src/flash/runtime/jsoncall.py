@@ -533,7 +533,8 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
         }
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
+        # By alias, as the build's published output schema names the fields.
+        return value.model_dump(mode="json", by_alias=True)
     if isinstance(value, (bool, str)):  # subclasses
         return value
     if isinstance(value, int):

@@ -33,8 +33,9 @@ class JsonCodec:
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = self.signature.bind(*args, **kwargs)
+        # By alias: the build publishes (and the worker validates) models by their aliases.
         return {
-            name: self.params[name].dump_python(value, mode="json")
+            name: self.params[name].dump_python(value, mode="json", by_alias=True)
             for name, value in bound.arguments.items()
         }
 
