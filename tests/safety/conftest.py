@@ -103,6 +103,11 @@ def shapes(
 
 
 @remote(resource_config=gpu)
+def by_level(weights: dict[Level, float]) -> list:
+    return sorted((type(k).__name__, k.value, v) for k, v in weights.items())
+
+
+@remote(resource_config=gpu)
 def when(at: datetime.datetime, ident: uuid.UUID) -> dict[str, Any]:
     return {"date": at.date(), "hex": ident.hex, "tz": str(at.tzinfo)}
 
@@ -203,6 +208,7 @@ TYPED_FUNCTIONS = [
     "total",
     "tree_sum",
     "shapes",
+    "by_level",
     "when",
     "make_items",
     "untyped",

@@ -90,6 +90,18 @@ CASES: list[tuple[str, dict[str, Any], Any]] = [
         {"issues": {"kwargs.pair": "at least 2 items", "kwargs.level": "must be one of 1, 2"}},
     ),
     ("tree_sum", {}, {"issues": {"kwargs.root": "field required"}}),
+    # JSON object keys are text: an IntEnum key arrives as "1" and reaches the function a Level.
+    ("by_level", {"weights": {"1": 0.5, "2": 2}}, [["Level", 1, 0.5], ["Level", 2, 2.0]]),
+    (
+        "by_level",
+        {"weights": {"3": 1, "low": 2}},
+        {
+            "issues": {
+                'kwargs.weights["3"]': "must be one of 1, 2",
+                "kwargs.weights.low": "expected integer",
+            }
+        },
+    ),
 ]
 
 
