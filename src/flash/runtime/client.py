@@ -236,10 +236,12 @@ class PlatformInvoker:
         job_id = job["id"]
         finished = False
         index = 0
+        delay = 0.005
         try:
             while True:
                 answer = await self._get(f"{url}/stream/{job_id}", deadline, target, job_id)
-                for chunk in answer.get("stream") or []:
+                chunks = answer.get("stream") or []
+                for chunk in chunks:
                     yield self._unpack_one(chunk.get("output"), target, job_id, nonce, index)
                     index += 1
                 status = answer.get("status")
@@ -249,6 +251,18 @@ class PlatformInvoker:
                         final = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
                         _raise_for(final, target, self._failure_details(final, nonce))
                     return
+                if deadline is not None and time.time() >= deadline:
+                    raise RemoteTimeoutError(  # the finally below cancels the job
+                        "the stream did not finish in time",
+                        endpoint=target.resource,
+                        function=target.function,
+                        job_id=job_id,
+                    )
+                if chunks:
+                    delay = 0.005  # items are flowing: ask again soon
+                else:  # nothing yet: back off as _call does, not a busy loop
+                    await asyncio.sleep(_jitter(delay, deadline))
+                    delay = min(delay * 2, 1.0)
         finally:
             if not finished:
                 await self._cancel(url, job_id)
