@@ -1,6 +1,6 @@
 import asyncio
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -61,6 +61,10 @@ def countdown(n: int) -> Iterator[int]:
     yield from range(n, 0, -1)
 
 
+async def _collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
 def test_a_same_endpoint_generator_call_collects_its_items() -> None:
     from flash.runtime.client import Endpoints, PlatformInvoker
 
@@ -71,6 +75,8 @@ def test_a_same_endpoint_generator_call_collects_its_items() -> None:
     try:
         assert run(countdown(3)) == [3, 2, 1]
         assert run(countdown.map([1, 2])) == [[1], [2, 1]]
+        # Streamed too: its items come from this process (the platform is unreachable).
+        assert run(_collect(countdown.stream(3))) == [3, 2, 1]
     finally:
         set_invoker(previous)
 

@@ -226,6 +226,11 @@ class PlatformInvoker:
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
         """Yield a generator function's items as the endpoint produces them."""
+        if fn.resource_name == self.own_resource:
+            # This worker serves the endpoint: a job could wait for this very worker.
+            async for item in _stream_here(fn.__wrapped__, args, kwargs):
+                yield item
+            return
         target = _target(fn)
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -664,3 +669,10 @@ async def _local(
     from flash.runtime.remote import _run_local  # remote imports this module
 
     return await _run_local(fn, args, kwargs, collect)
+
+
+def _stream_here(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """A same-endpoint stream, run here as an in-process stream would run it."""
+    from flash.runtime.remote import _stream_local  # remote imports this module
+
+    return _stream_local(fn, args, kwargs)
