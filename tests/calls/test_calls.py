@@ -19,6 +19,7 @@ from tests.helpers import Logs, completed_jobs, wait_for
 
 import flash
 from flash.platform import LocalPlatform, serve_project
+from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import get_invoker, set_invoker
 
 
@@ -185,6 +186,34 @@ def test_map_sends_items_in_chunks_and_keeps_per_item_errors(platform: LocalPlat
             assert isinstance(value, ValueError) and str(value) == f"bad item {i}"
         else:
             assert value == i
+
+
+def test_a_chunk_whose_job_fails_fails_only_its_own_items(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    # The second chunk's job outlives the map's timeout; the first chunk's results stand.
+    results = asyncio.run(
+        chain.sleepy.options(timeout=5).map(
+            [0, 0, 60, 60], chunk_size=2, concurrency=2, return_exceptions=True
+        )
+    )
+    assert results[:2] == ["woke", "woke"]
+    assert all(isinstance(r, flash.RemoteTimeoutError) for r in results[2:]), results
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        asyncio.run(chain.noop.map([1, 2, 3], chunk_size=0))
+
+
+def test_a_client_without_the_key_maps_a_typed_function_with_json(
+    platform: LocalPlatform,
+) -> None:
+    # Another app's client: no signing key, so typed calls, mapped ones too, go as JSON.
+    chain = app_module("chain")
+    previous = set_invoker(PlatformInvoker(Endpoints(platform.url, platform.api_key)))
+    try:
+        assert asyncio.run(chain.helper.map(range(10), chunk_size=4)) == list(range(1, 11))
+        forced = chain.helper.options(serialization="json")
+        assert asyncio.run(forced.starmap([(1,), (2,)])) == [2, 3]
+    finally:
+        set_invoker(previous)
 
 
 def test_streaming_items_arrive_as_they_are_produced(

@@ -164,6 +164,20 @@ class PlatformInvoker:
                 except Exception as exc:
                     results.append((False, exc))
             return results
+        codec = _codec(fn)
+        if codec is not None and (
+            fn.call_options.serialization == "json" or self.signing_key is None
+        ):
+            # A JSON job carries one call, and without the app's key no pickled batch would
+            # be accepted: each item goes as `await fn(item)` sends it, one after another
+            # (the map's concurrency bounds how many chunks are in flight).
+            results = []
+            for args, kwargs in calls:
+                try:
+                    results.append((True, await self.call_function(fn, args, kwargs)))
+                except Exception as exc:
+                    results.append((False, exc))
+            return results
         target = _target(fn)
         items = []
         digests = self._digests()
