@@ -208,7 +208,8 @@ class PlatformInvoker:
     ) -> Any:
         remote_class = handle.remote_class
         if remote_class.resource_name == self.own_resource:
-            return await _local(getattr(handle.local_instance(), method), args, kwargs)
+            bound = getattr(handle.local_instance(), method)
+            return await _local(bound, args, kwargs, collect=True)  # generators: a list
         target = _target(remote_class)
         codecs = _method_codecs(remote_class, method)
         if codecs is not None:

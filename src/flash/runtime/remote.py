@@ -346,7 +346,8 @@ class RemoteInstance:
             invoker = get_invoker()
             if invoker is not None:
                 return invoker.call_method(self, method, args, kwargs)
-            return _run_local(getattr(self.local_instance(), method), args, kwargs)
+            # A generator method's items come as a list, as they do from the endpoint.
+            return _run_local(getattr(self.local_instance(), method), args, kwargs, collect=True)
 
         call.__name__ = method
         return call
