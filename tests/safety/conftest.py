@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, NamedTuple, Optional
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict
 
 from flash import LiveServerless, remote
 
@@ -72,6 +72,16 @@ class Options(TypedDict):
     label: NotRequired[str]
 
 
+@dataclasses.dataclass
+class Stamp:
+    when: datetime.date
+
+
+class Stamps(TypedDict, total=False):
+    first: Required[Stamp]
+    last: NotRequired[Stamp]
+
+
 class Point(NamedTuple):
     x: int
     y: int
@@ -105,6 +115,11 @@ def shapes(
 @remote(resource_config=gpu)
 def by_level(weights: dict[Level, float]) -> list:
     return sorted((type(k).__name__, k.value, v) for k, v in weights.items())
+
+
+@remote(resource_config=gpu)
+def span(stamps: Stamps) -> list:
+    return [type(s).__name__ + " " + s.when.isoformat() for s in stamps.values()]
 
 
 @remote(resource_config=gpu)
@@ -209,6 +224,7 @@ TYPED_FUNCTIONS = [
     "tree_sum",
     "shapes",
     "by_level",
+    "span",
     "when",
     "make_items",
     "untyped",

@@ -90,6 +90,13 @@ CASES: list[tuple[str, dict[str, Any], Any]] = [
         {"issues": {"kwargs.pair": "at least 2 items", "kwargs.level": "must be one of 1, 2"}},
     ),
     ("tree_sum", {}, {"issues": {"kwargs.root": "field required"}}),
+    # Required/NotRequired TypedDict keys convert like any other.
+    (
+        "span",
+        {"stamps": {"first": {"when": "2024-01-02"}, "last": {"when": "2024-01-05"}}},
+        ["Stamp 2024-01-02", "Stamp 2024-01-05"],
+    ),
+    ("span", {"stamps": {"last": {"when": "2024-01-05"}}}, {"issues": {"kwargs.stamps.first": ""}}),
     # JSON object keys are text: an IntEnum key arrives as "1" and reaches the function a Level.
     ("by_level", {"weights": {"1": 0.5, "2": 2}}, [["Level", 1, 0.5], ["Level", 2, 2.0]]),
     (
