@@ -56,6 +56,9 @@ class CallOptions:
 
 
 class JsonCodec(Protocol):
+    @property
+    def loose(self) -> bool: ...  # a parameter typed Any/object: "auto" pickles the call
+
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
     def decode(self, value: Any) -> Any: ...
@@ -528,6 +531,8 @@ def _codec(fn: Any) -> JsonCodec | None:
     if mode == "pickle":
         return None
     codec = _json_codec_factory(fn.__wrapped__) if _json_codec_factory is not None else None
+    if codec is not None and codec.loose and mode == "auto":
+        return None  # an Any argument would not arrive as itself: a tuple as a list, ...
     if codec is None and mode == "json":
         raise TypeError(
             f"{fn.__wrapped__.__qualname__} cannot be called with JSON: annotate every "
@@ -542,6 +547,8 @@ def _method_codecs(remote_class: Any, method: str) -> tuple[JsonCodec, JsonCodec
         return None
     factory = _json_method_codec_factory
     codecs = factory(remote_class.__wrapped__, method) if factory is not None else None
+    if codecs is not None and mode == "auto" and (codecs[0].loose or codecs[1].loose):
+        return None  # an Any argument would not arrive as itself: a tuple as a list, ...
     if codecs is None and mode == "json":
         raise TypeError(
             f"{remote_class.__wrapped__.__qualname__}.{method} cannot be called with JSON: "
