@@ -35,6 +35,7 @@ FILES = {
         import os
         import threading
         from pathlib import Path
+        from typing import Any
 
         from flash import remote
 
@@ -68,6 +69,11 @@ FILES = {
         async def uses_helper(x: int) -> list:
             # Same endpoint: runs in this worker, no job.
             return [await helper(x), os.getpid()]
+
+
+        @remote(a)
+        def kind(x: Any) -> str:
+            return type(x).__name__
 
 
         @remote(a)

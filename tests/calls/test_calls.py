@@ -4,6 +4,7 @@ through the local platform with real worker processes."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import importlib
 import json
 import sys
@@ -19,6 +20,7 @@ from tests.helpers import Logs, completed_jobs, wait_for
 
 import flash
 from flash.platform import LocalPlatform, serve_project
+from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import get_invoker, set_invoker
 
 
@@ -187,6 +189,34 @@ def test_map_sends_items_in_chunks_and_keeps_per_item_errors(platform: LocalPlat
             assert value == i
 
 
+def test_a_chunk_whose_job_fails_fails_only_its_own_items(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    # The second chunk's job outlives the map's timeout; the first chunk's results stand.
+    results = asyncio.run(
+        chain.sleepy.options(timeout=5).map(
+            [0, 0, 60, 60], chunk_size=2, concurrency=2, return_exceptions=True
+        )
+    )
+    assert results[:2] == ["woke", "woke"]
+    assert all(isinstance(r, flash.RemoteTimeoutError) for r in results[2:]), results
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        asyncio.run(chain.noop.map([1, 2, 3], chunk_size=0))
+
+
+def test_a_client_without_the_key_maps_a_typed_function_with_json(
+    platform: LocalPlatform,
+) -> None:
+    # Another app's client: no signing key, so typed calls, mapped ones too, go as JSON.
+    chain = app_module("chain")
+    previous = set_invoker(PlatformInvoker(Endpoints(platform.url, platform.api_key)))
+    try:
+        assert asyncio.run(chain.helper.map(range(10), chunk_size=4)) == list(range(1, 11))
+        forced = chain.helper.options(serialization="json")
+        assert asyncio.run(forced.starmap([(1,), (2,)])) == [2, 3]
+    finally:
+        set_invoker(previous)
+
+
 def test_streaming_items_arrive_as_they_are_produced(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:
@@ -275,6 +305,18 @@ def test_python_client_picks_json_or_signed_pickle(platform: LocalPlatform) -> N
     assert as_json == as_pickle == {"value": 30, "endpoint": "svc-c"}
     with pytest.raises(TypeError, match="cannot be called with JSON"):
         asyncio.run(chain.noop.options(serialization="json")(1))
+
+
+def test_an_any_argument_arrives_as_itself(platform: LocalPlatform) -> None:
+    # JSON would deliver a tuple as a list and a date as text: the client pickles such calls.
+    chain = app_module("chain")
+    values = [(1, 2), {1, 2}, datetime.date(2024, 1, 2), b"ab", frozenset()]
+    assert asyncio.run(chain.kind.map(values)) == [type(v).__name__ for v in values]
+    assert asyncio.run(chain.kind((1, 2))) == "tuple"
+    # Asked for, JSON still goes, and plain JSON clients still have the schema.
+    assert asyncio.run(chain.kind.options(serialization="json")((1, 2))) == "list"
+    job = runsync(platform, "svc-a", {"input": {"function": "kind", "kwargs": {"x": [1]}}})
+    assert job["output"]["result"] == "list"
 
 
 def test_a_signed_answer_is_checked_once(

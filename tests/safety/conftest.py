@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, NamedTuple, Optional
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict
 
 from flash import LiveServerless, remote
 
@@ -72,6 +72,16 @@ class Options(TypedDict):
     label: NotRequired[str]
 
 
+@dataclasses.dataclass
+class Stamp:
+    when: datetime.date
+
+
+class Stamps(TypedDict, total=False):
+    first: Required[Stamp]
+    last: NotRequired[Stamp]
+
+
 class Point(NamedTuple):
     x: int
     y: int
@@ -100,6 +110,16 @@ def shapes(
     assert isinstance(pair, tuple) and isinstance(tags, set) and isinstance(point, Point)
     assert all(isinstance(k, int) for k in weights) and isinstance(level, Level)
     return (pair[0] + point.x + point.y, sorted(tags), mode, level.value + len(weights))
+
+
+@remote(resource_config=gpu)
+def by_level(weights: dict[Level, float]) -> list:
+    return sorted((type(k).__name__, k.value, v) for k, v in weights.items())
+
+
+@remote(resource_config=gpu)
+def span(stamps: Stamps) -> list:
+    return [type(s).__name__ + " " + s.when.isoformat() for s in stamps.values()]
 
 
 @remote(resource_config=gpu)
@@ -188,12 +208,23 @@ class User(BaseModel):
 @remote(resource_config=cpu)
 def rename(user: User, name: str, times: int = 1) -> User:
     return user.model_copy(update={"name": name * times})
+
+
+class Person(BaseModel):
+    full_name: str = Field(alias="fullName")
+
+
+@remote(resource_config=cpu)
+def greet(person: Person) -> Person:
+    return Person(fullName="Dr " + person.full_name)
 """
 
 TYPED_FUNCTIONS = [
     "total",
     "tree_sum",
     "shapes",
+    "by_level",
+    "span",
     "when",
     "make_items",
     "untyped",
@@ -231,7 +262,8 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def typed_functions() -> list[tuple[str, str, str]]:
     rows = [(f"typed_app.{n}", "typed_app", n) for n in TYPED_FUNCTIONS]
-    return [*rows, ("models_app.rename", "models_app", "rename")]
+    models = [(f"models_app.{n}", "models_app", n) for n in ("rename", "greet")]
+    return [*rows, *models]
 
 
 @pytest.fixture(scope="session")

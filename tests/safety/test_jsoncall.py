@@ -28,6 +28,8 @@ from flash.runtime.jsoncall import (
     bind_json_call,
     to_json_result,
 )
+from flash.runtime.jsonschema import validate
+from flash.sdk.jsoncodec import codec_for
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 
@@ -88,6 +90,25 @@ CASES: list[tuple[str, dict[str, Any], Any]] = [
         {"issues": {"kwargs.pair": "at least 2 items", "kwargs.level": "must be one of 1, 2"}},
     ),
     ("tree_sum", {}, {"issues": {"kwargs.root": "field required"}}),
+    # Required/NotRequired TypedDict keys convert like any other.
+    (
+        "span",
+        {"stamps": {"first": {"when": "2024-01-02"}, "last": {"when": "2024-01-05"}}},
+        ["Stamp 2024-01-02", "Stamp 2024-01-05"],
+    ),
+    ("span", {"stamps": {"last": {"when": "2024-01-05"}}}, {"issues": {"kwargs.stamps.first": ""}}),
+    # JSON object keys are text: an IntEnum key arrives as "1" and reaches the function a Level.
+    ("by_level", {"weights": {"1": 0.5, "2": 2}}, [["Level", 1, 0.5], ["Level", 2, 2.0]]),
+    (
+        "by_level",
+        {"weights": {"3": 1, "low": 2}},
+        {
+            "issues": {
+                'kwargs.weights["3"]': "must be one of 1, 2",
+                "kwargs.weights.low": "expected integer",
+            }
+        },
+    ),
 ]
 
 
@@ -183,6 +204,24 @@ def test_pydantic_models_convert_and_validate(
     assert outcome == {"id": 1, "name": "bobo", "tags": []}
     issues, bound = bind_json_call(rename, {"user": {"id": 1, "name": ""}, "name": "x"}, schema)
     assert [i.path for i in issues] == ["kwargs.user.name"] and bound == {}
+
+
+def test_models_with_aliases_travel_by_their_aliases_both_ways(
+    derived: dict[str, SchemaResult], apps: dict[str, ModuleType]
+) -> None:
+    # The Python client's codec, the build's schemas and the worker's conversion together.
+    greet = apps["models_app"].greet
+    schemas = derived["models_app.greet"]
+    codec = codec_for(greet.__wrapped__)
+    assert codec is not None and schemas.input is not None and schemas.output is not None
+    kwargs = codec.encode((apps["models_app"].Person(fullName="Ada"),), {})
+    assert kwargs == {"person": {"fullName": "Ada"}}
+    issues, bound = bind_json_call(greet, kwargs, schemas.input)
+    assert issues == []
+    answer = to_json_result(greet.__wrapped__(**bound))
+    assert answer == {"fullName": "Dr Ada"}
+    assert validate(answer, schemas.output) == []  # what the published schema promises
+    assert codec.decode(answer).full_name == "Dr Ada"
 
 
 def test_unresolvable_hints_are_the_functions_fault(apps: dict[str, ModuleType]) -> None:

@@ -1,6 +1,6 @@
 import asyncio
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -38,6 +38,14 @@ class Counter:
         self.total += self.step
         return self.total
 
+    def steps(self, n: int) -> Iterator[int]:
+        for i in range(1, n + 1):
+            yield i * self.step
+
+    async def asteps(self, n: int) -> AsyncIterator[int]:
+        for i in range(1, n + 1):
+            yield i * self.step
+
 
 def test_calls_are_awaitable_and_run_in_process_without_a_platform() -> None:
     pending = add(1)
@@ -61,6 +69,10 @@ def countdown(n: int) -> Iterator[int]:
     yield from range(n, 0, -1)
 
 
+async def _collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
 def test_a_same_endpoint_generator_call_collects_its_items() -> None:
     from flash.runtime.client import Endpoints, PlatformInvoker
 
@@ -71,6 +83,22 @@ def test_a_same_endpoint_generator_call_collects_its_items() -> None:
     try:
         assert run(countdown(3)) == [3, 2, 1]
         assert run(countdown.map([1, 2])) == [[1], [2, 1]]
+        # Streamed too: its items come from this process (the platform is unreachable).
+        assert run(_collect(countdown.stream(3))) == [3, 2, 1]
+    finally:
+        set_invoker(previous)
+
+
+def test_a_generator_method_gives_a_list_in_process_as_it_does_remotely() -> None:
+    from flash.runtime.client import Endpoints, PlatformInvoker
+
+    assert run(Counter(2).steps(3)) == [2, 4, 6]
+    assert run(Counter(2).asteps(2)) == [2, 4]
+    # Inside the worker of "gpu" (no job: the platform is unreachable), the same.
+    previous = set_invoker(PlatformInvoker(Endpoints("http://127.0.0.1:9"), own_resource="gpu"))
+    try:
+        assert run(Counter(3).steps(2)) == [3, 6]
+        assert run(Counter(3).asteps(2)) == [3, 6]
     finally:
         set_invoker(previous)
 

@@ -56,6 +56,9 @@ class CallOptions:
 
 
 class JsonCodec(Protocol):
+    @property
+    def loose(self) -> bool: ...  # a parameter typed Any/object: "auto" pickles the call
+
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
     def decode(self, value: Any) -> Any: ...
@@ -164,6 +167,20 @@ class PlatformInvoker:
                 except Exception as exc:
                     results.append((False, exc))
             return results
+        codec = _codec(fn)
+        if codec is not None and (
+            fn.call_options.serialization == "json" or self.signing_key is None
+        ):
+            # A JSON job carries one call, and without the app's key no pickled batch would
+            # be accepted: each item goes as `await fn(item)` sends it, one after another
+            # (the map's concurrency bounds how many chunks are in flight).
+            results = []
+            for args, kwargs in calls:
+                try:
+                    results.append((True, await self.call_function(fn, args, kwargs)))
+                except Exception as exc:
+                    results.append((False, exc))
+            return results
         target = _target(fn)
         items = []
         digests = self._digests()
@@ -194,7 +211,8 @@ class PlatformInvoker:
     ) -> Any:
         remote_class = handle.remote_class
         if remote_class.resource_name == self.own_resource:
-            return await _local(getattr(handle.local_instance(), method), args, kwargs)
+            bound = getattr(handle.local_instance(), method)
+            return await _local(bound, args, kwargs, collect=True)  # generators: a list
         target = _target(remote_class)
         codecs = _method_codecs(remote_class, method)
         if codecs is not None:
@@ -226,6 +244,11 @@ class PlatformInvoker:
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
         """Yield a generator function's items as the endpoint produces them."""
+        if fn.resource_name == self.own_resource:
+            # This worker serves the endpoint: a job could wait for this very worker.
+            async for item in _stream_here(fn.__wrapped__, args, kwargs):
+                yield item
+            return
         target = _target(fn)
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -236,10 +259,12 @@ class PlatformInvoker:
         job_id = job["id"]
         finished = False
         index = 0
+        delay = 0.005
         try:
             while True:
                 answer = await self._get(f"{url}/stream/{job_id}", deadline, target, job_id)
-                for chunk in answer.get("stream") or []:
+                chunks = answer.get("stream") or []
+                for chunk in chunks:
                     yield self._unpack_one(chunk.get("output"), target, job_id, nonce, index)
                     index += 1
                 status = answer.get("status")
@@ -249,6 +274,18 @@ class PlatformInvoker:
                         final = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
                         _raise_for(final, target, self._failure_details(final, nonce))
                     return
+                if deadline is not None and time.time() >= deadline:
+                    raise RemoteTimeoutError(  # the finally below cancels the job
+                        "the stream did not finish in time",
+                        endpoint=target.resource,
+                        function=target.function,
+                        job_id=job_id,
+                    )
+                if chunks:
+                    delay = 0.005  # items are flowing: ask again soon
+                else:  # nothing yet: back off as _call does, not a busy loop
+                    await asyncio.sleep(_jitter(delay, deadline))
+                    delay = min(delay * 2, 1.0)
         finally:
             if not finished:
                 await self._cancel(url, job_id)
@@ -494,6 +531,8 @@ def _codec(fn: Any) -> JsonCodec | None:
     if mode == "pickle":
         return None
     codec = _json_codec_factory(fn.__wrapped__) if _json_codec_factory is not None else None
+    if codec is not None and codec.loose and mode == "auto":
+        return None  # an Any argument would not arrive as itself: a tuple as a list, ...
     if codec is None and mode == "json":
         raise TypeError(
             f"{fn.__wrapped__.__qualname__} cannot be called with JSON: annotate every "
@@ -508,6 +547,8 @@ def _method_codecs(remote_class: Any, method: str) -> tuple[JsonCodec, JsonCodec
         return None
     factory = _json_method_codec_factory
     codecs = factory(remote_class.__wrapped__, method) if factory is not None else None
+    if codecs is not None and mode == "auto" and (codecs[0].loose or codecs[1].loose):
+        return None  # an Any argument would not arrive as itself: a tuple as a list, ...
     if codecs is None and mode == "json":
         raise TypeError(
             f"{remote_class.__wrapped__.__qualname__}.{method} cannot be called with JSON: "
@@ -650,3 +691,10 @@ async def _local(
     from flash.runtime.remote import _run_local  # remote imports this module
 
     return await _run_local(fn, args, kwargs, collect)
+
+
+def _stream_here(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """A same-endpoint stream, run here as an in-process stream would run it."""
+    from flash.runtime.remote import _stream_local  # remote imports this module
+
+    return _stream_local(fn, args, kwargs)

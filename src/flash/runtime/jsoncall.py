@@ -167,7 +167,7 @@ def _converter(hint: Any, memo: dict[Any, _Converter]) -> _Converter:
     args = typing.get_args(hint)
     if hint is Any or hint is object or isinstance(hint, (typing.TypeVar, str)):
         return _identity
-    if origin is typing.Annotated:
+    if origin is typing.Annotated or _is_qualifier(origin):
         return _converter(args[0], memo)
     supertype = getattr(hint, "__supertype__", None)  # typing.NewType
     if supertype is not None:
@@ -188,6 +188,21 @@ def _converter(hint: Any, memo: dict[Any, _Converter]) -> _Converter:
     if hint in memo:
         return memo[hint]
     return _class(hint, memo)
+
+
+def _is_qualifier(origin: Any) -> bool:
+    """Whether ``origin`` is a TypedDict key qualifier (``Required[T]``, ``NotRequired[T]``,
+    ``ReadOnly[T]``): its value converts as ``T``. From typing, or from typing_extensions
+    when the user's code loaded it (older Pythons, ReadOnly before 3.13)."""
+    if origin is None:
+        return False
+    modules = (typing, sys.modules.get("typing_extensions"))
+    return any(
+        origin is getattr(module, name, None)
+        for module in modules
+        if module is not None
+        for name in ("Required", "NotRequired", "ReadOnly")
+    )
 
 
 def _union(args: tuple[Any, ...], memo: dict[Any, _Converter]) -> _Converter:
@@ -533,7 +548,8 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
         }
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
+        # By alias, as the build's published output schema names the fields.
+        return value.model_dump(mode="json", by_alias=True)
     if isinstance(value, (bool, str)):  # subclasses
         return value
     if isinstance(value, int):

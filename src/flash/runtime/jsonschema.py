@@ -517,7 +517,7 @@ class _Validator:
                 return
             where = (path, key)
             if names is not None and isinstance(key, str):
-                self.check(key, names, where, depth + 1)
+                self.check_name(key, names, where, depth + 1)
             sub = properties.get(key, _UNRESOLVED) if isinstance(key, str) else _UNRESOLVED
             if sub is not _UNRESOLVED:
                 self.check(item, sub, where, depth + 1)
@@ -536,6 +536,29 @@ class _Validator:
             else:
                 self.check(item, extra, where, depth + 1)
         self.check_size(len(value), schema, "Properties", "have", "fields", path)
+
+    def check_name(self, key: str, names: Any, path: _Path, depth: int) -> None:
+        """Check an object key against ``propertyNames``. JSON keys are always text, so a
+        number-looking key also counts as that number: the schema of ``dict[IntEnum, ...]``
+        says ``{"type": "integer", "enum": [1, 2]}`` of keys that arrive as ``"1"``."""
+        number = _key_number(key)
+        if number is None:
+            self.check(key, names, path, depth)
+            return
+        as_text = self.fork()
+        as_text.check(key, names, path, depth)
+        if not as_text.issues:
+            return
+        as_number = self.fork()
+        as_number.check(number, names, path, depth)
+        if not as_number.issues:
+            return
+        # Report what the schema wanted of the key: a number's problem if it takes numbers.
+        numeric = self.admits(names, _kind(number) or "number", depth) is not False
+        for issue in as_number.issues if numeric else as_text.issues:
+            if self.full():
+                return
+            self.issues.append(issue)
 
     def check_any_of(
         self, value: Any, kind: str, branches: list[Any], path: _Path, depth: int
@@ -733,6 +756,19 @@ _PLAIN_TESTS: dict[str, Callable[[Any], bool]] = {
 
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KEY_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _key_number(key: str) -> int | float | None:
+    """The number a JSON object key spells (as JSON would write it), or None."""
+    if len(key) > 400 or not _KEY_NUMBER.fullmatch(key):
+        return None
+    if key.lstrip("-").isdigit():
+        return int(key)
+    number = float(key)
+    return number if math.isfinite(number) else None
 
 
 def is_number(value: Any) -> TypeGuard[float]:

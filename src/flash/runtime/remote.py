@@ -201,8 +201,9 @@ class RemoteFunction(_Remote):
 
         On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
         every slot busy a few times over), which saves most of the per-job cost. A failed
-        item does not stop the others; then MapError lists every failure, unless
-        ``return_exceptions`` puts each exception in its item's place instead.
+        item (or a chunk's failed job, for each of its items) does not stop the others; then
+        MapError lists every failure, unless ``return_exceptions`` puts each exception in its
+        item's place instead.
         """
         return await self._map_calls(
             [((item,), {}) for item in items], concurrency, return_exceptions, chunk_size
@@ -230,6 +231,8 @@ class RemoteFunction(_Remote):
     ) -> list[Any]:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size!r}")
         invoker = get_invoker()
         batch = getattr(invoker, "call_map", None)
         if batch is None or self.is_generator:
@@ -245,7 +248,12 @@ class RemoteFunction(_Remote):
         ) -> None:
             async with gate:
                 if size > 1 and batch is not None:
-                    outcomes[index] = await batch(self, chunk)
+                    try:
+                        outcomes[index] = await batch(self, chunk)
+                    except Exception as exc:
+                        # The chunk's job failed as a whole (timed out, refused, ...): that
+                        # is every one of its items' failure, not the end of the map.
+                        outcomes[index] = [(False, exc)] * len(chunk)
                     return
                 args, kwargs = chunk[0]
                 try:
@@ -338,7 +346,8 @@ class RemoteInstance:
             invoker = get_invoker()
             if invoker is not None:
                 return invoker.call_method(self, method, args, kwargs)
-            return _run_local(getattr(self.local_instance(), method), args, kwargs)
+            # A generator method's items come as a list, as they do from the endpoint.
+            return _run_local(getattr(self.local_instance(), method), args, kwargs, collect=True)
 
         call.__name__ = method
         return call

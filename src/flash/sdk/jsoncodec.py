@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +32,15 @@ class JsonCodec:
     signature: inspect.Signature
     params: dict[str, TypeAdapter[Any]]
     result: TypeAdapter[Any]
+    # A parameter annotated Any or object: JSON would turn its tuples, sets, dates and bytes
+    # into lists and text (and refuse other objects), so "auto" pickles such a call.
+    loose: bool = False
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = self.signature.bind(*args, **kwargs)
+        # By alias: the build publishes (and the worker validates) models by their aliases.
         return {
-            name: self.params[name].dump_python(value, mode="json")
+            name: self.params[name].dump_python(value, mode="json", by_alias=True)
             for name, value in bound.arguments.items()
         }
 
@@ -71,7 +77,20 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
         return None
     if types.stream:  # generators stream, which typed JSON calls from Python do not (yet)
         return None
-    return JsonCodec(types.signature, types.params, types.result)
+    loose = any(_is_loose(hint) for hint in types.hints.values())
+    return JsonCodec(types.signature, types.params, types.result, loose)
+
+
+def _is_loose(hint: Any) -> bool:
+    """Whether ``hint`` (Any, object, or a union or Annotated of one) pins no JSON type."""
+    if hint is Any or hint is object:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _is_loose(typing.get_args(hint)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_is_loose(arm) for arm in typing.get_args(hint))
+    return False
 
 
 _NO_ARGUMENTS = JsonCodec(inspect.Signature(), {}, TypeAdapter(type(None)))
