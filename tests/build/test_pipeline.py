@@ -83,6 +83,20 @@ def test_no_change_rebuild_is_skipped_and_code_change_rebuilds(tmp_path: Path) -
     assert not changed.skipped and changed.sha256 != first.sha256
 
 
+def test_a_new_source_date_epoch_rebuilds_with_the_new_mtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = starter(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
+    first = build_project(BuildOptions(project_dir=root))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    second = build_project(BuildOptions(project_dir=root))
+    assert not second.skipped and second.sha256 != first.sha256
+    with tarfile.open(second.archive) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1700000000}
+    assert build_project(BuildOptions(project_dir=root)).skipped
+
+
 def test_code_only_rebuild_does_not_reinstall_dependencies(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "tinydep", "1.0", requires=["tinybase>=1"])

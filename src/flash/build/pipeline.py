@@ -263,6 +263,8 @@ def _build_key(source_fp: str, options: BuildOptions) -> str:
         "dependencies": asdict(options.dependencies),
         "max_size_mb": options.max_size_mb,
         "keep_build": options.keep_build,
+        # Every archive entry carries this mtime: a new SOURCE_DATE_EPOCH is a new archive.
+        "source_date_epoch": _archive.source_date_epoch(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
