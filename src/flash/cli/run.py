@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 import watchfiles
 
-from flash.build.collect import always_excluded, load_ignore_spec
+from flash.build.collect import is_ignored
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli._output import console, err_console, stage_printer
@@ -114,14 +114,17 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
 
 def source_filter(root: Path) -> Callable[[watchfiles.Change, str], bool]:
     """Changes to files a build would collect; never .flash/ (our own writes) or ignored ones."""
-    spec = load_ignore_spec(root)
 
     def wanted(_change: watchfiles.Change, path: str) -> bool:
         try:
             rel = Path(path).resolve().relative_to(root).as_posix()
         except ValueError:
             return False
-        return not always_excluded(rel) and not spec.match_file(rel)
+        # Read the ignore files afresh: an edit to one changes what the build collects.
+        try:
+            return not is_ignored(root, rel)
+        except BuildError:
+            return True  # an unreadable ignore file: the rebuild reports it
 
     return wanted
 
