@@ -324,6 +324,28 @@ def test_url_credentials_stay_out_of_manifest_and_errors(
     assert "s3cr3t" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        (f"executionTimeoutMs={10**400}", "executionTimeoutMs"),
+        ("executionTimeoutMs=604_800_001", "executionTimeoutMs"),  # over RunPod's 7 days
+        (f"idle_timeout={2**31}", "idle_timeout"),  # named as written
+        (f"scalerValue={10**30}", "scalerValue"),
+    ],
+)
+def test_an_out_of_range_int_setting_is_an_error_naming_the_field(
+    tmp_path: Path, setting: str, field: str
+) -> None:
+    root = starter(tmp_path)
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(gpu.read_text().replace("idleTimeout=30", setting))
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert (info.value.path, info.value.line) == ("workers/gpu_worker.py", 7)
+    assert f"{field}: Input should be less than or equal to" in info.value.message
+    assert not (root / ".flash" / "archive.tar.gz").exists()
+
+
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:
     root = starter(tmp_path)
     write_files(root, {"handler_gpu_worker.py": "x = 1\n"})
