@@ -24,7 +24,7 @@ import watchfiles
 from flash.build.collect import is_ignored
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
-from flash.cli._output import console, err_console, stage_printer
+from flash.cli._output import check_port, console, err_console, stage_printer
 from flash.cli.serve import print_endpoints
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
@@ -47,6 +47,8 @@ def run(
     watch: Annotated[bool, typer.Option(help="Rebuild and reload on source changes.")] = True,
 ) -> None:
     """Build PROJECT_DIR, serve its endpoints locally, and reload them when the code changes."""
+    check_port("--port", port)
+    check_port("--app-port", app_port)
     root = project_dir.resolve()
     options = BuildOptions(project_dir=root)
     stop = threading.Event()
