@@ -53,6 +53,33 @@ def test_nested_gitignore_applies_below_its_folder(tmp_path: Path) -> None:
     assert collect_files(tmp_path) == ["a/.gitignore", "a/keep.log", "b/x.log"]
 
 
+def test_a_nested_negation_re_includes_what_the_root_ignores(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            ".gitignore": "*.json\n",
+            "x.json": "",
+            "config/.gitignore": "!settings.json\n",
+            "config/settings.json": "{}",
+            "config/other.json": "",
+            "config/deeper/.gitignore": "settings.json\n",
+            "config/deeper/settings.json": "",
+            ".env": "SECRET=1",
+            "config/.flashignore": "!.env\n",
+            "config/.env": "SECRET=2",
+        },
+    )
+    # Like `git ls-files --others --exclude-standard`: config/settings.json is tracked, the
+    # deeper file ignores its own settings.json again, and .env stays out whatever they say.
+    assert collect_files(tmp_path) == [
+        ".gitignore",
+        "config/.flashignore",
+        "config/.gitignore",
+        "config/deeper/.gitignore",
+        "config/settings.json",
+    ]
+
+
 def test_negation_in_flashignore(tmp_path: Path) -> None:
     write(tmp_path, {"data/a.csv": "", "data/b.csv": "", ".flashignore": "data/*\n!data/b.csv\n"})
     assert collect_files(tmp_path) == [".flashignore", "data/b.csv"]

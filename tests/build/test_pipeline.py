@@ -83,6 +83,20 @@ def test_no_change_rebuild_is_skipped_and_code_change_rebuilds(tmp_path: Path) -
     assert not changed.skipped and changed.sha256 != first.sha256
 
 
+def test_a_new_source_date_epoch_rebuilds_with_the_new_mtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = starter(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
+    first = build_project(BuildOptions(project_dir=root))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    second = build_project(BuildOptions(project_dir=root))
+    assert not second.skipped and second.sha256 != first.sha256
+    with tarfile.open(second.archive) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1700000000}
+    assert build_project(BuildOptions(project_dir=root)).skipped
+
+
 def test_code_only_rebuild_does_not_reinstall_dependencies(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "tinydep", "1.0", requires=["tinybase>=1"])
@@ -308,6 +322,28 @@ def test_url_credentials_stay_out_of_manifest_and_errors(
     with pytest.raises(BuildError, match="invalid requirement") as info:
         build_project(BuildOptions(project_dir=root))
     assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        (f"executionTimeoutMs={10**400}", "executionTimeoutMs"),
+        ("executionTimeoutMs=604_800_001", "executionTimeoutMs"),  # over RunPod's 7 days
+        (f"idle_timeout={2**31}", "idle_timeout"),  # named as written
+        (f"scalerValue={10**30}", "scalerValue"),
+    ],
+)
+def test_an_out_of_range_int_setting_is_an_error_naming_the_field(
+    tmp_path: Path, setting: str, field: str
+) -> None:
+    root = starter(tmp_path)
+    gpu = root / "workers" / "gpu_worker.py"
+    gpu.write_text(gpu.read_text().replace("idleTimeout=30", setting))
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert (info.value.path, info.value.line) == ("workers/gpu_worker.py", 7)
+    assert f"{field}: Input should be less than or equal to" in info.value.message
+    assert not (root / ".flash" / "archive.tar.gz").exists()
 
 
 def test_reserved_file_names_are_refused(tmp_path: Path) -> None:

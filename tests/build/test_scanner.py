@@ -582,6 +582,37 @@ def test_remote_inside_module_level_if_block_counts(tmp_path: Path) -> None:
     assert only(result).qualified_name == "main.f"
 
 
+def test_a_config_rebound_under_a_main_guard_does_not_route_functions(tmp_path: Path) -> None:
+    # The block never runs when a worker imports workers.config: gpu stays "gpu-worker".
+    result = scan(
+        tmp_path,
+        {
+            "workers/__init__.py": "",
+            "workers/config.py": f"""\
+                {HEADER}
+                gpu = LiveServerless(name="gpu-worker")
+                if __name__ == "__main__":
+                    gpu = CpuLiveServerless(name="scratch-cpu")
+                if "__main__" != __name__:
+                    pass
+                else:
+                    gpu = CpuLiveServerless(name="scratch-too")
+            """,
+            "workers/gpu.py": "from flash import remote\nfrom workers.config import gpu\n"
+            "@remote(resource_config=gpu)\ndef embed(x): ...\n",
+        },
+    )
+    assert only(result).resource == "gpu-worker"
+    assert set(result.resources) == {"gpu-worker"}
+
+
+def test_remote_under_a_main_guard_is_a_clear_error(tmp_path: Path) -> None:
+    body = "if __name__ == '__main__':\n    @remote(cfg)\n    def f(): ...\n"
+    err = scan_error(tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless(name='g')\n{body}"})
+    assert "never runs when a worker imports the module" in err.message
+    assert (err.path, err.line) == ("app.py", 4)
+
+
 def test_utf8_with_bom_and_non_ascii_source(tmp_path: Path) -> None:
     source = f'{HEADER}cfg = LiveServerless(name="modèle")\n@remote(cfg)\ndef café(): ...\n'
     result = scan(tmp_path, {"main.py": b"\xef\xbb\xbf" + source.encode("utf-8")})

@@ -88,3 +88,34 @@ def test_bad_build_options_are_one_message_without_traceback(tmp_path: Path) -> 
         assert failed.returncode == 1, args
         assert message in failed.stderr and "Traceback" not in failed.stderr, args
     assert (tmp_path / "p" / ".flash" / "secrets" / "signing_key").read_bytes() == key
+
+
+def test_init_where_a_file_is_in_the_way_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "workers").write_text("also mine")
+    for target, blocker in (("afile", "afile"), ("afile/sub", "afile"), ("proj", "proj/workers")):
+        for extra in ((), ("--force",)):
+            failed = flash("init", target, *extra, cwd=tmp_path)
+            assert failed.returncode == 1
+            assert failed.stderr.strip() == (
+                f"Error: {blocker} is a file, not a folder; choose another directory"
+            )
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == ["workers"]
+
+
+def test_a_port_out_of_range_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    for args, option, port in (
+        (("serve", "archive.tar.gz", "--port", "99999"), "--port", 99999),
+        (("serve", "archive.tar.gz", "--port", "-1"), "--port", -1),
+        (("run", "app", "--port", "65536"), "--port", 65536),
+        (("run", "app", "--app-port", "70000"), "--app-port", 70000),
+    ):
+        failed = flash(*args, cwd=tmp_path)
+        assert failed.returncode == 1
+        assert failed.stderr.strip() == (
+            f"Error: {option} must be a port number from 0 to 65535, got {port}"
+        )
+    assert not (tmp_path / ".flash").exists()  # refused before any state was made

@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 from tests.helpers import completed_jobs, free_port, processes_under, wait_for
+from watchfiles import Change
 
 from flash.cli.init import write_starter
+from flash.cli.run import source_filter
 
 
 def preprocess(url: str) -> Any:
@@ -109,3 +111,17 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     mode = (project / ".flash" / "secrets" / "signing_key").stat().st_mode & 0o777
     assert mode == 0o600
     wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
+
+
+def test_run_reloads_for_a_file_a_nested_ignore_file_re_includes(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / ".gitignore").write_text("*.json\nnotes/\n")
+    (tmp_path / "config" / ".gitignore").write_text("!settings.json\n")
+    wanted = source_filter(tmp_path.resolve())
+    # The build collects config/settings.json, so editing it must reload; the rest never.
+    assert wanted(Change.modified, str(tmp_path / "config" / "settings.json"))
+    assert wanted(Change.modified, str(tmp_path / "workers" / "gpu.py"))
+    assert not wanted(Change.modified, str(tmp_path / "config" / "other.json"))
+    assert not wanted(Change.modified, str(tmp_path / "notes" / "config" / "settings.json"))
+    assert not wanted(Change.modified, str(tmp_path / ".flash" / "archive.tar.gz"))
+    assert not wanted(Change.added, str(tmp_path / "config" / ".env"))

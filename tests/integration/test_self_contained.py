@@ -14,6 +14,7 @@ import cloudpickle  # noqa: F401  - the caller side of the wire format
 from tests.integration.projects import multi_package_project
 from tests.wheelhouse import build_wheel
 
+import flash
 from flash.build.dependencies import DependencyOptions
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli.init import write_starter
@@ -204,3 +205,28 @@ def test_submodule_import_paths_work_in_the_archive(tmp_path: Path) -> None:
     app = extract_archive(build.archive, tmp_path / "app")
     responses = run_isolated(app, [("handler_gpu_worker", function_job("gpu-worker", "embed", 1))])
     assert result(responses[0]) == 2
+
+
+def test_every_name_flash_exports_imports_in_the_archive(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / "workers").mkdir(parents=True)
+    (root / "workers" / "__init__.py").write_text("")
+    names = ", ".join(n for n in flash.__all__ if n != "__version__")
+    (root / "workers" / "gpu.py").write_text(
+        f"from flash import {names}\n"
+        "from flash.sdk import connect as sdk_connect, ResourceConfig as SdkConfig\n"
+        "from flash.sdk.resources import ResourceConfig as ResourcesConfig\n\n"
+        'gpu = LiveServerless(name="gpu-worker")\n\n'
+        "@remote(resource_config=gpu)\ndef probe(url: str) -> list:\n"
+        "    configs = (ResourceConfig, SdkConfig, ResourcesConfig)\n"
+        "    try:\n        sdk_connect(url)\n    except RuntimeError as exc:\n"
+        "        return [all(isinstance(gpu, c) for c in configs), str(exc)]\n"
+        "    return [False, 'connected']\n"
+    )
+    build = build_project(BuildOptions(project_dir=root))
+    app = extract_archive(build.archive, tmp_path / "app")
+    job = function_job("gpu-worker", "probe", "http://127.0.0.1:8000")
+    [response] = run_isolated(app, [("handler_gpu_worker", job)])
+    is_config, error = result(response)
+    assert is_config
+    assert error.startswith("flash.connect() is for scripts and apps that call endpoints")

@@ -46,6 +46,10 @@ def test_enums_and_strings_both_accepted() -> None:
         ({"name": "g", "scalerType": "FASTEST"}, "scalerType"),
         ({"name": "g", "concurrency": 0}, "concurrency"),
         ({"name": "g", "workersMaximum": 3}, "workersMaximum"),
+        ({"name": "g", "executionTimeoutMs": 10**400}, "executionTimeoutMs"),
+        ({"name": "g", "executionTimeoutMs": 604_800_001}, "executionTimeoutMs"),
+        ({"name": "g", "idleTimeout": 2**31}, "idleTimeout"),
+        ({"name": "g", "gpuCount": 10**400}, "gpuCount"),
     ],
 )
 def test_invalid_values_name_the_field(values: dict[str, object], field: str) -> None:

@@ -93,6 +93,22 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
     return sorted(found)
 
 
+def is_ignored(root: Path, rel: str) -> bool:
+    """Whether collect_files would leave out the project-relative posix file path ``rel``:
+    the same ignore files (nested ones too), folder by folder, as the walk reads them."""
+    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root))]
+    prefix = ""
+    for part in rel.split("/")[:-1]:
+        # The walk never enters an ignored folder, whatever the files below it say.
+        if _ignored(specs, prefix + part + "/"):
+            return True
+        prefix += part + "/"
+        nested = _nested_spec(root / prefix)
+        if nested is not None:
+            specs.append((prefix, nested))
+    return _ignored(specs, rel)
+
+
 def _check_utf8_name(rel: str) -> None:
     """Archive entry names are UTF-8: a name that is not (os.walk gives surrogates) is refused."""
     try:
@@ -116,9 +132,14 @@ def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
 def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
     if always_excluded(rel):
         return True
-    for prefix, spec in specs:
-        if rel.startswith(prefix) and spec.match_file(rel[len(prefix) :]):
-            return True
+    # As git does: the deepest ignore file with a pattern matching the path decides, so a
+    # nested `!settings.json` re-includes what the root's `*.json` left out. The walk is
+    # top-down, so an ancestor's spec always comes before its descendants' in ``specs``.
+    for prefix, spec in reversed(specs):
+        if rel.startswith(prefix):
+            verdict = spec.check_file(rel[len(prefix) :]).include
+            if verdict is not None:
+                return verdict
     return False
 
 

@@ -49,8 +49,9 @@ FLASH_DIR = ".flash"
 STAMP_NAME = "build_stamp.json"
 RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
 
-# The archive's `flash` package: the vendored runtime plus the names user modules import,
-# as light stand-ins (the configs were validated at build time).
+# The archive's `flash` package: the vendored runtime plus every name `flash` exports, so
+# any module-level import works on the worker, as light stand-ins (the configs were validated
+# at build time; connect/disconnect need the SDK, which the archive does not carry).
 _FLASH_STUB = '''\
 """Flash inside an endpoint (vendored by flash build): @remote and resource configs."""
 
@@ -72,15 +73,35 @@ from flash.runtime.resources import (
     ScalerType,
     ServerlessEndpoint,
 )
+from flash.runtime.resources import ResourceStub as ResourceConfig
 
 __version__ = {version!r}
+
+_ON_A_WORKER = (
+    "is for scripts and apps that call endpoints; inside an endpoint, @remote calls "
+    "already reach the other endpoints"
+)
+
+
+def connect(*args, **kwargs):
+    """Stand-in: a module may import it, but a worker never connects anywhere."""
+    raise RuntimeError("flash.connect() " + _ON_A_WORKER)
+
+
+def disconnect():
+    """Stand-in, as connect."""
+    raise RuntimeError("flash.disconnect() " + _ON_A_WORKER)
+
+
+__all__ = {names!r}
 '''
 _SDK_STUB = '"""Alias of the vendored flash package."""\n\nfrom flash import *  # noqa: F403\n'
 # The documented submodule import paths (from flash.sdk.resources import LiveServerless).
 _SDK_SUBMODULE_STUBS = {
     "flash/sdk/resources.py": "from flash.runtime.resources import (  # noqa: F401\n"
     "    CpuInstanceType,\n    CpuLiveServerless,\n    CpuServerlessEndpoint,\n    GpuGroup,\n"
-    "    LiveServerless,\n    ScalerType,\n    ServerlessEndpoint,\n)\n",
+    "    LiveServerless,\n    ScalerType,\n    ServerlessEndpoint,\n)\n"
+    "from flash.runtime.resources import ResourceStub as ResourceConfig  # noqa: F401\n",
     "flash/sdk/remote.py": "from flash.runtime.remote import remote  # noqa: F401\n",
 }
 
@@ -263,6 +284,8 @@ def _build_key(source_fp: str, options: BuildOptions) -> str:
         "dependencies": asdict(options.dependencies),
         "max_size_mb": options.max_size_mb,
         "keep_build": options.keep_build,
+        # Every archive entry carries this mtime: a new SOURCE_DATE_EPOCH is a new archive.
+        "source_date_epoch": _archive.source_date_epoch(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -327,7 +350,7 @@ def _handler_entries(manifest: Manifest) -> list[_archive.Entry]:
 
 
 def _runtime_entries(*, vendor_cloudpickle: bool) -> list[_archive.Entry]:
-    stub = _FLASH_STUB.format(version=flash.__version__).encode()
+    stub = _FLASH_STUB.format(version=flash.__version__, names=sorted(flash.__all__)).encode()
     entries = [
         _archive.Entry(name="flash/__init__.py", data=stub),
         _archive.Entry(name="flash/sdk/__init__.py", data=_SDK_STUB.encode()),

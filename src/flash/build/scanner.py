@@ -252,11 +252,18 @@ def _may_decorate(source: str) -> bool:
 
 
 def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Statements that run at module level, including those inside if/try/with blocks."""
+    """Statements that run at module level, including those inside if/try/with blocks.
+
+    Not the body of ``if __name__ == "__main__":``: it never runs when a worker imports the
+    module, so a config rebound there must not decide where functions go.
+    """
     for stmt in body:
         if isinstance(stmt, ast.If):
-            yield from _module_statements(stmt.body)
-            yield from _module_statements(stmt.orelse)
+            guard = _main_guard(stmt.test)
+            if guard is not True:
+                yield from _module_statements(stmt.body)
+            if guard is not False:
+                yield from _module_statements(stmt.orelse)
         elif isinstance(stmt, _TRY_TYPES):
             yield from _module_statements(stmt.body)  # type: ignore[attr-defined]
             for handler in stmt.handlers:  # type: ignore[attr-defined]
@@ -267,6 +274,29 @@ def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             yield from _module_statements(stmt.body)
         else:
             yield stmt
+
+
+def _main_guard(test: ast.expr) -> bool | None:
+    """True for ``if __name__ == "__main__":`` (its body runs only as a script, never on
+    import), False for ``!=`` (its else runs only as a script), None for any other test."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    sides = {_text(test.left), _text(test.comparators[0])}
+    if sides != {"__name__", repr("__main__")}:
+        return None
+    if isinstance(test.ops[0], ast.Eq):
+        return True
+    return False if isinstance(test.ops[0], ast.NotEq) else None
+
+
+def _script_only_nodes(tree: ast.Module) -> set[int]:
+    """ids of the nodes in the script-only branches of ``__name__ == "__main__"`` tests."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (guard := _main_guard(node.test)) is not None:
+            for stmt in node.body if guard else node.orelse:
+                found.update(id(n) for n in ast.walk(stmt))
+    return found
 
 
 def _statement_bindings(module: _Module, stmt: ast.stmt) -> Iterator[tuple[str, _Binding]]:
@@ -666,9 +696,18 @@ class _Project:
                 decorator = self._remote_decorator(module, stmt)
                 if decorator is not None:
                     specs.append(self._remote_spec(module, stmt, decorator))
+        script_only = _script_only_nodes(module.tree)
         for node in ast.walk(module.tree):
             if isinstance(node, _DEF_TYPES) and node.decorator_list and id(node) not in top_level:
                 decorator = self._remote_decorator(module, node)
+                if decorator is not None and id(node) in script_only:
+                    raise _error(
+                        f'@remote on {node.name!r} inside `if __name__ == "__main__":`, '
+                        "which never runs when a worker imports the module; define it at "
+                        "module level",
+                        module.path,
+                        decorator.site,
+                    )
                 if decorator is not None:
                     raise _error(
                         f"@remote on {node.name!r}, which is not defined at module level; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -21,8 +22,19 @@ def user_errors(verbose: bool, *kinds: type[BaseException]) -> Iterator[None]:
     except kinds as exc:
         if verbose:
             err_console.print_exception()
-        err_console.print(f"[bold red]Error:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
+
+
+def fail(message: str) -> NoReturn:
+    """Print a one-paragraph error and exit with code 1."""
+    err_console.print(f"[bold red]Error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def check_port(option: str, port: int) -> None:
+    # Checked up front: the socket layer raises OverflowError (a traceback) past 65535.
+    if not 0 <= port <= 65535:
+        fail(f"{option} must be a port number from 0 to 65535, got {port}")
 
 
 def stage_printer(enabled: bool) -> Callable[[str, str], None]:

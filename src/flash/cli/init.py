@@ -33,13 +33,25 @@ def write_starter(target: Path, project_name: str | None = None, force: bool = F
             rel = _RENAMES.get(rel, rel[: -len(".tmpl")])
             text = Template(text).substitute(project=name)
         planned.append((target / rel, text))
+    # A file where the project (or one of its folders) goes: refused before anything is
+    # written, even with --force, which overwrites files but never turns one into a folder.
+    folders = {target, *target.parents} | {
+        parent for path, _ in planned for parent in path.parents if target in parent.parents
+    }
+    in_the_way = sorted(p for p in folders if p.exists() and not p.is_dir())
+    if in_the_way:
+        shown = ", ".join(str(p) for p in in_the_way[:3])
+        raise InitError(f"{shown} is a file, not a folder; choose another directory")
     clashes = [path for path, _ in planned if path.exists()]
     if clashes and not force:
         shown = ", ".join(str(p) for p in clashes[:3])
         raise InitError(f"{shown} already exist; use --force to overwrite")
     for path, text in planned:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:  # e.g. a file above the target, or no permission
+            raise InitError(f"cannot write {path}: {exc.strerror or exc}") from None
     return [path for path, _ in planned]
 
 

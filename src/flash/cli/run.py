@@ -21,10 +21,10 @@ from typing import Annotated
 import typer
 import watchfiles
 
-from flash.build.collect import always_excluded, load_ignore_spec
+from flash.build.collect import is_ignored
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
-from flash.cli._output import console, err_console, stage_printer
+from flash.cli._output import check_port, console, err_console, stage_printer
 from flash.cli.serve import print_endpoints
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
@@ -47,6 +47,8 @@ def run(
     watch: Annotated[bool, typer.Option(help="Rebuild and reload on source changes.")] = True,
 ) -> None:
     """Build PROJECT_DIR, serve its endpoints locally, and reload them when the code changes."""
+    check_port("--port", port)
+    check_port("--app-port", app_port)
     root = project_dir.resolve()
     options = BuildOptions(project_dir=root)
     stop = threading.Event()
@@ -114,14 +116,17 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
 
 def source_filter(root: Path) -> Callable[[watchfiles.Change, str], bool]:
     """Changes to files a build would collect; never .flash/ (our own writes) or ignored ones."""
-    spec = load_ignore_spec(root)
 
     def wanted(_change: watchfiles.Change, path: str) -> bool:
         try:
             rel = Path(path).resolve().relative_to(root).as_posix()
         except ValueError:
             return False
-        return not always_excluded(rel) and not spec.match_file(rel)
+        # Read the ignore files afresh: an edit to one changes what the build collects.
+        try:
+            return not is_ignored(root, rel)
+        except BuildError:
+            return True  # an unreadable ignore file: the rebuild reports it
 
     return wanted
 

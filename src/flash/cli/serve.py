@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flash.cli._output import check_port, user_errors
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.project import serve_archive
@@ -37,11 +38,9 @@ def serve(
     ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Serve every endpoint of a built archive with real worker processes."""
-    try:
+    check_port("--port", port)
+    with user_errors(False, PlatformError):
         serve_command(archive, host, port, max_workers, api_key, state_dir=state_dir)
-    except PlatformError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
 
 
 def serve_command(

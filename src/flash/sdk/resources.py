@@ -33,6 +33,13 @@ __all__ = [
 ]
 
 
+# RunPod's saveEndpoint takes these fields as GraphQL Int, a signed 32-bit number: anything
+# larger could never be deployed (and a huge one overflows the float timers that use it).
+_INT_MAX = 2**31 - 1
+# RunPod's longest execution timeout: 7 days.
+_EXECUTION_TIMEOUT_MS_MAX = 7 * 24 * 3600 * 1000
+
+
 def _field(default: Any, camel: str, snake: str, **kw: Any) -> Any:
     return Field(
         default, validation_alias=AliasChoices(camel, snake), serialization_alias=camel, **kw
@@ -47,15 +54,15 @@ class ResourceConfig(BaseModel):
     is_gpu: ClassVar[bool] = True
 
     name: str
-    workersMin: int = _field(0, "workersMin", "workers_min", ge=0)
-    workersMax: int = _field(3, "workersMax", "workers_max", ge=0)
-    idleTimeout: int = _field(5, "idleTimeout", "idle_timeout", ge=0)
+    workersMin: int = _field(0, "workersMin", "workers_min", ge=0, le=_INT_MAX)
+    workersMax: int = _field(3, "workersMax", "workers_max", ge=0, le=_INT_MAX)
+    idleTimeout: int = _field(5, "idleTimeout", "idle_timeout", ge=0, le=_INT_MAX)
     executionTimeoutMs: int | None = _field(
-        None, "executionTimeoutMs", "execution_timeout_ms", ge=0
+        None, "executionTimeoutMs", "execution_timeout_ms", ge=0, le=_EXECUTION_TIMEOUT_MS_MAX
     )
     scalerType: ScalerType = _field(ScalerType.QUEUE_DELAY, "scalerType", "scaler_type")
-    scalerValue: int = _field(4, "scalerValue", "scaler_value", ge=1)
-    concurrency: int = Field(1, ge=1)
+    scalerValue: int = _field(4, "scalerValue", "scaler_value", ge=1, le=_INT_MAX)
+    concurrency: int = Field(1, ge=1, le=_INT_MAX)
     env: dict[str, str] = Field(default_factory=dict)
     locations: str | None = None
     networkVolumeId: str | None = _field(None, "networkVolumeId", "network_volume_id")
@@ -83,7 +90,7 @@ class ResourceConfig(BaseModel):
 
 class _GpuConfig(ResourceConfig):
     gpus: list[GpuGroup] = Field(default_factory=lambda: [GpuGroup.ANY])
-    gpuCount: int = _field(1, "gpuCount", "gpu_count", ge=1)
+    gpuCount: int = _field(1, "gpuCount", "gpu_count", ge=1, le=_INT_MAX)
 
 
 class _CpuConfig(ResourceConfig):
