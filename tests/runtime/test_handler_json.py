@@ -264,6 +264,11 @@ def test_a_signed_json_call_is_checked_and_answered_signed(
     assert refused["error_type"] == "SignatureRejected" and "altered" in refused["error"]
     assert app[0].CALLS == [4]  # the altered call never ran
 
+    # On a one-function endpoint, bare arguments are a JSON job too; a signed job must name
+    # its function, or arguments could be swapped under a signature that covers "kwargs".
+    bare = run(handler_for("int_spy", signing_key=key), {"x": 4, "signature": signed({})})
+    assert bare["error_type"] == "InvalidJob" and "names its function" in bare["error"]
+
     # A caller on another Python talks JSON to this worker: no version mismatch here.
     with monkeypatch.context() as other_python:
         other_python.setattr(signing, "_LOCAL_VERSIONS", {"python": "3.9", "cloudpickle": "2.2"})

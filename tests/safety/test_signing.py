@@ -655,10 +655,35 @@ def test_big_base64_is_read_as_strictly_as_python_does(text: str) -> None:
     except (binascii.Error, ValueError):
         expected = None
     found = signing._decode_and_hash(text)
-    if expected is None:
-        assert found is None
+    if expected is None or base64.b64encode(expected).decode() != text:
+        assert found is None  # not base64, or not its bytes' one encoding: hashed as text
     else:
         assert found == (expected, hashlib.sha256(expected).hexdigest())
+
+
+@pytest.mark.parametrize("size", [70_000, 300_000], ids=["small-path", "split-path"])
+def test_a_big_text_cannot_be_swapped_for_another_encoding_of_its_bytes(size: int) -> None:
+    # "QQ==" and "QR==" decode alike; a JSON argument is used as the text itself, so the
+    # digest of a non-canonical text covers its characters.
+    canonical = "A" * size + "QQ=="
+    assert payload_digest({"kwargs": {"w": canonical}}) != payload_digest(
+        {"kwargs": {"w": "A" * size + "QR=="}}
+    )
+    assert payload_digest({"kwargs": {"w": "A" * size + "QUE="}}) != payload_digest(
+        {"kwargs": {"w": "A" * size + "QUF="}}
+    )
+
+
+def test_json_arguments_as_deep_as_a_worker_takes_can_be_signed() -> None:
+    deep: object = 1
+    for _ in range(66):  # a worker takes JSON arguments 64 levels deep
+        deep = [deep]
+    fields = job_fields(kwargs={"x": deep})
+    verify(signed(fields), fields)
+    for _ in range(30):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested deeper"):
+        signed(job_fields(kwargs={"x": deep}))
 
 
 def test_big_strings_with_escapes_or_lone_surrogates_are_hashed() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -334,11 +335,13 @@ class Gateway:
     async def done(self, request: Request) -> Response:
         parsed = await _worker_body(request)
         if isinstance(parsed, str):
-            # The worker will not report this job again: end it with the reason, or it
-            # would stay IN_PROGRESS and keep its worker busy forever.
-            self.dispatcher.refuse(
-                request.path_params["worker"], request.path_params["job_id"], parsed
-            )
+            # A final report the worker will not send again: end the job with the reason, or
+            # it would stay IN_PROGRESS and keep its worker busy forever. A progress update
+            # (the SDK's progress_update posts here too) is only refused: the job goes on.
+            if not _PROGRESS_REPORT.search(await request.body()):
+                self.dispatcher.refuse(
+                    request.path_params["worker"], request.path_params["job_id"], parsed
+                )
             return _error(400, parsed)
         body, output_json = parsed
         is_stream = request.query_params.get("isStream", "false").lower() == "true"
@@ -452,6 +455,10 @@ def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None]
             return _error(400, f"'policy.{key}' must be at most {MAX_POLICY_MS} ms (7 days)")
         limits.append(value)
     return _member_json(data, "input", input_text), webhook, limits[0], limits[1]
+
+
+# What marks a job-done body as a progress update, found without parsing it.
+_PROGRESS_REPORT = re.compile(rb'"status"\s*:\s*"IN_PROGRESS"')
 
 
 async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | str:

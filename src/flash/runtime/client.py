@@ -402,10 +402,10 @@ class PlatformInvoker:
             item = answer.get("item")
             try:
                 self._check_mac(answer, nonce if item is None else f"{nonce}:{item}", None)
-            except RemoteError:
-                return {"error": answer.get("error")}  # the message, but nothing to unpickle
+            except RemoteError:  # a worker without the key, or refused before checking
+                return _without_pickle(answer)
         elif not pickled:  # an unsigned JSON call: anyone may have written this answer
-            return {k: v for k, v in answer.items() if k != "exception"}
+            return _without_pickle(answer)
         return answer
 
     def _json_result(self, output: Any, nonce: str | None) -> Any:
@@ -646,6 +646,12 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
         except ValueError:
             pass
     raise _remote_exception(str(message), details, common)
+
+
+def _without_pickle(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """An answer nobody vouches for: its message, type, traceback and issues (text), but not
+    its pickled exception, which only a signed answer's gets unpickled."""
+    return {k: v for k, v in answer.items() if k != "exception"}
 
 
 def _remote_exception(

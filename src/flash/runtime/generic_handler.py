@@ -271,6 +271,12 @@ def create_handler(
         if fields == {"function", "kwargs"}:
             name, kwargs = payload["function"], payload["kwargs"]
         elif len(set(map(id, schemas.values()))) == 1 and "input" in next(iter(schemas.values())):
+            if "signature" in payload:
+                # The signature covers named fields; bare arguments could be swapped under it.
+                raise _JobError(
+                    INVALID_JOB,
+                    'a signed JSON job names its function: {"function": name, "kwargs": {...}}',
+                )
             name, kwargs = next(iter(schemas)), payload
         else:
             callable_names = ", ".join(sorted(schemas)) or "(none)"

@@ -130,7 +130,8 @@ _RESULT_HEAD = f"flash-result\n{_VERSION_TEXT}\n{ALGORITHM}\n"
 _MAX_NAME = 1024  # endpoint and function names; anything longer is not ours
 _MAX_CALLER_ITEMS = 8
 _MAX_CALLER_TEXT = 64
-_MAX_FIELD_DEPTH = 32
+# Deeper than any job a worker takes (JSON arguments: 64 levels, under their wrapper).
+_MAX_FIELD_DEPTH = 80
 # String values at least this long are hashed on their own; the canonical text holds only
 # their digest (see payload_digest).
 BIG_TEXT = 1 << 16
@@ -206,7 +207,8 @@ def payload_digest(fields: Mapping[str, Any], *, decoded: dict[int, bytes] | Non
     ``\\`` or non-ASCII character is written verbatim between quotes (base64 text is hashed
     as it is, never re-encoded); others get JSON's ASCII escapes, which always contain a
     backslash. A string of :data:`BIG_TEXT` characters or more (a big pickle) is written as
-    ``#`` and the SHA-256 of its decoded bytes when it is standard base64, else as ``$`` and
+    ``#`` and the SHA-256 of its decoded bytes when it is canonical standard base64 (the one
+    encoding of those bytes), else as ``$`` and
     the SHA-256 of its UTF-8 text (no JSON value starts with either). So the form stays
     unambiguous, and a big pickle is hashed once, as bytes, where it is decoded anyway.
 
@@ -318,8 +320,8 @@ def encode_and_hash(raw: bytes) -> tuple[bytes, str]:
 
 
 def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
-    """The bytes of standard base64 ``text`` (padded, no other characters) and their
-    SHA-256 (hex); None when ``text`` is not such base64.
+    """The bytes of standard base64 ``text`` (padded, canonical, no other characters) and
+    their SHA-256 (hex); None when ``text`` is not such base64.
 
     A big text is decoded in two parts: the helper thread hashes the first while this thread
     decodes the second, a fifth of the whole, which takes about as long.
@@ -328,7 +330,9 @@ def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
         return None
     if len(text) < _BESIDE_MIN:
         raw = _base64_bytes(text)
-        return None if raw is None else (raw, hashlib.sha256(raw).hexdigest())
+        if raw is None or not _canonical_end(text, raw):
+            return None
+        return raw, hashlib.sha256(raw).hexdigest()
     cut = _head_length(len(text))
     if text[cut - 1] == "=":  # padding before the end: the whole is not canonical base64
         return None
@@ -339,10 +343,21 @@ def _decode_and_hash(text: str) -> tuple[bytes, str] | None:
     hashing = _HELPER.update(hasher, head)
     tail = _base64_bytes(text[cut:])
     hashing.wait()
-    if tail is None:
+    if tail is None or not _canonical_end(text, tail):
         return None
     hasher.update(tail)
     return head + tail, hasher.hexdigest()
+
+
+def _canonical_end(text: str, raw: bytes) -> bool:
+    """Whether padded ``text`` sets no unused bits in its last group (``QQ==``, not ``QR==``,
+    though both decode alike): only then is the text the one encoding of its bytes, so
+    that hashing the bytes covers the text (a JSON argument is used as the text itself).
+    ``raw`` ends with the decoded bytes of that group."""
+    if not text.endswith("="):
+        return True  # whole groups: each of 4 characters is the one encoding of its 3 bytes
+    tail = raw[-(2 if text[-2] != "=" else 1) :]
+    return binascii.b2a_base64(tail, newline=False) == text[-4:].encode("ascii")
 
 
 def _head_length(length: int) -> int:
