@@ -259,27 +259,27 @@ def _big_writer(
     *,
     digests: Digests | None = None,
     decoded: dict[int, bytes] | None = None,
-    before_decoding: Callable[[], None] | None = None,
+    replay: tuple[ReplayCache, str, float] | None = None,
 ) -> Callable[[str], str]:
     """What writes the canonical text of big strings: the digest a signer kept for one
     (``digests``, used once, then let go), else the digest of what it decodes to, whose bytes
     go into ``decoded`` up to :data:`_DECODED_BUDGET` (past it they are decoded again when
     unpickled: a big map job must not hold all its items' bytes at once). Verifiers pass no
-    ``digests``: they hash what they decode. ``before_decoding`` runs once, before the
-    first big string is decoded, and may raise to stop it."""
-    if not digests and decoded is None and before_decoding is None:
+    ``digests``: they hash what they decode. With ``replay`` (cache, nonce, deadline), a
+    nonce already seen is refused before the first big string is decoded."""
+    if not digests and decoded is None and replay is None:
         return _hashed_big
     room = _DECODED_BUDGET
-    pending = before_decoding
+    unchecked = replay
 
     def big(text: str) -> str:
-        nonlocal room, pending
+        nonlocal room, unchecked
         kept = digests.pop(id(text), None) if digests else None
         if kept is not None:  # the entry holds its text, so the id is that text's
             return "#" + kept[1]
-        if pending is not None:
-            check, pending = pending, None
-            check()
+        if unchecked is not None:
+            (cache, nonce, deadline), unchecked = unchecked, None
+            cache.check(nonce, deadline)
         if decoded is None or room <= 0:
             return _big_text(text, None)
         canonical = _big_text(text, decoded)
@@ -573,7 +573,7 @@ def verify_request(
         )
     # A replay is refused before its big pickles are decoded and hashed (5 ms a megabyte
     # here); the nonce is recorded only once the digest matched, below.
-    big = _big_writer(decoded=decoded, before_decoding=lambda: replay.check(nonce, deadline))
+    big = _big_writer(decoded=decoded, replay=(replay, nonce, deadline))
     try:
         actual = _payload_digest(fields, big)
     except ValueError as exc:
