@@ -462,16 +462,16 @@ def test_queued_jobs_of_an_endpoint_the_new_build_drops_fail_with_the_reason(
         10,
         "the old worker to die",
     )
-    platform.replace_app(v1)  # serves endpoint a again, to read its jobs
-    for job_id in (busy, queued):
+    for job_id in (busy, queued):  # their status can still be read, though a is gone
         final = ended(platform, "a", job_id)
         assert final["status"] == "FAILED" and removed in final["error"]
+    assert _get(platform, "a/health").status_code == 404  # the endpoint itself is gone
 
     # Queued when the platform stopped, and the next start serves a build without a.
+    platform.replace_app(v1)
     busy, queued = busy_and_queued(platform)
     platform.stop(grace_s=0.2)  # the busy job is run again at the next start
     restarted = platform_factory(v2, state)
-    restarted.replace_app(v1)
     for job_id in (busy, queued):
         final = ended(restarted, "a", job_id)
         assert final["status"] == "FAILED" and removed in final["error"]

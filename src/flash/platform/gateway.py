@@ -116,8 +116,9 @@ class Gateway:
             "job-done": (("worker", "job_id"), ("POST",), w(self.done)),
             "runsync": ((), ("POST",), c(self.runsync)),
             "run": ((), ("POST",), c(self.run)),
-            "status": (("job_id",), ("GET", "POST"), c(self.status)),
-            "stream": (("job_id",), ("GET", "POST"), c(self.stream)),
+            # A job outlives its endpoint's removal by a new build: it can still be read.
+            "status": (("job_id",), ("GET", "POST"), c(self.status, jobs=True)),
+            "stream": (("job_id",), ("GET", "POST"), c(self.stream, jobs=True)),
             "cancel": (("job_id",), ("POST",), c(self.cancel)),
             "retry": (("job_id",), ("POST",), c(self.retry)),
             "purge-queue": ((), ("POST",), c(self.purge)),
@@ -139,12 +140,17 @@ class Gateway:
 
     # ------------------------------------------------------------------ guards
 
-    def _client(self, fn: Handler) -> Handler:
+    def _client(self, fn: Handler, *, jobs: bool = False) -> Handler:
+        """``fn`` for callers with the API key, on a deployed endpoint (``jobs``: or on
+        one that still has the job the path names)."""
+
         async def guarded(request: Request) -> Response:
             if self.api_key is not None and not _authorized(request, self.api_key):
                 return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
             endpoint = request.path_params["endpoint"]
-            if endpoint not in self.supervisor.deployments:
+            if endpoint not in self.supervisor.deployments and not (
+                jobs and self.dispatcher.get(endpoint, request.path_params["job_id"]) is not None
+            ):
                 known = ", ".join(sorted(self.supervisor.deployments)) or "none"
                 return _error(404, f"endpoint '{endpoint}' not found (endpoints: {known})")
             return await fn(request)
