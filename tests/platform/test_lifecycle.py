@@ -816,3 +816,28 @@ def test_concurrency_modifier_sets_jobs_per_worker(tmp_path: Path, platform_fact
     assert len({o["pid"] for o in outputs}) == 1
     starts = sorted(o["started"] for o in outputs)
     assert starts[-1] - starts[0] < 0.9  # three at once on one worker
+
+
+DEEP_STREAM = """
+from flash.runtime.worker import start
+
+def handler(job):
+    yield "first"
+    out = "leaf"
+    for _ in range(300):
+        out = [out]
+    yield out
+    yield "last"
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_stream_item_the_gateway_refuses_fails_the_job(tmp_path: Path, platform_factory) -> None:
+    # A stream that silently lost an item would look complete: the job fails with the reason.
+    platform = platform_factory(write_app(tmp_path / "app", {"ds": (DEEP_STREAM, {})}))
+    job = _post(platform, "ds/run", json={"input": {}}).json()
+    final = ended(platform, "ds", job["id"])
+    assert final["status"] == "FAILED"
+    assert "refused" in final["error"] and "deeper than 256" in final["error"]

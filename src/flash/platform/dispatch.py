@@ -345,8 +345,8 @@ class Dispatcher:
         return True
 
     def refuse(self, worker_id: str, job_id: str, reason: str) -> None:
-        """A result report of the worker's could not be read: the job fails with ``reason``
-        (if it is still this worker's), as it will never be reported again."""
+        """A result report (or stream item) of the worker's could not be read: the job fails
+        with ``reason`` (if it is still this worker's), as it will never be reported again."""
         job = self.jobs.get(job_id)
         if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
             return

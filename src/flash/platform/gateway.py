@@ -363,6 +363,10 @@ class Gateway:
     async def chunk(self, request: Request) -> Response:
         parsed = await _worker_body(request)
         if isinstance(parsed, str):
+            # The item is lost: a stream that went on without it would look complete.
+            self.dispatcher.refuse(
+                request.path_params["worker"], request.path_params["job_id"], parsed
+            )
             return _error(400, parsed)
         body = parsed[0]
         accepted = self.dispatcher.chunk(
