@@ -11,7 +11,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tests.integration.projects import multi_package_project, write_files
+from tests.integration.projects import multi_package_project, src_layout_project, write_files
 from tests.wheelhouse import build_wheel
 
 from flash.build.dependencies import DependencyOptions
@@ -352,6 +352,35 @@ def test_reserved_file_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="reserved") as info:
         build_project(BuildOptions(project_dir=root))
     assert info.value.path == "handler_gpu_worker.py"
+
+
+def test_a_src_layout_project_builds_with_its_installed_module_names(tmp_path: Path) -> None:
+    root = src_layout_project(tmp_path / "proj")
+    result = build_project(BuildOptions(project_dir=root, keep_build=True))
+    registry = result.manifest.function_registry
+    assert registry == {
+        "srcapp.gpu.embed": "src-cpu",
+        "srcapp.models.counter.Counter": "src-cpu",
+        "tasks.quadruple": "src-cpu",
+    }
+    # The files stay where they are; the handler puts src/ on sys.path, right after its own
+    # folder, and the build's import check (a fresh interpreter) passed through it.
+    files = names(result.archive)
+    assert "src/srcapp/gpu.py" in files and "srcapp/gpu.py" not in files
+    handler = (root / ".flash" / ".build" / "handler_src_cpu.py").read_text()
+    assert "sys.path.insert(1, _SRC)" in handler
+    assert '("srcapp.gpu.embed", "srcapp.gpu", "embed")' in handler
+    # Typed functions got their schemas, so the modules were imported by those names.
+    functions = result.manifest.resources["src-cpu"].functions
+    assert all(f.schema_ is not None for f in functions if f.name != "Counter")
+
+
+def test_a_src_layout_package_named_flash_is_refused(tmp_path: Path) -> None:
+    root = src_layout_project(tmp_path / "proj")
+    write_files(root, {"src/flash/__init__.py": ""})
+    with pytest.raises(BuildError, match="shadow the runtime") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.path == "src/flash/__init__.py"
 
 
 def test_output_name_is_a_plain_file_name(tmp_path: Path) -> None:

@@ -356,6 +356,50 @@ def test_module_names_for_numbered_files_nested_packages_and_init(tmp_path: Path
     assert list(result.resources) == ["cpu"]  # three equal configs named "cpu" are one endpoint
 
 
+def test_a_src_folder_without_init_is_an_import_root(tmp_path: Path) -> None:
+    # The src layout: src/mypkg is the package mypkg, as setuptools, hatch and uv install it.
+    deco = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
+    result = scan(
+        tmp_path / "layout",
+        {
+            "src/mypkg/__init__.py": deco,
+            "src/mypkg/gpu.py": f"{HEADER}from mypkg.config import gpu\n\n@remote(gpu)\n"
+            "def embed(): ...\n",
+            "src/mypkg/config.py": f'{HEADER}gpu = LiveServerless(name="gpu")\n',
+            "src/single.py": deco,
+            "tasks.py": deco,
+        },
+    )
+    modules = sorted((f.module, f.qualified_name, f.path) for f in result.functions)
+    assert modules == [
+        ("mypkg", "mypkg.step", "src/mypkg/__init__.py"),
+        ("mypkg.gpu", "mypkg.gpu.embed", "src/mypkg/gpu.py"),
+        ("single", "single.step", "src/single.py"),
+        ("tasks", "tasks.step", "tasks.py"),
+    ]
+    assert result.src_layout
+    # A src folder that is itself a package keeps its name, as before.
+    result = scan(tmp_path / "package", {"src/__init__.py": "", "src/jobs.py": deco})
+    assert only(result).qualified_name == "src.jobs.step" and not result.src_layout
+
+
+@pytest.mark.parametrize(
+    ("at_root", "under_src"),
+    [
+        ("mypkg/gpu.py", "src/mypkg/gpu.py"),  # the same module twice
+        ("mypkg/__init__.py", "src/mypkg/gpu.py"),  # the root package would hide src's
+        ("mypkg.py", "src/mypkg/__init__.py"),
+    ],
+)
+def test_a_module_both_at_the_root_and_under_src_is_an_error(
+    tmp_path: Path, at_root: str, under_src: str
+) -> None:
+    deco = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
+    error = scan_error(tmp_path, {at_root: "", under_src: deco})
+    assert error.path == under_src
+    assert f"{at_root} and {under_src} both define the top-level module 'mypkg'" in error.message
+
+
 def test_same_function_name_on_two_endpoints(tmp_path: Path) -> None:
     result = scan(
         tmp_path,

@@ -65,3 +65,72 @@ def multi_package_project(root: Path) -> Path:
             """,
         },
     )
+
+
+def src_layout_project(root: Path) -> Path:
+    """The "src layout" of packaged projects: the package ``srcapp`` lives in ``src/`` (which
+    has no __init__.py) and imports itself by absolute name, as installed code does; a
+    root-level module imports it too."""
+    return write_files(
+        root,
+        {
+            "pyproject.toml": """
+                [project]
+                name = "srcapp"
+                version = "0.1.0"
+                dependencies = []
+
+                [build-system]
+                requires = ["hatchling"]
+                build-backend = "hatchling.build"
+            """,
+            "src/srcapp/__init__.py": "",
+            "src/srcapp/config.py": """
+                from flash import CpuLiveServerless
+
+                cpu = CpuLiveServerless(name="src-cpu", workersMax=1)
+            """,
+            "src/srcapp/util.py": """
+                def double(x: int) -> int:
+                    return 2 * x
+            """,
+            "src/srcapp/gpu.py": """
+                from flash import remote
+
+                from srcapp.config import cpu
+                from srcapp.util import double
+
+
+                @remote(resource_config=cpu)
+                async def embed(x: int) -> int:
+                    return double(x) + 1
+            """,
+            "src/srcapp/models/__init__.py": "",
+            "src/srcapp/models/counter.py": """
+                from flash import remote
+
+                from ..config import cpu
+
+
+                @remote(cpu)
+                class Counter:
+                    def __init__(self, start: int) -> None:
+                        self.value = start
+
+                    def add(self, n: int) -> int:
+                        self.value += n
+                        return self.value
+            """,
+            "tasks.py": """
+                from flash import remote
+
+                from srcapp.config import cpu
+                from srcapp.util import double
+
+
+                @remote(cpu)
+                def quadruple(x: int) -> int:
+                    return double(double(x))
+            """,
+        },
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle  # noqa: F401  - the caller side of the wire format
-from tests.integration.projects import multi_package_project
+from tests.integration.projects import multi_package_project, src_layout_project
 from tests.wheelhouse import build_wheel
 
 import flash
@@ -159,6 +159,26 @@ def test_multi_package_archive_with_dependency_runs_alone(tmp_path: Path) -> Non
         ],
     )
     assert [result(r) for r in responses] == [[101, 102], "HI", [0, 1, 2]]
+
+
+def test_src_layout_archive_runs_alone(tmp_path: Path) -> None:
+    # src/srcapp is the package srcapp on the worker: its own absolute imports work, and so
+    # does a root-level module importing it.
+    build = build_project(BuildOptions(project_dir=src_layout_project(tmp_path / "proj")))
+    app = extract_archive(build.archive, tmp_path / "app")
+
+    responses = run_isolated(
+        app,
+        [
+            ("handler_src_cpu", function_job("src-cpu", "srcapp.gpu.embed", 20)),
+            ("handler_src_cpu", function_job("src-cpu", "tasks.quadruple", 3)),
+            (
+                "handler_src_cpu",
+                class_job("src-cpu", "srcapp.models.counter.Counter", (10,), "add", 5),
+            ),
+        ],
+    )
+    assert [result(r) for r in responses] == [41, 12, 15]
 
 
 def test_stored_and_renamed_decorators_run_from_the_archive(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from flash.build.manifest import (
     handler_file_name,
     load_manifest,
 )
-from flash.build.scanner import ScanResult, scan_project
+from flash.build.scanner import SRC_ROOT, ScanResult, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.runtime.protocol import MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
@@ -202,7 +202,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     )
     with _timed(timings, "handlers"):
         entries = _project_entries(root, files)
-        entries += _handler_entries(manifest)
+        entries += _handler_entries(manifest, src_layout=scan.src_layout)
         entries += _runtime_entries(
             vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle")
         )
@@ -321,11 +321,14 @@ def _project_name(root: Path) -> str:
 
 def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
     handler_names = {handler_file_name(name) for name in scan.resources}
+    src_prefix = SRC_ROOT + "/"
     for rel in files:
-        top = rel.split("/", 1)[0]
         if rel in handler_names or rel == MANIFEST_FILENAME:
             raise BuildError("this file name is reserved for a generated file; rename it", path=rel)
-        if top in ("flash", "cloudpickle") and "/" in rel:
+        # Under an import root src/, a package is as top-level as one at the project root.
+        importable = rel.removeprefix(src_prefix) if scan.src_layout else rel
+        top = importable.split("/", 1)[0]
+        if top in ("flash", "cloudpickle") and "/" in importable:
             raise BuildError(
                 f"a top-level package named {top!r} would shadow the runtime vendored into "
                 "the archive; rename it",
@@ -337,10 +340,10 @@ def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
     return [_archive.Entry(name=rel, source=root / rel) for rel in files]
 
 
-def _handler_entries(manifest: Manifest) -> list[_archive.Entry]:
+def _handler_entries(manifest: Manifest, *, src_layout: bool) -> list[_archive.Entry]:
     entries = []
     for name, resource in manifest.resources.items():
-        source = render_handler(name, resource)
+        source = render_handler(name, resource, src_layout=src_layout)
         try:
             compile(source, resource.handler_file, "exec")
         except SyntaxError as exc:  # pragma: no cover - a bug in the generator, not the project

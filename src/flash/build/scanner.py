@@ -22,12 +22,18 @@ from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 from flash.sdk.resources import CONFIG_TYPES, validate_config
 
 __all__ = [
+    "SRC_ROOT",
     "RemoteSpec",
     "ResourceSpec",
     "ScanResult",
+    "has_src_layout",
     "sanitize_resource_name",
     "scan_project",
 ]
+
+# A top-level folder of this name without an __init__.py is an import root, as the project
+# root is (the "src layout"): src/mypkg/gpu.py is the module mypkg.gpu, not src.mypkg.gpu.
+SRC_ROOT = "src"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,16 @@ class RemoteSpec:
 class ScanResult:
     resources: dict[str, ResourceSpec]
     functions: tuple[RemoteSpec, ...]
+    src_layout: bool = False  # modules under src/ are named without "src." (see SRC_ROOT)
+
+
+def has_src_layout(files: Sequence[str]) -> bool:
+    """Whether the project's ``src/`` folder is an import root: it holds Python files and is
+    not itself a package (no ``src/__init__.py``)."""
+    prefix = SRC_ROOT + "/"
+    return f"{prefix}__init__.py" not in files and any(
+        f.startswith(prefix) and f.endswith(".py") for f in files
+    )
 
 
 def sanitize_resource_name(name: str) -> str:
@@ -83,7 +99,12 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     ``files`` are the project's files as posix paths relative to ``root``; only ``.py`` files
     are read. Raises BuildError for anything that cannot be known without running the code.
     """
-    modules = [_load_module(root, rel) for rel in sorted(f for f in files if f.endswith(".py"))]
+    src_layout = has_src_layout(files)
+    modules = [
+        _load_module(root, rel, src_layout) for rel in sorted(f for f in files if f.endswith(".py"))
+    ]
+    if src_layout:
+        _check_import_roots(modules)
     project = _Project(modules)
     functions: list[RemoteSpec] = []
     for module in modules:
@@ -98,7 +119,30 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     return ScanResult(
         resources=dict(sorted(resources.items())),
         functions=tuple(sorted(functions, key=lambda f: (f.resource, f.qualified_name))),
+        src_layout=src_layout,
     )
+
+
+def _check_import_roots(modules: list[_Module]) -> None:
+    """A top-level module or package both at the project root and under src/: on the worker
+    one would hide the other (the root comes first on sys.path), so the build refuses it."""
+    prefix = SRC_ROOT + "/"
+    at_root: dict[str, _Module] = {}
+    for module in modules:
+        if not module.path.startswith(prefix):
+            at_root.setdefault(module.name.split(".")[0], module)
+    for module in modules:
+        if not module.path.startswith(prefix):
+            continue
+        top = module.name.split(".")[0]
+        clash = at_root.get(top)
+        if clash is not None:
+            raise BuildError(
+                f"{clash.path} and {module.path} both define the top-level module {top!r} "
+                f"({SRC_ROOT}/ is an import root, like the project root); rename or remove "
+                "one of them",
+                path=module.path,
+            )
 
 
 _REMOTE_EXAMPLE = (
@@ -213,7 +257,7 @@ class _Module:
         return self._names
 
 
-def _load_module(root: Path, rel: str) -> _Module:
+def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
     try:
         data = (root / rel).read_bytes()
     except OSError as exc:
@@ -238,6 +282,8 @@ def _load_module(root: Path, rel: str) -> _Module:
     except ValueError as exc:  # null bytes, before Python 3.12
         raise BuildError(f"cannot parse file: {exc}", path=rel) from None
     parts = rel[: -len(".py")].split("/")
+    if src_layout and parts[0] == SRC_ROOT and len(parts) > 1:
+        parts.pop(0)
     is_package = parts[-1] == "__init__" and len(parts) > 1
     if is_package:
         parts.pop()
