@@ -121,7 +121,8 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     status = _status(dispatcher, job_id)
     assert status["status"] == "COMPLETED", status
     assert status["output"] == {"big": "result"}
-    assert dispatcher.jobs[job_id].stream == ["b"]
+    job = dispatcher.jobs[job_id]
+    assert asyncio.run(dispatcher.read_stream(job, 0)) == ["b"]
 
 
 def test_a_write_that_fails_half_way_does_not_hold_back_later_ones(tmp_path: Path) -> None:
@@ -161,6 +162,50 @@ def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path
     for name, job_id in ids.items():
         assert restarted.jobs[job_id].output_json is None  # not loaded until asked for
         assert _status(restarted, job_id)["output"] == json.loads(outputs[name])
+
+
+def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path: Path) -> None:
+    # Three streaming jobs of two 40 KB chunks each, with a small final output.
+    chunks = {f"s{i}": [f"{i}a" * 20_000, f"{i}b" * 20_000] for i in range(3)}
+
+    async def first_life() -> dict[str, str]:
+        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), output_memory_bytes=200_000)
+        dispatcher.add_endpoint("e", None)
+        dispatcher.register_worker("w1", "e")
+        ids = {}
+        for name, items in chunks.items():
+            job = dispatcher.submit("e", '{"x": 1}')
+            await dispatcher.take("w1", 1, False)
+            assert dispatcher.chunk("w1", job.id, items[0])
+            if name == "s0":  # a client reads the first chunk while it runs
+                assert await dispatcher.read_stream(job, 0) == items[:1]
+            assert dispatcher.chunk("w1", job.id, items[1])
+            assert dispatcher.done("w1", job.id, {"output": 2}, True, "2")
+            ids[name] = job.id
+        # Only the newest two streams fit in the budget...
+        in_memory = {n for n, i in ids.items() if dispatcher.jobs[i].stream}
+        assert in_memory == {"s1", "s2"}
+        # ...yet /stream answers every chunk not yet returned, in order, and /status the rest.
+        for name, job_id in ids.items():
+            job = dispatcher.jobs[job_id]
+            assert await dispatcher.read_stream(job, 0) == chunks[name][1 if name == "s0" else 0 :]
+            assert await dispatcher.read_stream(job, 0) == []
+            assert _status(dispatcher, job_id)["output"] == 2
+        return ids
+
+    ids = asyncio.run(first_life())
+
+    async def second_life() -> None:
+        restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        restarted.restore()
+        for name, job_id in ids.items():
+            job = restarted.jobs[job_id]
+            assert job.stream == []  # not loaded until asked for
+            sent = 1 if name == "s0" else 0  # what was returned before it finished
+            assert await restarted.read_stream(job, 0) == chunks[name][sent:]
+            assert _status(restarted, job_id)["status"] == "COMPLETED"
+
+    asyncio.run(second_life())
 
 
 def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_up(

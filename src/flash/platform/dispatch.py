@@ -27,9 +27,9 @@ STOP_GRACE_S = 3.0
 # How stale a heartbeat's job list may be.
 _PING_LAG_S = 0.5
 
-# Finished jobs' outputs of this size or more count against a memory budget: beyond it, the
-# oldest are read from the store when asked for, so results kept for 30 minutes do not fill
-# memory.
+# Finished jobs' outputs (with their stream chunks) of this size or more count against a
+# memory budget: beyond it, the oldest are read from the store when asked for, so results
+# kept for 30 minutes do not fill memory.
 _BIG_OUTPUT = 64 * 1024
 OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
 # The longest ttl or execution timeout a job can have (7 days, RunPod's longest). The
@@ -68,7 +68,7 @@ def _noop(*_: Any) -> None:
 class Dispatcher:
     def __init__(self, store: JobStore, *, output_memory_bytes: int = OUTPUT_MEMORY_BYTES) -> None:
         self.store = store
-        # Big outputs of finished jobs kept in memory, oldest first: id -> size.
+        # Finished jobs' big outputs and streams kept in memory, oldest first: id -> size.
         self.output_memory_bytes = output_memory_bytes
         self._outputs_in_memory: OrderedDict[str, int] = OrderedDict()
         self._output_bytes = 0
@@ -185,8 +185,10 @@ class Dispatcher:
         """Chunks not yet returned; waits up to ``timeout`` for one if there are none."""
         if job.stream_sent >= len(job.stream) and not job.final and timeout > 0:
             await self._wait(self._stream_waiters, job.id, timeout)
-        new = job.stream[job.stream_sent :]
-        job.stream_sent = len(job.stream)
+        # Checked after the wait: the job may have finished and had its chunks evicted.
+        stream = self.store.load_stream(job.id) if job.stream_in_store else job.stream
+        new = stream[job.stream_sent :]
+        job.stream_sent = len(stream)
         return new
 
     def cancel(self, job: Job) -> Job:
@@ -356,7 +358,7 @@ class Dispatcher:
         job = self.jobs.get(job_id)
         if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
             return False
-        self.store.add_chunk(job.id, len(job.stream), output)
+        job.stream_bytes += self.store.add_chunk(job.id, len(job.stream), output)
         job.stream.append(output)
         self._wake(self._stream_waiters, job.id)
         return True
@@ -503,6 +505,8 @@ class Dispatcher:
         job.output_json = None  # reported while running: the next attempt starts afresh
         job.stream = []
         job.stream_sent = 0
+        job.stream_bytes = 0
+        job.stream_in_store = False
 
     def _finish(
         self,
@@ -558,9 +562,10 @@ class Dispatcher:
         self.on_final(job)
 
     def _keep_output(self, job: Job) -> None:
-        """Count a finished job's big output against the memory budget; the oldest such
-        outputs beyond it are dropped from memory (they are in the store)."""
-        size = len(job.output_json or "")
+        """Count a finished job's big output and stream chunks against the memory budget;
+        the oldest such jobs beyond it have both dropped from memory (they are in the
+        store)."""
+        size = len(job.output_json or "") + job.stream_bytes
         if size < _BIG_OUTPUT:
             return
         self._outputs_in_memory[job.id] = size
@@ -569,8 +574,12 @@ class Dispatcher:
             job_id, size = self._outputs_in_memory.popitem(last=False)
             self._output_bytes -= size
             old = self.jobs.get(job_id)
-            if old is not None and old.final:
+            if old is None or not old.final:
+                continue
+            if old.output_json is not None:
                 old.output_json, old.output_in_store = None, True
+            if old.stream:
+                old.stream, old.stream_in_store = [], True
 
     def _forget_output(self, job_id: str) -> None:
         self._output_bytes -= self._outputs_in_memory.pop(job_id, 0)

@@ -49,6 +49,11 @@ class Job:
     expires_at: float | None = None
     stream: list[Any] = field(default_factory=list)
     stream_sent: int = 0
+    # The size of its chunks' JSON text, counted against the same memory budget as big
+    # outputs once the job is final. Beyond it, a finished job's chunks are kept in the store
+    # only (JobStore.load_stream): ``stream`` is then empty until they are asked for.
+    stream_bytes: int = 0
+    stream_in_store: bool = False
     # What its worker printed while running it (kept in memory for failure messages).
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=JOB_LOG_LINES))
 

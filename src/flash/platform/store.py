@@ -69,6 +69,13 @@ LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}
 LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
 ORDER BY jobs.seq
 """
+# Finished jobs' chunks are not read (SQLite does not even read them), only that they exist.
+_LOAD_CHUNKS = f"""
+SELECT chunks.job_id, jobs.status,
+    CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN NULL ELSE chunks.chunk END
+FROM chunks JOIN jobs ON jobs.id = chunks.job_id
+ORDER BY chunks.job_id, chunks.n
+"""
 _SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
 _SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id = ?"
 _PUT_PAYLOAD = "INSERT OR REPLACE INTO payloads (job_id, kind, json) VALUES (?, ?, ?)"
@@ -201,11 +208,21 @@ class JobStore:
         ).fetchone()
         return row
 
-    def add_chunk(self, job_id: str, n: int, chunk: Any) -> None:
+    def add_chunk(self, job_id: str, n: int, chunk: Any) -> int:
+        """Store chunk ``n`` of the job's stream; the size of its JSON text."""
+        text = json.dumps(chunk)
         self._db.execute(
             "INSERT OR REPLACE INTO chunks (job_id, n, chunk) VALUES (?, ?, ?)",
-            (job_id, n, json.dumps(chunk)),
+            (job_id, n, text),
         )
+        return len(text)
+
+    def load_stream(self, job_id: str) -> list[Any]:
+        """The job's stored stream chunks, in order (a damaged one is left out)."""
+        rows = self._db.execute(
+            "SELECT chunk FROM chunks WHERE job_id = ? ORDER BY n", (job_id,)
+        ).fetchall()
+        return _readable_chunks([row[0] for row in rows])
 
     def clear_chunks(self, job_id: str) -> None:
         self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
@@ -220,21 +237,25 @@ class JobStore:
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
 
     def load(self) -> list[Job]:
-        """Every stored job in submission order, with its stream chunks; finished jobs
-        without their input (only a retry needs it: ``load_input``).
+        """Every stored job in submission order; unfinished jobs with their stream chunks,
+        finished jobs without their input (only a retry needs it: ``load_input``) and
+        without their chunks (read when asked for: ``load_stream``).
 
         A job whose stored record cannot be read is returned FAILED with an error that says
         so, and stored that way: one damaged row does not keep the others from running.
         """
         chunks: dict[str, list[str]] = {}
-        for job_id, chunk in self._db.execute(
-            "SELECT job_id, chunk FROM chunks ORDER BY job_id, n"
-        ):
-            chunks.setdefault(job_id, []).append(chunk)
+        streamed: set[str] = set()  # finished jobs with chunks in the store
+        for job_id, status, chunk in self._db.execute(_LOAD_CHUNKS, _FINAL):
+            if status in FINAL:
+                streamed.add(job_id)
+            else:
+                chunks.setdefault(job_id, []).append(chunk)
         jobs = []
         for row in self._db.execute(_LOAD, _FINAL + _FINAL).fetchall():
             try:
                 job = _job(row, _readable_chunks(chunks.get(row[1], [])))
+                job.stream_in_store = job.id in streamed
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 job = _unreadable_job(row, err)
                 self._rewrite(job)
