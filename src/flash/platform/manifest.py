@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flash.platform.dispatch import MAX_POLICY_MS
 from flash.runtime.protocol import MANIFEST_FILENAME
 
 
@@ -62,7 +64,10 @@ def read_manifest(app_dir: Path) -> dict[str, EndpointSpec]:
             workers_min=_int(config, "workersMin", 0, where),
             workers_max=max(1, _int(config, "workersMax", 3, where)),
             idle_timeout_s=_number(config, "idleTimeout", 5, where),
-            execution_timeout_ms=_optional_int(config, "executionTimeoutMs", where),
+            # The platform runs no job for longer (see MAX_POLICY_MS): a longer one means that.
+            execution_timeout_ms=_optional_int(
+                config, "executionTimeoutMs", where, most=MAX_POLICY_MS
+            ),
             scaler_type=_scaler(config, where),
             scaler_value=max(_number(config, "scalerValue", 4, where), 0.001),
             concurrency=max(1, _int(config, "concurrency", 1, where)),
@@ -77,23 +82,36 @@ def read_manifest(app_dir: Path) -> dict[str, EndpointSpec]:
     return specs
 
 
-def _number(config: dict[str, Any], key: str, default: float, where: str) -> float:
+def _number(
+    config: dict[str, Any], key: str, default: float, where: str, most: float | None = None
+) -> float:
+    """The non-negative number at ``key``; one above ``most`` (if given) is ``most``."""
     value = config.get(key, default)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise PlatformError(f"{where}.config.{key}: expected a non-negative number, got {value!r}")
+    if most is not None and value > most:
+        return most
+    # Archives built before the build-time bounds may hold any JSON number: a float cannot
+    # hold 10**400, and int() cannot take an Infinity.
+    if isinstance(value, int) and value.bit_length() > 1000:
+        raise PlatformError(f"{where}.config.{key}: the number is too big")
+    if not math.isfinite(value):
+        raise PlatformError(f"{where}.config.{key}: expected a finite number, got {value!r}")
     return float(value)
 
 
-def _int(config: dict[str, Any], key: str, default: int, where: str) -> int:
-    return int(_number(config, key, default, where))
+def _int(
+    config: dict[str, Any], key: str, default: int, where: str, most: int | None = None
+) -> int:
+    return int(_number(config, key, default, where, most))
 
 
-def _optional_int(config: dict[str, Any], key: str, where: str) -> int | None:
+def _optional_int(config: dict[str, Any], key: str, where: str, most: int) -> int | None:
     if config.get(key) in (None, 0):
         return None
-    return _int(config, key, 0, where)
+    return _int(config, key, 0, where, most)
 
 
 def _scaler(config: dict[str, Any], where: str) -> str:
