@@ -638,6 +638,7 @@ def test_a_result_the_gateway_refuses_fails_the_job_and_frees_its_worker(
     final = ended(platform, "deep", job["id"])
     assert final["status"] == "FAILED"
     assert "result was refused" in final["error"] and "deeper than 256" in final["error"]
+    assert len(final["error"]) < 300, final["error"]  # not the whole path, 256 levels long
     # Its worker is free again: it runs the next job, then stops once idle.
     nested = _post(platform, "deep/runsync", json={"input": {"depth": 2}}).json()
     assert nested["output"] == [["leaf"]]

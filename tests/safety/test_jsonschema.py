@@ -309,6 +309,25 @@ def test_check_depth_is_iterative_and_names_the_place() -> None:
     )
 
 
+def test_a_too_deep_value_is_named_in_a_short_message() -> None:
+    # As the gateway refuses a worker's report, and a worker a /run input's field.
+    for text, place in (
+        (json.dumps({"output": nested_list(300)}), "output[0][0]"),
+        (json.dumps({"input": {"kwargs": {"x": nested_list(300)}}}), "input.kwargs.x[0]"),
+    ):
+        with pytest.raises(JsonInputError) as info:
+            parse_json(text, len(text), 256)
+        message = str(info.value)
+        assert len(message) < 200, message
+        assert "deeper than 256 levels" in message
+        assert message.startswith(place), message
+    with pytest.raises(JsonInputError) as info:
+        check_depth(nested_list(300), 256, path="kwargs.x")
+    assert str(info.value) == (
+        "kwargs.x[0][0][0][0][0][0][0][0]... (256 levels): JSON nested deeper than 256 levels"
+    )
+
+
 def test_parse_json_limits() -> None:
     assert parse_json('{"a": [1, 2]}', 100, 5) == {"a": [1, 2]}
     assert parse_json(b"[1.5]", 100, 5) == [1.5]

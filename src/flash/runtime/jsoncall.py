@@ -520,7 +520,8 @@ _MAX_INT_BITS = 14_000
 
 def _to_json(value: Any, path: _Path, depth: int) -> Any:
     if depth > MAX_NESTING:
-        raise JsonResultError(format_path(path), f"nested deeper than {MAX_NESTING} levels")
+        # The first levels of a path this deep are enough to say where it is.
+        raise JsonResultError(format_path(path, most=8), f"nested deeper than {MAX_NESTING} levels")
     kind = type(value)
     if kind in _PASS_THROUGH:
         return value

@@ -90,6 +90,10 @@ def validate(
     return validator.issues
 
 
+# How many levels of a too-deep value's path an error shows.
+_PATH_LEVELS_SHOWN = 8
+
+
 def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
     """Raise JsonInputError (TOO_DEEP) when arrays/objects nest deeper than ``max_depth``.
 
@@ -105,9 +109,10 @@ def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
         else:
             continue
         if depth >= max_depth:
+            # The path is as deep as the limit: its first levels name the field well enough.
+            where_text = format_path(where, most=_PATH_LEVELS_SHOWN) or "the value"
             raise JsonInputError(
-                TOO_DEEP,
-                f"{format_path(where) or 'the value'}: JSON nested deeper than {max_depth} levels",
+                TOO_DEEP, f"{where_text}: JSON nested deeper than {max_depth} levels"
             )
         for key, child in items:
             if isinstance(child, (dict, list, tuple)):
@@ -227,14 +232,16 @@ def _check_end(text: str, at: int) -> None:
         raise json.JSONDecodeError("Extra data", text, at)
 
 
-def format_path(path: _Path) -> str:
-    """Text of a path chain: ``kwargs.items[2]["odd key"]``."""
+def format_path(path: _Path, most: int | None = None) -> str:
+    """Text of a path chain: ``kwargs.items[2]["odd key"]``; with ``most``, a longer chain
+    shows its first ``most`` keys and how many there are: ``output[0][0]... (300 levels)``."""
     keys: list[Any] = []
     while isinstance(path, tuple):
         path, key = path
         keys.append(key)
     text = path if isinstance(path, str) else ""
-    for key in reversed(keys):
+    shown = keys[::-1] if most is None else keys[::-1][:most]
+    for key in shown:
         if isinstance(key, int) and not isinstance(key, bool):
             text += f"[{key}]"
         elif isinstance(key, str) and _IDENTIFIER.fullmatch(key):
@@ -243,6 +250,8 @@ def format_path(path: _Path) -> str:
             text += f"[{json.dumps(key)}]"
         else:
             text += f"[{key!r}]"
+    if len(shown) < len(keys):
+        text += f"... ({len(keys)} levels)"
     return text
 
 
