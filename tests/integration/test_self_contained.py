@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle  # noqa: F401  - the caller side of the wire format
-from tests.integration.projects import multi_package_project, src_layout_project
+from tests.integration.projects import multi_package_project, src_layout_project, write_files
 from tests.wheelhouse import build_wheel
 
 import flash
@@ -99,6 +99,12 @@ def run_isolated(app: Path, requests: list[tuple[str, dict[str, Any]]]) -> list[
     return lines[:-1]
 
 
+def _built_app(tmp_path: Path, files: dict[str, str]) -> Path:
+    """The extracted archive of a project made of ``files``."""
+    build = build_project(BuildOptions(project_dir=write_files(tmp_path / "proj", files)))
+    return extract_archive(build.archive, tmp_path / "app")
+
+
 def result(response: dict[str, Any]) -> Any:
     assert response["success"], response
     return deserialize(response["result"])
@@ -182,7 +188,6 @@ def test_src_layout_archive_runs_alone(tmp_path: Path) -> None:
 
 
 def test_stored_and_renamed_decorators_run_from_the_archive(tmp_path: Path) -> None:
-    root = tmp_path / "proj"
     files = {
         "workers/__init__.py": "",
         "workers/common.py": "from flash import CpuLiveServerless, remote as endpoint\n"
@@ -192,10 +197,7 @@ def test_stored_and_renamed_decorators_run_from_the_archive(tmp_path: Path) -> N
         "@endpoint(cpu)\ndef double(x: int) -> int:\n    return 2 * x\n\n"
         "@on_cpu\ndef shout(text: str) -> str:\n    return text.upper()\n",
     }
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    build = build_project(BuildOptions(project_dir=root))
+    build = build_project(BuildOptions(project_dir=write_files(tmp_path / "proj", files)))
     assert build.manifest.function_registry == {
         "workers.jobs.double": "cpu-worker",
         "workers.jobs.shout": "cpu-worker",
@@ -212,27 +214,20 @@ def test_stored_and_renamed_decorators_run_from_the_archive(tmp_path: Path) -> N
 
 
 def test_submodule_import_paths_work_in_the_archive(tmp_path: Path) -> None:
-    root = tmp_path / "proj"
-    (root / "workers").mkdir(parents=True)
-    (root / "workers" / "__init__.py").write_text("")
-    (root / "workers" / "gpu.py").write_text(
+    gpu = (
         "from flash.sdk.remote import remote\n"
         "from flash.sdk.resources import GpuGroup, LiveServerless\n\n"
         'gpu = LiveServerless(name="gpu-worker", gpus=[GpuGroup.AMPERE_80])\n\n'
         "@remote(resource_config=gpu)\ndef embed(x: int) -> int:\n    return x + 1\n"
     )
-    build = build_project(BuildOptions(project_dir=root))
-    app = extract_archive(build.archive, tmp_path / "app")
+    app = _built_app(tmp_path, {"workers/__init__.py": "", "workers/gpu.py": gpu})
     responses = run_isolated(app, [("handler_gpu_worker", function_job("gpu-worker", "embed", 1))])
     assert result(responses[0]) == 2
 
 
 def test_every_name_flash_exports_imports_in_the_archive(tmp_path: Path) -> None:
-    root = tmp_path / "proj"
-    (root / "workers").mkdir(parents=True)
-    (root / "workers" / "__init__.py").write_text("")
     names = ", ".join(n for n in flash.__all__ if n != "__version__")
-    (root / "workers" / "gpu.py").write_text(
+    gpu = (
         f"from flash import {names}\n"
         "from flash.sdk import connect as sdk_connect, ResourceConfig as SdkConfig\n"
         "from flash.sdk.resources import ResourceConfig as ResourcesConfig\n\n"
@@ -243,8 +238,7 @@ def test_every_name_flash_exports_imports_in_the_archive(tmp_path: Path) -> None
         "        return [all(isinstance(gpu, c) for c in configs), str(exc)]\n"
         "    return [False, 'connected']\n"
     )
-    build = build_project(BuildOptions(project_dir=root))
-    app = extract_archive(build.archive, tmp_path / "app")
+    app = _built_app(tmp_path, {"workers/__init__.py": "", "workers/gpu.py": gpu})
     job = function_job("gpu-worker", "probe", "http://127.0.0.1:8000")
     [response] = run_isolated(app, [("handler_gpu_worker", job)])
     is_config, error = result(response)
