@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flash.platform.dispatch import MAX_POLICY_MS
+from flash.platform.jobs import MAX_POLICY_MS
 from flash.platform.manifest import PlatformError, read_manifest
 from flash.runtime.protocol import MANIFEST_FILENAME
 

@@ -7,12 +7,11 @@ through to the ``JobStore`` before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +31,6 @@ _PING_LAG_S = 0.5
 # kept for 30 minutes do not fill memory.
 _BIG_OUTPUT = 64 * 1024
 OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
-# The longest ttl or execution timeout a job can have (7 days, RunPod's longest). The
-# gateway refuses more; timers are capped here too, because a bigger number (a job stored
-# by an older version) overflows a float and would fail a job half-submitted or start-up.
-MAX_POLICY_MS = 7 * 24 * 60 * 60 * 1000
 
 
 @dataclass
@@ -116,10 +111,10 @@ class Dispatcher:
                 self.jobs[job.id] = job
                 continue
             # IN_PROGRESS is not written through (see _assign): a job with chunks had started
-            # too. Either way its attempt died with the platform and runs again from scratch.
-            if job.status == js.IN_PROGRESS or job.stream:
+            # too. Either way its attempt died with the platform and runs again from scratch
+            # (save_requeued drops its output and chunks).
+            if job.status == js.IN_PROGRESS or job.stream_in_store:
                 self._reset_attempt(job)
-                self.store.clear_chunks(job.id)
                 requeued.append(job)
             job.status = js.IN_QUEUE
             self.jobs[job.id] = job
@@ -229,19 +224,25 @@ class Dispatcher:
 
     def _end_queued(self, endpoint: str, status: str, error: str) -> int:
         """End every job waiting in the endpoint's queue with ``status``; how many."""
-        queue = self.queues.get(endpoint, deque())
-        ended = [self.jobs[i] for i in queue if self.jobs[i].status == js.IN_QUEUE]
-        queue.clear()
+        ended = list(self._waiting(endpoint))
+        self.queues.get(endpoint, deque()).clear()
         for job in ended:
             self._finish(job, status, error=error)
         return len(ended)
 
     def oldest_wait(self, endpoint: str, now: float) -> float:
-        for job_id in self.queues.get(endpoint, ()):
-            job = self.jobs[job_id]
-            if job.status == js.IN_QUEUE:
-                return now - job.created_at
+        for job in self._waiting(endpoint):
+            return now - job.created_at
         return 0.0
+
+    def _waiting(self, endpoint: str) -> Iterator[Job]:
+        """The endpoint's queued jobs, oldest first. A queue keeps the ids of jobs that ended
+        while waiting (cancelled, timed out, pruned since): they are skipped here, and
+        dropped when taken (_pop_queued)."""
+        for job_id in self.queues.get(endpoint, ()):
+            job = self.jobs.get(job_id)
+            if job is not None and job.status == js.IN_QUEUE:
+                yield job
 
     def status_json(self, job: Job) -> str:
         """What ``GET /status`` answers for ``job``; a big finished output is read from the
@@ -465,7 +466,6 @@ class Dispatcher:
         state.assigned.add(job.id)
         limit = job.execution_timeout_ms or self.exec_timeout_ms.get(job.endpoint)
         if limit:
-            limit = min(limit, MAX_POLICY_MS)
             self._timers[job.id] = asyncio.get_running_loop().call_later(
                 limit / 1000, self._on_timeout, job.id, job.attempts, limit
             )
@@ -480,8 +480,7 @@ class Dispatcher:
     def _arm_ttl(self, job: Job) -> None:
         if not job.ttl_ms:
             return
-        ttl_s = min(job.ttl_ms, MAX_POLICY_MS) / 1000
-        delay = max(0.0, job.created_at + ttl_s - time.time())
+        delay = max(0.0, job.created_at + job.ttl_ms / 1000 - time.time())
         self._ttl_timers[job.id] = asyncio.get_running_loop().call_later(
             delay, self._on_ttl, job.id
         )
@@ -490,8 +489,7 @@ class Dispatcher:
         self._ttl_timers.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is not None and not job.final:
-            ttl = min(job.ttl_ms or 0, MAX_POLICY_MS)
-            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {ttl} ms")
+            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {job.ttl_ms} ms")
 
     def _cancel_timer(self, job_id: str) -> None:
         timer = self._timers.pop(job_id, None)
@@ -539,10 +537,6 @@ class Dispatcher:
             ttl.cancel()
         if previous == js.IN_QUEUE:
             self.queued[job.endpoint] -= 1
-            # Out of its queue too (unless _end_queued emptied it): an id left there would
-            # outlive the job once it is pruned, and break every reader of the queue.
-            with contextlib.suppress(ValueError):
-                self.queues[job.endpoint].remove(job.id)
         elif previous == js.IN_PROGRESS:
             self.running[job.endpoint] -= 1
             state = self.workers.get(worker_id or "")

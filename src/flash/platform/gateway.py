@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from flash.platform import jobs as js
 from flash.platform import openapi
-from flash.platform.dispatch import MAX_POLICY_MS, Dispatcher
+from flash.platform.dispatch import Dispatcher
 from flash.platform.supervisor import Supervisor
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
 
@@ -344,7 +344,7 @@ class Gateway:
             # A final report the worker will not send again: end the job with the reason, or
             # it would stay IN_PROGRESS and keep its worker busy forever. A progress update
             # (the SDK's progress_update posts here too) is only refused: the job goes on.
-            if not _PROGRESS_REPORT.search(await request.body()):
+            if not _PROGRESS_REPORT.match(await request.body()):
                 self.dispatcher.refuse(
                     request.path_params["worker"], request.path_params["job_id"], parsed
                 )
@@ -461,14 +461,15 @@ def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None]
             isinstance(value, bool) or not isinstance(value, int) or value <= 0
         ):
             return _error(400, f"'policy.{key}' must be a positive integer (milliseconds)")
-        if value is not None and value > MAX_POLICY_MS:
-            return _error(400, f"'policy.{key}' must be at most {MAX_POLICY_MS} ms (7 days)")
+        if value is not None and value > js.MAX_POLICY_MS:
+            return _error(400, f"'policy.{key}' must be at most {js.MAX_POLICY_MS} ms (7 days)")
         limits.append(value)
     return _member_json(data, "input", input_text), webhook, limits[0], limits[1]
 
 
-# What marks a job-done body as a progress update, found without parsing it.
-_PROGRESS_REPORT = re.compile(rb'"status"\s*:\s*"IN_PROGRESS"')
+# What marks a job-done body as a progress update, found without parsing it: the SDK writes
+# the status first (an output holding the same text must not pass for one).
+_PROGRESS_REPORT = re.compile(rb'\A\s*\{\s*"status"\s*:\s*"IN_PROGRESS"')
 
 
 async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | str:

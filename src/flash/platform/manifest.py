@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flash.platform.dispatch import MAX_POLICY_MS
+from flash.platform.jobs import MAX_POLICY_MS
 from flash.runtime.protocol import MANIFEST_FILENAME
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flash.platform.jobs import FAILED, FINAL, RUN_RETENTION_S, Job
+from flash.platform.jobs import FAILED, FINAL, MAX_POLICY_MS, RUN_RETENTION_S, Job
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -69,13 +69,8 @@ LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}
 LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
 ORDER BY jobs.seq
 """
-# Finished jobs' chunks are not read (SQLite does not even read them), only that they exist.
-_LOAD_CHUNKS = f"""
-SELECT chunks.job_id, jobs.status,
-    CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN NULL ELSE chunks.chunk END
-FROM chunks JOIN jobs ON jobs.id = chunks.job_id
-ORDER BY chunks.job_id, chunks.n
-"""
+# Which jobs have stream chunks; the chunks themselves are read when asked for (load_stream).
+_STREAMED = "SELECT DISTINCT job_id FROM chunks"
 _SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
 _SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id = ?"
 _PUT_PAYLOAD = "INSERT OR REPLACE INTO payloads (job_id, kind, json) VALUES (?, ?, ?)"
@@ -169,8 +164,8 @@ class JobStore:
                 )
 
     def save_requeued(self, jobs: list[Job]) -> None:
-        """Write the state of jobs sent back to the queue, and that they have no output,
-        in one transaction (start-up re-queues every job that was running)."""
+        """Write the state of jobs sent back to the queue, and that they have no output or
+        stream chunks, in one transaction (start-up re-queues every job that was running)."""
         if not jobs:
             return
         with self._transaction():
@@ -181,6 +176,7 @@ class JobStore:
                 "DELETE FROM payloads WHERE job_id = ? AND kind = ?",
                 [(job.id, _OUTPUT) for job in jobs],
             )
+            self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(j.id,) for j in jobs])
 
     def load_output(self, job_id: str) -> str | None:
         """The stored output's JSON text (None: it has none); ValueError if unreadable."""
@@ -237,24 +233,18 @@ class JobStore:
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
 
     def load(self) -> list[Job]:
-        """Every stored job in submission order; unfinished jobs with their stream chunks,
-        finished jobs without their input (only a retry needs it: ``load_input``) and
-        without their chunks (read when asked for: ``load_stream``).
+        """Every stored job in submission order; finished jobs without their input (only a
+        retry needs it: ``load_input``); no job with its stream chunks, only whether it has
+        any (``stream_in_store``; read when asked for: ``load_stream``).
 
         A job whose stored record cannot be read is returned FAILED with an error that says
         so, and stored that way: one damaged row does not keep the others from running.
         """
-        chunks: dict[str, list[str]] = {}
-        streamed: set[str] = set()  # finished jobs with chunks in the store
-        for job_id, status, chunk in self._db.execute(_LOAD_CHUNKS, _FINAL):
-            if status in FINAL:
-                streamed.add(job_id)
-            else:
-                chunks.setdefault(job_id, []).append(chunk)
+        streamed = {row[0] for row in self._db.execute(_STREAMED)}
         jobs = []
         for row in self._db.execute(_LOAD, _FINAL + _FINAL).fetchall():
             try:
-                job = _job(row, _readable_chunks(chunks.get(row[1], [])))
+                job = _job(row)
                 job.stream_in_store = job.id in streamed
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 job = _unreadable_job(row, err)
@@ -275,7 +265,7 @@ class JobStore:
             self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job.id,))
 
 
-def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
+def _job(row: tuple[Any, ...]) -> Job:
     seq, job_id, endpoint, status, request, created_at, state, stored_input, output = row[:9]
     req = json.loads(request)
     job = Job(
@@ -285,12 +275,11 @@ def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
         status=status,
         seq=seq,
         webhook=req["webhook"],
-        execution_timeout_ms=req["execution_timeout_ms"],
-        ttl_ms=req["ttl_ms"],
+        execution_timeout_ms=_capped(req["execution_timeout_ms"]),
+        ttl_ms=_capped(req["ttl_ms"]),
         sync=req["sync"],
         idempotency_key=req.get("idempotency_key"),
         created_at=created_at,
-        stream=stream,
     )
     fields = json.loads(state)
     # Databases of earlier versions kept the output inside the state.
@@ -306,9 +295,13 @@ def _job(row: tuple[Any, ...], stream: list[Any]) -> Job:
     return job
 
 
+def _capped(limit_ms: int | None) -> int | None:
+    """A stored ttl or timeout within MAX_POLICY_MS (an older version stored any)."""
+    return None if limit_ms is None else min(limit_ms, MAX_POLICY_MS)
+
+
 def _readable_chunks(texts: list[str]) -> list[Any]:
-    """The stream chunks that can be read; a damaged one is dropped, not the job with it
-    (an unfinished job's chunks are discarded at start-up anyway)."""
+    """The stream chunks that can be read; a damaged one is dropped, not the job with it."""
     chunks = []
     for text in texts:
         try:

@@ -230,13 +230,13 @@ class Supervisor:
         count = len(mine) + self._starting[name]
         queued = self.dispatcher.queued[name]
         running = self.dispatcher.running[name]
+        idle = [w for w in mine if w.ready_at is not None and not self.dispatcher.active_jobs(w.id)]
         if spec.scaler_type == "REQUEST_COUNT":
             want = math.ceil((queued + running) / spec.scaler_value)
         else:
             # QUEUE_DELAY: every worker stays while jobs wait; otherwise the busy ones (and
             # those starting) do, and idle ones past idleTimeout stop, as on RunPod.
-            busy = sum(1 for w in mine if w.ready_at is None or self.dispatcher.active_jobs(w.id))
-            want = count if queued else busy + self._starting[name]
+            want = count if queued else count - len(idle)
             starting = self._starting[name] or any(w.ready_at is None for w in mine)
             if queued and (
                 count == 0
@@ -257,10 +257,7 @@ class Supervisor:
             count += 1
         keep = max(want, spec.workers_min)
         now = time.monotonic()
-        idle = sorted(
-            (w for w in mine if w.ready_at is not None and not self.dispatcher.active_jobs(w.id)),
-            key=lambda w: self.dispatcher.workers[w.id].idle_since,
-        )
+        idle.sort(key=lambda w: self.dispatcher.workers[w.id].idle_since)
         for worker in idle:
             if count <= keep:
                 break
