@@ -17,7 +17,7 @@ from flash import CpuLiveServerless, remote
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import set_invoker
 from flash.runtime.serialization import serialize
-from flash.runtime.signing import generate_key
+from flash.runtime.signing import generate_key, sign_result
 
 
 @remote(CpuLiveServerless(name="api"))
@@ -38,10 +38,16 @@ class _Endpoint(BaseHTTPRequestHandler):
 
     answer: dict[str, Any] = {}
     bodies: list[dict[str, Any]] = []
+    key: bytes | None = None  # set: the answer is signed, as the app's worker signs it
 
     def do_POST(self) -> None:
         _Endpoint.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        job = {"id": "j1", "status": "FAILED", "error": "boom", "output": _Endpoint.answer}
+        output = dict(_Endpoint.answer)
+        if _Endpoint.key is not None:
+            nonce = _Endpoint.bodies[-1]["input"]["signature"]["nonce"]
+            fields = {**output, "error": "boom"}  # the worker loop moves "error" to the job
+            output["mac"] = sign_result(_Endpoint.key, nonce=nonce, result_fields=fields)
+        job = {"id": "j1", "status": "FAILED", "error": "boom", "output": output}
         body = json.dumps(job).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -63,6 +69,7 @@ def hostile(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "protocol_version": 1,
     }
     _Endpoint.bodies = []
+    _Endpoint.key = None
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -96,3 +103,15 @@ def test_a_signed_json_call_unpickles_only_a_signed_answer(
     assert info.value.remote_type == "QuotaError" and "boom" in str(info.value)
     assert "signature" in _Endpoint.bodies[0]["input"]  # the key holder signs JSON calls too
     assert not marker.exists()
+
+
+def test_an_answer_the_apps_worker_signed_raises_the_remote_exception_itself(
+    hostile: tuple[str, Path],
+) -> None:
+    url, _ = hostile
+    key = generate_key()
+    _Endpoint.key = key
+    _Endpoint.answer["exception"] = serialize(ValueError("monthly quota used up"))
+    set_invoker(PlatformInvoker(Endpoints(url), signing_key=key))
+    with pytest.raises(ValueError, match="monthly quota"):
+        asyncio.run(typed(1))

@@ -145,8 +145,8 @@ class PlatformInvoker:
         codec = _codec(fn)
         if codec is not None:
             json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
-            output, nonce = await self._call(target, json_payload, fn.call_options)
-            return codec.decode(self._json_result(output, nonce))
+            output, _ = await self._call(target, json_payload, fn.call_options)
+            return codec.decode(_json_result(output))
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
@@ -223,8 +223,8 @@ class PlatformInvoker:
                 "method": method,
                 "kwargs": method_codec.encode(args, kwargs),
             }
-            output, nonce = await self._call(target, json_payload, remote_class.call_options)
-            return method_codec.decode(self._json_result(output, nonce))
+            output, _ = await self._call(target, json_payload, remote_class.call_options)
+            return method_codec.decode(_json_result(output))
         digests = self._digests()
         ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
         method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -407,15 +407,6 @@ class PlatformInvoker:
         elif not pickled:  # an unsigned JSON call: anyone may have written this answer
             return _without_pickle(answer)
         return answer
-
-    def _json_result(self, output: Any, nonce: str | None) -> Any:
-        """The result of a typed JSON call's answer, checked when the worker signed it (a
-        worker without the app's key cannot; a JSON result carries no code)."""
-        streamed = isinstance(output, list) and len(output) == 1
-        answer = output[0] if streamed else output
-        if nonce is not None and isinstance(answer, dict) and "mac" in answer:
-            self._check_mac(answer, f"{nonce}:0" if streamed else nonce, None)
-        return _json_result(answer)
 
     def _check_mac(
         self, response: dict[str, Any], nonce: str, decoded: dict[int, bytes] | None

@@ -562,10 +562,7 @@ def create_handler(
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            answer = _failure(exc)
-            if call is not None and call.nonce is None and call.execution_type.startswith("json"):
-                # Nobody can check this answer came from here: no caller may unpickle it.
-                answer.pop("exception", None)
+            answer = _failure(exc, pickle_exception=_checkable(call))
         return sign(answer, call.nonce if call else None, call.digests if call else None)
 
     async def streaming_handler(job: Any) -> AsyncIterator[dict[str, Any]]:
@@ -582,9 +579,7 @@ def create_handler(
         except BaseException as exc:
             # The worker loop keeps only the text of a failed item's "error": send the whole
             # answer as that text, so the caller still gets the type, traceback and issues.
-            answer = _failure(exc)
-            if call is not None and call.nonce is None and call.execution_type.startswith("json"):
-                answer.pop("exception", None)  # as in handler
+            answer = _failure(exc, pickle_exception=_checkable(call))
             answer["item"] = index
             signed = sign(answer, _item_nonce(call.nonce, index) if call else None, None)
             yield {"error": json.dumps(signed)}
@@ -894,7 +889,13 @@ def _success(result: Any, label: str, digests: _signing.Digests | None = None) -
     return {"success": True, "result": encoded, "protocol_version": PROTOCOL_VERSION}
 
 
-def _failure(exc: BaseException) -> dict[str, Any]:
+def _checkable(call: _Call | None) -> bool:
+    """Whether a caller may unpickle an exception in the answer to ``call``: not for an
+    unsigned JSON call, whose answer nobody can check came from here."""
+    return call is None or call.nonce is not None or not call.execution_type.startswith("json")
+
+
+def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, Any]:
     if isinstance(exc, _JobError):
         tb = _format_traceback(exc.cause) if exc.cause is not None else ""
         answer = _error(exc.error_type, exc.message, tb)
@@ -908,7 +909,7 @@ def _failure(exc: BaseException) -> dict[str, Any]:
         if message:
             text = f"{text}: {message}"
         answer = _error(exc_name, text, _format_traceback(exc.exc))
-        pickled = _pickled_exception(exc.exc)
+        pickled = _pickled_exception(exc.exc) if pickle_exception else None
         if pickled is not None:
             answer["exception"] = pickled
         return answer

@@ -91,7 +91,7 @@ def validate(
 
 
 # How many levels of a too-deep value's path an error shows.
-_PATH_LEVELS_SHOWN = 8
+PATH_LEVELS_SHOWN = 8
 
 
 def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
@@ -110,7 +110,7 @@ def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
             continue
         if depth >= max_depth:
             # The path is as deep as the limit: its first levels name the field well enough.
-            where_text = format_path(where, most=_PATH_LEVELS_SHOWN) or "the value"
+            where_text = format_path(where, most=PATH_LEVELS_SHOWN) or "the value"
             raise JsonInputError(
                 TOO_DEEP, f"{where_text}: JSON nested deeper than {max_depth} levels"
             )

@@ -200,7 +200,7 @@ def local_versions() -> dict[str, str]:
     return dict(_LOCAL_VERSIONS)
 
 
-def payload_digest(fields: Mapping[str, Any], *, decoded: dict[int, bytes] | None = None) -> str:
+def payload_digest(fields: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the :data:`SIGNED_FIELDS` present in ``fields`` (None counts as absent).
 
     The canonical form is compact sorted-key JSON, except for strings: one holding no ``"``,
@@ -208,15 +208,13 @@ def payload_digest(fields: Mapping[str, Any], *, decoded: dict[int, bytes] | Non
     as it is, never re-encoded); others get JSON's ASCII escapes, which always contain a
     backslash. A string of :data:`BIG_TEXT` characters or more (a big pickle) is written as
     ``#`` and the SHA-256 of its decoded bytes when it is canonical standard base64 (the one
-    encoding of those bytes), else as ``$`` and
-    the SHA-256 of its UTF-8 text (no JSON value starts with either). So the form stays
+    encoding of those bytes), else as ``$`` and the SHA-256 of its UTF-8 text (no JSON value
+    starts with either). So the form stays
     unambiguous, and a big pickle is hashed once, as bytes, where it is decoded anyway.
 
-    The bytes of big pickles decoded here go into ``decoded``, by ``id()`` of their string,
-    so that the caller unpickles them without decoding again. Raises ValueError for values
-    no JSON job can hold (or nested absurdly deep).
+    Raises ValueError for values no JSON job can hold (or nested absurdly deep).
     """
-    return _payload_digest(fields, _big_writer(decoded=decoded))
+    return _payload_digest(fields, _hashed_big)
 
 
 def _payload_digest(fields: Mapping[str, Any], big: Callable[[str], str]) -> str:
@@ -699,12 +697,12 @@ class ReplayCache:
         """Raise as :meth:`remember` would for a nonce already seen (or that cannot be
         checked), without recording it."""
         with self._lock:
-            self._refuse_if_seen(nonce, int((deadline + CLOCK_SKEW_S) // _BUCKET_S))
+            self._refuse_if_seen(nonce, _bucket(deadline))
 
     def remember(self, nonce: str, deadline: float, *, now: float | None = None) -> None:
         """Record ``nonce``; raise SignatureError if it was seen or cannot be checked."""
         current = time.time() if now is None else now
-        bucket = int((deadline + CLOCK_SKEW_S) // _BUCKET_S)
+        bucket = _bucket(deadline)
         with self._lock:
             order = self._order
             # The soonest bucket is dropped once all of its nonces have expired.
@@ -755,6 +753,11 @@ class ReplayCache:
             bucket = heapq.heappop(order)
             self._size -= len(self._buckets.pop(bucket))
             self._forgotten_upto = max(self._forgotten_upto, bucket)
+
+
+def _bucket(deadline: float) -> int:
+    """The replay cache's bucket of a nonce signed with ``deadline``."""
+    return int((deadline + CLOCK_SKEW_S) // _BUCKET_S)
 
 
 # Random nonces, made 64 at a time: one os.urandom call costs as much as hashing a request.
