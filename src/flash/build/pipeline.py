@@ -98,10 +98,7 @@ __all__ = {names!r}
 _SDK_STUB = '"""Alias of the vendored flash package."""\n\nfrom flash import *  # noqa: F403\n'
 # The documented submodule import paths (from flash.sdk.resources import LiveServerless).
 _SDK_SUBMODULE_STUBS = {
-    "flash/sdk/resources.py": "from flash.runtime.resources import (  # noqa: F401\n"
-    "    CpuInstanceType,\n    CpuLiveServerless,\n    CpuServerlessEndpoint,\n    GpuGroup,\n"
-    "    LiveServerless,\n    ScalerType,\n    ServerlessEndpoint,\n)\n"
-    "from flash.runtime.resources import ResourceStub as ResourceConfig  # noqa: F401\n",
+    "flash/sdk/resources.py": _SDK_STUB,  # the archive's flash exports every config name
     "flash/sdk/remote.py": "from flash.runtime.remote import remote  # noqa: F401\n",
 }
 

@@ -742,26 +742,24 @@ class _Project:
                 decorator = self._remote_decorator(module, stmt)
                 if decorator is not None:
                     specs.append(self._remote_spec(module, stmt, decorator))
-        script_only = _script_only_nodes(module.tree)
         for node in ast.walk(module.tree):
             if isinstance(node, _DEF_TYPES) and node.decorator_list and id(node) not in top_level:
                 decorator = self._remote_decorator(module, node)
-                if decorator is not None and id(node) in script_only:
-                    raise _error(
-                        f'@remote on {node.name!r} inside `if __name__ == "__main__":`, '
-                        "which never runs when a worker imports the module; define it at "
-                        "module level",
-                        module.path,
-                        decorator.site,
+                if decorator is None:
+                    continue
+                # Only now, on the way to an error: the walk below costs as much as this one.
+                if id(node) in _script_only_nodes(module.tree):
+                    problem = (
+                        'inside `if __name__ == "__main__":`, which never runs when a worker '
+                        "imports the module; define it at module level"
                     )
-                if decorator is not None:
-                    raise _error(
-                        f"@remote on {node.name!r}, which is not defined at module level; "
-                        "@remote functions and classes must be defined at the top level of a "
-                        "module (not inside a function, class or loop)",
-                        module.path,
-                        decorator.site,
+                else:
+                    problem = (
+                        "which is not defined at module level; @remote functions and classes "
+                        "must be defined at the top level of a module (not inside a function, "
+                        "class or loop)"
                     )
+                raise _error(f"@remote on {node.name!r}, {problem}", module.path, decorator.site)
         return specs
 
     def _remote_decorator(self, module: _Module, node: _Def) -> _Decorator | None:

@@ -24,7 +24,7 @@ import watchfiles
 from flash.build.collect import is_ignored
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
-from flash.cli._output import check_port, console, err_console, stage_printer
+from flash.cli._output import check_port, console, err_console, fail, stage_printer
 from flash.cli.serve import print_endpoints
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
@@ -83,8 +83,7 @@ def run(
         else:
             stop.wait()
     except (BuildError, PlatformError) as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
     finally:
         if web is not None:
             web.stop()
