@@ -153,6 +153,19 @@ class PlatformInvoker:
         output, nonce = await self._call(target, payload, fn.call_options, digests)
         return self._unpack(output, target, nonce, generator=fn.is_generator)
 
+    def batches(self, fn: Any) -> bool:
+        """Whether calls of ``fn`` can share a job (call_map): a pickled job can, a JSON job
+        carries one call. JSON is chosen when forced, or when the types allow it and this
+        caller has no key (no endpoint takes its unsigned pickles)."""
+        if fn.resource_name == self.own_resource:
+            return True
+        mode = fn.call_options.serialization
+        return (
+            mode == "pickle"
+            or (mode == "auto" and self.signing_key is not None)
+            or _codec(fn) is None
+        )
+
     async def call_map(
         self, fn: Any, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
     ) -> list[tuple[bool, Any]]:
@@ -164,20 +177,6 @@ class PlatformInvoker:
                 try:
                     item = await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
                     results.append((True, item))
-                except Exception as exc:
-                    results.append((False, exc))
-            return results
-        codec = _codec(fn)
-        if codec is not None and (
-            fn.call_options.serialization == "json" or self.signing_key is None
-        ):
-            # A JSON job carries one call, and without the app's key no pickled batch would
-            # be accepted: each item goes as `await fn(item)` sends it, one after another
-            # (the map's concurrency bounds how many chunks are in flight).
-            results = []
-            for args, kwargs in calls:
-                try:
-                    results.append((True, await self.call_function(fn, args, kwargs)))
                 except Exception as exc:
                     results.append((False, exc))
             return results

@@ -235,8 +235,9 @@ class RemoteFunction(_Remote):
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size!r}")
         invoker = get_invoker()
         batch = getattr(invoker, "call_map", None)
-        if batch is None or self.is_generator:
-            size = 1
+        batches = getattr(invoker, "batches", None)
+        if batch is None or self.is_generator or (batches is not None and not batches(self)):
+            size = 1  # one call per job, as many in flight as concurrency allows
         else:
             size = chunk_size or max(1, min(64, -(-len(work) // (concurrency * 4))))
         chunks = [work[i : i + size] for i in range(0, len(work), size)]
