@@ -181,9 +181,11 @@ class Dispatcher:
         if job.stream_sent >= len(job.stream) and not job.final and timeout > 0:
             await self._wait(self._stream_waiters, job.id, timeout)
         # Checked after the wait: the job may have finished and had its chunks evicted.
-        stream = self.store.load_stream(job.id) if job.stream_in_store else job.stream
-        new = stream[job.stream_sent :]
-        job.stream_sent = len(stream)
+        if job.stream_in_store:  # only the chunks not yet sent are read
+            new, job.stream_sent = self.store.load_stream(job.id, job.stream_sent)
+        else:
+            new = job.stream[job.stream_sent :]
+            job.stream_sent = len(job.stream)
         return new
 
     def cancel(self, job: Job) -> Job:

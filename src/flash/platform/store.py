@@ -213,12 +213,13 @@ class JobStore:
         )
         return len(text)
 
-    def load_stream(self, job_id: str) -> list[Any]:
-        """The job's stored stream chunks, in order (a damaged one is left out)."""
+    def load_stream(self, job_id: str, start: int = 0) -> tuple[list[Any], int]:
+        """The job's stored stream chunks from number ``start`` on, in order (a damaged one is
+        left out), and the number after the last one read."""
         rows = self._db.execute(
-            "SELECT chunk FROM chunks WHERE job_id = ? ORDER BY n", (job_id,)
+            "SELECT n, chunk FROM chunks WHERE job_id = ? AND n >= ? ORDER BY n", (job_id, start)
         ).fetchall()
-        return _readable_chunks([row[0] for row in rows])
+        return _readable_chunks([row[1] for row in rows]), rows[-1][0] + 1 if rows else start
 
     def clear_chunks(self, job_id: str) -> None:
         self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
