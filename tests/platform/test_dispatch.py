@@ -19,8 +19,7 @@ from flash.platform.store import JobStore
 
 def test_requeued_job_skips_the_dead_workers_pending_poll(tmp_path: Path) -> None:
     async def scenario() -> None:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path)
         dispatcher.register_worker("w1", "e")
         dispatcher.register_worker("w2", "e")
         job = dispatcher.submit("e", '{"x": 1}')
@@ -46,8 +45,7 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
         return job.id  # then the platform is killed: no clean stop
 
     async def second_life(job_id: str) -> None:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path)
         assert dispatcher.restore() == 1  # the started job is run again, from scratch
         job = dispatcher.jobs[job_id]
         assert job.stream == [] and job.status == "IN_QUEUE"
@@ -60,10 +58,16 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
     asyncio.run(second_life(job_id))
 
 
+def _dispatcher(tmp_path: Path, **options: Any) -> Dispatcher:
+    """A dispatcher on the store in ``tmp_path``, serving endpoint "e"."""
+    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), **options)
+    dispatcher.add_endpoint("e", None)
+    return dispatcher
+
+
 async def _running_on_w1(tmp_path: Path) -> tuple[Dispatcher, Job]:
     """A dispatcher on the store in ``tmp_path`` whose worker w1 runs one new job."""
-    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-    dispatcher.add_endpoint("e", None)
+    dispatcher = _dispatcher(tmp_path)
     dispatcher.register_worker("w1", "e")
     job = dispatcher.submit("e", '{"x": 1}')
     assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
@@ -88,8 +92,7 @@ def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -
         return job.id  # then the platform is killed
 
     async def second_life(job_id: str) -> None:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path)
         dispatcher.restore()
         assert "output" not in _status(dispatcher, job_id)
         dispatcher.register_worker("w3", "e")
@@ -140,8 +143,7 @@ def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path
     outputs = {f"r{i}": json.dumps(f"{i}" * 80_000) for i in range(3)}  # 80 KB each
 
     async def first_life() -> dict[str, str]:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), output_memory_bytes=200_000)
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path, output_memory_bytes=200_000)
         dispatcher.register_worker("w1", "e")
         ids = {}
         for name, output in outputs.items():
@@ -169,8 +171,7 @@ def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path
     chunks = {f"s{i}": [f"{i}a" * 20_000, f"{i}b" * 20_000] for i in range(3)}
 
     async def first_life() -> dict[str, str]:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), output_memory_bytes=200_000)
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path, output_memory_bytes=200_000)
         dispatcher.register_worker("w1", "e")
         ids = {}
         for name, items in chunks.items():
@@ -220,8 +221,7 @@ def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_u
     store.close()
 
     async def restarted() -> None:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path)
         dispatcher.restore()
         dispatcher.register_worker("w1", "e")
         assert [j.id for j in await dispatcher.take("w1", 2, False)] == ["a", "b"]
@@ -234,8 +234,7 @@ def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_u
 
 def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:
     async def scenario() -> None:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path)
         cancelled = dispatcher.submit("e", '{"x": 1}', sync=True)
         waiting = dispatcher.submit("e", '{"x": 2}')
         dispatcher.cancel(cancelled)
@@ -248,8 +247,7 @@ def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:
 
 def test_a_final_report_without_output_leaves_no_progress_output_behind(tmp_path: Path) -> None:
     async def scenario() -> tuple[str, str]:
-        dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
-        dispatcher.add_endpoint("e", None)
+        dispatcher = _dispatcher(tmp_path)
         dispatcher.register_worker("w1", "e")
         raised, empty = dispatcher.submit("e", "{}"), dispatcher.submit("e", "{}")
         await dispatcher.take("w1", 2, False)
