@@ -291,6 +291,16 @@ def _hashed_big(text: str) -> str:
     return _big_text(text, None)
 
 
+class _BigText(Exception):
+    """Raised by :func:`_no_big`: the fields hold a big string after all."""
+
+
+def _no_big(text: str) -> str:
+    # Verifiers hash small payloads (nearly all) without setting up a writer for big
+    # strings, and set one up only when this is raised.
+    raise _BigText
+
+
 def _big_text(text: str, decoded: dict[int, bytes] | None) -> str:
     """The canonical text of a big string: the digest of its decoded bytes, or of its text."""
     found = _decode_and_hash(text)
@@ -501,7 +511,7 @@ def sign_request(
                     f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
                 )
     caller = local_versions()
-    digest = _payload_digest(fields, _big_writer(digests=digests))
+    digest = _payload_digest(fields, _big_writer(digests=digests) if digests else _hashed_big)
     return {
         "v": SIGNATURE_VERSION,
         "alg": ALGORITHM,
@@ -569,11 +579,14 @@ def verify_request(
         raise SignatureError(
             MALFORMED, f"the request deadline is more than {MAX_TTL_S:.0f} s ahead; refused"
         )
-    # A replay is refused before its big pickles are decoded and hashed (5 ms a megabyte
-    # here); the nonce is recorded only once the digest matched, below.
-    big = _big_writer(decoded=decoded, replay=(replay, nonce, deadline))
     try:
-        actual = _payload_digest(fields, big)
+        try:
+            actual = _payload_digest(fields, _no_big)
+        except _BigText:
+            # A replay is refused before its big pickles are decoded and hashed (5 ms a
+            # megabyte here); the nonce is recorded only once the digest matched, below.
+            big = _big_writer(decoded=decoded, replay=(replay, nonce, deadline))
+            actual = _payload_digest(fields, big)
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the request payload cannot be hashed: {exc}") from None
     if not hmac.compare_digest(actual, digest):
@@ -624,7 +637,11 @@ def sign_result(
     as for :func:`sign_request`."""
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
-    return _result_mac(key, nonce, _result_text(result_fields, _big_writer(digests=digests)))
+    return _result_mac(
+        key,
+        nonce,
+        _result_text(result_fields, _big_writer(digests=digests) if digests else _hashed_big),
+    )
 
 
 def verify_result(
@@ -649,7 +666,10 @@ def verify_result(
     if type(mac) is not str or len(mac) != 64 or not mac.isascii():
         raise SignatureError(MALFORMED, "the result signature is not 64 lowercase hex characters")
     try:
-        canonical = _result_text(result_fields, _big_writer(decoded=decoded))
+        try:
+            canonical = _result_text(result_fields, _no_big)
+        except _BigText:
+            canonical = _result_text(result_fields, _big_writer(decoded=decoded))
         expected = _result_mac(key, nonce, canonical)
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the result cannot be hashed: {exc}") from None
