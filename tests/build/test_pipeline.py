@@ -269,6 +269,37 @@ def test_every_dot_env_variant_stays_out_of_the_archive(tmp_path: Path) -> None:
     assert b"hf_secret_" not in gzip.decompress(result.archive.read_bytes())
 
 
+def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    index = "--extra-index-url https://deploy:tok_req@pypi.example.invalid/simple\n"
+    write_files(
+        root,
+        {
+            "requirements.txt": index + "-r requirements/base.txt\n",
+            "requirements/base.txt": "--index-url https://u:tok_base@example.invalid/simple\n",
+            "uv.toml": '[[index]]\nurl = "https://u:tok_uv@example.invalid/simple"\n',
+            ".netrc": "machine example.invalid login u password tok_netrc\n",
+            ".pypirc": "[pypi]\npassword = tok_pypirc\n",
+            "data/links.txt": "https://u:kept@example.invalid/x\n",  # the user's data: as is
+        },
+    )
+    result = build_project(BuildOptions(project_dir=root))
+    listing = names(result.archive)
+    assert ".netrc" not in listing and ".pypirc" not in listing
+    content = gzip.decompress(result.archive.read_bytes())
+    assert b"tok_" not in content
+    with tarfile.open(result.archive) as tar:
+        read = lambda name: tar.extractfile(name).read().decode()  # type: ignore[union-attr]  # noqa: E731
+        assert read("requirements.txt") == (
+            "--extra-index-url https://****@pypi.example.invalid/simple\n-r requirements/base.txt\n"
+        )
+        assert "https://****@example.invalid" in read("requirements/base.txt")
+        assert read("uv.toml") == '[[index]]\nurl = "https://****@example.invalid/simple"\n'
+        assert read("data/links.txt") == "https://u:kept@example.invalid/x\n"
+    # The project's own files are untouched.
+    assert "tok_req" in (root / "requirements.txt").read_text()
+
+
 @pytest.fixture
 def wheel_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     """A local HTTP server for tmp_path/served: (base URL, Authorization headers it received)."""
@@ -309,9 +340,13 @@ def test_url_credentials_stay_out_of_manifest_and_errors(
     # ...but what is recorded and shown has them masked.
     manifest = (root / ".flash" / "flash_manifest.json").read_text()
     assert "s3cr3t" not in manifest and "http://****@127.0.0.1" in manifest
+    # The archive's copy of requirements.txt is masked too: the worker installs nothing.
+    assert b"s3cr3t" not in gzip.decompress(result.archive.read_bytes())
     with tarfile.open(result.archive) as tar:
-        holding = [m.name for m in tar if m.isfile() and b"s3cr3t" in tar.extractfile(m).read()]  # type: ignore[union-attr]
-    assert holding == ["requirements.txt"]  # the user's own file, shipped as written
+        shipped = tar.extractfile("requirements.txt").read().decode()  # type: ignore[union-attr]
+    assert shipped == "tinydep @ http://****@127.0.0.1" + base.split("127.0.0.1")[1] + (
+        "/tinydep-1.0-py3-none-any.whl\n"
+    )
     assert "s3cr3t" not in json.dumps(result.summary())
 
     write_files(root, {"requirements.txt": f"tinydep @ {base}/missing-1.0-py3-none-any.whl\n"})

@@ -28,6 +28,9 @@ ALWAYS_EXCLUDED = (
     "*.pyc",
     "*.pyo",
     ".env*",  # also .envrc, .env_production, .env-staging: as the README promises
+    ".netrc",  # credential files of pip, uv and twine
+    "_netrc",
+    ".pypirc",
     ".mypy_cache/",
     ".pytest_cache/",
     ".ruff_cache/",
@@ -39,6 +42,34 @@ ALWAYS_EXCLUDED = (
     f"/{MANIFEST_FILENAME}",
 )
 _ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
+
+
+# Files that may name package indexes with credentials in their URLs
+# (`--extra-index-url https://user:token@host/simple`). Dependencies are vendored at build
+# time, so no worker needs those credentials: these files go into the archive with every
+# URL's userinfo masked (see masked_copy).
+INDEX_CONFIGS = (
+    "requirements*.txt",
+    "requirements*.in",
+    "constraints*.txt",
+    "constraints*.in",
+    "requirements/**/*.txt",
+    "requirements/**/*.in",
+    "pyproject.toml",
+    "setup.cfg",
+    "uv.toml",
+    "pip.conf",
+    "pip.ini",
+    "Pipfile",
+    "Pipfile.lock",
+    "poetry.toml",
+)
+_INDEX_CONFIGS_SPEC = pathspec.GitIgnoreSpec.from_lines(INDEX_CONFIGS)
+
+
+def names_package_indexes(rel: str) -> bool:
+    """Whether the project-relative posix path is one of INDEX_CONFIGS."""
+    return _INDEX_CONFIGS_SPEC.match_file(rel)
 
 
 def always_excluded(rel: str) -> bool:

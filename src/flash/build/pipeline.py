@@ -23,11 +23,12 @@ import cloudpickle
 
 import flash
 from flash.build import archive as _archive
-from flash.build.collect import collect_files, fingerprint
+from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
     DependencyOptions,
     load_toml,
     package_sizes,
+    redact_credentials,
     vendor_dependencies,
 )
 from flash.build.errors import BuildError
@@ -334,7 +335,20 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
 
 
 def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
-    return [_archive.Entry(name=rel, source=root / rel) for rel in files]
+    return [_project_entry(root, rel) for rel in files]
+
+
+def _project_entry(root: Path, rel: str) -> _archive.Entry:
+    """A project file as it goes into the archive: a file naming package indexes with the
+    credentials in its URLs masked (secrets never enter an archive), others as they are."""
+    if names_package_indexes(rel):
+        raw = (root / rel).read_bytes()
+        # surrogateescape: bytes that are not UTF-8 come back unchanged
+        masked = redact_credentials(raw.decode("utf-8", "surrogateescape"))
+        data = masked.encode("utf-8", "surrogateescape")
+        if data != raw:
+            return _archive.Entry(name=rel, data=data)
+    return _archive.Entry(name=rel, source=root / rel)
 
 
 def _handler_entries(manifest: Manifest, *, src_layout: bool) -> list[_archive.Entry]:
