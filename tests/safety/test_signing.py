@@ -709,17 +709,17 @@ def test_an_altered_big_result_fails_its_mac() -> None:
     )
 
 
-def test_a_hash_that_fails_on_the_helper_thread_fails_the_caller() -> None:
-    # Signing must never go on with the digest of part of the bytes.
-    class Failing:
-        def update(self, data: bytes) -> None:
-            raise MemoryError("no room")
+def test_base64_that_fails_on_the_helper_thread_fails_the_caller() -> None:
+    # Signing must never go on with part of an encoding (nor verifying with part of a decoding).
+    def failing(data: bytes) -> bytes:
+        raise MemoryError("no room")
 
-    hashing = signing._HELPER.update(Failing(), b"x" * 100)
     with pytest.raises(MemoryError, match="no room"):
-        hashing.wait()
-    assert (
-        signing.encode_and_hash(b"y" * (1 << 19))[1] == hashlib.sha256(b"y" * (1 << 19)).hexdigest()
+        signing._HELPER.run(failing, b"x" * 100).result()
+    data = os.urandom(1 << 19)  # the helper goes on serving
+    assert signing.encode_and_hash(data) == (
+        base64.b64encode(data),
+        hashlib.sha256(data).hexdigest(),
     )
 
 
@@ -767,7 +767,7 @@ def test_big_payloads_are_hashed_even_when_no_thread_can_be_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Under a process limit (or while the interpreter exits) starting the helper fails:
-    # hashing then runs in the calling thread instead of waiting for a helper forever.
+    # base64 then runs in the calling thread instead of waiting for a helper forever.
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
 
@@ -783,9 +783,9 @@ def test_big_payloads_are_hashed_even_when_no_thread_can_be_started(
 
 
 def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
-    # The hashing thread does not survive fork(): a child must start its own, not wait forever.
+    # The helper thread does not survive fork(): a child must start its own, not wait forever.
     big = serialize(os.urandom(1 << 20))
-    expected = payload_digest({"args": [big]})  # the parent's hashing thread now runs
+    expected = payload_digest({"args": [big]})  # the parent's helper thread now runs
     out = tmp_path / "digest"
     with warnings.catch_warnings():  # 3.12+ warns about fork() in a threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
