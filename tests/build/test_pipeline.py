@@ -14,6 +14,7 @@ import pytest
 from tests.integration.projects import multi_package_project, src_layout_project, write_files
 from tests.wheelhouse import build_wheel
 
+from flash.build import pipeline
 from flash.build.dependencies import DependencyOptions
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
@@ -272,32 +273,63 @@ def test_every_dot_env_variant_stays_out_of_the_archive(tmp_path: Path) -> None:
 def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Path) -> None:
     root = starter(tmp_path)
     index = "--extra-index-url https://deploy:tok_req@pypi.example.invalid/simple\n"
+    dev = "--index-url https://u:tok_utf16@example.invalid/simple\n"
     write_files(
         root,
         {
-            "requirements.txt": index + "-r requirements/base.txt\n",
-            "requirements/base.txt": "--index-url https://u:tok_base@example.invalid/simple\n",
+            # pip, uv and urllib read the password here as "p@ss-tok_at"
+            "requirements.txt": index + "-r base.txt\n-c pins/constraints.txt\n"
+            "--extra-index-url https://u:p@ss-tok_at@example.invalid/simple\n",
+            "base.txt": "--index-url https://u:tok_base@example.invalid/simple\n-r deps/more.in\n",
+            "deps/more.in": "--find-links https://u:tok_more@example.invalid/wheels\n",
+            "pins/constraints.txt": "--index-url https://u:tok_pins@example.invalid/simple\n",
+            "pyproject.toml": "[project]\nname = 'app'\nversion = '0'\n"
+            "urls = {Home='https://example.com',Mail='mailto:team@example.com'}\n",
             "uv.toml": '[[index]]\nurl = "https://u:tok_uv@example.invalid/simple"\n',
+            "poetry.toml": '[http-basic.corp]\nusername = "u"\npassword = "tok_poetry"\n',
+            "pip.conf": "[global]\nindex-url = https://u:tok_pip@example.invalid/simple\n",
             ".netrc": "machine example.invalid login u password tok_netrc\n",
             ".pypirc": "[pypi]\npassword = tok_pypirc\n",
             "data/links.txt": "https://u:kept@example.invalid/x\n",  # the user's data: as is
         },
     )
+    (root / "requirements-dev.txt").write_bytes(dev.encode("utf-16"))  # with its BOM
+    (root / "setup.cfg").write_text("[options]\nurl = https://u:tok_cfg@example.invalid\n")
+    (root / "setup.cfg").chmod(0o755)
     result = build_project(BuildOptions(project_dir=root))
     listing = names(result.archive)
-    assert ".netrc" not in listing and ".pypirc" not in listing
+    for tool_file in (".netrc", ".pypirc", "uv.toml", "poetry.toml", "pip.conf"):
+        assert tool_file not in listing
     content = gzip.decompress(result.archive.read_bytes())
-    assert b"tok_" not in content
+    assert b"tok_" not in content and "tok_".encode("utf-16-le") not in content
     with tarfile.open(result.archive) as tar:
-        read = lambda name: tar.extractfile(name).read().decode()  # type: ignore[union-attr]  # noqa: E731
-        assert read("requirements.txt") == (
-            "--extra-index-url https://****@pypi.example.invalid/simple\n-r requirements/base.txt\n"
+        read = lambda name: tar.extractfile(name).read()  # type: ignore[union-attr]  # noqa: E731
+        assert read("requirements.txt").decode() == (
+            "--extra-index-url https://****@pypi.example.invalid/simple\n-r base.txt\n"
+            "-c pins/constraints.txt\n--extra-index-url https://****@example.invalid/simple\n"
         )
-        assert "https://****@example.invalid" in read("requirements/base.txt")
-        assert read("uv.toml") == '[[index]]\nurl = "https://****@example.invalid/simple"\n'
-        assert read("data/links.txt") == "https://u:kept@example.invalid/x\n"
+        for included in ("base.txt", "deps/more.in", "pins/constraints.txt"):
+            assert b"https://****@example.invalid" in read(included)
+        assert read("requirements-dev.txt").decode("utf-16") == dev.replace("u:tok_utf16", "****")
+        assert b"Home='https://example.com',Mail='mailto:team@example.com'" in read(
+            "pyproject.toml"
+        )
+        assert tar.getmember("setup.cfg").mode == 0o755
+        assert read("data/links.txt") == b"https://u:kept@example.invalid/x\n"
     # The project's own files are untouched.
     assert "tok_req" in (root / "requirements.txt").read_text()
+
+
+def test_a_changed_flash_rebuilds_under_the_same_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Flash upgrade (or a checkout) that keeps the version number must not reuse an
+    # archive built by the old code.
+    root = starter(tmp_path)
+    build_project(BuildOptions(project_dir=root))
+    assert build_project(BuildOptions(project_dir=root)).skipped
+    monkeypatch.setattr(pipeline, "_flash_sources_fingerprint", lambda: "another flash")
+    assert not build_project(BuildOptions(project_dir=root)).skipped
 
 
 @pytest.fixture

@@ -783,10 +783,13 @@ def test_big_payloads_are_hashed_even_when_no_thread_can_be_started(
 
 
 def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
-    # The helper thread does not survive fork(): a child must start its own, not wait forever.
+    # The helper thread does not survive fork(), nor does a thread that held the helper's
+    # lock at that moment: a child must start its own helper, not wait forever.
     big = serialize(os.urandom(1 << 20))
     expected = payload_digest({"args": [big]})  # the parent's helper thread now runs
     out = tmp_path / "digest"
+    lock = signing._HELPER._lock
+    lock.acquire()  # as if another thread were starting the helper when fork() ran
     with warnings.catch_warnings():  # 3.12+ warns about fork() in a threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
@@ -795,6 +798,7 @@ def test_big_payloads_hash_in_a_forked_child(tmp_path: Path) -> None:
             out.write_text(payload_digest({"args": [big]}))
         finally:
             os._exit(0)
+    lock.release()
     waiter = threading.Thread(target=os.waitpid, args=(pid, 0))
     waiter.start()
     waiter.join(30)

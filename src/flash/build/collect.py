@@ -28,9 +28,15 @@ ALWAYS_EXCLUDED = (
     "*.pyc",
     "*.pyo",
     ".env*",  # also .envrc, .env_production, .env-staging: as the README promises
-    ".netrc",  # credential files of pip, uv and twine
+    # Credentials and settings of package tools: dependencies are vendored at build time,
+    # so no worker reads these.
+    ".netrc",
     "_netrc",
     ".pypirc",
+    "pip.conf",
+    "pip.ini",
+    "uv.toml",
+    "poetry.toml",
     ".mypy_cache/",
     ".pytest_cache/",
     ".ruff_cache/",
@@ -45,9 +51,9 @@ _ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
 
 
 # Files that may name package indexes with credentials in their URLs
-# (`--extra-index-url https://user:token@host/simple`). Dependencies are vendored at build
-# time, so no worker needs those credentials: these files go into the archive with every
-# URL's userinfo masked (see masked_copy).
+# (`--extra-index-url https://user:token@host/simple`), as may the files a requirements file
+# names with -r/-c. No worker needs those credentials: such files go into the archive with
+# every URL's userinfo masked (see flash.build.pipeline).
 INDEX_CONFIGS = (
     "requirements*.txt",
     "requirements*.in",
@@ -57,12 +63,8 @@ INDEX_CONFIGS = (
     "requirements/**/*.in",
     "pyproject.toml",
     "setup.cfg",
-    "uv.toml",
-    "pip.conf",
-    "pip.ini",
     "Pipfile",
     "Pipfile.lock",
-    "poetry.toml",
 )
 _INDEX_CONFIGS_SPEC = pathspec.GitIgnoreSpec.from_lines(INDEX_CONFIGS)
 

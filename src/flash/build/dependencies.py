@@ -12,6 +12,7 @@ pins, so a rebuild with unchanged dependencies never runs uv.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import importlib.metadata
@@ -52,8 +53,34 @@ _REGEX_REQUIREMENT = re.compile(
     r"(?P<extras>\[[A-Za-z0-9._,\s-]*\])?\s*(?P<rest>(?:[<>=!~@;(].*)?)$"
 )
 _PYTHON_VERSION = re.compile(r"^3\.\d+(?:\.\d+)?$")
-# The userinfo of a URL (`https://user:token@host`): a password or a token on its own.
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+# The userinfo of a URL (`https://user:token@host`): a password or a token on its own. Up
+# to the last `@` before the host ends (pip, uv and urllib take `https://u:p@ss@host` as
+# password `p@ss`), and never across a quote: the next URL on a line is not this one's.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"']+@")
+
+
+_BOMS = (  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_config(raw: bytes) -> tuple[str, str]:
+    """The text of a config or requirements file and the codec that gives back its bytes:
+    the one its byte-order mark names (pip reads UTF-16 requirements files by theirs),
+    else UTF-8, with bytes that are not UTF-8 kept as they are (surrogateescape)."""
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            return raw.decode(codec), codec
+    return raw.decode("utf-8", "surrogateescape"), "utf-8"
+
+
+def encode_config(text: str, codec: str) -> bytes:
+    """The bytes of ``text`` as :func:`decode_config` read them with ``codec``."""
+    return text.encode(codec, "surrogateescape" if codec == "utf-8" else "strict")
 
 
 def redact_credentials(text: str) -> str:
@@ -151,10 +178,31 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         yield start, " ".join(part.strip() for part in pending).strip()
 
 
-def _include_target(line: str) -> str | None:
-    """The file named by a ``-r``/``--requirement`` line, else None."""
-    match = re.match(r"^(?:-r|--requirement)(?:\s*=\s*|\s+|(?=\S))(\S.*)$", line)
+def _include_target(line: str, options: str = "-r|--requirement") -> str | None:
+    """The file named by a ``-r``/``--requirement`` line (or one of ``options``), else None."""
+    match = re.match(rf"^(?:{options})(?:\s*=\s*|\s+|(?=\S))(\S.*)$", line)
     return match.group(1).strip() if match else None
+
+
+def referenced_files(path: Path) -> list[Path]:
+    """The files a requirements file names with ``-r``/``-c`` (or the long forms), and those
+    they name in turn, that exist; each relative to the file naming it, as pip reads them."""
+    found: list[Path] = []
+    pending, seen = [path], {path.resolve()}
+    while pending:
+        current = pending.pop()
+        try:
+            text = decode_config(current.read_bytes())[0]
+        except (OSError, UnicodeDecodeError):
+            continue
+        for _, line in _logical_lines(text):
+            target = _include_target(line, "-r|--requirement|-c|--constraint")
+            included = current.parent / target if target else None
+            if included is not None and included.is_file() and included.resolve() not in seen:
+                seen.add(included.resolve())
+                found.append(included)
+                pending.append(included)
+    return found
 
 
 def _read_requirements_txt(

@@ -6,6 +6,7 @@ build when nothing changed, and never leaves a partial archive behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -26,9 +27,12 @@ from flash.build import archive as _archive
 from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
     DependencyOptions,
+    decode_config,
+    encode_config,
     load_toml,
     package_sizes,
     redact_credentials,
+    referenced_files,
     vendor_dependencies,
 )
 from flash.build.errors import BuildError
@@ -272,10 +276,11 @@ def _check_max_size(max_size_mb: float) -> None:
 
 
 def _build_key(source_fp: str, options: BuildOptions) -> str:
-    runtime_fp = fingerprint(RUNTIME_DIR, sorted(p.name for p in RUNTIME_DIR.glob("*.py")))
     payload = {
         "source": source_fp,
-        "runtime": runtime_fp,
+        # Flash's own code, the runtime vendored into the archive and the build that makes
+        # it alike: a changed Flash rebuilds even under the same version number.
+        "flash_sources": _flash_sources_fingerprint(),
         "flash": flash.__version__,
         "cloudpickle": cloudpickle.__version__,
         "python": sys.version,
@@ -286,6 +291,14 @@ def _build_key(source_fp: str, options: BuildOptions) -> str:
         "source_date_epoch": _archive.source_date_epoch(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def _flash_sources_fingerprint() -> str:
+    package = Path(flash.__file__).parent
+    return fingerprint(
+        package, sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py"))
+    )
 
 
 def _up_to_date(flash_dir: Path, archive_path: Path, key: str) -> tuple[Manifest, str, int] | None:
@@ -335,20 +348,48 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
 
 
 def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
-    return [_project_entry(root, rel) for rel in files]
+    masked = _index_configs(root, files)
+    return [_project_entry(root, rel, rel in masked) for rel in files]
 
 
-def _project_entry(root: Path, rel: str) -> _archive.Entry:
-    """A project file as it goes into the archive: a file naming package indexes with the
-    credentials in its URLs masked (secrets never enter an archive), others as they are."""
-    if names_package_indexes(rel):
-        raw = (root / rel).read_bytes()
-        # surrogateescape: bytes that are not UTF-8 come back unchanged
-        masked = redact_credentials(raw.decode("utf-8", "surrogateescape"))
-        data = masked.encode("utf-8", "surrogateescape")
-        if data != raw:
-            return _archive.Entry(name=rel, data=data)
-    return _archive.Entry(name=rel, source=root / rel)
+def _index_configs(root: Path, files: list[str]) -> set[str]:
+    """The collected files that may name package indexes: INDEX_CONFIGS, and the files
+    their requirements files name with -r/-c (any name, as pip reads them)."""
+    found = {rel for rel in files if names_package_indexes(rel)}
+    collected = set(files)
+    base = root.resolve()
+    for rel in [r for r in found if r.endswith((".txt", ".in"))]:
+        for path in referenced_files(root / rel):
+            try:
+                named = path.resolve().relative_to(base).as_posix()
+            except ValueError:  # outside the project: not archived
+                continue
+            if named in collected:
+                found.add(named)
+    return found
+
+
+# Files that name package indexes are small; a bigger one (data that happens to match a
+# name) goes in as it is rather than be read whole into memory.
+_MASKED_MAX_BYTES = 8 << 20
+
+
+def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
+    """A project file as it goes into the archive: one that may name package indexes with
+    the credentials in its URLs masked (secrets never enter an archive), others as they are."""
+    source = root / rel
+    if index_config:
+        info = source.stat()
+        if info.st_size <= _MASKED_MAX_BYTES:
+            raw = source.read_bytes()
+            try:
+                text, codec = decode_config(raw)
+            except UnicodeDecodeError:  # a byte-order mark, then no such text
+                text, codec = raw.decode("utf-8", "surrogateescape"), "utf-8"
+            data = encode_config(redact_credentials(text), codec)
+            if data != raw:
+                return _archive.Entry(name=rel, data=data, executable=bool(info.st_mode & 0o111))
+    return _archive.Entry(name=rel, source=source)
 
 
 def _handler_entries(manifest: Manifest, *, src_layout: bool) -> list[_archive.Entry]:
