@@ -1,6 +1,6 @@
 """Per-call cost of the three call paths: CPU time in one process, and end to end.
 
-    .venv/bin/python bench/serialization.py [--quick] [--json] [--no-e2e]
+    .venv/bin/python bench/serialization.py [--quick] [--json] [--no-e2e] [--processes N]
 
 Codec only: for each payload, one call is timed in one process, without transport:
 
@@ -23,6 +23,11 @@ each, and what signing adds is the median difference between the two calls of a 
 The functions echo their payload, so results are as big as the arguments. Targets (issue 5):
 signing and verifying add under 10 % for 1 MB payloads and under 20 µs for small ones. The
 codec rounds of the paths take turns, so the drift of this shared machine hits them alike.
+
+Each codec figure is the median over three fresh processes (``--processes``), each the best
+of its rounds: what a megabyte call costs depends on how the allocator's heap settles in a
+process (page faults: about 2,700 per unsigned round trip here), which differs more between
+processes than between rounds in one. The figures of every process are printed too.
 
 The "SHA-256 alone" line is the floor for any MAC over the payload: four SHA-256 passes over
 its pickle bytes (request signed and verified, result signed and verified) on one thread.
@@ -224,6 +229,27 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 }
             )
         return rows
+
+
+def run_in_processes(quick: bool, processes: int) -> list[dict[str, Any]]:
+    """:func:`run` in ``processes`` fresh processes, one after another: each row's figures
+    are the medians over them, and ``runs`` holds every process's own row."""
+    if processes <= 1:
+        return [{**row, "runs": [row]} for row in run(quick)]
+    command = [sys.executable, __file__, "--codec-only", *(["--quick"] if quick else [])]
+    runs = [
+        json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        for _ in range(processes)
+    ]
+    rows = []
+    for same_case in zip(*runs, strict=True):
+        first = same_case[0]
+        median = {
+            name: None if first[name] is None else statistics.median(r[name] for r in same_case)
+            for name in ("unsigned_us", "signed_us", "overhead_us", "overhead_pct", "json_us")
+        }
+        rows.append({**first, **median, "runs": list(same_case)})
+    return rows
 
 
 def steps_small(quick: bool) -> dict[str, float]:
@@ -428,12 +454,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-e2e", action="store_true", help="skip the end-to-end calls through LocalPlatform"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="fresh processes the codec figures are the median over (default 3, --quick 1)",
+    )
     parser.add_argument("--serve-platforms", type=Path, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--codec-only", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.serve_platforms is not None:  # the platforms' process (see run_e2e)
         serve_platforms(*options.serve_platforms)
         return 0
-    rows = run(options.quick)
+    if options.codec_only:  # one process of run_in_processes
+        print(json.dumps(run(options.quick)))
+        return 0
+    processes = options.processes or (1 if options.quick else 3)
+    rows = run_in_processes(options.quick, processes)
     steps = steps_small(options.quick)
     floor = hash_floor_us(options.quick)
     e2e = None
@@ -470,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
         ("case", "pickle size", "unsigned pickle", "signed pickle", "signing adds", "typed JSON"),
     )
+    if processes > 1:
+        print(f"signing adds, in each of {processes} processes (the table shows the medians):")
+        for row in rows:
+            each = " / ".join(_us(run["overhead_us"]) for run in row["runs"])
+            pcts = " / ".join(f"{run['overhead_pct']:+.0f}" for run in row["runs"])
+            print(f"  {row['case']}: {each} ({pcts} %)")
     print()
     print("small call, signing steps: " + ", ".join(f"{k} {_us(v)}" for k, v in steps.items()))
     small = rows[0]

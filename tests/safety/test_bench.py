@@ -16,7 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "serialization.py"
 @pytest.mark.slow
 def test_serialization_bench_quick_run() -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json"],
+        [sys.executable, str(BENCH), "--quick", "--json", "--processes", "2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -27,6 +27,7 @@ def test_serialization_bench_quick_run() -> None:
     assert set(rows) == {"small (3 ints)", "1 MB bytes", "1 MB list[float]"}
     for row in rows.values():
         assert row["unsigned_us"] > 0 and row["signed_us"] > 0
+        assert len(row["runs"]) == 2  # the codec ran in two fresh processes: medians shown
     assert rows["1 MB bytes"]["pickle_bytes"] > 1_000_000
     assert rows["1 MB bytes"]["json_us"] is None
     assert rows["small (3 ints)"]["json_us"] > 0
