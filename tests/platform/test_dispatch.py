@@ -128,6 +128,19 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     assert asyncio.run(dispatcher.read_stream(job, 0)) == ["b"]
 
 
+def test_a_low_priority_job_stays_one_across_a_restart(tmp_path: Path) -> None:
+    dispatcher = _dispatcher(tmp_path)
+    low = dispatcher.submit("e", '{"x": 1}', low_priority=True)
+    dispatcher.submit("e", '{"x": 2}')
+    assert dispatcher.queued["e"] == 2 and dispatcher.queued_low_priority["e"] == 1
+    restarted = _dispatcher(tmp_path)
+    restarted.restore()
+    assert restarted.jobs[low.id].low_priority
+    assert restarted.queued["e"] == 2 and restarted.queued_low_priority["e"] == 1
+    restarted.purge("e")
+    assert restarted.queued["e"] == 0 and restarted.queued_low_priority["e"] == 0
+
+
 def test_a_write_that_fails_half_way_does_not_hold_back_later_ones(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
     big = json.dumps("x" * 10_000)  # stored in two statements, in one transaction

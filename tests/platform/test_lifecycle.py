@@ -87,6 +87,9 @@ def test_malformed_requests_are_400_with_a_message(tmp_path: Path, platform_fact
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
     bad_policy = _post(platform, "basic/run", json={"input": {}, "policy": {"ttl": "soon"}})
     assert "policy.ttl" in bad_policy.json()["error"]
+    not_a_bool = _post(platform, "basic/run", json={"input": {}, "policy": {"lowPriority": 1}})
+    assert not_a_bool.status_code == 400
+    assert not_a_bool.json()["error"] == "'policy.lowPriority' must be true or false"
 
 
 def test_a_policy_longer_than_seven_days_is_refused_by_name(
@@ -320,6 +323,26 @@ def test_queue_delay_adds_a_worker_when_jobs_wait_too_long(
     wait_for(
         lambda: sum(w["alive"] for w in platform.workers()) == 1, 20, "the idle worker to stop"
     )
+
+
+@pytest.mark.parametrize("scaler", ["QUEUE_DELAY", "REQUEST_COUNT"])
+def test_a_low_priority_job_starts_no_worker_and_runs_on_one_others_start(
+    tmp_path: Path, platform_factory, scaler: str
+) -> None:
+    config = {"scalerType": scaler, "scalerValue": 1, "workersMax": 1, "idleTimeout": 600}
+    platform = platform_factory(write_app(tmp_path / "app", {"lp": (BASIC, config)}))
+    supervisor = platform.supervisor
+    assert supervisor is not None
+    low = {"input": {"action": "echo", "value": "low"}, "policy": {"lowPriority": True}}
+    waiting = _post(platform, "lp/run", json=low).json()["id"]
+    # The scaler's decision, taken now on the platform's loop, as its ticks take it.
+    platform.call(lambda: supervisor._scale("lp"))
+    assert platform.call(lambda: supervisor._starting["lp"]) == 0 and not platform.workers()
+    assert _get(platform, f"lp/status/{waiting}").json()["status"] == "IN_QUEUE"
+    urgent = _post(platform, "lp/run", json={"input": {"action": "echo", "value": "now"}})
+    done = [ended(platform, "lp", job_id) for job_id in (urgent.json()["id"], waiting)]
+    assert [job["output"] for job in done] == [{"echo": "now"}, {"echo": "low"}]
+    assert done[0]["workerId"] == done[1]["workerId"]  # the one worker the urgent job started
 
 
 def test_machine_wide_cap_moves_an_idle_worker_to_a_hungry_endpoint(

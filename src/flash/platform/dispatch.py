@@ -73,6 +73,7 @@ class Dispatcher:
         self.workers: dict[str, _WorkerState] = {}
         self.exec_timeout_ms: dict[str, int | None] = {}
         self.queued: Counter[str] = Counter()
+        self.queued_low_priority: Counter[str] = Counter()  # of those queued
         self.running: Counter[str] = Counter()
         self.completed: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
@@ -120,7 +121,7 @@ class Dispatcher:
             self.jobs[job.id] = job
             self.queues.setdefault(job.endpoint, deque()).append(job.id)
             self.takers.setdefault(job.endpoint, deque())
-            self.queued[job.endpoint] += 1
+            self._count_queued(job, 1)
             self._arm_ttl(job)
         self.store.delete(expired)
         self.store.save_requeued(requeued)
@@ -138,6 +139,7 @@ class Dispatcher:
         ttl_ms: int | None = None,
         sync: bool = False,
         idempotency_key: str | None = None,
+        low_priority: bool = False,
     ) -> Job:
         """Queue a job with the input's JSON text; a key seen before on this endpoint returns
         that earlier job instead."""
@@ -154,13 +156,14 @@ class Dispatcher:
             ttl_ms=ttl_ms,
             sync=sync,
             idempotency_key=idempotency_key,
+            low_priority=low_priority,
             created_at=time.time(),
         )
         job.seq = self.store.insert(job)
         self.jobs[job.id] = job
         if idempotency_key is not None:
             self._idempotent[(endpoint, idempotency_key)] = job.id
-        self.queued[endpoint] += 1
+        self._count_queued(job, 1)
         self._arm_ttl(job)
         if not self._hand_to_taker(job):
             self.queues[endpoint].append(job.id)
@@ -211,7 +214,7 @@ class Dispatcher:
         job.crashes = 0
         job.status = js.IN_QUEUE
         self.store.save_with_output(job)  # it has none now
-        self.queued[job.endpoint] += 1
+        self._count_queued(job, 1)
         self.retried[job.endpoint] += 1
         if not self._hand_to_taker(job):
             self.queues[job.endpoint].append(job.id)
@@ -233,9 +236,17 @@ class Dispatcher:
         return len(ended)
 
     def oldest_wait(self, endpoint: str, now: float) -> float:
+        """How long the oldest queued job that may start a worker (not a low-priority one)
+        has waited."""
         for job in self._waiting(endpoint):
-            return now - job.created_at
+            if not job.low_priority:
+                return now - job.created_at
         return 0.0
+
+    def _count_queued(self, job: Job, change: int) -> None:
+        self.queued[job.endpoint] += change
+        if job.low_priority:
+            self.queued_low_priority[job.endpoint] += change
 
     def _waiting(self, endpoint: str) -> Iterator[Job]:
         """The endpoint's queued jobs, oldest first. A queue keeps the ids of jobs that ended
@@ -413,7 +424,7 @@ class Dispatcher:
             job.status = js.IN_QUEUE
             self.store.clear_chunks(job.id)
             self.store.save_with_output(job)
-            self.queued[job.endpoint] += 1
+            self._count_queued(job, 1)
             if not self._hand_to_taker(job):
                 self.queues[job.endpoint].appendleft(job.id)
             self.on_submit(job.endpoint)
@@ -463,7 +474,7 @@ class Dispatcher:
         job.attempts += 1
         # Not written through: a job found IN_QUEUE or IN_PROGRESS at start-up is queued
         # again either way, so the store only needs to hear about the final state.
-        self.queued[job.endpoint] -= 1
+        self._count_queued(job, -1)
         self.running[job.endpoint] += 1
         state.assigned.add(job.id)
         limit = job.execution_timeout_ms or self.exec_timeout_ms.get(job.endpoint)
@@ -538,7 +549,7 @@ class Dispatcher:
         if ttl is not None:
             ttl.cancel()
         if previous == js.IN_QUEUE:
-            self.queued[job.endpoint] -= 1
+            self._count_queued(job, -1)
         elif previous == js.IN_PROGRESS:
             self.running[job.endpoint] -= 1
             state = self.workers.get(worker_id or "")

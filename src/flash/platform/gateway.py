@@ -7,7 +7,7 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -206,7 +206,6 @@ class Gateway:
         parsed = _parse_request(raw)
         if isinstance(parsed, Response):
             return parsed
-        input_json, webhook, exec_ms, ttl_ms = parsed
         wait_ms = RUNSYNC_DEFAULT_WAIT_MS
         wait = request.query_params.get("wait")
         if sync and wait is not None:
@@ -226,12 +225,13 @@ class Gateway:
             )
         job = self.dispatcher.submit(
             request.path_params["endpoint"],
-            input_json,
-            webhook=webhook,
-            execution_timeout_ms=exec_ms,
-            ttl_ms=ttl_ms,
+            parsed.input_json,
+            webhook=parsed.webhook,
+            execution_timeout_ms=parsed.execution_timeout_ms,
+            ttl_ms=parsed.ttl_ms,
             sync=sync,
             idempotency_key=request.headers.get("idempotency-key") or None,
+            low_priority=parsed.low_priority,
         )
         if not sync:
             # Accepted into the queue, even if a waiting worker took it this very moment.
@@ -438,8 +438,16 @@ def _member_json(data: dict[str, Any], member: str, text: str | None) -> str:
     return text if text is not None else json.dumps(data[member])
 
 
-def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None] | Response:
-    """The input's JSON text, the webhook and the policy's limits, or a 400 answer."""
+class _JobRequest(NamedTuple):
+    input_json: str
+    webhook: str | None
+    execution_timeout_ms: int | None
+    ttl_ms: int | None
+    low_priority: bool
+
+
+def _parse_request(raw: bytes) -> _JobRequest | Response:
+    """The input's JSON text, the webhook and the policy, or a 400 answer."""
     try:
         data, input_text = _load_json(raw, "input")
     except ValueError as err:
@@ -464,7 +472,12 @@ def _parse_request(raw: bytes) -> tuple[str, str | None, int | None, int | None]
         if value is not None and value > js.MAX_POLICY_MS:
             return _error(400, f"'policy.{key}' must be at most {js.MAX_POLICY_MS} ms (7 days)")
         limits.append(value)
-    return _member_json(data, "input", input_text), webhook, limits[0], limits[1]
+    low_priority = policy.get("lowPriority", False)
+    if not isinstance(low_priority, bool):
+        return _error(400, "'policy.lowPriority' must be true or false")
+    return _JobRequest(
+        _member_json(data, "input", input_text), webhook, limits[0], limits[1], low_priority
+    )
 
 
 # What marks a job-done body as a progress update, found without parsing it: the SDK writes
@@ -489,7 +502,8 @@ def openapi_schema() -> dict[str, Any]:
     job_body = {
         "type": "object",
         "description": "{'input': ..., 'webhook'?, 'policy'?: {'executionTimeout'?: ms,"
-        " 'ttl'?: ms}}; each policy limit is at most 7 days",
+        " 'ttl'?: ms, 'lowPriority'?: bool}}; each policy limit is at most 7 days; a"
+        " low-priority job starts no worker: it waits for one that other jobs started",
     }
 
     def op(summary: str, body: bool = False) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class Job:
     ttl_ms: int | None = None
     sync: bool = False
     idempotency_key: str | None = None
+    # policy.lowPriority: the job starts no worker; it waits for one other jobs started.
+    low_priority: bool = False
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None

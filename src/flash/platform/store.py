@@ -280,6 +280,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         ttl_ms=_capped(req["ttl_ms"]),
         sync=req["sync"],
         idempotency_key=req.get("idempotency_key"),
+        low_priority=req.get("low_priority", False) is True,
         created_at=created_at,
     )
     fields = json.loads(state)
@@ -359,6 +360,7 @@ def _request(job: Job) -> str:
             "ttl_ms": job.ttl_ms,
             "sync": job.sync,
             "idempotency_key": job.idempotency_key,
+            "low_priority": job.low_priority,
         }
     )
 

@@ -229,16 +229,19 @@ class Supervisor:
         mine = [w for w in self.workers.values() if w.endpoint == name and not w.draining]
         count = len(mine) + self._starting[name]
         queued = self.dispatcher.queued[name]
+        # Low-priority jobs (policy.lowPriority) start no worker, as on RunPod: they run on
+        # the workers other jobs started.
+        urgent = queued - self.dispatcher.queued_low_priority[name]
         running = self.dispatcher.running[name]
         idle = [w for w in mine if w.ready_at is not None and not self.dispatcher.active_jobs(w.id)]
         if spec.scaler_type == "REQUEST_COUNT":
-            want = math.ceil((queued + running) / spec.scaler_value)
+            want = math.ceil((urgent + running) / spec.scaler_value)
         else:
             # QUEUE_DELAY: every worker stays while jobs wait; otherwise the busy ones (and
             # those starting) do, and idle ones past idleTimeout stop, as on RunPod.
             want = count if queued else count - len(idle)
             starting = self._starting[name] or any(w.ready_at is None for w in mine)
-            if queued and (
+            if urgent and (
                 count == 0
                 or (
                     not starting
