@@ -127,6 +127,16 @@ def test_gather_unions_all_sources_follows_includes_and_dedupes(tmp_path: Path) 
     ]
 
 
+def test_utf16_requirements_files_are_read_by_their_byte_order_mark(tmp_path: Path) -> None:
+    # pip reads them (Windows editors write them): the build must too, includes and all.
+    (tmp_path / "requirements.txt").write_bytes("rich\n-r more.txt\n".encode("utf-16"))
+    (tmp_path / "more.txt").write_bytes("scipy\n".encode("utf-8-sig"))
+    assert gather_requirements(tmp_path, []) == ["rich", "scipy"]
+    (tmp_path / "more.txt").write_bytes(b"scipy \xff\n")  # no mark, and not UTF-8 either
+    with pytest.raises(BuildError, match="cannot read requirements file"):
+        gather_requirements(tmp_path, [])
+
+
 def test_gather_with_no_sources_is_empty(tmp_path: Path) -> None:
     assert gather_requirements(tmp_path, []) == []
 

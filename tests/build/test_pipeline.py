@@ -330,6 +330,16 @@ def test_a_changed_flash_rebuilds_under_the_same_version(
     assert build_project(BuildOptions(project_dir=root)).skipped
     monkeypatch.setattr(pipeline, "_flash_sources_fingerprint", lambda: "another flash")
     assert not build_project(BuildOptions(project_dir=root)).skipped
+    # What makes Flash "another": any of its sources, the build's as much as the runtime's.
+    package = shutil.copytree(
+        Path(pipeline.__file__).parents[1],
+        tmp_path / "flash",
+        ignore=shutil.ignore_patterns("*.pyc"),
+    )
+    before = pipeline.sources_fingerprint(package)
+    assert before == pipeline.sources_fingerprint(Path(pipeline.__file__).parents[1])
+    (package / "build" / "pipeline.py").write_text("# changed\n", encoding="utf-8")
+    assert pipeline.sources_fingerprint(package) != before
 
 
 @pytest.fixture
@@ -389,6 +399,11 @@ def test_url_credentials_stay_out_of_manifest_and_errors(
     with pytest.raises(BuildError, match="invalid requirement") as info:
         build_project(BuildOptions(project_dir=root))
     assert "s3cr3t" not in str(info.value)
+    # Any build error masks them, whichever stage raised it.
+    write_files(root, {"requirements.txt": f"-r {base}/more.txt\n"})
+    with pytest.raises(BuildError, match="does not exist") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert "s3cr3t" not in str(info.value) and "****@127.0.0.1" in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -74,14 +74,15 @@ def test_bad_build_options_are_one_message_without_traceback(tmp_path: Path) -> 
     assert flash("init", "p", cwd=tmp_path).returncode == 0
     assert flash("build", "p", cwd=tmp_path).returncode == 0
     key = (tmp_path / "p" / ".flash" / "secrets" / "signing_key").read_bytes()
-    (tmp_path / "p" / ".flash" / "old").mkdir()
+    (tmp_path / "p" / ".flash" / "old.tar.gz").mkdir()
     cases = [
         (("--max-size", "nan"), "--max-size must be a positive number"),
         (("--max-size", "inf"), "--max-size must be a positive number"),
         (("--max-size", "0"), "--max-size must be a positive number"),
-        (("-o", "old"), "existing folder"),
-        (("-o", "flash_manifest.json"), "the build uses itself"),
-        (("-o", "secrets"), "the build uses itself"),
+        (("-o", "old.tar.gz"), "existing folder"),
+        (("-o", "flash_manifest.json"), "must end in .tar.gz or .tgz"),
+        (("-o", "secrets"), "must end in .tar.gz or .tgz"),
+        (("-o", "jobs.db"), "must end in .tar.gz or .tgz"),  # a platform's job store
     ]
     for args, message in cases:
         failed = flash("build", "p", *args, cwd=tmp_path)

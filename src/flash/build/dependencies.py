@@ -53,10 +53,6 @@ _REGEX_REQUIREMENT = re.compile(
     r"(?P<extras>\[[A-Za-z0-9._,\s-]*\])?\s*(?P<rest>(?:[<>=!~@;(].*)?)$"
 )
 _PYTHON_VERSION = re.compile(r"^3\.\d+(?:\.\d+)?$")
-# The userinfo of a URL (`https://user:token@host`): a password or a token on its own. Up
-# to the last `@` before the host ends (pip, uv and urllib take `https://u:p@ss@host` as
-# password `p@ss`), and never across a quote: the next URL on a line is not this one's.
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"']+@")
 
 
 _BOMS = (  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
@@ -68,27 +64,25 @@ _BOMS = (  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
 )
 
 
-def decode_config(raw: bytes) -> tuple[str, str]:
+def decode_config(raw: bytes, *, strict: bool = False) -> tuple[str, str]:
     """The text of a config or requirements file and the codec that gives back its bytes:
     the one its byte-order mark names (pip reads UTF-16 requirements files by theirs),
-    else UTF-8, with bytes that are not UTF-8 kept as they are (surrogateescape)."""
+    else UTF-8. Unless ``strict`` (then UnicodeDecodeError), bytes that are not text in
+    that codec are kept as they are: as UTF-8 with surrogateescape."""
     for bom, codec in _BOMS:
         if raw.startswith(bom):
-            return raw.decode(codec), codec
-    return raw.decode("utf-8", "surrogateescape"), "utf-8"
+            try:
+                return raw.decode(codec), codec
+            except UnicodeDecodeError:
+                if strict:
+                    raise
+                break
+    return raw.decode("utf-8", "strict" if strict else "surrogateescape"), "utf-8"
 
 
 def encode_config(text: str, codec: str) -> bytes:
     """The bytes of ``text`` as :func:`decode_config` read them with ``codec``."""
     return text.encode(codec, "surrogateescape" if codec == "utf-8" else "strict")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with every URL's userinfo replaced by ``****``, for messages and the manifest.
-
-    Only what is shown or recorded is redacted: uv still gets the real URLs.
-    """
-    return _URL_USERINFO.sub(r"\g<scheme>****@", text)
 
 
 @dataclass(frozen=True)
@@ -184,16 +178,17 @@ def _include_target(line: str, options: str = "-r|--requirement") -> str | None:
     return match.group(1).strip() if match else None
 
 
-def referenced_files(path: Path) -> list[Path]:
-    """The files a requirements file names with ``-r``/``-c`` (or the long forms), and those
+def referenced_files(paths: Iterable[Path]) -> list[Path]:
+    """The files requirements files name with ``-r``/``-c`` (or the long forms), and those
     they name in turn, that exist; each relative to the file naming it, as pip reads them."""
     found: list[Path] = []
-    pending, seen = [path], {path.resolve()}
+    pending = list(paths)
+    seen = {path.resolve() for path in pending}
     while pending:
         current = pending.pop()
         try:
             text = decode_config(current.read_bytes())[0]
-        except (OSError, UnicodeDecodeError):
+        except OSError:
             continue
         for _, line in _logical_lines(text):
             target = _include_target(line, "-r|--requirement|-c|--constraint")
@@ -214,7 +209,7 @@ def _read_requirements_txt(
     seen.add(resolved)
     shown = _display_path(path, root)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_config(path.read_bytes(), strict=True)[0]
     except (OSError, UnicodeDecodeError) as exc:
         raise BuildError(f"cannot read requirements file: {exc}", path=shown) from exc
     for number, line in _logical_lines(text):
@@ -310,7 +305,7 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
             where = None if source.startswith("@") else source
             origin = f" in {source}" if where is None else ""
             message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
-            raise BuildError(redact_credentials(message), path=where, line=line) from None
+            raise BuildError(message, path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 
 
@@ -490,7 +485,7 @@ def resolve(requirements: Sequence[str], options: DependencyOptions, cache_dir: 
         target = f"Python {options.python_version} on {options.platform}"
         which = f" for {', '.join(culprits)}" if culprits else ""
         message = f"cannot resolve dependencies{which} ({target}):\n{detail}"
-        raise BuildError(redact_credentials(message))
+        raise BuildError(message)
 
     pins = _parse_pins(result.stdout)
     record = {"requirements": list(requirements), "options": asdict(options), "pins": pins}
@@ -572,7 +567,7 @@ def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) ->
                 which = ", ".join(culprits) or "dependencies"
                 target = f"Python {options.python_version} on {options.platform}"
                 message = f"cannot install {which} ({target}):\n{detail}"
-                raise BuildError(redact_credentials(message))
+                raise BuildError(message)
             _strip_site(staging)
         try:
             staging.rename(final)

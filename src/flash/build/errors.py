@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
+# The userinfo of a URL (`https://user:token@host`): a password or a token on its own. Up
+# to the last `@` before the host ends (pip, uv and urllib take `https://u:p@ss@host` as
+# password `p@ss`), and never across a quote: the next URL on a line is not this one's.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"']+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every URL's userinfo replaced by ``****``: for what is shown (every
+    BuildError's message) and recorded (the manifest). uv still gets the real URLs."""
+    return _URL_USERINFO.sub(r"\g<scheme>****@", text)
+
 
 class BuildError(Exception):
     """A problem in the user's project or options, reported without a traceback.
 
-    ``path`` is relative to the project root; ``line`` and ``col`` are 1-based.
+    ``path`` is relative to the project root; ``line`` and ``col`` are 1-based. URL
+    credentials in the message (a requirement, an index) are masked, whoever raises it.
     """
 
     def __init__(
@@ -17,6 +31,7 @@ class BuildError(Exception):
         line: int | None = None,
         col: int | None = None,
     ) -> None:
+        message = redact_credentials(message)
         super().__init__(message)
         self.message = message
         self.path = path

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flash.build.dependencies import redact_credentials
+from flash.build.errors import redact_credentials
 from flash.build.scanner import ScanResult, sanitize_resource_name
 from flash.build.schemas import SchemaResult, schema_sha256
 

@@ -31,11 +31,10 @@ from flash.build.dependencies import (
     encode_config,
     load_toml,
     package_sizes,
-    redact_credentials,
     referenced_files,
     vendor_dependencies,
 )
-from flash.build.errors import BuildError
+from flash.build.errors import BuildError, redact_credentials
 from flash.build.handlers import render_handler
 from flash.build.manifest import (
     Dependencies,
@@ -261,10 +260,10 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 def _archive_path(flash_dir: Path, output: str) -> Path:
     if not output or Path(output).name != output or output in (".", ".."):
         raise BuildError(f"--output must be a file name inside .flash/, got {output!r}")
-    # Writing the archive over one of the build's own files or folders would lose it (the
-    # signing key, the cache) or crash the build halfway.
-    if output in (MANIFEST_FILENAME, STAMP_NAME, "secrets", "cache", ".build"):
-        raise BuildError(f"--output {output!r} is a name the build uses itself in .flash/")
+    # An archive name, never one of the files Flash keeps in .flash/ (the signing key, the
+    # cache, a platform's job store), which the archive would overwrite.
+    if not output.endswith((".tar.gz", ".tgz")):
+        raise BuildError(f"--output must end in .tar.gz or .tgz, got {output!r}")
     if (flash_dir / output).is_dir():
         raise BuildError(f"--output {output!r} is an existing folder in .flash/")
     return flash_dir / output
@@ -280,8 +279,7 @@ def _build_key(source_fp: str, options: BuildOptions) -> str:
         "source": source_fp,
         # Flash's own code, the runtime vendored into the archive and the build that makes
         # it alike: a changed Flash rebuilds even under the same version number.
-        "flash_sources": _flash_sources_fingerprint(),
-        "flash": flash.__version__,
+        "flash_sources": _flash_sources_fingerprint(),  # __init__.py holds the version
         "cloudpickle": cloudpickle.__version__,
         "python": sys.version,
         "dependencies": asdict(options.dependencies),
@@ -295,7 +293,11 @@ def _build_key(source_fp: str, options: BuildOptions) -> str:
 
 @functools.cache
 def _flash_sources_fingerprint() -> str:
-    package = Path(flash.__file__).parent
+    return sources_fingerprint(Path(flash.__file__).parent)
+
+
+def sources_fingerprint(package: Path) -> str:
+    """The fingerprint of every ``.py`` file of ``package``, at any depth."""
     return fingerprint(
         package, sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py"))
     )
@@ -358,14 +360,14 @@ def _index_configs(root: Path, files: list[str]) -> set[str]:
     found = {rel for rel in files if names_package_indexes(rel)}
     collected = set(files)
     base = root.resolve()
-    for rel in [r for r in found if r.endswith((".txt", ".in"))]:
-        for path in referenced_files(root / rel):
-            try:
-                named = path.resolve().relative_to(base).as_posix()
-            except ValueError:  # outside the project: not archived
-                continue
-            if named in collected:
-                found.add(named)
+    requirements = [root / rel for rel in found if rel.endswith((".txt", ".in"))]
+    for path in referenced_files(requirements):
+        try:
+            named = path.resolve().relative_to(base).as_posix()
+        except ValueError:  # outside the project: not archived
+            continue
+        if named in collected:
+            found.add(named)
     return found
 
 
@@ -382,10 +384,7 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
         info = source.stat()
         if info.st_size <= _MASKED_MAX_BYTES:
             raw = source.read_bytes()
-            try:
-                text, codec = decode_config(raw)
-            except UnicodeDecodeError:  # a byte-order mark, then no such text
-                text, codec = raw.decode("utf-8", "surrogateescape"), "utf-8"
+            text, codec = decode_config(raw)
             data = encode_config(redact_credentials(text), codec)
             if data != raw:
                 return _archive.Entry(name=rel, data=data, executable=bool(info.st_mode & 0o111))
