@@ -337,14 +337,17 @@ def test_literal_dict_unpacked_into_a_config_is_read(tmp_path: Path) -> None:
     assert result.resources["gpu"].config["scalerValue"] == 2
 
 
+# A module with one @remote function, step(), on endpoint "cpu".
+ONE_STEP = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
+
+
 def test_module_names_for_numbered_files_nested_packages_and_init(tmp_path: Path) -> None:
-    deco = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
     result = scan(
         tmp_path,
         {
-            "01_prep.py": deco,
-            "a/b/c/deep.py": deco,
-            "pkg/__init__.py": deco,
+            "01_prep.py": ONE_STEP,
+            "a/b/c/deep.py": ONE_STEP,
+            "pkg/__init__.py": ONE_STEP,
         },
     )
     modules = sorted((f.module, f.qualified_name, f.path) for f in result.functions)
@@ -358,16 +361,15 @@ def test_module_names_for_numbered_files_nested_packages_and_init(tmp_path: Path
 
 def test_a_src_folder_without_init_is_an_import_root(tmp_path: Path) -> None:
     # The src layout: src/mypkg is the package mypkg, as setuptools, hatch and uv install it.
-    deco = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
     result = scan(
         tmp_path / "layout",
         {
-            "src/mypkg/__init__.py": deco,
+            "src/mypkg/__init__.py": ONE_STEP,
             "src/mypkg/gpu.py": f"{HEADER}from mypkg.config import gpu\n\n@remote(gpu)\n"
             "def embed(): ...\n",
             "src/mypkg/config.py": f'{HEADER}gpu = LiveServerless(name="gpu")\n',
-            "src/single.py": deco,
-            "tasks.py": deco,
+            "src/single.py": ONE_STEP,
+            "tasks.py": ONE_STEP,
         },
     )
     modules = sorted((f.module, f.qualified_name, f.path) for f in result.functions)
@@ -379,7 +381,7 @@ def test_a_src_folder_without_init_is_an_import_root(tmp_path: Path) -> None:
     ]
     assert result.src_layout
     # A src folder that is itself a package keeps its name, as before.
-    result = scan(tmp_path / "package", {"src/__init__.py": "", "src/jobs.py": deco})
+    result = scan(tmp_path / "package", {"src/__init__.py": "", "src/jobs.py": ONE_STEP})
     assert only(result).qualified_name == "src.jobs.step" and not result.src_layout
 
 
@@ -394,8 +396,7 @@ def test_a_src_folder_without_init_is_an_import_root(tmp_path: Path) -> None:
 def test_a_module_both_at_the_root_and_under_src_is_an_error(
     tmp_path: Path, at_root: str, under_src: str
 ) -> None:
-    deco = f'{HEADER}cfg = CpuLiveServerless(name="cpu")\n\n@remote(cfg)\ndef step():\n    pass\n'
-    error = scan_error(tmp_path, {at_root: "", under_src: deco})
+    error = scan_error(tmp_path, {at_root: "", under_src: ONE_STEP})
     assert error.path == under_src
     assert f"{at_root} and {under_src} both define the top-level module 'mypkg'" in error.message
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.helpers import completed_jobs, free_port, processes_under, wait_for
 from watchfiles import Change
 
+from flash.build import collect
 from flash.cli.init import write_starter
 from flash.cli.run import source_filter
 
@@ -125,3 +127,20 @@ def test_run_reloads_for_a_file_a_nested_ignore_file_re_includes(tmp_path: Path)
     assert not wanted(Change.modified, str(tmp_path / "notes" / "config" / "settings.json"))
     assert not wanted(Change.modified, str(tmp_path / ".flash" / "archive.tar.gz"))
     assert not wanted(Change.added, str(tmp_path / "config" / ".env"))
+
+
+def test_run_filters_its_own_writes_without_reading_ignore_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every rebuild writes hundreds of files under .flash/: none may cost a read of the
+    # ignore files (their patterns cannot re-include what is always left out).
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    reads: list[Path] = []
+    real = collect.load_ignore_spec
+    monkeypatch.setattr(collect, "load_ignore_spec", lambda root: reads.append(root) or real(root))
+    wanted = source_filter(tmp_path.resolve())
+    for name in (".flash/.build/handler_cpu.py", ".flash/archive.tar.gz", ".git/index"):
+        assert not wanted(Change.modified, str(tmp_path / name))
+    assert reads == []
+    assert not wanted(Change.modified, str(tmp_path / "debug.log"))
+    assert len(reads) == 1  # a project file still goes by the project's ignore files

@@ -288,3 +288,14 @@ def test_a_copy_whose_deploy_fails_half_way_stays_while_its_workers_run(tmp_path
         assert copy.path.is_dir()
     finally:
         platform.stop()
+
+
+@pytest.mark.parametrize("port", [99999, -1])
+def test_a_port_out_of_range_is_a_platform_error(tmp_path: Path, port: int) -> None:
+    # The CLI checks its options first; an API caller gets the same one-line error kind
+    # (not an OverflowError traceback), and the state folder is free again.
+    with pytest.raises(PlatformError, match=f"cannot listen on 127.0.0.1:{port}"):
+        LocalPlatform(tmp_path / "state", port=port).start()
+    platform = LocalPlatform(tmp_path / "state", port=0)
+    platform.start()
+    platform.stop()

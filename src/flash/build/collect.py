@@ -129,6 +129,10 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
 def is_ignored(root: Path, rel: str) -> bool:
     """Whether collect_files would leave out the project-relative posix file path ``rel``:
     the same ignore files (nested ones too), folder by folder, as the walk reads them."""
+    parts = rel.split("/")
+    folders = ["/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)]
+    if any(always_excluded(path) for path in (*folders, rel)):
+        return True  # .flash/, .git/, ...: no ignore file needs reading (`flash run` writes)
     specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root))]
     prefix = ""
     for part in rel.split("/")[:-1]:

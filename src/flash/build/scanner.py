@@ -633,7 +633,7 @@ class _Project:
                 call.args[0],
             )
         values: dict[str, Any] = {}
-        dynamic: list[tuple[str, ast.expr]] = []
+        dynamic: tuple[str, ast.expr] | None = None  # the first field that is not a literal
         name_node: ast.expr | None = None
         for keyword in call.keywords:
             if keyword.arg is None:
@@ -643,15 +643,15 @@ class _Project:
                     extra = None
                 if isinstance(extra, dict) and all(isinstance(k, str) for k in extra):
                     values.update(extra)
-                else:
-                    dynamic.append((f"**{_text(keyword.value)}", keyword.value))
+                elif dynamic is None:
+                    dynamic = (f"**{_text(keyword.value)}", keyword.value)
                 continue
             if keyword.arg == "name":
                 name_node = keyword.value
             try:
                 values[keyword.arg] = self.evaluate(module, keyword.value, pos)
             except _NotStatic:
-                dynamic.append((keyword.arg, keyword.value))
+                dynamic = dynamic or (keyword.arg, keyword.value)
         name = values.get("name")
         if not isinstance(name, str):
             got = f"; got `{_text(name_node)}`" if name_node is not None else ""
@@ -671,10 +671,10 @@ class _Project:
                 module.path,
                 name_node or call,
             )
-        if dynamic:
+        if dynamic is not None:
             # The deployed endpoint gets what the manifest says: a value only known when the
             # code runs would silently become the field's default there.
-            field, node = dynamic[0]
+            field, node = dynamic
             raise _error(
                 f"{type_name} {name!r}: {field} must be a literal value (or a module-level "
                 f"constant of one) so the build can record it; got `{_text(node)}`",
@@ -767,31 +767,24 @@ class _Project:
         for decorator in node.decorator_list:
             func = decorator.func if isinstance(decorator, ast.Call) else decorator
             resolved = self.resolve(module, func, _pos(node))
-            stored = self._stored_remote_call(decorator, resolved)
-            if stored is not None:
-                if found is not None:
+            candidate = self._stored_remote_call(decorator, resolved)
+            if candidate is None:
+                if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
+                    continue
+                if not isinstance(decorator, ast.Call):
                     raise _error(
-                        f"{node.name!r} has more than one @remote decorator",
+                        f"@{_text(decorator)} on {node.name!r} needs a resource config, e.g. "
+                        f"@{_text(decorator)}(resource_config=gpu) with "
+                        'gpu = LiveServerless(name="gpu-worker")',
                         module.path,
                         decorator,
                     )
-                found = stored
-                continue
-            if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
-                continue
-            if not isinstance(decorator, ast.Call):
-                raise _error(
-                    f"@{_text(decorator)} on {node.name!r} needs a resource config, e.g. "
-                    f"@{_text(decorator)}(resource_config=gpu) with "
-                    'gpu = LiveServerless(name="gpu-worker")',
-                    module.path,
-                    decorator,
-                )
+                candidate = _Decorator(decorator, module, _pos(node), decorator)
             if found is not None:
                 raise _error(
                     f"{node.name!r} has more than one @remote decorator", module.path, decorator
                 )
-            found = _Decorator(decorator, module, _pos(node), decorator)
+            found = candidate
         return found
 
     def _stored_remote_call(self, decorator: ast.expr, resolved: _Resolved) -> _Decorator | None:

@@ -32,7 +32,8 @@ def fail(message: str) -> NoReturn:
 
 
 def check_port(option: str, port: int) -> None:
-    # Checked up front: the socket layer raises OverflowError (a traceback) past 65535.
+    # Checked before any state is made (the platform would refuse --port only once it has
+    # locked its state folder), and --app-port goes to another process.
     if not 0 <= port <= 65535:
         fail(f"{option} must be a port number from 0 to 65535, got {port}")
 

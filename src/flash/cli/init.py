@@ -35,9 +35,7 @@ def write_starter(target: Path, project_name: str | None = None, force: bool = F
         planned.append((target / rel, text))
     # A file where the project (or one of its folders) goes: refused before anything is
     # written, even with --force, which overwrites files but never turns one into a folder.
-    folders = {target, *target.parents} | {
-        parent for path, _ in planned for parent in path.parents if target in parent.parents
-    }
+    folders = {parent for path, _ in planned for parent in path.parents}
     in_the_way = sorted(p for p in folders if p.exists() and not p.is_dir())
     if in_the_way:
         shown = ", ".join(str(p) for p in in_the_way[:3])

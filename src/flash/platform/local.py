@@ -115,7 +115,7 @@ class LocalPlatform:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((self.host, self.port))
-        except OSError as err:
+        except (OSError, OverflowError) as err:  # OverflowError: a port past 65535
             self._sock.close()
             self._release_state_dir()
             raise PlatformError(f"cannot listen on {self.host}:{self.port}: {err}") from None
