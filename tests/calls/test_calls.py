@@ -213,6 +213,9 @@ def test_a_client_without_the_key_maps_a_typed_function_with_json(
         assert asyncio.run(chain.helper.map(range(10), chunk_size=4)) == list(range(1, 11))
         forced = chain.helper.options(serialization="json")
         assert asyncio.run(forced.starmap([(1,), (2,)])) == [2, 3]
+        # An Any argument too: JSON is all this caller can send (a tuple arrives as a list).
+        assert asyncio.run(chain.kind((1, 2))) == "list"
+        assert asyncio.run(chain.kind.map([(1,), "a"])) == ["list", "str"]
     finally:
         set_invoker(previous)
 

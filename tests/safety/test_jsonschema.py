@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, TypeAdapter
 from typing_extensions import TypedDict
 
+from flash.runtime.jsoncall import JsonResultError, to_json_result
 from flash.runtime.jsonschema import (
     INVALID_JSON,
     MAX_ISSUES,
@@ -326,6 +327,14 @@ def test_a_too_deep_value_is_named_in_a_short_message() -> None:
     assert str(info.value) == (
         "kwargs.x[0][0][0][0][0][0][0][0]... (256 levels): JSON nested deeper than 256 levels"
     )
+    # Any error that deep, not only "too deep" ones: a NaN 190 levels down in a result.
+    deep: Any = float("nan")
+    for _ in range(190):
+        deep = [deep]
+    with pytest.raises(JsonResultError) as result_info:
+        to_json_result(deep)
+    assert len(str(result_info.value)) < 200, str(result_info.value)
+    assert str(result_info.value).startswith("result[0][0][0][0][0][0][0][0]... (190 levels)")
 
 
 def test_parse_json_limits() -> None:

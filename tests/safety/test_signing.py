@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flash.runtime import signing
+from flash.runtime.protocol import MAX_JSON_DEPTH
 from flash.runtime.serialization import deserialize, serialize, serialize_args
 from flash.runtime.signing import (
     BAD_MAC,
@@ -676,7 +677,7 @@ def test_a_big_text_cannot_be_swapped_for_another_encoding_of_its_bytes(size: in
 
 def test_json_arguments_as_deep_as_a_worker_takes_can_be_signed() -> None:
     deep: object = 1
-    for _ in range(66):  # a worker takes JSON arguments 64 levels deep
+    for _ in range(MAX_JSON_DEPTH + 2):  # as deep as a worker takes JSON arguments
         deep = [deep]
     fields = job_fields(kwargs={"x": deep})
     verify(signed(fields), fields)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import pytest
 from pydantic import AfterValidator
@@ -103,3 +103,47 @@ def test_functions_and_classes_as_before() -> None:
     assert codec_for(typed) is not None
     assert codec_for(no_return) is None
     assert codec_for(Model) is None
+
+
+T = TypeVar("T")
+
+
+def _pinned(x: dict[str, list[int]], y: Literal["a", "b"] = "a") -> tuple[int, ...]:
+    return (1,)
+
+
+def _any_inside(x: dict[str, Any]) -> int:
+    return 1
+
+
+def _object_in_optional(x: Optional[object] = None) -> int:  # noqa: UP045
+    return 1
+
+
+def _annotated_any(x: Annotated[Any, "meta"]) -> int:
+    return 1
+
+
+def _any_returned(x: int) -> list[Any]:
+    return [x]
+
+
+def _type_variable(x: list[T]) -> int:
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("fn", "loose"),
+    [
+        (_pinned, False),
+        (_any_inside, True),
+        (_object_in_optional, True),
+        (_annotated_any, True),
+        (_any_returned, True),
+        (_type_variable, True),
+    ],
+)
+def test_a_codec_is_loose_wherever_a_type_pins_no_json_type(fn: object, loose: bool) -> None:
+    # JSON would bring back such a value changed (a tuple as a list): "auto" pickles these.
+    codec = codec_for(fn)
+    assert codec is not None and codec.loose is loose

@@ -142,7 +142,7 @@ class PlatformInvoker:
         if fn.resource_name == self.own_resource:
             return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         target = _target(fn)
-        codec = _codec(fn)
+        codec = _codec(fn, self.signing_key)
         if codec is not None:
             json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
             output, _ = await self._call(target, json_payload, fn.call_options)
@@ -163,7 +163,7 @@ class PlatformInvoker:
         return (
             mode == "pickle"
             or (mode == "auto" and self.signing_key is not None)
-            or _codec(fn) is None
+            or _codec(fn, self.signing_key) is None
         )
 
     async def call_map(
@@ -213,7 +213,7 @@ class PlatformInvoker:
             bound = getattr(handle.local_instance(), method)
             return await _local(bound, args, kwargs, collect=True)  # generators: a list
         target = _target(remote_class)
-        codecs = _method_codecs(remote_class, method)
+        codecs = _method_codecs(remote_class, method, self.signing_key)
         if codecs is not None:
             init_codec, method_codec = codecs
             json_payload = {
@@ -258,7 +258,7 @@ class PlatformInvoker:
         job_id = job["id"]
         finished = False
         index = 0
-        delay = 0.005
+        poll = _Poll(target, job_id, deadline)
         try:
             while True:
                 answer = await self._get(f"{url}/stream/{job_id}", deadline, target, job_id)
@@ -273,18 +273,12 @@ class PlatformInvoker:
                         final = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
                         _raise_for(final, target, self._failure_details(final, nonce))
                     return
-                if deadline is not None and time.time() >= deadline:
-                    raise RemoteTimeoutError(  # the finally below cancels the job
-                        "the stream did not finish in time",
-                        endpoint=target.resource,
-                        function=target.function,
-                        job_id=job_id,
-                    )
+                if poll.past_deadline():
+                    raise poll.timed_out("stream")  # the finally below cancels the job
                 if chunks:
-                    delay = 0.005  # items are flowing: ask again soon
+                    poll.restart()  # items are flowing: ask again soon
                 else:  # nothing yet: back off as _call does, not a busy loop
-                    await asyncio.sleep(_jitter(delay, deadline))
-                    delay = min(delay * 2, 1.0)
+                    await poll.wait()
         finally:
             if not finished:
                 await self._cancel(url, job_id)
@@ -354,18 +348,12 @@ class PlatformInvoker:
         job = await self._submit(f"{url}/runsync?wait={wait_ms}", body, deadline, target, options)
         job_id = job.get("id")
         try:
-            delay = 0.005
+            poll = _Poll(target, job_id, deadline)
             while job.get("status") not in _FINAL:
-                if deadline is not None and time.time() >= deadline:
+                if poll.past_deadline():
                     await self._cancel(url, job_id)
-                    raise RemoteTimeoutError(
-                        "the call did not finish in time",
-                        endpoint=target.resource,
-                        function=target.function,
-                        job_id=job_id,
-                    )
-                await asyncio.sleep(_jitter(delay, deadline))
-                delay = min(delay * 2, 1.0)
+                    raise poll.timed_out("call")
+                await poll.wait()
                 job = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
         except asyncio.CancelledError:
             await self._cancel(url, job_id)
@@ -516,13 +504,13 @@ class PlatformInvoker:
             await asyncio.shield(self.http.request("POST", f"{url}/cancel/{job_id}", timeout=5))
 
 
-def _codec(fn: Any) -> JsonCodec | None:
+def _codec(fn: Any, signing_key: bytes | None) -> JsonCodec | None:
     mode = fn.call_options.serialization
     if mode == "pickle":
         return None
     codec = _json_codec_factory(fn.__wrapped__) if _json_codec_factory is not None else None
-    if codec is not None and codec.loose and mode == "auto":
-        return None  # an Any argument would not arrive as itself: a tuple as a list, ...
+    if codec is not None and codec.loose and _pickles_loose_calls(mode, signing_key):
+        return None
     if codec is None and mode == "json":
         raise TypeError(
             f"{fn.__wrapped__.__qualname__} cannot be called with JSON: annotate every "
@@ -531,14 +519,27 @@ def _codec(fn: Any) -> JsonCodec | None:
     return codec
 
 
-def _method_codecs(remote_class: Any, method: str) -> tuple[JsonCodec, JsonCodec] | None:
+def _pickles_loose_calls(mode: str, signing_key: bytes | None) -> bool:
+    """Whether a call whose types pin no JSON type (an Any argument would not arrive as
+    itself: a tuple as a list, ...) goes pickled: in auto mode, from a caller with the key.
+    Without it the call goes as JSON, the only kind an endpoint takes from such a caller."""
+    return mode == "auto" and signing_key is not None
+
+
+def _method_codecs(
+    remote_class: Any, method: str, signing_key: bytes | None
+) -> tuple[JsonCodec, JsonCodec] | None:
     mode = remote_class.call_options.serialization
     if mode == "pickle":
         return None
     factory = _json_method_codec_factory
     codecs = factory(remote_class.__wrapped__, method) if factory is not None else None
-    if codecs is not None and mode == "auto" and (codecs[0].loose or codecs[1].loose):
-        return None  # an Any argument would not arrive as itself: a tuple as a list, ...
+    if (
+        codecs is not None
+        and (codecs[0].loose or codecs[1].loose)
+        and _pickles_loose_calls(mode, signing_key)
+    ):
+        return None
     if codecs is None and mode == "json":
         raise TypeError(
             f"{remote_class.__wrapped__.__qualname__}.{method} cannot be called with JSON: "
@@ -580,6 +581,35 @@ def _deadline(options: CallOptions, target: _Target, caller: _context.CallContex
     elif target.timeout_ms:
         candidates.append(now + target.timeout_ms / 1000)
     return min(candidates) if candidates else None
+
+
+class _Poll:
+    """Asking a job how it goes: after 5 ms, then twice as long each time up to 1 s (with
+    jitter), never past the call's deadline."""
+
+    def __init__(self, target: _Target, job_id: str | None, deadline: float | None) -> None:
+        self.target = target
+        self.job_id = job_id
+        self.deadline = deadline
+        self.delay = 0.005
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def timed_out(self, what: str) -> RemoteTimeoutError:
+        return RemoteTimeoutError(
+            f"the {what} did not finish in time",
+            endpoint=self.target.resource,
+            function=self.target.function,
+            job_id=self.job_id,
+        )
+
+    def restart(self) -> None:
+        self.delay = 0.005
+
+    async def wait(self) -> None:
+        await asyncio.sleep(_jitter(self.delay, self.deadline))
+        self.delay = min(self.delay * 2, 1.0)
 
 
 def _jitter(delay: float, deadline: float | None) -> float:

@@ -39,6 +39,7 @@ from flash.runtime.protocol import (
     INVALID_JOB,
     MANIFEST_ENV_VAR,
     MANIFEST_FILENAME,
+    MAX_JSON_DEPTH,
     NOT_JSON_CALLABLE,
     PROTOCOL_VERSION,
     RESULT_NOT_JSON,
@@ -78,8 +79,6 @@ MAX_MAP_ITEMS = 1024
 _MAX_PICKLED_EXCEPTION = 64 * 1024
 _MISSING = object()
 _FROM_ENV = object()
-# JSON arguments nested deeper than this are refused before validation.
-MAX_JSON_DEPTH = 64
 
 # Frames of this machinery, stripped from the front of a user traceback.
 _PLUMBING_FILES = frozenset(os.path.abspath(f) for f in (__file__, _serialization.__file__))
@@ -338,11 +337,16 @@ def create_handler(
         return _Call(name, "json_method", targets[name], call, call_context, nonce)
 
     def check_signature(
-        name: str, payload: dict[str, Any], decoded: dict[int, bytes], *, pickled: bool = True
+        name: str,
+        payload: dict[str, Any],
+        decoded: dict[int, bytes] | None,
+        *,
+        pickled: bool = True,
     ) -> str | None:
         """The verified request nonce; raises before anything of the payload is unpickled.
 
-        Big pickles the check decodes go into ``decoded`` (by id() of their string).
+        Big pickles the check decodes go into ``decoded`` (by id() of their string), if
+        given: a JSON call unpickles nothing, so keeps none.
         """
         if secret is None:
             if allow_unsigned:
@@ -385,7 +389,7 @@ def create_handler(
         """
         if secret is None or payload.get("signature") is None:
             return None
-        return check_signature(name, payload, {}, pickled=False)
+        return check_signature(name, payload, None, pickled=False)
 
     def sign(
         answer: dict[str, Any], nonce: str | None, digests: _signing.Digests | None

@@ -33,7 +33,6 @@ from typing import Any
 from flash.runtime.jsonschema import (
     MAX_ISSUES,
     MAX_NESTING,
-    PATH_LEVELS_SHOWN,
     UNIX_TIME_TEXT,
     Issue,
     format_path,
@@ -521,10 +520,7 @@ _MAX_INT_BITS = 14_000
 
 def _to_json(value: Any, path: _Path, depth: int) -> Any:
     if depth > MAX_NESTING:
-        # The first levels of a path this deep are enough to say where it is.
-        raise JsonResultError(
-            format_path(path, most=PATH_LEVELS_SHOWN), f"nested deeper than {MAX_NESTING} levels"
-        )
+        raise JsonResultError(format_path(path), f"nested deeper than {MAX_NESTING} levels")
     kind = type(value)
     if kind in _PASS_THROUGH:
         return value

@@ -90,8 +90,8 @@ def validate(
     return validator.issues
 
 
-# How many levels of a too-deep value's path an error shows.
-PATH_LEVELS_SHOWN = 8
+# How many levels of a path an error shows: the first ones name the field well enough.
+_PATH_LEVELS_SHOWN = 8
 
 
 def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
@@ -109,8 +109,7 @@ def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
         else:
             continue
         if depth >= max_depth:
-            # The path is as deep as the limit: its first levels name the field well enough.
-            where_text = format_path(where, most=PATH_LEVELS_SHOWN) or "the value"
+            where_text = format_path(where) or "the value"
             raise JsonInputError(
                 TOO_DEEP, f"{where_text}: JSON nested deeper than {max_depth} levels"
             )
@@ -232,15 +231,15 @@ def _check_end(text: str, at: int) -> None:
         raise json.JSONDecodeError("Extra data", text, at)
 
 
-def format_path(path: _Path, most: int | None = None) -> str:
-    """Text of a path chain: ``kwargs.items[2]["odd key"]``; with ``most``, a longer chain
-    shows its first ``most`` keys and how many there are: ``output[0][0]... (300 levels)``."""
+def format_path(path: _Path) -> str:
+    """Text of a path chain: ``kwargs.items[2]["odd key"]``; a chain of more than 8 keys
+    shows its first 8 and how many there are: ``output[0][0]... (300 levels)``."""
     keys: list[Any] = []
     while isinstance(path, tuple):
         path, key = path
         keys.append(key)
     text = path if isinstance(path, str) else ""
-    shown = keys[::-1] if most is None else keys[::-1][:most]
+    shown = keys[::-1][:_PATH_LEVELS_SHOWN]
     for key in shown:
         if isinstance(key, int) and not isinstance(key, bool):
             text += f"[{key}]"

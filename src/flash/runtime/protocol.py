@@ -19,6 +19,7 @@ __all__ = [
     "INVALID_JOB",
     "MANIFEST_ENV_VAR",
     "MANIFEST_FILENAME",
+    "MAX_JSON_DEPTH",
     "NOT_JSON_CALLABLE",
     "PROTOCOL_VERSION",
     "RESULT_NOT_JSON",
@@ -37,6 +38,8 @@ __all__ = [
 MANIFEST_FILENAME = "flash_manifest.json"
 MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
 
+# JSON arguments of a job nested deeper than this are refused before validation.
+MAX_JSON_DEPTH = 64
 PROTOCOL_VERSION = 1
 SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
 

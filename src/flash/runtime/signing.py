@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
+from flash.runtime.protocol import MAX_JSON_DEPTH
+
 __all__ = [
     "ALGORITHM",
     "BAD_MAC",
@@ -130,8 +132,8 @@ _RESULT_HEAD = f"flash-result\n{_VERSION_TEXT}\n{ALGORITHM}\n"
 _MAX_NAME = 1024  # endpoint and function names; anything longer is not ours
 _MAX_CALLER_ITEMS = 8
 _MAX_CALLER_TEXT = 64
-# Deeper than any job a worker takes (JSON arguments: 64 levels, under their wrapper).
-_MAX_FIELD_DEPTH = 80
+# Deeper than any job a worker takes: its JSON arguments, under their wrapper.
+_MAX_FIELD_DEPTH = MAX_JSON_DEPTH + 16
 # String values at least this long are hashed on their own; the canonical text holds only
 # their digest (see payload_digest).
 BIG_TEXT = 1 << 16
@@ -257,27 +259,21 @@ def _big_writer(
     *,
     digests: Digests | None = None,
     decoded: dict[int, bytes] | None = None,
-    replay: tuple[ReplayCache, str, float] | None = None,
 ) -> Callable[[str], str]:
     """What writes the canonical text of big strings: the digest a signer kept for one
     (``digests``, used once, then let go), else the digest of what it decodes to, whose bytes
     go into ``decoded`` up to :data:`_DECODED_BUDGET` (past it they are decoded again when
     unpickled: a big map job must not hold all its items' bytes at once). Verifiers pass no
-    ``digests``: they hash what they decode. With ``replay`` (cache, nonce, deadline), a
-    nonce already seen is refused before the first big string is decoded."""
-    if not digests and decoded is None and replay is None:
+    ``digests``: they hash what they decode."""
+    if not digests and decoded is None:
         return _hashed_big
     room = _DECODED_BUDGET
-    unchecked = replay
 
     def big(text: str) -> str:
-        nonlocal room, unchecked
+        nonlocal room
         kept = digests.pop(id(text), None) if digests else None
         if kept is not None:  # the entry holds its text, so the id is that text's
             return "#" + kept[1]
-        if unchecked is not None:
-            (cache, nonce, deadline), unchecked = unchecked, None
-            cache.check(nonce, deadline)
         if decoded is None or room <= 0:
             return _big_text(text, None)
         canonical = _big_text(text, decoded)
@@ -593,8 +589,8 @@ def verify_request(
         except _BigText:
             # A replay is refused before its big pickles are decoded and hashed (5 ms a
             # megabyte here); the nonce is recorded only once the digest matched, below.
-            big = _big_writer(decoded=decoded, replay=(replay, nonce, deadline))
-            actual = _payload_digest(fields, big)
+            replay.check(nonce, deadline)
+            actual = _payload_digest(fields, _big_writer(decoded=decoded))
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the request payload cannot be hashed: {exc}") from None
     if not hmac.compare_digest(actual, digest):

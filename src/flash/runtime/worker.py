@@ -368,14 +368,13 @@ class _WorkerLoop:
             except ValueError:
                 print("flash worker: job-stop answered a body that is not JSON", file=sys.stderr)
                 answer = {}
-            ids = answer.get("jobsToStop") if isinstance(answer, dict) else None
-            if not isinstance(ids, list):
-                if ids is not None or not isinstance(answer, dict):
-                    print("flash worker: job-stop answered no list of job ids", file=sys.stderr)
-                ids = []
+            listed = answer.get("jobsToStop") if isinstance(answer, dict) else "not an object"
+            if listed is not None and not isinstance(listed, list):
+                print("flash worker: job-stop answered no list of job ids", file=sys.stderr)
+            # Anything but a job id stops nothing (and must not end this loop).
+            ids = [i for i in listed if isinstance(i, str)] if isinstance(listed, list) else []
             for job_id in ids:
-                # Anything but a job id stops nothing (and must not end this loop).
-                task = self.busy.get(job_id) if isinstance(job_id, str) else None
+                task = self.busy.get(job_id)
                 if task is not None:
                     self.reportable.discard(job_id)
                     task.cancel()

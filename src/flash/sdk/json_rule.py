@@ -42,7 +42,8 @@ class JsonCallTypes:
     signature: inspect.Signature  # without ``self`` for a method
     params: dict[str, TypeAdapter[Any]]  # by parameter name
     hints: dict[str, Any]  # each parameter's type, by name
-    result: TypeAdapter[Any]  # of the return value, or of each item a generator yields
+    returned: Any  # the return type, or that of each item a generator yields
+    result: TypeAdapter[Any]  # of ``returned``
     result_schema: dict[str, Any]  # its JSON Schema, as the worker serialises it
     stream: bool  # a generator
 
@@ -112,6 +113,7 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
         signature=signature,
         params=adapters,
         hints={p.name: hints[p.name] for p in params},
+        returned=returned,
         result=result,
         result_schema=result_schema,
         stream=stream,

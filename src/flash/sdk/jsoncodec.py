@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -77,20 +76,19 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
         return None
     if types.stream:  # generators stream, which typed JSON calls from Python do not (yet)
         return None
-    loose = any(_is_loose(hint) for hint in types.hints.values())
+    loose = any(_is_loose(hint) for hint in (*types.hints.values(), types.returned))
     return JsonCodec(types.signature, types.params, types.result, loose)
 
 
 def _is_loose(hint: Any) -> bool:
-    """Whether ``hint`` (Any, object, or a union or Annotated of one) pins no JSON type."""
-    if hint is Any or hint is object:
+    """Whether ``hint`` pins no JSON type somewhere: Any, object or a type variable, itself
+    or inside (``dict[str, Any]``, ``Optional[object]``, ``Annotated[Any, ...]``), where
+    the worker takes the JSON value as it is (see flash.runtime.jsoncall)."""
+    if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
         return True
-    origin = typing.get_origin(hint)
-    if origin is typing.Annotated:
-        return _is_loose(typing.get_args(hint)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_is_loose(arm) for arm in typing.get_args(hint))
-    return False
+    if typing.get_origin(hint) is typing.Literal:
+        return False  # its arguments are values, not types
+    return any(_is_loose(arg) for arg in typing.get_args(hint))
 
 
 _NO_ARGUMENTS = JsonCodec(inspect.Signature(), {}, TypeAdapter(type(None)))
