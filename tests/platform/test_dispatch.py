@@ -69,9 +69,14 @@ async def _running_on_w1(tmp_path: Path) -> tuple[Dispatcher, Job]:
     """A dispatcher on the store in ``tmp_path`` whose worker w1 runs one new job."""
     dispatcher = _dispatcher(tmp_path)
     dispatcher.register_worker("w1", "e")
+    return dispatcher, await _start_on_w1(dispatcher)
+
+
+async def _start_on_w1(dispatcher: Dispatcher) -> Job:
+    """A new job, taken by worker w1."""
     job = dispatcher.submit("e", '{"x": 1}')
     assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
-    return dispatcher, job
+    return job
 
 
 def _status(dispatcher: Dispatcher, job_id: str) -> dict[str, Any]:
@@ -103,7 +108,7 @@ def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -
 
     job_id = asyncio.run(first_life())
     asyncio.run(second_life(job_id))
-    third = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    third = _dispatcher(tmp_path)
     third.restore()
     assert "output" not in _status(third, job_id)  # nor after another restart
 
@@ -119,7 +124,7 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     job_id = asyncio.run(first_life())
     with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db, db:
         db.execute("UPDATE chunks SET chunk = '{bad' WHERE job_id = ? AND n = 0", (job_id,))
-    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    dispatcher = _dispatcher(tmp_path)
     dispatcher.restore()
     status = _status(dispatcher, job_id)
     assert status["status"] == "COMPLETED", status
@@ -131,12 +136,16 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
 def test_a_low_priority_job_stays_one_across_a_restart(tmp_path: Path) -> None:
     dispatcher = _dispatcher(tmp_path)
     low = dispatcher.submit("e", '{"x": 1}', low_priority=True)
-    dispatcher.submit("e", '{"x": 2}')
+    urgent = dispatcher.submit("e", '{"x": 2}')
     assert dispatcher.queued["e"] == 2 and dispatcher.queued_low_priority["e"] == 1
+    # The scaler's wait counts from the oldest job that may start a worker.
+    later = urgent.created_at + 1
+    assert dispatcher.oldest_wait("e", later) == pytest.approx(1)
     restarted = _dispatcher(tmp_path)
     restarted.restore()
     assert restarted.jobs[low.id].low_priority
     assert restarted.queued["e"] == 2 and restarted.queued_low_priority["e"] == 1
+    assert restarted.oldest_wait("e", later) == pytest.approx(1)
     restarted.purge("e")
     assert restarted.queued["e"] == 0 and restarted.queued_low_priority["e"] == 0
 
@@ -160,8 +169,7 @@ def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path
         dispatcher.register_worker("w1", "e")
         ids = {}
         for name, output in outputs.items():
-            job = dispatcher.submit("e", '{"x": 1}')
-            await dispatcher.take("w1", 1, False)
+            job = await _start_on_w1(dispatcher)
             assert dispatcher.done("w1", job.id, {"output": "..."}, False, output)
             ids[name] = job.id
         # Only the newest two fit in the budget; every result is still answered in full.
@@ -172,7 +180,7 @@ def test_big_results_beyond_the_memory_budget_are_served_from_the_store(tmp_path
         return ids
 
     ids = asyncio.run(first_life())
-    restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    restarted = _dispatcher(tmp_path)
     restarted.restore()
     for name, job_id in ids.items():
         assert restarted.jobs[job_id].output_json is None  # not loaded until asked for
@@ -188,8 +196,7 @@ def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path
         dispatcher.register_worker("w1", "e")
         ids = {}
         for name, items in chunks.items():
-            job = dispatcher.submit("e", '{"x": 1}')
-            await dispatcher.take("w1", 1, False)
+            job = await _start_on_w1(dispatcher)
             assert dispatcher.chunk("w1", job.id, items[0])
             if name == "s0":  # a client reads the first chunk while it runs
                 assert await dispatcher.read_stream(job, 0) == items[:1]
@@ -210,7 +217,7 @@ def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path
     ids = asyncio.run(first_life())
 
     async def second_life() -> None:
-        restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+        restarted = _dispatcher(tmp_path)
         restarted.restore()
         for name, job_id in ids.items():
             job = restarted.jobs[job_id]
@@ -259,22 +266,26 @@ def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:
 
 
 def test_a_final_report_without_output_leaves_no_progress_output_behind(tmp_path: Path) -> None:
-    async def scenario() -> tuple[str, str]:
+    async def scenario() -> list[str]:
         dispatcher = _dispatcher(tmp_path)
         dispatcher.register_worker("w1", "e")
-        raised, empty = dispatcher.submit("e", "{}"), dispatcher.submit("e", "{}")
-        await dispatcher.take("w1", 2, False)
-        for job in (raised, empty):
+        jobs = [dispatcher.submit("e", "{}") for _ in range(4)]
+        raised, empty, refused, cancelled = jobs
+        await dispatcher.take("w1", 4, False)
+        for job in jobs:
             assert dispatcher.done("w1", job.id, {"status": "IN_PROGRESS"}, False, '"step 1"')
             assert _status(dispatcher, job.id)["output"] == "step 1"
         assert dispatcher.done("w1", raised.id, {"error": "boom"}, False, None)
         assert dispatcher.done("w1", empty.id, {}, False, None)  # the handler returned {}
-        for job in (raised, empty):
+        dispatcher.refuse("w1", refused.id, "nested too deep")  # however a job ends
+        dispatcher.cancel(cancelled)
+        for job in jobs:
             assert "output" not in _status(dispatcher, job.id)
-        return raised.id, empty.id
+        return [job.id for job in jobs]
 
     ids = asyncio.run(scenario())
-    restarted = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    restarted = _dispatcher(tmp_path)
     restarted.restore()
-    assert [_status(restarted, i)["status"] for i in ids] == ["FAILED", "COMPLETED"]
+    statuses = [_status(restarted, i)["status"] for i in ids]
+    assert statuses == ["FAILED", "COMPLETED", "FAILED", "CANCELLED"]
     assert not any("output" in _status(restarted, i) for i in ids)  # nor once stored

@@ -69,6 +69,9 @@ class Dispatcher:
         self._output_bytes = 0
         self.jobs: dict[str, Job] = {}
         self.queues: dict[str, deque[str]] = {}
+        # The queued jobs that may start a worker (not low-priority ones), oldest first, for
+        # the scaler's oldest_wait: ids of jobs no longer queued are dropped as met.
+        self._urgent: dict[str, deque[str]] = {}
         self.takers: dict[str, deque[_Taker]] = {}
         self.workers: dict[str, _WorkerState] = {}
         self.exec_timeout_ms: dict[str, int | None] = {}
@@ -119,10 +122,11 @@ class Dispatcher:
                 requeued.append(job)
             job.status = js.IN_QUEUE
             self.jobs[job.id] = job
-            self.queues.setdefault(job.endpoint, deque()).append(job.id)
+            self.queues.setdefault(job.endpoint, deque())
             self.takers.setdefault(job.endpoint, deque())
             self._count_queued(job, 1)
             self._arm_ttl(job)
+            self._enqueue(job)
         self.store.delete(expired)
         self.store.save_requeued(requeued)
         return len(requeued)
@@ -165,8 +169,7 @@ class Dispatcher:
             self._idempotent[(endpoint, idempotency_key)] = job.id
         self._count_queued(job, 1)
         self._arm_ttl(job)
-        if not self._hand_to_taker(job):
-            self.queues[endpoint].append(job.id)
+        self._enqueue(job)
         self.on_submit(endpoint)
         return job
 
@@ -216,8 +219,7 @@ class Dispatcher:
         self.store.save_with_output(job)  # it has none now
         self._count_queued(job, 1)
         self.retried[job.endpoint] += 1
-        if not self._hand_to_taker(job):
-            self.queues[job.endpoint].append(job.id)
+        self._enqueue(job)
         self.on_submit(job.endpoint)
         return job
 
@@ -231,6 +233,7 @@ class Dispatcher:
         """End every job waiting in the endpoint's queue with ``status``; how many."""
         ended = list(self._waiting(endpoint))
         self.queues.get(endpoint, deque()).clear()
+        self._urgent.get(endpoint, deque()).clear()
         for job in ended:
             self._finish(job, status, error=error)
         return len(ended)
@@ -238,10 +241,27 @@ class Dispatcher:
     def oldest_wait(self, endpoint: str, now: float) -> float:
         """How long the oldest queued job that may start a worker (not a low-priority one)
         has waited."""
-        for job in self._waiting(endpoint):
-            if not job.low_priority:
+        urgent = self._urgent.get(endpoint)
+        while urgent:
+            job = self.jobs.get(urgent[0])
+            if job is not None and job.status == js.IN_QUEUE:
                 return now - job.created_at
+            urgent.popleft()
         return 0.0
+
+    def _enqueue(self, job: Job, *, first: bool = False) -> None:
+        """Hand the queued job to a waiting worker, else put it in its endpoint's queue
+        (``first``: at the front, as a job that was already running)."""
+        if self._hand_to_taker(job):
+            return
+        queues = [self.queues[job.endpoint]]
+        if not job.low_priority:
+            queues.append(self._urgent.setdefault(job.endpoint, deque()))
+        for queue in queues:
+            if first:
+                queue.appendleft(job.id)
+            else:
+                queue.append(job.id)
 
     def _count_queued(self, job: Job, change: int) -> None:
         self.queued[job.endpoint] += change
@@ -341,8 +361,8 @@ class Dispatcher:
     ) -> bool:
         """Record a worker's result (``output_json``: the text of its output, None if it has
         none); False if the job is no longer this worker's to report."""
-        job = self.jobs.get(job_id)
-        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+        job = self._reported(worker_id, job_id)
+        if job is None:
             return False
         if body.get("stopPod"):
             self.on_stop_pod(worker_id)
@@ -350,32 +370,38 @@ class Dispatcher:
             job.output_json = output_json
             self.store.save_with_output(job)
             return True
-        # The final report's output is the job's, even none: progress output is not a result.
         error = body.get("error")
         if error:
-            self._finish(job, js.FAILED, error=error, output_json=output_json, replace=True)
+            self._finish(job, js.FAILED, error=error, output_json=output_json)
             return True
         if is_stream and not body.get("output") and job.stream:
             output_json = json.dumps(job.stream)
-        self._finish(job, js.COMPLETED, error=None, output_json=output_json, replace=True)
+        self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
 
     def refuse(self, worker_id: str, job_id: str, reason: str) -> None:
         """A result report (or stream item) of the worker's could not be read: the job fails
         with ``reason`` (if it is still this worker's), as it will never be reported again."""
-        job = self.jobs.get(job_id)
-        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+        job = self._reported(worker_id, job_id)
+        if job is None:
             return
         self._finish(job, js.FAILED, error=f"the worker's result was refused: {reason}")
 
     def chunk(self, worker_id: str, job_id: str, output: Any) -> bool:
-        job = self.jobs.get(job_id)
-        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+        job = self._reported(worker_id, job_id)
+        if job is None:
             return False
         job.stream_bytes += self.store.add_chunk(job.id, len(job.stream), output)
         job.stream.append(output)
         self._wake(self._stream_waiters, job.id)
         return True
+
+    def _reported(self, worker_id: str, job_id: str) -> Job | None:
+        """The job, if it is running on that worker: only then may the worker report it."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status != js.IN_PROGRESS or job.worker_id != worker_id:
+            return None
+        return job
 
     def drain(self, worker_id: str) -> None:
         """Take no new jobs to this worker and answer its pending polls at once."""
@@ -425,8 +451,7 @@ class Dispatcher:
             self.store.clear_chunks(job.id)
             self.store.save_with_output(job)
             self._count_queued(job, 1)
-            if not self._hand_to_taker(job):
-                self.queues[job.endpoint].appendleft(job.id)
+            self._enqueue(job, first=True)
             self.on_submit(job.endpoint)
 
     def active_jobs(self, worker_id: str) -> int:
@@ -526,10 +551,9 @@ class Dispatcher:
         *,
         error: Any,
         output_json: str | None = None,
-        replace: bool = False,
     ) -> None:
-        """End the job; an ``output_json`` (with ``replace``, even None) replaces any output
-        it reported while running."""
+        """End the job with ``output_json`` as its output (None: none): what it reported while
+        running is progress, never a result, however it ends."""
         previous = job.status
         worker_id = job.worker_id
         job.status = status
@@ -538,8 +562,8 @@ class Dispatcher:
         job.expires_at = job.finished_at + (
             js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
         )
-        if output_json is not None or (replace and job.output_json is not None):
-            job.output_json = output_json  # with ``replace``, None clears a progress output
+        if output_json is not None or job.output_json is not None:
+            job.output_json = output_json
             self.store.save_with_output(job)
         else:
             self.store.save(job)

@@ -344,11 +344,9 @@ class Gateway:
             # A final report the worker will not send again: end the job with the reason, or
             # it would stay IN_PROGRESS and keep its worker busy forever. A progress update
             # (the SDK's progress_update posts here too) is only refused: the job goes on.
-            if not _PROGRESS_REPORT.match(await request.body()):
-                self.dispatcher.refuse(
-                    request.path_params["worker"], request.path_params["job_id"], parsed
-                )
-            return _error(400, parsed)
+            if _PROGRESS_REPORT.match(await request.body()):
+                return _error(400, parsed)
+            return self._refuse(request, parsed)
         body, output_json = parsed
         is_stream = request.query_params.get("isStream", "false").lower() == "true"
         accepted = self.dispatcher.done(
@@ -360,14 +358,16 @@ class Gateway:
         )
         return _json({"accepted": accepted})
 
+    def _refuse(self, request: Request, reason: str) -> Response:
+        """Fail the reporting worker's job with ``reason``, and answer 400."""
+        self.dispatcher.refuse(request.path_params["worker"], request.path_params["job_id"], reason)
+        return _error(400, reason)
+
     async def chunk(self, request: Request) -> Response:
         parsed = await _worker_body(request)
         if isinstance(parsed, str):
             # The item is lost: a stream that went on without it would look complete.
-            self.dispatcher.refuse(
-                request.path_params["worker"], request.path_params["job_id"], parsed
-            )
-            return _error(400, parsed)
+            return self._refuse(request, parsed)
         body = parsed[0]
         accepted = self.dispatcher.chunk(
             request.path_params["worker"], request.path_params["job_id"], body.get("output")

@@ -102,16 +102,14 @@ def _number(
     return float(value)
 
 
-def _int(
-    config: dict[str, Any], key: str, default: int, where: str, most: int | None = None
-) -> int:
-    return int(_number(config, key, default, where, most))
+def _int(config: dict[str, Any], key: str, default: int, where: str) -> int:
+    return int(_number(config, key, default, where))
 
 
 def _optional_int(config: dict[str, Any], key: str, where: str, most: int) -> int | None:
     if config.get(key) in (None, 0):
         return None
-    return _int(config, key, 0, where, most)
+    return int(_number(config, key, 0, where, most))
 
 
 def _scaler(config: dict[str, Any], where: str) -> str:
