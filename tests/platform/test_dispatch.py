@@ -289,3 +289,19 @@ def test_a_final_report_without_output_leaves_no_progress_output_behind(tmp_path
     statuses = [_status(restarted, i)["status"] for i in ids]
     assert statuses == ["FAILED", "COMPLETED", "FAILED", "CANCELLED"]
     assert not any("output" in _status(restarted, i) for i in ids)  # nor once stored
+
+
+def test_a_removed_endpoint_fails_its_queue_and_any_job_given_back_later(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher, running = await _running_on_w1(tmp_path)
+        waiting = dispatcher.submit("e", "{}")
+        dispatcher.remove_endpoint("e", "endpoint e was removed")
+        assert waiting.status == "FAILED" and waiting.error == "endpoint e was removed"
+        # Its draining worker dies: the job it gave back fails at once instead of waiting.
+        dispatcher.worker_exited("w1", "exited", blame=False)
+        assert running.status == "FAILED" and running.error == "endpoint e was removed"
+        assert dispatcher.queued["e"] == 0
+        dispatcher.add_endpoint("e", None)  # served again: jobs queue as before
+        assert dispatcher.submit("e", "{}").status == "IN_QUEUE"
+
+    asyncio.run(scenario())

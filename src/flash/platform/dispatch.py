@@ -75,6 +75,8 @@ class Dispatcher:
         self.takers: dict[str, deque[_Taker]] = {}
         self.workers: dict[str, _WorkerState] = {}
         self.exec_timeout_ms: dict[str, int | None] = {}
+        # Endpoints no longer served, with why their jobs fail (see remove_endpoint).
+        self.removed: dict[str, str] = {}
         self.queued: Counter[str] = Counter()
         self.queued_low_priority: Counter[str] = Counter()  # of those queued
         self.running: Counter[str] = Counter()
@@ -100,6 +102,13 @@ class Dispatcher:
         self.queues.setdefault(name, deque())
         self.takers.setdefault(name, deque())
         self.exec_timeout_ms[name] = execution_timeout_ms
+        self.removed.pop(name, None)
+
+    def remove_endpoint(self, name: str, reason: str) -> None:
+        """Serve ``name`` no more: its queued jobs fail with ``reason``, and so does any job
+        queued there later (one a draining worker of it gives back), as no worker will come."""
+        self.removed[name] = reason
+        self.fail_queued(name, reason)
 
     def restore(self) -> int:
         """Load stored jobs; jobs that were running when the platform stopped are requeued."""
@@ -251,7 +260,12 @@ class Dispatcher:
 
     def _enqueue(self, job: Job, *, first: bool = False) -> None:
         """Hand the queued job to a waiting worker, else put it in its endpoint's queue
-        (``first``: at the front, as a job that was already running)."""
+        (``first``: at the front, as a job that was already running); fail it if its
+        endpoint was removed."""
+        reason = self.removed.get(job.endpoint)
+        if reason is not None:
+            self._finish(job, js.FAILED, error=reason)
+            return
         if self._hand_to_taker(job):
             return
         queues = [self.queues[job.endpoint]]

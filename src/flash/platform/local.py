@@ -181,9 +181,9 @@ class LocalPlatform:
             # Endpoints with stored jobs count too: after a restart, a build without their
             # endpoint fails them rather than keeping them queued for good.
             assert self.dispatcher is not None
-            for name in sorted(set(self.supervisor.deployments) | set(self.dispatcher.queues)):
-                if name not in specs:
-                    self.supervisor.undeploy(name)
+            known = set(self.supervisor.deployments) | set(self.dispatcher.queues)
+            for name in known - specs.keys() - self.dispatcher.removed.keys():
+                self.supervisor.undeploy(name)
             for spec in specs.values():
                 self.supervisor.deploy(spec, app_dir)
 

@@ -125,7 +125,7 @@ class Supervisor:
         for worker in list(self.workers.values()):
             if worker.endpoint == name and not worker.draining:
                 self.drain(worker, self._drain_limit(dep.spec) if dep else 30.0)
-        self.dispatcher.fail_queued(name, _removed(name))
+        self.dispatcher.remove_endpoint(name, _removed(name))
 
     def app_dirs(self) -> set[Path]:
         """The app directories a deployment or a live or starting worker still uses."""
@@ -136,13 +136,8 @@ class Supervisor:
         )
 
     def poke(self, endpoint: str) -> None:
-        if self._stopping:
-            return
-        if endpoint in self.deployments:
+        if not self._stopping and endpoint in self.deployments:
             self._scale_safely(endpoint)
-        else:
-            # A job requeued by a draining worker of a removed endpoint: none will run it.
-            self.dispatcher.fail_queued(endpoint, _removed(endpoint))
 
     def drain(self, worker: Worker, limit_s: float) -> None:
         """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``."""
