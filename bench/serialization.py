@@ -10,7 +10,9 @@ Codec only: for each payload, one call is timed in one process, without transpor
   sign_result and verify_result;
 - typed JSON: json.dumps of the job, parse_json (size and depth limits), validation against
   the schema flash build derives and conversion to the annotated types (bind_json_call),
-  to_json_result and json.dumps of the result, json.loads by the caller.
+  to_json_result and json.dumps of the result, json.loads by the caller;
+- signed JSON: the same, as the Python client holding the app's key calls: sign_request
+  before and verify_request after the job's JSON (a successful JSON answer goes unsigned).
 
 End to end (unless --no-e2e): a real call through a LocalPlatform (HTTP to the gateway, the
 job store, a worker process running the generic handler, and back), the same payloads sent
@@ -24,7 +26,7 @@ The functions echo their payload, so results are as big as the arguments. Target
 signing and verifying add under 10 % for 1 MB payloads and under 20 µs for small ones. The
 codec rounds of the paths take turns, so the drift of this shared machine hits them alike.
 
-Each codec figure is the median over three fresh processes (``--processes``), each the best
+Each codec figure is the median over five fresh processes (``--processes``), each the best
 of its rounds: what a megabyte call costs depends on how the allocator's heap settles in a
 process (page faults: about 2,700 per unsigned round trip here), which differs more between
 processes than between rounds in one. The figures of every process are printed too.
@@ -155,6 +157,29 @@ def json_call(fn: Callable[..., Any], name: str, kwargs: dict[str, Any], schema:
     return json.loads(out)["output"]
 
 
+def make_signed_json_call(key: bytes) -> Callable[..., Any]:
+    replay = ReplayCache()
+
+    def signed_json_call(
+        fn: Callable[..., Any], name: str, kwargs: dict[str, Any], schema: Any
+    ) -> Any:
+        payload: dict[str, Any] = {"function": name, "kwargs": kwargs}
+        payload["signature"] = sign_request(
+            key, endpoint=ENDPOINT, function=name, fields=payload, deadline=time.time() + 600
+        )
+        job = parse_json(json.dumps({"input": payload}), MAX_BODY, MAX_DEPTH)["input"]
+        verify_request(
+            key, job["signature"], endpoint=ENDPOINT, function=name, fields=job, replay=replay
+        )
+        issues, bound = bind_json_call(fn, job["kwargs"], schema)
+        if issues:
+            raise AssertionError(issues)
+        out = json.dumps({"output": to_json_result(fn(**bound))})
+        return json.loads(out)["output"]
+
+    return signed_json_call
+
+
 def per_call_us(call: Callable[[], Any], budget_s: float) -> float:
     """Best mean over five rounds, each about budget_s / 5 long (one call each, at least)."""
     return paired_per_call_us({"call": call}, budget_s, rounds=5)["call"]
@@ -192,6 +217,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         app, schemas = _load_app(Path(tmp))
         key = generate_key()
         signed_call = make_signed_call(key)
+        signed_json_call = make_signed_json_call(key)
         blob, floats = _payloads()
         cases: list[tuple[str, str, tuple[Any, ...], dict[str, Any] | None]] = [
             ("small (3 ints)", "add", (3, 4, 5), {"a": 3, "b": 4, "c": 5}),
@@ -210,11 +236,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 2 * budget,
             )
             unsigned, signed = paired["unsigned"], paired["signed"]
-            json_us = None
+            json_us = signed_json_us = None
             if kwargs is not None:
                 assert json_call(fn, name, kwargs, schemas[name]) is not None
+                assert signed_json_call(fn, name, kwargs, schemas[name]) is not None
                 json_us = per_call_us(
                     lambda: json_call(fn, name, kwargs, schemas[name]),  # noqa: B023
+                    budget,
+                )
+                signed_json_us = per_call_us(
+                    lambda: signed_json_call(fn, name, kwargs, schemas[name]),  # noqa: B023
                     budget,
                 )
             rows.append(
@@ -226,6 +257,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     "overhead_us": signed - unsigned,
                     "overhead_pct": 100 * (signed - unsigned) / unsigned,
                     "json_us": json_us,
+                    "signed_json_us": signed_json_us,
                 }
             )
         return rows
@@ -246,7 +278,14 @@ def run_in_processes(quick: bool, processes: int) -> list[dict[str, Any]]:
         first = same_case[0]
         median = {
             name: None if first[name] is None else statistics.median(r[name] for r in same_case)
-            for name in ("unsigned_us", "signed_us", "overhead_us", "overhead_pct", "json_us")
+            for name in (
+                "unsigned_us",
+                "signed_us",
+                "overhead_us",
+                "overhead_pct",
+                "json_us",
+                "signed_json_us",
+            )
         }
         rows.append({**first, **median, "runs": list(same_case)})
     return rows
@@ -458,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "--processes",
         type=int,
         default=None,
-        help="fresh processes the codec figures are the median over (default 3, --quick 1)",
+        help="fresh processes the codec figures are the median over (default 5, --quick 1)",
     )
     parser.add_argument("--serve-platforms", type=Path, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--codec-only", action="store_true", help=argparse.SUPPRESS)
@@ -469,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.codec_only:  # one process of run_in_processes
         print(json.dumps(run(options.quick)))
         return 0
-    processes = options.processes or (1 if options.quick else 3)
+    processes = options.processes or (1 if options.quick else 5)
     rows = run_in_processes(options.quick, processes)
     steps = steps_small(options.quick)
     floor = hash_floor_us(options.quick)
@@ -502,10 +541,19 @@ def main(argv: list[str] | None = None) -> int:
                 _us(row["signed_us"]),
                 f"{_us(row['overhead_us'])} ({row['overhead_pct']:+.0f} %)",
                 _us(row["json_us"]),
+                _us(row["signed_json_us"]),
             ]
             for row in rows
         ],
-        ("case", "pickle size", "unsigned pickle", "signed pickle", "signing adds", "typed JSON"),
+        (
+            "case",
+            "pickle size",
+            "unsigned pickle",
+            "signed pickle",
+            "signing adds",
+            "typed JSON",
+            "signed JSON",
+        ),
     )
     if processes > 1:
         print(f"signing adds, in each of {processes} processes (the table shows the medians):")

@@ -252,11 +252,16 @@ def test_a_signed_json_call_is_checked_and_answered_signed(
         )
         return payload
 
+    # A result is data, and the caller checks only a failure's signature (only a failure
+    # carries a pickle): a success goes unsigned, so a big result costs no walk over it.
     payload = signed({"x": 4})
     answer = run(handler, payload)
-    assert answer["success"] and answer["result"] == 4
-    mac = answer.pop("mac")
-    verify_result(key, mac, nonce=payload["signature"]["nonce"], result_fields=answer)
+    assert answer["success"] and answer["result"] == 4 and "mac" not in answer
+    failing = signed({"x": "four"})
+    failure = run(handler, failing)
+    assert failure["error_type"] == "InvalidInput" and failure["issues"]
+    mac = failure.pop("mac")
+    verify_result(key, mac, nonce=failing["signature"]["nonce"], result_fields=failure)
 
     altered = signed({"x": 4})
     altered["kwargs"] = {"x": 5}

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import warnings
@@ -137,7 +138,7 @@ def test_wrong_key_type_is_refused() -> None:
 def test_a_signed_request_verifies_after_a_json_round_trip() -> None:
     fields = job_fields()
     block = signed(fields)
-    assert block["v"] == signing.SIGNATURE_VERSION == 3 and block["alg"] == "HMAC-SHA256"
+    assert block["v"] == signing.SIGNATURE_VERSION == 4 and block["alg"] == "HMAC-SHA256"
     assert block["caller"] == local_versions()
     assert len(block["nonce"]) == 32 and len(block["mac"]) == 64
     # The job travels as JSON: what the worker sees is what json.loads gives back.
@@ -872,6 +873,58 @@ def test_digests_are_equal_exactly_when_the_fields_are(
     a: dict[str, Any], b: dict[str, Any]
 ) -> None:
     assert (payload_digest(a) == payload_digest(b)) == (_canonical(a) == _canonical(b))
+
+
+class _Float(float):
+    """A float subclass (numpy's float64 is one): JSON writes its value."""
+
+    def __repr__(self) -> str:
+        return "F"
+
+
+def test_a_long_list_of_floats_is_hashed_as_its_packed_doubles() -> None:
+    # An embedding signs in milliseconds, not float by float: a list of 32 floats or more is
+    # written as "%" and the SHA-256 of its little-endian doubles.
+    values = [i / 7 for i in range(100)]
+    packed = "%" + hashlib.sha256(struct.pack(f"<{len(values)}d", *values)).hexdigest()
+    canonical = '{"kwargs":{"v":' + packed + "}}"
+    digest = payload_digest({"kwargs": {"v": values}})
+    assert digest == hashlib.sha256(canonical.encode()).hexdigest()
+    # The worker gets the same floats back from JSON; a subclass signs as its value.
+    assert payload_digest(json.loads(json.dumps({"kwargs": {"v": values}}))) == digest
+    assert payload_digest({"kwargs": {"v": [_Float(v) for v in values]}}) == digest
+    assert payload_digest({"kwargs": {"v": tuple(values)}}) == digest
+    # Anything else is written out as JSON: short lists, an int among the floats (1 is not
+    # 1.0), and a NaN, whose bits JSON does not keep.
+    text_form = [
+        values[:31],
+        [*values[:40], 1],
+        [*values[:40], float("nan")],
+        [*values[:40], float("inf"), float("-inf")],
+    ]
+    for items in text_form:
+        written = json.dumps({"kwargs": {"v": items}}, separators=(",", ":"))
+        assert (
+            payload_digest({"kwargs": {"v": items}}) == hashlib.sha256(written.encode()).hexdigest()
+        )
+    # The sign of a zero is kept, as JSON keeps it.
+    assert payload_digest({"kwargs": {"v": [0.0] * 40}}) != payload_digest(
+        {"kwargs": {"v": [-0.0] * 40}}
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False), min_size=30, max_size=34),
+    st.lists(st.floats(allow_nan=False) | st.integers(-3, 3), min_size=30, max_size=34),
+)
+def test_float_lists_digest_equal_exactly_when_their_json_is(
+    a: list[float], b: list[float]
+) -> None:
+    b = b if b[0] != 0 else a  # now and then the same list
+    assert (payload_digest({"items": a}) == payload_digest({"items": b})) == (
+        _canonical({"items": a}) == _canonical({"items": b})
+    )
 
 
 @settings(max_examples=200, deadline=None)

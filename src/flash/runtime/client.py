@@ -314,7 +314,7 @@ class PlatformInvoker:
         ).to_wire()
         nonce = None
         if self.signing_key is not None:
-            # A typed JSON call is signed too, though it runs no pickle: so is its answer,
+            # A typed JSON call is signed too, though it runs no pickle: so is its failure,
             # whose pickled exception is only unpickled once its signature checks out.
             # The signature's deadline bounds how long the job may wait to start.
             signed_until = deadline if deadline is not None else time.time() + DEFAULT_TTL_S
