@@ -320,6 +320,35 @@ def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Pa
     assert "tok_req" in (root / "requirements.txt").read_text()
 
 
+def test_a_big_file_that_may_name_indexes_is_scanned_and_masked_where_it_holds_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the size read whole without a look (8 MB; 64 bytes here), such a file (data under
+    # requirements/, say) is scanned first: one naming a URL's credentials is masked like
+    # any other, the rest go in as they are.
+    monkeypatch.setattr(pipeline, "_MASKED_MAX_BYTES", 64)
+    root = starter(tmp_path)
+    filler = "# " + "x" * 100 + "\n"
+    wide = filler + "--index-url https://u:tok_wide@example.invalid/simple\n"
+    write_files(
+        root,
+        {
+            "requirements/big.txt": filler + "-i https://u:tok_big@example.invalid/simple\n",
+            "requirements/data.txt": filler + "mail@example.com https://example.com/@x\n",
+        },
+    )
+    (root / "requirements" / "wide.txt").write_bytes(wide.encode("utf-16"))
+    result = build_project(BuildOptions(project_dir=root))
+    with tarfile.open(result.archive) as tar:
+        read = lambda name: tar.extractfile(name).read()  # type: ignore[union-attr]  # noqa: E731
+        assert read("requirements/big.txt").decode() == (
+            filler + "-i https://****@example.invalid/simple\n"
+        )
+        assert read("requirements/wide.txt").decode("utf-16") == wide.replace("u:tok_wide", "****")
+        data = root / "requirements" / "data.txt"
+        assert read("requirements/data.txt") == data.read_bytes()
+
+
 def test_a_changed_flash_rebuilds_under_the_same_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

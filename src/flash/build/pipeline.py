@@ -6,12 +6,15 @@ build when nothing changed, and never leaves a partial archive behind.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import json
 import math
+import mmap
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -372,8 +375,14 @@ def _index_configs(root: Path, files: list[str]) -> set[str]:
 
 
 # Files that name package indexes are small; a bigger one (data that happens to match a
-# name) goes in as it is rather than be read whole into memory.
+# name) is read whole only if a scan of it finds a URL with credentials.
 _MASKED_MAX_BYTES = 8 << 20
+# What redact_credentials masks, as bytes: it matches wherever that does in UTF-8 text
+# (its \s is ASCII whitespace only), and sometimes where that does not (then the file is
+# read and masked for nothing).
+_USERINFO_BYTES = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#\"']+@")
+# UTF-16 and UTF-32 text has no ASCII bytes to scan (UTF-32-LE's mark starts as UTF-16-LE's).
+_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)
 
 
 def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
@@ -382,13 +391,23 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
     source = root / rel
     if index_config:
         info = source.stat()
-        if info.st_size <= _MASKED_MAX_BYTES:
+        if info.st_size <= _MASKED_MAX_BYTES or _names_credentials(source):
             raw = source.read_bytes()
             text, codec = decode_config(raw)
             data = encode_config(redact_credentials(text), codec)
             if data != raw:
                 return _archive.Entry(name=rel, data=data, executable=bool(info.st_mode & 0o111))
     return _archive.Entry(name=rel, source=source)
+
+
+def _names_credentials(path: Path) -> bool:
+    """Whether a big file may hold a URL with credentials, scanned without reading it into
+    memory; a UTF-16 or UTF-32 one counts as holding some."""
+    with path.open("rb") as file:
+        if file.read(4).startswith(_WIDE_BOMS):
+            return True
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return _USERINFO_BYTES.search(view) is not None
 
 
 def _handler_entries(manifest: Manifest, *, src_layout: bool) -> list[_archive.Entry]:
