@@ -201,6 +201,8 @@ class Dispatcher:
         else:
             new = job.stream[job.stream_sent :]
             job.stream_sent = len(job.stream)
+        if new:  # a restart must not hand the same chunks out again
+            self.store.save(job)
         return new
 
     def cancel(self, job: Job) -> Job:
