@@ -47,7 +47,7 @@ from flash.build.manifest import (
     handler_file_name,
     load_manifest,
 )
-from flash.build.scanner import SRC_ROOT, ScanResult, scan_project
+from flash.build.scanner import ScanResult, import_path, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.runtime.protocol import MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
@@ -337,12 +337,11 @@ def _project_name(root: Path) -> str:
 
 def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
     handler_names = {handler_file_name(name) for name in scan.resources}
-    src_prefix = SRC_ROOT + "/"
     for rel in files:
         if rel in handler_names or rel == MANIFEST_FILENAME:
             raise BuildError("this file name is reserved for a generated file; rename it", path=rel)
         # Under an import root src/, a package is as top-level as one at the project root.
-        importable = rel.removeprefix(src_prefix) if scan.src_layout else rel
+        importable = import_path(rel, scan.src_layout)
         top = importable.split("/", 1)[0]
         if top in ("flash", "cloudpickle") and "/" in importable:
             raise BuildError(

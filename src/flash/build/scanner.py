@@ -27,6 +27,7 @@ __all__ = [
     "ResourceSpec",
     "ScanResult",
     "has_src_layout",
+    "import_path",
     "sanitize_resource_name",
     "scan_project",
 ]
@@ -34,6 +35,7 @@ __all__ = [
 # A top-level folder of this name without an __init__.py is an import root, as the project
 # root is (the "src layout"): src/mypkg/gpu.py is the module mypkg.gpu, not src.mypkg.gpu.
 SRC_ROOT = "src"
+_SRC_PREFIX = SRC_ROOT + "/"
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,15 @@ class ScanResult:
 def has_src_layout(files: Sequence[str]) -> bool:
     """Whether the project's ``src/`` folder is an import root: it holds Python files and is
     not itself a package (no ``src/__init__.py``)."""
-    prefix = SRC_ROOT + "/"
-    return f"{prefix}__init__.py" not in files and any(
-        f.startswith(prefix) and f.endswith(".py") for f in files
+    return f"{_SRC_PREFIX}__init__.py" not in files and any(
+        f.startswith(_SRC_PREFIX) and f.endswith(".py") for f in files
     )
+
+
+def import_path(rel: str, src_layout: bool) -> str:
+    """``rel`` (a posix path in the project) relative to its import root: ``src/`` in a src
+    layout, else the project root."""
+    return rel.removeprefix(_SRC_PREFIX) if src_layout else rel
 
 
 def sanitize_resource_name(name: str) -> str:
@@ -126,13 +133,12 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
 def _check_import_roots(modules: list[_Module]) -> None:
     """A top-level module or package both at the project root and under src/: on the worker
     one would hide the other (the root comes first on sys.path), so the build refuses it."""
-    prefix = SRC_ROOT + "/"
     at_root: dict[str, _Module] = {}
     for module in modules:
-        if not module.path.startswith(prefix):
+        if not module.path.startswith(_SRC_PREFIX):
             at_root.setdefault(module.name.split(".")[0], module)
     for module in modules:
-        if not module.path.startswith(prefix):
+        if not module.path.startswith(_SRC_PREFIX):
             continue
         top = module.name.split(".")[0]
         clash = at_root.get(top)
@@ -281,9 +287,7 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
         ) from None
     except ValueError as exc:  # null bytes, before Python 3.12
         raise BuildError(f"cannot parse file: {exc}", path=rel) from None
-    parts = rel[: -len(".py")].split("/")
-    if src_layout and parts[0] == SRC_ROOT and len(parts) > 1:
-        parts.pop(0)
+    parts = import_path(rel, src_layout)[: -len(".py")].split("/")
     is_package = parts[-1] == "__init__" and len(parts) > 1
     if is_package:
         parts.pop()
