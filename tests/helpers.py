@@ -116,7 +116,7 @@ def processes_under(folder: Path) -> list[int]:
 
 
 @contextlib.contextmanager
-def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+def serve_http(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[int]:
     """Serve ``handler`` on 127.0.0.1 in a thread while the block runs; yields the port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

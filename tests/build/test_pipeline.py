@@ -4,13 +4,13 @@ import json
 import shutil
 import sys
 import tarfile
-import threading
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from tests.helpers import QuietHandler, serve_http
 from tests.integration.projects import multi_package_project, src_layout_project, write_files
 from tests.wheelhouse import build_wheel
 
@@ -378,22 +378,13 @@ def wheel_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     build_wheel(served, "tinydep", "1.0")
     seen: list[str] = []
 
-    class Handler(SimpleHTTPRequestHandler):
+    class Handler(QuietHandler, SimpleHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization", ""))
             super().do_GET()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://user:s3cr3t@127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(partial(Handler, directory=str(served))) as port:
+        yield f"http://user:s3cr3t@127.0.0.1:{port}", seen
 
 
 def test_url_credentials_stay_out_of_manifest_and_errors(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from tests.helpers import QuietHandler, serve_http
 
 import flash
 from flash import CpuLiveServerless, remote
@@ -23,7 +22,7 @@ def ticks(n: int) -> Iterator[int]:
     yield from range(n)
 
 
-class _SlowJob(BaseHTTPRequestHandler):
+class _SlowJob(QuietHandler):
     """A job that never produces an item: every /stream poll answers IN_PROGRESS, empty."""
 
     requests: list[tuple[str, str]] = []
@@ -44,20 +43,15 @@ class _SlowJob(BaseHTTPRequestHandler):
         _SlowJob.requests.append(("GET", self.path))
         self._answer({"status": "IN_PROGRESS", "stream": []})
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def slow_endpoint() -> Iterator[str]:
     _SlowJob.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowJob)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        set_invoker(None)
+    with serve_http(_SlowJob) as port:
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            set_invoker(None)
 
 
 def test_a_stream_backs_off_and_stops_at_its_timeout(slow_endpoint: str) -> None:

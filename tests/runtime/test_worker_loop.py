@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import QuietHandler, serve_http
 
 WORKER = """
 from flash.runtime.worker import start
@@ -18,7 +19,7 @@ start(lambda job: {"doubled": job["input"]["x"] * 2})
 """
 
 
-class _Platform(BaseHTTPRequestHandler):
+class _Platform(QuietHandler):
     # Job-take answers, in order: not JSON, a job without an id, a real job; then nothing.
     takes = [b"not json", b'[{"input": {"x": 0}}]', b'[{"id": "j1", "input": {"x": 21}}]']
     # Job-stop answers, in order: job ids that are no list, ids that are no strings, not
@@ -52,37 +53,32 @@ class _Platform(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Platform)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
     (tmp_path / "worker.py").write_text(WORKER)
-    env = {
-        **os.environ,
-        "RUNPOD_POD_ID": "w1",
-        "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=none",
-        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
-        "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
-    }
-    env.pop("FLASH_WORKER_LOOP", None)
-    worker = subprocess.Popen(
-        [sys.executable, str(tmp_path / "worker.py")],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert _Platform.finished.wait(30), "the real job was never answered"
-        assert _Platform.done == {"output": {"doubled": 42}}
-        assert _Platform.stops_survived.wait(30), "the stop poll died on a bad answer"
-    finally:
-        worker.kill()
-        _, stderr = worker.communicate(timeout=30)
-        server.shutdown()
+    with serve_http(_Platform) as port:
+        base = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "RUNPOD_POD_ID": "w1",
+            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=none",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
+            "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
+        }
+        env.pop("FLASH_WORKER_LOOP", None)
+        worker = subprocess.Popen(
+            [sys.executable, str(tmp_path / "worker.py")],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert _Platform.finished.wait(30), "the real job was never answered"
+            assert _Platform.done == {"output": {"doubled": 42}}
+            assert _Platform.stops_survived.wait(30), "the stop poll died on a bad answer"
+        finally:
+            worker.kill()
+            _, stderr = worker.communicate(timeout=30)
     assert "job-take answered a body that is not JSON" in stderr
     assert "job-take answered a job without an id" in stderr
     assert "job-stop answered a body that is not JSON" in stderr

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import QuietHandler, serve_http
 
 import flash
 from flash import CpuLiveServerless, remote
@@ -33,7 +32,7 @@ class _CreatesAFile:
         return (open, (self.path, "w"))  # unpickling this creates the file
 
 
-class _Endpoint(BaseHTTPRequestHandler):
+class _Endpoint(QuietHandler):
     """Answers every call with a failed job whose answer carries a pickled exception."""
 
     answer: dict[str, Any] = {}
@@ -54,9 +53,6 @@ class _Endpoint(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def hostile(tmp_path: Path) -> Iterator[tuple[str, Path]]:
@@ -70,13 +66,11 @@ def hostile(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     }
     _Endpoint.bodies = []
     _Endpoint.key = None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", marker
-    finally:
-        server.shutdown()
-        set_invoker(None)
+    with serve_http(_Endpoint) as port:
+        try:
+            yield f"http://127.0.0.1:{port}", marker
+        finally:
+            set_invoker(None)
 
 
 def test_an_unsigned_json_call_never_unpickles_the_answer(hostile: tuple[str, Path]) -> None:
