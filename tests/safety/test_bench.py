@@ -31,6 +31,7 @@ def test_serialization_bench_quick_run() -> None:
     assert rows["1 MB bytes"]["pickle_bytes"] > 1_000_000
     assert rows["1 MB bytes"]["json_us"] is None
     assert rows["small (3 ints)"]["json_us"] > 0
+    assert rows["small (3 ints)"]["signed_json_us"] > 0
     assert set(figures["small_steps_us"]) == {
         "sign_request",
         "verify_request",
@@ -42,3 +43,4 @@ def test_serialization_bench_quick_run() -> None:
     assert set(e2e) == set(rows)
     for row in e2e.values():
         assert row["unsigned_ms"] > 0 and row["signed_ms"] > 0
+        assert row["overhead_pct_low"] <= row["overhead_pct"] <= row["overhead_pct_high"]
