@@ -347,6 +347,23 @@ def test_a_big_file_that_may_name_indexes_is_scanned_and_masked_where_it_holds_c
         assert read("requirements/wide.txt").decode("utf-16") == wide.replace("u:tok_wide", "****")
         data = root / "requirements" / "data.txt"
         assert read("requirements/data.txt") == data.read_bytes()
+    # What the scan decides: only the files that may hold credentials are read.
+    scanned = {
+        name: pipeline._names_credentials(root / "requirements" / name)
+        for name in ("big.txt", "wide.txt", "data.txt")
+    }
+    assert scanned == {"big.txt": True, "wide.txt": True, "data.txt": False}
+
+
+def test_a_file_that_claims_utf16_but_is_not_fails_the_build_naming_it(tmp_path: Path) -> None:
+    # Read as UTF-8 instead, its credentials would go into the archive unmasked.
+    root = starter(tmp_path)
+    text = "--index-url https://u:tok_odd@example.invalid/simple\n".encode("utf-16")
+    (root / "requirements-dev.txt").write_bytes(text + b"\x00")  # an odd byte at the end
+    with pytest.raises(BuildError, match="byte-order mark") as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.path == "requirements-dev.txt"
+    assert not (root / ".flash" / "archive.tar.gz").exists()
 
 
 def test_a_changed_flash_rebuilds_under_the_same_version(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import sys
 import textwrap
 import time
@@ -116,9 +117,11 @@ def handler_for(app: App) -> Any:
     module, entries = app
     module.CALLS.clear()
 
-    def make(*names: str, signing_key: bytes | None = None) -> Any:
+    def make(*names: str, signing_key: bytes | None = None, streaming: bool = False) -> Any:
         served = (*names, "untyped")
         registry = {key: getattr(module, n) for n in served for key in (n, f"app.{n}")}
+        if streaming:  # a generator on the endpoint: its handler streams every answer
+            registry["ticks"] = _ticks
         manifest = {"resources": {"api": {"functions": [entries[n] for n in served]}}}
         return create_handler(
             registry,
@@ -131,8 +134,19 @@ def handler_for(app: App) -> Any:
     return make
 
 
+def _ticks(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
 def run(handler: Any, payload: Any) -> dict[str, Any]:
     return asyncio.run(handler({"id": "j", "input": payload}))
+
+
+def run_streaming(handler: Any, payload: Any) -> list[dict[str, Any]]:
+    async def items() -> list[dict[str, Any]]:
+        return [item async for item in handler({"id": "j", "input": payload})]
+
+    return asyncio.run(items())
 
 
 def test_named_json_call_converts_arguments_and_answers_json(handler_for: Any) -> None:
@@ -279,3 +293,16 @@ def test_a_signed_json_call_is_checked_and_answered_signed(
         other_python.setattr(signing, "_LOCAL_VERSIONS", {"python": "3.9", "cloudpickle": "2.2"})
         from_other_python = signed({"x": 6})
     assert run(handler, from_other_python)["result"] == 6
+
+    # A streaming endpoint answers with items, signed under their position: a JSON success
+    # goes unsigned there too, a failure signed.
+    streaming = handler_for("int_spy", signing_key=key, streaming=True)
+    (item,) = run_streaming(streaming, signed({"x": 7}))
+    assert item["result"] == 7 and "mac" not in item
+    failing = signed({"x": "seven"})
+    (item,) = run_streaming(streaming, failing)
+    failure = json.loads(item["error"])
+    assert failure["error_type"] == "InvalidInput"
+    mac = failure.pop("mac")
+    nonce = f"{failing['signature']['nonce']}:0"
+    verify_result(key, mac, nonce=nonce, result_fields=failure)

@@ -19,7 +19,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flash.runtime import signing
@@ -913,18 +913,25 @@ def test_a_long_list_of_floats_is_hashed_as_its_packed_doubles() -> None:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.lists(st.floats(allow_nan=False), min_size=30, max_size=34),
-    st.lists(st.floats(allow_nan=False) | st.integers(-3, 3), min_size=30, max_size=34),
+    st.integers(-34, 33),  # negative: counted from the end
+    st.floats() | st.integers(-3, 3) | st.sampled_from([0.0, -0.0]),
 )
+@example(a=[1.0] * 32, where=31, value=1)
+@example(a=[0.0] * 32, where=5, value=-0.0)
 def test_float_lists_digest_equal_exactly_when_their_json_is(
-    a: list[float], b: list[float]
+    a: list[float], where: int, value: float
 ) -> None:
-    b = b if b[0] != 0 else a  # now and then the same list
+    # One item changed (to another float, an int, the other zero, a NaN): the digests
+    # differ exactly when the JSON the worker gets differs.
+    b = list(a)
+    b[where % len(b)] = value
     assert (payload_digest({"items": a}) == payload_digest({"items": b})) == (
         _canonical({"items": a}) == _canonical({"items": b})
     )
+    assert payload_digest({"items": a}) == payload_digest({"items": tuple(a)})
 
 
 @settings(max_examples=200, deadline=None)

@@ -64,6 +64,10 @@ _BOMS = (  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
 )
 
 
+# UTF-16 and UTF-32 text: no ASCII byte of it stands for itself.
+WIDE_BOMS = tuple(bom for bom, codec in _BOMS if codec != "utf-8-sig")
+
+
 def decode_config(raw: bytes, *, strict: bool = False) -> tuple[str, str]:
     """The text of a config or requirements file and the codec that gives back its bytes:
     the one its byte-order mark names (pip reads UTF-16 requirements files by theirs),

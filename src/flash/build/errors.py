@@ -7,13 +7,34 @@ import re
 # The userinfo of a URL (`https://user:token@host`): a password or a token on its own. Up
 # to the last `@` before the host ends (pip, uv and urllib take `https://u:p@ss@host` as
 # password `p@ss`), and never across a quote: the next URL on a line is not this one's.
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"']+@")
+# Found from the `://` on: a regex that starts at the scheme retries at every letter of a
+# long word, which takes minutes on a megabyte line.
+_USERINFO = re.compile(r"://[^\s/?#\"']+@")
+_SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
 
 
 def redact_credentials(text: str) -> str:
     """``text`` with every URL's userinfo replaced by ``****``: for what is shown (every
-    BuildError's message) and recorded (the manifest). uv still gets the real URLs."""
-    return _URL_USERINFO.sub(r"\g<scheme>****@", text)
+    BuildError's message) and recorded (the manifest). uv still gets the real URLs.
+
+    A URL's scheme is a letter, then letters, digits, ``+``, ``.`` or ``-`` (RFC 3986)."""
+    pieces = []
+    done = 0
+    for found in _USERINFO.finditer(text):
+        colon = found.start()
+        start = colon
+        while start > done and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        while start < colon and not text[start].isalpha():  # a scheme starts with a letter
+            start += 1
+        if start < colon:
+            pieces.append(text[done:colon])
+            pieces.append("://****@")
+            done = found.end()
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 class BuildError(Exception):

@@ -6,7 +6,6 @@ build when nothing changed, and never leaves a partial archive behind.
 
 from __future__ import annotations
 
-import codecs
 import functools
 import hashlib
 import json
@@ -29,6 +28,7 @@ import flash
 from flash.build import archive as _archive
 from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
+    WIDE_BOMS,
     DependencyOptions,
     decode_config,
     encode_config,
@@ -376,12 +376,10 @@ def _index_configs(root: Path, files: list[str]) -> set[str]:
 # Files that name package indexes are small; a bigger one (data that happens to match a
 # name) is read whole only if a scan of it finds a URL with credentials.
 _MASKED_MAX_BYTES = 8 << 20
-# What redact_credentials masks, as bytes: it matches wherever that does in UTF-8 text
-# (its \s is ASCII whitespace only), and sometimes where that does not (then the file is
-# read and masked for nothing).
-_USERINFO_BYTES = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#\"']+@")
-# UTF-16 and UTF-32 text has no ASCII bytes to scan (UTF-32-LE's mark starts as UTF-16-LE's).
-_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)
+# Where redact_credentials may mask something in UTF-8 text, as bytes: wherever it does
+# (bytes' \s is a subset of text's, and no scheme is required), and sometimes where it
+# does not (then the file is read for nothing).
+_USERINFO_BYTES = re.compile(rb"://[^\s/?#\"']+@")
 
 
 def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
@@ -393,6 +391,13 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
         if info.st_size <= _MASKED_MAX_BYTES or _names_credentials(source):
             raw = source.read_bytes()
             text, codec = decode_config(raw)
+            if codec == "utf-8" and raw.startswith(WIDE_BOMS):
+                raise BuildError(
+                    "starts with a UTF-16 or UTF-32 byte-order mark but is not such text, so "
+                    "it cannot be checked for credentials in package index URLs; fix its "
+                    "encoding, or leave it out with .flashignore",
+                    path=rel,
+                )
             data = encode_config(redact_credentials(text), codec)
             if data != raw:
                 return _archive.Entry(name=rel, data=data, executable=bool(info.st_mode & 0o111))
@@ -403,7 +408,7 @@ def _names_credentials(path: Path) -> bool:
     """Whether a big file may hold a URL with credentials, scanned without reading it into
     memory; a UTF-16 or UTF-32 one counts as holding some."""
     with path.open("rb") as file:
-        if file.read(4).startswith(_WIDE_BOMS):
+        if file.read(4).startswith(WIDE_BOMS):
             return True
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
             return _USERINFO_BYTES.search(view) is not None

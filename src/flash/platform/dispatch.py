@@ -201,7 +201,9 @@ class Dispatcher:
         else:
             new = job.stream[job.stream_sent :]
             job.stream_sent = len(job.stream)
-        if new:  # a restart must not hand the same chunks out again
+        if new and job.final:
+            # A restart must not hand these out again. (A running job's position is not
+            # stored: a restart runs the job again, and its stream starts afresh.)
             self.store.save(job)
         return new
 

@@ -572,7 +572,8 @@ def create_handler(
         return sign(answer, _answer_nonce(call, answer), call.digests)
 
     async def streaming_handler(job: Any) -> AsyncIterator[dict[str, Any]]:
-        # Each item is signed under its own position, so none can be dropped or reordered.
+        # Each signed item is signed under its own position, so none can be dropped or
+        # reordered (a JSON success is not signed: see _answer_nonce).
         call = None
         index = 0
         try:

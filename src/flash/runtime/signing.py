@@ -84,7 +84,7 @@ DEFAULT_TTL_S = 15 * 60.0
 # deadline, so a far deadline would pin memory for that long.
 MAX_TTL_S = 24 * 3600.0
 # The request fields whose content decides what gets unpickled and run (a typed JSON call's
-# are "kwargs", "init" and "method"; it is signed so that its answer can be signed back).
+# are "kwargs", "init" and "method"; it is signed so that a failure can be signed back).
 SIGNED_FIELDS = (
     "args",
     "kwargs",
@@ -1090,8 +1090,7 @@ def _floats_text(value: list[Any] | tuple[Any, ...]) -> str | None:
     keeps a float's bits (its repr is exact) but for a NaN's, so a list with a NaN (or with
     both infinities, whose sum is NaN too) is written as text. Every item must be a float
     (a subclass too: JSON writes its value), never an int, so that 1 and 1.0 differ."""
-    kinds = set(map(type, value))
-    if kinds != _FLOAT_KINDS and not all(issubclass(kind, float) for kind in kinds):
+    if not all(issubclass(kind, float) for kind in set(map(type, value))):
         return None
     packed = array.array("d", value)
     if math.isnan(sum(packed)):
@@ -1104,7 +1103,6 @@ def _floats_text(value: list[Any] | tuple[Any, ...]) -> str | None:
 # Lists of this many floats or more are hashed packed (see _floats_text); shorter ones
 # cost less written out.
 _FLOATS_MIN = 32
-_FLOAT_KINDS = {float}
 _json_string = json.encoder.encode_basestring_ascii
 # Canonical texts of the dict keys met so far (a few field names, mostly).
 _KEY_TEXTS: dict[str, str] = {}
