@@ -310,6 +310,31 @@ def test_python_client_picks_json_or_signed_pickle(platform: LocalPlatform) -> N
         asyncio.run(chain.noop.options(serialization="json")(1))
 
 
+def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
+    platform: LocalPlatform,
+) -> None:
+    # JSON has no NaN or infinity: the caller holding the key sends such a call pickled (the
+    # function takes floats); one that cannot, or was told JSON, fails before sending it,
+    # naming the argument (the gateway would answer 400 about the request body).
+    chain = app_module("chain")
+    assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
+
+    async def tally_of_a_huge_int() -> int:  # a constructor argument too long for JSON
+        return await app_module("model").Tally(10**5000).add(1)
+
+    assert asyncio.run(tally_of_a_huge_int()) == 10**5000 + 1
+    forced = chain.sleepy.options(serialization="json")
+    with pytest.raises(ValueError, match=r"argument seconds: -inf has no JSON form.*asked for"):
+        asyncio.run(forced(float("-inf")))
+    previous = set_invoker(PlatformInvoker(Endpoints(platform.url, platform.api_key)))
+    try:
+        with pytest.raises(ValueError, match=r"argument seconds: nan .*holding the app's key"):
+            asyncio.run(chain.sleepy(float("nan")))
+        assert asyncio.run(chain.sleepy(0.0)) == "woke"
+    finally:
+        set_invoker(previous)
+
+
 def test_an_any_argument_arrives_as_itself(platform: LocalPlatform) -> None:
     # JSON would deliver a tuple as a list and a date as text: the client pickles such calls.
     chain = app_module("chain")

@@ -30,6 +30,7 @@ from flash.runtime.errors import (
     attach_remote_traceback,
 )
 from flash.runtime.http import HttpClient, HttpError, Response
+from flash.runtime.jsoncall import JsonResultError, check_json_arguments
 from flash.runtime.protocol import ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
 from flash.runtime.signing import (
@@ -143,10 +144,13 @@ class PlatformInvoker:
             return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         target = _target(fn)
         codec = _codec(fn, self.signing_key)
+        mode = fn.call_options.serialization
         if codec is not None:
-            json_payload = {"function": target.function, "kwargs": codec.encode(args, kwargs)}
-            output, _ = await self._call(target, json_payload, fn.call_options)
-            return codec.decode(_json_result(output))
+            arguments = codec.encode(args, kwargs)
+            if self._json_carries(target, mode, arguments):
+                json_payload = {"function": target.function, "kwargs": arguments}
+                output, _ = await self._call(target, json_payload, fn.call_options)
+                return codec.decode(_json_result(output))
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
@@ -214,16 +218,22 @@ class PlatformInvoker:
             return await _local(bound, args, kwargs, collect=True)  # generators: a list
         target = _target(remote_class)
         codecs = _method_codecs(remote_class, method, self.signing_key)
+        mode = remote_class.call_options.serialization
         if codecs is not None:
             init_codec, method_codec = codecs
-            json_payload = {
-                "function": target.function,
-                "init": init_codec.encode(handle.args, handle.kwargs),
-                "method": method,
-                "kwargs": method_codec.encode(args, kwargs),
-            }
-            output, _ = await self._call(target, json_payload, remote_class.call_options)
-            return method_codec.decode(_json_result(output))
+            init = init_codec.encode(handle.args, handle.kwargs)
+            arguments = method_codec.encode(args, kwargs)
+            if self._json_carries(target, mode, init) and self._json_carries(
+                target, mode, arguments
+            ):
+                json_payload = {
+                    "function": target.function,
+                    "init": init,
+                    "method": method,
+                    "kwargs": arguments,
+                }
+                output, _ = await self._call(target, json_payload, remote_class.call_options)
+                return method_codec.decode(_json_result(output))
         digests = self._digests()
         ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
         method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -282,6 +292,26 @@ class PlatformInvoker:
         finally:
             if not finished:
                 await self._cancel(url, job_id)
+
+    def _json_carries(self, target: _Target, mode: str, arguments: dict[str, Any]) -> bool:
+        """Whether JSON can carry these encoded arguments. It has no NaN or infinity: such
+        a call goes as a signed pickle when this caller may send one (it holds the key and
+        JSON was not asked for), else fails here naming the argument, not at the gateway."""
+        try:
+            check_json_arguments(arguments)
+        except JsonResultError as exc:
+            if self.signing_key is not None and mode != "json":
+                return False
+            how = (
+                "serialization='json' was asked for"
+                if mode == "json"
+                else "only a caller holding the app's key may send it pickled"
+            )
+            raise ValueError(
+                f"{target.function}: argument {exc.path}: {exc.message}, so the call cannot "
+                f"go as JSON, and {how}"
+            ) from None
+        return True
 
     # -- the call itself --------------------------------------------------------------
 

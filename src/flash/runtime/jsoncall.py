@@ -92,6 +92,13 @@ def bind_json_call(
     return [], converted
 
 
+def check_json_arguments(arguments: Mapping[str, Any]) -> None:
+    """Raise JsonResultError, its path naming the argument, for a value that JSON data
+    cannot hold: a NaN or an infinity (JSON has no such number), an integer too long."""
+    for name, value in arguments.items():
+        _to_json(value, name, 0)
+
+
 def to_json_result(value: Any) -> Any:
     """``value`` as plain JSON data: dataclasses and models to objects, enums to their values,
     tuples and sets to arrays, dates to ISO text. Raises JsonResultError for anything else.
