@@ -209,7 +209,10 @@ def test_restart_fails_queued_jobs_whose_stored_record_is_damaged_and_runs_the_r
 
 
 def _damage(db_path: Path, text: str, damaged: str) -> None:
-    """Replace ``text`` with ``damaged`` in every text column of every table."""
+    """Replace ``text`` with ``damaged`` in every text column of every table, and in every
+    payload file."""
+    for path in db_path.with_name(f"{db_path.stem}-payloads").iterdir():
+        path.write_text(path.read_text().replace(text, damaged))
     db = sqlite3.connect(db_path)
     tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     for table in tables:

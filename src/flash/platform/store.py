@@ -1,4 +1,4 @@
-"""Durable job store: one SQLite database in WAL mode.
+"""Durable job store: one SQLite database in WAL mode, and a folder of big payloads.
 
 Every accepted job is committed before its id is returned, and every state change is
 written through, so a restarted platform finds queued jobs and retained results again.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +44,18 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 """
 # A job's input and output up to _INLINE_BYTES are kept in its row (one statement writes
-# them). Bigger ones, which can be megabytes, are rows of ``payloads``, each written once:
-# SQLite rewrites a whole row on UPDATE, so in ``jobs`` they would be written again with
-# every state change. Finished jobs are loaded without their input (SQLite does not even
-# read it; only a retry needs it) and without a big output (read when asked for).
-# Databases of earlier versions kept every input in ``jobs.input`` or, before that, inside
-# ``request``, and the output inside ``state``: it is still found there.
+# them). Bigger ones, which can be megabytes, are files of the payload folder, each written
+# once, and the row holds _IN_FILE (no JSON text is empty) in their place: SQLite rewrites
+# a whole row on UPDATE, and writes a megabyte value twice (its log, then the database) in
+# 4 KB pages with a checksum each, which costs fifteen times what a file does. Finished
+# jobs are loaded without their input (only a retry needs it) and without a big output
+# (read when asked for). Databases of earlier versions kept big payloads as rows of
+# ``payloads``, every input in ``jobs.input`` or, before that, inside ``request``, and the
+# output inside ``state``: they are still found there.
 _INLINE_BYTES = 4096
+_IN_FILE = ""
+# Job ids are the platform's own (a UUID and a suffix); anything else gets no file name.
+_FILE_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
 # Columns later versions added; one platform per state folder, so one migrates at a time.
 _ADD_COLUMNS = {
     "input": "ALTER TABLE jobs ADD COLUMN input TEXT",
@@ -63,7 +70,7 @@ SELECT jobs.seq, jobs.id, jobs.endpoint, jobs.status, jobs.request, jobs.created
         ELSE coalesce(jobs.input, input.json) END,
     CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN jobs.output
         ELSE coalesce(jobs.output, output.json) END,
-    jobs.output IS NULL AND output.job_id IS NOT NULL
+    jobs.output IS NULL AND output.job_id IS NOT NULL OR jobs.output = '{_IN_FILE}'
 FROM jobs
 LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}'
 LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
@@ -73,7 +80,7 @@ ORDER BY jobs.seq
 _STREAMED = "SELECT DISTINCT job_id FROM chunks"
 _SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
 _SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id = ?"
-_PUT_PAYLOAD = "INSERT OR REPLACE INTO payloads (job_id, kind, json) VALUES (?, ?, ?)"
+_DELETE_PAYLOAD = "DELETE FROM payloads WHERE job_id = ? AND kind = ?"
 
 _STATE_FIELDS = (
     "started_at",
@@ -91,6 +98,8 @@ class JobStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.payload_dir = path.with_name(f"{path.stem}-payloads")
+        self.payload_dir.mkdir(exist_ok=True)
         # Autocommit: each statement is its own durable transaction.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -122,9 +131,9 @@ class JobStore:
         input_json = job.input_json if job.input_json is not None else "null"
         if len(input_json) <= _INLINE_BYTES:
             return self._insert_row(job, input_json)
-        with self._transaction():
-            seq = self._insert_row(job, None)
-            self._db.execute(_PUT_PAYLOAD, (job.id, _INPUT, input_json))
+        with self._transaction():  # the row first: a taken id writes no file
+            seq = self._insert_row(job, _IN_FILE)
+            self._write_payload(job.id, _INPUT, input_json)
         return seq
 
     def _insert_row(self, job: Job, inline_input: str | None) -> int:
@@ -148,20 +157,22 @@ class JobStore:
         self._db.execute(_SAVE, (job.status, _state(job), job.id))
 
     def save_with_output(self, job: Job) -> None:
-        """Write the job's state and its output (or that it has none), in one transaction."""
+        """Write the job's state and its output (or that it has none)."""
         output = job.output_json
-        if output is not None and len(output) <= _INLINE_BYTES:
-            # An output in the row is read before one in ``payloads``: no need to delete that.
+        if output is not None and len(output) > _INLINE_BYTES:
+            with self._transaction():
+                self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), _IN_FILE, job.id))
+                self._write_payload(job.id, _OUTPUT, output)
+            return
+        # An output in the row (or its mark) is read before one in ``payloads``: no need to
+        # delete that, but for a job that has none now.
+        if output is not None:
             self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), output, job.id))
             return
         with self._transaction():
             self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
-            if output is not None:
-                self._db.execute(_PUT_PAYLOAD, (job.id, _OUTPUT, output))
-            else:
-                self._db.execute(
-                    "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
-                )
+            self._db.execute(_DELETE_PAYLOAD, (job.id, _OUTPUT))
+        self._remove_payloads([job.id], (_OUTPUT,))
 
     def save_requeued(self, jobs: list[Job]) -> None:
         """Write the state of jobs sent back to the queue, and that they have no output or
@@ -172,11 +183,9 @@ class JobStore:
             self._db.executemany(
                 _SAVE_WITH_OUTPUT, [(job.status, _state(job), None, job.id) for job in jobs]
             )
-            self._db.executemany(
-                "DELETE FROM payloads WHERE job_id = ? AND kind = ?",
-                [(job.id, _OUTPUT) for job in jobs],
-            )
+            self._db.executemany(_DELETE_PAYLOAD, [(job.id, _OUTPUT) for job in jobs])
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(j.id,) for j in jobs])
+        self._remove_payloads([job.id for job in jobs], (_OUTPUT,))
 
     def load_output(self, job_id: str) -> str | None:
         """The stored output's JSON text (None: it has none); ValueError if unreadable."""
@@ -184,7 +193,7 @@ class JobStore:
         if row is None or row[1] is None:
             return None
         with _unreadable(job_id, _OUTPUT):
-            return _checked(row[1])
+            return _checked(self._text(job_id, _OUTPUT, row[1]) or "")
 
     def load_input(self, job_id: str) -> str | None:
         """The stored input's JSON text; a ValueError says if it cannot be read."""
@@ -192,7 +201,7 @@ class JobStore:
         if row is None:
             return None
         with _unreadable(job_id, _INPUT):
-            return _input_json(*row)
+            return _input_json(row[0], self._text(job_id, _INPUT, row[1]))
 
     def _stored(self, kind: str, job_id: str) -> tuple[str, str | None] | None:
         """The job's request and its ``kind`` text, from its row or else from ``payloads``."""
@@ -232,6 +241,7 @@ class JobStore:
             self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
             self._db.executemany("DELETE FROM payloads WHERE job_id = ?", ids)
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
+        self._remove_payloads(job_ids, (_INPUT, _OUTPUT))
 
     def load(self) -> list[Job]:
         """Every stored job in submission order; finished jobs without their input (only a
@@ -241,11 +251,12 @@ class JobStore:
         A job whose stored record cannot be read is returned FAILED with an error that says
         so, and stored that way: one damaged row does not keep the others from running.
         """
+        self._remove_stray_payloads()
         streamed = {row[0] for row in self._db.execute(_STREAMED)}
         jobs = []
         for row in self._db.execute(_LOAD, _FINAL + _FINAL).fetchall():
             try:
-                job = _job(row)
+                job = _job(row, self._text)
                 job.stream_in_store = job.id in streamed
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 job = _unreadable_job(row, err)
@@ -260,19 +271,68 @@ class JobStore:
                 "UPDATE jobs SET status = ?, request = ?, state = ?, output = NULL WHERE id = ?",
                 (job.status, _request(job), _state(job), job.id),
             )
-            self._db.execute(
-                "DELETE FROM payloads WHERE job_id = ? AND kind = ?", (job.id, _OUTPUT)
-            )
+            self._db.execute(_DELETE_PAYLOAD, (job.id, _OUTPUT))
             self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job.id,))
+        self._remove_payloads([job.id], (_OUTPUT,))
+
+    # ------------------------------------------------------------------ payload files
+
+    def _payload_path(self, job_id: str, kind: str) -> Path:
+        if not _FILE_SAFE_ID.fullmatch(job_id):
+            raise ValueError(f"job id {job_id!r} cannot name a file")
+        return self.payload_dir / f"{job_id}.{kind}.json"
+
+    def _write_payload(self, job_id: str, kind: str, text: str) -> None:
+        """Write a big payload's file whole, or leave the one before it: a file is renamed
+        into place, so a crash never leaves half of one."""
+        path = self._payload_path(job_id, kind)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(text.encode("utf-8", "surrogatepass"))
+        os.replace(partial, path)
+
+    def _text(self, job_id: str, kind: str, stored: str | None) -> str | None:
+        """The payload ``stored`` in a row, or in its file when the row holds _IN_FILE; a
+        ValueError if that file cannot be read."""
+        if stored != _IN_FILE:
+            return stored
+        try:
+            return self._payload_path(job_id, kind).read_bytes().decode("utf-8", "surrogatepass")
+        except OSError as err:
+            raise ValueError(f"its {kind} file cannot be read ({err.strerror})") from None
+
+    def _remove_payloads(self, job_ids: list[str], kinds: tuple[str, ...]) -> None:
+        for job_id in job_ids:
+            for kind in kinds:
+                with contextlib.suppress(OSError, ValueError):
+                    self._payload_path(job_id, kind).unlink(missing_ok=True)
+
+    def _remove_stray_payloads(self) -> None:
+        """Remove the files no row points to: written just before a crash, or left by one."""
+        kept = {
+            f"{job_id}.{kind}.json"
+            for job_id, big_input, big_output in self._db.execute(
+                f"SELECT id, input = '{_IN_FILE}', output = '{_IN_FILE}' FROM jobs"
+                f" WHERE input = '{_IN_FILE}' OR output = '{_IN_FILE}'"
+            )
+            for kind, big in ((_INPUT, big_input), (_OUTPUT, big_output))
+            if big
+        }
+        for entry in os.scandir(self.payload_dir):
+            if entry.name not in kept:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
-def _job(row: tuple[Any, ...]) -> Job:
+def _job(row: tuple[Any, ...], text: Callable[[str, str, str | None], str | None]) -> Job:
+    """The job of a row of _LOAD; ``text(job_id, kind, stored)`` reads a payload's file."""
     seq, job_id, endpoint, status, request, created_at, state, stored_input, output = row[:9]
     req = json.loads(request)
     job = Job(
         id=job_id,
         endpoint=endpoint,
-        input_json=None if status in FINAL else _input_json(request, stored_input),
+        input_json=(
+            None if status in FINAL else _input_json(request, text(job_id, _INPUT, stored_input))
+        ),
         status=status,
         seq=seq,
         webhook=req["webhook"],
@@ -290,10 +350,10 @@ def _job(row: tuple[Any, ...]) -> Job:
     fields.pop("output", None)
     for name, value in fields.items():
         setattr(job, name, value)
-    if output is not None:
-        job.output_json = _checked(output)
     # A finished job's big output stays in the store until asked for (load_output).
     job.output_in_store = bool(row[9]) and status in FINAL
+    if output is not None and not job.output_in_store:
+        job.output_json = _checked(text(job_id, _OUTPUT, output) or "")
     return job
 
 

@@ -1,0 +1,101 @@
+"""The job store keeps big payloads in files its rows point to, and finds older layouts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flash.platform.jobs import COMPLETED, Job
+from flash.platform.store import JobStore
+
+BIG = json.dumps({"data": "x" * 100_000})  # past what a row keeps
+SMALL = json.dumps({"data": "x"})
+
+
+def _files(store: JobStore) -> list[str]:
+    return sorted(path.name for path in store.payload_dir.iterdir())
+
+
+def _finished(store: JobStore, job_id: str, output: str | None) -> Job:
+    job = Job(id=job_id, endpoint="e", input_json=BIG, status=COMPLETED, output_json=output)
+    store.insert(job)
+    store.save_with_output(job)
+    return job
+
+
+def test_big_inputs_and_outputs_are_files_that_live_as_long_as_their_job(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    _finished(store, "big", BIG)
+    _finished(store, "small", SMALL)
+    assert _files(store) == ["big.input.json", "big.output.json", "small.input.json"]
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db:
+        big_row = db.execute("SELECT input, output FROM jobs WHERE id = 'big'").fetchone()
+    assert big_row == ("", "")  # the row points to its files; no megabyte goes through SQLite
+    assert store.load_input("big") == BIG and store.load_output("big") == BIG
+    store.close()
+
+    restarted = JobStore(tmp_path / "jobs.db")
+    jobs = {job.id: job for job in restarted.load()}
+    assert jobs["big"].output_in_store and jobs["big"].output_json is None  # read when asked
+    assert restarted.load_output("big") == BIG and jobs["small"].output_json == SMALL
+    restarted.delete(["big"])
+    assert _files(restarted) == ["small.input.json"]
+    # A job sent back to the queue loses its output: its file goes too.
+    queued = Job(id="again", endpoint="e", input_json=SMALL, output_json=BIG)
+    restarted.insert(queued)
+    restarted.save_with_output(queued)
+    assert "again.output.json" in _files(restarted)
+    queued.output_json = None
+    restarted.save_requeued([queued])
+    assert "again.output.json" not in _files(restarted)
+
+
+def test_a_file_no_row_points_to_is_removed_at_start_up(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    _finished(store, "kept", BIG)
+    # Written just before a crash, before its row was: nothing will ever read it.
+    (store.payload_dir / "lost.input.json").write_text(BIG)
+    (store.payload_dir / "kept.output.part").write_text(BIG[:10])  # half of a rewrite
+    store.close()
+    restarted = JobStore(tmp_path / "jobs.db")
+    restarted.load()
+    assert _files(restarted) == ["kept.input.json", "kept.output.json"]
+
+
+def test_a_missing_payload_file_fails_its_job_naming_it(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert(Job(id="queued", endpoint="e", input_json=BIG))
+    _finished(store, "done", BIG)
+    store.close()
+    (tmp_path / "jobs-payloads" / "queued.input.json").unlink()
+    (tmp_path / "jobs-payloads" / "done.output.json").unlink()
+    restarted = JobStore(tmp_path / "jobs.db")
+    jobs = {job.id: job for job in restarted.load()}
+    assert jobs["queued"].status == "FAILED"
+    assert "could not be read" in jobs["queued"].error and "input file" in jobs["queued"].error
+    with pytest.raises(ValueError, match="stored output of job done could not be read"):
+        restarted.load_output("done")
+
+
+def test_big_payloads_stored_by_the_previous_version_are_still_read(tmp_path: Path) -> None:
+    # It kept them as rows of ``payloads`` and left the job's column empty (NULL).
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert(Job(id="queued", endpoint="e", input_json=SMALL))
+    _finished(store, "done", SMALL)
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db, db:
+        db.execute("UPDATE jobs SET input = NULL")
+        db.execute("UPDATE jobs SET output = NULL WHERE id = 'done'")
+        db.executemany(
+            "INSERT INTO payloads (job_id, kind, json) VALUES (?, ?, ?)",
+            [("queued", "input", BIG), ("done", "input", BIG), ("done", "output", BIG)],
+        )
+    restarted = JobStore(tmp_path / "jobs.db")
+    jobs = {job.id: job for job in restarted.load()}
+    assert jobs["queued"].input_json == BIG
+    assert jobs["done"].output_in_store and restarted.load_output("done") == BIG
+    assert restarted.load_input("done") == BIG
