@@ -169,6 +169,9 @@ FILES = {
 
             async def get(self) -> int:
                 return self.total
+
+            def scaled(self, factor: float) -> float:
+                return self.total * factor
     """,
 }
 

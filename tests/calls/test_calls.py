@@ -313,24 +313,38 @@ def test_python_client_picks_json_or_signed_pickle(platform: LocalPlatform) -> N
 def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
     platform: LocalPlatform,
 ) -> None:
-    # JSON has no NaN or infinity: the caller holding the key sends such a call pickled (the
-    # function takes floats); one that cannot, or was told JSON, fails before sending it,
-    # naming the argument (the gateway would answer 400 about the request body).
+    # JSON has no NaN or infinity: the caller holding the key sends such a call of a function
+    # pickled; one that cannot, or was told JSON, fails before sending it, naming the
+    # argument (the gateway would answer 400 about the request body).
     chain = app_module("chain")
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+
+    def pickled_sleepy_jobs() -> int:
+        texts = platform.call(
+            lambda: [dispatcher.store.load_input(j.id) for j in list(dispatcher.jobs.values())]
+        )
+        inputs = [json.loads(text) for text in texts if text]
+        return sum(i.get("function_name") == "callsapp.chain.sleepy" for i in inputs)
+
+    before = pickled_sleepy_jobs()
     assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
-
-    async def tally_of_a_huge_int() -> int:  # a constructor argument too long for JSON
-        return await app_module("model").Tally(10**5000).add(1)
-
-    assert asyncio.run(tally_of_a_huge_int()) == 10**5000 + 1
+    assert pickled_sleepy_jobs() == before + 1
     forced = chain.sleepy.options(serialization="json")
     with pytest.raises(ValueError, match=r"argument seconds: -inf has no JSON form.*asked for"):
         asyncio.run(forced(float("-inf")))
+
+    # A class's calls all go one way: one of them pickled would reach another instance.
+    async def scaled_by_nan() -> float:
+        return await app_module("model").Tally(2).scaled(float("nan"))
+
+    with pytest.raises(ValueError, match=r"argument factor: nan has no JSON form.*one way"):
+        asyncio.run(scaled_by_nan())
+
     previous = set_invoker(PlatformInvoker(Endpoints(platform.url, platform.api_key)))
     try:
         with pytest.raises(ValueError, match=r"argument seconds: nan .*holding the app's key"):
             asyncio.run(chain.sleepy(float("nan")))
-        assert asyncio.run(chain.sleepy(0.0)) == "woke"
     finally:
         set_invoker(previous)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from flash.platform.dispatch import Dispatcher
 from flash.platform.jobs import COMPLETED, Job
 from flash.platform.store import JobStore
 
@@ -79,6 +80,16 @@ def test_a_missing_payload_file_fails_its_job_naming_it(tmp_path: Path) -> None:
     assert "could not be read" in jobs["queued"].error and "input file" in jobs["queued"].error
     with pytest.raises(ValueError, match="stored output of job done could not be read"):
         restarted.load_output("done")
+    restarted.close()
+    # Asked for its status, the finished job says its result is lost (not a 500 each time),
+    # and is stored so.
+    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    dispatcher.restore()
+    status = json.loads(dispatcher.status_json(dispatcher.jobs["done"]))
+    assert status["status"] == "FAILED" and "result is lost" in status["error"]
+    assert "output" not in status
+    again = {job.id: job for job in JobStore(tmp_path / "jobs.db").load()}["done"]
+    assert again.status == "FAILED" and not again.output_in_store
 
 
 def test_big_payloads_stored_by_the_previous_version_are_still_read(tmp_path: Path) -> None:

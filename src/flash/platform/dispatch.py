@@ -299,7 +299,12 @@ class Dispatcher:
         """What ``GET /status`` answers for ``job``; a big finished output is read from the
         store when it is no longer in memory."""
         if job.output_in_store:
-            return job.body_json(self.store.load_output(job.id))
+            try:
+                return job.body_json(self.store.load_output(job.id))
+            except ValueError as err:  # its stored output is damaged or gone
+                job.status, job.error = js.FAILED, f"{err}; its result is lost"
+                job.output_in_store = False
+                self.store.save_with_output(job)  # stored so: the next start agrees
         return job.body_json()
 
     def prune(self, now: float) -> int:

@@ -29,7 +29,7 @@ from flash.runtime.errors import (
     RemoteTimeoutError,
     attach_remote_traceback,
 )
-from flash.runtime.http import HttpClient, HttpError, Response
+from flash.runtime.http import BodyNotJson, HttpClient, HttpError, Response
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
 from flash.runtime.protocol import ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
@@ -144,12 +144,17 @@ class PlatformInvoker:
             return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         target = _target(fn)
         codec = _codec(fn, self.signing_key)
-        mode = fn.call_options.serialization
         if codec is not None:
             arguments = codec.encode(args, kwargs)
-            if self._json_carries(target, mode, arguments):
-                json_payload = {"function": target.function, "kwargs": arguments}
+            json_payload = {"function": target.function, "kwargs": arguments}
+            mode = fn.call_options.serialization
+            try:
                 output, _ = await self._call(target, json_payload, fn.call_options)
+            except BodyNotJson as exc:
+                if self.signing_key is None or mode == "json":
+                    raise _not_json(target, exc, mode, arguments) from None
+                # Sent pickled instead, which a function (it keeps no state) does not notice.
+            else:
                 return codec.decode(_json_result(output))
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -218,22 +223,23 @@ class PlatformInvoker:
             return await _local(bound, args, kwargs, collect=True)  # generators: a list
         target = _target(remote_class)
         codecs = _method_codecs(remote_class, method, self.signing_key)
-        mode = remote_class.call_options.serialization
         if codecs is not None:
             init_codec, method_codec = codecs
             init = init_codec.encode(handle.args, handle.kwargs)
             arguments = method_codec.encode(args, kwargs)
-            if self._json_carries(target, mode, init) and self._json_carries(
-                target, mode, arguments
-            ):
-                json_payload = {
-                    "function": target.function,
-                    "init": init,
-                    "method": method,
-                    "kwargs": arguments,
-                }
+            json_payload = {
+                "function": target.function,
+                "init": init,
+                "method": method,
+                "kwargs": arguments,
+            }
+            try:
                 output, _ = await self._call(target, json_payload, remote_class.call_options)
-                return method_codec.decode(_json_result(output))
+            except BodyNotJson as exc:
+                # Never pickled instead: the worker keeps the instances of JSON calls apart
+                # from those of pickled ones, and this call would reach another one.
+                raise _not_json(target, exc, "class", {**init, **arguments}) from None
+            return method_codec.decode(_json_result(output))
         digests = self._digests()
         ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
         method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -292,26 +298,6 @@ class PlatformInvoker:
         finally:
             if not finished:
                 await self._cancel(url, job_id)
-
-    def _json_carries(self, target: _Target, mode: str, arguments: dict[str, Any]) -> bool:
-        """Whether JSON can carry these encoded arguments. It has no NaN or infinity: such
-        a call goes as a signed pickle when this caller may send one (it holds the key and
-        JSON was not asked for), else fails here naming the argument, not at the gateway."""
-        try:
-            check_json_arguments(arguments)
-        except JsonResultError as exc:
-            if self.signing_key is not None and mode != "json":
-                return False
-            how = (
-                "serialization='json' was asked for"
-                if mode == "json"
-                else "only a caller holding the app's key may send it pickled"
-            )
-            raise ValueError(
-                f"{target.function}: argument {exc.path}: {exc.message}, so the call cannot "
-                f"go as JSON, and {how}"
-            ) from None
-        return True
 
     # -- the call itself --------------------------------------------------------------
 
@@ -532,6 +518,23 @@ class PlatformInvoker:
         # Shielded: the caller is being cancelled, but the job must still be told to stop.
         with contextlib.suppress(HttpError, asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.shield(self.http.request("POST", f"{url}/cancel/{job_id}", timeout=5))
+
+
+def _not_json(
+    target: _Target, error: BodyNotJson, mode: str, arguments: dict[str, Any]
+) -> ValueError:
+    """Why a typed call cannot go as JSON (it has no NaN, no infinity), naming the argument,
+    and how it can go instead; found only once the body failed to encode."""
+    what = str(error)
+    try:
+        check_json_arguments(arguments)
+    except JsonResultError as exc:
+        what = f"argument {exc.path}: {exc.message}"
+    how = {
+        "json": "serialization='json' was asked for",
+        "class": "a class's calls go one way (options(serialization='pickle') for them all)",
+    }.get(mode, "only a caller holding the app's key may send it pickled")
+    return ValueError(f"{target.function}: {what}, so the call cannot go as JSON, and {how}")
 
 
 def _codec(fn: Any, signing_key: bytes | None) -> JsonCodec | None:

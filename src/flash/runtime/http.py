@@ -23,6 +23,10 @@ class HttpError(OSError):
     """The request did not get an HTTP answer (refused, reset, closed early)."""
 
 
+class BodyNotJson(ValueError):
+    """The body holds a value JSON has no form for; nothing was sent."""
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -62,8 +66,13 @@ class HttpClient:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if content is not None:
             payload = content
+        elif body is None:
+            payload = b""
         else:
-            payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+            try:
+                payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            except ValueError as exc:  # a NaN, an infinity, an int too long to write
+                raise BodyNotJson(str(exc)) from None
         lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
         for name, value in {**self.headers, **(headers or {})}.items():
             lines.append(f"{name}: {value}")
