@@ -53,6 +53,18 @@ def test_big_inputs_and_outputs_are_files_that_live_as_long_as_their_job(tmp_pat
     queued.output_json = None
     restarted.save_requeued([queued])
     assert "again.output.json" not in _files(restarted)
+    # An output that shrinks to fit the row (a progress report, then the result) loses its
+    # file, also when the file was written before a restart.
+    shrinking = Job(id="shrinks", endpoint="e", input_json=SMALL, output_json=BIG)
+    restarted.insert(shrinking)
+    restarted.save_with_output(shrinking)
+    restarted.close()
+    again = JobStore(tmp_path / "jobs.db")
+    again.load()
+    shrinking.output_json = SMALL
+    again.save_with_output(shrinking)
+    assert "shrinks.output.json" not in _files(again)
+    assert again.load_output("shrinks") == SMALL
 
 
 def test_a_file_no_row_points_to_is_removed_at_start_up(tmp_path: Path) -> None:
