@@ -330,6 +330,8 @@ def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
     before = pickled_sleepy_jobs()
     assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
     assert pickled_sleepy_jobs() == before + 1
+    # So does an integer too long to write (JSON text has no room for 5,000 digits).
+    assert asyncio.run(chain.helper(10**5000)) == 10**5000 + 1
     forced = chain.sleepy.options(serialization="json")
     with pytest.raises(ValueError, match=r"argument seconds: -inf has no JSON form.*asked for"):
         asyncio.run(forced(float("-inf")))

@@ -37,6 +37,7 @@ from flash.runtime.signing import (
     DEFAULT_TTL_S,
     Digests,
     SignatureError,
+    UnsignablePayload,
     sign_request,
     verify_result,
 )
@@ -334,14 +335,17 @@ class PlatformInvoker:
             # whose pickled exception is only unpickled once its signature checks out.
             # The signature's deadline bounds how long the job may wait to start.
             signed_until = deadline if deadline is not None else time.time() + DEFAULT_TTL_S
-            signature = sign_request(
-                self.signing_key,
-                endpoint=target.resource,
-                function=target.function,
-                fields=payload,
-                deadline=signed_until,
-                digests=digests,
-            )
+            try:
+                signature = sign_request(
+                    self.signing_key,
+                    endpoint=target.resource,
+                    function=target.function,
+                    fields=payload,
+                    deadline=signed_until,
+                    digests=digests,
+                )
+            except UnsignablePayload as exc:  # a typed call's value: JSON could not carry it
+                raise BodyNotJson(str(exc)) from None
             payload["signature"] = signature
             nonce = signature["nonce"]
         body: dict[str, Any] = {"input": payload}

@@ -58,6 +58,7 @@ __all__ = [
     "ReplayCache",
     "SignatureError",
     "SigningKeyError",
+    "UnsignablePayload",
     "check_versions",
     "encode_and_hash",
     "generate_key",
@@ -151,6 +152,10 @@ class SignatureError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class UnsignablePayload(ValueError):
+    """The fields hold a value no JSON job can carry (an integer too long to write, say)."""
 
 
 class SigningKeyError(ValueError):
@@ -518,7 +523,10 @@ def sign_request(
                     f"{label} must be a non-empty string of at most {_MAX_NAME} characters"
                 )
     caller = local_versions()
-    digest = _payload_digest(fields, _big_writer(digests=digests) if digests else _hashed_big)
+    try:
+        digest = _payload_digest(fields, _big_writer(digests=digests) if digests else _hashed_big)
+    except ValueError as exc:
+        raise UnsignablePayload(str(exc)) from None
     return {
         "v": SIGNATURE_VERSION,
         "alg": ALGORITHM,
