@@ -320,18 +320,23 @@ def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
     dispatcher = platform.dispatcher
     assert dispatcher is not None
 
-    def pickled_sleepy_jobs() -> int:
+    def pickled_jobs(function: str) -> int:
         texts = platform.call(
             lambda: [dispatcher.store.load_input(j.id) for j in list(dispatcher.jobs.values())]
         )
         inputs = [json.loads(text) for text in texts if text]
-        return sum(i.get("function_name") == "callsapp.chain.sleepy" for i in inputs)
+        return sum(i.get("function_name") == f"callsapp.chain.{function}" for i in inputs)
 
-    before = pickled_sleepy_jobs()
+    before = pickled_jobs("sleepy")
     assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
-    assert pickled_sleepy_jobs() == before + 1
-    # So does an integer too long to write (JSON text has no room for 5,000 digits).
+    assert pickled_jobs("sleepy") == before + 1
+    # So does an integer too long to write (JSON text has no room for 5,000 digits); one
+    # just short of that goes as JSON, and its result comes back as JSON too.
+    before = pickled_jobs("helper")
     assert asyncio.run(chain.helper(10**5000)) == 10**5000 + 1
+    assert pickled_jobs("helper") == before + 1
+    assert asyncio.run(chain.helper(10**4250)) == 10**4250 + 1
+    assert pickled_jobs("helper") == before + 1
     forced = chain.sleepy.options(serialization="json")
     with pytest.raises(ValueError, match=r"argument seconds: -inf has no JSON form.*asked for"):
         asyncio.run(forced(float("-inf")))

@@ -97,9 +97,11 @@ def test_a_missing_payload_file_fails_its_job_naming_it(tmp_path: Path) -> None:
     # and is stored so.
     dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
     dispatcher.restore()
+    completed, failed = dispatcher.completed["e"], dispatcher.failed["e"]
     status = json.loads(dispatcher.status_json(dispatcher.jobs["done"]))
     assert status["status"] == "FAILED" and "result is lost" in status["error"]
-    assert "output" not in status
+    assert "file is gone" in status["error"] and "output" not in status
+    assert (dispatcher.completed["e"], dispatcher.failed["e"]) == (completed - 1, failed + 1)
     again = {job.id: job for job in JobStore(tmp_path / "jobs.db").load()}["done"]
     assert again.status == "FAILED" and not again.output_in_store
 
@@ -122,3 +124,25 @@ def test_big_payloads_stored_by_the_previous_version_are_still_read(tmp_path: Pa
     assert jobs["queued"].input_json == BIG
     assert jobs["done"].output_in_store and restarted.load_output("done") == BIG
     assert restarted.load_input("done") == BIG
+
+
+def test_an_output_file_unreadable_for_now_is_kept_with_its_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Out of file handles, say: that status read fails (a 500), and the next one answers.
+    store = JobStore(tmp_path / "jobs.db")
+    _finished(store, "done", BIG)
+    store.close()
+    dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"))
+    dispatcher.restore()
+    read_bytes = Path.read_bytes
+
+    def out_of_handles(path: Path) -> bytes:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Path, "read_bytes", out_of_handles)
+    with pytest.raises(OSError, match="Too many open files"):
+        dispatcher.status_json(dispatcher.jobs["done"])
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    status = json.loads(dispatcher.status_json(dispatcher.jobs["done"]))
+    assert status["status"] == "COMPLETED" and status["output"] == json.loads(BIG)

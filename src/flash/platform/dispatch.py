@@ -301,11 +301,20 @@ class Dispatcher:
         if job.output_in_store:
             try:
                 return job.body_json(self.store.load_output(job.id))
-            except ValueError as err:  # its stored output is damaged or gone
-                job.status, job.error = js.FAILED, f"{err}; its result is lost"
-                job.output_in_store = False
-                self.store.save_with_output(job)  # stored so: the next start agrees
+            except ValueError as err:
+                # Its stored output is damaged or gone. (An OSError, a file unreadable for
+                # now, is the caller's 500: the job keeps its file.)
+                self._lose_output(job, err)
         return job.body_json()
+
+    def _lose_output(self, job: Job, err: ValueError) -> None:
+        """Fail a finished job whose stored output is damaged or gone, and store it so."""
+        if job.status == js.COMPLETED:
+            self.completed[job.endpoint] -= 1
+            self.failed[job.endpoint] += 1
+        job.status, job.error = js.FAILED, f"{err}; its result is lost"
+        job.output_in_store = False
+        self.store.save_with_output(job)  # the next start agrees
 
     def prune(self, now: float) -> int:
         expired = [

@@ -297,13 +297,14 @@ class JobStore:
 
     def _text(self, job_id: str, kind: str, stored: str | None) -> str | None:
         """The payload ``stored`` in a row, or in its file when the row holds _IN_FILE; a
-        ValueError if that file cannot be read."""
+        ValueError if that file is gone (it is lost), an OSError if it cannot be read now
+        (out of file handles, say: the job keeps it)."""
         if stored != _IN_FILE:
             return stored
         try:
             return self._payload_path(job_id, kind).read_bytes().decode("utf-8", "surrogatepass")
-        except OSError as err:
-            raise ValueError(f"its {kind} file cannot be read ({err.strerror})") from None
+        except FileNotFoundError:
+            raise ValueError(f"its {kind} file is gone") from None
 
     def _remove_payloads(self, job_ids: list[str], kinds: tuple[str, ...]) -> None:
         for job_id in job_ids:
@@ -410,8 +411,8 @@ def _unreadable(job_id: str, kind: str) -> Iterator[None]:
     """A ValueError from reading the job's stored ``kind`` says which job and what."""
     try:
         yield
-    except ValueError:
-        raise ValueError(f"the stored {kind} of job {job_id} could not be read") from None
+    except ValueError as err:
+        raise ValueError(f"the stored {kind} of job {job_id} could not be read ({err})") from None
 
 
 def _checked(text: str) -> str:

@@ -521,8 +521,20 @@ def _json_name(value: Any) -> str:
 
 _PASS_THROUGH = frozenset({type(None), bool, str})
 # json.dumps refuses ints longer than Python prints (4,300 digits by default): such a result
-# must be refused here, not later when the worker can no longer answer the job.
-_MAX_INT_BITS = 14_000
+# must be refused here, not later when the worker can no longer answer the job. Ints of up
+# to this many bits have fewer digits; a longer one is tried as json.dumps would write it, so
+# that this refuses exactly what json.dumps refuses (a caller's encoding decides as it does).
+_SHORT_INT_BITS = 14_000
+
+
+def _too_long(value: int) -> bool:
+    if value.bit_length() <= _SHORT_INT_BITS:
+        return False
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return True
+    return False
 
 
 def _to_json(value: Any, path: _Path, depth: int) -> Any:
@@ -532,7 +544,7 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
     if kind in _PASS_THROUGH:
         return value
     if kind is int:
-        if value.bit_length() > _MAX_INT_BITS:
+        if _too_long(value):
             raise JsonResultError(format_path(path), "an integer too long to write as JSON")
         return value
     if kind is float:
@@ -600,7 +612,7 @@ def _to_json(value: Any, path: _Path, depth: int) -> Any:
 def _flat_list(value: list[Any] | tuple[Any, ...]) -> list[Any] | None:
     """The list itself when it holds only plain scalars (checked at C speed), else None."""
     kinds = set(map(type, value))
-    if int in kinds and max(x.bit_length() for x in value if type(x) is int) > _MAX_INT_BITS:
+    if int in kinds and max(x.bit_length() for x in value if type(x) is int) > _SHORT_INT_BITS:
         return None  # the slow way names the item
     if kinds <= _PASS_THROUGH | {int}:
         return value if type(value) is list else list(value)
