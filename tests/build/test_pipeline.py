@@ -320,15 +320,11 @@ def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Pa
     assert "tok_req" in (root / "requirements.txt").read_text()
 
 
-def test_a_big_file_that_may_name_indexes_is_scanned_and_masked_where_it_holds_credentials(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Past the size read whole without a look (8 MB; 64 bytes here), such a file (data under
-    # requirements/, say) is scanned first: one naming a URL's credentials is masked like
-    # any other, the rest go in as they are.
-    monkeypatch.setattr(pipeline, "_MASKED_MAX_BYTES", 64)
+def test_a_big_file_that_may_name_indexes_is_masked_like_any_other(tmp_path: Path) -> None:
+    # Whatever its size (data under requirements/, say, 9 MB here), such a file is masked
+    # where it names a URL's credentials, and goes in as the very bytes that were checked.
     root = starter(tmp_path)
-    filler = "# " + "x" * 100 + "\n"
+    filler = ("# " + "x" * 100 + "\n") * 90_000
     wide = filler + "--index-url https://u:tok_wide@example.invalid/simple\n"
     write_files(
         root,
@@ -347,12 +343,13 @@ def test_a_big_file_that_may_name_indexes_is_scanned_and_masked_where_it_holds_c
         assert read("requirements/wide.txt").decode("utf-16") == wide.replace("u:tok_wide", "****")
         data = root / "requirements" / "data.txt"
         assert read("requirements/data.txt") == data.read_bytes()
-    # What the scan decides: only the files that may hold credentials are read.
-    scanned = {
-        name: pipeline._names_credentials(root / "requirements" / name)
+    # The archive gets the checked bytes, not the file read again later.
+    entries = {
+        name: pipeline._project_entry(root, f"requirements/{name}", True)
         for name in ("big.txt", "wide.txt", "data.txt")
     }
-    assert scanned == {"big.txt": True, "wide.txt": True, "data.txt": False}
+    assert all(entry.data is not None and entry.source is None for entry in entries.values())
+    assert entries["data.txt"].data == data.read_bytes()
 
 
 def test_a_file_that_claims_utf16_but_is_not_fails_the_build_naming_it(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def is_ignored(root: Path, rel: str) -> bool:
         return True  # .flash/, .git/, ...: no ignore file needs reading (`flash run` writes)
     specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root))]
     prefix = ""
-    for part in rel.split("/")[:-1]:
+    for part in parts[:-1]:
         # The walk never enters an ignored folder, whatever the files below it say.
         if _ignored(specs, prefix + part + "/"):
             return True

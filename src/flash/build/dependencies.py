@@ -64,21 +64,19 @@ _BOMS = (  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
 )
 
 
-# UTF-16 and UTF-32 text: no ASCII byte of it stands for itself.
-WIDE_BOMS = tuple(bom for bom, codec in _BOMS if codec != "utf-8-sig")
-
-
 def decode_config(raw: bytes, *, strict: bool = False) -> tuple[str, str]:
     """The text of a config or requirements file and the codec that gives back its bytes:
     the one its byte-order mark names (pip reads UTF-16 requirements files by theirs),
-    else UTF-8. Unless ``strict`` (then UnicodeDecodeError), bytes that are not text in
-    that codec are kept as they are: as UTF-8 with surrogateescape."""
+    else UTF-8. Unless ``strict`` (then UnicodeDecodeError), bytes that are not UTF-8 text
+    are kept as they are, with surrogateescape. A file that is not the UTF-16 or UTF-32 its
+    mark names raises UnicodeDecodeError all the same: read as UTF-8, none of its text would
+    be what it says."""
     for bom, codec in _BOMS:
         if raw.startswith(bom):
             try:
                 return raw.decode(codec), codec
             except UnicodeDecodeError:
-                if strict:
+                if strict or codec != "utf-8-sig":
                     raise
                 break
     return raw.decode("utf-8", "strict" if strict else "surrogateescape"), "utf-8"
@@ -192,7 +190,7 @@ def referenced_files(paths: Iterable[Path]) -> list[Path]:
         current = pending.pop()
         try:
             text = decode_config(current.read_bytes())[0]
-        except OSError:
+        except (OSError, UnicodeDecodeError):  # archiving it says what is wrong
             continue
         for _, line in _logical_lines(text):
             target = _include_target(line, "-r|--requirement|-c|--constraint")

@@ -10,10 +10,8 @@ import functools
 import hashlib
 import json
 import math
-import mmap
 import os
 import platform
-import re
 import shutil
 import sys
 import time
@@ -28,7 +26,6 @@ import flash
 from flash.build import archive as _archive
 from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
-    WIDE_BOMS,
     DependencyOptions,
     decode_config,
     encode_config,
@@ -373,45 +370,27 @@ def _index_configs(root: Path, files: list[str]) -> set[str]:
     return found
 
 
-# Files that name package indexes are small; a bigger one (data that happens to match a
-# name) is read whole only if a scan of it finds a URL with credentials.
-_MASKED_MAX_BYTES = 8 << 20
-# Where redact_credentials may mask something in UTF-8 text, as bytes: wherever it does
-# (bytes' \s is a subset of text's, and no scheme is required), and sometimes where it
-# does not (then the file is read for nothing).
-_USERINFO_BYTES = re.compile(rb"://[^\s/?#\"']+@")
-
-
 def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
     """A project file as it goes into the archive: one that may name package indexes with
-    the credentials in its URLs masked (secrets never enter an archive), others as they are."""
+    the credentials in its URLs masked (secrets never enter an archive), others as they are.
+
+    A masked file goes in as the bytes that were checked, whatever its size, not read again
+    when the archive is written (it may have changed by then)."""
     source = root / rel
-    if index_config:
-        info = source.stat()
-        if info.st_size <= _MASKED_MAX_BYTES or _names_credentials(source):
-            raw = source.read_bytes()
-            text, codec = decode_config(raw)
-            if codec == "utf-8" and raw.startswith(WIDE_BOMS):
-                raise BuildError(
-                    "starts with a UTF-16 or UTF-32 byte-order mark but is not such text, so "
-                    "it cannot be checked for credentials in package index URLs; fix its "
-                    "encoding, or leave it out with .flashignore",
-                    path=rel,
-                )
-            data = encode_config(redact_credentials(text), codec)
-            if data != raw:
-                return _archive.Entry(name=rel, data=data, executable=bool(info.st_mode & 0o111))
-    return _archive.Entry(name=rel, source=source)
-
-
-def _names_credentials(path: Path) -> bool:
-    """Whether a big file may hold a URL with credentials, scanned without reading it into
-    memory; a UTF-16 or UTF-32 one counts as holding some."""
-    with path.open("rb") as file:
-        if file.read(4).startswith(WIDE_BOMS):
-            return True
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            return _USERINFO_BYTES.search(view) is not None
+    if not index_config:
+        return _archive.Entry(name=rel, source=source)
+    raw = source.read_bytes()
+    try:
+        text, codec = decode_config(raw)
+    except UnicodeDecodeError as exc:
+        raise BuildError(
+            f"is not the text its byte-order mark says ({exc.encoding}), so it cannot be "
+            "checked for credentials in package index URLs; fix its encoding, or leave it "
+            "out with .flashignore",
+            path=rel,
+        ) from None
+    data = encode_config(redact_credentials(text), codec)
+    return _archive.Entry(name=rel, data=data, executable=bool(source.stat().st_mode & 0o111))
 
 
 def _handler_entries(manifest: Manifest, *, src_layout: bool) -> list[_archive.Entry]:
