@@ -133,9 +133,14 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     assert asyncio.run(dispatcher.read_stream(job, 0)) == ["b"]
 
 
-def test_a_low_priority_job_stays_one_across_a_restart(tmp_path: Path) -> None:
+def test_a_low_priority_job_stays_one_across_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dispatcher = _dispatcher(tmp_path)
-    low = dispatcher.submit("e", '{"x": 1}', low_priority=True)
+    now = time.time()
+    with monkeypatch.context() as earlier:  # submitted 5 s before the other, on any clock
+        earlier.setattr(time, "time", lambda: now - 5)
+        low = dispatcher.submit("e", '{"x": 1}', low_priority=True)
     urgent = dispatcher.submit("e", '{"x": 2}')
     assert dispatcher.queued["e"] == 2 and dispatcher.queued_low_priority["e"] == 1
     # The scaler's wait counts from the oldest job that may start a worker.
@@ -330,5 +335,43 @@ def test_a_removed_endpoint_fails_its_queue_and_any_job_given_back_later(tmp_pat
         assert dispatcher.queued["e"] == 0
         dispatcher.add_endpoint("e", None)  # served again: jobs queue as before
         assert dispatcher.submit("e", "{}").status == "IN_QUEUE"
+
+    asyncio.run(scenario())
+
+
+def test_jobs_taken_without_the_scaler_asking_leave_no_trace_in_its_wait_queue(
+    tmp_path: Path,
+) -> None:
+    # oldest_wait is asked only by the queue-delay scaler: with the other, its queue of
+    # urgent ids must still stay as short as the job queue.
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        for _ in range(200):
+            job = await _start_on_w1(dispatcher)
+            assert dispatcher.done("w1", job.id, {"output": 1}, False, "1")
+        assert len(dispatcher._urgent["e"]) <= 1 and dispatcher.queued["e"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_retried_job_starts_without_the_output_and_chunks_of_its_failure(
+    tmp_path: Path,
+) -> None:
+    big = json.dumps("x" * 10_000)  # kept in a file beside the database
+
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        job = await _start_on_w1(dispatcher)
+        assert dispatcher.chunk("w1", job.id, "partial")
+        assert dispatcher.done("w1", job.id, {"error": "boom"}, False, big)
+        assert job.status == "FAILED"
+        assert [p.name for p in dispatcher.store.payload_dir.iterdir()] == [f"{job.id}.output.json"]
+        dispatcher.retry(job)
+        assert job.status == "IN_QUEUE" and job.output_json is None
+        assert list(dispatcher.store.payload_dir.iterdir()) == []
+        assert dispatcher.store.load_stream(job.id) == ([], 0)
+        assert dispatcher.store.load_output(job.id) is None
 
     asyncio.run(scenario())

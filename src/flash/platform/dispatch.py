@@ -222,14 +222,13 @@ class Dispatcher:
         if job.input_json is None:
             raise ValueError(f"job {job.id} has no stored input any more; it cannot be retried")
         self._reset_attempt(job)
-        self.store.clear_chunks(job.id)
         job.finished_at = job.expires_at = None
         job.output_json, job.error = None, None
         job.output_in_store = False
         self._forget_output(job.id)
         job.crashes = 0
         job.status = js.IN_QUEUE
-        self.store.save_with_output(job)  # it has none now
+        self.store.save_requeued([job])  # no output, no chunks
         self._count_queued(job, 1)
         self.retried[job.endpoint] += 1
         self._enqueue(job)
@@ -254,13 +253,19 @@ class Dispatcher:
     def oldest_wait(self, endpoint: str, now: float) -> float:
         """How long the oldest queued job that may start a worker (not a low-priority one)
         has waited."""
+        job = self._oldest_urgent(endpoint)
+        return 0.0 if job is None else now - job.created_at
+
+    def _oldest_urgent(self, endpoint: str) -> Job | None:
+        """The oldest queued job that may start a worker; the ids of jobs taken or ended
+        before it are dropped, so the deque holds little more than the queue."""
         urgent = self._urgent.get(endpoint)
         while urgent:
             job = self.jobs.get(urgent[0])
             if job is not None and job.status == js.IN_QUEUE:
-                return now - job.created_at
+                return job
             urgent.popleft()
-        return 0.0
+        return None
 
     def _enqueue(self, job: Job, *, first: bool = False) -> None:
         """Hand the queued job to a waiting worker, else put it in its endpoint's queue
@@ -274,6 +279,8 @@ class Dispatcher:
             return
         queues = [self.queues[job.endpoint]]
         if not job.low_priority:
+            # Trimmed here too: a scaler that never asks oldest_wait must not let it grow.
+            self._oldest_urgent(job.endpoint)
             queues.append(self._urgent.setdefault(job.endpoint, deque()))
         for queue in queues:
             if first:
@@ -480,8 +487,7 @@ class Dispatcher:
             self.running[job.endpoint] -= 1
             self._reset_attempt(job)
             job.status = js.IN_QUEUE
-            self.store.clear_chunks(job.id)
-            self.store.save_with_output(job)
+            self.store.save_requeued([job])
             self._count_queued(job, 1)
             self._enqueue(job, first=True)
             self.on_submit(job.endpoint)

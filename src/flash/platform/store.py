@@ -100,8 +100,6 @@ class JobStore:
         self.path = path
         self.payload_dir = path.with_name(f"{path.stem}-payloads")
         self.payload_dir.mkdir(exist_ok=True)
-        # Jobs with an output file: one whose output shrinks to fit its row loses the file.
-        self._output_files: set[str] = set()
         # Autocommit: each statement is its own durable transaction.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -165,14 +163,12 @@ class JobStore:
             with self._transaction():
                 self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), _IN_FILE, job.id))
                 self._write_payload(job.id, _OUTPUT, output)
-            self._output_files.add(job.id)
             return
         # An output in the row (or its mark) is read before one in ``payloads``: no need to
         # delete that, but for a job that has none now.
         if output is not None:
             self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), output, job.id))
-            if job.id in self._output_files:
-                self._remove_payloads([job.id], (_OUTPUT,))
+            self._remove_payloads([job.id], (_OUTPUT,))  # one that shrank to fit the row
             return
         with self._transaction():
             self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
@@ -234,9 +230,6 @@ class JobStore:
             "SELECT n, chunk FROM chunks WHERE job_id = ? AND n >= ? ORDER BY n", (job_id, start)
         ).fetchall()
         return _readable_chunks([row[1] for row in rows]), rows[-1][0] + 1 if rows else start
-
-    def clear_chunks(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
     def delete(self, job_ids: list[str]) -> None:
         if not job_ids:
@@ -308,8 +301,6 @@ class JobStore:
 
     def _remove_payloads(self, job_ids: list[str], kinds: tuple[str, ...]) -> None:
         for job_id in job_ids:
-            if _OUTPUT in kinds:
-                self._output_files.discard(job_id)
             for kind in kinds:
                 with contextlib.suppress(OSError, ValueError):
                     self._payload_path(job_id, kind).unlink(missing_ok=True)
@@ -325,7 +316,6 @@ class JobStore:
             for kind, big in ((_INPUT, big_input), (_OUTPUT, big_output))
             if big
         }
-        self._output_files = {name.split(".")[0] for name in kept if name.endswith(".output.json")}
         for entry in os.scandir(self.payload_dir):
             if entry.name not in kept:
                 with contextlib.suppress(OSError):
