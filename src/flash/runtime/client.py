@@ -169,12 +169,9 @@ class PlatformInvoker:
         caller has no key (no endpoint takes its unsigned pickles)."""
         if fn.resource_name == self.own_resource:
             return True
-        mode = fn.call_options.serialization
-        return (
-            mode == "pickle"
-            or (mode == "auto" and self.signing_key is not None)
-            or _codec(fn, self.signing_key) is None
-        )
+        # Forced pickle has no codec; auto mode with the key batches typed calls too.
+        auto_with_key = fn.call_options.serialization == "auto" and self.signing_key is not None
+        return auto_with_key or _codec(fn, self.signing_key) is None
 
     async def call_map(
         self, fn: Any, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]

@@ -123,6 +123,11 @@ class _Call(NamedTuple):
     # Digests of the big pickles in the answer, kept for signing it (None: not signed).
     digests: _signing.Digests | None = None
 
+    @property
+    def is_json(self) -> bool:
+        """A typed JSON call ("json" or "json_method"): it runs no pickle."""
+        return self.execution_type.startswith("json")
+
 
 class _UserCodeError(Exception):
     """Carries an exception raised by user code out to the handler."""
@@ -901,7 +906,7 @@ def _answer_nonce(call: _Call, answer: dict[str, Any]) -> str | None:
     and its caller checks only a failure's signature (only a failure carries a pickle):
     signing a big result nobody checks would cost a walk over all of it (80 ms for 100k
     floats)."""
-    if call.execution_type.startswith("json") and answer.get("success") is True:
+    if call.is_json and answer.get("success") is True:
         return None
     return call.nonce
 
@@ -909,7 +914,7 @@ def _answer_nonce(call: _Call, answer: dict[str, Any]) -> str | None:
 def _checkable(call: _Call | None) -> bool:
     """Whether a caller may unpickle an exception in the answer to ``call``: not for an
     unsigned JSON call, whose answer nobody can check came from here."""
-    return call is None or call.nonce is not None or not call.execution_type.startswith("json")
+    return call is None or call.nonce is not None or not call.is_json
 
 
 def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, Any]:

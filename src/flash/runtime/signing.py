@@ -524,7 +524,7 @@ def sign_request(
                 )
     caller = local_versions()
     try:
-        digest = _payload_digest(fields, _big_writer(digests=digests) if digests else _hashed_big)
+        digest = _payload_digest(fields, _big_writer(digests=digests))
     except ValueError as exc:
         raise UnsignablePayload(str(exc)) from None
     return {
@@ -655,7 +655,7 @@ def sign_result(
     return _result_mac(
         key,
         nonce,
-        _result_text(result_fields, _big_writer(digests=digests) if digests else _hashed_big),
+        _result_text(result_fields, _big_writer(digests=digests)),
     )
 
 
@@ -1098,6 +1098,8 @@ def _floats_text(value: list[Any] | tuple[Any, ...]) -> str | None:
     keeps a float's bits (its repr is exact) but for a NaN's, so a list with a NaN (or with
     both infinities, whose sum is NaN too) is written as text. Every item must be a float
     (a subclass too: JSON writes its value), never an int, so that 1 and 1.0 differ."""
+    if not isinstance(value[0], float):  # a list of ints or records: no need to look on
+        return None
     if not all(issubclass(kind, float) for kind in set(map(type, value))):
         return None
     packed = array.array("d", value)
