@@ -375,3 +375,39 @@ def test_a_retried_job_starts_without_the_output_and_chunks_of_its_failure(
         assert dispatcher.store.load_output(job.id) is None
 
     asyncio.run(scenario())
+
+
+def test_a_dead_workers_stream_chunks_are_not_handed_out_again(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        assert dispatcher.chunk("w1", job.id, 0) and dispatcher.chunk("w1", job.id, 1)
+        assert await dispatcher.read_stream(job, 0) == [0, 1]
+        dispatcher.worker_exited("w1", "exited with code 3", blame=False)
+        dispatcher.register_worker("w2", "e")
+        assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job.id]
+        # The new attempt yields from the start again; the reader gets only what is new.
+        assert dispatcher.chunk("w2", job.id, 0)
+        assert await dispatcher.read_stream(job, 0) == []
+        assert dispatcher.chunk("w2", job.id, 1) and dispatcher.chunk("w2", job.id, 2)
+        assert await dispatcher.read_stream(job, 0) == [2]
+
+    asyncio.run(scenario())
+
+
+def test_delay_time_counts_only_time_spent_queued(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        # It waited 60 s for w1, which ran it for 40 s and died: 60 s queued so far.
+        job.created_at -= 100
+        job.started_at = job.created_at + 60
+        dispatcher.worker_exited("w1", "exited with code 3", blame=False)
+        dispatcher.register_worker("w2", "e")
+        await dispatcher.take("w2", 1, False)
+        assert 60_000 <= _status(dispatcher, job.id)["delayTime"] < 61_000
+        # A retry is a new run: its delay counts from the retry.
+        assert dispatcher.done("w2", job.id, {"error": "boom"}, False, None)
+        dispatcher.retry(job)
+        await dispatcher.take("w2", 1, False)
+        assert _status(dispatcher, job.id)["delayTime"] < 1_000
+
+    asyncio.run(scenario())

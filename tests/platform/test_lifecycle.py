@@ -857,3 +857,27 @@ def test_a_stream_item_the_gateway_refuses_fails_the_job(tmp_path: Path, platfor
     final = ended(platform, "ds", job["id"])
     assert final["status"] == "FAILED"
     assert "refused" in final["error"] and "deeper than 256" in final["error"]
+
+
+UNSENDABLE_STREAM = """
+from flash.runtime.worker import start
+
+def handler(job):
+    yield "first"
+    yield {"\\ud800": 1}  # a lone surrogate: no UTF-8 body can carry it
+    yield "last"
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_stream_item_the_worker_cannot_send_fails_the_job(
+    tmp_path: Path, platform_factory
+) -> None:
+    # Not a null item and COMPLETED: the worker reports why, and the job fails with that.
+    platform = platform_factory(write_app(tmp_path / "app", {"us": (UNSENDABLE_STREAM, {})}))
+    job = _post(platform, "us/run", json={"input": {}}).json()
+    final = ended(platform, "us", job["id"])
+    assert final["status"] == "FAILED", final
+    assert "a stream item" in final["error"] and "cannot be sent as JSON" in final["error"]

@@ -351,6 +351,34 @@ def test_generator_failing_midway_streams_items_then_the_error() -> None:
     assert "stopped at 7" in responses[1]["error"]
 
 
+def test_a_stream_closed_early_runs_the_generators_cleanup_at_once() -> None:
+    # As when a job is cancelled mid-stream: the worker loop closes the handler's stream.
+    cleaned: list[str] = []
+
+    async def ticks(n: int) -> Any:
+        try:
+            for i in range(n):
+                yield i
+        finally:
+            cleaned.append("async")
+
+    def sync_ticks(n: int) -> Iterator[int]:
+        try:
+            yield from range(n)
+        finally:
+            cleaned.append("sync")
+
+    async def take_two_then_close(name: str) -> list[Any]:
+        stream = create_handler({"ticks": ticks, "sync_ticks": sync_ticks})(fn_job(name, 100))
+        got = [result_of(await stream.__anext__()) for _ in range(2)]
+        await stream.aclose()  # no "async generator ignored GeneratorExit"
+        return got
+
+    assert asyncio.run(take_two_then_close("ticks")) == [0, 1]
+    assert asyncio.run(take_two_then_close("sync_ticks")) == [0, 1]
+    assert cleaned == ["async", "sync"]
+
+
 def test_sync_functions_run_on_the_event_loop_thread_by_default(handler: Any) -> None:
     # asyncio.run drives the loop on this thread: no thread hop per call.
     assert result_of(run(handler, fn_job("current_thread_id"))) == threading.get_ident()

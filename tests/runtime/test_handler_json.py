@@ -68,6 +68,10 @@ def int_spy(x: int) -> int:
     return x
 
 
+def repeat(function: str, times: int = 1) -> str:  # an argument named like the job's field
+    return function * times
+
+
 class Scorer:
     built = 0
 
@@ -81,7 +85,7 @@ class Scorer:
     def raw(self, thing):
         return thing
 """
-NAMES = ("area", "tag", "untyped", "box_spy", "int_spy", "Scorer")
+NAMES = ("area", "tag", "untyped", "box_spy", "int_spy", "repeat", "Scorer")
 App = tuple[ModuleType, dict[str, Any]]
 
 
@@ -167,6 +171,30 @@ def test_one_function_endpoint_takes_the_kwargs_directly(handler_for: Any) -> No
     assert answer["result"] == {"area": 5.0, "colour": "red"}
 
 
+def test_a_named_call_with_a_mistake_is_told_about_that_mistake(handler_for: Any) -> None:
+    # On a one-function endpoint too: not read as bare kwargs named function/kwargs/extra.
+    box = {"box": {"width": 1, "height": 1}}
+    for names in (("area",), ("area", "tag")):
+        handler = handler_for(*names)
+        extra = run(handler, {"function": "area", "kwargs": box, "extra": 1})
+        assert extra["error_type"] == "InvalidJob" and "'extra'" in extra["error"], extra
+        bare = run(handler, {"function": "area"})  # no kwargs: called with none
+        assert [i["path"] for i in bare["issues"]] == ["kwargs.box"], bare
+    assert run(handler_for("area", "tag"), {"function": "tag"})["issues"][0]["path"] == (
+        "kwargs.words"
+    )
+
+
+def test_a_function_taking_an_argument_named_function_takes_bare_kwargs(
+    handler_for: Any,
+) -> None:
+    handler = handler_for("repeat")
+    assert run(handler, {"function": "ab", "times": 2})["result"] == "abab"
+    assert run(handler, {"function": "ab"})["result"] == "ab"
+    named = {"function": "repeat", "kwargs": {"function": "x", "times": 3}}
+    assert run(handler, named)["result"] == "xxx"
+
+
 def test_bad_fields_are_listed_and_the_function_is_not_called(handler_for: Any, app: App) -> None:
     answer = run(
         handler_for("box_spy"),
@@ -226,7 +254,7 @@ def test_class_json_errors_name_the_problem(handler_for: Any, app: App) -> None:
         {"function": "Scorer", "init": {"weights": 1}, "method": "score", "kwargs": {"words": []}},
     )
     assert bad_init["error_type"] == "InvalidInput"
-    assert [i["path"] for i in bad_init["issues"]] == ["kwargs.weights"]
+    assert [i["path"] for i in bad_init["issues"]] == ["init.weights"]
     assert Scorer.built == 0
     bad_method = run(
         handler,

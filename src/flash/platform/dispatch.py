@@ -200,7 +200,7 @@ class Dispatcher:
             new, job.stream_sent = self.store.load_stream(job.id, job.stream_sent)
         else:
             new = job.stream[job.stream_sent :]
-            job.stream_sent = len(job.stream)
+            job.stream_sent += len(new)
         if new and job.final:
             # A restart must not hand these out again. (A running job's position is not
             # stored: a restart runs the job again, and its stream starts afresh.)
@@ -222,6 +222,7 @@ class Dispatcher:
         if job.input_json is None:
             raise ValueError(f"job {job.id} has no stored input any more; it cannot be retried")
         self._reset_attempt(job)
+        job.queued_at = time.time()  # a new run: its delay counts from now
         job.finished_at = job.expires_at = None
         job.output_json, job.error = None, None
         job.output_in_store = False
@@ -254,7 +255,7 @@ class Dispatcher:
         """How long the oldest queued job that may start a worker (not a low-priority one)
         has waited."""
         job = self._oldest_urgent(endpoint)
-        return 0.0 if job is None else now - job.created_at
+        return 0.0 if job is None else now - job.queued_since
 
     def _oldest_urgent(self, endpoint: str) -> Job | None:
         """The oldest queued job that may start a worker; the ids of jobs taken or ended
@@ -485,7 +486,11 @@ class Dispatcher:
             job.logs.clear()
             self._cancel_timer(job.id)
             self.running[job.endpoint] -= 1
-            self._reset_attempt(job)
+            if job.started_at is not None:  # the dead attempt's run time is no queue time
+                job.queued_at = time.time() - (job.started_at - job.queued_since)
+            # The caller never hears of this attempt: its /stream goes on from the chunks it
+            # has, which the next attempt yields again.
+            self._reset_attempt(job, keep_stream_position=True)
             job.status = js.IN_QUEUE
             self.store.save_requeued([job])
             self._count_queued(job, 1)
@@ -572,13 +577,15 @@ class Dispatcher:
         if timer is not None:
             timer.cancel()
 
-    def _reset_attempt(self, job: Job) -> None:
-        """Forget what a dead attempt produced; the caller stores that (save_with_output)."""
+    def _reset_attempt(self, job: Job, *, keep_stream_position: bool = False) -> None:
+        """Forget what a dead attempt produced; the caller stores that (save_requeued).
+        ``keep_stream_position``: /stream hands out only chunks past those already read."""
         job.worker_id = None
         job.started_at = None
         job.output_json = None  # reported while running: the next attempt starts afresh
         job.stream = []
-        job.stream_sent = 0
+        if not keep_stream_position:
+            job.stream_sent = 0
         job.stream_bytes = 0
         job.stream_in_store = False
 

@@ -369,8 +369,13 @@ class Gateway:
             # The item is lost: a stream that went on without it would look complete.
             return self._refuse(request, parsed)
         body = parsed[0]
+        if "output" not in body:
+            # Flash's worker sends {"error": ...} when an item cannot be sent as JSON: the job
+            # fails with it rather than stream a null and end COMPLETED.
+            reason = body.get("error") or "it has no 'output'"
+            return self._refuse(request, f"a stream item: {reason}")
         accepted = self.dispatcher.chunk(
-            request.path_params["worker"], request.path_params["job_id"], body.get("output")
+            request.path_params["worker"], request.path_params["job_id"], body["output"]
         )
         return _json({"accepted": accepted})
 
@@ -459,7 +464,9 @@ def _parse_request(raw: bytes) -> _JobRequest | Response:
         not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
     ):
         return _error(400, "'webhook' must be an http(s) URL")
-    policy = data.get("policy") or {}
+    policy = data.get("policy", {})
+    if policy is None:
+        policy = {}
     if not isinstance(policy, dict):
         return _error(400, "'policy' must be an object")
     limits: list[int | None] = []

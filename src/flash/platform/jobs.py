@@ -42,6 +42,9 @@ class Job:
     # policy.lowPriority: the job starts no worker; it waits for one other jobs started.
     low_priority: bool = False
     created_at: float = 0.0
+    # When its run's wait in the queue began, less the wait of an attempt a dead worker lost
+    # (None: at created_at). A retry is a new run.
+    queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     worker_id: str | None = None
@@ -67,12 +70,16 @@ class Job:
     def final(self) -> bool:
         return self.status in FINAL
 
+    @property
+    def queued_since(self) -> float:
+        return self.created_at if self.queued_at is None else self.queued_at
+
     def body_json(self, output_json: str | None = None) -> str:
         """What ``GET /status`` answers (and what a webhook receives), as JSON text;
         ``output_json`` is the output read from the store when ``output_in_store``."""
         out: dict[str, Any] = {"id": self.id, "status": self.status}
         if self.started_at is not None:
-            out["delayTime"] = int((self.started_at - self.created_at) * 1000)
+            out["delayTime"] = int((self.started_at - self.queued_since) * 1000)
             if self.finished_at is not None:
                 out["executionTime"] = int((self.finished_at - self.started_at) * 1000)
         if self.error is not None:

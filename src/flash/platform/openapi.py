@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from flash.platform.jobs import MAX_POLICY_MS
+
 
 def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its ``$defs`` moved to components, refs rewritten to match."""
@@ -45,7 +47,8 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
     variants: list[dict[str, Any]] = []
     outputs: list[dict[str, Any]] = []
     pickle_only: list[str] = []
-    for fn in resource.get("functions") or []:
+    functions = resource.get("functions") or []
+    for fn in functions:
         schema = fn.get("schema") if isinstance(fn, dict) else None
         qualified = str(fn.get("qualified_name", fn.get("name", "?")))
         if not isinstance(schema, dict):
@@ -95,6 +98,19 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         }
         variants.append({"$ref": f"#/components/schemas/{prefix}.call"})
         outputs.append({"$ref": f"#/components/schemas/{prefix}.result"})
+    output = {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean"},
+            "result": {"oneOf": outputs} if outputs else {},
+            "encoding": {"const": "json"},
+            "issues": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+    # RunPod's worker streams only from a generator handler, so an endpoint with a generator
+    # function has one, and every job's output is the list of its answers (one for the other
+    # functions); a failed one's answer is the text of "error".
+    streaming = any(isinstance(fn, dict) and fn.get("is_generator") for fn in functions)
     job = {
         "type": "object",
         "required": ["input"],
@@ -104,8 +120,9 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             "policy": {
                 "type": "object",
                 "properties": {
-                    "executionTimeout": {"type": "integer", "minimum": 1},
-                    "ttl": {"type": "integer", "minimum": 1},
+                    "executionTimeout": {"type": "integer", "minimum": 1, "maximum": MAX_POLICY_MS},
+                    "ttl": {"type": "integer", "minimum": 1, "maximum": MAX_POLICY_MS},
+                    "lowPriority": {"type": "boolean"},
                 },
             },
         },
@@ -117,21 +134,18 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             "status": {
                 "enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
             },
-            "output": {
-                "type": "object",
-                "properties": {
-                    "success": {"type": "boolean"},
-                    "result": {"oneOf": outputs} if outputs else {},
-                    "encoding": {"const": "json"},
-                    "issues": {"type": "array", "items": {"type": "object"}},
-                },
-            },
+            "output": {"type": "array", "items": output} if streaming else output,
             "error": {"type": "string"},
             "delayTime": {"type": "integer"},
             "executionTime": {"type": "integer"},
         },
     }
     description = "Typed JSON calls to this endpoint's functions."
+    if streaming:
+        description += (
+            " It has a generator function, so every job's output is the list of its answers"
+            " (one for a plain function), and a failure's answer is the JSON text of 'error'."
+        )
     if pickle_only:
         description += " Signed pickles only (Flash's Python client): " + ", ".join(pickle_only)
     body = {"required": True, "content": {"application/json": {"schema": job}}}

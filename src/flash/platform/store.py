@@ -83,6 +83,7 @@ _SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id 
 _DELETE_PAYLOAD = "DELETE FROM payloads WHERE job_id = ? AND kind = ?"
 
 _STATE_FIELDS = (
+    "queued_at",
     "started_at",
     "finished_at",
     "worker_id",

@@ -272,9 +272,23 @@ def create_handler(
         fields = set(payload) - {"context", "protocol_version", "signature"}
         if "method" in fields and fields <= {"function", "method", "init", "kwargs"}:
             return resolve_json_method(payload)
-        if fields == {"function", "kwargs"}:
-            name, kwargs = payload["function"], payload["kwargs"]
-        elif len(set(map(id, schemas.values()))) == 1 and "input" in next(iter(schemas.values())):
+        typed = list(schemas.values())
+        single = len(set(map(id, typed))) == 1 and "input" in typed[0]
+        # {"function": ...} names the function, unless the one function takes an argument
+        # of that name and the job is its bare arguments.
+        named = "function" in fields and not (
+            single and fields != {"function", "kwargs"} and _takes_argument(schemas, "function")
+        )
+        if named and fields <= {"function", "kwargs"}:
+            name, kwargs = payload["function"], payload.get("kwargs", {})  # none: no arguments
+        elif named:
+            extra = sorted(fields - {"function", "kwargs"})
+            raise _JobError(
+                INVALID_JOB,
+                f"unexpected fields beside 'function': {_short_repr(extra)}; a JSON job is "
+                '{"function": name, "kwargs": {...}}',
+            )
+        elif single:
             if "signature" in payload:
                 # The signature covers named fields; bare arguments could be swapped under it.
                 raise _JobError(
@@ -430,6 +444,7 @@ def create_handler(
             yield await run_call(call)
             return
         token = _context.use(call.context)
+        items = None
         try:
             label = repr(call.name)
             if call.execution_type == "json":
@@ -450,6 +465,13 @@ def create_handler(
             async for item in _iterate(items, label):
                 yield _success(item, label, call.digests)
         finally:
+            # A stream stopped early (cancelled, or its consumer gone) runs the user's cleanup
+            # now and in this context, not whenever the garbage collector gets to it.
+            with contextlib.suppress(Exception):
+                if inspect.isasyncgen(items):
+                    await items.aclose()
+                elif inspect.isgenerator(items):
+                    items.close()
             _context.reset(token)
 
     async def _run_map(call: _Call) -> dict[str, Any]:
@@ -504,7 +526,7 @@ def create_handler(
             key,
             cls,
             init_label,
-            lambda: ([], _bind_json(init_label, cls.__init__, init)),  # type: ignore[misc]
+            lambda: ([], _bind_json(init_label, cls.__init__, init, "init")),  # type: ignore[misc]
         )
         try:
             bound = getattr(instance, method)
@@ -586,7 +608,7 @@ def create_handler(
             async for answer in stream_call(call):
                 yield sign(answer, _item_nonce(_answer_nonce(call, answer), index), call.digests)
                 index += 1
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # cancelled, or closed by its consumer
             raise
         except BaseException as exc:
             # The worker loop keeps only the text of a failed item's "error": send the whole
@@ -844,10 +866,15 @@ async def _collect_stream(result: Any, in_thread: bool) -> Any:
     return result
 
 
-def _bind_json(label: str, target: Any, call: dict[str, Any]) -> dict[str, Any]:
-    """The JSON kwargs checked against the recorded schema and turned into the annotated types."""
+def _bind_json(
+    label: str, target: Any, call: dict[str, Any], field: str = "kwargs"
+) -> dict[str, Any]:
+    """The JSON kwargs checked against the recorded schema and turned into the annotated
+    types; issues name ``field``, the job field they came from."""
     try:
-        issues, kwargs = _jsoncall.bind_json_call(target, call["kwargs"], call["schema"]["input"])
+        issues, kwargs = _jsoncall.bind_json_call(
+            target, call["kwargs"], call["schema"]["input"], field
+        )
     except _jsoncall.JsonCallError as exc:
         raise _JobError(WORKER_ERROR, f"cannot take JSON calls for {label}: {exc}") from None
     if issues:
@@ -956,6 +983,12 @@ def _pickled_exception(exc: BaseException) -> str | None:
 
 def _item_nonce(nonce: str | None, index: int) -> str | None:
     return None if nonce is None else f"{nonce}:{index}"
+
+
+def _takes_argument(schemas: Mapping[str, Any], argument: str) -> bool:
+    """Whether the (one) typed function's JSON input has a property named ``argument``."""
+    schema = next(iter(schemas.values()))["input"]
+    return isinstance(schema, dict) and argument in (schema.get("properties") or {})
 
 
 def _is_generator_function(target: Any) -> bool:

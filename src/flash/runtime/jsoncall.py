@@ -61,28 +61,29 @@ class JsonResultError(TypeError):
 
 
 def bind_json_call(
-    fn: Any, kwargs: Any, schema: Mapping[str, Any]
+    fn: Any, kwargs: Any, schema: Mapping[str, Any], field: str = "kwargs"
 ) -> tuple[list[Issue], dict[str, Any]]:
     """``(issues, converted kwargs)``: issues empty and kwargs ready to call ``fn(**kwargs)``,
     or the problems (paths like ``kwargs.items[2].name``) and an empty dict.
 
-    ``schema`` is the function's recorded input schema. Raises JsonCallError when ``fn``'s
-    annotations cannot be resolved in this process.
+    ``schema`` is the function's recorded input schema; ``field`` is the job field the
+    kwargs came from, which the paths start with (a class's constructor takes ``init``).
+    Raises JsonCallError when ``fn``'s annotations cannot be resolved in this process.
     """
-    issues = validate(kwargs, schema, path="kwargs")
+    issues = validate(kwargs, schema, path=field)
     if issues:
         return issues, {}
     if not isinstance(kwargs, dict):  # the schema let a non-object through: it is not ours
-        return [Issue("kwargs", "expected object of named arguments")], {}
+        return [Issue(field, "expected object of named arguments")], {}
     plan = _plan(unwrap_remote(fn))
     converted: dict[str, Any] = {}
     for name, value in kwargs.items():
         convert = plan.get(name)
         if convert is None:
-            issues.append(Issue(format_path(("kwargs", name)), "unexpected argument"))
+            issues.append(Issue(format_path((field, name)), "unexpected argument"))
             continue
         try:
-            converted[name] = convert(value, ("kwargs", name))
+            converted[name] = convert(value, (field, name))
         except _ConversionError as exc:
             issues.extend(exc.issues)
         if len(issues) >= MAX_ISSUES:

@@ -283,6 +283,7 @@ class _WorkerLoop:
 
     async def _run_generator(self, job: dict[str, Any]) -> dict[str, Any]:
         final: dict[str, Any] = {"output": []}
+        gen = None
         try:
             gen = self.handler(job)
             while True:
@@ -305,6 +306,13 @@ class _WorkerLoop:
         except Exception as err:
             traceback.print_exc()
             return {"error": f"handler: {err} \ntraceback: {traceback.format_exc()}"}
+        finally:
+            if inspect.isasyncgen(gen):
+                # Closed here, in the job's task, however it ends (cancelled, or stopped at an
+                # error item): left to the garbage collector, its cleanup would run in another
+                # task, where it cannot undo what it set in this one.
+                with contextlib.suppress(Exception):
+                    await gen.aclose()
         return final
 
     async def _in_thread(self, job_id: str, fn: Callable[..., Any], *args: Any) -> Any:
