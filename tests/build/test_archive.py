@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from flash.build.archive import Entry, file_sha256, write_archive
+from flash.build.archive import DEFAULT_MTIME, Entry, file_sha256, write_archive
+from flash.build.errors import BuildError
 
 
 def entries(tmp_path: Path) -> list[Entry]:
@@ -56,3 +57,39 @@ def test_failure_keeps_previous_archive_and_leaves_no_temp_file(tmp_path: Path) 
     assert file_sha256(dest) == good.sha256
     with tarfile.open(dest) as tar:
         assert tar.getnames() == ["x"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²³",
+        "1e9",
+        "-1",
+        " 1700000000",
+        "1700000000.5",
+        "\u0661\u0667\u0660\u0660",
+        "1700000000000",
+        "9" * 5000,
+    ],
+)
+def test_a_source_date_epoch_that_is_not_plain_seconds_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # Whoever sets it wants that time in the archive: falling back to the default (or a
+    # ValueError traceback) would hide the mistake.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    with pytest.raises(BuildError) as info:
+        write_archive([Entry("x", data=b"x")], tmp_path / "o.tar.gz")
+    assert str(info.value).startswith("SOURCE_DATE_EPOCH must be a whole number of seconds")
+    assert repr(value) in str(info.value)
+    assert not (tmp_path / "o.tar.gz").exists()
+
+
+@pytest.mark.parametrize(("value", "mtime"), [("", DEFAULT_MTIME), ("0", 0), ("00042", 42)])
+def test_source_date_epoch_empty_zero_and_leading_zeros(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, mtime: int
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    info = write_archive([Entry("x", data=b"x")], tmp_path / "o.tar.gz")
+    with tarfile.open(info.path) as tar:
+        assert tar.getmember("x").mtime == mtime

@@ -1,4 +1,5 @@
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,47 @@ def test_a_file_name_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
     # Ignored, it is no problem.
     write(tmp_path, {".flashignore": "caf*\n"})
     assert collect_files(tmp_path) == [".flashignore", "app.py"]
+
+
+def test_a_link_inside_the_project_is_refused_naming_its_target(tmp_path: Path) -> None:
+    # An archive holds no links, and following one would copy what it points to under
+    # another name, past the masking and exclusions that name decides.
+    write(tmp_path, {"app.py": "", "requirements.txt": "-i https://u:tok@example.invalid\n"})
+    (tmp_path / "reqs-copy.md").symlink_to("requirements.txt")
+    with pytest.raises(BuildError) as info:
+        collect_files(tmp_path)
+    assert info.value.path == "reqs-copy.md"
+    assert "symbolic link to requirements.txt;" in info.value.message
+    assert "replace the link with a copy" in info.value.message
+
+
+def test_a_dangling_link_is_refused_and_an_ignored_one_is_not(tmp_path: Path) -> None:
+    write(tmp_path, {"app.py": ""})
+    (tmp_path / "shared").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(BuildError, match="which does not exist") as info:
+        collect_files(tmp_path)
+    assert info.value.path == "shared"
+    write(tmp_path, {".flashignore": "shared/\n"})  # as a folder: what it was meant to be
+    assert collect_files(tmp_path) == [".flashignore", "app.py"]
+    # An editor's lock file (Emacs links .#app.py to nowhere while the buffer has edits)
+    # must not stop a `flash run` rebuild.
+    (tmp_path / ".#app.py").symlink_to("user@host.123:456")
+    assert collect_files(tmp_path) == [".flashignore", "app.py"]
+
+
+def test_fingerprinting_a_big_file_takes_little_memory(tmp_path: Path) -> None:
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        fingerprint(tmp_path, ["big.bin"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+
+
+def test_a_file_gone_since_the_walk_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="cannot read") as info:
+        fingerprint(tmp_path, ["gone.py"])
+    assert info.value.path == "gone.py"

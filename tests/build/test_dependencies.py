@@ -98,8 +98,6 @@ def test_gather_unions_all_sources_follows_includes_and_dedupes(tmp_path: Path) 
         textwrap.dedent(
             """\
             # production deps
-            --index-url https://example.invalid/simple
-            -e .
 
             requests>=2.0  # http
             -r extra/more.txt
@@ -201,6 +199,139 @@ def test_gather_without_packaging_installed(tmp_path: Path) -> None:
     listed, error = result.stdout.splitlines()
     assert listed == "['pillow[jpeg,tiff]', 'requests>=2.0', \"x; os_name=='nt'\"]"
     assert "invalid requirement 'not a requirement!'" in error
+
+
+# ------------------------------------------------------------------ requirements-file options
+
+
+def _simple_index(wheels: Path, dest: Path) -> str:
+    """A PEP 503 index of ``wheels`` in ``dest``, as a file:// URL (uv reads those)."""
+    for wheel in wheels.glob("*.whl"):
+        project = dest / wheel.name.split("-")[0].replace("_", "-")
+        project.mkdir(parents=True, exist_ok=True)
+        with (project / "index.html").open("a") as page:
+            page.write(f'<a href="{wheel.resolve().as_uri()}">{wheel.name}</a>\n')
+    return dest.resolve().as_uri()
+
+
+def _project(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(textwrap.dedent(text))
+    return root
+
+
+def test_constraints_files_limit_versions_as_pip_install_r_does(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    root = _project(
+        tmp_path,
+        {
+            "project/requirements.txt": "-c ../shared/cons.txt\nalpha\n",
+            # A constraint only limits versions: gamma is never installed for it.
+            "shared/cons.txt": "--requirement more-cons.txt\ngamma==0.1\n",
+            # Included from a constraints file, so constraints too.
+            "shared/more-cons.txt": "Beta==1.0\n",
+        },
+    )
+    project, cache = root / "project", tmp_path / "cache"
+    options = _options(wheelhouse)
+    result = vendor_dependencies(project, ["beta"], options, cache)
+    assert result.requirements == ("alpha", "beta")
+    assert result.pins == ("alpha==1.0", "beta==1.0")  # 2.0 without the constraint
+    assert result.site_dir is not None
+    assert _python_in(result.site_dir, "import beta; print(beta.VERSION)") == "1.0"
+    # A changed constraints file is a new resolution, not the cached one.
+    (root / "shared" / "more-cons.txt").write_text("beta>=2\n")
+    assert vendor_dependencies(project, ["beta"], options, cache).pins == (
+        "alpha==1.0",
+        "beta==2.0",
+    )
+
+
+def test_a_constraint_that_conflicts_fails_naming_the_package(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    project = _project(
+        tmp_path, {"requirements.txt": "--constraint=cons.txt\n", "cons.txt": "beta<1"}
+    )
+    with pytest.raises(BuildError, match=r"(?s)for beta>=2 .*beta") as info:
+        vendor_dependencies(project, ["beta>=2"], _options(wheelhouse), tmp_path / "cache")
+    assert "\x1b[" not in str(info.value)
+
+
+def test_index_options_in_requirements_files_are_applied(wheelhouse: Path, tmp_path: Path) -> None:
+    index = _simple_index(wheelhouse, tmp_path / "simple")
+    project = _project(
+        tmp_path / "project",
+        {
+            # -f is read relative to the file that names it, as pip reads it.
+            "requirements.txt": f"-i {index}\n-r reqs/more.txt\nalpha\n",
+            "reqs/more.txt": "--find-links ../wheels\nsmall\n",
+        },
+    )
+    shutil.copytree(wheelhouse, project / "wheels")
+    # The build itself names no package source at all.
+    options = DependencyOptions(python_version="3.11")
+    result = vendor_dependencies(project, [], options, tmp_path / "cache")
+    assert result.pins == ("alpha==1.0", "beta==2.0", "small==1.0")
+
+
+def test_no_index_pre_and_env_variables_in_a_requirements_file_are_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_wheel(tmp_path / "wheels", "preview", "1.0")
+    build_wheel(tmp_path / "wheels", "preview", "2.0rc1")
+    monkeypatch.setenv("PREVIEW_WHEELS", str(tmp_path / "wheels"))  # ${NAME}, as pip expands
+    project = _project(tmp_path / "project", {"requirements.txt": "preview\n"})
+    # An index nothing listens on: uv reaching it would fail the build.
+    options = DependencyOptions(python_version="3.11", index_url="http://127.0.0.1:9/simple")
+    (project / "requirements.txt").write_text("--no-index\n-f ${PREVIEW_WHEELS}\npreview\n")
+    result = vendor_dependencies(project, [], options, tmp_path / "cache")
+    assert result.pins == ("preview==1.0",)
+    (project / "requirements.txt").write_text("--no-index\n-f${PREVIEW_WHEELS}\n--pre\npreview\n")
+    result = vendor_dependencies(project, [], options, tmp_path / "cache")
+    assert result.pins == ("preview==2.0rc1",)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("-e .", "--editable is not supported by flash build: an editable install"),
+        ("--editable=./lib", "--editable is not supported"),
+        ("--no-binary :all:", "--no-binary is not supported by flash build: flash build installs"),
+        ("--require-hashes", "--require-hashes is not supported"),
+        ("--trusted-host pypi.example", "--trusted-host is not supported"),
+        ("--use-feature=truststore", "--use-feature in a requirements file is not supported"),
+        ("-x", "-x in a requirements file is not supported"),
+        ("alpha==1.0 --hash=sha256:abc", "options after a requirement are not supported"),
+        ("--pre --no-index", "--pre takes no value (one option a line)"),
+        ("--index-url", "--index-url needs a value"),
+        ("-c nowhere.txt", "included constraints file 'nowhere.txt' does not exist"),
+        ("-f nowhere", "--find-links 'nowhere' does not exist"),
+    ],
+)
+def test_requirements_file_options_that_cannot_be_applied_are_errors(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    # Included, so the line is also counted in the right file.
+    _project(tmp_path, {"requirements.txt": "-r sub/more.txt\n", "sub/more.txt": f"rich\n{line}\n"})
+    with pytest.raises(BuildError) as info:
+        gather_requirements(tmp_path, [])
+    assert str(info.value).startswith(f"sub/more.txt:2: {message}"), str(info.value)
+
+
+def test_an_index_url_in_a_file_must_agree_with_the_build(wheelhouse: Path, tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text(
+        "alpha\n--index-url https://u:tok@a.example/simple\n"
+    )
+    options = _options(wheelhouse, index_url="https://b.example/simple")
+    with pytest.raises(BuildError) as info:
+        vendor_dependencies(tmp_path, [], options, tmp_path / "cache")
+    assert str(info.value) == (
+        "requirements.txt:2: --index-url 'https://****@a.example/simple' differs from the "
+        "build's --index-url 'https://b.example/simple'; keep one"
+    )
 
 
 # --------------------------------------------------------------------------- resolving
@@ -311,6 +442,17 @@ def test_resolution_cache_hit_does_not_run_uv(
     # Different inputs are a different key.
     with pytest.raises(BuildError):
         resolve(["alpha"], replace(options, python_version="3.12"), cache)
+
+
+def test_the_resolution_cache_keeps_no_index_token(own_wheelhouse: Path, tmp_path: Path) -> None:
+    # The URL is never contacted (--no-index); a token in it must not be written down either.
+    secret = "https://user:s3cret-token@127.0.0.1:9/simple"
+    options = _options(own_wheelhouse, index_url=secret, extra_index_urls=(secret,))
+    cache = tmp_path / "cache"
+    pins = resolve(["alpha"], options, cache)
+    (record,) = (cache / "resolve").glob("*.json")
+    assert "s3cret-token" not in record.read_text()
+    assert resolve(["alpha"], options, cache) == pins  # and it is still the cache's answer
 
 
 # --------------------------------------------------------------------------- installing

@@ -4,6 +4,7 @@ import json
 import shutil
 import sys
 import tarfile
+import tracemalloc
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler
@@ -15,7 +16,7 @@ from tests.integration.projects import multi_package_project, src_layout_project
 from tests.wheelhouse import build_wheel
 
 from flash.build import pipeline
-from flash.build.dependencies import DependencyOptions
+from flash.build.dependencies import DependencyOptions, load_toml
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
 from flash.cli.init import write_starter
@@ -505,3 +506,160 @@ def test_output_name_is_a_plain_file_name(tmp_path: Path) -> None:
     assert result.archive == root.resolve() / ".flash" / "release.tar.gz"
     with pytest.raises(BuildError, match="--output"):
         build_project(BuildOptions(project_dir=root, output="../x.tar.gz"))
+
+
+@pytest.mark.parametrize("where", ["secret_in_project", "file_outside"])
+def test_a_link_to_a_secret_fails_the_build_and_keeps_it_out(tmp_path: Path, where: str) -> None:
+    root = starter(tmp_path)
+    good = build_project(BuildOptions(project_dir=root))
+    if where == "secret_in_project":
+        write_files(root, {".env": "HF_TOKEN=hf_linksecret\n"})
+        (root / "envlink.txt").symlink_to(".env")
+        link, says = "envlink.txt", "symbolic link to .env, which is never archived"
+    else:
+        (tmp_path / "outside_cred").write_text("token = hf_linksecret\n")
+        (root / "notes.txt").symlink_to(tmp_path / "outside_cred")
+        outside = tmp_path / "outside_cred"
+        link, says = "notes.txt", f"symbolic link to {outside}, outside the project"
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.path == link
+    assert says in info.value.message and "list the link in .flashignore" in info.value.message
+    archive = root / ".flash" / "archive.tar.gz"
+    assert archive.read_bytes() == good.archive.read_bytes()
+    assert b"hf_linksecret" not in gzip.decompress(archive.read_bytes())
+
+
+def test_a_link_to_a_package_outside_says_to_copy_it_in(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    write_files(tmp_path, {"elsewhere/common/__init__.py": "GREETING = 'hi'\n"})
+    (root / "common").symlink_to(tmp_path / "elsewhere" / "common")
+    cpu = root / "workers" / "cpu_worker.py"
+    cpu.write_text("import common  # noqa: F401\n" + cpu.read_text())
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.path == "common"
+    outside = tmp_path / "elsewhere" / "common"
+    assert f"symbolic link to {outside}, outside the project" in info.value.message
+    assert "copy what it points to in, or list the link in .flashignore" in info.value.message
+    assert not (root / ".flash" / "archive.tar.gz").exists()
+    # Doing what it says builds.
+    (root / "common").unlink()
+    shutil.copytree(tmp_path / "elsewhere" / "common", root / "common")
+    assert "common/__init__.py" in names(build_project(BuildOptions(project_dir=root)).archive)
+
+
+def test_an_ignored_link_is_left_out_silently(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    write_files(tmp_path, {"elsewhere/common/__init__.py": "", "outside_cred": "hf_ignored\n"})
+    (root / "common").symlink_to(tmp_path / "elsewhere" / "common")
+    (root / "notes.txt").symlink_to(tmp_path / "outside_cred")
+    (root / ".envrc").symlink_to(tmp_path / "outside_cred")  # a name never archived
+    (root / ".gitignore").write_text((root / ".gitignore").read_text() + "common/\n")
+    (root / ".flashignore").write_text((root / ".flashignore").read_text() + "notes.txt\n")
+    result = build_project(BuildOptions(project_dir=root))
+    listing = names(result.archive)
+    assert not [n for n in listing if n.startswith(("common", "notes", ".envrc"))]
+    assert b"hf_ignored" not in gzip.decompress(result.archive.read_bytes())
+
+
+def test_editing_a_requirements_file_outside_the_collected_files_rebuilds(
+    tmp_path: Path,
+) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinypkg", "1.0")
+    build_wheel(wheels, "tinypkg", "2.0")
+    root = starter(tmp_path)
+    shared = tmp_path / "shared" / "reqs.txt"
+    write_files(tmp_path, {"shared/reqs.txt": "tinypkg==1.0\n"})
+    write_files(root, {"requirements.txt": "-r ../shared/reqs.txt\n"})
+    options = BuildOptions(project_dir=root, dependencies=offline(wheels))
+    assert build_project(options).manifest.dependencies.pins == ["tinypkg==1.0"]
+    assert build_project(options).skipped
+
+    shared.write_text("tinypkg==2.0\n")
+    second = build_project(options)
+    assert not second.skipped and second.manifest.dependencies.pins == ["tinypkg==2.0"]
+    manifest = json.loads((root / ".flash" / "flash_manifest.json").read_text())
+    assert manifest["dependencies"]["pins"] == ["tinypkg==2.0"]
+    with tarfile.open(second.archive) as tar:
+        vendored = tar.extractfile("tinypkg/__init__.py").read()  # type: ignore[union-attr]
+    assert b"VERSION = '2.0'" in vendored
+
+    # A requirements.txt kept out of the archive still decides what is installed.
+    (root / ".flashignore").write_text((root / ".flashignore").read_text() + "requirements.txt\n")
+    assert "requirements.txt" not in names(build_project(options).archive)
+    (root / "requirements.txt").write_text("tinypkg==1.0\n")
+    third = build_project(options)
+    assert not third.skipped and third.manifest.dependencies.pins == ["tinypkg==1.0"]
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ({"python_version": "banana"}, "python_version 'banana' is not a Python version"),
+        ({"python_version": "2.7"}, "python_version '2.7' is older than 3.10"),
+        ({"python_version": "3.8"}, "python_version '3.8' is older than 3.10"),
+        ({"python_version": "3.9.18"}, "python_version '3.9.18' is older than 3.10"),
+        ({"platform": "windows lol"}, "--platform 'windows lol' is not a uv --python-platform"),
+    ],
+)
+def test_target_options_are_checked_even_without_dependencies(
+    tmp_path: Path, target: dict[str, str], says: str
+) -> None:
+    root = starter(tmp_path)
+    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(**target))
+    with pytest.raises(BuildError) as info:
+        build_project(options)
+    assert says in info.value.message
+    assert not (root / ".flash" / "archive.tar.gz").exists()
+    assert not (root / ".flash" / "flash_manifest.json").exists()
+
+
+def test_the_oldest_target_python_is_the_oldest_flash_supports(tmp_path: Path) -> None:
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    requires = load_toml(pyproject, "pyproject.toml")["project"]["requires-python"]
+    floor = ".".join(map(str, pipeline.MIN_PYTHON))
+    assert f">={floor}" in requires.replace(" ", "").split(",")
+    target = DependencyOptions(python_version=floor, platform="aarch64-manylinux_2_28")
+    result = build_project(BuildOptions(project_dir=starter(tmp_path), dependencies=target))
+    assert (result.manifest.target.python_version, result.manifest.target.platform) == (
+        floor,
+        "aarch64-manylinux_2_28",
+    )
+
+
+def test_max_size_names_a_big_project_file_without_reading_it(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    with open(root / "big.bin", "wb") as f:
+        f.truncate(256 * 1024 * 1024)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(BuildError) as info:
+            build_project(BuildOptions(project_dir=root, max_size_mb=100))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = info.value.message
+    assert "over --max-size 100 MB; largest project files: big.bin 256.0 MB" in message
+    assert "Leave project files out with .flashignore." in message
+    assert "package" not in message  # there are none to blame
+    assert peak < 32 * 1024 * 1024
+    assert not (root / ".flash" / "archive.tar.gz").exists()
+
+
+def test_max_size_names_project_files_and_packages_together(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinydep", "1.0", files={"tinydep/__init__.py": "#" * 300_000})
+    root = multi_package_project(tmp_path / "multi")
+    with open(root / "data.bin", "wb") as f:
+        f.truncate(300_000)
+    options = BuildOptions(project_dir=root, max_size_mb=0.5, dependencies=offline(wheels))
+    with pytest.raises(BuildError) as info:
+        build_project(options)
+    message = info.value.message
+    assert "the archive would hold" in message
+    assert "largest project files: data.bin 0.3 MB" in message
+    assert "largest packages: tinydep 0.3 MB" in message
+    assert "--exclude PKG" in message and ".flashignore" in message
+    assert not (root / ".flash" / "archive.tar.gz").exists()

@@ -651,6 +651,201 @@ def test_a_config_rebound_under_a_main_guard_does_not_route_functions(tmp_path: 
     assert set(result.resources) == {"gpu-worker"}
 
 
+def test_a_config_chosen_by_if_else_is_an_error_not_the_last_branch(tmp_path: Path) -> None:
+    # The manifest would record "dev" only; with PROD set the caller would target "prod".
+    err = scan_error(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                import os
+                if os.environ.get("PROD"):
+                    cpu = CpuLiveServerless(name="prod", workersMax=9)
+                else:
+                    cpu = CpuLiveServerless(name="dev", workersMax=1)
+
+                @remote(cpu)
+                def f(): ...
+            """,
+        },
+    )
+    assert str(err).startswith(
+        "main.py:9:9: the endpoint of resource config `cpu` would depend on run-time "
+        "conditions: `cpu` is bound at main.py:5 and main.py:7, and an if, try, loop, with or "
+        "match at module level decides which binding is in effect; bind `cpu` once"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "lines"),
+    [
+        ('cpu = C(name="a")\nif os.environ.get("B"):\n    cpu = C(name="b")\n', "4 and main.py:6"),
+        (
+            'try:\n    cpu = C(name=os.environ["N"])\nexcept KeyError:\n    cpu = C(name="a")\n',
+            "5 and main.py:7",
+        ),
+        ('cpu = C(name="a")\nfor cpu in [C(name="b")]:\n    pass\n', "4 and main.py:5"),
+        (
+            'cpu = C(name="a")\nwhile os.environ.get("B"):\n    cpu = C(name="b")\n    break\n',
+            "4 and main.py:6",
+        ),
+        (
+            'cpu = C(name="a")\nwith open(__file__) as f:\n    cpu = C(name="b")\n',
+            "4 and main.py:6",
+        ),
+        (
+            'match os.environ.get("ENV"):\n    case "prod":\n        cpu = C(name="p")\n'
+            '    case _:\n        cpu = C(name="d")\n',
+            "6 and main.py:8",
+        ),
+        (
+            'if os.environ.get("A"):\n    cpu = C(name="a")\nelif os.environ.get("B"):\n'
+            '    cpu = C(name="b")\n',
+            "5 and main.py:7",
+        ),
+    ],
+    ids=[
+        "rebound-under-if",
+        "try-except",
+        "for-target",
+        "while",
+        "with",
+        "match",
+        "elif",
+    ],
+)
+def test_a_config_bound_under_control_flow_and_again_is_an_error(
+    tmp_path: Path, setup: str, lines: str
+) -> None:
+    source = f"{HEADER}import os\nC = CpuLiveServerless\n{setup}@remote(cpu)\ndef f(): ...\n"
+    err = scan_error(tmp_path, {"main.py": source})
+    assert "would depend on run-time conditions" in err.message
+    assert f"`cpu` is bound at main.py:{lines}," in err.message
+    decorator_line = source.count("\n", 0, source.index("@remote(cpu)")) + 1
+    assert (err.path, err.line, err.col) == ("main.py", decorator_line, 9)
+
+
+def test_an_imported_config_bound_under_a_condition_is_an_error_at_the_decorator(
+    tmp_path: Path,
+) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "config.py": f"""\
+                {HEADER}
+                import sys
+                gpu = LiveServerless(name="big")
+                if sys.platform == "darwin":
+                    gpu = LiveServerless(name="small")
+            """,
+            "jobs.py": "from flash import remote\nfrom config import gpu\n\n"
+            "@remote(resource_config=gpu)\ndef f(): ...\n",
+        },
+    )
+    assert (err.path, err.line) == ("jobs.py", 4)
+    assert "`gpu` is bound at config.py:4 and config.py:6" in err.message
+
+
+@pytest.mark.parametrize(
+    ("code", "shown", "lines"),
+    [
+        (
+            'N = 1\nif os.environ.get("P"):\n    N = 9\n'
+            'cpu = CpuLiveServerless(name="a", workersMax=N)\n@remote(cpu)\n',
+            "the value of `N`",
+            "3 and main.py:5",
+        ),
+        (
+            'DEPS = ["a"]\nif os.environ.get("P"):\n    DEPS = ["b"]\n'
+            'cpu = CpuLiveServerless(name="a")\n@remote(cpu, dependencies=DEPS)\n',
+            "dependencies=DEPS",
+            "3 and main.py:5",
+        ),
+        (
+            "try:\n    from flash import remote as r\nexcept ImportError:\n    r = None\n"
+            'cpu = CpuLiveServerless(name="a")\n@r(cpu)\n',
+            "@r on 'f'",
+            "4 and main.py:6",
+        ),
+    ],
+    ids=["config-field", "dependencies", "decorator"],
+)
+def test_other_values_bound_under_a_condition_are_errors_too(
+    tmp_path: Path, code: str, shown: str, lines: str
+) -> None:
+    err = scan_error(tmp_path, {"main.py": f"{HEADER}import os\n{code}def f(): ...\n"})
+    assert err.message.startswith(f"{shown} would depend on run-time conditions"), err.message
+    assert f"main.py:{lines}," in err.message
+
+
+def test_bindings_that_do_not_depend_on_run_time_conditions_still_work(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "main.py": f"""\
+                {HEADER}
+                import os, sys
+                from typing import TYPE_CHECKING
+
+                if TYPE_CHECKING:  # never runs: the else is what a worker sees
+                    from flash.sdk.resources import LiveServerless as Config
+                else:
+                    from flash import CpuLiveServerless as Config
+                try:  # the same object either way
+                    from flash import remote
+                except ImportError:
+                    from flash.sdk import remote
+                try:  # another decorator, bound under a condition: not Flash's business
+                    from functools import cache
+                except ImportError:
+                    from functools import lru_cache as cache
+
+                if sys.version_info >= (3, 10):  # bound once, if at all
+                    once = Config(name="once")
+                # Decided in each block where it is used.
+                if os.environ.get("PROD"):
+                    cpu = Config(name="prod")
+
+                    @remote(cpu)
+                    def in_prod(): ...
+                else:
+                    cpu = Config(name="dev")
+
+                    @remote(cpu)
+                    def in_dev(): ...
+                # Rebound unconditionally: from here on cpu is this one, whatever came before.
+                cpu = Config(name="last")
+
+                @remote(once)
+                @cache
+                def uses_once(): ...
+
+                @remote(cpu)
+                def uses_last(): ...
+            """,
+        },
+    )
+    assert {f.name: f.resource for f in result.functions} == {
+        "in_prod": "prod",
+        "in_dev": "dev",
+        "uses_once": "once",
+        "uses_last": "last",
+    }
+    assert {r.type for r in result.resources.values()} == {"CpuLiveServerless"}
+
+
+def test_remote_under_type_checking_is_a_clear_error(tmp_path: Path) -> None:
+    body = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    @remote(cfg)\n    def f(): ...\n"
+    )
+    err = scan_error(tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless(name='g')\n{body}"})
+    assert err.message == (
+        "@remote on 'f', inside `if TYPE_CHECKING:`, which never runs when a worker imports "
+        "the module; define it at module level"
+    )
+    assert (err.path, err.line) == ("app.py", 5)
+
+
 def test_remote_under_a_main_guard_is_a_clear_error(tmp_path: Path) -> None:
     body = "if __name__ == '__main__':\n    @remote(cfg)\n    def f(): ...\n"
     err = scan_error(tmp_path, {"app.py": f"{HEADER}cfg = LiveServerless(name='g')\n{body}"})
@@ -861,6 +1056,23 @@ def test_dependencies_must_be_string_literals(
     )
     assert message in err.message
     assert (err.path, err.line, err.col) == ("app.py", 5, col)
+
+
+def test_an_invalid_requirement_in_dependencies_names_its_file_and_line(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "deps.py": 'GPU_DEPS = [\n    "numpy>=2",\n    "torch>>2",\n]\n',
+            "app.py": f"{HEADER}from deps import GPU_DEPS\ncfg = LiveServerless(name='g')\n"
+            "@remote(cfg, dependencies=['rich', 'not a pkg!!'])\ndef f(): ...\n"
+            "@remote(cfg, dependencies=GPU_DEPS)\ndef g(): ...\n",
+        },
+    )
+    assert str(err).startswith("app.py:4:36: invalid requirement 'not a pkg!!': ")
+    # A list defined in another module: the entry's own file and line.
+    fixed = (tmp_path / "app.py").read_text().replace("'not a pkg!!'", "'pkg'")
+    err = scan_error(tmp_path, {"app.py": fixed})
+    assert str(err).startswith("deps.py:3:5: invalid requirement 'torch>>2': ")
 
 
 def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:

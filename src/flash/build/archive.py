@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flash.build.errors import BuildError
+
 # 1980-01-01: the earliest time zip can hold too, a common choice for reproducible builds.
 DEFAULT_MTIME = 315532800
 
@@ -44,9 +46,28 @@ class ArchiveInfo:
     files: int
 
 
+# 9999-12-31T23:59:59Z: a larger value is a mistake (milliseconds, say) that no datetime
+# can hold.
+MAX_MTIME = 253402300799
+
+
 def source_date_epoch() -> int:
+    """The archive's mtime: ``SOURCE_DATE_EPOCH`` when set (empty counts as unset), else
+    DEFAULT_MTIME. Anything but plain digits is an error, not a silent fallback: whoever sets
+    it wants that time in the archive."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return int(value) if value.isdigit() else DEFAULT_MTIME
+    if not value:
+        return DEFAULT_MTIME
+    # Not str.isdigit alone: it accepts "²³", which int() refuses, and other scripts' digits.
+    plain = value.isascii() and value.isdigit()
+    # Length first: int() refuses strings of over 4300 digits.
+    if not plain or len(value.lstrip("0")) > len(str(MAX_MTIME)) or int(value) > MAX_MTIME:
+        raise BuildError(
+            "SOURCE_DATE_EPOCH must be a whole number of seconds since 1970-01-01 UTC, "
+            f"digits 0-9 only, at most {MAX_MTIME} (9999-12-31), e.g. 1700000000; "
+            f"got {value!r}"
+        )
+    return int(value)
 
 
 def write_archive(entries: Iterable[Entry], dest: Path, *, mtime: int | None = None) -> ArchiveInfo:

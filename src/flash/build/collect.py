@@ -45,6 +45,7 @@ ALWAYS_EXCLUDED = (
     "/build/",
     "*.egg-info/",
     ".DS_Store",
+    ".#*",  # editors' lock files (Emacs's are dangling links while a buffer has edits)
     f"/{MANIFEST_FILENAME}",
 )
 _ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
@@ -97,6 +98,8 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
     """Sorted posix paths, relative to ``root``, of every file that belongs in the build.
 
     Ignore files in subfolders are honoured the git way: their patterns apply below them.
+    Symbolic links are never followed: one that no ignore file leaves out stops the build
+    (see _link_error).
     """
     root = root.resolve()
     if not root.is_dir():
@@ -111,19 +114,54 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
             if nested is not None:
                 specs.append((prefix, nested))
         kept_dirs = []
-        for name in sorted(dirnames):
-            if not _ignored(specs, prefix + name + "/") and not os.path.islink(
-                os.path.join(dirpath, name)
-            ):
-                _check_utf8_name(prefix + name + "/")
-                kept_dirs.append(name)
-        dirnames[:] = kept_dirs
-        for name in filenames:
+        for name in sorted(dirnames):  # a link to a folder is listed here, never walked
             rel = prefix + name
-            if not _ignored(specs, rel) and os.path.isfile(os.path.join(dirpath, name)):
-                _check_utf8_name(rel)
+            if _ignored(specs, rel + "/"):
+                continue
+            _check_utf8_name(rel + "/")
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise _link_error(root, rel)
+            kept_dirs.append(name)
+        dirnames[:] = kept_dirs
+        for name in sorted(filenames):
+            rel = prefix + name
+            path = os.path.join(dirpath, name)
+            if _ignored(specs, rel):
+                continue
+            _check_utf8_name(rel)
+            if os.path.islink(path):
+                if _ignored(specs, rel + "/"):  # dangling, or to a file, but ignored as a folder
+                    continue
+                raise _link_error(root, rel)
+            if os.path.isfile(path):  # not a socket or a FIFO
                 found.append(rel)
     return sorted(found)
+
+
+def _link_error(root: Path, rel: str) -> BuildError:
+    """Why the link ``rel`` stops the build. Followed, a link would put whatever it points
+    to into the archive (``notes.txt -> .env``, a credentials file elsewhere) past every
+    exclusion; skipped, it would drop something the project may import. So it is the
+    user's call: a copy inside the project, or the link in .flashignore."""
+    link = root / rel
+    target = Path(os.path.realpath(link))
+    try:
+        inside: str | None = target.relative_to(root).as_posix()
+    except ValueError:
+        inside = None
+    if not target.exists():
+        where, advice = f"{os.readlink(link)}, which does not exist", "remove it"
+    elif inside is None:
+        where, advice = f"{target}, outside the project", "copy what it points to in"
+    elif is_ignored(root, inside + "/" if target.is_dir() else inside):
+        where, advice = f"{inside}, which is never archived", "remove it"
+    else:
+        where, advice = inside, "use that path directly, or replace the link with a copy"
+    return BuildError(
+        f"is a symbolic link to {where}; a build follows no links: {advice}, "
+        "or list the link in .flashignore",
+        path=rel,
+    )
 
 
 def is_ignored(root: Path, rel: str) -> bool:
@@ -181,9 +219,23 @@ def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
 
 
 def fingerprint(root: Path, files: Iterable[str]) -> str:
-    """sha256 over the files' paths and contents: equal exactly when the inputs are equal."""
+    """sha256 over the files' paths and contents: equal exactly when the inputs are equal.
+
+    A path may lead out of ``root`` (``../shared/reqs.txt``): it is read from there."""
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.encode("utf-8") + b"\0")
-        digest.update(hashlib.sha256((root / rel).read_bytes()).digest())
+        digest.update(_file_sha256(root / rel, rel))
     return digest.hexdigest()
+
+
+def _file_sha256(path: Path, rel: str) -> bytes:
+    digest = hashlib.sha256()
+    try:
+        # In blocks: a project file may be far bigger than the memory a build should take.
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:  # gone since the walk, unreadable: say which, without a traceback
+        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+    return digest.digest()

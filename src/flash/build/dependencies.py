@@ -1,7 +1,9 @@
 """Dependency gathering, resolution and vendoring with uv (build stages 5 and 8).
 
 ``vendor_dependencies`` is the one call the pipeline makes: it gathers requirement strings from
-``requirements.txt``, ``pyproject.toml`` and every ``@remote(dependencies=[...])``, resolves them
+``requirements.txt``, ``pyproject.toml`` and every ``@remote(dependencies=[...])`` (with the
+constraints files and index options requirements files name, applied as ``pip install -r``
+applies them; an option it cannot apply is an error, never dropped), resolves them
 to exact pins for the *target* interpreter and platform (binary wheels only), and installs the pins
 into a directory that is shipped inside the archive.
 
@@ -25,11 +27,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flash.build.errors import BuildError
+from flash.build.errors import BuildError, redact_credentials
 
 try:  # `packaging` is not a declared dependency; use it when present for exact validation.
     from packaging.requirements import InvalidRequirement, Requirement
@@ -103,6 +105,7 @@ class DependencyOptions:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     no_index: bool = False
+    pre: bool = False  # allow pre-releases (pip's --pre)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,15 @@ def _canonical_requirement(text: str) -> str:
     if not rest.startswith(("@", ";")):
         rest = re.sub(r"\s+", "", rest)
     return f"{normalise_name(match['name'])}{extras}{' ' if rest.startswith('@') else ''}{rest}"
+
+
+def requirement_problem(text: str) -> str | None:
+    """Why ``text`` is not a requirement (``invalid requirement '...': ...``), or None."""
+    try:
+        _canonical_requirement(text)
+    except InvalidRequirement as exc:
+        return f"invalid requirement {text.strip()!r}: {exc}"
+    return None
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -202,13 +214,74 @@ def referenced_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+_Source = tuple[str, str, int | None]  # (text, the file as shown, line)
+
+# pip's short spellings of the requirements-file options flash build knows.
+_SHORT_OPTIONS = {
+    "-r": "--requirement",
+    "-c": "--constraint",
+    "-e": "--editable",
+    "-i": "--index-url",
+    "-f": "--find-links",
+}
+_VALUE_OPTIONS = frozenset(
+    {"--requirement", "--constraint", "--index-url", "--extra-index-url", "--find-links"}
+    | {"--only-binary"}
+)
+_FLAG_OPTIONS = frozenset({"--no-index", "--pre", "--prefer-binary"})
+# Options flash build cannot honour: each is an error, never silently dropped.
+_REFUSED = {
+    "--editable": "an editable install cannot be vendored into the archive (the project's "
+    "own files are archived as they are; list other packages by name)",
+    "--no-binary": "flash build installs binary wheels only: it never builds a source "
+    "distribution for the target platform",
+    "--require-hashes": "flash build does not check hashes",
+    "--trusted-host": "flash build does not connect to an index without verified TLS",
+}
+# pip and uv expand ${NAME} in requirements files, e.g. a token in an index URL.
+_ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+@dataclass
+class _Sources:
+    """What the project's dependency files ask for: requirements, constraints, and the pip
+    options of its requirements files that flash build honours."""
+
+    requirements: list[_Source] = field(default_factory=list)
+    constraints: list[_Source] = field(default_factory=list)
+    index_url: _Source | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    no_index: bool = False
+    pre: bool = False
+
+
+def _option_line(line: str) -> tuple[str, str]:
+    """(long name, value) of an option line: ``-c cons.txt``, ``-ccons.txt``,
+    ``--constraint=cons.txt``, ``--pre``."""
+    if line.startswith("--"):
+        match = re.match(r"(--[^\s=]+)\s*=?\s*(.*)$", line)
+        assert match is not None  # any line that starts with "--"
+        name, value = match[1], match[2]
+    else:
+        name, value = _SHORT_OPTIONS.get(line[:2], line[:2]), line[2:].strip()
+        value = value.removeprefix("=").strip()
+    return name, _ENV_VAR.sub(lambda m: os.environ.get(m[1], m[0]), value)
+
+
 def _read_requirements_txt(
-    path: Path, root: Path, seen: set[Path], out: list[tuple[str, str, int | None]]
+    path: Path,
+    root: Path,
+    seen: set[tuple[Path, bool]],
+    sources: _Sources,
+    constraint: bool = False,
 ) -> None:
-    resolved = path.resolve()
-    if resolved in seen:  # an include cycle adds nothing new
+    """Read ``path`` as ``pip install -r`` would; with ``constraint``, as ``-c`` would (its
+    requirements, and those of the files it includes, only constrain versions)."""
+    key = (path.resolve(), constraint)
+    if key in seen:  # an include cycle adds nothing new
         return
-    seen.add(resolved)
+    seen.add(key)
     shown = _display_path(path, root)
     try:
         text = decode_config(path.read_bytes(), strict=True)[0]
@@ -217,18 +290,60 @@ def _read_requirements_txt(
     for number, line in _logical_lines(text):
         if not line:
             continue
-        if line.startswith("-"):
-            target = _include_target(line)
-            if target is None:
-                continue  # pip options (-e, -c, --index-url, ...) are not requirements
-            included = path.parent / target
-            if not included.is_file():
+        if not line.startswith("-"):
+            if re.search(r"\s--[A-Za-z]", line):  # pip's per-requirement --hash=..., ...
                 raise BuildError(
-                    f"included requirements file {target!r} does not exist", path=shown, line=number
+                    f"options after a requirement are not supported by flash build: {line!r}; "
+                    "remove them",
+                    path=shown,
+                    line=number,
                 )
-            _read_requirements_txt(included, root, seen, out)
+            (sources.constraints if constraint else sources.requirements).append(
+                (line, shown, number)
+            )
             continue
-        out.append((line, shown, number))
+        name, value = _option_line(line)
+        if name in _REFUSED:
+            raise BuildError(
+                f"{name} is not supported by flash build: {_REFUSED[name]}; remove it",
+                path=shown,
+                line=number,
+            )
+        if name not in _VALUE_OPTIONS | _FLAG_OPTIONS:
+            raise BuildError(
+                f"{name} in a requirements file is not supported by flash build; remove it",
+                path=shown,
+                line=number,
+            )
+        if (name in _VALUE_OPTIONS) != bool(value):
+            wanted = "needs a value" if name in _VALUE_OPTIONS else "takes no value"
+            raise BuildError(
+                f"{name} {wanted} (one option a line): {line!r}", path=shown, line=number
+            )
+        if name in ("--requirement", "--constraint"):
+            included = path.parent / value
+            if not included.is_file():
+                kind = "constraints" if name == "--constraint" else "requirements"
+                raise BuildError(
+                    f"included {kind} file {value!r} does not exist", path=shown, line=number
+                )
+            nested = constraint or name == "--constraint"
+            _read_requirements_txt(included, root, seen, sources, nested)
+        elif name == "--index-url":
+            sources.index_url = (value, shown, number)  # the last one read wins, as in pip
+        elif name == "--extra-index-url":
+            sources.extra_index_urls.append(value)
+        elif name == "--find-links":
+            # pip reads a local path relative to the requirements file that names it.
+            link = value if "://" in value else str(path.parent / value)
+            if "://" not in value and not Path(link).exists():
+                raise BuildError(f"--find-links {value!r} does not exist", path=shown, line=number)
+            sources.find_links.append(link)
+        elif name == "--no-index":
+            sources.no_index = True
+        elif name == "--pre":
+            sources.pre = True
+        # --only-binary and --prefer-binary: flash build installs binary wheels only anyway.
 
 
 def load_toml(path: Path, shown: str) -> dict[str, Any]:
@@ -289,16 +404,23 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
     duplicates are dropped and the result is sorted by name. Distinct specifiers for one name are
     all kept: the resolver intersects them.
     """
-    sources: list[tuple[str, str, int | None]] = []
+    return _canonical_all(_gather(root, declared).requirements)
+
+
+def _gather(root: Path, declared: Iterable[str]) -> _Sources:
+    sources = _Sources()
     requirements_txt = root / "requirements.txt"
     if requirements_txt.is_file():
         _read_requirements_txt(requirements_txt, root, set(), sources)
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
-        _read_pyproject(pyproject, root, sources)
+        _read_pyproject(pyproject, root, sources.requirements)
     for dep in declared:
-        sources.append((dep, "@remote(dependencies=...)", None))
+        sources.requirements.append((dep, "@remote(dependencies=...)", None))
+    return sources
 
+
+def _canonical_all(sources: Iterable[_Source]) -> list[str]:
     canonical: set[str] = set()
     for text, source, line in sources:
         try:
@@ -309,6 +431,32 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
             message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
             raise BuildError(message, path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
+
+
+def _with_file_options(options: DependencyOptions, sources: _Sources) -> DependencyOptions:
+    """``options`` plus the index options of the requirements files, as pip applies them."""
+    index_url = options.index_url
+    if sources.index_url is not None:
+        value, shown, line = sources.index_url
+        if index_url is not None and index_url != value:
+            # pip lets the file's win; either way one of the two would be silently ignored.
+            raise BuildError(
+                f"--index-url {value!r} differs from the build's --index-url {index_url!r}; "
+                "keep one",
+                path=shown,
+                line=line,
+            )
+        index_url = value
+    new_extras = [url for url in sources.extra_index_urls if url not in options.extra_index_urls]
+    new_links = [link for link in sources.find_links if link not in options.find_links]
+    return replace(
+        options,
+        index_url=index_url,
+        extra_index_urls=(*options.extra_index_urls, *dict.fromkeys(new_extras)),
+        find_links=(*options.find_links, *dict.fromkeys(new_links)),
+        no_index=options.no_index or sources.no_index,
+        pre=options.pre or sources.pre,
+    )
 
 
 def _requirement_name(requirement: str) -> str:
@@ -343,6 +491,33 @@ def _uv_env() -> dict[str, str]:
     }
     env["UV_NO_PROGRESS"] = "1"
     return env
+
+
+def check_options(options: DependencyOptions, cache_dir: Path) -> None:
+    """Refuse a malformed python_version, --exclude name or --platform: for every build,
+    since without dependencies uv never sees them, yet they go into the manifest."""
+    _check_options(options)
+    _check_platform(options.platform, cache_dir)
+
+
+def _check_platform(name: str, cache_dir: Path) -> None:
+    """uv is the judge of a --platform value: it parses it before doing any work, so
+    compiling nothing, offline, asks it in a few ms."""
+    if name == DependencyOptions().platform:
+        return  # the default: no need to start uv for a project without dependencies
+    args = ["pip", "compile", os.devnull, "--quiet", "--no-config", "--no-index"]
+    args += ["--no-python-downloads", "--python", sys.executable]
+    args += ["--cache-dir", str(cache_dir / "uv"), "--python-platform", name]
+    result = _run_uv(args)
+    if result.returncode == 0:
+        return
+    # uv's own "try '--help'" would mean uv's, not flash build's.
+    detail = "\n".join(
+        line for line in _uv_failure(result.stderr).splitlines() if "'--help'" not in line
+    )
+    if "--python-platform" in detail:
+        raise BuildError(f"--platform {name!r} is not a uv --python-platform value:\n{detail}")
+    raise BuildError(f"cannot check --platform {name!r} with uv:\n{detail}")
 
 
 def _check_options(options: DependencyOptions) -> DependencyOptions:
@@ -451,17 +626,29 @@ def _parse_pins(output: str) -> list[str]:
     return sorted(pins)
 
 
-def resolve(requirements: Sequence[str], options: DependencyOptions, cache_dir: Path) -> list[str]:
+def resolve(
+    requirements: Sequence[str],
+    options: DependencyOptions,
+    cache_dir: Path,
+    constraints: Sequence[str] = (),
+) -> list[str]:
     """Exact pins (``name==version``, sorted) for the target interpreter and platform.
 
-    Packages named in ``options.exclude`` are left out together with the dependencies only they
-    need (they come with the base image). Raises ``BuildError`` naming the requirements that
-    cannot be satisfied.
+    ``constraints`` limit versions without requiring anything (pip's ``-c``). Packages named in
+    ``options.exclude`` are left out together with the dependencies only they need (they come
+    with the base image). Raises ``BuildError`` naming the requirements that cannot be
+    satisfied.
     """
     if not requirements:
         return []
     options = _check_options(options)
-    key = _cache_key({"requirements": sorted(set(requirements)), "options": asdict(options)})
+    key = _cache_key(
+        {
+            "requirements": sorted(set(requirements)),
+            "constraints": sorted(set(constraints)),
+            "options": asdict(options),
+        }
+    )
     cache_file = cache_dir / "resolve" / f"{key}.json"
     try:
         cached = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -476,6 +663,12 @@ def resolve(requirements: Sequence[str], options: DependencyOptions, cache_dir: 
         args += _common_args(options, cache_dir)
         if options.no_deps:
             args.append("--no-deps")
+        if options.pre:
+            args += ["--prerelease", "allow"]
+        if constraints:
+            constraints_file = Path(tmp) / "constraints.txt"
+            constraints_file.write_text("\n".join(constraints) + "\n", encoding="utf-8")
+            args += ["--constraints", str(constraints_file)]
         if options.exclude:
             excludes = Path(tmp) / "excludes.txt"
             excludes.write_text("\n".join(options.exclude) + "\n", encoding="utf-8")
@@ -490,7 +683,15 @@ def resolve(requirements: Sequence[str], options: DependencyOptions, cache_dir: 
         raise BuildError(message)
 
     pins = _parse_pins(result.stdout)
-    record = {"requirements": list(requirements), "options": asdict(options), "pins": pins}
+    # Only the pins are read back: the rest is for people, without an index URL's token
+    # (from ${VAR} in a requirements file, say).
+    shown = {
+        "requirements": list(requirements),
+        "constraints": list(constraints),
+        "options": asdict(options),
+    }
+    record = json.loads(redact_credentials(json.dumps(shown)))
+    record["pins"] = pins
     _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return pins
 
@@ -621,14 +822,17 @@ def vendor_dependencies(
     root: Path, declared: Iterable[str], options: DependencyOptions, cache_dir: Path
 ) -> ResolvedDependencies:
     """Gather, resolve and install the project's dependencies for the target."""
+    sources = _gather(root, declared)
     # Flash itself never goes in: the archive carries its own runtime, and the SDK with its
     # dependency tree is not needed on a worker.
     requirements = [
         req
-        for req in gather_requirements(root, declared)
+        for req in _canonical_all(sources.requirements)
         if normalise_name(_requirement_name(req)) != "flash"
     ]
-    pins = resolve(requirements, options, cache_dir)
+    constraints = _canonical_all(sources.constraints)
+    options = _with_file_options(options, sources)
+    pins = resolve(requirements, options, cache_dir, constraints)
     site_dir = install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     return ResolvedDependencies(

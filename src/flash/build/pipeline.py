@@ -27,6 +27,7 @@ from flash.build import archive as _archive
 from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
     DependencyOptions,
+    check_options,
     decode_config,
     encode_config,
     load_toml,
@@ -52,6 +53,9 @@ from flash.sdk.keys import ensure_signing_key
 FLASH_DIR = ".flash"
 STAMP_NAME = "build_stamp.json"
 RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
+# The oldest Python the runtime vendored into every archive runs on: pyproject.toml's
+# requires-python (tests/build check that the two agree).
+MIN_PYTHON = (3, 10)
 
 # The archive's `flash` package: the vendored runtime plus every name `flash` exports, so
 # any module-level import works on the worker, as light stand-ins (the configs were validated
@@ -154,13 +158,19 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
     _check_max_size(options.max_size_mb)
+    # Checked for every build: without dependencies uv never sees them, and they go into
+    # the manifest all the same.
+    _check_target(options.dependencies, flash_dir / "cache")
     ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     timings: dict[str, float] = {}
 
     with _timed(timings, "collect"):
         files = collect_files(root)
+        project_sizes = _largest(root, files)
+        # Before anything is hashed or copied: a project too big alone never builds.
+        _check_size(sum(size for _, size in project_sizes), options.max_size_mb, project_sizes)
         source_fp = fingerprint(root, files)
-        key = _build_key(source_fp, options)
+        key = _build_key(source_fp, _dependency_inputs_fingerprint(root), options)
     report("collect", f"{len(files)} files")
 
     cached = None if options.force else _up_to_date(flash_dir, archive_path, key)
@@ -231,7 +241,12 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     )
 
     all_entries = entries + dep_entries
-    _check_size(all_entries, deps.site_dir, options.max_size_mb)
+    _check_size(
+        sum(e.size() for e in all_entries),
+        options.max_size_mb,
+        project_sizes,
+        package_sizes(deps.site_dir) if deps.site_dir else [],
+    )
     with _timed(timings, "archive"):
         info = _archive.write_archive(all_entries, archive_path)
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
@@ -274,9 +289,36 @@ def _check_max_size(max_size_mb: float) -> None:
         raise BuildError(f"--max-size must be a positive number of MB, got {max_size_mb!r}")
 
 
-def _build_key(source_fp: str, options: BuildOptions) -> str:
+def _check_target(options: DependencyOptions, cache_dir: Path) -> None:
+    """--python-version (its form and the runtime's floor), --exclude and --platform."""
+    version = options.python_version
+    major_minor = tuple(int(n) for n in version.split(".")[:2] if n.isdigit())
+    if len(major_minor) == 2 and major_minor < MIN_PYTHON:
+        floor = ".".join(map(str, MIN_PYTHON))
+        raise BuildError(
+            f"python_version {version!r} is older than {floor}: the Flash runtime in the "
+            f"archive needs Python {floor} or newer"
+        )
+    check_options(options, cache_dir)
+
+
+def _dependency_inputs_fingerprint(root: Path) -> str:
+    """The fingerprint of every file the dependency stage reads, collected or not: a
+    requirements.txt or pyproject.toml in .flashignore, a file a requirements file names
+    with -r/-c, even outside the project. Named relative to ``root`` (``../shared/x.txt``)."""
+    requirements = root / "requirements.txt"
+    files = [requirements] if requirements.is_file() else []
+    files += referenced_files(files)
+    if (root / "pyproject.toml").is_file():
+        files.append(root / "pyproject.toml")
+    names = {os.path.relpath(path.resolve(), root) for path in files}
+    return fingerprint(root, sorted(Path(name).as_posix() for name in names))
+
+
+def _build_key(source_fp: str, dependency_fp: str, options: BuildOptions) -> str:
     payload = {
         "source": source_fp,
+        "dependency_inputs": dependency_fp,
         # Flash's own code, the runtime vendored into the archive and the build that makes
         # it alike: a changed Flash rebuilds even under the same version number.
         "flash_sources": _flash_sources_fingerprint(),  # __init__.py holds the version
@@ -499,15 +541,45 @@ def _check_handlers_and_derive_schemas(
     )
 
 
-def _check_size(entries: list[_archive.Entry], site_dir: Path | None, max_size_mb: float) -> None:
-    total = sum(e.size() for e in entries)
+def _largest(root: Path, files: list[str]) -> list[tuple[str, int]]:
+    """(path, bytes) of the collected files, largest first."""
+    sizes = []
+    for rel in files:
+        try:
+            sizes.append((rel, (root / rel).stat().st_size))
+        except OSError as exc:  # gone since the walk
+            raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+    return sorted(sizes, key=lambda item: -item[1])
+
+
+def _check_size(
+    total: int,
+    max_size_mb: float,
+    project_files: list[tuple[str, int]],
+    packages: list[tuple[str, int]] | None = None,
+) -> None:
+    """Over --max-size, name what takes the room: the largest project files, and packages
+    once they are installed (``packages`` is None before then). MB is --max-size's: 2**20."""
     limit = int(max_size_mb * 1024 * 1024)
     if total <= limit:
         return
-    largest = package_sizes(site_dir)[:5] if site_dir else []
-    detail = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in largest)
-    raise BuildError(
-        f"the archive would hold {total / 1e6:.1f} MB, over --max-size {max_size_mb:g} MB"
-        + (f"; largest packages: {detail}" if detail else "")
-        + ". Exclude packages the base image provides with --exclude PKG."
-    )
+    what = "the archive would hold" if packages is not None else "the project files alone hold"
+    facts = [f"{what} {_mb(total)}, over --max-size {max_size_mb:g} MB"]
+    advice = []
+    if project_files:
+        facts.append("largest project files: " + _listed(project_files))
+        advice.append("Leave project files out with .flashignore.")
+    if packages:
+        facts.append("largest packages: " + _listed(packages))
+        advice.append("Exclude packages the base image provides with --exclude PKG.")
+    raise BuildError(" ".join(["; ".join(facts) + ".", *advice]))
+
+
+def _listed(sizes: list[tuple[str, int]]) -> str:
+    """The largest of ``sizes`` (largest first), not those too small to show as 0.1 MB."""
+    shown = [item for item in sizes[:5] if item[1] >= 0.05 * 1024 * 1024] or sizes[:1]
+    return ", ".join(f"{name} {_mb(size)}" for name, size in shown)
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"

@@ -11,12 +11,13 @@ import bisect
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from flash.build.dependencies import requirement_problem
 from flash.build.errors import BuildError
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 from flash.sdk.resources import CONFIG_TYPES, validate_config
@@ -182,6 +183,11 @@ _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "gett
 _MAX_DEPTH = 64
 
 _Pos = tuple[int, int]
+# Where a module-level statement sits: for each compound statement around it, (its position,
+# which of its blocks, its kind). Empty: it runs whenever the module is imported.
+_Branch = tuple[_Pos, int, str]
+_Path = tuple[_Branch, ...]
+_EXCLUSIVE = frozenset({"if", "match"})  # kinds of which at most one block runs
 _Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 _DEF_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _TRY_TYPES: tuple[type[ast.stmt], ...] = tuple(
@@ -213,6 +219,7 @@ class _Binding:
     target: str = ""
     attr: str = ""
     node: ast.expr | None = None
+    path: _Path = ()
 
 
 class _Module:
@@ -226,6 +233,7 @@ class _Module:
         self._tree = tree
         self._names: dict[str, tuple[list[_Pos], list[_Binding]]] | None = None
         self._stars: list[_Binding] = []
+        self._paths: dict[_Pos, _Path] = {}  # of the statements inside compound ones
 
     @property
     def tree(self) -> ast.Module:
@@ -234,14 +242,24 @@ class _Module:
             self._tree = ast.parse(self.source, filename=self.path)
         return self._tree
 
-    def lookup(self, name: str, before: _Pos | None) -> _Binding | None:
-        """The binding of ``name`` in effect just before ``before`` (the last one if None)."""
+    def lookup(self, name: str, before: _Pos | None) -> list[_Binding]:
+        """The bindings of ``name`` that may be in effect just before the statement at
+        ``before`` (at the end of the module if None), latest first: the last one that surely
+        ran by then, and those after it that a condition (if, try, loop, with, match) decides."""
         entry = self._bindings().get(name)
         if entry is None:
-            return None
+            return []
         positions, bindings = entry
         index = len(positions) if before is None else bisect.bisect_left(positions, before)
-        return bindings[index - 1] if index else None
+        where = self._paths.get(before, ()) if before is not None else ()
+        found = []
+        for binding in reversed(bindings[:index]):
+            if _exclusive(binding.path, where):
+                continue  # another block of an if or match that `before` is in
+            found.append(binding)
+            if where[: len(binding.path)] == binding.path:
+                break  # it ran whenever `before` runs: the ones before it are overwritten
+        return found
 
     def stars(self, before: _Pos | None) -> list[_Binding]:
         """``from x import *`` statements before ``before``."""
@@ -252,8 +270,12 @@ class _Module:
         # Built on first use: most modules are never looked into.
         if self._names is None:
             self._names = {}
-            for stmt in _module_statements(self.tree.body):
+            for stmt, path in _module_statements(self.tree.body):
+                if path:
+                    self._paths[_pos(stmt)] = path
                 for name, binding in _statement_bindings(self, stmt):
+                    if path:
+                        binding = replace(binding, path=path)
                     if name == "*":
                         self._stars.append(binding)
                         continue
@@ -301,34 +323,64 @@ def _may_decorate(source: str) -> bool:
     return "@" in source
 
 
-def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Statements that run at module level, including those inside if/try/with blocks.
+def _module_statements(body: list[ast.stmt], path: _Path = ()) -> Iterator[tuple[ast.stmt, _Path]]:
+    """Statements that run at module level, including those inside compound statements, each
+    with its path (see _Path). For and with statements come too, for the names they bind.
 
-    Not the body of ``if __name__ == "__main__":``: it never runs when a worker imports the
-    module, so a config rebound there must not decide where functions go.
+    Not the blocks that never run when a worker imports the module (``if __name__ ==
+    "__main__":``, ``if TYPE_CHECKING:``): a config rebound there must not decide where
+    functions go.
     """
     for stmt in body:
+        here = _pos(stmt)
         if isinstance(stmt, ast.If):
-            guard = _main_guard(stmt.test)
-            if guard is not True:
-                yield from _module_statements(stmt.body)
-            if guard is not False:
-                yield from _module_statements(stmt.orelse)
+            skipped = _skipped_on_import(stmt.test)
+            if skipped is None:
+                yield from _module_statements(stmt.body, (*path, (here, 0, "if")))
+                yield from _module_statements(stmt.orelse, (*path, (here, 1, "if")))
+            else:  # the other block runs whenever the if does
+                yield from _module_statements(stmt.orelse if skipped else stmt.body, path)
         elif isinstance(stmt, _TRY_TYPES):
-            yield from _module_statements(stmt.body)  # type: ignore[attr-defined]
-            for handler in stmt.handlers:  # type: ignore[attr-defined]
-                yield from _module_statements(handler.body)
-            yield from _module_statements(stmt.orelse)  # type: ignore[attr-defined]
-            yield from _module_statements(stmt.finalbody)  # type: ignore[attr-defined]
+            blocks = [
+                stmt.body,  # type: ignore[attr-defined]
+                *(handler.body for handler in stmt.handlers),  # type: ignore[attr-defined]
+                stmt.orelse,  # type: ignore[attr-defined]
+            ]
+            for i, block in enumerate(blocks):
+                yield from _module_statements(block, (*path, (here, i, "try")))
+            yield from _module_statements(stmt.finalbody, path)  # type: ignore[attr-defined]
         elif isinstance(stmt, (ast.With, ast.AsyncWith)):
-            yield from _module_statements(stmt.body)
+            yield stmt, path
+            # A context manager may swallow an exception and skip the rest of the block.
+            yield from _module_statements(stmt.body, (*path, (here, 0, "with")))
+        elif isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+            loop = (*path, (here, 0, "loop"))
+            yield stmt, loop  # a for's target is bound only if the body runs
+            yield from _module_statements(stmt.body, loop)
+            yield from _module_statements(stmt.orelse, (*path, (here, 1, "loop")))
+        elif isinstance(stmt, ast.Match):
+            for i, case in enumerate(stmt.cases):
+                yield from _module_statements(case.body, (*path, (here, i, "match")))
         else:
-            yield stmt
+            yield stmt, path
 
 
-def _main_guard(test: ast.expr) -> bool | None:
-    """True for ``if __name__ == "__main__":`` (its body runs only as a script, never on
-    import), False for ``!=`` (its else runs only as a script), None for any other test."""
+def _exclusive(first: _Path, second: _Path) -> bool:
+    """Whether statements at these paths never both run: different blocks of one if/match."""
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            return a[0] == b[0] and a[2] in _EXCLUSIVE
+    return False
+
+
+def _skipped_on_import(test: ast.expr) -> bool | None:
+    """True when an if's body never runs as a worker imports the module (``if __name__ ==
+    "__main__":``, ``if TYPE_CHECKING:``), False when its else never does (``!=``), None for
+    any other test."""
+    if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+        return True
+    if isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING":
+        return True
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
         return None
     sides = {_text(test.left), _text(test.comparators[0])}
@@ -339,13 +391,15 @@ def _main_guard(test: ast.expr) -> bool | None:
     return False if isinstance(test.ops[0], ast.NotEq) else None
 
 
-def _script_only_nodes(tree: ast.Module) -> set[int]:
-    """ids of the nodes in the script-only branches of ``__name__ == "__main__"`` tests."""
-    found: set[int] = set()
+def _script_only_nodes(tree: ast.Module) -> dict[int, str]:
+    """ids of the nodes in the blocks of ifs that never run on import, each with its if."""
+    found: dict[int, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and (guard := _main_guard(node.test)) is not None:
-            for stmt in node.body if guard else node.orelse:
-                found.update(id(n) for n in ast.walk(stmt))
+        if isinstance(node, ast.If) and (skipped := _skipped_on_import(node.test)) is not None:
+            where = f"if {_text(node.test)}:"
+            where = f"`{where}`" if skipped else f"the else of `{where}`"
+            for stmt in node.body if skipped else node.orelse:
+                found.update(dict.fromkeys((id(n) for n in ast.walk(stmt)), where))
     return found
 
 
@@ -377,6 +431,18 @@ def _statement_bindings(module: _Module, stmt: ast.stmt) -> Iterator[tuple[str, 
         yield stmt.target.id, _Binding(pos, "opaque")
     elif isinstance(stmt, _DEF_TYPES):
         yield stmt.name, _Binding(pos, "opaque")
+    elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+        yield from _opaque_names(stmt.target, pos)
+    elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+        for item in stmt.items:
+            if item.optional_vars is not None:
+                yield from _opaque_names(item.optional_vars, pos)
+
+
+def _opaque_names(target: ast.expr, pos: _Pos) -> Iterator[tuple[str, _Binding]]:
+    for node in ast.walk(target):
+        if isinstance(node, ast.Name):
+            yield node.id, _Binding(pos, "opaque")
 
 
 def _assignment_bindings(
@@ -393,9 +459,7 @@ def _assignment_bindings(
             for element, element_value in zip(target.elts, value.elts, strict=True):
                 yield from _assignment_bindings(element, element_value, pos)
             return
-        for node in ast.walk(target):
-            if isinstance(node, ast.Name):
-                yield node.id, _Binding(pos, "opaque")
+        yield from _opaque_names(target, pos)
 
 
 def _import_source(module: _Module, stmt: ast.ImportFrom) -> str | None:
@@ -433,7 +497,62 @@ class _Value:
     pos: _Pos | None
 
 
-_Resolved = _ModuleRef | _External | _Value | None
+@dataclass(frozen=True)
+class _Ambiguous:
+    """A name bound in more than one place at module level, where which binding is in effect
+    depends on a condition: what it may refer to, each different."""
+
+    name: str
+    module: _Module
+    lines: tuple[int, ...]  # of the bindings, in ``module``
+    options: tuple[_Resolved, ...]
+
+    def leaves(self) -> Iterator[_Resolved]:
+        for option in self.options:
+            yield from option.leaves() if isinstance(option, _Ambiguous) else (option,)
+
+
+_Resolved = _ModuleRef | _External | _Value | _Ambiguous | None
+
+
+def _one_of(
+    name: str, module: _Module, lines: Sequence[int], options: list[_Resolved]
+) -> _Resolved:
+    unique: dict[object, _Resolved] = {}
+    for option in options:
+        unique.setdefault(_identity(option), option)
+    if len(unique) == 1:  # e.g. the same import in a try and in its except
+        return options[0]
+    return _Ambiguous(name, module, tuple(sorted(lines)), tuple(unique.values()))
+
+
+def _identity(resolved: _Resolved) -> object:
+    """What ``resolved`` stands for: Flash exports each of its names from several modules."""
+    if isinstance(resolved, _External):
+        dotted = resolved.dotted
+        if dotted in _REMOTE_TARGETS:
+            return "remote"
+        if dotted in _CONFIG_CONSTRUCTORS:
+            return _CONFIG_CONSTRUCTORS[dotted]
+        owner, _, member = dotted.rpartition(".")
+        if dotted in _ENUMS:
+            return _ENUMS[dotted]
+        if owner in _ENUMS:
+            return (_ENUMS[owner], member)
+    return resolved
+
+
+def _ambiguous_error(resolved: _Ambiguous, what: str, path: str, node: ast.expr) -> BuildError:
+    places = [f"{resolved.module.path}:{line}" for line in resolved.lines]
+    listed = ", ".join(places[:-1]) + " and " + places[-1]
+    return _error(
+        f"{what} would depend on run-time conditions: `{resolved.name}` is bound at {listed}, "
+        "and an if, try, loop, with or match at module level decides which binding is in "
+        f"effect; bind `{resolved.name}` once, unconditionally (the build reads your code, "
+        "never runs it)",
+        path,
+        node,
+    )
 
 
 @dataclass(frozen=True)
@@ -477,17 +596,27 @@ class _Project:
             return self._resolve_name(module, node.id, pos, depth + 1)
         if isinstance(node, ast.Attribute):
             base = self.resolve(module, node.value, pos, depth + 1)
-            if isinstance(base, _External):
-                return _External(f"{base.dotted}.{node.attr}")
-            if isinstance(base, _ModuleRef):
-                return self._resolve_member(base.name, node.attr, depth + 1)
-            return None
+            return self._attribute(base, node.attr, depth + 1)
         return _Value(module, node, pos)
 
+    def _attribute(self, base: _Resolved, attr: str, depth: int) -> _Resolved:
+        if isinstance(base, _External):
+            return _External(f"{base.dotted}.{attr}")
+        if isinstance(base, _ModuleRef):
+            return self._resolve_member(base.name, attr, depth)
+        if isinstance(base, _Ambiguous):
+            options = [self._attribute(option, attr, depth) for option in base.options]
+            return _one_of(base.name, base.module, base.lines, options)
+        return None
+
     def _resolve_name(self, module: _Module, name: str, pos: _Pos | None, depth: int) -> _Resolved:
-        binding = module.lookup(name, pos)
-        if binding is None:
+        bindings = module.lookup(name, pos)
+        if not bindings:
             return self._resolve_star(module, name, pos, depth)
+        options = [self._resolve_binding(module, binding, depth) for binding in bindings]
+        return _one_of(name, module, [binding.pos[0] for binding in bindings], options)
+
+    def _resolve_binding(self, module: _Module, binding: _Binding, depth: int) -> _Resolved:
         if binding.kind == "import":
             if self.is_project_module(binding.target):
                 return _ModuleRef(binding.target)
@@ -567,6 +696,8 @@ class _Project:
             return _arithmetic(node.op, left, right)
         if isinstance(node, (ast.Name, ast.Attribute)):
             resolved = self.resolve(module, node, pos)
+            if isinstance(resolved, _Ambiguous):
+                raise _ambiguous_error(resolved, f"the value of `{_text(node)}`", module.path, node)
             if isinstance(resolved, _External):
                 return _enum_value(module, node, resolved.dotted)
             if isinstance(resolved, _Value):
@@ -574,8 +705,14 @@ class _Project:
         raise _NotStatic
 
     def string_list(
-        self, module: _Module, node: ast.expr, pos: _Pos | None, option: str
+        self,
+        module: _Module,
+        node: ast.expr,
+        pos: _Pos | None,
+        option: str,
+        check: Callable[[str], str | None] | None = None,
     ) -> tuple[str, ...]:
+        """The strings of a literal list; ``check`` says what is wrong with one, if anything."""
         if isinstance(node, ast.Constant) and node.value is None:
             return ()
         owner: _Module = module
@@ -583,6 +720,8 @@ class _Project:
         target_pos: _Pos | None = pos
         if isinstance(node, (ast.Name, ast.Attribute)):
             resolved = self.resolve(module, node, pos)
+            if isinstance(resolved, _Ambiguous):
+                raise _ambiguous_error(resolved, f"{option}={_text(node)}", module.path, node)
             if isinstance(resolved, _Value):
                 owner, target, target_pos = resolved.module, resolved.node, resolved.pos
         if not isinstance(target, (ast.List, ast.Tuple)):
@@ -604,6 +743,9 @@ class _Project:
                     owner.path,
                     element,
                 )
+            problem = check(value) if check is not None else None
+            if problem is not None:
+                raise _error(problem, owner.path, element)
             values.append(value)
         return tuple(values)
 
@@ -611,8 +753,15 @@ class _Project:
 
     def resource(self, module: _Module, expr: ast.expr, pos: _Pos | None) -> ResourceSpec:
         resolved = self.resolve(module, expr, pos)
+        if isinstance(resolved, _Ambiguous):
+            # The manifest records one endpoint; at run time the other could be the one used.
+            what = f"the endpoint of resource config `{_text(expr)}`"
+            raise _ambiguous_error(resolved, what, module.path, expr)
         if isinstance(resolved, _Value) and isinstance(resolved.node, ast.Call):
             ctor = self.resolve(resolved.module, resolved.node.func, resolved.pos)
+            if isinstance(ctor, _Ambiguous):
+                what = f"the config class `{_text(resolved.node.func)}`"
+                raise _ambiguous_error(ctor, what, resolved.module.path, resolved.node.func)
             if isinstance(ctor, _External) and ctor.dotted in _CONFIG_CONSTRUCTORS:
                 type_name = _CONFIG_CONSTRUCTORS[ctor.dotted]
                 return self._config(resolved.module, resolved.node, resolved.pos, type_name)
@@ -740,8 +889,9 @@ class _Project:
     def remote_specs(self, module: _Module) -> list[RemoteSpec]:
         specs = []
         top_level: set[int] = set()
-        for stmt in _module_statements(module.tree.body):
-            if isinstance(stmt, _DEF_TYPES):
+        for stmt, path in _module_statements(module.tree.body):
+            # A definition in a loop is defined again on each pass: not module level.
+            if isinstance(stmt, _DEF_TYPES) and all(kind != "loop" for _, _, kind in path):
                 top_level.add(id(stmt))
                 decorator = self._remote_decorator(module, stmt)
                 if decorator is not None:
@@ -752,10 +902,11 @@ class _Project:
                 if decorator is None:
                     continue
                 # Only now, on the way to an error: the walk below costs as much as this one.
-                if id(node) in _script_only_nodes(module.tree):
+                where = _script_only_nodes(module.tree).get(id(node))
+                if where is not None:
                     problem = (
-                        'inside `if __name__ == "__main__":`, which never runs when a worker '
-                        "imports the module; define it at module level"
+                        f"inside {where}, which never runs when a worker imports the module; "
+                        "define it at module level"
                     )
                 else:
                     problem = (
@@ -771,6 +922,12 @@ class _Project:
         for decorator in node.decorator_list:
             func = decorator.func if isinstance(decorator, ast.Call) else decorator
             resolved = self.resolve(module, func, _pos(node))
+            if isinstance(resolved, _Ambiguous):
+                # Other decorators may well be bound under conditions (a fallback import).
+                if any(self._is_remote(decorator, option) for option in resolved.leaves()):
+                    what = f"@{_text(func)} on {node.name!r}"
+                    raise _ambiguous_error(resolved, what, module.path, decorator)
+                continue
             candidate = self._stored_remote_call(decorator, resolved)
             if candidate is None:
                 if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
@@ -790,6 +947,11 @@ class _Project:
                 )
             found = candidate
         return found
+
+    def _is_remote(self, decorator: ast.expr, resolved: _Resolved) -> bool:
+        if isinstance(resolved, _External):
+            return resolved.dotted in _REMOTE_TARGETS
+        return self._stored_remote_call(decorator, resolved) is not None
 
     def _stored_remote_call(self, decorator: ast.expr, resolved: _Resolved) -> _Decorator | None:
         """``@on_cpu`` where ``on_cpu = remote(resource_config=cpu)``, here or imported."""
@@ -844,7 +1006,10 @@ class _Project:
         resource = self.resource(module, config_expr, pos)
         dependencies: tuple[str, ...] = ()
         if "dependencies" in options:
-            dependencies = self.string_list(module, options["dependencies"], pos, "dependencies")
+            # Checked here, where the entry's file and line are known.
+            dependencies = self.string_list(
+                module, options["dependencies"], pos, "dependencies", requirement_problem
+            )
         system_dependencies: tuple[str, ...] = ()
         if "system_dependencies" in options:
             system_dependencies = self.string_list(
@@ -935,6 +1100,8 @@ def _why_unresolved(resolved: _Resolved) -> str:
         return f"it is the module {resolved.name}"
     if isinstance(resolved, _External):
         return f"it refers to {resolved.dotted}, which is not a Flash resource config"
+    if isinstance(resolved, _Ambiguous):
+        return f"`{resolved.name}` is bound more than once, under conditions"
     if isinstance(resolved.node, ast.Call):
         kinds = ", ".join(CONFIG_TYPES)
         return f"`{_text(resolved.node.func)}(...)` is not one of Flash's configs ({kinds})"
