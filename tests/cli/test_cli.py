@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import free_port, processes_under
+
 # The sources next to these tests, not whichever checkout the interpreter has installed.
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": SRC}
+APP = """from flash import remote, LiveServerless
+
+
+@remote(LiveServerless(name="g"))
+def f():
+    pass
+"""
+WEB_APP = "from starlette.applications import Starlette\n\napp = Starlette()\n"
 
 
 def flash(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -18,7 +31,7 @@ def flash(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": SRC},
+        env=ENV,
     )
 
 
@@ -67,6 +80,7 @@ def test_project_without_remote_functions_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "plain.py").write_text("x = 1\n")
     failed = flash("build", ".", cwd=tmp_path)
     assert failed.returncode == 1 and "no @remote" in failed.stderr
+    assert "async def embed(texts: list[str]) -> list[list[float]]" in failed.stderr
     assert not (tmp_path / ".flash" / "archive.tar.gz").exists()
 
 
@@ -120,3 +134,166 @@ def test_a_port_out_of_range_is_one_line(tmp_path: Path) -> None:
             f"Error: {option} must be a port number from 0 to 65535, got {port}"
         )
     assert not (tmp_path / ".flash").exists()  # refused before any state was made
+
+
+def test_brackets_in_messages_and_paths_are_printed_as_they_are(tmp_path: Path) -> None:
+    # Rich markup would drop "[red]" and "[project]", and fail with a traceback on "[/]".
+    project = tmp_path / "p[" / "]"  # the user types "p[/]"
+    project.mkdir(parents=True)
+    (project / "[red]x.py").write_text("x = (\n")
+    failed = flash("build", "p[/]", cwd=tmp_path)
+    assert failed.returncode == 1 and "[red]x.py:1:5: syntax error" in failed.stderr
+    (project / "[red]x.py").unlink()
+    (project / "app.py").write_text(APP)
+    for name, text, message in (
+        ("requirements.txt", "foo[/]\n", "invalid requirement 'foo[/]'"),
+        ("pyproject.toml", '[project]\ndependencies = "x"\n', "[project].dependencies must"),
+    ):
+        (project / name).write_text(text)
+        failed = flash("build", "p[/]", cwd=tmp_path)
+        assert failed.returncode == 1 and message in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr + failed.stdout
+        (project / name).unlink()
+    built = flash("build", "p[/]", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert f"built {project.resolve() / '.flash' / 'archive.tar.gz'} (" in built.stdout
+
+
+def test_init_prints_a_directory_with_brackets_as_it_is(tmp_path: Path) -> None:
+    init = flash("init", "my[/]proj", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert "Created 9 files in my[/]proj" in init.stdout
+    assert "cd my[/]proj && flash build" in init.stdout
+    assert (tmp_path / "my[" / "]proj" / "main.py").is_file()
+
+
+def test_a_file_named_flash_in_the_project_is_one_line(tmp_path: Path) -> None:
+    # .flash holds the builds, the signing key and the job store: it must be a folder.
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / ".flash").write_text("mine")
+    (tmp_path / "state").write_text("mine too")
+    message = "is a file, not a folder: Flash keeps its state there; move the file away"
+    for args, path in (
+        (("build", "p"), "p/.flash"),
+        (("run", "p", "--port", "0"), str(tmp_path.resolve() / "p" / ".flash")),
+        (("serve", "archive.tar.gz", "--state-dir", "state"), "state"),
+    ):
+        failed = flash(*args, cwd=tmp_path)
+        assert failed.returncode == 1, args
+        assert failed.stderr.strip() == f"Error: {path} {message}", args
+    # flash init writes nothing under .flash, so it does not mind.
+    assert flash("init", "p", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "p" / ".flash").read_text() == "mine"
+
+
+def test_max_workers_below_one_is_one_line(tmp_path: Path) -> None:
+    # The platform would take 0 as every core and -1 as one worker.
+    (tmp_path / "app").mkdir()
+    for command in (("serve", "archive.tar.gz"), ("run", "app")):
+        for workers in ("0", "-1"):
+            failed = flash(*command, "--max-workers", workers, cwd=tmp_path)
+            assert failed.returncode == 1
+            assert (
+                failed.stderr.strip() == f"Error: --max-workers must be at least 1, got {workers}"
+            )
+    assert not (tmp_path / ".flash").exists()
+    assert not (tmp_path / "app" / ".flash").exists()
+
+
+def test_run_fails_when_the_web_app_cannot_start(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "app.py").write_text(APP)
+    (project / "main.py").write_text(WEB_APP)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = flash("run", "proj", "--port", "0", "--app-port", str(port), cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (
+        f"Error: cannot serve main.py's web app on 127.0.0.1 port {port} (--app-port): "
+        "Address already in use"
+    )
+    assert "Web app (main.py) on" not in failed.stdout
+
+    # An app that fails while starting (here on import) ends the command the same way.
+    (project / "main.py").write_text("raise RuntimeError('boom')\n" + WEB_APP)
+    port = free_port()
+    failed = flash("run", "proj", "--port", "0", "--app-port", str(port), cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "RuntimeError: boom" in failed.stderr  # uvicorn's own report
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"Error: main.py's web app (--app-port {port}) exited with code 1 while starting; "
+        "its output is above"
+    )
+    assert not processes_under(project)
+
+
+def test_a_second_run_of_a_project_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flash.cli", "run", ".", "--port", "0", "--no-watch"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert first.stdout is not None
+        lines = []
+        for line in first.stdout:  # serving once its address is printed
+            lines.append(line)
+            if "Flash platform on" in line:
+                break
+        else:
+            raise AssertionError("".join(lines))
+        second = flash("run", ".", "--port", "0", cwd=tmp_path)
+        assert second.returncode == 1
+        state = tmp_path.resolve() / ".flash"
+        assert second.stderr.strip() == (
+            f"Error: another Flash platform (flash run or flash serve) is serving from {state}: "
+            "stop it first, or give a flash serve its own state folder with --state-dir"
+        )
+        assert first.poll() is None  # the first serves on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+
+
+STOP_FROM_ANOTHER_THREAD = """
+import signal, threading, time
+from flash.cli.serve import wait_for_stop
+
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+started = threading.Event()
+
+
+def other_thread():
+    started.wait()
+    main = f"/proc/self/task/{threading.main_thread().native_id}/stat"
+    while open(main).read().rsplit(")", 1)[1].split()[0] != "S":
+        time.sleep(0.001)  # until the main thread sleeps in its wait
+    # The kernel may deliver a process's SIGTERM to any thread: here, to this one.
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+
+threading.Thread(target=other_thread).start()
+started.set()
+wait_for_stop(stop)
+print("stopped")
+"""
+
+
+def test_serve_stops_on_a_sigterm_another_thread_received() -> None:
+    # A plain Event.wait() in the main thread never returned: flash serve ignored SIGTERM.
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_FROM_ANOTHER_THREAD],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert done.stdout.strip() == "stopped", done.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -22,12 +24,20 @@ def user_errors(verbose: bool, *kinds: type[BaseException]) -> Iterator[None]:
     except kinds as exc:
         if verbose:
             err_console.print_exception()
-        fail(str(exc))
+        fail(describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """The message for ``exc``; an OSError says which file, without its errno prefix."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def fail(message: str) -> NoReturn:
     """Print a one-paragraph error and exit with code 1."""
-    err_console.print(f"[bold red]Error:[/] {message}", soft_wrap=True)
+    # Messages quote paths, code and TOML tables: their brackets are text, not markup.
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -38,10 +48,23 @@ def check_port(option: str, port: int) -> None:
         fail(f"{option} must be a port number from 0 to 65535, got {port}")
 
 
+def check_max_workers(max_workers: int | None) -> None:
+    # The platform takes 0 as "all cores" and clamps negatives to 1: neither is what was asked.
+    if max_workers is not None and max_workers < 1:
+        fail(f"--max-workers must be at least 1, got {max_workers}")
+
+
+def check_state_folder(folder: Path) -> None:
+    # Builds, the signing key and the job store go there; a file in the way would otherwise
+    # end the command with a NotADirectoryError traceback.
+    if folder.exists() and not folder.is_dir():
+        fail(f"{folder} is a file, not a folder: Flash keeps its state there; move the file away")
+
+
 def stage_printer(enabled: bool) -> Callable[[str, str], None]:
     def report(stage: str, detail: str) -> None:
         if enabled:
-            console.print(f"[green]✓[/] [bold]{stage:<13}[/] {detail}")
+            console.print(f"[green]✓[/] [bold]{stage:<13}[/] {escape(detail)}")
 
     return report
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flash.build.dependencies import DependencyOptions
 from flash.build.errors import BuildError
-from flash.build.pipeline import BuildOptions, BuildResult, build_project
-from flash.cli._output import console, stage_printer, user_errors
+from flash.build.pipeline import FLASH_DIR, BuildOptions, BuildResult, build_project
+from flash.cli._output import check_state_folder, console, stage_printer, user_errors
 
 _DEFAULTS = DependencyOptions()
 
@@ -71,7 +72,9 @@ def build(
             no_index=no_index,
         ),
     )
-    with user_errors(verbose, BuildError):
+    check_state_folder(project_dir / FLASH_DIR)
+    # OSError: what the build cannot read or write (permissions, a full disk) is named too.
+    with user_errors(verbose, BuildError, OSError):
         result = build_project(options, progress=stage_printer(not as_json))
     if as_json:
         print(json.dumps(result.summary(), indent=2))
@@ -86,11 +89,14 @@ def print_summary(result: BuildResult) -> None:
     table.add_column("handler")
     table.add_column("functions")
     for name, res in result.manifest.resources.items():
-        table.add_row(name, res.type, res.handler_file, ", ".join(f.name for f in res.functions))
+        functions = ", ".join(f.name for f in res.functions)
+        # Names and paths are the project's text: a bracket in them is not markup.
+        table.add_row(*map(escape, (name, res.type, res.handler_file, functions)))
     console.print(table)
     pins = result.manifest.dependencies.pins
     state = "up to date" if result.skipped else "built"
+    archive = escape(str(result.archive))
     console.print(
-        f"[bold]{state}[/] {result.archive} ({result.size / 1024:.1f} KiB, {result.files} files, "
+        f"[bold]{state}[/] {archive} ({result.size / 1024:.1f} KiB, {result.files} files, "
         f"{len(pins)} dependencies)\nsha256 {result.sha256}"
     )

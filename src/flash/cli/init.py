@@ -8,6 +8,7 @@ from string import Template
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from flash.cli._output import console, user_errors
 
@@ -65,5 +66,6 @@ def init(
     """Create a starter project: GPU, CPU and class endpoints, and a cross-endpoint call."""
     with user_errors(False, InitError):
         written = write_starter(directory, force=force)
-    console.print(f"Created {len(written)} files in {directory}")
-    console.print(f"Next: [bold]cd {directory} && flash build[/]")
+    shown = escape(str(directory))  # a bracket in the name is not markup
+    console.print(f"Created {len(written)} files in {shown}")
+    console.print(f"Next: [bold]cd {shown} && flash build[/]")

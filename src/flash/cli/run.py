@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,12 +21,22 @@ from typing import Annotated
 
 import typer
 import watchfiles
+from rich.markup import escape
 
 from flash.build.collect import is_ignored
 from flash.build.errors import BuildError
-from flash.build.pipeline import BuildOptions, build_project
-from flash.cli._output import check_port, console, err_console, fail, stage_printer
-from flash.cli.serve import print_endpoints
+from flash.build.pipeline import FLASH_DIR, BuildOptions, build_project
+from flash.cli._output import (
+    check_max_workers,
+    check_port,
+    check_state_folder,
+    console,
+    describe,
+    err_console,
+    fail,
+    stage_printer,
+)
+from flash.cli.serve import print_endpoints, wait_for_stop
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
@@ -36,7 +47,9 @@ def run(
     project_dir: Annotated[Path, typer.Argument(help="Project to build and serve.")] = Path("."),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the platform (0: any free port).")] = 8000,
-    app_port: Annotated[int, typer.Option(help="Port of main.py's web app, if any.")] = 8001,
+    app_port: Annotated[
+        int, typer.Option(help="Port of main.py's web app, if any (0: any free port).")
+    ] = 8001,
     max_workers: Annotated[
         int | None, typer.Option(help="Most worker processes at once [default: cores].")
     ] = None,
@@ -49,7 +62,9 @@ def run(
     """Build PROJECT_DIR, serve its endpoints locally, and reload them when the code changes."""
     check_port("--port", port)
     check_port("--app-port", app_port)
+    check_max_workers(max_workers)
     root = project_dir.resolve()
+    check_state_folder(root / FLASH_DIR)
     options = BuildOptions(project_dir=root)
     stop = threading.Event()
     previous = {
@@ -70,10 +85,12 @@ def run(
         if defines_web_app(root / "main.py"):
             web = WebApp(root, host, app_port, platform.client_env())
             web.start()
-            console.print(f"Web app (main.py) on http://{host}:{app_port}")
+            # Watched from a thread: edits made while the app starts still reach the watcher.
+            threading.Thread(target=web.watch_start_up, args=(stop,), daemon=True).start()
+            console.print(f"Web app (main.py) on http://{escape(host)}:{web.port}")
         console.print(
             "Scripts reach these endpoints with FLASH_API_BASE="
-            f"{platform.url} (flash.connect does the same)."
+            f"{escape(platform.url)} (flash.connect does the same)."
         )
         if watch:
             for _ in watchfiles.watch(
@@ -81,9 +98,11 @@ def run(
             ):
                 reload(options, platform, web)
         else:
-            stop.wait()
-    except (BuildError, PlatformError) as exc:
-        fail(str(exc))
+            wait_for_stop(stop)
+        if web is not None and web.failure is not None:
+            raise web.failure
+    except (BuildError, PlatformError, WebAppError, OSError) as exc:
+        fail(describe(exc))
     finally:
         if web is not None:
             web.stop()
@@ -97,7 +116,9 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
     try:
         result = build_project(options, progress=stage_printer(False))
     except BuildError as exc:
-        err_console.print(f"[bold red]Build failed, still serving the last build:[/] {exc}")
+        err_console.print(
+            f"[bold red]Build failed, still serving the last build:[/] {escape(str(exc))}"
+        )
         return
     if result.skipped:
         return
@@ -106,10 +127,15 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
             extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
         )
     except PlatformError as exc:
-        err_console.print(f"[bold red]Cannot serve the new build, still serving the last:[/] {exc}")
+        err_console.print(
+            f"[bold red]Cannot serve the new build, still serving the last:[/] {escape(str(exc))}"
+        )
         return
     if web is not None:
-        web.restart()
+        try:
+            web.restart()
+        except WebAppError as exc:  # e.g. its port taken meanwhile: the endpoints serve on
+            err_console.print(f"[bold red]Cannot restart the web app:[/] {escape(str(exc))}")
     console.print(f"[green]Reloaded[/] {result.sha256[:12]}")
 
 
@@ -145,6 +171,10 @@ def defines_web_app(main: Path) -> bool:
     return False
 
 
+class WebAppError(Exception):
+    pass
+
+
 class WebApp:
     """``uvicorn main:app`` in a child process, with the platform's address in its env."""
 
@@ -154,8 +184,12 @@ class WebApp:
         self.port = port
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.failure: WebAppError | None = None
 
     def start(self) -> None:
+        """Start the app; raises WebAppError if its port is taken."""
+        # uvicorn would only log a taken port and exit, while this command served on.
+        self._check_port_free()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -171,15 +205,55 @@ class WebApp:
             env=self.env,
         )
 
+    def _check_port_free(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family) as sock:
+            # Bound as uvicorn binds: a port left in TIME_WAIT is free, a listened one is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                raise WebAppError(
+                    f"cannot serve main.py's web app on {self.host} port {self.port} "
+                    f"(--app-port): {exc.strerror or exc}"
+                ) from None
+            # Port 0: the one found here, so the address shown (and restarts) are right.
+            self.port = sock.getsockname()[1]
+
+    def watch_start_up(self, stop: threading.Event) -> None:
+        """Until the app accepts connections: if it exits first (an error in main.py, or its
+        port taken since the check), keep that in ``failure`` and set ``stop``."""
+        proc = self.proc
+        assert proc is not None
+        while not stop.is_set():
+            try:
+                code = proc.wait(0.1)  # the poll interval, ended early by an exit
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                if proc is self.proc:  # not ended by stop() or restart()
+                    self.failure = WebAppError(
+                        f"main.py's web app (--app-port {self.port}) exited with code {code} "
+                        "while starting; its output is above"
+                    )
+                    stop.set()
+                return
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    return
+            except OSError:
+                continue  # not listening yet
+
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        proc, self.proc = self.proc, None  # from here its exit is ours, not a failure
+        if proc is None or proc.poll() is not None:
             return
-        self.proc.terminate()
+        proc.terminate()
         try:
-            self.proc.wait(10)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            proc.kill()
+            proc.wait()
 
     def restart(self) -> None:
         self.stop()

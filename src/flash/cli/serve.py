@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from flash.cli._output import check_port, user_errors
+from flash.cli._output import check_max_workers, check_port, check_state_folder, user_errors
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.project import serve_archive
@@ -39,7 +40,9 @@ def serve(
 ) -> None:
     """Serve every endpoint of a built archive with real worker processes."""
     check_port("--port", port)
-    with user_errors(False, PlatformError):
+    check_max_workers(max_workers)
+    check_state_folder(state_dir)
+    with user_errors(False, PlatformError, OSError):
         serve_command(archive, host, port, max_workers, api_key, state_dir=state_dir)
 
 
@@ -63,19 +66,29 @@ def serve_command(
     try:
         serve_archive(platform, archive)
         print_endpoints(platform, Console())
-        stop.wait()
+        wait_for_stop(stop)
     finally:
         platform.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+def wait_for_stop(stop: threading.Event) -> None:
+    """Wait until a signal handler sets ``stop``, in short waits: the kernel may hand
+    SIGTERM to another thread (the event loop's, say), and Python runs the handler only once
+    the main thread wakes, which an endless wait never does."""
+    while not stop.wait(0.5):
+        pass
+
+
 def print_endpoints(platform: LocalPlatform, console: Console) -> None:
-    table = Table(title=f"Flash platform on {platform.url}")
+    # Endpoint names, function names and the host are the user's text, not markup.
+    table = Table(title=f"Flash platform on {escape(platform.url)}")
     table.add_column("endpoint")
     table.add_column("url")
     table.add_column("functions")
     for endpoint in platform.endpoints():
-        table.add_row(endpoint["name"], endpoint["url"], "\n".join(endpoint["functions"]))
+        functions = "\n".join(endpoint["functions"])
+        table.add_row(*map(escape, (endpoint["name"], endpoint["url"], functions)))
     console.print(table)
-    console.print(f"API docs: {platform.url}/docs    Stop with Ctrl-C.")
+    console.print(f"API docs: {escape(platform.url)}/docs    Stop with Ctrl-C.")

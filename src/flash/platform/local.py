@@ -429,6 +429,6 @@ def _lock_state_dir(state_dir: Path) -> int:
         os.close(fd)
         raise PlatformError(
             f"another Flash platform (flash run or flash serve) is serving from {state_dir}: "
-            "stop it first, or give this one its own state folder (--state-dir)"
+            "stop it first, or give a flash serve its own state folder with --state-dir"
         ) from None
     return fd
