@@ -411,3 +411,19 @@ def test_delay_time_counts_only_time_spent_queued(tmp_path: Path) -> None:
         assert _status(dispatcher, job.id)["delayTime"] < 1_000
 
     asyncio.run(scenario())
+
+
+def test_a_requeued_job_does_not_hide_how_long_the_queue_has_waited(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher, crashed = await _running_on_w1(tmp_path)
+        waiting = dispatcher.submit("e", '{"x": 2}')
+        waiting.created_at -= 3  # queued 3 s ago
+        now = time.time()
+        assert 3 <= dispatcher.oldest_wait("e", now) < 4
+        dispatcher.worker_exited("w1", "exited with code 3", blame=True)
+        assert 3 <= dispatcher.oldest_wait("e", now) < 4  # the scaler still sees it
+        dispatcher.register_worker("w2", "e")
+        # The requeued job still runs first.
+        assert [j.id for j in await dispatcher.take("w2", 1, False)] == [crashed.id]
+
+    asyncio.run(scenario())

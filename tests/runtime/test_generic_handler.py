@@ -368,14 +368,16 @@ def test_a_stream_closed_early_runs_the_generators_cleanup_at_once() -> None:
         finally:
             cleaned.append("sync")
 
-    async def take_two_then_close(name: str) -> list[Any]:
+    async def take_two_then_close(name: str, cleanup: str) -> list[Any]:
         stream = create_handler({"ticks": ticks, "sync_ticks": sync_ticks})(fn_job(name, 100))
         got = [result_of(await stream.__anext__()) for _ in range(2)]
         await stream.aclose()  # no "async generator ignored GeneratorExit"
+        # Cleaned up by now, in this task: not later by the loop, in a task of its own.
+        assert cleaned[-1:] == [cleanup]
         return got
 
-    assert asyncio.run(take_two_then_close("ticks")) == [0, 1]
-    assert asyncio.run(take_two_then_close("sync_ticks")) == [0, 1]
+    assert asyncio.run(take_two_then_close("ticks", "async")) == [0, 1]
+    assert asyncio.run(take_two_then_close("sync_ticks", "sync")) == [0, 1]
     assert cleaned == ["async", "sync"]
 
 

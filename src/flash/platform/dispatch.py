@@ -278,16 +278,17 @@ class Dispatcher:
             return
         if self._hand_to_taker(job):
             return
-        queues = [self.queues[job.endpoint]]
+        queue = self.queues[job.endpoint]
+        if first:
+            queue.appendleft(job.id)
+        else:
+            queue.append(job.id)
         if not job.low_priority:
             # Trimmed here too: a scaler that never asks oldest_wait must not let it grow.
             self._oldest_urgent(job.endpoint)
-            queues.append(self._urgent.setdefault(job.endpoint, deque()))
-        for queue in queues:
-            if first:
-                queue.appendleft(job.id)
-            else:
-                queue.append(job.id)
+            # At the back even when first: oldest_wait reads the front, and a job a crashed
+            # worker gave back has waited less than those queued before it was requeued.
+            self._urgent.setdefault(job.endpoint, deque()).append(job.id)
 
     def _count_queued(self, job: Job, change: int) -> None:
         self.queued[job.endpoint] += change

@@ -21,7 +21,7 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -280,7 +280,9 @@ def create_handler(
             single and fields != {"function", "kwargs"} and _takes_argument(schemas, "function")
         )
         if named and fields <= {"function", "kwargs"}:
-            name, kwargs = payload["function"], payload.get("kwargs", {})  # none: no arguments
+            # No kwargs, or null (which a signature does not tell from none): no arguments.
+            name, kwargs = payload["function"], payload.get("kwargs")
+            kwargs = {} if kwargs is None else kwargs
         elif named:
             extra = sorted(fields - {"function", "kwargs"})
             raise _JobError(
@@ -436,7 +438,7 @@ def create_handler(
             _context.reset(token)
         return _success(result, label, call.digests)
 
-    async def stream_call(call: _Call) -> AsyncIterator[dict[str, Any]]:
+    async def stream_call(call: _Call) -> AsyncGenerator[dict[str, Any], None]:
         """One answer per item a generator function yields; other functions answer once."""
         if call.execution_type not in ("function", "json") or not _is_generator_function(
             call.target
@@ -450,8 +452,9 @@ def create_handler(
             if call.execution_type == "json":
                 kwargs = _bind_json(label, call.target, call.payload)
                 items = await _invoke(call.target, [], kwargs, label, in_thread=False, finish=False)
-                async for item in _iterate(items, label):
-                    yield _json_success(item, label)
+                async with contextlib.aclosing(_iterate(items, label)) as iterated:
+                    async for item in iterated:
+                        yield _json_success(item, label)
                 return
             args, kwargs = _decode(
                 _list_field(call.payload, "args"),
@@ -462,8 +465,9 @@ def create_handler(
                 call.decoded,
             )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
-            async for item in _iterate(items, label):
-                yield _success(item, label, call.digests)
+            async with contextlib.aclosing(_iterate(items, label)) as iterated:
+                async for item in iterated:
+                    yield _success(item, label, call.digests)
         finally:
             # A stream stopped early (cancelled, or its consumer gone) runs the user's cleanup
             # now and in this context, not whenever the garbage collector gets to it.
@@ -605,9 +609,13 @@ def create_handler(
         index = 0
         try:
             call = resolve(job)
-            async for answer in stream_call(call):
-                yield sign(answer, _item_nonce(_answer_nonce(call, answer), index), call.digests)
-                index += 1
+            # Closed here when this stream is closed: left to the garbage collector, the
+            # inner streams (and the user's generator) would be closed in another task.
+            async with contextlib.aclosing(stream_call(call)) as answers:
+                async for answer in answers:
+                    nonce = _item_nonce(_answer_nonce(call, answer), index)
+                    yield sign(answer, nonce, call.digests)
+                    index += 1
         except (asyncio.CancelledError, GeneratorExit):  # cancelled, or closed by its consumer
             raise
         except BaseException as exc:
@@ -995,7 +1003,7 @@ def _is_generator_function(target: Any) -> bool:
     return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
-async def _iterate(items: Any, label: str) -> AsyncIterator[Any]:
+async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
     """Items of a (async) generator; an exception raised while producing one is user code's."""
     try:
         if inspect.isasyncgen(items):
