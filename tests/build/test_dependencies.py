@@ -277,21 +277,30 @@ def test_index_options_in_requirements_files_are_applied(wheelhouse: Path, tmp_p
     assert result.pins == ("alpha==1.0", "beta==2.0", "small==1.0")
 
 
-def test_no_index_pre_and_env_variables_in_a_requirements_file_are_applied(
+def test_no_index_and_pre_in_a_requirements_file_are_applied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_wheel(tmp_path / "wheels", "preview", "1.0")
     build_wheel(tmp_path / "wheels", "preview", "2.0rc1")
-    monkeypatch.setenv("PREVIEW_WHEELS", str(tmp_path / "wheels"))  # ${NAME}, as pip expands
+    wheels = tmp_path / "wheels"
     project = _project(tmp_path / "project", {"requirements.txt": "preview\n"})
     # An index nothing listens on: uv reaching it would fail the build.
     options = DependencyOptions(python_version="3.11", index_url="http://127.0.0.1:9/simple")
-    (project / "requirements.txt").write_text("--no-index\n-f ${PREVIEW_WHEELS}\npreview\n")
+    (project / "requirements.txt").write_text(f"--no-index\n-f {wheels}\npreview\n")
     result = vendor_dependencies(project, [], options, tmp_path / "cache")
     assert result.pins == ("preview==1.0",)
-    (project / "requirements.txt").write_text("--no-index\n-f${PREVIEW_WHEELS}\n--pre\npreview\n")
+    (project / "requirements.txt").write_text(f"--no-index\n-f{wheels}\n--pre\npreview\n")
     result = vendor_dependencies(project, [], options, tmp_path / "cache")
     assert result.pins == ("preview==2.0rc1",)
+    # A variable is not expanded: its value (a token, often) would show in uv's messages.
+    monkeypatch.setenv("INDEX_TOKEN", "s3cret")
+    (project / "requirements.txt").write_text(
+        "--extra-index-url https://idx.example/${INDEX_TOKEN}/simple\npreview\n"
+    )
+    with pytest.raises(BuildError, match=r"does not expand \$\{\.\.\.\}") as info:
+        vendor_dependencies(project, [], options, tmp_path / "cache")
+    assert (info.value.path, info.value.line) == ("requirements.txt", 1)
+    assert "s3cret" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -304,6 +313,9 @@ def test_no_index_pre_and_env_variables_in_a_requirements_file_are_applied(
         ("--trusted-host pypi.example", "--trusted-host is not supported"),
         ("--use-feature=truststore", "--use-feature in a requirements file is not supported"),
         ("-x", "-x in a requirements file is not supported"),
+        ("--", "-- in a requirements file is not supported"),
+        ("-- alpha", "-- alpha in a requirements file is not supported"),
+        ("-r ${STAGE}.txt", "--requirement ${STAGE}.txt: flash build does not expand"),
         ("alpha==1.0 --hash=sha256:abc", "options after a requirement are not supported"),
         ("--pre --no-index", "--pre takes no value (one option a line)"),
         ("--index-url", "--index-url needs a value"),
@@ -447,11 +459,13 @@ def test_resolution_cache_hit_does_not_run_uv(
 def test_the_resolution_cache_keeps_no_index_token(own_wheelhouse: Path, tmp_path: Path) -> None:
     # The URL is never contacted (--no-index); a token in it must not be written down either.
     secret = "https://user:s3cret-token@127.0.0.1:9/simple"
-    options = _options(own_wheelhouse, index_url=secret, extra_index_urls=(secret,))
+    in_path = "https://127.0.0.1:9/path-token-123/simple"  # where no masking finds it
+    options = _options(own_wheelhouse, index_url=secret, extra_index_urls=(in_path,))
     cache = tmp_path / "cache"
     pins = resolve(["alpha"], options, cache)
     (record,) = (cache / "resolve").glob("*.json")
     assert "s3cret-token" not in record.read_text()
+    assert "path-token-123" not in record.read_text()
     assert resolve(["alpha"], options, cache) == pins  # and it is still the cache's answer
 
 

@@ -1245,3 +1245,37 @@ def test_import_cycles_end_in_a_clear_error(tmp_path: Path) -> None:
     )
     assert "cannot resolve the resource config `gpu`" in err.message
     assert (err.path, err.line) == ("main.py", 4)
+
+
+def test_a_chain_of_conditional_rebindings_is_read_once_each(tmp_path: Path) -> None:
+    # Each `if ...: cpu = cpu` used to double the work: 24 of them took over a minute.
+    rebinds = 'if os.environ.get("A"):\n    cpu = cpu\n' * 24
+    source = f'{HEADER}import os\ncpu = CpuLiveServerless(name="a")\n{rebinds}'
+    result = scan(tmp_path, {"main.py": source + "@remote(cpu)\ndef f(): ...\n"})
+    assert only(result).resource == "a"  # every binding is the same config
+
+
+def test_a_stored_decorator_whose_remote_is_bound_under_a_condition_is_an_error(
+    tmp_path: Path,
+) -> None:
+    # Not a function silently left out of the manifest.
+    err = scan_error(
+        tmp_path,
+        {
+            "main.py": """\
+try:
+    from flash import remote
+except ImportError:
+    remote = None
+from flash import CpuLiveServerless
+
+cpu = CpuLiveServerless(name="cpu")
+on_cpu = remote(resource_config=cpu)
+
+
+@on_cpu
+def g(): ...
+""",
+        },
+    )
+    assert str(err).startswith("main.py:8:10: `remote` in `on_cpu` would depend on run-time")

@@ -238,8 +238,6 @@ _REFUSED = {
     "--require-hashes": "flash build does not check hashes",
     "--trusted-host": "flash build does not connect to an index without verified TLS",
 }
-# pip and uv expand ${NAME} in requirements files, e.g. a token in an index URL.
-_ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
 @dataclass
@@ -258,15 +256,14 @@ class _Sources:
 
 def _option_line(line: str) -> tuple[str, str]:
     """(long name, value) of an option line: ``-c cons.txt``, ``-ccons.txt``,
-    ``--constraint=cons.txt``, ``--pre``."""
+    ``--constraint=cons.txt``, ``--pre``; the name is the line itself when it is none."""
     if line.startswith("--"):
         match = re.match(r"(--[^\s=]+)\s*=?\s*(.*)$", line)
-        assert match is not None  # any line that starts with "--"
-        name, value = match[1], match[2]
-    else:
-        name, value = _SHORT_OPTIONS.get(line[:2], line[:2]), line[2:].strip()
-        value = value.removeprefix("=").strip()
-    return name, _ENV_VAR.sub(lambda m: os.environ.get(m[1], m[0]), value)
+        if match is None:  # "--", "-- x", "--=x"
+            return line, ""
+        return match[1], match[2]
+    value = line[2:].strip().removeprefix("=").strip()
+    return _SHORT_OPTIONS.get(line[:2], line[:2]), value
 
 
 def _read_requirements_txt(
@@ -303,6 +300,16 @@ def _read_requirements_txt(
             )
             continue
         name, value = _option_line(line)
+        if "${" in value:
+            # pip would expand it; its value (an index token, often) would then show in
+            # uv's messages and in what the build keeps, and escape the up-to-date check.
+            raise BuildError(
+                f"{name} {value}: flash build does not expand ${{...}} in requirements files; "
+                "write the value out, or give the index to flash build itself "
+                "(--index-url, --extra-index-url, --find-links)",
+                path=shown,
+                line=number,
+            )
         if name in _REFUSED:
             raise BuildError(
                 f"{name} is not supported by flash build: {_REFUSED[name]}; remove it",
@@ -683,13 +690,9 @@ def resolve(
         raise BuildError(message)
 
     pins = _parse_pins(result.stdout)
-    # Only the pins are read back: the rest is for people, without an index URL's token
-    # (from ${VAR} in a requirements file, say).
-    shown = {
-        "requirements": list(requirements),
-        "constraints": list(constraints),
-        "options": asdict(options),
-    }
+    # Only the pins are read back: the rest is for people. No options: an index URL can
+    # hold a token where no masking finds it (in its path).
+    shown = {"requirements": list(requirements), "constraints": list(constraints)}
     record = json.loads(redact_credentials(json.dumps(shown)))
     record["pins"] = pins
     _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -508,8 +508,7 @@ class _Ambiguous:
     options: tuple[_Resolved, ...]
 
     def leaves(self) -> Iterator[_Resolved]:
-        for option in self.options:
-            yield from option.leaves() if isinstance(option, _Ambiguous) else (option,)
+        yield from self.options  # never ambiguous themselves (see _one_of)
 
 
 _Resolved = _ModuleRef | _External | _Value | _Ambiguous | None
@@ -518,11 +517,16 @@ _Resolved = _ModuleRef | _External | _Value | _Ambiguous | None
 def _one_of(
     name: str, module: _Module, lines: Sequence[int], options: list[_Resolved]
 ) -> _Resolved:
+    if len(options) == 1:  # an imported ambiguity keeps the lines of its own module
+        return options[0]
     unique: dict[object, _Resolved] = {}
     for option in options:
-        unique.setdefault(_identity(option), option)
+        # Flat: an option that is itself ambiguous adds its own options, so a chain of
+        # conditional rebindings stays one set instead of nesting (and hashing) ever deeper.
+        for leaf in option.options if isinstance(option, _Ambiguous) else (option,):
+            unique.setdefault(_identity(leaf), leaf)
     if len(unique) == 1:  # e.g. the same import in a try and in its except
-        return options[0]
+        return next(iter(unique.values()))
     return _Ambiguous(name, module, tuple(sorted(lines)), tuple(unique.values()))
 
 
@@ -578,6 +582,7 @@ class _Project:
             for i in range(1, len(parts))
         }
         self._members: dict[tuple[str, str, bool], _Resolved] = {}
+        self._names: dict[tuple[str, str, _Pos | None], _Resolved] = {}
         self._resources: dict[tuple[str, int, int], ResourceSpec] = {}
 
     def is_project_module(self, dotted: str) -> bool:
@@ -610,11 +615,17 @@ class _Project:
         return None
 
     def _resolve_name(self, module: _Module, name: str, pos: _Pos | None, depth: int) -> _Resolved:
+        key = (module.name, name, pos)
+        if key in self._names:  # a chain of conditional rebindings would branch each time
+            return self._names[key]
         bindings = module.lookup(name, pos)
         if not bindings:
-            return self._resolve_star(module, name, pos, depth)
-        options = [self._resolve_binding(module, binding, depth) for binding in bindings]
-        return _one_of(name, module, [binding.pos[0] for binding in bindings], options)
+            found = self._resolve_star(module, name, pos, depth)
+        else:
+            options = [self._resolve_binding(module, binding, depth) for binding in bindings]
+            found = _one_of(name, module, [binding.pos[0] for binding in bindings], options)
+        self._names[key] = found
+        return found
 
     def _resolve_binding(self, module: _Module, binding: _Binding, depth: int) -> _Resolved:
         if binding.kind == "import":
@@ -961,6 +972,12 @@ class _Project:
         if not isinstance(call, ast.Call):
             return None
         func = self.resolve(resolved.module, call.func, resolved.pos)
+        if isinstance(func, _Ambiguous) and any(
+            isinstance(o, _External) and o.dotted in _REMOTE_TARGETS for o in func.leaves()
+        ):
+            # `remote` itself bound under a condition: as for @remote(...) written in place.
+            what = f"`{_text(call.func)}` in `{_text(decorator)}`"
+            raise _ambiguous_error(func, what, resolved.module.path, call.func)
         if not (isinstance(func, _External) and func.dotted in _REMOTE_TARGETS):
             return None
         return _Decorator(call, resolved.module, resolved.pos, decorator)
