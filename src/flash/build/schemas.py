@@ -125,9 +125,11 @@ def check_handlers_and_derive_schemas(
         try:
             data = json.loads(output.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            said = proc.stderr[-2000:].strip() or (
+                "no output: does a module end the process when imported (os._exit)?"
+            )
             raise BuildError(
-                f"importing the project's modules crashed (exit {proc.returncode}):\n"
-                + proc.stderr[-2000:]
+                f"importing the project's modules crashed (exit {proc.returncode}): {said}"
             ) from None
     handler_failures = data.get("handler_errors") or {}
     if handler_failures:
@@ -173,12 +175,27 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import traceback
 import warnings
 
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
+BUILD = os.path.join(request["paths"][0], "")
+
+
+def user_trace():
+    # The frames in the build's files, named as in the project (the build is a copy that is
+    # gone by the time anyone reads this), and the error itself; not importlib's frames.
+    kind, exc, tb = sys.exc_info()
+    frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith(BUILD)]
+    lines = [
+        f"  {f.filename[len(BUILD):]}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+        for f in frames[-8:]
+    ]
+    error = "".join(traceback.format_exception_only(kind, exc)).rstrip()
+    return "\n".join(lines + [error.replace(BUILD, "")])
 
 
 def load_rule(path):
@@ -274,7 +291,7 @@ def import_handlers(names):
         try:
             importlib.import_module(name)
         except BaseException:
-            failures[name] = traceback.format_exc(limit=-8)
+            failures[name] = user_trace()
     return failures
 
 
@@ -309,7 +326,7 @@ def main():
                 modules[module_name] = importlib.import_module(module_name)
             except BaseException:
                 modules[module_name] = None
-                answer["import_errors"][module_name] = traceback.format_exc(limit=-8)
+                answer["import_errors"][module_name] = user_trace()
         module = modules[module_name]
         if module is None:
             continue
