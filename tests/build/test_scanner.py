@@ -1279,26 +1279,3 @@ def g(): ...
         },
     )
     assert str(err).startswith("main.py:8:10: `remote` in `on_cpu` would depend on run-time")
-
-
-def test_the_same_config_in_a_try_and_its_except_is_one_config(tmp_path: Path) -> None:
-    source = f"""\
-{HEADER}
-try:
-    import torch  # noqa: F401
-    gpu = LiveServerless(name="gpu")
-except ImportError:
-    gpu = LiveServerless(name="gpu")
-
-
-@remote(gpu)
-def f(): ...
-"""
-    assert only(scan(tmp_path, {"main.py": source})).resource == "gpu"
-    different = source.replace(
-        'except ImportError:\n    gpu = LiveServerless(name="gpu")',
-        ('except ImportError:\n    gpu = LiveServerless(name="cpu")'),
-    )
-    assert "would depend on run-time conditions" in str(
-        scan_error(tmp_path, {"main.py": different})
-    )

@@ -543,11 +543,6 @@ def _identity(resolved: _Resolved) -> object:
             return _ENUMS[dotted]
         if owner in _ENUMS:
             return (_ENUMS[owner], member)
-    if isinstance(resolved, _Value) and isinstance(resolved.node, ast.Call):
-        # The same literal call in a try and in its except makes the same config.
-        call = resolved.node
-        if all(n is call.func for n in ast.walk(call) if isinstance(n, ast.Name)):
-            return ("call", resolved.module.name, ast.dump(call))
     return resolved
 
 
