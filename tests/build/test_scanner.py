@@ -1279,3 +1279,49 @@ def g(): ...
         },
     )
     assert str(err).startswith("main.py:8:10: `remote` in `on_cpu` would depend on run-time")
+
+
+def test_a_config_reached_through_a_star_import_cycle_resolves_from_every_module(
+    tmp_path: Path,
+) -> None:
+    # a.py's lookup meets pkg.gpu while it is still being resolved; b.py must still find it.
+    result = scan(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from pkg.config import *\nfrom pkg.workers import *\n",
+            "pkg/config.py": f'{HEADER}gpu = LiveServerless(name="gpu")\n',
+            "pkg/workers.py": f"{HEADER}from pkg import gpu\n@remote(gpu)\ndef job(): ...\n",
+            "a.py": f"{HEADER}from pkg import gpu\n@remote(gpu)\ndef a_job(): ...\n",
+            "b.py": f"{HEADER}from pkg.workers import gpu\n@remote(gpu)\ndef b_job(): ...\n",
+        },
+    )
+    assert {f.name: f.resource for f in result.functions} == {
+        "job": "gpu",
+        "a_job": "gpu",
+        "b_job": "gpu",
+    }
+
+
+def test_an_imported_ambiguity_is_blamed_where_it_is_bound(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "configs.py": f"""{HEADER}import os
+if os.environ.get("GPU"):
+    worker = LiveServerless(name="worker")
+else:
+    worker = CpuLiveServerless(name="worker")
+""",
+            "shared.py": "from configs import worker\n",
+            "main.py": f"""{HEADER}try:
+    from shared import worker
+except ImportError:
+    from configs import worker
+
+
+@remote(worker)
+def f(): ...
+""",
+        },
+    )
+    assert "`worker` is bound at configs.py:4 and configs.py:6" in str(err), str(err)

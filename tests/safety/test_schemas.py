@@ -167,6 +167,32 @@ def test_a_module_that_fails_to_import_is_a_build_error(tmp_path: Path) -> None:
     assert "not_installed_pkg" in str(info.value)
 
 
+def test_an_import_failure_names_its_cause_and_the_vendored_line_that_raised(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    (site / "vendpkg").mkdir(parents=True)
+    (site / "vendpkg" / "__init__.py").write_text("raise FileNotFoundError('model.bin')\n")
+    app = write_app(
+        tmp_path / "app",
+        {
+            "mod": """
+                try:
+                    import vendpkg
+                except FileNotFoundError as exc:
+                    raise RuntimeError("the model is missing") from exc
+            """
+        },
+    )
+    with pytest.raises(BuildError) as info:
+        derive_schemas(app, site, [("mod.f", "mod", "f")])
+    message = str(info.value)
+    assert "  vendpkg/__init__.py:1 in <module>: raise FileNotFoundError('model.bin')" in message
+    assert "FileNotFoundError: model.bin\nwhich caused:" in message
+    assert message.endswith("RuntimeError: the model is missing")
+    assert str(app) not in message and str(site) not in message
+
+
 def test_a_crashing_import_is_a_build_error(tmp_path: Path) -> None:
     app = write_app(tmp_path / "app", {"dies": "import os\nos._exit(3)\n"})
     with pytest.raises(BuildError, match=r"crashed \(exit 3\)"):

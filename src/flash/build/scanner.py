@@ -517,8 +517,11 @@ _Resolved = _ModuleRef | _External | _Value | _Ambiguous | None
 def _one_of(
     name: str, module: _Module, lines: Sequence[int], options: list[_Resolved]
 ) -> _Resolved:
-    if len(options) == 1:  # an imported ambiguity keeps the lines of its own module
-        return options[0]
+    distinct: dict[object, _Resolved] = {}
+    for option in options:  # an ambiguity's options are never ambiguous: shallow to hash
+        distinct.setdefault(_identity(option), option)
+    if len(distinct) == 1:  # the same import in a try and its except; an imported ambiguity
+        return next(iter(distinct.values()))  # keeps the lines of the module it is in
     unique: dict[object, _Resolved] = {}
     for option in options:
         # Flat: an option that is itself ambiguous adds its own options, so a chain of
@@ -624,7 +627,12 @@ class _Project:
         else:
             options = [self._resolve_binding(module, binding, depth) for binding in bindings]
             found = _one_of(name, module, [binding.pos[0] for binding in bindings], options)
-        self._names[key] = found
+        # Not kept when an import cycle may have made it (a member still being resolved
+        # reads as None): asked again later, from outside the cycle, it can be found.
+        if found is not None and not (
+            isinstance(found, _Ambiguous) and any(leaf is None for leaf in found.leaves())
+        ):
+            self._names[key] = found
         return found
 
     def _resolve_binding(self, module: _Module, binding: _Binding, depth: int) -> _Resolved:

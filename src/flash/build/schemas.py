@@ -183,19 +183,43 @@ import warnings
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
 BUILD = os.path.join(request["paths"][0], "")
+# The build's files, then the vendored packages: frames are named relative to these.
+ROOTS = [os.path.join(path, "") for path in request["paths"]]
+
+
+def shown(filename):
+    for root in ROOTS:
+        if filename.startswith(root):
+            return filename[len(root):]
+    return filename
 
 
 def user_trace():
-    # The frames in the build's files, named as in the project (the build is a copy that is
-    # gone by the time anyone reads this), and the error itself; not importlib's frames.
-    kind, exc, tb = sys.exc_info()
-    frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith(BUILD)]
-    lines = [
-        f"  {f.filename[len(BUILD):]}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
-        for f in frames[-8:]
+    return describe(sys.exc_info()[1], 0)
+
+
+def describe(exc, depth):
+    # The frames in the project's files, named as in the project (the build is a copy that
+    # is gone by the time anyone reads this), the frame that raised it if elsewhere (a
+    # vendored package), the error, and what caused it; not importlib's frames.
+    parts = []
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and depth < 3:
+        parts.append(describe(cause, depth + 1))
+        parts.append("which caused:" if exc.__cause__ is not None else "then, handling it:")
+    frames = traceback.extract_tb(exc.__traceback__)
+    kept = [f for f in frames if f.filename.startswith(BUILD)]
+    if frames and frames[-1] not in kept and not frames[-1].filename.startswith("<"):
+        kept.append(frames[-1])
+    parts += [
+        f"  {shown(f.filename)}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+        for f in kept[-8:]
     ]
-    error = "".join(traceback.format_exception_only(kind, exc)).rstrip()
-    return "\n".join(lines + [error.replace(BUILD, "")])
+    error = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    for root in ROOTS:
+        error = error.replace(root, "")
+    parts.append(error)
+    return "\n".join(parts)
 
 
 def load_rule(path):
