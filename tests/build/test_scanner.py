@@ -1325,3 +1325,45 @@ def f(): ...
         },
     )
     assert "`worker` is bound at configs.py:4 and configs.py:6" in str(err), str(err)
+
+
+def test_the_same_config_in_a_try_and_its_except_is_one_config(tmp_path: Path) -> None:
+    source = f"""\
+{HEADER}
+try:
+    import torch  # noqa: F401
+    gpu = LiveServerless(name="gpu")
+except ImportError:
+    gpu = LiveServerless(name="gpu")
+
+
+@remote(gpu)
+def f(): ...
+"""
+    assert only(scan(tmp_path, {"main.py": source})).resource == "gpu"
+    for other in ('CpuLiveServerless(name="gpu")', 'LiveServerless(name="cpu")'):
+        different = source.replace(
+            'except ImportError:\n    gpu = LiveServerless(name="gpu")',
+            f"except ImportError:\n    gpu = {other}",
+        )
+        assert "would depend on run-time" in str(scan_error(tmp_path, {"main.py": different}))
+
+
+def test_calls_written_alike_of_constructors_bound_apart_are_not_one_config(
+    tmp_path: Path,
+) -> None:
+    source = """\
+from flash import remote
+try:
+    import torch  # noqa: F401
+    from flash import LiveServerless as Endpoint
+    worker = Endpoint(name="worker")
+except ImportError:
+    from flash import CpuLiveServerless as Endpoint
+    worker = Endpoint(name="worker")
+
+
+@remote(worker)
+def f(): ...
+"""
+    assert "would depend on run-time" in str(scan_error(tmp_path, {"main.py": source}))

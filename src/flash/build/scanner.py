@@ -515,11 +515,17 @@ _Resolved = _ModuleRef | _External | _Value | _Ambiguous | None
 
 
 def _one_of(
-    name: str, module: _Module, lines: Sequence[int], options: list[_Resolved]
+    name: str,
+    module: _Module,
+    lines: Sequence[int],
+    options: list[_Resolved],
+    identity: Callable[[_Resolved], object] | None = None,
 ) -> _Resolved:
+    """``options`` as one result: the one thing they all stand for, or an ambiguity."""
+    identity = identity or _identity
     distinct: dict[object, _Resolved] = {}
     for option in options:  # an ambiguity's options are never ambiguous: shallow to hash
-        distinct.setdefault(_identity(option), option)
+        distinct.setdefault(identity(option), option)
     if len(distinct) == 1:  # the same import in a try and its except; an imported ambiguity
         return next(iter(distinct.values()))  # keeps the lines of the module it is in
     unique: dict[object, _Resolved] = {}
@@ -527,7 +533,7 @@ def _one_of(
         # Flat: an option that is itself ambiguous adds its own options, so a chain of
         # conditional rebindings stays one set instead of nesting (and hashing) ever deeper.
         for leaf in option.options if isinstance(option, _Ambiguous) else (option,):
-            unique.setdefault(_identity(leaf), leaf)
+            unique.setdefault(identity(leaf), leaf)
     if len(unique) == 1:  # e.g. the same import in a try and in its except
         return next(iter(unique.values()))
     return _Ambiguous(name, module, tuple(sorted(lines)), tuple(unique.values()))
@@ -626,7 +632,8 @@ class _Project:
             found = self._resolve_star(module, name, pos, depth)
         else:
             options = [self._resolve_binding(module, binding, depth) for binding in bindings]
-            found = _one_of(name, module, [binding.pos[0] for binding in bindings], options)
+            lines = [binding.pos[0] for binding in bindings]
+            found = _one_of(name, module, lines, options, self._identity)
         # Not kept when an import cycle may have made it (a member still being resolved
         # reads as None): asked again later, from outside the cycle, it can be found.
         if found is not None and not (
@@ -634,6 +641,22 @@ class _Project:
         ):
             self._names[key] = found
         return found
+
+    def _identity(self, resolved: _Resolved) -> object:
+        """_identity, and one more: the same literal call of the same constructor (a config
+        written alike in a try and in its except) is one value."""
+        if isinstance(resolved, _Value) and isinstance(resolved.node, ast.Call):
+            call = resolved.node
+            if isinstance(call.func, (ast.Name, ast.Attribute)) and not any(
+                isinstance(n, ast.Name)
+                for part in (*call.args, *call.keywords)
+                for n in ast.walk(part)
+            ):
+                func = self.resolve(resolved.module, call.func, resolved.pos)
+                if isinstance(func, _External):
+                    arguments = ast.dump(ast.Call(ast.Constant(0), call.args, call.keywords))
+                    return ("call", _identity(func), arguments)
+        return _identity(resolved)
 
     def _resolve_binding(self, module: _Module, binding: _Binding, depth: int) -> _Resolved:
         if binding.kind == "import":
