@@ -1367,3 +1367,25 @@ except ImportError:
 def f(): ...
 """
     assert "would depend on run-time" in str(scan_error(tmp_path, {"main.py": source}))
+
+
+def test_a_config_from_a_star_import_rebound_under_a_condition_is_an_error(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "configs.py": f'{HEADER}gpu = LiveServerless(name="a")\n',
+        "w.py": f"""{HEADER}import os
+from configs import *
+if os.environ.get("X"):
+    gpu = LiveServerless(name="b")
+
+
+@remote(gpu)
+def f(): ...
+""",
+    }
+    err = scan_error(tmp_path, files)
+    assert "`gpu` is bound at w.py:3 and w.py:5" in str(err), str(err)
+    # Rebound unconditionally, the star import's is overwritten: no question.
+    files["w.py"] = files["w.py"].replace('if os.environ.get("X"):\n    gpu', "gpu")
+    assert only(scan(tmp_path, files)).resource == "b"

@@ -242,13 +242,14 @@ class _Module:
             self._tree = ast.parse(self.source, filename=self.path)
         return self._tree
 
-    def lookup(self, name: str, before: _Pos | None) -> list[_Binding]:
+    def lookup(self, name: str, before: _Pos | None) -> tuple[list[_Binding], bool]:
         """The bindings of ``name`` that may be in effect just before the statement at
         ``before`` (at the end of the module if None), latest first: the last one that surely
-        ran by then, and those after it that a condition (if, try, loop, with, match) decides."""
+        ran by then, and those after it that a condition (if, try, loop, with, match) decides;
+        and whether one surely ran (if not, the name may still come from a star import)."""
         entry = self._bindings().get(name)
         if entry is None:
-            return []
+            return [], False
         positions, bindings = entry
         index = len(positions) if before is None else bisect.bisect_left(positions, before)
         where = self._paths.get(before, ()) if before is not None else ()
@@ -258,8 +259,8 @@ class _Module:
                 continue  # another block of an if or match that `before` is in
             found.append(binding)
             if where[: len(binding.path)] == binding.path:
-                break  # it ran whenever `before` runs: the ones before it are overwritten
-        return found
+                return found, True  # it ran whenever `before` runs: earlier ones are overwritten
+        return found, False
 
     def stars(self, before: _Pos | None) -> list[_Binding]:
         """``from x import *`` statements before ``before``."""
@@ -627,12 +628,16 @@ class _Project:
         key = (module.name, name, pos)
         if key in self._names:  # a chain of conditional rebindings would branch each time
             return self._names[key]
-        bindings = module.lookup(name, pos)
+        bindings, sure = module.lookup(name, pos)
+        star, star_line = (None, 0) if sure else self._resolve_star(module, name, pos, depth)
         if not bindings:
-            found = self._resolve_star(module, name, pos, depth)
+            found = star
         else:
             options = [self._resolve_binding(module, binding, depth) for binding in bindings]
             lines = [binding.pos[0] for binding in bindings]
+            if star is not None:  # bound under a condition, else by a star import
+                options.append(star)
+                lines.append(star_line)
             found = _one_of(name, module, lines, options, self._identity)
         # Not kept when an import cycle may have made it (a member still being resolved
         # reads as None): asked again later, from outside the cycle, it can be found.
@@ -674,15 +679,18 @@ class _Project:
             return self.resolve(module, binding.node, binding.pos, depth + 1)
         return None
 
-    def _resolve_star(self, module: _Module, name: str, pos: _Pos | None, depth: int) -> _Resolved:
+    def _resolve_star(
+        self, module: _Module, name: str, pos: _Pos | None, depth: int
+    ) -> tuple[_Resolved, int]:
+        """What ``name`` is by the latest star import that has it, and that import's line."""
         for star in reversed(module.stars(pos)):
             if self.is_project_module(star.target):
                 found = self._resolve_member(star.target, name, depth + 1, submodules=False)
                 if found is not None:
-                    return found
+                    return found, star.pos[0]
             elif f"{star.target}.{name}" in _FLASH_SYMBOLS:
-                return _External(f"{star.target}.{name}")
-        return None
+                return _External(f"{star.target}.{name}"), star.pos[0]
+        return None, 0
 
     def _resolve_member(
         self, module_name: str, attr: str, depth: int, *, submodules: bool = True
