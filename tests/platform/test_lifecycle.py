@@ -23,6 +23,15 @@ from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
 
 
+def _failure_of_one_job(tmp_path: Path, platform_factory: Any, handler: str) -> str:
+    """The error of one job run on an endpoint served by ``handler``, which must fail it."""
+    platform = platform_factory(write_app(tmp_path / "app", {"ep": (handler, {})}))
+    job = _post(platform, "ep/run", json={"input": {}}).json()
+    final = ended(platform, "ep", job["id"])
+    assert final["status"] == "FAILED", final
+    return str(final["error"])
+
+
 def _post(
     platform: LocalPlatform,
     path: str,
@@ -722,13 +731,10 @@ raise RuntimeError("this handler cannot even be imported")
 def test_workers_that_cannot_start_fail_the_jobs_with_the_reason(
     tmp_path: Path, platform_factory
 ) -> None:
-    platform = platform_factory(write_app(tmp_path / "app", {"broken": (BROKEN, {})}))
-    job = _post(platform, "broken/run", json={"input": {}}).json()
-    final = ended(platform, "broken", job["id"])
-    assert final["status"] == "FAILED"
-    assert "fail to start" in final["error"]
-    assert "exited with code 1" in final["error"]
-    assert "this handler cannot even be imported" in final["error"]
+    error = _failure_of_one_job(tmp_path, platform_factory, BROKEN)
+    assert "fail to start" in error
+    assert "exited with code 1" in error
+    assert "this handler cannot even be imported" in error
 
 
 def test_idempotency_key_returns_the_first_job(tmp_path: Path, platform_factory) -> None:
@@ -852,11 +858,8 @@ if __name__ == "__main__":
 
 def test_a_stream_item_the_gateway_refuses_fails_the_job(tmp_path: Path, platform_factory) -> None:
     # A stream that silently lost an item would look complete: the job fails with the reason.
-    platform = platform_factory(write_app(tmp_path / "app", {"ds": (DEEP_STREAM, {})}))
-    job = _post(platform, "ds/run", json={"input": {}}).json()
-    final = ended(platform, "ds", job["id"])
-    assert final["status"] == "FAILED"
-    assert "refused" in final["error"] and "deeper than 256" in final["error"]
+    error = _failure_of_one_job(tmp_path, platform_factory, DEEP_STREAM)
+    assert "refused" in error and "deeper than 256" in error
 
 
 UNSENDABLE_STREAM = """
@@ -876,8 +879,5 @@ def test_a_stream_item_the_worker_cannot_send_fails_the_job(
     tmp_path: Path, platform_factory
 ) -> None:
     # Not a null item and COMPLETED: the worker reports why, and the job fails with that.
-    platform = platform_factory(write_app(tmp_path / "app", {"us": (UNSENDABLE_STREAM, {})}))
-    job = _post(platform, "us/run", json={"input": {}}).json()
-    final = ended(platform, "us", job["id"])
-    assert final["status"] == "FAILED", final
-    assert "a stream item" in final["error"] and "cannot be sent as JSON" in final["error"]
+    error = _failure_of_one_job(tmp_path, platform_factory, UNSENDABLE_STREAM)
+    assert "a stream item" in error and "cannot be sent as JSON" in error
