@@ -265,7 +265,7 @@ def test_a_second_run_of_a_project_is_refused_with_what_to_do(tmp_path: Path) ->
 
 STOP_FROM_ANOTHER_THREAD = """
 import signal, threading, time
-from flash.cli.serve import wait_for_stop
+from flash.cli._output import wait_for_stop
 
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -294,6 +294,7 @@ def test_serve_stops_on_a_sigterm_another_thread_received() -> None:
         [sys.executable, "-c", STOP_FROM_ANOTHER_THREAD],
         capture_output=True,
         text=True,
+        env=ENV,  # this tree's flash, not whichever is installed
         timeout=15,
     )
     assert done.stdout.strip() == "stopped", done.stderr

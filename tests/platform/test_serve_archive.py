@@ -299,3 +299,11 @@ def test_a_port_out_of_range_is_a_platform_error(tmp_path: Path, port: int) -> N
     platform = LocalPlatform(tmp_path / "state", port=0)
     platform.start()
     platform.stop()
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_a_platform_of_no_workers_is_refused_before_any_state(tmp_path: Path, workers: int) -> None:
+    # 0 used to mean every core, and -1 one worker.
+    with pytest.raises(PlatformError, match=f"max_workers must be at least 1, got {workers}"):
+        LocalPlatform(tmp_path / "state", max_workers=workers)
+    assert not (tmp_path / "state").exists()

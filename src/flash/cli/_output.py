@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,34 @@ def fail(message: str) -> NoReturn:
     # Messages quote paths, code and TOML tables: their brackets are text, not markup.
     err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
+
+
+def warn(title: str, message: str) -> None:
+    """Print a one-paragraph problem the command goes on after."""
+    err_console.print(f"[bold red]{escape(title)}:[/] {escape(message)}", soft_wrap=True)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event SIGINT and SIGTERM set while the block runs; the old handlers come back
+    after it."""
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_for_stop(stop: threading.Event) -> None:
+    """Wait until a signal handler sets ``stop``, in short waits: the kernel may hand
+    SIGTERM to another thread (the event loop's, say), and Python runs the handler only once
+    the main thread wakes, which an endless wait never does."""
+    while not stop.wait(0.5):
+        pass
 
 
 def check_port(option: str, port: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,12 +30,13 @@ from flash.cli._output import (
     check_port,
     check_state_folder,
     console,
-    describe,
-    err_console,
-    fail,
     stage_printer,
+    stop_on_signals,
+    user_errors,
+    wait_for_stop,
+    warn,
 )
-from flash.cli.serve import print_endpoints, wait_for_stop
+from flash.cli.serve import print_endpoints
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
@@ -66,59 +66,53 @@ def run(
     root = project_dir.resolve()
     check_state_folder(root / FLASH_DIR)
     options = BuildOptions(project_dir=root)
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
     platform: LocalPlatform | None = None
     web: WebApp | None = None
-    try:
-        platform = start_project(
-            options,
-            progress=stage_printer(True),
-            host=host,
-            port=port,
-            max_workers=max_workers,
-            api_key=api_key,
-        )
-        print_endpoints(platform, console)
-        if defines_web_app(root / "main.py"):
-            web = WebApp(root, host, app_port, platform.client_env())
-            web.start()
-            # Watched from a thread: edits made while the app starts still reach the watcher.
-            threading.Thread(target=web.watch_start_up, args=(stop,), daemon=True).start()
-            console.print(f"Web app (main.py) on http://{escape(host)}:{web.port}")
-        console.print(
-            "Scripts reach these endpoints with FLASH_API_BASE="
-            f"{escape(platform.url)} (flash.connect does the same)."
-        )
-        if watch:
-            for _ in watchfiles.watch(
-                root, watch_filter=source_filter(root), stop_event=stop, raise_interrupt=False
-            ):
-                reload(options, platform, web)
-        else:
-            wait_for_stop(stop)
-        if web is not None and web.failure is not None:
-            raise web.failure
-    except (BuildError, PlatformError, WebAppError, OSError) as exc:
-        fail(describe(exc))
-    finally:
-        if web is not None:
-            web.stop()
-        if platform is not None:
-            platform.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with (
+        user_errors(False, BuildError, PlatformError, WebAppError, OSError),
+        stop_on_signals() as stop,
+    ):
+        try:
+            platform = start_project(
+                options,
+                progress=stage_printer(True),
+                host=host,
+                port=port,
+                max_workers=max_workers,
+                api_key=api_key,
+            )
+            print_endpoints(platform, console)
+            if defines_web_app(root / "main.py"):
+                web = WebApp(root, host, app_port, platform.client_env())
+                web.start()
+                # Watched from a thread: edits made while the app starts reach the watcher.
+                threading.Thread(target=web.watch_start_up, args=(stop,), daemon=True).start()
+                console.print(f"Web app (main.py) on http://{escape(host)}:{web.port}")
+            console.print(
+                "Scripts reach these endpoints with FLASH_API_BASE="
+                f"{escape(platform.url)} (flash.connect does the same)."
+            )
+            if watch:
+                for _ in watchfiles.watch(
+                    root, watch_filter=source_filter(root), stop_event=stop, raise_interrupt=False
+                ):
+                    reload(options, platform, web)
+            else:
+                wait_for_stop(stop)
+            if web is not None and web.failure is not None:
+                raise web.failure
+        finally:
+            if web is not None:
+                web.stop()
+            if platform is not None:
+                platform.stop()
 
 
 def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -> None:
     try:
         result = build_project(options, progress=stage_printer(False))
     except BuildError as exc:
-        err_console.print(
-            f"[bold red]Build failed, still serving the last build:[/] {escape(str(exc))}"
-        )
+        warn("Build failed, still serving the last build", str(exc))
         return
     if result.skipped:
         return
@@ -127,15 +121,13 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
             extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)
         )
     except PlatformError as exc:
-        err_console.print(
-            f"[bold red]Cannot serve the new build, still serving the last:[/] {escape(str(exc))}"
-        )
+        warn("Cannot serve the new build, still serving the last", str(exc))
         return
     if web is not None:
         try:
             web.restart()
         except WebAppError as exc:  # e.g. its port taken meanwhile: the endpoints serve on
-            err_console.print(f"[bold red]Cannot restart the web app:[/] {escape(str(exc))}")
+            warn("Cannot restart the web app", str(exc))
     console.print(f"[green]Reloaded[/] {result.sha256[:12]}")
 
 
@@ -206,8 +198,7 @@ class WebApp:
         )
 
     def _check_port_free(self) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with socket.socket(family) as sock:
+        with socket.socket(socket.AF_INET) as sock:  # as the platform binds its own port
             # Bound as uvicorn binds: a port left in TIME_WAIT is free, a listened one is not.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

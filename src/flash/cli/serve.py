@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flash.cli._output import check_max_workers, check_port, check_state_folder, user_errors
+from flash.cli._output import (
+    check_max_workers,
+    check_port,
+    check_state_folder,
+    stop_on_signals,
+    user_errors,
+    wait_for_stop,
+)
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.project import serve_archive
@@ -59,26 +64,13 @@ def serve_command(
     platform = LocalPlatform(
         state_dir, host=host, port=port, max_workers=max_workers, api_key=api_key
     )
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        serve_archive(platform, archive)
-        print_endpoints(platform, Console())
-        wait_for_stop(stop)
-    finally:
-        platform.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def wait_for_stop(stop: threading.Event) -> None:
-    """Wait until a signal handler sets ``stop``, in short waits: the kernel may hand
-    SIGTERM to another thread (the event loop's, say), and Python runs the handler only once
-    the main thread wakes, which an endless wait never does."""
-    while not stop.wait(0.5):
-        pass
+    with stop_on_signals() as stop:
+        try:
+            serve_archive(platform, archive)
+            print_endpoints(platform, Console())
+            wait_for_stop(stop)
+        finally:
+            platform.stop()
 
 
 def print_endpoints(platform: LocalPlatform, console: Console) -> None:

@@ -67,6 +67,8 @@ class LocalPlatform:
         worker_env: Mapping[str, str] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
+        if max_workers is not None and max_workers < 1:  # `or cpu_count` would take 0 as all
+            raise PlatformError(f"max_workers must be at least 1, got {max_workers}")
         self.max_queue = max_queue
         self.recorder = recorder
         # Extra variables for every worker; the project's signing key (.flash/secrets/, made
