@@ -178,6 +178,13 @@ def create_handler(
     if manifest is _FROM_ENV:
         manifest = load_manifest()
     schemas = _json_schemas(manifest if isinstance(manifest, Mapping) else None, endpoint)
+    # One typed function (under its qualified and short names): it takes bare kwargs, and
+    # "function" names it unless it takes an argument of that name.
+    typed = list(schemas.values())
+    single = len(set(map(id, typed))) == 1 and "input" in typed[0]
+    single_takes_function = single and "function" in (
+        (typed[0]["input"].get("properties") or {}) if isinstance(typed[0]["input"], dict) else {}
+    )
     targets: dict[str, Any] = {}
     for key, value in registry.items():
         if not isinstance(key, str):
@@ -272,12 +279,10 @@ def create_handler(
         fields = set(payload) - {"context", "protocol_version", "signature"}
         if "method" in fields and fields <= {"function", "method", "init", "kwargs"}:
             return resolve_json_method(payload)
-        typed = list(schemas.values())
-        single = len(set(map(id, typed))) == 1 and "input" in typed[0]
-        # {"function": ...} names the function, unless the one function takes an argument
-        # of that name and the job is its bare arguments.
+        # {"function": ...} names the function, unless the job is the bare arguments of the
+        # one function, which takes an argument of that name.
         named = "function" in fields and not (
-            single and fields != {"function", "kwargs"} and _takes_argument(schemas, "function")
+            single_takes_function and fields != {"function", "kwargs"}
         )
         if named and fields <= {"function", "kwargs"}:
             # No kwargs, or null (which a signature does not tell from none): no arguments.
@@ -446,36 +451,28 @@ def create_handler(
             yield await run_call(call)
             return
         token = _context.use(call.context)
-        items = None
         try:
             label = repr(call.name)
+            args: list[Any] = []
             if call.execution_type == "json":
                 kwargs = _bind_json(label, call.target, call.payload)
-                items = await _invoke(call.target, [], kwargs, label, in_thread=False, finish=False)
-                async with contextlib.aclosing(_iterate(items, label)) as iterated:
-                    async for item in iterated:
-                        yield _json_success(item, label)
-                return
-            args, kwargs = _decode(
-                _list_field(call.payload, "args"),
-                _dict_field(call.payload, "kwargs"),
-                "args",
-                "kwargs",
-                label,
-                call.decoded,
-            )
+            else:
+                args, kwargs = _decode(
+                    _list_field(call.payload, "args"),
+                    _dict_field(call.payload, "kwargs"),
+                    "args",
+                    "kwargs",
+                    label,
+                    call.decoded,
+                )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
             async with contextlib.aclosing(_iterate(items, label)) as iterated:
                 async for item in iterated:
-                    yield _success(item, label, call.digests)
+                    if call.execution_type == "json":
+                        yield _json_success(item, label)
+                    else:
+                        yield _success(item, label, call.digests)
         finally:
-            # A stream stopped early (cancelled, or its consumer gone) runs the user's cleanup
-            # now and in this context, not whenever the garbage collector gets to it.
-            with contextlib.suppress(Exception):
-                if inspect.isasyncgen(items):
-                    await items.aclose()
-                elif inspect.isgenerator(items):
-                    items.close()
             _context.reset(token)
 
     async def _run_map(call: _Call) -> dict[str, Any]:
@@ -993,18 +990,14 @@ def _item_nonce(nonce: str | None, index: int) -> str | None:
     return None if nonce is None else f"{nonce}:{index}"
 
 
-def _takes_argument(schemas: Mapping[str, Any], argument: str) -> bool:
-    """Whether the (one) typed function's JSON input has a property named ``argument``."""
-    schema = next(iter(schemas.values()))["input"]
-    return isinstance(schema, dict) and argument in (schema.get("properties") or {})
-
-
 def _is_generator_function(target: Any) -> bool:
     return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
 async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
-    """Items of a (async) generator; an exception raised while producing one is user code's."""
+    """Items of a (async) generator; an exception raised while producing one is user code's.
+    Closed early (cancelled, or its consumer gone), it closes ``items`` at once, in this
+    task and context, not whenever the garbage collector gets to it."""
     try:
         if inspect.isasyncgen(items):
             async for item in items:
@@ -1016,6 +1009,12 @@ async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
         raise
     except BaseException as exc:
         raise _UserCodeError(label, exc) from None
+    finally:
+        with contextlib.suppress(Exception):
+            if inspect.isasyncgen(items):
+                await items.aclose()
+            elif inspect.isgenerator(items):
+                items.close()
 
 
 def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:

@@ -109,6 +109,10 @@ def _is_generator(handler: Callable[..., Any]) -> bool:
 _DONE = object()
 
 
+def _json_body(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
 def _next_or_done(gen: Any) -> Any:
     try:
         return next(gen)
@@ -298,9 +302,15 @@ class _WorkerLoop:
                         break
                 if isinstance(chunk, dict) and chunk.get("error"):
                     return {"error": str(chunk["error"])}
+                try:
+                    body = _json_body({"output": chunk})
+                except (TypeError, ValueError) as err:
+                    # The stream ends here: the job fails with why (closing the generator),
+                    # rather than go on without this item.
+                    return {"error": f"a stream item cannot be sent as JSON: {err}"}
                 if self.aggregate:
                     final["output"].append(chunk)
-                await self._post(self.stream_url, job["id"], {"output": chunk}, False)
+                await self._send(self.stream_url, job["id"], body, False)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -332,13 +342,15 @@ class _WorkerLoop:
             raise
 
     async def _post(self, template: str, job_id: str, data: dict[str, Any], stream: bool) -> None:
-        url = template.replace("$ID", job_id) + f"&isStream={'true' if stream else 'false'}"
         try:
-            body = json.dumps(data, ensure_ascii=False).encode()
+            body = _json_body(data)
         except (TypeError, ValueError) as err:
             # The job must still end: report why its answer could not be sent.
-            data = {"error": f"the handler's answer cannot be sent as JSON: {err}"}
-            body = json.dumps(data).encode()
+            body = _json_body({"error": f"the handler's answer cannot be sent as JSON: {err}"})
+        await self._send(template, job_id, body, stream)
+
+    async def _send(self, template: str, job_id: str, body: bytes, stream: bool) -> None:
+        url = template.replace("$ID", job_id) + f"&isStream={'true' if stream else 'false'}"
         headers = {
             "charset": "utf-8",
             "Content-Type": "application/x-www-form-urlencoded",
