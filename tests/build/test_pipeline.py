@@ -15,7 +15,7 @@ from tests.helpers import QuietHandler, serve_http
 from tests.integration.projects import multi_package_project, src_layout_project, write_files
 from tests.wheelhouse import build_wheel
 
-from flash.build import pipeline
+from flash.build import dependencies, pipeline
 from flash.build.dependencies import DependencyOptions, load_toml
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, build_project
@@ -621,7 +621,7 @@ def test_target_options_are_checked_even_without_dependencies(
 def test_the_oldest_target_python_is_the_oldest_flash_supports(tmp_path: Path) -> None:
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     requires = load_toml(pyproject, "pyproject.toml")["project"]["requires-python"]
-    floor = ".".join(map(str, pipeline.MIN_PYTHON))
+    floor = ".".join(map(str, dependencies.MIN_PYTHON))
     assert f">={floor}" in requires.replace(" ", "").split(",")
     target = DependencyOptions(python_version=floor, platform="aarch64-manylinux_2_28")
     result = build_project(BuildOptions(project_dir=starter(tmp_path), dependencies=target))

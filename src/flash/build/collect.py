@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pathspec
 
+from flash.build.archive import file_sha256
 from flash.build.errors import BuildError
 from flash.runtime.protocol import MANIFEST_FILENAME
 
@@ -225,17 +226,8 @@ def fingerprint(root: Path, files: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.encode("utf-8") + b"\0")
-        digest.update(_file_sha256(root / rel, rel))
+        try:
+            digest.update(bytes.fromhex(file_sha256(root / rel)))  # in blocks: files may be big
+        except OSError as exc:  # gone since the walk, unreadable: say which, without a traceback
+            raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
     return digest.hexdigest()
-
-
-def _file_sha256(path: Path, rel: str) -> bytes:
-    digest = hashlib.sha256()
-    try:
-        # In blocks: a project file may be far bigger than the memory a build should take.
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:  # gone since the walk, unreadable: say which, without a traceback
-        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
-    return digest.digest()

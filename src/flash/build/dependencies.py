@@ -54,6 +54,9 @@ _REGEX_REQUIREMENT = re.compile(
     r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*"
     r"(?P<extras>\[[A-Za-z0-9._,\s-]*\])?\s*(?P<rest>(?:[<>=!~@;(].*)?)$"
 )
+# The oldest Python the runtime vendored into every archive runs on: pyproject.toml's
+# requires-python (tests/build check that the two agree).
+MIN_PYTHON = (3, 10)
 _PYTHON_VERSION = re.compile(r"^3\.\d+(?:\.\d+)?$")
 
 
@@ -186,12 +189,6 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         yield start, " ".join(part.strip() for part in pending).strip()
 
 
-def _include_target(line: str, options: str = "-r|--requirement") -> str | None:
-    """The file named by a ``-r``/``--requirement`` line (or one of ``options``), else None."""
-    match = re.match(rf"^(?:{options})(?:\s*=\s*|\s+|(?=\S))(\S.*)$", line)
-    return match.group(1).strip() if match else None
-
-
 def referenced_files(paths: Iterable[Path]) -> list[Path]:
     """The files requirements files name with ``-r``/``-c`` (or the long forms), and those
     they name in turn, that exist; each relative to the file naming it, as pip reads them."""
@@ -205,9 +202,13 @@ def referenced_files(paths: Iterable[Path]) -> list[Path]:
         except (OSError, UnicodeDecodeError):  # archiving it says what is wrong
             continue
         for _, line in _logical_lines(text):
-            target = _include_target(line, "-r|--requirement|-c|--constraint")
+            if not line.startswith("-"):
+                continue
+            name, target = _option_line(line)  # as the requirements are read
             included = current.parent / target if target else None
-            if included is not None and included.is_file() and included.resolve() not in seen:
+            if name not in ("--requirement", "--constraint") or included is None:
+                continue
+            if included.is_file() and included.resolve() not in seen:
                 seen.add(included.resolve())
                 found.append(included)
                 pending.append(included)
@@ -500,11 +501,11 @@ def _uv_env() -> dict[str, str]:
     return env
 
 
-def check_options(options: DependencyOptions, cache_dir: Path) -> None:
-    """Refuse a malformed python_version, --exclude name or --platform: for every build,
-    since without dependencies uv never sees them, yet they go into the manifest."""
+def check_options(options: DependencyOptions) -> None:
+    """Refuse a python_version older than the runtime's floor or malformed, or a malformed
+    --exclude name: for every build, since they go into the manifest, dependencies or not
+    (--platform is judged by uv, see vendor_dependencies)."""
     _check_options(options)
-    _check_platform(options.platform, cache_dir)
 
 
 def _check_platform(name: str, cache_dir: Path) -> None:
@@ -528,6 +529,13 @@ def _check_platform(name: str, cache_dir: Path) -> None:
 
 
 def _check_options(options: DependencyOptions) -> DependencyOptions:
+    version = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", options.python_version)
+    if version is not None and (int(version[1]), int(version[2])) < MIN_PYTHON:
+        floor = ".".join(map(str, MIN_PYTHON))
+        raise BuildError(
+            f"python_version {options.python_version!r} is older than {floor}: the Flash "
+            f"runtime in the archive needs Python {floor} or newer"
+        )
     if not _PYTHON_VERSION.match(options.python_version):
         raise BuildError(
             f"python_version {options.python_version!r} is not a Python version like '3.11'"
@@ -835,6 +843,8 @@ def vendor_dependencies(
     ]
     constraints = _canonical_all(sources.constraints)
     options = _with_file_options(options, sources)
+    if not requirements:  # resolve() would pass --platform to uv; here nothing else does
+        _check_platform(options.platform, cache_dir)
     pins = resolve(requirements, options, cache_dir, constraints)
     site_dir = install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))

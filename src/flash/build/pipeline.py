@@ -27,6 +27,7 @@ from flash.build import archive as _archive
 from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
     DependencyOptions,
+    ResolvedDependencies,
     check_options,
     decode_config,
     encode_config,
@@ -53,9 +54,6 @@ from flash.sdk.keys import ensure_signing_key
 FLASH_DIR = ".flash"
 STAMP_NAME = "build_stamp.json"
 RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
-# The oldest Python the runtime vendored into every archive runs on: pyproject.toml's
-# requires-python (tests/build check that the two agree).
-MIN_PYTHON = (3, 10)
 
 # The archive's `flash` package: the vendored runtime plus every name `flash` exports, so
 # any module-level import works on the worker, as light stand-ins (the configs were validated
@@ -158,9 +156,6 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
     _check_max_size(options.max_size_mb)
-    # Checked for every build: without dependencies uv never sees them, and they go into
-    # the manifest all the same.
-    _check_target(options.dependencies, flash_dir / "cache")
     ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     timings: dict[str, float] = {}
 
@@ -170,9 +165,11 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         # Before anything is hashed or copied: a project too big alone never builds.
         _check_size(sum(size for _, size in project_sizes), options.max_size_mb, project_sizes)
         source_fp = fingerprint(root, files)
-        key = _build_key(source_fp, _dependency_inputs_fingerprint(root), options)
+        key = _build_key(source_fp, _dependency_inputs_fingerprint(root, files), options)
     report("collect", f"{len(files)} files")
 
+    # A build the stamp matches had its options checked: the key holds them.
+    check_options(options.dependencies)
     cached = None if options.force else _up_to_date(flash_dir, archive_path, key)
     if cached is not None:
         report("done", "nothing changed")
@@ -241,12 +238,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     )
 
     all_entries = entries + dep_entries
-    _check_size(
-        sum(e.size() for e in all_entries),
-        options.max_size_mb,
-        project_sizes,
-        package_sizes(deps.site_dir) if deps.site_dir else [],
-    )
+    _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
     with _timed(timings, "archive"):
         info = _archive.write_archive(all_entries, archive_path)
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
@@ -289,30 +281,18 @@ def _check_max_size(max_size_mb: float) -> None:
         raise BuildError(f"--max-size must be a positive number of MB, got {max_size_mb!r}")
 
 
-def _check_target(options: DependencyOptions, cache_dir: Path) -> None:
-    """--python-version (its form and the runtime's floor), --exclude and --platform."""
-    version = options.python_version
-    major_minor = tuple(int(n) for n in version.split(".")[:2] if n.isdigit())
-    if len(major_minor) == 2 and major_minor < MIN_PYTHON:
-        floor = ".".join(map(str, MIN_PYTHON))
-        raise BuildError(
-            f"python_version {version!r} is older than {floor}: the Flash runtime in the "
-            f"archive needs Python {floor} or newer"
-        )
-    check_options(options, cache_dir)
-
-
-def _dependency_inputs_fingerprint(root: Path) -> str:
-    """The fingerprint of every file the dependency stage reads, collected or not: a
-    requirements.txt or pyproject.toml in .flashignore, a file a requirements file names
-    with -r/-c, even outside the project. Named relative to ``root`` (``../shared/x.txt``)."""
+def _dependency_inputs_fingerprint(root: Path, collected: list[str]) -> str:
+    """The fingerprint of the files the dependency stage reads that are not ``collected``
+    (those are in the source fingerprint): a requirements.txt or pyproject.toml in
+    .flashignore, a file a requirements file names with -r/-c, even outside the project.
+    Named relative to ``root`` (``../shared/x.txt``)."""
     requirements = root / "requirements.txt"
     files = [requirements] if requirements.is_file() else []
     files += referenced_files(files)
     if (root / "pyproject.toml").is_file():
         files.append(root / "pyproject.toml")
-    names = {os.path.relpath(path.resolve(), root) for path in files}
-    return fingerprint(root, sorted(Path(name).as_posix() for name in names))
+    names = {Path(os.path.relpath(path.resolve(), root)).as_posix() for path in files}
+    return fingerprint(root, sorted(names - set(collected)))
 
 
 def _build_key(source_fp: str, dependency_fp: str, options: BuildOptions) -> str:
@@ -556,13 +536,16 @@ def _check_size(
     total: int,
     max_size_mb: float,
     project_files: list[tuple[str, int]],
-    packages: list[tuple[str, int]] | None = None,
+    deps: ResolvedDependencies | None = None,
 ) -> None:
     """Over --max-size, name what takes the room: the largest project files, and packages
-    once they are installed (``packages`` is None before then). MB is --max-size's: 2**20."""
+    once they are installed (``deps`` is None before then). MB is --max-size's: 2**20."""
     limit = int(max_size_mb * 1024 * 1024)
     if total <= limit:
         return
+    packages = None
+    if deps is not None:  # only now: listing every installed file takes a while
+        packages = package_sizes(deps.site_dir) if deps.site_dir else []
     what = "the archive would hold" if packages is not None else "the project files alone hold"
     facts = [f"{what} {_mb(total)}, over --max-size {max_size_mb:g} MB"]
     advice = []

@@ -506,10 +506,7 @@ class _Ambiguous:
     name: str
     module: _Module
     lines: tuple[int, ...]  # of the bindings, in ``module``
-    options: tuple[_Resolved, ...]
-
-    def leaves(self) -> Iterator[_Resolved]:
-        yield from self.options  # never ambiguous themselves (see _one_of)
+    options: tuple[_Resolved, ...]  # never ambiguous themselves (see _one_of)
 
 
 _Resolved = _ModuleRef | _External | _Value | _Ambiguous | None
@@ -538,6 +535,11 @@ def _one_of(
     if len(unique) == 1:  # e.g. the same import in a try and in its except
         return next(iter(unique.values()))
     return _Ambiguous(name, module, tuple(sorted(lines)), tuple(unique.values()))
+
+
+def _is_remote_target(resolved: _Resolved) -> bool:
+    """Whether ``resolved`` is Flash's ``remote`` itself."""
+    return isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS
 
 
 def _identity(resolved: _Resolved) -> object:
@@ -642,7 +644,7 @@ class _Project:
         # Not kept when an import cycle may have made it (a member still being resolved
         # reads as None): asked again later, from outside the cycle, it can be found.
         if found is not None and not (
-            isinstance(found, _Ambiguous) and any(leaf is None for leaf in found.leaves())
+            isinstance(found, _Ambiguous) and any(option is None for option in found.options)
         ):
             self._names[key] = found
         return found
@@ -974,13 +976,13 @@ class _Project:
             resolved = self.resolve(module, func, _pos(node))
             if isinstance(resolved, _Ambiguous):
                 # Other decorators may well be bound under conditions (a fallback import).
-                if any(self._is_remote(decorator, option) for option in resolved.leaves()):
+                if any(self._is_remote(decorator, option) for option in resolved.options):
                     what = f"@{_text(func)} on {node.name!r}"
                     raise _ambiguous_error(resolved, what, module.path, decorator)
                 continue
             candidate = self._stored_remote_call(decorator, resolved)
             if candidate is None:
-                if not (isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS):
+                if not _is_remote_target(resolved):
                     continue
                 if not isinstance(decorator, ast.Call):
                     raise _error(
@@ -1000,7 +1002,7 @@ class _Project:
 
     def _is_remote(self, decorator: ast.expr, resolved: _Resolved) -> bool:
         if isinstance(resolved, _External):
-            return resolved.dotted in _REMOTE_TARGETS
+            return _is_remote_target(resolved)
         return self._stored_remote_call(decorator, resolved) is not None
 
     def _stored_remote_call(self, decorator: ast.expr, resolved: _Resolved) -> _Decorator | None:
@@ -1011,13 +1013,11 @@ class _Project:
         if not isinstance(call, ast.Call):
             return None
         func = self.resolve(resolved.module, call.func, resolved.pos)
-        if isinstance(func, _Ambiguous) and any(
-            isinstance(o, _External) and o.dotted in _REMOTE_TARGETS for o in func.leaves()
-        ):
+        if isinstance(func, _Ambiguous) and any(map(_is_remote_target, func.options)):
             # `remote` itself bound under a condition: as for @remote(...) written in place.
             what = f"`{_text(call.func)}` in `{_text(decorator)}`"
             raise _ambiguous_error(func, what, resolved.module.path, call.func)
-        if not (isinstance(func, _External) and func.dotted in _REMOTE_TARGETS):
+        if not _is_remote_target(func):
             return None
         return _Decorator(call, resolved.module, resolved.pos, decorator)
 

@@ -182,9 +182,9 @@ import warnings
 
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
-BUILD = os.path.join(request["paths"][0], "")
 # The build's files, then the vendored packages: frames are named relative to these.
 ROOTS = [os.path.join(path, "") for path in request["paths"]]
+BUILD = ROOTS[0]
 
 
 def shown(filename):
