@@ -106,24 +106,41 @@ def test_a_missing_payload_file_fails_its_job_naming_it(tmp_path: Path) -> None:
     assert again.status == "FAILED" and not again.output_in_store
 
 
-def test_big_payloads_stored_by_the_previous_version_are_still_read(tmp_path: Path) -> None:
+def test_big_payloads_stored_by_the_previous_version_are_moved_to_files(tmp_path: Path) -> None:
     # It kept them as rows of ``payloads`` and left the job's column empty (NULL).
     store = JobStore(tmp_path / "jobs.db")
     store.insert(Job(id="queued", endpoint="e", input_json=SMALL))
     _finished(store, "done", SMALL)
+    store.insert(Job(id="odd id", endpoint="e", input_json=SMALL))  # no file can be named so
     store.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db, db:
-        db.execute("UPDATE jobs SET input = NULL")
+        db.execute(
+            "CREATE TABLE payloads (job_id TEXT NOT NULL, kind TEXT NOT NULL,"
+            " json TEXT NOT NULL, PRIMARY KEY (job_id, kind))"
+        )
+        db.execute("UPDATE jobs SET input = NULL WHERE id != 'done'")
         db.execute("UPDATE jobs SET output = NULL WHERE id = 'done'")
         db.executemany(
             "INSERT INTO payloads (job_id, kind, json) VALUES (?, ?, ?)",
-            [("queued", "input", BIG), ("done", "input", BIG), ("done", "output", BIG)],
+            [
+                ("queued", "input", BIG),
+                ("done", "input", '"not read: the row has one"'),
+                ("done", "output", BIG),
+                ("odd id", "input", BIG),
+                ("gone", "input", BIG),  # its job was deleted
+            ],
         )
-    restarted = JobStore(tmp_path / "jobs.db")
-    jobs = {job.id: job for job in restarted.load()}
-    assert jobs["queued"].input_json == BIG
-    assert jobs["done"].output_in_store and restarted.load_output("done") == BIG
-    assert restarted.load_input("done") == BIG
+    for _ in range(2):  # moved once; the second start finds them where the first put them
+        restarted = JobStore(tmp_path / "jobs.db")
+        jobs = {job.id: job for job in restarted.load()}
+        assert jobs["queued"].input_json == BIG and jobs["odd id"].input_json == BIG
+        assert jobs["done"].output_in_store and restarted.load_output("done") == BIG
+        assert restarted.load_input("done") == BIG
+        assert _files(restarted) == ["done.input.json", "done.output.json", "queued.input.json"]
+        restarted.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "payloads" not in tables
 
 
 def test_an_output_file_unreadable_for_now_is_kept_with_its_job(

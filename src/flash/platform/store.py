@@ -30,12 +30,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     input TEXT,
     output TEXT
 );
-CREATE TABLE IF NOT EXISTS payloads (
-    job_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    json TEXT NOT NULL,
-    PRIMARY KEY (job_id, kind)
-);
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
     n INTEGER NOT NULL,
@@ -49,9 +43,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 # a whole row on UPDATE, and writes a megabyte value twice (its log, then the database) in
 # 4 KB pages with a checksum each, which costs fifteen times what a file does. Finished
 # jobs are loaded without their input (only a retry needs it) and without a big output
-# (read when asked for). Databases of earlier versions kept big payloads as rows of
-# ``payloads``, every input in ``jobs.input`` or, before that, inside ``request``, and the
-# output inside ``state``: they are still found there.
+# (read when asked for). Databases of earlier versions kept big payloads as rows of a
+# ``payloads`` table (moved to this layout when opened), every input inside ``request``
+# before inputs had a column, and the output inside ``state``: those are still found there.
 _INLINE_BYTES = 4096
 _IN_FILE = ""
 # Job ids are the platform's own (a UUID and a suffix); anything else gets no file name.
@@ -64,23 +58,15 @@ _ADD_COLUMNS = {
 _INPUT, _OUTPUT = "input", "output"
 _FINAL = tuple(sorted(FINAL))
 _LOAD = f"""
-SELECT jobs.seq, jobs.id, jobs.endpoint, jobs.status, jobs.request, jobs.created_at,
-    jobs.state,
-    CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN NULL
-        ELSE coalesce(jobs.input, input.json) END,
-    CASE WHEN jobs.status IN ({", ".join("?" * len(_FINAL))}) THEN jobs.output
-        ELSE coalesce(jobs.output, output.json) END,
-    jobs.output IS NULL AND output.job_id IS NOT NULL OR jobs.output = '{_IN_FILE}'
-FROM jobs
-LEFT JOIN payloads AS input ON input.job_id = jobs.id AND input.kind = '{_INPUT}'
-LEFT JOIN payloads AS output ON output.job_id = jobs.id AND output.kind = '{_OUTPUT}'
-ORDER BY jobs.seq
+SELECT seq, id, endpoint, status, request, created_at, state,
+    CASE WHEN status IN ({", ".join("?" * len(_FINAL))}) THEN NULL ELSE input END,
+    output, output = '{_IN_FILE}'
+FROM jobs ORDER BY seq
 """
 # Which jobs have stream chunks; the chunks themselves are read when asked for (load_stream).
 _STREAMED = "SELECT DISTINCT job_id FROM chunks"
 _SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
 _SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id = ?"
-_DELETE_PAYLOAD = "DELETE FROM payloads WHERE job_id = ? AND kind = ?"
 
 _STATE_FIELDS = (
     "queued_at",
@@ -110,6 +96,31 @@ class JobStore:
         for column, add_column in _ADD_COLUMNS.items():
             if column not in columns:
                 self._db.execute(add_column)
+        self._move_payload_rows()
+
+    def _move_payload_rows(self) -> None:
+        """Move the big payloads an earlier version kept as rows of ``payloads`` to files (or
+        to the job's row, for an id no file can be named after), once, then drop the table.
+        A payload in the job's own column was read first, so that one stays. A crash before
+        the commit leaves the table as it was, and files no row points to (removed at load)."""
+        tables = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payloads'"
+        ).fetchone()
+        if tables is None:
+            return
+        with self._transaction():
+            for job_id, kind, text in self._db.execute(
+                "SELECT payloads.job_id, payloads.kind, payloads.json FROM payloads"
+                " JOIN jobs ON jobs.id = payloads.job_id"
+                " WHERE payloads.kind = 'input' AND jobs.input IS NULL"
+                " OR payloads.kind = 'output' AND jobs.output IS NULL"
+            ).fetchall():
+                stored = text
+                if _FILE_SAFE_ID.fullmatch(job_id):
+                    self._write_payload(job_id, kind, text)
+                    stored = _IN_FILE
+                self._db.execute(f"UPDATE jobs SET {kind} = ? WHERE id = ?", (stored, job_id))
+            self._db.execute("DROP TABLE payloads")
 
     def close(self) -> None:
         self._db.close()
@@ -165,15 +176,11 @@ class JobStore:
                 self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), _IN_FILE, job.id))
                 self._write_payload(job.id, _OUTPUT, output)
             return
-        # An output in the row (or its mark) is read before one in ``payloads``: no need to
-        # delete that, but for a job that has none now.
         if output is not None:
             self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), output, job.id))
             self._remove_payloads([job.id], (_OUTPUT,))  # one that shrank to fit the row
             return
-        with self._transaction():
-            self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
-            self._db.execute(_DELETE_PAYLOAD, (job.id, _OUTPUT))
+        self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
         self._remove_payloads([job.id], (_OUTPUT,))
 
     def save_requeued(self, jobs: list[Job]) -> None:
@@ -185,7 +192,6 @@ class JobStore:
             self._db.executemany(
                 _SAVE_WITH_OUTPUT, [(job.status, _state(job), None, job.id) for job in jobs]
             )
-            self._db.executemany(_DELETE_PAYLOAD, [(job.id, _OUTPUT) for job in jobs])
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(j.id,) for j in jobs])
         self._remove_payloads([job.id for job in jobs], (_OUTPUT,))
 
@@ -206,12 +212,9 @@ class JobStore:
             return _input_json(row[0], self._text(job_id, _INPUT, row[1]))
 
     def _stored(self, kind: str, job_id: str) -> tuple[str, str | None] | None:
-        """The job's request and its ``kind`` text, from its row or else from ``payloads``."""
+        """The job's request and its ``kind`` text (or its file's mark)."""
         row: tuple[str, str | None] | None = self._db.execute(
-            f"SELECT jobs.request, coalesce(jobs.{kind}, payloads.json) FROM jobs"
-            " LEFT JOIN payloads ON payloads.job_id = jobs.id AND payloads.kind = ?"
-            " WHERE jobs.id = ?",
-            (kind, job_id),
+            f"SELECT request, {kind} FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
         return row
 
@@ -238,7 +241,6 @@ class JobStore:
         with self._transaction():
             ids = [(i,) for i in job_ids]
             self._db.executemany("DELETE FROM jobs WHERE id = ?", ids)
-            self._db.executemany("DELETE FROM payloads WHERE job_id = ?", ids)
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", ids)
         self._remove_payloads(job_ids, (_INPUT, _OUTPUT))
 
@@ -253,7 +255,7 @@ class JobStore:
         self._remove_stray_payloads()
         streamed = {row[0] for row in self._db.execute(_STREAMED)}
         jobs = []
-        for row in self._db.execute(_LOAD, _FINAL + _FINAL).fetchall():
+        for row in self._db.execute(_LOAD, _FINAL).fetchall():
             try:
                 job = _job(row, self._text)
                 job.stream_in_store = job.id in streamed
@@ -270,7 +272,6 @@ class JobStore:
                 "UPDATE jobs SET status = ?, request = ?, state = ?, output = NULL WHERE id = ?",
                 (job.status, _request(job), _state(job), job.id),
             )
-            self._db.execute(_DELETE_PAYLOAD, (job.id, _OUTPUT))
             self._db.execute("DELETE FROM chunks WHERE job_id = ?", (job.id,))
         self._remove_payloads([job.id], (_OUTPUT,))
 
