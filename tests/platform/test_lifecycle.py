@@ -132,6 +132,9 @@ def test_api_key_guards_every_route_and_workers_use_it(
     assert "API key" in denied.json()["error"]
     stolen = _get(platform, "basic/job-take/anyone?gpu=none", key="wrong")
     assert stolen.status_code == 401
+    # The API key is a caller's: it takes no other caller's job as a worker would.
+    taken = _get(platform, "basic/job-take/anyone?gpu=none", key="s3cret")
+    assert taken.status_code == 401
     use_client(platform, api_key="s3cret")
     assert runpod.Endpoint("basic").run_sync({"action": "echo", "value": 1}, timeout=60) == {
         "echo": 1

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from flash.platform.dispatch import Dispatcher
 from flash.platform.jobs import COMPLETED, Job
-from flash.platform.store import JobStore
+from flash.platform.store import JobStore, NonceUsed
 
 BIG = json.dumps({"data": "x" * 100_000})  # past what a row keeps
 SMALL = json.dumps({"data": "x"})
@@ -163,3 +164,33 @@ def test_an_output_file_unreadable_for_now_is_kept_with_its_job(
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     status = json.loads(dispatcher.status_json(dispatcher.jobs["done"]))
     assert status["status"] == "COMPLETED" and status["output"] == json.loads(BIG)
+
+
+def test_a_nonce_is_claimed_once_until_it_expires(tmp_path: Path) -> None:
+    until = time.time() + 600
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert(Job(id="first", endpoint="e", input_json=SMALL), ("n1", until))
+    with pytest.raises(NonceUsed):
+        store.insert(Job(id="replay", endpoint="e", input_json=BIG), ("n1", until))
+    store.close()
+    restarted = JobStore(tmp_path / "jobs.db")
+    assert [job.id for job in restarted.load()] == ["first"] and _files(restarted) == []
+    with pytest.raises(NonceUsed):  # remembered across a restart
+        restarted.insert(Job(id="replay", endpoint="e", input_json=SMALL), ("n1", until))
+    restarted.forget_nonces(now=until - 1)
+    with pytest.raises(NonceUsed):
+        restarted.insert(Job(id="replay", endpoint="e", input_json=SMALL), ("n1", until))
+    restarted.forget_nonces(now=until)  # no worker takes the request any more
+    restarted.insert(Job(id="late", endpoint="e", input_json=SMALL), ("n1", until + 600))
+
+
+def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # It holds every job's input and output, signed requests among them.
+    old = tmp_path / "jobs.db-wal"
+    old.write_bytes(b"")
+    old.chmod(0o644)  # left by an earlier version
+    store = JobStore(tmp_path / "jobs.db")
+    _finished(store, "done", BIG)
+    paths = [tmp_path / "jobs.db", old, *store.payload_dir.iterdir()]
+    assert {oct(path.stat().st_mode & 0o777) for path in paths} == {"0o600"}
+    assert oct(store.payload_dir.stat().st_mode & 0o777) == "0o700"

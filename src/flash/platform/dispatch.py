@@ -153,9 +153,11 @@ class Dispatcher:
         sync: bool = False,
         idempotency_key: str | None = None,
         low_priority: bool = False,
+        nonce: tuple[str, float] | None = None,
     ) -> Job:
         """Queue a job with the input's JSON text; a key seen before on this endpoint returns
-        that earlier job instead."""
+        that earlier job instead. A signed request's ``nonce`` (and until when it counts)
+        is taken once across restarts and workers: NonceUsed if it was before."""
         if idempotency_key is not None:
             earlier = self.jobs.get(self._idempotent.get((endpoint, idempotency_key), ""))
             if earlier is not None:
@@ -172,7 +174,7 @@ class Dispatcher:
             low_priority=low_priority,
             created_at=time.time(),
         )
-        job.seq = self.store.insert(job)
+        job.seq = self.store.insert(job, nonce)
         self.jobs[job.id] = job
         if idempotency_key is not None:
             self._idempotent[(endpoint, idempotency_key)] = job.id
@@ -335,6 +337,7 @@ class Dispatcher:
             if job.idempotency_key is not None:
                 self._idempotent.pop((job.endpoint, job.idempotency_key), None)
         self.store.delete(expired)
+        self.store.forget_nonces(now)
         return len(expired)
 
     # ------------------------------------------------------------------ worker side

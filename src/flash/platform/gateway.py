@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -17,8 +19,10 @@ from starlette.routing import Route
 from flash.platform import jobs as js
 from flash.platform import openapi
 from flash.platform.dispatch import Dispatcher
+from flash.platform.store import NonceUsed
 from flash.platform.supervisor import Supervisor
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
+from flash.runtime.signing import CLOCK_SKEW_S, MAX_TTL_S
 
 # Deeper JSON is refused with 400 before anything else looks at it.
 MAX_JSON_DEPTH = 256
@@ -223,16 +227,24 @@ class Gateway:
                 f"endpoint '{endpoint}' already has {queued} queued jobs (limit {self.max_queue});"
                 " retry later",
             )
-        job = self.dispatcher.submit(
-            request.path_params["endpoint"],
-            parsed.input_json,
-            webhook=parsed.webhook,
-            execution_timeout_ms=parsed.execution_timeout_ms,
-            ttl_ms=parsed.ttl_ms,
-            sync=sync,
-            idempotency_key=request.headers.get("idempotency-key") or None,
-            low_priority=parsed.low_priority,
-        )
+        try:
+            job = self.dispatcher.submit(
+                request.path_params["endpoint"],
+                parsed.input_json,
+                webhook=parsed.webhook,
+                execution_timeout_ms=parsed.execution_timeout_ms,
+                ttl_ms=parsed.ttl_ms,
+                sync=sync,
+                idempotency_key=request.headers.get("idempotency-key") or None,
+                low_priority=parsed.low_priority,
+                nonce=parsed.nonce,
+            )
+        except NonceUsed:
+            return _error(
+                409,
+                "input.signature: this signed request was submitted before, and a signed"
+                " request runs once (the Python client signs every call anew)",
+            )
         if not sync:
             # Accepted into the queue, even if a waiting worker took it this very moment.
             return _json({"id": job.id, "status": js.IN_QUEUE})
@@ -446,6 +458,7 @@ class _JobRequest(NamedTuple):
     execution_timeout_ms: int | None
     ttl_ms: int | None
     low_priority: bool
+    nonce: tuple[str, float] | None  # a signed request's, and until when it counts
 
 
 def _parse_request(raw: bytes) -> _JobRequest | Response:
@@ -480,8 +493,32 @@ def _parse_request(raw: bytes) -> _JobRequest | Response:
     if not isinstance(low_priority, bool):
         return _error(400, "'policy.lowPriority' must be true or false")
     return _JobRequest(
-        _member_json(data, "input", input_text), webhook, limits[0], limits[1], low_priority
+        _member_json(data, "input", input_text),
+        webhook,
+        limits[0],
+        limits[1],
+        low_priority,
+        _signed_nonce(data["input"]),
     )
+
+
+def _signed_nonce(job_input: Any) -> tuple[str, float] | None:
+    """The nonce of a signed request, and until when a worker could take the request.
+
+    Each worker also refuses a nonce it has seen, but a replay sent to another worker, or
+    after a restart, would pass there: the platform takes each nonce once. A block without
+    a usable nonce and deadline is left to the worker, which refuses it."""
+    block = job_input.get("signature") if isinstance(job_input, dict) else None
+    if not isinstance(block, dict):
+        return None
+    nonce, deadline = block.get("nonce"), block.get("deadline")
+    if not isinstance(nonce, str) or not 0 < len(nonce) <= 256:
+        return None
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        return None
+    if not math.isfinite(deadline):
+        return None
+    return nonce, min(float(deadline), time.time() + MAX_TTL_S) + CLOCK_SKEW_S
 
 
 # What marks a job-done body as a progress update, found without parsing it: the SDK writes

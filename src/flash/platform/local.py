@@ -83,7 +83,8 @@ class LocalPlatform:
         self.api_key = api_key
         self.echo = echo
         self.worker_loop = worker_loop
-        self.worker_token = api_key or secrets.token_urlsafe(24)
+        # Never the API key: whoever holds that could take other callers' jobs as a worker.
+        self.worker_token = secrets.token_urlsafe(24)
         self.requeued_at_start = 0
         self.app_dir: Path | None = None
         self.copies_root = copies_dir(self.state_dir)

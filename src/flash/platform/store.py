@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     input TEXT,
     output TEXT
 );
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS chunks (
     job_id TEXT NOT NULL,
     n INTEGER NOT NULL,
@@ -81,12 +85,17 @@ _STATE_FIELDS = (
 )
 
 
+class NonceUsed(Exception):
+    """A signed request's nonce was claimed by an earlier job: the request is a replay."""
+
+
 class JobStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.payload_dir = path.with_name(f"{path.stem}-payloads")
         self.payload_dir.mkdir(exist_ok=True)
+        _owner_only(path, self.payload_dir)
         # Autocommit: each statement is its own durable transaction.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -138,15 +147,32 @@ class JobStore:
                 self._db.execute("ROLLBACK")
             raise
 
-    def insert(self, job: Job) -> int:
-        """Store a new job with its input; its ``seq``."""
+    def insert(self, job: Job, nonce: tuple[str, float] | None = None) -> int:
+        """Store a new job with its input; its ``seq``.
+
+        ``nonce`` (the nonce of a signed request, and until when to remember it) is claimed
+        with the job: :class:`NonceUsed` if a job claimed it before, and nothing is stored.
+        """
         input_json = job.input_json if job.input_json is not None else "null"
-        if len(input_json) <= _INLINE_BYTES:
+        big = len(input_json) > _INLINE_BYTES
+        if nonce is None and not big:
             return self._insert_row(job, input_json)
         with self._transaction():  # the row first: a taken id writes no file
-            seq = self._insert_row(job, _IN_FILE)
-            self._write_payload(job.id, _INPUT, input_json)
+            if nonce is not None:
+                claimed = self._db.execute(
+                    "INSERT OR IGNORE INTO nonces (nonce, expires_at) VALUES (?, ?)", nonce
+                )
+                if claimed.rowcount != 1:
+                    raise NonceUsed(nonce[0])
+            seq = self._insert_row(job, _IN_FILE if big else input_json)
+            if big:
+                self._write_payload(job.id, _INPUT, input_json)
         return seq
+
+    def forget_nonces(self, now: float) -> None:
+        """Forget the nonces of signed requests whose deadline has passed (no worker takes
+        those requests any more)."""
+        self._db.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,))
 
     def _insert_row(self, job: Job, inline_input: str | None) -> int:
         cur = self._db.execute(
@@ -253,6 +279,7 @@ class JobStore:
         so, and stored that way: one damaged row does not keep the others from running.
         """
         self._remove_stray_payloads()
+        self.forget_nonces(time.time())
         streamed = {row[0] for row in self._db.execute(_STREAMED)}
         jobs = []
         for row in self._db.execute(_LOAD, _FINAL).fetchall():
@@ -287,7 +314,9 @@ class JobStore:
         into place, so a crash never leaves half of one."""
         path = self._payload_path(job_id, kind)
         partial = path.with_suffix(".part")
-        partial.write_bytes(text.encode("utf-8", "surrogatepass"))
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8", "surrogatepass"))
         os.replace(partial, path)
 
     def _text(self, job_id: str, kind: str, stored: str | None) -> str | None:
@@ -322,6 +351,18 @@ class JobStore:
             if entry.name not in kept:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+def _owner_only(database: Path, payload_dir: Path) -> None:
+    """Make the store readable by its owner only: it holds every job's input and output
+    (and signed requests, which anyone who could read them would try to send again).
+    SQLite gives its log files the database's mode; stores of earlier versions get
+    theirs here too."""
+    os.chmod(payload_dir, 0o700)
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (database.name, f"{database.name}-wal", f"{database.name}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(database.with_name(name), 0o600)
 
 
 def _job(row: tuple[Any, ...], text: Callable[[str, str, str | None], str | None]) -> Job:

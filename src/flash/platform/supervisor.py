@@ -303,6 +303,9 @@ class Supervisor:
     def _env(self, worker_id: str, spec: EndpointSpec) -> dict[str, str]:
         v2 = f"{self.base_url}/v2/{spec.name}"
         env = dict(os.environ)
+        # A leftover FLASH_ALLOW_UNSIGNED=1 in the serving shell must not open workers to
+        # unsigned pickles; a platform allows them only when told (worker_env).
+        env.pop("FLASH_ALLOW_UNSIGNED", None)
         env.update(self.extra_env)
         env.update(spec.env)
         env.update(
