@@ -51,6 +51,11 @@ def handler(job):
     if action == "say":
         print(inp["text"], flush=True)
         return {"said": True}
+    if action == "say_many":
+        for n in range(inp["lines"]):
+            print(f"line {n} " + "x" * 100)
+        sys.stdout.flush()
+        return {"said": inp["lines"]}
     if action == "crash":
         print("crashing soon", flush=True)
         print("about to crash: last words", file=sys.stderr, flush=True)

@@ -382,7 +382,8 @@ def test_a_dead_workers_stream_chunks_are_not_handed_out_again(tmp_path: Path) -
         dispatcher, job = await _running_on_w1(tmp_path)
         assert dispatcher.chunk("w1", job.id, 0) and dispatcher.chunk("w1", job.id, 1)
         assert await dispatcher.read_stream(job, 0) == [0, 1]
-        dispatcher.worker_exited("w1", "exited with code 3", blame=False)
+        outcome = dispatcher.worker_exited("w1", "exited with code 3", blame=False)
+        assert outcome == [f"job {job.id} runs again"]  # for the log line of the exit
         dispatcher.register_worker("w2", "e")
         assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job.id]
         # The new attempt yields from the start again; the reader gets only what is new.
@@ -425,5 +426,88 @@ def test_a_requeued_job_does_not_hide_how_long_the_queue_has_waited(tmp_path: Pa
         dispatcher.register_worker("w2", "e")
         # The requeued job still runs first.
         assert [j.id for j in await dispatcher.take("w2", 1, False)] == [crashed.id]
+
+    asyncio.run(scenario())
+
+
+def test_a_platform_killed_while_a_reader_streams_hands_out_no_chunk_twice(
+    tmp_path: Path,
+) -> None:
+    async def first_life() -> str:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        for n in range(3):
+            assert dispatcher.chunk("w1", job.id, n)
+        assert await dispatcher.read_stream(job, 0) == [0, 1, 2]
+        return job.id  # then the platform is killed
+
+    async def second_life(job_id: str) -> None:
+        dispatcher = _dispatcher(tmp_path)
+        assert dispatcher.restore() == 1
+        dispatcher.register_worker("w2", "e")
+        job = dispatcher.jobs[job_id]
+        assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job_id]
+        for n in range(5):  # the new attempt yields from the start again
+            assert dispatcher.chunk("w2", job_id, n)
+        assert await dispatcher.read_stream(job, 0) == [3, 4]
+
+    asyncio.run(second_life(asyncio.run(first_life())))
+
+
+def test_delay_time_after_a_restart_leaves_out_the_lost_attempts_run(tmp_path: Path) -> None:
+    async def first_life() -> str:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        # It waited 60 s for w1, which ran it for 40 s until the platform died.
+        job.queued_at = job.created_at - 100
+        job.started_at = job.queued_at + 60
+        dispatcher.store.save(job)
+        return job.id
+
+    async def second_life(job_id: str) -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.restore()
+        dispatcher.register_worker("w2", "e")
+        await dispatcher.take("w2", 1, False)
+        assert 60_000 <= _status(dispatcher, job_id)["delayTime"] < 61_000
+
+    asyncio.run(second_life(asyncio.run(first_life())))
+
+
+def test_a_retried_job_gets_its_ttl_again_from_the_retry(tmp_path: Path) -> None:
+    async def first_life() -> str:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", '{"x": 1}', ttl_ms=400)
+        job.created_at -= 60  # long past its ttl counted from submission
+        assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
+        assert dispatcher.done("w1", job.id, {"error": "boom"}, False, None)
+        dispatcher.retry(job)
+        assert job.status == "IN_QUEUE"  # a new run, with a whole ttl of its own
+        deadline = time.monotonic() + 20
+        while job.status == "IN_QUEUE" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # polling: the ttl timer ends it
+        assert job.status == "TIMED_OUT" and "ttl of 400 ms" in job.error
+        dispatcher.retry(job)
+        return job.id
+
+    async def second_life(job_id: str) -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.restore()
+        assert dispatcher.jobs[job_id].status == "IN_QUEUE"  # counted from the retry still
+
+    asyncio.run(second_life(asyncio.run(first_life())))
+
+
+def test_a_worker_asked_to_stop_that_polls_again_is_not_answered_at_once(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        dispatcher.drain("w1")
+        # It ignores SIGTERM and polls again: answered at once, it would spin until killed.
+        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))
+        await asyncio.sleep(0.1)
+        assert not poll.done()
+        assert await poll == []
 
     asyncio.run(scenario())

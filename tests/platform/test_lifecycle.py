@@ -18,6 +18,7 @@ from tests.helpers import Logs, QuietHandler, group_alive, serve_http, wait_for
 from tests.platform.apps import AIO, BASIC, LOOPS, ended, use_client, write_app
 
 from flash.platform import supervisor as supervisor_module
+from flash.platform.console import ConsoleLines
 from flash.platform.jobs import MAX_POLICY_MS
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
@@ -884,3 +885,32 @@ def test_a_stream_item_the_worker_cannot_send_fails_the_job(
     # Not a null item and COMPLETED: the worker reports why, and the job fails with that.
     error = _failure_of_one_job(tmp_path, platform_factory, UNSENDABLE_STREAM)
     assert "a stream item" in error and "cannot be sent as JSON" in error
+
+
+def test_a_console_that_stops_reading_or_goes_away_never_stops_the_platform(
+    tmp_path: Path, platform_factory
+) -> None:
+    read_end, write_end = os.pipe()  # nobody reads: it fills after 64 KB
+    console = ConsoleLines(stream=os.fdopen(write_end, "w"))
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), echo=console)
+    loud = {"input": {"action": "say_many", "lines": 5_000}}  # 0.5 MB of worker output
+    assert _post(platform, "basic/runsync", json=loud).json()["output"] == {"said": 5_000}
+    assert _get(platform, "basic/health").status_code == 200
+    os.close(read_end)  # the console goes away: writing to it fails from now on
+    assert _post(platform, "basic/runsync", json=loud).json()["output"] == {"said": 5_000}
+    assert _post(platform, "basic/runsync", json=loud).json()["output"] == {"said": 5_000}
+
+
+def test_jobs_waiting_on_an_endpoint_with_no_worker_get_one_even_at_the_cap(
+    tmp_path: Path, platform_factory
+) -> None:
+    # The busy worker may be waiting for these very jobs (a call from one endpoint to
+    # another): at --max-workers 1 they would wait for ever.
+    app = write_app(tmp_path / "app", {"busy": (BASIC, {}), "other": (BASIC, {})})
+    platform = platform_factory(app, max_workers=1)
+    hung = _post(platform, "busy/run", json={"input": {"action": "hang"}}).json()["id"]
+    _wait_started(platform, "busy", hung)
+    done = _post(platform, "other/runsync", json={"input": {"action": "echo", "value": 1}})
+    assert done.json()["output"] == {"echo": 1}
+    assert _get(platform, f"busy/status/{hung}").json()["status"] == "IN_PROGRESS"
+    _post(platform, f"busy/cancel/{hung}")

@@ -48,7 +48,10 @@ def build(
         bool, typer.Option("--keep-build", help="Keep .flash/.build/ for inspection.")
     ] = False,
     max_size: Annotated[
-        float, typer.Option("--max-size", help="Largest archive allowed, in MB.")
+        float,
+        typer.Option(
+            "--max-size", help="Largest archive allowed, in MB of its contents before compression."
+        ),
     ] = 500.0,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if up to date.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

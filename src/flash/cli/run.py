@@ -51,7 +51,11 @@ def run(
         int, typer.Option(help="Port of main.py's web app, if any (0: any free port).")
     ] = 8001,
     max_workers: Annotated[
-        int | None, typer.Option(help="Most worker processes at once [default: cores].")
+        int | None,
+        typer.Option(
+            help="Most worker processes at once, all endpoints together (default: one per core;"
+            " an endpoint whose jobs wait with no worker gets one even at this cap)."
+        ),
     ] = None,
     api_key: Annotated[
         str | None,

@@ -32,7 +32,8 @@ def serve(
     max_workers: Annotated[
         int | None,
         typer.Option(
-            help="Most worker processes at once, all endpoints together [default: cores]."
+            help="Most worker processes at once, all endpoints together (default: one per core;"
+            " an endpoint whose jobs wait with no worker gets one even at this cap)."
         ),
     ] = None,
     api_key: Annotated[

@@ -25,6 +25,8 @@ POLL_HOLD_S = 20.0
 STOP_GRACE_S = 3.0
 # How stale a heartbeat's job list may be.
 _PING_LAG_S = 0.5
+# How long a poll of a worker that was asked to stop waits before it is answered (no job).
+_DRAINING_POLL_S = 1.0
 
 # Finished jobs' outputs (with their stream chunks) of this size or more count against a
 # memory budget: beyond it, the oldest are read from the store when asked for, so results
@@ -127,7 +129,9 @@ class Dispatcher:
             # too. Either way its attempt died with the platform and runs again from scratch
             # (save_requeued drops its output and chunks).
             if job.status == js.IN_PROGRESS or job.stream_in_store:
-                self._reset_attempt(job)
+                if job.started_at is not None:  # as after a worker crash (worker_exited)
+                    job.queued_at = now - (job.started_at - job.queued_since)
+                self._reset_attempt(job, keep_stream_position=True)
                 requeued.append(job)
             job.status = js.IN_QUEUE
             self.jobs[job.id] = job
@@ -203,9 +207,9 @@ class Dispatcher:
         else:
             new = job.stream[job.stream_sent :]
             job.stream_sent += len(new)
-        if new and job.final:
-            # A restart must not hand these out again. (A running job's position is not
-            # stored: a restart runs the job again, and its stream starts afresh.)
+        if new:
+            # A restart must not hand these out again: a running job runs again from its
+            # start, and /stream goes on past the chunks its readers have.
             self.store.save(job)
         return new
 
@@ -224,7 +228,7 @@ class Dispatcher:
         if job.input_json is None:
             raise ValueError(f"job {job.id} has no stored input any more; it cannot be retried")
         self._reset_attempt(job)
-        job.queued_at = time.time()  # a new run: its delay counts from now
+        job.queued_at = job.retried_at = time.time()  # a new run: delay and ttl count from now
         job.finished_at = job.expires_at = None
         job.output_json, job.error = None, None
         job.output_in_store = False
@@ -234,6 +238,7 @@ class Dispatcher:
         self.store.save_requeued([job])  # no output, no chunks
         self._count_queued(job, 1)
         self.retried[job.endpoint] += 1
+        self._arm_ttl(job)
         self._enqueue(job)
         self.on_submit(job.endpoint)
         return job
@@ -355,6 +360,9 @@ class Dispatcher:
             state.stopping.clear()
             state.stuck.clear()
         if state.draining:
+            # Asked to stop, it polls again: it ignores SIGTERM for now. Answered at once,
+            # it would poll in a tight loop until it is killed.
+            await asyncio.sleep(_DRAINING_POLL_S)
             return []
         taken = self._pop_queued(state.endpoint, size)
         if taken:
@@ -464,16 +472,18 @@ class Dispatcher:
 
     def worker_exited(
         self, worker_id: str, reason: str, blame: bool, stderr_tail: list[str] | None = None
-    ) -> None:
+    ) -> list[str]:
         """Requeue what the worker held; a job that already lost a worker this way fails.
+        Returns what became of each job, for the log.
 
         The failure names the exit and shows what the job printed, or else the worker's
         last stderr lines.
         """
         state = self.workers.pop(worker_id, None)
         if state is None:
-            return
+            return []
         self._answer_polls(state)
+        outcomes = []
         for job_id in sorted(state.assigned, key=lambda i: self.jobs[i].seq, reverse=True):
             job = self.jobs[job_id]
             if blame:
@@ -486,7 +496,9 @@ class Dispatcher:
                 else:
                     detail = ""
                 self._finish(job, js.FAILED, error=f"worker {worker_id} {reason}{detail}")
+                outcomes.append(f"job {job_id} failed")
                 continue
+            outcomes.append(f"job {job_id} runs again")
             job.logs.clear()
             self._cancel_timer(job.id)
             self.running[job.endpoint] -= 1
@@ -500,6 +512,7 @@ class Dispatcher:
             self._count_queued(job, 1)
             self._enqueue(job, first=True)
             self.on_submit(job.endpoint)
+        return outcomes
 
     def active_jobs(self, worker_id: str) -> int:
         state = self.workers.get(worker_id)
@@ -565,7 +578,8 @@ class Dispatcher:
     def _arm_ttl(self, job: Job) -> None:
         if not job.ttl_ms:
             return
-        delay = max(0.0, job.created_at + job.ttl_ms / 1000 - time.time())
+        start = job.created_at if job.retried_at is None else job.retried_at
+        delay = max(0.0, start + job.ttl_ms / 1000 - time.time())
         self._ttl_timers[job.id] = asyncio.get_running_loop().call_later(
             delay, self._on_ttl, job.id
         )

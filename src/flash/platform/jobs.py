@@ -45,6 +45,8 @@ class Job:
     # When its run's wait in the queue began, less the wait of an attempt a dead worker lost
     # (None: at created_at). A retry is a new run.
     queued_at: float | None = None
+    # When its last /retry began a new run (None: never retried): its ttl counts from then.
+    retried_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     worker_id: str | None = None

@@ -11,7 +11,6 @@ import fcntl
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -23,6 +22,7 @@ import httpx
 import uvicorn
 
 from flash.platform.archive import ServedCopy, copies_dir, prune_copies
+from flash.platform.console import print_line
 from flash.platform.dispatch import Dispatcher
 from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
 from flash.platform.jobs import Job
@@ -36,11 +36,6 @@ _PRUNE_EVERY_S = 10.0
 # How often copies no worker uses any more are released and unheld ones removed.
 _TIDY_COPIES_EVERY_S = 1.0
 _WEBHOOK_ATTEMPTS = 3
-
-
-def print_line(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 class LocalPlatform:
@@ -144,6 +139,9 @@ class LocalPlatform:
             self._call(self._shutdown(grace_s), timeout=grace_s + 30)
             self._thread.join(30)
         self._loop = None
+        flush = getattr(self.echo, "flush", None)
+        if flush is not None:
+            flush()  # the last lines say why workers ended
 
     def __enter__(self) -> LocalPlatform:
         self.start()

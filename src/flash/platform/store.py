@@ -74,6 +74,7 @@ _SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id 
 
 _STATE_FIELDS = (
     "queued_at",
+    "retried_at",
     "started_at",
     "finished_at",
     "worker_id",

@@ -154,9 +154,9 @@ class Supervisor:
         if worker is None:
             return
         worker.kill_reason = reason
-        self._log(worker, f"killing worker: {reason}")
+        _signal(worker, signal.SIGKILL, group=True)  # first: nothing after may keep it alive
         self.dispatcher.drain(worker.id)
-        _signal(worker, signal.SIGKILL, group=True)
+        self._log(worker, f"killed worker: {reason}")
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Drain every worker, wait ``grace_s`` for them to exit, then kill what is left."""
@@ -248,9 +248,13 @@ class Supervisor:
         if time.monotonic() < self._paused_until.get(name, 0.0):
             want = count  # its workers keep failing to start: wait before trying again
         while count < want:
-            if self._total() >= self.max_workers:
-                self._free_a_slot(name)
-                break  # a slot is being freed; a later tick uses it
+            if self._total() >= self.max_workers and (
+                self._free_a_slot(name) or count or not urgent
+            ):
+                break  # a slot is being freed (a later tick uses it), or it has a worker
+            # Under the cap, or jobs wait here with no worker and no idle one elsewhere can
+            # make room: the busy ones may be waiting for these jobs (calls to this
+            # endpoint), so it gets one worker anyway.
             self._spawn(dep)
             count += 1
         keep = max(want, spec.workers_min)
@@ -378,12 +382,12 @@ class Supervisor:
         if worker.kill_reason:
             reason = f"was killed: {worker.kill_reason}"
         blame = not worker.expected_exit and worker.kill_reason is None
-        if blame or code:
-            self._log(worker, f"worker {_exit_reason(code)}")
         self.workers.pop(worker_id, None)
         worker.exited.set()
         tail = list(worker.tail)
-        self.dispatcher.worker_exited(worker_id, reason, blame=blame, stderr_tail=tail)
+        outcomes = self.dispatcher.worker_exited(worker_id, reason, blame=blame, stderr_tail=tail)
+        if blame or code:
+            self._log(worker, "; ".join([f"worker {_exit_reason(code)}", *outcomes]))
         if blame and worker.ready_at is None:
             if tail:
                 reason += "; last stderr lines:\n" + "\n".join(tail)
