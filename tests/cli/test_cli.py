@@ -9,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tests.helpers import free_port, processes_under
+
+from flash.cli.serve import app_signing_key
+from flash.runtime.signing import generate_key
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
 
 # The sources next to these tests, not whichever checkout the interpreter has installed.
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -298,3 +303,21 @@ def test_serve_stops_on_a_sigterm_another_thread_received() -> None:
         timeout=15,
     )
     assert done.stdout.strip() == "stopped", done.stderr
+
+
+def test_a_second_server_of_a_project_signs_with_the_projects_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    project_key = ensure_signing_key(tmp_path / "proj" / ".flash")
+    archive = tmp_path / "proj" / ".flash" / "archive.tar.gz"
+    # Its own --state-dir (as the README advises for a second server), the project's key:
+    # the project's clients can call it.
+    key, source = app_signing_key(archive, tmp_path / "second")
+    assert key == project_key and source.endswith("signing_key")
+    assert not (tmp_path / "second" / "secrets").exists()
+    # An archive away from any project: the state folder's own key.
+    key, source = app_signing_key(tmp_path / "elsewhere.tar.gz", tmp_path / "third")
+    assert key != project_key and source == str(tmp_path / "third" / "secrets" / "signing_key")
+    monkeypatch.setenv(KEY_ENV_VAR, key_to_text(generate_key()))
+    assert app_signing_key(archive, tmp_path / "second")[1] == KEY_ENV_VAR

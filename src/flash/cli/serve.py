@@ -21,6 +21,8 @@ from flash.cli._output import (
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.project import serve_archive
+from flash.runtime.signing import load_signing_key
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_file, key_to_text
 
 DEFAULT_STATE_DIR = Path(".flash")
 
@@ -62,16 +64,38 @@ def serve_command(
     state_dir: Path = DEFAULT_STATE_DIR,
 ) -> None:
     """Extract ``archive``, serve it until SIGINT/SIGTERM, then stop every worker."""
+    key, source = app_signing_key(archive, state_dir)
     platform = LocalPlatform(
-        state_dir, host=host, port=port, max_workers=max_workers, api_key=api_key
+        state_dir,
+        host=host,
+        port=port,
+        max_workers=max_workers,
+        api_key=api_key,
+        worker_env={KEY_ENV_VAR: key_to_text(key)},
     )
     with stop_on_signals() as stop:
         try:
             serve_archive(platform, archive)
-            print_endpoints(platform, Console())
+            console = Console()
+            print_endpoints(platform, console)
+            console.print(f"Pickled calls are signed with the key of {escape(source)}")
             wait_for_stop(stop)
         finally:
             platform.stop()
+
+
+def app_signing_key(archive: Path, state_dir: Path) -> tuple[bytes, str]:
+    """The key the app's callers sign with, and where it comes from (never the key itself):
+    ``$FLASH_SIGNING_KEY``; else, for an archive built into a project's ``.flash/``, that
+    project's key, so that a second server (its own ``--state-dir``) takes the project's
+    calls; else the state folder's own, created if need be."""
+    from_env = load_signing_key()
+    if from_env is not None:
+        return from_env, KEY_ENV_VAR
+    beside = key_file(archive.resolve().parent)
+    if beside.is_file():
+        return ensure_signing_key(beside.parent.parent), str(beside)
+    return ensure_signing_key(state_dir), str(key_file(state_dir))
 
 
 def print_endpoints(platform: LocalPlatform, console: Console) -> None:
