@@ -321,3 +321,56 @@ def test_a_second_server_of_a_project_signs_with_the_projects_key(
     assert key != project_key and source == str(tmp_path / "third" / "secrets" / "signing_key")
     monkeypatch.setenv(KEY_ENV_VAR, key_to_text(generate_key()))
     assert app_signing_key(archive, tmp_path / "second")[1] == KEY_ENV_VAR
+
+
+def test_init_into_the_current_directory_says_just_flash_build(tmp_path: Path) -> None:
+    for args, where in (((), "a"), ((".",), "b")):
+        (tmp_path / where).mkdir()
+        init = flash("init", *args, cwd=tmp_path / where)
+        assert init.returncode == 0, init.stderr
+        assert "Next: flash build" in init.stdout
+        assert "cd ." not in init.stdout
+    elsewhere = flash("init", "c", cwd=tmp_path)
+    assert "Next: cd c && flash build" in elsewhere.stdout
+
+
+def test_init_conflicts_are_listed_in_good_grammar_with_a_count(tmp_path: Path) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "README.md").write_text("mine")
+    one = flash("init", cwd=here)
+    assert one.returncode == 1
+    assert one.stderr.strip() == "Error: README.md already exists; use --force to overwrite"
+    (here / ".gitignore").write_text("mine")
+    two = flash("init", ".", cwd=here)
+    assert two.stderr.strip() == (
+        "Error: README.md and .gitignore already exist; use --force to overwrite"
+    )
+    assert sorted(p.name for p in here.iterdir()) == [".gitignore", "README.md"]
+    assert flash("init", "p", cwd=tmp_path).returncode == 0
+    all_nine = flash("init", "p", cwd=tmp_path)
+    assert all_nine.stderr.strip() == (
+        "Error: p/README.md, p/.flashignore, p/.gitignore and 6 more already exist; "
+        "use --force to overwrite"
+    )
+
+
+def test_build_reports_a_dot_name_where_the_config_is(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "app.py").write_text(APP.replace('name="g"', 'name=".."'))
+    failed = flash("build", "p", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("Error: app.py:4:9: invalid LiveServerless: name: name '..'")
+    assert "relative path step" in failed.stderr
+
+
+def test_build_takes_gpu_groups_as_the_readme_spells_them(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "app.py").write_text(
+        APP.replace('name="g"', 'name="g", gpus=["ANY", "ampere_80"]')
+    )
+    built = flash("build", "p", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((tmp_path / "p" / ".flash" / "flash_manifest.json").read_text())
+    [resource] = manifest["resources"].values()
+    assert resource["config"]["gpus"] == ["any", "AMPERE_80"]

@@ -63,3 +63,94 @@ def test_invalid_values_name_the_field(values: dict[str, object], field: str) ->
 def test_cpu_config_rejects_gpu_fields() -> None:
     with pytest.raises(ValidationError, match="gpus"):
         CpuLiveServerless(name="c", gpus=["AMPERE_16"])  # type: ignore[call-arg]
+
+
+ALL_CONFIGS = [LiveServerless, CpuLiveServerless, ServerlessEndpoint, CpuServerlessEndpoint]
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS)
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("team/gpu", "'/'"),
+        ("a\\b", "'\\\\'"),
+        ("gpu?x", "'?'"),
+        ("gpu#1", "'#'"),
+        ("50%", "'%'"),
+        ("bell\x01", "'\\x01'"),
+        ("tab\there", "'\\t'"),
+        ("line\nbreak", "'\\n'"),
+    ],
+)
+def test_a_name_that_cannot_be_in_a_url_is_refused_at_construction(
+    config: type[LiveServerless], name: str, shown: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        config(name=name)
+    [error] = info.value.errors()
+    assert error["loc"] == ("name",)
+    assert f"contains {shown}, which cannot be part of the endpoint's URL" in error["msg"]
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS)
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_dot_segment_name_is_refused(config: type[LiveServerless], name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        config(name=name)
+    [error] = info.value.errors()
+    assert error["loc"] == ("name",)
+    assert "relative path step" in error["msg"]
+    with pytest.raises(ValueError, match=r"^invalid \w+: name: name '\.\.?' is a relative path"):
+        validate_config(config.__name__, {"name": name})
+
+
+@pytest.mark.parametrize("name", ["...", "a.b", ".hidden", "gpu worker", "gpu-1_a", "café"])
+def test_names_that_fit_in_a_url_are_kept(name: str) -> None:
+    assert LiveServerless(name=name).to_manifest()["name"] == name
+
+
+@pytest.mark.parametrize(
+    ("given", "recorded"),
+    [
+        ("ANY", "any"),
+        ("any", "any"),
+        ("Any", "any"),
+        (GpuGroup.ANY, "any"),
+        ("BLACKWELL_180", "BLACKWELL_180"),
+        ("blackwell_180", "BLACKWELL_180"),
+        ("Ampere_16", "AMPERE_16"),
+    ],
+)
+def test_gpu_groups_by_name_or_value_in_any_case(given: str, recorded: str) -> None:
+    cfg = LiveServerless(name="g", gpus=[given])  # type: ignore[list-item]
+    assert cfg.to_manifest()["gpus"] == [recorded]
+    assert validate_config("ServerlessEndpoint", {"name": "g", "gpus": [given]}).to_manifest()[
+        "gpus"
+    ] == [recorded]
+
+
+@pytest.mark.parametrize(
+    ("given", "recorded"),
+    [
+        ("cpu3g-2-8", "cpu3g-2-8"),
+        ("CPU3G-2-8", "cpu3g-2-8"),
+        ("CPU5C_4_8", "cpu5c-4-8"),
+        ("cpu3c_1_2", "cpu3c-1-2"),
+        (CpuInstanceType.CPU3G_8_32, "cpu3g-8-32"),
+    ],
+)
+def test_cpu_instance_types_by_name_or_value_in_any_case(given: str, recorded: str) -> None:
+    cfg = CpuLiveServerless(name="c", instanceIds=[given])  # type: ignore[list-item]
+    assert cfg.to_manifest()["instanceIds"] == [recorded]
+
+
+def test_an_unknown_gpu_or_instance_type_names_the_entry_and_the_choices() -> None:
+    with pytest.raises(ValueError) as gpu:
+        validate_config("LiveServerless", {"name": "g", "gpus": ["ANY", "H100"]})
+    assert str(gpu.value).startswith("invalid LiveServerless: gpus.1: 'H100' is not a GpuGroup")
+    assert "choose one of: ANY, AMPERE_16," in str(gpu.value)
+    with pytest.raises(ValueError, match=r"instanceIds\.0: 'cpu9' is not a CpuInstanceType"):
+        validate_config("CpuLiveServerless", {"name": "c", "instanceIds": ["cpu9"]})
+    # A look-alike letter (the Kelvin sign) is not taken for an ASCII one.
+    with pytest.raises(ValidationError, match="gpus"):
+        LiveServerless(name="g", gpus=["BLAC\u212aWELL_96"])  # type: ignore[list-item]

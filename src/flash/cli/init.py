@@ -39,12 +39,13 @@ def write_starter(target: Path, project_name: str | None = None, force: bool = F
     folders = {parent for path, _ in planned for parent in path.parents}
     in_the_way = sorted(p for p in folders if p.exists() and not p.is_dir())
     if in_the_way:
-        shown = ", ".join(str(p) for p in in_the_way[:3])
-        raise InitError(f"{shown} is a file, not a folder; choose another directory")
+        shown = _listing(in_the_way)
+        are = "is a file, not a folder" if len(in_the_way) == 1 else "are files, not folders"
+        raise InitError(f"{shown} {are}; choose another directory")
     clashes = [path for path, _ in planned if path.exists()]
     if clashes and not force:
-        shown = ", ".join(str(p) for p in clashes[:3])
-        raise InitError(f"{shown} already exist; use --force to overwrite")
+        exist = "already exists" if len(clashes) == 1 else "already exist"
+        raise InitError(f"{_listing(clashes)} {exist}; use --force to overwrite")
     for path, text in planned:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +53,16 @@ def write_starter(target: Path, project_name: str | None = None, force: bool = F
         except OSError as exc:  # e.g. a file above the target, or no permission
             raise InitError(f"cannot write {path}: {exc.strerror or exc}") from None
     return [path for path, _ in planned]
+
+
+def _listing(paths: list[Path], shown: int = 3) -> str:
+    """``a``, ``a and b``, ``a, b and c``, or ``a, b, c and 4 more``."""
+    names = [str(p) for p in paths[:shown]]
+    if len(paths) > shown:
+        return f"{', '.join(names)} and {len(paths) - shown} more"
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _project_name(target: Path) -> str:
@@ -68,4 +79,7 @@ def init(
         written = write_starter(directory, force=force)
     shown = escape(str(directory))  # a bracket in the name is not markup
     console.print(f"Created {len(written)} files in {shown}")
-    console.print(f"Next: [bold]cd {shown} && flash build[/]")
+    if directory.resolve() == Path.cwd().resolve():
+        console.print("Next: [bold]flash build[/]")
+    else:
+        console.print(f"Next: [bold]cd {shown} && flash build[/]")

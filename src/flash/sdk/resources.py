@@ -5,11 +5,13 @@ Field names follow RunPod's API (camelCase); snake_case spellings are accepted t
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from enum import Enum
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,6 +31,7 @@ __all__ = [
     "ResourceConfig",
     "ScalerType",
     "ServerlessEndpoint",
+    "check_name",
     "validate_config",
 ]
 
@@ -38,6 +41,61 @@ __all__ = [
 _INT_MAX = 2**31 - 1
 # RunPod's longest execution timeout: 7 days.
 _EXECUTION_TIMEOUT_MS_MAX = 7 * 24 * 3600 * 1000
+# The name is a path segment of the endpoint's URL (/v2/<name>/run): these characters would
+# end or escape that segment, so every call would go to a route that does not exist.
+_URL_UNSAFE = frozenset("/\\?#%")
+# Path segments that HTTP clients resolve away (/v2/../run is /run), so never reach the name.
+_DOT_SEGMENTS = (".", "..")
+_NAME_HINT = "use letters, digits, spaces, '-', '_' or '.'"
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def _member(enum: type[_E]) -> BeforeValidator:
+    """Accept a member of ``enum`` by its name or its value, in any letter case
+    (``"ANY"``, ``"any"``, ``"cpu3g-2-8"``, ``"CPU3G_2_8"``); the config keeps the value."""
+    lookup: dict[str, _E] = {}
+    for member in enum:
+        lookup[member.name.lower()] = member
+        lookup[str(member.value).lower()] = member
+
+    def pick(value: Any) -> Any:
+        if isinstance(value, enum) or not isinstance(value, str):
+            return value  # a member already, or a type error pydantic reports
+        # ASCII only: str.lower() maps some look-alikes (the Kelvin sign) to ASCII letters.
+        member = lookup.get(value.lower()) if value.isascii() else None
+        if member is None:
+            choices = ", ".join(enum.__members__)
+            raise ValueError(f"{value!r} is not a {enum.__name__}; choose one of: {choices}")
+        return member
+
+    return BeforeValidator(pick)
+
+
+_Gpu = Annotated[GpuGroup, _member(GpuGroup)]
+_CpuInstance = Annotated[CpuInstanceType, _member(CpuInstanceType)]
+
+
+def check_name(name: str) -> None:
+    """Raise ValueError, saying why, when ``name`` cannot name an endpoint.
+
+    The name is a path segment of the endpoint's URL (``/v2/<name>/run``), so it must be
+    something an HTTP client sends as it is. The scanner calls this too, for ``path:line:col``.
+    """
+    if not name.strip():
+        raise ValueError("name must not be empty")
+    unsafe = sorted({c for c in name if c in _URL_UNSAFE or not c.isprintable()})
+    if unsafe:
+        shown = " ".join(repr(c) for c in unsafe)
+        raise ValueError(
+            f"name {name!r} contains {shown}, which cannot be part of the endpoint's URL; "
+            f"{_NAME_HINT}"
+        )
+    if name in _DOT_SEGMENTS:
+        raise ValueError(
+            f"name {name!r} is a relative path step in the endpoint's URL (/v2/{name}/run), "
+            f"which HTTP clients resolve away, so no call would reach the endpoint; {_NAME_HINT}"
+        )
 
 
 def _field(default: Any, camel: str, snake: str, **kw: Any) -> Any:
@@ -70,9 +128,8 @@ class ResourceConfig(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _name_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("name must not be empty")
+    def _name_fits_in_a_url(cls, value: str) -> str:
+        check_name(value)
         return value
 
     @model_validator(mode="after")
@@ -89,14 +146,14 @@ class ResourceConfig(BaseModel):
 
 
 class _GpuConfig(ResourceConfig):
-    gpus: list[GpuGroup] = Field(default_factory=lambda: [GpuGroup.ANY])
+    gpus: list[_Gpu] = Field(default_factory=lambda: [GpuGroup.ANY])
     gpuCount: int = _field(1, "gpuCount", "gpu_count", ge=1, le=_INT_MAX)
 
 
 class _CpuConfig(ResourceConfig):
     is_gpu: ClassVar[bool] = False
 
-    instanceIds: list[CpuInstanceType] = _field(
+    instanceIds: list[_CpuInstance] = _field(
         [CpuInstanceType.CPU3G_2_8], "instanceIds", "instance_ids"
     )
 
@@ -140,5 +197,7 @@ def format_validation_error(exc: ValidationError, type_name: str) -> str:
     problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
-        problems.append(f"{field}: {err['msg']}")
+        # Our own checks' messages as written, without pydantic's "Value error, " prefix.
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{field}: {message}")
     return f"invalid {type_name}: " + "; ".join(problems)
