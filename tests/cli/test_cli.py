@@ -58,6 +58,11 @@ def test_init_then_build_prints_summary(tmp_path: Path) -> None:
         "workers.cpu_worker.embed_documents",
         "workers.cpu_worker.preprocess",
     ]
+    # A failed build says why on stdout too, as JSON, for the script that asked for JSON.
+    (tmp_path / "demo" / "workers" / "broken.py").write_text("def f(:\n")
+    failed = flash("build", "demo", "--json", cwd=tmp_path)
+    assert failed.returncode == 1 and "broken.py" in json.loads(failed.stdout)["error"]
+    assert "Error:" in failed.stderr
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:

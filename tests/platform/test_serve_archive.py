@@ -307,3 +307,13 @@ def test_a_platform_of_no_workers_is_refused_before_any_state(tmp_path: Path, wo
     with pytest.raises(PlatformError, match=f"max_workers must be at least 1, got {workers}"):
         LocalPlatform(tmp_path / "state", max_workers=workers)
     assert not (tmp_path / "state").exists()
+
+
+def test_a_file_that_is_no_archive_is_one_line_naming_it(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# not an archive\n")
+    with pytest.raises(PlatformError) as raised:
+        extract_archive(readme, tmp_path / "serve")
+    assert (
+        str(raised.value) == f"{readme}: not an archive `flash build` writes (a tar file, gzipped)"
+    )

@@ -13,7 +13,13 @@ from rich.table import Table
 from flash.build.dependencies import DependencyOptions
 from flash.build.errors import BuildError
 from flash.build.pipeline import FLASH_DIR, BuildOptions, BuildResult, build_project
-from flash.cli._output import check_state_folder, console, stage_printer, user_errors
+from flash.cli._output import (
+    check_state_folder,
+    console,
+    describe,
+    stage_printer,
+    user_errors,
+)
 
 _DEFAULTS = DependencyOptions()
 
@@ -78,7 +84,12 @@ def build(
     check_state_folder(project_dir / FLASH_DIR)
     # OSError: what the build cannot read or write (permissions, a full disk) is named too.
     with user_errors(verbose, BuildError, OSError):
-        result = build_project(options, progress=stage_printer(not as_json))
+        try:
+            result = build_project(options, progress=stage_printer(not as_json))
+        except (BuildError, OSError) as exc:
+            if as_json:  # a script reading stdout learns why, not only the exit code
+                print(json.dumps({"error": describe(exc)}, indent=2))
+            raise
     if as_json:
         print(json.dumps(result.summary(), indent=2))
     else:
