@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +132,14 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class SixFailsIndex(QuietHandler, SimpleHTTPRequestHandler):
+    """Serves a folder as a package index whose pages for ``six`` fail with a 500 (what uv
+    then prints names the URL it asked for)."""
+
+    def do_GET(self) -> None:
+        if "/six/" in self.path:
+            self.send_error(500)
+        else:
+            super().do_GET()

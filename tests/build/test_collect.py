@@ -46,6 +46,16 @@ def test_built_in_exclusions_and_ignore_files(tmp_path: Path) -> None:
     ]
 
 
+def test_credential_files_are_left_out_in_any_case(tmp_path: Path) -> None:
+    # On a file system that ignores case (macOS's), .ENV is the .env dotenv reads.
+    credentials = [".ENV", ".Env.production", "cfg/.ENVRC", ".NETRC", "_Netrc", ".PyPIrc"]
+    credentials += ["PIP.CONF", "Pip.Ini", "UV.TOML", "Poetry.toml"]
+    # The other exclusions keep their case: Build/ is no /build/ output, nor Venv/ a venv.
+    kept = ["Build/x.py", "Venv/y.py", "ENV.md", "app.py"]
+    write(tmp_path, {name: "" for name in credentials + kept})
+    assert collect_files(tmp_path) == sorted(kept)
+
+
 def test_nested_gitignore_applies_below_its_folder(tmp_path: Path) -> None:
     write(
         tmp_path,

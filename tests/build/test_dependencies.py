@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import SixFailsIndex, serve_http
 from tests.wheelhouse import LINUX_X86_64_CP311_TAG, MACOS_ARM64_CP311_TAG, build_wheel
 
+from flash.build import dependencies
 from flash.build.dependencies import (
     DependencyOptions,
     gather_requirements,
@@ -340,9 +345,18 @@ def test_an_index_url_in_a_file_must_agree_with_the_build(wheelhouse: Path, tmp_
     options = _options(wheelhouse, index_url="https://b.example/simple")
     with pytest.raises(BuildError) as info:
         vendor_dependencies(tmp_path, [], options, tmp_path / "cache")
+    # Index URLs are masked after their host: a token may be in their path.
     assert str(info.value) == (
-        "requirements.txt:2: --index-url 'https://****@a.example/simple' differs from the "
-        "build's --index-url 'https://b.example/simple'; keep one"
+        "requirements.txt:2: --index-url 'https://****@a.example/****' differs from the "
+        "build's --index-url 'https://b.example/****'; keep one"
+    )
+    # Told apart where the masking shows the two alike.
+    options = _options(wheelhouse, index_url="https://a.example/other/simple")
+    with pytest.raises(BuildError) as info:
+        vendor_dependencies(tmp_path, [], options, tmp_path / "cache")
+    assert str(info.value) == (
+        "requirements.txt:2: --index-url 'https://****@a.example/****' differs after their "
+        "host (masked here) from the build's --index-url 'https://a.example/****'; keep one"
     )
 
 
@@ -556,3 +570,154 @@ def test_vendor_dependencies_with_nothing_to_vendor(tmp_path: Path) -> None:
     result = vendor_dependencies(tmp_path, [], DependencyOptions(), tmp_path / "cache")
     assert result.pins == ()
     assert result.site_dir is None
+
+
+# ------------------------------------------------------------ secrets in package sources
+
+TOKEN = "SECRET_PATHTOKEN_7777"
+
+
+@pytest.fixture
+def token_index(wheelhouse: Path, tmp_path: Path) -> Iterator[str]:
+    """The wheelhouse as a PEP 503 index over HTTP at a path holding a token, as
+    Cloudsmith's are: yields ``http://127.0.0.1:PORT/<TOKEN>``, whose ``simple/`` is the
+    index and ``files/`` a find-links page. A request for ``six`` fails with a 500."""
+    served = tmp_path / "served"
+    files = Path(shutil.copytree(wheelhouse, served / TOKEN / "files"))
+    for wheel in files.glob("*.whl"):
+        page = served / TOKEN / "simple" / wheel.name.split("-")[0].replace("_", "-")
+        page.mkdir(parents=True, exist_ok=True)
+        with (page / "index.html").open("a") as html:
+            html.write(f'<a href="../../files/{wheel.name}">{wheel.name}</a>\n')
+
+    with serve_http(partial(SixFailsIndex, directory=str(served))) as port:
+        yield f"http://127.0.0.1:{port}/{TOKEN}"
+
+
+def _recording_uv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Run uv through a script that writes down its command line, as `ps` shows it."""
+    log = tmp_path / "uv-argv.log"
+    script = tmp_path / "uv-recorded"
+    script.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" >> {shlex.quote(str(log))}\n'
+        f'exec {shlex.quote(dependencies._uv_binary())} "$@"\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setattr(dependencies, "_uv_binary", lambda: str(script))
+    return log
+
+
+def test_package_sources_reach_uv_off_its_command_line(
+    token_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = _recording_uv(monkeypatch, tmp_path)
+    project = _project(
+        tmp_path / "project",
+        {
+            "requirements.txt": f"""\
+                --extra-index-url {token_index}/simple/
+                --find-links {token_index}/files/
+                alpha
+            """
+        },
+    )
+    options = DependencyOptions(python_version="3.11", index_url=f"{token_index}/simple/")
+    result = vendor_dependencies(project, ["small"], options, tmp_path / "cache")
+    assert result.pins == ("alpha==1.0", "beta==2.0", "small==1.0")
+    assert result.site_dir is not None
+    assert _python_in(result.site_dir, "import alpha, small; print('ok')") == "ok"
+    argv = log.read_text()
+    assert "pip\ncompile\n" in argv and "pip\ninstall\n" in argv  # both ran through it
+    assert TOKEN not in argv and "127.0.0.1" not in argv
+
+
+def test_index_order_and_find_links_are_kept_through_uv_environment(tmp_path: Path) -> None:
+    build_wheel(tmp_path / "one", "beta", "1.0")
+    build_wheel(tmp_path / "two", "beta", "2.0")
+    first = _simple_index(tmp_path / "one", tmp_path / "index-one")
+    second = _simple_index(tmp_path / "two", tmp_path / "index two")  # a space: uv's separator
+    (tmp_path / "empty").mkdir()
+    base = DependencyOptions(python_version="3.11", index_url=(tmp_path / "empty").as_uri())
+    # uv's first-index strategy: the first extra index that has beta gives it.
+    for extras, pin in (((first, second), "beta==1.0"), ((second, first), "beta==2.0")):
+        options = replace(base, extra_index_urls=extras)
+        assert resolve(["beta"], options, tmp_path / "cache") == [pin]
+    # Several find-links, one with uv's separator for them in its path.
+    build_wheel(tmp_path / "w,1", "gamma", "0.1")
+    build_wheel(tmp_path / "w2", "small", "1.0")
+    options = DependencyOptions(
+        python_version="3.11",
+        no_index=True,
+        find_links=(str(tmp_path / "w,1"), str(tmp_path / "w2")),
+    )
+    assert resolve(["gamma", "small"], options, tmp_path / "cache") == ["gamma==0.1", "small==1.0"]
+
+
+def test_find_links_need_a_uv_that_reads_several_from_its_environment(
+    wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An older uv would take two find-links for one, or none: resolving from PyPI instead.
+    monkeypatch.setattr(dependencies, "_uv_version", lambda: "0.5.16")
+    with pytest.raises(
+        BuildError, match=r"--find-links needs uv 0\.5\.17 or newer \(this is uv 0\.5\.16\)"
+    ):
+        resolve(["alpha"], _options(wheelhouse), tmp_path / "cache")
+
+
+def test_index_urls_are_masked_in_what_uv_says(
+    token_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # the 500 at once, not after uv's retries
+    host = token_index.removesuffix(f"/{TOKEN}")
+    options = DependencyOptions(python_version="3.11", index_url=f"{token_index}/simple/")
+    with pytest.raises(BuildError) as info:
+        resolve(["six"], options, tmp_path / "cache")
+    # uv names the page it failed to fetch: shown by its host only.
+    assert f"Failed to fetch: {host}/****" in info.value.message
+    assert TOKEN not in str(info.value)
+    # So does a requirements file's index option, with a token in its query.
+    project = _project(
+        tmp_path / "project",
+        {"requirements.txt": f"--extra-index-url {host}/simple/?token={TOKEN}\nsix\n"},
+    )
+    options = DependencyOptions(python_version="3.11", index_url=(tmp_path / "project").as_uri())
+    with pytest.raises(BuildError) as info:
+        vendor_dependencies(project, [], options, tmp_path / "cache")
+    assert f"{host}/****" in info.value.message and TOKEN not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("files", "declared", "where"),
+    [
+        ({"requirements.txt": "rich\ntinypkg @ {url}\n"}, [], ("requirements.txt", 2)),
+        (
+            {"requirements.txt": "-c cons.txt\n", "cons.txt": "tinypkg @ {url}\n"},
+            [],
+            ("cons.txt", 1),
+        ),
+        (
+            {"pyproject.toml": '[project]\nname = "a"\ndependencies = [\n "tinypkg @ {url}"]'},
+            [],
+            ("pyproject.toml", 4),
+        ),
+        ({}, ["tinypkg @ {url}"], (None, None)),
+    ],
+)
+def test_a_variable_in_a_requirement_is_refused_where_it_is_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, str],
+    declared: list[str],
+    where: tuple[str | None, int | None],
+) -> None:
+    # uv would expand it, and print the token in its messages: refused, as in an option line.
+    monkeypatch.setenv("MYTOK", TOKEN)
+    url = "http://127.0.0.1:9/${MYTOK}/tinypkg-1.0-py3-none-any.whl"
+    project = _project(tmp_path, {k: v.replace("{url}", url) for k, v in files.items()})
+    declared = [d.replace("{url}", url) for d in declared]
+    with pytest.raises(BuildError, match=r"does not expand \$\{\.\.\.\} in requirements") as info:
+        vendor_dependencies(project, declared, DependencyOptions(no_index=True), tmp_path / "cache")
+    assert (info.value.path, info.value.line) == where
+    assert "${MYTOK}" in info.value.message and TOKEN not in str(info.value)
+    if not files:
+        assert "in @remote(dependencies=...)" in info.value.message

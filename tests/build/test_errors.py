@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flash.build.errors import BuildError, redact_credentials
+from flash.build.errors import BuildError, masking_indexes, redact, redact_credentials
 
 # The rule, written as the plain regex it is: a scheme (a letter, then letters, digits,
 # "+", "." or "-"), "://", then the userinfo up to the last "@" before whitespace, a path,
@@ -47,3 +47,32 @@ def test_a_megabyte_line_of_letters_is_masked_at_once() -> None:
     # The masking finds each "://" first, so this takes milliseconds.
     line = "a" * 1_000_000 + " https://u:tok@host/simple"
     assert redact_credentials(line) == "a" * 1_000_000 + " https://****@host/simple"
+
+
+def test_index_urls_are_masked_after_their_host_while_a_build_names_them() -> None:
+    indexes = [
+        "http://127.0.0.1:28311/SECRET_PATHTOKEN_7777/simple/",  # Cloudsmith-style
+        "https://deploy:tok@idx.example/simple?token=QUERYTOKEN",
+        "https://pypi.org/",  # nothing after the host: nothing to mask
+        "/local/wheels",  # no host, no token
+    ]
+    uv_says = (
+        "cause: Failed to fetch: http://127.0.0.1:28311/SECRET_PATHTOKEN_7777/simple/six/\n"
+        "cause: HTTP status server error (500) for url "
+        "(http://127.0.0.1:28311/SECRET_PATHTOKEN_7777/simple/six/).\n"
+        "`https://IDX.example:443/simple/six/?token=QUERYTOKEN`, "
+        "https://u:p@idx.example/x https://pypi.org/simple/six/ https://other.example/a/b"
+    )
+    with masking_indexes(indexes[:2]) as mask_too:
+        mask_too(indexes[2:])
+        error = BuildError(uv_says)
+        assert redact(uv_says) == error.message
+    assert error.message == (
+        "cause: Failed to fetch: http://127.0.0.1:28311/****\n"
+        "cause: HTTP status server error (500) for url (http://127.0.0.1:28311/****).\n"
+        "`https://IDX.example:443/****`, "
+        "https://****@idx.example/**** https://pypi.org/simple/six/ https://other.example/a/b"
+    )
+    # Outside the build, only userinfo is masked, as ever.
+    assert BuildError(uv_says).message == redact_credentials(uv_says)
+    assert "SECRET_PATHTOKEN_7777" in redact(uv_says)

@@ -11,7 +11,7 @@ from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from tests.helpers import QuietHandler, serve_http
+from tests.helpers import QuietHandler, SixFailsIndex, serve_http
 from tests.integration.projects import multi_package_project, src_layout_project, write_files
 from tests.wheelhouse import build_wheel
 
@@ -307,13 +307,16 @@ def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Pa
     assert b"tok_" not in content and "tok_".encode("utf-16-le") not in content
     with tarfile.open(result.archive) as tar:
         read = lambda name: tar.extractfile(name).read()  # type: ignore[union-attr]  # noqa: E731
+        # Index URLs are masked after their host too (a token can be in their path).
         assert read("requirements.txt").decode() == (
-            "--extra-index-url https://****@pypi.example.invalid/simple\n-r base.txt\n"
-            "-c pins/constraints.txt\n--extra-index-url https://****@example.invalid/simple\n"
+            "--extra-index-url https://****@pypi.example.invalid/****\n-r base.txt\n"
+            "-c pins/constraints.txt\n--extra-index-url https://****@example.invalid/****\n"
         )
         for included in ("base.txt", "deps/more.in", "pins/constraints.txt"):
-            assert b"https://****@example.invalid" in read(included)
-        assert read("requirements-dev.txt").decode("utf-16") == dev.replace("u:tok_utf16", "****")
+            assert b"https://****@example.invalid/****\n" in read(included)
+        assert read("requirements-dev.txt").decode("utf-16") == (
+            "--index-url https://****@example.invalid/****\n"
+        )
         assert b"Home='https://example.com',Mail='mailto:team@example.com'" in read(
             "pyproject.toml"
         )
@@ -341,9 +344,11 @@ def test_a_big_file_that_may_name_indexes_is_masked_like_any_other(tmp_path: Pat
     with tarfile.open(result.archive) as tar:
         read = lambda name: tar.extractfile(name).read()  # type: ignore[union-attr]  # noqa: E731
         assert read("requirements/big.txt").decode() == (
-            filler + "-i https://****@example.invalid/simple\n"
+            filler + "-i https://****@example.invalid/****\n"
         )
-        assert read("requirements/wide.txt").decode("utf-16") == wide.replace("u:tok_wide", "****")
+        assert read("requirements/wide.txt").decode("utf-16") == (
+            filler + "--index-url https://****@example.invalid/****\n"
+        )
         data = root / "requirements" / "data.txt"
         assert read("requirements/data.txt") == data.read_bytes()
     # The archive gets the checked bytes, not the file read again later.
@@ -665,3 +670,98 @@ def test_max_size_names_project_files_and_packages_together(tmp_path: Path) -> N
     assert "largest packages: tinydep 0.3 MB" in message
     assert "--exclude PKG" in message and ".flashignore" in message
     assert not (root / ".flash" / "archive.tar.gz").exists()
+
+
+TOKEN = "SECRET_PATHTOKEN_7777"
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[str]:
+    """An index over HTTP at a path holding a token, as Cloudsmith's are: yields
+    ``http://127.0.0.1:PORT/<TOKEN>``, whose ``simple/`` has tinydep and whose ``files/``
+    has tinydep's and direct's wheels. A request for six fails with a 500."""
+    served = tmp_path / "served"
+    build_wheel(served / TOKEN / "files", "tinydep", "1.0")
+    build_wheel(served / TOKEN / "files", "direct", "1.0")
+    write_files(
+        served / TOKEN / "simple",
+        {"tinydep/index.html": '<a href="../../files/tinydep-1.0-py3-none-any.whl">t</a>\n'},
+    )
+
+    with serve_http(partial(SixFailsIndex, directory=str(served))) as port:
+        yield f"http://127.0.0.1:{port}/{TOKEN}"
+
+
+def test_index_urls_stay_out_of_manifest_archive_cache_and_errors(
+    tmp_path: Path, token_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = token_server.removesuffix(f"/{TOKEN}")
+    root = starter(tmp_path)
+    direct = f"direct @ {token_server}/files/direct-1.0-py3-none-any.whl"
+    write_files(root, {"requirements.txt": f"-i {token_server}/simple/\ntinydep\n{direct}\n"})
+    result = build_project(BuildOptions(project_dir=root))
+    assert {"tinydep/__init__.py", "direct/__init__.py"} <= set(names(result.archive))
+    # Shown and written by the host only, so one can tell which index it was.
+    flash_dir = root / ".flash"
+    manifest = json.loads((flash_dir / "flash_manifest.json").read_text())
+    assert f"direct @ {host}/****" in manifest["dependencies"]["requirements"]
+    with tarfile.open(result.archive) as tar:
+        shipped = tar.extractfile("requirements.txt").read().decode()  # type: ignore[union-attr]
+    assert shipped == f"-i {host}/****\ntinydep\ndirect @ {host}/****\n"
+    # The resolution is not cached (it would need the real URL), and installs all the same.
+    assert not list((flash_dir / "cache" / "resolve").glob("*"))
+    assert build_project(BuildOptions(project_dir=root, force=True)).sha256 == result.sha256
+    written = [gzip.decompress(result.archive.read_bytes()), json.dumps(result.summary())]
+    written += [p.read_bytes() for p in flash_dir.glob("*") if p.is_file()]
+    assert not [found for found in written if TOKEN in str(found)]
+
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # the 500 at once, not after uv's retries
+    write_files(root, {"requirements.txt": f"-i {token_server}/simple/\nsix\n"})
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert f"Failed to fetch: {host}/****" in info.value.message
+    assert TOKEN not in str(info.value)
+    # The index of the build's own options too, from the first stage on.
+    write_files(root, {"requirements.txt": "six\n"})
+    options = DependencyOptions(index_url=f"{token_server}/simple/")
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=options))
+    assert f"{host}/****" in info.value.message and TOKEN not in str(info.value)
+
+
+def test_a_literal_secret_in_a_config_env_is_warned_about_by_name(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    gpu = root / "workers" / "gpu_worker.py"
+    env = {
+        "HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}",  # a reference: RunPod puts the secret in
+        "OPENAI_API_KEY": "sk-literal-value-123",
+        "TOKENIZERS_PARALLELISM": "false",  # no secret, whatever its name holds
+        "MAX_TOKENS": "512",
+        "DB_PASSWORD": "",
+    }
+    gpu.write_text(gpu.read_text().replace("idleTimeout=30", f"idleTimeout=30, env={env!r}"))
+    result = build_project(BuildOptions(project_dir=root))
+    # The build goes on, the reference recorded as written.
+    manifest = json.loads((root / ".flash" / "flash_manifest.json").read_text())
+    assert manifest["resources"]["gpu-worker"]["config"]["env"] == env
+    (warning,) = result.warnings
+    assert str(warning).startswith("workers/gpu_worker.py:7:7: LiveServerless 'gpu-worker': ")
+    assert "'OPENAI_API_KEY'" in warning.message
+    assert "{{ RUNPOD_SECRET_OPENAI_API_KEY }}" in warning.message
+    assert "sk-literal" not in str(warning)
+    assert result.summary()["warnings"] == [str(warning)]
+    # An up-to-date build skips the scan, and says it all the same.
+    again = build_project(BuildOptions(project_dir=root))
+    assert again.skipped and again.warnings == result.warnings
+    assert "sk-literal" not in (root / ".flash" / "build_stamp.json").read_text()
+
+
+def test_credential_files_stay_out_whatever_the_case_of_their_names(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    # On macOS's file system, .ENV is the .env dotenv reads.
+    variants = [".ENV", ".Env.Local", "config/.ENVRC", ".NETRC", "PIP.CONF", "Pip.Ini", "UV.toml"]
+    write_files(root, {name: f"K=hf_secret_{i}\n" for i, name in enumerate(variants)})
+    result = build_project(BuildOptions(project_dir=root))
+    listing = {name.lower() for name in names(result.archive)}
+    assert not listing & {name.lower() for name in variants}
+    assert b"hf_secret_" not in gzip.decompress(result.archive.read_bytes())

@@ -1075,6 +1075,60 @@ def test_an_invalid_requirement_in_dependencies_names_its_file_and_line(tmp_path
     assert str(err).startswith("deps.py:3:5: invalid requirement 'torch>>2': ")
 
 
+def test_a_variable_in_dependencies_is_refused_at_its_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uv would expand it in the requirements it is given, and show the value in its messages.
+    monkeypatch.setenv("MYTOK", "SECRET_PATHTOKEN_7777")
+    err = scan_error(
+        tmp_path,
+        {
+            "app.py": f"{HEADER}cfg = LiveServerless(name='g')\n"
+            "@remote(cfg, dependencies=['tinypkg @ http://127.0.0.1:9/${MYTOK}/t.whl'])\n"
+            "def f(): ...\n"
+        },
+    )
+    assert str(err).startswith(
+        "app.py:3:28: 'tinypkg @ http://127.0.0.1:9/${MYTOK}/t.whl': flash build does not "
+        "expand ${...} in requirements; "
+    )
+    assert "SECRET_PATHTOKEN_7777" not in str(err)
+
+
+def test_env_names_that_hold_secrets_are_warned_about_unless_referenced(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "app.py": f"""\
+                {HEADER.strip()}
+
+                gpu = LiveServerless(
+                    name="g",
+                    env={{
+                        "HF_TOKEN": "hf_written_out",
+                        "AWS_SECRET_ACCESS_KEY": "{{{{RUNPOD_SECRET_aws}}}}",
+                        "db_password": "hunter2",
+                        "MAX_TOKENS": "512",
+                        "MODE": "prod",
+                    }},
+                )
+
+                @remote(gpu)
+                def f(): ...
+            """,
+        },
+    )
+    # A RunPod secret reference goes into the manifest as it is written.
+    env = result.resources["g"].config["env"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == "{{RUNPOD_SECRET_aws}}"
+    shown = [str(warning) for warning in result.warnings]
+    assert [text.split(": ", 1)[0] for text in shown] == ["app.py:3:7", "app.py:3:7"]
+    assert "env 'HF_TOKEN' looks like a secret" in shown[0]
+    assert "env 'db_password' looks like a secret" in shown[1]
+    assert '"{{ RUNPOD_SECRET_db_password }}"' in shown[1]
+    assert not [text for text in shown if "hf_written_out" in text or "hunter2" in text]
+
+
 def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:
     err = scan_error(
         tmp_path,

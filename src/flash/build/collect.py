@@ -15,8 +15,24 @@ from flash.runtime.protocol import MANIFEST_FILENAME
 
 IGNORE_FILES = (".gitignore", ".flashignore")
 
+# Files that hold secrets, left out in any case of their names: on a file system that
+# ignores case (macOS's, Windows'), `.ENV` is the `.env` dotenv reads. Lowercase patterns,
+# matched against the lowercased path.
+CREDENTIAL_FILES = (
+    ".env*",  # also .envrc, .env_production, .env-staging: as the README promises
+    # Credentials and settings of package tools: dependencies are vendored at build time,
+    # so no worker reads these.
+    ".netrc",
+    "_netrc",
+    ".pypirc",
+    "pip.conf",
+    "pip.ini",
+    "uv.toml",
+    "poetry.toml",
+)
+
 # Always left out, whatever the ignore files say: VCS data, build outputs, virtualenvs,
-# bytecode and .env* files (secrets never enter an archive). Checked on its own (see
+# bytecode and CREDENTIAL_FILES (secrets never enter an archive). Checked on its own (see
 # always_excluded), never merged with the user's patterns, so no `!` line can re-include these.
 ALWAYS_EXCLUDED = (
     ".git/",
@@ -28,16 +44,7 @@ ALWAYS_EXCLUDED = (
     "__pycache__/",
     "*.pyc",
     "*.pyo",
-    ".env*",  # also .envrc, .env_production, .env-staging: as the README promises
-    # Credentials and settings of package tools: dependencies are vendored at build time,
-    # so no worker reads these.
-    ".netrc",
-    "_netrc",
-    ".pypirc",
-    "pip.conf",
-    "pip.ini",
-    "uv.toml",
-    "poetry.toml",
+    *CREDENTIAL_FILES,
     ".mypy_cache/",
     ".pytest_cache/",
     ".ruff_cache/",
@@ -50,6 +57,7 @@ ALWAYS_EXCLUDED = (
     f"/{MANIFEST_FILENAME}",
 )
 _ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
+_CREDENTIALS_SPEC = pathspec.GitIgnoreSpec.from_lines(CREDENTIAL_FILES)
 
 
 # Files that may name package indexes with credentials in their URLs
@@ -77,8 +85,9 @@ def names_package_indexes(rel: str) -> bool:
 
 
 def always_excluded(rel: str) -> bool:
-    """Whether the project-relative posix path (dirs end in "/") is one of ALWAYS_EXCLUDED."""
-    return _ALWAYS_SPEC.match_file(rel)
+    """Whether the project-relative posix path (dirs end in "/") is one of ALWAYS_EXCLUDED
+    (CREDENTIAL_FILES in any case)."""
+    return _ALWAYS_SPEC.match_file(rel) or _CREDENTIALS_SPEC.match_file(rel.lower())
 
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flash.build.errors import BuildError, redact_credentials
+from flash.build.errors import BuildError, index_hosts, mask_index_urls, masking_indexes, redact
 
 try:  # `packaging` is not a declared dependency; use it when present for exact validation.
     from packaging.requirements import InvalidRequirement, Requirement
@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
     InvalidRequirement = ValueError  # type: ignore[assignment,misc]
 
 # Bump when the cached data layout or the post-install clean-up changes.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 # uv settings that only change how uv talks to the network, never what it resolves, so a user's
 # shell may keep them; every other UV_* variable is dropped so results depend on options only.
@@ -117,6 +117,9 @@ class ResolvedDependencies:
     pins: tuple[str, ...]
     excluded: tuple[str, ...]
     site_dir: Path | None
+    # The package sources the build used, the requirements files' included: what the
+    # build shows or writes from now on masks them (see flash.build.errors.masking_indexes).
+    index_urls: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- gathering
@@ -156,11 +159,29 @@ def _canonical_requirement(text: str) -> str:
 
 def requirement_problem(text: str) -> str | None:
     """Why ``text`` is not a requirement (``invalid requirement '...': ...``), or None."""
+    problem = _variable_problem(text)
+    if problem is not None:
+        return problem
     try:
         _canonical_requirement(text)
     except InvalidRequirement as exc:
         return f"invalid requirement {text.strip()!r}: {exc}"
     return None
+
+
+def _variable_problem(text: str, origin: str = "") -> str | None:
+    """Why a requirement with a ``${VAR}`` is refused, or None: as for an option line
+    (see _read_requirements_txt), uv would expand it in the requirements file flash build
+    gives it, and the value (a token, often) would show in uv's messages and escape the
+    up-to-date check."""
+    if "${" not in text:
+        return None
+    return (
+        f"{text.strip()!r}{origin}: flash build does not expand ${{...}} in requirements; "
+        "write the value out if it is no secret, or serve the package from an index given "
+        "to flash build itself (--index-url, --extra-index-url, --find-links), whose URL "
+        "it keeps out of what it shows and writes"
+    )
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -304,9 +325,10 @@ def _read_requirements_txt(
         if "${" in value:
             # pip would expand it; its value (an index token, often) would then show in
             # uv's messages and in what the build keeps, and escape the up-to-date check.
+            shown_value = mask_index_urls(value, index_hosts([value]))  # a token, written out
             raise BuildError(
-                f"{name} {value}: flash build does not expand ${{...}} in requirements files; "
-                "write the value out, or give the index to flash build itself "
+                f"{name} {shown_value}: flash build does not expand ${{...}} in requirements "
+                "files; write the value out, or give the index to flash build itself "
                 "(--index-url, --extra-index-url, --find-links)",
                 path=shown,
                 line=number,
@@ -352,6 +374,22 @@ def _read_requirements_txt(
         elif name == "--pre":
             sources.pre = True
         # --only-binary and --prefer-binary: flash build installs binary wheels only anyway.
+
+
+# An index option's value in a requirements file, as the pip options flash build applies
+# are spelt: `-i URL`, `-iURL`, `--index-url=URL`, ...
+_INDEX_OPTION_VALUE = re.compile(
+    r"^([ \t]*(?:--index-url|--extra-index-url|--find-links|-i|-f)[ \t=]*)(\S+)", re.MULTILINE
+)
+
+
+def mask_index_options(text: str) -> str:
+    """``text`` (a requirements file) with the URL of every index option cut after its host,
+    as :func:`flash.build.errors.mask_index_urls` cuts it: for the copy that goes into the
+    archive (no worker reads it), the files this build did not read too."""
+    return _INDEX_OPTION_VALUE.sub(
+        lambda found: found[1] + mask_index_urls(found[2], index_hosts([found[2]])), text
+    )
 
 
 def load_toml(path: Path, shown: str) -> dict[str, Any]:
@@ -431,11 +469,14 @@ def _gather(root: Path, declared: Iterable[str]) -> _Sources:
 def _canonical_all(sources: Iterable[_Source]) -> list[str]:
     canonical: set[str] = set()
     for text, source, line in sources:
+        where = None if source.startswith("@") else source
+        origin = f" in {source}" if where is None else ""
+        problem = _variable_problem(text, origin)
+        if problem is not None:
+            raise BuildError(problem, path=where, line=line)
         try:
             canonical.add(_canonical_requirement(text))
         except InvalidRequirement as exc:
-            where = None if source.startswith("@") else source
-            origin = f" in {source}" if where is None else ""
             message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
             raise BuildError(message, path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
@@ -448,9 +489,11 @@ def _with_file_options(options: DependencyOptions, sources: _Sources) -> Depende
         value, shown, line = sources.index_url
         if index_url is not None and index_url != value:
             # pip lets the file's win; either way one of the two would be silently ignored.
+            alike = {redact(url).replace("://****@", "://") for url in (value, index_url)}
+            where = " after their host (masked here)" if len(alike) == 1 else ""
             raise BuildError(
-                f"--index-url {value!r} differs from the build's --index-url {index_url!r}; "
-                "keep one",
+                f"--index-url {value!r} differs{where} from the build's --index-url "
+                f"{index_url!r}; keep one",
                 path=shown,
                 line=line,
             )
@@ -568,15 +611,56 @@ def _common_args(options: DependencyOptions, cache_dir: Path) -> list[str]:
         "--only-binary",
         ":all:",
     ]
-    if options.index_url:
-        args += ["--index-url", options.index_url]
-    for url in options.extra_index_urls:
-        args += ["--extra-index-url", url]
-    for link in options.find_links:
-        args += ["--find-links", link]
     if options.no_index:
         args.append("--no-index")
-    return args
+    return args  # the package sources go in uv's environment: see _index_env
+
+
+# The first uv that reads several --find-links from UV_FIND_LINKS (comma-separated); older
+# ones read one, or (before 0.4.19) none, and would resolve from PyPI instead.
+_UV_FIND_LINKS_LIST = (0, 5, 17)
+
+
+def _index_env(options: DependencyOptions) -> dict[str, str]:
+    """The package sources for uv, as the variables of its options: its command line is
+    anyone's to read on the machine (``ps``), and an index URL often holds a token.
+
+    The same lists, in the same order, as ``--index-url``, ``--extra-index-url`` and
+    ``--find-links`` options would be (uv reads those variables for them), so the same
+    index strategy applies."""
+    env = {}
+    if options.index_url:
+        env["UV_INDEX_URL"] = options.index_url
+    extras = [_env_item(url, " ") for url in options.extra_index_urls if url]
+    if extras:
+        env["UV_EXTRA_INDEX_URL"] = " ".join(extras)
+    links = [_env_item(link, ",") for link in options.find_links if link]
+    if links:
+        version = tuple(int(part) for part in re.findall(r"\d+", _uv_version())[:3])
+        if version and version < _UV_FIND_LINKS_LIST:
+            wanted = ".".join(map(str, _UV_FIND_LINKS_LIST))
+            raise BuildError(
+                f"--find-links needs uv {wanted} or newer (this is uv {_uv_version()}): "
+                "upgrade it (pip install -U uv)"
+            )
+        env["UV_FIND_LINKS"] = ",".join(links)
+    return env
+
+
+def _env_item(source: str, separator: str) -> str:
+    """``source`` as an item of a ``separator``-separated variable: percent-encoded where
+    it holds the separator (a local path as a ``file:`` URL, which uv reads as the path)."""
+    if separator not in source:
+        return source
+    if "://" in source:
+        return source.replace(separator, f"%{ord(separator):02X}")
+    return Path(source).absolute().as_uri()
+
+
+def source_urls(options: DependencyOptions) -> tuple[str, ...]:
+    """Every package index and find-links location of ``options``."""
+    index = (options.index_url,) if options.index_url else ()
+    return (*index, *options.extra_index_urls, *options.find_links)
 
 
 def _uv_failure(stderr: str) -> str:
@@ -598,12 +682,12 @@ def _implicated(requirements: Sequence[str], detail: str) -> list[str]:
     return found
 
 
-def _run_uv(args: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_uv(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [_uv_binary(), *args],
         capture_output=True,
         text=True,
-        env=_uv_env(),
+        env={**_uv_env(), **(env or {})},
         check=False,
     )
 
@@ -654,6 +738,16 @@ def resolve(
     with the base image). Raises ``BuildError`` naming the requirements that cannot be
     satisfied.
     """
+    with masking_indexes(source_urls(options)):
+        return _resolve(requirements, options, cache_dir, constraints)
+
+
+def _resolve(
+    requirements: Sequence[str],
+    options: DependencyOptions,
+    cache_dir: Path,
+    constraints: Sequence[str],
+) -> list[str]:
     if not requirements:
         return []
     options = _check_options(options)
@@ -688,7 +782,7 @@ def resolve(
             excludes = Path(tmp) / "excludes.txt"
             excludes.write_text("\n".join(options.exclude) + "\n", encoding="utf-8")
             args += ["--excludes", str(excludes)]
-        result = _run_uv(args)
+        result = _run_uv(args, _index_env(options))
     if result.returncode != 0:
         detail = _uv_failure(result.stderr)
         culprits = _implicated(requirements, detail)
@@ -698,10 +792,14 @@ def resolve(
         raise BuildError(message)
 
     pins = _parse_pins(result.stdout)
-    # Only the pins are read back: the rest is for people. No options: an index URL can
-    # hold a token where no masking finds it (in its path).
+    if any(redact(pin) != pin for pin in pins):
+        # A URL pin on an index's host (`pkg @ https://host/TOKEN/pkg.whl`): installing it
+        # needs the real URL, which the build writes nowhere, so it is resolved again.
+        return pins
+    # Only the pins are read back: the rest is for people. No options: they are the
+    # package sources, whose URLs can hold tokens; any left in a requirement are masked.
     shown = {"requirements": list(requirements), "constraints": list(constraints)}
-    record = json.loads(redact_credentials(json.dumps(shown)))
+    record = json.loads(redact(json.dumps(shown)))
     record["pins"] = pins
     _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return pins
@@ -742,11 +840,23 @@ def _strip_site(site_dir: Path) -> None:
     for dist_info in site_dir.glob("*.dist-info"):
         # uv_cache.json holds an install timestamp.
         (dist_info / "uv_cache.json").unlink(missing_ok=True)
+        # The URL a package was installed from (PEP 610), which no worker reads: gone where
+        # it is on an index's host, whose token it may hold.
+        direct_url = dist_info / "direct_url.json"
+        if direct_url.is_file():
+            text = direct_url.read_text(encoding="utf-8", errors="replace")
+            if redact(text) != text:
+                direct_url.unlink()
         _prune_record(dist_info, site_dir)
 
 
 def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
     """Install ``pins`` (already complete) for the target; return the cached site directory."""
+    with masking_indexes(source_urls(options)):
+        return _install(pins, options, cache_dir)
+
+
+def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
     options = _check_options(options)
     key = _cache_key(
         {
@@ -772,7 +882,8 @@ def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) ->
             req_file.write_text("\n".join(pins) + "\n", encoding="utf-8")
             try:
                 args = ["pip", "install", "--target", str(staging), "-r", str(req_file)]
-                result = _run_uv([*args, "--no-deps", *_common_args(options, cache_dir)])
+                args += ["--no-deps", *_common_args(options, cache_dir)]
+                result = _run_uv(args, _index_env(options))
             finally:
                 req_file.unlink(missing_ok=True)
             if result.returncode != 0:
@@ -834,20 +945,27 @@ def vendor_dependencies(
 ) -> ResolvedDependencies:
     """Gather, resolve and install the project's dependencies for the target."""
     sources = _gather(root, declared)
-    # Flash itself never goes in: the archive carries its own runtime, and the SDK with its
-    # dependency tree is not needed on a worker.
-    requirements = [
-        req
-        for req in _canonical_all(sources.requirements)
-        if normalise_name(_requirement_name(req)) != "flash"
-    ]
-    constraints = _canonical_all(sources.constraints)
-    options = _with_file_options(options, sources)
-    if not requirements:  # resolve() would pass --platform to uv; here nothing else does
-        _check_platform(options.platform, cache_dir)
-    pins = resolve(requirements, options, cache_dir, constraints)
-    site_dir = install(pins, options, cache_dir) if pins else None
+    file_index = (sources.index_url[0],) if sources.index_url else ()
+    named = (*file_index, *sources.extra_index_urls, *sources.find_links)
+    with masking_indexes((*source_urls(options), *named)):
+        # Flash itself never goes in: the archive carries its own runtime, and the SDK with
+        # its dependency tree is not needed on a worker.
+        requirements = [
+            req
+            for req in _canonical_all(sources.requirements)
+            if normalise_name(_requirement_name(req)) != "flash"
+        ]
+        constraints = _canonical_all(sources.constraints)
+        options = _with_file_options(options, sources)
+        if not requirements:  # resolve() would pass --platform to uv; here nothing else does
+            _check_platform(options.platform, cache_dir)
+        pins = resolve(requirements, options, cache_dir, constraints)
+        site_dir = install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     return ResolvedDependencies(
-        requirements=tuple(requirements), pins=tuple(pins), excluded=excluded, site_dir=site_dir
+        requirements=tuple(requirements),
+        pins=tuple(pins),
+        excluded=excluded,
+        site_dir=site_dir,
+        index_urls=source_urls(options),
     )

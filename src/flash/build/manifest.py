@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flash.build.errors import redact_credentials
+from flash.build.errors import redact
 from flash.build.scanner import ScanResult, sanitize_resource_name
 from flash.build.schemas import SchemaResult, schema_sha256
 
@@ -151,7 +151,7 @@ def build_manifest(
             type=spec.type,
             handler_file=handler_file_name(name),
             config=spec.config,
-            dependencies=sorted({redact_credentials(d) for f in members for d in f.dependencies}),
+            dependencies=sorted({redact(d) for f in members for d in f.dependencies}),
             system_dependencies=sorted({d for f in members for d in f.system_dependencies}),
             functions=[
                 FunctionEntry(
@@ -174,10 +174,11 @@ def build_manifest(
         target=target,
         resources=resources,
         function_registry=dict(sorted(registry.items())),
-        # The manifest is shipped and shown: URL credentials never go in (installs are done).
+        # The manifest is shipped and shown: URL credentials and index URLs never go in
+        # (installs are done).
         dependencies=Dependencies(
-            requirements=[redact_credentials(r) for r in dependencies.requirements],
-            pins=[redact_credentials(p) for p in dependencies.pins],
+            requirements=[redact(r) for r in dependencies.requirements],
+            pins=[redact(p) for p in dependencies.pins],
             excluded=list(dependencies.excluded),
         ),
         source_fingerprint=source_fingerprint,

@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +32,13 @@ from flash.build.dependencies import (
     decode_config,
     encode_config,
     load_toml,
+    mask_index_options,
     package_sizes,
     referenced_files,
+    source_urls,
     vendor_dependencies,
 )
-from flash.build.errors import BuildError, redact_credentials
+from flash.build.errors import BuildError, BuildWarning, masking_indexes, redact
 from flash.build.handlers import render_handler
 from flash.build.manifest import (
     Dependencies,
@@ -130,6 +132,8 @@ class BuildResult:
     files: int
     skipped: bool
     timings: dict[str, float]
+    # Problems the build went on after (a skipped build repeats its build's): for people.
+    warnings: tuple[BuildWarning, ...] = ()
 
     def summary(self) -> dict[str, object]:
         return {
@@ -145,10 +149,20 @@ class BuildResult:
             "functions": len(self.manifest.function_registry),
             "dependencies": self.manifest.dependencies.pins,
             "excluded": self.manifest.dependencies.excluded,
+            "warnings": [str(warning) for warning in self.warnings],
         }
 
 
 def build_project(options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    # What the build shows or writes masks the URLs of its package sources (tokens): the
+    # options' from the start, those the requirements files name once they are read.
+    with masking_indexes(source_urls(options.dependencies)) as mask_too:
+        return _build_project(options, progress, mask_too)
+
+
+def _build_project(
+    options: BuildOptions, progress: Progress | None, mask_too: Callable[[Iterable[str]], None]
+) -> BuildResult:
     report: Progress = progress or (lambda stage, detail: None)
     root = options.project_dir.resolve()
     if not root.is_dir():
@@ -181,6 +195,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
             files=cached[2],
             skipped=True,
             timings=timings,
+            warnings=cached[3],
         )
 
     with _timed(timings, "scan"):
@@ -191,6 +206,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     with _timed(timings, "dependencies"):
         declared = [d for f in scan.functions for d in f.dependencies]
         deps = vendor_dependencies(root, declared, options.dependencies, flash_dir / "cache")
+    mask_too(deps.index_urls)
     report("dependencies", f"{len(deps.pins)} packages")
 
     manifest = build_manifest(
@@ -242,7 +258,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
     with _timed(timings, "archive"):
         info = _archive.write_archive(all_entries, archive_path)
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
-    _write_stamp(flash_dir, key, info)
+    _write_stamp(flash_dir, key, info, scan.warnings)
     report("archive", f"{info.size} bytes")
     return BuildResult(
         archive=archive_path,
@@ -252,6 +268,7 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         files=info.files,
         skipped=False,
         timings=timings,
+        warnings=scan.warnings,
     )
 
 
@@ -325,7 +342,9 @@ def sources_fingerprint(package: Path) -> str:
     )
 
 
-def _up_to_date(flash_dir: Path, archive_path: Path, key: str) -> tuple[Manifest, str, int] | None:
+def _up_to_date(
+    flash_dir: Path, archive_path: Path, key: str
+) -> tuple[Manifest, str, int, tuple[BuildWarning, ...]] | None:
     try:
         stamp = json.loads((flash_dir / STAMP_NAME).read_text())
         if stamp.get("key") != key or stamp.get("archive") != archive_path.name:
@@ -333,13 +352,22 @@ def _up_to_date(flash_dir: Path, archive_path: Path, key: str) -> tuple[Manifest
         sha = _archive.file_sha256(archive_path)
         if sha != stamp.get("sha256"):
             return None
-        return load_manifest(flash_dir / MANIFEST_FILENAME), sha, int(stamp["files"])
-    except (OSError, ValueError, KeyError):
+        warnings = tuple(BuildWarning(**found) for found in stamp.get("warnings", []))
+        return load_manifest(flash_dir / MANIFEST_FILENAME), sha, int(stamp["files"]), warnings
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_stamp(flash_dir: Path, key: str, info: _archive.ArchiveInfo) -> None:
-    stamp = {"key": key, "archive": info.path.name, "sha256": info.sha256, "files": info.files}
+def _write_stamp(
+    flash_dir: Path, key: str, info: _archive.ArchiveInfo, warnings: tuple[BuildWarning, ...]
+) -> None:
+    stamp = {
+        "key": key,
+        "archive": info.path.name,
+        "sha256": info.sha256,
+        "files": info.files,
+        "warnings": [asdict(warning) for warning in warnings],
+    }
     tmp = flash_dir / f".{STAMP_NAME}.tmp"
     tmp.write_text(json.dumps(stamp, indent=2) + "\n")
     os.replace(tmp, flash_dir / STAMP_NAME)
@@ -394,7 +422,8 @@ def _index_configs(root: Path, files: list[str]) -> set[str]:
 
 def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
     """A project file as it goes into the archive: one that may name package indexes with
-    the credentials in its URLs masked (secrets never enter an archive), others as they are.
+    the credentials in its URLs and its index URLs masked (secrets never enter an archive),
+    others as they are.
 
     A masked file goes in as the bytes that were checked, whatever its size, not read again
     when the archive is written (it may have changed by then)."""
@@ -411,7 +440,7 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
             "out with .flashignore",
             path=rel,
         ) from None
-    data = encode_config(redact_credentials(text), codec)
+    data = encode_config(redact(mask_index_options(text)), codec)
     return _archive.Entry(name=rel, data=data, executable=bool(source.stat().st_mode & 0o111))
 
 

@@ -11,14 +11,14 @@ import bisect
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from flash.build.dependencies import requirement_problem
-from flash.build.errors import BuildError
+from flash.build.errors import BuildError, BuildWarning
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 from flash.sdk.resources import CONFIG_TYPES, validate_config
 
@@ -76,6 +76,7 @@ class ScanResult:
     resources: dict[str, ResourceSpec]
     functions: tuple[RemoteSpec, ...]
     src_layout: bool = False  # modules under src/ are named without "src." (see SRC_ROOT)
+    warnings: tuple[BuildWarning, ...] = ()
 
 
 def has_src_layout(files: Sequence[str]) -> bool:
@@ -128,7 +129,42 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
         resources=dict(sorted(resources.items())),
         functions=tuple(sorted(functions, key=lambda f: (f.resource, f.qualified_name))),
         src_layout=src_layout,
+        warnings=tuple(_secret_env_warnings(resources.values())),
     )
+
+
+# An env name that holds a secret, going by its words: not followed by a letter, so that
+# TOKENIZERS_PARALLELISM or MAX_TOKENS, no secrets, are not taken for one.
+_SECRET_ENV_NAME = re.compile(
+    r"(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)"
+    r"(?![A-Z])",
+    re.IGNORECASE,
+)
+# RunPod's reference to one of the account's secrets, which it puts in the env of the
+# endpoint's workers: the value itself is never written in the project.
+_SECRET_REFERENCE = re.compile(r"\{\{\s*RUNPOD_SECRET_[^\s{}]+\s*\}\}")
+
+
+def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
+    """A warning for each env entry of ``resources`` whose name says it is a secret and
+    whose value is written out: it goes into the manifest and the archive as it is. The
+    warning names the variable, never its value."""
+    for spec in sorted(resources, key=lambda r: (r.path, r.line, r.col)):
+        env = spec.config.get("env") or {}
+        for key, value in env.items():
+            if not value or not _SECRET_ENV_NAME.search(key):
+                continue
+            if _SECRET_REFERENCE.fullmatch(value.strip()):
+                continue
+            yield BuildWarning(
+                f"{spec.type} {spec.name!r}: env {key!r} looks like a secret and its value "
+                "is written out, so it goes into flash_manifest.json and the archive as it "
+                "is; keep it as a RunPod secret and write its reference instead: "
+                f'env={{{key!r}: "{{{{ RUNPOD_SECRET_{key} }}}}"}}',
+                path=spec.path,
+                line=spec.line,
+                col=spec.col,
+            )
 
 
 def _check_import_roots(modules: list[_Module]) -> None:

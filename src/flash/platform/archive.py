@@ -121,15 +121,7 @@ def _extract(archive: Path, root: Path, sha256: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sha256}-", dir=root))
     try:
         try:
-            tar = tarfile.open(archive, "r:*")
-        except tarfile.ReadError:  # its message lists every method tried, one per line
-            raise PlatformError(
-                f"{archive}: not an archive `flash build` writes (a tar file, gzipped)"
-            ) from None
-        except OSError as err:
-            raise PlatformError(f"{archive}: cannot extract: {err}") from None
-        try:
-            with tar:
+            with _open_tar(archive) as tar:
                 members = tar.getmembers()
                 for member in members:
                     _check_member(archive, member)
@@ -148,6 +140,15 @@ def _extract(archive: Path, root: Path, sha256: str) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_tar(archive: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, "r:*")
+    except tarfile.ReadError:  # its message lists every method tried, one per line
+        raise PlatformError(
+            f"{archive}: not an archive `flash build` writes (a tar file, gzipped)"
+        ) from None
 
 
 @contextlib.contextmanager
