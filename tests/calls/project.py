@@ -87,6 +87,11 @@ FILES = {
 
 
         @remote(a)
+        def wrong_return(x: int) -> int:
+            return "not a number"  # breaks its own annotation
+
+
+        @remote(a)
         def maybe_fail(x):
             if x % 3 == 0:
                 raise ValueError(f"bad item {x}")

@@ -7,21 +7,28 @@ import asyncio
 import datetime
 import importlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.calls.project import write_project
+from tests.calls.support import connections_to
 from tests.helpers import Logs, completed_jobs, wait_for
 
 import flash
 from flash.platform import LocalPlatform, serve_project
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import get_invoker, set_invoker
+from flash.sdk import InvalidResultError
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +268,15 @@ def test_blocking_call_for_sync_code(platform: LocalPlatform) -> None:
 def test_unreachable_platform_is_endpoint_unavailable(platform: LocalPlatform) -> None:
     chain = app_module("chain")
     previous = get_invoker()
-    flash.connect("http://127.0.0.1:9")  # discard port: nothing listens
+    flash.connect("http://127.0.0.1:9", signing_key=platform.signing_key)  # nothing listens
     try:
-        with pytest.raises(flash.EndpointUnavailableError, match="attempts"):
+        with pytest.raises(flash.EndpointUnavailableError) as info:
             asyncio.run(chain.noop.options(retries=1)(1))
     finally:
         set_invoker(previous)
+    message = str(info.value)
+    assert "failed after 2 attempts" in message and "cannot connect to 127.0.0.1:9" in message
+    assert message.endswith("[callsapp.chain.noop on svc-a]")  # no job, but a call all the same
 
 
 def runsync(platform: LocalPlatform, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -461,3 +471,178 @@ def test_any_client_can_call_a_class_method_with_plain_json(platform: LocalPlatf
     add = document["components"]["schemas"]["callsapp.model.Tally.add.call"]
     assert add["properties"]["method"] == {"const": "add"}
     assert add["properties"]["init"]["properties"]["start"]["type"] == "integer"
+
+
+def test_blocking_calls_from_many_threads_at_once(platform: LocalPlatform) -> None:
+    # As a threaded web app makes them: each call runs its own event loop, in its thread.
+    chain = app_module("chain")
+
+    def calls(base: int) -> list[Any]:
+        return [chain.power.call(base, n % 3) for n in range(30)] + [chain.helper.call(base)]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(calls, range(16)))
+    assert results == [[b ** (n % 3) for n in range(30)] + [b + 1] for b in range(16)]
+    # Each call's loop closed its connections as it ended; none is left for the gc.
+    assert connections_to(platform.port) == 0
+
+
+def test_disconnect_closes_the_connections_of_a_loop_running_elsewhere(
+    platform: LocalPlatform,
+) -> None:
+    chain = app_module("chain")
+    previous = get_invoker()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        flash.connect(platform.url, platform.api_key, signing_key=platform.signing_key)
+        assert asyncio.run_coroutine_threadsafe(chain.helper(1), loop).result(30) == 2
+        assert connections_to(platform.port) == 1  # kept for that loop's next call
+        flash.disconnect()
+        wait_for(lambda: connections_to(platform.port) == 0, 10, "the connection to close")
+    finally:
+        set_invoker(previous)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
+def test_a_client_without_the_key_sends_no_pickled_call(platform: LocalPlatform) -> None:
+    # Its answer would come back unsigned, and unpickling that runs what the gateway says.
+    chain = app_module("chain")
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    jobs_before = platform.call(lambda: len(dispatcher.jobs))
+    keyless = PlatformInvoker(Endpoints(platform.url, platform.api_key), allow_unsigned=False)
+    previous = set_invoker(keyless)
+    try:
+        with pytest.raises(flash.RemoteError) as info:
+            asyncio.run(chain.noop(1))
+        with pytest.raises(flash.MapError) as mapped:
+            asyncio.run(chain.noop.map([1, 2]))
+        with pytest.raises(flash.RemoteError, match="signing key"):
+            asyncio.run(_collect(chain.ticks.stream(1, "never")))
+        assert asyncio.run(chain.helper(1)) == 2  # typed: JSON needs no key
+    finally:
+        set_invoker(previous)
+    message = str(info.value)
+    assert "a pickled call needs the app's signing key, and this client has none" in message
+    assert "FLASH_SIGNING_KEY" in message and "flash.connect(signing_key=...)" in message
+    assert "JSON-able types" in message and message.endswith("[callsapp.chain.noop on svc-a]")
+    assert all(isinstance(e, flash.RemoteError) for e in mapped.value.errors.values())
+    assert platform.call(lambda: len(dispatcher.jobs)) == jobs_before + 1  # helper's only
+
+
+def _script_env(platform: LocalPlatform, **extra: str) -> dict[str, str]:
+    """What `flash run` gives a script: the platform's address, and no key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+    env["FLASH_API_BASE"] = platform.url
+    if platform.api_key:
+        env["FLASH_API_KEY"] = platform.api_key
+    return {**env, **extra}
+
+
+def test_a_script_given_flash_api_base_finds_the_projects_key(platform: LocalPlatform) -> None:
+    # As flash.connect() does: from FLASH_SIGNING_KEY, else the project's .flash/secrets.
+    root = platform.state_dir.parent
+    script = "from callsapp import chain; print(chain.noop.call(5))"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=_script_env(platform),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "5"), done.stderr
+    # Inside a worker (FLASH_RESOURCE_NAME) only FLASH_SIGNING_KEY counts, and here it has none.
+    in_worker = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=_script_env(platform, FLASH_RESOURCE_NAME="svc-c"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert in_worker.returncode != 0 and "needs the app's signing key" in in_worker.stderr
+
+
+CTRL_C_SCRIPT = """
+import asyncio, sys
+from callsapp import chain
+
+async def main():
+    chain.sleepy.call(60, sys.argv[1])  # blocking, inside a running loop
+
+asyncio.run(main())
+"""
+
+
+def test_ctrl_c_cancels_a_blocking_call_made_inside_a_running_loop(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    marker = tmp_path / "sleepy"
+    script = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, str(marker)],
+        cwd=platform.state_dir.parent,
+        env=_script_env(platform),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(Path(f"{marker}.started").exists, 60, "the job to start")
+        script.send_signal(signal.SIGINT)
+        _, errors = script.communicate(timeout=20)  # not the 60 s the call would take
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.communicate()
+    assert "KeyboardInterrupt" in errors
+    wait_for(Path(f"{marker}.cancelled").exists, 20, "the job to be cancelled")
+
+
+def test_a_result_that_breaks_its_annotation_names_the_call(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    with pytest.raises(InvalidResultError) as info:
+        asyncio.run(chain.wrong_return(1))
+    message = str(info.value)
+    assert message.startswith("wrong_return returned a value its return annotation does not")
+    assert "result: Input should be a valid integer" in message and "'not a number'" in message
+    assert "[callsapp.chain.wrong_return on svc-a, job " in message
+    assert isinstance(info.value, flash.RemoteError) and info.value.job_id
+
+
+def test_wrong_arguments_of_a_typed_call_name_the_function(platform: LocalPlatform) -> None:
+    chain = app_module("chain")
+    with pytest.raises(TypeError, match=r"wrong arguments for helper: missing .* 'x'"):
+        asyncio.run(chain.helper())
+    with pytest.raises(TypeError, match=r"wrong arguments for Tally.add: .*'y'"):
+        asyncio.run(app_module("model").Tally(1).add(1, y=2))
+
+
+def test_a_number_an_int_parameter_cannot_be_is_refused_before_sending(
+    platform: LocalPlatform,
+) -> None:
+    # JSON would carry the NaN as null; no key makes it a valid int either.
+    chain = app_module("chain")
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    jobs_before = platform.call(lambda: len(dispatcher.jobs))
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"helper: argument x: {value} is not allowed"):
+            asyncio.run(chain.helper(value))
+    assert platform.call(lambda: len(dispatcher.jobs)) == jobs_before
+
+
+def test_a_deadline_that_passes_at_once_is_a_timeout(platform: LocalPlatform) -> None:
+    # Whether the client, the worker or the platform finds it passed, it is a timeout.
+    chain = app_module("chain")
+    for _ in range(5):
+        with pytest.raises(flash.RemoteTimeoutError):
+            asyncio.run(chain.sleepy.options(timeout=0.001)(0))

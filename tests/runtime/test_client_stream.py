@@ -15,6 +15,7 @@ import flash
 from flash import CpuLiveServerless, remote
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import set_invoker
+from flash.runtime.signing import generate_key
 
 
 @remote(CpuLiveServerless(name="api"))
@@ -55,7 +56,7 @@ def slow_endpoint() -> Iterator[str]:
 
 
 def test_a_stream_backs_off_and_stops_at_its_timeout(slow_endpoint: str) -> None:
-    set_invoker(PlatformInvoker(Endpoints(slow_endpoint)))
+    set_invoker(PlatformInvoker(Endpoints(slow_endpoint), signing_key=generate_key()))
 
     async def main() -> list[int]:
         return [item async for item in ticks.options(timeout=1.0).stream(3)]

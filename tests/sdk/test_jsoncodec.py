@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, TypeVar
@@ -147,3 +149,48 @@ def test_a_codec_is_loose_wherever_a_type_pins_no_json_type(fn: object, loose: b
     # JSON would bring back such a value changed (a tuple as a list): "auto" pickles these.
     codec = codec_for(fn)
     assert codec is not None and codec.loose is loose
+
+
+def _count(n: int, xs: list[int], ratio: float = 1.0) -> int:
+    return n
+
+
+def _join(names: list[str]) -> str:
+    return ",".join(names)
+
+
+def test_a_value_json_takes_as_its_type_encodes_without_warnings() -> None:
+    # A tuple for a list[str] arrives as the list it is in JSON: nothing to warn about.
+    codec = codec_for(_join)
+    assert codec is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert codec.encode((("a", "b"),), {}) == {"names": ["a", "b"]}
+
+
+def test_a_nan_where_an_int_goes_is_refused_naming_the_argument() -> None:
+    # JSON would carry it as null, which the worker refuses as "expected integer, got null".
+    codec = codec_for(_count)
+    assert codec is not None
+    with pytest.raises(
+        ValueError,
+        match=r"^_count: argument n: nan is not allowed there \(Input should be a finite number\)",
+    ):
+        codec.encode((float("nan"), []), {})
+    with pytest.raises(ValueError, match=r"^_count: argument xs\[1\]: inf is not allowed there"):
+        codec.encode((1, [1, float("inf")]), {})
+    # A float may be NaN; JSON has no form for it, which the client deals with when sending.
+    assert math.isnan(codec.encode((1, [], float("nan")), {})["ratio"])
+
+
+def test_wrong_arguments_and_results_name_the_function() -> None:
+    codec = codec_for(_count)
+    assert codec is not None
+    with pytest.raises(TypeError, match=r"^wrong arguments for _count: missing a required argu"):
+        codec.encode((1,), {})
+    with pytest.raises(ValueError) as info:
+        codec.decode("abc")
+    assert str(info.value).startswith(
+        "_count returned a value its return annotation does not allow: "
+        "result: Input should be a valid integer"
+    )

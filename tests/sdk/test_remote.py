@@ -1,5 +1,6 @@
 import asyncio
 import inspect
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -161,3 +162,34 @@ def test_invoker_seam_receives_calls() -> None:
     finally:
         set_invoker(previous)
     assert seen == [("add", ((1,), {"b": 2})), ("add", ((5,), ()))]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"retries": -1}, ValueError, "retries must be 0 or more, got -1"),
+        ({"retries": 1.5}, TypeError, "retries must be a whole number, got 1.5"),
+        ({"retries": True}, TypeError, "retries must be a whole number"),
+        ({"timeout": 0}, ValueError, "timeout must be positive seconds, got 0"),
+        ({"timeout": -1}, ValueError, "timeout must be positive seconds, got -1"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be positive seconds, got nan"),
+        ({"timeout": float("inf")}, ValueError, "timeout must be positive seconds, got inf"),
+        ({"timeout": "5"}, TypeError, "timeout must be a number of seconds, got '5'"),
+    ],
+)
+def test_options_are_checked_when_given(
+    options: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    # As @remote checks its timeout: the mistake shows where it is made, not at a call.
+    with pytest.raises(error, match=re.escape(words)):
+        add.options(**options)
+    with pytest.raises(error, match=re.escape(words)):
+        Counter.options(**options)
+
+
+def test_valid_options_are_kept() -> None:
+    quick = add.options(timeout=2, retries=0)
+    assert (quick.call_options.timeout, quick.call_options.retries) == (2.0, 0)
+    assert add.call_options.retries is None  # by default: retried while an outage lasts
+    with pytest.raises(ValueError, match="timeout must be positive seconds"):
+        remote(CFG, timeout=float("nan"))

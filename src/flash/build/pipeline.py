@@ -66,6 +66,7 @@ _FLASH_STUB = '''\
 from flash.runtime.errors import (
     CallDepthError,
     EndpointUnavailableError,
+    InvalidResultError,
     RemoteCancelledError,
     RemoteError,
     RemoteExecutionError,

@@ -66,9 +66,12 @@ def serve_project(
     # The invoker set before, as set (None: calls run in this process or as the environment
     # says); restored at the end.
     previous = set_invoker(None)
+    invoker = None
     try:
-        connect(platform.url, platform.api_key, signing_key=platform.signing_key)
+        invoker = connect(platform.url, platform.api_key, signing_key=platform.signing_key)
         yield platform
     finally:
         set_invoker(previous)
+        if invoker is not None:
+            invoker.close()  # not left for the garbage collector: the platform is going
         platform.stop()

@@ -3,7 +3,9 @@
 Standard library only: the same code runs in a user's script and inside an endpoint
 calling another one. A call becomes ``POST /v2/{endpoint}/runsync``; a job not finished in
 that window is followed with ``/status`` polls (capped, jittered backoff). Transport
-failures are retried under one idempotency key, so a retried submission never runs twice.
+failures are retried under one idempotency key, so a retried submission never runs twice;
+by default for as long as a platform restart takes (``_OUTAGE_S``), never past the call's
+deadline. Every request is bounded in time, so a platform that stops answering fails the call.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from flash.runtime import context as _context
 from flash.runtime.errors import (
     CallDepthError,
     EndpointUnavailableError,
+    InvalidResultError,
     RemoteCancelledError,
     RemoteError,
     RemoteExecutionError,
@@ -31,10 +35,11 @@ from flash.runtime.errors import (
 )
 from flash.runtime.http import BodyNotJson, HttpClient, HttpError, Response
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
-from flash.runtime.protocol import ERROR_CATEGORIES, PROTOCOL_VERSION
+from flash.runtime.protocol import DEADLINE_EXCEEDED, ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
 from flash.runtime.signing import (
     DEFAULT_TTL_S,
+    KEY_BYTES,
     Digests,
     SignatureError,
     UnsignablePayload,
@@ -48,12 +53,22 @@ MAX_CALL_DEPTH = int(os.environ.get("FLASH_MAX_CALL_DEPTH", "16"))
 RUNSYNC_WAIT_MS = 30_000
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+# Transport failures are retried for this long from the start of the first failed attempt
+# (by default): a platform restarting takes a few seconds.
+_OUTAGE_S = 10.0
+# How long a request may go unanswered beyond what the platform holds it (runsync's wait).
+_ANSWER_WITHIN_S = 30.0
+# A request may outlast the call's deadline by this much: the platform's own answer about
+# the deadline (a timed-out job) is clearer than ours.
+_DEADLINE_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
 class CallOptions:
     timeout: float | None = None  # seconds for the whole call; None: the endpoint's limit
-    retries: int = 4  # transport retries (never for an exception the function raised)
+    # Transport retries (never for an exception the function raised); None: as many as fit
+    # in _OUTAGE_S.
+    retries: int | None = None
     serialization: str = "auto"  # "json" | "pickle" | "auto": JSON when both sides allow it
 
 
@@ -119,7 +134,12 @@ class _Target:
 
 
 class PlatformInvoker:
-    """The invoker that sends calls to endpoints; same-endpoint calls stay in-process."""
+    """The invoker that sends calls to endpoints; same-endpoint calls stay in-process.
+
+    Pickles are code: without ``signing_key`` (the app's key) it sends no pickled call and
+    unpickles no answer, unless ``allow_unsigned`` (default: ``$FLASH_ALLOW_UNSIGNED`` is
+    "1", as for workers; for trusted local experiments only). Safe to use from any thread.
+    """
 
     def __init__(
         self,
@@ -127,16 +147,43 @@ class PlatformInvoker:
         *,
         own_resource: str | None = None,
         signing_key: bytes | None = None,
+        allow_unsigned: bool | None = None,
     ) -> None:
+        _check_signing_key(signing_key)
         self.endpoints = endpoints
         self.own_resource = own_resource
         self.signing_key = signing_key
+        if allow_unsigned is None:
+            allow_unsigned = os.environ.get("FLASH_ALLOW_UNSIGNED") == "1"
+        self.allow_unsigned = allow_unsigned
         headers = {"Authorization": f"Bearer {endpoints.api_key}"} if endpoints.api_key else {}
         self.http = HttpClient(headers)
+
+    def close(self) -> None:
+        """Close the idle connections to the platform (the invoker stays usable)."""
+        self.http.close()
 
     def _digests(self) -> Digests | None:
         """Where serialize keeps the digests of a signed call's big pickles (None: unsigned)."""
         return None if self.signing_key is None else {}
+
+    def _may_pickle(self, target: _Target, *, stream: bool = False) -> None:
+        """Refuse a pickled call this caller cannot sign: the answer would be unsigned too,
+        and unpickling it would run whatever the gateway (or whoever answers) put there."""
+        if self.signing_key is not None or self.allow_unsigned:
+            return
+        other_way = (
+            ""
+            if stream  # a stream always goes pickled
+            else "; or annotate every parameter and the return value with JSON-able types, "
+            "and the function is called with JSON"
+        )
+        raise RemoteError(
+            "a pickled call needs the app's signing key, and this client has none: set "
+            f"FLASH_SIGNING_KEY (flash run does) or pass flash.connect(signing_key=...){other_way}",
+            endpoint=target.resource,
+            function=target.function,
+        )
 
     # -- the Invoker protocol (flash.runtime.remote) ---------------------------------
 
@@ -150,18 +197,19 @@ class PlatformInvoker:
             json_payload = {"function": target.function, "kwargs": arguments}
             mode = fn.call_options.serialization
             try:
-                output, _ = await self._call(target, json_payload, fn.call_options)
+                output, _, job_id = await self._call(target, json_payload, fn.call_options)
             except BodyNotJson as exc:
                 if self.signing_key is None or mode == "json":
                     raise _not_json(target, exc, mode, arguments) from None
                 # Sent pickled instead, which a function (it keeps no state) does not notice.
             else:
-                return codec.decode(_json_result(output))
+                return _decode_json(codec, output, target, job_id)
+        self._may_pickle(target)
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
-        output, nonce = await self._call(target, payload, fn.call_options, digests)
-        return self._unpack(output, target, nonce, generator=fn.is_generator)
+        output, nonce, job_id = await self._call(target, payload, fn.call_options, digests)
+        return self._unpack(output, target, job_id, nonce, generator=fn.is_generator)
 
     def batches(self, fn: Any) -> bool:
         """Whether calls of ``fn`` can share a job (call_map): a pickled job can, a JSON job
@@ -188,26 +236,29 @@ class PlatformInvoker:
                     results.append((False, exc))
             return results
         target = _target(fn)
+        self._may_pickle(target)
         items = []
         digests = self._digests()
         for args, kwargs in calls:
             wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
             items.append({"args": wire_args, "kwargs": wire_kwargs})
         payload = {"function_name": target.function, "execution_type": "map", "items": items}
-        output, nonce = await self._call(target, payload, fn.call_options, digests)
+        output, nonce, job_id = await self._call(target, payload, fn.call_options, digests)
         streamed = isinstance(output, list) and len(output) == 1
         if streamed:  # a streaming endpoint's answer: one item, signed as item 0
             output = output[0]
         decoded: dict[int, bytes] = {}
         if isinstance(output, dict) and nonce is not None:
-            self._check_mac(output, f"{nonce}:0" if streamed else nonce, decoded)
+            self._check_mac(output, f"{nonce}:0" if streamed else nonce, decoded, target, job_id)
         answers = output.get("results") if isinstance(output, dict) else None
         if not isinstance(answers, list) or len(answers) != len(calls):
-            raise RemoteError(f"unexpected answer to a map job: {output!r:.200}")
+            raise RemoteError(
+                f"unexpected answer to a map job: {output!r:.200}", **_names(target, job_id)
+            )
         unpacked: list[tuple[bool, Any]] = []
         for answer in answers:
             try:
-                unpacked.append((True, _unpack_one(answer, target, None, decoded)))
+                unpacked.append((True, self._unpack_checked(answer, target, job_id, decoded)))
             except Exception as exc:
                 unpacked.append((False, exc))
         return unpacked
@@ -232,12 +283,15 @@ class PlatformInvoker:
                 "kwargs": arguments,
             }
             try:
-                output, _ = await self._call(target, json_payload, remote_class.call_options)
+                output, _, job_id = await self._call(
+                    target, json_payload, remote_class.call_options
+                )
             except BodyNotJson as exc:
                 # Never pickled instead: the worker keeps the instances of JSON calls apart
                 # from those of pickled ones, and this call would reach another one.
                 raise _not_json(target, exc, "class", {**init, **arguments}) from None
-            return method_codec.decode(_json_result(output))
+            return _decode_json(method_codec, output, target, job_id)
+        self._may_pickle(target)
         digests = self._digests()
         ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
         method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
@@ -250,8 +304,10 @@ class PlatformInvoker:
             "method_args": method_args,
             "method_kwargs": method_kwargs,
         }
-        output, nonce = await self._call(target, payload, remote_class.call_options, digests)
-        return self._unpack(output, target, nonce, generator=False)
+        output, nonce, job_id = await self._call(
+            target, payload, remote_class.call_options, digests
+        )
+        return self._unpack(output, target, job_id, nonce, generator=False)
 
     async def stream(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -263,13 +319,18 @@ class PlatformInvoker:
                 yield item
             return
         target = _target(fn)
+        self._may_pickle(target, stream=True)
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
         body, deadline, nonce = self._job_body(target, payload, fn.call_options, digests)
         url = self.endpoints.url(target.resource)
-        job = await self._submit(f"{url}/run", body, deadline, target)
-        job_id = job["id"]
+        job = await self._submit(f"{url}/run", body, deadline, target, fn.call_options)
+        job_id = job.get("id")
+        if not isinstance(job_id, str):
+            raise EndpointUnavailableError(
+                f"{url}/run answered without a job id: {job!r:.200}", **_names(target)
+            )
         finished = False
         index = 0
         poll = _Poll(target, job_id, deadline)
@@ -285,7 +346,7 @@ class PlatformInvoker:
                     finished = True
                     if status != "COMPLETED":
                         final = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
-                        _raise_for(final, target, self._failure_details(final, nonce))
+                        _raise_for(final, target, self._failure_details(final, target, nonce))
                     return
                 if poll.past_deadline():
                     raise poll.timed_out("stream")  # the finally below cancels the job
@@ -356,13 +417,16 @@ class PlatformInvoker:
         payload: dict[str, Any],
         options: CallOptions,
         digests: Digests | None = None,
-    ) -> tuple[Any, str | None]:
+    ) -> tuple[Any, str | None, str | None]:
+        """The job's output, the nonce its answer is signed with, and the job's id."""
         body, deadline, nonce = self._job_body(target, payload, options, digests)
         url = self.endpoints.url(target.resource)
         wait_ms = RUNSYNC_WAIT_MS
         if deadline is not None:
             wait_ms = max(1, min(wait_ms, int((deadline - time.time()) * 1000)))
-        job = await self._submit(f"{url}/runsync?wait={wait_ms}", body, deadline, target, options)
+        job = await self._submit(
+            f"{url}/runsync?wait={wait_ms}", body, deadline, target, options, wait_ms / 1000
+        )
         job_id = job.get("id")
         try:
             poll = _Poll(target, job_id, deadline)
@@ -376,16 +440,21 @@ class PlatformInvoker:
             await self._cancel(url, job_id)
             raise
         if job.get("status") != "COMPLETED":  # a success's answer is checked when unpacked
-            details = self._failure_details(job, nonce, pickled="function_name" in payload)
+            details = self._failure_details(job, target, nonce, pickled="function_name" in payload)
             _raise_for(job, target, details)
-        return job.get("output"), nonce
+        return job.get("output"), nonce, job_id if isinstance(job_id, str) else None
 
     def _failure_details(
-        self, job: Mapping[str, Any], nonce: str | None, *, pickled: bool = True
+        self,
+        job: Mapping[str, Any],
+        target: _Target,
+        nonce: str | None,
+        *,
+        pickled: bool = True,
     ) -> dict[str, Any]:
         """The worker's answer for a failed job; its pickled exception only if the worker
-        signed the answer, or the call was an unsigned pickled one (whose results this
-        caller unpickles anyway).
+        signed the answer, or the call was an unsigned pickled one from a caller allowed to
+        send those (whose results it unpickles anyway).
 
         A plain handler's failure is the job's ``output``, less its ``error``, which the
         worker loop moves to the job (as RunPod's SDK does); a streaming handler's is its
@@ -408,12 +477,17 @@ class PlatformInvoker:
                 self._check_mac(answer, nonce if item is None else f"{nonce}:{item}", None)
             except RemoteError:  # a worker without the key, or refused before checking
                 return _without_pickle(answer)
-        elif not pickled:  # an unsigned JSON call: anyone may have written this answer
+        elif not (pickled and self.allow_unsigned):  # anyone may have written this answer
             return _without_pickle(answer)
         return answer
 
     def _check_mac(
-        self, response: dict[str, Any], nonce: str, decoded: dict[int, bytes] | None
+        self,
+        response: dict[str, Any],
+        nonce: str,
+        decoded: dict[int, bytes] | None,
+        target: _Target | None = None,
+        job_id: str | None = None,
     ) -> None:
         """Raise RemoteError unless the worker signed ``response``; big pickles the check
         decodes go into ``decoded`` (by id() of their string), for unpacking."""
@@ -429,17 +503,27 @@ class PlatformInvoker:
                 decoded=decoded,
             )
         except SignatureError as exc:
-            raise RemoteError(f"the answer failed its signature check: {exc.message}") from None
+            raise RemoteError(
+                f"the answer failed its signature check: {exc.message}", **_names(target, job_id)
+            ) from None
 
-    def _unpack(self, output: Any, target: _Target, nonce: str | None, *, generator: bool) -> Any:
+    def _unpack(
+        self,
+        output: Any,
+        target: _Target,
+        job_id: str | None,
+        nonce: str | None,
+        *,
+        generator: bool,
+    ) -> Any:
         if isinstance(output, list):
             # A streaming endpoint answers with every item it produced.
             items = [
-                self._unpack_one(answer, target, None, nonce, index)
+                self._unpack_one(answer, target, job_id, nonce, index)
                 for index, answer in enumerate(output)
             ]
             return items if generator else (items[0] if items else None)
-        return self._unpack_one(output, target, None, nonce, None)
+        return self._unpack_one(output, target, job_id, nonce, None)
 
     def _unpack_one(
         self,
@@ -451,7 +535,25 @@ class PlatformInvoker:
     ) -> Any:
         decoded: dict[int, bytes] = {}
         if isinstance(response, dict) and nonce is not None:
-            self._check_mac(response, nonce if index is None else f"{nonce}:{index}", decoded)
+            key = nonce if index is None else f"{nonce}:{index}"
+            self._check_mac(response, key, decoded, target, job_id)
+        return self._unpack_checked(response, target, job_id, decoded, signed=nonce is not None)
+
+    def _unpack_checked(
+        self,
+        response: Any,
+        target: _Target,
+        job_id: str | None,
+        decoded: dict[int, bytes],
+        *,
+        signed: bool = True,
+    ) -> Any:
+        """Unpickle an answer whose signature checked out (``signed``), or one this caller
+        was allowed to ask for unsigned; never any other."""
+        if not signed and not self.allow_unsigned:
+            raise RemoteError(
+                "refusing to unpickle an answer nobody signed", **_names(target, job_id)
+            )
         return _unpack_one(response, target, job_id, decoded)
 
     async def _submit(
@@ -460,18 +562,22 @@ class PlatformInvoker:
         body: dict[str, Any],
         deadline: float | None,
         target: _Target,
-        options: CallOptions = CallOptions(),
+        options: CallOptions,
+        held_s: float = 0.0,
     ) -> dict[str, Any]:
         # One key for every attempt: the platform answers a retried submission with the
-        # job the first attempt created.
+        # job the first attempt created (also after a restart: it keeps the keys).
         headers = {"Idempotency-Key": uuid.uuid4().hex}
-        answer = await self._request("POST", url, body, deadline, target, None, headers, options)
-        return answer
+        return await self._request(
+            "POST", url, body, deadline, target, None, headers, options.retries, held_s
+        )
 
     async def _get(
         self, url: str, deadline: float | None, target: _Target, job_id: str | None
     ) -> dict[str, Any]:
-        return await self._request("GET", url, None, deadline, target, job_id, {}, CallOptions())
+        # The job was accepted: ride out an outage as long as by default, whatever the
+        # caller's retries, rather than leave the job running with nobody waiting for it.
+        return await self._request("GET", url, None, deadline, target, job_id, {}, None)
 
     async def _request(
         self,
@@ -482,35 +588,47 @@ class PlatformInvoker:
         target: _Target,
         job_id: str | None,
         headers: dict[str, str],
-        options: CallOptions,
+        retries: int | None,
+        held_s: float = 0.0,
     ) -> dict[str, Any]:
+        """The answer to one request, retrying transport failures (refused, reset, no
+        answer, 429, 5xx): ``retries`` times, or while they last under ``_OUTAGE_S``.
+        ``held_s``: how long the platform may hold the request before answering."""
+        names = _names(target, job_id)
         delay = 0.05
-        for attempt in range(options.retries + 1):
-            timeout = None if deadline is None else max(0.001, deadline - time.time() + 1.0)
+        attempts = 0
+        first_failure: float | None = None
+        while True:
+            started = time.monotonic()
+            attempts += 1
             try:
-                response = await self.http.request(
-                    method, url, body, headers=headers, timeout=timeout
+                response: Response | None = await self.http.request(
+                    method, url, body, headers=headers, timeout=_request_timeout(held_s, deadline)
                 )
-            except (HttpError, asyncio.TimeoutError) as exc:
-                problem = f"{exc}"
+            except HttpError as exc:
+                problem = str(exc)
                 response = None
             if response is not None:
                 if response.status < 300:
-                    return _json_object(response, url)
-                problem = _describe(response)
+                    return _json_object(response, url, names)
+                problem = f"{method} {url}: {_describe(response)}"
                 if response.status not in _TRANSIENT_STATUS:
-                    raise EndpointUnavailableError(
-                        problem, endpoint=target.resource, function=target.function, job_id=job_id
-                    )
-            if attempt == options.retries or (deadline is not None and time.time() >= deadline):
-                break
+                    raise EndpointUnavailableError(problem, **names)
+            if first_failure is None:
+                first_failure = started
+            tried = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+            if not _may_retry(retries, attempts, first_failure):
+                if _past(deadline):
+                    break
+                raise EndpointUnavailableError(
+                    f"failed after {tried}; the last: {problem}", **names
+                )
             await asyncio.sleep(_jitter(delay, deadline))
-            delay = min(delay * 2, 2.0)
-        raise EndpointUnavailableError(
-            f"{method} {url} failed after {options.retries + 1} attempts: {problem}",
-            endpoint=target.resource,
-            function=target.function,
-            job_id=job_id,
+            delay = min(delay * 2, 1.0)
+            if _past(deadline):
+                break
+        raise RemoteTimeoutError(
+            f"the call ran out of time after {tried}; the last: {problem}", **names
         )
 
     async def _cancel(self, url: str, job_id: str | None) -> None:
@@ -583,13 +701,42 @@ def _method_codecs(
     return codecs
 
 
-def _json_result(output: Any) -> Any:
+def _json_result(output: Any, target: _Target, job_id: str | None) -> Any:
     """The result of a typed JSON call's answer."""
     if isinstance(output, list) and len(output) == 1:  # a streaming endpoint's answer
         output = output[0]
     if not isinstance(output, dict) or output.get("encoding") != "json":
-        raise RemoteError(f"expected a JSON answer, got {output!r:.200}")
+        raise RemoteError(f"expected a JSON answer, got {output!r:.200}", **_names(target, job_id))
     return output.get("result")
+
+
+def _decode_json(codec: JsonCodec, output: Any, target: _Target, job_id: str | None) -> Any:
+    """A typed call's result as its return annotation says, or InvalidResultError."""
+    result = _json_result(output, target, job_id)
+    try:
+        return codec.decode(result)
+    except Exception as exc:  # pydantic's ValidationError: this module cannot name it
+        raise InvalidResultError(str(exc), **_names(target, job_id)) from None
+
+
+def _names(target: _Target | None, job_id: str | None = None) -> dict[str, Any]:
+    """What a RemoteError says about the call it belongs to."""
+    if target is None:
+        return {"job_id": job_id}
+    return {"endpoint": target.resource, "function": target.function, "job_id": job_id}
+
+
+def _check_signing_key(key: Any) -> None:
+    """A key that could sign nothing is a mistake to report now, not at every call."""
+    if key is None:
+        return
+    if not isinstance(key, bytes):
+        raise TypeError(f"signing_key must be bytes, not {type(key).__name__}")
+    if len(key) != KEY_BYTES:
+        raise ValueError(
+            f"signing_key must be the app's {KEY_BYTES}-byte key (bytes.fromhex of the text in "
+            f".flash/secrets/signing_key, or of FLASH_SIGNING_KEY), got {len(key)} bytes"
+        )
 
 
 def _target(remote: Any) -> _Target:
@@ -615,6 +762,25 @@ def _deadline(options: CallOptions, target: _Target, caller: _context.CallContex
     elif target.timeout_ms:
         candidates.append(now + target.timeout_ms / 1000)
     return min(candidates) if candidates else None
+
+
+def _request_timeout(held_s: float, deadline: float | None) -> float:
+    """How long one request may take: what the platform may hold it plus time to answer,
+    and not much past the call's deadline."""
+    limit = held_s + _ANSWER_WITHIN_S
+    if deadline is not None:
+        limit = min(limit, max(0.001, deadline - time.time() + _DEADLINE_GRACE_S))
+    return limit
+
+
+def _may_retry(retries: int | None, attempts: int, first_failure: float) -> bool:
+    if retries is not None:
+        return attempts <= retries
+    return time.monotonic() - first_failure < _OUTAGE_S
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
 
 
 class _Poll:
@@ -653,13 +819,17 @@ def _jitter(delay: float, deadline: float | None) -> float:
     return wait
 
 
-def _json_object(response: Response, url: str) -> dict[str, Any]:
+def _json_object(response: Response, url: str, names: dict[str, Any]) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError as exc:
-        raise EndpointUnavailableError(f"{url} answered with invalid JSON: {exc}") from None
+        raise EndpointUnavailableError(
+            f"{url} answered with invalid JSON: {exc}", **names
+        ) from None
     if not isinstance(data, dict):
-        raise EndpointUnavailableError(f"{url} answered with {type(data).__name__}, not an object")
+        raise EndpointUnavailableError(
+            f"{url} answered with {type(data).__name__}, not an object", **names
+        )
     return data
 
 
@@ -667,9 +837,14 @@ def _describe(response: Response) -> str:
     try:
         detail = response.json()
     except ValueError:
-        detail = response.body[:200].decode("utf-8", "replace")
+        detail = response.body[:200].decode("utf-8", "replace").strip()
     if isinstance(detail, dict) and "error" in detail:
         detail = detail["error"]
+    if detail in (None, "", {}):  # no body: the status's own words
+        try:
+            return f"HTTP {response.status} {HTTPStatus(response.status).phrase}"
+        except ValueError:
+            return f"HTTP {response.status}"
     return f"HTTP {response.status}: {detail}"
 
 
@@ -723,6 +898,8 @@ def _remote_exception(
             attach_remote_traceback(original, remote_tb, common["endpoint"], common["job_id"])
             return original
     kind = RemoteExecutionError if remote_type not in ERROR_CATEGORIES else RemoteError
+    if remote_type == DEADLINE_EXCEEDED:  # the caller's time ran out before the job started
+        kind = RemoteTimeoutError
     return kind(message, remote_type=remote_type, remote_traceback=remote_tb, **common)
 
 

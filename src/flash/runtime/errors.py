@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "CallDepthError",
     "EndpointUnavailableError",
+    "InvalidResultError",
     "RemoteCancelledError",
     "RemoteError",
     "RemoteExecutionError",
@@ -39,9 +40,20 @@ class RemoteError(Exception):
             attach_remote_traceback(self, remote_traceback, endpoint, job_id)
 
     def __str__(self) -> str:
-        where = f" [{self.function} on {self.endpoint}, job {self.job_id}]" if self.job_id else ""
         kind = f"{self.remote_type}: " if self.remote_type else ""
-        return f"{kind}{self.message}{where}"
+        return f"{kind}{self.message}{self._where()}"
+
+    def _where(self) -> str:
+        """`` [fn on endpoint, job id]``, as much of it as is known: the call each error
+        belongs to, also when no job was made (refused, unreachable, out of time)."""
+        parts = []
+        if self.function:
+            parts.append(f"{self.function} on {self.endpoint}" if self.endpoint else self.function)
+        elif self.endpoint:
+            parts.append(f"endpoint {self.endpoint}")
+        if self.job_id:
+            parts.append(f"job {self.job_id}")
+        return f" [{', '.join(parts)}]" if parts else ""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the keyword-only fields when the error itself crosses a process boundary.
@@ -61,6 +73,10 @@ class RemoteExecutionError(RemoteError):
 
 class RemoteTimeoutError(RemoteError, TimeoutError):
     """The call ran out of time (its own timeout, or what its caller had left)."""
+
+
+class InvalidResultError(RemoteError):
+    """A typed function's result does not match its return annotation."""
 
 
 class RemoteCancelledError(RemoteError):

@@ -8,8 +8,11 @@ JSON or raw bodies, Content-Length or chunked responses, and connection reuse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import threading
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,15 +40,51 @@ class Response:
 
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+_Key = tuple[str, str, int]
+
+
+class _Pool:
+    """The idle connections of one event loop, per (scheme, host, port). Used on that loop's
+    thread only: a connection belongs to the loop that opened it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.idle: dict[_Key, list[_Conn]] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    def take(self, key: _Key) -> _Conn | None:
+        idle = self.idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn[1].is_closing() and not conn[0].at_eof():
+                return conn
+            conn[1].close()
+        return None
+
+    def keep(self, key: _Key, conn: _Conn) -> None:
+        idle = self.idle.setdefault(key, [])
+        if len(idle) < _MAX_IDLE_PER_HOST:
+            idle.append(conn)
+        else:
+            conn[1].close()
+
+    def close_idle(self) -> list[asyncio.StreamWriter]:
+        writers = [writer for idle in self.idle.values() for _, writer in idle]
+        self.idle = {}
+        for writer in writers:
+            writer.close()
+        return writers
 
 
 class HttpClient:
-    """One pool of idle connections per (scheme, host, port), per event loop."""
+    """Keep-alive connections for any number of event loops and threads: each loop has its
+    own pool of idle connections, closed when the loop shuts down (asyncio.run) or by
+    :meth:`close`."""
 
     def __init__(self, headers: dict[str, str] | None = None) -> None:
         self.headers = dict(headers or {})
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        self._lock = threading.Lock()  # _pools: blocking calls run loops in any thread
         self._ssl: Any = None  # made on the first https connection: loading CAs takes ~25 ms
 
     async def request(
@@ -81,32 +120,59 @@ class HttpClient:
         lines.append(f"Content-Length: {len(payload)}")
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
         key = (scheme, host, port)
+        pool = await self._pool()
         # A reused connection may have been closed by the server meanwhile: retry once on a
         # fresh one, which is safe because nothing was read from the stale one.
         for attempt in range(2):
-            conn, reused = await self._connect(key, timeout)
+            conn, reused = await self._connect(pool, key, timeout)
             try:
-                return await asyncio.wait_for(self._exchange(key, conn, raw, method), timeout)
+                return await asyncio.wait_for(self._exchange(pool, key, conn, raw, method), timeout)
+            except asyncio.TimeoutError:  # before OSError: from 3.11 it is one
+                conn[1].close()
+                raise HttpError(f"{method} {url}: no answer within {timeout:g} s") from None
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn[1].close()
                 if reused and attempt == 0:
                     continue
-                raise HttpError(f"{method} {url}: {exc or type(exc).__name__}") from exc
+                raise HttpError(f"{method} {url}: {_reason(exc)}") from exc
             except BaseException:
                 conn[1].close()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _connect(
-        self, key: tuple[str, str, int], timeout: float | None
-    ) -> tuple[_Conn, bool]:
-        self._check_loop()
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if not conn[1].is_closing() and not conn[0].at_eof():
-                return conn, True
-            conn[1].close()
+    async def _pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                # A loop closed without asyncio.run's clean-up: its connections can no longer
+                # be closed (that takes the loop); the garbage collector closes them.
+                for closed in [other for other in self._pools if other.is_closed()]:
+                    del self._pools[closed]
+                pool = self._pools[loop] = _Pool(loop)
+        if pool.closer is None:
+            # asyncio.run closes every async generator before it closes the loop: the last
+            # moment this loop's connections can be closed cleanly. (Runs to its yield at
+            # once, so no other task gets in between.)
+            pool.closer = self._close_at_shutdown(pool)
+            await pool.closer.__anext__()
+        return pool
+
+    async def _close_at_shutdown(self, pool: _Pool) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._pools.get(pool.loop) is pool:
+                    del self._pools[pool.loop]
+            for writer in pool.close_idle():
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    async def _connect(self, pool: _Pool, key: _Key, timeout: float | None) -> tuple[_Conn, bool]:
+        reused = pool.take(key)
+        if reused is not None:
+            return reused, True
         scheme, host, port = key
         context = None
         if scheme == "https":
@@ -119,22 +185,17 @@ class HttpClient:
             conn = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=context, limit=1 << 24), timeout
             )
+        except asyncio.TimeoutError:  # before OSError: from 3.11 it is one
+            raise HttpError(f"cannot connect to {host}:{port} within {timeout:g} s") from None
         except OSError as exc:
-            raise HttpError(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise HttpError(f"cannot connect to {host}:{port}: {_reason(exc)}") from exc
         sock = conn[1].get_extra_info("socket")
         if sock is not None:  # small requests and answers: send them at once
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, False
 
-    def _check_loop(self) -> None:
-        # Connections belong to the loop that opened them; a new loop starts a new pool.
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._idle = {}
-            self._loop = loop
-
     async def _exchange(
-        self, key: tuple[str, str, int], conn: _Conn, raw: bytes, method: str
+        self, pool: _Pool, key: _Key, conn: _Conn, raw: bytes, method: str
     ) -> Response:
         reader, writer = conn
         writer.write(raw)
@@ -163,18 +224,31 @@ class HttpClient:
         if headers.get("connection", "").lower() == "close":
             writer.close()
         else:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < _MAX_IDLE_PER_HOST:
-                idle.append(conn)
-            else:
-                writer.close()
+            pool.keep(key, conn)
         return Response(status=status, body=body)
 
     def close(self) -> None:
-        for idle in self._idle.values():
-            for _, writer in idle:
-                writer.close()
-        self._idle = {}
+        """Close the idle connections of every loop; from any thread. A loop running in
+        another thread closes its own, at its next turn. The client stays usable."""
+        with self._lock:
+            pools = list(self._pools.values())
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for pool in pools:
+            if pool.loop is current:
+                pool.close_idle()
+            else:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing left to do
+                    pool.loop.call_soon_threadsafe(pool.close_idle)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in words (some exceptions have none)."""
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "the connection closed before the answer was complete"
+    return str(exc) or type(exc).__name__
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

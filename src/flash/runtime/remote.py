@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
+import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from flash.runtime.client import CallOptions
@@ -56,6 +61,7 @@ class Invoker(Protocol):
 _invoker: Invoker | None = None
 _from_env: Invoker | None = None
 _env_checked = False
+_env_lock = threading.Lock()  # the first calls may come from several threads at once
 
 
 def set_invoker(invoker: Invoker | None) -> Invoker | None:
@@ -70,19 +76,44 @@ def get_invoker() -> Invoker | None:
     global _from_env, _env_checked
     if _invoker is not None:
         return _invoker
-    if not _env_checked:
-        from flash.runtime.client import PlatformInvoker, from_environment
-        from flash.runtime.signing import load_signing_key
+    with _env_lock:
+        if not _env_checked:
+            from flash.runtime.client import PlatformInvoker, from_environment
 
-        endpoints = from_environment()
-        if endpoints is not None:
-            _from_env = PlatformInvoker(
-                endpoints,
-                own_resource=os.environ.get("FLASH_RESOURCE_NAME") or None,
-                signing_key=load_signing_key(),
-            )
-        _env_checked = True
+            endpoints = from_environment()
+            if endpoints is not None:
+                own_resource = os.environ.get("FLASH_RESOURCE_NAME") or None
+                _from_env = PlatformInvoker(
+                    endpoints,
+                    own_resource=own_resource,
+                    signing_key=_environment_key(own_resource),
+                )
+            _env_checked = True
     return _from_env
+
+
+def _environment_key(own_resource: str | None) -> bytes | None:
+    """The key of the invoker the environment names: ``$FLASH_SIGNING_KEY``, else (outside
+    a worker) the key of the project this process runs in, as ``flash.connect`` finds it."""
+    from flash.runtime.signing import load_signing_key
+
+    if own_resource is None:
+        try:  # the SDK, which a worker's archive does not carry in full
+            from flash.sdk.keys import find_signing_key
+        except ImportError:
+            pass
+        else:
+            return find_signing_key()
+    return load_signing_key()
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as seconds, or the error a caller should see for it."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not (0 < timeout < math.inf):  # also refuses NaN
+        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    return float(timeout)
 
 
 def _resource_name(resource_config: Any) -> str:
@@ -137,8 +168,10 @@ class _Remote:
     ) -> Any:
         """The same function or class with other call options: ``fn.options(timeout=30)(x)``.
 
-        ``serialization``: "json" (typed JSON, needs type hints), "pickle" (signed
-        cloudpickle) or "auto" (JSON when the types allow it).
+        ``timeout``: seconds for each call. ``retries``: how often a transport failure
+        (refused, reset, no answer, 429, 5xx) is retried; by default for as long as it
+        lasts, up to about 10 s. ``serialization``: "json" (typed JSON, needs type hints),
+        "pickle" (signed cloudpickle) or "auto" (JSON when the types allow it).
         """
         changes: dict[str, Any] = {}
         if serialization is not None:
@@ -148,9 +181,13 @@ class _Remote:
                 )
             changes["serialization"] = serialization
         if timeout is not None:
-            changes["timeout"] = float(timeout)
+            changes["timeout"] = check_timeout(timeout)
         if retries is not None:
-            changes["retries"] = int(retries)
+            if isinstance(retries, bool) or not isinstance(retries, int):
+                raise TypeError(f"retries must be a whole number, got {retries!r}")
+            if retries < 0:
+                raise ValueError(f"retries must be 0 or more, got {retries!r}")
+            changes["retries"] = retries
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.call_options = dataclasses.replace(self.call_options, **changes)
@@ -410,7 +447,7 @@ def remote(
         raise TypeError("use @remote(resource_config=...), not bare @remote")
     deps = list(dependencies or ())
     sys_deps = list(system_dependencies or ())
-    options = CallOptions(timeout=None if timeout is None else float(timeout))
+    options = CallOptions(timeout=None if timeout is None else check_timeout(timeout))
 
     def decorate(target: Any) -> Any:
         if inspect.isclass(target):
@@ -423,18 +460,79 @@ def remote(
 
 
 def run(awaitable: Awaitable[Any]) -> Any:
-    """Wait for ``awaitable`` from synchronous code.
+    """Wait for ``awaitable`` from synchronous code, in any thread.
 
     Inside a running event loop (a notebook, an async app) the call runs on its own loop
-    in a helper thread, so it never deadlocks the caller's loop.
+    in a helper thread, so it never deadlocks the caller's loop; Ctrl-C cancels it there
+    too.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(_await(awaitable))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _await(awaitable)).result()
+    return _run_in_helper_thread(awaitable)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _run_in_helper_thread(awaitable: Awaitable[Any]) -> Any:
+    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]]
+    started = concurrent.futures.Future()
+    outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    # The caller's context (a worker's call deadline and depth) goes with the call.
+    context = contextvars.copy_context()
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        started.set_result((asyncio.get_running_loop(), task))
+        return await awaitable
+
+    def helper() -> None:
+        try:
+            outcome.set_result(context.run(asyncio.run, main()))
+        except BaseException as exc:  # the caller's thread raises it
+            outcome.set_exception(exc)
+
+    threading.Thread(target=helper, name="flash-run", daemon=True).start()
+    with _ctrl_c_interrupts():
+        try:
+            return outcome.result()
+        except KeyboardInterrupt:
+            # Cancel the call (and so its job) and wait for that, not for the call.
+            concurrent.futures.wait(
+                [started, outcome], return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            if not outcome.done():
+                loop, task = started.result()
+                with contextlib.suppress(RuntimeError):  # the loop has just finished
+                    loop.call_soon_threadsafe(task.cancel)
+                concurrent.futures.wait([outcome])
+            raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """While the main thread waits for a helper thread, Ctrl-C raises KeyboardInterrupt
+    there. asyncio.run's own handler would only cancel its main task, and that task is the
+    one waiting: nothing would happen until the call ends."""
+    if not _asyncio_handles_ctrl_c():
+        yield  # the default handler raises KeyboardInterrupt anyway; others are left alone
+        return
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def _asyncio_handles_ctrl_c() -> bool:
+    """Whether Ctrl-C goes to asyncio.run's handler (Python 3.11+), in this main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    on_sigint = getattr(getattr(asyncio, "Runner", None), "_on_sigint", None)
+    handler = signal.getsignal(signal.SIGINT)
+    bound = getattr(getattr(handler, "func", None), "__func__", None)  # a partial of a method
+    return on_sigint is not None and bound is on_sigint

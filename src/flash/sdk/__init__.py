@@ -3,6 +3,7 @@
 from flash.runtime.errors import (
     CallDepthError,
     EndpointUnavailableError,
+    InvalidResultError,
     RemoteCancelledError,
     RemoteError,
     RemoteExecutionError,
@@ -30,6 +31,7 @@ __all__ = [
     "CpuServerlessEndpoint",
     "EndpointUnavailableError",
     "GpuGroup",
+    "InvalidResultError",
     "LiveServerless",
     "MapError",
     "RemoteCancelledError",

@@ -17,8 +17,9 @@ def connect(
     """Route calls to ``{base_url}/v2/{endpoint}``.
 
     ``endpoint_ids`` maps resource names to endpoint ids where they differ (a deployed
-    app). Pickled calls are signed with ``signing_key``, by default ``$FLASH_SIGNING_KEY``
-    or the key of the project this process runs in. Returns the invoker now in force.
+    app). Pickled calls are signed with ``signing_key`` (the app's 32-byte key), by default
+    ``$FLASH_SIGNING_KEY`` or the key of the project this process runs in; without a key only
+    typed functions can be called (as JSON). Returns the invoker now in force.
     """
     invoker = PlatformInvoker(
         Endpoints(base_url, api_key, dict(endpoint_ids or {})),
@@ -29,5 +30,8 @@ def connect(
 
 
 def disconnect() -> None:
-    """Run calls in this process again."""
-    set_invoker(None)
+    """Run calls in this process again, closing the connections to the platform."""
+    previous = set_invoker(None)
+    close = getattr(previous, "close", None)
+    if close is not None:
+        close()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from flash.runtime import client as _client
 from flash.sdk.json_rule import (
@@ -34,17 +36,75 @@ class JsonCodec:
     # A parameter annotated Any or object: JSON would turn its tuples, sets, dates and bytes
     # into lists and text (and refuse other objects), so "auto" pickles such a call.
     loose: bool = False
+    name: str = "the function"  # for errors
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        bound = self.signature.bind(*args, **kwargs)
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"wrong arguments for {self.name}: {exc}") from None
+        return {name: self._dump(name, value) for name, value in bound.arguments.items()}
+
+    def _dump(self, name: str, value: Any) -> Any:
+        adapter = self.params[name]
         # By alias: the build publishes (and the worker validates) models by their aliases.
-        return {
-            name: self.params[name].dump_python(value, mode="json", by_alias=True)
-            for name, value in bound.arguments.items()
-        }
+        if _MISMATCH_RAISES:
+            try:
+                return adapter.dump_python(value, mode="json", by_alias=True, warnings="error")
+            except PydanticSerializationError:
+                # Not of its annotated type (often a tuple for a list): the worker checks it,
+                # but not a NaN or an infinity, which JSON would turn into null on the way.
+                _refuse_non_finite(self.name, name, adapter, value)
+        return adapter.dump_python(value, mode="json", by_alias=True, warnings=False)
 
     def decode(self, value: Any) -> Any:
-        return self.result.validate_python(value)
+        try:
+            return self.result.validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(
+                f"{self.name} returned a value its return annotation does not allow: "
+                f"{_issues(exc, 'result')}"
+            ) from None
+
+
+def _refuse_non_finite(function: str, name: str, adapter: TypeAdapter[Any], value: Any) -> None:
+    """Raise ValueError, naming the argument, where a NaN or an infinity stands for a value
+    of a type that has none (an int): sent, it would arrive as null."""
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        for error in exc.errors():
+            bad = error.get("input")
+            if isinstance(bad, float) and not math.isfinite(bad):
+                where = _path(name, error["loc"])
+                raise ValueError(
+                    f"{function}: argument {where}: {bad} is not allowed there ({error['msg']})"
+                ) from None
+
+
+def _issues(exc: ValidationError, root: str) -> str:
+    """Each problem: where, what, and the value (cut short)."""
+    return "; ".join(
+        f"{_path(root, error['loc'])}: {error['msg']} (got {error.get('input')!r:.80})"
+        for error in exc.errors()
+    )
+
+
+def _path(root: str, loc: tuple[int | str, ...]) -> str:
+    return root + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _mismatch_raises() -> bool:
+    """Whether pydantic can report a value not of its annotated type (2.7+), rather than
+    only warn, which would reach the user's stderr on ordinary calls."""
+    try:
+        TypeAdapter(int).dump_python(0, warnings="error")
+    except TypeError:
+        return False
+    return True
+
+
+_MISMATCH_RAISES = _mismatch_raises()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -77,7 +137,8 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
     if types.stream:  # generators stream, which typed JSON calls from Python do not (yet)
         return None
     loose = any(_is_loose(hint) for hint in (*types.hints.values(), types.returned))
-    return JsonCodec(types.signature, types.params, types.result, loose)
+    name = getattr(fn, "__qualname__", repr(fn))
+    return JsonCodec(types.signature, types.params, types.result, loose, name)
 
 
 def _is_loose(hint: Any) -> bool:

@@ -36,8 +36,8 @@ def remote(
             isinstance(values, str) or not all(isinstance(v, str) for v in values)
         ):
             raise TypeError(f"{label} must be a list of strings, got {values!r}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    if timeout is not None:
+        _runtime_remote.check_timeout(timeout)
     return _runtime_remote.remote(
         resource_config,
         dependencies=dependencies,

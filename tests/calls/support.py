@@ -1,0 +1,89 @@
+"""What the call tests share: this process's connections, and a platform that restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import QuietHandler
+
+
+def connections_to(port: int) -> int:
+    """How many TCP connections to ``port`` this process holds open (its sockets only)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if remote_port == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
+class Answering(QuietHandler):
+    """A platform's gateway, scripted: ``answer(method, path, headers, body)`` gives the
+    status and the JSON body, or None to hang up without answering."""
+
+    answer: Callable[[str, str, dict[str, str], Any], tuple[int, Any] | None]
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        outcome = type(self).answer(method, self.path, dict(self.headers), body)
+        if outcome is None:
+            self.close_connection = True
+            return
+        status, data = outcome
+        payload = b"" if data is None else json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+
+class Restartable:
+    """A scripted gateway on a fixed port that can go down (connections refused) and come
+    back, as a platform restarted in place does."""
+
+    def __init__(
+        self, answer: Callable[[str, str, dict[str, str], Any], tuple[int, Any] | None]
+    ) -> None:
+        self.handler = type("Handler", (Answering,), {"answer": staticmethod(answer)})
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        self.port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
