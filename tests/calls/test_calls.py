@@ -256,7 +256,7 @@ def test_worker_killed_mid_call_is_recovered_by_requeue(
 
 def test_call_depth_limit_stops_endpoints_calling_each_other(platform: LocalPlatform) -> None:
     chain = app_module("chain")
-    with pytest.raises(flash.RemoteError, match="nested more than 3 deep"):
+    with pytest.raises(flash.CallDepthError, match="nested more than 3 deep"):
         asyncio.run(chain.ping_pong(0))
 
 

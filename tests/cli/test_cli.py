@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.helpers import free_port, processes_under
+from tests.wheelhouse import build_wheel
 
 from flash.cli.serve import app_signing_key
 from flash.runtime.signing import generate_key
@@ -379,3 +380,33 @@ def test_build_takes_gpu_groups_as_the_readme_spells_them(tmp_path: Path) -> Non
     manifest = json.loads((tmp_path / "p" / ".flash" / "flash_manifest.json").read_text())
     [resource] = manifest["resources"].values()
     assert resource["config"]["gpus"] == ["any", "AMPERE_80"]
+
+
+def test_build_warns_of_a_literal_secret_and_takes_package_sources_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinydep", "1.0")
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "app.py").write_text(
+        "from flash import remote, LiveServerless\n\n"
+        'cfg = LiveServerless(name="w", env={"HF_TOKEN": "hf_not_for_logs"})\n\n\n'
+        '@remote(cfg, dependencies=["tinydep"])\ndef f():\n    pass\n'
+    )
+    # Out of the command line, where `ps` would show a token in the URL.
+    env = {**ENV, "FLASH_FIND_LINKS": str(wheels)}
+    built = subprocess.run(
+        [sys.executable, "-m", "flash.cli", "build", "p", "--no-index"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "Warning:" in built.stderr and "app.py:3" in built.stderr
+    assert "HF_TOKEN" in built.stderr and "RUNPOD_SECRET" in built.stderr
+    assert "hf_not_for_logs" not in built.stderr + built.stdout
+    manifest = json.loads((project / ".flash" / "flash_manifest.json").read_text())
+    assert manifest["dependencies"]["pins"] == ["tinydep==1.0"]

@@ -48,6 +48,8 @@ def handler(job):
             "api": os.environ.get("FLASH_API_BASE"),
             "resource": os.environ.get("FLASH_RESOURCE_NAME"),
         }
+    if action == "env":
+        return {"value": os.environ.get(inp["name"])}
     if action == "say":
         print(inp["text"], flush=True)
         return {"said": True}

@@ -914,3 +914,22 @@ def test_jobs_waiting_on_an_endpoint_with_no_worker_get_one_even_at_the_cap(
     assert done.json()["output"] == {"echo": 1}
     assert _get(platform, f"busy/status/{hung}").json()["status"] == "IN_PROGRESS"
     _post(platform, f"busy/cancel/{hung}")
+
+
+def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs(
+    tmp_path: Path, platform_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPOD_SECRET_hf", "s3cret-value")
+    env = {"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}", "GONE": "{{RUNPOD_SECRET_nowhere}}"}
+    logs = Logs()
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"env": env})})
+    platform = platform_factory(app, echo=logs)
+
+    def env_of(name: str) -> Any:
+        body = {"input": {"action": "env", "name": name}}
+        return _post(platform, "basic/runsync", json=body).json()["output"]["value"]
+
+    assert env_of("HF_TOKEN") == "s3cret-value"
+    assert env_of("GONE") is None  # started without it, and said so, by name only
+    assert any("RUNPOD_SECRET_nowhere" in line for line in logs.lines)
+    assert not any("s3cret-value" in line for line in logs.lines)

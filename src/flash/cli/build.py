@@ -19,6 +19,7 @@ from flash.cli._output import (
     describe,
     stage_printer,
     user_errors,
+    warn,
 )
 
 _DEFAULTS = DependencyOptions()
@@ -42,12 +43,19 @@ def build(
         list[str] | None,
         typer.Option("--exclude", help="Package the base image provides: not vendored."),
     ] = None,
-    index_url: Annotated[str | None, typer.Option(help="Package index URL.")] = None,
+    # From the environment too: a token in a URL on the command line shows in `ps`.
+    index_url: Annotated[
+        str | None, typer.Option(envvar="FLASH_INDEX_URL", help="Package index URL.")
+    ] = None,
     extra_index_url: Annotated[
-        list[str] | None, typer.Option(help="Extra package index URL.")
+        list[str] | None,
+        typer.Option(
+            envvar="FLASH_EXTRA_INDEX_URL", help="Extra package index URL (env: space-separated)."
+        ),
     ] = None,
     find_links: Annotated[
-        list[str] | None, typer.Option(help="Directory or URL with wheels.")
+        list[str] | None,
+        typer.Option(envvar="FLASH_FIND_LINKS", help="Directory or URL with wheels."),
     ] = None,
     no_index: Annotated[bool, typer.Option("--no-index", help="Do not use an index.")] = False,
     keep_build: Annotated[
@@ -90,6 +98,8 @@ def build(
             if as_json:  # a script reading stdout learns why, not only the exit code
                 print(json.dumps({"error": describe(exc)}, indent=2))
             raise
+    for warning in result.warnings:  # a skipped build repeats them
+        warn("Warning", str(warning))
     if as_json:
         print(json.dumps(result.summary(), indent=2))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -23,6 +24,9 @@ from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
 
 _TICK_S = 0.1
+# A config's env value naming one of the RunPod account's secrets, as RunPod's templates
+# take it; here the secret is the serving environment's variable RUNPOD_SECRET_<name>.
+_SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
 _TAIL_LINES = 20
 # Workers that die before taking a job: after this many in a row the endpoint's queued
 # jobs fail with the reason, and starting is paused a while (no crash loop).
@@ -96,6 +100,8 @@ class Supervisor:
         self._paused_until: dict[str, float] = {}
         # The last error scaling each endpoint raised, while it keeps raising it.
         self._scale_errors: dict[str, str] = {}
+        # (endpoint, variable) whose secret this machine lacks, said once each.
+        self._missing_secrets: set[tuple[str, str]] = set()
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
@@ -311,7 +317,7 @@ class Supervisor:
         # unsigned pickles; a platform allows them only when told (worker_env).
         env.pop("FLASH_ALLOW_UNSIGNED", None)
         env.update(self.extra_env)
-        env.update(spec.env)
+        env.update(self._with_secrets(spec))
         env.update(
             {
                 "RUNPOD_WEBHOOK_GET_JOB": f"{v2}/job-take/{worker_id}?gpu=none",
@@ -337,6 +343,25 @@ class Supervisor:
             env["FLASH_WORKER_LOOP"] = self.worker_loop
         if self.api_key is not None:
             env["FLASH_API_KEY"] = self.api_key
+        return env
+
+    def _with_secrets(self, spec: EndpointSpec) -> dict[str, str]:
+        """The endpoint's env with each ``{{ RUNPOD_SECRET_name }}`` filled in from this
+        process's environment; a variable whose secret is not there is left out (and said
+        once, by name only: the values are secrets)."""
+        env = {}
+        for name, value in spec.env.items():
+            named = [found[1] for found in _SECRET_REFERENCE.finditer(value)]
+            missing = [secret for secret in named if secret not in os.environ]
+            if not missing:
+                env[name] = _SECRET_REFERENCE.sub(lambda found: os.environ[found[1]], value)
+            elif (spec.name, name) not in self._missing_secrets:
+                self._missing_secrets.add((spec.name, name))
+                if self.echo is not None:
+                    self.echo(
+                        f"[{spec.name}] env {name} names the secret {missing[0]}, which is not"
+                        f" set where the platform runs: its workers start without {name}"
+                    )
         return env
 
     async def _run_worker(self, worker_id: str, dep: _Deployment) -> None:
