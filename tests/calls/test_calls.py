@@ -638,11 +638,3 @@ def test_a_number_an_int_parameter_cannot_be_is_refused_before_sending(
         with pytest.raises(ValueError, match=rf"helper: argument x: {value} is not allowed"):
             asyncio.run(chain.helper(value))
     assert platform.call(lambda: len(dispatcher.jobs)) == jobs_before
-
-
-def test_a_deadline_that_passes_at_once_is_a_timeout(platform: LocalPlatform) -> None:
-    # Whether the client, the worker or the platform finds it passed, it is a timeout.
-    chain = app_module("chain")
-    for _ in range(5):
-        with pytest.raises(flash.RemoteTimeoutError):
-            asyncio.run(chain.sleepy.options(timeout=0.001)(0))
