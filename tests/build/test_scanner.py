@@ -985,7 +985,6 @@ def test_name_from_a_module_level_constant_is_fine(tmp_path: Path) -> None:
         ("workers_min=5, workers_max=2", "workersMin (5) must not exceed workersMax (2)"),
         ("gpus=['H100']", "gpus"),
         ("colour='red'", "colour"),
-        ("name=''", "name must not be empty"),
     ],
 )
 def test_config_that_fails_validation(tmp_path: Path, kwargs: str, field: str) -> None:
@@ -1001,6 +1000,24 @@ def test_config_that_fails_validation(tmp_path: Path, kwargs: str, field: str) -
     assert "invalid LiveServerless" in err.message
     assert field in err.message
     assert (err.path, err.line, err.col) == ("config.py", 3, 7)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("''", "must not be empty"), ("'..'", "relative path step"), ("'a/b'", "contains '/'")],
+)
+def test_a_name_no_url_can_hold_is_reported_at_the_name(
+    tmp_path: Path, name: str, problem: str
+) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "config.py": f"from flash import LiveServerless\n\ngpu = LiveServerless(name={name})\n",
+            "app.py": f"{HEADER}from config import gpu\n\n@remote(gpu)\ndef f(): ...\n",
+        },
+    )
+    assert err.message.startswith("LiveServerless name") and problem in err.message
+    assert (err.path, err.line, err.col) == ("config.py", 3, 27)
 
 
 def test_unknown_enum_member(tmp_path: Path) -> None:

@@ -361,12 +361,12 @@ def test_init_conflicts_are_listed_in_good_grammar_with_a_count(tmp_path: Path) 
     )
 
 
-def test_build_reports_a_dot_name_where_the_config_is(tmp_path: Path) -> None:
+def test_build_reports_a_dot_name_at_the_name(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "app.py").write_text(APP.replace('name="g"', 'name=".."'))
     failed = flash("build", "p", cwd=tmp_path)
     assert failed.returncode == 1
-    assert failed.stderr.startswith("Error: app.py:4:9: invalid LiveServerless: name: name '..'")
+    assert failed.stderr.startswith("Error: app.py:4:29: LiveServerless name '..' is")
     assert "relative path step" in failed.stderr
 
 

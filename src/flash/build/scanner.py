@@ -20,7 +20,7 @@ from typing import Any
 from flash.build.dependencies import requirement_problem
 from flash.build.errors import BuildError, BuildWarning
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
-from flash.sdk.resources import CONFIG_TYPES, validate_config
+from flash.sdk.resources import CONFIG_TYPES, check_name, validate_config
 
 __all__ = [
     "SRC_ROOT",
@@ -213,7 +213,6 @@ _ENUMS: dict[str, type[Enum]] = {
     for e in (GpuGroup, CpuInstanceType, ScalerType)
 }
 _FLASH_SYMBOLS = _REMOTE_TARGETS | _CONFIG_CONSTRUCTORS.keys() | _ENUMS.keys()
-_URL_UNSAFE = frozenset("/\\?#%")
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "getter", "deleter"})
 # Bounds alias chains (a = b; c = a; ...) and import chains without tracking visited sets.
 _MAX_DEPTH = 64
@@ -901,17 +900,10 @@ class _Project:
                 module.path,
                 name_node or call,
             )
-        unsafe = sorted({c for c in name if c in _URL_UNSAFE or not c.isprintable()})
-        if unsafe:
-            # The name is a path segment of the endpoint's URL (/v2/<name>/run): with these
-            # the build succeeded and then every call went to a route that does not exist.
-            shown = " ".join(repr(c) for c in unsafe)
-            raise _error(
-                f"{type_name} name {name!r} contains {shown}, which cannot be part of the "
-                "endpoint's URL; use letters, digits, spaces, '-', '_' or '.'",
-                module.path,
-                name_node or call,
-            )
+        try:
+            check_name(name)  # at the name itself, before the config as a whole is checked
+        except ValueError as exc:
+            raise _error(f"{type_name} {exc}", module.path, name_node or call) from None
         if dynamic is not None:
             # The deployed endpoint gets what the manifest says: a value only known when the
             # code runs would silently become the field's default there.
