@@ -686,6 +686,22 @@ def test_index_urls_are_masked_in_what_uv_says(
     assert f"{host}/****" in info.value.message and TOKEN not in str(info.value)
 
 
+@pytest.mark.parametrize("spelling", ["127.1", "0x7f000001", "127.0.0.1.", "[0:0::1]"])
+def test_an_index_is_masked_however_its_host_is_spelt(
+    spelling: str, token_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uv prints the host as it normalises it (127.0.0.1, [::1]); the token is masked all the
+    # same, and the package uv asked for is still named.
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    port = token_index.rsplit(":", 1)[1].split("/")[0]
+    index = f"http://{spelling}:{port}/{TOKEN}/simple/"
+    with pytest.raises(BuildError) as info:
+        resolve(["six"], DependencyOptions(python_version="3.11", index_url=index), tmp_path)
+    assert TOKEN not in str(info.value)
+    shown = "[::1]" if spelling.startswith("[") else "127.0.0.1"
+    assert f"Failed to fetch: http://{shown}:{port}/****/six/" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("files", "declared", "where"),
     [

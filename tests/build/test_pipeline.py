@@ -326,6 +326,69 @@ def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Pa
     assert "tok_req" in (root / "requirements.txt").read_text()
 
 
+def test_lock_files_are_archived_with_their_urls_cut_after_the_host(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    locks = {
+        "uv.lock": 'source = {{ registry = "https://dl.example.invalid/{t}/simple" }}\n',
+        "poetry.lock": '[package.source]\nurl = "https://dl.example.invalid/{t}/simple"\n',
+        "pylock.toml": '[[packages]]\nindex = "https://dl.example.invalid/{t}/simple"\n',
+        "pylock.dev.toml": '[[packages]]\nindex = "https://dl.example.invalid/{t}/simple"\n',
+        "requirements.lock": "--index-url https://dl.example.invalid/{t}/simple\n",
+        "requirements-dev.lock": "x @ https://dl.example.invalid/{t}/x-1.0.tar.gz\n",
+        "services/api/uv.lock": 'url = "https://u:{t}@dl.example.invalid/{t}/x.whl"\n',
+    }
+    write_files(
+        root, {name: text.format(t=f"tok_lock{i}") for i, (name, text) in enumerate(locks.items())}
+    )
+    result = build_project(BuildOptions(project_dir=root))
+    assert b"tok_lock" not in gzip.decompress(result.archive.read_bytes())
+    with tarfile.open(result.archive) as tar:
+        read = lambda name: tar.extractfile(name).read().decode()  # type: ignore[union-attr]  # noqa: E731
+        assert read("uv.lock") == 'source = { registry = "https://dl.example.invalid/****" }\n'
+        assert read("services/api/uv.lock") == 'url = "https://****@dl.example.invalid/****"\n'
+        assert read("requirements-dev.lock") == "x @ https://dl.example.invalid/****\n"
+
+
+def test_every_url_with_a_path_in_an_index_config_file_is_cut_whatever_its_syntax(
+    tmp_path: Path,
+) -> None:
+    # The build reads none of these options (some are no pip syntax at all): the archive's
+    # copy has every URL with a path or a query cut after its host all the same, and is
+    # otherwise the file's very bytes (byte-order mark, line endings).
+    root = starter(tmp_path)
+    write_files(
+        root,
+        {
+            "requirements-dev.txt": "--extra-index-url \\\n    https://dl.example.invalid/tok_a/simple\n"
+            "--extra-index https://dl.example.invalid/tok_b/simple\n"
+            "pkg @ https://dl.example.invalid/tok_c/pkg.whl\n",
+            "setup.cfg": "[easy_install]\nindex_url = https://dl.example.invalid/?token=tok_e\n",
+        },
+    )
+    pyproject = (
+        '[project]\r\nname = "app"\r\nversion = "0"\r\n'
+        "urls = {Home = 'https://example.com'}\r\n[[tool.uv.index]]\r\n"
+        'url = "https://dl.example.invalid/tok_f/simple"\r\n[tool.uv]\r\n'
+        'extra-index-url = ["https://dl.example.invalid/tok_g(1)/simple"]\r\n'
+    )
+    (root / "pyproject.toml").write_bytes(pyproject.encode())
+    pipfile = '[[source]]\r\nurl = "https://dl.example.invalid/tok_d/simple"\r\nname = "c"\r\n'
+    (root / "Pipfile").write_bytes(pipfile.encode("utf-8-sig"))
+    result = build_project(BuildOptions(project_dir=root))
+    assert b"tok_" not in gzip.decompress(result.archive.read_bytes())
+    with tarfile.open(result.archive) as tar:
+        read = lambda name: tar.extractfile(name).read()  # type: ignore[union-attr]  # noqa: E731
+        assert read("requirements-dev.txt").decode() == (
+            "--extra-index-url \\\n    https://dl.example.invalid/****\n"
+            "--extra-index https://dl.example.invalid/****\n"
+            "pkg @ https://dl.example.invalid/****\n"
+        )
+        assert read("Pipfile") == pipfile.replace("tok_d/simple", "****").encode("utf-8-sig")
+        assert read("setup.cfg") == b"[easy_install]\nindex_url = https://dl.example.invalid/****\n"
+        masked = pyproject.replace("tok_f/simple", "****").replace("tok_g(1)/simple", "****")
+        assert read("pyproject.toml") == masked.encode()
+
+
 def test_a_big_file_that_may_name_indexes_is_masked_like_any_other(tmp_path: Path) -> None:
     # Whatever its size (data under requirements/, say, 9 MB here), such a file is masked
     # where it names a URL's credentials, and goes in as the very bytes that were checked.
@@ -336,7 +399,7 @@ def test_a_big_file_that_may_name_indexes_is_masked_like_any_other(tmp_path: Pat
         root,
         {
             "requirements/big.txt": filler + "-i https://u:tok_big@example.invalid/simple\n",
-            "requirements/data.txt": filler + "mail@example.com https://example.com/@x\n",
+            "requirements/data.txt": filler + "mail@example.com https://example.com/\n",
         },
     )
     (root / "requirements" / "wide.txt").write_bytes(wide.encode("utf-16"))
@@ -428,9 +491,8 @@ def test_url_credentials_stay_out_of_manifest_and_errors(
     assert b"s3cr3t" not in gzip.decompress(result.archive.read_bytes())
     with tarfile.open(result.archive) as tar:
         shipped = tar.extractfile("requirements.txt").read().decode()  # type: ignore[union-attr]
-    assert shipped == "tinydep @ http://****@127.0.0.1" + base.split("127.0.0.1")[1] + (
-        "/tinydep-1.0-py3-none-any.whl\n"
-    )
+    # (every URL with a path cut after its host: the worker reads none)
+    assert shipped == "tinydep @ http://****@127.0.0.1" + base.split("127.0.0.1")[1] + "/****\n"
     assert "s3cr3t" not in json.dumps(result.summary())
 
     write_files(root, {"requirements.txt": f"tinydep @ {base}/missing-1.0-py3-none-any.whl\n"})

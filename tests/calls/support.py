@@ -65,9 +65,15 @@ class Restartable:
     back, as a platform restarted in place does."""
 
     def __init__(
-        self, answer: Callable[[str, str, dict[str, str], Any], tuple[int, Any] | None]
+        self,
+        answer: Callable[[str, str, dict[str, str], Any], tuple[int, Any] | None],
+        *,
+        keep_alive: bool = False,
     ) -> None:
-        self.handler = type("Handler", (Answering,), {"answer": staticmethod(answer)})
+        attributes: dict[str, Any] = {"answer": staticmethod(answer)}
+        if keep_alive:  # HTTP/1.1: connections stay open between requests
+            attributes["protocol_version"] = "HTTP/1.1"
+        self.handler = type("Handler", (Answering,), attributes)
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self.start()

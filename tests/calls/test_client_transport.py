@@ -13,15 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from tests.calls.support import Restartable
+from tests.calls.support import Restartable, connections_to
 from tests.helpers import wait_for
 
 import flash
 from flash import CpuLiveServerless, remote
 from flash.runtime import client
 from flash.runtime.client import Endpoints, PlatformInvoker
-from flash.runtime.http import HttpError
+from flash.runtime.http import HttpClient, HttpError
 from flash.runtime.remote import set_invoker
+from flash.runtime.serialization import serialize
 
 NAMES = f"[{__name__}.typed on api]"
 
@@ -198,3 +199,114 @@ def test_a_refusal_without_a_body_names_its_status_and_the_call(status: int, wor
     message = str(info.value)
     assert f"HTTP {status} {words}" in message and "None" not in message
     assert message.endswith(NAMES)
+
+
+def test_an_outage_is_timed_from_when_it_showed_not_from_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A /runsync held while its job runs, then cut off by a restart, is sent again even
+    # when the hold outlasted the retry window (shortened here).
+    monkeypatch.setattr(client, "_OUTAGE_S", 0.5)
+    requests = 0
+
+    def answer(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        nonlocal requests
+        requests += 1
+        if requests == 1:
+            threading.Event().wait(1.0)  # the platform holds it while the job runs...
+            return None  # ...and goes down: no answer
+        return 200, _done(body["input"]["kwargs"]["x"])
+
+    platform = Restartable(answer)
+    try:
+        with _connected(platform.url):
+            assert typed.call(3) == 3
+    finally:
+        platform.stop()
+    assert requests == 2
+
+
+def test_a_retry_on_a_fresh_connection_keeps_to_the_calls_deadline() -> None:
+    release = threading.Event()
+    requests = 0
+
+    def answer(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        nonlocal requests
+        requests += 1
+        if requests == 1:
+            return 200, _done(1)  # leaves a kept-alive connection behind
+        if requests == 2:
+            release.wait(1.8)  # then that connection is cut off, nothing answered...
+            return None
+        release.wait(20)  # ...and the fresh one gets no answer
+        return None
+
+    async def two_calls() -> float:
+        assert await typed(1) == 1  # its connection is kept for the next call of this loop
+        started = time.monotonic()
+        with pytest.raises(flash.RemoteTimeoutError):
+            await typed.options(timeout=2, retries=0)(1)
+        return time.monotonic() - started
+
+    platform = Restartable(answer, keep_alive=True)
+    try:
+        with _connected(platform.url):
+            took = asyncio.run(two_calls())
+    finally:
+        release.set()
+        platform.stop()
+    # The fresh connection gets what is left of the deadline (and its grace), not all
+    # of it again: 2 s plus 1 s of grace, where it took 4.8 s before.
+    assert requests == 3 and took < 4
+
+
+def test_a_kernel_timeout_without_a_limit_of_ours_is_a_transport_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # From Python 3.11 the kernel's ETIMEDOUT is the TimeoutError asyncio raises too; a
+    # request without a time limit (a worker's result post) got a TypeError from it.
+    async def timing_out(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError(110, "Connection timed out")
+
+    monkeypatch.setattr(asyncio, "open_connection", timing_out)
+    refused = r"cannot connect to 127\.0\.0\.1:9: .*Connection timed out"
+    with pytest.raises(HttpError, match=refused):
+        asyncio.run(HttpClient().request("GET", "http://127.0.0.1:9/ping"))
+
+
+@remote(CpuLiveServerless(name="api"))
+def counting(n):  # untyped: a pickled stream
+    yield from range(n)
+
+
+def test_a_stream_left_open_when_its_loop_ends_leaves_no_connection_open() -> None:
+    cancelled = threading.Event()
+
+    def answer(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        if path.endswith("/run"):
+            return 200, {"id": "j1", "status": "IN_QUEUE"}
+        if "/cancel/" in path:
+            cancelled.set()
+            return 200, {"id": "j1", "status": "CANCELLED"}
+        chunk = {"output": {"success": True, "result": serialize(0)}}
+        return 200, {"status": "IN_PROGRESS", "stream": [chunk]}
+
+    platform = Restartable(answer, keep_alive=True)
+    invoker = PlatformInvoker(Endpoints(platform.url), allow_unsigned=True)
+    previous = set_invoker(invoker)
+    kept: list[Any] = []
+
+    async def main() -> None:
+        stream = counting.stream(3)
+        assert await stream.__anext__() == 0
+        kept.append(stream)  # still open when asyncio.run closes the loop
+
+    try:
+        asyncio.run(main())
+        kept.clear()
+        assert cancelled.is_set()  # its clean-up told the platform to stop the job
+        assert connections_to(platform.port) == 0
+    finally:
+        set_invoker(previous)
+        invoker.close()
+        platform.stop()

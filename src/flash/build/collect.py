@@ -61,9 +61,10 @@ _CREDENTIALS_SPEC = pathspec.GitIgnoreSpec.from_lines(CREDENTIAL_FILES)
 
 
 # Files that may name package indexes with credentials in their URLs
-# (`--extra-index-url https://user:token@host/simple`), as may the files a requirements file
-# names with -r/-c. No worker needs those credentials: such files go into the archive with
-# every URL's userinfo masked (see flash.build.pipeline).
+# (`--extra-index-url https://user:token@host/simple`, `https://dl.example/TOKEN/simple`),
+# lock files included, as may the files a requirements file names with -r/-c. No worker
+# needs those URLs: such files go into the archive with every URL that has a path or a
+# query cut after its host, and every userinfo masked (see flash.build.pipeline).
 INDEX_CONFIGS = (
     "requirements*.txt",
     "requirements*.in",
@@ -75,6 +76,11 @@ INDEX_CONFIGS = (
     "setup.cfg",
     "Pipfile",
     "Pipfile.lock",
+    "uv.lock",
+    "poetry.lock",
+    "pylock.toml",
+    "pylock.*.toml",  # PEP 751's named lock files
+    "requirements*.lock",  # rye's
 )
 _INDEX_CONFIGS_SPEC = pathspec.GitIgnoreSpec.from_lines(INDEX_CONFIGS)
 

@@ -376,22 +376,6 @@ def _read_requirements_txt(
         # --only-binary and --prefer-binary: flash build installs binary wheels only anyway.
 
 
-# An index option's value in a requirements file, as the pip options flash build applies
-# are spelt: `-i URL`, `-iURL`, `--index-url=URL`, ...
-_INDEX_OPTION_VALUE = re.compile(
-    r"^([ \t]*(?:--index-url|--extra-index-url|--find-links|-i|-f)[ \t=]*)(\S+)", re.MULTILINE
-)
-
-
-def mask_index_options(text: str) -> str:
-    """``text`` (a requirements file) with the URL of every index option cut after its host,
-    as :func:`flash.build.errors.mask_index_urls` cuts it: for the copy that goes into the
-    archive (no worker reads it), the files this build did not read too."""
-    return _INDEX_OPTION_VALUE.sub(
-        lambda found: found[1] + mask_index_urls(found[2], index_hosts([found[2]])), text
-    )
-
-
 def load_toml(path: Path, shown: str) -> dict[str, Any]:
     """Parse a TOML file; errors name ``shown`` (the path as the user knows it) and the line."""
     if sys.version_info >= (3, 11):
@@ -799,7 +783,8 @@ def _resolve(
     # Only the pins are read back: the rest is for people. No options: they are the
     # package sources, whose URLs can hold tokens; any left in a requirement are masked.
     shown = {"requirements": list(requirements), "constraints": list(constraints)}
-    record = json.loads(redact(json.dumps(shown)))
+    # Not ASCII-escaped: a host is masked as it is written (an IDN one too).
+    record = json.loads(redact(json.dumps(shown, ensure_ascii=False)))
     record["pins"] = pins
     _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return pins

@@ -32,13 +32,18 @@ from flash.build.dependencies import (
     decode_config,
     encode_config,
     load_toml,
-    mask_index_options,
     package_sizes,
     referenced_files,
     source_urls,
     vendor_dependencies,
 )
-from flash.build.errors import BuildError, BuildWarning, masking_indexes, redact
+from flash.build.errors import (
+    BuildError,
+    BuildWarning,
+    mask_config_urls,
+    masking_indexes,
+    redact,
+)
 from flash.build.handlers import render_handler
 from flash.build.manifest import (
     Dependencies,
@@ -441,7 +446,7 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
             "out with .flashignore",
             path=rel,
         ) from None
-    data = encode_config(redact(mask_index_options(text)), codec)
+    data = encode_config(redact(mask_config_urls(text)), codec)
     return _archive.Entry(name=rel, data=data, executable=bool(source.stat().st_mode & 0o111))
 
 

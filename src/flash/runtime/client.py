@@ -599,7 +599,6 @@ class PlatformInvoker:
         attempts = 0
         first_failure: float | None = None
         while True:
-            started = time.monotonic()
             attempts += 1
             try:
                 response: Response | None = await self.http.request(
@@ -614,8 +613,8 @@ class PlatformInvoker:
                 problem = f"{method} {url}: {_describe(response)}"
                 if response.status not in _TRANSIENT_STATUS:
                     raise EndpointUnavailableError(problem, **names)
-            if first_failure is None:
-                first_failure = started
+            if first_failure is None:  # the outage is timed from when it showed
+                first_failure = time.monotonic()
             tried = f"{attempts} attempt{'s' if attempts > 1 else ''}"
             if not _may_retry(retries, attempts, first_failure):
                 if _past(deadline):
@@ -715,7 +714,7 @@ def _decode_json(codec: JsonCodec, output: Any, target: _Target, job_id: str | N
     result = _json_result(output, target, job_id)
     try:
         return codec.decode(result)
-    except Exception as exc:  # pydantic's ValidationError: this module cannot name it
+    except ValueError as exc:  # pydantic's ValidationError is one; this module cannot name it
         raise InvalidResultError(str(exc), **_names(target, job_id)) from None
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ class _Pool:
         self.loop = loop
         self.idle: dict[_Key, list[_Conn]] = {}
         self.closer: AsyncGenerator[None, None] | None = None
+        self.shut = False  # the loop is shutting down: no connection is kept any more
 
     def take(self, key: _Key) -> _Conn | None:
         idle = self.idle.get(key)
@@ -63,7 +65,7 @@ class _Pool:
 
     def keep(self, key: _Key, conn: _Conn) -> None:
         idle = self.idle.setdefault(key, [])
-        if len(idle) < _MAX_IDLE_PER_HOST:
+        if not self.shut and len(idle) < _MAX_IDLE_PER_HOST:
             idle.append(conn)
         else:
             conn[1].close()
@@ -121,17 +123,21 @@ class HttpClient:
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
         key = (scheme, host, port)
         pool = await self._pool()
+        ends = None if timeout is None else time.monotonic() + timeout  # for both attempts
         # A reused connection may have been closed by the server meanwhile: retry once on a
-        # fresh one, which is safe because nothing was read from the stale one.
+        # fresh one. (The server may have acted on the request already: callers that must
+        # not run a job twice send an idempotency key.)
         for attempt in range(2):
-            conn, reused = await self._connect(pool, key, timeout)
+            conn, reused = await self._connect(pool, key, _left(ends))
             try:
-                return await asyncio.wait_for(self._exchange(pool, key, conn, raw, method), timeout)
-            except asyncio.TimeoutError:  # before OSError: from 3.11 it is one
+                return await asyncio.wait_for(
+                    self._exchange(pool, key, conn, raw, method), _left(ends)
+                )
+            # asyncio.TimeoutError: 3.10's is no OSError
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn[1].close()
-                raise HttpError(f"{method} {url}: no answer within {timeout:g} s") from None
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                conn[1].close()
+                if isinstance(exc, asyncio.TimeoutError) and _timed_out(exc):  # our limit
+                    raise HttpError(f"{method} {url}: no answer within {timeout:g} s") from None
                 if reused and attempt == 0:
                     continue
                 raise HttpError(f"{method} {url}: {_reason(exc)}") from exc
@@ -162,9 +168,10 @@ class HttpClient:
         try:
             yield
         finally:
-            with self._lock:
-                if self._pools.get(pool.loop) is pool:
-                    del self._pools[pool.loop]
+            # The pool stays this loop's: a request made while the loop shuts down (a
+            # stream's clean-up cancelling its job) finds it, and its connection is closed
+            # after use. A new pool would start a closer the shut-down loop never runs.
+            pool.shut = True
             for writer in pool.close_idle():
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -185,7 +192,9 @@ class HttpClient:
             conn = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=context, limit=1 << 24), timeout
             )
-        except asyncio.TimeoutError:  # before OSError: from 3.11 it is one
+        except asyncio.TimeoutError as exc:  # before OSError: from 3.11 it is one
+            if not _timed_out(exc):  # the kernel's ETIMEDOUT
+                raise HttpError(f"cannot connect to {host}:{port}: {_reason(exc)}") from exc
             raise HttpError(f"cannot connect to {host}:{port} within {timeout:g} s") from None
         except OSError as exc:
             raise HttpError(f"cannot connect to {host}:{port}: {_reason(exc)}") from exc
@@ -242,6 +251,17 @@ class HttpClient:
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing left to do
                     pool.loop.call_soon_threadsafe(pool.close_idle)
+
+
+def _left(ends: float | None) -> float | None:
+    """The seconds left until ``ends`` (monotonic), or None for no limit."""
+    return None if ends is None else max(0.0, ends - time.monotonic())
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a TimeoutError is wait_for's (our limit) rather than the kernel's (ETIMEDOUT,
+    which carries an errno): from Python 3.11 the two are one class."""
+    return getattr(exc, "errno", None) is None
 
 
 def _reason(exc: BaseException) -> str:

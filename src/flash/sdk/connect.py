@@ -25,13 +25,17 @@ def connect(
         Endpoints(base_url, api_key, dict(endpoint_ids or {})),
         signing_key=signing_key if signing_key is not None else find_signing_key(),
     )
-    set_invoker(invoker)
+    _close(set_invoker(invoker))
     return invoker
 
 
 def disconnect() -> None:
     """Run calls in this process again, closing the connections to the platform."""
-    previous = set_invoker(None)
-    close = getattr(previous, "close", None)
+    _close(set_invoker(None))
+
+
+def _close(invoker: object) -> None:
+    """Close the connections of an invoker no longer in force."""
+    close = getattr(invoker, "close", None)
     if close is not None:
         close()
