@@ -410,3 +410,17 @@ def test_build_warns_of_a_literal_secret_and_takes_package_sources_from_the_envi
     assert "hf_not_for_logs" not in built.stderr + built.stdout
     manifest = json.loads((project / ".flash" / "flash_manifest.json").read_text())
     assert manifest["dependencies"]["pins"] == ["tinydep==1.0"]
+
+
+def test_serve_with_a_signing_key_that_is_no_key_is_one_error_line(tmp_path: Path) -> None:
+    served = subprocess.run(
+        [sys.executable, "-m", "flash.cli", "serve", "archive.tar.gz"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, KEY_ENV_VAR: "zz"},
+    )
+    assert served.returncode == 1
+    assert served.stderr.startswith("Error: ") and KEY_ENV_VAR in served.stderr
+    assert "Traceback" not in served.stderr and "zz" not in served.stderr

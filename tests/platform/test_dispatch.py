@@ -453,25 +453,6 @@ def test_a_platform_killed_while_a_reader_streams_hands_out_no_chunk_twice(
     asyncio.run(second_life(asyncio.run(first_life())))
 
 
-def test_delay_time_after_a_restart_leaves_out_the_lost_attempts_run(tmp_path: Path) -> None:
-    async def first_life() -> str:
-        dispatcher, job = await _running_on_w1(tmp_path)
-        # It waited 60 s for w1, which ran it for 40 s until the platform died.
-        job.queued_at = job.created_at - 100
-        job.started_at = job.queued_at + 60
-        dispatcher.store.save(job)
-        return job.id
-
-    async def second_life(job_id: str) -> None:
-        dispatcher = _dispatcher(tmp_path)
-        dispatcher.restore()
-        dispatcher.register_worker("w2", "e")
-        await dispatcher.take("w2", 1, False)
-        assert 60_000 <= _status(dispatcher, job_id)["delayTime"] < 61_000
-
-    asyncio.run(second_life(asyncio.run(first_life())))
-
-
 def test_a_retried_job_gets_its_ttl_again_from_the_retry(tmp_path: Path) -> None:
     async def first_life() -> str:
         dispatcher = _dispatcher(tmp_path)

@@ -920,6 +920,7 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
     tmp_path: Path, platform_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNPOD_SECRET_hf", "s3cret-value")
+    monkeypatch.setenv("GONE", "the serving shell's own")  # not what the config asked for
     env = {"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}", "GONE": "{{RUNPOD_SECRET_nowhere}}"}
     logs = Logs()
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"env": env})})

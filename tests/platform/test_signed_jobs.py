@@ -88,3 +88,20 @@ def test_a_replayed_signed_request_is_refused_by_every_worker_and_after_a_restar
         replayed = _runsync(platform, body)
         assert replayed.status_code == 409
     assert log.read_text().splitlines() == ["first", "second"]
+
+
+def test_only_a_flash_signature_takes_a_nonce(tmp_path: Path) -> None:
+    # A JSON call's own "signature" field, or a block no client of ours wrote, claims
+    # nothing: sent twice, it is not a replay (the worker judges it), and never a 500.
+    root = write_files(tmp_path / "proj", FILES)
+    with serve_project(root) as platform:
+        for block in (
+            {"nonce": "a", "deadline": 10**400, "mac": "x"},
+            {"nonce": "0" * 32, "deadline": time.time() + 60},  # no mac
+            {"nonce": "0" * 32, "deadline": 10**400, "mac": "x"},
+        ):
+            body = {"input": {"function_name": FUNCTION, "args": [], "signature": block}}
+            for _ in range(2):
+                refused = _runsync(platform, body)
+                assert refused.status_code == 200
+                assert refused.json()["status"] == "FAILED"

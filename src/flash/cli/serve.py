@@ -21,7 +21,7 @@ from flash.cli._output import (
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.project import serve_archive
-from flash.runtime.signing import load_signing_key
+from flash.runtime.signing import SigningKeyError, load_signing_key
 from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_file, key_to_text
 
 DEFAULT_STATE_DIR = Path(".flash")
@@ -50,7 +50,8 @@ def serve(
     check_port("--port", port)
     check_max_workers(max_workers)
     check_state_folder(state_dir)
-    with user_errors(False, PlatformError, OSError):
+    # SigningKeyError: a FLASH_SIGNING_KEY that is not a key.
+    with user_errors(False, PlatformError, OSError, SigningKeyError):
         serve_command(archive, host, port, max_workers, api_key, state_dir=state_dir)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from typing import TextIO
 
 __all__ = ["ConsoleLines", "print_line"]
@@ -36,10 +37,13 @@ class ConsoleLines:
         if self._closed:
             return
         self._start()
-        try:
-            self._lines.put_nowait(text)
-        except queue.Full:
-            with self._lock:
+        with self._lock:
+            try:
+                if self._dropped:  # said where the lines went missing, after those before
+                    self._lines.put_nowait(_not_shown(self._dropped))
+                    self._dropped = 0
+                self._lines.put_nowait(text)
+            except queue.Full:
                 self._dropped += 1
 
     def flush(self, timeout: float = 2.0) -> None:
@@ -47,33 +51,34 @@ class ConsoleLines:
         last lines of a run are the ones that say why it ended)."""
         if self._thread is None or self._closed:
             return
+        ends = time.monotonic() + timeout
         written = threading.Event()  # set once every line before it is out
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
         try:
-            self._lines.put(written, timeout=timeout)
-        except queue.Full:
+            if dropped:
+                self._lines.put(_not_shown(dropped), timeout=timeout)
+            self._lines.put(written, timeout=max(0.0, ends - time.monotonic()))
+        except queue.Full:  # still not reading: nothing to wait for
             return
-        written.wait(timeout)
+        written.wait(max(0.0, ends - time.monotonic()))
 
     def _start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._write, name="flash-console")
+                self._thread = threading.Thread(target=self._run, name="flash-console")
                 self._thread.daemon = True  # a console that never reads must not hold the exit
                 self._thread.start()
 
-    def _write(self) -> None:
+    def _run(self) -> None:
         while True:
             item = self._lines.get()
-            with self._lock:
-                dropped, self._dropped = self._dropped, 0
             stream = self._stream or sys.stdout
             try:
-                if dropped:
-                    stream.write(f"... {dropped} lines not shown: the console was not reading\n")
                 if isinstance(item, str):
-                    stream.write(item + "\n")
+                    _write(stream, item)
                 if not isinstance(item, str) or self._lines.empty():
                     stream.flush()
             except (OSError, ValueError):  # a closed pipe, or a closed stream
@@ -82,6 +87,18 @@ class ConsoleLines:
             finally:
                 if not isinstance(item, str):
                     item.set()
+
+
+def _not_shown(count: int) -> str:
+    return f"... {count} lines not shown: the console was not reading"
+
+
+def _write(stream: TextIO, text: str) -> None:
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:  # a console that cannot show a character gets an escape
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
 
 
 print_line = ConsoleLines()

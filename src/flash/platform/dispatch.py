@@ -129,8 +129,6 @@ class Dispatcher:
             # too. Either way its attempt died with the platform and runs again from scratch
             # (save_requeued drops its output and chunks).
             if job.status == js.IN_PROGRESS or job.stream_in_store:
-                if job.started_at is not None:  # as after a worker crash (worker_exited)
-                    job.queued_at = now - (job.started_at - job.queued_since)
                 self._reset_attempt(job, keep_stream_position=True)
                 requeued.append(job)
             job.status = js.IN_QUEUE

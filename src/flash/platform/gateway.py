@@ -502,6 +502,10 @@ def _parse_request(raw: bytes) -> _JobRequest | Response:
     )
 
 
+# The nonce a Flash client signs with: 128 random bits in hex.
+_NONCE = re.compile(r"[0-9a-f]{32}")
+
+
 def _signed_nonce(job_input: Any) -> tuple[str, float] | None:
     """The nonce of a signed request, and until when a worker could take the request.
 
@@ -509,16 +513,20 @@ def _signed_nonce(job_input: Any) -> tuple[str, float] | None:
     after a restart, would pass there: the platform takes each nonce once. A block without
     a usable nonce and deadline is left to the worker, which refuses it."""
     block = job_input.get("signature") if isinstance(job_input, dict) else None
-    if not isinstance(block, dict):
-        return None
+    if not isinstance(block, dict) or not isinstance(block.get("mac"), str):
+        return None  # a user's own "signature" field of a JSON call is no signature of ours
     nonce, deadline = block.get("nonce"), block.get("deadline")
-    if not isinstance(nonce, str) or not 0 < len(nonce) <= 256:
+    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
         return None
     if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
         return None
-    if not math.isfinite(deadline):
+    try:
+        until = float(deadline)  # an integer of 400 digits is no float
+    except OverflowError:
         return None
-    return nonce, min(float(deadline), time.time() + MAX_TTL_S) + CLOCK_SKEW_S
+    if not math.isfinite(until):
+        return None
+    return nonce, min(until, time.time() + MAX_TTL_S) + CLOCK_SKEW_S
 
 
 # What marks a job-done body as a progress update, found without parsing it: the SDK writes

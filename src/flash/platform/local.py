@@ -135,13 +135,15 @@ class LocalPlatform:
         """Stop every worker; running jobs get ``grace_s`` to finish, else rerun at next start."""
         if self._loop is None or self._thread is None:
             return
-        if self._thread.is_alive():
-            self._call(self._shutdown(grace_s), timeout=grace_s + 30)
-            self._thread.join(30)
-        self._loop = None
-        flush = getattr(self.echo, "flush", None)
-        if flush is not None:
-            flush()  # the last lines say why workers ended
+        try:
+            if self._thread.is_alive():
+                self._call(self._shutdown(grace_s), timeout=grace_s + 30)
+                self._thread.join(30)
+        finally:
+            self._loop = None
+            flush = getattr(self.echo, "flush", None)
+            if flush is not None:
+                flush()  # the last lines say why workers ended
 
     def __enter__(self) -> LocalPlatform:
         self.start()

@@ -317,7 +317,10 @@ class Supervisor:
         # unsigned pickles; a platform allows them only when told (worker_env).
         env.pop("FLASH_ALLOW_UNSIGNED", None)
         env.update(self.extra_env)
-        env.update(self._with_secrets(spec))
+        filled, unfilled = self._with_secrets(spec)
+        env.update(filled)
+        for name in unfilled:  # not even as this process's own variable of that name
+            env.pop(name, None)
         env.update(
             {
                 "RUNPOD_WEBHOOK_GET_JOB": f"{v2}/job-take/{worker_id}?gpu=none",
@@ -345,24 +348,26 @@ class Supervisor:
             env["FLASH_API_KEY"] = self.api_key
         return env
 
-    def _with_secrets(self, spec: EndpointSpec) -> dict[str, str]:
+    def _with_secrets(self, spec: EndpointSpec) -> tuple[dict[str, str], list[str]]:
         """The endpoint's env with each ``{{ RUNPOD_SECRET_name }}`` filled in from this
-        process's environment; a variable whose secret is not there is left out (and said
-        once, by name only: the values are secrets)."""
-        env = {}
+        process's environment, and the variables whose secret is not there: those are left
+        out (and said once, by name only: the values are secrets)."""
+        env, unfilled = {}, []
         for name, value in spec.env.items():
             named = [found[1] for found in _SECRET_REFERENCE.finditer(value)]
             missing = [secret for secret in named if secret not in os.environ]
             if not missing:
                 env[name] = _SECRET_REFERENCE.sub(lambda found: os.environ[found[1]], value)
-            elif (spec.name, name) not in self._missing_secrets:
+                continue
+            unfilled.append(name)
+            if (spec.name, name) not in self._missing_secrets:
                 self._missing_secrets.add((spec.name, name))
                 if self.echo is not None:
                     self.echo(
                         f"[{spec.name}] env {name} names the secret {missing[0]}, which is not"
                         f" set where the platform runs: its workers start without {name}"
                     )
-        return env
+        return env, unfilled
 
     async def _run_worker(self, worker_id: str, dep: _Deployment) -> None:
         spawned = time.monotonic()
