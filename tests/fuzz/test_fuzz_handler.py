@@ -74,8 +74,8 @@ class Target:
             and isinstance(payload.get("signature"), dict)
             and all(a["success"] for a in answers)
         ):
-            # The same signed request again is a replay.
-            again = self.answers(job)
+            # The same signed request again, as another job, is a replay.
+            again = self.answers({**job, "id": f"{job.get('id')}-again"})
             assert [a["error_type"] for a in again] == ["SignatureRejected"], again
         self.check_still_serving()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.helpers import final_status
 from tests.integration.projects import write_files
 
 from flash.platform import LocalPlatform, serve_project
@@ -36,16 +37,25 @@ FILES = {
             with Path(path).open("a") as fh:
                 fh.write(line + "\\n")
             return line
+
+
+        @remote(cpu)
+        def fails_once(path, line):
+            if not Path(path).exists():
+                Path(path).write_text("failed once")
+                raise RuntimeError("the first run fails")
+            return line
     """,
 }
 FUNCTION = "signedapp.jobs.record"
+FLAKY = "signedapp.jobs.fails_once"
 
 
-def _signed_body(platform: LocalPlatform, *args: Any) -> dict[str, Any]:
+def _signed_body(platform: LocalPlatform, *args: Any, function: str = FUNCTION) -> dict[str, Any]:
     """A request as the Python client signs it (each of its calls gets a new nonce)."""
     wire_args, wire_kwargs = serialize_args(args, {})
     payload: dict[str, Any] = {
-        "function_name": FUNCTION,
+        "function_name": function,
         "args": wire_args,
         "kwargs": wire_kwargs,
         "protocol_version": PROTOCOL_VERSION,
@@ -54,7 +64,7 @@ def _signed_body(platform: LocalPlatform, *args: Any) -> dict[str, Any]:
     payload["signature"] = sign_request(
         platform.signing_key,
         endpoint="signed",
-        function=FUNCTION,
+        function=function,
         fields=payload,
         deadline=time.time() + 600,
     )
@@ -105,3 +115,16 @@ def test_only_a_flash_signature_takes_a_nonce(tmp_path: Path) -> None:
                 refused = _runsync(platform, body)
                 assert refused.status_code == 200
                 assert refused.json()["status"] == "FAILED"
+
+
+def test_a_retried_signed_job_runs_again_on_the_worker_that_ran_it(tmp_path: Path) -> None:
+    # The same job again is no replay: the worker remembers which job each nonce came with.
+    root = write_files(tmp_path / "proj", FILES)
+    with serve_project(root) as platform:
+        body = _signed_body(platform, str(tmp_path / "ran"), "second", function=FLAKY)
+        failed = _runsync(platform, body).json()
+        assert failed["status"] == "FAILED" and "first run fails" in failed["error"]
+        url = f"{platform.url}/v2/signed"
+        assert httpx.post(f"{url}/retry/{failed['id']}", timeout=30).status_code == 200
+        ended = final_status(platform.url, "signed", failed["id"])
+        assert ended["status"] == "COMPLETED" and ended["workerId"] == failed["workerId"]

@@ -240,6 +240,8 @@ def create_handler(
     def resolve(job: Any) -> _Call:
         if not isinstance(job, dict):
             raise _JobError(INVALID_JOB, f"a job must be a JSON object, got {_type_name(job)}")
+        # The platform's id of the job: the same job may run again (a retry), not a replay.
+        job_id = job.get("id") if isinstance(job.get("id"), str) else None
         payload = job.get("input")
         if not isinstance(payload, dict):
             raise _JobError(
@@ -248,7 +250,7 @@ def create_handler(
         # JSON null counts as absent throughout: older clients send explicit nulls.
         _check_protocol(_get(payload, "protocol_version", 1))
         if "function_name" not in payload:
-            return resolve_json(payload)
+            return resolve_json(payload, job_id)
         name = payload.get("function_name")
         if not isinstance(name, str) or not name:
             raise _JobError(
@@ -270,15 +272,15 @@ def create_handler(
                 f"no function or class named {name!r} on this endpoint (available: {available})",
             )
         decoded: dict[int, bytes] = {}
-        nonce = check_signature(name, payload, decoded)
+        nonce = check_signature(name, payload, decoded, job_id)
         call_context = _call_context(payload, name)
         digests: _signing.Digests | None = None if nonce is None else {}
         return _Call(name, execution_type, target, payload, call_context, nonce, decoded, digests)
 
-    def resolve_json(payload: dict[str, Any]) -> _Call:
+    def resolve_json(payload: dict[str, Any], job_id: str | None) -> _Call:
         fields = set(payload) - {"context", "protocol_version", "signature"}
         if "method" in fields and fields <= {"function", "method", "init", "kwargs"}:
-            return resolve_json_method(payload)
+            return resolve_json_method(payload, job_id)
         # {"function": ...} names the function, unless the job is the bare arguments of the
         # one function, which takes an argument of that name.
         named = "function" in fields and not (
@@ -326,13 +328,13 @@ def create_handler(
             _jsonschema.check_depth(kwargs, MAX_JSON_DEPTH, path="kwargs")
         except _jsonschema.JsonInputError as exc:
             raise _JobError(INVALID_INPUT, exc.message) from None
-        nonce = check_json_signature(name, payload)
+        nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
         return _Call(
             name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, nonce
         )
 
-    def resolve_json_method(payload: dict[str, Any]) -> _Call:
+    def resolve_json_method(payload: dict[str, Any], job_id: str | None) -> _Call:
         name, method = payload.get("function"), payload.get("method")
         if not isinstance(name, str) or not inspect.isclass(targets.get(name)):
             raise _JobError(UNKNOWN_FUNCTION, f"no class named {_short_repr(name)} here")
@@ -358,7 +360,7 @@ def create_handler(
                 _jsonschema.check_depth(call[field], MAX_JSON_DEPTH, path=field)
             except _jsonschema.JsonInputError as exc:
                 raise _JobError(INVALID_INPUT, exc.message) from None
-        nonce = check_json_signature(name, payload)
+        nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
         return _Call(name, "json_method", targets[name], call, call_context, nonce)
 
@@ -366,6 +368,7 @@ def create_handler(
         name: str,
         payload: dict[str, Any],
         decoded: dict[int, bytes] | None,
+        job_id: str | None,
         *,
         pickled: bool = True,
     ) -> str | None:
@@ -395,6 +398,7 @@ def create_handler(
                 fields=payload,
                 replay=replay,
                 decoded=decoded,
+                job=job_id,
             )
         except _signing.SignatureError as exc:
             raise _JobError(SIGNATURE_REJECTED, f"request refused: {exc.message}") from None
@@ -404,7 +408,7 @@ def create_handler(
             raise _JobError(VERSION_MISMATCH, mismatch)
         return str(verified["nonce"])
 
-    def check_json_signature(name: str, payload: dict[str, Any]) -> str | None:
+    def check_json_signature(name: str, payload: dict[str, Any], job_id: str | None) -> str | None:
         """The verified nonce of a signed typed JSON call, else None.
 
         A JSON call runs no pickle, so any client may send it unsigned. The Python client
@@ -415,7 +419,7 @@ def create_handler(
         """
         if secret is None or payload.get("signature") is None:
             return None
-        return check_signature(name, payload, None, pickled=False)
+        return check_signature(name, payload, None, job_id, pickled=False)
 
     def sign(
         answer: dict[str, Any], nonce: str | None, digests: _signing.Digests | None

@@ -551,6 +551,7 @@ def verify_request(
     replay: ReplayCache,
     now: float | None = None,
     decoded: dict[int, bytes] | None = None,
+    job: str | None = None,
 ) -> None:
     """Let a signed request through, or raise :class:`SignatureError`.
 
@@ -559,6 +560,8 @@ def verify_request(
     and last the nonce, which is remembered only once everything else passed. Big pickles
     are base64-decoded for the digest, once the MAC has passed and the nonce is known to be
     new, and never unpickled; their bytes go into ``decoded`` (see :func:`payload_digest`).
+    ``job``: the id of the job the request came in; that job may come again (see
+    :class:`ReplayCache`).
     """
     if type(key) is not bytes or len(key) != KEY_BYTES:
         _check_key(key)
@@ -601,7 +604,7 @@ def verify_request(
         except _BigText:
             # A replay is refused before its big pickles are decoded and hashed (5 ms a
             # megabyte here); the nonce is recorded only once the digest matched, below.
-            replay.check(nonce, deadline)
+            replay.check(nonce, deadline, job)
             actual = _payload_digest(fields, _big_writer(decoded=decoded))
     except ValueError as exc:
         raise SignatureError(MALFORMED, f"the request payload cannot be hashed: {exc}") from None
@@ -609,7 +612,7 @@ def verify_request(
         raise SignatureError(
             TAMPERED, "the request payload does not match its signature: it was altered in transit"
         )
-    replay.remember(nonce, deadline, now=current)
+    replay.remember(nonce, deadline, now=current, job=job)
 
 
 def check_versions(caller: Mapping[str, Any], local: Mapping[str, str] | None = None) -> str | None:
@@ -712,14 +715,16 @@ class ReplayCache:
     forgotten nonce. So a busy worker keeps accepting fresh requests and refuses only those
     closest to their deadline; it never lets through a nonce it has forgotten. One cache per
     worker process; a replay sent to another worker process is caught there only if that
-    process saw the nonce. Thread-safe.
+    process saw the nonce. The job each nonce came with is kept too: the same job again (a
+    retry, or a rerun after a crash: the platform's job ids are its own) is no replay.
+    Thread-safe.
     """
 
     def __init__(self, max_entries: int = 200_000) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._buckets: dict[int, set[str]] = {}
+        self._buckets: dict[int, dict[str, str | None]] = {}  # nonce -> its job
         self._order: list[int] = []  # heap of the bucket numbers in _buckets
         self._size = 0
         # Buckets up to this one were forgotten to make room: their requests are refused.
@@ -729,14 +734,17 @@ class ReplayCache:
     def __len__(self) -> int:
         return self._size
 
-    def check(self, nonce: str, deadline: float) -> None:
+    def check(self, nonce: str, deadline: float, job: str | None = None) -> None:
         """Raise as :meth:`remember` would for a nonce already seen (or that cannot be
         checked), without recording it."""
         with self._lock:
-            self._refuse_if_seen(nonce, _bucket(deadline))
+            self._refuse_if_seen(nonce, _bucket(deadline), job)
 
-    def remember(self, nonce: str, deadline: float, *, now: float | None = None) -> None:
-        """Record ``nonce``; raise SignatureError if it was seen or cannot be checked."""
+    def remember(
+        self, nonce: str, deadline: float, *, now: float | None = None, job: str | None = None
+    ) -> None:
+        """Record ``nonce`` (with ``job``, the id of the job it came with); raise
+        SignatureError if it was seen with another job, or cannot be checked."""
         current = time.time() if now is None else now
         bucket = _bucket(deadline)
         with self._lock:
@@ -744,25 +752,29 @@ class ReplayCache:
             # The soonest bucket is dropped once all of its nonces have expired.
             if order and (order[0] + 1) * _BUCKET_S <= current:
                 self._drop_expired(current)
-            entries = self._refuse_if_seen(nonce, bucket)
+            entries = self._refuse_if_seen(nonce, bucket, job)
+            if entries is not None and nonce in entries:
+                return  # the same job again
             if self._size >= self.max_entries:
                 self._forget_soonest()
                 if bucket <= self._forgotten_upto:
                     raise self._cannot_check()
                 entries = self._buckets.get(bucket)
             if entries is None:
-                entries = self._buckets[bucket] = set()
+                entries = self._buckets[bucket] = {}
                 heapq.heappush(order, bucket)
-            entries.add(nonce)
+            entries[nonce] = job
             self._size += 1
 
-    def _refuse_if_seen(self, nonce: str, bucket: int) -> set[str] | None:
-        """Under the lock: raise for a nonce seen, or in a bucket that was forgotten; else
-        the nonces of ``bucket``, if it has any."""
+    def _refuse_if_seen(
+        self, nonce: str, bucket: int, job: str | None
+    ) -> dict[str, str | None] | None:
+        """Under the lock: raise for a nonce seen with another job (or with none), or in a
+        bucket that was forgotten; else the nonces of ``bucket``, if it has any."""
         if bucket <= self._forgotten_upto:
             raise self._cannot_check()
         entries = self._buckets.get(bucket)
-        if entries is not None and nonce in entries:
+        if entries is not None and nonce in entries and (job is None or entries[nonce] != job):
             raise SignatureError(
                 REPLAYED, "this request was already received (replayed nonce); refused"
             )
