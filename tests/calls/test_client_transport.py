@@ -310,3 +310,19 @@ def test_a_stream_left_open_when_its_loop_ends_leaves_no_connection_open() -> No
         set_invoker(previous)
         invoker.close()
         platform.stop()
+
+
+def test_an_http_1_0_answer_leaves_no_connection_to_reuse() -> None:
+    # HTTP/1.0 closes after each answer: a request sent on that connection can cross its
+    # close (a worker's job-done post was lost so now and then).
+    platform = Restartable(lambda *_: (200, _done(1)))  # answers as HTTP/1.0
+
+    async def call_then_count() -> int:
+        assert await typed(1) == 1
+        return connections_to(platform.port)
+
+    try:
+        with _connected(platform.url):
+            assert asyncio.run(call_then_count()) == 0
+    finally:
+        platform.stop()

@@ -230,7 +230,10 @@ class HttpClient:
         else:
             body = await reader.read()
             headers["connection"] = "close"
-        if headers.get("connection", "").lower() == "close":
+        connection = headers.get("connection", "").lower()
+        # HTTP/1.0 closes after each answer unless it says otherwise: a request sent on
+        # such a connection can cross its close.
+        if connection == "close" or (parts[0] == "HTTP/1.0" and connection != "keep-alive"):
             writer.close()
         else:
             pool.keep(key, conn)
