@@ -144,6 +144,13 @@ def test_cpu_instance_types_by_name_or_value_in_any_case(given: str, recorded: s
     assert cfg.to_manifest()["instanceIds"] == [recorded]
 
 
+def test_the_scaler_type_in_any_case() -> None:
+    cfg = LiveServerless(name="g", scalerType="request_count")  # type: ignore[arg-type]
+    assert cfg.to_manifest()["scalerType"] == "REQUEST_COUNT"
+    with pytest.raises(ValueError, match=r"scalerType: 'DELAY' is not a ScalerType"):
+        validate_config("LiveServerless", {"name": "g", "scalerType": "DELAY"})
+
+
 def test_an_unknown_gpu_or_instance_type_names_the_entry_and_the_choices() -> None:
     with pytest.raises(ValueError) as gpu:
         validate_config("LiveServerless", {"name": "g", "gpus": ["ANY", "H100"]})

@@ -74,6 +74,7 @@ def _member(enum: type[_E]) -> BeforeValidator:
 
 _Gpu = Annotated[GpuGroup, _member(GpuGroup)]
 _CpuInstance = Annotated[CpuInstanceType, _member(CpuInstanceType)]
+_Scaler = Annotated[ScalerType, _member(ScalerType)]
 
 
 def check_name(name: str) -> None:
@@ -118,7 +119,7 @@ class ResourceConfig(BaseModel):
     executionTimeoutMs: int | None = _field(
         None, "executionTimeoutMs", "execution_timeout_ms", ge=0, le=_EXECUTION_TIMEOUT_MS_MAX
     )
-    scalerType: ScalerType = _field(ScalerType.QUEUE_DELAY, "scalerType", "scaler_type")
+    scalerType: _Scaler = _field(ScalerType.QUEUE_DELAY, "scalerType", "scaler_type")
     scalerValue: int = _field(4, "scalerValue", "scaler_value", ge=1, le=_INT_MAX)
     concurrency: int = Field(1, ge=1, le=_INT_MAX)
     env: dict[str, str] = Field(default_factory=dict)
