@@ -326,3 +326,24 @@ def test_an_http_1_0_answer_leaves_no_connection_to_reuse() -> None:
             assert asyncio.run(call_then_count()) == 0
     finally:
         platform.stop()
+
+
+def test_a_connection_reset_as_it_opens_is_a_transport_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The other side can reset a connection before the client has set its socket up: that
+    # is a failed request (retried like any), not an OSError escaping the client.
+    open_connection = asyncio.open_connection
+
+    async def reset_at_once(*args: Any, **kwargs: Any) -> Any:
+        reader, writer = await open_connection(*args, **kwargs)
+        writer.transport.abort()  # its socket is gone before the client touches it
+        return reader, writer
+
+    platform = Restartable(lambda *_: (200, _done(1)))
+    monkeypatch.setattr(asyncio, "open_connection", reset_at_once)
+    try:
+        with pytest.raises(HttpError, match=r"GET http://127\.0\.0\.1"):
+            asyncio.run(HttpClient().request("GET", f"{platform.url}/ping", timeout=5))
+    finally:
+        platform.stop()

@@ -199,8 +199,11 @@ class HttpClient:
         except OSError as exc:
             raise HttpError(f"cannot connect to {host}:{port}: {_reason(exc)}") from exc
         sock = conn[1].get_extra_info("socket")
-        if sock is not None:  # small requests and answers: send them at once
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Small requests and answers: send them at once. (A connection the other side reset
+        # straight away has no socket left to set: the exchange on it says so.)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, False
 
     async def _exchange(
