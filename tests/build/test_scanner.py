@@ -1127,6 +1127,8 @@ def test_env_names_that_hold_secrets_are_warned_about_unless_referenced(tmp_path
                         "db_password": "hunter2",
                         "MAX_TOKENS": "512",
                         "MODE": "prod",
+                        "DATABASE_URL": "postgres://app:pw123@db:5432/app",
+                        "PUBLIC_URL": "https://user@example.com/x",
                     }},
                 )
 
@@ -1139,11 +1141,13 @@ def test_env_names_that_hold_secrets_are_warned_about_unless_referenced(tmp_path
     env = result.resources["g"].config["env"]
     assert env["AWS_SECRET_ACCESS_KEY"] == "{{RUNPOD_SECRET_aws}}"
     shown = [str(warning) for warning in result.warnings]
-    assert [text.split(": ", 1)[0] for text in shown] == ["app.py:3:7", "app.py:3:7"]
+    assert [text.split(": ", 1)[0] for text in shown] == ["app.py:3:7"] * 3
     assert "env 'HF_TOKEN' looks like a secret" in shown[0]
     assert "env 'db_password' looks like a secret" in shown[1]
     assert '"{{ RUNPOD_SECRET_db_password }}"' in shown[1]
-    assert not [text for text in shown if "hf_written_out" in text or "hunter2" in text]
+    # Whatever its name, a URL with a password in it (a user alone is no secret).
+    assert "env 'DATABASE_URL' looks like a secret" in shown[2]
+    assert not [t for t in shown if "hf_written_out" in t or "hunter2" in t or "pw123" in t]
 
 
 def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:

@@ -140,6 +140,8 @@ _SECRET_ENV_NAME = re.compile(
     r"(?![A-Z])",
     re.IGNORECASE,
 )
+# A URL's userinfo with a password (postgres://user:pw@host): a secret whatever its name.
+_URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:[^\s/?#@]+@")
 # RunPod's reference to one of the account's secrets, which it puts in the env of the
 # endpoint's workers: the value itself is never written in the project.
 _SECRET_REFERENCE = re.compile(r"\{\{\s*RUNPOD_SECRET_[^\s{}]+\s*\}\}")
@@ -152,9 +154,10 @@ def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWar
     for spec in sorted(resources, key=lambda r: (r.path, r.line, r.col)):
         env = spec.config.get("env") or {}
         for key, value in env.items():
-            if not value or not _SECRET_ENV_NAME.search(key):
+            if not value or _SECRET_REFERENCE.fullmatch(value.strip()):
                 continue
-            if _SECRET_REFERENCE.fullmatch(value.strip()):
+            # By its name, or by what it holds: a URL with a password (DATABASE_URL).
+            if not _SECRET_ENV_NAME.search(key) and not _URL_PASSWORD.search(value):
                 continue
             yield BuildWarning(
                 f"{spec.type} {spec.name!r}: env {key!r} looks like a secret and its value "
