@@ -143,3 +143,14 @@ class SixFailsIndex(QuietHandler, SimpleHTTPRequestHandler):
             self.send_error(500)
         else:
             super().do_GET()
+
+
+class CreatesFile:
+    """Unpickling this creates the file ``path``: the stand-in for any code a pickle can run,
+    and the proof that a payload was unpickled."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (open, (self.path, "w"))

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from tests.calls.project import write_project
 from tests.calls.support import connections_to
-from tests.helpers import Logs, completed_jobs, wait_for
+from tests.helpers import CreatesFile, Logs, completed_jobs, wait_for
 
 import flash
 from flash.platform import LocalPlatform, serve_project
@@ -400,19 +400,11 @@ def test_a_signed_answer_is_checked_once(
     assert len(checked) == 2  # a failure's details are checked too, once
 
 
-class _CreatesFile:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path(self.path).write_text, ("pwned",))
-
-
 def test_unsigned_pickle_never_runs_on_an_endpoint(platform: LocalPlatform, tmp_path: Path) -> None:
     from flash.runtime.serialization import serialize_args
 
     marker = tmp_path / "pwned"
-    args, kwargs = serialize_args((_CreatesFile(str(marker)),), {})
+    args, kwargs = serialize_args((CreatesFile(str(marker)),), {})
     job = runsync(
         platform,
         "svc-a",

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from tests.calls.support import Restartable
+from tests.helpers import CreatesFile
 
 import flash
 from flash import CpuLiveServerless, remote
@@ -19,14 +20,6 @@ from flash.runtime.serialization import serialize
 @remote(CpuLiveServerless(name="api"))
 def untyped(x):  # type: ignore[no-untyped-def]  # no hints: it takes pickled calls only
     return x
-
-
-class _CreatesAFile:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self) -> Any:
-        return (open, (self.path, "w"))  # unpickling this creates the file
 
 
 @pytest.mark.parametrize(
@@ -51,7 +44,7 @@ def test_unsigned_pickles_go_only_where_allowed(
 
     def answer(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
         bodies.append(body)  # whoever answers may put any pickle in the answer
-        output = {"success": True, "result": serialize(_CreatesAFile(marker))}
+        output = {"success": True, "result": serialize(CreatesFile(marker))}
         return 200, {"id": "j1", "status": "COMPLETED", "output": output}
 
     if environment is None:

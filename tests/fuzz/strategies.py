@@ -26,6 +26,7 @@ from typing import Any
 
 import cloudpickle
 from hypothesis import strategies as st
+from tests.helpers import CreatesFile
 
 from flash.build.manifest import schema_record
 from flash.build.schemas import derive_schemas
@@ -194,16 +195,6 @@ def _recorded_schema(result: Any) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- hostile pickles
 
 
-class _CreatesFile:
-    """Unpickling this opens (so creates) ``path``: stands for any code a pickle can run."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (open, (self.path, "w"))
-
-
 class _RaisesOnLoad:
     """Unpickling this raises: a ValueError, a KeyError, or SystemExit (via ``sys.exit``)."""
 
@@ -225,7 +216,7 @@ def raising_pickle(kind: str) -> str:
 
 def hostile_pickle(marker: Path) -> str:
     """base64 of a pickle whose loading creates ``marker``."""
-    return _b64(pickle.dumps(_CreatesFile(str(marker))))
+    return _b64(pickle.dumps(CreatesFile(str(marker))))
 
 
 # --------------------------------------------------------------------------- JSON values

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import CreatesFile
 
 from flash.runtime.generic_handler import create_handler
 from flash.runtime.serialization import deserialize, serialize, serialize_args
@@ -17,16 +18,6 @@ from flash.runtime.signing import generate_key, sign_request, verify_result
 
 KEY = generate_key()
 ENDPOINT = "gpu-worker"
-
-
-class _CreatesFile:
-    """Unpickling this creates a file: the proof that a payload was unpickled."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path(self.path).write_text, ("pwned",))
 
 
 def add(a: int, b: int) -> int:
@@ -76,10 +67,10 @@ def test_signed_request_runs_and_the_answer_is_signed(handler: Any) -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda p: job((_CreatesFile(p),), key=None), id="unsigned"),
-        pytest.param(lambda p: job((_CreatesFile(p),), key=generate_key()), id="wrong-key"),
-        pytest.param(lambda p: job((_CreatesFile(p),), endpoint="other"), id="other-endpoint"),
-        pytest.param(lambda p: job((_CreatesFile(p),), function="sub"), id="other-function"),
+        pytest.param(lambda p: job((CreatesFile(p),), key=None), id="unsigned"),
+        pytest.param(lambda p: job((CreatesFile(p),), key=generate_key()), id="wrong-key"),
+        pytest.param(lambda p: job((CreatesFile(p),), endpoint="other"), id="other-endpoint"),
+        pytest.param(lambda p: job((CreatesFile(p),), function="sub"), id="other-function"),
     ],
 )
 def test_bad_signatures_are_refused_before_unpickling(
@@ -95,7 +86,7 @@ def test_bad_signatures_are_refused_before_unpickling(
 def test_tampered_payload_is_refused(handler: Any, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     request = job((1, 2))
-    request["input"]["args"] = [serialize(_CreatesFile(str(marker)))]
+    request["input"]["args"] = [serialize(CreatesFile(str(marker)))]
     answer = run(handler, request)
     assert answer["error_type"] == "SignatureRejected"
     assert not marker.exists()
@@ -118,7 +109,7 @@ def test_big_payloads_go_through_and_a_tampered_one_is_never_unpickled(
 
     marker = tmp_path / "pwned"
     request = json.loads(json.dumps(job((data, b"!"))))
-    request["input"]["args"][0] = serialize((_CreatesFile(str(marker)), data))
+    request["input"]["args"][0] = serialize((CreatesFile(str(marker)), data))
     answer = run(handler, request)
     assert answer["error_type"] == "SignatureRejected" and "altered" in answer["error"]
     assert not marker.exists()
@@ -129,7 +120,7 @@ def test_expired_request_is_refused(handler: Any, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     # Validly signed an hour ago, for a deadline that passed ten minutes later.
     an_hour_ago = time.time() - 3600
-    request = job((_CreatesFile(str(marker)),), deadline=an_hour_ago + 600, now=an_hour_ago)
+    request = job((CreatesFile(str(marker)),), deadline=an_hour_ago + 600, now=an_hour_ago)
     answer = run(handler, request)
     assert answer["error_type"] == "SignatureRejected"
     assert "expired" in answer["error"]
@@ -150,7 +141,7 @@ def test_without_a_key_pickles_are_refused_unless_allowed(tmp_path: Path) -> Non
     os.environ.pop("FLASH_SIGNING_KEY", None)
     strict = create_handler({"add": add}, signing_key=None, allow_unsigned=False)
     marker = tmp_path / "pwned"
-    answer = run(strict, job((_CreatesFile(str(marker)),), key=None))
+    answer = run(strict, job((CreatesFile(str(marker)),), key=None))
     assert answer["error_type"] == "SignatureRejected" and "FLASH_SIGNING_KEY" in answer["error"]
     assert not marker.exists()
     relaxed = create_handler({"add": add}, signing_key=None, allow_unsigned=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import QuietHandler, serve_http
+from tests.helpers import CreatesFile, QuietHandler, serve_http
 
 import flash
 from flash import CpuLiveServerless, remote
@@ -22,14 +22,6 @@ from flash.runtime.signing import generate_key, sign_result
 @remote(CpuLiveServerless(name="api"))
 def typed(x: int) -> int:  # called with JSON: every type is JSON-able
     return x
-
-
-class _CreatesAFile:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self) -> Any:
-        return (open, (self.path, "w"))  # unpickling this creates the file
 
 
 class _Endpoint(QuietHandler):
@@ -61,7 +53,7 @@ def hostile(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "success": False,
         "error_type": "QuotaError",
         "traceback": "",
-        "exception": serialize(_CreatesAFile(marker)),
+        "exception": serialize(CreatesFile(marker)),
         "protocol_version": 1,
     }
     _Endpoint.bodies = []

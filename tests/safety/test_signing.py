@@ -21,6 +21,7 @@ import cloudpickle
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from tests.helpers import CreatesFile
 
 from flash.runtime import signing
 from flash.runtime.protocol import MAX_JSON_DEPTH
@@ -400,16 +401,6 @@ def test_deeply_nested_fields_are_malformed_not_a_crash() -> None:
 # ---------------------------------------------------------------- the pickle gate
 
 
-class _CreatesFile:
-    """Unpickling this creates a file: the stand-in for arbitrary code in a pickle."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> Any:
-        return (Path.touch, (Path(self.path),))
-
-
 def _gate(signature: Any, fields: dict[str, Any], replay: ReplayCache, **kw: Any) -> Any:
     """What a worker does: verify first, unpickle only what got through."""
     verify(signature, fields, replay=replay, **kw)
@@ -418,7 +409,7 @@ def _gate(signature: Any, fields: dict[str, Any], replay: ReplayCache, **kw: Any
 
 def test_a_malicious_pickle_never_runs_without_a_valid_signature(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    fields = job_fields(args=[serialize(_CreatesFile(str(marker)))])
+    fields = job_fields(args=[serialize(CreatesFile(str(marker)))])
     block = signed(fields, deadline=NOW + 10)
     replay = ReplayCache()
     attempts = {
@@ -592,7 +583,7 @@ def test_a_worker_hashes_the_bytes_it_got_not_the_digest_the_signer_kept(
     # own from what it decodes, so the payload is refused and never unpickled.
     marker = tmp_path / "pwned"
     honest = serialize(os.urandom(100_000))
-    evil = serialize((_CreatesFile(str(marker)), os.urandom(100_000)))
+    evil = serialize((CreatesFile(str(marker)), os.urandom(100_000)))
     claimed = hashlib.sha256(base64.b64decode(honest)).hexdigest()
     fields = job_fields(args=[evil])
     block = signed(fields, digests={id(evil): (evil, claimed)})
