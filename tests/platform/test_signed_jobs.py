@@ -109,6 +109,17 @@ def test_only_a_flash_signature_takes_a_nonce(tmp_path: Path) -> None:
             {"nonce": "a", "deadline": 10**400, "mac": "x"},
             {"nonce": "0" * 32, "deadline": time.time() + 60},  # no mac
             {"nonce": "0" * 32, "deadline": 10**400, "mac": "x"},
+            {  # well formed but for its deadline, which no float holds
+                "v": 4,
+                "alg": "HMAC-SHA256",
+                "endpoint": "signed",
+                "function": FUNCTION,
+                "digest": "0" * 64,
+                "mac": "0" * 64,
+                "nonce": "1" * 32,
+                "deadline": 10**400,
+                "caller": {"python": "3.11", "cloudpickle": "3.1.1"},
+            },
         ):
             body = {"input": {"function_name": FUNCTION, "args": [], "signature": block}}
             for _ in range(2):

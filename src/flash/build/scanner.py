@@ -20,7 +20,7 @@ from typing import Any
 from flash.build.dependencies import requirement_problem
 from flash.build.errors import BuildError, BuildWarning
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
-from flash.sdk.resources import CONFIG_TYPES, check_name, validate_config
+from flash.sdk.resources import CONFIG_TYPES, SECRET_REFERENCE, check_name, validate_config
 
 __all__ = [
     "SRC_ROOT",
@@ -142,9 +142,6 @@ _SECRET_ENV_NAME = re.compile(
 )
 # A URL's userinfo with a password (postgres://user:pw@host): a secret whatever its name.
 _URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:[^\s/?#@]+@")
-# RunPod's reference to one of the account's secrets, which it puts in the env of the
-# endpoint's workers: the value itself is never written in the project.
-_SECRET_REFERENCE = re.compile(r"\{\{\s*RUNPOD_SECRET_[^\s{}]+\s*\}\}")
 
 
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
@@ -154,7 +151,7 @@ def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWar
     for spec in sorted(resources, key=lambda r: (r.path, r.line, r.col)):
         env = spec.config.get("env") or {}
         for key, value in env.items():
-            if not value or _SECRET_REFERENCE.fullmatch(value.strip()):
+            if not value or SECRET_REFERENCE.fullmatch(value.strip()):
                 continue
             # By its name, or by what it holds: a URL with a password (DATABASE_URL).
             if not _SECRET_ENV_NAME.search(key) and not _URL_PASSWORD.search(value):

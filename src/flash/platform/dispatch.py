@@ -129,7 +129,7 @@ class Dispatcher:
             # too. Either way its attempt died with the platform and runs again from scratch
             # (save_requeued drops its output and chunks).
             if job.status == js.IN_PROGRESS or job.stream_in_store:
-                self._reset_attempt(job, keep_stream_position=True)
+                self._reset_attempt(job)
                 requeued.append(job)
             job.status = js.IN_QUEUE
             self.jobs[job.id] = job
@@ -226,6 +226,7 @@ class Dispatcher:
         if job.input_json is None:
             raise ValueError(f"job {job.id} has no stored input any more; it cannot be retried")
         self._reset_attempt(job)
+        job.stream_sent = 0  # a new run: its stream is read from the start
         job.queued_at = job.retried_at = time.time()  # a new run: delay and ttl count from now
         job.finished_at = job.expires_at = None
         job.output_json, job.error = None, None
@@ -504,7 +505,7 @@ class Dispatcher:
                 job.queued_at = time.time() - (job.started_at - job.queued_since)
             # The caller never hears of this attempt: its /stream goes on from the chunks it
             # has, which the next attempt yields again.
-            self._reset_attempt(job, keep_stream_position=True)
+            self._reset_attempt(job)
             job.status = js.IN_QUEUE
             self.store.save_requeued([job])
             self._count_queued(job, 1)
@@ -593,15 +594,13 @@ class Dispatcher:
         if timer is not None:
             timer.cancel()
 
-    def _reset_attempt(self, job: Job, *, keep_stream_position: bool = False) -> None:
+    def _reset_attempt(self, job: Job) -> None:
         """Forget what a dead attempt produced; the caller stores that (save_requeued).
-        ``keep_stream_position``: /stream hands out only chunks past those already read."""
+        The stream's read position stays: /stream hands out only chunks past those read."""
         job.worker_id = None
         job.started_at = None
         job.output_json = None  # reported while running: the next attempt starts afresh
         job.stream = []
-        if not keep_stream_position:
-            job.stream_sent = 0
         job.stream_bytes = 0
         job.stream_in_store = False
 

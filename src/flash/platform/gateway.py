@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ from flash.platform.dispatch import Dispatcher
 from flash.platform.store import NonceUsed
 from flash.platform.supervisor import Supervisor
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
-from flash.runtime.signing import CLOCK_SKEW_S, MAX_TTL_S
+from flash.runtime.signing import CLOCK_SKEW_S, MAX_TTL_S, signed_nonce
 
 # Deeper JSON is refused with 400 before anything else looks at it.
 MAX_JSON_DEPTH = 256
@@ -502,31 +501,18 @@ def _parse_request(raw: bytes) -> _JobRequest | Response:
     )
 
 
-# The nonce a Flash client signs with: 128 random bits in hex.
-_NONCE = re.compile(r"[0-9a-f]{32}")
-
-
 def _signed_nonce(job_input: Any) -> tuple[str, float] | None:
     """The nonce of a signed request, and until when a worker could take the request.
 
     Each worker also refuses a nonce it has seen, but a replay sent to another worker, or
     after a restart, would pass there: the platform takes each nonce once. A block without
     a usable nonce and deadline is left to the worker, which refuses it."""
-    block = job_input.get("signature") if isinstance(job_input, dict) else None
-    if not isinstance(block, dict) or not isinstance(block.get("mac"), str):
-        return None  # a user's own "signature" field of a JSON call is no signature of ours
-    nonce, deadline = block.get("nonce"), block.get("deadline")
-    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+    # A user's own "signature" field of a JSON call is no well-formed block: it claims nothing.
+    found = signed_nonce(job_input.get("signature")) if isinstance(job_input, dict) else None
+    if found is None:
         return None
-    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
-        return None
-    try:
-        until = float(deadline)  # an integer of 400 digits is no float
-    except OverflowError:
-        return None
-    if not math.isfinite(until):
-        return None
-    return nonce, min(until, time.time() + MAX_TTL_S) + CLOCK_SKEW_S
+    nonce, deadline = found
+    return nonce, min(deadline, time.time() + MAX_TTL_S) + CLOCK_SKEW_S
 
 
 # What marks a job-done body as a progress update, found without parsing it: the SDK writes

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -22,11 +21,10 @@ from pathlib import Path
 
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
+from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR
+from flash.sdk.resources import SECRET_REFERENCE
 
 _TICK_S = 0.1
-# A config's env value naming one of the RunPod account's secrets, as RunPod's templates
-# take it; here the secret is the serving environment's variable RUNPOD_SECRET_<name>.
-_SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
 _TAIL_LINES = 20
 # Workers that die before taking a job: after this many in a row the endpoint's queued
 # jobs fail with the reason, and starting is paused a while (no crash loop).
@@ -315,7 +313,7 @@ class Supervisor:
         env = dict(os.environ)
         # A leftover FLASH_ALLOW_UNSIGNED=1 in the serving shell must not open workers to
         # unsigned pickles; a platform allows them only when told (worker_env).
-        env.pop("FLASH_ALLOW_UNSIGNED", None)
+        env.pop(ALLOW_UNSIGNED_ENV_VAR, None)
         env.update(self.extra_env)
         filled, unfilled = self._with_secrets(spec)
         env.update(filled)
@@ -354,10 +352,10 @@ class Supervisor:
         out (and said once, by name only: the values are secrets)."""
         env, unfilled = {}, []
         for name, value in spec.env.items():
-            named = [found[1] for found in _SECRET_REFERENCE.finditer(value)]
+            named = [found[1] for found in SECRET_REFERENCE.finditer(value)]
             missing = [secret for secret in named if secret not in os.environ]
             if not missing:
-                env[name] = _SECRET_REFERENCE.sub(lambda found: os.environ[found[1]], value)
+                env[name] = SECRET_REFERENCE.sub(lambda found: os.environ[found[1]], value)
                 continue
             unfilled.append(name)
             if (spec.name, name) not in self._missing_secrets:

@@ -44,6 +44,7 @@ from flash.runtime.signing import (
     SignatureError,
     UnsignablePayload,
     sign_request,
+    unsigned_allowed,
     verify_result,
 )
 
@@ -154,7 +155,7 @@ class PlatformInvoker:
         self.own_resource = own_resource
         self.signing_key = signing_key
         if allow_unsigned is None:
-            allow_unsigned = os.environ.get("FLASH_ALLOW_UNSIGNED") == "1"
+            allow_unsigned = unsigned_allowed()
         self.allow_unsigned = allow_unsigned
         headers = {"Authorization": f"Bearer {endpoints.api_key}"} if endpoints.api_key else {}
         self.http = HttpClient(headers)

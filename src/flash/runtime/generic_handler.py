@@ -173,7 +173,7 @@ def create_handler(
             "a signing handler needs its endpoint name: create_handler(..., endpoint=)"
         )
     if allow_unsigned is None:
-        allow_unsigned = os.environ.get("FLASH_ALLOW_UNSIGNED") == "1"
+        allow_unsigned = _signing.unsigned_allowed()
     replay = _signing.ReplayCache()
     if manifest is _FROM_ENV:
         manifest = load_manifest()

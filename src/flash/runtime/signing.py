@@ -36,6 +36,7 @@ from flash.runtime.protocol import MAX_JSON_DEPTH
 
 __all__ = [
     "ALGORITHM",
+    "ALLOW_UNSIGNED_ENV_VAR",
     "BAD_MAC",
     "BIG_TEXT",
     "CLOCK_SKEW_S",
@@ -69,6 +70,8 @@ __all__ = [
     "payload_digest",
     "sign_request",
     "sign_result",
+    "signed_nonce",
+    "unsigned_allowed",
     "verify_request",
     "verify_result",
 ]
@@ -77,6 +80,7 @@ __all__ = [
 SIGNATURE_VERSION = 4
 ALGORITHM = "HMAC-SHA256"
 KEY_ENV_VAR = "FLASH_SIGNING_KEY"
+ALLOW_UNSIGNED_ENV_VAR = "FLASH_ALLOW_UNSIGNED"
 KEY_BYTES = 32
 # Clocks of caller and worker disagree a little; a deadline counts as passed only this much later.
 CLOCK_SKEW_S = 30.0
@@ -189,6 +193,13 @@ def key_from_text(text: str, *, source: str = KEY_ENV_VAR) -> bytes:
             f"{source} must be {2 * KEY_BYTES} hexadecimal characters ({KEY_BYTES} bytes), "
             "and it holds other characters"
         ) from None
+
+
+def unsigned_allowed(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``$FLASH_ALLOW_UNSIGNED`` is ``1``: workers take, and clients send and accept,
+    unsigned pickles (tests and trusted local experiments only)."""
+    env = os.environ if environ is None else environ
+    return env.get(ALLOW_UNSIGNED_ENV_VAR) == "1"
 
 
 def load_signing_key(environ: Mapping[str, str] | None = None) -> bytes | None:
@@ -893,15 +904,13 @@ def _parse_block(signature: Any) -> tuple[str, str, str, float, str, str, str]:
                     MALFORMED, f"signature {name!r} must be {length} lowercase hex characters"
                 )
     deadline = get("deadline")
-    if (type(deadline) is not float or deadline - deadline != 0.0) and (  # not a finite float
-        not _is_number(deadline) or not math.isfinite(deadline)
-    ):
-        raise SignatureError(MALFORMED, "signature 'deadline' must be epoch seconds")
+    if type(deadline) is not float or deadline - deadline != 0.0:  # not a finite float
+        deadline = _seconds(deadline)
     return (
         endpoint,
         function,
         digest,
-        float(deadline),
+        deadline,
         nonce,
         _caller_text(get("caller")),
         mac,
@@ -1164,6 +1173,28 @@ _HEX_DIGITS = b"0123456789abcdef"
 def _is_hex(text: str) -> bool:
     # translate() deletes the hex digits: anything left is not lowercase hex.
     return text.isascii() and not text.encode("ascii").translate(None, _HEX_DIGITS)
+
+
+def signed_nonce(signature: Any) -> tuple[str, float] | None:
+    """The nonce and deadline of a well-formed signature block (not checked against any
+    key), else None: what a platform keeps so that a request runs once."""
+    try:
+        _, _, _, deadline, nonce, _, _ = _parse_block(signature)
+    except SignatureError:
+        return None
+    return nonce, deadline
+
+
+def _seconds(deadline: Any) -> float:
+    """A deadline as finite epoch seconds; MALFORMED for anything else (an integer of 400
+    digits too: it is no float)."""
+    try:
+        seconds = float(deadline) if _is_number(deadline) else math.nan
+    except OverflowError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise SignatureError(MALFORMED, "signature 'deadline' must be epoch seconds")
+    return seconds
 
 
 def _is_number(value: Any) -> TypeGuard[float]:

@@ -48,13 +48,12 @@ class JsonCodec:
     def _dump(self, name: str, value: Any) -> Any:
         adapter = self.params[name]
         # By alias: the build publishes (and the worker validates) models by their aliases.
-        if _MISMATCH_RAISES:
-            try:
-                return adapter.dump_python(value, mode="json", by_alias=True, warnings="error")
-            except PydanticSerializationError:
-                # Not of its annotated type (often a tuple for a list): the worker checks it,
-                # but not a NaN or an infinity, which JSON would turn into null on the way.
-                _refuse_non_finite(self.name, name, adapter, value)
+        try:
+            return adapter.dump_python(value, mode="json", by_alias=True, warnings="error")
+        except PydanticSerializationError:
+            # Not of its annotated type (often a tuple for a list): the worker checks it,
+            # but not a NaN or an infinity, which JSON would turn into null on the way.
+            _refuse_non_finite(self.name, name, adapter, value)
         return adapter.dump_python(value, mode="json", by_alias=True, warnings=False)
 
     def decode(self, value: Any) -> Any:
@@ -92,19 +91,6 @@ def _issues(exc: ValidationError, root: str) -> str:
 
 def _path(root: str, loc: tuple[int | str, ...]) -> str:
     return root + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-
-
-def _mismatch_raises() -> bool:
-    """Whether pydantic can report a value not of its annotated type (2.7+), rather than
-    only warn, which would reach the user's stderr on ordinary calls."""
-    try:
-        TypeAdapter(int).dump_python(0, warnings="error")
-    except TypeError:
-        return False
-    return True
-
-
-_MISMATCH_RAISES = _mismatch_raises()
 
 
 @functools.lru_cache(maxsize=1024)

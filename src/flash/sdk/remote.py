@@ -36,9 +36,7 @@ def remote(
             isinstance(values, str) or not all(isinstance(v, str) for v in values)
         ):
             raise TypeError(f"{label} must be a list of strings, got {values!r}")
-    if timeout is not None:
-        _runtime_remote.check_timeout(timeout)
-    return _runtime_remote.remote(
+    return _runtime_remote.remote(  # which checks the timeout
         resource_config,
         dependencies=dependencies,
         system_dependencies=system_dependencies,

@@ -5,6 +5,7 @@ Field names follow RunPod's API (camelCase); snake_case spellings are accepted t
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -23,6 +24,7 @@ from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 
 __all__ = [
     "CONFIG_TYPES",
+    "SECRET_REFERENCE",
     "CpuInstanceType",
     "CpuLiveServerless",
     "CpuServerlessEndpoint",
@@ -47,6 +49,10 @@ _URL_UNSAFE = frozenset("/\\?#%")
 # Path segments that HTTP clients resolve away (/v2/../run is /run), so never reach the name.
 _DOT_SEGMENTS = (".", "..")
 _NAME_HINT = "use letters, digits, spaces, '-', '_' or '.'"
+
+# An env value naming one of the RunPod account's secrets, as RunPod's templates take it
+# (group 1: the variable RunPod fills, which the local platform reads from its own env).
+SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
 
 _E = TypeVar("_E", bound=Enum)
 
