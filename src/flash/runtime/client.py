@@ -259,7 +259,10 @@ class PlatformInvoker:
         unpacked: list[tuple[bool, Any]] = []
         for answer in answers:
             try:
-                unpacked.append((True, self._unpack_checked(answer, target, job_id, decoded)))
+                result = self._unpack_checked(
+                    answer, target, job_id, decoded, signed=nonce is not None
+                )
+                unpacked.append((True, result))
             except Exception as exc:
                 unpacked.append((False, exc))
         return unpacked
