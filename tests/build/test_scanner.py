@@ -1150,6 +1150,123 @@ def test_env_names_that_hold_secrets_are_warned_about_unless_referenced(tmp_path
     assert not [t for t in shown if "hf_written_out" in t or "hunter2" in t or "pw123" in t]
 
 
+# Fake credentials in the shapes their issuers use, built here: none is a real one.
+FAKE_HF = "hf_" + "a1" * 17
+FAKE_OPENAI = "sk-proj-" + "Ab3" * 10
+FAKE_STRIPE = "sk_live_" + "Zx9" * 8
+FAKE_GITHUB = "ghp_" + "Qw3" * 12
+FAKE_GITHUB_PAT = "github_pat_" + "Rt5" * 8 + "_" + "Yu7" * 10
+FAKE_SLACK = "xoxb-" + "1234567890-" + "Ab3" * 8
+FAKE_RUNPOD = "rpa_" + "K8M" * 14
+FAKE_PEM = "-----BEGIN RSA PRIVATE KEY-----\n" + "TUlJ" * 10 + "\n-----END RSA PRIVATE KEY-----\n"
+FAKE_JWT = "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiIxIn0" + "." + "c2ln" * 8
+FAKE_AWS_ID = "AKIA" + "EXAMPLE2" * 2
+FAKE_AWS_SECRET = "wJal" + "rXUt9/K7" * 4 + "EXAM"
+FAKE_KEY = "Zx9Qw3Rt5Yu7" * 3
+
+
+def env_warnings(root: Path, env: Mapping[str, str]) -> list[str]:
+    result = scan(
+        root,
+        {
+            "app.py": f"{HEADER}cfg = LiveServerless(name='g', env={dict(env)!r})\n"
+            "@remote(cfg)\ndef f(): ...\n"
+        },
+    )
+    return [str(warning) for warning in result.warnings]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        # By name: its words, in any case or spelling.
+        ("DB_PASS", "hunter2", "by its name"),
+        ("SMTP_PWD", "hunter2", "by its name"),
+        ("HF_AUTH", "hunter2", "by its name"),
+        ("SESSION_SECRET_KEY", "hunter2", "by its name"),
+        ("dbPassword", "hunter2", "by its name"),
+        ("openaiApiKey", "hunter2", "by its name"),
+        ("HFTOKEN", "hunter2", "by its name"),
+        ("GOOGLE_CREDENTIALS", "hunter2", "by its name"),
+        # A word placeholder is warned about: it cannot be told from a weak password.
+        ("DB_PASSWORD", "changeme", "by its name"),
+        # KEY alone: only with a value that looks generated.
+        ("OPENAI_KEY", FAKE_KEY, "by its name and value"),
+        # By value, whatever the name.
+        ("STRIPE_KEY", FAKE_STRIPE, "by its value (looks like a Stripe API key)"),
+        ("MODEL_SOURCE", FAKE_HF, "by its value (looks like a Hugging Face token)"),
+        ("OPENAI", FAKE_OPENAI, "by its value (looks like an OpenAI-style API key)"),
+        ("GH", FAKE_GITHUB, "by its value (looks like a GitHub token)"),
+        ("GH", FAKE_GITHUB_PAT, "by its value (looks like a GitHub token)"),
+        ("SLACK", FAKE_SLACK, "by its value (looks like a Slack token)"),
+        ("RUNPOD", FAKE_RUNPOD, "by its value (looks like a RunPod API key)"),
+        ("TLS", FAKE_PEM, "by its value (looks like a private key)"),
+        ("AUTHORIZATION_HEADER", "Bearer " + FAKE_JWT, "by its value (looks like a JSON"),
+        ("DATABASE_URL", "postgres://app:pw123@db/app", "by its value (a URL with a password)"),
+    ],
+)
+def test_secrets_in_env_are_warned_about_without_their_value(
+    tmp_path: Path, name: str, value: str, why: str
+) -> None:
+    shown = env_warnings(tmp_path, {name: value, "MODE": "prod"})
+    assert len(shown) == 1, shown
+    assert shown[0].startswith(
+        f"app.py:2:7: LiveServerless 'g': env {name!r} looks like a secret {why}"
+    )
+    assert f'"{{{{ RUNPOD_SECRET_{name} }}}}"' in shown[0]
+    # Neither the value nor a piece of it (each line of a PEM block) is ever shown.
+    assert not [part for part in [value, *value.split()] if len(part) > 5 and part in shown[0]]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Names about a secret, not the secret.
+        ("MAX_TOKEN_LENGTH", "4096"),
+        ("SECRET_NAME", "hf-token"),
+        ("AWS_ACCESS_KEY_ID", FAKE_AWS_ID),
+        ("TOKEN_ENDPOINT", "https://auth.example.com/oauth/token"),
+        ("PASSWORD_MIN_LENGTH", "12"),
+        ("MAX_TOKENS", "512"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("PWD", "/app"),
+        # KEY alone, with a value that is no generated key.
+        ("CACHE_KEY", "llama-3-8b-instruct-v2"),
+        ("SORT_KEY", "550e8400-e29b-41d4-a716-446655440000"),
+        ("PARTITION_KEY", "tenant_id"),
+        ("CACHE_KEY", "/models/cache/0123456789abcdefghij"),
+        # Values that hold no secret, whatever the name.
+        ("HF_TOKEN", ""),
+        ("HF_TOKEN", "  "),
+        ("HF_TOKEN", "{{ RUNPOD_SECRET_hf_token }}"),
+        ("HF_TOKEN", "${HF_TOKEN}"),
+        ("HF_TOKEN", "$HF_TOKEN"),
+        ("DISABLE_AUTH", "1"),
+        ("DATABASE_URL", "postgres://app:${DB_PASSWORD}@db/app"),
+        ("PUBLIC_URL", "https://user@example.com/x"),
+        # A prefix inside a word is no token; 40 base64 characters without an AWS key ID
+        # beside them are no AWS secret.
+        ("TASK", "task-" + "abc1" * 8),
+        ("CHECKSUM", FAKE_AWS_SECRET),
+    ],
+)
+def test_env_entries_that_hold_no_secret_are_not_warned_about(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    assert env_warnings(tmp_path, {name: value}) == []
+
+
+def test_an_aws_secret_key_is_known_by_its_key_id_beside_it(tmp_path: Path) -> None:
+    # The key ID is no secret; its pair is one, whatever its name.
+    shown = env_warnings(tmp_path, {"AWS_ACCESS_KEY_ID": FAKE_AWS_ID, "S3_B": FAKE_AWS_SECRET})
+    assert len(shown) == 1, shown
+    assert (
+        "env 'S3_B' looks like a secret by its value (looks like an AWS secret access key"
+        in (shown[0])
+    )
+    assert FAKE_AWS_SECRET not in shown[0] and FAKE_AWS_ID not in shown[0]
+
+
 def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:
     err = scan_error(
         tmp_path,

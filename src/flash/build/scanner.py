@@ -19,8 +19,9 @@ from typing import Any
 
 from flash.build.dependencies import requirement_problem
 from flash.build.errors import BuildError, BuildWarning
+from flash.build.secrets import secret_env_entries
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
-from flash.sdk.resources import CONFIG_TYPES, SECRET_REFERENCE, check_name, validate_config
+from flash.sdk.resources import CONFIG_TYPES, check_name, validate_config
 
 __all__ = [
     "SRC_ROOT",
@@ -133,33 +134,16 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     )
 
 
-# An env name that holds a secret, going by its words: not followed by a letter, so that
-# TOKENIZERS_PARALLELISM or MAX_TOKENS, no secrets, are not taken for one.
-_SECRET_ENV_NAME = re.compile(
-    r"(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)"
-    r"(?![A-Z])",
-    re.IGNORECASE,
-)
-# A URL's userinfo with a password (postgres://user:pw@host): a secret whatever its name.
-_URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:[^\s/?#@]+@")
-
-
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
-    """A warning for each env entry of ``resources`` whose name says it is a secret and
-    whose value is written out: it goes into the manifest and the archive as it is. The
-    warning names the variable, never its value."""
+    """A warning for each env entry of ``resources`` whose value is written out and looks
+    like a secret (see flash.build.secrets): it goes into the manifest and the archive as it
+    is. The warning names the variable and why it was taken for a secret, never its value."""
     for spec in sorted(resources, key=lambda r: (r.path, r.line, r.col)):
-        env = spec.config.get("env") or {}
-        for key, value in env.items():
-            if not value or SECRET_REFERENCE.fullmatch(value.strip()):
-                continue
-            # By its name, or by what it holds: a URL with a password (DATABASE_URL).
-            if not _SECRET_ENV_NAME.search(key) and not _URL_PASSWORD.search(value):
-                continue
+        for key, why in secret_env_entries(spec.config.get("env") or {}):
             yield BuildWarning(
-                f"{spec.type} {spec.name!r}: env {key!r} looks like a secret and its value "
-                "is written out, so it goes into flash_manifest.json and the archive as it "
-                "is; keep it as a RunPod secret and write its reference instead: "
+                f"{spec.type} {spec.name!r}: env {key!r} looks like a secret {why}, and its "
+                "value is written out, so it goes into flash_manifest.json and the archive as "
+                "it is; keep it as a RunPod secret and write its reference instead: "
                 f'env={{{key!r}: "{{{{ RUNPOD_SECRET_{key} }}}}"}}',
                 path=spec.path,
                 line=spec.line,

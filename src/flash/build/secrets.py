@@ -1,0 +1,142 @@
+"""Literal secrets in a resource config's ``env``: the values ``flash build`` warns about.
+
+A value written out in ``env={...}`` goes into flash_manifest.json and the archive as it is;
+a secret belongs in a RunPod secret and the config should hold its reference,
+``{{ RUNPOD_SECRET_x }}``. An entry is taken for a secret by what its value is (a known token
+shape, a URL with a password), whatever its name, or else by its name. Reasons never quote
+the value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+from flash.sdk.resources import SECRET_REFERENCE
+
+__all__ = ["secret_env_entries"]
+
+# --- values that hold no secret, whatever the name --------------------------------------
+
+# A value naming another variable ($HF_TOKEN, ${HF_TOKEN}) holds a name, not a secret.
+# Word placeholders (changeme, <your token>) are warned about: they cannot be told from a
+# weak real password, and the advice, a secret reference, holds for both.
+_VARIABLE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+# A switch (DISABLE_AUTH=1, USE_AUTH=false) is no secret either.
+_SWITCHES = frozenset({"true", "false", "yes", "no", "on", "off", "0", "1", "none", "null"})
+
+# --- by value ---------------------------------------------------------------------------
+
+# Credential shapes as their issuers publish them. Each must start a word, so that a prefix
+# inside one (task-..., ask-...) is no match.
+_TOKEN_SHAPES = tuple(
+    (re.compile(r"(?<![A-Za-z0-9])" + pattern), what)
+    for pattern, what in (
+        (r"hf_[A-Za-z0-9]{30,}", "a Hugging Face token"),
+        (r"sk-[A-Za-z0-9_-]*[A-Za-z0-9]{20,}", "an OpenAI-style API key"),
+        (r"[rs]k_(?:live|test)_[A-Za-z0-9]{20,}", "a Stripe API key"),
+        (r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})", "a GitHub token"),
+        (r"glpat-[A-Za-z0-9_-]{20,}", "a GitLab token"),
+        (r"xox[abeoprs]-[A-Za-z0-9-]{10,}", "a Slack token"),
+        (r"AIza[A-Za-z0-9_-]{35}", "a Google API key"),
+        (r"rpa_[A-Za-z0-9]{20,}", "a RunPod API key"),
+        (r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", "a private key"),
+        (r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", "a JSON Web Token"),
+    )
+)
+# An AWS access key ID is not secret itself, but it tells that its pair is near: in an env
+# holding one, a 40-character base64 value of mixed case is taken for the secret access key
+# (a hex digest, all lower case, is not).
+_AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")
+_AWS_SECRET = re.compile(r"(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9/+]{40}")
+# A URL's userinfo with a password (postgres://user:pw@host); group 1: the password.
+_URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:([^\s/?#@]+)@")
+
+# --- by name ----------------------------------------------------------------------------
+
+# A name is judged by its words, split on _ - . and camelCase (dbPassword, HFToken, APIKey),
+# so that TOKENIZERS_PARALLELISM or MAX_TOKENS hold no secret word. The rule:
+# - a word in _STRONG, or one running into it (HFTOKEN, DBPASSWORD), or KEY after API,
+#   ACCESS or PRIVATE names a secret;
+# - KEY alone is weak (CACHE_KEY, SORT_KEY, PARTITION_KEY): it counts only with a value that
+#   looks generated (_KEYLIKE);
+# - either way, not when the last word says the variable is about a secret rather than the
+#   secret itself (_ABOUT: MAX_TOKEN_LENGTH, SECRET_NAME, AWS_ACCESS_KEY_ID, TOKEN_ENDPOINT).
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_STRONG = frozenset(
+    {
+        *("SECRET", "SECRETS", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "PWD", "PASS"),
+        *("CREDENTIAL", "CREDENTIALS", "CREDS", "AUTH"),
+        *("APIKEY", "ACCESSKEY", "PRIVATEKEY", "SECRETKEY"),
+    }
+)
+# Only the long words count at the end of another (BYPASS or COMPASS end in PASS).
+_STRONG_ENDINGS = (
+    *("SECRET", "SECRETS", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"),
+    *("APIKEY", "ACCESSKEY", "PRIVATEKEY", "SECRETKEY"),
+)
+_KEY = frozenset({"KEY", "KEYS"})
+_KEY_QUALIFIERS = frozenset({"API", "ACCESS", "PRIVATE"})
+_ABOUT = frozenset(
+    {
+        *("LENGTH", "LEN", "SIZE", "COUNT", "NUM", "LIMIT", "MAX", "MIN"),
+        *("NAME", "NAMES", "ID", "IDS", "REF", "VAR", "PATH", "FILE", "DIR", "LOCATION"),
+        *("URL", "URI", "ENDPOINT", "HOST", "PORT", "REGION", "PROVIDER", "ISSUER"),
+        *("AUDIENCE", "SCOPE", "SCOPES", "HEADER", "FIELD", "PARAM", "PREFIX"),
+        *("TYPE", "KIND", "MODE", "METHOD", "SCHEME", "ALGORITHM", "ALG", "FORMAT", "VERSION"),
+        *("ENABLED", "DISABLED", "REQUIRED", "POLICY"),
+        *("TTL", "EXPIRY", "EXPIRES", "EXPIRATION", "LIFETIME", "TIMEOUT"),
+    }
+)
+# A generated key, for a weak name: 20+ characters of the base64/hex alphabet with letters and
+# digits, 16+ of them in a row: random keys, not slugs (llama-3-8b-instruct-v2), paths
+# (models/v2/ckpt), file names or UUIDs. A hex digest under CACHE_KEY is warned about: it
+# cannot be told from a hex key.
+_KEYLIKE = re.compile(r"(?!/)(?=.*[A-Za-z])(?=.*[0-9])(?=.*[A-Za-z0-9]{16})[A-Za-z0-9+/=_-]{20,}")
+
+
+def secret_env_entries(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """``(name, why)`` for each entry of ``env`` whose written-out value looks like a
+    secret, in ``env``'s order; ``why`` says "by its name" or "by its value (...)" and
+    never quotes the value."""
+    aws_pair = any(_AWS_KEY_ID.search(value) for value in env.values())
+    for name, value in env.items():
+        why = _why_secret(name, value.strip(), aws_pair)
+        if why:
+            yield name, why
+
+
+def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
+    if _holds_no_secret(value) or value.lower() in _SWITCHES:
+        return None
+    for shape, what in _TOKEN_SHAPES:
+        if shape.search(value):
+            return f"by its value (looks like {what})"
+    if aws_pair and _AWS_SECRET.fullmatch(value):
+        return "by its value (looks like an AWS secret access key, next to its key ID)"
+    if any(not _holds_no_secret(m.group(1)) for m in _URL_PASSWORD.finditer(value)):
+        return "by its value (a URL with a password)"
+    strength = _name_strength(name)
+    if strength == "strong":
+        return "by its name"
+    if strength == "weak" and _KEYLIKE.fullmatch(value):
+        return "by its name and value (a KEY that looks generated)"
+    return None
+
+
+def _holds_no_secret(value: str) -> bool:
+    return not value or bool(SECRET_REFERENCE.fullmatch(value) or _VARIABLE.fullmatch(value))
+
+
+def _name_strength(name: str) -> str | None:
+    """ "strong" when ``name`` names a secret, "weak" for KEY alone, else None."""
+    words = [word.upper() for word in _WORD.findall(name)]
+    # PWD alone is the shell's working directory; DB_PWD is a password.
+    if not words or words[-1] in _ABOUT or words == ["PWD"]:
+        return None
+    for i, word in enumerate(words):
+        if word in _STRONG or word.endswith(_STRONG_ENDINGS):
+            return "strong"
+        if word in _KEY and i and words[i - 1] in _KEY_QUALIFIERS:
+            return "strong"
+    return "weak" if _KEY.intersection(words) else None
