@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from tests.helpers import Logs
@@ -28,3 +29,23 @@ def served(
         yield platform
     finally:
         platform.stop()
+
+
+@pytest.fixture
+def platform_factory(tmp_path: Path) -> Iterator[Callable[..., LocalPlatform]]:
+    """Start platforms serving an app (state in ``tmp_path / "state"`` unless ``state``
+    says), each stopped at the end of the test."""
+    started: list[LocalPlatform] = []
+
+    def make(app: Path, state: Path | None = None, **kw: object) -> LocalPlatform:
+        kw.setdefault("echo", Logs())
+        platform = LocalPlatform(state or tmp_path / "state", **kw)  # type: ignore[arg-type]
+        platform.start()
+        platform.load_app(app)
+        started.append(platform)
+        use_client(platform)
+        return platform
+
+    yield make
+    for platform in started:
+        platform.stop(grace_s=1)

@@ -58,24 +58,6 @@ def _wait_started(platform: LocalPlatform, endpoint: str, job_id: str) -> None:
     )
 
 
-@pytest.fixture
-def platform_factory(tmp_path: Path):
-    started: list[LocalPlatform] = []
-
-    def make(app: Path, state: Path | None = None, **kw: object) -> LocalPlatform:
-        kw.setdefault("echo", Logs())
-        platform = LocalPlatform(state or tmp_path / "state", **kw)  # type: ignore[arg-type]
-        platform.start()
-        platform.load_app(app)
-        started.append(platform)
-        use_client(platform)
-        return platform
-
-    yield make
-    for platform in started:
-        platform.stop(grace_s=1)
-
-
 def test_payload_limits_answer_413_with_a_message(tmp_path: Path, platform_factory) -> None:
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
     big = {"input": {"action": "echo", "pad": "x" * (10 * 1024 * 1024 + 10)}}

@@ -1,7 +1,9 @@
 """Worker processes: start, watch, scale, drain, kill and replace them.
 
 Each worker is ``python <handler_file>`` in the app directory, in its own session so the
-whole process tree (the SDK forks a heartbeat process) can be signalled at once.
+whole process tree (the SDK forks a heartbeat process) can be signalled at once. Processes
+that left that session are found through /proc (``flash.platform.processes``): as in a
+container, nothing a worker started outlives it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import secrets
 import signal
 import sys
 import time
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
 from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR
@@ -47,6 +51,9 @@ class Worker:
     expected_exit: bool = False
     kill_reason: str | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+    # Its descendants seen while it lived (the platform about to signal it), killed when it
+    # exits: those that cleared their environment carry no tag to be found by then.
+    descendants: set[processes.Process] = field(default_factory=set)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -82,6 +89,9 @@ class Supervisor:
         self.max_workers = max(1, max_workers)
         self.echo = echo
         self.worker_loop = worker_loop
+        # Tags the processes of this platform's workers (processes.TAG_ENV_VAR): another
+        # platform's, or the user's own, never carry it.
+        self._tag_prefix = secrets.token_hex(8)
         self.deployments: dict[str, _Deployment] = {}
         self.workers: dict[str, Worker] = {}
         # The latest workers started (LocalPlatform.workers()), not all: a long-lived
@@ -150,6 +160,7 @@ class Supervisor:
         worker.draining = True
         worker.expected_exit = True
         self.dispatcher.drain(worker.id)
+        _note_descendants(worker)
         _signal(worker, signal.SIGTERM, group=False)
         asyncio.get_running_loop().call_later(limit_s, self._kill_if_alive, worker.id)
 
@@ -158,7 +169,7 @@ class Supervisor:
         if worker is None:
             return
         worker.kill_reason = reason
-        _signal(worker, signal.SIGKILL, group=True)  # first: nothing after may keep it alive
+        _kill_tree(worker)  # first: nothing after may keep it alive
         self.dispatcher.drain(worker.id)
         self._log(worker, f"killed worker: {reason}")
 
@@ -173,7 +184,7 @@ class Supervisor:
         if pending:
             await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace_s + 2)
         for worker in list(self.workers.values()):
-            _signal(worker, signal.SIGKILL, group=True)
+            _kill_tree(worker)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
 
@@ -326,6 +337,7 @@ class Supervisor:
                 "RUNPOD_WEBHOOK_POST_STREAM": f"{v2}/job-stream/$RUNPOD_POD_ID/$ID?gpu=none",
                 "RUNPOD_WEBHOOK_PING": f"{v2}/ping/$RUNPOD_POD_ID?gpu=none",
                 "RUNPOD_POD_ID": worker_id,
+                processes.TAG_ENV_VAR: self._tag(worker_id),
                 "RUNPOD_ENDPOINT_ID": spec.name,
                 "RUNPOD_AI_API_KEY": self.worker_token,
                 # Heartbeats list running jobs: how a stopped job is seen to be gone.
@@ -405,6 +417,7 @@ class Supervisor:
         code = await proc.wait()
         # Grandchildren (the SDK's heartbeat process) must not outlive the worker.
         _signal(worker, signal.SIGKILL, group=True)
+        await self._kill_leftovers(worker)
         await asyncio.wait(readers, timeout=2)
         reason = _exit_reason(code)
         if worker.kill_reason:
@@ -421,6 +434,21 @@ class Supervisor:
                 reason += "; last stderr lines:\n" + "\n".join(tail)
             self._start_failed(name, reason)
         self.poke(worker.endpoint)
+
+    def _tag(self, worker_id: str) -> str:
+        return f"{self._tag_prefix}-{worker_id}"
+
+    async def _kill_leftovers(self, worker: Worker) -> None:
+        """Kill what the worker started outside its process group: whatever it was doing,
+        it is gone, as its container would be."""
+        # In a thread: reading another process's /proc/<pid>/environ waits on its memory
+        # map lock, which a process stuck in the kernel may hold; the loop serves every job.
+        group = worker.proc.pid  # killed already
+        tag = self._tag(worker.id)
+        killed = await asyncio.to_thread(processes.kill_tagged, tag, spare_group=group)
+        killed += processes.kill(worker.descendants, spare_group=group)
+        if killed:
+            self._log(worker, f"killed {killed} process(es) it started that outlived it")
 
     def _started(self, worker_id: str, name: str) -> None:
         self._starting[name] -= 1
@@ -503,6 +531,20 @@ def _exit_reason(code: int) -> str:
             name = "unknown"
         return f"was killed by signal {-code} ({name})"
     return f"exited with code {code}"
+
+
+def _note_descendants(worker: Worker) -> None:
+    """Remember the worker's descendants now, while it lives: once it exits, those that left
+    its process group and cleared their environment can no longer be told apart."""
+    if worker.proc.returncode is None:  # reaped: its pid may be another process's already
+        worker.descendants |= processes.descendants(worker.proc.pid)
+
+
+def _kill_tree(worker: Worker) -> None:
+    """SIGKILL the worker, its process group and every descendant it has now."""
+    _note_descendants(worker)
+    _signal(worker, signal.SIGKILL, group=True)
+    processes.kill(worker.descendants, spare_group=worker.proc.pid)
 
 
 def _signal(worker: Worker, sig: int, *, group: bool) -> None:
