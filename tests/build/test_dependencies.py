@@ -452,6 +452,24 @@ def test_invalid_python_version_is_rejected(wheelhouse: Path, tmp_path: Path) ->
         resolve(["alpha"], _options(wheelhouse, python_version="py3"), tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        ("3.14", "python_version '3.14' is newer than 3.13: the Flash runtime in the archive"),
+        ("4.0", "python_version '4.0' is newer than 3.13"),
+        ("3.9", "python_version '3.9' is older than 3.10"),
+        ("3.9\n", r"python_version '3.9\\n' is not a Python version"),  # no way round the floor
+    ],
+)
+def test_a_python_version_outside_the_runtimes_range_is_rejected(
+    wheelhouse: Path, tmp_path: Path, version: str, says: str
+) -> None:
+    with pytest.raises(BuildError, match=f"^{says}"):
+        resolve(["alpha"], _options(wheelhouse, python_version=version), tmp_path)
+    with pytest.raises(BuildError, match=f"^{says}"):
+        install(["alpha==1.0"], _options(wheelhouse, python_version=version), tmp_path)
+
+
 def test_resolution_cache_hit_does_not_run_uv(
     own_wheelhouse: Path, tmp_path: Path, wheelhouse: Path
 ) -> None:

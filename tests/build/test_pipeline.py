@@ -208,7 +208,9 @@ def test_a_cross_target_build_imports_nothing_and_stays_pickle_only(tmp_path: Pa
     imports = tmp_path / "imports.log"
     gpu = root / "workers" / "gpu_worker.py"
     gpu.write_text(f"open({str(imports)!r}, 'a').close()\n" + gpu.read_text())
-    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(python_version="3.99"))
+    # Another Python than this one, in the range flash build targets.
+    other = "3.12" if sys.version_info[:2] == (3, 10) else "3.10"
+    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(python_version=other))
     result = build_project(options)
     assert not imports.exists()
     functions = [f for r in result.manifest.resources.values() for f in r.functions]
@@ -632,17 +634,26 @@ def test_an_ignored_link_is_left_out_silently(tmp_path: Path) -> None:
     assert b"hf_ignored" not in gzip.decompress(result.archive.read_bytes())
 
 
-def test_editing_a_requirements_file_outside_the_collected_files_rebuilds(
-    tmp_path: Path,
-) -> None:
+def _shared_requirements_project(tmp_path: Path) -> tuple[Path, Path, BuildOptions]:
+    """A starter project whose requirements.txt includes ../shared/reqs.txt (tinypkg==1.0),
+    its included file, and offline build options with tinypkg 1.0 and 2.0 to install."""
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "tinypkg", "1.0")
     build_wheel(wheels, "tinypkg", "2.0")
     root = starter(tmp_path)
-    shared = tmp_path / "shared" / "reqs.txt"
     write_files(tmp_path, {"shared/reqs.txt": "tinypkg==1.0\n"})
     write_files(root, {"requirements.txt": "-r ../shared/reqs.txt\n"})
-    options = BuildOptions(project_dir=root, dependencies=offline(wheels))
+    return (
+        root,
+        tmp_path / "shared" / "reqs.txt",
+        BuildOptions(project_dir=root, dependencies=offline(wheels)),
+    )
+
+
+def test_editing_a_requirements_file_outside_the_collected_files_rebuilds(
+    tmp_path: Path,
+) -> None:
+    root, shared, options = _shared_requirements_project(tmp_path)
     assert build_project(options).manifest.dependencies.pins == ["tinypkg==1.0"]
     assert build_project(options).skipped
 
@@ -661,6 +672,27 @@ def test_editing_a_requirements_file_outside_the_collected_files_rebuilds(
     (root / "requirements.txt").write_text("tinypkg==1.0\n")
     third = build_project(options)
     assert not third.skipped and third.manifest.dependencies.pins == ["tinypkg==1.0"]
+
+
+def test_a_build_installs_the_requirements_its_up_to_date_check_read(tmp_path: Path) -> None:
+    # The dependency files are read once, as a build starts: an edit while it runs is the
+    # next build's. Read again later, this build would install tinypkg 2.0 under the
+    # fingerprint of 1.0, and a build after the edit is undone be skipped with 2.0 inside.
+    _, shared, options = _shared_requirements_project(tmp_path)
+
+    def edit_once_collected(stage: str, detail: str) -> None:
+        if stage == "collect":
+            shared.write_text("tinypkg==2.0\n")
+
+    first = build_project(options, progress=edit_once_collected)
+    assert first.manifest.dependencies.pins == ["tinypkg==1.0"]
+    with tarfile.open(first.archive) as tar:
+        vendored = tar.extractfile("tinypkg/__init__.py").read()  # type: ignore[union-attr]
+    assert b"VERSION = '1.0'" in vendored
+    shared.write_text("tinypkg==1.0\n")  # the edit undone: the archive is up to date
+    second = build_project(options)
+    assert second.skipped and second.sha256 == first.sha256
+    assert second.manifest.dependencies.pins == ["tinypkg==1.0"]
 
 
 @pytest.mark.parametrize(
@@ -696,6 +728,34 @@ def test_the_oldest_target_python_is_the_oldest_flash_supports(tmp_path: Path) -
         floor,
         "aarch64-manylinux_2_28",
     )
+
+
+def test_the_newest_target_python_is_the_newest_flash_supports(tmp_path: Path) -> None:
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    requires = load_toml(pyproject, "pyproject.toml")["project"]["requires-python"]
+    major, minor = dependencies.MAX_PYTHON
+    assert f"<{major}.{minor + 1}" in requires.replace(" ", "").split(",")
+    newest = f"{major}.{minor}"
+    target = DependencyOptions(python_version=newest)
+    result = build_project(BuildOptions(project_dir=starter(tmp_path), dependencies=target))
+    assert result.manifest.target.python_version == newest
+
+
+@pytest.mark.parametrize("version", ["3.14", "3.14.2", "4.0"])
+def test_a_target_python_newer_than_flash_supports_is_refused_naming_the_range(
+    tmp_path: Path, version: str
+) -> None:
+    # uv would resolve for it (it knows newer CPython releases than the runtime runs on):
+    # refused before anything is built, even without dependencies.
+    root = starter(tmp_path)
+    target = DependencyOptions(python_version=version)
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=target))
+    assert info.value.message == (
+        f"python_version {version!r} is newer than 3.13: the Flash runtime in the archive "
+        "runs on Python 3.10 to 3.13; choose one with --python-version"
+    )
+    assert not (root / ".flash" / "archive.tar.gz").exists()
 
 
 def test_max_size_names_a_big_project_file_without_reading_it(tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
 """Dependency gathering, resolution and vendoring with uv (build stages 5 and 8).
 
-``vendor_dependencies`` is the one call the pipeline makes: it gathers requirement strings from
-``requirements.txt``, ``pyproject.toml`` and every ``@remote(dependencies=[...])`` (with the
-constraints files and index options requirements files name, applied as ``pip install -r``
-applies them; an option it cannot apply is an error, never dropped), resolves them
-to exact pins for the *target* interpreter and platform (binary wheels only), and installs the pins
-into a directory that is shipped inside the archive.
+The pipeline reads the project's dependency files once, as a build starts
+(``read_dependency_files``; it fingerprints what was read), and hands them to
+``vendor_dependencies``, which gathers requirement strings from ``requirements.txt``,
+``pyproject.toml`` and every ``@remote(dependencies=[...])`` (with the constraints files and
+index options requirements files name, applied as ``pip install -r`` applies them; an option
+it cannot apply is an error, never dropped), resolves them to exact pins for the *target*
+interpreter and platform (binary wheels only), and installs the pins into a directory that is
+shipped inside the archive.
 
 Both steps are cached under ``cache_dir``: a resolution is keyed by its inputs (like a lock file,
 it is not refreshed when an index publishes new versions) and an installed site directory by its
@@ -26,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,10 +56,16 @@ _REGEX_REQUIREMENT = re.compile(
     r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*"
     r"(?P<extras>\[[A-Za-z0-9._,\s-]*\])?\s*(?P<rest>(?:[<>=!~@;(].*)?)$"
 )
-# The oldest Python the runtime vendored into every archive runs on: pyproject.toml's
-# requires-python (tests/build check that the two agree).
+# The oldest and the newest Python the runtime vendored into every archive runs on:
+# pyproject.toml's requires-python (>=3.10,<3.14; tests/build check that they agree). Not
+# uv's list: uv resolves for any version, and knows CPython releases newer than the runtime
+# supports, so a target above MAX_PYTHON would build an archive its runtime was never run on.
 MIN_PYTHON = (3, 10)
-_PYTHON_VERSION = re.compile(r"^3\.\d+(?:\.\d+)?$")
+MAX_PYTHON = (3, 13)
+# A target Python as uv takes it (3.11, 3.11.7); and any version number, so that 2.7 or 4.0
+# is refused as out of range rather than as malformed.
+_PYTHON_VERSION = re.compile(r"3\.\d+(?:\.\d+)?")
+_VERSION_NUMBERS = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?")
 
 
 _BOMS = (  # UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's
@@ -157,21 +165,34 @@ def _canonical_requirement(text: str) -> str:
     return f"{normalise_name(match['name'])}{extras}{' ' if rest.startswith('@') else ''}{rest}"
 
 
+class _RefusedRequirement(Exception):
+    """A requirement string flash build does not take; the message says why."""
+
+
+def _accepted_requirement(text: str, origin: str = "") -> str:
+    """The canonical spelling of ``text``; raises _RefusedRequirement saying why it is
+    refused (a ``${VAR}`` in it, or no requirement at all), ``origin`` after the text."""
+    problem = _variable_problem(text, origin)
+    if problem is not None:
+        raise _RefusedRequirement(problem)
+    try:
+        return _canonical_requirement(text)
+    except InvalidRequirement as exc:
+        raise _RefusedRequirement(f"invalid requirement {text.strip()!r}{origin}: {exc}") from None
+
+
 def requirement_problem(text: str) -> str | None:
     """Why ``text`` is not a requirement (``invalid requirement '...': ...``), or None."""
-    problem = _variable_problem(text)
-    if problem is not None:
-        return problem
     try:
-        _canonical_requirement(text)
-    except InvalidRequirement as exc:
-        return f"invalid requirement {text.strip()!r}: {exc}"
+        _accepted_requirement(text)
+    except _RefusedRequirement as refused:
+        return str(refused)
     return None
 
 
 def _variable_problem(text: str, origin: str = "") -> str | None:
     """Why a requirement with a ``${VAR}`` is refused, or None: as for an option line
-    (see _read_requirements_txt), uv would expand it in the requirements file flash build
+    (see _gather_requirements_txt), uv would expand it in the requirements file flash build
     gives it, and the value (a token, often) would show in uv's messages and escape the
     up-to-date check."""
     if "${" not in text:
@@ -208,32 +229,6 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         pending = []
     if pending:
         yield start, " ".join(part.strip() for part in pending).strip()
-
-
-def referenced_files(paths: Iterable[Path]) -> list[Path]:
-    """The files requirements files name with ``-r``/``-c`` (or the long forms), and those
-    they name in turn, that exist; each relative to the file naming it, as pip reads them."""
-    found: list[Path] = []
-    pending = list(paths)
-    seen = {path.resolve() for path in pending}
-    while pending:
-        current = pending.pop()
-        try:
-            text = decode_config(current.read_bytes())[0]
-        except (OSError, UnicodeDecodeError):  # archiving it says what is wrong
-            continue
-        for _, line in _logical_lines(text):
-            if not line.startswith("-"):
-                continue
-            name, target = _option_line(line)  # as the requirements are read
-            included = current.parent / target if target else None
-            if name not in ("--requirement", "--constraint") or included is None:
-                continue
-            if included.is_file() and included.resolve() not in seen:
-                seen.add(included.resolve())
-                found.append(included)
-                pending.append(included)
-    return found
 
 
 _Source = tuple[str, str, int | None]  # (text, the file as shown, line)
@@ -275,6 +270,12 @@ class _Sources:
     no_index: bool = False
     pre: bool = False
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every package index and find-links location the requirements files name."""
+        index = (self.index_url[0],) if self.index_url else ()
+        return (*index, *self.extra_index_urls, *self.find_links)
+
 
 def _option_line(line: str) -> tuple[str, str]:
     """(long name, value) of an option line: ``-c cons.txt``, ``-ccons.txt``,
@@ -288,25 +289,198 @@ def _option_line(line: str) -> tuple[str, str]:
     return _SHORT_OPTIONS.get(line[:2], line[:2]), value
 
 
-def _read_requirements_txt(
+# --------------------------------------------------------------------------- reading
+#
+# The dependency files are read once per build, as it starts (read_dependency_files): the
+# pipeline fingerprints them for its up-to-date check and the dependency stage gathers from
+# the same reading, so what a build installs is what its up-to-date check saw.
+
+
+@dataclass(frozen=True)
+class _RequirementsText:
+    """A requirements file as read: its logical lines, and why gathering refuses it (it
+    cannot be read, or is not UTF-8 text), if it does. A refused file whose bytes decode
+    leniently keeps its lines: the files it names are found all the same, to be masked in
+    the archive (see referenced_files)."""
+
+    lines: tuple[tuple[int, str], ...]
+    refused: OSError | UnicodeDecodeError | None = None
+
+
+def _read_requirements_text(path: Path) -> _RequirementsText:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return _RequirementsText((), exc)
+    try:
+        return _RequirementsText(tuple(_logical_lines(decode_config(raw, strict=True)[0])))
+    except UnicodeDecodeError as exc:
+        refused = exc
+    try:
+        text = decode_config(raw)[0]  # bytes that are not UTF-8 kept as they are
+    except UnicodeDecodeError:  # not the UTF-16 or UTF-32 its mark names: no text at all
+        text = ""
+    return _RequirementsText(tuple(_logical_lines(text)), refused)
+
+
+def _read_with_includes(paths: Iterable[Path], read: dict[Path, _RequirementsText]) -> list[Path]:
+    """Read ``paths``, the files they name with ``-r``/``-c`` (or the long forms) that exist,
+    and those these name in turn, into ``read`` (by resolved path) unless it holds them
+    already; return the named files, each relative to the file naming it, as pip reads them."""
+    found: list[Path] = []
+    pending = list(paths)
+    seen = {path.resolve() for path in pending}
+    while pending:
+        current = pending.pop()
+        text = read.get(current.resolve())
+        if text is None:
+            text = read[current.resolve()] = _read_requirements_text(current)
+        for _, line in text.lines:
+            if not line.startswith("-"):
+                continue
+            name, target = _option_line(line)  # as gathering reads it
+            if name not in ("--requirement", "--constraint") or not target:
+                continue
+            included = current.parent / target
+            if included.is_file() and included.resolve() not in seen:
+                seen.add(included.resolve())
+                found.append(included)
+                pending.append(included)
+    return found
+
+
+def referenced_files(
+    paths: Iterable[Path], already_read: DependencyFiles | None = None
+) -> list[Path]:
+    """The files requirements files name with ``-r``/``-c`` (or the long forms), and those
+    they name in turn, that exist; each relative to the file naming it, as pip reads them.
+    The files ``already_read`` holds are not read again."""
+    read = dict(already_read.requirements) if already_read is not None else {}
+    return _read_with_includes(paths, read)
+
+
+@dataclass(frozen=True)
+class _Pyproject:
+    """pyproject.toml as read: its text and table, or the error reading it raised, which
+    gathering raises (as it always did: a build found up to date never gathers)."""
+
+    path: Path
+    shown: str
+    text: str = ""
+    table: Mapping[str, Any] = field(default_factory=dict)
+    error: BuildError | None = None
+
+
+def load_toml(path: Path, shown: str) -> dict[str, Any]:
+    """Parse a TOML file; errors name ``shown`` (the path as the user knows it) and the line."""
+    return _load_toml_text(path, shown)[1]
+
+
+def _load_toml_text(path: Path, shown: str) -> tuple[str, dict[str, Any]]:
+    """The text of a TOML file and its table, from one read; errors as load_toml's."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml_module
+    else:  # pragma: no cover - only on Python 3.10
+        try:
+            import tomli as toml_module
+        except ImportError as exc:
+            raise BuildError(
+                "reading pyproject.toml on Python 3.10 needs the 'tomli' package "
+                "(pip install tomli), or use Python 3.11+",
+                path=shown,
+            ) from exc
+    try:
+        text = path.read_text(encoding="utf-8")
+        data: dict[str, Any] = toml_module.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read pyproject.toml: {exc}", path=shown) from exc
+    except toml_module.TOMLDecodeError as exc:
+        where = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        raise BuildError(
+            f"invalid TOML: {exc}",
+            path=shown,
+            line=int(where.group(1)) if where else None,
+            col=int(where.group(2)) if where else None,
+        ) from exc
+    return text, data
+
+
+def _read_pyproject(path: Path, shown: str) -> _Pyproject:
+    try:
+        text, table = _load_toml_text(path, shown)
+    except BuildError as exc:
+        return _Pyproject(path, shown, error=exc)
+    return _Pyproject(path, shown, text, table)
+
+
+@dataclass(frozen=True)
+class DependencyFiles:
+    """The project's dependency files as read, once per build: ``requirements.txt`` with the
+    files it names with -r/-c (and those these name), and ``pyproject.toml``. Reading them
+    refuses nothing they say: gathering from them does (see vendor_dependencies), so a
+    build found up to date is skipped as before, and a scan's errors still come first."""
+
+    root: Path
+    requirements_txt: Path | None  # None: the project has none
+    # requirements.txt and every file it names, by resolved path
+    requirements: Mapping[Path, _RequirementsText]
+    pyproject: _Pyproject | None
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file read: what the up-to-date check fingerprints."""
+        pyproject = [self.pyproject.path] if self.pyproject is not None else []
+        return [*self.requirements, *pyproject]
+
+    @property
+    def project_name(self) -> str | None:
+        """``[project].name`` of pyproject.toml, where it gives one."""
+        project = self.pyproject.table.get("project") if self.pyproject is not None else None
+        name = project.get("name") if isinstance(project, dict) else None
+        return name if isinstance(name, str) else None
+
+
+def read_dependency_files(root: Path) -> DependencyFiles:
+    """Read the dependency files of the project in ``root`` (see DependencyFiles)."""
+    requirements: dict[Path, _RequirementsText] = {}
+    requirements_txt = root / "requirements.txt"
+    has_requirements_txt = requirements_txt.is_file()
+    if has_requirements_txt:
+        _read_with_includes([requirements_txt], requirements)
+    pyproject = root / "pyproject.toml"
+    return DependencyFiles(
+        root=root,
+        requirements_txt=requirements_txt if has_requirements_txt else None,
+        requirements=requirements,
+        pyproject=_read_pyproject(pyproject, _display_path(pyproject, root))
+        if pyproject.is_file()
+        else None,
+    )
+
+
+# --------------------------------------------------------------------------- gathering from them
+
+
+def _gather_requirements_txt(
     path: Path,
-    root: Path,
+    files: DependencyFiles,
     seen: set[tuple[Path, bool]],
     sources: _Sources,
     constraint: bool = False,
 ) -> None:
-    """Read ``path`` as ``pip install -r`` would; with ``constraint``, as ``-c`` would (its
-    requirements, and those of the files it includes, only constrain versions)."""
+    """Gather from ``path`` as ``pip install -r`` would; with ``constraint``, as ``-c`` would
+    (its requirements, and those of the files it includes, only constrain versions)."""
     key = (path.resolve(), constraint)
     if key in seen:  # an include cycle adds nothing new
         return
     seen.add(key)
-    shown = _display_path(path, root)
-    try:
-        text = decode_config(path.read_bytes(), strict=True)[0]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BuildError(f"cannot read requirements file: {exc}", path=shown) from exc
-    for number, line in _logical_lines(text):
+    shown = _display_path(path, files.root)
+    text = files.requirements[path.resolve()]
+    if text.refused is not None:
+        raise BuildError(
+            f"cannot read requirements file: {text.refused}", path=shown
+        ) from text.refused
+    for number, line in text.lines:
         if not line:
             continue
         if not line.startswith("-"):
@@ -352,13 +526,13 @@ def _read_requirements_txt(
             )
         if name in ("--requirement", "--constraint"):
             included = path.parent / value
-            if not included.is_file():
+            if included.resolve() not in files.requirements:  # no file when they were read
                 kind = "constraints" if name == "--constraint" else "requirements"
                 raise BuildError(
                     f"included {kind} file {value!r} does not exist", path=shown, line=number
                 )
             nested = constraint or name == "--constraint"
-            _read_requirements_txt(included, root, seen, sources, nested)
+            _gather_requirements_txt(included, files, seen, sources, nested)
         elif name == "--index-url":
             sources.index_url = (value, shown, number)  # the last one read wins, as in pip
         elif name == "--extra-index-url":
@@ -376,34 +550,6 @@ def _read_requirements_txt(
         # --only-binary and --prefer-binary: flash build installs binary wheels only anyway.
 
 
-def load_toml(path: Path, shown: str) -> dict[str, Any]:
-    """Parse a TOML file; errors name ``shown`` (the path as the user knows it) and the line."""
-    if sys.version_info >= (3, 11):
-        import tomllib as toml_module
-    else:  # pragma: no cover - only on Python 3.10
-        try:
-            import tomli as toml_module
-        except ImportError as exc:
-            raise BuildError(
-                "reading pyproject.toml on Python 3.10 needs the 'tomli' package "
-                "(pip install tomli), or use Python 3.11+",
-                path=shown,
-            ) from exc
-    try:
-        data: dict[str, Any] = toml_module.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BuildError(f"cannot read pyproject.toml: {exc}", path=shown) from exc
-    except toml_module.TOMLDecodeError as exc:
-        where = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        raise BuildError(
-            f"invalid TOML: {exc}",
-            path=shown,
-            line=int(where.group(1)) if where else None,
-            col=int(where.group(2)) if where else None,
-        ) from exc
-    return data
-
-
 def _line_of(text: str, needle: str) -> int | None:
     for number, line in enumerate(text.splitlines(), start=1):
         if needle in line:
@@ -411,20 +557,18 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-def _read_pyproject(path: Path, root: Path, out: list[tuple[str, str, int | None]]) -> None:
-    shown = _display_path(path, root)
-    data = load_toml(path, shown)
-    project = data.get("project", {})
+def _pyproject_requirements(pyproject: _Pyproject) -> list[_Source]:
+    if pyproject.error is not None:
+        raise pyproject.error
+    project = pyproject.table.get("project", {})
     deps = project.get("dependencies", []) if isinstance(project, dict) else []
-    text = path.read_text(encoding="utf-8")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise BuildError(
             "[project].dependencies must be a list of requirement strings",
-            path=shown,
-            line=_line_of(text, "dependencies"),
+            path=pyproject.shown,
+            line=_line_of(pyproject.text, "dependencies"),
         )
-    for dep in deps:
-        out.append((dep, shown, _line_of(text, dep)))
+    return [(dep, pyproject.shown, _line_of(pyproject.text, dep)) for dep in deps]
 
 
 def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
@@ -434,17 +578,15 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
     duplicates are dropped and the result is sorted by name. Distinct specifiers for one name are
     all kept: the resolver intersects them.
     """
-    return _canonical_all(_gather(root, declared).requirements)
+    return _canonical_all(_gather(read_dependency_files(root), declared).requirements)
 
 
-def _gather(root: Path, declared: Iterable[str]) -> _Sources:
+def _gather(files: DependencyFiles, declared: Iterable[str]) -> _Sources:
     sources = _Sources()
-    requirements_txt = root / "requirements.txt"
-    if requirements_txt.is_file():
-        _read_requirements_txt(requirements_txt, root, set(), sources)
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        _read_pyproject(pyproject, root, sources.requirements)
+    if files.requirements_txt is not None:
+        _gather_requirements_txt(files.requirements_txt, files, set(), sources)
+    if files.pyproject is not None:
+        sources.requirements += _pyproject_requirements(files.pyproject)
     for dep in declared:
         sources.requirements.append((dep, "@remote(dependencies=...)", None))
     return sources
@@ -453,16 +595,13 @@ def _gather(root: Path, declared: Iterable[str]) -> _Sources:
 def _canonical_all(sources: Iterable[_Source]) -> list[str]:
     canonical: set[str] = set()
     for text, source, line in sources:
+        # @remote(dependencies=...) has no file to point at: the message names it instead.
         where = None if source.startswith("@") else source
         origin = f" in {source}" if where is None else ""
-        problem = _variable_problem(text, origin)
-        if problem is not None:
-            raise BuildError(problem, path=where, line=line)
         try:
-            canonical.add(_canonical_requirement(text))
-        except InvalidRequirement as exc:
-            message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
-            raise BuildError(message, path=where, line=line) from None
+            canonical.add(_accepted_requirement(text, origin))
+        except _RefusedRequirement as refused:
+            raise BuildError(str(refused), path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 
 
@@ -528,13 +667,6 @@ def _uv_env() -> dict[str, str]:
     return env
 
 
-def check_options(options: DependencyOptions) -> None:
-    """Refuse a python_version older than the runtime's floor or malformed, or a malformed
-    --exclude name: for every build, since they go into the manifest, dependencies or not
-    (--platform is judged by uv, see vendor_dependencies)."""
-    _check_options(options)
-
-
 def _check_platform(name: str, cache_dir: Path) -> None:
     """uv is the judge of a --platform value: it parses it before doing any work, so
     compiling nothing, offline, asks it in a few ms."""
@@ -555,22 +687,35 @@ def _check_platform(name: str, cache_dir: Path) -> None:
     raise BuildError(f"cannot check --platform {name!r} with uv:\n{detail}")
 
 
-def _check_options(options: DependencyOptions) -> DependencyOptions:
-    version = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", options.python_version)
-    if version is not None and (int(version[1]), int(version[2])) < MIN_PYTHON:
-        floor = ".".join(map(str, MIN_PYTHON))
-        raise BuildError(
-            f"python_version {options.python_version!r} is older than {floor}: the Flash "
-            f"runtime in the archive needs Python {floor} or newer"
-        )
-    if not _PYTHON_VERSION.match(options.python_version):
-        raise BuildError(
-            f"python_version {options.python_version!r} is not a Python version like '3.11'"
-        )
+def check_options(options: DependencyOptions) -> None:
+    """Refuse a python_version outside MIN_PYTHON to MAX_PYTHON or malformed, or a malformed
+    --exclude name. The pipeline checks them for every build, since they go into the
+    manifest, dependencies or not; resolve and install for their own callers (--platform
+    is judged by uv, see vendor_dependencies)."""
+    _check_python_version(options.python_version)
     for name in options.exclude:
         if not _NAME.match(name):
             raise BuildError(f"exclude entry {name!r} is not a package name")
-    # Local find-links directories are made absolute so the cache key means one place.
+
+
+def _check_python_version(version: str) -> None:
+    # The range first: 2.7 and 4.0 are versions, only not ones the runtime runs on.
+    numbers = _VERSION_NUMBERS.fullmatch(version)
+    target = (int(numbers[1]), int(numbers[2])) if numbers is not None else None
+    if target is not None and not MIN_PYTHON <= target <= MAX_PYTHON:
+        floor, newest = (".".join(map(str, bound)) for bound in (MIN_PYTHON, MAX_PYTHON))
+        beyond = f"older than {floor}" if target < MIN_PYTHON else f"newer than {newest}"
+        raise BuildError(
+            f"python_version {version!r} is {beyond}: the Flash runtime in the archive "
+            f"runs on Python {floor} to {newest}; choose one with --python-version"
+        )
+    if not _PYTHON_VERSION.fullmatch(version):
+        raise BuildError(f"python_version {version!r} is not a Python version like '3.11'")
+
+
+def _with_absolute_find_links(options: DependencyOptions) -> DependencyOptions:
+    """``options`` with its local find-links directories made absolute, so that a cache key
+    means one place."""
     links = tuple(
         link if "://" in link else str(Path(link).expanduser().resolve())
         for link in options.find_links
@@ -734,7 +879,8 @@ def _resolve(
 ) -> list[str]:
     if not requirements:
         return []
-    options = _check_options(options)
+    check_options(options)
+    options = _with_absolute_find_links(options)
     key = _cache_key(
         {
             "requirements": sorted(set(requirements)),
@@ -842,7 +988,8 @@ def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) ->
 
 
 def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
-    options = _check_options(options)
+    check_options(options)
+    options = _with_absolute_find_links(options)
     key = _cache_key(
         {
             "pins": sorted(set(pins)),
@@ -926,13 +1073,18 @@ def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
 
 
 def vendor_dependencies(
-    root: Path, declared: Iterable[str], options: DependencyOptions, cache_dir: Path
+    project: Path | DependencyFiles,
+    declared: Iterable[str],
+    options: DependencyOptions,
+    cache_dir: Path,
 ) -> ResolvedDependencies:
-    """Gather, resolve and install the project's dependencies for the target."""
-    sources = _gather(root, declared)
-    file_index = (sources.index_url[0],) if sources.index_url else ()
-    named = (*file_index, *sources.extra_index_urls, *sources.find_links)
-    with masking_indexes((*source_urls(options), *named)):
+    """Gather, resolve and install the project's dependencies for the target, from the
+    dependency files of ``project``: its folder, or the files as the build read them."""
+    files = project if isinstance(project, DependencyFiles) else read_dependency_files(project)
+    sources = _gather(files, declared)
+    # The stage's one masking, now that the files' package sources are known too (resolve
+    # and install mask their options' only for a caller of their own).
+    with masking_indexes((*source_urls(options), *sources.urls)):
         # Flash itself never goes in: the archive carries its own runtime, and the SDK with
         # its dependency tree is not needed on a worker.
         requirements = [
@@ -944,8 +1096,8 @@ def vendor_dependencies(
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        pins = resolve(requirements, options, cache_dir, constraints)
-        site_dir = install(pins, options, cache_dir) if pins else None
+        pins = _resolve(requirements, options, cache_dir, constraints)
+        site_dir = _install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     return ResolvedDependencies(
         requirements=tuple(requirements),
