@@ -674,27 +674,6 @@ def test_editing_a_requirements_file_outside_the_collected_files_rebuilds(
     assert not third.skipped and third.manifest.dependencies.pins == ["tinypkg==1.0"]
 
 
-def test_a_build_installs_the_requirements_its_up_to_date_check_read(tmp_path: Path) -> None:
-    # The dependency files are read once, as a build starts: an edit while it runs is the
-    # next build's. Read again later, this build would install tinypkg 2.0 under the
-    # fingerprint of 1.0, and a build after the edit is undone be skipped with 2.0 inside.
-    _, shared, options = _shared_requirements_project(tmp_path)
-
-    def edit_once_collected(stage: str, detail: str) -> None:
-        if stage == "collect":
-            shared.write_text("tinypkg==2.0\n")
-
-    first = build_project(options, progress=edit_once_collected)
-    assert first.manifest.dependencies.pins == ["tinypkg==1.0"]
-    with tarfile.open(first.archive) as tar:
-        vendored = tar.extractfile("tinypkg/__init__.py").read()  # type: ignore[union-attr]
-    assert b"VERSION = '1.0'" in vendored
-    shared.write_text("tinypkg==1.0\n")  # the edit undone: the archive is up to date
-    second = build_project(options)
-    assert second.skipped and second.sha256 == first.sha256
-    assert second.manifest.dependencies.pins == ["tinypkg==1.0"]
-
-
 @pytest.mark.parametrize(
     ("target", "says"),
     [

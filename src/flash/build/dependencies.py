@@ -1,13 +1,11 @@
 """Dependency gathering, resolution and vendoring with uv (build stages 5 and 8).
 
-The pipeline reads the project's dependency files once, as a build starts
-(``read_dependency_files``; it fingerprints what was read), and hands them to
-``vendor_dependencies``, which gathers requirement strings from ``requirements.txt``,
-``pyproject.toml`` and every ``@remote(dependencies=[...])`` (with the constraints files and
-index options requirements files name, applied as ``pip install -r`` applies them; an option
-it cannot apply is an error, never dropped), resolves them to exact pins for the *target*
-interpreter and platform (binary wheels only), and installs the pins into a directory that is
-shipped inside the archive.
+``vendor_dependencies`` is the one call the pipeline makes: it gathers requirement strings from
+``requirements.txt``, ``pyproject.toml`` and every ``@remote(dependencies=[...])`` (with the
+constraints files and index options requirements files name, applied as ``pip install -r``
+applies them; an option it cannot apply is an error, never dropped), resolves them
+to exact pins for the *target* interpreter and platform (binary wheels only), and installs the pins
+into a directory that is shipped inside the archive.
 
 Both steps are cached under ``cache_dir``: a resolution is keyed by its inputs (like a lock file,
 it is not refreshed when an index publishes new versions) and an installed site directory by its
@@ -28,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,34 +163,21 @@ def _canonical_requirement(text: str) -> str:
     return f"{normalise_name(match['name'])}{extras}{' ' if rest.startswith('@') else ''}{rest}"
 
 
-class _RefusedRequirement(Exception):
-    """A requirement string flash build does not take; the message says why."""
-
-
-def _accepted_requirement(text: str, origin: str = "") -> str:
-    """The canonical spelling of ``text``; raises _RefusedRequirement saying why it is
-    refused (a ``${VAR}`` in it, or no requirement at all), ``origin`` after the text."""
-    problem = _variable_problem(text, origin)
-    if problem is not None:
-        raise _RefusedRequirement(problem)
-    try:
-        return _canonical_requirement(text)
-    except InvalidRequirement as exc:
-        raise _RefusedRequirement(f"invalid requirement {text.strip()!r}{origin}: {exc}") from None
-
-
 def requirement_problem(text: str) -> str | None:
     """Why ``text`` is not a requirement (``invalid requirement '...': ...``), or None."""
+    problem = _variable_problem(text)
+    if problem is not None:
+        return problem
     try:
-        _accepted_requirement(text)
-    except _RefusedRequirement as refused:
-        return str(refused)
+        _canonical_requirement(text)
+    except InvalidRequirement as exc:
+        return f"invalid requirement {text.strip()!r}: {exc}"
     return None
 
 
 def _variable_problem(text: str, origin: str = "") -> str | None:
     """Why a requirement with a ``${VAR}`` is refused, or None: as for an option line
-    (see _gather_requirements_txt), uv would expand it in the requirements file flash build
+    (see _read_requirements_txt), uv would expand it in the requirements file flash build
     gives it, and the value (a token, often) would show in uv's messages and escape the
     up-to-date check."""
     if "${" not in text:
@@ -229,6 +214,32 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         pending = []
     if pending:
         yield start, " ".join(part.strip() for part in pending).strip()
+
+
+def referenced_files(paths: Iterable[Path]) -> list[Path]:
+    """The files requirements files name with ``-r``/``-c`` (or the long forms), and those
+    they name in turn, that exist; each relative to the file naming it, as pip reads them."""
+    found: list[Path] = []
+    pending = list(paths)
+    seen = {path.resolve() for path in pending}
+    while pending:
+        current = pending.pop()
+        try:
+            text = decode_config(current.read_bytes())[0]
+        except (OSError, UnicodeDecodeError):  # archiving it says what is wrong
+            continue
+        for _, line in _logical_lines(text):
+            if not line.startswith("-"):
+                continue
+            name, target = _option_line(line)  # as the requirements are read
+            included = current.parent / target if target else None
+            if name not in ("--requirement", "--constraint") or included is None:
+                continue
+            if included.is_file() and included.resolve() not in seen:
+                seen.add(included.resolve())
+                found.append(included)
+                pending.append(included)
+    return found
 
 
 _Source = tuple[str, str, int | None]  # (text, the file as shown, line)
@@ -270,12 +281,6 @@ class _Sources:
     no_index: bool = False
     pre: bool = False
 
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """Every package index and find-links location the requirements files name."""
-        index = (self.index_url[0],) if self.index_url else ()
-        return (*index, *self.extra_index_urls, *self.find_links)
-
 
 def _option_line(line: str) -> tuple[str, str]:
     """(long name, value) of an option line: ``-c cons.txt``, ``-ccons.txt``,
@@ -289,198 +294,25 @@ def _option_line(line: str) -> tuple[str, str]:
     return _SHORT_OPTIONS.get(line[:2], line[:2]), value
 
 
-# --------------------------------------------------------------------------- reading
-#
-# The dependency files are read once per build, as it starts (read_dependency_files): the
-# pipeline fingerprints them for its up-to-date check and the dependency stage gathers from
-# the same reading, so what a build installs is what its up-to-date check saw.
-
-
-@dataclass(frozen=True)
-class _RequirementsText:
-    """A requirements file as read: its logical lines, and why gathering refuses it (it
-    cannot be read, or is not UTF-8 text), if it does. A refused file whose bytes decode
-    leniently keeps its lines: the files it names are found all the same, to be masked in
-    the archive (see referenced_files)."""
-
-    lines: tuple[tuple[int, str], ...]
-    refused: OSError | UnicodeDecodeError | None = None
-
-
-def _read_requirements_text(path: Path) -> _RequirementsText:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return _RequirementsText((), exc)
-    try:
-        return _RequirementsText(tuple(_logical_lines(decode_config(raw, strict=True)[0])))
-    except UnicodeDecodeError as exc:
-        refused = exc
-    try:
-        text = decode_config(raw)[0]  # bytes that are not UTF-8 kept as they are
-    except UnicodeDecodeError:  # not the UTF-16 or UTF-32 its mark names: no text at all
-        text = ""
-    return _RequirementsText(tuple(_logical_lines(text)), refused)
-
-
-def _read_with_includes(paths: Iterable[Path], read: dict[Path, _RequirementsText]) -> list[Path]:
-    """Read ``paths``, the files they name with ``-r``/``-c`` (or the long forms) that exist,
-    and those these name in turn, into ``read`` (by resolved path) unless it holds them
-    already; return the named files, each relative to the file naming it, as pip reads them."""
-    found: list[Path] = []
-    pending = list(paths)
-    seen = {path.resolve() for path in pending}
-    while pending:
-        current = pending.pop()
-        text = read.get(current.resolve())
-        if text is None:
-            text = read[current.resolve()] = _read_requirements_text(current)
-        for _, line in text.lines:
-            if not line.startswith("-"):
-                continue
-            name, target = _option_line(line)  # as gathering reads it
-            if name not in ("--requirement", "--constraint") or not target:
-                continue
-            included = current.parent / target
-            if included.is_file() and included.resolve() not in seen:
-                seen.add(included.resolve())
-                found.append(included)
-                pending.append(included)
-    return found
-
-
-def referenced_files(
-    paths: Iterable[Path], already_read: DependencyFiles | None = None
-) -> list[Path]:
-    """The files requirements files name with ``-r``/``-c`` (or the long forms), and those
-    they name in turn, that exist; each relative to the file naming it, as pip reads them.
-    The files ``already_read`` holds are not read again."""
-    read = dict(already_read.requirements) if already_read is not None else {}
-    return _read_with_includes(paths, read)
-
-
-@dataclass(frozen=True)
-class _Pyproject:
-    """pyproject.toml as read: its text and table, or the error reading it raised, which
-    gathering raises (as it always did: a build found up to date never gathers)."""
-
-    path: Path
-    shown: str
-    text: str = ""
-    table: Mapping[str, Any] = field(default_factory=dict)
-    error: BuildError | None = None
-
-
-def load_toml(path: Path, shown: str) -> dict[str, Any]:
-    """Parse a TOML file; errors name ``shown`` (the path as the user knows it) and the line."""
-    return _load_toml_text(path, shown)[1]
-
-
-def _load_toml_text(path: Path, shown: str) -> tuple[str, dict[str, Any]]:
-    """The text of a TOML file and its table, from one read; errors as load_toml's."""
-    if sys.version_info >= (3, 11):
-        import tomllib as toml_module
-    else:  # pragma: no cover - only on Python 3.10
-        try:
-            import tomli as toml_module
-        except ImportError as exc:
-            raise BuildError(
-                "reading pyproject.toml on Python 3.10 needs the 'tomli' package "
-                "(pip install tomli), or use Python 3.11+",
-                path=shown,
-            ) from exc
-    try:
-        text = path.read_text(encoding="utf-8")
-        data: dict[str, Any] = toml_module.loads(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BuildError(f"cannot read pyproject.toml: {exc}", path=shown) from exc
-    except toml_module.TOMLDecodeError as exc:
-        where = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        raise BuildError(
-            f"invalid TOML: {exc}",
-            path=shown,
-            line=int(where.group(1)) if where else None,
-            col=int(where.group(2)) if where else None,
-        ) from exc
-    return text, data
-
-
-def _read_pyproject(path: Path, shown: str) -> _Pyproject:
-    try:
-        text, table = _load_toml_text(path, shown)
-    except BuildError as exc:
-        return _Pyproject(path, shown, error=exc)
-    return _Pyproject(path, shown, text, table)
-
-
-@dataclass(frozen=True)
-class DependencyFiles:
-    """The project's dependency files as read, once per build: ``requirements.txt`` with the
-    files it names with -r/-c (and those these name), and ``pyproject.toml``. Reading them
-    refuses nothing they say: gathering from them does (see vendor_dependencies), so a
-    build found up to date is skipped as before, and a scan's errors still come first."""
-
-    root: Path
-    requirements_txt: Path | None  # None: the project has none
-    # requirements.txt and every file it names, by resolved path
-    requirements: Mapping[Path, _RequirementsText]
-    pyproject: _Pyproject | None
-
-    @property
-    def paths(self) -> list[Path]:
-        """Every file read: what the up-to-date check fingerprints."""
-        pyproject = [self.pyproject.path] if self.pyproject is not None else []
-        return [*self.requirements, *pyproject]
-
-    @property
-    def project_name(self) -> str | None:
-        """``[project].name`` of pyproject.toml, where it gives one."""
-        project = self.pyproject.table.get("project") if self.pyproject is not None else None
-        name = project.get("name") if isinstance(project, dict) else None
-        return name if isinstance(name, str) else None
-
-
-def read_dependency_files(root: Path) -> DependencyFiles:
-    """Read the dependency files of the project in ``root`` (see DependencyFiles)."""
-    requirements: dict[Path, _RequirementsText] = {}
-    requirements_txt = root / "requirements.txt"
-    has_requirements_txt = requirements_txt.is_file()
-    if has_requirements_txt:
-        _read_with_includes([requirements_txt], requirements)
-    pyproject = root / "pyproject.toml"
-    return DependencyFiles(
-        root=root,
-        requirements_txt=requirements_txt if has_requirements_txt else None,
-        requirements=requirements,
-        pyproject=_read_pyproject(pyproject, _display_path(pyproject, root))
-        if pyproject.is_file()
-        else None,
-    )
-
-
-# --------------------------------------------------------------------------- gathering from them
-
-
-def _gather_requirements_txt(
+def _read_requirements_txt(
     path: Path,
-    files: DependencyFiles,
+    root: Path,
     seen: set[tuple[Path, bool]],
     sources: _Sources,
     constraint: bool = False,
 ) -> None:
-    """Gather from ``path`` as ``pip install -r`` would; with ``constraint``, as ``-c`` would
-    (its requirements, and those of the files it includes, only constrain versions)."""
+    """Read ``path`` as ``pip install -r`` would; with ``constraint``, as ``-c`` would (its
+    requirements, and those of the files it includes, only constrain versions)."""
     key = (path.resolve(), constraint)
     if key in seen:  # an include cycle adds nothing new
         return
     seen.add(key)
-    shown = _display_path(path, files.root)
-    text = files.requirements[path.resolve()]
-    if text.refused is not None:
-        raise BuildError(
-            f"cannot read requirements file: {text.refused}", path=shown
-        ) from text.refused
-    for number, line in text.lines:
+    shown = _display_path(path, root)
+    try:
+        text = decode_config(path.read_bytes(), strict=True)[0]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read requirements file: {exc}", path=shown) from exc
+    for number, line in _logical_lines(text):
         if not line:
             continue
         if not line.startswith("-"):
@@ -526,13 +358,13 @@ def _gather_requirements_txt(
             )
         if name in ("--requirement", "--constraint"):
             included = path.parent / value
-            if included.resolve() not in files.requirements:  # no file when they were read
+            if not included.is_file():
                 kind = "constraints" if name == "--constraint" else "requirements"
                 raise BuildError(
                     f"included {kind} file {value!r} does not exist", path=shown, line=number
                 )
             nested = constraint or name == "--constraint"
-            _gather_requirements_txt(included, files, seen, sources, nested)
+            _read_requirements_txt(included, root, seen, sources, nested)
         elif name == "--index-url":
             sources.index_url = (value, shown, number)  # the last one read wins, as in pip
         elif name == "--extra-index-url":
@@ -550,6 +382,34 @@ def _gather_requirements_txt(
         # --only-binary and --prefer-binary: flash build installs binary wheels only anyway.
 
 
+def load_toml(path: Path, shown: str) -> dict[str, Any]:
+    """Parse a TOML file; errors name ``shown`` (the path as the user knows it) and the line."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml_module
+    else:  # pragma: no cover - only on Python 3.10
+        try:
+            import tomli as toml_module
+        except ImportError as exc:
+            raise BuildError(
+                "reading pyproject.toml on Python 3.10 needs the 'tomli' package "
+                "(pip install tomli), or use Python 3.11+",
+                path=shown,
+            ) from exc
+    try:
+        data: dict[str, Any] = toml_module.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read pyproject.toml: {exc}", path=shown) from exc
+    except toml_module.TOMLDecodeError as exc:
+        where = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        raise BuildError(
+            f"invalid TOML: {exc}",
+            path=shown,
+            line=int(where.group(1)) if where else None,
+            col=int(where.group(2)) if where else None,
+        ) from exc
+    return data
+
+
 def _line_of(text: str, needle: str) -> int | None:
     for number, line in enumerate(text.splitlines(), start=1):
         if needle in line:
@@ -557,18 +417,20 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-def _pyproject_requirements(pyproject: _Pyproject) -> list[_Source]:
-    if pyproject.error is not None:
-        raise pyproject.error
-    project = pyproject.table.get("project", {})
+def _read_pyproject(path: Path, root: Path, out: list[tuple[str, str, int | None]]) -> None:
+    shown = _display_path(path, root)
+    data = load_toml(path, shown)
+    project = data.get("project", {})
     deps = project.get("dependencies", []) if isinstance(project, dict) else []
+    text = path.read_text(encoding="utf-8")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise BuildError(
             "[project].dependencies must be a list of requirement strings",
-            path=pyproject.shown,
-            line=_line_of(pyproject.text, "dependencies"),
+            path=shown,
+            line=_line_of(text, "dependencies"),
         )
-    return [(dep, pyproject.shown, _line_of(pyproject.text, dep)) for dep in deps]
+    for dep in deps:
+        out.append((dep, shown, _line_of(text, dep)))
 
 
 def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
@@ -578,15 +440,17 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
     duplicates are dropped and the result is sorted by name. Distinct specifiers for one name are
     all kept: the resolver intersects them.
     """
-    return _canonical_all(_gather(read_dependency_files(root), declared).requirements)
+    return _canonical_all(_gather(root, declared).requirements)
 
 
-def _gather(files: DependencyFiles, declared: Iterable[str]) -> _Sources:
+def _gather(root: Path, declared: Iterable[str]) -> _Sources:
     sources = _Sources()
-    if files.requirements_txt is not None:
-        _gather_requirements_txt(files.requirements_txt, files, set(), sources)
-    if files.pyproject is not None:
-        sources.requirements += _pyproject_requirements(files.pyproject)
+    requirements_txt = root / "requirements.txt"
+    if requirements_txt.is_file():
+        _read_requirements_txt(requirements_txt, root, set(), sources)
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        _read_pyproject(pyproject, root, sources.requirements)
     for dep in declared:
         sources.requirements.append((dep, "@remote(dependencies=...)", None))
     return sources
@@ -595,13 +459,16 @@ def _gather(files: DependencyFiles, declared: Iterable[str]) -> _Sources:
 def _canonical_all(sources: Iterable[_Source]) -> list[str]:
     canonical: set[str] = set()
     for text, source, line in sources:
-        # @remote(dependencies=...) has no file to point at: the message names it instead.
         where = None if source.startswith("@") else source
         origin = f" in {source}" if where is None else ""
+        problem = _variable_problem(text, origin)
+        if problem is not None:
+            raise BuildError(problem, path=where, line=line)
         try:
-            canonical.add(_accepted_requirement(text, origin))
-        except _RefusedRequirement as refused:
-            raise BuildError(str(refused), path=where, line=line) from None
+            canonical.add(_canonical_requirement(text))
+        except InvalidRequirement as exc:
+            message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
+            raise BuildError(message, path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 
 
@@ -667,6 +534,13 @@ def _uv_env() -> dict[str, str]:
     return env
 
 
+def check_options(options: DependencyOptions) -> None:
+    """Refuse a python_version outside MIN_PYTHON to MAX_PYTHON or malformed, or a malformed
+    --exclude name: for every build, since they go into the manifest, dependencies or not
+    (--platform is judged by uv, see vendor_dependencies)."""
+    _check_options(options)
+
+
 def _check_platform(name: str, cache_dir: Path) -> None:
     """uv is the judge of a --platform value: it parses it before doing any work, so
     compiling nothing, offline, asks it in a few ms."""
@@ -687,15 +561,17 @@ def _check_platform(name: str, cache_dir: Path) -> None:
     raise BuildError(f"cannot check --platform {name!r} with uv:\n{detail}")
 
 
-def check_options(options: DependencyOptions) -> None:
-    """Refuse a python_version outside MIN_PYTHON to MAX_PYTHON or malformed, or a malformed
-    --exclude name. The pipeline checks them for every build, since they go into the
-    manifest, dependencies or not; resolve and install for their own callers (--platform
-    is judged by uv, see vendor_dependencies)."""
+def _check_options(options: DependencyOptions) -> DependencyOptions:
     _check_python_version(options.python_version)
     for name in options.exclude:
         if not _NAME.match(name):
             raise BuildError(f"exclude entry {name!r} is not a package name")
+    # Local find-links directories are made absolute so the cache key means one place.
+    links = tuple(
+        link if "://" in link else str(Path(link).expanduser().resolve())
+        for link in options.find_links
+    )
+    return replace(options, find_links=links)
 
 
 def _check_python_version(version: str) -> None:
@@ -711,16 +587,6 @@ def _check_python_version(version: str) -> None:
         )
     if not _PYTHON_VERSION.fullmatch(version):
         raise BuildError(f"python_version {version!r} is not a Python version like '3.11'")
-
-
-def _with_absolute_find_links(options: DependencyOptions) -> DependencyOptions:
-    """``options`` with its local find-links directories made absolute, so that a cache key
-    means one place."""
-    links = tuple(
-        link if "://" in link else str(Path(link).expanduser().resolve())
-        for link in options.find_links
-    )
-    return replace(options, find_links=links)
 
 
 def _common_args(options: DependencyOptions, cache_dir: Path) -> list[str]:
@@ -879,8 +745,7 @@ def _resolve(
 ) -> list[str]:
     if not requirements:
         return []
-    check_options(options)
-    options = _with_absolute_find_links(options)
+    options = _check_options(options)
     key = _cache_key(
         {
             "requirements": sorted(set(requirements)),
@@ -988,8 +853,7 @@ def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) ->
 
 
 def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
-    check_options(options)
-    options = _with_absolute_find_links(options)
+    options = _check_options(options)
     key = _cache_key(
         {
             "pins": sorted(set(pins)),
@@ -1073,18 +937,13 @@ def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
 
 
 def vendor_dependencies(
-    project: Path | DependencyFiles,
-    declared: Iterable[str],
-    options: DependencyOptions,
-    cache_dir: Path,
+    root: Path, declared: Iterable[str], options: DependencyOptions, cache_dir: Path
 ) -> ResolvedDependencies:
-    """Gather, resolve and install the project's dependencies for the target, from the
-    dependency files of ``project``: its folder, or the files as the build read them."""
-    files = project if isinstance(project, DependencyFiles) else read_dependency_files(project)
-    sources = _gather(files, declared)
-    # The stage's one masking, now that the files' package sources are known too (resolve
-    # and install mask their options' only for a caller of their own).
-    with masking_indexes((*source_urls(options), *sources.urls)):
+    """Gather, resolve and install the project's dependencies for the target."""
+    sources = _gather(root, declared)
+    file_index = (sources.index_url[0],) if sources.index_url else ()
+    named = (*file_index, *sources.extra_index_urls, *sources.find_links)
+    with masking_indexes((*source_urls(options), *named)):
         # Flash itself never goes in: the archive carries its own runtime, and the SDK with
         # its dependency tree is not needed on a worker.
         requirements = [
@@ -1096,8 +955,8 @@ def vendor_dependencies(
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        pins = _resolve(requirements, options, cache_dir, constraints)
-        site_dir = _install(pins, options, cache_dir) if pins else None
+        pins = resolve(requirements, options, cache_dir, constraints)
+        site_dir = install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     return ResolvedDependencies(
         requirements=tuple(requirements),

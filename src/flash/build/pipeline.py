@@ -26,14 +26,13 @@ import flash
 from flash.build import archive as _archive
 from flash.build.collect import collect_files, fingerprint, names_package_indexes
 from flash.build.dependencies import (
-    DependencyFiles,
     DependencyOptions,
     ResolvedDependencies,
     check_options,
     decode_config,
     encode_config,
+    load_toml,
     package_sizes,
-    read_dependency_files,
     referenced_files,
     source_urls,
     vendor_dependencies,
@@ -186,11 +185,7 @@ def _build_project(
         # Before anything is hashed or copied: a project too big alone never builds.
         _check_size(sum(size for _, size in project_sizes), options.max_size_mb, project_sizes)
         source_fp = fingerprint(root, files)
-        # Read once: fingerprinted here and gathered from by the dependency stage, so what
-        # a build installs is what its up-to-date check saw.
-        dependency_files = read_dependency_files(root)
-        dependency_fp = _dependency_inputs_fingerprint(root, dependency_files, files)
-        key = _build_key(source_fp, dependency_fp, options)
+        key = _build_key(source_fp, _dependency_inputs_fingerprint(root, files), options)
     report("collect", f"{len(files)} files")
 
     # A build the stamp matches had its options checked: the key holds them.
@@ -216,14 +211,12 @@ def _build_project(
 
     with _timed(timings, "dependencies"):
         declared = [d for f in scan.functions for d in f.dependencies]
-        deps = vendor_dependencies(
-            dependency_files, declared, options.dependencies, flash_dir / "cache"
-        )
+        deps = vendor_dependencies(root, declared, options.dependencies, flash_dir / "cache")
     mask_too(deps.index_urls)
     report("dependencies", f"{len(deps.pins)} packages")
 
     manifest = build_manifest(
-        project=_project_name(root, dependency_files),
+        project=_project_name(root),
         flash_version=flash.__version__,
         target=Target(
             python_version=options.dependencies.python_version,
@@ -238,7 +231,7 @@ def _build_project(
         source_fingerprint=source_fp,
     )
     with _timed(timings, "handlers"):
-        entries = _project_entries(root, files, dependency_files)
+        entries = _project_entries(root, files)
         entries += _handler_entries(manifest, src_layout=scan.src_layout)
         entries += _runtime_entries(
             vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle")
@@ -311,16 +304,17 @@ def _check_max_size(max_size_mb: float) -> None:
         raise BuildError(f"--max-size must be a positive number of MB, got {max_size_mb!r}")
 
 
-def _dependency_inputs_fingerprint(
-    root: Path, dependency_files: DependencyFiles, collected: list[str]
-) -> str:
-    """The fingerprint of the dependency files that are not ``collected`` (those are in the
-    source fingerprint): a requirements.txt or pyproject.toml in .flashignore, a file a
-    requirements file names with -r/-c, even outside the project. Named relative to
-    ``root`` (``../shared/x.txt``)."""
-    names = {
-        Path(os.path.relpath(path.resolve(), root)).as_posix() for path in dependency_files.paths
-    }
+def _dependency_inputs_fingerprint(root: Path, collected: list[str]) -> str:
+    """The fingerprint of the files the dependency stage reads that are not ``collected``
+    (those are in the source fingerprint): a requirements.txt or pyproject.toml in
+    .flashignore, a file a requirements file names with -r/-c, even outside the project.
+    Named relative to ``root`` (``../shared/x.txt``)."""
+    requirements = root / "requirements.txt"
+    files = [requirements] if requirements.is_file() else []
+    files += referenced_files(files)
+    if (root / "pyproject.toml").is_file():
+        files.append(root / "pyproject.toml")
+    names = {Path(os.path.relpath(path.resolve(), root)).as_posix() for path in files}
     return fingerprint(root, sorted(names - set(collected)))
 
 
@@ -385,10 +379,13 @@ def _write_stamp(
     os.replace(tmp, flash_dir / STAMP_NAME)
 
 
-def _project_name(root: Path, dependency_files: DependencyFiles) -> str:
-    """pyproject.toml's [project].name, else the name of the project's folder."""
-    name = dependency_files.project_name
-    return root.name if name is None else name
+def _project_name(root: Path) -> str:
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        project = load_toml(pyproject, "pyproject.toml").get("project", {})
+        if isinstance(project, dict) and isinstance(project.get("name"), str):
+            return str(project["name"])
+    return root.name
 
 
 def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
@@ -407,22 +404,19 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
             )
 
 
-def _project_entries(
-    root: Path, files: list[str], dependency_files: DependencyFiles
-) -> list[_archive.Entry]:
-    masked = _index_configs(root, files, dependency_files)
+def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
+    masked = _index_configs(root, files)
     return [_project_entry(root, rel, rel in masked) for rel in files]
 
 
-def _index_configs(root: Path, files: list[str], dependency_files: DependencyFiles) -> set[str]:
+def _index_configs(root: Path, files: list[str]) -> set[str]:
     """The collected files that may name package indexes: INDEX_CONFIGS, and the files
-    their requirements files name with -r/-c (any name, as pip reads them; the dependency
-    files as the build read them)."""
+    their requirements files name with -r/-c (any name, as pip reads them)."""
     found = {rel for rel in files if names_package_indexes(rel)}
     collected = set(files)
     base = root.resolve()
     requirements = [root / rel for rel in found if rel.endswith((".txt", ".in"))]
-    for path in referenced_files(requirements, already_read=dependency_files):
+    for path in referenced_files(requirements):
         try:
             named = path.resolve().relative_to(base).as_posix()
         except ValueError:  # outside the project: not archived
@@ -452,10 +446,6 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
             "out with .flashignore",
             path=rel,
         ) from None
-    # Two maskings, one for each source of secrets. mask_config_urls: the file's own URLs,
-    # every one with a path or a query. redact: the build's package sources, whose token
-    # may hold a character that ends a URL (`'`, `(`, `<`): masked wherever its text shows,
-    # which no masking URL by URL finds.
     data = encode_config(redact(mask_config_urls(text)), codec)
     return _archive.Entry(name=rel, data=data, executable=bool(source.stat().st_mode & 0o111))
 
