@@ -177,6 +177,13 @@ def test_invalid_pyproject_toml_is_a_build_error(tmp_path: Path) -> None:
     assert info.value.path == "pyproject.toml"
 
 
+def test_a_pyproject_toml_nested_too_deeply_is_a_build_error(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(BuildError, match="nested too deeply") as info:
+        gather_requirements(tmp_path, [])
+    assert info.value.path == "pyproject.toml"
+
+
 def test_bad_declared_dependency_says_where_it_came_from(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match=r"'numpy>>1' in @remote\(dependencies=\.\.\.\)"):
         gather_requirements(tmp_path, ["numpy>>1"])

@@ -328,6 +328,25 @@ def test_index_credentials_in_project_files_stay_out_of_the_archive(tmp_path: Pa
     assert "tok_req" in (root / "requirements.txt").read_text()
 
 
+def test_a_file_an_ignored_requirements_txt_includes_is_still_masked(tmp_path: Path) -> None:
+    # requirements.txt itself stays out of the archive, but the build reads it, and a file it
+    # names with -r is archived under a name no index-config rule knows.
+    root = starter(tmp_path)
+    write_files(
+        root,
+        {
+            "requirements.txt": "-r deps/indexes.cfg\n",
+            "deps/indexes.cfg": "--extra-index-url https://u:tok_cfg@example.invalid/tok_path/\n",
+        },
+    )
+    (root / ".flashignore").write_text((root / ".flashignore").read_text() + "requirements.txt\n")
+    result = build_project(BuildOptions(project_dir=root))
+    assert "requirements.txt" not in names(result.archive)
+    with tarfile.open(result.archive) as tar:
+        archived = tar.extractfile("deps/indexes.cfg").read()  # type: ignore[union-attr]
+    assert archived == b"--extra-index-url https://****@example.invalid/****\n"
+
+
 def test_lock_files_are_archived_with_their_urls_cut_after_the_host(tmp_path: Path) -> None:
     root = starter(tmp_path)
     locks = {

@@ -407,6 +407,8 @@ def load_toml(path: Path, shown: str) -> dict[str, Any]:
             line=int(where.group(1)) if where else None,
             col=int(where.group(2)) if where else None,
         ) from exc
+    except RecursionError:  # tomllib parses nested arrays and tables by recursion
+        raise BuildError("invalid TOML: nested too deeply to read", path=shown) from None
     return data
 
 

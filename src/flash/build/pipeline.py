@@ -416,6 +416,9 @@ def _index_configs(root: Path, files: list[str]) -> set[str]:
     collected = set(files)
     base = root.resolve()
     requirements = [root / rel for rel in found if rel.endswith((".txt", ".in"))]
+    ignored = root / "requirements.txt"  # left out of the archive, still read by the build
+    if "requirements.txt" not in collected and ignored.is_file():
+        requirements.append(ignored)
     for path in referenced_files(requirements):
         try:
             named = path.resolve().relative_to(base).as_posix()
