@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import requests
 from tests.helpers import Logs, alive, wait_for
 from tests.platform.apps import ended, write_app
 
+from flash.platform import processes
 from flash.platform.local import LocalPlatform
 from flash.platform.processes import TAG_ENV_VAR
 
@@ -186,3 +189,32 @@ def test_only_the_stopped_platforms_processes_end(
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace")
     return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
+
+
+def test_a_stuck_sweep_holds_up_neither_the_crashed_workers_jobs_nor_the_stop(
+    app: Path, platform_factory: Any, sleepers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading a process's /proc/<pid>/environ waits on its memory map lock, which a process
+    # stuck in the kernel (NFS, a GPU driver) can hold for as long as it likes.
+    release = threading.Event()
+    sweeping = threading.Event()
+    real = processes.kill_tagged
+
+    def stuck(*args: Any, **kwargs: Any) -> set[int]:
+        sweeping.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(processes, "kill_tagged", stuck)
+    platform = platform_factory(app)
+    escaped = _escape(platform, sleepers)
+    try:
+        crashed = _run(platform, {"action": "crash"})  # runs again on a new worker: crashes
+        assert crashed["status"] == "FAILED", crashed
+        assert sweeping.is_set() and not release.is_set()  # answered while the sweep hung
+        started = time.monotonic()
+        platform.stop(grace_s=1)
+        assert time.monotonic() - started < 15  # the stop waits for sweeps a bounded time
+    finally:
+        release.set()
+    wait_for(lambda: _gone(escaped["pid"]), 10, "the escaped process to be killed")

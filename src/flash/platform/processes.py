@@ -33,27 +33,29 @@ class Process(NamedTuple):
     started: int  # clock ticks after boot, /proc/<pid>/stat field 22
 
 
-def descendants(root: int) -> set[Process]:
-    """The live processes below ``root`` in the parent tree (not ``root`` itself)."""
+def descendants(roots: Iterable[int]) -> dict[int, set[Process]]:
+    """The live processes below each of ``roots`` in the parent tree (not the roots
+    themselves), from one pass over /proc."""
     children: dict[int, list[Process]] = {}
     for pid in _pids():
         fields = _stat(pid)
         if fields is not None and fields[0] != "Z":
             children.setdefault(int(fields[1]), []).append(Process(pid, int(fields[19])))
-    found: set[Process] = set()
-    below = [root]
-    while below:
-        for child in children.get(below.pop(), ()):
-            if child not in found:
-                found.add(child)
-                below.append(child.pid)
+    found: dict[int, set[Process]] = {}
+    for root in roots:
+        below, seen = [root], found.setdefault(root, set())
+        while below:
+            for child in children.get(below.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    below.append(child.pid)
     return found
 
 
-def kill(processes: Iterable[Process], *, spare_group: int) -> int:
+def kill(processes: Iterable[Process], *, spare_group: int | None = None) -> set[int]:
     """SIGKILL each process that still runs (not a later one with its pid) outside process
-    group ``spare_group`` (the caller's killpg has that one); how many there were."""
-    killed = 0
+    group ``spare_group`` (the caller's killpg has that one); the pids signalled."""
+    killed = set()
     for process in processes:
         fields = _stat(process.pid)
         if (
@@ -61,18 +63,22 @@ def kill(processes: Iterable[Process], *, spare_group: int) -> int:
             and fields[0] != "Z"
             and int(fields[19]) == process.started
             and int(fields[2]) != spare_group
+            and _kill(process.pid)
         ):
-            killed += _kill(process.pid)
+            killed.add(process.pid)
     return killed
 
 
-def kill_tagged(tag: str, *, spare_group: int) -> int:
-    """SIGKILL every process of this user whose environment holds ``TAG_ENV_VAR=tag``, outside
-    process group ``spare_group``; how many there were. Never log the tag's value: it sits
-    beside the worker's secrets."""
-    needle = f"\0{TAG_ENV_VAR}={tag}\0".encode()
+def kill_tagged(tag: str, *, spare_group: int | None = None) -> set[int]:
+    """SIGKILL every process of this user whose environment holds ``TAG_ENV_VAR=tag`` (or,
+    for a ``tag`` ending in ``-``, any tag that starts with it: all of a platform's workers'
+    at once), outside process group ``spare_group``; the pids signalled.
+
+    It reads other processes' /proc/<pid>/environ, which waits on their memory map lock: a
+    process stuck in the kernel can make it block, so callers run it off the event loop."""
+    needle = f"\0{TAG_ENV_VAR}={tag}".encode() + (b"" if tag.endswith("-") else b"\0")
     seen: set[int] = set()
-    killed = 0
+    killed: set[int] = set()
     # A process forking while it is killed may add one a pass missed: look again until a
     # pass finds none new.
     for _ in range(_TAGGED_PASSES):
@@ -82,8 +88,8 @@ def kill_tagged(tag: str, *, spare_group: int) -> int:
         seen.update(found)
         for pid in found:
             fields = _stat(pid)
-            if fields is not None and int(fields[2]) != spare_group:
-                killed += _kill(pid)
+            if fields is not None and int(fields[2]) != spare_group and _kill(pid):
+                killed.add(pid)
     return killed
 
 
@@ -120,9 +126,9 @@ def _has(pid: int, needle: bytes) -> bool:
         return False
 
 
-def _kill(pid: int) -> int:
+def _kill(pid: int) -> bool:
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:  # gone already (ProcessLookupError), or no longer ours
-        return 0
-    return 1
+        return False
+    return True

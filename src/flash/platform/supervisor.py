@@ -9,11 +9,13 @@ container, nothing a worker started outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import secrets
 import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -21,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
@@ -34,6 +37,7 @@ _TAIL_LINES = 20
 # jobs fail with the reason, and starting is paused a while (no crash loop).
 _START_ATTEMPTS = 3
 _START_BACKOFF_S = 5.0
+_T = TypeVar("_T")
 # How many of the latest workers ``Supervisor.history`` keeps.
 HISTORY_WORKERS = 100
 
@@ -100,6 +104,7 @@ class Supervisor:
         self._generation = 0
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeps: set[asyncio.Future[set[int]]] = set()  # see _kill_leftovers
         self._stopping = False
         self._starting: Counter[str] = Counter()
         # Worker id -> app directory, while its process is being started.
@@ -153,23 +158,26 @@ class Supervisor:
         if not self._stopping and endpoint in self.deployments:
             self._scale_safely(endpoint)
 
-    def drain(self, worker: Worker, limit_s: float) -> None:
-        """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``."""
+    def drain(self, worker: Worker, limit_s: float, *, note_descendants: bool = True) -> None:
+        """Let the worker finish its jobs and exit; kill it if still there after ``limit_s``
+        (never, for an infinite one)."""
         if worker.draining:
             return
         worker.draining = True
         worker.expected_exit = True
         self.dispatcher.drain(worker.id)
-        _note_descendants(worker)
+        if note_descendants:
+            _note_descendants([worker])
         _signal(worker, signal.SIGTERM, group=False)
-        asyncio.get_running_loop().call_later(limit_s, self._kill_if_alive, worker.id)
+        if math.isfinite(limit_s):
+            asyncio.get_running_loop().call_later(limit_s, self._kill_if_alive, worker.id)
 
     def kill(self, worker_id: str, reason: str) -> None:
         worker = self.workers.get(worker_id)
         if worker is None:
             return
         worker.kill_reason = reason
-        _kill_tree(worker)  # first: nothing after may keep it alive
+        _kill_trees([worker])  # first: nothing after may keep it alive
         self.dispatcher.drain(worker.id)
         self._log(worker, f"killed worker: {reason}")
 
@@ -178,15 +186,22 @@ class Supervisor:
         self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
-        for worker in list(self.workers.values()):
-            self.drain(worker, grace_s)
+        # One pass over /proc for all of them: one per worker would hold the loop for
+        # seconds on a busy machine.
+        draining = list(self.workers.values())
+        _note_descendants(draining)
+        for worker in draining:
+            self.drain(worker, math.inf, note_descendants=False)  # killed below if need be
         pending = [w.exited.wait() for w in self.workers.values()]
         if pending:
-            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace_s + 2)
-        for worker in list(self.workers.values()):
-            _kill_tree(worker)
+            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace_s)
+        _kill_trees(list(self.workers.values()))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        # Workers that exited during the stop left their sweeps to this one, which finds
+        # what any worker of this platform started (their tags share the prefix).
+        sweep = _in_daemon_thread(lambda: processes.kill_tagged(f"{self._tag_prefix}-"))
+        await asyncio.wait([sweep, *self._sweeps], timeout=5)
 
     def counts(self, endpoint: str) -> dict[str, int]:
         idle = running = initializing = draining = 0
@@ -415,10 +430,13 @@ class Supervisor:
             asyncio.ensure_future(self._pump(worker, proc.stderr, keep=True)),
         ]
         code = await proc.wait()
-        # Grandchildren (the SDK's heartbeat process) must not outlive the worker.
+        # Grandchildren (the SDK's heartbeat process) must not outlive the worker, nor what
+        # it started outside its process group.
         _signal(worker, signal.SIGKILL, group=True)
-        await self._kill_leftovers(worker)
+        self._kill_leftovers(worker)
         await asyncio.wait(readers, timeout=2)
+        for reader in readers:  # a process no sweep could kill yet still holds the pipe
+            reader.cancel()
         reason = _exit_reason(code)
         if worker.kill_reason:
             reason = f"was killed: {worker.kill_reason}"
@@ -438,17 +456,29 @@ class Supervisor:
     def _tag(self, worker_id: str) -> str:
         return f"{self._tag_prefix}-{worker_id}"
 
-    async def _kill_leftovers(self, worker: Worker) -> None:
+    def _kill_leftovers(self, worker: Worker) -> None:
         """Kill what the worker started outside its process group: whatever it was doing,
-        it is gone, as its container would be."""
-        # In a thread: reading another process's /proc/<pid>/environ waits on its memory
-        # map lock, which a process stuck in the kernel may hold; the loop serves every job.
+        it is gone, as its container would be. The processes seen in its tree now; those
+        that carry its tag in their environment from a thread, while the worker's exit is
+        handled (a stop sweeps once for all its workers instead)."""
         group = worker.proc.pid  # killed already
+        killed = processes.kill(worker.descendants, spare_group=group)
+        if self._stopping:
+            self._report_leftovers(worker, killed)
+            return
         tag = self._tag(worker.id)
-        killed = await asyncio.to_thread(processes.kill_tagged, tag, spare_group=group)
-        killed += processes.kill(worker.descendants, spare_group=group)
+        sweep = _in_daemon_thread(lambda: processes.kill_tagged(tag, spare_group=group))
+        self._sweeps.add(sweep)
+        sweep.add_done_callback(self._sweeps.discard)
+        sweep.add_done_callback(
+            lambda done: self._report_leftovers(
+                worker, killed | (done.result() if not done.exception() else set())
+            )
+        )
+
+    def _report_leftovers(self, worker: Worker, killed: set[int]) -> None:
         if killed:
-            self._log(worker, f"killed {killed} process(es) it started that outlived it")
+            self._log(worker, f"killed {len(killed)} process(es) it started that outlived it")
 
     def _started(self, worker_id: str, name: str) -> None:
         self._starting[name] -= 1
@@ -533,18 +563,49 @@ def _exit_reason(code: int) -> str:
     return f"exited with code {code}"
 
 
-def _note_descendants(worker: Worker) -> None:
-    """Remember the worker's descendants now, while it lives: once it exits, those that left
-    its process group and cleared their environment can no longer be told apart."""
-    if worker.proc.returncode is None:  # reaped: its pid may be another process's already
-        worker.descendants |= processes.descendants(worker.proc.pid)
+def _note_descendants(workers: list[Worker]) -> None:
+    """Remember the workers' descendants now, while they live: once one exits, those that
+    left its process group and cleared their environment can no longer be told apart."""
+    # A reaped worker's pid may be another process's already.
+    live = {w.proc.pid: w for w in workers if w.proc.returncode is None}
+    for pid, found in processes.descendants(live).items():
+        live[pid].descendants |= found
 
 
-def _kill_tree(worker: Worker) -> None:
-    """SIGKILL the worker, its process group and every descendant it has now."""
-    _note_descendants(worker)
-    _signal(worker, signal.SIGKILL, group=True)
-    processes.kill(worker.descendants, spare_group=worker.proc.pid)
+def _kill_trees(workers: list[Worker]) -> None:
+    """SIGKILL the workers, their process groups and every descendant they have now."""
+    _note_descendants(workers)
+    for worker in workers:
+        _signal(worker, signal.SIGKILL, group=True)
+        processes.kill(worker.descendants, spare_group=worker.proc.pid)
+
+
+def _in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
+    """``fn()`` in a thread of its own, as a future of the running loop. A daemon thread,
+    not the loop's executor: a /proc read stuck in the kernel must not hold up the
+    interpreter's exit, whose executor threads are joined."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def run() -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = fn()
+        except BaseException as exc:  # handed to the future's reader
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name="flash-process-sweep", daemon=True).start()
+    return future
 
 
 def _signal(worker: Worker, sig: int, *, group: bool) -> None:
