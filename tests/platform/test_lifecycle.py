@@ -410,7 +410,7 @@ def test_a_failing_webhook_is_logged_without_its_token(tmp_path: Path, platform_
     with serve_http(_FailingHooks) as port:
         logs = Logs()
         app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
-        platform = platform_factory(app, echo=logs)
+        platform = platform_factory(app, echo=logs, webhook_retry_delay_s=0.05)
         origin = f"http://127.0.0.1:{port}"
         hook = f"http://user:pw-s3cret@127.0.0.1:{port}/hook?token=s3cret"
         body = {"input": {"action": "echo"}, "webhook": hook}

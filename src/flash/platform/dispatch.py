@@ -622,6 +622,10 @@ class Dispatcher:
         job.expires_at = job.finished_at + (
             js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
         )
+        # Owed from this moment, and stored with the end itself (no write of its own): a
+        # platform stopped before the receiver answered delivers it at its next start.
+        job.webhook_pending = job.webhook is not None
+        job.webhook_attempts = 0
         if output_json is not None or job.output_json is not None:
             job.output_json = output_json
             self.store.save_with_output(job)

@@ -58,6 +58,12 @@ class Job:
     output_in_store: bool = False
     error: Any = None
     expires_at: float | None = None
+    # Whether the job's end is still to be POSTed to its webhook: set when it ends (stored
+    # with that end), cleared once the receiver answered 2xx or the attempts ran out. Stored,
+    # so a restart delivers what the run before it owed.
+    webhook_pending: bool = False
+    # Delivery attempts of this end that failed, across restarts (they are bounded).
+    webhook_attempts: int = 0
     stream: list[Any] = field(default_factory=list)
     stream_sent: int = 0
     # The size of its chunks' JSON text, counted against the same memory budget as big

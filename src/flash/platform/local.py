@@ -7,6 +7,7 @@ run`` and tests drive it with plain blocking calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import secrets
@@ -35,7 +36,12 @@ T = TypeVar("T")
 _PRUNE_EVERY_S = 10.0
 # How often copies no worker uses any more are released and unheld ones removed.
 _TIDY_COPIES_EVERY_S = 1.0
-_WEBHOOK_ATTEMPTS = 3
+# Webhook delivery as RunPod documents it: when the receiver does not answer 2xx, up to 2
+# more attempts, 10 s apart. Failed attempts are stored with the job, so restarts add none: a
+# receiver that is down for good gets 3 POSTs in all, and the job is logged once as given up.
+WEBHOOK_ATTEMPTS = 3
+WEBHOOK_RETRY_DELAY_S = 10.0
+_WEBHOOK_TIMEOUT_S = 10.0
 
 
 class LocalPlatform:
@@ -61,10 +67,12 @@ class LocalPlatform:
         recorder: Callable[[dict[str, Any]], None] | None = None,
         worker_env: Mapping[str, str] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        webhook_retry_delay_s: float = WEBHOOK_RETRY_DELAY_S,
     ) -> None:
         if max_workers is not None and max_workers < 1:  # `or cpu_count` would take 0 as all
             raise PlatformError(f"max_workers must be at least 1, got {max_workers}")
         self.max_queue = max_queue
+        self.webhook_retry_delay_s = webhook_retry_delay_s
         self.recorder = recorder
         # Extra variables for every worker; the project's signing key (.flash/secrets/, made
         # once) unless given: workers refuse pickled calls without one. It is never logged.
@@ -98,7 +106,10 @@ class LocalPlatform:
         self.store: JobStore | None = None
         self.dispatcher: Dispatcher | None = None
         self.supervisor: Supervisor | None = None
-        self._webhook_tasks: set[asyncio.Future[None]] = set()
+        # One task per webhook still owed by a finished job (event loop only).
+        self._deliveries: set[asyncio.Future[None]] = set()
+        # Set when the platform stops: no delivery starts another attempt after it.
+        self._stopping_deliveries = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -297,7 +308,9 @@ class LocalPlatform:
             extra_env=self.worker_env,
         )
         self.supervisor.start()
-        self._webhooks = httpx.AsyncClient(timeout=10)
+        self._webhooks = httpx.AsyncClient(timeout=_WEBHOOK_TIMEOUT_S)
+        self._stopping_deliveries = asyncio.Event()  # of this loop: a platform may restart
+        self._resume_deliveries()
         self.dispatcher.on_final = self._on_final
         gateway = Gateway(
             self.dispatcher,
@@ -334,6 +347,7 @@ class LocalPlatform:
             for copy in self._held_copies.values():
                 copy.release()
             self._held_copies.clear()
+            await self._stop_deliveries(within_s=0)  # in case serving ended without a stop()
             await self._webhooks.aclose()
             self.store.close()
 
@@ -345,7 +359,10 @@ class LocalPlatform:
 
     async def _shutdown(self, grace_s: float) -> None:
         assert self.supervisor is not None and self._server is not None
+        deadline = time.monotonic() + grace_s
         await self.supervisor.stop(grace_s)
+        # Webhook POSTs under way get what is left of the grace period, no more.
+        await self._stop_deliveries(within_s=deadline - time.monotonic())
         self._server.should_exit = True
 
     async def _prune_forever(self) -> None:
@@ -384,30 +401,112 @@ class LocalPlatform:
                     self.echo(f"could not remove old copies in {self.copies_root}: {exc}")
             await asyncio.sleep(_TIDY_COPIES_EVERY_S)
 
-    def _on_final(self, job: Job) -> None:
-        if job.webhook and self.dispatcher is not None:
-            task = asyncio.ensure_future(
-                self._post_webhook(job.webhook, job.id, self.dispatcher.status_json(job))
-            )
-            self._webhook_tasks.add(task)
-            task.add_done_callback(self._webhook_tasks.discard)
+    # ------------------------------------------------------------------ webhooks
 
-    async def _post_webhook(self, url: str, job_id: str, body: str) -> None:
-        for attempt in range(_WEBHOOK_ATTEMPTS):
-            try:
-                response = await self._webhooks.post(
-                    url, content=body, headers={"content-type": "application/json"}
-                )
-                if response.status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5 * 2**attempt)
+    def _on_final(self, job: Job) -> None:
+        if job.webhook_pending:
+            self._start_delivery(job)
+
+    def _resume_deliveries(self) -> None:
+        """Deliver the webhooks an earlier run owed: it stopped or crashed before their
+        receivers answered 2xx. Each is sent at once, then retried as a live one is."""
+        assert self.dispatcher is not None
+        # A job that expired meanwhile was dropped at load (Dispatcher.restore), and its owed
+        # webhook with it: /status no longer knows the job, and as a live delivery ends within
+        # a minute, it would come at least 30 minutes late (1 for /runsync) about a result no
+        # one can fetch any more.
+        for job in self.dispatcher.jobs.values():
+            if job.final and job.webhook_pending:
+                self._start_delivery(job)
+
+    def _start_delivery(self, job: Job) -> None:
+        assert self.dispatcher is not None
+        # The body is what /status answers for this end, read now: a restart sends the same.
+        body = self.dispatcher.status_json(job)
+        task = asyncio.ensure_future(self._deliver(job, body))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, job: Job, body: str) -> None:
+        """POST ``body`` to the job's webhook until the receiver answers 2xx or the attempts
+        run out, storing each outcome. Left owed (for the next start) when the platform stops."""
+        assert job.webhook is not None
+        end = job.finished_at
+        while self._owes_webhook(job, end) and not self._stopping_deliveries.is_set():
+            delivered = await self._post_webhook(job.webhook, body)
+            if not self._owes_webhook(job, end):
+                return  # retried or expired during the POST: what it owes now is not this
+            if delivered:
+                job.webhook_pending = False
+                self._save(job)  # not sent again after a restart
+                return
+            job.webhook_attempts += 1
+            if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
+                self._give_up_webhook(job)
+                return
+            self._save(job)  # a restart resumes with the attempts left, not a fresh count
+            if not await self._pause_before_retry():
+                return
+
+    def _owes_webhook(self, job: Job, end: float | None) -> bool:
+        """Whether the webhook for the job's end at ``end`` is still to be delivered: not if
+        it was delivered or given up, nor once the job expired or a /retry began a new run."""
+        assert self.dispatcher is not None
+        return (
+            job.webhook_pending
+            and job.finished_at == end
+            and self.dispatcher.jobs.get(job.id) is job
+        )
+
+    async def _post_webhook(self, url: str, body: str) -> bool:
+        """One delivery attempt: whether the receiver answered 2xx."""
+        try:
+            response = await self._webhooks.post(
+                url, content=body, headers={"content-type": "application/json"}
+            )
+        except Exception:
+            # Any error is a failed attempt (a URL httpx refuses too), so that every owed
+            # webhook ends, delivered or given up, and is not tried at each start for good.
+            return False
+        return response.is_success
+
+    async def _pause_before_retry(self) -> bool:
+        """Wait the retry delay; False if the platform began to stop meanwhile (the webhook
+        stays owed, for the next start)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping_deliveries.wait(), self.webhook_retry_delay_s)
+        return not self._stopping_deliveries.is_set()
+
+    def _give_up_webhook(self, job: Job) -> None:
+        """Store that the job's webhook will not be sent again, and say so once. The log
+        names the receiver's origin only: a URL's path, query or user part often holds a
+        token."""
+        assert job.webhook is not None
+        job.webhook_pending = False
+        self._save(job)
         if self.echo is not None:
             self.echo(
-                f"[platform] webhook to {_origin(url)} for job {job_id}"
-                f" failed {_WEBHOOK_ATTEMPTS} times"
+                f"[platform] webhook to {_origin(job.webhook)} for job {job.id}"
+                f" failed {job.webhook_attempts} times; given up"
             )
+
+    def _save(self, job: Job) -> None:
+        assert self.store is not None
+        self.store.save(job)  # its state only (the webhook's progress); the output is stored
+
+    async def _stop_deliveries(self, within_s: float) -> None:
+        """Start no more attempts, let POSTs under way finish for up to ``within_s``, then
+        drop the rest: what was not delivered stays owed in the store, for the next start,
+        so a slow receiver does not hold up a stop."""
+        self._stopping_deliveries.set()
+        if not self._deliveries:
+            return
+        tasks = list(self._deliveries)
+        if within_s > 0:
+            await asyncio.wait(tasks, timeout=within_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _origin(url: str) -> str:

@@ -84,6 +84,8 @@ _STATE_FIELDS = (
     "error",
     "expires_at",
     "stream_sent",
+    "webhook_pending",
+    "webhook_attempts",
 )
 
 
