@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from flash.build.errors import BuildError
 from flash.build.scanner import RemoteSpec, ScanResult, sanitize_resource_name, scan_project
+from flash.build.secrets import secret_env_entries
 
 HEADER = "from flash import remote, LiveServerless, CpuLiveServerless\n"
 
@@ -1192,6 +1194,8 @@ def env_warnings(root: Path, env: Mapping[str, str]) -> list[str]:
         ("DB_PASSWORD", "changeme", "by its name"),
         # KEY alone: only with a value that looks generated.
         ("OPENAI_KEY", FAKE_KEY, "by its name and value"),
+        # Part reference, part written out: the written-out part decides.
+        ("API_TOKEN", "Bearer {{ RUNPOD_SECRET_x }}" + FAKE_KEY, "by its name and value"),
         # By value, whatever the name.
         ("STRIPE_KEY", FAKE_STRIPE, "by its value (looks like a Stripe API key)"),
         ("MODEL_SOURCE", FAKE_HF, "by its value (looks like a Hugging Face token)"),
@@ -1248,6 +1252,18 @@ def test_secrets_in_env_are_warned_about_without_their_value(
         # beside them are no AWS secret.
         ("TASK", "task-" + "abc1" * 8),
         ("CHECKSUM", FAKE_AWS_SECRET),
+        # Words about a secret, or tokens that are text, not credentials.
+        ("EOS_TOKEN", "</s>"),
+        ("PAD_TOKEN", "<pad>"),
+        ("SPECIAL_TOKENS", "<|im_start|>,<|im_end|>"),
+        ("TOKEN_BUDGET", "100000"),
+        ("TOKEN_STRATEGY", "sliding"),
+        ("PASS_THROUGH", "yes please"),
+        ("AUTH_DOMAIN", "example.auth0.com"),
+        ("BASIC_AUTH_USER", "admin"),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/secrets/service-account.json"),
+        ("API_TOKEN", "Bearer {{ RUNPOD_SECRET_api_token }}"),
+        ("MODEL_PATH", "/models/sk-" + "a1" * 15),
     ],
 )
 def test_env_entries_that_hold_no_secret_are_not_warned_about(
@@ -1258,13 +1274,26 @@ def test_env_entries_that_hold_no_secret_are_not_warned_about(
 
 def test_an_aws_secret_key_is_known_by_its_key_id_beside_it(tmp_path: Path) -> None:
     # The key ID is no secret; its pair is one, whatever its name.
-    shown = env_warnings(tmp_path, {"AWS_ACCESS_KEY_ID": FAKE_AWS_ID, "S3_B": FAKE_AWS_SECRET})
+    pair = {"AWS_ACCESS_KEY_ID": FAKE_AWS_ID, "STORAGE_SK": FAKE_AWS_SECRET}
+    shown = env_warnings(tmp_path, pair)
     assert len(shown) == 1, shown
     assert (
-        "env 'S3_B' looks like a secret by its value (looks like an AWS secret access key"
+        "env 'STORAGE_SK' looks like a secret by its value (looks like an AWS secret access key"
         in (shown[0])
     )
     assert FAKE_AWS_SECRET not in shown[0] and FAKE_AWS_ID not in shown[0]
+    # A name that says it holds no key: a model's name is not the pair's secret.
+    assert env_warnings(tmp_path, {**pair, "STORAGE_SK": "", "MODEL": FAKE_AWS_SECRET}) == []
+
+
+def test_long_values_of_many_would_be_tokens_are_scanned_in_linear_time() -> None:
+    # Shapes like "sk-sk-sk-..." made the token patterns backtrack quadratically: 100k
+    # characters took minutes. Linear, each takes milliseconds; the bound only catches a
+    # return of the quadratic scan.
+    for value in ("sk-" * 40_000, "eyJ-" * 30_000, "sk-" + "a-" * 60_000, "hf_" * 40_000):
+        started = time.monotonic()
+        list(secret_env_entries({"X": value}))
+        assert time.monotonic() - started < 2, value[:12]
 
 
 def test_bad_dependencies_on_a_class(tmp_path: Path) -> None:

@@ -27,28 +27,48 @@ _SWITCHES = frozenset({"true", "false", "yes", "no", "on", "off", "0", "1", "non
 
 # --- by value ---------------------------------------------------------------------------
 
-# Credential shapes as their issuers publish them. Each must start a word, so that a prefix
-# inside one (task-..., ask-...) is no match.
+# Credential shapes as their issuers publish them. Each must start a token (not follow a
+# letter, digit, _, - or /), so that a prefix inside one (task-..., /models/sk-...) is no
+# match, and so that a value of many would-be starts ("sk-sk-sk-...") is tried from one only:
+# the scan stays linear in the value's length.
+_TOKEN_START = r"(?<![A-Za-z0-9_/-])"
 _TOKEN_SHAPES = tuple(
-    (re.compile(r"(?<![A-Za-z0-9])" + pattern), what)
-    for pattern, what in (
-        (r"hf_[A-Za-z0-9]{30,}", "a Hugging Face token"),
-        (r"sk-[A-Za-z0-9_-]*[A-Za-z0-9]{20,}", "an OpenAI-style API key"),
-        (r"[rs]k_(?:live|test)_[A-Za-z0-9]{20,}", "a Stripe API key"),
-        (r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})", "a GitHub token"),
-        (r"glpat-[A-Za-z0-9_-]{20,}", "a GitLab token"),
-        (r"xox[abeoprs]-[A-Za-z0-9-]{10,}", "a Slack token"),
-        (r"AIza[A-Za-z0-9_-]{35}", "a Google API key"),
-        (r"rpa_[A-Za-z0-9]{20,}", "a RunPod API key"),
-        (r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", "a private key"),
-        (r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", "a JSON Web Token"),
+    (re.compile(start + pattern), what)
+    for start, pattern, what in (
+        (_TOKEN_START, r"hf_[A-Za-z0-9]{30,}", "a Hugging Face token"),
+        # sk-proj-..., sk-svcacct-...: dashes and underscores inside, 20 alphanumerics in a
+        # row somewhere (checked apart: one pattern for both backtracks quadratically).
+        (_TOKEN_START, r"sk-[A-Za-z0-9_-]{20,}", "an OpenAI-style API key"),
+        (_TOKEN_START, r"[rs]k_(?:live|test)_[A-Za-z0-9]{20,}", "a Stripe API key"),
+        (
+            _TOKEN_START,
+            r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
+            "a GitHub token",
+        ),
+        (_TOKEN_START, r"glpat-[A-Za-z0-9_-]{20,}", "a GitLab token"),
+        (_TOKEN_START, r"xox[abeoprs]-[A-Za-z0-9-]{10,}", "a Slack token"),
+        (_TOKEN_START, r"AIza[A-Za-z0-9_-]{35}", "a Google API key"),
+        (_TOKEN_START, r"rpa_[A-Za-z0-9]{20,}", "a RunPod API key"),
+        ("", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", "a private key"),
+        (
+            _TOKEN_START,
+            r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
+            "a JSON Web Token",
+        ),
     )
 )
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]{20}")
 # An AWS access key ID is not secret itself, but it tells that its pair is near: in an env
 # holding one, a 40-character base64 value of mixed case is taken for the secret access key
 # (a hex digest, all lower case, is not).
 _AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")
 _AWS_SECRET = re.compile(r"(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9/+]{40}")
+# What separates the pieces of a value ("Bearer <token>", "user:<key>").
+_PIECES = re.compile(r"[\s:;,]+")
+# A value that is a file's path: where a secret is kept, not the secret.
+_PATH = re.compile(r"(?:~|\.{1,2})?/[^\s]*\Z")
+# Names the AWS pair rule applies to (AWS_SECRET_ACCESS_KEY, S3_SECRET, MINIO_KEY...).
+_AWS_NAMES = frozenset({"AWS", "S3", "SECRET", "SECRETS", "KEY", "SK"})
 # A URL's userinfo with a password (postgres://user:pw@host); group 1: the password.
 _URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:([^\s/?#@]+)@")
 
@@ -56,20 +76,27 @@ _URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:([^\s/?#@]+)@")
 
 # A name is judged by its words, split on _ - . and camelCase (dbPassword, HFToken, APIKey),
 # so that TOKENIZERS_PARALLELISM or MAX_TOKENS hold no secret word. The rule:
-# - a word in _STRONG, or one running into it (HFTOKEN, DBPASSWORD), or KEY after API,
-#   ACCESS or PRIVATE names a secret;
+# - a word in _STRONG, or one running into it (HFTOKEN, DBPASSWORD), a last word in
+#   _STRONG_LAST (DB_PASS), or KEY after API, ACCESS or PRIVATE names a secret; TOKEN after
+#   a tokenizer's special token (EOS_TOKEN) does not;
 # - KEY alone is weak (CACHE_KEY, SORT_KEY, PARTITION_KEY): it counts only with a value that
-#   looks generated (_KEYLIKE);
+#   looks generated (_KEYLIKE), as a strong name does whose value is part reference;
 # - either way, not when the last word says the variable is about a secret rather than the
-#   secret itself (_ABOUT: MAX_TOKEN_LENGTH, SECRET_NAME, AWS_ACCESS_KEY_ID, TOKEN_ENDPOINT).
+#   secret itself (_ABOUT: MAX_TOKEN_LENGTH, SECRET_NAME, AWS_ACCESS_KEY_ID, TOKEN_ENDPOINT),
+#   nor for a value that is a file's path (where the secret is kept).
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _STRONG = frozenset(
     {
-        *("SECRET", "SECRETS", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "PWD", "PASS"),
-        *("CREDENTIAL", "CREDENTIALS", "CREDS", "AUTH"),
+        *("SECRET", "SECRETS", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE"),
+        *("CREDENTIAL", "CREDENTIALS", "CREDS"),
         *("APIKEY", "ACCESSKEY", "PRIVATEKEY", "SECRETKEY"),
     }
 )
+# Short words that name a secret only as the last word: DB_PASS, DB_PWD, HF_AUTH, but not
+# PASS_THROUGH, AUTH_DOMAIN or BASIC_AUTH_USER.
+_STRONG_LAST = frozenset({"PASS", "PWD", "AUTH"})
+# A tokenizer's special tokens are text (</s>, <pad>), not credentials: EOS_TOKEN, PAD_TOKEN.
+_TEXT_TOKENS = frozenset({"BOS", "EOS", "PAD", "UNK", "SEP", "CLS", "MASK", "SPECIAL"})
 # Only the long words count at the end of another (BYPASS or COMPASS end in PASS).
 _STRONG_ENDINGS = (
     *("SECRET", "SECRETS", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"),
@@ -84,7 +111,8 @@ _ABOUT = frozenset(
         *("URL", "URI", "ENDPOINT", "HOST", "PORT", "REGION", "PROVIDER", "ISSUER"),
         *("AUDIENCE", "SCOPE", "SCOPES", "HEADER", "FIELD", "PARAM", "PREFIX"),
         *("TYPE", "KIND", "MODE", "METHOD", "SCHEME", "ALGORITHM", "ALG", "FORMAT", "VERSION"),
-        *("ENABLED", "DISABLED", "REQUIRED", "POLICY"),
+        *("ENABLED", "DISABLED", "REQUIRED", "POLICY", "STRATEGY", "BUDGET"),
+        *("USER", "USERNAME", "LOGIN", "DOMAIN", "ACCOUNT", "EMAIL"),
         *("TTL", "EXPIRY", "EXPIRES", "EXPIRATION", "LIFETIME", "TIMEOUT"),
     }
 )
@@ -109,18 +137,26 @@ def secret_env_entries(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
 def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
     if _holds_no_secret(value) or value.lower() in _SWITCHES:
         return None
+    # What is written out: references are filled in by the platform ("Bearer {{ ... }}").
+    visible = _VARIABLE.sub("", SECRET_REFERENCE.sub("", value)).strip()
     for shape, what in _TOKEN_SHAPES:
-        if shape.search(value):
+        found = shape.search(visible)
+        if found and (what != "an OpenAI-style API key" or _ALNUM_RUN.search(found[0])):
             return f"by its value (looks like {what})"
-    if aws_pair and _AWS_SECRET.fullmatch(value):
+    words = _words(name)
+    if aws_pair and _AWS_NAMES.intersection(words) and _AWS_SECRET.fullmatch(visible):
         return "by its value (looks like an AWS secret access key, next to its key ID)"
     if any(not _holds_no_secret(m.group(1)) for m in _URL_PASSWORD.finditer(value)):
         return "by its value (a URL with a password)"
-    strength = _name_strength(name)
-    if strength == "strong":
+    if _PATH.match(visible):  # where a secret is kept (GOOGLE_APPLICATION_CREDENTIALS)
+        return None
+    strength = _name_strength(words)
+    if strength == "strong" and visible == value:
         return "by its name"
-    if strength == "weak" and _KEYLIKE.fullmatch(value):
-        return "by its name and value (a KEY that looks generated)"
+    # KEY alone, or a strong name whose value is part reference: only a generated-looking
+    # piece of what is written out is taken for a secret.
+    if strength is not None and any(_KEYLIKE.fullmatch(p) for p in _PIECES.split(visible)):
+        return "by its name and value (it looks generated)"
     return None
 
 
@@ -128,15 +164,23 @@ def _holds_no_secret(value: str) -> bool:
     return not value or bool(SECRET_REFERENCE.fullmatch(value) or _VARIABLE.fullmatch(value))
 
 
-def _name_strength(name: str) -> str | None:
-    """ "strong" when ``name`` names a secret, "weak" for KEY alone, else None."""
-    words = [word.upper() for word in _WORD.findall(name)]
+def _words(name: str) -> list[str]:
+    return [word.upper() for word in _WORD.findall(name)]
+
+
+def _name_strength(words: list[str]) -> str | None:
+    """ "strong" when a name of ``words`` names a secret, "weak" for KEY alone, else None."""
     # PWD alone is the shell's working directory; DB_PWD is a password.
     if not words or words[-1] in _ABOUT or words == ["PWD"]:
         return None
+    if words[-1] in _STRONG_LAST:
+        return "strong"
     for i, word in enumerate(words):
+        previous = words[i - 1] if i else ""
+        if word in ("TOKEN", "TOKENS") and previous in _TEXT_TOKENS:
+            continue
         if word in _STRONG or word.endswith(_STRONG_ENDINGS):
             return "strong"
-        if word in _KEY and i and words[i - 1] in _KEY_QUALIFIERS:
+        if word in _KEY and previous in _KEY_QUALIFIERS:
             return "strong"
     return "weak" if _KEY.intersection(words) else None
