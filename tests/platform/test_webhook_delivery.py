@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from tests.helpers import Logs, QuietHandler, free_port, wait_for
 from tests.platform.apps import BASIC, ended, write_app
@@ -33,6 +35,7 @@ class Inbox:
         self.refused: set[str] = set()
         self.held: set[str] = set()
         self.release = threading.Event()
+        self.in_flight = self.most_in_flight = 0  # held POSTs not answered yet
 
     def bodies(self, path: str, answered: int | None = None) -> list[dict[str, Any]]:
         """The bodies POSTed to ``path`` (only those answered ``answered``, if given)."""
@@ -53,7 +56,11 @@ class Inbox:
                 if path in inbox.held:
                     with inbox.lock:
                         inbox.posts.append((path, 0, body))  # 0: not answered in time
+                        inbox.in_flight += 1
+                        inbox.most_in_flight = max(inbox.most_in_flight, inbox.in_flight)
                     inbox.release.wait(60)
+                    with inbox.lock:
+                        inbox.in_flight -= 1
                     code = 200
                 else:
                     code = 503 if path in inbox.refused else 200
@@ -65,10 +72,14 @@ class Inbox:
         return Receiver
 
 
+class _Receiver(ThreadingHTTPServer):
+    request_queue_size = 64  # the platform's POSTs in flight at once, and more
+
+
 @contextlib.contextmanager
 def receiving(inbox: Inbox, port: int = 0) -> Iterator[int]:
     """Serve ``inbox`` on 127.0.0.1 (on ``port``, if given) while the block runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), inbox.handler())
+    server = _Receiver(("127.0.0.1", port), inbox.handler())
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -160,8 +171,12 @@ def test_only_undelivered_webhooks_are_sent_after_a_restart(
 
 
 def test_a_webhook_given_up_is_logged_once_and_not_sent_after_a_restart(
-    tmp_path: Path, platform_factory: Callable[..., LocalPlatform]
+    tmp_path: Path,
+    platform_factory: Callable[..., LocalPlatform],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # INFO on, as a program (or the runpod package) may turn it: httpx logs each request.
+    caplog.set_level(logging.INFO, logger="httpx")
     app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
     inbox = Inbox()
     inbox.refused.add("/hook/s3cret")
@@ -188,6 +203,9 @@ def test_a_webhook_given_up_is_logged_once_and_not_sent_after_a_restart(
         assert len(inbox.bodies("/hook/s3cret")) == WEBHOOK_ATTEMPTS
         assert "webhook" not in later_logs.text()
         assert "s3cret" not in logs.text() + later_logs.text()
+    posts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("HTTP Request")]
+    assert any(f"http://127.0.0.1:{port}/****" in post for post in posts), posts
+    assert "s3cret" not in caplog.text
 
 
 def test_a_stop_does_not_wait_for_a_slow_receiver(
@@ -210,3 +228,28 @@ def test_a_stop_does_not_wait_for_a_slow_receiver(
         wait_for(lambda: inbox.bodies("/slow", answered=200), 30, "the owed webhook")
         wait_for(lambda: _webhook_state(second, final["id"]) == (False, 0), 30, "it stored")
         assert inbox.bodies("/slow", answered=200) == [final]
+
+
+def test_many_owed_webhooks_are_posted_a_few_at_a_time(
+    tmp_path: Path, platform_factory: Callable[..., LocalPlatform]
+) -> None:
+    # Thousands of POSTs at once jammed the HTTP client's connection pool: most timed out
+    # there unsent and were given up, and start-up waited on them.
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    port = free_port()
+    first = platform_factory(app, webhook_retry_delay_s=NO_RETRY_YET_S)
+    jobs = [_run(first, f"http://127.0.0.1:{port}/burst", value=i) for i in range(40)]
+    for job in jobs:  # the receiver is down: one failed attempt each, then the stop
+        wait_for(lambda: _webhook_state(first, job["id"]) == (True, 1), 30, "an attempt")  # noqa: B023
+    first.stop(grace_s=1)
+
+    inbox = Inbox()
+    inbox.held.add("/burst")
+    with receiving(inbox, port):
+        platform_factory(app, webhook_retry_delay_s=NO_RETRY_YET_S)
+        wait_for(lambda: inbox.in_flight == 16, 30, "sixteen POSTs in flight")
+        inbox.release.set()
+        wait_for(lambda: len(inbox.bodies("/burst")) == len(jobs), 30, "every owed webhook")
+        assert inbox.most_in_flight == 16
+        delivered = sorted(body["output"]["echo"] for body in inbox.bodies("/burst"))
+        assert delivered == list(range(40))  # each once

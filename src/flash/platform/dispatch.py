@@ -233,6 +233,7 @@ class Dispatcher:
         job.output_in_store = False
         self._forget_output(job.id)
         job.crashes = 0
+        job.webhook_pending, job.webhook_attempts = False, 0  # the new run's end owes its own
         job.status = js.IN_QUEUE
         self.store.save_requeued([job])  # no output, no chunks
         self._count_queued(job, 1)

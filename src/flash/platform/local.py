@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +36,7 @@ from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_from_text, key_t
 
 T = TypeVar("T")
 _PRUNE_EVERY_S = 10.0
+_HTTPX_LOG = logging.getLogger("httpx")
 # How often copies no worker uses any more are released and unheld ones removed.
 _TIDY_COPIES_EVERY_S = 1.0
 # Webhook delivery as RunPod documents it: when the receiver does not answer 2xx, up to 2
@@ -42,6 +45,9 @@ _TIDY_COPIES_EVERY_S = 1.0
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_RETRY_DELAY_S = 10.0
 _WEBHOOK_TIMEOUT_S = 10.0
+# POSTs in flight at once: a burst of finished jobs (a purge, a restart owing thousands)
+# waits its turn instead of timing out in the HTTP client's connection pool unsent.
+_WEBHOOK_CONCURRENCY = 16
 
 
 class LocalPlatform:
@@ -108,6 +114,8 @@ class LocalPlatform:
         self.supervisor: Supervisor | None = None
         # One task per webhook still owed by a finished job (event loop only).
         self._deliveries: set[asyncio.Future[None]] = set()
+        # Webhook URLs being posted, as httpx writes them: cut in its log lines.
+        self._webhook_urls: Counter[str] = Counter()
         # Set when the platform stops: no delivery starts another attempt after it.
         self._stopping_deliveries = asyncio.Event()
 
@@ -308,8 +316,14 @@ class LocalPlatform:
             extra_env=self.worker_env,
         )
         self.supervisor.start()
-        self._webhooks = httpx.AsyncClient(timeout=_WEBHOOK_TIMEOUT_S)
-        self._stopping_deliveries = asyncio.Event()  # of this loop: a platform may restart
+        self._webhooks = httpx.AsyncClient(
+            timeout=_WEBHOOK_TIMEOUT_S,
+            limits=httpx.Limits(max_connections=_WEBHOOK_CONCURRENCY),
+        )
+        # Of this loop: a platform may be started again.
+        self._stopping_deliveries = asyncio.Event()
+        self._webhook_slots = asyncio.Semaphore(_WEBHOOK_CONCURRENCY)
+        _HTTPX_LOG.addFilter(self._webhook_log_filter)
         self._resume_deliveries()
         self.dispatcher.on_final = self._on_final
         gateway = Gateway(
@@ -349,6 +363,7 @@ class LocalPlatform:
             self._held_copies.clear()
             await self._stop_deliveries(within_s=0)  # in case serving ended without a stop()
             await self._webhooks.aclose()
+            _HTTPX_LOG.removeFilter(self._webhook_log_filter)
             self.store.close()
 
     async def _announce_started(self) -> None:
@@ -420,33 +435,38 @@ class LocalPlatform:
                 self._start_delivery(job)
 
     def _start_delivery(self, job: Job) -> None:
-        assert self.dispatcher is not None
-        # The body is what /status answers for this end, read now: a restart sends the same.
-        body = self.dispatcher.status_json(job)
-        task = asyncio.ensure_future(self._deliver(job, body))
+        task = asyncio.ensure_future(self._deliver(job))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, job: Job, body: str) -> None:
-        """POST ``body`` to the job's webhook until the receiver answers 2xx or the attempts
-        run out, storing each outcome. Left owed (for the next start) when the platform stops."""
+    async def _deliver(self, job: Job) -> None:
+        """POST the job's final status to its webhook until the receiver answers 2xx or the
+        attempts run out, storing each outcome. Left owed (for the next start) when the
+        platform stops. Whatever goes wrong stays in this job's delivery."""
         assert job.webhook is not None
         end = job.finished_at
-        while self._owes_webhook(job, end) and not self._stopping_deliveries.is_set():
-            delivered = await self._post_webhook(job.webhook, body)
-            if not self._owes_webhook(job, end):
-                return  # retried or expired during the POST: what it owes now is not this
-            if delivered:
-                job.webhook_pending = False
-                self._save(job)  # not sent again after a restart
-                return
-            job.webhook_attempts += 1
-            if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
-                self._give_up_webhook(job)
-                return
-            self._save(job)  # a restart resumes with the attempts left, not a fresh count
-            if not await self._pause_before_retry():
-                return
+        try:
+            while self._owes_webhook(job, end) and not self._stopping_deliveries.is_set():
+                delivered = await self._post_webhook(job)
+                if not self._owes_webhook(job, end):
+                    return  # retried or expired during the POST: what it owes now is not this
+                if delivered:
+                    job.webhook_pending = False
+                    self._save(job)  # not sent again after a restart
+                    return
+                job.webhook_attempts += 1
+                if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
+                    self._give_up_webhook(job)
+                    return
+                self._save(job)  # a restart resumes with the attempts left, not a fresh count
+                if not await self._pause_before_retry():
+                    return
+        except Exception as exc:  # the store failing, say: say so, the platform goes on
+            if self.echo is not None:
+                self.echo(
+                    f"[platform] webhook to {_origin(job.webhook)} for job {job.id} failed: "
+                    f"{type(exc).__name__}"
+                )
 
     def _owes_webhook(self, job: Job, end: float | None) -> bool:
         """Whether the webhook for the job's end at ``end`` is still to be delivered: not if
@@ -458,17 +478,44 @@ class LocalPlatform:
             and self.dispatcher.jobs.get(job.id) is job
         )
 
-    async def _post_webhook(self, url: str, body: str) -> bool:
-        """One delivery attempt: whether the receiver answered 2xx."""
-        try:
-            response = await self._webhooks.post(
-                url, content=body, headers={"content-type": "application/json"}
+    async def _post_webhook(self, job: Job) -> bool:
+        """One delivery attempt: whether the receiver answered 2xx. It waits for one of the
+        slots first; the body, what /status answers for the job's end, is read then (a
+        restart sends the same), so owed deliveries hold no output until their turn."""
+        assert job.webhook is not None and self.dispatcher is not None
+        async with self._webhook_slots:
+            try:
+                body = self.dispatcher.status_json(job)
+            except OSError:  # its stored output unreadable for now: a failed attempt
+                return False
+            shown = _as_httpx_logs(job.webhook)
+            self._webhook_urls[shown] += 1
+            try:
+                response = await self._webhooks.post(
+                    job.webhook, content=body, headers={"content-type": "application/json"}
+                )
+            except Exception:
+                # Any error is a failed attempt (a URL httpx refuses too), so that every owed
+                # webhook ends, delivered or given up, and is not tried at each start for good.
+                return False
+            finally:
+                self._webhook_urls[shown] -= 1
+                if not self._webhook_urls[shown]:
+                    del self._webhook_urls[shown]
+            return response.is_success
+
+    def _webhook_log_filter(self, record: logging.LogRecord) -> bool:
+        """httpx logs each request's whole URL at INFO (shown once a program, or the runpod
+        package, turns INFO on): a webhook's is cut to its origin, as in the platform's own
+        lines."""
+        if isinstance(record.args, tuple) and any(
+            str(arg) in self._webhook_urls for arg in record.args
+        ):
+            record.args = tuple(
+                _origin(str(arg)) + "/****" if str(arg) in self._webhook_urls else arg
+                for arg in record.args
             )
-        except Exception:
-            # Any error is a failed attempt (a URL httpx refuses too), so that every owed
-            # webhook ends, delivered or given up, and is not tried at each start for good.
-            return False
-        return response.is_success
+        return True
 
     async def _pause_before_retry(self) -> bool:
         """Wait the retry delay; False if the platform began to stop meanwhile (the webhook
@@ -509,6 +556,14 @@ class LocalPlatform:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _as_httpx_logs(url: str) -> str:
+    """``url`` as httpx writes it in its log lines (normalised)."""
+    try:
+        return str(httpx.URL(url))
+    except Exception:  # httpx refuses it: no request, no log line
+        return url
+
+
 def _origin(url: str) -> str:
     """Scheme, host and port of ``url``: its path, query and user part often hold a token,
     which must not reach a log."""
@@ -517,7 +572,8 @@ def _origin(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         port = ""
-    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"
 
 
 def _lock_state_dir(state_dir: Path) -> int:
