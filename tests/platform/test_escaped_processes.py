@@ -206,15 +206,38 @@ def test_a_stuck_sweep_holds_up_neither_the_crashed_workers_jobs_nor_the_stop(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(processes, "kill_tagged", stuck)
+    sweepers = lambda: sum(t.name == "flash-sweeper" for t in threading.enumerate())  # noqa: E731
+    before = sweepers()
     platform = platform_factory(app)
     escaped = _escape(platform, sleepers)
     try:
         crashed = _run(platform, {"action": "crash"})  # runs again on a new worker: crashes
         assert crashed["status"] == "FAILED", crashed
         assert sweeping.is_set() and not release.is_set()  # answered while the sweep hung
+        assert sweepers() == before + 1  # the second worker's sweep queued, no new thread
         started = time.monotonic()
         platform.stop(grace_s=1)
         assert time.monotonic() - started < 15  # the stop waits for sweeps a bounded time
     finally:
         release.set()
     wait_for(lambda: _gone(escaped["pid"]), 10, "the escaped process to be killed")
+
+
+def test_a_failing_sweep_is_logged_and_the_platform_goes_on(
+    app: Path, platform_factory: Any, monkeypatch: pytest.MonkeyPatch, sleepers: list[int]
+) -> None:
+    def failing(*args: Any, **kwargs: Any) -> set[int]:
+        raise OSError("/proc is not mounted")
+
+    monkeypatch.setattr(processes, "kill_tagged", failing)
+    platform = platform_factory(app)
+    crashed = _run(platform, {"action": "crash"})
+    assert crashed["status"] == "FAILED", crashed
+    wait_for(
+        lambda: "could not look for processes it started" in platform.echo.text(),
+        10,
+        "the failed sweep to be logged",
+    )
+    went_on = _run(platform, {"action": "daemon"})
+    assert went_on["status"] == "COMPLETED", went_on
+    sleepers.append(went_on["output"]["pid"])  # no sweep will find it: the fixture ends it

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import os
+import queue
 import secrets
 import signal
 import sys
@@ -105,6 +106,7 @@ class Supervisor:
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeps: set[asyncio.Future[set[int]]] = set()  # see _kill_leftovers
+        self._sweeper = _Sweeper()
         self._stopping = False
         self._starting: Counter[str] = Counter()
         # Worker id -> app directory, while its process is being started.
@@ -200,8 +202,12 @@ class Supervisor:
             await asyncio.wait(list(self._tasks), timeout=5)
         # Workers that exited during the stop left their sweeps to this one, which finds
         # what any worker of this platform started (their tags share the prefix).
-        sweep = _in_daemon_thread(lambda: processes.kill_tagged(f"{self._tag_prefix}-"))
+        sweep = self._sweeper.submit(lambda: processes.kill_tagged(f"{self._tag_prefix}-"))
         await asyncio.wait([sweep, *self._sweeps], timeout=5)
+        self._sweeper.close()
+        failed = sweep.exception() if sweep.done() and not sweep.cancelled() else None
+        if failed is not None and self.echo is not None:
+            self.echo(f"[platform] could not look for processes workers started: {failed!r}")
 
     def counts(self, endpoint: str) -> dict[str, int]:
         idle = running = initializing = draining = 0
@@ -433,7 +439,10 @@ class Supervisor:
         # Grandchildren (the SDK's heartbeat process) must not outlive the worker, nor what
         # it started outside its process group.
         _signal(worker, signal.SIGKILL, group=True)
-        self._kill_leftovers(worker)
+        try:
+            self._kill_leftovers(worker)
+        except Exception as exc:  # whatever it is, the worker's exit is still handled
+            self._log(worker, f"could not look for processes it started: {exc!r}")
         await asyncio.wait(readers, timeout=2)
         for reader in readers:  # a process no sweep could kill yet still holds the pipe
             reader.cancel()
@@ -467,16 +476,20 @@ class Supervisor:
             self._report_leftovers(worker, killed)
             return
         tag = self._tag(worker.id)
-        sweep = _in_daemon_thread(lambda: processes.kill_tagged(tag, spare_group=group))
+        sweep = self._sweeper.submit(lambda: processes.kill_tagged(tag, spare_group=group))
         self._sweeps.add(sweep)
         sweep.add_done_callback(self._sweeps.discard)
-        sweep.add_done_callback(
-            lambda done: self._report_leftovers(
-                worker, killed | (done.result() if not done.exception() else set())
-            )
-        )
+        sweep.add_done_callback(lambda done: self._report_leftovers(worker, killed, done))
 
-    def _report_leftovers(self, worker: Worker, killed: set[int]) -> None:
+    def _report_leftovers(
+        self, worker: Worker, killed: set[int], sweep: asyncio.Future[set[int]] | None = None
+    ) -> None:
+        if sweep is not None and not sweep.cancelled():
+            if sweep.exception() is None:
+                killed = killed | sweep.result()
+            else:
+                error = sweep.exception()
+                self._log(worker, f"could not look for processes it started: {error!r}")
         if killed:
             self._log(worker, f"killed {len(killed)} process(es) it started that outlived it")
 
@@ -568,6 +581,8 @@ def _note_descendants(workers: list[Worker]) -> None:
     left its process group and cleared their environment can no longer be told apart."""
     # A reaped worker's pid may be another process's already.
     live = {w.proc.pid: w for w in workers if w.proc.returncode is None}
+    if not live:
+        return
     for pid, found in processes.descendants(live).items():
         live[pid].descendants |= found
 
@@ -576,36 +591,67 @@ def _kill_trees(workers: list[Worker]) -> None:
     """SIGKILL the workers, their process groups and every descendant they have now."""
     _note_descendants(workers)
     for worker in workers:
-        _signal(worker, signal.SIGKILL, group=True)
+        if worker.proc.returncode is None:  # a reaped one's group was killed as it exited
+            _signal(worker, signal.SIGKILL, group=True)
         processes.kill(worker.descendants, spare_group=worker.proc.pid)
 
 
-def _in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
-    """``fn()`` in a thread of its own, as a future of the running loop. A daemon thread,
-    not the loop's executor: a /proc read stuck in the kernel must not hold up the
-    interpreter's exit, whose executor threads are joined."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
+class _Sweeper:
+    """One daemon thread that runs a supervisor's /proc sweeps one after another: a read
+    stuck in the kernel holds up the sweeps queued behind it, not a new thread per worker
+    exit. A daemon thread, not the loop's executor, whose threads the interpreter's exit
+    joins."""
 
-    def settle(value: Any, error: BaseException | None) -> None:
-        if not future.done():
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, Any, Callable[[], Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    def run() -> None:
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = fn()
-        except BaseException as exc:  # handed to the future's reader
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(settle, value, error)
+    def submit(self, fn: Callable[[], _T]) -> asyncio.Future[_T]:
+        """``fn()`` on the sweeper's thread, as a future of the running loop (holding the
+        error if no thread could be started)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._serve, name="flash-sweeper", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no thread to spare
+                    future.set_exception(exc)
+                    return future
+                self._thread = thread
+            self._jobs.put((loop, future, fn))
+        return future
 
-    threading.Thread(target=run, name="flash-process-sweep", daemon=True).start()
-    return future
+    def close(self) -> None:
+        """End the thread once the sweeps queued before this are done."""
+        with self._lock:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread = None
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn = job
+            value: Any = None
+            error: BaseException | None = None
+            try:
+                value = fn()
+            except BaseException as exc:  # handed to the future's reader
+                error = exc
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, future, value, error)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
 
 
 def _signal(worker: Worker, sig: int, *, group: bool) -> None:
