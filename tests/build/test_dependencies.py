@@ -728,6 +728,25 @@ def test_an_index_is_masked_however_its_host_is_spelt(
 
 
 @pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("tinypkg @ https://pkgs.example.com/{t}/t.whl --hash=sha256:ab", "options after"),
+        ("tiny pkg @ https://pkgs.example.com/{t}/t.whl", "invalid requirement"),
+    ],
+)
+def test_a_refused_requirement_line_is_quoted_with_its_urls_cut(
+    tmp_path: Path, line: str, says: str
+) -> None:
+    # A direct URL's path may hold a token: the error says where the line is instead.
+    (tmp_path / "requirements.txt").write_text("rich\n" + line.format(t=TOKEN) + "\n")
+    with pytest.raises(BuildError, match=says) as info:
+        gather_requirements(tmp_path, [])
+    assert (info.value.path, info.value.line) == ("requirements.txt", 2)
+    assert TOKEN not in str(info.value)
+    assert "https://pkgs.example.com/****" in info.value.message
+
+
+@pytest.mark.parametrize(
     ("files", "declared", "where"),
     [
         ({"requirements.txt": "rich\ntinypkg @ {url}\n"}, [], ("requirements.txt", 2)),

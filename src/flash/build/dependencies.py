@@ -31,7 +31,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flash.build.errors import BuildError, index_hosts, mask_index_urls, masking_indexes, redact
+from flash.build.errors import (
+    BuildError,
+    index_hosts,
+    mask_config_urls,
+    mask_index_urls,
+    masking_indexes,
+    redact,
+)
 
 try:  # `packaging` is not a declared dependency; use it when present for exact validation.
     from packaging.requirements import InvalidRequirement, Requirement
@@ -171,7 +178,7 @@ def requirement_problem(text: str) -> str | None:
     try:
         _canonical_requirement(text)
     except InvalidRequirement as exc:
-        return f"invalid requirement {text.strip()!r}: {exc}"
+        return _cut_urls(f"invalid requirement {text.strip()!r}: {exc}")
     return None
 
 
@@ -188,6 +195,13 @@ def _variable_problem(text: str, origin: str = "") -> str | None:
         "to flash build itself (--index-url, --extra-index-url, --find-links), whose URL "
         "it keeps out of what it shows and writes"
     )
+
+
+def _cut_urls(message: str) -> str:
+    """A message quoting a requirement line with its URLs cut after the host: a direct URL
+    (``pkg @ https://host/<token>/pkg.whl``) may hold a token; the error's file and line
+    say where to look."""
+    return mask_config_urls(message)
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -318,8 +332,10 @@ def _read_requirements_txt(
         if not line.startswith("-"):
             if re.search(r"\s--[A-Za-z]", line):  # pip's per-requirement --hash=..., ...
                 raise BuildError(
-                    f"options after a requirement are not supported by flash build: {line!r}; "
-                    "remove them",
+                    _cut_urls(
+                        "options after a requirement are not supported by flash build: "
+                        f"{line!r}; remove them"
+                    ),
                     path=shown,
                     line=number,
                 )
@@ -354,7 +370,9 @@ def _read_requirements_txt(
         if (name in _VALUE_OPTIONS) != bool(value):
             wanted = "needs a value" if name in _VALUE_OPTIONS else "takes no value"
             raise BuildError(
-                f"{name} {wanted} (one option a line): {line!r}", path=shown, line=number
+                _cut_urls(f"{name} {wanted} (one option a line): {line!r}"),
+                path=shown,
+                line=number,
             )
         if name in ("--requirement", "--constraint"):
             included = path.parent / value
@@ -469,7 +487,7 @@ def _canonical_all(sources: Iterable[_Source]) -> list[str]:
         try:
             canonical.add(_canonical_requirement(text))
         except InvalidRequirement as exc:
-            message = f"invalid requirement {text.strip()!r}{origin}: {exc}"
+            message = _cut_urls(f"invalid requirement {text.strip()!r}{origin}: {exc}")
             raise BuildError(message, path=where, line=line) from None
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 
