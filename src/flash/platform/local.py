@@ -494,6 +494,15 @@ class LocalPlatform:
                 response = await self._webhooks.post(
                     job.webhook, content=body, headers={"content-type": "application/json"}
                 )
+            except asyncio.CancelledError:
+                # Cut short by a stop: it counts, or a receiver that never answers would get
+                # one more POST at every start.
+                job.webhook_attempts += 1
+                if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
+                    self._give_up_webhook(job)
+                else:
+                    self._save(job)
+                raise
             except Exception:
                 # Any error is a failed attempt (a URL httpx refuses too), so that every owed
                 # webhook ends, delivered or given up, and is not tried at each start for good.
