@@ -1195,7 +1195,7 @@ def env_warnings(root: Path, env: Mapping[str, str]) -> list[str]:
         # KEY alone: only with a value that looks generated.
         ("OPENAI_KEY", FAKE_KEY, "by its name and value"),
         # Part reference, part written out: the written-out part decides.
-        ("API_TOKEN", "Bearer {{ RUNPOD_SECRET_x }}" + FAKE_KEY, "by its name and value"),
+        ("API_TOKEN", "{{ RUNPOD_SECRET_user }}:" + FAKE_KEY, "by its name and value"),
         # By value, whatever the name.
         ("STRIPE_KEY", FAKE_STRIPE, "by its value (looks like a Stripe API key)"),
         ("MODEL_SOURCE", FAKE_HF, "by its value (looks like a Hugging Face token)"),
@@ -1207,6 +1207,9 @@ def env_warnings(root: Path, env: Mapping[str, str]) -> list[str]:
         ("TLS", FAKE_PEM, "by its value (looks like a private key)"),
         ("AUTHORIZATION_HEADER", "Bearer " + FAKE_JWT, "by its value (looks like a JSON"),
         ("DATABASE_URL", "postgres://app:pw123@db/app", "by its value (a URL with a password)"),
+        ("AUTH_HEADER", "Bearer " + FAKE_KEY, "by its value (looks like credentials)"),
+        ("DSN", "Server=db;User Id=app;Password=hunter2;", "by its value (looks like a conn"),
+        ("FEED", "https://x.example/feed?api_key=" + FAKE_KEY, "by its value (looks like a URL"),
     ],
 )
 def test_secrets_in_env_are_warned_about_without_their_value(
@@ -1264,6 +1267,10 @@ def test_secrets_in_env_are_warned_about_without_their_value(
         ("GOOGLE_APPLICATION_CREDENTIALS", "/secrets/service-account.json"),
         ("API_TOKEN", "Bearer {{ RUNPOD_SECRET_api_token }}"),
         ("MODEL_PATH", "/models/sk-" + "a1" * 15),
+        ("AUTH_HEADER", "Bearer {{ RUNPOD_SECRET_api_token }}"),
+        ("DSN", "Server=db;Database=app;Password=${DB_PASSWORD};"),
+        ("PAGE_URL", "https://x.example/list?page=2&token_type=bearer"),
+        ("PROMPT", "Answer with a token count of 12"),
     ],
 )
 def test_env_entries_that_hold_no_secret_are_not_warned_about(
@@ -1290,7 +1297,15 @@ def test_long_values_of_many_would_be_tokens_are_scanned_in_linear_time() -> Non
     # Shapes like "sk-sk-sk-..." made the token patterns backtrack quadratically: 100k
     # characters took minutes. Linear, each takes milliseconds; the bound only catches a
     # return of the quadratic scan.
-    for value in ("sk-" * 40_000, "eyJ-" * 30_000, "sk-" + "a-" * 60_000, "hf_" * 40_000):
+    for value in (
+        "sk-" * 40_000,
+        "eyJ-" * 30_000,
+        "sk-" + "a-" * 60_000,
+        "hf_" * 40_000,
+        "bearer " * 20_000,
+        "password=" * 15_000,
+        "?token=" * 20_000,
+    ):
         started = time.monotonic()
         list(secret_env_entries({"X": value}))
         assert time.monotonic() - started < 2, value[:12]

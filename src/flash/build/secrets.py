@@ -71,6 +71,24 @@ _PATH = re.compile(r"(?:~|\.{1,2})?/[^\s]*\Z")
 _AWS_NAMES = frozenset({"AWS", "S3", "SECRET", "SECRETS", "KEY", "SK"})
 # A URL's userinfo with a password (postgres://user:pw@host); group 1: the password.
 _URL_PASSWORD = re.compile(r"://[^\s/?#@:]*:([^\s/?#@]+)@")
+# Secrets in other written-out shapes, whatever the name: an Authorization header's value, a
+# connection string's password, a URL's query parameter named for a secret. Each tries from a
+# word's start only, and its runs cannot overlap: linear in the value's length.
+_VALUE_SHAPES = tuple(
+    (re.compile(pattern, re.IGNORECASE), what)
+    for pattern, what in (
+        (r"(?<![A-Za-z0-9])(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{16,}", "credentials"),
+        (
+            r"(?<![A-Za-z0-9_])(?:password|pwd)\s*=\s*[^;\s]+",
+            "a connection string with a password",
+        ),
+        (
+            r"[?&](?:api[_-]?key|access[_-]?token|token|secret|password|sig|signature)"
+            r"=[^&#\s]{8,}",
+            "a URL with a secret in its query",
+        ),
+    )
+)
 
 # --- by name ----------------------------------------------------------------------------
 
@@ -148,6 +166,9 @@ def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
         return "by its value (looks like an AWS secret access key, next to its key ID)"
     if any(not _holds_no_secret(m.group(1)) for m in _URL_PASSWORD.finditer(value)):
         return "by its value (a URL with a password)"
+    for shape, what in _VALUE_SHAPES:
+        if shape.search(visible):
+            return f"by its value (looks like {what})"
     if _PATH.match(visible):  # where a secret is kept (GOOGLE_APPLICATION_CREDENTIALS)
         return None
     strength = _name_strength(words)
