@@ -33,9 +33,7 @@ from typing import Any
 
 from flash.build.errors import (
     BuildError,
-    index_hosts,
     mask_config_urls,
-    mask_index_urls,
     masking_indexes,
     redact,
 )
@@ -172,14 +170,20 @@ def _canonical_requirement(text: str) -> str:
 
 def requirement_problem(text: str) -> str | None:
     """Why ``text`` is not a requirement (``invalid requirement '...': ...``), or None."""
-    problem = _variable_problem(text)
+    return _checked_requirement(text)[1]
+
+
+def _checked_requirement(text: str, origin: str = "") -> tuple[str | None, str | None]:
+    """``text``'s canonical form, or None and why it is refused. The reason quotes it with
+    its URLs cut after the host: a direct URL's path may hold a token (the error's file and
+    line say where to look)."""
+    problem = _variable_problem(text, origin)
     if problem is not None:
-        return problem
+        return None, problem
     try:
-        _canonical_requirement(text)
+        return _canonical_requirement(text), None
     except InvalidRequirement as exc:
-        return _cut_urls(f"invalid requirement {text.strip()!r}: {exc}")
-    return None
+        return None, mask_config_urls(f"invalid requirement {text.strip()!r}{origin}: {exc}")
 
 
 def _variable_problem(text: str, origin: str = "") -> str | None:
@@ -195,13 +199,6 @@ def _variable_problem(text: str, origin: str = "") -> str | None:
         "to flash build itself (--index-url, --extra-index-url, --find-links), whose URL "
         "it keeps out of what it shows and writes"
     )
-
-
-def _cut_urls(message: str) -> str:
-    """A message quoting a requirement line with its URLs cut after the host: a direct URL
-    (``pkg @ https://host/<token>/pkg.whl``) may hold a token; the error's file and line
-    say where to look."""
-    return mask_config_urls(message)
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -332,7 +329,7 @@ def _read_requirements_txt(
         if not line.startswith("-"):
             if re.search(r"\s--[A-Za-z]", line):  # pip's per-requirement --hash=..., ...
                 raise BuildError(
-                    _cut_urls(
+                    mask_config_urls(  # the line's URLs may hold a token: cut after the host
                         "options after a requirement are not supported by flash build: "
                         f"{line!r}; remove them"
                     ),
@@ -347,7 +344,7 @@ def _read_requirements_txt(
         if "${" in value:
             # pip would expand it; its value (an index token, often) would then show in
             # uv's messages and in what the build keeps, and escape the up-to-date check.
-            shown_value = mask_index_urls(value, index_hosts([value]))  # a token, written out
+            shown_value = mask_config_urls(value)  # a token, if written out
             raise BuildError(
                 f"{name} {shown_value}: flash build does not expand ${{...}} in requirements "
                 "files; write the value out, or give the index to flash build itself "
@@ -370,7 +367,7 @@ def _read_requirements_txt(
         if (name in _VALUE_OPTIONS) != bool(value):
             wanted = "needs a value" if name in _VALUE_OPTIONS else "takes no value"
             raise BuildError(
-                _cut_urls(f"{name} {wanted} (one option a line): {line!r}"),
+                mask_config_urls(f"{name} {wanted} (one option a line): {line!r}"),
                 path=shown,
                 line=number,
             )
@@ -481,14 +478,10 @@ def _canonical_all(sources: Iterable[_Source]) -> list[str]:
     for text, source, line in sources:
         where = None if source.startswith("@") else source
         origin = f" in {source}" if where is None else ""
-        problem = _variable_problem(text, origin)
-        if problem is not None:
-            raise BuildError(problem, path=where, line=line)
-        try:
-            canonical.add(_canonical_requirement(text))
-        except InvalidRequirement as exc:
-            message = _cut_urls(f"invalid requirement {text.strip()!r}{origin}: {exc}")
-            raise BuildError(message, path=where, line=line) from None
+        accepted, problem = _checked_requirement(text, origin)
+        if accepted is None:
+            raise BuildError(problem or text, path=where, line=line)
+        canonical.add(accepted)
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 
 

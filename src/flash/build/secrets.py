@@ -153,10 +153,10 @@ def secret_env_entries(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
 
 
 def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
-    if _holds_no_secret(value) or value.lower() in _SWITCHES:
-        return None
     # What is written out: references are filled in by the platform ("Bearer {{ ... }}").
-    visible = _VARIABLE.sub("", SECRET_REFERENCE.sub("", value)).strip()
+    visible = _written_out(value)
+    if not visible or value.lower() in _SWITCHES:
+        return None
     for shape, what in _TOKEN_SHAPES:
         found = shape.search(visible)
         if found and (what != "an OpenAI-style API key" or _ALNUM_RUN.search(found[0])):
@@ -164,7 +164,7 @@ def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
     words = _words(name)
     if aws_pair and _AWS_NAMES.intersection(words) and _AWS_SECRET.fullmatch(visible):
         return "by its value (looks like an AWS secret access key, next to its key ID)"
-    if any(not _holds_no_secret(m.group(1)) for m in _URL_PASSWORD.finditer(value)):
+    if any(_written_out(m.group(1)) for m in _URL_PASSWORD.finditer(value)):
         return "by its value (a URL with a password)"
     for shape, what in _VALUE_SHAPES:
         if shape.search(visible):
@@ -181,8 +181,9 @@ def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
     return None
 
 
-def _holds_no_secret(value: str) -> bool:
-    return not value or bool(SECRET_REFERENCE.fullmatch(value) or _VARIABLE.fullmatch(value))
+def _written_out(value: str) -> str:
+    """``value`` less its secret references and ``$VAR``s: what it holds as written."""
+    return _VARIABLE.sub("", SECRET_REFERENCE.sub("", value)).strip()
 
 
 def _words(name: str) -> list[str]:
