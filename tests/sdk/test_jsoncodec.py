@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 import pytest
 from pydantic import AfterValidator
 
+from flash.runtime.jsonschema import MAX_ISSUES
 from flash.sdk.jsoncodec import codec_for, method_codecs_for
 
 
@@ -194,3 +195,17 @@ def test_wrong_arguments_and_results_name_the_function() -> None:
         "_count returned a value its return annotation does not allow: "
         "result: Input should be a valid integer"
     )
+
+
+def _many(n: int) -> dict[str, list[int]]:
+    return {}
+
+
+def test_a_bad_result_lists_its_first_problems_at_paths_the_worker_writes() -> None:
+    codec = codec_for(_many)
+    assert codec is not None
+    with pytest.raises(ValueError) as info:
+        codec.decode({"odd key": ["x"] * 500})
+    problems = str(info.value).split(": ", 1)[1].split("; ")
+    assert len(problems) == MAX_ISSUES  # not 500: the message stays readable
+    assert problems[0].startswith('result["odd key"][0]: Input should be a valid integer')

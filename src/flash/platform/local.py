@@ -454,11 +454,8 @@ class LocalPlatform:
                     job.webhook_pending = False
                     self._save(job)  # not sent again after a restart
                     return
-                job.webhook_attempts += 1
-                if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
-                    self._give_up_webhook(job)
+                if self._attempt_failed(job):
                     return
-                self._save(job)  # a restart resumes with the attempts left, not a fresh count
                 if not await self._pause_before_retry():
                     return
         except Exception as exc:  # the store failing, say: say so, the platform goes on
@@ -467,6 +464,16 @@ class LocalPlatform:
                     f"[platform] webhook to {_origin(job.webhook)} for job {job.id} failed: "
                     f"{type(exc).__name__}"
                 )
+
+    def _attempt_failed(self, job: Job) -> bool:
+        """Count a failed attempt and store it (a restart resumes with the attempts left,
+        not a fresh count); True once the attempts ran out and the webhook was given up."""
+        job.webhook_attempts += 1
+        if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
+            self._give_up_webhook(job)
+            return True
+        self._save(job)
+        return False
 
     def _owes_webhook(self, job: Job, end: float | None) -> bool:
         """Whether the webhook for the job's end at ``end`` is still to be delivered: not if
@@ -497,11 +504,7 @@ class LocalPlatform:
             except asyncio.CancelledError:
                 # Cut short by a stop: it counts, or a receiver that never answers would get
                 # one more POST at every start.
-                job.webhook_attempts += 1
-                if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
-                    self._give_up_webhook(job)
-                else:
-                    self._save(job)
+                self._attempt_failed(job)
                 raise
             except Exception:
                 # Any error is a failed attempt (a URL httpx refuses too), so that every owed

@@ -377,15 +377,13 @@ class PlatformInvoker:
             raise CallDepthError(
                 f"remote calls nested more than {MAX_CALL_DEPTH} deep ({chain}); "
                 "endpoints are probably calling each other in a loop",
-                endpoint=target.resource,
-                function=target.function,
+                **_names(target),
             )
         deadline = _deadline(options, target, caller)
         if deadline is not None and deadline <= time.time():
             raise RemoteTimeoutError(
                 "no time left for this call (the caller's deadline has passed)",
-                endpoint=target.resource,
-                function=target.function,
+                **_names(target),
             )
         payload["protocol_version"] = PROTOCOL_VERSION
         payload["context"] = _context.CallContext(
@@ -855,11 +853,7 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
     """Raise the error for a job that did not complete (callers check COMPLETED first)."""
     status = job.get("status")
     job_id = job.get("id")
-    common: dict[str, Any] = {
-        "endpoint": target.resource,
-        "function": target.function,
-        "job_id": job_id,
-    }
+    common = _names(target, job_id)
     if status == "TIMED_OUT":
         raise RemoteTimeoutError("the job ran past its execution timeout", **common)
     if status == "CANCELLED":
@@ -909,11 +903,7 @@ def _remote_exception(
 def _unpack_one(
     response: Any, target: _Target, job_id: str | None, decoded: dict[int, bytes] | None
 ) -> Any:
-    common: dict[str, Any] = {
-        "endpoint": target.resource,
-        "function": target.function,
-        "job_id": job_id,
-    }
+    common = _names(target, job_id)
     if not isinstance(response, dict) or "success" not in response:
         raise RemoteError(f"unexpected answer from the endpoint: {response!r:.200}", **common)
     if not response["success"]:

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from flash.runtime import client as _client
+from flash.runtime.jsonschema import MAX_ISSUES, format_path
 from flash.sdk.json_rule import (
     NotJsonCallable,
     has_own_constructor,
@@ -82,15 +83,19 @@ def _refuse_non_finite(function: str, name: str, adapter: TypeAdapter[Any], valu
 
 
 def _issues(exc: ValidationError, root: str) -> str:
-    """Each problem: where, what, and the value (cut short)."""
+    """Each problem (at most MAX_ISSUES): where, what, and the value (cut short)."""
     return "; ".join(
         f"{_path(root, error['loc'])}: {error['msg']} (got {error.get('input')!r:.80})"
-        for error in exc.errors()
+        for error in exc.errors(include_url=False)[:MAX_ISSUES]
     )
 
 
 def _path(root: str, loc: tuple[int | str, ...]) -> str:
-    return root + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    """``root`` and ``loc`` as the worker writes paths (format_path)."""
+    where: Any = root
+    for part in loc:
+        where = (where, part)
+    return format_path(where)
 
 
 @functools.lru_cache(maxsize=1024)
