@@ -67,3 +67,28 @@ def test_unsigned_pickles_go_only_where_allowed(
     assert len(bodies) == int(sent)
     assert marker.exists() is sent  # allowed: this caller chose to trust its platform
     assert all("signature" not in body["input"] for body in bodies)
+
+
+def test_an_unsigned_answer_is_unpickled_only_while_unsigned_is_allowed(tmp_path: Path) -> None:
+    # The second guard: a caller no longer allowed unsigned pickles by the time the answer
+    # comes (it changed its mind mid-call) refuses it, though it sent the call unsigned.
+    marker = tmp_path / "pwned"
+    callers: list[PlatformInvoker] = []
+
+    def answer(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        callers[0].allow_unsigned = False
+        output = {"success": True, "result": serialize(CreatesFile(marker))}
+        return 200, {"id": "j1", "status": "COMPLETED", "output": output}
+
+    platform = Restartable(answer)
+    invoker = PlatformInvoker(Endpoints(platform.url), allow_unsigned=True)
+    callers.append(invoker)
+    previous = set_invoker(invoker)
+    try:
+        with pytest.raises(flash.RemoteError, match="refusing to unpickle an answer nobody"):
+            untyped.call(1)
+    finally:
+        set_invoker(previous)
+        invoker.close()
+        platform.stop()
+    assert not marker.exists()

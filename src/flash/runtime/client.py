@@ -548,7 +548,7 @@ class PlatformInvoker:
         job_id: str | None,
         decoded: dict[int, bytes],
         *,
-        signed: bool = True,
+        signed: bool,
     ) -> Any:
         """Unpickle an answer whose signature checked out (``signed``), or one this caller
         was allowed to ask for unsigned; never any other."""
