@@ -77,6 +77,11 @@ FILES = {
 
 
         @remote(a)
+        def same_bytes(b: bytes) -> bytes:
+            return b
+
+
+        @remote(a)
         def noop(x):
             return x
 
@@ -158,9 +163,26 @@ FILES = {
                     await asyncio.sleep(0.01)
     """,
     "callsapp/model.py": """
+        import functools
+
         from flash import remote
 
         from callsapp.config import b
+
+
+        def logged(method):  # a decorator without functools.wraps: (*args, **kwargs)
+            def wrapper(*args, **kwargs):
+                return method(*args, **kwargs)
+
+            return wrapper
+
+
+        def with_session(fn):  # fills in its first argument, as dependency injection does
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                return fn("session", *args, **kwargs)
+
+            return wrapper
 
 
         @remote(b)
@@ -177,6 +199,48 @@ FILES = {
 
             def scaled(self, factor: float) -> float:
                 return self.total * factor
+
+
+        @remote(b)
+        class Classifier:  # as flash init writes it: predict's result is loose (object)
+            def __init__(self, positive: list[str]) -> None:
+                self.positive = set(positive)
+
+            def predict(self, text: str, threshold: int = 1) -> dict[str, object]:
+                hits = sum(word in self.positive for word in text.split())
+                return {"label": "positive" if hits >= threshold else "neutral"}
+
+
+        @remote(b)
+        class Packed:
+            def __init__(self, *args, **kwargs):
+                self.packed = [list(args), kwargs]
+
+            def unpack(self):
+                return self.packed
+
+
+        @remote(b)
+        class Decorated:
+            @logged
+            def logged(self, x):
+                return ["logged", x]
+
+            @functools.cache
+            def cached(self, x):
+                return ["cached", x]
+
+            @with_session
+            def injected(session, self, x):
+                return [session, x]
+
+            @staticmethod
+            def static(x):
+                return ["static", x]
+
+            @classmethod
+            def of_class(cls, x):
+                return [cls.__name__, x]
     """,
 }
 

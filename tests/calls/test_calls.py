@@ -4,6 +4,7 @@ through the local platform with real worker processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import importlib
 import json
@@ -508,12 +509,8 @@ async def _collect(items: AsyncIterator[Any]) -> list[Any]:
 def test_a_client_without_the_key_sends_no_pickled_call(platform: LocalPlatform) -> None:
     # Its answer would come back unsigned, and unpickling that runs what the gateway says.
     chain = app_module("chain")
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
-    jobs_before = platform.call(lambda: len(dispatcher.jobs))
-    keyless = PlatformInvoker(Endpoints(platform.url, platform.api_key), allow_unsigned=False)
-    previous = set_invoker(keyless)
-    try:
+    jobs_before = _job_count(platform)
+    with _keyless(platform):
         with pytest.raises(flash.RemoteError) as info:
             asyncio.run(chain.noop(1))
         with pytest.raises(flash.MapError) as mapped:
@@ -521,14 +518,31 @@ def test_a_client_without_the_key_sends_no_pickled_call(platform: LocalPlatform)
         with pytest.raises(flash.RemoteError, match="signing key"):
             asyncio.run(_collect(chain.ticks.stream(1, "never")))
         assert asyncio.run(chain.helper(1)) == 2  # typed: JSON needs no key
-    finally:
-        set_invoker(previous)
     message = str(info.value)
     assert "a pickled call needs the app's signing key, and this client has none" in message
     assert "FLASH_SIGNING_KEY" in message and "flash.connect(signing_key=...)" in message
     assert "JSON-able types" in message and message.endswith("[callsapp.chain.noop on svc-a]")
     assert all(isinstance(e, flash.RemoteError) for e in mapped.value.errors.values())
-    assert platform.call(lambda: len(dispatcher.jobs)) == jobs_before + 1  # helper's only
+    assert _job_count(platform) == jobs_before + 1  # helper's only
+
+
+@contextlib.contextmanager
+def _keyless(platform: LocalPlatform) -> Iterator[None]:
+    """Calls in the block go from a client without the app's key that refuses unsigned
+    pickles."""
+    keyless = PlatformInvoker(Endpoints(platform.url, platform.api_key), allow_unsigned=False)
+    previous = set_invoker(keyless)
+    try:
+        yield
+    finally:
+        set_invoker(previous)
+        keyless.close()
+
+
+def _job_count(platform: LocalPlatform) -> int:
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    return platform.call(lambda: len(dispatcher.jobs))
 
 
 def _script_env(platform: LocalPlatform, **extra: str) -> dict[str, str]:
@@ -623,10 +637,69 @@ def test_a_number_an_int_parameter_cannot_be_is_refused_before_sending(
 ) -> None:
     # JSON would carry the NaN as null; no key makes it a valid int either.
     chain = app_module("chain")
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
-    jobs_before = platform.call(lambda: len(dispatcher.jobs))
+    jobs_before = _job_count(platform)
     for value in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match=rf"helper: argument x: {value} is not allowed"):
             asyncio.run(chain.helper(value))
-    assert platform.call(lambda: len(dispatcher.jobs)) == jobs_before
+    assert _job_count(platform) == jobs_before
+
+
+def test_bytes_json_cannot_carry_go_pickled_or_fail_naming_the_argument(
+    platform: LocalPlatform,
+) -> None:
+    # JSON carries bytes as UTF-8 text: other bytes go as a signed pickle from a caller
+    # holding the key, and fail before sending, naming the argument, from one without it.
+    chain = app_module("chain")
+    raw = b"\x00\xff\xfe"
+    assert asyncio.run(chain.same_bytes(raw)) == raw
+    assert asyncio.run(chain.same_bytes(b"text")) == b"text"  # UTF-8: JSON still carries it
+    jobs_before = _job_count(platform)
+    with _keyless(platform), pytest.raises(ValueError) as info:
+        asyncio.run(chain.same_bytes(raw))
+    assert str(info.value) == (
+        "callsapp.chain.same_bytes: argument b: bytes that are not UTF-8 have no JSON form, "
+        "so the call cannot go as JSON, and only a caller holding the app's key may send it "
+        "pickled"
+    )
+    assert _job_count(platform) == jobs_before
+
+
+def test_wrong_arguments_of_a_class_fail_before_sending(platform: LocalPlatform) -> None:
+    # Classifier's calls go pickled (its result is typed object), and are checked all the same.
+    model = app_module("model")
+    jobs_before = _job_count(platform)
+    with pytest.raises(TypeError) as constructed:
+        asyncio.run(model.Classifier().predict("great"))
+    with pytest.raises(TypeError) as called:
+        asyncio.run(model.Classifier(["great"]).predict())
+    with pytest.raises(TypeError) as typed:  # and with JSON, naming the same way
+        asyncio.run(model.Tally().add(1))
+    with pytest.raises(TypeError) as loose:  # a function that goes pickled, too
+        asyncio.run(app_module("chain").kind())
+    assert str(constructed.value) == (
+        "wrong arguments for Classifier: missing a required argument: 'positive'"
+    )
+    assert str(called.value) == (
+        "wrong arguments for Classifier.predict: missing a required argument: 'text'"
+    )
+    assert str(typed.value) == "wrong arguments for Tally: missing a required argument: 'start'"
+    assert str(loose.value) == "wrong arguments for kind: missing a required argument: 'x'"
+    assert _job_count(platform) == jobs_before
+    # Defaults, *args and **kwargs still take what Python takes.
+    classifier = model.Classifier(positive=["great"])
+    assert asyncio.run(classifier.predict("great stuff")) == {"label": "positive"}
+    assert asyncio.run(classifier.predict("great stuff", threshold=2)) == {"label": "neutral"}
+    assert asyncio.run(model.Packed(1, 2, k=3).unpack()) == [[1, 2], {"k": 3}]
+    assert asyncio.run(model.Packed().unpack()) == [[], {}]
+
+
+def test_decorated_methods_take_what_the_worker_calls_them_with(platform: LocalPlatform) -> None:
+    # The client checks the callable the worker calls, not what a decorator wraps.
+    decorated = app_module("model").Decorated()
+    assert asyncio.run(decorated.logged(1)) == ["logged", 1]
+    assert asyncio.run(decorated.cached(2)) == ["cached", 2]
+    assert asyncio.run(decorated.injected(3)) == ["session", 3]
+    assert asyncio.run(decorated.static(4)) == ["static", 4]
+    assert asyncio.run(decorated.of_class(5)) == ["Decorated", 5]
+    with pytest.raises(TypeError, match=r"^wrong arguments for Decorated.static: too many"):
+        asyncio.run(decorated.static(4, 5))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import json
 import os
 import random
@@ -77,6 +79,7 @@ class JsonCodec(Protocol):
     @property
     def loose(self) -> bool: ...  # a parameter typed Any/object: "auto" pickles the call
 
+    # BodyNotJson for a value JSON has no form for (the call may go pickled instead).
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
     def decode(self, value: Any) -> Any: ...
@@ -191,13 +194,15 @@ class PlatformInvoker:
     async def call_function(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if fn.resource_name == self.own_resource:
             return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
+        _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
         codec = _codec(fn, self.signing_key)
         if codec is not None:
-            arguments = codec.encode(args, kwargs)
-            json_payload = {"function": target.function, "kwargs": arguments}
             mode = fn.call_options.serialization
+            arguments: dict[str, Any] = {}
             try:
+                arguments = codec.encode(args, kwargs)
+                json_payload = {"function": target.function, "kwargs": arguments}
                 output, _, job_id = await self._call(target, json_payload, fn.call_options)
             except BodyNotJson as exc:
                 if self.signing_key is None or mode == "json":
@@ -274,19 +279,24 @@ class PlatformInvoker:
         if remote_class.resource_name == self.own_resource:
             bound = getattr(handle.local_instance(), method)
             return await _local(bound, args, kwargs, collect=True)  # generators: a list
+        cls = remote_class.__wrapped__
+        _check_call(cls, None, handle.args, handle.kwargs)
+        _check_call(cls, method, args, kwargs)
         target = _target(remote_class)
         codecs = _method_codecs(remote_class, method, self.signing_key)
         if codecs is not None:
             init_codec, method_codec = codecs
-            init = init_codec.encode(handle.args, handle.kwargs)
-            arguments = method_codec.encode(args, kwargs)
-            json_payload = {
-                "function": target.function,
-                "init": init,
-                "method": method,
-                "kwargs": arguments,
-            }
+            init: dict[str, Any] = {}
+            arguments: dict[str, Any] = {}
             try:
+                init = init_codec.encode(handle.args, handle.kwargs)
+                arguments = method_codec.encode(args, kwargs)
+                json_payload = {
+                    "function": target.function,
+                    "init": init,
+                    "method": method,
+                    "kwargs": arguments,
+                }
                 output, _, job_id = await self._call(
                     target, json_payload, remote_class.call_options
                 )
@@ -322,6 +332,7 @@ class PlatformInvoker:
             async for item in _stream_here(fn.__wrapped__, args, kwargs):
                 yield item
             return
+        _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
         self._may_pickle(target, stream=True)
         digests = self._digests()
@@ -655,6 +666,60 @@ def _not_json(
         "class": "a class's calls go one way (options(serialization='pickle') for them all)",
     }.get(mode, "only a caller holding the app's key may send it pickled")
     return ValueError(f"{target.function}: {what}, so the call cannot go as JSON, and {how}")
+
+
+def check_arguments(
+    signature: inspect.Signature, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> inspect.BoundArguments:
+    """The arguments bound as the worker will bind them, or TypeError naming ``name``: a
+    call the endpoint would refuse fails here, before any job is sent."""
+    try:
+        return signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"wrong arguments for {name}: {exc}") from None
+
+
+def _check_call(
+    owner: Any, method: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """check_arguments for a call of ``owner`` (a function, or a class's constructor) or of
+    its ``method``, as the worker makes it."""
+    found = _signature(owner, method)
+    if found is not None:
+        signature, bound = found
+        name = owner.__qualname__ if method is None else f"{owner.__qualname__}.{method}"
+        check_arguments(signature, name, (_INSTANCE, *args) if bound else args, kwargs)
+
+
+_INSTANCE = object()  # stands for the worker's instance, bound to a method's first parameter
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(owner: Any, method: str | None) -> tuple[inspect.Signature, bool] | None:
+    """What a call of ``owner`` or of its ``method`` takes, and whether the worker's
+    instance is bound to its first parameter; None where Python cannot say (a C wrapper
+    such as functools.cache) or a class states its own (pydantic's, by alias): the worker
+    judges those. The callable itself is read, not what it wraps: a decorator's wrapper
+    may take other arguments than the function it wraps."""
+    if method is None:
+        if inspect.getattr_static(owner, "__signature__", None) is not None:
+            return None
+        target = owner
+        bound = False
+    else:
+        target = getattr(owner, method)
+        static = inspect.getattr_static(owner, method, None)
+        # A plain method, or any descriptor the instance binds (a decorated method), takes
+        # the instance first; a static or class method, or a bound one, does not.
+        bound = (
+            hasattr(type(static), "__get__")
+            and not isinstance(static, (staticmethod, classmethod))
+            and not inspect.ismethod(target)
+        )
+    try:
+        return inspect.signature(target, follow_wrapped=False), bound
+    except (TypeError, ValueError):
+        return None
 
 
 def _codec(fn: Any, signing_key: bytes | None) -> JsonCodec | None:

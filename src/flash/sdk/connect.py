@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import set_invoker
 from flash.sdk.keys import find_signing_key
@@ -17,10 +19,14 @@ def connect(
     """Route calls to ``{base_url}/v2/{endpoint}``.
 
     ``endpoint_ids`` maps resource names to endpoint ids where they differ (a deployed
-    app). Pickled calls are signed with ``signing_key`` (the app's 32-byte key), by default
-    ``$FLASH_SIGNING_KEY`` or the key of the project this process runs in; without a key only
-    typed functions can be called (as JSON). Returns the invoker now in force.
+    app). ``api_key`` (sent as a bearer token) is by default ``$FLASH_API_KEY``, as for a
+    script given only ``FLASH_API_BASE``. Pickled calls are signed with ``signing_key`` (the
+    app's 32-byte key), by default ``$FLASH_SIGNING_KEY`` or the key of the project this
+    process runs in; without a key only typed functions can be called (as JSON). Returns
+    the invoker now in force.
     """
+    if api_key is None:
+        api_key = os.environ.get("FLASH_API_KEY") or None
     invoker = PlatformInvoker(
         Endpoints(base_url, api_key, dict(endpoint_ids or {})),
         signing_key=signing_key if signing_key is not None else find_signing_key(),

@@ -13,12 +13,13 @@ import inspect
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from flash.runtime import client as _client
+from flash.runtime.http import BodyNotJson
 from flash.runtime.jsonschema import MAX_ISSUES, format_path
 from flash.sdk.json_rule import (
     NotJsonCallable,
@@ -40,22 +41,18 @@ class JsonCodec:
     name: str = "the function"  # for errors
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"wrong arguments for {self.name}: {exc}") from None
+        bound = _client.check_arguments(self.signature, self.name, args, kwargs)
         return {name: self._dump(name, value) for name, value in bound.arguments.items()}
 
     def _dump(self, name: str, value: Any) -> Any:
         adapter = self.params[name]
-        # By alias: the build publishes (and the worker validates) models by their aliases.
         try:
-            return adapter.dump_python(value, mode="json", by_alias=True, warnings="error")
+            return _as_json(name, adapter, value, "error")
         except PydanticSerializationError:
             # Not of its annotated type (often a tuple for a list): the worker checks it,
             # but not a NaN or an infinity, which JSON would turn into null on the way.
             _refuse_non_finite(self.name, name, adapter, value)
-        return adapter.dump_python(value, mode="json", by_alias=True, warnings=False)
+        return _as_json(name, adapter, value, False)
 
     def decode(self, value: Any) -> Any:
         try:
@@ -65,6 +62,18 @@ class JsonCodec:
                 f"{self.name} returned a value its return annotation does not allow: "
                 f"{_issues(exc, 'result')}"
             ) from None
+
+
+def _as_json(
+    name: str, adapter: TypeAdapter[Any], value: Any, warnings: bool | Literal["error"]
+) -> Any:
+    """``value`` as JSON data; BodyNotJson (the client then pickles the call, or refuses
+    it, naming the argument) for bytes that are not UTF-8, which JSON carries as text."""
+    try:
+        # By alias: the build publishes (and the worker validates) models by their aliases.
+        return adapter.dump_python(value, mode="json", by_alias=True, warnings=warnings)
+    except UnicodeDecodeError:
+        raise BodyNotJson(f"argument {name}: bytes that are not UTF-8 have no JSON form") from None
 
 
 def _refuse_non_finite(function: str, name: str, adapter: TypeAdapter[Any], value: Any) -> None:

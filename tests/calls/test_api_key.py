@@ -1,0 +1,66 @@
+"""``flash.connect`` against a platform that asks for an API key, as `flash serve --api-key`
+starts one."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Iterator
+
+import pytest
+from tests.helpers import Logs
+from tests.integration.projects import write_files
+
+import flash
+from flash.platform import LocalPlatform, serve_project
+
+API_KEY = "k-" + "7" * 30
+
+FILES = {
+    "pyproject.toml": """
+        [project]
+        name = "keyedapp"
+        version = "0.1.0"
+        dependencies = []
+    """,
+    "keyedapp/__init__.py": "",
+    "keyedapp/work.py": """
+        from flash import CpuLiveServerless, remote
+
+
+        @remote(CpuLiveServerless(name="keyed"))
+        def double(x: int) -> int:
+            return 2 * x
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    root = write_files(tmp_path_factory.mktemp("keyed") / "proj", FILES)
+    sys.path.insert(0, str(root))
+    try:
+        with serve_project(root, echo=Logs(), api_key=API_KEY) as served:
+            yield served
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m.startswith("keyedapp")]:
+            del sys.modules[name]
+
+
+def test_connect_takes_the_api_key_from_the_environment(
+    platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = importlib.import_module("keyedapp.work")
+    monkeypatch.setenv("FLASH_API_KEY", API_KEY)
+    try:
+        flash.connect(platform.url, signing_key=platform.signing_key)
+        assert asyncio.run(work.double(4)) == 8
+        # An api_key given wins over the environment's; the refusal shows neither key.
+        flash.connect(platform.url, "k-wrong", signing_key=platform.signing_key)
+        with pytest.raises(flash.EndpointUnavailableError, match="HTTP 401") as info:
+            asyncio.run(work.double(4))
+    finally:
+        flash.disconnect()
+    assert API_KEY not in str(info.value) and "k-wrong" not in str(info.value)
