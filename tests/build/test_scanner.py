@@ -879,6 +879,26 @@ def test_syntax_error_in_any_python_file(tmp_path: Path) -> None:
     assert str(err).startswith("util/helpers.py:2:")
 
 
+def test_a_repeated_keyword_in_a_config_is_a_scan_error(tmp_path: Path) -> None:
+    # ast.parse takes it (the endpoint would be named "b"); Python refuses to compile it.
+    err = scan_error(
+        tmp_path,
+        {"main.py": f'{HEADER}\n@remote(CpuLiveServerless(name="a", name="b"))\ndef f(): ...\n'},
+    )
+    assert str(err) == "main.py:3:37: syntax error: keyword argument repeated: name"
+
+
+def test_a_repeated_keyword_anywhere_in_a_project_module_is_a_scan_error(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "main.py": f'{HEADER}cfg = LiveServerless(name="g")\n@remote(cfg)\ndef f(): ...\n',
+            "util/helpers.py": "def g():\n    return dict(a=1,\n                a=2)\n",
+        },
+    )
+    assert str(err) == "util/helpers.py:3:17: syntax error: keyword argument repeated: a"
+
+
 def test_non_utf8_file(tmp_path: Path) -> None:
     err = scan_error(
         tmp_path,
@@ -1625,3 +1645,12 @@ def f(): ...
     # Rebound unconditionally, the star import's is overwritten: no question.
     files["w.py"] = files["w.py"].replace('if os.environ.get("X"):\n    gpu', "gpu")
     assert only(scan(tmp_path, files)).resource == "b"
+
+
+@pytest.mark.parametrize(
+    "expression", ["+".join(["1"] * 200_000), "not " * 100_000 + "1"], ids=["long", "deep"]
+)
+def test_an_expression_too_deep_for_python_is_a_scan_error(tmp_path: Path, expression: str) -> None:
+    # ast.parse gives up with RecursionError or MemoryError: the error names the file.
+    err = scan_error(tmp_path, {"main.py": f"{HEADER}x = {expression}\n"})
+    assert str(err) == "main.py: cannot parse file: an expression is nested too deeply for Python"

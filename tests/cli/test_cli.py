@@ -66,6 +66,30 @@ def test_init_then_build_prints_summary(tmp_path: Path) -> None:
     assert "Error:" in failed.stderr
 
 
+def test_a_cross_target_build_says_what_it_did_not_check(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "app.py").write_text(
+        APP + "\n\n@remote(LiveServerless(name='g'))\ndef add(a: int, b: int = 5) -> int:\n"
+        "    return a + b\n"
+    )
+    host = "{}.{}".format(*sys.version_info[:2])
+    other = "3.12" if host != "3.12" else "3.11"
+    built = flash("build", "p", "--python-version", other, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert "1 handler generated, not import-checked" in built.stdout
+    assert "checked, " not in built.stdout and "callable with JSON" not in built.stdout
+    (warning,) = [line for line in built.stderr.splitlines() if line.startswith("Warning:")]
+    assert warning.startswith(f"Warning: cross-target build (Python {other} on ")
+    # The typed function is named, the untyped one (pickle-only by design) is not.
+    assert "1 function with type hints (add) takes signed pickled calls only" in warning
+    if sys.platform.startswith("linux"):
+        assert f"or build for this machine: --python-version {host} --platform " in warning
+    # Said again when the build is skipped.
+    again = flash("build", "p", "--python-version", other, "--json", cwd=tmp_path)
+    summary = json.loads(again.stdout)
+    assert summary["skipped"] and summary["warnings"] == [warning.removeprefix("Warning: ")]
+
+
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert flash("init", "p", cwd=tmp_path).returncode == 0
     again = flash("init", "p", cwd=tmp_path)

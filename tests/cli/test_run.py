@@ -43,11 +43,24 @@ async def clean(request):
 app = Starlette(routes=[Route("/clean", clean)])
 """
 
+# Typed, but no JSON Schema can be derived for a socket: the build warns.
+OPAQUE = """
+
+import socket
+
+
+@remote(resource_config=cpu)
+def opaque(connection: socket.socket) -> int:
+    return connection.fileno()
+"""
+
 
 def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     write_starter(project)
     (project / "main.py").write_text(WEB_APP)
+    worker = project / "workers" / "cpu_worker.py"
+    worker.write_text(worker.read_text() + OPAQUE)
     app_port = free_port()
     proc = subprocess.Popen(
         [
@@ -74,6 +87,12 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     reader.start()
     try:
         assert url_found.wait(60), "".join(lines)
+
+        def warnings() -> int:  # the build's warnings, as flash build prints them
+            return "".join(lines).count("Warning: 1 function with type hints got no JSON Schema")
+
+        assert warnings() == 1 and "cpu_worker.py:" in "".join(lines), "".join(lines)
+
         url = re.search(r"http://127\.0\.0\.1:\d+", "".join(lines)).group(0)  # type: ignore[union-attr]
         assert preprocess(url) == ["a b"]
 
@@ -90,9 +109,9 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
         assert page.json() == ["x y"]
         assert completed_jobs(url, "cpu-worker") == before + 1
 
-        worker = project / "workers" / "cpu_worker.py"
         worker.write_text(worker.read_text().replace('" ".join', '"-".join'))
         wait_for(lambda: preprocess(url) == ["a-b"], 60, "the rebuilt endpoint to serve the edit")
+        wait_for(lambda: warnings() == 2, 10, "the rebuild to print its warning too")
         # The first build's copy goes once its workers are gone; the served one stays.
         serve_dir = project / ".flash" / "serve"
         wait_for(

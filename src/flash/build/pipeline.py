@@ -46,6 +46,7 @@ from flash.build.errors import (
 )
 from flash.build.handlers import render_handler
 from flash.build.manifest import (
+    ClassSchema,
     Dependencies,
     Manifest,
     Target,
@@ -53,7 +54,7 @@ from flash.build.manifest import (
     handler_file_name,
     load_manifest,
 )
-from flash.build.scanner import ScanResult, import_path, scan_project
+from flash.build.scanner import RemoteSpec, ScanResult, import_path, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.runtime.protocol import MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
@@ -253,18 +254,21 @@ def _build_project(
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
     entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
-    typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
-    report(
-        "handlers",
-        f"{len(manifest.resources)} handlers checked, {typed} functions callable with JSON",
-    )
+    if _host_matches(options.dependencies):
+        typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
+        checked = f"checked, {typed} functions callable with JSON"
+    else:
+        checked = "generated, not import-checked: cross-target build"
+    count = len(manifest.resources)
+    report("handlers", f"{count} handler{'s' if count != 1 else ''} {checked}")
+    warnings = scan.warnings + _pickle_only_warnings(scan, manifest, options.dependencies)
 
     all_entries = entries + dep_entries
     _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
     with _timed(timings, "archive"):
         info = _archive.write_archive(all_entries, archive_path)
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
-    _write_stamp(flash_dir, key, info, scan.warnings)
+    _write_stamp(flash_dir, key, info, warnings)
     report("archive", f"{info.size} bytes")
     return BuildResult(
         archive=archive_path,
@@ -274,7 +278,7 @@ def _build_project(
         files=info.files,
         skipped=False,
         timings=timings,
-        warnings=scan.warnings,
+        warnings=warnings,
     )
 
 
@@ -518,9 +522,14 @@ def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:
             shutil.copyfile(entry.source, path)
 
 
-def _host_matches(options: DependencyOptions) -> bool:
-    host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+def _host() -> tuple[str, str]:
+    """This machine's Python (3.11) and processor, as uv's platforms name it (x86_64)."""
     machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    return f"{sys.version_info.major}.{sys.version_info.minor}", machine
+
+
+def _host_matches(options: DependencyOptions) -> bool:
+    host_python, machine = _host()
     target = options.platform.lower()
     # --python-version may name a patch release (3.11.7): wheels and imports depend on 3.11 only.
     target_python = ".".join(options.python_version.split(".")[:2])
@@ -556,6 +565,82 @@ def _check_handlers_and_derive_schemas(
     # come from the base image, which here means this interpreter's site-packages.
     return check_handlers_and_derive_schemas(
         build_dir, site_dir, handlers, functions, self_contained=not excluded
+    )
+
+
+# pydantic's complaint about typing.TypedDict before Python 3.12 (in the schema child).
+_TYPING_TYPEDDICT = "instead of `typing.TypedDict`"
+_LISTED = 10  # functions a warning names: the manifest has all of them
+
+
+def _pickle_only_warnings(
+    scan: ScanResult, manifest: Manifest, options: DependencyOptions
+) -> tuple[BuildWarning, ...]:
+    """One warning naming the functions written with type hints that got no JSON Schema: a
+    JSON call of one (curl) fails with NotJsonCallable. Untyped ones are pickle-only by design.
+    """
+    entries = {f.qualified_name: f for r in manifest.resources.values() for f in r.functions}
+    missing: list[tuple[RemoteSpec, str, str]] = []  # (where, name, why)
+    for spec in scan.functions:
+        entry = entries[spec.qualified_name]
+        if not spec.typed:
+            continue
+        if entry.schema_ is None:
+            missing.append((spec, spec.name, entry.pickle_only or "no schema was derived"))
+        elif isinstance(entry.schema_, ClassSchema):
+            for method, why in sorted(entry.schema_.pickle_only_methods.items()):
+                if method in spec.typed_methods:
+                    missing.append((spec, f"{spec.name}.{method}", why))
+    if not missing:
+        return ()
+    missing.sort(key=lambda item: (item[0].path, item[0].line, item[1]))
+    count = f"{len(missing)} function{'s' if len(missing) > 1 else ''} with type hints"
+    if not _host_matches(options):  # every function has the same reason: say it once
+        return (BuildWarning(_cross_target_warning(options, count, [n for _, n, _ in missing])),)
+    lines = [
+        f"{count} got no JSON Schema, so {'they take' if len(missing) > 1 else 'it takes'} "
+        "signed pickled calls only (a JSON call, from curl say, fails with NotJsonCallable):"
+    ]
+    lines += [f"  {spec.path}:{spec.line} {name}: {_advice(why)}" for spec, name, why in missing]
+    if len(lines) > _LISTED + 1:
+        more = len(lines) - _LISTED - 1
+        lines[_LISTED + 1 :] = [f"  and {more} more: see pickle_only in {MANIFEST_FILENAME}"]
+    return (BuildWarning("\n".join(lines)),)
+
+
+def _advice(why: str) -> str:
+    """``why`` a function has no schema, saying what to do where pydantic's own words do not."""
+    if _TYPING_TYPEDDICT not in why:
+        return why
+    what = why.split(" (PydanticUserError", 1)[0]
+    return (
+        f"{what}: pydantic reads typing.TypedDict only on Python 3.12+; import TypedDict "
+        "from typing_extensions (and list typing-extensions in requirements.txt), or build "
+        "on Python 3.12+"
+    )
+
+
+def _cross_target_warning(options: DependencyOptions, count: str, names: list[str]) -> str:
+    host_python, machine = _host()
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    takes = "take" if len(names) > 1 else "takes"
+    # Schemas come from importing the project, which only a Linux build for its own Python
+    # and processor does (_host_matches).
+    ways = []
+    if "linux" in options.platform.lower():
+        ways.append(f"run the build with Python {options.python_version} on a Linux machine")
+    if sys.platform.startswith("linux"):
+        ways.append(
+            f"build for this machine: --python-version {host_python} "
+            f"--platform {machine}-manylinux_2_28"
+        )
+    how = " or ".join(ways) if ways else "build on Linux for the machine's own Python"
+    return (
+        f"cross-target build (Python {options.python_version} on {options.platform}; this "
+        f"machine runs Python {host_python} on {sys.platform} {machine}): the project cannot "
+        "be imported here, so the handlers were not import-checked and no JSON Schemas were "
+        f"derived; {count} ({shown}) {takes} signed pickled calls only. To have the handlers "
+        f"checked and give those functions JSON Schemas, {how}."
     )
 
 

@@ -11,6 +11,7 @@ import bisect
 import hashlib
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -70,6 +71,10 @@ class RemoteSpec:
     path: str
     line: int
     col: int
+    # Whether its source has type hints (a class: on a public method), and which public
+    # methods of a class have some: the build warns when these get no JSON Schema.
+    typed: bool = False
+    typed_methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,6 +334,11 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
         ) from None
     except ValueError as exc:  # null bytes, before Python 3.12
         raise BuildError(f"cannot parse file: {exc}", path=rel) from None
+    except (RecursionError, MemoryError):  # what Python's import would fail with too
+        raise BuildError(
+            "cannot parse file: an expression is nested too deeply for Python", path=rel
+        ) from None
+    _check_compiles(source, rel)
     parts = import_path(rel, src_layout)[: -len(".py")].split("/")
     is_package = parts[-1] == "__init__" and len(parts) > 1
     if is_package:
@@ -337,6 +347,24 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
     # few modules that configs are imported from a second time.
     kept = tree if _may_decorate(source) else None
     return _Module(rel, ".".join(parts), is_package, source, kept)
+
+
+def _check_compiles(source: str, rel: str) -> None:
+    """ast.parse takes what only the compiler refuses, which the worker's import would fail
+    on (a repeated keyword argument, ``return`` outside a function): refused here too.
+    Compiling source is cheaper than parsing it into a tree, so every module is checked."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings: for the worker's import to show
+            compile(source, rel, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise BuildError(
+            f"syntax error: {exc.msg}", path=rel, line=exc.lineno, col=exc.offset
+        ) from None
+    except (RecursionError, MemoryError):
+        raise BuildError(
+            "cannot compile file: an expression is nested too deeply for Python", path=rel
+        ) from None
 
 
 def _may_decorate(source: str) -> bool:
@@ -1085,8 +1113,16 @@ class _Project:
             )
         methods: tuple[str, ...] = ()
         async_methods: tuple[str, ...] = ()
+        typed_methods: tuple[str, ...] = ()
         if isinstance(node, ast.ClassDef):
             methods, async_methods = _class_methods(node)
+            typed_methods = tuple(
+                item.name
+                for item in node.body
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and item.name in methods
+                and _has_type_hints(item)
+            )
         return RemoteSpec(
             name=node.name,
             module=defining.name,
@@ -1102,6 +1138,8 @@ class _Project:
             path=defining.path,
             line=node.lineno,
             col=node.col_offset + 1,
+            typed=bool(typed_methods) if isinstance(node, ast.ClassDef) else _has_type_hints(node),
+            typed_methods=typed_methods,
         )
 
 
@@ -1213,6 +1251,12 @@ def _is_generator(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
             continue
         pending.extend(ast.iter_child_nodes(current))
     return False
+
+
+def _has_type_hints(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    args = node.args
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    return node.returns is not None or any(a is not None and a.annotation for a in every)
 
 
 def _class_methods(node: ast.ClassDef) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -48,6 +48,11 @@ def warn(title: str, message: str) -> None:
     err_console.print(f"[bold red]{escape(title)}:[/] {escape(message)}", soft_wrap=True)
 
 
+def build_warning(message: str) -> None:
+    """Print a warning of the build (a skipped build repeats its build's)."""
+    warn("Warning", message)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
     """An event SIGINT and SIGTERM set while the block runs; the old handlers come back

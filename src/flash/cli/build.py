@@ -14,12 +14,12 @@ from flash.build.dependencies import DependencyOptions
 from flash.build.errors import BuildError
 from flash.build.pipeline import FLASH_DIR, BuildOptions, BuildResult, build_project
 from flash.cli._output import (
+    build_warning,
     check_state_folder,
     console,
     describe,
     stage_printer,
     user_errors,
-    warn,
 )
 
 _DEFAULTS = DependencyOptions()
@@ -98,8 +98,8 @@ def build(
             if as_json:  # a script reading stdout learns why, not only the exit code
                 print(json.dumps({"error": describe(exc)}, indent=2))
             raise
-    for warning in result.warnings:  # a skipped build repeats them
-        warn("Warning", str(warning))
+    for warning in result.warnings:
+        build_warning(str(warning))
     if as_json:
         print(json.dumps(result.summary(), indent=2))
     else:

@@ -26,6 +26,7 @@ from flash.build.collect import is_ignored
 from flash.build.errors import BuildError
 from flash.build.pipeline import FLASH_DIR, BuildOptions, build_project
 from flash.cli._output import (
+    build_warning,
     check_max_workers,
     check_port,
     check_state_folder,
@@ -80,6 +81,7 @@ def run(
             platform = start_project(
                 options,
                 progress=stage_printer(True),
+                warn=build_warning,
                 host=host,
                 port=port,
                 max_workers=max_workers,
@@ -120,6 +122,8 @@ def reload(options: BuildOptions, platform: LocalPlatform, web: WebApp | None) -
         return
     if result.skipped:
         return
+    for warning in result.warnings:
+        build_warning(str(warning))
     try:
         platform.load_copy(
             extract_for_serving(result.archive, platform.copies_root, sha256=result.sha256)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,20 @@ __all__ = ["serve_archive", "serve_project", "start_project"]
 
 
 def start_project(
-    options: BuildOptions, *, progress: Progress | None = None, **platform_options: Any
+    options: BuildOptions,
+    *,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+    **platform_options: Any,
 ) -> LocalPlatform:
     """Build the project and serve the build on a started LocalPlatform whose state (jobs,
-    signing key, extracted copies) is the project's ``.flash/``. ``platform_options`` go to
-    LocalPlatform. Raises BuildError or PlatformError; nothing is left running then."""
+    signing key, extracted copies) is the project's ``.flash/``; ``warn`` gets each of the
+    build's warnings. ``platform_options`` go to LocalPlatform. Raises BuildError or
+    PlatformError; nothing is left running then."""
     result = build_project(options, progress=progress)
+    if warn is not None:
+        for warning in result.warnings:
+            warn(str(warning))
     platform = LocalPlatform(options.project_dir.resolve() / ".flash", **platform_options)
     serve_archive(platform, result.archive, sha256=result.sha256)
     return platform
