@@ -136,23 +136,26 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
 def test_a_low_priority_job_stays_one_across_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dispatcher = _dispatcher(tmp_path)
-    now = time.time()
-    with monkeypatch.context() as earlier:  # submitted 5 s before the other, on any clock
-        earlier.setattr(time, "time", lambda: now - 5)
-        low = dispatcher.submit("e", '{"x": 1}', low_priority=True)
-    urgent = dispatcher.submit("e", '{"x": 2}')
-    assert dispatcher.queued["e"] == 2 and dispatcher.queued_low_priority["e"] == 1
-    # The scaler's wait counts from the oldest job that may start a worker.
-    later = urgent.created_at + 1
-    assert dispatcher.oldest_wait("e", later) == pytest.approx(1)
-    restarted = _dispatcher(tmp_path)
-    restarted.restore()
-    assert restarted.jobs[low.id].low_priority
-    assert restarted.queued["e"] == 2 and restarted.queued_low_priority["e"] == 1
-    assert restarted.oldest_wait("e", later) == pytest.approx(1)
-    restarted.purge("e")
-    assert restarted.queued["e"] == 0 and restarted.queued_low_priority["e"] == 0
+    async def scenario() -> None:  # on an event loop, as the platform runs it (ttl timers)
+        dispatcher = _dispatcher(tmp_path)
+        now = time.time()
+        with monkeypatch.context() as earlier:  # submitted 5 s before the other, on any clock
+            earlier.setattr(time, "time", lambda: now - 5)
+            low = dispatcher.submit("e", '{"x": 1}', low_priority=True)
+        urgent = dispatcher.submit("e", '{"x": 2}')
+        assert dispatcher.queued["e"] == 2 and dispatcher.queued_low_priority["e"] == 1
+        # The scaler's wait counts from the oldest job that may start a worker.
+        later = urgent.created_at + 1
+        assert dispatcher.oldest_wait("e", later) == pytest.approx(1)
+        restarted = _dispatcher(tmp_path)
+        restarted.restore()
+        assert restarted.jobs[low.id].low_priority
+        assert restarted.queued["e"] == 2 and restarted.queued_low_priority["e"] == 1
+        assert restarted.oldest_wait("e", later) == pytest.approx(1)
+        restarted.purge("e")
+        assert restarted.queued["e"] == 0 and restarted.queued_low_priority["e"] == 0
+
+    asyncio.run(scenario())
 
 
 def test_a_write_that_fails_half_way_does_not_hold_back_later_ones(tmp_path: Path) -> None:
@@ -269,7 +272,9 @@ def test_a_huge_ttl_or_timeout_stored_by_an_older_version_does_not_break_start_u
     huge = 10**400
     now = time.time()
     store.insert(Job(id="a", endpoint="e", input_json="1", ttl_ms=huge, created_at=now))
-    store.insert(Job(id="b", endpoint="e", input_json="2", execution_timeout_ms=huge))
+    store.insert(
+        Job(id="b", endpoint="e", input_json="2", execution_timeout_ms=huge, created_at=now)
+    )
     store.close()
 
     async def restarted() -> None:

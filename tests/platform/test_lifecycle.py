@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,8 +238,8 @@ def _database_of_an_earlier_version(
         )
         db.execute(
             "INSERT INTO jobs (id, endpoint, status, request, created_at, state)"
-            " VALUES ('old-job', 'basic', ?, ?, 0, ?)",
-            (status, json.dumps(settings | request), json.dumps(state)),
+            " VALUES ('old-job', 'basic', ?, ?, ?, ?)",
+            (status, json.dumps(settings | request), time.time(), json.dumps(state)),
         )
     return folder
 

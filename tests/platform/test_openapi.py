@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flash.platform.openapi import endpoint_document
+from flash.runtime.jsonschema import validate
 
 TYPED = {"input": {"type": "object", "properties": {}}, "output": {"type": "integer"}}
 
@@ -38,3 +39,59 @@ def test_an_endpoint_with_a_generator_answers_with_a_list() -> None:
     output = _answer(mixed)["properties"]["output"]
     assert output["type"] == "array" and output["items"]["type"] == "object"
     assert "list of its answers" in mixed["info"]["description"]
+
+
+NEEDS_X = {
+    "input": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+    "output": {"type": "integer"},
+}
+COUNTER = {  # a class: a constructor with nothing required, a method needing "by"
+    "init": {"type": "object", "properties": {"start": {"type": "integer"}}},
+    "methods": {
+        "inc": {
+            "input": {
+                "type": "object",
+                "properties": {"by": {"type": "integer"}},
+                "required": ["by"],
+            },
+            "output": {"type": "integer"},
+        }
+    },
+}
+
+
+def _takes(document: dict[str, Any], job_input: Any) -> bool:
+    """Whether the published /runsync request schema takes ``{"input": job_input}``."""
+    body = document["paths"]["/runsync"]["post"]["requestBody"]["content"]["application/json"]
+    root = {**body["schema"], "components": document["components"]}
+    return not validate({"input": job_input}, root)
+
+
+def test_kwargs_are_required_only_where_an_argument_is() -> None:
+    free = {"name": "f", "qualified_name": "m.f", "schema": TYPED}
+    needs = {"name": "g", "qualified_name": "m.g", "schema": NEEDS_X}
+    counter = {"name": "Counter", "qualified_name": "m.Counter", "schema": COUNTER}
+    document = endpoint_document("e", _resource(free, needs, counter), "http://x")
+    assert _takes(document, {"function": "f"})  # called with no arguments, as the gateway does
+    assert not _takes(document, {"function": "g"})
+    assert _takes(document, {"function": "g", "kwargs": {"x": 1}})
+    assert _takes(document, {"function": "Counter", "method": "inc", "kwargs": {"by": 1}})
+    assert not _takes(document, {"function": "Counter", "method": "inc"})
+    assert not _takes(document, {"x": 1})  # bare arguments: which function's?
+
+
+def test_the_one_function_of_an_endpoint_takes_its_arguments_alone() -> None:
+    needs = {"name": "g", "qualified_name": "m.g", "schema": NEEDS_X}
+    document = endpoint_document("e", _resource(needs), "http://x")
+    assert _takes(document, {"x": 1})
+    assert _takes(document, {"function": "g", "kwargs": {"x": 1}})
+    assert not _takes(document, {"x": "one"})
+
+
+def test_run_answers_with_the_id_and_status_only() -> None:
+    document = endpoint_document("e", _resource(), "http://x")
+    ok = document["paths"]["/run"]["post"]["responses"]["200"]
+    queued = ok["content"]["application/json"]["schema"]
+    assert set(queued["properties"]) == {"id", "status"}
+    assert queued["properties"]["status"] == {"const": "IN_QUEUE"}
+    assert "output" in _answer(document)["properties"]  # /runsync answers with the output

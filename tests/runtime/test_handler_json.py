@@ -268,6 +268,25 @@ def test_class_json_errors_name_the_problem(handler_for: Any, app: App) -> None:
     assert nope["error_type"] == "UnknownMethod" and "score" in nope["error"]
 
 
+def test_a_class_call_missing_function_or_method_says_which(handler_for: Any, app: App) -> None:
+    handler = handler_for("Scorer")
+    app[0].Scorer.built = 0
+    no_class = run(handler, {"method": "score", "kwargs": {"words": ["a"]}})
+    assert no_class["error_type"] == "InvalidJob", no_class
+    assert "missing 'function'" in no_class["error"] and "Scorer" in no_class["error"]
+    init = {"weights": {"a": 1}}
+    for no_method in ({"function": "Scorer", "init": init}, {"function": "Scorer"}):
+        answer = run(handler, no_method)
+        assert answer["error_type"] == "InvalidJob", answer
+        assert "'method'" in answer["error"] and "score" in answer["error"], answer
+    extra = run(handler, {"function": "Scorer", "method": "score", "init": init, "x": 1})
+    assert "'x'" in extra["error"] and "'method'" not in extra["error"], extra
+    # Bare arguments of a one-function endpoint may hold a "method": they are not a class call.
+    bare = run(handler_for("repeat"), {"function": "ab", "method": "x"})
+    assert [i["path"] for i in bare["issues"]] == ["kwargs.method"], bare
+    assert app[0].Scorer.built == 0
+
+
 def test_a_json_call_whose_caller_gave_up_does_not_start(handler_for: Any, app: App) -> None:
     handler = handler_for("int_spy")
     late = CallContext(deadline=time.time() - 100, depth=1, chain=("int_spy",)).to_wire()

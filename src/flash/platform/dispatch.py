@@ -33,6 +33,10 @@ _DRAINING_POLL_S = 1.0
 # kept for 30 minutes do not fill memory.
 _BIG_OUTPUT = 64 * 1024
 OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
+# RunPod's documented defaults, for a job whose policy (and endpoint) sets none: it runs for
+# at most 10 minutes, and one not finished 24 hours after submission (or a retry) times out.
+EXECUTION_TIMEOUT_MS = 10 * 60 * 1000
+TTL_MS = 24 * 60 * 60 * 1000
 
 
 @dataclass
@@ -63,8 +67,18 @@ def _noop(*_: Any) -> None:
 
 
 class Dispatcher:
-    def __init__(self, store: JobStore, *, output_memory_bytes: int = OUTPUT_MEMORY_BYTES) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        output_memory_bytes: int = OUTPUT_MEMORY_BYTES,
+        execution_timeout_ms: int = EXECUTION_TIMEOUT_MS,
+        ttl_ms: int = TTL_MS,
+    ) -> None:
         self.store = store
+        # What a job gets when neither its policy nor its endpoint sets a limit.
+        self.default_execution_timeout_ms = execution_timeout_ms
+        self.default_ttl_ms = ttl_ms
         # Finished jobs' big outputs and streams kept in memory, oldest first: id -> size.
         self.output_memory_bytes = output_memory_bytes
         self._outputs_in_memory: OrderedDict[str, int] = OrderedDict()
@@ -161,8 +175,8 @@ class Dispatcher:
         that earlier job instead. A signed request's ``nonce`` (and until when it counts)
         is taken once across restarts and workers: NonceUsed if it was before."""
         if idempotency_key is not None:
-            earlier = self.jobs.get(self._idempotent.get((endpoint, idempotency_key), ""))
-            if earlier is not None:
+            earlier = self.get(endpoint, self._idempotent.get((endpoint, idempotency_key), ""))
+            if earlier is not None:  # not one whose result expired (the prune is to come)
                 return earlier
         job = Job(
             id=f"{uuid.uuid4()}-u1",
@@ -187,8 +201,28 @@ class Dispatcher:
         return job
 
     def get(self, endpoint: str, job_id: str) -> Job | None:
+        """The job, unless its result expired (the next prune removes it)."""
         job = self.jobs.get(job_id)
-        return job if job is not None and job.endpoint == endpoint else None
+        if job is None or job.endpoint != endpoint:
+            return None
+        if job.expires_at is not None and job.expires_at <= time.time():
+            return None
+        return job
+
+    def keep_result_for(self, job: Job, ttl_ms: int) -> None:
+        """``/status?ttl=``: keep the job's result at most ``ttl_ms`` from now (a job still
+        running: from its end), never longer than it would be kept anyway. Stored, so a
+        restart keeps to it."""
+        if job.final:
+            soon = time.time() + ttl_ms / 1000
+            if job.expires_at is not None and job.expires_at <= soon:
+                return  # kept no longer than that anyway: nothing to store
+            job.expires_at = soon
+        else:
+            if job.retention_ms is not None and job.retention_ms <= ttl_ms:
+                return
+            job.retention_ms = ttl_ms
+        self.store.save(job)
 
     async def wait_final(self, job: Job, timeout: float) -> bool:
         if not job.final and timeout > 0:
@@ -228,7 +262,7 @@ class Dispatcher:
         self._reset_attempt(job)
         job.stream_sent = 0  # a new run: its stream is read from the start
         job.queued_at = job.retried_at = time.time()  # a new run: delay and ttl count from now
-        job.finished_at = job.expires_at = None
+        job.finished_at = job.expires_at = job.retention_ms = None  # a new run's, all of them
         job.output_json, job.error = None, None
         job.output_in_store = False
         self._forget_output(job.id)
@@ -562,11 +596,14 @@ class Dispatcher:
         self._count_queued(job, -1)
         self.running[job.endpoint] += 1
         state.assigned.add(job.id)
-        limit = job.execution_timeout_ms or self.exec_timeout_ms.get(job.endpoint)
-        if limit:
-            self._timers[job.id] = asyncio.get_running_loop().call_later(
-                limit / 1000, self._on_timeout, job.id, job.attempts, limit
-            )
+        limit = (
+            job.execution_timeout_ms
+            or self.exec_timeout_ms.get(job.endpoint)
+            or self.default_execution_timeout_ms
+        )
+        self._timers[job.id] = asyncio.get_running_loop().call_later(
+            limit / 1000, self._on_timeout, job.id, job.attempts, limit
+        )
 
     def _on_timeout(self, job_id: str, attempt: int, limit: int) -> None:
         job = self.jobs.get(job_id)
@@ -576,19 +613,19 @@ class Dispatcher:
         self._finish(job, js.TIMED_OUT, error=f"job exceeded its execution timeout of {limit} ms")
 
     def _arm_ttl(self, job: Job) -> None:
-        if not job.ttl_ms:
-            return
+        # The default is not stored with the job: a restart applies its own.
+        ttl = job.ttl_ms or self.default_ttl_ms
         start = job.created_at if job.retried_at is None else job.retried_at
-        delay = max(0.0, start + job.ttl_ms / 1000 - time.time())
+        delay = max(0.0, start + ttl / 1000 - time.time())
         self._ttl_timers[job.id] = asyncio.get_running_loop().call_later(
-            delay, self._on_ttl, job.id
+            delay, self._on_ttl, job.id, ttl
         )
 
-    def _on_ttl(self, job_id: str) -> None:
+    def _on_ttl(self, job_id: str, ttl: int) -> None:
         self._ttl_timers.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is not None and not job.final:
-            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {job.ttl_ms} ms")
+            self._finish(job, js.TIMED_OUT, error=f"job exceeded its ttl of {ttl} ms")
 
     def _cancel_timer(self, job_id: str) -> None:
         timer = self._timers.pop(job_id, None)
@@ -620,9 +657,10 @@ class Dispatcher:
         job.status = status
         job.finished_at = time.time()
         job.error = error
-        job.expires_at = job.finished_at + (
-            js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
-        )
+        retention: float = js.RUNSYNC_RETENTION_S if job.sync else js.RUN_RETENTION_S
+        if job.retention_ms is not None:
+            retention = min(retention, job.retention_ms / 1000)
+        job.expires_at = job.finished_at + retention
         # Owed from this moment, and stored with the end itself (no write of its own): a
         # platform stopped before the receiver answered delivers it at its next start.
         job.webhook_pending = job.webhook is not None

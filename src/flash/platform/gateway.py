@@ -273,7 +273,17 @@ class Gateway:
 
     async def status(self, request: Request) -> Response:
         job = self._job(request)
-        return job if isinstance(job, Response) else _json_text(self.dispatcher.status_json(job))
+        if isinstance(job, Response):
+            return job
+        ttl = request.query_params.get("ttl")
+        if ttl is not None:
+            # RunPod's: remove the result sooner than its usual retention.
+            if not (ttl.isascii() and ttl.isdigit() and len(ttl) <= 12 and int(ttl) > 0):
+                return _error(
+                    400, f"'ttl' must be a positive whole number of milliseconds, got {ttl[:40]!r}"
+                )
+            self.dispatcher.keep_result_for(job, int(ttl))
+        return _json_text(self.dispatcher.status_json(job))
 
     async def stream(self, request: Request) -> Response:
         job = self._job(request)
@@ -556,7 +566,9 @@ def openapi_schema() -> dict[str, Any]:
         "paths": {
             f"{ep}/run": {"post": op("Queue a job (max 10 MB)", body=True)},
             f"{ep}/runsync": {"post": op("Run a job and wait (?wait=ms, max 20 MB)", body=True)},
-            f"{ep}/status/{{job_id}}": {"get": op("Job status and output")},
+            f"{ep}/status/{{job_id}}": {
+                "get": op("Job status and output (?ttl=ms: keep the result at most that long)")
+            },
             f"{ep}/stream/{{job_id}}": {"get": op("Stream chunks not yet returned")},
             f"{ep}/cancel/{{job_id}}": {"post": op("Cancel a queued or running job")},
             f"{ep}/retry/{{job_id}}": {"post": op("Requeue a FAILED or TIMED_OUT job")},

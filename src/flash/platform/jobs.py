@@ -58,6 +58,9 @@ class Job:
     output_in_store: bool = False
     error: Any = None
     expires_at: float | None = None
+    # What a ``/status?ttl=`` asked while the job ran: its result is kept at most this long
+    # once it ends (never longer than the usual retention).
+    retention_ms: int | None = None
     # Whether the job's end is still to be POSTed to its webhook: set when it ends (stored
     # with that end), cleared once the receiver answered 2xx or the attempts ran out. Stored,
     # so a restart delivers what the run before it owed.

@@ -26,7 +26,7 @@ import uvicorn
 
 from flash.platform.archive import ServedCopy, copies_dir, prune_copies
 from flash.platform.console import print_line
-from flash.platform.dispatch import Dispatcher
+from flash.platform.dispatch import EXECUTION_TIMEOUT_MS, TTL_MS, Dispatcher
 from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
 from flash.platform.jobs import Job
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
@@ -74,10 +74,21 @@ class LocalPlatform:
         worker_env: Mapping[str, str] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         webhook_retry_delay_s: float = WEBHOOK_RETRY_DELAY_S,
+        default_execution_timeout_ms: int = EXECUTION_TIMEOUT_MS,
+        default_ttl_ms: int = TTL_MS,
     ) -> None:
         if max_workers is not None and max_workers < 1:  # `or cpu_count` would take 0 as all
             raise PlatformError(f"max_workers must be at least 1, got {max_workers}")
+        for name, limit in (
+            ("default_execution_timeout_ms", default_execution_timeout_ms),
+            ("default_ttl_ms", default_ttl_ms),
+        ):
+            if limit < 1:  # 0 would end every job at once
+                raise PlatformError(f"{name} must be at least 1 ms, got {limit}")
         self.max_queue = max_queue
+        # A job's limits when neither its policy nor its endpoint sets one (RunPod's).
+        self.default_execution_timeout_ms = default_execution_timeout_ms
+        self.default_ttl_ms = default_ttl_ms
         self.webhook_retry_delay_s = webhook_retry_delay_s
         self.recorder = recorder
         # Extra variables for every worker; the project's signing key (.flash/secrets/, made
@@ -303,7 +314,11 @@ class LocalPlatform:
 
     async def _main(self) -> None:
         self.store = JobStore(self.state_dir / "jobs.db")
-        self.dispatcher = Dispatcher(self.store)
+        self.dispatcher = Dispatcher(
+            self.store,
+            execution_timeout_ms=self.default_execution_timeout_ms,
+            ttl_ms=self.default_ttl_ms,
+        )
         self.requeued_at_start = self.dispatcher.restore()
         self.supervisor = Supervisor(
             self.dispatcher,

@@ -1,7 +1,8 @@
 """OpenAPI documents and the /docs page, from the JSON Schemas the build recorded.
 
 Every endpoint shares RunPod's routes, so one ``/runsync`` request body describes all of an
-endpoint's JSON-callable functions: ``{"input": {"function": <name>, "kwargs": {...}}}``.
+endpoint's JSON-callable functions: ``{"input": {"function": <name>, "kwargs": {...}}}`` (or,
+for an endpoint's one such function, ``{"input": {...kwargs}}``).
 Functions without a schema take signed pickles only and are listed as such.
 """
 
@@ -37,6 +38,11 @@ def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) 
     return dict(rewrite(schema))
 
 
+def _has_required(schema: Any) -> bool:
+    """Whether an arguments schema requires any argument."""
+    return isinstance(schema, dict) and bool(schema.get("required"))
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
@@ -47,6 +53,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
     variants: list[dict[str, Any]] = []
     outputs: list[dict[str, Any]] = []
     pickle_only: list[str] = []
+    bare: list[dict[str, Any]] = []  # each function's arguments, as a bare input
     functions = resource.get("functions") or []
     for fn in functions:
         schema = fn.get("schema") if isinstance(fn, dict) else None
@@ -64,7 +71,10 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
                 components[f"{where}.call"] = {
                     "type": "object",
                     "title": f"{qualified}.{method}",
-                    "required": ["function", "method"],
+                    # "init" and "kwargs" may be left out when they would be empty.
+                    "required": ["function", "method"]
+                    + (["init"] if _has_required(schema["init"]) else [])
+                    + (["kwargs"] if _has_required(spec["input"]) else []),
                     "additionalProperties": False,
                     "properties": {
                         "function": {"enum": names},
@@ -84,7 +94,8 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         components[f"{prefix}.call"] = {
             "type": "object",
             "title": qualified,
-            "required": ["function", "kwargs"],
+            # {"function": name} alone calls it with no arguments.
+            "required": ["function"] + (["kwargs"] if _has_required(schema["input"]) else []),
             "additionalProperties": False,
             "properties": {
                 "function": {"enum": sorted({qualified, str(fn.get("name"))})},
@@ -98,6 +109,12 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         }
         variants.append({"$ref": f"#/components/schemas/{prefix}.call"})
         outputs.append({"$ref": f"#/components/schemas/{prefix}.result"})
+        bare.append({"title": f"{qualified} (its arguments alone)", **kwargs})
+    typed = [f for f in functions if isinstance(f, dict) and isinstance(f.get("schema"), dict)]
+    if len(typed) == 1 and len(bare) == 1:
+        # The endpoint's one JSON-callable function also takes its arguments as the input.
+        # anyOf: a call naming the function may match the arguments' schema too.
+        variants.append(bare[0])
     output = {
         "type": "object",
         "properties": {
@@ -115,7 +132,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         "type": "object",
         "required": ["input"],
         "properties": {
-            "input": {"oneOf": variants} if variants else {"type": "object"},
+            "input": {"anyOf": variants} if variants else {"type": "object"},
             "webhook": {"type": "string", "format": "uri"},
             "policy": {
                 "type": "object",
@@ -148,8 +165,17 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         )
     if pickle_only:
         description += " Signed pickles only (Flash's Python client): " + ", ".join(pickle_only)
+    queued = {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
+    }
     body = {"required": True, "content": {"application/json": {"schema": job}}}
     ok = {"description": "the job", "content": {"application/json": {"schema": answer}}}
+    accepted = {
+        "description": "the queued job's id: its output comes from /status",
+        "content": {"application/json": {"schema": queued}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": f"Flash endpoint {name}", "version": "1", "description": description},
@@ -158,7 +184,9 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             "/runsync": {
                 "post": {"summary": "Run and wait", "requestBody": body, "responses": {"200": ok}}
             },
-            "/run": {"post": {"summary": "Queue", "requestBody": body, "responses": {"200": ok}}},
+            "/run": {
+                "post": {"summary": "Queue", "requestBody": body, "responses": {"200": accepted}}
+            },
         },
         "components": {"schemas": components},
     }

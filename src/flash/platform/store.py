@@ -83,6 +83,7 @@ _STATE_FIELDS = (
     "crashes",
     "error",
     "expires_at",
+    "retention_ms",
     "stream_sent",
     "webhook_pending",
     "webhook_attempts",

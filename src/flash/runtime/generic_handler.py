@@ -279,13 +279,19 @@ def create_handler(
 
     def resolve_json(payload: dict[str, Any], job_id: str | None) -> _Call:
         fields = set(payload) - {"context", "protocol_version", "signature"}
-        if "method" in fields and fields <= {"function", "method", "init", "kwargs"}:
-            return resolve_json_method(payload, job_id)
         # {"function": ...} names the function, unless the job is the bare arguments of the
         # one function, which takes an argument of that name.
         named = "function" in fields and not (
             single_takes_function and fields != {"function", "kwargs"}
         )
+        # A class call: it names a class, or a method (bare arguments of the one function
+        # may hold a "method").
+        function = payload.get("function")
+        names_class = isinstance(function, str) and inspect.isclass(targets.get(function))
+        if (named and ("method" in fields or names_class)) or (
+            "method" in fields and not named and not single
+        ):
+            return resolve_json_method(payload, fields, job_id)
         if named and fields <= {"function", "kwargs"}:
             # No kwargs, or null (which a signature does not tell from none): no arguments.
             name, kwargs = payload["function"], payload.get("kwargs")
@@ -334,12 +340,36 @@ def create_handler(
             name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, nonce
         )
 
-    def resolve_json_method(payload: dict[str, Any], job_id: str | None) -> _Call:
+    def resolve_json_method(payload: dict[str, Any], fields: set[str], job_id: str | None) -> _Call:
         name, method = payload.get("function"), payload.get("method")
+        classes = ", ".join(sorted(n for n, s in schemas.items() if "methods" in s)) or "(none)"
+        if name is None:
+            raise _JobError(
+                INVALID_JOB,
+                f"missing 'function': a call of method {_short_repr(method)} names its class"
+                ' there, {"function": class, "init": {...}, "method": name, "kwargs": {...}} '
+                f"(JSON-callable classes here: {classes})",
+            )
         if not isinstance(name, str) or not inspect.isclass(targets.get(name)):
-            raise _JobError(UNKNOWN_FUNCTION, f"no class named {_short_repr(name)} here")
+            raise _JobError(
+                UNKNOWN_FUNCTION,
+                f"no class named {_short_repr(name)} here (JSON-callable classes: {classes})",
+            )
+        extra = sorted(fields - {"function", "method", "init", "kwargs"})
+        if extra:
+            raise _JobError(
+                INVALID_JOB,
+                f"unexpected fields in a call of class {name!r}: {_short_repr(extra)}; it is "
+                '{"function": class, "init": {...}, "method": name, "kwargs": {...}}',
+            )
         schema = schemas.get(name) or {}
         methods = schema.get("methods") or {}
+        if method is None:
+            raise _JobError(
+                INVALID_JOB,
+                f"{name!r} is a class: a call of it names one of its methods in 'method' "
+                f"(JSON-callable: {', '.join(sorted(methods)) or '(none)'})",
+            )
         if method not in methods:
             why = (schema.get("pickle_only_methods") or {}).get(method)
             raise _JobError(
