@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
+from flash.runtime.protocol import WORKER_CONCURRENCY_ENV_VAR
 from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR
 from flash.sdk.resources import SECRET_REFERENCE
 
@@ -366,7 +367,7 @@ class Supervisor:
                 "FLASH_RESOURCE_NAME": spec.name,
                 # Where a worker sends calls to other endpoints (flash.runtime.client).
                 "FLASH_API_BASE": self.base_url,
-                "FLASH_WORKER_CONCURRENCY": str(spec.concurrency),
+                WORKER_CONCURRENCY_ENV_VAR: str(spec.concurrency),
                 "PYTHONUNBUFFERED": "1",
                 # The SDK's start-up checks probe 8.8.8.8 and GPUs: meaningless on one machine.
                 "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",

@@ -52,6 +52,7 @@ from flash.runtime.protocol import (
     VERSION_MISMATCH,
     WORKER_ERROR,
     unwrap_remote,
+    worker_concurrency,
 )
 from flash.runtime.serialization import (
     SerializationError,
@@ -145,14 +146,16 @@ def create_handler(
     signing_key: bytes | object | None = _FROM_ENV,
     allow_unsigned: bool | None = None,
     manifest: Mapping[str, Any] | object | None = _FROM_ENV,
-    run_sync_in_thread: bool = False,
+    run_sync_in_thread: bool | None = None,
 ) -> Handler:
     """Build ``async def handler(job) -> dict`` serving the functions and classes of ``registry``.
 
     Registry values are plain functions/classes or ``@remote`` wrappers (unwrapped here).
-    Sync callables run on the event loop thread unless ``run_sync_in_thread`` (for workers
-    running several jobs at once). Each class is constructed once per distinct constructor
-    arguments and reused by later jobs; the cache lives as long as the handler.
+    Sync callables run on the event loop thread unless ``run_sync_in_thread`` (default: when
+    the worker runs several jobs at once, ``$FLASH_WORKER_CONCURRENCY`` > 1, so that they
+    run side by side and the loop keeps answering the platform). Each class is constructed
+    once per distinct constructor arguments and reused by later jobs; the cache lives as long
+    as the handler.
 
     Pickled arguments are code: a job is unpickled only after its signature checks out
     against ``signing_key`` (default: ``$FLASH_SIGNING_KEY``) for this ``endpoint``, and the
@@ -165,6 +168,8 @@ def create_handler(
     ``flash_manifest.json``) and answered with JSON. It runs no pickle, so needs no signature.
     """
     endpoint = endpoint or os.environ.get("FLASH_RESOURCE_NAME") or None
+    if run_sync_in_thread is None:
+        run_sync_in_thread = worker_concurrency() > 1
     secret = _signing.load_signing_key() if signing_key is _FROM_ENV else signing_key
     if secret is not None and not isinstance(secret, bytes):
         raise TypeError("signing_key must be bytes or None")

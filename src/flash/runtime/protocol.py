@@ -7,6 +7,8 @@ Standard library only: this module runs inside every worker.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -30,13 +32,18 @@ __all__ = [
     "UNKNOWN_METHOD",
     "UNSUPPORTED_PROTOCOL",
     "VERSION_MISMATCH",
+    "WORKER_CONCURRENCY_ENV_VAR",
     "WORKER_ERROR",
     "unwrap_remote",
+    "worker_concurrency",
 ]
 
 # The manifest every archive carries at its top, and the variable that can point elsewhere.
 MANIFEST_FILENAME = "flash_manifest.json"
 MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
+
+# Jobs a worker runs at once: the resource's ``concurrency``, set by the platform.
+WORKER_CONCURRENCY_ENV_VAR = "FLASH_WORKER_CONCURRENCY"
 
 # JSON arguments of a job nested deeper than this are refused before validation.
 MAX_JSON_DEPTH = 64
@@ -84,3 +91,13 @@ ERROR_CATEGORIES = frozenset(
 def unwrap_remote(obj: Any) -> Any:
     """The user's function or class behind an ``@remote`` wrapper; anything else as it is."""
     return obj.__wrapped__ if getattr(obj, "__flash_remote__", False) else obj
+
+
+def worker_concurrency(environ: Mapping[str, str] | None = None) -> int:
+    """Jobs this worker runs at once, as the platform asks (``$FLASH_WORKER_CONCURRENCY``);
+    1 when unset or not a number."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(1, int(env.get(WORKER_CONCURRENCY_ENV_VAR, "1")))
+    except ValueError:
+        return 1

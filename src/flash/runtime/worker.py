@@ -9,6 +9,7 @@ worker is ready to take its first job in a few tens of milliseconds instead of p
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import json
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flash.runtime.http import HttpClient
+from flash.runtime.protocol import worker_concurrency
 
 LOOP_VERSION = "flash-1"
 _TAKE_TIMEOUT_S = 120.0
@@ -51,7 +53,7 @@ def _start_runpod(
     import runpod
 
     config: dict[str, Any] = {"handler": handler}
-    fixed = _configured_concurrency()
+    fixed = worker_concurrency()
     if concurrency_modifier is None and fixed > 1:
         concurrency_modifier = lambda _current: fixed  # noqa: E731
     if concurrency_modifier is not None:
@@ -59,14 +61,6 @@ def _start_runpod(
     if return_aggregate_stream:
         config["return_aggregate_stream"] = True
     runpod.serverless.start(config)
-
-
-def _configured_concurrency() -> int:
-    """Jobs per worker the platform asks for (the resource's ``concurrency``)."""
-    try:
-        return max(1, int(os.environ.get("FLASH_WORKER_CONCURRENCY", "1")))
-    except ValueError:
-        return 1
 
 
 # --------------------------------------------------------------------------- results
@@ -146,7 +140,7 @@ class _WorkerLoop:
         self.aggregate = return_aggregate_stream
         key = env.get("RUNPOD_AI_API_KEY", "")
         self.http = HttpClient({"Authorization": key} if key else {})
-        self.concurrency = _configured_concurrency()
+        self.concurrency = worker_concurrency()
         # Jobs occupying a slot; a stopped sync job keeps its slot until its thread returns.
         self.busy: dict[str, asyncio.Future[Any]] = {}
         self.reportable: set[str] = set()
@@ -158,6 +152,13 @@ class _WorkerLoop:
     async def run(self) -> None:
         self.slot_free = asyncio.Event()
         loop = asyncio.get_running_loop()
+        if self.concurrency > 1:
+            # A thread for each job's sync code, whatever the default pool's size here.
+            loop.set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.concurrency + 4, thread_name_prefix="flash-job"
+                )
+            )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._shutdown)
         helpers = [asyncio.create_task(self._stop_loop())]

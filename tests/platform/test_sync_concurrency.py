@@ -1,0 +1,63 @@
+"""An endpoint's ``concurrency``: a worker runs that many jobs of sync functions at once."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Iterator
+
+import pytest
+from tests.helpers import Logs
+from tests.integration.projects import write_files
+
+from flash.platform import LocalPlatform, serve_project
+
+FILES = {
+    "pyproject.toml": """
+        [project]
+        name = "pairapp"
+        version = "0.1.0"
+        dependencies = []
+    """,
+    "pairapp/__init__.py": "",
+    "pairapp/work.py": """
+        import threading
+
+        from flash import CpuLiveServerless, remote
+
+        pair = CpuLiveServerless(name="pair", workersMax=1, concurrency=2)
+        met = threading.Barrier(2)
+
+
+        @remote(pair)
+        def meet(who: str) -> str:
+            met.wait(timeout=30)  # passes only when both calls run at once, in one worker
+            return who
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    root = write_files(tmp_path_factory.mktemp("pair") / "proj", FILES)
+    sys.path.insert(0, str(root))
+    try:
+        with serve_project(root, echo=Logs()) as served:
+            yield served
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m.startswith("pairapp")]:
+            del sys.modules[name]
+
+
+def test_a_worker_runs_as_many_sync_jobs_at_once_as_its_concurrency(
+    platform: LocalPlatform,
+) -> None:
+    work = importlib.import_module("pairapp.work")
+
+    async def both() -> list[str]:
+        return list(await asyncio.gather(work.meet("a"), work.meet("b")))
+
+    assert asyncio.run(both()) == ["a", "b"]
+    assert asyncio.run(both()) == ["a", "b"]  # and again, on the same worker
