@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 from collections.abc import Iterator
 
 import pytest
 from tests.helpers import Logs
-from tests.integration.projects import write_files
+from tests.integration.projects import served_files
 
 import flash
-from flash.platform import LocalPlatform, serve_project
+from flash.platform import LocalPlatform
 
 API_KEY = "k-" + "7" * 30
 
@@ -38,15 +37,9 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    root = write_files(tmp_path_factory.mktemp("keyed") / "proj", FILES)
-    sys.path.insert(0, str(root))
-    try:
-        with serve_project(root, echo=Logs(), api_key=API_KEY) as served:
-            yield served
-    finally:
-        sys.path.remove(str(root))
-        for name in [m for m in sys.modules if m.startswith("keyedapp")]:
-            del sys.modules[name]
+    root = tmp_path_factory.mktemp("keyed") / "proj"
+    with served_files(root, FILES, echo=Logs(), api_key=API_KEY) as served:
+        yield served
 
 
 def test_connect_takes_the_api_key_from_the_environment(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def write_files(root: Path, files: dict[str, str]) -> Path:
@@ -12,6 +16,24 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip())
     return root
+
+
+@contextlib.contextmanager
+def served_files(root: Path, files: dict[str, str], **options: Any) -> Iterator[Any]:
+    """Write ``files`` as a project at ``root``, serve it (``serve_project``, routing this
+    process's calls there) and make its packages importable, until the block ends."""
+    from flash.platform import serve_project
+
+    write_files(root, files)
+    packages = {name.split("/", 1)[0] for name in files if name.endswith("/__init__.py")}
+    sys.path.insert(0, str(root))
+    try:
+        with serve_project(root, **options) as served:
+            yield served
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m.split(".", 1)[0] in packages]:
+            del sys.modules[name]
 
 
 def multi_package_project(root: Path) -> Path:

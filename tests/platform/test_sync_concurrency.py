@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 from collections.abc import Iterator
 
 import pytest
 from tests.helpers import Logs
-from tests.integration.projects import write_files
+from tests.integration.projects import served_files
 
-from flash.platform import LocalPlatform, serve_project
+from flash.platform import LocalPlatform
 
 FILES = {
     "pyproject.toml": """
@@ -40,15 +39,9 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    root = write_files(tmp_path_factory.mktemp("pair") / "proj", FILES)
-    sys.path.insert(0, str(root))
-    try:
-        with serve_project(root, echo=Logs()) as served:
-            yield served
-    finally:
-        sys.path.remove(str(root))
-        for name in [m for m in sys.modules if m.startswith("pairapp")]:
-            del sys.modules[name]
+    root = tmp_path_factory.mktemp("pair") / "proj"
+    with served_files(root, FILES, echo=Logs()) as served:
+        yield served
 
 
 def test_a_worker_runs_as_many_sync_jobs_at_once_as_its_concurrency(
