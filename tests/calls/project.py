@@ -25,6 +25,11 @@ FILES = {
         a = CpuLiveServerless(name="svc-a", workersMax=2, concurrency=4, env=LIMITS)
         b = CpuLiveServerless(name="svc-b", workersMax=2, concurrency=4, env=LIMITS)
         c = CpuLiveServerless(name="svc-c", workersMax=2, concurrency=4, env=LIMITS)
+        # Deep enough for an error to cross many hops (each hop once held its traceback
+        # twice over); one worker each, with a slot for every hop of the chain.
+        DEEP = {"FLASH_MAX_CALL_DEPTH": "10"}
+        d = CpuLiveServerless(name="svc-d", workersMax=1, concurrency=6, env=DEEP)
+        e = CpuLiveServerless(name="svc-e", workersMax=1, concurrency=6, env=DEEP)
     """,
     "callsapp/errors.py": """
         class QuotaError(Exception):
@@ -39,7 +44,7 @@ FILES = {
 
         from flash import remote
 
-        from callsapp.config import a, b, c
+        from callsapp.config import a, b, c, d, e
         from callsapp.errors import QuotaError
 
 
@@ -151,6 +156,16 @@ FILES = {
         @remote(b)
         async def pong(n: int) -> int:
             return await ping_pong(n + 1)
+
+
+        @remote(d)
+        async def deep_ping(n: int) -> int:
+            return await deep_pong(n + 1)
+
+
+        @remote(e)
+        async def deep_pong(n: int) -> int:
+            return await deep_ping(n + 1)
 
 
         @remote(c)

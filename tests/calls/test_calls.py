@@ -261,6 +261,19 @@ def test_call_depth_limit_stops_endpoints_calling_each_other(platform: LocalPlat
         asyncio.run(chain.ping_pong(0))
 
 
+def test_call_depth_error_crosses_every_hop_as_itself(platform: LocalPlatform) -> None:
+    # Ten jobs deep, across two endpoints: each caller on the way raises it again as the
+    # CallDepthError the deepest call raised, not wrapped in a RemoteExecutionError per hop.
+    chain = app_module("chain")
+    with pytest.raises(flash.CallDepthError) as info:
+        asyncio.run(chain.deep_ping(0))
+    message = str(info.value)
+    assert message.startswith("remote calls nested more than 10 deep (")
+    assert message.count("nested more than") == 1 and "RemoteExecutionError" not in message
+    assert message.endswith("[callsapp.chain.deep_ping on svc-d]")
+    assert info.value.remote_type is None and len(message) < 1000
+
+
 def test_blocking_call_for_sync_code(platform: LocalPlatform) -> None:
     chain = app_module("chain")
     assert chain.helper.call(41) == 42

@@ -34,6 +34,7 @@ from flash.runtime.errors import (
     RemoteExecutionError,
     RemoteTimeoutError,
     attach_remote_traceback,
+    remote_error_from_fields,
 )
 from flash.runtime.http import BodyNotJson, HttpClient, HttpError, Response
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
@@ -959,6 +960,11 @@ def _remote_exception(
         if isinstance(original, BaseException):
             attach_remote_traceback(original, remote_tb, common["endpoint"], common["job_id"])
             return original
+    # Flash's own error, raised by a call the function made: raised as itself, not wrapped.
+    nested = remote_error_from_fields(details.get("remote_error"))
+    if nested is not None:
+        attach_remote_traceback(nested, remote_tb, common["endpoint"], common["job_id"])
+        return nested
     kind = RemoteExecutionError if remote_type not in ERROR_CATEGORIES else RemoteError
     if remote_type == DEADLINE_EXCEEDED:  # the caller's time ran out before the job started
         kind = RemoteTimeoutError

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "REMOTE_TRACEBACK_NOTE",
     "CallDepthError",
     "EndpointUnavailableError",
     "InvalidResultError",
@@ -13,7 +14,12 @@ __all__ = [
     "RemoteExecutionError",
     "RemoteTimeoutError",
     "attach_remote_traceback",
+    "remote_error_fields",
+    "remote_error_from_fields",
 ]
+
+# How each note attach_remote_traceback adds begins.
+REMOTE_TRACEBACK_NOTE = "Remote traceback ("
 
 
 class RemoteError(Exception):
@@ -95,7 +101,7 @@ def attach_remote_traceback(
     error: BaseException, remote_traceback: str, endpoint: str | None, job_id: str | None
 ) -> None:
     """Show the worker's traceback under the local one (PEP 678 notes)."""
-    header = f"Remote traceback (endpoint {endpoint}, job {job_id}):"
+    header = f"{REMOTE_TRACEBACK_NOTE}endpoint {endpoint}, job {job_id}):"
     note = f"{header}\n{remote_traceback.rstrip()}"
     notes = getattr(error, "__notes__", None)
     if notes is None:
@@ -105,3 +111,61 @@ def attach_remote_traceback(
             return
     elif note not in notes:
         notes.append(note)
+
+
+# Flash's own errors, which a worker's answer names so that its caller raises them again.
+_FLASH_ERRORS: dict[str, type[RemoteError]] = {
+    cls.__name__: cls
+    for cls in (
+        RemoteError,
+        RemoteExecutionError,
+        RemoteTimeoutError,
+        InvalidResultError,
+        RemoteCancelledError,
+        EndpointUnavailableError,
+        CallDepthError,
+    )
+}
+
+
+def remote_error_fields(error: BaseException) -> dict[str, Any] | None:
+    """Flash's own error (a nested call's) as JSON-able fields, for a worker's answer: its
+    caller raises it again as itself, also when the pickled exception cannot go (too big, or
+    an answer nobody signed). None for any other exception, a subclass of ours included."""
+    if not isinstance(error, RemoteError):
+        return None
+    if _FLASH_ERRORS.get(type(error).__name__) is not type(error):
+        return None
+    fields = {
+        "type": type(error).__name__,
+        "message": error.message,
+        "remote_type": error.remote_type,
+        "endpoint": error.endpoint,
+        "function": error.function,
+        "job_id": error.job_id,
+    }
+    return {k: v if v is None else str(v) for k, v in fields.items()}
+
+
+def remote_error_from_fields(fields: Any) -> RemoteError | None:
+    """The error remote_error_fields described; None if ``fields`` describe none. Only our
+    own classes are made, with text only: nothing in the answer runs."""
+    if not isinstance(fields, dict):
+        return None
+    name = fields.get("type")
+    cls = _FLASH_ERRORS.get(name) if isinstance(name, str) else None
+    message = fields.get("message")
+    if cls is None or not isinstance(message, str):
+        return None
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
+
+    return cls(
+        message,
+        remote_type=text("remote_type"),
+        endpoint=text("endpoint"),
+        function=text("function"),
+        job_id=text("job_id"),
+    )

@@ -30,6 +30,7 @@ from flash.runtime import jsoncall as _jsoncall
 from flash.runtime import jsonschema as _jsonschema
 from flash.runtime import serialization as _serialization
 from flash.runtime import signing as _signing
+from flash.runtime.errors import REMOTE_TRACEBACK_NOTE, remote_error_fields
 from flash.runtime.protocol import (
     ARGUMENT_DECODE_ERROR,
     DEADLINE_EXCEEDED,
@@ -1005,6 +1006,9 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
         pickled = _pickled_exception(exc.exc) if pickle_exception else None
         if pickled is not None:
             answer["exception"] = pickled
+        flash_error = remote_error_fields(exc.exc)
+        if flash_error is not None:  # a nested call's: its caller raises it as itself
+            answer["remote_error"] = flash_error
         return answer
     # a bug in the worker itself: still answer the job
     return _error(
@@ -1076,9 +1080,31 @@ def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
             while start < len(frames) and _is_plumbing(frames[start].filename):
                 start += 1
             summary.stack = traceback.StackSummary.from_list(frames[start:])
+        _drop_remote_notes(summary)
         return "".join(summary.format())
     except Exception:  # a broken __str__ must not lose the job's answer
         return f"{type(exc).__name__} (traceback unavailable)\n"
+
+
+def _drop_remote_notes(summary: traceback.TracebackException) -> None:
+    """Leave out the remote tracebacks of nested calls (notes they added when they were
+    raised here): the exception carries them itself, and a traceback that held them, noted
+    again by each caller up a chain of calls, would double at every hop."""
+    seen: set[int] = set()
+    pending = [summary]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        notes = getattr(current, "__notes__", None)
+        if isinstance(notes, list):
+            kept = [n for n in notes if not str(n).startswith(REMOTE_TRACEBACK_NOTE)]
+            current.__notes__ = kept or None
+        for chained in (current.__cause__, current.__context__):
+            if chained is not None:
+                pending.append(chained)
+        pending.extend(getattr(current, "exceptions", None) or [])
 
 
 def _is_plumbing(filename: str) -> bool:
