@@ -84,3 +84,12 @@ def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> No
     assert "job-stop answered a body that is not JSON" in stderr
     assert "job-stop answered no list of job ids" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_body_holding_a_lone_surrogate_is_sent_ascii_escaped() -> None:
+    from flash.runtime.worker import _json_body
+
+    assert _json_body({"output": "é"}) == '{"output": "é"}'.encode()  # UTF-8 when it can be
+    body = _json_body({"output": ["héllo \ud83d", {"\udc00": 1}]})
+    assert body == b'{"output": ["h\\u00e9llo \\ud83d", {"\\udc00": 1}]}'
+    assert json.loads(body) == {"output": ["héllo \ud83d", {"\udc00": 1}]}

@@ -104,7 +104,13 @@ _DONE = object()
 
 
 def _json_body(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, ensure_ascii=False).encode()
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A str holding a lone surrogate has no UTF-8 form, but is valid JSON escaped
+        # ("\\ud83d"): written so, the value still arrives as it is.
+        return json.dumps(data).encode()
 
 
 def _next_or_done(gen: Any) -> Any:
