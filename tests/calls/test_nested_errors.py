@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flash.runtime import client, generic_handler
-from flash.runtime.errors import CallDepthError
+from flash.runtime.errors import CallDepthError, RemoteExecutionError, attach_remote_traceback
 
 
 def _up_the_chain(error: BaseException, hops: int, *, pickled: bool) -> BaseException:
@@ -16,7 +16,9 @@ def _up_the_chain(error: BaseException, hops: int, *, pickled: bool) -> BaseExce
         except Exception as exc:
             wrapped = generic_handler._UserCodeError(f"'app.fn{hop}'", exc)
             answer = generic_handler._failure(wrapped, pickle_exception=pickled)
-        assert len(answer["traceback"]) < 2000  # no hop holds those below it again
+        # Pickled, the exception carries the hops below, and the text leaves them out;
+        # rebuilt from text, each hop's traceback holds those below it once: linear growth.
+        assert len(answer["traceback"]) < (2000 if pickled else 600 * (hop + 1))
         names = {"endpoint": f"ep{hop}", "function": f"app.fn{hop}", "job_id": f"job{hop}"}
         error = client._remote_exception(answer["error"], answer, names)
     return error
@@ -32,7 +34,38 @@ def test_a_call_depth_error_crosses_every_hop_as_itself(pickled: bool) -> None:
     assert str(error) == "remote calls nested more than 16 deep (a -> b); a loop [b on ep]"
     assert error.remote_type is None
     notes = getattr(error, "__notes__", [])
-    # Pickled, the error carries every hop's traceback; rebuilt from text, the last one.
+    # Pickled, the error carries every hop's traceback as a note; rebuilt from text, one
+    # note holds them all. Either way no hop's is lost.
     assert len(notes) == (17 if pickled else 1) and all(
         n.startswith("Remote traceback (endpoint ep") for n in notes
     )
+    assert "".join(notes).count("Remote traceback (endpoint ep") == 17
+    if not pickled:
+        assert error.remote_traceback and error.remote_traceback.rstrip() in notes[0]
+
+
+def test_an_answer_nobody_vouches_for_names_no_flash_error() -> None:
+    # A forged answer must not steer the caller's handling (a retry on a timeout, say).
+    try:
+        raise CallDepthError("deep", endpoint="ep", function="b")
+    except Exception as exc:
+        answer = generic_handler._failure(generic_handler._UserCodeError("'app.fn'", exc))
+    assert answer["remote_error"]["type"] == "CallDepthError"
+    names = {"endpoint": "ep0", "function": "app.fn", "job_id": "job0"}
+    error = client._remote_exception(answer["error"], client._without_pickle(answer), names)
+    assert type(error) is RemoteExecutionError and error.remote_type == "CallDepthError"
+
+
+def test_the_tracebacks_of_what_an_error_was_raised_from_are_kept() -> None:
+    # A pickle carries the exception's notes, not its cause's: the text keeps the cause's.
+    below = KeyError("model.bin")
+    attach_remote_traceback(below, "Traceback ...\nKeyError: 'model.bin'", "ep1", "job1")
+    try:
+        try:
+            raise below
+        except KeyError as exc:
+            raise RuntimeError("load failed") from exc
+    except RuntimeError as exc:
+        answer = generic_handler._failure(generic_handler._UserCodeError("'app.load'", exc))
+    assert "exception" in answer  # pickled, and still:
+    assert "Remote traceback (endpoint ep1, job job1):" in answer["traceback"]

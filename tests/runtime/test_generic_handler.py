@@ -1006,3 +1006,25 @@ def test_runtime_imports_with_only_the_stdlib_and_cloudpickle(tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "isolated ok"
+
+
+def test_a_cancelled_job_in_a_thread_keeps_its_slot_until_the_thread_returns() -> None:
+    # A thread cannot be stopped: the job's task ends only once it has, so the worker goes
+    # on listing the job as running (and the platform replaces a worker whose never does).
+    from flash.runtime.generic_handler import _in_thread
+
+    release = threading.Event()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(_in_thread(release.wait, 30))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the thread has started
+        task.cancel()
+        for _ in range(20):
+            await asyncio.sleep(0)  # turns of the loop: a plain to_thread ends here
+        assert not task.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())

@@ -942,8 +942,9 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
 
 def _without_pickle(answer: Mapping[str, Any]) -> dict[str, Any]:
     """An answer nobody vouches for: its message, type, traceback and issues (text), but not
-    its pickled exception, which only a signed answer's gets unpickled."""
-    return {k: v for k, v in answer.items() if k != "exception"}
+    its pickled exception, which only a signed answer's gets unpickled, nor the Flash error
+    it names (a forged one would steer the caller's handling, a retry on a timeout say)."""
+    return {k: v for k, v in answer.items() if k not in ("exception", "remote_error")}
 
 
 def _remote_exception(
@@ -961,7 +962,7 @@ def _remote_exception(
             attach_remote_traceback(original, remote_tb, common["endpoint"], common["job_id"])
             return original
     # Flash's own error, raised by a call the function made: raised as itself, not wrapped.
-    nested = remote_error_from_fields(details.get("remote_error"))
+    nested = remote_error_from_fields(details.get("remote_error"), remote_tb)
     if nested is not None:
         attach_remote_traceback(nested, remote_tb, common["endpoint"], common["job_id"])
         return nested

@@ -147,9 +147,10 @@ def remote_error_fields(error: BaseException) -> dict[str, Any] | None:
     return {k: v if v is None else str(v) for k, v in fields.items()}
 
 
-def remote_error_from_fields(fields: Any) -> RemoteError | None:
-    """The error remote_error_fields described; None if ``fields`` describe none. Only our
-    own classes are made, with text only: nothing in the answer runs."""
+def remote_error_from_fields(fields: Any, remote_traceback: str = "") -> RemoteError | None:
+    """The error remote_error_fields described, with the answer's ``remote_traceback``; None
+    if ``fields`` describe none. Only our own classes are made, with text only: nothing in
+    the answer runs."""
     if not isinstance(fields, dict):
         return None
     name = fields.get("type")
@@ -162,10 +163,12 @@ def remote_error_from_fields(fields: Any) -> RemoteError | None:
         value = fields.get(name)
         return value if isinstance(value, str) else None
 
-    return cls(
+    error = cls(
         message,
         remote_type=text("remote_type"),
         endpoint=text("endpoint"),
         function=text("function"),
         job_id=text("job_id"),
     )
+    error.remote_traceback = remote_traceback  # noted by the caller, naming its own job
+    return error

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import inspect
 import json
 import os
+import re
 import sys
 import traceback
 import types
@@ -506,7 +509,9 @@ def create_handler(
                     call.decoded,
                 )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
-            async with contextlib.aclosing(_iterate(items, label)) as iterated:
+            async with contextlib.aclosing(
+                _iterate(items, label, in_thread=run_sync_in_thread)
+            ) as iterated:
                 async for item in iterated:
                     if call.execution_type == "json":
                         yield _json_success(item, label)
@@ -865,7 +870,7 @@ async def _invoke(
     """Call user code; awaits coroutines and collects generators unless ``finish`` is False."""
     try:
         if in_thread and not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
-            result = await asyncio.to_thread(_call, fn, args, kwargs, label)
+            result = await _in_thread(_call, fn, args, kwargs, label)
         else:
             result = _call(fn, args, kwargs, label)
         if not finish:
@@ -877,6 +882,21 @@ async def _invoke(
         raise
     except BaseException as exc:  # SystemExit & co. from user code must not end the worker
         raise _UserCodeError(label, exc) from None
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, in this context. A thread cannot be stopped: a
+    cancelled job waits for it, keeping its slot (and a constructor its lock) until it
+    returns, so the worker lists the job as still running and the platform replaces the
+    worker if it never does."""
+    future = asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(contextvars.copy_context().run, fn, *args)
+    )
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
 
 
 def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
@@ -907,7 +927,7 @@ async def _collect_stream(result: Any, in_thread: bool) -> Any:
     if isinstance(result, types.AsyncGeneratorType):
         return [item async for item in result]
     if isinstance(result, types.GeneratorType):
-        return await asyncio.to_thread(list, result) if in_thread else list(result)
+        return await _in_thread(list, result) if in_thread else list(result)
     return result
 
 
@@ -1002,8 +1022,10 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
         message = _safe_str(exc.exc)
         if message:
             text = f"{text}: {message}"
-        answer = _error(exc_name, text, _format_traceback(exc.exc))
         pickled = _pickled_exception(exc.exc) if pickle_exception else None
+        # The pickle carries the exception's notes (remote tracebacks of nested calls): the
+        # text leaves them out then, or each caller up a chain would note them twice.
+        answer = _error(exc_name, text, _format_traceback(exc.exc, remote_notes=pickled is None))
         if pickled is not None:
             answer["exception"] = pickled
         flash_error = remote_error_fields(exc.exc)
@@ -1037,13 +1059,18 @@ def _is_generator_function(target: Any) -> bool:
     return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
-async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
+async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator[Any, None]:
     """Items of a (async) generator; an exception raised while producing one is user code's.
-    Closed early (cancelled, or its consumer gone), it closes ``items`` at once, in this
-    task and context, not whenever the garbage collector gets to it."""
+    A sync generator makes each item in a thread when ``in_thread``. Closed early
+    (cancelled, or its consumer gone), it closes ``items`` at once, in this task and
+    context, not whenever the garbage collector gets to it."""
     try:
         if inspect.isasyncgen(items):
             async for item in items:
+                yield item
+        elif in_thread:
+            iterator = iter(items)
+            while (item := await _in_thread(next, iterator, _EXHAUSTED)) is not _EXHAUSTED:
                 yield item
         else:
             for item in items:
@@ -1060,6 +1087,9 @@ async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
                 items.close()
 
 
+_EXHAUSTED = object()
+
+
 def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
     return {
         "success": False,
@@ -1070,8 +1100,10 @@ def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
     }
 
 
-def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
-    """The traceback from the first user frame on: the worker's own frames are noise."""
+def _format_traceback(exc: BaseException, *, strip: bool = True, remote_notes: bool = True) -> str:
+    """The traceback from the first user frame on: the worker's own frames are noise.
+    ``remote_notes``: whether the exception's own remote-traceback notes are shown (those of
+    the exceptions it was raised from always are: no pickle carries those)."""
     try:
         summary = traceback.TracebackException.from_exception(exc)
         if strip:
@@ -1080,31 +1112,20 @@ def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
             while start < len(frames) and _is_plumbing(frames[start].filename):
                 start += 1
             summary.stack = traceback.StackSummary.from_list(frames[start:])
-        _drop_remote_notes(summary)
+        notes = getattr(summary, "__notes__", None)  # Python 3.11+
+        if not remote_notes and isinstance(notes, list):
+            summary.__notes__ = [n for n in notes if not _is_remote_note(n)] or None
         return "".join(summary.format())
     except Exception:  # a broken __str__ must not lose the job's answer
         return f"{type(exc).__name__} (traceback unavailable)\n"
 
 
-def _drop_remote_notes(summary: traceback.TracebackException) -> None:
-    """Leave out the remote tracebacks of nested calls (notes they added when they were
-    raised here): the exception carries them itself, and a traceback that held them, noted
-    again by each caller up a chain of calls, would double at every hop."""
-    seen: set[int] = set()
-    pending = [summary]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        notes = getattr(current, "__notes__", None)
-        if isinstance(notes, list):
-            kept = [n for n in notes if not str(n).startswith(REMOTE_TRACEBACK_NOTE)]
-            current.__notes__ = kept or None
-        for chained in (current.__cause__, current.__context__):
-            if chained is not None:
-                pending.append(chained)
-        pending.extend(getattr(current, "exceptions", None) or [])
+def _is_remote_note(note: object) -> bool:
+    """Whether ``note`` is one attach_remote_traceback added (not the user's own)."""
+    return isinstance(note, str) and _REMOTE_NOTE.match(note) is not None
+
+
+_REMOTE_NOTE = re.compile(re.escape(REMOTE_TRACEBACK_NOTE) + r"endpoint .*, job .*\):\n")
 
 
 def _is_plumbing(filename: str) -> bool:
