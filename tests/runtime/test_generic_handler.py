@@ -1028,3 +1028,19 @@ def test_a_cancelled_job_in_a_thread_keeps_its_slot_until_the_thread_returns() -
             await task
 
     asyncio.run(scenario())
+
+
+def test_stop_iteration_raised_in_a_thread_fails_the_call_instead_of_hanging_it() -> None:
+    # asyncio refuses to put a StopIteration into a future: the job used to hang for good.
+    from flash.runtime.generic_handler import _invoke, _UserCodeError
+
+    def empty() -> Any:
+        return next(iter([]))
+
+    async def call() -> Any:
+        return await asyncio.wait_for(_invoke(empty, [], {}, "'empty'", in_thread=True), 30)
+
+    with pytest.raises(_UserCodeError) as info:
+        asyncio.run(call())
+    assert isinstance(info.value.exc, RuntimeError)
+    assert isinstance(info.value.exc.__cause__, StopIteration)

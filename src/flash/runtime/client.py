@@ -959,6 +959,12 @@ def _remote_exception(
         except SerializationError:
             original = None
         if isinstance(original, BaseException):
+            # The traceback text shows the exception's notes (remote tracebacks of the calls
+            # it came through), which it carries itself: noted again, they would double at
+            # every hop of a chain of calls.
+            for note in getattr(original, "__notes__", None) or ():
+                if isinstance(note, str):
+                    remote_tb = remote_tb.replace(note + "\n", "", 1)
             attach_remote_traceback(original, remote_tb, common["endpoint"], common["job_id"])
             return original
     # Flash's own error, raised by a call the function made: raised as itself, not wrapped.

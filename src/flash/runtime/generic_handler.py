@@ -20,7 +20,6 @@ import functools
 import inspect
 import json
 import os
-import re
 import sys
 import traceback
 import types
@@ -33,7 +32,7 @@ from flash.runtime import jsoncall as _jsoncall
 from flash.runtime import jsonschema as _jsonschema
 from flash.runtime import serialization as _serialization
 from flash.runtime import signing as _signing
-from flash.runtime.errors import REMOTE_TRACEBACK_NOTE, remote_error_fields
+from flash.runtime.errors import remote_error_fields
 from flash.runtime.protocol import (
     ARGUMENT_DECODE_ERROR,
     DEADLINE_EXCEEDED,
@@ -509,9 +508,7 @@ def create_handler(
                     call.decoded,
                 )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
-            async with contextlib.aclosing(
-                _iterate(items, label, in_thread=run_sync_in_thread)
-            ) as iterated:
+            async with contextlib.aclosing(_iterate(items, label)) as iterated:
                 async for item in iterated:
                     if call.execution_type == "json":
                         yield _json_success(item, label)
@@ -890,13 +887,24 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     returns, so the worker lists the job as still running and the platform replaces the
     worker if it never does."""
     future = asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(contextvars.copy_context().run, fn, *args)
+        None, functools.partial(_run_in, contextvars.copy_context(), fn, *args)
     )
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        await asyncio.wait([future])
+        while not future.done():  # however often it is cancelled
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
         raise
+
+
+def _run_in(context: contextvars.Context, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return context.run(fn, *args)
+    except StopIteration as exc:
+        # A future cannot hold one (asyncio refuses it, and the job would hang): as a
+        # coroutine's would be, it becomes a RuntimeError.
+        raise RuntimeError("raised StopIteration") from exc
 
 
 def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
@@ -1025,7 +1033,7 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
         pickled = _pickled_exception(exc.exc) if pickle_exception else None
         # The pickle carries the exception's notes (remote tracebacks of nested calls): the
         # text leaves them out then, or each caller up a chain would note them twice.
-        answer = _error(exc_name, text, _format_traceback(exc.exc, remote_notes=pickled is None))
+        answer = _error(exc_name, text, _format_traceback(exc.exc))
         if pickled is not None:
             answer["exception"] = pickled
         flash_error = remote_error_fields(exc.exc)
@@ -1059,18 +1067,13 @@ def _is_generator_function(target: Any) -> bool:
     return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
-async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator[Any, None]:
+async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
     """Items of a (async) generator; an exception raised while producing one is user code's.
-    A sync generator makes each item in a thread when ``in_thread``. Closed early
-    (cancelled, or its consumer gone), it closes ``items`` at once, in this task and
-    context, not whenever the garbage collector gets to it."""
+    Closed early (cancelled, or its consumer gone), it closes ``items`` at once, in this
+    task and context, not whenever the garbage collector gets to it."""
     try:
         if inspect.isasyncgen(items):
             async for item in items:
-                yield item
-        elif in_thread:
-            iterator = iter(items)
-            while (item := await _in_thread(next, iterator, _EXHAUSTED)) is not _EXHAUSTED:
                 yield item
         else:
             for item in items:
@@ -1087,9 +1090,6 @@ async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator
                 items.close()
 
 
-_EXHAUSTED = object()
-
-
 def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
     return {
         "success": False,
@@ -1100,10 +1100,8 @@ def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
     }
 
 
-def _format_traceback(exc: BaseException, *, strip: bool = True, remote_notes: bool = True) -> str:
-    """The traceback from the first user frame on: the worker's own frames are noise.
-    ``remote_notes``: whether the exception's own remote-traceback notes are shown (those of
-    the exceptions it was raised from always are: no pickle carries those)."""
+def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
+    """The traceback from the first user frame on: the worker's own frames are noise."""
     try:
         summary = traceback.TracebackException.from_exception(exc)
         if strip:
@@ -1112,20 +1110,9 @@ def _format_traceback(exc: BaseException, *, strip: bool = True, remote_notes: b
             while start < len(frames) and _is_plumbing(frames[start].filename):
                 start += 1
             summary.stack = traceback.StackSummary.from_list(frames[start:])
-        notes = getattr(summary, "__notes__", None)  # Python 3.11+
-        if not remote_notes and isinstance(notes, list):
-            summary.__notes__ = [n for n in notes if not _is_remote_note(n)] or None
         return "".join(summary.format())
     except Exception:  # a broken __str__ must not lose the job's answer
         return f"{type(exc).__name__} (traceback unavailable)\n"
-
-
-def _is_remote_note(note: object) -> bool:
-    """Whether ``note`` is one attach_remote_traceback added (not the user's own)."""
-    return isinstance(note, str) and _REMOTE_NOTE.match(note) is not None
-
-
-_REMOTE_NOTE = re.compile(re.escape(REMOTE_TRACEBACK_NOTE) + r"endpoint .*, job .*\):\n")
 
 
 def _is_plumbing(filename: str) -> bool:
