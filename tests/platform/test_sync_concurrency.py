@@ -33,6 +33,17 @@ FILES = {
         def meet(who: str) -> str:
             met.wait(timeout=30)  # passes only when both calls run at once, in one worker
             return who
+
+
+        streams = CpuLiveServerless(name="streams", workersMax=1, concurrency=2)
+        streamed = threading.Barrier(2)
+
+
+        @remote(streams)
+        def meet_items(who: str):  # a generator: its endpoint's worker streams
+            yield who
+            streamed.wait(timeout=30)
+            yield who.upper()
     """,
 }
 
@@ -54,3 +65,12 @@ def test_a_worker_runs_as_many_sync_jobs_at_once_as_its_concurrency(
 
     assert asyncio.run(both()) == ["a", "b"]
     assert asyncio.run(both()) == ["a", "b"]  # and again, on the same worker
+
+
+def test_sync_generators_of_a_worker_also_run_at_once(platform: LocalPlatform) -> None:
+    work = importlib.import_module("pairapp.work")
+
+    async def both() -> list[list[str]]:
+        return list(await asyncio.gather(work.meet_items("a"), work.meet_items("b")))
+
+    assert asyncio.run(both()) == [["a", "A"], ["b", "B"]]

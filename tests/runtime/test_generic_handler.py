@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import json
 import shutil
@@ -1044,3 +1045,37 @@ def test_stop_iteration_raised_in_a_thread_fails_the_call_instead_of_hanging_it(
         asyncio.run(call())
     assert isinstance(info.value.exc, RuntimeError)
     assert isinstance(info.value.exc.__cause__, StopIteration)
+
+
+def test_a_sync_generator_in_a_thread_keeps_one_thread_and_one_context() -> None:
+    # State kept across yields: a contextvar set and reset, and the thread itself (as
+    # torch.inference_mode() is per thread); closing it early runs its finally there too.
+    import contextvars
+
+    from flash.runtime.generic_handler import _iterate
+
+    mode: contextvars.ContextVar[str] = contextvars.ContextVar("mode", default="none")
+    seen: list[tuple[int, str]] = []
+
+    def items() -> Any:
+        token = mode.set("inference")
+        try:
+            for i in range(3):
+                seen.append((threading.get_ident(), mode.get()))
+                yield i
+        finally:
+            seen.append((threading.get_ident(), mode.get()))
+            mode.reset(token)  # raises ValueError in another context
+
+    async def first_two() -> list[int]:
+        got = []
+        async with contextlib.aclosing(_iterate(items(), "'items'", in_thread=True)) as it:
+            async for item in it:
+                got.append(item)
+                if len(got) == 2:
+                    break
+        return got
+
+    assert asyncio.run(first_two()) == [0, 1]
+    assert len(seen) == 3 and len(set(seen)) == 1  # two items and the close
+    assert seen[0][0] != threading.get_ident() and seen[0][1] == "inference"

@@ -508,7 +508,9 @@ def create_handler(
                     call.decoded,
                 )
             items = await _invoke(call.target, args, kwargs, label, in_thread=False, finish=False)
-            async with contextlib.aclosing(_iterate(items, label)) as iterated:
+            async with contextlib.aclosing(
+                _iterate(items, label, in_thread=run_sync_in_thread)
+            ) as iterated:
                 async for item in iterated:
                     if call.execution_type == "json":
                         yield _json_success(item, label)
@@ -881,13 +883,18 @@ async def _invoke(
         raise _UserCodeError(label, exc) from None
 
 
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a worker thread, in this context. A thread cannot be stopped: a
-    cancelled job waits for it, keeping its slot (and a constructor its lock) until it
-    returns, so the worker lists the job as still running and the platform replaces the
-    worker if it never does."""
+async def _in_thread(
+    fn: Callable[..., Any],
+    *args: Any,
+    executor: concurrent.futures.Executor | None = None,
+    context: contextvars.Context | None = None,
+) -> Any:
+    """``fn(*args)`` in a worker thread (of ``executor``), in a copy of this context (or in
+    ``context``). A thread cannot be stopped: a cancelled job waits for it, keeping its slot
+    (and a constructor its lock) until it returns, so the worker lists the job as still
+    running and the platform replaces the worker if it never does."""
     future = asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(_run_in, contextvars.copy_context(), fn, *args)
+        executor, functools.partial(_run_in, context or contextvars.copy_context(), fn, *args)
     )
     try:
         return await asyncio.shield(future)
@@ -1067,13 +1074,22 @@ def _is_generator_function(target: Any) -> bool:
     return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
-async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
+async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator[Any, None]:
     """Items of a (async) generator; an exception raised while producing one is user code's.
-    Closed early (cancelled, or its consumer gone), it closes ``items`` at once, in this
-    task and context, not whenever the garbage collector gets to it."""
+    With ``in_thread``, a sync generator runs in a thread of its own, all of it in one
+    context: it may keep thread-local or context state across its yields (a contextvar
+    reset, ``torch.inference_mode()``). Closed early (cancelled, or its consumer gone), it
+    closes ``items`` at once, not whenever the garbage collector gets to it."""
+    own: dict[str, Any] = {}
+    if in_thread and inspect.isgenerator(items):
+        own["executor"] = concurrent.futures.ThreadPoolExecutor(1, "flash-stream")
+        own["context"] = contextvars.copy_context()
     try:
         if inspect.isasyncgen(items):
             async for item in items:
+                yield item
+        elif own:
+            while (item := await _in_thread(next, items, _EXHAUSTED, **own)) is not _EXHAUSTED:
                 yield item
         else:
             for item in items:
@@ -1083,11 +1099,20 @@ async def _iterate(items: Any, label: str) -> AsyncGenerator[Any, None]:
     except BaseException as exc:
         raise _UserCodeError(label, exc) from None
     finally:
-        with contextlib.suppress(Exception):
-            if inspect.isasyncgen(items):
-                await items.aclose()
-            elif inspect.isgenerator(items):
-                items.close()
+        try:
+            with contextlib.suppress(Exception):
+                if inspect.isasyncgen(items):
+                    await items.aclose()
+                elif own:
+                    await _in_thread(items.close, **own)
+                elif inspect.isgenerator(items):
+                    items.close()
+        finally:
+            if own:
+                own["executor"].shutdown(wait=False)
+
+
+_EXHAUSTED = object()
 
 
 def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
