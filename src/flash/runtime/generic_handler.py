@@ -893,8 +893,10 @@ async def _in_thread(
     ``context``). A thread cannot be stopped: a cancelled job waits for it, keeping its slot
     (and a constructor its lock) until it returns, so the worker lists the job as still
     running and the platform replaces the worker if it never does."""
+    if context is None:  # not `or`: a Context without variables is empty, so false
+        context = contextvars.copy_context()
     future = asyncio.get_running_loop().run_in_executor(
-        executor, functools.partial(_run_in, context or contextvars.copy_context(), fn, *args)
+        executor, functools.partial(_run_in, context, fn, *args)
     )
     try:
         return await asyncio.shield(future)
