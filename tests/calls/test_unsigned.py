@@ -3,6 +3,8 @@ that unsigned pickles are fine (trusted local experiments), as workers are told.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +55,12 @@ def test_unsigned_pickles_go_only_where_allowed(
         monkeypatch.setenv("FLASH_ALLOW_UNSIGNED", environment)
     platform = Restartable(answer)
     invoker = PlatformInvoker(Endpoints(platform.url), allow_unsigned=allow_unsigned)
-    previous = set_invoker(invoker)
-    try:
+    with _calling_through(invoker, platform):
         if sent:
             untyped.call(1)
         else:
             with pytest.raises(flash.RemoteError, match="needs the app's signing key"):
                 untyped.call(1)
-    finally:
-        set_invoker(previous)
-        invoker.close()
-        platform.stop()
     assert len(bodies) == int(sent)
     assert marker.exists() is sent  # allowed: this caller chose to trust its platform
     assert all("signature" not in body["input"] for body in bodies)
@@ -73,22 +70,29 @@ def test_an_unsigned_answer_is_unpickled_only_while_unsigned_is_allowed(tmp_path
     # The second guard: a caller no longer allowed unsigned pickles by the time the answer
     # comes (it changed its mind mid-call) refuses it, though it sent the call unsigned.
     marker = tmp_path / "pwned"
-    callers: list[PlatformInvoker] = []
 
     def answer(method: str, path: str, headers: dict[str, str], body: Any) -> Any:
-        callers[0].allow_unsigned = False
+        invoker.allow_unsigned = False
         output = {"success": True, "result": serialize(CreatesFile(marker))}
         return 200, {"id": "j1", "status": "COMPLETED", "output": output}
 
     platform = Restartable(answer)
     invoker = PlatformInvoker(Endpoints(platform.url), allow_unsigned=True)
-    callers.append(invoker)
+    with (
+        _calling_through(invoker, platform),
+        pytest.raises(flash.RemoteError, match="refusing to unpickle an answer nobody"),
+    ):
+        untyped.call(1)
+    assert not marker.exists()
+
+
+@contextlib.contextmanager
+def _calling_through(invoker: PlatformInvoker, platform: Restartable) -> Iterator[None]:
+    """Calls in the block go through ``invoker``; then it and ``platform`` are closed."""
     previous = set_invoker(invoker)
     try:
-        with pytest.raises(flash.RemoteError, match="refusing to unpickle an answer nobody"):
-            untyped.call(1)
+        yield
     finally:
         set_invoker(previous)
         invoker.close()
         platform.stop()
-    assert not marker.exists()

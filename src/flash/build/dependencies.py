@@ -480,7 +480,8 @@ def _canonical_all(sources: Iterable[_Source]) -> list[str]:
         origin = f" in {source}" if where is None else ""
         accepted, problem = _checked_requirement(text, origin)
         if accepted is None:
-            raise BuildError(problem or text, path=where, line=line)
+            assert problem is not None  # a refusal always says why
+            raise BuildError(problem, path=where, line=line)
         canonical.add(accepted)
     return sorted(canonical, key=lambda r: (_requirement_name(r), r))
 

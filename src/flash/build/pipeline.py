@@ -254,14 +254,17 @@ def _build_project(
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
     entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
-    if _host_matches(options.dependencies):
+    cross_target = not _host_matches(options.dependencies)
+    if not cross_target:
         typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
         checked = f"checked, {typed} functions callable with JSON"
     else:
         checked = "generated, not import-checked: cross-target build"
     count = len(manifest.resources)
     report("handlers", f"{count} handler{'s' if count != 1 else ''} {checked}")
-    warnings = scan.warnings + _pickle_only_warnings(scan, manifest, options.dependencies)
+    warnings = scan.warnings + _pickle_only_warnings(
+        scan, manifest, options.dependencies, cross_target
+    )
 
     all_entries = entries + dep_entries
     _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
@@ -574,7 +577,7 @@ _LISTED = 10  # functions a warning names: the manifest has all of them
 
 
 def _pickle_only_warnings(
-    scan: ScanResult, manifest: Manifest, options: DependencyOptions
+    scan: ScanResult, manifest: Manifest, options: DependencyOptions, cross_target: bool
 ) -> tuple[BuildWarning, ...]:
     """One warning naming the functions written with type hints that got no JSON Schema: a
     JSON call of one (curl) fails with NotJsonCallable. Untyped ones are pickle-only by design.
@@ -595,7 +598,7 @@ def _pickle_only_warnings(
         return ()
     missing.sort(key=lambda item: (item[0].path, item[0].line, item[1]))
     count = f"{len(missing)} function{'s' if len(missing) > 1 else ''} with type hints"
-    if not _host_matches(options):  # every function has the same reason: say it once
+    if cross_target:  # every function has the same reason: say it once
         return (BuildWarning(_cross_target_warning(options, count, [n for _, n, _ in missing])),)
     lines = [
         f"{count} got no JSON Schema, so {'they take' if len(missing) > 1 else 'it takes'} "

@@ -328,6 +328,11 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
         ) from None
     try:
         tree = ast.parse(source, filename=rel)
+        # ast.parse takes what only the compiler refuses (a repeated keyword argument,
+        # `return` outside a function), which the worker's import would fail on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings: for the worker's import to show
+            compile(tree, rel, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise BuildError(
             f"syntax error: {exc.msg}", path=rel, line=exc.lineno, col=exc.offset
@@ -338,7 +343,6 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
         raise BuildError(
             "cannot parse file: an expression is nested too deeply for Python", path=rel
         ) from None
-    _check_compiles(source, rel)
     parts = import_path(rel, src_layout)[: -len(".py")].split("/")
     is_package = parts[-1] == "__init__" and len(parts) > 1
     if is_package:
@@ -347,24 +351,6 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
     # few modules that configs are imported from a second time.
     kept = tree if _may_decorate(source) else None
     return _Module(rel, ".".join(parts), is_package, source, kept)
-
-
-def _check_compiles(source: str, rel: str) -> None:
-    """ast.parse takes what only the compiler refuses, which the worker's import would fail
-    on (a repeated keyword argument, ``return`` outside a function): refused here too.
-    Compiling source is cheaper than parsing it into a tree, so every module is checked."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SyntaxWarnings: for the worker's import to show
-            compile(source, rel, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        raise BuildError(
-            f"syntax error: {exc.msg}", path=rel, line=exc.lineno, col=exc.offset
-        ) from None
-    except (RecursionError, MemoryError):
-        raise BuildError(
-            "cannot compile file: an expression is nested too deeply for Python", path=rel
-        ) from None
 
 
 def _may_decorate(source: str) -> bool:

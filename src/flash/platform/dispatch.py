@@ -596,14 +596,15 @@ class Dispatcher:
         self._count_queued(job, -1)
         self.running[job.endpoint] += 1
         state.assigned.add(job.id)
-        limit = (
-            job.execution_timeout_ms
-            or self.exec_timeout_ms.get(job.endpoint)
-            or self.default_execution_timeout_ms
-        )
+        limit = job.execution_timeout_ms or self.execution_limit_ms(job.endpoint)
         self._timers[job.id] = asyncio.get_running_loop().call_later(
             limit / 1000, self._on_timeout, job.id, job.attempts, limit
         )
+
+    def execution_limit_ms(self, endpoint: str) -> int:
+        """How long a job of ``endpoint`` may run unless its policy says: the endpoint's
+        ``executionTimeoutMs``, else the platform's default."""
+        return self.exec_timeout_ms.get(endpoint) or self.default_execution_timeout_ms
 
     def _on_timeout(self, job_id: str, attempt: int, limit: int) -> None:
         job = self.jobs.get(job_id)

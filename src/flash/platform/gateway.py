@@ -85,6 +85,14 @@ def _job_to_take(job: js.Job) -> str:
     return f'{{"id": {json.dumps(job.id)}, "input": {job.input_json}}}'
 
 
+def _milliseconds(name: str, text: str, *, positive: bool = False) -> int | Response:
+    """A query parameter's whole number of milliseconds, or the 400 naming it."""
+    if text.isascii() and text.isdigit() and len(text) <= 12 and (int(text) > 0 or not positive):
+        return int(text)
+    what = "a positive whole number" if positive else "a whole number"
+    return _error(400, f"'{name}' must be {what} of milliseconds, got {text[:40]!r}")
+
+
 def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
@@ -212,12 +220,10 @@ class Gateway:
         wait_ms = RUNSYNC_DEFAULT_WAIT_MS
         wait = request.query_params.get("wait")
         if sync and wait is not None:
-            if not (wait.isascii() and wait.isdigit() and len(wait) <= 12):
-                return _error(
-                    400,
-                    f"'wait' must be a whole number of milliseconds, got {wait[:40]!r}",
-                )
-            wait_ms = min(int(wait), RUNSYNC_MAX_WAIT_MS)
+            given = _milliseconds("wait", wait)
+            if isinstance(given, Response):
+                return given
+            wait_ms = min(given, RUNSYNC_MAX_WAIT_MS)
         endpoint = request.path_params["endpoint"]
         queued = self.dispatcher.queued[endpoint]
         if queued >= self.max_queue:
@@ -278,11 +284,10 @@ class Gateway:
         ttl = request.query_params.get("ttl")
         if ttl is not None:
             # RunPod's: remove the result sooner than its usual retention.
-            if not (ttl.isascii() and ttl.isdigit() and len(ttl) <= 12 and int(ttl) > 0):
-                return _error(
-                    400, f"'ttl' must be a positive whole number of milliseconds, got {ttl[:40]!r}"
-                )
-            self.dispatcher.keep_result_for(job, int(ttl))
+            given = _milliseconds("ttl", ttl, positive=True)
+            if isinstance(given, Response):
+                return given
+            self.dispatcher.keep_result_for(job, given)
         return _json_text(self.dispatcher.status_json(job))
 
     async def stream(self, request: Request) -> Response:

@@ -541,8 +541,7 @@ class Supervisor:
             self.kill(worker_id, "still running after being asked to stop")
 
     def _drain_limit(self, spec: EndpointSpec) -> float:
-        limit = spec.execution_timeout_ms or self.dispatcher.default_execution_timeout_ms
-        return limit / 1000 + 5
+        return self.dispatcher.execution_limit_ms(spec.name) / 1000 + 5
 
     def _log(self, worker: Worker, text: str) -> None:
         if self.echo is not None:

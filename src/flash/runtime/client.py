@@ -968,8 +968,9 @@ def _remote_exception(
             attach_remote_traceback(original, remote_tb, common["endpoint"], common["job_id"])
             return original
     # Flash's own error, raised by a call the function made: raised as itself, not wrapped.
-    nested = remote_error_from_fields(details.get("remote_error"), remote_tb)
+    nested = remote_error_from_fields(details.get("remote_error"))
     if nested is not None:
+        nested.remote_traceback = remote_tb  # noted under this call's job, not the nested one's
         attach_remote_traceback(nested, remote_tb, common["endpoint"], common["job_id"])
         return nested
     kind = RemoteExecutionError if remote_type not in ERROR_CATEGORIES else RemoteError

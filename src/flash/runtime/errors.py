@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "REMOTE_TRACEBACK_NOTE",
     "CallDepthError",
     "EndpointUnavailableError",
     "InvalidResultError",
@@ -17,9 +16,6 @@ __all__ = [
     "remote_error_fields",
     "remote_error_from_fields",
 ]
-
-# How each note attach_remote_traceback adds begins.
-REMOTE_TRACEBACK_NOTE = "Remote traceback ("
 
 
 class RemoteError(Exception):
@@ -101,7 +97,7 @@ def attach_remote_traceback(
     error: BaseException, remote_traceback: str, endpoint: str | None, job_id: str | None
 ) -> None:
     """Show the worker's traceback under the local one (PEP 678 notes)."""
-    header = f"{REMOTE_TRACEBACK_NOTE}endpoint {endpoint}, job {job_id}):"
+    header = f"Remote traceback (endpoint {endpoint}, job {job_id}):"
     note = f"{header}\n{remote_traceback.rstrip()}"
     notes = getattr(error, "__notes__", None)
     if notes is None:
@@ -147,10 +143,9 @@ def remote_error_fields(error: BaseException) -> dict[str, Any] | None:
     return {k: v if v is None else str(v) for k, v in fields.items()}
 
 
-def remote_error_from_fields(fields: Any, remote_traceback: str = "") -> RemoteError | None:
-    """The error remote_error_fields described, with the answer's ``remote_traceback``; None
-    if ``fields`` describe none. Only our own classes are made, with text only: nothing in
-    the answer runs."""
+def remote_error_from_fields(fields: Any) -> RemoteError | None:
+    """The error remote_error_fields described; None if ``fields`` describe none. Only our
+    own classes are made, with text only: nothing in the answer runs."""
     if not isinstance(fields, dict):
         return None
     name = fields.get("type")
@@ -163,12 +158,10 @@ def remote_error_from_fields(fields: Any, remote_traceback: str = "") -> RemoteE
         value = fields.get(name)
         return value if isinstance(value, str) else None
 
-    error = cls(
+    return cls(
         message,
         remote_type=text("remote_type"),
         endpoint=text("endpoint"),
         function=text("function"),
         job_id=text("job_id"),
     )
-    error.remote_traceback = remote_traceback  # noted by the caller, naming its own job
-    return error

@@ -199,6 +199,7 @@ def create_handler(
             raise TypeError(f"registry keys must be str, got {_type_name(key)} ({key!r})")
         targets[key] = unwrap_remote(value)
     available = ", ".join(sorted(targets)) or "(none)"
+    json_classes = ", ".join(sorted(n for n, s in schemas.items() if "methods" in s)) or "(none)"
     class_methods = {
         key: _public_methods(target) for key, target in targets.items() if inspect.isclass(target)
     }
@@ -350,18 +351,17 @@ def create_handler(
 
     def resolve_json_method(payload: dict[str, Any], fields: set[str], job_id: str | None) -> _Call:
         name, method = payload.get("function"), payload.get("method")
-        classes = ", ".join(sorted(n for n, s in schemas.items() if "methods" in s)) or "(none)"
         if name is None:
             raise _JobError(
                 INVALID_JOB,
                 f"missing 'function': a call of method {_short_repr(method)} names its class"
                 ' there, {"function": class, "init": {...}, "method": name, "kwargs": {...}} '
-                f"(JSON-callable classes here: {classes})",
+                f"(JSON-callable classes here: {json_classes})",
             )
         if not isinstance(name, str) or not inspect.isclass(targets.get(name)):
             raise _JobError(
                 UNKNOWN_FUNCTION,
-                f"no class named {_short_repr(name)} here (JSON-callable classes: {classes})",
+                f"no class named {_short_repr(name)} here (JSON-callable classes: {json_classes})",
             )
         extra = sorted(fields - {"function", "method", "init", "kwargs"})
         if extra:
@@ -1039,10 +1039,10 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
         message = _safe_str(exc.exc)
         if message:
             text = f"{text}: {message}"
-        pickled = _pickled_exception(exc.exc) if pickle_exception else None
-        # The pickle carries the exception's notes (remote tracebacks of nested calls): the
-        # text leaves them out then, or each caller up a chain would note them twice.
+        # The traceback text shows the exception's notes (remote tracebacks of nested
+        # calls); a caller that unpickles it leaves them out (client._remote_exception).
         answer = _error(exc_name, text, _format_traceback(exc.exc))
+        pickled = _pickled_exception(exc.exc) if pickle_exception else None
         if pickled is not None:
             answer["exception"] = pickled
         flash_error = remote_error_fields(exc.exc)
@@ -1082,16 +1082,17 @@ async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator
     context: it may keep thread-local or context state across its yields (a contextvar
     reset, ``torch.inference_mode()``). Closed early (cancelled, or its consumer gone), it
     closes ``items`` at once, not whenever the garbage collector gets to it."""
-    own: dict[str, Any] = {}
+    executor = context = None
     if in_thread and inspect.isgenerator(items):
-        own["executor"] = concurrent.futures.ThreadPoolExecutor(1, "flash-stream")
-        own["context"] = contextvars.copy_context()
+        executor = concurrent.futures.ThreadPoolExecutor(1, "flash-stream")
+        context = contextvars.copy_context()
     try:
         if inspect.isasyncgen(items):
             async for item in items:
                 yield item
-        elif own:
-            while (item := await _in_thread(next, items, _EXHAUSTED, **own)) is not _EXHAUSTED:
+        elif executor is not None:
+            step = functools.partial(_in_thread, executor=executor, context=context)
+            while (item := await step(next, items, _EXHAUSTED)) is not _EXHAUSTED:
                 yield item
         else:
             for item in items:
@@ -1105,13 +1106,13 @@ async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator
             with contextlib.suppress(Exception):
                 if inspect.isasyncgen(items):
                     await items.aclose()
-                elif own:
-                    await _in_thread(items.close, **own)
+                elif executor is not None:
+                    await _in_thread(items.close, executor=executor, context=context)
                 elif inspect.isgenerator(items):
                     items.close()
         finally:
-            if own:
-                own["executor"].shutdown(wait=False)
+            if executor is not None:
+                executor.shutdown(wait=False)
 
 
 _EXHAUSTED = object()

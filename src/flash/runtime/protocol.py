@@ -8,7 +8,6 @@ Standard library only: this module runs inside every worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -93,11 +92,10 @@ def unwrap_remote(obj: Any) -> Any:
     return obj.__wrapped__ if getattr(obj, "__flash_remote__", False) else obj
 
 
-def worker_concurrency(environ: Mapping[str, str] | None = None) -> int:
+def worker_concurrency() -> int:
     """Jobs this worker runs at once, as the platform asks (``$FLASH_WORKER_CONCURRENCY``);
     1 when unset or not a number."""
-    env = os.environ if environ is None else environ
     try:
-        return max(1, int(env.get(WORKER_CONCURRENCY_ENV_VAR, "1")))
+        return max(1, int(os.environ.get(WORKER_CONCURRENCY_ENV_VAR, "1")))
     except ValueError:
         return 1
