@@ -58,6 +58,73 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
     asyncio.run(second_life(job_id))
 
 
+def test_a_crash_among_several_jobs_fails_only_the_job_that_crashes_alone(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        a, b, c = (dispatcher.submit("e", f'{{"n": {n}}}') for n in range(3))
+        assert [j.id for j in await dispatcher.take("w1", 3, False)] == [a.id, b.id, c.id]
+        # Which of the three killed w1 is not known: none fails, each runs again alone.
+        outcomes = dispatcher.worker_exited("w1", "exited with code 9", blame=True)
+        assert sorted(outcomes) == sorted(f"job {j.id} runs again" for j in (a, b, c))
+        dispatcher.register_worker("w2", "e")
+        assert [j.id for j in await dispatcher.take("w2", 3, False)] == [a.id]
+        w2_more = asyncio.ensure_future(dispatcher.take("w2", 2, True))
+        dispatcher.register_worker("w3", "e")
+        assert [j.id for j in await dispatcher.take("w3", 3, False)] == [b.id]
+        w3_more = asyncio.ensure_future(dispatcher.take("w3", 2, True))
+        await asyncio.sleep(0)  # both polls are registered now; neither gets c
+        assert not w2_more.done() and not w3_more.done()
+        # a crashes w2 on its own: that is a job that kills its worker, and it fails.
+        assert dispatcher.worker_exited("w2", "exited with code 9", blame=True) == [
+            f"job {a.id} failed"
+        ]
+        assert a.status == "FAILED" and "exited with code 9" in a.error
+        assert await w2_more == []
+        # b ends well, so w3 may take the next suspect.
+        assert dispatcher.done("w3", b.id, {"output": 1}, False, "1")
+        assert [j.id for j in await w3_more] == [c.id]
+        assert dispatcher.done("w3", c.id, {"output": 2}, False, "2")
+        assert (b.status, c.status) == ("COMPLETED", "COMPLETED")
+
+    asyncio.run(scenario())
+
+
+def test_a_suspect_at_the_front_of_the_queue_is_not_passed_over(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        suspects = [dispatcher.submit("e", f'{{"n": {n}}}') for n in range(2)]
+        await dispatcher.take("w1", 2, False)
+        dispatcher.worker_exited("w1", "exited with code 9", blame=True)
+        busy = dispatcher.submit("e", '{"n": "busy"}')
+        dispatcher.register_worker("w2", "e")
+        # A worker running a job of its own cannot take a suspect, nor pass over it.
+        assert [j.id for j in await dispatcher.take("w2", 1, False)] == [suspects[0].id]
+        assert dispatcher.done("w2", suspects[0].id, {"output": 1}, False, "1")
+        assert [j.id for j in await dispatcher.take("w2", 1, True)] == [suspects[1].id]
+        assert dispatcher.done("w2", suspects[1].id, {"output": 1}, False, "1")
+        assert [j.id for j in await dispatcher.take("w2", 1, False)] == [busy.id]
+        suspect = dispatcher.submit("e", '{"n": "suspect"}')
+        suspect.crashes = 1  # as one requeued by a crash
+        later = dispatcher.submit("e", '{"n": "later"}')
+        more = asyncio.ensure_future(dispatcher.take("w2", 3, True))
+        await asyncio.sleep(0)
+        assert not more.done()  # the suspect at the front waits for w2 to be free...
+        newest = dispatcher.submit("e", '{"n": "newest"}')
+        await asyncio.sleep(0)
+        assert not more.done()  # ...and a new job does not jump the queue
+        assert dispatcher.done("w2", busy.id, {"output": 1}, False, "1")
+        assert [j.id for j in await more] == [suspect.id]  # alone
+        assert dispatcher.done("w2", suspect.id, {"output": 1}, False, "1")
+        taken = await dispatcher.take("w2", 3, False)
+        assert [j.id for j in taken] == [later.id, newest.id]
+
+    asyncio.run(scenario())
+
+
 def _dispatcher(tmp_path: Path, **options: Any) -> Dispatcher:
     """A dispatcher on the store in ``tmp_path``, serving endpoint "e"."""
     dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), **options)

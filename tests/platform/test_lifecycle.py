@@ -710,6 +710,51 @@ def test_our_loop_runs_sync_handlers_concurrently_in_threads(
     assert max(f["delayTime"] for f in finals) < 500
 
 
+CRASH_AMONG_OTHERS = """
+import os, time
+from pathlib import Path
+from flash.runtime.worker import start
+
+def handler(job):
+    folder = Path(job["input"]["folder"])
+    if job["input"]["role"] == "crasher":
+        attempt = len(list(folder.glob("crasher-*"))) + 1
+        (folder / f"crasher-{attempt}").write_text("")
+        # The first time, only once all three bystanders run beside it on this worker.
+        while attempt == 1 and len(list(folder.glob("bystander-*"))) < 3:
+            time.sleep(0.01)
+        os._exit(9)
+    (folder / f"bystander-{job['id']}").write_text("")
+    # A bystander runs for as long as the crasher has not run again, so one still running
+    # beside the crasher's second attempt is charged with its crash too.
+    while not (folder / "crasher-2").exists():
+        time.sleep(0.05)
+    return {"ok": True}
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_crashing_job_does_not_fail_the_jobs_that_ran_beside_it(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(
+        tmp_path / "app",
+        {"pack": (CRASH_AMONG_OTHERS, {"workersMax": 1, "concurrency": 4})},
+    )
+    platform = platform_factory(app, worker_loop="flash")
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    roles = ["crasher", "bystander", "bystander", "bystander"]
+    bodies = [{"input": {"role": role, "folder": str(folder)}} for role in roles]
+    ids = [_post(platform, "pack/run", json=body).json()["id"] for body in bodies]
+    finals = [ended(platform, "pack", i, timeout=60) for i in ids]
+    assert finals[0]["status"] == "FAILED" and "exited with code 9" in finals[0]["error"]
+    assert [f["status"] for f in finals[1:]] == ["COMPLETED"] * 3, finals
+    assert sorted(p.name for p in folder.glob("crasher-*")) == ["crasher-1", "crasher-2"]
+
+
 BROKEN = """
 raise RuntimeError("this handler cannot even be imported")
 """

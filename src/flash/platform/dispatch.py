@@ -317,7 +317,7 @@ class Dispatcher:
         if reason is not None:
             self._finish(job, js.FAILED, error=reason)
             return
-        if self._hand_to_taker(job):
+        if (first or next(self._waiting(job.endpoint), None) is None) and self._hand_to_taker(job):
             return
         queue = self.queues[job.endpoint]
         if first:
@@ -398,7 +398,7 @@ class Dispatcher:
             # it would poll in a tight loop until it is killed.
             await asyncio.sleep(_DRAINING_POLL_S)
             return []
-        taken = self._pop_queued(state.endpoint, size)
+        taken = self._pop_queued(state, size)
         if taken:
             for job in taken:
                 self._assign(job, worker_id)
@@ -518,11 +518,15 @@ class Dispatcher:
             return []
         self._answer_polls(state)
         outcomes = []
+        # Which of several jobs killed the worker is not known: each becomes a suspect and
+        # runs alone from now on (_pop_queued), so only a job that crashes a worker on its
+        # own fails, not the bystanders of one that does.
+        alone = len(state.assigned) == 1
         for job_id in sorted(state.assigned, key=lambda i: self.jobs[i].seq, reverse=True):
             job = self.jobs[job_id]
             if blame:
                 job.crashes += 1
-            if blame and job.crashes >= 2:
+            if blame and alone and job.crashes >= 2:
                 if job.logs:
                     detail = "; its output while running this job:\n" + "\n".join(job.logs)
                 elif stderr_tail:
@@ -546,6 +550,7 @@ class Dispatcher:
             self._count_queued(job, 1)
             self._enqueue(job, first=True)
             self.on_submit(job.endpoint)
+        self._serve_takers(state.endpoint)
         return outcomes
 
     def active_jobs(self, worker_id: str) -> int:
@@ -554,29 +559,67 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ internals
 
-    def _pop_queued(self, endpoint: str, size: int) -> list[Job]:
-        queue = self.queues.get(endpoint)
+    def _pop_queued(self, state: _WorkerState, size: int) -> list[Job]:
+        """Up to ``size`` jobs from the front of the queue for the worker. A suspect (a job
+        that was running when a worker crashed) goes only to a worker with no other job,
+        and alone; while it waits at the front, busy workers take nothing, so it is not
+        passed over for good."""
+        queue = self.queues.get(state.endpoint)
         taken: list[Job] = []
+        if self._runs_suspect(state):
+            return taken
         while queue and len(taken) < size:
-            job = self.jobs.get(queue.popleft())
-            if job is not None and job.status == js.IN_QUEUE:
-                taken.append(job)
+            job = self.jobs.get(queue[0])
+            if job is None or job.status != js.IN_QUEUE:
+                queue.popleft()
+                continue
+            if job.crashes and (taken or state.assigned):
+                break
+            taken.append(self.jobs[queue.popleft()])
+            if job.crashes:
+                break
         return taken
 
+    def _runs_suspect(self, state: _WorkerState) -> bool:
+        return any(self.jobs[job_id].crashes for job_id in state.assigned)
+
     def _hand_to_taker(self, job: Job) -> bool:
+        """Give a job just queued (or requeued: ``first``) to the first waiting worker that
+        may run it; the jobs waiting before it (behind a suspect) go first."""
         takers = self.takers.get(job.endpoint)
-        while takers:
-            taker = takers.popleft()
+        if not takers:
+            return False
+        for taker in list(takers):
             state = self.workers.get(taker.worker_id)
-            if state is None:  # its worker is gone
+            if state is None or taker.future.done():  # its worker is gone, or it gave up
+                takers.remove(taker)
+                if state is not None and taker in state.takers:
+                    state.takers.remove(taker)
                 continue
-            state.takers.remove(taker)
-            if taker.future.done():  # it gave up waiting
+            if self._runs_suspect(state) or (job.crashes and state.assigned):
                 continue
+            self._drop_taker(taker, state)
             self._assign(job, taker.worker_id)
             taker.future.set_result([job])
             return True
         return False
+
+    def _serve_takers(self, endpoint: str) -> None:
+        """Give queued jobs to waiting workers that may now run them: one whose suspect
+        ended, or any, once a suspect at the front was taken or ended."""
+        takers, queue = self.takers.get(endpoint), self.queues.get(endpoint)
+        for taker in list(takers or ()):
+            if not queue:
+                return
+            state = self.workers.get(taker.worker_id)
+            if state is None or taker.future.done():
+                continue  # dropped by its own poll
+            taken = self._pop_queued(state, taker.size)
+            if taken:
+                self._drop_taker(taker, state)
+                for job in taken:
+                    self._assign(job, taker.worker_id)
+                taker.future.set_result(taken)
 
     def _drop_taker(self, taker: _Taker, state: _WorkerState | None = None) -> None:
         # ``state`` is passed when the worker has already left ``self.workers``.
@@ -687,6 +730,8 @@ class Dispatcher:
                     state.idle_since = time.monotonic()
                 if status in (js.CANCELLED, js.TIMED_OUT) and worker_id:
                     self._signal_stop(worker_id, state, job.id)
+        # Its worker may take more now, or other workers may, if it was a suspect.
+        self._serve_takers(job.endpoint)
         if status == js.COMPLETED:
             self.completed[job.endpoint] += 1
         elif status == js.FAILED:
