@@ -30,6 +30,11 @@ class EndpointSpec:
     concurrency: int = 1
     env: dict[str, str] = field(default_factory=dict)
     functions: tuple[str, ...] = ()
+    # Its workers import only the archive and the standard library (no site-packages of the
+    # interpreter serving it), as on Flash's worker image: a package the build did not vendor
+    # fails here as it would there. Not for an endpoint on an image of its own, nor a build
+    # that excluded packages (those come from the image: here, this interpreter's).
+    isolated: bool = False
     # The manifest's whole entry for this endpoint (schemas for the API docs).
     resource: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -78,8 +83,18 @@ def read_manifest(app_dir: Path) -> dict[str, EndpointSpec]:
                 if isinstance(f, dict)
             ),
             resource=res,
+            isolated=_isolated(data, config),
         )
     return specs
+
+
+def _isolated(manifest: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether the endpoint's workers see only the archive (EndpointSpec.isolated): a
+    Flash build (it says what it vendored) that excluded nothing, on Flash's image."""
+    dependencies = manifest.get("dependencies")
+    if not isinstance(dependencies, dict) or "excluded" not in dependencies:
+        return False  # an app laid out by hand may lean on this interpreter's packages
+    return not dependencies["excluded"] and not config.get("imageName")
 
 
 def _number(

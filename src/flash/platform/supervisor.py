@@ -407,6 +407,7 @@ class Supervisor:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *(["-S"] if dep.spec.isolated else []),
                 dep.spec.handler_file,
                 cwd=str(dep.app_dir),
                 env=self._env(worker_id, dep.spec),

@@ -50,6 +50,12 @@ def _start_runpod(
     concurrency_modifier: Callable[[int], int] | None,
     return_aggregate_stream: bool,
 ) -> None:
+    if sys.flags.no_site:
+        # A worker that sees only its archive (-S): the SDK is the worker image's, which
+        # here means the site-packages of the interpreter serving it.
+        import site
+
+        site.main()
     import runpod
 
     config: dict[str, Any] = {"handler": handler}
