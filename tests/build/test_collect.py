@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flash.build.collect import collect_files, fingerprint
+from flash.build.collect import collect_files, fingerprint, screen_secrets
 from flash.build.errors import BuildError
 
 
@@ -50,6 +50,7 @@ def test_credential_files_are_left_out_in_any_case(tmp_path: Path) -> None:
     # On a file system that ignores case (macOS's), .ENV is the .env dotenv reads.
     credentials = [".ENV", ".Env.production", "cfg/.ENVRC", ".NETRC", "_Netrc", ".PyPIrc"]
     credentials += ["PIP.CONF", "Pip.Ini", "UV.TOML", "Poetry.toml"]
+    credentials += ["pkg/Mod.PYC", "pkg/other.Pyo"]  # bytecode in any spelling
     # The other exclusions keep their case: Build/ is no /build/ output, nor Venv/ a venv.
     kept = ["Build/x.py", "Venv/y.py", "ENV.md", "app.py"]
     write(tmp_path, {name: "" for name in credentials + kept})
@@ -165,3 +166,122 @@ def test_a_file_gone_since_the_walk_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="cannot read") as info:
         fingerprint(tmp_path, ["gone.py"])
     assert info.value.path == "gone.py"
+
+
+def test_fingerprint_changes_with_the_executable_bit(tmp_path: Path) -> None:
+    # The archive records the bit (0755 or 0644): a `chmod +x` is a new archive.
+    write(tmp_path, {"start.sh": "echo hi\n"})
+    before = fingerprint(tmp_path, ["start.sh"])
+    (tmp_path / "start.sh").chmod(0o755)
+    assert fingerprint(tmp_path, ["start.sh"]) != before
+
+
+def test_a_nested_ignore_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
+    write(tmp_path, {"app.py": "", "data/x.csv": ""})
+    (tmp_path / "data" / ".flashignore").write_bytes(b"caf\xe9.csv\n")
+    with pytest.raises(BuildError, match="not UTF-8") as info:
+        collect_files(tmp_path)
+    assert info.value.path == "data/.flashignore"
+
+
+PEM_KEY = (
+    "-----BEGIN {}PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END {}PRIVATE KEY-----\n"
+)
+
+
+def test_private_keys_and_credential_files_are_left_out_saying_why(tmp_path: Path) -> None:
+    service_account = '{"type": "service_account", "private_key_id": "1", "private_key": "x"}'
+    secrets = {
+        "deploy_key.pem": PEM_KEY.format("RSA ", "RSA "),
+        "keys/ec.key": PEM_KEY.format("EC ", "EC "),
+        "keys/openssh": PEM_KEY.format("OPENSSH ", "OPENSSH "),
+        "keys/enc.txt": "notes\n" + PEM_KEY.format("ENCRYPTED ", "ENCRYPTED "),
+        "keys/pkcs8": PEM_KEY.format("", ""),
+        ".ssh/config": "Host x\n",
+        "home/.ssh/known_hosts": "x\n",
+        "id_rsa": "x",
+        "deploy/ID_ED25519": "x",
+        ".aws/credentials": "[default]\n",
+        "aws/credentials": "[default]\naws_secret_access_key = abc\n",
+        ".git-credentials": "https://u:p@example.invalid\n",
+        "cert.p12": "\0binary",
+        "Cert.PFX": "\0binary",
+        "sa.json": service_account,
+    }
+    kept = {
+        "app.py": "",
+        "id_rsa.pub": "ssh-rsa AAAA\n",
+        "certs/ca.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "credentials": "[notes]\n",  # no AWS key in it
+        "data.json": '{"type": "dataset"}',
+    }
+    write(tmp_path, {**secrets, **kept})
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == sorted(kept)
+    assert sorted(rel for rel, _ in screened.left_out) == sorted(secrets)
+    reasons = dict(screened.left_out)
+    assert reasons["deploy_key.pem"] == "holds a private key (-----BEGIN ... PRIVATE KEY-----)"
+    assert reasons["sa.json"] == "a Google service-account key"
+    assert reasons["aws/credentials"] == "AWS credentials"
+    (warning,) = screened.warnings()
+    assert warning.message.startswith(f"{len(secrets)} files left out of the archive as secret")
+    assert "  deploy_key.pem: holds a private key" in warning.message
+    assert "MIIEvQ" not in warning.message and ".flashignore (!" in warning.message
+
+
+def test_a_secret_named_exactly_in_flashignore_is_archived_and_a_broad_negation_is_not(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        {
+            "app.py": "",
+            "tls/server.key": PEM_KEY.format("", ""),
+            "tls/other.key": PEM_KEY.format("", ""),
+            ".flashignore": "!tls/server.key\n!tls/*\n",
+        },
+    )
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == [".flashignore", "app.py", "tls/server.key"]
+    assert screened.left_out == [
+        ("tls/other.key", "holds a private key (-----BEGIN ... PRIVATE KEY-----)")
+    ]
+
+
+def test_known_tokens_in_archived_files_are_warned_about_by_line_never_quoted(
+    tmp_path: Path,
+) -> None:
+    openai = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+    hf = "hf_" + "abcdefghijklmnopqrstuvwxyzABCDEF12"
+    github = "ghp_" + "0123456789abcdefghijklmnopqrstuvwxyzAB"
+    aws = "AKIA" + "IOSFODNN7EXAMPL3"
+    write(
+        tmp_path,
+        {
+            "app.py": f'import os\nOPENAI_API_KEY = "{openai}"\nTASK = "task-sk-1"\n',
+            "conf/settings.yaml": f"hf: {hf}\nother: 1\ngh: {github}\naws: {aws}\n",
+            "clean.py": "MAX_TOKENS = 512\n",
+            "blob.bin": f"\0{hf}",  # binary: not read
+            "requirements.txt": f"--extra-index-url https://dl.example.invalid/{github}/simple\n",
+        },
+    )
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.left_out == []
+    assert [(rel, line) for rel, line, _ in screened.tokens] == [
+        ("app.py", 2),
+        ("conf/settings.yaml", 1),
+        ("conf/settings.yaml", 3),
+        ("conf/settings.yaml", 4),
+    ]  # requirements.txt: its URL is archived cut after the host
+    (warning,) = screened.warnings()
+    assert "  app.py:2: looks like an OpenAI-style API key" in warning.message
+    assert "  conf/settings.yaml:3: looks like a GitHub token" in warning.message
+    for token in (openai, hf, github, aws):
+        assert token not in warning.message
+
+
+def test_screening_reads_no_big_file(tmp_path: Path) -> None:
+    # A big file (weights, data) is not read for secrets: that would slow every build down.
+    write(tmp_path, {"app.py": "", "notes.txt": PEM_KEY.format("", "") + "x" * (2 << 20)})
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == ["app.py", "notes.txt"] and not screened.tokens

@@ -172,7 +172,11 @@ def test_a_module_that_fails_to_import_is_named_with_its_line(tmp_path: Path) ->
     # Named as in the project, not as the build's copy, and without importlib's frames.
     assert f"  workers/cpu_worker.py:{line} in <module>: import not_installed_anywhere" in message
     assert ".flash" not in message and "importlib._bootstrap" not in message
-    assert message.endswith("ModuleNotFoundError: No module named 'not_installed_anywhere'")
+    assert "\nModuleNotFoundError: No module named 'not_installed_anywhere'\n" in message
+    assert message.endswith(
+        "declare that package in @remote(..., dependencies=[...]) or "
+        "requirements.txt: the build vendors only what is declared"
+    )
 
 
 def test_a_package_only_this_machine_has_is_not_in_the_build(tmp_path: Path) -> None:

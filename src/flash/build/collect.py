@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
 
 from flash.build.archive import file_sha256
-from flash.build.errors import BuildError
+from flash.build.errors import BuildError, BuildWarning, mask_config_urls
+from flash.build.secrets import PRIVATE_KEY, tokens_in_text
 from flash.runtime.protocol import MANIFEST_FILENAME
 
 IGNORE_FILES = (".gitignore", ".flashignore")
@@ -57,7 +60,11 @@ ALWAYS_EXCLUDED = (
     f"/{MANIFEST_FILENAME}",
 )
 _ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
-_CREDENTIALS_SPEC = pathspec.GitIgnoreSpec.from_lines(CREDENTIAL_FILES)
+# Left out in any case of their names: CREDENTIAL_FILES (see there) and bytecode, which no
+# spelling makes source (`X.PYC`). The rest keep their case: `Build/` or `Venv/` may well be
+# a project package.
+_ANY_CASE = ("*.pyc", "*.pyo", *CREDENTIAL_FILES)
+_ANY_CASE_SPEC = pathspec.GitIgnoreSpec.from_lines(_ANY_CASE)
 
 
 # Files that may name package indexes with credentials in their URLs
@@ -92,8 +99,8 @@ def names_package_indexes(rel: str) -> bool:
 
 def always_excluded(rel: str) -> bool:
     """Whether the project-relative posix path (dirs end in "/") is one of ALWAYS_EXCLUDED
-    (CREDENTIAL_FILES in any case)."""
-    return _ALWAYS_SPEC.match_file(rel) or _CREDENTIALS_SPEC.match_file(rel.lower())
+    (those of _ANY_CASE in any case)."""
+    return _ALWAYS_SPEC.match_file(rel) or _ANY_CASE_SPEC.match_file(rel.lower())
 
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
@@ -126,7 +133,7 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
         if prefix:
-            nested = _nested_spec(Path(dirpath))
+            nested = _nested_spec(Path(dirpath), prefix)
             if nested is not None:
                 specs.append((prefix, nested))
         kept_dirs = []
@@ -194,7 +201,7 @@ def is_ignored(root: Path, rel: str) -> bool:
         if _ignored(specs, prefix + part + "/"):
             return True
         prefix += part + "/"
-        nested = _nested_spec(root / prefix)
+        nested = _nested_spec(root / prefix, prefix)
         if nested is not None:
             specs.append((prefix, nested))
     return _ignored(specs, rel)
@@ -211,12 +218,17 @@ def _check_utf8_name(rel: str) -> None:
         ) from None
 
 
-def _nested_spec(directory: Path) -> pathspec.GitIgnoreSpec | None:
+def _nested_spec(directory: Path, prefix: str) -> pathspec.GitIgnoreSpec | None:
+    """The patterns of the ignore files in ``directory`` (project path ``prefix``): one that
+    is not UTF-8 is an error, as at the root, not a pattern silently mangled."""
     lines: list[str] = []
     for name in IGNORE_FILES:
         path = directory / name
         if path.is_file():
-            lines.extend(path.read_text(encoding="utf-8", errors="replace").splitlines())
+            try:
+                lines.extend(path.read_text(encoding="utf-8").splitlines())
+            except UnicodeDecodeError as exc:
+                raise BuildError(f"not UTF-8 text: {exc}", path=prefix + name) from None
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
@@ -235,14 +247,174 @@ def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
 
 
 def fingerprint(root: Path, files: Iterable[str]) -> str:
-    """sha256 over the files' paths and contents: equal exactly when the inputs are equal.
+    """sha256 over the files' paths, executable bits and contents: equal exactly when the
+    inputs are equal (the archive records the bit: 0755 or 0644).
 
     A path may lead out of ``root`` (``../shared/reqs.txt``): it is read from there."""
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.encode("utf-8") + b"\0")
         try:
+            executable = os.stat(root / rel).st_mode & 0o111 != 0
+            digest.update(b"x" if executable else b"-")
             digest.update(bytes.fromhex(file_sha256(root / rel)))  # in blocks: files may be big
         except OSError as exc:  # gone since the walk, unreadable: say which, without a traceback
             raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
     return digest.hexdigest()
+
+
+# --- secrets found by name or content -------------------------------------------------
+
+# Files read for secrets are read whole, up to this size: keys and credential files are
+# small, and reading big data files (weights, datasets) would slow every build down.
+SCAN_LIMIT = 1 << 20
+_SSH_KEY_NAMES = frozenset(
+    {"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk"}
+)
+_LISTED_TOKENS = 20  # lines a token warning names
+
+
+@dataclass(frozen=True)
+class Screened:
+    """The collected files, less the secrets left out: ``left_out`` as ``(path, why)`` and
+    the lines of the others holding a known token, ``(path, line, what)``."""
+
+    kept: list[str]
+    left_out: list[tuple[str, str]]
+    tokens: list[tuple[str, int, str]]
+
+    def warnings(self) -> tuple[BuildWarning, ...]:
+        found = []
+        if self.left_out:
+            found.append(BuildWarning(_left_out_message(self.left_out)))
+        if self.tokens:
+            found.append(BuildWarning(_tokens_message(self.tokens)))
+        return tuple(found)
+
+
+def screen_secrets(root: Path, files: Iterable[str]) -> Screened:
+    """Leave the private keys and credential files (by name or content: see
+    :func:`secret_file_reason`) out of ``files``, bar those the root .flashignore names with
+    a ``!path`` line of their own; note the lines of the others that hold a known token.
+
+    Only files under SCAN_LIMIT that are text are read: a secret file is neither big nor
+    binary, bar the key stores known by name (``*.p12``)."""
+    chosen = deliberate_includes(root)
+    kept: list[str] = []
+    left_out: list[tuple[str, str]] = []
+    tokens: list[tuple[str, int, str]] = []
+    for rel in files:
+        text = _text_of(root, rel)
+        why = None if rel in chosen else secret_file_reason(rel, text)
+        if why is not None:
+            left_out.append((rel, why))
+            continue
+        kept.append(rel)
+        if text is not None:
+            if names_package_indexes(rel):  # as archived: URLs cut after their host
+                text = mask_config_urls(text)
+            tokens += [(rel, line, what) for line, what in tokens_in_text(text)]
+    return Screened(kept, left_out, tokens)
+
+
+def secret_file_reason(rel: str, text: str | None) -> str | None:
+    """Why the project file ``rel`` (``text``: its content, None when not read) is a
+    private key or a credentials file, or None. Names in any case (see CREDENTIAL_FILES)."""
+    parts = rel.lower().split("/")
+    name = parts[-1]
+    if ".ssh" in parts[:-1]:
+        return "in a .ssh folder (SSH keys and their settings)"
+    if name in _SSH_KEY_NAMES:
+        return "an SSH private key file"
+    if name == ".git-credentials":
+        return "git's stored credentials"
+    if name.endswith((".p12", ".pfx")):
+        return "a PKCS #12 key store"
+    if name == "credentials" and (
+        ".aws" in parts[:-1] or (text is not None and "aws_secret_access_key" in text.lower())
+    ):
+        return "AWS credentials"
+    if text is None:
+        return None
+    if name.endswith(".json") and _is_service_account_key(text):
+        return "a Google service-account key"
+    # Source is kept, and its line warned about (tokens_in_text): without the module, the
+    # code importing it would fail on the worker, far from the reason.
+    if not name.endswith(".py") and PRIVATE_KEY.search(text):
+        return "holds a private key (-----BEGIN ... PRIVATE KEY-----)"
+    return None
+
+
+def _is_service_account_key(text: str) -> bool:
+    if '"service_account"' not in text or '"private_key"' not in text:
+        return False  # most JSON files: not parsed
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("type") == "service_account"
+
+
+def _text_of(root: Path, rel: str) -> str | None:
+    """The file's text, or None when it is over SCAN_LIMIT or binary (holds a NUL byte)."""
+    path = root / rel
+    try:
+        if path.stat().st_size > SCAN_LIMIT:
+            return None
+        data = path.read_bytes()
+    except OSError as exc:  # gone since the walk, unreadable
+        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+    if b"\0" in data:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def deliberate_includes(root: Path) -> set[str]:
+    """The project paths the root .flashignore names exactly on a ``!path`` line (no
+    wildcard): secrets the user chose to archive. A broad ``!`` (``!*``, ``!workers/**``)
+    re-includes what ignore patterns left out, never a secret."""
+    path = root / ".flashignore"
+    if not path.is_file():
+        return set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:  # load_ignore_spec has said so
+        return set()
+    return {
+        line.strip()[1:].lstrip("/")
+        for line in lines
+        if line.strip().startswith("!") and not any(c in line for c in "*?[\\")
+    }
+
+
+def _left_out_message(left_out: list[tuple[str, str]]) -> str:
+    count = len(left_out)
+    lines = [
+        f"{count} file{'s' if count > 1 else ''} left out of the archive as secret "
+        "(every worker, and whoever has the archive, would have it):"
+    ]
+    lines += [f"  {rel}: {why}" for rel, why in left_out]
+    example = left_out[0][0]
+    lines.append(
+        "Keep such files out of the project and give the endpoint what it needs as a RunPod "
+        'secret (env={"NAME": "{{ RUNPOD_SECRET_name }}"}), read with os.environ; to '
+        f"archive one anyway, name it on a line of its own in .flashignore (!{example})."
+    )
+    return "\n".join(lines)
+
+
+def _tokens_message(tokens: list[tuple[str, int, str]]) -> str:
+    count = len(tokens)
+    lines = [
+        f"{count} line{'s' if count > 1 else ''} of archived files "
+        f"hold{'s' if count == 1 else ''} what looks like a secret token, archived as written:"
+    ]
+    lines += [f"  {rel}:{line}: looks like {what}" for rel, line, what in tokens[:_LISTED_TOKENS]]
+    if count > _LISTED_TOKENS:
+        lines.append(f"  and {count - _LISTED_TOKENS} more")
+    lines.append(
+        "Give the endpoint each as a RunPod secret instead "
+        '(env={"NAME": "{{ RUNPOD_SECRET_name }}"}) and read it with os.environ, or leave '
+        "the file out with .flashignore."
+    )
+    return "\n".join(lines)

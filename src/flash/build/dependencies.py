@@ -26,13 +26,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flash.build.errors import (
     BuildError,
+    BuildWarning,
     mask_config_urls,
     masking_indexes,
     redact,
@@ -131,6 +132,8 @@ class ResolvedDependencies:
     # The package sources the build used, the requirements files' included: what the
     # build shows or writes from now on masks them (see flash.build.errors.masking_indexes).
     index_urls: tuple[str, ...] = ()
+    # Dependencies declared where the build does not read them (see _unread_dependencies).
+    warnings: tuple[BuildWarning, ...] = ()
 
 
 # --------------------------------------------------------------------------- gathering
@@ -291,6 +294,7 @@ class _Sources:
     find_links: list[str] = field(default_factory=list)
     no_index: bool = False
     pre: bool = False
+    warnings: list[BuildWarning] = field(default_factory=list)
 
 
 def _option_line(line: str) -> tuple[str, str]:
@@ -434,12 +438,14 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-def _read_pyproject(path: Path, root: Path, out: list[tuple[str, str, int | None]]) -> None:
+def _read_pyproject(path: Path, root: Path, sources: _Sources) -> None:
+    out = sources.requirements
     shown = _display_path(path, root)
     data = load_toml(path, shown)
     project = data.get("project", {})
     deps = project.get("dependencies", []) if isinstance(project, dict) else []
     text = path.read_text(encoding="utf-8")
+    sources.warnings += _unread_dependencies(data, shown, text)
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise BuildError(
             "[project].dependencies must be a list of requirement strings",
@@ -450,7 +456,69 @@ def _read_pyproject(path: Path, root: Path, out: list[tuple[str, str, int | None
         out.append((dep, shown, _line_of(text, dep)))
 
 
-def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
+_WHERE_TO_LIST = (
+    "flash build does not read them: list them in requirements.txt, in "
+    "[project].dependencies, or in @remote(..., dependencies=[...])"
+)
+
+
+def _unread_dependencies(data: dict[str, Any], shown: str, text: str) -> list[BuildWarning]:
+    """Warnings for dependencies pyproject.toml declares where the build does not look:
+    filled in by a build backend (``dynamic = ["dependencies"]``), or in Poetry's table.
+    Without one, a worker would lack them and the build would say nothing."""
+    found = []
+    project = data.get("project")
+    dynamic = project.get("dynamic", []) if isinstance(project, dict) else []
+    if (
+        isinstance(dynamic, list)
+        and "dependencies" in dynamic
+        and not _dynamic_from_requirements(data)
+    ):
+        found.append(
+            BuildWarning(
+                '[project] dynamic = ["dependencies"]: these come from the build backend, and '
+                + _WHERE_TO_LIST,
+                path=shown,
+                line=_line_of(text, "dynamic"),
+            )
+        )
+    tool = data.get("tool")
+    poetry = tool.get("poetry") if isinstance(tool, dict) else None
+    poetry_deps = poetry.get("dependencies") if isinstance(poetry, dict) else None
+    if isinstance(poetry_deps, dict):
+        names = sorted(name for name in poetry_deps if name.lower() != "python")
+        if names:
+            shown_names = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+            found.append(
+                BuildWarning(
+                    f"[tool.poetry.dependencies] ({shown_names}) is Poetry's own table; "
+                    + _WHERE_TO_LIST,
+                    path=shown,
+                    line=_line_of(text, "[tool.poetry.dependencies]"),
+                )
+            )
+    return found
+
+
+def _dynamic_from_requirements(data: dict[str, Any]) -> bool:
+    """Whether setuptools fills the dynamic dependencies in from requirements.txt, which
+    the build reads itself."""
+    tool = data.get("tool")
+    setuptools = tool.get("setuptools") if isinstance(tool, dict) else None
+    dynamic = setuptools.get("dynamic") if isinstance(setuptools, dict) else None
+    deps = dynamic.get("dependencies") if isinstance(dynamic, dict) else None
+    files = deps.get("file") if isinstance(deps, dict) else None
+    files = [files] if isinstance(files, str) else files
+    return isinstance(files, list) and bool(files) and all(f == "requirements.txt" for f in files)
+
+
+# A requirement of an @remote(dependencies=[...]): the text, or the text and where it is
+# written ("main.py:5 (endpoint 'cpu')"), which errors name.
+Declared = str | tuple[str, str]
+_DECLARED = "@remote(dependencies=...)"
+
+
+def gather_requirements(root: Path, declared: Iterable[Declared]) -> list[str]:
     """Union of ``requirements.txt``, ``[project].dependencies`` and ``declared``.
 
     Each requirement is validated and canonicalised (normalised name, sorted extras); exact
@@ -460,17 +528,36 @@ def gather_requirements(root: Path, declared: Iterable[str]) -> list[str]:
     return _canonical_all(_gather(root, declared).requirements)
 
 
-def _gather(root: Path, declared: Iterable[str]) -> _Sources:
+def _gather(root: Path, declared: Iterable[Declared]) -> _Sources:
     sources = _Sources()
     requirements_txt = root / "requirements.txt"
     if requirements_txt.is_file():
         _read_requirements_txt(requirements_txt, root, set(), sources)
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
-        _read_pyproject(pyproject, root, sources.requirements)
+        _read_pyproject(pyproject, root, sources)
     for dep in declared:
-        sources.requirements.append((dep, "@remote(dependencies=...)", None))
+        text, place = (dep, "") if isinstance(dep, str) else dep
+        sources.requirements.append((text, f"{_DECLARED} at {place}" if place else _DECLARED, None))
     return sources
+
+
+def _origins(sources: Iterable[_Source]) -> dict[str, list[str]]:
+    """Where each (canonical) requirement is asked for: ``file:line``, or the @remote's
+    place; for an error that has to say who asked for what."""
+    found: dict[str, list[str]] = {}
+    for text, source, line in sources:
+        accepted = _checked_requirement(text)[0]
+        if accepted is None:
+            continue
+        if source.startswith(_DECLARED):
+            place = source.removeprefix(f"{_DECLARED} at ") or _DECLARED
+        else:
+            place = f"{source}:{line}" if line else source
+        places = found.setdefault(accepted, [])
+        if place not in places:
+            places.append(place)
+    return found
 
 
 def _canonical_all(sources: Iterable[_Source]) -> list[str]:
@@ -739,16 +826,17 @@ def resolve(
     options: DependencyOptions,
     cache_dir: Path,
     constraints: Sequence[str] = (),
+    origins: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """Exact pins (``name==version``, sorted) for the target interpreter and platform.
 
     ``constraints`` limit versions without requiring anything (pip's ``-c``). Packages named in
     ``options.exclude`` are left out together with the dependencies only they need (they come
     with the base image). Raises ``BuildError`` naming the requirements that cannot be
-    satisfied.
+    satisfied, and where ``origins`` (requirement: places) says each was asked for.
     """
     with masking_indexes(source_urls(options)):
-        return _resolve(requirements, options, cache_dir, constraints)
+        return _resolve(requirements, options, cache_dir, constraints, origins or {})
 
 
 def _resolve(
@@ -756,6 +844,7 @@ def _resolve(
     options: DependencyOptions,
     cache_dir: Path,
     constraints: Sequence[str],
+    origins: Mapping[str, Sequence[str]],
 ) -> list[str]:
     if not requirements:
         return []
@@ -798,6 +887,9 @@ def _resolve(
         target = f"Python {options.python_version} on {options.platform}"
         which = f" for {', '.join(culprits)}" if culprits else ""
         message = f"cannot resolve dependencies{which} ({target}):\n{detail}"
+        asked = [f"  {req}: {', '.join(origins[req])}" for req in culprits if req in origins]
+        if asked:
+            message += "\nasked for by:\n" + "\n".join(asked)
         raise BuildError(message)
 
     pins = _parse_pins(result.stdout)
@@ -929,6 +1021,32 @@ def _dist_name(dist_info: Path) -> str:
     return normalise_name(dist_info.name.rsplit("-", 1)[0])
 
 
+def top_level_names(site_dir: Path) -> dict[str, str]:
+    """The top-level import names the installed distributions provide (packages, modules,
+    extension modules), each with its distribution's name, from their RECORDs."""
+    names: dict[str, str] = {}
+    for dist_info in sorted(site_dir.glob("*.dist-info")):
+        dist = _dist_name(dist_info)
+        for row in _record_rows(dist_info):
+            name = _import_name(row[0])
+            if name is not None:
+                names.setdefault(name, dist)
+    return names
+
+
+_CODE_SUFFIXES = (".py", ".so", ".pyd")
+
+
+def _import_name(path: str) -> str | None:
+    """The import name a site-packages path provides (``pkg/x.py``: pkg, ``mod.py``: mod,
+    ``ext.cpython-311-x86_64-linux-gnu.so``: ext); None for metadata, scripts and data."""
+    top, _, rest = path.partition("/")
+    if not (rest or top).endswith(_CODE_SUFFIXES):
+        return None
+    name = top if rest else top.split(".", 1)[0]
+    return name if name.isidentifier() else None  # not *.dist-info, *.data, ..
+
+
 def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
     """(distribution name, total bytes of its installed files), largest first."""
     site = site_dir.resolve()
@@ -951,7 +1069,7 @@ def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
 
 
 def vendor_dependencies(
-    root: Path, declared: Iterable[str], options: DependencyOptions, cache_dir: Path
+    root: Path, declared: Iterable[Declared], options: DependencyOptions, cache_dir: Path
 ) -> ResolvedDependencies:
     """Gather, resolve and install the project's dependencies for the target."""
     sources = _gather(root, declared)
@@ -969,7 +1087,8 @@ def vendor_dependencies(
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        pins = resolve(requirements, options, cache_dir, constraints)
+        origins = _origins(sources.requirements)
+        pins = resolve(requirements, options, cache_dir, constraints, origins)
         site_dir = install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     return ResolvedDependencies(
@@ -978,4 +1097,5 @@ def vendor_dependencies(
         excluded=excluded,
         site_dir=site_dir,
         index_urls=source_urls(options),
+        warnings=tuple(sources.warnings),
     )

@@ -6,12 +6,14 @@ build when nothing changed, and never leaves a partial archive behind.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -24,7 +26,12 @@ import cloudpickle
 
 import flash
 from flash.build import archive as _archive
-from flash.build.collect import collect_files, fingerprint, names_package_indexes
+from flash.build.collect import (
+    collect_files,
+    fingerprint,
+    names_package_indexes,
+    screen_secrets,
+)
 from flash.build.dependencies import (
     DependencyOptions,
     ResolvedDependencies,
@@ -32,9 +39,11 @@ from flash.build.dependencies import (
     decode_config,
     encode_config,
     load_toml,
+    normalise_name,
     package_sizes,
     referenced_files,
     source_urls,
+    top_level_names,
     vendor_dependencies,
 )
 from flash.build.errors import (
@@ -61,6 +70,7 @@ from flash.sdk.keys import ensure_signing_key
 
 FLASH_DIR = ".flash"
 STAMP_NAME = "build_stamp.json"
+LOCK_NAME = "build.lock"
 RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
 
 # The archive's `flash` package: the vendored runtime plus every name `flash` exports, so
@@ -178,6 +188,34 @@ def _build_project(
     archive_path = _archive_path(flash_dir, options.output)
     _check_max_size(options.max_size_mb)
     ensure_signing_key(flash_dir)  # the app's key exists from its first build on
+    # Builds of one project share .flash/.build, the archive and the stamp: one at a time.
+    with _build_lock(flash_dir, report):
+        return _build_locked(options, root, archive_path, report, mask_too)
+
+
+@contextmanager
+def _build_lock(flash_dir: Path, report: Progress) -> Iterator[None]:
+    """Hold the project's build lock for the block. A second build (`flash run` rebuilding
+    while `flash build` runs) waits, then finds the first one's archive: up to date, or
+    built again from what changed."""
+    flash_dir.mkdir(parents=True, exist_ok=True)
+    with open(flash_dir / LOCK_NAME, "a") as lock:  # the kernel drops the lock on close
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report("waiting", "for another build of this project to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build_locked(
+    options: BuildOptions,
+    root: Path,
+    archive_path: Path,
+    report: Progress,
+    mask_too: Callable[[Iterable[str]], None],
+) -> BuildResult:
+    flash_dir = archive_path.parent
     timings: dict[str, float] = {}
 
     with _timed(timings, "collect"):
@@ -205,13 +243,23 @@ def _build_project(
             warnings=cached[3],
         )
 
+    with _timed(timings, "secrets"):
+        # The fingerprint covered the secret files too: changed, they rebuild and say so.
+        screened = screen_secrets(root, files)
+        files = screened.kept
+        kept = set(files)
+        project_sizes = [item for item in project_sizes if item[0] in kept]
     with _timed(timings, "scan"):
         scan = scan_project(root, files)
         _check_reserved_paths(files, scan)
     report("scan", f"{len(scan.functions)} functions on {len(scan.resources)} endpoints")
 
     with _timed(timings, "dependencies"):
-        declared = [d for f in scan.functions for d in f.dependencies]
+        declared = [
+            (d, f"{f.path}:{f.line} (endpoint {f.resource!r})")
+            for f in scan.functions
+            for d in f.dependencies
+        ]
         deps = vendor_dependencies(root, declared, options.dependencies, flash_dir / "cache")
     mask_too(deps.index_urls)
     report("dependencies", f"{len(deps.pins)} packages")
@@ -239,10 +287,11 @@ def _build_project(
         )
         dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
         _check_collisions(entries, dep_entries)
+        _check_import_names(files, scan.src_layout, deps.site_dir)
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
-            with _timed(timings, "imports"):
+            with _timed(timings, "imports"), _missing_module_hint(deps.excluded):
                 schemas = _check_handlers_and_derive_schemas(
                     build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded
                 )
@@ -262,8 +311,11 @@ def _build_project(
         checked = "generated, not import-checked: cross-target build"
     count = len(manifest.resources)
     report("handlers", f"{count} handler{'s' if count != 1 else ''} {checked}")
-    warnings = scan.warnings + _pickle_only_warnings(
-        scan, manifest, options.dependencies, cross_target
+    warnings = (
+        screened.warnings()
+        + deps.warnings
+        + scan.warnings
+        + _pickle_only_warnings(scan, manifest, options.dependencies, cross_target)
     )
 
     all_entries = entries + dep_entries
@@ -301,6 +353,8 @@ def _archive_path(flash_dir: Path, output: str) -> Path:
     # cache, a platform's job store), which the archive would overwrite.
     if not output.endswith((".tar.gz", ".tgz")):
         raise BuildError(f"--output must end in .tar.gz or .tgz, got {output!r}")
+    if output in (".tar.gz", ".tgz"):  # a hidden file of no name
+        raise BuildError(f"--output must name the archive before its extension, got {output!r}")
     if (flash_dir / output).is_dir():
         raise BuildError(f"--output {output!r} is an existing folder in .flash/")
     return flash_dir / output
@@ -511,6 +565,63 @@ def _check_collisions(entries: list[_archive.Entry], dep_entries: list[_archive.
                 "rename the project file or --exclude the dependency",
                 path=dep.name,
             )
+
+
+def _check_import_names(files: list[str], src_layout: bool, site_dir: Path | None) -> None:
+    """A project module or package with the top-level import name of a vendored one: on
+    the worker one hides the other (a package wins over a module), or two packages merge."""
+    if site_dir is None:
+        return
+    vendored = top_level_names(site_dir)
+    for rel in files:
+        if not rel.endswith(".py"):
+            continue
+        importable = import_path(rel, src_layout)
+        top, folder, _ = importable.partition("/")
+        name = top if folder else top.removesuffix(".py")
+        dist = vendored.get(name)
+        if dist is None:
+            continue
+        what = "package" if folder else "module"
+        shown = rel[: len(rel) - len(importable)] + top + "/" if folder else rel
+        raise BuildError(
+            f"the project's {what} {name!r} has the top-level import name of one the "
+            f"vendored distribution {dist!r} installs: on the worker one would hide the other "
+            f"(or the two merge); rename the project's {what}",
+            path=shown,
+        )
+
+
+# The last line of a failed import's report, when what failed is a missing module.
+_MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^']+)'\Z")
+
+
+@contextmanager
+def _missing_module_hint(excluded: tuple[str, ...]) -> Iterator[None]:
+    """Add to a failed import of a missing module what to do: declare its package, or, for
+    an --exclude'd package, that the build imports it from this environment."""
+    try:
+        yield
+    except BuildError as exc:
+        found = _MISSING_MODULE.search(exc.message)
+        if found is None:
+            raise
+        name = found[1].split(".", 1)[0]
+        if normalise_name(name) in excluded:  # excluded names are normalised
+            hint = (
+                f"{name!r} is excluded (--exclude: provided by the base image), so the build "
+                "imports it from this environment, where it is not installed; install it "
+                "here to have the handlers checked, or stop excluding it"
+            )
+        else:
+            hint = (
+                f"if {name!r} comes from a package, declare that package in "
+                "@remote(..., dependencies=[...]) or requirements.txt: the build vendors "
+                "only what is declared"
+            )
+        raise BuildError(
+            f"{exc.message}\n{hint}", path=exc.path, line=exc.line, col=exc.col
+        ) from None
 
 
 def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""Literal secrets in a resource config's ``env``: the values ``flash build`` warns about.
+"""Literal secrets in a resource config's ``env``: the values ``flash build`` warns about;
+and the token shapes it looks for in the project files it archives (:func:`tokens_in_text`).
 
 A value written out in ``env={...}`` goes into flash_manifest.json and the archive as it is;
 a secret belongs in a RunPod secret and the config should hold its reference,
@@ -14,7 +15,7 @@ from collections.abc import Iterator, Mapping
 
 from flash.sdk.resources import SECRET_REFERENCE
 
-__all__ = ["secret_env_entries"]
+__all__ = ["PRIVATE_KEY", "secret_env_entries", "tokens_in_text"]
 
 # --- values that hold no secret, whatever the name --------------------------------------
 
@@ -32,6 +33,9 @@ _SWITCHES = frozenset({"true", "false", "yes", "no", "on", "off", "0", "1", "non
 # match, and so that a value of many would-be starts ("sk-sk-sk-...") is tried from one only:
 # the scan stays linear in the value's length.
 _TOKEN_START = r"(?<![A-Za-z0-9_/-])"
+# A PEM private key block: RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP's, or PKCS #8's bare one.
+_PRIVATE_KEY_PATTERN = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+PRIVATE_KEY = re.compile(_PRIVATE_KEY_PATTERN)
 _TOKEN_SHAPES = tuple(
     (re.compile(start + pattern), what)
     for start, pattern, what in (
@@ -49,7 +53,7 @@ _TOKEN_SHAPES = tuple(
         (_TOKEN_START, r"xox[abeoprs]-[A-Za-z0-9-]{10,}", "a Slack token"),
         (_TOKEN_START, r"AIza[A-Za-z0-9_-]{35}", "a Google API key"),
         (_TOKEN_START, r"rpa_[A-Za-z0-9]{20,}", "a RunPod API key"),
-        ("", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", "a private key"),
+        ("", _PRIVATE_KEY_PATTERN, "a private key"),
         (
             _TOKEN_START,
             r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
@@ -150,6 +154,51 @@ def secret_env_entries(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
         why = _why_secret(name, value.strip(), aws_pair)
         if why:
             yield name, why
+
+
+# --- in a file's text ---------------------------------------------------------------------
+
+# What a match of each shape holds: a text is searched for a shape only when it holds one of
+# these, so a file with none costs a few substring searches. A file holding a private key is
+# left out of the archive whole (flash.build.collect), bar Python source, which is warned about.
+_SHAPE_HINTS = {
+    "a private key": ("PRIVATE KEY",),
+    "a Hugging Face token": ("hf_",),
+    "an OpenAI-style API key": ("sk-",),
+    "a Stripe API key": ("k_live_", "k_test_"),
+    "a GitHub token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "a GitLab token": ("glpat-",),
+    "a Slack token": ("xox",),
+    "a Google API key": ("AIza",),
+    "a RunPod API key": ("rpa_",),
+    "a JSON Web Token": ("eyJ",),
+}
+_MATCHES_PER_SHAPE = 20  # enough to report a file; bounds the work on one full of tokens
+
+
+def tokens_in_text(text: str) -> list[tuple[int, str]]:
+    """``(line, what)`` for each line of ``text`` (a file's) holding a known token shape,
+    by line; ``what`` never quotes the token."""
+    found: dict[int, str] = {}
+
+    def note(start: int, what: str) -> None:
+        found.setdefault(text.count("\n", 0, start) + 1, what)
+
+    for shape, what in _TOKEN_SHAPES:
+        hints = _SHAPE_HINTS.get(what, ())
+        if not any(hint in text for hint in hints):
+            continue
+        matches = (
+            m
+            for m in shape.finditer(text)
+            if what != "an OpenAI-style API key" or _ALNUM_RUN.search(m[0])
+        )
+        for _, match in zip(range(_MATCHES_PER_SHAPE), matches, strict=False):
+            note(match.start(), what)
+    if "AKIA" in text or "ASIA" in text:
+        for _, match in zip(range(_MATCHES_PER_SHAPE), _AWS_KEY_ID.finditer(text), strict=False):
+            note(match.start(), "an AWS access key ID (its secret key is likely near)")
+    return sorted(found.items())
 
 
 def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:

@@ -1,0 +1,312 @@
+"""Builds that must not ship secrets, hide modules, race each other or lose a mode."""
+
+import gzip
+import json
+import os
+import tarfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.integration.projects import write_files
+from tests.wheelhouse import build_wheel
+
+from flash.build.dependencies import DependencyOptions
+from flash.build.errors import BuildError
+from flash.build.pipeline import BuildOptions, BuildResult, build_project
+from flash.cli.init import write_starter
+
+PEM_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1L\n-----END RSA PRIVATE KEY-----\n"
+OPENAI_KEY = "sk-proj-" + "Q1w2E3r4T5y6U7i8O9p0A1s2D3f4"
+
+ENDPOINT = """
+    {head}
+    from flash import CpuLiveServerless, remote
+
+    cpu = CpuLiveServerless(name="cpu")
+
+
+    @remote(cpu, dependencies={deps})
+    def work(x: int) -> int:
+        return x
+"""
+
+
+def starter(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    write_starter(root)
+    return root
+
+
+def names(archive: Path) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return tar.getnames()
+
+
+def wheels(tmp_path: Path) -> Path:
+    where = tmp_path / "wheels"
+    build_wheel(where, "tinylib", "2.0")
+    build_wheel(where, "needslib", "1.0", requires=["tinylib>=2"])
+    return where
+
+
+def offline(where: Path, **kw: object) -> DependencyOptions:
+    return DependencyOptions(find_links=(str(where),), no_index=True, **kw)  # type: ignore[arg-type]
+
+
+def test_private_keys_stay_out_and_tokens_in_sources_are_warned_about(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    write_files(
+        root,
+        {
+            "deploy_key.pem": PEM_KEY,
+            ".ssh/id_rsa": PEM_KEY,
+            "workers/settings.py": f'OPENAI_API_KEY = "{OPENAI_KEY}"\n',
+            # Source is kept (code importing it would fail on the worker) and warned about.
+            "workers/keys.py": f"KEY = {PEM_KEY.replace('u1SU1L', 'inpy')!r}\n",
+        },
+    )
+    result = build_project(BuildOptions(project_dir=root))
+    listing = names(result.archive)
+    assert "deploy_key.pem" not in listing and ".ssh/id_rsa" not in listing
+    assert "workers/settings.py" in listing and "workers/keys.py" in listing
+    content = gzip.decompress(result.archive.read_bytes())
+    assert b"u1SU1L" not in content
+    left_out, tokens = (str(w) for w in result.warnings)
+    assert left_out.startswith("2 files left out of the archive as secret")
+    assert "  .ssh/id_rsa: in a .ssh folder" in left_out
+    assert "  deploy_key.pem: holds a private key" in left_out
+    assert "  workers/settings.py:1: looks like an OpenAI-style API key" in tokens
+    assert "  workers/keys.py:1: looks like a private key" in tokens
+    assert OPENAI_KEY not in left_out + tokens and "MIIEow" not in left_out
+    # An up-to-date build says it again; a changed key file rebuilds, and stays out.
+    again = build_project(BuildOptions(project_dir=root))
+    assert again.skipped and again.warnings == result.warnings
+    (root / "deploy_key.pem").write_text(PEM_KEY.replace("u1SU1L", "other"))
+    changed = build_project(BuildOptions(project_dir=root))
+    assert not changed.skipped and "deploy_key.pem" not in names(changed.archive)
+    # Named exactly in .flashignore, the user's choice: archived.
+    write_files(root, {".flashignore": "!deploy_key.pem\n"})
+    chosen = build_project(BuildOptions(project_dir=root))
+    assert "deploy_key.pem" in names(chosen.archive)
+    assert "deploy_key.pem" not in str(chosen.warnings[0])
+
+
+@pytest.mark.parametrize(
+    ("files", "path", "what"),
+    [
+        ({"tinylib.py": "X = 'mine'\n"}, "tinylib.py", "module 'tinylib'"),
+        ({"needslib/extra.py": "def mine(): ...\n"}, "needslib/", "package 'needslib'"),
+        ({"src/needslib/extra.py": ""}, "src/needslib/", "package 'needslib'"),
+    ],
+)
+def test_a_project_module_with_a_dependencys_import_name_is_an_error(
+    tmp_path: Path, files: dict[str, str], path: str, what: str
+) -> None:
+    root = tmp_path / "proj"
+    main = "src/app/main.py" if path.startswith("src/") else "main.py"
+    write_files(root, {main: ENDPOINT.format(head="", deps='["needslib"]')})
+    options = BuildOptions(project_dir=root, dependencies=offline(wheels(tmp_path)))
+    good = build_project(options)
+    write_files(root, files)
+    with pytest.raises(BuildError) as info:
+        build_project(options)
+    assert info.value.path == path
+    assert what in info.value.message
+    dist = "tinylib" if "tinylib" in what else "needslib"
+    assert f"vendored distribution {dist!r}" in info.value.message
+    assert good.archive.read_bytes() == (root / ".flash" / "archive.tar.gz").read_bytes()
+
+
+def test_making_a_file_executable_rebuilds_with_its_new_mode(tmp_path: Path) -> None:
+    root = starter(tmp_path)
+    write_files(root, {"start.sh": "echo hi\n"})
+    first = build_project(BuildOptions(project_dir=root))
+    (root / "start.sh").chmod(0o755)
+    second = build_project(BuildOptions(project_dir=root))
+    assert not second.skipped and second.sha256 != first.sha256
+    with tarfile.open(second.archive) as tar:
+        assert tar.getmember("start.sh").mode == 0o755
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "line", "says"),
+    [
+        (
+            '[project]\nname = "p"\nversion = "1"\ndynamic = ["dependencies"]\n',
+            4,
+            '[project] dynamic = ["dependencies"]',
+        ),
+        (
+            '[tool.poetry]\nname = "p"\n\n[tool.poetry.dependencies]\npython = "^3.11"\n'
+            'numpy = "^1.26"\n',
+            4,
+            "[tool.poetry.dependencies] (numpy)",
+        ),
+    ],
+)
+def test_dependencies_the_build_does_not_read_are_warned_about(
+    tmp_path: Path, pyproject: str, line: int, says: str
+) -> None:
+    root = tmp_path / "proj"
+    write_files(root, {"main.py": ENDPOINT.format(head="", deps="[]")})
+    (root / "pyproject.toml").write_text(pyproject)
+    result = build_project(BuildOptions(project_dir=root))
+    (warning,) = result.warnings
+    assert warning.path == "pyproject.toml" and warning.line == line
+    assert warning.message.startswith(says)
+    assert "requirements.txt" in warning.message and "dependencies=[...]" in warning.message
+
+
+def test_dynamic_dependencies_from_requirements_txt_are_read_so_not_warned_about(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "proj"
+    write_files(root, {"main.py": ENDPOINT.format(head="", deps="[]")})
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "p"\nversion = "1"\ndynamic = ["dependencies"]\n\n'
+        '[tool.setuptools.dynamic]\ndependencies = {file = ["requirements.txt"]}\n'
+    )
+    assert build_project(BuildOptions(project_dir=root)).warnings == ()
+
+
+def test_a_missing_excluded_package_is_named_as_excluded(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    write_files(root, {"main.py": ENDPOINT.format(head="import tinylib", deps='["needslib"]')})
+    options = offline(wheels(tmp_path), exclude=("tinylib",))
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=options))
+    message = info.value.message
+    assert "ModuleNotFoundError: No module named 'tinylib'" in message
+    assert message.endswith(
+        "'tinylib' is excluded (--exclude: provided by the base image), so the build imports "
+        "it from this environment, where it is not installed; install it here to have the "
+        "handlers checked, or stop excluding it"
+    )
+
+
+def test_a_missing_module_says_to_declare_its_package(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    write_files(root, {"main.py": ENDPOINT.format(head="import tinylib.sub", deps="[]")})
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.message.endswith(
+        "if 'tinylib' comes from a package, declare that package in "
+        "@remote(..., dependencies=[...]) or requirements.txt: the build vendors only what "
+        "is declared"
+    )
+
+
+@pytest.mark.parametrize("output", [".tar.gz", ".tgz"])
+def test_an_output_name_that_is_only_an_extension_is_refused(tmp_path: Path, output: str) -> None:
+    root = starter(tmp_path)
+    with pytest.raises(BuildError, match="must name the archive"):
+        build_project(BuildOptions(project_dir=root, output=output))
+    assert not (root / ".flash" / output).exists()
+
+
+def _in_thread(target: Callable[[], BuildResult]) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(target())
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_second_build_waits_for_the_first_and_both_succeed(tmp_path: Path) -> None:
+    # The first build's import check stops in a project module until the test lets it go
+    # (FIFOs: no sleeps); meanwhile a second build of the same project starts. Only the first
+    # import to create the `first` marker stops.
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    started, go = sync / "started", sync / "go"
+    os.mkfifo(started)
+    os.mkfifo(go)
+    gate = f"""
+        import os
+
+        try:
+            os.close(os.open({str(sync / "first")!r}, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            open({str(started)!r}, "w").close()  # the test knows the first build is here
+            open({str(go)!r}).read()  # until the test lets it go
+    """
+    root = tmp_path / "proj"
+    write_files(root, {"gate.py": gate, "main.py": ENDPOINT.format(head="import gate", deps="[]")})
+    options = BuildOptions(project_dir=root, force=True)
+    first, first_outcome = _in_thread(lambda: build_project(options))
+    open(started).close()  # the first build is importing the project
+
+    waiting = threading.Event()
+
+    def progress(stage: str, detail: str) -> None:
+        if stage == "waiting":
+            waiting.set()
+
+    second, second_outcome = _in_thread(lambda: build_project(options, progress=progress))
+    try:
+        # The second build either waits, or (without a lock) runs to its end meanwhile.
+        while not waiting.wait(0.05) and second.is_alive():
+            pass
+        assert waiting.is_set(), f"the second build did not wait: {second_outcome}"
+    finally:
+        open(go, "w").close()  # let the first build go on
+        first.join()
+        second.join()
+    assert all(isinstance(outcome[0], BuildResult) for outcome in (first_outcome, second_outcome))
+    last = second_outcome[0]
+    assert isinstance(last, BuildResult)
+    flash_dir = root / ".flash"
+    with tarfile.open(last.archive) as tar:
+        inside = tar.extractfile("flash_manifest.json").read()  # type: ignore[union-attr]
+    assert inside == (flash_dir / "flash_manifest.json").read_bytes()
+    stamp = json.loads((flash_dir / "build_stamp.json").read_text())
+    assert stamp["sha256"] == last.sha256
+    assert not (flash_dir / ".build").exists()
+    assert build_project(BuildOptions(project_dir=root)).skipped
+
+
+def test_a_dependency_conflict_names_where_each_requirement_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    where = wheels(tmp_path)
+    build_wheel(where, "tinylib", "1.0")
+    root = tmp_path / "proj"
+    write_files(
+        root,
+        {
+            "requirements.txt": "tinylib<2\n",
+            "main.py": """
+                from flash import CpuLiveServerless, remote
+
+                a = CpuLiveServerless(name="a")
+                b = CpuLiveServerless(name="b")
+
+
+                @remote(a, dependencies=["tinylib<2"])
+                def one() -> None: ...
+
+
+                @remote(b, dependencies=["needslib"])
+                def two() -> None: ...
+            """,
+        },
+    )
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=offline(where)))
+    message = info.value.message
+    assert message.startswith("cannot resolve dependencies for needslib, tinylib<2 (")
+    assert message.endswith(
+        "asked for by:\n"
+        "  needslib: main.py:12 (endpoint 'b')\n"
+        "  tinylib<2: requirements.txt:1, main.py:8 (endpoint 'a')"
+    )
