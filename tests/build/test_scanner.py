@@ -1654,3 +1654,132 @@ def test_an_expression_too_deep_for_python_is_a_scan_error(tmp_path: Path, expre
     # ast.parse gives up with RecursionError or MemoryError: the error names the file.
     err = scan_error(tmp_path, {"main.py": f"{HEADER}x = {expression}\n"})
     assert str(err) == "main.py: cannot parse file: an expression is nested too deeply for Python"
+
+
+# --- system_dependencies entries -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["", "ffmpeg; rm -rf /", "lib gl", "curl|sh", "$(id)", "FFmpeg", "-y", "ffmpeg=", "a=b c"],
+)
+def test_a_bad_system_dependency_is_a_scan_error_at_its_entry(tmp_path: Path, entry: str) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "app.py": f"{HEADER}cfg = LiveServerless(name='g')\n"
+            f"@remote(cfg, system_dependencies=['ffmpeg', {entry!r}])\ndef f(): ...\n"
+        },
+    )
+    assert str(err).startswith(f"app.py:3:45: invalid system dependency {entry!r}: "), str(err)
+    assert "OS package name" in str(err)
+
+
+def test_system_dependencies_take_apt_names_and_versions(tmp_path: Path) -> None:
+    entries = ("ffmpeg", "libgl1", "g++", "libstdc++6=12.2.0-14", "python3.11", "tzdata=1:2024a-0")
+    fn = only(
+        scan(
+            tmp_path,
+            {
+                "deps.py": f"SYSTEM = {list(entries)!r}\n",
+                "app.py": f"{HEADER}from deps import SYSTEM\ncfg = LiveServerless(name='g')\n"
+                "@remote(cfg, system_dependencies=SYSTEM)\ndef f(): ...\n",
+            },
+        )
+    )
+    assert fn.system_dependencies == entries
+
+
+def test_a_bad_system_dependency_in_another_module_names_that_module(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "deps.py": 'SYSTEM = [\n    "ffmpeg",\n    "lib gl",\n]\n',
+            "app.py": f"{HEADER}from deps import SYSTEM\ncfg = LiveServerless(name='g')\n"
+            "@remote(cfg, system_dependencies=SYSTEM)\ndef f(): ...\n",
+        },
+    )
+    assert str(err).startswith("deps.py:3:5: invalid system dependency 'lib gl': ")
+
+
+# --- remote applied by a call ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("imports", "applied", "col"),
+    [
+        ("from flash import remote\n", "wrapped = remote(cfg)(plain)", 11),
+        ("from flash import remote as r\n", "wrapped = r(cfg)(plain)", 11),
+        ("import flash\n", "wrapped = flash.remote(cfg)(plain)", 11),
+        ("import flash as fl\n", "wrapped = fl.remote(cfg)(plain)", 11),
+        ("from flash import remote\n", "on_cpu = remote(cfg)\nwrapped = on_cpu(plain)", 11),
+        ("from flash import remote\n", "def make():\n    return remote(cfg)(plain)", 12),
+        ("from flash import remote\n", "Wrapped = remote(resource_config=cfg)(Plain)", 11),
+    ],
+    ids=["plain", "alias", "module", "module-alias", "stored", "in-function", "class"],
+)
+def test_remote_applied_by_a_call_is_a_scan_error(
+    tmp_path: Path, imports: str, applied: str, col: int
+) -> None:
+    source = (
+        f"{imports}from flash import CpuLiveServerless\n"
+        "cfg = CpuLiveServerless(name='c')\n"
+        "def plain(x): return x\n"
+        "class Plain: ...\n"
+        f"{applied}\n"
+    )
+    err = scan_error(tmp_path, {"m.py": source})
+    line = source.count("\n")
+    assert (err.path, err.line, err.col) == ("m.py", line, col), str(err)
+    assert "write @remote(...) as a decorator on its def or class" in str(err)
+
+
+def test_remote_applied_by_a_call_beside_a_decorated_function_is_a_scan_error(
+    tmp_path: Path,
+) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "m.py": f"{HEADER}cfg = CpuLiveServerless(name='c')\n"
+            "@remote(cfg)\ndef ok(x): return x\n"
+            "def plain(x): return x\n"
+            "if True:\n    wrapped = remote(cfg)(plain)\n"
+        },
+    )
+    assert str(err).startswith("m.py:7:15: `remote(cfg)(plain)` applies remote(...) by a call")
+
+
+def test_a_stored_remote_imported_and_applied_by_a_call_is_a_scan_error(tmp_path: Path) -> None:
+    err = scan_error(
+        tmp_path,
+        {
+            "common.py": f"{HEADER}cfg = CpuLiveServerless(name='c')\non_cpu = remote(cfg)\n",
+            "m.py": "from common import on_cpu\ndef plain(x): return x\nwrapped = on_cpu(plain)\n",
+        },
+    )
+    assert str(err).startswith("m.py:3:11: `on_cpu(plain)` applies remote(...) by a call")
+
+
+def test_calls_of_other_call_results_are_not_remote(tmp_path: Path) -> None:
+    # Another function named remote, functools.partial and friends: not Flash's remote.
+    result = scan(
+        tmp_path,
+        {
+            "other.py": "def remote(x):\n    return lambda f: f\n",
+            "m.py": """\
+                import functools
+                import other
+                from flash import CpuLiveServerless, remote
+                cfg = CpuLiveServerless(name="c")
+                on_cpu = remote(cfg)
+                def plain(x): return x
+                a = other.remote(cfg)(plain)
+                b = functools.partial(plain)(1)
+                c = (lambda f: f)(plain)
+
+                @on_cpu
+                def ok(x): return x
+            """,
+        },
+    )
+    assert only(result).name == "ok"

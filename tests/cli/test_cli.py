@@ -448,3 +448,33 @@ def test_serve_with_a_signing_key_that_is_no_key_is_one_error_line(tmp_path: Pat
     assert served.returncode == 1
     assert served.stderr.startswith("Error: ") and KEY_ENV_VAR in served.stderr
     assert "Traceback" not in served.stderr and "zz" not in served.stderr
+
+
+def test_a_value_of_the_wrong_type_is_one_line(tmp_path: Path) -> None:
+    # Typer's check of the type, as the commands' own checks of the value: one Error: line.
+    (tmp_path / "app").mkdir()
+    for args, option in (
+        (("build", "app", "--max-size", "abc"), "--max-size"),
+        (("serve", "archive.tar.gz", "--port", "abc"), "--port"),
+        (("serve", "archive.tar.gz", "--max-workers", "1.5"), "--max-workers"),
+        (("run", "app", "--port", "x"), "--port"),
+        (("run", "app", "--app-port", ""), "--app-port"),
+        (("run", "app", "--max-workers", "many"), "--max-workers"),
+    ):
+        failed = flash(*args, cwd=tmp_path)
+        assert failed.returncode == 1, (args, failed.stderr)
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, failed.stderr)
+        assert lines[0].startswith(f"Error: Invalid value for '{option}': "), args
+    assert not (tmp_path / ".flash").exists()
+    assert not (tmp_path / "app" / ".flash").exists()
+
+
+def test_usage_mistakes_and_help_stay_typers(tmp_path: Path) -> None:
+    unknown = flash("build", "--nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "No such option: --nope" in unknown.stderr
+    assert "Usage:" in unknown.stderr and "build [OPTIONS]" in unknown.stderr
+    missing = flash("serve", cwd=tmp_path)
+    assert missing.returncode == 2 and "Missing argument" in missing.stderr
+    helped = flash("build", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "--max-size" in helped.stdout

@@ -127,6 +127,7 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
         # may be imported under another name, e.g. `from common import endpoint`.)
         if _may_decorate(module.source):
             functions.extend(project.remote_specs(module))
+    _check_remote_not_applied(project, modules)
     if not functions:
         raise BuildError(f"no @remote functions found in {root}; {_REMOTE_EXAMPLE}")
     _check_unique_functions(functions)
@@ -137,6 +138,17 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
         src_layout=src_layout,
         warnings=tuple(_secret_env_warnings(resources.values())),
     )
+
+
+def _check_remote_not_applied(project: _Project, modules: list[_Module]) -> None:
+    """Refuse remote(...) applied by a call anywhere: in the modules that may write one, and
+    in those naming a decorator stored from one (``on_cpu = remote(cfg)``) elsewhere."""
+    applying = [m for m in modules if _may_apply_remote(m.source)]
+    stored = project.stored_remote_names(applying)
+    checked = {id(m) for m in applying}
+    for module in modules:
+        if id(module) in checked or any(name in module.source for name in stored):
+            project.check_remote_not_applied(module)
 
 
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
@@ -205,6 +217,11 @@ _FLASH_SYMBOLS = _REMOTE_TARGETS | _CONFIG_CONSTRUCTORS.keys() | _ENUMS.keys()
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "getter", "deleter"})
 # Bounds alias chains (a = b; c = a; ...) and import chains without tracking visited sets.
 _MAX_DEPTH = 64
+# An OS package as apt takes it: a Debian package name, optionally "=version" (epoch and
+# revision included). Nothing a shell would read as more than one word or as syntax.
+_SYSTEM_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[0-9][A-Za-z0-9.+~:-]*)?")
+# A call applied to a call's result, as in remote(cfg)(fn) with remote under any name.
+_CALL_OF_CALL = re.compile(r"\)\s*\(")
 
 _Pos = tuple[int, int]
 # Where a module-level statement sits: for each compound statement around it, (its position,
@@ -355,6 +372,23 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
 
 def _may_decorate(source: str) -> bool:
     return "@" in source
+
+
+def _may_apply_remote(source: str) -> bool:
+    """Whether the module may call remote(...) on a function instead of decorating it: a
+    cheap filter, as _may_decorate is (most modules are never parsed twice)."""
+    return _may_decorate(source) or "remote" in source or _CALL_OF_CALL.search(source) is not None
+
+
+def system_dependency_problem(text: str) -> str | None:
+    """Why ``text`` is not one OS package name (``name`` or ``name=version``), or None."""
+    if _SYSTEM_PACKAGE.fullmatch(text):
+        return None
+    return (
+        f"invalid system dependency {text!r}: an entry is one OS package name as apt takes "
+        "it (lowercase letters, digits, '+', '-' and '.', starting with a letter or digit), "
+        'optionally with =VERSION, e.g. "ffmpeg" or "libgl1=1.7.0-1"'
+    )
 
 
 def _module_statements(body: list[ast.stmt], path: _Path = ()) -> Iterator[tuple[ast.stmt, _Path]]:
@@ -995,6 +1029,74 @@ class _Project:
                 raise _error(f"@remote on {node.name!r}, {problem}", module.path, decorator.site)
         return specs
 
+    def check_remote_not_applied(self, module: _Module) -> None:
+        """Refuse ``remote(cfg)(fn)`` and ``on_cpu(fn)`` (``on_cpu = remote(cfg)``): the
+        build reads only decorators, so no endpoint would have ``fn`` and calls of it would
+        fail with UnknownFunction."""
+        decorators = {
+            id(d)
+            for node in ast.walk(module.tree)
+            if isinstance(node, _DEF_TYPES)
+            for d in node.decorator_list
+        }
+        for node in ast.walk(module.tree):
+            if not isinstance(node, ast.Call) or id(node) in decorators:
+                continue
+            # Names as at the end of the module: a call in a function body runs after it.
+            if isinstance(node.func, ast.Call):
+                applied = self._names_remote(module, node.func.func, None)
+            elif isinstance(node.func, (ast.Name, ast.Attribute)):
+                resolved = self.resolve(module, node.func, None)
+                applied = self._is_remote_result(resolved)
+            else:
+                continue
+            if applied:
+                raise _error(
+                    f"`{_text(node)}` applies remote(...) by a call, which the build never "
+                    "sees: no endpoint would have the function, and calls of it would fail "
+                    "(UnknownFunction); write @remote(...) as a decorator on its def or class",
+                    module.path,
+                    node,
+                )
+
+    def stored_remote_names(self, modules: list[_Module]) -> set[str]:
+        """Names bound at module level to a ``remote(...)`` call, in any of ``modules``."""
+        names: set[str] = set()
+        for module in modules:
+            for stmt in module.tree.body:
+                targets: list[ast.expr]
+                value: ast.expr | None
+                if isinstance(stmt, ast.Assign):
+                    targets, value = stmt.targets, stmt.value
+                elif isinstance(stmt, ast.AnnAssign):
+                    targets, value = [stmt.target], stmt.value
+                else:
+                    continue
+                if isinstance(value, ast.Call) and self._names_remote(
+                    module, value.func, _pos(stmt)
+                ):
+                    names.update(t.id for t in targets if isinstance(t, ast.Name))
+        return names
+
+    def _names_remote(self, module: _Module, func: ast.expr, pos: _Pos | None) -> bool:
+        """Whether ``func`` (the callee of ``func(...)(fn)``) is, or may be, Flash's remote."""
+        if not isinstance(func, (ast.Name, ast.Attribute)):
+            return False
+        resolved = self.resolve(module, func, pos)
+        if isinstance(resolved, _Ambiguous):
+            return any(map(_is_remote_target, resolved.options))
+        return _is_remote_target(resolved)
+
+    def _is_remote_result(self, resolved: _Resolved) -> bool:
+        """Whether ``resolved`` is a stored ``remote(...)`` call (``on_cpu = remote(cfg)``)."""
+        options = resolved.options if isinstance(resolved, _Ambiguous) else (resolved,)
+        for option in options:
+            if not (isinstance(option, _Value) and isinstance(option.node, ast.Call)):
+                continue
+            if self._names_remote(option.module, option.node.func, option.pos):
+                return True
+        return False
+
     def _remote_decorator(self, module: _Module, node: _Def) -> _Decorator | None:
         found: _Decorator | None = None
         for decorator in node.decorator_list:
@@ -1095,7 +1197,11 @@ class _Project:
         system_dependencies: tuple[str, ...] = ()
         if "system_dependencies" in options:
             system_dependencies = self.string_list(
-                module, options["system_dependencies"], pos, "system_dependencies"
+                module,
+                options["system_dependencies"],
+                pos,
+                "system_dependencies",
+                system_dependency_problem,
             )
         methods: tuple[str, ...] = ()
         async_methods: tuple[str, ...] = ()

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-import typer
+from typing import Any
 
+import typer
+from typer.core import TyperCommand
+
+from flash.cli._output import fail
 from flash.cli.build import build
 from flash.cli.init import init
 from flash.cli.run import run
 from flash.cli.serve import serve
+
+
+class FlashCommand(TyperCommand):
+    """A command whose bad option values (``--max-size abc``) are one ``Error:`` line and exit
+    code 1, as the commands' own checks of values are; a missing argument or an unknown
+    option stays a usage error (typer's usage and box, exit code 2)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:
+            # MissingParameter is a BadParameter too, but it is a usage mistake, not a value.
+            if type(exc).__name__ == "MissingParameter":
+                raise
+            fail(exc.format_message())
+
 
 app = typer.Typer(
     name="flash",
@@ -16,10 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(init)
-app.command()(build)
-app.command()(serve)
-app.command()(run)
+for command in (init, build, serve, run):
+    app.command(cls=FlashCommand)(command)
 
 
 def main() -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import platform
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import threading
@@ -114,6 +117,45 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
             return dest  # another process extracted the same archive meanwhile
         _extract(archive, root, sha256)
     return dest
+
+
+def target_mismatch(app_dir: Path) -> str | None:
+    """A warning when the build in ``app_dir`` was made for another Python or platform
+    (``flash build --python-version/--platform``): its vendored binary packages may not
+    import here. None when it was made for this machine, or its manifest names no target."""
+    try:
+        manifest = json.loads((app_dir / MANIFEST_FILENAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # reading the manifest for serving reports that
+    target = manifest.get("target") if isinstance(manifest, dict) else None
+    if not isinstance(target, dict):
+        return None
+    python, tag = target.get("python_version"), target.get("platform")
+    if not isinstance(python, str) or not isinstance(tag, str):
+        return None
+    host_python, machine = _this_machine()
+    # As flash build decides whether it can import the project: wheels depend on the minor
+    # version (3.11.7 is 3.11) and on a Linux tag for this processor.
+    built_for = ".".join(python.split(".")[:2])
+    lowered = tag.lower()
+    if (
+        built_for == host_python
+        and sys.platform.startswith("linux")
+        and lowered.startswith(machine)
+        and "linux" in lowered
+    ):
+        return None
+    return (
+        f"archive built for Python {python} on {tag}; this machine runs Python {host_python} "
+        f"on {machine} {sys.platform}: its vendored packages may not import; build without "
+        "--python-version/--platform to serve it here"
+    )
+
+
+def _this_machine() -> tuple[str, str]:
+    """This interpreter's Python (3.11) and processor, spelled as platform tags spell it."""
+    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    return f"{sys.version_info.major}.{sys.version_info.minor}", machine
 
 
 def _extract(archive: Path, root: Path, sha256: str) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import uvicorn
 
-from flash.platform.archive import ServedCopy, copies_dir, prune_copies
+from flash.platform.archive import ServedCopy, copies_dir, prune_copies, target_mismatch
 from flash.platform.console import print_line
 from flash.platform.dispatch import EXECUTION_TIMEOUT_MS, TTL_MS, Dispatcher
 from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
@@ -107,6 +107,8 @@ class LocalPlatform:
         self.worker_token = secrets.token_urlsafe(24)
         self.requeued_at_start = 0
         self.app_dir: Path | None = None
+        # Why the app served may not run here (built for another Python or platform), if so.
+        self.target_warning: str | None = None
         self.copies_root = copies_dir(self.state_dir)
         # Locks of the copies this platform may still run workers in (event loop only).
         self._held_copies: dict[Path, ServedCopy] = {}
@@ -222,6 +224,9 @@ class LocalPlatform:
 
         self._call(deploy())
         self.app_dir = app_dir
+        self.target_warning = target_mismatch(app_dir)
+        if self.target_warning is not None and self.echo is not None:
+            self.echo(f"Warning: {self.target_warning}")
         return specs
 
     @property

@@ -185,7 +185,9 @@ def create_handler(
     replay = _signing.ReplayCache()
     if manifest is _FROM_ENV:
         manifest = load_manifest()
-    schemas = _json_schemas(manifest if isinstance(manifest, Mapping) else None, endpoint)
+    recorded = manifest if isinstance(manifest, Mapping) else None
+    schemas = _json_schemas(recorded, endpoint)
+    pickle_only = _pickle_only_reasons(recorded, endpoint)
     # One typed function (under its qualified and short names): it takes bare kwargs, and
     # "function" names it unless it takes an argument of that name.
     typed = list(schemas.values())
@@ -334,11 +336,11 @@ def create_handler(
             )
         schema = schemas.get(name)
         if schema is None:
-            raise _JobError(
-                NOT_JSON_CALLABLE,
-                f"{name!r} takes pickled calls only: its parameters or return value have no "
-                "JSON-able type hints",
+            # The build says why when it knows (a cross-target build derives no schemas).
+            why = pickle_only.get(name) or (
+                "its parameters or return value have no JSON-able type hints"
             )
+            raise _JobError(NOT_JSON_CALLABLE, f"{name!r} takes pickled calls only: {why}")
         try:
             _jsonschema.check_depth(kwargs, MAX_JSON_DEPTH, path="kwargs")
         except _jsonschema.JsonInputError as exc:
@@ -723,22 +725,45 @@ def _manifest_location(path: str | os.PathLike[str] | None) -> Path | None:
 
 def _json_schemas(manifest: Mapping[str, Any] | None, endpoint: str | None) -> dict[str, Any]:
     """Registry name -> recorded schemas, for this endpoint's JSON-callable functions."""
+    schemas: dict[str, Any] = {}
+    for names, entry in _function_entries(manifest, endpoint):
+        schema = entry.get("schema")
+        if isinstance(schema, dict) and (
+            isinstance(schema.get("input"), dict) or isinstance(schema.get("methods"), dict)
+        ):
+            schemas.update(dict.fromkeys(names, schema))
+    return schemas
+
+
+def _pickle_only_reasons(
+    manifest: Mapping[str, Any] | None, endpoint: str | None
+) -> dict[str, str]:
+    """Registry name -> why the build gave the function no JSON Schema, where it says."""
+    reasons: dict[str, str] = {}
+    for names, entry in _function_entries(manifest, endpoint):
+        why = entry.get("pickle_only")
+        if isinstance(why, str) and why:
+            reasons.update(dict.fromkeys(names, why))
+    return reasons
+
+
+def _function_entries(
+    manifest: Mapping[str, Any] | None, endpoint: str | None
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """The endpoint's function entries in the manifest, each with the registry names it goes
+    by: its qualified name, and its short name where no other function has it."""
     if manifest is None or endpoint is None:
-        return {}
+        return []
     resource = (manifest.get("resources") or {}).get(endpoint) or {}
     functions = [f for f in resource.get("functions") or [] if isinstance(f, dict)]
     short_names = [f.get("name") for f in functions]
-    schemas: dict[str, Any] = {}
+    entries = []
     for entry in functions:
-        schema = entry.get("schema")
-        if not isinstance(schema, dict) or not (
-            isinstance(schema.get("input"), dict) or isinstance(schema.get("methods"), dict)
-        ):
-            continue
-        schemas[str(entry.get("qualified_name"))] = schema
+        names = [str(entry.get("qualified_name"))]
         if short_names.count(entry.get("name")) == 1:
-            schemas[str(entry.get("name"))] = schema
-    return schemas
+            names.append(str(entry.get("name")))
+        entries.append((names, entry))
+    return entries
 
 
 def _get(payload: dict[str, Any], field: str, default: Any) -> Any:

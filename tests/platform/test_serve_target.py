@@ -1,0 +1,116 @@
+"""Serving an archive built for another Python or platform: a warning, and JSON errors that
+say why the build derived no schemas."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+from tests.helpers import Logs, free_port, wait_for
+
+from flash.build.dependencies import DependencyOptions
+from flash.build.pipeline import BuildOptions, build_project
+from flash.platform.archive import extract_archive
+from flash.platform.local import LocalPlatform
+
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+# A supported target Python that is not this interpreter's.
+OTHER_PYTHON = "3.12" if HOST_PYTHON != "3.12" else "3.11"
+OTHER_PLATFORM = "aarch64-manylinux_2_28"
+
+PROJECT = """\
+    from flash import CpuLiveServerless, remote
+
+
+    @remote(CpuLiveServerless(name="xt", workersMax=1))
+    def add_one(x: int) -> int:
+        return x + 1
+"""
+
+
+def _build(root: Path, **target: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "m.py").write_text(textwrap.dedent(PROJECT), encoding="utf-8")
+    options = BuildOptions(project_dir=root, dependencies=DependencyOptions(**target))
+    return build_project(options).archive
+
+
+@pytest.fixture(scope="module")
+def cross_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cross") / "proj"
+    return _build(root, python_version=OTHER_PYTHON, platform=OTHER_PLATFORM)
+
+
+def test_a_cross_target_archive_is_served_with_a_warning_naming_both_targets(
+    cross_archive: Path, tmp_path: Path
+) -> None:
+    logs = Logs()
+    platform = LocalPlatform(tmp_path / "state", echo=logs)
+    platform.start()
+    try:
+        platform.load_app(extract_archive(cross_archive, tmp_path / "serve"))
+        expected = (
+            f"archive built for Python {OTHER_PYTHON} on {OTHER_PLATFORM}; this machine runs "
+            f"Python {HOST_PYTHON} on "
+        )
+        assert platform.target_warning is not None
+        assert platform.target_warning.startswith(expected), platform.target_warning
+        assert "build without --python-version/--platform" in platform.target_warning
+        assert f"Warning: {platform.target_warning}" in logs.lines
+        # A JSON call of the typed function: the build's reason, not "no type hints".
+        answer = requests.post(
+            f"{platform.url}/v2/xt/runsync",
+            json={"input": {"function": "add_one", "kwargs": {"x": 1}}},
+            timeout=60,
+        ).json()
+        error = answer["error"]
+        assert "takes pickled calls only: cross-target build" in error, answer
+        assert "no JSON-able type hints" not in error
+    finally:
+        platform.stop()
+
+
+def test_an_archive_built_for_this_machine_is_served_without_a_warning(tmp_path: Path) -> None:
+    archive = _build(tmp_path / "proj")
+    logs = Logs()
+    platform = LocalPlatform(tmp_path / "state", echo=logs)
+    platform.start()
+    try:
+        platform.load_app(extract_archive(archive, tmp_path / "serve"))
+        assert platform.target_warning is None
+        assert not [line for line in logs.lines if "archive built for" in line]
+    finally:
+        platform.stop()
+
+
+def test_flash_serve_prints_the_target_warning(cross_archive: Path, tmp_path: Path) -> None:
+    port = free_port()
+    code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
+    args = [str(cross_archive), "--port", str(port), "--state-dir", str(tmp_path / "state")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/xt/health"), 30, "the gateway")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert f"Warning: archive built for Python {OTHER_PYTHON} on {OTHER_PLATFORM}" in output
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
