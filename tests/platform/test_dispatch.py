@@ -125,6 +125,64 @@ def test_a_suspect_at_the_front_of_the_queue_is_not_passed_over(tmp_path: Path) 
     asyncio.run(scenario())
 
 
+def test_a_worker_held_up_by_a_suspect_takes_work_once_another_took_it(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher, running = await _running_on_w1(tmp_path)
+        suspect = dispatcher.submit("e", '{"n": "suspect"}')
+        suspect.crashes = 1  # as one requeued by a crash
+        later = dispatcher.submit("e", '{"n": "later"}')
+        more = asyncio.ensure_future(dispatcher.take("w1", 3, True))
+        await asyncio.sleep(0)
+        assert not more.done()  # w1 runs a job: it may not take the suspect, nor pass it
+        dispatcher.register_worker("w2", "e")
+        assert [j.id for j in await dispatcher.take("w2", 3, False)] == [suspect.id]
+        # The front is free now: w1 takes the next job without waiting out its poll.
+        assert [j.id for j in await asyncio.wait_for(more, 5)] == [later.id]
+        assert running.status == "IN_PROGRESS"
+
+    asyncio.run(scenario())
+
+
+def test_a_suspect_does_not_go_to_a_worker_still_running_a_job_it_was_told_to_stop(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w0", "e")
+        culprit, bystander = (dispatcher.submit("e", f'{{"n": {n}}}') for n in range(2))
+        await dispatcher.take("w0", 2, False)
+        dispatcher.worker_exited("w0", "exited with code 9", blame=True)
+        dispatcher.register_worker("w1", "e")
+        assert [j.id for j in await dispatcher.take("w1", 2, False)] == [culprit.id]
+        dispatcher.cancel(culprit)  # told to stop; its code may still run on w1
+        more = asyncio.ensure_future(dispatcher.take("w1", 2, True))
+        await asyncio.sleep(0)
+        assert not more.done()
+        # Were it to crash w1 now, the bystander is not beside it to be blamed. Once a
+        # heartbeat shows the stopped job gone, w1 is free for the bystander.
+        dispatcher.workers["w1"].stopping[culprit.id] -= 60  # the stop was sent long ago
+        dispatcher.ping("w1", [])
+        assert [j.id for j in await asyncio.wait_for(more, 5)] == [bystander.id]
+
+    asyncio.run(scenario())
+
+
+def test_a_retried_job_whose_id_is_still_queued_is_taken_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        job = dispatcher.submit("e", '{"x": 1}')
+        dispatcher._on_ttl(job.id, 1)  # timed out while queued: its id stays in the queue
+        assert job.status == "TIMED_OUT"
+        dispatcher.retry(job)
+        dispatcher.register_worker("w1", "e")
+        assert [j.id for j in await dispatcher.take("w1", 4, False)] == [job.id]
+        assert (dispatcher.running["e"], dispatcher.queued["e"]) == (1, 0)
+
+    asyncio.run(scenario())
+
+
 def _dispatcher(tmp_path: Path, **options: Any) -> Dispatcher:
     """A dispatcher on the store in ``tmp_path``, serving endpoint "e"."""
     dispatcher = Dispatcher(JobStore(tmp_path / "jobs.db"), **options)

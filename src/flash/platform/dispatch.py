@@ -285,7 +285,7 @@ class Dispatcher:
 
     def _end_queued(self, endpoint: str, status: str, error: str) -> int:
         """End every job waiting in the endpoint's queue with ``status``; how many."""
-        ended = list(self._waiting(endpoint))
+        ended = list({job.id: job for job in self._waiting(endpoint)}.values())  # once each
         self.queues.get(endpoint, deque()).clear()
         self._urgent.get(endpoint, deque()).clear()
         for job in ended:
@@ -317,7 +317,9 @@ class Dispatcher:
         if reason is not None:
             self._finish(job, js.FAILED, error=reason)
             return
-        if (first or next(self._waiting(job.endpoint), None) is None) and self._hand_to_taker(job):
+        # Handed on only when no job waits before it (behind a suspect at the front); the
+        # count includes this job.
+        if (first or self.queued[job.endpoint] <= 1) and self._hand_to_taker(job):
             return
         queue = self.queues[job.endpoint]
         if first:
@@ -402,17 +404,21 @@ class Dispatcher:
         if taken:
             for job in taken:
                 self._assign(job, worker_id)
+            if taken[-1].crashes:  # a suspect left the front: the workers it held up may take
+                self._serve_takers(state.endpoint)
             return taken
         fut: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
         taker = _Taker(worker_id, size, fut)
         self.takers[state.endpoint].append(taker)
         state.takers.append(taker)
-        await asyncio.wait([fut], timeout=POLL_HOLD_S)
-        if fut.done():
-            return fut.result()
-        # Still waiting: withdraw synchronously, so no job can be handed to it any more.
-        self._drop_taker(taker)
-        return []
+        try:
+            await asyncio.wait([fut], timeout=POLL_HOLD_S)
+        finally:
+            if not fut.done():
+                # Still waiting (or the poll was cancelled): withdraw synchronously, so no
+                # job can be handed to it any more.
+                self._drop_taker(taker)
+        return fut.result() if fut.done() else []
 
     async def stop_signals(self, worker_id: str) -> list[str]:
         state = self.workers[worker_id]
@@ -436,6 +442,7 @@ class Dispatcher:
             elif now - since > _PING_LAG_S:
                 # Sent after the stop reached it (allowing for the snapshot to lag).
                 del state.stopping[job_id]
+                self._serve_takers(state.endpoint)  # it may run a suspect now
 
     def done(
         self,
@@ -521,7 +528,7 @@ class Dispatcher:
         # Which of several jobs killed the worker is not known: each becomes a suspect and
         # runs alone from now on (_pop_queued), so only a job that crashes a worker on its
         # own fails, not the bystanders of one that does.
-        alone = len(state.assigned) == 1
+        alone = len(state.assigned) == 1 and not state.stopping
         for job_id in sorted(state.assigned, key=lambda i: self.jobs[i].seq, reverse=True):
             job = self.jobs[job_id]
             if blame:
@@ -570,33 +577,42 @@ class Dispatcher:
             return taken
         while queue and len(taken) < size:
             job = self.jobs.get(queue[0])
-            if job is None or job.status != js.IN_QUEUE:
+            # An id is queued twice when a job ended while queued and was retried.
+            if job is None or job.status != js.IN_QUEUE or job in taken:
                 queue.popleft()
                 continue
-            if job.crashes and (taken or state.assigned):
+            if job.crashes and (taken or self._busy(state)):
                 break
             taken.append(self.jobs[queue.popleft()])
             if job.crashes:
                 break
         return taken
 
+    @staticmethod
+    def _busy(state: _WorkerState) -> bool:
+        """Whether the worker runs a job: one assigned, or one told to stop that it may still
+        be running."""
+        return bool(state.assigned or state.stopping)
+
     def _runs_suspect(self, state: _WorkerState) -> bool:
-        return any(self.jobs[job_id].crashes for job_id in state.assigned)
+        running = (self.jobs.get(job_id) for job_id in (*state.assigned, *state.stopping))
+        return any(job is not None and job.crashes for job in running)
 
     def _hand_to_taker(self, job: Job) -> bool:
-        """Give a job just queued (or requeued: ``first``) to the first waiting worker that
-        may run it; the jobs waiting before it (behind a suspect) go first."""
+        """Give a job just queued to the first waiting worker that may run it (a suspect
+        only to one that runs nothing)."""
         takers = self.takers.get(job.endpoint)
         if not takers:
             return False
         for taker in list(takers):
             state = self.workers.get(taker.worker_id)
-            if state is None or taker.future.done():  # its worker is gone, or it gave up
+            if state is None:  # its worker is gone
                 takers.remove(taker)
-                if state is not None and taker in state.takers:
-                    state.takers.remove(taker)
                 continue
-            if self._runs_suspect(state) or (job.crashes and state.assigned):
+            if taker.future.done():  # answered already
+                self._drop_taker(taker, state)
+                continue
+            if self._runs_suspect(state) or (job.crashes and self._busy(state)):
                 continue
             self._drop_taker(taker, state)
             self._assign(job, taker.worker_id)
@@ -606,20 +622,23 @@ class Dispatcher:
 
     def _serve_takers(self, endpoint: str) -> None:
         """Give queued jobs to waiting workers that may now run them: one whose suspect
-        ended, or any, once a suspect at the front was taken or ended."""
+        ended, or any, once a suspect at the front was taken or ended. Rounds until one
+        hands out nothing: a worker passed over may take once a later one took a suspect."""
         takers, queue = self.takers.get(endpoint), self.queues.get(endpoint)
-        for taker in list(takers or ()):
-            if not queue:
-                return
-            state = self.workers.get(taker.worker_id)
-            if state is None or taker.future.done():
-                continue  # dropped by its own poll
-            taken = self._pop_queued(state, taker.size)
-            if taken:
-                self._drop_taker(taker, state)
-                for job in taken:
-                    self._assign(job, taker.worker_id)
-                taker.future.set_result(taken)
+        served = True
+        while served and takers and queue:
+            served = False
+            for taker in list(takers):
+                state = self.workers.get(taker.worker_id)
+                if state is None or taker.future.done():
+                    continue  # withdrawn by its own poll
+                taken = self._pop_queued(state, taker.size)
+                if taken:
+                    self._drop_taker(taker, state)
+                    for job in taken:
+                        self._assign(job, taker.worker_id)
+                    taker.future.set_result(taken)
+                    served = True
 
     def _drop_taker(self, taker: _Taker, state: _WorkerState | None = None) -> None:
         # ``state`` is passed when the worker has already left ``self.workers``.
