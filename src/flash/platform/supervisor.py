@@ -374,6 +374,8 @@ class Supervisor:
                 "RUNPOD_SKIP_GPU_CHECK": "true",
             }
         )
+        if spec.isolated:  # -S leaves site-packages out, but PYTHONPATH would bring them in
+            env.pop("PYTHONPATH", None)
         if self.worker_loop is not None:
             env["FLASH_WORKER_LOOP"] = self.worker_loop
         if self.api_key is not None:
