@@ -1,5 +1,7 @@
 """Builds that must not ship secrets, hide modules, race each other or lose a mode."""
 
+import errno
+import fcntl
 import gzip
 import json
 import os
@@ -17,7 +19,12 @@ from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, BuildResult, build_project
 from flash.cli.init import write_starter
 
-PEM_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1L\n-----END RSA PRIVATE KEY-----\n"
+# Not a real key: a BEGIN line, a base64 body and the matching END line, as a key file holds.
+PEM_KEY = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+    "-----END RSA PRIVATE KEY-----\n"
+)
 OPENAI_KEY = "sk-proj-" + "Q1w2E3r4T5y6U7i8O9p0A1s2D3f4"
 
 ENDPOINT = """
@@ -48,6 +55,8 @@ def wheels(tmp_path: Path) -> Path:
     where = tmp_path / "wheels"
     build_wheel(where, "tinylib", "2.0")
     build_wheel(where, "needslib", "1.0", requires=["tinylib>=2"])
+    build_wheel(where, "modlib", "1.0", files={"modlib.py": "X = 1\n"})
+    build_wheel(where, "fastext", "1.0", files={"fastext.cpython-311-x86_64-linux-gnu.so": ""})
     return where
 
 
@@ -97,7 +106,9 @@ def test_private_keys_stay_out_and_tokens_in_sources_are_warned_about(tmp_path: 
     ("files", "path", "what"),
     [
         ({"tinylib.py": "X = 'mine'\n"}, "tinylib.py", "module 'tinylib'"),
-        ({"needslib/extra.py": "def mine(): ...\n"}, "needslib/", "package 'needslib'"),
+        ({"modlib/extra.py": "def mine(): ...\n"}, "modlib/", "package 'modlib'"),
+        ({"fastext.py": ""}, "fastext.py", "module 'fastext'"),
+        # src/ is a sys.path entry of its own: the regular package wins over the portion.
         ({"src/needslib/extra.py": ""}, "src/needslib/", "package 'needslib'"),
     ],
 )
@@ -106,7 +117,8 @@ def test_a_project_module_with_a_dependencys_import_name_is_an_error(
 ) -> None:
     root = tmp_path / "proj"
     main = "src/app/main.py" if path.startswith("src/") else "main.py"
-    write_files(root, {main: ENDPOINT.format(head="", deps='["needslib"]')})
+    deps = '["needslib", "modlib", "fastext"]'
+    write_files(root, {main: ENDPOINT.format(head="", deps=deps)})
     options = BuildOptions(project_dir=root, dependencies=offline(wheels(tmp_path)))
     good = build_project(options)
     write_files(root, files)
@@ -114,9 +126,39 @@ def test_a_project_module_with_a_dependencys_import_name_is_an_error(
         build_project(options)
     assert info.value.path == path
     assert what in info.value.message
-    dist = "tinylib" if "tinylib" in what else "needslib"
+    dist = what.split("'")[1]
     assert f"vendored distribution {dist!r}" in info.value.message
     assert good.archive.read_bytes() == (root / ".flash" / "archive.tar.gz").read_bytes()
+
+
+def test_project_folders_merge_with_a_dependencys_folders_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    # A wheel shipping a top-level tests/ package, a namespace package: nothing is hidden.
+    where = tmp_path / "wheels"
+    build_wheel(
+        where,
+        "sloppy",
+        "1.0",
+        files={"sloppy/__init__.py": "", "tests/__init__.py": "", "tests/test_sloppy.py": ""},
+    )
+    build_wheel(where, "acme-utils", "1.0", files={"acme/utils/__init__.py": "U = 1\n"})
+    root = tmp_path / "proj"
+    write_files(
+        root,
+        {
+            "main.py": ENDPOINT.format(
+                head="import acme.service, acme.utils", deps='["sloppy", "acme-utils"]'
+            ),
+            "tests/test_main.py": "def test_x(): ...\n",
+            "acme/service/__init__.py": "S = 1\n",
+        },
+    )
+    result = build_project(BuildOptions(project_dir=root, dependencies=offline(where)))
+    listing = names(result.archive)
+    for path in ("tests/test_main.py", "tests/test_sloppy.py", "acme/service/__init__.py"):
+        assert path in listing
+    assert "acme/utils/__init__.py" in listing
 
 
 def test_making_a_file_executable_rebuilds_with_its_new_mode(tmp_path: Path) -> None:
@@ -144,6 +186,18 @@ def test_making_a_file_executable_rebuilds_with_its_new_mode(tmp_path: Path) -> 
             4,
             "[tool.poetry.dependencies] (numpy)",
         ),
+        (  # the line of the key, not of a comment naming it
+            '[project]\nname = "p"\n# dynamic fields come from setuptools\n'
+            'dynamic = ["dependencies"]\n',
+            4,
+            '[project] dynamic = ["dependencies"]',
+        ),
+        (  # Poetry 2: only the names [project] does not list are unread
+            '[project]\nname = "p"\ndependencies = ["tinylib"]\n\n'
+            '[tool.poetry.dependencies]\ntinylib = { source = "private" }\nnumpy = "^1.26"\n',
+            5,
+            "[tool.poetry.dependencies] (numpy)",
+        ),
     ],
 )
 def test_dependencies_the_build_does_not_read_are_warned_about(
@@ -152,23 +206,35 @@ def test_dependencies_the_build_does_not_read_are_warned_about(
     root = tmp_path / "proj"
     write_files(root, {"main.py": ENDPOINT.format(head="", deps="[]")})
     (root / "pyproject.toml").write_text(pyproject)
-    result = build_project(BuildOptions(project_dir=root))
+    options = BuildOptions(project_dir=root, dependencies=offline(wheels(tmp_path)))
+    result = build_project(options)
     (warning,) = result.warnings
     assert warning.path == "pyproject.toml" and warning.line == line
     assert warning.message.startswith(says)
     assert "requirements.txt" in warning.message and "dependencies=[...]" in warning.message
 
 
-def test_dynamic_dependencies_from_requirements_txt_are_read_so_not_warned_about(
-    tmp_path: Path,
-) -> None:
-    root = tmp_path / "proj"
-    write_files(root, {"main.py": ENDPOINT.format(head="", deps="[]")})
-    (root / "pyproject.toml").write_text(
+@pytest.mark.parametrize(
+    "pyproject",
+    [
         '[project]\nname = "p"\nversion = "1"\ndynamic = ["dependencies"]\n\n'
-        '[tool.setuptools.dynamic]\ndependencies = {file = ["requirements.txt"]}\n'
-    )
-    assert build_project(BuildOptions(project_dir=root)).warnings == ()
+        '[tool.setuptools.dynamic]\ndependencies = {file = ["requirements.txt"]}\n',
+        '[project]\nname = "p"\ndynamic = ["dependencies"]\n\n'
+        '[tool.setuptools.dynamic]\ndependencies = {file = ["./requirements.txt"]}\n',
+        # the hatch-requirements-txt hook
+        '[project]\nname = "p"\ndynamic = ["dependencies"]\n\n'
+        '[tool.hatch.metadata.hooks.requirements_txt]\nfiles = ["requirements.txt"]\n',
+        # Poetry 2 naming a source for what [project] lists
+        '[project]\nname = "p"\ndependencies = ["tinylib>=2"]\n\n'
+        '[tool.poetry.dependencies]\nTinyLib = { source = "private" }\n',
+    ],
+)
+def test_dependencies_the_build_reads_are_not_warned_about(tmp_path: Path, pyproject: str) -> None:
+    root = tmp_path / "proj"
+    write_files(root, {"main.py": ENDPOINT.format(head="", deps="[]"), "requirements.txt": ""})
+    (root / "pyproject.toml").write_text(pyproject)
+    options = BuildOptions(project_dir=root, dependencies=offline(wheels(tmp_path)))
+    assert build_project(options).warnings == ()
 
 
 def test_a_missing_excluded_package_is_named_as_excluded(tmp_path: Path) -> None:
@@ -196,6 +262,67 @@ def test_a_missing_module_says_to_declare_its_package(tmp_path: Path) -> None:
         "@remote(..., dependencies=[...]) or requirements.txt: the build vendors only what "
         "is declared"
     )
+
+
+def test_a_missing_module_from_an_excluded_package_of_another_name_names_the_excluded(
+    tmp_path: Path,
+) -> None:
+    # The import name (fastjson) need not be the distribution's (py-fastjson).
+    where = wheels(tmp_path)
+    build_wheel(where, "py-fastjson", "1.0", files={"fastjson/__init__.py": ""})
+    root = tmp_path / "proj"
+    write_files(root, {"main.py": ENDPOINT.format(head="import fastjson", deps='["py-fastjson"]')})
+    options = offline(where, exclude=("py-fastjson",))
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root, dependencies=options))
+    assert info.value.message.endswith(
+        "; if it comes from one of the --exclude'd (py-fastjson), the build imports that from "
+        "this environment, where it is not installed: install it here"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ignore_file", "pattern", "rel"),
+    [
+        (".gitignore", "local_settings.py", "local_settings.py"),
+        (".flashignore", "local_settings/", "local_settings/__init__.py"),
+        ("local_settings/.gitignore", "*", "local_settings/__init__.py"),  # its own
+    ],
+)
+def test_a_missing_project_module_an_ignore_file_leaves_out_names_that_file(
+    tmp_path: Path, ignore_file: str, pattern: str, rel: str
+) -> None:
+    root = tmp_path / "proj"
+    write_files(
+        root,
+        {
+            "main.py": ENDPOINT.format(head="import local_settings", deps="[]"),
+            rel: "A = 1\n",
+            ignore_file: pattern + "\n",
+        },
+    )
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    assert info.value.message.endswith(
+        f"'local_settings' is the project's {rel}, which {ignore_file} leaves out of the "
+        "build (no worker would have it either): archive it, or stop importing it"
+    )
+
+
+def test_a_file_system_without_locks_builds_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some network file systems refuse flock (ENOLCK): a build goes on without the lock.
+    def refuse(fd: object, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    root = starter(tmp_path)
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    stages: list[str] = []
+    result = build_project(BuildOptions(project_dir=root), progress=lambda s, d: stages.append(s))
+    assert not result.skipped and result.archive.is_file()
+    assert "lock" in stages
+    assert (root / ".flash" / "build.lock").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize("output", [".tar.gz", ".tgz"])

@@ -285,3 +285,61 @@ def test_screening_reads_no_big_file(tmp_path: Path) -> None:
     write(tmp_path, {"app.py": "", "notes.txt": PEM_KEY.format("", "") + "x" * (2 << 20)})
     screened = screen_secrets(tmp_path, collect_files(tmp_path))
     assert screened.kept == ["app.py", "notes.txt"] and not screened.tokens
+
+
+def test_a_file_that_only_names_a_key_header_is_no_key(tmp_path: Path) -> None:
+    # A placeholder, a parser's constant, a comment, a README's elided example: no key block.
+    files = {
+        "app/templates/upload.html": '<textarea placeholder="-----BEGIN OPENSSH PRIVATE KEY-----">',
+        "app/sshutil.pyx": 'HEADER = b"-----BEGIN OPENSSH PRIVATE KEY-----"\n',
+        "app/stubs.pyi": "HEADER: str  # -----BEGIN PRIVATE KEY-----\n",
+        "README.md": "Paste it:\n-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n",
+    }
+    write(tmp_path, files)
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == sorted(files)
+    assert screened.left_out == [] and screened.tokens == []
+
+
+def test_a_key_in_a_bigger_file_or_in_source_is_kept_and_warned_about_by_line(
+    tmp_path: Path,
+) -> None:
+    prose = "How to deploy.\n" + "Some words on it.\n" * 20
+    write(
+        tmp_path,
+        {
+            "docs/deploy.md": prose + PEM_KEY.format("", "") + prose,
+            "app/keys.pyx": PEM_KEY.format("EC ", "EC "),  # source: kept whatever it holds
+        },
+    )
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == ["app/keys.pyx", "docs/deploy.md"] and screened.left_out == []
+    assert screened.tokens == [
+        ("app/keys.pyx", 1, "a private key"),
+        ("docs/deploy.md", 22, "a private key"),
+    ]
+
+
+def test_key_files_are_left_out_whatever_their_encoding(tmp_path: Path) -> None:
+    (tmp_path / "key_utf16.pem").write_bytes(PEM_KEY.format("RSA ", "RSA ").encode("utf-16"))
+    (tmp_path / "der.key").write_bytes(b"\x30\x82\x04\xa4\x02\x01\x00\x02\x82\x01\x01\x00")
+    write(tmp_path, {"app.py": ""})
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == ["app.py"]
+    assert screened.left_out == [
+        ("der.key", "a key file by its name, not read as text"),
+        ("key_utf16.pem", "holds a private key (-----BEGIN ... PRIVATE KEY-----)"),
+    ]
+
+
+def test_screening_reads_only_the_first_block_of_a_binary_file(tmp_path: Path) -> None:
+    # Most binaries hold a NUL early: the rest (up to 1 MiB) is not read for secrets.
+    (tmp_path / "weights.bin").write_bytes(b"\0" * (1 << 20))  # at the size limit
+    tracemalloc.start()
+    try:
+        screened = screen_secrets(tmp_path, ["weights.bin"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert screened.kept == ["weights.bin"]
+    assert peak < 256 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -105,16 +106,8 @@ def always_excluded(rel: str) -> bool:
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
     """Patterns from the root's .gitignore and .flashignore (not ALWAYS_EXCLUDED: see there)."""
-    lines: list[str] = []
-    for name in IGNORE_FILES:
-        path = root / name
-        if path.is_file():
-            try:
-                lines.extend(path.read_text(encoding="utf-8").splitlines())
-            except UnicodeDecodeError as exc:
-                raise BuildError(f"not UTF-8 text: {exc}", path=name) from None
-    lines.extend(extra_patterns)
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    lines = [line for name in IGNORE_FILES for line in _ignore_lines(root / name, name)]
+    return pathspec.GitIgnoreSpec.from_lines([*lines, *extra_patterns])
 
 
 def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
@@ -207,6 +200,27 @@ def is_ignored(root: Path, rel: str) -> bool:
     return _ignored(specs, rel)
 
 
+def ignored_by(root: Path, rel: str) -> str | None:
+    """What leaves the project path ``rel`` (a folder's ends in "/") out of the build: the
+    ignore file with a pattern matching it or a folder above it (``.gitignore``,
+    ``data/.flashignore``; the deepest, and .flashignore before .gitignore, as they decide),
+    or the fixed exclusion list (ALWAYS_EXCLUDED); None when it is collected."""
+    if not is_ignored(root, rel):
+        return None
+    parts = rel.rstrip("/").split("/")
+    paths = [*("/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)), rel]
+    if any(always_excluded(path) for path in paths):
+        return "the fixed exclusion list"
+    for depth in range(len(parts) - 1, -1, -1):
+        prefix = "".join(part + "/" for part in parts[:depth])
+        for name in reversed(IGNORE_FILES):
+            spec = _spec_of([(root / prefix / name, prefix + name)])
+            below = [path[len(prefix) :] for path in paths if path.startswith(prefix)]
+            if spec is not None and any(spec.check_file(path).include for path in below):
+                return prefix + name
+    return "an ignore file"
+
+
 def _check_utf8_name(rel: str) -> None:
     """Archive entry names are UTF-8: a name that is not (os.walk gives surrogates) is refused."""
     try:
@@ -221,15 +235,22 @@ def _check_utf8_name(rel: str) -> None:
 def _nested_spec(directory: Path, prefix: str) -> pathspec.GitIgnoreSpec | None:
     """The patterns of the ignore files in ``directory`` (project path ``prefix``): one that
     is not UTF-8 is an error, as at the root, not a pattern silently mangled."""
-    lines: list[str] = []
-    for name in IGNORE_FILES:
-        path = directory / name
-        if path.is_file():
-            try:
-                lines.extend(path.read_text(encoding="utf-8").splitlines())
-            except UnicodeDecodeError as exc:
-                raise BuildError(f"not UTF-8 text: {exc}", path=prefix + name) from None
+    return _spec_of([(directory / name, prefix + name) for name in IGNORE_FILES])
+
+
+def _spec_of(files: list[tuple[Path, str]]) -> pathspec.GitIgnoreSpec | None:
+    """The patterns of the ignore ``files`` (path, as shown), or None when they hold none."""
+    lines = [line for path, shown in files for line in _ignore_lines(path, shown)]
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+
+def _ignore_lines(path: Path, shown: str) -> list[str]:
+    if not path.is_file():
+        return []
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise BuildError(f"not UTF-8 text: {exc}", path=shown) from None
 
 
 def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
@@ -272,6 +293,18 @@ _SSH_KEY_NAMES = frozenset(
     {"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk"}
 )
 _LISTED_TOKENS = 20  # lines a token warning names
+_SNIFF_SIZE = 8192  # the first block, read to tell text from binary
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+)
+# Key files by their names (left out even when not read: binary, or big), and source, kept
+# whatever it holds (see _is_key_file).
+_KEY_FILES = (".pem", ".key")
+_SOURCE_FILES = (".py", ".pyi", ".pyx", ".pxd")
 
 
 @dataclass(frozen=True)
@@ -334,15 +367,26 @@ def secret_file_reason(rel: str, text: str | None) -> str | None:
         ".aws" in parts[:-1] or (text is not None and "aws_secret_access_key" in text.lower())
     ):
         return "AWS credentials"
-    if text is None:
-        return None
+    if text is None:  # binary (a DER key), or big
+        return "a key file by its name, not read as text" if name.endswith(_KEY_FILES) else None
     if name.endswith(".json") and _is_service_account_key(text):
         return "a Google service-account key"
-    # Source is kept, and its line warned about (tokens_in_text): without the module, the
-    # code importing it would fail on the worker, far from the reason.
-    if not name.endswith(".py") and PRIVATE_KEY.search(text):
+    if _is_key_file(name, text):
         return "holds a private key (-----BEGIN ... PRIVATE KEY-----)"
     return None
+
+
+def _is_key_file(name: str, text: str) -> bool:
+    """Whether the file ``name`` of ``text`` holds a private key and is there for it: named
+    as a key file, or the key is most of it. Others (a README's example, a test's fixture)
+    are kept, and their lines warned about (tokens_in_text); source is kept in any case, as
+    without the module the code importing it would fail on the worker, far from the reason."""
+    if name.endswith(_SOURCE_FILES):
+        return False
+    if name.endswith(_KEY_FILES):  # a key file's BEGIN line is enough (a certificate has none)
+        return "PRIVATE KEY-----" in text
+    spans = [match.span() for match in PRIVATE_KEY.finditer(text)]
+    return bool(spans) and 2 * sum(end - start for start, end in spans) >= len(text.strip())
 
 
 def _is_service_account_key(text: str) -> bool:
@@ -356,17 +400,31 @@ def _is_service_account_key(text: str) -> bool:
 
 
 def _text_of(root: Path, rel: str) -> str | None:
-    """The file's text, or None when it is over SCAN_LIMIT or binary (holds a NUL byte)."""
-    path = root / rel
+    """The file's text, or None when it is over SCAN_LIMIT or binary (holds a NUL byte and
+    no byte order mark: UTF-16 text holds NULs too). Only a text's first block is read
+    whole: most binaries (weights, images) hold a NUL there."""
     try:
-        if path.stat().st_size > SCAN_LIMIT:
-            return None
-        data = path.read_bytes()
+        with open(root / rel, "rb") as file:
+            if os.fstat(file.fileno()).st_size > SCAN_LIMIT:
+                return None
+            data = file.read(_SNIFF_SIZE)
+            encoding = _bom_encoding(data)
+            if encoding is None and b"\0" in data:
+                return None
+            data += file.read()
     except OSError as exc:  # gone since the walk, unreadable
         raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
-    if b"\0" in data:
+    if encoding is None and b"\0" in data:
         return None
-    return data.decode("utf-8", errors="replace")
+    return data.decode(encoding or "utf-8", errors="replace")
+
+
+def _bom_encoding(data: bytes) -> str | None:
+    # UTF-32's little-endian mark starts with UTF-16's: tried first.
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    return None
 
 
 def deliberate_includes(root: Path) -> set[str]:

@@ -21,12 +21,13 @@ import importlib.metadata
 import io
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -438,22 +439,30 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
+def _key_line(text: str, pattern: str) -> int | None:
+    """The line of the TOML ``text`` starting with ``pattern`` (a key's ``name\\s*=``, a
+    table's header): never a comment or a value that mentions it."""
+    found = re.search(rf"^[ \t]*{pattern}", text, re.MULTILINE)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
 def _read_pyproject(path: Path, root: Path, sources: _Sources) -> None:
     out = sources.requirements
     shown = _display_path(path, root)
     data = load_toml(path, shown)
-    project = data.get("project", {})
-    deps = project.get("dependencies", []) if isinstance(project, dict) else []
+    deps = _table(data, "project").get("dependencies", [])
     text = path.read_text(encoding="utf-8")
-    sources.warnings += _unread_dependencies(data, shown, text)
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise BuildError(
             "[project].dependencies must be a list of requirement strings",
             path=shown,
-            line=_line_of(text, "dependencies"),
+            line=_key_line(text, r"dependencies\s*="),
         )
     for dep in deps:
         out.append((dep, shown, _line_of(text, dep)))
+    # requirements.txt's and [project]'s, read before: Poetry's table may name them again
+    listed = {_requirement_name(dep.strip()) for dep, _, _ in out}
+    sources.warnings += _unread_dependencies(data, shown, text, listed)
 
 
 _WHERE_TO_LIST = (
@@ -462,13 +471,15 @@ _WHERE_TO_LIST = (
 )
 
 
-def _unread_dependencies(data: dict[str, Any], shown: str, text: str) -> list[BuildWarning]:
+def _unread_dependencies(
+    data: dict[str, Any], shown: str, text: str, listed: Collection[str] = ()
+) -> list[BuildWarning]:
     """Warnings for dependencies pyproject.toml declares where the build does not look:
-    filled in by a build backend (``dynamic = ["dependencies"]``), or in Poetry's table.
-    Without one, a worker would lack them and the build would say nothing."""
+    filled in by a build backend (``dynamic = ["dependencies"]``), or in Poetry's table
+    (those not ``listed``: normalised names the build reads elsewhere). Without one, a
+    worker would lack them and the build would say nothing."""
     found = []
-    project = data.get("project")
-    dynamic = project.get("dynamic", []) if isinstance(project, dict) else []
+    dynamic = _table(data, "project").get("dynamic", [])
     if (
         isinstance(dynamic, list)
         and "dependencies" in dynamic
@@ -479,37 +490,50 @@ def _unread_dependencies(data: dict[str, Any], shown: str, text: str) -> list[Bu
                 '[project] dynamic = ["dependencies"]: these come from the build backend, and '
                 + _WHERE_TO_LIST,
                 path=shown,
-                line=_line_of(text, "dynamic"),
+                line=_key_line(text, r"dynamic\s*="),
             )
         )
-    tool = data.get("tool")
-    poetry = tool.get("poetry") if isinstance(tool, dict) else None
-    poetry_deps = poetry.get("dependencies") if isinstance(poetry, dict) else None
-    if isinstance(poetry_deps, dict):
-        names = sorted(name for name in poetry_deps if name.lower() != "python")
-        if names:
-            shown_names = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
-            found.append(
-                BuildWarning(
-                    f"[tool.poetry.dependencies] ({shown_names}) is Poetry's own table; "
-                    + _WHERE_TO_LIST,
-                    path=shown,
-                    line=_line_of(text, "[tool.poetry.dependencies]"),
-                )
+    poetry_deps = _table(data, "tool", "poetry", "dependencies")
+    names = sorted(
+        name
+        for name in poetry_deps
+        if name.lower() != "python" and normalise_name(name) not in listed
+    )
+    if names:
+        shown_names = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        found.append(
+            BuildWarning(
+                f"[tool.poetry.dependencies] ({shown_names}) is Poetry's own table; "
+                + _WHERE_TO_LIST,
+                path=shown,
+                line=_key_line(text, r"\[tool\.poetry\.dependencies\]"),
             )
+        )
     return found
 
 
 def _dynamic_from_requirements(data: dict[str, Any]) -> bool:
-    """Whether setuptools fills the dynamic dependencies in from requirements.txt, which
-    the build reads itself."""
-    tool = data.get("tool")
-    setuptools = tool.get("setuptools") if isinstance(tool, dict) else None
-    dynamic = setuptools.get("dynamic") if isinstance(setuptools, dict) else None
-    deps = dynamic.get("dependencies") if isinstance(dynamic, dict) else None
-    files = deps.get("file") if isinstance(deps, dict) else None
+    """Whether the build backend fills the dynamic dependencies in from requirements.txt
+    alone, which the build reads itself: setuptools' ``file``, or the files of the
+    hatch-requirements-txt hook (requirements.txt unless it says)."""
+    files = _table(data, "tool", "setuptools", "dynamic", "dependencies").get("file")
+    hook = _table(data, "tool", "hatch", "metadata", "hooks", "requirements_txt")
+    if files is None and hook:
+        files = hook.get("files", ["requirements.txt"])
     files = [files] if isinstance(files, str) else files
-    return isinstance(files, list) and bool(files) and all(f == "requirements.txt" for f in files)
+    return (
+        isinstance(files, list)
+        and bool(files)
+        and all(isinstance(f, str) and posixpath.normpath(f) == "requirements.txt" for f in files)
+    )
+
+
+def _table(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The TOML table at ``keys`` in ``data``; an empty one where there is none."""
+    table: Any = data
+    for key in keys:
+        table = table.get(key) if isinstance(table, dict) else None
+    return table if isinstance(table, dict) else {}
 
 
 # A requirement of an @remote(dependencies=[...]): the text, or the text and where it is
@@ -542,15 +566,19 @@ def _gather(root: Path, declared: Iterable[Declared]) -> _Sources:
     return sources
 
 
-def _origins(sources: Iterable[_Source]) -> dict[str, list[str]]:
-    """Where each (canonical) requirement is asked for: ``file:line``, or the @remote's
-    place; for an error that has to say who asked for what."""
+def _canonical_origins(sources: Iterable[_Source]) -> dict[str, list[str]]:
+    """Each requirement of ``sources``, validated and canonical, with where it is asked for
+    (``file:line``, or the @remote's place): for an error that has to say who asked for
+    what. A refused one is an error at its place."""
     found: dict[str, list[str]] = {}
     for text, source, line in sources:
-        accepted = _checked_requirement(text)[0]
+        where = None if source.startswith("@") else source
+        origin = f" in {source}" if where is None else ""
+        accepted, problem = _checked_requirement(text, origin)
         if accepted is None:
-            continue
-        if source.startswith(_DECLARED):
+            assert problem is not None  # a refusal always says why
+            raise BuildError(problem, path=where, line=line)
+        if where is None:
             place = source.removeprefix(f"{_DECLARED} at ") or _DECLARED
         else:
             place = f"{source}:{line}" if line else source
@@ -561,16 +589,11 @@ def _origins(sources: Iterable[_Source]) -> dict[str, list[str]]:
 
 
 def _canonical_all(sources: Iterable[_Source]) -> list[str]:
-    canonical: set[str] = set()
-    for text, source, line in sources:
-        where = None if source.startswith("@") else source
-        origin = f" in {source}" if where is None else ""
-        accepted, problem = _checked_requirement(text, origin)
-        if accepted is None:
-            assert problem is not None  # a refusal always says why
-            raise BuildError(problem, path=where, line=line)
-        canonical.add(accepted)
-    return sorted(canonical, key=lambda r: (_requirement_name(r), r))
+    return _sorted_requirements(_canonical_origins(sources))
+
+
+def _sorted_requirements(requirements: Iterable[str]) -> list[str]:
+    return sorted(requirements, key=lambda r: (_requirement_name(r), r))
 
 
 def _with_file_options(options: DependencyOptions, sources: _Sources) -> DependencyOptions:
@@ -1021,30 +1044,42 @@ def _dist_name(dist_info: Path) -> str:
     return normalise_name(dist_info.name.rsplit("-", 1)[0])
 
 
-def top_level_names(site_dir: Path) -> dict[str, str]:
-    """The top-level import names the installed distributions provide (packages, modules,
-    extension modules), each with its distribution's name, from their RECORDs."""
-    names: dict[str, str] = {}
+def top_level_names(site_dir: Path) -> dict[str, tuple[str, str]]:
+    """The top-level import names the installed distributions provide, each with its kind
+    (see :func:`import_names`) and its distribution's name, from their RECORDs."""
+    names: dict[str, tuple[str, str]] = {}
     for dist_info in sorted(site_dir.glob("*.dist-info")):
         dist = _dist_name(dist_info)
-        for row in _record_rows(dist_info):
-            name = _import_name(row[0])
-            if name is not None:
-                names.setdefault(name, dist)
+        for name, (kind, _) in import_names(row[0] for row in _record_rows(dist_info)).items():
+            if name not in names or kind == "package":  # a package wins over a portion
+                names[name] = (kind, dist)
     return names
 
 
 _CODE_SUFFIXES = (".py", ".so", ".pyd")
 
 
-def _import_name(path: str) -> str | None:
-    """The import name a site-packages path provides (``pkg/x.py``: pkg, ``mod.py``: mod,
-    ``ext.cpython-311-x86_64-linux-gnu.so``: ext); None for metadata, scripts and data."""
-    top, _, rest = path.partition("/")
-    if not (rest or top).endswith(_CODE_SUFFIXES):
-        return None
-    name = top if rest else top.split(".", 1)[0]
-    return name if name.isidentifier() else None  # not *.dist-info, *.data, ..
+def import_names(paths: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """The top-level import names that files at ``paths`` (relative to one ``sys.path``
+    entry) provide, each with its kind and where it is (``mod.py``, ``pkg/``): "module"
+    (``mod.py``), "extension" (``ext.cpython-311-x86_64-linux-gnu.so``), "package" (with an
+    ``__init__``) or "namespace" (a folder of modules without one). Metadata, scripts and
+    data provide none."""
+    names: dict[str, tuple[str, str]] = {}
+    for path in paths:
+        top, _, rest = path.partition("/")
+        if not (rest or top).endswith(_CODE_SUFFIXES):
+            continue
+        name = top if rest else top.split(".", 1)[0]
+        if not name.isidentifier():  # *.dist-info, *.data, ...
+            continue
+        if not rest:
+            names.setdefault(name, ("module" if top.endswith(".py") else "extension", top))
+        elif rest.startswith("__init__."):
+            names[name] = ("package", top + "/")
+        elif names.get(name, ("",))[0] != "package":
+            names[name] = ("namespace", top + "/")
+    return names
 
 
 def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
@@ -1078,16 +1113,16 @@ def vendor_dependencies(
     with masking_indexes((*source_urls(options), *named)):
         # Flash itself never goes in: the archive carries its own runtime, and the SDK with
         # its dependency tree is not needed on a worker.
+        origins = _canonical_origins(sources.requirements)
         requirements = [
             req
-            for req in _canonical_all(sources.requirements)
+            for req in _sorted_requirements(origins)
             if normalise_name(_requirement_name(req)) != "flash"
         ]
         constraints = _canonical_all(sources.constraints)
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        origins = _origins(sources.requirements)
         pins = resolve(requirements, options, cache_dir, constraints, origins)
         site_dir = install(pins, options, cache_dir) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))

@@ -29,6 +29,7 @@ from flash.build import archive as _archive
 from flash.build.collect import (
     collect_files,
     fingerprint,
+    ignored_by,
     names_package_indexes,
     screen_secrets,
 )
@@ -38,6 +39,7 @@ from flash.build.dependencies import (
     check_options,
     decode_config,
     encode_config,
+    import_names,
     load_toml,
     normalise_name,
     package_sizes,
@@ -199,13 +201,24 @@ def _build_lock(flash_dir: Path, report: Progress) -> Iterator[None]:
     while `flash build` runs) waits, then finds the first one's archive: up to date, or
     built again from what changed."""
     flash_dir.mkdir(parents=True, exist_ok=True)
-    with open(flash_dir / LOCK_NAME, "a") as lock:  # the kernel drops the lock on close
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            report("waiting", "for another build of this project to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(flash_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _lock(fd, report)
         yield
+    finally:
+        os.close(fd)  # closing lets the lock go
+
+
+def _lock(fd: int, report: Progress) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        report("waiting", "for another build of this project to finish")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        # A file system without locks (ENOLCK, EOPNOTSUPP: some network ones): building
+        # unlocked risks only two builds of one project at once; refusing, every build.
+        report("lock", f"none on this file system ({exc.strerror or exc}): building without")
 
 
 def _build_locked(
@@ -291,7 +304,10 @@ def _build_locked(
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
-            with _timed(timings, "imports"), _missing_module_hint(deps.excluded):
+            with (
+                _timed(timings, "imports"),
+                _missing_module_hint(root, scan.src_layout, deps.excluded),
+            ):
                 schemas = _check_handlers_and_derive_schemas(
                     build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded
                 )
@@ -568,28 +584,55 @@ def _check_collisions(entries: list[_archive.Entry], dep_entries: list[_archive.
 
 
 def _check_import_names(files: list[str], src_layout: bool, site_dir: Path | None) -> None:
-    """A project module or package with the top-level import name of a vendored one: on
-    the worker one hides the other (a package wins over a module), or two packages merge."""
+    """A project module or package with the top-level import name of a vendored one, where
+    on the worker one would hide the other (see _hides)."""
     if site_dir is None:
         return
     vendored = top_level_names(site_dir)
+    for prefix, paths in _import_roots(files, src_layout).items():
+        for name, (kind, where) in import_names(paths).items():
+            if name not in vendored:
+                continue
+            theirs, dist = vendored[name]
+            if _hides(kind, theirs, same_entry=not prefix):
+                what = _KIND_WORDS[kind]
+                raise BuildError(
+                    f"the project's {what} {name!r} has the top-level import name of the "
+                    f"{_KIND_WORDS[theirs]} the vendored distribution {dist!r} installs: on "
+                    f"the worker one would hide the other; rename the project's {what}",
+                    path=prefix + where,
+                )
+
+
+_KIND_WORDS = {
+    "module": "module",
+    "extension": "extension module",
+    "package": "package",
+    "namespace": "package",
+}
+# Kinds whose folders merge in one sys.path entry: both packages' files are found (the same
+# file in both is an error of _check_collisions), and namespace portions join.
+_MERGING = frozenset({"package", "namespace"})
+
+
+def _hides(ours: str, theirs: str, same_entry: bool) -> bool:
+    """Whether of two top-level names of kinds ``ours`` and ``theirs`` one hides the other.
+    In one folder a package wins over a module, a module over a namespace portion, an
+    extension over a module. In two sys.path entries (a src layout's src/) the first wins,
+    bar namespace portions, which join."""
+    if not same_entry:
+        return not ours == theirs == "namespace"
+    return ours != theirs and not {ours, theirs} <= _MERGING
+
+
+def _import_roots(files: list[str], src_layout: bool) -> dict[str, list[str]]:
+    """The project's files by the sys.path entry they are imported from on the worker: the
+    archive's root (""), or in a src layout its "src/" (paths relative to the entry)."""
+    roots: dict[str, list[str]] = {"": [], "src/": []}
     for rel in files:
-        if not rel.endswith(".py"):
-            continue
         importable = import_path(rel, src_layout)
-        top, folder, _ = importable.partition("/")
-        name = top if folder else top.removesuffix(".py")
-        dist = vendored.get(name)
-        if dist is None:
-            continue
-        what = "package" if folder else "module"
-        shown = rel[: len(rel) - len(importable)] + top + "/" if folder else rel
-        raise BuildError(
-            f"the project's {what} {name!r} has the top-level import name of one the "
-            f"vendored distribution {dist!r} installs: on the worker one would hide the other "
-            f"(or the two merge); rename the project's {what}",
-            path=shown,
-        )
+        roots[rel[: len(rel) - len(importable)]].append(importable)
+    return roots
 
 
 # The last line of a failed import's report, when what failed is a missing module.
@@ -597,31 +640,60 @@ _MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^']+)'\Z"
 
 
 @contextmanager
-def _missing_module_hint(excluded: tuple[str, ...]) -> Iterator[None]:
-    """Add to a failed import of a missing module what to do: declare its package, or, for
-    an --exclude'd package, that the build imports it from this environment."""
+def _missing_module_hint(root: Path, src_layout: bool, excluded: tuple[str, ...]) -> Iterator[None]:
+    """Add to a failed import of a missing module what to do: archive the project's module
+    an ignore file leaves out, declare its package, or, for an --exclude'd package, know
+    that the build imports it from this environment."""
     try:
         yield
     except BuildError as exc:
         found = _MISSING_MODULE.search(exc.message)
         if found is None:
             raise
-        name = found[1].split(".", 1)[0]
-        if normalise_name(name) in excluded:  # excluded names are normalised
-            hint = (
-                f"{name!r} is excluded (--exclude: provided by the base image), so the build "
-                "imports it from this environment, where it is not installed; install it "
-                "here to have the handlers checked, or stop excluding it"
-            )
-        else:
-            hint = (
-                f"if {name!r} comes from a package, declare that package in "
-                "@remote(..., dependencies=[...]) or requirements.txt: the build vendors "
-                "only what is declared"
-            )
+        hint = _missing_module_advice(root, src_layout, excluded, found[1].split(".", 1)[0])
         raise BuildError(
             f"{exc.message}\n{hint}", path=exc.path, line=exc.line, col=exc.col
         ) from None
+
+
+def _missing_module_advice(
+    root: Path, src_layout: bool, excluded: tuple[str, ...], name: str
+) -> str:
+    left_out = _left_out_module(root, src_layout, name)
+    if left_out is not None:
+        rel, by = left_out
+        return (
+            f"{name!r} is the project's {rel}, which {by} leaves out of the build (no worker "
+            "would have it either): archive it, or stop importing it"
+        )
+    if normalise_name(name) in excluded:  # excluded names are normalised
+        return (
+            f"{name!r} is excluded (--exclude: provided by the base image), so the build "
+            "imports it from this environment, where it is not installed; install it "
+            "here to have the handlers checked, or stop excluding it"
+        )
+    hint = (
+        f"if {name!r} comes from a package, declare that package in "
+        "@remote(..., dependencies=[...]) or requirements.txt: the build vendors only what "
+        "is declared"
+    )
+    if excluded:  # an import name need not be its distribution's (yaml: pyyaml)
+        hint += (
+            f"; if it comes from one of the --exclude'd ({', '.join(excluded)}), the build "
+            "imports that from this environment, where it is not installed: install it here"
+        )
+    return hint
+
+
+def _left_out_module(root: Path, src_layout: bool, name: str) -> tuple[str, str] | None:
+    """The project's module or package ``name`` (its path) and what leaves it out of the
+    build, when an ignore file does."""
+    for prefix in ("src/", "") if src_layout else ("",):
+        for rel in (f"{prefix}{name}.py", f"{prefix}{name}/__init__.py"):
+            by = ignored_by(root, rel) if (root / rel).exists() else None
+            if by is not None:
+                return rel, by
+    return None
 
 
 def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from flash.sdk.resources import SECRET_REFERENCE
 
@@ -33,33 +34,68 @@ _SWITCHES = frozenset({"true", "false", "yes", "no", "on", "off", "0", "1", "non
 # match, and so that a value of many would-be starts ("sk-sk-sk-...") is tried from one only:
 # the scan stays linear in the value's length.
 _TOKEN_START = r"(?<![A-Za-z0-9_/-])"
-# A PEM private key block: RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP's, or PKCS #8's bare one.
-_PRIVATE_KEY_PATTERN = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+# A PEM private key block: its BEGIN line (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP's, PKCS #8's
+# bare one), headers (Proc-Type: 4,ENCRYPTED), a base64 body and the matching END line. A text
+# that only names the BEGIN line (a form's placeholder, a parser's constant) holds no key. A
+# written-out `\n` (a key in a one-line string literal) counts as a line break. The body stops
+# at a `-`, so the scan stays linear in the text's length.
+_PRIVATE_KEY_PATTERN = (
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY( BLOCK|)-----"
+    r"(?:(?:\s|\\n)*[A-Za-z-]+:[^\n\\]*)*"
+    r"(?:\s|\\[nr]|[A-Za-z0-9+/=]){32,}"
+    r"-----END \1PRIVATE KEY\2-----"
+)
 PRIVATE_KEY = re.compile(_PRIVATE_KEY_PATTERN)
-_TOKEN_SHAPES = tuple(
-    (re.compile(start + pattern), what)
-    for start, pattern, what in (
-        (_TOKEN_START, r"hf_[A-Za-z0-9]{30,}", "a Hugging Face token"),
-        # sk-proj-..., sk-svcacct-...: dashes and underscores inside, 20 alphanumerics in a
-        # row somewhere (checked apart: one pattern for both backtracks quadratically).
-        (_TOKEN_START, r"sk-[A-Za-z0-9_-]{20,}", "an OpenAI-style API key"),
-        (_TOKEN_START, r"[rs]k_(?:live|test)_[A-Za-z0-9]{20,}", "a Stripe API key"),
-        (
-            _TOKEN_START,
-            r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
-            "a GitHub token",
-        ),
-        (_TOKEN_START, r"glpat-[A-Za-z0-9_-]{20,}", "a GitLab token"),
-        (_TOKEN_START, r"xox[abeoprs]-[A-Za-z0-9-]{10,}", "a Slack token"),
-        (_TOKEN_START, r"AIza[A-Za-z0-9_-]{35}", "a Google API key"),
-        (_TOKEN_START, r"rpa_[A-Za-z0-9]{20,}", "a RunPod API key"),
-        ("", _PRIVATE_KEY_PATTERN, "a private key"),
-        (
-            _TOKEN_START,
-            r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
-            "a JSON Web Token",
-        ),
-    )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A credential shape. Each match holds one of ``hints``: a text holding none is not
+    searched, so a file with no token costs a few substring searches. With ``alnum_run``, a
+    match counts only with 20 alphanumerics in a row."""
+
+    pattern: re.Pattern[str]
+    what: str
+    hints: tuple[str, ...]
+    alnum_run: bool = False
+
+    def matches(self, text: str) -> Iterator[re.Match[str]]:
+        if not any(hint in text for hint in self.hints):
+            return iter(())
+        found = self.pattern.finditer(text)
+        return (m for m in found if not self.alnum_run or _ALNUM_RUN.search(m[0]))
+
+
+_TOKEN_SHAPES = (
+    _Shape(re.compile(_TOKEN_START + r"hf_[A-Za-z0-9]{30,}"), "a Hugging Face token", ("hf_",)),
+    # sk-proj-..., sk-svcacct-...: dashes and underscores inside, 20 alphanumerics in a row
+    # somewhere (checked apart: one pattern for both backtracks quadratically).
+    _Shape(
+        re.compile(_TOKEN_START + r"sk-[A-Za-z0-9_-]{20,}"),
+        "an OpenAI-style API key",
+        ("sk-",),
+        alnum_run=True,
+    ),
+    _Shape(
+        re.compile(_TOKEN_START + r"[rs]k_(?:live|test)_[A-Za-z0-9]{20,}"),
+        "a Stripe API key",
+        ("k_live_", "k_test_"),
+    ),
+    _Shape(
+        re.compile(_TOKEN_START + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
+        "a GitHub token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    _Shape(re.compile(_TOKEN_START + r"glpat-[A-Za-z0-9_-]{20,}"), "a GitLab token", ("glpat-",)),
+    _Shape(re.compile(_TOKEN_START + r"xox[abeoprs]-[A-Za-z0-9-]{10,}"), "a Slack token", ("xox",)),
+    _Shape(re.compile(_TOKEN_START + r"AIza[A-Za-z0-9_-]{35}"), "a Google API key", ("AIza",)),
+    _Shape(re.compile(_TOKEN_START + r"rpa_[A-Za-z0-9]{20,}"), "a RunPod API key", ("rpa_",)),
+    _Shape(PRIVATE_KEY, "a private key", ("PRIVATE KEY",)),
+    _Shape(
+        re.compile(_TOKEN_START + r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"),
+        "a JSON Web Token",
+        ("eyJ",),
+    ),
 )
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]{20}")
 # An AWS access key ID is not secret itself, but it tells that its pair is near: in an env
@@ -158,21 +194,6 @@ def secret_env_entries(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
 
 # --- in a file's text ---------------------------------------------------------------------
 
-# What a match of each shape holds: a text is searched for a shape only when it holds one of
-# these, so a file with none costs a few substring searches. A file holding a private key is
-# left out of the archive whole (flash.build.collect), bar Python source, which is warned about.
-_SHAPE_HINTS = {
-    "a private key": ("PRIVATE KEY",),
-    "a Hugging Face token": ("hf_",),
-    "an OpenAI-style API key": ("sk-",),
-    "a Stripe API key": ("k_live_", "k_test_"),
-    "a GitHub token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    "a GitLab token": ("glpat-",),
-    "a Slack token": ("xox",),
-    "a Google API key": ("AIza",),
-    "a RunPod API key": ("rpa_",),
-    "a JSON Web Token": ("eyJ",),
-}
 _MATCHES_PER_SHAPE = 20  # enough to report a file; bounds the work on one full of tokens
 
 
@@ -184,17 +205,9 @@ def tokens_in_text(text: str) -> list[tuple[int, str]]:
     def note(start: int, what: str) -> None:
         found.setdefault(text.count("\n", 0, start) + 1, what)
 
-    for shape, what in _TOKEN_SHAPES:
-        hints = _SHAPE_HINTS.get(what, ())
-        if not any(hint in text for hint in hints):
-            continue
-        matches = (
-            m
-            for m in shape.finditer(text)
-            if what != "an OpenAI-style API key" or _ALNUM_RUN.search(m[0])
-        )
-        for _, match in zip(range(_MATCHES_PER_SHAPE), matches, strict=False):
-            note(match.start(), what)
+    for shape in _TOKEN_SHAPES:
+        for _, match in zip(range(_MATCHES_PER_SHAPE), shape.matches(text), strict=False):
+            note(match.start(), shape.what)
     if "AKIA" in text or "ASIA" in text:
         for _, match in zip(range(_MATCHES_PER_SHAPE), _AWS_KEY_ID.finditer(text), strict=False):
             note(match.start(), "an AWS access key ID (its secret key is likely near)")
@@ -206,10 +219,9 @@ def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:
     visible = _written_out(value)
     if not visible or value.lower() in _SWITCHES:
         return None
-    for shape, what in _TOKEN_SHAPES:
-        found = shape.search(visible)
-        if found and (what != "an OpenAI-style API key" or _ALNUM_RUN.search(found[0])):
-            return f"by its value (looks like {what})"
+    for token in _TOKEN_SHAPES:
+        if next(token.matches(visible), None) is not None:
+            return f"by its value (looks like {token.what})"
     words = _words(name)
     if aws_pair and _AWS_NAMES.intersection(words) and _AWS_SECRET.fullmatch(visible):
         return "by its value (looks like an AWS secret access key, next to its key ID)"
