@@ -889,3 +889,60 @@ def test_credential_files_stay_out_whatever_the_case_of_their_names(tmp_path: Pa
     listing = {name.lower() for name in names(result.archive)}
     assert not listing & {name.lower() for name in variants}
     assert b"hf_secret_" not in gzip.decompress(result.archive.read_bytes())
+
+
+# A module that rewrites its own source when the build imports it (the first time, or every
+# time): a user saving a file while the project builds, after the build read it and before
+# the archive is written.
+SAVED_MID_BUILD = """
+from pathlib import Path
+
+from flash import CpuLiveServerless, remote
+
+SOURCE = Path({source!r})
+SAVED = Path({marker!r})
+if not SAVED.exists() or {every_time!r}:
+    SAVED.touch()
+    SOURCE.write_text(SOURCE.read_text().replace('"A"', '"B"').replace("def ver(", "def ver2("))
+
+
+@remote(CpuLiveServerless(name="cpu"))
+def ver() -> str:
+    return "A"
+"""
+
+
+def test_a_file_saved_during_a_build_is_built_again_not_archived_under_the_old_key(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "proj"
+    module = root / "workers" / "ver.py"
+    module.parent.mkdir(parents=True)
+    saved = SAVED_MID_BUILD.format(
+        source=str(module), marker=str(tmp_path / "saved"), every_time=False
+    )
+    module.write_text(saved)
+    steps: list[tuple[str, str]] = []
+    result = build_project(BuildOptions(project_dir=root), lambda *step: steps.append(step))
+    assert ("changed", "workers/ver.py while building: building again") in steps
+    # The archive, its manifest and the up-to-date stamp all hold the version saved.
+    with tarfile.open(result.archive) as tar:
+        archived = tar.extractfile("workers/ver.py").read().decode()  # type: ignore[union-attr]
+    assert archived == module.read_text() and 'return "B"' in archived
+    assert result.manifest.function_registry == {"workers.ver.ver2": "cpu"}
+    assert build_project(BuildOptions(project_dir=root)).skipped
+
+
+def test_a_project_that_keeps_changing_fails_the_build_and_keeps_the_archive(
+    tmp_path: Path,
+) -> None:
+    root = starter(tmp_path)
+    good = build_project(BuildOptions(project_dir=root))
+    module = root / "workers" / "ver.py"
+    saved = SAVED_MID_BUILD.format(
+        source=str(module), marker=str(tmp_path / "saved"), every_time=True
+    )
+    module.write_text(saved)
+    with pytest.raises(BuildError, match=r"workers/ver.py changed while the project was being"):
+        build_project(BuildOptions(project_dir=root))
+    assert good.archive.read_bytes() == (root / ".flash" / "archive.tar.gz").read_bytes()

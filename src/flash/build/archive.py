@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +70,18 @@ def source_date_epoch() -> int:
     return int(value)
 
 
-def write_archive(entries: Iterable[Entry], dest: Path, *, mtime: int | None = None) -> ArchiveInfo:
+def write_archive(
+    entries: Iterable[Entry],
+    dest: Path,
+    *,
+    mtime: int | None = None,
+    check: Callable[[], None] | None = None,
+) -> ArchiveInfo:
     """Pack ``entries`` into ``dest``.
 
     Written to a temporary file and renamed: an error or interruption leaves any previous
-    ``dest`` intact and no partial file behind.
+    ``dest`` intact and no partial file behind. ``check`` runs once the file is written,
+    before it replaces ``dest``: raising, it keeps the previous one.
     """
     mtime = source_date_epoch() if mtime is None else mtime
     ordered = sorted(entries, key=lambda e: e.name)
@@ -90,6 +97,8 @@ def write_archive(entries: Iterable[Entry], dest: Path, *, mtime: int | None = N
                     _add(tar, entry, mtime)
             raw.flush()
             os.fsync(raw.fileno())
+        if check is not None:
+            check()
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -192,7 +192,32 @@ def _build_project(
     ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     # Builds of one project share .flash/.build, the archive and the stamp: one at a time.
     with _build_lock(flash_dir, report):
-        return _build_locked(options, root, archive_path, report, mask_too)
+        attempt = 1
+        while True:
+            try:
+                return _build_locked(options, root, archive_path, report, mask_too)
+            except ChangedWhileBuilding as exc:
+                if attempt == _ATTEMPTS:
+                    raise
+                attempt += 1
+                report("changed", f"{exc.names} while building: building again")
+
+
+# A build that saw its inputs change (an editor saving) starts over, this often at most.
+_ATTEMPTS = 3
+
+
+class ChangedWhileBuilding(BuildError):
+    """Project files changed between being read and the archive being written: the
+    archive could hold one version and the manifest (and the up-to-date stamp) another."""
+
+    def __init__(self, changed: list[str]) -> None:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if changed[5:] else "")
+        self.names = shown
+        super().__init__(
+            f"{shown} changed while the project was being built, {_ATTEMPTS} times over; "
+            "build again once the files stay put"
+        )
 
 
 @contextmanager
@@ -236,6 +261,10 @@ def _build_locked(
         project_sizes = _largest(root, files)
         # Before anything is hashed or copied: a project too big alone never builds.
         _check_size(sum(size for _, size in project_sizes), options.max_size_mb, project_sizes)
+        # Taken before the files are read: any change after it shows when the archive is
+        # written (_check_unchanged), whatever the stage that read the file.
+        inputs = files + _dependency_inputs(root, files)
+        stats_at_start = _stats(root, inputs)
         source_fp = fingerprint(root, files)
         key = _build_key(source_fp, _dependency_inputs_fingerprint(root, files), options)
     report("collect", f"{len(files)} files")
@@ -337,7 +366,11 @@ def _build_locked(
     all_entries = entries + dep_entries
     _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
     with _timed(timings, "archive"):
-        info = _archive.write_archive(all_entries, archive_path)
+        info = _archive.write_archive(
+            all_entries,
+            archive_path,
+            check=lambda: _check_unchanged(root, inputs, stats_at_start),
+        )
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
     _write_stamp(flash_dir, key, info, warnings)
     report("archive", f"{info.size} bytes")
@@ -383,16 +416,45 @@ def _check_max_size(max_size_mb: float) -> None:
 
 def _dependency_inputs_fingerprint(root: Path, collected: list[str]) -> str:
     """The fingerprint of the files the dependency stage reads that are not ``collected``
-    (those are in the source fingerprint): a requirements.txt or pyproject.toml in
-    .flashignore, a file a requirements file names with -r/-c, even outside the project.
-    Named relative to ``root`` (``../shared/x.txt``)."""
+    (those are in the source fingerprint): see :func:`_dependency_inputs`."""
+    return fingerprint(root, _dependency_inputs(root, collected))
+
+
+def _dependency_inputs(root: Path, collected: list[str]) -> list[str]:
+    """The files the dependency stage reads that are not ``collected``: a requirements.txt
+    or pyproject.toml in .flashignore, a file a requirements file names with -r/-c, even
+    outside the project. Named relative to ``root`` (``../shared/x.txt``)."""
     requirements = root / "requirements.txt"
     files = [requirements] if requirements.is_file() else []
     files += referenced_files(files)
     if (root / "pyproject.toml").is_file():
         files.append(root / "pyproject.toml")
     names = {Path(os.path.relpath(path.resolve(), root)).as_posix() for path in files}
-    return fingerprint(root, sorted(names - set(collected)))
+    return sorted(names - set(collected))
+
+
+def _stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None]:
+    """What tells a file changed without reading it: its modification time, size and
+    mode (None: gone). An editor saving a file changes the first."""
+    found: list[tuple[int, int, int] | None] = []
+    for name in names:
+        try:
+            stat = os.stat(root / name)
+        except OSError:
+            found.append(None)
+        else:
+            found.append((stat.st_mtime_ns, stat.st_size, stat.st_mode))
+    return found
+
+
+def _check_unchanged(
+    root: Path, names: list[str], before: list[tuple[int, int, int] | None]
+) -> None:
+    """Raise ChangedWhileBuilding naming the inputs that changed since ``before``."""
+    now = _stats(root, names)
+    changed = [name for name, old, new in zip(names, before, now, strict=True) if old != new]
+    if changed:
+        raise ChangedWhileBuilding(changed)
 
 
 def _build_key(source_fp: str, dependency_fp: str, options: BuildOptions) -> str:
