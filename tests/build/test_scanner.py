@@ -1661,7 +1661,11 @@ def test_an_expression_too_deep_for_python_is_a_scan_error(tmp_path: Path, expre
 
 @pytest.mark.parametrize(
     "entry",
-    ["", "ffmpeg; rm -rf /", "lib gl", "curl|sh", "$(id)", "FFmpeg", "-y", "ffmpeg=", "a=b c"],
+    [
+        *("", "ffmpeg; rm -rf /", "lib gl", "curl|sh", "$(id)", "FFmpeg", "-y", "ffmpeg=", "a=b c"),
+        # One letter is no Debian name; an architecture or a release needs one.
+        *("x", "libc6:", "ffmpeg/", "ffmpeg/a b", "nginx=1.18 *", "libc6:i386;id"),
+    ],
 )
 def test_a_bad_system_dependency_is_a_scan_error_at_its_entry(tmp_path: Path, entry: str) -> None:
     err = scan_error(
@@ -1672,11 +1676,15 @@ def test_a_bad_system_dependency_is_a_scan_error_at_its_entry(tmp_path: Path, en
         },
     )
     assert str(err).startswith(f"app.py:3:45: invalid system dependency {entry!r}: "), str(err)
-    assert "OS package name" in str(err)
+    assert "one OS package as apt-get install takes it" in str(err)
 
 
-def test_system_dependencies_take_apt_names_and_versions(tmp_path: Path) -> None:
-    entries = ("ffmpeg", "libgl1", "g++", "libstdc++6=12.2.0-14", "python3.11", "tzdata=1:2024a-0")
+def test_system_dependencies_take_what_apt_get_install_takes(tmp_path: Path) -> None:
+    entries = (
+        *("ffmpeg", "libgl1", "g++", "libstdc++6=12.2.0-14", "python3.11", "tzdata=1:2024a-0"),
+        # An architecture, a release, a version glob.
+        *("libc6:i386", "libc6:amd64=2.36-9", "ffmpeg/bookworm-backports", "nginx=1.18.*"),
+    )
     fn = only(
         scan(
             tmp_path,
@@ -1758,6 +1766,83 @@ def test_a_stored_remote_imported_and_applied_by_a_call_is_a_scan_error(tmp_path
         },
     )
     assert str(err).startswith("m.py:3:11: `on_cpu(plain)` applies remote(...) by a call")
+
+
+@pytest.mark.parametrize(
+    "applied",
+    [
+        "def apply(remote, fn):\n    return remote(1)(fn)",
+        "def apply(fn):\n    remote = lambda c: (lambda f: f)\n    return remote(1)(fn)",
+        "def use(on_cpu):\n    return on_cpu(1)",
+        "def use(*, on_cpu=None):\n    return on_cpu(plain)",
+        "use = lambda remote: remote(1)(plain)",
+        "wrapped = [remote(1)(plain) for remote in (str,)]",
+        "def apply():\n    for remote in (str,):\n        remote(1)(plain)",
+        "def apply():\n    with open('f') as remote:\n        remote(1)(plain)",
+        "def apply():\n    from ray import remote\n    return remote(1)(plain)",
+        "def apply():\n    def remote(c): return c\n    return remote(1)(plain)",
+        "def outer(remote):\n    def inner():\n        return remote(1)(plain)\n    return inner",
+        "def apply():\n    try:\n        pass\n    except OSError as on_cpu:\n        on_cpu(1)",
+    ],
+    ids=[
+        *("parameter", "local", "stored-parameter", "keyword-only", "lambda", "comprehension"),
+        *("for", "with", "local-import", "nested-def", "enclosing-function", "except"),
+    ],
+)
+def test_a_name_a_function_binds_hides_the_modules_remote(tmp_path: Path, applied: str) -> None:
+    source = (
+        f"{HEADER}cfg = CpuLiveServerless(name='c')\non_cpu = remote(cfg)\n"
+        f"def plain(x): return x\n@on_cpu\ndef ok(x): return x\n{applied}\n"
+    )
+    assert only(scan(tmp_path, {"m.py": source})).name == "ok"
+
+
+@pytest.mark.parametrize(
+    "applied",
+    [
+        # Another function's local does not hide the module's remote here.
+        "def other(remote): return remote\ndef make():\n    return remote(cfg)(plain)",
+        "def make():\n    global on_cpu\n    on_cpu = on_cpu\n    return on_cpu(plain)",
+        # A default value is computed outside the function.
+        "def make(remote=remote(cfg)(plain)):\n    return remote",
+    ],
+    ids=["other-function", "global", "default"],
+)
+def test_the_modules_remote_applied_in_a_function_is_a_scan_error(
+    tmp_path: Path, applied: str
+) -> None:
+    source = (
+        f"{HEADER}cfg = CpuLiveServerless(name='c')\non_cpu = remote(cfg)\n"
+        f"def plain(x): return x\n{applied}\n"
+    )
+    err = scan_error(tmp_path, {"m.py": source})
+    assert "applies remote(...) by a call" in str(err), str(err)
+
+
+@pytest.mark.parametrize(
+    ("common", "mid", "applied"),
+    [
+        ("on_cpu = remote(cfg)\n", "from common import on_cpu as gpu\n", "gpu(plain)"),
+        ("from flash import remote as deco\n", "from common import deco as d\n", "d(cfg)(plain)"),
+        ("on_cpu = remote(cfg)\n", "import common\ngpu = common.on_cpu\n", "gpu(plain)"),
+    ],
+    ids=["stored", "remote", "assigned"],
+)
+def test_remote_renamed_through_modules_and_applied_by_a_call_is_a_scan_error(
+    tmp_path: Path, common: str, mid: str, applied: str
+) -> None:
+    # m.py names neither remote nor the name common.py binds it to, and has no decorator.
+    err = scan_error(
+        tmp_path,
+        {
+            "common.py": f"{HEADER}cfg = CpuLiveServerless(name='c')\n{common}"
+            "@remote(cfg)\ndef ok(x): return x\n",
+            "mid.py": mid,
+            "m.py": f"from common import cfg\nfrom mid import *\ndef plain(x): return x\n"
+            f"wrapped = {applied}\n",
+        },
+    )
+    assert str(err).startswith(f"m.py:4:11: `{applied}` applies remote(...) by a call"), str(err)
 
 
 def test_calls_of_other_call_results_are_not_remote(tmp_path: Path) -> None:

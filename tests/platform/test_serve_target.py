@@ -15,6 +15,7 @@ from tests.helpers import Logs, free_port, wait_for
 
 from flash.build.dependencies import DependencyOptions
 from flash.build.pipeline import BuildOptions, build_project
+from flash.build.target import WORKER_PLATFORM, platform_for_this_machine, this_machine
 from flash.platform.archive import extract_archive
 from flash.platform.local import LocalPlatform
 
@@ -33,9 +34,9 @@ PROJECT = """\
 """
 
 
-def _build(root: Path, **target: str) -> Path:
+def _build(root: Path, source: str = PROJECT, **target: str) -> Path:
     root.mkdir(parents=True)
-    (root / "m.py").write_text(textwrap.dedent(PROJECT), encoding="utf-8")
+    (root / "m.py").write_text(textwrap.dedent(source), encoding="utf-8")
     options = BuildOptions(project_dir=root, dependencies=DependencyOptions(**target))
     return build_project(options).archive
 
@@ -46,6 +47,10 @@ def cross_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(root, python_version=OTHER_PYTHON, platform=OTHER_PLATFORM)
 
 
+def _target_warnings(logs: Logs) -> list[str]:
+    return [line for line in logs.lines if line.startswith("Warning: archive built for")]
+
+
 def test_a_cross_target_archive_is_served_with_a_warning_naming_both_targets(
     cross_archive: Path, tmp_path: Path
 ) -> None:
@@ -54,14 +59,17 @@ def test_a_cross_target_archive_is_served_with_a_warning_naming_both_targets(
     platform.start()
     try:
         platform.load_app(extract_archive(cross_archive, tmp_path / "serve"))
-        expected = (
-            f"archive built for Python {OTHER_PYTHON} on {OTHER_PLATFORM}; this machine runs "
-            f"Python {HOST_PYTHON} on "
-        )
-        assert platform.target_warning is not None
-        assert platform.target_warning.startswith(expected), platform.target_warning
-        assert "build without --python-version/--platform" in platform.target_warning
-        assert f"Warning: {platform.target_warning}" in logs.lines
+        [warning] = _target_warnings(logs)
+        assert warning.startswith(
+            f"Warning: archive built for Python {OTHER_PYTHON} on {OTHER_PLATFORM}; this "
+            f"machine runs Python {HOST_PYTHON} on "
+        ), warning
+        assert "packages with compiled code may not import here" in warning
+        # What builds for this machine (this test runs on Linux, where one exists).
+        own = platform_for_this_machine()
+        assert warning.endswith(
+            f"flash build --python-version {HOST_PYTHON} --platform {own}, then serve that"
+        ), warning
         # A JSON call of the typed function: the build's reason, not "no type hints".
         answer = requests.post(
             f"{platform.url}/v2/xt/runsync",
@@ -75,6 +83,44 @@ def test_a_cross_target_archive_is_served_with_a_warning_naming_both_targets(
         platform.stop()
 
 
+def test_the_advice_names_only_what_differs_and_the_default_target_is_the_workers(
+    tmp_path: Path,
+) -> None:
+    # Another Python on the default platform: on an x86-64 Linux only the Python differs.
+    archive = _build(tmp_path / "proj", python_version=OTHER_PYTHON)
+    logs = Logs()
+    platform = LocalPlatform(tmp_path / "state", echo=logs)
+    platform.start()
+    try:
+        platform.load_app(extract_archive(archive, tmp_path / "serve"))
+        [warning] = _target_warnings(logs)
+        assert f"on {WORKER_PLATFORM} (RunPod's Linux x86-64 workers);" in warning, warning
+        if this_machine().processor == "x86_64":
+            assert warning.endswith(
+                f"flash build --python-version {HOST_PYTHON}, then serve that"
+            ), warning
+    finally:
+        platform.stop()
+
+
+def test_rebuilds_for_one_target_are_warned_about_once(cross_archive: Path, tmp_path: Path) -> None:
+    # As flash run deploys each rebuild: another archive, built for the same target.
+    changed = PROJECT.replace("x + 1", "x + 2")
+    rebuilt = _build(
+        tmp_path / "proj", changed, python_version=OTHER_PYTHON, platform=OTHER_PLATFORM
+    )
+    logs = Logs()
+    platform = LocalPlatform(tmp_path / "state", echo=logs)
+    platform.start()
+    try:
+        platform.load_app(extract_archive(cross_archive, tmp_path / "serve"))
+        platform.replace_app(extract_archive(rebuilt, tmp_path / "serve"))
+        platform.replace_app(extract_archive(cross_archive, tmp_path / "serve"))
+        assert len(_target_warnings(logs)) == 1, logs.lines
+    finally:
+        platform.stop()
+
+
 def test_an_archive_built_for_this_machine_is_served_without_a_warning(tmp_path: Path) -> None:
     archive = _build(tmp_path / "proj")
     logs = Logs()
@@ -82,7 +128,6 @@ def test_an_archive_built_for_this_machine_is_served_without_a_warning(tmp_path:
     platform.start()
     try:
         platform.load_app(extract_archive(archive, tmp_path / "serve"))
-        assert platform.target_warning is None
         assert not [line for line in logs.lines if "archive built for" in line]
     finally:
         platform.stop()

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import sys
@@ -67,6 +66,7 @@ from flash.build.manifest import (
 )
 from flash.build.scanner import RemoteSpec, ScanResult, import_path, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
+from flash.build.target import builds_for_this_machine, platform_for_this_machine, this_machine
 from flash.runtime.protocol import MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
 
@@ -348,7 +348,7 @@ def _build_locked(
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
     entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
-    cross_target = not _host_matches(options.dependencies)
+    cross_target = not _builds_here(options.dependencies)
     if not cross_target:
         typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
         checked = f"checked, {typed} functions callable with JSON"
@@ -770,23 +770,8 @@ def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:
             shutil.copyfile(entry.source, path)
 
 
-def _host() -> tuple[str, str]:
-    """This machine's Python (3.11) and processor, as uv's platforms name it (x86_64)."""
-    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
-    return f"{sys.version_info.major}.{sys.version_info.minor}", machine
-
-
-def _host_matches(options: DependencyOptions) -> bool:
-    host_python, machine = _host()
-    target = options.platform.lower()
-    # --python-version may name a patch release (3.11.7): wheels and imports depend on 3.11 only.
-    target_python = ".".join(options.python_version.split(".")[:2])
-    return (
-        target_python == host_python
-        and sys.platform.startswith("linux")
-        and target.startswith(machine)
-        and "linux" in target
-    )
+def _builds_here(options: DependencyOptions) -> bool:
+    return builds_for_this_machine(options.python_version, options.platform)
 
 
 def _check_handlers_and_derive_schemas(
@@ -805,7 +790,7 @@ def _check_handlers_and_derive_schemas(
         for r in manifest.resources.values()
         for f in r.functions
     ]
-    if not _host_matches(options):
+    if not _builds_here(options):
         reason = "cross-target build: the project's modules cannot be imported here"
         return {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
     handlers = [r.handler_file[: -len(".py")] for r in manifest.resources.values()]
@@ -869,23 +854,21 @@ def _advice(why: str) -> str:
 
 
 def _cross_target_warning(options: DependencyOptions, count: str, names: list[str]) -> str:
-    host_python, machine = _host()
+    host = this_machine()
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     takes = "take" if len(names) > 1 else "takes"
     # Schemas come from importing the project, which only a Linux build for its own Python
-    # and processor does (_host_matches).
+    # and processor does (builds_for_this_machine).
     ways = []
     if "linux" in options.platform.lower():
         ways.append(f"run the build with Python {options.python_version} on a Linux machine")
-    if sys.platform.startswith("linux"):
-        ways.append(
-            f"build for this machine: --python-version {host_python} "
-            f"--platform {machine}-manylinux_2_28"
-        )
+    own = platform_for_this_machine()
+    if own is not None:
+        ways.append(f"build for this machine: --python-version {host.python} --platform {own}")
     how = " or ".join(ways) if ways else "build on Linux for the machine's own Python"
     return (
         f"cross-target build (Python {options.python_version} on {options.platform}; this "
-        f"machine runs Python {host_python} on {sys.platform} {machine}): the project cannot "
+        f"machine runs Python {host.python} on {host.system} {host.processor}): the project cannot "
         "be imported here, so the handlers were not import-checked and no JSON Schemas were "
         f"derived; {count} ({shown}) {takes} signed pickled calls only. To have the handlers "
         f"checked and give those functions JSON Schemas, {how}."

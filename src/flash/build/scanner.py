@@ -12,7 +12,7 @@ import hashlib
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -141,14 +141,32 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
 
 
 def _check_remote_not_applied(project: _Project, modules: list[_Module]) -> None:
-    """Refuse remote(...) applied by a call anywhere: in the modules that may write one, and
-    in those naming a decorator stored from one (``on_cpu = remote(cfg)``) elsewhere."""
-    applying = [m for m in modules if _may_apply_remote(m.source)]
-    stored = project.stored_remote_names(applying)
-    checked = {id(m) for m in applying}
-    for module in modules:
-        if id(module) in checked or any(name in module.source for name in stored):
+    """Refuse remote(...) applied by a call anywhere. Only a module that names remote, or a
+    name bound to it or to a remote(...) call elsewhere (``on_cpu = remote(cfg)``), can
+    apply it, and every import or assignment names what it binds: so each round reads the
+    modules naming what the last round's modules bound (``from common import on_cpu as
+    gpu``, then ``from other import gpu``), and most modules are never parsed twice."""
+    unread = modules
+    names = {"remote"}
+    seen: set[str] = set()
+    while names and unread:
+        found: list[_Module] = []
+        rest: list[_Module] = []
+        for module in unread:
+            (found if _names_any(module.source, names) else rest).append(module)
+        unread, seen = rest, seen | names
+        names = set()
+        for module in found:
             project.check_remote_not_applied(module)
+            names |= project.remote_names(module) - seen
+
+
+def _names_any(source: str, names: set[str]) -> bool:
+    """Whether ``source`` has one of ``names`` as a word (a substring test first: faster)."""
+    return any(
+        name in source and re.search(rf"\b{re.escape(name)}\b", source) is not None
+        for name in names
+    )
 
 
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
@@ -217,11 +235,15 @@ _FLASH_SYMBOLS = _REMOTE_TARGETS | _CONFIG_CONSTRUCTORS.keys() | _ENUMS.keys()
 _PROPERTY_DECORATORS = frozenset({"property", "cached_property", "setter", "getter", "deleter"})
 # Bounds alias chains (a = b; c = a; ...) and import chains without tracking visited sets.
 _MAX_DEPTH = 64
-# An OS package as apt takes it: a Debian package name, optionally "=version" (epoch and
-# revision included). Nothing a shell would read as more than one word or as syntax.
-_SYSTEM_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[0-9][A-Za-z0-9.+~:-]*)?")
-# A call applied to a call's result, as in remote(cfg)(fn) with remote under any name.
-_CALL_OF_CALL = re.compile(r"\)\s*\(")
+# An OS package as `apt-get install` takes it: a Debian package name (two characters at
+# least), optionally with an architecture (libc6:i386), then a version (epoch and revision
+# included, or a glob apt matches: nginx=1.18.*) or a release (ffmpeg/bookworm-backports).
+# Never a space, quote or shell syntax: one entry is one word.
+_SYSTEM_PACKAGE = re.compile(
+    r"[a-z0-9][a-z0-9+.-]+"  # name
+    r"(:[a-z0-9][a-z0-9-]*)?"  # architecture
+    r"(=[0-9][A-Za-z0-9.+~:*-]*|/[A-Za-z0-9][A-Za-z0-9.+~-]*)?"  # version or release
+)
 
 _Pos = tuple[int, int]
 # Where a module-level statement sits: for each compound statement around it, (its position,
@@ -303,6 +325,10 @@ class _Module:
                 return found, True  # it ran whenever `before` runs: earlier ones are overwritten
         return found, False
 
+    def bound_names(self) -> Iterable[str]:
+        """The names module-level statements bind (star imports aside)."""
+        return self._bindings().keys()
+
     def stars(self, before: _Pos | None) -> list[_Binding]:
         """``from x import *`` statements before ``before``."""
         self._bindings()
@@ -374,20 +400,16 @@ def _may_decorate(source: str) -> bool:
     return "@" in source
 
 
-def _may_apply_remote(source: str) -> bool:
-    """Whether the module may call remote(...) on a function instead of decorating it: a
-    cheap filter, as _may_decorate is (most modules are never parsed twice)."""
-    return _may_decorate(source) or "remote" in source or _CALL_OF_CALL.search(source) is not None
-
-
 def system_dependency_problem(text: str) -> str | None:
-    """Why ``text`` is not one OS package name (``name`` or ``name=version``), or None."""
+    """Why ``text`` is not one OS package as apt-get install takes it, or None."""
     if _SYSTEM_PACKAGE.fullmatch(text):
         return None
     return (
-        f"invalid system dependency {text!r}: an entry is one OS package name as apt takes "
-        "it (lowercase letters, digits, '+', '-' and '.', starting with a letter or digit), "
-        'optionally with =VERSION, e.g. "ffmpeg" or "libgl1=1.7.0-1"'
+        f"invalid system dependency {text!r}: an entry is one OS package as apt-get install "
+        "takes it: a package name (two or more of lowercase letters, digits, '+', '-' and "
+        "'.', starting with a letter or digit), optionally with :ARCH, then =VERSION (a glob "
+        'such as =1.18.* too) or /RELEASE, e.g. "ffmpeg", "libgl1=1.7.0-1", "libc6:i386" or '
+        '"ffmpeg/bookworm-backports"'
     )
 
 
@@ -469,6 +491,85 @@ def _script_only_nodes(tree: ast.Module) -> dict[int, str]:
             for stmt in node.body if skipped else node.orelse:
                 found.update(dict.fromkeys((id(n) for n in ast.walk(stmt)), where))
     return found
+
+
+_FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
+_COMPREHENSION_TYPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_NOTHING: frozenset[int] = frozenset()  # not a scope: no child runs in a scope of its own
+
+
+def _callee_is_local(tree: ast.Module, call: ast.Call) -> bool:
+    """Whether the name ``call``'s callee starts from (``remote`` in ``remote(cfg)(fn)``) is
+    one a function, lambda or comprehension around it binds (``def apply(remote, fn)``),
+    which hides the module's. A class body's names are left out: no function in it sees
+    them, and a class body calling remote by another of its names is far-fetched."""
+    root = _root_name(call.func)
+    # A loop, not recursion: `1 + 1 + ...` nests as deep as it is long.
+    todo: list[tuple[ast.AST, frozenset[str]]] = [(tree, frozenset())]
+    while todo:
+        node, local = todo.pop()
+        if node is call:
+            return root in local
+        inner, own = _scope(node, local)
+        todo.extend(
+            (child, inner if id(child) in own else local) for child in ast.iter_child_nodes(node)
+        )
+    return False
+
+
+def _scope(node: ast.AST, local: frozenset[str]) -> tuple[frozenset[str], Set[int]]:
+    """The names seen inside ``node`` if it is a scope, with the ids of its children that run
+    in it (a function's defaults and decorators run outside it, in ``local``)."""
+    if isinstance(node, _FUNCTION_TYPES):
+        names = _parameters(node.args) | _bound_names(node.body)
+        return local | names, {id(stmt) for stmt in node.body}
+    if isinstance(node, ast.Lambda):
+        names = _parameters(node.args) | _bound_names([node.body])
+        return local | names, {id(node.body)}
+    if isinstance(node, _COMPREHENSION_TYPES):
+        names = _bound_names([g.target for g in node.generators])
+        return local | names, {id(child) for child in ast.iter_child_nodes(node)}
+    return local, _NOTHING
+
+
+def _parameters(args: ast.arguments) -> set[str]:
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    return {arg.arg for arg in every if arg is not None}
+
+
+def _bound_names(nodes: Iterable[ast.AST]) -> set[str]:
+    """The names ``nodes`` bind in the scope they run in (not in scopes nested in them),
+    less those a ``global`` statement gives to the module."""
+    names: set[str] = set()
+    module_names: set[str] = set()
+    todo = list(nodes)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, _DEF_TYPES):
+            names.add(node.name)
+            continue  # its body is its own scope
+        elif isinstance(node, (ast.Lambda, *_COMPREHENSION_TYPES)):
+            continue
+        elif isinstance(node, ast.alias):
+            names.add(node.asname or node.name.split(".")[0])
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+        elif isinstance(node, ast.Global):
+            module_names.update(node.names)
+        todo.extend(ast.iter_child_nodes(node))
+    return names - module_names
+
+
+def _root_name(func: ast.expr) -> str | None:
+    """The name a callee starts from: ``remote`` in ``remote(cfg)(fn)``, ``flash`` in
+    ``flash.remote(cfg)(fn)``; None for any other expression."""
+    while isinstance(func, (ast.Call, ast.Attribute)):
+        func = func.func if isinstance(func, ast.Call) else func.value
+    return func.id if isinstance(func, ast.Name) else None
 
 
 def _statement_bindings(module: _Module, stmt: ast.stmt) -> Iterator[tuple[str, _Binding]]:
@@ -607,6 +708,13 @@ def _one_of(
 def _is_remote_target(resolved: _Resolved) -> bool:
     """Whether ``resolved`` is Flash's ``remote`` itself."""
     return isinstance(resolved, _External) and resolved.dotted in _REMOTE_TARGETS
+
+
+def _may_be_remote(resolved: _Resolved) -> bool:
+    """Whether ``resolved`` is Flash's ``remote``, or may be (bound under a condition)."""
+    if isinstance(resolved, _Ambiguous):
+        return any(map(_is_remote_target, resolved.options))
+    return _is_remote_target(resolved)
 
 
 def _identity(resolved: _Resolved) -> object:
@@ -1033,24 +1141,22 @@ class _Project:
         """Refuse ``remote(cfg)(fn)`` and ``on_cpu(fn)`` (``on_cpu = remote(cfg)``): the
         build reads only decorators, so no endpoint would have ``fn`` and calls of it would
         fail with UnknownFunction."""
-        decorators = {
-            id(d)
-            for node in ast.walk(module.tree)
-            if isinstance(node, _DEF_TYPES)
-            for d in node.decorator_list
-        }
-        for node in ast.walk(module.tree):
+        decorators: set[int] = set()  # read as decorators, not here
+        for node in ast.walk(module.tree):  # breadth first: a definition before its decorators
+            if isinstance(node, _DEF_TYPES):
+                decorators.update(map(id, node.decorator_list))
+                continue
             if not isinstance(node, ast.Call) or id(node) in decorators:
                 continue
-            # Names as at the end of the module: a call in a function body runs after it.
+            # Module-level names as at the end of the module: a call in a function runs after.
             if isinstance(node.func, ast.Call):
                 applied = self._names_remote(module, node.func.func, None)
             elif isinstance(node.func, (ast.Name, ast.Attribute)):
-                resolved = self.resolve(module, node.func, None)
-                applied = self._is_remote_result(resolved)
+                applied = self._is_remote_result(self.resolve(module, node.func, None))
             else:
                 continue
-            if applied:
+            # Scopes only now, on the way to an error: knowing them costs another walk.
+            if applied and not _callee_is_local(module.tree, node):
                 raise _error(
                     f"`{_text(node)}` applies remote(...) by a call, which the build never "
                     "sees: no endpoint would have the function, and calls of it would fail "
@@ -1059,33 +1165,21 @@ class _Project:
                     node,
                 )
 
-    def stored_remote_names(self, modules: list[_Module]) -> set[str]:
-        """Names bound at module level to a ``remote(...)`` call, in any of ``modules``."""
-        names: set[str] = set()
-        for module in modules:
-            for stmt in module.tree.body:
-                targets: list[ast.expr]
-                value: ast.expr | None
-                if isinstance(stmt, ast.Assign):
-                    targets, value = stmt.targets, stmt.value
-                elif isinstance(stmt, ast.AnnAssign):
-                    targets, value = [stmt.target], stmt.value
-                else:
-                    continue
-                if isinstance(value, ast.Call) and self._names_remote(
-                    module, value.func, _pos(stmt)
-                ):
-                    names.update(t.id for t in targets if isinstance(t, ast.Name))
+    def remote_names(self, module: _Module) -> set[str]:
+        """Names ``module`` binds at module level to remote itself or to a ``remote(...)``
+        call (``on_cpu = remote(cfg)``), as at its end, where other modules import them."""
+        names = set()
+        for name in module.bound_names():
+            resolved = self.resolve(module, ast.Name(name, ast.Load()), None)
+            if _may_be_remote(resolved) or self._is_remote_result(resolved):
+                names.add(name)
         return names
 
     def _names_remote(self, module: _Module, func: ast.expr, pos: _Pos | None) -> bool:
         """Whether ``func`` (the callee of ``func(...)(fn)``) is, or may be, Flash's remote."""
         if not isinstance(func, (ast.Name, ast.Attribute)):
             return False
-        resolved = self.resolve(module, func, pos)
-        if isinstance(resolved, _Ambiguous):
-            return any(map(_is_remote_target, resolved.options))
-        return _is_remote_target(resolved)
+        return _may_be_remote(self.resolve(module, func, pos))
 
     def _is_remote_result(self, resolved: _Resolved) -> bool:
         """Whether ``resolved`` is a stored ``remote(...)`` call (``on_cpu = remote(cfg)``)."""

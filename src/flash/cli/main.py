@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -12,6 +13,10 @@ from flash.cli.build import build
 from flash.cli.init import init
 from flash.cli.run import run
 from flash.cli.serve import serve
+
+# The MissingParameter beside the BadParameter typer exports is the one it raises: typer
+# 0.29 raises its own copy of click's exceptions (typer._click), not click's, older ones click's.
+_MissingParameter: type[Exception] = sys.modules[typer.BadParameter.__module__].MissingParameter
 
 
 class FlashCommand(TyperCommand):
@@ -24,7 +29,7 @@ class FlashCommand(TyperCommand):
             return super().parse_args(ctx, args)
         except typer.BadParameter as exc:
             # MissingParameter is a BadParameter too, but it is a usage mistake, not a value.
-            if type(exc).__name__ == "MissingParameter":
+            if isinstance(exc, _MissingParameter):
                 raise
             fail(exc.format_message())
 

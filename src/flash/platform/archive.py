@@ -12,10 +12,8 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import threading
@@ -24,6 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from flash.build.archive import file_sha256
+from flash.build.target import (
+    WORKER_PLATFORM,
+    builds_for_this_machine,
+    minor_version,
+    platform_for_this_machine,
+    this_machine,
+)
 from flash.platform.manifest import PlatformError
 from flash.runtime.protocol import MANIFEST_FILENAME
 
@@ -120,9 +125,28 @@ def extract_archive(archive: Path, root: Path, *, sha256: str | None = None) -> 
 
 
 def target_mismatch(app_dir: Path) -> str | None:
-    """A warning when the build in ``app_dir`` was made for another Python or platform
-    (``flash build --python-version/--platform``): its vendored binary packages may not
-    import here. None when it was made for this machine, or its manifest names no target."""
+    """A warning when the build in ``app_dir`` was made for another Python or platform than
+    this machine's (on macOS, and on a Linux that is not x86-64, the default build is one):
+    its vendored packages with compiled code may not import here. None when it was made for
+    this machine, or its manifest names no target."""
+    target = _built_for(app_dir)
+    if target is None:
+        return None
+    python, built_platform = target
+    if builds_for_this_machine(python, built_platform):
+        return None
+    host = this_machine()
+    workers = " (RunPod's Linux x86-64 workers)" if built_platform == WORKER_PLATFORM else ""
+    return (
+        f"archive built for Python {python} on {built_platform}{workers}; this machine runs "
+        f"Python {host.python} on {host.system} {host.processor}, so its vendored packages "
+        "with compiled code may not import here (pure-Python ones do); "
+        + _how_to_serve_here(python, built_platform)
+    )
+
+
+def _built_for(app_dir: Path) -> tuple[str, str] | None:
+    """The Python version and platform the manifest in ``app_dir`` says it was built for."""
     try:
         manifest = json.loads((app_dir / MANIFEST_FILENAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -130,32 +154,24 @@ def target_mismatch(app_dir: Path) -> str | None:
     target = manifest.get("target") if isinstance(manifest, dict) else None
     if not isinstance(target, dict):
         return None
-    python, tag = target.get("python_version"), target.get("platform")
-    if not isinstance(python, str) or not isinstance(tag, str):
+    python, built_platform = target.get("python_version"), target.get("platform")
+    if not isinstance(python, str) or not isinstance(built_platform, str):
         return None
-    host_python, machine = _this_machine()
-    # As flash build decides whether it can import the project: wheels depend on the minor
-    # version (3.11.7 is 3.11) and on a Linux tag for this processor.
-    built_for = ".".join(python.split(".")[:2])
-    lowered = tag.lower()
-    if (
-        built_for == host_python
-        and sys.platform.startswith("linux")
-        and lowered.startswith(machine)
-        and "linux" in lowered
-    ):
-        return None
-    return (
-        f"archive built for Python {python} on {tag}; this machine runs Python {host_python} "
-        f"on {machine} {sys.platform}: its vendored packages may not import; build without "
-        "--python-version/--platform to serve it here"
-    )
+    return python, built_platform
 
 
-def _this_machine() -> tuple[str, str]:
-    """This interpreter's Python (3.11) and processor, spelled as platform tags spell it."""
-    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
-    return f"{sys.version_info.major}.{sys.version_info.minor}", machine
+def _how_to_serve_here(python: str, built_platform: str) -> str:
+    """What builds an archive whose packages import here: only `flash build` takes a target."""
+    own_platform = platform_for_this_machine()
+    if own_platform is None:
+        return "Flash's workers run Linux: serve it on Linux to import them as they would"
+    host = this_machine()
+    options = []
+    if minor_version(python) != host.python:
+        options.append(f"--python-version {host.python}")
+    if not builds_for_this_machine(host.python, built_platform):
+        options.append(f"--platform {own_platform}")
+    return f"to serve a build for this machine: flash build {' '.join(options)}, then serve that"
 
 
 def _extract(archive: Path, root: Path, sha256: str) -> None:

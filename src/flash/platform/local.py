@@ -107,8 +107,8 @@ class LocalPlatform:
         self.worker_token = secrets.token_urlsafe(24)
         self.requeued_at_start = 0
         self.app_dir: Path | None = None
-        # Why the app served may not run here (built for another Python or platform), if so.
-        self.target_warning: str | None = None
+        # Target warnings already printed: flash run deploys each rebuild, all for one target.
+        self._target_warnings: set[str] = set()
         self.copies_root = copies_dir(self.state_dir)
         # Locks of the copies this platform may still run workers in (event loop only).
         self._held_copies: dict[Path, ServedCopy] = {}
@@ -224,10 +224,17 @@ class LocalPlatform:
 
         self._call(deploy())
         self.app_dir = app_dir
-        self.target_warning = target_mismatch(app_dir)
-        if self.target_warning is not None and self.echo is not None:
-            self.echo(f"Warning: {self.target_warning}")
+        self._warn_of_target(app_dir)
         return specs
+
+    def _warn_of_target(self, app_dir: Path) -> None:
+        """Say once when builds served are for another Python or platform (target_mismatch)."""
+        warning = target_mismatch(app_dir)
+        if warning is None or warning in self._target_warnings:
+            return
+        self._target_warnings.add(warning)
+        if self.echo is not None:
+            self.echo(f"Warning: {warning}")
 
     @property
     def signing_key(self) -> bytes:
