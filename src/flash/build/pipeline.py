@@ -424,13 +424,20 @@ def _dependency_inputs(root: Path, collected: list[str]) -> list[str]:
     """The files the dependency stage reads that are not ``collected``: a requirements.txt
     or pyproject.toml in .flashignore, a file a requirements file names with -r/-c, even
     outside the project. Named relative to ``root`` (``../shared/x.txt``)."""
+    files = dependency_input_paths(root)
+    names = {Path(os.path.relpath(path.resolve(), root)).as_posix() for path in files}
+    return sorted(names - set(collected))
+
+
+def dependency_input_paths(root: Path) -> list[Path]:
+    """The files the dependency stage reads whatever the ignore files say: requirements.txt,
+    the files it names with -r/-c (even outside the project), pyproject.toml."""
     requirements = root / "requirements.txt"
     files = [requirements] if requirements.is_file() else []
     files += referenced_files(files)
     if (root / "pyproject.toml").is_file():
         files.append(root / "pyproject.toml")
-    names = {Path(os.path.relpath(path.resolve(), root)).as_posix() for path in files}
-    return sorted(names - set(collected))
+    return files
 
 
 def _stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,8 @@ def check_handlers_and_derive_schemas(
     imports the handlers without that site-packages (-S), as a worker on a bare image would;
     it is added afterwards, for pydantic. The vendored packages must load on this machine
     (skip this stage for cross-target builds). Raises BuildError when a module fails to
-    import, the imports take over ``timeout`` seconds, or the child interpreter dies.
+    import, the imports take over ``timeout`` seconds, or the child interpreter dies;
+    KeyboardInterrupt when SIGINT (Ctrl-C) ended the child.
     """
     if not handlers and not functions:
         return {}
@@ -122,6 +124,8 @@ def check_handlers_and_derive_schemas(
                 f"importing the project's modules took over {timeout:g} s: it does not "
                 "finish (work at import time?)"
             ) from None
+        if proc.returncode == -signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C reached the child: the build is interrupted
         try:
             data = json.loads(output.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -314,6 +318,8 @@ def import_handlers(names):
     for name in names:
         try:
             importlib.import_module(name)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C reached this child too: the build is interrupted, not broken
         except BaseException:
             failures[name] = user_trace()
     return failures
@@ -348,6 +354,8 @@ def main():
         if module_name not in modules:
             try:
                 modules[module_name] = importlib.import_module(module_name)
+            except KeyboardInterrupt:
+                raise
             except BaseException:
                 modules[module_name] = None
                 answer["import_errors"][module_name] = user_trace()

@@ -53,19 +53,40 @@ def build_warning(message: str) -> None:
     warn("Warning", message)
 
 
+class Stop(threading.Event):
+    """Set by the first stopping signal; ``signum`` says which."""
+
+    signum: int | None = None
+
+
+# SIGHUP too: a closed terminal, or a supervisor's "stop", must stop the workers cleanly.
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event SIGINT and SIGTERM set while the block runs; the old handlers come back
-    after it."""
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+def stop_on_signals() -> Iterator[Stop]:
+    """An event SIGINT, SIGTERM and SIGHUP set while the block runs; the old handlers come
+    back after it."""
+    stop = Stop()
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.signum is None:
+            stop.signum = signum
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in STOPPING_SIGNALS}
     try:
         yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def exit_interrupted(stop: Stop, during: str) -> NoReturn:
+    """Say that a signal ended ``during`` and exit as the shell would: 128 + the signal."""
+    signum = stop.signum or signal.SIGINT
+    err_console.print(f"Interrupted during {escape(during)}", soft_wrap=True)
+    raise typer.Exit(128 + signum)
 
 
 def wait_for_stop(stop: threading.Event) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from flash.cli._output import (
@@ -108,5 +109,20 @@ def print_endpoints(platform: LocalPlatform, console: Console) -> None:
     for endpoint in platform.endpoints():
         functions = "\n".join(endpoint["functions"])
         table.add_row(*map(escape, (endpoint["name"], endpoint["url"], functions)))
-    console.print(table)
+    print_whole(console, table)
     console.print(f"API docs: {escape(platform.url)}/docs    Stop with Ctrl-C.")
+
+
+def print_whole(console: Console, table: Table) -> None:
+    """Print ``table`` fitted to the terminal; in a log or a pipe (no terminal to fit: rich
+    assumes 80 columns) at its own width, so that no URL or name is cut."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    unbounded = console.options.update_width(1_000_000)
+    width = console.width
+    console.width = max(width, Measurement.get(console, unbounded, table).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width

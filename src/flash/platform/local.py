@@ -140,7 +140,7 @@ class LocalPlatform:
         return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        self._state_lock = _lock_state_dir(self.state_dir)
+        self._state_lock = lock_state_dir(self.state_dir)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -426,7 +426,7 @@ class LocalPlatform:
             for app_dir in [d for d in self._held_copies if d not in in_use]:
                 self._held_copies.pop(app_dir).release()
                 self._prune_due = True
-            # Only this platform serves from its state folder (see _lock_state_dir): a copy
+            # Only this platform serves from its state folder (see lock_state_dir): a copy
             # becomes removable only when it lets one go, so the folder is not listed and
             # every lock tried each second for nothing.
             if not self._prune_due:
@@ -615,7 +615,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"
 
 
-def _lock_state_dir(state_dir: Path) -> int:
+def lock_state_dir(state_dir: Path) -> int:
     """A descriptor holding the state folder for one platform. Two platforms on one folder
     would share its job store, and each would rerun the jobs the other is running."""
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from flash.build.pipeline import BuildOptions, Progress, build_project
 from flash.platform.archive import extract_for_serving
-from flash.platform.local import LocalPlatform
+from flash.platform.local import LocalPlatform, lock_state_dir
 from flash.runtime.remote import set_invoker
 from flash.sdk.connect import connect
 
@@ -35,13 +36,28 @@ def start_project(
     signing key, extracted copies) is the project's ``.flash/``; ``warn`` gets each of the
     build's warnings. ``platform_options`` go to LocalPlatform. Raises BuildError or
     PlatformError; nothing is left running then."""
-    result = build_project(options, progress=progress)
+    state_dir = options.project_dir.resolve() / ".flash"
+    # A platform already serving from the state folder is refused before the build, not
+    # after it; the lock is let go just before the platform takes it for itself.
+    with _state_folder_held(state_dir):
+        result = build_project(options, progress=progress)
     if warn is not None:
         for warning in result.warnings:
             warn(str(warning))
-    platform = LocalPlatform(options.project_dir.resolve() / ".flash", **platform_options)
+    platform = LocalPlatform(state_dir, **platform_options)
     serve_archive(platform, result.archive, sha256=result.sha256)
     return platform
+
+
+@contextlib.contextmanager
+def _state_folder_held(state_dir: Path) -> Iterator[None]:
+    """Hold the state folder's platform lock for the block; raises PlatformError if
+    another platform serves from it."""
+    fd = lock_state_dir(state_dir)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def serve_archive(platform: LocalPlatform, archive: Path, *, sha256: str | None = None) -> None:
