@@ -949,6 +949,8 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
 ) -> None:
     monkeypatch.setenv("RUNPOD_SECRET_hf", "s3cret-value")
     monkeypatch.setenv("GONE", "the serving shell's own")  # not what the config asked for
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_the-accounts-own-key")
+    monkeypatch.setenv("FLASH_INDEX_URL", "https://user:token@index.example/simple")
     env = {"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}", "GONE": "{{RUNPOD_SECRET_nowhere}}"}
     logs = Logs()
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"env": env})})
@@ -962,3 +964,13 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
     assert env_of("GONE") is None  # started without it, and said so, by name only
     assert any("RUNPOD_SECRET_nowhere" in line for line in logs.lines)
     assert not any("s3cret-value" in line for line in logs.lines)
+    # Of the shell's secrets a worker gets none: not the RunPod secrets as such (one its
+    # endpoint does not name least of all), the account's key, nor the build's index URL.
+    for name in ("RUNPOD_SECRET_hf", "RUNPOD_API_KEY", "FLASH_INDEX_URL"):
+        assert env_of(name) is None, name
+    # What a job prints has the secrets the platform gave its workers masked.
+    key = platform.worker_env["FLASH_SIGNING_KEY"]
+    said = {"action": "say", "text": f"token s3cret-value and key {key}"}
+    assert _post(platform, "basic/runsync", json={"input": said}).json()["status"] == "COMPLETED"
+    assert any("token **** and key ****" in line for line in logs.lines)
+    assert not any(key in line for line in logs.lines)

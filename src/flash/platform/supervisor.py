@@ -30,7 +30,7 @@ from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
 from flash.runtime.protocol import WORKER_CONCURRENCY_ENV_VAR
-from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR
+from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR
 from flash.sdk.resources import SECRET_REFERENCE
 
 _TICK_S = 0.1
@@ -118,6 +118,13 @@ class Supervisor:
         self._scale_errors: dict[str, str] = {}
         # (endpoint, variable) whose secret this machine lacks, said once each.
         self._missing_secrets: set[tuple[str, str]] = set()
+        # Values masked in what workers print (_masked): the keys the platform hands its
+        # workers and the secrets it fills in for them.
+        self._secret_values = {
+            value
+            for value in (api_key, worker_token, self.extra_env.get(KEY_ENV_VAR))
+            if value and len(value) >= _MASKED_MIN
+        }
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
@@ -343,10 +350,7 @@ class Supervisor:
 
     def _env(self, worker_id: str, spec: EndpointSpec) -> dict[str, str]:
         v2 = f"{self.base_url}/v2/{spec.name}"
-        env = dict(os.environ)
-        # A leftover FLASH_ALLOW_UNSIGNED=1 in the serving shell must not open workers to
-        # unsigned pickles; a platform allows them only when told (worker_env).
-        env.pop(ALLOW_UNSIGNED_ENV_VAR, None)
+        env = {name: value for name, value in os.environ.items() if not _withheld(name)}
         env.update(self.extra_env)
         filled, unfilled = self._with_secrets(spec)
         env.update(filled)
@@ -392,6 +396,9 @@ class Supervisor:
             missing = [secret for secret in named if secret not in os.environ]
             if not missing:
                 env[name] = SECRET_REFERENCE.sub(lambda found: os.environ[found[1]], value)
+                self._secret_values.update(
+                    os.environ[secret] for secret in named if len(os.environ[secret]) >= _MASKED_MIN
+                )
                 continue
             unfilled.append(name)
             if (spec.name, name) not in self._missing_secrets:
@@ -509,11 +516,19 @@ class Supervisor:
                 line = await stream.read(65536)
             if not line:
                 return
-            text = line.decode("utf-8", "replace").rstrip("\n")
+            text = self._masked(line.decode("utf-8", "replace").rstrip("\n"))
             if keep:
                 worker.tail.append(text)
             self.dispatcher.log_line(worker.id, text)
             self._log(worker, text)
+
+    def _masked(self, text: str) -> str:
+        """A worker's line with the secrets the platform gave workers replaced: what a job
+        prints reaches the console, the log and a crashed job's error (its caller)."""
+        for value in self._secret_values:
+            if value in text:
+                text = text.replace(value, "****")
+        return text
 
     def _ready(self, worker_id: str) -> None:
         worker = self.workers.get(worker_id)
@@ -549,6 +564,29 @@ class Supervisor:
     def _log(self, worker: Worker, text: str) -> None:
         if self.echo is not None:
             self.echo(f"[{worker.endpoint} {worker.id}] {text}")
+
+
+# Shorter values are not masked: they would blank out ordinary words.
+_MASKED_MIN = 8
+# Variables of the serving shell that no worker gets: a RunPod secret reaches a worker only
+# as its endpoint's env names it (as on RunPod), the account's API key never, Flash's index
+# URLs (tokens) are the build's; the platform sets the keys workers need itself, and allows
+# unsigned pickles only when told (a leftover FLASH_ALLOW_UNSIGNED=1 must not).
+_WITHHELD = frozenset(
+    {
+        "RUNPOD_API_KEY",
+        "FLASH_INDEX_URL",
+        "FLASH_EXTRA_INDEX_URL",
+        "FLASH_FIND_LINKS",
+        "FLASH_API_KEY",
+        KEY_ENV_VAR,
+        ALLOW_UNSIGNED_ENV_VAR,
+    }
+)
+
+
+def _withheld(name: str) -> bool:
+    return name in _WITHHELD or name.startswith("RUNPOD_SECRET_")
 
 
 def _removed(name: str) -> str:
