@@ -36,7 +36,14 @@ from flash.runtime.errors import (
     attach_remote_traceback,
     remote_error_from_fields,
 )
-from flash.runtime.http import BodyNotJson, HttpClient, HttpError, Response
+from flash.runtime.http import (
+    BodyNotJson,
+    HttpClient,
+    HttpError,
+    Response,
+    has_control_character,
+    redact_url,
+)
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
 from flash.runtime.protocol import DEADLINE_EXCEEDED, ERROR_CATEGORIES, PROTOCOL_VERSION
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
@@ -119,6 +126,15 @@ class Endpoints:
         base = self.urls.get(resource, self.base_url).rstrip("/")
         return f"{base}/v2/{self.ids.get(resource, resource)}"
 
+    def __repr__(self) -> str:
+        # Reprs end up in logs and tracebacks: the key and any password in a URL stay out.
+        key = None if self.api_key is None else "****"
+        urls = {name: redact_url(url) for name, url in self.urls.items()}
+        return (
+            f"Endpoints(base_url={redact_url(self.base_url)!r}, api_key={key!r}, "
+            f"ids={dict(self.ids)!r}, urls={urls!r})"
+        )
+
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> Endpoints | None:
     """``FLASH_API_BASE`` (+ ``FLASH_API_KEY``, ``FLASH_ENDPOINTS`` JSON) or None."""
@@ -155,6 +171,7 @@ class PlatformInvoker:
         allow_unsigned: bool | None = None,
     ) -> None:
         _check_signing_key(signing_key)
+        _check_api_key(endpoints.api_key)
         self.endpoints = endpoints
         self.own_resource = own_resource
         self.signing_key = signing_key
@@ -345,7 +362,8 @@ class PlatformInvoker:
         job_id = job.get("id")
         if not isinstance(job_id, str):
             raise EndpointUnavailableError(
-                f"{url}/run answered without a job id: {job!r:.200}", **_names(target)
+                f"{redact_url(url)}/run answered without a job id: {job!r:.200}",
+                **_names(target),
             )
         finished = False
         index = 0
@@ -609,6 +627,7 @@ class PlatformInvoker:
         answer, 429, 5xx): ``retries`` times, or while they last under ``_OUTAGE_S``.
         ``held_s``: how long the platform may hold the request before answering."""
         names = _names(target, job_id)
+        shown = redact_url(url)
         delay = 0.05
         attempts = 0
         first_failure: float | None = None
@@ -623,8 +642,8 @@ class PlatformInvoker:
                 response = None
             if response is not None:
                 if response.status < 300:
-                    return _json_object(response, url, names)
-                problem = f"{method} {url}: {_describe(response)}"
+                    return _json_object(response, shown, names)
+                problem = f"{method} {shown}: {_describe(response)}"
                 if response.status not in _TRANSIENT_STATUS:
                     raise EndpointUnavailableError(problem, **names)
             if first_failure is None:  # the outage is timed from when it showed
@@ -803,6 +822,16 @@ def _check_signing_key(key: Any) -> None:
         raise ValueError(
             f"signing_key must be the app's {KEY_BYTES}-byte key (bytes.fromhex of the text in "
             f".flash/secrets/signing_key, or of FLASH_SIGNING_KEY), got {len(key)} bytes"
+        )
+
+
+def _check_api_key(key: str | None) -> None:
+    """A key that would break the request's headers (a newline ends one and starts another)
+    is refused now. Never quoted: it is a secret."""
+    if key is not None and (has_control_character(key) or not key.isascii()):
+        raise ValueError(
+            "api_key (or FLASH_API_KEY) holds a control character or a non-ASCII one: "
+            "it cannot go in an HTTP header"
         )
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["HttpClient", "HttpError", "Response"]
+__all__ = ["HttpClient", "HttpError", "Response", "has_control_character", "redact_url"]
 
 _MAX_IDLE_PER_HOST = 64
 
@@ -115,9 +116,10 @@ class HttpClient:
                 payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
             except ValueError as exc:  # a NaN, an infinity, an int too long to write
                 raise BodyNotJson(str(exc)) from None
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
+        # Host names the server only: a URL's user:password@ is no part of it.
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
         for name, value in {**self.headers, **(headers or {})}.items():
-            lines.append(f"{name}: {value}")
+            lines.append(_header_line(name, value))
         if body is not None:
             lines.append("Content-Type: application/json")
         lines.append(f"Content-Length: {len(payload)}")
@@ -135,11 +137,12 @@ class HttpClient:
             # asyncio.TimeoutError: 3.10's is no OSError
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn[1].close()
+                shown = redact_url(url)
                 if isinstance(exc, asyncio.TimeoutError) and _timed_out(exc):  # our limit
-                    raise HttpError(f"{method} {url}: no answer within {timeout:g} s") from None
+                    raise HttpError(f"{method} {shown}: no answer within {timeout:g} s") from None
                 if reused and attempt == 0:
                     continue
-                raise HttpError(f"{method} {url}: {_reason(exc)}") from exc
+                raise HttpError(f"{method} {shown}: {_reason(exc)}") from exc
             except BaseException:
                 conn[1].close()
                 raise
@@ -258,6 +261,30 @@ class HttpClient:
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing left to do
                     pool.loop.call_soon_threadsafe(pool.close_idle)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as messages show it: a ``user:password@`` in it is a credential, masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="****@" + parts.netloc.rpartition("@")[2]))
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (CR, LF, ...), which in a header would end
+    it and start another: a request smuggled into this one."""
+    return _CONTROL.search(text) is not None
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _header_line(name: str, value: str) -> str:
+    if has_control_character(name) or has_control_character(value):
+        # The value may be a credential: named, never quoted.
+        raise ValueError(f"the {name!r} header holds a control character (CR, LF, ...)")
+    return f"{name}: {value}"
 
 
 def _left(ends: float | None) -> float | None:
