@@ -343,3 +343,38 @@ def test_screening_reads_only_the_first_block_of_a_binary_file(tmp_path: Path) -
         tracemalloc.stop()
     assert screened.kept == ["weights.bin"]
     assert peak < 256 * 1024
+
+
+def test_npm_and_streamlit_credentials_are_left_out(tmp_path: Path) -> None:
+    credentials = [".npmrc", "web/.NPMRC", ".streamlit/secrets.toml", "app/.streamlit/secrets.toml"]
+    kept = ["app.py", ".streamlit/config.toml", "docs/secrets.toml"]
+    write(tmp_path, {name: "_authToken=npm_tok\n" for name in credentials + kept})
+    assert collect_files(tmp_path) == sorted(kept)
+
+
+def test_a_url_with_a_password_in_an_archived_file_is_warned_about_by_line(
+    tmp_path: Path,
+) -> None:
+    secret = "PW_42_SECRET"
+    write(
+        tmp_path,
+        {
+            "workers/w.py": "from flash import remote\n\n"
+            f'@remote(gpu, dependencies=["example @ http://du:{secret}@h.invalid/t/x.whl"])\n',
+            "settings.ini": f"[db]\nurl = postgres://app:{secret}@db/app\n",
+            # Placeholders, not passwords.
+            "db.py": 'URL = f"postgres://{user}:{password}@{host}/db"\n'
+            'OTHER = "https://user:****@host/x"  # https://user:${PW}@host\n'
+            'REF = "https://u:{{ RUNPOD_SECRET_pw }}@host/x"\n',
+            # Archived with its URLs cut (the password masked): not warned about again.
+            "requirements.txt": f"--extra-index-url https://u:{secret}@dl.invalid/simple\n",
+        },
+    )
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert [(rel, line) for rel, line, _ in screened.tokens] == [
+        ("settings.ini", 2),
+        ("workers/w.py", 3),
+    ]
+    (warning,) = screened.warnings()
+    assert "  workers/w.py:3: looks like a URL with a password" in warning.message
+    assert secret not in warning.message

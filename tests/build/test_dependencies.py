@@ -711,6 +711,40 @@ def test_index_urls_are_masked_in_what_uv_says(
     assert f"{host}/****" in info.value.message and TOKEN not in str(info.value)
 
 
+def test_a_file_url_on_another_host_than_the_index_is_cut_after_its_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A private index whose page sends uv to a signed CDN link (here: the same server under
+    # another host name), which fails: uv names that URL, query and all.
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    served = tmp_path / "served"
+    page = served / TOKEN / "simple" / "beta"
+    page.mkdir(parents=True)
+    with serve_http(partial(SixFailsIndex, directory=str(served))) as port:
+        signed = f"http://localhost:{port}/cdn/SIGNED_PATH_42/beta-1.0-py3-none-any.whl"
+        (page / "index.html").write_text(f'<a href="{signed}?X-Amz-Signature=SIG_99">b</a>\n')
+        index = f"http://127.0.0.1:{port}/{TOKEN}/simple/"
+        with pytest.raises(BuildError) as info:
+            resolve(["beta"], DependencyOptions(python_version="3.11", index_url=index), tmp_path)
+    shown = str(info.value)
+    assert "SIGNED_PATH_42" not in shown and "SIG_99" not in shown and TOKEN not in shown
+    assert f"http://localhost:{port}/****/beta-1.0-py3-none-any.whl" in shown
+
+
+def test_uv_cache_is_private_to_its_owner_even_one_made_before(
+    token_index: str, tmp_path: Path
+) -> None:
+    # uv keeps the URLs it fetched in its cache, path tokens included.
+    cache = tmp_path / "cache"
+    (cache / "uv").mkdir(parents=True, mode=0o755)
+    for folder in (cache, cache / "uv"):
+        folder.chmod(0o755)
+    options = DependencyOptions(python_version="3.11", index_url=f"{token_index}/simple/")
+    assert resolve(["small"], options, cache) == ["small==1.0"]
+    for folder in (cache, cache / "uv"):
+        assert folder.stat().st_mode & 0o777 == 0o700
+
+
 @pytest.mark.parametrize("spelling", ["127.1", "0x7f000001", "127.0.0.1.", "[0:0::1]"])
 def test_an_index_is_masked_however_its_host_is_spelt(
     spelling: str, token_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

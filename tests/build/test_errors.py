@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from flash.build.errors import (
     BuildError,
     mask_config_urls,
+    mask_uv_urls,
     masking_indexes,
     redact,
     redact_credentials,
@@ -178,6 +179,25 @@ def test_a_megabyte_adversarial_line_is_masked_at_once(line: str) -> None:
     started = time.perf_counter()
     with masking_indexes(indexes):
         masked = redact(line)
+        mask_uv_urls(line)
     mask_config_urls(line)
     assert time.perf_counter() - started < 10  # a quadratic scan takes minutes
     assert "TOK/" not in masked
+
+
+def test_uv_urls_off_the_index_hosts_are_cut_keeping_a_package_file_name() -> None:
+    said = (
+        "error: Failed to fetch: `https://cdn.example/SIGNED/six-1.16.0-py3-none-any.whl?X=SIG`\n"
+        "  cause: for url (https://u:pw@cdn.example/SIGNED/six-1.16.0-py3-none-any.whl#sha256=ab)\n"
+        "  see https://other.example/TOK/page. Or https://other.example/ and file:///w/x.whl\n"
+        "  Failed to fetch: https://dl.example/TOK/simple/six/\n"
+    )
+    with masking_indexes(["https://dl.example/TOK/simple"]):
+        cut = mask_uv_urls(said)
+        assert cut == (
+            "error: Failed to fetch: `https://cdn.example/****/six-1.16.0-py3-none-any.whl`\n"
+            "  cause: for url (https://****@cdn.example/****/six-1.16.0-py3-none-any.whl)\n"
+            "  see https://other.example/****. Or https://other.example/ and file:///w/x.whl\n"
+            "  Failed to fetch: https://dl.example/TOK/simple/six/\n"  # left to redact
+        )
+        assert redact(cut).endswith("Failed to fetch: https://dl.example/****/six/\n")

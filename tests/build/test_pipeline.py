@@ -535,6 +535,32 @@ def test_url_credentials_stay_out_of_manifest_and_errors(
     assert "s3cr3t" not in str(info.value) and "****@127.0.0.1" in info.value.message
 
 
+def test_a_dependency_url_with_a_password_in_source_is_warned_about_by_line(
+    tmp_path: Path, wheel_server: tuple[str, list[str]]
+) -> None:
+    # The source file goes into the archive as written: the build says where, never what.
+    base, _ = wheel_server
+    root = starter(tmp_path)
+    url = f"{base}/tinydep-1.0-py3-none-any.whl"
+    write_files(
+        root,
+        {
+            "workers/extra.py": "from flash import CpuLiveServerless, remote\n\n"
+            'extra = CpuLiveServerless(name="extra")\n\n\n'
+            f'@remote(extra, dependencies=["tinydep @ {url}"])\n'
+            "def ping() -> int:\n    return 1\n",
+            # Archived with its URLs cut: nothing to warn about.
+            "requirements.txt": f"tinydep @ {url}\n",
+        },
+    )
+    result = build_project(
+        BuildOptions(project_dir=root, dependencies=DependencyOptions(no_index=True))
+    )
+    shown = json.dumps(result.summary())
+    assert "workers/extra.py:6: looks like a URL with a password" in shown
+    assert "requirements.txt:" not in shown and "s3cr3t" not in shown
+
+
 @pytest.mark.parametrize(
     ("setting", "field"),
     [

@@ -295,9 +295,9 @@ def test_enum_members_snake_case_and_arithmetic(tmp_path: Path) -> None:
     [
         ('workersMax=int(os.environ.get("WORKERS", "10"))', "workersMax", "int(os.environ"),
         ("workersMax=MAX", "workersMax", "got `MAX`"),  # a constant that is not literal
-        ('env={"TOKEN": os.environ["TOKEN"]}', "env", "os.environ['TOKEN']"),
+        ('env={"TOKEN": os.environ["TOKEN"]}', "env", "TOKEN: a subscript os.environ[...]"),
         ("idleTimeout=max(60, 30)", "idleTimeout", "max(60, 30)"),
-        ("**dict(os.environ)", "**dict(os.environ)", "dict(os.environ)"),
+        ("**dict(os.environ)", "a ** argument", "a call dict(...)"),
     ],
 )
 def test_a_non_literal_config_field_is_an_error_naming_it(
@@ -324,6 +324,34 @@ def test_a_non_literal_config_field_is_an_error_naming_it(
     )
     assert f"{field} must be a literal value" in err.message and shown in err.message
     assert (err.path, err.line) == ("main.py", 7)
+
+
+OPENAI_KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+
+
+@pytest.mark.parametrize(
+    ("argument", "shown", "at"),
+    [
+        (f'env={{"OPENAI_API_KEY": "{OPENAI_KEY}", "N": str(5)}}', "N: a call str(...)", "str"),
+        (f'env={{"GH": "{OPENAI_KEY}"}} if DEBUG else {{}}', "a conditional expression", "{"),
+        (f'**{{"env": {{"K": "{OPENAI_KEY}"}}, "x": f()}}', "x: a call f(...)", "f()"),
+        ("env=ENV", "the name `ENV`", "ENV"),
+    ],
+)
+def test_a_non_literal_env_is_an_error_that_quotes_none_of_its_values(
+    tmp_path: Path, argument: str, shown: str, at: str
+) -> None:
+    line = f'cpu = CpuLiveServerless(name="ok", {argument})'
+    err = scan_error(
+        tmp_path,
+        {
+            "main.py": f"{HEADER}import os\nDEBUG = True\nENV = dict(os.environ)\n{line}\n"
+            "@remote(cpu)\ndef f(): ...\n"
+        },
+    )
+    assert OPENAI_KEY not in str(err) and "str(5)" not in str(err)
+    assert f"so the build can record it; got {shown}" in err.message
+    assert (err.path, err.line, err.col) == ("main.py", 5, line.index(at, 35) + 1)
 
 
 def test_literal_dict_unpacked_into_a_config_is_read(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ CREDENTIAL_FILES = (
     "pip.ini",
     "uv.toml",
     "poetry.toml",
+    ".npmrc",  # npm's, often with an _authToken
+    # Streamlit's secrets, in any folder (a pattern with a slash inside is anchored).
+    "**/.streamlit/secrets.toml",
 )
 
 # Always left out, whatever the ignore files say: VCS data, build outputs, virtualenvs,

@@ -36,6 +36,7 @@ from flash.build.errors import (
     BuildError,
     BuildWarning,
     mask_config_urls,
+    mask_uv_urls,
     masking_indexes,
     redact,
 )
@@ -672,7 +673,7 @@ def _check_platform(name: str, cache_dir: Path) -> None:
         return  # the default: no need to start uv for a project without dependencies
     args = ["pip", "compile", os.devnull, "--quiet", "--no-config", "--no-index"]
     args += ["--no-python-downloads", "--python", sys.executable]
-    args += ["--cache-dir", str(cache_dir / "uv"), "--python-platform", name]
+    args += ["--cache-dir", str(_uv_cache(cache_dir)), "--python-platform", name]
     result = _run_uv(args)
     if result.returncode == 0:
         return
@@ -713,6 +714,17 @@ def _check_python_version(version: str) -> None:
         raise BuildError(f"python_version {version!r} is not a Python version like '3.11'")
 
 
+def _uv_cache(cache_dir: Path) -> Path:
+    """uv's cache under ``cache_dir``, both folders readable by their owner only: uv keeps
+    the URLs it fetched there, path and query tokens included. Made so on every use, so a
+    cache made before (or under a loose umask) is closed too."""
+    uv_cache = cache_dir / "uv"
+    uv_cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in (cache_dir, uv_cache):
+        os.chmod(folder, 0o700)
+    return uv_cache
+
+
 def _common_args(options: DependencyOptions, cache_dir: Path) -> list[str]:
     args = [
         "--no-config",
@@ -722,7 +734,7 @@ def _common_args(options: DependencyOptions, cache_dir: Path) -> list[str]:
         "--python",
         sys.executable,
         "--cache-dir",
-        str(cache_dir / "uv"),
+        str(cache_dir / "uv"),  # made private by _uv_cache
         "--python-version",
         options.python_version,
         "--python-platform",
@@ -783,8 +795,9 @@ def source_urls(options: DependencyOptions) -> tuple[str, ...]:
 
 
 def _uv_failure(stderr: str) -> str:
-    """uv's explanation, without colours, progress noise or warnings about Python downloads."""
-    lines = _ANSI.sub("", stderr).splitlines()
+    """uv's explanation, without colours, progress noise or warnings about Python downloads,
+    its URLs masked (see mask_uv_urls)."""
+    lines = mask_uv_urls(_ANSI.sub("", stderr)).splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
     kept = lines[start:] if start is not None else lines
     return "\n".join(f"  {line}" for line in kept if line.strip())
@@ -871,6 +884,7 @@ def _resolve(
 ) -> list[str]:
     if not requirements:
         return []
+    _uv_cache(cache_dir)  # before the cache is read: one made before gets closed too
     options = _check_options(options)
     key = _cache_key(
         {
@@ -982,6 +996,7 @@ def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) ->
 
 
 def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
+    _uv_cache(cache_dir)
     options = _check_options(options)
     key = _cache_key(
         {

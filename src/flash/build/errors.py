@@ -202,17 +202,58 @@ def mask_config_urls(text: str) -> str:
     URL that has a path, a query or a fragment cut after its host
     (``https://dl.example/****``), whatever the syntax around it, and every userinfo masked:
     dependencies are vendored, so no worker reads these URLs."""
+    return _cut_urls(text, _CONFIG_AUTHORITY, _CONFIG_REST, lambda host, rest: "/****")
+
+
+# The name of a distribution file (a wheel, an sdist, a wheel's metadata) at a URL's end:
+# no token has this shape, and it tells which file uv failed to fetch.
+_DIST_FILE = re.compile(r"[A-Za-z0-9_.+!-]+\.(?:whl|tar\.gz|zip)(?:\.metadata)?")
+
+
+def mask_uv_urls(text: str) -> str:
+    """``text`` (what uv says) with every URL that is on no host of the package indexes of
+    the build running cut after its host, but for a distribution file's name
+    (``https://cdn.example/****/six-1.0-py3-none-any.whl``): an index can send uv to files
+    on other hosts (a CDN's signed links), whose paths and queries hold tokens too. The
+    URLs on the indexes' hosts are left to :func:`redact`, which keeps what follows an
+    index's own URL."""
+    masked_hosts = {host for host, _ in _MASKED.get()}
+
+    def shown(host: str, rest: str) -> str | None:
+        if not host or host in masked_hosts:  # a local file's URL holds no token
+            return None
+        url_rest = rest.rstrip(_SENTENCE_END)
+        name = re.split(r"[?#]", url_rest, maxsplit=1)[0].rpartition("/")[2]
+        cut = "/****/" + name if _DIST_FILE.fullmatch(name) else "/****"
+        return cut + rest[len(url_rest) :]  # a sentence's full stop is not the URL's
+
+    return _cut_urls(text, _AUTHORITY, _REST, shown)
+
+
+def _cut_urls(
+    text: str,
+    authority: re.Pattern[str],
+    rest: re.Pattern[str],
+    shown: Callable[[str, str], str | None],
+) -> str:
+    """``text`` with each URL found by ``authority`` (from its ``://``) and ``rest`` that has
+    a path, a query or a fragment cut after its host, followed by what ``shown`` (given its
+    normalised host and its rest) says, or kept when that is None; every userinfo masked."""
     pieces = []
     done = pos = 0
-    while (found := _CONFIG_AUTHORITY.search(text, pos)) is not None:
+    while (found := authority.search(text, pos)) is not None:
         pos = found.start() + 1
         if _scheme_start(text, found.start(), done) is None:
             continue
-        end = _CONFIG_REST.match(text, found.end()).end()  # type: ignore[union-attr]
+        end = rest.match(text, found.end()).end()  # type: ignore[union-attr]
         _, at, hostport = found[1].rpartition("@")
         if text[found.end() : end] in ("", "/"):
             continue
-        pieces += [text[done : found.start()], f"://{'****@' if at else ''}{hostport}/****"]
+        kept = shown(_host_key(found[1]), text[found.end() : end])
+        if kept is None:
+            pos = end  # a "://" in its rest is this URL's: read once, as a cut one is
+            continue
+        pieces += [text[done : found.start()], f"://{'****@' if at else ''}{hostport}{kept}"]
         done = pos = end
     if not pieces:
         return redact_credentials(text)

@@ -270,6 +270,40 @@ def _text(node: ast.AST) -> str:
     return ast.unparse(node)
 
 
+_SPREAD = "a ** argument"  # a config's field that is a **mapping the build cannot read
+
+# What kind of expression a node is, for messages that must not quote its values.
+_KINDS = (
+    (ast.IfExp, "a conditional expression"),
+    (ast.JoinedStr, "an f-string"),
+    (ast.BinOp, "an operation"),
+    (ast.BoolOp, "a boolean operation"),
+    (ast.Subscript, "a subscript"),
+    (ast.Dict, "a dict"),
+    (ast.DictComp, "a dict comprehension"),
+    (ast.Lambda, "a lambda"),
+)
+
+
+def _shown(node: ast.expr) -> str:
+    """``node`` said without quoting a value: a name as written (``the name `ENV```), a
+    call by what it calls (``a call str(...)``), else its kind."""
+    if _is_dotted(node):
+        return f"the name `{_text(node)}`"
+    if isinstance(node, ast.Call):
+        return f"a call {_text(node.func)}(...)" if _is_dotted(node.func) else "a call"
+    if isinstance(node, ast.Subscript) and _is_dotted(node.value):
+        return f"a subscript {_text(node.value)}[...]"
+    return next((kind for cls, kind in _KINDS if isinstance(node, cls)), "an expression")
+
+
+def _is_dotted(node: ast.expr) -> bool:
+    """Whether ``node`` is a name or a chain of attributes of one (``os.environ``)."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
+
+
 # --- reading modules ----------------------------------------------------------------------
 
 
@@ -1024,7 +1058,7 @@ class _Project:
                 if isinstance(extra, dict) and all(isinstance(k, str) for k in extra):
                     values.update(extra)
                 elif dynamic is None:
-                    dynamic = (f"**{_text(keyword.value)}", keyword.value)
+                    dynamic = (_SPREAD, keyword.value)
                 continue
             if keyword.arg == "name":
                 name_node = keyword.value
@@ -1048,9 +1082,12 @@ class _Project:
             # The deployed endpoint gets what the manifest says: a value only known when the
             # code runs would silently become the field's default there.
             field, node = dynamic
+            got = f"`{_text(node)}`"
+            if field in ("env", _SPREAD):  # env's values may be secrets: never quoted
+                got, node = self._unreadable_entry(module, node, pos)
             raise _error(
                 f"{type_name} {name!r}: {field} must be a literal value (or a module-level "
-                f"constant of one) so the build can record it; got `{_text(node)}`",
+                f"constant of one) so the build can record it; got {got}",
                 module.path,
                 node,
             )
@@ -1068,6 +1105,29 @@ class _Project:
         )
         self._resources[key] = spec
         return spec
+
+    def _unreadable_entry(
+        self, module: _Module, node: ast.expr, pos: _Pos | None
+    ) -> tuple[str, ast.expr]:
+        """What in a dict (``env=``'s value, a ``**`` argument) the build cannot read, said
+        without quoting any value (``N: a call str(...)``), and the node to point at."""
+        if not isinstance(node, ast.Dict):
+            return _shown(node), node
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is not None and not self._readable(module, key, pos):
+                return f"a key that is {_shown(key)}", key
+            if not self._readable(module, value, pos):
+                entry = "**" if key is None else f"{self.evaluate(module, key, pos)}: "
+                return entry + _shown(value), value
+        return _shown(node), node
+
+    def _readable(self, module: _Module, node: ast.expr, pos: _Pos | None) -> bool:
+        """Whether the build can read the value of ``node`` without running code."""
+        try:
+            self.evaluate(module, node, pos)
+        except _NotStatic:
+            return False
+        return True
 
     def used_resources(self, functions: list[RemoteSpec]) -> dict[str, ResourceSpec]:
         used = {f.resource for f in functions}

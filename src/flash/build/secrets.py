@@ -211,7 +211,27 @@ def tokens_in_text(text: str) -> list[tuple[int, str]]:
     if "AKIA" in text or "ASIA" in text:
         for _, match in zip(range(_MATCHES_PER_SHAPE), _AWS_KEY_ID.finditer(text), strict=False):
             note(match.start(), "an AWS access key ID (its secret key is likely near)")
+    if "@" in text:
+        passwords = (m for m in _URL_PASSWORD.finditer(text) if _is_password(m[1]))
+        for _, match in zip(range(_MATCHES_PER_SHAPE), passwords, strict=False):
+            note(match.start(), "a URL with a password")
     return sorted(found.items())
+
+
+# What stands for a URL's password in code and docs rather than being one: a template's
+# field ({password}, ${PW}, %(pw)s, <password>), a masked one (****, as the archive holds
+# the URLs of the files that name package indexes) or the word itself.
+_PASSWORD_PLACEHOLDER = re.compile(
+    r"\{[^{}]*\}|\$\{?\w+\}?|%(?:\(\w+\))?s|<[^<>]*>|\*+|\.\.\.|x+"
+    r"|pass(?:word)?|passwd|pw|pwd|secret|token",
+    re.IGNORECASE,
+)
+
+
+def _is_password(text: str) -> bool:
+    """Whether ``text``, a URL's password as written, is one (not a placeholder)."""
+    written = _written_out(text)
+    return bool(written) and not _PASSWORD_PLACEHOLDER.fullmatch(written)
 
 
 def _why_secret(name: str, value: str, aws_pair: bool) -> str | None:

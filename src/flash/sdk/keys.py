@@ -7,6 +7,8 @@ and reaches workers and clients only through ``FLASH_SIGNING_KEY``.
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from pathlib import Path
 
 from flash.runtime.signing import (
@@ -29,7 +31,7 @@ def ensure_signing_key(state_dir: Path) -> bytes:
     """The project's key, created (readable by the owner only) if it does not exist yet."""
     path = key_file(state_dir)
     if path.is_file():
-        return key_from_text(path.read_text().strip(), source=str(path))
+        return _read_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     key = generate_key()
@@ -37,7 +39,7 @@ def ensure_signing_key(state_dir: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return key_from_text(path.read_text().strip(), source=str(path))
+        return _read_key(path)
     with os.fdopen(fd, "w") as fh:
         fh.write(key_to_text(key) + "\n")
     return key
@@ -52,5 +54,31 @@ def find_signing_key(start: Path | None = None) -> bytes | None:
     for folder in (here, *here.parents):
         path = key_file(folder / ".flash")
         if path.is_file():
-            return key_from_text(path.read_text().strip(), source=str(path))
+            return _read_key(path)
     return None
+
+
+def _read_key(path: Path) -> bytes:
+    """The key in ``path``, its folder and file first made the owner's only where others
+    could read them (a key copied in, a folder made under a loose umask), saying so."""
+    _make_private(path.parent, 0o700)
+    _make_private(path, 0o600)
+    return key_from_text(path.read_text().strip(), source=str(path))
+
+
+def _make_private(path: Path, mode: int) -> None:
+    """Give ``path`` ``mode`` when its group or others have any access, with a warning on
+    stderr: once, since the next read finds it private."""
+    was = stat.S_IMODE(path.stat().st_mode)
+    if not was & 0o077:
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        done = f"could not be made {mode:04o} ({exc.strerror})"
+    else:
+        done = f"made {mode:04o}"
+    print(
+        f"Warning: {path} was open to other users (mode {was:04o}): {done}",
+        file=sys.stderr,
+    )
