@@ -83,6 +83,46 @@ def bench_scan(work: Path, modules: int = 2000) -> float:
     return min(runs)
 
 
+def make_remote_bound_project(root: Path, modules: int) -> None:
+    """``modules`` modules, half of them binding remote(cfg) to a name (``on_cpu_7 =
+    remote(cfg)``): every name bound so is looked for in every other module."""
+    make_big_project(root, modules // 2)
+    for i in range(modules // 2):
+        (root / f"bound{i}.py").write_text(
+            f"from flash import remote\nfrom shared.config import gpu\n\non_cpu_{i} = remote(gpu)\n"
+        )
+
+
+def make_local_apply_project(root: Path, functions: int) -> None:
+    """One module binding ``on_cpu = remote(cfg)`` and ``functions`` functions calling a
+    parameter of that name (``def apply(on_cpu, fn): return on_cpu(fn)``), which is allowed."""
+    make_big_project(root, 10)
+    body = "from flash import remote\nfrom shared.config import gpu\n\non_cpu = remote(gpu)\n"
+    body += "".join(
+        f"\n\ndef apply_{k}(on_cpu, fn):\n    return on_cpu(fn)\n" for k in range(functions)
+    )
+    (root / "apply.py").write_text(body)
+
+
+def _best_scan(root: Path, functions: int) -> float:
+    files = collect_files(root)
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = scan_project(root, files)
+        runs.append(time.perf_counter() - start)
+    assert len(result.functions) == functions
+    return min(runs)
+
+
+def bench_remote_checks(work: Path) -> tuple[float, float]:
+    """Scans that the check for remote applied by a call weighs on: many modules binding
+    remote to names, and many calls of a local name that hides a module-level one."""
+    make_remote_bound_project(work / "bound", 2000)
+    make_local_apply_project(work / "local", 500)
+    return _best_scan(work / "bound", 100), _best_scan(work / "local", 1)
+
+
 def bench_handler(calls: int = 20_000) -> tuple[float, float, float]:
     """Per-call cost of the generic handler awaited inside a running loop, against calling the
     function: the wire format alone (unsigned), and with signature checks (request verified,
@@ -186,6 +226,7 @@ def main() -> None:
         work = Path(tmp)
         builds = bench_builds(work)
         scan = bench_scan(work)
+        scan_bound, scan_local = bench_remote_checks(work)
         handler, signed, direct = bench_handler()
         two = bench_two_functions(work, opts.reference_venv)
 
@@ -201,6 +242,8 @@ def main() -> None:
         ("code-only rebuild", f"{builds['code_only']:.2f} s", "-", "< 3 s"),
         ("archive size, init project", f"{builds['size'] / 1e6:.3f} MB", "-", "< 2 MB"),
         ("scan 2,000 modules", f"{scan:.2f} s", "-", "< 2 s"),
+        ("scan 2,000 modules, 1,000 binding remote", f"{scan_bound:.2f} s", "-", "< 2 s"),
+        ("scan 500 functions calling a local remote", f"{scan_local:.2f} s", "-", "< 1 s"),
         (
             "handler overhead per call",
             f"{(handler - direct) * 1e6:.2f} µs",

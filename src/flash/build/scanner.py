@@ -153,20 +153,12 @@ def _check_remote_not_applied(project: _Project, modules: list[_Module]) -> None
         found: list[_Module] = []
         rest: list[_Module] = []
         for module in unread:
-            (found if _names_any(module.source, names) else rest).append(module)
+            (found if not names.isdisjoint(module.words) else rest).append(module)
         unread, seen = rest, seen | names
         names = set()
         for module in found:
             project.check_remote_not_applied(module)
             names |= project.remote_names(module) - seen
-
-
-def _names_any(source: str, names: set[str]) -> bool:
-    """Whether ``source`` has one of ``names`` as a word (a substring test first: faster)."""
-    return any(
-        name in source and re.search(rf"\b{re.escape(name)}\b", source) is not None
-        for name in names
-    )
 
 
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
@@ -244,6 +236,8 @@ _SYSTEM_PACKAGE = re.compile(
     r"(:[a-z0-9][a-z0-9-]*)?"  # architecture
     r"(=[0-9][A-Za-z0-9.+~:*-]*|/[A-Za-z0-9][A-Za-z0-9.+~-]*)?"  # version or release
 )
+# A word of source text: a name there is a whole one of these, never part of one.
+_WORD = re.compile(r"\w+")
 
 _Pos = tuple[int, int]
 # Where a module-level statement sits: for each compound statement around it, (its position,
@@ -331,6 +325,15 @@ class _Module:
         self._names: dict[str, tuple[list[_Pos], list[_Binding]]] | None = None
         self._stars: list[_Binding] = []
         self._paths: dict[_Pos, _Path] = {}  # of the statements inside compound ones
+        self._words: frozenset[str] | None = None
+
+    @property
+    def words(self) -> frozenset[str]:
+        """The words of the source (names, keywords, words in strings and comments)."""
+        # Split once: a set test per name then costs the same however long the module is.
+        if self._words is None:
+            self._words = frozenset(_WORD.findall(self.source))
+        return self._words
 
     @property
     def tree(self) -> ast.Module:
@@ -532,23 +535,24 @@ _COMPREHENSION_TYPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorEx
 _NOTHING: frozenset[int] = frozenset()  # not a scope: no child runs in a scope of its own
 
 
-def _callee_is_local(tree: ast.Module, call: ast.Call) -> bool:
-    """Whether the name ``call``'s callee starts from (``remote`` in ``remote(cfg)(fn)``) is
-    one a function, lambda or comprehension around it binds (``def apply(remote, fn)``),
-    which hides the module's. A class body's names are left out: no function in it sees
-    them, and a class body calling remote by another of its names is far-fetched."""
-    root = _root_name(call.func)
+def _calls_of_local_names(tree: ast.Module) -> set[int]:
+    """The ids of the calls in ``tree`` whose callee starts from a name (``remote`` in
+    ``remote(cfg)(fn)``) that a function, lambda or comprehension around the call binds
+    (``def apply(remote, fn)``), which hides the module's. A class body's names are left
+    out: no function in it sees them, and a class body calling remote by another of its
+    names is far-fetched."""
+    found: set[int] = set()
     # A loop, not recursion: `1 + 1 + ...` nests as deep as it is long.
     todo: list[tuple[ast.AST, frozenset[str]]] = [(tree, frozenset())]
     while todo:
         node, local = todo.pop()
-        if node is call:
-            return root in local
+        if local and isinstance(node, ast.Call) and _root_name(node.func) in local:
+            found.add(id(node))
         inner, own = _scope(node, local)
         todo.extend(
             (child, inner if id(child) in own else local) for child in ast.iter_child_nodes(node)
         )
-    return False
+    return found
 
 
 def _scope(node: ast.AST, local: frozenset[str]) -> tuple[frozenset[str], Set[int]]:
@@ -1202,6 +1206,7 @@ class _Project:
         build reads only decorators, so no endpoint would have ``fn`` and calls of it would
         fail with UnknownFunction."""
         decorators: set[int] = set()  # read as decorators, not here
+        local_calls: set[int] | None = None  # known on the first call that applies remote
         for node in ast.walk(module.tree):  # breadth first: a definition before its decorators
             if isinstance(node, _DEF_TYPES):
                 decorators.update(map(id, node.decorator_list))
@@ -1215,8 +1220,13 @@ class _Project:
                 applied = self._is_remote_result(self.resolve(module, node.func, None))
             else:
                 continue
-            # Scopes only now, on the way to an error: knowing them costs another walk.
-            if applied and not _callee_is_local(module.tree, node):
+            if not applied:
+                continue
+            # Scopes only now, on the way to an error: knowing them costs another walk, one
+            # for every call of the module.
+            if local_calls is None:
+                local_calls = _calls_of_local_names(module.tree)
+            if id(node) not in local_calls:
                 raise _error(
                     f"`{_text(node)}` applies remote(...) by a call, which the build never "
                     "sees: no endpoint would have the function, and calls of it would fail "

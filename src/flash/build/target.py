@@ -17,11 +17,20 @@ from flash.build.dependencies import DependencyOptions
 WORKER_PLATFORM = DependencyOptions().platform
 
 
+# uv's platform aliases (`uv pip compile --help`, --python-platform) and what they stand for.
+_UV_ALIASES = {
+    "linux": "x86_64-unknown-linux-gnu",
+    "macos": "aarch64-apple-darwin",
+    "windows": "x86_64-pc-windows-msvc",
+}
+
+
 @dataclass(frozen=True)
 class Machine:
     python: str  # minor version: "3.11"
     processor: str  # as uv platforms spell it: "x86_64", "aarch64"
     system: str  # sys.platform: "linux", "darwin", "win32"
+    libc: str = "glibc"  # on Linux, "glibc" or "musl" (Alpine); elsewhere ""
 
     @property
     def is_linux(self) -> bool:
@@ -31,7 +40,12 @@ class Machine:
 def this_machine() -> Machine:
     """This interpreter's Python and the machine it runs on."""
     processor = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
-    return Machine(f"{sys.version_info.major}.{sys.version_info.minor}", processor, sys.platform)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if not sys.platform.startswith("linux"):
+        return Machine(python, processor, sys.platform, libc="")
+    # libc_ver knows glibc only; the other Linux libc Python runs on is musl.
+    libc = "glibc" if platform.libc_ver()[0] == "glibc" else "musl"
+    return Machine(python, processor, sys.platform, libc)
 
 
 def minor_version(python_version: str) -> str:
@@ -41,19 +55,34 @@ def minor_version(python_version: str) -> str:
 
 def builds_for_this_machine(python_version: str, target_platform: str) -> bool:
     """Whether a build for ``python_version`` on ``target_platform`` (a uv platform) imports
-    here: the same minor Python, and a Linux platform of this processor."""
+    here: the same minor Python, and a Linux platform of this processor and libc."""
     host = this_machine()
     target = target_platform.lower()
+    processor, _, system = _UV_ALIASES.get(target, target).partition("-")
     return (
         minor_version(python_version) == host.python
         and host.is_linux
-        and target.startswith(host.processor)
-        and "linux" in target
+        and processor == host.processor
+        and _libc(system) == host.libc
     )
+
+
+def _libc(system: str) -> str | None:
+    """The libc a uv platform's wheels link to, from what follows its processor:
+    ``manylinux_2_28`` and ``unknown-linux-gnu`` glibc, ``unknown-linux-musl`` musl;
+    None for any other system (macOS, Windows, Android, Pyodide, iOS)."""
+    if system.startswith("manylinux") or system in ("unknown-linux-gnu", "unknown-linux"):
+        return "glibc"
+    if system == "unknown-linux-musl":
+        return "musl"
+    return None
 
 
 def platform_for_this_machine() -> str | None:
     """The uv platform whose builds import here, or None off Linux (Flash's workers, and the
     build's import check, are Linux only)."""
     host = this_machine()
-    return f"{host.processor}-manylinux_2_28" if host.is_linux else None
+    if not host.is_linux:
+        return None
+    system = "unknown-linux-musl" if host.libc == "musl" else "manylinux_2_28"
+    return f"{host.processor}-{system}"
