@@ -19,7 +19,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from flash.runtime.errors import (
     CallDepthError,
     EndpointUnavailableError,
     InvalidResultError,
+    PayloadTooLargeError,
     RemoteCancelledError,
     RemoteError,
     RemoteExecutionError,
@@ -45,7 +46,13 @@ from flash.runtime.http import (
     redact_url,
 )
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
-from flash.runtime.protocol import DEADLINE_EXCEEDED, ERROR_CATEGORIES, PROTOCOL_VERSION
+from flash.runtime.protocol import (
+    DEADLINE_EXCEEDED,
+    ERROR_CATEGORIES,
+    PROTOCOL_VERSION,
+    RUN_LIMIT,
+    RUNSYNC_LIMIT,
+)
 from flash.runtime.serialization import SerializationError, deserialize, serialize_args
 from flash.runtime.signing import (
     DEFAULT_TTL_S,
@@ -72,6 +79,14 @@ _ANSWER_WITHIN_S = 30.0
 # A request may outlast the call's deadline by this much: the platform's own answer about
 # the deadline (a timed-out job) is clearer than ours.
 _DEADLINE_GRACE_S = 1.0
+# What each submission route takes: a bigger body is refused here, before it is sent.
+_BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
+# A map job's items stop short of the limit by a margin for the rest of the body (the
+# signature, the context, JSON's quotes); one item alone may use the whole of it.
+_MAP_JOB_BYTES = RUNSYNC_LIMIT * 3 // 4
+# bytes at least this big go pickled in "auto" mode (when the client may sign): JSON
+# escapes each control or non-ASCII byte as \uXXXX, up to 6 times its size; base64 is 4/3.
+_BIG_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,8 @@ class _Target:
     resource: str
     function: str  # the name the endpoint's registry knows
     timeout_ms: int | None  # the resource's executionTimeoutMs, if its config says
+    # The function or class called, whose parameters name a pickled call's arguments.
+    owner: Any = field(default=None, compare=False, repr=False)
 
 
 class PlatformInvoker:
@@ -214,9 +231,15 @@ class PlatformInvoker:
             return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
+        mode = fn.call_options.serialization
         codec = _codec(fn, self.signing_key)
+        if (
+            codec is not None
+            and _may_auto_pickle(mode, self.signing_key)
+            and _holds_big_bytes(args, kwargs)
+        ):
+            codec = None  # their pickle is far smaller than their JSON
         if codec is not None:
-            mode = fn.call_options.serialization
             arguments: dict[str, Any] = {}
             try:
                 arguments = codec.encode(args, kwargs)
@@ -248,8 +271,9 @@ class PlatformInvoker:
     async def call_map(
         self, fn: Any, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
     ) -> list[tuple[bool, Any]]:
-        """Run several calls of ``fn`` as one job: ``(True, result)`` or ``(False, exception)``
-        per call, in order (the caller decides whether to raise)."""
+        """Run several calls of ``fn`` as one job, or as few as the body limit allows:
+        ``(True, result)`` or ``(False, exception)`` per call, in order (the caller decides
+        whether to raise)."""
         if fn.resource_name == self.own_resource:
             results: list[tuple[bool, Any]] = []
             for args, kwargs in calls:
@@ -266,6 +290,24 @@ class PlatformInvoker:
         for args, kwargs in calls:
             wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
             items.append({"args": wire_args, "kwargs": wire_kwargs})
+        # As many jobs as the body limit asks, one after the other (they hold one slot of
+        # the map's concurrency); a job's failure is each of its items' failure.
+        outcomes: list[tuple[bool, Any]] = []
+        for job_items in _by_size(items, _MAP_JOB_BYTES):
+            try:
+                outcomes += await self._map_job(fn, target, job_items, digests)
+            except Exception as exc:
+                outcomes += [(False, exc)] * len(job_items)
+        return outcomes
+
+    async def _map_job(
+        self,
+        fn: Any,
+        target: _Target,
+        items: list[dict[str, Any]],
+        digests: Digests | None,
+    ) -> list[tuple[bool, Any]]:
+        """Run pickled calls (``items``) of ``fn`` as one job; the outcome of each."""
         payload = {"function_name": target.function, "execution_type": "map", "items": items}
         output, nonce, job_id = await self._call(target, payload, fn.call_options, digests)
         streamed = isinstance(output, list) and len(output) == 1
@@ -275,7 +317,7 @@ class PlatformInvoker:
         if isinstance(output, dict) and nonce is not None:
             self._check_mac(output, f"{nonce}:0" if streamed else nonce, decoded, target, job_id)
         answers = output.get("results") if isinstance(output, dict) else None
-        if not isinstance(answers, list) or len(answers) != len(calls):
+        if not isinstance(answers, list) or len(answers) != len(items):
             raise RemoteError(
                 f"unexpected answer to a map job: {output!r:.200}", **_names(target, job_id)
             )
@@ -358,7 +400,7 @@ class PlatformInvoker:
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
         body, deadline, nonce = self._job_body(target, payload, fn.call_options, digests)
         url = self.endpoints.url(target.resource)
-        job = await self._submit(f"{url}/run", body, deadline, target, fn.call_options)
+        job = await self._submit(url, "run", body, deadline, target, fn.call_options)
         job_id = job.get("id")
         if not isinstance(job_id, str):
             raise EndpointUnavailableError(
@@ -457,7 +499,7 @@ class PlatformInvoker:
         if deadline is not None:
             wait_ms = max(1, min(wait_ms, int((deadline - time.time()) * 1000)))
         job = await self._submit(
-            f"{url}/runsync?wait={wait_ms}", body, deadline, target, options, wait_ms / 1000
+            url, f"runsync?wait={wait_ms}", body, deadline, target, options, wait_ms / 1000
         )
         job_id = job.get("id")
         try:
@@ -591,18 +633,39 @@ class PlatformInvoker:
     async def _submit(
         self,
         url: str,
+        route: str,
         body: dict[str, Any],
         deadline: float | None,
         target: _Target,
         options: CallOptions,
         held_s: float = 0.0,
     ) -> dict[str, Any]:
+        """Submit a job to ``url``'s ``route`` (with its query): a body bigger than the
+        route takes is refused here, not sent to be refused."""
+        content = _json_body(body)
+        name = route.partition("?")[0]
+        limit = _BODY_LIMITS[name]
+        if len(content) > limit:
+            words = f"the /{name} limit of {_size(limit)}"
+            raise _too_large(target, body["input"], len(content), words)
         # One key for every attempt: the platform answers a retried submission with the
         # job the first attempt created (also after a restart: it keeps the keys).
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
-        return await self._request(
-            "POST", url, body, deadline, target, None, headers, options.retries, held_s
-        )
+        headers = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"}
+        try:
+            return await self._request(
+                "POST",
+                f"{url}/{route}",
+                content,
+                deadline,
+                target,
+                None,
+                headers,
+                options.retries,
+                held_s,
+            )
+        except PayloadTooLargeError as exc:  # a platform whose limit is lower than ours
+            refused = f"what the platform takes ({exc.message})"
+            raise _too_large(target, body["input"], len(content), refused) from None
 
     async def _get(
         self, url: str, deadline: float | None, target: _Target, job_id: str | None
@@ -615,7 +678,7 @@ class PlatformInvoker:
         self,
         method: str,
         url: str,
-        body: Any,
+        content: bytes | None,
         deadline: float | None,
         target: _Target,
         job_id: str | None,
@@ -635,7 +698,11 @@ class PlatformInvoker:
             attempts += 1
             try:
                 response: Response | None = await self.http.request(
-                    method, url, body, headers=headers, timeout=_request_timeout(held_s, deadline)
+                    method,
+                    url,
+                    content=content,
+                    headers=headers,
+                    timeout=_request_timeout(held_s, deadline),
                 )
             except HttpError as exc:
                 problem = str(exc)
@@ -644,6 +711,8 @@ class PlatformInvoker:
                 if response.status < 300:
                     return _json_object(response, shown, names)
                 problem = f"{method} {shown}: {_describe(response)}"
+                if response.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                    raise PayloadTooLargeError(problem, **names)
                 if response.status not in _TRANSIENT_STATUS:
                     raise EndpointUnavailableError(problem, **names)
             if first_failure is None:  # the outage is timed from when it showed
@@ -669,6 +738,81 @@ class PlatformInvoker:
         # Shielded: the caller is being cancelled, but the job must still be told to stop.
         with contextlib.suppress(HttpError, asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.shield(self.http.request("POST", f"{url}/cancel/{job_id}", timeout=5))
+
+
+def _by_size(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+    """``items`` (pickled calls) in order, in runs whose sizes as sent add up to ``budget``
+    at most; an item bigger than that on its own (whether it fits, the limit says)."""
+    runs: list[list[dict[str, Any]]] = [[]]
+    total = 0
+    for item in items:
+        size = sum(map(len, item["args"])) + sum(map(len, item["kwargs"].values()))
+        if runs[-1] and total + size > budget:
+            runs.append([])
+            total = 0
+        runs[-1].append(item)
+        total += size
+    return runs
+
+
+def _json_body(body: Any) -> bytes:
+    """``body`` as a request's JSON, or BodyNotJson (the call may go pickled instead)."""
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:  # a NaN, an infinity, an int too long to write
+        raise BodyNotJson(str(exc)) from None
+
+
+def _too_large(
+    target: _Target, payload: Mapping[str, Any], size: int, limit: str
+) -> PayloadTooLargeError:
+    """The error for a request over ``limit`` (its words), naming its biggest argument."""
+    sizes = dict(_argument_sizes(payload, _positional_names(target.owner)))
+    biggest = max(sizes, key=sizes.__getitem__, default=None)
+    which = (
+        "" if biggest is None else f"; its biggest argument is {biggest} ({_size(sizes[biggest])})"
+    )
+    return PayloadTooLargeError(
+        f"the request is {_size(size)}, over {limit}{which}. Pass big data by reference "
+        "(a URL, or a file on a network volume, that the function reads) or split the call",
+        **_names(target),
+    )
+
+
+def _argument_sizes(
+    payload: Mapping[str, Any], params: tuple[str, ...]
+) -> Iterator[tuple[str, int]]:
+    """Each argument of a job's input (a map job's items' too) by name, with its size as
+    sent. Positional arguments of a pickled call are named by ``params``."""
+    for item in payload.get("items") or ():
+        yield from _argument_sizes(item, params)
+    for field_name, values in payload.items():
+        if field_name in ("args", "method_args") and isinstance(values, list):
+            names = params if field_name == "args" else ()
+            for index, value in enumerate(values):
+                label = names[index] if index < len(names) else f"{field_name}[{index}]"
+                yield label, len(_json_body(value))
+        elif field_name in ("kwargs", "init", "method_kwargs") and isinstance(values, dict):
+            for name, value in values.items():
+                yield name, len(_json_body(value))
+
+
+def _positional_names(owner: Any) -> tuple[str, ...]:
+    """The names a function's (or a class constructor's) positional arguments bind to."""
+    found = None if owner is None else _signature(owner, None)
+    if found is None:
+        return ()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in found[0].parameters.values() if p.kind in positional)
+
+
+def _size(n: int) -> str:
+    """A byte count as people read it: ``25.2 MiB``, ``400 KiB``."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MiB".replace(".0 MiB", " MiB")
+    if n >= 1024:
+        return f"{n / 1024:.0f} KiB"
+    return f"{n} bytes"
 
 
 def _not_json(
@@ -747,7 +891,7 @@ def _codec(fn: Any, signing_key: bytes | None) -> JsonCodec | None:
     if mode == "pickle":
         return None
     codec = _json_codec_factory(fn.__wrapped__) if _json_codec_factory is not None else None
-    if codec is not None and codec.loose and _pickles_loose_calls(mode, signing_key):
+    if codec is not None and codec.loose and _may_auto_pickle(mode, signing_key):
         return None
     if codec is None and mode == "json":
         raise TypeError(
@@ -757,11 +901,20 @@ def _codec(fn: Any, signing_key: bytes | None) -> JsonCodec | None:
     return codec
 
 
-def _pickles_loose_calls(mode: str, signing_key: bytes | None) -> bool:
-    """Whether a call whose types pin no JSON type (an Any argument would not arrive as
-    itself: a tuple as a list, ...) goes pickled: in auto mode, from a caller with the key.
-    Without it the call goes as JSON, the only kind an endpoint takes from such a caller."""
+def _may_auto_pickle(mode: str, signing_key: bytes | None) -> bool:
+    """Whether a typed call may go pickled where JSON would serve it badly (an Any argument
+    would not arrive as itself, a tuple as a list; big bytes would swell): in auto mode,
+    from a caller with the key. Without it the call goes as JSON, the only kind an endpoint
+    takes from such a caller."""
     return mode == "auto" and signing_key is not None
+
+
+def _holds_big_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether an argument is bytes of _BIG_BYTES or more, which "auto" sends pickled."""
+    return any(
+        isinstance(value, (bytes, bytearray)) and len(value) >= _BIG_BYTES
+        for value in (*args, *kwargs.values())
+    )
 
 
 def _method_codecs(
@@ -775,7 +928,7 @@ def _method_codecs(
     if (
         codecs is not None
         and (codecs[0].loose or codecs[1].loose)
-        and _pickles_loose_calls(mode, signing_key)
+        and _may_auto_pickle(mode, signing_key)
     ):
         return None
     if codecs is None and mode == "json":
@@ -840,7 +993,7 @@ def _target(remote: Any) -> _Target:
     module = getattr(wrapped, "__module__", "__main__")
     name = wrapped.__qualname__ if module == "__main__" else f"{module}.{wrapped.__qualname__}"
     config_timeout = _config_value(remote.resource_config, "executionTimeoutMs")
-    return _Target(remote.resource_name, name, config_timeout)
+    return _Target(remote.resource_name, name, config_timeout, wrapped)
 
 
 def _config_value(config: Any, name: str) -> Any:

@@ -8,6 +8,7 @@ __all__ = [
     "CallDepthError",
     "EndpointUnavailableError",
     "InvalidResultError",
+    "PayloadTooLargeError",
     "RemoteCancelledError",
     "RemoteError",
     "RemoteExecutionError",
@@ -89,6 +90,10 @@ class EndpointUnavailableError(RemoteError):
     """The platform or endpoint could not be reached, or refused the job."""
 
 
+class PayloadTooLargeError(RemoteError):
+    """The call's request is bigger than the platform takes; nothing ran."""
+
+
 class CallDepthError(RemoteError):
     """Remote calls nested deeper than the limit: endpoints calling each other in a loop."""
 
@@ -119,6 +124,7 @@ _FLASH_ERRORS: dict[str, type[RemoteError]] = {
         InvalidResultError,
         RemoteCancelledError,
         EndpointUnavailableError,
+        PayloadTooLargeError,
         CallDepthError,
     )
 }

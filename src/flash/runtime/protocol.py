@@ -25,6 +25,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RESULT_NOT_JSON",
     "RESULT_NOT_PICKLABLE",
+    "RUNSYNC_LIMIT",
+    "RUN_LIMIT",
     "SIGNATURE_REJECTED",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "UNKNOWN_FUNCTION",
@@ -47,6 +49,10 @@ WORKER_CONCURRENCY_ENV_VAR = "FLASH_WORKER_CONCURRENCY"
 # JSON arguments of a job nested deeper than this are refused before validation.
 MAX_JSON_DEPTH = 64
 PROTOCOL_VERSION = 1
+# The biggest request body each submission route takes (RunPod's limits): the gateway
+# refuses a bigger one with 413, and the client refuses to send it.
+RUN_LIMIT = 10 * 1024 * 1024
+RUNSYNC_LIMIT = 20 * 1024 * 1024
 SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
 
 # error_type values for failures that are not an exception raised by user code
