@@ -18,7 +18,7 @@ from watchfiles import Change
 
 from flash.build import collect
 from flash.cli.init import write_starter
-from flash.cli.run import source_filter
+from flash.platform.devloop import source_filter
 
 
 def preprocess(url: str) -> Any:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,23 +44,71 @@ app = Starlette(routes=[Route("/pid", pid), Route("/hold", hold)])
 
 NO_APP = "print('a script, no web app')\n"
 
+# The same app from another module: main.py only imports it.
+IMPORTED_APP = "from api import app  # noqa: F401\n"
+
+# A web app that dies when asked to, as on an unhandled fatal error.
+DYING_APP = (
+    WEB_APP
+    + """
+
+async def die(request):
+    os._exit(3)
+
+
+app.router.routes.append(Route("/die", die))
+"""
+)
+
+# A web app whose import waits until the test creates the file `go`; `importing-<pid>` says
+# that it is waiting.
+SLOW_APP = (
+    """
+import os
+import time
+from pathlib import Path
+
+Path(f"importing-{os.getpid()}").touch()
+while not Path("go").exists():
+    time.sleep(0.05)
+"""
+    + WEB_APP
+)
+
+
+# Put before a worker module: its import (in the build's import check) notes SIGINT instead
+# of ending, and waits for the file `go`.
+SURVIVES_CTRL_C = """
+import signal as _signal
+import time as _time
+from pathlib import Path as _Path
+
+_signal.signal(_signal.SIGINT, lambda *_: _Path({folder!r}, "got-sigint").touch())
+_Path({folder!r}, "importing").touch()
+while not _Path({folder!r}, "go").exists():
+    _time.sleep(0.05)
+"""
+
 
 class FlashRun:
-    """`flash run PROJECT` as a child process whose output is collected as it comes."""
+    """`flash run PROJECT` in a session of its own (signalled as a terminal signals its
+    foreground group), its output collected as it comes; ``nohup``: run under nohup."""
 
-    def __init__(self, project: Path, app_port: int, *, new_session: bool = False) -> None:
+    def __init__(self, project: Path, app_port: int, *, nohup: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as in a log or CI
         self.proc = subprocess.Popen(
             [
+                *(["nohup"] if nohup else []),
                 sys.executable,
                 *("-m", "flash.cli", "run", str(project)),
                 *("--port", "0", "--app-port", str(app_port)),
             ],
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**env, "NO_COLOR": "1"},
-            start_new_session=new_session,
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -78,18 +128,52 @@ class FlashRun:
     def wait_for_output(self, words: str, times: int = 1, timeout: float = 60) -> None:
         wait_for(lambda: self.count(words) >= times, timeout, f"{words!r} in:\n{self.text()}")
 
+    def signal_group(self, signum: int) -> None:
+        """As a terminal does: Ctrl-C, or closing it, signals its foreground group."""
+        os.killpg(self.proc.pid, signum)
+
+    def edit(self, path: Path, text: str, expect: str) -> None:
+        """Write ``text`` to ``path`` and wait for one more ``expect`` in the output."""
+        seen = self.count(expect)
+        path.write_text(text)
+        self.wait_for_output(expect, seen + 1)
+
     def exit_code(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout)
         self.reader.join(10)
         return code
 
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.exit_code()
 
-def app_pid(app_port: int) -> int | None:
+
+def app_pid(app_port: int, timeout: float = 30) -> int | None:
     try:
-        answer = httpx.get(f"http://127.0.0.1:{app_port}/pid", timeout=30)
+        answer = httpx.get(f"http://127.0.0.1:{app_port}/pid", timeout=timeout)
     except httpx.TransportError:  # not listening
         return None
     return int(answer.json()) if answer.status_code == 200 else None
+
+
+def new_app_pid(app_port: int, *old: int) -> int | None:
+    """The pid of the web app answering if it is none of ``old``."""
+    pid = app_pid(app_port)
+    return pid if pid not in old else None
+
+
+def web_apps(project: Path) -> list[int]:
+    """Pids of the web app processes serving ``project``."""
+    found = []
+    for pid in processes_under(project):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"_web_app_child" in command and alive(pid):
+            found.append(pid)
+    return found
 
 
 def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
@@ -97,19 +181,25 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
     write_starter(project)
     (project / "main.py").write_text(NO_APP)
     # Build inputs .flashignore cannot hide from the watcher, and one outside the project.
-    (tmp_path / "shared").mkdir()
-    (tmp_path / "shared" / "extra.txt").write_text("# nothing yet\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "extra.txt").write_text("# nothing yet\n")
     (project / "requirements.txt").write_text("-r ../shared/extra.txt\n")
     with (project / ".flashignore").open("a") as ignore:
         ignore.write("main.py\nrequirements.txt\npyproject.toml\n")
+        # The files the test's web apps and the test itself write there: not the build's.
+        ignore.write("holding\nrelease\ngo\nimporting-*\n")
     worker = project / "workers" / "cpu_worker.py"
+    main = project / "main.py"
     app_port = free_port()
-    flash = FlashRun(project, app_port)
+    flash = FlashRun(project, app_port, nohup=True)
     try:
         flash.wait_for_output("Scripts reach these endpoints")
         url = re.search(r"http://127\.0\.0\.1:\d+", flash.text()).group(0)  # type: ignore[union-attr]
         # Whole URLs in the table, though no terminal sets its width.
         assert f"{url}/v2/cpu-worker " in flash.text(), flash.text()
+        # Under nohup a closed terminal's SIGHUP leaves it serving (seen at the next edit).
+        flash.signal_group(signal.SIGHUP)
 
         # A second flash run on the same state folder is refused before it builds anything.
         second = subprocess.run(
@@ -122,8 +212,9 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         assert "another Flash platform" in second.stderr and "collect" not in second.stdout
 
         # main.py starts binding `app` (main.py is ignored by the build, watched anyway).
-        (project / "main.py").write_text(WEB_APP)
+        main.write_text(WEB_APP)
         first_pid = wait_for(lambda: app_pid(app_port), 60, "the new web app to answer")
+        assert flash.proc.poll() is None, flash.text()
 
         # A rebuild restarts the app gracefully: a request in flight finishes on the old
         # one, and no request meanwhile is refused.
@@ -145,10 +236,8 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
 
         poller = threading.Thread(target=poll)
         poller.start()
-        reloads = flash.count("Reloaded")
-        worker.write_text(worker.read_text() + "\n# an edit\n")
-        flash.wait_for_output("Reloaded", reloads + 1)
-        new_pid = wait_for(lambda: app_pid(app_port) != first_pid, 60, "the restarted app")
+        flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
+        new_pid = wait_for(lambda: new_app_pid(app_port, first_pid), 60, "the restarted app")
         polling.set()
         poller.join(30)
         assert refused == []
@@ -156,31 +245,68 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         (project / "release").touch()
         holder.join(30)
         assert held[0].status_code == 200 and held[0].json() == first_pid
+        wait_for(lambda: not alive(first_pid), 30, "the replaced app to exit")
 
-        # Edits to build inputs the ignore file lists, or outside the project, rebuild.
-        for source in (tmp_path / "shared" / "extra.txt", project / "pyproject.toml"):
-            reloads = flash.count("Reloaded")
-            source.write_text(source.read_text() + "\n# an edit\n")
-            flash.wait_for_output("Reloaded", reloads + 1)
+        # main.py taking `app` from another module still serves it.
+        (project / "api.py").write_text(WEB_APP)
+        main.write_text(IMPORTED_APP)
+        wait_for(lambda: new_app_pid(app_port, new_pid), 60, "the app from api.py")
+        assert "no longer binds" not in flash.text()
 
-        # A web app that fails to restart is reported; the next good edit starts it again.
-        (project / "main.py").write_text("import no_such_module\n" + WEB_APP)
-        flash.wait_for_output("exited with code 1 while starting")
-        assert re.search(
-            r"^Error: main\.py's web app .* the web app is down until the next change",
-            flash.text(),
-            re.M,
+        # Edits to build inputs the ignore file lists, or outside the project, rebuild; so
+        # does a file requirements.txt names once it is created.
+        for source in (shared / "extra.txt", project / "pyproject.toml"):
+            flash.edit(source, source.read_text() + "\n# an edit\n", "Reloaded")
+        requirements = "-r ../shared/extra.txt\n-r ../shared/later.txt\n"
+        flash.edit(project / "requirements.txt", requirements, "Build failed")
+        seen = flash.count("Build good again") + flash.count("Reloaded")
+        (shared / "later.txt").write_text("# created later\n")
+        wait_for(
+            lambda: flash.count("Build good again") + flash.count("Reloaded") > seen,
+            60,
+            f"a rebuild for later.txt in:\n{flash.text()}",
         )
-        wait_for(lambda: app_pid(app_port) is None, 30, "the failed app to be down")
-        (project / "main.py").write_text(WEB_APP)
-        wait_for(lambda: app_pid(app_port), 60, "the fixed web app to answer")
 
-        # A broken edit, then its fix back to the served code (a skipped build), say so.
+        # A web app that fails to restart is reported, and the one serving serves on.
+        def one_app(*old: int) -> int | None:  # the app serving once no other runs, if new
+            apps = web_apps(project)
+            alone = len(apps) == 1 and app_pid(app_port) == apps[0] not in old
+            return apps[0] if alone else None
+
+        serving = wait_for(one_app, 60, "one web app serving")
+        flash.edit(main, "import no_such_module\n" + WEB_APP, "exited with code 1 while starting")
+        assert "Still serving the previous web app" in flash.text(), flash.text()
+        assert app_pid(app_port) == serving
+        # Two quick edits: the second restart begins while the first is still starting;
+        # only the last one serves, the others exit.
+        main.write_text(SLOW_APP)
+        wait_for(lambda: len(list(project.glob("importing-*"))) == 1, 60, "a slow restart")
+        main.write_text(SLOW_APP + "\n# again\n")
+        wait_for(lambda: len(list(project.glob("importing-*"))) == 2, 60, "another restart")
+        assert app_pid(app_port) == serving  # the old app serves while they start
+        (project / "go").touch()
+        # The first one ready may answer a request or two while it drains.
+        last = wait_for(lambda: one_app(serving), 60, "the other web apps to exit")
+        assert f"importing-{last}" in [path.name for path in project.glob("importing-*")]
+
+        # Project code raising KeyboardInterrupt is a failed build, not a Ctrl-C.
         original = worker.read_text()
-        worker.write_text(original + "\ndef broken(:\n")
-        flash.wait_for_output("Build failed")
-        worker.write_text(original)
-        flash.wait_for_output("Build good again: serving")
+        flash.edit(worker, "raise KeyboardInterrupt('oops')\n" + original, "Build failed")
+        wait_for(lambda: "KeyboardInterrupt" in flash.text(), 10, "the failure's reason")
+        flash.edit(worker, original, "Build good again: serving")
+
+        # An app that dies while serving is reported; flash run keeps its port (connections
+        # wait), and the next change starts the app again.
+        main.write_text(DYING_APP)
+        dying = wait_for(lambda: one_app(last), 60, "the new app")
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{app_port}/die", timeout=30)
+        flash.wait_for_output("exited with code 3 while serving")
+        wait_for(lambda: not alive(dying), 30, "the app to be gone")
+        socket.create_connection(("127.0.0.1", app_port), timeout=5).close()
+        flash.edit(main, WEB_APP, "Web app (main.py) on")
+        wait_for(lambda: app_pid(app_port), 60, "the web app to start again")
+        assert flash.proc.poll() is None
 
         # Killed outright, flash run takes its web app and workers along.
         last_pid = wait_for(lambda: app_pid(app_port), 30, "the web app")
@@ -189,12 +315,10 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         wait_for(lambda: not alive(last_pid), 30, "the web app to die with flash run")
         wait_for(lambda: not processes_under(project), 30, "every process of the project")
     finally:
-        if flash.proc.poll() is None:
-            flash.proc.terminate()
-            flash.exit_code()
+        flash.end()
 
 
-def test_run_stops_cleanly_on_sighup(tmp_path: Path) -> None:
+def test_run_stops_cleanly_on_sighup_to_its_group(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     write_starter(project)
     (project / "main.py").write_text(WEB_APP)
@@ -203,27 +327,75 @@ def test_run_stops_cleanly_on_sighup(tmp_path: Path) -> None:
     try:
         pid = wait_for(lambda: app_pid(app_port), 60, "the web app to answer")
     finally:
-        flash.proc.send_signal(signal.SIGHUP)  # as when its terminal closes
+        flash.signal_group(signal.SIGHUP)  # as when its terminal closes
     assert flash.exit_code() == 0, flash.text()
+    assert not alive(pid)
+    # The app stopped gracefully at flash run's request, not killed by the hangup.
+    assert "exited with code" not in flash.text() and "Error" not in flash.text(), flash.text()
+    assert "Application shutdown complete" in flash.text(), flash.text()
+    wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
+
+
+def test_ctrl_c_during_a_rebuild_stops_without_reloading(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    write_starter(project)
+    (project / "main.py").write_text(WEB_APP)
+    worker = project / "workers" / "cpu_worker.py"
+    app_port = free_port()
+    flash = FlashRun(project, app_port)
+    try:
+        pid = wait_for(lambda: app_pid(app_port), 60, "the web app to answer")
+        # The rebuild's import of the worker outlives the Ctrl-C (it says it got it), and
+        # lets the build go on once the test creates `go`: the build ends after the stop.
+        worker.write_text(SURVIVES_CTRL_C.format(folder=str(tmp_path)) + worker.read_text())
+        wait_for((tmp_path / "importing").exists, 60, "the rebuild's import check")
+        flash.signal_group(signal.SIGINT)
+        wait_for((tmp_path / "got-sigint").exists, 30, "the group to get SIGINT")
+        (tmp_path / "go").touch()
+        assert flash.exit_code() == 0, flash.text()
+    finally:
+        flash.end()
+    after = flash.text().split("Scripts reach these endpoints", 1)[1]
+    for unwanted in ("Traceback", "KeyboardInterrupt", "exited with code", "Reloaded"):
+        assert unwanted not in after, flash.text()
+    assert flash.count("Web app (main.py) on") == 1, flash.text()
+    assert "Application shutdown complete" in after, flash.text()  # stopped gracefully
     assert not alive(pid)
     wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
 
 
-def test_ctrl_c_during_the_first_build_says_interrupted(tmp_path: Path) -> None:
-    project = tmp_path / "proj"
+def starter_whose_worker_starts_with(folder: Path, code: str) -> Path:
+    """The starter project in ``folder``/proj, ``code`` put before its cpu worker's."""
+    project = folder / "proj"
     write_starter(project)
     worker = project / "workers" / "cpu_worker.py"
-    worker.write_text("import time\n\ntime.sleep(60)\n" + worker.read_text())
-    flash = FlashRun(project, free_port(), new_session=True)
+    worker.write_text(code + worker.read_text())
+    return project
+
+
+def test_ctrl_c_during_the_first_build_says_interrupted(tmp_path: Path) -> None:
+    project = starter_whose_worker_starts_with(tmp_path, "import time\n\ntime.sleep(60)\n")
+    flash = FlashRun(project, free_port())
     try:
         # The build's import check (cwd .flash/.build) is importing the slow module.
         wait_for(lambda: processes_under(project / ".flash" / ".build"), 60, "the import check")
     finally:
-        os.killpg(flash.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the group
+        flash.signal_group(signal.SIGINT)  # Ctrl-C: the terminal signals the group
     assert flash.exit_code() == 130, flash.text()
     assert "Interrupted during the first build" in flash.text()
     assert "failed to import" not in flash.text()
     wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
+
+
+def test_keyboard_interrupt_raised_by_the_project_fails_the_first_build(tmp_path: Path) -> None:
+    project = starter_whose_worker_starts_with(tmp_path, "raise KeyboardInterrupt('oops')\n")
+    flash = FlashRun(project, free_port())
+    try:
+        assert flash.exit_code() == 1, flash.text()
+    finally:
+        flash.end()
+    assert "Interrupted" not in flash.text()
+    assert "Error:" in flash.text() and "KeyboardInterrupt" in flash.text(), flash.text()
 
 
 def test_serve_stops_cleanly_on_sighup(tmp_path: Path) -> None:

@@ -1539,3 +1539,10 @@ def _is_property(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         if isinstance(decorator, ast.Attribute) and decorator.attr in _PROPERTY_DECORATORS:
             return True
     return False
+
+
+def module_bindings(source: str, path: str = "<module>") -> set[str]:
+    """The names ``source``'s module-level statements bind, as the scan reads them (inside
+    if/try/with/for/match blocks too; star imports aside). SyntaxError if it does not parse."""
+    module = _Module(path, Path(path).stem, False, source, None)
+    return set(module.bound_names())

@@ -180,10 +180,22 @@ import importlib.util
 import inspect
 import json
 import os
+import signal
 import sys
 import traceback
 import warnings
 
+# Whether SIGINT came: only then is a KeyboardInterrupt a Ctrl-C; project code raising one
+# on import is a failure of that import.
+SIGINT_RECEIVED = []
+
+
+def on_sigint(signum, frame):
+    SIGINT_RECEIVED.append(signum)
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, on_sigint)
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
 # The build's files, then the vendored packages: frames are named relative to these.
@@ -319,7 +331,9 @@ def import_handlers(names):
         try:
             importlib.import_module(name)
         except KeyboardInterrupt:
-            raise  # Ctrl-C reached this child too: the build is interrupted, not broken
+            if SIGINT_RECEIVED:
+                raise  # Ctrl-C reached this child too: the build is interrupted, not broken
+            failures[name] = user_trace()
         except BaseException:
             failures[name] = user_trace()
     return failures
@@ -355,7 +369,10 @@ def main():
             try:
                 modules[module_name] = importlib.import_module(module_name)
             except KeyboardInterrupt:
-                raise
+                if SIGINT_RECEIVED:
+                    raise
+                modules[module_name] = None
+                answer["import_errors"][module_name] = user_trace()
             except BaseException:
                 modules[module_name] = None
                 answer["import_errors"][module_name] = user_trace()

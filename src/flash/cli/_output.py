@@ -66,7 +66,8 @@ STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextmanager
 def stop_on_signals() -> Iterator[Stop]:
     """An event SIGINT, SIGTERM and SIGHUP set while the block runs; the old handlers come
-    back after it."""
+    back after it. A signal ignored when the command started stays ignored: ``nohup`` ignores
+    SIGHUP, and a shell without job control SIGINT for its background jobs."""
     stop = Stop()
 
     def handle(signum: int, _frame: object) -> None:
@@ -74,7 +75,11 @@ def stop_on_signals() -> Iterator[Stop]:
             stop.signum = signum
         stop.set()
 
-    previous = {sig: signal.signal(sig, handle) for sig in STOPPING_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, handle)
+        for sig in STOPPING_SIGNALS
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield stop
     finally:

@@ -139,8 +139,10 @@ class LocalPlatform:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        self._state_lock = lock_state_dir(self.state_dir)
+    def start(self, timeout: float = 30.0, *, state_lock: int | None = None) -> None:
+        """Serve; ``state_lock``: the state folder's lock from ``lock_state_dir``, already
+        held (the platform owns it from here), else taken now. Raises PlatformError."""
+        self._state_lock = lock_state_dir(self.state_dir) if state_lock is None else state_lock
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -38,35 +38,40 @@ def start_project(
     PlatformError; nothing is left running then."""
     state_dir = options.project_dir.resolve() / ".flash"
     # A platform already serving from the state folder is refused before the build, not
-    # after it; the lock is let go just before the platform takes it for itself.
-    with _state_folder_held(state_dir):
+    # after it; the lock taken here is the platform's, so no other can slip in between.
+    state_lock = lock_state_dir(state_dir)
+    try:
         result = build_project(options, progress=progress)
-    if warn is not None:
-        for warning in result.warnings:
-            warn(str(warning))
-    platform = LocalPlatform(state_dir, **platform_options)
-    serve_archive(platform, result.archive, sha256=result.sha256)
+        if warn is not None:
+            for warning in result.warnings:
+                warn(str(warning))
+        platform = LocalPlatform(state_dir, **platform_options)
+    except BaseException:
+        os.close(state_lock)
+        raise
+    serve_archive(platform, result.archive, sha256=result.sha256, state_lock=state_lock)
     return platform
 
 
-@contextlib.contextmanager
-def _state_folder_held(state_dir: Path) -> Iterator[None]:
-    """Hold the state folder's platform lock for the block; raises PlatformError if
-    another platform serves from it."""
-    fd = lock_state_dir(state_dir)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def serve_archive(platform: LocalPlatform, archive: Path, *, sha256: str | None = None) -> None:
-    """Start ``platform`` and serve ``archive`` (a build) on it. Raises PlatformError;
-    nothing is left running or held then."""
+def serve_archive(
+    platform: LocalPlatform,
+    archive: Path,
+    *,
+    sha256: str | None = None,
+    state_lock: int | None = None,
+) -> None:
+    """Start ``platform`` and serve ``archive`` (a build) on it; ``state_lock``, a held
+    ``lock_state_dir`` descriptor, is handed to the platform (closed on failure). Raises
+    PlatformError; nothing is left running or held then."""
     # Held before the platform starts tidying copies, so the last run's copy is reused.
-    copy = extract_for_serving(archive, platform.copies_root, sha256=sha256)
     try:
-        platform.start()
+        copy = extract_for_serving(archive, platform.copies_root, sha256=sha256)
+    except BaseException:
+        if state_lock is not None:
+            os.close(state_lock)
+        raise
+    try:
+        platform.start(state_lock=state_lock)
     except BaseException:
         copy.release()
         raise

@@ -424,7 +424,7 @@ class Supervisor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=_die_with_parent,
             )
         except OSError as err:
             self._started(worker_id, name)
@@ -593,7 +593,7 @@ def _removed(name: str) -> str:
     return f"endpoint {name} was removed by the new build: no worker will run this job"
 
 
-def die_with_parent() -> None:
+def _die_with_parent() -> None:
     """In the child: get SIGKILL if the platform dies without stopping its workers (Linux)."""
     if sys.platform != "linux":
         return

@@ -1,0 +1,107 @@
+"""The web app's process: uvicorn serving ``main:app`` on a socket ``flash run`` holds.
+
+Run by WebApp as ``python -m flash.platform._web_app_child LISTEN READY LIFELINE PARENT DRAIN_S``
+in the project folder: LISTEN is the listening socket's descriptor, READY a pipe's write end
+that gets one byte once the app takes connections, LIFELINE a pipe's read end whose write end
+only the parent (pid PARENT) holds, DRAIN_S how long a SIGTERM lets requests finish.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+# Exit status when flash run is gone: nothing would stop this process any more.
+ORPHANED = 70
+# Exit status when the installed uvicorn is not one this module knows how to drive.
+UNSUPPORTED = 3
+
+
+def main(argv: list[str]) -> None:
+    listen_fd, ready_fd, lifeline_fd, parent = (int(arg) for arg in argv[:4])
+    drain_s = round(float(argv[4]))  # whole seconds, as uvicorn types it
+    exit_with_parent(parent, lifeline_fd)
+    server_class = _server_class()
+    import uvicorn
+
+    config = uvicorn.Config("main:app", timeout_graceful_shutdown=drain_s)
+    server = server_class(config, ready_fd)
+    server.run(sockets=[socket.socket(fileno=listen_fd)])
+
+
+def exit_with_parent(parent: int, lifeline_fd: int) -> None:
+    """End this process once ``parent`` is gone, however it ended (SIGKILL too): the
+    lifeline's end of file says so on any system; on Linux the kernel also kills this
+    process right away."""
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # the lifeline still ends it
+
+    def watch() -> None:
+        try:
+            while os.read(lifeline_fd, 1):
+                pass
+        except OSError:
+            pass
+        os._exit(ORPHANED)
+
+    threading.Thread(target=watch, name="flash-lifeline", daemon=True).start()
+    # The parent may have died before the kernel was told to watch it.
+    if os.getppid() != parent:
+        os._exit(ORPHANED)
+
+
+def _server_class() -> Any:
+    """uvicorn.Server that says "ready" down its pipe; exits with UNSUPPORTED (and says why)
+    if uvicorn's API is not the one relied on: a silent mismatch would leave flash run
+    waiting for an app that never says it is ready."""
+    try:
+        import uvicorn
+
+        startup = uvicorn.Server.startup
+        run_parameters = inspect.signature(uvicorn.Server.run).parameters
+        config_parameters = inspect.signature(uvicorn.Config).parameters
+        usable = (
+            inspect.iscoroutinefunction(startup)
+            and "sockets" in run_parameters
+            and "timeout_graceful_shutdown" in config_parameters
+        )
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        usable, why = False, f"{type(exc).__name__}: {exc}"
+    else:
+        why = "Server.startup, Server.run(sockets=) or Config(timeout_graceful_shutdown=) differ"
+    if not usable:
+        print(
+            f"flash run cannot serve main.py's web app with this uvicorn ({why}); "
+            "install a uvicorn release from 0.24 on",
+            file=sys.stderr,
+        )
+        sys.exit(UNSUPPORTED)
+
+    class Server(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
+            super().__init__(config)
+            self.ready_fd = ready_fd
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            # A failed startup exits or sets should_exit; else the sockets are served.
+            if not self.should_exit:
+                os.write(self.ready_fd, b"1")
+            os.close(self.ready_fd)
+
+    return Server
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

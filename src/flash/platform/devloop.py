@@ -1,0 +1,235 @@
+"""``flash run``'s loop: watch what the build reads, rebuild on a change, reload the platform
+and the web app. Output goes through the callbacks given, as with ``start_project``."""
+
+from __future__ import annotations
+
+import enum
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import watchfiles
+
+from flash.build.collect import is_ignored
+from flash.build.errors import BuildError
+from flash.build.pipeline import BuildOptions, Progress, build_project, dependency_input_paths
+from flash.platform.archive import extract_for_serving
+from flash.platform.local import LocalPlatform
+from flash.platform.manifest import PlatformError
+from flash.platform.web_app import WebApp, WebAppError, defines_web_app
+
+__all__ = ["Outcome", "Reloader", "always_watched", "source_filter", "watch_and_reload"]
+
+# How long a KeyboardInterrupt out of a build waits for our own stopping signal: a Ctrl-C
+# reaches the build's child and this process together, but not in a known order.
+_SIGNAL_GRACE_S = 1.0
+
+
+class Outcome(enum.Enum):
+    """What a rebuild came to."""
+
+    NEW = "new"  # a new build serves
+    SAME = "same"  # nothing to reload: the build served is up to date
+    FAILED = "failed"  # the build or its loading failed: the last good one serves on
+    STOPPED = "stopped"  # a stop was asked for meanwhile: nothing more is done
+
+
+class Reloader:
+    """Rebuilds and reloads the platform and the web app for a batch of changes. ``say``
+    gets news, ``warn`` (title, message) problems and the build's warnings."""
+
+    def __init__(
+        self,
+        options: BuildOptions,
+        platform: LocalPlatform,
+        web: WebApp,
+        stop: threading.Event,
+        *,
+        say: Callable[[str], None],
+        warn: Callable[[str, str], None],
+        progress: Progress | None = None,
+    ):
+        self.options = options
+        self.platform = platform
+        self.web = web
+        self.stop = stop
+        self.say = say
+        self.warn = warn
+        self.progress = progress
+        self.broken = False  # the last rebuild failed: the next good one says so
+        self.unserved: str | None = None  # a build that was made but could not be served
+
+    def __call__(self, changed: Iterable[Path]) -> None:
+        outcome = self.rebuild()
+        if outcome is Outcome.STOPPED:
+            return
+        main_changed = self.web.main.resolve() in set(changed)
+        # The web app imports the project's files as they are on disk: any new build may
+        # change what it sees (which files, read when, cannot be told), so it restarts;
+        # main.py may also be ignored by the build.
+        if outcome is Outcome.NEW or (
+            outcome is Outcome.SAME and (main_changed or self.web.needs_start)
+        ):
+            self.update_web_app()
+
+    def rebuild(self) -> Outcome:
+        """Build and serve what changed."""
+        try:
+            result = build_project(self.options, progress=self.progress)
+        except KeyboardInterrupt:
+            if self.stop.wait(_SIGNAL_GRACE_S):
+                return Outcome.STOPPED
+            # Not a Ctrl-C of ours: the project's code raised it while imported.
+            return self._failed(
+                BuildError("importing the project raised KeyboardInterrupt (not a Ctrl-C)")
+            )
+        except BuildError as exc:
+            return Outcome.STOPPED if self.stop.is_set() else self._failed(exc)
+        if self.stop.is_set():
+            return Outcome.STOPPED  # no new build to load, nor web app to start, on the way out
+        if result.skipped and result.sha256 != self.unserved:
+            if self.broken:
+                self.broken = False
+                self.say(f"Build good again: serving {result.sha256[:12]}")
+            return Outcome.SAME
+        for warning in result.warnings:
+            self.warn("Warning", str(warning))
+        try:
+            self.platform.load_copy(
+                extract_for_serving(result.archive, self.platform.copies_root, sha256=result.sha256)
+            )
+        except PlatformError as exc:
+            self.broken, self.unserved = True, result.sha256
+            self.warn("Cannot serve the new build, still serving the last", str(exc))
+            return Outcome.FAILED
+        self.broken, self.unserved = False, None
+        self.say(f"Reloaded {result.sha256[:12]}")
+        return Outcome.NEW
+
+    def _failed(self, exc: BuildError) -> Outcome:
+        self.broken = True
+        self.warn("Build failed, still serving the last build", str(exc))
+        return Outcome.FAILED
+
+    def update_web_app(self) -> None:
+        """(Re)start main.py's web app if main.py binds ``app``; else stop it."""
+        binds = defines_web_app(self.web.main)
+        if binds is False or (binds is None and not self.web.running):
+            if self.web.running:
+                self.web.stop()
+                self.say("main.py no longer binds `app`: its web app is stopped")
+            return
+        # binds is None (a syntax error, say): the restart fails and says why, while the
+        # app serving goes on.
+        try:
+            self.web.start()
+        except (WebAppError, OSError) as exc:  # its port taken meanwhile, no descriptors left
+            self.warn("Cannot start the web app", str(exc))
+
+
+def watch_and_reload(
+    root: Path, stop: threading.Event, reload: Callable[[set[Path]], None]
+) -> None:
+    """Call ``reload`` with each batch of changes to what the build reads, until ``stop``."""
+    while not stop.is_set():
+        inputs = always_watched(root)
+        outside = {path for path in inputs if not path.is_relative_to(root)}
+        # Files outside the project are watched through their folders: an editor's save
+        # replaces the file (a new inode), and a file named but missing may come later.
+        folders = sorted({path.parent for path in outside if path.parent.is_dir()})
+        for changed in _changes(root, folders, source_filter(root, inputs), stop):
+            reload(changed)
+            if always_watched(root) != inputs:
+                break  # a requirements edit named other files: watch those
+        if stop.is_set():
+            return
+        reload(set())  # what changed while that watch ended (a skipped build if nothing)
+
+
+def _changes(
+    root: Path,
+    folders: list[Path],
+    wanted: Callable[[watchfiles.Change, str], bool],
+    stop: threading.Event,
+) -> Iterator[set[Path]]:
+    """Batches of changed paths: in ``root`` and below, and in ``folders`` (not below:
+    one may hold the project), until ``stop`` or the caller stops iterating."""
+    batches: queue.Queue[set[Path] | None] = queue.Queue()
+    done = threading.Event()
+    ended = _Either(stop, done)
+
+    def follow(paths: list[Path], recursive: bool) -> None:
+        try:
+            for changes in watchfiles.watch(
+                *paths,
+                watch_filter=wanted,
+                stop_event=ended,
+                recursive=recursive,
+                raise_interrupt=False,
+            ):
+                batches.put({Path(path).resolve() for _, path in changes})
+        except (OSError, RuntimeError):  # a folder removed meanwhile: watch afresh
+            batches.put(None)
+
+    watches = [threading.Thread(target=follow, args=([root], True), daemon=True)]
+    if folders:
+        watches.append(threading.Thread(target=follow, args=(folders, False), daemon=True))
+    for watch in watches:
+        watch.start()
+    try:
+        # Short waits: the signal handler setting ``stop`` runs in this thread.
+        while not stop.is_set():
+            try:
+                batch = batches.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if batch is None:
+                return  # the caller watches afresh
+            yield batch
+    finally:
+        done.set()
+        for watch in watches:
+            watch.join(5)
+
+
+class _Either:
+    """Set once either event is: what watchfiles polls to end a watch."""
+
+    def __init__(self, first: threading.Event, second: threading.Event):
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.first.is_set() or self.second.is_set()
+
+
+def always_watched(root: Path) -> frozenset[Path]:
+    """Files read whatever the ignore files say: by the build, requirements.txt and
+    pyproject.toml and the files requirements.txt names with -r/-c (even outside the
+    project); by the web app, main.py."""
+    listed = (root / "requirements.txt", root / "pyproject.toml", root / "main.py")
+    return frozenset(path.resolve() for path in (*listed, *dependency_input_paths(root)))
+
+
+def source_filter(
+    root: Path, inputs: frozenset[Path] = frozenset()
+) -> Callable[[watchfiles.Change, str], bool]:
+    """Changes to files a build would collect, or to ``inputs`` (``always_watched``); never
+    .flash/ (our own writes) or ignored ones. Outside ``root``, a file ``inputs`` lacks
+    counts if the project now reads it (a file named by requirements.txt, created late)."""
+
+    def wanted(_change: watchfiles.Change, path: str) -> bool:
+        resolved = Path(path).resolve()
+        if resolved in inputs:
+            return True
+        try:
+            rel = resolved.relative_to(root).as_posix()
+        except ValueError:
+            return resolved in always_watched(root)
+        # Read the ignore files afresh: an edit to one changes what the build collects.
+        try:
+            return not is_ignored(root, rel)
+        except BuildError:
+            return True  # an unreadable ignore file: the rebuild reports it
+
+    return wanted

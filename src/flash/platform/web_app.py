@@ -1,0 +1,292 @@
+"""A project's ``main.py`` web app, served by uvicorn in a child process next to the platform.
+
+As with ``uvicorn --reload``, this process holds the listening socket for as long as the
+WebApp lives: while the app restarts, connections wait for the new one instead of being
+refused, and the old one finishes the requests it has (at most WEB_APP_DRAIN_S) once the new
+one is ready. A restart that fails leaves the old app serving.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from flash.build.scanner import module_bindings
+
+__all__ = [
+    "WEB_APP_DRAIN_S",
+    "WEB_APP_SLOW_S",
+    "WEB_APP_STOP_S",
+    "WebApp",
+    "WebAppError",
+    "defines_web_app",
+]
+
+# How long a replaced web app may take to finish the requests it is answering.
+WEB_APP_DRAIN_S = 30.0
+# How long stopping waits for each web app process before killing it.
+WEB_APP_STOP_S = 10.0
+# How long an app may take to start before a warning says it is still starting.
+WEB_APP_SLOW_S = 60.0
+
+_CHILD = "flash.platform._web_app_child"
+
+
+class WebAppError(Exception):
+    pass
+
+
+def defines_web_app(main: Path) -> bool | None:
+    """Whether ``main.py`` binds ``app`` at module level (read, not imported); None when
+    that cannot be told (unreadable, or a syntax error)."""
+    try:
+        return "app" in module_bindings(main.read_text(encoding="utf-8"), str(main))
+    except FileNotFoundError:
+        return False
+    except (OSError, SyntaxError, ValueError):  # ValueError: not UTF-8, or a NUL byte
+        return None
+
+
+class WebApp:
+    """``main:app`` of the project in ``root`` on ``host``:``port``, with ``env`` added to
+    its environment. ``say`` gets news, ``warn`` (title, message) problems; ``stop`` is set
+    when the app fails to start with ``fatal_if_it_fails``, and, once set, exits of the app
+    are no longer reported (the caller is stopping)."""
+
+    def __init__(
+        self,
+        root: Path,
+        host: str,
+        port: int,
+        env: dict[str, str],
+        stop: threading.Event,
+        *,
+        say: Callable[[str], None],
+        warn: Callable[[str, str], None],
+    ):
+        self.main = root / "main.py"
+        self.host = host
+        self.port = port
+        self.env = {**os.environ, **env}
+        self.stop_requested = stop
+        self.say = say
+        self.warn = warn
+        self.failure: WebAppError | None = None  # a fatal start failed
+        self._lock = threading.Lock()  # the fields below change in the watching threads too
+        self._down = False  # no app serves after a failure: the next change starts one
+        self._stale = False  # the last start failed, an older app serves on
+        self._closed = False
+        self._listener: socket.socket | None = None
+        self._lifeline: tuple[int, int] | None = None  # a pipe: its write end only here
+        self._latest: subprocess.Popen[bytes] | None = None  # the last started
+        self._serving: subprocess.Popen[bytes] | None = None  # the one taking connections
+        self._draining: set[subprocess.Popen[bytes]] = set()
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._latest is not None or self._serving is not None
+
+    @property
+    def needs_start(self) -> bool:
+        """Whether the last app failed (to start, or later): any change should retry."""
+        with self._lock:
+            return self._down or self._stale
+
+    def start(self, *, fatal_if_it_fails: bool = False) -> None:
+        """Start the app anew; the one serving goes once the new one is ready. Raises
+        WebAppError if the port cannot be had, OSError if no process can be started. A
+        failure to start is reported (``fatal_if_it_fails``: it is kept in ``failure`` and
+        sets ``stop``). On Linux, call from a thread that lives as long as the app should:
+        the kernel kills the app with the thread that started it."""
+        with self._lock:
+            if self._closed:
+                return
+            was_running = self._latest is not None or self._serving is not None
+            proc, ready = self._spawn(self._listen())
+            self._latest = proc
+        threading.Thread(
+            target=self._watch, args=(proc, ready, fatal_if_it_fails), daemon=True
+        ).start()
+        if not was_running:
+            self.say(f"Web app (main.py) on http://{self.host}:{self.port}")
+
+    def stop(self) -> None:
+        """Stop every app process (at most WEB_APP_STOP_S each); the port stays held."""
+        with self._lock:
+            procs = {p for p in (self._latest, self._serving, *self._draining) if p is not None}
+            # From here their exits are ours, not failures.
+            self._latest = self._serving = None
+            self._draining.clear()
+            self._down = self._stale = False
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(WEB_APP_STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        """``stop``, then free the port; no app starts after it."""
+        with self._lock:
+            self._closed = True
+        self.stop()
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            if self._lifeline is not None:
+                for fd in self._lifeline:
+                    os.close(fd)
+                self._lifeline = None
+
+    def _spawn(self, listener: socket.socket) -> tuple[subprocess.Popen[bytes], int]:
+        """With the lock: uvicorn on ``listener``, and the pipe end it says "ready" on."""
+        if self._lifeline is None:
+            self._lifeline = os.pipe()
+        lifeline = self._lifeline[0]
+        ready, ready_w = os.pipe()
+        fds = (listener.fileno(), ready_w, lifeline)
+        try:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    _CHILD,
+                    *map(str, fds),
+                    str(os.getpid()),
+                    str(WEB_APP_DRAIN_S),
+                ],
+                cwd=self.main.parent,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=fds,
+                # Out of our process group: a terminal's Ctrl-C or hangup is ours to handle
+                # (a graceful stop), not a KeyboardInterrupt in the middle of a request.
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(ready)
+            raise
+        finally:
+            os.close(ready_w)
+        return proc, ready
+
+    def _listen(self) -> socket.socket:
+        """With the lock: the listening socket, bound on first use and kept until close()
+        (a new one could find the port taken, or a port 0 land elsewhere)."""
+        if self._listener is not None:
+            return self._listener
+        listener = socket.socket(socket.AF_INET)  # as the platform binds its own port
+        # Bound as uvicorn binds: a port left in TIME_WAIT is free, a listened one is not.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self.port))
+            listener.listen(2048)  # uvicorn's backlog
+        except (OSError, OverflowError) as exc:
+            listener.close()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise WebAppError(
+                f"cannot serve main.py's web app on {self.host} port {self.port} "
+                f"(--app-port): {reason}"
+            ) from None
+        # Port 0: the one found here, so the address shown (and restarts) are right.
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        return listener
+
+    def _watch(self, proc: subprocess.Popen[bytes], ready: int, fatal: bool) -> None:
+        """Until ``proc`` exits: once ready it replaces the one serving; an exit we did not
+        cause is reported."""
+        started = self._wait_ready(proc, ready)
+        with self._lock:
+            current = proc is self._latest
+            if started and current:
+                self._drain(self._serving)
+                self._serving = proc
+                self._down = self._stale = False
+            elif started:
+                self._drain(proc)  # a newer one is starting, or it was stopped
+        if not started:
+            self._failed_to_start(proc, fatal)
+        elif current:
+            self._serve_until_exit(proc)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], ready: int) -> bool:
+        """Whether ``proc`` says it is ready (end of file: it exited first); a warning if it
+        takes over WEB_APP_SLOW_S."""
+        with os.fdopen(ready, "rb") as pipe:
+            if not select.select([pipe], [], [], WEB_APP_SLOW_S)[0]:
+                with self._lock:
+                    waited_for = proc is self._latest
+                if waited_for and not self.stop_requested.is_set():
+                    self.warn(
+                        "Warning",
+                        f"main.py's web app (pid {proc.pid}) has not started after "
+                        f"{WEB_APP_SLOW_S:g} s; still waiting for it",
+                    )
+            return pipe.read(1) == b"1"
+
+    def _failed_to_start(self, proc: subprocess.Popen[bytes], fatal: bool) -> None:
+        code = proc.wait()
+        with self._lock:
+            if proc is not self._latest or self.stop_requested.is_set():
+                return  # replaced or stopped by us
+            self._latest = self._serving  # the one serving, if any, serves on
+            still_serving = self._serving is not None
+            self._stale = still_serving
+            self._down = not still_serving
+        failure = WebAppError(
+            f"main.py's web app (--app-port {self.port}) exited with code {code} while "
+            "starting; its output is above"
+        )
+        if fatal:
+            self.failure = failure
+            self.stop_requested.set()
+        elif still_serving:
+            self.warn("Error", f"{failure}. Still serving the previous web app")
+        else:
+            self.warn("Error", f"{failure}. The web app is down until the next change")
+
+    def _serve_until_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.wait()
+        with self._lock:
+            if proc is not self._serving or self.stop_requested.is_set():
+                return  # drained or stopped by us
+            self._serving = None
+            restarting = self._latest is not proc
+            if not restarting:
+                self._latest = None
+                self._down = True
+        then = "a restarted one is starting" if restarting else "it is down until the next change"
+        self.warn(
+            "Error",
+            f"main.py's web app (--app-port {self.port}) exited with code {code} while "
+            f"serving; its output is above. The endpoints serve on; {then}",
+        )
+
+    def _drain(self, proc: subprocess.Popen[bytes] | None) -> None:
+        """With the lock: let ``proc`` finish its requests and exit (SIGTERM makes uvicorn
+        stop taking connections), killed if it takes too long."""
+        if proc is None or proc in self._draining:
+            return
+        self._draining.add(proc)
+        proc.terminate()
+        threading.Thread(target=self._reap, args=(proc, WEB_APP_DRAIN_S + 5), daemon=True).start()
+
+    def _reap(self, proc: subprocess.Popen[bytes], limit_s: float) -> None:
+        try:
+            proc.wait(limit_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with self._lock:
+            self._draining.discard(proc)
