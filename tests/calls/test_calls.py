@@ -74,6 +74,26 @@ def test_class_state_is_kept_across_calls(platform: LocalPlatform) -> None:
     assert asyncio.run(main()) == [101, 103, 103]
 
 
+@contextlib.contextmanager
+def _inputs_sent(platform: LocalPlatform) -> Iterator[list[tuple[str, str]]]:
+    """(endpoint, input JSON) of each job the platform takes in the block, as it took it (a
+    finished job's stored input is dropped unless it can be retried)."""
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    sent: list[tuple[str, str]] = []
+    submit = dispatcher.submit
+
+    def recording(endpoint: str, input_json: str, **options: Any) -> Any:
+        sent.append((endpoint, input_json))
+        return submit(endpoint, input_json, **options)
+
+    dispatcher.submit = recording  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        del dispatcher.submit  # the class's own again
+
+
 def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) -> None:
     model = app_module("model")
 
@@ -82,14 +102,9 @@ def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) ->
         as_pickle = model.Tally.options(serialization="pickle")(2000)
         return [await as_json.add(1), await as_pickle.add(1)]
 
-    assert asyncio.run(main()) == [1001, 2001]
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
-    store = dispatcher.store
-    texts = platform.call(
-        lambda: [store.load_input(j.id) for j in dispatcher.jobs.values() if j.endpoint == "svc-b"]
-    )
-    inputs = [json.loads(text) for text in texts]
+    with _inputs_sent(platform) as sent:
+        assert asyncio.run(main()) == [1001, 2001]
+    inputs = [json.loads(text) for endpoint, text in sent if endpoint == "svc-b"]
     sent_as_json = [i for i in inputs if i.get("init") == {"start": 1000}]
     assert [(i["function"], i["method"], i["kwargs"]) for i in sent_as_json] == [
         ("callsapp.model.Tally", "add", {"x": 1})
@@ -341,26 +356,20 @@ def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
     # pickled; one that cannot, or was told JSON, fails before sending it, naming the
     # argument (the gateway would answer 400 about the request body).
     chain = app_module("chain")
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
 
-    def pickled_jobs(function: str) -> int:
-        texts = platform.call(
-            lambda: [dispatcher.store.load_input(j.id) for j in list(dispatcher.jobs.values())]
-        )
-        inputs = [json.loads(text) for text in texts if text]
+    def pickled_jobs(sent: list[tuple[str, str]], function: str) -> int:
+        inputs = [json.loads(text) for _, text in sent]
         return sum(i.get("function_name") == f"callsapp.chain.{function}" for i in inputs)
 
-    before = pickled_jobs("sleepy")
-    assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
-    assert pickled_jobs("sleepy") == before + 1
-    # So does an integer too long to write (JSON text has no room for 5,000 digits); one
-    # just short of that goes as JSON, and its result comes back as JSON too.
-    before = pickled_jobs("helper")
-    assert asyncio.run(chain.helper(10**5000)) == 10**5000 + 1
-    assert pickled_jobs("helper") == before + 1
-    assert asyncio.run(chain.helper(10**4250)) == 10**4250 + 1
-    assert pickled_jobs("helper") == before + 1
+    with _inputs_sent(platform) as sent:
+        assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
+        assert pickled_jobs(sent, "sleepy") == 1
+        # So does an integer too long to write (JSON text has no room for 5,000 digits); one
+        # just short of that goes as JSON, and its result comes back as JSON too.
+        assert asyncio.run(chain.helper(10**5000)) == 10**5000 + 1
+        assert pickled_jobs(sent, "helper") == 1
+        assert asyncio.run(chain.helper(10**4250)) == 10**4250 + 1
+        assert pickled_jobs(sent, "helper") == 1
     forced = chain.sleepy.options(serialization="json")
     with pytest.raises(ValueError, match=r"argument seconds: -inf has no JSON form.*asked for"):
         asyncio.run(forced(float("-inf")))

@@ -40,8 +40,8 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
 ) -> None:
     async def first_life() -> str:
         dispatcher, job = await _running_on_w1(tmp_path)
-        assert dispatcher.chunk("w1", job.id, "stale-1")
-        assert dispatcher.chunk("w1", job.id, "stale-2")
+        assert _chunk(dispatcher, "w1", job.id, "stale-1")
+        assert _chunk(dispatcher, "w1", job.id, "stale-2")
         return job.id  # then the platform is killed: no clean stop
 
     async def second_life(job_id: str) -> None:
@@ -51,8 +51,8 @@ def test_a_platform_killed_mid_stream_does_not_replay_the_dead_attempts_chunks(
         assert job.stream == [] and job.status == "IN_QUEUE"
         dispatcher.register_worker("w2", "e")
         assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job_id]
-        assert dispatcher.chunk("w2", job_id, "fresh-1")
-        assert job.stream == ["fresh-1"]
+        assert _chunk(dispatcher, "w2", job_id, "fresh-1")
+        assert job.stream == [json.dumps("fresh-1")]
 
     job_id = asyncio.run(first_life())
     asyncio.run(second_life(job_id))
@@ -241,7 +241,7 @@ def test_output_a_dead_attempt_reported_is_not_the_jobs_output(tmp_path: Path) -
 def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) -> None:
     async def first_life() -> str:
         dispatcher, job = await _running_on_w1(tmp_path)
-        assert dispatcher.chunk("w1", job.id, "a") and dispatcher.chunk("w1", job.id, "b")
+        assert _chunk(dispatcher, "w1", job.id, "a") and _chunk(dispatcher, "w1", job.id, "b")
         result = '{"big": "result"}'
         assert dispatcher.done("w1", job.id, {"output": json.loads(result)}, True, result)
         return job.id
@@ -255,7 +255,7 @@ def test_a_damaged_stream_chunk_costs_that_chunk_not_the_result(tmp_path: Path) 
     assert status["status"] == "COMPLETED", status
     assert status["output"] == {"big": "result"}
     job = dispatcher.jobs[job_id]
-    assert asyncio.run(dispatcher.read_stream(job, 0)) == ["b"]
+    assert _read(dispatcher, job) == ["b"]
 
 
 def test_a_low_priority_job_stays_one_across_a_restart(
@@ -330,10 +330,10 @@ def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path
         ids = {}
         for name, items in chunks.items():
             job = await _start_on_w1(dispatcher)
-            assert dispatcher.chunk("w1", job.id, items[0])
+            assert _chunk(dispatcher, "w1", job.id, items[0])
             if name == "s0":  # a client reads the first chunk while it runs
-                assert await dispatcher.read_stream(job, 0) == items[:1]
-            assert dispatcher.chunk("w1", job.id, items[1])
+                assert _read(dispatcher, job) == items[:1]
+            assert _chunk(dispatcher, "w1", job.id, items[1])
             assert dispatcher.done("w1", job.id, {"output": 2}, True, "2")
             ids[name] = job.id
         # Only the newest two streams fit in the budget...
@@ -342,8 +342,8 @@ def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path
         # ...yet /stream answers every chunk not yet returned, in order, and /status the rest.
         for name, job_id in ids.items():
             job = dispatcher.jobs[job_id]
-            assert await dispatcher.read_stream(job, 0) == chunks[name][1 if name == "s0" else 0 :]
-            assert await dispatcher.read_stream(job, 0) == []
+            assert _read(dispatcher, job) == chunks[name][1 if name == "s0" else 0 :]
+            assert _read(dispatcher, job) == []
             assert _status(dispatcher, job_id)["output"] == 2
         return ids
 
@@ -356,7 +356,7 @@ def test_big_streams_beyond_the_memory_budget_are_served_from_the_store(tmp_path
             job = restarted.jobs[job_id]
             assert job.stream == []  # not loaded until asked for
             # What /stream returned before the restart is not handed out again.
-            assert await restarted.read_stream(job, 0) == []
+            assert _read(restarted, job) == []
             assert _status(restarted, job_id)["status"] == "COMPLETED"
 
     asyncio.run(second_life())
@@ -367,13 +367,13 @@ def test_a_restart_hands_out_only_the_stream_chunks_not_yet_read(tmp_path: Path)
         dispatcher = _dispatcher(tmp_path)
         dispatcher.register_worker("w1", "e")
         read = await _start_on_w1(dispatcher)  # read in full once it finished
-        assert dispatcher.chunk("w1", read.id, "a")
+        assert _chunk(dispatcher, "w1", read.id, "a")
         assert dispatcher.done("w1", read.id, {"output": 1}, True, "1")
-        assert await dispatcher.read_stream(read, 0) == ["a"]
+        assert _read(dispatcher, read) == ["a"]
         part = await _start_on_w1(dispatcher)  # read in part while it ran
-        assert dispatcher.chunk("w1", part.id, "b")
-        assert await dispatcher.read_stream(part, 0) == ["b"]
-        assert dispatcher.chunk("w1", part.id, "c")
+        assert _chunk(dispatcher, "w1", part.id, "b")
+        assert _read(dispatcher, part) == ["b"]
+        assert _chunk(dispatcher, "w1", part.id, "c")
         assert dispatcher.done("w1", part.id, {"output": 2}, True, "2")
         return read.id, part.id
 
@@ -382,9 +382,9 @@ def test_a_restart_hands_out_only_the_stream_chunks_not_yet_read(tmp_path: Path)
     async def second_life() -> None:
         restarted = _dispatcher(tmp_path)
         restarted.restore()
-        assert await restarted.read_stream(restarted.jobs[read_id], 0) == []
-        assert await restarted.read_stream(restarted.jobs[part_id], 0) == ["c"]
-        assert await restarted.read_stream(restarted.jobs[part_id], 0) == []
+        assert _read(restarted, restarted.jobs[read_id]) == []
+        assert _read(restarted, restarted.jobs[part_id]) == ["c"]
+        assert _read(restarted, restarted.jobs[part_id]) == []
 
     asyncio.run(second_life())
 
@@ -494,7 +494,7 @@ def test_a_retried_job_starts_without_the_output_and_chunks_of_its_failure(
         dispatcher = _dispatcher(tmp_path)
         dispatcher.register_worker("w1", "e")
         job = await _start_on_w1(dispatcher)
-        assert dispatcher.chunk("w1", job.id, "partial")
+        assert _chunk(dispatcher, "w1", job.id, "partial")
         assert dispatcher.done("w1", job.id, {"error": "boom"}, False, big)
         assert job.status == "FAILED"
         assert [p.name for p in dispatcher.store.payload_dir.iterdir()] == [f"{job.id}.output.json"]
@@ -510,17 +510,17 @@ def test_a_retried_job_starts_without_the_output_and_chunks_of_its_failure(
 def test_a_dead_workers_stream_chunks_are_not_handed_out_again(tmp_path: Path) -> None:
     async def scenario() -> None:
         dispatcher, job = await _running_on_w1(tmp_path)
-        assert dispatcher.chunk("w1", job.id, 0) and dispatcher.chunk("w1", job.id, 1)
-        assert await dispatcher.read_stream(job, 0) == [0, 1]
+        assert _chunk(dispatcher, "w1", job.id, 0) and _chunk(dispatcher, "w1", job.id, 1)
+        assert _read(dispatcher, job) == [0, 1]
         outcome = dispatcher.worker_exited("w1", "exited with code 3", blame=False)
         assert outcome == [f"job {job.id} runs again"]  # for the log line of the exit
         dispatcher.register_worker("w2", "e")
         assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job.id]
         # The new attempt yields from the start again; the reader gets only what is new.
-        assert dispatcher.chunk("w2", job.id, 0)
-        assert await dispatcher.read_stream(job, 0) == []
-        assert dispatcher.chunk("w2", job.id, 1) and dispatcher.chunk("w2", job.id, 2)
-        assert await dispatcher.read_stream(job, 0) == [2]
+        assert _chunk(dispatcher, "w2", job.id, 0)
+        assert _read(dispatcher, job) == []
+        assert _chunk(dispatcher, "w2", job.id, 1) and _chunk(dispatcher, "w2", job.id, 2)
+        assert _read(dispatcher, job) == [2]
 
     asyncio.run(scenario())
 
@@ -566,8 +566,8 @@ def test_a_platform_killed_while_a_reader_streams_hands_out_no_chunk_twice(
     async def first_life() -> str:
         dispatcher, job = await _running_on_w1(tmp_path)
         for n in range(3):
-            assert dispatcher.chunk("w1", job.id, n)
-        assert await dispatcher.read_stream(job, 0) == [0, 1, 2]
+            assert _chunk(dispatcher, "w1", job.id, n)
+        assert _read(dispatcher, job) == [0, 1, 2]
         return job.id  # then the platform is killed
 
     async def second_life(job_id: str) -> None:
@@ -577,8 +577,8 @@ def test_a_platform_killed_while_a_reader_streams_hands_out_no_chunk_twice(
         job = dispatcher.jobs[job_id]
         assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job_id]
         for n in range(5):  # the new attempt yields from the start again
-            assert dispatcher.chunk("w2", job_id, n)
-        assert await dispatcher.read_stream(job, 0) == [3, 4]
+            assert _chunk(dispatcher, "w2", job_id, n)
+        assert _read(dispatcher, job) == [3, 4]
 
     asyncio.run(second_life(asyncio.run(first_life())))
 
@@ -622,3 +622,14 @@ def test_a_worker_asked_to_stop_that_polls_again_is_not_answered_at_once(
         assert await poll == []
 
     asyncio.run(scenario())
+
+
+def _chunk(dispatcher: Dispatcher, worker_id: str, job_id: str, item: Any) -> bool:
+    return dispatcher.chunk(worker_id, job_id, json.dumps(item))
+
+
+def _read(dispatcher: Dispatcher, job: Job) -> list[Any]:
+    """The chunks a /stream poll answered (and delivered) now returns."""
+    chunks, position = dispatcher.unread_stream(job)
+    dispatcher.mark_streamed(job, position)
+    return [json.loads(chunk) for chunk in chunks]

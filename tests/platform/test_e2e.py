@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import requests
 import runpod
 from tests.helpers import alive, wait_for
-from tests.platform.apps import ended, use_client
+from tests.platform.apps import ended, use_client, write_app
 
 from flash.platform.local import LocalPlatform
 
@@ -264,3 +268,40 @@ def test_worker_output_is_echoed_with_endpoint_and_worker_prefix(served: LocalPl
         30,
         "the job's output with its prefix",
     )
+
+
+# Yields each of the files it is given, once that file exists: the test says when.
+GATED = """
+import os
+import time
+from flash.runtime.worker import start
+
+def handler(job):
+    for gate in job["input"]["gates"]:
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        yield gate
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_stream_reader_that_hangs_up_while_waiting_takes_no_chunk(
+    platform_factory: Callable[..., LocalPlatform], tmp_path: Path
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"gated": (GATED, {})}))
+    gates = [str(tmp_path / f"gate-{n}") for n in range(2)]
+    job_id = _raw(platform, "POST", "gated/run", json={"input": {"gates": gates}}).json()["id"]
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    address = urlsplit(platform.url)
+    with socket.create_connection((address.hostname, address.port)) as reader:
+        reader.sendall(f"GET /v2/gated/stream/{job_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # It waits (up to a second) for a chunk; then its reader hangs up...
+        wait_for(lambda: dispatcher._stream_waiters.get(job_id), what="the poll to wait")
+    for gate in gates:  # ...and the chunks come while it would still be waiting
+        Path(gate).touch()
+    assert ended(platform, "gated", job_id)["output"] == gates
+    stream = _raw(platform, "GET", f"gated/stream/{job_id}").json()["stream"]
+    assert [item["output"] for item in stream] == gates  # none went to the reader that left

@@ -7,7 +7,6 @@ through to the ``JobStore`` before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -17,7 +16,7 @@ from typing import Any
 
 from flash.platform import jobs as js
 from flash.platform.jobs import Job
-from flash.platform.store import JobStore
+from flash.platform.store import INLINE_BYTES, JobStore
 
 # How long a job-take or job-stop long-poll is held before answering "nothing".
 POLL_HOLD_S = 20.0
@@ -229,21 +228,26 @@ class Dispatcher:
             await self._wait(self._final_waiters, job.id, timeout)
         return job.final
 
-    async def read_stream(self, job: Job, timeout: float) -> list[Any]:
-        """Chunks not yet returned; waits up to ``timeout`` for one if there are none."""
+    async def wait_stream(self, job: Job, timeout: float) -> None:
+        """Wait up to ``timeout`` for a chunk not yet returned, unless there is one (or the
+        job ended)."""
         if job.stream_sent >= len(job.stream) and not job.final and timeout > 0:
             await self._wait(self._stream_waiters, job.id, timeout)
-        # Checked after the wait: the job may have finished and had its chunks evicted.
+
+    def unread_stream(self, job: Job) -> tuple[list[str], int]:
+        """The JSON texts of the chunks not yet returned, and the position after them: they
+        count as returned once ``mark_streamed`` says so (after the answer was sent)."""
         if job.stream_in_store:  # only the chunks not yet sent are read
-            new, job.stream_sent = self.store.load_stream(job.id, job.stream_sent)
-        else:
-            new = job.stream[job.stream_sent :]
-            job.stream_sent += len(new)
-        if new:
+            return self.store.load_stream(job.id, job.stream_sent)
+        return job.stream[job.stream_sent :], len(job.stream)
+
+    def mark_streamed(self, job: Job, position: int) -> None:
+        """The chunks before ``position`` were delivered: /stream goes on after them."""
+        if position > job.stream_sent:
+            job.stream_sent = position
             # A restart must not hand these out again: a running job runs again from its
             # start, and /stream goes on past the chunks its readers have.
             self.store.save(job)
-        return new
 
     def cancel(self, job: Job) -> Job:
         if not job.final:
@@ -251,7 +255,7 @@ class Dispatcher:
         return job
 
     def retry(self, job: Job) -> Job:
-        if job.status not in (js.FAILED, js.TIMED_OUT):
+        if job.status not in js.RETRYABLE:
             raise ValueError(
                 f"job {job.id} is {job.status}; only FAILED or TIMED_OUT jobs can be retried"
             )
@@ -322,6 +326,8 @@ class Dispatcher:
         if (first or self.queued[job.endpoint] <= 1) and self._hand_to_taker(job):
             return
         queue = self.queues[job.endpoint]
+        if job.input_json is not None and len(job.input_json) > INLINE_BYTES:
+            job.input_json = None  # a file of the store: read back when a worker takes the job
         if first:
             queue.appendleft(job.id)
         else:
@@ -350,6 +356,8 @@ class Dispatcher:
     def status_json(self, job: Job) -> str:
         """What ``GET /status`` answers for ``job``; a big finished output is read from the
         store when it is no longer in memory."""
+        if job.output_is_stream:
+            return job.body_json(self._stream_output(job))
         if job.output_in_store:
             try:
                 return job.body_json(self.store.load_output(job.id))
@@ -358,6 +366,11 @@ class Dispatcher:
                 # now, is the caller's 500: the job keeps its file.)
                 self._lose_output(job, err)
         return job.body_json()
+
+    def _stream_output(self, job: Job) -> str:
+        """The output of a job whose output is its stream: its chunks' texts, spliced."""
+        chunks = self.store.load_stream(job.id)[0] if job.stream_in_store else job.stream
+        return f"[{', '.join(chunks)}]"
 
     def _lose_output(self, job: Job, err: ValueError) -> None:
         """Fail a finished job whose stored output is damaged or gone, and store it so."""
@@ -378,6 +391,8 @@ class Dispatcher:
             if job.idempotency_key is not None:
                 self._idempotent.pop((job.endpoint, job.idempotency_key), None)
         self.store.delete(expired)
+        if expired:
+            self.store.give_back_space()
         self.store.forget_nonces(now)
         return len(expired)
 
@@ -406,7 +421,7 @@ class Dispatcher:
                 self._assign(job, worker_id)
             if taken[-1].crashes:  # a suspect left the front: the workers it held up may take
                 self._serve_takers(state.endpoint)
-            return taken
+            return self._with_inputs(taken)
         fut: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
         taker = _Taker(worker_id, size, fut)
         self.takers[state.endpoint].append(taker)
@@ -418,7 +433,27 @@ class Dispatcher:
                 # Still waiting (or the poll was cancelled): withdraw synchronously, so no
                 # job can be handed to it any more.
                 self._drop_taker(taker)
-        return fut.result() if fut.done() else []
+        return self._with_inputs(fut.result()) if fut.done() else []
+
+    def _with_inputs(self, taken: list[Job]) -> list[Job]:
+        """The jobs a worker took, with the inputs that waited in the store read back; a job
+        whose input cannot be read fails instead."""
+        ready = []
+        for job in taken:
+            try:
+                if job.input_json is None:
+                    job.input_json = self._stored_input(job.id)
+            except (OSError, ValueError) as err:
+                self._finish(job, js.FAILED, error=f"{err}; it was not run")
+                continue
+            ready.append(job)
+        return ready
+
+    def _stored_input(self, job_id: str) -> str:
+        stored = self.store.load_input(job_id)
+        if stored is None:
+            raise ValueError(f"job {job_id} has no stored input")
+        return stored
 
     async def stop_signals(self, worker_id: str) -> list[str]:
         state = self.workers[worker_id]
@@ -468,7 +503,8 @@ class Dispatcher:
             self._finish(job, js.FAILED, error=error, output_json=output_json)
             return True
         if is_stream and not body.get("output") and job.stream:
-            output_json = json.dumps(job.stream)
+            # Its output is its chunks, read from them when asked for: not stored twice.
+            job.output_is_stream, output_json = True, None
         self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
 
@@ -480,12 +516,14 @@ class Dispatcher:
             return
         self._finish(job, js.FAILED, error=f"the worker's result was refused: {reason}")
 
-    def chunk(self, worker_id: str, job_id: str, output: Any) -> bool:
+    def chunk(self, worker_id: str, job_id: str, output_json: str) -> bool:
+        """Record a stream item, the JSON text of its output."""
         job = self._reported(worker_id, job_id)
         if job is None:
             return False
-        job.stream_bytes += self.store.add_chunk(job.id, len(job.stream), output)
-        job.stream.append(output)
+        self.store.add_chunk(job.id, len(job.stream), output_json)
+        job.stream_bytes += len(output_json)
+        job.stream.append(output_json)
         self._wake(self._stream_waiters, job.id)
         return True
 
@@ -701,6 +739,7 @@ class Dispatcher:
         job.worker_id = None
         job.started_at = None
         job.output_json = None  # reported while running: the next attempt starts afresh
+        job.output_is_stream = False
         job.stream = []
         job.stream_bytes = 0
         job.stream_in_store = False
@@ -728,11 +767,13 @@ class Dispatcher:
         # platform stopped before the receiver answered delivers it at its next start.
         job.webhook_pending = job.webhook is not None
         job.webhook_attempts = 0
+        # Only a job that failed or timed out can run again: the input of any other is dead.
+        drop_input = status not in js.RETRYABLE
         if output_json is not None or job.output_json is not None:
             job.output_json = output_json
-            self.store.save_with_output(job)
+            self.store.save_with_output(job, drop_input=drop_input)
         else:
-            self.store.save(job)
+            self.store.save(job, drop_input=drop_input)
         self._keep_output(job)
         self._cancel_timer(job.id)
         ttl = self._ttl_timers.pop(job.id, None)
@@ -824,10 +865,12 @@ class Dispatcher:
         """Wait up to ``timeout`` for ``_wake(waiters, job_id)``."""
         fut = asyncio.get_running_loop().create_future()
         waiters.setdefault(job_id, []).append(fut)
-        await asyncio.wait([fut], timeout=timeout)
-        pending = waiters.get(job_id)
-        if pending and fut in pending:
-            pending.remove(fut)
+        try:
+            await asyncio.wait([fut], timeout=timeout)
+        finally:  # a wait given up (its caller hung up) is no waiter any more either
+            pending = waiters.get(job_id)
+            if pending and fut in pending:
+                pending.remove(fut)
 
     @staticmethod
     def _wake(waiters: dict[str, list[asyncio.Future[None]]], job_id: str) -> None:

@@ -21,12 +21,11 @@ from flash.platform.dispatch import Dispatcher
 from flash.platform.store import NonceUsed
 from flash.platform.supervisor import Supervisor
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
+from flash.runtime.protocol import RUN_LIMIT, RUNSYNC_LIMIT
 from flash.runtime.signing import CLOCK_SKEW_S, MAX_TTL_S, signed_nonce
 
 # Deeper JSON is refused with 400 before anything else looks at it.
 MAX_JSON_DEPTH = 256
-RUN_LIMIT = 10 * 1024 * 1024
-RUNSYNC_LIMIT = 20 * 1024 * 1024
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
 RUNSYNC_MAX_WAIT_MS = 300_000
 STREAM_HOLD_S = 1.0
@@ -266,16 +265,10 @@ class Gateway:
         """
         if job.final or timeout <= 0:
             return job.final
-        hangup = asyncio.ensure_future(_disconnected(request))
-        done = asyncio.ensure_future(self.dispatcher.wait_final(job, timeout))
-        await asyncio.wait([hangup, done], return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():
-            done.cancel()
-            if hangup.result() and job.webhook is None:
-                self.dispatcher.cancel(job)
-            return job.final
-        hangup.cancel()
-        return done.result()
+        hung_up = await _hung_up(request, self.dispatcher.wait_final(job, timeout))
+        if hung_up and job.webhook is None:
+            self.dispatcher.cancel(job)
+        return job.final
 
     async def status(self, request: Request) -> Response:
         job = self._job(request)
@@ -294,9 +287,15 @@ class Gateway:
         job = self._job(request)
         if isinstance(job, Response):
             return job
-        chunks = await self.dispatcher.read_stream(job, STREAM_HOLD_S)
-        return _json(
-            {"id": job.id, "status": job.status, "stream": [{"output": c} for c in chunks]}
+        if await _hung_up(request, self.dispatcher.wait_stream(job, STREAM_HOLD_S)):
+            return Response(status_code=_NO_CONTENT)  # nobody reads it: no chunk is handed out
+        chunks, position = self.dispatcher.unread_stream(job)
+        items = ", ".join(f'{{"output": {chunk}}}' for chunk in chunks)
+        head = json.dumps({"id": job.id, "status": job.status})
+        return _AfterSent(
+            f'{head[:-1]}, "stream": [{items}]}}',  # the chunks' texts spliced in
+            # Only chunks that reached the reader count as returned.
+            lambda: self.dispatcher.mark_streamed(job, position),
         )
 
     async def cancel(self, request: Request) -> Response:
@@ -394,11 +393,11 @@ class Gateway:
         if isinstance(parsed, str):
             # The item is lost: a stream that went on without it would look complete.
             return self._refuse(request, parsed)
-        body = parsed[0]
-        if "output" not in body:  # a stream that went on without it would look complete
+        output_json = parsed[1]  # None: the body has no output
+        if output_json is None:  # a stream that went on without it would look complete
             return self._refuse(request, "a stream item without 'output'")
         accepted = self.dispatcher.chunk(
-            request.path_params["worker"], request.path_params["job_id"], body["output"]
+            request.path_params["worker"], request.path_params["job_id"], output_json
         )
         return _json({"accepted": accepted})
 
@@ -426,6 +425,32 @@ class Gateway:
             return _error(404, f"no endpoint named {name!r}")
         base = f"{request.url.scheme}://{request.url.netloc}"
         return _json(openapi.endpoint_document(name, deployment.spec.resource, base))
+
+
+class _AfterSent(Response):
+    """A JSON answer that calls ``sent`` once it was written whole (not if writing it
+    failed)."""
+
+    def __init__(self, text: str, sent: Callable[[], None]) -> None:
+        super().__init__(text, media_type="application/json")
+        self.sent = sent
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
+        self.sent()
+
+
+async def _hung_up(request: Request, waiting: Awaitable[Any]) -> bool:
+    """Await ``waiting``, unless the caller hangs up first (``waiting`` is then cancelled);
+    whether it did."""
+    hangup = asyncio.ensure_future(_disconnected(request))
+    done = asyncio.ensure_future(waiting)
+    await asyncio.wait([hangup, done], return_when=asyncio.FIRST_COMPLETED)
+    if done.done():
+        hangup.cancel()
+        return False
+    done.cancel()
+    return True
 
 
 async def _disconnected(request: Request) -> bool:

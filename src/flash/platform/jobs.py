@@ -14,6 +14,8 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 TIMED_OUT = "TIMED_OUT"
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
+# Only these can be retried: the input of a job that ended otherwise is never needed again.
+RETRYABLE = frozenset({FAILED, TIMED_OUT})
 
 # Production retention of finished results, by how the job was submitted.
 RUN_RETENTION_S = 30 * 60
@@ -30,7 +32,8 @@ class Job:
     id: str
     endpoint: str
     # The input and the output as JSON text, encoded once (or cut from the request) and
-    # then stored and sent as they are. The input is dropped once the job is final.
+    # then stored and sent as they are. The input is dropped once the job is final, and a
+    # big one (a file of the store) waits there while the job is queued: None until taken.
     input_json: str | None
     status: str = IN_QUEUE
     seq: int = 0
@@ -67,8 +70,12 @@ class Job:
     webhook_pending: bool = False
     # Delivery attempts of this end that failed, across restarts (they are bounded).
     webhook_attempts: int = 0
-    stream: list[Any] = field(default_factory=list)
+    # The JSON texts of its stream chunks, as the worker sent them.
+    stream: list[str] = field(default_factory=list)
     stream_sent: int = 0
+    # Its output is the list of its stream chunks (a stream whose end reported none): built
+    # from them when asked for, not stored a second time.
+    output_is_stream: bool = False
     # The size of its chunks' JSON text, counted against the same memory budget as big
     # outputs once the job is final. Beyond it, a finished job's chunks are kept in the store
     # only (JobStore.load_stream): ``stream`` is then empty until they are asked for.

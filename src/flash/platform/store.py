@@ -42,16 +42,17 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (job_id, n)
 );
 """
-# A job's input and output up to _INLINE_BYTES are kept in its row (one statement writes
+# A job's input and output up to INLINE_BYTES are kept in its row (one statement writes
 # them). Bigger ones, which can be megabytes, are files of the payload folder, each written
 # once, and the row holds _IN_FILE (no JSON text is empty) in their place: SQLite rewrites
 # a whole row on UPDATE, and writes a megabyte value twice (its log, then the database) in
 # 4 KB pages with a checksum each, which costs fifteen times what a file does. Finished
 # jobs are loaded without their input (only a retry needs it) and without a big output
-# (read when asked for). Databases of earlier versions kept big payloads as rows of a
-# ``payloads`` table (moved to this layout when opened), every input inside ``request``
-# before inputs had a column, and the output inside ``state``: those are still found there.
-_INLINE_BYTES = 4096
+# (read when asked for), queued ones without a big input (read when a worker takes them).
+# Databases of earlier versions kept big payloads as rows of a ``payloads`` table (moved
+# to this layout when opened), every input inside ``request`` before inputs had a column,
+# and the output inside ``state``: those are still found there.
+INLINE_BYTES = 4096
 _IN_FILE = ""
 # Job ids are the platform's own (a UUID and a suffix); anything else gets no file name.
 _FILE_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
@@ -61,6 +62,15 @@ _ADD_COLUMNS = {
     "output": "ALTER TABLE jobs ADD COLUMN output TEXT",
 }
 _INPUT, _OUTPUT = "input", "output"
+# Space freed by deleted jobs goes back to the file system (auto_vacuum=INCREMENTAL; a
+# database made before needs one VACUUM to switch, done at open when it is cheap: little
+# live data, or mostly free pages), and the log is cut back to _LOG_KEEP_BYTES after each
+# checkpoint: one 50 MB result must not leave a 50 MB log behind for good.
+_INCREMENTAL_VACUUM = 2
+_CHEAP_VACUUM_BYTES = 64 * 1024 * 1024
+_LOG_KEEP_BYTES = 16 * 1024 * 1024
+# A prune gives the free pages back when they are this big, or a quarter of the file.
+_RECLAIM_BYTES = 16 * 1024 * 1024
 _FINAL = tuple(sorted(FINAL))
 _LOAD = f"""
 SELECT seq, id, endpoint, status, request, created_at, state,
@@ -70,8 +80,10 @@ FROM jobs ORDER BY seq
 """
 # Which jobs have stream chunks; the chunks themselves are read when asked for (load_stream).
 _STREAMED = "SELECT DISTINCT job_id FROM chunks"
-_SAVE = "UPDATE jobs SET status = ?, state = ? WHERE id = ?"
-_SAVE_WITH_OUTPUT = "UPDATE jobs SET status = ?, state = ?, output = ? WHERE id = ?"
+# The last parameter but one says whether to drop the input (a job that can never run again).
+_DROP_INPUT = "input = CASE WHEN ? THEN NULL ELSE input END"
+_SAVE = f"UPDATE jobs SET status = ?, state = ?, {_DROP_INPUT} WHERE id = ?"
+_SAVE_WITH_OUTPUT = f"UPDATE jobs SET status = ?, state = ?, output = ?, {_DROP_INPUT} WHERE id = ?"
 
 _STATE_FIELDS = (
     "queued_at",
@@ -85,6 +97,7 @@ _STATE_FIELDS = (
     "expires_at",
     "retention_ms",
     "stream_sent",
+    "output_is_stream",
     "webhook_pending",
     "webhook_attempts",
 )
@@ -103,14 +116,42 @@ class JobStore:
         _owner_only(path, self.payload_dir)
         # Autocommit: each statement is its own durable transaction.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # Before any table exists: a new database has it from the start.
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA journal_size_limit={_LOG_KEEP_BYTES}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for column, add_column in _ADD_COLUMNS.items():
             if column not in columns:
                 self._db.execute(add_column)
         self._move_payload_rows()
+        self._switch_to_incremental_vacuum()
+
+    def _pragma(self, name: str) -> int:
+        return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+
+    def _switch_to_incremental_vacuum(self) -> None:
+        """Rebuild a database made without auto_vacuum once, when that is cheap; a big one
+        with little free space keeps its layout (and its size) until it is."""
+        if self._pragma("auto_vacuum") == _INCREMENTAL_VACUUM:
+            return
+        pages, free = self._pragma("page_count"), self._pragma("freelist_count")
+        live_bytes = (pages - free) * self._pragma("page_size")
+        if live_bytes <= _CHEAP_VACUUM_BYTES or free * 2 >= pages:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def give_back_space(self) -> None:
+        """Return the pages that deleted jobs freed to the file system, and empty the log,
+        once they are worth it (see _RECLAIM_BYTES)."""
+        pages, free = self._pragma("page_count"), self._pragma("freelist_count")
+        if free * self._pragma("page_size") < _RECLAIM_BYTES and free * 4 < pages:
+            return
+        # executescript steps the pragma to its end; execute would free one page.
+        self._db.executescript("PRAGMA incremental_vacuum")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _move_payload_rows(self) -> None:
         """Move the big payloads an earlier version kept as rows of ``payloads`` to files (or
@@ -159,7 +200,7 @@ class JobStore:
         with the job: :class:`NonceUsed` if a job claimed it before, and nothing is stored.
         """
         input_json = job.input_json if job.input_json is not None else "null"
-        big = len(input_json) > _INLINE_BYTES
+        big = len(input_json) > INLINE_BYTES
         if nonce is None and not big:
             return self._insert_row(job, input_json)
         with self._transaction():  # the row first: a taken id writes no file
@@ -195,24 +236,30 @@ class JobStore:
         )
         return int(cur.lastrowid or 0)
 
-    def save(self, job: Job) -> None:
-        """Write the job's state, not its output (see ``save_with_output``)."""
-        self._db.execute(_SAVE, (job.status, _state(job), job.id))
+    def save(self, job: Job, *, drop_input: bool = False) -> None:
+        """Write the job's state, not its output (see ``save_with_output``); ``drop_input``:
+        and forget its input (it never runs again)."""
+        self._db.execute(_SAVE, (job.status, _state(job), drop_input, job.id))
+        self._remove_dropped_input(job.id, drop_input)
 
-    def save_with_output(self, job: Job) -> None:
-        """Write the job's state and its output (or that it has none)."""
+    def save_with_output(self, job: Job, *, drop_input: bool = False) -> None:
+        """Write the job's state and its output (or that it has none); ``drop_input`` as
+        for ``save``."""
         output = job.output_json
-        if output is not None and len(output) > _INLINE_BYTES:
+        values = (job.status, _state(job))
+        if output is not None and len(output) > INLINE_BYTES:
             with self._transaction():
-                self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), _IN_FILE, job.id))
+                self._db.execute(_SAVE_WITH_OUTPUT, (*values, _IN_FILE, drop_input, job.id))
                 self._write_payload(job.id, _OUTPUT, output)
-            return
-        if output is not None:
-            self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), output, job.id))
-            self._remove_payloads([job.id], (_OUTPUT,))  # one that shrank to fit the row
-            return
-        self._db.execute(_SAVE_WITH_OUTPUT, (job.status, _state(job), None, job.id))
-        self._remove_payloads([job.id], (_OUTPUT,))
+        else:
+            self._db.execute(_SAVE_WITH_OUTPUT, (*values, output, drop_input, job.id))
+            self._remove_payloads([job.id], (_OUTPUT,))  # none now, or one that fits the row
+        self._remove_dropped_input(job.id, drop_input)
+
+    def _remove_dropped_input(self, job_id: str, dropped: bool) -> None:
+        # After the row: a crash in between leaves a file no row points to (removed at load).
+        if dropped:
+            self._remove_payloads([job_id], (_INPUT,))
 
     def save_requeued(self, jobs: list[Job]) -> None:
         """Write the state of jobs sent back to the queue, and that they have no output or
@@ -221,7 +268,8 @@ class JobStore:
             return
         with self._transaction():
             self._db.executemany(
-                _SAVE_WITH_OUTPUT, [(job.status, _state(job), None, job.id) for job in jobs]
+                _SAVE_WITH_OUTPUT,
+                [(job.status, _state(job), None, False, job.id) for job in jobs],
             )
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(j.id,) for j in jobs])
         self._remove_payloads([job.id for job in jobs], (_OUTPUT,))
@@ -235,7 +283,8 @@ class JobStore:
             return _checked(self._text(job_id, _OUTPUT, row[1]) or "")
 
     def load_input(self, job_id: str) -> str | None:
-        """The stored input's JSON text; a ValueError says if it cannot be read."""
+        """The stored input's JSON text (None: it has none, or it was dropped); a ValueError
+        says if it cannot be read."""
         row = self._stored(_INPUT, job_id)
         if row is None:
             return None
@@ -249,18 +298,16 @@ class JobStore:
         ).fetchone()
         return row
 
-    def add_chunk(self, job_id: str, n: int, chunk: Any) -> int:
-        """Store chunk ``n`` of the job's stream; the size of its JSON text."""
-        text = json.dumps(chunk)
+    def add_chunk(self, job_id: str, n: int, chunk_json: str) -> None:
+        """Store chunk ``n`` of the job's stream, as the JSON text it came as."""
         self._db.execute(
             "INSERT OR REPLACE INTO chunks (job_id, n, chunk) VALUES (?, ?, ?)",
-            (job_id, n, text),
+            (job_id, n, chunk_json),
         )
-        return len(text)
 
-    def load_stream(self, job_id: str, start: int = 0) -> tuple[list[Any], int]:
-        """The job's stored stream chunks from number ``start`` on, in order (a damaged one is
-        left out), and the number after the last one read."""
+    def load_stream(self, job_id: str, start: int = 0) -> tuple[list[str], int]:
+        """The JSON texts of the job's stored stream chunks from number ``start`` on, in order
+        (a damaged one is left out), and the number after the last one read."""
         rows = self._db.execute(
             "SELECT n, chunk FROM chunks WHERE job_id = ? AND n >= ? ORDER BY n", (job_id, start)
         ).fetchall()
@@ -290,6 +337,8 @@ class JobStore:
         for row in self._db.execute(_LOAD, _FINAL).fetchall():
             try:
                 job = _job(row, self._text)
+                if not job.final and job.input_json is None:  # read when a worker takes it
+                    self._check_file(job.id, _INPUT)
                 job.stream_in_store = job.id in streamed
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 job = _unreadable_job(row, err)
@@ -323,6 +372,11 @@ class JobStore:
         with os.fdopen(fd, "wb") as fh:
             fh.write(text.encode("utf-8", "surrogatepass"))
         os.replace(partial, path)
+
+    def _check_file(self, job_id: str, kind: str) -> None:
+        """A ValueError if the job's ``kind`` file is gone (it is lost)."""
+        if not self._payload_path(job_id, kind).exists():
+            raise ValueError(f"its {kind} file is gone")
 
     def _text(self, job_id: str, kind: str, stored: str | None) -> str | None:
         """The payload ``stored`` in a row, or in its file when the row holds _IN_FILE; a
@@ -374,12 +428,12 @@ def _job(row: tuple[Any, ...], text: Callable[[str, str, str | None], str | None
     """The job of a row of _LOAD; ``text(job_id, kind, stored)`` reads a payload's file."""
     seq, job_id, endpoint, status, request, created_at, state, stored_input, output = row[:9]
     req = json.loads(request)
+    # A queued job's big input stays in its file until a worker takes the job.
+    in_memory = status not in FINAL and stored_input != _IN_FILE
     job = Job(
         id=job_id,
         endpoint=endpoint,
-        input_json=(
-            None if status in FINAL else _input_json(request, text(job_id, _INPUT, stored_input))
-        ),
+        input_json=_input_json(request, stored_input) if in_memory else None,
         status=status,
         seq=seq,
         webhook=req["webhook"],
@@ -409,12 +463,12 @@ def _capped(limit_ms: int | None) -> int | None:
     return None if limit_ms is None else min(limit_ms, MAX_POLICY_MS)
 
 
-def _readable_chunks(texts: list[str]) -> list[Any]:
+def _readable_chunks(texts: list[str]) -> list[str]:
     """The stream chunks that can be read; a damaged one is dropped, not the job with it."""
     chunks = []
     for text in texts:
         try:
-            chunks.append(json.loads(text))
+            chunks.append(_checked(text))
         except ValueError:
             continue
     return chunks
@@ -438,9 +492,10 @@ def _unreadable_job(row: tuple[Any, ...], err: Exception) -> Job:
     )
 
 
-def _input_json(request: str, stored_input: str | None) -> str:
-    if stored_input is None:  # written before inputs had their own column
-        return json.dumps(json.loads(request).get("input"))
+def _input_json(request: str, stored_input: str | None) -> str | None:
+    if stored_input is None:  # dropped, or written before inputs had their own column
+        fields = json.loads(request)
+        return json.dumps(fields["input"]) if "input" in fields else None
     return _checked(stored_input)
 
 
