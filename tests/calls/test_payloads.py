@@ -45,6 +45,15 @@ FILES = {
         @remote(big)
         def typed_size(data: bytes) -> int:
             return len(data)
+
+
+        @remote(big)
+        class Store:
+            def __init__(self, name):
+                self.name = name
+
+            def put(self, blob, tag=None):
+                return len(blob)
     """,
 }
 
@@ -64,6 +73,9 @@ def test_a_call_over_the_limit_fails_before_it_is_sent_naming_the_argument(sizes
     assert "biggest argument is data (21.3 MiB)" in message
     assert "by reference" in message and "split the call" in message
     assert message.endswith("[payloadsapp.sizes.size_of on big]")
+    # A method's positional argument is named as its parameter (the instance takes self).
+    with pytest.raises(flash.PayloadTooLargeError, match=r"biggest argument is blob \(21.3"):
+        asyncio.run(sizes.Store("s").put(b"x" * TOO_BIG))
     # Typed and forced to JSON: the same error, named by its keyword.
     as_json = sizes.typed_size.options(serialization="json")
     with pytest.raises(flash.PayloadTooLargeError, match="biggest argument is data"):

@@ -86,7 +86,6 @@ _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
 _MAP_JOB_BYTES = RUNSYNC_LIMIT * 3 // 4
 # bytes at least this big go pickled in "auto" mode (when the client may sign): JSON
 # escapes each control or non-ASCII byte as \uXXXX, up to 6 times its size; base64 is 4/3.
-_BIG_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -233,12 +232,6 @@ class PlatformInvoker:
         target = _target(fn)
         mode = fn.call_options.serialization
         codec = _codec(fn, self.signing_key)
-        if (
-            codec is not None
-            and _may_auto_pickle(mode, self.signing_key)
-            and _holds_big_bytes(args, kwargs)
-        ):
-            codec = None  # their pickle is far smaller than their JSON
         if codec is not None:
             arguments: dict[str, Any] = {}
             try:
@@ -249,6 +242,11 @@ class PlatformInvoker:
                 if self.signing_key is None or mode == "json":
                     raise _not_json(target, exc, mode, arguments) from None
                 # Sent pickled instead, which a function (it keeps no state) does not notice.
+            except PayloadTooLargeError:
+                if not _may_auto_pickle(mode, self.signing_key):
+                    raise
+                # Refused before it ran: its pickle may fit (JSON writes a byte of bytes as
+                # up to 6 characters).
             else:
                 return _decode_json(codec, output, target, job_id)
         self._may_pickle(target)
@@ -743,11 +741,11 @@ class PlatformInvoker:
 def _by_size(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
     """``items`` (pickled calls) in order, in runs whose sizes as sent add up to ``budget``
     at most; an item bigger than that on its own (whether it fits, the limit says)."""
-    runs: list[list[dict[str, Any]]] = [[]]
+    runs: list[list[dict[str, Any]]] = []
     total = 0
     for item in items:
         size = sum(map(len, item["args"])) + sum(map(len, item["kwargs"].values()))
-        if runs[-1] and total + size > budget:
+        if not runs or (runs[-1] and total + size > budget):
             runs.append([])
             total = 0
         runs[-1].append(item)
@@ -767,7 +765,9 @@ def _too_large(
     target: _Target, payload: Mapping[str, Any], size: int, limit: str
 ) -> PayloadTooLargeError:
     """The error for a request over ``limit`` (its words), naming its biggest argument."""
-    sizes = dict(_argument_sizes(payload, _positional_names(target.owner)))
+    sizes: dict[str, int] = {}
+    for name, size in _argument_sizes(payload, target.owner):
+        sizes[name] = max(size, sizes.get(name, 0))  # a map job's items share names
     biggest = max(sizes, key=sizes.__getitem__, default=None)
     which = (
         "" if biggest is None else f"; its biggest argument is {biggest} ({_size(sizes[biggest])})"
@@ -779,16 +779,16 @@ def _too_large(
     )
 
 
-def _argument_sizes(
-    payload: Mapping[str, Any], params: tuple[str, ...]
-) -> Iterator[tuple[str, int]]:
+def _argument_sizes(payload: Mapping[str, Any], owner: Any) -> Iterator[tuple[str, int]]:
     """Each argument of a job's input (a map job's items' too) by name, with its size as
-    sent. Positional arguments of a pickled call are named by ``params``."""
+    sent. Positional arguments of a pickled call are named by the parameters of ``owner``
+    (the function, or the class and its method) they bind to."""
     for item in payload.get("items") or ():
-        yield from _argument_sizes(item, params)
+        yield from _argument_sizes(item, owner)
+    method = payload.get("method_name")
     for field_name, values in payload.items():
         if field_name in ("args", "method_args") and isinstance(values, list):
-            names = params if field_name == "args" else ()
+            names = _positional_names(owner, method if field_name == "method_args" else None)
             for index, value in enumerate(values):
                 label = names[index] if index < len(names) else f"{field_name}[{index}]"
                 yield label, len(_json_body(value))
@@ -797,13 +797,18 @@ def _argument_sizes(
                 yield name, len(_json_body(value))
 
 
-def _positional_names(owner: Any) -> tuple[str, ...]:
-    """The names a function's (or a class constructor's) positional arguments bind to."""
-    found = None if owner is None else _signature(owner, None)
+def _positional_names(owner: Any, method: str | None) -> tuple[str, ...]:
+    """The names a function's (a class constructor's, or its ``method``'s) positional
+    arguments bind to."""
+    found = (
+        None if owner is None else _signature(owner, method if isinstance(method, str) else None)
+    )
     if found is None:
         return ()
+    signature, bound = found
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return tuple(p.name for p in found[0].parameters.values() if p.kind in positional)
+    names = tuple(p.name for p in signature.parameters.values() if p.kind in positional)
+    return names[1:] if bound else names  # the instance takes the first
 
 
 def _size(n: int) -> str:
@@ -907,14 +912,6 @@ def _may_auto_pickle(mode: str, signing_key: bytes | None) -> bool:
     from a caller with the key. Without it the call goes as JSON, the only kind an endpoint
     takes from such a caller."""
     return mode == "auto" and signing_key is not None
-
-
-def _holds_big_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether an argument is bytes of _BIG_BYTES or more, which "auto" sends pickled."""
-    return any(
-        isinstance(value, (bytes, bytearray)) and len(value) >= _BIG_BYTES
-        for value in (*args, *kwargs.values())
-    )
 
 
 def _method_codecs(

@@ -237,7 +237,8 @@ class RemoteFunction(_Remote):
         """``[await fn(item) for item in items]``, ``concurrency`` jobs at a time, in order.
 
         On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
-        every slot busy a few times over; fewer where their size would pass the body limit),
+        every slot busy a few times over; a chunk whose items' size would pass the body limit
+        goes as several jobs, one after another),
         which saves most of the per-job cost. A failed
         item (or a chunk's failed job, for each of its items) does not stop the others; then
         MapError lists every failure, unless ``return_exceptions`` puts each exception in its
