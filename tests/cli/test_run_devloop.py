@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.helpers import alive, free_port, processes_under, wait_for
 
 from flash.cli.init import write_starter
@@ -94,10 +95,15 @@ class FlashRun:
     """`flash run PROJECT` in a session of its own (signalled as a terminal signals its
     foreground group), its output collected as it comes; ``nohup``: run under nohup."""
 
-    def __init__(self, project: Path, app_port: int, *, nohup: bool = False) -> None:
+    def __init__(
+        self, project: Path, app_port: int, *, nohup: bool = False, ignore_sigint: bool = False
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as in a log or CI
+        # As a shell runs `flash run &` in a script: SIGINT ignored from the start.
+        ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"] if ignore_sigint else []
         self.proc = subprocess.Popen(
             [
+                *ignoring,
                 *(["nohup"] if nohup else []),
                 sys.executable,
                 *("-m", "flash.cli", "run", str(project)),
@@ -211,6 +217,11 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         assert second.returncode == 1, second
         assert "another Flash platform" in second.stderr and "collect" not in second.stdout
 
+        # main.py that cannot be read for `app` (a syntax error) is started anyway, so that
+        # uvicorn says why it fails.
+        flash.edit(main, "app = (\n", "exited with code 1 while starting")
+        assert "SyntaxError" in flash.text(), flash.text()
+
         # main.py starts binding `app` (main.py is ignored by the build, watched anyway).
         main.write_text(WEB_APP)
         first_pid = wait_for(lambda: app_pid(app_port), 60, "the new web app to answer")
@@ -282,7 +293,7 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         main.write_text(SLOW_APP)
         wait_for(lambda: len(list(project.glob("importing-*"))) == 1, 60, "a slow restart")
         main.write_text(SLOW_APP + "\n# again\n")
-        wait_for(lambda: len(list(project.glob("importing-*"))) == 2, 60, "another restart")
+        wait_for(lambda: len(list(project.glob("importing-*"))) >= 2, 60, "another restart")
         assert app_pid(app_port) == serving  # the old app serves while they start
         (project / "go").touch()
         # The first one ready may answer a request or two while it drains.
@@ -295,15 +306,16 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         wait_for(lambda: "KeyboardInterrupt" in flash.text(), 10, "the failure's reason")
         flash.edit(worker, original, "Build good again: serving")
 
-        # An app that dies while serving is reported; flash run keeps its port (connections
-        # wait), and the next change starts the app again.
+        # An app that dies while serving is reported; its port is freed (connections are
+        # refused, not left waiting), and the next change starts the app again.
         main.write_text(DYING_APP)
         dying = wait_for(lambda: one_app(last), 60, "the new app")
         with contextlib.suppress(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{app_port}/die", timeout=30)
         flash.wait_for_output("exited with code 3 while serving")
         wait_for(lambda: not alive(dying), 30, "the app to be gone")
-        socket.create_connection(("127.0.0.1", app_port), timeout=5).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", app_port), timeout=5)
         flash.edit(main, WEB_APP, "Web app (main.py) on")
         wait_for(lambda: app_pid(app_port), 60, "the web app to start again")
         assert flash.proc.poll() is None
@@ -396,6 +408,39 @@ def test_keyboard_interrupt_raised_by_the_project_fails_the_first_build(tmp_path
         flash.end()
     assert "Interrupted" not in flash.text()
     assert "Error:" in flash.text() and "KeyboardInterrupt" in flash.text(), flash.text()
+
+
+def test_run_started_ignoring_sigint_builds_through_a_sigint(tmp_path: Path) -> None:
+    # The build's import check signals its whole group, flash run included, as a Ctrl-C to
+    # a script running `flash run &` would: ignored from the start, it stays ignored.
+    signal_group = "import os\nimport signal\n\nos.killpg(0, signal.SIGINT)\n"
+    project = starter_whose_worker_starts_with(tmp_path, signal_group)
+    flash = FlashRun(project, free_port(), ignore_sigint=True)
+    try:
+        serving = "Scripts reach these endpoints"
+        wait_for(
+            lambda: serving in flash.text() or flash.proc.poll() is not None,
+            60,
+            "flash run to serve or exit",
+        )
+        assert flash.proc.poll() is None, flash.text()
+    finally:
+        flash.end()
+    assert "KeyboardInterrupt" not in flash.text() and "Interrupted" not in flash.text()
+
+
+def test_run_starts_a_main_py_with_a_syntax_error_to_report_it(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    write_starter(project)
+    (project / "main.py").write_text("app = (\n")
+    with (project / ".flashignore").open("a") as ignore:
+        ignore.write("main.py\n")  # else the build reports it
+    flash = FlashRun(project, free_port())
+    try:
+        assert flash.exit_code() == 1, flash.text()
+    finally:
+        flash.end()
+    assert "SyntaxError" in flash.text() and "exited with code 1 while starting" in flash.text()
 
 
 def test_serve_stops_cleanly_on_sighup(tmp_path: Path) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from flash.build.scanner import module_bindings
 from flash.platform._web_app_child import ORPHANED, UNSUPPORTED
-from flash.platform.web_app import defines_web_app
+from flash.platform.web_app import WEB_APP_DRAIN_S, WEB_APP_STOP_S, WebApp, defines_web_app
 
 CHILD = "flash.platform._web_app_child"
 
@@ -119,8 +122,11 @@ def test_web_app_process_exits_when_its_parent_is_gone(tmp_path: Path) -> None:
 
 
 def test_web_app_process_started_for_a_parent_already_gone_exits(tmp_path: Path) -> None:
-    # Pid 1 is never this child's parent: as when flash run died before the child ran.
-    child = Child(tmp_path, 1)
+    # A process spawned and reaped is never this child's parent: as when flash run died
+    # before the child ran (pid 1 would be, were the tests run as pid 1).
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    child = Child(tmp_path, gone.pid)
     try:
         assert child.proc.wait(30) == ORPHANED
         assert os.read(child.ready, 1) == b""  # never said ready
@@ -138,3 +144,66 @@ def test_web_app_process_refuses_a_uvicorn_it_cannot_drive(tmp_path: Path) -> No
         assert os.read(child.ready, 1) == b""
     finally:
         child.close()
+
+
+# An ASGI app answering "ok", that exits at once (as on a fatal error) on a request for /die.
+OK_APP = """
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/die":
+        os._exit(3)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
+    main = tmp_path / "main.py"
+    main.write_text(OK_APP)
+    errors: queue.Queue[str] = queue.Queue()
+    web = WebApp(
+        tmp_path,
+        "127.0.0.1",
+        0,
+        {},
+        threading.Event(),
+        say=lambda _: None,
+        warn=lambda _, message: errors.put(message),
+    )
+    try:
+        web.start()
+        port = web.port
+        url = f"http://127.0.0.1:{port}"
+        # Connections made while it starts wait for it (the port is held).
+        assert httpx.get(url, timeout=60).text == "ok"
+        web.stop()  # as when main.py no longer binds `app`
+        assert refused(port)
+        web.start()  # on the same port
+        assert httpx.get(url, timeout=60).text == "ok"
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(f"{url}/die", timeout=60)
+        assert "exited with code 3 while serving" in errors.get(timeout=60)
+        assert refused(port)
+        main.write_text("raise SystemExit(1)\n")
+        web.start()
+        assert "exited with code 1 while starting" in errors.get(timeout=60)
+        assert refused(port)
+    finally:
+        web.close()
+
+
+def test_stopping_waits_out_uvicorns_own_drain() -> None:
+    # Else a Ctrl-C kills a request that uvicorn would still let finish.
+    assert WEB_APP_STOP_S > WEB_APP_DRAIN_S

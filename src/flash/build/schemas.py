@@ -195,7 +195,9 @@ def on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
-signal.signal(signal.SIGINT, on_sigint)
+# A SIGINT ignored when the build started (`flash run &` in a script) stays ignored.
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, on_sigint)
 request = json.loads(sys.stdin.read())
 sys.path[:0] = request["paths"]
 # The build's files, then the vendored packages: frames are named relative to these.

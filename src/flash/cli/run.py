@@ -32,7 +32,7 @@ from flash.cli._output import (
     warn,
 )
 from flash.cli.serve import print_endpoints
-from flash.platform.devloop import Reloader, watch_and_reload
+from flash.platform.devloop import Reloader, interrupt_failure, watch_and_reload
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.project import start_project
@@ -78,7 +78,8 @@ def run(
             )
             print_endpoints(platform, console)
             web = WebApp(root, host, app_port, platform.client_env(), stop, say=say, warn=warn)
-            if defines_web_app(web.main):
+            # Unless main.py surely binds no `app`: a syntax error is uvicorn's to report.
+            if defines_web_app(web.main) is not False:
                 web.start(fatal_if_it_fails=True)
             console.print(
                 "Scripts reach these endpoints with FLASH_API_BASE="
@@ -112,10 +113,10 @@ def first_build(options: BuildOptions, stop: Stop, **platform_options: object) -
             options, progress=stage_printer(True), warn=build_warning, **platform_options
         )
     except KeyboardInterrupt:
-        # Ours only if our signal came too (in either order); else the project raised it.
-        if stop.wait(1.0):
+        failure = interrupt_failure(stop)
+        if failure is None:
             exit_interrupted(stop, "the first build")
-        raise BuildError("importing the project raised KeyboardInterrupt (not a Ctrl-C)") from None
+        raise failure from None
     except BuildError:
         if stop.is_set():
             exit_interrupted(stop, "the first build")

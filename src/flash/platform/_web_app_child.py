@@ -37,7 +37,8 @@ def main(argv: list[str]) -> None:
 def exit_with_parent(parent: int, lifeline_fd: int) -> None:
     """End this process once ``parent`` is gone, however it ended (SIGKILL too): the
     lifeline's end of file says so on any system; on Linux the kernel also kills this
-    process right away."""
+    process right away (PR_SET_PDEATHSIG: when the parent's thread that started this one
+    ends, which is why WebApp.start runs on flash run's main thread)."""
     if sys.platform == "linux":
         try:
             import ctypes

@@ -19,11 +19,27 @@ from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.web_app import WebApp, WebAppError, defines_web_app
 
-__all__ = ["Outcome", "Reloader", "always_watched", "source_filter", "watch_and_reload"]
+__all__ = [
+    "Outcome",
+    "Reloader",
+    "always_watched",
+    "interrupt_failure",
+    "source_filter",
+    "watch_and_reload",
+]
 
 # How long a KeyboardInterrupt out of a build waits for our own stopping signal: a Ctrl-C
 # reaches the build's child and this process together, but not in a known order.
 _SIGNAL_GRACE_S = 1.0
+
+
+def interrupt_failure(stop: threading.Event) -> BuildError | None:
+    """After a build raised KeyboardInterrupt: None if it was our stopping signal (it comes
+    within _SIGNAL_GRACE_S, in either order), else the failure to report: the project's
+    code raised it while imported."""
+    if stop.wait(_SIGNAL_GRACE_S):
+        return None
+    return BuildError("importing the project raised KeyboardInterrupt (not a Ctrl-C)")
 
 
 class Outcome(enum.Enum):
@@ -78,12 +94,8 @@ class Reloader:
         try:
             result = build_project(self.options, progress=self.progress)
         except KeyboardInterrupt:
-            if self.stop.wait(_SIGNAL_GRACE_S):
-                return Outcome.STOPPED
-            # Not a Ctrl-C of ours: the project's code raised it while imported.
-            return self._failed(
-                BuildError("importing the project raised KeyboardInterrupt (not a Ctrl-C)")
-            )
+            failure = interrupt_failure(self.stop)
+            return Outcome.STOPPED if failure is None else self._failed(failure)
         except BuildError as exc:
             return Outcome.STOPPED if self.stop.is_set() else self._failed(exc)
         if self.stop.is_set():
@@ -114,14 +126,13 @@ class Reloader:
 
     def update_web_app(self) -> None:
         """(Re)start main.py's web app if main.py binds ``app``; else stop it."""
-        binds = defines_web_app(self.web.main)
-        if binds is False or (binds is None and not self.web.running):
+        if defines_web_app(self.web.main) is False:
             if self.web.running:
                 self.web.stop()
                 self.say("main.py no longer binds `app`: its web app is stopped")
             return
-        # binds is None (a syntax error, say): the restart fails and says why, while the
-        # app serving goes on.
+        # Cannot be told (a syntax error, say): the start fails and uvicorn says why, while
+        # an app serving goes on.
         try:
             self.web.start()
         except (WebAppError, OSError) as exc:  # its port taken meanwhile, no descriptors left

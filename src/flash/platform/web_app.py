@@ -1,9 +1,11 @@
 """A project's ``main.py`` web app, served by uvicorn in a child process next to the platform.
 
-As with ``uvicorn --reload``, this process holds the listening socket for as long as the
-WebApp lives: while the app restarts, connections wait for the new one instead of being
-refused, and the old one finishes the requests it has (at most WEB_APP_DRAIN_S) once the new
-one is ready. A restart that fails leaves the old app serving.
+As with ``uvicorn --reload``, this process holds the listening socket across restarts:
+while the app restarts, connections wait for the new one instead of being refused, and the
+old one finishes the requests it has (at most WEB_APP_DRAIN_S) once the new one is ready. A
+restart that fails leaves the old app serving. With no app serving and none starting (it was
+stopped, crashed, or failed to start), the port is freed: connections are refused, not left
+waiting, and the next start binds it again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,8 +33,9 @@ __all__ = [
 
 # How long a replaced web app may take to finish the requests it is answering.
 WEB_APP_DRAIN_S = 30.0
-# How long stopping waits for each web app process before killing it.
-WEB_APP_STOP_S = 10.0
+# How long stopping waits for the web app's processes, all together, before killing them:
+# uvicorn's own limit on finishing requests, and time to exit after it.
+WEB_APP_STOP_S = WEB_APP_DRAIN_S + 5.0
 # How long an app may take to start before a warning says it is still starting.
 WEB_APP_SLOW_S = 60.0
 
@@ -103,8 +107,9 @@ class WebApp:
         """Start the app anew; the one serving goes once the new one is ready. Raises
         WebAppError if the port cannot be had, OSError if no process can be started. A
         failure to start is reported (``fatal_if_it_fails``: it is kept in ``failure`` and
-        sets ``stop``). On Linux, call from a thread that lives as long as the app should:
-        the kernel kills the app with the thread that started it."""
+        sets ``stop``). Call from the main thread: on Linux the kernel kills the app when the
+        thread that started it ends (PR_SET_PDEATHSIG), not only with this process."""
+        assert threading.current_thread() is threading.main_thread(), "start the app from main"
         with self._lock:
             if self._closed:
                 return
@@ -118,7 +123,7 @@ class WebApp:
             self.say(f"Web app (main.py) on http://{self.host}:{self.port}")
 
     def stop(self) -> None:
-        """Stop every app process (at most WEB_APP_STOP_S each); the port stays held."""
+        """Stop every app process (at most WEB_APP_STOP_S for all), then free the port."""
         with self._lock:
             procs = {p for p in (self._latest, self._serving, *self._draining) if p is not None}
             # From here their exits are ours, not failures.
@@ -127,22 +132,19 @@ class WebApp:
             self._down = self._stale = False
         for proc in procs:
             proc.terminate()
+        deadline = time.monotonic() + WEB_APP_STOP_S
         for proc in procs:
-            try:
-                proc.wait(WEB_APP_STOP_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _wait_or_kill(proc, deadline - time.monotonic())
+        with self._lock:
+            if self._latest is None and self._serving is None:  # none started meanwhile
+                self._free_port()
 
     def close(self) -> None:
-        """``stop``, then free the port; no app starts after it."""
+        """``stop``; no app starts after it."""
         with self._lock:
             self._closed = True
         self.stop()
         with self._lock:
-            if self._listener is not None:
-                self._listener.close()
-                self._listener = None
             if self._lifeline is not None:
                 for fd in self._lifeline:
                     os.close(fd)
@@ -181,8 +183,8 @@ class WebApp:
         return proc, ready
 
     def _listen(self) -> socket.socket:
-        """With the lock: the listening socket, bound on first use and kept until close()
-        (a new one could find the port taken, or a port 0 land elsewhere)."""
+        """With the lock: the listening socket, bound when none is and kept across restarts
+        (a new one could find the port taken)."""
         if self._listener is not None:
             return self._listener
         listener = socket.socket(socket.AF_INET)  # as the platform binds its own port
@@ -202,6 +204,13 @@ class WebApp:
         self.port = listener.getsockname()[1]
         self._listener = listener
         return listener
+
+    def _free_port(self) -> None:
+        """With the lock, once no app serves or starts: close the listening socket, so that
+        connections are refused rather than left waiting for an app that will not come."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def _watch(self, proc: subprocess.Popen[bytes], ready: int, fatal: bool) -> None:
         """Until ``proc`` exits: once ready it replaces the one serving; an exit we did not
@@ -244,6 +253,8 @@ class WebApp:
             still_serving = self._serving is not None
             self._stale = still_serving
             self._down = not still_serving
+            if self._down:
+                self._free_port()
         failure = WebAppError(
             f"main.py's web app (--app-port {self.port}) exited with code {code} while "
             "starting; its output is above"
@@ -266,7 +277,12 @@ class WebApp:
             if not restarting:
                 self._latest = None
                 self._down = True
-        then = "a restarted one is starting" if restarting else "it is down until the next change"
+                self._free_port()
+        then = (
+            "a restarted one is starting"
+            if restarting
+            else "it is down (its port refuses connections) until the next change"
+        )
         self.warn(
             "Error",
             f"main.py's web app (--app-port {self.port}) exited with code {code} while "
@@ -280,13 +296,18 @@ class WebApp:
             return
         self._draining.add(proc)
         proc.terminate()
-        threading.Thread(target=self._reap, args=(proc, WEB_APP_DRAIN_S + 5), daemon=True).start()
+        threading.Thread(target=self._reap, args=(proc,), daemon=True).start()
 
-    def _reap(self, proc: subprocess.Popen[bytes], limit_s: float) -> None:
-        try:
-            proc.wait(limit_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        _wait_or_kill(proc, WEB_APP_STOP_S)
         with self._lock:
             self._draining.discard(proc)
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait for ``proc`` to exit, killing it if it has not after ``timeout_s``."""
+    try:
+        proc.wait(max(timeout_s, 0.0))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
