@@ -85,6 +85,7 @@ from flash.runtime.errors import (
     CallDepthError,
     EndpointUnavailableError,
     InvalidResultError,
+    PayloadTooLargeError,
     RemoteCancelledError,
     RemoteError,
     RemoteExecutionError,
