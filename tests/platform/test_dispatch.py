@@ -630,6 +630,113 @@ def _chunk(dispatcher: Dispatcher, worker_id: str, job_id: str, item: Any) -> bo
 
 def _read(dispatcher: Dispatcher, job: Job) -> list[Any]:
     """The chunks a /stream poll answered (and delivered) now returns."""
-    chunks, position = dispatcher.unread_stream(job)
-    dispatcher.mark_streamed(job, position)
-    return [json.loads(chunk) for chunk in chunks]
+    read = dispatcher.claim_stream(job)
+    dispatcher.mark_streamed(job, read)
+    return [json.loads(chunk) for chunk in read.chunks]
+
+
+BIG_INPUT = json.dumps("x" * 50_000)  # kept in a file while queued
+
+
+@pytest.mark.parametrize("job_input", ['{"x": 1}', BIG_INPUT])
+def test_a_job_cancelled_while_handed_to_a_worker_is_ended_once_and_not_run(
+    tmp_path: Path, job_input: str
+) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        ended: list[str] = []
+        dispatcher.on_final = lambda job: ended.append(job.status)
+        dispatcher.register_worker("w1", "e")
+        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))
+        await asyncio.sleep(0)  # one loop turn: the poll is now registered
+        job = dispatcher.submit("e", job_input)  # handed to the waiting poll...
+        dispatcher.cancel(job)  # ...and cancelled before the poll answers
+        assert await poll == []
+        assert (job.status, job.error, ended) == ("CANCELLED", None, ["CANCELLED"])
+        assert dispatcher.failed["e"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_input_that_cannot_be_read_now_waits_for_the_next_take(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", BIG_INPUT)
+        input_file = next((tmp_path / "jobs-payloads").iterdir())
+        saved = input_file.read_bytes()
+        input_file.unlink()
+        input_file.mkdir()  # unreadable for now: an OSError, not a lost input
+        assert await dispatcher.take("w1", 1, False) == []
+        assert (job.status, job.attempts, dispatcher.running["e"]) == ("IN_QUEUE", 0, 0)
+        input_file.rmdir()
+        input_file.write_bytes(saved)
+        assert [j.input_json for j in await dispatcher.take("w1", 1, False)] == [BIG_INPUT]
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_input_damaged_in_its_file_fails_the_job(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", BIG_INPUT)
+        next((tmp_path / "jobs-payloads").iterdir()).write_text('{"damaged')
+        assert await dispatcher.take("w1", 1, False) == []
+        assert job.status == "FAILED" and "could not be read" in (job.error or "")
+        assert dispatcher.running["e"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_poll_given_up_while_its_input_is_read_leaves_the_job_queued(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", BIG_INPUT)
+        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))
+        await asyncio.sleep(0)  # one loop turn: it took the job and reads its input
+        assert job.status == "IN_PROGRESS"
+        poll.cancel()  # its worker hung up
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        assert (job.status, dispatcher.running["e"]) == ("IN_QUEUE", 0)
+        assert [j.input_json for j in await dispatcher.take("w1", 1, False)] == [BIG_INPUT]
+
+    asyncio.run(scenario())
+
+
+def test_two_stream_readers_never_get_the_same_chunk(tmp_path: Path) -> None:
+    async def reader(dispatcher: Dispatcher, job: Job) -> list[str]:
+        await dispatcher.wait_stream(job, 5.0)
+        read = dispatcher.claim_stream(job)
+        await asyncio.sleep(0)  # its answer being sent
+        dispatcher.mark_streamed(job, read)
+        return read.chunks
+
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        readers = [asyncio.ensure_future(reader(dispatcher, job)) for _ in range(2)]
+        await asyncio.sleep(0)  # both wait now
+        assert _chunk(dispatcher, "w1", job.id, "c0")
+        assert sorted(await asyncio.gather(*readers)) == [[], ['"c0"']]
+        assert job.stream_sent == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_answer_sent_across_a_retry_does_not_skip_the_new_runs_chunks(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        assert _chunk(dispatcher, "w1", job.id, "a") and _chunk(dispatcher, "w1", job.id, "b")
+        assert dispatcher.done("w1", job.id, {"error": "boom"}, True, None)
+        old_read = dispatcher.claim_stream(job)  # an answer on its way...
+        dispatcher.retry(job)  # ...while a retry starts a new run
+        dispatcher.mark_streamed(job, old_read)
+        await dispatcher.take("w1", 1, False)
+        assert _chunk(dispatcher, "w1", job.id, "A") and _chunk(dispatcher, "w1", job.id, "B")
+        assert _read(dispatcher, job) == ["A", "B"]
+
+    asyncio.run(scenario())

@@ -16,7 +16,7 @@ from typing import Any
 
 from flash.platform import jobs as js
 from flash.platform.jobs import Job
-from flash.platform.store import INLINE_BYTES, JobStore
+from flash.platform.store import INLINE_BYTES, JobStore, checked_input
 
 # How long a job-take or job-stop long-poll is held before answering "nothing".
 POLL_HOLD_S = 20.0
@@ -36,6 +36,25 @@ OUTPUT_MEMORY_BYTES = 256 * 1024 * 1024
 # at most 10 minutes, and one not finished 24 hours after submission (or a retry) times out.
 EXECUTION_TIMEOUT_MS = 10 * 60 * 1000
 TTL_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class StreamRead:
+    """Chunks handed to one /stream reader."""
+
+    chunks: list[str]  # their JSON texts
+    end: int  # the stream position after them
+    run: float | None  # the job's ``retried_at`` then: a retry since starts a new stream
+
+
+def _handed(job: Job, worker_id: str) -> bool:
+    """Whether the job handed to the worker is still its own (it may have ended since)."""
+    return job.status == js.IN_PROGRESS and job.worker_id == worker_id
+
+
+def _stream_position(job: Job) -> int:
+    """Where the next /stream read starts: past the chunks delivered or handed out."""
+    return max(job.stream_sent, job.stream_claimed)
 
 
 @dataclass
@@ -153,6 +172,7 @@ class Dispatcher:
             self._enqueue(job)
         self.store.delete(expired)
         self.store.save_requeued(requeued)
+        self.store.give_back_space()  # what those freed, and what was left to give back
         return len(requeued)
 
     # ------------------------------------------------------------------ client side
@@ -228,23 +248,31 @@ class Dispatcher:
             await self._wait(self._final_waiters, job.id, timeout)
         return job.final
 
+    def has_unread(self, job: Job) -> bool:
+        """Whether /stream answers at once: a chunk is not yet handed out, or the job ended."""
+        return job.final or _stream_position(job) < len(job.stream)
+
     async def wait_stream(self, job: Job, timeout: float) -> None:
-        """Wait up to ``timeout`` for a chunk not yet returned, unless there is one (or the
-        job ended)."""
-        if job.stream_sent >= len(job.stream) and not job.final and timeout > 0:
+        """Wait up to ``timeout`` for a chunk not yet handed out, unless ``has_unread``."""
+        if not self.has_unread(job) and timeout > 0:
             await self._wait(self._stream_waiters, job.id, timeout)
 
-    def unread_stream(self, job: Job) -> tuple[list[str], int]:
-        """The JSON texts of the chunks not yet returned, and the position after them: they
-        count as returned once ``mark_streamed`` says so (after the answer was sent)."""
-        if job.stream_in_store:  # only the chunks not yet sent are read
-            return self.store.load_stream(job.id, job.stream_sent)
-        return job.stream[job.stream_sent :], len(job.stream)
+    def claim_stream(self, job: Job) -> StreamRead:
+        """The chunks not yet handed out, now handed to this reader (no other gets them);
+        ``mark_streamed`` once its answer was sent."""
+        start = _stream_position(job)
+        if job.stream_in_store:  # only the chunks not yet handed out are read
+            chunks, end = self.store.load_stream(job.id, start)
+        else:
+            chunks, end = job.stream[start:], len(job.stream)
+        job.stream_claimed = end
+        return StreamRead(chunks, end, job.retried_at)
 
-    def mark_streamed(self, job: Job, position: int) -> None:
-        """The chunks before ``position`` were delivered: /stream goes on after them."""
-        if position > job.stream_sent:
-            job.stream_sent = position
+    def mark_streamed(self, job: Job, read: StreamRead) -> None:
+        """The chunks of ``read`` were delivered: /stream goes on after them, also after a
+        restart. A read of a run before a retry says nothing about the new run's chunks."""
+        if read.run == job.retried_at and read.end > job.stream_sent:
+            job.stream_sent = read.end
             # A restart must not hand these out again: a running job runs again from its
             # start, and /stream goes on past the chunks its readers have.
             self.store.save(job)
@@ -260,11 +288,13 @@ class Dispatcher:
                 f"job {job.id} is {job.status}; only FAILED or TIMED_OUT jobs can be retried"
             )
         if job.input_json is None:
-            job.input_json = self.store.load_input(job.id)
-        if job.input_json is None:
-            raise ValueError(f"job {job.id} has no stored input any more; it cannot be retried")
+            # Read (and parsed) now: a retry that could not run is refused, not accepted.
+            try:
+                job.input_json = self._stored_input(job.id)
+            except ValueError as err:
+                raise ValueError(f"{err}; it cannot be retried") from None
         self._reset_attempt(job)
-        job.stream_sent = 0  # a new run: its stream is read from the start
+        job.stream_sent = job.stream_claimed = 0  # a new run: its stream is read anew
         job.queued_at = job.retried_at = time.time()  # a new run: delay and ttl count from now
         job.finished_at = job.expires_at = job.retention_ms = None  # a new run's, all of them
         job.output_json, job.error = None, None
@@ -356,20 +386,21 @@ class Dispatcher:
     def status_json(self, job: Job) -> str:
         """What ``GET /status`` answers for ``job``; a big finished output is read from the
         store when it is no longer in memory."""
-        if job.output_is_stream:
-            return job.body_json(self._stream_output(job))
-        if job.output_in_store:
+        if job.output_is_stream or job.output_in_store:
             try:
-                return job.body_json(self.store.load_output(job.id))
+                return job.body_json(self._stored_output(job))
             except ValueError as err:
                 # Its stored output is damaged or gone. (An OSError, a file unreadable for
                 # now, is the caller's 500: the job keeps its file.)
                 self._lose_output(job, err)
         return job.body_json()
 
-    def _stream_output(self, job: Job) -> str:
-        """The output of a job whose output is its stream: its chunks' texts, spliced."""
-        chunks = self.store.load_stream(job.id)[0] if job.stream_in_store else job.stream
+    def _stored_output(self, job: Job) -> str | None:
+        """The output of a job that is not in memory: its file's or row's, or for a job
+        whose output is its stream, its chunks' texts spliced (every one, or it is lost)."""
+        if not job.output_is_stream:
+            return self.store.load_output(job.id)
+        chunks = self.store.load_stream_output(job.id) if job.stream_in_store else job.stream
         return f"[{', '.join(chunks)}]"
 
     def _lose_output(self, job: Job, err: ValueError) -> None:
@@ -378,7 +409,7 @@ class Dispatcher:
             self.completed[job.endpoint] -= 1
             self.failed[job.endpoint] += 1
         job.status, job.error = js.FAILED, f"{err}; its result is lost"
-        job.output_in_store = False
+        job.output_in_store = job.output_is_stream = False
         self.store.save_with_output(job)  # the next start agrees
 
     def prune(self, now: float) -> int:
@@ -391,8 +422,8 @@ class Dispatcher:
             if job.idempotency_key is not None:
                 self._idempotent.pop((job.endpoint, job.idempotency_key), None)
         self.store.delete(expired)
-        if expired:
-            self.store.give_back_space()
+        # Also the space of chunks and inputs dropped since: a step each prune.
+        self.store.give_back_space()
         self.store.forget_nonces(now)
         return len(expired)
 
@@ -421,7 +452,7 @@ class Dispatcher:
                 self._assign(job, worker_id)
             if taken[-1].crashes:  # a suspect left the front: the workers it held up may take
                 self._serve_takers(state.endpoint)
-            return self._with_inputs(taken)
+            return await self._with_inputs(worker_id, taken)
         fut: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
         taker = _Taker(worker_id, size, fut)
         self.takers[state.endpoint].append(taker)
@@ -433,27 +464,65 @@ class Dispatcher:
                 # Still waiting (or the poll was cancelled): withdraw synchronously, so no
                 # job can be handed to it any more.
                 self._drop_taker(taker)
-        return self._with_inputs(fut.result()) if fut.done() else []
+        return await self._with_inputs(worker_id, fut.result()) if fut.done() else []
 
-    def _with_inputs(self, taken: list[Job]) -> list[Job]:
-        """The jobs a worker took, with the inputs that waited in the store read back; a job
-        whose input cannot be read fails instead."""
+    async def _with_inputs(self, worker_id: str, taken: list[Job]) -> list[Job]:
+        """The jobs handed to the worker that are still its own, with the inputs that waited
+        in the store read back (see ``_read_input``)."""
         ready = []
-        for job in taken:
-            try:
-                if job.input_json is None:
-                    job.input_json = self._stored_input(job.id)
-            except (OSError, ValueError) as err:
-                self._finish(job, js.FAILED, error=f"{err}; it was not run")
-                continue
-            ready.append(job)
+        try:
+            for job in taken:
+                if job.input_json is None and _handed(job, worker_id):
+                    await self._read_input(job, worker_id)
+                # Between the hand-over and this poll's answer it may have ended (a /cancel,
+                # a ttl, a purge): it is not the worker's any more, and not to be ended again.
+                if _handed(job, worker_id):
+                    ready.append(job)
+        except asyncio.CancelledError:  # the poll was given up: nobody runs them
+            for job in taken:
+                if _handed(job, worker_id):
+                    self._unassign(job, worker_id)
+            raise
         return ready
 
-    def _stored_input(self, job_id: str) -> str:
-        stored = self.store.load_input(job_id)
+    async def _read_input(self, job: Job, worker_id: str) -> None:
+        """Read back the input of a job handed to the worker, parsed in a thread so that a
+        big one does not hold up the others. One that cannot be read now (an OSError) goes
+        back to the queue; one that is damaged or gone fails the job."""
+        try:
+            text = self._stored_input(job.id, checked=False)
+            await asyncio.to_thread(checked_input, job.id, text)
+        except OSError:
+            self._unassign(job, worker_id)
+        except ValueError as err:
+            if _handed(job, worker_id):
+                self._finish(job, js.FAILED, error=f"{err}; it was not run")
+        else:
+            if _handed(job, worker_id):  # not one that ended while it was parsed
+                job.input_json = text
+
+    def _stored_input(self, job_id: str, *, checked: bool = True) -> str:
+        """The job's stored input (see JobStore.load_input); a ValueError if it has none."""
+        stored = self.store.load_input(job_id, checked=checked)
         if stored is None:
-            raise ValueError(f"job {job_id} has no stored input")
+            raise ValueError(f"job {job_id} has no stored input any more")
         return stored
+
+    def _unassign(self, job: Job, worker_id: str) -> None:
+        """Undo ``_assign``: the job waits at the front of the queue again (nothing of the
+        assignment was stored)."""
+        self._cancel_timer(job.id)
+        self.running[job.endpoint] -= 1
+        state = self.workers.get(worker_id)
+        if state is not None:
+            state.assigned.discard(job.id)
+            if not state.assigned:
+                state.idle_since = time.monotonic()
+        job.attempts -= 1
+        job.worker_id = job.started_at = None
+        job.status = js.IN_QUEUE
+        self._count_queued(job, 1)
+        self._enqueue(job, first=True)
 
     async def stop_signals(self, worker_id: str) -> list[str]:
         state = self.workers[worker_id]
@@ -796,7 +865,7 @@ class Dispatcher:
             self.completed[job.endpoint] += 1
         elif status == js.FAILED:
             self.failed[job.endpoint] += 1
-        job.input_json = None  # kept in the store; only a retry needs it again
+        job.input_json = None  # stored while a retry may need it (see drop_input above)
         self._wake(self._final_waiters, job.id)
         self._wake(self._stream_waiters, job.id)
         self.on_final(job)

@@ -287,15 +287,16 @@ class Gateway:
         job = self._job(request)
         if isinstance(job, Response):
             return job
-        if await _hung_up(request, self.dispatcher.wait_stream(job, STREAM_HOLD_S)):
+        # Only when there is something to wait for: a reader's hang-up is watched for.
+        waits = not self.dispatcher.has_unread(job)
+        if waits and await _hung_up(request, self.dispatcher.wait_stream(job, STREAM_HOLD_S)):
             return Response(status_code=_NO_CONTENT)  # nobody reads it: no chunk is handed out
-        chunks, position = self.dispatcher.unread_stream(job)
-        items = ", ".join(f'{{"output": {chunk}}}' for chunk in chunks)
+        read = self.dispatcher.claim_stream(job)
+        items = ", ".join(f'{{"output": {chunk}}}' for chunk in read.chunks)
         head = json.dumps({"id": job.id, "status": job.status})
         return _AfterSent(
             f'{head[:-1]}, "stream": [{items}]}}',  # the chunks' texts spliced in
-            # Only chunks that reached the reader count as returned.
-            lambda: self.dispatcher.mark_streamed(job, position),
+            lambda: self.dispatcher.mark_streamed(job, read),
         )
 
     async def cancel(self, request: Request) -> Response:
@@ -428,8 +429,9 @@ class Gateway:
 
 
 class _AfterSent(Response):
-    """A JSON answer that calls ``sent`` once it was written whole (not if writing it
-    failed)."""
+    """A JSON answer that calls ``sent`` once it was handed to the server: also when the
+    reader left meanwhile (the server does not say), so only a reader that hangs up while
+    /stream waits takes no chunk."""
 
     def __init__(self, text: str, sent: Callable[[], None]) -> None:
         super().__init__(text, media_type="application/json")

@@ -73,6 +73,9 @@ class Job:
     # The JSON texts of its stream chunks, as the worker sent them.
     stream: list[str] = field(default_factory=list)
     stream_sent: int = 0
+    # Past the chunks handed to /stream readers, whose answers may still be on their way
+    # (then ``stream_sent`` follows): not stored, a restart goes on from ``stream_sent``.
+    stream_claimed: int = 0
     # Its output is the list of its stream chunks (a stream whose end reported none): built
     # from them when asked for, not stored a second time.
     output_is_stream: bool = False

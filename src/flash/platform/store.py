@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from flash.platform.jobs import FAILED, FINAL, MAX_POLICY_MS, RUN_RETENTION_S, Job
+
+_log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -64,13 +69,15 @@ _ADD_COLUMNS = {
 _INPUT, _OUTPUT = "input", "output"
 # Space freed by deleted jobs goes back to the file system (auto_vacuum=INCREMENTAL; a
 # database made before needs one VACUUM to switch, done at open when it is cheap: little
-# live data, or mostly free pages), and the log is cut back to _LOG_KEEP_BYTES after each
+# live data, and room for its copy), and the log is cut back to _LOG_KEEP_BYTES after each
 # checkpoint: one 50 MB result must not leave a 50 MB log behind for good.
-_INCREMENTAL_VACUUM = 2
+_INCREMENTAL_VACUUM = 2  # SQLite's value of PRAGMA auto_vacuum for INCREMENTAL
 _CHEAP_VACUUM_BYTES = 64 * 1024 * 1024
 _LOG_KEEP_BYTES = 16 * 1024 * 1024
-# A prune gives the free pages back when they are this big, or a quarter of the file.
+# Free pages are given back once they are this big, or a quarter of the file; then a few
+# megabytes a step (each prune's), so the event loop is never held up for long.
 _RECLAIM_BYTES = 16 * 1024 * 1024
+_RECLAIM_STEP_BYTES = 8 * 1024 * 1024
 _FINAL = tuple(sorted(FINAL))
 _LOAD = f"""
 SELECT seq, id, endpoint, status, request, created_at, state,
@@ -80,10 +87,11 @@ FROM jobs ORDER BY seq
 """
 # Which jobs have stream chunks; the chunks themselves are read when asked for (load_stream).
 _STREAMED = "SELECT DISTINCT job_id FROM chunks"
-# The last parameter but one says whether to drop the input (a job that can never run again).
-_DROP_INPUT = "input = CASE WHEN ? THEN NULL ELSE input END"
-_SAVE = f"UPDATE jobs SET status = ?, state = ?, {_DROP_INPUT} WHERE id = ?"
-_SAVE_WITH_OUTPUT = f"UPDATE jobs SET status = ?, state = ?, output = ?, {_DROP_INPUT} WHERE id = ?"
+# :drop_input says whether to drop the input (a job that can never run again).
+_SET_STATE = "status = :status, state = :state"
+_DROP_INPUT = "input = CASE WHEN :drop_input THEN NULL ELSE input END"
+_SAVE = f"UPDATE jobs SET {_SET_STATE}, {_DROP_INPUT} WHERE id = :id"
+_SAVE_WITH_OUTPUT = f"UPDATE jobs SET {_SET_STATE}, output = :output, {_DROP_INPUT} WHERE id = :id"
 
 _STATE_FIELDS = (
     "queued_at",
@@ -116,6 +124,7 @@ class JobStore:
         _owner_only(path, self.payload_dir)
         # Autocommit: each statement is its own durable transaction.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._giving_back = False  # free pages are being returned, a step at a time
         # Before any table exists: a new database has it from the start.
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -133,25 +142,38 @@ class JobStore:
         return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
 
     def _switch_to_incremental_vacuum(self) -> None:
-        """Rebuild a database made without auto_vacuum once, when that is cheap; a big one
-        with little free space keeps its layout (and its size) until it is."""
+        """Rebuild a database made without auto_vacuum once, when that is cheap; a big one,
+        or one on a disk without room for its copy, keeps its layout (and its size)."""
         if self._pragma("auto_vacuum") == _INCREMENTAL_VACUUM:
             return
         pages, free = self._pragma("page_count"), self._pragma("freelist_count")
         live_bytes = (pages - free) * self._pragma("page_size")
-        if live_bytes <= _CHEAP_VACUUM_BYTES or free * 2 >= pages:
+        # VACUUM writes the live data twice: a temporary copy, then the log.
+        if live_bytes > _CHEAP_VACUUM_BYTES or not _has_room(self.path.parent, 2 * live_bytes):
+            return
+        try:
             self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError as err:  # rolled back: the old layout serves on
+            _log.warning("job store %s keeps its layout: VACUUM failed (%s)", self.path, err)
 
     def give_back_space(self) -> None:
-        """Return the pages that deleted jobs freed to the file system, and empty the log,
-        once they are worth it (see _RECLAIM_BYTES)."""
-        pages, free = self._pragma("page_count"), self._pragma("freelist_count")
-        if free * self._pragma("page_size") < _RECLAIM_BYTES and free * 4 < pages:
-            return
-        # executescript steps the pragma to its end; execute would free one page.
-        self._db.executescript("PRAGMA incremental_vacuum")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Return some of the pages that deleted jobs freed to the file system (at most
+        _RECLAIM_STEP_BYTES a call, once they are worth it: _RECLAIM_BYTES), and empty the
+        log once all are back."""
+        page_size = self._pragma("page_size")
+        free = self._pragma("freelist_count")
+        if not self._giving_back:
+            if free * page_size < _RECLAIM_BYTES and free * 4 < self._pragma("page_count"):
+                return
+            self._giving_back = True
+        # executescript steps the pragma to its end; execute (even with fetchall) frees one
+        # page. Autocommit: there is no open transaction for it to commit.
+        step_pages = _RECLAIM_STEP_BYTES // page_size
+        self._db.executescript(f"PRAGMA incremental_vacuum({step_pages})")
+        if self._pragma("freelist_count") == 0:
+            self._giving_back = False
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _move_payload_rows(self) -> None:
         """Move the big payloads an earlier version kept as rows of ``payloads`` to files (or
@@ -239,20 +261,21 @@ class JobStore:
     def save(self, job: Job, *, drop_input: bool = False) -> None:
         """Write the job's state, not its output (see ``save_with_output``); ``drop_input``:
         and forget its input (it never runs again)."""
-        self._db.execute(_SAVE, (job.status, _state(job), drop_input, job.id))
+        self._db.execute(_SAVE, _saved(job, drop_input=drop_input))
         self._remove_dropped_input(job.id, drop_input)
 
     def save_with_output(self, job: Job, *, drop_input: bool = False) -> None:
         """Write the job's state and its output (or that it has none); ``drop_input`` as
         for ``save``."""
         output = job.output_json
-        values = (job.status, _state(job))
         if output is not None and len(output) > INLINE_BYTES:
             with self._transaction():
-                self._db.execute(_SAVE_WITH_OUTPUT, (*values, _IN_FILE, drop_input, job.id))
+                values = _saved(job, drop_input=drop_input, output=_IN_FILE)
+                self._db.execute(_SAVE_WITH_OUTPUT, values)
                 self._write_payload(job.id, _OUTPUT, output)
         else:
-            self._db.execute(_SAVE_WITH_OUTPUT, (*values, output, drop_input, job.id))
+            values = _saved(job, drop_input=drop_input, output=output)
+            self._db.execute(_SAVE_WITH_OUTPUT, values)
             self._remove_payloads([job.id], (_OUTPUT,))  # none now, or one that fits the row
         self._remove_dropped_input(job.id, drop_input)
 
@@ -267,10 +290,7 @@ class JobStore:
         if not jobs:
             return
         with self._transaction():
-            self._db.executemany(
-                _SAVE_WITH_OUTPUT,
-                [(job.status, _state(job), None, False, job.id) for job in jobs],
-            )
+            self._db.executemany(_SAVE_WITH_OUTPUT, [_saved(job, output=None) for job in jobs])
             self._db.executemany("DELETE FROM chunks WHERE job_id = ?", [(j.id,) for j in jobs])
         self._remove_payloads([job.id for job in jobs], (_OUTPUT,))
 
@@ -282,14 +302,14 @@ class JobStore:
         with _unreadable(job_id, _OUTPUT):
             return _checked(self._text(job_id, _OUTPUT, row[1]) or "")
 
-    def load_input(self, job_id: str) -> str | None:
+    def load_input(self, job_id: str, *, checked: bool = True) -> str | None:
         """The stored input's JSON text (None: it has none, or it was dropped); a ValueError
-        says if it cannot be read."""
+        says if it cannot be read. ``checked=False``: not parsed to see that it is JSON."""
         row = self._stored(_INPUT, job_id)
         if row is None:
             return None
         with _unreadable(job_id, _INPUT):
-            return _input_json(row[0], self._text(job_id, _INPUT, row[1]))
+            return _input_json(row[0], self._text(job_id, _INPUT, row[1]), checked=checked)
 
     def _stored(self, kind: str, job_id: str) -> tuple[str, str | None] | None:
         """The job's request and its ``kind`` text (or its file's mark)."""
@@ -308,10 +328,27 @@ class JobStore:
     def load_stream(self, job_id: str, start: int = 0) -> tuple[list[str], int]:
         """The JSON texts of the job's stored stream chunks from number ``start`` on, in order
         (a damaged one is left out), and the number after the last one read."""
-        rows = self._db.execute(
-            "SELECT n, chunk FROM chunks WHERE job_id = ? AND n >= ? ORDER BY n", (job_id, start)
-        ).fetchall()
+        rows = self._chunk_rows(job_id, start)
         return _readable_chunks([row[1] for row in rows]), rows[-1][0] + 1 if rows else start
+
+    def load_stream_output(self, job_id: str) -> list[str]:
+        """The JSON texts of all the job's stream chunks, which are its output: a ValueError
+        if one is damaged or missing (the output is lost)."""
+        rows = self._chunk_rows(job_id, 0)
+        if not rows or rows[-1][0] != len(rows) - 1:
+            raise ValueError(f"stream chunks of job {job_id} are gone")
+        with _unreadable(job_id, "stream"):
+            return [_checked(text) for _, text in rows]
+
+    def _chunk_rows(self, job_id: str, start: int) -> list[tuple[int, str]]:
+        """An OSError if the database cannot be read now: what readers of a file expect."""
+        try:
+            return self._db.execute(
+                "SELECT n, chunk FROM chunks WHERE job_id = ? AND n >= ? ORDER BY n",
+                (job_id, start),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise OSError(f"the stream of job {job_id} could not be read now ({err})") from err
 
     def delete(self, job_ids: list[str]) -> None:
         if not job_ids:
@@ -458,6 +495,12 @@ def _job(row: tuple[Any, ...], text: Callable[[str, str, str | None], str | None
     return job
 
 
+def _has_room(folder: Path, needed: int) -> bool:
+    """Whether ``folder`` and the temporary folder (SQLite's, by default) have ``needed``
+    bytes free."""
+    return all(shutil.disk_usage(d).free >= needed for d in (folder, tempfile.gettempdir()))
+
+
 def _capped(limit_ms: int | None) -> int | None:
     """A stored ttl or timeout within MAX_POLICY_MS (an older version stored any)."""
     return None if limit_ms is None else min(limit_ms, MAX_POLICY_MS)
@@ -492,11 +535,11 @@ def _unreadable_job(row: tuple[Any, ...], err: Exception) -> Job:
     )
 
 
-def _input_json(request: str, stored_input: str | None) -> str | None:
+def _input_json(request: str, stored_input: str | None, *, checked: bool = True) -> str | None:
     if stored_input is None:  # dropped, or written before inputs had their own column
         fields = json.loads(request)
         return json.dumps(fields["input"]) if "input" in fields else None
-    return _checked(stored_input)
+    return _checked(stored_input) if checked else stored_input
 
 
 @contextlib.contextmanager
@@ -506,6 +549,13 @@ def _unreadable(job_id: str, kind: str) -> Iterator[None]:
         yield
     except ValueError as err:
         raise ValueError(f"the stored {kind} of job {job_id} could not be read ({err})") from None
+
+
+def checked_input(job_id: str, text: str) -> str:
+    """``text``, read as the job's stored input, if it is JSON; a ValueError that says which
+    job's input could not be read if not."""
+    with _unreadable(job_id, _INPUT):
+        return _checked(text)
 
 
 def _checked(text: str) -> str:
@@ -525,6 +575,12 @@ def _request(job: Job) -> str:
             "low_priority": job.low_priority,
         }
     )
+
+
+def _saved(job: Job, *, drop_input: bool = False, **columns: Any) -> dict[str, Any]:
+    """The parameters of _SAVE (or, with ``output``, of _SAVE_WITH_OUTPUT) for ``job``."""
+    state = {"status": job.status, "state": _state(job), "id": job.id}
+    return {**state, "drop_input": drop_input, **columns}
 
 
 def _state(job: Job) -> str:
