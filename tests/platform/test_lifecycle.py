@@ -291,12 +291,17 @@ def test_stop_leaves_no_worker_processes(tmp_path: Path, platform_factory, loop:
 
 def test_request_count_scales_up_and_idle_workers_stop(tmp_path: Path, platform_factory) -> None:
     config = {"scalerType": "REQUEST_COUNT", "scalerValue": 1, "workersMax": 3, "idleTimeout": 1}
-    platform = platform_factory(write_app(tmp_path / "app", {"rc": (AIO, config)}), max_workers=4)
+    logs = Logs()
+    app = write_app(tmp_path / "app", {"rc": (AIO, config)})
+    platform = platform_factory(app, max_workers=4, echo=logs)
     ep = runpod.Endpoint("rc")
     jobs = [ep.run({"seconds": 1.5}) for _ in range(3)]
     pids = {job.output(timeout=60)["pid"] for job in jobs}
     assert len(pids) == 3
-    wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "idle workers to stop")
+    try:
+        wait_for(lambda: not any(w["alive"] for w in platform.workers()), 20, "idle workers' end")
+    except AssertionError as exc:  # it failed twice on a loaded machine: say what was left
+        raise AssertionError(f"{exc}\n{platform.workers()}\n{logs.text()[-3000:]}") from None
 
 
 def test_queue_delay_adds_a_worker_when_jobs_wait_too_long(
