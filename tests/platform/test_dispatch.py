@@ -676,6 +676,41 @@ def test_a_queued_input_that_cannot_be_read_now_waits_for_the_next_take(tmp_path
     asyncio.run(scenario())
 
 
+def test_a_queued_input_that_stays_unreadable_fails_its_job_and_holds_up_no_other(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        job = dispatcher.submit("e", BIG_INPUT)
+        input_file = next((tmp_path / "jobs-payloads").iterdir())
+        input_file.unlink()
+        input_file.mkdir()  # and so it stays: a worker polling again would spin on it
+        other = dispatcher.submit("e", '{"x": 1}')
+        for _ in range(3):  # a few tries: a passing error would clear
+            assert await dispatcher.take("w1", 1, False) == []
+        assert job.status == "FAILED" and "stored input cannot be read" in (job.error or "")
+        assert [j.id for j in await dispatcher.take("w1", 1, False)] == [other.id]
+        assert (dispatcher.running["e"], dispatcher.queued["e"]) == (1, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_take_that_fails_mid_batch_puts_its_jobs_back_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        jobs = [dispatcher.submit("e", BIG_INPUT) for _ in range(3)]
+        dispatcher.store.close()  # reading their inputs back now raises
+        with pytest.raises(Exception):  # noqa: B017 - what sqlite raises is its business
+            await dispatcher.take("w1", 3, False)
+        assert [j.status for j in jobs] == ["IN_QUEUE"] * 3
+        assert (dispatcher.running["e"], dispatcher.queued["e"]) == (0, 3)
+        assert list(dispatcher.queues["e"])[:3] == [j.id for j in jobs]
+
+    asyncio.run(scenario())
+
+
 def test_a_queued_input_damaged_in_its_file_fails_the_job(tmp_path: Path) -> None:
     async def scenario() -> None:
         dispatcher = _dispatcher(tmp_path)

@@ -301,3 +301,28 @@ def test_a_stream_that_cannot_be_read_now_is_an_os_error_not_a_lost_output(
     with pytest.raises(OSError):
         dispatcher.status_json(job)
     assert job.status == "COMPLETED"
+
+
+def test_a_full_disk_stops_neither_a_start_nor_the_prunes(small_disk: Path) -> None:
+    database = small_disk / "jobs.db"
+
+    async def first_life() -> None:
+        dispatcher = _dispatcher(small_disk)
+        job = await _taken(dispatcher)
+        for _ in range(40):  # 4 MB of chunks, dropped when the restart runs the job again
+            assert dispatcher.chunk("w1", job.id, json.dumps("c" * 100_000))
+        dispatcher.store.close()
+
+    async def second_life() -> None:
+        # Giving the freed pages back moves pages through the log, which a full disk
+        # refuses: a warning, not a platform that cannot start or prune.
+        dispatcher = Dispatcher(JobStore(database))
+        assert dispatcher.restore() == 1
+        dispatcher.prune(time.time() + 3600)
+
+    asyncio.run(first_life())
+    used = sum(f.stat().st_size for f in small_disk.iterdir())
+    # 4 MB left: what the restart's own writes need (dropping the chunks), not the rebuild.
+    (small_disk / "filler").write_bytes(b"f" * (20 * 1024 * 1024 - used - 4096 * 1024))
+    asyncio.run(second_life())
+    assert _pragma(database, "freelist_count") > 0  # kept, for when there is room

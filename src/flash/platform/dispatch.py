@@ -47,6 +47,10 @@ class StreamRead:
     run: float | None  # the job's ``retried_at`` then: a retry since starts a new stream
 
 
+# Tries at reading a queued job's stored input before an OSError fails the job.
+_INPUT_READS = 3
+
+
 def _handed(job: Job, worker_id: str) -> bool:
     """Whether the job handed to the worker is still its own (it may have ended since)."""
     return job.status == js.IN_PROGRESS and job.worker_id == worker_id
@@ -478,8 +482,9 @@ class Dispatcher:
                 # a ttl, a purge): it is not the worker's any more, and not to be ended again.
                 if _handed(job, worker_id):
                     ready.append(job)
-        except asyncio.CancelledError:  # the poll was given up: nobody runs them
-            for job in taken:
+        except BaseException:  # the poll was given up, or failed: nobody runs them
+            # Each goes back to the front: the last first, so they keep their order.
+            for job in reversed(taken):
                 if _handed(job, worker_id):
                     self._unassign(job, worker_id)
             raise
@@ -492,8 +497,12 @@ class Dispatcher:
         try:
             text = self._stored_input(job.id, checked=False)
             await asyncio.to_thread(checked_input, job.id, text)
-        except OSError:
-            self._unassign(job, worker_id)
+        except OSError as err:
+            job.input_misses += 1
+            if job.input_misses < _INPUT_READS:
+                self._unassign(job, worker_id)
+            elif _handed(job, worker_id):  # not a passing error: EACCES, EISDIR
+                self._finish(job, js.FAILED, error=f"its stored input cannot be read: {err}")
         except ValueError as err:
             if _handed(job, worker_id):
                 self._finish(job, js.FAILED, error=f"{err}; it was not run")

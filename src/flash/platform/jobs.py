@@ -55,6 +55,8 @@ class Job:
     worker_id: str | None = None
     attempts: int = 0
     crashes: int = 0
+    # Takes that could not read its stored input (an OSError), this run of the platform.
+    input_misses: int = 0
     output_json: str | None = None  # None: the job has no output, or it is in the store
     # A finished job's big output is kept in the store only (JobStore.load_output), so
     # finished results do not fill memory until they expire.

@@ -153,14 +153,29 @@ class JobStore:
             return
         try:
             self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.OperationalError as err:  # rolled back: the old layout serves on
             _log.warning("job store %s keeps its layout: VACUUM failed (%s)", self.path, err)
+        # Also after a failure: the log it grew would keep the disk full.
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def give_back_space(self) -> None:
         """Return some of the pages that deleted jobs freed to the file system (at most
         _RECLAIM_STEP_BYTES a call, once they are worth it: _RECLAIM_BYTES), and empty the
-        log once all are back."""
+        log once all are back. Best effort: moving pages writes to the log, which a full disk
+        refuses, and that must stop neither a start nor the prunes."""
+        try:
+            self._give_back_step()
+        except sqlite3.Error as err:
+            self._giving_back = False
+            _log.warning("job store %s: could not give space back (%s)", self.path, err)
+
+    def _give_back_step(self) -> None:
+        if self._pragma("auto_vacuum") != _INCREMENTAL_VACUUM:
+            return  # an older database that was not switched frees no page this way
         page_size = self._pragma("page_size")
         free = self._pragma("freelist_count")
         if not self._giving_back:
@@ -173,7 +188,7 @@ class JobStore:
         self._db.executescript(f"PRAGMA incremental_vacuum({step_pages})")
         if self._pragma("freelist_count") == 0:
             self._giving_back = False
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._truncate_log()
 
     def _move_payload_rows(self) -> None:
         """Move the big payloads an earlier version kept as rows of ``payloads`` to files (or
