@@ -73,14 +73,7 @@ def make_big_project(root: Path, modules: int) -> None:
 def bench_scan(work: Path, modules: int = 2000) -> float:
     root = work / "big"
     make_big_project(root, modules)
-    files = collect_files(root)
-    runs = []
-    for _ in range(3):
-        start = time.perf_counter()
-        result = scan_project(root, files)
-        runs.append(time.perf_counter() - start)
-    assert len(result.functions) == modules // 10
-    return min(runs)
+    return _best_scan(root, modules // 10)
 
 
 def make_remote_bound_project(root: Path, modules: int) -> None:

@@ -434,13 +434,7 @@ def deliberate_includes(root: Path) -> set[str]:
     """The project paths the root .flashignore names exactly on a ``!path`` line (no
     wildcard): secrets the user chose to archive. A broad ``!`` (``!*``, ``!workers/**``)
     re-includes what ignore patterns left out, never a secret."""
-    path = root / ".flashignore"
-    if not path.is_file():
-        return set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:  # load_ignore_spec has said so
-        return set()
+    lines = _ignore_lines(root / ".flashignore", ".flashignore")
     return {
         line.strip()[1:].lstrip("/")
         for line in lines

@@ -264,10 +264,11 @@ def _build_locked(
         _check_size(sum(size for _, size in project_sizes), options.max_size_mb, project_sizes)
         # Taken before the files are read: any change after it shows when the archive is
         # written (_check_unchanged), whatever the stage that read the file.
-        inputs = files + _dependency_inputs(root, files)
+        dependency_inputs = _dependency_inputs(root, files)  # reads requirements.txt
+        inputs = files + dependency_inputs
         stats_at_start = _stats(root, inputs)
         source_fp = fingerprint(root, files)
-        key = _build_key(source_fp, _dependency_inputs_fingerprint(root, files), options)
+        key = _build_key(source_fp, fingerprint(root, dependency_inputs), options)
     report("collect", f"{len(files)} files")
 
     # A build the stamp matches had its options checked: the key holds them.
@@ -307,6 +308,8 @@ def _build_locked(
     mask_too(deps.index_urls)
     report("dependencies", f"{len(deps.pins)} packages")
 
+    deps_options = options.dependencies
+    cross_target = not builds_for_this_machine(deps_options.python_version, deps_options.platform)
     manifest = build_manifest(
         project=_project_name(root),
         flash_version=flash.__version__,
@@ -339,7 +342,7 @@ def _build_locked(
                 _missing_module_hint(root, scan.src_layout, deps.excluded),
             ):
                 schemas = _check_handlers_and_derive_schemas(
-                    build_dir, deps.site_dir, manifest, options.dependencies, deps.excluded
+                    build_dir, deps.site_dir, manifest, cross_target, deps.excluded
                 )
             manifest = manifest.with_schemas(schemas)
             manifest_json = manifest.to_json().encode()
@@ -349,7 +352,6 @@ def _build_locked(
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
     entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
-    cross_target = not _builds_here(options.dependencies)
     if not cross_target:
         typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
         checked = f"checked, {typed} functions callable with JSON"
@@ -413,12 +415,6 @@ def _archive_path(flash_dir: Path, output: str) -> Path:
 def _check_max_size(max_size_mb: float) -> None:
     if not (math.isfinite(max_size_mb) and max_size_mb > 0):
         raise BuildError(f"--max-size must be a positive number of MB, got {max_size_mb!r}")
-
-
-def _dependency_inputs_fingerprint(root: Path, collected: list[str]) -> str:
-    """The fingerprint of the files the dependency stage reads that are not ``collected``
-    (those are in the source fingerprint): see :func:`_dependency_inputs`."""
-    return fingerprint(root, _dependency_inputs(root, collected))
 
 
 def _dependency_inputs(root: Path, collected: list[str]) -> list[str]:
@@ -778,15 +774,11 @@ def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:
             shutil.copyfile(entry.source, path)
 
 
-def _builds_here(options: DependencyOptions) -> bool:
-    return builds_for_this_machine(options.python_version, options.platform)
-
-
 def _check_handlers_and_derive_schemas(
     build_dir: Path,
     site_dir: Path | None,
     manifest: Manifest,
-    options: DependencyOptions,
+    cross_target: bool,
     excluded: tuple[str, ...],
 ) -> dict[str, SchemaResult]:
     """Import every generated handler as a worker would, then derive the functions' JSON
@@ -798,7 +790,7 @@ def _check_handlers_and_derive_schemas(
         for r in manifest.resources.values()
         for f in r.functions
     ]
-    if not _builds_here(options):
+    if cross_target:
         reason = "cross-target build: the project's modules cannot be imported here"
         return {name: SchemaResult(None, None, None, reason) for name, _, _ in functions}
     handlers = [r.handler_file[: -len(".py")] for r in manifest.resources.values()]

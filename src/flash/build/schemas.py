@@ -326,17 +326,21 @@ def derive(obj, rule, TypedDict, NotRequired, method=False):
     return {"input": input_schema, "output": output_schema, "stream": types.stream}
 
 
+def interrupted(exc):
+    # Ctrl-C reached this child too: the build is interrupted, not broken. A project's own
+    # KeyboardInterrupt (no SIGINT came) is a failed import like any other.
+    if SIGINT_RECEIVED and isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
 def import_handlers(names):
     # Each generated handler, imported as a worker would: the traceback of each failure.
     failures = {}
     for name in names:
         try:
             importlib.import_module(name)
-        except KeyboardInterrupt:
-            if SIGINT_RECEIVED:
-                raise  # Ctrl-C reached this child too: the build is interrupted, not broken
-            failures[name] = user_trace()
-        except BaseException:
+        except BaseException as exc:
+            interrupted(exc)
             failures[name] = user_trace()
     return failures
 
@@ -370,12 +374,8 @@ def main():
         if module_name not in modules:
             try:
                 modules[module_name] = importlib.import_module(module_name)
-            except KeyboardInterrupt:
-                if SIGINT_RECEIVED:
-                    raise
-                modules[module_name] = None
-                answer["import_errors"][module_name] = user_trace()
-            except BaseException:
+            except BaseException as exc:
+                interrupted(exc)
                 modules[module_name] = None
                 answer["import_errors"][module_name] = user_trace()
         module = modules[module_name]

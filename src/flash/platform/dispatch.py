@@ -7,6 +7,7 @@ through to the ``JobStore`` before anyone can observe it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -308,6 +309,8 @@ class Dispatcher:
         job.webhook_pending, job.webhook_attempts = False, 0  # the new run's end owes its own
         job.status = js.IN_QUEUE
         self.store.save_requeued([job])  # no output, no chunks
+        with contextlib.suppress(ValueError):  # its id, still queued if it ended there
+            self.queues[job.endpoint].remove(job.id)
         self._count_queued(job, 1)
         self.retried[job.endpoint] += 1
         self._arm_ttl(job)
@@ -323,7 +326,7 @@ class Dispatcher:
 
     def _end_queued(self, endpoint: str, status: str, error: str) -> int:
         """End every job waiting in the endpoint's queue with ``status``; how many."""
-        ended = list({job.id: job for job in self._waiting(endpoint)}.values())  # once each
+        ended = list(self._waiting(endpoint))
         self.queues.get(endpoint, deque()).clear()
         self._urgent.get(endpoint, deque()).clear()
         for job in ended:
@@ -693,8 +696,7 @@ class Dispatcher:
             return taken
         while queue and len(taken) < size:
             job = self.jobs.get(queue[0])
-            # An id is queued twice when a job ended while queued and was retried.
-            if job is None or job.status != js.IN_QUEUE or job in taken:
+            if job is None or job.status != js.IN_QUEUE:
                 queue.popleft()
                 continue
             if job.crashes and (taken or self._busy(state)):

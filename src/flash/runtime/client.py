@@ -43,6 +43,7 @@ from flash.runtime.http import (
     HttpError,
     Response,
     has_control_character,
+    json_body,
     redact_url,
 )
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
@@ -84,8 +85,6 @@ _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
 # A map job's items stop short of the limit by a margin for the rest of the body (the
 # signature, the context, JSON's quotes); one item alone may use the whole of it.
 _MAP_JOB_BYTES = RUNSYNC_LIMIT * 3 // 4
-# bytes at least this big go pickled in "auto" mode (when the client may sign): JSON
-# escapes each control or non-ASCII byte as \uXXXX, up to 6 times its size; base64 is 4/3.
 
 
 @dataclass(frozen=True)
@@ -640,7 +639,7 @@ class PlatformInvoker:
     ) -> dict[str, Any]:
         """Submit a job to ``url``'s ``route`` (with its query): a body bigger than the
         route takes is refused here, not sent to be refused."""
-        content = _json_body(body)
+        content = json_body(body)
         name = route.partition("?")[0]
         limit = _BODY_LIMITS[name]
         if len(content) > limit:
@@ -753,14 +752,6 @@ def _by_size(items: list[dict[str, Any]], budget: int) -> list[list[dict[str, An
     return runs
 
 
-def _json_body(body: Any) -> bytes:
-    """``body`` as a request's JSON, or BodyNotJson (the call may go pickled instead)."""
-    try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError as exc:  # a NaN, an infinity, an int too long to write
-        raise BodyNotJson(str(exc)) from None
-
-
 def _too_large(
     target: _Target, payload: Mapping[str, Any], size: int, limit: str
 ) -> PayloadTooLargeError:
@@ -791,10 +782,10 @@ def _argument_sizes(payload: Mapping[str, Any], owner: Any) -> Iterator[tuple[st
             names = _positional_names(owner, method if field_name == "method_args" else None)
             for index, value in enumerate(values):
                 label = names[index] if index < len(names) else f"{field_name}[{index}]"
-                yield label, len(_json_body(value))
+                yield label, len(json_body(value))
         elif field_name in ("kwargs", "init", "method_kwargs") and isinstance(values, dict):
             for name, value in values.items():
-                yield name, len(_json_body(value))
+                yield name, len(json_body(value))
 
 
 def _positional_names(owner: Any, method: str | None) -> tuple[str, ...]:

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["HttpClient", "HttpError", "Response", "has_control_character", "redact_url"]
+__all__ = [
+    "BodyNotJson",
+    "HttpClient",
+    "HttpError",
+    "Response",
+    "has_control_character",
+    "json_body",
+    "redact_url",
+]
 
 _MAX_IDLE_PER_HOST = 64
 
@@ -112,10 +120,7 @@ class HttpClient:
         elif body is None:
             payload = b""
         else:
-            try:
-                payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-            except ValueError as exc:  # a NaN, an infinity, an int too long to write
-                raise BodyNotJson(str(exc)) from None
+            payload = json_body(body)
         # Host names the server only: a URL's user:password@ is no part of it.
         lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
         for name, value in {**self.headers, **(headers or {})}.items():
@@ -331,3 +336,11 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             return b"".join(chunks)
         chunks.append(await reader.readexactly(size))
         await reader.readexactly(2)
+
+
+def json_body(body: Any) -> bytes:
+    """``body`` as a request's JSON, or BodyNotJson (the call may go pickled instead)."""
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:  # a NaN, an infinity, an int too long to write
+        raise BodyNotJson(str(exc)) from None
