@@ -741,6 +741,25 @@ def test_a_poll_given_up_while_its_input_is_read_leaves_the_job_queued(tmp_path:
     asyncio.run(scenario())
 
 
+def test_a_poll_given_up_just_after_a_job_was_handed_to_it_leaves_the_job_queued(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))
+        await asyncio.sleep(0)  # one loop turn: the poll waits for work
+        job = dispatcher.submit("e", '{"n": 1}')  # handed to the waiting poll at once
+        assert job.status == "IN_PROGRESS"
+        poll.cancel()  # given up before the poll saw it (a shutdown, say)
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        assert (job.status, dispatcher.running["e"]) == ("IN_QUEUE", 0)
+        assert [j.id for j in await dispatcher.take("w1", 1, False)] == [job.id]
+
+    asyncio.run(scenario())
+
+
 def test_two_stream_readers_never_get_the_same_chunk(tmp_path: Path) -> None:
     async def reader(dispatcher: Dispatcher, job: Job) -> list[str]:
         await dispatcher.wait_stream(job, 5.0)

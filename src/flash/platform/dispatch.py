@@ -466,6 +466,10 @@ class Dispatcher:
         state.takers.append(taker)
         try:
             await asyncio.wait([fut], timeout=POLL_HOLD_S)
+        except BaseException:  # the poll was given up (a shutdown): nobody runs its jobs
+            if fut.done():
+                self._give_back(worker_id, fut.result())
+            raise
         finally:
             if not fut.done():
                 # Still waiting (or the poll was cancelled): withdraw synchronously, so no
@@ -486,12 +490,16 @@ class Dispatcher:
                 if _handed(job, worker_id):
                     ready.append(job)
         except BaseException:  # the poll was given up, or failed: nobody runs them
-            # Each goes back to the front: the last first, so they keep their order.
-            for job in reversed(taken):
-                if _handed(job, worker_id):
-                    self._unassign(job, worker_id)
+            self._give_back(worker_id, taken)
             raise
         return ready
+
+    def _give_back(self, worker_id: str, taken: list[Job]) -> None:
+        """Put the jobs a poll took, and will not answer with, back at the front of the
+        queue: the last first, so they keep their order."""
+        for job in reversed(taken):
+            if _handed(job, worker_id):
+                self._unassign(job, worker_id)
 
     async def _read_input(self, job: Job, worker_id: str) -> None:
         """Read back the input of a job handed to the worker, parsed in a thread so that a
