@@ -741,6 +741,25 @@ def test_a_poll_given_up_while_its_input_is_read_leaves_the_job_queued(tmp_path:
     asyncio.run(scenario())
 
 
+def test_a_worker_still_stopping_a_cancelled_job_counts_as_running_not_idle(
+    tmp_path: Path,
+) -> None:
+    """What /health and the scaler see: a cancelled sync job may run on in its thread."""
+
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        dispatcher.cancel(job)
+        assert job.status == "CANCELLED"
+        dispatcher.ping("w1", [job.id])  # a heartbeat: it still runs the job
+        assert dispatcher.active_jobs("w1") == 1
+        later = dispatcher.submit("e", '{"x": 2}')
+        # Polling with nothing in progress, it shows it dropped the cancelled job.
+        assert [j.id for j in await dispatcher.take("w1", 1, False)] == [later.id]
+        assert dispatcher.active_jobs("w1") == 1  # the new job alone
+
+    asyncio.run(scenario())
+
+
 def test_a_poll_given_up_just_after_a_job_was_handed_to_it_leaves_the_job_queued(
     tmp_path: Path,
 ) -> None:

@@ -551,6 +551,15 @@ def test_a_bad_runsync_wait_is_refused_before_any_job_exists(
     assert health["jobs"]["completed"] == 0 and health["jobs"]["inQueue"] == 0
 
 
+def test_a_huge_runsync_wait_is_taken_as_the_longest_wait(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    answer = _post(
+        platform, "basic/runsync?wait=99999999999999", json={"input": {"action": "echo"}}
+    )
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "COMPLETED"
+
+
 def test_finished_results_expire_as_in_production(tmp_path: Path, platform_factory) -> None:
     import time
 

@@ -446,6 +446,8 @@ class Dispatcher:
             self.on_first_poll(worker_id)
         if not in_progress:
             # Nothing runs on it any more: every job it was told to stop is gone.
+            if state.stopping and not state.assigned:
+                state.idle_since = time.monotonic()  # idle from now, not from the stop
             state.stopping.clear()
             state.stuck.clear()
         if state.draining:
@@ -566,6 +568,8 @@ class Dispatcher:
             elif now - since > _PING_LAG_S:
                 # Sent after the stop reached it (allowing for the snapshot to lag).
                 del state.stopping[job_id]
+                if not self._busy(state):
+                    state.idle_since = now
                 self._serve_takers(state.endpoint)  # it may run a suspect now
 
     def done(
@@ -688,8 +692,11 @@ class Dispatcher:
         return outcomes
 
     def active_jobs(self, worker_id: str) -> int:
+        """Jobs the worker runs, counting those it was told to stop and may still run (a
+        sync function's thread cannot be stopped; a worker that keeps one past the grace
+        time is killed): it is not idle, for /health and for the scaler."""
         state = self.workers.get(worker_id)
-        return len(state.assigned) if state else 0
+        return len(state.assigned) + len(state.stopping) if state else 0
 
     # ------------------------------------------------------------------ internals
 

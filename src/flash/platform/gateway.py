@@ -85,9 +85,10 @@ def _job_to_take(job: js.Job) -> str:
 
 
 def _milliseconds(name: str, text: str, *, positive: bool = False) -> int | Response:
-    """A query parameter's whole number of milliseconds, or the 400 naming it."""
-    if text.isascii() and text.isdigit() and len(text) <= 12 and (int(text) > 0 or not positive):
-        return int(text)
+    """A query parameter's whole number of milliseconds (a huge one as 10**15: both uses
+    clamp it), or the 400 naming it."""
+    if text.isascii() and text.isdigit() and (text.strip("0") or not positive):
+        return int(text) if len(text) <= 15 else 10**15
     what = "a positive whole number" if positive else "a whole number"
     return _error(400, f"'{name}' must be {what} of milliseconds, got {text[:40]!r}")
 
