@@ -813,3 +813,34 @@ def test_a_stream_answer_sent_across_a_retry_does_not_skip_the_new_runs_chunks(
         assert _read(dispatcher, job) == ["A", "B"]
 
     asyncio.run(scenario())
+
+
+def test_a_platform_killed_mid_job_does_not_count_the_lost_attempt_as_delay(
+    tmp_path: Path,
+) -> None:
+    async def first_life() -> str:
+        _, job = await _running_on_w1(tmp_path)
+        await asyncio.sleep(0)  # one loop turn: the start is noted in the store
+        return job.id  # then the platform is killed: no clean stop
+
+    job_id = asyncio.run(first_life())
+    # As if it had waited 60 s for w1, which ran it for 40 s until the kill.
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as db, db:
+        (state,) = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        started = json.loads(state)
+        assert started["started_at"] is not None  # the start was noted: it can be allowed for
+        started["started_at"] -= 40
+        db.execute(
+            "UPDATE jobs SET created_at = ?, state = ? WHERE id = ?",
+            (started["started_at"] - 60, json.dumps(started), job_id),
+        )
+
+    async def second_life() -> None:
+        dispatcher = _dispatcher(tmp_path)
+        assert dispatcher.restore() == 1
+        dispatcher.register_worker("w2", "e")
+        assert [j.id for j in await dispatcher.take("w2", 1, False)] == [job_id]
+        # Queued 60 s before the lost attempt, a moment after the restart: not its 40 s.
+        assert 60_000 <= _status(dispatcher, job_id)["delayTime"] < 61_000
+
+    asyncio.run(second_life())

@@ -988,3 +988,75 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
     assert _post(platform, "basic/runsync", json={"input": said}).json()["status"] == "COMPLETED"
     assert any("token **** and key ****" in line for line in logs.lines)
     assert not any(key in line for line in logs.lines)
+
+
+def test_a_stop_answers_waiting_runsync_callers_with_their_job_id(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
+    state = tmp_path / "state"
+    first = platform_factory(app, state)
+    answers: list[requests.Response] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            _post(first, "basic/runsync", json={"input": {"action": "sleep", "seconds": 2}})
+        )
+    )
+    caller.start()
+    wait_for(lambda: _get(first, "basic/health").json()["jobs"]["inProgress"] == 1, 30, "the job")
+    first.stop(grace_s=0.2)  # the sleeper cannot finish in time
+    caller.join(30)
+    # As when the wait runs out: the job's id, to read its result once it has one.
+    assert answers[0].status_code == 200, answers[0].text
+    body = answers[0].json()
+    assert body["status"] in ("IN_QUEUE", "IN_PROGRESS") and "output" not in body
+
+    second = platform_factory(app, state)
+    assert ended(second, "basic", body["id"])["output"] == {"slept": 2}
+
+
+SLEEP_ONCE = """
+import os, time
+from pathlib import Path
+from flash.runtime.worker import start
+
+def handler(job):
+    marker = Path(job["input"]["marker"])
+    if not marker.exists():  # the first attempt sleeps (it is frozen meanwhile)
+        marker.write_text(str(os.getpid()))
+        time.sleep(job["input"]["seconds"])
+    return {"pid": os.getpid()}
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_frozen_worker_is_killed_and_its_job_runs_again(tmp_path: Path, platform_factory) -> None:
+    app = write_app(tmp_path / "app", {"ep": (SLEEP_ONCE, {"workersMax": 1})})
+    platform = platform_factory(app, heartbeat_timeout_s=1.0)
+    marker = tmp_path / "marker"
+    job = _post(platform, "ep/run", json={"input": {"marker": str(marker), "seconds": 600}})
+    wait_for(marker.exists, 30, "the job to start")
+    frozen = int(marker.read_text())
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        final = ended(platform, "ep", job.json()["id"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    assert final["status"] == "COMPLETED" and final["output"]["pid"] != frozen, final
+    assert "sent no heartbeat" in platform.echo.text()  # type: ignore[union-attr]
+
+
+def test_a_job_that_holds_its_workers_loop_past_the_heartbeat_timeout_is_not_killed(
+    tmp_path: Path, platform_factory
+) -> None:
+    # A sync function on a one-job worker runs on its event loop, which sends no heartbeat
+    # meanwhile: a busy worker, not a frozen one.
+    app = write_app(tmp_path / "app", {"ep": (SLEEP_ONCE, {"workersMax": 1})})
+    platform = platform_factory(app, heartbeat_timeout_s=0.5)
+    marker = tmp_path / "marker"
+    job = _post(platform, "ep/run", json={"input": {"marker": str(marker), "seconds": 3}})
+    final = ended(platform, "ep", job.json()["id"])
+    assert final["status"] == "COMPLETED" and final["output"]["pid"] == int(marker.read_text())

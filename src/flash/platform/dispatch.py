@@ -83,6 +83,8 @@ class _WorkerState:
     # Stopped jobs a heartbeat showed still running.
     stuck: set[str] = field(default_factory=set)
     idle_since: float = field(default_factory=time.monotonic)
+    # Its last heartbeat (or its start): see Supervisor's frozen-worker check.
+    pinged_at: float = field(default_factory=time.monotonic)
 
 
 def _noop(*_: Any) -> None:
@@ -128,6 +130,10 @@ class Dispatcher:
         self._stream_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        # Set when the platform begins to stop (end_waits): nothing is held any more.
+        self.stopping = False
+        # Jobs handed to workers whose start is not yet stored (see _note_started).
+        self._started: list[Job] = []
         # Hooks the supervisor and the platform fill in.
         self.on_submit: Callable[[str], None] = _noop
         self.on_final: Callable[[Job], None] = _noop
@@ -166,6 +172,8 @@ class Dispatcher:
             # too. Either way its attempt died with the platform and runs again from scratch
             # (save_requeued drops its output and chunks).
             if job.status == js.IN_PROGRESS or job.stream_in_store:
+                if job.started_at is not None:  # as in worker_exited: the lost run is no delay
+                    job.queued_at = now - (job.started_at - job.queued_since)
                 self._reset_attempt(job)
                 requeued.append(job)
             job.status = js.IN_QUEUE
@@ -248,8 +256,20 @@ class Dispatcher:
             job.retention_ms = ttl_ms
         self.store.save(job)
 
+    def end_waits(self) -> None:
+        """The platform begins to stop: answer every held request now (a /runsync as when
+        its wait runs out, with the job's id to read the result by, after a restart too),
+        and hold none from now on. Held until the server's stop, they would be cancelled
+        into bare 500s."""
+        self.stopping = True
+        for waiters in (self._final_waiters, self._stream_waiters):
+            for job_id in list(waiters):
+                self._wake(waiters, job_id)
+        for state in self.workers.values():
+            self._answer_polls(state)
+
     async def wait_final(self, job: Job, timeout: float) -> bool:
-        if not job.final and timeout > 0:
+        if not job.final and timeout > 0 and not self.stopping:
             await self._wait(self._final_waiters, job.id, timeout)
         return job.final
 
@@ -259,7 +279,7 @@ class Dispatcher:
 
     async def wait_stream(self, job: Job, timeout: float) -> None:
         """Wait up to ``timeout`` for a chunk not yet handed out, unless ``has_unread``."""
-        if not self.has_unread(job) and timeout > 0:
+        if not self.has_unread(job) and timeout > 0 and not self.stopping:
             await self._wait(self._stream_waiters, job.id, timeout)
 
     def claim_stream(self, job: Job) -> StreamRead:
@@ -450,7 +470,7 @@ class Dispatcher:
                 state.idle_since = time.monotonic()  # idle from now, not from the stop
             state.stopping.clear()
             state.stuck.clear()
-        if state.draining:
+        if state.draining or self.stopping:
             # Asked to stop, it polls again: it ignores SIGTERM for now. Answered at once,
             # it would poll in a tight loop until it is killed.
             await asyncio.sleep(_DRAINING_POLL_S)
@@ -548,7 +568,7 @@ class Dispatcher:
 
     async def stop_signals(self, worker_id: str) -> list[str]:
         state = self.workers[worker_id]
-        if not state.stops and not state.draining:
+        if not state.stops and not state.draining and not self.stopping:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             state.stop_waiter = fut
             await asyncio.wait([fut], timeout=POLL_HOLD_S)
@@ -561,6 +581,7 @@ class Dispatcher:
         """A heartbeat lists the jobs the worker still runs: evidence for stopped jobs."""
         state = self.workers[worker_id]
         now = time.monotonic()
+        state.pinged_at = now
         running = set(job_ids or ())
         for job_id, since in list(state.stopping.items()):
             if job_id in running:
@@ -691,6 +712,11 @@ class Dispatcher:
         self._serve_takers(state.endpoint)
         return outcomes
 
+    def silent_for(self, worker_id: str, now: float) -> float:
+        """How long the worker has sent no heartbeat (since it started, if none yet)."""
+        state = self.workers.get(worker_id)
+        return 0.0 if state is None else now - state.pinged_at
+
     def active_jobs(self, worker_id: str) -> int:
         """Jobs the worker runs, counting those it was told to stop and may still run (a
         sync function's thread cannot be stopped; a worker that keeps one past the grace
@@ -786,8 +812,12 @@ class Dispatcher:
         job.worker_id = worker_id
         job.started_at = time.time()
         job.attempts += 1
-        # Not written through: a job found IN_QUEUE or IN_PROGRESS at start-up is queued
-        # again either way, so the store only needs to hear about the final state.
+        # A job found IN_QUEUE or IN_PROGRESS at start-up is queued again either way; the
+        # start is stored only so that a restart can leave the lost attempt out of the
+        # job's delay, in one write for all the jobs handed out in this loop turn.
+        if not self._started:
+            asyncio.get_running_loop().call_soon(self._note_started)
+        self._started.append(job)
         self._count_queued(job, -1)
         self.running[job.endpoint] += 1
         state.assigned.add(job.id)
@@ -795,6 +825,11 @@ class Dispatcher:
         self._timers[job.id] = asyncio.get_running_loop().call_later(
             limit / 1000, self._on_timeout, job.id, job.attempts, limit
         )
+
+    def _note_started(self) -> None:
+        started, self._started = self._started, []
+        # One that ended or went back to the queue since was stored then, or needs nothing.
+        self.store.save_states([job for job in started if job.status == js.IN_PROGRESS])
 
     def execution_limit_ms(self, endpoint: str) -> int:
         """How long a job of ``endpoint`` may run unless its policy says: the endpoint's

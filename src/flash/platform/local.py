@@ -31,7 +31,7 @@ from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
 from flash.platform.jobs import Job
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
 from flash.platform.store import JobStore
-from flash.platform.supervisor import Supervisor
+from flash.platform.supervisor import HEARTBEAT_TIMEOUT_S, Supervisor
 from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_from_text, key_to_text
 
 T = TypeVar("T")
@@ -76,6 +76,7 @@ class LocalPlatform:
         webhook_retry_delay_s: float = WEBHOOK_RETRY_DELAY_S,
         default_execution_timeout_ms: int = EXECUTION_TIMEOUT_MS,
         default_ttl_ms: int = TTL_MS,
+        heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
     ) -> None:
         if max_workers is not None and max_workers < 1:  # `or cpu_count` would take 0 as all
             raise PlatformError(f"max_workers must be at least 1, got {max_workers}")
@@ -86,6 +87,8 @@ class LocalPlatform:
             if limit < 1:  # 0 would end every job at once
                 raise PlatformError(f"{name} must be at least 1 ms, got {limit}")
         self.max_queue = max_queue
+        # How long a stopped worker with jobs goes without a heartbeat before it is killed.
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         # A job's limits when neither its policy nor its endpoint sets one (RunPod's).
         self.default_execution_timeout_ms = default_execution_timeout_ms
         self.default_ttl_ms = default_ttl_ms
@@ -343,6 +346,7 @@ class LocalPlatform:
             worker_loop=self.worker_loop,
             api_key=self.api_key,
             extra_env=self.worker_env,
+            heartbeat_timeout_s=self.heartbeat_timeout_s,
         )
         self.supervisor.start()
         self._webhooks = httpx.AsyncClient(
@@ -370,7 +374,8 @@ class LocalPlatform:
             log_level="warning",
             access_log=False,
             timeout_keep_alive=75,
-            # Clients still waiting in /runsync must not hold up a stop.
+            # Held requests were answered (Dispatcher.end_waits): what is left is requests
+            # under way, and slow readers, which must not hold up a stop.
             timeout_graceful_shutdown=2,
             backlog=4096,
         )
@@ -403,7 +408,10 @@ class LocalPlatform:
 
     async def _shutdown(self, grace_s: float) -> None:
         assert self.supervisor is not None and self._server is not None
+        assert self.dispatcher is not None
         deadline = time.monotonic() + grace_s
+        # First: the held requests, each answered as it would be in time (see end_waits).
+        self.dispatcher.end_waits()
         await self.supervisor.stop(grace_s)
         # Webhook POSTs under way get what is left of the grace period, no more.
         await self._stop_deliveries(within_s=deadline - time.monotonic())

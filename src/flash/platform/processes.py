@@ -104,6 +104,13 @@ def _pids() -> list[int]:
     return [int(name) for name in names if name.isdigit() and int(name) != me]
 
 
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP, SIGTSTP, a debugger); False where there is
+    no /proc, or once it is gone."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] in ("T", "t")
+
+
 def _stat(pid: int) -> list[str] | None:
     """/proc/<pid>/stat's fields from the state on (field 3, index 0); None once it is gone.
     The command name before them may hold spaces and parentheses: split after the last ')'."""

@@ -299,6 +299,12 @@ class JobStore:
         if dropped:
             self._remove_payloads([job_id], (_INPUT,))
 
+    def save_states(self, jobs: list[Job]) -> None:
+        """``save`` for several jobs, in one transaction."""
+        if jobs:
+            with self._transaction():
+                self._db.executemany(_SAVE, [_saved(job) for job in jobs])
+
     def save_requeued(self, jobs: list[Job]) -> None:
         """Write the state of jobs sent back to the queue, and that they have no output or
         stream chunks, in one transaction (start-up re-queues every job that was running)."""

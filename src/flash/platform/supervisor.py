@@ -40,6 +40,12 @@ _TAIL_LINES = 20
 _START_ATTEMPTS = 3
 _START_BACKOFF_S = 5.0
 _T = TypeVar("_T")
+# A worker with jobs that has sent no heartbeat for this long while its process is stopped
+# (SIGSTOP, a debugger) is killed, and its jobs run again. Heartbeats come every second
+# (RUNPOD_PING_INTERVAL below): 60 of them missed is far beyond a loaded machine's delays,
+# and a worker stopped for a moment (a look in a debugger) is spared, yet a frozen job is
+# noticed long before its execution timeout (10 minutes by default).
+HEARTBEAT_TIMEOUT_S = 60.0
 # How many of the latest workers ``Supervisor.history`` keeps.
 HISTORY_WORKERS = 100
 
@@ -86,7 +92,9 @@ class Supervisor:
         worker_loop: str | None = None,
         api_key: str | None = None,
         extra_env: dict[str, str] | None = None,
+        heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
     ) -> None:
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.api_key = api_key
         self.extra_env = extra_env or {}
         self.dispatcher = dispatcher
@@ -245,8 +253,25 @@ class Supervisor:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(_TICK_S)
+            self._kill_frozen()
             for name in list(self.deployments):
                 self._scale_safely(name)
+
+    def _kill_frozen(self) -> None:
+        """Kill each worker that holds jobs but has been frozen for ``heartbeat_timeout_s``:
+        its jobs run again, as after a crash not of their making. Silence alone is no proof:
+        a sync function of a one-job worker runs on the loop that sends the heartbeats, so
+        a long job is silent too; only a stopped process is known not to be working."""
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if (
+                worker.kill_reason is None
+                and self.dispatcher.active_jobs(worker.id)
+                and self.dispatcher.silent_for(worker.id, now) >= self.heartbeat_timeout_s
+                and processes.stopped(worker.proc.pid)
+            ):
+                silent = self.dispatcher.silent_for(worker.id, now)
+                self.kill(worker.id, f"stopped, it sent no heartbeat for {silent:.0f} s")
 
     def _scale_safely(self, name: str) -> None:
         """``_scale``, logging what it raises: one bad decision must not end scaling and idle
