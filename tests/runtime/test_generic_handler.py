@@ -817,6 +817,86 @@ def test_cancellation_propagates() -> None:
     asyncio.run(main())
 
 
+def gives_up() -> None:
+    raise asyncio.CancelledError("gave up")
+
+
+async def gives_up_async() -> None:
+    await asyncio.sleep(0)
+    raise asyncio.CancelledError("gave up")
+
+
+def gives_up_midway() -> Iterator[int]:
+    yield 1
+    raise asyncio.CancelledError("gave up")
+
+
+async def gives_up_midway_async() -> Any:
+    yield 1
+    await asyncio.sleep(0)
+    raise asyncio.CancelledError("gave up")
+
+
+GIVING_UP = {
+    "gives_up": gives_up,
+    "gives_up_async": gives_up_async,
+    "gives_up_midway": gives_up_midway,
+    "gives_up_midway_async": gives_up_midway_async,
+}
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+@pytest.mark.parametrize("without_cancelling", [False, True])
+def test_user_code_raising_cancelled_error_fails_the_job(
+    in_thread: bool, without_cancelling: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody cancelled the job: the CancelledError is the function's own answer, and the
+    # caller must get it, not wait for a job that never ends.
+    if without_cancelling:  # as on Python 3.10, whose tasks have no cancelling()
+        monkeypatch.setattr(generic_handler, "_HAS_CANCELLING", False, raising=False)
+    handler = create_handler(GIVING_UP, run_sync_in_thread=in_thread)
+    for name in ("gives_up", "gives_up_async"):
+        assert_error(run(handler, fn_job(name)), "CancelledError", f"'{name}' raised", "gave up")
+        mapped = run(handler, raw_job(function_name=name, execution_type="map", items=[{}, {}]))
+        assert [r["error_type"] for r in mapped["results"]] == ["CancelledError"] * 2
+    # Python 3.10 cannot tell within an async generator (Flash's worker loop still fails
+    # such a job: it knows it did not stop it).
+    midway = ["gives_up_midway"] + ([] if without_cancelling else ["gives_up_midway_async"])
+    for name in midway:
+        first, failure = answers(handler, fn_job(name))
+        assert result_of(first) == 1
+        assert_error(failure, "CancelledError", "gave up")
+
+
+@pytest.mark.parametrize("without_cancelling", [False, True])
+def test_a_real_cancellation_still_propagates(
+    without_cancelling: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if without_cancelling:
+        monkeypatch.setattr(generic_handler, "_HAS_CANCELLING", False, raising=False)
+    entered = asyncio.Event()
+    cleaned: list[str] = []
+
+    async def wait_forever() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("done")
+
+    cancellable = create_handler({"wait_forever": wait_forever})
+
+    async def main() -> None:
+        task = asyncio.ensure_future(cancellable(fn_job("wait_forever")))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert cleaned == ["done"]
+
+
 def test_registry_keys_must_be_strings() -> None:
     with pytest.raises(TypeError, match="registry keys must be str"):
         create_handler({1: add})  # type: ignore[dict-item]

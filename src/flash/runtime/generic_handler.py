@@ -4,7 +4,9 @@ A job is ``{"id": ..., "input": {...}}`` in the wire format of RunPod Flash's ``
 ``function_name``, ``execution_type`` ("function" | "class"), ``args``/``kwargs`` (base64
 cloudpickle; for a class, the constructor's), ``method_name``/``method_args``/``method_kwargs``
 (for a class), and ``protocol_version`` (absent means 1). The handler never raises, except
-``asyncio.CancelledError`` so job cancellation still works: every failure becomes
+``asyncio.CancelledError`` when the job itself is cancelled, so job cancellation still works (a
+CancelledError user code raises on its own fails the job like any other exception): every
+failure becomes
 ``{"success": False, "error", "error_type", "traceback", "protocol_version"}``.
 
 Standard library and cloudpickle only: this module runs inside every worker.
@@ -140,6 +142,34 @@ class _UserCodeError(Exception):
         super().__init__(label)
         self.label = label
         self.exc = exc
+
+
+class _RaisedCancelled(Exception):
+    """A CancelledError that user code raised itself: sync code (nothing can cancel it
+    midway), or, on Python 3.10, a coroutine whose task nobody cancelled. An Exception, so
+    that nothing on its way takes it for a cancellation of the job."""
+
+    def __init__(self, exc: asyncio.CancelledError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+# From Python 3.11 a task says whether it is being cancelled (Task.cancelling()).
+_HAS_CANCELLING = hasattr(asyncio.Task, "cancelling")
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled (the job was stopped, timed out, the worker shuts
+    down), so a CancelledError must go on; else it is user code's own and fails the job."""
+    if not _HAS_CANCELLING:
+        # 3.10 cannot tell: user code's own were already told apart where raised.
+        return True
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _user_exception(exc: BaseException) -> BaseException:
+    return exc.exc if isinstance(exc, _RaisedCancelled) else exc
 
 
 def create_handler(
@@ -548,7 +578,7 @@ def create_handler(
                 result = await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread)
                 return _success(result, label, call.digests)
             except asyncio.CancelledError:
-                raise
+                raise  # the job's cancellation: _invoke turned user code's own into failures
             except BaseException as exc:
                 return _failure(exc)
 
@@ -637,8 +667,11 @@ def create_handler(
         try:
             call = resolve(job)
             answer = await run_call(call)
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            # Never let one escape otherwise: the SDK's loop would leave the job unreported.
+            answer = _failure(exc, pickle_exception=_checkable(call))
         except BaseException as exc:
             answer = _failure(exc, pickle_exception=_checkable(call))
         if call is None:
@@ -659,9 +692,11 @@ def create_handler(
                     nonce = _item_nonce(_answer_nonce(call, answer), index)
                     yield sign(answer, nonce, call.digests)
                     index += 1
-        except (asyncio.CancelledError, GeneratorExit):  # cancelled, or closed by its consumer
+        except GeneratorExit:  # closed by its consumer
             raise
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise
             # The worker loop keeps only the text of a failed item's "error": send the whole
             # answer as that text, so the caller still gets the type, traceback and issues.
             answer = _failure(exc, pickle_exception=_checkable(call))
@@ -900,12 +935,38 @@ async def _invoke(
         if not finish:
             return result
         if inspect.isawaitable(result):
-            result = await result
+            result = await _await_user(result)
         return await _collect_stream(result, in_thread)
-    except (_JobError, asyncio.CancelledError):
+    except _JobError:
         raise
-    except BaseException as exc:  # SystemExit & co. from user code must not end the worker
+    except asyncio.CancelledError as exc:
+        if _cancelling():
+            raise
         raise _UserCodeError(label, exc) from None
+    except BaseException as exc:  # SystemExit & co. from user code must not end the worker
+        raise _UserCodeError(label, _user_exception(exc)) from None
+
+
+async def _await_user(awaitable: Awaitable[Any]) -> Any:
+    """``await awaitable`` (user code): a CancelledError it raises while this task is not
+    being cancelled is its own (a _RaisedCancelled)."""
+    if _HAS_CANCELLING:
+        return await awaitable  # _cancelling() tells them apart
+    # Python 3.10: only a task of its own shows whether the CancelledError came from a
+    # cancellation of this task (we cancel the inner one) or from the code.
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.wait([inner])
+    except asyncio.CancelledError:
+        inner.cancel()
+        while not inner.done():  # however often it is cancelled
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([inner])
+        raise
+    try:
+        return inner.result()
+    except asyncio.CancelledError as exc:
+        raise _RaisedCancelled(exc) from None
 
 
 async def _in_thread(
@@ -934,11 +995,20 @@ async def _in_thread(
 
 def _run_in(context: contextvars.Context, fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return context.run(fn, *args)
+        return context.run(_sync_user, fn, *args)
     except StopIteration as exc:
         # A future cannot hold one (asyncio refuses it, and the job would hang): as a
         # coroutine's would be, it becomes a RuntimeError.
         raise RuntimeError("raised StopIteration") from exc
+
+
+def _sync_user(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, sync user code: a CancelledError from it is its own, as nothing can
+    cancel it midway (nor a thread it runs in)."""
+    try:
+        return fn(*args)
+    except asyncio.CancelledError as exc:
+        raise _RaisedCancelled(exc) from None
 
 
 def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
@@ -948,6 +1018,8 @@ def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
         if _is_binding_error(fn, args, kwargs, exc):
             raise _JobError(INVALID_ARGUMENTS, f"wrong arguments for {label}: {exc}") from None
         raise
+    except asyncio.CancelledError as exc:  # sync code's own: nothing could cancel it midway
+        raise _RaisedCancelled(exc) from None
 
 
 def _is_binding_error(fn: Any, args: list[Any], kwargs: dict[str, Any], exc: TypeError) -> bool:
@@ -969,7 +1041,7 @@ async def _collect_stream(result: Any, in_thread: bool) -> Any:
     if isinstance(result, types.AsyncGeneratorType):
         return [item async for item in result]
     if isinstance(result, types.GeneratorType):
-        return await _in_thread(list, result) if in_thread else list(result)
+        return await _in_thread(list, result) if in_thread else _sync_user(list, result)
     return result
 
 
@@ -1120,12 +1192,17 @@ async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator
             while (item := await step(next, items, _EXHAUSTED)) is not _EXHAUSTED:
                 yield item
         else:
-            for item in items:
+            iterator = iter(items)
+            while (item := _sync_user(next, iterator, _EXHAUSTED)) is not _EXHAUSTED:
                 yield item
-    except (asyncio.CancelledError, GeneratorExit):
+    except GeneratorExit:
         raise
-    except BaseException as exc:
+    except asyncio.CancelledError as exc:
+        if _cancelling():
+            raise
         raise _UserCodeError(label, exc) from None
+    except BaseException as exc:
+        raise _UserCodeError(label, _user_exception(exc)) from None
     finally:
         try:
             with contextlib.suppress(Exception):

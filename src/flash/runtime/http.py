@@ -61,6 +61,11 @@ class _Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[_Key, list[_Conn]] = {}
+        # Connections a request is using. asyncio's protocol holds a stream's reader only
+        # weakly, so without this a request whose task nobody else references (a task
+        # started and forgotten) would be collected, waiter and all, while it waits for the
+        # answer: the request then never ends, and a retry it owed never happens.
+        self.active: set[_Conn] = set()
         self.closer: AsyncGenerator[None, None] | None = None
         self.shut = False  # the loop is shutting down: no connection is kept any more
 
@@ -137,6 +142,7 @@ class HttpClient:
         # not run a job twice send an idempotency key.)
         for attempt in range(2):
             conn, reused = await self._connect(pool, key, _left(ends))
+            pool.active.add(conn)
             try:
                 return await _within(self._exchange(pool, key, conn, raw, method), _left(ends))
             # asyncio.TimeoutError: 3.10's is no OSError
@@ -151,6 +157,8 @@ class HttpClient:
             except BaseException:
                 conn[1].close()
                 raise
+            finally:
+                pool.active.discard(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _pool(self) -> _Pool:

@@ -119,6 +119,22 @@ def _json_body(data: dict[str, Any]) -> bytes:
         return json.dumps(data).encode()
 
 
+class _RaisedCancelled(Exception):
+    """A CancelledError a sync handler raised in its thread: its own (nothing cancels a
+    thread), not the job's cancellation, for which the awaiting task would take it."""
+
+    def __init__(self, exc: asyncio.CancelledError) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.exc = exc
+
+
+def _threaded(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except asyncio.CancelledError as exc:
+        raise _RaisedCancelled(exc) from exc
+
+
 def _next_or_done(gen: Any) -> Any:
     try:
         return next(gen)
@@ -155,6 +171,10 @@ class _WorkerLoop:
         self.concurrency = worker_concurrency()
         # Jobs occupying a slot; a stopped sync job keeps its slot until its thread returns.
         self.busy: dict[str, asyncio.Future[Any]] = {}
+        # Every job's task until it ends, reporting included: the loop holds tasks only
+        # weakly, and one waiting for the answer to its job-done POST is referenced by
+        # nothing else (its slot already freed), so it could be collected mid-report.
+        self.tasks: set[asyncio.Future[None]] = set()
         self.reportable: set[str] = set()
         self.posting = 0  # results being reported
         self.alive = True
@@ -248,6 +268,8 @@ class _WorkerLoop:
     def _launch(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
         task = asyncio.ensure_future(self._run_job(job))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         self.busy[job_id] = task
         self.reportable.add(job_id)
 
@@ -274,6 +296,14 @@ class _WorkerLoop:
         finally:
             self._release(job_id)
 
+    def _stopped(self, job_id: str) -> bool:
+        """Whether a CancelledError in this job's task is its cancellation (the platform
+        stopped the job, the loop shuts down) rather than one the handler raised itself."""
+        if job_id not in self.reportable:  # discarded before this loop cancels a job
+            return True
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+        return cancelling is not None and cancelling() > 0
+
     def _release(self, job_id: str) -> None:
         if self.busy.pop(job_id, None) is not None:
             self.reportable.discard(job_id)
@@ -292,11 +322,15 @@ class _WorkerLoop:
                 if inspect.isawaitable(value):
                     value = await value
             return _result_of(value)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
+        except asyncio.CancelledError as err:
+            if self._stopped(job["id"]):
+                raise
+            # The handler's own: a failure like any other, or the job is never reported.
             traceback.print_exc()
             return {"error": _error_info(err)}
+        except Exception as err:
+            traceback.print_exc()
+            return {"error": _error_info(err.exc if isinstance(err, _RaisedCancelled) else err)}
 
     async def _run_generator(self, job: dict[str, Any]) -> dict[str, Any]:
         final: dict[str, Any] = {"output": []}
@@ -324,9 +358,9 @@ class _WorkerLoop:
                 if self.aggregate:
                     final["output"].append(chunk)
                 await self._send(self.stream_url, job["id"], body, False)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
+        except (asyncio.CancelledError, Exception) as err:
+            if isinstance(err, asyncio.CancelledError) and self._stopped(job["id"]):
+                raise
             traceback.print_exc()
             return {"error": f"handler: {err} \ntraceback: {traceback.format_exc()}"}
         finally:
@@ -343,7 +377,7 @@ class _WorkerLoop:
             # One job at a time: nothing else needs the loop meanwhile, and a thread hop
             # per call would cost more than a trivial handler itself (as in the SDK loop).
             return fn(*args)
-        future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        future = asyncio.get_running_loop().run_in_executor(None, _threaded, fn, *args)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
