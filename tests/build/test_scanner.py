@@ -1896,3 +1896,37 @@ def test_calls_of_other_call_results_are_not_remote(tmp_path: Path) -> None:
         },
     )
     assert only(result).name == "ok"
+
+
+def test_a_misspelled_remote_keyword_is_an_error_naming_it(tmp_path: Path) -> None:
+    error = scan_error(
+        tmp_path,
+        {
+            "app.py": HEADER
+            + 'cfg = CpuLiveServerless(name="typo")\n\n\n'
+            + '@remote(resource_config=cfg, dependecies=["numpy"], timeout_s=5)\n'
+            + "def f(x: int) -> int:\n"
+            + "    return x\n"
+        },
+    )
+    assert (error.path, error.line, error.col) == ("app.py", 5, 30)
+    assert "'dependecies'" in error.message and "did you mean 'dependencies'" in error.message
+    for accepted in ("resource_config", "dependencies", "system_dependencies", "timeout"):
+        assert accepted in error.message
+
+
+def test_the_documented_remote_keywords_are_accepted(tmp_path: Path) -> None:
+    spec = only(
+        scan(
+            tmp_path,
+            {
+                "app.py": HEADER
+                + 'cfg = CpuLiveServerless(name="ok")\n\n\n'
+                + "@remote(resource_config=cfg, dependencies=['numpy'],"
+                + " system_dependencies=['ffmpeg'], timeout=5)\n"
+                + "def f(x: int) -> int:\n"
+                + "    return x\n"
+            },
+        )
+    )
+    assert spec.dependencies == ("numpy",) and spec.system_dependencies == ("ffmpeg",)

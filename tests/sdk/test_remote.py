@@ -1,7 +1,10 @@
 import asyncio
 import inspect
+import json
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,3 +196,57 @@ def test_valid_options_are_kept() -> None:
     assert add.call_options.retries is None  # by default: retried while an outage lasts
     with pytest.raises(ValueError, match="timeout must be positive seconds"):
         remote(CFG, timeout=float("nan"))
+
+
+def test_an_unknown_remote_keyword_is_refused_naming_the_accepted_ones() -> None:
+    with pytest.raises(TypeError) as info:
+        remote(CFG, dependecies=["numpy"])  # type: ignore[call-arg]
+    message = str(info.value)
+    assert "'dependecies'" in message and "did you mean 'dependencies'" in message
+    assert "system_dependencies" in message and "timeout" in message
+
+
+def test_the_runtime_decorator_refuses_unknown_keywords_too() -> None:
+    # What a worker's archive uses: the same rule, so a module imports alike everywhere.
+    from flash.runtime.remote import remote as runtime_remote
+
+    with pytest.raises(TypeError, match="did you mean 'timeout'"):
+        runtime_remote(CFG, timeout_s=5)
+
+
+def test_json_serialization_without_a_schema_gives_the_builds_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flash.runtime.client import Endpoints, PlatformInvoker
+
+    (tmp_path / "td_app.py").write_text(
+        "from flash import LiveServerless, remote\n\n\n"
+        "@remote(LiveServerless(name='td'))\n"
+        "def untyped(x):\n"
+        "    return x\n",
+        encoding="utf-8",
+    )
+    reason = "typing.TypedDict needs Python 3.12+ here"
+    manifest = {
+        "resources": {
+            "td": {
+                "functions": [
+                    {"name": "untyped", "qualified_name": "td_app.untyped", "pickle_only": reason}
+                ]
+            }
+        }
+    }
+    (tmp_path / ".flash").mkdir()
+    (tmp_path / ".flash" / "flash_manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    import td_app
+
+    previous = set_invoker(PlatformInvoker(Endpoints("http://127.0.0.1:9")))
+    try:
+        with pytest.raises(TypeError) as info:
+            td_app.untyped.options(serialization="json").call(1)
+    finally:
+        set_invoker(previous)
+        sys.modules.pop("td_app", None)
+    assert reason in str(info.value) and "annotate every parameter" not in str(info.value)

@@ -21,6 +21,7 @@ from typing import Any
 from flash.build.dependencies import requirement_problem
 from flash.build.errors import BuildError, BuildWarning
 from flash.build.secrets import secret_env_entries
+from flash.runtime.remote import REMOTE_KEYWORDS, unknown_keyword_problem
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 from flash.sdk.resources import CONFIG_TYPES, check_name, validate_config
 
@@ -252,7 +253,7 @@ _TRY_TYPES: tuple[type[ast.stmt], ...] = tuple(
 )
 
 
-def _error(message: str, path: str, node: ast.expr | ast.stmt) -> BuildError:
+def _error(message: str, path: str, node: ast.expr | ast.stmt | ast.keyword) -> BuildError:
     return BuildError(message, path=path, line=node.lineno, col=node.col_offset + 1)
 
 
@@ -1335,6 +1336,10 @@ class _Project:
                     module.path,
                     decorator,
                 )
+            if keyword.arg not in REMOTE_KEYWORDS:
+                # Python would refuse it when the module is imported; a build that went on
+                # would drop the option (a misspelled dependencies=: nothing vendored).
+                raise _error(unknown_keyword_problem(keyword.arg), module.path, keyword)
             options[keyword.arg] = keyword.value
         if decorator.args and "resource_config" in options:
             raise _error(

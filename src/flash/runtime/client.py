@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Protocol
 
 from flash.runtime import context as _context
@@ -50,6 +51,8 @@ from flash.runtime.jsoncall import JsonResultError, check_json_arguments
 from flash.runtime.protocol import (
     DEADLINE_EXCEEDED,
     ERROR_CATEGORIES,
+    MANIFEST_ENV_VAR,
+    MANIFEST_FILENAME,
     PROTOCOL_VERSION,
     RUN_LIMIT,
     RUNSYNC_LIMIT,
@@ -890,9 +893,12 @@ def _codec(fn: Any, signing_key: bytes | None) -> JsonCodec | None:
     if codec is not None and codec.loose and _may_auto_pickle(mode, signing_key):
         return None
     if codec is None and mode == "json":
+        why = _recorded_reason(fn.__wrapped__) or (
+            "annotate every parameter and the return value with JSON-able types"
+        )
         raise TypeError(
-            f"{fn.__wrapped__.__qualname__} cannot be called with JSON: annotate every "
-            "parameter and the return value with JSON-able types (or use serialization='pickle')"
+            f"{fn.__wrapped__.__qualname__} cannot be called with JSON: {why} "
+            "(or use serialization='pickle')"
         )
     return codec
 
@@ -920,12 +926,56 @@ def _method_codecs(
     ):
         return None
     if codecs is None and mode == "json":
+        why = _recorded_reason(remote_class.__wrapped__, method) or (
+            "annotate the constructor's parameters, and the method's parameters and return "
+            "value, with JSON-able types"
+        )
         raise TypeError(
             f"{remote_class.__wrapped__.__qualname__}.{method} cannot be called with JSON: "
-            "annotate the constructor's parameters, and the method's parameters and return "
-            "value, with JSON-able types (or use serialization='pickle')"
+            f"{why} (or use serialization='pickle')"
         )
     return codecs
+
+
+def _recorded_reason(wrapped: Any, method: str | None = None) -> str | None:
+    """Why the build gave ``wrapped`` (or its ``method``) no JSON schema, as its manifest
+    records (``pickle_only``): this process's types may allow what the build's did not.
+    Read only on the way to an error, from the manifest of the project ``wrapped`` is in."""
+    qualified = f"{getattr(wrapped, '__module__', '')}.{getattr(wrapped, '__qualname__', '')}"
+    for manifest in _manifest_candidates(wrapped):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            resources = data["resources"].values()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # none there, or not one this can read: the next candidate
+        for resource in resources:
+            for entry in (resource or {}).get("functions") or []:
+                if not isinstance(entry, dict) or entry.get("qualified_name") != qualified:
+                    continue
+                why = entry.get("pickle_only")
+                if method is not None and not why:
+                    schema = entry.get("schema") or {}
+                    why = (schema.get("pickle_only_methods") or {}).get(method)
+                return why if isinstance(why, str) and why else None
+    return None
+
+
+def _manifest_candidates(wrapped: Any) -> Iterator[Path]:
+    """$FLASH_MANIFEST_PATH, then a worker's ``flash_manifest.json`` or a project's
+    ``.flash/flash_manifest.json`` in the folders from ``wrapped``'s file up, then from the
+    working directory up."""
+    named = os.environ.get(MANIFEST_ENV_VAR)
+    if named:
+        yield Path(named) / MANIFEST_FILENAME if Path(named).is_dir() else Path(named)
+    starts = []
+    with contextlib.suppress(TypeError, OSError):
+        starts.append(Path(inspect.getfile(wrapped)).resolve().parent)
+    with contextlib.suppress(OSError):
+        starts.append(Path.cwd())
+    for start in starts:
+        for folder in (start, *start.parents):
+            yield folder / MANIFEST_FILENAME
+            yield folder / ".flash" / MANIFEST_FILENAME
 
 
 def _json_result(output: Any, target: _Target, job_id: str | None) -> Any:

@@ -14,18 +14,23 @@ import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from flash.runtime.client import CallOptions
+from flash.runtime.errors import RemoteTimeoutError
 
 __all__ = [
+    "REMOTE_KEYWORDS",
     "CallOptions",
     "Invoker",
     "MapError",
@@ -35,7 +40,20 @@ __all__ = [
     "remote",
     "run",
     "set_invoker",
+    "unknown_keyword_problem",
 ]
+
+# What @remote takes; the build reads these same names, and refuses any other.
+REMOTE_KEYWORDS = ("resource_config", "dependencies", "system_dependencies", "timeout")
+
+
+def unknown_keyword_problem(name: str) -> str:
+    """Why ``@remote(name=...)`` is refused: an option a typo made would be silently lost
+    (``dependecies=["numpy"]``: numpy never vendored)."""
+    close = difflib.get_close_matches(name, REMOTE_KEYWORDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    accepted = ", ".join(f"{keyword}=" for keyword in REMOTE_KEYWORDS)
+    return f"@remote got an unknown keyword {name!r}{hint}; it accepts {accepted}"
 
 
 class Invoker(Protocol):
@@ -137,6 +155,11 @@ class MapError(Exception):
         self.results = results
         self.errors = errors
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields (the default passes the message as ``results``), so a
+        # MapError raised in an endpoint reaches its caller with them.
+        return (type(self), (self.results, self.errors), self.__dict__)
+
 
 class _Remote:
     """What remote functions and classes share: config, dependencies, call options."""
@@ -188,10 +211,64 @@ class _Remote:
             if retries < 0:
                 raise ValueError(f"retries must be 0 or more, got {retries!r}")
             changes["retries"] = retries
+        return self._with_options(dataclasses.replace(self.call_options, **changes))
+
+    def _with_options(self, options: CallOptions) -> Any:
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.call_options = dataclasses.replace(self.call_options, **changes)
+        clone.call_options = options
         return clone
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # By reference, as plain functions and classes pickle (the default would pickle
+        # __wrapped__ by reference to its module's global, which is this object, and fail),
+        # unless its module goes by value (``__main__``, a module registered with
+        # cloudpickle for that): then the object's fields go, the wrapped code included.
+        module = getattr(self, "__module__", None)
+        qualname = getattr(self, "__qualname__", None)
+        if (
+            isinstance(module, str)
+            and isinstance(qualname, str)
+            and _global(module, qualname) is not None
+            and not _by_value(self.__wrapped__)
+        ):
+            return (_restore, (module, qualname, self.call_options))
+        return super().__reduce_ex__(protocol)
+
+    def _local_names(self) -> dict[str, Any]:
+        """What a RemoteTimeoutError of an in-process call names, as the client names it."""
+        wrapped = self.__wrapped__
+        module = getattr(wrapped, "__module__", "__main__")
+        name = wrapped.__qualname__ if module == "__main__" else f"{module}.{wrapped.__qualname__}"
+        return {"endpoint": self.resource_name, "function": name}
+
+
+def _global(module: str, qualname: str) -> _Remote | None:
+    """The remote object ``module.qualname`` names, in a module already imported."""
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, _Remote) else None
+
+
+def _restore(module: str, qualname: str, options: CallOptions) -> Any:
+    __import__(module)
+    found = _global(module, qualname)
+    if found is None:
+        raise ImportError(f"{module}.{qualname} is not a remote function or class any more")
+    return found if found.call_options == options else found._with_options(options)
+
+
+def _by_value(target: Any) -> bool:
+    """Whether cloudpickle takes ``target``'s module by value (``__main__``, or one
+    registered with ``register_pickle_by_value``): a worker cannot import it by name.
+    Plain pickle cannot pickle such an object either way."""
+    module = getattr(target, "__module__", None)
+    if module == "__main__":
+        return True
+    cloudpickle = sys.modules.get("cloudpickle")
+    by_value = getattr(getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", ())
+    return module in by_value
 
 
 class RemoteFunction(_Remote):
@@ -216,7 +293,11 @@ class RemoteFunction(_Remote):
         invoker = get_invoker()
         if invoker is not None:
             return invoker.call_function(self, args, kwargs)
-        return _run_local(self.__wrapped__, args, kwargs, collect=self.is_generator)
+        timeout = self.call_options.timeout
+        names = self._local_names() if timeout is not None else None
+        return _run_local(
+            self.__wrapped__, args, kwargs, collect=self.is_generator, timeout=timeout, names=names
+        )
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the original function here, exactly as if it were not decorated."""
@@ -318,7 +399,9 @@ class RemoteFunction(_Remote):
         invoker = get_invoker()
         if invoker is not None:
             return invoker.stream(self, args, kwargs)
-        return _stream_local(self.__wrapped__, args, kwargs)
+        timeout = self.call_options.timeout
+        names = self._local_names() if timeout is not None else None
+        return _stream_local(self.__wrapped__, args, kwargs, timeout=timeout, names=names)
 
     def __repr__(self) -> str:
         return f"<remote function {self.__wrapped__.__qualname__} on {self.resource_name!r}>"
@@ -387,18 +470,33 @@ class RemoteInstance:
             if invoker is not None:
                 return invoker.call_method(self, method, args, kwargs)
             # A generator method's items come as a list, as they do from the endpoint.
-            return _run_local(getattr(self.local_instance(), method), args, kwargs, collect=True)
+            remote_class = self.remote_class
+            timeout = remote_class.call_options.timeout
+            names = remote_class._local_names() if timeout is not None else None
+            bound = getattr(self.local_instance(), method)
+            return _run_local(bound, args, kwargs, collect=True, timeout=timeout, names=names)
 
         call.__name__ = method
         return call
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Not the in-process instance: a copy makes its own on first use, as a handle does.
+        return {**self.__dict__, "_local": None}
 
     def __repr__(self) -> str:
         return f"<remote {self.remote_class.__wrapped__.__qualname__} instance>"
 
 
 def _run_local(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], collect: bool = False
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    collect: bool = False,
+    timeout: float | None = None,
+    names: dict[str, Any] | None = None,
 ) -> Awaitable[Any]:
+    if timeout is not None:
+        return _run_local_within(fn, args, kwargs, collect, timeout, names or {})
     if inspect.iscoroutinefunction(fn):
         return fn(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
     return _call_sync(fn, args, kwargs, collect)
@@ -417,9 +515,94 @@ async def _call_sync(
     return result
 
 
+async def _run_local_within(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    collect: bool,
+    timeout: float,
+    names: dict[str, Any],
+) -> Any:
+    """An in-process call that keeps to ``timeout`` as a job would: RemoteTimeoutError at
+    the deadline. A coroutine is cancelled; sync code runs in a thread of its own, as
+    nothing can stop it, and runs on after the caller has its error."""
+    deadline = time.monotonic() + timeout
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        return await _within(_call_sync(fn, args, kwargs, collect), deadline, timeout, names)
+
+    def call() -> Any:
+        result = fn(*args, **kwargs)
+        return list(result) if collect and inspect.isgenerator(result) else result
+
+    result = await _within(_in_thread(call), deadline, timeout, names)
+    if collect and inspect.isasyncgen(result):
+        result = _collect(result)
+    if inspect.isawaitable(result):
+        return await _within(result, deadline, timeout, names)
+    return result
+
+
+async def _collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
+async def _within(
+    awaitable: Awaitable[Any], deadline: float, timeout: float, names: dict[str, Any]
+) -> Any:
+    """``await awaitable``, cancelled at ``deadline`` (time.monotonic). Not wait_for: a
+    TimeoutError the function raises itself must reach the caller as its own."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+    except BaseException:  # the caller was cancelled: so is the call
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})  # its clean-up (finally blocks) runs before the error
+        raise _timed_out(timeout, names)
+    return task.result()
+
+
+def _timed_out(timeout: float, names: dict[str, Any]) -> RemoteTimeoutError:
+    return RemoteTimeoutError(f"the call did not finish in time ({timeout:g} s)", **names)
+
+
+def _in_thread(work: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``work()`` in a daemon thread (not the loop's executor, whose shutdown would wait
+    for a call that never returns), with the caller's context; its outcome as a future."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():  # not after a timeout cancelled it
+            (future.set_result if ok else future.set_exception)(value)
+
+    def run_it() -> None:
+        try:
+            outcome = (True, context.run(work))
+        except BaseException as exc:  # raised in the caller's task
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the caller's loop has closed since
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run_it, name="flash-local-call", daemon=True).start()
+    return future
+
+
 async def _stream_local(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None = None,
+    names: dict[str, Any] | None = None,
 ) -> AsyncIterator[Any]:
+    if timeout is not None:
+        # As a remote stream: the whole stream must end by the deadline.
+        async for item in _stream_within(fn, args, kwargs, timeout, names or {}):
+            yield item
+        return
     result = fn(*args, **kwargs)
     if inspect.isasyncgen(result):
         async for item in result:
@@ -429,13 +612,43 @@ async def _stream_local(
             yield item
 
 
+_END = object()  # what _next returns once a sync generator is exhausted
+
+
+async def _stream_within(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float,
+    names: dict[str, Any],
+) -> AsyncIterator[Any]:
+    deadline = time.monotonic() + timeout
+    result = fn(*args, **kwargs)  # a generator: nothing of it runs yet
+    if inspect.isasyncgen(result):
+        try:
+            while True:
+                try:
+                    item = await _within(result.__anext__(), deadline, timeout, names)
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            await result.aclose()
+    while True:
+        # Each step in a thread: a step that never returns is left running (see README).
+        item = await _within(_in_thread(lambda: next(result, _END)), deadline, timeout, names)
+        if item is _END:
+            return
+        yield item
+
+
 def remote(
     resource_config: Any = None,
     *,
     dependencies: Sequence[str] | None = None,
     system_dependencies: Sequence[str] | None = None,
     timeout: float | None = None,
-    **_reserved: Any,
+    **unknown: Any,
 ) -> Callable[[Any], Any]:
     """Mark a function, async function or class to run on the endpoint ``resource_config``.
 
@@ -443,6 +656,8 @@ def remote(
     ``system_dependencies`` are OS packages its image must provide; ``timeout`` (seconds)
     is the default limit of each call.
     """
+    if unknown:
+        raise TypeError(unknown_keyword_problem(next(iter(unknown))))
     if resource_config is None:
         raise TypeError("@remote needs a resource config: @remote(resource_config=...)")
     if callable(resource_config) and not hasattr(resource_config, "name"):

@@ -15,6 +15,7 @@ def remote(
     dependencies: Sequence[str] | None = None,
     system_dependencies: Sequence[str] | None = None,
     timeout: float | None = None,
+    **unknown: Any,
 ) -> Callable[[Any], Any]:
     """Mark a function, async function or class to run on the endpoint ``resource_config``.
 
@@ -23,6 +24,8 @@ def remote(
     vendored into the endpoint's archive; ``system_dependencies`` are OS packages;
     ``timeout`` is each call's default limit in seconds.
     """
+    if unknown:  # the build refuses these too, with the same words and where they are
+        raise TypeError(_runtime_remote.unknown_keyword_problem(next(iter(unknown))))
     if resource_config is not None and not isinstance(resource_config, ResourceConfig):
         raise TypeError(
             "resource_config must be a LiveServerless, CpuLiveServerless, ServerlessEndpoint or "
