@@ -145,6 +145,8 @@ def test_serve_reports_a_missing_archive(tmp_path: Path) -> None:
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "nope.tar.gz: archive not found" in output
+    # No signing key was made for it: a stray key would sign later calls from below here.
+    assert not (tmp_path / "secrets").exists()
 
 
 def _answers(url: str) -> bool:

@@ -66,6 +66,8 @@ def serve_command(
     state_dir: Path = DEFAULT_STATE_DIR,
 ) -> None:
     """Extract ``archive``, serve it until SIGINT/SIGTERM, then stop every worker."""
+    if not archive.is_file():  # before a key is made for it in the state folder
+        raise PlatformError(f"{archive}: archive not found")
     key, source = app_signing_key(archive, state_dir)
     platform = LocalPlatform(
         state_dir,
