@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import bisect
 import hashlib
+import io
 import re
+import tokenize
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
@@ -18,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from flash.build.collect import ignored_by
 from flash.build.dependencies import requirement_problem
 from flash.build.errors import BuildError, BuildWarning
 from flash.build.secrets import secret_env_entries
@@ -119,9 +122,15 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     modules = [
         _load_module(root, rel, src_layout) for rel in sorted(f for f in files if f.endswith(".py"))
     ]
+    if src_layout and _imports_src_package(modules):
+        # The code imports src.x: src/ is a (namespace) package there, not an import root.
+        src_layout = False
+        for module in modules:
+            if module.path.startswith(_SRC_PREFIX):
+                module.name, module.is_package = _module_name(module.path, False)
     if src_layout:
         _check_import_roots(modules)
-    project = _Project(modules)
+    project = _Project(modules, root, files, src_layout)
     functions: list[RemoteSpec] = []
     for module in modules:
         # Cheap filter: a module without "@" has no decorators. (Not "remote": the decorator
@@ -160,6 +169,66 @@ def _check_remote_not_applied(project: _Project, modules: list[_Module]) -> None
         for module in found:
             project.check_remote_not_applied(module)
             names |= project.remote_names(module) - seen
+
+
+_SRC_IMPORT = re.compile(rf"\b(?:from|import)\s+{SRC_ROOT}\b")
+
+
+def _imports_src_package(modules: list[_Module]) -> bool:
+    """Whether the project's code imports ``src.…`` (absolutely), so that src/ must keep
+    its name. Raises BuildError when other code needs src/ as an import root too
+    (``import mypkg`` of src/mypkg/), which no one sys.path can give both."""
+    # The regular expression first: only a module that may import src is walked.
+    as_package = [
+        (module, found)
+        for module in modules
+        if _SRC_IMPORT.search(module.source)
+        and (found := _first_import(module.tree, {SRC_ROOT})) is not None
+    ]
+    if not as_package:
+        return False
+    at_root = {m.name.split(".")[0] for m in modules if not m.path.startswith(_SRC_PREFIX)}
+    # The top-level names only src/ as an import root gives (its modules' names as yet).
+    only_in_src = {
+        m.name.split(".")[0] for m in modules if m.path.startswith(_SRC_PREFIX)
+    } - at_root
+    for module in modules:
+        if only_in_src.isdisjoint(module.words):
+            continue
+        found = _first_import(module.tree, only_in_src)
+        if found is None:
+            continue
+        first, (node, name) = as_package[0][0], as_package[0][1]
+        top = found[1].split(".")[0]
+        raise BuildError(
+            f"{first.path}:{node.lineno}:{node.col_offset + 1} imports {name}, which needs "
+            f"{SRC_ROOT}/ to be a package named {SRC_ROOT}, but "
+            f"{module.path}:{found[0].lineno}:{found[0].col_offset + 1} imports {found[1]}, "
+            f"which exists only as {SRC_ROOT}/{top} and needs {SRC_ROOT}/ to be an import "
+            f"root (the src layout); a worker can have one or the other, not both: import "
+            f"these modules one way throughout (as {SRC_ROOT}.{top}... everywhere, or "
+            f"without {SRC_ROOT}. everywhere), or list a file that is not part of the app "
+            "in .flashignore",
+            path=module.path,
+            line=found[0].lineno,
+            col=found[0].col_offset + 1,
+        )
+    return True
+
+
+def _first_import(tree: ast.Module, tops: Set[str]) -> tuple[ast.stmt, str] | None:
+    """The first absolute import in ``tree`` (anywhere: a function's runs too) of a module
+    whose top-level name is in ``tops``, and that module's name."""
+    found: list[tuple[ast.stmt, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+        else:
+            continue
+        found.extend((node, name) for name in names if name.split(".")[0] in tops)
+    return min(found, key=lambda item: _pos(item[0]), default=None)
 
 
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
@@ -396,17 +465,7 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
         data = (root / rel).read_bytes()
     except OSError as exc:
         raise BuildError(f"cannot read file: {exc.strerror or exc}", path=rel) from None
-    try:
-        source = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise BuildError(
-            f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8",
-            path=rel,
-            line=line,
-            col=col,
-        ) from None
+    source = _decode(data, rel)
     try:
         tree = ast.parse(source, filename=rel)
         # ast.parse takes what only the compiler refuses (a repeated keyword argument,
@@ -415,8 +474,13 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
             warnings.simplefilter("ignore")  # SyntaxWarnings: for the worker's import to show
             compile(tree, rel, "exec", dont_inherit=True)
     except SyntaxError as exc:
+        # A file that never names remote may well be no part of the app (a Python 2 script).
+        hint = "" if "remote" in source else _NOT_THE_APP
         raise BuildError(
-            f"syntax error: {exc.msg}", path=rel, line=exc.lineno, col=exc.offset
+            f"syntax error: {exc.msg}{hint}",
+            path=rel,
+            line=exc.lineno,
+            col=exc.offset,
         ) from None
     except ValueError as exc:  # null bytes, before Python 3.12
         raise BuildError(f"cannot parse file: {exc}", path=rel) from None
@@ -424,14 +488,66 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
         raise BuildError(
             "cannot parse file: an expression is nested too deeply for Python", path=rel
         ) from None
+    name, is_package = _module_name(rel, src_layout)
+    # Keeping every tree alive costs more (allocation, garbage collection) than parsing the
+    # few modules that configs are imported from a second time.
+    kept = tree if _may_decorate(source) else None
+    return _Module(rel, name, is_package, source, kept)
+
+
+def _module_name(rel: str, src_layout: bool) -> tuple[str, bool]:
+    """The module a project file is imported as, and whether it is a package."""
     parts = import_path(rel, src_layout)[: -len(".py")].split("/")
     is_package = parts[-1] == "__init__" and len(parts) > 1
     if is_package:
         parts.pop()
-    # Keeping every tree alive costs more (allocation, garbage collection) than parsing the
-    # few modules that configs are imported from a second time.
-    kept = tree if _may_decorate(source) else None
-    return _Module(rel, ".".join(parts), is_package, source, kept)
+    return ".".join(parts), is_package
+
+
+def _unimportable(module: _Module) -> str | None:
+    """The file or folder name that keeps ``module`` from being imported under its name:
+    a "." in it splits the module name (embed.v2.py would be the module v2 of a package
+    embed). None when it can be imported."""
+    parts = module.path[: -len(".py")].split("/")
+    return next((part for part in parts if "." in part), None)
+
+
+_NOT_THE_APP = (
+    "; if this file is not part of the app (an old script, a fixture), list it in .flashignore"
+)
+
+
+def _decode(data: bytes, rel: str) -> str:
+    """The source text as Python's import reads it: a BOM or a PEP 263 coding declaration
+    says the encoding, else UTF-8."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:  # an unknown or malformed declaration
+        raise BuildError(
+            f"cannot read file: {exc.msg}; fix its coding declaration, or save it as UTF-8 "
+            "without one",
+            path=rel,
+            line=exc.lineno,
+        ) from None
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line = data.count(b"\n", 0, start) + 1
+        col = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        if encoding in ("utf-8", "utf-8-sig"):
+            what = "UTF-8", "save it as UTF-8"
+        else:
+            what = (
+                f"{encoding}, as its coding declaration says",
+                "save it in that encoding, or as UTF-8 without a coding declaration",
+            )
+        raise BuildError(
+            f"file is not valid {what[0]} (byte 0x{data[start]:02x}); {what[1]}",
+            path=rel,
+            line=line,
+            col=col,
+        ) from None
 
 
 def _may_decorate(source: str) -> bool:
@@ -472,10 +588,12 @@ def _module_statements(body: list[ast.stmt], path: _Path = ()) -> Iterator[tuple
             blocks = [
                 stmt.body,  # type: ignore[attr-defined]
                 *(handler.body for handler in stmt.handlers),  # type: ignore[attr-defined]
-                stmt.orelse,  # type: ignore[attr-defined]
             ]
             for i, block in enumerate(blocks):
                 yield from _module_statements(block, (*path, (here, i, "try")))
+            # -1: _alternatives tells the else (which follows the body) from the handlers.
+            orelse = stmt.orelse  # type: ignore[attr-defined]
+            yield from _module_statements(orelse, (*path, (here, -1, "try")))
             yield from _module_statements(stmt.finalbody, path)  # type: ignore[attr-defined]
         elif isinstance(stmt, (ast.With, ast.AsyncWith)):
             yield stmt, path
@@ -498,6 +616,18 @@ def _exclusive(first: _Path, second: _Path) -> bool:
     for a, b in zip(first, second, strict=False):
         if a != b:
             return a[0] == b[0] and a[2] in _EXCLUSIVE
+    return False
+
+
+def _alternatives(first: _Path, second: _Path) -> bool:
+    """Whether statements at these paths are alternatives: different blocks of one if or
+    match, or a try's body (or else) and one of its handlers, or two handlers. (A handler may
+    run after part of the body did: a definition there replaces the body's.)"""
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            if a[0] != b[0]:
+                return False
+            return a[2] in _EXCLUSIVE or (a[2] == "try" and {a[1], b[1]} != {0, -1})
     return False
 
 
@@ -800,8 +930,20 @@ class _NotStatic(Exception):
 
 
 class _Project:
-    def __init__(self, modules: list[_Module]):
-        self.modules = {m.name: m for m in modules}
+    def __init__(
+        self,
+        modules: list[_Module],
+        root: Path | None = None,
+        files: Sequence[str] = (),
+        src_layout: bool = False,
+    ):
+        # A file no import can reach under its name is no module of the project: an import
+        # of that name finds something else, or nothing (see _unimportable).
+        self.unimportable = {m.name: m for m in modules if _unimportable(m) is not None}
+        self.modules = {m.name: m for m in modules if m.name not in self.unimportable}
+        self.root = root
+        self.files = frozenset(files)
+        self.src_layout = src_layout
         self.packages = {
             ".".join(parts[:i])
             for parts in (name.split(".") for name in self.modules)
@@ -810,6 +952,7 @@ class _Project:
         self._members: dict[tuple[str, str, bool], _Resolved] = {}
         self._names: dict[tuple[str, str, _Pos | None], _Resolved] = {}
         self._resources: dict[tuple[str, int, int], ResourceSpec] = {}
+        self._classes: dict[str, dict[_Pos, ast.ClassDef]] = {}
 
     def is_project_module(self, dotted: str) -> bool:
         # The installed flash package wins over a project file that shadows it.
@@ -960,6 +1103,8 @@ class _Project:
             left = self.evaluate(module, node.left, pos, depth + 1)
             right = self.evaluate(module, node.right, pos, depth + 1)
             return _arithmetic(node.op, left, right)
+        if isinstance(node, ast.JoinedStr):
+            return "".join(self._f_string_part(module, part, pos, depth) for part in node.values)
         if isinstance(node, (ast.Name, ast.Attribute)):
             resolved = self.resolve(module, node, pos)
             if isinstance(resolved, _Ambiguous):
@@ -968,6 +1113,26 @@ class _Project:
                 return _enum_value(module, node, resolved.dotted)
             if isinstance(resolved, _Value):
                 return self.evaluate(resolved.module, resolved.node, resolved.pos, depth + 1)
+        raise _NotStatic
+
+    def _f_string_part(self, module: _Module, part: ast.expr, pos: _Pos | None, depth: int) -> str:
+        """One piece of an f-string: text, or ``{NAME}`` of a string or integer constant."""
+        if isinstance(part, ast.Constant) and isinstance(part.value, str):
+            return part.value
+        if not isinstance(part, ast.FormattedValue):
+            raise _NotStatic
+        if part.conversion != -1 or part.format_spec is not None:
+            # Formatting is Python's to do; the build would have to reimplement it exactly.
+            raise _error(
+                f"the f-string field `{{{_text(part.value)}...}}` has a format spec or "
+                f"conversion (!r, !s, :03d), which the build does not apply; write "
+                f"`{{{_text(part.value)}}}` alone, or the formatted text out",
+                module.path,
+                part,
+            )
+        value = self.evaluate(module, part.value, pos, depth + 1)
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return str(value)
         raise _NotStatic
 
     def string_list(
@@ -1031,12 +1196,43 @@ class _Project:
             if isinstance(ctor, _External) and ctor.dotted in _CONFIG_CONSTRUCTORS:
                 type_name = _CONFIG_CONSTRUCTORS[ctor.dotted]
                 return self._config(resolved.module, resolved.node, resolved.pos, type_name)
+        why = self._left_out(resolved) or _why_unresolved(resolved)
         raise _error(
             f"cannot resolve the resource config `{_text(expr)}` without running your code "
-            f"({_why_unresolved(resolved)}); {_CONFIG_HINT}",
+            f"({why}); {_CONFIG_HINT}",
             module.path,
             expr,
         )
+
+    def _left_out(self, resolved: _Resolved) -> str | None:
+        """Why an import of something that is no project module finds nothing: the file
+        that would be it is left out of the build, or has a name no import can reach.
+        (Only on the way to an error: it reads ignore files.)"""
+        if not isinstance(resolved, _External) or self.root is None:
+            return None
+        parts = resolved.dotted.split(".")
+        for n in range(len(parts), 0, -1):
+            name = ".".join(parts[:n])
+            dotted_file = self.unimportable.get(name)
+            if dotted_file is not None:
+                return (
+                    f"it refers to {resolved.dotted}, but {dotted_file.path} cannot be "
+                    f"imported as {name}: a '.' in a file or folder name splits a module "
+                    "name; rename it"
+                )
+            base = "/".join(parts[:n])
+            for prefix in (_SRC_PREFIX, "") if self.src_layout else ("",):
+                for rel in (f"{prefix}{base}.py", f"{prefix}{base}/__init__.py"):
+                    if rel in self.files or not (self.root / rel).is_file():
+                        continue
+                    by = ignored_by(self.root, rel)
+                    if by is not None:
+                        return (
+                            f"it refers to {resolved.dotted}, from {rel}, which {by} leaves "
+                            f"out of the build; change {by} so that it keeps {rel}: the "
+                            "code a worker runs must be in the archive"
+                        )
+        return None
 
     def _config(
         self, module: _Module, call: ast.Call, pos: _Pos | None, type_name: str
@@ -1075,7 +1271,9 @@ class _Project:
         if not isinstance(name, str):
             got = f"; got `{_text(name_node)}`" if name_node is not None else ""
             raise _error(
-                f'{type_name} needs name= set to a string literal, e.g. name="gpu-worker"{got}',
+                f"{type_name} needs name= set to a string the build can read: text in "
+                "quotes, a module-level constant of one, or + or an f-string of such "
+                f'constants, e.g. name="gpu-worker" or name=f"{{PREFIX}}-gpu"{got}',
                 module.path,
                 name_node or call,
             )
@@ -1169,18 +1367,118 @@ class _Project:
             by_file_name[file_name] = spec
         return by_name
 
+    # Classes ----------------------------------------------------------------------------
+
+    def _lineage(self, module: _Module, node: ast.ClassDef) -> list[ast.ClassDef]:
+        """``node`` and the project classes it inherits from, nearest first (depth first,
+        each once: close to the MRO for the public names it decides). A base the build
+        cannot find (a library's, a computed one) adds nothing."""
+        found = [node]
+        seen = {id(node)}
+        todo = [(module, node)]
+        while todo and len(found) <= _MAX_DEPTH:
+            owner, cls = todo.pop(0)
+            for base in cls.bases:
+                parent = self._find_class(owner, base, _pos(cls), 0)
+                if parent is not None and id(parent[1]) not in seen:
+                    seen.add(id(parent[1]))
+                    found.append(parent[1])
+                    todo.append(parent)
+        return found
+
+    def _find_class(
+        self, module: _Module, expr: ast.expr, pos: _Pos | None, depth: int
+    ) -> tuple[_Module, ast.ClassDef] | None:
+        """The project class ``expr`` names in ``module`` just before ``pos``, if the build
+        can tell (one unconditional binding, followed through imports and aliases)."""
+        if depth > _MAX_DEPTH:
+            return None
+        if isinstance(expr, ast.Attribute):
+            base = self.resolve(module, expr.value, pos)
+            owner = self.modules.get(base.name) if isinstance(base, _ModuleRef) else None
+            if owner is None:
+                return None
+            return self._find_class(owner, ast.Name(expr.attr, ast.Load()), None, depth + 1)
+        if not isinstance(expr, ast.Name):
+            return None
+        bindings, sure = module.lookup(expr.id, pos)
+        if not bindings:
+            for star in reversed(module.stars(pos)):
+                source = self.modules.get(star.target)
+                found = source and self._find_class(source, expr, None, depth + 1)
+                if found:
+                    return found
+            return None
+        if len(bindings) != 1 or not sure:
+            return None
+        binding = bindings[0]
+        if binding.kind == "opaque":
+            cls = self._class_statements(module).get(binding.pos)
+            return (module, cls) if cls is not None else None
+        if binding.kind == "from":
+            source = self.modules.get(binding.target)
+            if source is None or source is module:
+                return None
+            return self._find_class(source, ast.Name(binding.attr, ast.Load()), None, depth + 1)
+        if binding.kind == "value" and binding.node is not None:
+            return self._find_class(module, binding.node, binding.pos, depth + 1)
+        return None
+
+    def _class_statements(self, module: _Module) -> dict[_Pos, ast.ClassDef]:
+        # Once per module: a module of many classes is walked once, not once per lookup.
+        found = self._classes.get(module.name)
+        if found is None:
+            found = {
+                _pos(stmt): stmt
+                for stmt, _ in _module_statements(module.tree.body)
+                if isinstance(stmt, ast.ClassDef)
+            }
+            self._classes[module.name] = found
+        return found
+
     # Decorated definitions --------------------------------------------------------------
 
     def remote_specs(self, module: _Module) -> list[RemoteSpec]:
         specs = []
         top_level: set[int] = set()
+        # The paths of each name's definitions so far: a definition in another branch of an
+        # if, or in a try's handler, is an alternative to the first, not a second function.
+        defined: dict[str, list[tuple[_Path, RemoteSpec]]] = {}
         for stmt, path in _module_statements(module.tree.body):
             # A definition in a loop is defined again on each pass: not module level.
             if isinstance(stmt, _DEF_TYPES) and all(kind != "loop" for _, _, kind in path):
                 top_level.add(id(stmt))
                 decorator = self._remote_decorator(module, stmt)
-                if decorator is not None:
-                    specs.append(self._remote_spec(module, stmt, decorator))
+                if decorator is None:
+                    continue
+                bad = _unimportable(module)
+                if bad is not None:
+                    raise _error(
+                        f"@remote on {stmt.name!r}: {module.path} cannot be imported under the "
+                        f"name {module.name} (the '.' in {bad!r} splits a module name), so no "
+                        "worker could load it; rename it without the '.' (e.g. "
+                        f"{bad.replace('.', '_')!r}), or list it in .flashignore if it is not "
+                        "part of the app",
+                        module.path,
+                        decorator.site,
+                    )
+                spec = self._remote_spec(module, stmt, decorator)
+                earlier = defined.setdefault(stmt.name, [])
+                if earlier and all(_alternatives(p, path) for p, _ in earlier):
+                    first = earlier[0][1]
+                    if first.resource != spec.resource:
+                        raise _error(
+                            f"@remote {stmt.name!r} is defined on endpoint {first.resource!r} "
+                            f"at {_where(first)} and on {spec.resource!r} here, in another "
+                            "branch; the manifest records one endpoint per function, so give "
+                            "both definitions the same resource config (or rename one)",
+                            module.path,
+                            stmt,
+                        )
+                    earlier.append((path, spec))
+                    continue  # one function: callers reach whichever definition ran
+                earlier.append((path, spec))
+                specs.append(spec)
         for node in ast.walk(module.tree):
             if isinstance(node, _DEF_TYPES) and node.decorator_list and id(node) not in top_level:
                 decorator = self._remote_decorator(module, node)
@@ -1376,14 +1674,7 @@ class _Project:
         async_methods: tuple[str, ...] = ()
         typed_methods: tuple[str, ...] = ()
         if isinstance(node, ast.ClassDef):
-            methods, async_methods = _class_methods(node)
-            typed_methods = tuple(
-                item.name
-                for item in node.body
-                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
-                and item.name in methods
-                and _has_type_hints(item)
-            )
+            methods, async_methods, typed_methods = _class_methods(self._lineage(defining, node))
         return RemoteSpec(
             name=node.name,
             module=defining.name,
@@ -1520,20 +1811,36 @@ def _has_type_hints(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return node.returns is not None or any(a is not None and a.annotation for a in every)
 
 
-def _class_methods(node: ast.ClassDef) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _class_methods(
+    lineage: list[ast.ClassDef],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The public methods of the first class of ``lineage`` (it and the classes it inherits
+    from, nearest first), those that are async, and those with type hints. A name a nearer
+    class binds (a property, an attribute) hides a base's method of that name."""
     methods: list[str] = []
     async_methods: list[str] = []
-    for item in node.body:
-        if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        if item.name.startswith("_") and item.name != "__call__":
-            continue
-        if item.name in methods or _is_property(item):
-            continue
-        methods.append(item.name)
-        if isinstance(item, ast.AsyncFunctionDef):
-            async_methods.append(item.name)
-    return tuple(methods), tuple(async_methods)
+    typed: list[str] = []
+    hidden: set[str] = set()
+    for cls in lineage:
+        bound: set[str] = set()
+        for item in cls.body:
+            if isinstance(item, (ast.Assign, ast.AnnAssign)):
+                targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+                bound.update(t.id for t in targets if isinstance(t, ast.Name))
+            if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            bound.add(item.name)
+            if item.name.startswith("_") and item.name != "__call__":
+                continue
+            if item.name in hidden or item.name in methods or _is_property(item):
+                continue
+            methods.append(item.name)
+            if isinstance(item, ast.AsyncFunctionDef):
+                async_methods.append(item.name)
+            if _has_type_hints(item):
+                typed.append(item.name)
+        hidden |= bound
+    return tuple(methods), tuple(async_methods), tuple(typed)
 
 
 def _is_property(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
