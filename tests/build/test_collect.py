@@ -46,6 +46,21 @@ def test_built_in_exclusions_and_ignore_files(tmp_path: Path) -> None:
     ]
 
 
+def test_jupyter_checkpoints_are_left_out_in_any_folder(tmp_path: Path) -> None:
+    # Jupyter's autosave copies (.ipynb_checkpoints/main-checkpoint.py) are no modules of the
+    # project: their names cannot even be imported.
+    write(
+        tmp_path,
+        {
+            "main.py": "",
+            ".ipynb_checkpoints/main-checkpoint.py": "",
+            "nb/.ipynb_checkpoints/analysis-checkpoint.ipynb": "",
+            "nb/analysis.ipynb": "",
+        },
+    )
+    assert collect_files(tmp_path) == ["main.py", "nb/analysis.ipynb"]
+
+
 def test_credential_files_are_left_out_in_any_case(tmp_path: Path) -> None:
     # On a file system that ignores case (macOS's), .ENV is the .env dotenv reads.
     credentials = [".ENV", ".Env.production", "cfg/.ENVRC", ".NETRC", "_Netrc", ".PyPIrc"]

@@ -56,6 +56,7 @@ ALWAYS_EXCLUDED = (
     ".pytest_cache/",
     ".ruff_cache/",
     ".tox/",
+    ".ipynb_checkpoints/",  # Jupyter's autosave copies (main-checkpoint.py): no modules
     "/dist/",
     "/build/",
     "*.egg-info/",

@@ -12,15 +12,16 @@ _TEMPLATE = '''\
 
 import importlib
 {path_setup}
-from flash.runtime.generic_handler import create_handler
+from flash.runtime.generic_handler import create_handler, remote_object
 
 # (name callers use, module, attribute)
 FUNCTIONS = [
 {rows}
 ]
 
+# remote_object refuses a name the module rebinds, rather than serve what it then holds.
 FUNCTION_REGISTRY = {{
-    key: getattr(importlib.import_module(module), attr) for key, module, attr in FUNCTIONS
+    key: remote_object(importlib.import_module(module), attr) for key, module, attr in FUNCTIONS
 }}
 
 handler = create_handler(FUNCTION_REGISTRY, endpoint={endpoint})

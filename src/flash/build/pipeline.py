@@ -340,6 +340,7 @@ def _build_locked(
             with (
                 _timed(timings, "imports"),
                 _missing_module_hint(root, scan.src_layout, deps.excluded),
+                _remote_object_error(scan),
             ):
                 schemas = _check_handlers_and_derive_schemas(
                     build_dir, deps.site_dir, manifest, cross_target, deps.excluded
@@ -722,6 +723,36 @@ def _missing_module_hint(root: Path, src_layout: bool, excluded: tuple[str, ...]
         ) from None
 
 
+@contextmanager
+def _remote_object_error(scan: ScanResult) -> Iterator[None]:
+    """A handler's refusal of an @remote name (generic_handler.remote_object) as an error at
+    the definition the scan found, saying what to do."""
+    try:
+        yield
+    except BuildError as exc:
+        for spec in scan.functions:
+            said = f"\nLookupError: {spec.module}.{spec.name} is "
+            if said not in exc.message:
+                continue
+            what = exc.message.split(said, 1)[1]
+            if what.startswith("not defined when"):
+                message = (
+                    f"{spec.name!r} is not defined when {spec.path} is imported: a conditional "
+                    "definition (under an `if` or `try` that did not run when the build "
+                    "imported it, as no worker would); define it unconditionally, importing "
+                    "what it needs (an optional package) inside its body"
+                )
+            else:
+                holds = what.split(f" when {spec.module} is imported", 1)[0]
+                message = (
+                    f"{spec.name!r} is rebound later in {spec.path}: once imported, the name "
+                    f"holds {holds}, not the @remote one defined here, and the endpoint would "
+                    "serve that; give the @remote one or the other a name of its own"
+                )
+            raise BuildError(message, path=spec.path, line=spec.line) from None
+        raise
+
+
 def _missing_module_advice(
     root: Path, src_layout: bool, excluded: tuple[str, ...], name: str
 ) -> str:
@@ -755,11 +786,18 @@ def _left_out_module(root: Path, src_layout: bool, name: str) -> tuple[str, str]
     """The project's module or package ``name`` (its path) and what leaves it out of the
     build, when an ignore file does."""
     for prefix in ("src/", "") if src_layout else ("",):
-        for rel in (f"{prefix}{name}.py", f"{prefix}{name}/__init__.py"):
-            by = ignored_by(root, rel) if (root / rel).exists() else None
+        for rel in (f"{prefix}{name}.py", f"{prefix}{name}/__init__.py", f"{prefix}{name}/"):
+            found = (root / rel).exists() and (not rel.endswith("/") or _has_python(root / rel))
+            by = ignored_by(root, rel) if found else None
             if by is not None:
                 return rel, by
     return None
+
+
+def _has_python(folder: Path) -> bool:
+    """Whether ``folder`` holds a Python file: without ``__init__.py`` it is still the
+    project's (namespace) package, as ``lib/`` with ``lib/helpers.py`` is."""
+    return any(name.endswith(".py") for _, _, names in os.walk(folder) for name in names)
 
 
 def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:

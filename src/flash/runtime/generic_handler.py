@@ -71,6 +71,7 @@ __all__ = [
     "ManifestError",
     "create_handler",
     "load_manifest",
+    "remote_object",
 ]
 
 
@@ -170,6 +171,37 @@ def _cancelling() -> bool:
 
 def _user_exception(exc: BaseException) -> BaseException:
     return exc.exc if isinstance(exc, _RaisedCancelled) else exc
+
+
+def remote_object(imported: types.ModuleType, name: str) -> Any:
+    """The @remote function or class ``name`` of the ``imported`` module that ``flash build``
+    found, for a generated handler's registry. LookupError when the module does not define
+    it (a conditional definition) or rebinds the name to something else, so an endpoint
+    never serves another object in its place."""
+    module = imported.__name__
+    found = getattr(imported, name, _NOT_DEFINED)
+    if found is _NOT_DEFINED:
+        raise LookupError(f"{module}.{name} is not defined when {module} is imported")
+    target = unwrap_remote(found)
+    where = (getattr(target, "__module__", None), getattr(target, "__qualname__", None))
+    # A decorator under @remote without functools.wraps names its inner function instead
+    # (deco.<locals>.wrapper): that is no rebinding.
+    same = not isinstance(where[1], str) or "<locals>" in where[1] or where == (module, name)
+    if target is not found and same:
+        return found
+    if target is not found:
+        what = f"the @remote {where[0]}.{where[1]}"
+    elif inspect.isclass(found) or inspect.isroutine(found):
+        what = "a class" if inspect.isclass(found) else "a function"
+    else:
+        what = f"a {type(found).__name__}"
+    raise LookupError(
+        f"{module}.{name} is {what} when {module} is imported, not the @remote one flash "
+        "build found: the name is rebound later in the module"
+    )
+
+
+_NOT_DEFINED = object()
 
 
 def create_handler(
