@@ -779,6 +779,32 @@ def test_a_poll_given_up_just_after_a_job_was_handed_to_it_leaves_the_job_queued
     asyncio.run(scenario())
 
 
+def test_a_job_given_back_after_its_start_was_stored_is_stored_as_queued(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> str:
+        dispatcher = _dispatcher(tmp_path)
+        dispatcher.register_worker("w1", "e")
+        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))
+        await asyncio.sleep(0)  # the poll waits for work
+        job = dispatcher.submit("e", BIG_INPUT)  # handed to it; its input is read back
+        await asyncio.sleep(0)  # a loop turn: the start is stored
+        poll.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        assert job.status == "IN_QUEUE"
+        dispatcher.store.close()
+        return job.id
+
+    async def restart() -> int:  # as after a crash: what the store says
+        restored = _dispatcher(tmp_path)
+        restored.restore()
+        return restored.jobs[job_id].attempts
+
+    job_id = asyncio.run(scenario())
+    assert asyncio.run(restart()) == 0
+
+
 def test_two_stream_readers_never_get_the_same_chunk(tmp_path: Path) -> None:
     async def reader(dispatcher: Dispatcher, job: Job) -> list[str]:
         await dispatcher.wait_stream(job, 5.0)

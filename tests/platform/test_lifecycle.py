@@ -551,13 +551,16 @@ def test_a_bad_runsync_wait_is_refused_before_any_job_exists(
     assert health["jobs"]["completed"] == 0 and health["jobs"]["inQueue"] == 0
 
 
-def test_a_huge_runsync_wait_is_taken_as_the_longest_wait(tmp_path: Path, platform_factory) -> None:
+def test_a_runsync_wait_of_any_length_is_read_as_its_number(
+    tmp_path: Path, platform_factory
+) -> None:
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
-    answer = _post(
-        platform, "basic/runsync?wait=99999999999999", json={"input": {"action": "echo"}}
-    )
-    assert answer.status_code == 200
-    assert answer.json()["status"] == "COMPLETED"
+    huge = _post(platform, "basic/runsync?wait=99999999999999", json={"input": {"action": "echo"}})
+    assert huge.status_code == 200 and huge.json()["status"] == "COMPLETED"
+    # Zeros in front change nothing: no wait, however many there are.
+    sleeper = {"input": {"action": "sleep", "seconds": 1}}
+    none = _post(platform, f"basic/runsync?wait={'0' * 20}", json=sleeper).json()
+    assert none["status"] in ("IN_QUEUE", "IN_PROGRESS")
 
 
 def test_finished_results_expire_as_in_production(tmp_path: Path, platform_factory) -> None:
@@ -1013,6 +1016,26 @@ def test_a_stop_answers_waiting_runsync_callers_with_their_job_id(
 
     second = platform_factory(app, state)
     assert ended(second, "basic", body["id"])["output"] == {"slept": 2}
+    # Its caller must poll now: the result is kept as a /run's (30 minutes), not a minute.
+    job = second.dispatcher.jobs[body["id"]]
+    assert job.expires_at - job.finished_at > 60
+
+
+def test_a_runsync_whose_job_ends_within_a_stops_grace_gets_its_result(
+    tmp_path: Path, platform_factory
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    answers: list[requests.Response] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            _post(platform, "basic/runsync", json={"input": {"action": "sleep", "seconds": 1}})
+        )
+    )
+    caller.start()
+    wait_for(lambda: _get(platform, "basic/health").json()["jobs"]["inProgress"] == 1, 30, "job")
+    platform.stop(grace_s=20)  # the job ends well within it
+    caller.join(30)
+    assert answers[0].json()["output"] == {"slept": 1}, answers[0].text
 
 
 SLEEP_ONCE = """

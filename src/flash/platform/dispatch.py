@@ -257,14 +257,19 @@ class Dispatcher:
         self.store.save(job)
 
     def end_waits(self) -> None:
-        """The platform begins to stop: answer every held request now (a /runsync as when
-        its wait runs out, with the job's id to read the result by, after a restart too),
-        and hold none from now on. Held until the server's stop, they would be cancelled
-        into bare 500s."""
+        """The platform stops (its workers are gone): answer every held request now, a
+        /runsync as when its wait runs out (with the job's id to read the result by after
+        a restart: kept as long as a /run's, as its caller must now poll), and hold none
+        from now on. Held until the server's stop, they would be cancelled into bare 500s."""
         self.stopping = True
-        for waiters in (self._final_waiters, self._stream_waiters):
-            for job_id in list(waiters):
-                self._wake(waiters, job_id)
+        for job_id in list(self._final_waiters):
+            job = self.jobs.get(job_id)
+            if job is not None and job.sync and not job.final:
+                job.sync = False
+                self.store.save(job)
+            self._wake(self._final_waiters, job_id)
+        for job_id in list(self._stream_waiters):
+            self._wake(self._stream_waiters, job_id)
         for state in self.workers.values():
             self._answer_polls(state)
 
@@ -551,8 +556,7 @@ class Dispatcher:
         return stored
 
     def _unassign(self, job: Job, worker_id: str) -> None:
-        """Undo ``_assign``: the job waits at the front of the queue again (nothing of the
-        assignment was stored)."""
+        """Undo ``_assign``: the job waits at the front of the queue again."""
         self._cancel_timer(job.id)
         self.running[job.endpoint] -= 1
         state = self.workers.get(worker_id)
@@ -563,6 +567,8 @@ class Dispatcher:
         job.attempts -= 1
         job.worker_id = job.started_at = None
         job.status = js.IN_QUEUE
+        if not any(started is job for started in self._started):
+            self.store.save(job)  # its start was stored (_note_started): not any more
         self._count_queued(job, 1)
         self._enqueue(job, first=True)
 
@@ -722,7 +728,10 @@ class Dispatcher:
         sync function's thread cannot be stopped; a worker that keeps one past the grace
         time is killed): it is not idle, for /health and for the scaler."""
         state = self.workers.get(worker_id)
-        return len(state.assigned) + len(state.stopping) if state else 0
+        if state is None:
+            return 0
+        # One id may be in both: a job retried onto the worker still stopping its last try.
+        return len(state.assigned.union(state.stopping)) if state.stopping else len(state.assigned)
 
     # ------------------------------------------------------------------ internals
 

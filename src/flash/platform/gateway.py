@@ -88,7 +88,8 @@ def _milliseconds(name: str, text: str, *, positive: bool = False) -> int | Resp
     """A query parameter's whole number of milliseconds (a huge one as 10**15: both uses
     clamp it), or the 400 naming it."""
     if text.isascii() and text.isdigit() and (text.strip("0") or not positive):
-        return int(text) if len(text) <= 15 else 10**15
+        digits = text.lstrip("0") or "0"
+        return int(digits) if len(digits) <= 15 else 10**15
     what = "a positive whole number" if positive else "a whole number"
     return _error(400, f"'{name}' must be {what} of milliseconds, got {text[:40]!r}")
 

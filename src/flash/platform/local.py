@@ -410,9 +410,10 @@ class LocalPlatform:
         assert self.supervisor is not None and self._server is not None
         assert self.dispatcher is not None
         deadline = time.monotonic() + grace_s
-        # First: the held requests, each answered as it would be in time (see end_waits).
-        self.dispatcher.end_waits()
         await self.supervisor.stop(grace_s)
+        # Then the requests still held, answered as in time (see end_waits): a /runsync
+        # whose job ended within the grace got its result.
+        self.dispatcher.end_waits()
         # Webhook POSTs under way get what is left of the grace period, no more.
         await self._stop_deliveries(within_s=deadline - time.monotonic())
         self._server.should_exit = True

@@ -108,6 +108,7 @@ _STATE_FIELDS = (
     "output_is_stream",
     "webhook_pending",
     "webhook_attempts",
+    "sync",  # a /runsync answered at a stop becomes a /run (see Dispatcher.end_waits)
 )
 
 

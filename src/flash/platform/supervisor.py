@@ -253,7 +253,11 @@ class Supervisor:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(_TICK_S)
-            self._kill_frozen()
+            try:
+                self._kill_frozen()
+            except Exception as exc:  # it must not end scaling for good (the ticker's task)
+                if self.echo is not None:
+                    self.echo(f"[platform] looking for frozen workers failed: {exc!r}")
             for name in list(self.deployments):
                 self._scale_safely(name)
 
