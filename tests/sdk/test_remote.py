@@ -2,6 +2,7 @@ import asyncio
 import inspect
 import json
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -250,3 +251,68 @@ def test_json_serialization_without_a_schema_gives_the_builds_reason(
         set_invoker(previous)
         sys.modules.pop("td_app", None)
     assert reason in str(info.value) and "annotate every parameter" not in str(info.value)
+
+
+def _call_with_json(tmp_path: Path, manifest: dict[str, Any], module: str) -> str:
+    """What ``app.py`` prints, run as a script in a project built with ``manifest``: it calls
+    the functions of ``module`` (``app`` itself, or ``models``) with JSON."""
+    (tmp_path / ".flash").mkdir()
+    (tmp_path / ".flash" / "flash_manifest.json").write_text(json.dumps(manifest))
+    if module == "app":
+        script = _DEFINITIONS + _CALLS
+    else:
+        (tmp_path / f"{module}.py").write_text(_DEFINITIONS, encoding="utf-8")
+        script = f"from {module} import Model, untyped\n{_CALLS}"
+    (tmp_path / "app.py").write_text(script, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "app.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+_DEFINITIONS = """
+from flash import LiveServerless, remote
+
+
+@remote(LiveServerless(name="td"))
+def untyped(x):
+    return x
+
+
+@remote(LiveServerless(name="td"))
+class Model:
+    def predict(self, x):
+        return x
+"""
+
+_CALLS = """
+from flash import run
+from flash.runtime.client import Endpoints, PlatformInvoker
+from flash.runtime.remote import set_invoker
+
+set_invoker(PlatformInvoker(Endpoints("http://127.0.0.1:9")))
+for call in (lambda: untyped.options(serialization="json").call(1),
+             lambda: run(Model.options(serialization="json")().predict(1))):
+    try:
+        call()
+    except TypeError as exc:
+        print("TypeError:", exc)
+"""
+
+
+def test_a_scripts_function_gets_the_builds_reason_too(tmp_path: Path) -> None:
+    reason = "typing.TypedDict needs Python 3.12+ here"
+    entry = {"name": "untyped", "qualified_name": "app.untyped", "pickle_only": reason}
+    printed = _call_with_json(tmp_path, {"resources": {"td": {"functions": [entry]}}}, "app")
+    assert printed.splitlines()[0].startswith("TypeError:") and reason in printed
+
+
+def test_a_manifest_with_a_schema_of_another_shape_gives_the_general_reason(
+    tmp_path: Path,
+) -> None:
+    entry = {"name": "Model", "qualified_name": "models.Model", "schema": ["not", "a", "dict"]}
+    printed = _call_with_json(tmp_path, {"resources": {"td": {"functions": [entry]}}}, "models")
+    lines = printed.splitlines()
+    assert len(lines) == 2 and all(line.startswith("TypeError:") for line in lines)
+    assert "annotate the constructor" in lines[1]

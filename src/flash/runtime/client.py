@@ -941,23 +941,51 @@ def _recorded_reason(wrapped: Any, method: str | None = None) -> str | None:
     """Why the build gave ``wrapped`` (or its ``method``) no JSON schema, as its manifest
     records (``pickle_only``): this process's types may allow what the build's did not.
     Read only on the way to an error, from the manifest of the project ``wrapped`` is in."""
-    qualified = f"{getattr(wrapped, '__module__', '')}.{getattr(wrapped, '__qualname__', '')}"
+    qualname = getattr(wrapped, "__qualname__", "")
     for manifest in _manifest_candidates(wrapped):
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             resources = data["resources"].values()
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # none there, or not one this can read: the next candidate
+        names = {f"{module}.{qualname}" for module in _module_names(wrapped, manifest)}
         for resource in resources:
-            for entry in (resource or {}).get("functions") or []:
-                if not isinstance(entry, dict) or entry.get("qualified_name") != qualified:
+            functions = resource.get("functions") if isinstance(resource, dict) else None
+            for entry in functions if isinstance(functions, list) else ():
+                if not isinstance(entry, dict) or entry.get("qualified_name") not in names:
                     continue
                 why = entry.get("pickle_only")
                 if method is not None and not why:
-                    schema = entry.get("schema") or {}
-                    why = (schema.get("pickle_only_methods") or {}).get(method)
+                    schema = entry.get("schema")
+                    methods = (
+                        schema.get("pickle_only_methods") if isinstance(schema, dict) else None
+                    )
+                    why = methods.get(method) if isinstance(methods, dict) else None
                 return why if isinstance(why, str) and why else None
     return None
+
+
+def _module_names(wrapped: Any, manifest: Path) -> list[str]:
+    """The names the build may know ``wrapped``'s module by: its own, and for a script run
+    as ``__main__``, the one its file has in the project of ``manifest``, as the build names
+    modules (``pkg/mod.py``: ``pkg.mod``; ``src/pkg/mod.py``: ``pkg.mod`` in a src layout)."""
+    module = getattr(wrapped, "__module__", "")
+    names = [module]
+    if module != "__main__":
+        return names
+    root = manifest.parent.parent if manifest.parent.name == ".flash" else manifest.parent
+    try:
+        relative = Path(inspect.getfile(wrapped)).resolve().relative_to(root.resolve())
+    except (TypeError, OSError, ValueError):
+        return names  # not a file of that project
+    parts = list(relative.with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    if parts and relative.suffix == ".py":
+        names.append(".".join(parts))
+        if len(parts) > 1 and parts[0] == "src":  # a "src layout" project, or not
+            names.append(".".join(parts[1:]))
+    return names
 
 
 def _manifest_candidates(wrapped: Any) -> Iterator[Path]:

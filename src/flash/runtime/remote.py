@@ -19,11 +19,20 @@ import functools
 import inspect
 import math
 import os
+import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import Any, Protocol
 
 from flash.runtime.client import CallOptions
@@ -223,17 +232,37 @@ class _Remote:
         # By reference, as plain functions and classes pickle (the default would pickle
         # __wrapped__ by reference to its module's global, which is this object, and fail),
         # unless its module goes by value (``__main__``, a module registered with
-        # cloudpickle for that): then the object's fields go, the wrapped code included.
+        # cloudpickle for that) or its names lead to another remote object (a copy of the
+        # function on another endpoint): then the object's fields go, the wrapped code too.
         module = getattr(self, "__module__", None)
         qualname = getattr(self, "__qualname__", None)
         if (
             isinstance(module, str)
             and isinstance(qualname, str)
-            and _global(module, qualname) is not None
+            and self._same_as(_global(module, qualname))
             and not _by_value(self.__wrapped__)
         ):
             return (_restore, (module, qualname, self.call_options))
         return super().__reduce_ex__(protocol)
+
+    def _same_as(self, other: _Remote | None) -> bool:
+        """Whether ``other`` is this object or an ``options()`` clone of it: the same code on
+        the same endpoint with the same dependencies (call options travel on their own)."""
+        if other is self:
+            return True
+        if type(other) is not type(self) or other.__wrapped__ is not self.__wrapped__:
+            return False
+        try:
+            return bool(
+                (
+                    other.resource_config is self.resource_config
+                    or other.resource_config == self.resource_config
+                )
+                and other.dependencies == self.dependencies
+                and other.system_dependencies == self.system_dependencies
+            )
+        except Exception:  # a config that cannot be compared: not known to be the same
+            return False
 
     def _local_names(self) -> dict[str, Any]:
         """What a RemoteTimeoutError of an in-process call names, as the client names it."""
@@ -261,14 +290,21 @@ def _restore(module: str, qualname: str, options: CallOptions) -> Any:
 
 def _by_value(target: Any) -> bool:
     """Whether cloudpickle takes ``target``'s module by value (``__main__``, or one
-    registered with ``register_pickle_by_value``): a worker cannot import it by name.
-    Plain pickle cannot pickle such an object either way."""
+    registered with ``register_pickle_by_value``, itself or a package it is in): a worker
+    cannot import it by name. Plain pickle cannot pickle such an object either way."""
     module = getattr(target, "__module__", None)
     if module == "__main__":
         return True
-    cloudpickle = sys.modules.get("cloudpickle")
-    by_value = getattr(getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", ())
-    return module in by_value
+    if not isinstance(module, str):
+        return False
+    inner = getattr(sys.modules.get("cloudpickle"), "cloudpickle", None)
+    registered = getattr(inner, "_is_registered_pickle_by_value", None)
+    if registered is not None and module in sys.modules:
+        with contextlib.suppress(Exception):  # a private helper: its parent walk below
+            return bool(registered(sys.modules[module]))
+    by_value = getattr(inner, "_PICKLE_BY_VALUE_MODULES", ())
+    parts = module.split(".")
+    return any(".".join(parts[:n]) in by_value for n in range(len(parts), 0, -1))
 
 
 class RemoteFunction(_Remote):
@@ -524,8 +560,9 @@ async def _run_local_within(
     names: dict[str, Any],
 ) -> Any:
     """An in-process call that keeps to ``timeout`` as a job would: RemoteTimeoutError at
-    the deadline. A coroutine is cancelled; sync code runs in a thread of its own, as
-    nothing can stop it, and runs on after the caller has its error."""
+    the deadline. A coroutine runs in the caller's task (its context, as without a
+    timeout) and is cancelled; sync code runs in a thread of its own, as nothing can stop
+    it, and runs on after the caller has its error."""
     deadline = time.monotonic() + timeout
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         return await _within(_call_sync(fn, args, kwargs, collect), deadline, timeout, names)
@@ -549,23 +586,84 @@ async def _collect(items: AsyncIterator[Any]) -> list[Any]:
 async def _within(
     awaitable: Awaitable[Any], deadline: float, timeout: float, names: dict[str, Any]
 ) -> Any:
-    """``await awaitable``, cancelled at ``deadline`` (time.monotonic). Not wait_for: a
-    TimeoutError the function raises itself must reach the caller as its own."""
-    task = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
-    except BaseException:  # the caller was cancelled: so is the call
-        task.cancel()
-        raise
-    if not done:
-        task.cancel()
-        await asyncio.wait({task})  # its clean-up (finally blocks) runs before the error
+    """``await awaitable`` in this task, cancelled at ``deadline`` (time.monotonic). Not
+    wait_for: a TimeoutError the function raises itself must reach the caller as its own."""
+    with _Deadline(deadline, timeout, names):
+        return await awaitable
+
+
+class _Deadline:
+    """Cancels the current task at ``deadline`` (time.monotonic) and turns that into
+    RemoteTimeoutError, as ``asyncio.timeout`` (3.11+) does into TimeoutError. In the
+    caller's own task, so context variables, cancel scopes and ``asyncio.timeout`` blocks
+    of the code inside are those of the caller, as without a timeout.
+
+    Code that swallows the cancellation and returns is still too late: RemoteTimeoutError.
+    Code that swallows it and goes on waiting keeps its caller until it ends, as it would
+    any cancelled task's. Before Python 3.11 (no ``Task.uncancel``) a cancellation of the
+    caller that comes with the deadline counts as the timeout."""
+
+    def __init__(self, deadline: float, timeout: float, names: dict[str, Any]) -> None:
+        self._deadline = deadline
+        self._timeout = timeout
+        self._names = names
+        self._fired = False
+
+    def __enter__(self) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("an in-process call with a timeout must run in an asyncio task")
+        self._task = task
+        # Cancellations requested before this one (3.11+): those are not the deadline's.
+        self._cancelling = task.cancelling() if hasattr(task, "cancelling") else 0
+        loop = asyncio.get_running_loop()
+        when = loop.time() + (self._deadline - time.monotonic())
+        self._handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        self._handle.cancel()
+        if not self._fired:
+            return
+        uncancel = getattr(self._task, "uncancel", None)
+        others = uncancel() > self._cancelling if uncancel is not None else False
+        if exc_type is None or not others or not issubclass(exc_type, asyncio.CancelledError):
+            raise _timed_out(self._timeout, self._names) from exc
+
+
+def _check(deadline: float, timeout: float, names: dict[str, Any]) -> None:
+    """No step of a stream starts past its deadline (a step that never waits would not
+    be stopped by it)."""
+    if time.monotonic() >= deadline:
         raise _timed_out(timeout, names)
-    return task.result()
 
 
 def _timed_out(timeout: float, names: dict[str, Any]) -> RemoteTimeoutError:
     return RemoteTimeoutError(f"the call did not finish in time ({timeout:g} s)", **names)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """``future``'s outcome, from a thread's work, in the loop's thread; never left pending."""
+    if future.done():  # a timeout cancelled it
+        return
+    if ok:
+        future.set_result(value)
+        return
+    if isinstance(value, StopIteration):
+        # A future cannot hold one (asyncio refuses it): as a coroutine's would be, and as
+        # the call without a timeout gives it, it becomes a RuntimeError.
+        problem: BaseException = RuntimeError("the call raised StopIteration")
+        problem.__cause__ = value
+        value = problem
+    try:
+        future.set_exception(value)
+    except Exception as refused:  # the caller must hear of the failure all the same
+        problem = RuntimeError(f"the call failed with {value!r}, which a future cannot hold")
+        problem.__cause__ = refused
+        future.set_exception(problem)
 
 
 def _in_thread(work: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -575,17 +673,13 @@ def _in_thread(work: Callable[[], Any]) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
 
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():  # not after a timeout cancelled it
-            (future.set_result if ok else future.set_exception)(value)
-
     def run_it() -> None:
         try:
             outcome = (True, context.run(work))
         except BaseException as exc:  # raised in the caller's task
             outcome = (False, exc)
         with contextlib.suppress(RuntimeError):  # the caller's loop has closed since
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(_settle, future, *outcome)
 
     threading.Thread(target=run_it, name="flash-local-call", daemon=True).start()
     return future
@@ -612,7 +706,59 @@ async def _stream_local(
             yield item
 
 
-_END = object()  # what _next returns once a sync generator is exhausted
+_END = object()  # what a step gives once a sync generator is exhausted
+
+
+class _GeneratorThread:
+    """Drives a sync generator from one daemon thread of its own, a step per request (none
+    ahead of the consumer), so what its first step binds to its thread (thread-locals, a
+    sqlite3 connection) is there in every later step and in its clean-up. It runs in the
+    caller's context, one copy for the whole stream, as the generator's frame is one."""
+
+    def __init__(self, generator: Generator[Any, Any, Any]) -> None:
+        self._generator = generator
+        self._requests: queue.SimpleQueue[tuple[asyncio.Future[Any], bool]] = queue.SimpleQueue()
+        self._context = contextvars.copy_context()
+        self._thread: threading.Thread | None = None
+
+    def next(self) -> asyncio.Future[Any]:
+        """The next item, or _END."""
+        return self._request(close=False)
+
+    def close(self) -> asyncio.Future[Any]:
+        """Close the generator once no step is in flight (one a timeout left runs first)."""
+        return self._request(close=True)
+
+    def _request(self, close: bool) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._thread is None:
+            if close:  # never started: closing it here runs nothing of it
+                self._generator.close()
+                future.set_result(None)
+                return future
+            self._thread = threading.Thread(
+                target=self._serve, args=(loop,), name="flash-local-stream", daemon=True
+            )
+            self._thread.start()
+        self._requests.put((future, close))
+        return future
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            future, close = self._requests.get()
+            try:
+                work = self._generator.close if close else self._step
+                outcome = (True, self._context.run(work))
+            except BaseException as exc:  # raised in the caller's task
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed since
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            if close or not outcome[0] or outcome[1] is _END:
+                return  # the generator is done: nothing more will be asked of it
+
+    def _step(self) -> Any:
+        return next(self._generator, _END)
 
 
 async def _stream_within(
@@ -625,8 +771,11 @@ async def _stream_within(
     deadline = time.monotonic() + timeout
     result = fn(*args, **kwargs)  # a generator: nothing of it runs yet
     if inspect.isasyncgen(result):
+        # Every step in the consumer's task, each under the stream's one deadline: only
+        # while a step runs, so the consumer's own code between items is never cancelled.
         try:
             while True:
+                _check(deadline, timeout, names)
                 try:
                     item = await _within(result.__anext__(), deadline, timeout, names)
                 except StopAsyncIteration:
@@ -634,12 +783,29 @@ async def _stream_within(
                 yield item
         finally:
             await result.aclose()
-    while True:
-        # Each step in a thread: a step that never returns is left running (see README).
-        item = await _within(_in_thread(lambda: next(result, _END)), deadline, timeout, names)
-        if item is _END:
-            return
-        yield item
+    driver = _GeneratorThread(result)
+    finished = False
+    try:
+        while True:
+            # A step that never returns is left running (see README).
+            _check(deadline, timeout, names)
+            item = await _within(driver.next(), deadline, timeout, names)
+            if item is _END:
+                finished = True
+                return
+            yield item
+    except GeneratorExit:
+        # The consumer stopped early: its clean-up runs (in its thread) before aclose
+        # returns, as without a timeout, if it ends by the deadline.
+        closed = driver.close()
+        finished = True
+        await asyncio.wait({closed}, timeout=max(0.0, deadline - time.monotonic()))
+        if closed.done():
+            closed.result()
+        raise
+    finally:
+        if not finished:  # timed out or failed: closed once its step in flight ends
+            driver.close()
 
 
 def remote(
