@@ -1,5 +1,5 @@
-"""The scanner on project layouts and sources that the basic tests leave out: src/ as a
-namespace package, file names no import can reach, ignored config modules, coding
+"""The scanner on project layouts and sources that the basic tests leave out: src.X imports
+in a src layout, file names no import can reach, ignored config modules, coding
 declarations, exclusive definitions, inherited methods and f-string configs."""
 
 from __future__ import annotations
@@ -16,44 +16,68 @@ CPU = f'{HEADER}cpu = CpuLiveServerless(name="cpu")\n'
 STEP = f"{CPU}@remote(resource_config=cpu)\ndef step(x: int) -> int:\n    return x\n"
 
 
-# --- 1. src/ without __init__.py ---------------------------------------------------------
+# --- 1. src.X imports in a src layout ---------------------------------------------------
 
 
-def test_src_imported_as_a_namespace_package_keeps_its_name(tmp_path: Path) -> None:
-    # The project's code says `from src.utils import ...`: src/ is a package (a namespace
-    # one), not an import root, so callers send src.models.train.train.
-    result = scan(
-        tmp_path,
-        {
-            "src/config.py": "from flash import CpuLiveServerless\n"
-            'cpu = CpuLiveServerless(name="cpu")\n',
-            "src/utils.py": "def double(x):\n    return 2 * x\n",
-            "src/models/train.py": "from flash import remote\n"
-            "from src.config import cpu\nfrom src.utils import double\n\n"
-            "@remote(resource_config=cpu)\ndef train(x: int) -> int:\n    return double(x)\n",
-            "run_pipeline.py": "from src.models.train import train\n",
-        },
-    )
+P21 = {
+    "src/config.py": 'from flash import CpuLiveServerless\ncpu = CpuLiveServerless(name="cpu")\n',
+    "src/utils.py": "def double(x):\n    return 2 * x\n",
+    "src/models/train.py": "from flash import remote\n"
+    "from src.config import cpu\nfrom src.utils import double\n\n"
+    "@remote(resource_config=cpu)\ndef train(x: int) -> int:\n    return double(x)\n",
+    "run_pipeline.py": "from src.models.train import train\n",
+}
+
+
+@pytest.mark.parametrize(
+    "config_import",
+    [
+        "from src.config import cpu\n",
+        "import src.config as config\ncpu = config.cpu\n",
+        "import src.config\ncpu = src.config.cpu\n",
+        "from src import config\ncpu = config.cpu\n",
+    ],
+)
+def test_a_src_import_in_a_src_layout_resolves_the_project_module(
+    tmp_path: Path, config_import: str
+) -> None:
+    # `from src.config import cpu` in a src layout reads src/config.py: the manifest keeps the
+    # src-layout names (models.train.train); the runtime maps src.models.train.train there.
+    train = P21["src/models/train.py"].replace("from src.config import cpu\n", config_import)
+    result = scan(tmp_path, {**P21, "src/models/train.py": train})
     fn = only(result)
-    assert (fn.module, fn.qualified_name) == ("src.models.train", "src.models.train.train")
-    assert not result.src_layout
+    assert (fn.module, fn.qualified_name) == ("models.train", "models.train.train")
+    assert result.src_layout
     assert list(result.resources) == ["cpu"]
 
 
-def test_src_as_both_package_and_import_root_is_an_error_naming_both(tmp_path: Path) -> None:
-    error = scan_error(
+def test_a_stdlib_import_beside_a_src_module_of_that_name_builds(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "src/types.py": "from dataclasses import dataclass\n@dataclass\nclass Item:\n"
+            "    x: int\n",
+            "src/worker.py": f"import types\nfrom src.types import Item\n{STEP}",
+        },
+    )
+    assert only(result).qualified_name == "worker.step"
+    assert result.src_layout
+
+
+def test_tests_importing_src_keep_the_src_layout_names(tmp_path: Path) -> None:
+    result = scan(
         tmp_path,
         {
             "src/mypkg/__init__.py": "",
-            "src/mypkg/config.py": CPU,
-            "src/mypkg/gpu.py": "from flash import remote\nfrom mypkg.config import cpu\n\n"
-            "@remote(resource_config=cpu)\ndef f(): ...\n",
-            "app.py": "from src.mypkg.gpu import f\n",
+            "src/mypkg/util.py": "def g(x):\n    return x\n",
+            "src/mypkg/core.py": f"{CPU}from mypkg.util import g\n\n"
+            "@remote(cpu)\ndef f(n: int) -> int:\n    return g(n)\n",
+            "tests/test_core.py": "from src.mypkg.core import f\n\n"
+            "def test_f():\n    assert f.local(1) == 1\n",
         },
     )
-    assert "app.py:1:1" in error.message and "src/mypkg/gpu.py:2:1" in error.message
-    assert "src.mypkg" in error.message and "mypkg" in error.message
-    assert error.path is not None
+    assert only(result).qualified_name == "mypkg.core.f"
+    assert result.src_layout
 
 
 # --- 2. files no import can reach -------------------------------------------------------
@@ -75,6 +99,22 @@ def test_remote_in_a_file_no_import_can_name_is_a_scan_error(
 def test_a_dotted_file_name_without_remote_stays_harmless(tmp_path: Path) -> None:
     result = scan(tmp_path, {"main.py": STEP, "notes.v2.py": "x = 1\n"})
     assert only(result).qualified_name == "main.step"
+
+
+def test_a_dotted_file_leaves_the_module_of_its_dotted_name_alone(tmp_path: Path) -> None:
+    # embed.v2.py is no module; embed/v2.py is the module embed.v2, and its config resolves.
+    result = scan(
+        tmp_path,
+        {
+            "embed/__init__.py": "",
+            "embed/v2.py": CPU,
+            "embed.v2.py": "x = 1\n",
+            "w.py": "from flash import remote\nfrom embed.v2 import cpu\n\n"
+            "@remote(cpu)\ndef f(n: int) -> int:\n    return n\n",
+        },
+    )
+    assert only(result).qualified_name == "w.f"
+    assert list(result.resources) == ["cpu"]
 
 
 # --- 3. config modules an ignore file leaves out ----------------------------------------
@@ -123,6 +163,13 @@ def test_bytes_the_declared_encoding_cannot_decode_are_an_error(tmp_path: Path) 
     assert "ascii" in error.message
 
 
+def test_a_non_utf8_byte_in_the_first_lines_without_a_declaration_says_utf8(
+    tmp_path: Path,
+) -> None:
+    error = scan_error(tmp_path, {"main.py": STEP, "helpers.py": b"# caf\xe9 helpers\nx = 1\n"})
+    assert str(error) == ("helpers.py:1:6: file is not valid UTF-8 (byte 0xe9); save it as UTF-8")
+
+
 # --- 5. exclusive definitions -----------------------------------------------------------
 
 
@@ -155,6 +202,61 @@ def test_exclusive_definitions_on_different_endpoints_are_an_error(tmp_path: Pat
     error = scan_error(tmp_path, {"main.py": source})
     assert (error.path, error.line) == ("main.py", 10)
     assert "'cpu'" in error.message and "'gpu'" in error.message
+
+
+ALTERNATIVES = (
+    f"{CPU}try:\n    import numpy_not_here\n"
+    "    @remote(resource_config=cpu)\n{first}"
+    "except ImportError:\n"
+    "    @remote(resource_config=cpu)\n{second}"
+)
+MODEL = "    class Model:\n        def predict(self, x: int) -> int: ...\n"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "what"),
+    [
+        (
+            MODEL + "        def fast(self, x: int) -> int: ...\n",
+            MODEL,
+            "methods",
+        ),
+        (
+            "    def stream(n: int) -> int:\n        return n\n",
+            "    def stream(n: int):\n        yield n\n",
+            "generator",
+        ),
+        (
+            "    def stream(n: int) -> int:\n        return n\n",
+            "    async def stream(n: int) -> int:\n        return n\n",
+            "async",
+        ),
+        (MODEL, "    def Model(x: int) -> int:\n        return x\n", "class"),
+        (
+            MODEL,
+            "    class Model:\n        async def predict(self, x: int) -> int: ...\n",
+            "async",
+        ),
+    ],
+    ids=["methods", "generator", "async", "class-function", "async-method"],
+)
+def test_alternative_definitions_of_another_kind_are_an_error(
+    tmp_path: Path, first: str, second: str, what: str
+) -> None:
+    source = ALTERNATIVES.format(first=first, second=second)
+    # The line after the second @remote (the first definition is on line 6).
+    second_line = source.count("\n", 0, source.rindex("@remote")) + 2
+    error = scan_error(tmp_path, {"main.py": source})
+    assert (error.path, error.line) == ("main.py", second_line)
+    assert "line 6" in error.message and f"line {second_line}" in error.message
+    assert what in error.message and "must match" in error.message
+
+
+def test_alternative_classes_with_the_same_methods_are_one_function(tmp_path: Path) -> None:
+    body = MODEL + "        def fast(self, x: int) -> int: ...\n"
+    other = "    class Model:\n        def fast(self, x): ...\n        def predict(self, x): ...\n"
+    fn = only(scan(tmp_path, {"main.py": ALTERNATIVES.format(first=body, second=other)}))
+    assert fn.is_class and set(fn.methods) == {"predict", "fast"}
 
 
 # --- 6. inherited methods ----------------------------------------------------------------

@@ -122,12 +122,6 @@ def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
     modules = [
         _load_module(root, rel, src_layout) for rel in sorted(f for f in files if f.endswith(".py"))
     ]
-    if src_layout and _imports_src_package(modules):
-        # The code imports src.x: src/ is a (namespace) package there, not an import root.
-        src_layout = False
-        for module in modules:
-            if module.path.startswith(_SRC_PREFIX):
-                module.name, module.is_package = _module_name(module.path, False)
     if src_layout:
         _check_import_roots(modules)
     project = _Project(modules, root, files, src_layout)
@@ -169,66 +163,6 @@ def _check_remote_not_applied(project: _Project, modules: list[_Module]) -> None
         for module in found:
             project.check_remote_not_applied(module)
             names |= project.remote_names(module) - seen
-
-
-_SRC_IMPORT = re.compile(rf"\b(?:from|import)\s+{SRC_ROOT}\b")
-
-
-def _imports_src_package(modules: list[_Module]) -> bool:
-    """Whether the project's code imports ``src.…`` (absolutely), so that src/ must keep
-    its name. Raises BuildError when other code needs src/ as an import root too
-    (``import mypkg`` of src/mypkg/), which no one sys.path can give both."""
-    # The regular expression first: only a module that may import src is walked.
-    as_package = [
-        (module, found)
-        for module in modules
-        if _SRC_IMPORT.search(module.source)
-        and (found := _first_import(module.tree, {SRC_ROOT})) is not None
-    ]
-    if not as_package:
-        return False
-    at_root = {m.name.split(".")[0] for m in modules if not m.path.startswith(_SRC_PREFIX)}
-    # The top-level names only src/ as an import root gives (its modules' names as yet).
-    only_in_src = {
-        m.name.split(".")[0] for m in modules if m.path.startswith(_SRC_PREFIX)
-    } - at_root
-    for module in modules:
-        if only_in_src.isdisjoint(module.words):
-            continue
-        found = _first_import(module.tree, only_in_src)
-        if found is None:
-            continue
-        first, (node, name) = as_package[0][0], as_package[0][1]
-        top = found[1].split(".")[0]
-        raise BuildError(
-            f"{first.path}:{node.lineno}:{node.col_offset + 1} imports {name}, which needs "
-            f"{SRC_ROOT}/ to be a package named {SRC_ROOT}, but "
-            f"{module.path}:{found[0].lineno}:{found[0].col_offset + 1} imports {found[1]}, "
-            f"which exists only as {SRC_ROOT}/{top} and needs {SRC_ROOT}/ to be an import "
-            f"root (the src layout); a worker can have one or the other, not both: import "
-            f"these modules one way throughout (as {SRC_ROOT}.{top}... everywhere, or "
-            f"without {SRC_ROOT}. everywhere), or list a file that is not part of the app "
-            "in .flashignore",
-            path=module.path,
-            line=found[0].lineno,
-            col=found[0].col_offset + 1,
-        )
-    return True
-
-
-def _first_import(tree: ast.Module, tops: Set[str]) -> tuple[ast.stmt, str] | None:
-    """The first absolute import in ``tree`` (anywhere: a function's runs too) of a module
-    whose top-level name is in ``tops``, and that module's name."""
-    found: list[tuple[ast.stmt, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            names = [node.module]
-        else:
-            continue
-        found.extend((node, name) for name in names if name.split(".")[0] in tops)
-    return min(found, key=lambda item: _pos(item[0]), default=None)
 
 
 def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
@@ -517,18 +451,27 @@ _NOT_THE_APP = (
 )
 
 
+# PEP 263: a comment in one of the first two lines naming the source's encoding.
+_CODING_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]")
+
+
 def _decode(data: bytes, rel: str) -> str:
     """The source text as Python's import reads it: a BOM or a PEP 263 coding declaration
     says the encoding, else UTF-8."""
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    except SyntaxError as exc:  # an unknown or malformed declaration
-        raise BuildError(
-            f"cannot read file: {exc.msg}; fix its coding declaration, or save it as UTF-8 "
-            "without one",
-            path=rel,
-            line=exc.lineno,
-        ) from None
+    except SyntaxError as exc:
+        if not any(_CODING_COOKIE.match(line) for line in data.split(b"\n", 2)[:2]):
+            # No declaration: a byte that is not UTF-8 in the first two lines. The decode
+            # below says where.
+            encoding = "utf-8"
+        else:  # an unknown or malformed declaration
+            raise BuildError(
+                f"cannot read file: {exc.msg}; fix its coding declaration, or save it as UTF-8 "
+                "without one",
+                path=rel,
+                line=exc.lineno,
+            ) from None
     try:
         return data.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
@@ -939,8 +882,12 @@ class _Project:
     ):
         # A file no import can reach under its name is no module of the project: an import
         # of that name finds something else, or nothing (see _unimportable).
-        self.unimportable = {m.name: m for m in modules if _unimportable(m) is not None}
-        self.modules = {m.name: m for m in modules if m.name not in self.unimportable}
+        # Left out by path: the module of the same dotted name (embed/v2.py beside
+        # embed.v2.py) is the one an import finds. By name, for _left_out's message.
+        unimportable = [m for m in modules if _unimportable(m) is not None]
+        left_out = {id(m) for m in unimportable}
+        self.unimportable = {m.name: m for m in unimportable}
+        self.modules = {m.name: m for m in modules if id(m) not in left_out}
         self.root = root
         self.files = frozenset(files)
         self.src_layout = src_layout
@@ -954,11 +901,21 @@ class _Project:
         self._resources: dict[tuple[str, int, int], ResourceSpec] = {}
         self._classes: dict[str, dict[_Pos, ast.ClassDef]] = {}
 
-    def is_project_module(self, dotted: str) -> bool:
+    def project_module(self, dotted: str) -> str | None:
+        """The name of the project module or package an absolute import of ``dotted`` finds,
+        or None. In a src layout ``src.X`` is the module ``X`` (src/ is a namespace package
+        on the worker too, but the build names its modules from src/ alone), and ``src`` a
+        package of them."""
         # The installed flash package wins over a project file that shadows it.
         if dotted == "flash" or dotted.startswith("flash."):
-            return False
-        return dotted in self.modules or dotted in self.packages
+            return None
+        if dotted in self.modules or dotted in self.packages:
+            return dotted
+        if self.src_layout and dotted.split(".")[0] == SRC_ROOT:
+            if dotted == SRC_ROOT:
+                return dotted
+            return self.project_module(dotted[len(SRC_ROOT) + 1 :])
+        return None
 
     def resolve(
         self, module: _Module, node: ast.expr, pos: _Pos | None, depth: int = 0
@@ -1024,15 +981,15 @@ class _Project:
 
     def _resolve_binding(self, module: _Module, binding: _Binding, depth: int) -> _Resolved:
         if binding.kind == "import":
-            if self.is_project_module(binding.target):
-                return _ModuleRef(binding.target)
-            return _External(binding.target)
+            found = self.project_module(binding.target)
+            return _ModuleRef(found) if found is not None else _External(binding.target)
         if binding.kind == "from":
             if binding.target == module.name:
                 # ``from . import sub`` inside a package's __init__.py.
                 return self._submodule(module.name, binding.attr)
-            if self.is_project_module(binding.target):
-                return self._resolve_member(binding.target, binding.attr, depth + 1)
+            found = self.project_module(binding.target)
+            if found is not None:
+                return self._resolve_member(found, binding.attr, depth + 1)
             return _External(f"{binding.target}.{binding.attr}")
         if binding.kind == "value" and binding.node is not None:
             return self.resolve(module, binding.node, binding.pos, depth + 1)
@@ -1043,8 +1000,9 @@ class _Project:
     ) -> tuple[_Resolved, int]:
         """What ``name`` is by the latest star import that has it, and that import's line."""
         for star in reversed(module.stars(pos)):
-            if self.is_project_module(star.target):
-                found = self._resolve_member(star.target, name, depth + 1, submodules=False)
+            source = self.project_module(star.target)
+            if source is not None:
+                found = self._resolve_member(source, name, depth + 1, submodules=False)
                 if found is not None:
                     return found, star.pos[0]
             elif f"{star.target}.{name}" in _FLASH_SYMBOLS:
@@ -1073,8 +1031,8 @@ class _Project:
         return found
 
     def _submodule(self, package: str, attr: str) -> _Resolved:
-        sub = f"{package}.{attr}"
-        return _ModuleRef(sub) if self.is_project_module(sub) else None
+        sub = self.project_module(f"{package}.{attr}")
+        return _ModuleRef(sub) if sub is not None else None
 
     def evaluate(self, module: _Module, node: ast.expr, pos: _Pos | None, depth: int = 0) -> Any:
         """The value of a literal expression, following names of module-level literals and
@@ -1404,7 +1362,7 @@ class _Project:
         bindings, sure = module.lookup(expr.id, pos)
         if not bindings:
             for star in reversed(module.stars(pos)):
-                source = self.modules.get(star.target)
+                source = self.modules.get(self.project_module(star.target) or "")
                 found = source and self._find_class(source, expr, None, depth + 1)
                 if found:
                     return found
@@ -1416,7 +1374,7 @@ class _Project:
             cls = self._class_statements(module).get(binding.pos)
             return (module, cls) if cls is not None else None
         if binding.kind == "from":
-            source = self.modules.get(binding.target)
+            source = self.modules.get(self.project_module(binding.target) or "")
             if source is None or source is module:
                 return None
             return self._find_class(source, ast.Name(binding.attr, ast.Load()), None, depth + 1)
@@ -1475,6 +1433,7 @@ class _Project:
                             module.path,
                             stmt,
                         )
+                    _check_same_kind(first, spec, stmt.name, module.path, stmt)
                     earlier.append((path, spec))
                     continue  # one function: callers reach whichever definition ran
                 earlier.append((path, spec))
@@ -1764,6 +1723,48 @@ def _why_unresolved(resolved: _Resolved) -> str:
         kinds = ", ".join(CONFIG_TYPES)
         return f"`{_text(resolved.node.func)}(...)` is not one of Flash's configs ({kinds})"
     return f"its value `{_text(resolved.node)}` is not a call of a Flash config class"
+
+
+def _kind(spec: RemoteSpec) -> str:
+    """What the manifest records of a definition's kind, in words."""
+    if spec.is_class:
+        return "a class"
+    what = "an async" if spec.is_async else "a"
+    return f"{what} {'generator ' if spec.is_generator else ''}function"
+
+
+def _check_same_kind(
+    first: RemoteSpec, spec: RemoteSpec, name: str, path: str, node: ast.stmt
+) -> None:
+    """Alternative definitions of one @remote (if/else, try/except) are one function, which
+    the manifest describes from the first: the others must be of its kind, or a caller would
+    get what the one that ran is not."""
+    if _kind(first) != _kind(spec):
+        difference = f"{_kind(first)} at line {first.line} but {_kind(spec)} here"
+    elif first.is_class and set(first.methods) != set(spec.methods):
+        difference = (
+            f"a class with the methods {_names(first.methods)} at line {first.line} but "
+            f"with {_names(spec.methods)} here"
+        )
+    elif first.is_class and set(first.async_methods) != set(spec.async_methods):
+        difference = (
+            f"a class with the async methods {_names(first.async_methods)} at line "
+            f"{first.line} but with {_names(spec.async_methods)} here"
+        )
+    else:
+        return
+    raise _error(
+        f"@remote {name!r} is {difference} (line {spec.line}), in another branch; alternative "
+        "definitions of one function must match: the same kind (function or class, async "
+        "or not, generator or not) and, for a class, the same public methods, async alike, "
+        "since the manifest records one description for whichever definition runs",
+        path,
+        node,
+    )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(sorted(names)) if names else "(none)"
 
 
 def _where(spec: ResourceSpec | RemoteSpec) -> str:
