@@ -1,6 +1,7 @@
 """What the generated handlers register: the @remote objects the scan found, or a build error
 at their definition; and the advice for a project module an ignore file leaves out."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import pytest
 from tests.integration.projects import write_files
 
 from flash.build.errors import BuildError
-from flash.build.pipeline import BuildOptions, build_project
+from flash.build.pipeline import BuildOptions, _left_out_module, build_project
 
 HEAD = """\
 from flash import CpuLiveServerless, remote
@@ -198,3 +199,190 @@ def test_jupyter_checkpoint_copies_are_not_built(tmp_path: Path) -> None:
     )
     result = build_project(BuildOptions(project_dir=root))
     assert result.manifest.function_registry == {"main.embed": "cpu"}
+
+
+DECORATORS = """\
+import functools
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        raise AssertionError("the endpoint runs the @remote function, not what wraps it")
+    return wrapper
+
+
+class Traced:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def retry(fn):
+    return functools.update_wrapper(Traced(fn), fn)
+
+
+class Counter:
+    # A decorator returning a module-level callable: its __qualname__ is no closure's.
+    def __init__(self, fn):
+        self.fn = fn
+        self.__qualname__ = "Counter"
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+"""
+
+
+def test_decorators_above_and_under_remote_are_no_rebinding_and_are_served(
+    tmp_path: Path,
+) -> None:
+    # @logged above @remote (functools.wraps: __wrapped__ leads to the @remote object); a
+    # decorator object under it; one whose __qualname__ is its class's, not a closure's.
+    root = project(
+        tmp_path,
+        """
+        from decos import Counter, logged, retry
+
+        @logged
+        @remote(resource_config=cpu)
+        def outer(n: int) -> int:
+            return n + 1
+
+        @remote(resource_config=cpu)
+        @retry
+        def inner(n: int) -> int:
+            return n + 2
+
+        @remote(resource_config=cpu)
+        @Counter
+        def counted(n: int) -> int:
+            return n + 3
+
+        @remote(resource_config=cpu)
+        class Model:
+            def predict(self, x: int) -> int:
+                return x + 4
+
+        Alias = Model
+        """,
+        **{"decos.py": DECORATORS},
+    )
+    build_project(BuildOptions(project_dir=root, keep_build=True))
+    build = root / ".flash" / ".build"
+    # Imported and called as a worker would: the registry holds the @remote objects, and a
+    # job runs the function under @remote, not the decorator above it.
+    script = textwrap.dedent(
+        """
+        import asyncio, handler_cpu, main
+        from flash.runtime.serialization import deserialize, serialize
+
+        registry = handler_cpu.FUNCTION_REGISTRY
+        assert registry["main.outer"] is main.outer.__wrapped__, registry
+        assert registry["main.inner"] is main.inner
+        assert registry["main.counted"] is main.counted
+        assert registry["main.Model"] is main.Model
+
+        def call(name, n):
+            job = {"id": "j", "input": {"function_name": name, "args": [serialize(n)]}}
+            answer = asyncio.run(handler_cpu.handler(job))
+            assert answer["success"], answer
+            return deserialize(answer["result"])
+
+        assert call("main.outer", 1) == 2
+        assert call("main.inner", 1) == 3
+        assert call("main.counted", 1) == 4
+        """
+    )
+    env = {**os.environ, "FLASH_ALLOW_UNSIGNED": "1"}
+    env.pop("FLASH_SIGNING_KEY", None)
+    subprocess.run([sys.executable, "-c", script], cwd=build, check=True, env=env)
+
+
+def test_a_remote_name_rebound_to_a_decorated_other_remote_fails_the_build(
+    tmp_path: Path,
+) -> None:
+    root = project(
+        tmp_path,
+        """
+        from decos import logged
+
+        @remote(resource_config=cpu)
+        def double(x: int) -> int:
+            return 2 * x
+
+        @remote(resource_config=cpu)
+        def predict(x: int) -> int:
+            return x + 1
+
+        predict = logged(double)
+        """,
+        **{"decos.py": DECORATORS},
+    )
+    error = build_error(root)
+    assert (error.path, error.line) == ("main.py", 12)
+    assert "'predict' is rebound later in main.py" in error.message
+    assert "the @remote main.double" in error.message
+
+
+def test_an_ignored_folder_of_saved_code_is_no_namespace_package(tmp_path: Path) -> None:
+    # wandb keeps a copy of the code it ran under wandb/run-*/files/code/: a missing
+    # `import wandb` is a package to declare, not the project's wandb/.
+    root = project(
+        tmp_path,
+        """
+        import wandb  # noqa: F401
+
+        @remote(resource_config=cpu)
+        def f(x: int) -> int:
+            return x
+        """,
+        **{
+            ".gitignore": "wandb/\n",
+            "wandb/run-20240101_000000-abc/files/code/train.py": "x = 1\n",
+        },
+    )
+    error = build_error(root)
+    assert "declare that package in @remote(..., dependencies=[...])" in error.message
+    assert "leaves out of the build" not in error.message
+
+
+def test_an_ignored_namespace_package_with_python_in_a_subfolder_names_that_folder(
+    tmp_path: Path,
+) -> None:
+    root = project(
+        tmp_path,
+        """
+        from lib.tools.helpers import double
+
+        @remote(resource_config=cpu)
+        def f(x: int) -> int:
+            return double(x)
+        """,
+        **{".gitignore": "lib/\n", "lib/tools/helpers.py": "def double(x):\n    return 2 * x\n"},
+    )
+    error = build_error(root)
+    assert "'lib' is the project's lib/, which .gitignore leaves out" in error.message
+    assert "dependencies" not in error.message
+
+
+def test_a_missing_submodule_names_an_ignored_folder_only_when_its_own_path_is_there(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "proj"
+    write_files(
+        root,
+        {
+            ".gitignore": "lib/\nwandb/\n",
+            "lib/helpers.py": "",
+            "lib/models/net.py": "",
+            "wandb/run-1/files/code/train.py": "",
+        },
+    )
+    assert _left_out_module(root, False, "lib.helpers") == ("lib/", ".gitignore")
+    assert _left_out_module(root, False, "lib.models") == ("lib/", ".gitignore")
+    assert _left_out_module(root, False, "lib") == ("lib/", ".gitignore")
+    assert _left_out_module(root, False, "lib.other") is None
+    assert _left_out_module(root, False, "wandb") is None
+    assert _left_out_module(root, False, "wandb.sdk") is None

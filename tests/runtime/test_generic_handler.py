@@ -1159,3 +1159,29 @@ def test_a_sync_generator_in_a_thread_keeps_one_thread_and_one_context() -> None
     assert asyncio.run(first_two()) == [0, 1]
     assert len(seen) == 3 and len(set(seen)) == 1  # two items and the close
     assert seen[0][0] != threading.get_ident() and seen[0][1] == "inference"
+
+
+# ---------------------------------------------------------------- src layout names
+
+
+def test_a_src_prefixed_name_finds_the_function_registered_without_it() -> None:
+    # In a src layout (src/ without __init__.py) a client may have imported the module as
+    # src.models.train while the build registered models.train: either name reaches it.
+    served = create_handler({"models.train.add": add, "src.jobs.Counter": Counter})
+    assert result_of(run(served, fn_job("src.models.train.add", 2, b=3))) == 5
+    assert result_of(run(served, class_job("jobs.Counter", "increment", ctor_args=(1,)))) == 2
+    # The exact name still wins.
+    both = create_handler({"src.m.f": add, "m.f": lambda a, b=0: a - b})
+    assert result_of(run(both, fn_job("src.m.f", 2, b=3))) == 5
+    assert result_of(run(both, fn_job("m.f", 2, b=3))) == -1
+
+
+def test_an_unknown_name_with_or_without_src_still_lists_what_is_there() -> None:
+    served = create_handler({"models.train.add": add})
+    for name in ("src.models.train.nope", "models.nope", "src.src.models.train.add"):
+        assert_error(
+            run(served, fn_job(name)),
+            "UnknownFunction",
+            f"no function or class named {name!r}",
+            "available: models.train.add",
+        )

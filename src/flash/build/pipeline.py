@@ -717,7 +717,7 @@ def _missing_module_hint(root: Path, src_layout: bool, excluded: tuple[str, ...]
         found = _MISSING_MODULE.search(exc.message)
         if found is None:
             raise
-        hint = _missing_module_advice(root, src_layout, excluded, found[1].split(".", 1)[0])
+        hint = _missing_module_advice(root, src_layout, excluded, found[1])
         raise BuildError(
             f"{exc.message}\n{hint}", path=exc.path, line=exc.line, col=exc.col
         ) from None
@@ -754,9 +754,10 @@ def _remote_object_error(scan: ScanResult) -> Iterator[None]:
 
 
 def _missing_module_advice(
-    root: Path, src_layout: bool, excluded: tuple[str, ...], name: str
+    root: Path, src_layout: bool, excluded: tuple[str, ...], module: str
 ) -> str:
-    left_out = _left_out_module(root, src_layout, name)
+    left_out = _left_out_module(root, src_layout, module)
+    name = module.split(".", 1)[0]
     if left_out is not None:
         rel, by = left_out
         return (
@@ -782,22 +783,48 @@ def _missing_module_advice(
     return hint
 
 
-def _left_out_module(root: Path, src_layout: bool, name: str) -> tuple[str, str] | None:
-    """The project's module or package ``name`` (its path) and what leaves it out of the
-    build, when an ignore file does."""
+def _left_out_module(root: Path, src_layout: bool, module: str) -> tuple[str, str] | None:
+    """The project's module or package of the missing ``module`` (its top-level path) and
+    what leaves it out of the build, when an ignore file does."""
+    name = module.split(".", 1)[0]
     for prefix in ("src/", "") if src_layout else ("",):
         for rel in (f"{prefix}{name}.py", f"{prefix}{name}/__init__.py", f"{prefix}{name}/"):
-            found = (root / rel).exists() and (not rel.endswith("/") or _has_python(root / rel))
+            found = (root / rel).exists() and (
+                not rel.endswith("/") or _is_namespace_package(root / prefix, module)
+            )
             by = ignored_by(root, rel) if found else None
             if by is not None:
                 return rel, by
     return None
 
 
-def _has_python(folder: Path) -> bool:
-    """Whether ``folder`` holds a Python file: without ``__init__.py`` it is still the
-    project's (namespace) package, as ``lib/`` with ``lib/helpers.py`` is."""
-    return any(name.endswith(".py") for _, _, names in os.walk(folder) for name in names)
+def _is_namespace_package(base: Path, module: str) -> bool:
+    """Whether ``module``'s folder under ``base``, without ``__init__.py``, is still the
+    project's (namespace) package, as ``lib/`` with ``lib/helpers.py`` is: for ``a.b``,
+    when ``a/b.py`` or ``a/b/`` is there; for ``a``, when ``a/`` holds a Python file or a
+    folder with one (``__init__.py`` or another) directly in it. A folder that only holds
+    Python files deeper down (wandb's saved copies, wandb/run-*/files/code/) is none."""
+    top, *rest = module.split(".")
+    if rest:
+        path = base.joinpath(top, *rest)
+        return path.with_name(path.name + ".py").is_file() or path.is_dir()
+    try:
+        children = list((base / top).iterdir())
+    except OSError:
+        return False
+    for child in children:
+        if child.is_file() and child.name.endswith(".py"):
+            return True
+        if child.is_dir() and any(sub.name.endswith(".py") for sub in _entries(child)):
+            return True
+    return False
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _materialize(entries: list[_archive.Entry], build_dir: Path) -> None:

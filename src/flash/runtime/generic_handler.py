@@ -175,21 +175,23 @@ def _user_exception(exc: BaseException) -> BaseException:
 
 def remote_object(imported: types.ModuleType, name: str) -> Any:
     """The @remote function or class ``name`` of the ``imported`` module that ``flash build``
-    found, for a generated handler's registry. LookupError when the module does not define
-    it (a conditional definition) or rebinds the name to something else, so an endpoint
+    found, for a generated handler's registry. Decorators above @remote that keep
+    ``__wrapped__`` (functools.wraps) are looked through: the endpoint runs the @remote
+    function, as its callers' calls reach it. LookupError when the module does not define
+    the name (a conditional definition) or rebinds it to something else, so an endpoint
     never serves another object in its place."""
     module = imported.__name__
     found = getattr(imported, name, _NOT_DEFINED)
     if found is _NOT_DEFINED:
         raise LookupError(f"{module}.{name} is not defined when {module} is imported")
-    target = unwrap_remote(found)
-    where = (getattr(target, "__module__", None), getattr(target, "__qualname__", None))
-    # A decorator under @remote without functools.wraps names its inner function instead
-    # (deco.<locals>.wrapper): that is no rebinding.
-    same = not isinstance(where[1], str) or "<locals>" in where[1] or where == (module, name)
-    if target is not found and same:
-        return found
-    if target is not found:
+    remote = _find_remote(found)
+    if remote is not None:
+        where = (getattr(remote, "__module__", None), getattr(remote, "__qualname__", None))
+        # Another @remote object the module (or another) binds under its own name: `name`
+        # was rebound to it. Any other name (a decorator under @remote without
+        # functools.wraps names its inner function, or its class) is no rebinding.
+        if where == (module, name) or not _binds(where, remote):
+            return remote
         what = f"the @remote {where[0]}.{where[1]}"
     elif inspect.isclass(found) or inspect.isroutine(found):
         what = "a class" if inspect.isclass(found) else "a function"
@@ -201,7 +203,45 @@ def remote_object(imported: types.ModuleType, name: str) -> Any:
     )
 
 
+def _find_remote(obj: Any) -> Any:
+    """The @remote object ``obj`` is, or that decorators wrapping it lead to through
+    ``__wrapped__`` (as inspect.unwrap follows it); None when there is none."""
+    seen: set[int] = set()
+    while id(obj) not in seen and len(seen) < sys.getrecursionlimit():
+        seen.add(id(obj))
+        try:
+            if getattr(obj, "__flash_remote__", False):
+                return obj
+            obj = getattr(obj, "__wrapped__", _NOT_DEFINED)
+        except Exception:  # an object whose attributes raise wraps nothing we can see
+            return None
+        if obj is _NOT_DEFINED:
+            return None
+    return None
+
+
+def _binds(where: tuple[Any, Any], remote: Any) -> bool:
+    """Whether module ``where[0]`` binds ``remote`` under its own name ``where[1]``."""
+    module, qualname = where
+    obj = sys.modules.get(module) if isinstance(module, str) else None
+    if obj is None or not isinstance(qualname, str):
+        return False
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:  # <locals>, or a name the module does not bind
+        return False
+    return _find_remote(obj) is remote
+
+
 _NOT_DEFINED = object()
+
+
+def _src_twin(name: str) -> str:
+    """The other name of a function in a src layout (src/ without __init__.py), where one
+    file imports as ``models.train`` or ``src.models.train``: a client that imported it
+    the second way names it ``src.models.train.fn``, the build registered the first."""
+    return name[len("src.") :] if name.startswith("src.") else f"src.{name}"
 
 
 def create_handler(
@@ -338,17 +378,22 @@ def create_handler(
                 "'execution_type' must be 'function' or 'class', "
                 f"got {_short_repr(execution_type)}",
             )
-        target = targets.get(name, _MISSING)
+        key = name
+        target = targets.get(key, _MISSING)
+        if target is _MISSING:
+            key = _src_twin(name)
+            target = targets.get(key, _MISSING)
         if target is _MISSING:
             raise _JobError(
                 UNKNOWN_FUNCTION,
                 f"no function or class named {name!r} on this endpoint (available: {available})",
             )
         decoded: dict[int, bytes] = {}
+        # Signed under the name the client sent; served under the one registered.
         nonce = check_signature(name, payload, decoded, job_id)
         call_context = _call_context(payload, name)
         digests: _signing.Digests | None = None if nonce is None else {}
-        return _Call(name, execution_type, target, payload, call_context, nonce, decoded, digests)
+        return _Call(key, execution_type, target, payload, call_context, nonce, decoded, digests)
 
     def resolve_json(payload: dict[str, Any], job_id: str | None) -> _Call:
         fields = set(payload) - {"context", "protocol_version", "signature"}
