@@ -66,8 +66,6 @@ def serve_command(
     state_dir: Path = DEFAULT_STATE_DIR,
 ) -> None:
     """Extract ``archive``, serve it until SIGINT/SIGTERM, then stop every worker."""
-    if not archive.is_file():  # before a key is made for it in the state folder
-        raise PlatformError(f"{archive}: archive not found")
     key, source = app_signing_key(archive, state_dir)
     platform = LocalPlatform(
         state_dir,
@@ -99,6 +97,8 @@ def app_signing_key(archive: Path, state_dir: Path) -> tuple[bytes, str]:
     beside = key_file(archive.resolve().parent)
     if beside.is_file():
         return ensure_signing_key(beside.parent.parent), str(beside)
+    if not archive.is_file():  # no key is made for what cannot be served
+        raise PlatformError(f"{archive}: archive not found")
     return ensure_signing_key(state_dir), str(key_file(state_dir))
 
 
