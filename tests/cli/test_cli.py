@@ -347,6 +347,7 @@ def test_a_second_server_of_a_project_signs_with_the_projects_key(
     assert key == project_key and source.endswith("signing_key")
     assert not (tmp_path / "second" / "secrets").exists()
     # An archive away from any project: the state folder's own key.
+    (tmp_path / "elsewhere.tar.gz").write_bytes(b"")
     key, source = app_signing_key(tmp_path / "elsewhere.tar.gz", tmp_path / "third")
     assert key != project_key and source == str(tmp_path / "third" / "secrets" / "signing_key")
     monkeypatch.setenv(KEY_ENV_VAR, key_to_text(generate_key()))
