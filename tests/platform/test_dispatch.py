@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flash.platform import dispatch as dispatch_module
 from flash.platform.dispatch import Dispatcher
 from flash.platform.jobs import Job
 from flash.platform.store import JobStore
@@ -780,16 +782,23 @@ def test_a_poll_given_up_just_after_a_job_was_handed_to_it_leaves_the_job_queued
 
 
 def test_a_job_given_back_after_its_start_was_stored_is_stored_as_queued(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(dispatch_module, "_NOTE_STARTS_AFTER_S", 0)
+    reading = threading.Event()  # the input is read back until the test lets it go
+    check = dispatch_module.checked_input
+    monkeypatch.setattr(dispatch_module, "checked_input", lambda *a: reading.wait(30) and check(*a))
+
     async def scenario() -> str:
         dispatcher = _dispatcher(tmp_path)
         dispatcher.register_worker("w1", "e")
-        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))
-        await asyncio.sleep(0)  # the poll waits for work
-        job = dispatcher.submit("e", BIG_INPUT)  # handed to it; its input is read back
-        await asyncio.sleep(0)  # a loop turn: the start is stored
+        job = dispatcher.submit("e", BIG_INPUT)  # queued: its input waits in its file
+        poll = asyncio.ensure_future(dispatcher.take("w1", 1, False))  # reads it back
+        await asyncio.sleep(0)
+        while dispatcher._started:  # loop turns until the start is stored
+            await asyncio.sleep(0)
         poll.cancel()
+        reading.set()
         with pytest.raises(asyncio.CancelledError):
             await poll
         assert job.status == "IN_QUEUE"
@@ -842,11 +851,14 @@ def test_a_stream_answer_sent_across_a_retry_does_not_skip_the_new_runs_chunks(
 
 
 def test_a_platform_killed_mid_job_does_not_count_the_lost_attempt_as_delay(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(dispatch_module, "_NOTE_STARTS_AFTER_S", 0)
+
     async def first_life() -> str:
-        _, job = await _running_on_w1(tmp_path)
-        await asyncio.sleep(0)  # one loop turn: the start is noted in the store
+        dispatcher, job = await _running_on_w1(tmp_path)
+        while dispatcher._started:  # loop turns until the start is noted in the store
+            await asyncio.sleep(0)
         return job.id  # then the platform is killed: no clean stop
 
     job_id = asyncio.run(first_life())

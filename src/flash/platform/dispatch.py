@@ -25,6 +25,8 @@ POLL_HOLD_S = 20.0
 STOP_GRACE_S = 3.0
 # How stale a heartbeat's job list may be.
 _PING_LAG_S = 0.5
+# How long after a hand-over the jobs' starts are stored (see _assign).
+_NOTE_STARTS_AFTER_S = 0.25
 # How long a poll of a worker that was asked to stop waits before it is answered (no job).
 _DRAINING_POLL_S = 1.0
 
@@ -823,9 +825,11 @@ class Dispatcher:
         job.attempts += 1
         # A job found IN_QUEUE or IN_PROGRESS at start-up is queued again either way; the
         # start is stored only so that a restart can leave the lost attempt out of the
-        # job's delay, in one write for all the jobs handed out in this loop turn.
+        # job's delay: a moment later, in one write for all the jobs handed out meanwhile
+        # (at once, it doubled the writes a job costs, and each one's p99); a job that ended
+        # by then needs none.
         if not self._started:
-            asyncio.get_running_loop().call_soon(self._note_started)
+            asyncio.get_running_loop().call_later(_NOTE_STARTS_AFTER_S, self._note_started)
         self._started.append(job)
         self._count_queued(job, -1)
         self.running[job.endpoint] += 1
