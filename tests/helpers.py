@@ -154,3 +154,22 @@ class CreatesFile:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (open, (self.path, "w"))
+
+
+def worker_env(port: int, **extra: str) -> dict[str, str]:
+    """The environment of a worker process polling a platform on 127.0.0.1:``port``
+    (unsigned jobs allowed; Flash's own loop unless ``extra`` names one)."""
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "RUNPOD_POD_ID": "w1",
+        "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=none",
+        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
+        "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
+        "FLASH_ALLOW_UNSIGNED": "1",
+        **extra,
+    }
+    env.pop("FLASH_SIGNING_KEY", None)
+    if "FLASH_WORKER_LOOP" not in extra:
+        env.pop("FLASH_WORKER_LOOP", None)
+    return env

@@ -145,21 +145,26 @@ def test_a_project_that_keeps_its_remote_names_builds_and_serves_them(tmp_path: 
     subprocess.run([sys.executable, "-c", script], cwd=build, check=True)
 
 
+@pytest.mark.parametrize(
+    ("module", "path"),
+    [("lib.helpers", "lib/helpers.py"), ("lib.tools.helpers", "lib/tools/helpers.py")],
+)
 def test_a_namespace_package_an_ignore_file_leaves_out_names_that_folder(
-    tmp_path: Path,
+    tmp_path: Path, module: str, path: str
 ) -> None:
     # GitHub's Python .gitignore has lib/: a folder without __init__.py is still the
-    # project's package (a namespace package), not one to declare in dependencies.
+    # project's package (a namespace package, Python directly in it or in a subfolder), not
+    # one to declare in dependencies.
     root = project(
         tmp_path,
-        """
-        from lib.helpers import double
+        f"""
+        from {module} import double
 
         @remote(resource_config=cpu)
         def f(x: int) -> int:
             return double(x)
         """,
-        **{".gitignore": "lib/\n", "lib/helpers.py": "def double(x):\n    return 2 * x\n"},
+        **{".gitignore": "lib/\n", path: "def double(x):\n    return 2 * x\n"},
     )
     error = build_error(root)
     assert error.message.endswith(
@@ -346,25 +351,6 @@ def test_an_ignored_folder_of_saved_code_is_no_namespace_package(tmp_path: Path)
     error = build_error(root)
     assert "declare that package in @remote(..., dependencies=[...])" in error.message
     assert "leaves out of the build" not in error.message
-
-
-def test_an_ignored_namespace_package_with_python_in_a_subfolder_names_that_folder(
-    tmp_path: Path,
-) -> None:
-    root = project(
-        tmp_path,
-        """
-        from lib.tools.helpers import double
-
-        @remote(resource_config=cpu)
-        def f(x: int) -> int:
-            return double(x)
-        """,
-        **{".gitignore": "lib/\n", "lib/tools/helpers.py": "def double(x):\n    return 2 * x\n"},
-    )
-    error = build_error(root)
-    assert "'lib' is the project's lib/, which .gitignore leaves out" in error.message
-    assert "dependencies" not in error.message
 
 
 def test_a_missing_submodule_names_an_ignored_folder_only_when_its_own_path_is_there(

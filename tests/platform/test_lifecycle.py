@@ -1000,19 +1000,10 @@ def test_a_stop_answers_waiting_runsync_callers_with_their_job_id(
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
     state = tmp_path / "state"
     first = platform_factory(app, state)
-    answers: list[requests.Response] = []
-    caller = threading.Thread(
-        target=lambda: answers.append(
-            _post(first, "basic/runsync", json={"input": {"action": "sleep", "seconds": 2}})
-        )
-    )
-    caller.start()
-    wait_for(lambda: _get(first, "basic/health").json()["jobs"]["inProgress"] == 1, 30, "the job")
-    first.stop(grace_s=0.2)  # the sleeper cannot finish in time
-    caller.join(30)
+    answer = _runsync_across_a_stop(first, seconds=2, grace_s=0.2)  # it cannot finish in time
     # As when the wait runs out: the job's id, to read its result once it has one.
-    assert answers[0].status_code == 200, answers[0].text
-    body = answers[0].json()
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
     assert body["status"] in ("IN_QUEUE", "IN_PROGRESS") and "output" not in body
 
     second = platform_factory(app, state)
@@ -1026,17 +1017,23 @@ def test_a_runsync_whose_job_ends_within_a_stops_grace_gets_its_result(
     tmp_path: Path, platform_factory
 ) -> None:
     platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    answer = _runsync_across_a_stop(platform, seconds=1, grace_s=20)  # ends well within it
+    assert answer.json()["output"] == {"slept": 1}, answer.text
+
+
+def _runsync_across_a_stop(platform: Any, *, seconds: float, grace_s: float) -> requests.Response:
+    """The answer of a /runsync of a job sleeping ``seconds``, once the platform was stopped
+    with ``grace_s`` while the job ran."""
     answers: list[requests.Response] = []
+    body = {"input": {"action": "sleep", "seconds": seconds}}
     caller = threading.Thread(
-        target=lambda: answers.append(
-            _post(platform, "basic/runsync", json={"input": {"action": "sleep", "seconds": 1}})
-        )
+        target=lambda: answers.append(_post(platform, "basic/runsync", json=body))
     )
     caller.start()
     wait_for(lambda: _get(platform, "basic/health").json()["jobs"]["inProgress"] == 1, 30, "job")
-    platform.stop(grace_s=20)  # the job ends well within it
+    platform.stop(grace_s=grace_s)
     caller.join(30)
-    assert answers[0].json()["output"] == {"slept": 1}, answers[0].text
+    return answers[0]
 
 
 SLEEP_ONCE = """

@@ -798,25 +798,6 @@ def test_user_exception_with_broken_str_is_still_reported(handler: Any) -> None:
     assert_error(response, "Weird", "'raise_weird' raised Weird", "unprintable")
 
 
-def test_cancellation_propagates() -> None:
-    entered = asyncio.Event()
-
-    async def wait_forever() -> None:
-        entered.set()
-        await asyncio.Event().wait()
-
-    cancellable = create_handler({"wait_forever": wait_forever})
-
-    async def main() -> None:
-        task = asyncio.ensure_future(cancellable(fn_job("wait_forever")))
-        await entered.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
-
-
 def gives_up() -> None:
     raise asyncio.CancelledError("gave up")
 

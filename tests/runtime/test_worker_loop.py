@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import QuietHandler, serve_http
+from tests.helpers import QuietHandler, serve_http, worker_env
 
 WORKER = """
 from flash.runtime.worker import start
@@ -57,18 +56,9 @@ class _Platform(QuietHandler):
 def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> None:
     (tmp_path / "worker.py").write_text(WORKER)
     with serve_http(_Platform) as port:
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "RUNPOD_POD_ID": "w1",
-            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=none",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
-            "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
-        }
-        env.pop("FLASH_WORKER_LOOP", None)
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
-            env=env,
+            env=worker_env(port),
             stderr=subprocess.PIPE,
             text=True,
         )

@@ -4,7 +4,6 @@ and one whose result the platform is slow to acknowledge."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -13,24 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import QuietHandler, serve_http
-
-
-def _worker_env(port: int, **extra: str) -> dict[str, str]:
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "RUNPOD_POD_ID": "w1",
-        "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=none",
-        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=none",
-        "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
-        "FLASH_ALLOW_UNSIGNED": "1",
-        **extra,
-    }
-    env.pop("FLASH_SIGNING_KEY", None)
-    if "FLASH_WORKER_LOOP" not in extra:
-        env.pop("FLASH_WORKER_LOOP", None)
-    return env
+from tests.helpers import QuietHandler, serve_http, worker_env
 
 
 @pytest.fixture
@@ -129,7 +111,7 @@ def test_a_function_raising_cancelled_error_fails_its_job_instead_of_hanging(
     with serve_http(_JobsPlatform) as port:
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
-            env=_worker_env(port, **extra),
+            env=worker_env(port, **extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -175,7 +157,7 @@ def test_a_plain_handler_raising_cancelled_error_fails_its_job(
     with serve_http(_JobsPlatform) as port:
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
-            env=_worker_env(port, FLASH_WORKER_CONCURRENCY=concurrency),
+            env=worker_env(port, FLASH_WORKER_CONCURRENCY=concurrency),
             stderr=subprocess.DEVNULL,
         )
         worker_processes.append(worker)
@@ -259,7 +241,7 @@ def test_a_result_waiting_for_its_acknowledgement_survives_garbage_collection(
     with serve_http(_SlowAckPlatform) as port:
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
-            env=_worker_env(port, FLASH_WORKER_CONCURRENCY="2"),
+            env=worker_env(port, FLASH_WORKER_CONCURRENCY="2"),
             stderr=subprocess.PIPE,
             text=True,
         )

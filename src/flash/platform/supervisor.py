@@ -268,13 +268,13 @@ class Supervisor:
         a long job is silent too; only a stopped process is known not to be working."""
         now = time.monotonic()
         for worker in list(self.workers.values()):
+            silent = self.dispatcher.silent_for(worker.id, now)
             if (
                 worker.kill_reason is None
+                and silent >= self.heartbeat_timeout_s
                 and self.dispatcher.active_jobs(worker.id)
-                and self.dispatcher.silent_for(worker.id, now) >= self.heartbeat_timeout_s
                 and processes.stopped(worker.proc.pid)
             ):
-                silent = self.dispatcher.silent_for(worker.id, now)
                 self.kill(worker.id, f"stopped, it sent no heartbeat for {silent:.0f} s")
 
     def _scale_safely(self, name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -171,3 +173,22 @@ def remote_error_from_fields(fields: Any) -> RemoteError | None:
         function=text("function"),
         job_id=text("job_id"),
     )
+
+
+class OwnCancelledError(Exception):
+    """A CancelledError that user code raised itself (sync code: nothing can cancel it
+    midway, in a thread or not), as an Exception, so that nothing on its way takes it for a
+    cancellation of the job; ``exc`` is the original. The worker loop and the generic
+    handler both fail the job with it."""
+
+    def __init__(self, exc: asyncio.CancelledError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def run_sync_code(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, sync user code: a CancelledError from it is its own."""
+    try:
+        return fn(*args)
+    except asyncio.CancelledError as exc:
+        raise OwnCancelledError(exc) from None

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from flash.runtime import context as _context
+from flash.runtime import errors as _errors
 from flash.runtime import jsoncall as _jsoncall
 from flash.runtime import jsonschema as _jsonschema
 from flash.runtime import serialization as _serialization
 from flash.runtime import signing as _signing
-from flash.runtime.errors import remote_error_fields
+from flash.runtime.errors import OwnCancelledError, remote_error_fields, run_sync_code
 from flash.runtime.protocol import (
     ARGUMENT_DECODE_ERROR,
     DEADLINE_EXCEEDED,
@@ -88,7 +89,9 @@ _MISSING = object()
 _FROM_ENV = object()
 
 # Frames of this machinery, stripped from the front of a user traceback.
-_PLUMBING_FILES = frozenset(os.path.abspath(f) for f in (__file__, _serialization.__file__))
+_PLUMBING_FILES = frozenset(
+    os.path.abspath(f) for f in (__file__, _serialization.__file__, _errors.__file__)
+)
 _PLUMBING_DIRS: tuple[str, ...] = tuple(
     os.path.dirname(os.path.abspath(mod.__file__ or "")) + os.sep
     for mod in (asyncio, concurrent.futures)
@@ -145,16 +148,6 @@ class _UserCodeError(Exception):
         self.exc = exc
 
 
-class _RaisedCancelled(Exception):
-    """A CancelledError that user code raised itself: sync code (nothing can cancel it
-    midway), or, on Python 3.10, a coroutine whose task nobody cancelled. An Exception, so
-    that nothing on its way takes it for a cancellation of the job."""
-
-    def __init__(self, exc: asyncio.CancelledError) -> None:
-        super().__init__(str(exc))
-        self.exc = exc
-
-
 # From Python 3.11 a task says whether it is being cancelled (Task.cancelling()).
 _HAS_CANCELLING = hasattr(asyncio.Task, "cancelling")
 
@@ -170,7 +163,7 @@ def _cancelling() -> bool:
 
 
 def _user_exception(exc: BaseException) -> BaseException:
-    return exc.exc if isinstance(exc, _RaisedCancelled) else exc
+    return exc.exc if isinstance(exc, OwnCancelledError) else exc
 
 
 def remote_object(imported: types.ModuleType, name: str) -> Any:
@@ -1026,7 +1019,7 @@ async def _invoke(
 
 async def _await_user(awaitable: Awaitable[Any]) -> Any:
     """``await awaitable`` (user code): a CancelledError it raises while this task is not
-    being cancelled is its own (a _RaisedCancelled)."""
+    being cancelled is its own (an OwnCancelledError)."""
     if _HAS_CANCELLING:
         return await awaitable  # _cancelling() tells them apart
     # Python 3.10: only a task of its own shows whether the CancelledError came from a
@@ -1043,7 +1036,7 @@ async def _await_user(awaitable: Awaitable[Any]) -> Any:
     try:
         return inner.result()
     except asyncio.CancelledError as exc:
-        raise _RaisedCancelled(exc) from None
+        raise OwnCancelledError(exc) from None
 
 
 async def _in_thread(
@@ -1072,20 +1065,11 @@ async def _in_thread(
 
 def _run_in(context: contextvars.Context, fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return context.run(_sync_user, fn, *args)
+        return context.run(run_sync_code, fn, *args)
     except StopIteration as exc:
         # A future cannot hold one (asyncio refuses it, and the job would hang): as a
         # coroutine's would be, it becomes a RuntimeError.
         raise RuntimeError("raised StopIteration") from exc
-
-
-def _sync_user(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, sync user code: a CancelledError from it is its own, as nothing can
-    cancel it midway (nor a thread it runs in)."""
-    try:
-        return fn(*args)
-    except asyncio.CancelledError as exc:
-        raise _RaisedCancelled(exc) from None
 
 
 def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
@@ -1096,7 +1080,7 @@ def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
             raise _JobError(INVALID_ARGUMENTS, f"wrong arguments for {label}: {exc}") from None
         raise
     except asyncio.CancelledError as exc:  # sync code's own: nothing could cancel it midway
-        raise _RaisedCancelled(exc) from None
+        raise OwnCancelledError(exc) from None
 
 
 def _is_binding_error(fn: Any, args: list[Any], kwargs: dict[str, Any], exc: TypeError) -> bool:
@@ -1118,7 +1102,7 @@ async def _collect_stream(result: Any, in_thread: bool) -> Any:
     if isinstance(result, types.AsyncGeneratorType):
         return [item async for item in result]
     if isinstance(result, types.GeneratorType):
-        return await _in_thread(list, result) if in_thread else _sync_user(list, result)
+        return await _in_thread(list, result) if in_thread else run_sync_code(list, result)
     return result
 
 
@@ -1270,7 +1254,7 @@ async def _iterate(items: Any, label: str, *, in_thread: bool) -> AsyncGenerator
                 yield item
         else:
             iterator = iter(items)
-            while (item := _sync_user(next, iterator, _EXHAUSTED)) is not _EXHAUSTED:
+            while (item := run_sync_code(next, iterator, _EXHAUSTED)) is not _EXHAUSTED:
                 yield item
     except GeneratorExit:
         raise

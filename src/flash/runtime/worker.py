@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from flash.runtime.errors import OwnCancelledError, run_sync_code
 from flash.runtime.http import HttpClient
 from flash.runtime.protocol import worker_concurrency
 
@@ -117,22 +118,6 @@ def _json_body(data: dict[str, Any]) -> bytes:
         # A str holding a lone surrogate has no UTF-8 form, but is valid JSON escaped
         # ("\\ud83d"): written so, the value still arrives as it is.
         return json.dumps(data).encode()
-
-
-class _RaisedCancelled(Exception):
-    """A CancelledError a sync handler raised in its thread: its own (nothing cancels a
-    thread), not the job's cancellation, for which the awaiting task would take it."""
-
-    def __init__(self, exc: asyncio.CancelledError) -> None:
-        super().__init__(f"{type(exc).__name__}: {exc}")
-        self.exc = exc
-
-
-def _threaded(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except asyncio.CancelledError as exc:
-        raise _RaisedCancelled(exc) from exc
 
 
 def _next_or_done(gen: Any) -> Any:
@@ -330,7 +315,7 @@ class _WorkerLoop:
             return {"error": _error_info(err)}
         except Exception as err:
             traceback.print_exc()
-            return {"error": _error_info(err.exc if isinstance(err, _RaisedCancelled) else err)}
+            return {"error": _error_info(err.exc if isinstance(err, OwnCancelledError) else err)}
 
     async def _run_generator(self, job: dict[str, Any]) -> dict[str, Any]:
         final: dict[str, Any] = {"output": []}
@@ -377,7 +362,7 @@ class _WorkerLoop:
             # One job at a time: nothing else needs the loop meanwhile, and a thread hop
             # per call would cost more than a trivial handler itself (as in the SDK loop).
             return fn(*args)
-        future = asyncio.get_running_loop().run_in_executor(None, _threaded, fn, *args)
+        future = asyncio.get_running_loop().run_in_executor(None, run_sync_code, fn, *args)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
