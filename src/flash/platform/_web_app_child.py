@@ -3,23 +3,29 @@
 Run by WebApp as ``python -m flash.platform._web_app_child LISTEN READY LIFELINE PARENT DRAIN_S``
 in the project folder: LISTEN is the listening socket's descriptor, READY a pipe's write end
 that gets one byte once the app takes connections, LIFELINE a pipe's read end whose write end
-only the parent (pid PARENT) holds, DRAIN_S how long a SIGTERM lets requests finish.
+only the parent (pid PARENT) holds, DRAIN_S how long a SIGTERM (the app was replaced) or a
+SIGINT (flash run stops) lets requests finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 # Exit status when flash run is gone: nothing would stop this process any more.
 ORPHANED = 70
 # Exit status when the installed uvicorn is not one this module knows how to drive.
 UNSUPPORTED = 3
+# How long a stopping app waits for the first request of a connection it accepted (a
+# browser's speculative connection may send none).
+FIRST_REQUEST_WAIT_S = 5.0
 
 
 def main(argv: list[str]) -> None:
@@ -31,6 +37,10 @@ def main(argv: list[str]) -> None:
 
     config = uvicorn.Config("main:app", timeout_graceful_shutdown=drain_s)
     server = server_class(config, ready_fd)
+    # uvicorn sends itself the signal that stopped it again once it has shut down; SIGINT's
+    # Python handler would print a KeyboardInterrupt traceback then (SIGTERM's default
+    # action ends the process quietly).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     server.run(sockets=[socket.socket(fileno=listen_fd)])
 
 
@@ -93,6 +103,7 @@ def _server_class() -> Any:
         def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
             super().__init__(config)
             self.ready_fd = ready_fd
+            self.replaced = False
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
@@ -100,6 +111,32 @@ def _server_class() -> Any:
             if not self.should_exit:
                 os.write(self.ready_fd, b"1")
             os.close(self.ready_fd)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # SIGTERM: a restarted app replaces this one; SIGINT: flash run stops.
+            self.replaced = sig == signal.SIGTERM
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn closes every connection without a request in progress at once, so a
+            # connection this app accepted just before a restart stopped it, its request
+            # still on the way, would be closed unanswered while the new app serves. Stop
+            # accepting first, then give such connections a moment to send their request
+            # (and have it answered).
+            for server in self.servers:
+                server.close()
+            deadline = time.monotonic() + FIRST_REQUEST_WAIT_S
+            while self.replaced and self.awaits_a_request() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await super().shutdown(sockets=sockets)
+
+        def awaits_a_request(self) -> bool:
+            """Whether a connection has not received its first request yet (uvicorn's HTTP
+            protocols make a request's cycle when it comes)."""
+            return any(
+                getattr(connection, "cycle", False) is None
+                for connection in self.server_state.connections
+            )
 
     return Server
 

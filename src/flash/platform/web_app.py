@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -131,7 +132,12 @@ class WebApp:
             self._draining.clear()
             self._down = self._stale = False
         for proc in procs:
-            proc.terminate()
+            # SIGINT, not a restart's SIGTERM: no wait for requests still to come (see
+            # _web_app_child); uvicorn takes either as "finish what you answer and exit".
+            if sys.platform == "win32":
+                proc.terminate()
+            else:
+                proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + WEB_APP_STOP_S
         for proc in procs:
             _wait_or_kill(proc, deadline - time.monotonic())
