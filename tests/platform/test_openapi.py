@@ -95,3 +95,71 @@ def test_run_answers_with_the_id_and_status_only() -> None:
     assert set(queued["properties"]) == {"id", "status"}
     assert queued["properties"]["status"] == {"const": "IN_QUEUE"}
     assert "output" in _answer(document)["properties"]  # /runsync answers with the output
+
+
+def _item(field: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {field: {"type": "integer"}}, "required": [field]}
+
+
+# convert(x: list[ma.Item]) -> list[mb.Item]: two classes named Item, one in, one out.
+CONVERT = {
+    "input": {
+        "type": "object",
+        "properties": {"x": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+        "required": ["x"],
+        "$defs": {"Item": _item("a")},
+    },
+    "output": {
+        "type": "array",
+        "items": {"$ref": "#/$defs/Item"},
+        "$defs": {"Item": _item("b")},
+    },
+}
+
+
+def _gives(document: dict[str, Any], output: Any) -> bool:
+    """Whether the published /runsync answer schema takes ``output``."""
+    root = {**_answer(document), "components": document["components"]}
+    return not validate({"status": "COMPLETED", "output": output}, root)
+
+
+def test_parameter_and_result_classes_of_one_name_keep_their_own_schemas() -> None:
+    convert = {"name": "convert", "qualified_name": "m.convert", "schema": CONVERT}
+    counter = {  # the same for a class's constructor, method arguments and method result
+        "name": "Conv",
+        "qualified_name": "m.Conv",
+        "schema": {
+            "init": {**CONVERT["input"], "required": []},
+            "methods": {"run": {"input": CONVERT["input"], "output": CONVERT["output"]}},
+        },
+    }
+    document = endpoint_document("e", _resource(convert, counter), "http://x")
+    a, b = [{"a": 1}], [{"b": 1}]
+    assert _takes(document, {"function": "convert", "kwargs": {"x": a}})
+    assert not _takes(document, {"function": "convert", "kwargs": {"x": b}})
+    assert _takes(
+        document, {"function": "Conv", "init": {"x": a}, "method": "run", "kwargs": {"x": a}}
+    )
+    assert not _takes(document, {"function": "Conv", "method": "run", "kwargs": {"x": b}})
+    assert not _takes(
+        document, {"function": "Conv", "init": {"x": b}, "method": "run", "kwargs": {"x": a}}
+    )
+    components = document["components"]["schemas"]
+    assert (
+        validate(b, components["m.convert.result"] | {"components": document["components"]}) == []
+    )
+    assert validate(a, components["m.convert.result"] | {"components": document["components"]})
+    assert (
+        validate(b, components["m.Conv.run.result"] | {"components": document["components"]}) == []
+    )
+
+
+def test_answers_of_functions_sharing_a_result_type_or_returning_any_are_valid() -> None:
+    one = {"name": "f", "qualified_name": "m.f", "schema": TYPED}
+    same = {"name": "g", "qualified_name": "m.g", "schema": TYPED}
+    anything = {"name": "h", "qualified_name": "m.h", "schema": {**TYPED, "output": {}}}
+    for functions in ((one, same), (one, anything)):
+        document = endpoint_document("e", _resource(*functions), "http://x")
+        assert _gives(document, {"success": True, "result": 3, "encoding": "json"})
+    document = endpoint_document("e", _resource(one, same), "http://x")
+    assert not _gives(document, {"success": True, "result": "three", "encoding": "json"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import importlib.util
 import json
 import sys
@@ -27,7 +28,10 @@ APP = """
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import enum
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -84,8 +88,50 @@ class Scorer:
 
     def raw(self, thing):
         return thing
+
+    def label(self) -> int:
+        return "not an int"
+
+    def upto(self, n: int) -> Iterator[int]:
+        yield from range(n)
+
+
+def float_spy(x: float, xs: list[float] | None = None) -> float:
+    CALLS.append((x, xs))
+    return 0.0
+
+
+def bad_return(x: int) -> int:
+    return "not an int"
+
+
+def bad_items(n: int) -> list[Box]:
+    return [Box(1, 2), {"width": "wide", "height": 1}]
+
+
+def when(at: datetime.datetime | None = None, day: datetime.date | None = None) -> str:
+    CALLS.append((at, day))
+    return "ok"
+
+
+def pay(amt: decimal.Decimal, n: int) -> str:
+    CALLS.append(amt)
+    return str(amt * n)
 """
-NAMES = ("area", "tag", "untyped", "box_spy", "int_spy", "repeat", "Scorer")
+NAMES = (
+    "area",
+    "tag",
+    "untyped",
+    "box_spy",
+    "int_spy",
+    "repeat",
+    "Scorer",
+    "float_spy",
+    "bad_return",
+    "bad_items",
+    "when",
+    "pay",
+)
 App = tuple[ModuleType, dict[str, Any]]
 
 
@@ -217,6 +263,15 @@ def test_deeply_nested_json_is_refused_with_a_clear_error(handler_for: Any) -> N
         deep = [deep]
     answer = run(handler_for("tag"), {"function": "tag", "kwargs": {"words": deep}})
     assert answer["error_type"] == "InvalidInput" and "nested deeper" in answer["error"]
+    # Like every InvalidInput, it lists the issue: where the JSON got too deep.
+    (issue,) = answer["issues"]
+    assert issue["path"].startswith("kwargs.words[0][0]") and "(64 levels)" in issue["path"]
+    assert "nested deeper than 64 levels" in issue["message"]
+    deep_init = run(
+        handler_for("Scorer"),
+        {"function": "Scorer", "init": {"weights": {"a": deep}}, "method": "score"},
+    )
+    assert deep_init["issues"][0]["path"].startswith("init.weights.a[0]"), deep_init
 
 
 @pytest.mark.parametrize(
@@ -353,3 +408,92 @@ def test_a_signed_json_call_is_checked_and_answered_signed(
     mac = failure.pop("mac")
     nonce = f"{failing['signature']['nonce']}:0"
     verify_result(key, mac, nonce=nonce, result_fields=failure)
+
+
+def test_numbers_beyond_float_range_are_refused_before_the_call(handler_for: Any, app: App) -> None:
+    # 1e400 is valid JSON text, but Python reads it as inf: JSON has no such number.
+    handler = handler_for("float_spy")
+    for text, path in (
+        ('{"x": 1e400}', "kwargs.x"),
+        ('{"x": -1e400}', "kwargs.x"),
+        ('{"x": 1, "xs": [0.5, 2, 1e400, 3.5]}', "kwargs.xs[2]"),
+    ):
+        answer = run(handler, {"function": "float_spy", "kwargs": json.loads(text)})
+        assert answer["error_type"] == "InvalidInput", answer
+        assert [i["path"] for i in answer["issues"]] == [path], answer
+        assert "not a JSON number" in answer["issues"][0]["message"]
+    assert app[0].CALLS == []
+    ok = run(handler, {"function": "float_spy", "kwargs": {"x": 1e308, "xs": [1e308, 1e308]}})
+    assert ok["success"] and app[0].CALLS == [(1e308, [1e308, 1e308])]
+
+
+def test_a_result_that_breaks_its_return_annotation_fails_the_call(handler_for: Any) -> None:
+    handler = handler_for("bad_return", "bad_items", "Scorer")
+    answer = run(handler, {"function": "bad_return", "kwargs": {"x": 1}})
+    assert not answer["success"] and answer["error_type"] == "ResultNotJson", answer
+    assert "'bad_return'" in answer["error"] and "return annotation" in answer["error"]
+    assert answer["issues"] == [
+        {"path": "result", "message": 'expected integer, got string "not an int"'}
+    ]
+    items = run(handler, {"function": "bad_items", "kwargs": {"n": 2}})
+    assert items["error_type"] == "ResultNotJson" and "'bad_items'" in items["error"]
+    assert [i["path"] for i in items["issues"]] == ["result[1].width"], items
+    method = run(handler, {"function": "Scorer", "init": {"weights": {}}, "method": "label"})
+    assert method["error_type"] == "ResultNotJson" and "'Scorer.label'" in method["error"]
+    assert [i["path"] for i in method["issues"]] == ["result"]
+    # A generator method's job answers with the list of its items, each checked.
+    upto = run(
+        handler,
+        {"function": "Scorer", "init": {"weights": {}}, "method": "upto", "kwargs": {"n": 3}},
+    )
+    assert upto["success"] and upto["result"] == [0, 1, 2], upto
+    # A streamed item is checked against the schema of each item.
+    streaming = handler_for("bad_return", streaming=True)
+    (item,) = run_streaming(streaming, {"function": "bad_return", "kwargs": {"x": 1}})
+    assert json.loads(item["error"])["error_type"] == "ResultNotJson", item
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"at": "20240102"}, "kwargs.at"),
+        ({"at": "86400"}, "kwargs.at"),
+        ({"day": "20240102"}, "kwargs.day"),
+        ({"day": "86400"}, "kwargs.day"),
+    ],
+)
+def test_digits_are_not_read_as_unix_time_for_dates(
+    handler_for: Any, app: App, kwargs: dict[str, Any], path: str
+) -> None:
+    answer = run(handler_for("when"), {"function": "when", "kwargs": kwargs})
+    assert answer["error_type"] == "InvalidInput", answer
+    (issue,) = answer["issues"]
+    assert issue["path"] == path and "digits alone" in issue["message"], issue
+    assert app[0].CALLS == []
+    good = {"at": "2024-01-02T03:04:05Z", "day": "2024-01-02"}
+    assert run(handler_for("when"), {"function": "when", "kwargs": good})["success"]
+    at = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    calls = app[0].CALLS
+    assert calls == [(at, datetime.date(2024, 1, 2))]
+
+
+def test_every_bad_field_is_listed(handler_for: Any, app: App) -> None:
+    # "abc" passes the schema of a Decimal (text or a number); only the conversion refuses it.
+    answer = run(handler_for("pay"), {"function": "pay", "kwargs": {"amt": "abc", "n": "x"}})
+    assert answer["error_type"] == "InvalidInput"
+    assert sorted(i["path"] for i in answer["issues"]) == ["kwargs.amt", "kwargs.n"], answer
+    assert app[0].CALLS == []
+
+
+def test_a_class_call_lists_its_constructors_problems_beside_its_methods(
+    handler_for: Any, app: App
+) -> None:
+    Scorer = app[0].Scorer
+    Scorer.built = 0
+    both = run(
+        handler_for("Scorer"),
+        {"function": "Scorer", "init": {"weights": 1}, "method": "score", "kwargs": {"words": 3}},
+    )
+    assert both["error_type"] == "InvalidInput"
+    assert [i["path"] for i in both["issues"]] == ["kwargs.words", "init.weights"], both
+    assert "init.weights" in both["error"] and Scorer.built == 0

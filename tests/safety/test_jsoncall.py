@@ -345,3 +345,18 @@ def test_runtime_modules_import_with_the_standard_library_alone(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     loaded = proc.stdout.split(" ", 1)[1]
     assert "pydantic" not in loaded and "cloudpickle" not in loaded
+
+
+def test_numbers_json_cannot_hold_are_refused_wherever_they_are() -> None:
+    floats = {"type": "array", "items": {"type": "number"}}
+    big = [i / 3 for i in range(100_000)]
+    assert validate(big, floats, path="kwargs.xs") == []
+    assert validate([1e308, 1e308, -1e308], floats) == []  # finite, though their sum is not
+    for bad in (math.inf, -math.inf, math.nan):
+        (issue,) = validate([*big, bad], floats, path="kwargs.xs")
+        assert issue.path == "kwargs.xs[100000]" and "not a JSON number" in issue.message
+    nested = {"type": "object", "additionalProperties": {"type": "number"}}
+    (issue,) = validate({"a": 1.5, "b": json.loads("1e400")}, nested, path="kwargs.m")
+    assert issue.path == "kwargs.m.b" and "1e400" in issue.message
+    (issue,) = validate(json.loads("-1e400"), {}, path="kwargs.anything")
+    assert issue.path == "kwargs.anything" and "-Infinity" in issue.message

@@ -65,7 +65,9 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         prefix = _safe(qualified)
         if "methods" in schema:
             names = sorted({qualified, str(fn.get("name"))})
-            init = _component(f"{prefix}.init", schema["init"], components)
+            # Each schema's $defs get their own namespace ("in"/"out" cannot be a method's
+            # name): a parameter's Item and a result's Item may be different classes.
+            init = _component(f"{prefix}.in", schema["init"], components)
             for method, spec in sorted(schema["methods"].items()):
                 where = f"{prefix}.{_safe(method)}"
                 components[f"{where}.call"] = {
@@ -80,17 +82,19 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
                         "function": {"enum": names},
                         "method": {"const": method},
                         "init": init,
-                        "kwargs": _component(where, spec["input"], components),
+                        "kwargs": _component(f"{where}.in", spec["input"], components),
                     },
                 }
-                components[f"{where}.result"] = _component(where, spec["output"], components)
+                components[f"{where}.result"] = _component(
+                    f"{where}.out", spec["output"], components
+                )
                 variants.append({"$ref": f"#/components/schemas/{where}.call"})
                 outputs.append({"$ref": f"#/components/schemas/{where}.result"})
             for method, reason in sorted((schema.get("pickle_only_methods") or {}).items()):
                 pickle_only.append(f"{qualified}.{method} ({reason})")
             continue
-        kwargs = _component(prefix, schema["input"], components)
-        result = _component(prefix, schema["output"], components)
+        kwargs = _component(f"{prefix}.in", schema["input"], components)
+        result = _component(f"{prefix}.out", schema["output"], components)
         components[f"{prefix}.call"] = {
             "type": "object",
             "title": qualified,
@@ -119,7 +123,8 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         "type": "object",
         "properties": {
             "success": {"type": "boolean"},
-            "result": {"oneOf": outputs} if outputs else {},
+            # anyOf: functions may share a result type, and Any's schema matches every value.
+            "result": {"anyOf": outputs} if outputs else {},
             "encoding": {"const": "json"},
             "issues": {"type": "array", "items": {"type": "object"}},
         },

@@ -54,6 +54,7 @@ from flash.runtime.protocol import (
     MANIFEST_ENV_VAR,
     MANIFEST_FILENAME,
     PROTOCOL_VERSION,
+    RESULT_NOT_JSON,
     RUN_LIMIT,
     RUNSYNC_LIMIT,
 )
@@ -1224,6 +1225,8 @@ def _remote_exception(
     kind = RemoteExecutionError if remote_type not in ERROR_CATEGORIES else RemoteError
     if remote_type == DEADLINE_EXCEEDED:  # the caller's time ran out before the job started
         kind = RemoteTimeoutError
+    elif remote_type == RESULT_NOT_JSON:  # the worker's check of a typed result, as ours
+        kind = InvalidResultError
     return kind(message, remote_type=remote_type, remote_traceback=remote_tb, **common)
 
 

@@ -441,10 +441,7 @@ def create_handler(
                 "its parameters or return value have no JSON-able type hints"
             )
             raise _JobError(NOT_JSON_CALLABLE, f"{name!r} takes pickled calls only: {why}")
-        try:
-            _jsonschema.check_depth(kwargs, MAX_JSON_DEPTH, path="kwargs")
-        except _jsonschema.JsonInputError as exc:
-            raise _JobError(INVALID_INPUT, exc.message) from None
+        _check_json_depth(kwargs, "kwargs")
         nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
         return _Call(
@@ -496,10 +493,7 @@ def create_handler(
             "schema": schema,
         }
         for field in ("init", "kwargs"):
-            try:
-                _jsonschema.check_depth(call[field], MAX_JSON_DEPTH, path=field)
-            except _jsonschema.JsonInputError as exc:
-                raise _JobError(INVALID_INPUT, exc.message) from None
+            _check_json_depth(call[field], field)
         nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
         return _Call(name, "json_method", targets[name], call, call_context, nonce)
@@ -615,7 +609,7 @@ def create_handler(
             ) as iterated:
                 async for item in iterated:
                     if call.execution_type == "json":
-                        yield _json_success(item, label)
+                        yield _json_success(item, label, call.payload["schema"].get("output"))
                     else:
                         yield _success(item, label, call.digests)
         finally:
@@ -667,7 +661,15 @@ def create_handler(
         # runs (the same init JSON is as valid as when its instance was made): a bad call
         # never costs a model load, and a cached instance costs no second check.
         method_call = {"kwargs": call["kwargs"], "schema": schema["methods"][method]}
-        kwargs = _bind_json(label, getattr(cls, method), method_call)
+        issues, kwargs = _json_arguments(label, getattr(cls, method), method_call)
+        if issues:
+            # The constructor's problems are listed too (checked, nothing built): one answer
+            # names every mistake.
+            try:
+                init_issues, _ = _json_arguments(init_label, cls.__init__, init, "init")  # type: ignore[misc]
+            except _JobError:  # its hints do not resolve: the method's issues still stand
+                init_issues = []
+            raise _invalid_input(label, issues + init_issues)
         key = (name, "json", json.dumps(call["init"], sort_keys=True, separators=(",", ":")))
         instance = await cached_instance(
             key,
@@ -680,13 +682,13 @@ def create_handler(
         except Exception as exc:
             raise _UserCodeError(label, exc) from None
         result = await _invoke(bound, [], kwargs, label, in_thread=run_sync_in_thread)
-        return _json_success(result, label)
+        return _json_success(result, label, _collected_schema(schema["methods"][method]))
 
     async def _run_json(name: str, target: Any, call: dict[str, Any]) -> dict[str, Any]:
         label = repr(name)
         kwargs = _bind_json(label, target, call)
         result = await _invoke(target, [], kwargs, label, in_thread=run_sync_in_thread)
-        return _json_success(result, label)
+        return _json_success(result, label, _collected_schema(call["schema"]))
 
     async def _run_function(call: _Call) -> tuple[Any, str]:
         name, target, payload = call.name, call.target, call.payload
@@ -1106,33 +1108,87 @@ async def _collect_stream(result: Any, in_thread: bool) -> Any:
     return result
 
 
+def _check_json_depth(value: Any, field: str) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH, the issue naming where it got too deep."""
+    try:
+        _jsonschema.check_depth(value, MAX_JSON_DEPTH, path=field)
+    except _jsonschema.JsonInputError as exc:
+        raise _JobError(
+            INVALID_INPUT,
+            exc.message,
+            issues=[
+                {
+                    "path": exc.path or field,
+                    "message": f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                }
+            ],
+        ) from None
+
+
+def _json_arguments(
+    label: str, target: Any, call: dict[str, Any], field: str = "kwargs"
+) -> tuple[list[_jsonschema.Issue], dict[str, Any]]:
+    """``bind_json_call`` of the call's kwargs against its recorded input schema."""
+    try:
+        return _jsoncall.bind_json_call(target, call["kwargs"], call["schema"]["input"], field)
+    except _jsoncall.JsonCallError as exc:
+        raise _JobError(WORKER_ERROR, f"cannot take JSON calls for {label}: {exc}") from None
+
+
+def _issue_text(issues: list[_jsonschema.Issue]) -> str:
+    return "; ".join(f"{i.path}: {i.message}" for i in issues[:5]) + (
+        f" (and {len(issues) - 5} more)" if len(issues) > 5 else ""
+    )
+
+
+def _invalid_input(label: str, issues: list[_jsonschema.Issue]) -> _JobError:
+    issues = issues[: _jsonschema.MAX_ISSUES]
+    return _JobError(
+        INVALID_INPUT,
+        f"invalid arguments for {label}: {_issue_text(issues)}",
+        issues=[{"path": i.path, "message": i.message} for i in issues],
+    )
+
+
 def _bind_json(
     label: str, target: Any, call: dict[str, Any], field: str = "kwargs"
 ) -> dict[str, Any]:
     """The JSON kwargs checked against the recorded schema and turned into the annotated
     types; issues name ``field``, the job field they came from."""
-    try:
-        issues, kwargs = _jsoncall.bind_json_call(
-            target, call["kwargs"], call["schema"]["input"], field
-        )
-    except _jsoncall.JsonCallError as exc:
-        raise _JobError(WORKER_ERROR, f"cannot take JSON calls for {label}: {exc}") from None
+    issues, kwargs = _json_arguments(label, target, call, field)
     if issues:
-        raise _JobError(
-            INVALID_INPUT,
-            f"invalid arguments for {label}: "
-            + "; ".join(f"{i.path}: {i.message}" for i in issues[:5])
-            + (f" (and {len(issues) - 5} more)" if len(issues) > 5 else ""),
-            issues=[{"path": i.path, "message": i.message} for i in issues],
-        )
+        raise _invalid_input(label, issues)
     return kwargs
 
 
-def _json_success(result: Any, label: str) -> dict[str, Any]:
+def _collected_schema(spec: Mapping[str, Any]) -> Any:
+    """The schema of a function's whole result: a generator's (``stream``) output schema is
+    that of each item, and a job that is not streamed answers with the list of them."""
+    output = spec.get("output")
+    if output is None or not spec.get("stream"):
+        return output
+    defs = output.get("$defs") if isinstance(output, dict) else None
+    items = {k: v for k, v in output.items() if k != "$defs"} if defs else output
+    return {"type": "array", "items": items, **({"$defs": defs} if defs else {})}
+
+
+def _json_success(result: Any, label: str, schema: Any = None) -> dict[str, Any]:
+    """The answer carrying ``result`` as JSON, checked against ``schema``, the output schema
+    the build recorded (the published OpenAPI document promises it): a result that breaks it
+    fails the call, as the Python client would refuse it."""
     try:
         value = _jsoncall.to_json_result(result)
     except _jsoncall.JsonResultError as exc:
         raise _JobError(RESULT_NOT_JSON, f"the result of {label}: {exc}") from None
+    if schema is not None:
+        issues = _jsoncall.check_json_result(value, schema)
+        if issues:
+            raise _JobError(
+                RESULT_NOT_JSON,
+                f"the result of {label} does not match its return annotation: "
+                + _issue_text(issues),
+                issues=[{"path": i.path, "message": i.message} for i in issues],
+            )
     return {
         "success": True,
         "result": value,

@@ -41,7 +41,13 @@ from flash.runtime.jsonschema import (
 )
 from flash.runtime.protocol import unwrap_remote
 
-__all__ = ["JsonCallError", "JsonResultError", "bind_json_call", "to_json_result"]
+__all__ = [
+    "JsonCallError",
+    "JsonResultError",
+    "bind_json_call",
+    "check_json_result",
+    "to_json_result",
+]
 
 _Path = Any
 _Converter = Callable[[Any, _Path], Any]
@@ -71,13 +77,19 @@ def bind_json_call(
     Raises JsonCallError when ``fn``'s annotations cannot be resolved in this process.
     """
     issues = validate(kwargs, schema, path=field)
-    if issues:
-        return issues, {}
     if not isinstance(kwargs, dict):  # the schema let a non-object through: it is not ours
-        return [Issue(field, "expected object of named arguments")], {}
+        return issues or [Issue(field, "expected object of named arguments")], {}
+    if any(issue.path == field for issue in issues):  # about the whole: nothing to add
+        return issues, {}
+    # Every argument the schema passed is converted too, so that the problems only the
+    # conversion sees (a Decimal of "abc") are listed beside the schema's.
     plan = _plan(unwrap_remote(fn))
     converted: dict[str, Any] = {}
     for name, value in kwargs.items():
+        if len(issues) >= MAX_ISSUES:
+            break
+        if issues and _has_issue(issues, format_path((field, name))):
+            continue
         convert = plan.get(name)
         if convert is None:
             issues.append(Issue(format_path((field, name)), "unexpected argument"))
@@ -86,11 +98,23 @@ def bind_json_call(
             converted[name] = convert(value, (field, name))
         except _ConversionError as exc:
             issues.extend(exc.issues)
-        if len(issues) >= MAX_ISSUES:
-            break
     if issues:
         return issues[:MAX_ISSUES], {}
     return [], converted
+
+
+def _has_issue(issues: list[Issue], where: str) -> bool:
+    """Whether an issue is at the argument path ``where`` or inside its value."""
+    return any(
+        issue.path == where or (issue.path.startswith(where) and issue.path[len(where)] in ".[")
+        for issue in issues
+    )
+
+
+def check_json_result(value: Any, schema: Any) -> list[Issue]:
+    """How ``value``, a JSON result (see :func:`to_json_result`), breaks ``schema``, the
+    output schema the build recorded for its function: paths start with ``result``."""
+    return validate(value, schema, path="result")
 
 
 def check_json_arguments(arguments: Mapping[str, Any]) -> None:
@@ -435,12 +459,20 @@ def _strict(kind: str, accept: Callable[[Any], bool], make: Callable[[Any], Any]
 
 
 def _parse_datetime(value: Any) -> datetime.datetime:
-    if is_number(value) or (isinstance(value, str) and UNIX_TIME_TEXT.fullmatch(value)):
+    if is_number(value):
         return datetime.datetime.fromtimestamp(float(value), tz=datetime.timezone.utc)
+    if UNIX_TIME_TEXT.fullmatch(value):  # RFC 3339 has no such form: not read as Unix time
+        raise ValueError("digits alone are not a date-time; send RFC 3339 text")
     text = value[:-1] + "+00:00" if value[-1:] in "Zz" and value else value
     if len(text) == 10:
         return datetime.datetime.combine(datetime.date.fromisoformat(text), datetime.time())
     return datetime.datetime.fromisoformat(text)
+
+
+def _parse_date(value: str) -> datetime.date:
+    if UNIX_TIME_TEXT.fullmatch(value):  # "20240102" is ISO 8601's basic form, not RFC 3339
+        raise ValueError("digits alone are not a date; send RFC 3339 text such as 2024-05-01")
+    return datetime.date.fromisoformat(value)
 
 
 def _parse_time(value: str) -> datetime.time:
@@ -483,7 +515,7 @@ _SIMPLE: dict[Any, _Converter] = {
     bytes: _strict("string", _is_str, lambda v: v.encode("utf-8")),
     bytearray: _strict("string", _is_str, lambda v: bytearray(v.encode("utf-8"))),
     datetime.datetime: _strict("date-time", lambda v: _is_str(v) or is_number(v), _parse_datetime),
-    datetime.date: _strict("date", _is_str, lambda v: datetime.date.fromisoformat(v)),
+    datetime.date: _strict("date", _is_str, _parse_date),
     datetime.time: _strict("time", _is_str, _parse_time),
     datetime.timedelta: _strict("duration", lambda v: _is_str(v) or is_number(v), _parse_duration),
     uuid.UUID: _strict("uuid", _is_str, uuid.UUID),

@@ -58,10 +58,11 @@ class Issue(NamedTuple):
 class JsonInputError(ValueError):
     """A JSON document that is too large, too deep or not JSON; ``reason`` says which."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.path = path  # where in the document, when known (how deep it got too deep)
 
 
 # A path is built as a chain of (parent, key) tuples ending in the root string, and only
@@ -109,9 +110,11 @@ def check_depth(value: Any, max_depth: int, *, path: str = "") -> None:
         else:
             continue
         if depth >= max_depth:
-            where_text = format_path(where) or "the value"
+            where_text = format_path(where)
             raise JsonInputError(
-                TOO_DEEP, f"{where_text}: JSON nested deeper than {max_depth} levels"
+                TOO_DEEP,
+                f"{where_text or 'the value'}: JSON nested deeper than {max_depth} levels",
+                where_text,
             )
         for key, child in items:
             if isinstance(child, (dict, list, tuple)):
@@ -356,6 +359,9 @@ class _Validator:
         if kind is None:
             self.add(path, f"not a JSON value (a Python {type(value).__name__})")
             return
+        if kind == "number" and not math.isfinite(value):
+            self.add(path, _non_finite(value))
+            return
         ref = schema.get("$ref")
         if isinstance(ref, str):
             target = self.resolve(ref)
@@ -437,7 +443,10 @@ class _Validator:
         if isinstance(fmt, str):
             checker = _FORMATS.get(fmt)
             if checker is not None and not checker(value):
-                self.add(path, f"must be a valid {fmt} ({_FORMAT_EXAMPLES[fmt]})")
+                message = f"must be a valid {fmt} ({_FORMAT_EXAMPLES[fmt]})"
+                if fmt in ("date", "date-time") and UNIX_TIME_TEXT.fullmatch(value):
+                    message += "; digits alone are not read as a date or a Unix time"
+                self.add(path, message)
 
     def check_number(self, value: float, schema: dict[str, Any], path: _Path) -> None:
         low = schema.get("minimum")
@@ -743,7 +752,28 @@ def _plain_type_test(schema: Any) -> Callable[[Any], bool] | None:
 def _plain_kinds(schema: dict[str, Any], value: Any) -> bool:
     """Whether every item's exact type fits the plain type schema (one pass at C speed)."""
     allowed = _PLAIN_KINDS.get(schema["type"])
-    return allowed is not None and set(map(type, value)) <= allowed
+    if allowed is None:
+        return False
+    kinds = set(map(type, value))
+    if not kinds <= allowed:
+        return False
+    if float not in kinds:
+        return True
+    # A finite sum proves every float finite (NaN and inf survive addition); otherwise, an
+    # overflow included, the item by item check names the offending one.
+    try:
+        return math.isfinite(sum(value))
+    except OverflowError:
+        return False
+
+
+def _non_finite(value: float) -> str:
+    if math.isnan(value):
+        return "NaN is not a JSON number"
+    return (
+        f"{'-' if value < 0 else ''}Infinity is not a JSON number (a number this large, "
+        "such as 1e400, is beyond the range of a 64-bit float)"
+    )
 
 
 _PLAIN_KINDS: dict[str, frozenset[type]] = {
@@ -754,7 +784,7 @@ _PLAIN_KINDS: dict[str, frozenset[type]] = {
     "null": frozenset({type(None)}),
 }
 _PLAIN_TESTS: dict[str, Callable[[Any], bool]] = {
-    "number": lambda x: type(x) is float or type(x) is int,
+    "number": lambda x: (type(x) is float and x - x == 0) or type(x) is int,
     "integer": lambda x: type(x) is int,
     "string": lambda x: type(x) is str,
     "boolean": lambda x: type(x) is bool,
@@ -887,7 +917,8 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 # Formats are checked loosely: never stricter than pydantic, which converts the value after.
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
-# Numeric text, which pydantic reads as Unix time where a date or date-time is expected.
+# Numeric text, which pydantic would read as Unix time where a date or date-time is expected:
+# the RFC 3339 formats the schema publishes refuse it ("20240102" is not 1970-08-23).
 UNIX_TIME_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -915,8 +946,6 @@ def _is_time(text: str) -> bool:
 
 
 def _is_datetime(text: str) -> bool:
-    if UNIX_TIME_TEXT.fullmatch(text):  # pydantic reads these as Unix time
-        return True
     if len(text) == 10:
         return _is_date(text)
     return len(text) > 11 and text[10] in "Tt " and _is_date(text[:10]) and _is_time(text[11:])
@@ -942,7 +971,7 @@ def _is_ip(version: int) -> Callable[[str], bool]:
 
 _FORMATS: dict[str, Callable[[str], bool]] = {
     "date-time": _is_datetime,
-    "date": lambda text: _is_date(text) or bool(UNIX_TIME_TEXT.fullmatch(text)),
+    "date": _is_date,
     "time": _is_time,
     "uuid": _is_uuid,
     "email": lambda text: bool(_EMAIL.fullmatch(text)),
