@@ -49,6 +49,11 @@ FILES = {
 
 
         @remote(c)
+        async def add_through(tally, x: int) -> int:  # a handle made by its caller
+            return await tally.add(x)
+
+
+        @remote(c)
         async def leaf(x: int) -> dict:
             return {"value": x * 10, "endpoint": os.environ.get("FLASH_RESOURCE_NAME")}
 
@@ -214,6 +219,9 @@ FILES = {
 
             def scaled(self, factor: float) -> float:
                 return self.total * factor
+
+            def peek(self):  # untyped: takes pickled calls only
+                return self.total
 
 
         @remote(b)

@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -94,12 +95,32 @@ def _inputs_sent(platform: LocalPlatform) -> Iterator[list[tuple[str, str]]]:
         del dispatcher.submit  # the class's own again
 
 
-def test_python_client_calls_typed_classes_with_json(platform: LocalPlatform) -> None:
+def test_one_handle_reaches_one_instance(platform: LocalPlatform) -> None:
+    # A worker keeps JSON-made instances apart from pickle-made ones: a handle's calls all
+    # go one way, whether its methods are typed or not, and from another endpoint too
+    # (workers have no JSON codecs).
+    model = app_module("model")
+    chain = app_module("chain")
+
+    async def main() -> list[int]:
+        tally = model.Tally(10)
+        return [
+            await tally.add(5),
+            await tally.peek(),
+            await chain.add_through(tally, 10),
+            await tally.add(1),
+            await tally.peek(),
+        ]
+
+    assert asyncio.run(main()) == [15, 15, 25, 26, 26]
+
+
+def test_python_client_calls_typed_classes_with_json_when_asked(platform: LocalPlatform) -> None:
     model = app_module("model")
 
     async def main() -> list[int]:
-        as_json = model.Tally(1000)
-        as_pickle = model.Tally.options(serialization="pickle")(2000)
+        as_json = model.Tally.options(serialization="json")(1000)
+        as_pickle = model.Tally(2000)  # the client holds the app's key
         return [await as_json.add(1), await as_pickle.add(1)]
 
     with _inputs_sent(platform) as sent:
@@ -374,12 +395,17 @@ def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
     with pytest.raises(ValueError, match=r"argument seconds: -inf has no JSON form.*asked for"):
         asyncio.run(forced(float("-inf")))
 
-    # A class's calls all go one way: one of them pickled would reach another instance.
-    async def scaled_by_nan() -> float:
-        return await app_module("model").Tally(2).scaled(float("nan"))
+    # A class's calls go pickled from a caller holding the key, a NaN with them; made to go
+    # as JSON, all its calls go so (one pickled would reach another instance), and one
+    # JSON cannot carry fails naming the argument.
+    tally = app_module("model").Tally
 
+    async def scaled_by_nan(model: Any) -> float:
+        return await model(2).scaled(float("nan"))  # type: ignore[no-any-return]
+
+    assert math.isnan(asyncio.run(scaled_by_nan(tally)))
     with pytest.raises(ValueError, match=r"argument factor: nan has no JSON form.*one way"):
-        asyncio.run(scaled_by_nan())
+        asyncio.run(scaled_by_nan(tally.options(serialization="json")))
 
     previous = set_invoker(PlatformInvoker(Endpoints(platform.url, platform.api_key)))
     try:

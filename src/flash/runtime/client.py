@@ -915,17 +915,18 @@ def _may_auto_pickle(mode: str, signing_key: bytes | None) -> bool:
 def _method_codecs(
     remote_class: Any, method: str, signing_key: bytes | None
 ) -> tuple[JsonCodec, JsonCodec] | None:
+    """The codecs of a JSON call of ``method``; None: it goes as a signed pickle.
+
+    A worker keeps the instances of JSON calls apart from those of pickled ones, so all the
+    calls of a class go one way: pickled from a caller holding the app's key (any method,
+    typed or not, and from inside a worker too, which has no JSON codecs), as JSON from one
+    without it (the only calls an endpoint takes from it) or when JSON is forced.
+    """
     mode = remote_class.call_options.serialization
-    if mode == "pickle":
+    if mode == "pickle" or _may_auto_pickle(mode, signing_key):
         return None
     factory = _json_method_codec_factory
     codecs = factory(remote_class.__wrapped__, method) if factory is not None else None
-    if (
-        codecs is not None
-        and (codecs[0].loose or codecs[1].loose)
-        and _may_auto_pickle(mode, signing_key)
-    ):
-        return None
     if codecs is None and mode == "json":
         why = _recorded_reason(remote_class.__wrapped__, method) or (
             "annotate the constructor's parameters, and the method's parameters and return "
