@@ -434,6 +434,6 @@ def test_a_dependency_conflict_names_where_each_requirement_is_asked_for(
     assert message.startswith("cannot resolve dependencies for needslib, tinylib<2 (")
     assert message.endswith(
         "asked for by:\n"
-        "  needslib: main.py:12 (endpoint 'b')\n"
-        "  tinylib<2: requirements.txt:1, main.py:8 (endpoint 'a')"
+        "  needslib: main.py:11 (endpoint 'b')\n"  # the @remote's line, not the def's
+        "  tinylib<2: requirements.txt:1, main.py:7 (endpoint 'a')"
     )

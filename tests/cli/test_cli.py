@@ -479,3 +479,32 @@ def test_usage_mistakes_and_help_stay_typers(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "Missing argument" in missing.stderr
     helped = flash("build", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "--max-size" in helped.stdout
+
+
+def test_build_and_run_in_a_package_folder_of_a_project_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    package = root / "w"
+    package.mkdir(parents=True)
+    (root / "requirements.txt").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text(APP)
+    for command in ("build", "run"):
+        refused = flash(command, cwd=package)
+        assert refused.returncode == 1, refused.stderr
+        said = " ".join(refused.stderr.split())
+        assert f"project at {root}" in said and f"flash {command} ." in said
+        assert not (package / ".flash").exists()  # no key of its own, nothing built
+    # From the root, the functions have their project's names.
+    built = flash("build", "--json", cwd=root)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["endpoints"]["g"] == ["w.a.f"]
+    # Passed explicitly, the folder builds as a project of its own.
+    alone = flash("build", ".", "--json", cwd=package)
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["endpoints"]["g"] == ["a.f"]
+    # Built so once, it is a project of its own: no PROJECT_DIR needed any more.
+    again = flash("build", "--json", cwd=package)
+    assert again.returncode == 0, again.stderr
+    # A project root that is a package too (with __init__.py) is not refused.
+    (root / "__init__.py").write_text("")
+    assert flash("build", cwd=root).returncode == 0

@@ -263,12 +263,40 @@ def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
     # As git does: the deepest ignore file with a pattern matching the path decides, so a
     # nested `!settings.json` re-includes what the root's `*.json` left out. The walk is
     # top-down, so an ancestor's spec always comes before its descendants' in ``specs``.
+    # A pattern decides only for a path it matches itself, never for the files of a folder
+    # it matches: those go with the folder, which the walk does not enter when it is
+    # ignored. So a nested `!c/` re-includes the folder c, not c/f.log that a parent's
+    # `*.log` ignores by its own name (pathspec's check_file would count c/f.log as matched).
     for prefix, spec in reversed(specs):
         if rel.startswith(prefix):
-            verdict = spec.check_file(rel[len(prefix) :]).include
+            verdict = _own_verdict(spec, rel[len(prefix) :])
             if verdict is not None:
                 return verdict
     return False
+
+
+def _own_verdict(spec: pathspec.GitIgnoreSpec, rel: str) -> bool | None:
+    """Whether the last pattern of ``spec`` that matches ``rel`` itself (a folder's ends in
+    "/") ignores it, as git decides; None when none matches it."""
+    for pattern in reversed(spec.patterns):
+        if pattern.include is not None and _matches_itself(pattern, rel):
+            return bool(pattern.include)
+    return None
+
+
+def _matches_itself(pattern: pathspec.Pattern, rel: str) -> bool:
+    """Whether ``pattern`` matches ``rel`` itself, not only a folder above it: pathspec marks
+    the "/" after the folder a pattern matched (group ``ps_d``), which for the path itself
+    is its last character (a folder's) or none (a file's)."""
+    regex = getattr(pattern, "regex", None)
+    if regex is None:
+        return bool(pattern.match_file(rel))
+    match = regex.search(rel)
+    if match is None:
+        return False
+    if "ps_d" not in regex.groupindex or match.group("ps_d") is None:
+        return True
+    return match.end("ps_d") == len(rel)
 
 
 def fingerprint(root: Path, files: Iterable[str]) -> str:

@@ -9,12 +9,14 @@ into a directory that is shipped inside the archive.
 
 Both steps are cached under ``cache_dir``: a resolution is keyed by its inputs (like a lock file,
 it is not refreshed when an index publishes new versions) and an installed site directory by its
-pins, so a rebuild with unchanged dependencies never runs uv.
+pins, so a rebuild with unchanged dependencies never runs uv. ``refresh`` (``flash build
+--force``) resolves and installs anew, past both caches and uv's, and caches the results.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import importlib.metadata
@@ -48,7 +50,7 @@ except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
     InvalidRequirement = ValueError  # type: ignore[assignment,misc]
 
 # Bump when the cached data layout or the post-install clean-up changes.
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 
 # uv settings that only change how uv talks to the network, never what it resolves, so a user's
 # shell may keep them; every other UV_* variable is dropped so results depend on options only.
@@ -186,9 +188,32 @@ def _checked_requirement(text: str, origin: str = "") -> tuple[str | None, str |
     if problem is not None:
         return None, problem
     try:
-        return _canonical_requirement(text), None
+        canonical = _canonical_requirement(text)
     except InvalidRequirement as exc:
         return None, mask_config_urls(f"invalid requirement {text.strip()!r}{origin}: {exc}")
+    problem = _relative_url_problem(canonical, origin)
+    if problem is not None:
+        return None, problem
+    return canonical, None
+
+
+# A URL's scheme (``https:``, ``file:``); a direct reference without one is a path.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _relative_url_problem(canonical: str, origin: str = "") -> str | None:
+    """Why a direct reference to a relative path (``pkg @ ./wheels/pkg.whl``) is refused,
+    or None: uv would read it relative to a temporary folder of the build, not to the file
+    that declares it, and names no package for it in its pins."""
+    match = re.match(r"^[^@;]*@\s*(\S+)", canonical)
+    if match is None or _URL_SCHEME.match(match[1]):
+        return None
+    return mask_config_urls(
+        f"{canonical!r}{origin}: a direct reference to a path ({match[1]!r}), not a URL, is "
+        "not supported by flash build; put the wheel's folder on --find-links (or a "
+        "--find-links line in requirements.txt) and require the package by name, or give "
+        "an absolute file:/// URL"
+    )
 
 
 def _variable_problem(text: str, origin: str = "") -> str | None:
@@ -844,6 +869,47 @@ def _write_atomic(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- resolving
 
 
+# A line of `uv pip compile` output that pins a package: a name, then a version or a URL.
+_PIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\s*(?:==|@|\[|;)")
+
+
+def _compile(
+    requirements: Sequence[str],
+    constraints: Sequence[str],
+    options: DependencyOptions,
+    cache_dir: Path,
+    refresh: bool,
+    excluded: list[str],
+) -> subprocess.CompletedProcess[str]:
+    """``uv pip compile`` of the requirements, without the ``excluded`` packages."""
+    with tempfile.TemporaryDirectory(prefix="flash-resolve-") as tmp:
+        req_file = Path(tmp) / "requirements.in"
+        req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        args = ["pip", "compile", str(req_file), "--no-header", "--no-annotate"]
+        args += _common_args(options, cache_dir)
+        if options.no_deps:
+            args.append("--no-deps")
+        if options.pre:
+            args += ["--prerelease", "allow"]
+        if refresh:
+            args.append("--refresh")
+        if constraints:
+            constraints_file = Path(tmp) / "constraints.txt"
+            constraints_file.write_text("\n".join(constraints) + "\n", encoding="utf-8")
+            args += ["--constraints", str(constraints_file)]
+        if excluded:
+            excludes = Path(tmp) / "excludes.txt"
+            excludes.write_text("\n".join(excluded) + "\n", encoding="utf-8")
+            args += ["--excludes", str(excludes)]
+        return _run_uv(args, _index_env(options))
+
+
+def _pin_name(line: str) -> str | None:
+    """The normalised name a line of ``uv pip compile`` output pins, if it pins one."""
+    found = _PIN.match(line.strip())
+    return normalise_name(re.split(r"\s*(?:==|@|\[|;)", found.group(0))[0]) if found else None
+
+
 def _parse_pins(output: str) -> list[str]:
     """Pins from `uv pip compile` output, names normalised (``Foo_Bar==1`` -> ``foo-bar==1``)."""
     pins = set()
@@ -851,9 +917,17 @@ def _parse_pins(output: str) -> list[str]:
         line = re.sub(r"\s+#.*$", "", raw).strip()
         if not line or line.startswith(("#", "-")):
             continue
-        match = re.match(r"^([A-Za-z0-9._-]+)(.*)$", line)
-        if match:
-            pins.add(normalise_name(match.group(1)) + match.group(2).strip())
+        pin = _checked_requirement(line)[0] if _PIN.match(line) else None
+        if pin is None:
+            # Not a pin: installing it would fail, and a cached one would fail every build.
+            raise BuildError(
+                mask_config_urls(
+                    f"uv resolved the dependencies to {line!r}, which is no pinned package "
+                    "flash build can install; require the package by name (a local wheel: "
+                    "put its folder on --find-links)"
+                )
+            )
+        pins.add(pin)  # canonical: ``foo-bar==1``, ``alpha @ file:///...``
     return sorted(pins)
 
 
@@ -863,6 +937,7 @@ def resolve(
     cache_dir: Path,
     constraints: Sequence[str] = (),
     origins: Mapping[str, Sequence[str]] | None = None,
+    refresh: bool = False,
 ) -> list[str]:
     """Exact pins (``name==version``, sorted) for the target interpreter and platform.
 
@@ -870,9 +945,12 @@ def resolve(
     ``options.exclude`` are left out together with the dependencies only they need (they come
     with the base image). Raises ``BuildError`` naming the requirements that cannot be
     satisfied, and where ``origins`` (requirement: places) says each was asked for.
+
+    With ``refresh``, the cached resolution is not read, and uv fetches the package sources
+    anew (``--refresh``): a version published since is found; the new pins are cached.
     """
     with masking_indexes(source_urls(options)):
-        return _resolve(requirements, options, cache_dir, constraints, origins or {})
+        return _resolve(requirements, options, cache_dir, constraints, origins or {}, refresh)
 
 
 def _resolve(
@@ -881,6 +959,7 @@ def _resolve(
     cache_dir: Path,
     constraints: Sequence[str],
     origins: Mapping[str, Sequence[str]],
+    refresh: bool = False,
 ) -> list[str]:
     if not requirements:
         return []
@@ -895,39 +974,32 @@ def _resolve(
     )
     cache_file = cache_dir / "resolve" / f"{key}.json"
     try:
-        cached = json.loads(cache_file.read_text(encoding="utf-8"))
-        return [str(pin) for pin in cached["pins"]]
+        if not refresh:
+            cached = json.loads(cache_file.read_text(encoding="utf-8"))
+            return [str(pin) for pin in cached["pins"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or unreadable: resolve again
 
-    with tempfile.TemporaryDirectory(prefix="flash-resolve-") as tmp:
-        req_file = Path(tmp) / "requirements.in"
-        req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        args = ["pip", "compile", str(req_file), "--no-header", "--no-annotate"]
-        args += _common_args(options, cache_dir)
-        if options.no_deps:
-            args.append("--no-deps")
-        if options.pre:
-            args += ["--prerelease", "allow"]
-        if constraints:
-            constraints_file = Path(tmp) / "constraints.txt"
-            constraints_file.write_text("\n".join(constraints) + "\n", encoding="utf-8")
-            args += ["--constraints", str(constraints_file)]
-        if options.exclude:
-            excludes = Path(tmp) / "excludes.txt"
-            excludes.write_text("\n".join(options.exclude) + "\n", encoding="utf-8")
-            args += ["--excludes", str(excludes)]
-        result = _run_uv(args, _index_env(options))
-    if result.returncode != 0:
-        detail = _uv_failure(result.stderr)
-        culprits = _implicated(requirements, detail)
-        target = f"Python {options.python_version} on {options.platform}"
-        which = f" for {', '.join(culprits)}" if culprits else ""
-        message = f"cannot resolve dependencies{which} ({target}):\n{detail}"
-        asked = [f"  {req}: {', '.join(origins[req])}" for req in culprits if req in origins]
-        if asked:
-            message += "\nasked for by:\n" + "\n".join(asked)
-        raise BuildError(message)
+    excluded = list(options.exclude)
+    while True:
+        result = _compile(requirements, constraints, options, cache_dir, refresh, excluded)
+        if result.returncode != 0:
+            detail = _uv_failure(result.stderr)
+            culprits = _implicated(requirements, detail)
+            target = f"Python {options.python_version} on {options.platform}"
+            which = f" for {', '.join(culprits)}" if culprits else ""
+            message = f"cannot resolve dependencies{which} ({target}):\n{detail}"
+            asked = [f"  {req}: {', '.join(origins[req])}" for req in culprits if req in origins]
+            if asked:
+                message += "\nasked for by:\n" + "\n".join(asked)
+            raise BuildError(message)
+        # Flash itself never goes in, asked for directly (see vendor_dependencies) or by a
+        # dependency: resolved again without it and what only it needs, as --exclude leaves
+        # packages out (only then: uv's --excludes is recent).
+        pinned = {_pin_name(line) for line in result.stdout.splitlines()}
+        if "flash" in excluded or "flash" not in pinned:
+            break
+        excluded.append("flash")
 
     pins = _parse_pins(result.stdout)
     if any(redact(pin) != pin for pin in pins):
@@ -981,21 +1053,40 @@ def _strip_site(site_dir: Path) -> None:
         (dist_info / "uv_cache.json").unlink(missing_ok=True)
         # The URL a package was installed from (PEP 610), which no worker reads: gone where
         # it is on an index's host, whose token it may hold.
+        # And where it is a file of this machine (``pkg @ file:///home/me/pkg.whl``): its
+        # path would make the archives of one project differ from machine to machine.
         direct_url = dist_info / "direct_url.json"
         if direct_url.is_file():
             text = direct_url.read_text(encoding="utf-8", errors="replace")
-            if redact(text) != text:
+            if redact(text) != text or _is_local_url(text):
                 direct_url.unlink()
         _prune_record(dist_info, site_dir)
 
 
-def install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
-    """Install ``pins`` (already complete) for the target; return the cached site directory."""
+def _is_local_url(direct_url: str) -> bool:
+    """Whether a direct_url.json names a file or folder of this machine (``file:``)."""
+    try:
+        url = json.loads(direct_url).get("url", "")
+    except (ValueError, AttributeError):
+        return True  # unreadable: nothing a worker reads, and it may hold a path
+    return not isinstance(url, str) or url.lower().startswith("file:")
+
+
+def install(
+    pins: Sequence[str], options: DependencyOptions, cache_dir: Path, refresh: bool = False
+) -> Path:
+    """Install ``pins`` (already complete) for the target; return the cached site directory.
+
+    With ``refresh``, the cached site directory is not used and uv reinstalls every pin from
+    its source (``--reinstall``): a wheel rewritten under the same version is found; the new
+    site directory replaces the cached one."""
     with masking_indexes(source_urls(options)):
-        return _install(pins, options, cache_dir)
+        return _install(pins, options, cache_dir, refresh)
 
 
-def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -> Path:
+def _install(
+    pins: Sequence[str], options: DependencyOptions, cache_dir: Path, refresh: bool = False
+) -> Path:
     _uv_cache(cache_dir)
     options = _check_options(options)
     key = _cache_key(
@@ -1012,7 +1103,7 @@ def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -
     )
     site_root = cache_dir / "site"
     final = site_root / key
-    if final.is_dir():
+    if final.is_dir() and not refresh:
         return final
     site_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=site_root, prefix=f".tmp-{key[:16]}-"))
@@ -1023,6 +1114,8 @@ def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -
             try:
                 args = ["pip", "install", "--target", str(staging), "-r", str(req_file)]
                 args += ["--no-deps", *_common_args(options, cache_dir)]
+                if refresh:
+                    args.append("--reinstall")
                 result = _run_uv(args, _index_env(options))
             finally:
                 req_file.unlink(missing_ok=True)
@@ -1034,6 +1127,11 @@ def _install(pins: Sequence[str], options: DependencyOptions, cache_dir: Path) -
                 message = f"cannot install {which} ({target}):\n{detail}"
                 raise BuildError(message)
             _strip_site(staging)
+        if refresh and final.is_dir():  # set the stale one aside: a rename is atomic
+            stale = Path(tempfile.mkdtemp(dir=site_root, prefix=f".old-{key[:16]}-"))
+            with contextlib.suppress(OSError):  # a concurrent build moved it first
+                final.rename(stale / "site")
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             staging.rename(final)
         except OSError:
@@ -1097,6 +1195,17 @@ def import_names(paths: Iterable[str]) -> dict[str, tuple[str, str]]:
     return names
 
 
+def file_owners(site_dir: Path) -> dict[str, str]:
+    """Each installed file (posix, relative to ``site_dir``) with the name of the
+    distribution whose RECORD lists it."""
+    owners: dict[str, str] = {}
+    for dist_info in sorted(site_dir.glob("*.dist-info")):
+        name = _dist_name(dist_info)
+        for row in _record_rows(dist_info):
+            owners.setdefault(posixpath.normpath(row[0]), name)
+    return owners
+
+
 def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
     """(distribution name, total bytes of its installed files), largest first."""
     site = site_dir.resolve()
@@ -1119,9 +1228,14 @@ def package_sizes(site_dir: Path) -> list[tuple[str, int]]:
 
 
 def vendor_dependencies(
-    root: Path, declared: Iterable[Declared], options: DependencyOptions, cache_dir: Path
+    root: Path,
+    declared: Iterable[Declared],
+    options: DependencyOptions,
+    cache_dir: Path,
+    refresh: bool = False,
 ) -> ResolvedDependencies:
-    """Gather, resolve and install the project's dependencies for the target."""
+    """Gather, resolve and install the project's dependencies for the target; with
+    ``refresh`` (``flash build --force``), resolved and installed anew, not from the cache."""
     sources = _gather(root, declared)
     file_index = (sources.index_url[0],) if sources.index_url else ()
     named = (*file_index, *sources.extra_index_urls, *sources.find_links)
@@ -1138,8 +1252,8 @@ def vendor_dependencies(
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        pins = resolve(requirements, options, cache_dir, constraints, origins)
-        site_dir = install(pins, options, cache_dir) if pins else None
+        pins = resolve(requirements, options, cache_dir, constraints, origins, refresh)
+        site_dir = install(pins, options, cache_dir, refresh) if pins else None
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     return ResolvedDependencies(
         requirements=tuple(requirements),

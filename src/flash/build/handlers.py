@@ -44,6 +44,25 @@ if _SRC not in sys.path:
 """
 
 
+# Only in the handlers of an archive with vendored .pth files (a wheel's pthpkg.pth naming
+# pthpkg_lib/): the archive is no site directory, so Python never reads them; read here, as
+# site-packages' would be, from the archive's root beside the handler (the build's import
+# check keeps the vendored packages in a folder of their own on sys.path: looked for there
+# next, never in an installed Python's site-packages first).
+_PTH_SETUP = """import os
+import site
+import sys
+
+# The vendored packages' .pth files (their paths, their import lines), as site-packages' are.
+_PTH_FILES = {names}
+for _pth in _PTH_FILES:
+    for _dir in [os.path.dirname(os.path.abspath(__file__)), *sys.path]:
+        if os.path.isfile(os.path.join(_dir or os.curdir, _pth)):
+            site.addpackage(_dir or os.curdir, _pth, None)
+            break
+"""
+
+
 def registry_rows(resource: ResourceEntry) -> list[tuple[str, str, str]]:
     """Every function under its qualified name, and under its short name where unambiguous."""
     counts = Counter(f.name for f in resource.functions)
@@ -55,8 +74,16 @@ def registry_rows(resource: ResourceEntry) -> list[tuple[str, str, str]]:
     return rows
 
 
-def render_handler(resource_name: str, resource: ResourceEntry, *, src_layout: bool = False) -> str:
-    """The handler file's source; ``src_layout`` puts the archive's ``src/`` on sys.path."""
+def render_handler(
+    resource_name: str,
+    resource: ResourceEntry,
+    *,
+    src_layout: bool = False,
+    pth_files: tuple[str, ...] = (),
+) -> str:
+    """The handler file's source; ``src_layout`` puts the archive's ``src/`` on sys.path,
+    ``pth_files`` (the vendored ``.pth`` files at the archive's root) are read as a site
+    directory's."""
     rows = "\n".join(
         "    (" + ", ".join(map(_literal, row)) + ")," for row in registry_rows(resource)
     )
@@ -64,7 +91,8 @@ def render_handler(resource_name: str, resource: ResourceEntry, *, src_layout: b
         name=_quote(resource_name),
         rows=rows,
         endpoint=_literal(resource_name),
-        path_setup=_SRC_PATH_SETUP if src_layout else "",
+        path_setup=(_SRC_PATH_SETUP if src_layout else "")
+        + (_PTH_SETUP.format(names=repr(tuple(sorted(pth_files)))) if pth_files else ""),
     )
 
 

@@ -16,7 +16,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from flash.build.dependencies import (
     check_options,
     decode_config,
     encode_config,
+    file_owners,
     import_names,
     load_toml,
     normalise_name,
@@ -294,17 +295,19 @@ def _build_locked(
         kept = set(files)
         project_sizes = [item for item in project_sizes if item[0] in kept]
     with _timed(timings, "scan"):
-        scan = scan_project(root, files)
+        scan = scan_project(root, files, options.dependencies.python_version)
         _check_reserved_paths(files, scan)
     report("scan", f"{len(scan.functions)} functions on {len(scan.resources)} endpoints")
 
     with _timed(timings, "dependencies"):
         declared = [
-            (d, f"{f.path}:{f.line} (endpoint {f.resource!r})")
+            (d, f"{f.path}:{f.decorator_line or f.line} (endpoint {f.resource!r})")
             for f in scan.functions
             for d in f.dependencies
         ]
-        deps = vendor_dependencies(root, declared, options.dependencies, flash_dir / "cache")
+        deps = vendor_dependencies(
+            root, declared, options.dependencies, flash_dir / "cache", refresh=options.force
+        )
     mask_too(deps.index_urls)
     report("dependencies", f"{len(deps.pins)} packages")
 
@@ -327,12 +330,17 @@ def _build_locked(
     )
     with _timed(timings, "handlers"):
         entries = _project_entries(root, files)
-        entries += _handler_entries(manifest, src_layout=scan.src_layout)
+        project_files = {entry.name for entry in entries}
+        # A vendored .pth file works where site-packages' do: its handler reads it.
+        pth_files = (
+            tuple(sorted(p.name for p in deps.site_dir.glob("*.pth"))) if deps.site_dir else ()
+        )
+        entries += _handler_entries(manifest, src_layout=scan.src_layout, pth_files=pth_files)
         entries += _runtime_entries(
             vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle")
         )
         dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
-        _check_collisions(entries, dep_entries)
+        _check_collisions(entries, dep_entries, project_files, deps.site_dir)
         _check_import_names(files, scan.src_layout, deps.site_dir)
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
@@ -597,10 +605,12 @@ def _project_entry(root: Path, rel: str, index_config: bool) -> _archive.Entry:
     return _archive.Entry(name=rel, data=data, executable=bool(source.stat().st_mode & 0o111))
 
 
-def _handler_entries(manifest: Manifest, *, src_layout: bool) -> list[_archive.Entry]:
+def _handler_entries(
+    manifest: Manifest, *, src_layout: bool, pth_files: tuple[str, ...] = ()
+) -> list[_archive.Entry]:
     entries = []
     for name, resource in manifest.resources.items():
-        source = render_handler(name, resource, src_layout=src_layout)
+        source = render_handler(name, resource, src_layout=src_layout, pth_files=pth_files)
         try:
             compile(source, resource.handler_file, "exec")
         except SyntaxError as exc:  # pragma: no cover - a bug in the generator, not the project
@@ -639,15 +649,33 @@ def _has_package(site_dir: Path | None, name: str) -> bool:
     return site_dir is not None and (site_dir / name / "__init__.py").is_file()
 
 
-def _check_collisions(entries: list[_archive.Entry], dep_entries: list[_archive.Entry]) -> None:
+def _check_collisions(
+    entries: list[_archive.Entry],
+    dep_entries: list[_archive.Entry],
+    project_files: Collection[str],
+    site_dir: Path | None,
+) -> None:
+    """Refuse a vendored file at the path of one the archive has already: a project file
+    (``project_files``), or one the build writes (a handler, the Flash runtime)."""
     own = {e.name for e in entries}
     for dep in dep_entries:
-        if dep.name in own:
+        if dep.name not in own:
+            continue
+        # Read only now: every package's RECORD, to name the one at fault.
+        dist = file_owners(site_dir).get(dep.name) if site_dir is not None else None
+        theirs = f"the vendored dependency {dist!r}" if dist else "a vendored dependency"
+        exclude = f"--exclude {dist}" if dist else "--exclude the dependency"
+        if dep.name in project_files:
             raise BuildError(
-                f"project file {dep.name!r} collides with a file of a vendored dependency; "
-                "rename the project file or --exclude the dependency",
+                f"project file {dep.name!r} collides with a file of {theirs}; rename the "
+                f"project file or {exclude}",
                 path=dep.name,
             )
+        what = "a generated handler" if dep.name.startswith("handler_") else "the Flash runtime"
+        raise BuildError(
+            f"{theirs} ships {dep.name!r}, a file of {what} that flash build puts in the "
+            f"archive; {exclude}, or drop it from the dependencies"
+        )
 
 
 def _check_import_names(files: list[str], src_layout: bool, site_dir: Path | None) -> None:

@@ -11,6 +11,7 @@ import bisect
 import hashlib
 import io
 import re
+import sys
 import tokenize
 import unicodedata
 import warnings
@@ -79,6 +80,9 @@ class RemoteSpec:
     # methods of a class have some: the build warns when these get no JSON Schema.
     typed: bool = False
     typed_methods: tuple[str, ...] = ()
+    # The line of its @remote decorator (``line`` is the def's), where its options are asked
+    # for: what errors about its dependencies name. 0 when not known.
+    decorator_line: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,15 +116,18 @@ def sanitize_resource_name(name: str) -> str:
     return "resource_" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
 
 
-def scan_project(root: Path, files: Sequence[str]) -> ScanResult:
+def scan_project(root: Path, files: Sequence[str], python_version: str | None = None) -> ScanResult:
     """Find the ``@remote`` functions and classes of the project at ``root``.
 
     ``files`` are the project's files as posix paths relative to ``root``; only ``.py`` files
-    are read. Raises BuildError for anything that cannot be known without running the code.
+    are read, with the grammar of ``python_version`` (the workers' Python, "3.10"; this
+    interpreter's when None): syntax the target cannot run is an error. Raises BuildError for
+    anything that cannot be known without running the code.
     """
     src_layout = has_src_layout(files)
     modules = [
-        _load_module(root, rel, src_layout) for rel in sorted(f for f in files if f.endswith(".py"))
+        _load_module(root, rel, src_layout, python_version)
+        for rel in sorted(f for f in files if f.endswith(".py"))
     ]
     if src_layout:
         _check_import_roots(modules)
@@ -394,20 +401,28 @@ class _Module:
         return self._names
 
 
-def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
+def _load_module(
+    root: Path, rel: str, src_layout: bool = False, python_version: str | None = None
+) -> _Module:
     try:
         data = (root / rel).read_bytes()
     except OSError as exc:
         raise BuildError(f"cannot read file: {exc.strerror or exc}", path=rel) from None
     source = _decode(data, rel)
+    target = _target_feature_version(python_version)
     try:
-        tree = ast.parse(source, filename=rel)
+        # With the target's grammar: syntax its workers cannot import is refused here.
+        tree = ast.parse(source, filename=rel, feature_version=target)
         # ast.parse takes what only the compiler refuses (a repeated keyword argument,
         # `return` outside a function), which the worker's import would fail on.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarnings: for the worker's import to show
             compile(tree, rel, "exec", dont_inherit=True)
     except SyntaxError as exc:
+        if target is not None and python_version is not None:
+            error = _target_syntax_error(source, rel, exc, target, python_version)
+            if error is not None:
+                raise error from None
         # A file that never names remote may well be no part of the app (a Python 2 script).
         hint = "" if "remote" in source else _NOT_THE_APP
         raise BuildError(
@@ -427,6 +442,37 @@ def _load_module(root: Path, rel: str, src_layout: bool = False) -> _Module:
     # few modules that configs are imported from a second time.
     kept = tree if _may_decorate(source) else None
     return _Module(rel, name, is_package, source, kept)
+
+
+def _target_feature_version(python_version: str | None) -> tuple[int, int] | None:
+    """The target's (major, minor) for ast.parse's feature_version: None when it is this
+    interpreter's or newer (ast.parse knows no grammar newer than its own)."""
+    numbers = re.match(r"(\d+)\.(\d+)", python_version or "")
+    if numbers is None:
+        return None
+    target = (int(numbers[1]), int(numbers[2]))
+    return target if target < sys.version_info[:2] else None
+
+
+def _target_syntax_error(
+    source: str, rel: str, exc: SyntaxError, target: tuple[int, int], python_version: str
+) -> BuildError | None:
+    """The error for syntax this interpreter parses but the target Python cannot run (an
+    ``except*`` for 3.10 workers, whose import would fail); None for a syntax error on any
+    Python, reported as such."""
+    try:
+        ast.parse(source, filename=rel)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    shown = f"{target[0]}.{target[1]}"
+    return BuildError(
+        f"syntax error for Python {shown}, the workers' Python (--python-version "
+        f"{python_version}): {exc.msg}; rewrite it for Python {shown}, or build for a "
+        "newer Python",
+        path=rel,
+        line=exc.lineno,
+        col=exc.offset,
+    )
 
 
 def _module_name(rel: str, src_layout: bool) -> tuple[str, bool]:
@@ -1651,6 +1697,7 @@ class _Project:
             col=node.col_offset + 1,
             typed=bool(typed_methods) if isinstance(node, ast.ClassDef) else _has_type_hints(node),
             typed_methods=typed_methods,
+            decorator_line=found.site.lineno,
         )
 
 

@@ -18,15 +18,54 @@ from flash.cli._output import (
     check_state_folder,
     console,
     describe,
+    fail,
     stage_printer,
     user_errors,
 )
 
 _DEFAULTS = DependencyOptions()
 
+# What marks a folder as a project's root: its dependency files, or a build's state; a
+# folder's own .git too.
+_ROOT_MARKERS = ("pyproject.toml", "requirements.txt", FLASH_DIR)
+_OWN_ROOT_MARKERS = (*_ROOT_MARKERS, ".git")
+
+
+def project_dir_or_cwd(project_dir: Path | None, command: str) -> Path:
+    """PROJECT_DIR as given, else the current folder, unless that is a package of a project
+    whose root is above it: built as a project of its own, it would get its own signing key
+    and functions named without the package (``a.f``, not ``w.a.f``), so it is refused
+    unless passed explicitly."""
+    if project_dir is not None:
+        return project_dir
+    cwd = Path.cwd()
+    # A folder with dependency files, a build's state or a repository of its own is a
+    # project's root, a package or not (once built with `.`, it is one).
+    own_root = any((cwd / marker).exists() for marker in _OWN_ROOT_MARKERS)
+    if (cwd / "__init__.py").is_file() and not own_root:
+        for ancestor in cwd.parents:
+            marker = next((m for m in _ROOT_MARKERS if (ancestor / m).exists()), None)
+            if marker is not None:
+                fail(
+                    f"{cwd} is a package of the project at {ancestor} (which has {marker}); "
+                    f"run `flash {command}` there (or `flash {command} {ancestor}`), or, to "
+                    f"{command} this folder as a project of its own, pass it: "
+                    f"`flash {command} .`"
+                )
+            if not (ancestor / "__init__.py").is_file():
+                break  # above the packages: not this project's
+    return Path(".")
+
 
 def build(
-    project_dir: Annotated[Path, typer.Argument(help="Project to build.")] = Path("."),
+    project_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Project to build [default: the current folder; refused in a package folder "
+            "of a project, whose root is to be built instead]",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         str, typer.Option("--output", "-o", help="Archive file name, inside .flash/.")
     ] = "archive.tar.gz",
@@ -67,11 +106,20 @@ def build(
             "--max-size", help="Largest archive allowed, in MB of its contents before compression."
         ),
     ] = 500.0,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if up to date.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Rebuild even if up to date, and re-resolve and reinstall the dependencies "
+            "(picks up new versions and rewritten wheels; without it, a resolution is reused "
+            "like a lock file).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Build PROJECT_DIR into .flash/archive.tar.gz with one handler per endpoint."""
+    project_dir = project_dir_or_cwd(project_dir, "build")
     options = BuildOptions(
         project_dir=project_dir,
         output=output,

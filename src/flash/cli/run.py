@@ -31,6 +31,7 @@ from flash.cli._output import (
     wait_for_stop,
     warn,
 )
+from flash.cli.build import project_dir_or_cwd
 from flash.cli.serve import print_endpoints
 from flash.platform.devloop import Reloader, interrupt_failure, watch_and_reload
 from flash.platform.local import LocalPlatform
@@ -40,7 +41,14 @@ from flash.platform.web_app import WebApp, WebAppError, defines_web_app
 
 
 def run(
-    project_dir: Annotated[Path, typer.Argument(help="Project to build and serve.")] = Path("."),
+    project_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Project to build and serve [default: the current folder; refused in a "
+            "package folder of a project, whose root is to be run instead]",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the platform (0: any free port).")] = 8000,
     app_port: Annotated[
@@ -63,7 +71,7 @@ def run(
     check_port("--port", port)
     check_port("--app-port", app_port)
     check_max_workers(max_workers)
-    root = project_dir.resolve()
+    root = project_dir_or_cwd(project_dir, "run").resolve()
     check_state_folder(root / FLASH_DIR)
     options = BuildOptions(project_dir=root)
     platform: LocalPlatform | None = None
