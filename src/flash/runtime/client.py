@@ -17,6 +17,7 @@ import inspect
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -292,13 +293,24 @@ class PlatformInvoker:
             wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
             items.append({"args": wire_args, "kwargs": wire_kwargs})
         # As many jobs as the body limit asks, one after the other (they hold one slot of
-        # the map's concurrency); a job's failure is each of its items' failure.
+        # the map's concurrency); a job's failure is each of its items' failure, unless the
+        # job crashed its worker.
         outcomes: list[tuple[bool, Any]] = []
         for job_items in _by_size(items, _MAP_JOB_BYTES):
             try:
                 outcomes += await self._map_job(fn, target, job_items, digests)
             except Exception as exc:
-                outcomes += [(False, exc)] * len(job_items)
+                if len(job_items) == 1 or not _worker_crashed(exc):
+                    outcomes += [(False, exc)] * len(job_items)
+                    continue
+                # The job crashed its worker, alone, twice (the platform runs such a job
+                # once more, by itself): one of its items did, maybe only one. Each item
+                # runs again as a job of its own, so only those that crash a worker fail.
+                for item in job_items:
+                    try:
+                        outcomes += await self._map_job(fn, target, [item], digests)
+                    except Exception as item_exc:
+                        outcomes.append((False, item_exc))
         return outcomes
 
     async def _map_job(
@@ -1188,6 +1200,20 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
         except ValueError:
             pass
     raise _remote_exception(str(message), details, common)
+
+
+# How the platform fails a job that a worker's process died running (it exited, or a
+# signal killed it), as nothing the worker answered: "worker <id> exited with code 7; ...".
+_WORKER_CRASH = re.compile(r"worker \S+ (?:exited with code -?\d+|was killed by signal \d+)")
+
+
+def _worker_crashed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the failure of a job whose worker process died running it."""
+    return (
+        type(exc) is RemoteExecutionError
+        and exc.remote_type is None
+        and _WORKER_CRASH.match(exc.message) is not None
+    )
 
 
 def _without_pickle(answer: Mapping[str, Any]) -> dict[str, Any]:

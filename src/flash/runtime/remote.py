@@ -45,6 +45,8 @@ __all__ = [
     "MapError",
     "RemoteClass",
     "RemoteFunction",
+    "RemoteInstance",
+    "RemoteMethod",
     "get_invoker",
     "remote",
     "run",
@@ -356,7 +358,9 @@ class RemoteFunction(_Remote):
         On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
         every slot busy a few times over; a chunk whose items' size would pass the body limit
         goes as several jobs, one after another),
-        which saves most of the per-job cost. A failed
+        which saves most of the per-job cost. A chunk's job that crashes its worker runs
+        again as one job per item, so only an item that crashes a worker on its own fails
+        (the others run more than once). A failed
         item (or a chunk's failed job, for each of its items) does not stop the others; then
         MapError lists every failure, unless ``return_exceptions`` puts each exception in its
         item's place instead.
@@ -488,39 +492,163 @@ class RemoteInstance:
         self.args = args
         self.kwargs = kwargs
         self._local: Any = None
+        self._root: RemoteInstance | None = None  # the handle an options() clone came from
 
     def local_instance(self) -> Any:
+        root = self.__dict__.get("_root")  # absent from a handle an older Flash pickled
+        if root is not None:
+            return root.local_instance()
         if self._local is None:
             self._local = self.remote_class.__wrapped__(*self.args, **self.kwargs)
         return self._local
 
-    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+    def __getattr__(self, method: str) -> RemoteMethod:
         if method.startswith("_"):
             raise AttributeError(method)
         cls = self.remote_class.__wrapped__
         if not callable(getattr(cls, method, None)):
             raise AttributeError(f"{cls.__qualname__} has no method {method!r}")
+        return RemoteMethod(self, method)
 
-        def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-            invoker = get_invoker()
-            if invoker is not None:
-                return invoker.call_method(self, method, args, kwargs)
-            # A generator method's items come as a list, as they do from the endpoint.
-            remote_class = self.remote_class
-            timeout = remote_class.call_options.timeout
-            names = remote_class._local_names() if timeout is not None else None
-            bound = getattr(self.local_instance(), method)
-            return _run_local(bound, args, kwargs, collect=True, timeout=timeout, names=names)
-
-        call.__name__ = method
-        return call
+    def _with_class(self, remote_class: RemoteClass) -> RemoteInstance:
+        """This handle, its calls made with ``remote_class``'s options; in-process, on the
+        same instance (the endpoint keeps one per constructor arguments, whatever the call's
+        timeout)."""
+        clone = RemoteInstance(remote_class, self.args, self.kwargs)
+        clone._root = self.__dict__.get("_root") or self
+        return clone
 
     def __getstate__(self) -> dict[str, Any]:
         # Not the in-process instance: a copy makes its own on first use, as a handle does.
-        return {**self.__dict__, "_local": None}
+        return {**self.__dict__, "_local": None, "_root": None}
 
     def __repr__(self) -> str:
         return f"<remote {self.remote_class.__wrapped__.__qualname__} instance>"
+
+
+class RemoteMethod:
+    """A method of a remote instance: ``await handle.method(x)``, and as a remote function
+    has them, ``.call``, ``.stream`` (generator methods), ``.map``/``.starmap`` and
+    ``.options``."""
+
+    def __init__(self, handle: RemoteInstance, name: str) -> None:
+        self.handle = handle
+        self.__name__ = name
+        cls = handle.remote_class.__wrapped__
+        self.__qualname__ = f"{cls.__qualname__}.{name}"
+        found = getattr(cls, name, None)
+        self.is_generator = inspect.isgeneratorfunction(found) or inspect.isasyncgenfunction(found)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        handle, method = self.handle, self.__name__
+        invoker = get_invoker()
+        if invoker is not None:
+            return invoker.call_method(handle, method, args, kwargs)
+        # A generator method's items come as a list, as they do from the endpoint.
+        remote_class = handle.remote_class
+        timeout = remote_class.call_options.timeout
+        names = remote_class._local_names() if timeout is not None else None
+        bound = getattr(handle.local_instance(), method)
+        return _run_local(bound, args, kwargs, collect=True, timeout=timeout, names=names)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Blocking call, for code that is not async: ``result = handle.method.call(x)``."""
+        return run(self(*args, **kwargs))
+
+    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Items of a generator method: ``async for x in handle.method.stream()``.
+
+        In-process, each item as it is produced. Through a platform the endpoint answers a
+        method call once: the items all come when the method has finished.
+        """
+        if not self.is_generator:
+            raise TypeError(f"{self.__qualname__} is not a generator method")
+        handle, method = self.handle, self.__name__
+        invoker = get_invoker()
+        if invoker is not None:
+            return _items_of(invoker.call_method(handle, method, args, kwargs))
+        remote_class = handle.remote_class
+        timeout = remote_class.call_options.timeout
+        names = remote_class._local_names() if timeout is not None else None
+        bound = getattr(handle.local_instance(), method)
+        return _stream_local(bound, args, kwargs, timeout=timeout, names=names)
+
+    def options(
+        self,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        serialization: str | None = None,
+    ) -> RemoteMethod:
+        """This method with other call options, as ``Model.options(...)`` gives them to every
+        method: ``await handle.method.options(timeout=30)(x)``. A different ``serialization``
+        reaches another instance on the endpoint (JSON calls and pickled ones keep theirs
+        apart)."""
+        remote_class = self.handle.remote_class.options(
+            timeout=timeout, retries=retries, serialization=serialization
+        )
+        return RemoteMethod(self.handle._with_class(remote_class), self.__name__)
+
+    async def map(
+        self,
+        items: Iterable[Any],
+        *,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """``[await handle.method(item) for item in items]``, ``concurrency`` calls at a
+        time, in order; each call is a job of its own. Failures as for a function's map."""
+        return await _map_each(
+            self, [((item,), {}) for item in items], concurrency, return_exceptions
+        )
+
+    async def starmap(
+        self,
+        items: Iterable[Iterable[Any]],
+        *,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """``[await handle.method(*args) for args in items]``: :meth:`map` for several
+        arguments."""
+        work: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(tuple(args), {}) for args in items]
+        return await _map_each(self, work, concurrency, return_exceptions)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self.__qualname__} of {self.handle!r}>"
+
+
+async def _items_of(result: Awaitable[Any]) -> AsyncIterator[Any]:
+    for item in await result:
+        yield item
+
+
+async def _map_each(
+    call: Callable[..., Awaitable[Any]],
+    work: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    concurrency: int,
+    return_exceptions: bool,
+) -> list[Any]:
+    """``call(*args, **kwargs)`` for each of ``work``, ``concurrency`` at a time, in order;
+    MapError for the failures, unless ``return_exceptions``."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    gate = asyncio.Semaphore(concurrency)
+    outcomes: list[tuple[bool, Any]] = [(True, None)] * len(work)
+
+    async def one(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        async with gate:
+            try:
+                outcomes[index] = (True, await call(*args, **kwargs))
+            except Exception as exc:
+                outcomes[index] = (False, exc)
+
+    await asyncio.gather(*(one(i, args, kwargs) for i, (args, kwargs) in enumerate(work)))
+    results = [value for _, value in outcomes]
+    errors = {i: value for i, (ok, value) in enumerate(outcomes) if not ok}
+    if errors and not return_exceptions:
+        raise MapError(results, errors)
+    return results
 
 
 def _run_local(
