@@ -19,6 +19,7 @@ from typing import Any
 from flash.build.pipeline import BuildOptions, Progress, build_project
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform, lock_state_dir
+from flash.runtime.protocol import SOURCE_DIR_ENV_VAR
 from flash.runtime.remote import set_invoker
 from flash.sdk.connect import connect
 
@@ -45,7 +46,10 @@ def start_project(
         if warn is not None:
             for warning in result.warnings:
                 warn(str(warning))
-        platform = LocalPlatform(state_dir, **platform_options)
+        # Workers' tracebacks name the project's files, not the served copy's.
+        worker_env = {SOURCE_DIR_ENV_VAR: str(options.project_dir.resolve())}
+        worker_env.update(platform_options.pop("worker_env", None) or {})
+        platform = LocalPlatform(state_dir, worker_env=worker_env, **platform_options)
     except BaseException:
         os.close(state_lock)
         raise

@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import sys
 import traceback
 import types
@@ -51,6 +52,7 @@ from flash.runtime.protocol import (
     RESULT_NOT_JSON,
     RESULT_NOT_PICKLABLE,
     SIGNATURE_REJECTED,
+    SOURCE_DIR_ENV_VAR,
     SUPPORTED_PROTOCOL_VERSIONS,
     UNKNOWN_FUNCTION,
     UNKNOWN_METHOD,
@@ -96,6 +98,14 @@ _PLUMBING_DIRS: tuple[str, ...] = tuple(
     os.path.dirname(os.path.abspath(mod.__file__ or "")) + os.sep
     for mod in (asyncio, concurrent.futures)
 )
+
+
+# The folder the worker runs the build in (the platform starts it there): tracebacks name
+# its files as the project's own where they are there (see _in_source_dir).
+_APP_DIR: str | None = None
+with contextlib.suppress(OSError):
+    _APP_DIR = os.getcwd() + os.sep
+_TRACEBACK_FILE = re.compile(r'^(\s*File ")([^"]+)(")', re.MULTILINE)
 
 
 class ManifestError(ValueError):
@@ -1357,9 +1367,29 @@ def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
             while start < len(frames) and _is_plumbing(frames[start].filename):
                 start += 1
             summary.stack = traceback.StackSummary.from_list(frames[start:])
-        return "".join(summary.format())
+        return _in_source_dir("".join(summary.format()))
     except Exception:  # a broken __str__ must not lose the job's answer
         return f"{type(exc).__name__} (traceback unavailable)\n"
+
+
+def _in_source_dir(text: str) -> str:
+    """``text`` with the build's files named as the project's, where the platform says
+    where the project is ($FLASH_SOURCE_DIR, ``flash run``) and the file is there: an
+    editor opens the project's file, not the copy being served (a vendored package's stay
+    as they are: the project has no such file)."""
+    source = os.environ.get(SOURCE_DIR_ENV_VAR)
+    if not source or _APP_DIR is None:
+        return text
+
+    def named(found: re.Match[str]) -> str:
+        path = found[2]
+        if path.startswith(_APP_DIR):
+            candidate = os.path.join(source, path[len(_APP_DIR) :])
+            if os.path.isfile(candidate):
+                path = candidate
+        return f"{found[1]}{path}{found[3]}"
+
+    return _TRACEBACK_FILE.sub(named, text)
 
 
 def _is_plumbing(filename: str) -> bool:

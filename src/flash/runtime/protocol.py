@@ -28,6 +28,7 @@ __all__ = [
     "RUNSYNC_LIMIT",
     "RUN_LIMIT",
     "SIGNATURE_REJECTED",
+    "SOURCE_DIR_ENV_VAR",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "UNKNOWN_FUNCTION",
     "UNKNOWN_METHOD",
@@ -42,6 +43,10 @@ __all__ = [
 # The manifest every archive carries at its top, and the variable that can point elsewhere.
 MANIFEST_FILENAME = "flash_manifest.json"
 MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
+
+# The project folder a build served on this machine came from (``flash run``): a worker's
+# tracebacks name the project's files there, which an editor opens, not the served copy's.
+SOURCE_DIR_ENV_VAR = "FLASH_SOURCE_DIR"
 
 # Jobs a worker runs at once: the resource's ``concurrency``, set by the platform.
 WORKER_CONCURRENCY_ENV_VAR = "FLASH_WORKER_CONCURRENCY"
