@@ -538,3 +538,8 @@ def test_validate_never_raises(value: Any, schema: Any) -> None:
     assert len(issues) <= MAX_ISSUES
     assert all(isinstance(i, Issue) and isinstance(i.path, str) for i in issues)
     json.dumps([i._asdict() for i in issues])  # ready to go into an error response
+
+
+def test_a_null_is_described_once() -> None:
+    (issue,) = validate(None, {"type": "integer"}, path="kwargs.x")
+    assert issue.message == "expected integer, got null"

@@ -889,7 +889,7 @@ def _describe_type(expected: Any) -> str:
 
 
 def _describe(value: Any, kind: str) -> str:
-    if kind in ("array", "object"):
+    if kind in ("array", "object", "null"):  # "null", not "null null"
         return kind
     return f"{kind} {_preview(value)}"
 
