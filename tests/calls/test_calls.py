@@ -665,11 +665,9 @@ def test_a_result_that_breaks_its_annotation_names_the_call(platform: LocalPlatf
     chain = app_module("chain")
     with pytest.raises(InvalidResultError) as info:
         asyncio.run(chain.wrong_return(1))
-    # The worker checks the result against the annotation (its JSON clients get an answer
-    # that keeps to the published schema): the caller raises the same error as its own check.
     message = str(info.value)
-    assert "wrong_return' does not match its return annotation" in message, message
-    assert 'result: expected integer, got string "not a number"' in message, message
+    assert message.startswith("wrong_return returned a value its return annotation does not")
+    assert "result: Input should be a valid integer" in message and "'not a number'" in message
     assert "[callsapp.chain.wrong_return on svc-a, job " in message
     assert isinstance(info.value, flash.RemoteError) and info.value.job_id
 

@@ -76,3 +76,12 @@ def test_default_chunks_of_a_long_map_lose_no_bystander(jobs: Any) -> None:
     results = asyncio.run(jobs.double_or_die.map(items, return_exceptions=True))
     assert results[:199] == [x * 2 for x in range(199)]
     assert _is_crash(results[199]), results[199]
+
+
+def test_a_chunk_whose_every_item_crashes_stops_after_a_few(jobs: Any) -> None:
+    # Each crash costs two worker restarts: past three items that crash again on their own,
+    # the rest of the chunk fails with it, unrun.
+    items: list[Any] = ["die"] * 6 + [1]
+    results = asyncio.run(jobs.double_or_die.map(items, chunk_size=7, return_exceptions=True))
+    assert all(_is_crash(error) for error in results[:6]), results
+    assert _is_crash(results[6])  # the bystander after the cap fails with the chunk

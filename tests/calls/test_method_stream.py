@@ -94,6 +94,25 @@ def test_a_generator_method_streams_through_the_platform(model: Any) -> None:
     assert asyncio.run(counter.where()) == "method-stream"  # it ran on the endpoint
 
 
+def test_a_generator_method_streams_item_by_item_through_the_platform(
+    model: Any, tmp_path: Path
+) -> None:
+    counter = model.Counter(0)
+    gate = tmp_path / "gate"
+
+    async def main() -> list[Any]:
+        seen = []
+        async for item in counter.count_gated.stream(3, str(gate)):
+            seen.append(item)
+            gate.write_text("seen")  # the method goes on only once we saw item 0
+        return seen
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    # Not streamed, a generator method's call answers with the list of its items.
+    assert asyncio.run(counter.count(2)) == [0, 1]
+    assert asyncio.run(counter.add(1)) == 1  # the endpoint's other methods answer as before
+
+
 def test_streaming_a_method_that_is_no_generator_is_refused(model: Any) -> None:
     with pytest.raises(TypeError, match=r"Counter\.add is not a generator method"):
         model.Counter(1).add.stream(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib.util
+import inspect
 import json
 import sys
 import textwrap
@@ -189,6 +190,15 @@ def _ticks(n: int) -> Iterator[int]:
 
 
 def run(handler: Any, payload: Any) -> dict[str, Any]:
+    """The answer to a job that answers once. An endpoint with a generator (a class's
+    generator method too) has a streaming handler: its one answer, a failure read back from
+    the JSON text it streams it as."""
+    if inspect.isasyncgenfunction(handler):
+        (answer,) = run_streaming(handler, payload)
+        if set(answer) == {"error"}:
+            answer = json.loads(answer["error"])
+            answer.pop("item")
+        return answer
     return asyncio.run(handler({"id": "j", "input": payload}))
 
 
@@ -427,30 +437,18 @@ def test_numbers_beyond_float_range_are_refused_before_the_call(handler_for: Any
     assert ok["success"] and app[0].CALLS == [(1e308, [1e308, 1e308])]
 
 
-def test_a_result_that_breaks_its_return_annotation_fails_the_call(handler_for: Any) -> None:
+def test_a_result_goes_as_its_function_returned_it(handler_for: Any) -> None:
+    # The worker does not check a result against its annotation (see _json_success): the
+    # Python client checks what it decodes, and raises InvalidResultError.
     handler = handler_for("bad_return", "bad_items", "Scorer")
     answer = run(handler, {"function": "bad_return", "kwargs": {"x": 1}})
-    assert not answer["success"] and answer["error_type"] == "ResultNotJson", answer
-    assert "'bad_return'" in answer["error"] and "return annotation" in answer["error"]
-    assert answer["issues"] == [
-        {"path": "result", "message": 'expected integer, got string "not an int"'}
-    ]
-    items = run(handler, {"function": "bad_items", "kwargs": {"n": 2}})
-    assert items["error_type"] == "ResultNotJson" and "'bad_items'" in items["error"]
-    assert [i["path"] for i in items["issues"]] == ["result[1].width"], items
-    method = run(handler, {"function": "Scorer", "init": {"weights": {}}, "method": "label"})
-    assert method["error_type"] == "ResultNotJson" and "'Scorer.label'" in method["error"]
-    assert [i["path"] for i in method["issues"]] == ["result"]
-    # A generator method's job answers with the list of its items, each checked.
-    upto = run(
+    assert answer["success"] and answer["result"] == "not an int", answer
+    # A generator method's job answers with each of its items.
+    upto = run_streaming(
         handler,
         {"function": "Scorer", "init": {"weights": {}}, "method": "upto", "kwargs": {"n": 3}},
     )
-    assert upto["success"] and upto["result"] == [0, 1, 2], upto
-    # A streamed item is checked against the schema of each item.
-    streaming = handler_for("bad_return", streaming=True)
-    (item,) = run_streaming(streaming, {"function": "bad_return", "kwargs": {"x": 1}})
-    assert json.loads(item["error"])["error_type"] == "ResultNotJson", item
+    assert [item["result"] for item in upto if item["success"]] == [0, 1, 2], upto
 
 
 @pytest.mark.parametrize(

@@ -360,3 +360,19 @@ def test_numbers_json_cannot_hold_are_refused_wherever_they_are() -> None:
     assert issue.path == "kwargs.m.b" and "1e400" in issue.message
     (issue,) = validate(json.loads("-1e400"), {}, path="kwargs.anything")
     assert issue.path == "kwargs.anything" and "-Infinity" in issue.message
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        datetime.timedelta(microseconds=5),  # "PT5e-06S" before, which no reader takes
+        datetime.timedelta(seconds=59.999999),  # "PT60S" before: a whole minute
+        datetime.timedelta(seconds=12.345678),
+        -datetime.timedelta(days=2, seconds=1.5),
+    ],
+)
+def test_a_duration_result_reads_back_as_itself(delta: datetime.timedelta) -> None:
+    from pydantic import TypeAdapter
+
+    text = to_json_result(delta)
+    assert TypeAdapter(datetime.timedelta).validate_python(text) == delta, text

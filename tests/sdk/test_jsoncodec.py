@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, TypeVar
 
@@ -74,7 +74,6 @@ def test_a_class_without_a_constructor_takes_no_init_arguments() -> None:
     ("cls", "name"),
     [
         (Model, "untyped"),  # no hints
-        (Model, "tokens"),  # a generator streams: pickled
         (Model, "_private"),  # the build publishes public methods only
         (Model, "missing"),
         (UntypedConstructor, "size"),  # the constructor cannot be sent as JSON
@@ -209,3 +208,22 @@ def test_a_bad_result_lists_its_first_problems_at_paths_the_worker_writes() -> N
     problems = str(info.value).split(": ", 1)[1].split("; ")
     assert len(problems) == MAX_ISSUES  # not 500: the message stays readable
     assert problems[0].startswith('result["odd key"][0]: Input should be a valid integer')
+
+
+def test_a_generators_codec_decodes_each_item_and_the_list_of_them() -> None:
+    def numbers(n: int) -> Iterator[float]:
+        yield from range(n)
+
+    async def anumbers(n: int) -> AsyncIterator[float]:
+        yield 1.0
+
+    for fn in (numbers, anumbers):
+        codec = codec_for(fn)
+        assert codec is not None and codec.stream
+        item = codec.decode_item(1)
+        assert item == 1.0 and type(item) is float  # each item as annotated
+        assert codec.decode([1, 2]) == [1.0, 2.0]  # a call not streamed: the list of them
+        with pytest.raises(ValueError, match="yielded an item"):
+            codec.decode_item("one")
+    codecs = method_codecs_for(Model, "tokens")
+    assert codecs is not None and codecs[1].decode_item("a") == "a"

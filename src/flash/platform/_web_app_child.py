@@ -126,7 +126,12 @@ def _server_class() -> Any:
             for server in self.servers:
                 server.close()
             deadline = time.monotonic() + FIRST_REQUEST_WAIT_S
-            while self.replaced and self.awaits_a_request() and time.monotonic() < deadline:
+            while (
+                self.replaced
+                and not self.force_exit  # a second signal: stop now
+                and self.awaits_a_request()
+                and time.monotonic() < deadline
+            ):
                 await asyncio.sleep(0.01)
             await super().shutdown(sockets=sockets)
 

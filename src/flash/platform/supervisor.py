@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
-from flash.runtime.protocol import WORKER_CONCURRENCY_ENV_VAR
+from flash.runtime.protocol import SOURCE_DIR_ENV_VAR, WORKER_CONCURRENCY_ENV_VAR
 from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR
 from flash.sdk.resources import SECRET_REFERENCE
 
@@ -600,7 +600,8 @@ _MASKED_MIN = 8
 # Variables of the serving shell that no worker gets: a RunPod secret reaches a worker only
 # as its endpoint's env names it (as on RunPod), the account's API key never, Flash's index
 # URLs (tokens) are the build's; the platform sets the keys workers need itself, and allows
-# unsigned pickles only when told (a leftover FLASH_ALLOW_UNSIGNED=1 must not).
+# unsigned pickles only when told (a leftover FLASH_ALLOW_UNSIGNED=1 must not), and names
+# the project folder of what it serves itself (flash serve of an archive has none).
 _WITHHELD = frozenset(
     {
         "RUNPOD_API_KEY",
@@ -610,6 +611,7 @@ _WITHHELD = frozenset(
         "FLASH_API_KEY",
         KEY_ENV_VAR,
         ALLOW_UNSIGNED_ENV_VAR,
+        SOURCE_DIR_ENV_VAR,
     }
 )
 

@@ -35,8 +35,9 @@ __all__ = [
 # How long a replaced web app may take to finish the requests it is answering.
 WEB_APP_DRAIN_S = 30.0
 # How long stopping waits for the web app's processes, all together, before killing them:
-# uvicorn's own limit on finishing requests, and time to exit after it.
-WEB_APP_STOP_S = WEB_APP_DRAIN_S + 5.0
+# uvicorn's own limit on finishing requests, after a replaced app's wait for requests on
+# their way (_web_app_child.FIRST_REQUEST_WAIT_S), and time to exit after it.
+WEB_APP_STOP_S = WEB_APP_DRAIN_S + 5.0 + 5.0
 # How long an app may take to start before a warning says it is still starting.
 WEB_APP_SLOW_S = 60.0
 

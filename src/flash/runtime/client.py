@@ -20,7 +20,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -108,7 +108,23 @@ class JsonCodec(Protocol):
     # BodyNotJson for a value JSON has no form for (the call may go pickled instead).
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
-    def decode(self, value: Any) -> Any: ...
+    def decode(self, value: Any) -> Any: ...  # a generator's: the list of its items
+
+    # A generator's codec (``stream``) decodes each item it yields with decode_item.
+    @property
+    def stream(self) -> bool: ...
+
+    def decode_item(self, value: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A job submitted to /run, whose items are read through /stream."""
+
+    url: str
+    job_id: str
+    deadline: float | None
+    nonce: str | None
 
 
 # Set by the SDK (it needs pydantic); inside a worker there is none and calls use pickle.
@@ -209,20 +225,16 @@ class PlatformInvoker:
         """Where serialize keeps the digests of a signed call's big pickles (None: unsigned)."""
         return None if self.signing_key is None else {}
 
-    def _may_pickle(self, target: _Target, *, stream: bool = False) -> None:
+    def _may_pickle(self, target: _Target) -> None:
         """Refuse a pickled call this caller cannot sign: the answer would be unsigned too,
         and unpickling it would run whatever the gateway (or whoever answers) put there."""
         if self.signing_key is not None or self.allow_unsigned:
             return
-        other_way = (
-            ""
-            if stream  # a stream always goes pickled
-            else "; or annotate every parameter and the return value with JSON-able types, "
-            "and the function is called with JSON"
-        )
         raise RemoteError(
             "a pickled call needs the app's signing key, and this client has none: set "
-            f"FLASH_SIGNING_KEY (flash run does) or pass flash.connect(signing_key=...){other_way}",
+            "FLASH_SIGNING_KEY (flash run does) or pass flash.connect(signing_key=...); or "
+            "annotate every parameter and the return value with JSON-able types, and the "
+            "function is called with JSON",
             endpoint=target.resource,
             function=target.function,
         )
@@ -305,12 +317,19 @@ class PlatformInvoker:
                     continue
                 # The job crashed its worker, alone, twice (the platform runs such a job
                 # once more, by itself): one of its items did, maybe only one. Each item
-                # runs again as a job of its own, so only those that crash a worker fail.
+                # runs again as a job of its own, so only those that crash a worker fail;
+                # after a few such crashes (a config every item fails on: out of memory),
+                # the rest fail with the chunk, unrun: each crash costs two worker restarts.
+                crashed = 0
                 for item in job_items:
+                    if crashed >= _MAX_MAP_CRASHES:
+                        outcomes.append((False, exc))
+                        continue
                     try:
                         outcomes += await self._map_job(fn, target, [item], digests)
                     except Exception as item_exc:
                         outcomes.append((False, item_exc))
+                        crashed += _worker_crashed(item_exc)
         return outcomes
 
     async def _map_job(
@@ -358,43 +377,59 @@ class PlatformInvoker:
         target = _target(remote_class)
         codecs = _method_codecs(remote_class, method, self.signing_key)
         if codecs is not None:
-            init_codec, method_codec = codecs
-            init: dict[str, Any] = {}
-            arguments: dict[str, Any] = {}
+            json_payload = _json_method_payload(target, handle, method, args, kwargs, codecs)
             try:
-                init = init_codec.encode(handle.args, handle.kwargs)
-                arguments = method_codec.encode(args, kwargs)
-                json_payload = {
-                    "function": target.function,
-                    "init": init,
-                    "method": method,
-                    "kwargs": arguments,
-                }
                 output, _, job_id = await self._call(
                     target, json_payload, remote_class.call_options
                 )
             except BodyNotJson as exc:
-                # Never pickled instead: the worker keeps the instances of JSON calls apart
-                # from those of pickled ones, and this call would reach another one.
-                raise _not_json(target, exc, "class", {**init, **arguments}) from None
-            return _decode_json(method_codec, output, target, job_id)
+                raise _not_json_method(target, exc, json_payload) from None
+            return _decode_json(codecs[1], output, target, job_id)
         self._may_pickle(target)
         digests = self._digests()
-        ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
-        method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
-        payload = {
-            "function_name": target.function,
-            "execution_type": "class",
-            "args": ctor_args,
-            "kwargs": ctor_kwargs,
-            "method_name": method,
-            "method_args": method_args,
-            "method_kwargs": method_kwargs,
-        }
+        payload = _class_payload(target, handle, method, args, kwargs, digests)
         output, nonce, job_id = await self._call(
             target, payload, remote_class.call_options, digests
         )
-        return self._unpack(output, target, job_id, nonce, generator=False)
+        # A generator method's items: streamed by the endpoint, the list of their answers.
+        generator = _is_generator_method(cls, method)
+        return self._unpack(output, target, job_id, nonce, generator=generator)
+
+    async def stream_method(
+        self, handle: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        """Yield a generator method's items as the endpoint produces them, from the instance
+        the handle's other calls reach (the same job as call_method sends, read through
+        /stream)."""
+        remote_class = handle.remote_class
+        if remote_class.resource_name == self.own_resource:
+            bound = getattr(handle.local_instance(), method)
+            async for item in _stream_here(bound, args, kwargs):
+                yield item
+            return
+        cls = remote_class.__wrapped__
+        _check_call(cls, None, handle.args, handle.kwargs)
+        _check_call(cls, method, args, kwargs)
+        target = _target(remote_class)
+        options = remote_class.call_options
+        codecs = _method_codecs(remote_class, method, self.signing_key)
+        if codecs is not None:
+            json_payload = _json_method_payload(target, handle, method, args, kwargs, codecs)
+            try:
+                opened = await self._open_stream(target, json_payload, options)
+            except BodyNotJson as exc:
+                raise _not_json_method(target, exc, json_payload) from None
+            async with contextlib.aclosing(self._follow(target, opened, pickled=False)) as chunks:
+                async for _, chunk in chunks:
+                    yield _json_item(codecs[1], chunk, target, opened.job_id)
+            return
+        self._may_pickle(target)
+        digests = self._digests()
+        payload = _class_payload(target, handle, method, args, kwargs, digests)
+        opened = await self._open_stream(target, payload, options, digests)
+        async with contextlib.aclosing(self._follow(target, opened, pickled=True)) as chunks:
+            async for index, chunk in chunks:
+                yield self._unpack_one(chunk, target, opened.job_id, opened.nonce, index)
 
     async def stream(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -407,19 +442,63 @@ class PlatformInvoker:
             return
         _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
-        self._may_pickle(target, stream=True)
+        mode = fn.call_options.serialization
+        codec = _codec(fn, self.signing_key)
+        if codec is not None:
+            arguments: dict[str, Any] = {}
+            opened: _Opened | None = None
+            try:
+                arguments = codec.encode(args, kwargs)
+                json_payload = {"function": target.function, "kwargs": arguments}
+                opened = await self._open_stream(target, json_payload, fn.call_options)
+            except BodyNotJson as exc:
+                if self.signing_key is None or mode == "json":
+                    raise _not_json(target, exc, mode, arguments) from None
+                # Sent pickled instead, as call_function does.
+            except PayloadTooLargeError:
+                if not _may_auto_pickle(mode, self.signing_key):
+                    raise
+            if opened is not None:
+                async with contextlib.aclosing(
+                    self._follow(target, opened, pickled=False)
+                ) as chunks:
+                    async for _, chunk in chunks:
+                        yield _json_item(codec, chunk, target, opened.job_id)
+                return
+        self._may_pickle(target)
         digests = self._digests()
         wire_args, wire_kwargs = serialize_args(args, kwargs, digests=digests)
         payload = {"function_name": target.function, "args": wire_args, "kwargs": wire_kwargs}
-        body, deadline, nonce = self._job_body(target, payload, fn.call_options, digests)
+        opened = await self._open_stream(target, payload, fn.call_options, digests)
+        async with contextlib.aclosing(self._follow(target, opened, pickled=True)) as chunks:
+            async for index, chunk in chunks:
+                yield self._unpack_one(chunk, target, opened.job_id, opened.nonce, index)
+
+    async def _open_stream(
+        self,
+        target: _Target,
+        payload: dict[str, Any],
+        options: CallOptions,
+        digests: Digests | None = None,
+    ) -> _Opened:
+        """Submit ``payload`` as a job to /run, whose items are then read through /stream."""
+        body, deadline, nonce = self._job_body(target, payload, options, digests)
         url = self.endpoints.url(target.resource)
-        job = await self._submit(url, "run", body, deadline, target, fn.call_options)
+        job = await self._submit(url, "run", body, deadline, target, options)
         job_id = job.get("id")
         if not isinstance(job_id, str):
             raise EndpointUnavailableError(
                 f"{redact_url(url)}/run answered without a job id: {job!r:.200}",
                 **_names(target),
             )
+        return _Opened(url, job_id, deadline, nonce)
+
+    async def _follow(
+        self, target: _Target, opened: _Opened, *, pickled: bool
+    ) -> AsyncGenerator[tuple[int, Any], None]:
+        """Each stream chunk's output with its position, as the endpoint produces them; the
+        job's failure raised once its stream ends. Closed early, it cancels the job."""
+        url, job_id, deadline, nonce = opened.url, opened.job_id, opened.deadline, opened.nonce
         finished = False
         index = 0
         poll = _Poll(target, job_id, deadline)
@@ -428,14 +507,15 @@ class PlatformInvoker:
                 answer = await self._get(f"{url}/stream/{job_id}", deadline, target, job_id)
                 chunks = answer.get("stream") or []
                 for chunk in chunks:
-                    yield self._unpack_one(chunk.get("output"), target, job_id, nonce, index)
+                    yield index, chunk.get("output") if isinstance(chunk, dict) else None
                     index += 1
                 status = answer.get("status")
                 if status in _FINAL:
                     finished = True
                     if status != "COMPLETED":
                         final = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
-                        _raise_for(final, target, self._failure_details(final, target, nonce))
+                        details = self._failure_details(final, target, nonce, pickled=pickled)
+                        _raise_for(final, target, details)
                     return
                 if poll.past_deadline():
                     raise poll.timed_out("stream")  # the finally below cancels the job
@@ -951,6 +1031,33 @@ def _method_codecs(
     return codecs
 
 
+def _json_method_payload(
+    target: _Target,
+    handle: Any,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    codecs: tuple[JsonCodec, JsonCodec],
+) -> dict[str, Any]:
+    """A class's call as a JSON job's input; what JSON cannot carry fails here (see
+    _not_json_method)."""
+    init_codec, method_codec = codecs
+    payload: dict[str, Any] = {"function": target.function, "init": {}, "method": method}
+    payload["kwargs"] = {}
+    try:
+        payload["init"] = init_codec.encode(handle.args, handle.kwargs)
+        payload["kwargs"] = method_codec.encode(args, kwargs)
+    except BodyNotJson as exc:
+        raise _not_json_method(target, exc, payload) from None
+    return payload
+
+
+def _not_json_method(target: _Target, exc: BodyNotJson, payload: dict[str, Any]) -> ValueError:
+    # Never pickled instead: the worker keeps the instances of JSON calls apart from those of
+    # pickled ones, and this call would reach another one.
+    return _not_json(target, exc, "class", {**payload["init"], **payload["kwargs"]})
+
+
 def _recorded_reason(wrapped: Any, method: str | None = None) -> str | None:
     """Why the build gave ``wrapped`` (or its ``method``) no JSON schema, as its manifest
     records (``pickle_only``): this process's types may allow what the build's did not.
@@ -1030,12 +1137,57 @@ def _json_result(output: Any, target: _Target, job_id: str | None) -> Any:
 
 
 def _decode_json(codec: JsonCodec, output: Any, target: _Target, job_id: str | None) -> Any:
-    """A typed call's result as its return annotation says, or InvalidResultError."""
+    """A typed call's result as its return annotation says, or InvalidResultError. A
+    generator's: the list of its items, each an answer of its own from a streaming endpoint."""
+    if codec.stream and isinstance(output, list):
+        return [_json_item(codec, answer, target, job_id) for answer in output]
     result = _json_result(output, target, job_id)
     try:
         return codec.decode(result)
     except ValueError as exc:  # pydantic's ValidationError is one; this module cannot name it
         raise InvalidResultError(str(exc), **_names(target, job_id)) from None
+
+
+def _json_item(codec: JsonCodec, answer: Any, target: _Target, job_id: str | None) -> Any:
+    """One item a typed generator yielded, from its answer (a stream chunk's output)."""
+    if isinstance(answer, dict) and answer.get("success") is False:
+        common = _names(target, job_id)
+        # Unsigned (a JSON success is not signed): its pickled exception stays unread.
+        raise _remote_exception(str(answer.get("error", "")), _without_pickle(answer), common)
+    if not isinstance(answer, dict) or answer.get("encoding") != "json":
+        raise RemoteError(f"expected a JSON answer, got {answer!r:.200}", **_names(target, job_id))
+    try:
+        return codec.decode_item(answer.get("result"))
+    except ValueError as exc:  # pydantic's ValidationError is one; this module cannot name it
+        raise InvalidResultError(str(exc), **_names(target, job_id)) from None
+
+
+def _class_payload(
+    target: _Target,
+    handle: Any,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    digests: Digests | None,
+) -> dict[str, Any]:
+    """A pickled call of ``method`` on the instance ``handle`` stands for: the worker keeps
+    one per constructor arguments as pickled, so each call of the handle reaches it."""
+    ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
+    method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
+    return {
+        "function_name": target.function,
+        "execution_type": "class",
+        "args": ctor_args,
+        "kwargs": ctor_kwargs,
+        "method_name": method,
+        "method_args": method_args,
+        "method_kwargs": method_kwargs,
+    }
+
+
+def _is_generator_method(cls: Any, method: str) -> bool:
+    found = getattr(cls, method, None)
+    return inspect.isgeneratorfunction(found) or inspect.isasyncgenfunction(found)
 
 
 def _names(target: _Target | None, job_id: str | None = None) -> dict[str, Any]:
@@ -1202,6 +1354,9 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
     raise _remote_exception(str(message), details, common)
 
 
+# Items of a map chunk run again one by one after its job crashed a worker, at most this
+# many of them crashing a worker again before the rest fail with the chunk.
+_MAX_MAP_CRASHES = 3
 # How the platform fails a job that a worker's process died running (it exited, or a
 # signal killed it), as nothing the worker answered: "worker <id> exited with code 7; ...".
 _WORKER_CRASH = re.compile(r"worker \S+ (?:exited with code -?\d+|was killed by signal \d+)")

@@ -45,7 +45,6 @@ __all__ = [
     "JsonCallError",
     "JsonResultError",
     "bind_json_call",
-    "check_json_result",
     "to_json_result",
 ]
 
@@ -109,12 +108,6 @@ def _has_issue(issues: list[Issue], where: str) -> bool:
         issue.path == where or (issue.path.startswith(where) and issue.path[len(where)] in ".[")
         for issue in issues
     )
-
-
-def check_json_result(value: Any, schema: Any) -> list[Issue]:
-    """How ``value``, a JSON result (see :func:`to_json_result`), breaks ``schema``, the
-    output schema the build recorded for its function: paths start with ``result``."""
-    return validate(value, schema, path="result")
 
 
 def check_json_arguments(arguments: Mapping[str, Any]) -> None:
@@ -686,13 +679,15 @@ def _duration_text(delta: datetime.timedelta) -> str:
     """ISO 8601, as pydantic writes it: P1DT2H3M4.5S."""
     sign = "-" if delta < datetime.timedelta(0) else ""
     delta = abs(delta)
-    seconds = delta.seconds + delta.microseconds / 1e6
-    hours, rest = divmod(seconds, 3600)
+    # Whole numbers, then the microseconds as digits: a float's text would round 59.999999
+    # up to 60 and write 5 µs as 5e-06, which no reader takes.
+    hours, rest = divmod(delta.seconds, 3600)
     minutes, secs = divmod(rest, 60)
     text = f"{sign}P{delta.days}DT" if delta.days else f"{sign}PT"
     if hours:
-        text += f"{int(hours)}H"
+        text += f"{hours}H"
     if minutes:
-        text += f"{int(minutes)}M"
-    text += f"{secs:g}S"
+        text += f"{minutes}M"
+    fraction = f".{delta.microseconds:06d}".rstrip("0") if delta.microseconds else ""
+    text += f"{secs}{fraction}S"
     return text

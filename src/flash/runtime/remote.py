@@ -556,16 +556,19 @@ class RemoteMethod:
         return run(self(*args, **kwargs))
 
     def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        """Items of a generator method: ``async for x in handle.method.stream()``.
-
-        In-process, each item as it is produced. Through a platform the endpoint answers a
-        method call once: the items all come when the method has finished.
+        """Items of a generator method: ``async for x in handle.method.stream()``, each as it
+        is produced, from the instance the handle's other calls reach.
         """
         if not self.is_generator:
             raise TypeError(f"{self.__qualname__} is not a generator method")
         handle, method = self.handle, self.__name__
         invoker = get_invoker()
         if invoker is not None:
+            stream_method = getattr(invoker, "stream_method", None)
+            if stream_method is not None:
+                items: AsyncIterator[Any] = stream_method(handle, method, args, kwargs)
+                return items
+            # An invoker that cannot stream a method: its items come once it has finished.
             return _items_of(invoker.call_method(handle, method, args, kwargs))
         remote_class = handle.remote_class
         timeout = remote_class.call_options.timeout

@@ -3,7 +3,7 @@
 Every parameter positional-or-keyword or keyword-only, every parameter and the return value
 annotated (a constructor's return may not be), the hints resolvable, and pydantic able to
 give each type a JSON Schema. A generator's return type names what it yields: the build
-publishes a stream of those, the Python client pickles the call.
+publishes a stream of those, which the Python client reads item by item.
 
 The build's schema child loads this file by path, since there ``flash`` is the archive's
 stand-in without this module: it imports nothing from flash, only the standard library and

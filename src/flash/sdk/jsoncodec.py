@@ -1,9 +1,10 @@
 """How the Python client turns a call into a typed JSON job, when the types allow it.
 
 The build's rule (flash.sdk.json_rule): every parameter and the return value annotated with
-types pydantic can express as JSON Schema, no ``*args``/``**kwargs``; and, since calls from
-Python do not stream, not a generator. Registered with the runtime client when the SDK is
-imported; a worker without pydantic simply keeps using signed pickles.
+types pydantic can express as JSON Schema, no ``*args``/``**kwargs``. A generator's codec
+decodes each item it yields (a stream's) with the type its annotation names, and a call not
+streamed (the list of them) as a list of that type. Registered with the runtime client when
+the SDK is imported; a worker without pydantic simply keeps using signed pickles.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class JsonCodec:
     # into lists and text (and refuse other objects), so "auto" pickles such a call.
     loose: bool = False
     name: str = "the function"  # for errors
+    # A generator: ``result`` is the type of each item; ``items`` that of the list of them.
+    stream: bool = False
+    items: TypeAdapter[Any] | None = None
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = _client.check_arguments(self.signature, self.name, args, kwargs)
@@ -55,11 +59,25 @@ class JsonCodec:
         return _as_json(name, adapter, value, False)
 
     def decode(self, value: Any) -> Any:
+        """The result of a call; a generator's: the list of its items."""
+        adapter = self.items if self.items is not None else self.result
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(
+                f"{self.name} returned a value its return annotation does not allow: "
+                f"{_issues(exc, 'result')}"
+            ) from None
+
+    def decode_item(self, value: Any) -> Any:
+        """One item a generator yielded (its stream's): of the type its annotation names."""
+        if not self.stream:
+            return self.decode(value)
         try:
             return self.result.validate_python(value)
         except ValidationError as exc:
             raise ValueError(
-                f"{self.name} returned a value its return annotation does not allow: "
+                f"{self.name} yielded an item its return annotation does not allow: "
                 f"{_issues(exc, 'result')}"
             ) from None
 
@@ -134,11 +152,11 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
         types = json_call_types(fn, method=method)
     except NotJsonCallable:
         return None
-    if types.stream:  # generators stream, which typed JSON calls from Python do not (yet)
-        return None
     loose = any(_is_loose(hint) for hint in (*types.hints.values(), types.returned))
     name = getattr(fn, "__qualname__", repr(fn))
-    return JsonCodec(types.signature, types.params, types.result, loose, name)
+    # A generator's ``returned`` is what each item is (Iterator[T], AsyncGenerator[T, ...]).
+    items = TypeAdapter(_LIST[types.returned]) if types.stream else None
+    return JsonCodec(types.signature, types.params, types.result, loose, name, types.stream, items)
 
 
 def _is_loose(hint: Any) -> bool:
@@ -151,6 +169,8 @@ def _is_loose(hint: Any) -> bool:
         return False  # its arguments are values, not types
     return any(_is_loose(arg) for arg in typing.get_args(hint))
 
+
+_LIST: Any = list  # list[T] of a T known only when this runs
 
 _NO_ARGUMENTS = JsonCodec(inspect.Signature(), {}, TypeAdapter(type(None)))
 
