@@ -53,7 +53,7 @@ def call_with_runpod_client(url: str) -> None:
 
 
 async def call_with_flash_client() -> None:
-    print("\nFlash's client (await fn(...), signed pickles or typed JSON as the types allow):")
+    print("\nFlash's client (await fn(...): typed JSON as the types allow, else signed pickles):")
     from workers.classifier import Classifier
     from workers.cpu_worker import embed_documents
     from workers.gpu_worker import embed
@@ -62,7 +62,9 @@ async def call_with_flash_client() -> None:
     documents = await embed_documents(["a b", " c  d "])  # cpu-worker calls gpu-worker
     show("cpu-worker embed_documents (-> gpu-worker)", list(documents))
     model = Classifier(["great", "fast"])
-    show("classifier predict('so fast') (typed JSON)", await model.predict("so fast"))
+    # A class's calls go as signed pickles from a client with the app's key: one handle,
+    # one instance, whichever of its methods are typed.
+    show("classifier predict('so fast') (signed pickle)", await model.predict("so fast"))
 
 
 def main() -> None:
