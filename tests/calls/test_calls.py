@@ -732,6 +732,9 @@ def test_wrong_arguments_of_a_class_fail_before_sending(platform: LocalPlatform)
     )
     assert str(typed.value) == "wrong arguments for Tally: missing a required argument: 'start'"
     assert str(loose.value) == "wrong arguments for kind: missing a required argument: 'x'"
+    # The handle itself refuses them, where it is made, before any method is called.
+    with pytest.raises(TypeError, match=r"wrong arguments for Classifier: too many positional"):
+        model.Classifier(["great"], 1, 2)
     assert _job_count(platform) == jobs_before
     # Defaults, *args and **kwargs still take what Python takes.
     classifier = model.Classifier(positive=["great"])

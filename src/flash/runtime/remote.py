@@ -35,7 +35,7 @@ from collections.abc import (
 )
 from typing import Any, Protocol
 
-from flash.runtime.client import CallOptions
+from flash.runtime.client import CallOptions, _check_call
 from flash.runtime.errors import RemoteTimeoutError
 
 __all__ = [
@@ -464,6 +464,8 @@ class RemoteClass(_Remote):
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
+        # Wrong constructor arguments fail where the handle is made, not at its first call.
+        _check_call(self.__wrapped__, None, args, kwargs)
         return RemoteInstance(self, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
