@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import QuietHandler
+
+from flash.runtime.client import Endpoints, PlatformInvoker
+from flash.runtime.remote import set_invoker
 
 
 def connections_to(port: int) -> int:
@@ -93,3 +97,16 @@ class Restartable:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@contextlib.contextmanager
+def keyless(platform: Any) -> Iterator[None]:
+    """Calls in the block go to ``platform`` (a LocalPlatform) from a client without the
+    app's key that refuses unsigned pickles: it sends no pickle."""
+    client = PlatformInvoker(Endpoints(platform.url, platform.api_key), allow_unsigned=False)
+    previous = set_invoker(client)
+    try:
+        yield
+    finally:
+        set_invoker(previous)
+        client.close()

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.calls.project import write_project
-from tests.calls.support import connections_to
+from tests.calls.support import connections_to, keyless
 from tests.helpers import CreatesFile, Logs, completed_jobs, wait_for
 
 import flash
@@ -558,7 +558,7 @@ def test_a_client_without_the_key_sends_no_pickled_call(platform: LocalPlatform)
     # Its answer would come back unsigned, and unpickling that runs what the gateway says.
     chain = app_module("chain")
     jobs_before = _job_count(platform)
-    with _keyless(platform):
+    with keyless(platform):
         with pytest.raises(flash.RemoteError) as info:
             asyncio.run(chain.noop(1))
         with pytest.raises(flash.MapError) as mapped:
@@ -572,19 +572,6 @@ def test_a_client_without_the_key_sends_no_pickled_call(platform: LocalPlatform)
     assert "JSON-able types" in message and message.endswith("[callsapp.chain.noop on svc-a]")
     assert all(isinstance(e, flash.RemoteError) for e in mapped.value.errors.values())
     assert _job_count(platform) == jobs_before + 1  # helper's only
-
-
-@contextlib.contextmanager
-def _keyless(platform: LocalPlatform) -> Iterator[None]:
-    """Calls in the block go from a client without the app's key that refuses unsigned
-    pickles."""
-    keyless = PlatformInvoker(Endpoints(platform.url, platform.api_key), allow_unsigned=False)
-    previous = set_invoker(keyless)
-    try:
-        yield
-    finally:
-        set_invoker(previous)
-        keyless.close()
 
 
 def _job_count(platform: LocalPlatform) -> int:
@@ -702,7 +689,7 @@ def test_bytes_json_cannot_carry_go_pickled_or_fail_naming_the_argument(
     assert asyncio.run(chain.same_bytes(raw)) == raw
     assert asyncio.run(chain.same_bytes(b"text")) == b"text"  # UTF-8: JSON still carries it
     jobs_before = _job_count(platform)
-    with _keyless(platform), pytest.raises(ValueError) as info:
+    with keyless(platform), pytest.raises(ValueError) as info:
         asyncio.run(chain.same_bytes(raw))
     assert str(info.value) == (
         "callsapp.chain.same_bytes: argument b: bytes that are not UTF-8 have no JSON form, "

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.calls.support import keyless
 from tests.helpers import Logs
 from tests.integration.projects import served_files
 
 from flash.platform import LocalPlatform
-from flash.runtime.client import Endpoints, PlatformInvoker
-from flash.runtime.remote import set_invoker
 from flash.sdk import InvalidResultError
 
 FILES = {
@@ -120,18 +119,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPlat
         yield platform, importlib.import_module("jsonstreamapp.svc")
 
 
-@contextlib.contextmanager
-def _keyless(platform: LocalPlatform) -> Iterator[None]:
-    """Calls in the block go from a client without the app's key, which sends no pickle."""
-    keyless = PlatformInvoker(Endpoints(platform.url, platform.api_key), allow_unsigned=False)
-    previous = set_invoker(keyless)
-    try:
-        yield
-    finally:
-        set_invoker(previous)
-        keyless.close()
-
-
 async def _gated(stream: AsyncIterator[Any], gate: Path) -> list[Any]:
     """The items of ``stream``, opening ``gate`` once the first came: the generator goes
     on past its first item only once the caller has seen it."""
@@ -153,7 +140,7 @@ def test_a_typed_generator_streams_as_json_from_a_client_without_the_key(
     served: tuple[LocalPlatform, Any], tmp_path: Path
 ) -> None:
     platform, svc = served
-    with _keyless(platform):
+    with keyless(platform):
         gate = tmp_path / "gate"
         assert asyncio.run(_gated(svc.gated.stream(3, str(gate)), gate)) == [0, 1, 2]
         again = tmp_path / "again"
@@ -189,7 +176,7 @@ def test_a_loosely_typed_generator_goes_pickled_with_the_key_and_json_without(
     platform, svc = served
     # Any: JSON would bring a tuple as a list, so a caller with the key pickles the call.
     assert asyncio.run(_items(svc.each.stream([(1, 2)]))) == [(1, 2)]
-    with _keyless(platform):
+    with keyless(platform):
         assert asyncio.run(_items(svc.each.stream([(1, 2)]))) == [[1, 2]]
 
 
@@ -203,7 +190,7 @@ def test_an_item_its_annotation_does_not_allow_fails_the_stream_after_those_befo
         async for item in svc.wrong.stream(7):
             seen.append(item)
 
-    with _keyless(platform), pytest.raises(InvalidResultError, match="return annotation"):
+    with keyless(platform), pytest.raises(InvalidResultError, match="return annotation"):
         asyncio.run(main())
     assert seen == [7]
 
@@ -211,15 +198,15 @@ def test_an_item_its_annotation_does_not_allow_fails_the_stream_after_those_befo
 # ---------------------------------------------------------------- generator methods
 
 
-@pytest.mark.parametrize("keyless", [False, True], ids=["pickled", "json"])
+@pytest.mark.parametrize("without_key", [False, True], ids=["pickled", "json"])
 def test_a_generator_method_streams_item_by_item_from_the_handles_instance(
-    served: tuple[LocalPlatform, Any], tmp_path: Path, keyless: bool
+    served: tuple[LocalPlatform, Any], tmp_path: Path, without_key: bool
 ) -> None:
     platform, svc = served
     # With the key a class's calls go as signed pickles; without it, as JSON: each way
     # reaches its own instance, so the two runs start apart.
-    start = 1000 if keyless else 0
-    with _keyless(platform) if keyless else contextlib.nullcontext():
+    start = 1000 if without_key else 0
+    with keyless(platform) if without_key else contextlib.nullcontext():
         tally = svc.Tally(start)
         assert asyncio.run(tally.add(5)) == start + 5
         gate = tmp_path / "gate"

@@ -94,20 +94,21 @@ def test_a_generator_method_streams_through_the_platform(model: Any) -> None:
     assert asyncio.run(counter.where()) == "method-stream"  # it ran on the endpoint
 
 
+async def _gated_stream(counter: Any, gate: Path) -> list[Any]:
+    """The items of ``counter.count_gated``, whose generator goes on past item 0 only once
+    this caller has seen it (and written ``gate``): they come one by one, or not at all."""
+    seen = []
+    async for item in counter.count_gated.stream(3, str(gate)):
+        seen.append(item)
+        gate.write_text("seen")
+    return seen
+
+
 def test_a_generator_method_streams_item_by_item_through_the_platform(
     model: Any, tmp_path: Path
 ) -> None:
     counter = model.Counter(0)
-    gate = tmp_path / "gate"
-
-    async def main() -> list[Any]:
-        seen = []
-        async for item in counter.count_gated.stream(3, str(gate)):
-            seen.append(item)
-            gate.write_text("seen")  # the method goes on only once we saw item 0
-        return seen
-
-    assert asyncio.run(main()) == [0, 1, 2]
+    assert asyncio.run(_gated_stream(counter, tmp_path / "gate")) == [0, 1, 2]
     # Not streamed, a generator method's call answers with the list of its items.
     assert asyncio.run(counter.count(2)) == [0, 1]
     assert asyncio.run(counter.add(1)) == 1  # the endpoint's other methods answer as before
@@ -143,16 +144,7 @@ def test_in_process_a_method_streams_item_by_item(model: Any, tmp_path: Path) ->
     try:
         assert get_invoker() is None  # calls run in this process
         counter = model.Counter(0)
-        gate = tmp_path / "gate"
-
-        async def main() -> list[Any]:
-            seen = []
-            async for item in counter.count_gated.stream(3, str(gate)):
-                seen.append(item)
-                gate.write_text("seen")  # the generator goes on only once we saw item 0
-            return seen
-
-        assert asyncio.run(main()) == [0, 1, 2]
+        assert asyncio.run(_gated_stream(counter, tmp_path / "gate")) == [0, 1, 2]
         assert counter.where.options(timeout=5).call() == "here"
         # One instance per handle, also through an options() clone.
         assert counter.add.options(timeout=5).handle.local_instance() is counter.local_instance()

@@ -20,11 +20,18 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from flash.runtime import context as _context
 from flash.runtime.errors import (
@@ -90,6 +97,10 @@ _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
 # A map job's items stop short of the limit by a margin for the rest of the body (the
 # signature, the context, JSON's quotes); one item alone may use the whole of it.
 _MAP_JOB_BYTES = RUNSYNC_LIMIT * 3 // 4
+
+
+# What a call's sending gives back: _call's answer, or _open_stream's job.
+_Sent = TypeVar("_Sent")
 
 
 @dataclass(frozen=True)
@@ -246,24 +257,13 @@ class PlatformInvoker:
             return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
-        mode = fn.call_options.serialization
         codec = _codec(fn, self.signing_key)
         if codec is not None:
-            arguments: dict[str, Any] = {}
-            try:
-                arguments = codec.encode(args, kwargs)
-                json_payload = {"function": target.function, "kwargs": arguments}
-                output, _, job_id = await self._call(target, json_payload, fn.call_options)
-            except BodyNotJson as exc:
-                if self.signing_key is None or mode == "json":
-                    raise _not_json(target, exc, mode, arguments) from None
-                # Sent pickled instead, which a function (it keeps no state) does not notice.
-            except PayloadTooLargeError:
-                if not _may_auto_pickle(mode, self.signing_key):
-                    raise
-                # Refused before it ran: its pickle may fit (JSON writes a byte of bytes as
-                # up to 6 characters).
-            else:
+            sent = await self._send_json(
+                fn, target, codec, args, kwargs, lambda p: self._call(target, p, fn.call_options)
+            )
+            if sent is not None:
+                output, _, job_id = sent
                 return _decode_json(codec, output, target, job_id)
         self._may_pickle(target)
         digests = self._digests()
@@ -442,22 +442,16 @@ class PlatformInvoker:
             return
         _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
-        mode = fn.call_options.serialization
         codec = _codec(fn, self.signing_key)
         if codec is not None:
-            arguments: dict[str, Any] = {}
-            opened: _Opened | None = None
-            try:
-                arguments = codec.encode(args, kwargs)
-                json_payload = {"function": target.function, "kwargs": arguments}
-                opened = await self._open_stream(target, json_payload, fn.call_options)
-            except BodyNotJson as exc:
-                if self.signing_key is None or mode == "json":
-                    raise _not_json(target, exc, mode, arguments) from None
-                # Sent pickled instead, as call_function does.
-            except PayloadTooLargeError:
-                if not _may_auto_pickle(mode, self.signing_key):
-                    raise
+            opened = await self._send_json(
+                fn,
+                target,
+                codec,
+                args,
+                kwargs,
+                lambda p: self._open_stream(target, p, fn.call_options),
+            )
             if opened is not None:
                 async with contextlib.aclosing(
                     self._follow(target, opened, pickled=False)
@@ -473,6 +467,32 @@ class PlatformInvoker:
         async with contextlib.aclosing(self._follow(target, opened, pickled=True)) as chunks:
             async for index, chunk in chunks:
                 yield self._unpack_one(chunk, target, opened.job_id, opened.nonce, index)
+
+    async def _send_json(
+        self,
+        fn: Any,
+        target: _Target,
+        codec: JsonCodec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        send: Callable[[dict[str, Any]], Awaitable[_Sent]],
+    ) -> _Sent | None:
+        """``send`` a function's call as JSON; None when it is to go pickled instead, from a
+        caller holding the key in auto mode (a function keeps no state, so it does not
+        notice): a value JSON cannot carry, or a body the route refused before it ran (its
+        pickle may fit: JSON writes a byte of bytes as up to 6 characters)."""
+        mode = fn.call_options.serialization
+        arguments: dict[str, Any] = {}
+        try:
+            arguments = codec.encode(args, kwargs)
+            return await send({"function": target.function, "kwargs": arguments})
+        except BodyNotJson as exc:
+            if self.signing_key is None or mode == "json":
+                raise _not_json(target, exc, mode, arguments) from None
+        except PayloadTooLargeError:
+            if not _may_auto_pickle(mode, self.signing_key):
+                raise
+        return None
 
     async def _open_stream(
         self,
