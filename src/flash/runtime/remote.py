@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -826,9 +827,14 @@ async def _stream_local(
     names: dict[str, Any] | None = None,
 ) -> AsyncIterator[Any]:
     if timeout is not None:
-        # As a remote stream: the whole stream must end by the deadline.
-        async for item in _stream_within(fn, args, kwargs, timeout, names or {}):
-            yield item
+        # As a remote stream: the whole stream must end by the deadline. Closed with this
+        # one, at once: left to the garbage collector, the generator's clean-up would run
+        # whenever that came, after aclose() had returned.
+        async with contextlib.aclosing(
+            _stream_within(fn, args, kwargs, timeout, names or {})
+        ) as items:
+            async for item in items:
+                yield item
         return
     result = fn(*args, **kwargs)
     if inspect.isasyncgen(result):
@@ -900,7 +906,7 @@ async def _stream_within(
     kwargs: dict[str, Any],
     timeout: float,
     names: dict[str, Any],
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     deadline = time.monotonic() + timeout
     result = fn(*args, **kwargs)  # a generator: nothing of it runs yet
     if inspect.isasyncgen(result):
