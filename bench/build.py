@@ -1,4 +1,5 @@
-"""Build benchmarks: cold build, no-change and code-only rebuilds, scanning, handler overhead.
+"""Build benchmarks: CLI start-up, cold build, no-change and code-only rebuilds, scanning,
+handler overhead.
 
     .venv/bin/python bench/build.py [--reference-venv PATH]
 
@@ -35,6 +36,21 @@ def _flash(*args: str, cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run([*FLASH, *args], cwd=cwd, check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+def bench_startup(reference_venv: Path | None) -> tuple[float, float | None]:
+    """Best of five `flash --help`: what every command pays before it starts its work.
+    And runpod-flash's, when its venv is given."""
+    ours = min(_flash("--help", cwd=Path.cwd()) for _ in range(5))
+    flash_bin = reference_venv / "bin" / "flash" if reference_venv else None
+    if flash_bin is None or not flash_bin.exists():
+        return ours, None
+    theirs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([str(flash_bin), "--help"], check=True, capture_output=True)
+        theirs.append(time.perf_counter() - start)
+    return ours, min(theirs)
 
 
 def bench_builds(work: Path) -> dict[str, float]:
@@ -217,6 +233,7 @@ def main() -> None:
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        startup, ref_startup = bench_startup(opts.reference_venv)
         builds = bench_builds(work)
         scan = bench_scan(work)
         scan_bound, scan_local = bench_remote_checks(work)
@@ -228,6 +245,12 @@ def main() -> None:
     ref_cold = f"{ref[0]:.2f} s (runpod-flash)" if ref else "~40 s (seed, documented)"
     ref_size = f"{ref[1] / 1e6:.3f} MB (runpod-flash)" if ref else "45 MB (seed, documented)"
     rows = [
+        (
+            "CLI start-up (flash --help)",
+            f"{startup:.2f} s",
+            f"{ref_startup:.2f} s (runpod-flash)" if ref_startup is not None else "-",
+            "-",
+        ),
         ("cold build, two functions", f"{ours_two[0]:.2f} s", ref_cold, "-"),
         ("archive size, two functions", f"{ours_two[1] / 1e6:.3f} MB", ref_size, "-"),
         ("cold build, init project", f"{builds['cold']:.2f} s", "-", "-"),

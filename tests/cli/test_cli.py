@@ -508,3 +508,39 @@ def test_build_and_run_in_a_package_folder_of_a_project_are_refused(tmp_path: Pa
     # A project root that is a package too (with __init__.py) is not refused.
     (root / "__init__.py").write_text("")
     assert flash("build", cwd=root).returncode == 0
+
+
+def test_the_command_line_starts_without_loading_what_its_commands_use() -> None:
+    # `flash --help` took a second when the CLI imported the build, the platform and the
+    # call path (pydantic, asyncio, the HTTP client) before parsing anything.
+    heavy = (
+        "pydantic",
+        "asyncio",
+        "cloudpickle",
+        "packaging",
+        "flash.build.pipeline",
+        "flash.platform.local",
+        "flash.runtime.client",
+    )
+    code = f"import sys, flash.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_sdk_loads_on_first_use_with_its_json_codecs() -> None:
+    # `import flash` is cheap, yet `from flash import remote` is the whole SDK: what it
+    # decorates is called as typed JSON where it can, with the codecs it installs.
+    code = (
+        "import sys, flash\n"
+        "from flash.runtime import client\n"
+        "print('flash.sdk.remote' in sys.modules, client._json_codec_factory is not None)\n"
+        "from flash import remote\n"
+        "print(remote.__module__, client._json_codec_factory is not None)\n"
+        "print(sorted(set(flash.__all__) - set(dir(flash))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True
+    )
+    assert out.stdout.splitlines() == ["False False", "flash.sdk.remote True", "[]"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
@@ -43,11 +43,17 @@ from flash.build.errors import (
     redact,
 )
 
-try:  # `packaging` is not a declared dependency; use it when present for exact validation.
-    from packaging.requirements import InvalidRequirement, Requirement
-except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
-    Requirement = None  # type: ignore[assignment,misc]
-    InvalidRequirement = ValueError  # type: ignore[assignment,misc]
+
+@functools.cache
+def _packaging_requirement() -> Any:
+    """packaging's ``Requirement``, or None. `packaging` is not a declared dependency: it is
+    used when present, for exact validation. Imported on first use, not with the CLI."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # exercised in a subprocess by the tests
+        return None
+    return Requirement
+
 
 # Bump when the cached data layout or the post-install clean-up changes.
 _CACHE_FORMAT = 3
@@ -150,8 +156,9 @@ def normalise_name(name: str) -> str:
 
 def _canonical_requirement(text: str) -> str:
     """Return a canonical spelling of ``text``; raise ``ValueError`` if it is not a requirement."""
-    if Requirement is not None:
-        req = Requirement(text)
+    requirement = _packaging_requirement()
+    if requirement is not None:
+        req = requirement(text)
         extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
         if req.url:
             spec = f" @ {req.url}"
@@ -189,7 +196,7 @@ def _checked_requirement(text: str, origin: str = "") -> tuple[str | None, str |
         return None, problem
     try:
         canonical = _canonical_requirement(text)
-    except InvalidRequirement as exc:
+    except ValueError as exc:  # packaging's InvalidRequirement is one
         return None, mask_config_urls(f"invalid requirement {text.strip()!r}{origin}: {exc}")
     problem = _relative_url_problem(canonical, origin)
     if problem is not None:
@@ -668,6 +675,8 @@ def _uv_binary() -> str:
 
 def _uv_version() -> str:
     # Read from package metadata, not `uv --version`, so a cache hit never starts uv.
+    import importlib.metadata  # only here: the CLI starts without it
+
     try:
         return importlib.metadata.version("uv")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover

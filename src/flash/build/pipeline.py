@@ -68,10 +68,9 @@ from flash.build.manifest import (
 from flash.build.scanner import RemoteSpec, ScanResult, import_path, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.build.target import builds_for_this_machine, platform_for_this_machine, this_machine
-from flash.runtime.protocol import MANIFEST_FILENAME
+from flash.runtime.protocol import FLASH_DIR, MANIFEST_FILENAME
 from flash.sdk.keys import ensure_signing_key
 
-FLASH_DIR = ".flash"
 STAMP_NAME = "build_stamp.json"
 LOCK_NAME = "build.lock"
 RUNTIME_DIR = Path(flash.__file__).parent / "runtime"

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from flash.build.dependencies import DependencyOptions
-from flash.build.errors import BuildError
-from flash.build.pipeline import FLASH_DIR, BuildOptions, BuildResult, build_project
 from flash.cli._output import (
     build_warning,
     check_state_folder,
@@ -22,6 +20,10 @@ from flash.cli._output import (
     stage_printer,
     user_errors,
 )
+from flash.runtime.protocol import FLASH_DIR
+
+if TYPE_CHECKING:
+    from flash.build.pipeline import BuildResult
 
 _DEFAULTS = DependencyOptions()
 
@@ -119,6 +121,9 @@ def build(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Build PROJECT_DIR into .flash/archive.tar.gz with one handler per endpoint."""
+    from flash.build.errors import BuildError
+    from flash.build.pipeline import BuildOptions, build_project
+
     project_dir = project_dir_or_cwd(project_dir, "build")
     options = BuildOptions(
         project_dir=project_dir,

@@ -10,13 +10,11 @@ its ``@remote`` calls going to the local endpoints. The machinery is flash.platf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from flash.build.errors import BuildError
-from flash.build.pipeline import FLASH_DIR, BuildOptions
 from flash.cli._output import (
     Stop,
     build_warning,
@@ -33,11 +31,12 @@ from flash.cli._output import (
 )
 from flash.cli.build import project_dir_or_cwd
 from flash.cli.serve import print_endpoints
-from flash.platform.devloop import Reloader, interrupt_failure, watch_and_reload
-from flash.platform.local import LocalPlatform
-from flash.platform.manifest import PlatformError
-from flash.platform.project import start_project
-from flash.platform.web_app import WebApp, WebAppError, defines_web_app
+from flash.runtime.protocol import FLASH_DIR
+
+if TYPE_CHECKING:
+    from flash.build.pipeline import BuildOptions
+    from flash.platform.local import LocalPlatform
+    from flash.platform.web_app import WebApp
 
 
 def run(
@@ -68,6 +67,13 @@ def run(
     watch: Annotated[bool, typer.Option(help="Rebuild and reload on source changes.")] = True,
 ) -> None:
     """Build PROJECT_DIR, serve its endpoints locally, and reload them when the code changes."""
+    # The build and the platform load here, not with the CLI: `flash --help` stays quick.
+    from flash.build.errors import BuildError
+    from flash.build.pipeline import BuildOptions
+    from flash.platform.devloop import Reloader, watch_and_reload
+    from flash.platform.manifest import PlatformError
+    from flash.platform.web_app import WebApp, WebAppError, defines_web_app
+
     check_port("--port", port)
     check_port("--app-port", app_port)
     check_max_workers(max_workers)
@@ -116,6 +122,10 @@ def say(message: str) -> None:
 def first_build(options: BuildOptions, stop: Stop, **platform_options: object) -> LocalPlatform:
     """Build and start serving; a stopping signal during the build exits as interrupted
     (the build's child processes got it too: their failure is not the project's)."""
+    from flash.build.errors import BuildError
+    from flash.platform.devloop import interrupt_failure
+    from flash.platform.project import start_project
+
     try:
         platform = start_project(
             options, progress=stage_printer(True), warn=build_warning, **platform_options

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,11 +19,9 @@ from flash.cli._output import (
     user_errors,
     wait_for_stop,
 )
-from flash.platform.local import LocalPlatform
-from flash.platform.manifest import PlatformError
-from flash.platform.project import serve_archive
-from flash.runtime.signing import SigningKeyError, load_signing_key
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_file, key_to_text
+
+if TYPE_CHECKING:
+    from flash.platform.local import LocalPlatform
 
 DEFAULT_STATE_DIR = Path(".flash")
 
@@ -48,6 +46,9 @@ def serve(
     ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Serve every endpoint of a built archive with real worker processes."""
+    from flash.platform.manifest import PlatformError
+    from flash.runtime.signing import SigningKeyError
+
     check_port("--port", port)
     check_max_workers(max_workers)
     check_state_folder(state_dir)
@@ -66,6 +67,10 @@ def serve_command(
     state_dir: Path = DEFAULT_STATE_DIR,
 ) -> None:
     """Extract ``archive``, serve it until SIGINT/SIGTERM, then stop every worker."""
+    from flash.platform.local import LocalPlatform
+    from flash.platform.project import serve_archive
+    from flash.sdk.keys import KEY_ENV_VAR, key_to_text
+
     key, source = app_signing_key(archive, state_dir)
     platform = LocalPlatform(
         state_dir,
@@ -91,6 +96,10 @@ def app_signing_key(archive: Path, state_dir: Path) -> tuple[bytes, str]:
     ``$FLASH_SIGNING_KEY``; else, for an archive built into a project's ``.flash/``, that
     project's key, so that a second server (its own ``--state-dir``) takes the project's
     calls; else the state folder's own, created if need be."""
+    from flash.platform.manifest import PlatformError
+    from flash.runtime.signing import load_signing_key
+    from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_file
+
     from_env = load_signing_key()
     if from_env is not None:
         return from_env, KEY_ENV_VAR

@@ -59,6 +59,7 @@ from flash.runtime.jsoncall import JsonResultError, check_json_arguments
 from flash.runtime.protocol import (
     DEADLINE_EXCEEDED,
     ERROR_CATEGORIES,
+    FLASH_DIR,
     MANIFEST_ENV_VAR,
     MANIFEST_FILENAME,
     PROTOCOL_VERSION,
@@ -1114,7 +1115,7 @@ def _module_names(wrapped: Any, manifest: Path) -> list[str]:
     names = [module]
     if module != "__main__":
         return names
-    root = manifest.parent.parent if manifest.parent.name == ".flash" else manifest.parent
+    root = manifest.parent.parent if manifest.parent.name == FLASH_DIR else manifest.parent
     try:
         relative = Path(inspect.getfile(wrapped)).resolve().relative_to(root.resolve())
     except (TypeError, OSError, ValueError):
@@ -1144,7 +1145,7 @@ def _manifest_candidates(wrapped: Any) -> Iterator[Path]:
     for start in starts:
         for folder in (start, *start.parents):
             yield folder / MANIFEST_FILENAME
-            yield folder / ".flash" / MANIFEST_FILENAME
+            yield folder / FLASH_DIR / MANIFEST_FILENAME
 
 
 def _json_result(output: Any, target: _Target, job_id: str | None) -> Any:

@@ -43,6 +43,8 @@ __all__ = [
 # The manifest every archive carries at its top, and the variable that can point elsewhere.
 MANIFEST_FILENAME = "flash_manifest.json"
 MANIFEST_ENV_VAR = "FLASH_MANIFEST_PATH"
+# A project's build state (the manifest, the archive, the signing key) lives in this folder.
+FLASH_DIR = ".flash"
 
 # The project folder a build served on this machine came from (``flash run``): a worker's
 # tracebacks name the project's files there, which an editor opens, not the served copy's.
