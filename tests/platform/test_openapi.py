@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import html
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
-from flash.platform.openapi import endpoint_document
+from flash.build.manifest import schema_record
+from flash.build.schemas import derive_schemas
+from flash.platform.openapi import docs_page, endpoint_document
+from flash.runtime.jsoncall import bind_json_call
 from flash.runtime.jsonschema import validate
 
 TYPED = {"input": {"type": "object", "properties": {}}, "output": {"type": "integer"}}
@@ -163,3 +172,102 @@ def test_answers_of_functions_sharing_a_result_type_or_returning_any_are_valid()
         assert _gives(document, {"success": True, "result": 3, "encoding": "json"})
     document = endpoint_document("e", _resource(one, same), "http://x")
     assert not _gives(document, {"success": True, "result": "three", "encoding": "json"})
+
+
+DOCS_APP = """
+import dataclasses
+import datetime
+import enum
+import typing
+import uuid
+
+
+class Color(str, enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float = 0.0
+
+
+def kinds(
+    day: datetime.date,
+    when: datetime.datetime,
+    span: datetime.timedelta,
+    key: uuid.UUID,
+    color: Color,
+    pair: tuple[int, str],
+    points: list[Point],
+    weights: dict[str, float],
+    mode: typing.Literal["fast", "slow"],
+    limit: int | None,
+    note: str = "",
+) -> int:
+    return len(points)
+
+
+class Counter:
+    def __init__(self, start: int, label: str = "c") -> None:
+        self.n = start
+
+    def incr(self, by: int) -> int:
+        self.n += by
+        return self.n
+
+    def reset(self) -> None:
+        self.n = 0
+"""
+
+
+def test_docs_show_every_method_with_a_request_that_calls_it(tmp_path: Path) -> None:
+    # /docs once listed a class's method names alone, and every example sent empty
+    # arguments, which the gateway refuses as soon as one is required.
+    (tmp_path / "docsapp.py").write_text(DOCS_APP)
+    names = ("kinds", "Counter")
+    derived = derive_schemas(tmp_path, None, [(f"docsapp.{n}", "docsapp", n) for n in names])
+    functions = []
+    for name in names:
+        record = schema_record(derived[f"docsapp.{name}"])
+        assert record is not None, derived[f"docsapp.{name}"].reason
+        schema = record.model_dump(mode="json", by_alias=True)
+        functions.append({"name": name, "qualified_name": f"docsapp.{name}", "schema": schema})
+    page = docs_page([("e", {"functions": functions})])
+    bodies = [
+        json.loads(html.unescape(code))["input"]
+        for code in re.findall("runsync <code>(.*?)</code>", page)
+    ]
+    assert [(b["function"], b.get("method")) for b in bodies] == [
+        ("kinds", None),
+        ("Counter", "incr"),
+        ("Counter", "reset"),
+    ]
+    assert "docsapp.Counter.incr</h4>" in page and "docsapp.Counter.reset</h4>" in page
+    # The OpenAPI document offers the same requests as examples (Swagger UI fills them in).
+    document = endpoint_document("e", {"functions": functions}, "http://x")
+    media = document["paths"]["/runsync"]["post"]["requestBody"]["content"]["application/json"]
+    assert [e["value"]["input"] for e in media["examples"].values()] == bodies
+    # Each example passes the checks the gateway and the worker make: the function runs.
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("docsapp")
+        kinds, counter, reset = bodies
+        issues, bound = bind_json_call(
+            module.kinds, kinds["kwargs"], functions[0]["schema"]["input"]
+        )
+        assert issues == [] and module.kinds(**bound) == 1
+        schema = functions[1]["schema"]
+        assert counter["init"] == {"start": 0} and counter["kwargs"] == {"by": 0}
+        for body, answer in ((counter, 0), (reset, None)):
+            init_issues, init = bind_json_call(module.Counter, body["init"], schema["init"], "init")
+            method = getattr(module.Counter, body["method"])
+            issues, bound = bind_json_call(
+                method, body["kwargs"], schema["methods"][body["method"]]["input"]
+            )
+            assert init_issues == [] and issues == []
+            assert method(module.Counter(**init), **bound) == answer
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("docsapp", None)

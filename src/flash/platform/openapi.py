@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flash.platform.jobs import MAX_POLICY_MS
+from flash.runtime.jsonschema import FORMAT_EXAMPLES
 
 
 def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +55,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
     outputs: list[dict[str, Any]] = []
     pickle_only: list[str] = []
     bare: list[dict[str, Any]] = []  # each function's arguments, as a bare input
+    examples: dict[str, Any] = {}  # a request to start from, per function or method
     functions = resource.get("functions") or []
     for fn in functions:
         schema = fn.get("schema") if isinstance(fn, dict) else None
@@ -62,6 +64,8 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             reason = fn.get("pickle_only") or "no JSON schema"
             pickle_only.append(f"{qualified} ({reason})")
             continue
+        for title, call, _ in call_examples(fn):
+            examples[title] = {"summary": title, "value": {"input": call}}
         prefix = _safe(qualified)
         if "methods" in schema:
             names = sorted({qualified, str(fn.get("name"))})
@@ -175,7 +179,10 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
         "required": ["id", "status"],
         "properties": {"id": {"type": "string"}, "status": {"const": "IN_QUEUE"}},
     }
-    body = {"required": True, "content": {"application/json": {"schema": job}}}
+    media: dict[str, Any] = {"schema": job}
+    if examples:
+        media["examples"] = examples
+    body = {"required": True, "content": {"application/json": media}}
     ok = {"description": "the job", "content": {"application/json": {"schema": answer}}}
     accepted = {
         "description": "the queued job's id: its output comes from /status",
@@ -198,7 +205,8 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
 
 
 def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
-    """A page that works offline: every endpoint, its functions, how to call them."""
+    """A page that works offline: every endpoint, its functions (a class: each method), and
+    a request body to start from for each, with a value for every required argument."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Flash platform API</title>",
         "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
@@ -217,25 +225,123 @@ def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
                 why = html.escape(str(fn.get("pickle_only") or "no JSON schema"))
                 parts.append(f"<h3>{qualified}</h3><p>Signed pickles only: {why}.</p>")
                 continue
+            heading = "h3"
             if "methods" in schema:
-                example = json.dumps(
-                    {
-                        "input": {
-                            "function": fn.get("name"),
-                            "init": {},
-                            "method": "...",
-                            "kwargs": {},
-                        }
-                    }
+                heading = "h4"  # under the class's own heading
+                parts.append(
+                    f"<h3>{qualified}</h3><p>Constructor arguments (<code>init</code>):</p>"
+                    f"<pre>{html.escape(json.dumps(schema['init'], indent=2))}</pre>"
                 )
-                shown = {"init": schema["init"], "methods": sorted(schema["methods"])}
-            else:
-                example = json.dumps({"input": {"function": fn.get("name"), "kwargs": {}}})
-                shown = schema["input"]
-            parts.append(
-                f"<h3>{qualified}</h3><p>POST /v2/{quoted}/runsync "
-                f"<code>{html.escape(example)}</code></p>"
-                f"<pre>{html.escape(json.dumps(shown, indent=2))}</pre>"
-            )
+            for title, call, arguments in call_examples(fn):
+                text = html.escape(json.dumps({"input": call}))
+                parts.append(
+                    f"<{heading}>{html.escape(title)}</{heading}>"
+                    f"<p>POST /v2/{quoted}/runsync <code>{text}</code></p>"
+                    f"<pre>{html.escape(json.dumps(arguments, indent=2))}</pre>"
+                )
+            for method, reason in sorted((schema.get("pickle_only_methods") or {}).items()):
+                parts.append(
+                    f"<h4>{qualified}.{html.escape(method)}</h4>"
+                    f"<p>Signed pickles only: {html.escape(str(reason))}.</p>"
+                )
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def call_examples(fn: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], Any]]:
+    """``(title, input, arguments schema)`` for a typed function, or each JSON-callable
+    method of a typed class: an ``input`` to start from (see :func:`example`)."""
+    schema = fn["schema"]
+    qualified = str(fn.get("qualified_name", fn.get("name", "?")))
+    if "methods" not in schema:
+        call = {"function": fn.get("name"), "kwargs": example(schema["input"])}
+        return [(qualified, call, schema["input"])]
+    init = example(schema["init"])
+    return [
+        (
+            f"{qualified}.{method}",
+            {
+                "function": fn.get("name"),
+                "init": init,
+                "method": method,
+                "kwargs": example(spec["input"]),
+            },
+            spec["input"],
+        )
+        for method, spec in sorted(schema["methods"].items())
+    ]
+
+
+def example(schema: Any) -> Any:
+    """A value for ``schema`` to start a request from: its required properties only, each a
+    placeholder of its type (``0``, ``"string"``, a date of the right format, the first
+    choice of an enum), within simple bounds. Not every schema has one (a pattern): the
+    gateway's answer then says what is wrong with it."""
+    root = schema if isinstance(schema, dict) else {}
+    return _example(schema, root.get("$defs") or {}, 0)
+
+
+def _example(schema: Any, defs: Mapping[str, Any], depth: int) -> Any:
+    if not isinstance(schema, dict) or depth > 16:  # a recursive model: stop somewhere
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return _example(defs.get(ref[8:]), defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            chosen = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            return _example((chosen or options)[0], defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        value = {
+            name: _example(properties.get(name), defs, depth + 1)
+            for name in schema.get("required") or ()
+        }
+        extra = schema.get("additionalProperties")
+        if not properties and isinstance(extra, dict):
+            value["key"] = _example(extra, defs, depth + 1)
+        return value
+    if kind == "array":
+        prefix = schema.get("prefixItems")
+        if isinstance(prefix, list):
+            return [_example(item, defs, depth + 1) for item in prefix]
+        count = schema.get("minItems", 1)
+        count = count if isinstance(count, int) and 0 <= count <= 8 else 1
+        item = _example(schema.get("items"), defs, depth + 1)
+        if schema.get("uniqueItems") and count > 1:
+            # Distinct numbers are easy; other items: one (the gateway's answer says more).
+            return list(range(count)) if type(item) is int else [item]
+        return [item] * count
+    if kind == "string":
+        text = FORMAT_EXAMPLES.get(str(schema.get("format")), "string")
+        least = schema.get("minLength")
+        return text.ljust(least, "x") if isinstance(least, int) and least < 1000 else text
+    if kind in ("integer", "number"):
+        return _number(schema, kind)
+    if kind == "boolean":
+        return False
+    return None
+
+
+def _number(schema: Mapping[str, Any], kind: str) -> int | float:
+    """Zero, or the nearest value the bounds allow."""
+    value: float = 0
+    low, high = schema.get("minimum"), schema.get("maximum")
+    above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if isinstance(low, (int, float)) and value < low:
+        value = low
+    if isinstance(above, (int, float)) and value <= above:
+        value = above + 1
+    if isinstance(high, (int, float)) and value > high:
+        value = high
+    if isinstance(below, (int, float)) and value >= below:
+        value = below - 1
+    return int(value) if kind == "integer" else float(value)

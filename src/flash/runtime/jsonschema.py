@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeGuard
 
 __all__ = [
+    "FORMAT_EXAMPLES",
     "INVALID_JSON",
     "MAX_ISSUES",
     "MAX_NESTING",
@@ -1012,13 +1013,16 @@ _FORMATS: dict[str, Callable[[str], bool]] = {
     "ipv6": _is_ip(6),
     "uri": lambda text: bool(_URI.fullmatch(text)),
 }
-_FORMAT_EXAMPLES = {
-    "date-time": "for example 2024-05-01T12:00:00Z",
-    "date": "for example 2024-05-01",
-    "time": "for example 12:00:00",
-    "uuid": "for example 123e4567-e89b-12d3-a456-426614174000",
-    "email": "for example ada@example.com",
-    "ipv4": "for example 192.0.2.1",
-    "ipv6": "for example 2001:db8::1",
-    "uri": "for example https://example.com/path",
+# A valid value of each format, for error messages and for the examples of /docs.
+FORMAT_EXAMPLES = {
+    "date-time": "2024-05-01T12:00:00Z",
+    "date": "2024-05-01",
+    "time": "12:00:00",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+    "email": "ada@example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "uri": "https://example.com/path",
+    "duration": "PT1S",  # not checked here; pydantic reads it (a timedelta)
 }
+_FORMAT_EXAMPLES = {name: f"for example {value}" for name, value in FORMAT_EXAMPLES.items()}
