@@ -25,6 +25,10 @@ POLL_HOLD_S = 20.0
 STOP_GRACE_S = 3.0
 # How stale a heartbeat's job list may be.
 _PING_LAG_S = 0.5
+# A job handed to a worker that this many heartbeats (sent at least this long after the
+# hand-over) leave out was never known to it (a take answer it lost): it is queued again.
+_UNSEEN_PINGS = 2
+_UNSEEN_AFTER_S = 2.0
 # How long after a hand-over the jobs' starts are stored (see _assign).
 _NOTE_STARTS_AFTER_S = 0.25
 # How long a poll of a worker that was asked to stop waits before it is answered (no job).
@@ -87,6 +91,10 @@ class _WorkerState:
     idle_since: float = field(default_factory=time.monotonic)
     # Its last heartbeat (or its start): see Supervisor's frozen-worker check.
     pinged_at: float = field(default_factory=time.monotonic)
+    # Jobs handed to it that no heartbeat has listed yet, with when their take was answered,
+    # and how many heartbeats since left each out.
+    handed: dict[str, float] = field(default_factory=dict)
+    unseen: Counter[str] = field(default_factory=Counter)
 
 
 def _noop(*_: Any) -> None:
@@ -169,6 +177,7 @@ class Dispatcher:
                     expired.append(job.id)
                     continue
                 self.jobs[job.id] = job
+                self._count_final(job)  # /health counts the jobs kept, as before the stop
                 continue
             # IN_PROGRESS is not written through (see _assign): a job with chunks had started
             # too. Either way its attempt died with the platform and runs again from scratch
@@ -346,12 +355,14 @@ class Dispatcher:
         return job
 
     def purge(self, endpoint: str) -> int:
-        return self._end_queued(endpoint, js.CANCELLED, "removed from the queue by purge-queue")
+        # Cancelled as /cancel does, with no error: RunPod's cancelled jobs carry none, and a
+        # client that reads any ``error`` as a failure would misread a purged job.
+        return self._end_queued(endpoint, js.CANCELLED, None)
 
     def fail_queued(self, endpoint: str, error: str) -> int:
         return self._end_queued(endpoint, js.FAILED, error)
 
-    def _end_queued(self, endpoint: str, status: str, error: str) -> int:
+    def _end_queued(self, endpoint: str, status: str, error: str | None) -> int:
         """End every job waiting in the endpoint's queue with ``status``; how many."""
         ended = list(self._waiting(endpoint))
         self.queues.get(endpoint, deque()).clear()
@@ -431,7 +442,9 @@ class Dispatcher:
 
     def _stored_output(self, job: Job) -> str | None:
         """The output of a job that is not in memory: its file's or row's, or for a job
-        whose output is its stream, its chunks' texts spliced (every one, or it is lost)."""
+        whose output is its stream, its chunks' texts spliced (every one, or it is lost).
+        Only an older version set ``output_is_stream`` (it rebuilt a stream's empty output
+        from its chunks): the jobs it stored so still answer as they did."""
         if not job.output_is_stream:
             return self.store.load_output(job.id)
         chunks = self.store.load_stream_output(job.id) if job.stream_in_store else job.stream
@@ -521,6 +534,11 @@ class Dispatcher:
         except BaseException:  # the poll was given up, or failed: nobody runs them
             self._give_back(worker_id, taken)
             raise
+        state = self.workers.get(worker_id)
+        if state is not None:  # answered now: from here on its heartbeats should list them
+            for job in ready:
+                state.handed[job.id] = time.monotonic()
+                state.unseen.pop(job.id, None)
         return ready
 
     def _give_back(self, worker_id: str, taken: list[Job]) -> None:
@@ -600,6 +618,19 @@ class Dispatcher:
                 if not self._busy(state):
                     state.idle_since = now
                 self._serve_takers(state.endpoint)  # it may run a suspect now
+        for job_id, handed in list(state.handed.items()):
+            if job_id in running or job_id not in state.assigned:
+                # Known to it (a later heartbeat without it: its result is on its way), or
+                # no longer its job.
+                del state.handed[job_id]
+                state.unseen.pop(job_id, None)
+            elif now - handed > _PING_LAG_S:
+                state.unseen[job_id] += 1
+                if state.unseen[job_id] >= _UNSEEN_PINGS and now - handed >= _UNSEEN_AFTER_S:
+                    # Never known to it: it did not run, so no attempt (and no crash) counts.
+                    del state.handed[job_id]
+                    del state.unseen[job_id]
+                    self._unassign(self.jobs[job_id], worker_id)
 
     def done(
         self,
@@ -610,7 +641,9 @@ class Dispatcher:
         output_json: str | None,
     ) -> bool:
         """Record a worker's result (``output_json``: the text of its output, None if it has
-        none); False if the job is no longer this worker's to report."""
+        none); False if the job is no longer this worker's to report. A stream's end
+        (``is_stream``) is stored as posted, as RunPod does: its output is ``[]`` unless the
+        worker aggregates its chunks (``return_aggregate_stream``, as Flash's handlers do)."""
         job = self._reported(worker_id, job_id)
         if job is None:
             return False
@@ -624,9 +657,6 @@ class Dispatcher:
         if error:
             self._finish(job, js.FAILED, error=error, output_json=output_json)
             return True
-        if is_stream and not body.get("output") and job.stream:
-            # Its output is its chunks, read from them when asked for: not stored twice.
-            job.output_is_stream, output_json = True, None
         self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
 
@@ -935,14 +965,19 @@ class Dispatcher:
                     self._signal_stop(worker_id, state, job.id)
         # Its worker may take more now, or other workers may, if it was a suspect.
         self._serve_takers(job.endpoint)
-        if status == js.COMPLETED:
-            self.completed[job.endpoint] += 1
-        elif status == js.FAILED:
-            self.failed[job.endpoint] += 1
+        self._count_final(job)
         job.input_json = None  # stored while a retry may need it (see drop_input above)
         self._wake(self._final_waiters, job.id)
         self._wake(self._stream_waiters, job.id)
         self.on_final(job)
+
+    def _count_final(self, job: Job) -> None:
+        """Count a finished job in /health: RunPod's has no timed-out counter, so a job that
+        timed out counts as failed; a cancelled one counts in neither."""
+        if job.status == js.COMPLETED:
+            self.completed[job.endpoint] += 1
+        elif job.status in (js.FAILED, js.TIMED_OUT):
+            self.failed[job.endpoint] += 1
 
     def _keep_output(self, job: Job) -> None:
         """Count a finished job's big output and stream chunks against the memory budget;
@@ -977,16 +1012,20 @@ class Dispatcher:
         state = self.workers.get(worker_id)
         if state is None or job_id not in state.stopping:
             return
-        if state.assigned and job_id not in state.stuck:
-            # Busy with other jobs and no heartbeat said it still runs this one: look again.
+        silent = time.monotonic() - state.pinged_at
+        if state.assigned and job_id not in state.stuck and silent < STOP_GRACE_S:
+            # Busy with other jobs, and heartbeats come, none yet saying it still runs this
+            # one: look again.
             asyncio.get_running_loop().call_later(
                 STOP_GRACE_S, self._check_stopped, worker_id, job_id
             )
             return
-        # Its other jobs are requeued without counting against them.
-        self.kill_worker(
-            worker_id, f"did not stop job {job_id} within {STOP_GRACE_S:g} s of being told to"
-        )
+        # Its other jobs are requeued without counting against them. A silent one is held
+        # (an async function that never awaits blocks its loop): it would never run them.
+        reason = f"did not stop job {job_id} within {STOP_GRACE_S:g} s of being told to"
+        if job_id not in state.stuck and silent >= STOP_GRACE_S:
+            reason += f", and sent no heartbeat for {silent:.0f} s"
+        self.kill_worker(worker_id, reason)
 
     def _answer_polls(self, state: _WorkerState) -> None:
         """Answer the worker's pending job-take (with no jobs) and job-stop polls now."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -98,6 +99,35 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 (no such path) and 405 (a method the path does not take), as JSON."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if exc.status_code == 404:
+        message = f"no such route: {path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed for {path}"
+    else:
+        message = exc.detail
+    response = _error(exc.status_code, message)
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
+
+
+async def _body_within(request: Request, limit: int) -> bytes | int:
+    """The request's body, or how many bytes of it were read once they passed ``limit``:
+    read no further, so a body sent without Content-Length (chunked) that is too large is
+    refused as it arrives rather than held in memory whole."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            return size
+        parts.append(part)
+    return b"".join(parts)
+
+
 _NO_CONTENT = 204
 
 
@@ -146,7 +176,9 @@ class Gateway:
             routes=[
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/docs", self.docs, methods=["GET"]),
-            ]
+            ],
+            # Starlette's own 404 and 405 are plain text: every answer of ours is JSON.
+            exception_handlers={HTTPException: _http_error},
         )
         return _Router(table, rest)
 
@@ -212,9 +244,9 @@ class Gateway:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return _too_large(route, int(declared), limit)
-        raw = await request.body()
-        if len(raw) > limit:
-            return _too_large(route, len(raw), limit)
+        raw = await _body_within(request, limit)
+        if isinstance(raw, int):
+            return _too_large(route, raw, limit)
         parsed = _parse_request(raw)
         if isinstance(parsed, Response):
             return parsed

@@ -22,11 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 from flash.runtime.errors import OwnCancelledError, run_sync_code
-from flash.runtime.http import HttpClient
+from flash.runtime.http import HttpClient, Response
 from flash.runtime.protocol import worker_concurrency
 
 LOOP_VERSION = "flash-1"
 _TAKE_TIMEOUT_S = 120.0
+# After that timeout, how long an answer may still take to be read: a handler that never
+# awaits can hold the loop past the timeout while the answer waits, already sent, in the
+# socket. Thrown away, the jobs it hands out would be lost.
+_TAKE_GRACE_S = 5.0
 _POST_ATTEMPTS = 3
 
 
@@ -148,6 +152,8 @@ class _WorkerLoop:
         )
         self.ping_url = env.get("RUNPOD_WEBHOOK_PING", "").replace("$RUNPOD_POD_ID", self.worker_id)
         self.ping_interval = int(env.get("RUNPOD_PING_INTERVAL", "10000")) / 1000
+        # Settable so that tests need not hold a loop for minutes.
+        self.take_timeout = float(env.get("FLASH_WORKER_TAKE_TIMEOUT_S", _TAKE_TIMEOUT_S))
         self.handler = handler
         self.modifier = concurrency_modifier or (lambda current: current)
         self.aggregate = return_aggregate_stream
@@ -162,6 +168,10 @@ class _WorkerLoop:
         self.tasks: set[asyncio.Future[None]] = set()
         self.reportable: set[str] = set()
         self.posting = 0  # results being reported
+        # Jobs whose result is being reported: still listed in heartbeats (as the SDK does),
+        # or the platform would take a job it handed out and that is never listed for one
+        # it never learnt of.
+        self.reporting: set[str] = set()
         self.alive = True
         self.closing = False
         self.slot_free: asyncio.Event | None = None
@@ -220,7 +230,7 @@ class _WorkerLoop:
                 url = url.replace("/job-take/", "/job-take-batch/") + f"&batch_size={needed}"
             url += f"&job_in_progress={1 if self.busy else 0}"
             try:
-                response = await self.http.request("GET", url, timeout=_TAKE_TIMEOUT_S)
+                response = await self._held_request(url)
                 status, body = response.status, response.body
             except (OSError, asyncio.TimeoutError, ValueError) as err:
                 print(f"flash worker: job-take failed: {err!r}", file=sys.stderr)
@@ -271,10 +281,12 @@ class _WorkerLoop:
                 # platform retires this worker, as production does.
                 self._release(job_id)
                 self.posting += 1
+                self.reporting.add(job_id)
                 try:
                     await self._post(self.done_url, job_id, result, is_stream)
                 finally:
                     self.posting -= 1
+                    self.reporting.discard(job_id)
                     self._wake()
         except asyncio.CancelledError:
             pass
@@ -410,7 +422,7 @@ class _WorkerLoop:
         url = self.take_url.replace("/job-take/", "/job-stop/")
         while not self.closing:
             try:
-                response = await self.http.request("GET", url, timeout=_TAKE_TIMEOUT_S)
+                response = await self._held_request(url)
                 status, body = response.status, response.body
             except (OSError, asyncio.TimeoutError, ValueError):
                 await asyncio.sleep(1)
@@ -433,9 +445,25 @@ class _WorkerLoop:
             if not ids:
                 await asyncio.sleep(1 if status != 204 else 0.05)
 
+    async def _held_request(self, url: str) -> Response:
+        """GET a long-poll URL: no answer within ``take_timeout`` fails, unless it comes
+        within ``_TAKE_GRACE_S`` more (it may have come while the loop was held)."""
+        task = asyncio.ensure_future(self.http.request("GET", url))
+        try:
+            done, _ = await asyncio.wait([task], timeout=self.take_timeout)
+            if not done:
+                done, _ = await asyncio.wait([task], timeout=_TAKE_GRACE_S)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise asyncio.TimeoutError(f"no answer within {self.take_timeout + _TAKE_GRACE_S:g} s")
+        return task.result()
+
     async def _ping_loop(self) -> None:
         while not self.closing:
-            ids = ",".join(self.busy)
+            ids = ",".join({**self.busy, **dict.fromkeys(self.reporting)})
             url = self.ping_url + ("&" if "?" in self.ping_url else "?")
             url += (f"job_id={ids}&" if ids else "") + f"runpod_version={LOOP_VERSION}"
             with contextlib.suppress(OSError, ValueError):

@@ -1,0 +1,201 @@
+"""Where the local platform answers as RunPod does: a stream's output is what its worker
+posted, bodies over the limit are refused while they arrive, /health counts every ended job
+(also after a restart), errors are JSON on every path, and a purged job is a cancelled one."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import requests
+from tests.helpers import Logs, wait_for
+from tests.integration.projects import served_files
+from tests.platform.apps import BASIC, ended, write_app
+
+from flash.platform.local import LocalPlatform
+from flash.runtime.protocol import RUN_LIMIT
+
+KEY = {"Authorization": "Bearer test-key"}
+
+SDK_GEN = """
+import runpod
+
+def handler(job):
+    for i in range(job["input"]["n"]):
+        yield {"chunk": i}
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler%s})
+"""
+
+
+def _post(platform: LocalPlatform, path: str, **kw: Any) -> requests.Response:
+    return requests.post(f"{platform.url}/v2/{path}", headers=KEY, timeout=60, **kw)
+
+
+def _get(platform: LocalPlatform, path: str) -> requests.Response:
+    return requests.get(f"{platform.url}/v2/{path}", headers=KEY, timeout=60)
+
+
+# ---------------------------------------------------------------- a stream's output
+
+
+def test_a_plain_sdk_generator_has_the_output_its_worker_posted(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(
+        tmp_path / "app",
+        {
+            "plain": (SDK_GEN % "", {}),
+            "aggregate": (SDK_GEN % ', "return_aggregate_stream": True', {}),
+        },
+    )
+    platform = platform_factory(app)
+    plain = _post(platform, "plain/runsync", json={"input": {"n": 3}}).json()
+    # RunPod's SDK posts [] at a generator's end without return_aggregate_stream: the
+    # job's output there, and here, even though its chunks were streamed.
+    assert plain["status"] == "COMPLETED" and plain["output"] == [], plain
+    streamed = _get(platform, f"plain/stream/{plain['id']}").json()["stream"]
+    assert streamed == [{"output": {"chunk": i}} for i in range(3)]
+    assert ended(platform, "plain", plain["id"])["output"] == []
+    aggregated = _post(platform, "aggregate/runsync", json={"input": {"n": 3}}).json()
+    assert aggregated["output"] == [{"chunk": i} for i in range(3)], aggregated
+
+
+GEN_PROJECT = {
+    "pyproject.toml": """
+        [project]
+        name = "paritygen"
+        version = "0.1.0"
+        dependencies = []
+    """,
+    "paritygen/__init__.py": "",
+    "paritygen/svc.py": """
+        from collections.abc import Iterator
+
+        from flash import CpuLiveServerless, remote
+
+        cpu = CpuLiveServerless(name="parity-gen", workersMax=1)
+
+
+        @remote(cpu)
+        def count(n: int) -> Iterator[int]:
+            yield from range(n)
+    """,
+}
+
+
+def test_a_flash_generator_endpoint_answers_runsync_with_its_items(tmp_path: Path) -> None:
+    reports: list[dict[str, Any]] = []
+    with served_files(
+        tmp_path / "proj", GEN_PROJECT, echo=Logs(), max_workers=1, recorder=reports.append
+    ) as platform:
+        answer = requests.post(
+            f"{platform.url}/v2/parity-gen/runsync",
+            headers={"Authorization": f"Bearer {platform.api_key}"},
+            json={"input": {"function": "count", "kwargs": {"n": 3}}},
+            timeout=90,
+        ).json()
+    # What a RunPod client of the deployed endpoint gets too: the generated handler
+    # aggregates its stream, so the output is one answer per item.
+    assert answer["status"] == "COMPLETED", answer
+    assert [item["result"] for item in answer["output"]] == [0, 1, 2], answer
+    # The worker itself posts them at the stream's end, as RunPod stores what it posts.
+    (end,) = [json.loads(r["body"]) for r in reports if r["route"] == "job-done"]
+    assert end["output"] == answer["output"]
+
+
+# ---------------------------------------------------------------- body limits
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_ends(
+    tmp_path: Path, platform_factory
+) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    host, port = platform.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v2/basic/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        piece = b"x" * (1024 * 1024)
+        chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        for _ in range(RUN_LIMIT // len(piece) + 1):
+            sock.sendall(chunk)
+        # The body never ends: only a gateway that stops reading past the limit answers.
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            received = sock.recv(65536)
+            if not received:
+                break
+            answer += received
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert "exceeds the /run limit of 10 MB" in json.loads(body)["error"]
+    # It goes on serving.
+    assert _post(platform, "basic/runsync", json={"input": {"value": 1}}).json()["output"] == {
+        "echo": 1
+    }
+
+
+# ---------------------------------------------------------------- /health
+
+
+def test_health_counts_timed_out_jobs_as_failed_and_survives_a_restart(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
+    platform = platform_factory(app, worker_loop="flash")
+    done = _post(platform, "basic/runsync", json={"input": {"action": "echo"}}).json()
+    assert done["status"] == "COMPLETED"
+    slow = {"input": {"action": "sleep", "seconds": 30}, "policy": {"executionTimeout": 300}}
+    job = _post(platform, "basic/run", json=slow).json()
+    assert ended(platform, "basic", job["id"])["status"] == "TIMED_OUT"
+    counts = {"completed": 1, "failed": 1}
+    jobs = _get(platform, "basic/health").json()["jobs"]
+    assert {k: jobs[k] for k in counts} == counts, jobs
+    platform.stop(grace_s=1)
+    again = platform_factory(app, worker_loop="flash")  # the same state folder
+    jobs = _get(again, "basic/health").json()["jobs"]
+    assert {k: jobs[k] for k in counts} == counts, jobs
+
+
+# ---------------------------------------------------------------- errors are JSON
+
+
+def test_unknown_paths_and_wrong_methods_answer_json(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    for method, path, status in [
+        ("GET", "/nowhere", 404),
+        ("GET", "/v2/basic/nowhere", 404),
+        ("GET", "/v2", 404),
+        ("POST", "/openapi.json", 405),
+        ("DELETE", "/docs", 405),
+        ("GET", "/v2/basic/run", 405),
+    ]:
+        answer = requests.request(method, f"{platform.url}{path}", headers=KEY, timeout=30)
+        assert answer.status_code == status, (method, path, answer.text)
+        assert answer.headers["content-type"] == "application/json", (method, path)
+        assert set(answer.json()) == {"error"} and answer.json()["error"], (method, path)
+    # Known routes are as they were.
+    assert requests.get(f"{platform.url}/openapi.json", timeout=30).status_code == 200
+
+
+# ---------------------------------------------------------------- purge-queue
+
+
+def test_a_purged_job_looks_cancelled_without_an_error(tmp_path: Path, platform_factory) -> None:
+    platform = platform_factory(write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})}))
+    busy = _post(platform, "one/run", json={"input": {"action": "hang"}}).json()
+    wait_for(
+        lambda: _get(platform, f"one/status/{busy['id']}").json()["status"] == "IN_PROGRESS",
+        30,
+        "the busy job to start",
+    )
+    queued = _post(platform, "one/run", json={"input": {"action": "echo"}}).json()
+    assert _post(platform, "one/purge-queue").json() == {"removed": 1, "status": "completed"}
+    purged = _get(platform, f"one/status/{queued['id']}").json()
+    assert purged["status"] == "CANCELLED" and "error" not in purged, purged
+    _post(platform, f"one/cancel/{busy['id']}")
