@@ -34,6 +34,9 @@ from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR
 from flash.sdk.resources import SECRET_REFERENCE
 
 _TICK_S = 0.1
+# A worker's output line is shown up to this many bytes, then cut with a note: megabytes
+# on one line are no use in a console, nor in a crashed job's error.
+_MAX_LINE = 64 * 1024
 _TAIL_LINES = 20
 # Workers that die before taking a job: after this many in a row the endpoint's queued
 # jobs fail with the reason, and starting is paused a while (no crash loop).
@@ -494,7 +497,11 @@ class Supervisor:
         worker.exited.set()
         tail = list(worker.tail)
         outcomes = self.dispatcher.worker_exited(worker_id, reason, blame=blame, stderr_tail=tail)
-        if blame or code:
+        if self._stopping and -code in (signal.SIGTERM, signal.SIGKILL) and not worker.kill_reason:
+            # The platform's own stop signalled it: no crash, and its jobs stay in the store.
+            said = [f"{o} at the next start" if o.endswith("runs again") else o for o in outcomes]
+            self._log(worker, "; ".join(["worker stopped with the platform", *said]))
+        elif blame or code:
             self._log(worker, "; ".join([f"worker {_exit_reason(code)}", *outcomes]))
         if blame and worker.ready_at is None:
             if tail:
@@ -539,17 +546,36 @@ class Supervisor:
 
     async def _pump(self, worker: Worker, stream: asyncio.StreamReader, keep: bool) -> None:
         while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line longer than the stream limit
-                line = await stream.read(65536)
-            if not line:
+            # Past the cut, as many bytes as the longest secret can take: one straddling the
+            # cut is seen whole (_shown).
+            longest = max(map(len, self._secret_values), default=0)
+            line = await _read_line(stream, _MAX_LINE + 4 * longest)
+            if line is None:
                 return
-            text = self._masked(line.decode("utf-8", "replace").rstrip("\n"))
+            text = self._shown(*line)
             if keep:
                 worker.tail.append(text)
             self.dispatcher.log_line(worker.id, text)
             self._log(worker, text)
+
+    def _shown(self, kept: bytes, length: int) -> str:
+        """A worker's line, masked (``kept``: its first bytes; ``length``: all of it); a long
+        one cut at about _MAX_LINE bytes, with a note of what is not shown."""
+        text = kept.decode("utf-8", "replace")
+        if length == len(kept):
+            return self._masked(text)
+        cut = len(kept[:_MAX_LINE].decode("utf-8", "replace"))
+        cut = max(0, min(cut, len(text) - max(map(len, self._secret_values), default=0)))
+        # A secret straddling the cut would show its head unmasked: cut before it.
+        moved = True
+        while moved:
+            moved = False
+            for value in self._secret_values:
+                start = text.find(value, max(0, cut - len(value) + 1), cut + len(value) - 1)
+                if start != -1:
+                    cut, moved = start, True
+        hidden = max(0, length - len(text[:cut].encode("utf-8", "replace")))
+        return f"{self._masked(text[:cut])} ... [{hidden:,} more bytes of this line not shown]"
 
     def _masked(self, text: str) -> str:
         """A worker's line with the secrets the platform gave workers replaced: what a job
@@ -635,6 +661,29 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+async def _read_line(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, int] | None:
+    """The next line of ``stream``, without its newline: at most its first ``limit`` bytes,
+    and its length; None at the end. Read in pieces: readline() drops a line longer than the
+    stream's buffer, and what came before it on the line."""
+    kept = bytearray()
+    length = 0
+    while True:
+        end = True
+        try:
+            piece = (await stream.readuntil(b"\n"))[:-1]
+        except asyncio.LimitOverrunError as exc:  # no newline yet within the buffer's size
+            piece = await stream.readexactly(exc.consumed)
+            end = False
+        except asyncio.IncompleteReadError as exc:  # the output ended without a newline
+            piece = exc.partial
+            if not piece and not length:
+                return None
+        length += len(piece)
+        kept += piece[: max(0, limit - len(kept))]
+        if end:
+            return bytes(kept), length
 
 
 def _exit_reason(code: int) -> str:

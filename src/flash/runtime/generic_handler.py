@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import copy
 import functools
 import inspect
 import json
@@ -87,6 +88,9 @@ _EXECUTION_TYPES = ("function", "class", "map")
 MAX_MAP_ITEMS = 1024
 # A pickled exception travels with the error only while it is small.
 _MAX_PICKLED_EXCEPTION = 64 * 1024
+# An answer's error message and traceback text are cut to this many characters (head and
+# tail kept): a huge message would otherwise be stored, and repeated, at every hop.
+_MAX_ERROR_TEXT = 64 * 1024
 _MISSING = object()
 _FROM_ENV = object()
 
@@ -105,7 +109,11 @@ _PLUMBING_DIRS: tuple[str, ...] = tuple(
 _APP_DIR: str | None = None
 with contextlib.suppress(OSError):
     _APP_DIR = os.getcwd() + os.sep
-_TRACEBACK_FILE = re.compile(r'^(\s*File ")([^"]+)(")', re.MULTILINE)
+# An exception group's lines start with "|" margins: `  |   File "...", line 3, in f`.
+_TRACEBACK_FILE = re.compile(r'^([ \t|]*File ")([^"]+)(")', re.MULTILINE)
+# Flash's runtime (the served copy of it, in a worker): its frames at the end of a stack are
+# those of a nested call that failed, not the user's.
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ManifestError(ValueError):
@@ -172,8 +180,17 @@ def _cancelling() -> bool:
     return task is None or task.cancelling() > 0
 
 
+class _StopIterationError(Exception):
+    """Carries a StopIteration sync user code raised in a thread out of it: a future cannot
+    hold one (asyncio refuses it, and the job would hang)."""
+
+    def __init__(self, exc: StopIteration) -> None:
+        super().__init__("raised StopIteration")
+        self.exc = exc
+
+
 def _user_exception(exc: BaseException) -> BaseException:
-    return exc.exc if isinstance(exc, OwnCancelledError) else exc
+    return exc.exc if isinstance(exc, (OwnCancelledError, _StopIterationError)) else exc
 
 
 def remote_object(imported: types.ModuleType, name: str) -> Any:
@@ -1120,9 +1137,7 @@ def _run_in(context: contextvars.Context, fn: Callable[..., Any], *args: Any) ->
     try:
         return context.run(run_sync_code, fn, *args)
     except StopIteration as exc:
-        # A future cannot hold one (asyncio refuses it, and the job would hang): as a
-        # coroutine's would be, it becomes a RuntimeError.
-        raise RuntimeError("raised StopIteration") from exc
+        raise _StopIterationError(exc) from None
 
 
 def _call(fn: Any, args: list[Any], kwargs: dict[str, Any], label: str) -> Any:
@@ -1282,7 +1297,7 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
     if isinstance(exc, _UserCodeError):
         exc_name = type(exc.exc).__name__
         text = f"{exc.label} raised {exc_name}"
-        message = _safe_str(exc.exc)
+        message = _safe_str(exc.exc)  # cut with the rest of the text (_error)
         if message:
             text = f"{text}: {message}"
         # The traceback text shows the exception's notes (remote tracebacks of nested
@@ -1293,6 +1308,8 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
             answer["exception"] = pickled
         flash_error = remote_error_fields(exc.exc)
         if flash_error is not None:  # a nested call's: its caller raises it as itself
+            if isinstance(flash_error.get("message"), str):
+                flash_error["message"] = _cut(flash_error["message"])
             answer["remote_error"] = flash_error
         return answer
     # a bug in the worker itself: still answer the job
@@ -1304,14 +1321,36 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
 
 
 def _pickled_exception(exc: BaseException) -> str | None:
-    """The exception itself, so the caller can raise the original type; None if it won't go."""
-    if not isinstance(exc, Exception):
+    """The exception itself, so the caller can raise the original type; None if it won't go.
+    One too big for its long text arguments goes with them cut. A StopIteration does not
+    go: raised in the caller's coroutine, Python would turn it into a RuntimeError."""
+    if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
+        return None
+    for candidate in (exc, _shortened(exc)):
+        if candidate is None:
+            continue
+        try:
+            encoded = serialize(candidate)
+        except Exception:
+            return None
+        if len(encoded) <= _MAX_PICKLED_EXCEPTION:
+            return encoded
+    return None
+
+
+def _shortened(exc: BaseException) -> BaseException | None:
+    """A copy of ``exc`` with its long str arguments cut to fit a pickled exception; None
+    when it has none."""
+    budget = _MAX_PICKLED_EXCEPTION // 4  # base64 and the rest of the pickle need room
+    args = exc.args
+    if not any(isinstance(a, str) and len(a) > budget for a in args):
         return None
     try:
-        encoded = serialize(exc)
-    except Exception:
+        copied = copy.copy(exc)
+        copied.args = tuple(_cut(a, budget) if isinstance(a, str) else a for a in args)
+    except Exception:  # an exception that cannot be copied goes by its type name
         return None
-    return encoded if len(encoded) <= _MAX_PICKLED_EXCEPTION else None
+    return copied
 
 
 def _item_nonce(nonce: str | None, index: int) -> str | None:
@@ -1380,9 +1419,9 @@ _EXHAUSTED = object()
 def _error(error_type: str, message: str, tb: str) -> dict[str, Any]:
     return {
         "success": False,
-        "error": message,
+        "error": _cut(message),
         "error_type": error_type,
-        "traceback": tb,
+        "traceback": _cut(tb),
         "protocol_version": PROTOCOL_VERSION,
     }
 
@@ -1397,9 +1436,54 @@ def _format_traceback(exc: BaseException, *, strip: bool = True) -> str:
             while start < len(frames) and _is_plumbing(frames[start].filename):
                 start += 1
             summary.stack = traceback.StackSummary.from_list(frames[start:])
-        return _in_source_dir("".join(summary.format()))
+            _strip_trailing(summary)
+        return _in_source_dir(_cut("".join(summary.format())))
     except Exception:  # a broken __str__ must not lose the job's answer
         return f"{type(exc).__name__} (traceback unavailable)\n"
+
+
+def _strip_trailing(summary: traceback.TracebackException) -> None:
+    """Strip the frames Flash's runtime adds at the end of each stack in ``summary`` (the
+    exception, what it was raised from, an exception group's members): those of a nested
+    call that failed (``call_function``, ``_call``, ``_raise_for``), with the asyncio ones
+    between them. Only after the user's last frame, and only where Flash's are among them."""
+    seen: set[int] = set()
+    todo = [summary]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        frames = list(current.stack)
+        end = len(frames)
+        while end > 0 and (
+            _in_runtime(frames[end - 1].filename) or _is_plumbing(frames[end - 1].filename)
+        ):
+            end -= 1
+        if 0 < end < len(frames) and any(_in_runtime(f.filename) for f in frames[end:]):
+            current.stack = traceback.StackSummary.from_list(frames[:end])
+        todo.extend(
+            t
+            for t in (
+                current.__cause__,
+                current.__context__,
+                *(getattr(current, "exceptions", None) or ()),
+            )
+            if t is not None
+        )
+
+
+def _in_runtime(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_RUNTIME_DIR)
+
+
+def _cut(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    """``text``, its middle cut when it is longer than ``limit``: the head says where it
+    starts, the tail (a traceback's exception line) how it ends."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 60) // 2  # room for the note: what is cut once is not cut again
+    return f"{text[:half]} ... {len(text) - 2 * half:,} characters cut ... {text[-half:]}"
 
 
 def _in_source_dir(text: str) -> str:
