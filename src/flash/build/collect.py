@@ -126,6 +126,7 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
         raise BuildError(f"project directory not found: {root}")
     specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root, extra_patterns))]
     found: list[str] = []
+    links: list[str] = []  # all reported at once: a build per link would be one too many
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
@@ -140,7 +141,8 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
                 continue
             _check_utf8_name(rel + "/")
             if os.path.islink(os.path.join(dirpath, name)):
-                raise _link_error(root, rel)
+                links.append(rel)
+                continue
             kept_dirs.append(name)
         dirnames[:] = kept_dirs
         for name in sorted(filenames):
@@ -152,17 +154,39 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
             if os.path.islink(path):
                 if _ignored(specs, rel + "/"):  # dangling, or to a file, but ignored as a folder
                     continue
-                raise _link_error(root, rel)
+                links.append(rel)
+                continue
             if os.path.isfile(path):  # not a socket or a FIFO
                 found.append(rel)
+    if links:
+        raise _link_error(root, sorted(links))
     return sorted(found)
 
 
-def _link_error(root: Path, rel: str) -> BuildError:
-    """Why the link ``rel`` stops the build. Followed, a link would put whatever it points
+def _link_error(root: Path, rels: list[str]) -> BuildError:
+    """Why the links ``rels`` stop the build. Followed, a link would put whatever it points
     to into the archive (``notes.txt -> .env``, a credentials file elsewhere) past every
     exclusion; skipped, it would drop something the project may import. So it is the
     user's call: a copy inside the project, or the link in .flashignore."""
+    if len(rels) == 1:
+        where, advice = _link_target(root, rels[0])
+        return BuildError(
+            f"is a symbolic link to {where}; a build follows no links: {advice}, "
+            "or list the link in .flashignore",
+            path=rels[0],
+        )
+    lines = [
+        f"{len(rels)} symbolic links; a build follows no links: do as said for each, or "
+        "list the links in .flashignore:"
+    ]
+    for rel in rels:
+        where, advice = _link_target(root, rel)
+        lines.append(f"  {rel}: a symbolic link to {where}: {advice}")
+    return BuildError("\n".join(lines))
+
+
+def _link_target(root: Path, rel: str) -> tuple[str, str]:
+    """Where the link ``rel`` points, said for the user, and what to do about it."""
     link = root / rel
     target = Path(os.path.realpath(link))
     try:
@@ -177,11 +201,7 @@ def _link_error(root: Path, rel: str) -> BuildError:
         where, advice = f"{inside}, which is never archived", "remove it"
     else:
         where, advice = inside, "use that path directly, or replace the link with a copy"
-    return BuildError(
-        f"is a symbolic link to {where}; a build follows no links: {advice}, "
-        "or list the link in .flashignore",
-        path=rel,
-    )
+    return where, advice
 
 
 def is_ignored(root: Path, rel: str) -> bool:

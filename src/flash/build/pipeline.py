@@ -269,7 +269,7 @@ def _build_locked(
         stats_at_start = _stats(root, inputs)
         source_fp = fingerprint(root, files)
         key = _build_key(source_fp, fingerprint(root, dependency_inputs), options)
-    report("collect", f"{len(files)} files")
+    report("collect", _count(len(files), "file"))
 
     # A build the stamp matches had its options checked: the key holds them.
     check_options(options.dependencies)
@@ -296,7 +296,10 @@ def _build_locked(
     with _timed(timings, "scan"):
         scan = scan_project(root, files, options.dependencies.python_version)
         _check_reserved_paths(files, scan)
-    report("scan", f"{len(scan.functions)} functions on {len(scan.resources)} endpoints")
+    report(
+        "scan",
+        f"{_count(len(scan.functions), 'function')} on {_count(len(scan.resources), 'endpoint')}",
+    )
 
     with _timed(timings, "dependencies"):
         declared = [
@@ -308,7 +311,7 @@ def _build_locked(
             root, declared, options.dependencies, flash_dir / "cache", refresh=options.force
         )
     mask_too(deps.index_urls)
-    report("dependencies", f"{len(deps.pins)} packages")
+    report("dependencies", _count(len(deps.pins), "package"))
 
     deps_options = options.dependencies
     cross_target = not builds_for_this_machine(deps_options.python_version, deps_options.platform)
@@ -362,11 +365,10 @@ def _build_locked(
     entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
     if not cross_target:
         typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
-        checked = f"checked, {typed} functions callable with JSON"
+        checked = f"checked, {_count(typed, 'function')} callable with JSON"
     else:
         checked = "generated, not import-checked: cross-target build"
-    count = len(manifest.resources)
-    report("handlers", f"{count} handler{'s' if count != 1 else ''} {checked}")
+    report("handlers", f"{_count(len(manifest.resources), 'handler')} {checked}")
     warnings = (
         screened.warnings()
         + deps.warnings
@@ -528,6 +530,11 @@ def _write_stamp(
     tmp = flash_dir / f".{STAMP_NAME}.tmp"
     tmp.write_text(json.dumps(stamp, indent=2) + "\n")
     os.replace(tmp, flash_dir / STAMP_NAME)
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 function``, ``2 functions``: for the stage reports."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _project_name(root: Path) -> str:

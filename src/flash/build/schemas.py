@@ -9,6 +9,7 @@ stays pickle-only, with the reason recorded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,13 @@ from typing import Any
 from flash.build.errors import BuildError
 from flash.sdk import json_rule
 
-__all__ = ["SchemaResult", "check_handlers_and_derive_schemas", "derive_schemas", "schema_sha256"]
+__all__ = [
+    "SchemaResult",
+    "check_handlers_and_derive_schemas",
+    "derive_schemas",
+    "interrupt_import_checks",
+    "schema_sha256",
+]
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,8 @@ def check_handlers_and_derive_schemas(
     it is added afterwards, for pydantic. The vendored packages must load on this machine
     (skip this stage for cross-target builds). Raises BuildError when a module fails to
     import, the imports take over ``timeout`` seconds, or the child interpreter dies;
-    KeyboardInterrupt when SIGINT (Ctrl-C) ended the child.
+    KeyboardInterrupt when SIGINT ended the child or a stopping signal interrupted the wait
+    (``interrupt_import_checks``).
     """
     if not handlers and not functions:
         return {}
@@ -109,31 +118,24 @@ def check_handlers_and_derive_schemas(
         }
         # A worker sets neither PYTHON* nor FLASH_* variables when it imports the handler.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FLASH_"))}
-        try:
-            proc = subprocess.run(
-                [sys.executable, *flags, "-c", _CHILD],
-                input=json.dumps(request),
-                cwd=build_dir,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
+        command = [sys.executable, *flags, "-c", _CHILD]
+        ended = _run_child(command, json.dumps(request), build_dir, env, timeout)
+        if ended is None:
             raise BuildError(
                 f"importing the project's modules took over {timeout:g} s: it does not "
                 "finish (work at import time?)"
-            ) from None
-        if proc.returncode == -signal.SIGINT:
-            raise KeyboardInterrupt  # Ctrl-C reached the child: the build is interrupted
+            )
+        returncode, stderr = ended
+        if returncode == -signal.SIGINT:
+            raise KeyboardInterrupt  # SIGINT reached the child: the build is interrupted
         try:
             data = json.loads(output.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            said = proc.stderr[-2000:].strip() or (
+            said = stderr[-2000:].strip() or (
                 "no output: does a module end the process when imported (os._exit)?"
             )
             raise BuildError(
-                f"importing the project's modules crashed (exit {proc.returncode}): {said}"
+                f"importing the project's modules crashed (exit {returncode}): {said}"
             ) from None
     handler_failures = data.get("handler_errors") or {}
     if handler_failures:
@@ -150,6 +152,95 @@ def check_handlers_and_derive_schemas(
     for qualified_name in sorted({f[0] for f in functions}):
         results[qualified_name] = _result(derived.get(qualified_name))
     return results
+
+
+class _MainThreadChecks:
+    """The import check the main thread runs, for a stopping signal's handler (which runs
+    in the main thread): the wait for it is the one place a build waits on the project's
+    own code, which may never end (work at import time)."""
+
+    def __init__(self) -> None:
+        self.running: subprocess.Popen[str] | None = None
+        self.starting = False  # between Popen and ``running``: not to be interrupted there
+        self.pending = False  # a stop came while starting: honoured once it runs
+
+
+_checks = _MainThreadChecks()
+
+# How long an interrupted check has to end on the SIGINT passed on (a Ctrl-C to the project's
+# code, as when run in a terminal) before its process group is killed.
+_INTERRUPT_GRACE_S = 1.0
+
+
+def interrupt_import_checks() -> None:
+    """For a stopping signal's handler: if the main thread waits for an import check, raise
+    KeyboardInterrupt there, which ends the check and interrupts the build (as a Ctrl-C
+    would); one starting is ended as soon as it has started."""
+    if _checks.running is not None:
+        raise KeyboardInterrupt
+    if _checks.starting:
+        # Not raised inside Popen: the child would be left running, unknown to anyone.
+        _checks.pending = True
+
+
+def _run_child(
+    command: list[str], request: str, cwd: Path, env: dict[str, str], timeout: float
+) -> tuple[int, str] | None:
+    """Run the import check: (exit code, stderr), or None if it took over ``timeout``. It
+    runs in a session of its own, so that it and whatever the project's code starts at import
+    can be ended together, and a Ctrl-C to the terminal reaches it only through this process
+    (the KeyboardInterrupt it raises here)."""
+    # Only a check in the main thread, where signal handlers run, is theirs to interrupt.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    _checks.starting, _checks.pending = in_main_thread, False
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            if in_main_thread:
+                _checks.running = proc  # first: a signal from here on raises in this try
+                _checks.starting = False
+                if _checks.pending:
+                    raise KeyboardInterrupt
+            try:
+                _, stderr = proc.communicate(request, timeout=timeout)
+            finally:
+                if in_main_thread:
+                    _checks.running = None  # a second signal must not cut _end short
+        except subprocess.TimeoutExpired:
+            _end(proc, interrupted=False)
+            return None
+        except BaseException:
+            _end(proc, interrupted=True)
+            raise
+    finally:
+        if in_main_thread:
+            _checks.starting = _checks.pending = False
+    return proc.returncode, stderr
+
+
+def _end(proc: subprocess.Popen[str], *, interrupted: bool) -> None:
+    """End the check's process group: first with SIGINT if the build was interrupted (the
+    project's code sees a Ctrl-C), then with SIGKILL; reaped."""
+    if interrupted:
+        _signal_group(proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(_INTERRUPT_GRACE_S)
+    _signal_group(proc.pid, signal.SIGKILL)  # what it started too, even once it has exited
+    proc.communicate()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has ended
+        os.killpg(pgid, signum)
 
 
 def _result(entry: Any) -> SchemaResult:

@@ -8,10 +8,12 @@ The build imports the project only for such a target, and serving warns about an
 from __future__ import annotations
 
 import platform
+import re
 import sys
 from dataclasses import dataclass
 
 from flash.build.dependencies import DependencyOptions
+from flash.build.errors import BuildError
 
 # The default build target: RunPod's workers, glibc 2.28+ x86-64 Linux.
 WORKER_PLATFORM = DependencyOptions().platform
@@ -23,6 +25,27 @@ _UV_ALIASES = {
     "macos": "aarch64-apple-darwin",
     "windows": "x86_64-pc-windows-msvc",
 }
+
+
+# The uv platforms of the machines serverless workers are: x86-64 or aarch64 Linux, glibc
+# (manylinux, or uv's unknown-linux-gnu) or musl. uv still judges the spelling
+# (manylinux_2_99, say).
+_WORKER_PLATFORM = re.compile(
+    r"linux|(x86_64|aarch64)-(unknown-linux-(gnu|musl)|manylinux2014|manylinux_2_\d+)",
+    re.IGNORECASE,
+)
+
+
+def check_platform(name: str) -> None:
+    """Refuse a --platform that is no worker's (Windows, macOS, Android, an unknown name)
+    before anything is resolved, naming the choices."""
+    if not _WORKER_PLATFORM.fullmatch(name):
+        raise BuildError(
+            f"--platform {name!r} is not a platform serverless workers run on (x86-64 or "
+            f"aarch64 Linux): use {WORKER_PLATFORM} (the default), aarch64-manylinux_2_28, "
+            "another <x86_64|aarch64>-manylinux_2_<glibc minor> or -manylinux2014, "
+            "<x86_64|aarch64>-unknown-linux-gnu or -unknown-linux-musl, or linux"
+        )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -64,16 +65,20 @@ STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[Stop]:
+def stop_on_signals(interrupt: Callable[[], None] | None = None) -> Iterator[Stop]:
     """An event SIGINT, SIGTERM and SIGHUP set while the block runs; the old handlers come
     back after it. A signal ignored when the command started stays ignored: ``nohup`` ignores
-    SIGHUP, and a shell without job control SIGINT for its background jobs."""
+    SIGHUP, and a shell without job control SIGINT for its background jobs. ``interrupt`` is
+    called after the event is set, in the main thread: it may raise KeyboardInterrupt there
+    to end what the main thread waits on."""
     stop = Stop()
 
     def handle(signum: int, _frame: object) -> None:
         if stop.signum is None:
             stop.signum = signum
         stop.set()
+        if interrupt is not None:
+            interrupt()
 
     previous = {
         sig: signal.signal(sig, handle)
@@ -107,6 +112,22 @@ def check_port(option: str, port: int) -> None:
     # locked its state folder), and --app-port goes to another process.
     if not 0 <= port <= 65535:
         fail(f"{option} must be a port number from 0 to 65535, got {port}")
+
+
+def check_can_listen(option: str, host: str, port: int, what: str) -> None:
+    """Fail unless ``port`` (not 0: any free one) can be listened on now: checked before the
+    build, which may take minutes, rather than when serving starts after it."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        # create_server sets SO_REUSEADDR as servers do: a port in TIME_WAIT is free.
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        # create_server adds the address to strerror: the message names it already.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        fail(f"cannot serve {what} on {host} port {port} ({option}): {reason}")
 
 
 def check_max_workers(max_workers: int | None) -> None:

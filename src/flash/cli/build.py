@@ -16,8 +16,10 @@ from flash.cli._output import (
     check_state_folder,
     console,
     describe,
+    exit_interrupted,
     fail,
     stage_printer,
+    stop_on_signals,
     user_errors,
 )
 from flash.runtime.protocol import FLASH_DIR
@@ -63,8 +65,9 @@ def build(
     project_dir: Annotated[
         Path | None,
         typer.Argument(
-            help="Project to build [default: the current folder; refused in a package folder "
-            "of a project, whose root is to be built instead]",
+            # No brackets: the help is rich markup, where "[default: ...]" would be a tag.
+            help="Project to build (default: the current folder; refused in a package folder "
+            "of a project, whose root is to be built instead)",
             show_default=False,
         ),
     ] = None,
@@ -82,7 +85,9 @@ def build(
     ] = False,
     exclude: Annotated[
         list[str] | None,
-        typer.Option("--exclude", help="Package the base image provides: not vendored."),
+        typer.Option(
+            "--exclude", metavar="NAME", help="Package the base image provides: not vendored."
+        ),
     ] = None,
     # From the environment too: a token in a URL on the command line shows in `ps`.
     index_url: Annotated[
@@ -91,12 +96,16 @@ def build(
     extra_index_url: Annotated[
         list[str] | None,
         typer.Option(
-            envvar="FLASH_EXTRA_INDEX_URL", help="Extra package index URL (env: space-separated)."
+            envvar="FLASH_EXTRA_INDEX_URL",
+            metavar="URL",
+            help="Extra package index URL (env: space-separated).",
         ),
     ] = None,
     find_links: Annotated[
         list[str] | None,
-        typer.Option(envvar="FLASH_FIND_LINKS", help="Directory or URL with wheels."),
+        typer.Option(
+            envvar="FLASH_FIND_LINKS", metavar="PATH|URL", help="Directory or URL with wheels."
+        ),
     ] = None,
     no_index: Annotated[bool, typer.Option("--no-index", help="Do not use an index.")] = False,
     keep_build: Annotated[
@@ -123,6 +132,7 @@ def build(
     """Build PROJECT_DIR into .flash/archive.tar.gz with one handler per endpoint."""
     from flash.build.errors import BuildError
     from flash.build.pipeline import BuildOptions, build_project
+    from flash.build.target import check_platform
 
     project_dir = project_dir_or_cwd(project_dir, "build")
     options = BuildOptions(
@@ -144,10 +154,19 @@ def build(
     )
     check_state_folder(project_dir / FLASH_DIR)
     # OSError: what the build cannot read or write (permissions, a full disk) is named too.
-    with user_errors(verbose, BuildError, OSError):
+    # SIGTERM and SIGHUP end the build as a Ctrl-C does: its child processes are ended and
+    # its temporary files removed; an archive is written whole or not at all.
+    with user_errors(verbose, BuildError, OSError), stop_on_signals(interrupt=_interrupt) as stop:
         try:
+            check_platform(platform)
             result = build_project(options, progress=stage_printer(not as_json))
+        except KeyboardInterrupt:
+            if not stop.is_set():
+                raise  # a SIGINT to the import check alone: as before, Typer's "Aborted!"
+            exit_interrupted(stop, "the build")
         except (BuildError, OSError) as exc:
+            if stop.is_set():
+                exit_interrupted(stop, "the build")
             if as_json:  # a script reading stdout learns why, not only the exit code
                 print(json.dumps({"error": describe(exc)}, indent=2))
             raise
@@ -157,6 +176,11 @@ def build(
         print(json.dumps(result.summary(), indent=2))
     else:
         print_summary(result)
+
+
+def _interrupt() -> None:
+    # The build runs in this thread only: whatever it waits on, it is interrupted.
+    raise KeyboardInterrupt
 
 
 def print_summary(result: BuildResult) -> None:

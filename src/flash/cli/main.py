@@ -33,6 +33,14 @@ class FlashCommand(TyperCommand):
                 raise
             fail(exc.format_message())
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        # Typer's help shows a flag's type (`--force <bool>`) as if it took a value.
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
 
 app = typer.Typer(
     name="flash",

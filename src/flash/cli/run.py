@@ -9,6 +9,7 @@ its ``@remote`` calls going to the local endpoints. The machinery is flash.platf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,7 @@ from rich.markup import escape
 from flash.cli._output import (
     Stop,
     build_warning,
+    check_can_listen,
     check_max_workers,
     check_port,
     check_state_folder,
@@ -43,8 +45,9 @@ def run(
     project_dir: Annotated[
         Path | None,
         typer.Argument(
-            help="Project to build and serve [default: the current folder; refused in a "
-            "package folder of a project, whose root is to be run instead]",
+            # No brackets: the help is rich markup, where "[default: ...]" would be a tag.
+            help="Project to build and serve (default: the current folder; refused in a "
+            "package folder of a project, whose root is to be run instead)",
             show_default=False,
         ),
     ] = None,
@@ -70,6 +73,7 @@ def run(
     # The build and the platform load here, not with the CLI: `flash --help` stays quick.
     from flash.build.errors import BuildError
     from flash.build.pipeline import BuildOptions
+    from flash.build.schemas import interrupt_import_checks
     from flash.platform.devloop import Reloader, watch_and_reload
     from flash.platform.manifest import PlatformError
     from flash.platform.web_app import WebApp, WebAppError, defines_web_app
@@ -84,11 +88,19 @@ def run(
     web: WebApp | None = None
     with (
         user_errors(False, BuildError, PlatformError, WebAppError, OSError),
-        stop_on_signals() as stop,
+        # A stop during a build's import check ends that check at once: the project's code
+        # may wait forever at import (the first build and reloads both run in this thread).
+        stop_on_signals(interrupt=interrupt_import_checks) as stop,
     ):
         try:
             platform = first_build(
-                options, stop, host=host, port=port, max_workers=max_workers, api_key=api_key
+                options,
+                stop,
+                lambda: check_ports(root, host, port, app_port),
+                host=host,
+                port=port,
+                max_workers=max_workers,
+                api_key=api_key,
             )
             print_endpoints(platform, console)
             web = WebApp(root, host, app_port, platform.client_env(), stop, say=say, warn=warn)
@@ -119,16 +131,35 @@ def say(message: str) -> None:
     console.print(escape(message), soft_wrap=True)
 
 
-def first_build(options: BuildOptions, stop: Stop, **platform_options: object) -> LocalPlatform:
+def check_ports(root: Path, host: str, port: int, app_port: int) -> None:
+    """Refuse a busy --port, or --app-port when main.py may serve an app, before the build."""
+    from flash.platform.web_app import defines_web_app
+
+    check_can_listen("--port", host, port, "the platform")
+    if defines_web_app(root / "main.py") is not False:
+        check_can_listen("--app-port", host, app_port, "main.py's web app")
+
+
+def first_build(
+    options: BuildOptions,
+    stop: Stop,
+    before_build: Callable[[], None],
+    **platform_options: object,
+) -> LocalPlatform:
     """Build and start serving; a stopping signal during the build exits as interrupted
-    (the build's child processes got it too: their failure is not the project's)."""
+    (the build's child processes got it too: their failure is not the project's).
+    ``before_build`` runs once the project's state folder is held."""
     from flash.build.errors import BuildError
     from flash.platform.devloop import interrupt_failure
     from flash.platform.project import start_project
 
     try:
         platform = start_project(
-            options, progress=stage_printer(True), warn=build_warning, **platform_options
+            options,
+            progress=stage_printer(True),
+            warn=build_warning,
+            before_build=before_build,
+            **platform_options,
         )
     except KeyboardInterrupt:
         failure = interrupt_failure(stop)

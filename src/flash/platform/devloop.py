@@ -107,6 +107,7 @@ class Reloader:
             return Outcome.SAME
         for warning in result.warnings:
             self.warn("Warning", str(warning))
+        before = {endpoint["name"] for endpoint in self.platform.endpoints()}
         try:
             self.platform.load_copy(
                 extract_for_serving(result.archive, self.platform.copies_root, sha256=result.sha256)
@@ -117,7 +118,18 @@ class Reloader:
             return Outcome.FAILED
         self.broken, self.unserved = False, None
         self.say(f"Reloaded {result.sha256[:12]}")
+        self._say_endpoint_changes(before)
         return Outcome.NEW
+
+    def _say_endpoint_changes(self, before: set[str]) -> None:
+        """Name the endpoints the reload added (with their URLs: what a script calls) and
+        removed: the table printed at the start no longer says what serves."""
+        after = self.platform.endpoints()
+        for endpoint in after:
+            if endpoint["name"] not in before:
+                self.say(f"  added endpoint {endpoint['name']} at {endpoint['url']}")
+        for name in sorted(before - {endpoint["name"] for endpoint in after}):
+            self.say(f"  removed endpoint {name}")
 
     def _failed(self, exc: BuildError) -> Outcome:
         self.broken = True

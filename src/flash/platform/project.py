@@ -31,17 +31,21 @@ def start_project(
     *,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    before_build: Callable[[], None] | None = None,
     **platform_options: Any,
 ) -> LocalPlatform:
     """Build the project and serve the build on a started LocalPlatform whose state (jobs,
     signing key, extracted copies) is the project's ``.flash/``; ``warn`` gets each of the
-    build's warnings. ``platform_options`` go to LocalPlatform. Raises BuildError or
-    PlatformError; nothing is left running then."""
+    build's warnings; ``before_build`` is called once the state folder is held, to refuse
+    what would fail after the build (a busy port). ``platform_options`` go to
+    LocalPlatform. Raises BuildError or PlatformError; nothing is left running then."""
     state_dir = options.project_dir.resolve() / ".flash"
     # A platform already serving from the state folder is refused before the build, not
     # after it; the lock taken here is the platform's, so no other can slip in between.
     state_lock = lock_state_dir(state_dir)
     try:
+        if before_build is not None:
+            before_build()
         result = build_project(options, progress=progress)
         if warn is not None:
             for warning in result.warnings:

@@ -1,0 +1,201 @@
+"""`flash build` and `flash run` as users met them: stop signals, help, targets, messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.cli.test_cli import ENV, WEB_APP, flash
+from tests.cli.test_run_devloop import FlashRun, starter_whose_worker_starts_with
+from tests.helpers import free_port, processes_under, wait_for
+
+from flash.cli.init import write_starter
+
+SLEEPS_AT_IMPORT = "import time\n\ntime.sleep(600)\n"
+SERVING = "Scripts reach these endpoints"
+
+
+def import_check_running(project: Path) -> list[int]:
+    """The build's import check (cwd .flash/.build) is running: the "handlers" stage."""
+    return processes_under(project / ".flash" / ".build")
+
+
+def test_sigterm_during_the_first_builds_import_check_ends_flash_run_at_once(
+    tmp_path: Path,
+) -> None:
+    project = starter_whose_worker_starts_with(tmp_path, SLEEPS_AT_IMPORT)
+    run = FlashRun(project, free_port())
+    try:
+        wait_for(lambda: import_check_running(project), 60, "the import check")
+        sent = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)  # the process alone, not its group
+        code = run.exit_code(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        run.end()
+    assert code == 128 + signal.SIGTERM, run.text()
+    assert took < 5, f"took {took:.1f} s"
+    assert "Interrupted during the first build" in run.text(), run.text()
+    assert "Traceback" not in run.text() and "failed to import" not in run.text()
+    wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
+
+
+def test_sigterm_during_a_reloads_import_check_ends_flash_run_at_once(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    write_starter(project)
+    worker = project / "workers" / "cpu_worker.py"
+    run = FlashRun(project, free_port())
+    try:
+        run.wait_for_output(SERVING)
+        worker.write_text(SLEEPS_AT_IMPORT + worker.read_text())
+        wait_for(lambda: import_check_running(project), 60, "the reload's import check")
+        sent = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        code = run.exit_code(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        run.end()
+    assert code == 0, run.text()
+    assert took < 5, f"took {took:.1f} s"
+    for unwanted in ("Traceback", "Reloaded", "Build failed"):
+        assert unwanted not in run.text(), run.text()
+    wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
+
+
+def test_sigterm_during_flash_builds_import_check_ends_it_without_an_archive(
+    tmp_path: Path,
+) -> None:
+    project = starter_whose_worker_starts_with(tmp_path, SLEEPS_AT_IMPORT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flash.cli", "build", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: import_check_running(project), 60, "the import check")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert took < 5, f"took {took:.1f} s"
+    assert "Interrupted during the build" in err, err
+    assert not (project / ".flash" / "archive.tar.gz").exists()
+    wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")
+
+
+def test_help_shows_the_whole_argument_help_and_no_value_for_flags(tmp_path: Path) -> None:
+    for command, verb in (("build", "built"), ("run", "run")):
+        shown = flash(command, "--help", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.replace("│", " ").split())  # its lines wrapped in a box
+        wanted = "(default: the current folder; refused in a package folder of a project, "
+        assert f"{wanted}whose root is to be {verb} instead)" in text, text
+        assert "<bool>" not in text and "list[str]" not in text, text
+    build_help = flash("build", "--help", cwd=tmp_path).stdout
+    assert "--exclude NAME" in " ".join(build_help.split()), build_help
+
+
+def test_build_refuses_a_platform_workers_do_not_run_naming_the_choices(tmp_path: Path) -> None:
+    write_starter(tmp_path / "proj")
+    for platform in ("windows", "macos", "x86_64-apple-darwin", "foo"):
+        built = flash("build", "proj", "--platform", platform, cwd=tmp_path)
+        assert built.returncode == 1, built.stdout + built.stderr
+        lines = built.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: --platform"), built.stderr
+        assert repr(platform) in lines[0] and "x86_64-manylinux_2_28" in lines[0], lines[0]
+        assert "possible values" not in built.stderr and "pyodide" not in built.stderr
+        assert not (tmp_path / "proj" / ".flash" / "archive.tar.gz").exists()
+
+
+ONE_FUNCTION = """from flash import remote, LiveServerless
+
+
+@remote(LiveServerless(name="g"))
+def f(x: int) -> int:
+    return x
+"""
+
+
+def test_build_stages_count_one_thing_in_the_singular(tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "app.py").write_text(ONE_FUNCTION)
+    built = flash("build", "proj", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert "1 file\n" in built.stdout and "0 packages" in built.stdout, built.stdout
+    assert "1 function on 1 endpoint" in built.stdout, built.stdout
+    assert "1 handler checked, 1 function callable with JSON" in built.stdout, built.stdout
+
+
+EXTRA_ENDPOINT = ONE_FUNCTION.replace('name="g"', 'name="extra"')
+
+
+def test_a_reload_names_the_endpoints_it_added_and_removed(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    write_starter(project)
+    run = FlashRun(project, free_port())
+    try:
+        run.wait_for_output(SERVING)
+        url = run.text().split("FLASH_API_BASE=", 1)[1].split()[0].rstrip(".")
+        extra = project / "workers" / "extra.py"
+        run.edit(extra, EXTRA_ENDPOINT, "Reloaded")
+        run.wait_for_output(f"added endpoint extra at {url}/v2/extra")
+        seen = run.count("Reloaded")
+        extra.unlink()
+        run.wait_for_output("Reloaded", seen + 1)
+        run.wait_for_output("removed endpoint extra")
+    finally:
+        run.end()
+    assert "added endpoint cpu-worker" not in run.text(), run.text()
+
+
+def test_run_refuses_a_busy_port_before_building(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "app.py").write_text(ONE_FUNCTION)
+    (project / "main.py").write_text(WEB_APP)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for option, others in (("--port", ["--app-port", "0"]), ("--app-port", ["--port", "0"])):
+            failed = flash("run", "proj", option, str(port), *others, cwd=tmp_path)
+            assert failed.returncode == 1, failed.stdout + failed.stderr
+            error = failed.stderr.strip()
+            assert error.startswith("Error: ") and "\n" not in error, error
+            assert f"{option} {port}" in error or f"port {port} ({option})" in error, error
+            assert "collect" not in failed.stdout, failed.stdout  # no build was started
+            assert not (project / ".flash" / "archive.tar.gz").exists()
+
+
+def test_build_names_every_symbolic_link_at_once(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "app.py").write_text(ONE_FUNCTION)
+    (project / "copy.py").symlink_to("app.py")
+    (project / "gone.txt").symlink_to("nowhere.txt")
+    (tmp_path / "shared").mkdir()
+    (project / "shared").symlink_to(tmp_path / "shared")
+    built = flash("build", "proj", cwd=tmp_path)
+    assert built.returncode == 1, built.stdout + built.stderr
+    error = built.stderr
+    assert error.startswith("Error: ") and "3 symbolic links" in error, error
+    for link, where in (
+        ("copy.py", "app.py"),
+        ("gone.txt", "nowhere.txt, which does not exist"),
+        ("shared", f"{tmp_path / 'shared'}, outside the project"),
+    ):
+        assert f"{link}: a symbolic link to {where}" in error, error
+    assert "list the links in .flashignore" in error, error
