@@ -105,7 +105,7 @@ def handler(job):
         raise ValueError("stream broke")
 
 if __name__ == "__main__":
-    start(handler, return_aggregate_stream=True)  # as generated handlers do
+    start(handler)
 """
 
 AGEN = """
@@ -118,7 +118,7 @@ async def handler(job):
         yield f"part-{i}"
 
 if __name__ == "__main__":
-    start(handler, return_aggregate_stream=True)  # as generated handlers do
+    start(handler)
 """
 
 

@@ -283,7 +283,7 @@ def handler(job):
         yield gate
 
 if __name__ == "__main__":
-    start(handler, return_aggregate_stream=True)  # as generated handlers do
+    start(handler)
 """
 
 

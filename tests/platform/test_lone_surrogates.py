@@ -31,7 +31,7 @@ def handler(job):
         yield item
 
 if __name__ == "__main__":
-    start(handler, return_aggregate_stream=True)  # as generated handlers do
+    start(handler)
 """
 
 FILES = {

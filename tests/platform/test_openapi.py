@@ -8,11 +8,14 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import pytest
+from pydantic import BaseModel, Field, TypeAdapter
 
 from flash.build.manifest import schema_record
 from flash.build.schemas import derive_schemas
-from flash.platform.openapi import docs_page, endpoint_document
+from flash.platform.openapi import docs_page, endpoint_document, example
 from flash.runtime.jsoncall import bind_json_call
 from flash.runtime.jsonschema import validate
 
@@ -271,3 +274,29 @@ def test_docs_show_every_method_with_a_request_that_calls_it(tmp_path: Path) -> 
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("docsapp", None)
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        Annotated[float, Field(gt=0, lt=1)],  # a probability: 0 is not one
+        Annotated[str, Field(max_length=3)],
+        Annotated[str, Field(min_length=10)],
+        Annotated[list[int], Field(max_length=0)],
+        Annotated[int, Field(multiple_of=7, ge=1)],
+        Annotated[set[str], Field(min_length=2)],
+        Annotated[int, Field(gt=10, lt=20)],
+        Annotated[float, Field(lt=0)],
+    ],
+)
+def test_an_example_keeps_within_the_bounds_of_its_schema(annotation: Any) -> None:
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    adapter.validate_python(example(adapter.json_schema()))
+
+
+class Tree(BaseModel):
+    children: Annotated[list[Tree], Field(min_length=8)]
+
+
+def test_a_model_that_requires_itself_gives_an_example_of_bounded_size() -> None:
+    assert len(json.dumps(example(TypeAdapter(Tree).json_schema()))) < 100_000

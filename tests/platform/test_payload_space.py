@@ -99,23 +99,19 @@ def test_the_input_of_a_job_that_cannot_run_again_is_dropped_when_it_ends(
     asyncio.run(scenario())
 
 
-def test_a_streamed_output_an_older_version_kept_as_its_chunks_is_still_served(
-    tmp_path: Path,
-) -> None:
+def test_a_streamed_output_is_stored_once_as_its_chunks(tmp_path: Path) -> None:
     chunks = [json.dumps(f"{n}" * 40_000) for n in range(3)]
     expected = [json.loads(chunk) for chunk in chunks]
 
     async def scenario() -> str:
+        # Room for the chunks once, not twice: the job keeps them in memory.
         dispatcher = _dispatcher(tmp_path, output_memory_bytes=150_000)
         job = await _taken(dispatcher)
         for chunk in chunks:
             assert dispatcher.chunk("w1", job.id, chunk)
         assert dispatcher.done("w1", job.id, {}, True, None)
-        # Stored as posted now (no output, as RunPod's); an older version stored such a
-        # stream's output as its chunks, with this flag: as it left it, before an upgrade.
-        assert "output" not in json.loads(dispatcher.status_json(job))
-        job.output_is_stream = True
-        dispatcher.store.save(job)
+        assert job.stream == chunks
+        assert json.loads(dispatcher.status_json(job))["output"] == expected
         return job.id
 
     job_id = asyncio.run(scenario())
@@ -264,8 +260,7 @@ def test_space_freed_before_a_restart_is_given_back_at_start(tmp_path: Path) -> 
 
 
 def _stored_stream_job(tmp_path: Path) -> str:
-    """A job completed with two stream chunks and no output of its own, stored as an older
-    version did (``output_is_stream``): the chunks are its output."""
+    """A job completed with two stream chunks and no output of its own: they are its output."""
 
     dispatcher = _dispatcher(tmp_path)
 
@@ -273,8 +268,6 @@ def _stored_stream_job(tmp_path: Path) -> str:
         job = await _taken(dispatcher)
         assert dispatcher.chunk("w1", job.id, '"a"') and dispatcher.chunk("w1", job.id, '"b"')
         assert dispatcher.done("w1", job.id, {}, True, None)
-        job.output_is_stream = True
-        dispatcher.store.save(job)
         return job.id
 
     return asyncio.run(run())

@@ -1,6 +1,6 @@
-"""Where the local platform answers as RunPod does: a stream's output is what its worker
-posted, bodies over the limit are refused while they arrive, /health counts every ended job
-(also after a restart), errors are JSON on every path, and a purged job is a cancelled one."""
+"""Where the local platform answers as RunPod does: bodies over the limit are refused while
+they arrive, /health counts every ended job (also after a restart), errors are JSON on every
+path, and a purged job is a cancelled one."""
 
 from __future__ import annotations
 
@@ -10,25 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from tests.helpers import Logs, wait_for
-from tests.integration.projects import served_files
+from tests.helpers import wait_for
 from tests.platform.apps import BASIC, ended, write_app
 
 from flash.platform.local import LocalPlatform
 from flash.runtime.protocol import RUN_LIMIT
 
 KEY = {"Authorization": "Bearer test-key"}
-
-SDK_GEN = """
-import runpod
-
-def handler(job):
-    for i in range(job["input"]["n"]):
-        yield {"chunk": i}
-
-if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler%s})
-"""
 
 
 def _post(platform: LocalPlatform, path: str, **kw: Any) -> requests.Response:
@@ -37,77 +25,6 @@ def _post(platform: LocalPlatform, path: str, **kw: Any) -> requests.Response:
 
 def _get(platform: LocalPlatform, path: str) -> requests.Response:
     return requests.get(f"{platform.url}/v2/{path}", headers=KEY, timeout=60)
-
-
-# ---------------------------------------------------------------- a stream's output
-
-
-def test_a_plain_sdk_generator_has_the_output_its_worker_posted(
-    tmp_path: Path, platform_factory
-) -> None:
-    app = write_app(
-        tmp_path / "app",
-        {
-            "plain": (SDK_GEN % "", {}),
-            "aggregate": (SDK_GEN % ', "return_aggregate_stream": True', {}),
-        },
-    )
-    platform = platform_factory(app)
-    plain = _post(platform, "plain/runsync", json={"input": {"n": 3}}).json()
-    # RunPod's SDK posts [] at a generator's end without return_aggregate_stream: the
-    # job's output there, and here, even though its chunks were streamed.
-    assert plain["status"] == "COMPLETED" and plain["output"] == [], plain
-    streamed = _get(platform, f"plain/stream/{plain['id']}").json()["stream"]
-    assert streamed == [{"output": {"chunk": i}} for i in range(3)]
-    assert ended(platform, "plain", plain["id"])["output"] == []
-    aggregated = _post(platform, "aggregate/runsync", json={"input": {"n": 3}}).json()
-    assert aggregated["output"] == [{"chunk": i} for i in range(3)], aggregated
-
-
-GEN_PROJECT = {
-    "pyproject.toml": """
-        [project]
-        name = "paritygen"
-        version = "0.1.0"
-        dependencies = []
-    """,
-    "paritygen/__init__.py": "",
-    "paritygen/svc.py": """
-        from collections.abc import Iterator
-
-        from flash import CpuLiveServerless, remote
-
-        cpu = CpuLiveServerless(name="parity-gen", workersMax=1)
-
-
-        @remote(cpu)
-        def count(n: int) -> Iterator[int]:
-            yield from range(n)
-    """,
-}
-
-
-def test_a_flash_generator_endpoint_answers_runsync_with_its_items(tmp_path: Path) -> None:
-    reports: list[dict[str, Any]] = []
-    with served_files(
-        tmp_path / "proj", GEN_PROJECT, echo=Logs(), max_workers=1, recorder=reports.append
-    ) as platform:
-        answer = requests.post(
-            f"{platform.url}/v2/parity-gen/runsync",
-            headers={"Authorization": f"Bearer {platform.api_key}"},
-            json={"input": {"function": "count", "kwargs": {"n": 3}}},
-            timeout=90,
-        ).json()
-    # What a RunPod client of the deployed endpoint gets too: the generated handler
-    # aggregates its stream, so the output is one answer per item.
-    assert answer["status"] == "COMPLETED", answer
-    assert [item["result"] for item in answer["output"]] == [0, 1, 2], answer
-    # The worker itself posts them at the stream's end, as RunPod stores what it posts.
-    (end,) = [json.loads(r["body"]) for r in reports if r["route"] == "job-done"]
-    assert end["output"] == answer["output"]
-
-
-# ---------------------------------------------------------------- body limits
 
 
 def test_a_chunked_body_over_the_limit_is_refused_before_it_ends(

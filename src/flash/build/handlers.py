@@ -29,9 +29,7 @@ handler = create_handler(FUNCTION_REGISTRY, endpoint={endpoint})
 if __name__ == "__main__":
     from flash.runtime.worker import start
 
-    # A streaming job's output is the list of its items, on RunPod too: without this its
-    # SDK reports a generator's end as [] (and so does the platform).
-    start(handler, return_aggregate_stream=True)
+    start(handler)
 '''
 
 

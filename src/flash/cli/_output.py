@@ -126,7 +126,12 @@ def check_can_listen(option: str, host: str, port: int, what: str) -> None:
         socket.create_server((host, port)).close()
     except OSError as exc:
         # create_server adds the address to strerror: the message names it already.
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        # A host that does not resolve (or an IPv6 one) fails with a resolver's error number,
+        # negative, which os.strerror does not know: its own text says it.
+        if exc.errno and exc.errno > 0:
+            reason = os.strerror(exc.errno)
+        else:
+            reason = (exc.strerror or str(exc)).split(" (while attempting to bind")[0]
         fail(f"cannot serve {what} on {host} port {port} ({option}): {reason}")
 
 

@@ -183,6 +183,7 @@ def _changes(
     ended = _Either(stop, done)
 
     def follow(paths: list[Path], recursive: bool) -> None:
+        armed = False
         try:
             for changes in watchfiles.watch(
                 *paths,
@@ -190,8 +191,14 @@ def _changes(
                 stop_event=ended,
                 recursive=recursive,
                 raise_interrupt=False,
+                # An empty batch once watching: an edit made after the build but before
+                # the watch began is looked for then, not missed.
+                yield_on_timeout=True,
+                rust_timeout=500,
             ):
-                batches.put({Path(path).resolve() for _, path in changes})
+                if changes or not armed:
+                    batches.put({Path(path).resolve() for _, path in changes})
+                armed = True
         except (OSError, RuntimeError):  # a folder removed meanwhile: watch afresh
             batches.put(None)
 

@@ -442,9 +442,7 @@ class Dispatcher:
 
     def _stored_output(self, job: Job) -> str | None:
         """The output of a job that is not in memory: its file's or row's, or for a job
-        whose output is its stream, its chunks' texts spliced (every one, or it is lost).
-        Only an older version set ``output_is_stream`` (it rebuilt a stream's empty output
-        from its chunks): the jobs it stored so still answer as they did."""
+        whose output is its stream, its chunks' texts spliced (every one, or it is lost)."""
         if not job.output_is_stream:
             return self.store.load_output(job.id)
         chunks = self.store.load_stream_output(job.id) if job.stream_in_store else job.stream
@@ -603,8 +601,11 @@ class Dispatcher:
         stops, state.stops = state.stops, []
         return stops
 
-    def ping(self, worker_id: str, job_ids: list[str] | None) -> None:
-        """A heartbeat lists the jobs the worker still runs: evidence for stopped jobs."""
+    def ping(self, worker_id: str, job_ids: list[str] | None, *, lists_taken: bool = False) -> None:
+        """A heartbeat lists the jobs the worker still runs: evidence for stopped jobs.
+        ``lists_taken``: the heartbeat comes from the loop that takes the jobs (Flash's
+        worker loop), so a job it leaves out long enough was never taken (see below); the
+        runpod SDK's heartbeat comes from elsewhere, and a held loop may still take it."""
         state = self.workers[worker_id]
         now = time.monotonic()
         state.pinged_at = now
@@ -618,6 +619,9 @@ class Dispatcher:
                 if not self._busy(state):
                     state.idle_since = now
                 self._serve_takers(state.endpoint)  # it may run a suspect now
+        if not lists_taken:
+            state.handed.clear()
+            state.unseen.clear()
         for job_id, handed in list(state.handed.items()):
             if job_id in running or job_id not in state.assigned:
                 # Known to it (a later heartbeat without it: its result is on its way), or
@@ -641,9 +645,7 @@ class Dispatcher:
         output_json: str | None,
     ) -> bool:
         """Record a worker's result (``output_json``: the text of its output, None if it has
-        none); False if the job is no longer this worker's to report. A stream's end
-        (``is_stream``) is stored as posted, as RunPod does: its output is ``[]`` unless the
-        worker aggregates its chunks (``return_aggregate_stream``, as Flash's handlers do)."""
+        none); False if the job is no longer this worker's to report."""
         job = self._reported(worker_id, job_id)
         if job is None:
             return False
@@ -657,6 +659,9 @@ class Dispatcher:
         if error:
             self._finish(job, js.FAILED, error=error, output_json=output_json)
             return True
+        if is_stream and not body.get("output") and job.stream:
+            # Its output is its chunks, read from them when asked for: not stored twice.
+            job.output_is_stream, output_json = True, None
         self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
 

@@ -439,7 +439,9 @@ class Gateway:
     async def ping(self, request: Request) -> Response:
         raw = request.query_params.get("job_id")
         ids = [i for i in raw.split(",") if i] if raw else []
-        self.dispatcher.ping(request.path_params["worker"], ids)
+        # Flash's worker loop pings from the loop that takes jobs (flash.runtime.worker).
+        own_loop = request.query_params.get("runpod_version", "").startswith("flash-")
+        self.dispatcher.ping(request.path_params["worker"], ids, lists_taken=own_loop)
         return _json({"ok": True})
 
     # ------------------------------------------------------------------ docs

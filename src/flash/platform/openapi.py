@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -278,70 +279,125 @@ def example(schema: Any) -> Any:
     choice of an enum), within simple bounds. Not every schema has one (a pattern): the
     gateway's answer then says what is wrong with it."""
     root = schema if isinstance(schema, dict) else {}
-    return _example(schema, root.get("$defs") or {}, 0)
+    return _Examples(root.get("$defs") or {}).value(schema, 0)
 
 
-def _example(schema: Any, defs: Mapping[str, Any], depth: int) -> Any:
-    if not isinstance(schema, dict) or depth > 16:  # a recursive model: stop somewhere
+class _Examples:
+    """Writes one example, sharing a budget of values: a recursive model that requires
+    itself (a tree of eight children) would otherwise fill the page."""
+
+    def __init__(self, defs: Mapping[str, Any], budget: int = 1000) -> None:
+        self.defs = defs
+        self.left = budget
+
+    def value(self, schema: Any, depth: int) -> Any:
+        self.left -= 1
+        if not isinstance(schema, dict) or depth > 16 or self.left < 0:
+            return None
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return self.value(self.defs.get(ref[8:]), depth + 1)
+        if "const" in schema:
+            return schema["const"]
+        if isinstance(schema.get("enum"), list) and schema["enum"]:
+            return schema["enum"][0]
+        for key in ("anyOf", "oneOf", "allOf"):
+            options = schema.get(key)
+            if isinstance(options, list) and options:
+                chosen = [
+                    o for o in options if not (isinstance(o, dict) and o.get("type") == "null")
+                ]
+                return self.value((chosen or options)[0], depth + 1)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind == "object" or "properties" in schema:
+            properties = schema.get("properties") or {}
+            value = {
+                name: self.value(properties.get(name), depth + 1)
+                for name in schema.get("required") or ()
+            }
+            extra = schema.get("additionalProperties")
+            if not properties and isinstance(extra, dict):
+                value["key"] = self.value(extra, depth + 1)
+            return value
+        if kind == "array":
+            return self._array(schema, depth)
+        if kind == "string":
+            text = FORMAT_EXAMPLES.get(str(schema.get("format")), "string")
+            return text[: _bound(schema, "maxLength", len(text))].ljust(
+                _bound(schema, "minLength", 0), "x"
+            )
+        if kind in ("integer", "number"):
+            return _number(schema, kind)
+        if kind == "boolean":
+            return False
         return None
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        return _example(defs.get(ref[8:]), defs, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            chosen = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-            return _example((chosen or options)[0], defs, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or "properties" in schema:
-        properties = schema.get("properties") or {}
-        value = {
-            name: _example(properties.get(name), defs, depth + 1)
-            for name in schema.get("required") or ()
-        }
-        extra = schema.get("additionalProperties")
-        if not properties and isinstance(extra, dict):
-            value["key"] = _example(extra, defs, depth + 1)
-        return value
-    if kind == "array":
+
+    def _array(self, schema: Mapping[str, Any], depth: int) -> list[Any]:
         prefix = schema.get("prefixItems")
         if isinstance(prefix, list):
-            return [_example(item, defs, depth + 1) for item in prefix]
-        count = schema.get("minItems", 1)
-        count = count if isinstance(count, int) and 0 <= count <= 8 else 1
-        item = _example(schema.get("items"), defs, depth + 1)
+            return [self.value(item, depth + 1) for item in prefix]
+        count = min(max(_bound(schema, "minItems", 1), 1), _bound(schema, "maxItems", 8), 8)
+        if count == 0:
+            return []
+        item = self.value(schema.get("items"), depth + 1)
         if schema.get("uniqueItems") and count > 1:
-            # Distinct numbers are easy; other items: one (the gateway's answer says more).
-            return list(range(count)) if type(item) is int else [item]
-        return [item] * count
-    if kind == "string":
-        text = FORMAT_EXAMPLES.get(str(schema.get("format")), "string")
-        least = schema.get("minLength")
-        return text.ljust(least, "x") if isinstance(least, int) and least < 1000 else text
-    if kind in ("integer", "number"):
-        return _number(schema, kind)
-    if kind == "boolean":
-        return False
-    return None
+            # Distinct numbers and texts are easy; other items: one (the answer says more).
+            if type(item) is int:
+                return list(range(item, item + count))
+            return [f"{item}{n}" for n in range(count)] if type(item) is str else [item]
+        # Each written anew, from the budget: a copy of a nested one would multiply it.
+        return [item] + [self.value(schema.get("items"), depth + 1) for _ in range(count - 1)]
+
+
+def _bound(schema: Mapping[str, Any], key: str, default: int) -> int:
+    """A length bound of the schema, if it is a sensible one."""
+    value = schema.get(key)
+    return value if type(value) is int and 0 <= value <= 1000 else default
 
 
 def _number(schema: Mapping[str, Any], kind: str) -> int | float:
-    """Zero, or the nearest value the bounds allow."""
-    value: float = 0
-    low, high = schema.get("minimum"), schema.get("maximum")
-    above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if isinstance(low, (int, float)) and value < low:
-        value = low
-    if isinstance(above, (int, float)) and value <= above:
-        value = above + 1
-    if isinstance(high, (int, float)) and value > high:
-        value = high
-    if isinstance(below, (int, float)) and value >= below:
-        value = below - 1
-    return int(value) if kind == "integer" else float(value)
+    """Zero when the bounds allow it, else a value inside them (their middle, when there
+    are two), a multiple of ``multipleOf`` where one is asked for."""
+    low, high = _numbers(schema, "minimum"), _numbers(schema, "maximum")
+    above, below = _numbers(schema, "exclusiveMinimum"), _numbers(schema, "exclusiveMaximum")
+
+    def fits(value: float) -> bool:
+        return (
+            all(value >= v for v in low)
+            and all(value <= v for v in high)
+            and all(value > v for v in above)
+            and all(value < v for v in below)
+        )
+
+    floor, ceiling = max(low + above, default=None), min(high + below, default=None)
+    if fits(0):
+        value: float = 0
+    elif floor is not None and ceiling is not None:
+        value = (floor + ceiling) / 2
+    elif floor is not None:
+        value = floor if fits(floor) else floor + 1
+    else:
+        value = ceiling if ceiling is not None and fits(ceiling) else (ceiling or 0) - 1
+    for step in _numbers(schema, "multipleOf"):
+        if step <= 0:
+            break
+        for candidate in (math.ceil(value / step) * step, math.floor(value / step) * step):
+            if fits(candidate):
+                value = candidate
+                break
+    if kind == "integer":
+        for candidate in (math.ceil(value), math.floor(value)):
+            if fits(candidate):
+                return int(candidate)
+        return int(value)
+    return float(value)
+
+
+def _numbers(schema: Mapping[str, Any], key: str) -> list[float]:
+    """The schema's number under ``key``, as a list of it or none."""
+    value = schema.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return [float(value)]
+    return []

@@ -1342,10 +1342,10 @@ def _shortened(exc: BaseException) -> BaseException | None:
     """A copy of ``exc`` with its long str arguments cut to fit a pickled exception; None
     when it has none."""
     budget = _MAX_PICKLED_EXCEPTION // 4  # base64 and the rest of the pickle need room
-    args = exc.args
-    if not any(isinstance(a, str) and len(a) > budget for a in args):
-        return None
     try:
+        args = tuple(exc.args)  # a property of the user's class may raise: the answer may not
+        if not any(isinstance(a, str) and len(a) > budget for a in args):
+            return None
         copied = copy.copy(exc)
         copied.args = tuple(_cut(a, budget) if isinstance(a, str) else a for a in args)
     except Exception:  # an exception that cannot be copied goes by its type name

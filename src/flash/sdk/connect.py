@@ -8,10 +8,7 @@ from urllib.parse import urlsplit
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.http import redact_url
 from flash.runtime.remote import set_invoker
-from flash.sdk import jsoncodec as _jsoncodec
 from flash.sdk.keys import find_signing_key
-
-_jsoncodec.install()  # as flash.sdk.remote does: a connected client calls as typed JSON
 
 
 def connect(

@@ -6,12 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flash.runtime import remote as _runtime_remote
-from flash.sdk import jsoncodec as _jsoncodec
 from flash.sdk.resources import ResourceConfig
-
-# The client calls what this decorator makes as typed JSON where it can: it needs the
-# SDK's codecs (pydantic), which the runtime cannot import.
-_jsoncodec.install()
 
 
 def remote(
