@@ -119,13 +119,13 @@ def test_async_function_dependencies_reach_the_manifest(tmp_path: Path) -> None:
     build_wheel(wheels, "tinydep", "1.0")
     root = multi_package_project(tmp_path / "multi")
     result = build_project(BuildOptions(project_dir=root, dependencies=offline(wheels)))
-    vision = result.manifest.resources["Vision Model.v2"]
+    vision = result.manifest.resources["Vision-Model.v2"]
     assert vision.handler_file == "handler_vision_model_v2.py"
     assert vision.dependencies == ["tinydep"] and vision.functions[0].is_async
     assert vision.config["env"] == {"MODE": "fast"}
     cpu = result.manifest.resources["cpu-jobs"]
     assert {f.qualified_name for f in cpu.functions} == {"01_prep.prep", "app.jobs.process"}
-    assert result.manifest.function_registry["app.vision.infer.process"] == "Vision Model.v2"
+    assert result.manifest.function_registry["app.vision.infer.process"] == "Vision-Model.v2"
 
 
 def test_failed_build_keeps_previous_archive(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def multi_package_project(root: Path) -> Path:
             "app/config.py": """
                 from flash import CpuLiveServerless, LiveServerless
 
-                gpu = LiveServerless(name="Vision Model.v2", workersMax=2, env={"MODE": "fast"})
+                gpu = LiveServerless(name="Vision-Model.v2", workersMax=2, env={"MODE": "fast"})
                 cpu = CpuLiveServerless(name="cpu-jobs", idle_timeout=10)
             """,
             "app/vision/__init__.py": "",

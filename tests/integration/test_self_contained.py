@@ -159,7 +159,7 @@ def test_multi_package_archive_with_dependency_runs_alone(tmp_path: Path) -> Non
     responses = run_isolated(
         app,
         [
-            ("handler_vision_model_v2", function_job("Vision Model.v2", "process", [1, 2])),
+            ("handler_vision_model_v2", function_job("Vision-Model.v2", "process", [1, 2])),
             ("handler_cpu_jobs", function_job("cpu-jobs", "app.jobs.process", "hi")),
             ("handler_cpu_jobs", function_job("cpu-jobs", "prep", 3)),
         ],

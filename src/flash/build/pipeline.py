@@ -16,7 +16,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -353,7 +353,7 @@ def _build_locked(
                 _remote_object_error(scan),
             ):
                 schemas = _check_handlers_and_derive_schemas(
-                    build_dir, deps.site_dir, manifest, cross_target, deps.excluded
+                    build_dir, deps.site_dir, manifest, cross_target, deps.excluded, files
                 )
             manifest = manifest.with_schemas(schemas)
             manifest_json = manifest.to_json().encode()
@@ -560,6 +560,21 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
                 "the archive; rename it",
                 path=rel,
             )
+    # The standard library's names too: first on the worker's sys.path, a project's queue.py
+    # is what the runtime's own `import queue` gets (or a stdlib package hides the project's
+    # folder). The build targets a Python version; this interpreter's list of names (3.10+)
+    # stands in for the target's, which differs only in modules added or removed.
+    for prefix, paths in _import_roots(files, scan.src_layout).items():
+        for name, (kind, where) in sorted(import_names(paths).items()):
+            if name in sys.stdlib_module_names:
+                what = _KIND_WORDS[kind]
+                raise BuildError(
+                    f"the project's {what} {name!r} has the name of a module of Python's "
+                    "standard library: on the worker it would hide that module from the "
+                    "Flash runtime and every package (or be hidden by it); rename the "
+                    f"project's {what}",
+                    path=prefix + where,
+                )
 
 
 def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
@@ -879,6 +894,7 @@ def _check_handlers_and_derive_schemas(
     manifest: Manifest,
     cross_target: bool,
     excluded: tuple[str, ...],
+    files: Sequence[str] = (),
 ) -> dict[str, SchemaResult]:
     """Import every generated handler as a worker would, then derive the functions' JSON
     schemas from their type hints: one fresh interpreter for both. A cross-target build
@@ -895,8 +911,10 @@ def _check_handlers_and_derive_schemas(
     handlers = [r.handler_file[: -len(".py")] for r in manifest.resources.values()]
     # Without site-packages the import proves the build is self-contained; excluded packages
     # come from the base image, which here means this interpreter's site-packages.
+    # ``files``, the project's modules among them: where an @remote the scan missed is found.
+    modules = [rel for rel in files if rel.endswith(".py")]
     return check_handlers_and_derive_schemas(
-        build_dir, site_dir, handlers, functions, self_contained=not excluded
+        build_dir, site_dir, handlers, functions, self_contained=not excluded, project_files=modules
     )
 
 

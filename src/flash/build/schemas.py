@@ -87,6 +87,7 @@ def check_handlers_and_derive_schemas(
     functions: Sequence[tuple[str, str, str]],
     *,
     self_contained: bool,
+    project_files: Sequence[str] = (),
     timeout: float = 300.0,
 ) -> dict[str, SchemaResult]:
     """Import each module of ``handlers``, then derive the schemas of ``functions``.
@@ -100,7 +101,9 @@ def check_handlers_and_derive_schemas(
     (skip this stage for cross-target builds). Raises BuildError when a module fails to
     import, the imports take over ``timeout`` seconds, or the child interpreter dies;
     KeyboardInterrupt when SIGINT ended the child or a stopping signal interrupted the wait
-    (``interrupt_import_checks``).
+    (``interrupt_import_checks``). ``project_files`` (paths in ``build_dir``) are the
+    project's modules: one binding an ``@remote`` object that is none of ``functions`` (the
+    scanner could not see how ``@remote`` was applied) is a BuildError too.
     """
     if not handlers and not functions:
         return {}
@@ -112,6 +115,7 @@ def check_handlers_and_derive_schemas(
             "paths": paths,
             "handlers": list(handlers),
             "functions": [list(f) for f in functions],
+            "project_files": list(project_files),
             "add_site_packages": self_contained,
             "rule_file": json_rule.__file__,
             "output": str(output),
@@ -141,6 +145,9 @@ def check_handlers_and_derive_schemas(
     if handler_failures:
         name, trace = sorted(handler_failures.items())[0]
         raise BuildError(f"{name}.py failed to import:\n{trace.rstrip()}")
+    unseen = data.get("unseen_remotes") or []
+    if unseen:
+        raise _unseen_error(unseen)
     failures = data.get("import_errors") or {}
     if failures:
         module, trace = sorted(failures.items())[0]
@@ -152,6 +159,22 @@ def check_handlers_and_derive_schemas(
     for qualified_name in sorted({f[0] for f in functions}):
         results[qualified_name] = _result(derived.get(qualified_name))
     return results
+
+
+def _unseen_error(unseen: list[dict[str, Any]]) -> BuildError:
+    first = unseen[0]
+    others = ", ".join(f"{e['module']}.{e['attr']}" for e in unseen[1:])
+    also = f" (so are: {others})" if others else ""
+    return BuildError(
+        f"{first['module']}.{first['attr']} is marked by @remote, but the build could not "
+        "see how @remote was applied to it (through a helper function, functools.partial, "
+        "getattr, ...), so no endpoint would serve it and every call would fail"
+        f"{also}; write @remote(config) directly on its def or class (remote imported from "
+        "flash, under any name), or a module-level alias the build reads: "
+        "on_cpu = remote(cpu), then @on_cpu",
+        path=first.get("path") or None,
+        line=first.get("line") or None,
+    )
 
 
 class _MainThreadChecks:
@@ -436,10 +459,76 @@ def import_handlers(names):
     return failures
 
 
+def is_remote(value):
+    # Marked on the type, so that an object answering any attribute (a mock) is not one.
+    return getattr(type(value), "__flash_remote__", False) is True
+
+
+def remote_target(value):
+    # The @remote object ``value`` is, or leads to through decorators that keep __wrapped__
+    # (functools.wraps), as the handler's remote_object looks; None if none.
+    try:
+        value = inspect.unwrap(value, stop=is_remote)
+    except Exception:  # a cycle of __wrapped__, or an attribute that raises
+        return None
+    return value if is_remote(value) else None
+
+
+def unseen_remotes(handled):
+    # The @remote objects bound at module level in the project's modules that no handler
+    # serves: applied in a way the scanner cannot read (a helper, functools.partial,
+    # getattr), so no endpoint has them. Each is reported once, in the module defining it.
+    project = set(request["project_files"])
+    served = set()
+    for _, module_name, attr in handled:
+        module = sys.modules.get(module_name)
+        found = remote_target(getattr(module, attr, None)) if module is not None else None
+        if found is not None:
+            served.add(id(found.__wrapped__))
+    seen = {}
+    for module_name, module in sorted(sys.modules.items()):
+        path = shown(getattr(module, "__file__", None) or "").replace(os.sep, "/")
+        if path not in project:
+            continue  # the runtime's own modules, vendored packages, the handlers
+        try:
+            names = sorted(vars(module).items())
+        except TypeError:
+            continue
+        for attr, value in names:
+            found = remote_target(value)
+            if found is None or id(found.__wrapped__) in served:
+                continue
+            target = found.__wrapped__
+            here = getattr(target, "__module__", None) == module_name
+            key = id(target)
+            if key in seen and not here:
+                continue  # imported from the module defining it, reported there
+            line = None
+            code = getattr(target, "__code__", None)
+            if code is not None:
+                line = code.co_firstlineno
+            else:
+                try:
+                    line = inspect.getsourcelines(target)[1]
+                except Exception:
+                    pass
+            # Where it is defined, under its own name rather than an alias of it.
+            own = here and attr == getattr(target, "__name__", None)
+            if key not in seen or (here and not seen[key]["here"]) or own:
+                seen[key] = {
+                    "module": module_name, "attr": attr, "path": path, "line": line,
+                    "here": here,
+                }
+    return sorted(seen.values(), key=lambda e: (e["path"], e["line"] or 0, e["attr"]))
+
+
 def main():
     answer = {"functions": {}, "import_errors": {}}
     answer["handler_errors"] = import_handlers(request["handlers"])
-    if answer["handler_errors"] or not request["functions"]:
+    if answer["handler_errors"]:
+        return answer
+    answer["unseen_remotes"] = unseen_remotes(request["functions"])
+    if answer["unseen_remotes"] or not request["functions"]:
         return answer
     if request["add_site_packages"]:
         # The handlers imported without this interpreter's site-packages (-S); pydantic

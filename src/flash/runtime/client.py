@@ -4,8 +4,9 @@ Standard library only: the same code runs in a user's script and inside an endpo
 calling another one. A call becomes ``POST /v2/{endpoint}/runsync``; a job not finished in
 that window is followed with ``/status`` polls (capped, jittered backoff). Transport
 failures are retried under one idempotency key, so a retried submission never runs twice;
-by default for as long as a platform restart takes (``_OUTAGE_S``), never past the call's
-deadline. Every request is bounded in time, so a platform that stops answering fails the call.
+by default for as long as a platform restart takes (``_OUTAGE_S``, or $FLASH_CALL_OUTAGE_S
+seconds), never past the call's deadline. Every request is bounded in time, so a platform
+that stops answering fails the call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 import uuid
 from collections.abc import (
@@ -88,6 +90,7 @@ _FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 # Transport failures are retried for this long from the start of the first failed attempt
 # (by default): a platform restarting takes a few seconds.
 _OUTAGE_S = 10.0
+OUTAGE_ENV_VAR = "FLASH_CALL_OUTAGE_S"  # seconds; overrides _OUTAGE_S
 # How long a request may go unanswered beyond what the platform holds it (runsync's wait).
 _ANSWER_WITHIN_S = 30.0
 # A request may outlast the call's deadline by this much: the platform's own answer about
@@ -525,7 +528,7 @@ class PlatformInvoker:
         poll = _Poll(target, job_id, deadline)
         try:
             while True:
-                answer = await self._get(f"{url}/stream/{job_id}", deadline, target, job_id)
+                answer = await self._get(url, "stream", deadline, target, job_id)
                 chunks = answer.get("stream") or []
                 for chunk in chunks:
                     yield index, chunk.get("output") if isinstance(chunk, dict) else None
@@ -534,7 +537,7 @@ class PlatformInvoker:
                 if status in _FINAL:
                     finished = True
                     if status != "COMPLETED":
-                        final = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
+                        final = await self._get(url, "status", deadline, target, job_id)
                         details = self._failure_details(final, target, nonce, pickled=pickled)
                         _raise_for(final, target, details)
                     return
@@ -623,7 +626,7 @@ class PlatformInvoker:
                     await self._cancel(url, job_id)
                     raise poll.timed_out("call")
                 await poll.wait()
-                job = await self._get(f"{url}/status/{job_id}", deadline, target, job_id)
+                job = await self._get(url, "status", deadline, target, job_id)
         except asyncio.CancelledError:
             await self._cancel(url, job_id)
             raise
@@ -782,11 +785,22 @@ class PlatformInvoker:
             raise _too_large(target, body["input"], len(content), refused) from None
 
     async def _get(
-        self, url: str, deadline: float | None, target: _Target, job_id: str | None
+        self, url: str, route: str, deadline: float | None, target: _Target, job_id: str | None
     ) -> dict[str, Any]:
+        """GET ``route`` (status, stream) of the job ``job_id`` the endpoint at ``url`` took."""
         # The job was accepted: ride out an outage as long as by default, whatever the
         # caller's retries, rather than leave the job running with nobody waiting for it.
-        return await self._request("GET", url, None, deadline, target, job_id, {}, None)
+        return await self._request(
+            "GET",
+            f"{url}/{route}/{job_id}",
+            None,
+            deadline,
+            target,
+            job_id,
+            {},
+            None,
+            job_url=url if job_id else None,
+        )
 
     async def _request(
         self,
@@ -799,10 +813,14 @@ class PlatformInvoker:
         headers: dict[str, str],
         retries: int | None,
         held_s: float = 0.0,
+        *,
+        job_url: str | None = None,
     ) -> dict[str, Any]:
         """The answer to one request, retrying transport failures (refused, reset, no
-        answer, 429, 5xx): ``retries`` times, or while they last under ``_OUTAGE_S``.
-        ``held_s``: how long the platform may hold the request before answering."""
+        answer, 429, 5xx): ``retries`` times, or while they last under the outage limit.
+        ``held_s``: how long the platform may hold the request before answering.
+        ``job_url``: the endpoint that accepted the job ``job_id``, which a request about
+        it names; an outage that outlasts the retries leaves the job there, and says so."""
         names = _names(target, job_id)
         shown = redact_url(url)
         delay = 0.05
@@ -835,8 +853,9 @@ class PlatformInvoker:
             if not _may_retry(retries, attempts, first_failure):
                 if _past(deadline):
                     break
+                kept = "" if job_url is None else _kept_job_note(job_url, job_id)
                 raise EndpointUnavailableError(
-                    f"failed after {tried}; the last: {problem}", **names
+                    f"failed after {tried}; the last: {problem}{kept}", **names
                 )
             await asyncio.sleep(_jitter(delay, deadline))
             delay = min(delay * 2, 1.0)
@@ -1130,6 +1149,24 @@ def _module_names(wrapped: Any, manifest: Path) -> list[str]:
     return names
 
 
+def _main_module_name(wrapped: Any) -> str | None:
+    """The dotted name the build knows a script's (``__main__``'s) module by, where it can be
+    known: from its file's place in the project of the manifest found first, else the name
+    ``python -m`` ran it by."""
+    for manifest in _manifest_candidates(wrapped):
+        if manifest.is_file():
+            names = _module_names(wrapped, manifest)
+            if len(names) > 1:
+                return names[1]  # the worker resolves the src-layout twin as well
+    main = sys.modules.get("__main__")
+    if getattr(wrapped, "__globals__", None) is getattr(main, "__dict__", False):
+        spec = getattr(main, "__spec__", None)
+        name = getattr(spec, "name", None)
+        if isinstance(name, str) and name and name != "__main__":
+            return name
+    return None
+
+
 def _manifest_candidates(wrapped: Any) -> Iterator[Path]:
     """$FLASH_MANIFEST_PATH, then a worker's ``flash_manifest.json`` or a project's
     ``.flash/flash_manifest.json`` in the folders from ``wrapped``'s file up, then from the
@@ -1244,6 +1281,9 @@ def _check_api_key(key: str | None) -> None:
 def _target(remote: Any) -> _Target:
     wrapped = remote.__wrapped__
     module = getattr(wrapped, "__module__", "__main__")
+    if module == "__main__":
+        # The short name is ambiguous where two modules on the endpoint define it.
+        module = _main_module_name(wrapped) or module
     name = wrapped.__qualname__ if module == "__main__" else f"{module}.{wrapped.__qualname__}"
     config_timeout = _config_value(remote.resource_config, "executionTimeoutMs")
     return _Target(remote.resource_name, name, config_timeout, wrapped)
@@ -1275,10 +1315,30 @@ def _request_timeout(held_s: float, deadline: float | None) -> float:
     return limit
 
 
+def _outage_s() -> float:
+    """How long transport failures are retried by default: $FLASH_CALL_OUTAGE_S seconds,
+    else ``_OUTAGE_S`` (read at each call, so a process may change it)."""
+    try:
+        return max(0.0, float(os.environ.get(OUTAGE_ENV_VAR) or _OUTAGE_S))
+    except ValueError:
+        return _OUTAGE_S
+
+
 def _may_retry(retries: int | None, attempts: int, first_failure: float) -> bool:
     if retries is not None:
         return attempts <= retries
-    return time.monotonic() - first_failure < _OUTAGE_S
+    return time.monotonic() - first_failure < _outage_s()
+
+
+def _kept_job_note(url: str, job_id: str | None) -> str:
+    """What becomes of a job the platform accepted when its caller gives up on an outage:
+    the platform keeps it and runs it once back, so calling again would run it twice."""
+    shown = redact_url(url)
+    return (
+        f"; the platform accepted job {job_id} and keeps it: it runs when the platform is "
+        f"back, so calling again runs it twice. Its result: GET {shown}/status/{job_id}; "
+        f"to cancel it: POST {shown}/cancel/{job_id}"
+    )
 
 
 def _past(deadline: float | None) -> bool:

@@ -370,6 +370,16 @@ def create_handler(
                 constructing.pop(key, None)
         return instance
 
+    def lookup(name: object) -> str | None:
+        """The registered name a client's name reaches, or None: pickled and JSON calls
+        resolve alike, the src-layout twin (``src.models.train.fn``) included."""
+        if not isinstance(name, str):
+            return None
+        for key in (name, _src_twin(name)):
+            if key in targets:
+                return key
+        return None
+
     def resolve(job: Any) -> _Call:
         if not isinstance(job, dict):
             raise _JobError(INVALID_JOB, f"a job must be a JSON object, got {_type_name(job)}")
@@ -398,16 +408,13 @@ def create_handler(
                 "'execution_type' must be 'function' or 'class', "
                 f"got {_short_repr(execution_type)}",
             )
-        key = name
-        target = targets.get(key, _MISSING)
-        if target is _MISSING:
-            key = _src_twin(name)
-            target = targets.get(key, _MISSING)
-        if target is _MISSING:
+        key = lookup(name)
+        if key is None:
             raise _JobError(
                 UNKNOWN_FUNCTION,
                 f"no function or class named {name!r} on this endpoint (available: {available})",
             )
+        target = targets[key]
         decoded: dict[int, bytes] = {}
         # Signed under the name the client sent; served under the one registered.
         nonce = check_signature(name, payload, decoded, job_id)
@@ -425,7 +432,8 @@ def create_handler(
         # A class call: it names a class, or a method (bare arguments of the one function
         # may hold a "method").
         function = payload.get("function")
-        names_class = isinstance(function, str) and inspect.isclass(targets.get(function))
+        function_key = lookup(function)
+        names_class = function_key is not None and inspect.isclass(targets[function_key])
         if (named and ("method" in fields or names_class)) or (
             "method" in fields and not named and not single
         ):
@@ -457,22 +465,24 @@ def create_handler(
                 '{"function": name, "init": {...}, "method": name, "kwargs": {...}} '
                 f"(JSON-callable here: {callable_names}); a pickled job needs 'function_name'",
             )
-        if not isinstance(name, str) or name not in targets:
+        key = lookup(name)
+        if key is None:
             raise _JobError(
                 UNKNOWN_FUNCTION, f"no function named {_short_repr(name)} (available: {available})"
             )
-        schema = schemas.get(name)
+        schema = schemas.get(key)
         if schema is None:
             # The build says why when it knows (a cross-target build derives no schemas).
-            why = pickle_only.get(name) or (
+            why = pickle_only.get(key) or (
                 "its parameters or return value have no JSON-able type hints"
             )
             raise _JobError(NOT_JSON_CALLABLE, f"{name!r} takes pickled calls only: {why}")
         _check_json_depth(kwargs, "kwargs")
+        # Signed under the name the client sent; served under the one registered.
         nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
         return _Call(
-            name, "json", targets[name], {"kwargs": kwargs, "schema": schema}, call_context, nonce
+            key, "json", targets[key], {"kwargs": kwargs, "schema": schema}, call_context, nonce
         )
 
     def resolve_json_method(payload: dict[str, Any], fields: set[str], job_id: str | None) -> _Call:
@@ -484,7 +494,8 @@ def create_handler(
                 ' there, {"function": class, "init": {...}, "method": name, "kwargs": {...}} '
                 f"(JSON-callable classes here: {json_classes})",
             )
-        if not isinstance(name, str) or not inspect.isclass(targets.get(name)):
+        key = lookup(name)
+        if key is None or not inspect.isclass(targets[key]):
             raise _JobError(
                 UNKNOWN_FUNCTION,
                 f"no class named {_short_repr(name)} here (JSON-callable classes: {json_classes})",
@@ -496,7 +507,7 @@ def create_handler(
                 f"unexpected fields in a call of class {name!r}: {_short_repr(extra)}; it is "
                 '{"function": class, "init": {...}, "method": name, "kwargs": {...}}',
             )
-        schema = schemas.get(name) or {}
+        schema = schemas.get(key) or {}
         methods = schema.get("methods") or {}
         if method is None:
             raise _JobError(
@@ -523,7 +534,7 @@ def create_handler(
             _check_json_depth(call[field], field)
         nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
-        return _Call(name, "json_method", targets[name], call, call_context, nonce)
+        return _Call(key, "json_method", targets[key], call, call_context, nonce)
 
     def check_signature(
         name: str,

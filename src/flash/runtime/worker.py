@@ -32,6 +32,10 @@ _TAKE_TIMEOUT_S = 120.0
 # socket. Thrown away, the jobs it hands out would be lost.
 _TAKE_GRACE_S = 5.0
 _POST_ATTEMPTS = 3
+# The pause after a refused job take (a 400, an empty answer) doubles from the first to the
+# cap: a misconfigured worker would otherwise ask thousands of times a second.
+_REFUSED_PAUSE_S = 0.1
+_REFUSED_PAUSE_MAX_S = 1.0
 
 
 def start(
@@ -216,6 +220,8 @@ class _WorkerLoop:
         await self.slot_free.wait()
 
     async def _take_loop(self) -> None:
+        refused = 0  # job takes refused in a row
+        told = False  # said so once: RunPod's FlashBoot may answer an idle take with a 400
         while self.alive:
             try:
                 self.concurrency = max(1, int(self.modifier(self.concurrency)))
@@ -239,8 +245,23 @@ class _WorkerLoop:
             if status == 429:
                 await asyncio.sleep(5)
                 continue
-            if status in (204, 400) or not body:
+            if status == 204:
+                refused = 0
+                continue  # no job: the take is a long poll, so ask again at once
+            if status == 400 or not body:
+                if not told:
+                    told = True
+                    print(
+                        f"flash worker: job-take answered {status} with no job; "
+                        "asking again with pauses",
+                        file=sys.stderr,
+                    )
+                refused += 1
+                await asyncio.sleep(
+                    min(_REFUSED_PAUSE_MAX_S, _REFUSED_PAUSE_S * 2 ** min(refused - 1, 10))
+                )
                 continue
+            refused = 0
             if status >= 300:
                 print(f"flash worker: job-take answered {status}", file=sys.stderr)
                 await asyncio.sleep(1)

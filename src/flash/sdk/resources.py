@@ -43,12 +43,13 @@ __all__ = [
 _INT_MAX = 2**31 - 1
 # RunPod's longest execution timeout: 7 days.
 _EXECUTION_TIMEOUT_MS_MAX = 7 * 24 * 3600 * 1000
-# The name is a path segment of the endpoint's URL (/v2/<name>/run): these characters would
-# end or escape that segment, so every call would go to a route that does not exist.
-_URL_UNSAFE = frozenset("/\\?#%")
+# The name is a path segment of the endpoint's URL (/v2/<name>/run), sent as it is: only
+# these characters need no escaping there (a space is an HTTP 400, a non-ASCII character a
+# UnicodeEncodeError), so any other name could never be called.
+_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 # Path segments that HTTP clients resolve away (/v2/../run is /run), so never reach the name.
 _DOT_SEGMENTS = (".", "..")
-_NAME_HINT = "use letters, digits, spaces, '-', '_' or '.'"
+_NAME_HINT = "an endpoint name may hold only ASCII letters, digits, '-', '_' and '.'"
 
 # An env value naming one of the RunPod account's secrets, as RunPod's templates take it
 # (group 1: the variable RunPod fills, which the local platform reads from its own env).
@@ -91,8 +92,8 @@ def check_name(name: str) -> None:
     """
     if not name.strip():
         raise ValueError("name must not be empty")
-    unsafe = sorted({c for c in name if c in _URL_UNSAFE or not c.isprintable()})
-    if unsafe:
+    if not _NAME_CHARS.fullmatch(name):
+        unsafe = sorted({c for c in name if not _NAME_CHARS.fullmatch(c)})
         shown = " ".join(repr(c) for c in unsafe)
         raise ValueError(
             f"name {name!r} contains {shown}, which cannot be part of the endpoint's URL; "
