@@ -133,6 +133,14 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def answer(self, status: int, body: bytes) -> None:
+        """Answer with ``body`` as JSON (the SDK's worker loop wants the content type)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 class SixFailsIndex(QuietHandler, SimpleHTTPRequestHandler):
     """Serves a folder as a package index whose pages for ``six`` fail with a 500 (what uv

@@ -171,8 +171,8 @@ def test_only_a_job_no_heartbeat_ever_listed_goes_back_to_the_queue(tmp_path: Pa
         ping([])  # may have been sent before the take's answer arrived
         ping([known.id])
         assert (known.status, lost.status) == ("IN_PROGRESS", "IN_PROGRESS")
-        for job_id in dispatcher.workers["w1"].handed:
-            dispatcher.workers["w1"].handed[job_id] -= 60  # handed out long ago
+        for handed in dispatcher.workers["w1"].handed.values():
+            handed.at -= 60  # handed out long ago
         # Heartbeats without either: the known job's result is on its way; the other was
         # never known to the worker.
         ping([])
@@ -197,7 +197,7 @@ def test_the_sdks_heartbeats_requeue_nothing(tmp_path: Path) -> None:
         dispatcher.register_worker("w1", "e")
         job = dispatcher.submit("e", "{}")
         assert len(await dispatcher.take("w1", 1, False)) == 1
-        dispatcher.workers["w1"].handed[job.id] -= 60  # handed out long ago
+        dispatcher.workers["w1"].handed[job.id].at -= 60  # handed out long ago
         for _ in range(5):
             dispatcher.ping("w1", [])
         assert (job.status, job.worker_id) == ("IN_PROGRESS", "w1")

@@ -34,19 +34,13 @@ class _Refusing(QuietHandler):
                 if _Refusing.takes > _MOST_TAKES:
                     _Refusing.too_many.set()
             _Refusing.first.set()
-            self._answer(400, b'{"error": "bad worker"}')
+            self.answer(400, b'{"error": "bad worker"}')
         else:
-            self._answer(204, b"")
+            self.answer(204, b"")
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer(200, b"{}")
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(200, b"{}")
 
 
 def test_a_worker_refused_its_job_takes_backs_off(tmp_path: Path) -> None:

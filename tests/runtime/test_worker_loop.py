@@ -30,27 +30,21 @@ class _Platform(QuietHandler):
 
     def do_GET(self) -> None:
         if "/job-take/" in self.path and self.takes:
-            self._answer(200, self.takes.pop(0))
+            self.answer(200, self.takes.pop(0))
         elif "/job-stop/" in self.path and self.stops:
-            self._answer(200, self.stops.pop(0))
+            self.answer(200, self.stops.pop(0))
         elif "/job-stop/" in self.path:
             _Platform.stops_survived.set()
-            self._answer(204, b"")
+            self.answer(204, b"")
         else:
-            self._answer(204, b"")
+            self.answer(204, b"")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if "/job-done/" in self.path:
             _Platform.done = json.loads(body)
             _Platform.finished.set()
-        self._answer(200, b"{}")
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(200, b"{}")
 
 
 def test_the_worker_loop_survives_bodies_that_are_not_jobs(tmp_path: Path) -> None:

@@ -29,14 +29,6 @@ def _job_id(path: str) -> str:
     return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1]
 
 
-def _answer(handler: QuietHandler, status: int, body: bytes) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")  # the SDK's loop wants it
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
 # ------------------------------------------------- user code raising CancelledError itself
 
 CANCELLING_WORKER = """
@@ -85,9 +77,9 @@ class _JobsPlatform(QuietHandler):
         with self.lock:
             job = self.jobs.pop(0) if "/job-take" in self.path and self.jobs else None
         if job is None:
-            _answer(self, 204, b"")
+            self.answer(204, b"")
         else:
-            _answer(self, 200, json.dumps(job).encode())
+            self.answer(200, json.dumps(job).encode())
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -96,7 +88,7 @@ class _JobsPlatform(QuietHandler):
                 self.done[_job_id(self.path)] = json.loads(body)
                 if len(self.done) == len(CANCELLING_JOBS):
                     self.all_done.set()
-        _answer(self, 200, b"{}")
+        self.answer(200, b"{}")
 
 
 @pytest.mark.parametrize("loop", ["flash", "runpod"])
@@ -205,14 +197,14 @@ class _SlowAckPlatform(QuietHandler):
                 if self.jobs and (len(self.jobs) == 2 or self.first_posted.is_set()):
                     job = self.jobs.pop(0)
         if job is None:
-            _answer(self, 204, b"")
+            self.answer(204, b"")
         else:
-            _answer(self, 200, json.dumps([{"id": job, "input": {}}]).encode())
+            self.answer(200, json.dumps([{"id": job, "input": {}}]).encode())
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         if "/job-done/" not in self.path:
-            _answer(self, 200, b"{}")
+            self.answer(200, b"{}")
             return
         job_id = _job_id(self.path)
         with self.lock:
@@ -221,13 +213,13 @@ class _SlowAckPlatform(QuietHandler):
         if job_id == "first" and count == 1:
             self.first_posted.set()
             self.collector_done.wait(30)
-            _answer(self, 503, b"busy")
+            self.answer(503, b"busy")
             return
         if job_id == "collector":
             self.collector_done.set()
         elif job_id == "first":
             self.retried.set()
-        _answer(self, 200, b"{}")
+        self.answer(200, b"{}")
 
 
 def test_a_result_waiting_for_its_acknowledgement_survives_garbage_collection(

@@ -459,30 +459,17 @@ def import_handlers(names):
     return failures
 
 
-def is_remote(value):
-    # Marked on the type, so that an object answering any attribute (a mock) is not one.
-    return getattr(type(value), "__flash_remote__", False) is True
-
-
-def remote_target(value):
-    # The @remote object ``value`` is, or leads to through decorators that keep __wrapped__
-    # (functools.wraps), as the handler's remote_object looks; None if none.
-    try:
-        value = inspect.unwrap(value, stop=is_remote)
-    except Exception:  # a cycle of __wrapped__, or an attribute that raises
-        return None
-    return value if is_remote(value) else None
-
-
 def unseen_remotes(handled):
     # The @remote objects bound at module level in the project's modules that no handler
     # serves: applied in a way the scanner cannot read (a helper, functools.partial,
     # getattr), so no endpoint has them. Each is reported once, in the module defining it.
+    from flash.runtime.generic_handler import find_remote  # the handlers' own lookup
+
     project = set(request["project_files"])
     served = set()
     for _, module_name, attr in handled:
         module = sys.modules.get(module_name)
-        found = remote_target(getattr(module, attr, None)) if module is not None else None
+        found = find_remote(getattr(module, attr, None)) if module is not None else None
         if found is not None:
             served.add(id(found.__wrapped__))
     seen = {}
@@ -495,7 +482,7 @@ def unseen_remotes(handled):
         except TypeError:
             continue
         for attr, value in names:
-            found = remote_target(value)
+            found = find_remote(value)
             if found is None or id(found.__wrapped__) in served:
                 continue
             target = found.__wrapped__

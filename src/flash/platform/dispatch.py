@@ -76,6 +76,15 @@ class _Taker:
 
 
 @dataclass
+class _Handed:
+    """A job handed to a worker: when its take was answered, and how many heartbeats since
+    left it out."""
+
+    at: float
+    missed: int = 0
+
+
+@dataclass
 class _WorkerState:
     endpoint: str
     assigned: set[str] = field(default_factory=set)
@@ -91,10 +100,8 @@ class _WorkerState:
     idle_since: float = field(default_factory=time.monotonic)
     # Its last heartbeat (or its start): see Supervisor's frozen-worker check.
     pinged_at: float = field(default_factory=time.monotonic)
-    # Jobs handed to it that no heartbeat has listed yet, with when their take was answered,
-    # and how many heartbeats since left each out.
-    handed: dict[str, float] = field(default_factory=dict)
-    unseen: Counter[str] = field(default_factory=Counter)
+    # Jobs handed to it that no heartbeat has listed yet.
+    handed: dict[str, _Handed] = field(default_factory=dict)
 
 
 def _noop(*_: Any) -> None:
@@ -535,8 +542,7 @@ class Dispatcher:
         state = self.workers.get(worker_id)
         if state is not None:  # answered now: from here on its heartbeats should list them
             for job in ready:
-                state.handed[job.id] = time.monotonic()
-                state.unseen.pop(job.id, None)
+                state.handed[job.id] = _Handed(time.monotonic())
         return ready
 
     def _give_back(self, worker_id: str, taken: list[Job]) -> None:
@@ -621,19 +627,16 @@ class Dispatcher:
                 self._serve_takers(state.endpoint)  # it may run a suspect now
         if not lists_taken:
             state.handed.clear()
-            state.unseen.clear()
         for job_id, handed in list(state.handed.items()):
             if job_id in running or job_id not in state.assigned:
                 # Known to it (a later heartbeat without it: its result is on its way), or
                 # no longer its job.
                 del state.handed[job_id]
-                state.unseen.pop(job_id, None)
-            elif now - handed > _PING_LAG_S:
-                state.unseen[job_id] += 1
-                if state.unseen[job_id] >= _UNSEEN_PINGS and now - handed >= _UNSEEN_AFTER_S:
+            elif now - handed.at > _PING_LAG_S:
+                handed.missed += 1
+                if handed.missed >= _UNSEEN_PINGS and now - handed.at >= _UNSEEN_AFTER_S:
                     # Never known to it: it did not run, so no attempt (and no crash) counts.
                     del state.handed[job_id]
-                    del state.unseen[job_id]
                     self._unassign(self.jobs[job_id], worker_id)
 
     def done(

@@ -74,6 +74,7 @@ __all__ = [
     "Handler",
     "ManifestError",
     "create_handler",
+    "find_remote",
     "load_manifest",
     "remote_object",
 ]
@@ -204,7 +205,7 @@ def remote_object(imported: types.ModuleType, name: str) -> Any:
     found = getattr(imported, name, _NOT_DEFINED)
     if found is _NOT_DEFINED:
         raise LookupError(f"{module}.{name} is not defined when {module} is imported")
-    remote = _find_remote(found)
+    remote = find_remote(found)
     if remote is not None:
         where = (getattr(remote, "__module__", None), getattr(remote, "__qualname__", None))
         # Another @remote object the module (or another) binds under its own name: `name`
@@ -223,14 +224,15 @@ def remote_object(imported: types.ModuleType, name: str) -> Any:
     )
 
 
-def _find_remote(obj: Any) -> Any:
+def find_remote(obj: Any) -> Any:
     """The @remote object ``obj`` is, or that decorators wrapping it lead to through
-    ``__wrapped__`` (as inspect.unwrap follows it); None when there is none."""
+    ``__wrapped__`` (as inspect.unwrap follows it); None when there is none. The mark is read
+    from the type, so that an object answering every attribute (a mock) is none."""
     seen: set[int] = set()
     while id(obj) not in seen and len(seen) < sys.getrecursionlimit():
         seen.add(id(obj))
         try:
-            if getattr(obj, "__flash_remote__", False):
+            if getattr(type(obj), "__flash_remote__", False) is True:
                 return obj
             obj = getattr(obj, "__wrapped__", _NOT_DEFINED)
         except Exception:  # an object whose attributes raise wraps nothing we can see
@@ -251,7 +253,7 @@ def _binds(where: tuple[Any, Any], remote: Any) -> bool:
             obj = getattr(obj, part)
     except Exception:  # <locals>, or a name the module does not bind
         return False
-    return _find_remote(obj) is remote
+    return find_remote(obj) is remote
 
 
 _NOT_DEFINED = object()
@@ -375,10 +377,10 @@ def create_handler(
         resolve alike, the src-layout twin (``src.models.train.fn``) included."""
         if not isinstance(name, str):
             return None
-        for key in (name, _src_twin(name)):
-            if key in targets:
-                return key
-        return None
+        if name in targets:
+            return name
+        twin = _src_twin(name)  # only for a name not registered: it costs on every call
+        return twin if twin in targets else None
 
     def resolve(job: Any) -> _Call:
         if not isinstance(job, dict):

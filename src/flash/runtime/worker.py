@@ -171,10 +171,9 @@ class _WorkerLoop:
         # nothing else (its slot already freed), so it could be collected mid-report.
         self.tasks: set[asyncio.Future[None]] = set()
         self.reportable: set[str] = set()
-        self.posting = 0  # results being reported
-        # Jobs whose result is being reported: still listed in heartbeats (as the SDK does),
-        # or the platform would take a job it handed out and that is never listed for one
-        # it never learnt of.
+        # Jobs whose result is being reported: the loop waits for them before it ends, and
+        # heartbeats still list them (as the SDK's do), or the platform would take a job it
+        # handed out and that is never listed for one it never learnt of.
         self.reporting: set[str] = set()
         self.alive = True
         self.closing = False
@@ -197,7 +196,7 @@ class _WorkerLoop:
             helpers.append(asyncio.create_task(self._ping_loop()))
         try:
             await self._take_loop()
-            while self.busy or self.posting:
+            while self.busy or self.reporting:
                 await self._wait_slot()
         finally:
             # A flag as well as cancel(): wait_for() can swallow a cancellation that
@@ -301,12 +300,10 @@ class _WorkerLoop:
                 # overlaps with reporting this one. With "stopPod" in the result the
                 # platform retires this worker, as production does.
                 self._release(job_id)
-                self.posting += 1
                 self.reporting.add(job_id)
                 try:
                     await self._post(self.done_url, job_id, result, is_stream)
                 finally:
-                    self.posting -= 1
                     self.reporting.discard(job_id)
                     self._wake()
         except asyncio.CancelledError:
