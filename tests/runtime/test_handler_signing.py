@@ -125,6 +125,7 @@ def test_expired_request_is_refused(handler: Any, tmp_path: Path) -> None:
     assert answer["error_type"] == "SignatureRejected"
     assert "expired" in answer["error"]
     assert not marker.exists()
+    assert deserialize(run(handler, job((2, 5)))["result"]) == 7  # still serving
 
 
 def test_replayed_request_is_refused(handler: Any) -> None:
@@ -135,6 +136,7 @@ def test_replayed_request_is_refused(handler: Any) -> None:
     assert again["error_type"] == "SignatureRejected" and "replay" in again["error"].lower()
     # The same job again (the platform's /retry, or a rerun after a crash) is no replay.
     assert run(handler, request)["success"]
+    assert deserialize(run(handler, job((4, 4)))["result"]) == 8  # a fresh call still runs
 
 
 def test_without_a_key_pickles_are_refused_unless_allowed(tmp_path: Path) -> None:
@@ -163,6 +165,42 @@ def test_python_version_mismatch_is_reported_as_such(
     answer = run(handler, request)
     assert answer["error_type"] == "VersionMismatch"
     assert "3.99" in answer["error"]
+
+
+def signed_by_cloudpickle(version: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """A job signed by a caller whose cloudpickle is ``version`` (same Python): its MAC is
+    valid, only the declared versions differ."""
+    from flash.runtime import signing
+
+    real = signing.local_versions()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            signing, "local_versions", lambda: {"python": real["python"], "cloudpickle": version}
+        )
+        return job(args)
+
+
+def test_cloudpickle_major_mismatch_is_reported_as_such_and_nothing_is_unpickled(
+    handler: Any, tmp_path: Path
+) -> None:
+    from flash.runtime.signing import local_versions
+
+    marker = tmp_path / "pwned"
+    answer = run(handler, signed_by_cloudpickle("99.0.1", (CreatesFile(str(marker)),)))
+    assert not answer["success"] and answer["error_type"] == "VersionMismatch"
+    mine = ".".join(local_versions()["cloudpickle"].split(".")[:2])
+    assert "cloudpickle 99.0" in answer["error"] and f"cloudpickle {mine}" in answer["error"]
+    assert "major version" in answer["error"]
+    assert not marker.exists()
+    assert deserialize(run(handler, job((1, 2)))["result"]) == 3  # still serving
+
+
+def test_cloudpickle_of_the_same_major_version_is_no_mismatch(handler: Any) -> None:
+    from flash.runtime.signing import local_versions
+
+    major = local_versions()["cloudpickle"].split(".")[0]
+    answer = run(handler, signed_by_cloudpickle(f"{major}.99.0", (2, 3)))
+    assert answer["success"] and deserialize(answer["result"]) == 5
 
 
 def test_signing_handler_needs_its_endpoint_name() -> None:

@@ -24,10 +24,15 @@ def typed(x: int) -> int:  # called with JSON: every type is JSON-able
     return x
 
 
+@remote(CpuLiveServerless(name="api"))
+def loose(x):  # untyped: called with a signed pickle
+    return x
+
+
 class _Endpoint(QuietHandler):
     """Answers every call with a failed job whose answer carries a pickled exception."""
 
-    answer: dict[str, Any] = {}
+    answer: dict[str, Any] = {}  # type: ignore[assignment]  # shadows QuietHandler.answer
     bodies: list[dict[str, Any]] = []
     key: bytes | None = None  # set: the answer is signed, as the app's worker signs it
 
@@ -101,3 +106,72 @@ def test_an_answer_the_apps_worker_signed_raises_the_remote_exception_itself(
     set_invoker(PlatformInvoker(Endpoints(url), signing_key=key))
     with pytest.raises(ValueError, match="monthly quota"):
         asyncio.run(typed(1))
+
+
+class _Completed(QuietHandler):
+    """Answers every call with a completed job: ``output``, signed (when ``key`` is set) for
+    ``nonce``, or the request's nonce when that is None."""
+
+    output: dict[str, Any] = {}
+    bodies: list[dict[str, Any]] = []
+    key: bytes | None = None
+    nonce: str | None = None
+
+    def do_POST(self) -> None:
+        _Completed.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        output = dict(_Completed.output)
+        if _Completed.key is not None:
+            nonce = _Completed.nonce or _Completed.bodies[-1]["input"]["signature"]["nonce"]
+            output["mac"] = sign_result(_Completed.key, nonce=nonce, result_fields=output)
+        self.answer(200, json.dumps({"id": "j1", "status": "COMPLETED", "output": output}).encode())
+
+
+@pytest.fixture
+def succeeding(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An endpoint answering a pickled call with success, and a result that, unpickled,
+    creates the marker file."""
+    marker = tmp_path / "pwned"
+    _Completed.output = {
+        "success": True,
+        "result": serialize(CreatesFile(marker)),
+        "protocol_version": 1,
+    }
+    _Completed.bodies = []
+    _Completed.key = None
+    _Completed.nonce = None
+    with serve_http(_Completed) as port:
+        try:
+            yield f"http://127.0.0.1:{port}", marker
+        finally:
+            set_invoker(None)
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "forged", "other-nonce", "other-key"])
+def test_a_forged_success_answer_to_a_signed_pickled_call_is_never_unpickled(
+    succeeding: tuple[str, Path], forgery: str
+) -> None:
+    url, marker = succeeding
+    key = generate_key()
+    if forgery == "forged":
+        _Completed.output["mac"] = "0" * 64
+    elif forgery == "other-nonce":  # a MAC the worker made for another request's answer
+        _Completed.key, _Completed.nonce = key, "ab" * 16
+    elif forgery == "other-key":
+        _Completed.key = generate_key()
+    set_invoker(PlatformInvoker(Endpoints(url), signing_key=key))
+    with pytest.raises(flash.RemoteError, match="failed its signature check"):
+        asyncio.run(loose(1))
+    assert "function_name" in _Completed.bodies[0]["input"]  # it was a pickled call...
+    assert "signature" in _Completed.bodies[0]["input"]  # ...and a signed one
+    assert not marker.exists()
+
+
+def test_a_success_answer_the_apps_worker_signed_is_returned(
+    succeeding: tuple[str, Path],
+) -> None:
+    url, _ = succeeding
+    key = generate_key()
+    _Completed.key = key
+    _Completed.output["result"] = serialize({"sum": 5})
+    set_invoker(PlatformInvoker(Endpoints(url), signing_key=key))
+    assert asyncio.run(loose(1)) == {"sum": 5}

@@ -38,28 +38,38 @@ CREDENTIAL_FILES = (
     "**/.streamlit/secrets.toml",
 )
 
+_BUILD_OUTPUTS = "build outputs go there"
+_VENV = "a virtual environment lives there"
+_VCS = "version control data lives there"
+_CACHE = "a tool's cache lives there"
+# The folders always left out (see ALWAYS_EXCLUDED, built from this), each with why: what a
+# user is told when a package of theirs has such a name (always_excluded_why).
+ALWAYS_EXCLUDED_FOLDERS = {
+    ".git/": _VCS,
+    ".hg/": _VCS,
+    ".svn/": _VCS,
+    ".flash/": "Flash keeps its builds and keys there",
+    ".venv/": _VENV,
+    "venv/": _VENV,
+    "__pycache__/": "Python's bytecode cache lives there",
+    ".mypy_cache/": _CACHE,
+    ".pytest_cache/": _CACHE,
+    ".ruff_cache/": _CACHE,
+    ".tox/": "tox's virtual environments live there",
+    # Jupyter's autosave copies (main-checkpoint.py): no modules
+    ".ipynb_checkpoints/": "Jupyter's autosave copies live there",
+    "/dist/": _BUILD_OUTPUTS,
+    "/build/": _BUILD_OUTPUTS,
+    "*.egg-info/": _BUILD_OUTPUTS,
+}
 # Always left out, whatever the ignore files say: VCS data, build outputs, virtualenvs,
 # bytecode and CREDENTIAL_FILES (secrets never enter an archive). Checked on its own (see
 # always_excluded), never merged with the user's patterns, so no `!` line can re-include these.
 ALWAYS_EXCLUDED = (
-    ".git/",
-    ".hg/",
-    ".svn/",
-    ".flash/",
-    ".venv/",
-    "venv/",
-    "__pycache__/",
+    *ALWAYS_EXCLUDED_FOLDERS,
     "*.pyc",
     "*.pyo",
     *CREDENTIAL_FILES,
-    ".mypy_cache/",
-    ".pytest_cache/",
-    ".ruff_cache/",
-    ".tox/",
-    ".ipynb_checkpoints/",  # Jupyter's autosave copies (main-checkpoint.py): no modules
-    "/dist/",
-    "/build/",
-    "*.egg-info/",
     ".DS_Store",
     ".#*",  # editors' lock files (Emacs's are dangling links while a buffer has edits)
     f"/{MANIFEST_FILENAME}",
@@ -106,6 +116,24 @@ def always_excluded(rel: str) -> bool:
     """Whether the project-relative posix path (dirs end in "/") is one of ALWAYS_EXCLUDED
     (those of _ANY_CASE in any case)."""
     return _ALWAYS_SPEC.match_file(rel) or _ANY_CASE_SPEC.match_file(rel.lower())
+
+
+_FOLDER_SPECS = [
+    (pathspec.GitIgnoreSpec.from_lines([pattern]), why)
+    for pattern, why in ALWAYS_EXCLUDED_FOLDERS.items()
+]
+
+
+def always_excluded_why(rel: str) -> str:
+    """Why ALWAYS_EXCLUDED leaves out the project path ``rel``, said for the user: the
+    reason of the folder pattern matching it or a folder above it (the outermost)."""
+    parts = rel.split("/")  # a folder's last part is "": its own name is a folder's
+    for depth in range(1, len(parts)):
+        folder = "/".join(parts[:depth]) + "/"
+        for spec, why in _FOLDER_SPECS:
+            if spec.match_file(folder):
+                return why
+    return "version control data, caches, virtual environments and secrets never go in"
 
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:

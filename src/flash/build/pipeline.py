@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cloudpickle
@@ -26,6 +26,8 @@ import cloudpickle
 import flash
 from flash.build import archive as _archive
 from flash.build.collect import (
+    always_excluded,
+    always_excluded_why,
     collect_files,
     fingerprint,
     ignored_by,
@@ -266,7 +268,7 @@ def _build_locked(
         # written (_check_unchanged), whatever the stage that read the file.
         dependency_inputs = _dependency_inputs(root, files)  # reads requirements.txt
         inputs = files + dependency_inputs
-        stats_at_start = _stats(root, inputs)
+        stats_at_start = file_stats(root, inputs)
         source_fp = fingerprint(root, files)
         key = _build_key(source_fp, fingerprint(root, dependency_inputs), options)
     report("collect", _count(len(files), "file"))
@@ -295,7 +297,7 @@ def _build_locked(
         project_sizes = [item for item in project_sizes if item[0] in kept]
     with _timed(timings, "scan"):
         scan = scan_project(root, files, options.dependencies.python_version)
-        _check_reserved_paths(files, scan)
+        scan = _check_reserved_paths(files, scan)
     report(
         "scan",
         f"{_count(len(scan.functions), 'function')} on {_count(len(scan.resources), 'endpoint')}",
@@ -447,7 +449,7 @@ def dependency_input_paths(root: Path) -> list[Path]:
     return files
 
 
-def _stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None]:
+def file_stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None]:
     """What tells a file changed without reading it: its modification time, size and
     mode (None: gone). An editor saving a file changes the first."""
     found: list[tuple[int, int, int] | None] = []
@@ -465,7 +467,7 @@ def _check_unchanged(
     root: Path, names: list[str], before: list[tuple[int, int, int] | None]
 ) -> None:
     """Raise ChangedWhileBuilding naming the inputs that changed since ``before``."""
-    now = _stats(root, names)
+    now = file_stats(root, names)
     changed = [name for name, old, new in zip(names, before, now, strict=True) if old != new]
     if changed:
         raise ChangedWhileBuilding(changed)
@@ -546,7 +548,9 @@ def _project_name(root: Path) -> str:
     return root.name
 
 
-def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
+def _check_reserved_paths(files: list[str], scan: ScanResult) -> ScanResult:
+    """Refuse project paths a worker could not import as meant; ``scan`` with the
+    warnings about those it can live with (it is frozen: a copy)."""
     handler_names = {handler_file_name(name) for name in scan.resources}
     for rel in files:
         if rel in handler_names or rel == MANIFEST_FILENAME:
@@ -566,15 +570,71 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> None:
     # stands in for the target's, which differs only in modules added or removed.
     for prefix, paths in _import_roots(files, scan.src_layout).items():
         for name, (kind, where) in sorted(import_names(paths).items()):
-            if name in sys.stdlib_module_names:
-                what = _KIND_WORDS[kind]
-                raise BuildError(
-                    f"the project's {what} {name!r} has the name of a module of Python's "
-                    "standard library: on the worker it would hide that module from the "
-                    "Flash runtime and every package (or be hidden by it); rename the "
-                    f"project's {what}",
-                    path=prefix + where,
-                )
+            if name not in sys.stdlib_module_names:
+                continue
+            if kind == "namespace":
+                raise _stdlib_named_folder_error(name, paths, prefix + where)
+            what = _KIND_WORDS[kind]
+            raise BuildError(
+                f"the project's {what} {name!r} has the name of a module of Python's "
+                "standard library: on the worker it would hide that module from the "
+                "Flash runtime and every package (or be hidden by it); rename the "
+                f"project's {what}",
+                path=prefix + where,
+            )
+    return replace(scan, warnings=scan.warnings + _check_module_beside_package(files, scan))
+
+
+def _stdlib_named_folder_error(name: str, paths: list[str], where: str) -> BuildError:
+    """A folder without __init__.py named like a standard-library module: Python finds the
+    standard library's module (or package) first, wherever it is on sys.path, and never
+    looks into a namespace folder of that name, so its modules cannot be imported."""
+    modules = sorted(p for p in paths if p.startswith(name + "/") and p.endswith(".py"))
+    example = modules[0].removesuffix(".py").replace("/", ".") if modules else name
+    return BuildError(
+        f"this folder (no __init__.py) has the name of the module {name!r} of Python's "
+        f"standard library, which Python finds first: `import {example}` can never reach the "
+        "project's files, here or on the worker; rename the folder (and its imports)",
+        path=where,
+    )
+
+
+def _check_module_beside_package(files: list[str], scan: ScanResult) -> tuple[BuildWarning, ...]:
+    """``x.py`` next to a package ``x/`` (with ``__init__.py``): Python imports the package,
+    so nothing can import the module. Refused when the module has an @remote function or
+    class (no worker could ever reach it); else a warning, as such a module (a leftover, a
+    script run by path) built before and may be imported by nothing."""
+    present = set(files)
+    remotes: dict[str, list[RemoteSpec]] = {}
+    for spec in scan.functions:
+        remotes.setdefault(spec.path, []).append(spec)
+    warnings = []
+    for rel in files:
+        folder, _, name = rel.rpartition("/")
+        module = f"{folder}.py"
+        if name != "__init__.py" or module not in present:
+            continue
+        package = import_path(folder, scan.src_layout).replace("/", ".")
+        said = (
+            f"module {module} sits next to the package {folder}/ ({rel}); `import "
+            f"{package}` gets the package, so nothing can import {module}"
+        )
+        if module in remotes:
+            first = remotes[module][0]
+            raise BuildError(
+                f"{said}, and no worker could reach its @remote {first.qualified_name}: "
+                "rename the module or the package (and the imports of the one renamed)",
+                path=module,
+                line=first.decorator_line or first.line,
+            )
+        warnings.append(
+            BuildWarning(
+                f"{said}: it is archived but never imported; rename or remove it "
+                "(or leave it out in .flashignore)",
+                path=module,
+            )
+        )
+    return tuple(warnings)
 
 
 def _project_entries(root: Path, files: list[str]) -> list[_archive.Entry]:
@@ -766,10 +826,68 @@ def _missing_module_hint(root: Path, src_layout: bool, excluded: tuple[str, ...]
         found = _MISSING_MODULE.search(exc.message)
         if found is None:
             raise
-        hint = _missing_module_advice(root, src_layout, excluded, found[1])
+        module = found[1]
+        hint = (
+            _sibling_module_advice(root, src_layout, exc.message, module)
+            or _always_excluded_advice(root, src_layout, module)
+            or _missing_module_advice(root, src_layout, excluded, module)
+        )
         raise BuildError(
             f"{exc.message}\n{hint}", path=exc.path, line=exc.line, col=exc.col
         ) from None
+
+
+# A frame of a failed import's report: `  app/workers/job.py:2 in <module>: from utils import x`.
+_FRAME = re.compile(r"^  (?P<path>[^\n]+?\.py):\d+ in [^\n]*?: (?P<source>[^\n]*)$", re.M)
+
+
+def _sibling_module_advice(root: Path, src_layout: bool, report: str, module: str) -> str | None:
+    """What to write when the file that failed imports ``module`` as top-level while it
+    sits next to that file in a subpackage (``from utils import x`` in app/workers/, for
+    app/workers/utils.py): Python looks for top-level modules at the import root only."""
+    frames = list(_FRAME.finditer(report))
+    if not frames:
+        return None
+    importer, source = frames[-1]["path"], frames[-1]["source"].strip()
+    folder = importer.rpartition("/")[0]
+    package = import_path(folder + "/", src_layout).rstrip("/").replace("/", ".")
+    top = module.split(".", 1)[0]
+    found = [
+        rel
+        for rel in (f"{folder}/{top}.py", f"{folder}/{top}/__init__.py")
+        if package and (root / rel).is_file()
+    ]
+    if not found:
+        return None
+    named = re.match(rf"from\s+{re.escape(module)}\s+import\s+(.+)", source)
+    if named is not None:
+        # A parenthesised list spans lines the report does not show.
+        names = "..." if named[1].startswith("(") else named[1]
+        fixes = f"`from .{module} import {names}` or `from {package}.{module} import {names}`"
+    else:
+        fixes = f"`from . import {top}` or `from {package} import {top}`"
+    return (
+        f"{top!r} is no top-level module: {found[0]} sits next to {importer}, but Python "
+        f"looks for top-level modules at the project's import root, not in the importing "
+        f"file's folder; import it through its package: {fixes}"
+    )
+
+
+def _always_excluded_advice(root: Path, src_layout: bool, module: str) -> str | None:
+    """For a missing ``module`` that is the project's folder of an always-excluded name
+    (build/, dist/): no ignore file can re-include it (see ALWAYS_EXCLUDED), so renaming is
+    the only way."""
+    left_out = _left_out_module(root, src_layout, module)
+    if left_out is None or not always_excluded(left_out[0]):  # else an ignore file's doing
+        return None
+    rel = left_out[0]
+    shown = rel.split("/", 1)[0] + "/" if "/" in rel else rel
+    name = module.split(".", 1)[0]
+    return (
+        f"{name!r} is the project's {shown}, a name flash build always leaves out "
+        f"({always_excluded_why(rel)}), whatever .gitignore or .flashignore say: rename "
+        "the package (and the imports of it)"
+    )
 
 
 @contextmanager
@@ -914,8 +1032,23 @@ def _check_handlers_and_derive_schemas(
     # ``files``, the project's modules among them: where an @remote the scan missed is found.
     modules = [rel for rel in files if rel.endswith(".py")]
     return check_handlers_and_derive_schemas(
-        build_dir, site_dir, handlers, functions, self_contained=not excluded, project_files=modules
+        build_dir,
+        site_dir,
+        handlers,
+        functions,
+        self_contained=not excluded,
+        project_files=modules,
+        handler_env=_handler_env(manifest),
     )
+
+
+def _handler_env(manifest: Manifest) -> dict[str, dict[str, str]]:
+    """Each endpoint's ``env`` by its handler module: its workers have it when they import
+    the handler, so the import check does too."""
+    return {
+        r.handler_file[: -len(".py")]: {str(k): str(v) for k, v in r.config.get("env", {}).items()}
+        for r in manifest.resources.values()
+    }
 
 
 # pydantic's complaint about typing.TypedDict before Python 3.12 (in the schema child).

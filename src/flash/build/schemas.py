@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flash.build.errors import BuildError
 from flash.sdk import json_rule
+from flash.sdk.resources import MASKED_MIN_LENGTH, FilledEnv, fill_secret_references
 
 __all__ = [
     "SchemaResult",
@@ -88,6 +89,7 @@ def check_handlers_and_derive_schemas(
     *,
     self_contained: bool,
     project_files: Sequence[str] = (),
+    handler_env: Mapping[str, Mapping[str, str]] | None = None,
     timeout: float = 300.0,
 ) -> dict[str, SchemaResult]:
     """Import each module of ``handlers``, then derive the schemas of ``functions``.
@@ -104,9 +106,15 @@ def check_handlers_and_derive_schemas(
     (``interrupt_import_checks``). ``project_files`` (paths in ``build_dir``) are the
     project's modules: one binding an ``@remote`` object that is none of ``functions`` (the
     scanner could not see how ``@remote`` was applied) is a BuildError too.
+    ``handler_env`` is the endpoint's ``env`` (as in its config) by handler module: set while
+    that handler is imported, as its workers have it (secret references filled in from this
+    process's environment); the secrets are masked in every error.
     """
     if not handlers and not functions:
         return {}
+    envs = {name: fill_secret_references(env) for name, env in (handler_env or {}).items()}
+    masks = _masks(envs)
+    masked = _masker(masks)
     paths = [str(build_dir)] + ([str(site_dir)] if site_dir is not None else [])
     flags = ["-I", "-B", "-S"] if self_contained else ["-I", "-B"]
     with tempfile.TemporaryDirectory(prefix="flash-imports-") as tmp:
@@ -116,6 +124,12 @@ def check_handlers_and_derive_schemas(
             "handlers": list(handlers),
             "functions": [list(f) for f in functions],
             "project_files": list(project_files),
+            "handler_env": {
+                name: {"set": filled.env, "unset": sorted(filled.unfilled)}
+                for name, filled in envs.items()
+            },
+            # The child masks the texts it cuts before cutting them: a cut can split a secret.
+            "masks": masks,
             "add_site_packages": self_contained,
             "rule_file": json_rule.__file__,
             "output": str(output),
@@ -135,16 +149,19 @@ def check_handlers_and_derive_schemas(
         try:
             data = json.loads(output.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            said = stderr[-2000:].strip() or (
+            # Masked whole, then cut: a cut first could split a secret, which then shows.
+            said = masked(stderr).strip()[-2000:].strip() or (
                 "no output: does a module end the process when imported (os._exit)?"
             )
             raise BuildError(
-                f"importing the project's modules crashed (exit {returncode}): {said}"
+                f"importing the project's modules crashed (exit {returncode}): {masked(said)}"
             ) from None
     handler_failures = data.get("handler_errors") or {}
     if handler_failures:
         name, trace = sorted(handler_failures.items())[0]
-        raise BuildError(f"{name}.py failed to import:\n{trace.rstrip()}")
+        # The note before the report, which ends in the error: what the hints read there.
+        unset = _unset_note(envs[name].unfilled) if name in envs else ""
+        raise BuildError(f"{name}.py failed to import:\n{unset}{masked(trace.rstrip())}")
     unseen = data.get("unseen_remotes") or []
     if unseen:
         raise _unseen_error(unseen)
@@ -152,13 +169,51 @@ def check_handlers_and_derive_schemas(
     if failures:
         module, trace = sorted(failures.items())[0]
         raise BuildError(
-            f"module {module!r} failed to import while deriving JSON schemas:\n{trace.rstrip()}"
+            f"module {module!r} failed to import while deriving JSON schemas:\n"
+            + masked(trace.rstrip())
         )
     derived = data.get("functions") or {}
     results: dict[str, SchemaResult] = {}
     for qualified_name in sorted({f[0] for f in functions}):
-        results[qualified_name] = _result(derived.get(qualified_name))
+        results[qualified_name] = _result(derived.get(qualified_name), masked)
     return results
+
+
+def _masks(envs: Mapping[str, FilledEnv]) -> list[tuple[str, str]]:
+    """Each secret filled into an endpoint's env and what stands for it in a text from the
+    import check (the name of the variable holding it), longest first: a secret inside
+    another is replaced after it. The values written in a config are in the manifest
+    already; a secret is never shown."""
+    names = {
+        secret: name
+        for filled in envs.values()
+        for name, value in filled.env.items()
+        for secret in filled.secrets
+        if secret in value and len(secret) >= MASKED_MIN_LENGTH
+    }
+    return [(secret, f"<env {names[secret]}>") for secret in sorted(names, key=len, reverse=True)]
+
+
+def _masker(masks: Sequence[tuple[str, str]]) -> Callable[[str], str]:
+    """A function that replaces each secret of ``masks`` in a text (as the child's
+    ``masked``)."""
+
+    def masked(text: str) -> str:
+        for secret, shown in masks:
+            text = text.replace(secret, shown)
+        return text
+
+    return masked
+
+
+def _unset_note(unfilled: Mapping[str, str]) -> str:
+    if not unfilled:
+        return ""
+    said = ", ".join(f"{name} (names {secret})" for name, secret in sorted(unfilled.items()))
+    return (
+        f"left unset for this import, as for this endpoint's workers on this machine: {said}, "
+        "a secret not set where the build runs\n"
+    )
 
 
 def _unseen_error(unseen: list[dict[str, Any]]) -> BuildError:
@@ -266,12 +321,12 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _result(entry: Any) -> SchemaResult:
+def _result(entry: Any, masked: Callable[[str], str]) -> SchemaResult:
     if not isinstance(entry, dict):
         return SchemaResult(None, None, None, "no schema was derived")
     reason = entry.get("reason")
     if reason is not None:
-        return SchemaResult(None, None, None, str(reason))
+        return SchemaResult(None, None, None, masked(str(reason)))
     if "methods" in entry:
         canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()
@@ -317,6 +372,23 @@ sys.path[:0] = request["paths"]
 # The build's files, then the vendored packages: frames are named relative to these.
 ROOTS = [os.path.join(path, "") for path in request["paths"]]
 BUILD = ROOTS[0]
+
+
+def masked(text):
+    # The secrets of the endpoints' env masked (as the parent's _masker), before any cut.
+    for secret, stand_in in request["masks"]:
+        text = text.replace(secret, stand_in)
+    return text
+
+
+def masking_summary(summary):
+    # The rule's summary cuts an exception's text: it gets the text with the secrets masked,
+    # under the exception's type name, since a cut could split a secret the parent then
+    # cannot find.
+    def masked_summary(exc):
+        return summary(type(type(exc).__name__, (Exception,), {})(masked(str(exc))))
+
+    return masked_summary
 
 
 def shown(filename):
@@ -447,16 +519,39 @@ def interrupted(exc):
         raise exc
 
 
-def import_handlers(names):
-    # Each generated handler, imported as a worker would: the traceback of each failure.
+def import_handlers(names, envs):
+    # Each generated handler, imported as a worker would, with its endpoint's env: the
+    # traceback of each failure. The env is set around that import only; a module that two
+    # endpoints' handlers import is imported once, under the first one's env.
     failures = {}
     for name in names:
+        saved = {}
         try:
+            set_env(envs.get(name) or {"set": {}, "unset": []}, saved)
             importlib.import_module(name)
         except BaseException as exc:
             interrupted(exc)
             failures[name] = user_trace()
+        finally:
+            restore_env(saved)
     return failures
+
+
+def set_env(env, saved):
+    # ``saved``: each variable's value before (None: unset), for restore_env.
+    for name in [*env["set"], *env["unset"]]:
+        saved.setdefault(name, os.environ.get(name))
+    for name in env["unset"]:
+        os.environ.pop(name, None)
+    os.environ.update(env["set"])
+
+
+def restore_env(saved):
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def unseen_remotes(handled):
@@ -511,7 +606,7 @@ def unseen_remotes(handled):
 
 def main():
     answer = {"functions": {}, "import_errors": {}}
-    answer["handler_errors"] = import_handlers(request["handlers"])
+    answer["handler_errors"] = import_handlers(request["handlers"], request["handler_env"])
     if answer["handler_errors"]:
         return answer
     answer["unseen_remotes"] = unseen_remotes(request["functions"])
@@ -526,12 +621,14 @@ def main():
     warnings.simplefilter("ignore")  # pydantic's notes on defaults and titles are not errors
     try:
         rule = load_rule(request["rule_file"])
+        rule.summary = masking_summary(rule.summary)  # its own functions use it too
         try:
             from typing_extensions import NotRequired, TypedDict
         except ImportError:
             from typing import NotRequired, TypedDict
     except Exception as exc:
-        problem = f"{type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0][:200]
+        said = masked(str(exc))  # before the cut
+        problem = f"{type(exc).__name__}: " + (said.strip().splitlines() or [""])[0][:200]
         reason = f"pydantic 2 cannot be imported to derive its schema ({problem})"
         for qualified_name, _, _ in request["functions"]:
             answer["functions"][qualified_name] = {"reason": reason}

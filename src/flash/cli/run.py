@@ -2,13 +2,15 @@
 
 A change rebuilds incrementally and swaps the app: running jobs finish on the old
 workers, new jobs go to new ones. A broken change is reported and the last good build
-keeps serving. The project's ``main.py`` web app, when it defines ``app``, is served too,
+keeps serving; a first build that fails is reported and tried again at the next change.
+The project's ``main.py`` web app, when it defines ``app``, is served too,
 its ``@remote`` calls going to the local endpoints. The machinery is flash.platform's
 (devloop, web_app); this module parses, calls it and prints.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,7 +26,9 @@ from flash.cli._output import (
     check_port,
     check_state_folder,
     console,
+    describe,
     exit_interrupted,
+    fail,
     stage_printer,
     stop_on_signals,
     user_errors,
@@ -37,6 +41,7 @@ from flash.runtime.protocol import FLASH_DIR
 
 if TYPE_CHECKING:
     from flash.build.pipeline import BuildOptions
+    from flash.platform.devloop import Snapshot
     from flash.platform.local import LocalPlatform
     from flash.platform.web_app import WebApp
 
@@ -97,6 +102,7 @@ def run(
                 options,
                 stop,
                 lambda: check_ports(root, host, port, app_port),
+                watch=watch,
                 host=host,
                 port=port,
                 max_workers=max_workers,
@@ -144,11 +150,53 @@ def first_build(
     options: BuildOptions,
     stop: Stop,
     before_build: Callable[[], None],
+    *,
+    watch: bool,
+    **platform_options: object,
+) -> LocalPlatform:
+    """Build and start serving. A build that fails raises BuildError, or when ``watch``
+    is reported and tried again at the next change to the project, as dev servers do."""
+    from flash.build.errors import BuildError
+    from flash.platform.devloop import snapshot
+    from flash.platform.local import lock_state_dir
+
+    root = options.project_dir
+    # Held from the first build to serving, failed builds and waits included: a second
+    # flash run of the project is refused throughout, and cannot slip in between.
+    state_lock = lock_state_dir(root / FLASH_DIR)
+    try:
+        while True:
+            read = snapshot(root) if watch else None  # what this build will have read
+            try:
+                # A duplicate holds the same lock: the build's, then the platform's, to
+                # close (closed on failure), while ours keeps the project held meanwhile.
+                return _build_and_serve(
+                    options, stop, before_build, state_lock=os.dup(state_lock), **platform_options
+                )
+            except BuildError as exc:
+                if not watch:
+                    raise
+                warn("Error", describe(exc))  # as the error ending the command would look
+            console.print(
+                "flash run waits for a change to the project to build again (Ctrl+C stops)"
+            )
+            _wait_for_a_change(root, stop, read)
+    finally:
+        os.close(state_lock)  # a platform serving holds its duplicate
+
+
+def _build_and_serve(
+    options: BuildOptions,
+    stop: Stop,
+    before_build: Callable[[], None],
+    *,
+    state_lock: int,
     **platform_options: object,
 ) -> LocalPlatform:
     """Build and start serving; a stopping signal during the build exits as interrupted
     (the build's child processes got it too: their failure is not the project's).
-    ``before_build`` runs once the project's state folder is held."""
+    ``before_build`` runs once the project's state folder is held, by ``state_lock``: a
+    ``lock_state_dir`` descriptor, the platform's then (closed if this raises)."""
     from flash.build.errors import BuildError
     from flash.platform.devloop import interrupt_failure
     from flash.platform.project import start_project
@@ -159,6 +207,7 @@ def first_build(
             progress=stage_printer(True),
             warn=build_warning,
             before_build=before_build,
+            state_lock=state_lock,
             **platform_options,
         )
     except KeyboardInterrupt:
@@ -174,3 +223,26 @@ def first_build(
         platform.stop()
         exit_interrupted(stop, "the first build")
     return platform
+
+
+def _wait_for_a_change(root: Path, stop: Stop, read: Snapshot | None) -> None:
+    """Wait for a change to what the build reads (``read``: what the failed build read);
+    a stopping signal exits as interrupted, a project folder gone or a watch that cannot
+    start as a failure (else each would build again at once, and again)."""
+    from flash.platform.devloop import wait_for_change
+
+    try:
+        changed = wait_for_change(root, stop, read)
+    except OSError as exc:
+        _check_still_there(root)
+        fail(describe(exc))
+    if not changed or stop.is_set():
+        exit_interrupted(stop, "the wait for a change to build again")
+    _check_still_there(root)
+
+
+def _check_still_there(root: Path) -> None:
+    """Fail if the project folder was moved or deleted: a build would recreate it (its
+    state folder) and wait on an empty one."""
+    if not root.is_dir():
+        fail(f"the project folder {root} is gone (moved or deleted): flash run stops")

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import watchfiles
 
-from flash.build.collect import is_ignored
+from flash.build.collect import collect_files, is_ignored
 from flash.build.errors import BuildError
-from flash.build.pipeline import BuildOptions, Progress, build_project, dependency_input_paths
+from flash.build.pipeline import (
+    BuildOptions,
+    Progress,
+    build_project,
+    dependency_input_paths,
+    file_stats,
+)
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
@@ -24,7 +30,9 @@ __all__ = [
     "Reloader",
     "always_watched",
     "interrupt_failure",
+    "snapshot",
     "source_filter",
+    "wait_for_change",
     "watch_and_reload",
 ]
 
@@ -157,11 +165,9 @@ def watch_and_reload(
     """Call ``reload`` with each batch of changes to what the build reads, until ``stop``."""
     while not stop.is_set():
         inputs = always_watched(root)
-        outside = {path for path in inputs if not path.is_relative_to(root)}
-        # Files outside the project are watched through their folders: an editor's save
-        # replaces the file (a new inode), and a file named but missing may come later.
-        folders = sorted({path.parent for path in outside if path.parent.is_dir()})
-        for changed in _changes(root, folders, source_filter(root, inputs), stop):
+        for changed in _changes(
+            root, _outside_folders(root, inputs), source_filter(root, inputs), stop
+        ):
             reload(changed)
             if always_watched(root) != inputs:
                 break  # a requirements edit named other files: watch those
@@ -170,15 +176,57 @@ def watch_and_reload(
         reload(set())  # what changed while that watch ended (a skipped build if nothing)
 
 
+# What a build read: each file and its stat (None: missing), see ``snapshot``.
+Snapshot = tuple[tuple[str, tuple[int, int, int] | None], ...]
+
+
+def snapshot(root: Path) -> Snapshot:
+    """The files a build reads (collected, and ``always_watched``) as they stand, taken
+    before a build: ``wait_for_change`` then tells an edit made while that build ran."""
+    try:
+        files = [str(root / rel) for rel in collect_files(root)]
+    except (BuildError, OSError):
+        files = []  # what stops the collection the build reports; the rest still counts
+    names = sorted({*files, *(str(path) for path in always_watched(root))})
+    return tuple(zip(names, file_stats(root, names), strict=True))
+
+
+def wait_for_change(root: Path, stop: threading.Event, since: Snapshot | None = None) -> bool:
+    """Wait for a change to what the build reads, watched as ``watch_and_reload`` watches:
+    True once one comes (or the watch had to end: a folder removed), False on ``stop``.
+    ``since``: what the last build read; if the files differ once watching, that is a
+    change (made while it ran). Raises OSError if the watch cannot start at all."""
+    inputs = always_watched(root)
+    for changed in _changes(
+        root, _outside_folders(root, inputs), source_filter(root, inputs), stop, strict=True
+    ):
+        # The empty batch comes once watching: from then on no edit is missed.
+        if changed or (since is not None and snapshot(root) != since):
+            return True
+    return not stop.is_set()
+
+
+def _outside_folders(root: Path, inputs: frozenset[Path]) -> list[Path]:
+    """The folders to watch (not below) for the ``inputs`` outside ``root``: files there
+    are watched through their folders, as an editor's save replaces the file (a new inode),
+    and a file named but missing may come later."""
+    outside = {path for path in inputs if not path.is_relative_to(root)}
+    return sorted({path.parent for path in outside if path.parent.is_dir()})
+
+
 def _changes(
     root: Path,
     folders: list[Path],
     wanted: Callable[[watchfiles.Change, str], bool],
     stop: threading.Event,
+    *,
+    strict: bool = False,
 ) -> Iterator[set[Path]]:
     """Batches of changed paths: in ``root`` and below, and in ``folders`` (not below:
-    one may hold the project), until ``stop`` or the caller stops iterating."""
-    batches: queue.Queue[set[Path] | None] = queue.Queue()
+    one may hold the project), until ``stop`` or the caller stops iterating. ``strict``:
+    a watch failing before it began raises OSError (else it ends them, as a later failure
+    does), for a caller that would otherwise try again at once, and fail as fast."""
+    batches: queue.Queue[set[Path] | Exception | None] = queue.Queue()
     done = threading.Event()
     ended = _Either(stop, done)
 
@@ -199,8 +247,8 @@ def _changes(
                 if changes or not armed:
                     batches.put({Path(path).resolve() for _, path in changes})
                 armed = True
-        except (OSError, RuntimeError):  # a folder removed meanwhile: watch afresh
-            batches.put(None)
+        except (OSError, RuntimeError) as exc:  # a folder removed meanwhile: watch afresh
+            batches.put(None if armed else exc)
 
     watches = [threading.Thread(target=follow, args=([root], True), daemon=True)]
     if folders:
@@ -214,6 +262,10 @@ def _changes(
                 batch = batches.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if isinstance(batch, Exception):
+                if strict:
+                    raise OSError(f"cannot watch {root} for changes: {batch}") from batch
+                return
             if batch is None:
                 return  # the caller watches afresh
             yield batch

@@ -32,17 +32,21 @@ def start_project(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     before_build: Callable[[], None] | None = None,
+    state_lock: int | None = None,
     **platform_options: Any,
 ) -> LocalPlatform:
     """Build the project and serve the build on a started LocalPlatform whose state (jobs,
     signing key, extracted copies) is the project's ``.flash/``; ``warn`` gets each of the
     build's warnings; ``before_build`` is called once the state folder is held, to refuse
     what would fail after the build (a busy port). ``platform_options`` go to
-    LocalPlatform. Raises BuildError or PlatformError; nothing is left running then."""
+    LocalPlatform. ``state_lock``: the state folder's ``lock_state_dir`` descriptor, held
+    already, used as one taken here would be (the platform's; closed if this raises).
+    Raises BuildError or PlatformError; nothing is left running then."""
     state_dir = options.project_dir.resolve() / ".flash"
     # A platform already serving from the state folder is refused before the build, not
     # after it; the lock taken here is the platform's, so no other can slip in between.
-    state_lock = lock_state_dir(state_dir)
+    if state_lock is None:
+        state_lock = lock_state_dir(state_dir)
     try:
         if before_build is not None:
             before_build()

@@ -31,7 +31,7 @@ from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
 from flash.runtime.protocol import SOURCE_DIR_ENV_VAR, WORKER_CONCURRENCY_ENV_VAR
 from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR
-from flash.sdk.resources import SECRET_REFERENCE
+from flash.sdk.resources import MASKED_MIN_LENGTH, fill_secret_references
 
 _TICK_S = 0.1
 # A worker's output line is shown up to this many bytes, then cut with a note: megabytes
@@ -134,7 +134,7 @@ class Supervisor:
         self._secret_values = {
             value
             for value in (api_key, worker_token, self.extra_env.get(KEY_ENV_VAR))
-            if value and len(value) >= _MASKED_MIN
+            if value and len(value) >= MASKED_MIN_LENGTH
         }
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
@@ -422,25 +422,17 @@ class Supervisor:
         """The endpoint's env with each ``{{ RUNPOD_SECRET_name }}`` filled in from this
         process's environment, and the variables whose secret is not there: those are left
         out (and said once, by name only: the values are secrets)."""
-        env, unfilled = {}, []
-        for name, value in spec.env.items():
-            named = [found[1] for found in SECRET_REFERENCE.finditer(value)]
-            missing = [secret for secret in named if secret not in os.environ]
-            if not missing:
-                env[name] = SECRET_REFERENCE.sub(lambda found: os.environ[found[1]], value)
-                self._secret_values.update(
-                    os.environ[secret] for secret in named if len(os.environ[secret]) >= _MASKED_MIN
-                )
-                continue
-            unfilled.append(name)
+        filled = fill_secret_references(spec.env)
+        self._secret_values.update(v for v in filled.secrets if len(v) >= MASKED_MIN_LENGTH)
+        for name, secret in filled.unfilled.items():
             if (spec.name, name) not in self._missing_secrets:
                 self._missing_secrets.add((spec.name, name))
                 if self.echo is not None:
                     self.echo(
-                        f"[{spec.name}] env {name} names the secret {missing[0]}, which is not"
+                        f"[{spec.name}] env {name} names the secret {secret}, which is not"
                         f" set where the platform runs: its workers start without {name}"
                     )
-        return env, unfilled
+        return filled.env, list(filled.unfilled)
 
     async def _run_worker(self, worker_id: str, dep: _Deployment) -> None:
         spawned = time.monotonic()
@@ -621,8 +613,6 @@ class Supervisor:
             self.echo(f"[{worker.endpoint} {worker.id}] {text}")
 
 
-# Shorter values are not masked: they would blank out ordinary words.
-_MASKED_MIN = 8
 # Variables of the serving shell that no worker gets: a RunPod secret reaches a worker only
 # as its endpoint's env names it (as on RunPod), the account's API key never, Flash's index
 # URLs (tokens) are the build's; the platform sets the keys workers need itself, and allows

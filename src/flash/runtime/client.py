@@ -46,6 +46,7 @@ from flash.runtime.errors import (
     RemoteExecutionError,
     RemoteTimeoutError,
     attach_remote_traceback,
+    chain_of,
     remote_error_from_fields,
 )
 from flash.runtime.http import (
@@ -1471,12 +1472,13 @@ def _remote_exception(
         except SerializationError:
             original = None
         if isinstance(original, BaseException):
-            # The traceback text shows the exception's notes (remote tracebacks of the calls
-            # it came through), which it carries itself: noted again, they would double at
-            # every hop of a chain of calls.
-            for note in getattr(original, "__notes__", None) or ():
-                if isinstance(note, str):
-                    remote_tb = remote_tb.replace(note + "\n", "", 1)
+            # The traceback text shows the notes of the exception and of those it was raised
+            # from (remote tracebacks of the calls they came through), which they carry
+            # themselves: noted again, they would double at every hop of a chain of calls.
+            for link in chain_of(original):
+                for note in getattr(link, "__notes__", None) or ():
+                    if isinstance(note, str):
+                        remote_tb = remote_tb.replace(note + "\n", "", 1)
             attach_remote_traceback(original, remote_tb, common["endpoint"], common["job_id"])
             return original
     # Flash's own error, raised by a call the function made: raised as itself, not wrapped.

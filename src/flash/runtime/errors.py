@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import pickle
 from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "MAX_ERROR_TEXT",
     "CallDepthError",
     "EndpointUnavailableError",
     "InvalidResultError",
@@ -16,8 +19,13 @@ __all__ = [
     "RemoteExecutionError",
     "RemoteTimeoutError",
     "attach_remote_traceback",
+    "chain_of",
+    "chained_pickle",
+    "cut_text",
     "remote_error_fields",
     "remote_error_from_fields",
+    "safe_str",
+    "text_size",
 ]
 
 
@@ -173,6 +181,150 @@ def remote_error_from_fields(fields: Any) -> RemoteError | None:
         function=text("function"),
         job_id=text("job_id"),
     )
+
+
+# An error's message and traceback text are cut to this many bytes of UTF-8 (head and tail
+# kept): a huge message would otherwise be stored, and repeated, at every hop.
+MAX_ERROR_TEXT = 64 * 1024
+# Room for the note that says what was cut: what is cut once is not cut again.
+_CUT_NOTE_ROOM = 60
+# The smallest limit cut_text takes: room for the note and some of each end.
+_MIN_CUT_LIMIT = 2 * _CUT_NOTE_ROOM
+# The most exceptions of a chain (causes, contexts) that travel with the one raised.
+_MAX_CHAIN = 16
+
+
+def safe_str(error: BaseException) -> str:
+    """``str(error)``; a broken __str__ must not lose the job's answer."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<unprintable {type(error).__name__}>"
+
+
+def text_size(text: str) -> int:
+    """``text``'s size in UTF-8 (a lone surrogate counted as 3 bytes)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def cut_text(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text``, its middle cut when its UTF-8 is over ``limit`` bytes, never inside a
+    character: the head says where it starts, the tail (a traceback's exception line) how
+    it ends. A ``limit`` under _MIN_CUT_LIMIT raises ValueError: the note alone is over it."""
+    if limit < _MIN_CUT_LIMIT:
+        raise ValueError(f"cut_text's limit is {limit} bytes, under {_MIN_CUT_LIMIT}")
+    # A character is 1 to 4 bytes: most texts need no encoding to know.
+    if len(text) * 4 <= limit or (len(text) <= limit and text_size(text) <= limit):
+        return text
+    half = (limit - _CUT_NOTE_ROOM) // 2
+    head = _utf8_head(text, half)
+    tail = _utf8_tail(text, half)
+    cut = len(text) - len(head) - len(tail)
+    return f"{head} ... {cut:,} characters cut ... {tail}"
+
+
+def _utf8_head(text: str, size: int) -> str:
+    """The longest start of ``text`` within ``size`` bytes of UTF-8."""
+    encoded = text[:size].encode("utf-8", "surrogatepass")
+    end = min(size, len(encoded))
+    while end < len(encoded) and encoded[end] & 0xC0 == 0x80:  # inside a character
+        end -= 1
+    return encoded[:end].decode("utf-8", "surrogatepass")
+
+
+def _utf8_tail(text: str, size: int) -> str:
+    """The longest end of ``text`` within ``size`` bytes of UTF-8."""
+    encoded = text[-size:].encode("utf-8", "surrogatepass")
+    start = max(0, len(encoded) - size)
+    while start < len(encoded) and encoded[start] & 0xC0 == 0x80:  # inside a character
+        start += 1
+    return encoded[start:].decode("utf-8", "surrogatepass")
+
+
+def chain_of(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from or while handling (``__cause__``,
+    ``__context__``, theirs in turn), each once: a cycle ends, and at most _MAX_CHAIN."""
+    found: list[BaseException] = []
+    seen: set[int] = set()
+    todo = [error]
+    while todo and len(found) < _MAX_CHAIN:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return found
+
+
+class _Chain:
+    """An exception with the exceptions it was raised from or while handling: unpickled, it
+    is the exception with its ``__cause__`` and ``__context__`` set again (pickle leaves them
+    out). The exception must unpickle, as it had to alone; each other link is pickled on its
+    own, so one the caller cannot unpickle (its class only on the worker) is a missing link,
+    not a lost error."""
+
+    def __init__(
+        self,
+        error: BaseException,
+        pickled: list[bytes | None],
+        links: list[tuple[int | None, int | None, bool]],
+    ) -> None:
+        self.error = error
+        self.pickled = pickled
+        self.links = links
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rechained, (self.error, self.pickled, self.links))
+
+
+def chained_pickle(
+    chain: list[BaseException], sent: BaseException, pickled: list[str | None]
+) -> Any:
+    """What to pickle for ``chain[0]`` (chain_of's list) with its chain: ``sent`` for it
+    (itself, or a copy with its text cut), and ``pickled[i]`` (serialize's text) for
+    ``chain[i + 1]``; where that is None (it does not pickle, or is too big), a link to it
+    is None in the caller."""
+    where = {id(error): n for n, error in enumerate(chain)}
+    links = [
+        (
+            where.get(id(error.__cause__)),
+            where.get(id(error.__context__)),
+            error.__suppress_context__,
+        )
+        for error in chain
+    ]
+    raw = [None if text is None else base64.b64decode(text) for text in pickled]
+    return _Chain(sent, raw, links)
+
+
+def _rechained(
+    error: BaseException,
+    pickled: list[bytes | None],
+    links: list[tuple[int | None, int | None, bool]],
+) -> BaseException:
+    errors: list[BaseException | None] = [error, *(_link(raw) for raw in pickled)]
+    for current, (cause, context, suppress) in zip(errors, links, strict=True):
+        if current is None:
+            continue
+        current.__cause__ = None if cause is None else errors[cause]
+        current.__context__ = None if context is None else errors[context]
+        current.__suppress_context__ = suppress  # last: setting __cause__ sets it too
+    return error
+
+
+def _link(raw: bytes | None) -> BaseException | None:
+    """A link of a chain, unpickled; None where it does not unpickle here (its class is not
+    installed, or its __init__ does not take its own args)."""
+    if raw is None:
+        return None
+    try:
+        # The loader serialization.deserialize uses: these bytes are part of the payload it
+        # is unpickling now (and whose signature it checked).
+        link = pickle.loads(raw)
+    except Exception:
+        return None
+    return link if isinstance(link, BaseException) else None
 
 
 class OwnCancelledError(Exception):

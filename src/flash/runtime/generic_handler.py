@@ -89,9 +89,9 @@ _EXECUTION_TYPES = ("function", "class", "map")
 MAX_MAP_ITEMS = 1024
 # A pickled exception travels with the error only while it is small.
 _MAX_PICKLED_EXCEPTION = 64 * 1024
-# An answer's error message and traceback text are cut to this many characters (head and
-# tail kept): a huge message would otherwise be stored, and repeated, at every hop.
-_MAX_ERROR_TEXT = 64 * 1024
+# An answer's error message and traceback text are cut to this many bytes of UTF-8 (head
+# and tail kept): a huge message would otherwise be stored, and repeated, at every hop.
+_MAX_ERROR_TEXT = _errors.MAX_ERROR_TEXT
 _MISSING = object()
 _FROM_ENV = object()
 
@@ -1335,29 +1335,68 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
 
 def _pickled_exception(exc: BaseException) -> str | None:
     """The exception itself, so the caller can raise the original type; None if it won't go.
-    One too big for its long text arguments goes with them cut. A StopIteration does not
-    go: raised in the caller's coroutine, Python would turn it into a RuntimeError."""
+    The exceptions it was raised from (or while handling) go with it where they pickle and
+    fit; else it goes alone. One too big for its long text arguments goes with them cut. A
+    StopIteration does not go: raised in the caller's coroutine, Python would turn it into a
+    RuntimeError."""
     if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
         return None
+    chain = _errors.chain_of(exc)
+    # Each link pickled once: the check that it pickles, and what goes if it fits.
+    pickled = [_serialized(e) for e in chain[1:]]
+    if any(text is not None for text in pickled):
+        encoded = _serialized(_errors.chained_pickle(chain, exc, pickled))
+        if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
+            return encoded
+        # Too big whole: each link gets a fair share, its text cut to fit it, or stays out
+        # (a link that cannot be cut, such as one holding megabytes of bytes).
+        share = _MAX_PICKLED_EXCEPTION // len(chain)
+        budget = share // 4  # base64 and the rest of the pickle need room
+        fitted = [
+            _fitted(e, text, share, budget) for e, text in zip(chain[1:], pickled, strict=True)
+        ]
+        encoded = _serialized(_errors.chained_pickle(chain, _cut_args(exc, budget), fitted))
+        if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
+            return encoded
     for candidate in (exc, _shortened(exc)):
-        if candidate is None:
-            continue
-        try:
-            encoded = serialize(candidate)
-        except Exception:
-            return None
-        if len(encoded) <= _MAX_PICKLED_EXCEPTION:
+        encoded = _serialized(candidate)
+        if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
             return encoded
     return None
 
 
-def _shortened(exc: BaseException) -> BaseException | None:
-    """A copy of ``exc`` with its long str arguments cut to fit a pickled exception; None
-    when it has none."""
-    budget = _MAX_PICKLED_EXCEPTION // 4  # base64 and the rest of the pickle need room
+def _serialized(obj: Any) -> str | None:
+    if obj is None:
+        return None
+    try:
+        return serialize(obj)
+    except Exception:
+        return None
+
+
+def _fitted(exc: BaseException, encoded: str | None, share: int, budget: int) -> str | None:
+    """A link's pickle (``encoded``) within ``share``: as it is, else with its str arguments
+    cut to ``budget`` bytes; None where neither fits."""
+    if encoded is None or len(encoded) <= share:
+        return encoded
+    encoded = _serialized(_shortened(exc, budget))
+    return encoded if encoded is not None and len(encoded) <= share else None
+
+
+def _cut_args(exc: BaseException, budget: int) -> BaseException:
+    """``exc``, or its copy with its str arguments cut to ``budget`` bytes."""
+    shortened = _shortened(exc, budget)
+    return exc if shortened is None else shortened
+
+
+def _shortened(
+    exc: BaseException, budget: int = _MAX_PICKLED_EXCEPTION // 4
+) -> BaseException | None:
+    """A copy of ``exc`` with its str arguments over ``budget`` bytes cut to it (the default
+    leaves room for base64 and the rest of the pickle); None when it has none."""
     try:
         args = tuple(exc.args)  # a property of the user's class may raise: the answer may not
-        if not any(isinstance(a, str) and len(a) > budget for a in args):
+        if not any(isinstance(a, str) and _errors.text_size(a) > budget for a in args):
             return None
         copied = copy.copy(exc)
         copied.args = tuple(_cut(a, budget) if isinstance(a, str) else a for a in args)
@@ -1491,12 +1530,8 @@ def _in_runtime(filename: str) -> bool:
 
 
 def _cut(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
-    """``text``, its middle cut when it is longer than ``limit``: the head says where it
-    starts, the tail (a traceback's exception line) how it ends."""
-    if len(text) <= limit:
-        return text
-    half = (limit - 60) // 2  # room for the note: what is cut once is not cut again
-    return f"{text[:half]} ... {len(text) - 2 * half:,} characters cut ... {text[-half:]}"
+    """``text`` within ``limit`` bytes of UTF-8, its middle cut (errors.cut_text)."""
+    return _errors.cut_text(text, limit)
 
 
 def _in_source_dir(text: str) -> str:
@@ -1524,11 +1559,7 @@ def _is_plumbing(filename: str) -> bool:
     return path in _PLUMBING_FILES or path.startswith(_PLUMBING_DIRS)
 
 
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<unprintable {type(exc).__name__}>"
+_safe_str = _errors.safe_str
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

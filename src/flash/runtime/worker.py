@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flash.runtime.errors import OwnCancelledError, run_sync_code
+from flash.runtime.errors import OwnCancelledError, cut_text, run_sync_code, safe_str
 from flash.runtime.http import HttpClient, Response
 from flash.runtime.protocol import worker_concurrency
 
@@ -82,15 +82,25 @@ def _start_runpod(
 
 
 def _error_info(err: BaseException) -> str:
+    """The job's error for an exception the handler raised, as the SDK reports it; its
+    message and traceback cut as the generic handler cuts its own (a 50 MB message would
+    otherwise be sent, stored and shown whole)."""
     info = {
         "error_type": str(type(err)),
-        "error_message": str(err),
-        "error_traceback": traceback.format_exc(),
+        "error_message": cut_text(safe_str(err)),
+        "error_traceback": cut_text(traceback.format_exc()),
         "hostname": os.environ.get("RUNPOD_POD_HOSTNAME", "unknown"),
         "worker_id": os.environ.get("RUNPOD_POD_ID", "unknown"),
         "runpod_version": LOOP_VERSION,
     }
-    return json.dumps(info)
+    # Not ASCII-escaped: the cut text is 64 KiB of UTF-8, but an emoji escaped is 12 bytes
+    # (and more, escaped again in the body). _json_body copes with lone surrogates.
+    return json.dumps(info, ensure_ascii=False)
+
+
+def _stream_error(err: BaseException) -> str:
+    """The job's error for an exception a streaming handler raised, cut like _error_info's."""
+    return cut_text(f"handler: {safe_str(err)} \ntraceback: {traceback.format_exc()}")
 
 
 def _result_of(value: Any) -> dict[str, Any]:
@@ -377,7 +387,7 @@ class _WorkerLoop:
             if isinstance(err, asyncio.CancelledError) and self._stopped(job["id"]):
                 raise
             traceback.print_exc()
-            return {"error": f"handler: {err} \ntraceback: {traceback.format_exc()}"}
+            return {"error": _stream_error(err)}
         finally:
             if inspect.isasyncgen(gen):
                 # Closed here, in the job's task, however it ends (cancelled, or stopped at an

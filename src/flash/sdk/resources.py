@@ -5,9 +5,11 @@ Field names follow RunPod's API (camelCase); snake_case spellings are accepted t
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from enum import Enum
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -24,16 +26,19 @@ from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 
 __all__ = [
     "CONFIG_TYPES",
+    "MASKED_MIN_LENGTH",
     "SECRET_REFERENCE",
     "CpuInstanceType",
     "CpuLiveServerless",
     "CpuServerlessEndpoint",
+    "FilledEnv",
     "GpuGroup",
     "LiveServerless",
     "ResourceConfig",
     "ScalerType",
     "ServerlessEndpoint",
     "check_name",
+    "fill_secret_references",
     "validate_config",
 ]
 
@@ -54,6 +59,40 @@ _NAME_HINT = "an endpoint name may hold only ASCII letters, digits, '-', '_' and
 # An env value naming one of the RunPod account's secrets, as RunPod's templates take it
 # (group 1: the variable RunPod fills, which the local platform reads from its own env).
 SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
+
+# Filled-in secrets shorter than this are not masked where they are shown (the platform's
+# worker output, the build's import check): they would blank out ordinary words and numbers.
+MASKED_MIN_LENGTH = 8
+
+
+class FilledEnv(NamedTuple):
+    """An endpoint's ``env`` as its workers on this machine get it."""
+
+    env: dict[str, str]  # each secret reference filled in
+    unfilled: dict[str, str]  # variables left out: the first secret each names not set here
+    secrets: set[str]  # the values filled in for secret references: never to be shown
+
+
+def fill_secret_references(
+    env: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> FilledEnv:
+    """``env`` with each ``{{ RUNPOD_SECRET_name }}`` filled in from ``environ`` (this
+    process's environment), as RunPod fills it from the account's secrets. A variable naming
+    a secret not set here is left out, not failed: RunPod has the secret."""
+    source = os.environ if environ is None else environ
+    filled: dict[str, str] = {}
+    unfilled: dict[str, str] = {}
+    secrets: set[str] = set()
+    for name, value in env.items():
+        named = [found[1] for found in SECRET_REFERENCE.finditer(value)]
+        missing = [secret for secret in named if secret not in source]
+        if missing:
+            unfilled[name] = missing[0]
+            continue
+        filled[name] = SECRET_REFERENCE.sub(lambda found: source[found[1]], value)
+        secrets.update(source[secret] for secret in named)
+    return FilledEnv(filled, unfilled, secrets)
+
 
 _E = TypeVar("_E", bound=Enum)
 
