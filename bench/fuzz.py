@@ -299,7 +299,14 @@ def _atheris_child(count: int, work: Path, budget_s: float) -> None:
     # at least a second (0 would mean no limit).
     fuzz_s = max(1, int(end - time.monotonic()))
     atheris.Setup(
-        [sys.argv[0], f"-runs={count}", f"-max_total_time={fuzz_s}", "-max_len=4096"], one
+        [
+            sys.argv[0],
+            f"-runs={count}",
+            f"-max_total_time={fuzz_s}",
+            "-max_len=4096",
+            f"-artifact_prefix={work}/",  # a crashing input is kept there, not in the cwd
+        ],
+        one,
     )
     atheris.Fuzz()
 
@@ -328,6 +335,10 @@ def _atheris_job(data: bytes, key: bytes) -> Any:
         except (ValueError, RecursionError):
             return {"function": "add", "kwargs": {"a": data.decode("latin-1")}}
     # raw bytes as the pickle of a signed call's argument: pickle.loads on anything
+    if _claims_a_huge_memo(data):
+        # A signed pickle is trusted code: one that asks for a memo slot a billion places on
+        # makes the unpickler allocate gigabytes, by design. Sent unsigned, it is refused.
+        return {"function_name": "echo", "args": [base64.b64encode(data).decode("ascii")]}
     payload: dict[str, Any] = {
         "function_name": "echo",
         "args": [base64.b64encode(data).decode("ascii")],
@@ -338,6 +349,24 @@ def _atheris_job(data: bytes, key: bytes) -> Any:
         key, endpoint=fz.ENDPOINT, function="echo", fields=payload, deadline=time.time() + 60
     )
     return payload
+
+
+# Memo indexes above this are never written by a pickler of a fuzzed argument's size.
+_MAX_MEMO_INDEX = 1 << 16
+
+
+def _claims_a_huge_memo(data: bytes) -> bool:
+    """Whether the pickle opcodes in ``data`` (as far as they parse) store to a memo index
+    over _MAX_MEMO_INDEX: the unpickler grows its memo table to that index at once."""
+    import pickletools
+
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if "PUT" in opcode.name and isinstance(arg, int) and arg > _MAX_MEMO_INDEX:
+                return True
+    except Exception:  # not a pickle past this point: what parsed is all it can do
+        pass
+    return False
 
 
 # --------------------------------------------------------------------------- main

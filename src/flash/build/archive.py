@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import itertools
 import os
 import tarfile
 from collections.abc import Callable, Iterable
@@ -85,6 +86,7 @@ def write_archive(
     """
     mtime = source_date_epoch() if mtime is None else mtime
     ordered = sorted(entries, key=lambda e: e.name)
+    _check_unique(ordered)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
@@ -107,6 +109,17 @@ def write_archive(
     return ArchiveInfo(
         path=dest, sha256=file_sha256(dest), size=dest.stat().st_size, files=len(ordered)
     )
+
+
+def _check_unique(ordered: list[Entry]) -> None:
+    """Refuse two entries of one name: a tar keeps both, and which one an extraction (or
+    ``flash serve``) gets is nobody's choice."""
+    for before, entry in itertools.pairwise(ordered):
+        if before.name == entry.name:
+            raise BuildError(
+                f"the archive would hold two files named {entry.name!r} (the project's, a "
+                "generated one or a dependency's): rename or drop one"
+            )
 
 
 def _add(tar: tarfile.TarFile, entry: Entry, mtime: int) -> None:

@@ -365,7 +365,9 @@ def _read_requirements_txt(
         if not line:
             continue
         if not line.startswith("-"):
-            if re.search(r"\s--[A-Za-z]", line):  # pip's per-requirement --hash=..., ...
+            if re.search(r"\s--hash\b", line):
+                raise BuildError(_hashes_problem(text, line), path=shown, line=number)
+            if re.search(r"\s--[A-Za-z]", line):  # pip's per-requirement options
                 raise BuildError(
                     mask_config_urls(  # the line's URLs may hold a token: cut after the host
                         "options after a requirement are not supported by flash build: "
@@ -433,6 +435,20 @@ def _read_requirements_txt(
         elif name == "--pre":
             sources.pre = True
         # --only-binary and --prefer-binary: flash build installs binary wheels only anyway.
+
+
+def _hashes_problem(text: str, line: str) -> str:
+    """Why a requirements file with ``--hash`` is refused, and how to write it without: the
+    lock exports that write hashes by default. Not passed on to uv: one hash puts it in
+    hash-checking mode, which needs one for every package installed, dependencies too."""
+    hashed = sum(1 for _, text_line in _logical_lines(text) if "--hash" in text_line)
+    lines = "1 requirement carries" if hashed == 1 else f"{hashed} requirements carry"
+    return mask_config_urls(  # the line's URLs may hold a token: cut after the host
+        f"options after a requirement are not supported by flash build: {line!r}; --hash "
+        f"neither ({lines} hashes in this file): export the requirements without them "
+        "(`uv export --no-hashes -o requirements.txt`, `poetry export --without-hashes`, "
+        "or pip-compile without --generate-hashes)"
+    )
 
 
 def load_toml(path: Path, shown: str) -> dict[str, Any]:
@@ -953,7 +969,7 @@ def resolve(
     ``constraints`` limit versions without requiring anything (pip's ``-c``). Packages named in
     ``options.exclude`` are left out together with the dependencies only they need (they come
     with the base image). Raises ``BuildError`` naming the requirements that cannot be
-    satisfied, and where ``origins`` (requirement: places) says each was asked for.
+    satisfied, and where ``origins`` (requirement or constraint: places) says each was asked for.
 
     With ``refresh``, the cached resolution is not read, and uv fetches the package sources
     anew (``--refresh``): a version published since is found; the new pins are cached.
@@ -1001,6 +1017,14 @@ def _resolve(
             asked = [f"  {req}: {', '.join(origins[req])}" for req in culprits if req in origins]
             if asked:
                 message += "\nasked for by:\n" + "\n".join(asked)
+            # A constraints file can be the other side of a conflict: say where it is too.
+            limits = [
+                f"  {con}: {', '.join(origins[con])}"
+                for con in _implicated(constraints, detail)
+                if con in origins and con not in culprits
+            ]
+            if limits:
+                message += "\nconstrained by:\n" + "\n".join(limits)
             raise BuildError(message)
         # Flash itself never goes in, asked for directly (see vendor_dependencies) or by a
         # dependency: resolved again without it and what only it needs, as --exclude leaves
@@ -1257,18 +1281,176 @@ def vendor_dependencies(
             for req in _sorted_requirements(origins)
             if normalise_name(_requirement_name(req)) != "flash"
         ]
-        constraints = _canonical_all(sources.constraints)
+        constraint_origins = _canonical_origins(sources.constraints)
+        constraints = _sorted_requirements(constraint_origins)
+        for constraint, places in constraint_origins.items():  # for a conflict's message
+            known = origins.setdefault(constraint, [])
+            known += [place for place in places if place not in known]
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
         pins = resolve(requirements, options, cache_dir, constraints, origins, refresh)
         site_dir = install(pins, options, cache_dir, refresh) if pins else None
+        warnings = list(sources.warnings)
+        warnings += _unmatched_excludes(
+            requirements, constraints, pins, site_dir, options, cache_dir
+        )
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
+    warnings += _requires_python_warnings(root, options.python_version)
+    warnings += _lock_warnings(root, pins)
     return ResolvedDependencies(
         requirements=tuple(requirements),
         pins=tuple(pins),
         excluded=excluded,
         site_dir=site_dir,
         index_urls=source_urls(options),
-        warnings=tuple(sources.warnings),
+        warnings=tuple(warnings),
     )
+
+
+def _requirement_names(requirements: Iterable[str]) -> set[str]:
+    names = set()
+    for requirement in requirements:
+        found = _REGEX_REQUIREMENT.match(requirement.strip())
+        if found is not None:
+            names.add(normalise_name(found["name"]))
+    return names
+
+
+def _unmatched_excludes(
+    requirements: Sequence[str],
+    constraints: Sequence[str],
+    pins: Sequence[str],
+    site_dir: Path | None,
+    options: DependencyOptions,
+    cache_dir: Path,
+) -> list[BuildWarning]:
+    """A warning for each ``--exclude`` name that no package of the dependencies has (a
+    misspelling, often): left unsaid, the package it meant is vendored after all.
+
+    Known from the requirements and what the installed packages require; a name found in
+    neither may still be needed only by another excluded package, so then (only then) the
+    dependencies are resolved without exclusions, a second uv run, cached as any."""
+    wanted = {normalise_name(name): name for name in options.exclude}
+    found = _requirement_names(requirements) | {_pin_name(pin) or "" for pin in pins}
+    for dist_info in sorted(site_dir.glob("*.dist-info")) if site_dir else ():
+        metadata = dist_info / "METADATA"
+        text = metadata.read_text(encoding="utf-8", errors="replace") if metadata.is_file() else ""
+        found |= _requirement_names(re.findall(r"(?im)^Requires-Dist:\s*(.+)$", text))
+    unmatched = sorted(wanted.keys() - found)
+    if unmatched and requirements and not options.no_deps:
+        try:
+            everything = resolve(requirements, replace(options, exclude=()), cache_dir, constraints)
+        except BuildError:
+            return []  # what the exclusion avoids may not resolve: nothing to compare with
+        unmatched = sorted(set(unmatched) - {_pin_name(pin) for pin in everything})
+    return [
+        BuildWarning(
+            f"--exclude {wanted[name]} matches no package the dependencies resolve to; "
+            "check its spelling (it is left out of nothing)"
+        )
+        for name in unmatched
+    ]
+
+
+def _requires_python_warnings(root: Path, target: str) -> list[BuildWarning]:
+    """A warning when ``[project] requires-python`` excludes the target Python: the project
+    says it does not run there, and the build would not say so otherwise."""
+    pyproject = root / "pyproject.toml"
+    requirement = _packaging_requirement()
+    if requirement is None or not pyproject.is_file():
+        return []  # packaging is what reads the specifier; it is optional
+    shown = _display_path(pyproject, root)
+    spec = _table(load_toml(pyproject, shown), "project").get("requires-python")
+    if not isinstance(spec, str):
+        return []
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        allowed = SpecifierSet(spec)
+    except InvalidSpecifier:
+        return []  # uv and build backends say what is wrong with it
+    # A target of 3.11 is any 3.11.x: excluded only if every release of it is.
+    versions = [target] if target.count(".") == 2 else [f"{target}.{n}" for n in range(100)]
+    if any(allowed.contains(version, prereleases=True) for version in versions):
+        return []
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    return [
+        BuildWarning(
+            f"[project] requires-python {spec!r} excludes the target Python {target}; "
+            "choose a target it allows with --python-version, or widen requires-python",
+            path=shown,
+            line=_key_line(text, r"requires-python\s*="),
+        )
+    ]
+
+
+# Lock files flash build does not read, with how to turn each into requirements.txt.
+_LOCK_EXPORTS = {
+    "uv.lock": "uv export --no-hashes -o requirements.txt",
+    "poetry.lock": "poetry export --without-hashes -o requirements.txt",
+    "Pipfile.lock": "pipenv requirements > requirements.txt",
+    "pylock.toml": "",
+}
+
+
+def _lock_versions(path: Path) -> dict[str, str] | None:
+    """The versions ``path`` locks, by normalised name; None where it cannot be read."""
+    try:
+        if path.name == "Pipfile.lock":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return {
+                normalise_name(name): str(entry["version"]).removeprefix("==")
+                for name, entry in data.get("default", {}).items()
+                if isinstance(entry, dict) and "version" in entry
+            }
+        data = load_toml(path, path.name)
+    except (OSError, ValueError, AttributeError, BuildError):
+        return None
+    packages = data.get("packages" if path.name == "pylock.toml" else "package", [])
+    if not isinstance(packages, list):
+        return None
+    return {
+        normalise_name(entry["name"]): str(entry["version"])
+        for entry in packages
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and "version" in entry
+    }
+
+
+def _lock_warnings(root: Path, pins: Sequence[str]) -> list[BuildWarning]:
+    """A warning for each lock file of ``root`` whose versions the build does not vendor:
+    the build never reads one, so a user who relies on it would get other versions."""
+    found = []
+    resolved = {}
+    for pin in pins:
+        version = re.match(r"^[^=@;]+==\s*([^;\s]+)", pin)
+        if version is not None:
+            resolved[_pin_name(pin)] = version[1]
+    for name, export in _LOCK_EXPORTS.items():
+        path = root / name
+        if not path.is_file():
+            continue
+        locked = _lock_versions(path)
+        differ = sorted(
+            f"{pkg} {resolved[pkg]} ({name}: {version})"
+            for pkg, version in (locked or {}).items()
+            if pkg in resolved and resolved[pkg] != version
+        )
+        if locked is not None and not differ:
+            continue  # it agrees with what is vendored (a requirements.txt exported from it)
+        how = f" (`{export}`)" if export else ""
+        differs = (
+            f"the versions it vendors differ from the lock's: {', '.join(differ[:5])}"
+            + (" ..." if len(differ) > 5 else "")
+            if differ
+            else "its versions may differ from the lock's"
+        )
+        found.append(
+            BuildWarning(
+                "flash build does not read this lock file: it resolves requirements.txt, "
+                f"[project].dependencies and @remote(dependencies=[...]), and {differs}; "
+                f"to build with the lock's versions, export them to requirements.txt{how}",
+                path=name,
+            )
+        )
+    return found

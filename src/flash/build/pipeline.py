@@ -345,7 +345,7 @@ def _build_locked(
         )
         dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
         _check_collisions(entries, dep_entries, project_files, deps.site_dir)
-        _check_import_names(files, scan.src_layout, deps.site_dir)
+        deps = _check_import_names(files, scan.src_layout, deps)  # its warning too
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
@@ -557,10 +557,15 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> ScanResult:
             raise BuildError("this file name is reserved for a generated file; rename it", path=rel)
         # Under an import root src/, a package is as top-level as one at the project root.
         importable = import_path(rel, scan.src_layout)
-        top = importable.split("/", 1)[0]
-        if top in ("flash", "cloudpickle") and "/" in importable:
+        top, _, rest = importable.partition("/")
+        # A module (flash.py) is shadowed rather than shadowing: the runtime's package of
+        # that name wins, and the project's module is dead on the worker. Refused alike.
+        kind = "package" if rest else "module"
+        name = top if rest else top.split(".", 1)[0]
+        code = rest or top.endswith((".py", ".so", ".pyd"))
+        if name in ("flash", "cloudpickle") and code:
             raise BuildError(
-                f"a top-level package named {top!r} would shadow the runtime vendored into "
+                f"a top-level {kind} named {name!r} would shadow the runtime vendored into "
                 "the archive; rename it",
                 path=rel,
             )
@@ -738,7 +743,8 @@ def _check_collisions(
 ) -> None:
     """Refuse a vendored file at the path of one the archive has already: a project file
     (``project_files``), or one the build writes (a handler, the Flash runtime)."""
-    own = {e.name for e in entries}
+    # The manifest joins the archive after the import check: reserved here all the same.
+    own = {e.name for e in entries} | {MANIFEST_FILENAME}
     for dep in dep_entries:
         if dep.name not in own:
             continue
@@ -752,6 +758,12 @@ def _check_collisions(
                 f"project file or {exclude}",
                 path=dep.name,
             )
+        if dep.name == MANIFEST_FILENAME:
+            raise BuildError(
+                f"{theirs} ships {dep.name!r}, the name of the manifest flash build puts in "
+                f"the archive (an archive holds one); {exclude}, or drop it from the "
+                "dependencies"
+            )
         what = "a generated handler" if dep.name.startswith("handler_") else "the Flash runtime"
         raise BuildError(
             f"{theirs} ships {dep.name!r}, a file of {what} that flash build puts in the "
@@ -759,12 +771,17 @@ def _check_collisions(
         )
 
 
-def _check_import_names(files: list[str], src_layout: bool, site_dir: Path | None) -> None:
+def _check_import_names(
+    files: list[str], src_layout: bool, deps: ResolvedDependencies
+) -> ResolvedDependencies:
     """A project module or package with the top-level import name of a vendored one, where
-    on the worker one would hide the other (see _hides)."""
+    on the worker one would hide the other (see _hides); a vendored one with a standard
+    library name. ``deps`` with a warning about a vendored cloudpickle, if any."""
+    site_dir = deps.site_dir
     if site_dir is None:
-        return
+        return deps
     vendored = top_level_names(site_dir)
+    _check_stdlib_names(vendored, site_dir, deps.requirements)
     for prefix, paths in _import_roots(files, src_layout).items():
         for name, (kind, where) in import_names(paths).items():
             if name not in vendored:
@@ -778,6 +795,79 @@ def _check_import_names(files: list[str], src_layout: bool, site_dir: Path | Non
                     f"the worker one would hide the other; rename the project's {what}",
                     path=prefix + where,
                 )
+    warning = _vendored_cloudpickle_warning(site_dir, deps.requirements)
+    return deps if warning is None else replace(deps, warnings=(*deps.warnings, warning))
+
+
+def _check_stdlib_names(
+    vendored: dict[str, tuple[str, str]], site_dir: Path, requirements: Sequence[str]
+) -> None:
+    """A vendored top-level module or package named like a standard library one (enum34's
+    enum/, typing's typing.py): the archive's root is first on the worker's sys.path, so it
+    would hide the standard library's from the runtime and every package. (A namespace
+    portion hides nothing: a regular package later on sys.path wins over it.)"""
+    for name, (kind, dist) in sorted(vendored.items()):
+        if name not in sys.stdlib_module_names or kind == "namespace":
+            continue
+        shown = f"{name}/" if kind == "package" else name
+        raise BuildError(
+            f"the vendored distribution {dist!r}{_required_by(site_dir, dist, requirements)} "
+            f"installs {shown}, which would hide the standard library's {name!r} on the "
+            f"worker (the archive's root comes first on sys.path): drop {dist} (a backport "
+            f"for Pythons older than the one that added {name!r}), or add a marker that "
+            f"leaves it out, such as `{dist}; python_version < '3.X'`, 3.X that Python"
+        )
+
+
+def _required_by(site_dir: Path, dist: str, requirements: Sequence[str]) -> str:
+    """Where a vendored distribution comes from, as far as the build knows: ``, required
+    directly (enum34==1.1.10)``, ``, required by 'pkg'``, or nothing."""
+    wanted = normalise_name(dist)
+    direct = [r for r in requirements if normalise_name(_requirement_name(r)) == wanted]
+    if direct:
+        return f" (required directly: {', '.join(direct)})"
+    parents = []
+    for metadata in sorted(site_dir.glob("*.dist-info/METADATA")):
+        try:
+            text = metadata.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.split("\n\n", 1)[0].splitlines():
+            key, _, value = line.partition(":")
+            if key.lower() == "requires-dist" and (
+                normalise_name(_requirement_name(value)) == wanted
+            ):
+                parents.append(f"{metadata.parent.name.split('-', 1)[0]} ({value.strip()})")
+    return f" (required by {', '.join(parents)})" if parents else ""
+
+
+def _requirement_name(text: str) -> str:
+    found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", text)
+    return found[1] if found else ""
+
+
+def _vendored_cloudpickle_warning(
+    site_dir: Path, requirements: Sequence[str]
+) -> BuildWarning | None:
+    """A dependency's cloudpickle replaces the one Flash vendors (see _runtime_entries). Of
+    another major version, the workers refuse a Flash client's pickled calls as a version
+    mismatch (signing checks the major); JSON calls do not use it. A warning: a project may
+    take JSON calls only."""
+    if not _has_package(site_dir, "cloudpickle"):
+        return None
+    found = sorted(site_dir.glob("cloudpickle-*.dist-info"))
+    version = found[0].name[len("cloudpickle-") : -len(".dist-info")] if found else "?"
+    ours = cloudpickle.__version__
+    if version.split(".", 1)[0] == ours.split(".", 1)[0]:
+        return None
+    return BuildWarning(
+        f"the dependencies install cloudpickle {version}"
+        f"{_required_by(site_dir, 'cloudpickle', requirements)}, which replaces the "
+        f"cloudpickle {ours} Flash vendors: the workers will refuse pickled calls from a "
+        "Flash client (its cloudpickle's major version differs: VersionMismatch); typed JSON "
+        f"calls are unaffected. To keep pickled calls, allow cloudpickle {ours.split('.')[0]}"
+        ".x in the dependencies"
+    )
 
 
 _KIND_WORDS = {

@@ -136,7 +136,7 @@ def check_handlers_and_derive_schemas(
         }
         # A worker sets neither PYTHON* nor FLASH_* variables when it imports the handler.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FLASH_"))}
-        command = [sys.executable, *flags, "-c", _CHILD]
+        command = [sys.executable, *flags, "-c", _CHILD, *paths]  # paths: see _CHILD
         ended = _run_child(command, json.dumps(request), build_dir, env, timeout)
         if ended is None:
             raise BuildError(
@@ -344,13 +344,19 @@ def _result(entry: Any, masked: Callable[[str], str]) -> SchemaResult:
 # Runs in the child interpreter: reads the request on stdin, writes the answer to a file
 # (user modules may print on import, so stdout is theirs).
 _CHILD = r"""
+import sys
+
+# The build's paths (argv) first, before the child's own imports, as on the worker, whose
+# sys.path starts with the archive's root: a vendored module that hides one of the standard
+# library's (enum, re) breaks the import here too, not only on the worker.
+sys.path[:0] = sys.argv[1:]
+
 import importlib
 import importlib.util
 import inspect
 import json
 import os
 import signal
-import sys
 import traceback
 import warnings
 
@@ -368,7 +374,6 @@ def on_sigint(signum, frame):
 if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, on_sigint)
 request = json.loads(sys.stdin.read())
-sys.path[:0] = request["paths"]
 # The build's files, then the vendored packages: frames are named relative to these.
 ROOTS = [os.path.join(path, "") for path in request["paths"]]
 BUILD = ROOTS[0]

@@ -1,0 +1,143 @@
+"""How flash build reads what a project says about its dependencies beyond the requirements:
+--exclude names, file: URLs, constraints files, hashed requirements, lock files and
+requires-python. Real uv resolutions against wheels built on the fly (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.wheelhouse import build_wheel
+
+from flash.build.dependencies import DependencyOptions, ResolvedDependencies, vendor_dependencies
+from flash.build.errors import BuildError
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("wheels")
+    build_wheel(d, "alpha", "1.0")
+    build_wheel(d, "alpha", "2.0")
+    build_wheel(d, "beta", "1.0", requires=["gamma"])  # gamma: needed by beta only
+    build_wheel(d, "gamma", "1.0")
+    return d
+
+
+def _vendor(project: Path, wheels: Path, cache: Path, **options: object) -> ResolvedDependencies:
+    opts = DependencyOptions(
+        python_version="3.11",
+        find_links=(str(wheels),),
+        no_index=True,
+        **options,  # type: ignore[arg-type]
+    )
+    return vendor_dependencies(project, [], opts, cache)
+
+
+def _project(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def _messages(resolved: ResolvedDependencies) -> list[str]:
+    return [str(warning) for warning in resolved.warnings]
+
+
+def test_misspelled_exclude_is_warned_about(tmp_path: Path, wheels: Path) -> None:
+    project = _project(tmp_path / "p", {"requirements.txt": "alpha\nbeta\n"})
+    resolved = _vendor(project, wheels, tmp_path / "cache", exclude=("betta",))
+    assert "beta==1.0" in resolved.pins  # the package it meant is vendored after all
+    assert any(
+        "--exclude betta matches no package the dependencies resolve to" in m
+        for m in _messages(resolved)
+    )
+
+
+def test_exclude_of_a_dependency_only_excluded_packages_need_is_no_mistake(
+    tmp_path: Path, wheels: Path
+) -> None:
+    # gamma is required by beta alone: neither a requirement nor in what is installed.
+    project = _project(tmp_path / "p", {"requirements.txt": "alpha\nbeta\n"})
+    resolved = _vendor(project, wheels, tmp_path / "cache", exclude=("beta", "Gamma"))
+    assert resolved.pins == ("alpha==2.0",)
+    assert not [m for m in _messages(resolved) if "--exclude" in m]
+
+
+def test_a_conflict_with_a_constraints_file_names_its_line(tmp_path: Path, wheels: Path) -> None:
+    project = _project(
+        tmp_path / "p",
+        {
+            "requirements.txt": "-c reqs/constraints.txt\n",
+            "reqs/constraints.txt": "alpha<2\n",
+            "pyproject.toml": '[project]\nname = "p"\nversion = "0.1"\n'
+            'dependencies = ["alpha==2.0"]\n',
+        },
+    )
+    with pytest.raises(BuildError) as caught:
+        _vendor(project, wheels, tmp_path / "cache")
+    message = str(caught.value)
+    assert "alpha==2.0: pyproject.toml:4" in message
+    assert "constrained by:\n  alpha<2: reqs/constraints.txt:1" in message
+
+
+def test_hashed_requirements_say_how_to_export_without_hashes(tmp_path: Path) -> None:
+    digest = "0" * 64
+    project = _project(
+        tmp_path / "p",
+        {
+            "requirements.txt": f"alpha==1.0 \\\n    --hash=sha256:{digest}\n"
+            f"beta==1.0 \\\n    --hash=sha256:{digest} \\\n    --hash=sha256:{digest}\n",
+        },
+    )
+    with pytest.raises(BuildError) as caught:
+        _vendor(project, tmp_path, tmp_path / "cache")
+    message = str(caught.value)
+    assert message.startswith("requirements.txt:1:")
+    assert "2 requirements carry hashes" in message
+    assert "uv export --no-hashes" in message and "--generate-hashes" in message
+
+
+UV_LOCK = """\
+version = 1
+requires-python = ">=3.10"
+
+[[package]]
+name = "alpha"
+version = "1.0"
+source = { registry = "wheels" }
+"""
+
+
+def test_a_lock_file_the_build_does_not_follow_is_warned_about(
+    tmp_path: Path, wheels: Path
+) -> None:
+    pyproject = '[project]\nname = "p"\nversion = "0.1"\ndependencies = ["alpha"]\n'
+    project = _project(tmp_path / "p", {"pyproject.toml": pyproject, "uv.lock": UV_LOCK})
+    resolved = _vendor(project, wheels, tmp_path / "cache")
+    assert resolved.pins == ("alpha==2.0",)
+    [warning] = [m for m in _messages(resolved) if "uv.lock" in m]
+    assert "alpha 2.0 (uv.lock: 1.0)" in warning
+    assert "uv export --no-hashes -o requirements.txt" in warning
+
+    # Exported to requirements.txt, the lock's versions are vendored: nothing to say.
+    (project / "requirements.txt").write_text("alpha==1.0\n", encoding="utf-8")
+    resolved = _vendor(project, wheels, tmp_path / "cache")
+    assert resolved.pins == ("alpha==1.0",)
+    assert not [m for m in _messages(resolved) if "uv.lock" in m]
+
+
+@pytest.mark.parametrize(
+    ("requires", "warned"), [(">=3.12", True), ("~=3.11.4", False), (">=3.10", False)]
+)
+def test_requires_python_that_excludes_the_target_is_warned_about(
+    tmp_path: Path, wheels: Path, requires: str, warned: bool
+) -> None:
+    pyproject = (
+        f'[project]\nname = "p"\nversion = "0.1"\nrequires-python = "{requires}"\n'
+        'dependencies = ["alpha"]\n'
+    )
+    project = _project(tmp_path / "p", {"pyproject.toml": pyproject})
+    found = [m for m in _messages(_vendor(project, wheels, tmp_path / "cache")) if "requires" in m]
+    expected = f"pyproject.toml:4: [project] requires-python '{requires}' excludes the target"
+    assert [m.startswith(expected) for m in found] == ([True] if warned else [])
