@@ -10,7 +10,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from tests.integration.projects import write_files
+from tests.integration.projects import ONE_FUNCTION_APP, write_files
 from tests.wheelhouse import build_wheel
 
 from flash.build.archive import Entry, write_archive
@@ -21,16 +21,7 @@ from flash.build.schemas import check_handlers_and_derive_schemas
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 OUR_MAJOR = int(cloudpickle.__version__.split(".")[0])
-APP = """
-from flash import CpuLiveServerless, remote
-
-cpu = CpuLiveServerless(name="cpu")
-
-
-@remote(resource_config=cpu)
-def f(x: int) -> int:
-    return x
-"""
+APP = ONE_FUNCTION_APP
 
 
 @pytest.fixture(scope="module")

@@ -550,6 +550,20 @@ def test_disconnect_closes_the_connections_of_a_loop_running_elsewhere(
         loop.close()
 
 
+def test_a_base_url_ending_in_v2_as_the_runpod_sdk_writes_it_reaches_the_endpoint(
+    platform: LocalPlatform,
+) -> None:
+    # runpod.endpoint_url_base is "https://api.runpod.ai/v2": no /v2/v2 (404) from it.
+    chain = app_module("chain")
+    previous = get_invoker()
+    try:
+        flash.connect(f"{platform.url}/v2/", platform.api_key, signing_key=platform.signing_key)
+        assert chain.helper.call(1) == 2
+    finally:
+        flash.disconnect()
+        set_invoker(previous)
+
+
 async def _collect(items: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in items]
 

@@ -70,7 +70,7 @@ def test_a_call_over_the_limit_fails_before_it_is_sent_naming_the_argument(sizes
         asyncio.run(sizes.size_of(b"x" * TOO_BIG))
     message = str(info.value)
     assert "over the /runsync limit of 20 MiB" in message
-    assert "biggest argument is data (21.3 MiB)" in message
+    assert "biggest argument is data (21.3 MiB as sent)" in message
     assert "by reference" in message and "split the call" in message
     assert message.endswith("[payloadsapp.sizes.size_of on big]")
     # A method's positional argument is named as its parameter (the instance takes self).
@@ -120,4 +120,4 @@ def test_a_413_from_the_platform_is_payload_too_large() -> None:
         gateway.stop()
     message = str(info.value)
     assert "HTTP 413: request body exceeds the /runsync limit of 1 KB" in message
-    assert "biggest argument is text (4 KiB)" in message
+    assert "biggest argument is text (4 KiB as sent)" in message

@@ -9,6 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# One CPU endpoint with one typed function: for tests about what a build does around it.
+ONE_FUNCTION_APP = """
+from flash import CpuLiveServerless, remote
+
+cpu = CpuLiveServerless(name="cpu")
+
+
+@remote(resource_config=cpu)
+def f(x: int) -> int:
+    return x
+"""
+
 
 def write_files(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():

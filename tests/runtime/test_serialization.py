@@ -96,6 +96,14 @@ def test_unpicklable_value_names_its_type() -> None:
     assert info.value.__cause__ is not None
 
 
+def test_an_unpicklable_argument_is_named() -> None:
+    # Which of a call's (or a class's constructor's) arguments would not go.
+    with pytest.raises(SerializationError, match=r"^args\[1\]: cannot pickle .*lock"):
+        serialize_args([1, threading.Lock()], {})
+    with pytest.raises(SerializationError, match=r"^constructor kwargs\['lock'\]: cannot"):
+        serialize_args([], {"ok": 1, "lock": threading.Lock()}, label="constructor ")
+
+
 def test_unpicklable_value_inside_a_container_is_reported() -> None:
     with pytest.raises(SerializationError, match="type list"):
         serialize([1, (x for x in range(3))])

@@ -510,7 +510,7 @@ def _read_pyproject(path: Path, root: Path, sources: _Sources) -> None:
     for dep in deps:
         out.append((dep, shown, _line_of(text, dep)))
     # requirements.txt's and [project]'s, read before: Poetry's table may name them again
-    listed = {_requirement_name(dep.strip()) for dep, _, _ in out}
+    listed = {requirement_name(dep.strip()) for dep, _, _ in out}
     sources.warnings += _unread_dependencies(data, shown, text, listed)
 
 
@@ -642,7 +642,7 @@ def _canonical_all(sources: Iterable[_Source]) -> list[str]:
 
 
 def _sorted_requirements(requirements: Iterable[str]) -> list[str]:
-    return sorted(requirements, key=lambda r: (_requirement_name(r), r))
+    return sorted(requirements, key=lambda r: (requirement_name(r), r))
 
 
 def _with_file_options(options: DependencyOptions, sources: _Sources) -> DependencyOptions:
@@ -673,7 +673,8 @@ def _with_file_options(options: DependencyOptions, sources: _Sources) -> Depende
     )
 
 
-def _requirement_name(requirement: str) -> str:
+def requirement_name(requirement: str) -> str:
+    """The normalised name a requirement starts with (the text itself if none)."""
     match = re.match(r"[A-Za-z0-9._-]+", requirement)
     return normalise_name(match.group(0)) if match else requirement
 
@@ -858,7 +859,7 @@ def _implicated(requirements: Sequence[str], detail: str) -> list[str]:
     text = detail.lower()
     found = []
     for requirement in requirements:
-        name = _requirement_name(requirement)
+        name = requirement_name(requirement)
         if re.search(rf"(?<![a-z0-9._-]){re.escape(name)}(?![a-z0-9_-])", text):
             found.append(requirement)
     return found
@@ -1279,7 +1280,7 @@ def vendor_dependencies(
         requirements = [
             req
             for req in _sorted_requirements(origins)
-            if normalise_name(_requirement_name(req)) != "flash"
+            if normalise_name(requirement_name(req)) != "flash"
         ]
         constraint_origins = _canonical_origins(sources.constraints)
         constraints = _sorted_requirements(constraint_origins)
@@ -1394,27 +1395,35 @@ _LOCK_EXPORTS = {
 }
 
 
-def _lock_versions(path: Path) -> dict[str, str] | None:
-    """The versions ``path`` locks, by normalised name; None where it cannot be read."""
+def lock_file_paths(root: Path) -> list[Path]:
+    """The lock files of ``root`` the build reads for its warnings (see _lock_warnings): a
+    dependency input, so that editing one makes the build look at it again."""
+    return [root / name for name in _LOCK_EXPORTS if (root / name).is_file()]
+
+
+def _lock_versions(path: Path) -> dict[str, set[str]] | None:
+    """The versions ``path`` locks, by normalised name; None where it cannot be read. A
+    name may have several: a uv.lock forks its resolution by markers (one version for
+    Python < 3.12, another for the rest)."""
+    found: dict[str, set[str]] = {}
     try:
         if path.name == "Pipfile.lock":
             data = json.loads(path.read_text(encoding="utf-8"))
-            return {
-                normalise_name(name): str(entry["version"]).removeprefix("==")
-                for name, entry in data.get("default", {}).items()
-                if isinstance(entry, dict) and "version" in entry
-            }
+            for name, entry in data.get("default", {}).items():
+                if isinstance(entry, dict) and "version" in entry:
+                    version = str(entry["version"]).removeprefix("==")
+                    found.setdefault(normalise_name(name), set()).add(version)
+            return found
         data = load_toml(path, path.name)
     except (OSError, ValueError, AttributeError, BuildError):
         return None
     packages = data.get("packages" if path.name == "pylock.toml" else "package", [])
     if not isinstance(packages, list):
         return None
-    return {
-        normalise_name(entry["name"]): str(entry["version"])
-        for entry in packages
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and "version" in entry
-    }
+    for entry in packages:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and "version" in entry:
+            found.setdefault(normalise_name(entry["name"]), set()).add(str(entry["version"]))
+    return found
 
 
 def _lock_warnings(root: Path, pins: Sequence[str]) -> list[BuildWarning]:
@@ -1432,9 +1441,9 @@ def _lock_warnings(root: Path, pins: Sequence[str]) -> list[BuildWarning]:
             continue
         locked = _lock_versions(path)
         differ = sorted(
-            f"{pkg} {resolved[pkg]} ({name}: {version})"
-            for pkg, version in (locked or {}).items()
-            if pkg in resolved and resolved[pkg] != version
+            f"{pkg} {resolved[pkg]} ({name}: {' or '.join(sorted(versions))})"
+            for pkg, versions in (locked or {}).items()
+            if pkg in resolved and resolved[pkg] not in versions
         )
         if locked is not None and not differ:
             continue  # it agrees with what is vendored (a requirements.txt exported from it)

@@ -43,9 +43,11 @@ from flash.build.dependencies import (
     file_owners,
     import_names,
     load_toml,
+    lock_file_paths,
     normalise_name,
     package_sizes,
     referenced_files,
+    requirement_name,
     source_urls,
     top_level_names,
     vendor_dependencies,
@@ -75,6 +77,38 @@ from flash.sdk.keys import ensure_signing_key
 
 STAMP_NAME = "build_stamp.json"
 LOCK_NAME = "build.lock"
+
+# Standard-library modules removed in a Python version (by it, they are PyPI's to provide:
+# audioop-lts, legacy-cgi, standard-imghdr, pyasyncore...). A target's names are this
+# interpreter's, less those removed at or before the target, plus those removed after it:
+# other differences (a module added, a private one) never name a vendored distribution.
+_STDLIB_REMOVED = {
+    (3, 12): frozenset({"asynchat", "asyncore", "distutils", "imp", "smtpd"}),
+    (3, 13): frozenset(
+        {
+            "aifc",
+            "audioop",
+            "cgi",
+            "cgitb",
+            "chunk",
+            "crypt",
+            "imghdr",
+            "lib2to3",
+            "mailcap",
+            "msilib",
+            "nis",
+            "nntplib",
+            "ossaudiodev",
+            "pipes",
+            "sndhdr",
+            "spwd",
+            "sunau",
+            "telnetlib",
+            "uu",
+            "xdrlib",
+        }
+    ),
+}
 RUNTIME_DIR = Path(flash.__file__).parent / "runtime"
 
 # The archive's `flash` package: the vendored runtime plus every name `flash` exports, so
@@ -297,7 +331,7 @@ def _build_locked(
         project_sizes = [item for item in project_sizes if item[0] in kept]
     with _timed(timings, "scan"):
         scan = scan_project(root, files, options.dependencies.python_version)
-        scan = _check_reserved_paths(files, scan)
+        scan = _check_reserved_paths(files, scan, options.dependencies.python_version)
     report(
         "scan",
         f"{_count(len(scan.functions), 'function')} on {_count(len(scan.resources), 'endpoint')}",
@@ -345,7 +379,9 @@ def _build_locked(
         )
         dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
         _check_collisions(entries, dep_entries, project_files, deps.site_dir)
-        deps = _check_import_names(files, scan.src_layout, deps)  # its warning too
+        deps = _check_import_names(  # its warning too
+            files, scan.src_layout, deps, options.dependencies.python_version
+        )
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
@@ -440,13 +476,14 @@ def _dependency_inputs(root: Path, collected: list[str]) -> list[str]:
 
 def dependency_input_paths(root: Path) -> list[Path]:
     """The files the dependency stage reads whatever the ignore files say: requirements.txt,
-    the files it names with -r/-c (even outside the project), pyproject.toml."""
+    the files it names with -r/-c (even outside the project), pyproject.toml, and the lock
+    files it compares with what it vendors (uv.lock...: their warnings change with them)."""
     requirements = root / "requirements.txt"
     files = [requirements] if requirements.is_file() else []
     files += referenced_files(files)
     if (root / "pyproject.toml").is_file():
         files.append(root / "pyproject.toml")
-    return files
+    return files + lock_file_paths(root)
 
 
 def file_stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None]:
@@ -548,7 +585,7 @@ def _project_name(root: Path) -> str:
     return root.name
 
 
-def _check_reserved_paths(files: list[str], scan: ScanResult) -> ScanResult:
+def _check_reserved_paths(files: list[str], scan: ScanResult, python_version: str) -> ScanResult:
     """Refuse project paths a worker could not import as meant; ``scan`` with the
     warnings about those it can live with (it is frozen: a copy)."""
     handler_names = {handler_file_name(name) for name in scan.resources}
@@ -571,11 +608,11 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> ScanResult:
             )
     # The standard library's names too: first on the worker's sys.path, a project's queue.py
     # is what the runtime's own `import queue` gets (or a stdlib package hides the project's
-    # folder). The build targets a Python version; this interpreter's list of names (3.10+)
-    # stands in for the target's, which differs only in modules added or removed.
+    # folder). The names of the target Python's standard library (see _stdlib_names).
+    stdlib = _stdlib_names(python_version)
     for prefix, paths in _import_roots(files, scan.src_layout).items():
         for name, (kind, where) in sorted(import_names(paths).items()):
-            if name not in sys.stdlib_module_names:
+            if name not in stdlib:
                 continue
             if kind == "namespace":
                 raise _stdlib_named_folder_error(name, paths, prefix + where)
@@ -588,6 +625,22 @@ def _check_reserved_paths(files: list[str], scan: ScanResult) -> ScanResult:
                 path=prefix + where,
             )
     return replace(scan, warnings=scan.warnings + _check_module_beside_package(files, scan))
+
+
+def _stdlib_names(python_version: str) -> frozenset[str]:
+    """The top-level module names of the target Python's standard library (see
+    _STDLIB_REMOVED); for a version that is not one (refused elsewhere), this one's."""
+    numbers = re.match(r"(\d+)\.(\d+)", python_version)
+    if numbers is None:
+        return frozenset(sys.stdlib_module_names)
+    target = (int(numbers[1]), int(numbers[2]))
+    names = set(sys.stdlib_module_names)
+    for removed_in, removed in _STDLIB_REMOVED.items():
+        if target >= removed_in:
+            names -= removed
+        else:
+            names |= removed
+    return frozenset(names)
 
 
 def _stdlib_named_folder_error(name: str, paths: list[str], where: str) -> BuildError:
@@ -772,7 +825,7 @@ def _check_collisions(
 
 
 def _check_import_names(
-    files: list[str], src_layout: bool, deps: ResolvedDependencies
+    files: list[str], src_layout: bool, deps: ResolvedDependencies, python_version: str
 ) -> ResolvedDependencies:
     """A project module or package with the top-level import name of a vendored one, where
     on the worker one would hide the other (see _hides); a vendored one with a standard
@@ -781,7 +834,7 @@ def _check_import_names(
     if site_dir is None:
         return deps
     vendored = top_level_names(site_dir)
-    _check_stdlib_names(vendored, site_dir, deps.requirements)
+    _check_stdlib_names(vendored, site_dir, deps.requirements, python_version)
     for prefix, paths in _import_roots(files, src_layout).items():
         for name, (kind, where) in import_names(paths).items():
             if name not in vendored:
@@ -800,22 +853,31 @@ def _check_import_names(
 
 
 def _check_stdlib_names(
-    vendored: dict[str, tuple[str, str]], site_dir: Path, requirements: Sequence[str]
+    vendored: dict[str, tuple[str, str]],
+    site_dir: Path,
+    requirements: Sequence[str],
+    python_version: str,
 ) -> None:
-    """A vendored top-level module or package named like a standard library one (enum34's
-    enum/, typing's typing.py): the archive's root is first on the worker's sys.path, so it
-    would hide the standard library's from the runtime and every package. (A namespace
-    portion hides nothing: a regular package later on sys.path wins over it.)"""
+    """A vendored top-level module or package named like one of the target Python's standard
+    library (enum34's enum/, typing's typing.py): the archive's root is first on the worker's
+    sys.path, so it would hide the standard library's from the runtime and every package. (A
+    namespace portion hides nothing: a regular package later on sys.path wins over it.) One
+    the target no longer has (audioop-lts's audioop for 3.13) is what provides it there."""
+    stdlib = _stdlib_names(python_version)
     for name, (kind, dist) in sorted(vendored.items()):
-        if name not in sys.stdlib_module_names or kind == "namespace":
+        if name not in stdlib or kind == "namespace":
             continue
         shown = f"{name}/" if kind == "package" else name
+        origin = _required_by(site_dir, dist, requirements)
+        if origin.startswith(" (required directly"):
+            minor = ".".join(python_version.split(".")[:2])  # what the marker compares
+            fix = f"drop {dist}, or add a marker: `{dist}; python_version < '{minor}'`"
+        else:
+            fix = f"leave {dist} out with --exclude {dist}"
         raise BuildError(
-            f"the vendored distribution {dist!r}{_required_by(site_dir, dist, requirements)} "
-            f"installs {shown}, which would hide the standard library's {name!r} on the "
-            f"worker (the archive's root comes first on sys.path): drop {dist} (a backport "
-            f"for Pythons older than the one that added {name!r}), or add a marker that "
-            f"leaves it out, such as `{dist}; python_version < '3.X'`, 3.X that Python"
+            f"the vendored distribution {dist!r}{origin} installs {shown}, which would hide "
+            f"the standard library's {name!r} on the worker (the archive's root comes first on "
+            f"sys.path); Python {python_version} has {name!r} built in, so {fix}"
         )
 
 
@@ -823,7 +885,7 @@ def _required_by(site_dir: Path, dist: str, requirements: Sequence[str]) -> str:
     """Where a vendored distribution comes from, as far as the build knows: ``, required
     directly (enum34==1.1.10)``, ``, required by 'pkg'``, or nothing."""
     wanted = normalise_name(dist)
-    direct = [r for r in requirements if normalise_name(_requirement_name(r)) == wanted]
+    direct = [r for r in requirements if normalise_name(requirement_name(r)) == wanted]
     if direct:
         return f" (required directly: {', '.join(direct)})"
     parents = []
@@ -835,15 +897,10 @@ def _required_by(site_dir: Path, dist: str, requirements: Sequence[str]) -> str:
         for line in text.split("\n\n", 1)[0].splitlines():
             key, _, value = line.partition(":")
             if key.lower() == "requires-dist" and (
-                normalise_name(_requirement_name(value)) == wanted
+                normalise_name(requirement_name(value.strip())) == wanted
             ):
                 parents.append(f"{metadata.parent.name.split('-', 1)[0]} ({value.strip()})")
     return f" (required by {', '.join(parents)})" if parents else ""
-
-
-def _requirement_name(text: str) -> str:
-    found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", text)
-    return found[1] if found else ""
 
 
 def _vendored_cloudpickle_warning(

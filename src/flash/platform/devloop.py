@@ -287,8 +287,8 @@ class _Either:
 
 def always_watched(root: Path) -> frozenset[Path]:
     """Files read whatever the ignore files say: by the build, requirements.txt and
-    pyproject.toml and the files requirements.txt names with -r/-c (even outside the
-    project); by the web app, main.py."""
+    pyproject.toml, the files requirements.txt names with -r/-c (even outside the
+    project) and the lock files it compares (uv.lock...); by the web app, main.py."""
     listed = (root / "requirements.txt", root / "pyproject.toml", root / "main.py")
     return frozenset(path.resolve() for path in (*listed, *dependency_input_paths(root)))
 

@@ -51,6 +51,12 @@ _T = TypeVar("_T")
 HEARTBEAT_TIMEOUT_S = 60.0
 # How many of the latest workers ``Supervisor.history`` keeps.
 HISTORY_WORKERS = 100
+# At the machine-wide cap, an endpoint whose workers all hold jobs that started at least
+# this long ago, while jobs wait for it, gets one more worker (up to its workersMax) if no
+# idle worker elsewhere can make room: its workers may be waiting on these very jobs (a
+# call from A to B that calls A again). Workers that keep taking jobs are working through
+# the queue: those wait for the cap as before.
+BLOCKED_AFTER_S = 1.0
 
 
 @dataclass
@@ -123,6 +129,9 @@ class Supervisor:
         self._starting: Counter[str] = Counter()
         # Worker id -> app directory, while its process is being started.
         self._starting_in: dict[str, Path] = {}
+        # Worker id -> when it first polled, for a worker that polled while its process was
+        # still being started (before ``self.workers`` held it): applied as it is added.
+        self._polled_early: dict[str, float] = {}
         self._start_failures: Counter[str] = Counter()
         self._paused_until: dict[str, float] = {}
         # The last error scaling each endpoint raised, while it keeps raising it.
@@ -324,13 +333,15 @@ class Supervisor:
         if time.monotonic() < self._paused_until.get(name, 0.0):
             want = count  # its workers keep failing to start: wait before trying again
         while count < want:
-            if self._total() >= self.max_workers and (
-                self._free_a_slot(name) or count or not urgent
-            ):
-                break  # a slot is being freed (a later tick uses it), or it has a worker
-            # Under the cap, or jobs wait here with no worker and no idle one elsewhere can
+            if self._total() >= self.max_workers:
+                blocked = self._blocked(name, mine)
+                if (blocked and self._free_a_slot(name)) or not (blocked and urgent):
+                    break  # a slot is being freed (a later tick uses it), or it can wait
+            # Under the cap, or jobs wait here that none of its workers can take (it has
+            # none, or each is busy and has been for a while) and no idle one elsewhere can
             # make room: the busy ones may be waiting for these jobs (calls to this
-            # endpoint), so it gets one worker anyway.
+            # endpoint, also from its own workers through another endpoint), so it gets
+            # one more worker anyway, one at a time and up to its workersMax.
             self._spawn(dep)
             count += 1
         keep = max(want, spec.workers_min)
@@ -347,12 +358,27 @@ class Supervisor:
     def _total(self) -> int:
         return len(self.workers) + sum(self._starting.values())
 
-    def _free_a_slot(self, hungry: str) -> bool:
-        """At the machine-wide cap, an endpoint with work but no worker takes an idle one's slot."""
-        if self._starting[hungry] or any(
-            w.endpoint == hungry and not w.draining for w in self.workers.values()
-        ):
+    def _blocked(self, name: str, mine: list[Worker]) -> bool:
+        """No worker of endpoint ``name`` can take a job now or soon: it has none, or none
+        starting and each one ready and busy with jobs that all started at least
+        ``BLOCKED_AFTER_S`` ago (one that keeps taking jobs works through the queue)."""
+        if self._starting[name]:
             return False
+        now = time.time()
+        for worker in mine:
+            state = self.dispatcher.workers.get(worker.id)
+            if worker.ready_at is None or state is None or not state.assigned:
+                return False
+            for job_id in state.assigned:
+                job = self.dispatcher.jobs.get(job_id)
+                started = None if job is None else job.started_at
+                if started is None or now - started < BLOCKED_AFTER_S:
+                    return False
+        return True
+
+    def _free_a_slot(self, hungry: str) -> bool:
+        """At the machine-wide cap, an endpoint with work that none of its workers can take
+        (``_blocked``) takes an idle one's slot."""
         if any(w.draining for w in self.workers.values()):
             return True  # one is already on its way out
         for worker in self.workers.values():
@@ -452,11 +478,15 @@ class Supervisor:
             )
         except OSError as err:
             self._started(worker_id, name)
+            self._polled_early.pop(worker_id, None)
             self.dispatcher.worker_exited(worker_id, f"could not start: {err}", blame=False)
             return
         worker = Worker(worker_id, name, dep.generation, proc, spawned, dep.app_dir)
         self._started(worker_id, name)
         self.workers[worker_id] = worker
+        polled = self._polled_early.pop(worker_id, None)
+        if polled is not None:  # it polled before it was added here: ready since then
+            self._mark_ready(worker, polled)
         self.history.append(worker)
         current = self.deployments.get(name)
         if self._stopping:
@@ -578,9 +608,21 @@ class Supervisor:
         return text
 
     def _ready(self, worker_id: str) -> None:
+        """Its first job-take: the worker is ready. Under load its process can poll before
+        ``_run_worker`` has added it to ``self.workers`` (starting the process takes several
+        turns of the loop): that poll is kept and applied when it is added, or the worker
+        would stay initializing for good (no scaling past it, no idle stop)."""
+        now = time.monotonic()
         worker = self.workers.get(worker_id)
-        if worker is not None and worker.ready_at is None:
-            worker.ready_at = time.monotonic()
+        if worker is None:
+            if worker_id in self._starting_in:
+                self._polled_early.setdefault(worker_id, now)
+            return
+        self._mark_ready(worker, now)
+
+    def _mark_ready(self, worker: Worker, at: float) -> None:
+        if worker.ready_at is None:
+            worker.ready_at = at
             self._start_failures[worker.endpoint] = 0
 
     def _start_failed(self, name: str, reason: str) -> None:

@@ -161,7 +161,8 @@ def set_json_codec_factory(
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where each resource's endpoint is: ``{base_url}/v2/{endpoint_id}``.
+    """Where each resource's endpoint is: ``{base_url}/v2/{endpoint_id}`` (a base that
+    ends in ``/v2`` already, as the runpod SDK's does, gets no second one).
 
     Locally the endpoint id is the resource name; a deploy step fills ``ids`` (and
     per-resource ``urls``) with production values via ``FLASH_ENDPOINTS``.
@@ -174,6 +175,8 @@ class Endpoints:
 
     def url(self, resource: str) -> str:
         base = self.urls.get(resource, self.base_url).rstrip("/")
+        # The runpod SDK's base (endpoint_url_base) ends in /v2: taken as it is.
+        base = base.removesuffix("/v2")
         return f"{base}/v2/{self.ids.get(resource, resource)}"
 
     def __repr__(self) -> str:
@@ -898,7 +901,9 @@ def _too_large(
         sizes[name] = max(size, sizes.get(name, 0))  # a map job's items share names
     biggest = max(sizes, key=sizes.__getitem__, default=None)
     which = (
-        "" if biggest is None else f"; its biggest argument is {biggest} ({_size(sizes[biggest])})"
+        ""
+        if biggest is None
+        else f"; its biggest argument is {biggest} ({_size(sizes[biggest])} as sent)"
     )
     return PayloadTooLargeError(
         f"the request is {_size(size)}, over {limit}{which}. Pass big data by reference "
@@ -1231,7 +1236,9 @@ def _class_payload(
 ) -> dict[str, Any]:
     """A pickled call of ``method`` on the instance ``handle`` stands for: the worker keeps
     one per constructor arguments as pickled, so each call of the handle reaches it."""
-    ctor_args, ctor_kwargs = serialize_args(handle.args, handle.kwargs, digests=digests)
+    ctor_args, ctor_kwargs = serialize_args(
+        handle.args, handle.kwargs, digests=digests, label="constructor "
+    )
     method_args, method_kwargs = serialize_args(args, kwargs, digests=digests)
     return {
         "function_name": target.function,

@@ -87,14 +87,28 @@ def deserialize(data: str, decoded: dict[int, bytes] | None = None) -> Any:
 
 
 def serialize_args(
-    args: Sequence[Any], kwargs: Mapping[str, Any], *, digests: Digests | None = None
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    digests: Digests | None = None,
+    label: str = "",
 ) -> tuple[list[str], dict[str, str]]:
     """Encode positional and keyword arguments for a job's ``args``/``kwargs``
-    (``digests``: see :func:`serialize`)."""
-    return (
-        [serialize(a, digests=digests) for a in args],
-        {k: serialize(v, digests=digests) for k, v in kwargs.items()},
-    )
+    (``digests``: see :func:`serialize`); an error names the argument, after ``label``
+    (``"constructor "``)."""
+    out_args: list[str] = []
+    for i, item in enumerate(args):
+        try:
+            out_args.append(serialize(item, digests=digests))
+        except SerializationError as exc:
+            raise SerializationError(f"{label}args[{i}]: {exc}") from exc.__cause__
+    out_kwargs: dict[str, str] = {}
+    for key, item in kwargs.items():
+        try:
+            out_kwargs[key] = serialize(item, digests=digests)
+        except SerializationError as exc:
+            raise SerializationError(f"{label}kwargs[{key!r}]: {exc}") from exc.__cause__
+    return out_args, out_kwargs
 
 
 def deserialize_args(
