@@ -225,17 +225,29 @@ def _build_and_serve(
     return platform
 
 
+# Tries at starting the watch flash run waits on after a failed first build.
+_WATCH_ATTEMPTS = 5
+
+
 def _wait_for_a_change(root: Path, stop: Stop, read: Snapshot | None) -> None:
     """Wait for a change to what the build reads (``read``: what the failed build read);
     a stopping signal exits as interrupted, a project folder gone or a watch that cannot
     start as a failure (else each would build again at once, and again)."""
     from flash.platform.devloop import wait_for_change
 
-    try:
-        changed = wait_for_change(root, stop, read)
-    except OSError as exc:
-        _check_still_there(root)
-        fail(describe(exc))
+    for attempt in range(_WATCH_ATTEMPTS):
+        try:
+            changed = wait_for_change(root, stop, read)
+            break
+        except OSError as exc:
+            _check_still_there(root)
+            # A folder removed as the watch began (the project being deleted or moved,
+            # a tool's temporary folder) fails it: watch afresh, a little later each time
+            # (a deletion under way ends). One that fails again and again cannot start.
+            if attempt == _WATCH_ATTEMPTS - 1:
+                fail(describe(exc))
+            if stop.wait(0.05 * 2**attempt):
+                exit_interrupted(stop, "the wait for a change to build again")
     if not changed or stop.is_set():
         exit_interrupted(stop, "the wait for a change to build again")
     _check_still_there(root)
