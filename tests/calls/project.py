@@ -235,6 +235,15 @@ FILES = {
 
 
         @remote(b)
+        class Doubler:  # a callable model: handle(x) calls __call__ on the endpoint
+            def __init__(self, factor: int) -> None:
+                self.factor = factor
+
+            def __call__(self, x: int) -> list[int]:
+                return [x * self.factor, id(self)]
+
+
+        @remote(b)
         class Packed:
             def __init__(self, *args, **kwargs):
                 self.packed = [list(args), kwargs]

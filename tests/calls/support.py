@@ -11,8 +11,10 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from tests.helpers import QuietHandler
 
+from flash.platform import LocalPlatform
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.remote import set_invoker
 
@@ -110,3 +112,29 @@ def keyless(platform: Any) -> Iterator[None]:
     finally:
         set_invoker(previous)
         client.close()
+
+
+@contextlib.contextmanager
+def inputs_sent(platform: LocalPlatform) -> Iterator[list[tuple[str, str]]]:
+    """(endpoint, input JSON) of each job the platform takes in the block, as it took it (a
+    finished job's stored input is dropped unless it can be retried)."""
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    sent: list[tuple[str, str]] = []
+    submit = dispatcher.submit
+
+    def recording(endpoint: str, input_json: str, **options: Any) -> Any:
+        sent.append((endpoint, input_json))
+        return submit(endpoint, input_json, **options)
+
+    dispatcher.submit = recording  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        del dispatcher.submit  # the class's own again
+
+
+def runsync(platform: LocalPlatform, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{platform.url}/v2/{endpoint}/runsync", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return dict(response.json())

@@ -4,7 +4,6 @@ through the local platform with real worker processes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import importlib
 import json
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.calls.project import write_project
-from tests.calls.support import connections_to, keyless
+from tests.calls.support import connections_to, inputs_sent, keyless, runsync
 from tests.helpers import CreatesFile, Logs, completed_jobs, wait_for
 
 import flash
@@ -75,24 +74,17 @@ def test_class_state_is_kept_across_calls(platform: LocalPlatform) -> None:
     assert asyncio.run(main()) == [101, 103, 103]
 
 
-@contextlib.contextmanager
-def _inputs_sent(platform: LocalPlatform) -> Iterator[list[tuple[str, str]]]:
-    """(endpoint, input JSON) of each job the platform takes in the block, as it took it (a
-    finished job's stored input is dropped unless it can be retried)."""
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
-    sent: list[tuple[str, str]] = []
-    submit = dispatcher.submit
+def test_a_callable_class_is_called_through_its_handle(platform: LocalPlatform) -> None:
+    model = app_module("model")
 
-    def recording(endpoint: str, input_json: str, **options: Any) -> Any:
-        sent.append((endpoint, input_json))
-        return submit(endpoint, input_json, **options)
+    async def twice() -> list[list[int]]:
+        handle = model.Doubler(3)
+        return [await handle(2), await handle.__call__(5)]
 
-    dispatcher.submit = recording  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        del dispatcher.submit  # the class's own again
+    first, second = asyncio.run(twice())
+    assert first[0] == 6 and second[0] == 15 and first[1] == second[1]  # one instance
+    with pytest.raises(TypeError, match="Tally instances are not callable"):
+        model.Tally(1)(2)
 
 
 def test_one_handle_reaches_one_instance(platform: LocalPlatform) -> None:
@@ -123,7 +115,7 @@ def test_python_client_calls_typed_classes_with_json_when_asked(platform: LocalP
         as_pickle = model.Tally(2000)  # the client holds the app's key
         return [await as_json.add(1), await as_pickle.add(1)]
 
-    with _inputs_sent(platform) as sent:
+    with inputs_sent(platform) as sent:
         assert asyncio.run(main()) == [1001, 2001]
     inputs = [json.loads(text) for endpoint, text in sent if endpoint == "svc-b"]
     sent_as_json = [i for i in inputs if i.get("init") == {"start": 1000}]
@@ -329,12 +321,6 @@ def test_unreachable_platform_is_endpoint_unavailable(platform: LocalPlatform) -
     assert message.endswith("[callsapp.chain.noop on svc-a]")  # no job, but a call all the same
 
 
-def runsync(platform: LocalPlatform, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(f"{platform.url}/v2/{endpoint}/runsync", json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 def test_any_client_can_call_a_typed_function_with_plain_json(platform: LocalPlatform) -> None:
     job = runsync(
         platform, "svc-a", {"input": {"function": "callsapp.chain.helper", "kwargs": {"x": 2}}}
@@ -382,7 +368,7 @@ def test_a_number_json_cannot_carry_goes_pickled_or_fails_naming_its_argument(
         inputs = [json.loads(text) for _, text in sent]
         return sum(i.get("function_name") == f"callsapp.chain.{function}" for i in inputs)
 
-    with _inputs_sent(platform) as sent:
+    with inputs_sent(platform) as sent:
         assert asyncio.run(chain.sleepy(float("-inf"))) == "woke"
         assert pickled_jobs(sent, "sleepy") == 1
         # So does an integer too long to write (JSON text has no room for 5,000 digits); one

@@ -199,3 +199,20 @@ def test_build_names_every_symbolic_link_at_once(tmp_path: Path) -> None:
     ):
         assert f"{link}: a symbolic link to {where}" in error, error
     assert "list the links in .flashignore" in error, error
+
+
+def test_a_key_file_that_holds_no_key_is_one_error_saying_what_to_do(tmp_path: Path) -> None:
+    write_starter(tmp_path / "proj")
+    secrets = tmp_path / "proj" / ".flash" / "secrets"
+    secrets.mkdir(parents=True, mode=0o700)
+    (secrets / "signing_key").write_text("hello\n")
+    (secrets / "signing_key").chmod(0o600)
+    for command in (("build", "proj"), ("run", "proj", "--no-watch", "--port", "0")):
+        done = flash(*command, cwd=tmp_path)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        error = done.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"Error: {secrets / 'signing_key'} must be 64 hexadecimal"), error
+        assert "Delete it and the next `flash build`" in error, error
+        assert "hello" not in done.stderr  # never echoed: it might be a real key, mangled
+    assert not (tmp_path / "proj" / ".flash" / "archive.tar.gz").exists()

@@ -92,6 +92,24 @@ def test_kwargs_are_required_only_where_an_argument_is() -> None:
     assert not _takes(document, {"x": 1})  # bare arguments: which function's?
 
 
+def test_a_short_name_two_functions_share_is_neither_offered_nor_shown() -> None:
+    # The handler answers "no function named 'big'" for a short name two functions share:
+    # the document, its examples and /docs call each by its qualified name.
+    one = {"name": "big", "qualified_name": "m.big", "schema": NEEDS_X}
+    other = {"name": "big", "qualified_name": "n.big", "schema": NEEDS_X}
+    alone = {"name": "g", "qualified_name": "m.g", "schema": NEEDS_X}
+    document = endpoint_document("e", _resource(one, other, alone), "http://x")
+    assert not _takes(document, {"function": "big", "kwargs": {"x": 1}})
+    assert _takes(document, {"function": "n.big", "kwargs": {"x": 1}})
+    assert _takes(document, {"function": "g", "kwargs": {"x": 1}})
+    body = document["paths"]["/runsync"]["post"]["requestBody"]["content"]["application/json"]
+    called = {e["value"]["input"]["function"] for e in body["examples"].values()}
+    assert called == {"m.big", "n.big", "g"}, called
+    page = docs_page([("e", _resource(one, other, alone))])
+    assert html.escape('"function": "big"') not in page
+    assert html.escape('"function": "m.big"') in page and html.escape('"function": "g"') in page
+
+
 def test_the_one_function_of_an_endpoint_takes_its_arguments_alone() -> None:
     needs = {"name": "g", "qualified_name": "m.g", "schema": NEEDS_X}
     document = endpoint_document("e", _resource(needs), "http://x")

@@ -378,6 +378,11 @@ def test_a_caller_catches_the_remote_exception_with_its_cause(tmp_path: Path) ->
             asyncio.run(work.load({}))
         with pytest.raises(ValueError, match="no row") as quietly:
             asyncio.run(work.load_quietly({}))
+        # .call() from synchronous code gives the same chain (it once added its own
+        # "no running event loop" as the context).
+        with pytest.raises(ValueError, match="no row") as called:
+            work.load_quietly.call({})
+    assert type(called.value.__context__) is KeyError, repr(called.value.__context__)
     context = quietly.value  # raised while handling, with no ``from``
     assert context.__cause__ is None and context.__suppress_context__ is False
     assert type(context.__context__) is KeyError and context.__context__.args == ("id",)

@@ -1166,3 +1166,13 @@ def test_an_unknown_name_with_or_without_src_still_lists_what_is_there() -> None
             f"no function or class named {name!r}",
             "available: models.train.add",
         )
+
+
+def test_a_short_name_two_functions_share_names_both() -> None:
+    served = create_handler({"m.big": add, "n.big": add, "m.other": add})
+    assert_error(
+        run(served, fn_job("big")),
+        "UnknownFunction",
+        "'big' is the name of 2 functions on this endpoint",
+        "qualified name (m.big, n.big)",
+    )

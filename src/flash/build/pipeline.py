@@ -73,6 +73,7 @@ from flash.build.scanner import RemoteSpec, ScanResult, import_path, scan_projec
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.build.target import builds_for_this_machine, platform_for_this_machine, this_machine
 from flash.runtime.protocol import FLASH_DIR, MANIFEST_FILENAME
+from flash.runtime.signing import SigningKeyError
 from flash.sdk.keys import ensure_signing_key
 
 STAMP_NAME = "build_stamp.json"
@@ -226,7 +227,10 @@ def _build_project(
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
     _check_max_size(options.max_size_mb)
-    ensure_signing_key(flash_dir)  # the app's key exists from its first build on
+    try:
+        ensure_signing_key(flash_dir)  # the app's key exists from its first build on
+    except SigningKeyError as exc:
+        raise BuildError(str(exc)) from None
     # Builds of one project share .flash/.build, the archive and the stamp: one at a time.
     with _build_lock(flash_dir, report):
         attempt = 1

@@ -45,6 +45,19 @@ def _has_required(schema: Any) -> bool:
     return isinstance(schema, dict) and bool(schema.get("required"))
 
 
+def call_names(functions: Any) -> dict[str, list[str]]:
+    """Per qualified name, the names a job may call the function by: the qualified one, and
+    its short one where no other function of the endpoint has it (the handler's rule: a
+    short name two functions share reaches neither). The first is the one to show."""
+    entries = [f for f in functions or [] if isinstance(f, dict)]
+    shorts = [str(f.get("name")) for f in entries]
+    names = {}
+    for fn, short in zip(entries, shorts, strict=True):
+        qualified = str(fn.get("qualified_name", short))
+        names[qualified] = [short, qualified] if shorts.count(short) == 1 else [qualified]
+    return names
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
@@ -58,6 +71,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
     bare: list[dict[str, Any]] = []  # each function's arguments, as a bare input
     examples: dict[str, Any] = {}  # a request to start from, per function or method
     functions = resource.get("functions") or []
+    callable_by = call_names(functions)
     for fn in functions:
         schema = fn.get("schema") if isinstance(fn, dict) else None
         qualified = str(fn.get("qualified_name", fn.get("name", "?")))
@@ -65,11 +79,11 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             reason = fn.get("pickle_only") or "no JSON schema"
             pickle_only.append(f"{qualified} ({reason})")
             continue
-        for title, call, _ in call_examples(fn):
+        names = sorted(callable_by.get(qualified, [qualified]))
+        for title, call, _ in call_examples(fn, callable_by.get(qualified, [qualified])[0]):
             examples[title] = {"summary": title, "value": {"input": call}}
         prefix = _safe(qualified)
         if "methods" in schema:
-            names = sorted({qualified, str(fn.get("name"))})
             # Each schema's $defs get their own namespace ("in"/"out" cannot be a method's
             # name): a parameter's Item and a result's Item may be different classes.
             init = _component(f"{prefix}.in", schema["init"], components)
@@ -107,7 +121,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             "required": ["function"] + (["kwargs"] if _has_required(schema["input"]) else []),
             "additionalProperties": False,
             "properties": {
-                "function": {"enum": sorted({qualified, str(fn.get("name"))})},
+                "function": {"enum": names},
                 "kwargs": kwargs,
             },
         }
@@ -219,7 +233,9 @@ def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
         quoted = html.escape(name)
         link = f"/v2/{quoted}/openapi.json"
         parts.append(f"<h2>{quoted}</h2><p><a href='{link}'>{link}</a></p>")
+        callable_by = call_names(resource.get("functions"))
         for fn in resource.get("functions") or []:
+            called = callable_by.get(str(fn.get("qualified_name", "?")), [None])[0]
             qualified = html.escape(str(fn.get("qualified_name", "?")))
             schema = fn.get("schema")
             if not isinstance(schema, dict):
@@ -233,7 +249,7 @@ def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
                     f"<h3>{qualified}</h3><p>Constructor arguments (<code>init</code>):</p>"
                     f"<pre>{html.escape(json.dumps(schema['init'], indent=2))}</pre>"
                 )
-            for title, call, arguments in call_examples(fn):
+            for title, call, arguments in call_examples(fn, called):
                 text = html.escape(json.dumps({"input": call}))
                 parts.append(
                     f"<{heading}>{html.escape(title)}</{heading}>"
@@ -249,20 +265,24 @@ def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
     return "".join(parts)
 
 
-def call_examples(fn: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], Any]]:
+def call_examples(
+    fn: Mapping[str, Any], name: str | None = None
+) -> list[tuple[str, dict[str, Any], Any]]:
     """``(title, input, arguments schema)`` for a typed function, or each JSON-callable
-    method of a typed class: an ``input`` to start from (see :func:`example`)."""
+    method of a typed class: an ``input`` to start from (see :func:`example`), calling it
+    by ``name`` (see :func:`call_names`; by default its short name)."""
     schema = fn["schema"]
     qualified = str(fn.get("qualified_name", fn.get("name", "?")))
+    called = fn.get("name") if name is None else name
     if "methods" not in schema:
-        call = {"function": fn.get("name"), "kwargs": example(schema["input"])}
+        call = {"function": called, "kwargs": example(schema["input"])}
         return [(qualified, call, schema["input"])]
     init = example(schema["init"])
     return [
         (
             f"{qualified}.{method}",
             {
-                "function": fn.get("name"),
+                "function": called,
                 "init": init,
                 "method": method,
                 "kwargs": example(spec["input"]),

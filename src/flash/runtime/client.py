@@ -126,6 +126,12 @@ class JsonCodec(Protocol):
 
     def decode(self, value: Any) -> Any: ...  # a generator's: the list of its items
 
+    # Whether each argument arrives as itself (JSON may turn 5.0 for ``int | float`` into 5,
+    # a subclass into its base): where not, "auto" with the key pickles the call.
+    def faithful(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], encoded: dict[str, Any]
+    ) -> bool: ...
+
     # A generator's codec (``stream``) decodes each item it yields with decode_item.
     @property
     def stream(self) -> bool: ...
@@ -267,11 +273,21 @@ class PlatformInvoker:
         target = _target(fn)
         codec = _codec(fn, self.signing_key)
         if codec is not None:
+            # In auto mode with the key the worker may answer with a signed pickle where
+            # JSON cannot carry the result as it is (a NaN, a date key, a subclass).
+            exact = _may_auto_pickle(fn.call_options.serialization, self.signing_key)
             sent = await self._send_json(
-                fn, target, codec, args, kwargs, lambda p: self._call(target, p, fn.call_options)
+                fn,
+                target,
+                codec,
+                args,
+                kwargs,
+                lambda p: self._call(target, p, fn.call_options, exact=exact),
             )
             if sent is not None:
-                output, _, job_id = sent
+                output, nonce, job_id = sent
+                if exact and nonce is not None and _pickled_success(output):
+                    return self._unpack(output, target, job_id, nonce, generator=False)
                 return _decode_json(codec, output, target, job_id)
         self._may_pickle(target)
         digests = self._digests()
@@ -493,6 +509,10 @@ class PlatformInvoker:
         arguments: dict[str, Any] = {}
         try:
             arguments = codec.encode(args, kwargs)
+            if _may_auto_pickle(mode, self.signing_key) and not codec.faithful(
+                args, kwargs, arguments
+            ):
+                return None
             return await send({"function": target.function, "kwargs": arguments})
         except BodyNotJson as exc:
             if self.signing_key is None or mode == "json":
@@ -563,6 +583,8 @@ class PlatformInvoker:
         payload: dict[str, Any],
         options: CallOptions,
         digests: Digests | None = None,
+        *,
+        exact: bool = False,
     ) -> tuple[dict[str, Any], float | None, str | None]:
         caller = _context.current()
         if caller.depth + 1 > MAX_CALL_DEPTH:
@@ -582,6 +604,10 @@ class PlatformInvoker:
         payload["context"] = _context.CallContext(
             deadline=deadline, depth=caller.depth + 1, chain=(*caller.chain, target.function)
         ).to_wire()
+        if exact:
+            # In the context, which every worker reads leniently: one whose runtime predates
+            # it ignores it and answers JSON, as before.
+            payload["context"][_context.EXACT_KEY] = True
         nonce = None
         if self.signing_key is not None:
             # A typed JSON call is signed too, though it runs no pickle: so is its failure,
@@ -612,9 +638,12 @@ class PlatformInvoker:
         payload: dict[str, Any],
         options: CallOptions,
         digests: Digests | None = None,
+        *,
+        exact: bool = False,
     ) -> tuple[Any, str | None, str | None]:
-        """The job's output, the nonce its answer is signed with, and the job's id."""
-        body, deadline, nonce = self._job_body(target, payload, options, digests)
+        """The job's output, the nonce its answer is signed with, and the job's id.
+        ``exact``: a typed JSON call's result may come back as a signed pickle."""
+        body, deadline, nonce = self._job_body(target, payload, options, digests, exact=exact)
         url = self.endpoints.url(target.resource)
         wait_ms = RUNSYNC_WAIT_MS
         if deadline is not None:
@@ -1189,6 +1218,14 @@ def _manifest_candidates(wrapped: Any) -> Iterator[Path]:
         for folder in (start, *start.parents):
             yield folder / MANIFEST_FILENAME
             yield folder / FLASH_DIR / MANIFEST_FILENAME
+
+
+def _pickled_success(output: Any) -> bool:
+    """Whether a typed JSON call's answer carries its result pickled (``exact``), not as
+    JSON; a streaming endpoint's answer is the list of one."""
+    if isinstance(output, list) and len(output) == 1:
+        output = output[0]
+    return isinstance(output, dict) and output.get("success") is True and "encoding" not in output
 
 
 def _json_result(output: Any, target: _Target, job_id: str | None) -> Any:

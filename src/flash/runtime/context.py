@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallContext", "current", "from_wire", "reset", "use"]
+__all__ = ["EXACT_KEY", "CallContext", "current", "from_wire", "reset", "use"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class CallContext:
     def to_wire(self) -> dict[str, Any]:
         return {"deadline": self.deadline, "depth": self.depth, "chain": list(self.chain)}
 
+
+# Set in a typed JSON call's context by a Python caller holding the app's key, in auto mode:
+# where JSON cannot carry the result as it is, the worker answers with a signed pickle.
+EXACT_KEY = "exact"
 
 _ROOT = CallContext()
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

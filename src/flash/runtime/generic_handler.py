@@ -27,6 +27,7 @@ import re
 import sys
 import traceback
 import types
+import typing
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -382,6 +383,17 @@ def create_handler(
         twin = _src_twin(name)  # only for a name not registered: it costs on every call
         return twin if twin in targets else None
 
+    def unknown(name: Any, kind: str) -> str:
+        """Why ``name`` reaches nothing: a short name several functions share (each is
+        called by its qualified name), or no such name."""
+        sharing = sorted(t for t in targets if isinstance(name, str) and t.endswith(f".{name}"))
+        if len(sharing) > 1:
+            return (
+                f"{_short_repr(name)} is the name of {len(sharing)} functions on this "
+                f"endpoint: call one by its qualified name ({', '.join(sharing)})"
+            )
+        return f"no {kind} named {_short_repr(name)} on this endpoint (available: {available})"
+
     def resolve(job: Any) -> _Call:
         if not isinstance(job, dict):
             raise _JobError(INVALID_JOB, f"a job must be a JSON object, got {_type_name(job)}")
@@ -412,10 +424,7 @@ def create_handler(
             )
         key = lookup(name)
         if key is None:
-            raise _JobError(
-                UNKNOWN_FUNCTION,
-                f"no function or class named {name!r} on this endpoint (available: {available})",
-            )
+            raise _JobError(UNKNOWN_FUNCTION, unknown(name, "function or class"))
         target = targets[key]
         decoded: dict[int, bytes] = {}
         # Signed under the name the client sent; served under the one registered.
@@ -469,9 +478,7 @@ def create_handler(
             )
         key = lookup(name)
         if key is None:
-            raise _JobError(
-                UNKNOWN_FUNCTION, f"no function named {_short_repr(name)} (available: {available})"
-            )
+            raise _JobError(UNKNOWN_FUNCTION, unknown(name, "function"))
         schema = schemas.get(key)
         if schema is None:
             # The build says why when it knows (a cross-target build derives no schemas).
@@ -483,9 +490,9 @@ def create_handler(
         # Signed under the name the client sent; served under the one registered.
         nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
-        return _Call(
-            key, "json", targets[key], {"kwargs": kwargs, "schema": schema}, call_context, nonce
-        )
+        exact = _exact(payload, nonce, targets[key])
+        call = {"kwargs": kwargs, "schema": schema, "exact": exact}
+        return _Call(key, "json", targets[key], call, call_context, nonce)
 
     def resolve_json_method(payload: dict[str, Any], fields: set[str], job_id: str | None) -> _Call:
         name, method = payload.get("function"), payload.get("method")
@@ -758,7 +765,7 @@ def create_handler(
         label = repr(name)
         kwargs = _bind_json(label, target, call)
         result = await _invoke(target, [], kwargs, label, in_thread=run_sync_in_thread)
-        return _json_success(result, label)
+        return _json_success(result, label, _return_hint(target) if call["exact"] else None)
 
     async def _run_function(call: _Call) -> tuple[Any, str]:
         name, target, payload = call.name, call.target, call.payload
@@ -1240,15 +1247,25 @@ def _bind_json(
     return kwargs
 
 
-def _json_success(result: Any, label: str) -> dict[str, Any]:
+def _json_success(result: Any, label: str, exact: Any = None) -> dict[str, Any]:
     """The answer carrying ``result`` as JSON. Not checked against the return annotation:
     the build's schema is pydantic's, this form is the runtime's own (a subclass's extra
     fields, a bool for an int), and a check costs more than making it (a union of models,
-    seconds for a few thousand items); the Python client checks what it decodes."""
+    seconds for a few thousand items); the Python client checks what it decodes.
+
+    ``exact`` (the return annotation; for a Python caller holding the key, see _exact): a
+    result JSON cannot carry, or would not carry as itself, is answered pickled instead,
+    as a pickled call's is (and signed), so that the caller gets what pickle gives it."""
     try:
         value = _jsoncall.to_json_result(result)
     except _jsoncall.JsonResultError as exc:
+        if exact is not None:
+            with contextlib.suppress(_JobError):  # it does not pickle either: JSON's error
+                return _success(result, label)
         raise _JobError(RESULT_NOT_JSON, f"the result of {label}: {exc}") from None
+    if exact is not None and _jsoncall.json_fidelity(result, value, exact) == "changed":
+        with contextlib.suppress(_JobError):
+            return _success(result, label)
     return {
         "success": True,
         "result": value,
@@ -1284,12 +1301,36 @@ def _success(result: Any, label: str, digests: _signing.Digests | None = None) -
     return {"success": True, "result": encoded, "protocol_version": PROTOCOL_VERSION}
 
 
+def _exact(payload: dict[str, Any], nonce: str | None, target: Any) -> bool:
+    """Whether the result of a typed JSON call (its job input ``payload``) may be answered
+    pickled (_json_success): asked for in its context by a Python caller whose request is
+    signed (``nonce``: it holds the key) and whose Python and cloudpickle can load this
+    worker's pickles; not for a generator, whose items stream one by one."""
+    context = payload.get("context")
+    if nonce is None or not isinstance(context, dict):
+        return False
+    if context.get(_context.EXACT_KEY) is not True or _is_generator_function(target):
+        return False
+    signature = payload.get("signature")
+    caller = signature.get("caller") if isinstance(signature, dict) else None
+    return isinstance(caller, dict) and _signing.check_versions(caller) is None
+
+
+@functools.lru_cache(maxsize=512)
+def _return_hint(target: Any) -> Any:
+    """The return annotation of ``target`` as this worker resolves it; Any where none."""
+    try:
+        return typing.get_type_hints(unwrap_remote(target)).get("return", Any)
+    except Exception:  # hints that do not resolve here: the result is checked as Any
+        return Any
+
+
 def _answer_nonce(call: _Call, answer: dict[str, Any]) -> str | None:
     """The nonce to sign ``answer`` under; None: not signed. A JSON call's result is data,
     and its caller checks only a failure's signature (only a failure carries a pickle):
     signing a big result nobody checks would cost a walk over all of it (80 ms for 100k
     floats)."""
-    if call.is_json and answer.get("success") is True:
+    if call.is_json and answer.get("success") is True and answer.get("encoding") == "json":
         return None
     return call.nonce
 

@@ -45,6 +45,7 @@ __all__ = [
     "JsonCallError",
     "JsonResultError",
     "bind_json_call",
+    "json_fidelity",
     "to_json_result",
 ]
 
@@ -122,6 +123,96 @@ def to_json_result(value: Any) -> Any:
     tuples and sets to arrays, dates to ISO text. Raises JsonResultError for anything else.
     """
     return _to_json(value, "result", 0)
+
+
+def json_fidelity(value: Any, data: Any, hint: Any, *, plain: bool = False) -> str:
+    """How the JSON ``data`` made of ``value`` converts back under ``hint``: ``"same"``,
+    ``value`` itself of the same types throughout; ``"changed"``, another value; or
+    ``"invalid"``, refused (``value`` is not of its annotated type: the receiver says so).
+
+    It converts as this process does (pydantic's TypeAdapter when loaded), and with
+    ``plain`` as a worker without pydantic does too, where anything but the same value is
+    ``"changed"``. Changed is what JSON cannot tell apart: a union's arm (``5.0`` for
+    ``int | float`` arrives as ``5``), a dict's date or bool keys, a subclass of the
+    annotated class; a caller that may send or answer with a signed pickle instead does so
+    then, as the pickle keeps them."""
+    if type(value) is hint and hint in _EXACT_SCALARS:
+        return "same"
+    if type(value) is list and type(data) is list and typing.get_origin(hint) is list:
+        item = typing.get_args(hint)[0] if typing.get_args(hint) else None
+        if item in _EXACT_SCALARS and set(map(type, value)) <= {item}:
+            return "same" if value == data else "changed"  # an embedding: no walk over it
+    for index, convert in enumerate(_round_trip_converters(hint, plain, "pydantic" in sys.modules)):
+        first = index == 0
+        if convert is None:  # a type this converter cannot build
+            return "invalid" if first else "changed"
+        try:
+            back = convert(data, "value")
+        except Exception:  # _ConversionError, or a user type's own error
+            return "invalid" if first else "changed"
+        if not _same(value, back, 0):
+            return "changed"
+    return "same"
+
+
+def _round_trip_converters(hint: Any, plain: bool, has_pydantic: bool) -> list[_Converter | None]:
+    try:
+        return _cached_round_trip_converters(hint, plain, has_pydantic)
+    except TypeError:  # an unhashable hint (Annotated metadata): made each time
+        return _cached_round_trip_converters.__wrapped__(hint, plain, has_pydantic)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_round_trip_converters(
+    hint: Any, plain: bool, has_pydantic: bool
+) -> list[_Converter | None]:
+    """How a worker may convert a value of ``hint``: pydantic's way (a TypeAdapter costs
+    far more to make than to use) and, with ``plain`` or without pydantic, the plain way."""
+    converters: list[_Converter | None] = []
+    if has_pydantic:
+        converters.append(_pydantic_converter(sys.modules["pydantic"], hint))
+    if plain or not has_pydantic:
+        converters.append(_converter(hint, {}))
+    return converters
+
+
+# Types whose values JSON carries as themselves, under their own annotation.
+_EXACT_SCALARS = frozenset({int, float, str, bool})
+
+
+def _same(a: Any, b: Any, depth: int) -> bool:
+    """``a == b`` with the same types at every level (``5 == 5.0`` is not enough here)."""
+    if type(a) is not type(b) or depth > MAX_NESTING:
+        return False
+    if isinstance(a, (list, tuple)):
+        if len(a) != len(b) or list(map(type, a)) != list(map(type, b)):
+            return False
+        if _flat_list(a) is not None:
+            return bool(a == b)
+        return all(_same(x, y, depth + 1) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            _same(ka, kb, depth + 1) and _same(va, vb, depth + 1)
+            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, (set, frozenset)):
+        return {(type(x), x) for x in a} == {(type(x), x) for x in b}
+    if isinstance(a, enum.Enum):
+        return a is b
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return all(
+            _same(getattr(a, f.name), getattr(b, f.name), depth + 1) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, datetime.datetime):
+        # pydantic's UTC is its own tzinfo class: the same instant and offset is the same.
+        return a == b and a.utcoffset() == b.utcoffset()
+    fields = getattr(a, "__dict__", None)
+    if isinstance(fields, dict) and not isinstance(a, type):
+        return _same(fields, getattr(b, "__dict__", None), depth + 1)
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 class _ConversionError(Exception):

@@ -513,6 +513,14 @@ class RemoteInstance:
             raise AttributeError(f"{cls.__qualname__} has no method {method!r}")
         return RemoteMethod(self, method)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """``await handle(x)``: the class's own ``__call__`` (a callable model), run as
+        any method is."""
+        cls = self.remote_class.__wrapped__
+        if not any("__call__" in vars(base) for base in cls.__mro__[:-1]):  # not object's
+            raise TypeError(f"{cls.__qualname__} instances are not callable (no __call__)")
+        return RemoteMethod(self, "__call__")(*args, **kwargs)
+
     def _with_class(self, remote_class: RemoteClass) -> RemoteInstance:
         """This handle, its calls made with ``remote_class``'s options; in-process, on the
         same instance (the endpoint keeps one per constructor arguments, whatever the call's
@@ -991,8 +999,10 @@ def run(awaitable: Awaitable[Any]) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_await(awaitable))
-    return _run_in_helper_thread(awaitable)
+        pass  # run outside this handler: an error raised would get it as its __context__
+    else:
+        return _run_in_helper_thread(awaitable)
+    return asyncio.run(_await(awaitable))
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -13,7 +13,7 @@ import functools
 import inspect
 import math
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
@@ -21,6 +21,7 @@ from pydantic_core import PydanticSerializationError
 
 from flash.runtime import client as _client
 from flash.runtime.http import BodyNotJson
+from flash.runtime.jsoncall import json_fidelity
 from flash.runtime.jsonschema import MAX_ISSUES, format_path
 from flash.sdk.json_rule import (
     NotJsonCallable,
@@ -43,10 +44,23 @@ class JsonCodec:
     # A generator: ``result`` is the type of each item; ``items`` that of the list of them.
     stream: bool = False
     items: TypeAdapter[Any] | None = None
+    hints: dict[str, Any] = field(default_factory=dict)  # each parameter's type, by name
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         bound = _client.check_arguments(self.signature, self.name, args, kwargs)
         return {name: self._dump(name, value) for name, value in bound.arguments.items()}
+
+    def faithful(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], encoded: dict[str, Any]
+    ) -> bool:
+        """Whether no argument, sent as ``encoded``, arrives changed (json_fidelity), on a
+        worker with pydantic or without: else "auto" sends a pickle, which keeps it. One
+        not of its annotated type goes as JSON, for the worker to say what is wrong."""
+        bound = _client.check_arguments(self.signature, self.name, args, kwargs)
+        return all(
+            json_fidelity(value, encoded[name], self.hints.get(name, Any), plain=True) != "changed"
+            for name, value in bound.arguments.items()
+        )
 
     def _dump(self, name: str, value: Any) -> Any:
         adapter = self.params[name]
@@ -156,7 +170,16 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
     name = getattr(fn, "__qualname__", repr(fn))
     # A generator's ``returned`` is what each item is (Iterator[T], AsyncGenerator[T, ...]).
     items = TypeAdapter(_LIST[types.returned]) if types.stream else None
-    return JsonCodec(types.signature, types.params, types.result, loose, name, types.stream, items)
+    return JsonCodec(
+        types.signature,
+        types.params,
+        types.result,
+        loose,
+        name,
+        types.stream,
+        items,
+        types.hints,
+    )
 
 
 def _is_loose(hint: Any) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flash.runtime.signing import (
     KEY_ENV_VAR,
+    SigningKeyError,
     generate_key,
     key_from_text,
     key_to_text,
@@ -63,7 +64,14 @@ def _read_key(path: Path) -> bytes:
     could read them (a key copied in, a folder made under a loose umask), saying so."""
     _make_private(path.parent, 0o700)
     _make_private(path, 0o600)
-    return key_from_text(path.read_text().strip(), source=str(path))
+    try:
+        return key_from_text(path.read_text().strip(), source=str(path))
+    except SigningKeyError as exc:
+        raise SigningKeyError(
+            f"{exc}: it is not a key Flash wrote. Delete it and the next `flash build` or "
+            "`flash run` makes a new one (restart what serves the project, and give "
+            "callers elsewhere the new key)"
+        ) from None
 
 
 def _make_private(path: Path, mode: int) -> None:

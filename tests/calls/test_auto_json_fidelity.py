@@ -1,0 +1,156 @@
+"""In auto mode the Python client holding the app's key gets what a pickled call gives:
+where JSON would change a value (a union's arm, a bool or date key, a subclass, a type a
+worker without pydantic cannot build) or cannot carry a result (a NaN), the call or its
+answer goes as a signed pickle. Plain JSON clients and forced JSON keep the JSON forms."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.calls.support import inputs_sent, runsync
+from tests.integration.projects import served_files
+
+from flash.platform import LocalPlatform
+
+FILES = {
+    "fidapp/__init__.py": "",
+    "fidapp/work.py": """
+        import dataclasses
+        import datetime as dt
+        import ipaddress
+
+        from flash import CpuLiveServerless, remote
+
+        cpu = CpuLiveServerless(name="fid")
+
+
+        @dataclasses.dataclass
+        class Base:
+            x: int
+
+
+        @dataclasses.dataclass
+        class Sub(Base):
+            y: int = 7
+
+
+        @remote(resource_config=cpu)
+        def unions(a: int | float, b: bytes | str, c: str | dt.date) -> list[str]:
+            return [repr(a), repr(b), repr(c)]
+
+
+        @remote(resource_config=cpu)
+        def keys(d: dict[bool, int]) -> str:
+            return repr(d)
+
+
+        @remote(resource_config=cpu)
+        def kind(b: Base) -> str:
+            return type(b).__name__
+
+
+        @remote(resource_config=cpu)
+        def address(a: ipaddress.IPv4Address) -> str:
+            return repr(a)
+
+
+        @remote(resource_config=cpu)
+        def ratio(a: float, b: float) -> float:
+            return a / b if b else float("nan")
+
+
+        @remote(resource_config=cpu)
+        def when(index: int) -> str | dt.date:
+            return [dt.date(2024, 1, 2), "x"][index]
+
+
+        @remote(resource_config=cpu)
+        def made(n: int) -> Base:
+            return Sub(n)
+
+
+        @remote(resource_config=cpu)
+        def twice(n: int) -> list[int]:
+            return [n, n]
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPlatform, Any]]:
+    root = (tmp_path_factory.mktemp("fidelity") / "project").resolve()
+    with served_files(root, FILES) as platform:
+        from fidapp import work  # type: ignore[import-not-found]
+
+        yield platform, work
+
+
+def _both(fn: Any, *args: Any) -> tuple[Any, Any]:
+    """The result in auto mode, and with pickle forced."""
+    auto = asyncio.run(fn(*args))
+    pickled = asyncio.run(fn.options(serialization="pickle")(*args))
+    return auto, pickled
+
+
+def test_arguments_json_would_change_go_pickled(served: tuple[LocalPlatform, Any]) -> None:
+    platform, work = served
+    cases = [
+        (work.unions, (5.0, "hello", dt.date(2024, 1, 1))),  # JSON: 5, b'hello', '2024-01-01'
+        (work.keys, ({True: 1},)),  # JSON: {'true': 1}
+        (work.kind, (work.Sub(1),)),  # JSON: a Base
+        (work.address, (ipaddress.IPv4Address("10.0.0.1"),)),  # no pydantic on the worker
+    ]
+    with inputs_sent(platform) as recorded:
+        for fn, args in cases:
+            auto, pickled = _both(fn, *args)
+            assert auto == pickled, fn.__name__
+        # Each call went as a pickle both times.
+        sent = [json.loads(text) for _, text in recorded]
+        assert all("function_name" in job for job in sent), sent
+    assert _both(work.unions, 5.0, "hello", dt.date(2024, 1, 1))[0] == [
+        "5.0",
+        "'hello'",
+        "datetime.date(2024, 1, 1)",
+    ]
+    assert _both(work.kind, work.Sub(1))[0] == "Sub"
+
+
+def test_values_json_keeps_still_go_as_json(served: tuple[LocalPlatform, Any]) -> None:
+    platform, work = served
+    with inputs_sent(platform) as recorded:
+        assert asyncio.run(work.twice(3)) == [3, 3]
+        assert asyncio.run(work.kind(work.Base(2))) == "Base"
+        assert asyncio.run(work.when(1)) == "x"
+    sent = [json.loads(text) for _, text in recorded]
+    assert [job.get("function") for job in sent] == [
+        "fidapp.work.twice",
+        "fidapp.work.kind",
+        "fidapp.work.when",
+    ], sent
+
+
+def test_results_json_cannot_carry_as_they_are_come_back_pickled(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    platform, work = served
+    auto, pickled = _both(work.ratio, 1.0, 0.0)
+    assert math.isnan(auto) and math.isnan(pickled)
+    assert _both(work.when, 0) == (dt.date(2024, 1, 2), dt.date(2024, 1, 2))
+    assert _both(work.when, 1) == ("x", "x")
+    auto, pickled = _both(work.made, 3)
+    assert auto == pickled == work.Sub(3) and type(auto) is work.Sub
+    # A plain JSON client gets the JSON forms, and so does a call with JSON forced.
+    forced = asyncio.run(work.when.options(serialization="json")(0))
+    assert forced == "2024-01-02"
+    answer = runsync(platform, "fid", {"input": {"function": "when", "kwargs": {"index": 0}}})
+    assert answer["output"]["result"] == "2024-01-02", answer
+    nan = {"input": {"function": "ratio", "kwargs": {"a": 1.0, "b": 0.0}}}
+    failed = runsync(platform, "fid", nan)
+    assert failed["status"] == "FAILED" and "nan has no JSON form" in str(failed), failed
