@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from tests.cli.test_cli import ENV, WEB_APP, flash
 from tests.cli.test_run_devloop import FlashRun, starter_whose_worker_starts_with
+from tests.cli.test_run_first_build import api_base
 from tests.helpers import free_port, processes_under, wait_for
 
 from flash.cli.init import write_starter
@@ -216,3 +218,74 @@ def test_a_key_file_that_holds_no_key_is_one_error_saying_what_to_do(tmp_path: P
         assert "Delete it and the next `flash build`" in error, error
         assert "hello" not in done.stderr  # never echoed: it might be a real key, mangled
     assert not (tmp_path / "proj" / ".flash" / "archive.tar.gz").exists()
+
+
+PICKLED_CALL = (
+    "import asyncio\n"
+    "from workers.cpu_worker import preprocess\n"
+    "print(asyncio.run(preprocess.options(serialization='pickle')(['  a   b '])))\n"
+)
+
+
+def _script_call(project: Path, url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A signed pickled call from a script in the project, as a user runs one."""
+    base = {k: v for k, v in os.environ.items() if k != "FLASH_SIGNING_KEY"}
+    return subprocess.run(
+        [sys.executable, "-c", PICKLED_CALL],
+        cwd=project,
+        env={**base, "FLASH_API_BASE": url, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_signs_with_flash_signing_key_when_it_is_set(tmp_path: Path) -> None:
+    # As flash serve and the scripts do; before, flash run used the project's key file, and
+    # every call from a shell exporting the variable was refused.
+    project = tmp_path / "proj"
+    write_starter(project)
+    key = os.urandom(32).hex()
+    run = FlashRun(project, free_port(), env={"FLASH_SIGNING_KEY": key})
+    try:
+        run.wait_for_output(SERVING, timeout=120)
+        assert "signed with the key in $FLASH_SIGNING_KEY" in run.text(), run.text()
+        assert key not in run.text()
+        called = _script_call(project, api_base(run.text()), FLASH_SIGNING_KEY=key)
+        assert called.returncode == 0, called.stderr
+        assert called.stdout.strip() == "['a b']", called.stdout
+    finally:
+        run.end()
+    bad = subprocess.run(
+        [sys.executable, "-m", "flash.cli", "run", str(project), "--no-watch", "--port", "0"],
+        env={**ENV, "FLASH_SIGNING_KEY": "hello"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.strip().startswith("Error: FLASH_SIGNING_KEY must be 64 hexadecimal")
+
+
+def test_a_key_file_deleted_while_flash_run_serves_comes_back_with_the_served_key(
+    tmp_path: Path,
+) -> None:
+    # The rebuild would make a new key, which the workers do not have: the project's
+    # scripts, which read the file, were refused until flash run restarted.
+    project = tmp_path / "proj"
+    write_starter(project)
+    key_file = project / ".flash" / "secrets" / "signing_key"
+    run = FlashRun(project, free_port())
+    try:
+        run.wait_for_output(SERVING, timeout=120)
+        served = key_file.read_text()
+        shutil.rmtree(key_file.parent)
+        worker = project / "workers" / "cpu_worker.py"
+        worker.write_text(worker.read_text() + "\n# edited\n")
+        run.wait_for_output("Reloaded", timeout=120)
+        assert key_file.read_text() == served
+        called = _script_call(project, api_base(run.text()))
+        assert called.returncode == 0, called.stderr
+        assert called.stdout.strip() == "['a b']", called.stdout
+    finally:
+        run.end()

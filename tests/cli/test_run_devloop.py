@@ -96,9 +96,15 @@ class FlashRun:
     foreground group), its output collected as it comes; ``nohup``: run under nohup."""
 
     def __init__(
-        self, project: Path, app_port: int, *, nohup: bool = False, ignore_sigint: bool = False
+        self,
+        project: Path,
+        app_port: int,
+        *,
+        nohup: bool = False,
+        ignore_sigint: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as in a log or CI
+        env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "COLUMNS"}
         # As a shell runs `flash run &` in a script: SIGINT ignored from the start.
         ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"] if ignore_sigint else []
         self.proc = subprocess.Popen(

@@ -82,6 +82,8 @@ def run(
     from flash.platform.devloop import Reloader, watch_and_reload
     from flash.platform.manifest import PlatformError
     from flash.platform.web_app import WebApp, WebAppError, defines_web_app
+    from flash.runtime.signing import SigningKeyError, load_signing_key
+    from flash.sdk.keys import KEY_ENV_VAR, key_to_text
 
     check_port("--port", port)
     check_port("--app-port", app_port)
@@ -92,11 +94,14 @@ def run(
     platform: LocalPlatform | None = None
     web: WebApp | None = None
     with (
-        user_errors(False, BuildError, PlatformError, WebAppError, OSError),
+        user_errors(False, BuildError, PlatformError, WebAppError, OSError, SigningKeyError),
         # A stop during a build's import check ends that check at once: the project's code
         # may wait forever at import (the first build and reloads both run in this thread).
         stop_on_signals(interrupt=interrupt_import_checks) as stop,
     ):
+        # $FLASH_SIGNING_KEY, as flash serve and the scripts take it, else the project's.
+        from_env = load_signing_key()
+        worker_env = {} if from_env is None else {KEY_ENV_VAR: key_to_text(from_env)}
         try:
             platform = first_build(
                 options,
@@ -107,7 +112,13 @@ def run(
                 port=port,
                 max_workers=max_workers,
                 api_key=api_key,
+                worker_env=worker_env,
             )
+            if from_env is not None:
+                console.print(
+                    f"Pickled calls are signed with the key in ${KEY_ENV_VAR}, not the "
+                    "project's key file"
+                )
             print_endpoints(platform, console)
             web = WebApp(root, host, app_port, platform.client_env(), stop, say=say, warn=warn)
             # Unless main.py surely binds no `app`: a syntax error is uvicorn's to report.

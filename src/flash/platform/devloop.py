@@ -24,6 +24,7 @@ from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.web_app import WebApp, WebAppError, defines_web_app
+from flash.sdk.keys import KEY_ENV_VAR, keep_signing_key
 
 __all__ = [
     "Outcome",
@@ -83,6 +84,18 @@ class Reloader:
         self.progress = progress
         self.broken = False  # the last rebuild failed: the next good one says so
         self.unserved: str | None = None  # a build that was made but could not be served
+        self._key_warning: str | None = None  # said once, until it changes
+
+    def _keep_key(self) -> None:
+        """The project's key file keeps the key the workers check (a deleted one is written
+        again; the build would make a new one), unless they were given another key."""
+        if not self.platform.key_from_state_dir:
+            return
+        key = bytes.fromhex(self.platform.worker_env[KEY_ENV_VAR])
+        warning = keep_signing_key(self.platform.state_dir, key)
+        if warning is not None and warning != self._key_warning:
+            self.warn("Warning", warning)
+        self._key_warning = warning
 
     def __call__(self, changed: Iterable[Path]) -> None:
         outcome = self.rebuild()
@@ -99,6 +112,7 @@ class Reloader:
 
     def rebuild(self) -> Outcome:
         """Build and serve what changed."""
+        self._keep_key()
         try:
             result = build_project(self.options, progress=self.progress)
         except KeyboardInterrupt:

@@ -97,7 +97,9 @@ class LocalPlatform:
         # Extra variables for every worker; the project's signing key (.flash/secrets/, made
         # once) unless given: workers refuse pickled calls without one. It is never logged.
         self.worker_env = dict(worker_env or {})
-        if KEY_ENV_VAR not in self.worker_env:
+        # Whether the key is the state folder's (flash run keeps its file: keep_signing_key).
+        self.key_from_state_dir = KEY_ENV_VAR not in self.worker_env
+        if self.key_from_state_dir:
             self.worker_env[KEY_ENV_VAR] = key_to_text(ensure_signing_key(Path(state_dir)))
         self.state_dir = Path(state_dir).resolve()  # a later chdir must not move it
         self.host = host

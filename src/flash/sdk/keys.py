@@ -20,7 +20,14 @@ from flash.runtime.signing import (
     load_signing_key,
 )
 
-__all__ = ["KEY_ENV_VAR", "ensure_signing_key", "find_signing_key", "key_file", "key_to_text"]
+__all__ = [
+    "KEY_ENV_VAR",
+    "ensure_signing_key",
+    "find_signing_key",
+    "keep_signing_key",
+    "key_file",
+    "key_to_text",
+]
 
 
 def key_file(state_dir: Path) -> Path:
@@ -28,14 +35,15 @@ def key_file(state_dir: Path) -> Path:
     return state_dir / "secrets" / "signing_key"
 
 
-def ensure_signing_key(state_dir: Path) -> bytes:
-    """The project's key, created (readable by the owner only) if it does not exist yet."""
+def ensure_signing_key(state_dir: Path, key: bytes | None = None) -> bytes:
+    """The project's key, created (readable by the owner only) if it does not exist yet:
+    as ``key`` when given, else a new one."""
     path = key_file(state_dir)
     if path.is_file():
         return _read_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    key = generate_key()
+    key = generate_key() if key is None else key
     # O_EXCL: two processes creating the key at once keep the first one's.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -44,6 +52,22 @@ def ensure_signing_key(state_dir: Path) -> bytes:
     with os.fdopen(fd, "w") as fh:
         fh.write(key_to_text(key) + "\n")
     return key
+
+
+def keep_signing_key(state_dir: Path, key: bytes) -> str | None:
+    """While a platform serves the project with ``key`` (read from its key file): the file
+    written again with it if it was deleted, so that a rebuild does not make another key
+    that the project's scripts would then sign with, to be refused. A warning when the file
+    holds another key (or none): the workers keep theirs until a restart."""
+    try:
+        if ensure_signing_key(state_dir, key) == key:
+            return None
+    except (SigningKeyError, OSError):
+        pass
+    return (
+        f"{key_file(state_dir)} no longer holds the key this platform serves with: callers "
+        "that read it are refused until you restart to serve with it"
+    )
 
 
 def find_signing_key(start: Path | None = None) -> bytes | None:
