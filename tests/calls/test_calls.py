@@ -569,6 +569,7 @@ def test_a_client_without_the_key_sends_no_pickled_call(platform: LocalPlatform)
     message = str(info.value)
     assert "a pickled call needs the app's signing key, and this client has none" in message
     assert "FLASH_SIGNING_KEY" in message and "flash.connect(signing_key=...)" in message
+    assert ".flash/secrets/signing_key is found from the current folder up" in message
     assert "JSON-able types" in message and message.endswith("[callsapp.chain.noop on svc-a]")
     assert all(isinstance(e, flash.RemoteError) for e in mapped.value.errors.values())
     assert _job_count(platform) == jobs_before + 1  # helper's only

@@ -14,7 +14,7 @@ from flash.runtime.signing import generate_key
     [
         (b"", ValueError, "signing_key must be the app's 32-byte key"),
         (b"k" * 31, ValueError, "got 31 bytes"),
-        ("ab" * 32, TypeError, "signing_key must be bytes, not str"),
+        ("ab" * 32, TypeError, r"signing_key must be bytes, not str \(bytes.fromhex of"),
     ],
 )
 def test_a_key_that_could_sign_nothing_is_refused_at_once(

@@ -256,8 +256,10 @@ class PlatformInvoker:
         if self.signing_key is not None or self.allow_unsigned:
             return
         raise RemoteError(
-            "a pickled call needs the app's signing key, and this client has none: set "
-            "FLASH_SIGNING_KEY (flash run does) or pass flash.connect(signing_key=...); or "
+            "a pickled call needs the app's signing key, and this client has none: run it "
+            "in the project (its .flash/secrets/signing_key is found from the current "
+            "folder up), set FLASH_SIGNING_KEY to that file's text, or pass "
+            "flash.connect(signing_key=...); or "
             "annotate every parameter and the return value with JSON-able types, and the "
             "function is called with JSON",
             endpoint=target.resource,
@@ -1305,7 +1307,8 @@ def _check_signing_key(key: Any) -> None:
     if key is None:
         return
     if not isinstance(key, bytes):
-        raise TypeError(f"signing_key must be bytes, not {type(key).__name__}")
+        hint = " (bytes.fromhex of the key's text)" if isinstance(key, str) else ""
+        raise TypeError(f"signing_key must be bytes, not {type(key).__name__}{hint}")
     if len(key) != KEY_BYTES:
         raise ValueError(
             f"signing_key must be the app's {KEY_BYTES}-byte key (bytes.fromhex of the text in "
