@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from flash.build.manifest import schema_record
 from flash.build.schemas import derive_schemas
+from flash.platform.gateway import openapi_schema
 from flash.platform.openapi import docs_page, endpoint_document, example
 from flash.runtime.jsoncall import bind_json_call
 from flash.runtime.jsonschema import validate
@@ -318,3 +319,31 @@ class Tree(BaseModel):
 
 def test_a_model_that_requires_itself_gives_an_example_of_bounded_size() -> None:
     assert len(json.dumps(example(TypeAdapter(Tree).json_schema()))) < 100_000
+
+
+def test_the_platform_document_declares_every_path_parameter_and_option() -> None:
+    # OpenAPI requires each {name} of a path to be a declared, required path parameter.
+    document = openapi_schema()
+    for path, item in document["paths"].items():
+        wanted = set(re.findall(r"\{(\w+)\}", path))
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            declared = {
+                p["name"]: p
+                for p in [*item.get("parameters", []), *operation.get("parameters", [])]
+            }
+            paths = {n for n, p in declared.items() if p["in"] == "path" and p["required"]}
+            assert paths == wanted, (path, method, declared)
+    paths = document["paths"]
+    runsync = paths["/v2/{endpoint_id}/runsync"]["post"]
+    assert [p["name"] for p in runsync["parameters"]] == ["wait"]
+    assert [p["name"] for p in paths["/v2/{endpoint_id}/status/{job_id}"]["get"]["parameters"]] == [
+        "ttl"
+    ]
+    body = runsync["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["input"]
+    # The same job options as each endpoint's own document.
+    assert set(body["properties"]["policy"]["properties"]) == set(
+        _policy(endpoint_document("e", _resource(), "http://x"))
+    )

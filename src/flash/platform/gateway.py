@@ -612,35 +612,74 @@ async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | 
 
 
 def openapi_schema() -> dict[str, Any]:
+    """The platform's routes as OpenAPI 3.0: every path parameter and query option declared,
+    and the job body's shape (each endpoint's own document types its ``input``)."""
+    ms = {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 3600 * 1000}
     job_body = {
         "type": "object",
-        "description": "{'input': ..., 'webhook'?, 'policy'?: {'executionTimeout'?: ms,"
-        " 'ttl'?: ms, 'lowPriority'?: bool}}; each policy limit is at most 7 days; a"
-        " low-priority job starts no worker: it waits for one that other jobs started",
+        "required": ["input"],
+        "properties": {
+            "input": {"description": "what the endpoint's handler receives"},
+            "webhook": {"type": "string", "description": "URL POSTed the final job"},
+            "policy": {
+                "type": "object",
+                "properties": {
+                    "executionTimeout": {**ms, "description": "ms the job may run"},
+                    "ttl": {**ms, "description": "ms the job is kept, queued time included"},
+                    "lowPriority": {
+                        "type": "boolean",
+                        "description": "starts no worker: waits for one other jobs started",
+                    },
+                },
+            },
+        },
     }
 
-    def op(summary: str, body: bool = False) -> dict[str, Any]:
+    def path_param(name: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def query(name: str, description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "description": description, "schema": ms}
+
+    def op(
+        summary: str, body: bool = False, params: tuple[dict[str, Any], ...] = ()
+    ) -> dict[str, Any]:
         spec: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
         if body:
-            spec["requestBody"] = {"content": {"application/json": {"schema": job_body}}}
+            spec["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": job_body}},
+            }
+        if params:
+            spec["parameters"] = list(params)
         return spec
 
+    def route(method: str, operation: dict[str, Any], *names: str) -> dict[str, Any]:
+        return {"parameters": [path_param(n) for n in names], method: operation}
+
     ep = "/v2/{endpoint_id}"
+    job = ("endpoint_id", "job_id")
+    wait = query("wait", "ms to wait for the result before answering with the job's status")
+    ttl = query("ttl", "ms to keep the result from now, at most")
     return {
         "openapi": "3.0.3",
         "info": {"title": "Flash local serverless platform", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
         "paths": {
-            f"{ep}/run": {"post": op("Queue a job (max 10 MB)", body=True)},
-            f"{ep}/runsync": {"post": op("Run a job and wait (?wait=ms, max 20 MB)", body=True)},
-            f"{ep}/status/{{job_id}}": {
-                "get": op("Job status and output (?ttl=ms: keep the result at most that long)")
-            },
-            f"{ep}/stream/{{job_id}}": {"get": op("Stream chunks not yet returned")},
-            f"{ep}/cancel/{{job_id}}": {"post": op("Cancel a queued or running job")},
-            f"{ep}/retry/{{job_id}}": {"post": op("Requeue a FAILED or TIMED_OUT job")},
-            f"{ep}/purge-queue": {"post": op("Remove every queued job")},
-            f"{ep}/health": {"get": op("Job and worker counts")},
+            f"{ep}/run": route("post", op("Queue a job (max 10 MB)", body=True), "endpoint_id"),
+            f"{ep}/runsync": route(
+                "post",
+                op("Run a job and wait (max 20 MB)", body=True, params=(wait,)),
+                "endpoint_id",
+            ),
+            f"{ep}/status/{{job_id}}": route(
+                "get", op("Job status and output", params=(ttl,)), *job
+            ),
+            f"{ep}/stream/{{job_id}}": route("get", op("Stream chunks not yet returned"), *job),
+            f"{ep}/cancel/{{job_id}}": route("post", op("Cancel a queued or running job"), *job),
+            f"{ep}/retry/{{job_id}}": route("post", op("Requeue a FAILED or TIMED_OUT job"), *job),
+            f"{ep}/purge-queue": route("post", op("Remove every queued job"), "endpoint_id"),
+            f"{ep}/health": route("get", op("Job and worker counts"), "endpoint_id"),
         },
     }
