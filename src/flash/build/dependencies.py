@@ -1435,10 +1435,8 @@ def _lock_warnings(root: Path, pins: Sequence[str]) -> list[BuildWarning]:
         version = re.match(r"^[^=@;]+==\s*([^;\s]+)", pin)
         if version is not None:
             resolved[_pin_name(pin)] = version[1]
-    for name, export in _LOCK_EXPORTS.items():
-        path = root / name
-        if not path.is_file():
-            continue
+    for path in lock_file_paths(root):
+        name, export = path.name, _LOCK_EXPORTS[path.name]
         locked = _lock_versions(path)
         differ = sorted(
             f"{pkg} {resolved[pkg]} ({name}: {' or '.join(sorted(versions))})"

@@ -631,6 +631,7 @@ def _check_reserved_paths(files: list[str], scan: ScanResult, python_version: st
     return replace(scan, warnings=scan.warnings + _check_module_beside_package(files, scan))
 
 
+@functools.lru_cache(maxsize=8)
 def _stdlib_names(python_version: str) -> frozenset[str]:
     """The top-level module names of the target Python's standard library (see
     _STDLIB_REMOVED); for a version that is not one (refused elsewhere), this one's."""

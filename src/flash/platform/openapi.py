@@ -17,6 +17,7 @@ from typing import Any
 
 from flash.platform.jobs import MAX_POLICY_MS
 from flash.runtime.jsonschema import FORMAT_EXAMPLES
+from flash.runtime.protocol import call_names
 
 
 def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -45,17 +46,10 @@ def _has_required(schema: Any) -> bool:
     return isinstance(schema, dict) and bool(schema.get("required"))
 
 
-def call_names(functions: Any) -> dict[str, list[str]]:
-    """Per qualified name, the names a job may call the function by: the qualified one, and
-    its short one where no other function of the endpoint has it (the handler's rule: a
-    short name two functions share reaches neither). The first is the one to show."""
-    entries = [f for f in functions or [] if isinstance(f, dict)]
-    shorts = [str(f.get("name")) for f in entries]
-    names = {}
-    for fn, short in zip(entries, shorts, strict=True):
-        qualified = str(fn.get("qualified_name", short))
-        names[qualified] = [short, qualified] if shorts.count(short) == 1 else [qualified]
-    return names
+def _shown_names(functions: Any) -> dict[str, list[str]]:
+    """Per qualified name, the names a job may call the function by (call_names, the
+    handler's rule), the one to show first: its short name where that reaches it."""
+    return {names[0]: names[::-1] for names, _ in call_names(functions)}
 
 
 def _safe(name: str) -> str:
@@ -71,7 +65,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
     bare: list[dict[str, Any]] = []  # each function's arguments, as a bare input
     examples: dict[str, Any] = {}  # a request to start from, per function or method
     functions = resource.get("functions") or []
-    callable_by = call_names(functions)
+    callable_by = _shown_names(functions)
     for fn in functions:
         schema = fn.get("schema") if isinstance(fn, dict) else None
         qualified = str(fn.get("qualified_name", fn.get("name", "?")))
@@ -79,8 +73,9 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             reason = fn.get("pickle_only") or "no JSON schema"
             pickle_only.append(f"{qualified} ({reason})")
             continue
-        names = sorted(callable_by.get(qualified, [qualified]))
-        for title, call, _ in call_examples(fn, callable_by.get(qualified, [qualified])[0]):
+        shown = callable_by.get(qualified, [qualified])
+        names = sorted(shown)
+        for title, call, _ in call_examples(fn, shown[0]):
             examples[title] = {"summary": title, "value": {"input": call}}
         prefix = _safe(qualified)
         if "methods" in schema:
@@ -233,9 +228,9 @@ def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
         quoted = html.escape(name)
         link = f"/v2/{quoted}/openapi.json"
         parts.append(f"<h2>{quoted}</h2><p><a href='{link}'>{link}</a></p>")
-        callable_by = call_names(resource.get("functions"))
+        callable_by = _shown_names(resource.get("functions"))
         for fn in resource.get("functions") or []:
-            called = callable_by.get(str(fn.get("qualified_name", "?")), [None])[0]
+            called = callable_by.get(str(fn.get("qualified_name", "?")), ["?"])[0]
             qualified = html.escape(str(fn.get("qualified_name", "?")))
             schema = fn.get("schema")
             if not isinstance(schema, dict):
@@ -265,15 +260,12 @@ def docs_page(endpoints: list[tuple[str, Mapping[str, Any]]]) -> str:
     return "".join(parts)
 
 
-def call_examples(
-    fn: Mapping[str, Any], name: str | None = None
-) -> list[tuple[str, dict[str, Any], Any]]:
+def call_examples(fn: Mapping[str, Any], called: str) -> list[tuple[str, dict[str, Any], Any]]:
     """``(title, input, arguments schema)`` for a typed function, or each JSON-callable
     method of a typed class: an ``input`` to start from (see :func:`example`), calling it
-    by ``name`` (see :func:`call_names`; by default its short name)."""
+    by the name ``called`` (see _shown_names)."""
     schema = fn["schema"]
     qualified = str(fn.get("qualified_name", fn.get("name", "?")))
-    called = fn.get("name") if name is None else name
     if "methods" not in schema:
         call = {"function": called, "kwargs": example(schema["input"])}
         return [(qualified, call, schema["input"])]

@@ -124,13 +124,13 @@ class JsonCodec(Protocol):
     # BodyNotJson for a value JSON has no form for (the call may go pickled instead).
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
-    def decode(self, value: Any) -> Any: ...  # a generator's: the list of its items
+    # encode, or None where JSON would change an argument (5.0 for ``int | float`` arriving
+    # as 5, a subclass as its base): "auto" with the key then pickles the call.
+    def encode_exact(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
 
-    # Whether each argument arrives as itself (JSON may turn 5.0 for ``int | float`` into 5,
-    # a subclass into its base): where not, "auto" with the key pickles the call.
-    def faithful(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], encoded: dict[str, Any]
-    ) -> bool: ...
+    def decode(self, value: Any) -> Any: ...  # a generator's: the list of its items
 
     # A generator's codec (``stream``) decodes each item it yields with decode_item.
     @property
@@ -510,11 +510,13 @@ class PlatformInvoker:
         mode = fn.call_options.serialization
         arguments: dict[str, Any] = {}
         try:
-            arguments = codec.encode(args, kwargs)
-            if _may_auto_pickle(mode, self.signing_key) and not codec.faithful(
-                args, kwargs, arguments
-            ):
-                return None
+            if not _may_auto_pickle(mode, self.signing_key):
+                arguments = codec.encode(args, kwargs)
+            else:
+                exact = codec.encode_exact(args, kwargs)
+                if exact is None:
+                    return None  # JSON would change an argument: pickled, it does not
+                arguments = exact
             return await send({"function": target.function, "kwargs": arguments})
         except BodyNotJson as exc:
             if self.signing_key is None or mode == "json":

@@ -61,6 +61,7 @@ from flash.runtime.protocol import (
     UNSUPPORTED_PROTOCOL,
     VERSION_MISMATCH,
     WORKER_ERROR,
+    call_names,
     unwrap_remote,
     worker_concurrency,
 )
@@ -950,15 +951,7 @@ def _function_entries(
     if manifest is None or endpoint is None:
         return []
     resource = (manifest.get("resources") or {}).get(endpoint) or {}
-    functions = [f for f in resource.get("functions") or [] if isinstance(f, dict)]
-    short_names = [f.get("name") for f in functions]
-    entries = []
-    for entry in functions:
-        names = [str(entry.get("qualified_name"))]
-        if short_names.count(entry.get("name")) == 1:
-            names.append(str(entry.get("name")))
-        entries.append((names, entry))
-    return entries
+    return call_names(resource.get("functions"))
 
 
 def _get(payload: dict[str, Any], field: str, default: Any) -> Any:
@@ -1247,25 +1240,27 @@ def _bind_json(
     return kwargs
 
 
-def _json_success(result: Any, label: str, exact: Any = None) -> dict[str, Any]:
+def _json_success(result: Any, label: str, returns: Any = None) -> dict[str, Any]:
     """The answer carrying ``result`` as JSON. Not checked against the return annotation:
     the build's schema is pydantic's, this form is the runtime's own (a subclass's extra
     fields, a bool for an int), and a check costs more than making it (a union of models,
     seconds for a few thousand items); the Python client checks what it decodes.
 
-    ``exact`` (the return annotation; for a Python caller holding the key, see _exact): a
+    ``returns`` (the return annotation, for a Python caller holding the key: see _exact): a
     result JSON cannot carry, or would not carry as itself, is answered pickled instead,
     as a pickled call's is (and signed), so that the caller gets what pickle gives it."""
     try:
         value = _jsoncall.to_json_result(result)
+        problem = None
     except _jsoncall.JsonResultError as exc:
-        if exact is not None:
-            with contextlib.suppress(_JobError):  # it does not pickle either: JSON's error
-                return _success(result, label)
-        raise _JobError(RESULT_NOT_JSON, f"the result of {label}: {exc}") from None
-    if exact is not None and _jsoncall.json_fidelity(result, value, exact) == "changed":
-        with contextlib.suppress(_JobError):
+        value, problem = None, exc
+    if returns is not None and (
+        problem is not None or _jsoncall.json_fidelity(result, value, returns) == "changed"
+    ):
+        with contextlib.suppress(_JobError):  # unpicklable too: JSON's form, or its error
             return _success(result, label)
+    if problem is not None:
+        raise _JobError(RESULT_NOT_JSON, f"the result of {label}: {problem}") from None
     return {
         "success": True,
         "result": value,
@@ -1318,9 +1313,10 @@ def _exact(payload: dict[str, Any], nonce: str | None, target: Any) -> bool:
 
 @functools.lru_cache(maxsize=512)
 def _return_hint(target: Any) -> Any:
-    """The return annotation of ``target`` as this worker resolves it; Any where none."""
+    """The return annotation of ``target`` (a registered, unwrapped function) as this
+    worker resolves it; Any where none."""
     try:
-        return typing.get_type_hints(unwrap_remote(target)).get("return", Any)
+        return typing.get_type_hints(target).get("return", Any)
     except Exception:  # hints that do not resolve here: the result is checked as Any
         return Any
 

@@ -36,6 +36,7 @@ __all__ = [
     "VERSION_MISMATCH",
     "WORKER_CONCURRENCY_ENV_VAR",
     "WORKER_ERROR",
+    "call_names",
     "unwrap_remote",
     "worker_concurrency",
 ]
@@ -98,6 +99,22 @@ ERROR_CATEGORIES = frozenset(
         WORKER_ERROR,
     }
 )
+
+
+def call_names(functions: Any) -> list[tuple[list[str], dict[str, Any]]]:
+    """An endpoint's function entries (its manifest ``functions``), each with the names a
+    job may call it by: its qualified name, and its short name where no other function of
+    the endpoint has it (a short name two share reaches neither)."""
+    entries = [f for f in functions or [] if isinstance(f, dict)]
+    short_names = [f.get("name") for f in entries]
+    return [
+        (
+            [str(f.get("qualified_name"))]
+            + ([str(f.get("name"))] if short_names.count(f.get("name")) == 1 else []),
+            f,
+        )
+        for f in entries
+    ]
 
 
 def unwrap_remote(obj: Any) -> Any:

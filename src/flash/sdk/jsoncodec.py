@@ -47,20 +47,25 @@ class JsonCodec:
     hints: dict[str, Any] = field(default_factory=dict)  # each parameter's type, by name
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        bound = _client.check_arguments(self.signature, self.name, args, kwargs)
-        return {name: self._dump(name, value) for name, value in bound.arguments.items()}
+        return self._encoded(args, kwargs)[1]
 
-    def faithful(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], encoded: dict[str, Any]
-    ) -> bool:
-        """Whether no argument, sent as ``encoded``, arrives changed (json_fidelity), on a
-        worker with pydantic or without: else "auto" sends a pickle, which keeps it. One
-        not of its annotated type goes as JSON, for the worker to say what is wrong."""
-        bound = _client.check_arguments(self.signature, self.name, args, kwargs)
-        return all(
-            json_fidelity(value, encoded[name], self.hints.get(name, Any), plain=True) != "changed"
-            for name, value in bound.arguments.items()
-        )
+    def encode_exact(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """encode, or None where an argument would arrive changed (json_fidelity), on a
+        worker with pydantic or without: "auto" with the key then sends a pickle, which
+        keeps it. One not of its annotated type still goes, for the worker to name."""
+        values, encoded = self._encoded(args, kwargs)
+        for name, value in values.items():
+            hint = self.hints.get(name, Any)
+            if json_fidelity(value, encoded[name], hint, plain=True) == "changed":
+                return None
+        return encoded
+
+    def _encoded(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The arguments by parameter name, as given and as JSON data."""
+        values = _client.check_arguments(self.signature, self.name, args, kwargs).arguments
+        return values, {name: self._dump(name, value) for name, value in values.items()}
 
     def _dump(self, name: str, value: Any) -> Any:
         adapter = self.params[name]
