@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,6 +142,96 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class CollectedProcess:
+    """A process whose output (stderr with its stdout) is collected line by line as it
+    comes, in a thread, for a test to wait on."""
+
+    def __init__(self, command: list[str], **popen: Any) -> None:
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **popen,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def count(self, words: str) -> int:
+        return self.text().count(words)
+
+    def wait_for_output(self, words: str, times: int = 1, timeout: float = 60) -> None:
+        wait_for(lambda: self.count(words) >= times, timeout, f"{words!r} in:\n{self.text()}")
+
+    def exit_code(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout)
+        self.reader.join(10)
+        return code
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.exit_code()
+
+
+class JobQueue:
+    """The jobs a fake worker API hands out (``jobs``, taken in order) and the reports it
+    got back (``done``: each /job-done body by job id, read; ``bodies``: as sent);
+    ``all_done`` is set once every job has been reported."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = list(jobs)
+        self.done: dict[str, dict[str, Any]] = {}
+        self.bodies: dict[str, bytes] = {}
+        self.expected = len(jobs)
+        self.all_done = threading.Event()
+        self.lock = threading.Lock()
+
+
+class _JobQueueHandler(QuietHandler):
+    queue: JobQueue
+
+    def do_GET(self) -> None:
+        with self.queue.lock:
+            taking = "/job-take" in self.path and self.queue.jobs
+            job = self.queue.jobs.pop(0) if taking else None
+        if job is None:
+            self.answer(204, b"")
+        else:
+            self.answer(200, json.dumps(job).encode())
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if "/job-done/" in self.path:
+            job_id = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1]
+            with self.queue.lock:
+                self.queue.done[job_id] = json.loads(body)
+                self.queue.bodies[job_id] = body
+                if len(self.queue.done) == self.queue.expected:
+                    self.queue.all_done.set()
+        self.answer(200, b"{}")
+
+
+@contextlib.contextmanager
+def serve_jobs(jobs: list[dict[str, Any]]) -> Iterator[tuple[int, JobQueue]]:
+    """Serve the worker API of a platform holding ``jobs`` (each ``{"id", "input"}``) on
+    127.0.0.1 while the block runs, as a worker loop polls it; yields its port and queue."""
+    queue = JobQueue(jobs)
+    handler = type("JobQueueHandler", (_JobQueueHandler,), {"queue": queue})
+    with serve_http(handler) as port:
+        yield port, queue
 
 
 class SixFailsIndex(QuietHandler, SimpleHTTPRequestHandler):

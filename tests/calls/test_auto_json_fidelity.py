@@ -25,10 +25,12 @@ FILES = {
         import dataclasses
         import datetime as dt
         import ipaddress
+        from collections.abc import AsyncIterator, Iterator
 
         from flash import CpuLiveServerless, remote
 
         cpu = CpuLiveServerless(name="fid")
+        streams = CpuLiveServerless(name="fid-streams")  # generators: a streaming endpoint
 
 
         @dataclasses.dataclass
@@ -79,6 +81,18 @@ FILES = {
         @remote(resource_config=cpu)
         def twice(n: int) -> list[int]:
             return [n, n]
+
+
+        @remote(resource_config=streams)
+        def days(n: int) -> Iterator[str | dt.date]:
+            for i in range(n):
+                yield dt.date(2024, 1, 1 + i) if i % 2 == 0 else f"day {i}"
+
+
+        @remote(resource_config=streams)
+        async def ratios(b: float) -> AsyncIterator[float]:
+            yield 1.0
+            yield 1.0 / b if b else float("nan")
     """,
 }
 
@@ -154,3 +168,37 @@ def test_results_json_cannot_carry_as_they_are_come_back_pickled(
     nan = {"input": {"function": "ratio", "kwargs": {"a": 1.0, "b": 0.0}}}
     failed = runsync(platform, "fid", nan)
     assert failed["status"] == "FAILED" and "nan has no JSON form" in str(failed), failed
+
+
+async def _collect(items: Any) -> list[Any]:
+    return [item async for item in items]
+
+
+def test_generator_items_json_cannot_carry_come_back_pickled(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    platform, work = served
+    expected_days = [dt.date(2024, 1, 1), "day 1", dt.date(2024, 1, 3)]
+    with inputs_sent(platform) as recorded:
+        assert _both(work.days, 3) == (expected_days, expected_days)
+        assert asyncio.run(_collect(work.days.stream(3))) == expected_days
+        auto, pickled = _both(work.ratios, 0.0)
+        streamed = asyncio.run(_collect(work.ratios.stream(0.0)))
+    for items in (auto, pickled, streamed):
+        assert items[0] == 1.0 and math.isnan(items[1]), items
+    # The auto calls went as JSON: only the items JSON would change came back pickled.
+    sent = [json.loads(text) for _, text in recorded]
+    assert [job.get("function", "pickled") for job in sent] == [
+        "fidapp.work.days",
+        "pickled",
+        "fidapp.work.days",
+        "fidapp.work.ratios",
+        "pickled",
+        "fidapp.work.ratios",
+    ], sent
+    # JSON forced, and a plain JSON client, keep the JSON forms.
+    forced = asyncio.run(work.days.options(serialization="json")(2))
+    assert forced == ["2024-01-01", "day 1"]
+    days = {"input": {"function": "days", "kwargs": {"n": 1}}}
+    answer = runsync(platform, "fid-streams", days)
+    assert [item["result"] for item in answer["output"]] == ["2024-01-01"], answer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers import alive, free_port, processes_under, wait_for
+from tests.helpers import CollectedProcess, alive, free_port, processes_under, wait_for
 
 from flash.cli.init import write_starter
 
@@ -91,7 +91,7 @@ while not _Path({folder!r}, "go").exists():
 """
 
 
-class FlashRun:
+class FlashRun(CollectedProcess):
     """`flash run PROJECT` in a session of its own (signalled as a terminal signals its
     foreground group), its output collected as it comes; ``nohup``: run under nohup."""
 
@@ -107,7 +107,7 @@ class FlashRun:
         env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "COLUMNS"}
         # As a shell runs `flash run &` in a script: SIGINT ignored from the start.
         ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"] if ignore_sigint else []
-        self.proc = subprocess.Popen(
+        super().__init__(
             [
                 *ignoring,
                 *(["nohup"] if nohup else []),
@@ -115,30 +115,9 @@ class FlashRun:
                 *("-m", "flash.cli", "run", str(project)),
                 *("--port", "0", "--app-port", str(app_port)),
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
             env={**env, "NO_COLOR": "1"},
             start_new_session=True,
         )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def count(self, words: str) -> int:
-        return self.text().count(words)
-
-    def wait_for_output(self, words: str, times: int = 1, timeout: float = 60) -> None:
-        wait_for(lambda: self.count(words) >= times, timeout, f"{words!r} in:\n{self.text()}")
 
     def signal_group(self, signum: int) -> None:
         """As a terminal does: Ctrl-C, or closing it, signals its foreground group."""
@@ -149,16 +128,6 @@ class FlashRun:
         seen = self.count(expect)
         path.write_text(text)
         self.wait_for_output(expect, seen + 1)
-
-    def exit_code(self, timeout: float = 60) -> int:
-        code = self.proc.wait(timeout)
-        self.reader.join(10)
-        return code
-
-    def end(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.exit_code()
 
 
 def app_pid(app_port: int, timeout: float = 30) -> int | None:

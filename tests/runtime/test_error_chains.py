@@ -10,12 +10,11 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import QuietHandler, serve_http, worker_env
+from tests.helpers import serve_jobs, worker_env
 from tests.integration.projects import served_files
 from tests.runtime.test_generic_handler import fn_job, run
 
@@ -273,46 +272,12 @@ start({"stream": streams, "wide": wide}.get(job_kind, handler))
 """
 
 
-class _OneJobPlatform(QuietHandler):
-    """Hands out one job and keeps the body of its job-done report."""
-
-    taken = False
-    reported: list[bytes] = []
-    done = threading.Event()
-
-    def do_GET(self) -> None:
-        if "/job-take" in self.path and not type(self).taken:
-            type(self).taken = True
-            self.answer(200, json.dumps({"id": "big-1", "input": {}}).encode())
-        else:
-            self.answer(204, b"")
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if "/job-done/" in self.path:
-            self.reported.append(body)
-            self.done.set()
-        self.answer(200, b"{}")
-
-
-@pytest.fixture
-def worker_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for worker in started:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate(timeout=30)
-
-
 @pytest.mark.parametrize("kind", ["plain", "stream", "wide"])
 def test_a_custom_handlers_huge_error_is_cut_before_it_is_sent(
-    tmp_path: Path, kind: str, worker_processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, kind: str, worker_processes: list[subprocess.Popen[Any]]
 ) -> None:
     (tmp_path / "worker.py").write_text(f"job_kind = {kind!r}\n{CUSTOM_WORKER}")
-    _OneJobPlatform.taken, _OneJobPlatform.reported = False, []
-    _OneJobPlatform.done = threading.Event()
-    with serve_http(_OneJobPlatform) as port:
+    with serve_jobs([{"id": "big-1", "input": {}}]) as (port, queue):
         base = f"http://127.0.0.1:{port}"
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
@@ -320,8 +285,8 @@ def test_a_custom_handlers_huge_error_is_cut_before_it_is_sent(
             stderr=subprocess.DEVNULL,
         )
         worker_processes.append(worker)
-        assert _OneJobPlatform.done.wait(60), "the job was never reported"
-    (body,) = _OneJobPlatform.reported
+        assert queue.all_done.wait(60), "the job was never reported"
+    (body,) = queue.bodies.values()
     assert len(body) < 3 * LIMIT, len(body)
     error = json.loads(body)["error"]
     if kind != "stream":

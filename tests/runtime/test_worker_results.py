@@ -7,22 +7,11 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import QuietHandler, serve_http, worker_env
-
-
-@pytest.fixture
-def worker_processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for worker in started:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate(timeout=30)
+from tests.helpers import QuietHandler, serve_http, serve_jobs, worker_env
 
 
 def _job_id(path: str) -> str:
@@ -67,40 +56,14 @@ CANCELLING_JOBS = {
 }
 
 
-class _JobsPlatform(QuietHandler):
-    jobs: list[dict[str, Any]] = []
-    done: dict[str, dict[str, Any]] = {}
-    all_done = threading.Event()
-    lock = threading.Lock()
-
-    def do_GET(self) -> None:
-        with self.lock:
-            job = self.jobs.pop(0) if "/job-take" in self.path and self.jobs else None
-        if job is None:
-            self.answer(204, b"")
-        else:
-            self.answer(200, json.dumps(job).encode())
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if "/job-done/" in self.path:
-            with self.lock:
-                self.done[_job_id(self.path)] = json.loads(body)
-                if len(self.done) == len(CANCELLING_JOBS):
-                    self.all_done.set()
-        self.answer(200, b"{}")
-
-
 @pytest.mark.parametrize("loop", ["flash", "runpod"])
 def test_a_function_raising_cancelled_error_fails_its_job_instead_of_hanging(
-    tmp_path: Path, loop: str, worker_processes: list[subprocess.Popen[str]]
+    tmp_path: Path, loop: str, worker_processes: list[subprocess.Popen[Any]]
 ) -> None:
     (tmp_path / "worker.py").write_text(CANCELLING_WORKER)
-    _JobsPlatform.jobs = [{"id": name, "input": job} for name, job in CANCELLING_JOBS.items()]
-    _JobsPlatform.done = {}
-    _JobsPlatform.all_done = threading.Event()
+    jobs = [{"id": name, "input": job} for name, job in CANCELLING_JOBS.items()]
     extra = {"FLASH_WORKER_LOOP": "runpod"} if loop == "runpod" else {}
-    with serve_http(_JobsPlatform) as port:
+    with serve_jobs(jobs) as (port, queue):
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
             env=worker_env(port, **extra),
@@ -109,9 +72,9 @@ def test_a_function_raising_cancelled_error_fails_its_job_instead_of_hanging(
             text=True,
         )
         worker_processes.append(worker)
-        finished = _JobsPlatform.all_done.wait(30)
-        assert finished, f"jobs never reported: {set(CANCELLING_JOBS) - set(_JobsPlatform.done)}"
-    done = _JobsPlatform.done
+        finished = queue.all_done.wait(30)
+        assert finished, f"jobs never reported: {set(CANCELLING_JOBS) - set(queue.done)}"
+    done = queue.done
     for name, message in (("sync", "sync gave up"), ("async", "async gave up 0")):
         answer = done[name]["output"]
         assert answer["success"] is False, answer
@@ -139,22 +102,20 @@ start(handler)
 
 @pytest.mark.parametrize("concurrency", ["1", "2"])
 def test_a_plain_handler_raising_cancelled_error_fails_its_job(
-    tmp_path: Path, concurrency: str, worker_processes: list[subprocess.Popen[str]]
+    tmp_path: Path, concurrency: str, worker_processes: list[subprocess.Popen[Any]]
 ) -> None:
     # Run on the loop's thread (one job at a time) or in a thread of its own (several).
     (tmp_path / "worker.py").write_text(SYNC_CANCELLING_WORKER)
-    _JobsPlatform.jobs = [{"id": name, "input": {}} for name in CANCELLING_JOBS]
-    _JobsPlatform.done = {}
-    _JobsPlatform.all_done = threading.Event()
-    with serve_http(_JobsPlatform) as port:
+    jobs = [{"id": name, "input": {}} for name in CANCELLING_JOBS]
+    with serve_jobs(jobs) as (port, queue):
         worker = subprocess.Popen(
             [sys.executable, str(tmp_path / "worker.py")],
             env=worker_env(port, FLASH_WORKER_CONCURRENCY=concurrency),
             stderr=subprocess.DEVNULL,
         )
         worker_processes.append(worker)
-        assert _JobsPlatform.all_done.wait(30), f"reported only {set(_JobsPlatform.done)}"
-    for name, answer in _JobsPlatform.done.items():
+        assert queue.all_done.wait(30), f"reported only {set(queue.done)}"
+    for name, answer in queue.done.items():
         error = json.loads(answer["error"])
         assert error["error_type"] == "<class 'asyncio.exceptions.CancelledError'>"
         assert error["error_message"] == f"{name} gave up"
@@ -223,7 +184,7 @@ class _SlowAckPlatform(QuietHandler):
 
 
 def test_a_result_waiting_for_its_acknowledgement_survives_garbage_collection(
-    tmp_path: Path, worker_processes: list[subprocess.Popen[str]]
+    tmp_path: Path, worker_processes: list[subprocess.Popen[Any]]
 ) -> None:
     (tmp_path / "worker.py").write_text(GC_WORKER)
     _SlowAckPlatform.jobs = ["first", "collector"]

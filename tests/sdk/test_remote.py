@@ -51,6 +51,9 @@ class Counter:
         for i in range(1, n + 1):
             yield i * self.step
 
+    def _reset(self) -> None:
+        self.total = 0
+
 
 def test_calls_are_awaitable_and_run_in_process_without_a_platform() -> None:
     pending = add(1)
@@ -136,6 +139,15 @@ def test_class_handle_keeps_one_instance_across_calls() -> None:
 def test_unknown_method_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="nope"):
         Counter(1).nope()
+
+
+def test_private_method_says_endpoints_serve_public_ones() -> None:
+    with pytest.raises(AttributeError, match=r"Counter\._reset is private: .*public methods"):
+        Counter(1)._reset()
+    # Not the class's: a plain AttributeError, as copy and pickle expect of a probe.
+    with pytest.raises(AttributeError, match=r"^_missing$"):
+        Counter(1)._missing  # noqa: B018
+    assert not hasattr(Counter(1), "__deepcopy_hook__")
 
 
 def test_bad_decorator_use_is_a_clear_error() -> None:

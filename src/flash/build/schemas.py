@@ -492,7 +492,7 @@ def derive(obj, rule, TypedDict, NotRequired, method=False):
     }
     try:
         arguments = TypedDict(f"{obj.__name__}_arguments", fields)
-        input_schema = rule.TypeAdapter(arguments).json_schema(mode="validation")
+        input_schema = rule.json_schema(rule.TypeAdapter(arguments), "validation")
     except Exception as exc:
         raise rule.NotJsonCallable(f"its parameters have no JSON Schema ({rule.summary(exc)})")
 

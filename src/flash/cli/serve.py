@@ -79,6 +79,9 @@ def serve_command(
         max_workers=max_workers,
         api_key=api_key,
         worker_env={KEY_ENV_VAR: key_to_text(key)},
+        # A key file is followed: a new key written there (the file deleted, and a build
+        # made another) is the one new workers get, as callers reading the file sign with it.
+        signing_key_file=None if source == KEY_ENV_VAR else Path(source),
     )
     with stop_on_signals() as stop:
         try:

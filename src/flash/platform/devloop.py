@@ -24,7 +24,7 @@ from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
 from flash.platform.web_app import WebApp, WebAppError, defines_web_app
-from flash.sdk.keys import KEY_ENV_VAR, keep_signing_key
+from flash.sdk.keys import keep_signing_key
 
 __all__ = [
     "Outcome",
@@ -88,11 +88,13 @@ class Reloader:
 
     def _keep_key(self) -> None:
         """The project's key file keeps the key the workers check (a deleted one is written
-        again; the build would make a new one), unless they were given another key."""
+        again; the build would make a new one), unless they were given another key. A new
+        key written there meanwhile (by another process's build) is the workers' now: the
+        platform follows the file, as flash serve's does."""
         if not self.platform.key_from_state_dir:
             return
-        key = bytes.fromhex(self.platform.worker_env[KEY_ENV_VAR])
-        warning = keep_signing_key(self.platform.state_dir, key)
+        self.platform.follow_signing_key()
+        warning = keep_signing_key(self.platform.state_dir, self.platform.signing_key)
         if warning is not None and warning != self._key_warning:
             self.warn("Warning", warning)
         self._key_warning = warning

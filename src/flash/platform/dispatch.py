@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -18,6 +19,7 @@ from typing import Any
 from flash.platform import jobs as js
 from flash.platform.jobs import Job
 from flash.platform.store import INLINE_BYTES, JobStore, checked_input
+from flash.runtime.errors import masked_failure
 
 # How long a job-take or job-stop long-poll is held before answering "nothing".
 POLL_HOLD_S = 20.0
@@ -108,6 +110,10 @@ def _noop(*_: Any) -> None:
     return None
 
 
+def _unmasked(text: str) -> str:
+    return text
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -157,6 +163,11 @@ class Dispatcher:
         self.on_first_poll: Callable[[str], None] = _noop
         self.on_stop_pod: Callable[[str], None] = _noop
         self.kill_worker: Callable[[str, str], None] = _noop
+        # Masks the secrets the platform gives workers in a text (the supervisor's rule, as
+        # for what workers print). A worker masks them in its failures itself: this is for
+        # one that does not (a runtime of its own, an older one), before the job's error and
+        # output are stored or shown.
+        self.mask: Callable[[str], str] = _unmasked
 
     # ------------------------------------------------------------------ setup
 
@@ -660,13 +671,26 @@ class Dispatcher:
             return True
         error = body.get("error")
         if error:
-            self._finish(job, js.FAILED, error=error, output_json=output_json)
+            masked = masked_failure(error, self.mask) if self.mask is not _unmasked else error
+            self._finish(job, js.FAILED, error=masked, output_json=self._masked(output_json))
             return True
         if is_stream and not body.get("output") and job.stream:
             # Its output is its chunks, read from them when asked for: not stored twice.
             job.output_is_stream, output_json = True, None
         self._finish(job, js.COMPLETED, error=None, output_json=output_json)
         return True
+
+    def _masked(self, output_json: str | None) -> str | None:
+        """A failed job's output (JSON text) with the secrets of ``mask`` masked in it (see
+        masked_failure: a pickled exception holding one is left out)."""
+        if output_json is None or self.mask is _unmasked:
+            return output_json
+        try:
+            output = json.loads(output_json)
+        except ValueError:  # the gateway takes only JSON: not expected
+            return self.mask(output_json)
+        masked = masked_failure(output, self.mask)
+        return output_json if masked == output else json.dumps(masked)
 
     def refuse(self, worker_id: str, job_id: str, reason: str) -> None:
         """A result report (or stream item) of the worker's could not be read: the job fails

@@ -32,7 +32,7 @@ from flash.platform.jobs import Job
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
 from flash.platform.store import JobStore
 from flash.platform.supervisor import HEARTBEAT_TIMEOUT_S, Supervisor
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_from_text, key_to_text
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_file, key_from_text, key_to_text
 
 T = TypeVar("T")
 _PRUNE_EVERY_S = 10.0
@@ -77,6 +77,7 @@ class LocalPlatform:
         default_execution_timeout_ms: int = EXECUTION_TIMEOUT_MS,
         default_ttl_ms: int = TTL_MS,
         heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+        signing_key_file: Path | None = None,
     ) -> None:
         if max_workers is not None and max_workers < 1:  # `or cpu_count` would take 0 as all
             raise PlatformError(f"max_workers must be at least 1, got {max_workers}")
@@ -101,6 +102,11 @@ class LocalPlatform:
         self.key_from_state_dir = KEY_ENV_VAR not in self.worker_env
         if self.key_from_state_dir:
             self.worker_env[KEY_ENV_VAR] = key_to_text(ensure_signing_key(Path(state_dir)))
+            signing_key_file = key_file(Path(state_dir))
+        # The file the key was read from (None: given otherwise, $FLASH_SIGNING_KEY say),
+        # followed while serving: a new key written there is given to the workers started
+        # from then on (the supervisor's follow_key_file), as callers reading it sign with it.
+        self.signing_key_file = None if signing_key_file is None else signing_key_file.resolve()
         self.state_dir = Path(state_dir).resolve()  # a later chdir must not move it
         self.host = host
         self.port = port
@@ -245,8 +251,21 @@ class LocalPlatform:
 
     @property
     def signing_key(self) -> bytes:
-        """The key the workers check pickled calls with (the app's, unless given)."""
+        """The key the workers started now check pickled calls with (the app's, unless
+        given); that of ``signing_key_file``, which is followed."""
         return key_from_text(self.worker_env[KEY_ENV_VAR])
+
+    def follow_signing_key(self) -> None:
+        """Take up a new key in ``signing_key_file`` now, not at the next look (it is
+        looked at twice a second, and whenever a worker starts)."""
+        if self._loop is None or self.signing_key_file is None:
+            return
+
+        async def follow() -> None:
+            assert self.supervisor is not None
+            self.supervisor.follow_key_file(now=True)
+
+        self._call(follow())
 
     def client_env(self) -> dict[str, str]:
         """What a process on this machine needs to call the endpoints (``flash.connect``
@@ -347,8 +366,10 @@ class LocalPlatform:
             echo=self.echo,
             worker_loop=self.worker_loop,
             api_key=self.api_key,
+            # The same dict: a new key the supervisor takes up is the platform's too.
             extra_env=self.worker_env,
             heartbeat_timeout_s=self.heartbeat_timeout_s,
+            key_file=self.signing_key_file,
         )
         self.supervisor.start()
         self._webhooks = httpx.AsyncClient(

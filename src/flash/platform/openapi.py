@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flash.platform.jobs import MAX_POLICY_MS
-from flash.runtime.jsonschema import FORMAT_EXAMPLES
+from flash.runtime.jsonschema import FORMAT_EXAMPLES, KEY_PATTERNS, validate
 from flash.runtime.protocol import call_names
 
 
@@ -324,19 +324,12 @@ class _Examples:
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "null")
         if kind == "object" or "properties" in schema:
-            properties = schema.get("properties") or {}
-            value = {
-                name: self.value(properties.get(name), depth + 1)
-                for name in schema.get("required") or ()
-            }
-            extra = schema.get("additionalProperties")
-            if not properties and isinstance(extra, dict):
-                value["key"] = self.value(extra, depth + 1)
-            return value
+            return self._object(schema, depth)
         if kind == "array":
             return self._array(schema, depth)
         if kind == "string":
-            text = FORMAT_EXAMPLES.get(str(schema.get("format")), "string")
+            known = KEY_PATTERNS.get(str(schema.get("pattern")))
+            text = known[1] if known else FORMAT_EXAMPLES.get(str(schema.get("format")), "string")
             return text[: _bound(schema, "maxLength", len(text))].ljust(
                 _bound(schema, "minLength", 0), "x"
             )
@@ -345,6 +338,33 @@ class _Examples:
         if kind == "boolean":
             return False
         return None
+
+    def _object(self, schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
+        properties = schema.get("properties") or {}
+        value = {
+            name: self.value(properties.get(name), depth + 1)
+            for name in schema.get("required") or ()
+        }
+        extra = schema.get("additionalProperties")
+        if not properties and isinstance(extra, dict):  # a dict: one item, to show its form
+            key = self._key(schema.get("propertyNames"), depth)
+            if key is not None:
+                value[key] = self.value(extra, depth + 1)
+        return value
+
+    def _key(self, names: Any, depth: int) -> str | None:
+        """A key of a dict that its ``propertyNames`` takes (keys are text: an integer
+        enum's 1 is "1"), or None where none is known: the example's dict is then empty."""
+        if names is None:
+            return "key"
+        if not isinstance(names, dict):
+            return None
+        # A key schema may state no type (pydantic's {"format": "uuid"}): it is text.
+        typed = names if "type" in names or "$ref" in names else {"type": "string", **names}
+        found = self.value(typed, depth + 1)
+        key = found if isinstance(found, str) else json.dumps(found)
+        root = {"propertyNames": names, "$defs": self.defs}
+        return key if not validate({key: None}, root) else None
 
     def _array(self, schema: Mapping[str, Any], depth: int) -> list[Any]:
         prefix = schema.get("prefixItems")

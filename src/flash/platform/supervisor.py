@@ -30,7 +30,8 @@ from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
 from flash.runtime.protocol import SOURCE_DIR_ENV_VAR, WORKER_CONCURRENCY_ENV_VAR
-from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR
+from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR, SigningKeyError
+from flash.sdk.keys import key_to_text, read_signing_key
 from flash.sdk.resources import MASKED_MIN_LENGTH, fill_secret_references
 
 _TICK_S = 0.1
@@ -57,6 +58,11 @@ HISTORY_WORKERS = 100
 # call from A to B that calls A again). Workers that keep taking jobs are working through
 # the queue: those wait for the cap as before.
 BLOCKED_AFTER_S = 1.0
+# How often the key file workers are given the key of is looked at (a stat) for a new key;
+# also whenever a worker starts.
+KEY_FILE_CHECK_S = 0.5
+# What a key file's stat is compared by: a file written again (deleted, made anew) differs.
+_FileStamp = tuple[int, int, int, int]
 
 
 @dataclass
@@ -102,10 +108,18 @@ class Supervisor:
         api_key: str | None = None,
         extra_env: dict[str, str] | None = None,
         heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+        key_file: Path | None = None,
     ) -> None:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.api_key = api_key
-        self.extra_env = extra_env or {}
+        # Updated in place when the key file holds a new key (the caller's dict: it sees it).
+        self.extra_env = extra_env if extra_env is not None else {}
+        # The file the key in extra_env was read from, followed: a new key written there
+        # (another build made one) is given to the workers started from then on.
+        self.key_file = key_file
+        self._key_file_stamp: _FileStamp | None = None  # as last read; None: not yet, or gone
+        self._key_file_checked = -math.inf  # monotonic time of the last look
+        self._key_file_problem: tuple[_FileStamp, str] | None = None  # a file holding no key
         self.dispatcher = dispatcher
         self.base_url = base_url
         self.worker_token = worker_token
@@ -149,6 +163,9 @@ class Supervisor:
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
         dispatcher.kill_worker = self.kill
+        # A worker masks its failures itself; this covers one that does not (RunPod's loop
+        # sends a pickled exception as it is).
+        dispatcher.mask = self._masked
 
     # ------------------------------------------------------------------ public
 
@@ -183,6 +200,60 @@ class Supervisor:
             | {worker.app_dir for worker in self.workers.values()}
             | set(self._starting_in.values())
         )
+
+    def follow_key_file(self, *, now: bool = False) -> bool:
+        """Look at the key file (at most every KEY_FILE_CHECK_S unless ``now``): when it
+        holds a new key, workers get that one from now on, those running (which have the
+        old one) drain, and that is said once. A file deleted is no change: the key served
+        stays until a new one is written. True if the key changed."""
+        if self.key_file is None or self._stopping:
+            return False
+        at = time.monotonic()
+        if not now and at - self._key_file_checked < KEY_FILE_CHECK_S:
+            return False
+        self._key_file_checked = at
+        try:
+            st = os.stat(self.key_file)
+        except OSError:
+            self._key_file_stamp = None  # deleted: whatever is written next is read then
+            return False
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if stamp == self._key_file_stamp:
+            return False
+        try:
+            text = key_to_text(read_signing_key(self.key_file))
+        except (SigningKeyError, OSError) as exc:
+            # Maybe caught half written: said only if it stays so until the next look.
+            if self._key_file_problem is not None and self._key_file_problem[0] == stamp:
+                self._key_file_stamp = stamp
+                if self.echo is not None:
+                    self.echo(f"[platform] {exc}; workers are still given the key read before")
+            self._key_file_problem = (stamp, str(exc))
+            return False
+        self._key_file_stamp, self._key_file_problem = stamp, None
+        if text == self.extra_env.get(KEY_ENV_VAR):
+            return False
+        self._use_key(text)
+        return True
+
+    def _use_key(self, text: str) -> None:
+        """Give workers the key ``text`` from now on: each deployment starts again (a new
+        generation), its running workers draining once their jobs are done."""
+        self.extra_env[KEY_ENV_VAR] = text
+        if len(text) >= MASKED_MIN_LENGTH:
+            self._secret_values.add(text)  # the old one stays masked: its workers may run on
+        for name, dep in list(self.deployments.items()):
+            self._generation += 1
+            self.deployments[name] = _Deployment(dep.spec, dep.app_dir, self._generation)
+            for worker in list(self.workers.values()):
+                if worker.endpoint == name and not worker.draining:
+                    self.drain(worker, self._drain_limit(dep.spec))
+        if self.echo is not None:
+            self.echo(
+                f"[platform] {self.key_file} holds a new signing key: workers check pickled "
+                "calls with it from now on (those running with the old one stop once their "
+                "jobs are done)"
+            )
 
     def poke(self, endpoint: str) -> None:
         if not self._stopping and endpoint in self.deployments:
@@ -270,6 +341,11 @@ class Supervisor:
             except Exception as exc:  # it must not end scaling for good (the ticker's task)
                 if self.echo is not None:
                     self.echo(f"[platform] looking for frozen workers failed: {exc!r}")
+            try:
+                self.follow_key_file()
+            except Exception as exc:  # nor this
+                if self.echo is not None:
+                    self.echo(f"[platform] looking at {self.key_file} failed: {exc!r}")
             for name in list(self.deployments):
                 self._scale_safely(name)
 
@@ -398,6 +474,8 @@ class Supervisor:
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, dep: _Deployment) -> None:
+        if self.follow_key_file(now=True):  # a new key: the worker is the new generation's
+            dep = self.deployments.get(dep.spec.name, dep)
         worker_id = f"{dep.spec.name[:16]}-{uuid.uuid4().hex[:8]}"
         self.dispatcher.register_worker(worker_id, dep.spec.name)
         self._starting[dep.spec.name] += 1

@@ -74,9 +74,11 @@ from flash.runtime.serialization import SerializationError, deserialize, seriali
 from flash.runtime.signing import (
     DEFAULT_TTL_S,
     KEY_BYTES,
+    KEY_ENV_VAR,
     Digests,
     SignatureError,
     UnsignablePayload,
+    load_signing_key,
     sign_request,
     unsigned_allowed,
     verify_result,
@@ -288,6 +290,11 @@ class PlatformInvoker:
             )
             if sent is not None:
                 output, nonce, job_id = sent
+                if exact and codec.stream and isinstance(output, list):
+                    return [
+                        self._json_or_pickled_item(codec, answer, target, job_id, nonce, index)
+                        for index, answer in enumerate(output)
+                    ]
                 if exact and nonce is not None and _pickled_success(output):
                     return self._unpack(output, target, job_id, nonce, generator=False)
                 return _decode_json(codec, output, target, job_id)
@@ -470,20 +477,24 @@ class PlatformInvoker:
         target = _target(fn)
         codec = _codec(fn, self.signing_key)
         if codec is not None:
+            exact = _may_auto_pickle(fn.call_options.serialization, self.signing_key)
             opened = await self._send_json(
                 fn,
                 target,
                 codec,
                 args,
                 kwargs,
-                lambda p: self._open_stream(target, p, fn.call_options),
+                lambda p: self._open_stream(target, p, fn.call_options, exact=exact),
             )
             if opened is not None:
+                nonce = opened.nonce if exact else None
                 async with contextlib.aclosing(
                     self._follow(target, opened, pickled=False)
                 ) as chunks:
-                    async for _, chunk in chunks:
-                        yield _json_item(codec, chunk, target, opened.job_id)
+                    async for index, chunk in chunks:
+                        yield self._json_or_pickled_item(
+                            codec, chunk, target, opened.job_id, nonce, index
+                        )
                 return
         self._may_pickle(target)
         digests = self._digests()
@@ -532,9 +543,12 @@ class PlatformInvoker:
         payload: dict[str, Any],
         options: CallOptions,
         digests: Digests | None = None,
+        *,
+        exact: bool = False,
     ) -> _Opened:
-        """Submit ``payload`` as a job to /run, whose items are then read through /stream."""
-        body, deadline, nonce = self._job_body(target, payload, options, digests)
+        """Submit ``payload`` as a job to /run, whose items are then read through /stream.
+        ``exact``: a typed JSON call's items may come back as signed pickles."""
+        body, deadline, nonce = self._job_body(target, payload, options, digests, exact=exact)
         url = self.endpoints.url(target.resource)
         job = await self._submit(url, "run", body, deadline, target, options)
         job_id = job.get("id")
@@ -704,7 +718,7 @@ class PlatformInvoker:
             try:
                 self._check_mac(answer, nonce if item is None else f"{nonce}:{item}", None)
             except RemoteError:  # a worker without the key, or refused before checking
-                return _without_pickle(answer)
+                return _naming_key_source(_without_pickle(answer), self.signing_key)
         elif not (pickled and self.allow_unsigned):  # anyone may have written this answer
             return _without_pickle(answer)
         return answer
@@ -752,6 +766,22 @@ class PlatformInvoker:
             ]
             return items if generator else (items[0] if items else None)
         return self._unpack_one(output, target, job_id, nonce, None)
+
+    def _json_or_pickled_item(
+        self,
+        codec: JsonCodec,
+        answer: Any,
+        target: _Target,
+        job_id: str | None,
+        nonce: str | None,
+        index: int,
+    ) -> Any:
+        """One item of a typed generator's call: the signed pickle the endpoint answered
+        with where JSON would not carry it as it is (a call made exact, ``nonce`` set),
+        else its JSON."""
+        if nonce is not None and _pickled_success(answer):
+            return self._unpack_one(answer, target, job_id, nonce, index)
+        return _json_item(codec, answer, target, job_id)
 
     def _unpack_one(
         self,
@@ -1507,6 +1537,33 @@ def _without_pickle(answer: Mapping[str, Any]) -> dict[str, Any]:
     its pickled exception, which only a signed answer's gets unpickled, nor the Flash error
     it names (a forged one would steer the caller's handling, a retry on a timeout say)."""
     return {k: v for k, v in answer.items() if k not in ("exception", "remote_error")}
+
+
+# What a worker refusing a request signed with another key advises (flash.runtime.signing):
+# the caller names the source of its own key instead, the one the user may have to fix.
+_KEY_ADVICE = f"check {KEY_ENV_VAR} on caller and worker"
+
+
+def _naming_key_source(answer: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """A refusal of a request signed with another key, naming where this caller's key came
+    from (a key file, ``$FLASH_SIGNING_KEY``, flash.connect), never the key."""
+    error = answer.get("error")
+    if key is None or not isinstance(error, str) or _KEY_ADVICE not in error:
+        return answer
+    mine = f"this caller's key came from {_key_source(key)}: check it against the workers' key"
+    return {**answer, "error": error.replace(_KEY_ADVICE, mine, 1)}
+
+
+def _key_source(key: bytes) -> str:
+    try:  # the SDK, which a worker's archive does not carry in full
+        from flash.sdk.keys import key_source
+    except ImportError:
+        try:
+            from_env = load_signing_key()
+        except ValueError:  # SigningKeyError: not a key, so not this one
+            from_env = None
+        return f"${KEY_ENV_VAR}" if from_env == key else "flash.connect(signing_key=...)"
+    return key_source(key)
 
 
 def _remote_exception(

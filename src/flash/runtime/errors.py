@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import builtins
+import functools
+import json
+import os
 import pickle
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from flash.runtime.signing import KEY_ENV_VAR
+
 __all__ = [
+    "MASKED_MIN_LENGTH",
     "MAX_ERROR_TEXT",
+    "SECRET_ENV_VARS",
     "CallDepthError",
     "EndpointUnavailableError",
     "InvalidResultError",
@@ -22,9 +32,12 @@ __all__ = [
     "chain_of",
     "chained_pickle",
     "cut_text",
+    "mask_secrets",
+    "masked_failure",
     "remote_error_fields",
     "remote_error_from_fields",
     "safe_str",
+    "secret_masks",
     "text_size",
 ]
 
@@ -208,11 +221,15 @@ def text_size(text: str) -> int:
 
 
 def cut_text(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    """``text``, its middle cut when its UTF-8 is over ``limit`` bytes, never inside a
-    character: the head says where it starts, the tail (a traceback's exception line) how
-    it ends. A ``limit`` under _MIN_CUT_LIMIT raises ValueError: the note alone is over it."""
+    """``text`` as an error carries it out of this process: the secrets this process holds
+    masked (mask_secrets), then its middle cut when its UTF-8 is over ``limit`` bytes, never
+    inside a character: the head says where it starts, the tail (a traceback's exception
+    line) how it ends. A ``limit`` under _MIN_CUT_LIMIT raises ValueError: the note alone is
+    over it."""
     if limit < _MIN_CUT_LIMIT:
         raise ValueError(f"cut_text's limit is {limit} bytes, under {_MIN_CUT_LIMIT}")
+    # Masked before it is cut: a secret astride the cut would leave its head and tail.
+    text = mask_secrets(text)
     # A character is 1 to 4 bytes: most texts need no encoding to know.
     if len(text) * 4 <= limit or (len(text) <= limit and text_size(text) <= limit):
         return text
@@ -241,9 +258,129 @@ def _utf8_tail(text: str, size: int) -> str:
     return encoded[start:].decode("utf-8", "surrogatepass")
 
 
+# --------------------------------------------------------------------------- secrets
+
+# Secrets shorter than this are not masked: they would blank out ordinary words and numbers.
+# The rule of the platform's worker output and of the build's import check
+# (flash.sdk.resources.MASKED_MIN_LENGTH, which a worker cannot import: it needs pydantic).
+MASKED_MIN_LENGTH = 8
+# A worker's variables that hold a credential, whatever their value: the app's signing key,
+# the worker's key for the platform's worker API, the API keys it calls endpoints with.
+SECRET_ENV_VARS = frozenset({KEY_ENV_VAR, "RUNPOD_AI_API_KEY", "FLASH_API_KEY", "RUNPOD_API_KEY"})
+# A RunPod secret under its own name.
+_SECRET_ENV_PREFIX = "RUNPOD_SECRET_"
+# An endpoint's env value naming a RunPod secret, filled in with it on the worker
+# (flash.sdk.resources.SECRET_REFERENCE, which a worker cannot import).
+_SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
+_OWN_MANIFEST = object()
+
+
+def secret_masks(
+    environ: Mapping[str, str] | None = None, manifest: Any = _OWN_MANIFEST
+) -> list[tuple[str, str]]:
+    """Each secret in ``environ`` (default: this process's environment) and what stands for
+    it in a text, ``<env NAME>`` (the variable holding it, as the build's import check shows
+    a secret), longest first: a secret inside another is replaced after it. A secret is the
+    value of a variable of SECRET_ENV_VARS, of a RunPod secret's own (``RUNPOD_SECRET_x``),
+    or of a variable an endpoint's ``env`` in ``manifest`` (default: the worker's
+    flash_manifest.json) fills from a secret, ``{{ RUNPOD_SECRET_x }}``. Values under
+    MASKED_MIN_LENGTH characters are not masked."""
+    env = os.environ if environ is None else environ
+    filled = _manifest_secret_names() if manifest is _OWN_MANIFEST else _filled_names(manifest)
+    shown: dict[str, str] = {}
+    for name in sorted(env):
+        if name in SECRET_ENV_VARS or name.startswith(_SECRET_ENV_PREFIX) or name in filled:
+            value = env[name]
+            if len(value) >= MASKED_MIN_LENGTH:
+                shown.setdefault(value, f"<env {name}>")
+    return sorted(shown.items(), key=lambda item: len(item[0]), reverse=True)
+
+
+def mask_secrets(text: str, masks: list[tuple[str, str]] | None = None) -> str:
+    """``text`` with each secret of ``masks`` (default: secret_masks(), this process's)
+    replaced by what stands for it: what leaves a worker as an error or a log line."""
+    for secret, shown in secret_masks() if masks is None else masks:
+        if secret in text:
+            text = text.replace(secret, shown)
+    return text
+
+
+def masked_failure(value: Any, mask: Callable[[str], str] = mask_secrets) -> Any:
+    """A failed job's error or answer (JSON data) with ``mask`` applied to each of its texts;
+    ``value`` itself is left as it is. A failure answer's pickled exception
+    (``"exception"``) that holds a secret is left out, and then its signature (``"mac"``),
+    which no longer matches: its caller raises the error from the answer's text, masked. A
+    failure answer sent as JSON text (a streamed item's error) is masked inside it."""
+    if isinstance(value, str):
+        if value.startswith("{") and '"success"' in value:
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                masked = masked_failure(parsed, mask)
+                return value if masked == parsed else json.dumps(masked)
+        return mask(value)
+    if isinstance(value, list):
+        return [masked_failure(item, mask) for item in value]
+    if not isinstance(value, dict):
+        return value
+    result: dict[Any, Any] = {}
+    for key, item in value.items():
+        if key == "exception" and isinstance(item, str) and _is_pickle(item):
+            if not _holds_secret(item, mask):
+                result[key] = item
+            continue
+        result[mask(key) if isinstance(key, str) else key] = masked_failure(item, mask)
+    if result != value:
+        result.pop("mac", None)
+    return result
+
+
+def _is_pickle(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _holds_secret(pickled: str, mask: Callable[[str], str]) -> bool:
+    """Whether the base64 of a pickle holds a text ``mask`` masks (a pickle keeps a str as
+    its UTF-8: decoded, whatever is around it, the str's characters are there as they are)."""
+    text = base64.b64decode(pickled).decode("utf-8", "replace")
+    return mask(text) != text
+
+
+def _filled_names(manifest: Any) -> frozenset[str]:
+    """The variables the endpoints' ``env`` of ``manifest`` fill from secrets."""
+    resources = manifest.get("resources") if isinstance(manifest, Mapping) else None
+    names = set()
+    for resource in resources.values() if isinstance(resources, Mapping) else ():
+        config = resource.get("config") if isinstance(resource, Mapping) else None
+        env = config.get("env") if isinstance(config, Mapping) else None
+        for name, value in env.items() if isinstance(env, Mapping) else ():
+            if isinstance(value, str) and _SECRET_REFERENCE.search(value):
+                names.add(str(name))
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1)
+def _manifest_secret_names() -> frozenset[str]:
+    """_filled_names of the worker's own flash_manifest.json, read once (where the handler
+    reads it); none where there is none or it cannot be read (the handler says why)."""
+    try:
+        from flash.runtime.generic_handler import load_manifest
+
+        return _filled_names(load_manifest())
+    except Exception:
+        return frozenset()
+
+
 def chain_of(error: BaseException) -> list[BaseException]:
     """``error`` and the exceptions it was raised from or while handling (``__cause__``,
-    ``__context__``, theirs in turn), each once: a cycle ends, and at most _MAX_CHAIN."""
+    ``__context__``), an exception group's members, and theirs in turn, each once: a cycle
+    ends, and at most _MAX_CHAIN."""
     found: list[BaseException] = []
     seen: set[int] = set()
     todo = [error]
@@ -254,28 +391,50 @@ def chain_of(error: BaseException) -> list[BaseException]:
         seen.add(id(current))
         found.append(current)
         todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        todo.extend(_members(current))
     return found
+
+
+# BaseExceptionGroup (Python 3.11+); None before it.
+_GROUP: Any = getattr(builtins, "BaseExceptionGroup", None)
+
+
+def _members(error: BaseException | None) -> tuple[BaseException, ...]:
+    """An exception group's exceptions; none for any other exception."""
+    if _GROUP is not None and isinstance(error, _GROUP):
+        return tuple(error.exceptions)
+    return ()
+
+
+# Where a link is a member of a group in the chain: (its index, its group's, its place there).
+_Member = tuple[int, int, int]
 
 
 class _Chain:
     """An exception with the exceptions it was raised from or while handling: unpickled, it
     is the exception with its ``__cause__`` and ``__context__`` set again (pickle leaves them
-    out). The exception must unpickle, as it had to alone; each other link is pickled on its
-    own, so one the caller cannot unpickle (its class only on the worker) is a missing link,
-    not a lost error."""
+    out), and those of an exception group's members. The exception must unpickle, as it had
+    to alone; each other link is pickled on its own, so one the caller cannot unpickle (its
+    class only on the worker) is a missing link, not a lost error. A group's members come
+    back inside it: their links are set on those (``members``)."""
 
     def __init__(
         self,
         error: BaseException,
         pickled: list[bytes | None],
         links: list[tuple[int | None, int | None, bool]],
+        members: list[_Member],
     ) -> None:
         self.error = error
         self.pickled = pickled
         self.links = links
+        self.members = members
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rechained, (self.error, self.pickled, self.links))
+        # Without members, as before they were sent: a caller of an older Flash reads it.
+        if not self.members:
+            return (_rechained, (self.error, self.pickled, self.links))
+        return (_rechained, (self.error, self.pickled, self.links, self.members))
 
 
 def chained_pickle(
@@ -284,7 +443,7 @@ def chained_pickle(
     """What to pickle for ``chain[0]`` (chain_of's list) with its chain: ``sent`` for it
     (itself, or a copy with its text cut), and ``pickled[i]`` (serialize's text) for
     ``chain[i + 1]``; where that is None (it does not pickle, or is too big), a link to it
-    is None in the caller."""
+    is None in the caller. An exception group's members go inside it, not on their own."""
     where = {id(error): n for n, error in enumerate(chain)}
     links = [
         (
@@ -294,16 +453,39 @@ def chained_pickle(
         )
         for error in chain
     ]
-    raw = [None if text is None else base64.b64decode(text) for text in pickled]
-    return _Chain(sent, raw, links)
+    members = [
+        (where[id(member)], n, place)
+        for n, error in enumerate(chain)
+        for place, member in enumerate(_members(error))
+        if where.get(id(member), 0) > n
+    ]
+    inner = {member for member, _, _ in members}
+    raw = [
+        None if text is None or n in inner else base64.b64decode(text)
+        for n, text in enumerate(pickled, start=1)
+    ]
+    # Only a member with links of its own, or one that is a link, needs its place said.
+    linked = any(
+        (n in inner and (cause is not None or context is not None))
+        or cause in inner
+        or context in inner
+        for n, (cause, context, _) in enumerate(links)
+    )
+    return _Chain(sent, raw, links, members if linked else [])
 
 
 def _rechained(
     error: BaseException,
     pickled: list[bytes | None],
     links: list[tuple[int | None, int | None, bool]],
+    members: list[_Member] | None = None,
 ) -> BaseException:
     errors: list[BaseException | None] = [error, *(_link(raw) for raw in pickled)]
+    for member, group, place in members or ():
+        # The member inside its group (unpickled with it), not a copy of its own.
+        inside = _members(errors[group]) if 0 <= group < len(errors) else ()
+        if 0 < member < len(errors) and 0 <= place < len(inside):
+            errors[member] = inside[place]
     for current, (cause, context, suppress) in zip(errors, links, strict=True):
         if current is None:
             continue

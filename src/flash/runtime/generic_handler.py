@@ -491,7 +491,7 @@ def create_handler(
         # Signed under the name the client sent; served under the one registered.
         nonce = check_json_signature(name, payload, job_id)
         call_context = _call_context(payload, name)
-        exact = _exact(payload, nonce, targets[key])
+        exact = _exact(payload, nonce)
         call = {"kwargs": kwargs, "schema": schema, "exact": exact}
         return _Call(key, "json", targets[key], call, call_context, nonce)
 
@@ -679,7 +679,8 @@ def create_handler(
             ) as iterated:
                 async for item in iterated:
                     if call.is_json:
-                        yield _json_success(item, label)
+                        exact = call.execution_type == "json" and call.payload["exact"]
+                        yield _json_success(item, label, _yield_hint(fn) if exact else None)
                     else:
                         yield _success(item, label, call.digests)
         finally:
@@ -1296,15 +1297,15 @@ def _success(result: Any, label: str, digests: _signing.Digests | None = None) -
     return {"success": True, "result": encoded, "protocol_version": PROTOCOL_VERSION}
 
 
-def _exact(payload: dict[str, Any], nonce: str | None, target: Any) -> bool:
+def _exact(payload: dict[str, Any], nonce: str | None) -> bool:
     """Whether the result of a typed JSON call (its job input ``payload``) may be answered
     pickled (_json_success): asked for in its context by a Python caller whose request is
     signed (``nonce``: it holds the key) and whose Python and cloudpickle can load this
-    worker's pickles; not for a generator, whose items stream one by one."""
+    worker's pickles. A generator's items are each answered so, one by one."""
     context = payload.get("context")
     if nonce is None or not isinstance(context, dict):
         return False
-    if context.get(_context.EXACT_KEY) is not True or _is_generator_function(target):
+    if context.get(_context.EXACT_KEY) is not True:
         return False
     signature = payload.get("signature")
     caller = signature.get("caller") if isinstance(signature, dict) else None
@@ -1319,6 +1320,14 @@ def _return_hint(target: Any) -> Any:
         return typing.get_type_hints(target).get("return", Any)
     except Exception:  # hints that do not resolve here: the result is checked as Any
         return Any
+
+
+@functools.lru_cache(maxsize=512)
+def _yield_hint(target: Any) -> Any:
+    """What each item of generator ``target`` is: T of its Iterator[T], AsyncGenerator[T,
+    ...] and the like (the build's rule); Any where it does not say."""
+    args = typing.get_args(_return_hint(target))
+    return args[0] if args else Any
 
 
 def _answer_nonce(call: _Call, answer: dict[str, Any]) -> str | None:
@@ -1379,8 +1388,12 @@ def _pickled_exception(exc: BaseException) -> str | None:
     if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
         return None
     chain = _errors.chain_of(exc)
+    masks = _errors.secret_masks()
+    # What goes is masked as the error's text is: a copy, where a secret is in its arguments.
+    sent = [_masked(e, masks) for e in chain]
+    exc = sent[0]
     # Each link pickled once: the check that it pickles, and what goes if it fits.
-    pickled = [_serialized(e) for e in chain[1:]]
+    pickled = [_serialized(e) for e in sent[1:]]
     if any(text is not None for text in pickled):
         encoded = _serialized(_errors.chained_pickle(chain, exc, pickled))
         if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
@@ -1390,7 +1403,7 @@ def _pickled_exception(exc: BaseException) -> str | None:
         share = _MAX_PICKLED_EXCEPTION // len(chain)
         budget = share // 4  # base64 and the rest of the pickle need room
         fitted = [
-            _fitted(e, text, share, budget) for e, text in zip(chain[1:], pickled, strict=True)
+            _fitted(e, text, share, budget) for e, text in zip(sent[1:], pickled, strict=True)
         ]
         encoded = _serialized(_errors.chained_pickle(chain, _cut_args(exc, budget), fitted))
         if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
@@ -1400,6 +1413,32 @@ def _pickled_exception(exc: BaseException) -> str | None:
         if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
             return encoded
     return None
+
+
+def _masked(exc: BaseException, masks: list[tuple[str, str]]) -> BaseException:
+    """``exc``, or a copy whose text arguments and notes have ``masks``' secrets masked
+    (errors.mask_secrets): the caller raises the copy, of the same type. A secret held
+    elsewhere in it is found in its pickle by the worker, which then sends the text alone."""
+    if not masks:
+        return exc
+    try:
+        args = tuple(exc.args)  # a property of the user's class may raise
+        notes: Any = getattr(exc, "__notes__", None)
+        new_args = tuple(_errors.mask_secrets(a, masks) if isinstance(a, str) else a for a in args)
+        new_notes: Any = notes
+        if isinstance(notes, list):
+            new_notes = [_errors.mask_secrets(n, masks) if isinstance(n, str) else n for n in notes]
+            if all(new is old for new, old in zip(new_notes, notes, strict=True)):
+                new_notes = notes
+        if new_notes is notes and all(a is b for a, b in zip(new_args, args, strict=True)):
+            return exc
+        copied = copy.copy(exc)
+        copied.args = new_args
+        if new_notes is not notes:
+            copied.__notes__ = new_notes
+    except Exception:  # one that cannot be copied: the worker checks its pickle
+        return exc
+    return copied
 
 
 def _serialized(obj: Any) -> str | None:

@@ -45,7 +45,9 @@ __all__ = [
     "JsonCallError",
     "JsonResultError",
     "bind_json_call",
+    "holds_times",
     "json_fidelity",
+    "standard_tzinfo",
     "to_json_result",
 ]
 
@@ -204,7 +206,7 @@ def _same(a: Any, b: Any, depth: int) -> bool:
             _same(getattr(a, f.name), getattr(b, f.name), depth + 1) for f in dataclasses.fields(a)
         )
     if isinstance(a, datetime.datetime):
-        # pydantic's UTC is its own tzinfo class: the same instant and offset is the same.
+        # The same instant in another offset is another value; the zone's class is not.
         return a == b and a.utcoffset() == b.utcoffset()
     fields = getattr(a, "__dict__", None)
     if isinstance(fields, dict) and not isinstance(a, type):
@@ -253,12 +255,14 @@ def _pydantic_converter(pydantic: Any, hint: Any) -> _Converter | None:
     except Exception:  # a type pydantic cannot handle: the plain converter may
         return None
     validation_error = pydantic.ValidationError
+    times = holds_times(hint)
 
     def convert(value: Any, path: _Path) -> Any:
         try:
-            return adapter.validate_python(value)
+            converted = adapter.validate_python(value)
         except validation_error as exc:
             raise _ConversionError(_pydantic_issues(exc, path)) from None
+        return standard_tzinfo(converted) if times else converted
 
     return convert
 
@@ -267,10 +271,161 @@ def _pydantic_issues(exc: Any, path: _Path) -> list[Issue]:
     issues = []
     for error in exc.errors(include_url=False)[:MAX_ISSUES]:
         where = path
-        for part in error.get("loc", ()):
+        loc = tuple(error.get("loc", ()))
+        message = str(error.get("msg", "invalid value"))
+        if loc[-1:] == ("[key]",):  # pydantic's mark of a dict's key: said, not a path
+            loc, message = loc[:-1], f"key: {message}"
+        for part in loc:
             where = (where, part)
-        issues.append(Issue(format_path(where), str(error.get("msg", "invalid value"))))
+        issues.append(Issue(format_path(where), message))
     return issues or [Issue(format_path(path), "invalid value")]
+
+
+def standard_tzinfo(value: Any) -> Any:
+    """``value`` with the time zones pydantic gives the datetimes and times it reads from
+    JSON (its own ``TzInfo``) made the standard library's: ``timezone.utc``, or a
+    ``timezone`` of the offset, as the sender's were. The instant is the same either way,
+    but a pickled call gives these, and the two differ in ``repr`` and in a ``tzinfo is
+    timezone.utc`` test. Containers are rebuilt or updated in place (pydantic made them);
+    other values are returned as they are. A walk over the whole value: only for types
+    that :func:`holds_times`."""
+    return _standard_tz(value, 0)
+
+
+def holds_times(hint: Any) -> bool:
+    """Whether a value pydantic builds for ``hint`` may hold a datetime or a time; True
+    where that cannot be told (a class of the user's own that pydantic builds somehow)."""
+    try:
+        return _cached_holds_times(hint)
+    except TypeError:  # an unhashable hint (Annotated metadata)
+        return _holds_times(hint, set())
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_holds_times(hint: Any) -> bool:
+    return _holds_times(hint, set())
+
+
+# Types whose values hold no datetime or time (datetime.date is checked after datetime).
+_TIMELESS = (
+    int, float, complex, str, bytes, bytearray, type(None), datetime.date, datetime.timedelta,
+    decimal.Decimal, uuid.UUID, pathlib.PurePath, enum.Enum,
+)  # fmt: skip
+
+
+_CONTAINER_MODULES = frozenset({"builtins", "typing", "collections", "collections.abc", "types"})
+
+
+def _holds_times(hint: Any, seen: set[Any]) -> bool:
+    if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+        return False  # pydantic keeps such a JSON value as it is: text stays text
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return False
+    if origin is typing.Annotated:
+        return _holds_times(typing.get_args(hint)[0], seen)
+    if origin is not None:  # a union, a container, or a generic class of the user's
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        own = isinstance(origin, type) and _holds_times(origin, seen)
+        return own or any(_holds_times(a, seen) for a in args)
+    supertype = getattr(hint, "__supertype__", None)  # typing.NewType
+    if supertype is not None:
+        return _holds_times(supertype, seen)
+    if not isinstance(hint, type):
+        return True  # a forward reference, or something else pydantic reads its own way
+    if issubclass(hint, (datetime.datetime, datetime.time)):
+        return True
+    if issubclass(hint, _TIMELESS) or hint in seen or hint.__module__ in _CONTAINER_MODULES:
+        return False  # a container's arguments say; without them, it holds JSON values
+    seen.add(hint)  # a class that contains itself: its fields are being looked at
+    fields = _fields_of(hint)
+    return fields is None or any(_holds_times(f, seen) for f in fields)
+
+
+def _fields_of(cls: type) -> list[Any] | None:
+    """The field types of a dataclass, TypedDict, NamedTuple or pydantic model; None for
+    another class, or one whose hints do not resolve."""
+    model_fields = getattr(cls, "model_fields", None)
+    if isinstance(model_fields, dict):
+        return [getattr(f, "annotation", Any) for f in model_fields.values()]
+    plain = (
+        dataclasses.is_dataclass(cls)
+        or _is_typeddict(cls)
+        or (issubclass(cls, tuple) and hasattr(cls, "_fields"))
+    )
+    if not plain:
+        return None
+    try:
+        return list(typing.get_type_hints(cls, include_extras=True).values())
+    except Exception:
+        return None
+
+
+def _standard_tz(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind in _PLAIN_SCALARS or depth > MAX_NESTING:
+        return value
+    if isinstance(value, (datetime.datetime, datetime.time)):
+        zone = _standard_zone(value.tzinfo)
+        return value if zone is value.tzinfo else value.replace(tzinfo=zone)
+    if isinstance(value, list):
+        if not _PLAIN_SCALARS.issuperset(map(type, value)):  # at C speed: spares an embedding
+            value[:] = [_standard_tz(item, depth + 1) for item in value]
+        return value
+    if isinstance(value, dict):
+        return _standard_tz_dict(value, depth)
+    if isinstance(value, (tuple, set, frozenset)):
+        return _standard_tz_collection(value, depth)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _standard_tz_attribute(value, f.name, depth)
+        return value
+    fields = getattr(type(value), "model_fields", None)  # a pydantic model
+    if isinstance(fields, dict):
+        for name in fields:
+            _standard_tz_attribute(value, name, depth)
+    return value
+
+
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def _standard_zone(zone: Any) -> Any:
+    if zone is None or type(zone).__name__ != "TzInfo":
+        return zone  # the standard library's, or a zone the user's own code chose
+    offset = zone.utcoffset(None)
+    return datetime.timezone.utc if not offset else datetime.timezone(offset)
+
+
+def _standard_tz_dict(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+    plain = _PLAIN_SCALARS.issuperset
+    if plain(map(type, value.values())) and plain(map(type, value)):
+        return value
+    items = [(_standard_tz(k, depth + 1), _standard_tz(v, depth + 1)) for k, v in value.items()]
+    value.clear()  # in place: the dict may be a subclass, or a TypedDict's
+    value.update(items)
+    return value
+
+
+def _standard_tz_collection(value: Any, depth: int) -> Any:
+    items = [_standard_tz(item, depth + 1) for item in value]
+    if all(new is old for new, old in zip(items, value, strict=True)):
+        return value
+    if isinstance(value, set):
+        value.clear()
+        value.update(items)
+        return value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return type(value)(*items)
+    return type(value)(items)
+
+
+def _standard_tz_attribute(obj: Any, name: str, depth: int) -> None:
+    old = getattr(obj, name, None)
+    new = _standard_tz(old, depth + 1)
+    if new is not old:
+        # object.__setattr__: a frozen dataclass or model is still pydantic's fresh copy.
+        object.__setattr__(obj, name, new)
 
 
 def _identity(value: Any, path: _Path) -> Any:
@@ -502,9 +657,12 @@ def _namedtuple(cls: type, memo: dict[Any, _Converter]) -> _Converter:
 
 
 def _model(cls: Any) -> _Converter:
+    times = holds_times(cls)
+
     def convert(value: Any, path: _Path) -> Any:
         try:
-            return cls.model_validate(value)
+            model = cls.model_validate(value)
+            return standard_tzinfo(model) if times else model
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             if hasattr(exc, "errors"):
                 raise _ConversionError(_pydantic_issues(exc, path)) from None
@@ -570,17 +728,52 @@ _DURATION = re.compile(
 )
 
 
-def _parse_duration(value: Any) -> datetime.timedelta:
-    if is_number(value):
-        return datetime.timedelta(seconds=value)
-    match = _DURATION.fullmatch(value)
-    if match is None or value.endswith(("P", "T")):
-        raise ValueError("expected an ISO 8601 duration such as P1DT2H or a number of seconds")
+def _duration(value: Any, path: _Path) -> datetime.timedelta:
+    # Text only, as the schema says (pydantic's, {"type": "string", "format": "duration"}):
+    # a number, which pydantic itself would read as seconds, is refused by both.
+    delta = _parse_duration(value) if isinstance(value, str) else None
+    if delta is None:
+        raise _fail(path, f"expected an ISO 8601 duration such as P1DT2H, got {_shown(value)}")
+    return delta
+
+
+def _parse_duration(text: str) -> datetime.timedelta | None:
+    match = _DURATION.fullmatch(text)
+    if match is None or text.endswith(("P", "T")):
+        return None
     weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups()[1:])
-    delta = datetime.timedelta(
-        weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds
-    )
+    try:
+        delta = datetime.timedelta(
+            weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds
+        )
+    except OverflowError:
+        return None
     return -delta if match[1] == "-" else delta
+
+
+def _decimal(value: Any, path: _Path) -> decimal.Decimal:
+    # A number or its text (the schema takes both); not NaN or Infinity, which pydantic
+    # refuses too. Decimal's own error names its signal class, not the value.
+    number = _parse_decimal(value)
+    if number is None or not number.is_finite():
+        raise _fail(path, f"expected a decimal number, got {_shown(value)}")
+    return number
+
+
+def _parse_decimal(value: Any) -> decimal.Decimal | None:
+    if not (is_number(value) or isinstance(value, str)):
+        return None
+    try:
+        return decimal.Decimal(str(value))
+    except (ArithmeticError, ValueError):  # an int too long to write is a ValueError
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message: text quoted and cut short, else its JSON type."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return _json_name(value)
 
 
 def _is_str(value: Any) -> bool:
@@ -601,11 +794,9 @@ _SIMPLE: dict[Any, _Converter] = {
     datetime.datetime: _strict("date-time", lambda v: _is_str(v) or is_number(v), _parse_datetime),
     datetime.date: _strict("date", _is_str, _parse_date),
     datetime.time: _strict("time", _is_str, _parse_time),
-    datetime.timedelta: _strict("duration", lambda v: _is_str(v) or is_number(v), _parse_duration),
+    datetime.timedelta: _duration,
     uuid.UUID: _strict("uuid", _is_str, uuid.UUID),
-    decimal.Decimal: _strict(
-        "decimal", lambda v: _is_str(v) or is_number(v), lambda v: decimal.Decimal(str(v))
-    ),
+    decimal.Decimal: _decimal,
     pathlib.Path: _strict("path", _is_str, pathlib.Path),
     pathlib.PurePath: _strict("path", _is_str, pathlib.PurePath),
     list: _sequence(list, _identity),

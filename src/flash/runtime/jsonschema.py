@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, TypeGuard
 __all__ = [
     "FORMAT_EXAMPLES",
     "INVALID_JSON",
+    "KEY_PATTERNS",
     "MAX_ISSUES",
     "MAX_NESTING",
     "TOO_DEEP",
@@ -407,7 +408,8 @@ class _Validator:
                 return
         expected = schema.get("type")
         if expected is not None and not _type_ok(value, kind, expected):
-            self.add(path, f"expected {_describe_type(expected)}, got {_describe(value, kind)}")
+            wanted = _describe_type(expected) + _format_note(schema)
+            self.add(path, f"expected {wanted}, got {_describe(value, kind)}")
             return  # further keywords would only repeat the mismatch
         if "const" in schema and not _equal(value, schema["const"], MAX_NESTING - depth):
             self.add(path, f"must be {_preview(schema['const'])}")
@@ -472,7 +474,7 @@ class _Validator:
         if isinstance(pattern, str):
             compiled = _compile(pattern)
             if compiled is not None and compiled.search(value) is None:
-                self.add(path, f"must match the pattern {pattern!r}")
+                self.add(path, _pattern_message(pattern, value))
         fmt = schema.get("format")
         if isinstance(fmt, str):
             checker = _FORMATS.get(fmt)
@@ -592,24 +594,28 @@ class _Validator:
         """Check an object key against ``propertyNames``. JSON keys are always text, so a
         number-looking key also counts as that number: the schema of ``dict[IntEnum, ...]``
         says ``{"type": "integer", "enum": [1, 2]}`` of keys that arrive as ``"1"``."""
-        number = _key_number(key)
-        if number is None:
-            self.check(key, names, path, depth)
-            return
         as_text = self.fork()
         as_text.check(key, names, path, depth)
-        if not as_text.issues:
+        number = _key_number(key)
+        # Only a schema that takes numbers reads the key as one: a number would pass a
+        # pattern meant for the text (``dict[int, ...]``'s) unchecked.
+        numeric = number is not None and self.admits(names, _kind(number) or "number", depth)
+        if not as_text.issues or not numeric:
+            self.add_key_issues(as_text.issues)
             return
         as_number = self.fork()
         as_number.check(number, names, path, depth)
-        if not as_number.issues:
-            return
-        # Report what the schema wanted of the key: a number's problem if it takes numbers.
-        numeric = self.admits(names, _kind(number) or "number", depth) is not False
-        for issue in as_number.issues if numeric else as_text.issues:
+        self.add_key_issues(as_number.issues)
+
+    def add_key_issues(self, issues: list[Issue]) -> None:
+        """The problems of a key, said to be the key's: its path is also its value's."""
+        for issue in issues:
             if self.full():
                 return
-            self.issues.append(issue)
+            said = issue.message
+            self.issues.append(
+                issue._replace(message=f"key {said}" if said.startswith("must") else f"key: {said}")
+            )
 
     def check_any_of(
         self, value: Any, kind: str, branches: list[Any], path: _Path, depth: int
@@ -915,6 +921,20 @@ def _compile(pattern: str) -> re.Pattern[str] | None:
     return _PATTERNS.get(pattern)
 
 
+def _format_note(schema: dict[str, Any]) -> str:
+    """`` (duration, for example PT1S)`` for a schema with a format we have an example of:
+    a type mismatch then says what text to send (a number is no duration)."""
+    fmt = schema.get("format")
+    return f" ({fmt}, {_FORMAT_EXAMPLES[fmt]})" if fmt in _FORMAT_EXAMPLES else ""
+
+
+def _pattern_message(pattern: str, value: str) -> str:
+    known = KEY_PATTERNS.get(pattern)
+    if known is None:
+        return f"must match the pattern {pattern!r}"
+    return f"must be {known[0]} (for example {known[1]}), got {_preview(value)}"
+
+
 def _describe_type(expected: Any) -> str:
     if isinstance(expected, list):
         names = [n for n in expected if isinstance(n, str)]
@@ -1026,3 +1046,14 @@ FORMAT_EXAMPLES = {
     "duration": "PT1S",  # not checked here; pydantic reads it (a timedelta)
 }
 _FORMAT_EXAMPLES = {name: f"for example {value}" for name, value in FORMAT_EXAMPLES.items()}
+
+# The patterns the build gives the keys of a dict keyed by integers, floats or decimals (JSON
+# keys are text; pydantic's schema says nothing of them), with what they are called and a
+# key each takes. flash.sdk.json_rule writes the same patterns (it cannot import this).
+_DIGITS = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+KEY_PATTERNS: dict[str, tuple[str, str]] = {
+    r"^[+-]?[0-9]+$": ("an integer", "0"),
+    # As Python writes a float key (inf, nan), and JavaScript (Infinity, NaN).
+    rf"^[+-]?(?:{_DIGITS}|inf|Infinity|nan|NaN)$": ("a number", "0.5"),
+    rf"^[+-]?{_DIGITS}$": ("a decimal number", "0.5"),
+}

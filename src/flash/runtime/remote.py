@@ -506,9 +506,17 @@ class RemoteInstance:
         return self._local
 
     def __getattr__(self, method: str) -> RemoteMethod:
-        if method.startswith("_"):
+        remote_class: RemoteClass | None = self.__dict__.get("remote_class")  # unpickling: none
+        if remote_class is None:
             raise AttributeError(method)
-        cls = self.remote_class.__wrapped__
+        cls = remote_class.__wrapped__
+        if method.startswith("_"):
+            if not method.startswith("__") and callable(getattr(cls, method, None)):
+                raise AttributeError(
+                    f"{cls.__qualname__}.{method} is private: an endpoint serves a class's "
+                    "public methods (and __call__); call it from one of them"
+                )
+            raise AttributeError(method)
         if not callable(getattr(cls, method, None)):
             raise AttributeError(f"{cls.__qualname__} has no method {method!r}")
         return RemoteMethod(self, method)

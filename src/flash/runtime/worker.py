@@ -21,7 +21,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flash.runtime.errors import OwnCancelledError, cut_text, run_sync_code, safe_str
+from flash.runtime.errors import (
+    OwnCancelledError,
+    cut_text,
+    mask_secrets,
+    masked_failure,
+    run_sync_code,
+    safe_str,
+)
 from flash.runtime.http import HttpClient, Response
 from flash.runtime.protocol import worker_concurrency
 
@@ -84,7 +91,7 @@ def _start_runpod(
 def _error_info(err: BaseException) -> str:
     """The job's error for an exception the handler raised, as the SDK reports it; its
     message and traceback cut as the generic handler cuts its own (a 50 MB message would
-    otherwise be sent, stored and shown whole)."""
+    otherwise be sent, stored and shown whole), and the worker's secrets masked (cut_text)."""
     info = {
         "error_type": str(type(err)),
         "error_message": cut_text(safe_str(err)),
@@ -101,6 +108,28 @@ def _error_info(err: BaseException) -> str:
 def _stream_error(err: BaseException) -> str:
     """The job's error for an exception a streaming handler raised, cut like _error_info's."""
     return cut_text(f"handler: {safe_str(err)} \ntraceback: {traceback.format_exc()}")
+
+
+def _print_exc() -> None:
+    """``traceback.print_exc()`` with the worker's secrets masked: the platform logs it."""
+    print(mask_secrets(traceback.format_exc()), end="", file=sys.stderr, flush=True)
+
+
+def _masked_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The job-done body of a failed job, the worker's secrets masked in its error and in
+    the failure answer (the generic handler's) that is its output; a pickled exception that
+    holds one is left out (masked_failure). A successful job's is left as it is: its output
+    is the function's result, the caller's to have."""
+    output = result.get("output")
+    failed = isinstance(output, dict) and output.get("success") is False
+    if not result.get("error") and not failed:
+        return result
+    masked = dict(result)
+    if result.get("error"):
+        masked["error"] = masked_failure(result["error"])
+    if failed:
+        masked["output"] = masked_failure(output)
+    return masked
 
 
 def _result_of(value: Any) -> dict[str, Any]:
@@ -235,7 +264,7 @@ class _WorkerLoop:
             try:
                 self.concurrency = max(1, int(self.modifier(self.concurrency)))
             except Exception:
-                traceback.print_exc()
+                _print_exc()
             needed = self.concurrency - len(self.busy)
             if needed <= 0:
                 await self._wait_slot()
@@ -312,7 +341,7 @@ class _WorkerLoop:
                 self._release(job_id)
                 self.reporting.add(job_id)
                 try:
-                    await self._post(self.done_url, job_id, result, is_stream)
+                    await self._post(self.done_url, job_id, _masked_result(result), is_stream)
                 finally:
                     self.reporting.discard(job_id)
                     self._wake()
@@ -351,10 +380,10 @@ class _WorkerLoop:
             if self._stopped(job["id"]):
                 raise
             # The handler's own: a failure like any other, or the job is never reported.
-            traceback.print_exc()
+            _print_exc()
             return {"error": _error_info(err)}
         except Exception as err:
-            traceback.print_exc()
+            _print_exc()
             return {"error": _error_info(err.exc if isinstance(err, OwnCancelledError) else err)}
 
     async def _run_generator(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +415,7 @@ class _WorkerLoop:
         except (asyncio.CancelledError, Exception) as err:
             if isinstance(err, asyncio.CancelledError) and self._stopped(job["id"]):
                 raise
-            traceback.print_exc()
+            _print_exc()
             return {"error": _stream_error(err)}
         finally:
             if inspect.isasyncgen(gen):

@@ -18,17 +18,61 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 
 __all__ = [
+    "KEY_PATTERNS",
+    "FlashJsonSchema",
     "JsonCallTypes",
     "NotJsonCallable",
     "has_own_constructor",
     "is_json_method",
     "json_call_types",
+    "json_schema",
     "summary",
     "takes_self",
     "type_text",
 ]
+
+# The keys of a dict keyed by integers, floats or decimals, by the core schema type of its
+# keys: JSON keys are text, and pydantic's schema leaves unsaid which texts. The worker's
+# validator names these patterns (flash.runtime.jsonschema.KEY_PATTERNS: the same ones,
+# written again since this file imports nothing from flash).
+_DIGITS = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+KEY_PATTERNS = {
+    "int": r"^[+-]?[0-9]+$",
+    "float": rf"^[+-]?(?:{_DIGITS}|inf|Infinity|nan|NaN)$",
+    "decimal": rf"^[+-]?{_DIGITS}$",
+}
+
+
+class FlashJsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema, with ``propertyNames`` for the keys of a dict keyed by numbers
+    or bools: without it, a client (or the docs' example) would send keys the call refuses."""
+
+    def dict_schema(self, schema: Any) -> JsonSchemaValue:
+        json_schema = super().dict_schema(schema)
+        if "propertyNames" not in json_schema and "patternProperties" not in json_schema:
+            names = _key_names(schema.get("keys_schema"))
+            if names is not None:
+                json_schema["propertyNames"] = names
+        return json_schema
+
+
+def _key_names(keys: Any) -> dict[str, Any] | None:
+    """The ``propertyNames`` of keys of this core schema; None where pydantic's own will do."""
+    while keys is not None and keys["type"] == "function-after":
+        keys = keys["schema"]  # read as that type first, then checked further
+    kind = None if keys is None else keys["type"]
+    if kind == "bool":
+        return {"enum": ["true", "false"]}  # as JSON writes them; pydantic writes keys so
+    pattern = KEY_PATTERNS.get(str(kind))
+    return None if pattern is None else {"pattern": pattern}
+
+
+def json_schema(adapter: TypeAdapter[Any], mode: JsonSchemaMode) -> dict[str, Any]:
+    """The JSON Schema of ``adapter``'s type that a typed function's call is checked against."""
+    return adapter.json_schema(mode=mode, schema_generator=FlashJsonSchema)
 
 
 class NotJsonCallable(Exception):
@@ -96,7 +140,7 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
     for p in params:
         try:
             adapters[p.name] = TypeAdapter(hints[p.name])
-            adapters[p.name].json_schema(mode="validation")
+            json_schema(adapters[p.name], "validation")
         except Exception as exc:
             raise NotJsonCallable(
                 f"parameter {p.name!r}: {type_text(hints[p.name])} has no JSON Schema "
@@ -104,7 +148,7 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
             ) from None
     try:
         result = TypeAdapter(returned)
-        result_schema = result.json_schema(mode="serialization")
+        result_schema = json_schema(result, "serialization")
     except Exception as exc:
         raise NotJsonCallable(
             f"the return type {type_text(returned)} has no JSON Schema ({summary(exc)})"

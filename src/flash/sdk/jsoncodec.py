@@ -21,7 +21,7 @@ from pydantic_core import PydanticSerializationError
 
 from flash.runtime import client as _client
 from flash.runtime.http import BodyNotJson
-from flash.runtime.jsoncall import json_fidelity
+from flash.runtime.jsoncall import holds_times, json_fidelity, standard_tzinfo
 from flash.runtime.jsonschema import MAX_ISSUES, format_path
 from flash.sdk.json_rule import (
     NotJsonCallable,
@@ -45,6 +45,9 @@ class JsonCodec:
     stream: bool = False
     items: TypeAdapter[Any] | None = None
     hints: dict[str, Any] = field(default_factory=dict)  # each parameter's type, by name
+    # A result that may hold datetimes or times: their time zones are made the standard
+    # library's, as a pickled call's result has them (pydantic gives its own TzInfo).
+    times: bool = False
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._encoded(args, kwargs)[1]
@@ -81,24 +84,26 @@ class JsonCodec:
         """The result of a call; a generator's: the list of its items."""
         adapter = self.items if self.items is not None else self.result
         try:
-            return adapter.validate_python(value)
+            result = adapter.validate_python(value)
         except ValidationError as exc:
             raise ValueError(
                 f"{self.name} returned a value its return annotation does not allow: "
                 f"{_issues(exc, 'result')}"
             ) from None
+        return standard_tzinfo(result) if self.times else result
 
     def decode_item(self, value: Any) -> Any:
         """One item a generator yielded (its stream's): of the type its annotation names."""
         if not self.stream:
             return self.decode(value)
         try:
-            return self.result.validate_python(value)
+            item = self.result.validate_python(value)
         except ValidationError as exc:
             raise ValueError(
                 f"{self.name} yielded an item its return annotation does not allow: "
                 f"{_issues(exc, 'result')}"
             ) from None
+        return standard_tzinfo(item) if self.times else item
 
 
 def _as_json(
@@ -184,6 +189,7 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
         types.stream,
         items,
         types.hints,
+        holds_times(types.returned),
     )
 
 

@@ -26,8 +26,15 @@ __all__ = [
     "find_signing_key",
     "keep_signing_key",
     "key_file",
+    "key_source",
     "key_to_text",
+    "read_signing_key",
 ]
+
+# Where find_signing_key found each key it returned: callers hold only the key, and a call
+# refused for its signature names where its key came from, for the user to fix (key_source).
+_SOURCES: dict[bytes, str] = {}
+_MAX_SOURCES = 16
 
 
 def key_file(state_dir: Path) -> Path:
@@ -56,31 +63,62 @@ def ensure_signing_key(state_dir: Path, key: bytes | None = None) -> bytes:
 
 def keep_signing_key(state_dir: Path, key: bytes) -> str | None:
     """While a platform serves the project with ``key`` (read from its key file): the file
-    written again with it if it was deleted, so that a rebuild does not make another key
-    that the project's scripts would then sign with, to be refused. A warning when the file
-    holds another key (or none): the workers keep theirs until a restart."""
+    written again with it if it was deleted, so that a rebuild does not make another key.
+    A file holding another key is left as it is: the platform follows its key file, and
+    its new workers take that key (see ``LocalPlatform``). A warning when the file cannot
+    be written."""
+    path = key_file(state_dir)
+    if path.is_file():
+        return None
     try:
-        if ensure_signing_key(state_dir, key) == key:
-            return None
-    except (SigningKeyError, OSError):
-        pass
-    return (
-        f"{key_file(state_dir)} no longer holds the key this platform serves with: callers "
-        "that read it are refused until you restart to serve with it"
-    )
+        ensure_signing_key(state_dir, key)  # one written meanwhile by a build is kept
+    except (SigningKeyError, OSError) as exc:
+        return (
+            f"{path} was deleted and could not be written again ({exc}): the next build "
+            "makes a new key, which the workers started after it take"
+        )
+    return None
 
 
 def find_signing_key(start: Path | None = None) -> bytes | None:
     """``$FLASH_SIGNING_KEY``, else the key of the nearest project at or above ``start``."""
     from_env = load_signing_key()
     if from_env is not None:
-        return from_env
+        return _remember(from_env, f"${KEY_ENV_VAR}")
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         path = key_file(folder / ".flash")
         if path.is_file():
-            return _read_key(path)
+            return _remember(_read_key(path), str(path))
     return None
+
+
+def key_source(key: bytes) -> str:
+    """Where this process got ``key``, for messages (never the key): the key file or the
+    variable ``find_signing_key`` read it from; else ``$FLASH_SIGNING_KEY`` if it holds
+    it (a worker's key); else it was given in code, to ``flash.connect``."""
+    found = _SOURCES.get(key)
+    if found is not None:
+        return found
+    try:
+        if load_signing_key() == key:
+            return f"${KEY_ENV_VAR}"
+    except SigningKeyError:
+        pass
+    return "flash.connect(signing_key=...)"
+
+
+def _remember(key: bytes, source: str) -> bytes:
+    if len(_SOURCES) >= _MAX_SOURCES:
+        _SOURCES.clear()
+    _SOURCES[key] = source
+    return key
+
+
+def read_signing_key(path: Path) -> bytes:
+    """The key in the key file ``path``; SigningKeyError if it holds none, OSError if it
+    cannot be read."""
+    return _read_key(path)
 
 
 def _read_key(path: Path) -> bytes:
@@ -93,8 +131,8 @@ def _read_key(path: Path) -> bytes:
     except SigningKeyError as exc:
         raise SigningKeyError(
             f"{exc}: it is not a key Flash wrote. Delete it and the next `flash build` or "
-            "`flash run` makes a new one (restart what serves the project, and give "
-            "callers elsewhere the new key)"
+            "`flash run` makes a new one (a `flash serve` or `flash run` signing with this "
+            "file takes it up for its new workers; give callers elsewhere the new key)"
         ) from None
 
 
