@@ -1058,8 +1058,8 @@ def test_a_frozen_worker_is_killed_and_its_job_runs_again(tmp_path: Path, platfo
     platform = platform_factory(app, heartbeat_timeout_s=1.0)
     marker = tmp_path / "marker"
     job = _post(platform, "ep/run", json={"input": {"marker": str(marker), "seconds": 600}})
-    wait_for(marker.exists, 30, "the job to start")
-    frozen = int(marker.read_text())
+    # Its text, not the file alone: made, it is empty until the pid is written.
+    frozen = int(wait_for(lambda: marker.exists() and marker.read_text(), 30, "the job to start"))
     os.kill(frozen, signal.SIGSTOP)
     try:
         final = ended(platform, "ep", job.json()["id"])

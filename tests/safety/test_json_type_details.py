@@ -74,6 +74,11 @@ def by_level(levels: dict[Level, int]) -> dict[Level, int]:
     return levels
 
 
+def by_day(days: dict[datetime.date, int]) -> dict[datetime.date, int]:
+    CALLS.append(days)
+    return days
+
+
 def wait(span: datetime.timedelta) -> float:
     CALLS.append(span)
     return span.total_seconds()
@@ -98,6 +103,7 @@ NAMES = (
     "by_bool",
     "by_decimal",
     "by_level",
+    "by_day",
     "wait",
     "pay",
     "stamp",
@@ -436,9 +442,25 @@ for name, kwargs, schema in json.load(open(sys.argv[2])):
         out.append({"issues": {path: message for path, message in issues}})
     else:
         result = getattr(detail_app, name)(**bound)
-        out.append({"result": to_json_result(result)})
+        called = repr(detail_app.CALLS.pop()) if detail_app.CALLS else None
+        out.append({"result": to_json_result(result), "called": called})
 print(json.dumps(out))
 """
+
+
+def _run_plain_worker(app_dir: Path, tmp_path: Path, cases: list[Any]) -> list[dict[str, Any]]:
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", PLAIN_WORKER, str(app_dir), str(tmp_path / "cases.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answers: list[dict[str, Any]] = json.loads(proc.stdout)
+    return answers
+
+
 ANYTHING = {"type": "object"}
 PLAIN_CASES: list[tuple[str, dict[str, Any], bool, Any]] = [
     # (function, kwargs, with the build's schema (else ANYTHING), expected)
@@ -459,15 +481,8 @@ def test_a_worker_without_pydantic_agrees_with_the_schema(
     app: App, app_dir: Path, tmp_path: Path
 ) -> None:
     cases = [(n, kw, _input(app, n) if own else ANYTHING) for n, kw, own, _ in PLAIN_CASES]
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", PLAIN_WORKER, str(app_dir), str(tmp_path / "cases.json")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    for (name, kwargs, _, expected), got in zip(PLAIN_CASES, json.loads(proc.stdout), strict=True):
+    answers = _run_plain_worker(app_dir, tmp_path, cases)
+    for (name, kwargs, _, expected), got in zip(PLAIN_CASES, answers, strict=True):
         if isinstance(expected, dict):
             issues = got.get("issues") or {}
             assert list(issues) == list(expected), (name, kwargs, got)
@@ -477,3 +492,29 @@ def test_a_worker_without_pydantic_agrees_with_the_schema(
                 assert "number of seconds" not in issues[path]
         else:
             assert got.get("result") == expected, (name, kwargs, got)
+
+
+KEYED_CASES = [
+    # (function, kwargs: the keys as JSON writes them, what the function got)
+    ("by_bool", {"flags": {"true": 1, "false": 0}}, "{True: 1, False: 0}"),
+    ("by_day", {"days": {"2024-01-02": 3}}, "{datetime.date(2024, 1, 2): 3}"),
+    ("by_int", {"counts": {"7": 1.5}}, "{7: 1.5}"),
+]
+
+
+def test_a_worker_without_pydantic_gives_keys_their_types_and_writes_them_back(
+    app: App, app_dir: Path, tmp_path: Path
+) -> None:
+    cases = [(name, kwargs, _input(app, name)) for name, kwargs, _ in KEYED_CASES]
+    answers = _run_plain_worker(app_dir, tmp_path, cases)
+    for (name, kwargs, called), got in zip(KEYED_CASES, answers, strict=True):
+        assert got.get("called") == called, (name, got)
+        # Written back as they came: the key's JSON form.
+        assert got.get("result") == next(iter(kwargs.values())), (name, got)
+
+
+def test_a_result_keyed_by_dates_has_a_json_form_through_the_handler(app: App) -> None:
+    handler = _handler(app, "by_day")
+    answer = _call(handler, "by_day", {"days": {"2024-01-02": 3}})
+    assert answer["success"] and answer["result"] == {"2024-01-02": 3}, answer
+    assert [{datetime.date(2024, 1, 2): 3}] == app[0].CALLS

@@ -566,7 +566,24 @@ def _key_converter(hint: Any) -> _Converter:
         return convert
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return _enum(hint)
+    if hint is bool:
+        return _bool_key
+    if hint in _TEXT_KEYS:
+        return _SIMPLE[hint]  # dates, times, durations, paths: parsed from their text
     return _identity
+
+
+# Key types whose JSON form is the text their values have.
+_TEXT_KEYS = frozenset(
+    {datetime.datetime, datetime.date, datetime.time, datetime.timedelta, pathlib.Path}
+)
+
+
+def _bool_key(key: Any, path: _Path) -> bool:
+    # As JSON and the schema (propertyNames) write them.
+    if key == "true" or key == "false":
+        return key == "true"
+    raise _fail(path, 'key must be "true" or "false"')
 
 
 def _enum(cls: type[enum.Enum]) -> _Converter:
@@ -944,8 +961,12 @@ def _to_json_dict(value: dict[Any, Any], path: _Path, depth: int) -> dict[str, A
             key = key.value
         if isinstance(key, bool):
             text = "true" if key else "false"
-        elif isinstance(key, (str, int, float, uuid.UUID, decimal.Decimal)):
+        elif isinstance(key, (str, int, float, uuid.UUID, decimal.Decimal, pathlib.PurePath)):
             text = str(key)
+        elif isinstance(key, (datetime.datetime, datetime.date, datetime.time)):
+            text = key.isoformat()  # as a value of theirs is written
+        elif isinstance(key, datetime.timedelta):
+            text = _duration_text(key)
         elif key is None:
             text = "null"
         else:
