@@ -20,6 +20,7 @@ __all__ = [
     "MASKED_MIN_LENGTH",
     "MAX_ERROR_TEXT",
     "SECRET_ENV_VARS",
+    "SECRET_REFERENCE",
     "CallDepthError",
     "EndpointUnavailableError",
     "InvalidResultError",
@@ -32,6 +33,7 @@ __all__ = [
     "chain_of",
     "chained_pickle",
     "cut_text",
+    "is_exception_group",
     "mask_secrets",
     "masked_failure",
     "remote_error_fields",
@@ -260,18 +262,18 @@ def _utf8_tail(text: str, size: int) -> str:
 
 # --------------------------------------------------------------------------- secrets
 
-# Secrets shorter than this are not masked: they would blank out ordinary words and numbers.
-# The rule of the platform's worker output and of the build's import check
-# (flash.sdk.resources.MASKED_MIN_LENGTH, which a worker cannot import: it needs pydantic).
+# Secrets shorter than this are not masked where they are shown (a worker's errors, the
+# platform's worker output, the build's import check): they would blank out ordinary words
+# and numbers.
 MASKED_MIN_LENGTH = 8
 # A worker's variables that hold a credential, whatever their value: the app's signing key,
 # the worker's key for the platform's worker API, the API keys it calls endpoints with.
 SECRET_ENV_VARS = frozenset({KEY_ENV_VAR, "RUNPOD_AI_API_KEY", "FLASH_API_KEY", "RUNPOD_API_KEY"})
 # A RunPod secret under its own name.
 _SECRET_ENV_PREFIX = "RUNPOD_SECRET_"
-# An endpoint's env value naming a RunPod secret, filled in with it on the worker
-# (flash.sdk.resources.SECRET_REFERENCE, which a worker cannot import).
-_SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
+# An env value naming one of the RunPod account's secrets, as RunPod's templates take it
+# (group 1: the variable RunPod fills, which the local platform reads from its own env).
+SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
 _OWN_MANIFEST = object()
 
 
@@ -360,7 +362,7 @@ def _filled_names(manifest: Any) -> frozenset[str]:
         config = resource.get("config") if isinstance(resource, Mapping) else None
         env = config.get("env") if isinstance(config, Mapping) else None
         for name, value in env.items() if isinstance(env, Mapping) else ():
-            if isinstance(value, str) and _SECRET_REFERENCE.search(value):
+            if isinstance(value, str) and SECRET_REFERENCE.search(value):
                 names.add(str(name))
     return frozenset(names)
 
@@ -399,10 +401,14 @@ def chain_of(error: BaseException) -> list[BaseException]:
 _GROUP: Any = getattr(builtins, "BaseExceptionGroup", None)
 
 
+def is_exception_group(error: BaseException | None) -> bool:
+    return _GROUP is not None and isinstance(error, _GROUP)
+
+
 def _members(error: BaseException | None) -> tuple[BaseException, ...]:
     """An exception group's exceptions; none for any other exception."""
-    if _GROUP is not None and isinstance(error, _GROUP):
-        return tuple(error.exceptions)
+    if is_exception_group(error):
+        return tuple(error.exceptions)  # type: ignore[union-attr]
     return ()
 
 

@@ -1416,29 +1416,46 @@ def _pickled_exception(exc: BaseException) -> str | None:
 
 
 def _masked(exc: BaseException, masks: list[tuple[str, str]]) -> BaseException:
-    """``exc``, or a copy whose text arguments and notes have ``masks``' secrets masked
-    (errors.mask_secrets): the caller raises the copy, of the same type. A secret held
-    elsewhere in it is found in its pickle by the worker, which then sends the text alone."""
+    """``exc``, or a copy whose text arguments and notes (a group's message and members)
+    have ``masks``' secrets masked (errors.mask_secrets): the caller raises the copy, of the
+    same type. A secret held elsewhere in it is found in its pickle by the worker, which
+    then sends the text alone."""
     if not masks:
         return exc
     try:
-        args = tuple(exc.args)  # a property of the user's class may raise
         notes: Any = getattr(exc, "__notes__", None)
-        new_args = tuple(_errors.mask_secrets(a, masks) if isinstance(a, str) else a for a in args)
-        new_notes: Any = notes
-        if isinstance(notes, list):
-            new_notes = [_errors.mask_secrets(n, masks) if isinstance(n, str) else n for n in notes]
-            if all(new is old for new, old in zip(new_notes, notes, strict=True)):
-                new_notes = notes
-        if new_notes is notes and all(a is b for a, b in zip(new_args, args, strict=True)):
-            return exc
-        copied = copy.copy(exc)
-        copied.args = new_args
+        new_notes = _masked_texts(notes, masks) if isinstance(notes, list) else notes
+        if _errors.is_exception_group(exc):
+            group: Any = exc
+            members = [_masked(member, masks) for member in group.exceptions]
+            message = _errors.mask_secrets(group.message, masks)
+            unchanged = message is group.message and _same_items(members, group.exceptions)
+            if new_notes is notes and unchanged:
+                return exc
+            copied: BaseException = type(exc)(message, members)  # what a group is made of
+            copied.__dict__.update(exc.__dict__)  # a subclass's attributes
+        else:
+            args = list(exc.args)  # a property of the user's class may raise
+            new_args = _masked_texts(args, masks)
+            if new_notes is notes and new_args is args:
+                return exc
+            copied = copy.copy(exc)
+            copied.args = tuple(new_args)
         if new_notes is not notes:
             copied.__notes__ = new_notes
     except Exception:  # one that cannot be copied: the worker checks its pickle
         return exc
     return copied
+
+
+def _masked_texts(items: list[Any], masks: list[tuple[str, str]]) -> list[Any]:
+    """``items`` with their texts masked; ``items`` itself where none held a secret."""
+    masked = [_errors.mask_secrets(i, masks) if isinstance(i, str) else i for i in items]
+    return items if _same_items(masked, items) else masked
+
+
+def _same_items(a: list[Any], b: Any) -> bool:
+    return all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _serialized(obj: Any) -> str | None:

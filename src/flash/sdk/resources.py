@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from flash.runtime.errors import MASKED_MIN_LENGTH, SECRET_REFERENCE
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
 
 __all__ = [
@@ -55,14 +56,6 @@ _NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 # Path segments that HTTP clients resolve away (/v2/../run is /run), so never reach the name.
 _DOT_SEGMENTS = (".", "..")
 _NAME_HINT = "an endpoint name may hold only ASCII letters, digits, '-', '_' and '.'"
-
-# An env value naming one of the RunPod account's secrets, as RunPod's templates take it
-# (group 1: the variable RunPod fills, which the local platform reads from its own env).
-SECRET_REFERENCE = re.compile(r"\{\{\s*(RUNPOD_SECRET_[^\s{}]+)\s*\}\}")
-
-# Filled-in secrets shorter than this are not masked where they are shown (the platform's
-# worker output, the build's import check): they would blank out ordinary words and numbers.
-MASKED_MIN_LENGTH = 8
 
 
 class FilledEnv(NamedTuple):
