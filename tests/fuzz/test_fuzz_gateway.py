@@ -42,6 +42,18 @@ class GatewayFuzzer:
         self.statuses: dict[int, int] = {}
         self.sent = 0
         self._workers: list[str] = []
+        # How each job ended, as the platform ends it: a finished job's result may be gone
+        # from /status before it is asked for (a runsync's after 60 s, or sooner by a
+        # status call's ?ttl=), which is RunPod's contract, not a lost job.
+        self.ended: dict[str, str] = {}
+        assert platform.dispatcher is not None
+        on_final = platform.dispatcher.on_final
+
+        def record(job: Any) -> None:
+            self.ended[job.id] = job.status
+            on_final(job)
+
+        platform.dispatcher.on_final = record
 
     def close(self) -> None:
         self.http.close()
@@ -93,10 +105,13 @@ class GatewayFuzzer:
         end = time.monotonic() + deadline_s
         while pending:
             for job_id in sorted(pending):
-                body = self.http.get(f"/v2/{fz.ENDPOINT}/status/{job_id}").json()
-                if body.get("status") in FINAL:
+                response = self.http.get(f"/v2/{fz.ENDPOINT}/status/{job_id}")
+                status = response.json().get("status") or self.ended.get(job_id)
+                if status in FINAL:
                     pending.discard(job_id)
-                    finals[body["status"]] = finals.get(body["status"], 0) + 1
+                    finals[status] = finals.get(status, 0) + 1
+                else:  # a job /status does not know must have ended, or it was lost
+                    assert response.status_code != 404, f"job {job_id} was lost"
             if pending and time.monotonic() > end:
                 raise AssertionError(
                     f"{len(pending)} accepted jobs not final after {deadline_s} s: "
