@@ -78,7 +78,7 @@ from flash.runtime.signing import (
     Digests,
     SignatureError,
     UnsignablePayload,
-    load_signing_key,
+    key_source,
     sign_request,
     unsigned_allowed,
     verify_result,
@@ -1550,20 +1550,8 @@ def _naming_key_source(answer: dict[str, Any], key: bytes | None) -> dict[str, A
     error = answer.get("error")
     if key is None or not isinstance(error, str) or _KEY_ADVICE not in error:
         return answer
-    mine = f"this caller's key came from {_key_source(key)}: check it against the workers' key"
+    mine = f"this caller's key came from {key_source(key)}: check it against the workers' key"
     return {**answer, "error": error.replace(_KEY_ADVICE, mine, 1)}
-
-
-def _key_source(key: bytes) -> str:
-    try:  # the SDK, which a worker's archive does not carry in full
-        from flash.sdk.keys import key_source
-    except ImportError:
-        try:
-            from_env = load_signing_key()
-        except ValueError:  # SigningKeyError: not a key, so not this one
-            from_env = None
-        return f"${KEY_ENV_VAR}" if from_env == key else "flash.connect(signing_key=...)"
-    return key_source(key)
 
 
 def _remote_exception(

@@ -307,12 +307,15 @@ def mask_secrets(text: str, masks: list[tuple[str, str]] | None = None) -> str:
     return text
 
 
-def masked_failure(value: Any, mask: Callable[[str], str] = mask_secrets) -> Any:
+def masked_failure(value: Any, mask: Callable[[str], str] | None = None) -> Any:
     """A failed job's error or answer (JSON data) with ``mask`` applied to each of its texts;
     ``value`` itself is left as it is. A failure answer's pickled exception
     (``"exception"``) that holds a secret is left out, and then its signature (``"mac"``),
     which no longer matches: its caller raises the error from the answer's text, masked. A
     failure answer sent as JSON text (a streamed item's error) is masked inside it."""
+    if mask is None:  # this process's secrets, found once for all the texts of the failure
+        masks = secret_masks()
+        mask = lambda text: mask_secrets(text, masks)  # noqa: E731
     if isinstance(value, str):
         if value.startswith("{") and '"success"' in value:
             try:

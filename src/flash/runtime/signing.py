@@ -64,10 +64,12 @@ __all__ = [
     "encode_and_hash",
     "generate_key",
     "key_from_text",
+    "key_source",
     "key_to_text",
     "load_signing_key",
     "local_versions",
     "payload_digest",
+    "remember_key_source",
     "sign_request",
     "sign_result",
     "signed_nonce",
@@ -200,6 +202,34 @@ def unsigned_allowed(environ: Mapping[str, str] | None = None) -> bool:
     unsigned pickles (tests and trusted local experiments only)."""
     env = os.environ if environ is None else environ
     return env.get(ALLOW_UNSIGNED_ENV_VAR) == "1"
+
+
+# Where this process got each key it signs with, for messages (never the key): a call
+# refused for its signature names the source, the one for the user to fix.
+_KEY_SOURCES: dict[bytes, str] = {}
+_MAX_KEY_SOURCES = 16
+
+
+def remember_key_source(key: bytes, source: str) -> bytes:
+    """Record that ``key`` came from ``source`` (a key file's path, ``$FLASH_SIGNING_KEY``)."""
+    if len(_KEY_SOURCES) >= _MAX_KEY_SOURCES:
+        _KEY_SOURCES.clear()
+    _KEY_SOURCES[key] = source
+    return key
+
+
+def key_source(key: bytes) -> str:
+    """Where this process got ``key``: as remembered; else ``$FLASH_SIGNING_KEY`` if it
+    holds it (a worker's key); else it was given in code, to ``flash.connect``."""
+    found = _KEY_SOURCES.get(key)
+    if found is not None:
+        return found
+    try:
+        if load_signing_key() == key:
+            return f"${KEY_ENV_VAR}"
+    except SigningKeyError:
+        pass
+    return "flash.connect(signing_key=...)"
 
 
 def load_signing_key(environ: Mapping[str, str] | None = None) -> bytes | None:

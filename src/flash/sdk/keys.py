@@ -18,6 +18,7 @@ from flash.runtime.signing import (
     key_from_text,
     key_to_text,
     load_signing_key,
+    remember_key_source,
 )
 
 __all__ = [
@@ -26,15 +27,9 @@ __all__ = [
     "find_signing_key",
     "keep_signing_key",
     "key_file",
-    "key_source",
     "key_to_text",
     "read_signing_key",
 ]
-
-# Where find_signing_key found each key it returned: callers hold only the key, and a call
-# refused for its signature names where its key came from, for the user to fix (key_source).
-_SOURCES: dict[bytes, str] = {}
-_MAX_SOURCES = 16
 
 
 def key_file(state_dir: Path) -> Path:
@@ -47,7 +42,7 @@ def ensure_signing_key(state_dir: Path, key: bytes | None = None) -> bytes:
     as ``key`` when given, else a new one."""
     path = key_file(state_dir)
     if path.is_file():
-        return _read_key(path)
+        return read_signing_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     key = generate_key() if key is None else key
@@ -55,7 +50,7 @@ def ensure_signing_key(state_dir: Path, key: bytes | None = None) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_key(path)
+        return read_signing_key(path)
     with os.fdopen(fd, "w") as fh:
         fh.write(key_to_text(key) + "\n")
     return key
@@ -84,44 +79,16 @@ def find_signing_key(start: Path | None = None) -> bytes | None:
     """``$FLASH_SIGNING_KEY``, else the key of the nearest project at or above ``start``."""
     from_env = load_signing_key()
     if from_env is not None:
-        return _remember(from_env, f"${KEY_ENV_VAR}")
+        return remember_key_source(from_env, f"${KEY_ENV_VAR}")
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         path = key_file(folder / ".flash")
         if path.is_file():
-            return _remember(_read_key(path), str(path))
+            return remember_key_source(read_signing_key(path), str(path))
     return None
 
 
-def key_source(key: bytes) -> str:
-    """Where this process got ``key``, for messages (never the key): the key file or the
-    variable ``find_signing_key`` read it from; else ``$FLASH_SIGNING_KEY`` if it holds
-    it (a worker's key); else it was given in code, to ``flash.connect``."""
-    found = _SOURCES.get(key)
-    if found is not None:
-        return found
-    try:
-        if load_signing_key() == key:
-            return f"${KEY_ENV_VAR}"
-    except SigningKeyError:
-        pass
-    return "flash.connect(signing_key=...)"
-
-
-def _remember(key: bytes, source: str) -> bytes:
-    if len(_SOURCES) >= _MAX_SOURCES:
-        _SOURCES.clear()
-    _SOURCES[key] = source
-    return key
-
-
 def read_signing_key(path: Path) -> bytes:
-    """The key in the key file ``path``; SigningKeyError if it holds none, OSError if it
-    cannot be read."""
-    return _read_key(path)
-
-
-def _read_key(path: Path) -> bytes:
     """The key in ``path``, its folder and file first made the owner's only where others
     could read them (a key copied in, a folder made under a loose umask), saying so."""
     _make_private(path.parent, 0o700)
