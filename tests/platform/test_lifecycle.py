@@ -966,10 +966,15 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
     tmp_path: Path, platform_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNPOD_SECRET_hf", "s3cret-value")
+    monkeypatch.setenv("RUNPOD_SECRET_part", "s3cret-va")  # inside the other one
     monkeypatch.setenv("GONE", "the serving shell's own")  # not what the config asked for
     monkeypatch.setenv("RUNPOD_API_KEY", "rpa_the-accounts-own-key")
     monkeypatch.setenv("FLASH_INDEX_URL", "https://user:token@index.example/simple")
-    env = {"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}", "GONE": "{{RUNPOD_SECRET_nowhere}}"}
+    env = {
+        "HF_TOKEN": "{{ RUNPOD_SECRET_hf }}",
+        "PART": "{{RUNPOD_SECRET_part}}",
+        "GONE": "{{RUNPOD_SECRET_nowhere}}",
+    }
     logs = Logs()
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"env": env})})
     platform = platform_factory(app, echo=logs)
@@ -986,11 +991,13 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
     # endpoint does not name least of all), the account's key, nor the build's index URL.
     for name in ("RUNPOD_SECRET_hf", "RUNPOD_API_KEY", "FLASH_INDEX_URL"):
         assert env_of(name) is None, name
-    # What a job prints has the secrets the platform gave its workers masked.
+    # What a job prints has the secrets the platform gave its workers masked, each shown as
+    # the variable holding it (as a worker shows them in its errors), the longest first.
     key = platform.worker_env["FLASH_SIGNING_KEY"]
-    said = {"action": "say", "text": f"token s3cret-value and key {key}"}
+    said = {"action": "say", "text": f"token s3cret-value, part s3cret-va and key {key}"}
     assert _post(platform, "basic/runsync", json={"input": said}).json()["status"] == "COMPLETED"
-    assert any("token **** and key ****" in line for line in logs.lines)
+    shown = "token <env HF_TOKEN>, part <env PART> and key <env FLASH_SIGNING_KEY>"
+    assert any(shown in line for line in logs.lines), logs.lines[-5:]
     assert not any(key in line for line in logs.lines)
 
 

@@ -210,6 +210,21 @@ def test_a_bad_result_lists_its_first_problems_at_paths_the_worker_writes() -> N
     assert problems[0].startswith('result["odd key"][0]: Input should be a valid integer')
 
 
+def _keyed(n: int) -> dict[int, str]:
+    return {}
+
+
+def test_a_bad_key_in_a_result_is_named_as_the_key_as_the_worker_names_it() -> None:
+    codec = codec_for(_keyed)
+    assert codec is not None
+    with pytest.raises(ValueError) as info:
+        codec.decode({"seven": "x"})
+    # Not pydantic's 'result.seven["[key]"]': the path of the entry, and what is wrong.
+    assert str(info.value).split(": ", 1)[1].startswith(
+        "result.seven: key: Input should be a valid integer"
+    )
+
+
 def test_a_generators_codec_decodes_each_item_and_the_list_of_them() -> None:
     def numbers(n: int) -> Iterator[float]:
         yield from range(n)

@@ -184,13 +184,11 @@ def _masks(envs: Mapping[str, FilledEnv]) -> list[tuple[str, str]]:
     import check (the name of the variable holding it), longest first: a secret inside
     another is replaced after it. The values written in a config are in the manifest
     already; a secret is never shown."""
-    names = {
-        secret: name
-        for filled in envs.values()
-        for name, value in filled.env.items()
-        for secret in filled.secrets
-        if secret in value and len(secret) >= MASKED_MIN_LENGTH
-    }
+    names: dict[str, str] = {}
+    for filled in envs.values():
+        for secret, name in filled.secrets.items():
+            if len(secret) >= MASKED_MIN_LENGTH:
+                names.setdefault(secret, name)
     return [(secret, f"<env {names[secret]}>") for secret in sorted(names, key=len, reverse=True)]
 
 

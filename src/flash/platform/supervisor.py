@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
+from flash.runtime.errors import mask_secrets
 from flash.runtime.protocol import SOURCE_DIR_ENV_VAR, WORKER_CONCURRENCY_ENV_VAR
 from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR, SigningKeyError
 from flash.sdk.keys import key_to_text, read_signing_key
@@ -152,13 +153,17 @@ class Supervisor:
         self._scale_errors: dict[str, str] = {}
         # (endpoint, variable) whose secret this machine lacks, said once each.
         self._missing_secrets: set[tuple[str, str]] = set()
-        # Values masked in what workers print (_masked): the keys the platform hands its
-        # workers and the secrets it fills in for them.
-        self._secret_values = {
-            value
-            for value in (api_key, worker_token, self.extra_env.get(KEY_ENV_VAR))
-            if value and len(value) >= MASKED_MIN_LENGTH
-        }
+        # Values masked in what workers print (_masked), each with what stands for it: the
+        # keys the platform hands its workers and the secrets it fills in for them, shown as
+        # the variable holding it (``<env NAME>``), as a worker masks its own errors.
+        self._secrets: dict[str, str] = {}
+        self._masks: list[tuple[str, str]] = []  # longest first: see mask_secrets
+        for name, value in (
+            ("FLASH_API_KEY", api_key),
+            ("RUNPOD_AI_API_KEY", worker_token),
+            (KEY_ENV_VAR, self.extra_env.get(KEY_ENV_VAR)),
+        ):
+            self._add_secret(value, name)
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
@@ -240,8 +245,7 @@ class Supervisor:
         """Give workers the key ``text`` from now on: each deployment starts again (a new
         generation), its running workers draining once their jobs are done."""
         self.extra_env[KEY_ENV_VAR] = text
-        if len(text) >= MASKED_MIN_LENGTH:
-            self._secret_values.add(text)  # the old one stays masked: its workers may run on
+        self._add_secret(text, KEY_ENV_VAR)  # the old one stays masked: its workers may run on
         for name, dep in list(self.deployments.items()):
             self._generation += 1
             self.deployments[name] = _Deployment(dep.spec, dep.app_dir, self._generation)
@@ -527,7 +531,8 @@ class Supervisor:
         process's environment, and the variables whose secret is not there: those are left
         out (and said once, by name only: the values are secrets)."""
         filled = fill_secret_references(spec.env)
-        self._secret_values.update(v for v in filled.secrets if len(v) >= MASKED_MIN_LENGTH)
+        for secret, variable in filled.secrets.items():
+            self._add_secret(secret, variable)
         for name, secret in filled.unfilled.items():
             if (spec.name, name) not in self._missing_secrets:
                 self._missing_secrets.add((spec.name, name))
@@ -648,7 +653,7 @@ class Supervisor:
         while True:
             # Past the cut, as many bytes as the longest secret can take: one straddling the
             # cut is seen whole (_shown).
-            longest = max(map(len, self._secret_values), default=0)
+            longest = len(self._masks[0][0]) if self._masks else 0
             line = await _read_line(stream, _MAX_LINE + 4 * longest)
             if line is None:
                 return
@@ -665,12 +670,12 @@ class Supervisor:
         if length == len(kept):
             return self._masked(text)
         cut = len(kept[:_MAX_LINE].decode("utf-8", "replace"))
-        cut = max(0, min(cut, len(text) - max(map(len, self._secret_values), default=0)))
+        cut = max(0, min(cut, len(text) - (len(self._masks[0][0]) if self._masks else 0)))
         # A secret straddling the cut would show its head unmasked: cut before it.
         moved = True
         while moved:
             moved = False
-            for value in self._secret_values:
+            for value in self._secrets:
                 start = text.find(value, max(0, cut - len(value) + 1), cut + len(value) - 1)
                 if start != -1:
                     cut, moved = start, True
@@ -680,10 +685,13 @@ class Supervisor:
     def _masked(self, text: str) -> str:
         """A worker's line with the secrets the platform gave workers replaced: what a job
         prints reaches the console, the log and a crashed job's error (its caller)."""
-        for value in self._secret_values:
-            if value in text:
-                text = text.replace(value, "****")
-        return text
+        return mask_secrets(text, self._masks)
+
+    def _add_secret(self, value: str | None, variable: str) -> None:
+        """Mask ``value`` from now on, as ``<env variable>`` (the first variable it came in)."""
+        if value and len(value) >= MASKED_MIN_LENGTH and value not in self._secrets:
+            self._secrets[value] = f"<env {variable}>"
+            self._masks = sorted(self._secrets.items(), key=lambda item: -len(item[0]))
 
     def _ready(self, worker_id: str) -> None:
         """Its first job-take: the worker is ready. Under load its process can poll before

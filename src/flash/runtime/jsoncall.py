@@ -47,6 +47,7 @@ __all__ = [
     "bind_json_call",
     "holds_times",
     "json_fidelity",
+    "pydantic_issue",
     "standard_tzinfo",
     "to_json_result",
 ]
@@ -268,17 +269,24 @@ def _pydantic_converter(pydantic: Any, hint: Any) -> _Converter | None:
 
 
 def _pydantic_issues(exc: Any, path: _Path) -> list[Issue]:
-    issues = []
-    for error in exc.errors(include_url=False)[:MAX_ISSUES]:
-        where = path
-        loc = tuple(error.get("loc", ()))
-        message = str(error.get("msg", "invalid value"))
-        if loc[-1:] == ("[key]",):  # pydantic's mark of a dict's key: said, not a path
-            loc, message = loc[:-1], f"key: {message}"
-        for part in loc:
-            where = (where, part)
-        issues.append(Issue(format_path(where), message))
-    return issues or [Issue(format_path(path), "invalid value")]
+    errors = exc.errors(include_url=False)[:MAX_ISSUES]
+    return [pydantic_issue(path, error) for error in errors] or [
+        Issue(format_path(path), "invalid value")
+    ]
+
+
+def pydantic_issue(path: _Path, error: Any) -> Issue:
+    """One of a pydantic ValidationError's ``errors()`` under ``path``, as an Issue: its
+    location is a path, but for pydantic's mark of a dict's key (``[key]``), which the
+    message says instead."""
+    where = path
+    loc = tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid value"))
+    if loc[-1:] == ("[key]",):
+        loc, message = loc[:-1], f"key: {message}"
+    for part in loc:
+        where = (where, part)
+    return Issue(format_path(where), message)
 
 
 def standard_tzinfo(value: Any) -> Any:

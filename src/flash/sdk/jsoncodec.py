@@ -21,8 +21,8 @@ from pydantic_core import PydanticSerializationError
 
 from flash.runtime import client as _client
 from flash.runtime.http import BodyNotJson
-from flash.runtime.jsoncall import holds_times, json_fidelity, standard_tzinfo
-from flash.runtime.jsonschema import MAX_ISSUES, format_path
+from flash.runtime.jsoncall import holds_times, json_fidelity, pydantic_issue, standard_tzinfo
+from flash.runtime.jsonschema import MAX_ISSUES
 from flash.sdk.json_rule import (
     NotJsonCallable,
     has_own_constructor,
@@ -127,26 +127,20 @@ def _refuse_non_finite(function: str, name: str, adapter: TypeAdapter[Any], valu
         for error in exc.errors():
             bad = error.get("input")
             if isinstance(bad, float) and not math.isfinite(bad):
-                where = _path(name, error["loc"])
+                issue = pydantic_issue(name, error)
                 raise ValueError(
-                    f"{function}: argument {where}: {bad} is not allowed there ({error['msg']})"
+                    f"{function}: argument {issue.path}: {bad} is not allowed there "
+                    f"({issue.message})"
                 ) from None
 
 
 def _issues(exc: ValidationError, root: str) -> str:
     """Each problem (at most MAX_ISSUES): where, what, and the value (cut short)."""
-    return "; ".join(
-        f"{_path(root, error['loc'])}: {error['msg']} (got {error.get('input')!r:.80})"
-        for error in exc.errors(include_url=False)[:MAX_ISSUES]
-    )
-
-
-def _path(root: str, loc: tuple[int | str, ...]) -> str:
-    """``root`` and ``loc`` as the worker writes paths (format_path)."""
-    where: Any = root
-    for part in loc:
-        where = (where, part)
-    return format_path(where)
+    issues = []
+    for error in exc.errors(include_url=False)[:MAX_ISSUES]:
+        issue = pydantic_issue(root, error)
+        issues.append(f"{issue.path}: {issue.message} (got {error.get('input')!r:.80})")
+    return "; ".join(issues)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -63,7 +63,9 @@ class FilledEnv(NamedTuple):
 
     env: dict[str, str]  # each secret reference filled in
     unfilled: dict[str, str]  # variables left out: the first secret each names not set here
-    secrets: set[str]  # the values filled in for secret references: never to be shown
+    # The values filled in for secret references, never to be shown, each with the variable
+    # (its first) that holds it: what stands for it in a text is ``<env NAME>``.
+    secrets: dict[str, str]
 
 
 def fill_secret_references(
@@ -75,15 +77,16 @@ def fill_secret_references(
     source = os.environ if environ is None else environ
     filled: dict[str, str] = {}
     unfilled: dict[str, str] = {}
-    secrets: set[str] = set()
-    for name, value in env.items():
+    secrets: dict[str, str] = {}
+    for name, value in sorted(env.items()):
         named = [found[1] for found in SECRET_REFERENCE.finditer(value)]
         missing = [secret for secret in named if secret not in source]
         if missing:
             unfilled[name] = missing[0]
             continue
         filled[name] = SECRET_REFERENCE.sub(lambda found: source[found[1]], value)
-        secrets.update(source[secret] for secret in named)
+        for secret in named:
+            secrets.setdefault(source[secret], name)
     return FilledEnv(filled, unfilled, secrets)
 
 
