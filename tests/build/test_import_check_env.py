@@ -3,12 +3,14 @@
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 from tests.integration.projects import write_files
 
 from flash.build.errors import BuildError
+from flash.build.manifest import FunctionSchema
 from flash.build.pipeline import BuildOptions, build_project
 
 
@@ -176,3 +178,53 @@ def test_a_secret_is_masked_before_a_pickle_only_reason_is_cut(
     shown = reason + "".join(str(w) for w in result.warnings) + result.manifest.to_json()
     assert "SUPERSE" not in shown
     assert "<env TO" in reason  # the stand-in, cut
+
+
+def test_a_default_computed_at_import_never_reaches_the_manifest_or_the_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A default read from the environment (or a secret its endpoint fills in) may be a
+    # secret: the schema leaves it out. One the code shows stays, as the docs' example.
+    monkeypatch.setenv("MY_TOKEN", "token-from-the-shell-123")
+    monkeypatch.setenv("RUNPOD_SECRET_hf", "hf-secret-filled-456")
+    worker = """
+    import os
+    from flash import CpuLiveServerless, remote
+
+    TOKEN = os.environ.get("MY_TOKEN", "unset")
+    HF = os.environ.get("HF_TOKEN", "unset")
+    MODEL = "a-model-named-in-code"
+    SEED = 1234 * 100_003
+    keys = CpuLiveServerless(name="keys", env={"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}"})
+
+
+    @remote(keys)
+    def configured(
+        token: str = TOKEN,
+        hf: list[str] = [HF],
+        model: str = MODEL,
+        seed: int = SEED,
+        size: int = 123456789,
+    ) -> str:
+        return model
+    """
+    root = write_files(tmp_path / "proj", {"worker.py": worker})
+    result = build_project(BuildOptions(project_dir=root))
+    (function,) = result.manifest.resources["keys"].functions
+    assert isinstance(function.schema_, FunctionSchema)
+    properties = function.schema_.input["properties"]
+    defaults = {name: p.get("default") for name, p in properties.items()}
+    assert defaults == {
+        "token": None,
+        "hf": None,
+        "model": "a-model-named-in-code",
+        "seed": None,  # computed: 123403702 is not written in the code
+        "size": 123456789,
+    }
+    assert "required" not in function.schema_.input  # each may still be left out
+    with tarfile.open(result.archive) as tar:
+        files = [tar.extractfile(member) for member in tar.getmembers()]
+        contents = b"".join(f.read() for f in files if f is not None)
+    manifest = (root / ".flash" / "flash_manifest.json").read_text()
+    for secret in ("token-from-the-shell-123", "hf-secret-filled-456"):
+        assert secret.encode() not in contents and secret not in manifest

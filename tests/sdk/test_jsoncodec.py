@@ -220,9 +220,8 @@ def test_a_bad_key_in_a_result_is_named_as_the_key_as_the_worker_names_it() -> N
     with pytest.raises(ValueError) as info:
         codec.decode({"seven": "x"})
     # Not pydantic's 'result.seven["[key]"]': the path of the entry, and what is wrong.
-    assert str(info.value).split(": ", 1)[1].startswith(
-        "result.seven: key: Input should be a valid integer"
-    )
+    problem = str(info.value).split(": ", 1)[1]
+    assert problem.startswith("result.seven: key: Input should be a valid integer")
 
 
 def test_a_generators_codec_decodes_each_item_and_the_list_of_them() -> None:

@@ -130,6 +130,7 @@ def check_handlers_and_derive_schemas(
             },
             # The child masks the texts it cuts before cutting them: a cut can split a secret.
             "masks": masks,
+            "masked_min_length": MASKED_MIN_LENGTH,
             "add_site_packages": self_contained,
             "rule_file": json_rule.__file__,
             "output": str(output),
@@ -506,13 +507,56 @@ def derive(obj, rule, TypedDict, NotRequired, method=False):
             json.dumps(default, allow_nan=False)
         except Exception:
             continue
-        properties[p.name]["default"] = default
+        if written_in_code(default):
+            properties[p.name]["default"] = default
     output_schema = inline_top_ref(types.result_schema)
     try:
         json.dumps([input_schema, output_schema], allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise rule.NotJsonCallable(f"its schema is not plain JSON ({rule.summary(exc)})")
     return {"input": input_schema, "output": output_schema, "stream": types.stream}
+
+
+# The text of each of the build's modules read so far, by path (see written_in_code).
+SOURCES = {}
+
+
+def written_in_code(value):
+    # Whether each long text or number in a default's JSON form is written in the build's
+    # modules that are imported. A default computed at import time (read from the
+    # environment, a file) may be a secret: the manifest, the archive and the docs get only
+    # what the code shows anyway.
+    leaves = []
+    json_leaves(value, leaves)
+    long_ones = [leaf for leaf in leaves if len(leaf[0]) >= request["masked_min_length"]]
+    if not long_ones:
+        return True
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(BUILD) and path.endswith(".py") and path not in SOURCES:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    SOURCES[path] = f.read()
+            except OSError:
+                SOURCES[path] = ""
+    return all(
+        any(form in text for form in forms for text in SOURCES.values()) for forms in long_ones
+    )
+
+
+def json_leaves(value, leaves):
+    # The ways each text or number in ``value`` (JSON data) may be written in Python code.
+    if isinstance(value, dict):
+        for key, item in value.items():
+            json_leaves(key, leaves)
+            json_leaves(item, leaves)
+    elif isinstance(value, list):
+        for item in value:
+            json_leaves(item, leaves)
+    elif isinstance(value, str):
+        leaves.append((value, json.dumps(value)[1:-1], repr(value)[1:-1]))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        leaves.append((repr(value),))
 
 
 def interrupted(exc):
