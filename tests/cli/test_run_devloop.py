@@ -93,7 +93,8 @@ while not _Path({folder!r}, "go").exists():
 
 class FlashRun(CollectedProcess):
     """`flash run PROJECT` in a session of its own (signalled as a terminal signals its
-    foreground group), its output collected as it comes; ``nohup``: run under nohup."""
+    foreground group), its output collected as it comes; ``nohup``: run under nohup;
+    ``args``: more of its options."""
 
     def __init__(
         self,
@@ -103,6 +104,7 @@ class FlashRun(CollectedProcess):
         nohup: bool = False,
         ignore_sigint: bool = False,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "COLUMNS"}
         # As a shell runs `flash run &` in a script: SIGINT ignored from the start.
@@ -114,6 +116,7 @@ class FlashRun(CollectedProcess):
                 sys.executable,
                 *("-m", "flash.cli", "run", str(project)),
                 *("--port", "0", "--app-port", str(app_port)),
+                *args,
             ],
             env={**env, "NO_COLOR": "1"},
             start_new_session=True,

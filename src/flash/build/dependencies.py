@@ -133,6 +133,18 @@ class DependencyOptions:
     pre: bool = False  # allow pre-releases (pip's --pre)
 
 
+def sources_from_environment(environ: Mapping[str, str] | None = None) -> DependencyOptions:
+    """The package sources ``$FLASH_INDEX_URL``, ``$FLASH_EXTRA_INDEX_URL`` and
+    ``$FLASH_FIND_LINKS`` name (the last two space-separated), as ``flash build`` reads them:
+    what ``serve_project`` builds with, so that it resolves from the same indexes."""
+    env = os.environ if environ is None else environ
+    return DependencyOptions(
+        index_url=env.get("FLASH_INDEX_URL") or None,
+        extra_index_urls=tuple(env.get("FLASH_EXTRA_INDEX_URL", "").split()),
+        find_links=tuple(env.get("FLASH_FIND_LINKS", "").split()),
+    )
+
+
 @dataclass(frozen=True)
 class ResolvedDependencies:
     requirements: tuple[str, ...]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -33,6 +33,45 @@ _DEFAULTS = DependencyOptions()
 # folder's own .git too.
 _ROOT_MARKERS = ("pyproject.toml", "requirements.txt", FLASH_DIR)
 _OWN_ROOT_MARKERS = (*_ROOT_MARKERS, ".git")
+
+
+# Where packages come from, for flash build and flash run alike. From the environment too:
+# a token in a URL on the command line shows in `ps`.
+IndexUrlOption = Annotated[
+    str | None, typer.Option(envvar="FLASH_INDEX_URL", help="Package index URL.")
+]
+ExtraIndexUrlOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        envvar="FLASH_EXTRA_INDEX_URL",
+        metavar="URL",
+        help="Extra package index URL (env: space-separated).",
+    ),
+]
+FindLinksOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        envvar="FLASH_FIND_LINKS", metavar="PATH|URL", help="Directory or URL with wheels."
+    ),
+]
+NoIndexOption = Annotated[bool, typer.Option("--no-index", help="Do not use an index.")]
+
+
+def dependency_options(
+    index_url: str | None,
+    extra_index_url: list[str] | None,
+    find_links: list[str] | None,
+    no_index: bool,
+    **others: Any,
+) -> DependencyOptions:
+    """DependencyOptions of the package source options, and ``others``."""
+    return DependencyOptions(
+        index_url=index_url,
+        extra_index_urls=tuple(extra_index_url or ()),
+        find_links=tuple(find_links or ()),
+        no_index=no_index,
+        **others,
+    )
 
 
 def project_dir_or_cwd(project_dir: Path | None, command: str) -> Path:
@@ -89,25 +128,10 @@ def build(
             "--exclude", metavar="NAME", help="Package the base image provides: not vendored."
         ),
     ] = None,
-    # From the environment too: a token in a URL on the command line shows in `ps`.
-    index_url: Annotated[
-        str | None, typer.Option(envvar="FLASH_INDEX_URL", help="Package index URL.")
-    ] = None,
-    extra_index_url: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="FLASH_EXTRA_INDEX_URL",
-            metavar="URL",
-            help="Extra package index URL (env: space-separated).",
-        ),
-    ] = None,
-    find_links: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="FLASH_FIND_LINKS", metavar="PATH|URL", help="Directory or URL with wheels."
-        ),
-    ] = None,
-    no_index: Annotated[bool, typer.Option("--no-index", help="Do not use an index.")] = False,
+    index_url: IndexUrlOption = None,
+    extra_index_url: ExtraIndexUrlOption = None,
+    find_links: FindLinksOption = None,
+    no_index: NoIndexOption = False,
     keep_build: Annotated[
         bool, typer.Option("--keep-build", help="Keep .flash/.build/ for inspection.")
     ] = False,
@@ -141,15 +165,15 @@ def build(
         keep_build=keep_build,
         max_size_mb=max_size,
         force=force,
-        dependencies=DependencyOptions(
+        dependencies=dependency_options(
+            index_url,
+            extra_index_url,
+            find_links,
+            no_index,
             python_version=python_version,
             platform=platform,
             no_deps=no_deps,
             exclude=tuple(exclude or ()),
-            index_url=index_url,
-            extra_index_urls=tuple(extra_index_url or ()),
-            find_links=tuple(find_links or ()),
-            no_index=no_index,
         ),
     )
     check_state_folder(project_dir / FLASH_DIR)

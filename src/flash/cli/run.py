@@ -35,7 +35,14 @@ from flash.cli._output import (
     wait_for_stop,
     warn,
 )
-from flash.cli.build import project_dir_or_cwd
+from flash.cli.build import (
+    ExtraIndexUrlOption,
+    FindLinksOption,
+    IndexUrlOption,
+    NoIndexOption,
+    dependency_options,
+    project_dir_or_cwd,
+)
 from flash.cli.serve import print_endpoints
 from flash.runtime.protocol import FLASH_DIR
 
@@ -73,6 +80,10 @@ def run(
         typer.Option(envvar="FLASH_API_KEY", help="Require 'Authorization: Bearer <key>'."),
     ] = None,
     watch: Annotated[bool, typer.Option(help="Rebuild and reload on source changes.")] = True,
+    index_url: IndexUrlOption = None,
+    extra_index_url: ExtraIndexUrlOption = None,
+    find_links: FindLinksOption = None,
+    no_index: NoIndexOption = False,
 ) -> None:
     """Build PROJECT_DIR, serve its endpoints locally, and reload them when the code changes."""
     # The build and the platform load here, not with the CLI: `flash --help` stays quick.
@@ -90,7 +101,10 @@ def run(
     check_max_workers(max_workers)
     root = project_dir_or_cwd(project_dir, "run").resolve()
     check_state_folder(root / FLASH_DIR)
-    options = BuildOptions(project_dir=root)
+    options = BuildOptions(
+        project_dir=root,
+        dependencies=dependency_options(index_url, extra_index_url, find_links, no_index),
+    )
     platform: LocalPlatform | None = None
     web: WebApp | None = None
     with (

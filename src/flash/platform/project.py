@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from flash.build.dependencies import sources_from_environment
 from flash.build.pipeline import BuildOptions, Progress, build_project
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform, lock_state_dir
@@ -100,9 +101,13 @@ def serve_project(
 ) -> Iterator[LocalPlatform]:
     """Build ``project_dir``, serve it on this machine and route this process's ``@remote``
     calls to it until the block ends; then stop every worker. Quiet unless ``echo`` is given
-    (a callable taking each log line)."""
+    (a callable taking each log line). Packages come from the sources ``flash build`` reads
+    from the environment (``$FLASH_INDEX_URL``, ``$FLASH_EXTRA_INDEX_URL``,
+    ``$FLASH_FIND_LINKS``)."""
     platform_options.setdefault("echo", None)
-    options = BuildOptions(project_dir=Path(project_dir).resolve())
+    options = BuildOptions(
+        project_dir=Path(project_dir).resolve(), dependencies=sources_from_environment()
+    )
     platform = start_project(options, progress=progress, **platform_options)
     # The invoker set before, as set (None: calls run in this process or as the environment
     # says); restored at the end.
