@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flash.build.collect import collect_files, fingerprint, screen_secrets
+from flash.build.collect import collect_files, fingerprint, ignored_by, is_ignored, screen_secrets
 from flash.build.errors import BuildError
 
 
@@ -105,6 +105,54 @@ def test_a_nested_negation_re_includes_what_the_root_ignores(tmp_path: Path) -> 
         "config/deeper/.gitignore",
         "config/settings.json",
     ]
+
+
+def test_the_ignore_files_of_the_repository_around_the_project_apply_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As git reads them: each .gitignore above the project up to the repository's top, and
+    # .git/info/exclude, the project's own files deciding last.
+    repo = tmp_path / "repo"
+    write(
+        repo,
+        {
+            ".git/info/exclude": "scratch.txt\n",
+            ".gitignore": "secret.txt\n*.log\n/top-only.txt\n",
+            "apps/.gitignore": "proj/data/\n",
+            "apps/proj/.gitignore": "!keep.log\n",
+            "apps/proj/app.py": "",
+            "apps/proj/secret.txt": "",
+            "apps/proj/a.log": "",
+            "apps/proj/keep.log": "",
+            "apps/proj/scratch.txt": "",
+            "apps/proj/top-only.txt": "",  # anchored at the repository's top: not this one
+            "apps/proj/data/big.csv": "",
+        },
+    )
+    project = repo / "apps" / "proj"
+    assert collect_files(project) == [".gitignore", "app.py", "keep.log", "top-only.txt"]
+    assert ignored_by(project, "secret.txt") == "../../.gitignore"
+    assert ignored_by(project, "scratch.txt") == "../../.git/info/exclude"
+    assert ignored_by(project, "data/big.csv") == "../.gitignore"
+    assert ignored_by(project, "keep.log") is None
+    # `flash run` asks one path at a time, from wherever it runs: the same answers.
+    monkeypatch.chdir(project)
+    assert is_ignored(Path("."), "a.log") and not is_ignored(Path("."), "app.py")
+
+
+def test_a_worktrees_exclude_file_applies_and_no_repository_means_none(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "real.git/info/exclude": "scratch.txt\n",
+            "proj/.git": "gitdir: ../real.git\n",  # a worktree's or a submodule's: not archived
+            "proj/app.py": "",
+            "proj/scratch.txt": "",
+            "loose/scratch.txt": "",
+        },
+    )
+    assert collect_files(tmp_path / "proj") == ["app.py"]
+    assert collect_files(tmp_path / "loose") == ["scratch.txt"]
 
 
 def test_negation_in_flashignore(tmp_path: Path) -> None:

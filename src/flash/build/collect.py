@@ -71,6 +71,7 @@ ALWAYS_EXCLUDED = (
     "*.pyo",
     *CREDENTIAL_FILES,
     ".DS_Store",
+    ".git",  # also the file of a worktree or submodule, pointing to its repository
     ".#*",  # editors' lock files (Emacs's are dangling links while a buffer has edits)
     f"/{MANIFEST_FILENAME}",
 )
@@ -142,17 +143,65 @@ def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec
     return pathspec.GitIgnoreSpec.from_lines([*lines, *extra_patterns])
 
 
+def _outer_ignore_files(root: Path) -> list[tuple[Path, str, str]]:
+    """The ignore files git applies to the project from outside it, least binding first:
+    its repository's ``.git/info/exclude``, then the ``.gitignore`` of each folder above the
+    project up to the repository's top (the nearest folder holding ``.git``). Each with the
+    path it is shown by (``../.gitignore``) and the project's path inside the file's folder
+    (``proj/``). None outside a repository."""
+    root = root.resolve()
+    folders = [root, *root.parents]
+    top = next((i for i, folder in enumerate(folders) if (folder / ".git").exists()), None)
+    if top is None:
+        return []
+    files = []
+    git = _git_dir(folders[top] / ".git")
+    for up in range(top, -1, -1):  # the repository's top first
+        lead = "".join(part + "/" for part in root.parts[len(root.parts) - up :])
+        if up == top and git is not None:
+            files.append((git / "info" / "exclude", "../" * up + ".git/info/exclude", lead))
+        if up > 0:  # the project's own .gitignore is read as the project's
+            files.append((folders[up] / ".gitignore", "../" * up + ".gitignore", lead))
+    return files
+
+
+def _git_dir(dot_git: Path) -> Path | None:
+    """The repository folder ``.git`` stands for: itself, or the ``gitdir:`` a worktree's or
+    submodule's ``.git`` file names."""
+    if dot_git.is_dir():
+        return dot_git
+    try:
+        first = dot_git.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    if not first.startswith("gitdir:"):
+        return None
+    return (dot_git.parent / first[len("gitdir:") :].strip()).resolve()
+
+
+def _outer_specs(root: Path) -> list[_Spec]:
+    """The patterns of :func:`_outer_ignore_files`, for every path of the project."""
+    specs = []
+    for path, shown, lead in _outer_ignore_files(root):
+        spec = _spec_of([(path, shown)])
+        if spec is not None:
+            specs.append(("", lead, spec))
+    return specs
+
+
 def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
     """Sorted posix paths, relative to ``root``, of every file that belongs in the build.
 
-    Ignore files in subfolders are honoured the git way: their patterns apply below them.
-    Symbolic links are never followed: one that no ignore file leaves out stops the build
+    Ignore files in subfolders are honoured the git way: their patterns apply below them,
+    and those of the git repository the project is in apply to it too (the ``.gitignore`` of
+    each folder above it up to the repository's top, and ``.git/info/exclude``), below its
+    own. Symbolic links are never followed: one that no ignore file leaves out stops the build
     (see _link_error).
     """
     root = root.resolve()
     if not root.is_dir():
         raise BuildError(f"project directory not found: {root}")
-    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root, extra_patterns))]
+    specs = [*_outer_specs(root), ("", "", load_ignore_spec(root, extra_patterns))]
     found: list[str] = []
     links: list[str] = []  # all reported at once: a build per link would be one too many
     for dirpath, dirnames, filenames in os.walk(root):
@@ -161,7 +210,7 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
         if prefix:
             nested = _nested_spec(Path(dirpath), prefix)
             if nested is not None:
-                specs.append((prefix, nested))
+                specs.append((prefix, "", nested))
         kept_dirs = []
         for name in sorted(dirnames):  # a link to a folder is listed here, never walked
             rel = prefix + name
@@ -239,7 +288,7 @@ def is_ignored(root: Path, rel: str) -> bool:
     folders = ["/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)]
     if any(always_excluded(path) for path in (*folders, rel)):
         return True  # .flash/, .git/, ...: no ignore file needs reading (`flash run` writes)
-    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = [("", load_ignore_spec(root))]
+    specs = [*_outer_specs(root), ("", "", load_ignore_spec(root))]
     prefix = ""
     for part in parts[:-1]:
         # The walk never enters an ignored folder, whatever the files below it say.
@@ -248,15 +297,16 @@ def is_ignored(root: Path, rel: str) -> bool:
         prefix += part + "/"
         nested = _nested_spec(root / prefix, prefix)
         if nested is not None:
-            specs.append((prefix, nested))
+            specs.append((prefix, "", nested))
     return _ignored(specs, rel)
 
 
 def ignored_by(root: Path, rel: str) -> str | None:
     """What leaves the project path ``rel`` (a folder's ends in "/") out of the build: the
     ignore file with a pattern matching it or a folder above it (``.gitignore``,
-    ``data/.flashignore``; the deepest, and .flashignore before .gitignore, as they decide),
-    or the fixed exclusion list (ALWAYS_EXCLUDED); None when it is collected."""
+    ``data/.flashignore``; the deepest, and .flashignore before .gitignore, as they decide;
+    then those of the repository around the project, ``../.gitignore``), or the fixed
+    exclusion list (ALWAYS_EXCLUDED); None when it is collected."""
     if not is_ignored(root, rel):
         return None
     parts = rel.rstrip("/").split("/")
@@ -270,6 +320,10 @@ def ignored_by(root: Path, rel: str) -> str | None:
             below = [path[len(prefix) :] for path in paths if path.startswith(prefix)]
             if spec is not None and any(spec.check_file(path).include for path in below):
                 return prefix + name
+    for file, shown, lead in reversed(_outer_ignore_files(root)):
+        spec = _spec_of([(file, shown)])
+        if spec is not None and any(spec.check_file(lead + path).include for path in paths):
+            return shown
     return "an ignore file"
 
 
@@ -305,7 +359,12 @@ def _ignore_lines(path: Path, shown: str) -> list[str]:
         raise BuildError(f"not UTF-8 text: {exc}", path=shown) from None
 
 
-def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
+# An ignore file's patterns, for the paths under ``prefix`` (project-relative), matched
+# against ``lead`` and the rest of the path: the path inside the ignore file's own folder.
+_Spec = tuple[str, str, pathspec.GitIgnoreSpec]
+
+
+def _ignored(specs: list[_Spec], rel: str) -> bool:
     if always_excluded(rel):
         return True
     # As git does: the deepest ignore file with a pattern matching the path decides, so a
@@ -315,9 +374,9 @@ def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str) -> bool:
     # it matches: those go with the folder, which the walk does not enter when it is
     # ignored. So a nested `!c/` re-includes the folder c, not c/f.log that a parent's
     # `*.log` ignores by its own name (pathspec's check_file would count c/f.log as matched).
-    for prefix, spec in reversed(specs):
+    for prefix, lead, spec in reversed(specs):
         if rel.startswith(prefix):
-            verdict = _own_verdict(spec, rel[len(prefix) :])
+            verdict = _own_verdict(spec, lead + rel[len(prefix) :])
             if verdict is not None:
                 return verdict
     return False
