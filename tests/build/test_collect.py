@@ -1,3 +1,4 @@
+import json
 import os
 import tracemalloc
 from pathlib import Path
@@ -270,6 +271,14 @@ def test_private_keys_and_credential_files_are_left_out_saying_why(tmp_path: Pat
         "cert.p12": "\0binary",
         "Cert.PFX": "\0binary",
         "sa.json": service_account,
+        ".config/gcloud/application_default_credentials.json": "{}",
+        "adc.json": json.dumps(
+            {"type": "authorized_user", "client_secret": "x", "refresh_token": "1//0g"}
+        ),
+        "home/.kube/config": "users:\n- name: u\n  user:\n    token: abc\n",
+        ".azure/msal_token_cache.json": "{}",
+        ".config/gh/hosts.yml": "github.com:\n  oauth_token: x\n",
+        "ci/.docker/config.json": '{"auths": {"r.example": {"auth": "dTpw"}}}',
     }
     kept = {
         "app.py": "",
@@ -277,6 +286,8 @@ def test_private_keys_and_credential_files_are_left_out_saying_why(tmp_path: Pat
         "certs/ca.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         "credentials": "[notes]\n",  # no AWS key in it
         "data.json": '{"type": "dataset"}',
+        "docker/config.json": "{}",  # not Docker's own folder
+        "settings/hosts.yml": "a: 1\n",
     }
     write(tmp_path, {**secrets, **kept})
     screened = screen_secrets(tmp_path, collect_files(tmp_path))
@@ -286,6 +297,8 @@ def test_private_keys_and_credential_files_are_left_out_saying_why(tmp_path: Pat
     assert reasons["deploy_key.pem"] == "holds a private key (-----BEGIN ... PRIVATE KEY-----)"
     assert reasons["sa.json"] == "a Google service-account key"
     assert reasons["aws/credentials"] == "AWS credentials"
+    assert reasons["adc.json"].startswith("a Google user credential")
+    assert reasons["ci/.docker/config.json"] == "Docker's registry credentials"
     (warning,) = screened.warnings()
     assert warning.message.startswith(f"{len(secrets)} files left out of the archive as secret")
     assert "  deploy_key.pem: holds a private key" in warning.message

@@ -500,6 +500,17 @@ def secret_file_reason(rel: str, text: str | None) -> str | None:
         return "an SSH private key file"
     if name == ".git-credentials":
         return "git's stored credentials"
+    folders = parts[:-1]
+    if ".kube" in folders:
+        return "in a .kube folder (Kubernetes cluster credentials)"
+    if ".azure" in folders:
+        return "in an .azure folder (Azure CLI tokens)"
+    if _under(folders, ".config", "gcloud"):
+        return "in .config/gcloud (Google Cloud CLI credentials)"
+    if name == "hosts.yml" and _under(folders, ".config", "gh"):
+        return "GitHub CLI's tokens"
+    if name == "config.json" and folders[-1:] == [".docker"]:
+        return "Docker's registry credentials"
     if name.endswith((".p12", ".pfx")):
         return "a PKCS #12 key store"
     if name == "credentials" and (
@@ -508,8 +519,10 @@ def secret_file_reason(rel: str, text: str | None) -> str | None:
         return "AWS credentials"
     if text is None:  # binary (a DER key), or big
         return "a key file by its name, not read as text" if name.endswith(_KEY_FILES) else None
-    if name.endswith(".json") and _is_service_account_key(text):
-        return "a Google service-account key"
+    if name.endswith(".json"):
+        kind = _google_credentials(text)
+        if kind is not None:
+            return f"a Google {kind}"
     if _is_key_file(name, text):
         return "holds a private key (-----BEGIN ... PRIVATE KEY-----)"
     return None
@@ -528,14 +541,32 @@ def _is_key_file(name: str, text: str) -> bool:
     return bool(spans) and 2 * sum(end - start for start, end in spans) >= len(text.strip())
 
 
-def _is_service_account_key(text: str) -> bool:
-    if '"service_account"' not in text or '"private_key"' not in text:
-        return False  # most JSON files: not parsed
+# Google credential files by their "type", and what each is called.
+_GOOGLE_CREDENTIALS = {
+    "service_account": ("private_key", "service-account key"),
+    "authorized_user": ("refresh_token", "user credential (application default credentials)"),
+}
+
+
+def _google_credentials(text: str) -> str | None:
+    """What kind of Google credentials the JSON ``text`` is, or None."""
+    if not any(
+        f'"{kind}"' in text and f'"{field}"' in text
+        for kind, (field, _) in _GOOGLE_CREDENTIALS.items()
+    ):
+        return None  # most JSON files: not parsed
     try:
         data = json.loads(text)
     except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("type") == "service_account"
+        return None
+    kind = data.get("type") if isinstance(data, dict) else None
+    found = _GOOGLE_CREDENTIALS.get(kind) if isinstance(kind, str) else None
+    return None if found is None else found[1]
+
+
+def _under(folders: list[str], *names: str) -> bool:
+    """Whether ``names`` appear in a row in the (lowercased) ``folders`` of a path."""
+    return any(folders[i : i + len(names)] == list(names) for i in range(len(folders)))
 
 
 def _text_of(root: Path, rel: str) -> str | None:
