@@ -57,3 +57,36 @@ def test_connect_takes_the_api_key_from_the_environment(
     finally:
         flash.disconnect()
     assert API_KEY not in str(info.value) and "k-wrong" not in str(info.value)
+
+
+def test_a_refusal_says_what_to_check_on_this_side(
+    platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = importlib.import_module("keyedapp.work")
+    monkeypatch.delenv("FLASH_API_KEY", raising=False)
+    try:
+        flash.connect(platform.url, signing_key=platform.signing_key)
+        with pytest.raises(flash.EndpointUnavailableError) as no_key:
+            asyncio.run(work.double(4))
+        flash.connect(platform.url, "k-wrong", signing_key=platform.signing_key)
+        with pytest.raises(flash.EndpointUnavailableError) as wrong_key:
+            asyncio.run(work.double(4))
+        # Another project's platform: it has no endpoint of this name.
+        flash.connect(
+            platform.url,
+            API_KEY,
+            endpoint_ids={"keyed": "elsewhere"},
+            signing_key=platform.signing_key,
+        )
+        with pytest.raises(flash.EndpointUnavailableError) as unknown:
+            asyncio.run(work.double(4))
+    finally:
+        flash.disconnect()
+    advice = "set $FLASH_API_KEY to the platform's (flash run --api-key, flash serve --api-key)"
+    assert f"this client sends no API key: {advice}" in str(no_key.value)
+    assert f"this client sends an API key the platform refuses: {advice}" in str(wrong_key.value)
+    assert "HTTP 404" in str(unknown.value)
+    assert (
+        f"; is {platform.url} ($FLASH_API_BASE, or flash.connect's URL) the platform serving "
+        "this project?"
+    ) in str(unknown.value)

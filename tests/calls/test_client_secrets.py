@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.helpers import QuietHandler, serve_http
 
 import flash
 from flash import CpuLiveServerless, remote
-from flash.runtime.client import Endpoints, PlatformInvoker
+from flash.runtime.client import Endpoints, PlatformInvoker, from_environment
 from flash.runtime.errors import EndpointUnavailableError
 from flash.runtime.http import HttpClient, HttpError
 from flash.runtime.remote import get_invoker, set_invoker
@@ -55,7 +59,7 @@ def refusing() -> Iterator[int]:
 
 
 def test_the_host_header_and_errors_leave_out_a_urls_credentials(refusing: int) -> None:
-    # As from FLASH_API_BASE, which connect() does not vet.
+    # An invoker made directly: neither connect() nor FLASH_API_BASE vetted this URL.
     invoker = PlatformInvoker(Endpoints(f"http://user:{PASSWORD}@127.0.0.1:{refusing}"))
     previous = set_invoker(invoker)
     try:
@@ -91,6 +95,42 @@ def test_connect_refuses_a_url_with_credentials_and_names_api_key() -> None:
 def test_connect_refuses_what_is_no_http_url(url: str) -> None:
     with pytest.raises(ValueError, match="base_url must be an http:// or https:// URL"):
         flash.connect(url)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8200", "ftp://x", "http://", "http://h:99999"])
+def test_flash_api_base_that_is_no_http_url_is_refused_naming_it(url: str) -> None:
+    # Not sent to port 80 of some host, to fail after every retry.
+    with pytest.raises(ValueError, match=r"^\$FLASH_API_BASE must be an http:// or https:// URL"):
+        from_environment({"FLASH_API_BASE": url})
+    with pytest.raises(ValueError, match=r"FLASH_API_KEY") as caught:
+        from_environment({"FLASH_API_BASE": f"http://user:{PASSWORD}@127.0.0.1:9"})
+    assert PASSWORD not in str(caught.value)
+    with pytest.raises(ValueError, match=r"^\$FLASH_ENDPOINTS is not valid JSON"):
+        from_environment({"FLASH_API_BASE": "http://127.0.0.1:9", "FLASH_ENDPOINTS": "{"})
+
+
+def test_a_script_with_a_bad_flash_api_base_fails_at_its_first_call(tmp_path: Path) -> None:
+    script = (
+        "from flash import CpuLiveServerless, remote\n"
+        "@remote(CpuLiveServerless(name='cpu'))\n"
+        "def add(a: int, b: int) -> int:\n"
+        "    return a + b\n"
+        "add.call(1, 2)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**env, "FLASH_API_BASE": "127.0.0.1:8200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        "ValueError: $FLASH_API_BASE must be an http:// or https:// URL such as "
+        "http://127.0.0.1:8000, got '127.0.0.1:8200'"
+    )
 
 
 @pytest.mark.parametrize("key", [f"{API_KEY}\r\nX-Injected: 1", f"{API_KEY}\n", f"{API_KEY}\x00"])

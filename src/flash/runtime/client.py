@@ -54,6 +54,7 @@ from flash.runtime.http import (
     HttpClient,
     HttpError,
     Response,
+    check_base_url,
     has_control_character,
     json_body,
     redact_url,
@@ -202,7 +203,11 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Endpoints | Non
     base = environ.get("FLASH_API_BASE")
     if not base:
         return None
-    overrides = json.loads(environ.get("FLASH_ENDPOINTS") or "{}")
+    check_base_url(base, "$FLASH_API_BASE", "put the key in $FLASH_API_KEY")
+    try:
+        overrides = json.loads(environ.get("FLASH_ENDPOINTS") or "{}")
+    except ValueError as exc:
+        raise ValueError(f"$FLASH_ENDPOINTS is not valid JSON: {exc}") from None
     ids = {name: spec["id"] for name, spec in overrides.items() if "id" in spec}
     urls = {name: spec["url"] for name, spec in overrides.items() if "url" in spec}
     return Endpoints(base, environ.get("FLASH_API_KEY") or None, ids, urls)
@@ -913,7 +918,8 @@ class PlatformInvoker:
                 if response.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
                     raise PayloadTooLargeError(problem, **names)
                 if response.status not in _TRANSIENT_STATUS:
-                    raise EndpointUnavailableError(problem, **names)
+                    hint = self._refusal_hint(response.status, job_id)
+                    raise EndpointUnavailableError(problem + hint, **names)
             if first_failure is None:  # the outage is timed from when it showed
                 first_failure = time.monotonic()
             tried = f"{attempts} attempt{'s' if attempts > 1 else ''}"
@@ -931,6 +937,23 @@ class PlatformInvoker:
         raise RemoteTimeoutError(
             f"the call ran out of time after {tried}; the last: {problem}", **names
         )
+
+    def _refusal_hint(self, status: int, job_id: str | None) -> str:
+        """What to check when the platform refuses a request with ``status``, if anything
+        on this side can be: the API key this client sends, or which platform it calls."""
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            sent = "an API key the platform refuses" if self.endpoints.api_key else "no API key"
+            return (
+                f"; this client sends {sent}: set $FLASH_API_KEY to the platform's "
+                "(flash run --api-key, flash serve --api-key), or pass "
+                "flash.connect(url, api_key=...)"
+            )
+        if status == HTTPStatus.NOT_FOUND and job_id is None:
+            return (
+                f"; is {redact_url(self.endpoints.base_url)} ($FLASH_API_BASE, or "
+                "flash.connect's URL) the platform serving this project?"
+            )
+        return ""
 
     async def _cancel(self, url: str, job_id: str | None) -> None:
         if not job_id:

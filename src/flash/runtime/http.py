@@ -24,6 +24,7 @@ __all__ = [
     "HttpClient",
     "HttpError",
     "Response",
+    "check_base_url",
     "has_control_character",
     "json_body",
     "redact_url",
@@ -282,6 +283,24 @@ def redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="****@" + parts.netloc.rpartition("@")[2]))
+
+
+def check_base_url(url: str, name: str, key_advice: str) -> None:
+    """Refuse a platform URL (``name`` says where it came from) that calls cannot go to, or
+    that holds credentials: they would show wherever the URL does, and the platform takes
+    its key as a bearer token only (``key_advice``: where the key goes instead)."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError(
+            f"{name} must be an http:// or https:// URL such as http://127.0.0.1:8000, "
+            f"got {redact_url(url)!r}"
+        )
+    if "@" in parts.netloc:
+        raise ValueError(f"{name} must not hold credentials (user:password@): {key_advice}")
 
 
 def has_control_character(text: str) -> bool:

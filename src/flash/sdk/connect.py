@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 
 from flash.runtime.client import Endpoints, PlatformInvoker
-from flash.runtime.http import redact_url
+from flash.runtime.http import check_base_url
 from flash.runtime.remote import set_invoker
 from flash.sdk.keys import find_signing_key
 
@@ -28,7 +27,7 @@ def connect(
     the invoker now in force. A ``user:password@`` in ``base_url`` is refused: the key
     goes in ``api_key``.
     """
-    _check_base_url(base_url)
+    check_base_url(base_url, "base_url", "pass the key as flash.connect(url, api_key=...)")
     if api_key is None:
         api_key = os.environ.get("FLASH_API_KEY") or None
     invoker = PlatformInvoker(
@@ -37,21 +36,6 @@ def connect(
     )
     _close(set_invoker(invoker))
     return invoker
-
-
-def _check_base_url(base_url: str) -> None:
-    """Refuse a URL calls cannot go to, or one holding credentials: they would show
-    wherever the URL does, and the platform takes its key as a bearer token only."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"base_url must be an http:// or https:// URL, got {redact_url(base_url)!r}"
-        )
-    if "@" in parts.netloc:
-        raise ValueError(
-            "base_url must not hold credentials (user:password@): "
-            "pass the key as flash.connect(url, api_key=...)"
-        )
 
 
 def disconnect() -> None:
