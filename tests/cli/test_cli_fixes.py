@@ -182,6 +182,46 @@ def test_run_refuses_a_busy_port_before_building(tmp_path: Path) -> None:
             assert not (project / ".flash" / "archive.tar.gz").exists()
 
 
+def test_run_refuses_one_port_for_the_platform_and_the_web_app_before_building(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "app.py").write_text(ONE_FUNCTION)
+    (project / "main.py").write_text(WEB_APP)
+    with socket.socket() as probe:  # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    failed = flash("run", "proj", "--port", str(port), "--app-port", str(port), cwd=tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr.strip() == (
+        f"Error: --port and --app-port are both {port}: main.py's web app needs a port of its own"
+    )
+    assert "collect" not in failed.stdout, failed.stdout  # no build was started
+
+
+def test_serve_checks_the_archive_and_the_host_before_writing_anything(tmp_path: Path) -> None:
+    (tmp_path / "junk.tar.gz").write_text("not an archive\n")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "app.py").write_text(ONE_FUNCTION)
+    assert flash("build", "proj", cwd=tmp_path).returncode == 0
+    archive = tmp_path / "proj" / ".flash" / "archive.tar.gz"
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    cases = [
+        (("serve", str(tmp_path / "junk.tar.gz")), "not an archive `flash build` writes"),
+        (("serve", str(tmp_path / "proj")), "a folder, not an archive: serve the archive"),
+        (("serve", str(archive), "--host", "999.1.1.1", "--port", "0"), "999.1.1.1 port 0"),
+    ]
+    for args, said in cases:
+        failed = flash(*args, cwd=here)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert failed.stderr.startswith("Error: ") and said in failed.stderr, failed.stderr
+        # No key made, no copy extracted, no lock left: in the user's folder, nor the project's.
+        assert list(here.iterdir()) == [], list(here.iterdir())
+    assert not (archive.parent / "serve").exists()
+
+
 def test_build_names_every_symbolic_link_at_once(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()

@@ -115,12 +115,11 @@ def check_port(option: str, port: int) -> None:
 
 
 def check_can_listen(option: str, host: str, port: int, what: str) -> None:
-    """Fail unless ``port`` (not 0: any free one) can be listened on now: checked before the
-    build, which may take minutes, rather than when serving starts after it."""
+    """Fail unless ``port`` (0: any free one, when ``host`` can be listened on at all) can be
+    listened on now: checked before the build, which may take minutes, and before anything
+    is written, rather than when serving starts after it."""
     import socket
 
-    if port == 0:
-        return
     try:
         # create_server sets SO_REUSEADDR as servers do: a port in TIME_WAIT is free.
         socket.create_server((host, port)).close()

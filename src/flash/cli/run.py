@@ -168,6 +168,10 @@ def check_ports(root: Path, host: str, port: int, app_port: int) -> None:
 
     check_can_listen("--port", host, port, "the platform")
     if defines_web_app(root / "main.py") is not False:
+        if port == app_port != 0:
+            fail(
+                f"--port and --app-port are both {port}: main.py's web app needs a port of its own"
+            )
         check_can_listen("--app-port", host, app_port, "main.py's web app")
 
 

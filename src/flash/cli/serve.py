@@ -12,6 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from flash.cli._output import (
+    check_can_listen,
     check_max_workers,
     check_port,
     check_state_folder,
@@ -46,14 +47,19 @@ def serve(
     ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Serve every endpoint of a built archive with real worker processes."""
+    from flash.platform.archive import check_archive
     from flash.platform.manifest import PlatformError
-    from flash.runtime.signing import SigningKeyError
+    from flash.runtime.signing import SigningKeyError, load_signing_key
 
     check_port("--port", port)
     check_max_workers(max_workers)
     check_state_folder(state_dir)
     # SigningKeyError: a FLASH_SIGNING_KEY that is not a key.
     with user_errors(False, PlatformError, OSError, SigningKeyError):
+        # What cannot be served fails before a key, a state folder or a copy is written.
+        load_signing_key()  # a $FLASH_SIGNING_KEY that is no key
+        check_archive(archive)
+        check_can_listen("--port", host, port, "the platform")
         serve_command(archive, host, port, max_workers, api_key, state_dir=state_dir)
 
 

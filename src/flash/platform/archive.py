@@ -219,7 +219,24 @@ def _exclusive(path: Path) -> Iterator[None]:
         os.close(fd)  # closing lets the lock go
 
 
+def check_archive(archive: Path) -> None:
+    """Raise PlatformError unless ``archive`` is a gzipped tar file (only its first entry is
+    read): checked before anything is written for it (a key, a state folder, a copy)."""
+    _require_file(archive)
+    try:
+        with _open_tar(archive) as tar:
+            tar.next()
+    except (tarfile.TarError, EOFError, OSError) as exc:  # cut short, or not gzip after all
+        raise PlatformError(f"{archive}: cannot read it as an archive: {exc}") from None
+
+
 def _require_file(archive: Path) -> None:
+    if archive.is_dir():
+        raise PlatformError(
+            f"{archive}: a folder, not an archive: serve the archive `flash build` writes "
+            f"({archive / '.flash' / 'archive.tar.gz'}), or build and serve the project "
+            f"with `flash run {archive}`"
+        )
     if not archive.is_file():
         raise PlatformError(f"{archive}: archive not found")
 
