@@ -204,6 +204,65 @@ def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
         web.close()
 
 
+WSGI_FUNCTION = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("wsgi " + environ["PATH_INFO"]).encode()]
+"""
+# As Flask's and Django's apps are: an object whose __call__ takes (environ, start_response).
+WSGI_OBJECT = """
+class Application:
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [("object " + environ["PATH_INFO"]).encode()]
+
+
+app = Application()
+"""
+
+
+def _web_app(folder: Path, errors: queue.Queue[str]) -> WebApp:
+    return WebApp(
+        folder,
+        "127.0.0.1",
+        0,
+        {},
+        threading.Event(),
+        say=lambda _: None,
+        warn=lambda _, message: errors.put(message),
+    )
+
+
+@pytest.mark.parametrize(("source", "answer"), [(WSGI_FUNCTION, "wsgi"), (WSGI_OBJECT, "object")])
+def test_a_wsgi_app_is_served_as_wsgi(tmp_path: Path, source: str, answer: str) -> None:
+    # uvicorn's own guess would call it as ASGI: a 500 for every request.
+    (tmp_path / "main.py").write_text(source)
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        web.start()
+        reply = httpx.get(f"http://127.0.0.1:{web.port}/page", timeout=60)
+        assert (reply.status_code, reply.text) == (200, f"{answer} /page")
+    finally:
+        web.close()
+    assert errors.empty()
+
+
+def test_an_app_that_is_no_web_app_fails_to_start_saying_so(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "main.py").write_text("app = 5\n")
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        web.start()
+        assert "exited with code 1 while starting" in errors.get(timeout=60)
+    finally:
+        web.close()
+    said = capfd.readouterr().err
+    assert "main.py's `app` is not a web app (a value of type int)" in said, said
+
+
 def test_stopping_waits_out_uvicorns_own_drain() -> None:
     # Else a Ctrl-C kills a request that uvicorn would still let finish.
     assert WEB_APP_STOP_S > WEB_APP_DRAIN_S

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 # Exit status when flash run is gone: nothing would stop this process any more.
 ORPHANED = 70
@@ -36,12 +36,42 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     config = uvicorn.Config("main:app", timeout_graceful_shutdown=drain_s)
+    config.load()  # imports main.py; a failure is reported as uvicorn reports it
+    interface = app_interface(getattr(sys.modules.get("main"), "app", None))
+    if interface != "auto":  # loaded again from the imported module: main.py runs once
+        config = uvicorn.Config("main:app", interface=interface, timeout_graceful_shutdown=drain_s)
     server = server_class(config, ready_fd)
     # uvicorn sends itself the signal that stopped it again once it has shut down; SIGINT's
     # Python handler would print a KeyboardInterrupt traceback then (SIGTERM's default
     # action ends the process quietly).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     server.run(sockets=[socket.socket(fileno=listen_fd)])
+
+
+def app_interface(app: Any) -> Literal["auto", "wsgi"]:
+    """How uvicorn is to call main.py's ``app``: ``"wsgi"`` for a WSGI app (Flask, Django,
+    ``def app(environ, start_response)``), which uvicorn's own guess calls as ASGI and fails
+    on every request; else uvicorn's guess, ``"auto"``. Exits, saying why, for an ``app``
+    that is not callable at all."""
+    if not callable(app):
+        print(
+            f"main.py's `app` is not a web app (a value of type {type(app).__name__}): flash "
+            "run serves an ASGI app (FastAPI, Starlette) or a WSGI app (Flask, Django) bound "
+            "to `app`",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    if inspect.isclass(app) or inspect.iscoroutinefunction(app):
+        return "auto"  # ASGI 2's class, or an ASGI 3 function
+    if inspect.iscoroutinefunction(app.__call__):  # an ASGI 3 object (Starlette)
+        return "auto"
+    try:
+        parameters = list(inspect.signature(app).parameters.values())
+    except (TypeError, ValueError):
+        return "auto"
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    wsgi = len(parameters) == 2 and all(p.kind in positional for p in parameters)
+    return "wsgi" if wsgi else "auto"
 
 
 def exit_with_parent(parent: int, lifeline_fd: int) -> None:
