@@ -116,12 +116,19 @@ def run(
         # $FLASH_SIGNING_KEY, as flash serve and the scripts take it, else the project's.
         from_env = load_signing_key()
         worker_env = {} if from_env is None else {KEY_ENV_VAR: key_to_text(from_env)}
+        warned: list[str] = []  # the first build's warnings: a rebuild does not repeat them
+
+        def build_warned(message: str) -> None:
+            warned.append(message)
+            build_warning(message)
+
         try:
             platform = first_build(
                 options,
                 stop,
                 lambda: check_ports(root, host, port, app_port),
                 watch=watch,
+                build_warned=build_warned,
                 host=host,
                 port=port,
                 max_workers=max_workers,
@@ -144,7 +151,14 @@ def run(
             )
             if watch:
                 reloader = Reloader(
-                    options, platform, web, stop, say=say, warn=warn, progress=stage_printer(False)
+                    options,
+                    platform,
+                    web,
+                    stop,
+                    say=say,
+                    warn=warn,
+                    progress=stage_printer(False),
+                    warned=warned,
                 )
                 watch_and_reload(root, stop, reloader)
             else:
@@ -181,10 +195,12 @@ def first_build(
     before_build: Callable[[], None],
     *,
     watch: bool,
+    build_warned: Callable[[str], None] = build_warning,
     **platform_options: object,
 ) -> LocalPlatform:
     """Build and start serving. A build that fails raises BuildError, or when ``watch``
-    is reported and tried again at the next change to the project, as dev servers do."""
+    is reported and tried again at the next change to the project, as dev servers do.
+    ``build_warned`` gets each warning of the build served."""
     from flash.build.errors import BuildError
     from flash.platform.devloop import snapshot
     from flash.platform.local import lock_state_dir
@@ -200,7 +216,12 @@ def first_build(
                 # A duplicate holds the same lock: the build's, then the platform's, to
                 # close (closed on failure), while ours keeps the project held meanwhile.
                 return _build_and_serve(
-                    options, stop, before_build, state_lock=os.dup(state_lock), **platform_options
+                    options,
+                    stop,
+                    before_build,
+                    state_lock=os.dup(state_lock),
+                    build_warned=build_warned,
+                    **platform_options,
                 )
             except BuildError as exc:
                 if not watch:
@@ -220,6 +241,7 @@ def _build_and_serve(
     before_build: Callable[[], None],
     *,
     state_lock: int,
+    build_warned: Callable[[str], None] = build_warning,
     **platform_options: object,
 ) -> LocalPlatform:
     """Build and start serving; a stopping signal during the build exits as interrupted
@@ -234,7 +256,7 @@ def _build_and_serve(
         platform = start_project(
             options,
             progress=stage_printer(True),
-            warn=build_warning,
+            warn=build_warned,
             before_build=before_build,
             state_lock=state_lock,
             **platform_options,

@@ -62,7 +62,8 @@ class Outcome(enum.Enum):
 
 class Reloader:
     """Rebuilds and reloads the platform and the web app for a batch of changes. ``say``
-    gets news, ``warn`` (title, message) problems and the build's warnings."""
+    gets news, ``warn`` (title, message) problems and the build's warnings (those not among
+    the last build's: ``warned`` are the first build's, said already)."""
 
     def __init__(
         self,
@@ -74,6 +75,7 @@ class Reloader:
         say: Callable[[str], None],
         warn: Callable[[str, str], None],
         progress: Progress | None = None,
+        warned: Iterable[str] = (),
     ):
         self.options = options
         self.platform = platform
@@ -85,6 +87,9 @@ class Reloader:
         self.broken = False  # the last rebuild failed: the next good one says so
         self.unserved: str | None = None  # a build that was made but could not be served
         self._key_warning: str | None = None  # said once, until it changes
+        # The warnings of the build served (``warned``: the first one's, said already): a
+        # rebuild says only those it adds, not the same ones at every save.
+        self._warnings = set(warned)
 
     def _keep_key(self) -> None:
         """The project's key file keeps the key the workers check (a deleted one is written
@@ -129,8 +134,12 @@ class Reloader:
                 self.broken = False
                 self.say(f"Build good again: serving {result.sha256[:12]}")
             return Outcome.SAME
-        for warning in result.warnings:
-            self.warn("Warning", str(warning))
+        warnings = [str(warning) for warning in result.warnings]
+        for warning in warnings:
+            if warning not in self._warnings:
+                self.warn("Warning", warning)
+        repeated = sum(warning in self._warnings for warning in warnings)
+        self._warnings = set(warnings)
         before = {endpoint["name"] for endpoint in self.platform.endpoints()}
         try:
             self.platform.load_copy(
@@ -141,7 +150,10 @@ class Reloader:
             self.warn("Cannot serve the new build, still serving the last", str(exc))
             return Outcome.FAILED
         self.broken, self.unserved = False, None
-        self.say(f"Reloaded {result.sha256[:12]}")
+        as_before = (
+            f" ({repeated} warning{'s' if repeated > 1 else ''} as before)" if repeated else ""
+        )
+        self.say(f"Reloaded {result.sha256[:12]}{as_before}")
         self._say_endpoint_changes(before)
         return Outcome.NEW
 
