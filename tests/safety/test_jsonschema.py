@@ -310,6 +310,22 @@ def test_check_depth_is_iterative_and_names_the_place() -> None:
     )
 
 
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_an_integer_too_long_to_read_is_named_where_it_is(as_bytes: bool) -> None:
+    # Python reads at most 4300 digits; its own message advises sys.set_int_max_str_digits().
+    text = '{"input": {"kwargs": {"a": 1, "b": [2, -' + "9" * 5000 + "]}}}"
+    with pytest.raises(JsonInputError) as info:
+        parse_json(text.encode() if as_bytes else text, len(text), 64)
+    assert info.value.reason == INVALID_JSON and info.value.path == "input.kwargs.b[1]"
+    assert str(info.value) == (
+        "input.kwargs.b[1]: an integer of 5000 digits, over the 4300 digits a JSON integer "
+        "may have here (send it as a string)"
+    )
+    # Broken elsewhere too: reported as any broken document is.
+    with pytest.raises(JsonInputError, match=r"^not valid JSON: "):
+        parse_json(text[:-1], len(text), 64)
+
+
 def test_a_too_deep_value_is_named_in_a_short_message() -> None:
     # As the gateway refuses a worker's report, and a worker a /run input's field.
     for text, place in (

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import math
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeGuard
@@ -160,6 +161,8 @@ def parse_json_member(
     except RecursionError:
         raise JsonInputError(TOO_DEEP, f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+            _refuse_long_integers(_json_str(text))  # names where, which the decoder does not
         raise JsonInputError(INVALID_JSON, f"not valid JSON: {exc}") from None
     # Nesting can be no deeper than the number of brackets: a count at C speed spares the
     # walk for flat documents, however big.
@@ -200,6 +203,41 @@ def _refuse_infinities(value: Any) -> None:
                 INVALID_JSON,
                 f"{format_path(where) or 'the value'}: {item} is not a JSON number (a number "
                 "this large, such as 1e400, is beyond the range of a 64-bit float)",
+                format_path(where),
+            )
+
+
+class _LongInteger(int):
+    """Stands for an integer literal of more digits than Python converts (see
+    _refuse_long_integers): its value is its number of digits."""
+
+
+def _refuse_long_integers(text: str) -> None:
+    """JsonInputError (INVALID_JSON) naming where ``text`` holds an integer literal longer
+    than Python converts (``sys.get_int_max_str_digits``); read again only once the fast
+    decoder failed on one, which says neither where nor why in terms a client can act on."""
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+
+    def parse_int(digits: str) -> int:
+        length = len(digits.lstrip("-"))
+        return _LongInteger(length) if limit and length > limit else int(digits)
+
+    try:
+        value = json.JSONDecoder(parse_constant=_reject_constant, parse_int=parse_int).decode(text)
+    except ValueError:
+        return  # another problem first: the caller reports it
+    stack: list[tuple[Any, _Path]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((child, (where, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (where, index)) for index, child in enumerate(item))
+        elif type(item) is _LongInteger:
+            raise JsonInputError(
+                INVALID_JSON,
+                f"{format_path(where) or 'the value'}: an integer of {int(item)} digits, over "
+                f"the {limit} digits a JSON integer may have here (send it as a string)",
                 format_path(where),
             )
 
