@@ -18,7 +18,7 @@ import math
 import re
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeGuard
 
 __all__ = [
@@ -185,26 +185,41 @@ def _refuse_infinities(value: Any) -> None:
     not looked into, and a list of numbers is summed at C speed (an infinity or a NaN
     stays one in a sum): a pickled job's body costs nothing, a megabyte of floats about a
     millisecond."""
-    stack: list[tuple[Any, _Path]] = [(value, "")]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((child, (where, key)) for key, child in item.items())
-        elif isinstance(item, list):
-            if item and set(map(type, item)) <= _NUMBER_TYPES:
-                try:
-                    if math.isfinite(sum(item)):
-                        continue
-                except OverflowError:  # an integer beyond a float's range: look at each
-                    pass
-            stack.extend((child, (where, index)) for index, child in enumerate(item))
-        elif type(item) is float and item - item != 0:
+    for item, where in _leaves(value, _finite_numbers):
+        if type(item) is float and item - item != 0:
             raise JsonInputError(
                 INVALID_JSON,
                 f"{format_path(where) or 'the value'}: {item} is not a JSON number (a number "
                 "this large, such as 1e400, is beyond the range of a 64-bit float)",
                 format_path(where),
             )
+
+
+def _finite_numbers(items: list[Any]) -> bool:
+    """Whether ``items`` are all numbers, none an infinity (a sum at C speed tells)."""
+    if not items or not set(map(type, items)) <= _NUMBER_TYPES:
+        return False
+    try:
+        return math.isfinite(sum(items))
+    except OverflowError:  # an integer beyond a float's range: look at each
+        return False
+
+
+def _leaves(
+    value: Any, skipped: Callable[[list[Any]], bool] | None = None
+) -> Iterator[tuple[Any, _Path]]:
+    """Each value in JSON data ``value`` that is no object or array, with its path; lists
+    for which ``skipped`` says so are not looked into."""
+    stack: list[tuple[Any, _Path]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((child, (where, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            if skipped is None or not skipped(item):
+                stack.extend((child, (where, index)) for index, child in enumerate(item))
+        else:
+            yield item, where
 
 
 class _LongInteger(int):
@@ -226,14 +241,8 @@ def _refuse_long_integers(text: str) -> None:
         value = json.JSONDecoder(parse_constant=_reject_constant, parse_int=parse_int).decode(text)
     except ValueError:
         return  # another problem first: the caller reports it
-    stack: list[tuple[Any, _Path]] = [(value, "")]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((child, (where, key)) for key, child in item.items())
-        elif isinstance(item, list):
-            stack.extend((child, (where, index)) for index, child in enumerate(item))
-        elif type(item) is _LongInteger:
+    for item, where in _leaves(value):
+        if type(item) is _LongInteger:
             raise JsonInputError(
                 INVALID_JSON,
                 f"{format_path(where) or 'the value'}: an integer of {int(item)} digits, over "
