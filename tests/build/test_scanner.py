@@ -1206,6 +1206,29 @@ def test_env_names_that_hold_secrets_are_warned_about_unless_referenced(tmp_path
     assert not [t for t in shown if "hf_written_out" in t or "hunter2" in t or "pw123" in t]
 
 
+def test_an_endpoint_of_no_workers_is_warned_about(tmp_path: Path) -> None:
+    result = scan(
+        tmp_path,
+        {
+            "app.py": f"""\
+                {HEADER.strip()}
+
+                off = CpuLiveServerless(name="off", workersMax=0)
+                on = CpuLiveServerless(name="on", workersMax=1)
+
+                @remote(off)
+                def f(): ...
+
+                @remote(on)
+                def g(): ...
+            """,
+        },
+    )
+    (warning,) = [str(warning) for warning in result.warnings]
+    assert warning.startswith("app.py:3:7: CpuLiveServerless 'off': workersMax=0 lets the")
+    assert "flash run and flash serve give it one worker" in warning
+
+
 # Fake credentials in the shapes their issuers use, built here: none is a real one.
 FAKE_HF = "hf_" + "a1" * 17
 FAKE_OPENAI = "sk-proj-" + "Ab3" * 10

@@ -147,7 +147,10 @@ def scan_project(root: Path, files: Sequence[str], python_version: str | None = 
         resources=dict(sorted(resources.items())),
         functions=tuple(sorted(functions, key=lambda f: (f.resource, f.qualified_name))),
         src_layout=src_layout,
-        warnings=tuple(_secret_env_warnings(resources.values())),
+        warnings=(
+            *_secret_env_warnings(resources.values()),
+            *_no_worker_warnings(resources.values()),
+        ),
     )
 
 
@@ -183,6 +186,21 @@ def _secret_env_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWar
                 "value is written out, so it goes into flash_manifest.json and the archive as "
                 "it is; keep it as a RunPod secret and write its reference instead: "
                 f'env={{{key!r}: "{{{{ RUNPOD_SECRET_{key} }}}}"}}',
+                path=spec.path,
+                line=spec.line,
+                col=spec.col,
+            )
+
+
+def _no_worker_warnings(resources: Iterable[ResourceSpec]) -> Iterator[BuildWarning]:
+    """A warning for each of ``resources`` with ``workersMax=0``: deployed, it would run no
+    job; the local platform runs its jobs with one worker, so that it can be tried here."""
+    for spec in sorted(resources, key=lambda r: (r.path, r.line, r.col)):
+        if spec.config.get("workersMax") == 0:
+            yield BuildWarning(
+                f"{spec.type} {spec.name!r}: workersMax=0 lets the endpoint run no job "
+                "(deployed, its jobs would wait for ever); flash run and flash serve give it "
+                "one worker so that it can be tried here",
                 path=spec.path,
                 line=spec.line,
                 col=spec.col,
