@@ -198,7 +198,7 @@ def test_init_prints_a_directory_with_brackets_as_it_is(tmp_path: Path) -> None:
     init = flash("init", "my[/]proj", cwd=tmp_path)
     assert init.returncode == 0, init.stderr
     assert "Created 9 files in my[/]proj" in init.stdout
-    assert "cd my[/]proj && flash build" in init.stdout
+    assert "cd 'my[/]proj' && flash build" in init.stdout  # quoted: [ is a shell glob
     assert (tmp_path / "my[" / "]proj" / "main.py").is_file()
 
 
@@ -363,6 +363,9 @@ def test_init_into_the_current_directory_says_just_flash_build(tmp_path: Path) -
         assert "cd ." not in init.stdout
     elsewhere = flash("init", "c", cwd=tmp_path)
     assert "Next: cd c && flash build" in elsewhere.stdout
+    # As a shell takes it: the name quoted when it must be.
+    spaced = flash("init", "my app's folder", cwd=tmp_path)
+    assert """Next: cd 'my app'"'"'s folder' && flash build""" in spaced.stdout, spaced.stdout
 
 
 def test_init_conflicts_are_listed_in_good_grammar_with_a_count(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from tests.cli.test_run_devloop import FlashRun, starter_whose_worker_starts_wit
 from tests.cli.test_run_first_build import api_base
 from tests.helpers import free_port, processes_under, wait_for
 
+from flash import __version__ as flash_version
 from flash.cli.init import write_starter
 
 SLEEPS_AT_IMPORT = "import time\n\ntime.sleep(600)\n"
@@ -108,6 +109,13 @@ def test_help_shows_the_whole_argument_help_and_no_value_for_flags(tmp_path: Pat
         assert "<bool>" not in text and "list[str]" not in text, text
     build_help = flash("build", "--help", cwd=tmp_path).stdout
     assert "--exclude NAME" in " ".join(build_help.split()), build_help
+    top = flash("--help", cwd=tmp_path).stdout
+    assert "--version" in top and "<bool>" not in top, top
+
+
+def test_version_is_printed(tmp_path: Path) -> None:
+    shown = flash("--version", cwd=tmp_path)
+    assert (shown.returncode, shown.stdout) == (0, f"flash {flash_version}\n"), shown
 
 
 def test_build_refuses_a_platform_workers_do_not_run_naming_the_choices(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from string import Template
 from typing import Annotated
@@ -82,4 +83,6 @@ def init(
     if directory.resolve() == Path.cwd().resolve():
         console.print("Next: [bold]flash build[/]")
     else:
-        console.print(f"Next: [bold]cd {shown} && flash build[/]")
+        # As a shell takes it: a name with a space or a quote in it, quoted.
+        folder = escape(shlex.quote(str(directory)))
+        console.print(f"Next: [bold]cd {folder} && flash build[/]")

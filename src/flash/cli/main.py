@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from flash.cli._output import fail
 from flash.cli.build import build
@@ -34,16 +34,27 @@ class FlashCommand(TyperCommand):
             fail(exc.format_message())
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)
-        # Typer's help shows a flag's type (`--force <bool>`) as if it took a value.
-        for param in params:
-            if getattr(param, "is_flag", False):
-                param.metavar = ""
-        return params
+        return _flags_shown_bare(super().get_params(ctx))
+
+
+class FlashGroup(TyperGroup):
+    """The ``flash`` group: its flags (``--help``, ``--version``) shown as the commands' are."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_shown_bare(super().get_params(ctx))
+
+
+def _flags_shown_bare(params: list[Any]) -> list[Any]:
+    # Typer's help shows a flag's type (`--force <bool>`) as if it took a value.
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
 
 
 app = typer.Typer(
     name="flash",
+    cls=FlashGroup,
     help="Build Python projects into serverless endpoints and serve them locally.",
     no_args_is_help=True,
     add_completion=False,
@@ -51,6 +62,29 @@ app = typer.Typer(
 )
 for command in (init, build, serve, run):
     app.command(cls=FlashCommand)(command)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from flash import __version__
+
+        print(f"flash {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print Flash's version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def main() -> None:
