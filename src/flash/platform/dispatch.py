@@ -19,6 +19,7 @@ from typing import Any
 from flash.platform import jobs as js
 from flash.platform.jobs import Job
 from flash.platform.store import INLINE_BYTES, JobStore, checked_input
+from flash.runtime import context as _context
 from flash.runtime.errors import masked_failure
 
 # How long a job-take or job-stop long-poll is held before answering "nothing".
@@ -394,6 +395,21 @@ class Dispatcher:
         has waited."""
         job = self._oldest_urgent(endpoint)
         return 0.0 if job is None else now - job.queued_since
+
+    def oldest_call_chain(self, endpoint: str) -> tuple[Job, tuple[str, ...]] | None:
+        """The oldest queued job that may start a worker, and the functions whose calls led
+        to it (its input's call context, ending in its own function); None when none waits.
+        Reads the job's input: for an occasional look, not every tick."""
+        job = self._oldest_urgent(endpoint)
+        if job is None:
+            return None
+        try:  # the job's "input"
+            text = job.input_json if job.input_json is not None else self._stored_input(job.id)
+            payload = json.loads(text)
+        except (ValueError, OSError):
+            return job, ()
+        context = payload.get("context") if isinstance(payload, dict) else None
+        return job, _context.from_wire(context).chain
 
     def _oldest_urgent(self, endpoint: str) -> Job | None:
         """The oldest queued job that may start a worker; the ids of jobs taken or ended

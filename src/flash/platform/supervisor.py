@@ -59,6 +59,9 @@ HISTORY_WORKERS = 100
 # call from A to B that calls A again). Workers that keep taking jobs are working through
 # the queue: those wait for the cap as before.
 BLOCKED_AFTER_S = 1.0
+# How long the oldest job of an endpoint at its workersMax waits, called from a job of that
+# endpoint, before the platform says it may be deadlocked (_say_if_waiting_on_itself).
+WAITING_ON_ITSELF_S = 5.0
 # How often the key file workers are given the key of is looked at (a stat) for a new key;
 # also whenever a worker starts.
 KEY_FILE_CHECK_S = 0.5
@@ -151,6 +154,8 @@ class Supervisor:
         self._paused_until: dict[str, float] = {}
         # The last error scaling each endpoint raised, while it keeps raising it.
         self._scale_errors: dict[str, str] = {}
+        # Endpoints said to wait on calls to themselves (see _say_if_waiting_on_itself).
+        self._said_waiting_on_itself: set[str] = set()
         # (endpoint, variable) whose secret this machine lacks, said once each.
         self._missing_secrets: set[tuple[str, str]] = set()
         # Values masked in what workers print (_masked), each with what stands for it: the
@@ -424,6 +429,10 @@ class Supervisor:
             # one more worker anyway, one at a time and up to its workersMax.
             self._spawn(dep)
             count += 1
+        if count >= spec.workers_max and urgent:
+            self._say_if_waiting_on_itself(name, spec, mine)
+        else:
+            self._said_waiting_on_itself.discard(name)
         keep = max(want, spec.workers_min)
         now = time.monotonic()
         idle.sort(key=lambda w: self.dispatcher.workers[w.id].idle_since)
@@ -434,6 +443,30 @@ class Supervisor:
                 self._log(worker, "idle, stopping")
                 self.drain(worker, 10.0)
                 count -= 1
+
+    def _say_if_waiting_on_itself(self, name: str, spec: EndpointSpec, mine: list[Worker]) -> None:
+        """Say once (until it ends) that endpoint ``name`` may be deadlocked: at workersMax,
+        every worker busy for a while, and the oldest job waiting for one was called from a
+        job of this endpoint (``a -> b -> a``). If the busy jobs wait on such calls, none
+        ends: on RunPod too, where nothing says so."""
+        if name in self._said_waiting_on_itself or not self._blocked(name, mine):
+            return
+        found = self.dispatcher.oldest_call_chain(name)
+        if found is None or time.time() - found[0].queued_since < WAITING_ON_ITSELF_S:
+            return
+        job, chain = found
+        if not set(chain[:-1]) & set(spec.functions):
+            return
+        self._said_waiting_on_itself.add(name)
+        if self.echo is not None:
+            self.echo(
+                f"[platform] endpoint {name}: job {job.id} has waited "
+                f"{time.time() - job.queued_since:.0f} s for a worker, and all "
+                f"{len(mine)} of its workers (workersMax={spec.workers_max}) are busy; it was "
+                f"called from a job of this endpoint ({' -> '.join(chain)}): if the busy jobs "
+                "wait on such calls, none of them ends (deployed too). Raise workersMax, or "
+                "make the calls not come back to the endpoint they started from"
+            )
 
     def _total(self) -> int:
         return len(self.workers) + sum(self._starting.values())

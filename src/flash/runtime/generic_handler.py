@@ -19,6 +19,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import copy
+import dataclasses
 import functools
 import inspect
 import json
@@ -430,7 +431,7 @@ def create_handler(
         decoded: dict[int, bytes] = {}
         # Signed under the name the client sent; served under the one registered.
         nonce = check_signature(name, payload, decoded, job_id)
-        call_context = _call_context(payload, name)
+        call_context = _call_context(payload, name, key)
         digests: _signing.Digests | None = None if nonce is None else {}
         return _Call(key, execution_type, target, payload, call_context, nonce, decoded, digests)
 
@@ -490,7 +491,7 @@ def create_handler(
         _check_json_depth(kwargs, "kwargs")
         # Signed under the name the client sent; served under the one registered.
         nonce = check_json_signature(name, payload, job_id)
-        call_context = _call_context(payload, name)
+        call_context = _call_context(payload, name, key)
         exact = _exact(payload, nonce)
         call = {"kwargs": kwargs, "schema": schema, "exact": exact}
         return _Call(key, "json", targets[key], call, call_context, nonce)
@@ -543,7 +544,7 @@ def create_handler(
         for field in ("init", "kwargs"):
             _check_json_depth(call[field], field)
         nonce = check_json_signature(name, payload, job_id)
-        call_context = _call_context(payload, name)
+        call_context = _call_context(payload, name, key)
         return _Call(key, "json_method", targets[key], call, call_context, nonce)
 
     def check_signature(
@@ -1270,9 +1271,13 @@ def _json_success(result: Any, label: str, returns: Any = None) -> dict[str, Any
     }
 
 
-def _call_context(payload: dict[str, Any], name: str) -> _context.CallContext:
-    """The caller's context, on every path; a job whose caller gave up does not start."""
+def _call_context(payload: dict[str, Any], name: str, key: str) -> _context.CallContext:
+    """The caller's context, on every path; a job whose caller gave up does not start. A job
+    no function called (from a script, curl) starts the chain of calls with its own function
+    (``key``): the calls it makes name where they came from, as the platform reads them."""
     call_context = _context.from_wire(payload.get("context"))
+    if not call_context.chain:
+        call_context = dataclasses.replace(call_context, chain=(key,))
     remaining = call_context.remaining()
     if remaining is not None and remaining <= 0:
         raise _JobError(
