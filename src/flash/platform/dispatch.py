@@ -215,8 +215,41 @@ class Dispatcher:
             self._enqueue(job)
         self.store.delete(expired)
         self.store.save_requeued(requeued)
+        orphans = self._end_orphans()
         self.store.give_back_space()  # what those freed, and what was left to give back
-        return len(requeued)
+        return len([job for job in requeued if job.id not in orphans])
+
+    def _end_orphans(self) -> set[str]:
+        """Fail each unfinished job called by a job that is unfinished too (its input's
+        context names that one, see flash.runtime.context): the caller runs again, and makes
+        its calls anew; this one's answer has nobody left to read it. The ids of those."""
+        unfinished = {job.id: job for job in self.jobs.values() if not job.final}
+        orphans: dict[str, str] = {}
+        for job in unfinished.values():
+            # A big input (a file of the store) is not read for this: such a job runs again.
+            if job.input_json is None:
+                continue
+            parent = self._call_context(job).parent
+            if parent is not None and parent in unfinished:
+                orphans[job.id] = parent
+        for job_id, parent in orphans.items():
+            self._finish(
+                unfinished[job_id],
+                js.FAILED,
+                error=f"not run again: the job that called it ({parent}) stopped with the "
+                "platform and runs again, making its calls anew",
+            )
+        return set(orphans)
+
+    def _call_context(self, job: Job) -> _context.CallContext:
+        """The call context in the job's input (flash.runtime.context); an empty one for a
+        job with none, or whose input cannot be read."""
+        try:
+            text = job.input_json if job.input_json is not None else self._stored_input(job.id)
+            payload = json.loads(text)
+        except (ValueError, OSError):
+            payload = None
+        return _context.from_wire(payload.get("context") if isinstance(payload, dict) else None)
 
     # ------------------------------------------------------------------ client side
 
@@ -403,13 +436,7 @@ class Dispatcher:
         job = self._oldest_urgent(endpoint)
         if job is None:
             return None
-        try:  # the job's "input"
-            text = job.input_json if job.input_json is not None else self._stored_input(job.id)
-            payload = json.loads(text)
-        except (ValueError, OSError):
-            return job, ()
-        context = payload.get("context") if isinstance(payload, dict) else None
-        return job, _context.from_wire(context).chain
+        return job, self._call_context(job).chain
 
     def _oldest_urgent(self, endpoint: str) -> Job | None:
         """The oldest queued job that may start a worker; the ids of jobs taken or ended

@@ -625,7 +625,10 @@ class PlatformInvoker:
             )
         payload["protocol_version"] = PROTOCOL_VERSION
         payload["context"] = _context.CallContext(
-            deadline=deadline, depth=caller.depth + 1, chain=(*caller.chain, target.function)
+            deadline=deadline,
+            depth=caller.depth + 1,
+            chain=(*caller.chain, target.function),
+            parent=caller.job,
         ).to_wire()
         if exact:
             # In the context, which every worker reads leniently: one whose runtime predates

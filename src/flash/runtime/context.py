@@ -19,6 +19,10 @@ class CallContext:
     deadline: float | None = None  # epoch seconds
     depth: int = 0
     chain: tuple[str, ...] = field(default_factory=tuple)
+    # The job this call runs in (the generic handler's), and the job whose call made it (from
+    # the wire): a platform that restarts runs the caller again, not its old calls.
+    job: str | None = None
+    parent: str | None = None
 
     def remaining(self, now: float | None = None) -> float | None:
         if self.deadline is None:
@@ -26,7 +30,14 @@ class CallContext:
         return self.deadline - (time.time() if now is None else now)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"deadline": self.deadline, "depth": self.depth, "chain": list(self.chain)}
+        wire: dict[str, Any] = {
+            "deadline": self.deadline,
+            "depth": self.depth,
+            "chain": list(self.chain),
+        }
+        if self.parent is not None:
+            wire["parent"] = self.parent
+        return wire
 
 
 # Set in a typed JSON call's context by a Python caller holding the app's key, in auto mode:
@@ -58,8 +69,13 @@ def from_wire(data: Any) -> CallContext:
     deadline = data.get("deadline")
     depth = data.get("depth")
     chain = data.get("chain")
+    parent = data.get("parent")
     return CallContext(
         deadline=float(deadline) if isinstance(deadline, (int, float)) else None,
         depth=depth if isinstance(depth, int) and depth >= 0 else 0,
         chain=tuple(str(c) for c in chain[:64]) if isinstance(chain, list) else (),
+        parent=parent if isinstance(parent, str) and 0 < len(parent) <= _MAX_JOB_ID else None,
     )
+
+
+_MAX_JOB_ID = 256

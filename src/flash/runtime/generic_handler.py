@@ -431,7 +431,7 @@ def create_handler(
         decoded: dict[int, bytes] = {}
         # Signed under the name the client sent; served under the one registered.
         nonce = check_signature(name, payload, decoded, job_id)
-        call_context = _call_context(payload, name, key)
+        call_context = _call_context(payload, name, key, job_id)
         digests: _signing.Digests | None = None if nonce is None else {}
         return _Call(key, execution_type, target, payload, call_context, nonce, decoded, digests)
 
@@ -491,7 +491,7 @@ def create_handler(
         _check_json_depth(kwargs, "kwargs")
         # Signed under the name the client sent; served under the one registered.
         nonce = check_json_signature(name, payload, job_id)
-        call_context = _call_context(payload, name, key)
+        call_context = _call_context(payload, name, key, job_id)
         exact = _exact(payload, nonce)
         call = {"kwargs": kwargs, "schema": schema, "exact": exact}
         return _Call(key, "json", targets[key], call, call_context, nonce)
@@ -544,7 +544,7 @@ def create_handler(
         for field in ("init", "kwargs"):
             _check_json_depth(call[field], field)
         nonce = check_json_signature(name, payload, job_id)
-        call_context = _call_context(payload, name, key)
+        call_context = _call_context(payload, name, key, job_id)
         return _Call(key, "json_method", targets[key], call, call_context, nonce)
 
     def check_signature(
@@ -1271,13 +1271,16 @@ def _json_success(result: Any, label: str, returns: Any = None) -> dict[str, Any
     }
 
 
-def _call_context(payload: dict[str, Any], name: str, key: str) -> _context.CallContext:
-    """The caller's context, on every path; a job whose caller gave up does not start. A job
-    no function called (from a script, curl) starts the chain of calls with its own function
-    (``key``): the calls it makes name where they came from, as the platform reads them."""
+def _call_context(
+    payload: dict[str, Any], name: str, key: str, job_id: str | None
+) -> _context.CallContext:
+    """The caller's context, on every path, with the job it runs in (``job_id``); a job
+    whose caller gave up does not start. A job no function called (from a script, curl)
+    starts the chain of calls with its own function (``key``): the calls it makes name where
+    they came from, as the platform reads them."""
     call_context = _context.from_wire(payload.get("context"))
-    if not call_context.chain:
-        call_context = dataclasses.replace(call_context, chain=(key,))
+    chain = call_context.chain or (key,)
+    call_context = dataclasses.replace(call_context, chain=chain, job=job_id)
     remaining = call_context.remaining()
     if remaining is not None and remaining <= 0:
         raise _JobError(
