@@ -68,8 +68,9 @@ async def call_with_flash_client() -> None:
 
 
 def main() -> None:
-    if not PROJECT.exists():
-        write_starter(PROJECT)
+    # Written afresh each time (its .flash/ state kept): an older demo's copy of the starter
+    # could lack what the calls below need.
+    write_starter(PROJECT, force=True)
     print(f"Building {PROJECT} ...")
     # Build, serve on this machine, and send this process's @remote calls there.
     with serve_project(PROJECT, progress=lambda stage, detail: show(stage, detail)) as platform:
