@@ -446,19 +446,38 @@ _BESIDE_MIN = 1 << 18
 
 
 class _Job:
-    """``fn(arg)`` run by the helper thread; :meth:`result` waits for it."""
+    """``fn(arg)``, run by whichever thread claims it first: the helper thread, or the thread
+    that asked, once its own share is done (:meth:`result`). On a busy machine the helper may
+    not even have woken by then; waiting for it would cost more than doing the job."""
 
-    __slots__ = ("arg", "done", "error", "fn", "value")
+    __slots__ = ("arg", "claimed", "done", "error", "fn", "value")
 
     def __init__(self, fn: Callable[[Any], Any], arg: Any) -> None:
         self.fn = fn
         self.arg = arg
         self.value: Any = None
         self.error: BaseException | None = None
+        self.claimed = threading.Lock()  # held by the thread that runs it
         self.done = threading.Lock()
         self.done.acquire()
 
+    def claim(self) -> bool:
+        """Whether this thread is the one to run it (a lock's acquire is atomic)."""
+        return self.claimed.acquire(blocking=False)
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(self.arg)
+        except BaseException as exc:  # raised again by the thread that asked
+            self.error = exc
+        finally:
+            self.arg = None
+            self.done.release()
+
     def result(self) -> Any:
+        """The job's value: run here if the helper has not started it, else waited for."""
+        if self.claim():
+            self.run()
         self.done.acquire()
         if self.error is not None:  # out of memory, say
             raise self.error
@@ -470,7 +489,9 @@ class _Helper:
 
     Base64 holds the GIL and hashlib lets go of it, so the two run at once. The asking
     thread starts hashing at once, which lets the helper take the GIL as soon as it wakes:
-    waking it (a tenth of a millisecond on a small VM) costs no time of its own.
+    waking it (a tenth of a millisecond on a small VM) costs no time of its own. A helper
+    that has not started the job by the time the asking thread has hashed (a busy machine
+    can leave it unscheduled for milliseconds) leaves it to that thread (see _Job).
     """
 
     def __init__(self) -> None:
@@ -504,13 +525,8 @@ class _Helper:
     @staticmethod
     def _serve(jobs: Any) -> None:
         while (job := jobs.get()) is not None:
-            try:
-                job.value = job.fn(job.arg)
-            except BaseException as exc:  # raised again by the thread that asked
-                job.error = exc
-            finally:
-                job.arg = None
-                job.done.release()
+            if job.claim():  # else the thread that asked runs it (or ran it)
+                job.run()
 
     def forget_thread(self) -> None:
         self._jobs = self._thread = None
