@@ -158,7 +158,10 @@ class Dispatcher:
         self.stopping = False
         # Jobs handed to workers whose start is not yet stored (see _note_started).
         self._started: list[Job] = []
-        # Hooks the supervisor and the platform fill in.
+        # Hooks the supervisor and the platform fill in. before_submit runs before a new job
+        # is queued, when an idle worker could take it at once (the supervisor looks at the
+        # key file then: a worker with an old key must not get a job signed with the new one).
+        self.before_submit: Callable[[], None] = _noop
         self.on_submit: Callable[[str], None] = _noop
         self.on_final: Callable[[Job], None] = _noop
         self.on_first_poll: Callable[[str], None] = _noop
@@ -273,6 +276,7 @@ class Dispatcher:
             earlier = self.get(endpoint, self._idempotent.get((endpoint, idempotency_key), ""))
             if earlier is not None:  # not one whose result expired (the prune is to come)
                 return earlier
+        self.before_submit()
         job = Job(
             id=f"{uuid.uuid4()}-u1",
             endpoint=endpoint,

@@ -169,6 +169,7 @@ class Supervisor:
             (KEY_ENV_VAR, self.extra_env.get(KEY_ENV_VAR)),
         ):
             self._add_secret(value, name)
+        dispatcher.before_submit = self._look_at_key_file
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
@@ -263,6 +264,15 @@ class Supervisor:
                 "calls with it from now on (those running with the old one stop once their "
                 "jobs are done)"
             )
+
+    def _look_at_key_file(self) -> None:
+        """follow_key_file before a job is queued (a stat of the file): a script signs with
+        the key it has just read there, which the workers that take its job must have."""
+        try:
+            self.follow_key_file(now=True)
+        except Exception as exc:  # a job is never refused for this: the ticker looks again
+            if self.echo is not None:
+                self.echo(f"[platform] looking at {self.key_file} failed: {exc!r}")
 
     def poke(self, endpoint: str) -> None:
         if not self._stopping and endpoint in self.deployments:
