@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -154,6 +155,32 @@ def test_a_worktrees_exclude_file_applies_and_no_repository_means_none(tmp_path:
     )
     assert collect_files(tmp_path / "proj") == ["app.py"]
     assert collect_files(tmp_path / "loose") == ["scratch.txt"]
+
+
+def test_a_git_worktree_takes_the_exclude_file_of_its_main_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write(repo, {"app.py": ""})
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    for args in (
+        ("init", "-q"),
+        ("add", "app.py"),
+        ("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"),
+        ("worktree", "add", "-q", str(tmp_path / "wt")),
+    ):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("scratch.txt\n")
+    write(tmp_path / "wt", {"scratch.txt": ""})
+    ignored = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"],
+        cwd=tmp_path / "wt",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "!! scratch.txt" in ignored.stdout  # as git itself sees it
+    assert collect_files(tmp_path / "wt") == ["app.py"]
 
 
 def test_negation_in_flashignore(tmp_path: Path) -> None:

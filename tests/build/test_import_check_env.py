@@ -189,6 +189,7 @@ def test_a_default_computed_at_import_never_reaches_the_manifest_or_the_archive(
     monkeypatch.setenv("RUNPOD_SECRET_hf", "hf-secret-filled-456")
     worker = """
     import os
+    from dataclasses import dataclass
     from flash import CpuLiveServerless, remote
 
     TOKEN = os.environ.get("MY_TOKEN", "unset")
@@ -198,15 +199,23 @@ def test_a_default_computed_at_import_never_reaches_the_manifest_or_the_archive(
     keys = CpuLiveServerless(name="keys", env={"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}"})
 
 
+    @dataclass
+    class Settings:  # a field's default is in the schema too ($defs)
+        token: str = TOKEN
+        model: str = MODEL
+        default: str = "a-field-named-default"
+
+
     @remote(keys)
     def configured(
+        settings: Settings,
         token: str = TOKEN,
         hf: list[str] = [HF],
         model: str = MODEL,
         seed: int = SEED,
         size: int = 123456789,
-    ) -> str:
-        return model
+    ) -> Settings:
+        return settings
     """
     root = write_files(tmp_path / "proj", {"worker.py": worker})
     result = build_project(BuildOptions(project_dir=root))
@@ -215,13 +224,20 @@ def test_a_default_computed_at_import_never_reaches_the_manifest_or_the_archive(
     properties = function.schema_.input["properties"]
     defaults = {name: p.get("default") for name, p in properties.items()}
     assert defaults == {
+        "settings": None,
         "token": None,
         "hf": None,
         "model": "a-model-named-in-code",
         "seed": None,  # computed: 123403702 is not written in the code
         "size": 123456789,
     }
-    assert "required" not in function.schema_.input  # each may still be left out
+    assert function.schema_.input["required"] == ["settings"]  # the others may be left out
+    for schema in (function.schema_.input, function.schema_.output):
+        fields = schema["$defs"]["Settings"]["properties"] if "$defs" in schema else None
+        fields = fields or schema["properties"]
+        assert "default" not in fields["token"], fields
+        assert fields["model"]["default"] == "a-model-named-in-code"
+        assert fields["default"]["default"] == "a-field-named-default"
     with tarfile.open(result.archive) as tar:
         files = [tar.extractfile(member) for member in tar.getmembers()]
         contents = b"".join(f.read() for f in files if f is not None)

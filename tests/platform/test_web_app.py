@@ -248,6 +248,33 @@ def test_a_wsgi_app_is_served_as_wsgi(tmp_path: Path, source: str, answer: str) 
     assert errors.empty()
 
 
+LOOP_AT_IMPORT = """
+import asyncio
+
+LOOP = asyncio.get_running_loop()  # as under uvicorn: main.py is imported in its loop
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    same = asyncio.get_running_loop() is LOOP
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"same loop" if same else b"another"})
+"""
+
+
+def test_main_is_imported_in_the_loop_that_serves_it(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(LOOP_AT_IMPORT)
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        web.start()
+        assert httpx.get(f"http://127.0.0.1:{web.port}/", timeout=60).text == "same loop"
+    finally:
+        web.close()
+    assert errors.empty()
+
+
 def test_an_app_that_is_no_web_app_fails_to_start_saying_so(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

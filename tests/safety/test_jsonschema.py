@@ -324,6 +324,9 @@ def test_an_integer_too_long_to_read_is_named_where_it_is(as_bytes: bool) -> Non
     # Broken elsewhere too: reported as any broken document is.
     with pytest.raises(JsonInputError, match=r"^not valid JSON: "):
         parse_json(text[:-1], len(text), 64)
+    deep = '{"a": ' + "9" * 5000 + ', "b": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(JsonInputError):  # not a RecursionError: a 400, never a 500
+        parse_json(deep, len(deep), 64)
 
 
 def test_a_too_deep_value_is_named_in_a_short_message() -> None:

@@ -152,8 +152,8 @@ def _outer_ignore_files(root: Path) -> list[tuple[Path, str, str]]:
     root = root.resolve()
     folders = [root, *root.parents]
     top = next((i for i, folder in enumerate(folders) if (folder / ".git").exists()), None)
-    if top is None:
-        return []
+    if top is None or not _owned(folders[top] / ".git"):
+        return []  # as git, which ignores a repository another user owns (safe.directory)
     files = []
     git = _git_dir(folders[top] / ".git")
     for up in range(top, -1, -1):  # the repository's top first
@@ -166,8 +166,9 @@ def _outer_ignore_files(root: Path) -> list[tuple[Path, str, str]]:
 
 
 def _git_dir(dot_git: Path) -> Path | None:
-    """The repository folder ``.git`` stands for: itself, or the ``gitdir:`` a worktree's or
-    submodule's ``.git`` file names."""
+    """The folder holding the repository's ``info/exclude`` for ``.git``: itself, or for a
+    worktree's or submodule's ``.git`` file the ``gitdir:`` it names, or that one's
+    ``commondir`` (a worktree's: the main repository's, where git reads it)."""
     if dot_git.is_dir():
         return dot_git
     try:
@@ -176,7 +177,20 @@ def _git_dir(dot_git: Path) -> Path | None:
         return None
     if not first.startswith("gitdir:"):
         return None
-    return (dot_git.parent / first[len("gitdir:") :].strip()).resolve()
+    git = (dot_git.parent / first[len("gitdir:") :].strip()).resolve()
+    try:
+        common = (git / "commondir").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return git
+    return (git / common).resolve() if common else git
+
+
+def _owned(path: Path) -> bool:
+    """Whether this user owns ``path`` (anywhere without user ids: yes)."""
+    try:
+        return not hasattr(os, "getuid") or path.stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def _outer_specs(root: Path) -> list[_Spec]:
@@ -357,6 +371,8 @@ def _ignore_lines(path: Path, shown: str) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise BuildError(f"not UTF-8 text: {exc}", path=shown) from None
+    except OSError as exc:  # unreadable: what it leaves out cannot be known
+        raise BuildError(f"cannot read this ignore file: {exc.strerror}", path=shown) from None
 
 
 # An ignore file's patterns, for the paths under ``prefix`` (project-relative), matched

@@ -510,6 +510,9 @@ def derive(obj, rule, TypedDict, NotRequired, method=False):
         if written_in_code(default):
             properties[p.name]["default"] = default
     output_schema = inline_top_ref(types.result_schema)
+    # Defaults and examples anywhere in them too (a model's field, in $defs): the same rule.
+    drop_unwritten_values(input_schema)
+    drop_unwritten_values(output_schema)
     try:
         json.dumps([input_schema, output_schema], allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -517,31 +520,63 @@ def derive(obj, rule, TypedDict, NotRequired, method=False):
     return {"input": input_schema, "output": output_schema, "stream": types.stream}
 
 
-# The text of each of the build's modules read so far, by path (see written_in_code).
+# The text of each of the project's modules read so far, by path (see written_in_code).
 SOURCES = {}
 
 
 def written_in_code(value):
-    # Whether each long text or number in a default's JSON form is written in the build's
-    # modules that are imported. A default computed at import time (read from the
-    # environment, a file) may be a secret: the manifest, the archive and the docs get only
-    # what the code shows anyway.
+    # Whether each long text or number in a default's JSON form is written in the project's
+    # modules that are imported (the build's, when the project's are not named). A default
+    # computed at import time (read from the environment, a file) may be a secret: the
+    # manifest, the archive and the docs get only what the code shows anyway.
     leaves = []
     json_leaves(value, leaves)
     long_ones = [leaf for leaf in leaves if len(leaf[0]) >= request["masked_min_length"]]
     if not long_ones:
         return True
+    project = set(request["project_files"])
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None) or ""
-        if path.startswith(BUILD) and path.endswith(".py") and path not in SOURCES:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    SOURCES[path] = f.read()
-            except OSError:
-                SOURCES[path] = ""
+        if not (path.startswith(BUILD) and path.endswith(".py")) or path in SOURCES:
+            continue
+        if project and shown(path).replace(os.sep, "/") not in project:
+            continue  # a vendored package, the runtime, a handler: not the project's code
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                SOURCES[path] = f.read()
+        except OSError:
+            SOURCES[path] = ""
     return all(
         any(form in text for form in forms for text in SOURCES.values()) for forms in long_ones
     )
+
+
+# Where a JSON Schema holds schemas: by name (a map of them), one, or a list of them.
+SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+SCHEMA_ONE = (
+    "items", "additionalProperties", "propertyNames", "contains", "not", "if", "then", "else"
+)
+SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+
+
+def drop_unwritten_values(schema):
+    # Each "default" and "examples" in ``schema`` and the schemas in it that written_in_code
+    # refuses is left out (a map of schemas is no schema: a property named "default" stays).
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for key in ("default", "examples"):
+            if key in node and not written_in_code(node[key]):
+                del node[key]
+        for key in SCHEMA_MAPS:
+            if isinstance(node.get(key), dict):
+                stack.extend(node[key].values())
+        stack.extend(node[key] for key in SCHEMA_ONE if key in node)
+        for key in SCHEMA_LISTS:
+            if isinstance(node.get(key), list):
+                stack.extend(node[key])
 
 
 def json_leaves(value, leaves):

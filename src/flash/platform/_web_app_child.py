@@ -35,11 +35,18 @@ def main(argv: list[str]) -> None:
     server_class = _server_class()
     import uvicorn
 
-    config = uvicorn.Config("main:app", timeout_graceful_shutdown=drain_s)
-    config.load()  # imports main.py; a failure is reported as uvicorn reports it
-    interface = app_interface(getattr(sys.modules.get("main"), "app", None))
-    if interface != "auto":  # loaded again from the imported module: main.py runs once
-        config = uvicorn.Config("main:app", interface=interface, timeout_graceful_shutdown=drain_s)
+    class Config(uvicorn.Config):
+        def load(self) -> None:
+            # Where uvicorn loads the app: in the server's event loop, main.py imported
+            # there (a failure reported as uvicorn reports it); then how to call its `app`.
+            super().load()
+            interface = app_interface(getattr(sys.modules.get("main"), "app", None))
+            if interface != "auto" and self.interface != interface:
+                self.interface = interface
+                self.loaded = False
+                super().load()  # from the module imported: main.py runs once
+
+    config = Config("main:app", timeout_graceful_shutdown=drain_s)
     server = server_class(config, ready_fd)
     # uvicorn sends itself the signal that stopped it again once it has shut down; SIGINT's
     # Python handler would print a KeyboardInterrupt traceback then (SIGTERM's default

@@ -230,8 +230,6 @@ class Dispatcher:
         orphans: dict[str, str] = {}
         for job in unfinished.values():
             # A big input (a file of the store) is not read for this: such a job runs again.
-            if job.input_json is None:
-                continue
             parent = self._call_context(job).parent
             if parent is not None and parent in unfinished:
                 orphans[job.id] = parent
@@ -244,13 +242,14 @@ class Dispatcher:
             )
         return set(orphans)
 
-    def _call_context(self, job: Job) -> _context.CallContext:
-        """The call context in the job's input (flash.runtime.context); an empty one for a
-        job with none, or whose input cannot be read."""
+    @staticmethod
+    def _call_context(job: Job) -> _context.CallContext:
+        """The call context in the job's input held in memory (flash.runtime.context); an
+        empty one for a job with none there (a big input is a file of the store: not read
+        for this), or whose input is not JSON."""
         try:
-            text = job.input_json if job.input_json is not None else self._stored_input(job.id)
-            payload = json.loads(text)
-        except (ValueError, OSError):
+            payload = json.loads(job.input_json) if job.input_json is not None else None
+        except ValueError:
             payload = None
         return _context.from_wire(payload.get("context") if isinstance(payload, dict) else None)
 
@@ -435,8 +434,9 @@ class Dispatcher:
 
     def oldest_call_chain(self, endpoint: str) -> tuple[Job, tuple[str, ...]] | None:
         """The oldest queued job that may start a worker, and the functions whose calls led
-        to it (its input's call context, ending in its own function); None when none waits.
-        Reads the job's input: for an occasional look, not every tick."""
+        to it (its input's call context, ending in its own function; none read for a big
+        input, kept in a file); None when none waits. Parses the job's input: for an
+        occasional look, not every tick."""
         job = self._oldest_urgent(endpoint)
         if job is None:
             return None

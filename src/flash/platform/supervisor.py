@@ -154,8 +154,10 @@ class Supervisor:
         self._paused_until: dict[str, float] = {}
         # The last error scaling each endpoint raised, while it keeps raising it.
         self._scale_errors: dict[str, str] = {}
-        # Endpoints said to wait on calls to themselves (see _say_if_waiting_on_itself).
+        # Endpoints said to wait on calls to themselves (see _say_if_waiting_on_itself), and
+        # the job whose call chain was last read for each.
         self._said_waiting_on_itself: set[str] = set()
+        self._chain_looked_at: dict[str, str] = {}
         # (endpoint, variable) whose secret this machine lacks, said once each.
         self._missing_secrets: set[tuple[str, str]] = set()
         # Values masked in what workers print (_masked), each with what stands for it: the
@@ -459,12 +461,18 @@ class Supervisor:
         every worker busy for a while, and the oldest job waiting for one was called from a
         job of this endpoint (``a -> b -> a``). If the busy jobs wait on such calls, none
         ends: on RunPod too, where nothing says so."""
-        if name in self._said_waiting_on_itself or not self._blocked(name, mine):
+        if name in self._said_waiting_on_itself:
+            return
+        # Cheap looks first: this runs at every tick of a busy endpoint.
+        if self.dispatcher.oldest_wait(name, time.time()) < WAITING_ON_ITSELF_S:
+            return
+        if not self._blocked(name, mine):
             return
         found = self.dispatcher.oldest_call_chain(name)
-        if found is None or time.time() - found[0].queued_since < WAITING_ON_ITSELF_S:
-            return
+        if found is None or self._chain_looked_at.get(name) == found[0].id:
+            return  # that job's chain was read before, and did not come back here
         job, chain = found
+        self._chain_looked_at[name] = job.id
         if not set(chain[:-1]) & set(spec.functions):
             return
         self._said_waiting_on_itself.add(name)

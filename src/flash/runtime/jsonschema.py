@@ -239,8 +239,8 @@ def _refuse_long_integers(text: str) -> None:
 
     try:
         value = json.JSONDecoder(parse_constant=_reject_constant, parse_int=parse_int).decode(text)
-    except ValueError:
-        return  # another problem first: the caller reports it
+    except (ValueError, RecursionError):
+        return  # another problem first (nested too deep, say): the caller reports it
     for item, where in _leaves(value):
         if type(item) is _LongInteger:
             raise JsonInputError(
