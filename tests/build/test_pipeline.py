@@ -1,6 +1,7 @@
 import base64
 import gzip
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -818,6 +819,10 @@ def test_max_size_names_project_files_and_packages_together(tmp_path: Path) -> N
     assert "the archive would hold" in message
     assert "largest project files: data.bin 0.3 MB" in message
     assert "largest packages: tinydep 0.3 MB" in message
+    # What no option leaves out is said too: the rest of the room is not the project's.
+    assert re.search(
+        r"Flash's runtime, cloudpickle and the handlers \(always there\) 0\.\d MB", message
+    )
     assert "--exclude PKG" in message and ".flashignore" in message
     assert not (root / ".flash" / "archive.tar.gz").exists()
 

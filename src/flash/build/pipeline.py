@@ -1311,6 +1311,11 @@ def _check_size(
     if packages:
         facts.append("largest packages: " + _listed(packages))
         advice.append("Exclude packages the base image provides with --exclude PKG.")
+    if packages is not None:
+        # What no option leaves out: the handlers, Flash's runtime, cloudpickle.
+        own = total - sum(size for _, size in project_files) - sum(size for _, size in packages)
+        if own >= 0.05 * 1024 * 1024:
+            facts.append(f"Flash's runtime, cloudpickle and the handlers (always there) {_mb(own)}")
     raise BuildError(" ".join(["; ".join(facts) + ".", *advice]))
 
 
