@@ -119,7 +119,9 @@ def test_the_ignore_files_of_the_repository_around_the_project_apply_to_it(
         repo,
         {
             ".git/info/exclude": "scratch.txt\n",
-            ".gitignore": "secret.txt\n*.log\n/top-only.txt\n",
+            # apps/ holds the project: as git would, it leaves out nothing the project holds
+            # (the project's own folder is built), and names no file's reason.
+            ".gitignore": "secret.txt\n*.log\n/top-only.txt\napps/\n",
             "apps/.gitignore": "proj/data/\n",
             "apps/proj/.gitignore": "!keep.log\n",
             "apps/proj/app.py": "",

@@ -327,17 +327,27 @@ def ignored_by(root: Path, rel: str) -> str | None:
     paths = [*("/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)), rel]
     if any(always_excluded(path) for path in paths):
         return "the fixed exclusion list"
-    for depth in range(len(parts) - 1, -1, -1):
+    # Each ignore file that may bear on it, least binding first (as the walk reads them):
+    # the repository's around the project, then the project's, folder by folder.
+    files = [(file, shown, "", lead) for file, shown, lead in _outer_ignore_files(root)]
+    for depth in range(len(parts)):
         prefix = "".join(part + "/" for part in parts[:depth])
-        for name in reversed(IGNORE_FILES):
-            spec = _spec_of([(root / prefix / name, prefix + name)])
-            below = [path[len(prefix) :] for path in paths if path.startswith(prefix)]
-            if spec is not None and any(spec.check_file(path).include for path in below):
-                return prefix + name
-    for file, shown, lead in reversed(_outer_ignore_files(root)):
-        spec = _spec_of([(file, shown)])
-        if spec is not None and any(spec.check_file(lead + path).include for path in paths):
-            return shown
+        files += [(root / prefix / name, prefix + name, prefix, "") for name in IGNORE_FILES]
+    specs = [
+        (spec, shown, prefix, lead)
+        for file, shown, prefix, lead in files
+        if (spec := _spec_of([(file, shown)])) is not None
+    ]
+    # As the walk decides: the outermost path ignored, by the most binding file whose pattern
+    # matches that path itself (a folder's files go with it).
+    for path in paths:
+        for spec, shown, prefix, lead in reversed(specs):
+            if path.startswith(prefix):
+                verdict = _own_verdict(spec, lead + path[len(prefix) :])
+                if verdict is not None:
+                    if verdict:
+                        return shown
+                    break  # re-included here: a path below may still be left out
     return "an ignore file"
 
 
