@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -273,3 +274,19 @@ def worker_env(port: int, **extra: str) -> dict[str, str]:
     if "FLASH_WORKER_LOOP" not in extra:
         env.pop("FLASH_WORKER_LOOP", None)
     return env
+
+
+def run_isolated(script: str, app_dir: Path, cases: Any, tmp_path: Path) -> Any:
+    """Run ``script`` in an isolated interpreter (``-I``: no site-packages of the user, no
+    PYTHON* variables) with ``app_dir`` and a file of ``cases`` (JSON) as its arguments, as a
+    worker without this environment's packages would; what it printed, read as JSON."""
+    cases_file = tmp_path / "cases.json"
+    cases_file.write_text(json.dumps(cases))
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(app_dir), str(cases_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -11,7 +11,6 @@ import datetime
 import importlib.util
 import json
 import pickle
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Annotated, Any, NamedTuple
 
 import pytest
 from pydantic import BaseModel, Field
+from tests.helpers import run_isolated
 
 from flash.build.manifest import schema_record
 from flash.build.schemas import SchemaResult, derive_schemas
@@ -449,15 +449,7 @@ print(json.dumps(out))
 
 
 def _run_plain_worker(app_dir: Path, tmp_path: Path, cases: list[Any]) -> list[dict[str, Any]]:
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", PLAIN_WORKER, str(app_dir), str(tmp_path / "cases.json")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    answers: list[dict[str, Any]] = json.loads(proc.stdout)
+    answers: list[dict[str, Any]] = run_isolated(PLAIN_WORKER, app_dir, cases, tmp_path)
     return answers
 
 

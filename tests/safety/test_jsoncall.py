@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from pydantic import BaseModel
+from tests.helpers import run_isolated
 
 from flash.build.schemas import SchemaResult
 from flash.runtime.jsoncall import (
@@ -180,15 +181,7 @@ def test_json_calls_in_a_worker_without_pydantic(
     tmp_path: Path, app_dir: Path, derived: dict[str, SchemaResult]
 ) -> None:
     cases = [(n, kw, derived[f"typed_app.{n}"].input) for n, kw, _ in CASES]
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", WORKER, str(app_dir), str(tmp_path / "cases.json")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout)
+    answer = run_isolated(WORKER, app_dir, cases, tmp_path)
     assert answer["loaded"] == ["pydantic"]  # only the blocked entry: nothing imported it
     assert answer["flash"].startswith(str(app_dir))
     for (name, _, expected), outcome in zip(CASES, answer["out"], strict=True):

@@ -507,10 +507,10 @@ def derive(obj, rule, TypedDict, NotRequired, method=False):
             json.dumps(default, allow_nan=False)
         except Exception:
             continue
-        if written_in_code(default):
-            properties[p.name]["default"] = default
+        properties[p.name]["default"] = default
     output_schema = inline_top_ref(types.result_schema)
-    # Defaults and examples anywhere in them too (a model's field, in $defs): the same rule.
+    # Only defaults and examples the code shows, anywhere in them (a parameter's, a model's
+    # field in $defs): see written_in_code.
     drop_unwritten_values(input_schema)
     drop_unwritten_values(output_schema)
     try:

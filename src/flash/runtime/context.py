@@ -62,10 +62,14 @@ def reset(token: contextvars.Token[CallContext | None]) -> None:
     _current.reset(token)
 
 
-def from_wire(data: Any) -> CallContext:
-    """Read the ``context`` field of a job input; anything malformed counts as absent."""
+def from_wire(data: Any, *, job: str | None = None, function: str | None = None) -> CallContext:
+    """Read the ``context`` field of a job input; anything malformed counts as absent.
+    ``job``: the job the call runs in; ``function``: what starts the chain of a job no
+    function called (from a script, curl), whose chain is empty."""
+    start = (function,) if function else ()
     if not isinstance(data, dict):
-        return _ROOT  # the common case, and a frozen dataclass costs a microsecond to make
+        # The common case: a frozen dataclass costs a microsecond to make.
+        return _ROOT if job is None and not start else CallContext(chain=start, job=job)
     deadline = data.get("deadline")
     depth = data.get("depth")
     chain = data.get("chain")
@@ -73,7 +77,8 @@ def from_wire(data: Any) -> CallContext:
     return CallContext(
         deadline=float(deadline) if isinstance(deadline, (int, float)) else None,
         depth=depth if isinstance(depth, int) and depth >= 0 else 0,
-        chain=tuple(str(c) for c in chain[:64]) if isinstance(chain, list) else (),
+        chain=(tuple(str(c) for c in chain[:64]) if isinstance(chain, list) else ()) or start,
+        job=job,
         parent=parent if isinstance(parent, str) and 0 < len(parent) <= _MAX_JOB_ID else None,
     )
 

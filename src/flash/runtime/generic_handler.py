@@ -19,7 +19,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import copy
-import dataclasses
 import functools
 import inspect
 import json
@@ -1278,9 +1277,7 @@ def _call_context(
     whose caller gave up does not start. A job no function called (from a script, curl)
     starts the chain of calls with its own function (``key``): the calls it makes name where
     they came from, as the platform reads them."""
-    call_context = _context.from_wire(payload.get("context"))
-    chain = call_context.chain or (key,)
-    call_context = dataclasses.replace(call_context, chain=chain, job=job_id)
+    call_context = _context.from_wire(payload.get("context"), job=job_id, function=key)
     remaining = call_context.remaining()
     if remaining is not None and remaining <= 0:
         raise _JobError(
