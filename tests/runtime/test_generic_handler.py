@@ -1176,3 +1176,14 @@ def test_a_short_name_two_functions_share_names_both() -> None:
         "'big' is the name of 2 functions on this endpoint",
         "qualified name (m.big, n.big)",
     )
+
+
+@pytest.mark.parametrize(
+    "deadline", [10**400, -(10**400), "soon", [1]], ids=["huge", "-huge", "text", "list"]
+)
+def test_a_context_deadline_no_float_holds_counts_as_absent(handler: Any, deadline: Any) -> None:
+    # An integer JSON allows but a float cannot hold (the gateway takes up to 4,300 digits)
+    # was an internal worker error (OverflowError) naming the worker's files.
+    job = fn_job("add", 2, 3)
+    job["input"]["context"] = {"deadline": deadline}
+    assert result_of(run(handler, job)) == 5

@@ -7,6 +7,7 @@ the depth travel from endpoint to endpoint.
 from __future__ import annotations
 
 import contextvars
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,7 @@ def from_wire(data: Any, *, job: str | None = None, function: str | None = None)
     chain = data.get("chain")
     parent = data.get("parent")
     return CallContext(
-        deadline=float(deadline) if isinstance(deadline, (int, float)) else None,
+        deadline=_seconds(deadline),
         depth=depth if isinstance(depth, int) and depth >= 0 else 0,
         chain=(tuple(str(c) for c in chain[:64]) if isinstance(chain, list) else ()) or start,
         job=job,
@@ -84,3 +85,14 @@ def from_wire(data: Any, *, job: str | None = None, function: str | None = None)
 
 
 _MAX_JOB_ID = 256
+
+
+def _seconds(value: Any) -> float | None:
+    # JSON integers can be longer than a float holds (OverflowError).
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
