@@ -337,3 +337,38 @@ def test_a_key_file_deleted_while_flash_run_serves_comes_back_with_the_served_ke
         assert called.stdout.strip() == "['a b']", called.stdout
     finally:
         run.end()
+
+
+def test_serve_and_run_refuse_an_api_key_no_caller_could_send(tmp_path: Path) -> None:
+    # An empty FLASH_API_KEY (a CI secret that resolved to nothing) let every request in
+    # without a word; one with spaces around it could never be matched.
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "app.py").write_text(ONE_FUNCTION)
+    assert flash("build", "proj", cwd=tmp_path).returncode == 0
+    archive = str(tmp_path / "proj" / ".flash" / "archive.tar.gz")
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    cases = [
+        (("serve", archive, "--api-key", ""), "is empty"),
+        (("serve", archive, "--api-key", "  "), "is empty"),
+        (("serve", archive, "--api-key", " key "), "begins or ends with whitespace"),
+        (("serve", archive, "--api-key", "k\u00e9y"), "non-ASCII"),
+        (("run", str(tmp_path / "proj"), "--api-key", ""), "is empty"),
+    ]
+    for args, said in cases:
+        failed = flash(*args, "--port", "0", cwd=here)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        error = failed.stderr.strip()
+        assert error.startswith("Error: --api-key (or FLASH_API_KEY) ") and said in error, error
+        assert "collect" not in failed.stdout, failed.stdout  # flash run built nothing
+        assert list(here.iterdir()) == [], list(here.iterdir())
+    empty = subprocess.run(
+        [sys.executable, "-m", "flash.cli", "serve", archive, "--port", "0"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**ENV, "FLASH_API_KEY": ""},
+    )
+    assert empty.returncode == 1, empty.stdout + empty.stderr
+    assert "Error: --api-key (or FLASH_API_KEY) is empty" in empty.stderr, empty.stderr

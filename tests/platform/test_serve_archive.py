@@ -311,6 +311,16 @@ def test_a_platform_of_no_workers_is_refused_before_any_state(tmp_path: Path, wo
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.parametrize("key", ["", " ", "key\n"])
+def test_an_api_key_no_caller_could_send_is_refused_before_any_state(
+    tmp_path: Path, key: str
+) -> None:
+    # An empty key let every request in that sent no Authorization header.
+    with pytest.raises(PlatformError, match=r"^api_key (is empty|begins or ends with whitespace)"):
+        LocalPlatform(tmp_path / "state", api_key=key)
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_file_that_is_no_archive_is_one_line_naming_it(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# not an archive\n")

@@ -134,6 +134,16 @@ def check_can_listen(option: str, host: str, port: int, what: str) -> None:
         fail(f"cannot serve {what} on {host} port {port} ({option}): {reason}")
 
 
+def check_api_key(api_key: str | None) -> None:
+    from flash.platform.gateway import api_key_problem
+
+    if api_key is None and os.environ.get("FLASH_API_KEY") == "":
+        api_key = ""  # click reads an empty variable as unset: serving open was not asked for
+    problem = None if api_key is None else api_key_problem(api_key)
+    if problem is not None:
+        fail(f"--api-key (or FLASH_API_KEY) {problem}")
+
+
 def check_max_workers(max_workers: int | None) -> None:
     # The platform takes 0 as "all cores" and clamps negatives to 1: neither is what was asked.
     if max_workers is not None and max_workers < 1:

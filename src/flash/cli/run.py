@@ -21,6 +21,7 @@ from rich.markup import escape
 from flash.cli._output import (
     Stop,
     build_warning,
+    check_api_key,
     check_can_listen,
     check_max_workers,
     check_port,
@@ -99,6 +100,7 @@ def run(
     check_port("--port", port)
     check_port("--app-port", app_port)
     check_max_workers(max_workers)
+    check_api_key(api_key)
     root = project_dir_or_cwd(project_dir, "run").resolve()
     check_state_folder(root / FLASH_DIR)
     options = BuildOptions(

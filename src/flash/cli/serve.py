@@ -12,6 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from flash.cli._output import (
+    check_api_key,
     check_can_listen,
     check_max_workers,
     check_port,
@@ -53,6 +54,7 @@ def serve(
 
     check_port("--port", port)
     check_max_workers(max_workers)
+    check_api_key(api_key)
     check_state_folder(state_dir)
     # SigningKeyError: a FLASH_SIGNING_KEY that is not a key.
     with user_errors(False, PlatformError, OSError, SigningKeyError):

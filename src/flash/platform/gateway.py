@@ -21,6 +21,7 @@ from flash.platform import openapi
 from flash.platform.dispatch import Dispatcher
 from flash.platform.store import NonceUsed
 from flash.platform.supervisor import Supervisor
+from flash.runtime.http import has_control_character
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
 from flash.runtime.protocol import RUN_LIMIT, RUNSYNC_LIMIT
 from flash.runtime.signing import CLOCK_SKEW_S, MAX_TTL_S, signed_nonce
@@ -497,6 +498,19 @@ async def _disconnected(request: Request) -> bool:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return True
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why no caller could send ``key`` as the platform's API key, if so (never quoting
+    it: it is a secret). An empty one (a CI secret that resolved to nothing) would let
+    every request in."""
+    if not key.strip():
+        return "is empty: give a key, or unset FLASH_API_KEY to serve without one"
+    if key != key.strip():  # the Authorization header is read without them
+        return "begins or ends with whitespace, which an Authorization header does not keep"
+    if has_control_character(key) or not key.isascii():
+        return "holds a control character or a non-ASCII one: it cannot go in an HTTP header"
+    return None
 
 
 def _authorized(request: Request, key: str) -> bool:

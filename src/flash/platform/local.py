@@ -27,7 +27,7 @@ import uvicorn
 from flash.platform.archive import ServedCopy, copies_dir, prune_copies, target_mismatch
 from flash.platform.console import print_line
 from flash.platform.dispatch import EXECUTION_TIMEOUT_MS, TTL_MS, Dispatcher
-from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
+from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway, api_key_problem
 from flash.platform.jobs import Job
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
 from flash.platform.store import JobStore
@@ -79,6 +79,9 @@ class LocalPlatform:
         heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
         signing_key_file: Path | None = None,
     ) -> None:
+        problem = None if api_key is None else api_key_problem(api_key)
+        if problem is not None:
+            raise PlatformError(f"api_key {problem}")
         if max_workers is not None and max_workers < 1:  # `or cpu_count` would take 0 as all
             raise PlatformError(f"max_workers must be at least 1, got {max_workers}")
         for name, limit in (
