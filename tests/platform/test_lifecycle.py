@@ -967,6 +967,7 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
 ) -> None:
     monkeypatch.setenv("RUNPOD_SECRET_hf", "s3cret-value")
     monkeypatch.setenv("RUNPOD_SECRET_part", "s3cret-va")  # inside the other one
+    monkeypatch.setenv("RUNPOD_SECRET_short", "hunter2")  # too short to mask
     monkeypatch.setenv("GONE", "the serving shell's own")  # not what the config asked for
     monkeypatch.setenv("RUNPOD_API_KEY", "rpa_the-accounts-own-key")
     monkeypatch.setenv("FLASH_INDEX_URL", "https://user:token@index.example/simple")
@@ -974,6 +975,7 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
         "HF_TOKEN": "{{ RUNPOD_SECRET_hf }}",
         "PART": "{{RUNPOD_SECRET_part}}",
         "GONE": "{{RUNPOD_SECRET_nowhere}}",
+        "DB_PASS": "{{ RUNPOD_SECRET_short }}",
     }
     logs = Logs()
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"env": env})})
@@ -987,6 +989,9 @@ def test_a_runpod_secret_reference_in_env_is_filled_from_where_the_platform_runs
     assert env_of("GONE") is None  # started without it, and said so, by name only
     assert any("RUNPOD_SECRET_nowhere" in line for line in logs.lines)
     assert not any("s3cret-value" in line for line in logs.lines)
+    # Said once, by name: it was shown as it is with no word.
+    short = [line for line in logs.lines if "env DB_PASS: its secret is under 8" in line]
+    assert len(short) == 1 and "hunter2" not in short[0], logs.lines
     # Of the shell's secrets a worker gets none: not the RunPod secrets as such (one its
     # endpoint does not name least of all), the account's key, nor the build's index URL.
     for name in ("RUNPOD_SECRET_hf", "RUNPOD_API_KEY", "FLASH_INDEX_URL"):

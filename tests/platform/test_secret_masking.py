@@ -29,6 +29,9 @@ from flash.runtime.signing import key_to_text
 # Filled into the endpoint's env from this process's environment, as RunPod fills a secret.
 TOKEN = "tok-" + "6f1d" * 8
 SECRET_NAME = "RUNPOD_SECRET_leaky_token"
+# A password as people choose them: repr() and JSON write it escaped, not as it is.
+ODD = 'P\u00e4ssw\u00f6rd"Quote\\Back-42'
+ODD_NAME = "RUNPOD_SECRET_odd_token"
 
 FILES = {
     "pyproject.toml": """
@@ -39,6 +42,7 @@ FILES = {
     """,
     "leakyapp/__init__.py": "",
     "leakyapp/work.py": """
+        import json
         import os
 
         from flash import CpuLiveServerless, remote
@@ -46,7 +50,10 @@ FILES = {
         cpu = CpuLiveServerless(
             name="leaky",
             workersMax=1,
-            env={"LEAKY_TOKEN": "{{ RUNPOD_SECRET_leaky_token }}"},
+            env={
+                "LEAKY_TOKEN": "{{ RUNPOD_SECRET_leaky_token }}",
+                "ODD_TOKEN": "{{ RUNPOD_SECRET_odd_token }}",
+            },
         )
         # An endpoint with a generator function streams: its failures travel as JSON text.
         streaming = CpuLiveServerless(name="leaky-stream", workersMax=1)
@@ -83,6 +90,13 @@ FILES = {
 
 
         @remote(cpu)
+        def raises_odd_token_written_as_code():
+            odd = os.environ["ODD_TOKEN"]
+            print("token:", repr(odd), json.dumps(odd), ascii(odd))
+            raise ValueError([odd], json.dumps({"token": odd}))
+
+
+        @remote(cpu)
         def raises_key_in_an_attribute():
             error = RuntimeError("bad credentials")
             error.detail = key()  # in its pickle, not in its text
@@ -115,7 +129,10 @@ class Served:
         self.platform = platform
         self.work = work
         self.logs = logs
-        self.secrets = [key_to_text(platform.signing_key), TOKEN]
+        # ODD as itself and as repr(), JSON and ascii() write it.
+        odd = [ODD, repr(ODD)[1:-1], json.dumps(ODD)[1:-1], ascii(ODD)[1:-1]]
+        odd.append(repr(json.dumps(ODD)[1:-1])[1:-1])  # the repr of a JSON text holding it
+        self.secrets = [key_to_text(platform.signing_key), TOKEN, *odd]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +141,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     logs = Logs()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SECRET_NAME, TOKEN)
+        patch.setenv(ODD_NAME, ODD)
         with served_files(root, FILES, echo=logs) as platform:
             from leakyapp import work  # type: ignore[import-not-found]
 
@@ -277,6 +295,17 @@ def test_a_secret_the_endpoints_env_names_is_masked(served: Served) -> None:
     error = _raised(served.work.raises_token())
     assert isinstance(error, RuntimeError), repr(error)  # masked, it still pickles
     _check_error(served, error, "bad token <env LEAKY_TOKEN>")
+
+
+def test_a_secret_written_escaped_is_masked(served: Served) -> None:
+    # repr() (a list's items, a KeyError's message) and JSON escape quotes, backslashes and
+    # non-ASCII letters: masking only the secret as it is let those forms through.
+    error = _raised(served.work.raises_odd_token_written_as_code())
+    # A list in its arguments holds the secret: it goes as its text alone, masked.
+    assert _is(error, ValueError), repr(error)
+    status = _check_error(served, error, "<env ODD_TOKEN>")
+    assert "<env ODD_TOKEN>" in status["error"], status
+    assert "token: '<env ODD_TOKEN>' \"<env ODD_TOKEN>\" '<env ODD_TOKEN>'" in served.logs.text()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is new in 3.11")

@@ -67,6 +67,23 @@ def test_a_secret_inside_another_is_masked_after_it() -> None:
     )
 
 
+def test_a_secret_is_masked_as_code_writes_it_escaped() -> None:
+    odd = 'P\u00e4ssw\u00f6rd"Quote\\Back-42'
+    masks = secret_masks({"RUNPOD_SECRET_odd": odd}, None)
+    shown = "<env RUNPOD_SECRET_odd>"
+    for text in (
+        odd,
+        repr([odd]),
+        ascii({"k": odd}),
+        json.dumps({"k": odd}),
+        json.dumps({"k": odd}, ensure_ascii=False),
+        repr(ValueError(json.dumps({"k": odd}))),  # an exception's text: the repr of JSON
+        json.dumps([repr(odd)]),
+    ):
+        masked = mask_secrets(text, masks)
+        assert shown in masked and "Quote" not in masked, (text, masked)
+
+
 def test_an_error_text_is_masked_before_it_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASH_SIGNING_KEY", KEY)
     # The key astride the cut would leave its head in the text's head and its tail in the

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flash.build.errors import BuildError
+from flash.runtime.errors import masks_for
 from flash.sdk import json_rule
 from flash.sdk.resources import MASKED_MIN_LENGTH, FilledEnv, fill_secret_references
 
@@ -188,9 +189,8 @@ def _masks(envs: Mapping[str, FilledEnv]) -> list[tuple[str, str]]:
     names: dict[str, str] = {}
     for filled in envs.values():
         for secret, name in filled.secrets.items():
-            if len(secret) >= MASKED_MIN_LENGTH:
-                names.setdefault(secret, name)
-    return [(secret, f"<env {names[secret]}>") for secret in sorted(names, key=len, reverse=True)]
+            names.setdefault(secret, name)
+    return masks_for(names)
 
 
 def _masker(masks: Sequence[tuple[str, str]]) -> Callable[[str], str]:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from flash.platform import processes
 from flash.platform.dispatch import Dispatcher
 from flash.platform.manifest import EndpointSpec
-from flash.runtime.errors import mask_secrets
+from flash.runtime.errors import mask_secrets, masks_for
 from flash.runtime.protocol import SOURCE_DIR_ENV_VAR, WORKER_CONCURRENCY_ENV_VAR
 from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR, SigningKeyError
 from flash.sdk.keys import key_to_text, read_signing_key
@@ -160,6 +160,8 @@ class Supervisor:
         self._chain_looked_at: dict[str, str] = {}
         # (endpoint, variable) whose secret this machine lacks, said once each.
         self._missing_secrets: set[tuple[str, str]] = set()
+        # (endpoint, variable) whose secret is too short to mask, said once each.
+        self._short: set[tuple[str, str]] = set()
         # Values masked in what workers print (_masked), each with what stands for it: the
         # keys the platform hands its workers and the secrets it fills in for them, shown as
         # the variable holding it (``<env NAME>``), as a worker masks its own errors.
@@ -584,6 +586,14 @@ class Supervisor:
         filled = fill_secret_references(spec.env)
         for secret, variable in filled.secrets.items():
             self._add_secret(secret, variable)
+            if len(secret) < MASKED_MIN_LENGTH and (spec.name, variable) not in self._short:
+                self._short.add((spec.name, variable))
+                if self.echo is not None:
+                    self.echo(
+                        f"[{spec.name}] env {variable}: its secret is under"
+                        f" {MASKED_MIN_LENGTH} characters, too short to be masked in what"
+                        " workers print and in their errors"
+                    )
         for name, secret in filled.unfilled.items():
             if (spec.name, name) not in self._missing_secrets:
                 self._missing_secrets.add((spec.name, name))
@@ -726,7 +736,7 @@ class Supervisor:
         moved = True
         while moved:
             moved = False
-            for value in self._secrets:
+            for value, _ in self._masks:
                 start = text.find(value, max(0, cut - len(value) + 1), cut + len(value) - 1)
                 if start != -1:
                     cut, moved = start, True
@@ -741,8 +751,8 @@ class Supervisor:
     def _add_secret(self, value: str | None, variable: str) -> None:
         """Mask ``value`` from now on, as ``<env variable>`` (the first variable it came in)."""
         if value and len(value) >= MASKED_MIN_LENGTH and value not in self._secrets:
-            self._secrets[value] = f"<env {variable}>"
-            self._masks = sorted(self._secrets.items(), key=lambda item: -len(item[0]))
+            self._secrets[value] = variable
+            self._masks = masks_for(self._secrets)
 
     def _ready(self, worker_id: str) -> None:
         """Its first job-take: the worker is ready. Under load its process can poll before

@@ -36,6 +36,7 @@ __all__ = [
     "is_exception_group",
     "mask_secrets",
     "masked_failure",
+    "masks_for",
     "remote_error_fields",
     "remote_error_from_fields",
     "safe_str",
@@ -289,13 +290,41 @@ def secret_masks(
     MASKED_MIN_LENGTH characters are not masked."""
     env = os.environ if environ is None else environ
     filled = _manifest_secret_names() if manifest is _OWN_MANIFEST else _filled_names(manifest)
-    shown: dict[str, str] = {}
+    holders: dict[str, str] = {}
     for name in sorted(env):
         if name in SECRET_ENV_VARS or name.startswith(_SECRET_ENV_PREFIX) or name in filled:
-            value = env[name]
-            if len(value) >= MASKED_MIN_LENGTH:
-                shown.setdefault(value, f"<env {name}>")
+            holders.setdefault(env[name], name)
+    return masks_for(holders)
+
+
+def masks_for(holders: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The masks of secrets (each with the variable holding it): ``(text, "<env NAME>")``
+    for each secret of MASKED_MIN_LENGTH characters or more and for each way code commonly
+    writes it, longest first, so that a secret inside another is replaced after it.
+
+    repr(), ascii() and JSON escape quotes, backslashes and non-ASCII letters, and a text
+    is often written so twice: an exception's message is the repr of its arguments, one of
+    which may be JSON text."""
+    shown: dict[str, str] = {}
+    for secret, name in holders.items():
+        if len(secret) < MASKED_MIN_LENGTH:
+            continue
+        forms = {secret}
+        for _ in range(2):
+            forms |= {escaped for form in forms for escaped in _escaped_forms(form)}
+        for form in forms:
+            shown.setdefault(form, f"<env {name}>")
     return sorted(shown.items(), key=lambda item: len(item[0]), reverse=True)
+
+
+def _escaped_forms(text: str) -> tuple[str, ...]:
+    """``text`` as the inside of the literals repr(), ascii() and json.dumps() write."""
+    return (
+        repr(text)[1:-1],
+        ascii(text)[1:-1],
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+    )
 
 
 def mask_secrets(text: str, masks: list[tuple[str, str]] | None = None) -> str:
