@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +142,7 @@ def always_excluded_why(rel: str) -> str:
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
     """Patterns from the root's .gitignore and .flashignore (not ALWAYS_EXCLUDED: see there)."""
     lines = [line for name in IGNORE_FILES for line in _ignore_lines(root / name, name)]
-    return pathspec.GitIgnoreSpec.from_lines([*lines, *extra_patterns])
+    return _git_spec([*lines, *extra_patterns])
 
 
 def _outer_ignore_files(root: Path) -> list[tuple[Path, str, str]]:
@@ -371,7 +373,15 @@ def _nested_spec(directory: Path, prefix: str) -> pathspec.GitIgnoreSpec | None:
 def _spec_of(files: list[tuple[Path, str]]) -> pathspec.GitIgnoreSpec | None:
     """The patterns of the ignore ``files`` (path, as shown), or None when they hold none."""
     lines = [line for path, shown in files for line in _ignore_lines(path, shown)]
-    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+    return _git_spec(lines) if lines else None
+
+
+def _git_spec(lines: list[str]) -> pathspec.GitIgnoreSpec:
+    """The ignore patterns ``lines`` as git reads them. pathspec reads ``out/**/`` as
+    ``out/``, out itself; git ignores only the folders inside it, which is ``out/**/*/``."""
+    return pathspec.GitIgnoreSpec.from_lines(
+        line.rstrip() + "*/" if line.rstrip().endswith("/**/") else line for line in lines
+    )
 
 
 def _ignore_lines(path: Path, shown: str) -> list[str]:
@@ -418,18 +428,20 @@ def _own_verdict(spec: pathspec.GitIgnoreSpec, rel: str) -> bool | None:
 
 
 def _matches_itself(pattern: pathspec.Pattern, rel: str) -> bool:
-    """Whether ``pattern`` matches ``rel`` itself, not only a folder above it: pathspec marks
-    the "/" after the folder a pattern matched (group ``ps_d``), which for the path itself
-    is its last character (a folder's) or none (a file's)."""
+    """Whether ``pattern`` matches ``rel`` itself, not only a folder above it."""
     regex = getattr(pattern, "regex", None)
     if regex is None:
         return bool(pattern.match_file(rel))
-    match = regex.search(rel)
-    if match is None:
-        return False
-    if "ps_d" not in regex.groupindex or match.group("ps_d") is None:
-        return True
-    return match.end("ps_d") == len(rel)
+    return _whole_path_regex(regex.pattern).search(rel) is not None
+
+
+@functools.cache
+def _whole_path_regex(regex: str) -> re.Pattern[str]:
+    """pathspec's ``regex`` of a pattern, matching a path only where the pattern matches the
+    path itself. pathspec's matches a folder's paths too (``*/`` is a "/" anywhere): here a
+    match ends where the path does. One ending in "/" (``out/**``) wants a name after it."""
+    inside = "(?s:.+)" if regex.endswith("/") else ""
+    return re.compile(f"(?:{regex}){inside}\\Z")
 
 
 def fingerprint(root: Path, files: Iterable[str]) -> str:
