@@ -110,3 +110,29 @@ def test_the_files_collected_are_those_git_keeps(
     assert [rel for rel in files if not is_ignored(tmp_path, rel)] == [
         rel for rel in files if rel in kept
     ]
+
+
+@pytest.mark.parametrize("ignore_name", [".gitignore", ".flashignore", "data/.gitignore"])
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        b"\xef\xbb\xbfsecret_dump.bin\r\n*.log\r\n",  # Windows editors write both
+        b"\xef\xbb\xbfsecret_dump.bin\n*.log",  # no newline at the end
+        b"secret_dump.bin\r\n*.log\r\n",
+    ],
+)
+def test_a_byte_order_mark_and_crlf_line_ends_are_read_as_git_reads_them(
+    tmp_path: Path, ignore_name: str, patterns: bytes
+) -> None:
+    folder = ignore_name.rpartition("/")[0]
+    files = [f"{folder}/{name}".lstrip("/") for name in ("secret_dump.bin", "a.log", "app.py")]
+    git_keeps = _repository(tmp_path, files, ignore_name, patterns)
+    assert [rel for rel in git_keeps if rel.endswith(("app.py", ignore_name))] == git_keeps
+    assert collect_files(tmp_path) == git_keeps
+
+
+def test_a_lone_carriage_return_is_part_of_the_pattern_as_for_git(tmp_path: Path) -> None:
+    # Git splits lines at "\n" only: "a.log\rb.log" is one pattern, matching neither file.
+    git_keeps = _repository(tmp_path, ["a.log", "b.log"], ".gitignore", b"a.log\rb.log\n")
+    assert git_keeps == [".gitignore", "a.log", "b.log"]
+    assert collect_files(tmp_path) == git_keeps

@@ -388,11 +388,13 @@ def _ignore_lines(path: Path, shown: str) -> list[str]:
     if not path.is_file():
         return []
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        # As git: a UTF-8 byte order mark skipped, lines ended by "\n" alone (or "\r\n").
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BuildError(f"not UTF-8 text: {exc}", path=shown) from None
     except OSError as exc:  # unreadable: what it leaves out cannot be known
         raise BuildError(f"cannot read this ignore file: {exc.strerror}", path=shown) from None
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 # An ignore file's patterns, for the paths under ``prefix`` (project-relative), matched
