@@ -244,3 +244,68 @@ def test_every_name_flash_exports_imports_in_the_archive(tmp_path: Path) -> None
     is_config, error = result(response)
     assert is_config
     assert error.startswith("flash.connect() is for scripts and apps that call endpoints")
+
+
+# Reads its config's fields, in the call and at import time, as code run locally does.
+CONFIG_FIELDS_APP = """
+from flash import CpuLiveServerless, LiveServerless, remote
+
+cpu = CpuLiveServerless(
+    name="c", workersMax=2, idle_timeout=9, scaler_type="request_count",
+    env={"MODEL": "bert", "TOKEN": "{{ RUNPOD_SECRET_hf_token }}"},
+)
+gpu = LiveServerless(name="g", gpus=["ampere_80"])
+POOL = cpu.workersMax * 4
+
+
+@remote(cpu)
+def f() -> str:
+    return f"{cpu.env['MODEL']} x{cpu.workersMax}"
+
+
+@remote(cpu)
+def fields() -> list:
+    try:
+        cpu.workers_max
+    except AttributeError as exc:
+        unknown = str(exc)
+    return [
+        POOL, cpu.idleTimeout, cpu.scalerType, cpu.env["TOKEN"], cpu.workersMin,
+        cpu.instanceIds, cpu.executionTimeoutMs, gpu.gpus, gpu.gpuCount, unknown,
+    ]
+"""
+
+
+def test_a_config_s_fields_read_on_the_worker_as_locally(tmp_path: Path) -> None:
+    app = _built_app(tmp_path, {"work.py": CONFIG_FIELDS_APP})
+    # What the same calls give in this process, with no platform: the pydantic config.
+    local = subprocess.run(
+        [sys.executable, "-c", "import work; print(repr([work.f.call(), work.fields.call()]))"],
+        cwd=tmp_path / "proj",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert local.returncode == 0, local.stderr
+    responses = run_isolated(
+        app,
+        [
+            ("handler_c", function_job("c", "f")),
+            ("handler_c", function_job("c", "fields")),
+        ],
+    )
+    on_worker = [result(r) for r in responses]
+    assert on_worker[0] == "bert x2"
+    assert on_worker[1] == [
+        8,
+        9,
+        "REQUEST_COUNT",
+        "{{ RUNPOD_SECRET_hf_token }}",  # a reference, never filled into the code's config
+        0,
+        ["cpu3g-2-8"],
+        None,
+        ["AMPERE_80"],
+        1,
+        "'CpuLiveServerless' object has no attribute 'workers_max'",
+    ]
+    assert repr(on_worker) == local.stdout.strip()

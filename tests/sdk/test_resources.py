@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -7,9 +9,11 @@ from flash import (
     CpuServerlessEndpoint,
     GpuGroup,
     LiveServerless,
+    ScalerType,
     ServerlessEndpoint,
 )
-from flash.sdk.resources import validate_config
+from flash.runtime import resources as runtime_resources
+from flash.sdk.resources import CONFIG_TYPES, validate_config
 
 
 def test_defaults_match_runpod() -> None:
@@ -161,3 +165,48 @@ def test_an_unknown_gpu_or_instance_type_names_the_entry_and_the_choices() -> No
     # A look-alike letter (the Kelvin sign) is not taken for an ASCII one.
     with pytest.raises(ValidationError, match="gpus"):
         LiveServerless(name="g", gpus=["BLAC\u212aWELL_96"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("type_name", sorted(CONFIG_TYPES))
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"workersMax": 2, "env": {"MODEL": "bert", "HF": "{{ RUNPOD_SECRET_hf }}"}},
+        {"workers_min": 1, "workers_max": "4", "idle_timeout": 7.0, "scaler_type": "request_count"},
+        {"execution_timeout_ms": 1000, "scaler_value": True, "concurrency": 3},
+        {"locations": "EU", "network_volume_id": "vol", "image_name": "me/img:1"},
+        {"scalerType": ScalerType.REQUEST_COUNT, "networkVolumeId": "v", "imageName": "i"},
+    ],
+)
+def test_the_worker_s_config_stand_in_reads_as_the_config(
+    type_name: str, values: dict[str, Any]
+) -> None:
+    # In a built archive, `flash` is the runtime's: its configs are stand-ins that must
+    # read as the pydantic configs do where the code runs locally.
+    extra: dict[str, Any] = (
+        {"gpus": [GpuGroup.AMPERE_80, "hopper_141"], "gpu_count": 2}
+        if CONFIG_TYPES[type_name].is_gpu
+        else {"instance_ids": ("CPU5C_4_8", CpuInstanceType.CPU3C_1_2)}
+    )
+    for given in (values, {**values, **extra}):
+        config = CONFIG_TYPES[type_name](name="e", **given)
+        stub = getattr(runtime_resources, type_name)(name="e", **given)
+        fields = ["name", *type(config).model_fields]
+        assert {f: getattr(stub, f) for f in fields} == {f: getattr(config, f) for f in fields}
+        assert repr(stub) == repr(config)
+        assert stub.is_gpu == config.is_gpu
+        assert stub == getattr(runtime_resources, type_name)(name="e", **given)
+        assert stub != getattr(runtime_resources, type_name)(name="other", **given)
+        with pytest.raises(AttributeError, match=f"'{type_name}' object has no attribute 'gpu'"):
+            stub.gpu  # noqa: B018
+        with pytest.raises(AttributeError, match="no attribute 'workers_max'"):
+            stub.workers_max  # noqa: B018
+
+
+def test_each_stand_in_has_a_fresh_env_and_lists() -> None:
+    first = runtime_resources.LiveServerless(name="a")
+    second = runtime_resources.LiveServerless(name="b")
+    first.env["X"] = "1"
+    first.gpus.append("AMPERE_16")
+    assert (second.env, second.gpus) == ({}, [GpuGroup.ANY])
