@@ -309,3 +309,22 @@ def test_a_config_s_fields_read_on_the_worker_as_locally(tmp_path: Path) -> None
         "'CpuLiveServerless' object has no attribute 'workers_max'",
     ]
     assert repr(on_worker) == local.stdout.strip()
+
+
+def test_remote_from_flash_sdk_is_the_decorator_after_its_submodule_is_imported(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "conf.py": "from flash.sdk.remote import remote\n"
+        "from flash.sdk.resources import CpuLiveServerless\n"
+        'cpu = CpuLiveServerless(name="c")\n',
+        "work.py": "from conf import cpu\nfrom flash.sdk import remote\n\n"
+        "@remote(cpu)\ndef f(x: int) -> int:\n    return x\n",
+        "other.py": "import flash.sdk.remote\nimport flash.sdk\nfrom conf import cpu\n\n"
+        "@flash.sdk.remote(cpu)\ndef g(x: int) -> int:\n    return -x\n",
+    }
+    app = _built_app(tmp_path, files)
+    responses = run_isolated(
+        app, [("handler_c", function_job("c", "f", 3)), ("handler_c", function_job("c", "g", 3))]
+    )
+    assert [result(r) for r in responses] == [3, -3]

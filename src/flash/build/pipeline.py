@@ -161,6 +161,12 @@ def disconnect():
 __all__ = {names!r}
 '''
 _SDK_STUB = '"""Alias of the vendored flash package."""\n\nfrom flash import *  # noqa: F403\n'
+# flash.sdk itself imports its remote submodule first, as the real one does: importing a
+# submodule binds it on its package, so `import flash.sdk.remote` anywhere later would
+# turn `from flash.sdk import remote` into the module, not the decorator.
+_SDK_PACKAGE_STUB = (
+    _SDK_STUB + "from flash.sdk.remote import remote  # noqa: E402  - after the submodule loads\n"
+)
 # The documented submodule import paths (from flash.sdk.resources import LiveServerless).
 _SDK_SUBMODULE_STUBS = {
     "flash/sdk/resources.py": _SDK_STUB,  # the archive's flash exports every config name
@@ -767,7 +773,7 @@ def _runtime_entries(*, vendor_cloudpickle: bool) -> list[_archive.Entry]:
     stub = _FLASH_STUB.format(version=flash.__version__, names=sorted(flash.__all__)).encode()
     entries = [
         _archive.Entry(name="flash/__init__.py", data=stub),
-        _archive.Entry(name="flash/sdk/__init__.py", data=_SDK_STUB.encode()),
+        _archive.Entry(name="flash/sdk/__init__.py", data=_SDK_PACKAGE_STUB.encode()),
     ]
     entries += [_archive.Entry(name=n, data=t.encode()) for n, t in _SDK_SUBMODULE_STUBS.items()]
     entries += _tree_entries(RUNTIME_DIR, "flash/runtime/")
