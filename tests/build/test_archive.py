@@ -51,7 +51,7 @@ def test_source_date_epoch_sets_mtime(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_failure_keeps_previous_archive_and_leaves_no_temp_file(tmp_path: Path) -> None:
     dest = tmp_path / "out.tar.gz"
     good = write_archive([Entry("x", data=b"x")], dest)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BuildError, match="missing: deleted while the project was being built"):
         write_archive([Entry("x", data=b"x"), Entry("y", source=tmp_path / "missing")], dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar.gz"]
     assert file_sha256(dest) == good.sha256

@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from flash.build.errors import BuildError
 
@@ -36,7 +37,37 @@ class Entry:
         if self.data is not None:
             return len(self.data)
         assert self.source is not None
-        return self.source.stat().st_size
+        try:
+            return self.source.stat().st_size
+        except FileNotFoundError:
+            raise SourceChanged(self.source) from None
+
+
+class SourceChanged(BuildError):
+    """An entry's file changed after the build listed it: deleted, or cut short while the
+    archive was being written (its entry's size taken, its bytes not all there)."""
+
+    def __init__(
+        self, source: Path, what: str = "deleted while the project was being built"
+    ) -> None:
+        self.source = source
+        super().__init__(f"{source}: {what}")
+
+
+class _Packed:
+    """A source file as tarfile reads it, its entry's size taken: tarfile asks for exactly
+    that many bytes, so a read that comes back short is the file cut short since (a log
+    rotated, an editor saving), not a bare 'unexpected end of data'."""
+
+    def __init__(self, fh: BinaryIO, source: Path) -> None:
+        self._fh = fh
+        self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        if size > 0 and len(data) < size:
+            raise SourceChanged(self._source, "cut short while the archive was being written")
+        return data
 
 
 @dataclass(frozen=True)
@@ -133,11 +164,15 @@ def _add(tar: tarfile.TarFile, entry: Entry, mtime: int) -> None:
         tar.addfile(info, io.BytesIO(entry.data))
         return
     assert entry.source is not None
-    stat = entry.source.stat()
-    info.size = stat.st_size
-    info.mode = 0o755 if (entry.executable or stat.st_mode & 0o111) else 0o644
-    with open(entry.source, "rb") as fh:
-        tar.addfile(info, fh)
+    try:
+        fh = open(entry.source, "rb")  # noqa: SIM115  - closed below
+    except FileNotFoundError:
+        raise SourceChanged(entry.source) from None
+    with fh:
+        stat = os.fstat(fh.fileno())  # the file opened: its size is that file's
+        info.size = stat.st_size
+        info.mode = 0o755 if (entry.executable or stat.st_mode & 0o111) else 0o644
+        tar.addfile(info, _Packed(fh, entry.source))
 
 
 def file_sha256(path: Path) -> str:
