@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from tests.integration.projects import write_files
 
+from flash.build.manifest import ClassSchema
 from flash.build.pipeline import BuildOptions, build_project
 
 JOBS = """\
@@ -97,3 +98,44 @@ def test_a_typing_typeddict_warning_says_to_use_typing_extensions(tmp_path: Path
         "typing_extensions (and list typing-extensions in requirements.txt), or build on "
         "Python 3.12+"
     )
+
+
+def test_typed_classmethods_get_a_schema_or_a_warning_as_other_methods(tmp_path: Path) -> None:
+    module = """\
+        from flash import CpuLiveServerless, remote
+
+
+        class Opaque:
+            pass
+
+
+        @remote(CpuLiveServerless(name="cpu"))
+        class K:
+            def __init__(self, base: int) -> None:
+                self.base = base
+
+            @classmethod
+            def cm(cls, x: int) -> str:
+                return f"{cls.__name__}:{x}"
+
+            @classmethod
+            def cm_opaque(cls, o: Opaque) -> int:
+                return 1
+
+            @staticmethod
+            def sm(x: int) -> int:
+                return x
+        """
+    root = write_files(tmp_path / "proj", {"app/__init__.py": "", "app/k.py": module})
+    result = build_project(BuildOptions(project_dir=root))
+    (entry,) = result.manifest.resources["cpu"].functions
+    assert isinstance(entry.schema_, ClassSchema)
+    methods = entry.schema_.methods
+    assert sorted(methods) == ["cm", "sm"]
+    # The class is bound already: its first parameter is not an argument.
+    assert methods["cm"].input["required"] == ["x"]
+    assert methods["cm"].output == {"type": "string"}
+    (warning,) = result.warnings
+    lines = str(warning).splitlines()
+    assert lines[0].startswith("1 function with type hints got no JSON Schema")
+    assert lines[1].startswith("  app/k.py:9 K.cm_opaque: parameter 'o': app.k.Opaque has no")

@@ -166,9 +166,13 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
 
 def is_json_method(cls: type, name: str) -> bool:
     """Whether ``cls.name`` is a method JSON calls may reach: public (or ``__call__``) and a
-    plain function of the class (a classmethod or property is not)."""
+    function of the class, a static or class method included (a property is not)."""
     public = not name.startswith("_") or name == "__call__"
-    return public and inspect.isfunction(getattr(cls, name, None))
+    if not public:
+        return False
+    if isinstance(inspect.getattr_static(cls, name, None), classmethod):
+        return inspect.ismethod(getattr(cls, name, None))  # bound to the class already
+    return inspect.isfunction(getattr(cls, name, None))
 
 
 def has_own_constructor(cls: type) -> bool:
@@ -177,8 +181,9 @@ def has_own_constructor(cls: type) -> bool:
 
 
 def takes_self(cls: type, name: str) -> bool:
-    """Whether method ``name`` of ``cls`` gets the instance first (a staticmethod does not)."""
-    return not isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+    """Whether method ``name`` of ``cls``, as ``getattr(cls, name)`` gives it, takes the
+    instance first (a staticmethod does not, nor a classmethod: its class is bound)."""
+    return not isinstance(inspect.getattr_static(cls, name, None), staticmethod | classmethod)
 
 
 def summary(exc: BaseException) -> str:
