@@ -1391,15 +1391,8 @@ def _target(remote: Any) -> _Target:
         # The short name is ambiguous where two modules on the endpoint define it.
         module = _main_module_name(wrapped) or module
     name = wrapped.__qualname__ if module == "__main__" else f"{module}.{wrapped.__qualname__}"
-    config_timeout = _config_value(remote.resource_config, "executionTimeoutMs")
+    config_timeout = getattr(remote.resource_config, "executionTimeoutMs", None)
     return _Target(remote.resource_name, name, config_timeout, wrapped)
-
-
-def _config_value(config: Any, name: str) -> Any:
-    value = getattr(config, name, None)
-    if value is None:
-        value = getattr(config, "fields", {}).get(name)
-    return value
 
 
 def _deadline(options: CallOptions, target: _Target, caller: _context.CallContext) -> float | None:
