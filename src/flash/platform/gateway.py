@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -48,12 +50,18 @@ class _Router:
         self,
         table: dict[str, tuple[tuple[str, ...], tuple[str, ...], Handler]],
         rest: Starlette,
+        loopback_only: bool,
     ) -> None:
         self.table = table
         self.rest = rest
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
+            refusal = _cross_site(scope["headers"], self.loopback_only)
+            if refusal is not None:
+                await _error(403, refusal)(scope, receive, send)
+                return
             parts = scope["path"].split("/")
             if len(parts) >= 4 and parts[1] == "v2" and parts[3] in self.table:
                 names, methods, handler = self.table[parts[3]]
@@ -71,6 +79,54 @@ class _Router:
                 await response(scope, receive, send)
                 return
         await self.rest(scope, receive, send)
+
+
+def _cross_site(headers: list[tuple[bytes, bytes]], loopback_only: bool) -> str | None:
+    """Why a request comes from a web page of another site, if it does: a browser sends its
+    page's Origin, and after a DNS rebinding (the page's name resolving to this machine)
+    the page's host name as Host. Without an API key anything else would let any page the
+    developer opens run, cancel or purge jobs (a text/plain POST needs no CORS preflight).
+    Scripts, curl and workers send no Origin; the platform's own pages and local front ends
+    send a local one. ``loopback_only``: the platform listens on a loopback address, so a
+    Host naming anything else is a rebinding (one listening on all interfaces is reached by
+    names it cannot know)."""
+    host = origin = None
+    for name, value in headers:
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+    if host is not None and loopback_only and not _is_local(urlsplit(f"//{host}").hostname):
+        return (
+            f"Host {host!r} is no name of this platform, which listens on a loopback address:"
+            " a web page of another site may be calling it (DNS rebinding); call it as"
+            " 127.0.0.1 or localhost"
+        )
+    if origin is None:
+        return None
+    try:
+        parts = urlsplit(origin)
+        same = host is not None and parts.netloc == host
+        local = _is_local(parts.hostname)
+    except ValueError:  # a port that is no number
+        same = local = False
+    if origin != "null" and (same or local):
+        return None
+    return (
+        f"a web page of Origin {origin!r} sent this request: the platform takes none from"
+        " another site's pages (call it from a script or a server)"
+    )
+
+
+def _is_local(hostname: str | None) -> bool:
+    if hostname is None:
+        return False
+    if hostname == "localhost" or hostname.endswith(".localhost"):  # browsers keep it local
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -142,8 +198,10 @@ class Gateway:
         worker_token: str,
         recorder: Callable[[dict[str, Any]], None] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        host: str = "127.0.0.1",
     ) -> None:
         self.max_queue = max_queue
+        self.host = host  # the address it listens on
         self.dispatcher = dispatcher
         self.supervisor = supervisor
         self.api_key = api_key
@@ -181,7 +239,7 @@ class Gateway:
             # Starlette's own 404 and 405 are plain text: every answer of ours is JSON.
             exception_handlers={HTTPException: _http_error},
         )
-        return _Router(table, rest)
+        return _Router(table, rest, loopback_only=_is_local(self.host))
 
     # ------------------------------------------------------------------ guards
 

@@ -392,6 +392,7 @@ class LocalPlatform:
             worker_token=self.worker_token,
             recorder=self.recorder,
             max_queue=self.max_queue,
+            host=self.host,
         )
         config = uvicorn.Config(
             gateway.app(),
