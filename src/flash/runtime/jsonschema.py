@@ -3,8 +3,9 @@
 Covers the dialect pydantic's ``TypeAdapter(...).json_schema()`` writes: ``type``, ``const``,
 ``enum``, ``$ref`` into ``$defs``, ``anyOf``/``oneOf`` (with pydantic's ``discriminator``)
 /``allOf``, object, array, string and number keywords, and a few ``format`` values (unknown
-formats pass). Every problem is reported as an :class:`Issue` naming where it is, up to
-:data:`MAX_ISSUES`. Never raises for any JSON value.
+formats pass). ``pattern`` runs on pydantic-core's linear-time regex engine, when loaded (see
+:func:`_pattern_test`), never on Python's backtracking ``re``. Every problem is reported as
+an :class:`Issue` naming where it is, up to :data:`MAX_ISSUES`. Never raises for any JSON value.
 
 Standard library only: this module runs inside every worker.
 """
@@ -519,8 +520,8 @@ class _Validator:
         self.check_size(len(value), schema, "Length", "be", "characters long", path)
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
-            compiled = _compile(pattern)
-            if compiled is not None and compiled.search(value) is None:
+            matches = _pattern_test(pattern)
+            if matches is not None and not matches(value):
                 self.add(path, _pattern_message(pattern, value))
         fmt = schema.get("format")
         if isinstance(fmt, str):
@@ -624,8 +625,8 @@ class _Validator:
                 continue
             matched = False
             for pattern, pattern_schema in patterns.items():
-                compiled = _compile(pattern) if isinstance(pattern, str) else None
-                if compiled is not None and isinstance(key, str) and compiled.search(key):
+                matches = _pattern_test(pattern) if isinstance(pattern, str) else None
+                if matches is not None and isinstance(key, str) and matches(key):
                     matched = True
                     self.check(item, pattern_schema, where, depth + 1)
             if matched or extra is None or extra is True:
@@ -954,18 +955,53 @@ def _equal(value: Any, expected: Any, budget: int) -> bool:
     return frozen is not None and frozen == _freeze_or_none(expected, budget)
 
 
-_PATTERNS: dict[str, re.Pattern[str] | None] = {}
+# A schema's ``pattern`` is run by a linear-time engine, never by Python's backtracking
+# ``re``: a pattern such as ``^(\w+\s?)*$`` takes time exponential in the value's length there,
+# and one call would pin the worker. The engine is pydantic's own (pydantic-core's Rust regex,
+# without backtracking), which pydantic also checks the pattern of a constrained field with:
+# the schema's patterns come from pydantic, and whatever carries one (``Field(pattern=...)``,
+# a ``json_schema_extra``) imported pydantic into this worker. The build's patterns for
+# number-keyed dicts are ours, checked by ``re`` (anchored, no nested repetition: linear).
+# A pattern that engine refuses (a lookaround, a backreference: what only ``regex_engine=
+# "python-re"`` lets pydantic take, and then pydantic checks it itself) or any pattern with
+# no such engine loaded is not ours to reject values for: unchecked rather than unbounded.
+_PATTERNS: dict[tuple[str, bool], Callable[[str], bool] | None] = {}
 
 
-def _compile(pattern: str) -> re.Pattern[str] | None:
-    if pattern not in _PATTERNS:
-        try:
-            _PATTERNS[pattern] = re.compile(pattern)
-        except (re.error, RecursionError, OverflowError):
-            _PATTERNS[pattern] = None  # an ECMA-only construct: not ours to reject values for
+def _pattern_test(pattern: str) -> Callable[[str], bool] | None:
+    """Whether a text matches ``pattern`` anywhere (JSON Schema's sense), in time linear in
+    the text's length; None when no such test is at hand."""
+    known = _KEY_PATTERN_TESTS.get(pattern)
+    if known is not None:
+        return known
+    core = sys.modules.get("pydantic_core")  # as for conversion: only when already loaded
+    cache_key = (pattern, core is not None)
+    if cache_key not in _PATTERNS:
+        _PATTERNS[cache_key] = None if core is None else _linear_test(core, pattern)
         if len(_PATTERNS) > 1024:
             _PATTERNS.clear()
-    return _PATTERNS.get(pattern)
+    return _PATTERNS.get(cache_key)
+
+
+def _search_test(compiled: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda text: compiled.search(text) is not None
+
+
+def _linear_test(core: Any, pattern: str) -> Callable[[str], bool] | None:
+    try:
+        validator = core.SchemaValidator(
+            {"type": "str", "pattern": pattern, "regex_engine": "rust-regex"}
+        )
+    except Exception:  # pydantic-core's SchemaError: not a pattern its engine takes
+        return None
+
+    def matches(text: str) -> bool:
+        try:
+            return bool(validator.isinstance_python(text))
+        except Exception:  # text the engine cannot read (a lone surrogate) matches nothing
+            return False
+
+    return matches
 
 
 def _format_note(schema: dict[str, Any]) -> str:
@@ -1022,7 +1058,21 @@ _TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{
 # the RFC 3339 formats the schema publishes refuse it ("20240102" is not 1970-08-23).
 UNIX_TIME_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_SPACE = re.compile(r"\s")
+
+
+def _is_email(text: str) -> bool:
+    """The rule ``[^@\\s]+@[^@\\s]+\\.[^@\\s]+`` (whole text), tested in linear time: as a
+    regex it backtracks quadratically ("a@" then many dots then "@": 28 s at 100,000).
+    No whitespace, one "@" with text before it, and a "." inside what follows it (neither
+    its first nor its last character)."""
+    local, at, domain = text.partition("@")
+    return (
+        bool(local and at)
+        and "@" not in domain
+        and "." in domain[1:-1]
+        and _SPACE.search(text) is None
+    )
 
 
 def _is_date(text: str) -> bool:
@@ -1075,7 +1125,7 @@ _FORMATS: dict[str, Callable[[str], bool]] = {
     "date": _is_date,
     "time": _is_time,
     "uuid": _is_uuid,
-    "email": lambda text: bool(_EMAIL.fullmatch(text)),
+    "email": _is_email,
     "ipv4": _is_ip(4),
     "ipv6": _is_ip(6),
     "uri": lambda text: bool(_URI.fullmatch(text)),
@@ -1103,4 +1153,9 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     # As Python writes a float key (inf, nan), and JavaScript (Infinity, NaN).
     rf"^[+-]?(?:{_DIGITS}|inf|Infinity|nan|NaN)$": ("a number", "0.5"),
     rf"^[+-]?{_DIGITS}$": ("a decimal number", "0.5"),
+}
+# Anchored, and each repetition over characters the part after it cannot start with: linear
+# under ``re``, so checked as before on a worker without pydantic.
+_KEY_PATTERN_TESTS: dict[str, Callable[[str], bool]] = {
+    pattern: _search_test(re.compile(pattern)) for pattern in KEY_PATTERNS
 }
