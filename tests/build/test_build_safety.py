@@ -102,6 +102,35 @@ def test_private_keys_stay_out_and_tokens_in_sources_are_warned_about(tmp_path: 
     assert "deploy_key.pem" not in str(chosen.warnings[0])
 
 
+def test_a_file_holding_the_apps_key_or_a_runpod_secret_fails_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notebook's saved output of `env`: whoever held the archive could sign pickled calls
+    # (run code on its workers). It was archived with no word.
+    root = starter(tmp_path)
+    assert build_project(BuildOptions(project_dir=root)).archive.is_file()
+    archive = root / ".flash" / "archive.tar.gz"
+    before = archive.read_bytes()
+    key = (root / ".flash" / "secrets" / "signing_key").read_text().strip()
+    monkeypatch.setenv("RUNPOD_SECRET_hf", "hf-secret-value-123")
+    notebook = json.dumps({"cells": [{"outputs": [{"text": [f"FLASH_SIGNING_KEY={key}"]}]}]})
+    write_files(
+        root,
+        {
+            "explore.ipynb": notebook,
+            "notes/setup.md": "# Set-up\n\nexport HF=hf-secret-value-123\n",
+            ".flashignore": "!explore.ipynb\n",  # chosen: still never the key
+        },
+    )
+    with pytest.raises(BuildError) as failed:
+        build_project(BuildOptions(project_dir=root))
+    message = str(failed.value)
+    assert "explore.ipynb:1: the app's signing key" in message, message
+    assert "notes/setup.md:3: the value of $RUNPOD_SECRET_hf" in message, message
+    assert key not in message and "hf-secret-value-123" not in message
+    assert archive.read_bytes() == before  # the last good archive, untouched
+
+
 @pytest.mark.parametrize(
     ("files", "path", "what"),
     [

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -504,10 +504,14 @@ class Screened:
         return tuple(found)
 
 
-def screen_secrets(root: Path, files: Iterable[str]) -> Screened:
+def screen_secrets(
+    root: Path, files: Iterable[str], never: Mapping[str, str] | None = None
+) -> Screened:
     """Leave the private keys and credential files (by name or content: see
     :func:`secret_file_reason`) out of ``files``, bar those the root .flashignore names with
     a ``!path`` line of their own; note the lines of the others that hold a known token.
+    A file holding one of the secrets ``never`` names (its text -> what it is: the app's
+    signing key, a RunPod secret's value) is a BuildError, whatever .flashignore says.
 
     Only files under SCAN_LIMIT that are text are read: a secret file is neither big nor
     binary, bar the key stores known by name (``*.p12``)."""
@@ -515,6 +519,7 @@ def screen_secrets(root: Path, files: Iterable[str]) -> Screened:
     kept: list[str] = []
     left_out: list[tuple[str, str]] = []
     tokens: list[tuple[str, int, str]] = []
+    held: list[str] = []
     for rel in files:
         text = _text_of(root, rel)
         why = None if rel in chosen else secret_file_reason(rel, text)
@@ -523,9 +528,19 @@ def screen_secrets(root: Path, files: Iterable[str]) -> Screened:
             continue
         kept.append(rel)
         if text is not None:
+            for secret, what in (never or {}).items():
+                at = text.find(secret)
+                if at != -1:
+                    held.append(f"  {rel}:{text.count(chr(10), 0, at) + 1}: {what}")
             if names_package_indexes(rel):  # as archived: URLs cut after their host
                 text = mask_config_urls(text)
             tokens += [(rel, line, what) for line, what in tokens_in_text(text)]
+    if held:
+        raise BuildError(
+            "project files hold a secret that must never be archived (whoever has the app's"
+            " key can run code on its workers):\n" + "\n".join(held) + "\nRemove it from"
+            " them (a notebook's saved output, say), or leave them out in .flashignore"
+        )
     return Screened(kept, left_out, tokens)
 
 

@@ -72,9 +72,10 @@ from flash.build.manifest import (
 from flash.build.scanner import RemoteSpec, ScanResult, import_path, scan_project
 from flash.build.schemas import SchemaResult, check_handlers_and_derive_schemas
 from flash.build.target import builds_for_this_machine, platform_for_this_machine, this_machine
+from flash.runtime.errors import MASKED_MIN_LENGTH
 from flash.runtime.protocol import FLASH_DIR, MANIFEST_FILENAME
 from flash.runtime.signing import SigningKeyError
-from flash.sdk.keys import ensure_signing_key
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
 
 STAMP_NAME = "build_stamp.json"
 LOCK_NAME = "build.lock"
@@ -267,6 +268,19 @@ class ChangedWhileBuilding(BuildError):
         )
 
 
+def _never_archived(flash_dir: Path) -> dict[str, str]:
+    """The secrets no archived file may hold, each with what it is: the app's signing key
+    (its file's, and $FLASH_SIGNING_KEY's, which a platform may sign with instead) and the
+    RunPod secrets of this environment, which configs' env may name."""
+    never = {key_to_text(ensure_signing_key(flash_dir)): "the app's signing key"}
+    for name, value in sorted(os.environ.items()):
+        if name == KEY_ENV_VAR and value.strip():
+            never.setdefault(value.strip(), f"the signing key in ${KEY_ENV_VAR}")
+        elif name.startswith("RUNPOD_SECRET_") and len(value) >= MASKED_MIN_LENGTH:
+            never.setdefault(value, f"the value of ${name}")
+    return never
+
+
 @contextmanager
 def _build_lock(flash_dir: Path, report: Progress) -> Iterator[None]:
     """Hold the project's build lock for the block. A second build (`flash run` rebuilding
@@ -335,7 +349,7 @@ def _build_locked(
 
     with _timed(timings, "secrets"):
         # The fingerprint covered the secret files too: changed, they rebuild and say so.
-        screened = screen_secrets(root, files)
+        screened = screen_secrets(root, files, _never_archived(root / FLASH_DIR))
         files = screened.kept
         kept = set(files)
         project_sizes = [item for item in project_sizes if item[0] in kept]
