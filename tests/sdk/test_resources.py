@@ -97,6 +97,24 @@ def test_a_name_that_cannot_be_in_a_url_is_refused_at_construction(
 
 
 @pytest.mark.parametrize("config", ALL_CONFIGS)
+def test_a_name_too_long_for_a_handler_file_is_refused(config: type[LiveServerless]) -> None:
+    # It failed the build with the OS's "File name too long" for handler_<name>.py.
+    with pytest.raises(ValueError, match=r"^invalid \w+: name: name is 300 characters long,"):
+        validate_config(config.__name__, {"name": "a" * 300})
+    assert config(name="a" * 128).name == "a" * 128
+
+
+@pytest.mark.parametrize("variable", ["FLASH_SIGNING_KEY", "FLASH_ALLOW_UNSIGNED"])
+def test_an_env_that_would_weaken_signing_is_refused(variable: str) -> None:
+    # An endpoint's env is applied over the platform's: FLASH_ALLOW_UNSIGNED=1 there let its
+    # workers unpickle unsigned input, with no word from the build.
+    with pytest.raises(ValueError) as info:
+        validate_config("CpuLiveServerless", {"name": "c", "env": {variable: "sekret-1234"}})
+    assert str(info.value).startswith(f"invalid CpuLiveServerless: env: {variable} is ")
+    assert "sekret-1234" not in str(info.value)
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS)
 @pytest.mark.parametrize("name", [".", ".."])
 def test_a_dot_segment_name_is_refused(config: type[LiveServerless], name: str) -> None:
     with pytest.raises(ValidationError) as info:

@@ -119,6 +119,13 @@ _CpuInstance = Annotated[CpuInstanceType, _member(CpuInstanceType)]
 _Scaler = Annotated[ScalerType, _member(ScalerType)]
 
 
+# Endpoint names name files too (handler_<name>.py): well under a file name's 255 bytes.
+MAX_NAME_LENGTH = 128
+# What the platform gives workers for signed calls: an endpoint's env is applied over it, and
+# must not swap the app's key for another or let its workers unpickle unsigned input.
+_PLATFORM_SECURITY_ENV = ("FLASH_SIGNING_KEY", "FLASH_ALLOW_UNSIGNED")
+
+
 def check_name(name: str) -> None:
     """Raise ValueError, saying why, when ``name`` cannot name an endpoint.
 
@@ -133,6 +140,11 @@ def check_name(name: str) -> None:
         raise ValueError(
             f"name {name!r} contains {shown}, which cannot be part of the endpoint's URL; "
             f"{_NAME_HINT}"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"name is {len(name)} characters long, over {MAX_NAME_LENGTH}: it names the"
+            " endpoint's handler file (handler_<name>.py), which the file system would refuse"
         )
     if name in _DOT_SEGMENTS:
         raise ValueError(
@@ -173,6 +185,17 @@ class ResourceConfig(BaseModel):
     @classmethod
     def _name_fits_in_a_url(cls, value: str) -> str:
         check_name(value)
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_leaves_signing_alone(cls, value: dict[str, str]) -> dict[str, str]:
+        for variable in _PLATFORM_SECURITY_ENV:
+            if variable in value:  # its value is never shown: it may be a key
+                raise ValueError(
+                    f"{variable} is the platform's to give workers (it decides which pickled"
+                    " calls they run): an endpoint's env cannot set it"
+                )
         return value
 
     @model_validator(mode="after")
