@@ -372,3 +372,17 @@ def test_serve_and_run_refuse_an_api_key_no_caller_could_send(tmp_path: Path) ->
     )
     assert empty.returncode == 1, empty.stdout + empty.stderr
     assert "Error: --api-key (or FLASH_API_KEY) is empty" in empty.stderr, empty.stderr
+
+
+def test_init_names_the_project_as_packaging_tools_read_names(tmp_path: Path) -> None:
+    # "_under_" made name = "_under_", which uv and pip refuse (a name starts and ends with
+    # a letter or digit).
+    import re
+
+    import tomllib
+
+    for folder, expected in (("_under_", "under"), ("__", "flash-project"), ("a_b.c", "a_b.c")):
+        write_starter(tmp_path / folder)
+        name = tomllib.loads((tmp_path / folder / "pyproject.toml").read_text())["project"]["name"]
+        assert name == expected, (folder, name)
+        assert re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name), name

@@ -67,7 +67,8 @@ def _listing(paths: list[Path], shown: int = 3) -> str:
 
 
 def _project_name(target: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", target.resolve().name).strip("-.")
+    # PEP 508: letters, digits, "-", "_" and ".", starting and ending with a letter or digit.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", target.resolve().name).strip("-._")
     return name or "flash-project"
 
 
