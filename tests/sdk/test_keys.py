@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -46,3 +47,21 @@ def test_a_key_found_from_a_working_directory_is_made_private_too(
     assert find_signing_key(tmp_path / "scripts") == key
     assert _modes(path) == (0o700, 0o600)
     assert "was open to other users" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user"
+)
+def test_a_key_another_user_owns_is_not_taken_from_a_folder_above(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A /tmp/.flash/secrets/signing_key planted by another user would sign the calls of
+    # every script run under /tmp, as git's safe.directory guards against.
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    planted = ensure_signing_key(tmp_path / ".flash")
+    os.chown(key_file(tmp_path / ".flash"), 12345, 12345)
+    (tmp_path / "mine").mkdir()
+    assert find_signing_key(tmp_path / "mine") is None
+    said = capsys.readouterr().err
+    assert f"{key_file(tmp_path / '.flash')} belongs to another user: not used" in said
+    assert planted.hex() not in said

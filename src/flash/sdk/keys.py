@@ -84,8 +84,16 @@ def find_signing_key(start: Path | None = None) -> bytes | None:
     for folder in (here, *here.parents):
         path = key_file(folder / ".flash")
         if path.is_file():
+            if not _owned(path):  # planted, say in /tmp: as git's safe.directory refuses
+                print(f"Warning: {path} belongs to another user: not used", file=sys.stderr)
+                continue
             return remember_key_source(read_signing_key(path), str(path))
     return None
+
+
+def _owned(path: Path) -> bool:
+    """Whether this user owns ``path`` (anywhere without user ids: yes)."""
+    return not hasattr(os, "getuid") or path.stat().st_uid == os.getuid()
 
 
 def read_signing_key(path: Path) -> bytes:
