@@ -152,6 +152,20 @@ def test_values_json_keeps_still_go_as_json(served: tuple[LocalPlatform, Any]) -
     ], sent
 
 
+def test_an_argument_the_worker_would_refuse_goes_as_json_to_be_named(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    # "3" for an int: pydantic's lax conversion reads it as 3, which counted as JSON
+    # changing it, so the call went as an unchecked pickle and twice got the text.
+    platform, work = served
+    with inputs_sent(platform) as recorded:
+        with pytest.raises(Exception) as refused:
+            asyncio.run(work.twice("3"))
+        sent = [json.loads(text) for _, text in recorded]
+    assert 'kwargs.n: expected integer, got string "3"' in str(refused.value), refused.value
+    assert [job.get("function") for job in sent] == ["fidapp.work.twice"], sent
+
+
 def test_results_json_cannot_carry_as_they_are_come_back_pickled(
     served: tuple[LocalPlatform, Any],
 ) -> None:

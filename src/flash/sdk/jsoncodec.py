@@ -22,7 +22,7 @@ from pydantic_core import PydanticSerializationError
 from flash.runtime import client as _client
 from flash.runtime.http import BodyNotJson
 from flash.runtime.jsoncall import holds_times, json_fidelity, pydantic_issue, standard_tzinfo
-from flash.runtime.jsonschema import MAX_ISSUES
+from flash.runtime.jsonschema import MAX_ISSUES, validate
 from flash.sdk.json_rule import (
     NotJsonCallable,
     has_own_constructor,
@@ -30,6 +30,15 @@ from flash.sdk.json_rule import (
     json_call_types,
     takes_self,
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_of(adapter: TypeAdapter[Any]) -> Any:
+    """The JSON Schema of a parameter's values, as the worker checks them first."""
+    try:
+        return adapter.json_schema()
+    except Exception:  # pydantic cannot say it: nothing to check here
+        return {}
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,11 @@ class JsonCodec:
         keeps it. One not of its annotated type still goes, for the worker to name."""
         values, encoded = self._encoded(args, kwargs)
         for name, value in values.items():
+            adapter = self.params.get(name)
+            if adapter is not None and validate(encoded[name], _schema_of(adapter), max_issues=1):
+                # The worker refuses it: "3" for an int, which pydantic's lax conversion
+                # reads as 3 (changed, so a pickle) would arrive unchecked as text.
+                continue
             hint = self.hints.get(name, Any)
             if json_fidelity(value, encoded[name], hint, plain=True) == "changed":
                 return None
