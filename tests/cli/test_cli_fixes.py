@@ -386,3 +386,49 @@ def test_init_names_the_project_as_packaging_tools_read_names(tmp_path: Path) ->
         name = tomllib.loads((tmp_path / folder / "pyproject.toml").read_text())["project"]["name"]
         assert name == expected, (folder, name)
         assert re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name), name
+
+
+def test_a_host_that_cannot_be_served_names_host_and_ipv6_loopback_is_served(
+    tmp_path: Path,
+) -> None:
+    # ::1 was "Address family for hostname not supported (--port)": the platform bound
+    # IPv4 sockets only, and the error blamed the port.
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "app.py").write_text(ONE_FUNCTION)
+    assert flash("build", "proj", cwd=tmp_path).returncode == 0
+    archive = str(tmp_path / "proj" / ".flash" / "archive.tar.gz")
+    failed = flash("serve", archive, "--host", "203.0.113.7", "--port", "0", cwd=tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr.startswith("Error: cannot serve the platform on 203.0.113.7 port 0"), (
+        failed.stderr
+    )
+    assert "(--host)" in failed.stderr, failed.stderr
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return  # no IPv6 loopback here
+    port = free_port()
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "flash.cli", "serve", archive, "--host", "::1", "--port", str(port)],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert serving.stdout is not None
+        lines = []
+        for line in serving.stdout:
+            lines.append(line)
+            if "Stop with Ctrl-C" in line:
+                break
+        assert f"http://[::1]:{port}" in "".join(lines), "".join(lines)
+        import httpx
+
+        body = {"input": {"function": "f", "kwargs": {"x": 4}}}
+        answer = httpx.post(f"http://[::1]:{port}/v2/g/runsync", json=body, timeout=60)
+        assert answer.json()["output"]["result"] == 4, answer.text
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=60)

@@ -118,20 +118,25 @@ def check_can_listen(option: str, host: str, port: int, what: str) -> None:
     """Fail unless ``port`` (0: any free one, when ``host`` can be listened on at all) can be
     listened on now: checked before the build, which may take minutes, and before anything
     is written, rather than when serving starts after it."""
+    import errno
     import socket
+
+    from flash.platform.local import address_family
 
     try:
         # create_server sets SO_REUSEADDR as servers do: a port in TIME_WAIT is free.
-        socket.create_server((host, port)).close()
+        socket.create_server((host, port), family=address_family(host)).close()
     except OSError as exc:
         # create_server adds the address to strerror: the message names it already.
-        # A host that does not resolve (or an IPv6 one) fails with a resolver's error number,
-        # negative, which os.strerror does not know: its own text says it.
+        # A host that does not resolve fails with a resolver's error number, negative,
+        # which os.strerror does not know: its own text says it.
         if exc.errno and exc.errno > 0:
             reason = os.strerror(exc.errno)
         else:
             reason = (exc.strerror or str(exc)).split(" (while attempting to bind")[0]
-        fail(f"cannot serve {what} on {host} port {port} ({option}): {reason}")
+        # The port is to blame when it is taken or not ours to take; else the host is.
+        blamed = option if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
+        fail(f"cannot serve {what} on {host} port {port} ({blamed}): {reason}")
 
 
 def check_api_key(api_key: str | None) -> None:

@@ -50,6 +50,18 @@ _WEBHOOK_TIMEOUT_S = 10.0
 _WEBHOOK_CONCURRENCY = 16
 
 
+def address_family(host: str) -> socket.AddressFamily:
+    """The family of the sockets serving on ``host``: IPv6 for an IPv6 address (``::1``)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def http_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches ``host:port`` at: the loopback address for
+    all interfaces, an IPv6 address in brackets."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
 class LocalPlatform:
     """Serve app directories (extracted build archives) behind RunPod's serverless API.
 
@@ -150,14 +162,13 @@ class LocalPlatform:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self, timeout: float = 30.0, *, state_lock: int | None = None) -> None:
         """Serve; ``state_lock``: the state folder's lock from ``lock_state_dir``, already
         held (the platform owns it from here), else taken now. Raises PlatformError."""
         self._state_lock = lock_state_dir(self.state_dir) if state_lock is None else state_lock
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock = socket.socket(address_family(self.host), socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((self.host, self.port))

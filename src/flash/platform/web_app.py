@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flash.build.scanner import module_bindings
+from flash.platform.local import address_family, http_url
 
 __all__ = [
     "WEB_APP_DRAIN_S",
@@ -122,7 +123,7 @@ class WebApp:
             target=self._watch, args=(proc, ready, fatal_if_it_fails), daemon=True
         ).start()
         if not was_running:
-            self.say(f"Web app (main.py) on http://{self.host}:{self.port}")
+            self.say(f"Web app (main.py) on {http_url(self.host, self.port)}")
 
     def stop(self) -> None:
         """Stop every app process (at most WEB_APP_STOP_S for all), then free the port."""
@@ -194,7 +195,7 @@ class WebApp:
         (a new one could find the port taken)."""
         if self._listener is not None:
             return self._listener
-        listener = socket.socket(socket.AF_INET)  # as the platform binds its own port
+        listener = socket.socket(address_family(self.host))  # as the platform binds its own
         # Bound as uvicorn binds: a port left in TIME_WAIT is free, a listened one is not.
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
