@@ -407,7 +407,7 @@ class PlatformInvoker:
     ) -> Any:
         remote_class = handle.remote_class
         if remote_class.resource_name == self.own_resource:
-            bound = getattr(handle.local_instance(), method)
+            bound = getattr(await _instance_here(handle, self.own_resource), method)
             return await _local(bound, args, kwargs, collect=True)  # generators: a list
         cls = remote_class.__wrapped__
         _check_call(cls, None, handle.args, handle.kwargs)
@@ -441,7 +441,7 @@ class PlatformInvoker:
         /stream)."""
         remote_class = handle.remote_class
         if remote_class.resource_name == self.own_resource:
-            bound = getattr(handle.local_instance(), method)
+            bound = getattr(await _instance_here(handle, self.own_resource), method)
             async for item in _stream_here(bound, args, kwargs):
                 yield item
             return
@@ -1629,6 +1629,14 @@ async def _local(
     from flash.runtime.remote import _run_local  # remote imports this module
 
     return await _run_local(fn, args, kwargs, collect)
+
+
+async def _instance_here(handle: Any, endpoint: str | None) -> Any:
+    """The instance a same-endpoint call of ``handle`` reaches: the one the worker's jobs
+    reach for its constructor arguments (one per worker per arguments as sent)."""
+    from flash.runtime.generic_handler import instance_here  # it is the worker's
+
+    return await instance_here(endpoint, _target(handle.remote_class).function, handle)
 
 
 def _stream_here(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:

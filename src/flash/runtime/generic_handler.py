@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import threading
 import traceback
 import types
 import typing
@@ -38,7 +39,12 @@ from flash.runtime import jsoncall as _jsoncall
 from flash.runtime import jsonschema as _jsonschema
 from flash.runtime import serialization as _serialization
 from flash.runtime import signing as _signing
-from flash.runtime.errors import OwnCancelledError, remote_error_fields, run_sync_code
+from flash.runtime.errors import (
+    OwnCancelledError,
+    RemoteError,
+    remote_error_fields,
+    run_sync_code,
+)
 from flash.runtime.protocol import (
     ARGUMENT_DECODE_ERROR,
     DEADLINE_EXCEEDED,
@@ -268,6 +274,24 @@ def _src_twin(name: str) -> str:
     return name[len("src.") :] if name.startswith("src.") else f"src.{name}"
 
 
+# Per endpoint, how the handler serving it in this process finds a class's instance: a
+# call made on the class's own endpoint (no job) reaches the one its jobs reach.
+_INSTANCES_HERE: dict[str, Callable[[str, type, Any, Any], Awaitable[Any]]] = {}
+
+
+async def instance_here(endpoint: str | None, function: str, handle: Any) -> Any:
+    """The instance a call of ``handle`` (a RemoteInstance of the class the registry names
+    ``function``) made on its endpoint reaches: the one this worker keeps for the handle's
+    constructor arguments, as a job of theirs would carry them (pickled). Else (no handler
+    of the endpoint in this process, arguments no job could carry) the handle's own."""
+    find = _INSTANCES_HERE.get(endpoint) if endpoint is not None else None
+    if find is not None:
+        found = await find(function, handle.remote_class.__wrapped__, handle.args, handle.kwargs)
+        if found is not _MISSING:
+            return found
+    return handle.local_instance()
+
+
 def create_handler(
     registry: Mapping[str, Any],
     *,
@@ -332,7 +356,10 @@ def create_handler(
         key: _public_methods(target) for key, target in targets.items() if inspect.isclass(target)
     }
     instances: dict[tuple[Any, ...], Any] = {}
-    constructing: dict[tuple[Any, ...], asyncio.Lock] = {}
+    # The constructions under way, each done when it ends; same-endpoint calls may come
+    # from other threads and loops (a sync function's .call()), so no asyncio.Lock.
+    constructing: dict[tuple[Any, ...], concurrent.futures.Future[None]] = {}
+    constructing_guard = threading.Lock()
 
     async def instance_for(
         name: str,
@@ -358,21 +385,33 @@ def create_handler(
         label: str,
         arguments: Callable[[], tuple[list[Any], dict[str, Any]]],
     ) -> Any:
-        instance = instances.get(key, _MISSING)
-        if instance is not _MISSING:
-            return instance
-        lock = constructing.setdefault(key, asyncio.Lock())
-        async with lock:  # concurrent first calls construct once
+        # Concurrent first calls construct once; after a failure the next caller waiting
+        # tries again, so retries stay one at a time.
+        while True:
             instance = instances.get(key, _MISSING)
-            if instance is _MISSING:
-                args, kwargs = arguments()
-                instance = await _invoke(
-                    cls, args, kwargs, label, in_thread=run_sync_in_thread, finish=False
-                )
-                instances[key] = instance
-                # A failed constructor keeps its lock, so retries stay one at a time.
-                constructing.pop(key, None)
-        return instance
+            if instance is not _MISSING:
+                return instance
+            with constructing_guard:
+                under_way = constructing.get(key)
+                if under_way is None:
+                    mine = constructing[key] = concurrent.futures.Future()
+            if under_way is not None:
+                # Shielded: a caller cancelled while it waits leaves the construction be.
+                await asyncio.shield(asyncio.wrap_future(under_way))
+                continue
+            try:
+                instance = instances.get(key, _MISSING)  # made since the first look?
+                if instance is _MISSING:
+                    args, kwargs = arguments()
+                    instance = await _invoke(
+                        cls, args, kwargs, label, in_thread=run_sync_in_thread, finish=False
+                    )
+                    instances[key] = instance
+                return instance
+            finally:
+                with constructing_guard:
+                    del constructing[key]
+                mine.set_result(None)
 
     def lookup(name: object) -> str | None:
         """The registered name a client's name reaches, or None: pickled and JSON calls
@@ -383,6 +422,30 @@ def create_handler(
             return name
         twin = _src_twin(name)  # only for a name not registered: it costs on every call
         return twin if twin in targets else None
+
+    async def instance_here(function: str, cls: type, args: Any, kwargs: Any) -> Any:
+        """The instance a pickled call of ``function`` (``cls``) with these constructor
+        arguments reaches, for a call made in this worker (no job); _MISSING when no job
+        could reach one: another class, arguments that cannot be pickled."""
+        name = lookup(function)
+        if name is None or targets[name] is not cls:
+            return _MISSING
+        try:
+            raw_args, raw_kwargs = _serialization.serialize_args(args, kwargs)
+        except SerializationError:
+            return _MISSING
+        try:
+            return await instance_for(name, cls, raw_args, raw_kwargs, None)
+        except _UserCodeError as exc:
+            error: BaseException = exc.exc  # raised below: not chained to this wrapper
+        except _JobError as exc:
+            error = RemoteError(
+                exc.message, remote_type=exc.error_type, endpoint=endpoint, function=name
+            )
+        raise error
+
+    if endpoint is not None:
+        _INSTANCES_HERE[endpoint] = instance_here
 
     def unknown(name: Any, kind: str) -> str:
         """Why ``name`` reaches nothing: a short name several functions share (each is
