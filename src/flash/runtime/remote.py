@@ -3,8 +3,8 @@
 Standard library only: user modules import this on the worker too. Calling a decorated
 function returns an awaitable. Where it runs is decided by the invoker: one set with
 :func:`set_invoker` (``flash.connect``), else one made from ``FLASH_API_BASE`` when the
-environment names a platform, else none and the call runs in this process, so users can
-test their code without anything else.
+environment names a platform (until :func:`forget_environment`: ``flash.disconnect``), else
+none and the call runs in this process, so users can test their code without anything else.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "RemoteFunction",
     "RemoteInstance",
     "RemoteMethod",
+    "forget_environment",
     "get_invoker",
     "remote",
     "run",
@@ -120,6 +121,15 @@ def get_invoker() -> Invoker | None:
                 )
             _env_checked = True
     return _from_env
+
+
+def forget_environment() -> Invoker | None:
+    """Calls run in this process when no invoker is set, whatever ``FLASH_API_BASE`` names
+    (``flash.disconnect()``); returns the invoker made from it, if any, to close."""
+    global _from_env, _env_checked
+    with _env_lock:
+        forgotten, _from_env, _env_checked = _from_env, None, True
+    return forgotten
 
 
 def _environment_key(own_resource: str | None) -> bytes | None:

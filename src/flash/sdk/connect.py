@@ -6,7 +6,7 @@ import os
 
 from flash.runtime.client import Endpoints, PlatformInvoker
 from flash.runtime.http import check_base_url
-from flash.runtime.remote import set_invoker
+from flash.runtime.remote import forget_environment, set_invoker
 from flash.sdk.keys import find_signing_key
 
 
@@ -39,8 +39,10 @@ def connect(
 
 
 def disconnect() -> None:
-    """Run calls in this process again, closing the connections to the platform."""
+    """Run calls in this process again, closing the connections to the platform, until the
+    next :func:`connect`: ``FLASH_API_BASE`` is no longer read either."""
     _close(set_invoker(None))
+    _close(forget_environment())
 
 
 def _close(invoker: object) -> None:
