@@ -338,7 +338,7 @@ class RemoteFunction(_Remote):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         invoker = get_invoker()
         if invoker is not None:
             return invoker.call_function(self, args, kwargs)
@@ -348,11 +348,11 @@ class RemoteFunction(_Remote):
             self.__wrapped__, args, kwargs, collect=self.is_generator, timeout=timeout, names=names
         )
 
-    def local(self, *args: Any, **kwargs: Any) -> Any:
+    def local(self, /, *args: Any, **kwargs: Any) -> Any:
         """Call the original function here, exactly as if it were not decorated."""
         return self.__wrapped__(*args, **kwargs)
 
-    def call(self, *args: Any, **kwargs: Any) -> Any:
+    def call(self, /, *args: Any, **kwargs: Any) -> Any:
         """Blocking call, for code that is not async: ``result = fn.call(x)``."""
         return run(self(*args, **kwargs))
 
@@ -443,7 +443,7 @@ class RemoteFunction(_Remote):
             raise MapError(results, errors)
         return results
 
-    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    def stream(self, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Items of a generator function as they are produced: ``async for x in fn.stream()``."""
         if not self.is_generator:
             raise TypeError(f"{self.__wrapped__.__qualname__} is not a generator function")
@@ -474,7 +474,7 @@ class RemoteClass(_Remote):
             cls, resource_config, dependencies, system_dependencies, options or CallOptions()
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> RemoteInstance:
         # Wrong constructor arguments fail where the handle is made, not at its first call.
         _check_call(self.__wrapped__, None, args, kwargs)
         return RemoteInstance(self, args, kwargs)
@@ -485,7 +485,7 @@ class RemoteClass(_Remote):
             raise AttributeError(name)
         return getattr(self.__dict__["__wrapped__"], name)
 
-    def local(self, *args: Any, **kwargs: Any) -> Any:
+    def local(self, /, *args: Any, **kwargs: Any) -> Any:
         """An instance of the original class, here."""
         return self.__wrapped__(*args, **kwargs)
 
@@ -531,7 +531,7 @@ class RemoteInstance:
             raise AttributeError(f"{cls.__qualname__} has no method {method!r}")
         return RemoteMethod(self, method)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """``await handle(x)``: the class's own ``__call__`` (a callable model), run as
         any method is."""
         cls = self.remote_class.__wrapped__
@@ -568,7 +568,7 @@ class RemoteMethod:
         found = getattr(cls, name, None)
         self.is_generator = inspect.isgeneratorfunction(found) or inspect.isasyncgenfunction(found)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         handle, method = self.handle, self.__name__
         invoker = get_invoker()
         if invoker is not None:
@@ -580,11 +580,11 @@ class RemoteMethod:
         bound = getattr(handle.local_instance(), method)
         return _run_local(bound, args, kwargs, collect=True, timeout=timeout, names=names)
 
-    def call(self, *args: Any, **kwargs: Any) -> Any:
+    def call(self, /, *args: Any, **kwargs: Any) -> Any:
         """Blocking call, for code that is not async: ``result = handle.method.call(x)``."""
         return run(self(*args, **kwargs))
 
-    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    def stream(self, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Items of a generator method: ``async for x in handle.method.stream()``, each as it
         is produced, from the instance the handle's other calls reach.
         """
