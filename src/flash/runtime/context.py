@@ -1,18 +1,31 @@
 """What a running call knows about its caller: deadline, nesting depth, call chain.
 
 The generic handler sets it from the job; nested remote calls read it, so a deadline and
-the depth travel from endpoint to endpoint.
+the depth travel from endpoint to endpoint. A context variable: the job's tasks and the
+threads it runs its sync code in have it, and so (see :func:`follow_into_thread_pools`) does
+the work it hands to a ThreadPoolExecutor; a thread the job starts itself does not, unless
+it runs its work in a copy of the job's context (``contextvars.copy_context().run``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EXACT_KEY", "CallContext", "current", "from_wire", "reset", "use"]
+__all__ = [
+    "EXACT_KEY",
+    "CallContext",
+    "current",
+    "follow_into_thread_pools",
+    "from_wire",
+    "reset",
+    "use",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,40 @@ def use(context: CallContext) -> contextvars.Token[CallContext | None]:
 
 def reset(token: contextvars.Token[CallContext | None]) -> None:
     _current.reset(token)
+
+
+def follow_into_thread_pools() -> None:
+    """Make work submitted to a ThreadPoolExecutor (its ``map``, asyncio's
+    ``run_in_executor``) run in the call context of the code that submitted it, as an asyncio
+    task and ``asyncio.to_thread`` do: threads do not inherit context variables, and a pool's
+    threads serve whoever submits, so a job's calls made there would have neither its
+    deadline nor its depth and chain. Only this variable goes along, and only from code
+    running in a call (a job); nothing else of the pool changes. For a worker: idempotent."""
+    pool = concurrent.futures.ThreadPoolExecutor
+    if getattr(pool.submit, _FOLLOWS, False):
+        return
+    submit: Any = pool.submit
+
+    @functools.wraps(submit)
+    def submit_in_context(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        context = _current.get()
+        if context is None:  # not in a call: as before
+            return submit(self, fn, *args, **kwargs)
+        return submit(self, _run_in, context, fn, *args, **kwargs)
+
+    setattr(submit_in_context, _FOLLOWS, True)
+    pool.submit = submit_in_context  # type: ignore[method-assign]
+
+
+_FOLLOWS = "_flash_follows_call_context"
+
+
+def _run_in(context: CallContext, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    token = _current.set(context)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _current.reset(token)
 
 
 def from_wire(data: Any, *, job: str | None = None, function: str | None = None) -> CallContext:

@@ -105,7 +105,8 @@ _FROM_ENV = object()
 
 # Frames of this machinery, stripped from the front of a user traceback.
 _PLUMBING_FILES = frozenset(
-    os.path.abspath(f) for f in (__file__, _serialization.__file__, _errors.__file__)
+    os.path.abspath(f)
+    for f in (__file__, _serialization.__file__, _errors.__file__, _context.__file__)
 )
 _PLUMBING_DIRS: tuple[str, ...] = tuple(
     os.path.dirname(os.path.abspath(mod.__file__ or "")) + os.sep
@@ -321,6 +322,7 @@ def create_handler(
     ``flash_manifest.json``) and answered with JSON. It runs no pickle, so needs no signature.
     """
     endpoint = endpoint or os.environ.get("FLASH_RESOURCE_NAME") or None
+    _context.follow_into_thread_pools()  # a job's calls from its pools keep its context
     if run_sync_in_thread is None:
         run_sync_in_thread = worker_concurrency() > 1
     secret = _signing.load_signing_key() if signing_key is _FROM_ENV else signing_key
