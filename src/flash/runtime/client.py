@@ -33,6 +33,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from flash.runtime import context as _context
@@ -71,7 +72,12 @@ from flash.runtime.protocol import (
     RUN_LIMIT,
     RUNSYNC_LIMIT,
 )
-from flash.runtime.serialization import SerializationError, deserialize, serialize_args
+from flash.runtime.serialization import (
+    SerializationError,
+    deserialize,
+    serialize_args,
+    set_main_module_resolver,
+)
 from flash.runtime.signing import (
     DEFAULT_TTL_S,
     KEY_BYTES,
@@ -1226,22 +1232,60 @@ def _module_names(wrapped: Any, manifest: Path) -> list[str]:
     as ``__main__``, the one its file has in the project of ``manifest``, as the build names
     modules (``pkg/mod.py``: ``pkg.mod``; ``src/pkg/mod.py``: ``pkg.mod`` in a src layout)."""
     module = getattr(wrapped, "__module__", "")
-    names = [module]
     if module != "__main__":
-        return names
+        return [module]
+    try:
+        return [module, *_file_module_names(inspect.getfile(wrapped), manifest)]
+    except TypeError:
+        return [module]
+
+
+def _file_module_names(file: str, manifest: Path) -> list[str]:
+    """The names the project of ``manifest`` may know the module of ``file`` by (see
+    _module_names); none where it is not one of its files."""
     root = manifest.parent.parent if manifest.parent.name == FLASH_DIR else manifest.parent
     try:
-        relative = Path(inspect.getfile(wrapped)).resolve().relative_to(root.resolve())
-    except (TypeError, OSError, ValueError):
-        return names  # not a file of that project
+        relative = Path(file).resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return []  # not a file of that project
     parts = list(relative.with_suffix("").parts)
     if parts and parts[-1] == "__init__":
         parts.pop()
+    names = []
     if parts and relative.suffix == ".py":
         names.append(".".join(parts))
         if len(parts) > 1 and parts[0] == "src":  # a "src layout" project, or not
             names.append(".".join(parts[1:]))
     return names
+
+
+def _script_module_names(main: ModuleType) -> list[str]:
+    """The names the workers of a built project import the file of ``main`` (this process's
+    ``__main__``: ``python main.py``) by, the build's own first, where the build serves
+    functions of that module (its workers import it); else none. The script's classes then
+    travel as that module's, and come back as the script's (flash.runtime.serialization)."""
+    file = getattr(main, "__file__", None)
+    if not isinstance(file, str):
+        return []
+    for manifest in _manifest_candidates(main):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            resources = list(data["resources"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # none there, or not one this can read: the next candidate
+        served = {
+            entry.get("module")
+            for resource in resources
+            if isinstance(resource, dict) and isinstance(resource.get("functions"), list)
+            for entry in resource["functions"]
+            if isinstance(entry, dict)
+        }
+        names = _file_module_names(file, manifest)
+        return sorted(names, key=lambda name: name not in served) if served & set(names) else []
+    return []
+
+
+set_main_module_resolver(_script_module_names)
 
 
 def _main_module_name(wrapped: Any) -> str | None:

@@ -9,11 +9,11 @@ import builtins
 import functools
 import json
 import os
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flash.runtime.serialization import unpickle
 from flash.runtime.signing import KEY_ENV_VAR
 
 __all__ = [
@@ -541,7 +541,7 @@ def _link(raw: bytes | None) -> BaseException | None:
     try:
         # The loader serialization.deserialize uses: these bytes are part of the payload it
         # is unpickling now (and whose signature it checked).
-        link = pickle.loads(raw)
+        link = unpickle(raw)
     except Exception:
         return None
     return link if isinstance(link, BaseException) else None

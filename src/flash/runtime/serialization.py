@@ -1,13 +1,25 @@
 """Wire encoding of values: cloudpickle, then standard base64, as an ASCII string.
 
+A script that is a module of a built project (``python main.py``: ``__main__`` is the file
+the workers import as ``main``) sends its classes by reference to that module, as the
+workers know them, not by value; and what comes back naming that module is read as the
+script's own ``__main__``, rather than importing the script a second time. Which module the
+script is comes from :func:`set_main_module_resolver` (the client sets it).
+
 Standard library and cloudpickle only: this module runs inside every worker.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
+import importlib
+import io
+import operator
 import pickle
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
@@ -20,6 +32,8 @@ __all__ = [
     "deserialize_args",
     "serialize",
     "serialize_args",
+    "set_main_module_resolver",
+    "unpickle",
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -43,11 +57,14 @@ def serialize(obj: Any, *, digests: Digests | None = None) -> str:
     get it by decoding the text again (see :data:`flash.runtime.signing.Digests`).
     """
     try:
-        raw = (
-            pickle.dumps(obj, protocol=_PROTOCOL)
-            if _is_plain(obj)
-            else cloudpickle.dumps(obj, protocol=_PROTOCOL)
-        )
+        if _is_plain(obj):
+            raw = pickle.dumps(obj, protocol=_PROTOCOL)
+        elif (main := _main_module()) is not None:
+            with io.BytesIO() as file:
+                _MainPickler(file, main).dump(obj)
+                raw = file.getvalue()
+        else:
+            raw = cloudpickle.dumps(obj, protocol=_PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle a value of type {_type_name(obj)}: {type(exc).__name__}: {exc}"
@@ -76,14 +93,162 @@ def deserialize(data: str, decoded: dict[int, bytes] | None = None) -> Any:
         except ValueError as exc:  # binascii.Error, or non-ASCII characters
             raise SerializationError(f"not valid base64 ({exc})") from exc
     try:
-        # cloudpickle.loads is pickle.loads; the pickled bytes carry everything needed
-        return pickle.loads(raw)
+        return unpickle(raw)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # a payload calling sys.exit() while loading is still bad input
         raise SerializationError(
             f"payload failed to unpickle: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def unpickle(raw: bytes) -> Any:
+    """``pickle.loads(raw)`` (cloudpickle.loads is pickle.loads: the bytes carry everything
+    needed), where the script's module (see the module's doc) is read as ``__main__``."""
+    main = _main_module()
+    if main is not None and any(name in raw for name in main.encoded):
+        with io.BytesIO(raw) as file:
+            return _MainUnpickler(file, main.names).load()
+    return pickle.loads(raw)
+
+
+def set_main_module_resolver(resolver: Callable[[ModuleType], Sequence[str]] | None) -> None:
+    """Use ``resolver(module)`` to tell the names a project's workers import the file of this
+    process's ``__main__`` by, the one to send its classes by first; none where they do not
+    import it (see the module's doc). Asked once for each ``__main__``."""
+    global _RESOLVER, _MAIN
+    _RESOLVER = resolver
+    _MAIN = None
+
+
+class _Main:
+    """This process's ``__main__`` as a module of a built project: ``names`` (the first
+    to send by), as bytes to look for in a payload, and the names its ``if __name__ ==
+    "__main__":`` blocks bind (None: not known), which no worker has."""
+
+    def __init__(self, module: ModuleType, names: tuple[str, ...], guarded: frozenset[str] | None):
+        self.module = module
+        self.names = names
+        self.encoded = tuple(name.encode() for name in names)
+        self.guarded = guarded
+
+
+_RESOLVER: Callable[[ModuleType], Sequence[str]] | None = None
+# The __main__ module asked about, and what the resolver answered for it (None: no names).
+_MAIN: tuple[ModuleType | None, _Main | None] | None = None
+
+
+def _main_module() -> _Main | None:
+    global _MAIN
+    main = sys.modules.get("__main__")
+    known = _MAIN
+    if known is not None and known[0] is main:
+        return known[1]
+    resolver = _RESOLVER
+    found = None
+    if main is not None and resolver is not None:
+        try:
+            names = tuple(name for name in resolver(main) if name and name != "__main__")
+        except Exception:  # not known: as any other script
+            names = ()
+        if names:
+            found = _Main(main, names, _guarded_names(main))
+    _MAIN = (main, found)
+    return found
+
+
+def _guarded_names(module: ModuleType) -> frozenset[str] | None:
+    """The names bound anywhere inside the ``if __name__ == "__main__":`` blocks of
+    ``module``'s file (more than that, never fewer); None where it cannot be read."""
+    try:
+        with open(module.__file__ or "", "rb") as file:
+            tree = ast.parse(file.read())
+    except (OSError, TypeError, ValueError, SyntaxError):
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.If) and _is_main_test(node.test)):
+            continue
+        for inner in (sub for statement in node.body for sub in ast.walk(statement)):
+            if isinstance(inner, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(inner.name)
+            elif isinstance(inner, ast.Name) and not isinstance(inner.ctx, ast.Load):
+                names.add(inner.id)
+            elif isinstance(inner, ast.alias):
+                names.add((inner.asname or inner.name).split(".")[0])
+            elif isinstance(inner, (ast.Global, ast.Nonlocal)):
+                names.update(inner.names)
+    return frozenset(names)
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return isinstance(test.ops[0], ast.Eq) and any(
+        isinstance(a, ast.Name)
+        and a.id == "__name__"
+        and isinstance(b, ast.Constant)
+        and b.value == "__main__"
+        for a, b in (sides, sides[::-1])
+    )
+
+
+class _ModuleNamed:
+    """Pickles as the import of the module ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (importlib.import_module, (self.name,))
+
+
+class _MainPickler(cloudpickle.Pickler):
+    """cloudpickle's, sending a class of the script by reference to the module its file is
+    to the workers (``main.Res``), where they have it: not one a ``__main__`` block binds
+    nor one its module's name does not reach (defined in a function)."""
+
+    def __init__(self, file: io.BytesIO, main: _Main) -> None:
+        super().__init__(file, protocol=_PROTOCOL)
+        self._main = main
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type) and obj.__module__ == "__main__":
+            main = self._main
+            qualname = getattr(obj, "__qualname__", "")
+            if (
+                main.guarded is not None
+                and isinstance(qualname, str)
+                and qualname.split(".", 1)[0] not in main.guarded
+                and _lookup(main.module, qualname) is obj
+            ):
+                return (operator.attrgetter(qualname), (_ModuleNamed(main.names[0]),))
+        return super().reducer_override(obj)
+
+
+def _lookup(module: ModuleType, qualname: str) -> Any:
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+class _MainUnpickler(pickle.Unpickler):
+    """Reads a global of the script's module (``main.Res``) as the script's (``__main__``)
+    one, where the script has it."""
+
+    def __init__(self, file: io.BytesIO, names: tuple[str, ...]) -> None:
+        super().__init__(file)
+        self._names = names
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in self._names:
+            try:
+                return super().find_class("__main__", name)
+            except AttributeError:  # not in this copy of the file: the module's own
+                pass
+        return super().find_class(module, name)
 
 
 def serialize_args(
