@@ -108,6 +108,8 @@ _ANSWER_WITHIN_S = 30.0
 _DEADLINE_GRACE_S = 1.0
 # What each submission route takes: a bigger body is refused here, before it is sent.
 _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
+# The longest ``policy.executionTimeout`` the platform takes (7 days, as RunPod).
+_MAX_POLICY_MS = 7 * 24 * 3600 * 1000
 # A map job's items stop short of the limit by a margin for the rest of the body (the
 # signature, the context, JSON's quotes); one item alone may use the whole of it.
 _MAP_JOB_BYTES = RUNSYNC_LIMIT * 3 // 4
@@ -623,7 +625,7 @@ class PlatformInvoker:
                 "endpoints are probably calling each other in a loop",
                 **_names(target),
             )
-        deadline = _deadline(options, target, caller)
+        deadline = _deadline(options, caller)
         if deadline is not None and deadline <= time.time():
             raise RemoteTimeoutError(
                 "no time left for this call (the caller's deadline has passed)",
@@ -636,6 +638,11 @@ class PlatformInvoker:
             chain=(*caller.chain, target.function),
             parent=caller.job,
         ).to_wire()
+        limit_ms = _execution_limit_ms(options, target, deadline)
+        if limit_ms is not None:
+            # The job's own limit, from its start (the platform's policy): the worker counts
+            # it from there, so a call the job makes gets at most what is left of it.
+            payload["context"][_context.TIME_LIMIT_KEY] = limit_ms / 1000
         if exact:
             # In the context, which every worker reads leniently: one whose runtime predates
             # it ignores it and answers JSON, as before.
@@ -660,8 +667,8 @@ class PlatformInvoker:
             payload["signature"] = signature
             nonce = signature["nonce"]
         body: dict[str, Any] = {"input": payload}
-        if deadline is not None:
-            body["policy"] = {"executionTimeout": max(1, int((deadline - time.time()) * 1000))}
+        if limit_ms is not None:
+            body["policy"] = {"executionTimeout": limit_ms}
         return body, deadline, nonce
 
     async def _call(
@@ -1439,14 +1446,34 @@ def _target(remote: Any) -> _Target:
     return _Target(remote.resource_name, name, config_timeout, wrapped)
 
 
-def _deadline(options: CallOptions, target: _Target, caller: _context.CallContext) -> float | None:
-    now = time.time()
+def _deadline(options: CallOptions, caller: _context.CallContext) -> float | None:
+    """When the caller stops waiting (epoch seconds): its call's ``timeout`` from now, and
+    no later than its own caller's deadline. Not the config's ``executionTimeoutMs``: that
+    is the platform's limit on the job once it runs (see _execution_limit_ms), and the time
+    the job waits for a worker does not count against it."""
     candidates = [caller.deadline] if caller.deadline is not None else []
     if options.timeout is not None:
-        candidates.append(now + options.timeout)
-    elif target.timeout_ms:
-        candidates.append(now + target.timeout_ms / 1000)
+        candidates.append(time.time() + options.timeout)
     return min(candidates) if candidates else None
+
+
+def _execution_limit_ms(
+    options: CallOptions, target: _Target, deadline: float | None
+) -> int | None:
+    """The job's ``policy.executionTimeout`` (ms from its start): the call's ``timeout``
+    (it wins over the config's, as a policy does on the platform), else the config's
+    ``executionTimeoutMs``, and never past the caller's deadline; None leaves the platform's
+    own limit (the endpoint's, or its default)."""
+    limits: list[float] = []
+    if options.timeout is not None:
+        limits.append(options.timeout)
+    elif target.timeout_ms:
+        limits.append(target.timeout_ms / 1000)
+    if deadline is not None:
+        limits.append(deadline - time.time())
+    if not limits:
+        return None
+    return max(1, min(_MAX_POLICY_MS, int(min(limits) * 1000)))
 
 
 def _request_timeout(held_s: float, deadline: float | None) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "EXACT_KEY",
+    "TIME_LIMIT_KEY",
     "CallContext",
     "current",
     "follow_into_thread_pools",
@@ -57,6 +58,10 @@ class CallContext:
 # Set in a typed JSON call's context by a Python caller holding the app's key, in auto mode:
 # where JSON cannot carry the result as it is, the worker answers with a signed pickle.
 EXACT_KEY = "exact"
+# Seconds the job may run from its start (its execution limit, which the platform enforces):
+# read when the job starts, it makes the deadline of the calls the job makes, as the time the
+# job waited for a worker does not count against it.
+TIME_LIMIT_KEY = "time_limit"
 
 _ROOT = CallContext()
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -112,18 +117,23 @@ def _run_in(context: CallContext, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
 
 def from_wire(data: Any, *, job: str | None = None, function: str | None = None) -> CallContext:
     """Read the ``context`` field of a job input; anything malformed counts as absent.
+    Read when the job starts: its time limit (``TIME_LIMIT_KEY``) counts from now.
     ``job``: the job the call runs in; ``function``: what starts the chain of a job no
     function called (from a script, curl), whose chain is empty."""
     start = (function,) if function else ()
     if not isinstance(data, dict):
         # The common case: a frozen dataclass costs a microsecond to make.
         return _ROOT if job is None and not start else CallContext(chain=start, job=job)
-    deadline = data.get("deadline")
+    deadline = _seconds(data.get("deadline"))
+    limit = _seconds(data.get(TIME_LIMIT_KEY))
+    if limit is not None and limit > 0:
+        ends = time.time() + limit
+        deadline = ends if deadline is None else min(deadline, ends)
     depth = data.get("depth")
     chain = data.get("chain")
     parent = data.get("parent")
     return CallContext(
-        deadline=_seconds(deadline),
+        deadline=deadline,
         depth=depth if isinstance(depth, int) and depth >= 0 else 0,
         chain=(tuple(str(c) for c in chain[:64]) if isinstance(chain, list) else ()) or start,
         job=job,
