@@ -227,7 +227,7 @@ def test_map_sends_items_in_chunks_and_keeps_per_item_errors(platform: LocalPlat
 
 def test_a_chunk_whose_job_fails_fails_only_its_own_items(platform: LocalPlatform) -> None:
     chain = app_module("chain")
-    # The second chunk's job outlives the map's timeout; the first chunk's results stand.
+    # The second chunk's items outlive their timeout; the first chunk's results stand.
     results = asyncio.run(
         chain.sleepy.options(timeout=5).map(
             [0, 0, 60, 60], chunk_size=2, concurrency=2, return_exceptions=True

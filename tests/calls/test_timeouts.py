@@ -27,6 +27,7 @@ FILES = {
     "timeoutsapp/__init__.py": "",
     "timeoutsapp/jobs.py": """
         import asyncio
+        import time
         from pathlib import Path
 
         from flash import CpuLiveServerless, RemoteTimeoutError, remote
@@ -38,10 +39,29 @@ FILES = {
             name="t-limited", workersMax=1, concurrency=2, executionTimeoutMs=1000
         )
         free = CpuLiveServerless(name="t-free", workersMax=1, concurrency=2)
+        work = CpuLiveServerless(name="t-work", workersMax=1)
 
 
         @remote(short)
         async def nap(seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+
+        @remote(short)
+        def step(seconds: float) -> float:
+            time.sleep(seconds)
+            return seconds
+
+
+        @remote(work)
+        def slow_sync(seconds: float) -> float:
+            time.sleep(seconds)
+            return seconds
+
+
+        @remote(work)
+        async def slow_async(seconds: float) -> float:
             await asyncio.sleep(seconds)
             return seconds
 
@@ -111,3 +131,42 @@ def test_a_nested_call_gets_no_more_than_its_callers_config_limit(
     # The nested call itself ran out of time (its caller's worker was not killed first).
     wait_for(Path(marker + ".timed_out").exists, 10, "the nested call to time out")
     wait_for(Path(marker + ".cancelled").exists, 10, "the nested job to be cancelled")
+
+
+def test_a_maps_timeout_is_each_items_not_each_batchs(served: tuple[LocalPlatform, Any]) -> None:
+    # 30 items of 0.05 s in one job: 1.5 s in all, each well within its 0.5 s.
+    _, jobs = served
+    items = [0.05] * 30
+    mapped = jobs.slow_sync.options(timeout=0.5).map(items, chunk_size=30, concurrency=1)
+    assert asyncio.run(mapped) == items
+
+
+def test_a_config_limit_is_each_map_items_not_each_batchs(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    # The endpoint's 1 s limit, no timeout of the call's: 40 items of 0.05 s in one job.
+    _, jobs = served
+    items = [0.05] * 40
+    assert asyncio.run(jobs.step.map(items, chunk_size=40, concurrency=1)) == items
+
+
+def test_only_the_map_item_past_its_limit_fails(served: tuple[LocalPlatform, Any]) -> None:
+    # A sync item past its limit fails at it (its thread runs on), and the items after it
+    # in its job still run, each under its own limit.
+    _, jobs = served
+    items = [0.05] * 5 + [3.0] + [0.05] * 5
+    mapped = jobs.slow_sync.options(timeout=0.5).map(items, chunk_size=11, return_exceptions=True)
+    results = asyncio.run(mapped)
+    assert isinstance(results[5], RemoteTimeoutError), results[5]
+    assert results[:5] + results[6:] == [0.05] * 10
+    # An async item past its limit is cancelled at it; the others of its job give results.
+    items = [0.05] * 5 + [30.0] + [0.05] * 5
+    mapped = jobs.slow_async.options(timeout=0.5).map(items, chunk_size=11, return_exceptions=True)
+    results = asyncio.run(mapped)
+    assert isinstance(results[5], RemoteTimeoutError), results[5]
+    assert results[:5] + results[6:] == [0.05] * 10
+    # And under a config's limit, as under a call's timeout.
+    items = [0.05] * 3 + [3.0] + [0.05] * 3
+    results = asyncio.run(jobs.step.map(items, chunk_size=7, return_exceptions=True))
+    assert isinstance(results[3], RemoteTimeoutError), results[3]
+    assert results[:3] + results[4:] == [0.05] * 6

@@ -79,9 +79,11 @@ from flash.runtime.serialization import (
     set_main_module_resolver,
 )
 from flash.runtime.signing import (
+    CLOCK_SKEW_S,
     DEFAULT_TTL_S,
     KEY_BYTES,
     KEY_ENV_VAR,
+    MAX_TTL_S,
     Digests,
     SignatureError,
     UnsignablePayload,
@@ -110,6 +112,10 @@ _DEADLINE_GRACE_S = 1.0
 _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
 # The longest ``policy.executionTimeout`` the platform takes (7 days, as RunPod).
 _MAX_POLICY_MS = 7 * 24 * 3600 * 1000
+# A job's limit where neither the call nor its config sets one: RunPod's default.
+_DEFAULT_EXECUTION_S = 600.0
+# A map job's limit is its items' added up, and this for what the job does around them.
+_MAP_SLACK_S = 5.0
 # A map job's items stop short of the limit by a margin for the rest of the body (the
 # signature, the context, JSON's quotes); one item alone may use the whole of it.
 _MAP_JOB_BYTES = RUNSYNC_LIMIT * 3 // 4
@@ -385,9 +391,19 @@ class PlatformInvoker:
         items: list[dict[str, Any]],
         digests: Digests | None,
     ) -> list[tuple[bool, Any]]:
-        """Run pickled calls (``items``) of ``fn`` as one job; the outcome of each."""
-        payload = {"function_name": target.function, "execution_type": "map", "items": items}
-        output, nonce, job_id = await self._call(target, payload, fn.call_options, digests)
+        """Run pickled calls (``items``) of ``fn`` as one job; the outcome of each. Each
+        item keeps the call's time limit as its own: the worker fails an item past it alone,
+        and the job may run as long as its items may, one after another."""
+        options = fn.call_options
+        payload: dict[str, Any] = {
+            "function_name": target.function,
+            "execution_type": "map",
+            "items": items,
+            _context.ITEM_TIMEOUT_KEY: _item_limit_s(options, target),
+        }
+        output, nonce, job_id = await self._call(
+            target, payload, options, digests, batch=len(items)
+        )
         streamed = isinstance(output, list) and len(output) == 1
         if streamed:  # a streaming endpoint's answer: one item, signed as item 0
             output = output[0]
@@ -616,7 +632,10 @@ class PlatformInvoker:
         digests: Digests | None = None,
         *,
         exact: bool = False,
+        batch: int | None = None,
     ) -> tuple[dict[str, Any], float | None, str | None]:
+        """The job's body, the caller's deadline for it and the nonce its answer is signed
+        with. ``batch``: the number of calls a map job carries, each with the call's limit."""
         caller = _context.current()
         if caller.depth + 1 > MAX_CALL_DEPTH:
             chain = " -> ".join((*caller.chain, target.function))
@@ -625,7 +644,7 @@ class PlatformInvoker:
                 "endpoints are probably calling each other in a loop",
                 **_names(target),
             )
-        deadline = _deadline(options, caller)
+        deadline = _deadline(options, caller, batch)
         if deadline is not None and deadline <= time.time():
             raise RemoteTimeoutError(
                 "no time left for this call (the caller's deadline has passed)",
@@ -638,7 +657,7 @@ class PlatformInvoker:
             chain=(*caller.chain, target.function),
             parent=caller.job,
         ).to_wire()
-        limit_ms = _execution_limit_ms(options, target, deadline)
+        limit_ms = _execution_limit_ms(options, target, deadline, batch)
         if limit_ms is not None:
             # The job's own limit, from its start (the platform's policy): the worker counts
             # it from there, so a call the job makes gets at most what is left of it.
@@ -653,6 +672,9 @@ class PlatformInvoker:
             # whose pickled exception is only unpickled once its signature checks out.
             # The signature's deadline bounds how long the job may wait to start.
             signed_until = deadline if deadline is not None else time.time() + DEFAULT_TTL_S
+            # A map job's deadline may be far (its items' limits added up): the signature
+            # bounds only its start, and a worker refuses one further off than MAX_TTL_S.
+            signed_until = min(signed_until, time.time() + MAX_TTL_S - CLOCK_SKEW_S)
             try:
                 signature = sign_request(
                     self.signing_key,
@@ -679,10 +701,14 @@ class PlatformInvoker:
         digests: Digests | None = None,
         *,
         exact: bool = False,
+        batch: int | None = None,
     ) -> tuple[Any, str | None, str | None]:
         """The job's output, the nonce its answer is signed with, and the job's id.
-        ``exact``: a typed JSON call's result may come back as a signed pickle."""
-        body, deadline, nonce = self._job_body(target, payload, options, digests, exact=exact)
+        ``exact``: a typed JSON call's result may come back as a signed pickle. ``batch``:
+        the number of calls a map job carries."""
+        body, deadline, nonce = self._job_body(
+            target, payload, options, digests, exact=exact, batch=batch
+        )
         url = self.endpoints.url(target.resource)
         wait_ms = RUNSYNC_WAIT_MS
         if deadline is not None:
@@ -1446,26 +1472,32 @@ def _target(remote: Any) -> _Target:
     return _Target(remote.resource_name, name, config_timeout, wrapped)
 
 
-def _deadline(options: CallOptions, caller: _context.CallContext) -> float | None:
-    """When the caller stops waiting (epoch seconds): its call's ``timeout`` from now, and
-    no later than its own caller's deadline. Not the config's ``executionTimeoutMs``: that
-    is the platform's limit on the job once it runs (see _execution_limit_ms), and the time
-    the job waits for a worker does not count against it."""
+def _deadline(
+    options: CallOptions, caller: _context.CallContext, batch: int | None = None
+) -> float | None:
+    """When the caller stops waiting (epoch seconds): its call's ``timeout`` from now (for
+    a map job, its items' one after another), and no later than its own caller's deadline.
+    Not the config's ``executionTimeoutMs``: that is the platform's limit on the job once it
+    runs (see _execution_limit_ms), and the time the job waits for a worker does not count
+    against it."""
     candidates = [caller.deadline] if caller.deadline is not None else []
     if options.timeout is not None:
-        candidates.append(time.time() + options.timeout)
+        candidates.append(time.time() + _job_s(options.timeout, batch))
     return min(candidates) if candidates else None
 
 
 def _execution_limit_ms(
-    options: CallOptions, target: _Target, deadline: float | None
+    options: CallOptions, target: _Target, deadline: float | None, batch: int | None = None
 ) -> int | None:
     """The job's ``policy.executionTimeout`` (ms from its start): the call's ``timeout``
     (it wins over the config's, as a policy does on the platform), else the config's
     ``executionTimeoutMs``, and never past the caller's deadline; None leaves the platform's
-    own limit (the endpoint's, or its default)."""
+    own limit (the endpoint's, or its default). A map job may run as long as its items may,
+    one after another: the worker holds each to the limit of one call (_item_limit_s)."""
     limits: list[float] = []
-    if options.timeout is not None:
+    if batch is not None:
+        limits.append(_job_s(_item_limit_s(options, target), batch))
+    elif options.timeout is not None:
         limits.append(options.timeout)
     elif target.timeout_ms:
         limits.append(target.timeout_ms / 1000)
@@ -1474,6 +1506,21 @@ def _execution_limit_ms(
     if not limits:
         return None
     return max(1, min(_MAX_POLICY_MS, int(min(limits) * 1000)))
+
+
+def _item_limit_s(options: CallOptions, target: _Target) -> float:
+    """Seconds each call of a map job may run: the call's ``timeout``, else the config's
+    ``executionTimeoutMs``, else RunPod's default limit of a job."""
+    if options.timeout is not None:
+        return options.timeout
+    if target.timeout_ms:
+        return target.timeout_ms / 1000
+    return _DEFAULT_EXECUTION_S
+
+
+def _job_s(each: float, batch: int | None) -> float:
+    """Seconds a job of ``batch`` calls (None: one, not a map job) may take, each ``each``."""
+    return each if batch is None else each * batch + _MAP_SLACK_S
 
 
 def _request_timeout(held_s: float, deadline: float | None) -> float:

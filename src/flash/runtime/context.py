@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "EXACT_KEY",
+    "ITEM_TIMEOUT_KEY",
     "TIME_LIMIT_KEY",
     "CallContext",
     "current",
@@ -62,6 +63,8 @@ EXACT_KEY = "exact"
 # read when the job starts, it makes the deadline of the calls the job makes, as the time the
 # job waited for a worker does not count against it.
 TIME_LIMIT_KEY = "time_limit"
+# In a map job's input (beside "items"): seconds each of its calls may run, from its start.
+ITEM_TIMEOUT_KEY = "item_timeout"
 
 _ROOT = CallContext()
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

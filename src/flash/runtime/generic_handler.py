@@ -19,13 +19,16 @@ import concurrent.futures
 import contextlib
 import contextvars
 import copy
+import dataclasses
 import functools
 import inspect
 import json
+import math
 import os
 import re
 import sys
 import threading
+import time
 import traceback
 import types
 import typing
@@ -762,8 +765,11 @@ def create_handler(
         if not isinstance(items, list) or len(items) > MAX_MAP_ITEMS:
             raise _JobError(INVALID_JOB, f"'items' must be a list of at most {MAX_MAP_ITEMS} calls")
         label = repr(name)
+        limit = _item_limit(payload.get(_context.ITEM_TIMEOUT_KEY))
 
         async def one(index: int, item: Any) -> dict[str, Any]:
+            # Each item's own limit, from its start: the calls it makes get what is left.
+            token = None if limit is None else _context.use(_item_context(call.context, limit))
             try:
                 if not isinstance(item, dict):
                     raise _JobError(INVALID_JOB, f"items[{index}] must be an object")
@@ -775,12 +781,20 @@ def create_handler(
                     label,
                     call.decoded,
                 )
-                result = await _invoke(target, args, kwargs, label, in_thread=run_sync_in_thread)
+                if limit is None:  # a caller that sends none (an older client)
+                    result = await _invoke(
+                        target, args, kwargs, label, in_thread=run_sync_in_thread
+                    )
+                else:
+                    result = await _invoke_within(target, args, kwargs, label, limit)
                 return _success(result, label, call.digests)
             except asyncio.CancelledError:
                 raise  # the job's cancellation: _invoke turned user code's own into failures
             except BaseException as exc:
                 return _failure(exc)
+            finally:
+                if token is not None:
+                    _context.reset(token)
 
         if inspect.iscoroutinefunction(target):
             answers = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
@@ -1144,10 +1158,16 @@ async def _invoke(
     *,
     in_thread: bool,
     finish: bool = True,
+    own_thread: bool = False,
 ) -> Any:
-    """Call user code; awaits coroutines and collects generators unless ``finish`` is False."""
+    """Call user code; awaits coroutines and collects generators unless ``finish`` is False.
+    ``own_thread``: sync code runs in a daemon thread of its own, which a cancellation does
+    not wait for (a map item past its limit, see _invoke_within)."""
     try:
-        if in_thread and not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+        sync = not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+        if own_thread and sync:
+            result = await _in_own_thread(_call, fn, args, kwargs, label)
+        elif in_thread and sync:
             result = await _in_thread(_call, fn, args, kwargs, label)
         else:
             result = _call(fn, args, kwargs, label)
@@ -1210,6 +1230,92 @@ async def _in_thread(
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([future])
         raise
+
+
+def _item_limit(value: Any) -> float | None:
+    """A map job's limit of each item (seconds), as its caller sent it; None if none is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < math.inf else None
+
+
+def _item_context(context: _context.CallContext, limit: float) -> _context.CallContext:
+    """A map item's context: its job's, with a deadline no later than its own limit's."""
+    ends = time.time() + limit
+    deadline = ends if context.deadline is None else min(context.deadline, ends)
+    return dataclasses.replace(context, deadline=deadline)
+
+
+async def _invoke_within(
+    fn: Any, args: list[Any], kwargs: dict[str, Any], label: str, limit: float
+) -> Any:
+    """_invoke for a map item held to its own ``limit`` (seconds), as its call alone would be
+    as a job: past it the item fails (DEADLINE_EXCEEDED, its caller's RemoteTimeoutError)
+    and the job goes on with its other items. Async code is cancelled at the limit (code
+    that swallows that and returns is still too late; code that goes on waiting keeps the
+    item until it ends); sync code runs in a daemon thread of its own, which nothing can
+    stop: it runs on to its end, its outcome dropped, as an in-process call's does."""
+    sync = not inspect.iscoroutinefunction(fn)
+    work = asyncio.ensure_future(_invoke(fn, args, kwargs, label, in_thread=sync, own_thread=sync))
+    try:
+        await asyncio.wait([work], timeout=limit)
+    except asyncio.CancelledError:
+        # The job is stopped: async code is cancelled with it, and a thread keeps the job's
+        # slot until it returns, as a job's own does (_in_thread).
+        if not sync:
+            work.cancel()
+        await _ended(work)
+        raise
+    if work.done() and not work.cancelled():
+        return work.result()
+    work.cancel()  # a thread's outcome is dropped when it comes
+    await _ended(work)  # async code may take its time to stop (or the job is stopped)
+    if not work.cancelled():
+        work.exception()  # retrieved: too late to count
+    raise _JobError(
+        DEADLINE_EXCEEDED, f"{label} did not finish within its time limit ({limit:g} s)"
+    )
+
+
+async def _ended(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` has ended, however often this one is cancelled meanwhile; then
+    raise CancelledError if it was."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _in_own_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """``fn(*args)`` (sync user code, as _run_in runs it) in a daemon thread of its own, in
+    a copy of this context; its outcome as a future. Cancelling the future leaves the thread
+    running, and nothing waits for it: not the worker's pool, nor the worker's exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():  # cancelled: past its limit, or the job was stopped
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome = (True, _run_in(context, fn, *args))
+        except BaseException as exc:  # raised in the awaiting task
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has closed since
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="flash-map-item", daemon=True).start()
+    return future
 
 
 def _run_in(context: contextvars.Context, fn: Callable[..., Any], *args: Any) -> Any:

@@ -369,7 +369,9 @@ class RemoteFunction(_Remote):
         On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
         every slot busy a few times over; a chunk whose items' size would pass the body limit
         goes as several jobs, one after another),
-        which saves most of the per-job cost. A chunk's job that crashes its worker runs
+        which saves most of the per-job cost. Each item keeps the call's time limit (its
+        ``timeout``, else the config's ``executionTimeoutMs``) to itself, in a chunk's job too.
+        A chunk's job that crashes its worker runs
         again as one job per item, so only an item that crashes a worker on its own fails
         (the others run more than once). A failed
         item (or a chunk's failed job, for each of its items) does not stop the others; then
