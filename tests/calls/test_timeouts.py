@@ -40,6 +40,7 @@ FILES = {
         )
         free = CpuLiveServerless(name="t-free", workersMax=1, concurrency=2)
         work = CpuLiveServerless(name="t-work", workersMax=1)
+        here = CpuLiveServerless(name="t-here", workersMax=1)
 
 
         @remote(short)
@@ -64,6 +65,99 @@ FILES = {
         async def slow_async(seconds: float) -> float:
             await asyncio.sleep(seconds)
             return seconds
+
+
+        @remote(here)
+        def slow_here(seconds: float) -> float:
+            time.sleep(seconds)
+            return seconds
+
+
+        @remote(here)
+        async def aslow_here(seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+
+        @remote(here, timeout=0.3)
+        async def limited_here(seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+
+        @remote(here)
+        async def ticks_here():
+            n = 0
+            while True:
+                yield n
+                n += 1
+                await asyncio.sleep(0.01)
+
+
+        @remote(here)
+        def sync_ticks_here():
+            while True:
+                yield 0
+                time.sleep(0.01)
+
+
+        @remote(here)
+        class Sleeper:
+            async def nap(self, seconds: float) -> float:
+                await asyncio.sleep(seconds)
+                return seconds
+
+            async def ticks(self):
+                while True:
+                    yield 0
+                    await asyncio.sleep(0.01)
+
+
+        async def _outcome(awaitable) -> str:
+            try:
+                await awaitable
+            except RemoteTimeoutError:
+                return "timed out"
+            return "finished"
+
+
+        async def _drain(stream) -> None:
+            async for _ in stream:
+                pass
+
+
+        @remote(here)
+        async def calls_here_with_timeouts() -> dict:
+            return {
+                "sync": await _outcome(slow_here.options(timeout=0.3)(3)),
+                "async": await _outcome(aslow_here.options(timeout=0.3)(30)),
+                "decorated": await _outcome(limited_here(30)),
+                "method": await _outcome(Sleeper().nap.options(timeout=0.3)(30)),
+            }
+
+
+        @remote(here)
+        async def streams_here_with_timeouts() -> dict:
+            return {
+                "async": await _outcome(_drain(ticks_here.options(timeout=0.3).stream())),
+                "sync": await _outcome(_drain(sync_ticks_here.options(timeout=0.3).stream())),
+                "method": await _outcome(_drain(Sleeper().ticks.options(timeout=0.3).stream())),
+            }
+
+
+        @remote(here)
+        async def maps_here_with_a_timeout() -> list:
+            mapped = slow_here.options(timeout=0.3).map([0.01, 3, 0.01], return_exceptions=True)
+            return [type(result).__name__ for result in await mapped]
+
+
+        @remote(here)
+        async def waits_here(seconds: float, marker: str) -> float:
+            try:
+                return await aslow_here(seconds)
+            except RemoteTimeoutError:
+                Path(marker).write_text("1")
+                raise
 
 
         @remote(free)
@@ -170,3 +264,38 @@ def test_only_the_map_item_past_its_limit_fails(served: tuple[LocalPlatform, Any
     results = asyncio.run(jobs.step.map(items, chunk_size=7, return_exceptions=True))
     assert isinstance(results[3], RemoteTimeoutError), results[3]
     assert results[:3] + results[4:] == [0.05] * 6
+
+
+# Calls between functions of one endpoint run in its worker, with no job: they keep to their
+# time limits all the same, as in-process calls do and as calls to another endpoint do. The
+# client's own timeout (20 s) only bounds a test that would otherwise never end.
+
+
+def test_a_same_endpoint_call_keeps_to_its_timeout(served: tuple[LocalPlatform, Any]) -> None:
+    _, jobs = served
+    outcomes = asyncio.run(jobs.calls_here_with_timeouts.options(timeout=20)())
+    assert outcomes == dict.fromkeys(["sync", "async", "decorated", "method"], "timed out")
+
+
+def test_a_same_endpoint_stream_keeps_to_its_timeout(served: tuple[LocalPlatform, Any]) -> None:
+    _, jobs = served
+    outcomes = asyncio.run(jobs.streams_here_with_timeouts.options(timeout=20)())
+    assert outcomes == dict.fromkeys(["async", "sync", "method"], "timed out")
+
+
+def test_a_same_endpoint_map_keeps_each_items_timeout(served: tuple[LocalPlatform, Any]) -> None:
+    _, jobs = served
+    kinds = asyncio.run(jobs.maps_here_with_a_timeout.options(timeout=20)())
+    assert kinds == ["float", "RemoteTimeoutError", "float"]
+
+
+def test_a_same_endpoint_call_gets_no_more_than_its_callers_time(
+    served: tuple[LocalPlatform, Any], tmp_path: Path
+) -> None:
+    # The call itself times out when its caller's time is up (the caller sees
+    # RemoteTimeoutError from it), rather than being cancelled with its caller's job.
+    _, jobs = served
+    marker = tmp_path / "timed_out"
+    with pytest.raises(RemoteTimeoutError):
+        asyncio.run(jobs.waits_here.options(timeout=1)(30, str(marker)))
+    wait_for(marker.exists, 10, "the same-endpoint call to time out")

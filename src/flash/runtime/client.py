@@ -291,7 +291,7 @@ class PlatformInvoker:
 
     async def call_function(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if fn.resource_name == self.own_resource:
-            return await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
+            return await _local(fn, fn.__wrapped__, args, kwargs, collect=fn.is_generator)
         _check_call(fn.__wrapped__, None, args, kwargs)
         target = _target(fn)
         codec = _codec(fn, self.signing_key)
@@ -343,8 +343,8 @@ class PlatformInvoker:
         if fn.resource_name == self.own_resource:
             results: list[tuple[bool, Any]] = []
             for args, kwargs in calls:
-                try:
-                    item = await _local(fn.__wrapped__, args, kwargs, collect=fn.is_generator)
+                try:  # each under the call's timeout, as a call of its own
+                    item = await _local(fn, fn.__wrapped__, args, kwargs, collect=fn.is_generator)
                     results.append((True, item))
                 except Exception as exc:
                     results.append((False, exc))
@@ -432,7 +432,9 @@ class PlatformInvoker:
         remote_class = handle.remote_class
         if remote_class.resource_name == self.own_resource:
             bound = getattr(await _instance_here(handle, self.own_resource), method)
-            return await _local(bound, args, kwargs, collect=True)  # generators: a list
+            return await _local(
+                remote_class, bound, args, kwargs, collect=True
+            )  # generators: a list
         cls = remote_class.__wrapped__
         _check_call(cls, None, handle.args, handle.kwargs)
         _check_call(cls, method, args, kwargs)
@@ -466,7 +468,7 @@ class PlatformInvoker:
         remote_class = handle.remote_class
         if remote_class.resource_name == self.own_resource:
             bound = getattr(await _instance_here(handle, self.own_resource), method)
-            async for item in _stream_here(bound, args, kwargs):
+            async for item in _stream_here(remote_class, bound, args, kwargs):
                 yield item
             return
         cls = remote_class.__wrapped__
@@ -499,7 +501,7 @@ class PlatformInvoker:
         """Yield a generator function's items as the endpoint produces them."""
         if fn.resource_name == self.own_resource:
             # This worker serves the endpoint: a job could wait for this very worker.
-            async for item in _stream_here(fn.__wrapped__, args, kwargs):
+            async for item in _stream_here(fn, fn.__wrapped__, args, kwargs):
                 yield item
             return
         _check_call(fn.__wrapped__, None, args, kwargs)
@@ -1741,12 +1743,20 @@ def _unpack_one(
 
 
 async def _local(
-    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, collect: bool = False
+    remote: Any,
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    collect: bool = False,
 ) -> Any:
-    """A same-endpoint call, run here as an in-process call would run it."""
+    """A same-endpoint call of ``fn`` (what ``remote``, a remote function or class, runs),
+    run here as an in-process call would run it: under its timeout, and no longer than its
+    caller has left, as a job would be."""
     from flash.runtime.remote import _run_local  # remote imports this module
 
-    return await _run_local(fn, args, kwargs, collect)
+    timeout, names = _local_limit(remote)
+    return await _run_local(fn, args, kwargs, collect, timeout, names)
 
 
 async def _instance_here(handle: Any, endpoint: str | None) -> Any:
@@ -1757,8 +1767,29 @@ async def _instance_here(handle: Any, endpoint: str | None) -> Any:
     return await instance_here(endpoint, _target(handle.remote_class).function, handle)
 
 
-def _stream_here(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-    """A same-endpoint stream, run here as an in-process stream would run it."""
+def _stream_here(
+    remote: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """A same-endpoint stream, run here as an in-process stream would run it: to end
+    within its timeout, and no later than its caller's deadline."""
     from flash.runtime.remote import _stream_local  # remote imports this module
 
-    return _stream_local(fn, args, kwargs)
+    timeout, names = _local_limit(remote)
+    return _stream_local(fn, args, kwargs, timeout, names)
+
+
+def _local_limit(remote: Any) -> tuple[float | None, dict[str, Any]]:
+    """The seconds a same-endpoint call of ``remote`` may take (None: no limit) and what its
+    RemoteTimeoutError names: the call's ``timeout``, at most what the caller has left (its
+    job's deadline, which the config's ``executionTimeoutMs`` sets from its start). Not the
+    config's limit itself: that is a job's, and this call is part of its caller's job."""
+    names = remote._local_names()
+    timeout = remote.call_options.timeout
+    remaining = _context.current().remaining()
+    if remaining is not None:
+        if remaining <= 0:
+            raise RemoteTimeoutError(
+                "no time left for this call (the caller's deadline has passed)", **names
+            )
+        timeout = remaining if timeout is None else min(timeout, remaining)
+    return timeout, names
