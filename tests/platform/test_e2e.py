@@ -297,7 +297,9 @@ def test_a_stream_reader_that_hangs_up_while_waiting_takes_no_chunk(
     assert dispatcher is not None
     address = urlsplit(platform.url)
     with socket.create_connection((address.hostname, address.port)) as reader:
-        reader.sendall(f"GET /v2/gated/stream/{job_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reader.sendall(
+            f"GET /v2/gated/stream/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        )
         # It waits (up to a second) for a chunk; then its reader hangs up...
         wait_for(lambda: dispatcher._stream_waiters.get(job_id), what="the poll to wait")
     for gate in gates:  # ...and the chunks come while it would still be waiting

@@ -810,7 +810,8 @@ def test_a_runsync_caller_hanging_up_cancels_its_job(tmp_path: Path, platform_fa
     body = json.dumps({"input": {"seconds": 60}}).encode()
     with socket.create_connection(("127.0.0.1", platform.port)) as conn:
         conn.sendall(
-            b"POST /v2/one/runsync HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v2/one/runsync HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

@@ -34,7 +34,7 @@ def test_a_chunked_body_over_the_limit_is_refused_before_it_ends(
     host, port = platform.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(
-            b"POST /v2/basic/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+            b"POST /v2/basic/run HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test-key\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         piece = b"x" * (1024 * 1024)
