@@ -100,6 +100,12 @@ class _WorkerState:
     polled: bool = False
     # Stopped jobs a heartbeat showed still running.
     stuck: set[str] = field(default_factory=set)
+    # Its heartbeats come from the loop that takes its jobs (Flash's worker loop): while
+    # they come, that loop runs.
+    lists_taken: bool = False
+    # Drained for a stopped job it still runs (see _check_stopped): killed once its other
+    # jobs have ended.
+    retiring: bool = False
     idle_since: float = field(default_factory=time.monotonic)
     # Its last heartbeat (or its start): see Supervisor's frozen-worker check.
     pinged_at: float = field(default_factory=time.monotonic)
@@ -167,6 +173,10 @@ class Dispatcher:
         self.on_first_poll: Callable[[str], None] = _noop
         self.on_stop_pod: Callable[[str], None] = _noop
         self.kill_worker: Callable[[str, str], None] = _noop
+        # Drain a worker (it takes no new jobs, and may be replaced) that still runs a job
+        # it was told to stop beside others, with why: the dispatcher kills it once those
+        # have ended (_check_stopped).
+        self.retire_worker: Callable[[str, str], None] = _noop
         # Masks the secrets the platform gives workers in a text (the supervisor's rule, as
         # for what workers print). A worker masks them in its failures itself: this is for
         # one that does not (a runtime of its own, an older one), before the job's error and
@@ -646,6 +656,7 @@ class Dispatcher:
             state.assigned.discard(job.id)
             if not state.assigned:
                 state.idle_since = time.monotonic()
+                self._retire_if_done(worker_id, state)
         job.attempts -= 1
         job.worker_id = job.started_at = None
         job.status = js.IN_QUEUE
@@ -673,6 +684,7 @@ class Dispatcher:
         state = self.workers[worker_id]
         now = time.monotonic()
         state.pinged_at = now
+        state.lists_taken = lists_taken
         running = set(job_ids or ())
         for job_id, since in list(state.stopping.items()):
             if job_id in running:
@@ -1042,6 +1054,8 @@ class Dispatcher:
                     state.idle_since = time.monotonic()
                 if status in (js.CANCELLED, js.TIMED_OUT) and worker_id:
                     self._signal_stop(worker_id, state, job.id)
+                if not state.assigned and worker_id:
+                    self._retire_if_done(worker_id, state)
         # Its worker may take more now, or other workers may, if it was a suspect.
         self._serve_takers(job.endpoint)
         self._count_final(job)
@@ -1092,19 +1106,49 @@ class Dispatcher:
         if state is None or job_id not in state.stopping:
             return
         silent = time.monotonic() - state.pinged_at
-        if state.assigned and job_id not in state.stuck and silent < STOP_GRACE_S:
-            # Busy with other jobs, and heartbeats come, none yet saying it still runs this
-            # one: look again.
+        stuck = job_id in state.stuck
+        reason = f"did not stop job {job_id} within {STOP_GRACE_S:g} s of being told to"
+        if state.assigned and silent < STOP_GRACE_S and (not stuck or state.lists_taken):
+            # Busy with other jobs, and heartbeats come. One that still runs this job (a
+            # sync function's thread cannot be stopped; an async one may clean up at length)
+            # while its loop runs: the jobs beside it finish there, and it takes no more
+            # (another worker may start meanwhile); killed once they end (_retire_if_done).
+            # The runpod SDK's heartbeats come from another process: no sign of its loop.
+            if stuck and not state.retiring:
+                state.retiring = True
+                others = len(state.assigned)
+                self.retire_worker(
+                    worker_id,
+                    f"{reason}: it takes no new jobs, and is replaced once its "
+                    f"{others} other job{'s have' if others > 1 else ' has'} ended",
+                )
+            # Look again: its heartbeats may stop (an async function that never awaits).
             asyncio.get_running_loop().call_later(
                 STOP_GRACE_S, self._check_stopped, worker_id, job_id
             )
             return
         # Its other jobs are requeued without counting against them. A silent one is held
         # (an async function that never awaits blocks its loop): it would never run them.
-        reason = f"did not stop job {job_id} within {STOP_GRACE_S:g} s of being told to"
-        if job_id not in state.stuck and silent >= STOP_GRACE_S:
+        if silent >= STOP_GRACE_S:
             reason += f", and sent no heartbeat for {silent:.0f} s"
         self.kill_worker(worker_id, reason)
+
+    def _retire_if_done(self, worker_id: str, state: _WorkerState) -> None:
+        """A retiring worker has no job left but those it was told to stop: killed (soon,
+        outside the transition under way) if it still runs one. One that no longer does
+        exits by itself (it was drained)."""
+        if state.retiring:
+            asyncio.get_running_loop().call_soon(self._kill_retired, worker_id)
+
+    def _kill_retired(self, worker_id: str) -> None:
+        state = self.workers.get(worker_id)
+        if state is None or state.assigned or not state.stopping:
+            return
+        stopped = ", ".join(sorted(state.stopping))
+        self.kill_worker(
+            worker_id,
+            f"its other jobs have ended, and it still runs {stopped}, which it was told to stop",
+        )
 
     def _answer_polls(self, state: _WorkerState) -> None:
         """Answer the worker's pending job-take (with no jobs) and job-stop polls now."""

@@ -178,6 +178,7 @@ class Supervisor:
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
         dispatcher.kill_worker = self.kill
+        dispatcher.retire_worker = self._retire
         # A worker masks its failures itself; this covers one that does not (RunPod's loop
         # sends a pickled exception as it is).
         dispatcher.mask = self._masked
@@ -788,6 +789,16 @@ class Supervisor:
             # The handler asked for a fresh worker (refresh_worker): retire this one.
             self._log(worker, "refresh requested by the job, stopping")
             self.drain(worker, 30.0)
+
+    def _retire(self, worker_id: str, reason: str) -> None:
+        """Drain a worker that runs on a job it was told to stop, beside others: those
+        finish there, and the dispatcher kills it once they have (never this drain)."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        self._log(worker, f"draining worker: {reason}")
+        self.drain(worker, math.inf)
+        self.poke(worker.endpoint)  # another may start in its place now
 
     def _kill_if_alive(self, worker_id: str) -> None:
         worker = self.workers.get(worker_id)
