@@ -856,6 +856,16 @@ class Dispatcher:
         # One id may be in both: a job retried onto the worker still stopping its last try.
         return len(state.assigned.union(state.stopping)) if state.stopping else len(state.assigned)
 
+    def time_left_s(self, worker_id: str) -> float:
+        """How long the jobs the worker runs may still run, each by the execution limit it
+        started with (then it times out); 0 when it runs none."""
+        state = self.workers.get(worker_id)
+        if state is None:
+            return 0.0
+        now = asyncio.get_running_loop().time()
+        timers = (self._timers.get(job_id) for job_id in state.assigned)
+        return max((t.when() - now for t in timers if t is not None), default=0.0)
+
     # ------------------------------------------------------------------ internals
 
     def _pop_queued(self, state: _WorkerState, size: int) -> list[Job]:

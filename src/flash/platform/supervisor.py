@@ -51,6 +51,8 @@ _T = TypeVar("_T")
 # and a worker stopped for a moment (a look in a debugger) is spared, yet a frozen job is
 # noticed long before its execution timeout (10 minutes by default).
 HEARTBEAT_TIMEOUT_S = 60.0
+# How long a worker drained for a new build (or key) has past its jobs' limits to exit.
+DRAIN_GRACE_S = 5.0
 # How many of the latest workers ``Supervisor.history`` keeps.
 HISTORY_WORKERS = 100
 # At the machine-wide cap, an endpoint whose workers all hold jobs that started at least
@@ -197,16 +199,16 @@ class Supervisor:
         self.dispatcher.add_endpoint(spec.name, spec.execution_timeout_ms)
         for worker in list(self.workers.values()):
             if worker.endpoint == spec.name and not worker.draining:
-                self.drain(worker, self._drain_limit(spec))
+                self.drain(worker, self._drain_limit(worker))
         self._scale(spec.name)
 
     def undeploy(self, name: str) -> None:
         """Stop serving ``name``: running jobs finish on its draining workers, queued ones
         fail (no worker will ever take them)."""
-        dep = self.deployments.pop(name, None)
+        self.deployments.pop(name, None)
         for worker in list(self.workers.values()):
             if worker.endpoint == name and not worker.draining:
-                self.drain(worker, self._drain_limit(dep.spec) if dep else 30.0)
+                self.drain(worker, self._drain_limit(worker))
         self.dispatcher.remove_endpoint(name, _removed(name))
 
     def app_dirs(self) -> set[Path]:
@@ -262,7 +264,7 @@ class Supervisor:
             self.deployments[name] = _Deployment(dep.spec, dep.app_dir, self._generation)
             for worker in list(self.workers.values()):
                 if worker.endpoint == name and not worker.draining:
-                    self.drain(worker, self._drain_limit(dep.spec))
+                    self.drain(worker, self._drain_limit(worker))
         if self.echo is not None:
             self.echo(
                 f"[platform] {self.key_file} holds a new signing key: workers check pickled "
@@ -638,7 +640,7 @@ class Supervisor:
             self.drain(worker, 1.0)
         elif current is None or current.generation != dep.generation:
             # Redeployed (or removed) while this process was starting: it runs the old build.
-            self.drain(worker, self._drain_limit(dep.spec))
+            self.drain(worker, self._drain_limit(worker))
             self.poke(name)  # the current build gets a worker of its own now
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
@@ -805,8 +807,11 @@ class Supervisor:
         if worker is not None and worker.proc.returncode is None:
             self.kill(worker_id, "still running after being asked to stop")
 
-    def _drain_limit(self, spec: EndpointSpec) -> float:
-        return self.dispatcher.execution_limit_ms(spec.name) / 1000 + 5
+    def _drain_limit(self, worker: Worker) -> float:
+        """How long a worker drained for a new build (or key) may take to exit: as long as
+        its running jobs may still run, each by its own limit from its start (its policy's,
+        else its endpoint's when it started), plus a grace."""
+        return self.dispatcher.time_left_s(worker.id) + DRAIN_GRACE_S
 
     def _log(self, worker: Worker, text: str) -> None:
         if self.echo is not None:
