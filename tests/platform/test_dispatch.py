@@ -171,6 +171,52 @@ def test_a_suspect_does_not_go_to_a_worker_still_running_a_job_it_was_told_to_st
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("handed_at", ["retry", "poll"])
+def test_a_retried_job_waits_for_a_worker_still_running_its_stopped_attempt(
+    tmp_path: Path, handed_at: str
+) -> None:
+    # A worker knows a job by its id alone (as RunPod's protocol has it): a retry handed to
+    # the worker whose thread still runs the timed-out attempt would be mistaken for it.
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        dispatcher._on_timeout(job.id, job.attempts, 1)
+        assert job.status == "TIMED_OUT"
+        dispatcher.ping("w1", [job.id])  # it still runs the stopped attempt
+        if handed_at == "poll":
+            dispatcher.retry(job)
+        more = asyncio.ensure_future(dispatcher.take("w1", 2, True))
+        await asyncio.sleep(0)
+        if handed_at == "retry":
+            dispatcher.retry(job)  # queued while w1 waits for work
+        await asyncio.sleep(0)
+        assert not more.done()
+        assert job.status == "IN_QUEUE"
+        # Once a heartbeat shows the stopped attempt gone, w1 takes the retry.
+        dispatcher.workers["w1"].stopping[job.id] -= 60  # the stop was sent long ago
+        dispatcher.ping("w1", [])
+        assert [j.id for j in await asyncio.wait_for(more, 5)] == [job.id]
+        assert (job.status, job.attempts) == ("IN_PROGRESS", 2)
+
+    asyncio.run(scenario())
+
+
+def test_a_retried_job_goes_to_another_worker_while_its_stopped_attempt_runs_on(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        dispatcher._on_timeout(job.id, job.attempts, 1)
+        dispatcher.ping("w1", [job.id])  # it still runs the stopped attempt
+        dispatcher.retry(job)
+        later = dispatcher.submit("e", '{"x": 2}')
+        # w1 takes the job queued after it; another worker takes the retry.
+        assert [j.id for j in await dispatcher.take("w1", 2, True)] == [later.id]
+        dispatcher.register_worker("w2", "e")
+        assert [j.id for j in await dispatcher.take("w2", 2, False)] == [job.id]
+
+    asyncio.run(scenario())
+
+
 def test_a_retried_job_whose_id_is_still_queued_is_taken_once(tmp_path: Path) -> None:
     async def scenario() -> None:
         dispatcher = _dispatcher(tmp_path)

@@ -108,3 +108,47 @@ def test_a_job_that_keeps_running_after_a_stop_does_not_cost_the_jobs_beside_it(
     # Each job ran once: none of them again on the new worker.
     assert sorted(name for name, _ in _runs(log)) == ["b", "c", "later", "stuck"]
     assert "runs again" not in platform.echo.text()
+
+
+# Its first run takes ``first`` seconds, later ones ``then``; each run adds a line to
+# ``marker``.
+SLOW_FIRST = """
+import os, time
+from flash.runtime.worker import start
+
+def handler(job):
+    inp = job["input"]
+    first = not os.path.exists(inp["marker"])
+    with open(inp["marker"], "a") as marker:
+        marker.write("run\\n")
+    time.sleep(inp["first"] if first else inp["then"])
+    return {"run": "first" if first else "later", "pid": os.getpid()}
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+def test_a_job_retried_while_its_timed_out_run_goes_on_completes(
+    tmp_path: Path, platform_factory: Any
+) -> None:
+    config = {"workersMax": 1, "concurrency": 3, "idleTimeout": 30}
+    app = write_app(tmp_path / "app", {"conc": (SLOW_FIRST, config)})
+    platform = platform_factory(app, worker_loop="flash")
+    marker = tmp_path / "runs"
+    job_id = _post(
+        platform,
+        "conc/run",
+        {
+            "input": {"marker": str(marker), "first": 3, "then": 1.5},
+            "policy": {"executionTimeout": 2500},
+        },
+    )["id"]
+    assert ended(platform, "conc", job_id)["status"] == "TIMED_OUT"
+    # At once: its first run's thread still runs on the worker.
+    assert _post(platform, f"conc/retry/{job_id}")["status"] == "IN_QUEUE"
+    final = ended(platform, "conc", job_id)
+    assert final["status"] == "COMPLETED", final
+    assert final["output"]["run"] == "later"
+    assert marker.read_text().split() == ["run", "run"]
+    assert "killed worker" not in platform.echo.text()

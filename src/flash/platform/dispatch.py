@@ -853,7 +853,8 @@ class Dispatcher:
         state = self.workers.get(worker_id)
         if state is None:
             return 0
-        # One id may be in both: a job retried onto the worker still stopping its last try.
+        # No id is in both (a job goes to no worker still stopping an earlier attempt of
+        # it: _still_runs), but counted once if it were.
         return len(state.assigned.union(state.stopping)) if state.stopping else len(state.assigned)
 
     def time_left_s(self, worker_id: str) -> float:
@@ -872,22 +873,37 @@ class Dispatcher:
         """Up to ``size`` jobs from the front of the queue for the worker. A suspect (a job
         that was running when a worker crashed) goes only to a worker with no other job,
         and alone; while it waits at the front, busy workers take nothing, so it is not
-        passed over for good."""
+        passed over for good. A job the worker may still run an earlier attempt of is
+        passed over (see ``_still_runs``)."""
         queue = self.queues.get(state.endpoint)
         taken: list[Job] = []
         if self._runs_suspect(state):
             return taken
+        passed: list[str] = []
         while queue and len(taken) < size:
             job = self.jobs.get(queue[0])
             if job is None or job.status != js.IN_QUEUE:
                 queue.popleft()
+                continue
+            if self._still_runs(state, job):
+                passed.append(queue.popleft())
                 continue
             if job.crashes and (taken or self._busy(state)):
                 break
             taken.append(self.jobs[queue.popleft()])
             if job.crashes:
                 break
+        if queue is not None:  # those passed over where they were, in their order
+            queue.extendleft(reversed(passed))
         return taken
+
+    @staticmethod
+    def _still_runs(state: _WorkerState, job: Job) -> bool:
+        """Whether the worker may still run an earlier attempt of the job, told to stop (a
+        sync function's thread cannot be stopped): a worker knows a job by its id alone, as
+        RunPod's protocol has it, so the job goes to it only once it has shown that attempt
+        gone (ping, take), or to another worker."""
+        return job.id in state.stopping
 
     @staticmethod
     def _busy(state: _WorkerState) -> bool:
@@ -914,6 +930,8 @@ class Dispatcher:
                 self._drop_taker(taker, state)
                 continue
             if self._runs_suspect(state) or (job.crashes and self._busy(state)):
+                continue
+            if self._still_runs(state, job):
                 continue
             self._drop_taker(taker, state)
             self._assign(job, taker.worker_id)

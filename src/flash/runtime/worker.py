@@ -157,6 +157,13 @@ def _is_generator(handler: Callable[..., Any]) -> bool:
 _DONE = object()
 
 
+def _current_task() -> asyncio.Future[None]:
+    """The task of the job attempt running this code."""
+    task = asyncio.current_task()
+    assert task is not None
+    return task
+
+
 def _json_body(data: dict[str, Any]) -> bytes:
     text = json.dumps(data, ensure_ascii=False)
     try:
@@ -203,17 +210,21 @@ class _WorkerLoop:
         key = env.get("RUNPOD_AI_API_KEY", "")
         self.http = HttpClient({"Authorization": key} if key else {})
         self.concurrency = worker_concurrency()
-        # Jobs occupying a slot; a stopped sync job keeps its slot until its thread returns.
-        self.busy: dict[str, asyncio.Future[Any]] = {}
+        # Each attempt at a job occupying a slot (its task), with the job's id; a stopped sync
+        # job keeps its slot until its thread returns. Keyed by attempt: a job the platform
+        # hands out again (a retry) may come while its stopped attempt's thread runs on.
+        self.busy: dict[asyncio.Future[None], str] = {}
         # Every job's task until it ends, reporting included: the loop holds tasks only
         # weakly, and one waiting for the answer to its job-done POST is referenced by
         # nothing else (its slot already freed), so it could be collected mid-report.
         self.tasks: set[asyncio.Future[None]] = set()
-        self.reportable: set[str] = set()
-        # Jobs whose result is being reported: the loop waits for them before it ends, and
-        # heartbeats still list them (as the SDK's do), or the platform would take a job it
-        # handed out and that is never listed for one it never learnt of.
-        self.reporting: set[str] = set()
+        # The attempts whose result is to be reported: not those the platform stopped.
+        self.reportable: set[asyncio.Future[None]] = set()
+        # Attempts whose result is being reported, with the job's id: the loop waits for
+        # them before it ends, and heartbeats still list them (as the SDK's do), or the
+        # platform would take a job it handed out and that is never listed for one it never
+        # learnt of.
+        self.reporting: dict[asyncio.Future[None], str] = {}
         self.alive = True
         self.closing = False
         self.slot_free: asyncio.Event | None = None
@@ -320,47 +331,50 @@ class _WorkerLoop:
                     )
 
     def _launch(self, job: dict[str, Any]) -> None:
-        job_id = job["id"]
         task = asyncio.ensure_future(self._run_job(job))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        self.busy[job_id] = task
-        self.reportable.add(job_id)
+        self.busy[task] = job["id"]
+        self.reportable.add(task)
 
     async def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
+        attempt = _current_task()
         try:
             if _is_generator(self.handler):
                 result, is_stream = await self._run_generator(job), True
             else:
                 result, is_stream = await self._run_plain(job), False
-            if job_id in self.reportable:
+            if attempt in self.reportable:
                 # The slot frees as soon as the handler is done, so taking the next job
                 # overlaps with reporting this one. With "stopPod" in the result the
                 # platform retires this worker, as production does.
-                self._release(job_id)
-                self.reporting.add(job_id)
+                self._release(attempt)
+                self.reporting[attempt] = job_id
                 try:
                     await self._post(self.done_url, job_id, _masked_result(result), is_stream)
                 finally:
-                    self.reporting.discard(job_id)
+                    self.reporting.pop(attempt, None)
                     self._wake()
         except asyncio.CancelledError:
             pass
         finally:
-            self._release(job_id)
+            self._release(attempt)
 
-    def _stopped(self, job_id: str) -> bool:
-        """Whether a CancelledError in this job's task is its cancellation (the platform
-        stopped the job, the loop shuts down) rather than one the handler raised itself."""
-        if job_id not in self.reportable:  # discarded before this loop cancels a job
+    def _stopped(self) -> bool:
+        """Whether a CancelledError in the running attempt's task is its cancellation (the
+        platform stopped the job, the loop shuts down) rather than one the handler raised
+        itself."""
+        task = _current_task()
+        if task not in self.reportable:  # discarded before this loop cancels an attempt
             return True
-        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
         return cancelling is not None and cancelling() > 0
 
-    def _release(self, job_id: str) -> None:
-        if self.busy.pop(job_id, None) is not None:
-            self.reportable.discard(job_id)
+    def _release(self, attempt: asyncio.Future[None]) -> None:
+        """Free the attempt's slot (its own only: another attempt at the job may run)."""
+        if self.busy.pop(attempt, None) is not None:
+            self.reportable.discard(attempt)
             self._wake()
 
     def _wake(self) -> None:
@@ -372,12 +386,12 @@ class _WorkerLoop:
             if inspect.iscoroutinefunction(self.handler):
                 value = await self.handler(job)
             else:
-                value = await self._in_thread(job["id"], self.handler, job)
+                value = await self._in_thread(self.handler, job)
                 if inspect.isawaitable(value):
                     value = await value
             return _result_of(value)
         except asyncio.CancelledError as err:
-            if self._stopped(job["id"]):
+            if self._stopped():
                 raise
             # The handler's own: a failure like any other, or the job is never reported.
             _print_exc()
@@ -398,7 +412,7 @@ class _WorkerLoop:
                     except StopAsyncIteration:
                         break
                 else:
-                    chunk = await self._in_thread(job["id"], _next_or_done, gen)
+                    chunk = await self._in_thread(_next_or_done, gen)
                     if chunk is _DONE:
                         break
                 if isinstance(chunk, dict) and chunk.get("error"):
@@ -413,7 +427,7 @@ class _WorkerLoop:
                     final["output"].append(chunk)
                 await self._send(self.stream_url, job["id"], body, False)
         except (asyncio.CancelledError, Exception) as err:
-            if isinstance(err, asyncio.CancelledError) and self._stopped(job["id"]):
+            if isinstance(err, asyncio.CancelledError) and self._stopped():
                 raise
             _print_exc()
             return {"error": _stream_error(err)}
@@ -426,7 +440,7 @@ class _WorkerLoop:
                     await gen.aclose()
         return final
 
-    async def _in_thread(self, job_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.concurrency == 1:
             # One job at a time: nothing else needs the loop meanwhile, and a thread hop
             # per call would cost more than a trivial handler itself (as in the SDK loop).
@@ -438,7 +452,7 @@ class _WorkerLoop:
             # A thread cannot be interrupted: the job stays unreported but keeps its slot
             # until the thread returns, so concurrency is never exceeded. If it never
             # returns, the platform kills and replaces this worker.
-            self.reportable.discard(job_id)
+            self.reportable.discard(_current_task())
             await asyncio.wait([future])
             raise
 
@@ -495,10 +509,12 @@ class _WorkerLoop:
             # Anything but a job id stops nothing (and must not end this loop).
             ids = [i for i in listed if isinstance(i, str)] if isinstance(listed, list) else []
             for job_id in ids:
-                task = self.busy.get(job_id)
-                if task is not None:
-                    self.reportable.discard(job_id)
-                    task.cancel()
+                # The attempt at it that runs (one stopped before may still hold a slot:
+                # cancelled again, it would give up its slot with its thread running).
+                for task, busy_id in list(self.busy.items()):
+                    if busy_id == job_id and task in self.reportable:
+                        self.reportable.discard(task)
+                        task.cancel()
             if not ids:
                 await asyncio.sleep(1 if status != 204 else 0.05)
 
@@ -520,7 +536,7 @@ class _WorkerLoop:
 
     async def _ping_loop(self) -> None:
         while not self.closing:
-            ids = ",".join({**self.busy, **dict.fromkeys(self.reporting)})
+            ids = ",".join(dict.fromkeys([*self.busy.values(), *self.reporting.values()]))
             url = self.ping_url + ("&" if "?" in self.ping_url else "?")
             url += (f"job_id={ids}&" if ids else "") + f"runpod_version={LOOP_VERSION}"
             with contextlib.suppress(OSError, ValueError):
