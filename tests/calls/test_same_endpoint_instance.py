@@ -22,6 +22,7 @@ FILES = {
     """,
     "sameinstapp/__init__.py": "",
     "sameinstapp/loader.py": """
+        import asyncio
         import os
         import threading
 
@@ -81,6 +82,29 @@ FILES = {
 
 
         @remote(one)
+        class Waiter:
+            # Binds to the loop it first waits on, as asyncio objects and async clients do.
+            def __init__(self, name):
+                self.ready = asyncio.Event()
+
+            async def get(self):
+                self.ready.clear()
+                asyncio.get_running_loop().call_soon(self.ready.set)
+                await self.ready.wait()
+                return "ok"
+
+
+        @remote(one)
+        async def waiter_from_job(name):
+            return await Waiter(name).get()
+
+
+        @remote(one)
+        def waiter_from_sync(name):
+            return Waiter(name).get.call()
+
+
+        @remote(one)
         async def use_unpicklable():
             # A constructor argument no job could carry: the handle keeps its own instance.
             handle = Loader(threading.Lock())
@@ -108,15 +132,25 @@ def test_calls_from_its_own_endpoint_reach_the_instance_jobs_reach(loader: Any) 
     assert len({a["pid"] for a in answers}) == 1  # one worker throughout
     assert {a["id"] for a in answers} == {answers[0]["id"]}
     assert [a["constructed"] for a in answers] == [1] * 6
-    # From a sync function's .call() (in a thread, on a loop of its own) and a method's
-    # stream: the same instance again, still constructed once.
-    again = loader.use_loader_sync.call()
-    assert (again["id"], again["constructed"]) == (answers[0]["id"], 1)
+    # A method's stream: the same instance again, still constructed once.
     assert loader.stream_loader.call() == [answers[0]["id"]] * 2
+    # From a sync function's .call() (in a thread, on a loop of its own): not the jobs'
+    # instance, whose loop-bound parts belong to their loop, but its handle's own.
+    again = loader.use_loader_sync.call()
+    assert again["id"] != answers[0]["id"] and again["constructed"] == 2
     # Other constructor arguments: another instance, kept as well.
     other = [loader.use_loader.call("n") for _ in range(2)]
     assert other[0]["id"] == other[1]["id"] != answers[0]["id"]
-    assert [o["constructed"] for o in other] == [2, 2]
+    assert [o["constructed"] for o in other] == [3, 3]
+
+
+def test_an_instance_bound_to_the_jobs_loop_is_not_shared_with_a_sync_call(loader: Any) -> None:
+    # The jobs' instance used from a sync function's own loop failed ("bound to a different
+    # event loop"), and one made there first broke every later job of its arguments.
+    assert loader.waiter_from_job.call("m") == "ok"
+    assert loader.waiter_from_sync.call("m") == "ok"
+    assert loader.waiter_from_sync.call("z") == "ok"
+    assert [loader.waiter_from_job.call("z") for _ in range(2)] == ["ok", "ok"]
 
 
 def test_a_failing_constructor_raises_its_own_error_in_the_caller(loader: Any) -> None:

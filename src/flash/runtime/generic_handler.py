@@ -361,6 +361,7 @@ def create_handler(
         key: _public_methods(target) for key, target in targets.items() if inspect.isclass(target)
     }
     instances: dict[tuple[Any, ...], Any] = {}
+    jobs_loop: list[asyncio.AbstractEventLoop] = []  # the loop jobs run on, once one has
     # The constructions under way, each done when it ends; same-endpoint calls may come
     # from other threads and loops (a sync function's .call()), so no asyncio.Lock.
     constructing: dict[tuple[Any, ...], concurrent.futures.Future[None]] = {}
@@ -431,7 +432,12 @@ def create_handler(
     async def instance_here(function: str, cls: type, args: Any, kwargs: Any) -> Any:
         """The instance a pickled call of ``function`` (``cls``) with these constructor
         arguments reaches, for a call made in this worker (no job); _MISSING when no job
-        could reach one: another class, arguments that cannot be pickled."""
+        could reach one: another class, arguments that cannot be pickled, or a call from
+        another event loop than the jobs' (a sync function's ``.call()`` runs one of its
+        own): what an instance binds to a loop (an asyncio.Event, a client's pool) must
+        stay on the loop it was made on."""
+        if jobs_loop and asyncio.get_running_loop() is not jobs_loop[0]:
+            return _MISSING
         name = lookup(function)
         if name is None or targets[name] is not cls:
             return _MISSING
@@ -900,6 +906,8 @@ def create_handler(
 
     async def handler(job: Any) -> dict[str, Any]:
         call = None
+        if not jobs_loop:
+            jobs_loop.append(asyncio.get_running_loop())
         try:
             call = resolve(job)
             answer = await run_call(call)
@@ -919,6 +927,8 @@ def create_handler(
         # reordered (a JSON success is not signed: see _answer_nonce).
         call = None
         index = 0
+        if not jobs_loop:
+            jobs_loop.append(asyncio.get_running_loop())
         try:
             call = resolve(job)
             # Closed here when this stream is closed: left to the garbage collector, the
