@@ -27,6 +27,7 @@ FILES = {
     "timeoutsapp/__init__.py": "",
     "timeoutsapp/jobs.py": """
         import asyncio
+        import threading
         import time
         from pathlib import Path
 
@@ -53,6 +54,16 @@ FILES = {
         def step(seconds: float) -> float:
             time.sleep(seconds)
             return seconds
+
+
+        @remote(short)
+        def thread_of(n: int) -> str:
+            return threading.current_thread().name
+
+
+        @remote(short)
+        async def thread_of_a_call_here() -> str:
+            return await thread_of(0)
 
 
         @remote(work)
@@ -259,11 +270,19 @@ def test_only_the_map_item_past_its_limit_fails(served: tuple[LocalPlatform, Any
     results = asyncio.run(mapped)
     assert isinstance(results[5], RemoteTimeoutError), results[5]
     assert results[:5] + results[6:] == [0.05] * 10
-    # And under a config's limit, as under a call's timeout.
-    items = [0.05] * 3 + [3.0] + [0.05] * 3
-    results = asyncio.run(jobs.step.map(items, chunk_size=7, return_exceptions=True))
-    assert isinstance(results[3], RemoteTimeoutError), results[3]
-    assert results[:3] + results[4:] == [0.05] * 6
+
+
+def test_sync_code_without_a_timeout_of_its_own_stays_on_its_thread(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    # Under a config's limit, with no timeout of the call's, a map's items and a call made
+    # on the same endpoint run on the thread that runs the job, as in-process calls do:
+    # moved to threads of their own, thread-bound state (an sqlite connection, a
+    # threading.local cache) failed there.
+    _, jobs = served
+    names = asyncio.run(jobs.thread_of.map(range(4), chunk_size=4, concurrency=1))
+    assert names == ["MainThread"] * 4
+    assert asyncio.run(jobs.thread_of_a_call_here()) == "MainThread"
 
 
 # Calls between functions of one endpoint run in its worker, with no job: they keep to their

@@ -392,15 +392,18 @@ class PlatformInvoker:
         digests: Digests | None,
     ) -> list[tuple[bool, Any]]:
         """Run pickled calls (``items``) of ``fn`` as one job; the outcome of each. Each
-        item keeps the call's time limit as its own: the worker fails an item past it alone,
-        and the job may run as long as its items may, one after another."""
+        item keeps the call's ``timeout`` as its own: the worker fails an item past it alone;
+        the job may run as long as its items may, one after another."""
         options = fn.call_options
         payload: dict[str, Any] = {
             "function_name": target.function,
             "execution_type": "map",
             "items": items,
-            _context.ITEM_TIMEOUT_KEY: _item_limit_s(options, target),
         }
+        if options.timeout is not None:
+            # Each item held to it, as in-process (a sync one then runs in a thread of its
+            # own); a config's executionTimeoutMs bounds the job, its items together.
+            payload[_context.ITEM_TIMEOUT_KEY] = options.timeout
         output, nonce, job_id = await self._call(
             target, payload, options, digests, batch=len(items)
         )
@@ -1755,7 +1758,7 @@ async def _local(
     caller has left, as a job would be."""
     from flash.runtime.remote import _run_local  # remote imports this module
 
-    timeout, names = _local_limit(remote)
+    timeout, names = _local_limit(remote, fn)
     return await _run_local(fn, args, kwargs, collect, timeout, names)
 
 
@@ -1774,15 +1777,18 @@ def _stream_here(
     within its timeout, and no later than its caller's deadline."""
     from flash.runtime.remote import _stream_local  # remote imports this module
 
-    timeout, names = _local_limit(remote)
+    timeout, names = _local_limit(remote, fn)
     return _stream_local(fn, args, kwargs, timeout, names)
 
 
-def _local_limit(remote: Any) -> tuple[float | None, dict[str, Any]]:
-    """The seconds a same-endpoint call of ``remote`` may take (None: no limit) and what its
-    RemoteTimeoutError names: the call's ``timeout``, at most what the caller has left (its
-    job's deadline, which the config's ``executionTimeoutMs`` sets from its start). Not the
-    config's limit itself: that is a job's, and this call is part of its caller's job."""
+def _local_limit(remote: Any, fn: Any) -> tuple[float | None, dict[str, Any]]:
+    """The seconds a same-endpoint call of ``remote`` (running ``fn``) may take (None: no
+    limit) and what its RemoteTimeoutError names: the call's ``timeout``, at most what the
+    caller has left (its job's deadline, which the config's ``executionTimeoutMs`` sets from
+    its start). Not the config's limit itself: that is a job's, and this call is part of its
+    caller's job. Sync code given no ``timeout`` runs on the caller's thread, as a call does
+    in-process (a limit would move it to a thread of its own, where thread-bound state such
+    as an sqlite connection fails): only a deadline already passed stops it, before it runs."""
     names = remote._local_names()
     timeout = remote.call_options.timeout
     remaining = _context.current().remaining()
@@ -1791,5 +1797,7 @@ def _local_limit(remote: Any) -> tuple[float | None, dict[str, Any]]:
             raise RemoteTimeoutError(
                 "no time left for this call (the caller's deadline has passed)", **names
             )
-        timeout = remaining if timeout is None else min(timeout, remaining)
+        is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        if timeout is not None or is_async:
+            timeout = remaining if timeout is None else min(timeout, remaining)
     return timeout, names
