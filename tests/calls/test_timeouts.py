@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.calls.support import inputs_sent
 from tests.helpers import Logs, completed_jobs, wait_for
 from tests.integration.projects import served_files
 
@@ -42,6 +45,8 @@ FILES = {
         free = CpuLiveServerless(name="t-free", workersMax=1, concurrency=2)
         work = CpuLiveServerless(name="t-work", workersMax=1)
         here = CpuLiveServerless(name="t-here", workersMax=1)
+        # An hour's limit, as a long GPU job has.
+        hour = CpuLiveServerless(name="t-hour", workersMax=1, executionTimeoutMs=3_600_000)
 
 
         @remote(short)
@@ -54,6 +59,11 @@ FILES = {
         def step(seconds: float) -> float:
             time.sleep(seconds)
             return seconds
+
+
+        @remote(hour)
+        def untyped(x):
+            return x
 
 
         @remote(short)
@@ -318,3 +328,16 @@ def test_a_same_endpoint_call_gets_no_more_than_its_callers_time(
     with pytest.raises(RemoteTimeoutError):
         asyncio.run(jobs.waits_here.options(timeout=1)(30, str(marker)))
     wait_for(marker.exists, 10, "the same-endpoint call to time out")
+
+
+def test_a_long_config_limit_lets_a_signed_call_wait_as_long_to_start(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    # Its signature allowed 15 minutes once the limit no longer made a deadline: a job of an
+    # hour's limit queued longer than that was refused as expired.
+    platform, jobs = served
+    with inputs_sent(platform) as sent:
+        assert asyncio.run(jobs.untyped(5)) == 5
+    ((_, text),) = sent
+    signed = json.loads(text)["signature"]
+    assert signed["deadline"] - time.time() > 3_500, signed["deadline"] - time.time()

@@ -676,7 +676,11 @@ class PlatformInvoker:
             # A typed JSON call is signed too, though it runs no pickle: so is its failure,
             # whose pickled exception is only unpickled once its signature checks out.
             # The signature's deadline bounds how long the job may wait to start.
-            signed_until = deadline if deadline is not None else time.time() + DEFAULT_TTL_S
+            # Without a deadline, as long as the job may run once started (its limit), at
+            # least the default: a job of an hour's limit may queue as long as it did when
+            # its limit was a deadline counted from the call.
+            waits_s = max(DEFAULT_TTL_S, (limit_ms or 0) / 1000)
+            signed_until = deadline if deadline is not None else time.time() + waits_s
             # A map job's deadline may be far (its items' limits added up): the signature
             # bounds only its start, and a worker refuses one further off than MAX_TTL_S.
             signed_until = min(signed_until, time.time() + MAX_TTL_S - CLOCK_SKEW_S)
