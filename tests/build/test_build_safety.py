@@ -129,6 +129,26 @@ def test_a_file_holding_the_apps_key_or_a_runpod_secret_fails_the_build(
     assert "notes/setup.md:3: the value of $RUNPOD_SECRET_hf" in message, message
     assert key not in message and "hf-secret-value-123" not in message
     assert archive.read_bytes() == before  # the last good archive, untouched
+    # A notebook with plots is over the size read as text, and a database holds NULs:
+    # both are searched all the same, the key across two blocks of the search included.
+    (root / "explore.ipynb").unlink()
+    (root / "notes" / "setup.md").unlink()
+    plots = "x" * ((1 << 20) - 10) + f"key={key}\n" + "y" * 100
+    write_files(root, {"plots.ipynb": plots})
+    (root / "state.db").write_bytes(b"\0" * 100 + b"\nFLASH_SIGNING_KEY=" + key.encode())
+    with pytest.raises(BuildError) as failed:
+        build_project(BuildOptions(project_dir=root))
+    assert "  plots.ipynb:1: the app's signing key" in str(failed.value), str(failed.value)
+    assert "  state.db:2: the app's signing key" in str(failed.value), str(failed.value)
+    (root / "plots.ipynb").unlink()
+    (root / "state.db").unlink()
+    # A build up to date is checked again when the environment names a new secret.
+    write_files(root, {"notes.txt": "token = hf-secret-other-456\n"})
+    monkeypatch.delenv("RUNPOD_SECRET_hf")
+    assert build_project(BuildOptions(project_dir=root)).archive == archive
+    monkeypatch.setenv("RUNPOD_SECRET_hf", "hf-secret-other-456")
+    with pytest.raises(BuildError, match=r"notes\.txt:1: the value of \$RUNPOD_SECRET_hf"):
+        build_project(BuildOptions(project_dir=root))
 
 
 @pytest.mark.parametrize(

@@ -527,6 +527,8 @@ def screen_secrets(
             left_out.append((rel, why))
             continue
         kept.append(rel)
+        if text is None and never:  # big or binary: a notebook with plots, a database
+            held += [f"  {rel}:{line}: {what}" for line, what in _held_in(root, rel, never)]
         if text is not None:
             for secret, what in (never or {}).items():
                 at = text.find(secret)
@@ -622,6 +624,38 @@ def _google_credentials(text: str) -> str | None:
 def _under(folders: list[str], *names: str) -> bool:
     """Whether ``names`` appear in a row in the (lowercased) ``folders`` of a path."""
     return any(folders[i : i + len(names)] == list(names) for i in range(len(folders)))
+
+
+def _held_in(root: Path, rel: str, never: Mapping[str, str]) -> list[tuple[int, str]]:
+    """Where the project file ``rel`` (not read as text: over SCAN_LIMIT, or binary) holds one of
+    the secrets ``never`` names, as (line, what): read in blocks, each searched with the end
+    of the one before it, so that a secret across two is found. Files over NEVER_SCAN_LIMIT
+    (model weights, datasets) are not read."""
+    needles = {secret.encode("utf-8", "surrogatepass"): what for secret, what in never.items()}
+    overlap = max(map(len, needles)) - 1
+    found: dict[bytes, int] = {}
+    lines = 1  # newlines before the carried tail
+    tail = b""
+    try:
+        with open(root / rel, "rb") as file:
+            if os.fstat(file.fileno()).st_size > NEVER_SCAN_LIMIT:
+                return []
+            while block := file.read(SCAN_LIMIT):
+                data = tail + block
+                for needle in needles:
+                    at = data.find(needle)
+                    if needle not in found and at != -1:
+                        found[needle] = lines + data.count(b"\n", 0, at)
+                tail = data[-overlap:] if overlap else b""
+                lines += data.count(b"\n", 0, len(data) - len(tail))
+    except OSError as exc:  # gone since the walk, unreadable
+        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+    return [(line, needles[needle]) for needle, line in found.items()]
+
+
+# Files up to this size that are not read as text are still searched for the app's key and
+# the RunPod secrets (a notebook's saved output with plots); bigger ones are data.
+NEVER_SCAN_LIMIT = 256 << 20
 
 
 def _text_of(root: Path, rel: str) -> str | None:

@@ -16,7 +16,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -328,7 +328,8 @@ def _build_locked(
         inputs = files + dependency_inputs
         stats_at_start = file_stats(root, inputs)
         source_fp = fingerprint(root, files)
-        key = _build_key(source_fp, fingerprint(root, dependency_inputs), options)
+        never = _never_archived(root / FLASH_DIR)
+        key = _build_key(source_fp, fingerprint(root, dependency_inputs), options, never)
     report("collect", _count(len(files), "file"))
 
     # A build the stamp matches had its options checked: the key holds them.
@@ -349,7 +350,7 @@ def _build_locked(
 
     with _timed(timings, "secrets"):
         # The fingerprint covered the secret files too: changed, they rebuild and say so.
-        screened = screen_secrets(root, files, _never_archived(root / FLASH_DIR))
+        screened = screen_secrets(root, files, never)
         files = screened.kept
         kept = set(files)
         project_sizes = [item for item in project_sizes if item[0] in kept]
@@ -550,8 +551,13 @@ def _check_unchanged(
         raise ChangedWhileBuilding(changed)
 
 
-def _build_key(source_fp: str, dependency_fp: str, options: BuildOptions) -> str:
+def _build_key(
+    source_fp: str, dependency_fp: str, options: BuildOptions, never: Mapping[str, str]
+) -> str:
     payload = {
+        # The secrets no archived file may hold (hashed, as the stamp is a file): a new one
+        # in the environment looks at the files again.
+        "never_archived": hashlib.sha256("\0".join(sorted(never)).encode()).hexdigest(),
         "source": source_fp,
         "dependency_inputs": dependency_fp,
         # Flash's own code, the runtime vendored into the archive and the build that makes
