@@ -407,6 +407,12 @@ def test_a_host_that_cannot_be_served_names_host_and_ipv6_loopback_is_served(
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
     except OSError:
         return  # no IPv6 loopback here
+    # "::" serves IPv4 too: a port taken there is refused before anything is built.
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        busy = str(taken.getsockname()[1])
+        refused = flash("serve", archive, "--host", "::", "--port", busy, cwd=tmp_path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"port {busy} (--port)" in refused.stderr, refused.stderr
     port = free_port()
     serving = subprocess.Popen(
         [sys.executable, "-m", "flash.cli", "serve", archive, "--host", "::1", "--port", str(port)],

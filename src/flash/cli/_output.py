@@ -125,7 +125,10 @@ def check_can_listen(option: str, host: str, port: int, what: str) -> None:
 
     try:
         # create_server sets SO_REUSEADDR as servers do: a port in TIME_WAIT is free.
-        socket.create_server((host, port), family=address_family(host)).close()
+        # "::" is bound dual-stack by the platform (IPv4 too), as Linux binds it by default.
+        dualstack = host == "::" and socket.has_dualstack_ipv6()
+        family = address_family(host)
+        socket.create_server((host, port), family=family, dualstack_ipv6=dualstack).close()
     except OSError as exc:
         # create_server adds the address to strerror: the message names it already.
         # A host that does not resolve fails with a resolver's error number, negative,
