@@ -112,6 +112,10 @@ def test_an_env_that_would_weaken_signing_is_refused(variable: str) -> None:
         validate_config("CpuLiveServerless", {"name": "c", "env": {variable: "sekret-1234"}})
     assert str(info.value).startswith(f"invalid CpuLiveServerless: env: {variable} is ")
     assert "sekret-1234" not in str(info.value)
+    # Made in a script, pydantic's own error shows no input value either (env holds secrets).
+    with pytest.raises(ValidationError) as made:
+        CpuLiveServerless(name="c", env={variable: "sekret-1234", "OTHER": "token-5678"})
+    assert "sekret-1234" not in str(made.value) and "token-5678" not in str(made.value)
 
 
 @pytest.mark.parametrize("config", ALL_CONFIGS)

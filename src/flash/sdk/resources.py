@@ -162,7 +162,10 @@ def _field(default: Any, camel: str, snake: str, **kw: Any) -> Any:
 class ResourceConfig(BaseModel):
     """Settings shared by every endpoint type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
+    # Errors name the field, never its value: env holds secrets.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_enum_values=True, hide_input_in_errors=True
+    )
 
     is_gpu: ClassVar[bool] = True
 
