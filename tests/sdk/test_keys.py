@@ -65,3 +65,6 @@ def test_a_key_another_user_owns_is_not_taken_from_a_folder_above(
     said = capsys.readouterr().err
     assert f"{key_file(tmp_path / '.flash')} belongs to another user: not used" in said
     assert planted.hex() not in said
+    # Under sudo, the key of the user who ran it is theirs (as git takes SUDO_UID).
+    monkeypatch.setenv("SUDO_UID", "12345")
+    assert find_signing_key(tmp_path / "mine") == planted

@@ -92,8 +92,13 @@ def find_signing_key(start: Path | None = None) -> bytes | None:
 
 
 def _owned(path: Path) -> bool:
-    """Whether this user owns ``path`` (anywhere without user ids: yes)."""
-    return not hasattr(os, "getuid") or path.stat().st_uid == os.getuid()
+    """Whether this user owns ``path`` (anywhere without user ids: yes); under sudo, the
+    user who ran it counts too, as git counts them."""
+    if not hasattr(os, "getuid"):
+        return True
+    owner = path.stat().st_uid
+    sudo_uid = os.environ.get("SUDO_UID", "") if os.getuid() == 0 else ""
+    return owner == os.getuid() or (sudo_uid.isdigit() and owner == int(sudo_uid))
 
 
 def read_signing_key(path: Path) -> bytes:
