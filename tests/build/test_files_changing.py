@@ -167,3 +167,24 @@ def test_an_archive_source_gone_is_named_and_no_partial_archive_is_left(tmp_path
     with pytest.raises(BuildError, match=f"^{gone}: deleted while the project was being built$"):
         archive.write_archive(entries, dest)
     assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["fingerprint", "screen_secrets", "scan_project"])
+def test_a_file_deleted_in_the_builds_first_stages_builds_again_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    # Gone after the build listed it, while it hashed, screened or scanned the files: that
+    # failed at once, naming the file ("cannot read"), where a later stage started over.
+    root = tmp_path / "proj"
+    write_files(root, {"app.py": ONE_FUNCTION, "scratch.py": "X = 1\n"})
+    original = getattr(pipeline, stage)
+
+    def deleting(*args: Any, **kwargs: Any) -> Any:
+        (root / "scratch.py").unlink(missing_ok=True)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, stage, deleting)
+    steps: list[tuple[str, str]] = []
+    result = build_project(BuildOptions(project_dir=root), lambda *step: steps.append(step))
+    assert ("changed", "scratch.py while building: building again") in steps, steps
+    assert "scratch.py" not in _archived(result.archive)

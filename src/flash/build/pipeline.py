@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 
@@ -242,13 +243,19 @@ def _build_project(
     with _build_lock(flash_dir, report):
         attempt = 1
         while True:
+            listed: list[Any] = []  # the inputs and their stats, once the build has them
             try:
-                return _build_locked(options, root, archive_path, report, mask_too)
-            except ChangedWhileBuilding as exc:
-                if attempt == _ATTEMPTS:
+                return _build_locked(options, root, archive_path, report, mask_too, listed)
+            except BuildError as exc:
+                # Any failure of a build whose inputs changed meanwhile (a file gone while it
+                # was hashed, screened or scanned) is theirs: it starts over.
+                changed = exc if isinstance(exc, ChangedWhileBuilding) else _changed(root, listed)
+                if changed is None:
                     raise
+                if attempt == _ATTEMPTS:
+                    raise changed from None
                 attempt += 1
-                report("changed", f"{exc.names} while building: building again")
+                report("changed", f"{changed.names} while building: building again")
 
 
 # A build that saw its inputs change (an editor saving) starts over, this often at most.
@@ -307,12 +314,23 @@ def _lock(fd: int, report: Progress) -> None:
         report("lock", f"none on this file system ({exc.strerror or exc}): building without")
 
 
+def _changed(root: Path, listed: list[Any]) -> ChangedWhileBuilding | None:
+    """The inputs ``listed`` (names, their stats when listed) that have changed since."""
+    if not listed:
+        return None
+    names, before = listed
+    now = file_stats(root, names)
+    changed = [name for name, old, new in zip(names, before, now, strict=True) if old != new]
+    return ChangedWhileBuilding(changed) if changed else None
+
+
 def _build_locked(
     options: BuildOptions,
     root: Path,
     archive_path: Path,
     report: Progress,
     mask_too: Callable[[Iterable[str]], None],
+    listed: list[Any],
 ) -> BuildResult:
     flash_dir = archive_path.parent
     timings: dict[str, float] = {}
@@ -327,6 +345,7 @@ def _build_locked(
         dependency_inputs = _dependency_inputs(root, files)  # reads requirements.txt
         inputs = files + dependency_inputs
         stats_at_start = file_stats(root, inputs)
+        listed[:] = [inputs, stats_at_start]
         source_fp = fingerprint(root, files)
         never = _never_archived(root / FLASH_DIR)
         key = _build_key(source_fp, fingerprint(root, dependency_inputs), options, never)
@@ -545,10 +564,9 @@ def _check_unchanged(
     root: Path, names: list[str], before: list[tuple[int, int, int] | None]
 ) -> None:
     """Raise ChangedWhileBuilding naming the inputs that changed since ``before``."""
-    now = file_stats(root, names)
-    changed = [name for name, old, new in zip(names, before, now, strict=True) if old != new]
-    if changed:
-        raise ChangedWhileBuilding(changed)
+    changed = _changed(root, [names, before])
+    if changed is not None:
+        raise changed
 
 
 def _build_key(
