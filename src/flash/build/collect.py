@@ -18,6 +18,7 @@ from flash.build.archive import file_sha256
 from flash.build.errors import BuildError, BuildWarning, mask_config_urls
 from flash.build.secrets import PRIVATE_KEY, tokens_in_text
 from flash.runtime.protocol import MANIFEST_FILENAME
+from flash.sdk.keys import owned_by_user
 
 IGNORE_FILES = (".gitignore", ".flashignore")
 
@@ -154,7 +155,7 @@ def _outer_ignore_files(root: Path) -> list[tuple[Path, str, str]]:
     root = root.resolve()
     folders = [root, *root.parents]
     top = next((i for i, folder in enumerate(folders) if (folder / ".git").exists()), None)
-    if top is None or not _owned(folders[top] / ".git"):
+    if top is None or not owned_by_user(folders[top] / ".git"):
         return []  # as git, which ignores a repository another user owns (safe.directory)
     files = []
     git = _git_dir(folders[top] / ".git")
@@ -185,14 +186,6 @@ def _git_dir(dot_git: Path) -> Path | None:
     except (OSError, UnicodeDecodeError):
         return git
     return (git / common).resolve() if common else git
-
-
-def _owned(path: Path) -> bool:
-    """Whether this user owns ``path`` (anywhere without user ids: yes)."""
-    try:
-        return not hasattr(os, "getuid") or path.stat().st_uid == os.getuid()
-    except OSError:
-        return False
 
 
 def _outer_specs(root: Path) -> list[_Spec]:

@@ -236,16 +236,17 @@ def _build_project(
     archive_path = _archive_path(flash_dir, options.output)
     _check_max_size(options.max_size_mb)
     try:
-        ensure_signing_key(flash_dir)  # the app's key exists from its first build on
+        key = ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     except SigningKeyError as exc:
         raise BuildError(str(exc)) from None
+    never = _never_archived(key)
     # Builds of one project share .flash/.build, the archive and the stamp: one at a time.
     with _build_lock(flash_dir, report):
         attempt = 1
         while True:
             listed: list[Any] = []  # the inputs and their stats, once the build has them
             try:
-                return _build_locked(options, root, archive_path, report, mask_too, listed)
+                return _build_locked(options, root, archive_path, report, mask_too, never, listed)
             except BuildError as exc:
                 # Any failure of a build whose inputs changed meanwhile (a file gone while it
                 # was hashed, screened or scanned) is theirs: it starts over.
@@ -275,11 +276,11 @@ class ChangedWhileBuilding(BuildError):
         )
 
 
-def _never_archived(flash_dir: Path) -> dict[str, str]:
+def _never_archived(key: bytes) -> dict[str, str]:
     """The secrets no archived file may hold, each with what it is: the app's signing key
     (its file's, and $FLASH_SIGNING_KEY's, which a platform may sign with instead) and the
     RunPod secrets of this environment, which configs' env may name."""
-    never = {key_to_text(ensure_signing_key(flash_dir)): "the app's signing key"}
+    never = {key_to_text(key): "the app's signing key"}
     for name, value in sorted(os.environ.items()):
         if name == KEY_ENV_VAR and value.strip():
             never.setdefault(value.strip(), f"the signing key in ${KEY_ENV_VAR}")
@@ -330,6 +331,7 @@ def _build_locked(
     archive_path: Path,
     report: Progress,
     mask_too: Callable[[Iterable[str]], None],
+    never: Mapping[str, str],
     listed: list[Any],
 ) -> BuildResult:
     flash_dir = archive_path.parent
@@ -347,7 +349,6 @@ def _build_locked(
         stats_at_start = file_stats(root, inputs)
         listed[:] = [inputs, stats_at_start]
         source_fp = fingerprint(root, files)
-        never = _never_archived(root / FLASH_DIR)
         key = _build_key(source_fp, fingerprint(root, dependency_inputs), options, never)
     report("collect", _count(len(files), "file"))
 

@@ -753,7 +753,7 @@ class Supervisor:
 
     def _add_secret(self, value: str | None, variable: str) -> None:
         """Mask ``value`` from now on, as ``<env variable>`` (the first variable it came in)."""
-        if value and len(value) >= MASKED_MIN_LENGTH and value not in self._secrets:
+        if value and value not in self._secrets:  # masks_for leaves out the short ones
             self._secrets[value] = variable
             self._masks = masks_for(self._secrets)
 

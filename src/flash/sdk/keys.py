@@ -28,6 +28,7 @@ __all__ = [
     "keep_signing_key",
     "key_file",
     "key_to_text",
+    "owned_by_user",
     "read_signing_key",
 ]
 
@@ -84,19 +85,22 @@ def find_signing_key(start: Path | None = None) -> bytes | None:
     for folder in (here, *here.parents):
         path = key_file(folder / ".flash")
         if path.is_file():
-            if not _owned(path):  # planted, say in /tmp: as git's safe.directory refuses
+            if not owned_by_user(path):  # planted, say in /tmp: as git's safe.directory
                 print(f"Warning: {path} belongs to another user: not used", file=sys.stderr)
                 continue
             return remember_key_source(read_signing_key(path), str(path))
     return None
 
 
-def _owned(path: Path) -> bool:
-    """Whether this user owns ``path`` (anywhere without user ids: yes); under sudo, the
-    user who ran it counts too, as git counts them."""
+def owned_by_user(path: Path) -> bool:
+    """Whether this user owns ``path``, as git's safe.directory counts owners: under sudo,
+    the user who ran it too (anywhere without user ids: yes; a path gone: no)."""
     if not hasattr(os, "getuid"):
         return True
-    owner = path.stat().st_uid
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return False
     sudo_uid = os.environ.get("SUDO_UID", "") if os.getuid() == 0 else ""
     return owner == os.getuid() or (sudo_uid.isdigit() and owner == int(sudo_uid))
 
