@@ -23,6 +23,9 @@ def test_a_page_of_another_site_can_neither_call_nor_read_the_platform(
         ({**page, "Host": f"attacker.example:{port}"}, "Host 'attacker.example:"),
         ({**page, "Origin": "http://attacker.example"}, "http://attacker.example"),
         ({**page, "Origin": "null"}, "Origin 'null'"),  # a sandboxed frame, a file: page
+        # Malformed: no name of the platform's (they were a 500, not an answer).
+        ({**page, "Host": f"[::1:{port}"}, "Host '[::1:"),
+        ({**page, "Origin": "http://[::1"}, "Origin 'http://[::1'"),
     ]
     with httpx.Client(base_url=platform.url, timeout=60) as client:
         for headers, named in refused:

@@ -20,9 +20,9 @@ from tests.platform.apps import AIO, BASIC, LOOPS, ended, use_client, write_app
 
 from flash.platform import supervisor as supervisor_module
 from flash.platform.console import ConsoleLines
-from flash.platform.jobs import MAX_POLICY_MS
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import read_manifest
+from flash.runtime.protocol import MAX_POLICY_MS
 
 
 def _failure_of_one_job(tmp_path: Path, platform_factory: Any, handler: str) -> str:

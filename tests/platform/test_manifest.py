@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from flash.platform.jobs import MAX_POLICY_MS
 from flash.platform.manifest import PlatformError, read_manifest
-from flash.runtime.protocol import MANIFEST_FILENAME
+from flash.runtime.protocol import MANIFEST_FILENAME, MAX_POLICY_MS
 
 
 def _app(tmp_path: Path, config: dict[str, Any]) -> Path:

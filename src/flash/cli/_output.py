@@ -121,7 +121,7 @@ def check_can_listen(option: str, host: str, port: int, what: str) -> None:
     import errno
     import socket
 
-    from flash.platform.local import address_family
+    from flash.platform.listening import address_family
 
     try:
         # create_server sets SO_REUSEADDR as servers do: a port in TIME_WAIT is free.
@@ -143,7 +143,7 @@ def check_can_listen(option: str, host: str, port: int, what: str) -> None:
 
 
 def check_api_key(api_key: str | None) -> None:
-    from flash.platform.gateway import api_key_problem
+    from flash.platform.listening import api_key_problem
 
     if api_key is None and os.environ.get("FLASH_API_KEY") == "":
         api_key = ""  # click reads an empty variable as unset: serving open was not asked for

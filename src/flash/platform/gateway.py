@@ -23,9 +23,8 @@ from flash.platform import openapi
 from flash.platform.dispatch import Dispatcher
 from flash.platform.store import NonceUsed
 from flash.platform.supervisor import Supervisor
-from flash.runtime.http import has_control_character
 from flash.runtime.jsonschema import JsonInputError, parse_json_member
-from flash.runtime.protocol import RUN_LIMIT, RUNSYNC_LIMIT
+from flash.runtime.protocol import MAX_POLICY_MS, RUN_LIMIT, RUNSYNC_LIMIT
 from flash.runtime.signing import CLOCK_SKEW_S, MAX_TTL_S, signed_nonce
 
 # Deeper JSON is refused with 400 before anything else looks at it.
@@ -96,7 +95,7 @@ def _cross_site(headers: list[tuple[bytes, bytes]], loopback_only: bool) -> str 
             host = value.decode("latin-1")
         elif name == b"origin":
             origin = value.decode("latin-1")
-    if host is not None and loopback_only and not _is_local(urlsplit(f"//{host}").hostname):
+    if host is not None and loopback_only and not _is_local(_hostname(f"//{host}")):
         return (
             f"Host {host!r} is no name of this platform, which listens on a loopback address:"
             " a web page of another site may be calling it (DNS rebinding); call it as"
@@ -104,18 +103,20 @@ def _cross_site(headers: list[tuple[bytes, bytes]], loopback_only: bool) -> str 
         )
     if origin is None:
         return None
-    try:
-        parts = urlsplit(origin)
-        same = host is not None and parts.netloc == host
-        local = _is_local(parts.hostname)
-    except ValueError:  # a port that is no number
-        same = local = False
-    if origin != "null" and (same or local):
+    same = host is not None and origin.partition("://")[2] == host
+    if origin != "null" and (same or _is_local(_hostname(origin))):
         return None
     return (
         f"a web page of Origin {origin!r} sent this request: the platform takes none from"
         " another site's pages (call it from a script or a server)"
     )
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # "[::1" or a port that is no number: no name of ours
+        return None
 
 
 def _is_local(hostname: str | None) -> bool:
@@ -558,19 +559,6 @@ async def _disconnected(request: Request) -> bool:
             return True
 
 
-def api_key_problem(key: str) -> str | None:
-    """Why no caller could send ``key`` as the platform's API key, if so (never quoting
-    it: it is a secret). An empty one (a CI secret that resolved to nothing) would let
-    every request in."""
-    if not key.strip():
-        return "is empty: give a key, or unset FLASH_API_KEY to serve without one"
-    if key != key.strip():  # the Authorization header is read without them
-        return "begins or ends with whitespace, which an Authorization header does not keep"
-    if has_control_character(key) or not key.isascii():
-        return "holds a control character or a non-ASCII one: it cannot go in an HTTP header"
-    return None
-
-
 def _authorized(request: Request, key: str) -> bool:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -635,8 +623,8 @@ def _parse_request(raw: bytes) -> _JobRequest | Response:
             isinstance(value, bool) or not isinstance(value, int) or value <= 0
         ):
             return _error(400, f"'policy.{key}' must be a positive integer (milliseconds)")
-        if value is not None and value > js.MAX_POLICY_MS:
-            return _error(400, f"'policy.{key}' must be at most {js.MAX_POLICY_MS} ms (7 days)")
+        if value is not None and value > MAX_POLICY_MS:
+            return _error(400, f"'policy.{key}' must be at most {MAX_POLICY_MS} ms (7 days)")
         limits.append(value)
     low_priority = policy.get("lowPriority", False)
     if not isinstance(low_priority, bool):
@@ -686,7 +674,7 @@ async def _worker_body(request: Request) -> tuple[dict[str, Any], str | None] | 
 def openapi_schema() -> dict[str, Any]:
     """The platform's routes as OpenAPI 3.0: every path parameter and query option declared,
     and the job body's shape (each endpoint's own document types its ``input``)."""
-    ms = {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 3600 * 1000}
+    ms = {"type": "integer", "minimum": 1, "maximum": MAX_POLICY_MS}
     job_body = {
         "type": "object",
         "required": ["input"],

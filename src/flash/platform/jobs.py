@@ -24,7 +24,6 @@ JOB_LOG_LINES = 30
 # The longest ttl or execution timeout a job can have (7 days, RunPod's longest). The
 # gateway refuses more and the store caps what an older version stored: a bigger number
 # overflows a float, which would fail a job half-submitted or start-up.
-MAX_POLICY_MS = 7 * 24 * 60 * 60 * 1000
 
 
 @dataclass

@@ -27,8 +27,9 @@ import uvicorn
 from flash.platform.archive import ServedCopy, copies_dir, prune_copies, target_mismatch
 from flash.platform.console import print_line
 from flash.platform.dispatch import EXECUTION_TIMEOUT_MS, TTL_MS, Dispatcher
-from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway, api_key_problem
+from flash.platform.gateway import DEFAULT_MAX_QUEUE, Gateway
 from flash.platform.jobs import Job
+from flash.platform.listening import address_family, api_key_problem, http_url
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
 from flash.platform.store import JobStore
 from flash.platform.supervisor import HEARTBEAT_TIMEOUT_S, Supervisor
@@ -48,18 +49,6 @@ _WEBHOOK_TIMEOUT_S = 10.0
 # POSTs in flight at once: a burst of finished jobs (a purge, a restart owing thousands)
 # waits its turn instead of timing out in the HTTP client's connection pool unsent.
 _WEBHOOK_CONCURRENCY = 16
-
-
-def address_family(host: str) -> socket.AddressFamily:
-    """The family of the sockets serving on ``host``: IPv6 for an IPv6 address (``::1``)."""
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def http_url(host: str, port: int) -> str:
-    """The URL a client on this machine reaches ``host:port`` at: the loopback address for
-    all interfaces, an IPv6 address in brackets."""
-    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 class LocalPlatform:

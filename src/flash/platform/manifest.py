@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flash.platform.jobs import MAX_POLICY_MS
-from flash.runtime.protocol import MANIFEST_FILENAME
+from flash.runtime.protocol import MANIFEST_FILENAME, MAX_POLICY_MS
 
 
 class PlatformError(Exception):

@@ -15,9 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flash.platform.jobs import MAX_POLICY_MS
 from flash.runtime.jsonschema import FORMAT_EXAMPLES, KEY_PATTERNS, validate
-from flash.runtime.protocol import call_names
+from flash.runtime.protocol import MAX_POLICY_MS, call_names
 
 
 def _component(prefix: str, schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:

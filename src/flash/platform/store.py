@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flash.platform.jobs import FAILED, FINAL, MAX_POLICY_MS, RUN_RETENTION_S, Job
+from flash.platform.jobs import FAILED, FINAL, RUN_RETENTION_S, Job
+from flash.runtime.protocol import MAX_POLICY_MS
 
 _log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flash.build.scanner import module_bindings
-from flash.platform.local import address_family, http_url
+from flash.platform.listening import address_family, http_url
 
 __all__ = [
     "WEB_APP_DRAIN_S",

@@ -67,6 +67,7 @@ from flash.runtime.protocol import (
     FLASH_DIR,
     MANIFEST_ENV_VAR,
     MANIFEST_FILENAME,
+    MAX_POLICY_MS,
     PROTOCOL_VERSION,
     RESULT_NOT_JSON,
     RUN_LIMIT,
@@ -111,7 +112,6 @@ _DEADLINE_GRACE_S = 1.0
 # What each submission route takes: a bigger body is refused here, before it is sent.
 _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
 # The longest ``policy.executionTimeout`` the platform takes (7 days, as RunPod).
-_MAX_POLICY_MS = 7 * 24 * 3600 * 1000
 # A job's limit where neither the call nor its config sets one: RunPod's default.
 _DEFAULT_EXECUTION_S = 600.0
 # A map job's limit is its items' added up, and this for what the job does around them.
@@ -1514,7 +1514,7 @@ def _execution_limit_ms(
         limits.append(deadline - time.time())
     if not limits:
         return None
-    return max(1, min(_MAX_POLICY_MS, int(min(limits) * 1000)))
+    return max(1, min(MAX_POLICY_MS, int(min(limits) * 1000)))
 
 
 def _item_limit_s(options: CallOptions, target: _Target) -> float:

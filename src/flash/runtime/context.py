@@ -14,7 +14,7 @@ import contextvars
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "follow_into_thread_pools",
     "from_wire",
     "reset",
+    "seconds",
     "use",
 ]
 
@@ -39,6 +40,10 @@ class CallContext:
     # the wire): a platform that restarts runs the caller again, not its old calls.
     job: str | None = None
     parent: str | None = None
+
+    def within(self, limit: float) -> CallContext:
+        """This context, with a deadline no later than ``limit`` seconds from now."""
+        return replace(self, deadline=_ending_within(self.deadline, limit))
 
     def remaining(self, now: float | None = None) -> float | None:
         if self.deadline is None:
@@ -127,11 +132,7 @@ def from_wire(data: Any, *, job: str | None = None, function: str | None = None)
     if not isinstance(data, dict):
         # The common case: a frozen dataclass costs a microsecond to make.
         return _ROOT if job is None and not start else CallContext(chain=start, job=job)
-    deadline = _seconds(data.get("deadline"))
-    limit = _seconds(data.get(TIME_LIMIT_KEY))
-    if limit is not None and limit > 0:
-        ends = time.time() + limit
-        deadline = ends if deadline is None else min(deadline, ends)
+    deadline = _ending_within(seconds(data.get("deadline")), seconds(data.get(TIME_LIMIT_KEY)))
     depth = data.get("depth")
     chain = data.get("chain")
     parent = data.get("parent")
@@ -147,8 +148,18 @@ def from_wire(data: Any, *, job: str | None = None, function: str | None = None)
 _MAX_JOB_ID = 256
 
 
-def _seconds(value: Any) -> float | None:
-    # JSON integers can be longer than a float holds (OverflowError).
+def _ending_within(deadline: float | None, limit: float | None) -> float | None:
+    """``deadline`` (epoch seconds), no later than ``limit`` seconds from now (None, or not
+    above 0: no limit)."""
+    if limit is None or limit <= 0:
+        return deadline
+    ends = time.time() + limit
+    return ends if deadline is None else min(deadline, ends)
+
+
+def seconds(value: Any) -> float | None:
+    """A number of seconds from JSON: None unless a finite number (a JSON integer can be
+    longer than a float holds: OverflowError)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
     try:

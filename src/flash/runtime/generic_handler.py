@@ -19,16 +19,13 @@ import concurrent.futures
 import contextlib
 import contextvars
 import copy
-import dataclasses
 import functools
 import inspect
 import json
-import math
 import os
 import re
 import sys
 import threading
-import time
 import traceback
 import types
 import typing
@@ -470,6 +467,8 @@ def create_handler(
         return f"no {kind} named {_short_repr(name)} on this endpoint (available: {available})"
 
     def resolve(job: Any) -> _Call:
+        if not jobs_loop:  # resolve runs on the loop every job of this handler runs on
+            jobs_loop.append(asyncio.get_running_loop())
         if not isinstance(job, dict):
             raise _JobError(INVALID_JOB, f"a job must be a JSON object, got {_type_name(job)}")
         # The platform's id of the job: the same job may run again (a retry), not a replay.
@@ -771,11 +770,12 @@ def create_handler(
         if not isinstance(items, list) or len(items) > MAX_MAP_ITEMS:
             raise _JobError(INVALID_JOB, f"'items' must be a list of at most {MAX_MAP_ITEMS} calls")
         label = repr(name)
-        limit = _item_limit(payload.get(_context.ITEM_TIMEOUT_KEY))
+        limit = _context.seconds(payload.get(_context.ITEM_TIMEOUT_KEY))
+        limit = limit if limit is not None and limit > 0 else None  # as its caller sent it
 
         async def one(index: int, item: Any) -> dict[str, Any]:
             # Each item's own limit, from its start: the calls it makes get what is left.
-            token = None if limit is None else _context.use(_item_context(call.context, limit))
+            token = None if limit is None else _context.use(call.context.within(limit))
             try:
                 if not isinstance(item, dict):
                     raise _JobError(INVALID_JOB, f"items[{index}] must be an object")
@@ -906,8 +906,6 @@ def create_handler(
 
     async def handler(job: Any) -> dict[str, Any]:
         call = None
-        if not jobs_loop:
-            jobs_loop.append(asyncio.get_running_loop())
         try:
             call = resolve(job)
             answer = await run_call(call)
@@ -927,8 +925,6 @@ def create_handler(
         # reordered (a JSON success is not signed: see _answer_nonce).
         call = None
         index = 0
-        if not jobs_loop:
-            jobs_loop.append(asyncio.get_running_loop())
         try:
             call = resolve(job)
             # Closed here when this stream is closed: left to the garbage collector, the
@@ -1240,20 +1236,6 @@ async def _in_thread(
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([future])
         raise
-
-
-def _item_limit(value: Any) -> float | None:
-    """A map job's limit of each item (seconds), as its caller sent it; None if none is."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if 0 < value < math.inf else None
-
-
-def _item_context(context: _context.CallContext, limit: float) -> _context.CallContext:
-    """A map item's context: its job's, with a deadline no later than its own limit's."""
-    ends = time.time() + limit
-    deadline = ends if context.deadline is None else min(context.deadline, ends)
-    return dataclasses.replace(context, deadline=deadline)
 
 
 async def _invoke_within(

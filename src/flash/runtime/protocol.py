@@ -21,6 +21,7 @@ __all__ = [
     "MANIFEST_ENV_VAR",
     "MANIFEST_FILENAME",
     "MAX_JSON_DEPTH",
+    "MAX_POLICY_MS",
     "NOT_JSON_CALLABLE",
     "PROTOCOL_VERSION",
     "RESULT_NOT_JSON",
@@ -59,6 +60,8 @@ MAX_JSON_DEPTH = 64
 PROTOCOL_VERSION = 1
 # The biggest request body each submission route takes (RunPod's limits): the gateway
 # refuses a bigger one with 413, and the client refuses to send it.
+# The longest a job may run or wait (policy.executionTimeout and ttl): RunPod's 7 days.
+MAX_POLICY_MS = 7 * 24 * 3600 * 1000
 RUN_LIMIT = 10 * 1024 * 1024
 RUNSYNC_LIMIT = 20 * 1024 * 1024
 SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)

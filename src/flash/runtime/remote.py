@@ -369,8 +369,9 @@ class RemoteFunction(_Remote):
         On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
         every slot busy a few times over; a chunk whose items' size would pass the body limit
         goes as several jobs, one after another),
-        which saves most of the per-job cost. Each item keeps the call's time limit (its
-        ``timeout``, else the config's ``executionTimeoutMs``) to itself, in a chunk's job too.
+        which saves most of the per-job cost. Each item keeps the call's ``timeout`` to itself,
+        in a chunk's job too; the config's ``executionTimeoutMs`` bounds a chunk's job as its
+        items' limits added up.
         A chunk's job that crashes its worker runs
         again as one job per item, so only an item that crashes a worker on its own fails
         (the others run more than once). A failed

@@ -23,7 +23,9 @@ from pydantic import (
 )
 
 from flash.runtime.errors import MASKED_MIN_LENGTH, SECRET_REFERENCE
+from flash.runtime.protocol import MAX_POLICY_MS
 from flash.runtime.resources import CpuInstanceType, GpuGroup, ScalerType
+from flash.runtime.signing import ALLOW_UNSIGNED_ENV_VAR, KEY_ENV_VAR
 
 __all__ = [
     "CONFIG_TYPES",
@@ -48,7 +50,6 @@ __all__ = [
 # larger could never be deployed (and a huge one overflows the float timers that use it).
 _INT_MAX = 2**31 - 1
 # RunPod's longest execution timeout: 7 days.
-_EXECUTION_TIMEOUT_MS_MAX = 7 * 24 * 3600 * 1000
 # The name is a path segment of the endpoint's URL (/v2/<name>/run), sent as it is: only
 # these characters need no escaping there (a space is an HTTP 400, a non-ASCII character a
 # UnicodeEncodeError), so any other name could never be called.
@@ -123,7 +124,7 @@ _Scaler = Annotated[ScalerType, _member(ScalerType)]
 MAX_NAME_LENGTH = 128
 # What the platform gives workers for signed calls: an endpoint's env is applied over it, and
 # must not swap the app's key for another or let its workers unpickle unsigned input.
-_PLATFORM_SECURITY_ENV = ("FLASH_SIGNING_KEY", "FLASH_ALLOW_UNSIGNED")
+_PLATFORM_SECURITY_ENV = (KEY_ENV_VAR, ALLOW_UNSIGNED_ENV_VAR)
 
 
 def check_name(name: str) -> None:
@@ -174,7 +175,7 @@ class ResourceConfig(BaseModel):
     workersMax: int = _field(3, "workersMax", "workers_max", ge=0, le=_INT_MAX)
     idleTimeout: int = _field(5, "idleTimeout", "idle_timeout", ge=0, le=_INT_MAX)
     executionTimeoutMs: int | None = _field(
-        None, "executionTimeoutMs", "execution_timeout_ms", ge=0, le=_EXECUTION_TIMEOUT_MS_MAX
+        None, "executionTimeoutMs", "execution_timeout_ms", ge=0, le=MAX_POLICY_MS
     )
     scalerType: _Scaler = _field(ScalerType.QUEUE_DELAY, "scalerType", "scaler_type")
     scalerValue: int = _field(4, "scalerValue", "scaler_value", ge=1, le=_INT_MAX)
