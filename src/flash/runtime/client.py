@@ -1246,27 +1246,36 @@ def _recorded_reason(wrapped: Any, method: str | None = None) -> str | None:
     records (``pickle_only``): this process's types may allow what the build's did not.
     Read only on the way to an error, from the manifest of the project ``wrapped`` is in."""
     qualname = getattr(wrapped, "__qualname__", "")
-    for manifest in _manifest_candidates(wrapped):
+    for manifest, entries in _manifest_functions(wrapped):
+        names = {f"{module}.{qualname}" for module in _module_names(wrapped, manifest)}
+        for entry in entries:
+            if entry.get("qualified_name") not in names:
+                continue
+            why = entry.get("pickle_only")
+            if method is not None and not why:
+                schema = entry.get("schema")
+                methods = schema.get("pickle_only_methods") if isinstance(schema, dict) else None
+                why = methods.get(method) if isinstance(methods, dict) else None
+            return why if isinstance(why, str) and why else None
+    return None
+
+
+def _manifest_functions(owner: Any) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    """Each manifest of the project ``owner`` (a function, a module) is in that this can
+    read, nearest first, with the function entries of all its endpoints."""
+    for manifest in _manifest_candidates(owner):
         try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            resources = data["resources"].values()
+            resources = json.loads(manifest.read_text(encoding="utf-8"))["resources"].values()
+            entries = [
+                entry
+                for resource in resources
+                if isinstance(resource, dict) and isinstance(resource.get("functions"), list)
+                for entry in resource["functions"]
+                if isinstance(entry, dict)
+            ]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # none there, or not one this can read: the next candidate
-        names = {f"{module}.{qualname}" for module in _module_names(wrapped, manifest)}
-        for resource in resources:
-            functions = resource.get("functions") if isinstance(resource, dict) else None
-            for entry in functions if isinstance(functions, list) else ():
-                if not isinstance(entry, dict) or entry.get("qualified_name") not in names:
-                    continue
-                why = entry.get("pickle_only")
-                if method is not None and not why:
-                    schema = entry.get("schema")
-                    methods = (
-                        schema.get("pickle_only_methods") if isinstance(schema, dict) else None
-                    )
-                    why = methods.get(method) if isinstance(methods, dict) else None
-                return why if isinstance(why, str) and why else None
-    return None
+        yield manifest, entries
 
 
 def _module_names(wrapped: Any, manifest: Path) -> list[str]:
@@ -1309,19 +1318,8 @@ def _script_module_names(main: ModuleType) -> list[str]:
     file = getattr(main, "__file__", None)
     if not isinstance(file, str):
         return []
-    for manifest in _manifest_candidates(main):
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            resources = list(data["resources"].values())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue  # none there, or not one this can read: the next candidate
-        served = {
-            entry.get("module")
-            for resource in resources
-            if isinstance(resource, dict) and isinstance(resource.get("functions"), list)
-            for entry in resource["functions"]
-            if isinstance(entry, dict)
-        }
+    for manifest, entries in _manifest_functions(main):
+        served = {entry.get("module") for entry in entries}
         names = _file_module_names(file, manifest)
         return sorted(names, key=lambda name: name not in served) if served & set(names) else []
     return []
@@ -1504,12 +1502,10 @@ def _execution_limit_ms(
     own limit (the endpoint's, or its default). A map job may run as long as its items may,
     one after another: the worker holds each to the limit of one call (_item_limit_s)."""
     limits: list[float] = []
-    if batch is not None:
-        limits.append(_job_s(_item_limit_s(options, target), batch))
-    elif options.timeout is not None:
-        limits.append(options.timeout)
-    elif target.timeout_ms:
-        limits.append(target.timeout_ms / 1000)
+    # A map job's items have RunPod's default each at least: the job runs them one by one.
+    each = _item_limit_s(options, target, _DEFAULT_EXECUTION_S if batch is not None else None)
+    if each is not None:
+        limits.append(_job_s(each, batch))
     if deadline is not None:
         limits.append(deadline - time.time())
     if not limits:
@@ -1517,14 +1513,14 @@ def _execution_limit_ms(
     return max(1, min(MAX_POLICY_MS, int(min(limits) * 1000)))
 
 
-def _item_limit_s(options: CallOptions, target: _Target) -> float:
-    """Seconds each call of a map job may run: the call's ``timeout``, else the config's
-    ``executionTimeoutMs``, else RunPod's default limit of a job."""
+def _item_limit_s(options: CallOptions, target: _Target, default: float | None) -> float | None:
+    """Seconds one call may run: the call's ``timeout``, else the config's
+    ``executionTimeoutMs``, else ``default``."""
     if options.timeout is not None:
         return options.timeout
     if target.timeout_ms:
         return target.timeout_ms / 1000
-    return _DEFAULT_EXECUTION_S
+    return default
 
 
 def _job_s(each: float, batch: int | None) -> float:
