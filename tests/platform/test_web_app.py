@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.helpers import wait_for
 
 from flash.build.scanner import module_bindings
 from flash.platform._web_app_child import ORPHANED, UNSUPPORTED
@@ -200,6 +201,52 @@ def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
         web.start()
         assert "exited with code 1 while starting" in errors.get(timeout=60)
         assert refused(port)
+    finally:
+        web.close()
+
+
+# OK_APP whose import waits for the file `go`, saying so with the file `importing`.
+SLOW_OK_APP = (
+    """
+import time
+from pathlib import Path
+
+Path("importing").touch()
+while not Path("go").exists():
+    time.sleep(0.05)
+"""
+    + OK_APP
+)
+
+
+@pytest.mark.parametrize("serving", [False, True], ids=["none-serving", "one-serving"])
+def test_a_retry_on_its_way_is_not_asked_for_again(tmp_path: Path, serving: bool) -> None:
+    # After a failed start any change retries; a retry still starting is not asked for
+    # again, by a watch that begins (an empty batch) or a build that changed nothing: that
+    # started a second app, importing main.py twice, for one save.
+    main = tmp_path / "main.py"
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        if serving:
+            main.write_text(OK_APP)
+            web.start()
+            assert httpx.get(f"http://127.0.0.1:{web.port}", timeout=60).text == "ok"
+        main.write_text("raise SystemExit(1)\n")
+        web.start()
+        assert "exited with code 1 while starting" in errors.get(timeout=60)
+        assert web.needs_start
+        main.write_text(SLOW_OK_APP)
+        web.start()
+        wait_for((tmp_path / "importing").exists, 60, "the retry to import main.py")
+        assert not web.needs_start
+        (tmp_path / "go").touch()
+        assert httpx.get(f"http://127.0.0.1:{web.port}", timeout=60).text == "ok"
+        assert not web.needs_start
+        main.write_text("raise SystemExit(1)\n")  # a retry failing in turn asks again
+        web.start()
+        assert "exited with code 1 while starting" in errors.get(timeout=60)
+        assert web.needs_start
     finally:
         web.close()
 

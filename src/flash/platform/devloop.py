@@ -251,7 +251,8 @@ def _changes(
     strict: bool = False,
 ) -> Iterator[set[Path]]:
     """Batches of changed paths: in ``root`` and below, and in ``folders`` (not below:
-    one may hold the project), until ``stop`` or the caller stops iterating. ``strict``:
+    one may hold the project), until ``stop`` or the caller stops iterating; one empty
+    batch once every watch is on. ``strict``:
     a watch failing before it began raises OSError (else it ends them, as a later failure
     does), for a caller that would otherwise try again at once, and fail as fast."""
     batches: queue.Queue[set[Path] | Exception | None] = queue.Queue()
@@ -259,7 +260,7 @@ def _changes(
     ended = _Either(stop, done)
 
     def follow(paths: list[Path], recursive: bool) -> None:
-        armed = False
+        watching = False
         try:
             for changes in watchfiles.watch(
                 *paths,
@@ -267,22 +268,24 @@ def _changes(
                 stop_event=ended,
                 recursive=recursive,
                 raise_interrupt=False,
-                # An empty batch once watching: an edit made after the build but before
-                # the watch began is looked for then, not missed.
+                # A first yield (empty on a timeout) once watching.
                 yield_on_timeout=True,
                 rust_timeout=500,
             ):
-                if changes or not armed:
+                if changes:
                     batches.put({Path(path).resolve() for _, path in changes})
-                armed = True
+                if not watching:
+                    watching = True
+                    batches.put(set())  # this watch is on
         except (OSError, RuntimeError) as exc:  # a folder removed meanwhile: watch afresh
-            batches.put(None if armed else exc)
+            batches.put(None if watching else exc)
 
     watches = [threading.Thread(target=follow, args=([root], True), daemon=True)]
     if folders:
         watches.append(threading.Thread(target=follow, args=(folders, False), daemon=True))
     for watch in watches:
         watch.start()
+    unarmed = len(watches)
     try:
         # Short waits: the signal handler setting ``stop`` runs in this thread.
         while not stop.is_set():
@@ -296,7 +299,14 @@ def _changes(
                 return
             if batch is None:
                 return  # the caller watches afresh
-            yield batch
+            if batch:
+                yield batch
+                continue
+            unarmed -= 1
+            if unarmed == 0:
+                # One empty batch once every watch is on: an edit made after the build
+                # but before watching is looked for then, not missed (nor acted on twice).
+                yield batch
     finally:
         done.set()
         for watch in watches:

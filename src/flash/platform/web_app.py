@@ -102,7 +102,8 @@ class WebApp:
 
     @property
     def needs_start(self) -> bool:
-        """Whether the last app failed (to start, or later): any change should retry."""
+        """Whether the last app failed (to start, or later) and none is starting: any
+        change should retry."""
         with self._lock:
             return self._down or self._stale
 
@@ -119,6 +120,8 @@ class WebApp:
             was_running = self._latest is not None or self._serving is not None
             proc, ready = self._spawn(self._listen())
             self._latest = proc
+            # A retry on its way: asked for again only if it fails in turn.
+            self._down = self._stale = False
         threading.Thread(
             target=self._watch, args=(proc, ready, fatal_if_it_fails), daemon=True
         ).start()
