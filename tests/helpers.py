@@ -33,15 +33,21 @@ class Logs:
         return "\n".join(self.lines)
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy (returning its value) or fail after ``timeout``."""
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str | Callable[[], str] = "condition",
+) -> Any:
+    """Poll ``condition`` until it is truthy (returning its value) or fail after ``timeout``,
+    saying ``what`` was waited for (a callable: as it stands then, not when the wait began)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {said}")
         time.sleep(0.02)
 
 
@@ -174,7 +180,11 @@ class CollectedProcess:
         return self.text().count(words)
 
     def wait_for_output(self, words: str, times: int = 1, timeout: float = 60) -> None:
-        wait_for(lambda: self.count(words) >= times, timeout, f"{words!r} in:\n{self.text()}")
+        self.wait(lambda: self.count(words) >= times, timeout, repr(words))
+
+    def wait(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
+        """``wait_for``, failing with the output as it is then."""
+        return wait_for(condition, timeout, lambda: f"{what} in:\n{self.text()}")
 
     def exit_code(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout)

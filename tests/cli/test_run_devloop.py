@@ -219,7 +219,7 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
 
         # main.py starts binding `app` (main.py is ignored by the build, watched anyway).
         main.write_text(WEB_APP)
-        first_pid = wait_for(lambda: app_pid(app_port), 60, "the new web app to answer")
+        first_pid = flash.wait(lambda: app_pid(app_port), 60, "the new web app to answer")
         assert flash.proc.poll() is None, flash.text()
 
         # A rebuild restarts the app gracefully: a request in flight finishes on the old
@@ -229,7 +229,7 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
             target=lambda: held.append(httpx.get(f"http://127.0.0.1:{app_port}/hold", timeout=120))
         )
         holder.start()
-        wait_for((project / "holding").exists, 30, "the request to be in flight")
+        flash.wait((project / "holding").exists, 30, "the request to be in flight")
         refused: list[Exception] = []
         polling = threading.Event()
 
@@ -246,12 +246,12 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         # that app has stopped taking connections, is answered all the same.
         early = socket.create_connection(("127.0.0.1", app_port), timeout=30)
         flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
-        new_pid = wait_for(lambda: new_app_pid(app_port, first_pid), 60, "the restarted app")
+        new_pid = flash.wait(lambda: new_app_pid(app_port, first_pid), 60, "the restarted app")
         polling.set()
         poller.join(30)
         assert refused == []
         assert new_pid and holder.is_alive()  # the old app still answers its request
-        wait_for(lambda: not listens(first_pid, app_port), 30, "the old app to stop accepting")
+        flash.wait(lambda: not listens(first_pid, app_port), 30, "the old app to stop accepting")
         with early:
             early.sendall(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             answer = b"".join(iter(lambda: early.recv(4096), b""))  # it closes once answered
@@ -259,12 +259,12 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         (project / "release").touch()
         holder.join(30)
         assert held[0].status_code == 200 and held[0].json() == first_pid
-        wait_for(lambda: not alive(first_pid), 30, "the replaced app to exit")
+        flash.wait(lambda: not alive(first_pid), 30, "the replaced app to exit")
 
         # main.py taking `app` from another module still serves it.
         (project / "api.py").write_text(WEB_APP)
         main.write_text(IMPORTED_APP)
-        wait_for(lambda: new_app_pid(app_port, new_pid), 60, "the app from api.py")
+        flash.wait(lambda: new_app_pid(app_port, new_pid), 60, "the app from api.py")
         assert "no longer binds" not in flash.text()
 
         # Edits to build inputs the ignore file lists, or outside the project, rebuild; so
@@ -275,10 +275,10 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         flash.edit(project / "requirements.txt", requirements, "Build failed")
         seen = flash.count("Build good again") + flash.count("Reloaded")
         (shared / "later.txt").write_text("# created later\n")
-        wait_for(
+        flash.wait(
             lambda: flash.count("Build good again") + flash.count("Reloaded") > seen,
             60,
-            f"a rebuild for later.txt in:\n{flash.text()}",
+            "a rebuild for later.txt",
         )
 
         # A web app that fails to restart is reported, and the one serving serves on.
@@ -287,48 +287,71 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
             alone = len(apps) == 1 and app_pid(app_port) == apps[0] not in old
             return apps[0] if alone else None
 
-        serving = wait_for(one_app, 60, "one web app serving")
+        serving = flash.wait(one_app, 60, "one web app serving")
         flash.edit(main, "import no_such_module\n" + WEB_APP, "exited with code 1 while starting")
         assert "Still serving the previous web app" in flash.text(), flash.text()
         assert app_pid(app_port) == serving
         # Two quick edits: the second restart begins while the first is still starting;
         # only the last one serves, the others exit.
         main.write_text(SLOW_APP)
-        wait_for(lambda: len(list(project.glob("importing-*"))) == 1, 60, "a slow restart")
+        flash.wait(lambda: len(list(project.glob("importing-*"))) == 1, 60, "a slow restart")
         main.write_text(SLOW_APP + "\n# again\n")
-        wait_for(lambda: len(list(project.glob("importing-*"))) >= 2, 60, "another restart")
-        assert app_pid(app_port) == serving  # the old app serves while they start
+        flash.wait(lambda: len(list(project.glob("importing-*"))) >= 2, 60, "another restart")
+        assert app_pid(app_port) == serving, flash.text()  # the old app serves while they start
         (project / "go").touch()
         # The first one ready may answer a request or two while it drains.
-        last = wait_for(lambda: one_app(serving), 60, "the other web apps to exit")
+        last = flash.wait(lambda: one_app(serving), 60, "the other web apps to exit")
         assert f"importing-{last}" in [path.name for path in project.glob("importing-*")]
 
         # Project code raising KeyboardInterrupt is a failed build, not a Ctrl-C.
         original = worker.read_text()
         flash.edit(worker, "raise KeyboardInterrupt('oops')\n" + original, "Build failed")
-        wait_for(lambda: "KeyboardInterrupt" in flash.text(), 10, "the failure's reason")
+        flash.wait(lambda: "KeyboardInterrupt" in flash.text(), 10, "the failure's reason")
         flash.edit(worker, original, "Build good again: serving")
 
         # An app that dies while serving is reported; its port is freed (connections are
         # refused, not left waiting), and the next change starts the app again.
         main.write_text(DYING_APP)
-        dying = wait_for(lambda: one_app(last), 60, "the new app")
+        dying = flash.wait(lambda: one_app(last), 60, "the new app")
         with contextlib.suppress(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{app_port}/die", timeout=30)
         flash.wait_for_output("exited with code 3 while serving")
-        wait_for(lambda: not alive(dying), 30, "the app to be gone")
+        flash.wait(lambda: not alive(dying), 30, "the app to be gone")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", app_port), timeout=5)
         flash.edit(main, WEB_APP, "Web app (main.py) on")
-        wait_for(lambda: app_pid(app_port), 60, "the web app to start again")
+        flash.wait(lambda: app_pid(app_port), 60, "the web app to start again")
         assert flash.proc.poll() is None
 
         # Killed outright, flash run takes its web app and workers along.
-        last_pid = wait_for(lambda: app_pid(app_port), 30, "the web app")
+        last_pid = flash.wait(lambda: app_pid(app_port), 30, "the web app")
         flash.proc.kill()
         assert flash.exit_code() == -signal.SIGKILL
-        wait_for(lambda: not alive(last_pid), 30, "the web app to die with flash run")
-        wait_for(lambda: not processes_under(project), 30, "every process of the project")
+        flash.wait(lambda: not alive(last_pid), 30, "the web app to die with flash run")
+        flash.wait(lambda: not processes_under(project), 30, "every process of the project")
+    finally:
+        flash.end()
+
+
+def test_main_seen_empty_while_being_saved_leaves_its_web_app_serving(tmp_path: Path) -> None:
+    # An editor saving in place empties main.py, then writes it: a watch may see the empty
+    # file (a busy machine). It stopped the app as binding no `app`, down until the import
+    # of the saved one ended.
+    project = tmp_path / "proj"
+    write_starter(project)
+    main = project / "main.py"
+    main.write_text(WEB_APP)
+    app_port = free_port()
+    flash = FlashRun(project, app_port)
+    try:
+        pid = flash.wait(lambda: app_pid(app_port), 60, "the web app to answer")
+        flash.edit(main, "", "main.py is empty")
+        assert app_pid(app_port) == pid, flash.text()
+        main.write_text(WEB_APP + "\n# saved\n")
+        flash.wait(lambda: new_app_pid(app_port, pid), 60, "the saved app")
+        assert "no longer binds" not in flash.text()
+        main.unlink()  # gone: no web app
+        flash.wait_for_output("main.py no longer binds `app`: its web app is stopped")
     finally:
         flash.end()
 

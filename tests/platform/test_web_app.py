@@ -10,11 +10,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers import wait_for
+from tests.helpers import alive, wait_for
 
 from flash.build.scanner import module_bindings
 from flash.platform._web_app_child import ORPHANED, UNSUPPORTED
@@ -205,13 +206,15 @@ def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
         web.close()
 
 
-# OK_APP whose import waits for the file `go`, saying so with the file `importing`.
+# OK_APP whose import waits for the file `go`, saying so with the file `importing` (which
+# holds its pid).
 SLOW_OK_APP = (
     """
+import os
 import time
 from pathlib import Path
 
-Path("importing").touch()
+Path("importing").write_text(str(os.getpid()))
 while not Path("go").exists():
     time.sleep(0.05)
 """
@@ -231,7 +234,9 @@ def test_a_retry_on_its_way_is_not_asked_for_again(tmp_path: Path, serving: bool
         if serving:
             main.write_text(OK_APP)
             web.start()
-            assert httpx.get(f"http://127.0.0.1:{web.port}", timeout=60).text == "ok"
+            # Not a request: one can be answered before the app's "ready" is read, and a
+            # start meanwhile supersedes it.
+            wait_for(lambda: web.serving, 60, "the app to serve")
         main.write_text("raise SystemExit(1)\n")
         web.start()
         assert "exited with code 1 while starting" in errors.get(timeout=60)
@@ -249,6 +254,61 @@ def test_a_retry_on_its_way_is_not_asked_for_again(tmp_path: Path, serving: bool
         assert web.needs_start
     finally:
         web.close()
+
+
+def _importing(folder: Path) -> int:
+    """The pid of the SLOW_OK_APP process importing main.py in ``folder``."""
+    said = folder / "importing"
+    return int(wait_for(lambda: said.exists() and said.read_text(), 60, "main.py's import"))
+
+
+def test_stopping_an_app_still_importing_main_ends_it_at_once(tmp_path: Path) -> None:
+    # Its import ran on to the end (the signal only noted), and flash run waited for it
+    # until WEB_APP_STOP_S: a Ctrl-C, or a main.py that no longer binds `app`, hung 40 s.
+    (tmp_path / "main.py").write_text(SLOW_OK_APP)
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        web.start()
+        importing = _importing(tmp_path)
+        started = time.monotonic()
+        web.stop()
+        assert time.monotonic() - started < WEB_APP_STOP_S / 4
+        assert not alive(importing)
+        assert refused(web.port)
+    finally:
+        web.close()
+    assert errors.empty()
+
+
+def test_a_start_superseded_while_importing_exits_and_frees_the_port(tmp_path: Path) -> None:
+    # Only the last start may serve. One replaced while it imported main.py was no longer
+    # followed: it served on once ready, and still held the port after a stop, so that the
+    # next start failed ("Address already in use").
+    main = tmp_path / "main.py"
+    main.write_text(OK_APP)
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        web.start()
+        url = f"http://127.0.0.1:{web.port}"
+        first = wait_for(lambda: web.serving, 60, "the app to serve")
+        main.write_text(SLOW_OK_APP)
+        web.start()
+        superseded = _importing(tmp_path)
+        main.write_text("raise SystemExit(1)\n")
+        web.start()
+        assert "exited with code 1 while starting" in errors.get(timeout=60)
+        wait_for(lambda: not alive(superseded), WEB_APP_STOP_S / 4, "the superseded start to end")
+        assert httpx.get(url, timeout=60).text == "ok"  # the first app serves on
+        assert web.serving == first
+        web.stop()
+        main.write_text(OK_APP)
+        web.start()
+        assert httpx.get(url, timeout=60).text == "ok"
+    finally:
+        web.close()
+    assert errors.empty()
 
 
 WSGI_FUNCTION = """

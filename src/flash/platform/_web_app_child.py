@@ -153,6 +153,11 @@ def _server_class() -> Any:
             # SIGTERM: a restarted app replaces this one; SIGINT: flash run stops.
             self.replaced = sig == signal.SIGTERM
             super().handle_exit(sig, frame)
+            if not self.config.loaded:
+                # Still importing main.py: nothing to drain, and uvicorn would only act
+                # once the import ends (a slow one, a model's download, runs on). The
+                # exit unwinds the import; uvicorn then ends this process by the signal.
+                raise SystemExit(128 + sig)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # uvicorn closes every connection without a request in progress at once, so a

@@ -175,6 +175,11 @@ class Reloader:
     def update_web_app(self) -> None:
         """(Re)start main.py's web app if main.py binds ``app``; else stop it."""
         if defines_web_app(self.web.main) is False:
+            if self.web.running and _is_empty(self.web.main):
+                # An editor saving in place leaves it so for a moment: the write to come
+                # restarts the app. One left empty keeps the old app until its next change.
+                self.say("main.py is empty: its web app serves on until main.py changes")
+                return
             if self.web.running:
                 self.web.stop()
                 self.say("main.py no longer binds `app`: its web app is stopped")
@@ -185,6 +190,13 @@ class Reloader:
             self.web.start()
         except (WebAppError, OSError) as exc:  # its port taken meanwhile, no descriptors left
             self.warn("Cannot start the web app", str(exc))
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def watch_and_reload(

@@ -3,9 +3,10 @@
 As with ``uvicorn --reload``, this process holds the listening socket across restarts:
 while the app restarts, connections wait for the new one instead of being refused, and the
 old one finishes the requests it has (at most WEB_APP_DRAIN_S) once the new one is ready. A
-restart that fails leaves the old app serving. With no app serving and none starting (it was
-stopped, crashed, or failed to start), the port is freed: connections are refused, not left
-waiting, and the next start binds it again.
+restart that fails leaves the old app serving; one that a newer restart supersedes while it
+starts, or that is stopped then, ends at once (even within main.py's import). With no app
+serving and none starting (it was stopped, crashed, or failed to start), the port is freed:
+connections are refused, not left waiting, and the next start binds it again.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ class WebApp:
             return self._latest is not None or self._serving is not None
 
     @property
+    def serving(self) -> int | None:
+        """The pid of the app taking connections, once it has said that it is ready."""
+        with self._lock:
+            return None if self._serving is None else self._serving.pid
+
+    @property
     def needs_start(self) -> bool:
         """Whether the last app failed (to start, or later) and none is starting: any
         change should retry."""
@@ -119,6 +126,8 @@ class WebApp:
                 return
             was_running = self._latest is not None or self._serving is not None
             proc, ready = self._spawn(self._listen())
+            if self._latest is not self._serving:
+                self._drain(self._latest)  # superseded while starting: it will not serve
             self._latest = proc
             # A retry on its way: asked for again only if it fails in turn.
             self._down = self._stale = False
