@@ -206,7 +206,7 @@ def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
         web.close()
 
 
-# OK_APP whose import waits for the file `go`, saying so with the file `importing` (which
+# OK_APP whose import waits for the file `go`, saying so with the file `starting` (which
 # holds its pid).
 SLOW_OK_APP = (
     """
@@ -214,12 +214,42 @@ import os
 import time
 from pathlib import Path
 
-Path("importing").write_text(str(os.getpid()))
+Path("starting").write_text(str(os.getpid()))
 while not Path("go").exists():
     time.sleep(0.05)
 """
     + OK_APP
 )
+
+# An ASGI app answering "ok" whose lifespan startup (main.py imported) waits for `go`, saying
+# so with the file `starting`, as an app loading a model at startup.
+SLOW_LIFESPAN_APP = """
+import asyncio
+import os
+from pathlib import Path
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                Path("starting").write_text(str(os.getpid()))
+                while not Path("go").exists():
+                    await asyncio.sleep(0.05)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def _starting(folder: Path) -> int:
+    """The pid of the slow app starting in ``folder``, once it waits for `go`."""
+    said = folder / "starting"
+    return int(wait_for(lambda: said.exists() and said.read_text(), 60, "the app to start"))
 
 
 @pytest.mark.parametrize("serving", [False, True], ids=["none-serving", "one-serving"])
@@ -243,7 +273,7 @@ def test_a_retry_on_its_way_is_not_asked_for_again(tmp_path: Path, serving: bool
         assert web.needs_start
         main.write_text(SLOW_OK_APP)
         web.start()
-        wait_for((tmp_path / "importing").exists, 60, "the retry to import main.py")
+        _starting(tmp_path)
         assert not web.needs_start
         (tmp_path / "go").touch()
         assert httpx.get(f"http://127.0.0.1:{web.port}", timeout=60).text == "ok"
@@ -256,35 +286,38 @@ def test_a_retry_on_its_way_is_not_asked_for_again(tmp_path: Path, serving: bool
         web.close()
 
 
-def _importing(folder: Path) -> int:
-    """The pid of the SLOW_OK_APP process importing main.py in ``folder``."""
-    said = folder / "importing"
-    return int(wait_for(lambda: said.exists() and said.read_text(), 60, "main.py's import"))
+SLOW_APPS = pytest.mark.parametrize(
+    "slow", [SLOW_OK_APP, SLOW_LIFESPAN_APP], ids=["in-import", "in-lifespan-startup"]
+)
 
 
-def test_stopping_an_app_still_importing_main_ends_it_at_once(tmp_path: Path) -> None:
-    # Its import ran on to the end (the signal only noted), and flash run waited for it
+@SLOW_APPS
+def test_stopping_an_app_still_starting_ends_it_at_once(tmp_path: Path, slow: str) -> None:
+    # Its start ran on to the end (the signal only noted), and flash run waited for it
     # until WEB_APP_STOP_S: a Ctrl-C, or a main.py that no longer binds `app`, hung 40 s.
-    (tmp_path / "main.py").write_text(SLOW_OK_APP)
+    (tmp_path / "main.py").write_text(slow)
     errors: queue.Queue[str] = queue.Queue()
     web = _web_app(tmp_path, errors)
     try:
         web.start()
-        importing = _importing(tmp_path)
-        started = time.monotonic()
+        starting = _starting(tmp_path)
+        began = time.monotonic()
         web.stop()
-        assert time.monotonic() - started < WEB_APP_STOP_S / 4
-        assert not alive(importing)
+        assert time.monotonic() - began < WEB_APP_STOP_S / 4
+        assert not alive(starting)
         assert refused(web.port)
     finally:
         web.close()
     assert errors.empty()
 
 
-def test_a_start_superseded_while_importing_exits_and_frees_the_port(tmp_path: Path) -> None:
-    # Only the last start may serve. One replaced while it imported main.py was no longer
-    # followed: it served on once ready, and still held the port after a stop, so that the
-    # next start failed ("Address already in use").
+@SLOW_APPS
+def test_a_start_superseded_while_starting_ends_and_frees_the_port(
+    tmp_path: Path, slow: str
+) -> None:
+    # Only the last start may serve. One replaced while it started was no longer followed:
+    # it served on once ready, and still held the port after a stop, so that the next start
+    # failed ("Address already in use").
     main = tmp_path / "main.py"
     main.write_text(OK_APP)
     errors: queue.Queue[str] = queue.Queue()
@@ -293,9 +326,9 @@ def test_a_start_superseded_while_importing_exits_and_frees_the_port(tmp_path: P
         web.start()
         url = f"http://127.0.0.1:{web.port}"
         first = wait_for(lambda: web.serving, 60, "the app to serve")
-        main.write_text(SLOW_OK_APP)
+        main.write_text(slow)
         web.start()
-        superseded = _importing(tmp_path)
+        superseded = _starting(tmp_path)
         main.write_text("raise SystemExit(1)\n")
         web.start()
         assert "exited with code 1 while starting" in errors.get(timeout=60)
@@ -308,6 +341,43 @@ def test_a_start_superseded_while_importing_exits_and_frees_the_port(tmp_path: P
         assert httpx.get(url, timeout=60).text == "ok"
     finally:
         web.close()
+    assert errors.empty()
+
+
+# SLOW_OK_APP that does not end on SIGTERM: its import installs a handler of its own, as
+# some libraries do.
+DEAF_SLOW_APP = (
+    """
+import signal
+
+signal.signal(signal.SIGTERM, lambda *_: None)
+"""
+    + SLOW_OK_APP
+)
+
+
+def test_a_start_failing_beside_a_superseded_one_still_running_leaves_the_port_usable(
+    tmp_path: Path,
+) -> None:
+    # With none serving, a failed start freed the port while a superseded start, not yet
+    # gone, held it: the next start failed ("Address already in use").
+    main = tmp_path / "main.py"
+    main.write_text(DEAF_SLOW_APP)
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(tmp_path, errors)
+    try:
+        web.start()
+        superseded = _starting(tmp_path)
+        main.write_text("raise SystemExit(1)\n")
+        web.start()
+        assert "The web app is down until the next change" in errors.get(timeout=60)
+        assert alive(superseded)
+        main.write_text(OK_APP)
+        web.start()
+        assert httpx.get(f"http://127.0.0.1:{web.port}", timeout=60).text == "ok"
+    finally:
+        web.close()
+    assert not alive(superseded)
     assert errors.empty()
 
 

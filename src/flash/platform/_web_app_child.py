@@ -153,11 +153,14 @@ def _server_class() -> Any:
             # SIGTERM: a restarted app replaces this one; SIGINT: flash run stops.
             self.replaced = sig == signal.SIGTERM
             super().handle_exit(sig, frame)
+            # Still starting: nothing to drain, and uvicorn would act only once started (a
+            # slow import or startup, a model's download, ran on to its end).
             if not self.config.loaded:
-                # Still importing main.py: nothing to drain, and uvicorn would only act
-                # once the import ends (a slow one, a model's download, runs on). The
-                # exit unwinds the import; uvicorn then ends this process by the signal.
-                raise SystemExit(128 + sig)
+                raise SystemExit(128 + sig)  # unwinds main.py's import
+            if not self.started:
+                # In the app's lifespan startup, whose task would take a SystemExit for
+                # "lifespan unsupported", and start serving.
+                os._exit(128 + sig)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # uvicorn closes every connection without a request in progress at once, so a

@@ -273,22 +273,30 @@ def _changes(
 
     def follow(paths: list[Path], recursive: bool) -> None:
         watching = False
+
+        def on() -> None:
+            nonlocal watching
+            if not watching:
+                watching = True
+                batches.put(set())  # this watch is on
+
+        def wanted_once_on(change: watchfiles.Change, path: str) -> bool:
+            on()  # changes came (wanted or not, as in a folder always busy): it watches
+            return wanted(change, path)
+
         try:
             for changes in watchfiles.watch(
                 *paths,
-                watch_filter=wanted,
+                watch_filter=wanted_once_on,
                 stop_event=ended,
                 recursive=recursive,
                 raise_interrupt=False,
-                # A first yield (empty on a timeout) once watching.
-                yield_on_timeout=True,
+                yield_on_timeout=True,  # an empty yield when none came: it watches
                 rust_timeout=500,
             ):
+                on()
                 if changes:
                     batches.put({Path(path).resolve() for _, path in changes})
-                if not watching:
-                    watching = True
-                    batches.put(set())  # this watch is on
         except (OSError, RuntimeError) as exc:  # a folder removed meanwhile: watch afresh
             batches.put(None if watching else exc)
 

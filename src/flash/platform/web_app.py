@@ -4,9 +4,10 @@ As with ``uvicorn --reload``, this process holds the listening socket across res
 while the app restarts, connections wait for the new one instead of being refused, and the
 old one finishes the requests it has (at most WEB_APP_DRAIN_S) once the new one is ready. A
 restart that fails leaves the old app serving; one that a newer restart supersedes while it
-starts, or that is stopped then, ends at once (even within main.py's import). With no app
-serving and none starting (it was stopped, crashed, or failed to start), the port is freed:
-connections are refused, not left waiting, and the next start binds it again.
+starts, or that is stopped then, ends at once (even inside main.py's import or the app's
+startup). With no app serving and none starting (it was stopped, crashed, or failed to
+start), the port is freed once no replaced app holds it: connections are refused, not left
+waiting, and the next start binds it again.
 """
 
 from __future__ import annotations
@@ -227,8 +228,10 @@ class WebApp:
 
     def _free_port(self) -> None:
         """With the lock, once no app serves or starts: close the listening socket, so that
-        connections are refused rather than left waiting for an app that will not come."""
-        if self._listener is not None:
+        connections are refused rather than left waiting for an app that will not come.
+        Not while a replaced app still runs: it holds the socket too, so the port would
+        stay taken, and the next start could not bind it (see ``_reap``)."""
+        if self._listener is not None and not self._draining:
             self._listener.close()
             self._listener = None
 
@@ -322,6 +325,8 @@ class WebApp:
         _wait_or_kill(proc, WEB_APP_STOP_S)
         with self._lock:
             self._draining.discard(proc)
+            if self._latest is None and self._serving is None:
+                self._free_port()  # the port a failure left to it
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
