@@ -1204,9 +1204,8 @@ async def _await_user(awaitable: Awaitable[Any]) -> Any:
         await asyncio.wait([inner])
     except asyncio.CancelledError:
         inner.cancel()
-        while not inner.done():  # however often it is cancelled
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([inner])
+        with contextlib.suppress(asyncio.CancelledError):
+            await _ended(inner)
         raise
     try:
         return inner.result()
@@ -1232,9 +1231,8 @@ async def _in_thread(
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():  # however often it is cancelled
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([future])
+        with contextlib.suppress(asyncio.CancelledError):
+            await _ended(future)
         raise
 
 
