@@ -236,7 +236,7 @@ def test_a_retry_on_a_fresh_connection_keeps_to_the_calls_deadline() -> None:
         if requests == 1:
             return 200, _done(1)  # leaves a kept-alive connection behind
         if requests == 2:
-            release.wait(1.8)  # then that connection is cut off, nothing answered...
+            release.wait(3.8)  # then that connection is cut off, nothing answered...
             return None
         release.wait(20)  # ...and the fresh one gets no answer
         return None
@@ -245,7 +245,7 @@ def test_a_retry_on_a_fresh_connection_keeps_to_the_calls_deadline() -> None:
         assert await typed(1) == 1  # its connection is kept for the next call of this loop
         started = time.monotonic()
         with pytest.raises(flash.RemoteTimeoutError):
-            await typed.options(timeout=2, retries=0)(1)
+            await typed.options(timeout=4, retries=0)(1)
         return time.monotonic() - started
 
     platform = Restartable(answer, keep_alive=True)
@@ -256,8 +256,8 @@ def test_a_retry_on_a_fresh_connection_keeps_to_the_calls_deadline() -> None:
         release.set()
         platform.stop()
     # The fresh connection gets what is left of the deadline (and its grace), not all
-    # of it again: 2 s plus 1 s of grace, where it took 4.8 s before.
-    assert requests == 3 and took < 4
+    # of it again: 4 s plus 1 s of grace, where it took 8.8 s before.
+    assert requests == 3 and took < 7
 
 
 def test_a_kernel_timeout_without_a_limit_of_ours_is_a_transport_failure(

@@ -201,11 +201,14 @@ def test_crash_mid_job_requeues_once_then_fails_with_the_reason(
 def test_purge_queue_removes_only_queued_jobs(served: LocalPlatform) -> None:
     use_client(served)
     ep = runpod.Endpoint("fragile")
-    first = ep.run({"action": "sleep", "seconds": 1})
+    # Long enough for the purge to come while it runs; its own limit, not the endpoint's
+    # 1.5 s, so that a slow machine does not time it out.
+    running = {"input": {"action": "sleep", "seconds": 3}, "policy": {"executionTimeout": 60000}}
+    first = ep.run(running)
     wait_for(lambda: first.status() == "IN_PROGRESS", 60, "first job to start")
     waiting = [ep.run({"action": "echo", "value": i}) for i in range(3)]
     assert ep.purge_queue() == {"removed": 3, "status": "completed"}
-    assert first.output(timeout=30) == {"slept": 1}
+    assert first.output(timeout=30) == {"slept": 3}
     assert {_status(served, "fragile", j.job_id)["status"] for j in waiting} == {"CANCELLED"}
 
 
