@@ -428,8 +428,7 @@ def _build_locked(
             files, scan.src_layout, deps, options.dependencies.python_version
         )
         build_dir = flash_dir / ".build"
-        with _changing_sources(root, files):
-            _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
+        _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
             with (
                 _timed(timings, "imports"),
@@ -461,14 +460,13 @@ def _build_locked(
     )
 
     all_entries = entries + dep_entries
-    with _changing_sources(root, files):
-        _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
-        with _timed(timings, "archive"):
-            info = _archive.write_archive(
-                all_entries,
-                archive_path,
-                check=lambda: _check_unchanged(root, inputs, stats_at_start),
-            )
+    _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
+    with _timed(timings, "archive"):
+        info = _archive.write_archive(
+            all_entries,
+            archive_path,
+            check=lambda: _check_unchanged(root, inputs, stats_at_start),
+        )
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
     _write_stamp(flash_dir, key, info, warnings)
     report("archive", f"{info.size} bytes")
@@ -545,20 +543,6 @@ def file_stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None
         else:
             found.append((stat.st_mtime_ns, stat.st_size, stat.st_mode))
     return found
-
-
-@contextmanager
-def _changing_sources(root: Path, files: list[str]) -> Iterator[None]:
-    """A project file deleted or cut short after the build listed it is a file changing
-    while building (ChangedWhileBuilding: the build starts over); any other file's
-    SourceChanged names it as it is."""
-    try:
-        yield
-    except _archive.SourceChanged as exc:
-        rel = Path(os.path.relpath(exc.source, root)).as_posix()
-        if rel not in files:
-            raise
-        raise ChangedWhileBuilding([rel]) from None
 
 
 def _check_unchanged(
