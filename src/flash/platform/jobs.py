@@ -21,9 +21,6 @@ RETRYABLE = frozenset({FAILED, TIMED_OUT})
 RUN_RETENTION_S = 30 * 60
 RUNSYNC_RETENTION_S = 60
 JOB_LOG_LINES = 30
-# The longest ttl or execution timeout a job can have (7 days, RunPod's longest). The
-# gateway refuses more and the store caps what an older version stored: a bigger number
-# overflows a float, which would fail a job half-submitted or start-up.
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from flash.runtime.http import has_control_character
+from flash.runtime.http import HEADER_UNFIT, unfit_for_header
 
 __all__ = ["address_family", "api_key_problem", "http_url"]
 
@@ -31,6 +31,6 @@ def api_key_problem(key: str) -> str | None:
         return "is empty: give a key, or unset FLASH_API_KEY to serve without one"
     if key != key.strip():  # the Authorization header is read without them
         return "begins or ends with whitespace, which an Authorization header does not keep"
-    if has_control_character(key) or not key.isascii():
-        return "holds a control character or a non-ASCII one: it cannot go in an HTTP header"
+    if unfit_for_header(key):
+        return HEADER_UNFIT
     return None

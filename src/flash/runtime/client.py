@@ -51,14 +51,15 @@ from flash.runtime.errors import (
     remote_error_from_fields,
 )
 from flash.runtime.http import (
+    HEADER_UNFIT,
     BodyNotJson,
     HttpClient,
     HttpError,
     Response,
     check_base_url,
-    has_control_character,
     json_body,
     redact_url,
+    unfit_for_header,
 )
 from flash.runtime.jsoncall import JsonResultError, check_json_arguments
 from flash.runtime.protocol import (
@@ -111,7 +112,6 @@ _ANSWER_WITHIN_S = 30.0
 _DEADLINE_GRACE_S = 1.0
 # What each submission route takes: a bigger body is refused here, before it is sent.
 _BODY_LIMITS = {"run": RUN_LIMIT, "runsync": RUNSYNC_LIMIT}
-# The longest ``policy.executionTimeout`` the platform takes (7 days, as RunPod).
 # A job's limit where neither the call nor its config sets one: RunPod's default.
 _DEFAULT_EXECUTION_S = 600.0
 # A map job's limit is its items' added up, and this for what the job does around them.
@@ -1461,11 +1461,8 @@ def _check_signing_key(key: Any) -> None:
 def _check_api_key(key: str | None) -> None:
     """A key that would break the request's headers (a newline ends one and starts another)
     is refused now. Never quoted: it is a secret."""
-    if key is not None and (has_control_character(key) or not key.isascii()):
-        raise ValueError(
-            "api_key (or FLASH_API_KEY) holds a control character or a non-ASCII one: "
-            "it cannot go in an HTTP header"
-        )
+    if key is not None and unfit_for_header(key):
+        raise ValueError(f"api_key (or FLASH_API_KEY) {HEADER_UNFIT}")
 
 
 def _target(remote: Any) -> _Target:

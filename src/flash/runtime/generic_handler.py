@@ -1246,7 +1246,7 @@ async def _invoke_within(
     item until it ends); sync code runs in a daemon thread of its own, which nothing can
     stop: it runs on to its end, its outcome dropped, as an in-process call's does."""
     sync = not inspect.iscoroutinefunction(fn)
-    work = asyncio.ensure_future(_invoke(fn, args, kwargs, label, in_thread=sync, own_thread=sync))
+    work = asyncio.ensure_future(_invoke(fn, args, kwargs, label, in_thread=False, own_thread=True))
     try:
         await asyncio.wait([work], timeout=limit)
     except asyncio.CancelledError:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
+    "HEADER_UNFIT",
     "BodyNotJson",
     "HttpClient",
     "HttpError",
@@ -28,6 +29,7 @@ __all__ = [
     "has_control_character",
     "json_body",
     "redact_url",
+    "unfit_for_header",
 ]
 
 _MAX_IDLE_PER_HOST = 64
@@ -310,6 +312,15 @@ def has_control_character(text: str) -> bool:
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+# Why a value cannot be sent as an HTTP header (see ``unfit_for_header``).
+HEADER_UNFIT = "holds a control character or a non-ASCII one: it cannot go in an HTTP header"
+
+
+def unfit_for_header(text: str) -> bool:
+    """Whether ``text`` cannot be a header's value as it is: a control character would
+    end the header (``has_control_character``), and headers are sent as ASCII."""
+    return has_control_character(text) or not text.isascii()
 
 
 def _header_line(name: str, value: str) -> str:

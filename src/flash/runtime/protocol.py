@@ -58,10 +58,12 @@ WORKER_CONCURRENCY_ENV_VAR = "FLASH_WORKER_CONCURRENCY"
 # JSON arguments of a job nested deeper than this are refused before validation.
 MAX_JSON_DEPTH = 64
 PROTOCOL_VERSION = 1
+# The longest a job may run or wait (policy.executionTimeout and ttl): RunPod's 7 days.
+# The gateway refuses more and the store caps what an older version stored: a bigger
+# number overflows a float, which would fail a job half-submitted, or start-up.
+MAX_POLICY_MS = 7 * 24 * 3600 * 1000
 # The biggest request body each submission route takes (RunPod's limits): the gateway
 # refuses a bigger one with 413, and the client refuses to send it.
-# The longest a job may run or wait (policy.executionTimeout and ttl): RunPod's 7 days.
-MAX_POLICY_MS = 7 * 24 * 3600 * 1000
 RUN_LIMIT = 10 * 1024 * 1024
 RUNSYNC_LIMIT = 20 * 1024 * 1024
 SUPPORTED_PROTOCOL_VERSIONS: tuple[int, ...] = (1,)

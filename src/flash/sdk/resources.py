@@ -49,7 +49,6 @@ __all__ = [
 # RunPod's saveEndpoint takes these fields as GraphQL Int, a signed 32-bit number: anything
 # larger could never be deployed (and a huge one overflows the float timers that use it).
 _INT_MAX = 2**31 - 1
-# RunPod's longest execution timeout: 7 days.
 # The name is a path segment of the endpoint's URL (/v2/<name>/run), sent as it is: only
 # these characters need no escaping there (a space is an HTTP 400, a non-ASCII character a
 # UnicodeEncodeError), so any other name could never be called.
