@@ -85,6 +85,7 @@ class JsonCallTypes:
 
     signature: inspect.Signature  # without ``self`` for a method
     params: dict[str, TypeAdapter[Any]]  # by parameter name
+    param_schemas: dict[str, dict[str, Any]]  # their JSON Schemas, as the worker checks them
     hints: dict[str, Any]  # each parameter's type, by name
     returned: Any  # the return type, or that of each item a generator yields
     result: TypeAdapter[Any]  # of ``returned``
@@ -137,10 +138,11 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
         returned = item_args[0]
 
     adapters = {}
+    param_schemas = {}
     for p in params:
         try:
             adapters[p.name] = TypeAdapter(hints[p.name])
-            json_schema(adapters[p.name], "validation")
+            param_schemas[p.name] = json_schema(adapters[p.name], "validation")
         except Exception as exc:
             raise NotJsonCallable(
                 f"parameter {p.name!r}: {type_text(hints[p.name])} has no JSON Schema "
@@ -156,6 +158,7 @@ def json_call_types(fn: Any, *, method: bool = False) -> JsonCallTypes:
     return JsonCallTypes(
         signature=signature,
         params=adapters,
+        param_schemas=param_schemas,
         hints={p.name: hints[p.name] for p in params},
         returned=returned,
         result=result,

@@ -32,15 +32,6 @@ from flash.sdk.json_rule import (
 )
 
 
-@functools.lru_cache(maxsize=1024)
-def _schema_of(adapter: TypeAdapter[Any]) -> Any:
-    """The JSON Schema of a parameter's values, as the worker checks them first."""
-    try:
-        return adapter.json_schema()
-    except Exception:  # pydantic cannot say it: nothing to check here
-        return {}
-
-
 @dataclass(frozen=True)
 class JsonCodec:
     signature: inspect.Signature
@@ -57,6 +48,8 @@ class JsonCodec:
     # A result that may hold datetimes or times: their time zones are made the standard
     # library's, as a pickled call's result has them (pydantic gives its own TzInfo).
     times: bool = False
+    # Each parameter's JSON Schema, as the worker checks its values first.
+    param_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._encoded(args, kwargs)[1]
@@ -67,8 +60,8 @@ class JsonCodec:
         keeps it. One not of its annotated type still goes, for the worker to name."""
         values, encoded = self._encoded(args, kwargs)
         for name, value in values.items():
-            adapter = self.params.get(name)
-            if adapter is not None and validate(encoded[name], _schema_of(adapter), max_issues=1):
+            schema = self.param_schemas.get(name)
+            if schema is not None and validate(encoded[name], schema, max_issues=1):
                 # The worker refuses it: "3" for an int, which pydantic's lax conversion
                 # reads as 3 (changed, so a pickle) would arrive unchecked as text.
                 continue
@@ -198,6 +191,7 @@ def _codec(fn: Any, *, method: bool) -> JsonCodec | None:
         items,
         types.hints,
         holds_times(types.returned),
+        types.param_schemas,
     )
 
 
