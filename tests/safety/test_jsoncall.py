@@ -318,7 +318,7 @@ def test_runtime_modules_import_with_the_standard_library_alone(tmp_path: Path) 
     (tmp_path / "flash" / "__init__.py").write_text("")
     (runtime / "__init__.py").write_text("")
     source = Path(__file__).resolve().parents[2] / "src" / "flash" / "runtime"
-    for name in ("signing.py", "jsonschema.py", "jsoncall.py", "protocol.py"):
+    for name in ("signing.py", "context.py", "jsonschema.py", "jsoncall.py", "protocol.py"):
         (runtime / name).write_text((source / name).read_text())
     # With site-packages on the path: pydantic and cloudpickle are importable, so any import
     # of them, guarded or not, would show among the loaded modules.

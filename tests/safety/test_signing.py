@@ -301,6 +301,13 @@ def test_deadlines_too_far_ahead_are_refused_both_ways() -> None:
     assert reason_of(lambda: verify(block, fields, now=NOW - MAX_TTL_S)) == MALFORMED
 
 
+@pytest.mark.parametrize("deadline", [10**400, float("inf"), True, "1e9"])
+def test_a_deadline_that_is_no_finite_number_is_refused_saying_so(deadline: Any) -> None:
+    # An integer no float holds raised OverflowError from the check itself.
+    with pytest.raises(ValueError, match="finite number of epoch seconds"):
+        signed(job_fields(), deadline=deadline)
+
+
 def test_a_replayed_request_is_refused() -> None:
     fields = job_fields()
     block = signed(fields)

@@ -30,8 +30,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
+from flash.runtime.context import seconds as _finite_seconds
 from flash.runtime.protocol import MAX_JSON_DEPTH
 
 __all__ = [
@@ -557,9 +558,10 @@ def sign_request(
         _check_key(key)
     current = time.time() if now is None else now
     if type(deadline) is not float or deadline - deadline != 0.0:  # not a finite float
-        if not _is_number(deadline) or not math.isfinite(deadline):
+        finite = _finite_seconds(deadline)
+        if finite is None:
             raise ValueError(f"deadline must be a finite number of epoch seconds, got {deadline!r}")
-        deadline = float(deadline)
+        deadline = finite
     if deadline <= current:
         raise ValueError("deadline has already passed")
     if deadline - current > MAX_TTL_S:
@@ -1234,17 +1236,10 @@ def signed_nonce(signature: Any) -> tuple[str, float] | None:
 def _seconds(deadline: Any) -> float:
     """A deadline as finite epoch seconds; MALFORMED for anything else (an integer of 400
     digits too: it is no float)."""
-    try:
-        seconds = float(deadline) if _is_number(deadline) else math.nan
-    except OverflowError:
-        seconds = math.nan
-    if not math.isfinite(seconds):
+    seconds = _finite_seconds(deadline)
+    if seconds is None:
         raise SignatureError(MALFORMED, "signature 'deadline' must be epoch seconds")
     return seconds
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _clip(value: Any, limit: int = 80) -> Any:
