@@ -520,9 +520,10 @@ def screen_secrets(
             left_out.append((rel, why))
             continue
         kept.append(rel)
-        if text is None and never:  # big or binary: a notebook with plots, a database
-            held += [f"  {rel}:{line}: {what}" for line, what in _held_in(root, rel, never)]
-        if text is not None:
+        if text is None:  # big or binary: a notebook with plots, a database
+            if never:
+                held += [f"  {rel}:{line}: {what}" for line, what in _held_in(root, rel, never)]
+        else:
             for secret, what in (never or {}).items():
                 at = text.find(secret)
                 if at != -1:
@@ -635,9 +636,9 @@ def _held_in(root: Path, rel: str, never: Mapping[str, str]) -> list[tuple[int, 
                 return []
             while block := file.read(SCAN_LIMIT):
                 data = tail + block
-                for needle in needles:
+                for needle in [needle for needle in needles if needle not in found]:
                     at = data.find(needle)
-                    if needle not in found and at != -1:
+                    if at != -1:
                         found[needle] = lines + data.count(b"\n", 0, at)
                 tail = data[-overlap:] if overlap else b""
                 lines += data.count(b"\n", 0, len(data) - len(tail))
