@@ -6,10 +6,13 @@ import asyncio
 import base64
 import binascii
 import builtins
+import contextlib
+import contextvars
 import functools
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -564,3 +567,44 @@ def run_sync_code(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except asyncio.CancelledError as exc:
         raise OwnCancelledError(exc) from None
+
+
+def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """``future``'s outcome, from a thread's work, in the loop's thread; never left pending."""
+    if future.done():  # a timeout cancelled it
+        return
+    if ok:
+        future.set_result(value)
+        return
+    if isinstance(value, StopIteration):
+        # A future cannot hold one (asyncio refuses it): as a coroutine's would be, and as
+        # the call without a timeout gives it, it becomes a RuntimeError.
+        problem: BaseException = RuntimeError("the call raised StopIteration")
+        problem.__cause__ = value
+        value = problem
+    try:
+        future.set_exception(value)
+    except Exception as refused:  # the caller must hear of the failure all the same
+        problem = RuntimeError(f"the call failed with {value!r}, which a future cannot hold")
+        problem.__cause__ = refused
+        future.set_exception(problem)
+
+
+def in_daemon_thread(work: Callable[[], Any], name: str) -> asyncio.Future[Any]:
+    """``work()`` in a daemon thread ``name`` (not the loop's executor, whose shutdown would
+    wait for a call that never returns), with the caller's context; its outcome as a future.
+    Cancelling the future leaves the thread running, and nothing waits for it."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def run_it() -> None:
+        try:
+            outcome = (True, context.run(work))
+        except BaseException as exc:  # raised in the caller's task
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the caller's loop has closed since
+            loop.call_soon_threadsafe(settle, future, *outcome)
+
+    threading.Thread(target=run_it, name=name, daemon=True).start()
+    return future

@@ -1284,33 +1284,16 @@ def _in_own_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
     """``fn(*args)`` (sync user code, as _run_in runs it) in a daemon thread of its own, in
     a copy of this context; its outcome as a future. Cancelling the future leaves the thread
     running, and nothing waits for it: not the worker's pool, nor the worker's exit."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():  # cancelled: past its limit, or the job was stopped
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-    def run() -> None:
-        try:
-            outcome = (True, _run_in(context, fn, *args))
-        except BaseException as exc:  # raised in the awaiting task
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop has closed since
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name="flash-map-item", daemon=True).start()
-    return future
+    return _errors.in_daemon_thread(functools.partial(_sync_code, fn, *args), "flash-map-item")
 
 
 def _run_in(context: contextvars.Context, fn: Callable[..., Any], *args: Any) -> Any:
+    return context.run(_sync_code, fn, *args)
+
+
+def _sync_code(fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return context.run(run_sync_code, fn, *args)
+        return run_sync_code(fn, *args)
     except StopIteration as exc:
         raise _StopIterationError(exc) from None
 

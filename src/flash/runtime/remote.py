@@ -37,7 +37,8 @@ from collections.abc import (
 from typing import Any, Protocol
 
 from flash.runtime.client import CallOptions, _check_call
-from flash.runtime.errors import RemoteTimeoutError
+from flash.runtime.errors import RemoteTimeoutError, in_daemon_thread
+from flash.runtime.errors import settle as _settle
 
 __all__ = [
     "REMOTE_KEYWORDS",
@@ -734,7 +735,7 @@ async def _run_local_within(
         result = fn(*args, **kwargs)
         return list(result) if collect and inspect.isgenerator(result) else result
 
-    result = await _within(_in_thread(call), deadline, timeout, names)
+    result = await _within(in_daemon_thread(call, "flash-local-call"), deadline, timeout, names)
     if collect and inspect.isasyncgen(result):
         result = _collect(result)
     if inspect.isawaitable(result):
@@ -806,46 +807,6 @@ def _check(deadline: float, timeout: float, names: dict[str, Any]) -> None:
 
 def _timed_out(timeout: float, names: dict[str, Any]) -> RemoteTimeoutError:
     return RemoteTimeoutError(f"the call did not finish in time ({timeout:g} s)", **names)
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    """``future``'s outcome, from a thread's work, in the loop's thread; never left pending."""
-    if future.done():  # a timeout cancelled it
-        return
-    if ok:
-        future.set_result(value)
-        return
-    if isinstance(value, StopIteration):
-        # A future cannot hold one (asyncio refuses it): as a coroutine's would be, and as
-        # the call without a timeout gives it, it becomes a RuntimeError.
-        problem: BaseException = RuntimeError("the call raised StopIteration")
-        problem.__cause__ = value
-        value = problem
-    try:
-        future.set_exception(value)
-    except Exception as refused:  # the caller must hear of the failure all the same
-        problem = RuntimeError(f"the call failed with {value!r}, which a future cannot hold")
-        problem.__cause__ = refused
-        future.set_exception(problem)
-
-
-def _in_thread(work: Callable[[], Any]) -> asyncio.Future[Any]:
-    """``work()`` in a daemon thread (not the loop's executor, whose shutdown would wait
-    for a call that never returns), with the caller's context; its outcome as a future."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def run_it() -> None:
-        try:
-            outcome = (True, context.run(work))
-        except BaseException as exc:  # raised in the caller's task
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the caller's loop has closed since
-            loop.call_soon_threadsafe(_settle, future, *outcome)
-
-    threading.Thread(target=run_it, name="flash-local-call", daemon=True).start()
-    return future
 
 
 async def _stream_local(
