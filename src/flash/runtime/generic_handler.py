@@ -73,6 +73,7 @@ from flash.runtime.protocol import (
 )
 from flash.runtime.serialization import (
     SerializationError,
+    _lookup_qualname,
     _type_name,
     deserialize_args,
     serialize,
@@ -258,9 +259,8 @@ def _binds(where: tuple[Any, Any], remote: Any) -> bool:
     if obj is None or not isinstance(qualname, str):
         return False
     try:
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except Exception:  # <locals>, or a name the module does not bind
+        obj = _lookup_qualname(obj, qualname)  # None for <locals> or a name not bound
+    except Exception:  # an attribute that raises
         return False
     return find_remote(obj) is remote
 

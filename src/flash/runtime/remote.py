@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from flash.runtime.client import CallOptions, _check_call
 from flash.runtime.errors import RemoteTimeoutError, in_daemon_thread
 from flash.runtime.errors import settle as _settle
+from flash.runtime.serialization import _lookup_qualname
 
 __all__ = [
     "REMOTE_KEYWORDS",
@@ -288,9 +289,7 @@ class _Remote:
 
 def _global(module: str, qualname: str) -> _Remote | None:
     """The remote object ``module.qualname`` names, in a module already imported."""
-    found: Any = sys.modules.get(module)
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
+    found = _lookup_qualname(sys.modules.get(module), qualname)
     return found if isinstance(found, _Remote) else None
 
 

@@ -221,14 +221,16 @@ class _MainPickler(cloudpickle.Pickler):
                 main.guarded is not None
                 and isinstance(qualname, str)
                 and qualname.split(".", 1)[0] not in main.guarded
-                and _lookup(main.module, qualname) is obj
+                and _lookup_qualname(main.module, qualname) is obj
             ):
                 return (operator.attrgetter(qualname), (_ModuleNamed(main.names[0]),))
         return super().reducer_override(obj)
 
 
-def _lookup(module: ModuleType, qualname: str) -> Any:
-    found: Any = module
+def _lookup_qualname(root: Any, qualname: str) -> Any:
+    """What the dotted ``qualname`` names in ``root`` (a module): None where a name along
+    it is not bound (an attribute that raises otherwise raises here)."""
+    found = root
     for part in qualname.split("."):
         found = getattr(found, part, None)
     return found
