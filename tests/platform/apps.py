@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 import runpod
 from tests.helpers import final_status
 
@@ -163,6 +164,19 @@ def ended(
 ) -> dict[str, Any]:
     """The job's /status once it has ended, asked with the key the platform tests use."""
     return final_status(platform.url, endpoint, job_id, api_key="test-key", timeout=timeout)
+
+
+def post(platform: LocalPlatform, path: str, body: Any = None) -> dict[str, Any]:
+    """POST ``body`` to the platform's ``/v2/<path>`` with the key the platform tests use;
+    its JSON answer (an error status raises)."""
+    answer = httpx.post(
+        f"{platform.url}/v2/{path}",
+        json=body,
+        headers={"Authorization": "Bearer test-key"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    return dict(answer.json())
 
 
 def use_client(platform: LocalPlatform, api_key: str = "test-key") -> None:

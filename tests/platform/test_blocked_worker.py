@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from tests.helpers import wait_for
-from tests.platform.apps import LOOPS, ended, write_app
+from tests.platform.apps import LOOPS, ended, post, write_app
 
 from flash.platform.dispatch import Dispatcher
 from flash.platform.store import JobStore
@@ -80,14 +79,7 @@ if __name__ == "__main__":
 
 
 def _run(platform: Any, endpoint: str, body: dict[str, Any]) -> str:
-    answer = httpx.post(
-        f"{platform.url}/v2/{endpoint}/run",
-        json=body,
-        headers={"Authorization": "Bearer test-key"},
-        timeout=30,
-    )
-    answer.raise_for_status()
-    return str(answer.json()["id"])
+    return str(post(platform, f"{endpoint}/run", body)["id"])
 
 
 @pytest.mark.parametrize(

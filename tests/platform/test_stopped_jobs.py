@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from tests.helpers import wait_for
-from tests.platform.apps import ended, write_app
+from tests.platform.apps import ended, post, write_app
 
 from flash.platform import dispatch
 
@@ -45,18 +44,6 @@ if __name__ == "__main__":
 """
 
 
-def _post(platform: Any, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer = httpx.post(
-        f"{platform.url}/v2/{path}",
-        json=body,
-        headers={"Authorization": "Bearer test-key"},
-        timeout=30,
-    )
-    answer.raise_for_status()
-    result: dict[str, Any] = answer.json()
-    return result
-
-
 def _runs(log: Path) -> list[tuple[str, int]]:
     """Each run noted in ``log``: its name and its worker's pid."""
     lines = log.read_text().split() if log.exists() else []
@@ -79,7 +66,7 @@ def test_a_job_that_keeps_running_after_a_stop_does_not_cost_the_jobs_beside_it(
         body = {"input": {"name": name, "seconds": seconds, "log": str(log), **extra}}
         if how == "timeout" and name == "stuck":
             body["policy"] = {"executionTimeout": 1000}
-        return str(_post(platform, "conc/run", body)["id"])
+        return str(post(platform, "conc/run", body)["id"])
 
     # The stopped job runs on (its thread cannot be stopped; its cleanup takes long) past the
     # grace time, and past the end of the two beside it.
@@ -88,7 +75,7 @@ def test_a_job_that_keeps_running_after_a_stop_does_not_cost_the_jobs_beside_it(
     wait_for(lambda: len(_runs(log)) == 3, 30, "the three jobs to start")
     pid = _runs(log)[0][1]
     if how != "timeout":
-        assert _post(platform, f"conc/cancel/{stuck}")["status"] == "CANCELLED"
+        assert post(platform, f"conc/cancel/{stuck}")["status"] == "CANCELLED"
     assert ended(platform, "conc", stuck)["status"] in ("CANCELLED", "TIMED_OUT")
     later = run("later", 0)  # no room on that worker: another takes it
 
@@ -136,7 +123,7 @@ def test_a_job_retried_while_its_timed_out_run_goes_on_completes(
     app = write_app(tmp_path / "app", {"conc": (SLOW_FIRST, config)})
     platform = platform_factory(app, worker_loop="flash")
     marker = tmp_path / "runs"
-    job_id = _post(
+    job_id = post(
         platform,
         "conc/run",
         {
@@ -146,7 +133,7 @@ def test_a_job_retried_while_its_timed_out_run_goes_on_completes(
     )["id"]
     assert ended(platform, "conc", job_id)["status"] == "TIMED_OUT"
     # At once: its first run's thread still runs on the worker.
-    assert _post(platform, f"conc/retry/{job_id}")["status"] == "IN_QUEUE"
+    assert post(platform, f"conc/retry/{job_id}")["status"] == "IN_QUEUE"
     final = ended(platform, "conc", job_id)
     assert final["status"] == "COMPLETED", final
     assert final["output"]["run"] == "later"

@@ -790,7 +790,7 @@ class Supervisor:
         if worker is not None:
             # The handler asked for a fresh worker (refresh_worker): retire this one.
             self._log(worker, "refresh requested by the job, stopping")
-            self.drain(worker, 30.0)
+            self.drain(worker, self._drain_limit(worker))
 
     def _retire(self, worker_id: str, reason: str) -> None:
         """Drain a worker that runs on a job it was told to stop, beside others: those
@@ -808,9 +808,9 @@ class Supervisor:
             self.kill(worker_id, "still running after being asked to stop")
 
     def _drain_limit(self, worker: Worker) -> float:
-        """How long a worker drained for a new build (or key) may take to exit: as long as
-        its running jobs may still run, each by its own limit from its start (its policy's,
-        else its endpoint's when it started), plus a grace."""
+        """How long a worker drained for a new build (or key), or for a refresh, may take to
+        exit: as long as its running jobs may still run, each by its own limit from its start
+        (its policy's, else its endpoint's when it started), plus a grace."""
         return self.dispatcher.time_left_s(worker.id) + DRAIN_GRACE_S
 
     def _log(self, worker: Worker, text: str) -> None:

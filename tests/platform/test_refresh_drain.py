@@ -1,0 +1,72 @@
+"""A job that asks for a fresh worker (refresh_worker) retires its worker: the jobs still
+running there finish, for as long as their own limits allow, and a worker that does not
+exit once they have is killed after a short grace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.helpers import alive, wait_for
+from tests.platform.apps import ended, post, write_app
+
+from flash.platform import supervisor
+
+# Two jobs at once on one worker: one that sleeps (noting each run in ``log``), one that
+# asks for a fresh worker, leaving a thread behind that keeps its process from exiting
+# if told to (``linger``).
+REFRESHING = """
+import asyncio, os, threading, time
+from flash.runtime.worker import start
+
+async def handler(job):
+    inp = job["input"]
+    if inp.get("refresh"):
+        if inp.get("linger"):
+            threading.Thread(target=time.sleep, args=(3600,)).start()
+        return {"pid": os.getpid(), "refresh_worker": True}
+    with open(inp["log"], "a") as log:
+        log.write("run\\n")
+    await asyncio.sleep(inp["seconds"])
+    return {"pid": os.getpid()}
+
+if __name__ == "__main__":
+    start(handler)
+"""
+
+
+@pytest.fixture
+def platform(tmp_path: Path, platform_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(supervisor, "DRAIN_GRACE_S", 1.0)
+    config = {"workersMax": 1, "concurrency": 2, "idleTimeout": 60}
+    return platform_factory(write_app(tmp_path / "app", {"fresh": (REFRESHING, config)}))
+
+
+def test_a_refresh_lets_the_other_jobs_of_its_worker_finish_within_their_limits(
+    tmp_path: Path, platform: Any
+) -> None:
+    log = tmp_path / "runs.log"
+    # Its policy allows it far longer than the drain's grace.
+    slow = {"input": {"seconds": 4, "log": str(log)}, "policy": {"executionTimeout": 60000}}
+    job_id = post(platform, "fresh/run", slow)["id"]
+    wait_for(lambda: log.exists() and log.read_text(), 30, "the slow job to start")
+    refresh = post(platform, "fresh/runsync", {"input": {"refresh": True}})
+    assert refresh["status"] == "COMPLETED", refresh
+    final = ended(platform, "fresh", job_id)
+    assert final["status"] == "COMPLETED", final
+    assert final["output"]["pid"] == refresh["output"]["pid"]  # on the refreshed worker...
+    assert log.read_text().split() == ["run"]  # ...where it ran once
+    assert "killed worker" not in platform.echo.text()
+    wait_for(lambda: not alive(refresh["output"]["pid"]), 10, "the refreshed worker to exit")
+
+
+def test_a_refreshed_worker_that_does_not_exit_is_killed_after_the_grace(
+    platform: Any,
+) -> None:
+    # The refreshing job's own limit is long: it ended, so it holds the worker no longer.
+    body = {"input": {"refresh": True, "linger": True}, "policy": {"executionTimeout": 60000}}
+    refresh = post(platform, "fresh/runsync", body)
+    assert refresh["status"] == "COMPLETED", refresh
+    wait_for(lambda: not alive(refresh["output"]["pid"]), 10, "the refreshed worker's kill")
+    assert "killed worker" in platform.echo.text()
