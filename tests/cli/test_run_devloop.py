@@ -344,15 +344,21 @@ def test_main_seen_empty_while_being_saved_leaves_its_web_app_serving(tmp_path: 
     write_starter(project)
     main = project / "main.py"
     main.write_text(WEB_APP)
+    worker = project / "workers" / "cpu_worker.py"
     app_port = free_port()
     flash = FlashRun(project, app_port)
     try:
         pid = flash.wait(lambda: app_pid(app_port), 60, "the web app to answer")
         flash.edit(main, "", "main.py is empty")
         assert app_pid(app_port) == pid, flash.text()
+        # Said once while it stays empty, not again at each reload.
+        flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
         main.write_text(WEB_APP + "\n# saved\n")
-        flash.wait(lambda: new_app_pid(app_port, pid), 60, "the saved app")
+        saved = flash.wait(lambda: new_app_pid(app_port, pid), 60, "the saved app")
+        assert flash.count("main.py is empty") == 1, flash.text()
         assert "no longer binds" not in flash.text()
+        flash.edit(main, "", "main.py is empty")  # empty again: said again
+        assert app_pid(app_port) == saved, flash.text()
         main.unlink()  # gone: no web app
         flash.wait_for_output("main.py no longer binds `app`: its web app is stopped")
     finally:

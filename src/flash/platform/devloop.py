@@ -90,6 +90,7 @@ class Reloader:
         # The warnings of the build served (``warned``: the first one's, said already): a
         # rebuild says only those it adds, not the same ones at every save.
         self._warnings = set(warned)
+        self._said_empty = False  # "main.py is empty" was said, and it is still empty
 
     def _keep_key(self) -> None:
         """The project's key file keeps the key the workers check (a deleted one is written
@@ -174,12 +175,16 @@ class Reloader:
 
     def update_web_app(self) -> None:
         """(Re)start main.py's web app if main.py binds ``app``; else stop it."""
-        if defines_web_app(self.web.main) is False:
-            if self.web.running and _is_empty(self.web.main):
-                # An editor saving in place leaves it so for a moment: the write to come
-                # restarts the app. One left empty keeps the old app until its next change.
+        if self.web.running and _is_empty(self.web.main):
+            # An editor saving in place leaves it so for a moment: the write to come
+            # restarts the app. One left empty keeps the old app until its next change
+            # (said once, not at every reload meanwhile).
+            if not self._said_empty:
                 self.say("main.py is empty: its web app serves on until main.py changes")
-                return
+            self._said_empty = True
+            return
+        self._said_empty = False
+        if defines_web_app(self.web.main) is False:
             if self.web.running:
                 self.web.stop()
                 self.say("main.py no longer binds `app`: its web app is stopped")
