@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -202,6 +203,30 @@ def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
         web.start()
         assert "exited with code 1 while starting" in errors.get(timeout=60)
         assert refused(port)
+    finally:
+        web.close()
+
+
+def test_a_start_that_cannot_start_its_process_leaves_the_port_free(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "main.py").write_text(OK_APP)
+    errors: queue.Queue[str] = queue.Queue()
+    web = _web_app(project, errors)
+    try:
+        web.start()
+        url = f"http://127.0.0.1:{web.port}"
+        assert httpx.get(url, timeout=60).text == "ok"
+        shutil.rmtree(project)  # no process starts in the project's folder now
+        with pytest.raises(FileNotFoundError):
+            web.start()
+        assert httpx.get(url, timeout=60).text == "ok"  # the app serving serves on
+        web.stop()
+        assert refused(web.port)
+        with pytest.raises(FileNotFoundError):
+            web.start()
+        assert refused(web.port)  # not held for an app that never came
+        assert not web.running and errors.empty()
     finally:
         web.close()
 

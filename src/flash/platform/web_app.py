@@ -117,16 +117,23 @@ class WebApp:
 
     def start(self, *, fatal_if_it_fails: bool = False) -> None:
         """Start the app anew; the one serving goes once the new one is ready. Raises
-        WebAppError if the port cannot be had, OSError if no process can be started. A
-        failure to start is reported (``fatal_if_it_fails``: it is kept in ``failure`` and
-        sets ``stop``). Call from the main thread: on Linux the kernel kills the app when the
-        thread that started it ends (PR_SET_PDEATHSIG), not only with this process."""
+        WebAppError if the port cannot be had, OSError if no process can be started (the
+        port is then held only for an app still running). A failure to start is reported
+        (``fatal_if_it_fails``: it is kept in ``failure`` and sets ``stop``). Call from the
+        main thread: on Linux the kernel kills the app when the thread that started it ends
+        (PR_SET_PDEATHSIG), not only with this process."""
         assert threading.current_thread() is threading.main_thread(), "start the app from main"
         with self._lock:
             if self._closed:
                 return
             was_running = self._latest is not None or self._serving is not None
-            proc, ready = self._spawn(self._listen())
+            listener = self._listen()
+            try:
+                proc, ready = self._spawn(listener)
+            except BaseException:
+                if not was_running:
+                    self._free_port()  # no app comes to take its connections
+                raise
             if self._latest is not self._serving:
                 self._drain(self._latest)  # superseded while starting: it will not serve
             self._latest = proc
