@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import cloudpickle
 
@@ -239,24 +238,36 @@ def _build_project(
         key = ensure_signing_key(flash_dir)  # the app's key exists from its first build on
     except SigningKeyError as exc:
         raise BuildError(str(exc)) from None
-    never = _never_archived(key)
+    build = _Build(options, root, archive_path, report, mask_too, _never_archived(key))
     # Builds of one project share .flash/.build, the archive and the stamp: one at a time.
     with _build_lock(flash_dir, report):
         attempt = 1
         while True:
-            listed: list[Any] = []  # the inputs and their stats, once the build has them
             try:
-                return _build_locked(options, root, archive_path, report, mask_too, never, listed)
-            except BuildError as exc:
-                # Any failure of a build whose inputs changed meanwhile (a file gone while it
-                # was hashed, screened or scanned) is theirs: it starts over.
-                changed = exc if isinstance(exc, ChangedWhileBuilding) else _changed(root, listed)
-                if changed is None:
-                    raise
+                return _build_locked(build)
+            except ChangedWhileBuilding as changed:
                 if attempt == _ATTEMPTS:
                     raise changed from None
                 attempt += 1
                 report("changed", f"{changed.names} while building: building again")
+
+
+@dataclass(frozen=True)
+class _Build:
+    """What every try of a build goes by: its options, the project's folder, where its
+    archive goes, whom it reports its stages to, what it masks (see build_project), and
+    the secrets no archived file may hold (see _never_archived)."""
+
+    options: BuildOptions
+    root: Path
+    archive_path: Path
+    report: Progress
+    mask_too: Callable[[Iterable[str]], None]
+    never: Mapping[str, str]
+
+    @property
+    def flash_dir(self) -> Path:
+        return self.archive_path.parent
 
 
 # A build that saw its inputs change (an editor saving) starts over, this often at most.
@@ -315,42 +326,70 @@ def _lock(fd: int, report: Progress) -> None:
         report("lock", f"none on this file system ({exc.strerror or exc}): building without")
 
 
-def _changed(root: Path, listed: list[Any]) -> ChangedWhileBuilding | None:
-    """The inputs ``listed`` (names, their stats when listed) that have changed since."""
-    if not listed:
-        return None
-    names, before = listed
-    now = file_stats(root, names)
-    changed = [name for name, old, new in zip(names, before, now, strict=True) if old != new]
-    return ChangedWhileBuilding(changed) if changed else None
+@dataclass(frozen=True)
+class _Inputs:
+    """The files a build reads, listed before it reads any: ``files`` collected from the
+    project, ``dependency_files`` those only the dependency stage reads (see
+    _dependency_inputs), ``stats`` both's (see file_stats) when listed, and ``sizes`` the
+    collected files' (see _largest)."""
+
+    files: list[str]
+    dependency_files: list[str]
+    stats: list[tuple[int, int, int] | None]
+    sizes: list[tuple[str, int]]
+
+    def changed(self, root: Path) -> ChangedWhileBuilding | None:
+        """The inputs that have changed since they were listed, or None."""
+        names = self.files + self.dependency_files
+        now = file_stats(root, names)
+        changed = [
+            name for name, old, new in zip(names, self.stats, now, strict=True) if old != new
+        ]
+        return ChangedWhileBuilding(changed) if changed else None
+
+    def check_unchanged(self, root: Path) -> None:
+        changed = self.changed(root)
+        if changed is not None:
+            raise changed
 
 
-def _build_locked(
-    options: BuildOptions,
-    root: Path,
-    archive_path: Path,
-    report: Progress,
-    mask_too: Callable[[Iterable[str]], None],
-    never: Mapping[str, str],
-    listed: list[Any],
-) -> BuildResult:
-    flash_dir = archive_path.parent
+def _list_inputs(root: Path, max_size_mb: float) -> _Inputs:
+    files = collect_files(root)
+    sizes = _largest(root, files)
+    # Before anything is hashed or copied: a project too big alone never builds.
+    _check_size(sum(size for _, size in sizes), max_size_mb, sizes)
+    # Stats taken before the files are read: any change after them shows when the archive
+    # is written (_Inputs.check_unchanged), whatever the stage that read the file.
+    dependency_files = _dependency_inputs(root, files)  # reads requirements.txt
+    return _Inputs(files, dependency_files, file_stats(root, files + dependency_files), sizes)
+
+
+def _build_locked(build: _Build) -> BuildResult:
+    """Build the project, or find its archive up to date. Any failure of a build whose
+    inputs changed since it listed them (a file gone while it was hashed, screened or
+    scanned) is theirs: ChangedWhileBuilding, and the build starts over."""
     timings: dict[str, float] = {}
-
     with _timed(timings, "collect"):
-        files = collect_files(root)
-        project_sizes = _largest(root, files)
-        # Before anything is hashed or copied: a project too big alone never builds.
-        _check_size(sum(size for _, size in project_sizes), options.max_size_mb, project_sizes)
-        # Taken before the files are read: any change after it shows when the archive is
-        # written (_check_unchanged), whatever the stage that read the file.
-        dependency_inputs = _dependency_inputs(root, files)  # reads requirements.txt
-        inputs = files + dependency_inputs
-        stats_at_start = file_stats(root, inputs)
-        listed[:] = [inputs, stats_at_start]
-        source_fp = fingerprint(root, files)
-        key = _build_key(source_fp, fingerprint(root, dependency_inputs), options, never)
-    report("collect", _count(len(files), "file"))
+        inputs = _list_inputs(build.root, build.options.max_size_mb)
+    try:
+        return _build_from(build, inputs, timings)
+    except ChangedWhileBuilding:
+        raise
+    except BuildError:
+        changed = inputs.changed(build.root)
+        if changed is None:
+            raise
+        raise changed from None
+
+
+def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> BuildResult:
+    """The build, stage by stage, of the ``inputs`` listed (see _build_locked)."""
+    options, root, report, never = build.options, build.root, build.report, build.never
+    flash_dir, archive_path = build.flash_dir, build.archive_path
+    with _timed(timings, "collect"):
+        source_fp = fingerprint(root, inputs.files)
+        key = _build_key(source_fp, fingerprint(root, inputs.dependency_files), options, never)
+    report("collect", _count(len(inputs.files), "file"))
 
     # A build the stamp matches had its options checked: the key holds them.
     check_options(options.dependencies)
@@ -368,77 +407,37 @@ def _build_locked(
             warnings=cached[3],
         )
 
+    python_version = options.dependencies.python_version
     with _timed(timings, "secrets"):
         # The fingerprint covered the secret files too: changed, they rebuild and say so.
-        screened = screen_secrets(root, files, never)
-        files = screened.kept
-        kept = set(files)
-        project_sizes = [item for item in project_sizes if item[0] in kept]
+        screened = screen_secrets(root, inputs.files, never)
     with _timed(timings, "scan"):
-        scan = scan_project(root, files, options.dependencies.python_version)
-        scan = _check_reserved_paths(files, scan, options.dependencies.python_version)
+        scan = scan_project(root, screened.kept, python_version)
+        scan = _check_reserved_paths(screened.kept, scan, python_version)
     report(
         "scan",
         f"{_count(len(scan.functions), 'function')} on {_count(len(scan.resources), 'endpoint')}",
     )
 
     with _timed(timings, "dependencies"):
-        declared = [
-            (d, f"{f.path}:{f.decorator_line or f.line} (endpoint {f.resource!r})")
-            for f in scan.functions
-            for d in f.dependencies
-        ]
-        deps = vendor_dependencies(
-            root, declared, options.dependencies, flash_dir / "cache", refresh=options.force
-        )
-    mask_too(deps.index_urls)
+        deps = _vendor(build, scan)
+    build.mask_too(deps.index_urls)
     report("dependencies", _count(len(deps.pins), "package"))
 
-    deps_options = options.dependencies
-    cross_target = not builds_for_this_machine(deps_options.python_version, deps_options.platform)
-    manifest = build_manifest(
-        project=_project_name(root),
-        flash_version=flash.__version__,
-        target=Target(
-            python_version=options.dependencies.python_version,
-            platform=options.dependencies.platform,
-        ),
-        scan=scan,
-        dependencies=Dependencies(
-            requirements=list(deps.requirements),
-            pins=list(deps.pins),
-            excluded=list(deps.excluded),
-        ),
-        source_fingerprint=source_fp,
-    )
+    cross_target = not builds_for_this_machine(python_version, options.dependencies.platform)
+    manifest = _manifest_without_schemas(root, options, scan, deps, source_fp)
     with _timed(timings, "handlers"):
-        entries = _project_entries(root, files)
-        project_files = {entry.name for entry in entries}
-        # A vendored .pth file works where site-packages' do: its handler reads it.
-        pth_files = (
-            tuple(sorted(p.name for p in deps.site_dir.glob("*.pth"))) if deps.site_dir else ()
-        )
-        entries += _handler_entries(manifest, src_layout=scan.src_layout, pth_files=pth_files)
-        entries += _runtime_entries(
-            vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle")
-        )
-        dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
-        _check_collisions(entries, dep_entries, project_files, deps.site_dir)
+        entries, dep_entries = _archive_entries(root, screened.kept, scan, deps, manifest)
         deps = _check_import_names(  # its warning too
-            files, scan.src_layout, deps, options.dependencies.python_version
+            screened.kept, scan.src_layout, deps, python_version
         )
         build_dir = flash_dir / ".build"
         _materialize(entries + (dep_entries if options.keep_build else []), build_dir)
         try:
-            with (
-                _timed(timings, "imports"),
-                _missing_module_hint(root, scan.src_layout, deps.excluded),
-                _remote_object_error(scan),
-            ):
-                schemas = _check_handlers_and_derive_schemas(
-                    build_dir, deps.site_dir, manifest, cross_target, deps.excluded, files
+            with _timed(timings, "imports"):
+                manifest = _import_checked(
+                    root, screened.kept, scan, deps, manifest, build_dir, cross_target
                 )
-            manifest = manifest.with_schemas(schemas)
             manifest_json = manifest.to_json().encode()
             if options.keep_build:
                 (build_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
@@ -446,12 +445,7 @@ def _build_locked(
             if not options.keep_build:
                 shutil.rmtree(build_dir, ignore_errors=True)
     entries.append(_archive.Entry(name=MANIFEST_FILENAME, data=manifest_json))
-    if not cross_target:
-        typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
-        checked = f"checked, {_count(typed, 'function')} callable with JSON"
-    else:
-        checked = "generated, not import-checked: cross-target build"
-    report("handlers", f"{_count(len(manifest.resources), 'handler')} {checked}")
+    report("handlers", _handlers_checked(manifest, cross_target))
     warnings = (
         screened.warnings()
         + deps.warnings
@@ -460,12 +454,12 @@ def _build_locked(
     )
 
     all_entries = entries + dep_entries
-    _check_size(sum(e.size() for e in all_entries), options.max_size_mb, project_sizes, deps)
+    kept = set(screened.kept)
+    sizes = [item for item in inputs.sizes if item[0] in kept]
+    _check_size(sum(e.size() for e in all_entries), options.max_size_mb, sizes, deps)
     with _timed(timings, "archive"):
         info = _archive.write_archive(
-            all_entries,
-            archive_path,
-            check=lambda: _check_unchanged(root, inputs, stats_at_start),
+            all_entries, archive_path, check=lambda: inputs.check_unchanged(root)
         )
     (flash_dir / MANIFEST_FILENAME).write_bytes(manifest_json)
     _write_stamp(flash_dir, key, info, warnings)
@@ -482,13 +476,99 @@ def _build_locked(
     )
 
 
+def _vendor(build: _Build, scan: ScanResult) -> ResolvedDependencies:
+    """The dependencies of the build's options and of the scanned @remote declarations."""
+    declared = [
+        (d, f"{f.path}:{f.decorator_line or f.line} (endpoint {f.resource!r})")
+        for f in scan.functions
+        for d in f.dependencies
+    ]
+    options, cache = build.options, build.flash_dir / "cache"
+    return vendor_dependencies(
+        build.root, declared, options.dependencies, cache, refresh=options.force
+    )
+
+
+def _manifest_without_schemas(
+    root: Path, options: BuildOptions, scan: ScanResult, deps: ResolvedDependencies, source_fp: str
+) -> Manifest:
+    """The manifest before the import check derives its functions' schemas."""
+    return build_manifest(
+        project=_project_name(root),
+        flash_version=flash.__version__,
+        target=Target(
+            python_version=options.dependencies.python_version,
+            platform=options.dependencies.platform,
+        ),
+        scan=scan,
+        dependencies=Dependencies(
+            requirements=list(deps.requirements),
+            pins=list(deps.pins),
+            excluded=list(deps.excluded),
+        ),
+        source_fingerprint=source_fp,
+    )
+
+
+def _archive_entries(
+    root: Path,
+    files: list[str],
+    scan: ScanResult,
+    deps: ResolvedDependencies,
+    manifest: Manifest,
+) -> tuple[list[_archive.Entry], list[_archive.Entry]]:
+    """What the archive holds but its manifest: the project's ``files``, the handlers and
+    the runtime; then apart, the vendored dependencies' files. No two at one path."""
+    entries = _project_entries(root, files)
+    project_files = {entry.name for entry in entries}
+    # A vendored .pth file works where site-packages' do: its handler reads it.
+    pth_files = tuple(sorted(p.name for p in deps.site_dir.glob("*.pth"))) if deps.site_dir else ()
+    entries += _handler_entries(manifest, src_layout=scan.src_layout, pth_files=pth_files)
+    entries += _runtime_entries(vendor_cloudpickle=not _has_package(deps.site_dir, "cloudpickle"))
+    dep_entries = _tree_entries(deps.site_dir, "") if deps.site_dir else []
+    _check_collisions(entries, dep_entries, project_files, deps.site_dir)
+    return entries, dep_entries
+
+
+def _import_checked(
+    root: Path,
+    files: list[str],
+    scan: ScanResult,
+    deps: ResolvedDependencies,
+    manifest: Manifest,
+    build_dir: Path,
+    cross_target: bool,
+) -> Manifest:
+    """``manifest`` with its functions' schemas, its handlers imported from ``build_dir``
+    (the archive's files) as a worker would (see _check_handlers_and_derive_schemas)."""
+    with (
+        _missing_module_hint(root, scan.src_layout, deps.excluded),
+        _remote_object_error(scan),
+    ):
+        schemas = _check_handlers_and_derive_schemas(
+            build_dir, deps.site_dir, manifest, cross_target, deps.excluded, files
+        )
+    return manifest.with_schemas(schemas)
+
+
+def _handlers_checked(manifest: Manifest, cross_target: bool) -> str:
+    """The handlers stage's report: how many, and what checked them."""
+    if not cross_target:
+        typed = sum(f.schema_ is not None for r in manifest.resources.values() for f in r.functions)
+        checked = f"checked, {_count(typed, 'function')} callable with JSON"
+    else:
+        checked = "generated, not import-checked: cross-target build"
+    return f"{_count(len(manifest.resources), 'handler')} {checked}"
+
+
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
     finally:
-        timings[stage] = time.perf_counter() - start
+        # A stage timed in parts (collect: listed, then hashed) adds them up.
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _archive_path(flash_dir: Path, output: str) -> Path:
@@ -543,15 +623,6 @@ def file_stats(root: Path, names: list[str]) -> list[tuple[int, int, int] | None
         else:
             found.append((stat.st_mtime_ns, stat.st_size, stat.st_mode))
     return found
-
-
-def _check_unchanged(
-    root: Path, names: list[str], before: list[tuple[int, int, int] | None]
-) -> None:
-    """Raise ChangedWhileBuilding naming the inputs that changed since ``before``."""
-    changed = _changed(root, [names, before])
-    if changed is not None:
-        raise changed
 
 
 def _build_key(
