@@ -450,6 +450,24 @@ def test_screening_reads_only_the_first_block_of_a_binary_file(tmp_path: Path) -
     assert peak < 256 * 1024
 
 
+def test_a_binary_file_is_searched_for_secrets_from_its_first_byte(tmp_path: Path) -> None:
+    # Told binary by a NUL in its first block, or only by one further on: what was read to
+    # tell goes into the search with the rest, a secret across the first block's end too.
+    key, token = "K" * 40, "runpod-secret-value"
+    first_block = 8192
+    early = b"\0\n" + b"x" * (first_block - 10) + key.encode()  # the key across 8 KiB
+    (tmp_path / "early.db").write_bytes(early)
+    (tmp_path / "late.log").write_bytes(b"line\n" * 2000 + token.encode() + b"\0\n" + key.encode())
+    never = {key: "the app's signing key", token: "the value of $RUNPOD_SECRET_t"}
+    with pytest.raises(BuildError) as failed:
+        screen_secrets(tmp_path, ["early.db", "late.log"], never)
+    assert sorted(str(failed.value).splitlines()[1:-1]) == [
+        "  early.db:2: the app's signing key",
+        "  late.log:2001: the value of $RUNPOD_SECRET_t",
+        "  late.log:2002: the app's signing key",
+    ]
+
+
 def test_npm_and_streamlit_credentials_are_left_out(tmp_path: Path) -> None:
     credentials = [".npmrc", "web/.NPMRC", ".streamlit/secrets.toml", "app/.streamlit/secrets.toml"]
     kept = ["app.py", ".streamlit/config.toml", "docs/secrets.toml"]

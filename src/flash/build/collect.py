@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pathspec
 
@@ -509,22 +510,20 @@ def screen_secrets(
     Only files under SCAN_LIMIT that are text are read: a secret file is neither big nor
     binary, bar the key stores known by name (``*.p12``)."""
     chosen = deliberate_includes(root)
+    never = never or {}
     kept: list[str] = []
     left_out: list[tuple[str, str]] = []
     tokens: list[tuple[str, int, str]] = []
     held: list[str] = []
     for rel in files:
-        text = _text_of(root, rel)
-        why = None if rel in chosen else secret_file_reason(rel, text)
+        text, why, held_in_bytes = _read_screened(root, rel, rel in chosen, never)
         if why is not None:
             left_out.append((rel, why))
             continue
         kept.append(rel)
-        if text is None:  # big or binary: a notebook with plots, a database
-            if never:
-                held += [f"  {rel}:{line}: {what}" for line, what in _held_in(root, rel, never)]
-        else:
-            for secret, what in (never or {}).items():
+        held += [f"  {rel}:{line}: {what}" for line, what in held_in_bytes]
+        if text is not None:
+            for secret, what in never.items():
                 at = text.find(secret)
                 if at != -1:
                     held.append(f"  {rel}:{text.count(chr(10), 0, at) + 1}: {what}")
@@ -620,30 +619,49 @@ def _under(folders: list[str], *names: str) -> bool:
     return any(folders[i : i + len(names)] == list(names) for i in range(len(folders)))
 
 
-def _held_in(root: Path, rel: str, never: Mapping[str, str]) -> list[tuple[int, str]]:
-    """Where the project file ``rel`` (not read as text: over SCAN_LIMIT, or binary) holds one of
-    the secrets ``never`` names, as (line, what): read in blocks, each searched with the end
-    of the one before it, so that a secret across two is found. Files over NEVER_SCAN_LIMIT
-    (model weights, datasets) are not read."""
+def _read_screened(
+    root: Path, rel: str, chosen: bool, never: Mapping[str, str]
+) -> tuple[str | None, str | None, list[tuple[int, str]]]:
+    """The project file ``rel``'s text (None: big or binary, see _text_in); why it is left
+    out as a secret (None: kept, as it is when ``chosen``; see secret_file_reason); and,
+    kept but not read as text, where it holds one of the secrets ``never`` names (see
+    _held_in). The file is read once: the search goes on from the bytes read to tell text
+    from binary."""
+    try:
+        with open(root / rel, "rb") as file:
+            text, head = _text_in(file)
+            why = None if chosen else secret_file_reason(rel, text)
+            if why is not None or text is not None or not never:
+                return text, why, []
+            return None, None, _held_in(file, head, never)  # a notebook with plots, a database
+    except OSError as exc:  # gone since the walk, unreadable
+        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+
+
+def _held_in(file: BinaryIO, head: bytes, never: Mapping[str, str]) -> list[tuple[int, str]]:
+    """Where the open ``file`` (not read as text: over SCAN_LIMIT, or binary) holds one of
+    the secrets ``never`` names, as (line, what): ``head``, what was read of it already, and
+    the rest, in blocks each searched with the end of the one before it, so that a secret
+    across two is found. Files over NEVER_SCAN_LIMIT (model weights, datasets) are not read."""
+    if os.fstat(file.fileno()).st_size > NEVER_SCAN_LIMIT:
+        return []
     needles = {secret.encode("utf-8", "surrogatepass"): what for secret, what in never.items()}
     overlap = max(map(len, needles)) - 1
     found: dict[bytes, int] = {}
     lines = 1  # newlines before the carried tail
     tail = b""
-    try:
-        with open(root / rel, "rb") as file:
-            if os.fstat(file.fileno()).st_size > NEVER_SCAN_LIMIT:
-                return []
-            while block := file.read(SCAN_LIMIT):
-                data = tail + block
-                for needle in [needle for needle in needles if needle not in found]:
-                    at = data.find(needle)
-                    if at != -1:
-                        found[needle] = lines + data.count(b"\n", 0, at)
-                tail = data[-overlap:] if overlap else b""
-                lines += data.count(b"\n", 0, len(data) - len(tail))
-    except OSError as exc:  # gone since the walk, unreadable
-        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+    # The first block ends where it would reading from the start: the secrets are named in
+    # the order found, block by block.
+    block = head + file.read(max(SCAN_LIMIT - len(head), 0))
+    while block:
+        data = tail + block
+        for needle in [needle for needle in needles if needle not in found]:
+            at = data.find(needle)
+            if at != -1:
+                found[needle] = lines + data.count(b"\n", 0, at)
+        tail = data[-overlap:] if overlap else b""
+        lines += data.count(b"\n", 0, len(data) - len(tail))
+        block = file.read(SCAN_LIMIT)
     return [(line, needles[needle]) for needle, line in found.items()]
 
 
@@ -652,24 +670,21 @@ def _held_in(root: Path, rel: str, never: Mapping[str, str]) -> list[tuple[int, 
 NEVER_SCAN_LIMIT = 256 << 20
 
 
-def _text_of(root: Path, rel: str) -> str | None:
-    """The file's text, or None when it is over SCAN_LIMIT or binary (holds a NUL byte and
-    no byte order mark: UTF-16 text holds NULs too). Only a text's first block is read
-    whole: most binaries (weights, images) hold a NUL there."""
-    try:
-        with open(root / rel, "rb") as file:
-            if os.fstat(file.fileno()).st_size > SCAN_LIMIT:
-                return None
-            data = file.read(_SNIFF_SIZE)
-            encoding = _bom_encoding(data)
-            if encoding is None and b"\0" in data:
-                return None
-            data += file.read()
-    except OSError as exc:  # gone since the walk, unreadable
-        raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+def _text_in(file: BinaryIO) -> tuple[str | None, bytes]:
+    """The open ``file``'s text, or None when it is over SCAN_LIMIT or binary (holds a NUL
+    byte and no byte order mark: UTF-16 text holds NULs too); and the bytes read to tell.
+    Only a text's first block is read whole: most binaries (weights, images) hold a NUL
+    there."""
+    if os.fstat(file.fileno()).st_size > SCAN_LIMIT:
+        return None, b""
+    data = file.read(_SNIFF_SIZE)
+    encoding = _bom_encoding(data)
     if encoding is None and b"\0" in data:
-        return None
-    return data.decode(encoding or "utf-8", errors="replace")
+        return None, data
+    data += file.read()
+    if encoding is None and b"\0" in data:
+        return None, data
+    return data.decode(encoding or "utf-8", errors="replace"), data
 
 
 def _bom_encoding(data: bytes) -> str | None:
