@@ -977,3 +977,12 @@ def test_a_project_that_keeps_changing_fails_the_build_and_keeps_the_archive(
     with pytest.raises(BuildError, match=r"workers/ver.py changed while the project was being"):
         build_project(BuildOptions(project_dir=root))
     assert good.archive.read_bytes() == (root / ".flash" / "archive.tar.gz").read_bytes()
+
+
+def test_a_project_dir_that_is_a_file_or_missing_is_named(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("x = 1\n")
+    with pytest.raises(BuildError, match=r"app\.py is a file, not a project directory"):
+        build_project(BuildOptions(project_dir=tmp_path / "app.py"))
+    with pytest.raises(BuildError, match=r"project directory not found: .*nowhere"):
+        build_project(BuildOptions(project_dir=tmp_path / "nowhere"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.py"]

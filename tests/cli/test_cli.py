@@ -221,6 +221,32 @@ def test_a_file_named_flash_in_the_project_is_one_line(tmp_path: Path) -> None:
     assert (tmp_path / "p" / ".flash").read_text() == "mine"
 
 
+def test_a_project_folder_that_is_missing_or_a_file_is_one_line_and_makes_nothing(
+    tmp_path: Path,
+) -> None:
+    # `flash run app.py`, as `modal run app.py` is typed; or a folder name mistyped.
+    (tmp_path / "app.py").write_text(APP)
+    for command, *options in (("build",), ("run", "--no-watch")):
+        missing = flash(command, "nowhere", *options, cwd=tmp_path)
+        assert missing.returncode == 1, missing
+        assert missing.stderr.strip() == "Error: project directory not found: nowhere"
+        a_file = flash(command, "app.py", *options, cwd=tmp_path)
+        assert a_file.returncode == 1, a_file
+        assert a_file.stderr.strip() == (
+            f"Error: app.py is a file, not a project directory: give the folder that holds "
+            f"the project (`flash {command} .`)"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.py"]  # no state made
+
+
+def test_a_line_number_in_a_message_is_printed_as_it_is(tmp_path: Path) -> None:
+    # Rich would print ":100:" as an emoji, losing the line an editor jumps to.
+    (tmp_path / "app.py").write_text("\n" * 99 + "x = (\n")
+    failed = flash("build", ".", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "app.py:100:5: syntax error" in failed.stderr, failed.stderr
+
+
 def test_max_workers_below_one_is_one_line(tmp_path: Path) -> None:
     # The platform would take 0 as every core and -1 as one worker.
     (tmp_path / "app").mkdir()

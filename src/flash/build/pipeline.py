@@ -229,6 +229,8 @@ def _build_project(
 ) -> BuildResult:
     report: Progress = progress or (lambda stage, detail: None)
     root = options.project_dir.resolve()
+    if root.is_file():
+        raise BuildError(f"{options.project_dir} is a file, not a project directory")
     if not root.is_dir():
         raise BuildError(f"project directory not found: {options.project_dir}")
     flash_dir = root / FLASH_DIR

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -74,12 +75,26 @@ def dependency_options(
     )
 
 
+def _check_project_dir(project_dir: Path, command: str) -> None:
+    # Before any state is made in it: `flash run` of a mistyped name would create the folder
+    # (its .flash/) and wait there for a project to appear.
+    if project_dir.is_file():
+        parent = shlex.quote(str(project_dir.parent))
+        fail(
+            f"{project_dir} is a file, not a project directory: give the folder that holds "
+            f"the project (`flash {command} {parent}`)"
+        )
+    if not project_dir.is_dir():
+        fail(f"project directory not found: {project_dir}")
+
+
 def project_dir_or_cwd(project_dir: Path | None, command: str) -> Path:
     """PROJECT_DIR as given, else the current folder, unless that is a package of a project
     whose root is above it: built as a project of its own, it would get its own signing key
     and functions named without the package (``a.f``, not ``w.a.f``), so it is refused
     unless passed explicitly."""
     if project_dir is not None:
+        _check_project_dir(project_dir, command)
         return project_dir
     cwd = Path.cwd()
     # A folder with dependency files, a build's state or a repository of its own is a

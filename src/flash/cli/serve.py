@@ -17,6 +17,7 @@ from flash.cli._output import (
     check_max_workers,
     check_port,
     check_state_folder,
+    console,
     stop_on_signals,
     user_errors,
     wait_for_stop,
@@ -94,7 +95,6 @@ def serve_command(
     with stop_on_signals() as stop:
         try:
             serve_archive(platform, archive)
-            console = Console()
             print_endpoints(platform, console)
             console.print(f"Pickled calls are signed with the key of {escape(source)}")
             wait_for_stop(stop)
