@@ -118,6 +118,11 @@ def when(at: datetime.datetime | None = None, day: datetime.date | None = None) 
 def pay(amt: decimal.Decimal, n: int) -> str:
     CALLS.append(amt)
     return str(amt * n)
+
+
+def keys(d: dict[int, str]) -> int:
+    CALLS.append(d)
+    return len(d)
 """
 NAMES = (
     "area",
@@ -132,6 +137,7 @@ NAMES = (
     "bad_items",
     "when",
     "pay",
+    "keys",
 )
 App = tuple[ModuleType, dict[str, Any]]
 
@@ -480,6 +486,29 @@ def test_every_bad_field_is_listed(handler_for: Any, app: App) -> None:
     answer = run(handler_for("pay"), {"function": "pay", "kwargs": {"amt": "abc", "n": "x"}})
     assert answer["error_type"] == "InvalidInput"
     assert sorted(i["path"] for i in answer["issues"]) == ["kwargs.amt", "kwargs.n"], answer
+    assert app[0].CALLS == []
+
+
+def test_a_few_bad_fields_are_counted_exactly(handler_for: Any, app: App) -> None:
+    bad = {f"k{i}": "v" for i in range(7)}
+    answer = run(handler_for("keys"), {"function": "keys", "kwargs": {"d": bad}})
+    assert answer["error_type"] == "InvalidInput"
+    assert len(answer["issues"]) == 7 and "issues_truncated" not in answer, answer
+    assert answer["error"].endswith("(and 2 more)"), answer["error"]
+    assert app[0].CALLS == []
+
+
+@pytest.mark.parametrize("count", [100, 300_000])
+def test_a_list_of_bad_fields_cut_at_the_limit_says_so(
+    handler_for: Any, app: App, count: int
+) -> None:
+    bad = {f"k{i}": "v" for i in range(count)}
+    answer = run(handler_for("keys"), {"function": "keys", "kwargs": {"d": bad}})
+    assert answer["error_type"] == "InvalidInput"
+    assert len(answer["issues"]) == 50 and answer["issues_truncated"] is True
+    # Not "(and 45 more)": validation stopped at 50, so the total is not known.
+    assert "(and 45 more)" not in answer["error"], answer["error"]
+    assert "45 more listed" in answer["error"] and "stops at 50 problems" in answer["error"]
     assert app[0].CALLS == []
 
 

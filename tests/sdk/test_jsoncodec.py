@@ -208,6 +208,11 @@ def test_a_bad_result_lists_its_first_problems_at_paths_the_worker_writes() -> N
     problems = str(info.value).split(": ", 1)[1].split("; ")
     assert len(problems) == MAX_ISSUES  # not 500: the message stays readable
     assert problems[0].startswith('result["odd key"][0]: Input should be a valid integer')
+    # ... and it says the list is cut, as the worker's InvalidInput does.
+    assert problems[-1].endswith(f"(listing stops at {MAX_ISSUES} problems: there may be others)")
+    with pytest.raises(ValueError) as few:
+        codec.decode({"odd key": ["x"] * 3})
+    assert "listing stops" not in str(few.value) and str(few.value).count("; ") == 2
 
 
 def _keyed(n: int) -> dict[int, str]:

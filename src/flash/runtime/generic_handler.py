@@ -140,12 +140,14 @@ class _JobError(Exception):
         message: str,
         cause: BaseException | None = None,
         issues: list[dict[str, str]] | None = None,
+        issues_truncated: bool = False,
     ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
         self.cause = cause
         self.issues = issues
+        self.issues_truncated = issues_truncated  # issues stop at MAX_ISSUES: maybe not all
 
 
 class _Call(NamedTuple):
@@ -1359,18 +1361,16 @@ def _json_arguments(
         raise _JobError(WORKER_ERROR, f"cannot take JSON calls for {label}: {exc}") from None
 
 
-def _issue_text(issues: list[_jsonschema.Issue]) -> str:
-    return "; ".join(f"{i.path}: {i.message}" for i in issues[:5]) + (
-        f" (and {len(issues) - 5} more)" if len(issues) > 5 else ""
-    )
-
-
 def _invalid_input(label: str, issues: list[_jsonschema.Issue]) -> _JobError:
+    # Validation stops at MAX_ISSUES: a list that reached it may leave problems out.
+    cut = len(issues) >= _jsonschema.MAX_ISSUES
     issues = issues[: _jsonschema.MAX_ISSUES]
+    text = _jsonschema.issues_text([f"{i.path}: {i.message}" for i in issues], shown=5, cut=cut)
     return _JobError(
         INVALID_INPUT,
-        f"invalid arguments for {label}: {_issue_text(issues)}",
+        f"invalid arguments for {label}: {text}",
         issues=[{"path": i.path, "message": i.message} for i in issues],
+        issues_truncated=cut,
     )
 
 
@@ -1501,6 +1501,8 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
         answer = _error(exc.error_type, exc.message, tb)
         if exc.issues is not None:
             answer["issues"] = exc.issues
+        if exc.issues_truncated:  # only then: other answers keep their fields
+            answer["issues_truncated"] = True
         return answer
     if isinstance(exc, _UserCodeError):
         exc_name = type(exc.exc).__name__

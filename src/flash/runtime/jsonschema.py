@@ -19,7 +19,7 @@ import math
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeGuard
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "check_depth",
     "format_path",
     "is_number",
+    "issues_text",
     "parse_json",
     "parse_json_member",
     "validate",
@@ -93,6 +94,18 @@ def validate(
             )
         ]
     return validator.issues
+
+
+def issues_text(problems: Sequence[str], *, shown: int, cut: bool) -> str:
+    """The first ``shown`` of ``problems`` joined, and how many more there are. ``cut``: the
+    list stopped at MAX_ISSUES (the worker's checks stop there), so it may not hold every
+    problem; the text says so rather than count the list as the total."""
+    text = "; ".join(problems[:shown])
+    more = len(problems) - shown
+    stops = f"listing stops at {MAX_ISSUES} problems: there may be others"
+    if cut:
+        return f"{text} (and {more} more listed, but {stops})" if more > 0 else f"{text} ({stops})"
+    return f"{text} (and {more} more)" if more > 0 else text
 
 
 # How many levels of a path an error shows: the first ones name the field well enough.

@@ -22,7 +22,7 @@ from pydantic_core import PydanticSerializationError
 from flash.runtime import client as _client
 from flash.runtime.http import BodyNotJson
 from flash.runtime.jsoncall import holds_times, json_fidelity, pydantic_issue, standard_tzinfo
-from flash.runtime.jsonschema import MAX_ISSUES, validate
+from flash.runtime.jsonschema import MAX_ISSUES, issues_text, validate
 from flash.sdk.json_rule import (
     NotJsonCallable,
     has_own_constructor,
@@ -142,12 +142,13 @@ def _refuse_non_finite(function: str, name: str, adapter: TypeAdapter[Any], valu
 
 
 def _issues(exc: ValidationError, root: str) -> str:
-    """Each problem (at most MAX_ISSUES): where, what, and the value (cut short)."""
+    """Each problem (at most MAX_ISSUES, saying so when there are more): where, what, and
+    the value (cut short)."""
     issues = []
     for error in exc.errors(include_url=False)[:MAX_ISSUES]:
         issue = pydantic_issue(root, error)
         issues.append(f"{issue.path}: {issue.message} (got {error.get('input')!r:.80})")
-    return "; ".join(issues)
+    return issues_text(issues, shown=MAX_ISSUES, cut=exc.error_count() > MAX_ISSUES)
 
 
 @functools.lru_cache(maxsize=1024)
