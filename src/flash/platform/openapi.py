@@ -140,6 +140,7 @@ def endpoint_document(name: str, resource: Mapping[str, Any], server_url: str) -
             "result": {"anyOf": outputs} if outputs else {},
             "encoding": {"const": "json"},
             "issues": {"type": "array", "items": {"type": "object"}},
+            "issues_truncated": {"type": "boolean"},  # issues stop at 50: maybe not all
         },
     }
     # RunPod's worker streams only from a generator handler, so an endpoint with a generator
