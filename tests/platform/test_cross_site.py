@@ -51,3 +51,57 @@ def test_a_page_of_another_site_can_neither_call_nor_read_the_platform(
         ):
             answer = client.post("/v2/basic/runsync", content=BODY, headers=headers)
             assert answer.json()["status"] == "COMPLETED", (headers, answer.text)
+
+
+def test_a_local_front_end_can_call_the_platform_from_a_browser(
+    tmp_path: Path, platform_factory
+) -> None:
+    """A page on http://localhost:3000 calling the platform on another port is cross-origin:
+    the browser asks first (a preflight) and shows the page no answer without
+    Access-Control-Allow-Origin. The platform took its requests but answered neither."""
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}), api_key="k3y")
+    front = "http://localhost:3000"
+    preflight = {
+        "Origin": front,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    page = {"Origin": front, "Authorization": "Bearer k3y", "Content-Type": "application/json"}
+    with httpx.Client(base_url=platform.url, timeout=60) as client:
+        for path in ("/v2/basic/runsync", "/v2/basic/status/some-job", "/docs"):
+            answer = client.options(path, headers=preflight)
+            assert answer.status_code in (200, 204), (path, answer.text)
+            assert answer.headers["access-control-allow-origin"] == front, answer.headers
+            assert {"GET", "POST"} <= {
+                m.strip() for m in answer.headers["access-control-allow-methods"].split(",")
+            }, answer.headers
+            asked = answer.headers["access-control-allow-headers"].lower()
+            assert "authorization" in asked and "content-type" in asked, answer.headers
+            assert "origin" in answer.headers["vary"].lower(), answer.headers
+            assert int(answer.headers["access-control-max-age"]) > 0, answer.headers
+
+        # The answers, errors included, are the page's to read.
+        answers = [
+            (client.post("/v2/basic/runsync", content=BODY, headers=page), 200),
+            (client.post("/v2/basic/runsync", content="{not json", headers=page), 400),
+            (client.post("/v2/basic/runsync", content=BODY, headers={"Origin": front}), 401),
+            (client.post("/v2/nowhere/runsync", content=BODY, headers=page), 404),
+            (client.get("/v2/basic/health", headers=page), 200),
+        ]
+        for answer, status in answers:
+            assert answer.status_code == status, (answer.request.url, answer.text)
+            assert answer.headers["access-control-allow-origin"] == front, answer.headers
+            assert "origin" in answer.headers["vary"].lower(), answer.headers
+        assert answers[0][0].json()["status"] == "COMPLETED", answers[0][0].text
+
+        # Another site's page is refused as before, its preflight too, and answered nothing
+        # it could read.
+        evil = "https://evil.example"
+        answer = client.options("/v2/basic/runsync", headers={**preflight, "Origin": evil})
+        assert answer.status_code == 403, answer.text
+        assert "access-control-allow-origin" not in answer.headers, answer.headers
+        answer = client.post("/v2/basic/runsync", content=BODY, headers={**page, "Origin": evil})
+        assert answer.status_code == 403 and evil in answer.json()["error"], answer.text
+        assert "access-control-allow-origin" not in answer.headers, answer.headers
+        health = client.get("/v2/basic/health", headers={"Authorization": "Bearer k3y"}).json()
+        assert health["jobs"]["completed"] == 1, health

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -54,6 +55,7 @@ class _Router:
         self.table = table
         self.rest = rest
         self.loopback_only = loopback_only
+        self.cors = _AcceptedOrigins(self._route)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -61,6 +63,15 @@ class _Router:
             if refusal is not None:
                 await _error(403, refusal)(scope, receive, send)
                 return
+            # A page's request (its Origin accepted above) gets CORS answers; the rest,
+            # scripts and workers, skip that layer.
+            if any(name == b"origin" for name, _ in scope["headers"]):
+                await self.cors(scope, receive, send)
+                return
+        await self._route(scope, receive, send)
+
+    async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
             parts = scope["path"].split("/")
             if len(parts) >= 4 and parts[1] == "v2" and parts[3] in self.table:
                 names, methods, handler = self.table[parts[3]]
@@ -78,6 +89,25 @@ class _Router:
                 await response(scope, receive, send)
                 return
         await self.rest(scope, receive, send)
+
+
+class _AcceptedOrigins(CORSMiddleware):
+    """Answers CORS for the pages the platform takes requests from (its own, local front
+    ends such as http://localhost:3000): their preflights, and Access-Control-Allow-Origin on
+    every answer, errors included, so the page can read it. The router hands it only requests
+    whose Origin ``_cross_site`` accepted, so that one rule decides which pages may call."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(
+            app,  # type: ignore[arg-type]  # Starlette types scope as a MutableMapping
+            allow_methods=("GET", "POST"),  # all the API's routes take
+            # Mirrors what the preflight asks (authorization, content-type, a page's own):
+            # a page whose Origin passed may send anything a script may.
+            allow_headers=("*",),
+        )
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        return True  # the router refused every other Origin before
 
 
 def _cross_site(headers: list[tuple[bytes, bytes]], loopback_only: bool) -> str | None:
