@@ -1635,7 +1635,12 @@ def _raise_for(job: Mapping[str, Any], target: _Target, output: Any) -> None:
     job_id = job.get("id")
     common = _names(target, job_id)
     if status == "TIMED_OUT":
-        raise RemoteTimeoutError("the job ran past its execution timeout", **common)
+        # The platform's words say which limit ended it (its execution timeout, or its ttl
+        # while it waited) and how long that was.
+        reason = job.get("error")
+        if not isinstance(reason, str) or not reason:
+            reason = "it ran past its execution timeout"
+        raise RemoteTimeoutError(f"the job timed out: {reason}", **common)
     if status == "CANCELLED":
         raise RemoteCancelledError("the job was cancelled", **common)
     details = output if isinstance(output, dict) else {}
