@@ -79,6 +79,41 @@ def test_health_counts_timed_out_jobs_as_failed_and_survives_a_restart(
     assert {k: jobs[k] for k in counts} == counts, jobs
 
 
+def _health_jobs(platform: LocalPlatform, endpoint: str) -> dict[str, int]:
+    return dict(_get(platform, f"{endpoint}/health").json()["jobs"])
+
+
+def test_health_counts_a_retried_job_once_by_its_status_and_the_same_after_a_restart(
+    tmp_path: Path, platform_factory
+) -> None:
+    app = write_app(tmp_path / "app", {"one": (BASIC, {"workersMax": 1})})
+    platform = platform_factory(app)
+    job = _post(platform, "one/run", json={"input": {"action": "raise"}}).json()["id"]
+    assert ended(platform, "one", job)["status"] == "FAILED"
+    busy = _post(platform, "one/run", json={"input": {"action": "hang"}}).json()["id"]
+    wait_for(
+        lambda: _get(platform, f"one/status/{busy}").json()["status"] == "IN_PROGRESS",
+        30,
+        "the busy job to start",
+    )
+    assert _post(platform, f"one/retry/{job}").json()["status"] == "IN_QUEUE"
+    # Queued again behind the busy job: no longer a failed one.
+    queued = {"completed": 0, "failed": 0, "inProgress": 1, "inQueue": 1, "retried": 1}
+    assert _health_jobs(platform, "one") == queued
+    _post(platform, f"one/cancel/{busy}")
+    assert ended(platform, "one", job)["status"] == "FAILED"  # its second failure
+    # A job that a crashed worker lost runs again, but nobody retried it.
+    marker = tmp_path / "crashed"
+    lost = {"input": {"action": "crash_once", "marker": str(marker)}}
+    lost_id = _post(platform, "one/run", json=lost).json()["id"]
+    assert ended(platform, "one", lost_id)["output"] == {"recovered": True}
+    counts = {"completed": 1, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 1}
+    assert _health_jobs(platform, "one") == counts
+    platform.stop(grace_s=1)
+    again = platform_factory(app)  # the same state folder
+    assert _health_jobs(again, "one") == counts
+
+
 # ---------------------------------------------------------------- errors are JSON
 
 

@@ -204,10 +204,12 @@ class Dispatcher:
         for job in self.store.load():
             if job.idempotency_key is not None:
                 self._idempotent[(job.endpoint, job.idempotency_key)] = job.id
+            if job.final and job.expires_at is not None and job.expires_at <= now:
+                expired.append(job.id)
+                continue
+            if job.retried_at is not None:  # /health counts it as retry() did
+                self.retried[job.endpoint] += 1
             if job.final:
-                if job.expires_at is not None and job.expires_at <= now:
-                    expired.append(job.id)
-                    continue
                 self.jobs[job.id] = job
                 self._count_final(job)  # /health counts the jobs kept, as before the stop
                 continue
@@ -399,6 +401,11 @@ class Dispatcher:
                 job.input_json = self._stored_input(job.id)
             except ValueError as err:
                 raise ValueError(f"{err}; it cannot be retried") from None
+        # /health counts each job once: by its new run's status from now, and as retried
+        # however often it is (a count that a restart rebuilds from retried_at).
+        self._count_final(job, -1)
+        if job.retried_at is None:
+            self.retried[job.endpoint] += 1
         self._reset_attempt(job)
         job.stream_sent = job.stream_claimed = 0  # a new run: its stream is read anew
         job.queued_at = job.retried_at = time.time()  # a new run: delay and ttl count from now
@@ -413,7 +420,6 @@ class Dispatcher:
         with contextlib.suppress(ValueError):  # its id, still queued if it ended there
             self.queues[job.endpoint].remove(job.id)
         self._count_queued(job, 1)
-        self.retried[job.endpoint] += 1
         self._arm_ttl(job)
         self._enqueue(job)
         self.on_submit(job.endpoint)
@@ -525,10 +531,9 @@ class Dispatcher:
 
     def _lose_output(self, job: Job, err: ValueError) -> None:
         """Fail a finished job whose stored output is damaged or gone, and store it so."""
-        if job.status == js.COMPLETED:
-            self.completed[job.endpoint] -= 1
-            self.failed[job.endpoint] += 1
+        self._count_final(job, -1)
         job.status, job.error = js.FAILED, f"{err}; its result is lost"
+        self._count_final(job)
         job.output_in_store = job.output_is_stream = False
         self.store.save_with_output(job)  # the next start agrees
 
@@ -1104,13 +1109,14 @@ class Dispatcher:
         self._wake(self._stream_waiters, job.id)
         self.on_final(job)
 
-    def _count_final(self, job: Job) -> None:
-        """Count a finished job in /health: RunPod's has no timed-out counter, so a job that
-        timed out counts as failed; a cancelled one counts in neither."""
+    def _count_final(self, job: Job, change: int = 1) -> None:
+        """Count a finished job in /health (``change`` -1: no longer): RunPod's has no
+        timed-out counter, so a job that timed out counts as failed; a cancelled one counts
+        in neither."""
         if job.status == js.COMPLETED:
-            self.completed[job.endpoint] += 1
+            self.completed[job.endpoint] += change
         elif job.status in (js.FAILED, js.TIMED_OUT):
-            self.failed[job.endpoint] += 1
+            self.failed[job.endpoint] += change
 
     def _keep_output(self, job: Job) -> None:
         """Count a finished job's big output and stream chunks against the memory budget;
