@@ -70,3 +70,20 @@ def test_a_refreshed_worker_that_does_not_exit_is_killed_after_the_grace(
     assert refresh["status"] == "COMPLETED", refresh
     wait_for(lambda: not alive(refresh["output"]["pid"]), 10, "the refreshed worker's kill")
     assert "killed worker" in platform.echo.text()
+
+
+def test_a_refreshed_worker_that_does_not_exit_is_killed_a_grace_after_its_other_jobs(
+    tmp_path: Path, platform: Any
+) -> None:
+    # Its other job may run 90 s by its limit, but ends after 2 s: the kill comes a grace
+    # after that, not a grace after the 90 s.
+    log = tmp_path / "runs.log"
+    slow = {"input": {"seconds": 2, "log": str(log)}, "policy": {"executionTimeout": 90000}}
+    job_id = post(platform, "fresh/run", slow)["id"]
+    wait_for(lambda: log.exists() and log.read_text(), 30, "the slow job to start")
+    body = {"input": {"refresh": True, "linger": True}}
+    refresh = post(platform, "fresh/runsync", body)
+    assert refresh["status"] == "COMPLETED", refresh
+    assert ended(platform, "fresh", job_id)["status"] == "COMPLETED"
+    wait_for(lambda: not alive(refresh["output"]["pid"]), 15, "the refreshed worker's kill")
+    assert "killed worker" in platform.echo.text()

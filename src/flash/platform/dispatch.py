@@ -172,6 +172,8 @@ class Dispatcher:
         self.on_final: Callable[[Job], None] = _noop
         self.on_first_poll: Callable[[str], None] = _noop
         self.on_stop_pod: Callable[[str], None] = _noop
+        # A drained worker's last job has ended: it should exit now (see Supervisor._drained).
+        self.on_drained: Callable[[str], None] = _noop
         self.kill_worker: Callable[[str, str], None] = _noop
         # Drain a worker (it takes no new jobs, and may be replaced) that still runs a job
         # it was told to stop beside others, with why: the dispatcher kills it once those
@@ -1182,9 +1184,11 @@ class Dispatcher:
     def _retire_if_done(self, worker_id: str, state: _WorkerState) -> None:
         """A retiring worker has no job left but those it was told to stop: killed (soon,
         outside the transition under way) if it still runs one. One that no longer does
-        exits by itself (it was drained)."""
+        exits by itself (it was drained), as any drained worker with no job left should."""
         if state.retiring:
             asyncio.get_running_loop().call_soon(self._kill_retired, worker_id)
+        elif state.draining:
+            self.on_drained(worker_id)
 
     def _kill_retired(self, worker_id: str) -> None:
         state = self.workers.get(worker_id)

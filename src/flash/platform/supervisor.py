@@ -179,6 +179,7 @@ class Supervisor:
         dispatcher.on_submit = self.poke
         dispatcher.on_first_poll = self._ready
         dispatcher.on_stop_pod = self._stop_pod
+        dispatcher.on_drained = self._drained
         dispatcher.kill_worker = self.kill
         dispatcher.retire_worker = self._retire
         # A worker masks its failures itself; this covers one that does not (RunPod's loop
@@ -791,6 +792,14 @@ class Supervisor:
             # The handler asked for a fresh worker (refresh_worker): retire this one.
             self._log(worker, "refresh requested by the job, stopping")
             self.drain(worker, self._drain_limit(worker))
+
+    def _drained(self, worker_id: str) -> None:
+        """A drained worker's jobs have all ended: it is killed if it has not exited a
+        grace after that (a thread it left running), not only at its drain's limit, which
+        counted those jobs' limits (minutes) while they ran."""
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.draining and worker.proc.returncode is None:
+            asyncio.get_running_loop().call_later(DRAIN_GRACE_S, self._kill_if_alive, worker_id)
 
     def _retire(self, worker_id: str, reason: str) -> None:
         """Drain a worker that runs on a job it was told to stop, beside others: those
