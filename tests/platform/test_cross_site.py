@@ -5,6 +5,7 @@ the developer opened could run, cancel or purge jobs, and read them after a rebi
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -51,6 +52,40 @@ def test_a_page_of_another_site_can_neither_call_nor_read_the_platform(
         ):
             answer = client.post("/v2/basic/runsync", content=BODY, headers=headers)
             assert answer.json()["status"] == "COMPLETED", (headers, answer.text)
+
+
+def test_a_request_with_two_origins_or_hosts_is_refused(tmp_path: Path, platform_factory) -> None:
+    # A browser sends one of each; two could have one judged and the other echoed back.
+    platform = platform_factory(write_app(tmp_path / "app", {"basic": (BASIC, {})}))
+    port = platform.url.rsplit(":", 1)[1]
+    local, foreign = "http://localhost:3000", "https://evil.example"
+    twice = [
+        ([("Origin", foreign), ("Origin", local)], "2 Origin headers"),
+        ([("Origin", local), ("Origin", foreign)], "2 Origin headers"),
+    ]
+    with httpx.Client(base_url=platform.url, timeout=60) as client:
+        for headers, named in twice:
+            for method, extra in (
+                ("POST", []),
+                ("OPTIONS", [("Access-Control-Request-Method", "POST")]),  # a preflight
+            ):
+                answer = client.request(
+                    method, "/v2/basic/runsync", content=BODY, headers=headers + extra
+                )
+                assert answer.status_code == 403, (headers, method, answer.text)
+                assert named in answer.json()["error"], answer.text
+                assert "access-control-allow-origin" not in answer.headers, answer.headers
+        # Two Hosts: httpx refuses to send them, a raw connection does not.
+        request = (
+            f"GET /v2/basic/health HTTP/1.1\r\nHost: localhost:{port}\r\n"
+            f"Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=60) as raw:
+            raw.sendall(request.encode())
+            answer_text = b"".join(iter(lambda: raw.recv(65536), b"")).decode()
+        assert answer_text.split(" ", 2)[1] in ("400", "403"), answer_text  # ours, or uvicorn's
+        assert "access-control-allow-origin" not in answer_text.lower()
+        assert client.get("/v2/basic/health").json()["jobs"]["completed"] == 0
 
 
 def test_a_local_front_end_can_call_the_platform_from_a_browser(

@@ -119,12 +119,13 @@ def _cross_site(headers: list[tuple[bytes, bytes]], loopback_only: bool) -> str 
     send a local one. ``loopback_only``: the platform listens on a loopback address, so a
     Host naming anything else is a rebinding (one listening on all interfaces is reached by
     names it cannot know)."""
-    host = origin = None
-    for name, value in headers:
-        if name == b"host":
-            host = value.decode("latin-1")
-        elif name == b"origin":
-            origin = value.decode("latin-1")
+    hosts = [value.decode("latin-1") for name, value in headers if name == b"host"]
+    origins = [value.decode("latin-1") for name, value in headers if name == b"origin"]
+    for name, values in (("Host", hosts), ("Origin", origins)):
+        if len(values) > 1:  # a browser sends one: judged one, another could be echoed
+            return f"a request with {len(values)} {name} headers: send one"
+    host = hosts[0] if hosts else None
+    origin = origins[0] if origins else None
     if host is not None and loopback_only and not _is_local(_hostname(f"//{host}")):
         return (
             f"Host {host!r} is no name of this platform, which listens on a loopback address:"
