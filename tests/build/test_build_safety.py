@@ -5,6 +5,7 @@ import fcntl
 import gzip
 import json
 import os
+import subprocess
 import tarfile
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from flash.build.dependencies import DependencyOptions
 from flash.build.errors import BuildError
 from flash.build.pipeline import BuildOptions, BuildResult, build_project
 from flash.cli.init import write_starter
+from flash.platform.local import lock_state_dir
 
 # Not a real key: a BEGIN line, a base64 body and the matching END line, as a key file holds.
 PEM_KEY = (
@@ -149,6 +151,46 @@ def test_a_file_holding_the_apps_key_or_a_runpod_secret_fails_the_build(
     monkeypatch.setenv("RUNPOD_SECRET_hf", "hf-secret-other-456")
     with pytest.raises(BuildError, match=r"notes\.txt:1: the value of \$RUNPOD_SECRET_hf"):
         build_project(BuildOptions(project_dir=root))
+
+
+def _git_status(repo: Path) -> list[str]:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    shown = subprocess.run(
+        ["git", "status", "--porcelain", "-uall"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.splitlines()
+
+
+def test_a_git_repository_never_sees_the_flash_folder_and_its_key(tmp_path: Path) -> None:
+    # A project not made by `flash init` has no .gitignore naming .flash/: `git add -A`
+    # committed .flash/secrets/signing_key, which signs pickled calls.
+    root = write_files(tmp_path / "proj", {"main.py": ENDPOINT.format(head="", deps="[]")})
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    build_project(BuildOptions(project_dir=root))
+    assert (root / ".flash" / "secrets" / "signing_key").is_file()
+    assert _git_status(root) == ["?? main.py"]
+    # A user's own .flash/.gitignore is theirs: kept as it is, by builds and key creation.
+    (root / ".flash" / ".gitignore").write_text("secrets/\n")
+    (root / ".flash" / "secrets" / "signing_key").unlink()
+    build_project(BuildOptions(project_dir=root, force=True))
+    assert (root / ".flash" / ".gitignore").read_text() == "secrets/\n"
+    assert "?? .flash/archive.tar.gz" in _git_status(root)
+
+
+def test_a_state_folder_flash_makes_is_left_out_of_git_but_a_users_own_is_not(
+    tmp_path: Path,
+) -> None:
+    made, own = tmp_path / "state", tmp_path / "mine"  # flash serve --state-dir
+    own.mkdir()
+    for folder in (made, own):
+        os.close(lock_state_dir(folder))
+    assert (made / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert not (own / ".gitignore").exists()
 
 
 @pytest.mark.parametrize(

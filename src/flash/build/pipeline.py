@@ -75,7 +75,7 @@ from flash.build.target import builds_for_this_machine, platform_for_this_machin
 from flash.runtime.errors import MASKED_MIN_LENGTH
 from flash.runtime.protocol import FLASH_DIR, MANIFEST_FILENAME
 from flash.runtime.signing import SigningKeyError
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text
+from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_to_text, make_state_dir
 
 STAMP_NAME = "build_stamp.json"
 LOCK_NAME = "build.lock"
@@ -307,7 +307,7 @@ def _build_lock(flash_dir: Path, report: Progress) -> Iterator[None]:
     """Hold the project's build lock for the block. A second build (`flash run` rebuilding
     while `flash build` runs) waits, then finds the first one's archive: up to date, or
     built again from what changed."""
-    flash_dir.mkdir(parents=True, exist_ok=True)
+    make_state_dir(flash_dir)  # a project's .flash/ made before it was ignored gets it now
     fd = os.open(flash_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         _lock(fd, report)

@@ -33,7 +33,14 @@ from flash.platform.listening import address_family, api_key_problem, http_url
 from flash.platform.manifest import EndpointSpec, PlatformError, read_manifest
 from flash.platform.store import JobStore
 from flash.platform.supervisor import HEARTBEAT_TIMEOUT_S, Supervisor
-from flash.sdk.keys import KEY_ENV_VAR, ensure_signing_key, key_file, key_from_text, key_to_text
+from flash.sdk.keys import (
+    KEY_ENV_VAR,
+    ensure_signing_key,
+    key_file,
+    key_from_text,
+    key_to_text,
+    make_state_dir,
+)
 
 T = TypeVar("T")
 _PRUNE_EVERY_S = 10.0
@@ -656,7 +663,7 @@ def _origin(url: str) -> str:
 def lock_state_dir(state_dir: Path) -> int:
     """A descriptor holding the state folder for one platform. Two platforms on one folder
     would share its job store, and each would rerun the jobs the other is running."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
     fd = os.open(state_dir / "platform.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ import stat
 import sys
 from pathlib import Path
 
+from flash.runtime.protocol import FLASH_DIR
 from flash.runtime.signing import (
     KEY_ENV_VAR,
     SigningKeyError,
@@ -28,6 +29,7 @@ __all__ = [
     "keep_signing_key",
     "key_file",
     "key_to_text",
+    "make_state_dir",
     "owned_by_user",
     "read_signing_key",
 ]
@@ -38,13 +40,35 @@ def key_file(state_dir: Path) -> Path:
     return state_dir / "secrets" / "signing_key"
 
 
+# Written into a state folder, as pytest and ruff do for their caches: a project that
+# `flash init` did not make may have no .gitignore naming .flash/, and `git add -A` would
+# commit the signing key.
+_STATE_GITIGNORE = "# Made by Flash: its builds, caches and the app's key stay out of git.\n*\n"
+
+
+def make_state_dir(state_dir: Path) -> None:
+    """Create the state folder ``state_dir`` if need be, with a ``.gitignore`` leaving all of
+    it out of git: written where there is none, in a ``.flash`` folder or one made here (a
+    ``--state-dir`` of the user's own keeps its files visible); a user's own is kept."""
+    made = not state_dir.is_dir()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not (made or state_dir.name == FLASH_DIR):
+        return
+    try:
+        with open(state_dir / ".gitignore", "x") as fh:
+            fh.write(_STATE_GITIGNORE)
+    except FileExistsError:
+        pass
+
+
 def ensure_signing_key(state_dir: Path, key: bytes | None = None) -> bytes:
     """The project's key, created (readable by the owner only) if it does not exist yet:
     as ``key`` when given, else a new one."""
     path = key_file(state_dir)
     if path.is_file():
         return read_signing_key(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
+    path.parent.mkdir(exist_ok=True)
     os.chmod(path.parent, 0o700)
     key = generate_key() if key is None else key
     # O_EXCL: two processes creating the key at once keep the first one's.
