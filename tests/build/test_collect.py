@@ -334,6 +334,31 @@ def test_private_keys_and_credential_files_are_left_out_saying_why(tmp_path: Pat
     assert "MIIEvQ" not in warning.message and ".flashignore (!" in warning.message
 
 
+def test_tokens_of_data_and_ml_tools_are_left_out_saying_why(tmp_path: Path) -> None:
+    # They were archived (Hugging Face's only warned about by line), while .aws/ was not.
+    hf_token = "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ012345"
+    secrets = {
+        "kaggle.json": '{"username": "u", "key": "0123456789abcdef"}',
+        ".kaggle/Kaggle.json": '{"username": "u", "key": "0123456789abcdef"}',
+        ".pgpass": "db.example:5432:app:u:pw\n",
+        "home/.databrickscfg": "[DEFAULT]\nhost = https://x\ntoken = dapi0123\n",
+        ".huggingface/token": hf_token,
+        "home/.cache/huggingface/token": hf_token,
+        ".cache/huggingface/stored_tokens": f"[work]\nhf_token = {hf_token}\n",
+    }
+    kept = {"app.py": "", "data/token": "a word\n", "huggingface/config.json": "{}"}
+    write(tmp_path, {**secrets, **kept})
+    screened = screen_secrets(tmp_path, collect_files(tmp_path))
+    assert screened.kept == sorted(kept)
+    reasons = dict(screened.left_out)
+    assert sorted(reasons) == sorted(secrets)
+    assert reasons["kaggle.json"] == "Kaggle's API token"
+    assert reasons[".pgpass"] == "PostgreSQL's stored passwords"
+    assert reasons["home/.databrickscfg"] == "Databricks CLI's tokens"
+    assert reasons[".huggingface/token"] == "a Hugging Face token"
+    assert not screened.tokens  # left out, so no longer warned about by line
+
+
 def test_a_secret_named_exactly_in_flashignore_is_archived_and_a_broad_negation_is_not(
     tmp_path: Path,
 ) -> None:

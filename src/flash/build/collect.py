@@ -465,6 +465,17 @@ SCAN_LIMIT = 1 << 20
 _SSH_KEY_NAMES = frozenset(
     {"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk"}
 )
+# Credential files by their names alone, in any folder, each with what it is.
+_CREDENTIAL_NAMES = {
+    ".git-credentials": "git's stored credentials",
+    "kaggle.json": "Kaggle's API token",
+    ".pgpass": "PostgreSQL's stored passwords",
+    ".databrickscfg": "Databricks CLI's tokens",
+}
+# The files the Hugging Face CLI keeps its tokens in, in $HF_HOME (~/.cache/huggingface;
+# ~/.huggingface before it).
+_HF_TOKEN_FILES = frozenset({"token", "stored_tokens"})
+_HF_FOLDERS = frozenset({"huggingface", ".huggingface"})
 _LISTED_TOKENS = 20  # lines a token warning names
 _SNIFF_SIZE = 8192  # the first block, read to tell text from binary
 _BOMS = (
@@ -548,9 +559,11 @@ def secret_file_reason(rel: str, text: str | None) -> str | None:
         return "in a .ssh folder (SSH keys and their settings)"
     if name in _SSH_KEY_NAMES:
         return "an SSH private key file"
-    if name == ".git-credentials":
-        return "git's stored credentials"
+    if name in _CREDENTIAL_NAMES:
+        return _CREDENTIAL_NAMES[name]
     folders = parts[:-1]
+    if name in _HF_TOKEN_FILES and folders[-1:] and folders[-1] in _HF_FOLDERS:
+        return "a Hugging Face token"
     if ".kube" in folders:
         return "in a .kube folder (Kubernetes cluster credentials)"
     if ".azure" in folders:
