@@ -63,6 +63,26 @@ def test_jupyter_checkpoints_are_left_out_in_any_folder(tmp_path: Path) -> None:
     assert collect_files(tmp_path) == ["main.py", "nb/analysis.ipynb"]
 
 
+def test_a_virtual_environment_of_any_name_is_left_out(tmp_path: Path) -> None:
+    # `python -m venv env`: its bin/python, a link out of the project, stopped the build.
+    write(
+        tmp_path,
+        {
+            "app.py": "",
+            "env/pyvenv.cfg": "home = /usr/bin\n",
+            "env/lib/python3.11/site-packages/dep.py": "",
+            "tools/py311/pyvenv.cfg": "home = /usr/bin\n",
+            "config/env/settings.py": "",  # a package named env: no pyvenv.cfg
+        },
+    )
+    (tmp_path / "env" / "bin").mkdir()
+    (tmp_path / "env" / "bin" / "python").symlink_to("/usr/bin/python3")
+    assert collect_files(tmp_path) == ["app.py", "config/env/settings.py"]
+    assert is_ignored(tmp_path, "env/lib/python3.11/site-packages/dep.py")
+    for rel in ("env/bin/python", "tools/py311/"):
+        assert ignored_by(tmp_path, rel) == "a virtual environment (it holds pyvenv.cfg)"
+
+
 def test_credential_files_are_left_out_in_any_case(tmp_path: Path) -> None:
     # On a file system that ignores case (macOS's), .ENV is the .env dotenv reads.
     credentials = [".ENV", ".Env.production", "cfg/.ENVRC", ".NETRC", "_Netrc", ".PyPIrc"]

@@ -224,7 +224,7 @@ def collect_files(root: Path, extra_patterns: Iterable[str] = ()) -> list[str]:
         kept_dirs = []
         for name in sorted(dirnames):  # a link to a folder is listed here, never walked
             rel = prefix + name
-            if _ignored(specs, rel + "/"):
+            if _ignored(specs, rel + "/") or _is_virtualenv(os.path.join(dirpath, name)):
                 continue
             _check_utf8_name(rel + "/")
             if os.path.islink(os.path.join(dirpath, name)):
@@ -298,6 +298,8 @@ def is_ignored(root: Path, rel: str) -> bool:
     folders = ["/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)]
     if any(always_excluded(path) for path in (*folders, rel)):
         return True  # .flash/, .git/, ...: no ignore file needs reading (`flash run` writes)
+    if any(_is_virtualenv(root / folder) for folder in folders):
+        return True
     specs = [*_outer_specs(root), ("", "", load_ignore_spec(root))]
     prefix = ""
     for part in parts[:-1]:
@@ -323,6 +325,8 @@ def ignored_by(root: Path, rel: str) -> str | None:
     paths = [*("/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)), rel]
     if any(always_excluded(path) for path in paths):
         return "the fixed exclusion list"
+    if any(_is_virtualenv(root / path) for path in paths):
+        return _VIRTUALENV
     # Each ignore file that may bear on it, least binding first (as the walk reads them):
     # the repository's around the project, then the project's, folder by folder.
     files = [(file, shown, "", lead) for file, shown, lead in _outer_ignore_files(root)]
@@ -345,6 +349,15 @@ def ignored_by(root: Path, rel: str) -> str | None:
                         return shown
                     break  # re-included here: a path below may still be left out
     return "an ignore file"
+
+
+# A folder holding pyvenv.cfg is a virtual environment, whatever its name (`python -m venv
+# env`): left out as .venv/ is, never walked (its bin/python links out of the project).
+_VIRTUALENV = "a virtual environment (it holds pyvenv.cfg)"
+
+
+def _is_virtualenv(folder: str | Path) -> bool:
+    return os.path.isfile(os.path.join(folder, "pyvenv.cfg"))
 
 
 def _check_utf8_name(rel: str) -> None:
