@@ -77,6 +77,20 @@ def test_without_the_env_the_build_still_fails_naming_the_module(
     assert message.endswith("KeyError: 'MODEL_NAME'")
 
 
+def test_a_module_parsing_its_command_line_at_import_builds(tmp_path: Path) -> None:
+    # ML scripts parse their arguments at import (argparse, absl, HfArgumentParser): the
+    # check ran with sys.argv ['-c', <build path>] and failed with SystemExit: 2, while a
+    # worker, run as `python handler_cpu.py`, has ['handler_cpu.py'].
+    body = (
+        "import argparse, sys\n"
+        "ARGS = argparse.ArgumentParser().parse_args()\n"
+        "assert sys.argv == ['handler_cpu.py'], sys.argv"
+    )
+    root = _project(tmp_path / "proj", None, body)
+    result = build_project(BuildOptions(project_dir=root))
+    assert result.manifest.resources["cpu"].functions[0].schema_ is not None
+
+
 def test_a_secret_reference_is_filled_from_the_builds_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -602,11 +602,14 @@ def interrupted(exc):
 
 
 def import_handlers(names, envs):
-    # Each generated handler, imported as a worker would, with its endpoint's env: the
-    # traceback of each failure. The env is set around that import only; a module that two
-    # endpoints' handlers import is imported once, under the first one's env.
+    # Each generated handler, imported as a worker would, with its endpoint's env and
+    # command line: the traceback of each failure. The env is set around that import only;
+    # a module that two endpoints' handlers import is imported once, under the first one's.
     failures = {}
     for name in names:
+        # A worker runs `python handler_<name>.py` in the archive's root: code parsing its
+        # command line at import (argparse, absl) sees what it sees there, not this -c's.
+        sys.argv = [name + ".py"]
         saved = {}
         try:
             set_env(envs.get(name) or {"set": {}, "unset": []}, saved)
