@@ -91,6 +91,30 @@ def test_a_module_parsing_its_command_line_at_import_builds(tmp_path: Path) -> N
     assert result.manifest.resources["cpu"].functions[0].schema_ is not None
 
 
+def test_a_module_that_exits_at_import_fails_the_build_with_what_it_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # argparse's own words (which argument is missing) are why it exited: they were lost.
+    monkeypatch.setenv("HF_TOKEN", "hf-secret-value-1234567890")
+    env = {"HF_TOKEN": "{{ RUNPOD_SECRET_hf }}"}
+    monkeypatch.setenv("RUNPOD_SECRET_hf", "hf-secret-value-1234567890")
+    body = (
+        "import argparse, sys\n"
+        "print('loading with token', os.environ['HF_TOKEN'], file=sys.stderr)\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--model', required=True)\n"
+        "ARGS = parser.parse_args()"
+    )
+    root = _project(tmp_path / "proj", env, body)
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    message = str(info.value)
+    assert "SystemExit: 2" in message
+    assert "the following arguments are required: --model" in message, message
+    assert "hf-secret-value" not in message  # masked as any text from the check
+    assert "loading with token" in message
+
+
 def test_a_secret_reference_is_filled_from_the_builds_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

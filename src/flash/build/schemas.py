@@ -611,15 +611,48 @@ def import_handlers(names, envs):
         # command line at import (argparse, absl) sees what it sees there, not this -c's.
         sys.argv = [name + ".py"]
         saved = {}
+        streams = sys.stdout, sys.stderr
+        printed = Printed()
+        sys.stdout, sys.stderr = printed.tee(sys.stdout), printed.tee(sys.stderr)
         try:
             set_env(envs.get(name) or {"set": {}, "unset": []}, saved)
             importlib.import_module(name)
         except BaseException as exc:
             interrupted(exc)
-            failures[name] = user_trace()
+            # A module that exits (argparse, sys.exit(2)) said why in what it printed.
+            said = printed.tail() if isinstance(exc, SystemExit) else ""
+            failures[name] = (f"it printed:\n{said}\n" if said else "") + user_trace()
         finally:
+            sys.stdout, sys.stderr = streams
             restore_env(saved)
     return failures
+
+
+class Printed:
+    # What code writes to sys.stdout and sys.stderr, passed on as written; the last
+    # PRINTED_KEPT characters of it are kept.
+    def __init__(self):
+        self.text = ""
+
+    def tee(self, stream):
+        printed = self
+
+        class Tee:
+            def write(self, text):
+                printed.text = (printed.text + str(text))[-2 * PRINTED_KEPT :]
+                return stream.write(text)
+
+            def __getattr__(self, name):
+                return getattr(stream, name)
+
+        return Tee()
+
+    def tail(self):
+        # Masked whole, then cut: a cut first could split a secret, which then shows.
+        return masked(self.text).strip()[-PRINTED_KEPT:].strip()
+
+
+PRINTED_KEPT = 2000
 
 
 def set_env(env, saved):
