@@ -34,6 +34,21 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_wheel(where, "needs-audioop", "1.0", requires=["audioop-lts"])
     build_wheel(where, "alpha", "1.0")
     build_wheel(where, "alpha", "2.0")
+    # Two distributions that ship one file, as opencv-python and opencv-python-headless
+    # both ship cv2/: with other contents, or the same.
+    build_wheel(where, "tinya", "1.0", files={"tinya/__init__.py": "WHO = 'tinya'\n"})
+    build_wheel(
+        where,
+        "tinyclash",
+        "1.0",
+        files={"tinya/__init__.py": "WHO = 'tinyclash'\n", "tinyclash/__init__.py": ""},
+    )
+    build_wheel(
+        where,
+        "tinysame",
+        "1.0",
+        files={"tinya/__init__.py": "WHO = 'tinya'\n", "tinysame/__init__.py": ""},
+    )
     return where
 
 
@@ -98,6 +113,32 @@ def test_a_project_module_named_like_a_removed_stdlib_module_builds_for_a_later_
     built = _build(tmp_path, wheels, "", "3.13")
     with tarfile.open(built.archive) as tar:
         assert "imghdr.py" in tar.getnames()
+
+
+# --------------------------------------------------------------------------- shared files
+
+
+def test_a_file_two_distributions_ship_with_other_contents_is_refused(
+    tmp_path: Path, wheels: Path
+) -> None:
+    # Which one the archive held depended on uv's install order: archives of the same
+    # inputs differed.
+    first = _build(tmp_path, wheels, "tinya==1.0\n", PY)
+    before = first.archive.read_bytes()
+    text = _refused(tmp_path, wheels, "tinya==1.0\ntinyclash\n", PY)
+    assert "'tinya/__init__.py'" in text
+    assert "tinyclash==1.0" in text and "tinya==1.0" in text
+    assert "drop one of them from the dependencies, or --exclude it" in text
+    assert first.archive.read_bytes() == before
+
+
+def test_a_file_two_distributions_ship_with_the_same_contents_builds(
+    tmp_path: Path, wheels: Path
+) -> None:
+    built = _build(tmp_path, wheels, "tinya==1.0\ntinysame\n", PY)
+    with tarfile.open(built.archive) as tar:
+        member = tar.extractfile("tinya/__init__.py")
+        assert member is not None and member.read() == b"WHO = 'tinya'\n"
 
 
 # --------------------------------------------------------------------------- lock files

@@ -1192,15 +1192,49 @@ def _install(
 # --------------------------------------------------------------------------- reporting
 
 
-def _dist_name(dist_info: Path) -> str:
+def _metadata_field(dist_info: Path, name: str) -> str | None:
+    """The value of the header ``name`` (``Name``, ``Version``) of a METADATA file, if any."""
     metadata = dist_info / "METADATA"
     if metadata.is_file():
         for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("name:"):
-                return normalise_name(line.split(":", 1)[1].strip())
+            if line.lower().startswith(f"{name.lower()}:"):
+                return line.split(":", 1)[1].strip()
             if not line.strip():
                 break
-    return normalise_name(dist_info.name.rsplit("-", 1)[0])
+    return None
+
+
+def _dist_name(dist_info: Path) -> str:
+    name = _metadata_field(dist_info, "Name")
+    return normalise_name(name or dist_info.name.rsplit("-", 1)[0])
+
+
+def _dist_pin(dist_info: Path) -> str:
+    """``name==version`` of an installed distribution."""
+    version = _metadata_field(dist_info, "Version") or dist_info.name[: -len(".dist-info")]
+    return f"{_dist_name(dist_info)}=={version.rsplit('-', 1)[-1]}"
+
+
+def _check_shared_files(site_dir: Path) -> None:
+    """Refuse a file two installed distributions ship with other contents (as
+    opencv-python and opencv-python-headless both ship cv2/): the site directory holds the
+    one uv happened to install last, so the same inputs would give different archives. The
+    same contents in both (their RECORDs' hashes agree) make no difference."""
+    claims: dict[str, tuple[str, str]] = {}  # path: (hash, the first distribution's pin)
+    for dist_info in sorted(site_dir.glob("*.dist-info")):
+        pin = _dist_pin(dist_info)
+        for row in _record_rows(dist_info):
+            if len(row) < 2 or not row[1]:
+                continue  # RECORD itself: one in each .dist-info
+            path = posixpath.normpath(row[0])
+            digest, first = claims.setdefault(path, (row[1], pin))
+            if digest != row[1] and first != pin:
+                raise BuildError(
+                    f"{first} and {pin} both ship {path!r}, with other contents: the archive "
+                    "would hold either one, by install order; keep one of them: drop one of "
+                    "them from the dependencies, or --exclude it (not vendored: the base "
+                    "image provides it)"
+                )
 
 
 def top_level_names(site_dir: Path) -> dict[str, tuple[str, str]]:
@@ -1304,6 +1338,8 @@ def vendor_dependencies(
             _check_platform(options.platform, cache_dir)
         pins = resolve(requirements, options, cache_dir, constraints, origins, refresh)
         site_dir = install(pins, options, cache_dir, refresh) if pins else None
+        if site_dir is not None:
+            _check_shared_files(site_dir)
         warnings = list(sources.warnings)
         warnings += _unmatched_excludes(
             requirements, constraints, pins, site_dir, options, cache_dir
