@@ -38,11 +38,14 @@ def build_wheel(
     requires: Sequence[str] = (),
     tag: str = PURE_TAG,
     files: Mapping[str, str | bytes] | None = None,
+    extras: Sequence[str] = (),
 ) -> Path:
     """Write ``<name>-<version>-<tag>.whl`` into ``dest`` and return its path.
 
     Without ``files`` the wheel holds one importable package named after the distribution whose
     ``__init__.py`` records the version and tag, so tests can tell which wheel was installed.
+    ``extras`` are the extras it provides (``Provides-Extra``), for ``requires`` with an
+    ``extra == "..."`` marker.
     """
     dest.mkdir(parents=True, exist_ok=True)
     dist = _snake(name)
@@ -54,6 +57,7 @@ def build_wheel(
             "Metadata-Version: 2.1\n",
             f"Name: {name}\n",
             f"Version: {version}\n",
+            *(f"Provides-Extra: {extra}\n" for extra in extras),
             *(f"Requires-Dist: {req}\n" for req in requires),
         ]
     )

@@ -20,6 +20,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_wheel(d, "alpha", "2.0")
     build_wheel(d, "beta", "1.0", requires=["gamma"])  # gamma: needed by beta only
     build_wheel(d, "gamma", "1.0")
+    build_wheel(d, "tinyc", "1.0", requires=['gamma; extra == "fast"'], extras=["fast"])
     return d
 
 
@@ -62,6 +63,23 @@ def test_exclude_of_a_dependency_only_excluded_packages_need_is_no_mistake(
     resolved = _vendor(project, wheels, tmp_path / "cache", exclude=("beta", "Gamma"))
     assert resolved.pins == ("alpha==2.0",)
     assert not [m for m in _messages(resolved) if "--exclude" in m]
+
+
+def test_an_extra_the_package_does_not_have_is_warned_about_where_it_is_asked_for(
+    tmp_path: Path, wheels: Path
+) -> None:
+    # uv drops it with a warning of its own, which the build did not show: a misspelt
+    # extra silently left out what it would add.
+    project = _project(tmp_path / "p", {"requirements.txt": "alpha\ntinyc[fast]\n"})
+    opts = DependencyOptions(python_version="3.11", find_links=(str(wheels),), no_index=True)
+    declared = [("tinyc[fats]", "main.py:5 (endpoint 'cpu')")]
+    for _ in range(2):  # the second from the cached resolution
+        resolved = vendor_dependencies(project, declared, opts, tmp_path / "cache")
+        assert "gamma==1.0" in resolved.pins  # the real extra is vendored
+        [warning] = [m for m in _messages(resolved) if "extra" in m]
+        assert "tinyc 1.0 has no extra named 'fats'" in warning
+        assert "tinyc[fats] (main.py:5 (endpoint 'cpu'))" in warning
+        assert "its extras: fast" in warning
 
 
 def test_a_conflict_with_a_constraints_file_names_its_line(tmp_path: Path, wheels: Path) -> None:

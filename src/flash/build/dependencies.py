@@ -56,7 +56,7 @@ def _packaging_requirement() -> Any:
 
 
 # Bump when the cached data layout or the post-install clean-up changes.
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4
 
 # uv settings that only change how uv talks to the network, never what it resolves, so a user's
 # shell may keep them; every other UV_* variable is dropped so results depend on options only.
@@ -988,7 +988,15 @@ def resolve(
     anew (``--refresh``): a version published since is found; the new pins are cached.
     """
     with masking_indexes(source_urls(options)):
-        return _resolve(requirements, options, cache_dir, constraints, origins or {}, refresh)
+        return _resolve(requirements, options, cache_dir, constraints, origins or {}, refresh)[0]
+
+
+# uv's warning for an extra a package does not provide, which it leaves out of the
+# resolution: `The package `tinyc==1.0` does not have an extra named `fats``.
+_UNKNOWN_EXTRA = re.compile(r"package `?([^`\s]+?)`? does not have an extra named `?([^`\s]+?)`?$")
+
+# (the package as uv names it, ``tinyc==1.0``; the extra it does not have)
+_UnknownExtra = tuple[str, str]
 
 
 def _resolve(
@@ -998,9 +1006,10 @@ def _resolve(
     constraints: Sequence[str],
     origins: Mapping[str, Sequence[str]],
     refresh: bool = False,
-) -> list[str]:
+) -> tuple[list[str], list[_UnknownExtra]]:
+    """:func:`resolve`'s pins, and the extras asked for that their packages do not have."""
     if not requirements:
-        return []
+        return [], []
     _uv_cache(cache_dir)  # before the cache is read: one made before gets closed too
     options = _check_options(options)
     key = _cache_key(
@@ -1014,7 +1023,8 @@ def _resolve(
     try:
         if not refresh:
             cached = json.loads(cache_file.read_text(encoding="utf-8"))
-            return [str(pin) for pin in cached["pins"]]
+            unknown = [(str(pkg), str(extra)) for pkg, extra in cached["unknown_extras"]]
+            return [str(pin) for pin in cached["pins"]], unknown
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or unreadable: resolve again
 
@@ -1048,18 +1058,26 @@ def _resolve(
         excluded.append("flash")
 
     pins = _parse_pins(result.stdout)
+    unknown = _unknown_extras(result.stderr)
     if any(redact(pin) != pin for pin in pins):
         # A URL pin on an index's host (`pkg @ https://host/TOKEN/pkg.whl`): installing it
         # needs the real URL, which the build writes nowhere, so it is resolved again.
-        return pins
+        return pins, unknown
     # Only the pins are read back: the rest is for people. No options: they are the
     # package sources, whose URLs can hold tokens; any left in a requirement are masked.
     shown = {"requirements": list(requirements), "constraints": list(constraints)}
     # Not ASCII-escaped: a host is masked as it is written (an IDN one too).
     record = json.loads(redact(json.dumps(shown, ensure_ascii=False)))
     record["pins"] = pins
+    record["unknown_extras"] = unknown
     _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return pins
+    return pins, unknown
+
+
+def _unknown_extras(stderr: str) -> list[_UnknownExtra]:
+    """The extras uv says it left out of a resolution: their packages do not have them."""
+    found = (_UNKNOWN_EXTRA.search(line.strip()) for line in _ANSI.sub("", stderr).splitlines())
+    return sorted({(match[1], match[2]) for match in found if match is not None})
 
 
 # --------------------------------------------------------------------------- installing
@@ -1336,11 +1354,12 @@ def vendor_dependencies(
         options = _with_file_options(options, sources)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        pins = resolve(requirements, options, cache_dir, constraints, origins, refresh)
+        pins, unknown = _resolve(requirements, options, cache_dir, constraints, origins, refresh)
         site_dir = install(pins, options, cache_dir, refresh) if pins else None
         if site_dir is not None:
             _check_shared_files(site_dir)
         warnings = list(sources.warnings)
+        warnings += _unknown_extra_warnings(unknown, requirements, origins, site_dir)
         warnings += _unmatched_excludes(
             requirements, constraints, pins, site_dir, options, cache_dir
         )
@@ -1355,6 +1374,52 @@ def vendor_dependencies(
         index_urls=source_urls(options),
         warnings=tuple(warnings),
     )
+
+
+def _unknown_extra_warnings(
+    unknown: Iterable[_UnknownExtra],
+    requirements: Iterable[str],
+    origins: Mapping[str, Sequence[str]],
+    site_dir: Path | None,
+) -> list[BuildWarning]:
+    """A warning for each extra asked for that its package does not have (a misspelling,
+    often): uv leaves it out, and what it would add is not vendored. Says who asks for it,
+    and the extras the package has."""
+    found = []
+    for package, extra in unknown:
+        name = requirement_name(package)
+        askers = [
+            f"{req} ({', '.join(origins.get(req, ()))})" if origins.get(req) else req
+            for req in requirements
+            if requirement_name(req) == name and normalise_name(extra) in _requirement_extras(req)
+        ]
+        asked = f"; asked for by {', '.join(askers)}" if askers else ""
+        provided = _provided_extras(site_dir, name)
+        extras = f"; its extras: {', '.join(provided)}" if provided else ""
+        found.append(
+            BuildWarning(
+                f"{package.replace('==', ' ', 1)} has no extra named {extra!r}, so what it "
+                f"would add is not vendored{asked}: check its spelling{extras}"
+            )
+        )
+    return found
+
+
+def _requirement_extras(requirement: str) -> set[str]:
+    """The normalised extras of a canonical requirement (``name[a,b]...``)."""
+    found = _REGEX_REQUIREMENT.match(requirement.strip())
+    extras = (found["extras"] or "[]")[1:-1] if found is not None else ""
+    return {normalise_name(extra.strip()) for extra in extras.split(",") if extra.strip()}
+
+
+def _provided_extras(site_dir: Path | None, name: str) -> list[str]:
+    """The extras (``Provides-Extra``) of the installed distribution ``name``."""
+    for dist_info in sorted(site_dir.glob("*.dist-info")) if site_dir else ():
+        metadata = dist_info / "METADATA"
+        if _dist_name(dist_info) == name and metadata.is_file():
+            text = metadata.read_text(encoding="utf-8", errors="replace")
+            return sorted(set(re.findall(r"(?im)^Provides-Extra:\s*(\S+)\s*$", text)))
+    return []
 
 
 def _requirement_names(requirements: Iterable[str]) -> set[str]:
