@@ -76,23 +76,29 @@ def test_a_relative_path_reference_is_refused_where_it_is_written(tmp_path: Path
     assert not list((root / ".flash" / "cache" / "resolve").glob("*.json"))
 
 
+@pytest.mark.parametrize(
+    ("reference", "said"),
+    [
+        ("./local/alpha-1.0-py3-none-any.whl", "a direct reference to a path"),
+        # A relative file: URL was read from the folder the build ran in.
+        ("file:local/alpha-1.0-py3-none-any.whl", "a direct reference to a relative file: URL"),
+    ],
+)
 def test_a_relative_path_reference_in_requirements_txt_is_refused_at_its_line(
-    tmp_path: Path,
+    tmp_path: Path, reference: str, said: str
 ) -> None:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     root = _project(
         tmp_path / "proj",
-        {
-            "main.py": _app(),
-            "requirements.txt": "# deps\nalpha @ ./local/alpha-1.0-py3-none-any.whl\n",
-        },
+        {"main.py": _app(), "requirements.txt": f"# deps\nalpha @ {reference}\n"},
     )
     build_wheel(root / "local", "alpha", "1.0")
     with pytest.raises(BuildError) as caught:
         _build(root, wheels)
     assert (caught.value.path, caught.value.line) == ("requirements.txt", 2)
-    assert "a direct reference to a path" in caught.value.message
+    assert said in caught.value.message and reference in caught.value.message
+    assert "--find-links" in caught.value.message
     assert not list((root / ".flash" / "cache" / "resolve").glob("*.json"))
 
 

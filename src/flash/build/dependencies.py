@@ -221,15 +221,23 @@ _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _relative_url_problem(canonical: str, origin: str = "") -> str | None:
-    """Why a direct reference to a relative path (``pkg @ ./wheels/pkg.whl``) is refused,
-    or None: uv would read it relative to a temporary folder of the build, not to the file
-    that declares it, and names no package for it in its pins."""
+    """Why a direct reference to a relative path (``pkg @ ./wheels/pkg.whl``) or relative
+    ``file:`` URL (``pkg @ file:wheels/pkg.whl``) is refused, or None: uv would read the
+    path relative to a temporary folder of the build, and names no package for it in its
+    pins; the URL, relative to the folder the build runs in. Neither to the file that
+    declares it."""
     match = re.match(r"^[^@;]*@\s*(\S+)", canonical)
-    if match is None or _URL_SCHEME.match(match[1]):
+    if match is None:
+        return None
+    if re.match(r"(?i)file:(?!/)", match[1]):
+        what = "a relative file: URL"
+    elif not _URL_SCHEME.match(match[1]):
+        what = "a path"
+    else:
         return None
     return mask_config_urls(
-        f"{canonical!r}{origin}: a direct reference to a path ({match[1]!r}), not a URL, is "
-        "not supported by flash build; put the wheel's folder on --find-links (or a "
+        f"{canonical!r}{origin}: a direct reference to {what} ({match[1]!r}), not an absolute "
+        "URL, is not supported by flash build; put the wheel's folder on --find-links (or a "
         "--find-links line in requirements.txt) and require the package by name, or give "
         "an absolute file:/// URL"
     )
