@@ -129,6 +129,23 @@ def test_force_picks_up_a_newer_version_and_a_rewritten_wheel(tmp_path: Path) ->
     assert later.manifest.dependencies.pins == ["alpha==2.0"]
 
 
+def test_a_wheel_rebuilt_under_its_version_in_the_project_is_vendored_anew(
+    tmp_path: Path,
+) -> None:
+    # `pip wheel ./mylib -w wheels` in a loop: the build saw the project change, but
+    # vendored the old wheel's files, cached under the same pins.
+    root = _project(tmp_path / "proj", {"main.py": _app('["alpha"]')})
+    wheels = root / "wheels"
+    build_wheel(wheels, "alpha", "1.0", files={"alpha/__init__.py": "WHICH = 'first'\n"})
+    first = _build(root, wheels)
+    assert _archived(first.archive, "alpha/__init__.py") == b"WHICH = 'first'\n"
+
+    build_wheel(wheels, "alpha", "1.0", files={"alpha/__init__.py": "WHICH = 'second'\n"})
+    again = _build(root, wheels)
+    assert not again.skipped
+    assert _archived(again.archive, "alpha/__init__.py") == b"WHICH = 'second'\n"
+
+
 def test_force_is_documented_as_refreshing_dependencies() -> None:
     from typer.testing import CliRunner
 

@@ -9,7 +9,8 @@ into a directory that is shipped inside the archive.
 
 Both steps are cached under ``cache_dir``: a resolution is keyed by its inputs (like a lock file,
 it is not refreshed when an index publishes new versions) and an installed site directory by its
-pins, so a rebuild with unchanged dependencies never runs uv. ``refresh`` (``flash build
+pins (installed anew where a local --find-links wheel of a pin was rewritten), so a rebuild with
+unchanged dependencies never runs uv. ``refresh`` (``flash build
 --force``) resolves and installs anew, past both caches and uv's, and caches the results.
 """
 
@@ -33,6 +34,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from flash.build.errors import (
     BuildError,
@@ -1144,6 +1147,45 @@ def _is_local_url(direct_url: str) -> bool:
     return not isinstance(url, str) or url.lower().startswith("file:")
 
 
+def _local_wheel_stats(pins: Sequence[str], find_links: Sequence[str]) -> list[list[Any]]:
+    """Each wheel of a pinned package in the local ``find_links`` folders: its package's
+    name, path, size and modification time, what tells it was rewritten without reading it
+    (a wheel may be gigabytes)."""
+    pinned = {
+        (normalise_name(match[1]), match[2])
+        for match in (re.match(r"^([^=@;\s]+)\s*==\s*([^;\s]+)", pin) for pin in pins)
+        if match is not None
+    }
+    found = []
+    for link in find_links:
+        if link.lower().startswith("file://"):
+            link = url2pathname(urlsplit(link).path)
+        elif "://" in link:
+            continue  # an index on the network: its files' versions are its own
+        folder = Path(link)
+        wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else [folder]
+        for wheel in wheels:
+            name, _, version = wheel.name.partition("-")
+            name = normalise_name(name)
+            if (name, version.split("-", 1)[0]) not in pinned:
+                continue
+            with contextlib.suppress(OSError):  # gone since: uv says so, if it matters
+                stat = wheel.stat()
+                found.append([name, str(wheel), stat.st_size, stat.st_mtime_ns])
+    return found
+
+
+def _rewritten(local_wheels: Sequence[Sequence[Any]], wheels_file: Path) -> bool:
+    """Whether a local wheel is not the one a cached install was made from (see
+    _local_wheel_stats): rebuilt under its version (`pip wheel ./mylib -w wheels`), or new.
+    One gone since is no change: the install is all that is left of it."""
+    try:
+        recorded = {row[1]: row for row in json.loads(wheels_file.read_text(encoding="utf-8"))}
+    except (OSError, ValueError, TypeError, IndexError):
+        recorded = {}  # unreadable: as if installed from none
+    return any(recorded.get(row[1]) != list(row) for row in local_wheels)
+
+
 def install(
     pins: Sequence[str], options: DependencyOptions, cache_dir: Path, refresh: bool = False
 ) -> Path:
@@ -1161,6 +1203,7 @@ def _install(
 ) -> Path:
     _uv_cache(cache_dir)
     options = _check_options(options)
+    local_wheels = _local_wheel_stats(pins, options.find_links)
     key = _cache_key(
         {
             "pins": sorted(set(pins)),
@@ -1175,7 +1218,9 @@ def _install(
     )
     site_root = cache_dir / "site"
     final = site_root / key
-    if final.is_dir() and not refresh:
+    # The local wheels it was installed from, beside it (the site directory is archived).
+    wheels_file = site_root / f"{key}.wheels.json"
+    if final.is_dir() and not refresh and not _rewritten(local_wheels, wheels_file):
         return final
     site_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=site_root, prefix=f".tmp-{key[:16]}-"))
@@ -1188,6 +1233,9 @@ def _install(
                 args += ["--no-deps", *_common_args(options, cache_dir)]
                 if refresh:
                     args.append("--reinstall")
+                # uv's cache keeps a find-links wheel by its name: read the file again.
+                for name in sorted({str(entry[0]) for entry in local_wheels}):
+                    args += ["--refresh-package", name]
                 result = _run_uv(args, _index_env(options))
             finally:
                 req_file.unlink(missing_ok=True)
@@ -1199,7 +1247,8 @@ def _install(
                 message = f"cannot install {which} ({target}):\n{detail}"
                 raise BuildError(message)
             _strip_site(staging)
-        if refresh and final.is_dir():  # set the stale one aside: a rename is atomic
+        _write_atomic(wheels_file, json.dumps(local_wheels) + "\n")
+        if final.is_dir():  # stale (see above): set it aside, a rename is atomic
             stale = Path(tempfile.mkdtemp(dir=site_root, prefix=f".old-{key[:16]}-"))
             with contextlib.suppress(OSError):  # a concurrent build moved it first
                 final.rename(stale / "site")
