@@ -82,6 +82,28 @@ def test_an_extra_the_package_does_not_have_is_warned_about_where_it_is_asked_fo
         assert "its extras: fast" in warning
 
 
+@pytest.mark.parametrize(
+    ("table", "line"),
+    [
+        ('[tool.uv.sources]\nalpha = { path = "../alpha" }\n', 5),
+        ('[[tool.uv.index]]\nname = "private"\nurl = "https://pypi.example/simple"\n', 5),
+    ],
+)
+def test_uv_package_source_tables_are_warned_about(
+    tmp_path: Path, wheels: Path, table: str, line: int
+) -> None:
+    # uv runs without the project's configuration: where alpha comes from is the build's
+    # --index-url/--find-links, not the table's.
+    pyproject = f'[project]\nname = "p"\ndependencies = ["alpha"]\n\n{table}'
+    project = _project(tmp_path / "p", {"pyproject.toml": pyproject})
+    resolved = _vendor(project, wheels, tmp_path / "cache")
+    [warning] = resolved.warnings
+    header = table.split("\n", 1)[0]
+    assert (warning.path, warning.line) == ("pyproject.toml", line)
+    assert warning.message.startswith(f"{header} is uv's own table; flash build does not read it")
+    assert "--index-url" in warning.message and "--find-links" in warning.message
+
+
 def test_a_conflict_with_a_constraints_file_names_its_line(tmp_path: Path, wheels: Path) -> None:
     project = _project(
         tmp_path / "p",

@@ -535,6 +535,7 @@ def _read_pyproject(path: Path, root: Path, sources: _Sources) -> None:
     # requirements.txt's and [project]'s, read before: Poetry's table may name them again
     listed = {requirement_name(dep.strip()) for dep, _, _ in out}
     sources.warnings += _unread_dependencies(data, shown, text, listed)
+    sources.warnings += _unread_uv_sources(data, shown, text)
 
 
 _WHERE_TO_LIST = (
@@ -579,6 +580,28 @@ def _unread_dependencies(
                 + _WHERE_TO_LIST,
                 path=shown,
                 line=_key_line(text, r"\[tool\.poetry\.dependencies\]"),
+            )
+        )
+    return found
+
+
+def _unread_uv_sources(data: dict[str, Any], shown: str, text: str) -> list[BuildWarning]:
+    """Warnings for uv's package source tables, ``[tool.uv.sources]`` and
+    ``[[tool.uv.index]]``: the build runs uv without the project's configuration, so a
+    package would come from elsewhere than they say, and the build would say nothing."""
+    uv = _table(data, "tool", "uv")
+    found = []
+    for key, table in (("sources", "[tool.uv.sources]"), ("index", "[[tool.uv.index]]")):
+        if not uv.get(key):
+            continue
+        found.append(
+            BuildWarning(
+                f"{table} is uv's own table; flash build does not read it: it resolves the "
+                "dependencies by name from its own package sources (--index-url, "
+                "--extra-index-url, --find-links, or their lines in requirements.txt)",
+                path=shown,
+                # Or the key in [tool.uv] (sources = {...}).
+                line=_key_line(text, re.escape(table)) or _key_line(text, r"\[tool\.uv\]"),
             )
         )
     return found
