@@ -1270,6 +1270,7 @@ def _install(
                 message = f"cannot install {which} ({target}):\n{detail}"
                 raise BuildError(message)
             _strip_site(staging)
+            _check_shared_files(staging)  # once per install, not at every rebuild
         _write_atomic(wheels_file, json.dumps(local_wheels) + "\n")
         if final.is_dir():  # stale (see above): set it aside, a rename is atomic
             stale = Path(tempfile.mkdtemp(dir=site_root, prefix=f".old-{key[:16]}-"))
@@ -1436,8 +1437,6 @@ def vendor_dependencies(
             _check_platform(options.platform, cache_dir)
         pins, unknown = _resolve(requirements, options, cache_dir, constraints, origins, refresh)
         site_dir = install(pins, options, cache_dir, refresh) if pins else None
-        if site_dir is not None:
-            _check_shared_files(site_dir)
         warnings = list(sources.warnings)
         warnings += _unknown_extra_warnings(unknown, requirements, origins, site_dir)
         warnings += _unmatched_excludes(
