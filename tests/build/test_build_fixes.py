@@ -129,21 +129,29 @@ def test_force_picks_up_a_newer_version_and_a_rewritten_wheel(tmp_path: Path) ->
     assert later.manifest.dependencies.pins == ["alpha==2.0"]
 
 
-def test_a_wheel_rebuilt_under_its_version_in_the_project_is_vendored_anew(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize(
+    "where", ["proj/wheels", "proj/dist", "mylib/dist", "proj/gitignored", "proj/named"]
+)
+def test_a_wheel_rebuilt_under_its_version_is_vendored_anew(tmp_path: Path, where: str) -> None:
     # `pip wheel ./mylib -w wheels` in a loop: the build saw the project change, but
-    # vendored the old wheel's files, cached under the same pins.
-    root = _project(tmp_path / "proj", {"main.py": _app('["alpha"]')})
-    wheels = root / "wheels"
+    # vendored the old wheel's files, cached under the same pins; and with the wheel out of
+    # the archived files (dist/, another folder, an ignored one) it saw no change at all.
+    files = {"main.py": _app('["alpha"]'), ".gitignore": "gitignored/\n"}
+    if where == "proj/named":  # found through requirements.txt, not an option
+        files["requirements.txt"] = "--find-links named\n"
+    root = _project(tmp_path / "proj", files)
+    wheels = tmp_path / where
+    found_by = tmp_path / "none" if where == "proj/named" else wheels
+    found_by.mkdir(parents=True, exist_ok=True)
     build_wheel(wheels, "alpha", "1.0", files={"alpha/__init__.py": "WHICH = 'first'\n"})
-    first = _build(root, wheels)
+    first = _build(root, found_by)
     assert _archived(first.archive, "alpha/__init__.py") == b"WHICH = 'first'\n"
 
     build_wheel(wheels, "alpha", "1.0", files={"alpha/__init__.py": "WHICH = 'second'\n"})
-    again = _build(root, wheels)
+    again = _build(root, found_by)
     assert not again.skipped
     assert _archived(again.archive, "alpha/__init__.py") == b"WHICH = 'second'\n"
+    assert _build(root, found_by).skipped  # unchanged since: up to date
 
 
 def test_force_is_documented_as_refreshing_dependencies() -> None:

@@ -1179,6 +1179,16 @@ def _local_wheel_stats(pins: Sequence[str], find_links: Sequence[str]) -> list[l
         for match in (re.match(r"^([^=@;\s]+)\s*==\s*([^;\s]+)", pin) for pin in pins)
         if match is not None
     }
+    return [
+        [name, path, size, mtime]
+        for name, version, path, size, mtime in _local_wheels(find_links)
+        if (name, version) in pinned
+    ]
+
+
+def _local_wheels(find_links: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
+    """Each wheel in the local ``find_links`` folders (or given as a file): its package's
+    normalised name, its version, path, size and modification time."""
     found = []
     for link in find_links:
         if link.lower().startswith("file://"):
@@ -1189,13 +1199,35 @@ def _local_wheel_stats(pins: Sequence[str], find_links: Sequence[str]) -> list[l
         wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else [folder]
         for wheel in wheels:
             name, _, version = wheel.name.partition("-")
-            name = normalise_name(name)
-            if (name, version.split("-", 1)[0]) not in pinned:
-                continue
             with contextlib.suppress(OSError):  # gone since: uv says so, if it matters
                 stat = wheel.stat()
-                found.append([name, str(wheel), stat.st_size, stat.st_mtime_ns])
+                found.append(
+                    (
+                        normalise_name(name),
+                        version.split("-", 1)[0],
+                        str(wheel),
+                        stat.st_size,
+                        stat.st_mtime_ns,
+                    )
+                )
     return found
+
+
+def local_wheels_fingerprint(root: Path, options: DependencyOptions) -> str:
+    """What changes when a wheel in a local --find-links folder of the build (its options',
+    or one its requirement files name) is rewritten, added or removed: their paths, sizes
+    and modification times. Such a folder need not be archived (dist/, outside the
+    project, ignored), so the project's files do not show it."""
+    try:
+        named = _gather(root, ()).find_links
+    except (BuildError, OSError, ValueError):
+        named = []  # the dependency stage reports what is wrong with the files
+    links = [
+        link if "://" in link else str(Path(link).expanduser().resolve())
+        for link in (*options.find_links, *named)
+    ]
+    wheels = sorted(_local_wheels(list(dict.fromkeys(links))))
+    return hashlib.sha256(json.dumps(wheels).encode()).hexdigest()
 
 
 def _rewritten(local_wheels: Sequence[Sequence[Any]], wheels_file: Path) -> bool:

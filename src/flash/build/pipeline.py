@@ -43,6 +43,7 @@ from flash.build.dependencies import (
     file_owners,
     import_names,
     load_toml,
+    local_wheels_fingerprint,
     lock_file_paths,
     normalise_name,
     package_sizes,
@@ -390,7 +391,11 @@ def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> Bu
     flash_dir, archive_path = build.flash_dir, build.archive_path
     with _timed(timings, "collect"):
         source_fp = fingerprint(root, inputs.files)
-        key = _build_key(source_fp, fingerprint(root, inputs.dependency_files), options, never)
+        # The local wheels too: rewritten under their version, they are new dependencies.
+        dependency_fp = fingerprint(root, inputs.dependency_files) + local_wheels_fingerprint(
+            root, options.dependencies
+        )
+        key = _build_key(source_fp, dependency_fp, options, never)
     report("collect", _count(len(inputs.files), "file"))
 
     # A build the stamp matches had its options checked: the key holds them.
