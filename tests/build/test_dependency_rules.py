@@ -49,6 +49,18 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "1.0",
         files={"tinya/__init__.py": "WHO = 'tinya'\n", "tinysame/__init__.py": ""},
     )
+    # A namespace package two distributions share, each declaring it in its own words (as
+    # backports.tarfile and backports.asyncio.queue do).
+    for name, init in (
+        ("a", "__path__ = __import__('pkgutil').extend_path(__path__, __name__)  # ns\n"),
+        (
+            "b",
+            "# a namespace\nfrom pkgutil import extend_path\n"
+            "__path__ = extend_path(__path__, __name__)\n",
+        ),
+    ):
+        files = {"nsx/__init__.py": init, f"nsx/{name}/__init__.py": f"WHO = {name!r}\n"}
+        build_wheel(where, f"nsx-{name}", "1.0", files=files)
     return where
 
 
@@ -139,6 +151,21 @@ def test_a_file_two_distributions_ship_with_the_same_contents_builds(
     with tarfile.open(built.archive) as tar:
         member = tar.extractfile("tinya/__init__.py")
         assert member is not None and member.read() == b"WHO = 'tinya'\n"
+
+
+def test_a_namespace_package_two_distributions_share_builds_one_way(
+    tmp_path: Path, wheels: Path
+) -> None:
+    # Its __init__.py is either distribution's, by install order: written anew instead.
+    inits = []
+    for folder, requirements in (("one", "nsx-a\nnsx-b\n"), ("two", "nsx-b\nnsx-a\n")):
+        built = _build(tmp_path / folder, wheels, requirements, PY)
+        with tarfile.open(built.archive) as tar:
+            assert {"nsx/a/__init__.py", "nsx/b/__init__.py"} <= set(tar.getnames())
+            init = tar.extractfile("nsx/__init__.py")
+            assert init is not None
+            inits.append(init.read())
+    assert inits[0] == inits[1] and b"extend_path(__path__, __name__)" in inits[0]
 
 
 # --------------------------------------------------------------------------- lock files

@@ -1350,8 +1350,11 @@ def _check_shared_files(site_dir: Path) -> None:
     """Refuse a file two installed distributions ship with other contents (as
     opencv-python and opencv-python-headless both ship cv2/): the site directory holds the
     one uv happened to install last, so the same inputs would give different archives. The
-    same contents in both (their RECORDs' hashes agree) make no difference."""
+    same contents in both (their RECORDs' hashes agree) make no difference, and neither
+    does the ``__init__.py`` of a namespace package the distributions share (backports/,
+    each declaring it in its own words): it is written anew, one way for all."""
     claims: dict[str, tuple[str, str]] = {}  # path: (hash, the first distribution's pin)
+    clashes: dict[str, tuple[str, str]] = {}  # path: the two distributions' pins
     for dist_info in sorted(site_dir.glob("*.dist-info")):
         pin = _dist_pin(dist_info)
         for row in _record_rows(dist_info):
@@ -1360,12 +1363,42 @@ def _check_shared_files(site_dir: Path) -> None:
             path = posixpath.normpath(row[0])
             digest, first = claims.setdefault(path, (row[1], pin))
             if digest != row[1] and first != pin:
-                raise BuildError(
-                    f"{first} and {pin} both ship {path!r}, with other contents: the archive "
-                    "would hold either one, by install order; keep one of them: drop one of "
-                    "them from the dependencies, or --exclude it (not vendored: the base "
-                    "image provides it)"
-                )
+                clashes.setdefault(path, (first, pin))
+    folders = [posixpath.dirname(path) for path in clashes]
+    for path, (first, second) in sorted(clashes.items()):
+        shared_namespace = (
+            posixpath.basename(path) == "__init__.py"
+            and folders.count(posixpath.dirname(path)) == 1  # their modules there differ
+            and _declares_namespace(site_dir / path)
+        )
+        if shared_namespace:
+            (site_dir / path).write_text(_NAMESPACE_INIT, encoding="utf-8")
+            continue
+        raise BuildError(
+            f"{first} and {second} both ship {path!r}, with other contents: the archive "
+            "would hold either one, by install order; keep one of them: drop one of them "
+            "from the dependencies, or --exclude it (not vendored: the base image provides "
+            "it)"
+        )
+
+
+# What each distribution sharing a pkgutil or pkg_resources namespace package writes as its
+# __init__.py, in words of its own; all of its modules are in the one folder here.
+_NAMESPACE_INIT = '__path__ = __import__("pkgutil").extend_path(__path__, __name__)\n'
+
+
+def _declares_namespace(init: Path) -> bool:
+    """Whether a package's ``__init__.py`` only declares a namespace package: a few lines
+    calling pkgutil's extend_path or pkg_resources' declare_namespace, and comments."""
+    try:
+        text = init.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    code = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    joined = "\n".join(code)
+    return len(code) <= 4 and ("extend_path" in joined or "declare_namespace" in joined)
 
 
 def top_level_names(site_dir: Path) -> dict[str, tuple[str, str]]:
