@@ -69,7 +69,8 @@ def test_a_refreshed_worker_that_does_not_exit_is_killed_after_the_grace(
     refresh = post(platform, "fresh/runsync", body)
     assert refresh["status"] == "COMPLETED", refresh
     wait_for(lambda: not alive(refresh["output"]["pid"]), 10, "the refreshed worker's kill")
-    assert "killed worker" in platform.echo.text()
+    # Said just after the kill: wait for the line, not only for the process to go.
+    wait_for(lambda: "killed worker" in platform.echo.text(), 10, "the kill to be said")
 
 
 def test_a_refreshed_worker_that_does_not_exit_is_killed_a_grace_after_its_other_jobs(
@@ -86,4 +87,5 @@ def test_a_refreshed_worker_that_does_not_exit_is_killed_a_grace_after_its_other
     assert refresh["status"] == "COMPLETED", refresh
     assert ended(platform, "fresh", job_id)["status"] == "COMPLETED"
     wait_for(lambda: not alive(refresh["output"]["pid"]), 15, "the refreshed worker's kill")
-    assert "killed worker" in platform.echo.text()
+    # Said just after the kill: wait for the line, not only for the process to go.
+    wait_for(lambda: "killed worker" in platform.echo.text(), 10, "the kill to be said")
