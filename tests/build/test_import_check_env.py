@@ -115,6 +115,25 @@ def test_a_module_that_exits_at_import_fails_the_build_with_what_it_printed(
     assert "loading with token" in message
 
 
+def test_no_part_of_a_long_secret_shows_in_what_an_exiting_module_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A service account's key, longer than the text kept: its end straddled the cut.
+    secret = "".join(f"{i:04d}" for i in range(600))  # 2,400 characters
+    monkeypatch.setenv("RUNPOD_SECRET_sa", secret)
+    body = (
+        "import sys\n"
+        "print('x' * 3000, 'key:', os.environ['SA_KEY'], 'y' * 1780, file=sys.stderr)\n"
+        "sys.exit(3)"
+    )
+    root = _project(tmp_path / "proj", {"SA_KEY": "{{ RUNPOD_SECRET_sa }}"}, body)
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    message = str(info.value)
+    assert "SystemExit: 3" in message and "yyyy" in message
+    assert not any(secret[i : i + 12] in message for i in range(len(secret) - 12)), message
+
+
 def test_a_secret_reference_is_filled_from_the_builds_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -630,16 +630,21 @@ def import_handlers(names, envs):
 
 class Printed:
     # What code writes to sys.stdout and sys.stderr, passed on as written; the last
-    # PRINTED_KEPT characters of it are kept.
+    # PRINTED_KEPT characters of it are kept, and as many more as the longest secret.
     def __init__(self):
         self.text = ""
+        self.cut = False
+        self.longest = max((len(secret) for secret, _ in request["masks"]), default=0)
 
     def tee(self, stream):
         printed = self
 
         class Tee:
             def write(self, text):
-                printed.text = (printed.text + str(text))[-2 * PRINTED_KEPT :]
+                kept = PRINTED_KEPT + 2 * printed.longest
+                whole = printed.text + (text if isinstance(text, str) else repr(text))
+                printed.cut = printed.cut or len(whole) > kept
+                printed.text = whole[-kept:]
                 return stream.write(text)
 
             def __getattr__(self, name):
@@ -648,8 +653,11 @@ class Printed:
         return Tee()
 
     def tail(self):
-        # Masked whole, then cut: a cut first could split a secret, which then shows.
-        return masked(self.text).strip()[-PRINTED_KEPT:].strip()
+        # Masked whole, then cut: a cut first could split a secret, which then shows. The
+        # front of a text cut in write may be the end of a secret, which no mask matches:
+        # shorter than the longest, it goes with the front.
+        text = masked(self.text)
+        return (text[self.longest :] if self.cut else text).strip()[-PRINTED_KEPT:].strip()
 
 
 PRINTED_KEPT = 2000
