@@ -21,6 +21,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_wheel(d, "beta", "1.0", requires=["gamma"])  # gamma: needed by beta only
     build_wheel(d, "gamma", "1.0")
     build_wheel(d, "tinyc", "1.0", requires=['gamma; extra == "fast"'], extras=["fast"])
+    build_wheel(d, "asks-tinyc", "1.0", requires=["tinyc[quick]"])  # a dependency's typo
     return d
 
 
@@ -82,6 +83,16 @@ def test_an_extra_the_package_does_not_have_is_warned_about_where_it_is_asked_fo
         assert "its extras: fast" in warning
 
 
+def test_an_extra_a_dependency_asks_for_is_not_the_projects_to_spell(
+    tmp_path: Path, wheels: Path
+) -> None:
+    project = _project(tmp_path / "p", {"requirements.txt": "asks-tinyc\n"})
+    [warning] = [m for m in _messages(_vendor(project, wheels, tmp_path / "c")) if "extra" in m]
+    assert "tinyc 1.0 has no extra named 'quick'" in warning
+    assert "a dependency asks for it; its extras: fast" in warning
+    assert "spelling" not in warning
+
+
 @pytest.mark.parametrize(
     ("table", "line"),
     [
@@ -102,6 +113,26 @@ def test_uv_package_source_tables_are_warned_about(
     assert (warning.path, warning.line) == ("pyproject.toml", line)
     assert warning.message.startswith(f"{header} is uv's own table; flash build does not read it")
     assert "--index-url" in warning.message and "--find-links" in warning.message
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        'override-dependencies = ["alpha==1.0"]',
+        'find-links = ["../wheels"]',
+        "prerelease = 'allow'",
+    ],
+)
+def test_uv_resolution_settings_are_warned_about(
+    tmp_path: Path, wheels: Path, setting: str
+) -> None:
+    pyproject = f'[project]\nname = "p"\ndependencies = ["alpha"]\n\n[tool.uv]\n{setting}\n'
+    project = _project(tmp_path / "p", {"pyproject.toml": pyproject})
+    [warning] = _vendor(project, wheels, tmp_path / "cache").warnings
+    key = setting.split(" ", 1)[0]
+    assert (warning.path, warning.line) == ("pyproject.toml", 6)
+    assert warning.message.startswith(f"{key} in [tool.uv] is uv's own setting")
+    assert "-c files" in warning.message
 
 
 def test_a_conflict_with_a_constraints_file_names_its_line(tmp_path: Path, wheels: Path) -> None:

@@ -596,15 +596,41 @@ def _unread_uv_sources(data: dict[str, Any], shown: str, text: str) -> list[Buil
             continue
         found.append(
             BuildWarning(
-                f"{table} is uv's own table; flash build does not read it: it resolves the "
-                "dependencies by name from its own package sources (--index-url, "
-                "--extra-index-url, --find-links, or their lines in requirements.txt)",
+                f"{table} is uv's own table; flash build does not read it: {_OWN_SOURCES}",
                 path=shown,
                 # Or the key in [tool.uv] (sources = {...}).
                 line=_key_line(text, re.escape(table)) or _key_line(text, r"\[tool\.uv\]"),
             )
         )
+    for key in _UV_RESOLUTION_KEYS:
+        if key in uv:
+            found.append(
+                BuildWarning(
+                    f"{key} in [tool.uv] is uv's own setting; flash build does not read it: "
+                    f"{_OWN_SOURCES}",
+                    path=shown,
+                    line=_key_line(text, rf"{re.escape(key)}\s*=")
+                    or _key_line(text, r"\[tool\.uv\]"),
+                )
+            )
     return found
+
+
+# [tool.uv] settings that change what uv resolves, or where from: ignored (--no-config).
+_UV_RESOLUTION_KEYS = (
+    "override-dependencies",
+    "constraint-dependencies",
+    "index-url",
+    "extra-index-url",
+    "find-links",
+    "no-index",
+    "prerelease",
+)
+_OWN_SOURCES = (
+    "it resolves the dependencies by name from its own package sources (--index-url, "
+    "--extra-index-url, --find-links, or their lines in requirements.txt), constrained only "
+    "by the -c files requirements.txt names"
+)
 
 
 def _dynamic_from_requirements(data: dict[str, Any]) -> bool:
@@ -1537,13 +1563,18 @@ def _unknown_extra_warnings(
             for req in requirements
             if requirement_name(req) == name and normalise_name(extra) in _requirement_extras(req)
         ]
-        asked = f"; asked for by {', '.join(askers)}" if askers else ""
         provided = _provided_extras(site_dir, name)
         extras = f"; its extras: {', '.join(provided)}" if provided else ""
+        # Not the project's own: a dependency asks for it, and only its maintainers can fix it.
+        asked = (
+            f"; asked for by {', '.join(askers)}: check its spelling{extras}"
+            if askers
+            else f"; a dependency asks for it{extras}"
+        )
         found.append(
             BuildWarning(
                 f"{package.replace('==', ' ', 1)} has no extra named {extra!r}, so what it "
-                f"would add is not vendored{asked}: check its spelling{extras}"
+                f"would add is not vendored{asked}"
             )
         )
     return found
