@@ -102,6 +102,28 @@ def test_a_relative_path_reference_in_requirements_txt_is_refused_at_its_line(
     assert not list((root / ".flash" / "cache" / "resolve").glob("*.json"))
 
 
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("./local/alpha-1.0-py3-none-any.whl", "put its folder on --find-links"),
+        ("local/alpha-1.0-py3-none-any.whl", "put its folder on --find-links"),
+        (".[gpu]", "[project.optional-dependencies]"),
+        (".", "the project's own files are archived as they are"),
+    ],
+)
+def test_a_path_line_pip_takes_in_requirements_txt_gets_advice(
+    tmp_path: Path, line: str, said: str
+) -> None:
+    # pip installs a wheel or a project folder given by its path; the build said only that
+    # a package name was expected.
+    root = _project(tmp_path / "proj", {"main.py": _app(), "requirements.txt": f"{line}\n"})
+    with pytest.raises(BuildError) as caught:
+        _build(root, tmp_path)
+    assert (caught.value.path, caught.value.line) == ("requirements.txt", 1)
+    message = caught.value.message
+    assert f"{line!r} is a path" in message and said in message, message
+
+
 # --------------------------------------------------------------------------- 2: --force
 
 

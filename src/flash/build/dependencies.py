@@ -212,11 +212,44 @@ def _checked_requirement(text: str, origin: str = "") -> tuple[str | None, str |
     try:
         canonical = _canonical_requirement(text)
     except ValueError as exc:  # packaging's InvalidRequirement is one
+        path = _path_problem(text.strip(), origin)
+        if path is not None:
+            return None, path
         return None, mask_config_urls(f"invalid requirement {text.strip()!r}{origin}: {exc}")
     problem = _relative_url_problem(canonical, origin)
     if problem is not None:
         return None, problem
     return canonical, None
+
+
+def _path_problem(text: str, origin: str) -> str | None:
+    """Advice for a line that pip installs by its path (a wheel, ``.``, ``.[gpu]``), which
+    no requirement parser takes; None for any other text."""
+    if _URL_SCHEME.match(text) or "@" in text or "://" in text or len(text.split()) != 1:
+        return None  # a URL, a reference or a spec: not a path (its own error, masked)
+    folder, _, extras = text.partition("[")
+    if folder in (".", "..") or folder.startswith(("./", "../", "/", "~")):
+        pass
+    elif not (("/" in folder or os.sep in folder) or folder.endswith(_ARCHIVE_SUFFIXES)):
+        return None
+    if folder.endswith(_ARCHIVE_SUFFIXES):
+        advice = (
+            "put its folder on --find-links (or a --find-links line in requirements.txt) and "
+            "require the package by name"
+        )
+    else:
+        extra = " and those of its extras ([project.optional-dependencies])" if extras else ""
+        advice = (
+            "the project's own files are archived as they are: list its dependencies"
+            f"{extra} by name; another project's: build a wheel of it and put its folder on "
+            "--find-links"
+        )
+    return mask_config_urls(
+        f"{text!r}{origin} is a path, which flash build does not install: {advice}"
+    )
+
+
+_ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip")
 
 
 # A URL's scheme (``https:``, ``file:``); a direct reference without one is a path.
