@@ -729,34 +729,24 @@ class Dispatcher:
         job = self._reported(worker_id, job_id)
         if job is None:
             return False
-        stop_pod = bool(body.get("stopPod"))
-        if stop_pod:
-            self.drain(worker_id)  # before the job ends: its freed slot takes no new job
-        try:
-            self._record(job, body, is_stream, output_json)
-        finally:
-            if stop_pod:
-                # After it ended: the worker's drain is as long as its other jobs may run.
-                self.on_stop_pod(worker_id)
-        return True
-
-    def _record(
-        self, job: Job, body: dict[str, Any], is_stream: bool, output_json: str | None
-    ) -> None:
-        """Keep what the worker reported of the job: progress, or its end."""
+        if body.get("stopPod"):
+            # Drained before the job ends, so its freed slot takes no new job; killed a grace
+            # after its last job ends, this one or others (on_drained).
+            self.on_stop_pod(worker_id)
         if body.get("status") == js.IN_PROGRESS:
             job.output_json = output_json
             self.store.save_with_output(job)
-            return
+            return True
         error = body.get("error")
         if error:
             masked = masked_failure(error, self.mask) if self.mask is not _unmasked else error
             self._finish(job, js.FAILED, error=masked, output_json=self._masked(output_json))
-            return
+            return True
         if is_stream and not body.get("output") and job.stream:
             # Its output is its chunks, read from them when asked for: not stored twice.
             job.output_is_stream, output_json = True, None
         self._finish(job, js.COMPLETED, error=None, output_json=output_json)
+        return True
 
     def _masked(self, output_json: str | None) -> str | None:
         """A failed job's output (JSON text) with the secrets of ``mask`` masked in it (see

@@ -200,7 +200,7 @@ class Supervisor:
         self.dispatcher.add_endpoint(spec.name, spec.execution_timeout_ms)
         for worker in list(self.workers.values()):
             if worker.endpoint == spec.name and not worker.draining:
-                self.drain(worker, self._drain_limit(worker))
+                self.drain(worker, math.inf)  # its jobs end by their limits: see _drained
         self._scale(spec.name)
 
     def undeploy(self, name: str) -> None:
@@ -209,7 +209,7 @@ class Supervisor:
         self.deployments.pop(name, None)
         for worker in list(self.workers.values()):
             if worker.endpoint == name and not worker.draining:
-                self.drain(worker, self._drain_limit(worker))
+                self.drain(worker, math.inf)  # its jobs end by their limits: see _drained
         self.dispatcher.remove_endpoint(name, _removed(name))
 
     def app_dirs(self) -> set[Path]:
@@ -265,7 +265,7 @@ class Supervisor:
             self.deployments[name] = _Deployment(dep.spec, dep.app_dir, self._generation)
             for worker in list(self.workers.values()):
                 if worker.endpoint == name and not worker.draining:
-                    self.drain(worker, self._drain_limit(worker))
+                    self.drain(worker, math.inf)  # its jobs end by their limits: see _drained
         if self.echo is not None:
             self.echo(
                 f"[platform] {self.key_file} holds a new signing key: workers check pickled "
@@ -641,7 +641,7 @@ class Supervisor:
             self.drain(worker, 1.0)
         elif current is None or current.generation != dep.generation:
             # Redeployed (or removed) while this process was starting: it runs the old build.
-            self.drain(worker, self._drain_limit(worker))
+            self.drain(worker, math.inf)  # its jobs end by their limits: see _drained
             self.poke(name)  # the current build gets a worker of its own now
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
@@ -791,7 +791,7 @@ class Supervisor:
         if worker is not None:
             # The handler asked for a fresh worker (refresh_worker): retire this one.
             self._log(worker, "refresh requested by the job, stopping")
-            self.drain(worker, self._drain_limit(worker))
+            self.drain(worker, math.inf)  # its jobs end by their limits: see _drained
 
     def _drained(self, worker_id: str) -> None:
         """A drained worker's jobs have all ended: it is killed if it has not exited a
@@ -817,9 +817,9 @@ class Supervisor:
             self.kill(worker_id, "still running after being asked to stop")
 
     def _drain_limit(self, worker: Worker) -> float:
-        """How long a worker drained for a new build (or key), or for a refresh, may take to
-        exit: as long as its running jobs may still run, each by its own limit from its start
-        (its policy's, else its endpoint's when it started), plus a grace."""
+        """How long a worker drained for a new build (or key) may take to exit: as long as
+        its running jobs may still run, each by its own limit from its start (its policy's,
+        else its endpoint's when it started), plus a grace."""
         return self.dispatcher.time_left_s(worker.id) + DRAIN_GRACE_S
 
     def _log(self, worker: Worker, text: str) -> None:
