@@ -637,27 +637,33 @@ class Printed:
         self.longest = max((len(secret) for secret, _ in request["masks"]), default=0)
 
     def tee(self, stream):
-        printed = self
+        return Tee(stream, self)
 
-        class Tee:
-            def write(self, text):
-                kept = PRINTED_KEPT + 2 * printed.longest
-                whole = printed.text + (text if isinstance(text, str) else repr(text))
-                printed.cut = printed.cut or len(whole) > kept
-                printed.text = whole[-kept:]
-                return stream.write(text)
-
-            def __getattr__(self, name):
-                return getattr(stream, name)
-
-        return Tee()
+    def keep(self, text):
+        kept = PRINTED_KEPT + 2 * self.longest
+        whole = self.text + (text if isinstance(text, str) else repr(text))
+        self.cut = self.cut or len(whole) > kept
+        self.text = whole[-kept:]
 
     def tail(self):
         # Masked whole, then cut: a cut first could split a secret, which then shows. The
-        # front of a text cut in write may be the end of a secret, which no mask matches:
+        # front of a text cut in keep may be the end of a secret, which no mask matches:
         # shorter than the longest, it goes with the front.
         text = masked(self.text)
         return (text[self.longest :] if self.cut else text).strip()[-PRINTED_KEPT:].strip()
+
+
+class Tee:
+    # A stream that writes to ``stream`` and keeps what it writes in ``printed``.
+    def __init__(self, stream, printed):
+        self.stream, self.printed = stream, printed
+
+    def write(self, text):
+        self.printed.keep(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 PRINTED_KEPT = 2000
