@@ -186,15 +186,17 @@ def _canonical_requirement(text: str) -> str:
     match = _REGEX_REQUIREMENT.match(text.strip())
     if match is None:
         raise ValueError(f"expected a package name, got {text.strip()!r}")
-    extras_text = match["extras"]
-    extras = ""
-    if extras_text:
-        names = sorted(e.strip() for e in extras_text[1:-1].split(",") if e.strip())
-        extras = f"[{','.join(names)}]" if names else ""
+    names = sorted(_split_extras(match["extras"]))
+    extras = f"[{','.join(names)}]" if names else ""
     rest = match["rest"].strip()
     if not rest.startswith(("@", ";")):
         rest = re.sub(r"\s+", "", rest)
     return f"{normalise_name(match['name'])}{extras}{' ' if rest.startswith('@') else ''}{rest}"
+
+
+def _split_extras(extras: str | None) -> list[str]:
+    """The names in a requirement's ``[a, b]``."""
+    return [name.strip() for name in (extras or "[]")[1:-1].split(",") if name.strip()]
 
 
 def requirement_problem(text: str) -> str | None:
@@ -228,11 +230,10 @@ def _path_problem(text: str, origin: str) -> str | None:
     if _URL_SCHEME.match(text) or "@" in text or "://" in text or len(text.split()) != 1:
         return None  # a URL, a reference or a spec: not a path (its own error, masked)
     folder, _, extras = text.partition("[")
-    if folder in (".", "..") or folder.startswith(("./", "../", "/", "~")):
-        pass
-    elif not (("/" in folder or os.sep in folder) or folder.endswith(_ARCHIVE_SUFFIXES)):
+    wheel = folder.endswith(_ARCHIVE_SUFFIXES)
+    if not (wheel or folder in (".", "..", "~") or "/" in folder or os.sep in folder):
         return None
-    if folder.endswith(_ARCHIVE_SUFFIXES):
+    if wheel:
         advice = (
             "put its folder on --find-links (or a --find-links line in requirements.txt) and "
             "require the package by name"
@@ -623,30 +624,25 @@ def _unread_uv_sources(data: dict[str, Any], shown: str, text: str) -> list[Buil
     ``[[tool.uv.index]]``: the build runs uv without the project's configuration, so a
     package would come from elsewhere than they say, and the build would say nothing."""
     uv = _table(data, "tool", "uv")
-    found = []
-    for key, table in (("sources", "[tool.uv.sources]"), ("index", "[[tool.uv.index]]")):
-        if not uv.get(key):
-            continue
-        found.append(
-            BuildWarning(
-                f"{table} is uv's own table; flash build does not read it: {_OWN_SOURCES}",
-                path=shown,
-                # Or the key in [tool.uv] (sources = {...}).
-                line=_key_line(text, re.escape(table)) or _key_line(text, r"\[tool\.uv\]"),
-            )
+    unread = [
+        (f"{table} is uv's own table", re.escape(table))
+        for key, table in (("sources", "[tool.uv.sources]"), ("index", "[[tool.uv.index]]"))
+        if uv.get(key)
+    ]
+    unread += [
+        (f"{key} in [tool.uv] is uv's own setting", rf"{re.escape(key)}\s*=")
+        for key in _UV_RESOLUTION_KEYS
+        if key in uv
+    ]
+    return [
+        BuildWarning(
+            f"{what}; flash build does not read it: {_OWN_SOURCES}",
+            path=shown,
+            # Or [tool.uv] itself, for a table written as its key (sources = {...}).
+            line=_key_line(text, pattern) or _key_line(text, r"\[tool\.uv\]"),
         )
-    for key in _UV_RESOLUTION_KEYS:
-        if key in uv:
-            found.append(
-                BuildWarning(
-                    f"{key} in [tool.uv] is uv's own setting; flash build does not read it: "
-                    f"{_OWN_SOURCES}",
-                    path=shown,
-                    line=_key_line(text, rf"{re.escape(key)}\s*=")
-                    or _key_line(text, r"\[tool\.uv\]"),
-                )
-            )
-    return found
+        for what, pattern in unread
+    ]
 
 
 # [tool.uv] settings that change what uv resolves, or where from: ignored (--no-config).
@@ -1277,10 +1273,14 @@ def local_wheels_fingerprint(root: Path, options: DependencyOptions) -> str:
     or one its requirement files name) is rewritten, added or removed: their paths, sizes
     and modification times. Such a folder need not be archived (dist/, outside the
     project, ignored), so the project's files do not show it."""
+    sources = _Sources()  # requirements files name find-links; pyproject.toml cannot
+    requirements_txt = root / "requirements.txt"
     try:
-        named = _gather(root, ()).find_links
+        if requirements_txt.is_file():
+            _read_requirements_txt(requirements_txt, root, set(), sources)
     except (BuildError, OSError, ValueError):
-        named = []  # the dependency stage reports what is wrong with the files
+        pass  # the dependency stage reports what is wrong with the files
+    named = sources.find_links
     links = [
         link if "://" in link else str(Path(link).expanduser().resolve())
         for link in (*options.find_links, *named)
@@ -1382,16 +1382,22 @@ def _install(
 # --------------------------------------------------------------------------- reporting
 
 
-def _metadata_field(dist_info: Path, name: str) -> str | None:
-    """The value of the header ``name`` (``Name``, ``Version``) of a METADATA file, if any."""
+def _metadata_values(dist_info: Path, name: str) -> list[str]:
+    """The values of the header ``name`` (``Name``, ``Provides-Extra``) of a METADATA file."""
     metadata = dist_info / "METADATA"
+    found = []
     if metadata.is_file():
         for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith(f"{name.lower()}:"):
-                return line.split(":", 1)[1].strip()
             if not line.strip():
-                break
-    return None
+                break  # the headers end; the description follows
+            if line.lower().startswith(f"{name.lower()}:"):
+                found.append(line.split(":", 1)[1].strip())
+    return found
+
+
+def _metadata_field(dist_info: Path, name: str) -> str | None:
+    """The value of the header ``name`` (``Name``, ``Version``) of a METADATA file, if any."""
+    return next(iter(_metadata_values(dist_info, name)), None)
 
 
 def _dist_name(dist_info: Path) -> str:
@@ -1616,17 +1622,14 @@ def _unknown_extra_warnings(
 def _requirement_extras(requirement: str) -> set[str]:
     """The normalised extras of a canonical requirement (``name[a,b]...``)."""
     found = _REGEX_REQUIREMENT.match(requirement.strip())
-    extras = (found["extras"] or "[]")[1:-1] if found is not None else ""
-    return {normalise_name(extra.strip()) for extra in extras.split(",") if extra.strip()}
+    return {normalise_name(extra) for extra in _split_extras(found and found["extras"])}
 
 
 def _provided_extras(site_dir: Path | None, name: str) -> list[str]:
     """The extras (``Provides-Extra``) of the installed distribution ``name``."""
     for dist_info in sorted(site_dir.glob("*.dist-info")) if site_dir else ():
-        metadata = dist_info / "METADATA"
-        if _dist_name(dist_info) == name and metadata.is_file():
-            text = metadata.read_text(encoding="utf-8", errors="replace")
-            return sorted(set(re.findall(r"(?im)^Provides-Extra:\s*(\S+)\s*$", text)))
+        if _dist_name(dist_info) == name:
+            return sorted(set(_metadata_values(dist_info, "Provides-Extra")))
     return []
 
 
