@@ -48,9 +48,7 @@ def test_a_refresh_lets_the_other_jobs_of_its_worker_finish_within_their_limits(
 ) -> None:
     log = tmp_path / "runs.log"
     # Its policy allows it far longer than the drain's grace.
-    slow = {"input": {"seconds": 4, "log": str(log)}, "policy": {"executionTimeout": 60000}}
-    job_id = post(platform, "fresh/run", slow)["id"]
-    wait_for(lambda: log.exists() and log.read_text(), 30, "the slow job to start")
+    job_id = _slow_job_started(platform, log, seconds=4, limit_ms=60000)
     refresh = post(platform, "fresh/runsync", {"input": {"refresh": True}})
     assert refresh["status"] == "COMPLETED", refresh
     final = ended(platform, "fresh", job_id)
@@ -68,9 +66,7 @@ def test_a_refreshed_worker_that_does_not_exit_is_killed_after_the_grace(
     body = {"input": {"refresh": True, "linger": True}, "policy": {"executionTimeout": 60000}}
     refresh = post(platform, "fresh/runsync", body)
     assert refresh["status"] == "COMPLETED", refresh
-    wait_for(lambda: not alive(refresh["output"]["pid"]), 10, "the refreshed worker's kill")
-    # Said just after the kill: wait for the line, not only for the process to go.
-    wait_for(lambda: "killed worker" in platform.echo.text(), 10, "the kill to be said")
+    _killed(platform, refresh["output"]["pid"], within=10)
 
 
 def test_a_refreshed_worker_that_does_not_exit_is_killed_a_grace_after_its_other_jobs(
@@ -78,14 +74,26 @@ def test_a_refreshed_worker_that_does_not_exit_is_killed_a_grace_after_its_other
 ) -> None:
     # Its other job may run 90 s by its limit, but ends after 2 s: the kill comes a grace
     # after that, not a grace after the 90 s.
-    log = tmp_path / "runs.log"
-    slow = {"input": {"seconds": 2, "log": str(log)}, "policy": {"executionTimeout": 90000}}
-    job_id = post(platform, "fresh/run", slow)["id"]
-    wait_for(lambda: log.exists() and log.read_text(), 30, "the slow job to start")
+    job_id = _slow_job_started(platform, tmp_path / "runs.log", seconds=2, limit_ms=90000)
     body = {"input": {"refresh": True, "linger": True}}
     refresh = post(platform, "fresh/runsync", body)
     assert refresh["status"] == "COMPLETED", refresh
     assert ended(platform, "fresh", job_id)["status"] == "COMPLETED"
-    wait_for(lambda: not alive(refresh["output"]["pid"]), 15, "the refreshed worker's kill")
+    _killed(platform, refresh["output"]["pid"], within=15)
+
+
+def _slow_job_started(platform: Any, log: Path, *, seconds: float, limit_ms: int) -> str:
+    """The id of a job that sleeps ``seconds`` under ``limit_ms``, once it runs."""
+    slow = {
+        "input": {"seconds": seconds, "log": str(log)},
+        "policy": {"executionTimeout": limit_ms},
+    }
+    job_id = str(post(platform, "fresh/run", slow)["id"])
+    wait_for(lambda: log.exists() and log.read_text(), 30, "the slow job to start")
+    return job_id
+
+
+def _killed(platform: Any, pid: int, *, within: float) -> None:
+    wait_for(lambda: not alive(pid), within, "the refreshed worker's kill")
     # Said just after the kill: wait for the line, not only for the process to go.
     wait_for(lambda: "killed worker" in platform.echo.text(), 10, "the kill to be said")
