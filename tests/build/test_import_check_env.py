@@ -30,6 +30,13 @@ def _project(root: Path, env: dict[str, str] | None, body: str) -> Path:
     return write_files(root, {"worker.py": worker})
 
 
+def _build_error(root: Path) -> str:
+    """The message of the BuildError building ``root`` raises."""
+    with pytest.raises(BuildError) as info:
+        build_project(BuildOptions(project_dir=root))
+    return str(info.value)
+
+
 _READS_MODEL_NAME = "MODEL = os.environ['MODEL_NAME']"
 
 
@@ -69,9 +76,7 @@ def test_without_the_env_the_build_still_fails_naming_the_module(
 ) -> None:
     monkeypatch.delenv("MODEL_NAME", raising=False)
     root = _project(tmp_path / "proj", None, _READS_MODEL_NAME)
-    with pytest.raises(BuildError) as info:
-        build_project(BuildOptions(project_dir=root))
-    message = str(info.value)
+    message = _build_error(root)
     assert message.startswith("handler_cpu.py failed to import:\n")
     assert f"  worker.py:3 in <module>: {_READS_MODEL_NAME}\n" in message
     assert message.endswith("KeyError: 'MODEL_NAME'")
@@ -106,9 +111,7 @@ def test_a_module_that_exits_at_import_fails_the_build_with_what_it_printed(
         "ARGS = parser.parse_args()"
     )
     root = _project(tmp_path / "proj", env, body)
-    with pytest.raises(BuildError) as info:
-        build_project(BuildOptions(project_dir=root))
-    message = str(info.value)
+    message = _build_error(root)
     assert "SystemExit: 2" in message
     assert "the following arguments are required: --model" in message, message
     assert "hf-secret-value" not in message  # masked as any text from the check
@@ -127,9 +130,7 @@ def test_no_part_of_a_long_secret_shows_in_what_an_exiting_module_printed(
         "sys.exit(3)"
     )
     root = _project(tmp_path / "proj", {"SA_KEY": "{{ RUNPOD_SECRET_sa }}"}, body)
-    with pytest.raises(BuildError) as info:
-        build_project(BuildOptions(project_dir=root))
-    message = str(info.value)
+    message = _build_error(root)
     assert "SystemExit: 3" in message and "yyyy" in message
     assert not any(secret[i : i + 12] in message for i in range(len(secret) - 12)), message
 
@@ -157,9 +158,7 @@ def test_a_secret_not_set_here_leaves_its_variable_unset_without_failing(
     build_project(BuildOptions(project_dir=root))
     # Read at import, it fails the build as it would fail a worker here, saying why.
     _project(root, env, "TOKEN = os.environ['HF_TOKEN']")
-    with pytest.raises(BuildError) as info:
-        build_project(BuildOptions(project_dir=root))
-    message = str(info.value)
+    message = _build_error(root)
     assert "KeyError: 'HF_TOKEN'" in message
     assert "HF_TOKEN (names RUNPOD_SECRET_hf_token)" in message
 
@@ -205,9 +204,7 @@ def test_a_secret_is_masked_before_a_crash_report_is_cut(
         "os._exit(3)"
     )
     root = _project(tmp_path / "proj", {"TOKEN": "{{ RUNPOD_SECRET_tok }}"}, body)
-    with pytest.raises(BuildError) as info:
-        build_project(BuildOptions(project_dir=root))
-    message = str(info.value)
+    message = _build_error(root)
     assert "crashed (exit 3)" in message, message
     assert "VALUE123" not in message and "xxx" in message
 
