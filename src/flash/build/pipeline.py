@@ -225,15 +225,23 @@ def build_project(options: BuildOptions, progress: Progress | None = None) -> Bu
         return _build_project(options, progress, mask_too)
 
 
+def project_dir_problem(project_dir: Path) -> str | None:
+    """Why ``project_dir`` is no project folder to build (missing, or a file), or None."""
+    if project_dir.is_file():
+        return f"{project_dir} is a file, not a project directory"
+    if not project_dir.is_dir():
+        return f"project directory not found: {project_dir}"
+    return None
+
+
 def _build_project(
     options: BuildOptions, progress: Progress | None, mask_too: Callable[[Iterable[str]], None]
 ) -> BuildResult:
     report: Progress = progress or (lambda stage, detail: None)
     root = options.project_dir.resolve()
-    if root.is_file():
-        raise BuildError(f"{options.project_dir} is a file, not a project directory")
-    if not root.is_dir():
-        raise BuildError(f"project directory not found: {options.project_dir}")
+    problem = project_dir_problem(options.project_dir)
+    if problem is not None:
+        raise BuildError(problem)
     flash_dir = root / FLASH_DIR
     archive_path = _archive_path(flash_dir, options.output)
     _check_max_size(options.max_size_mb)

@@ -78,14 +78,15 @@ def dependency_options(
 def _check_project_dir(project_dir: Path, command: str) -> None:
     # Before any state is made in it: `flash run` of a mistyped name would create the folder
     # (its .flash/) and wait there for a project to appear.
-    if project_dir.is_file():
+    from flash.build.pipeline import project_dir_problem  # the build's own rule
+
+    problem = project_dir_problem(project_dir)
+    if problem is None:
+        return
+    if project_dir.is_file():  # `flash run app.py`, as `modal run app.py` is typed
         parent = shlex.quote(str(project_dir.parent))
-        fail(
-            f"{project_dir} is a file, not a project directory: give the folder that holds "
-            f"the project (`flash {command} {parent}`)"
-        )
-    if not project_dir.is_dir():
-        fail(f"project directory not found: {project_dir}")
+        problem += f": give the folder that holds the project (`flash {command} {parent}`)"
+    fail(problem)
 
 
 def project_dir_or_cwd(project_dir: Path | None, command: str) -> Path:
