@@ -1362,8 +1362,8 @@ def _json_arguments(
 
 
 def _invalid_input(label: str, issues: list[_jsonschema.Issue]) -> _JobError:
-    # Validation stops at MAX_ISSUES: a list that reached it may leave problems out.
-    cut = len(issues) >= _jsonschema.MAX_ISSUES
+    # Binding gathers one issue past MAX_ISSUES: only then were problems left out.
+    cut = len(issues) > _jsonschema.MAX_ISSUES
     issues = issues[: _jsonschema.MAX_ISSUES]
     text = _jsonschema.issues_text([f"{i.path}: {i.message}" for i in issues], shown=5, cut=cut)
     return _JobError(

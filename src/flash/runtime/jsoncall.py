@@ -69,6 +69,11 @@ class JsonResultError(TypeError):
         self.message = message
 
 
+# Issues gathered for a call: one more than a caller lists, so that it can tell a list cut
+# at the limit from one exactly that long.
+_LISTED = MAX_ISSUES + 1
+
+
 def bind_json_call(
     fn: Any, kwargs: Any, schema: Mapping[str, Any], field: str = "kwargs"
 ) -> tuple[list[Issue], dict[str, Any]]:
@@ -78,8 +83,9 @@ def bind_json_call(
     ``schema`` is the function's recorded input schema; ``field`` is the job field the
     kwargs came from, which the paths start with (a class's constructor takes ``init``).
     Raises JsonCallError when ``fn``'s annotations cannot be resolved in this process.
+    At most ``MAX_ISSUES + 1`` issues: one past the limit says the list was cut.
     """
-    issues = validate(kwargs, schema, path=field)
+    issues = validate(kwargs, schema, path=field, max_issues=_LISTED)
     if not isinstance(kwargs, dict):  # the schema let a non-object through: it is not ours
         return issues or [Issue(field, "expected object of named arguments")], {}
     if any(issue.path == field for issue in issues):  # about the whole: nothing to add
@@ -89,7 +95,7 @@ def bind_json_call(
     plan = _plan(unwrap_remote(fn))
     converted: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if len(issues) >= MAX_ISSUES:
+        if len(issues) >= _LISTED:
             break
         if issues and _has_issue(issues, format_path((field, name))):
             continue
@@ -102,7 +108,7 @@ def bind_json_call(
         except _ConversionError as exc:
             issues.extend(exc.issues)
     if issues:
-        return issues[:MAX_ISSUES], {}
+        return issues[:_LISTED], {}
     return [], converted
 
 
@@ -269,7 +275,7 @@ def _pydantic_converter(pydantic: Any, hint: Any) -> _Converter | None:
 
 
 def _pydantic_issues(exc: Any, path: _Path) -> list[Issue]:
-    errors = exc.errors(include_url=False)[:MAX_ISSUES]
+    errors = exc.errors(include_url=False)[:_LISTED]
     return [pydantic_issue(path, error) for error in errors] or [
         Issue(format_path(path), "invalid value")
     ]
