@@ -928,3 +928,26 @@ def test_a_platform_killed_mid_job_does_not_count_the_lost_attempt_as_delay(
         assert 60_000 <= _status(dispatcher, job_id)["delayTime"] < 61_000
 
     asyncio.run(second_life())
+
+
+def test_a_retry_the_store_cannot_write_leaves_the_job_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(jobs: list[Job]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def scenario() -> None:
+        dispatcher, job = await _running_on_w1(tmp_path)
+        assert dispatcher.done("w1", job.id, {"error": "boom"}, False, json.dumps("partial"))
+        monkeypatch.setattr(dispatcher.store, "save_requeued", disk_full)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            dispatcher.retry(job)
+        assert (job.status, job.error, job.retried_at) == ("FAILED", "boom", None)
+        assert _status(dispatcher, job.id)["output"] == "partial"
+        counts = (dispatcher.failed["e"], dispatcher.retried["e"], dispatcher.queued["e"])
+        assert counts == (1, 0, 0)
+        monkeypatch.undo()  # the disk has room again: the retry goes through
+        dispatcher.retry(job)
+        assert (job.status, dispatcher.retried["e"], dispatcher.queued["e"]) == ("IN_QUEUE", 1, 1)
+
+    asyncio.run(scenario())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import time
 import uuid
@@ -403,22 +404,27 @@ class Dispatcher:
                 job.input_json = self._stored_input(job.id)
             except ValueError as err:
                 raise ValueError(f"{err}; it cannot be retried") from None
-        # /health counts each job once: by its new run's status from now, and as retried
-        # however often it is (a count that a restart rebuilds from retried_at).
-        self._count_final(job, -1)
-        if job.retried_at is None:
-            self.retried[job.endpoint] += 1
+        ended = copy.copy(job)  # the job again if the store cannot take its new run
         self._reset_attempt(job)
         job.stream_sent = job.stream_claimed = 0  # a new run: its stream is read anew
         job.queued_at = job.retried_at = time.time()  # a new run: delay and ttl count from now
         job.finished_at = job.expires_at = job.retention_ms = None  # a new run's, all of them
         job.output_json, job.error = None, None
         job.output_in_store = False
-        self._forget_output(job.id)
         job.crashes = 0
         job.webhook_pending, job.webhook_attempts = False, 0  # the new run's end owes its own
         job.status = js.IN_QUEUE
-        self.store.save_requeued([job])  # no output, no chunks
+        try:
+            self.store.save_requeued([job])  # no output, no chunks
+        except BaseException:
+            vars(job).update(vars(ended))
+            raise
+        self._forget_output(job.id)
+        # /health counts each job once: by its new run's status from now, and as retried
+        # however often it is (a count that a restart rebuilds from retried_at).
+        self._count_final(ended, -1)
+        if ended.retried_at is None:
+            self.retried[job.endpoint] += 1
         with contextlib.suppress(ValueError):  # its id, still queued if it ended there
             self.queues[job.endpoint].remove(job.id)
         self._count_queued(job, 1)
