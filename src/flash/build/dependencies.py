@@ -1225,10 +1225,15 @@ def _is_local_url(direct_url: str) -> bool:
     return not isinstance(url, str) or url.lower().startswith("file:")
 
 
-def _local_wheel_stats(pins: Sequence[str], find_links: Sequence[str]) -> list[list[Any]]:
-    """Each wheel of a pinned package in the local ``find_links`` folders: its package's
-    name, path, size and modification time, what tells it was rewritten without reading it
-    (a wheel may be gigabytes)."""
+# A wheel in a local --find-links folder: its package's normalised name, its version, path,
+# size and modification time, what tells it was rewritten without reading it (a wheel may be
+# gigabytes).
+LocalWheel = tuple[str, str, str, int, int]
+
+
+def _local_wheel_stats(pins: Sequence[str], wheels: Sequence[LocalWheel]) -> list[list[Any]]:
+    """The name, path, size and modification time of each of the local ``wheels`` of a
+    pinned package."""
     pinned = {
         (normalise_name(match[1]), match[2])
         for match in (re.match(r"^([^=@;\s]+)\s*==\s*([^;\s]+)", pin) for pin in pins)
@@ -1236,21 +1241,22 @@ def _local_wheel_stats(pins: Sequence[str], find_links: Sequence[str]) -> list[l
     }
     return [
         [name, path, size, mtime]
-        for name, version, path, size, mtime in _local_wheels(find_links)
+        for name, version, path, size, mtime in wheels
         if (name, version) in pinned
     ]
 
 
-def _local_wheels(find_links: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
-    """Each wheel in the local ``find_links`` folders (or given as a file): its package's
-    normalised name, its version, path, size and modification time."""
+def _local_wheels(find_links: Sequence[str]) -> list[LocalWheel]:
+    """Each wheel in the local ``find_links`` folders (or given as a file), sorted."""
     found = []
+    folders = []
     for link in find_links:
         if link.lower().startswith("file://"):
             link = url2pathname(urlsplit(link).path)
         elif "://" in link:
             continue  # an index on the network: its files' versions are its own
-        folder = Path(link)
+        folders.append(Path(link).expanduser().resolve())
+    for folder in dict.fromkeys(folders):
         wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else [folder]
         for wheel in wheels:
             name, _, version = wheel.name.partition("-")
@@ -1265,14 +1271,15 @@ def _local_wheels(find_links: Sequence[str]) -> list[tuple[str, str, str, int, i
                         stat.st_mtime_ns,
                     )
                 )
-    return found
+    return sorted(found)
 
 
-def local_wheels_fingerprint(root: Path, options: DependencyOptions) -> str:
-    """What changes when a wheel in a local --find-links folder of the build (its options',
-    or one its requirement files name) is rewritten, added or removed: their paths, sizes
-    and modification times. Such a folder need not be archived (dist/, outside the
-    project, ignored), so the project's files do not show it."""
+def local_wheels(root: Path, options: DependencyOptions) -> list[LocalWheel]:
+    """The wheels in the local --find-links folders of the build (its options', or one its
+    requirement files name), listed once a build: such a folder need not be archived
+    (dist/, outside the project, ignored), so the project's files do not show a wheel
+    rewritten, added or removed there (see local_wheels_fingerprint), and the dependency
+    stage reads them (see vendor_dependencies)."""
     sources = _Sources()  # requirements files name find-links; pyproject.toml cannot
     requirements_txt = root / "requirements.txt"
     try:
@@ -1280,24 +1287,32 @@ def local_wheels_fingerprint(root: Path, options: DependencyOptions) -> str:
             _read_requirements_txt(requirements_txt, root, set(), sources)
     except (BuildError, OSError, ValueError):
         pass  # the dependency stage reports what is wrong with the files
-    named = sources.find_links
-    links = [
-        link if "://" in link else str(Path(link).expanduser().resolve())
-        for link in (*options.find_links, *named)
-    ]
-    wheels = sorted(_local_wheels(list(dict.fromkeys(links))))
-    return hashlib.sha256(json.dumps(wheels).encode()).hexdigest()
+    return _local_wheels([*options.find_links, *sources.find_links])
 
 
-def _rewritten(local_wheels: Sequence[Sequence[Any]], wheels_file: Path) -> bool:
-    """Whether a local wheel is not the one a cached install was made from (see
-    _local_wheel_stats): rebuilt under its version (`pip wheel ./mylib -w wheels`), or new.
-    One gone since is no change: the install is all that is left of it."""
+def local_wheels_fingerprint(wheels: Sequence[LocalWheel]) -> str:
+    """What changes when one of the local ``wheels`` is rewritten, added or removed."""
+    return hashlib.sha256(json.dumps(sorted(wheels)).encode()).hexdigest()
+
+
+def _rewritten(stats: Sequence[Sequence[Any]], recorded: Any) -> bool:
+    """Whether a local wheel of ``stats`` (see _local_wheel_stats) is not the one
+    ``recorded`` (the stats a cached result was made from) holds: rebuilt under its version
+    (`pip wheel ./mylib -w wheels`), or new. One gone since is no change: the cached result
+    is all that is left of it."""
     try:
-        recorded = {row[1]: row for row in json.loads(wheels_file.read_text(encoding="utf-8"))}
-    except (OSError, ValueError, TypeError, IndexError):
-        recorded = {}  # unreadable: as if installed from none
-    return any(recorded.get(row[1]) != list(row) for row in local_wheels)
+        by_path = {row[1]: row for row in recorded}
+    except (TypeError, IndexError, KeyError):
+        by_path = {}  # unreadable: as if made from none
+    return any(by_path.get(row[1]) != list(row) for row in stats)
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON value of ``path``; None where it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def install(
@@ -1309,15 +1324,20 @@ def install(
     its source (``--reinstall``): a wheel rewritten under the same version is found; the new
     site directory replaces the cached one."""
     with masking_indexes(source_urls(options)):
-        return _install(pins, options, cache_dir, refresh)
+        return _install(pins, options, cache_dir, _local_wheels(options.find_links), refresh)
 
 
 def _install(
-    pins: Sequence[str], options: DependencyOptions, cache_dir: Path, refresh: bool = False
+    pins: Sequence[str],
+    options: DependencyOptions,
+    cache_dir: Path,
+    wheels: Sequence[LocalWheel],
+    refresh: bool = False,
 ) -> Path:
+    """:func:`install`, with ``wheels`` the local wheels of ``options.find_links``."""
     _uv_cache(cache_dir)
     options = _check_options(options)
-    local_wheels = _local_wheel_stats(pins, options.find_links)
+    local_wheels = _local_wheel_stats(pins, wheels)
     key = _cache_key(
         {
             "pins": sorted(set(pins)),
@@ -1334,7 +1354,7 @@ def _install(
     final = site_root / key
     # The local wheels it was installed from, beside it (the site directory is archived).
     wheels_file = site_root / f"{key}.wheels.json"
-    if final.is_dir() and not refresh and not _rewritten(local_wheels, wheels_file):
+    if final.is_dir() and not refresh and not _rewritten(local_wheels, _read_json(wheels_file)):
         return final
     site_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=site_root, prefix=f".tmp-{key[:16]}-"))
@@ -1542,9 +1562,11 @@ def vendor_dependencies(
     options: DependencyOptions,
     cache_dir: Path,
     refresh: bool = False,
+    wheels: Sequence[LocalWheel] | None = None,
 ) -> ResolvedDependencies:
     """Gather, resolve and install the project's dependencies for the target; with
-    ``refresh`` (``flash build --force``), resolved and installed anew, not from the cache."""
+    ``refresh`` (``flash build --force``), resolved and installed anew, not from the cache.
+    ``wheels``: the build's :func:`local_wheels`, where it has them listed already."""
     sources = _gather(root, declared)
     file_index = (sources.index_url[0],) if sources.index_url else ()
     named = (*file_index, *sources.extra_index_urls, *sources.find_links)
@@ -1563,10 +1585,12 @@ def vendor_dependencies(
             known = origins.setdefault(constraint, [])
             known += [place for place in places if place not in known]
         options = _with_file_options(options, sources)
+        if wheels is None:
+            wheels = _local_wheels(options.find_links)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
         pins, unknown = _resolve(requirements, options, cache_dir, constraints, origins, refresh)
-        site_dir = install(pins, options, cache_dir, refresh) if pins else None
+        site_dir = _install(pins, options, cache_dir, wheels, refresh) if pins else None
         warnings = list(sources.warnings)
         warnings += _unknown_extra_warnings(unknown, requirements, origins, site_dir)
         warnings += _unmatched_excludes(

@@ -36,6 +36,7 @@ from flash.build.collect import (
 )
 from flash.build.dependencies import (
     DependencyOptions,
+    LocalWheel,
     ResolvedDependencies,
     check_options,
     decode_config,
@@ -43,6 +44,7 @@ from flash.build.dependencies import (
     file_owners,
     import_names,
     load_toml,
+    local_wheels,
     local_wheels_fingerprint,
     lock_file_paths,
     normalise_name,
@@ -400,8 +402,9 @@ def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> Bu
     with _timed(timings, "collect"):
         source_fp = fingerprint(root, inputs.files)
         # The local wheels too: rewritten under their version, they are new dependencies.
+        wheels = local_wheels(root, options.dependencies)
         dependency_fp = fingerprint(root, inputs.dependency_files) + local_wheels_fingerprint(
-            root, options.dependencies
+            wheels
         )
         key = _build_key(source_fp, dependency_fp, options, never)
     report("collect", _count(len(inputs.files), "file"))
@@ -435,7 +438,7 @@ def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> Bu
     )
 
     with _timed(timings, "dependencies"):
-        deps = _vendor(build, scan)
+        deps = _vendor(build, scan, wheels)
     build.mask_too(deps.index_urls)
     report("dependencies", _count(len(deps.pins), "package"))
 
@@ -491,8 +494,9 @@ def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> Bu
     )
 
 
-def _vendor(build: _Build, scan: ScanResult) -> ResolvedDependencies:
-    """The dependencies of the build's options and of the scanned @remote declarations."""
+def _vendor(build: _Build, scan: ScanResult, wheels: Sequence[LocalWheel]) -> ResolvedDependencies:
+    """The dependencies of the build's options and of the scanned @remote declarations;
+    ``wheels``, the local wheels the build key was made with."""
     declared = [
         (d, f"{f.path}:{f.decorator_line or f.line} (endpoint {f.resource!r})")
         for f in scan.functions
@@ -500,7 +504,7 @@ def _vendor(build: _Build, scan: ScanResult) -> ResolvedDependencies:
     ]
     options, cache = build.options, build.flash_dir / "cache"
     return vendor_dependencies(
-        build.root, declared, options.dependencies, cache, refresh=options.force
+        build.root, declared, options.dependencies, cache, refresh=options.force, wheels=wheels
     )
 
 
