@@ -176,6 +176,28 @@ def test_a_wheel_rebuilt_under_its_version_is_vendored_anew(tmp_path: Path, wher
     assert _build(root, found_by).skipped  # unchanged since: up to date
 
 
+def test_a_wheel_rebuilt_with_a_new_dependency_vendors_it(tmp_path: Path) -> None:
+    # The rebuilt wheel's METADATA requires another package of the wheelhouse: the cached
+    # resolution, made from the old METADATA, left it out until `flash build --force`.
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "alpha", "1.0")
+    build_wheel(wheels, "beta", "1.0")
+    root = _project(tmp_path / "proj", {"main.py": _app('["alpha"]')})
+    assert _build(root, wheels).manifest.dependencies.pins == ["alpha==1.0"]
+
+    build_wheel(wheels, "alpha", "1.0", requires=["beta"])
+    again = _build(root, wheels)
+    assert again.manifest.dependencies.pins == ["alpha==1.0", "beta==1.0"]
+    assert "beta/__init__.py" in _names(again.archive)
+    assert _build(root, wheels).skipped  # unchanged since: up to date
+    # With the wheels unchanged, a rebuild takes the cached resolution: uv resolves nothing.
+    resolutions = root / ".flash" / "cache" / "resolve"
+    made = {path: path.stat().st_mtime_ns for path in resolutions.iterdir()}
+    (root / "main.py").write_text((root / "main.py").read_text() + "\n# changed\n")
+    assert not _build(root, wheels).skipped
+    assert {path: path.stat().st_mtime_ns for path in resolutions.iterdir()} == made
+
+
 def test_force_is_documented_as_refreshing_dependencies() -> None:
     from typer.testing import CliRunner
 

@@ -8,10 +8,11 @@ to exact pins for the *target* interpreter and platform (binary wheels only), an
 into a directory that is shipped inside the archive.
 
 Both steps are cached under ``cache_dir``: a resolution is keyed by its inputs (like a lock file,
-it is not refreshed when an index publishes new versions) and an installed site directory by its
-pins (installed anew where a local --find-links wheel of a pin was rewritten), so a rebuild with
-unchanged dependencies never runs uv. ``refresh`` (``flash build
---force``) resolves and installs anew, past both caches and uv's, and caches the results.
+it is not refreshed when an index publishes new versions; made anew where a local --find-links
+wheel of a pin was rewritten, whose dependencies may differ) and an installed site directory by
+its pins (installed anew there too), so a rebuild with unchanged dependencies never runs uv.
+``refresh`` (``flash build --force``) resolves and installs anew, past both caches and uv's,
+and caches the results.
 """
 
 from __future__ import annotations
@@ -1077,7 +1078,10 @@ def resolve(
     anew (``--refresh``): a version published since is found; the new pins are cached.
     """
     with masking_indexes(source_urls(options)):
-        return _resolve(requirements, options, cache_dir, constraints, origins or {}, refresh)[0]
+        wheels = _local_wheels(options.find_links)
+        return _resolve(
+            requirements, options, cache_dir, constraints, origins or {}, wheels, refresh
+        )[0]
 
 
 # uv's warning for an extra a package does not provide, which it leaves out of the
@@ -1094,9 +1098,11 @@ def _resolve(
     cache_dir: Path,
     constraints: Sequence[str],
     origins: Mapping[str, Sequence[str]],
+    wheels: Sequence[LocalWheel],
     refresh: bool = False,
 ) -> tuple[list[str], list[_UnknownExtra]]:
-    """:func:`resolve`'s pins, and the extras asked for that their packages do not have."""
+    """:func:`resolve`'s pins, and the extras asked for that their packages do not have;
+    ``wheels``, the local wheels of ``options.find_links``."""
     if not requirements:
         return [], []
     _uv_cache(cache_dir)  # before the cache is read: one made before gets closed too
@@ -1109,12 +1115,14 @@ def _resolve(
         }
     )
     cache_file = cache_dir / "resolve" / f"{key}.json"
+    cached: Any = None if refresh else _read_json(cache_file)
     try:
-        if not refresh:
-            cached = json.loads(cache_file.read_text(encoding="utf-8"))
-            unknown = [(str(pkg), str(extra)) for pkg, extra in cached["unknown_extras"]]
-            return [str(pin) for pin in cached["pins"]], unknown
-    except (OSError, ValueError, KeyError, TypeError):
+        pins = [str(pin) for pin in cached["pins"]]
+        unknown = [(str(pkg), str(extra)) for pkg, extra in cached["unknown_extras"]]
+        # A local wheel rewritten under its version may require other packages now.
+        if not _rewritten(_local_wheel_stats(pins, wheels), cached.get("local_wheels")):
+            return pins, unknown
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass  # missing or unreadable: resolve again
 
     excluded = list(options.exclude)
@@ -1159,6 +1167,7 @@ def _resolve(
     record = json.loads(redact(json.dumps(shown, ensure_ascii=False)))
     record["pins"] = pins
     record["unknown_extras"] = unknown
+    record["local_wheels"] = _local_wheel_stats(pins, wheels)  # what the pins were made from
     _write_atomic(cache_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return pins, unknown
 
@@ -1292,7 +1301,7 @@ def local_wheels(root: Path, options: DependencyOptions) -> list[LocalWheel]:
 
 def local_wheels_fingerprint(wheels: Sequence[LocalWheel]) -> str:
     """What changes when one of the local ``wheels`` is rewritten, added or removed."""
-    return hashlib.sha256(json.dumps(sorted(wheels)).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(list(wheels)).encode()).hexdigest()
 
 
 def _rewritten(stats: Sequence[Sequence[Any]], recorded: Any) -> bool:
@@ -1589,12 +1598,14 @@ def vendor_dependencies(
             wheels = _local_wheels(options.find_links)
         if not requirements:  # resolve() would pass --platform to uv; here nothing else does
             _check_platform(options.platform, cache_dir)
-        pins, unknown = _resolve(requirements, options, cache_dir, constraints, origins, refresh)
+        pins, unknown = _resolve(
+            requirements, options, cache_dir, constraints, origins, wheels, refresh
+        )
         site_dir = _install(pins, options, cache_dir, wheels, refresh) if pins else None
         warnings = list(sources.warnings)
         warnings += _unknown_extra_warnings(unknown, requirements, origins, site_dir)
         warnings += _unmatched_excludes(
-            requirements, constraints, pins, site_dir, options, cache_dir
+            requirements, constraints, pins, site_dir, options, cache_dir, wheels
         )
     excluded = tuple(sorted({normalise_name(name) for name in options.exclude}))
     warnings += _requires_python_warnings(root, options.python_version)
@@ -1673,6 +1684,7 @@ def _unmatched_excludes(
     site_dir: Path | None,
     options: DependencyOptions,
     cache_dir: Path,
+    wheels: Sequence[LocalWheel],
 ) -> list[BuildWarning]:
     """A warning for each ``--exclude`` name that no package of the dependencies has (a
     misspelling, often): left unsaid, the package it meant is vendored after all.
@@ -1689,7 +1701,9 @@ def _unmatched_excludes(
     unmatched = sorted(wanted.keys() - found)
     if unmatched and requirements and not options.no_deps:
         try:
-            everything = resolve(requirements, replace(options, exclude=()), cache_dir, constraints)
+            everything, _ = _resolve(
+                requirements, replace(options, exclude=()), cache_dir, constraints, {}, wheels
+            )
         except BuildError:
             return []  # what the exclusion avoids may not resolve: nothing to compare with
         unmatched = sorted(set(unmatched) - {_pin_name(pin) for pin in everything})
