@@ -43,6 +43,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "1.0",
         files={"tinya/__init__.py": "WHO = 'tinyclash'\n", "tinyclash/__init__.py": ""},
     )
+    build_wheel(where, "needs-clash", "1.0", requires=["tinyclash"])
     build_wheel(
         where,
         "tinysame",
@@ -140,8 +141,32 @@ def test_a_file_two_distributions_ship_with_other_contents_is_refused(
     text = _refused(tmp_path, wheels, "tinya==1.0\ntinyclash\n", PY)
     assert "'tinya/__init__.py'" in text
     assert "tinyclash==1.0" in text and "tinya==1.0" in text
-    assert "drop one of them from the dependencies, or --exclude it" in text
+    # What to do, spelled out for either one kept.
+    assert (
+        "to keep tinya==1.0's, drop tinyclash from the dependencies or build with "
+        "`flash build --exclude tinyclash`; to keep tinyclash==1.0's, drop tinya from the "
+        "dependencies or build with `flash build --exclude tinya`" in text
+    )
     assert first.archive.read_bytes() == before
+
+
+def test_a_shared_file_of_a_package_another_requires_is_told_to_be_excluded(
+    tmp_path: Path, wheels: Path
+) -> None:
+    # Dropping tinyclash from the requirements would not do: needs-clash brings it back.
+    text = _refused(tmp_path, wheels, "tinya==1.0\nneeds-clash\n", PY)
+    assert (
+        "to keep tinya==1.0's, build with `flash build --exclude tinyclash` (needs-clash "
+        "requires it)" in text
+    )
+    # The advice followed, the build holds tinya's file.
+    deps = DependencyOptions(
+        python_version=PY, find_links=(str(wheels),), no_index=True, exclude=("tinyclash",)
+    )
+    built = build_project(BuildOptions(project_dir=tmp_path, dependencies=deps))
+    with tarfile.open(built.archive) as tar:
+        member = tar.extractfile("tinya/__init__.py")
+        assert member is not None and member.read() == b"WHO = 'tinya'\n"
 
 
 def test_a_file_two_distributions_ship_with_the_same_contents_builds(

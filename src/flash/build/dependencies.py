@@ -1470,10 +1470,33 @@ def _check_shared_files(site_dir: Path) -> None:
             continue
         raise BuildError(
             f"{first} and {second} both ship {path!r}, with other contents: the archive "
-            "would hold either one, by install order; keep one of them: drop one of them "
-            "from the dependencies, or --exclude it (not vendored: the base image provides "
-            "it)"
+            "would hold either one, by install order; keep one of them: "
+            f"{_keeping(first, second, site_dir)}; {_keeping(second, first, site_dir)} (an "
+            "excluded package is not vendored: the base image provides it)"
         )
+
+
+def _keeping(kept: str, other: str, site_dir: Path) -> str:
+    """How to keep the file of ``kept`` (a pin), leaving ``other`` out: ``--exclude`` it, or
+    drop it from the dependencies, where no other distribution requires it."""
+    name = other.split("==", 1)[0]
+    exclude = f"build with `flash build --exclude {name}`"
+    parents = sorted({_dist_name(dist_info) for dist_info, _ in requirers(site_dir, name)})
+    if parents:  # dropped from the requirements, it would come back with them
+        return f"to keep {kept}'s, {exclude} ({', '.join(parents)} requires it)"
+    return f"to keep {kept}'s, drop {name} from the dependencies or {exclude}"
+
+
+def requirers(site_dir: Path, name: str) -> list[tuple[Path, str]]:
+    """Each installed distribution's .dist-info folder whose METADATA requires ``name``,
+    with the requirement (``Requires-Dist``)."""
+    wanted = normalise_name(name)
+    return [
+        (dist_info, requirement)
+        for dist_info in sorted(site_dir.glob("*.dist-info"))
+        for requirement in _metadata_values(dist_info, "Requires-Dist")
+        if requirement_name(requirement) == wanted
+    ]
 
 
 # What each distribution sharing a pkgutil or pkg_resources namespace package writes as its

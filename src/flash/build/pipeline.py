@@ -51,6 +51,7 @@ from flash.build.dependencies import (
     package_sizes,
     referenced_files,
     requirement_name,
+    requirers,
     source_urls,
     top_level_names,
     vendor_dependencies,
@@ -1028,18 +1029,10 @@ def _required_by(site_dir: Path, dist: str, requirements: Sequence[str]) -> str:
     direct = [r for r in requirements if normalise_name(requirement_name(r)) == wanted]
     if direct:
         return f" (required directly: {', '.join(direct)})"
-    parents = []
-    for metadata in sorted(site_dir.glob("*.dist-info/METADATA")):
-        try:
-            text = metadata.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        for line in text.split("\n\n", 1)[0].splitlines():
-            key, _, value = line.partition(":")
-            if key.lower() == "requires-dist" and (
-                normalise_name(requirement_name(value.strip())) == wanted
-            ):
-                parents.append(f"{metadata.parent.name.split('-', 1)[0]} ({value.strip()})")
+    parents = [
+        f"{dist_info.name.split('-', 1)[0]} ({requirement})"
+        for dist_info, requirement in requirers(site_dir, wanted)
+    ]
     return f" (required by {', '.join(parents)})" if parents else ""
 
 
