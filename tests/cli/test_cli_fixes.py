@@ -197,10 +197,11 @@ def test_run_refuses_one_port_for_the_platform_and_the_web_app_before_building(
     project.mkdir()
     (project / "app.py").write_text(ONE_FUNCTION)
     (project / "main.py").write_text(WEB_APP)
-    with socket.socket() as probe:  # a port free now
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    failed = flash("run", "proj", "--port", str(port), "--app-port", str(port), cwd=tmp_path)
+    # Said whether or not the port is free (here it is taken): no port found free, then
+    # taken meanwhile, can make it another error.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        failed = flash("run", "proj", "--port", str(port), "--app-port", str(port), cwd=tmp_path)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert failed.stderr.strip() == (
         f"Error: --port and --app-port are both {port}: main.py's web app needs a port of its own"

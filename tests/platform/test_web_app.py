@@ -207,6 +207,34 @@ def test_web_app_port_is_refused_while_no_app_serves(tmp_path: Path) -> None:
         web.close()
 
 
+def test_an_app_on_any_port_whose_port_was_taken_while_down_starts_on_another(
+    tmp_path: Path,
+) -> None:
+    # --app-port 0: the port found is bound again at each start, but one that another
+    # program took while no app held it left the app down ("Cannot start the web app")
+    # until flash run restarted, though the user had asked for any free port.
+    (tmp_path / "main.py").write_text(OK_APP)
+    said: list[str] = []
+    web = WebApp(
+        tmp_path, "127.0.0.1", 0, {}, threading.Event(), say=said.append, warn=lambda *_: None
+    )
+    try:
+        web.start()
+        first = web.port
+        web.stop()
+        with socket.socket() as taken:
+            with contextlib.suppress(OSError):  # else another program took it: as good
+                taken.bind(("127.0.0.1", first))
+            web.start()
+        assert web.port != first
+        assert httpx.get(f"http://127.0.0.1:{web.port}", timeout=60).text == "ok"
+        assert said[-1] == (
+            f"Web app (main.py) on http://127.0.0.1:{web.port} (port {first} was taken meanwhile)"
+        )
+    finally:
+        web.close()
+
+
 def test_a_start_that_cannot_start_its_process_leaves_the_port_free(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()

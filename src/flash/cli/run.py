@@ -182,12 +182,12 @@ def check_ports(root: Path, host: str, port: int, app_port: int) -> None:
     """Refuse a busy --port, or --app-port when main.py may serve an app, before the build."""
     from flash.platform.web_app import defines_web_app
 
+    serves_app = defines_web_app(root / "main.py") is not False
+    # Options that cannot go together first: an error whether or not the port is free.
+    if serves_app and port == app_port != 0:
+        fail(f"--port and --app-port are both {port}: main.py's web app needs a port of its own")
     check_can_listen("--port", host, port, "the platform")
-    if defines_web_app(root / "main.py") is not False:
-        if port == app_port != 0:
-            fail(
-                f"--port and --app-port are both {port}: main.py's web app needs a port of its own"
-            )
+    if serves_app:
         check_can_listen("--app-port", host, app_port, "main.py's web app")
 
 

@@ -7,11 +7,13 @@ restart that fails leaves the old app serving; one that a newer restart supersed
 starts, or that is stopped then, ends at once (even inside main.py's import or the app's
 startup). With no app serving and none starting (it was stopped, crashed, or failed to
 start), the port is freed once no replaced app holds it: connections are refused, not left
-waiting, and the next start binds it again.
+waiting, and the next start binds it again (on port 0, "any free port", another one if it
+was taken meanwhile).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -82,6 +84,7 @@ class WebApp:
         self.main = root / "main.py"
         self.host = host
         self.port = port
+        self._any_port = port == 0  # the port found is kept only while it stays free
         self.env = {**os.environ, **env}
         self.stop_requested = stop
         self.say = say
@@ -127,6 +130,7 @@ class WebApp:
             if self._closed:
                 return
             was_running = self._latest is not None or self._serving is not None
+            port_before = self.port
             listener = self._listen()
             try:
                 proc, ready = self._spawn(listener)
@@ -143,7 +147,9 @@ class WebApp:
             target=self._watch, args=(proc, ready, fatal_if_it_fails), daemon=True
         ).start()
         if not was_running:
-            self.say(f"Web app (main.py) on {http_url(self.host, self.port)}")
+            moved = port_before not in (0, self.port)
+            note = f" (port {port_before} was taken meanwhile)" if moved else ""
+            self.say(f"Web app (main.py) on {http_url(self.host, self.port)}{note}")
 
     def stop(self) -> None:
         """Stop every app process (at most WEB_APP_STOP_S for all), then free the port."""
@@ -215,14 +221,16 @@ class WebApp:
         (a new one could find the port taken)."""
         if self._listener is not None:
             return self._listener
-        listener = socket.socket(address_family(self.host))  # as the platform binds its own
-        # Bound as uvicorn binds: a port left in TIME_WAIT is free, a listened one is not.
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            listener.bind((self.host, self.port))
-            listener.listen(2048)  # uvicorn's backlog
+            try:
+                listener = _listening(self.host, self.port)
+            except OSError as exc:
+                # --app-port 0: the port found before was taken while no app held it; any
+                # other free one will do (the start says where).
+                if not (self._any_port and exc.errno == errno.EADDRINUSE):
+                    raise
+                listener = _listening(self.host, 0)
         except (OSError, OverflowError) as exc:
-            listener.close()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise WebAppError(
                 f"cannot serve main.py's web app on {self.host} port {self.port} "
@@ -334,6 +342,20 @@ class WebApp:
             self._draining.discard(proc)
             if self._latest is None and self._serving is None:
                 self._free_port()  # the port a failure left to it
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port`` as uvicorn would (raises if it cannot)."""
+    listener = socket.socket(address_family(host))  # as the platform binds its own
+    try:
+        # Bound as uvicorn binds: a port left in TIME_WAIT is free, a listened one is not.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)  # uvicorn's backlog
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
