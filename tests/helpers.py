@@ -1,10 +1,12 @@
-"""Helpers the test folders share: waiting on a condition, ports, job counts, processes."""
+"""Helpers the test folders share: waiting on a condition, ports and URLs, job counts,
+processes."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -51,11 +53,49 @@ def wait_for(
         time.sleep(0.02)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# What flash run and flash serve print before the URL they listen on: given port 0 they
+# find a free port themselves, and say which (a port picked here first could be taken by
+# another process before they bind it).
+PLATFORM_AT = "Flash platform on"
+WEB_APP_AT = "Web app (main.py) on"
+
+
+def printed_url(text: str, label: str) -> str | None:
+    """The URL printed last after ``label`` (PLATFORM_AT, WEB_APP_AT) in ``text``, if any."""
+    found = re.findall(rf"{re.escape(label)} (http://\S+)", text)
+    return found[-1] if found else None
+
+
+def port_holder(port: int = 0) -> socket.socket:
+    """A socket bound to ``port`` (0: a free one) on 127.0.0.1 that does not listen:
+    connections are refused, yet the port stays this test's until the socket closes, or
+    listens (``listening_on``). SO_REUSEPORT lets a test bind one beside its own listening
+    socket, to hold the port as that one closes; sockets without it cannot bind there."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind(("127.0.0.1", port))
+    except BaseException:
+        holder.close()
+        raise
+    return holder
+
+
+_ServerT = TypeVar("_ServerT", bound=ThreadingHTTPServer)
+
+
+def listening_on(
+    holder: socket.socket,
+    handler: Callable[..., BaseHTTPRequestHandler],
+    server: type[_ServerT],
+) -> _ServerT:
+    """A ``server`` for ``handler`` listening on ``holder`` (a ``port_holder``, which it
+    then owns): not bound anew, its port never free for another process to take."""
+    served = server(holder.getsockname(), handler, bind_and_activate=False)
+    served.socket.close()
+    served.socket = holder
+    served.server_activate()
+    return served
 
 
 def completed_jobs(url: str, endpoint: str) -> int:
@@ -185,6 +225,11 @@ class CollectedProcess:
 
     def count(self, words: str) -> int:
         return self.text().count(words)
+
+    def printed_url(self, label: str, timeout: float = 60) -> str:
+        """The URL printed last after ``label`` (PLATFORM_AT, WEB_APP_AT), once one is."""
+        url: str = self.wait(lambda: printed_url(self.text(), label), timeout, repr(label))
+        return url
 
     def wait_for_output(self, words: str, times: int = 1, timeout: float = 60) -> None:
         self.wait(lambda: self.count(words) >= times, timeout, repr(words))

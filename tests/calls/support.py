@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.helpers import QuietHandler
+from tests.helpers import QuietHandler, listening_on, port_holder
 
 from flash.platform import LocalPlatform
 from flash.runtime.client import Endpoints, PlatformInvoker
@@ -67,8 +68,9 @@ class Answering(QuietHandler):
 
 
 class Restartable:
-    """A scripted gateway on a fixed port that can go down (connections refused) and come
-    back, as a platform restarted in place does."""
+    """A scripted gateway on a port of its own that can go down (connections refused) and
+    come back on that port, as a platform restarted in place does. The port stays held while
+    it is down, so no other process takes it meanwhile; ``close`` frees it."""
 
     def __init__(
         self,
@@ -80,7 +82,8 @@ class Restartable:
         if keep_alive:  # HTTP/1.1: connections stay open between requests
             attributes["protocol_version"] = "HTTP/1.1"
         self.handler = type("Handler", (Answering,), attributes)
-        self.port = 0
+        self._held: socket.socket | None = port_holder()
+        self.port: int = self._held.getsockname()[1]
         self._server: ThreadingHTTPServer | None = None
         self.start()
 
@@ -89,16 +92,24 @@ class Restartable:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
-        self.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._server = server
+        assert self._held is not None, "closed"
+        self._server = listening_on(self._held, self.handler, ThreadingHTTPServer)
+        self._held = None
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Go down: connections are refused until ``start``."""
         if self._server is not None:
+            self._held = port_holder(self.port)  # before its listening socket closes
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
 
 @contextlib.contextmanager

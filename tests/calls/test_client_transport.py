@@ -91,7 +91,7 @@ def test_a_restart_after_the_job_was_accepted_is_ridden_out_by_polling_it() -> N
             platform.start()  # back on the same port
             assert call.result(timeout=30) == 7
     finally:
-        platform.stop()
+        platform.close()
     assert [s for s in seen if s[0] == "POST"] == [("POST", "/v2/api/runsync", False)]
     assert ("GET", "/v2/api/status/j1", True) in seen
     assert all("cannot connect" in failure for failure in failures[1:])
@@ -121,7 +121,7 @@ def test_a_submission_cut_off_by_a_restart_is_sent_again_under_its_key() -> None
             platform.start()
             assert call.result(timeout=30) == 5
     finally:
-        platform.stop()
+        platform.close()
     # The same key: a platform that had kept the first submission answers with that job.
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
 
@@ -129,10 +129,13 @@ def test_a_submission_cut_off_by_a_restart_is_sent_again_under_its_key() -> None
 def test_connection_failures_are_retried_for_seconds_not_past_the_deadline() -> None:
     platform = Restartable(lambda *_: (200, _done(1)))
     platform.stop()  # nothing listens on its port
-    with _connected(platform.url):
-        started = time.monotonic()
-        with pytest.raises(flash.RemoteTimeoutError) as info:
-            typed.options(timeout=1.5).call(1)
+    try:
+        with _connected(platform.url):
+            started = time.monotonic()
+            with pytest.raises(flash.RemoteTimeoutError) as info:
+                typed.options(timeout=1.5).call(1)
+    finally:
+        platform.close()
     assert 1.4 < time.monotonic() - started < 5
     message = str(info.value)
     assert "ran out of time after" in message and "cannot connect" in message
@@ -184,7 +187,7 @@ def test_a_job_whose_deadline_passed_before_it_started_is_a_timeout() -> None:
         with _connected(platform.url), pytest.raises(flash.RemoteTimeoutError) as info:
             typed.call(1)
     finally:
-        platform.stop()
+        platform.close()
     assert info.value.remote_type == "DeadlineExceeded" and info.value.job_id == "j9"
 
 
@@ -195,7 +198,7 @@ def test_a_refusal_without_a_body_names_its_status_and_the_call(status: int, wor
         with _connected(platform.url), pytest.raises(flash.EndpointUnavailableError) as info:
             typed.call(1)
     finally:
-        platform.stop()
+        platform.close()
     message = str(info.value)
     assert f"HTTP {status} {words}" in message and "None" not in message
     assert message.endswith(NAMES)
@@ -222,7 +225,7 @@ def test_an_outage_is_timed_from_when_it_showed_not_from_the_request(
         with _connected(platform.url):
             assert typed.call(3) == 3
     finally:
-        platform.stop()
+        platform.close()
     assert requests == 2
 
 
@@ -254,7 +257,7 @@ def test_a_retry_on_a_fresh_connection_keeps_to_the_calls_deadline() -> None:
             took = asyncio.run(two_calls())
     finally:
         release.set()
-        platform.stop()
+        platform.close()
     # The fresh connection gets what is left of the deadline (and its grace), not all
     # of it again: 4 s plus 1 s of grace, where it took 8.8 s before.
     assert requests == 3 and took < 7
@@ -309,7 +312,7 @@ def test_a_stream_left_open_when_its_loop_ends_leaves_no_connection_open() -> No
     finally:
         set_invoker(previous)
         invoker.close()
-        platform.stop()
+        platform.close()
 
 
 def test_an_http_1_0_answer_leaves_no_connection_to_reuse() -> None:
@@ -325,7 +328,7 @@ def test_an_http_1_0_answer_leaves_no_connection_to_reuse() -> None:
         with _connected(platform.url):
             assert asyncio.run(call_then_count()) == 0
     finally:
-        platform.stop()
+        platform.close()
 
 
 def test_a_connection_reset_as_it_opens_is_a_transport_failure(
@@ -346,4 +349,4 @@ def test_a_connection_reset_as_it_opens_is_a_transport_failure(
         with pytest.raises(HttpError, match=r"GET http://127\.0\.0\.1"):
             asyncio.run(HttpClient().request("GET", f"{platform.url}/ping", timeout=5))
     finally:
-        platform.stop()
+        platform.close()

@@ -46,7 +46,7 @@ def test_an_outage_after_the_job_was_accepted_says_the_job_is_kept(
     finally:
         set_invoker(previous)
         invoker.close()
-        platform.stop()
+        platform.close()
     message = str(raised.value)
     assert "accepted job job-77 and keeps it" in message
     assert "runs when the platform is back" in message

@@ -117,7 +117,7 @@ def test_a_413_from_the_platform_is_payload_too_large() -> None:
     finally:
         set_invoker(previous)
         invoker.close()
-        gateway.stop()
+        gateway.close()
     message = str(info.value)
     assert "HTTP 413: request body exceeds the /runsync limit of 1 KB" in message
     assert "biggest argument is text (4 KiB as sent)" in message

@@ -95,4 +95,4 @@ def _calling_through(invoker: PlatformInvoker, platform: Restartable) -> Iterato
     finally:
         set_invoker(previous)
         invoker.close()
-        platform.stop()
+        platform.close()

@@ -8,9 +8,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from tests.helpers import free_port, processes_under
+from tests.helpers import WEB_APP_AT, printed_url, processes_under
 from tests.wheelhouse import build_wheel
 
 from flash.cli.serve import app_signing_key
@@ -280,13 +281,14 @@ def test_run_fails_when_the_web_app_cannot_start(tmp_path: Path) -> None:
 
     # An app that fails while starting (here on import) ends the command the same way.
     (project / "main.py").write_text("raise RuntimeError('boom')\n" + WEB_APP)
-    port = free_port()
-    failed = flash("run", "proj", "--port", "0", "--app-port", str(port), cwd=tmp_path)
+    failed = flash("run", "proj", "--port", "0", "--app-port", "0", cwd=tmp_path)
     assert failed.returncode == 1
     assert "RuntimeError: boom" in failed.stderr  # uvicorn's own report
+    app_url = printed_url(failed.stdout, WEB_APP_AT)  # the port it found
+    assert app_url is not None, failed.stdout
     assert failed.stderr.strip().splitlines()[-1] == (
-        f"Error: main.py's web app (--app-port {port}) exited with code 1 while starting; "
-        "its output is above"
+        f"Error: main.py's web app (--app-port {urlsplit(app_url).port}) exited with code 1 "
+        "while starting; its output is above"
     )
     assert not processes_under(project)
 

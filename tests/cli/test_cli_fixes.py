@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.cli.test_cli import ENV, WEB_APP, flash
 from tests.cli.test_run_devloop import FlashRun, starter_whose_worker_starts_with
 from tests.cli.test_run_first_build import api_base
-from tests.helpers import free_port, processes_under, wait_for
+from tests.helpers import PLATFORM_AT, CollectedProcess, processes_under, wait_for
 
 from flash import __version__ as flash_version
 from flash.cli.init import write_starter
@@ -32,7 +32,7 @@ def test_sigterm_during_the_first_builds_import_check_ends_flash_run_at_once(
     tmp_path: Path,
 ) -> None:
     project = starter_whose_worker_starts_with(tmp_path, SLEEPS_AT_IMPORT)
-    run = FlashRun(project, free_port())
+    run = FlashRun(project)
     try:
         wait_for(lambda: import_check_running(project), 60, "the import check")
         sent = time.monotonic()
@@ -52,7 +52,7 @@ def test_sigterm_during_a_reloads_import_check_ends_flash_run_at_once(tmp_path: 
     project = tmp_path / "proj"
     write_starter(project)
     worker = project / "workers" / "cpu_worker.py"
-    run = FlashRun(project, free_port())
+    run = FlashRun(project)
     try:
         run.wait_for_output(SERVING)
         worker.write_text(SLEEPS_AT_IMPORT + worker.read_text())
@@ -155,7 +155,7 @@ EXTRA_ENDPOINT = ONE_FUNCTION.replace('name="g"', 'name="extra"')
 def test_a_reload_names_the_endpoints_it_added_and_removed(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     write_starter(project)
-    run = FlashRun(project, free_port())
+    run = FlashRun(project)
     try:
         run.wait_for_output(SERVING)
         url = run.text().split("FLASH_API_BASE=", 1)[1].split()[0].rstrip(".")
@@ -295,7 +295,7 @@ def test_run_signs_with_flash_signing_key_when_it_is_set(tmp_path: Path) -> None
     project = tmp_path / "proj"
     write_starter(project)
     key = os.urandom(32).hex()
-    run = FlashRun(project, free_port(), env={"FLASH_SIGNING_KEY": key})
+    run = FlashRun(project, env={"FLASH_SIGNING_KEY": key})
     try:
         run.wait_for_output(SERVING, timeout=120)
         assert "signed with the key in $FLASH_SIGNING_KEY" in run.text(), run.text()
@@ -324,7 +324,7 @@ def test_a_key_file_deleted_while_flash_run_serves_comes_back_with_the_served_ke
     project = tmp_path / "proj"
     write_starter(project)
     key_file = project / ".flash" / "secrets" / "signing_key"
-    run = FlashRun(project, free_port())
+    run = FlashRun(project)
     try:
         run.wait_for_output(SERVING, timeout=120)
         served = key_file.read_text()
@@ -414,28 +414,19 @@ def test_a_host_that_cannot_be_served_names_host_and_ipv6_loopback_is_served(
         refused = flash("serve", archive, "--host", "::", "--port", busy, cwd=tmp_path)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"port {busy} (--port)" in refused.stderr, refused.stderr
-    port = free_port()
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "flash.cli", "serve", archive, "--host", "::1", "--port", str(port)],
+    serving = CollectedProcess(
+        [sys.executable, "-m", "flash.cli", "serve", archive, "--host", "::1", "--port", "0"],
         cwd=tmp_path,
         env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
-        assert serving.stdout is not None
-        lines = []
-        for line in serving.stdout:
-            lines.append(line)
-            if "Stop with Ctrl-C" in line:
-                break
-        assert f"http://[::1]:{port}" in "".join(lines), "".join(lines)
+        url = serving.printed_url(PLATFORM_AT)
+        assert url.startswith("http://[::1]:"), serving.text()
         import httpx
 
         body = {"input": {"function": "f", "kwargs": {"x": 4}}}
-        answer = httpx.post(f"http://[::1]:{port}/v2/g/runsync", json=body, timeout=60)
+        answer = httpx.post(f"{url}/v2/g/runsync", json=body, timeout=60)
         assert answer.json()["output"]["result"] == 4, answer.text
     finally:
-        serving.send_signal(signal.SIGINT)
-        serving.communicate(timeout=60)
+        serving.proc.send_signal(signal.SIGINT)
+        serving.exit_code()

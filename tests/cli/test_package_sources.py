@@ -10,7 +10,6 @@ import httpx
 import pytest
 from tests.cli.test_run_devloop import FlashRun
 from tests.cli.test_run_first_build import SERVING, api_base
-from tests.helpers import free_port
 from tests.integration.projects import write_files
 from tests.wheelhouse import build_wheel
 
@@ -44,9 +43,7 @@ def test_flash_run_takes_the_find_links_of_the_environment_and_no_index(tmp_path
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "zzlocal", "1.5")
     project = _project(tmp_path / "proj", "zzlocal\n")
-    flash = FlashRun(
-        project, free_port(), env={"FLASH_FIND_LINKS": str(wheels)}, args=("--no-index",)
-    )
+    flash = FlashRun(project, env={"FLASH_FIND_LINKS": str(wheels)}, args=("--no-index",))
     try:
         flash.wait_for_output(SERVING)
         assert _version(api_base(flash.text())) == "1.5"

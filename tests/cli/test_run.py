@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,7 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import completed_jobs, free_port, processes_under, wait_for
+from tests.helpers import (
+    PLATFORM_AT,
+    WEB_APP_AT,
+    completed_jobs,
+    printed_url,
+    processes_under,
+    wait_for,
+)
 from watchfiles import Change
 
 from flash.build import collect
@@ -61,12 +67,11 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
     (project / "main.py").write_text(WEB_APP)
     worker = project / "workers" / "cpu_worker.py"
     worker.write_text(worker.read_text() + OPAQUE)
-    app_port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
             *("-m", "flash.cli", "run", str(project)),
-            *("--port", "0", "--app-port", str(app_port)),
+            *("--port", "0", "--app-port", "0"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -93,16 +98,18 @@ def test_run_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
 
         assert warnings() == 1 and "cpu_worker.py:" in "".join(lines), "".join(lines)
 
-        url = re.search(r"http://127\.0\.0\.1:\d+", "".join(lines)).group(0)  # type: ignore[union-attr]
+        url = printed_url("".join(lines), PLATFORM_AT)
+        assert url is not None, "".join(lines)
         assert preprocess(url) == ["a b"]
 
         # main.py's web app runs too, and its @remote calls go to the local endpoints.
         before = completed_jobs(url, "cpu-worker")
 
         def clean_page() -> httpx.Response | None:
+            app = printed_url("".join(lines), WEB_APP_AT)
             try:
-                return httpx.get(f"http://127.0.0.1:{app_port}/clean", params={"text": " x  y "})
-            except httpx.TransportError:  # not listening yet
+                return None if app is None else httpx.get(f"{app}/clean", params={"text": " x  y "})
+            except httpx.TransportError:  # not answering yet
                 return None
 
         page = wait_for(clean_page, 60, "main.py's web app to answer")

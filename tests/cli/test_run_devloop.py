@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.helpers import CollectedProcess, alive, free_port, processes_under, wait_for
+from tests.helpers import (
+    PLATFORM_AT,
+    WEB_APP_AT,
+    CollectedProcess,
+    alive,
+    processes_under,
+    wait_for,
+)
 
 from flash.cli.init import write_starter
 
@@ -92,14 +99,13 @@ while not _Path({folder!r}, "go").exists():
 
 
 class FlashRun(CollectedProcess):
-    """`flash run PROJECT` in a session of its own (signalled as a terminal signals its
-    foreground group), its output collected as it comes; ``nohup``: run under nohup;
-    ``args``: more of its options."""
+    """`flash run PROJECT` on free ports it finds itself, in a session of its own (signalled
+    as a terminal signals its foreground group), its output collected as it comes;
+    ``nohup``: run under nohup; ``args``: more of its options."""
 
     def __init__(
         self,
         project: Path,
-        app_port: int,
         *,
         nohup: bool = False,
         ignore_sigint: bool = False,
@@ -115,12 +121,18 @@ class FlashRun(CollectedProcess):
                 *(["nohup"] if nohup else []),
                 sys.executable,
                 *("-m", "flash.cli", "run", str(project)),
-                *("--port", "0", "--app-port", str(app_port)),
+                *("--port", "0", "--app-port", "0"),
                 *args,
             ],
             env={**env, "NO_COLOR": "1"},
             start_new_session=True,
         )
+
+    def app_port(self) -> int:
+        """The port of main.py's web app, as flash run said it last started it."""
+        port = urlsplit(self.printed_url(WEB_APP_AT)).port
+        assert port is not None, self.text()
+        return port
 
     def signal_group(self, signum: int) -> None:
         """As a terminal does: Ctrl-C, or closing it, signals its foreground group."""
@@ -192,11 +204,10 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         ignore.write("holding\nrelease\ngo\nimporting-*\n")
     worker = project / "workers" / "cpu_worker.py"
     main = project / "main.py"
-    app_port = free_port()
-    flash = FlashRun(project, app_port, nohup=True)
+    flash = FlashRun(project, nohup=True)
     try:
         flash.wait_for_output("Scripts reach these endpoints")
-        url = re.search(r"http://127\.0\.0\.1:\d+", flash.text()).group(0)  # type: ignore[union-attr]
+        url = flash.printed_url(PLATFORM_AT)
         # Whole URLs in the table, though no terminal sets its width.
         assert f"{url}/v2/cpu-worker " in flash.text(), flash.text()
         # Under nohup a closed terminal's SIGHUP leaves it serving (seen at the next edit).
@@ -218,7 +229,8 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         assert "SyntaxError" in flash.text(), flash.text()
 
         # main.py starts binding `app` (main.py is ignored by the build, watched anyway).
-        main.write_text(WEB_APP)
+        flash.edit(main, WEB_APP, WEB_APP_AT)
+        app_port = flash.app_port()
         first_pid = flash.wait(lambda: app_pid(app_port), 60, "the new web app to answer")
         assert flash.proc.poll() is None, flash.text()
 
@@ -322,7 +334,8 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         flash.wait(lambda: not alive(dying), 30, "the app to be gone")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", app_port), timeout=5)
-        flash.edit(main, WEB_APP, "Web app (main.py) on")
+        flash.edit(main, WEB_APP, WEB_APP_AT)
+        app_port = flash.app_port()  # another, had its port been taken meanwhile
         flash.wait(lambda: app_pid(app_port), 60, "the web app to start again")
         assert flash.proc.poll() is None
 
@@ -345,9 +358,9 @@ def test_main_seen_empty_while_being_saved_leaves_its_web_app_serving(tmp_path: 
     main = project / "main.py"
     main.write_text(WEB_APP)
     worker = project / "workers" / "cpu_worker.py"
-    app_port = free_port()
-    flash = FlashRun(project, app_port)
+    flash = FlashRun(project)
     try:
+        app_port = flash.app_port()
         pid = flash.wait(lambda: app_pid(app_port), 60, "the web app to answer")
         flash.edit(main, "", "main.py is empty")
         assert app_pid(app_port) == pid, flash.text()
@@ -369,9 +382,9 @@ def test_run_stops_cleanly_on_sighup_to_its_group(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     write_starter(project)
     (project / "main.py").write_text(WEB_APP)
-    app_port = free_port()
-    flash = FlashRun(project, app_port)
+    flash = FlashRun(project)
     try:
+        app_port = flash.app_port()
         pid = wait_for(lambda: app_pid(app_port), 60, "the web app to answer")
     finally:
         flash.signal_group(signal.SIGHUP)  # as when its terminal closes
@@ -388,9 +401,9 @@ def test_ctrl_c_during_a_rebuild_stops_without_reloading(tmp_path: Path) -> None
     write_starter(project)
     (project / "main.py").write_text(WEB_APP)
     worker = project / "workers" / "cpu_worker.py"
-    app_port = free_port()
-    flash = FlashRun(project, app_port)
+    flash = FlashRun(project)
     try:
+        app_port = flash.app_port()
         pid = wait_for(lambda: app_pid(app_port), 60, "the web app to answer")
         # The rebuild's import of the worker outlives the Ctrl-C (it says it got it), and
         # lets the build go on once the test creates `go`: the build ends after the stop.
@@ -422,7 +435,7 @@ def starter_whose_worker_starts_with(folder: Path, code: str) -> Path:
 
 def test_ctrl_c_during_the_first_build_says_interrupted(tmp_path: Path) -> None:
     project = starter_whose_worker_starts_with(tmp_path, "import time\n\ntime.sleep(60)\n")
-    flash = FlashRun(project, free_port())
+    flash = FlashRun(project)
     try:
         # The build's import check (cwd .flash/.build) is importing the slow module.
         wait_for(lambda: processes_under(project / ".flash" / ".build"), 60, "the import check")
@@ -436,7 +449,7 @@ def test_ctrl_c_during_the_first_build_says_interrupted(tmp_path: Path) -> None:
 
 def test_keyboard_interrupt_raised_by_the_project_fails_the_first_build(tmp_path: Path) -> None:
     project = starter_whose_worker_starts_with(tmp_path, "raise KeyboardInterrupt('oops')\n")
-    flash = FlashRun(project, free_port())
+    flash = FlashRun(project)
     try:
         # Reported as the project's failure: flash run waits for a fix, not interrupted.
         flash.wait_for_output("waits for a change to the project to build again")
@@ -452,7 +465,7 @@ def test_run_started_ignoring_sigint_builds_through_a_sigint(tmp_path: Path) -> 
     # a script running `flash run &` would: ignored from the start, it stays ignored.
     signal_group = "import os\nimport signal\n\nos.killpg(0, signal.SIGINT)\n"
     project = starter_whose_worker_starts_with(tmp_path, signal_group)
-    flash = FlashRun(project, free_port(), ignore_sigint=True)
+    flash = FlashRun(project, ignore_sigint=True)
     try:
         serving = "Scripts reach these endpoints"
         wait_for(
@@ -472,7 +485,7 @@ def test_run_starts_a_main_py_with_a_syntax_error_to_report_it(tmp_path: Path) -
     (project / "main.py").write_text("app = (\n")
     with (project / ".flashignore").open("a") as ignore:
         ignore.write("main.py\n")  # else the build reports it
-    flash = FlashRun(project, free_port())
+    flash = FlashRun(project)
     try:
         assert flash.exit_code() == 1, flash.text()
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.cli.test_run import preprocess
 from tests.cli.test_run_devloop import FlashRun
-from tests.helpers import free_port, processes_under, wait_for
+from tests.helpers import processes_under, wait_for
 
 from flash.cli.init import write_starter
 
@@ -40,7 +40,7 @@ def api_base(output: str) -> str:
 
 def test_run_waits_after_a_failed_first_build_and_serves_once_fixed(tmp_path: Path) -> None:
     project, worker, good = starter_with_a_syntax_error(tmp_path)
-    flash = FlashRun(project, free_port())
+    flash = FlashRun(project)
     try:
         flash.wait_for_output(WAITING)
         assert "Error:" in flash.text() and "cpu_worker.py" in flash.text(), flash.text()
@@ -88,7 +88,7 @@ def test_a_fix_saved_while_the_failed_first_build_runs_is_built(tmp_path: Path) 
         "    time.sleep(0.05)\n"
         "raise RuntimeError('failed at import')\n" + good
     )
-    flash = FlashRun(project, free_port())
+    flash = FlashRun(project)
     try:
         wait_for(importing.exists, 60, f"the build to import the worker:\n{flash.text()}")
         worker.write_text(good)
@@ -108,7 +108,7 @@ def test_a_fix_saved_while_the_failed_first_build_runs_is_built(tmp_path: Path) 
 def test_run_waiting_for_a_fix_stops_if_the_project_folder_goes(tmp_path: Path) -> None:
     for gone in ("moved", "deleted"):
         project, _, _ = starter_with_a_syntax_error(tmp_path / gone)
-        flash = FlashRun(project, free_port())
+        flash = FlashRun(project)
         try:
             flash.wait_for_output(WAITING)
             if gone == "moved":
@@ -136,7 +136,7 @@ def test_run_no_watch_exits_after_a_failed_first_build(tmp_path: Path) -> None:
 
 def test_ctrl_c_while_waiting_for_a_fix_exits_as_interrupted(tmp_path: Path) -> None:
     project, _, _ = starter_with_a_syntax_error(tmp_path)
-    flash = FlashRun(project, free_port())
+    flash = FlashRun(project)
     try:
         flash.wait_for_output(WAITING)
     finally:

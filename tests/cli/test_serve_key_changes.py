@@ -5,7 +5,6 @@ their new workers."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from tests.cli.test_cli_fixes import _script_call
 from tests.cli.test_run_devloop import FlashRun
 from tests.cli.test_run_first_build import api_base
-from tests.helpers import CollectedProcess, free_port, wait_for
+from tests.helpers import PLATFORM_AT, CollectedProcess, wait_for
 
 from flash.cli.init import write_starter
 
@@ -34,10 +33,8 @@ class FlashServe(CollectedProcess):
         )
 
     def url(self) -> str:
-        wait_for(lambda: SERVING in self.text(), 120, f"serving, in:\n{self.text()}")
-        found = re.search(r"Flash platform on (http://\S+)", self.text())
-        assert found is not None, self.text()
-        return found.group(1)
+        self.wait_for_output(SERVING, timeout=120)
+        return self.printed_url(PLATFORM_AT)
 
 
 def _build(project: Path) -> None:
@@ -117,7 +114,7 @@ def test_run_takes_up_a_new_key_written_to_its_key_file_and_keeps_it(tmp_path: P
     project = tmp_path / "proj"
     write_starter(project)
     key_file = project / ".flash" / "secrets" / "signing_key"
-    run = FlashRun(project, free_port())
+    run = FlashRun(project)
     try:
         run.wait_for_output("Scripts reach these endpoints", timeout=120)
         url = api_base(run.text())

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from tests.cli.test_run_devloop import FlashRun
 from tests.cli.test_run_first_build import SERVING, api_base
-from tests.helpers import free_port, processes_under, wait_for
+from tests.helpers import processes_under, wait_for
 from tests.integration.projects import write_files
 
 from flash.platform import serve_project
@@ -52,7 +52,7 @@ def test_a_call_whose_caller_runs_again_after_a_crash_is_not_run_again(tmp_path:
     runs = tmp_path / "gate.runs"
     # A platform that dies at once (SIGKILL: no call is cancelled, no job ends), its workers
     # with it, while outer waits on its call to inner.
-    flash = FlashRun(root, free_port(), args=("--no-watch",))
+    flash = FlashRun(root, args=("--no-watch",))
     try:
         flash.wait_for_output(SERVING)
         base = api_base(flash.text())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 import runpod
-from tests.helpers import free_port, group_alive, group_members, wait_for
+from tests.helpers import PLATFORM_AT, CollectedProcess, group_alive, group_members, wait_for
 from tests.platform.apps import BASIC, LOOPS, use_client, write_app
 
 from flash.platform import archive as archive_module
@@ -75,45 +74,38 @@ def test_archive_without_manifest_is_refused(tmp_path: Path) -> None:
         extract_archive(archive, tmp_path / "serve")
 
 
-def _serve_in_subprocess(
-    archive: Path, state: Path, port: int, **popen: Any
-) -> subprocess.Popen[str]:
-    """`flash serve ARCHIVE` in a child process; its output on stdout unless ``popen`` says."""
+def _serve_in_subprocess(archive: Path, state: Path, **popen: Any) -> CollectedProcess:
+    """`flash serve ARCHIVE` on any free port in a child process, its output collected."""
     code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
-    args = [str(archive), "--port", str(port), "--state-dir", str(state)]
-    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} | popen
-    return subprocess.Popen([sys.executable, "-c", code, *args], text=True, **popen)
+    args = [str(archive), "--port", "0", "--state-dir", str(state)]
+    return CollectedProcess([sys.executable, "-c", code, *args], **popen)
 
 
-def _serve_basic_app(tmp_path: Path, **popen: Any) -> tuple[subprocess.Popen[str], int]:
-    """`flash serve` of a one-endpoint archive in a child process, once it answers; and the
+def _serve_basic_app(tmp_path: Path, **popen: Any) -> tuple[CollectedProcess, int]:
+    """`flash serve` of a one-endpoint archive in a child process, once it serves; and the
     pid of the worker that ran a first job (its process group holds what it started)."""
     app = write_app(tmp_path / "app", {"basic": (BASIC, {"workersMax": 1})})
     archive = _tar(tmp_path / "app.tar.gz", app)
-    port = free_port()
-    proc = _serve_in_subprocess(archive, tmp_path / "state", port, **popen)
+    served = _serve_in_subprocess(archive, tmp_path / "state", **popen)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{url}/v2/basic/health"), 30, "the gateway")
         runpod.api_key = "any"
-        runpod.endpoint_url_base = f"{url}/v2"
+        runpod.endpoint_url_base = f"{served.printed_url(PLATFORM_AT)}/v2"
         worker_pid = runpod.Endpoint("basic").run_sync({"action": "pid"}, timeout=60)["pid"]
     except BaseException:
-        proc.kill()
+        served.proc.kill()
         raise
-    return proc, int(worker_pid)
+    return served, int(worker_pid)
 
 
 def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc, worker_pid = _serve_basic_app(tmp_path)
+    served, worker_pid = _serve_basic_app(tmp_path)
     try:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.exit_code(30) == 0, served.text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, output
-    assert "basic" in output and "/v2/basic" in output  # the endpoints table
+        if served.proc.poll() is None:
+            served.proc.kill()
+    assert "basic" in served.text() and "/v2/basic" in served.text()  # the endpoints table
     assert not group_alive(worker_pid)
 
 
@@ -121,12 +113,8 @@ def test_serve_runs_an_archive_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
 def test_a_killed_platform_leaves_no_worker_process_behind(tmp_path: Path, loop: str) -> None:
     # SIGKILL gives the platform no chance to stop its workers. They must still go, with
     # what they started (the runpod SDK's loop forks a heartbeat process in each worker).
-    proc, worker_pid = _serve_basic_app(
-        tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "FLASH_WORKER_LOOP": loop},
-    )
+    served, worker_pid = _serve_basic_app(tmp_path, env={**os.environ, "FLASH_WORKER_LOOP": loop})
+    proc = served.proc
     try:
         if loop == "runpod":
             wait_for(lambda: len(group_members(worker_pid)) > 1, 30, "the SDK's heartbeat")
@@ -141,10 +129,9 @@ def test_a_killed_platform_leaves_no_worker_process_behind(tmp_path: Path, loop:
 
 
 def test_serve_reports_a_missing_archive(tmp_path: Path) -> None:
-    proc = _serve_in_subprocess(tmp_path / "nope.tar.gz", tmp_path, free_port())
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert "nope.tar.gz: archive not found" in output
+    refused = _serve_in_subprocess(tmp_path / "nope.tar.gz", tmp_path)
+    assert refused.exit_code() == 1
+    assert "nope.tar.gz: archive not found" in refused.text()
     # No signing key was made for it: a stray key would sign later calls from below here.
     assert not (tmp_path / "secrets").exists()
 
@@ -192,21 +179,19 @@ def test_a_second_platform_on_the_same_state_folder_is_refused(tmp_path: Path) -
     # Both would share the job store, and each would rerun the jobs the other is running.
     state = tmp_path / "state"
     archive = _tar(tmp_path / "app.tar.gz", write_app(tmp_path / "app", {"basic": (BASIC, {})}))
-    port = free_port()
-    first = _serve_in_subprocess(archive, state, port)
+    first = _serve_in_subprocess(archive, state)
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/basic/health"), 30, "the gateway")
+        health = f"{first.printed_url(PLATFORM_AT)}/v2/basic/health"
         second = LocalPlatform(state, echo=None)
         with pytest.raises(PlatformError, match=r"another Flash platform .* is serving from"):
             second.start()
         # `flash serve` says so too, and exits.
-        refused = _serve_in_subprocess(archive, state, free_port())
-        output, _ = refused.communicate(timeout=60)
-        assert refused.returncode != 0 and "another Flash platform" in output, output
-        assert _answers(f"http://127.0.0.1:{port}/v2/basic/health")  # the first serves on
+        refused = _serve_in_subprocess(archive, state)
+        assert refused.exit_code() != 0 and "another Flash platform" in refused.text()
+        assert _answers(health)  # the first serves on
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
+        first.proc.send_signal(signal.SIGTERM)
+        first.exit_code(30)
     again = LocalPlatform(state, echo=None)  # free once the first has stopped
     again.start()
     again.stop()

@@ -4,14 +4,13 @@ say why the build derived no schemas."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import requests
-from tests.helpers import Logs, free_port, wait_for
+from tests.helpers import PLATFORM_AT, CollectedProcess, Logs
 
 from flash.build.dependencies import DependencyOptions
 from flash.build.pipeline import BuildOptions, build_project
@@ -134,28 +133,15 @@ def test_an_archive_built_for_this_machine_is_served_without_a_warning(tmp_path:
 
 
 def test_flash_serve_prints_the_target_warning(cross_archive: Path, tmp_path: Path) -> None:
-    port = free_port()
     code = "import typer; from flash.cli.serve import serve; typer.run(serve)"
-    args = [str(cross_archive), "--port", str(port), "--state-dir", str(tmp_path / "state")]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    args = [str(cross_archive), "--port", "0", "--state-dir", str(tmp_path / "state")]
+    served = CollectedProcess([sys.executable, "-c", code, *args])
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v2/xt/health"), 30, "the gateway")
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        served.printed_url(PLATFORM_AT)  # serving
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.exit_code(30) == 0, served.text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, output
-    assert f"Warning: archive built for Python {OTHER_PYTHON} on {OTHER_PLATFORM}" in output
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
+        if served.proc.poll() is None:
+            served.proc.kill()
+    warning = f"Warning: archive built for Python {OTHER_PYTHON} on {OTHER_PLATFORM}"
+    assert warning in served.text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from tests.helpers import Logs, QuietHandler, free_port, wait_for
+from tests.helpers import Logs, QuietHandler, listening_on, port_holder, wait_for
 from tests.platform.apps import BASIC, ended, write_app
 
 from flash.platform.local import WEBHOOK_ATTEMPTS, LocalPlatform
@@ -77,9 +78,10 @@ class _Receiver(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def receiving(inbox: Inbox, port: int = 0) -> Iterator[int]:
-    """Serve ``inbox`` on 127.0.0.1 (on ``port``, if given) while the block runs."""
-    server = _Receiver(("127.0.0.1", port), inbox.handler())
+def receiving(inbox: Inbox, held: socket.socket | None = None) -> Iterator[int]:
+    """Serve ``inbox`` on 127.0.0.1 (on the port ``held``, a ``port_holder``, if given)
+    while the block runs."""
+    server = listening_on(held or port_holder(), inbox.handler(), _Receiver)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -130,7 +132,8 @@ def test_a_webhook_owed_at_stop_arrives_once_after_a_restart(
     tmp_path: Path, platform_factory: Callable[..., LocalPlatform]
 ) -> None:
     app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
-    port = free_port()  # nothing listens there yet: the receiver is down
+    held = port_holder()  # nothing listens there yet: the receiver is down
+    port = held.getsockname()[1]
     hook = f"http://127.0.0.1:{port}/done?token=t0k3n"
     first = platform_factory(app, webhook_retry_delay_s=NO_RETRY_YET_S)
     final = _run(first, hook, value=7)
@@ -138,7 +141,7 @@ def test_a_webhook_owed_at_stop_arrives_once_after_a_restart(
     first.stop(grace_s=1)
 
     inbox = Inbox()
-    with receiving(inbox, port):
+    with receiving(inbox, held):
         second = platform_factory(app, webhook_retry_delay_s=NO_RETRY_YET_S)
         wait_for(lambda: inbox.bodies("/done"), 30, "the owed webhook")
         wait_for(lambda: _webhook_state(second, final["id"]) == (False, 1), 30, "it stored")
@@ -237,7 +240,8 @@ def test_many_owed_webhooks_are_posted_a_few_at_a_time(
     # Thousands of POSTs at once jammed the HTTP client's connection pool: most timed out
     # there unsent and were given up, and start-up waited on them.
     app = write_app(tmp_path / "app", {"basic": (BASIC, {})})
-    port = free_port()
+    held = port_holder()
+    port = held.getsockname()[1]
     first = platform_factory(app, webhook_retry_delay_s=NO_RETRY_YET_S)
     jobs = [_run(first, f"http://127.0.0.1:{port}/burst", value=i) for i in range(40)]
     for job in jobs:  # the receiver is down: one failed attempt each, then the stop
@@ -246,7 +250,7 @@ def test_many_owed_webhooks_are_posted_a_few_at_a_time(
 
     inbox = Inbox()
     inbox.held.add("/burst")
-    with receiving(inbox, port):
+    with receiving(inbox, held):
         platform_factory(app, webhook_retry_delay_s=NO_RETRY_YET_S)
         wait_for(lambda: inbox.in_flight == 16, 30, "sixteen POSTs in flight")
         inbox.release.set()
