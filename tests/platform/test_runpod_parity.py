@@ -131,6 +131,13 @@ def test_unknown_paths_and_wrong_methods_answer_json(tmp_path: Path, platform_fa
         assert answer.status_code == status, (method, path, answer.text)
         assert answer.headers["content-type"] == "application/json", (method, path)
         assert set(answer.json()) == {"error"} and answer.json()["error"], (method, path)
+        if status == 405:  # RFC 9110: a 405 says which methods the path takes
+            assert answer.headers.get("allow"), (method, path)
+    assert requests.get(f"{platform.url}/v2/basic/run", timeout=30).headers["allow"] == "POST"
+    # An id of any length is named, not echoed whole.
+    long_id = "a" * 20_000
+    answer = requests.get(f"{platform.url}/v2/basic/status/{long_id}", headers=KEY, timeout=30)
+    assert answer.status_code == 404 and len(answer.text) < 500, answer.text[:200]
     # Known routes are as they were.
     assert requests.get(f"{platform.url}/openapi.json", timeout=30).status_code == 200
 

@@ -77,9 +77,10 @@ class _Router:
                 names, methods, handler = self.table[parts[3]]
                 values = parts[4:]
                 if len(values) != len(names) or not all(values):
-                    response = _error(404, f"no such route: {scope['path']}")
+                    response = _error(404, f"no such route: {_named(scope['path'])}")
                 elif scope["method"] not in methods:
                     response = _error(405, f"use {' or '.join(methods)} for {parts[3]}")
+                    response.headers["Allow"] = ", ".join(methods)  # RFC 9110 asks for it
                 else:
                     scope["path_params"] = {
                         "endpoint": parts[2],
@@ -188,14 +189,20 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
+def _named(text: str, limit: int = 100) -> str:
+    """``text`` from a request (a path, an id) cut to ``limit`` characters for a message:
+    a 20 KB id is not echoed whole."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's 404 (no such path) and 405 (a method the path does not take), as JSON."""
     assert isinstance(exc, HTTPException)
     path = request.url.path
     if exc.status_code == 404:
-        message = f"no such route: {path}"
+        message = f"no such route: {_named(path)}"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed for {path}"
+        message = f"{request.method} is not allowed for {_named(path)}"
     else:
         message = exc.detail
     response = _error(exc.status_code, message)
@@ -287,7 +294,7 @@ class Gateway:
                 jobs and self.dispatcher.get(endpoint, request.path_params["job_id"]) is not None
             ):
                 known = ", ".join(sorted(self.supervisor.deployments)) or "none"
-                return _error(404, f"endpoint '{endpoint}' not found (endpoints: {known})")
+                return _error(404, f"endpoint '{_named(endpoint)}' not found (endpoints: {known})")
             return await fn(request)
 
         return guarded
@@ -319,7 +326,7 @@ class Gateway:
         endpoint, job_id = request.path_params["endpoint"], request.path_params["job_id"]
         job = self.dispatcher.get(endpoint, job_id)
         if job is None:
-            return _error(404, f"job '{job_id}' not found on endpoint '{endpoint}'")
+            return _error(404, f"job '{_named(job_id)}' not found on endpoint '{endpoint}'")
         return job
 
     # ------------------------------------------------------------------ client API
