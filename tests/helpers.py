@@ -100,8 +100,17 @@ def listening_on(
 
 def completed_jobs(url: str, endpoint: str) -> int:
     """How many jobs ``endpoint`` of the platform at ``url`` has completed (its /health)."""
+    return _job_count(url, endpoint, "completed")
+
+
+def jobs_in_progress(url: str, endpoint: str) -> int:
+    """How many jobs ``endpoint`` of the platform at ``url`` is running (its /health)."""
+    return _job_count(url, endpoint, "inProgress")
+
+
+def _job_count(url: str, endpoint: str, which: str) -> int:
     health = httpx.get(f"{url}/v2/{endpoint}/health", timeout=30).json()
-    return int(health["jobs"]["completed"])
+    return int(health["jobs"][which])
 
 
 def final_status(

@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.calls.support import inputs_sent
-from tests.helpers import Logs, completed_jobs, wait_for
+from tests.calls.support import inputs_sent, keyless
+from tests.helpers import Logs, completed_jobs, final_status, jobs_in_progress, wait_for
 from tests.integration.projects import served_files
 
 from flash import RemoteTimeoutError
@@ -34,7 +35,7 @@ FILES = {
         import time
         from pathlib import Path
 
-        from flash import CpuLiveServerless, RemoteTimeoutError, remote
+        from flash import CpuLiveServerless, MapError, RemoteTimeoutError, remote, run
 
         # One worker, one job at a time: jobs queue behind each other.
         short = CpuLiveServerless(name="t-short", workersMax=1, executionTimeoutMs=1000)
@@ -86,6 +87,25 @@ FILES = {
         async def slow_async(seconds: float) -> float:
             await asyncio.sleep(seconds)
             return seconds
+
+
+        @remote(work)
+        async def counts_after(marker: str, n: int):
+            # Item 0 at once, the others once the marker exists (a minute at most).
+            yield 0
+            for _ in range(6000):
+                if Path(marker).exists():
+                    break
+                await asyncio.sleep(0.01)
+            for i in range(1, n):
+                yield i
+
+
+        @remote(work)
+        async def holds_until(marker: str) -> str:
+            while not Path(marker).exists():
+                await asyncio.sleep(0.01)
+            return "released"
 
 
         @remote(here)
@@ -200,6 +220,17 @@ FILES = {
             except RemoteTimeoutError:
                 Path(marker + ".timed_out").write_text("1")
                 raise
+
+
+        @remote(limited)
+        def maps_on_nap(seconds: float, marker: str) -> None:
+            # A map's items count their timeout from their start, within this job's time.
+            try:
+                run(marked_nap.options(timeout=30).starmap([(seconds, marker)]))
+            except MapError as exc:
+                if isinstance(exc.errors[0], RemoteTimeoutError):
+                    Path(marker + ".timed_out").write_text("1")
+                raise
     """,
 }
 
@@ -235,15 +266,17 @@ def test_a_config_limit_still_ends_a_job_that_runs_past_it(
         asyncio.run(jobs.nap(30))
 
 
+@pytest.mark.parametrize("caller", ["waits_on_nap", "maps_on_nap"])
 def test_a_nested_call_gets_no_more_than_its_callers_config_limit(
-    served: tuple[LocalPlatform, Any], tmp_path: Path
+    served: tuple[LocalPlatform, Any], tmp_path: Path, caller: str
 ) -> None:
     # The caller's job may run 1 s (its config): the call it makes gets what is left of
-    # that, so its job is cancelled then, not left running with nobody waiting for it.
+    # that, so its job is cancelled then, not left running with nobody waiting for it. A
+    # map's items too, though each counts its own timeout from its start.
     _, jobs = served
     marker = str(tmp_path / "nested")
     with pytest.raises(RemoteTimeoutError):
-        asyncio.run(jobs.waits_on_nap(30, marker))
+        asyncio.run(getattr(jobs, caller)(30, marker))
     # The nested call itself ran out of time (its caller's worker was not killed first).
     wait_for(Path(marker + ".timed_out").exists, 10, "the nested call to time out")
     wait_for(Path(marker + ".cancelled").exists, 10, "the nested job to be cancelled")
@@ -342,3 +375,83 @@ def test_a_long_config_limit_lets_a_signed_call_wait_as_long_to_start(
     ((_, text),) = sent
     signed = json.loads(text)["signature"]
     assert signed["deadline"] - time.time() > 3_500, signed["deadline"] - time.time()
+
+
+def test_a_stream_that_ended_in_time_gives_all_its_items_to_a_slow_reader(
+    served: tuple[LocalPlatform, Any], tmp_path: Path
+) -> None:
+    # The timeout is the job's, not the reader's: its job ended well before the deadline,
+    # and the reader, slow, asks for the rest after it.
+    platform, jobs = served
+    marker = tmp_path / "go"
+    ended = completed_jobs(platform.url, "t-work") + 1
+
+    async def read() -> list[int]:
+        got = []
+        async for item in jobs.counts_after.options(timeout=2).stream(str(marker), 4):
+            got.append(item)
+            if item == 0:  # came while the job waited for the marker: it was running
+                marker.write_text("1")
+                await asyncio.to_thread(
+                    wait_for, lambda: completed_jobs(platform.url, "t-work") == ended
+                )
+                await asyncio.sleep(2)  # a slow reader: past the deadline
+        return got
+
+    assert asyncio.run(read()) == [0, 1, 2, 3]
+
+
+def test_a_stream_still_running_at_its_deadline_times_out_however_it_is_read(
+    served: tuple[LocalPlatform, Any], tmp_path: Path
+) -> None:
+    platform, jobs = served
+
+    async def read() -> None:
+        async for _ in jobs.counts_after.options(timeout=1).stream(str(tmp_path / "never"), 4):
+            await asyncio.sleep(1)  # past the deadline: the job still waits for its marker
+
+    with pytest.raises(RemoteTimeoutError) as raised:
+        asyncio.run(read())
+    # Ended by the caller or by the platform at its limit, whichever came first.
+    job = final_status(platform.url, "t-work", str(raised.value.job_id))
+    assert job["status"] in ("CANCELLED", "TIMED_OUT"), job
+
+
+def test_a_maps_items_waiting_for_a_worker_do_not_time_out(
+    served: tuple[LocalPlatform, Any],
+) -> None:
+    # One worker: the items after the slow one wait for it, each then within its timeout,
+    # which counts from its start, as in-process.
+    platform, jobs = served
+    mapped = jobs.slow_sync.options(timeout=1).map([0.05, 3, 0.05, 0.05], return_exceptions=True)
+    results = asyncio.run(mapped)
+    assert isinstance(results[1], RemoteTimeoutError), results[1]
+    assert results[:1] + results[2:] == [0.05] * 3
+    # Where each item is a job of its own: a method's map, a JSON function's.
+    naps = jobs.Sleeper().nap.options(timeout=1).map([0.05, 30, 0.05], return_exceptions=True)
+    results = asyncio.run(naps)
+    assert isinstance(results[1], RemoteTimeoutError), results[1]
+    assert results[:1] + results[2:] == [0.05] * 2
+    with keyless(platform):
+        mapped = jobs.slow_async.options(timeout=1).map([0.05, 30, 0.05], return_exceptions=True)
+        results = asyncio.run(mapped)
+    assert isinstance(results[1], RemoteTimeoutError), results[1]
+    assert results[:1] + results[2:] == [0.05] * 2
+
+
+def test_a_call_whose_job_never_started_says_so(
+    served: tuple[LocalPlatform, Any], tmp_path: Path
+) -> None:
+    # A plain call's timeout counts from the call: its job waited for the one worker.
+    platform, jobs = served
+    marker = tmp_path / "release"
+    holding = threading.Thread(target=jobs.holds_until.call, args=(str(marker),))
+    holding.start()
+    try:
+        wait_for(lambda: jobs_in_progress(platform.url, "t-work") == 1, 20, "the worker to be held")
+        with pytest.raises(RemoteTimeoutError, match="never started") as raised:
+            asyncio.run(jobs.slow_sync.options(timeout=0.5)(0.01))
+        assert "waited in the queue for 0." in str(raised.value), raised.value
+    finally:
+        marker.write_text("1")
+        holding.join()

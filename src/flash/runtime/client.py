@@ -132,6 +132,9 @@ class CallOptions:
     # in _OUTAGE_S.
     retries: int | None = None
     serialization: str = "auto"  # "json" | "pickle" | "auto": JSON when both sides allow it
+    # The timeout counts from the job's start, not from the call: a map's item, which may
+    # wait for a worker behind the map's other items (the platform holds the job to it).
+    timeout_from_start: bool = False
 
 
 class JsonCodec(Protocol):
@@ -164,6 +167,7 @@ class _Opened:
     job_id: str
     deadline: float | None
     nonce: str | None
+    submitted: float  # when it was sent (epoch seconds)
 
 
 # Set by the SDK (it needs pydantic); inside a worker there is none and calls use pickle.
@@ -584,6 +588,7 @@ class PlatformInvoker:
         ``exact``: a typed JSON call's items may come back as signed pickles."""
         body, deadline, nonce = self._job_body(target, payload, options, digests, exact=exact)
         url = self.endpoints.url(target.resource)
+        submitted = time.time()
         job = await self._submit(url, "run", body, deadline, target, options)
         job_id = job.get("id")
         if not isinstance(job_id, str):
@@ -591,20 +596,23 @@ class PlatformInvoker:
                 f"{redact_url(url)}/run answered without a job id: {job!r:.200}",
                 **_names(target),
             )
-        return _Opened(url, job_id, deadline, nonce)
+        return _Opened(url, job_id, deadline, nonce, submitted)
 
     async def _follow(
         self, target: _Target, opened: _Opened, *, pickled: bool
     ) -> AsyncGenerator[tuple[int, Any], None]:
         """Each stream chunk's output with its position, as the endpoint produces them; the
-        job's failure raised once its stream ends. Closed early, it cancels the job."""
-        url, job_id, deadline, nonce = opened.url, opened.job_id, opened.deadline, opened.nonce
+        job's failure raised once its stream ends. Closed early, it cancels the job.
+
+        The deadline is the job's, not the reader's: a job that ended by then gives all its
+        chunks, however slowly they are read; one still running then is timed out."""
+        url, job_id, nonce = opened.url, opened.job_id, opened.nonce
         finished = False
         index = 0
-        poll = _Poll(target, job_id, deadline)
+        poll = _Poll(target, job_id, opened.deadline, opened.submitted)
         try:
             while True:
-                answer = await self._get(url, "stream", deadline, target, job_id)
+                answer = await self._get(url, "stream", poll.deadline, target, job_id)
                 chunks = answer.get("stream") or []
                 for chunk in chunks:
                     yield index, chunk.get("output") if isinstance(chunk, dict) else None
@@ -613,12 +621,17 @@ class PlatformInvoker:
                 if status in _FINAL:
                     finished = True
                     if status != "COMPLETED":
-                        final = await self._get(url, "status", deadline, target, job_id)
+                        final = await self._get(url, "status", poll.deadline, target, job_id)
                         details = self._failure_details(final, target, nonce, pickled=pickled)
                         _raise_for(final, target, details)
                     return
                 if poll.past_deadline():
-                    raise poll.timed_out("stream")  # the finally below cancels the job
+                    # Maybe only because the reader took its time over the chunks: the job's
+                    # end, as the platform tells it, says whether it ended in time.
+                    job = await self._get(url, "status", time.time(), target, job_id)
+                    if not _ended_by(job, opened.submitted, poll.deadline):
+                        raise poll.timed_out("stream", job)  # the finally cancels the job
+                    poll.deadline = None  # it has ended: the rest of its chunks are there
                 if chunks:
                     poll.restart()  # items are flowing: ask again soon
                 else:  # nothing yet: back off as _call does, not a busy loop
@@ -722,16 +735,17 @@ class PlatformInvoker:
         wait_ms = RUNSYNC_WAIT_MS
         if deadline is not None:
             wait_ms = max(1, min(wait_ms, int((deadline - time.time()) * 1000)))
+        submitted = time.time()
         job = await self._submit(
             url, f"runsync?wait={wait_ms}", body, deadline, target, options, wait_ms / 1000
         )
         job_id = job.get("id")
         try:
-            poll = _Poll(target, job_id, deadline)
+            poll = _Poll(target, job_id, deadline, submitted)
             while job.get("status") not in _FINAL:
                 if poll.past_deadline():
                     await self._cancel(url, job_id)
-                    raise poll.timed_out("call")
+                    raise poll.timed_out("call", job)
                 await poll.wait()
                 job = await self._get(url, "status", deadline, target, job_id)
         except asyncio.CancelledError:
@@ -1479,14 +1493,17 @@ def _target(remote: Any) -> _Target:
 def _deadline(
     options: CallOptions, caller: _context.CallContext, batch: int | None = None
 ) -> float | None:
-    """When the caller stops waiting (epoch seconds): its call's ``timeout`` from now (for
-    a map job, its items' one after another), and no later than its own caller's deadline.
+    """When the caller stops waiting (epoch seconds): its call's ``timeout`` from now, and
+    no later than its own caller's deadline. A map's items count theirs from their start
+    instead (a map job, ``batch``, whose worker holds each item to it; an item as a job of
+    its own, ``timeout_from_start``): an item waiting for a worker behind the map's other
+    items is not failed for that, and the platform ends the job at its execution limit.
     Not the config's ``executionTimeoutMs``: that is the platform's limit on the job once it
     runs (see _execution_limit_ms), and the time the job waits for a worker does not count
     against it."""
     candidates = [caller.deadline] if caller.deadline is not None else []
-    if options.timeout is not None:
-        candidates.append(time.time() + _job_s(options.timeout, batch))
+    if options.timeout is not None and batch is None and not options.timeout_from_start:
+        candidates.append(time.time() + options.timeout)
     return min(candidates) if candidates else None
 
 
@@ -1568,22 +1585,29 @@ class _Poll:
     """Asking a job how it goes: after 5 ms, then twice as long each time up to 1 s (with
     jitter), never past the call's deadline."""
 
-    def __init__(self, target: _Target, job_id: str | None, deadline: float | None) -> None:
+    def __init__(
+        self, target: _Target, job_id: str | None, deadline: float | None, submitted: float
+    ) -> None:
         self.target = target
         self.job_id = job_id
         self.deadline = deadline
+        self.submitted = submitted
         self.delay = 0.005
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
 
-    def timed_out(self, what: str) -> RemoteTimeoutError:
-        return RemoteTimeoutError(
-            f"the {what} did not finish in time",
-            endpoint=self.target.resource,
-            function=self.target.function,
-            job_id=self.job_id,
-        )
+    def timed_out(self, what: str, job: Mapping[str, Any]) -> RemoteTimeoutError:
+        """The error for a call whose deadline passed while its job was as ``job`` (its
+        last answer) says."""
+        message = f"the {what} did not finish in time"
+        if job.get("status") == "IN_QUEUE":
+            waited = time.time() - self.submitted
+            message = (
+                f"the {what}'s job never started: it waited in the queue for {waited:.1f} s, "
+                f"and the {what}'s time ran out"
+            )
+        return RemoteTimeoutError(message, **_names(self.target, self.job_id))
 
     def restart(self) -> None:
         self.delay = 0.005
@@ -1591,6 +1615,18 @@ class _Poll:
     async def wait(self) -> None:
         await asyncio.sleep(_jitter(self.delay, self.deadline))
         self.delay = min(self.delay * 2, 1.0)
+
+
+def _ended_by(job: Mapping[str, Any], submitted: float, deadline: float | None) -> bool:
+    """Whether a job (its /status answer) had ended by ``deadline``: its time queued and
+    running (``delayTime``, ``executionTime``) counted from when it was ``submitted``. A
+    job that does not report them (it never ran) is not known to have."""
+    delay, ran = job.get("delayTime"), job.get("executionTime")
+    if job.get("status") not in _FINAL or deadline is None:
+        return False
+    if not isinstance(delay, int) or not isinstance(ran, int):
+        return False
+    return submitted + (delay + ran) / 1000 <= deadline
 
 
 def _jitter(delay: float, deadline: float | None) -> float:

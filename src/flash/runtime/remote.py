@@ -370,7 +370,8 @@ class RemoteFunction(_Remote):
         every slot busy a few times over; a chunk whose items' size would pass the body limit
         goes as several jobs, one after another),
         which saves most of the per-job cost. Each item keeps the call's ``timeout`` to itself,
-        in a chunk's job too; the config's ``executionTimeoutMs`` bounds a chunk's job as its
+        in a chunk's job too, counted from its start (not the time it waits for a worker); the
+        config's ``executionTimeoutMs`` bounds a chunk's job as its
         items' limits added up.
         A chunk's job that crashes its worker runs
         again as one job per item, so only an item that crashes a worker on its own fails
@@ -411,9 +412,12 @@ class RemoteFunction(_Remote):
         batch = getattr(invoker, "call_map", None)
         batches = getattr(invoker, "batches", None)
         if batch is None or self.is_generator or (batches is not None and not batches(self)):
+            batch = None
             size = 1  # one call per job, as many in flight as concurrency allows
         else:
+            # Map jobs, one-item ones too: the worker holds each item to its timeout.
             size = chunk_size or max(1, min(64, -(-len(work) // (concurrency * 4))))
+        mapped = self._with_options(_item_options(self.call_options))
         chunks = [work[i : i + size] for i in range(0, len(work), size)]
         outcomes: list[list[tuple[bool, Any]]] = [[] for _ in chunks]
         gate = asyncio.Semaphore(concurrency)
@@ -422,9 +426,9 @@ class RemoteFunction(_Remote):
             index: int, chunk: list[tuple[tuple[Any, ...], dict[str, Any]]]
         ) -> None:
             async with gate:
-                if size > 1 and batch is not None:
+                if batch is not None:
                     try:
-                        outcomes[index] = await batch(self, chunk)
+                        outcomes[index] = await batch(mapped, chunk)
                     except Exception as exc:
                         # The chunk's job failed as a whole (timed out, refused, ...): that
                         # is every one of its items' failure, not the end of the map.
@@ -432,7 +436,7 @@ class RemoteFunction(_Remote):
                     return
                 args, kwargs = chunk[0]
                 try:
-                    outcomes[index] = [(True, await self(*args, **kwargs))]
+                    outcomes[index] = [(True, await mapped(*args, **kwargs))]
                 except Exception as exc:
                     outcomes[index] = [(False, exc)]
 
@@ -632,9 +636,10 @@ class RemoteMethod:
         return_exceptions: bool = False,
     ) -> list[Any]:
         """``[await handle.method(item) for item in items]``, ``concurrency`` calls at a
-        time, in order; each call is a job of its own. Failures as for a function's map."""
+        time, in order; each call is a job of its own. Failures and timeouts as for a
+        function's map."""
         return await _map_each(
-            self, [((item,), {}) for item in items], concurrency, return_exceptions
+            self._mapped(), [((item,), {}) for item in items], concurrency, return_exceptions
         )
 
     async def starmap(
@@ -647,10 +652,24 @@ class RemoteMethod:
         """``[await handle.method(*args) for args in items]``: :meth:`map` for several
         arguments."""
         work: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(tuple(args), {}) for args in items]
-        return await _map_each(self, work, concurrency, return_exceptions)
+        return await _map_each(self._mapped(), work, concurrency, return_exceptions)
+
+    def _mapped(self) -> RemoteMethod:
+        """This method as a map calls it: each call's timeout from its start."""
+        remote_class = self.handle.remote_class
+        options = _item_options(remote_class.call_options)
+        return RemoteMethod(
+            self.handle._with_class(remote_class._with_options(options)), self.__name__
+        )
 
     def __repr__(self) -> str:
         return f"<remote method {self.__qualname__} of {self.handle!r}>"
+
+
+def _item_options(options: CallOptions) -> CallOptions:
+    """The options of a map's calls: each item's timeout counts from when it starts, as
+    in-process, not from the map's call (an item may wait for a worker behind the others)."""
+    return dataclasses.replace(options, timeout_from_start=True)
 
 
 async def _items_of(result: Awaitable[Any]) -> AsyncIterator[Any]:
