@@ -196,6 +196,19 @@ def test_starmap_spreads_each_tuple_over_the_arguments(platform: LocalPlatform) 
     assert list(info.value.errors) == [1] and info.value.results[0] == 8
 
 
+def test_map_and_starmap_pass_the_same_keyword_arguments_to_every_item(
+    platform: LocalPlatform,
+) -> None:
+    chain, model = app_module("chain"), app_module("model")
+    assert asyncio.run(chain.power.map([1, 2, 3], kwargs={"exponent": 3})) == [1, 8, 27]
+    assert asyncio.run(chain.power.starmap([(2,), (3,)], kwargs={"exponent": 0})) == [1, 1]
+    texts = ["great", "great great"]
+    labels = asyncio.run(model.Classifier(["great"]).predict.map(texts, kwargs={"threshold": 2}))
+    assert [label["label"] for label in labels] == ["neutral", "positive"]
+    with pytest.raises(TypeError, match="kwargs"):  # a mapping of names, nothing else
+        asyncio.run(chain.power.map([1], kwargs=[("exponent", 3)]))
+
+
 def test_map_on_an_endpoint_that_streams(platform: LocalPlatform) -> None:
     # svc-c also serves a generator, so its handler streams and signs each answer as an item.
     chain = app_module("chain")

@@ -32,6 +32,7 @@ from collections.abc import (
     Generator,
     Iterable,
     Iterator,
+    Mapping,
     Sequence,
 )
 from typing import Any, Protocol
@@ -363,8 +364,10 @@ class RemoteFunction(_Remote):
         concurrency: int = 16,
         return_exceptions: bool = False,
         chunk_size: int | None = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> list[Any]:
-        """``[await fn(item) for item in items]``, ``concurrency`` jobs at a time, in order.
+        """``[await fn(item, **kwargs) for item in items]``, ``concurrency`` jobs at a time,
+        in order; ``kwargs``, the same keyword arguments for every item.
 
         On a platform, items travel ``chunk_size`` per job (by default enough chunks to keep
         every slot busy a few times over; a chunk whose items' size would pass the body limit
@@ -381,7 +384,7 @@ class RemoteFunction(_Remote):
         item's place instead.
         """
         return await self._map_calls(
-            [((item,), {}) for item in items], concurrency, return_exceptions, chunk_size
+            _calls(((item,) for item in items), kwargs), concurrency, return_exceptions, chunk_size
         )
 
     async def starmap(
@@ -391,10 +394,12 @@ class RemoteFunction(_Remote):
         concurrency: int = 16,
         return_exceptions: bool = False,
         chunk_size: int | None = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> list[Any]:
-        """``[await fn(*args) for args in items]``: :meth:`map` for several arguments."""
+        """``[await fn(*args, **kwargs) for args in items]``: :meth:`map` for several
+        arguments."""
         return await self._map_calls(
-            [(tuple(args), {}) for args in items], concurrency, return_exceptions, chunk_size
+            _calls(map(tuple, items), kwargs), concurrency, return_exceptions, chunk_size
         )
 
     async def _map_calls(
@@ -634,13 +639,13 @@ class RemoteMethod:
         *,
         concurrency: int = 16,
         return_exceptions: bool = False,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> list[Any]:
-        """``[await handle.method(item) for item in items]``, ``concurrency`` calls at a
-        time, in order; each call is a job of its own. Failures and timeouts as for a
+        """``[await handle.method(item, **kwargs) for item in items]``, ``concurrency`` calls
+        at a time, in order; each call is a job of its own. Failures and timeouts as for a
         function's map."""
-        return await _map_each(
-            self._mapped(), [((item,), {}) for item in items], concurrency, return_exceptions
-        )
+        work = _calls(((item,) for item in items), kwargs)
+        return await _map_each(self._mapped(), work, concurrency, return_exceptions)
 
     async def starmap(
         self,
@@ -648,10 +653,11 @@ class RemoteMethod:
         *,
         concurrency: int = 16,
         return_exceptions: bool = False,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> list[Any]:
-        """``[await handle.method(*args) for args in items]``: :meth:`map` for several
-        arguments."""
-        work: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(tuple(args), {}) for args in items]
+        """``[await handle.method(*args, **kwargs) for args in items]``: :meth:`map` for
+        several arguments."""
+        work = _calls(map(tuple, items), kwargs)
         return await _map_each(self._mapped(), work, concurrency, return_exceptions)
 
     def _mapped(self) -> RemoteMethod:
@@ -664,6 +670,20 @@ class RemoteMethod:
 
     def __repr__(self) -> str:
         return f"<remote method {self.__qualname__} of {self.handle!r}>"
+
+
+def _calls(
+    each_args: Iterable[tuple[Any, ...]], kwargs: Mapping[str, Any] | None
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """A map's calls: each item's positional arguments with the keyword arguments they all
+    share (a dict of its own for each, as separate calls would have)."""
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(
+            f"kwargs must be a mapping of argument names to values, got {type(kwargs).__name__}"
+        )
+    return [(args, dict(kwargs)) for args in each_args]
 
 
 def _item_options(options: CallOptions) -> CallOptions:
