@@ -34,6 +34,13 @@ FILES = {
     "callsapp/errors.py": """
         class QuotaError(Exception):
             pass
+
+
+        class OverQuota(Exception):  # as users write them: __init__ takes other than its args
+            def __init__(self, user: str, used: int) -> None:
+                super().__init__(f"user {user} over quota: {used}")
+                self.user = user
+                self.used = used
     """,
     "callsapp/chain.py": """
         import asyncio
@@ -45,7 +52,7 @@ FILES = {
         from flash import remote
 
         from callsapp.config import a, b, c, d, e
-        from callsapp.errors import QuotaError
+        from callsapp.errors import OverQuota, QuotaError
 
 
         @remote(c)
@@ -117,6 +124,10 @@ FILES = {
         def fails(kind: str) -> None:
             if kind == "quota":
                 raise QuotaError("monthly quota used up")
+            if kind == "over":
+                error = OverQuota("bob", 7)
+                error.add_note("plan: free")
+                raise error from LookupError("no paid plan for bob")
 
             class Unpicklable(Exception):
                 def __init__(self, message):
@@ -124,6 +135,11 @@ FILES = {
                     self.lock = threading.Lock()  # cannot travel back as itself
 
             raise Unpicklable("holds a lock")
+
+
+        @remote(a)
+        async def fails_below(kind: str) -> None:  # its caller gets what fails raised
+            await fails(kind)
 
 
         @remote(b)

@@ -9,6 +9,7 @@ import importlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,42 @@ def test_remote_exception_is_raised_with_its_type_and_traceback(platform: LocalP
     assert other.value.remote_type == "Unpicklable"
     assert "holds a lock" in str(other.value)
     assert 'raise Unpicklable("holds a lock")' in other.value.remote_traceback
+
+
+def test_an_exception_whose_init_takes_other_arguments_arrives_as_itself(
+    platform: LocalPlatform,
+) -> None:
+    # OverQuota(user, used): pickle's default form would rebuild it as OverQuota(message).
+    chain = app_module("chain")
+    errors = app_module("errors")
+    tracebacks = ["Remote traceback (endpoint svc-b", "Remote traceback (endpoint svc-a"]
+    for hops, call in enumerate((chain.fails, chain.fails_below), start=1):  # a hop up too
+        with pytest.raises(errors.OverQuota) as info:
+            asyncio.run(call("over"))
+        error = info.value
+        assert (error.user, error.used) == ("bob", 7)
+        assert error.args == ("user bob over quota: 7",) and str(error) == error.args[0]
+        assert type(error.__cause__) is LookupError
+        assert error.__cause__.args == ("no paid plan for bob",)
+        assert error.__notes__[0] == "plan: free"
+        assert [n.split(",")[0] for n in error.__notes__[1:]] == tracebacks[:hops]
+        assert "raise error from LookupError" in error.__notes__[1]
+
+
+def test_an_exception_that_cannot_come_back_as_itself_says_why_once(
+    platform: LocalPlatform,
+) -> None:
+    chain = app_module("chain")
+    for call in (chain.fails, chain.fails_below):  # a hop up too
+        with pytest.raises(flash.RemoteExecutionError) as info:
+            asyncio.run(call("lock"))
+        error = info.value
+        assert error.remote_type == "Unpicklable"
+        assert re.match(r"'[\w.]*fails' raised Unpicklable: holds a lock \[", str(error))
+        assert str(error).count("Unpicklable") == 1
+        assert error.__notes__[0] == (
+            "Unpicklable could not be rebuilt here: TypeError: cannot pickle '_thread.lock' object"
+        )
 
 
 def test_a_signed_pickled_call_raises_the_remote_exception_as_its_type(

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from flash.runtime import client, generic_handler
@@ -11,17 +16,27 @@ from flash.runtime.errors import CallDepthError, RemoteExecutionError, attach_re
 
 def _up_the_chain(error: BaseException, hops: int, *, pickled: bool) -> BaseException:
     for hop in range(hops):
-        try:
-            raise error
-        except Exception as exc:
-            wrapped = generic_handler._UserCodeError(f"'app.fn{hop}'", exc)
-            answer = generic_handler._failure(wrapped, pickle_exception=pickled)
+        answer = _answer(error, hop, pickled=pickled)
         # Each hop's traceback holds those below it once (a caller that unpickles the
         # exception leaves out what its notes hold): it grows by a hop's, never doubles.
         assert len(answer["traceback"]) < 600 * (hop + 1)
-        names = {"endpoint": f"ep{hop}", "function": f"app.fn{hop}", "job_id": f"job{hop}"}
-        error = client._remote_exception(answer["error"], answer, names)
+        error = _raised(answer, hop)
     return error
+
+
+def _answer(error: BaseException, hop: int, *, pickled: bool = True) -> dict[str, Any]:
+    """The answer of the worker of hop ``hop`` whose function raised ``error``."""
+    try:
+        raise error
+    except Exception as exc:
+        wrapped = generic_handler._UserCodeError(f"'app.fn{hop}'", exc)
+        return generic_handler._failure(wrapped, pickle_exception=pickled)
+
+
+def _raised(answer: dict[str, Any], hop: int) -> BaseException:
+    """What the caller of hop ``hop`` raises for its ``answer``."""
+    names = {"endpoint": f"ep{hop}", "function": f"app.fn{hop}", "job_id": f"job{hop}"}
+    return client._remote_exception(answer["error"], answer, names)
 
 
 @pytest.mark.parametrize("pickled", [True, False])
@@ -69,3 +84,24 @@ def test_the_tracebacks_of_what_an_error_was_raised_from_are_kept() -> None:
         answer = generic_handler._failure(generic_handler._UserCodeError("'app.load'", exc))
     assert "exception" in answer  # pickled, and still:
     assert "Remote traceback (endpoint ep1, job job1):" in answer["traceback"]
+
+
+def test_an_exception_whose_class_the_caller_lacks_says_why_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "workeronly_quota.py").write_text("class Gone(Exception):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    answer = _answer(importlib.import_module("workeronly_quota").Gone("used up"), 0)
+    # The caller: the module is not installed there.
+    monkeypatch.delitem(sys.modules, "workeronly_quota")
+    sys.path.remove(str(tmp_path))
+    first = _raised(answer, 0)
+    a_hop_up = _raised(_answer(first, 1), 1)
+    for error in (first, a_hop_up):
+        assert type(error) is RemoteExecutionError and error.remote_type == "Gone"
+        assert str(error) == "'app.fn0' raised Gone: used up [app.fn0 on ep0, job job0]"
+        assert error.__notes__[0] == (
+            "Gone could not be rebuilt here: "
+            "ModuleNotFoundError: No module named 'workeronly_quota'"
+        )
+        assert error.__notes__[1].startswith("Remote traceback (endpoint ep0, job job0):")

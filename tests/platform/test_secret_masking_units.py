@@ -118,6 +118,7 @@ def test_a_pickled_exception_holding_a_secret_is_left_out_with_the_signature() -
     answer = _answer(RuntimeError(f"bad key {KEY}"))
     masked = masked_failure(answer, _mask)
     assert "exception" not in masked and "mac" not in masked
+    assert masked["exception_not_sent"] == "it holds a secret of the worker's"
     assert masked["error"] == "'app.f' raised RuntimeError: bad key ****"
     assert masked["traceback"].endswith("RuntimeError: bad key ****\n")
     assert answer["exception"] and answer["mac"]  # the answer itself is left as it is

@@ -62,7 +62,7 @@ def raised_from_a_long_chain() -> None:
 
 
 class KwErr(Exception):
-    """Pickles, but does not unpickle: its __init__ does not take its own args."""
+    """Its __init__ does not take its own args: pickle's default form does not unpickle."""
 
     def __init__(self, *, code: int) -> None:
         super().__init__(f"code {code}")
@@ -70,6 +70,17 @@ class KwErr(Exception):
 
 def raised_from_a_keyword_only_cause() -> None:
     raise ValueError("bad row") from KwErr(code=7)
+
+
+class ShortDecodeError(UnicodeDecodeError):
+    """Its __init__ takes other arguments, and UnicodeDecodeError's sets its fields."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("utf-8", b"\xff", 0, 1, reason)
+
+
+def raised_a_short_decode_error() -> None:
+    raise ShortDecodeError("bad byte")
 
 
 def raised_with_a_huge_link() -> None:
@@ -171,12 +182,37 @@ def test_a_long_chain_of_long_messages_stays_within_the_cap() -> None:
     assert links == 16
 
 
-def test_a_cause_the_caller_cannot_unpickle_leaves_the_exception() -> None:
+def test_a_cause_whose_init_takes_other_arguments_comes_back_as_itself() -> None:
     answer = _answer(raised_from_a_keyword_only_cause)
     error = deserialize(answer["exception"])
     assert type(error) is ValueError and error.args == ("bad row",)
-    assert error.__cause__ is None and error.__suppress_context__ is True
+    assert type(error.__cause__) is KwErr and str(error.__cause__) == "code 7"
+    assert error.__suppress_context__ is True
     assert DIRECT_CAUSE in answer["traceback"] and "KwErr: code 7" in answer["traceback"]
+
+
+def test_an_exception_that_needs_its_init_goes_as_text_saying_why() -> None:
+    # Rebuilt without its __init__ it would have no fields: it would not read as itself.
+    answer = _answer(raised_a_short_decode_error)
+    assert "exception" not in answer
+    assert answer["exception_not_sent"].startswith("TypeError: ShortDecodeError.__init__()")
+    assert answer["error"].endswith(
+        "raised ShortDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: bad byte"
+    )
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is new in 3.11")
+def test_a_group_member_whose_init_takes_other_arguments_comes_back_as_itself() -> None:
+    def raised_in_a_group() -> None:
+        members = [KwErr(code=7), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad byte")]
+        raise ExceptionGroup("several", members)  # noqa: F821 - 3.11+
+
+    error = deserialize(_answer(raised_in_a_group)["exception"])
+    assert type(error).__name__ == "ExceptionGroup" and error.message == "several"
+    quota, decode = error.exceptions
+    assert type(quota) is KwErr and quota.args == ("code 7",)
+    # A C exception is rebuilt by its own __init__, which sets its fields.
+    assert type(decode) is UnicodeDecodeError and (decode.start, decode.reason) == (0, "bad byte")
 
 
 def test_a_cause_whose_class_only_the_worker_has_leaves_the_exception(

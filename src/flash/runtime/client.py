@@ -48,6 +48,7 @@ from flash.runtime.errors import (
     RemoteTimeoutError,
     attach_remote_traceback,
     chain_of,
+    pickle_problem,
     remote_error_from_fields,
 )
 from flash.runtime.http import (
@@ -1740,11 +1741,12 @@ def _remote_exception(
     remote_type = details.get("error_type")
     remote_tb = details.get("traceback") or ""
     pickled = details.get("exception")
+    why = details.get("exception_not_sent")  # the worker's reason, where it sent none
     if isinstance(pickled, str):
         try:
             original = deserialize(pickled)
-        except SerializationError:
-            original = None
+        except SerializationError as exc:  # its class is not here, say
+            original, why = None, pickle_problem(exc)
         if isinstance(original, BaseException):
             # The traceback text shows the notes of the exception and of those it was raised
             # from (remote tracebacks of the calls they came through), which they carry
@@ -1766,7 +1768,12 @@ def _remote_exception(
         kind = RemoteTimeoutError
     elif remote_type == RESULT_NOT_JSON:  # the worker's check of a typed result, as ours
         kind = InvalidResultError
-    return kind(message, remote_type=remote_type, remote_traceback=remote_tb, **common)
+    error = kind(message, remote_type=remote_type, remote_traceback=remote_tb, **common)
+    if remote_type and isinstance(why, str) and why:
+        # First: under the message, above the remote traceback.
+        notes = getattr(error, "__notes__", [])
+        error.__notes__ = [f"{remote_type} could not be rebuilt here: {why}", *notes]
+    return error
 
 
 def _unpack_one(

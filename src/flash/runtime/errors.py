@@ -40,6 +40,7 @@ __all__ = [
     "mask_secrets",
     "masked_failure",
     "masks_for",
+    "pickle_problem",
     "remote_error_fields",
     "remote_error_from_fields",
     "safe_str",
@@ -72,8 +73,11 @@ class RemoteError(Exception):
             attach_remote_traceback(self, remote_traceback, endpoint, job_id)
 
     def __str__(self) -> str:
-        kind = f"{self.remote_type}: " if self.remote_type else ""
-        return f"{kind}{self.message}{self._where()}"
+        kind = self.remote_type
+        # Not where the message names it already: "'fn' raised QuotaError: ...".
+        if kind and not re.search(rf" raised {re.escape(kind)}(?::|$)", self.message):
+            return f"{kind}: {self.message}{self._where()}"
+        return f"{self.message}{self._where()}"
 
     def _where(self) -> str:
         """`` [fn on endpoint, job id]``, as much of it as is known: the call each error
@@ -209,6 +213,8 @@ MAX_ERROR_TEXT = 64 * 1024
 _CUT_NOTE_ROOM = 60
 # The smallest limit cut_text takes: room for the note and some of each end.
 _MIN_CUT_LIMIT = 2 * _CUT_NOTE_ROOM
+# Why an exception could not be rebuilt, as a note of its caller's error says it: a line.
+_MAX_PROBLEM_TEXT = 500
 # The most exceptions of a chain (causes, contexts) that travel with the one raised.
 _MAX_CHAIN = 16
 
@@ -219,6 +225,13 @@ def safe_str(error: BaseException) -> str:
         return str(error)
     except Exception:
         return f"<unprintable {type(error).__name__}>"
+
+
+def pickle_problem(error: BaseException) -> str:
+    """Why pickling or unpickling failed (``error``, a SerializationError: what it was
+    raised from), short: ``TypeError: cannot pickle '_thread.lock' object``."""
+    cause = error.__cause__ or error
+    return cut_text(f"{type(cause).__name__}: {safe_str(cause)}", _MAX_PROBLEM_TEXT)
 
 
 def text_size(text: str) -> int:
@@ -342,9 +355,10 @@ def mask_secrets(text: str, masks: list[tuple[str, str]] | None = None) -> str:
 def masked_failure(value: Any, mask: Callable[[str], str] | None = None) -> Any:
     """A failed job's error or answer (JSON data) with ``mask`` applied to each of its texts;
     ``value`` itself is left as it is. A failure answer's pickled exception
-    (``"exception"``) that holds a secret is left out, and then its signature (``"mac"``),
-    which no longer matches: its caller raises the error from the answer's text, masked. A
-    failure answer sent as JSON text (a streamed item's error) is masked inside it."""
+    (``"exception"``) that holds a secret is left out (``"exception_not_sent"`` says so),
+    and then its signature (``"mac"``), which no longer matches: its caller raises the error
+    from the answer's text, masked. A failure answer sent as JSON text (a streamed item's
+    error) is masked inside it."""
     if mask is None:  # this process's secrets, found once for all the texts of the failure
         masks = secret_masks()
         mask = lambda text: mask_secrets(text, masks)  # noqa: E731
@@ -367,6 +381,8 @@ def masked_failure(value: Any, mask: Callable[[str], str] | None = None) -> Any:
         if key == "exception" and isinstance(item, str) and _is_pickle(item):
             if not _holds_secret(item, mask):
                 result[key] = item
+            else:  # its caller's error says why it is not the exception itself
+                result["exception_not_sent"] = "it holds a secret of the worker's"
             continue
         result[mask(key) if isinstance(key, str) else key] = masked_failure(item, mask)
     if result != value:

@@ -1513,9 +1513,11 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
         # The traceback text shows the exception's notes (remote tracebacks of nested
         # calls); a caller that unpickles it leaves them out (client._remote_exception).
         answer = _error(exc_name, text, _format_traceback(exc.exc))
-        pickled = _pickled_exception(exc.exc) if pickle_exception else None
+        pickled, why = _pickled_exception(exc.exc) if pickle_exception else (None, "")
         if pickled is not None:
             answer["exception"] = pickled
+        elif why:  # its caller's error says why it is not the exception itself
+            answer["exception_not_sent"] = why
         flash_error = remote_error_fields(exc.exc)
         if flash_error is not None:  # a nested call's: its caller raises it as itself
             if isinstance(flash_error.get("message"), str):
@@ -1530,14 +1532,14 @@ def _failure(exc: BaseException, *, pickle_exception: bool = True) -> dict[str, 
     )
 
 
-def _pickled_exception(exc: BaseException) -> str | None:
-    """The exception itself, so the caller can raise the original type; None if it won't go.
-    The exceptions it was raised from (or while handling) go with it where they pickle and
-    fit; else it goes alone. One too big for its long text arguments goes with them cut. A
-    StopIteration does not go: raised in the caller's coroutine, Python would turn it into a
-    RuntimeError."""
+def _pickled_exception(exc: BaseException) -> tuple[str | None, str]:
+    """The exception itself, so the caller can raise the original type; else None, and why
+    it won't go (empty: it is not one to send). The exceptions it was raised from (or while
+    handling) go with it where they pickle and fit; else it goes alone. One too big for its
+    long text arguments goes with them cut. A StopIteration does not go: raised in the
+    caller's coroutine, Python would turn it into a RuntimeError."""
     if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
-        return None
+        return None, ""
     chain = _errors.chain_of(exc)
     masks = _errors.secret_masks()
     # What goes is masked as the error's text is: a copy, where a secret is in its arguments.
@@ -1548,7 +1550,7 @@ def _pickled_exception(exc: BaseException) -> str | None:
     if any(text is not None for text in pickled):
         encoded = _serialized(_errors.chained_pickle(chain, exc, pickled))
         if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
-            return encoded
+            return encoded, ""
         # Too big whole: each link gets a fair share, its text cut to fit it, or stays out
         # (a link that cannot be cut, such as one holding megabytes of bytes).
         share = _MAX_PICKLED_EXCEPTION // len(chain)
@@ -1558,12 +1560,14 @@ def _pickled_exception(exc: BaseException) -> str | None:
         ]
         encoded = _serialized(_errors.chained_pickle(chain, _cut_args(exc, budget), fitted))
         if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
-            return encoded
-    for candidate in (exc, _shortened(exc)):
-        encoded = _serialized(candidate)
-        if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
-            return encoded
-    return None
+            return encoded, ""
+    encoded, why = _pickled(exc)
+    if encoded is not None and len(encoded) > _MAX_PICKLED_EXCEPTION:
+        encoded = _serialized(_shortened(exc))
+        why = f"its pickle is over {_MAX_PICKLED_EXCEPTION // 1024} KiB"
+    if encoded is not None and len(encoded) <= _MAX_PICKLED_EXCEPTION:
+        return encoded, ""
+    return None, why
 
 
 def _masked(exc: BaseException, masks: list[tuple[str, str]]) -> BaseException:
@@ -1610,12 +1614,32 @@ def _same_items(a: list[Any], b: Any) -> bool:
 
 
 def _serialized(obj: Any) -> str | None:
-    if obj is None:
-        return None
+    return None if obj is None else _pickled(obj)[0]
+
+
+def _pickled(error: Any) -> tuple[str | None, str]:
+    """``error`` (or a chain of them, errors.chained_pickle) pickled so that its caller can
+    load it; else None, and why not. Loading it back here is the check, paid by failures
+    only: where an exception's class cannot be called with its args (``QuotaError(user,
+    used)``), which loading pickle's default form does, it goes in the form that calls no
+    __init__ (serialize's ``errors_without_init``). One too big to go is not checked."""
     try:
-        return serialize(obj)
-    except Exception:
-        return None
+        encoded = serialize(error)
+    except SerializationError as exc:
+        return None, _errors.pickle_problem(exc)
+    if len(encoded) > _MAX_PICKLED_EXCEPTION:
+        return encoded, ""
+    try:
+        _serialization.deserialize(encoded)
+        return encoded, ""
+    except SerializationError as exc:
+        why = _errors.pickle_problem(exc)
+    try:
+        encoded = serialize(error, errors_without_init=True)
+        _serialization.deserialize(encoded)
+    except SerializationError:
+        return None, why
+    return encoded, ""
 
 
 def _fitted(exc: BaseException, encoded: str | None, share: int, budget: int) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import copyreg
 import importlib
 import io
 import operator
@@ -49,19 +50,26 @@ class SerializationError(ValueError):
     """A value could not be encoded, or a payload could not be decoded."""
 
 
-def serialize(obj: Any, *, digests: Digests | None = None) -> str:
+def serialize(
+    obj: Any, *, digests: Digests | None = None, errors_without_init: bool = False
+) -> str:
     """Encode ``obj`` as base64 of its cloudpickle bytes.
 
     With ``digests`` (the payload is about to be signed), the SHA-256 of a big encoding's
     bytes goes there, hashed while they are encoded: signing needs it, and would otherwise
     get it by decoding the text again (see :data:`flash.runtime.signing.Digests`).
+
+    With ``errors_without_init``, an exception in ``obj`` whose class cannot be called with
+    its args (``QuotaError(user, used)`` with args ``("user bob over quota: 7",)``), which
+    loading pickle's default form does, goes in the form that calls no ``__init__`` (see
+    :func:`_reduced_without_init`).
     """
     try:
         if _is_plain(obj):
             raw = pickle.dumps(obj, protocol=_PROTOCOL)
-        elif (main := _main_module()) is not None:
+        elif (main := _main_module()) is not None or errors_without_init:
             with io.BytesIO() as file:
-                _MainPickler(file, main).dump(obj)
+                _Pickler(file, main, errors_without_init).dump(obj)
                 raw = file.getvalue()
         else:
             raw = cloudpickle.dumps(obj, protocol=_PROTOCOL)
@@ -204,18 +212,24 @@ class _ModuleNamed:
         return (importlib.import_module, (self.name,))
 
 
-class _MainPickler(cloudpickle.Pickler):
-    """cloudpickle's, sending a class of the script by reference to the module its file is
-    to the workers (``main.Res``), where they have it: not one a ``__main__`` block binds
-    nor one its module's name does not reach (defined in a function)."""
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's, sending a class of the script (``main``) by reference to the module
+    its file is to the workers (``main.Res``), where they have it: not one a ``__main__``
+    block binds nor one its module's name does not reach (defined in a function). With
+    ``errors_without_init``: see :func:`serialize`."""
 
-    def __init__(self, file: io.BytesIO, main: _Main) -> None:
+    def __init__(self, file: io.BytesIO, main: _Main | None, errors_without_init: bool) -> None:
         super().__init__(file, protocol=_PROTOCOL)
         self._main = main
+        self._errors_without_init = errors_without_init
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, type) and obj.__module__ == "__main__":
-            main = self._main
+        if self._errors_without_init and isinstance(obj, BaseException):
+            reduced = _reduced_without_init(obj)
+            if reduced is not None:
+                return reduced
+        main = self._main
+        if main is not None and isinstance(obj, type) and obj.__module__ == "__main__":
             qualname = getattr(obj, "__qualname__", "")
             if (
                 main.guarded is not None
@@ -225,6 +239,37 @@ class _MainPickler(cloudpickle.Pickler):
             ):
                 return (operator.attrgetter(qualname), (_ModuleNamed(main.names[0]),))
         return super().reducer_override(obj)
+
+
+def _reduced_without_init(error: BaseException) -> tuple[Any, ...] | None:
+    """``error`` in pickle's own form that calls no ``__init__`` (``copyreg.__newobj__``):
+    loaded, ``BaseException.__new__`` sets its args and its state its attributes (notes
+    among them), and the caller needs nothing but its class. None where its class takes its
+    args (the default form, ``cls(*args)``, loads), reduces it its own way, or needs its
+    ``__init__`` (a C exception's fields, UnicodeDecodeError's say: rebuilt without it, it
+    would not read as ``error`` does)."""
+    cls = type(error)
+    try:
+        reduced = error.__reduce_ex__(_PROTOCOL)
+        if not (isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[0] is cls):
+            return None
+        args, state = tuple(reduced[1]), (reduced[2] if len(reduced) > 2 else None)
+    except Exception:  # then pickling it fails either way
+        return None
+    try:
+        cls(*args)  # what loading the default form does
+        return None
+    except Exception:
+        pass
+    try:  # what loading the other form does
+        rebuilt = cls.__new__(cls, *args)
+        if state is not None:
+            rebuilt.__setstate__(state)
+        if str(rebuilt) != str(error):
+            return None
+    except Exception:
+        return None
+    return (copyreg.__newobj__, (cls, *args), *reduced[2:])  # type: ignore[attr-defined]
 
 
 def _lookup_qualname(root: Any, qualname: str) -> Any:
