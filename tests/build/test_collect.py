@@ -263,6 +263,28 @@ def test_a_dangling_link_is_refused_and_an_ignored_one_is_not(tmp_path: Path) ->
     assert collect_files(tmp_path) == [".flashignore", "app.py"]
 
 
+# What editors write beside a file while it is open or saved: vim's swap files and its
+# write test (4913), backups (app.py~), Emacs's autosaves, JetBrains' and Kate's temporaries.
+EDITOR_FILES = [
+    ".app.py.swp",
+    ".app.py.swo",
+    "app.py~",
+    "4913",
+    "#app.py#",
+    "app.py___jb_tmp___",
+    "app.py___jb_old___",
+    ".app.py.kate-swp",
+]
+
+
+def test_editor_temporary_files_never_enter_an_archive(tmp_path: Path) -> None:
+    write(tmp_path, {"app.py": "", **{f"pkg/{name}": "unsaved buffer" for name in EDITOR_FILES}})
+    write(tmp_path, {name: "unsaved buffer" for name in EDITOR_FILES})
+    write(tmp_path, {".flashignore": "!*~\n!*.swp\n"})  # never back in, as .git is not
+    assert collect_files(tmp_path) == [".flashignore", "app.py"]
+    assert collect_files(tmp_path / "pkg") == []
+
+
 def test_fingerprinting_a_big_file_takes_little_memory(tmp_path: Path) -> None:
     with open(tmp_path / "big.bin", "wb") as f:
         f.truncate(64 * 1024 * 1024)  # sparse: no disk used

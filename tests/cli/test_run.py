@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.build.test_collect import EDITOR_FILES
 from tests.helpers import (
     PLATFORM_AT,
     WEB_APP_AT,
@@ -155,6 +156,8 @@ def test_run_reloads_for_a_file_a_nested_ignore_file_re_includes(tmp_path: Path)
     assert not wanted(Change.modified, str(tmp_path / "notes" / "config" / "settings.json"))
     assert not wanted(Change.modified, str(tmp_path / ".flash" / "archive.tar.gz"))
     assert not wanted(Change.added, str(tmp_path / "config" / ".env"))
+    for name in EDITOR_FILES:  # an open editor is no edit
+        assert not wanted(Change.added, str(tmp_path / "workers" / name)), name
 
 
 def test_run_filters_its_own_writes_without_reading_ignore_files(

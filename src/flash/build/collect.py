@@ -77,6 +77,16 @@ ALWAYS_EXCLUDED = (
     ".DS_Store",
     ".git",  # also the file of a worktree or submodule, pointing to its repository
     ".#*",  # editors' lock files (Emacs's are dangling links while a buffer has edits)
+    # Editors' temporary files, written while a file is open or saved (no edit yet, and
+    # an unsaved buffer): vim's swap files and its write test, backups, Emacs's autosaves,
+    # JetBrains' safe-write copies, Kate's swap files.
+    ".*.sw[a-p]",
+    "*~",
+    "4913",
+    "\\#*#",  # a leading # starts a comment: escaped
+    "*___jb_tmp___",
+    "*___jb_old___",
+    ".*.kate-swp",
     f"/{MANIFEST_FILENAME}",
 )
 _ALWAYS_SPEC = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
@@ -138,7 +148,10 @@ def always_excluded_why(rel: str) -> str:
         for spec, why in _FOLDER_SPECS:
             if spec.match_file(folder):
                 return why
-    return "version control data, caches, virtual environments and secrets never go in"
+    return (
+        "version control data, caches, virtual environments, editors' temporary files and "
+        "secrets never go in"
+    )
 
 
 def load_ignore_spec(root: Path, extra_patterns: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
