@@ -247,6 +247,20 @@ def test_secrets_and_outputs_stay_out_of_the_archive(tmp_path: Path) -> None:
     assert key not in content and key not in (root / ".flash" / "flash_manifest.json").read_bytes()
 
 
+def test_a_secret_file_changed_is_screened_again_and_the_archive_stays_the_same(
+    tmp_path: Path,
+) -> None:
+    root = starter(tmp_path)
+    pem = "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n"
+    write_files(root, {"deploy.pem": pem.format("MIIEpAIBAAKCAQEA" * 4)})  # left out
+    first = build_project(BuildOptions(project_dir=root))
+    assert "deploy.pem" not in names(first.archive)
+    write_files(root, {"deploy.pem": pem.format("MIIEowIBAAKCAQEA" * 4)})  # rotated
+    again = build_project(BuildOptions(project_dir=root))
+    assert not again.skipped  # the screen read the new file
+    assert again.sha256 == first.sha256  # the archive holds none of it: flash run keeps serving
+
+
 @pytest.mark.parametrize(
     "gitignore",
     ["*\n!*/\n!workers/**\n", "/*\n!/workers/\n!/pyproject.toml\n", "!.env\n!.flash/\n"],

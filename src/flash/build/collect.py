@@ -471,15 +471,29 @@ def fingerprint(root: Path, files: Iterable[str]) -> str:
     inputs are equal (the archive records the bit: 0755 or 0644).
 
     A path may lead out of ``root`` (``../shared/reqs.txt``): it is read from there."""
-    digest = hashlib.sha256()
+    marks = file_marks(root, files)
+    return fingerprint_of(marks, marks)
+
+
+def file_marks(root: Path, files: Iterable[str]) -> dict[str, bytes]:
+    """What :func:`fingerprint` hashes of each file, by path: each file read once, where
+    several fingerprints cover some of the same files (see :func:`fingerprint_of`)."""
+    marks = {}
     for rel in files:
-        digest.update(rel.encode("utf-8") + b"\0")
         try:
             executable = os.stat(root / rel).st_mode & 0o111 != 0
-            digest.update(b"x" if executable else b"-")
-            digest.update(bytes.fromhex(file_sha256(root / rel)))  # in blocks: files may be big
+            sha = bytes.fromhex(file_sha256(root / rel))  # in blocks: files may be big
         except OSError as exc:  # gone since the walk, unreadable: say which, without a traceback
             raise BuildError(f"cannot read: {exc.strerror or exc}", path=rel) from None
+        marks[rel] = rel.encode("utf-8") + b"\0" + (b"x" if executable else b"-") + sha
+    return marks
+
+
+def fingerprint_of(marks: Mapping[str, bytes], files: Iterable[str]) -> str:
+    """:func:`fingerprint` of ``files``, from their ``marks``."""
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(marks[rel])
     return digest.hexdigest()
 
 

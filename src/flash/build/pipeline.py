@@ -29,7 +29,9 @@ from flash.build.collect import (
     always_excluded,
     always_excluded_why,
     collect_files,
+    file_marks,
     fingerprint,
+    fingerprint_of,
     ignored_by,
     names_package_indexes,
     screen_secrets,
@@ -401,7 +403,8 @@ def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> Bu
     options, root, report, never = build.options, build.root, build.report, build.never
     flash_dir, archive_path = build.flash_dir, build.archive_path
     with _timed(timings, "collect"):
-        source_fp = fingerprint(root, inputs.files)
+        marks = file_marks(root, inputs.files)
+        source_fp = fingerprint_of(marks, inputs.files)
         # The local wheels too: rewritten under their version, they are new dependencies.
         wheels = local_wheels(root, options.dependencies)
         dependency_fp = fingerprint(root, inputs.dependency_files) + local_wheels_fingerprint(
@@ -444,7 +447,10 @@ def _build_from(build: _Build, inputs: _Inputs, timings: dict[str, float]) -> Bu
     report("dependencies", _count(len(deps.pins), "package"))
 
     cross_target = not builds_for_this_machine(python_version, options.dependencies.platform)
-    manifest = _manifest_without_schemas(root, options, scan, deps, source_fp)
+    # The manifest's fingerprint is of the files archived: a secret file's change is
+    # screened again (the key above covers it), and makes the same archive.
+    archived_fp = fingerprint_of(marks, screened.kept)
+    manifest = _manifest_without_schemas(root, options, scan, deps, archived_fp)
     with _timed(timings, "handlers"):
         entries, dep_entries = _archive_entries(root, screened.kept, scan, deps, manifest)
         deps = _check_import_names(  # its warning too
