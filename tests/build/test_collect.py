@@ -269,7 +269,6 @@ EDITOR_FILES = [
     ".app.py.swp",
     ".app.py.swo",
     "app.py~",
-    "4913",
     "#app.py#",
     "app.py___jb_tmp___",
     "app.py___jb_old___",
@@ -283,6 +282,16 @@ def test_editor_temporary_files_never_enter_an_archive(tmp_path: Path) -> None:
     write(tmp_path, {".flashignore": "!*~\n!*.swp\n"})  # never back in, as .git is not
     assert collect_files(tmp_path) == [".flashignore", "app.py"]
     assert collect_files(tmp_path / "pkg") == []
+    # Folders of such names are the project's (vim's write test file 4913 is no pattern:
+    # it is gone again at once, and a folder of that name may well hold data).
+    write(tmp_path, {"backup~/a.py": "", "#drafts#/b.py": "", "data/4913/c.json": ""})
+    assert collect_files(tmp_path) == [
+        "#drafts#/b.py",
+        ".flashignore",
+        "app.py",
+        "backup~/a.py",
+        "data/4913/c.json",
+    ]
 
 
 def test_fingerprinting_a_big_file_takes_little_memory(tmp_path: Path) -> None:

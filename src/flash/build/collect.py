@@ -78,12 +78,13 @@ ALWAYS_EXCLUDED = (
     ".git",  # also the file of a worktree or submodule, pointing to its repository
     ".#*",  # editors' lock files (Emacs's are dangling links while a buffer has edits)
     # Editors' temporary files, written while a file is open or saved (no edit yet, and
-    # an unsaved buffer): vim's swap files and its write test, backups, Emacs's autosaves,
-    # JetBrains' safe-write copies, Kate's swap files.
+    # an unsaved buffer): vim's swap files, backups, Emacs's autosaves, JetBrains'
+    # safe-write copies, Kate's swap files. Files only: a folder `backup~/` is the user's.
     ".*.sw[a-p]",
     "*~",
-    "4913",
+    "!*~/",
     "\\#*#",  # a leading # starts a comment: escaped
+    "!\\#*#/",
     "*___jb_tmp___",
     "*___jb_old___",
     ".*.kate-swp",
