@@ -108,6 +108,11 @@ def jobs_in_progress(url: str, endpoint: str) -> int:
     return _job_count(url, endpoint, "inProgress")
 
 
+def failed_jobs(url: str, endpoint: str) -> int:
+    """How many jobs ``endpoint`` of the platform at ``url`` has failed (its /health)."""
+    return _job_count(url, endpoint, "failed")
+
+
 def _job_count(url: str, endpoint: str, which: str) -> int:
     health = httpx.get(f"{url}/v2/{endpoint}/health", timeout=30).json()
     return int(health["jobs"][which])

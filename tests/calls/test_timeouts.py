@@ -15,11 +15,21 @@ from typing import Any
 
 import pytest
 from tests.calls.support import inputs_sent, keyless
-from tests.helpers import Logs, completed_jobs, final_status, jobs_in_progress, wait_for
+from tests.helpers import (
+    Logs,
+    completed_jobs,
+    failed_jobs,
+    final_status,
+    jobs_in_progress,
+    wait_for,
+)
 from tests.integration.projects import served_files
 
 from flash import RemoteTimeoutError
 from flash.platform import LocalPlatform
+from flash.runtime import client as client_module
+from flash.runtime.client import PlatformInvoker
+from flash.runtime.http import HttpClient
 
 FILES = {
     "pyproject.toml": """
@@ -99,6 +109,14 @@ FILES = {
                 await asyncio.sleep(0.01)
             for i in range(1, n):
                 yield i
+
+
+        @remote(work)
+        async def counts_then_fails(marker: str, n: int):
+            # As counts_after, then fails.
+            async for item in counts_after.local(marker, n):
+                yield item
+            raise ValueError("boom at the end")
 
 
         @remote(work)
@@ -401,6 +419,41 @@ def test_a_stream_that_ended_in_time_gives_all_its_items_to_a_slow_reader(
     assert asyncio.run(read()) == [0, 1, 2, 3]
 
 
+def test_a_stream_that_failed_in_time_gives_its_failure_to_a_slow_reader(
+    served: tuple[LocalPlatform, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first poll finds the job ended (its items and its failure in one answer), and the
+    # reader takes its time over them: the end is read after the deadline, as a reader far
+    # from the platform reads it (10 ms a request), and is the job's failure, not a timeout.
+    platform, jobs = served
+    marker = tmp_path / "go"
+    marker.write_text("1")  # no waiting: the job ends at once
+    failed = failed_jobs(platform.url, "t-work") + 1
+    get, exchange = PlatformInvoker._get, HttpClient._exchange
+
+    async def late(self: PlatformInvoker, url: str, route: str, *args: Any) -> Any:
+        if route == "stream":  # as a poll of a busy platform comes late
+            await asyncio.to_thread(wait_for, lambda: failed_jobs(platform.url, "t-work") == failed)
+        return await get(self, url, route, *args)
+
+    async def far(self: HttpClient, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return await exchange(self, *args, **kwargs)
+
+    monkeypatch.setattr(PlatformInvoker, "_get", late)
+    monkeypatch.setattr(HttpClient, "_exchange", far)
+    got = []
+
+    async def read() -> None:
+        async for item in jobs.counts_then_fails.options(timeout=2).stream(str(marker), 3):
+            got.append(item)
+            await asyncio.sleep(3 if item == 0 else 0)  # past the deadline, and a second more
+
+    with pytest.raises(ValueError, match="boom at the end"):
+        asyncio.run(read())
+    assert got == [0, 1, 2]
+
+
 def test_a_stream_still_running_at_its_deadline_times_out_however_it_is_read(
     served: tuple[LocalPlatform, Any], tmp_path: Path
 ) -> None:
@@ -452,6 +505,28 @@ def test_a_call_whose_job_never_started_says_so(
         with pytest.raises(RemoteTimeoutError, match="never started") as raised:
             asyncio.run(jobs.slow_sync.options(timeout=0.5)(0.01))
         assert "waited in the queue for 0." in str(raised.value), raised.value
+    finally:
+        marker.write_text("1")
+        holding.join()
+
+
+def test_a_map_item_that_cannot_start_before_its_signature_expires_says_so(
+    served: tuple[LocalPlatform, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A map item's timeout counts from its start, so only its signature bounds its wait: a
+    # worker refuses a request signed until a time past, and the caller stops waiting then.
+    platform, jobs = served
+    monkeypatch.setattr(client_module, "DEFAULT_TTL_S", 0.5)
+    monkeypatch.setattr(client_module, "CLOCK_SKEW_S", 0.0)
+    marker = tmp_path / "release"
+    holding = threading.Thread(target=jobs.holds_until.call, args=(str(marker),))
+    holding.start()
+    try:
+        wait_for(lambda: jobs_in_progress(platform.url, "t-work") == 1, 20, "the worker to be held")
+        mapped = jobs.slow_sync.options(timeout=0.5).map([0.01], return_exceptions=True)
+        [error] = asyncio.run(asyncio.wait_for(mapped, 20))
+        assert isinstance(error, RemoteTimeoutError), error
+        assert "never started" in str(error) and "signature" in str(error), error
     finally:
         marker.write_text("1")
         holding.join()

@@ -169,6 +169,7 @@ class _Opened:
     deadline: float | None
     nonce: str | None
     submitted: float  # when it was sent (epoch seconds)
+    start_by: float | None  # see _start_by
 
 
 # Set by the SDK (it needs pydantic); inside a worker there is none and calls use pickle.
@@ -589,15 +590,15 @@ class PlatformInvoker:
         ``exact``: a typed JSON call's items may come back as signed pickles."""
         body, deadline, nonce = self._job_body(target, payload, options, digests, exact=exact)
         url = self.endpoints.url(target.resource)
-        submitted = time.time()
         job = await self._submit(url, "run", body, deadline, target, options)
+        submitted = time.time()  # the job's time queued counts from about now
         job_id = job.get("id")
         if not isinstance(job_id, str):
             raise EndpointUnavailableError(
                 f"{redact_url(url)}/run answered without a job id: {job!r:.200}",
                 **_names(target),
             )
-        return _Opened(url, job_id, deadline, nonce, submitted)
+        return _Opened(url, job_id, deadline, nonce, submitted, _start_by(body))
 
     async def _follow(
         self, target: _Target, opened: _Opened, *, pickled: bool
@@ -610,7 +611,7 @@ class PlatformInvoker:
         url, job_id, nonce = opened.url, opened.job_id, opened.nonce
         finished = False
         index = 0
-        poll = _Poll(target, job_id, opened.deadline, opened.submitted)
+        poll = _Poll(target, job_id, opened.deadline, opened.submitted, opened.start_by)
         try:
             while True:
                 answer = await self._get(url, "stream", poll.deadline, target, job_id)
@@ -621,11 +622,13 @@ class PlatformInvoker:
                 status = answer.get("status")
                 if status in _FINAL:
                     finished = True
-                    if status != "COMPLETED":
-                        final = await self._get(url, "status", poll.deadline, target, job_id)
+                    if status != "COMPLETED":  # it has ended: its outcome, however late
+                        final = await self._get(url, "status", None, target, job_id)
                         details = self._failure_details(final, target, nonce, pickled=pickled)
                         _raise_for(final, target, details)
                     return
+                if poll.cannot_start(answer):
+                    raise poll.timed_out("stream", answer)  # the finally cancels the job
                 if poll.past_deadline():
                     # Maybe only because the reader took its time over the chunks: the job's
                     # end, as the platform tells it, says whether it ended in time.
@@ -733,18 +736,20 @@ class PlatformInvoker:
             target, payload, options, digests, exact=exact, batch=batch
         )
         url = self.endpoints.url(target.resource)
+        start_by = _start_by(body)
         wait_ms = RUNSYNC_WAIT_MS
-        if deadline is not None:
-            wait_ms = max(1, min(wait_ms, int((deadline - time.time()) * 1000)))
+        for bound in (deadline, start_by):  # the answer comes back by then, to be checked
+            if bound is not None:
+                wait_ms = max(1, min(wait_ms, int((bound - time.time()) * 1000)))
         submitted = time.time()
         job = await self._submit(
             url, f"runsync?wait={wait_ms}", body, deadline, target, options, wait_ms / 1000
         )
         job_id = job.get("id")
         try:
-            poll = _Poll(target, job_id, deadline, submitted)
+            poll = _Poll(target, job_id, deadline, submitted, start_by)
             while job.get("status") not in _FINAL:
-                if poll.past_deadline():
+                if poll.past_deadline() or poll.cannot_start(job):
                     await self._cancel(url, job_id)
                     raise poll.timed_out("call", job)
                 await poll.wait()
@@ -1587,16 +1592,30 @@ class _Poll:
     jitter), never past the call's deadline."""
 
     def __init__(
-        self, target: _Target, job_id: str | None, deadline: float | None, submitted: float
+        self,
+        target: _Target,
+        job_id: str | None,
+        deadline: float | None,
+        submitted: float,
+        start_by: float | None = None,
     ) -> None:
         self.target = target
         self.job_id = job_id
         self.deadline = deadline
         self.submitted = submitted
+        self.start_by = start_by
         self.delay = 0.005
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
+
+    def cannot_start(self, job: Mapping[str, Any]) -> bool:
+        """Whether the job, queued as ``job`` says, can no longer start (see _start_by)."""
+        return (
+            self.start_by is not None
+            and job.get("status") == "IN_QUEUE"
+            and time.time() >= self.start_by
+        )
 
     def timed_out(self, what: str, job: Mapping[str, Any]) -> RemoteTimeoutError:
         """The error for a call whose deadline passed while its job was as ``job`` (its
@@ -1604,9 +1623,12 @@ class _Poll:
         message = f"the {what} did not finish in time"
         if job.get("status") == "IN_QUEUE":
             waited = time.time() - self.submitted
+            why = f"the {what}'s time ran out"
+            if not self.past_deadline():  # cannot_start
+                why = "its signature no longer lets a worker start it"
             message = (
                 f"the {what}'s job never started: it waited in the queue for {waited:.1f} s, "
-                f"and the {what}'s time ran out"
+                f"and {why}"
             )
         return RemoteTimeoutError(message, **_names(self.target, self.job_id))
 
@@ -1616,6 +1638,16 @@ class _Poll:
     async def wait(self) -> None:
         await asyncio.sleep(_jitter(self.delay, self.deadline))
         self.delay = min(self.delay * 2, 1.0)
+
+
+def _start_by(body: Mapping[str, Any]) -> float | None:
+    """Until when a worker may start the job: a signed one, until its signature's deadline
+    (and the clock skew a worker allows); past it a worker refuses the job, so a caller
+    whose own deadline is further off (a map's items, which count theirs from their
+    start) or who has none stops waiting for it then. None: unsigned, no bound."""
+    signature = body.get("input", {}).get("signature")
+    deadline = signature.get("deadline") if isinstance(signature, dict) else None
+    return deadline + CLOCK_SKEW_S if isinstance(deadline, float) else None
 
 
 def _ended_by(job: Mapping[str, Any], submitted: float, deadline: float | None) -> bool:
