@@ -20,7 +20,7 @@ from tests.runtime.test_generic_handler import fn_job, run
 
 from flash.runtime.errors import cut_text
 from flash.runtime.generic_handler import create_handler
-from flash.runtime.serialization import deserialize
+from flash.runtime.serialization import SerializationError, deserialize
 
 LIMIT = 64 * 1024
 DIRECT_CAUSE = "The above exception was the direct cause of the following exception:"
@@ -81,6 +81,33 @@ class ShortDecodeError(UnicodeDecodeError):
 
 def raised_a_short_decode_error() -> None:
     raise ShortDecodeError("bad byte")
+
+
+class QuotaDefault(Exception):
+    """Its __init__ takes its message too, as a user name: the default form loads, wrongly."""
+
+    def __init__(self, user: str, used: int = 0) -> None:
+        super().__init__(f"user {user} over quota: {used}")
+        self.user, self.used = user, used
+
+
+def raised_quota_default() -> None:
+    raise QuotaDefault("bob", 7)
+
+
+AUDITED: list[str] = []
+
+
+class Audited(Exception):
+    """Its __init__ has an effect (an audit line): made once when raised, never again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        AUDITED.append(message)
+
+
+def raised_audited() -> None:
+    raise Audited("disk full")
 
 
 def raised_with_a_huge_link() -> None:
@@ -191,11 +218,26 @@ def test_a_cause_whose_init_takes_other_arguments_comes_back_as_itself() -> None
     assert DIRECT_CAUSE in answer["traceback"] and "KwErr: code 7" in answer["traceback"]
 
 
-def test_an_exception_that_needs_its_init_goes_as_text_saying_why() -> None:
-    # Rebuilt without its __init__ it would have no fields: it would not read as itself.
+def test_an_exception_whose_init_also_takes_its_message_comes_back_as_itself() -> None:
+    error = deserialize(_answer(raised_quota_default)["exception"])
+    assert type(error) is QuotaDefault and str(error) == "user bob over quota: 7"
+    assert (error.args, error.user, error.used) == (("user bob over quota: 7",), "bob", 7)
+
+
+def test_sending_an_exception_does_not_run_its_init_again_on_the_worker() -> None:
+    AUDITED.clear()
+    answer = _answer(raised_audited)
+    assert AUDITED == ["disk full"]  # the raise's own
+    error = deserialize(answer["exception"])  # the caller's load runs no __init__ either
+    assert type(error) is Audited and str(error) == "disk full" and AUDITED == ["disk full"]
+
+
+def test_an_exception_that_needs_its_init_goes_in_the_default_form() -> None:
+    # Rebuilt without its __init__ it would have no fields: it goes as pickle makes it, and
+    # a caller that cannot load it says why (client._remote_exception's first note).
     answer = _answer(raised_a_short_decode_error)
-    assert "exception" not in answer
-    assert answer["exception_not_sent"].startswith("TypeError: ShortDecodeError.__init__()")
+    with pytest.raises(SerializationError, match=r"ShortDecodeError.__init__\(\)"):
+        deserialize(answer["exception"])
     assert answer["error"].endswith(
         "raised ShortDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: bad byte"
     )

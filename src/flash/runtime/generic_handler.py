@@ -1619,27 +1619,12 @@ def _serialized(obj: Any) -> str | None:
 
 def _pickled(error: Any) -> tuple[str | None, str]:
     """``error`` (or a chain of them, errors.chained_pickle) pickled so that its caller can
-    load it; else None, and why not. Loading it back here is the check, paid by failures
-    only: where an exception's class cannot be called with its args (``QuotaError(user,
-    used)``), which loading pickle's default form does, it goes in the form that calls no
-    __init__ (serialize's ``errors_without_init``). One too big to go is not checked."""
+    load it without calling any __init__ of the user's again (serialize's
+    ``errors_without_init``); else None, and why not."""
     try:
-        encoded = serialize(error)
+        return serialize(error, errors_without_init=True), ""
     except SerializationError as exc:
         return None, _errors.pickle_problem(exc)
-    if len(encoded) > _MAX_PICKLED_EXCEPTION:
-        return encoded, ""
-    try:
-        _serialization.deserialize(encoded)
-        return encoded, ""
-    except SerializationError as exc:
-        why = _errors.pickle_problem(exc)
-    try:
-        encoded = serialize(error, errors_without_init=True)
-        _serialization.deserialize(encoded)
-    except SerializationError:
-        return None, why
-    return encoded, ""
 
 
 def _fitted(exc: BaseException, encoded: str | None, share: int, budget: int) -> str | None:

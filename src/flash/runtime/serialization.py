@@ -20,7 +20,7 @@ import operator
 import pickle
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle
@@ -59,10 +59,8 @@ def serialize(
     bytes goes there, hashed while they are encoded: signing needs it, and would otherwise
     get it by decoding the text again (see :data:`flash.runtime.signing.Digests`).
 
-    With ``errors_without_init``, an exception in ``obj`` whose class cannot be called with
-    its args (``QuotaError(user, used)`` with args ``("user bob over quota: 7",)``), which
-    loading pickle's default form does, goes in the form that calls no ``__init__`` (see
-    :func:`_reduced_without_init`).
+    With ``errors_without_init``, an exception in ``obj`` whose class has an ``__init__`` of
+    its own goes in the form that calls none when loaded (see :func:`_reduced_without_init`).
     """
     try:
         if _is_plain(obj):
@@ -244,30 +242,29 @@ class _Pickler(cloudpickle.Pickler):
 def _reduced_without_init(error: BaseException) -> tuple[Any, ...] | None:
     """``error`` in pickle's own form that calls no ``__init__`` (``copyreg.__newobj__``):
     loaded, ``BaseException.__new__`` sets its args and its state its attributes (notes
-    among them), and the caller needs nothing but its class. None where its class takes its
-    args (the default form, ``cls(*args)``, loads), reduces it its own way, or needs its
-    ``__init__`` (a C exception's fields, UnicodeDecodeError's say: rebuilt without it, it
-    would not read as ``error`` does)."""
+    among them), and the caller needs nothing but its class. For a class with an
+    ``__init__`` of its own in Python, which pickle's default form, ``cls(*args)``, would
+    call with its message (``QuotaError(user, used)`` fails; ``__init__(user, used=0)``
+    makes another error; either may have effects): its __init__ ran when it was raised.
+    None where the class reduces it its own way, has no such ``__init__``, or needs it (a
+    subclass of a C exception with fields, UnicodeDecodeError's: it would not read as
+    ``error`` does)."""
     cls = type(error)
+    if cls.__reduce__ is not BaseException.__reduce__:
+        return None
+    if not isinstance(cls.__init__, FunctionType):
+        return None
     try:
-        reduced = error.__reduce_ex__(_PROTOCOL)
+        reduced = error.__reduce__()
         if not (isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[0] is cls):
             return None
         args, state = tuple(reduced[1]), (reduced[2] if len(reduced) > 2 else None)
-    except Exception:  # then pickling it fails either way
-        return None
-    try:
-        cls(*args)  # what loading the default form does
-        return None
-    except Exception:
-        pass
-    try:  # what loading the other form does
-        rebuilt = cls.__new__(cls, *args)
+        rebuilt = cls.__new__(cls, *args)  # what loading the form does
         if state is not None:
             rebuilt.__setstate__(state)
-        if str(rebuilt) != str(error):
+        if rebuilt.args != error.args or str(rebuilt) != str(error):
             return None
-    except Exception:
+    except Exception:  # the default form, then
         return None
     return (copyreg.__newobj__, (cls, *args), *reduced[2:])  # type: ignore[attr-defined]
 
