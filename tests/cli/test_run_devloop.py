@@ -513,3 +513,39 @@ def test_serve_stops_cleanly_on_sighup(tmp_path: Path) -> None:
     finally:
         serve.send_signal(signal.SIGHUP)
     assert serve.wait(60) == 0
+
+
+# A web app that notes each of its starts in app.log, in the project, as a web app's own
+# log or SQLite database is written there.
+LOGGING_APP = (
+    WEB_APP
+    + """
+with open("app.log", "a") as log:
+    log.write(f"started {os.getpid()}\\n")
+"""
+)
+
+
+def test_a_file_the_web_app_writes_at_each_start_stops_reloading_it(tmp_path: Path) -> None:
+    # Each write was a change: a new build, the web app restarted, which wrote again, for
+    # ever, nothing saying why.
+    project = tmp_path / "proj"
+    write_starter(project)
+    (project / "main.py").write_text(LOGGING_APP)
+    log = project / "app.log"
+    worker = project / "workers" / "cpu_worker.py"
+    flash = FlashRun(project)
+    try:
+        flash.wait_for_output("add it to .flashignore, or write it outside the project", 1, 120)
+        assert "app.log" in flash.text().rsplit("Warning", 1)[1], flash.text()
+        reloads = flash.count("Reloaded")
+        # An edit of another file still reloads; the app's write as it restarts does not.
+        starts = len(log.read_text().splitlines())
+        flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
+        flash.wait(lambda: len(log.read_text().splitlines()) > starts, 60, "the app's log")
+        flash.edit(worker, worker.read_text() + "\n# another\n", "Reloaded")
+        flash.wait(lambda: len(log.read_text().splitlines()) > starts + 1, 60, "the app's log")
+        assert flash.count("Reloaded") == reloads + 2, flash.text()
+        assert flash.count("add it to .flashignore") == 1, flash.text()
+    finally:
+        flash.end()

@@ -4,8 +4,10 @@ and the web app. Output goes through the callbacks given, as with ``start_projec
 from __future__ import annotations
 
 import enum
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from flash.build.pipeline import (
 from flash.platform.archive import extract_for_serving
 from flash.platform.local import LocalPlatform
 from flash.platform.manifest import PlatformError
+from flash.platform.own_writes import REPEATS, OwnWrites, Restart
 from flash.platform.web_app import WebApp, WebAppError, defines_web_app
 from flash.sdk.keys import keep_signing_key
 
@@ -91,6 +94,11 @@ class Reloader:
         # rebuild says only those it adds, not the same ones at every save.
         self._warnings = set(warned)
         self._said_empty = False  # "main.py is empty" was said, and it is still empty
+        self.own_writes = OwnWrites()
+        self._built_at = 0.0  # when the last build was done (wall clock, as files' times)
+        # When the last reload restarted what serves (its build done, its own return), if
+        # it did: a change written meanwhile may be the project's own (see own_writes).
+        self._restarted: tuple[float, float] | None = None
 
     def _keep_key(self) -> None:
         """The project's key file keeps the key the workers check (a deleted one is written
@@ -106,10 +114,18 @@ class Reloader:
         self._key_warning = warning
 
     def __call__(self, changed: Iterable[Path]) -> None:
+        changed = frozenset(changed)
+        if changed and changed <= self.own_writes.files:
+            return  # the project's own writes (said once): the next other change builds them
+        own = self.own_writes.found(changed, self._last_restart())
+        self._restarted = None
+        if own:
+            self._say_own_writes(own)
+            return
         outcome = self.rebuild()
         if outcome is Outcome.STOPPED:
             return
-        main_changed = self.web.main.resolve() in set(changed)
+        main_changed = self.web.main.resolve() in changed
         # The web app imports the project's files as they are on disk: any new build may
         # change what it sees (which files, read when, cannot be told), so it restarts;
         # main.py may also be ignored by the build.
@@ -117,6 +133,29 @@ class Reloader:
             outcome is Outcome.SAME and (main_changed or self.web.needs_start)
         ):
             self.update_web_app()
+        if outcome is Outcome.NEW or self.web.starting:
+            self._restarted = (self._built_at, time.time())
+
+    def _last_restart(self) -> Restart | None:
+        """What the last reload restarted, if anything: from its build on, until all it
+        started is ready."""
+        if self._restarted is None:
+            return None
+        began, returned = self._restarted
+        settled = None if self.web.starting else max(returned, self.web.settled_at)
+        return Restart(began, settled)
+
+    def _say_own_writes(self, files: Iterable[Path]) -> None:
+        root = self.options.project_dir.resolve()
+        names = sorted(os.path.relpath(path, root) for path in files)
+        it = "it" if len(names) == 1 else "them"
+        self.warn(
+            "Warning",
+            f"{', '.join(names)} changed right after each of the last {REPEATS} reloads, "
+            "written by the project itself as it starts, it seems (a log, a database): "
+            f"flash run no longer reloads for changes to {it} alone; add {it} to "
+            f".flashignore, or write {it} outside the project",
+        )
 
     def rebuild(self) -> Outcome:
         """Build and serve what changed."""
@@ -130,6 +169,7 @@ class Reloader:
             return Outcome.STOPPED if self.stop.is_set() else self._failed(exc)
         if self.stop.is_set():
             return Outcome.STOPPED  # no new build to load, nor web app to start, on the way out
+        self._built_at = time.time()
         if result.skipped and result.sha256 != self.unserved:
             if self.broken:
                 self.broken = False

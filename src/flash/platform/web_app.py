@@ -90,6 +90,8 @@ class WebApp:
         self.say = say
         self.warn = warn
         self.failure: WebAppError | None = None  # a fatal start failed
+        # When the last start ended, ready or failed (wall clock, as files' times are).
+        self.settled_at = 0.0
         self._lock = threading.Lock()  # the fields below change in the watching threads too
         self._down = False  # no app serves after a failure: the next change starts one
         self._stale = False  # the last start failed, an older app serves on
@@ -110,6 +112,12 @@ class WebApp:
         """The pid of the app taking connections, once it has said that it is ready."""
         with self._lock:
             return None if self._serving is None else self._serving.pid
+
+    @property
+    def starting(self) -> bool:
+        """Whether the last app started is not yet ready, nor failed."""
+        with self._lock:
+            return self._latest is not None and self._latest is not self._serving
 
     @property
     def needs_start(self) -> bool:
@@ -255,6 +263,7 @@ class WebApp:
         cause is reported."""
         started = self._wait_ready(proc, ready)
         with self._lock:
+            self.settled_at = time.time()
             current = proc is self._latest
             if started and current:
                 self._drain(self._serving)
