@@ -24,8 +24,9 @@ from tests.helpers import (
 from watchfiles import Change
 
 from flash.build import collect
+from flash.build.dependencies import DependencyOptions
 from flash.cli.init import write_starter
-from flash.platform.devloop import source_filter
+from flash.platform.devloop import always_watched, source_filter
 
 
 def preprocess(url: str) -> Any:
@@ -158,6 +159,21 @@ def test_run_reloads_for_a_file_a_nested_ignore_file_re_includes(tmp_path: Path)
     assert not wanted(Change.added, str(tmp_path / "config" / ".env"))
     for name in EDITOR_FILES:  # an open editor is no edit
         assert not wanted(Change.added, str(tmp_path / "workers" / name)), name
+
+
+def test_run_reloads_for_the_wheels_of_its_find_links_folders(tmp_path: Path) -> None:
+    # One requirements.txt names, ignored by the build, and one given as an option, outside
+    # the project: the build reads their wheels.
+    root, outside = tmp_path / "proj", tmp_path / "wheels"
+    (root / "dist").mkdir(parents=True)
+    outside.mkdir()
+    (root / ".gitignore").write_text("dist/\n")
+    (root / "requirements.txt").write_text("--find-links dist\nzzlocal\n")
+    sources = DependencyOptions(find_links=(str(outside),))
+    wanted = source_filter(root, always_watched(root, sources), sources)
+    for folder in (root / "dist", outside):
+        assert wanted(Change.added, str(folder / "zzlocal-1.0-py3-none-any.whl"))
+        assert not wanted(Change.added, str(folder / "notes.txt"))
 
 
 def test_run_filters_its_own_writes_without_reading_ignore_files(

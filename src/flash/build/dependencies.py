@@ -1257,15 +1257,13 @@ def _local_wheel_stats(pins: Sequence[str], wheels: Sequence[LocalWheel]) -> lis
 
 def _local_wheels(find_links: Sequence[str]) -> list[LocalWheel]:
     """Each wheel in the local ``find_links`` folders (or given as a file), sorted."""
+    return _wheels_in(_local_paths(find_links))
+
+
+def _wheels_in(paths: Iterable[Path]) -> list[LocalWheel]:
+    """Each wheel in the folders ``paths`` (or one of them), sorted."""
     found = []
-    folders = []
-    for link in find_links:
-        if link.lower().startswith("file://"):
-            link = url2pathname(urlsplit(link).path)
-        elif "://" in link:
-            continue  # an index on the network: its files' versions are its own
-        folders.append(Path(link).expanduser().resolve())
-    for folder in dict.fromkeys(folders):
+    for folder in paths:
         wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else [folder]
         for wheel in wheels:
             name, _, version = wheel.name.partition("-")
@@ -1283,20 +1281,38 @@ def _local_wheels(find_links: Sequence[str]) -> list[LocalWheel]:
     return sorted(found)
 
 
-def local_wheels(root: Path, options: DependencyOptions) -> list[LocalWheel]:
-    """The wheels in the local --find-links folders of the build (its options', or one its
-    requirement files name), listed once a build: such a folder need not be archived
-    (dist/, outside the project, ignored), so the project's files do not show a wheel
-    rewritten, added or removed there (see local_wheels_fingerprint), and the dependency
-    stage reads them (see vendor_dependencies)."""
-    sources = _Sources()  # requirements files name find-links; pyproject.toml cannot
+def _local_paths(find_links: Sequence[str]) -> list[Path]:
+    """The local ``find_links`` (folders, or wheels), absolute, each once."""
+    paths = []
+    for link in find_links:
+        if link.lower().startswith("file://"):
+            link = url2pathname(urlsplit(link).path)
+        elif "://" in link:
+            continue  # an index on the network: its files' versions are its own
+        paths.append(Path(link).expanduser().resolve())
+    return list(dict.fromkeys(paths))
+
+
+def local_find_links(root: Path, options: DependencyOptions) -> list[Path]:
+    """The local --find-links folders (or wheels) of the build, absolute: its options', and
+    those its requirement files name (pyproject.toml cannot)."""
+    sources = _Sources()
     requirements_txt = root / "requirements.txt"
     try:
         if requirements_txt.is_file():
             _read_requirements_txt(requirements_txt, root, set(), sources)
     except (BuildError, OSError, ValueError):
         pass  # the dependency stage reports what is wrong with the files
-    return _local_wheels([*options.find_links, *sources.find_links])
+    return _local_paths([*options.find_links, *sources.find_links])
+
+
+def local_wheels(root: Path, options: DependencyOptions) -> list[LocalWheel]:
+    """The wheels in the local --find-links folders of the build (see local_find_links),
+    listed once a build: such a folder need not be archived (dist/, outside the project,
+    ignored), so the project's files do not show a wheel rewritten, added or removed there
+    (see local_wheels_fingerprint), and the dependency stage reads them (see
+    vendor_dependencies)."""
+    return _wheels_in(local_find_links(root, options))
 
 
 def local_wheels_fingerprint(wheels: Sequence[LocalWheel]) -> str:

@@ -48,6 +48,7 @@ from flash.cli.serve import print_endpoints
 from flash.runtime.protocol import FLASH_DIR
 
 if TYPE_CHECKING:
+    from flash.build.dependencies import DependencyOptions
     from flash.build.pipeline import BuildOptions
     from flash.platform.devloop import Snapshot
     from flash.platform.local import LocalPlatform
@@ -162,7 +163,7 @@ def run(
                     progress=stage_printer(False),
                     warned=warned,
                 )
-                watch_and_reload(root, stop, reloader)
+                watch_and_reload(root, stop, reloader, options.dependencies)
             else:
                 wait_for_stop(stop)
             if web.failure is not None:
@@ -213,7 +214,8 @@ def first_build(
     state_lock = lock_state_dir(root / FLASH_DIR)
     try:
         while True:
-            read = snapshot(root) if watch else None  # what this build will have read
+            # What this build will have read.
+            read = snapshot(root, options.dependencies) if watch else None
             try:
                 # A duplicate holds the same lock: the build's, then the platform's, to
                 # close (closed on failure), while ours keeps the project held meanwhile.
@@ -232,7 +234,7 @@ def first_build(
             console.print(
                 "flash run waits for a change to the project to build again (Ctrl+C stops)"
             )
-            _wait_for_a_change(root, stop, read)
+            _wait_for_a_change(root, options.dependencies, stop, read)
     finally:
         os.close(state_lock)  # a platform serving holds its duplicate
 
@@ -282,7 +284,9 @@ def _build_and_serve(
 _WATCH_ATTEMPTS = 5
 
 
-def _wait_for_a_change(root: Path, stop: Stop, read: Snapshot | None) -> None:
+def _wait_for_a_change(
+    root: Path, dependencies: DependencyOptions, stop: Stop, read: Snapshot | None
+) -> None:
     """Wait for a change to what the build reads (``read``: what the failed build read);
     a stopping signal exits as interrupted, a project folder gone or a watch that cannot
     start as a failure (else each would build again at once, and again)."""
@@ -290,7 +294,7 @@ def _wait_for_a_change(root: Path, stop: Stop, read: Snapshot | None) -> None:
 
     for attempt in range(_WATCH_ATTEMPTS):
         try:
-            changed = wait_for_change(root, stop, read)
+            changed = wait_for_change(root, stop, read, dependencies)
             break
         except OSError as exc:
             _check_still_there(root)

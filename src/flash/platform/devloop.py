@@ -14,6 +14,7 @@ from pathlib import Path
 import watchfiles
 
 from flash.build.collect import collect_files, is_ignored
+from flash.build.dependencies import DependencyOptions, local_find_links, local_wheels
 from flash.build.errors import BuildError
 from flash.build.pipeline import (
     BuildOptions,
@@ -244,18 +245,27 @@ def _is_empty(path: Path) -> bool:
         return False
 
 
+# No package sources given: the local --find-links are those requirements.txt names.
+_NO_SOURCES = DependencyOptions()
+
+
 def watch_and_reload(
-    root: Path, stop: threading.Event, reload: Callable[[set[Path]], None]
+    root: Path,
+    stop: threading.Event,
+    reload: Callable[[set[Path]], None],
+    dependencies: DependencyOptions = _NO_SOURCES,
 ) -> None:
-    """Call ``reload`` with each batch of changes to what the build reads, until ``stop``."""
+    """Call ``reload`` with each batch of changes to what the build reads, until ``stop``;
+    ``dependencies``: the build's package sources (their local --find-links are read)."""
     while not stop.is_set():
-        inputs = always_watched(root)
-        for changed in _changes(
-            root, _outside_folders(root, inputs), source_filter(root, inputs), stop
-        ):
+        inputs = always_watched(root, dependencies)
+        folders = _outside_folders(root, inputs)
+        wanted = source_filter(root, inputs, dependencies)
+        for changed in _changes(root, folders, wanted, stop):
             reload(changed)
-            if always_watched(root) != inputs:
-                break  # a requirements edit named other files: watch those
+            now = always_watched(root, dependencies)
+            if now != inputs or _outside_folders(root, now) != folders:
+                break  # a requirements edit named other files, a folder came: watch those
         if stop.is_set():
             return
         reload(set())  # what changed while that watch ended (a skipped build if nothing)
@@ -265,38 +275,47 @@ def watch_and_reload(
 Snapshot = tuple[tuple[str, tuple[int, int, int] | None], ...]
 
 
-def snapshot(root: Path) -> Snapshot:
-    """The files a build reads (collected, and ``always_watched``) as they stand, taken
-    before a build: ``wait_for_change`` then tells an edit made while that build ran."""
+def snapshot(root: Path, dependencies: DependencyOptions = _NO_SOURCES) -> Snapshot:
+    """The files a build reads (collected, ``always_watched``, and the local wheels) as they
+    stand, taken before a build: ``wait_for_change`` then tells an edit made while that
+    build ran."""
     try:
         files = [str(root / rel) for rel in collect_files(root)]
     except (BuildError, OSError):
         files = []  # what stops the collection the build reports; the rest still counts
-    names = sorted({*files, *(str(path) for path in always_watched(root))})
+    wheels = [wheel[2] for wheel in local_wheels(root, dependencies)]
+    watched = [str(path) for path in always_watched(root, dependencies)]
+    names = sorted({*files, *watched, *wheels})
     return tuple(zip(names, file_stats(root, names), strict=True))
 
 
-def wait_for_change(root: Path, stop: threading.Event, since: Snapshot | None = None) -> bool:
+def wait_for_change(
+    root: Path,
+    stop: threading.Event,
+    since: Snapshot | None = None,
+    dependencies: DependencyOptions = _NO_SOURCES,
+) -> bool:
     """Wait for a change to what the build reads, watched as ``watch_and_reload`` watches:
     True once one comes (or the watch had to end: a folder removed), False on ``stop``.
     ``since``: what the last build read; if the files differ once watching, that is a
     change (made while it ran). Raises OSError if the watch cannot start at all."""
-    inputs = always_watched(root)
-    for changed in _changes(
-        root, _outside_folders(root, inputs), source_filter(root, inputs), stop, strict=True
-    ):
+    inputs = always_watched(root, dependencies)
+    folders = _outside_folders(root, inputs)
+    wanted = source_filter(root, inputs, dependencies)
+    for changed in _changes(root, folders, wanted, stop, strict=True):
         # The empty batch comes once watching: from then on no edit is missed.
-        if changed or (since is not None and snapshot(root) != since):
+        if changed or (since is not None and snapshot(root, dependencies) != since):
             return True
     return not stop.is_set()
 
 
 def _outside_folders(root: Path, inputs: frozenset[Path]) -> list[Path]:
-    """The folders to watch (not below) for the ``inputs`` outside ``root``: files there
-    are watched through their folders, as an editor's save replaces the file (a new inode),
-    and a file named but missing may come later."""
+    """The folders to watch (not below) for the ``inputs`` outside ``root``: a folder of
+    wheels itself; files through their folders, as an editor's save replaces the file (a
+    new inode), and a file (or folder) named but missing may come later."""
     outside = {path for path in inputs if not path.is_relative_to(root)}
-    return sorted({path.parent for path in outside if path.parent.is_dir()})
+    folders = {path if path.is_dir() else path.parent for path in outside}
+    return sorted(folder for folder in folders if folder.is_dir())
 
 
 def _changes(
@@ -388,29 +407,40 @@ class _Either:
         return self.first.is_set() or self.second.is_set()
 
 
-def always_watched(root: Path) -> frozenset[Path]:
+def always_watched(root: Path, dependencies: DependencyOptions = _NO_SOURCES) -> frozenset[Path]:
     """Files read whatever the ignore files say: by the build, requirements.txt and
     pyproject.toml, the files requirements.txt names with -r/-c (even outside the
-    project) and the lock files it compares (uv.lock...); by the web app, main.py."""
+    project), the lock files it compares (uv.lock...) and the local --find-links folders
+    of ``dependencies`` and requirements.txt (the wheels in them, or a wheel named); by
+    the web app, main.py."""
     listed = (root / "requirements.txt", root / "pyproject.toml", root / "main.py")
-    return frozenset(path.resolve() for path in (*listed, *dependency_input_paths(root)))
+    read = (*listed, *dependency_input_paths(root), *local_find_links(root, dependencies))
+    return frozenset(path.resolve() for path in read)
+
+
+def _reads(inputs: frozenset[Path], path: Path) -> bool:
+    """Whether a build reads ``path``, one of ``inputs`` or a wheel in a folder of them."""
+    return path in inputs or (path.suffix == ".whl" and path.parent in inputs)
 
 
 def source_filter(
-    root: Path, inputs: frozenset[Path] = frozenset()
+    root: Path,
+    inputs: frozenset[Path] = frozenset(),
+    dependencies: DependencyOptions = _NO_SOURCES,
 ) -> Callable[[watchfiles.Change, str], bool]:
-    """Changes to files a build would collect, or to ``inputs`` (``always_watched``); never
-    .flash/ (our own writes) or ignored ones. Outside ``root``, a file ``inputs`` lacks
-    counts if the project now reads it (a file named by requirements.txt, created late)."""
+    """Changes to files a build would collect, or to ``inputs`` (``always_watched``, of
+    ``dependencies``) and the wheels in their folders; never .flash/ (our own writes) or
+    ignored ones. Outside ``root``, a file ``inputs`` lacks counts if the project now reads
+    it (a file named by requirements.txt, created late)."""
 
     def wanted(_change: watchfiles.Change, path: str) -> bool:
         resolved = Path(path).resolve()
-        if resolved in inputs:
+        if _reads(inputs, resolved):
             return True
         try:
             rel = resolved.relative_to(root).as_posix()
         except ValueError:
-            return resolved in always_watched(root)
+            return _reads(always_watched(root, dependencies), resolved)
         # Read the ignore files afresh: an edit to one changes what the build collects.
         try:
             return not is_ignored(root, rel)
