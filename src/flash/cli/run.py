@@ -205,13 +205,15 @@ def first_build(
     is reported and tried again at the next change to the project, as dev servers do.
     ``build_warned`` gets each warning of the build served."""
     from flash.build.errors import BuildError
-    from flash.platform.devloop import snapshot
+    from flash.build.pipeline import ChangedWhileBuilding
+    from flash.platform.devloop import snapshot, wait_until_settled, waiting_to_settle
     from flash.platform.local import lock_state_dir
 
     root = options.project_dir
     # Held from the first build to serving, failed builds and waits included: a second
     # flash run of the project is refused throughout, and cannot slip in between.
     state_lock = lock_state_dir(root / FLASH_DIR)
+    waited = False  # for files changing while it built, said once
     try:
         while True:
             # What this build will have read.
@@ -227,6 +229,16 @@ def first_build(
                     build_warned=build_warned,
                     **platform_options,
                 )
+            except ChangedWhileBuilding as exc:
+                if not watch:
+                    raise
+                # No failure: the files are built once they stay put.
+                if not waited:
+                    say(waiting_to_settle(exc))
+                waited = True
+                if not wait_until_settled(options, stop):
+                    exit_interrupted(stop, "the first build")
+                continue
             except BuildError as exc:
                 if not watch:
                     raise

@@ -18,6 +18,8 @@ from flash.build.dependencies import DependencyOptions, local_find_links, local_
 from flash.build.errors import BuildError
 from flash.build.pipeline import (
     BuildOptions,
+    BuildResult,
+    ChangedWhileBuilding,
     Progress,
     build_project,
     dependency_input_paths,
@@ -38,6 +40,8 @@ __all__ = [
     "snapshot",
     "source_filter",
     "wait_for_change",
+    "wait_until_settled",
+    "waiting_to_settle",
     "watch_and_reload",
 ]
 
@@ -161,13 +165,9 @@ class Reloader:
     def rebuild(self) -> Outcome:
         """Build and serve what changed."""
         self._keep_key()
-        try:
-            result = build_project(self.options, progress=self.progress)
-        except KeyboardInterrupt:
-            failure = interrupt_failure(self.stop)
-            return Outcome.STOPPED if failure is None else self._failed(failure)
-        except BuildError as exc:
-            return Outcome.STOPPED if self.stop.is_set() else self._failed(exc)
+        result = self._build()
+        if isinstance(result, Outcome):
+            return result
         if self.stop.is_set():
             return Outcome.STOPPED  # no new build to load, nor web app to start, on the way out
         self._built_at = time.time()
@@ -198,6 +198,25 @@ class Reloader:
         self.say(f"Reloaded {result.sha256[:12]}{as_before}")
         self._say_endpoint_changes(before)
         return Outcome.NEW
+
+    def _build(self) -> BuildResult | Outcome:
+        """The build, or what it came to. Files changing while it ran (a script writing,
+        a git checkout) are no failure: it builds again once they stay put."""
+        said = False
+        while True:
+            try:
+                return build_project(self.options, progress=self.progress)
+            except ChangedWhileBuilding as exc:
+                if not said and not self.stop.is_set():
+                    self.say(waiting_to_settle(exc))
+                said = True
+                if not wait_until_settled(self.options, self.stop):
+                    return Outcome.STOPPED
+            except KeyboardInterrupt:
+                failure = interrupt_failure(self.stop)
+                return Outcome.STOPPED if failure is None else self._failed(failure)
+            except BuildError as exc:
+                return Outcome.STOPPED if self.stop.is_set() else self._failed(exc)
 
     def _say_endpoint_changes(self, before: set[str]) -> None:
         """Name the endpoints the reload added (with their URLs: what a script calls) and
@@ -247,6 +266,27 @@ def _is_empty(path: Path) -> bool:
 
 # No package sources given: the local --find-links are those requirements.txt names.
 _NO_SOURCES = DependencyOptions()
+
+
+# What the build reads, changed while it ran, is built once it stays put this long.
+_SETTLE_S = 1.0
+
+
+def waiting_to_settle(changed: ChangedWhileBuilding) -> str:
+    """What a loop says once as it waits for the files ``changed`` names to stay put."""
+    return f"{changed.names} changed while building: building once they stay put"
+
+
+def wait_until_settled(options: BuildOptions, stop: threading.Event) -> bool:
+    """Wait until what the build of ``options`` reads (see ``snapshot``) has not changed
+    for _SETTLE_S: True then, False on ``stop``."""
+    before = snapshot(options.project_dir, options.dependencies)
+    while not stop.wait(_SETTLE_S):
+        now = snapshot(options.project_dir, options.dependencies)
+        if now == before:
+            return True
+        before = now
+    return False
 
 
 def watch_and_reload(
