@@ -590,3 +590,24 @@ def test_files_changing_while_building_are_built_once_they_stay_put(tmp_path: Pa
             assert failure not in flash.text(), flash.text()
     finally:
         flash.end()
+
+
+def test_a_changed_secret_file_the_build_leaves_out_reloads_nothing(tmp_path: Path) -> None:
+    # Its build was new (the file screened again), its archive the same: the workers and the
+    # web app were replaced all the same.
+    project = tmp_path / "proj"
+    write_starter(project)
+    pem = "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n"
+    (project / "deploy.pem").write_text(pem.format("MIIEpAIBAAKCAQEA" * 4))
+    archive = project / ".flash" / "archive.tar.gz"
+    worker = project / "workers" / "cpu_worker.py"
+    flash = FlashRun(project)
+    try:
+        flash.wait_for_output("Scripts reach these endpoints")
+        built = archive.stat().st_mtime_ns
+        (project / "deploy.pem").write_text(pem.format("MIIEowIBAAKCAQEA" * 4))  # rotated
+        flash.wait(lambda: archive.stat().st_mtime_ns != built, 60, "the build of the new key")
+        flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
+        assert flash.count("Reloaded") == 1, flash.text()  # the edit's, not the key's
+    finally:
+        flash.end()

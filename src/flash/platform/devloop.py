@@ -171,7 +171,8 @@ class Reloader:
         if self.stop.is_set():
             return Outcome.STOPPED  # no new build to load, nor web app to start, on the way out
         self._built_at = time.time()
-        if result.skipped and result.sha256 != self.unserved:
+        # A new build may make the archive served (a secret file changed, screened again).
+        if (result.skipped or self._serves(result.sha256)) and result.sha256 != self.unserved:
             if self.broken:
                 self.broken = False
                 self.say(f"Build good again: serving {result.sha256[:12]}")
@@ -198,6 +199,11 @@ class Reloader:
         self.say(f"Reloaded {result.sha256[:12]}{as_before}")
         self._say_endpoint_changes(before)
         return Outcome.NEW
+
+    def _serves(self, sha256: str) -> bool:
+        """Whether the platform serves the archive ``sha256`` (its copy is named by it)."""
+        app_dir = self.platform.app_dir
+        return app_dir is not None and app_dir.name == sha256
 
     def _build(self) -> BuildResult | Outcome:
         """The build, or what it came to. Files changing while it ran (a script writing,
