@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -146,6 +146,11 @@ class FlashRun(CollectedProcess):
         self.wait_for_output(expect, seen + 1)
 
 
+def rewritten(path: Path, before: int) -> Callable[[], bool]:
+    """Whether ``path`` was written since its mtime was ``before`` (ns): a build done."""
+    return lambda: path.stat().st_mtime_ns != before
+
+
 def app_pid(app_port: int, timeout: float = 30) -> int | None:
     try:
         answer = httpx.get(f"http://127.0.0.1:{app_port}/pid", timeout=timeout)
@@ -280,10 +285,14 @@ def test_run_web_app_follows_edits_and_dies_with_flash(tmp_path: Path) -> None:
         flash.wait(lambda: new_app_pid(app_port, new_pid), 60, "the app from api.py")
         assert "no longer binds" not in flash.text()
 
-        # Edits to build inputs the ignore file lists, or outside the project, rebuild; so
-        # does a file requirements.txt names once it is created.
+        # Edits to build inputs the ignore file lists, or outside the project, rebuild (one
+        # that leaves the archive as it was reloads nothing); so does a file requirements.txt
+        # names once it is created.
+        archive = project / ".flash" / "archive.tar.gz"
         for source in (shared / "extra.txt", project / "pyproject.toml"):
-            flash.edit(source, source.read_text() + "\n# an edit\n", "Reloaded")
+            built = archive.stat().st_mtime_ns
+            source.write_text(source.read_text() + "\n# an edit\n")
+            flash.wait(rewritten(archive, built), 60, f"a rebuild for {source.name}")
         requirements = "-r ../shared/extra.txt\n-r ../shared/later.txt\n"
         flash.edit(project / "requirements.txt", requirements, "Build failed")
         seen = flash.count("Build good again") + flash.count("Reloaded")
@@ -606,7 +615,7 @@ def test_a_changed_secret_file_the_build_leaves_out_reloads_nothing(tmp_path: Pa
         flash.wait_for_output("Scripts reach these endpoints")
         built = archive.stat().st_mtime_ns
         (project / "deploy.pem").write_text(pem.format("MIIEowIBAAKCAQEA" * 4))  # rotated
-        flash.wait(lambda: archive.stat().st_mtime_ns != built, 60, "the build of the new key")
+        flash.wait(rewritten(archive, built), 60, "the build of the new key")
         flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
         assert flash.count("Reloaded") == 1, flash.text()  # the edit's, not the key's
     finally:
