@@ -620,3 +620,42 @@ def test_a_changed_secret_file_the_build_leaves_out_reloads_nothing(tmp_path: Pa
         assert flash.count("Reloaded") == 1, flash.text()  # the edit's, not the key's
     finally:
         flash.end()
+
+
+def test_second_ctrl_c_stops_at_once_while_the_web_app_answers_a_request(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "proj"
+    write_starter(project)
+    (project / "main.py").write_text(WEB_APP)
+    flash = FlashRun(project)
+    held: list[BaseException] = []
+
+    def hold() -> None:  # answered never: the test creates no `release`
+        try:
+            httpx.get(f"http://127.0.0.1:{app_port}/hold", timeout=120)
+        except httpx.TransportError as exc:
+            held.append(exc)
+
+    try:
+        app_port = flash.app_port()
+        pid = flash.wait(lambda: app_pid(app_port), 60, "the web app to answer")
+        holder = threading.Thread(target=hold)
+        holder.start()
+        flash.wait((project / "holding").exists, 30, "the request to be in flight")
+        flash.signal_group(signal.SIGINT)
+        # flash run says what it waits for, and how to stop at once (the app's own session
+        # gets no Ctrl-C: uvicorn's "CTRL+C to force quit" would be wrong).
+        flash.wait_for_output("Ctrl+C again stops it at once", timeout=30)
+        assert flash.count("Ctrl+C again stops it at once") == 1
+        assert alive(pid) and flash.proc.poll() is None  # still waiting for the request
+        flash.signal_group(signal.SIGINT)
+        assert flash.exit_code(timeout=15) == 0, flash.text()
+    finally:
+        flash.end()
+    holder.join(30)
+    assert held, "the request in flight was cut off"
+    assert "CTRL+C to force quit" not in flash.text(), flash.text()
+    assert "Traceback" not in flash.text(), flash.text()
+    assert not alive(pid)
+    wait_for(lambda: not processes_under(project), 10, "every process of the project to exit")

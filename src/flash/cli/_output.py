@@ -56,9 +56,14 @@ def build_warning(message: str) -> None:
 
 
 class Stop(threading.Event):
-    """Set by the first stopping signal; ``signum`` says which."""
+    """Set by the first stopping signal; ``signum`` says which. A second one sets
+    ``forced``: stop at once, without waiting for what is still under way."""
 
     signum: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forced = threading.Event()
 
 
 # SIGHUP too: a closed terminal, or a supervisor's "stop", must stop the workers cleanly.
@@ -68,8 +73,9 @@ STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextmanager
 def stop_on_signals(interrupt: Callable[[], None] | None = None) -> Iterator[Stop]:
     """An event SIGINT, SIGTERM and SIGHUP set while the block runs; the old handlers come
-    back after it. A signal ignored when the command started stays ignored: ``nohup`` ignores
-    SIGHUP, and a shell without job control SIGINT for its background jobs. ``interrupt`` is
+    back after it; a second signal sets its ``forced``. A signal ignored when the command
+    started stays ignored: ``nohup`` ignores SIGHUP, and a shell without job control SIGINT
+    for its background jobs. ``interrupt`` is
     called after the event is set, in the main thread: it may raise KeyboardInterrupt there
     to end what the main thread waits on."""
     stop = Stop()
@@ -77,6 +83,8 @@ def stop_on_signals(interrupt: Callable[[], None] | None = None) -> Iterator[Sto
     def handle(signum: int, _frame: object) -> None:
         if stop.signum is None:
             stop.signum = signum
+        else:
+            stop.forced.set()
         stop.set()
         if interrupt is not None:
             interrupt()

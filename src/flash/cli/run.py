@@ -169,9 +169,13 @@ def run(
             if web.failure is not None:
                 raise web.failure
         finally:
+            # A second stopping signal (Ctrl-C again) ends the wait for the web app's
+            # requests, and gives the jobs running no grace: they run again at the next start.
             if web is not None:
-                web.close()
-            if platform is not None:
+                web.close(stop.forced)
+            if platform is not None and stop.forced.is_set():
+                platform.stop(grace_s=0.0)
+            elif platform is not None:
                 platform.stop()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -47,12 +48,25 @@ def main(argv: list[str]) -> None:
                 super().load()  # from the module imported: main.py runs once
 
     config = Config("main:app", timeout_graceful_shutdown=drain_s)
+    # After Config, which sets up uvicorn's logging.
+    logging.getLogger("uvicorn.error").addFilter(_without_force_quit_hint)
     server = server_class(config, ready_fd)
     # uvicorn sends itself the signal that stopped it again once it has shut down; SIGINT's
     # Python handler would print a KeyboardInterrupt traceback then (SIGTERM's default
     # action ends the process quietly).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     server.run(sockets=[socket.socket(fileno=listen_fd)])
+
+
+_FORCE_QUIT_HINT = " (CTRL+C to force quit)"
+
+
+def _without_force_quit_hint(record: logging.LogRecord) -> bool:
+    """uvicorn's "Waiting for connections to close." without its hint: this process runs
+    in a session of its own, where no Ctrl-C comes (flash run says what its own does)."""
+    if isinstance(record.msg, str) and record.msg.endswith(_FORCE_QUIT_HINT):
+        record.msg = record.msg.removesuffix(_FORCE_QUIT_HINT)
+    return True
 
 
 def app_interface(app: Any) -> Literal["auto", "wsgi"]:

@@ -13,6 +13,7 @@ was taken meanwhile).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flash.build.scanner import module_bindings
+from flash.platform import processes
 from flash.platform.listening import address_family, http_url
 
 __all__ = [
@@ -43,6 +45,8 @@ WEB_APP_DRAIN_S = 30.0
 # uvicorn's own limit on finishing requests, after a replaced app's wait for requests on
 # their way (_web_app_child.FIRST_REQUEST_WAIT_S), and time to exit after it.
 WEB_APP_STOP_S = WEB_APP_DRAIN_S + 5.0 + 5.0
+# How long flash run's stop waits for the web app to exit before it says that it waits.
+_SAY_WAITING_S = 1.0
 # How long an app may take to start before a warning says it is still starting.
 WEB_APP_SLOW_S = 60.0
 
@@ -159,8 +163,11 @@ class WebApp:
             note = f" (port {port_before} was taken meanwhile)" if moved else ""
             self.say(f"Web app (main.py) on {http_url(self.host, self.port)}{note}")
 
-    def stop(self) -> None:
-        """Stop every app process (at most WEB_APP_STOP_S for all), then free the port."""
+    def stop(self, forced: threading.Event | None = None) -> None:
+        """Stop every app process (at most WEB_APP_STOP_S for all), then free the port. With
+        ``forced`` (flash run stopping): an app still finishing its requests after
+        _SAY_WAITING_S is said to be awaited, and once ``forced`` is set the apps are killed
+        at once, their process trees with them."""
         with self._lock:
             procs = {p for p in (self._latest, self._serving, *self._draining) if p is not None}
             # From here their exits are ours, not failures.
@@ -175,17 +182,41 @@ class WebApp:
             else:
                 proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + WEB_APP_STOP_S
+        if forced is not None and procs:
+            self._await_or_force(procs, deadline, forced)
         for proc in procs:
             _wait_or_kill(proc, deadline - time.monotonic())
         with self._lock:
             if self._latest is None and self._serving is None:  # none started meanwhile
                 self._free_port()
 
-    def close(self) -> None:
+    def _await_or_force(
+        self, procs: set[subprocess.Popen[bytes]], deadline: float, forced: threading.Event
+    ) -> None:
+        """Wait for ``procs`` to exit until ``deadline``, saying so if they take a while,
+        or until ``forced`` is set: then kill them at once."""
+        say_at = time.monotonic() + _SAY_WAITING_S
+        while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
+            if forced.is_set():
+                self.say("Stopping at once: main.py's web app is killed, its requests cut off")
+                for proc in procs:
+                    _kill_tree(proc)
+                return
+            if time.monotonic() > say_at:
+                say_at = deadline  # said once
+                self.say(
+                    f"Waiting up to {WEB_APP_DRAIN_S:g} s for main.py's web app to finish its "
+                    "requests (Ctrl+C again stops it at once)"
+                )
+            # Polled, not an Event's wait: the signal handler that sets ``forced`` runs in
+            # this thread, and could not take the lock such a wait holds at times.
+            time.sleep(0.02)
+
+    def close(self, forced: threading.Event | None = None) -> None:
         """``stop``; no app starts after it."""
         with self._lock:
             self._closed = True
-        self.stop()
+        self.stop(forced)
         with self._lock:
             if self._lifeline is not None:
                 for fd in self._lifeline:
@@ -372,5 +403,16 @@ def _wait_or_kill(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     try:
         proc.wait(max(timeout_s, 0.0))
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        _kill_tree(proc)
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``, its process group (its session's: see _spawn) and every process
+    below it now (one the app started in a session of its own too), then reap it."""
+    if proc.returncode is None and sys.platform != "win32":  # reaped: its pid may be reused
+        below = processes.descendants([proc.pid])[proc.pid]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        processes.kill(below, spare_group=proc.pid)
+    proc.kill()
+    proc.wait()
