@@ -503,6 +503,37 @@ def test_run_starts_a_main_py_with_a_syntax_error_to_report_it(tmp_path: Path) -
     assert "SyntaxError" in flash.text() and "exited with code 1 while starting" in flash.text()
 
 
+def test_run_shows_where_main_py_fails_to_import_in_the_projects_own_files(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "proj"
+    write_starter(project)
+    (project / "main.py").write_text("from api import app  # noqa: F401\n")
+    (project / "api.py").write_text(
+        "from starlette.applications import Starlette\n"
+        "from workers.cpu_worker import preprocess, nothere\n\napp = Starlette()\n"
+    )
+    flash = FlashRun(project)
+    try:
+        assert flash.exit_code() == 1, flash.text()
+    finally:
+        flash.end()
+    said = flash.text().split("Scripts reach these endpoints", 1)[1]
+    # As a failed import of the build shows it: the project's frames, then the error.
+    report = (
+        "main.py failed to import:\n"
+        "  main.py:1 in <module>: from api import app  # noqa: F401\n"
+        "  api.py:2 in <module>: from workers.cpu_worker import preprocess, nothere\n"
+        "ImportError: cannot import name 'nothere' from 'workers.cpu_worker' "
+        "(workers/cpu_worker.py)\n"
+    )
+    assert report in said, said
+    # Not the frames of runpy, uvicorn and importlib that imported it.
+    for unwanted in ("Traceback", "runpy", "_web_app_child", "uvicorn", "importlib"):
+        assert unwanted not in said, said
+    assert "exited with code 1 while starting; its output is above" in said, said
+
+
 def test_serve_stops_cleanly_on_sighup(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     write_starter(project)

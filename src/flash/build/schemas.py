@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flash.build import import_trace
 from flash.build.errors import BuildError
 from flash.runtime.errors import masks_for
 from flash.sdk import json_rule
@@ -134,6 +135,7 @@ def check_handlers_and_derive_schemas(
             "masked_min_length": MASKED_MIN_LENGTH,
             "add_site_packages": self_contained,
             "rule_file": json_rule.__file__,
+            "trace_file": import_trace.__file__,
             "output": str(output),
         }
         # A worker sets neither PYTHON* nor FLASH_* variables when it imports the handler.
@@ -356,7 +358,6 @@ import inspect
 import json
 import os
 import signal
-import traceback
 import warnings
 
 # Whether SIGINT came: only then is a KeyboardInterrupt a Ctrl-C; project code raising one
@@ -396,47 +397,27 @@ def masking_summary(summary):
 
 
 def shown(filename):
-    for root in ROOTS:
-        if filename.startswith(root):
-            return filename[len(root):]
-    return filename
+    return TRACE.shown(filename, ROOTS)
 
 
 def user_trace():
-    return describe(sys.exc_info()[1], 0)
-
-
-def describe(exc, depth):
     # The frames in the project's files, named as in the project (the build is a copy that
     # is gone by the time anyone reads this), the frame that raised it if elsewhere (a
     # vendored package), the error, and what caused it; not importlib's frames.
-    parts = []
-    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if cause is not None and depth < 3:
-        parts.append(describe(cause, depth + 1))
-        parts.append("which caused:" if exc.__cause__ is not None else "then, handling it:")
-    frames = traceback.extract_tb(exc.__traceback__)
-    kept = [f for f in frames if f.filename.startswith(BUILD)]
-    if frames and frames[-1] not in kept and not frames[-1].filename.startswith("<"):
-        kept.append(frames[-1])
-    parts += [
-        f"  {shown(f.filename)}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
-        for f in kept[-8:]
-    ]
-    error = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
-    for root in ROOTS:
-        error = error.replace(root, "")
-    parts.append(error)
-    return "\n".join(parts)
+    return TRACE.describe(sys.exc_info()[1], ROOTS)
 
 
-def load_rule(path):
-    # By path: here ``flash`` is the archive's stand-in, which has no flash.sdk.json_rule.
-    spec = importlib.util.spec_from_file_location("flash_json_rule", path)
+def load_by_path(name, path):
+    # By path: here ``flash`` is the archive's stand-in, which has neither
+    # flash.sdk.json_rule nor flash.build.import_trace.
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up by module name
+    sys.modules[spec.name] = module  # a dataclass looks itself up by module name
     spec.loader.exec_module(module)
     return module
+
+
+TRACE = load_by_path("flash_import_trace", request["trace_file"])
 
 
 def inline_top_ref(schema):
@@ -752,7 +733,7 @@ def main():
         site.main()
     warnings.simplefilter("ignore")  # pydantic's notes on defaults and titles are not errors
     try:
-        rule = load_rule(request["rule_file"])
+        rule = load_by_path("flash_json_rule", request["rule_file"])
         rule.summary = masking_summary(rule.summary)  # its own functions use it too
         try:
             from typing_extensions import NotRequired, TypedDict

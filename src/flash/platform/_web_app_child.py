@@ -10,15 +10,19 @@ SIGINT (flash run stops) lets requests finish.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import os
 import signal
 import socket
 import sys
+import sysconfig
 import threading
 import time
 from typing import Any, Literal
+
+from flash.build import import_trace
 
 # Exit status when flash run is gone: nothing would stop this process any more.
 ORPHANED = 70
@@ -39,8 +43,9 @@ def main(argv: list[str]) -> None:
     class Config(uvicorn.Config):
         def load(self) -> None:
             # Where uvicorn loads the app: in the server's event loop, main.py imported
-            # there (a failure reported as uvicorn reports it); then how to call its `app`.
-            super().load()
+            # there; then how to call its `app`.
+            import_main()
+            super().load()  # finds main.py imported
             interface = app_interface(getattr(sys.modules.get("main"), "app", None))
             if interface != "auto" and self.interface != interface:
                 self.interface = interface
@@ -56,6 +61,25 @@ def main(argv: list[str]) -> None:
     # action ends the process quietly).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     server.run(sockets=[socket.socket(fileno=listen_fd)])
+
+
+def import_main() -> None:
+    """Import main.py; exit if that fails, saying where in the project's files and why,
+    as the build shows a failed import, not in the frames of runpy, uvicorn and importlib
+    (a SyntaxError says where in its own lines)."""
+    try:
+        importlib.import_module("main")
+    except Exception as exc:  # not SystemExit: main.py's own exit, or a stop (handle_exit)
+        project = os.path.join(os.getcwd(), "")
+        # Frames in the project folder that are not the project's: a virtual environment
+        # there (.venv), or flash itself installed from a checkout there.
+        flash = os.path.join(os.path.dirname(os.path.dirname(__file__)), "")
+        paths = sysconfig.get_paths()
+        libraries = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+        installed = [*(os.path.join(path, "") for path in libraries), flash]
+        trace = import_trace.describe(exc, [project], installed)
+        print(f"main.py failed to import:\n{trace}", file=sys.stderr)
+        sys.exit(1)
 
 
 _FORCE_QUIT_HINT = " (CTRL+C to force quit)"
