@@ -84,3 +84,32 @@ def test_a_watch_over_a_folder_always_busy_still_says_it_is_on(tmp_path: Path) -
     finally:
         quiet.set()
         logger.join(30)
+
+
+def test_an_edit_made_while_the_watch_restarts_reaches_the_reload(tmp_path: Path) -> None:
+    # A requirements edit naming another file restarts the watch; main.py, saved while that
+    # edit was being reloaded, was then in no batch: the web app kept its old code.
+    root, shared = _project_reading_outside(tmp_path)
+    root = root.resolve()
+    (shared / "more.txt").write_text("# more\n")
+    main = root / "main.py"
+    main.write_text("app = 1\n")
+    batches: queue.Queue[set[Path]] = queue.Queue()
+
+    def reload(changed: set[Path]) -> None:
+        if root / "requirements.txt" in changed:
+            main.write_text("app = 2\n")  # saved while this batch reloads
+        batches.put(changed)
+
+    stop = threading.Event()
+    watch = threading.Thread(target=watch_and_reload, args=(root, stop, reload))
+    watch.start()
+    try:
+        assert batches.get(timeout=60) == set()  # watching
+        (root / "requirements.txt").write_text("-r ../shared/extra.txt\n-r ../shared/more.txt\n")
+        seen: set[Path] = set()
+        while main not in seen:
+            seen |= batches.get(timeout=30)
+    finally:
+        stop.set()
+        watch.join(30)

@@ -303,18 +303,27 @@ def watch_and_reload(
 ) -> None:
     """Call ``reload`` with each batch of changes to what the build reads, until ``stop``;
     ``dependencies``: the build's package sources (their local --find-links are read)."""
+    ended: Snapshot | None = None  # what the build read as the last watch ended
     while not stop.is_set():
         inputs = always_watched(root, dependencies)
         folders = _outside_folders(root, inputs)
         wanted = source_filter(root, inputs, dependencies)
         for changed in _changes(root, folders, wanted, stop):
-            reload(changed)
+            if ended is not None:  # the first batch, once watching: and what changed between
+                changed = changed | _changed_since(ended, snapshot(root, dependencies))
+                ended = None
             now = always_watched(root, dependencies)
-            if now != inputs or _outside_folders(root, now) != folders:
-                break  # a requirements edit named other files, a folder came: watch those
+            restart = now != inputs or _outside_folders(root, now) != folders
+            if restart:  # a requirements edit named other files, a folder came: watch those
+                ended = snapshot(root, dependencies)  # before the reload: an edit made
+                # while it runs comes in no batch of this watch
+            reload(changed)
+            if restart:
+                break
         if stop.is_set():
             return
-        reload(set())  # what changed while that watch ended (a skipped build if nothing)
+        if ended is None:  # the watch ended by itself (a folder removed)
+            ended = snapshot(root, dependencies)
 
 
 # What a build read: each file and its stat (None: missing), see ``snapshot``.
@@ -333,6 +342,11 @@ def snapshot(root: Path, dependencies: DependencyOptions = _NO_SOURCES) -> Snaps
     watched = [str(path) for path in always_watched(root, dependencies)]
     names = sorted({*files, *watched, *wheels})
     return tuple(zip(names, file_stats(root, names), strict=True))
+
+
+def _changed_since(before: Snapshot, after: Snapshot) -> set[Path]:
+    """The files whose stat differs between two snapshots (come, gone or written)."""
+    return {Path(name).resolve() for name, _ in set(before) ^ set(after)}
 
 
 def wait_for_change(
