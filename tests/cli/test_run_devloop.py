@@ -632,11 +632,13 @@ def test_files_changing_while_building_are_built_once_they_stay_put(tmp_path: Pa
         flash.end()
 
 
-def test_a_changed_secret_file_the_build_leaves_out_reloads_nothing(tmp_path: Path) -> None:
-    # Its build was new (the file screened again), its archive the same: the workers and the
-    # web app were replaced all the same.
+def test_a_changed_secret_file_the_build_leaves_out_keeps_the_workers(tmp_path: Path) -> None:
+    # Its build was new (the file screened again), its archive the same: the workers were
+    # replaced all the same. The web app, which reads the project's files (the key, say),
+    # restarts as after any new build.
     project = tmp_path / "proj"
     write_starter(project)
+    (project / "main.py").write_text(WEB_APP)
     pem = "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n"
     (project / "deploy.pem").write_text(pem.format("MIIEpAIBAAKCAQEA" * 4))
     archive = project / ".flash" / "archive.tar.gz"
@@ -644,9 +646,12 @@ def test_a_changed_secret_file_the_build_leaves_out_reloads_nothing(tmp_path: Pa
     flash = FlashRun(project)
     try:
         flash.wait_for_output("Scripts reach these endpoints")
+        app_port = flash.app_port()
+        first_pid = flash.wait(lambda: app_pid(app_port), 60, "the web app to answer")
         built = archive.stat().st_mtime_ns
         (project / "deploy.pem").write_text(pem.format("MIIEowIBAAKCAQEA" * 4))  # rotated
         flash.wait(rewritten(archive, built), 60, "the build of the new key")
+        flash.wait(lambda: new_app_pid(app_port, first_pid), 60, "the web app to restart")
         flash.edit(worker, worker.read_text() + "\n# an edit\n", "Reloaded")
         assert flash.count("Reloaded") == 1, flash.text()  # the edit's, not the key's
     finally:

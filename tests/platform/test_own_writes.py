@@ -34,3 +34,14 @@ def test_only_a_file_written_as_each_restart_starts_is_the_projects_own(tmp_path
     # Another file among them is no such repeat.
     assert not own.found(_write(worker, 1101) | _write(log, 1101), Restart(1100, None))
     assert not own.found(frozenset({tmp_path / "gone.db-journal"}), Restart(1200, None))
+
+
+def test_source_the_build_reads_as_code_is_never_the_projects_own(tmp_path: Path) -> None:
+    # A user saving a module quickly after each reload (each save in the window a restart
+    # leaves) had that module muted: its next saves never reloaded.
+    own = OwnWrites()
+    for name in ("worker.py", "requirements.txt", "pyproject.toml"):
+        path = tmp_path / name
+        for began in (100.0, 200.0, 300.0, 400.0):
+            assert not own.found(_write(path, began + 1), Restart(began, began + 5)), name
+    assert own.files == frozenset()

@@ -64,6 +64,9 @@ class Outcome(enum.Enum):
 
     NEW = "new"  # a new build serves
     SAME = "same"  # nothing to reload: the build served is up to date
+    # A new build of the archive served (a file it reads but leaves out changed): the
+    # workers keep serving it; the web app, which reads the project's files, restarts.
+    REBUILT = "rebuilt"
     FAILED = "failed"  # the build or its loading failed: the last good one serves on
     STOPPED = "stopped"  # a stop was asked for meanwhile: nothing more is done
 
@@ -124,17 +127,16 @@ class Reloader:
             return  # the project's own writes (said once): the next other change builds them
         own = self.own_writes.found(changed, self._last_restart())
         self._restarted = None
+        outcome = self.rebuild()  # the batch found to be own writes too: none is dropped
         if own:
             self._say_own_writes(own)
-            return
-        outcome = self.rebuild()
         if outcome is Outcome.STOPPED:
             return
         main_changed = self.web.main.resolve() in changed
         # The web app imports the project's files as they are on disk: any new build may
         # change what it sees (which files, read when, cannot be told), so it restarts;
         # main.py may also be ignored by the build.
-        if outcome is Outcome.NEW or (
+        if outcome in (Outcome.NEW, Outcome.REBUILT) or (
             outcome is Outcome.SAME and (main_changed or self.web.needs_start)
         ):
             self.update_web_app()
@@ -171,12 +173,12 @@ class Reloader:
         if self.stop.is_set():
             return Outcome.STOPPED  # no new build to load, nor web app to start, on the way out
         self._built_at = time.time()
-        # A new build may make the archive served (a secret file changed, screened again).
+        # A new build may make the archive served: REBUILT.
         if (result.skipped or self._serves(result.sha256)) and result.sha256 != self.unserved:
             if self.broken:
                 self.broken = False
                 self.say(f"Build good again: serving {result.sha256[:12]}")
-            return Outcome.SAME
+            return Outcome.SAME if result.skipped else Outcome.REBUILT
         warnings = [str(warning) for warning in result.warnings]
         for warning in warnings:
             if warning not in self._warnings:

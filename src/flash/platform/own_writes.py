@@ -38,6 +38,16 @@ class Restart:
         return bool(times) and all(self.began <= written <= end for written in times)
 
 
+# What the build reads as code or as its dependencies: a user's edit, whenever it comes
+# (a project writes its logs and data as it starts, not its modules).
+_SOURCE_SUFFIXES = frozenset({".py", ".pyi", ".whl"})
+_SOURCE_NAMES = frozenset({"requirements.txt", "pyproject.toml", "uv.lock"})
+
+
+def _is_source(path: Path) -> bool:
+    return path.suffix in _SOURCE_SUFFIXES or path.name in _SOURCE_NAMES
+
+
 def _written(path: Path) -> float | None:
     try:
         return os.stat(path).st_mtime
@@ -57,7 +67,7 @@ class OwnWrites:
     def found(self, changed: frozenset[Path], last: Restart | None) -> frozenset[Path]:
         """Note the batch ``changed``, ``last`` the restart of the reload before it (None:
         it restarted nothing); the files it shows to be the project's own, else none."""
-        if last is None or not last.wrote(changed):
+        if last is None or any(map(_is_source, changed)) or not last.wrote(changed):
             self._repeated, self._repeats = frozenset(), 0
             return frozenset()
         self._repeats = self._repeats + 1 if changed == self._repeated else 1
