@@ -232,6 +232,24 @@ def test_sending_an_exception_does_not_run_its_init_again_on_the_worker() -> Non
     assert type(error) is Audited and str(error) == "disk full" and AUDITED == ["disk full"]
 
 
+class JobExit(SystemExit):
+    """A C base's field (SystemExit.code) set by its __init__."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(status)
+        self.why = why
+
+
+def test_an_exception_whose_c_base_fields_its_init_sets_is_never_rebuilt_without_them() -> None:
+    # Rebuilt without __init__, JobExit(3, ...) read the same (args, text) but had code None:
+    # re-raised by a caller, its process exited 0. It goes in pickle's usual form, which a
+    # caller cannot load, and then says why (client._remote_exception's first note).
+    from flash.runtime.serialization import serialize
+
+    with pytest.raises(SerializationError, match=r"JobExit.__init__\(\) missing"):
+        deserialize(serialize(JobExit(3, "done"), errors_without_init=True))
+
+
 def test_an_exception_that_needs_its_init_goes_in_the_default_form() -> None:
     # Rebuilt without its __init__ it would have no fields: it goes as pickle makes it, and
     # a caller that cannot load it says why (client._remote_exception's first note).

@@ -252,7 +252,7 @@ def _reduced_without_init(error: BaseException) -> tuple[Any, ...] | None:
     cls = type(error)
     if cls.__reduce__ is not BaseException.__reduce__:
         return None
-    if not isinstance(cls.__init__, FunctionType):
+    if not isinstance(cls.__init__, FunctionType) or not _fields_in_dict(cls):
         return None
     try:
         reduced = error.__reduce__()
@@ -267,6 +267,18 @@ def _reduced_without_init(error: BaseException) -> tuple[Any, ...] | None:
     except Exception:  # the default form, then
         return None
     return (copyreg.__newobj__, (cls, *args), *reduced[2:])  # type: ignore[attr-defined]
+
+
+def _fields_in_dict(cls: type) -> bool:
+    """Whether an exception class keeps all its own fields in its ``__dict__`` (its
+    pickled state): no slots, and no built-in base but Exception's that an ``__init__``
+    fills (SystemExit.code, StopIteration.value, OSError.errno)."""
+    for klass in cls.__mro__:
+        if klass.__dict__.get("__slots__"):
+            return False
+        if klass.__module__ == "builtins" and klass not in (Exception, BaseException, object):
+            return False
+    return True
 
 
 def _lookup_qualname(root: Any, qualname: str) -> Any:
