@@ -15,6 +15,7 @@ __all__ = ["describe", "shown"]
 # How many of the project's frames an error shows (the innermost), and how many causes.
 _FRAMES = 8
 _CAUSES = 3
+_MEMBERS = 5  # of an exception group
 
 
 def describe(
@@ -23,7 +24,8 @@ def describe(
     """``exc`` in the project's terms: its frames in the project's files (under ``roots[0]``,
     but not under any of ``installed``: where packages are) as ``  path:line in name:
     source``, named relative to ``roots``; the frame that raised it if elsewhere (a
-    package's); the error; before them what caused it. Folders end in a separator."""
+    package's); the error; before them what caused it; after it, a group's members.
+    Folders end in a separator."""
     parts = []
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     if cause is not None and depth < _CAUSES:
@@ -45,6 +47,13 @@ def describe(
     for root in roots:
         error = error.replace(root, "")
     parts.append(error)
+    # A group (a TaskGroup's) says only how many it holds: each of them, indented.
+    members = getattr(exc, "exceptions", None) if depth < _CAUSES else None
+    if isinstance(members, tuple):
+        for member in members[:_MEMBERS]:
+            if isinstance(member, BaseException):
+                text = describe(member, roots, installed, depth + 1)
+                parts.append("    " + text.replace("\n", "\n    "))
     return "\n".join(parts)
 
 
